@@ -1,0 +1,3 @@
+//! The Portcullis capability model, shared by the kernel and the host checker.
+#![no_std]
+#![forbid(unsafe_code)]
