@@ -1,8 +1,36 @@
-//! The Portcullis microkernel.
+//! The Portcullis microkernel: entry after the architecture's boot code.
+//!
+//! Boot order: `arch` (entry, console, traps, page tables) -> [`boot::main`]
+//! (memory map, platform discovery, IOMMUs with all DMA blocked) -> the
+//! boot self-tests when the command line asks for them -> exit.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arch;
+mod boot;
+mod console;
+mod mem;
+
+/// Guest exit status: everything passed.
+pub const EXIT_SUCCESS: u32 = 0;
+/// Guest exit status: at least one boot self-test failed.
+pub const EXIT_TESTS_FAILED: u32 = 1;
+/// Guest exit status: the kernel panicked.
+pub const EXIT_PANIC: u32 = 2;
+/// Guest exit status: an unexpected CPU exception.
+pub const EXIT_UNEXPECTED_TRAP: u32 = 3;
+/// Guest exit status: boot could not continue (bad firmware data, no IOMMU).
+pub const EXIT_BOOT_FAILED: u32 = 4;
+
+/// Announces the exit status (the runner reads this line) and leaves QEMU.
+pub fn exit(status: u32) -> ! {
+    println!("portcullis: exit {status}");
+    arch::exit_qemu(status)
+}
 
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {}
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("[panic] {info}");
+    exit(EXIT_PANIC)
 }

@@ -1,0 +1,97 @@
+//! aarch64 support: boot at EL1, PL011 console, exception vectors, semihosting exit.
+//!
+//! Address-space layout (see kernel/README.md for the picture):
+//! - `0xFFFF_0000_0000_0000 + pa` (TTBR1): the direct map of physical memory,
+//!   covering 0..4 GiB and the PCIe ECAM window at 256 GiB. The kernel image
+//!   is linked inside it, at its physical address plus that base.
+//! - TTBR0 (the lower half) is left for user address spaces; boot turns its
+//!   walks off once the kernel runs high.
+
+mod boot;
+mod pl011;
+mod trap;
+
+use crate::boot::{BootInfo, Platform};
+
+/// Where the direct map of physical memory starts.
+pub const PHYS_MAP_BASE: u64 = 0xFFFF_0000_0000_0000;
+
+/// The architecture's name as the tools spell it.
+pub const NAME: &str = "aarch64";
+
+/// Where QEMU's virt machine puts the device tree for a bare ELF kernel.
+const VIRT_DTB: u64 = 0x4000_0000;
+
+/// Returns whether `[pa, pa + len)` lies inside the direct map.
+pub fn phys_map_covers(pa: u64, len: u64) -> bool {
+    const GIB: u64 = 1 << 30;
+    let Some(end) = pa.checked_add(len) else {
+        return false;
+    };
+    end <= 4 * GIB || (pa >= 256 * GIB && end <= 257 * GIB)
+}
+
+/// First Rust code, called in the upper half with whatever the loader left in x0.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(loader_x0: u64) -> ! {
+    pl011::init();
+    disable_lower_half();
+    // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
+    let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
+    crate::boot::main(BootInfo::new(Platform::DeviceTree { dtb }))
+}
+
+/// Stops TTBR0 walks (TCR_EL1.EPD0) so the boot identity map is gone.
+fn disable_lower_half() {
+    // SAFETY: the kernel runs from the upper half only; setting EPD0 makes
+    // lower-half accesses fault, and the TLB flush drops stale entries.
+    unsafe {
+        core::arch::asm!(
+            "mrs {tcr}, tcr_el1",
+            "orr {tcr}, {tcr}, #(1 << 7)",
+            "msr tcr_el1, {tcr}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb ish",
+            "isb",
+            tcr = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// Ends the QEMU session with `status` through semihosting SYS_EXIT
+/// (QEMU's exit code becomes `status`).
+pub fn exit_qemu(status: u32) -> ! {
+    /// ADP_Stopped_ApplicationExit.
+    const APPLICATION_EXIT: u64 = 0x2_0026;
+    const SYS_EXIT: u64 = 0x18;
+    let block = [APPLICATION_EXIT, u64::from(status)];
+    // SAFETY: a semihosting call with a valid parameter block; QEMU runs with
+    // -semihosting and ends the VM.
+    unsafe {
+        core::arch::asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr(), options(nostack));
+    }
+    halt()
+}
+
+/// Stops this CPU for good.
+pub fn halt() -> ! {
+    loop {
+        // SAFETY: masking interrupts and waiting parks the CPU.
+        unsafe { core::arch::asm!("msr daifset, #0xf", "wfi", options(nomem, nostack)) };
+    }
+}
+
+/// Writes bytes to the console.
+pub fn console_write(bytes: &[u8]) {
+    pl011::write_bytes(bytes);
+}
+
+/// Reads the virtual counter (one tick per instruction under icount).
+pub fn cycle_counter() -> u64 {
+    let value: u64;
+    // SAFETY: reading CNTVCT_EL0 has no side effects.
+    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack)) };
+    value
+}

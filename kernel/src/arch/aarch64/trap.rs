@@ -1,0 +1,140 @@
+//! aarch64 exception vectors.
+//!
+//! VBAR_EL1 points at a 2 KiB table of 16 entries (current EL with SP0,
+//! current EL with SPx, lower EL AArch64, lower EL AArch32; each sync, IRQ,
+//! FIQ, SError). Every entry saves a uniform [`TrapFrame`] and calls
+//! [`aarch64_trap`]. Every exception is unexpected at this stage: the handler
+//! prints the entry, ESR, FAR, ELR and registers, then exits QEMU with a
+//! failure status.
+
+use core::fmt;
+
+/// Registers saved by the vector entries.
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+    pub padding: u64,
+}
+
+const ENTRY_NAMES: [&str; 16] = [
+    "sync, current EL, SP0",
+    "IRQ, current EL, SP0",
+    "FIQ, current EL, SP0",
+    "SError, current EL, SP0",
+    "sync, current EL, SPx",
+    "IRQ, current EL, SPx",
+    "FIQ, current EL, SPx",
+    "SError, current EL, SPx",
+    "sync, lower EL AArch64",
+    "IRQ, lower EL AArch64",
+    "FIQ, lower EL AArch64",
+    "SError, lower EL AArch64",
+    "sync, lower EL AArch32",
+    "IRQ, lower EL AArch32",
+    "FIQ, lower EL AArch32",
+    "SError, lower EL AArch32",
+];
+
+/// Names the exception class of an ESR value (Arm ARM D17.2.37).
+fn exception_class(esr: u64) -> &'static str {
+    match (esr >> 26) & 0x3F {
+        0x00 => "unknown reason",
+        0x01 => "WFI/WFE",
+        0x07 => "FP/SIMD access",
+        0x0E => "illegal execution state",
+        0x15 => "SVC (AArch64)",
+        0x18 => "system register access",
+        0x20 => "instruction abort, lower EL",
+        0x21 => "instruction abort, same EL",
+        0x22 => "PC alignment",
+        0x24 => "data abort, lower EL",
+        0x25 => "data abort, same EL",
+        0x26 => "SP alignment",
+        0x2F => "SError",
+        0x3C => "BRK",
+        _ => "other",
+    }
+}
+
+impl fmt::Display for TrapFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  elr {:#018x}  spsr {:#x}", self.elr, self.spsr)?;
+        for row in 0..8 {
+            for column in 0..4 {
+                let index = row * 4 + column;
+                if index < 31 {
+                    write!(f, "  x{index:<2} {:#018x}", self.x[index])?;
+                }
+            }
+            if row < 7 {
+                writeln!(f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Called by the vector entries with the saved registers and the entry index.
+#[unsafe(no_mangle)]
+extern "C" fn aarch64_trap(frame: &TrapFrame, entry: u64) -> ! {
+    let name = ENTRY_NAMES.get(entry as usize).copied().unwrap_or("?");
+    crate::println!(
+        "[trap] unexpected exception: {name}; ESR {:#x} ({}), faulting address (FAR) {:#018x}\n{frame}",
+        frame.esr,
+        exception_class(frame.esr),
+        frame.far
+    );
+    crate::exit(crate::EXIT_UNEXPECTED_TRAP)
+}
+
+core::arch::global_asm!(
+    r#"
+    .macro VECTOR_ENTRY index
+    .balign 0x80
+    sub sp, sp, #288
+    stp x0, x1, [sp, #0]
+    mov x0, #\index
+    b trap_common
+    .endm
+
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global exception_vectors
+exception_vectors:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    VECTOR_ENTRY \n
+    .endr
+
+trap_common:
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    stp x18, x19, [sp, #144]
+    stp x20, x21, [sp, #160]
+    stp x22, x23, [sp, #176]
+    stp x24, x25, [sp, #192]
+    stp x26, x27, [sp, #208]
+    stp x28, x29, [sp, #224]
+    str x30, [sp, #240]
+    mrs x2, elr_el1
+    mrs x3, spsr_el1
+    stp x2, x3, [sp, #248]
+    mrs x2, esr_el1
+    mrs x3, far_el1
+    stp x2, x3, [sp, #264]
+    mov x1, x0
+    mov x0, sp
+    bl aarch64_trap
+    b .
+    "#
+);

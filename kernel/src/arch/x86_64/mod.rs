@@ -1,0 +1,147 @@
+//! x86_64 support: PVH boot, COM1 console, descriptor tables, QEMU exit.
+//!
+//! Address-space layout (see kernel/README.md for the picture):
+//! - `0xFFFF_FFFF_8000_0000 + pa`: the kernel image (linked there, code model
+//!   `kernel`), backed by the first GiB of physical memory.
+//! - `0xFFFF_8000_0000_0000 + pa`: the direct map of the first 4 GiB of
+//!   physical memory (RAM, ACPI tables, the local APIC, the VT-d registers
+//!   and PCI ECAM all sit below 4 GiB on q35).
+//! - The lower half is left empty for user address spaces.
+
+mod boot;
+mod io;
+mod serial;
+mod trap;
+
+use crate::boot::{BootInfo, MemoryKind, MemoryRegion, Platform};
+use zerocopy::FromBytes;
+
+/// Where the direct map of physical memory starts.
+pub const PHYS_MAP_BASE: u64 = 0xFFFF_8000_0000_0000;
+/// How much physical memory the boot direct map covers.
+const PHYS_MAP_SIZE: u64 = 4 << 30;
+
+/// Returns whether `[pa, pa + len)` lies inside the direct map.
+pub fn phys_map_covers(pa: u64, len: u64) -> bool {
+    pa.checked_add(len).is_some_and(|end| end <= PHYS_MAP_SIZE)
+}
+
+/// The architecture's name as the tools spell it.
+pub const NAME: &str = "x86_64";
+
+/// `hvm_start_info` from the Xen PVH boot ABI (xen/include/public/arch-x86/hvm/start_info.h).
+#[derive(FromBytes)]
+#[repr(C)]
+struct HvmStartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    module_count: u32,
+    module_list: u64,
+    cmdline: u64,
+    rsdp: u64,
+    memory_map: u64,
+    memory_map_entries: u32,
+    reserved: u32,
+}
+
+/// One `hvm_memmap_table_entry` (E820 types).
+#[derive(FromBytes)]
+#[repr(C)]
+struct HvmMemoryMapEntry {
+    address: u64,
+    size: u64,
+    kind: u32,
+    reserved: u32,
+}
+
+const HVM_START_MAGIC: u32 = 0x336e_c578;
+
+/// First Rust code, called by the boot trampoline in the upper half.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(start_info: u64) -> ! {
+    serial::init();
+    trap::init();
+    remove_identity_map();
+    let info = match read_start_info(start_info) {
+        Ok(info) => info,
+        Err(what) => {
+            crate::println!("[boot] bad PVH start info at {start_info:#x}: {what}");
+            crate::exit(crate::EXIT_BOOT_FAILED);
+        }
+    };
+    crate::boot::main(info)
+}
+
+/// Drops the boot identity map (PML4 slot 0) so the lower half is empty.
+fn remove_identity_map() {
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    let pml4 = (PHYS_MAP_BASE + (cr3 & !0xFFF)) as *mut u64;
+    // SAFETY: CR3 names the boot PML4, reachable through the direct map; the
+    // kernel now runs from the upper half only, so slot 0 is unused. Writing
+    // CR3 back flushes the stale translations.
+    unsafe {
+        pml4.write_volatile(0);
+        core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags));
+    }
+}
+
+fn read_start_info(pa: u64) -> Result<BootInfo, &'static str> {
+    let bytes = crate::mem::phys_bytes(pa, size_of::<HvmStartInfo>()).ok_or("outside the direct map")?;
+    let (start, _) = HvmStartInfo::read_from_prefix(bytes).map_err(|_| "too short")?;
+    if start.magic != HVM_START_MAGIC {
+        return Err("wrong magic");
+    }
+    let mut info = BootInfo::new(Platform::Acpi { rsdp: start.rsdp });
+    if start.cmdline != 0 {
+        info.cmdline = crate::mem::phys_c_str(start.cmdline).ok_or("command line is not UTF-8 or not terminated")?;
+    }
+    if start.version < 1 || start.memory_map == 0 {
+        return Err("no memory map (start info version 0)");
+    }
+    let entry_size = size_of::<HvmMemoryMapEntry>();
+    let count = start.memory_map_entries as usize;
+    let table = crate::mem::phys_bytes(start.memory_map, count * entry_size).ok_or("memory map outside the direct map")?;
+    for raw in table.chunks_exact(entry_size) {
+        let (entry, _) = HvmMemoryMapEntry::read_from_prefix(raw).map_err(|_| "short memory map entry")?;
+        let kind = match entry.kind {
+            1 => MemoryKind::Ram,
+            3 => MemoryKind::AcpiReclaimable,
+            4 => MemoryKind::AcpiNvs,
+            5 => MemoryKind::Unusable,
+            _ => MemoryKind::Reserved,
+        };
+        info.add_memory(MemoryRegion { start: entry.address, size: entry.size, kind });
+    }
+    Ok(info)
+}
+
+/// Ends the QEMU session with `status` through the isa-debug-exit device
+/// (QEMU's own exit code becomes `2 * status + 1`).
+pub fn exit_qemu(status: u32) -> ! {
+    // SAFETY: port 0xF4 is QEMU's isa-debug-exit device, configured by the
+    // runner; writing it ends the VM.
+    unsafe { io::out32(0xF4, status) };
+    halt()
+}
+
+/// Stops this CPU for good.
+pub fn halt() -> ! {
+    loop {
+        // SAFETY: cli; hlt parks the CPU with interrupts off.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Writes bytes to the console.
+pub fn console_write(bytes: &[u8]) {
+    serial::write_bytes(bytes);
+}
+
+/// Reads the CPU's cycle counter (one tick per instruction under icount).
+pub fn cycle_counter() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

@@ -1,0 +1,284 @@
+//! x86_64 descriptor tables and CPU exceptions.
+//!
+//! The boot GDT lives in low memory, which disappears with the identity map,
+//! so [`init`] loads an upper-half GDT first. The 32 exception vectors enter
+//! through small assembly stubs that push a uniform [`TrapFrame`] and call
+//! [`x86_64_trap`]. Every exception is unexpected at this stage: the handler
+//! prints the vector, error code, faulting address and registers, then exits
+//! QEMU with a failure status.
+
+use core::arch::{asm, global_asm};
+use core::fmt;
+
+/// Kernel code selector in [`GDT`].
+const KERNEL_CODE: u16 = 0x08;
+/// Kernel data selector in [`GDT`].
+const KERNEL_DATA: u16 = 0x10;
+
+static GDT: [u64; 3] = [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF];
+
+/// One interrupt gate (Intel SDM vol. 3, 6.14.1).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_middle: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    const EMPTY: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_middle: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    fn interrupt(handler: u64) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: KERNEL_CODE,
+            ist: 0,
+            attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            offset_middle: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+
+static IDT: spin::Once<Idt> = spin::Once::new();
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+unsafe extern "C" {
+    /// Entry stubs for vectors 0..32, built by the assembly below.
+    static trap_vectors: [u64; 32];
+}
+
+/// Loads the upper-half GDT and the IDT.
+pub fn init() {
+    let gdt_pointer = DescriptorPointer {
+        limit: (size_of_val(&GDT) - 1) as u16,
+        base: GDT.as_ptr() as u64,
+    };
+    // SAFETY: GDT is a static with valid 64-bit code and data descriptors at
+    // the selectors the kernel uses; reloading CS through a far return and the
+    // data segments keeps the current privilege level and flat addressing.
+    unsafe {
+        asm!(
+            "lgdt [{pointer}]",
+            "push {code}",
+            "lea {scratch}, [rip + 2f]",
+            "push {scratch}",
+            "retfq",
+            "2:",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            "mov ss, {data:x}",
+            pointer = in(reg) &gdt_pointer,
+            code = in(reg) u64::from(KERNEL_CODE),
+            data = in(reg) u64::from(KERNEL_DATA),
+            scratch = out(reg) _,
+        );
+    }
+
+    let idt = IDT.call_once(|| {
+        let mut gates = [Gate::EMPTY; 256];
+        // SAFETY: `trap_vectors` is an initialised read-only table defined in
+        // the assembly below.
+        let stubs = unsafe { &trap_vectors };
+        for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
+            *gate = Gate::interrupt(stub);
+        }
+        Idt(gates)
+    });
+    let idt_pointer = DescriptorPointer {
+        limit: (size_of::<Idt>() - 1) as u16,
+        base: idt as *const Idt as u64,
+    };
+    // SAFETY: the IDT is a 'static table of valid gates pointing at the stubs.
+    unsafe { asm!("lidt [{}]", in(reg) &idt_pointer, options(readonly, nostack)) };
+}
+
+/// Registers saved by the exception stubs, lowest address first.
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const VECTOR_NAMES: [&str; 32] = [
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor segment overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack fault",
+    "general protection",
+    "page fault",
+    "reserved",
+    "x87 floating point",
+    "alignment check",
+    "machine check",
+    "SIMD floating point",
+    "virtualization",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security",
+    "reserved",
+];
+
+impl fmt::Display for TrapFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  rip {:#018x}  cs {:#x}  rflags {:#x}", self.rip, self.cs, self.rflags)?;
+        writeln!(f, "  rsp {:#018x}  ss {:#x}", self.rsp, self.ss)?;
+        writeln!(f, "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}", self.rax, self.rbx, self.rcx)?;
+        writeln!(f, "  rdx {:#018x}  rsi {:#018x}  rdi {:#018x}", self.rdx, self.rsi, self.rdi)?;
+        writeln!(f, "  rbp {:#018x}  r8  {:#018x}  r9  {:#018x}", self.rbp, self.r8, self.r9)?;
+        writeln!(f, "  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}", self.r10, self.r11, self.r12)?;
+        write!(f, "  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}", self.r13, self.r14, self.r15)
+    }
+}
+
+/// Called by the exception stubs with the saved registers.
+#[unsafe(no_mangle)]
+extern "C" fn x86_64_trap(frame: &TrapFrame) -> ! {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    let name = VECTOR_NAMES.get(frame.vector as usize).copied().unwrap_or("interrupt");
+    crate::println!(
+        "[trap] unexpected exception {} ({name}), error code {:#x}, faulting address (cr2) {cr2:#018x}\n{frame}",
+        frame.vector,
+        frame.error_code
+    );
+    crate::exit(crate::EXIT_UNEXPECTED_TRAP)
+}
+
+global_asm!(
+    r#"
+    .macro TRAP_STUB vector, has_error
+    .balign 16
+trap_stub_\vector:
+    .if \has_error == 0
+    push $0
+    .endif
+    push $\vector
+    jmp trap_common
+    .endm
+
+    .section .text.trap, "ax"
+    TRAP_STUB 0, 0
+    TRAP_STUB 1, 0
+    TRAP_STUB 2, 0
+    TRAP_STUB 3, 0
+    TRAP_STUB 4, 0
+    TRAP_STUB 5, 0
+    TRAP_STUB 6, 0
+    TRAP_STUB 7, 0
+    TRAP_STUB 8, 1
+    TRAP_STUB 9, 0
+    TRAP_STUB 10, 1
+    TRAP_STUB 11, 1
+    TRAP_STUB 12, 1
+    TRAP_STUB 13, 1
+    TRAP_STUB 14, 1
+    TRAP_STUB 15, 0
+    TRAP_STUB 16, 0
+    TRAP_STUB 17, 1
+    TRAP_STUB 18, 0
+    TRAP_STUB 19, 0
+    TRAP_STUB 20, 0
+    TRAP_STUB 21, 1
+    TRAP_STUB 22, 0
+    TRAP_STUB 23, 0
+    TRAP_STUB 24, 0
+    TRAP_STUB 25, 0
+    TRAP_STUB 26, 0
+    TRAP_STUB 27, 0
+    TRAP_STUB 28, 0
+    TRAP_STUB 29, 1
+    TRAP_STUB 30, 1
+    TRAP_STUB 31, 0
+
+trap_common:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    and $-16, %rsp
+    call x86_64_trap
+    ud2
+
+    .section .rodata.trap_vectors, "a"
+    .balign 8
+    .global trap_vectors
+trap_vectors:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad trap_stub_\n
+    .endr
+    "#,
+    options(att_syntax)
+);
