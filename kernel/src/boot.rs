@@ -85,9 +85,65 @@ impl BootInfo {
     }
 }
 
+/// Where the IOMMU and the PCI bus are, as the firmware describes them.
+pub struct Discovered {
+    /// The DMAR table (x86_64).
+    pub dmar: Option<&'static [u8]>,
+    /// The SMMUv3 register window (aarch64).
+    pub smmu: Option<(u64, u64)>,
+    /// PCI segment 0's ECAM base.
+    pub ecam: Option<u64>,
+    /// The 32-bit memory window for BARs nobody assigned: (PCI, CPU, size).
+    pub mmio32: Option<(u64, u64, u64)>,
+}
+
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    crate::println!("[boot] cannot continue: {what}");
+    crate::exit(crate::EXIT_BOOT_FAILED)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn discover(info: &mut BootInfo) -> Discovered {
+    let Platform::Acpi { rsdp } = info.platform else {
+        fail(format_args!("x86_64 boots from ACPI, but the loader gave no RSDP"));
+    };
+    let tables = crate::platform::acpi::discover(rsdp).unwrap_or_else(|e| fail(format_args!("ACPI: {e}")));
+    let ecam = tables.mcfg.and_then(crate::platform::acpi::ecam_from_mcfg);
+    if let Some((base, first, last)) = ecam {
+        crate::println!("[acpi] MCFG: PCI segment 0 ECAM at {base:#x}, buses {first}..={last}");
+    }
+    if let Some(dmar) = tables.dmar {
+        crate::println!("[acpi] DMAR: {} bytes", dmar.len());
+    }
+    Discovered { dmar: tables.dmar, smmu: None, ecam: ecam.map(|e| e.0), mmio32: None }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn discover(info: &mut BootInfo) -> Discovered {
+    let Platform::DeviceTree { dtb } = info.platform else {
+        fail(format_args!("aarch64 boots from a device tree, but none was found"));
+    };
+    let tree = crate::platform::devicetree::discover(dtb, &mut |region| info.add_memory(region))
+        .unwrap_or_else(|e| fail(format_args!("device tree at {dtb:#x}: {e}")));
+    info.cmdline = tree.bootargs;
+    if let Some((base, size)) = tree.smmu {
+        crate::println!("[fdt] SMMUv3 at {base:#x} ({} KiB)", size / 1024);
+    }
+    if let Some(pcie) = tree.pcie {
+        crate::println!("[fdt] PCIe ECAM at {:#x} ({} MiB)", pcie.ecam_base, pcie.ecam_size >> 20);
+    }
+    Discovered {
+        dmar: None,
+        smmu: tree.smmu,
+        ecam: tree.pcie.map(|p| p.ecam_base),
+        mmio32: tree.pcie.and_then(|p| p.mmio32),
+    }
+}
+
 /// The architecture-neutral boot path.
-pub fn main(info: BootInfo) -> ! {
+pub fn main(mut info: BootInfo) -> ! {
     crate::println!("Portcullis {} ({})", env!("CARGO_PKG_VERSION"), crate::arch::NAME);
+    let _found = discover(&mut info);
     crate::println!("[boot] command line: \"{}\"", info.cmdline);
     crate::println!("[boot] memory map ({} entries):", info.memory.len());
     for region in &info.memory {

@@ -11,6 +11,7 @@ mod arch;
 mod boot;
 mod console;
 mod mem;
+mod platform;
 
 /// Guest exit status: everything passed.
 pub const EXIT_SUCCESS: u32 = 0;
