@@ -143,7 +143,7 @@ fn discover(info: &mut BootInfo) -> Discovered {
 /// The architecture-neutral boot path.
 pub fn main(mut info: BootInfo) -> ! {
     crate::println!("Portcullis {} ({})", env!("CARGO_PKG_VERSION"), crate::arch::NAME);
-    let _found = discover(&mut info);
+    let found = discover(&mut info);
     crate::println!("[boot] command line: \"{}\"", info.cmdline);
     crate::println!("[boot] memory map ({} entries):", info.memory.len());
     for region in &info.memory {
@@ -151,6 +151,10 @@ pub fn main(mut info: BootInfo) -> ! {
     }
     if info.memory_dropped > 0 {
         crate::println!("[boot]   ... {} more entries not kept", info.memory_dropped);
+    }
+    let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
+    if cmdline.lists("tests", "boot") {
+        crate::exit(crate::boot_tests::run(&cmdline, &found));
     }
     crate::exit(crate::EXIT_SUCCESS)
 }

@@ -9,9 +9,15 @@
 
 mod arch;
 mod boot;
+mod boot_tests;
+mod cmdline;
 mod console;
+mod dma_page;
+mod edu;
 mod mem;
+mod pci;
 mod platform;
+mod selftest;
 
 /// Guest exit status: everything passed.
 pub const EXIT_SUCCESS: u32 = 0;

@@ -16,6 +16,12 @@ use crate::boot::{BootInfo, Platform};
 /// Where the direct map of physical memory starts.
 pub const PHYS_MAP_BASE: u64 = 0xFFFF_0000_0000_0000;
 
+/// Physical address of a kernel-image (static) virtual address: the image
+/// is linked inside the direct map.
+pub fn kernel_virt_to_phys(va: u64) -> u64 {
+    va - PHYS_MAP_BASE
+}
+
 /// The architecture's name as the tools spell it.
 pub const NAME: &str = "aarch64";
 

@@ -26,6 +26,14 @@ pub fn phys_map_covers(pa: u64, len: u64) -> bool {
     pa.checked_add(len).is_some_and(|end| end <= PHYS_MAP_SIZE)
 }
 
+/// Where the kernel image is linked: `KERNEL_VIRT_BASE + pa`.
+const KERNEL_VIRT_BASE: u64 = 0xFFFF_FFFF_8000_0000;
+
+/// Physical address of a kernel-image (static) virtual address.
+pub fn kernel_virt_to_phys(va: u64) -> u64 {
+    va - KERNEL_VIRT_BASE
+}
+
 /// The architecture's name as the tools spell it.
 pub const NAME: &str = "x86_64";
 
