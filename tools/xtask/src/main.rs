@@ -1,2 +1,205 @@
 //! `cargo xtask`: the front door for building, running and testing Portcullis.
-fn main() {}
+//!
+//! - `cargo xtask run`: build the kernel, boot it in QEMU with the serial
+//!   console on the terminal, exit with the guest's status.
+//! - `cargo xtask test`: host tests, then every QEMU system-test
+//!   configuration on both architectures; one closing `N passed, N failed`.
+//! - `cargo xtask build`: build the kernel only.
+//!
+//! Each command first sets the machine up (Rust targets, QEMU 10.0 from
+//! bookworm-backports), so a fresh Debian 12 machine needs nothing else.
+//! The machines and test configurations are one table, in `machines.rs`.
+
+mod error;
+mod image;
+mod kernel;
+mod machines;
+mod parse;
+mod qemu;
+mod setup;
+mod suite;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::machines::Arch;
+
+/// Build, run and test Portcullis.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build the kernel and boot it in QEMU; exits with the guest's status.
+    Run {
+        /// Architecture to boot.
+        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
+        arch: String,
+        /// System image, the file images/<NAME>.toml.
+        #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
+        image: String,
+        /// Wait for a debugger on localhost:1234 before the first instruction (QEMU -s -S).
+        #[arg(long)]
+        gdb: bool,
+        /// Arguments passed to QEMU verbatim, e.g. `-- -d int`.
+        #[arg(last = true, value_name = "QEMU_ARGS")]
+        qemu_args: Vec<String>,
+    },
+    /// Run the host tests and every QEMU system-test configuration.
+    Test {
+        /// Only the host tests (cargo test).
+        #[arg(long, conflicts_with = "qemu_only")]
+        host_only: bool,
+        /// Only the QEMU system tests.
+        #[arg(long)]
+        qemu_only: bool,
+        /// Only this architecture's QEMU configurations.
+        #[arg(long, value_name = "x86_64|aarch64")]
+        arch: Option<String>,
+        /// Only host tests and QEMU configurations whose names contain this.
+        filter: Option<String>,
+    },
+    /// Build the kernel (for both architectures unless --arch is given).
+    Build {
+        /// Architecture to build for.
+        #[arg(long, value_name = "x86_64|aarch64")]
+        arch: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    let result = match cli.command {
+        Task::Run {
+            arch,
+            image,
+            gdb,
+            qemu_args,
+        } => run(&root, &arch, &image, gdb, &qemu_args),
+        Task::Test {
+            host_only,
+            qemu_only,
+            arch,
+            filter,
+        } => test(&root, host_only, qemu_only, arch, filter),
+        Task::Build { arch } => build(&root, arch),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives in `tools/xtask`.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
+/// The architectures an optional `--arch` selects.
+fn arches(arch: Option<&str>) -> Result<Vec<Arch>> {
+    match arch {
+        Some(name) => Ok(vec![Arch::parse(name)?]),
+        None => Ok(Arch::ALL.to_vec()),
+    }
+}
+
+fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {
+    let arches = arches(arch.as_deref())?;
+    setup::rust_targets(root)?;
+    for arch in arches {
+        let elf = kernel::build(root, arch)?;
+        println!("{}", elf.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) -> Result<ExitCode> {
+    let arch = Arch::parse(arch)?;
+    let image = image::load(&root.join("images"), image)?;
+    let machine = arch.machine();
+    setup::rust_targets(root)?;
+    setup::qemu(&[machine])?;
+    let elf = kernel::build(root, arch)?;
+
+    let mut extra = Vec::new();
+    if gdb {
+        extra.extend(["-s".to_string(), "-S".to_string()]);
+        let debugger = match arch {
+            Arch::X86_64 => "gdb",
+            Arch::Aarch64 => "gdb-multiarch",
+        };
+        eprintln!("xtask: QEMU waits for a debugger; in another terminal run:");
+        eprintln!(
+            "  {debugger} -ex 'target remote localhost:1234' {}",
+            elf.display()
+        );
+        if arch == Arch::Aarch64 {
+            eprintln!(
+                "  (gdb-multiarch is Debian's package for debugging aarch64 from an x86_64 host)"
+            );
+        }
+    }
+    extra.extend(qemu_args.iter().cloned());
+    let cmdline = format!("image={}", image.name);
+    let args = qemu::arguments(machine, machine.run_args, &elf, &cmdline, &extra);
+    eprintln!(
+        "xtask: booting image `{}` on {}: {}",
+        image.name, machine.qemu, image.image.description
+    );
+    let run = qemu::run(machine.qemu, &args, qemu::Echo::Terminal, None, |_| {})?;
+    match qemu::guest_status(machine.exit, &run) {
+        Ok(guest) => Ok(ExitCode::from(u8::try_from(guest).unwrap_or(u8::MAX))),
+        Err(problem) => Err(Error::new(
+            problem,
+            format!(
+                "check the QEMU arguments (including those after `--`): {} {}",
+                machine.qemu,
+                args.join(" ")
+            ),
+        )),
+    }
+}
+
+fn test(
+    root: &Path,
+    host_only: bool,
+    qemu_only: bool,
+    arch: Option<String>,
+    filter: Option<String>,
+) -> Result<ExitCode> {
+    let selection = suite::Selection {
+        host: !qemu_only,
+        qemu: !host_only,
+        arch: arch.as_deref().map(Arch::parse).transpose()?,
+        filter: filter.as_deref(),
+    };
+    let configs = suite::configurations(&selection);
+    if !configs.is_empty() {
+        setup::rust_targets(root)?;
+        let mut machines: Vec<_> = Arch::ALL.iter().map(|arch| arch.machine()).collect();
+        machines.retain(|machine| configs.iter().any(|config| config.arch == machine.arch));
+        setup::qemu(&machines)?;
+    }
+    let tally = suite::run(root, &selection)?;
+    Ok(if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,65 @@
+//! Building the kernel: `cargo build --release -p kernel --target <arch>-unknown-none`
+//! from the workspace root; the ELF is `target/<target>/release/kernel`.
+//!
+//! No RUSTFLAGS are added here: flags the kernel needs live in
+//! `.cargo/config.toml` and the kernel's build script, so a plain cargo build
+//! and xtask produce the same ELF.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::machines::Arch;
+
+/// The cargo that runs xtask (so the pinned toolchain builds the kernel too).
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// Where the kernel ELF for `arch` lands.
+pub fn elf_path(root: &Path, arch: Arch) -> PathBuf {
+    target_dir(root)
+        .join(arch.target())
+        .join("release")
+        .join("kernel")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Builds the kernel for `arch` and returns the ELF's path. Cargo's output
+/// goes to stderr so that stdout stays the guest's.
+pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
+    let target = arch.target();
+    eprintln!("xtask: building the kernel for {target}");
+    let status = Command::new(cargo())
+        .args(["build", "--release", "-p", "kernel", "--target", &target])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .status()
+        .map_err(|error| {
+            Error::new(
+                format!("cannot run cargo: {error}"),
+                "install Rust with rustup",
+            )
+        })?;
+    if !status.success() {
+        return Err(Error::new(
+            format!("the kernel did not build for {target}"),
+            format!("see cargo's errors above (cargo build --release -p kernel --target {target})"),
+        ));
+    }
+    let elf = elf_path(root, arch);
+    if !elf.is_file() {
+        return Err(Error::new(
+            format!("cargo built the kernel but {} is missing", elf.display()),
+            "check the kernel's [[bin]] name in kernel/Cargo.toml",
+        ));
+    }
+    Ok(elf)
+}

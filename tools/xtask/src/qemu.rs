@@ -1,0 +1,484 @@
+//! Running QEMU: assembling its command line, watching the guest's serial
+//! output (with an optional timeout), and turning QEMU's exit into the
+//! guest's status.
+//!
+//! The serial console is QEMU's stdout (`-serial stdio`). xtask reads it
+//! through a pipe so it can see the kernel's `portcullis: exit <g>` line: that
+//! line is how a guest status (`0` for x86 isa-debug-exit is QEMU status 1)
+//! is told apart from QEMU failing on its own (QEMU status 1, no line).
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::machines::{COMMON_ARGS, GuestExit, Machine};
+use crate::parse;
+
+/// How many trailing serial lines a failed system test shows.
+pub const TAIL_LINES: usize = 20;
+
+/// The full argument list (after the program name) for one QEMU run.
+pub fn arguments(
+    machine: &Machine,
+    configuration: &[&str],
+    kernel: &Path,
+    cmdline: &str,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = COMMON_ARGS
+        .iter()
+        .chain(machine.machine_args)
+        .chain(configuration)
+        .chain(machine.device_args)
+        .map(|arg| arg.to_string())
+        .collect();
+    args.extend(["-kernel".to_string(), kernel.display().to_string()]);
+    args.extend(["-append".to_string(), cmdline.to_string()]);
+    args.extend(["-serial".to_string(), "stdio".to_string()]);
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// How a QEMU run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// QEMU exited by itself, with this status (`None`: killed by a signal).
+    Exited(Option<i32>),
+    /// The timeout passed and xtask stopped QEMU.
+    TimedOut(Duration),
+}
+
+/// What a QEMU run left behind.
+#[derive(Debug)]
+pub struct Run {
+    /// How it ended.
+    pub ended: Ended,
+    /// The status from the guest's `portcullis: exit <g>` line, if it printed one.
+    pub announced: Option<u32>,
+    /// Whether the guest printed anything at all on the serial console.
+    pub printed: bool,
+    /// The last [`TAIL_LINES`] serial lines.
+    pub tail: VecDeque<String>,
+    /// The last line QEMU wrote to its stderr, if any.
+    pub stderr_last: Option<String>,
+}
+
+/// Whether QEMU's output is shown as it comes or only handed to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Interactive: serial bytes go straight to our stdout, QEMU's stderr to
+    /// ours, and stdin is QEMU's (so the serial console takes input).
+    Terminal,
+    /// Captured: no stdin; serial lines go only to the `on_line` callback.
+    Quiet,
+}
+
+/// Messages from the reader threads to the watching thread.
+enum Event {
+    Serial(Vec<u8>),
+    SerialClosed,
+}
+
+/// Runs `qemu` with `args`, calling `on_line` for each serial line, until
+/// QEMU exits or `timeout` passes.
+pub fn run(
+    qemu: &str,
+    args: &[String],
+    echo: Echo,
+    timeout: Option<Duration>,
+    mut on_line: impl FnMut(&str),
+) -> Result<Run> {
+    let mut command = Command::new(qemu);
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.stdin(match echo {
+        Echo::Terminal => Stdio::inherit(),
+        Echo::Quiet => Stdio::null(),
+    });
+    let mut child = command.spawn().map_err(|error| {
+        Error::new(
+            format!("cannot start {qemu}: {error}"),
+            "install QEMU 10.0 or newer (cargo xtask run/test installs it on Debian 12 when run as root)",
+        )
+    })?;
+
+    let (sender, events) = mpsc::channel();
+    let stdout = child.stdout.take();
+    let serial = thread::spawn(move || {
+        if let Some(mut stdout) = stdout {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+                if sender.send(Event::Serial(buffer[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = sender.send(Event::SerialClosed);
+    });
+    let stderr = child.stderr.take();
+    let stderr_last = Arc::new(Mutex::new(None));
+    let last = Arc::clone(&stderr_last);
+    let errors = thread::spawn(move || {
+        if let Some(stderr) = stderr {
+            for line in BufReader::new(stderr).lines().map_while(|line| line.ok()) {
+                if echo == Echo::Terminal {
+                    eprintln!("{line}");
+                }
+                if !line.trim().is_empty() {
+                    *last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(line);
+                }
+            }
+        }
+    });
+
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
+    let mut lines = LineSplitter::default();
+    let mut watcher = Watcher::default();
+    let mut timed_out = false;
+    let mut handle = |text: &str, watcher: &mut Watcher| {
+        watcher.see(text);
+        on_line(text);
+    };
+    loop {
+        let event = match deadline {
+            Some(deadline) => {
+                match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(event) => event,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        timed_out = true;
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Event::SerialClosed,
+                }
+            }
+            None => events.recv().unwrap_or(Event::SerialClosed),
+        };
+        match event {
+            Event::Serial(bytes) => {
+                if echo == Echo::Terminal {
+                    let mut stdout = io::stdout().lock();
+                    let _ = stdout.write_all(&bytes);
+                    let _ = stdout.flush();
+                }
+                for line in lines.push(&bytes) {
+                    handle(&line, &mut watcher);
+                }
+            }
+            Event::SerialClosed => break,
+        }
+    }
+    if let Some(line) = lines.finish() {
+        handle(&line, &mut watcher);
+    }
+
+    let status = if timed_out {
+        stop(&mut child)
+    } else {
+        child.wait()
+    };
+    // After a timeout a grandchild may still hold the pipes open: do not
+    // wait for the readers then, they end with the pipes.
+    if !timed_out {
+        let _ = serial.join();
+        let _ = errors.join();
+    }
+    let stderr_last = stderr_last
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let ended = match (timed_out, timeout) {
+        (true, Some(timeout)) => Ended::TimedOut(timeout),
+        _ => Ended::Exited(status.ok().and_then(|status| status.code())),
+    };
+    Ok(Run {
+        ended,
+        announced: watcher.announced,
+        printed: watcher.printed,
+        tail: watcher.tail,
+        stderr_last,
+    })
+}
+
+/// Kills a QEMU that overran its time and reaps it.
+fn stop(child: &mut Child) -> io::Result<ExitStatus> {
+    let _ = child.kill();
+    child.wait()
+}
+
+/// Keeps what the outcome needs from the serial lines.
+#[derive(Default)]
+struct Watcher {
+    announced: Option<u32>,
+    printed: bool,
+    tail: VecDeque<String>,
+}
+
+impl Watcher {
+    fn see(&mut self, line: &str) {
+        self.printed = true;
+        if let Some(status) = parse::exit_line(line) {
+            self.announced = Some(status);
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+    }
+}
+
+/// Cuts a byte stream into lines (without `\r\n`), decoding lossily: a guest
+/// may print anything.
+#[derive(Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Adds bytes; returns the lines they completed.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for &byte in bytes {
+            if byte == b'\n' {
+                lines.push(Self::decode(&self.partial));
+                self.partial.clear();
+            } else {
+                self.partial.push(byte);
+            }
+        }
+        lines
+    }
+
+    /// The unterminated last line, if any.
+    pub fn finish(&mut self) -> Option<String> {
+        let line = (!self.partial.is_empty()).then(|| Self::decode(&self.partial));
+        self.partial.clear();
+        line
+    }
+
+    fn decode(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes)
+            .trim_end_matches('\r')
+            .to_string()
+    }
+}
+
+/// The guest's exit status, or why there is none.
+///
+/// A guest status needs both the `portcullis: exit <g>` line and the QEMU
+/// status that encodes `g`: the line alone could be followed by a hang, and
+/// the QEMU status alone cannot tell a guest `exit 0` on Arm from QEMU
+/// exiting cleanly for another reason.
+pub fn guest_status(exit: GuestExit, run: &Run) -> std::result::Result<u32, String> {
+    match (run.ended, run.announced) {
+        (Ended::Exited(Some(code)), Some(guest)) if code == exit.qemu_status(guest) => Ok(guest),
+        (Ended::Exited(code), Some(guest)) => Err(format!(
+            "the guest printed `portcullis: exit {guest}` but QEMU exited with {}, not {}",
+            describe(code),
+            exit.qemu_status(guest)
+        )),
+        (Ended::TimedOut(timeout), Some(guest)) => Err(format!(
+            "the guest printed `portcullis: exit {guest}` but QEMU had not stopped after {} s",
+            timeout.as_secs()
+        )),
+        (Ended::TimedOut(timeout), None) => Err(format!(
+            "timed out after {} s without `portcullis: exit`",
+            timeout.as_secs()
+        )),
+        (Ended::Exited(code), None) => {
+            let stderr = run
+                .stderr_last
+                .as_deref()
+                .map(|line| format!(": {line}"))
+                .unwrap_or_default();
+            if run.printed {
+                Err(format!(
+                    "QEMU exited with {} before the guest printed `portcullis: exit`{stderr}",
+                    describe(code)
+                ))
+            } else {
+                Err(format!(
+                    "QEMU failed to start (exit status {}){stderr}",
+                    describe(code)
+                ))
+            }
+        }
+    }
+}
+
+fn describe(code: Option<i32>) -> String {
+    code.map_or_else(|| "a signal".to_string(), |code| code.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machines::{AARCH64_VIRT, X86_64_Q35};
+
+    fn finished(ended: Ended, announced: Option<u32>, printed: bool, stderr: Option<&str>) -> Run {
+        Run {
+            ended,
+            announced,
+            printed,
+            tail: VecDeque::new(),
+            stderr_last: stderr.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn arguments_put_the_iommu_before_the_devices() {
+        let args = arguments(
+            &X86_64_Q35,
+            &["-device", "intel-iommu"],
+            Path::new("/k"),
+            "image=default",
+            &["-d".to_string(), "int".to_string()],
+        );
+        let joined = args.join(" ");
+        assert!(joined.starts_with("-accel tcg -display none -no-reboot -m 512M -M q35 -cpu qemu64 -device intel-iommu -device isa-debug-exit"), "{joined}");
+        assert!(
+            joined.ends_with("-kernel /k -append image=default -serial stdio -d int"),
+            "{joined}"
+        );
+        // The command line stays one argument.
+        let append = args.iter().position(|arg| arg == "-append").unwrap();
+        assert_eq!(args[append + 1], "image=default");
+    }
+
+    #[test]
+    fn arm_arguments() {
+        let args = arguments(&AARCH64_VIRT, &[], Path::new("/k"), "tests=boot a=1", &[]).join(" ");
+        assert!(
+            args.contains("-M virt,iommu=smmuv3 -cpu max -semihosting -device edu -kernel /k"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn guest_status_from_x86_debug_exit() {
+        let exit = GuestExit::IsaDebugExit;
+        assert_eq!(
+            guest_status(exit, &finished(Ended::Exited(Some(1)), Some(0), true, None)),
+            Ok(0)
+        );
+        assert_eq!(
+            guest_status(exit, &finished(Ended::Exited(Some(3)), Some(1), true, None)),
+            Ok(1)
+        );
+        // QEMU's own failure is also status 1, but there is no exit line.
+        let error = guest_status(
+            exit,
+            &finished(
+                Ended::Exited(Some(1)),
+                None,
+                false,
+                Some("qemu-system-x86_64: -device foo: 'foo' is not a valid device model name"),
+            ),
+        )
+        .unwrap_err();
+        assert!(error.starts_with("QEMU failed to start"), "{error}");
+        assert!(error.contains("not a valid device model name"), "{error}");
+        // A mismatch between the line and the status is reported, not guessed.
+        assert!(
+            guest_status(exit, &finished(Ended::Exited(Some(0)), Some(0), true, None)).is_err()
+        );
+    }
+
+    #[test]
+    fn guest_status_from_semihosting() {
+        let exit = GuestExit::Semihosting;
+        assert_eq!(
+            guest_status(exit, &finished(Ended::Exited(Some(0)), Some(0), true, None)),
+            Ok(0)
+        );
+        assert_eq!(
+            guest_status(exit, &finished(Ended::Exited(Some(4)), Some(4), true, None)),
+            Ok(4)
+        );
+        let error =
+            guest_status(exit, &finished(Ended::Exited(Some(0)), None, true, None)).unwrap_err();
+        assert!(error.contains("before the guest printed"), "{error}");
+    }
+
+    #[test]
+    fn timeouts() {
+        let timeout = Ended::TimedOut(Duration::from_secs(60));
+        let error =
+            guest_status(GuestExit::Semihosting, &finished(timeout, None, true, None)).unwrap_err();
+        assert!(error.contains("timed out after 60 s"), "{error}");
+        let error = guest_status(
+            GuestExit::Semihosting,
+            &finished(timeout, Some(0), true, None),
+        )
+        .unwrap_err();
+        assert!(error.contains("had not stopped"), "{error}");
+    }
+
+    #[test]
+    fn line_splitter() {
+        let mut lines = LineSplitter::default();
+        assert_eq!(lines.push(b"test a ... o"), Vec::<String>::new());
+        assert_eq!(
+            lines.push(b"k\r\nportcullis: exit 0\r\npart"),
+            vec!["test a ... ok", "portcullis: exit 0"]
+        );
+        assert_eq!(lines.push(b"\xff\n"), vec!["part\u{fffd}"]);
+        assert_eq!(lines.push(b"end"), Vec::<String>::new());
+        assert_eq!(lines.finish(), Some("end".to_string()));
+        assert_eq!(lines.finish(), None);
+    }
+
+    /// The watcher, the exit line and the timeout, with `sh` standing in for QEMU.
+    #[test]
+    fn run_stops_a_guest_that_overruns() {
+        let script = "echo 'test a ... ok'; echo 'portcullis: exit 0'; sleep 5";
+        let args = ["-c".to_string(), script.to_string()];
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let run = run(
+            "sh",
+            &args,
+            Echo::Quiet,
+            Some(Duration::from_millis(500)),
+            |line| seen.push(line.to_string()),
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(seen, ["test a ... ok", "portcullis: exit 0"]);
+        assert_eq!(run.ended, Ended::TimedOut(Duration::from_millis(500)));
+        assert_eq!(run.announced, Some(0));
+        assert_eq!(run.tail.len(), 2);
+    }
+
+    #[test]
+    fn run_reports_the_exit_status_and_stderr() {
+        let script = "echo 'portcullis: exit 1'; echo 'warning: something' >&2; exit 3";
+        let args = ["-c".to_string(), script.to_string()];
+        let run = run(
+            "sh",
+            &args,
+            Echo::Quiet,
+            Some(Duration::from_secs(20)),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(run.ended, Ended::Exited(Some(3)));
+        assert_eq!(run.stderr_last.as_deref(), Some("warning: something"));
+        assert_eq!(guest_status(GuestExit::IsaDebugExit, &run), Ok(1));
+    }
+
+    #[test]
+    fn a_missing_emulator_is_an_error() {
+        let error = run("/nonexistent/qemu", &[], Echo::Quiet, None, |_| {}).unwrap_err();
+        assert!(
+            error.problem.contains("cannot start /nonexistent/qemu"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! `cargo xtask test`: host tests, then every QEMU system-test configuration,
+//! closing with one `N passed, N failed` line for both together.
+//!
+//! Host tests are `cargo test` over the workspace's default members (the
+//! kernel is not one: it only builds for the bare-metal targets); their
+//! counts come from libtest's `test result:` lines. Each system-test
+//! configuration boots under a timeout; its `test NAME ... ok|FAILED` lines
+//! are echoed with the configuration's name in front. A configuration that
+//! times out, stops without its closing line, disagrees with its own closing
+//! line or exits non-zero counts as one more failure, and its last serial
+//! lines are shown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kernel;
+use crate::machines::{Arch, SYSTEM_TESTS, SystemTest};
+use crate::parse;
+use crate::qemu::{self, Echo};
+
+/// Passed and failed counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed (and runs that could not finish).
+    pub failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// What to run.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    /// Run `cargo test`.
+    pub host: bool,
+    /// Run the QEMU configurations.
+    pub qemu: bool,
+    /// Only this architecture's configurations.
+    pub arch: Option<Arch>,
+    /// Only host tests and configurations whose names contain this.
+    pub filter: Option<&'a str>,
+}
+
+/// The configurations a selection runs, in table order.
+pub fn configurations(selection: &Selection<'_>) -> Vec<&'static SystemTest> {
+    if !selection.qemu {
+        return Vec::new();
+    }
+    SYSTEM_TESTS
+        .iter()
+        .filter(|config| selection.arch.is_none_or(|arch| config.arch == arch))
+        .filter(|config| {
+            selection
+                .filter
+                .is_none_or(|filter| config.name.contains(filter))
+        })
+        .collect()
+}
+
+/// Runs the selection and prints the closing line; the tally decides the exit status.
+pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
+    let mut total = Tally::default();
+    if selection.host {
+        total.add(host_tests(root, selection.filter)?);
+    }
+    let configs = configurations(selection);
+    for arch in Arch::ALL {
+        let configs: Vec<_> = configs
+            .iter()
+            .filter(|config| config.arch == arch)
+            .collect();
+        if configs.is_empty() {
+            continue;
+        }
+        match kernel::build(root, arch) {
+            Ok(elf) => {
+                for config in configs {
+                    total.add(system_test(config, &elf)?);
+                }
+            }
+            Err(error) => {
+                for config in configs {
+                    println!("[{}] not run: {error}", config.name);
+                    total.failed += 1;
+                }
+            }
+        }
+    }
+    println!("{} passed, {} failed", total.passed, total.failed);
+    Ok(total)
+}
+
+/// `cargo test` over the default members, echoing its output.
+fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
+    let mut command = Command::new(kernel::cargo());
+    command
+        .args(["test", "--no-fail-fast"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if let Some(filter) = filter {
+        command.args(["--", filter]);
+    }
+    let mut child = command.spawn().map_err(|error| {
+        Error::new(
+            format!("cannot run cargo test: {error}"),
+            "install Rust with rustup",
+        )
+    })?;
+    let mut tally = Tally::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
+            println!("{line}");
+            if let Some((passed, failed)) = parse::libtest_summary(&line) {
+                tally.add(Tally { passed, failed });
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|error| Error::new(format!("cargo test: {error}"), ""))?;
+    if !status.success() && tally.failed == 0 {
+        // A build error: no test failed because none ran.
+        println!(
+            "[host] cargo test failed without a failing test ({status}); see its errors above"
+        );
+        tally.failed += 1;
+    }
+    Ok(tally)
+}
+
+/// Boots one configuration and counts its tests.
+fn system_test(config: &SystemTest, elf: &Path) -> Result<Tally> {
+    let machine = config.arch.machine();
+    let args = qemu::arguments(machine, config.qemu_args, elf, config.cmdline, &[]);
+    let timeout = Duration::from_secs(config.timeout_secs);
+    let mut report = Report::default();
+    let run = qemu::run(machine.qemu, &args, Echo::Quiet, Some(timeout), |line| {
+        if report.see(line) {
+            println!("[{}] {line}", config.name);
+        }
+    })?;
+    let problem = report.problem(qemu::guest_status(machine.exit, &run));
+    let mut tally = report.tally;
+    if let Some(problem) = problem {
+        tally.failed += 1;
+        println!("[{}] FAILED: {problem}", config.name);
+        println!("[{}] last {} serial lines:", config.name, run.tail.len());
+        for line in &run.tail {
+            println!("[{}] | {line}", config.name);
+        }
+        println!(
+            "[{}] QEMU: {} {}",
+            config.name,
+            machine.qemu,
+            shell_words(&args)
+        );
+    }
+    Ok(tally)
+}
+
+/// What the guest's serial lines said about its tests.
+#[derive(Debug, Default)]
+struct Report {
+    tally: Tally,
+    closing: Option<Tally>,
+}
+
+impl Report {
+    /// Takes one serial line; returns whether it is worth echoing.
+    fn see(&mut self, line: &str) -> bool {
+        if let Some(test) = parse::test_line(line) {
+            if test.passed {
+                self.tally.passed += 1;
+            } else {
+                self.tally.failed += 1;
+            }
+            true
+        } else if let Some((passed, failed)) = parse::closing_line(line) {
+            self.closing = Some(Tally { passed, failed });
+            true
+        } else {
+            parse::exit_line(line).is_some()
+        }
+    }
+
+    /// Why this run is a failure beyond its failed tests, if it is.
+    fn problem(&self, status: std::result::Result<u32, String>) -> Option<String> {
+        let guest = match status {
+            Ok(guest) => guest,
+            Err(problem) => return Some(problem),
+        };
+        match self.closing {
+            None => Some(format!(
+                "the guest exited ({guest}) without its closing `N passed, N failed` line"
+            )),
+            Some(closing) if closing != self.tally => Some(format!(
+                "the guest's closing line says {} passed, {} failed but its test lines say {} passed, {} failed",
+                closing.passed, closing.failed, self.tally.passed, self.tally.failed
+            )),
+            Some(_) if guest != 0 && self.tally.failed == 0 => Some(format!(
+                "the guest exited with status {guest} though no test failed"
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Arguments quoted for a shell, so a failing QEMU line can be pasted.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| {
+            if !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ",._-=/:".contains(c))
+            {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(lines: &[&str]) -> Report {
+        let mut report = Report::default();
+        for line in lines {
+            report.see(line);
+        }
+        report
+    }
+
+    #[test]
+    fn a_clean_run_has_no_problem() {
+        let report = report(&[
+            "Portcullis 0.1.0",
+            "test vtd_ver ... ok",
+            "test vtd_cap ... ok",
+            "2 passed, 0 failed",
+            "portcullis: exit 0",
+        ]);
+        assert_eq!(
+            report.tally,
+            Tally {
+                passed: 2,
+                failed: 0
+            }
+        );
+        assert_eq!(report.problem(Ok(0)), None);
+    }
+
+    #[test]
+    fn failed_tests_count_without_an_extra_problem() {
+        let report = report(&[
+            "test a ... ok",
+            "test b ... FAILED",
+            "  expected 0x10, read 0x11",
+            "1 passed, 1 failed",
+        ]);
+        assert_eq!(
+            report.tally,
+            Tally {
+                passed: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(report.problem(Ok(1)), None);
+    }
+
+    #[test]
+    fn missing_or_inconsistent_closing_lines_are_problems() {
+        assert!(
+            report(&["test a ... ok"])
+                .problem(Ok(0))
+                .unwrap()
+                .contains("without its closing")
+        );
+        assert!(
+            report(&["test a ... ok", "2 passed, 0 failed"])
+                .problem(Ok(0))
+                .unwrap()
+                .contains("says 2 passed")
+        );
+        assert!(
+            report(&["test a ... ok", "1 passed, 0 failed"])
+                .problem(Ok(2))
+                .unwrap()
+                .contains("status 2")
+        );
+        assert_eq!(
+            report(&[]).problem(Err("timed out".into())),
+            Some("timed out".into())
+        );
+    }
+
+    #[test]
+    fn selection() {
+        let all = Selection {
+            host: true,
+            qemu: true,
+            arch: None,
+            filter: None,
+        };
+        assert_eq!(configurations(&all).len(), SYSTEM_TESTS.len());
+        let arm = Selection {
+            arch: Some(Arch::Aarch64),
+            ..all
+        };
+        assert!(
+            configurations(&arm)
+                .iter()
+                .all(|config| config.arch == Arch::Aarch64)
+        );
+        let vtd = Selection {
+            filter: Some("vtd"),
+            arch: None,
+            ..arm
+        };
+        assert!(
+            configurations(&vtd)
+                .iter()
+                .all(|config| config.name.contains("vtd"))
+        );
+        assert!(!configurations(&vtd).is_empty());
+        let host_only = Selection { qemu: false, ..vtd };
+        assert!(configurations(&host_only).is_empty());
+    }
+
+    #[test]
+    fn shell_quoting() {
+        let args = [
+            "-append".to_string(),
+            "tests=boot a=1".to_string(),
+            "it's".to_string(),
+        ];
+        assert_eq!(shell_words(&args), r"-append 'tests=boot a=1' 'it'\''s'");
+    }
+}
