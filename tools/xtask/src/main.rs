@@ -170,7 +170,7 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
             format!(
                 "check the QEMU arguments (including those after `--`): {} {}",
                 machine.qemu,
-                args.join(" ")
+                qemu::shell_words(&args)
             ),
         )),
     }

@@ -162,7 +162,7 @@ fn system_test(config: &SystemTest, elf: &Path) -> Result<Tally> {
             "[{}] QEMU: {} {}",
             config.name,
             machine.qemu,
-            shell_words(&args)
+            qemu::shell_words(&args)
         );
     }
     Ok(tally)
@@ -173,10 +173,13 @@ fn system_test(config: &SystemTest, elf: &Path) -> Result<Tally> {
 struct Report {
     tally: Tally,
     closing: Option<Tally>,
+    /// Inside a failed test's detail lines (from `FAILED` to the next verdict).
+    in_failure: bool,
 }
 
 impl Report {
-    /// Takes one serial line; returns whether it is worth echoing.
+    /// Takes one serial line; returns whether it is worth echoing: verdicts,
+    /// the detail lines after a `FAILED`, the closing and the exit line.
     fn see(&mut self, line: &str) -> bool {
         if let Some(test) = parse::test_line(line) {
             if test.passed {
@@ -184,12 +187,14 @@ impl Report {
             } else {
                 self.tally.failed += 1;
             }
+            self.in_failure = !test.passed;
             true
         } else if let Some((passed, failed)) = parse::closing_line(line) {
             self.closing = Some(Tally { passed, failed });
+            self.in_failure = false;
             true
         } else {
-            parse::exit_line(line).is_some()
+            self.in_failure || parse::exit_line(line).is_some()
         }
     }
 
@@ -213,24 +218,6 @@ impl Report {
             Some(_) => None,
         }
     }
-}
-
-/// Arguments quoted for a shell, so a failing QEMU line can be pasted.
-fn shell_words(args: &[String]) -> String {
-    args.iter()
-        .map(|arg| {
-            if !arg.is_empty()
-                && arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ",._-=/:".contains(c))
-            {
-                arg.clone()
-            } else {
-                format!("'{}'", arg.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -280,6 +267,17 @@ mod tests {
             }
         );
         assert_eq!(report.problem(Ok(1)), None);
+    }
+
+    #[test]
+    fn detail_lines_after_a_failure_are_echoed() {
+        let mut report = Report::default();
+        assert!(report.see("test a ... FAILED"));
+        assert!(report.see("    byte 0 is 0x5a, expected 0x11"));
+        assert!(report.see("test b ... ok"));
+        assert!(!report.see("[boot] noise"));
+        assert!(report.see("1 passed, 1 failed"));
+        assert!(report.see("portcullis: exit 1"));
     }
 
     #[test]
@@ -339,15 +337,5 @@ mod tests {
         assert!(!configurations(&vtd).is_empty());
         let host_only = Selection { qemu: false, ..vtd };
         assert!(configurations(&host_only).is_empty());
-    }
-
-    #[test]
-    fn shell_quoting() {
-        let args = [
-            "-append".to_string(),
-            "tests=boot a=1".to_string(),
-            "it's".to_string(),
-        ];
-        assert_eq!(shell_words(&args), r"-append 'tests=boot a=1' 'it'\''s'");
     }
 }
