@@ -154,7 +154,7 @@ pub fn main(mut info: BootInfo) -> ! {
     }
     let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
     if cmdline.lists("tests", "boot") {
-        crate::exit(crate::boot_tests::run(&cmdline, &found));
+        crate::exit(crate::boot_tests::run(&cmdline, &info, &found));
     }
     crate::exit(crate::EXIT_SUCCESS)
 }

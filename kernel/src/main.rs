@@ -14,10 +14,12 @@ mod cmdline;
 mod console;
 mod dma_page;
 mod edu;
+mod frames;
 mod mem;
 mod pci;
 mod platform;
 mod selftest;
+mod vspace;
 
 /// Guest exit status: everything passed.
 pub const EXIT_SUCCESS: u32 = 0;

@@ -9,7 +9,11 @@
 
 mod boot;
 mod pl011;
+pub mod paging;
 mod trap;
+mod user;
+
+pub use user::{Exit, UserContext, run_user, set_address_space, user_probe_program};
 
 use crate::boot::{BootInfo, Platform};
 

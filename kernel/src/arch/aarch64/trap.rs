@@ -9,16 +9,22 @@
 
 use core::fmt;
 
-/// Registers saved by the vector entries.
-#[repr(C)]
-#[allow(missing_docs)]
+/// Registers saved by the vector entries; for a user thread, its saved context.
+#[repr(C, align(16))]
+#[derive(Clone)]
 pub struct TrapFrame {
+    /// x0..x30.
     pub x: [u64; 31],
+    /// The interrupted stack pointer (SP_EL0 for user threads).
+    pub sp: u64,
+    /// Exception link register: where the thread resumes.
     pub elr: u64,
+    /// Saved program status.
     pub spsr: u64,
+    /// Exception syndrome of the last exception.
     pub esr: u64,
+    /// Fault address of the last exception.
     pub far: u64,
-    pub padding: u64,
 }
 
 const ENTRY_NAMES: [&str; 16] = [
@@ -63,7 +69,7 @@ fn exception_class(esr: u64) -> &'static str {
 
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "  elr {:#018x}  spsr {:#x}", self.elr, self.spsr)?;
+        writeln!(f, "  elr {:#018x}  spsr {:#x}  sp {:#018x}", self.elr, self.spsr, self.sp)?;
         for row in 0..8 {
             for column in 0..4 {
                 let index = row * 4 + column;
@@ -94,23 +100,15 @@ extern "C" fn aarch64_trap(frame: &TrapFrame, entry: u64) -> ! {
 
 core::arch::global_asm!(
     r#"
-    .macro VECTOR_ENTRY index
+    .macro VECTOR_ENTRY index, handler
     .balign 0x80
     sub sp, sp, #288
     stp x0, x1, [sp, #0]
     mov x0, #\index
-    b trap_common
+    b \handler
     .endm
 
-    .section .text.vectors, "ax"
-    .balign 0x800
-    .global exception_vectors
-exception_vectors:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
-    VECTOR_ENTRY \n
-    .endr
-
-trap_common:
+    .macro SAVE_REGISTERS
     stp x2, x3, [sp, #16]
     stp x4, x5, [sp, #32]
     stp x6, x7, [sp, #48]
@@ -128,13 +126,41 @@ trap_common:
     str x30, [sp, #240]
     mrs x2, elr_el1
     mrs x3, spsr_el1
-    stp x2, x3, [sp, #248]
+    stp x2, x3, [sp, #256]
     mrs x2, esr_el1
     mrs x3, far_el1
-    stp x2, x3, [sp, #264]
+    stp x2, x3, [sp, #272]
+    .endm
+
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global exception_vectors
+exception_vectors:
+    .irp n, 0,1,2,3,4,5,6,7
+    VECTOR_ENTRY \n, kernel_trap
+    .endr
+    .irp n, 8,9,10,11,12,13,14,15
+    VECTOR_ENTRY \n, user_trap
+    .endr
+
+    /* An exception taken from EL1: unexpected, reported. */
+kernel_trap:
+    SAVE_REGISTERS
+    add x2, sp, #288
+    str x2, [sp, #248]
     mov x1, x0
     mov x0, sp
     bl aarch64_trap
     b .
+
+    /* An exception taken from EL0: SP_EL1 was the top of the thread's
+       saved-register frame (see user.rs), so the entry above already wrote
+       into it. Finish the frame and resume the kernel after run_user,
+       returning the vector index. */
+user_trap:
+    SAVE_REGISTERS
+    mrs x2, sp_el0
+    str x2, [sp, #248]
+    b aarch64_resume_kernel
     "#
 );

@@ -11,7 +11,11 @@
 mod boot;
 mod io;
 mod serial;
+pub mod paging;
 mod trap;
+mod user;
+
+pub use user::{Exit, UserContext, run_user, set_address_space, user_probe_program};
 
 use crate::boot::{BootInfo, MemoryKind, MemoryRegion, Platform};
 use zerocopy::FromBytes;
@@ -69,7 +73,9 @@ const HVM_START_MAGIC: u32 = 0x336e_c578;
 #[unsafe(no_mangle)]
 extern "C" fn kernel_entry(start_info: u64) -> ! {
     serial::init();
+    mask_legacy_pic();
     trap::init();
+    user::init();
     remove_identity_map();
     let info = match read_start_info(start_info) {
         Ok(info) => info,
@@ -79,6 +85,17 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         }
     };
     crate::boot::main(info)
+}
+
+/// Masks every line of the two 8259 PICs: interrupts come through the
+/// local APIC only, and a stale PIC timer line must not arrive as vector 8.
+fn mask_legacy_pic() {
+    // SAFETY: ports 0x21 and 0xA1 are the PIC data ports; writing 0xFF masks
+    // all lines and touches nothing else.
+    unsafe {
+        io::out8(0x21, 0xFF);
+        io::out8(0xA1, 0xFF);
+    }
 }
 
 /// Drops the boot identity map (PML4 slot 0) so the lower half is empty.

@@ -10,12 +10,31 @@
 use core::arch::{asm, global_asm};
 use core::fmt;
 
-/// Kernel code selector in [`GDT`].
-const KERNEL_CODE: u16 = 0x08;
-/// Kernel data selector in [`GDT`].
-const KERNEL_DATA: u16 = 0x10;
+/// Kernel code selector in the GDT.
+pub const KERNEL_CODE: u16 = 0x08;
+/// Kernel data selector in the GDT.
+pub const KERNEL_DATA: u16 = 0x10;
+/// User data selector (RPL 3); `sysret` derives it from STAR as base + 8.
+pub const USER_DATA: u16 = 0x20 | 3;
+/// User 64-bit code selector (RPL 3); `sysret` derives it as base + 16.
+pub const USER_CODE: u16 = 0x28 | 3;
+/// Task-state segment selector.
+const TSS_SELECTOR: u16 = 0x30;
 
-static GDT: [u64; 3] = [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF];
+/// GDT layout: null, kernel code, kernel data, (unused 32-bit user code, the
+/// STAR base), user data, user code, TSS (two slots).
+static GDT: spin::Once<[u64; 8]> = spin::Once::new();
+
+fn build_gdt() -> [u64; 8] {
+    let tss = super::user::tss_address();
+    let limit = 103u64;
+    let low = (limit & 0xFFFF)
+        | ((tss & 0xFF_FFFF) << 16)
+        | (0x89 << 40) // present, 64-bit available TSS
+        | (((tss >> 24) & 0xFF) << 56);
+    let high = tss >> 32;
+    [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0, 0x00CF_F200_0000_FFFF, 0x00AF_FA00_0000_FFFF, low, high]
+}
 
 /// One interrupt gate (Intel SDM vol. 3, 6.14.1).
 #[derive(Clone, Copy)]
@@ -66,15 +85,16 @@ struct DescriptorPointer {
 }
 
 unsafe extern "C" {
-    /// Entry stubs for vectors 0..32, built by the assembly below.
-    static trap_vectors: [u64; 32];
+    /// Entry stubs for vectors 0..48, built by the assembly below.
+    static trap_vectors: [u64; 48];
 }
 
 /// Loads the upper-half GDT and the IDT.
 pub fn init() {
+    let gdt = GDT.call_once(build_gdt);
     let gdt_pointer = DescriptorPointer {
-        limit: (size_of_val(&GDT) - 1) as u16,
-        base: GDT.as_ptr() as u64,
+        limit: (size_of_val(gdt) - 1) as u16,
+        base: gdt.as_ptr() as u64,
     };
     // SAFETY: GDT is a static with valid 64-bit code and data descriptors at
     // the selectors the kernel uses; reloading CS through a far return and the
@@ -90,7 +110,9 @@ pub fn init() {
             "mov ds, {data:x}",
             "mov es, {data:x}",
             "mov ss, {data:x}",
+            "ltr {tss:x}",
             pointer = in(reg) &gdt_pointer,
+            tss = in(reg) u64::from(TSS_SELECTOR),
             code = in(reg) u64::from(KERNEL_CODE),
             data = in(reg) u64::from(KERNEL_DATA),
             scratch = out(reg) _,
@@ -102,6 +124,7 @@ pub fn init() {
         // SAFETY: `trap_vectors` is an initialised read-only table defined in
         // the assembly below.
         let stubs = unsafe { &trap_vectors };
+        // Vectors 0..32 are exceptions, 32..48 device and timer interrupts.
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
@@ -115,8 +138,11 @@ pub fn init() {
     unsafe { asm!("lidt [{}]", in(reg) &idt_pointer, options(readonly, nostack)) };
 }
 
-/// Registers saved by the exception stubs, lowest address first.
-#[repr(C)]
+/// Registers saved by the exception stubs, lowest address first. For a user
+/// thread this is also its saved context: 16-byte aligned because the CPU
+/// aligns RSP0 before pushing into it.
+#[repr(C, align(16))]
+#[derive(Clone)]
 #[allow(missing_docs)]
 pub struct TrapFrame {
     pub r15: u64,
@@ -250,7 +276,14 @@ trap_stub_\vector:
     TRAP_STUB 29, 1
     TRAP_STUB 30, 1
     TRAP_STUB 31, 0
+    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+    TRAP_STUB \n, 0
+    .endr
 
+    /* Traps from user mode (CS.RPL = 3) were pushed by the CPU into the
+       thread's saved-register frame (TSS.RSP0 points at its top); they
+       complete the frame and resume the kernel after `x86_64_run_user`.
+       Traps from the kernel itself are unexpected and reported. */
 trap_common:
     push %rax
     push %rbx
@@ -267,6 +300,8 @@ trap_common:
     push %r13
     push %r14
     push %r15
+    testb $3, 144(%rsp)
+    jnz x86_64_resume_kernel
     mov %rsp, %rdi
     and $-16, %rsp
     call x86_64_trap
@@ -276,7 +311,7 @@ trap_common:
     .balign 8
     .global trap_vectors
 trap_vectors:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
     .quad trap_stub_\n
     .endr
     "#,

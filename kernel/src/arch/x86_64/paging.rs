@@ -1,0 +1,63 @@
+//! x86-64 4-level page-table entry format (Intel SDM vol. 3, 4.5).
+
+use crate::vspace::Rights;
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Lowest address that is not user space (the canonical lower half).
+pub const USER_TOP: u64 = 0x0000_8000_0000_0000;
+
+/// An entry pointing at a next-level table. Permissions are granted at the
+/// leaves; intermediate entries allow everything.
+pub fn table_entry(pa: u64) -> u64 {
+    (pa & ADDRESS) | PRESENT | WRITABLE | USER
+}
+
+/// A 4 KiB user leaf with `rights`.
+pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
+    let mut entry = (pa & ADDRESS) | PRESENT | USER;
+    if rights.write {
+        entry |= WRITABLE;
+    }
+    if !rights.execute {
+        entry |= NO_EXECUTE;
+    }
+    entry
+}
+
+/// Whether an entry is present.
+pub fn entry_valid(entry: u64) -> bool {
+    entry & PRESENT != 0
+}
+
+/// Whether a present entry at `level` (0 = root) maps memory rather than a table.
+pub fn entry_is_leaf(entry: u64, level: usize) -> bool {
+    level == 3 || entry & HUGE != 0
+}
+
+/// The physical address an entry points at.
+pub fn entry_address(entry: u64) -> u64 {
+    entry & ADDRESS
+}
+
+/// Fills a new root table: the upper half (entries 256..512) is the kernel's,
+/// shared by every address space.
+pub fn init_root(root: &mut [u64; 512]) {
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    let kernel_root = crate::mem::phys_to_virt(cr3 & ADDRESS) as *const u64;
+    for (index, slot) in root.iter_mut().enumerate() {
+        *slot = if index >= 256 {
+            // SAFETY: the kernel root table is a 512-entry page in the direct map.
+            unsafe { kernel_root.add(index).read_volatile() }
+        } else {
+            0
+        };
+    }
+}
