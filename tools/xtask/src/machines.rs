@@ -144,7 +144,8 @@ pub const AARCH64_VIRT: Machine = Machine {
     qemu: "qemu-system-aarch64",
     package: "qemu-system-arm",
     machine_args: &["-M", "virt,iommu=smmuv3", "-cpu", "max"],
-    device_args: &["-semihosting", "-device", "edu"],
+    // RAM starts at 1 GiB on virt, above edu's default 28-bit DMA mask.
+    device_args: &["-semihosting", "-device", "edu,dma_mask=0xffffffffff"],
     run_args: &[],
     exit: GuestExit::Semihosting,
 };
