@@ -40,7 +40,7 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
         .args(["build", "--release", "-p", "kernel", "--target", &target])
         .current_dir(root)
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
+        .stdout(std::io::stderr())
         .status()
         .map_err(|error| {
             Error::new(

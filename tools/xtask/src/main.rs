@@ -137,6 +137,10 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
     setup::qemu(&[machine])?;
     let elf = kernel::build(root, arch)?;
 
+    eprintln!(
+        "xtask: booting image `{}` on {}: {}",
+        image.name, machine.qemu, image.image.description
+    );
     let mut extra = Vec::new();
     if gdb {
         extra.extend(["-s".to_string(), "-S".to_string()]);
@@ -158,10 +162,6 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
     extra.extend(qemu_args.iter().cloned());
     let cmdline = format!("image={}", image.name);
     let args = qemu::arguments(machine, machine.run_args, &elf, &cmdline, &extra);
-    eprintln!(
-        "xtask: booting image `{}` on {}: {}",
-        image.name, machine.qemu, image.image.description
-    );
     let run = qemu::run(machine.qemu, &args, qemu::Echo::Terminal, None, |_| {})?;
     match qemu::guest_status(machine.exit, &run) {
         Ok(guest) => Ok(ExitCode::from(u8::try_from(guest).unwrap_or(u8::MAX))),

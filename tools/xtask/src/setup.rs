@@ -44,32 +44,28 @@ pub fn rust_targets(root: &Path) -> Result<()> {
         // Without rustup there is nothing to check; cargo will name a missing target.
         _ => return Ok(()),
     };
-    let missing: Vec<&String> = wanted
+    let missing: Vec<&str> = wanted
         .iter()
+        .map(String::as_str)
         .filter(|target| !installed.lines().any(|line| line.trim() == *target))
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing Rust targets {missing:?}");
+    let missing = missing.join(" ");
+    eprintln!("xtask: installing the Rust targets {missing}");
     let status = Command::new("rustup")
         .args(["target", "add"])
-        .args(&missing)
+        .args(missing.split(' '))
         .current_dir(root)
         .stdin(Stdio::null())
+        .stdout(std::io::stderr())
         .status();
     match status {
         Ok(status) if status.success() => Ok(()),
         _ => Err(Error::new(
-            format!("could not install the Rust targets {missing:?}"),
-            format!(
-                "run `rustup target add {}` in the workspace",
-                missing
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+            format!("could not install the Rust targets {missing}"),
+            format!("run `rustup target add {missing}` in the workspace"),
         )),
     }
 }
@@ -227,10 +223,12 @@ fn install() -> Result<()> {
 }
 
 fn apt(args: &[&str]) -> Result<()> {
+    // apt's progress goes to stderr: stdout is the guest's (run) or the test log.
     let status = Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
+        .stdout(std::io::stderr())
         .status();
     match status {
         Ok(status) if status.success() => Ok(()),
