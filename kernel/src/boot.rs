@@ -152,9 +152,16 @@ pub fn main(mut info: BootInfo) -> ! {
     if info.memory_dropped > 0 {
         crate::println!("[boot]   ... {} more entries not kept", info.memory_dropped);
     }
+    let Some(mut frames) = crate::frames::BootFrames::new(&info.memory) else {
+        fail(format_args!("no free RAM above the kernel image"));
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
+        fail(format_args!("IOMMU: {why}"));
+    }
     let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
     if cmdline.lists("tests", "boot") {
-        crate::exit(crate::boot_tests::run(&cmdline, &info, &found));
+        crate::exit(crate::boot_tests::run(&cmdline, &found, &mut frames));
     }
     crate::exit(crate::EXIT_SUCCESS)
 }

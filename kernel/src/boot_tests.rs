@@ -3,8 +3,9 @@
 //! allows it.
 
 use crate::arch::{self, Exit, UserContext};
-use crate::boot::{BootInfo, Discovered};
+use crate::boot::Discovered;
 use crate::frames::BootFrames;
+use crate::iommu_unit::UNIT;
 use crate::vspace::{self, Rights};
 use crate::cmdline::Cmdline;
 use crate::dma_page::DmaPage;
@@ -16,32 +17,71 @@ use crate::{check, fail};
 static TARGET: DmaPage = DmaPage::new();
 
 /// Runs the boot tests and returns the exit status.
-pub fn run(_cmdline: &Cmdline<'_>, info: &BootInfo, found: &Discovered) -> u32 {
+pub fn run(cmdline: &Cmdline<'_>, found: &Discovered, frames: &mut BootFrames) -> u32 {
     let mut suite = Suite::default();
-    let Some(mut frames) = BootFrames::new(&info.memory) else {
-        crate::println!("[test] no free RAM above the kernel for test frames");
-        return crate::EXIT_BOOT_FAILED;
-    };
-    suite.run("user_mode_syscall_and_fault", || user_mode_syscall_and_fault(&mut frames));
-    suite.run("edu_dma_reaches_memory", || edu_dma_reaches_memory(found));
+    suite.run("user_mode_syscall_and_fault", || user_mode_syscall_and_fault(frames));
+    suite.run("iommu_facts_match_machine", || iommu_facts_match_machine(cmdline));
+    suite.run("dma_blocked_by_default", || dma_blocked_by_default(found));
     suite.finish()
 }
 
-fn edu_dma_reaches_memory(found: &Discovered) -> Outcome {
+/// Compares the IOMMU's identification registers and named capability bits
+/// with the `vtd.*` / `smmu.*` facts the runner put on the command line
+/// (measured values of the configured QEMU machine).
+fn iommu_facts_match_machine(cmdline: &Cmdline<'_>) -> Outcome {
+    let guard = UNIT.lock();
+    let Some(unit) = guard.as_ref() else { fail!("no IOMMU unit was brought up") };
+    let mut checked = 0;
+    for word in cmdline.words() {
+        let Some((key, expected)) = word.split_once('=') else { continue };
+        if !(key.starts_with("vtd.") || key.starts_with("smmu.")) {
+            continue;
+        }
+        let Some(Ok(expected)) = cmdline.get_u64(key) else { fail!("fact {key}={expected} is not a number") };
+        let actual = match unit.id_registers().iter().find(|(name, _)| *name == key) {
+            Some(&(_, value)) => value,
+            None => match unit.feature(key) {
+                Some(bit) => u64::from(bit),
+                None => fail!("unknown fact {key} for this IOMMU"),
+            },
+        };
+        check!(actual == expected, "{key} reads {actual:#x}, the machine should give {expected:#x}");
+        checked += 1;
+    }
+    check!(checked > 0, "the command line names no vtd.* or smmu.* facts to check");
+    crate::println!("    {checked} facts checked");
+    Ok(())
+}
+
+/// Programs the edu device to DMA into a RAM page and checks that the page
+/// is unchanged and that the IOMMU recorded a fault naming the device and
+/// the page: no capability allows DMA yet, so every DMA must be refused.
+fn dma_blocked_by_default(found: &Discovered) -> Outcome {
     let Some(ecam) = found.ecam else { fail!("no PCI ECAM window found") };
     let edu = match Edu::probe(&Ecam::new(ecam), found.mmio32) {
         Ok(edu) => edu,
         Err(e) => fail!("{e}"),
     };
-    TARGET.fill(0x11);
-    if let Err(e) = edu.dma_from_memory(TARGET.phys(), 64) {
-        fail!("{e}");
-    }
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else { fail!("no IOMMU unit was brought up") };
+    let stale = unit.drain_faults();
+    check!(stale.is_empty(), "{} faults were recorded before the test", stale.len());
     TARGET.fill(0x5A);
+    let before = TARGET.checksum();
     if let Err(e) = edu.dma_to_memory(TARGET.phys(), 64) {
         fail!("{e}");
     }
-    check!(TARGET.read(0) == 0x11, "byte 0 is {:#x}, expected 0x11 copied back by the device", TARGET.read(0));
+    check!(TARGET.checksum() == before, "the page at {:#x} changed: DMA was not blocked", TARGET.phys());
+    let requester = edu.bdf.requester_id();
+    let faults = unit.drain_faults();
+    let recorded = faults.iter().any(|f| f.requester == requester && f.address & !0xFFF == TARGET.phys());
+    check!(
+        recorded,
+        "no fault recorded for edu ({}, requester {requester:#06x}) at {:#x}; {} faults recorded",
+        edu.bdf,
+        TARGET.phys(),
+        faults.len()
+    );
     Ok(())
 }
 

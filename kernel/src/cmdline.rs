@@ -10,6 +10,11 @@ impl<'a> Cmdline<'a> {
         Cmdline(text)
     }
 
+    /// The whitespace-separated words.
+    pub fn words(&self) -> impl Iterator<Item = &'a str> {
+        self.0.split_ascii_whitespace()
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&'a str> {
         self.0.split_ascii_whitespace().find_map(|word| {

@@ -15,6 +15,7 @@ mod console;
 mod dma_page;
 mod edu;
 mod frames;
+mod iommu_unit;
 mod mem;
 mod pci;
 mod platform;

@@ -105,3 +105,10 @@ pub fn cycle_counter() -> u64 {
     unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack)) };
     value
 }
+
+/// Orders earlier memory writes (tables, queue entries) before a following
+/// device-register write, so the device never sees a stale structure.
+pub fn io_write_barrier() {
+    // SAFETY: a data synchronization barrier has no other effect.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}

@@ -170,3 +170,9 @@ pub fn cycle_counter() -> u64 {
     // SAFETY: rdtsc has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// Orders earlier memory writes before a following device-register write.
+/// x86 keeps stores in order; only the compiler must not move them.
+pub fn io_write_barrier() {
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}

@@ -1,0 +1,190 @@
+//! The kernel's side of the `iommu` crate: register and memory access over
+//! the direct map, and the IOMMU unit this machine has, brought up at boot
+//! with every DMA blocked.
+
+use crate::frames::BootFrames;
+use crate::mem::phys_to_virt;
+use iommu::{FrameAllocator, Mmio, PhysAddr, PhysMem};
+
+/// An IOMMU register block reached through the direct map.
+pub struct DirectMmio {
+    base: u64,
+}
+
+impl DirectMmio {
+    /// The register block at physical address `pa`.
+    ///
+    /// # Safety
+    /// `pa` must be the base of an IOMMU register block that only this value
+    /// drives, inside the direct map.
+    pub unsafe fn new(pa: u64) -> DirectMmio {
+        DirectMmio { base: phys_to_virt(pa) }
+    }
+}
+
+impl Mmio for DirectMmio {
+    fn read32(&self, offset: usize) -> u32 {
+        // SAFETY: the block is device memory owned by this value (see `new`);
+        // the crate reads only registers inside it.
+        unsafe { ((self.base + offset as u64) as *const u32).read_volatile() }
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        crate::arch::io_write_barrier();
+        // SAFETY: as in `read32`.
+        unsafe { ((self.base + offset as u64) as *mut u32).write_volatile(value) }
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        // SAFETY: as in `read32`; 64-bit registers are 8-byte aligned.
+        unsafe { ((self.base + offset as u64) as *const u64).read_volatile() }
+    }
+
+    fn write64(&self, offset: usize, value: u64) {
+        crate::arch::io_write_barrier();
+        // SAFETY: as in `read64`.
+        unsafe { ((self.base + offset as u64) as *mut u64).write_volatile(value) }
+    }
+}
+
+/// Physical memory the IOMMU walks, reached through the direct map.
+pub struct DirectMemory;
+
+impl PhysMem for DirectMemory {
+    fn read_u64(&self, addr: PhysAddr) -> u64 {
+        // SAFETY: the crate only reads structures it placed in frames the
+        // kernel gave it (or the kernel's own DMA pages), all in the direct map.
+        unsafe { (phys_to_virt(addr) as *const u64).read_volatile() }
+    }
+
+    fn write_u64(&self, addr: PhysAddr, value: u64) {
+        // SAFETY: as in `read_u64`; these frames belong to the IOMMU driver.
+        unsafe { (phys_to_virt(addr) as *mut u64).write_volatile(value) }
+    }
+}
+
+impl FrameAllocator for BootFrames {
+    fn alloc_zeroed_frame(&mut self) -> Option<PhysAddr> {
+        self.alloc()
+    }
+}
+
+/// The machine's IOMMU.
+pub enum Unit {
+    /// An Intel VT-d remapping unit.
+    #[cfg(target_arch = "x86_64")]
+    Vtd(iommu::vtd::VtdUnit<DirectMmio>),
+}
+
+/// One DMA the IOMMU refused, as the unit recorded it.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaFault {
+    /// Requester ID (PCI bus/device/function) or StreamID.
+    pub requester: u16,
+    /// The faulting address (page-aligned on VT-d).
+    pub address: u64,
+    /// The vendor's fault reason or event code.
+    pub reason: u32,
+}
+
+/// Most faults one drain returns.
+pub const MAX_FAULTS: usize = 16;
+
+impl Unit {
+    /// The identification registers, named as the test command line names them.
+    pub fn id_registers(&self) -> [(&'static str, u64); 3] {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(unit) => [
+                ("vtd.ver", u64::from(unit.version().0)),
+                ("vtd.cap", unit.capability().0),
+                ("vtd.ecap", unit.extended_capability().0),
+            ],
+        }
+    }
+
+    /// A named capability bit (`vtd.ecap.smts`, ...), if the name is known.
+    pub fn feature(&self, name: &str) -> Option<bool> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(unit) => {
+                let ecap = unit.extended_capability();
+                let value = match name.strip_prefix("vtd.ecap.")? {
+                    "qi" => ecap.qi(),
+                    "ir" => ecap.ir(),
+                    "pt" => ecap.pt(),
+                    "nest" => ecap.nest(),
+                    "pasid" => ecap.pasid(),
+                    "smts" => ecap.smts(),
+                    "slts" => ecap.slts(),
+                    "flts" => ecap.flts(),
+                    "srs" => ecap.srs(),
+                    _ => return None,
+                };
+                Some(value)
+            }
+        }
+    }
+
+    /// Takes every fault the unit recorded since the last drain.
+    pub fn drain_faults(&mut self) -> heapless::Vec<DmaFault, MAX_FAULTS> {
+        let mut faults = heapless::Vec::new();
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(unit) => {
+                for record in unit.read_faults().iter() {
+                    crate::println!("[vtd] fault: {record}");
+                    let _ = faults.push(DmaFault {
+                        requester: record.source_id,
+                        address: record.address,
+                        reason: u32::from(record.reason),
+                    });
+                }
+            }
+        }
+        faults
+    }
+}
+
+/// The unit brought up at boot.
+pub static UNIT: spin::Mutex<Option<Unit>> = spin::Mutex::new(None);
+
+/// Finds the IOMMU, prints what it can do and blocks all DMA through it.
+#[cfg(target_arch = "x86_64")]
+pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<(), &'static str> {
+    use iommu::vtd::{VtdUnit, dmar::Dmar, regs::RootTableMode};
+    let bytes = found.dmar.ok_or("no ACPI DMAR table: add -device intel-iommu")?;
+    let dmar = match Dmar::parse(bytes) {
+        Ok(dmar) => dmar,
+        Err(e) => {
+            crate::println!("[vtd] DMAR rejected: {e}");
+            return Err("the DMAR table is malformed");
+        }
+    };
+    crate::println!("[vtd] DMAR: host address width {} bits, flags {:#x}", dmar.host_address_width(), dmar.flags());
+    let drhd = dmar.remapping_units().next().ok_or("the DMAR table lists no remapping unit")?;
+    crate::println!(
+        "[vtd] DRHD: registers at {:#x}, segment {}, {}",
+        drhd.register_base,
+        drhd.segment,
+        if drhd.includes_all_pci() { "all PCI devices" } else { "listed devices" }
+    );
+    if !crate::arch::phys_map_covers(drhd.register_base, 4096) {
+        return Err("the VT-d registers are outside the direct map");
+    }
+    // SAFETY: the DRHD names this unit's register block; nothing else drives it.
+    let mut unit = VtdUnit::new(unsafe { DirectMmio::new(drhd.register_base) });
+    crate::println!("[vtd] {}", unit.version());
+    crate::println!("[vtd] {}", unit.capability());
+    crate::println!("[vtd] {}", unit.extended_capability());
+    let mode = if unit.extended_capability().smts() { RootTableMode::Scalable } else { RootTableMode::Legacy };
+    match unit.block_all_dma(&DirectMemory, frames, mode) {
+        Ok(root) => crate::println!("[vtd] translation enabled, {mode:?} root table at {root:#x} all not-present: all DMA blocked"),
+        Err(e) => {
+            crate::println!("[vtd] blocking DMA failed: {e}");
+            return Err("the VT-d unit did not accept the blocking configuration");
+        }
+    }
+    *UNIT.lock() = Some(Unit::Vtd(unit));
+    Ok(())
+}
