@@ -20,6 +20,7 @@ static TARGET: DmaPage = DmaPage::new();
 pub fn run(cmdline: &Cmdline<'_>, found: &Discovered, frames: &mut BootFrames) -> u32 {
     let mut suite = Suite::default();
     suite.run("user_mode_syscall_and_fault", || user_mode_syscall_and_fault(frames));
+    suite.run("timer_preempts_spinning_user", || timer_preempts_spinning_user(frames));
     suite.run("iommu_facts_match_machine", || iommu_facts_match_machine(cmdline));
     suite.run("dma_blocked_by_default", || dma_blocked_by_default(found));
     suite.finish()
@@ -130,4 +131,33 @@ fn user_mode_syscall_and_fault(frames: &mut BootFrames) -> Outcome {
         Exit::Exception { address: 0x777_7000, .. } => Ok(()),
         other => fail!("third exit is {other:?}, expected a page fault at 0x7777000"),
     }
+}
+
+/// Runs a user thread that spins forever with the preemption timer armed and
+/// checks that the timer interrupt takes the CPU back.
+fn timer_preempts_spinning_user(frames: &mut BootFrames) -> Outcome {
+    const CODE: u64 = 0x40_0000;
+    let (Some(root), Some(code)) = (frames.alloc(), frames.alloc()) else {
+        fail!("out of boot frames");
+    };
+    let program = arch::SPIN_PROGRAM;
+    // SAFETY: `code` is a fresh frame in the direct map, the program fits.
+    unsafe { core::ptr::copy_nonoverlapping(program.as_ptr(), crate::mem::phys_to_virt(code) as *mut u8, program.len()) };
+    vspace::init_root(root);
+    let mut alloc = || frames.alloc();
+    if let Err(e) = vspace::map_page(root, CODE, code, Rights { write: false, execute: true }, &mut alloc) {
+        fail!("mapping the spinner: {e:?}");
+    }
+    arch::set_address_space(root);
+    let mut context = UserContext::new_user(CODE, 0);
+    for round in 0..3 {
+        arch::timer_start(100_000);
+        let exit = arch::run_user(&mut context);
+        arch::timer_stop();
+        let Exit::Interrupt(vector) = exit else { fail!("round {round}: exit is {exit:?}, expected the timer interrupt") };
+        let Some(id) = arch::acknowledge_interrupt(vector) else { fail!("round {round}: no interrupt pending at the controller") };
+        arch::end_interrupt(id);
+        check!(id == arch::TIMER_IRQ, "round {round}: interrupt {id}, expected the timer ({})", arch::TIMER_IRQ);
+    }
+    Ok(())
 }

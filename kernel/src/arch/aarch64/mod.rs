@@ -8,6 +8,7 @@
 //!   walks off once the kernel runs high.
 
 mod boot;
+mod gic;
 mod pl011;
 pub mod paging;
 mod trap;
@@ -46,6 +47,7 @@ pub fn phys_map_covers(pa: u64, len: u64) -> bool {
 extern "C" fn kernel_entry(loader_x0: u64) -> ! {
     pl011::init();
     disable_lower_half();
+    gic::init();
     // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
     let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
     crate::boot::main(BootInfo::new(Platform::DeviceTree { dtb }))
@@ -111,4 +113,30 @@ pub fn cycle_counter() -> u64 {
 pub fn io_write_barrier() {
     // SAFETY: a data synchronization barrier has no other effect.
     unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// The interrupt the preemption timer raises (the virtual timer's PPI).
+pub const TIMER_IRQ: u32 = gic::TIMER_IRQ;
+
+/// A user program that spins forever (`b .`), for preemption tests.
+pub const SPIN_PROGRAM: &[u8] = &[0x00, 0x00, 0x00, 0x14];
+
+/// Arms the one-shot preemption timer `ticks` counter ticks from now.
+pub fn timer_start(ticks: u32) {
+    gic::timer_start(ticks);
+}
+
+/// Disarms the preemption timer.
+pub fn timer_stop() {
+    gic::timer_stop();
+}
+
+/// Identifies the interrupt that ended `run_user` (reads the GIC's IAR).
+pub fn acknowledge_interrupt(_vector: u8) -> Option<u32> {
+    gic::acknowledge()
+}
+
+/// Ends the handling of interrupt `id` so another can arrive.
+pub fn end_interrupt(id: u32) {
+    gic::end_of_interrupt(id);
 }

@@ -8,6 +8,7 @@
 //!   and PCI ECAM all sit below 4 GiB on q35).
 //! - The lower half is left empty for user address spaces.
 
+mod apic;
 mod boot;
 mod io;
 mod serial;
@@ -76,6 +77,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     mask_legacy_pic();
     trap::init();
     user::init();
+    apic::init();
     remove_identity_map();
     let info = match read_start_info(start_info) {
         Ok(info) => info,
@@ -175,4 +177,30 @@ pub fn cycle_counter() -> u64 {
 /// x86 keeps stores in order; only the compiler must not move them.
 pub fn io_write_barrier() {
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+/// The interrupt the preemption timer raises (its IDT vector).
+pub const TIMER_IRQ: u32 = apic::TIMER_VECTOR as u32;
+
+/// A user program that spins forever (`jmp .`), for preemption tests.
+pub const SPIN_PROGRAM: &[u8] = &[0xEB, 0xFE];
+
+/// Arms the one-shot preemption timer `ticks` timer ticks from now.
+pub fn timer_start(ticks: u32) {
+    apic::timer_start(ticks);
+}
+
+/// Disarms the preemption timer.
+pub fn timer_stop() {
+    apic::timer_stop();
+}
+
+/// Identifies the interrupt that ended `run_user` with `Exit::Interrupt(vector)`.
+pub fn acknowledge_interrupt(vector: u8) -> Option<u32> {
+    Some(u32::from(vector))
+}
+
+/// Ends the handling of interrupt `id` so another can arrive.
+pub fn end_interrupt(_id: u32) {
+    apic::end_of_interrupt();
 }

@@ -1,0 +1,73 @@
+//! The GICv2 of QEMU's virt machine and the EL1 virtual timer: the timer
+//! that preempts user threads, and interrupt acknowledgement.
+//!
+//! Interrupts reach the CPU only while a user thread runs (the kernel runs
+//! with DAIF masked), so an IRQ always ends `run_user` with
+//! `Exit::Interrupt`; the kernel then acknowledges it here.
+
+/// Distributor base on `-M virt` (GICv2).
+const DISTRIBUTOR: u64 = 0x0800_0000;
+/// CPU interface base on `-M virt` (GICv2).
+const CPU_INTERFACE: u64 = 0x0801_0000;
+const GICD_CTLR: usize = 0x000;
+const GICD_ISENABLER: usize = 0x100;
+const GICD_IPRIORITYR: usize = 0x400;
+const GICC_CTLR: usize = 0x000;
+const GICC_PMR: usize = 0x004;
+const GICC_IAR: usize = 0x00C;
+const GICC_EOIR: usize = 0x010;
+/// Interrupt ID of the EL1 virtual timer (a PPI).
+pub const TIMER_IRQ: u32 = 27;
+/// IAR value meaning "nothing pending".
+const SPURIOUS: u32 = 1023;
+
+fn register(base: u64, offset: usize) -> *mut u32 {
+    crate::mem::phys_to_virt(base + offset as u64) as *mut u32
+}
+
+fn write(base: u64, offset: usize, value: u32) {
+    // SAFETY: the GIC is device memory in the direct map, owned by the kernel.
+    unsafe { register(base, offset).write_volatile(value) }
+}
+
+fn read(base: u64, offset: usize) -> u32 {
+    // SAFETY: as in `write`.
+    unsafe { register(base, offset).read_volatile() }
+}
+
+/// Enables the distributor and CPU interface and the timer's PPI.
+pub fn init() {
+    write(DISTRIBUTOR, GICD_CTLR, 1);
+    let priority_word = GICD_IPRIORITYR + (TIMER_IRQ as usize & !3);
+    let shift = (TIMER_IRQ % 4) * 8;
+    let old = read(DISTRIBUTOR, priority_word);
+    write(DISTRIBUTOR, priority_word, (old & !(0xFF << shift)) | (0x80 << shift));
+    write(DISTRIBUTOR, GICD_ISENABLER, 1 << TIMER_IRQ);
+    write(CPU_INTERFACE, GICC_PMR, 0xFF);
+    write(CPU_INTERFACE, GICC_CTLR, 1);
+}
+
+/// Arms the virtual timer to fire after `ticks` counter ticks.
+pub fn timer_start(ticks: u32) {
+    // SAFETY: CNTV_TVAL/CTL belong to the kernel; enabling with IMASK clear
+    // raises PPI 27 when the count expires.
+    unsafe { core::arch::asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) u64::from(ticks.max(1)), in(reg) 1u64, options(nostack)) };
+}
+
+/// Disarms the virtual timer.
+pub fn timer_stop() {
+    // SAFETY: disabling the timer has no other effect.
+    unsafe { core::arch::asm!("msr cntv_ctl_el0, xzr", "isb", options(nostack)) };
+}
+
+/// Acknowledges the highest-priority pending interrupt and returns its ID.
+pub fn acknowledge() -> Option<u32> {
+    let iar = read(CPU_INTERFACE, GICC_IAR);
+    let id = iar & 0x3FF;
+    (id != SPURIOUS).then_some(iar)
+}
+
+/// Signals end of interrupt for a value returned by [`acknowledge`].
+pub fn end_of_interrupt(iar: u32) {
+    write(CPU_INTERFACE, GICC_EOIR, iar);
+}
