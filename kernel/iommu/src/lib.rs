@@ -1,2 +1,55 @@
 //! Intel VT-d and Arm SMMUv3 drivers, generic over MMIO and physical-memory access.
+//!
+//! The crate never touches hardware directly: register blocks are reached
+//! through [`Mmio`], the tables the IOMMU walks through [`PhysMem`], and new
+//! table pages come from a [`FrameAllocator`]. The kernel implements the three
+//! traits over its direct map; the host tests implement them over the
+//! simulated memory and simulated register blocks in `model`, which also
+//! contains executable translation models of both IOMMUs.
+//!
+//! Every hardware poll is bounded ([`poll::PollLimit`]) and fails with an error
+//! naming the register and bit that did not change.
+//!
+//! Layout:
+//! - [`hw`]: the access traits.
+//! - [`poll`]: bounded polling.
+//! - [`vtd`]: Intel VT-d (DMAR parsing, registers, tables, queued invalidation,
+//!   fault recording, the boot path).
+//! - [`smmuv3`]: Arm SMMUv3 (ID registers, stream table, STE/CD encoders,
+//!   stage-2 tables, command and event queues, the boot path).
+//! - [`invalidation`]: the batching invalidation API shared by both vendors.
+//! - `model` (host only, `cfg(test)` or feature `model`): simulated memory,
+//!   simulated register blocks and translation models.
 #![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(any(test, feature = "model"))]
+extern crate std;
+
+pub mod hw;
+pub mod invalidation;
+pub mod list;
+pub mod poll;
+pub mod smmuv3;
+pub mod vtd;
+
+#[cfg(any(test, feature = "model"))]
+pub mod model;
+
+#[cfg(test)]
+mod tests;
+
+pub use hw::{FrameAllocator, Mmio, PAGE_SIZE, PhysAddr, PhysMem};
+pub use poll::PollLimit;
+
+/// Extracts bits `hi..=lo` of `value`.
+#[inline]
+pub(crate) const fn bits(value: u64, hi: u32, lo: u32) -> u64 {
+    (value >> lo) & (u64::MAX >> (63 - (hi - lo)))
+}
+
+/// Returns bit `bit` of `value`.
+#[inline]
+pub(crate) const fn bit(value: u64, bit: u32) -> bool {
+    (value >> bit) & 1 == 1
+}

@@ -1,0 +1,1 @@
+//! Batching invalidation API shared by VT-d and SMMUv3.

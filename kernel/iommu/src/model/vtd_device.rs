@@ -1,0 +1,292 @@
+//! A simulated VT-d register block that reacts to the driver's writes the
+//! way the hardware does (VT-d chapter 11), and routes DMA through
+//! [`super::vtd::VtdModel`], recording faults in FSTS/FRCD.
+
+use super::vtd::{Request, VtdModel};
+use super::{Access, RegisterFile, SimMemory};
+use crate::vtd::regs::{
+    Capability, ExtendedCapability, FaultAccess, FaultRecord, FaultStatus, GlobalBits,
+    RootTableMode, offset,
+};
+use crate::{Mmio, PhysMem};
+use std::cell::Cell;
+
+/// QEMU 10.0.2 default `intel-iommu` CAP.
+pub const QEMU_CAP: u64 = 0x00d2_008c_222f_0606;
+/// QEMU 10.0.2 default `intel-iommu` ECAP (QI, IR, PT).
+pub const QEMU_ECAP: u64 = 0x0000_0000_00f0_0f4a;
+/// QEMU 10.0.2 `x-scalable-mode=on,x-flts=on,x-pasid-mode=on` ECAP.
+pub const QEMU_FLTS_ECAP: u64 = 0x0000_8900_00f0_0f4a;
+/// A NEST=1 unit: QEMU's default plus SMTS, SLTS, FLTS, NEST, PASID (PSS=19).
+pub const NESTING_ECAP: u64 =
+    QEMU_ECAP | 1 << 43 | 1 << 46 | 1 << 47 | 1 << 26 | 1 << 40 | 19 << 35;
+
+/// Counts of the invalidation descriptors the simulated unit processed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InvalidationCounts {
+    /// Context-cache descriptors.
+    pub context: u64,
+    /// IOTLB descriptors.
+    pub iotlb: u64,
+    /// PASID-cache descriptors.
+    pub pasid_cache: u64,
+    /// PASID-based IOTLB descriptors.
+    pub pasid_iotlb: u64,
+    /// Wait descriptors.
+    pub wait: u64,
+    /// Register-based invalidations (CCMD, IOTLB register).
+    pub register: u64,
+}
+
+/// The simulated unit.
+pub struct SimVtd<'m> {
+    memory: &'m SimMemory,
+    regs: RegisterFile,
+    /// Status bits that never change (to test bounded polls).
+    pub stuck: Cell<GlobalBits>,
+    /// Invalidations processed.
+    pub counts: Cell<InvalidationCounts>,
+    latched_root: Cell<Option<(u64, RootTableMode)>>,
+    qemu_mode: bool,
+}
+
+impl<'m> SimVtd<'m> {
+    /// A unit with the given CAP/ECAP over `memory`. `qemu_mode` makes
+    /// nested PGTT fault like QEMU 10.0.2 regardless of ECAP.NEST.
+    pub fn new(memory: &'m SimMemory, cap: u64, ecap: u64, qemu_mode: bool) -> Self {
+        let regs = RegisterFile::default();
+        regs.set(offset::VER, 0x10);
+        regs.set64(offset::CAP, cap);
+        regs.set64(offset::ECAP, ecap);
+        regs.set(offset::FECTL, 1 << 31);
+        Self {
+            memory,
+            regs,
+            stuck: Cell::new(GlobalBits::empty()),
+            counts: Cell::new(InvalidationCounts::default()),
+            latched_root: Cell::new(None),
+            qemu_mode,
+        }
+    }
+
+    /// QEMU's default `intel-iommu`.
+    pub fn qemu_default(memory: &'m SimMemory) -> Self {
+        Self::new(memory, QEMU_CAP, QEMU_ECAP, true)
+    }
+
+    fn cap(&self) -> Capability {
+        Capability(self.regs.get64(offset::CAP))
+    }
+    fn ecap(&self) -> ExtendedCapability {
+        ExtendedCapability(self.regs.get64(offset::ECAP))
+    }
+
+    /// The translation model for the latched root table, if translation is on.
+    pub fn model(&self) -> Option<VtdModel> {
+        let gsts = GlobalBits::from_bits_retain(self.regs.get(offset::GSTS));
+        if !gsts.contains(GlobalBits::TRANSLATION_ENABLE) {
+            return None;
+        }
+        let (root, mode) = self.latched_root.get()?;
+        let ecap = self.ecap();
+        Some(VtdModel {
+            root_table: root,
+            mode,
+            nesting: ecap.nest() && !self.qemu_mode,
+            first_stage: ecap.flts(),
+            second_stage: mode == RootTableMode::Legacy || ecap.slts(),
+            pass_through: ecap.pt(),
+            first_stage_1g: self.cap().fl1gp(),
+            mgaw: self.cap().mgaw(),
+        })
+    }
+
+    /// A device DMA: translated (or passed through with TE=0); faults are
+    /// recorded in the fault recording registers like the hardware does.
+    pub fn dma(&self, request: Request) -> Result<u64, u8> {
+        let Some(model) = self.model() else {
+            return Ok(request.address);
+        };
+        model.translate(self.memory, request).map_err(|fault| {
+            let pasid = match model.mode {
+                RootTableMode::Scalable => request.pasid,
+                RootTableMode::Legacy => None,
+            };
+            self.record_fault(FaultRecord {
+                source_id: request.source_id,
+                reason: fault.reason,
+                address: request.address & !0xfff,
+                access: match request.access {
+                    Access::Read => FaultAccess::Read,
+                    Access::Write => FaultAccess::Write,
+                },
+                pasid,
+                privileged: false,
+                execute: false,
+                address_type: 0,
+                index: 0,
+            });
+            fault.reason
+        })
+    }
+
+    fn record_fault(&self, record: FaultRecord) {
+        let cap = self.cap();
+        let status = self.regs.get(offset::FSTS);
+        let count = cap.nfr();
+        // Next free slot after FRI; if it holds a fault, overflow.
+        let fri = (status >> 8) & 0xff;
+        let pending = status & FaultStatus::PPF.bits() != 0;
+        let index = if pending {
+            (fri + self.pending_count()) % count
+        } else {
+            0
+        };
+        let register = cap.fault_recording_offset() + 16 * index as usize;
+        if self.regs.get64(register + 8) >> 63 == 1 {
+            self.regs
+                .set(offset::FSTS, status | FaultStatus::PFO.bits());
+            return;
+        }
+        let (low, high) = record.encode();
+        self.regs.set64(register, low);
+        self.regs.set64(register + 8, high);
+        let fri = if pending { fri } else { index };
+        self.regs.set(
+            offset::FSTS,
+            (status & !0xff00) | FaultStatus::PPF.bits() | fri << 8,
+        );
+    }
+
+    fn pending_count(&self) -> u32 {
+        let cap = self.cap();
+        (0..cap.nfr())
+            .filter(|i| {
+                self.regs
+                    .get64(cap.fault_recording_offset() + 16 * *i as usize + 8)
+                    >> 63
+                    == 1
+            })
+            .count() as u32
+    }
+
+    fn update_ppf(&self) {
+        let status = self.regs.get(offset::FSTS);
+        let status = if self.pending_count() == 0 {
+            status & !FaultStatus::PPF.bits()
+        } else {
+            status
+        };
+        self.regs.set(offset::FSTS, status);
+    }
+
+    fn global_command(&self, value: u32) {
+        let command = GlobalBits::from_bits_retain(value);
+        let stuck = self.stuck.get();
+        let old = GlobalBits::from_bits_retain(self.regs.get(offset::GSTS));
+        let mut new = (command & GlobalBits::PERSISTENT) | (old & !GlobalBits::PERSISTENT);
+        if command.contains(GlobalBits::ROOT_TABLE_POINTER) {
+            let rtaddr = self.regs.get64(offset::RTADDR);
+            let mode = if (rtaddr >> 10) & 3 == 1 {
+                RootTableMode::Scalable
+            } else {
+                RootTableMode::Legacy
+            };
+            self.latched_root.set(Some((rtaddr & !0xfff, mode)));
+            new |= GlobalBits::ROOT_TABLE_POINTER;
+        }
+        if command.contains(GlobalBits::QUEUED_INVALIDATION)
+            && !old.contains(GlobalBits::QUEUED_INVALIDATION)
+        {
+            self.regs.set64(offset::IQH, 0);
+        }
+        let new = (new & !stuck) | (old & stuck);
+        self.regs.set(offset::GSTS, new.bits());
+    }
+
+    fn process_queue(&self) {
+        let gsts = GlobalBits::from_bits_retain(self.regs.get(offset::GSTS));
+        if !gsts.contains(GlobalBits::QUEUED_INVALIDATION) {
+            return;
+        }
+        let iqa = self.regs.get64(offset::IQA);
+        let base = iqa & !0xfff;
+        let wide = iqa & (1 << 11) != 0;
+        let size = if wide { 32 } else { 16 };
+        let queue_bytes = 4096u64 << (iqa & 7);
+        let tail = self.regs.get64(offset::IQT) & 0x7_fff0;
+        let mut head = self.regs.get64(offset::IQH) & 0x7_fff0;
+        let mut counts = self.counts.get();
+        while head != tail {
+            let low = self.memory.read_u64(base + head);
+            let high = self.memory.read_u64(base + head + 8);
+            match low & 0xf {
+                1 => counts.context += 1,
+                2 => counts.iotlb += 1,
+                6 => counts.pasid_iotlb += 1,
+                7 => counts.pasid_cache += 1,
+                5 => {
+                    counts.wait += 1;
+                    if low & (1 << 5) != 0 {
+                        self.memory.write_u32(high & !3, (low >> 32) as u32);
+                    }
+                }
+                _ => {
+                    let status = self.regs.get(offset::FSTS);
+                    self.regs
+                        .set(offset::FSTS, status | FaultStatus::IQE.bits());
+                    break;
+                }
+            }
+            head = (head + size) % queue_bytes;
+        }
+        self.regs.set64(offset::IQH, head);
+        self.counts.set(counts);
+    }
+}
+
+impl Mmio for SimVtd<'_> {
+    fn read32(&self, offset: usize) -> u32 {
+        self.regs.get(offset)
+    }
+
+    fn write32(&self, register: usize, value: u32) {
+        let iotlb = self.ecap().iotlb_register_offset() + 8;
+        let fro = self.cap().fault_recording_offset();
+        let frcd_end = fro + 16 * self.cap().nfr() as usize;
+        match register {
+            offset::VER | offset::CAP | 0x0c | offset::ECAP | 0x14 | offset::GSTS => {}
+            offset::GCMD => self.global_command(value),
+            offset::FSTS => {
+                let clear = value & FaultStatus::from_bits_retain(value).clearable().bits();
+                self.regs
+                    .set(offset::FSTS, self.regs.get(offset::FSTS) & !clear);
+            }
+            0x2c => {
+                // CCMD upper half: ICC is acted on and cleared.
+                self.regs.set(register, value & !(1 << 31));
+                let mut counts = self.counts.get();
+                counts.register += 1;
+                self.counts.set(counts);
+            }
+            r if r == iotlb + 4 => {
+                self.regs.set(register, value & !(1 << 31));
+                let mut counts = self.counts.get();
+                counts.register += 1;
+                self.counts.set(counts);
+            }
+            offset::IQT => {
+                self.regs.set(register, value);
+                self.process_queue();
+            }
+            r if r >= fro && r < frcd_end && (r - fro) % 16 == 12 => {
+                if value & (1 << 31) != 0 {
+                    self.regs.set(r, self.regs.get(r) & !(1 << 31));
+                    self.update_ppf();
+                }
+            }
+            r if r >= fro && r < frcd_end => {}
+            _ => self.regs.set(register, value),
+        }
+    }
+}

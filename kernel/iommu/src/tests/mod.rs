@@ -1,0 +1,4 @@
+//! Cross-module host tests: the drivers run against the simulated hardware
+//! and the translation models check what they wrote.
+
+mod vtd_boot;

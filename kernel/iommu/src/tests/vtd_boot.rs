@@ -1,0 +1,178 @@
+//! VT-d boot path: block_all_dma, fault recording, bounded polls.
+
+use crate::model::vtd::{Request, reason};
+use crate::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_FLTS_ECAP, SimVtd};
+use crate::model::{Access, SimFrames, SimMemory};
+use crate::vtd::regs::{FaultAccess, GlobalBits, RootTableMode};
+use crate::vtd::{VtdError, VtdUnit};
+use crate::{PhysMem, PollLimit};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn legacy_block_all_dma_faults_every_device() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    assert_eq!(unit.capability().domain_id_bits(), 16);
+
+    // Before: translation off, DMA passes through.
+    let request = Request {
+        source_id: 0x0018,
+        pasid: None,
+        address: 0x4_0000,
+        access: Access::Write,
+    };
+    assert_eq!(device.dma(request), Ok(0x4_0000));
+
+    let root = unit
+        .block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    assert!(
+        unit.global_status()
+            .contains(GlobalBits::TRANSLATION_ENABLE)
+    );
+    assert!(
+        unit.global_status()
+            .contains(GlobalBits::QUEUED_INVALIDATION)
+    );
+    assert_eq!(unit.root_table(), Some((root, RootTableMode::Legacy)));
+    // One batch: context + IOTLB + wait.
+    let counts = device.counts.get();
+    assert_eq!((counts.context, counts.iotlb, counts.wait), (1, 1, 1));
+    assert_eq!(frames.allocated, 3);
+
+    assert_eq!(device.dma(request), Err(reason::ROOT_NOT_PRESENT));
+    let faults = unit.read_faults();
+    assert_eq!(faults.len(), 1);
+    let fault = faults.get(0).unwrap();
+    assert_eq!(fault.source_id, 0x0018);
+    assert_eq!(fault.reason, 0x01);
+    assert_eq!(fault.address, 0x4_0000);
+    assert_eq!(fault.access, FaultAccess::Write);
+    // Cleared: nothing pending any more.
+    assert!(unit.read_faults().is_empty());
+
+    // NFR=1: a second fault while the first is pending overflows.
+    let read = Request {
+        access: Access::Read,
+        ..request
+    };
+    assert!(device.dma(read).is_err());
+    assert!(device.dma(read).is_err());
+    let faults = unit.read_faults();
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults.get(0).unwrap().access, FaultAccess::Read);
+    assert_eq!(faults.dropped, 1);
+}
+
+#[test]
+fn scalable_block_all_dma_uses_wide_queue_and_pasid_cache() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_FLTS_ECAP, true);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Scalable)
+        .unwrap();
+    let counts = device.counts.get();
+    assert_eq!(
+        (
+            counts.context,
+            counts.pasid_cache,
+            counts.iotlb,
+            counts.wait
+        ),
+        (1, 1, 1, 1)
+    );
+    let request = Request {
+        source_id: 0x0100 | 0x90,
+        pasid: Some(3),
+        address: 0x1000,
+        access: Access::Read,
+    };
+    assert_eq!(device.dma(request), Err(reason::SM_ROOT_NOT_PRESENT));
+    let fault = unit.read_faults().get(0).unwrap();
+    assert_eq!(
+        (fault.reason, fault.source_id, fault.pasid),
+        (0x39, 0x0190, Some(3))
+    );
+}
+
+#[test]
+fn scalable_mode_refused_without_smts() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    let err = unit
+        .block_all_dma(&memory, &mut frames, RootTableMode::Scalable)
+        .unwrap_err();
+    assert!(matches!(err, VtdError::Unsupported { .. }));
+    assert!(std::format!("{err}").contains("SMTS"));
+}
+
+#[test]
+fn stuck_status_bit_times_out_naming_it() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::new(&memory, QEMU_CAP, NESTING_ECAP, false);
+    device.stuck.set(GlobalBits::TRANSLATION_ENABLE);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device).with_poll_limit(PollLimit(100));
+    let err = unit
+        .block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        VtdError::Timeout {
+            register: "GSTS",
+            bit: "GSTS.TES"
+        }
+    );
+    assert_eq!(
+        std::format!("{err}"),
+        "VT-d: timed out waiting for GSTS GSTS.TES"
+    );
+}
+
+#[test]
+fn register_invalidation_without_queue() {
+    let memory = SimMemory::new(64 * MIB);
+    // QEMU CAP, ECAP without QI.
+    let device = SimVtd::new(&memory, QEMU_CAP, 0x00f0_0f48, true);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    assert_eq!(device.counts.get().register, 2);
+    assert_eq!(frames.allocated, 1);
+}
+
+#[test]
+fn out_of_frames_is_an_error() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 16 * MIB + 8192);
+    let mut unit = VtdUnit::new(&device);
+    let err = unit
+        .block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap_err();
+    assert_eq!(err, VtdError::OutOfMemory { what: "root table" });
+}
+
+#[test]
+fn fault_interrupt_registers() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let unit = VtdUnit::new(&device);
+    use crate::Mmio;
+    use crate::vtd::regs::offset;
+    assert_eq!(device.read32(offset::FECTL), 1 << 31);
+    unit.set_fault_interrupt(0xfee0_0000, 0x41);
+    assert_eq!(device.read32(offset::FEADDR), 0xfee0_0000);
+    assert_eq!(device.read32(offset::FEDATA), 0x41);
+    assert_eq!(device.read32(offset::FECTL), 0);
+    unit.mask_fault_interrupt();
+    assert_eq!(device.read32(offset::FECTL), 1 << 31);
+    let _ = memory.read_u64(0);
+}
