@@ -4,8 +4,8 @@
 //!
 //! The serial console is QEMU's stdout (`-serial stdio`). xtask reads it
 //! through a pipe so it can see the kernel's `portcullis: exit <g>` line: that
-//! line is how a guest status (`0` for x86 isa-debug-exit is QEMU status 1)
-//! is told apart from QEMU failing on its own (QEMU status 1, no line).
+//! line tells an x86 guest that exited with 0 (QEMU status 1, from
+//! isa-debug-exit) apart from QEMU failing on its own (also 1, but no line).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};

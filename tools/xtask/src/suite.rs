@@ -84,7 +84,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         match kernel::build(root, arch) {
             Ok(elf) => {
                 for config in configs {
-                    total.add(system_test(config, &elf)?);
+                    total.add(system_test(config, &elf));
                 }
             }
             Err(error) => {
@@ -138,8 +138,9 @@ fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
     Ok(tally)
 }
 
-/// Boots one configuration and counts its tests.
-fn system_test(config: &SystemTest, elf: &Path) -> Result<Tally> {
+/// Boots one configuration and counts its tests; a run that cannot finish
+/// counts as one more failure.
+fn system_test(config: &SystemTest, elf: &Path) -> Tally {
     let machine = config.arch.machine();
     let args = qemu::arguments(machine, config.qemu_args, elf, config.cmdline, &[]);
     let timeout = Duration::from_secs(config.timeout_secs);
@@ -148,7 +149,17 @@ fn system_test(config: &SystemTest, elf: &Path) -> Result<Tally> {
         if report.see(line) {
             println!("[{}] {line}", config.name);
         }
-    })?;
+    });
+    let run = match run {
+        Ok(run) => run,
+        Err(error) => {
+            println!("[{}] not run: {error}", config.name);
+            return Tally {
+                passed: report.tally.passed,
+                failed: report.tally.failed + 1,
+            };
+        }
+    };
     let problem = report.problem(qemu::guest_status(machine.exit, &run));
     let mut tally = report.tally;
     if let Some(problem) = problem {
@@ -165,7 +176,7 @@ fn system_test(config: &SystemTest, elf: &Path) -> Result<Tally> {
             qemu::shell_words(&args)
         );
     }
-    Ok(tally)
+    tally
 }
 
 /// What the guest's serial lines said about its tests.
