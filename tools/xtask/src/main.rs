@@ -27,9 +27,28 @@ use clap::{Parser, Subcommand};
 use crate::error::{Error, Result};
 use crate::machines::Arch;
 
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Only the host tests (cargo test).
+    #[arg(long, conflicts_with = "qemu_only")]
+    host_only: bool,
+    /// Only the QEMU system tests.
+    #[arg(long)]
+    qemu_only: bool,
+    /// Only this architecture's QEMU configurations.
+    #[arg(long, value_name = "x86_64|aarch64")]
+    arch: Option<String>,
+    /// List the selected QEMU configurations and their command lines; run nothing.
+    #[arg(long)]
+    list: bool,
+    /// Only host tests and QEMU configurations whose names contain this.
+    filter: Option<String>,
+}
+
 /// Build, run and test Portcullis.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -53,19 +72,7 @@ enum Task {
         qemu_args: Vec<String>,
     },
     /// Run the host tests and every QEMU system-test configuration.
-    Test {
-        /// Only the host tests (cargo test).
-        #[arg(long, conflicts_with = "qemu_only")]
-        host_only: bool,
-        /// Only the QEMU system tests.
-        #[arg(long)]
-        qemu_only: bool,
-        /// Only this architecture's QEMU configurations.
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
-        /// Only host tests and QEMU configurations whose names contain this.
-        filter: Option<String>,
-    },
+    Test(TestArgs),
     /// Build the kernel (for both architectures unless --arch is given).
     Build {
         /// Architecture to build for.
@@ -84,12 +91,7 @@ fn main() -> ExitCode {
             gdb,
             qemu_args,
         } => run(&root, &arch, &image, gdb, &qemu_args),
-        Task::Test {
-            host_only,
-            qemu_only,
-            arch,
-            filter,
-        } => test(&root, host_only, qemu_only, arch, filter),
+        Task::Test(args) => test(&root, &args),
         Task::Build { arch } => build(&root, arch),
     };
     match result {
@@ -176,20 +178,25 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
     }
 }
 
-fn test(
-    root: &Path,
-    host_only: bool,
-    qemu_only: bool,
-    arch: Option<String>,
-    filter: Option<String>,
-) -> Result<ExitCode> {
+fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let selection = suite::Selection {
-        host: !qemu_only,
-        qemu: !host_only,
-        arch: arch.as_deref().map(Arch::parse).transpose()?,
-        filter: filter.as_deref(),
+        host: !args.qemu_only,
+        qemu: !args.host_only,
+        arch: args.arch.as_deref().map(Arch::parse).transpose()?,
+        filter: args.filter.as_deref(),
     };
     let configs = suite::configurations(&selection);
+    if args.list {
+        for config in configs {
+            let machine = config.arch.machine();
+            let kernel = kernel::elf_path(root, config.arch);
+            let qemu_args =
+                qemu::arguments(machine, config.qemu_args, &kernel, config.cmdline, &[]);
+            println!("{} (timeout {} s)", config.name, config.timeout_secs);
+            println!("  {} {}", machine.qemu, qemu::shell_words(&qemu_args));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !configs.is_empty() {
         setup::rust_targets(root)?;
         let mut machines: Vec<_> = Arch::ALL.iter().map(|arch| arch.machine()).collect();
