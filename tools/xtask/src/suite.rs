@@ -99,7 +99,9 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
     Ok(total)
 }
 
-/// `cargo test` over the default members, echoing its output.
+/// `cargo test` over the default members, echoing its output. Not
+/// `--workspace`: that would add the kernel, which only builds for the
+/// bare-metal targets.
 fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
     let mut command = Command::new(kernel::cargo());
     command
