@@ -80,7 +80,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Image> {
 /// Loads and checks `images/<name>.toml` under `images_dir`.
 pub fn load(images_dir: &Path, name: &str) -> Result<LoadedImage> {
     validate_name(name)?;
-    let path: PathBuf = images_dir.join(format!("{name}.toml"));
+    let file = format!("{name}.toml");
+    let path: PathBuf = images_dir.join(&file);
+    // Errors name the file as the user knows it: `images/<name>.toml`.
+    let shown = images_dir
+        .file_name()
+        .map_or_else(|| path.clone(), |dir| Path::new(dir).join(&file));
     let text = fs::read_to_string(&path).map_err(|_| {
         let names = available(images_dir);
         let choices = if names.is_empty() {
@@ -89,13 +94,13 @@ pub fn load(images_dir: &Path, name: &str) -> Result<LoadedImage> {
             names.join(", ")
         };
         Error::new(
-            format!("unknown image `{name}` (no {})", path.display()),
+            format!("unknown image `{name}` (no {})", shown.display()),
             format!("use --image with one of: {choices}"),
         )
     })?;
     Ok(LoadedImage {
         name: name.to_string(),
-        image: parse(&path, &text)?,
+        image: parse(&shown, &text)?,
     })
 }
 
@@ -136,7 +141,10 @@ mod tests {
     #[test]
     fn unknown_image_lists_the_available_ones() {
         let error = load(&images_dir(), "no-such-image").unwrap_err();
-        assert!(error.problem.contains("no-such-image"), "{error}");
+        assert!(
+            error.problem.contains("(no images/no-such-image.toml)"),
+            "{error}"
+        );
         assert!(error.fix.contains("default"), "{error}");
     }
 
