@@ -1,0 +1,698 @@
+//! [`IoPageTable`]: a 4-level stage-1 table built in driver memory.
+//!
+//! The walk, for both formats (every arrow is an IPA, which stage 2
+//! translates before the IOMMU reads the next table or the page):
+//!
+//! ```text
+//! IOVA bits: 47..39   38..30   29..21   20..12   11..0
+//!            index 0  index 1  index 2  index 3  offset
+//! root IPA -> level 0 -> level 1 -> level 2 -> level 3 -> page IPA + offset
+//! ```
+//!
+//! How the operations keep the hardware safe while it may be walking:
+//! - a new table is zeroed (and synced) before the entry that links it is
+//!   written, so the IOMMU never sees a half-initialised table;
+//! - `map` and `unmap` check the whole range first and change nothing when
+//!   the check fails; when `map` runs out of frames half way it unmaps what
+//!   it mapped and prunes the tables it added;
+//! - a table left with no present entry by `unmap` is unlinked at once and
+//!   **retired**: kept on a list threaded through the retired frames
+//!   themselves (word 0 holds the next frame's IPA with bit 1 set, bit 0
+//!   clear, so both formats still read the frame as all not-present) and
+//!   handed back to the [`FramePool`] only by [`IoPageTable::flush`], after
+//!   the invalidation covering it completed. Until then a stale walk-cache
+//!   entry may still point at it, so it must not be reused.
+
+use crate::error::Error;
+use crate::format::{Entry, Format, Rights};
+use crate::invalidation::{FlushError, InvalidationBatch, InvalidationRange, Invalidator};
+use crate::memory::{FramePool, TableFrame, TableMemory};
+use crate::{ENTRIES_PER_TABLE, LEVELS, MAX_IPA_BITS, PAGE_SIZE};
+
+/// Marks word 0 of a retired frame as a link to the next retired frame
+/// (bit 0 stays clear: not present in both formats).
+const RETIRED_LINK_TAG: u64 = 1 << 1;
+
+/// Smallest IPA size accepted: one table frame's worth of address bits.
+const MIN_IPA_BITS: u32 = 13;
+
+/// Format and address-size parameters of a table; the kernel validates the
+/// same parameters when the driver binds the table (`IoSpace.BindUserTable`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    format: Format,
+    ipa_bits: u32,
+}
+
+impl Config {
+    /// `format` with a 48-bit IPA size.
+    pub const fn new(format: Format) -> Config {
+        Config {
+            format,
+            ipa_bits: MAX_IPA_BITS,
+        }
+    }
+
+    /// The same configuration with IPAs limited to `bits` bits (13..=48):
+    /// every table frame and every mapped page must lie below `2^bits`.
+    /// Use the stage-2 input size of the IoSpace (for SMMUv3 also no more
+    /// than the CD's IPS).
+    pub fn with_ipa_bits(self, bits: u32) -> Result<Config, Error> {
+        if (MIN_IPA_BITS..=MAX_IPA_BITS).contains(&bits) {
+            Ok(Config {
+                ipa_bits: bits,
+                ..self
+            })
+        } else {
+            Err(Error::InvalidIpaBits { bits })
+        }
+    }
+
+    /// The entry format.
+    pub const fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The IPA size in bits.
+    pub const fn ipa_bits(&self) -> u32 {
+        self.ipa_bits
+    }
+
+    fn ipa_limit(&self) -> u64 {
+        1 << self.ipa_bits
+    }
+
+    fn iova_limit(&self) -> u64 {
+        1 << self.format.iova_bits()
+    }
+}
+
+/// Where an IOVA leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The IPA (page IPA plus the IOVA's offset in the page).
+    pub ipa: u64,
+    /// What the device may do.
+    pub rights: Rights,
+}
+
+/// Counters of one table's work, for benchmarks and leak checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Pages mapped by successful `map` calls, in total.
+    pub pages_mapped: u64,
+    /// Pages unmapped by successful `unmap` calls, in total.
+    pub pages_unmapped: u64,
+    /// Invalidator calls completed by `flush`, in total (one per range, one
+    /// per "all").
+    pub invalidation_calls: u64,
+    /// Table frames taken from the pool, in total (the root included).
+    pub tables_allocated: u64,
+    /// Table frames given back to the pool, in total.
+    pub tables_released: u64,
+    /// Table frames linked in the tree now (the root included).
+    pub tables_live: usize,
+    /// Table frames unlinked but waiting for `flush` to release them.
+    pub tables_retired: usize,
+}
+
+/// A driver's stage-1 IO page table: the tables live in frames from `P`,
+/// reached through `M`; every address in them is an IPA.
+#[derive(Debug)]
+pub struct IoPageTable<P: FramePool, M: TableMemory> {
+    config: Config,
+    pool: P,
+    memory: M,
+    root: TableFrame,
+    batch: InvalidationBatch,
+    retired_head: Option<TableFrame>,
+    stats: Stats,
+}
+
+fn level_shift(level: usize) -> u32 {
+    // Level 0 indexes bits 47..39, level 3 bits 20..12.
+    39 - 9 * (level as u32)
+}
+
+fn index(iova: u64, level: usize) -> usize {
+    ((iova >> level_shift(level)) & (ENTRIES_PER_TABLE as u64 - 1)) as usize
+}
+
+/// Start of the next region covered by one entry of a level-`level` table.
+fn next_boundary(iova: u64, level: usize) -> u64 {
+    let span = 1u64 << level_shift(level);
+    (iova | (span - 1)).saturating_add(1)
+}
+
+impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
+    /// An empty table: takes the root frame from `pool` and zeroes it.
+    ///
+    /// Fails with [`Error::OutOfFrames`] (iova 0) on an empty pool,
+    /// [`Error::BadFrame`] or [`Error::FrameNotBacked`] when the pool's
+    /// frame is unusable; `pool` and `memory` are dropped then.
+    pub fn new(config: Config, pool: P, memory: M) -> Result<Self, Error> {
+        let mut table = IoPageTable {
+            config,
+            pool,
+            memory,
+            root: TableFrame::new(0).ok_or(Error::MisalignedIpa { ipa: 0 })?,
+            batch: InvalidationBatch::new(),
+            retired_head: None,
+            stats: Stats::default(),
+        };
+        table.root = table.alloc_table(0)?;
+        Ok(table)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// The entry format.
+    pub fn format(&self) -> Format {
+        self.config.format
+    }
+
+    /// The root table: its IPA is what the kernel installs (VT-d PASID
+    /// entry first-stage pointer, SMMUv3 CD TTB0).
+    pub fn root(&self) -> TableFrame {
+        self.root
+    }
+
+    /// The frame pool.
+    pub fn pool(&self) -> &P {
+        &self.pool
+    }
+
+    /// The table memory (read-only: writes go through the table's
+    /// operations).
+    pub fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The invalidations recorded since the last flush.
+    pub fn pending_invalidation(&self) -> &InvalidationBatch {
+        &self.batch
+    }
+
+    /// Maps the `len` bytes at `iova` to the IPAs from `ipa`, 4 KiB pages,
+    /// allocating intermediate tables from the pool.
+    ///
+    /// All three of `iova`, `ipa`, `len` must be 4 KiB aligned, `len`
+    /// non-zero, the IOVA range inside the format's input space, the IPA
+    /// range below `2^ipa_bits`, `rights` `READ` or `READ | WRITE`, and no
+    /// page of the range mapped already. On error nothing changed.
+    /// Records the range for invalidation; the device may use the new
+    /// mapping only after [`IoPageTable::flush`].
+    pub fn map(&mut self, iova: u64, ipa: u64, len: u64, rights: Rights) -> Result<(), Error> {
+        let end = self.check_iova_range(iova, len)?;
+        self.check_ipa_range(ipa, len)?;
+        if !rights.is_expressible() {
+            return Err(Error::UnsupportedRights { rights });
+        }
+        if let Some(mapped) = self.first_page_where(iova, end, true)? {
+            return Err(Error::AlreadyMapped { iova: mapped });
+        }
+        let allocated_before = self.stats.tables_allocated;
+        let mut cursor = iova;
+        while cursor < end {
+            // ipa + (cursor - iova) < ipa + len, checked above.
+            let page_ipa = ipa + (cursor - iova);
+            let result = match self.leaf_table_or_allocate(cursor) {
+                Ok(leaf) => self.fill(leaf, &mut cursor, end, page_ipa, rights),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = result {
+                self.roll_back_map(iova, cursor);
+                return Err(error);
+            }
+        }
+        self.batch.record(InvalidationRange {
+            iova,
+            len,
+            leaf_only: self.stats.tables_allocated == allocated_before,
+        });
+        self.stats.pages_mapped += len / PAGE_SIZE;
+        Ok(())
+    }
+
+    /// Unmaps the `len` bytes at `iova`; every page of the range must be
+    /// mapped. Tables left empty are unlinked and retired until the next
+    /// [`IoPageTable::flush`]. On error nothing changed (barring a failing
+    /// [`TableMemory`]). Records the range for invalidation: the device may
+    /// keep using the old translations until the flush.
+    pub fn unmap(&mut self, iova: u64, len: u64) -> Result<(), Error> {
+        let end = self.check_iova_range(iova, len)?;
+        if let Some(unmapped) = self.first_page_where(iova, end, false)? {
+            return Err(Error::NotMapped { iova: unmapped });
+        }
+        let live_before = self.stats.tables_live;
+        let result = self.clear_range(iova, end);
+        self.batch.record(InvalidationRange {
+            iova,
+            len,
+            leaf_only: result.is_ok() && self.stats.tables_live == live_before,
+        });
+        result?;
+        self.stats.pages_unmapped += len / PAGE_SIZE;
+        Ok(())
+    }
+
+    /// Walks the tables in software as the IOMMU would (stage 1 only):
+    /// where `iova` leads, or `None` if it is not mapped.
+    pub fn translate(&self, iova: u64) -> Result<Option<Translation>, Error> {
+        if iova >= self.config.iova_limit() {
+            return Err(Error::IovaOutOfRange { iova, len: 0 });
+        }
+        let Some(leaf) = self.leaf_table(iova)? else {
+            return Ok(None);
+        };
+        let entry = self.read(leaf, index(iova, 3))?;
+        match self.format().decode(3, entry) {
+            Entry::Absent => Ok(None),
+            Entry::Page { ipa, rights } => Ok(Some(Translation {
+                ipa: ipa | (iova % PAGE_SIZE),
+                rights,
+            })),
+            Entry::Table { .. } | Entry::Unexpected => Err(Error::UnexpectedEntry {
+                iova,
+                level: 3,
+                entry,
+            }),
+        }
+    }
+
+    /// Calls `visit(iova, translation)` for every mapped page, in IOVA
+    /// order.
+    pub fn for_each_mapping(&self, mut visit: impl FnMut(u64, Translation)) -> Result<(), Error> {
+        self.walk(&mut |_, _| {}, &mut visit)
+    }
+
+    /// Calls `visit(level, frame)` for every table frame linked in the tree
+    /// (the root first, then depth first in IOVA order): the frames a test
+    /// copies into a simulated memory to check the IOMMU's own walk.
+    pub fn for_each_table(&self, mut visit: impl FnMut(usize, TableFrame)) -> Result<(), Error> {
+        self.walk(&mut visit, &mut |_, _| {})
+    }
+
+    /// Issues the recorded invalidations (one [`Invalidator`] call per
+    /// coalesced range, or one `invalidate_all` after an overflow), then
+    /// gives the retired table frames back to the pool.
+    ///
+    /// If the invalidator fails, the ranges not yet invalidated stay
+    /// recorded and no frame is released; calling `flush` again retries.
+    pub fn flush<I: Invalidator>(
+        &mut self,
+        invalidator: &mut I,
+    ) -> Result<(), FlushError<I::Error>> {
+        let (calls, result) = self.batch.issue(invalidator);
+        self.stats.invalidation_calls += calls;
+        result.map_err(FlushError::Invalidator)?;
+        self.release_retired().map_err(FlushError::Table)
+    }
+
+    // ---- checks ----
+
+    fn check_iova_range(&self, iova: u64, len: u64) -> Result<u64, Error> {
+        if len == 0 {
+            return Err(Error::ZeroLength);
+        }
+        if !iova.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::MisalignedIova { iova });
+        }
+        if !len.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::MisalignedLength { len });
+        }
+        match iova.checked_add(len) {
+            Some(end) if end <= self.config.iova_limit() => Ok(end),
+            _ => Err(Error::IovaOutOfRange { iova, len }),
+        }
+    }
+
+    fn check_ipa_range(&self, ipa: u64, len: u64) -> Result<(), Error> {
+        if !ipa.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::MisalignedIpa { ipa });
+        }
+        match ipa.checked_add(len) {
+            Some(end) if end <= self.config.ipa_limit() => Ok(()),
+            _ => Err(Error::IpaOutOfRange { ipa, len }),
+        }
+    }
+
+    // ---- memory access ----
+
+    fn read(&self, frame: TableFrame, index: usize) -> Result<u64, Error> {
+        self.memory
+            .read(frame, index)
+            .map_err(|not_backed| Error::FrameNotBacked {
+                ipa: not_backed.ipa,
+            })
+    }
+
+    fn write(&mut self, frame: TableFrame, index: usize, value: u64) -> Result<(), Error> {
+        self.memory
+            .write(frame, index, value)
+            .map_err(|not_backed| Error::FrameNotBacked {
+                ipa: not_backed.ipa,
+            })
+    }
+
+    /// The table that entry `slot` of the level-`level` table `table` links
+    /// to, `None` if the entry is not present. `iova` names the walk in
+    /// errors.
+    fn child(
+        &self,
+        table: TableFrame,
+        level: usize,
+        slot: usize,
+        iova: u64,
+    ) -> Result<Option<TableFrame>, Error> {
+        let entry = self.read(table, slot)?;
+        let unexpected = Error::UnexpectedEntry {
+            iova,
+            level: level as u8,
+            entry,
+        };
+        match self.format().decode(level, entry) {
+            Entry::Absent => Ok(None),
+            Entry::Table { ipa } if level < LEVELS - 1 => {
+                TableFrame::new(ipa).map(Some).ok_or(unexpected)
+            }
+            _ => Err(unexpected),
+        }
+    }
+
+    /// The tables on the walk of `iova`, root first, and how many exist
+    /// (`LEVELS` when the walk reaches a level-3 table).
+    fn path(&self, iova: u64) -> Result<([TableFrame; LEVELS], usize), Error> {
+        let mut frames = [self.root; LEVELS];
+        for level in 0..LEVELS - 1 {
+            match self.child(frames[level], level, index(iova, level), iova)? {
+                Some(next) => frames[level + 1] = next,
+                None => return Ok((frames, level + 1)),
+            }
+        }
+        Ok((frames, LEVELS))
+    }
+
+    fn leaf_table(&self, iova: u64) -> Result<Option<TableFrame>, Error> {
+        let (frames, depth) = self.path(iova)?;
+        Ok((depth == LEVELS).then_some(frames[LEVELS - 1]))
+    }
+
+    fn is_empty_table(&self, frame: TableFrame, level: usize) -> Result<bool, Error> {
+        for slot in 0..ENTRIES_PER_TABLE {
+            let entry = self.read(frame, slot)?;
+            if self.format().decode(level, entry) != Entry::Absent {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    // ---- the operations' steps ----
+
+    /// The first page in `[iova, end)` that is mapped (`want_mapped`) or
+    /// not mapped (`!want_mapped`); skips absent subtrees whole.
+    fn first_page_where(
+        &self,
+        iova: u64,
+        end: u64,
+        want_mapped: bool,
+    ) -> Result<Option<u64>, Error> {
+        let mut cursor = iova;
+        while cursor < end {
+            let (frames, depth) = self.path(cursor)?;
+            if depth < LEVELS {
+                if !want_mapped {
+                    return Ok(Some(cursor));
+                }
+                // The entry at level depth - 1 is absent: skip its region.
+                cursor = next_boundary(cursor, depth - 1);
+                continue;
+            }
+            let leaf = frames[LEVELS - 1];
+            let stop = next_boundary(cursor, LEVELS - 2).min(end);
+            while cursor < stop {
+                let entry = self.read(leaf, index(cursor, 3))?;
+                let mapped = match self.format().decode(3, entry) {
+                    Entry::Absent => false,
+                    Entry::Page { .. } => true,
+                    Entry::Table { .. } | Entry::Unexpected => {
+                        return Err(Error::UnexpectedEntry {
+                            iova: cursor,
+                            level: 3,
+                            entry,
+                        });
+                    }
+                };
+                if mapped == want_mapped {
+                    return Ok(Some(cursor));
+                }
+                cursor += PAGE_SIZE;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes a frame from the pool, checks it and zeroes it.
+    fn alloc_table(&mut self, iova: u64) -> Result<TableFrame, Error> {
+        let frame = self.pool.alloc().ok_or(Error::OutOfFrames { iova })?;
+        let fits = frame
+            .ipa()
+            .checked_add(PAGE_SIZE)
+            .is_some_and(|end| end <= self.config.ipa_limit());
+        if !fits {
+            self.pool.free(frame);
+            return Err(Error::BadFrame { ipa: frame.ipa() });
+        }
+        for slot in 0..ENTRIES_PER_TABLE {
+            if let Err(error) = self.write(frame, slot, 0) {
+                self.pool.free(frame);
+                return Err(error);
+            }
+        }
+        self.memory.sync(frame, 0, ENTRIES_PER_TABLE);
+        self.stats.tables_allocated += 1;
+        self.stats.tables_live += 1;
+        Ok(frame)
+    }
+
+    /// The level-3 table on the walk of `iova`, adding missing tables.
+    fn leaf_table_or_allocate(&mut self, iova: u64) -> Result<TableFrame, Error> {
+        let mut table = self.root;
+        for level in 0..LEVELS - 1 {
+            let slot = index(iova, level);
+            table = match self.child(table, level, slot, iova)? {
+                Some(next) => next,
+                None => {
+                    let new = self.alloc_table(iova)?;
+                    let entry = self.format().table_entry(new.ipa());
+                    if let Err(error) = self.write(table, slot, entry) {
+                        // Never linked, so never visible: give it back now.
+                        self.pool.free(new);
+                        self.stats.tables_live -= 1;
+                        self.stats.tables_released += 1;
+                        return Err(error);
+                    }
+                    self.memory.sync(table, slot, 1);
+                    new
+                }
+            };
+        }
+        Ok(table)
+    }
+
+    /// Writes page entries into `leaf` from `*cursor` up to `end` or the end
+    /// of the leaf table, advancing `*cursor` past each page written.
+    fn fill(
+        &mut self,
+        leaf: TableFrame,
+        cursor: &mut u64,
+        end: u64,
+        first_ipa: u64,
+        rights: Rights,
+    ) -> Result<(), Error> {
+        let stop = next_boundary(*cursor, LEVELS - 2).min(end);
+        let first_slot = index(*cursor, 3);
+        let mut page_ipa = first_ipa;
+        let mut written = 0;
+        let mut result = Ok(());
+        while *cursor < stop {
+            let entry = self.format().page_entry(page_ipa, rights);
+            result = self.write(leaf, index(*cursor, 3), entry);
+            if result.is_err() {
+                break;
+            }
+            written += 1;
+            *cursor += PAGE_SIZE;
+            page_ipa += PAGE_SIZE;
+        }
+        self.memory.sync(leaf, first_slot, written);
+        result
+    }
+
+    /// Undoes a `map` that failed at `failed`: unmaps `[iova, failed)` and
+    /// prunes the empty tables it may have added on the walk of `failed`.
+    /// Best effort: a failing [`TableMemory`] can stop it.
+    fn roll_back_map(&mut self, iova: u64, failed: u64) {
+        let live_before = self.stats.tables_live;
+        let _ = self.clear_range(iova, failed);
+        if let Ok((frames, depth)) = self.path(failed) {
+            let _ = self.prune(&frames, depth, failed);
+        }
+        // Pages were written (and possibly walked) or tables linked: the
+        // caches must forget them before the frames are reused.
+        if failed > iova || self.stats.tables_live != live_before {
+            self.batch.record(InvalidationRange {
+                iova,
+                len: failed - iova + PAGE_SIZE,
+                leaf_only: false,
+            });
+        }
+    }
+
+    /// Clears every page entry in `[iova, end)` and prunes tables left
+    /// empty; absent subtrees are skipped.
+    fn clear_range(&mut self, iova: u64, end: u64) -> Result<(), Error> {
+        let mut cursor = iova;
+        while cursor < end {
+            let (frames, depth) = self.path(cursor)?;
+            if depth < LEVELS {
+                cursor = next_boundary(cursor, depth - 1);
+                continue;
+            }
+            let leaf = frames[LEVELS - 1];
+            let stop = next_boundary(cursor, LEVELS - 2).min(end);
+            let first_slot = index(cursor, 3);
+            let mut cleared = 0;
+            let inside = cursor;
+            while cursor < stop {
+                if let Err(error) = self.write(leaf, index(cursor, 3), 0) {
+                    self.memory.sync(leaf, first_slot, cleared);
+                    return Err(error);
+                }
+                cleared += 1;
+                cursor += PAGE_SIZE;
+            }
+            self.memory.sync(leaf, first_slot, cleared);
+            self.prune(&frames, depth, inside)?;
+        }
+        Ok(())
+    }
+
+    /// Unlinks and retires the tables on a walk of `iova` that have no
+    /// present entry, deepest first; stops at the first non-empty one and
+    /// never touches the root.
+    fn prune(
+        &mut self,
+        frames: &[TableFrame; LEVELS],
+        depth: usize,
+        iova: u64,
+    ) -> Result<(), Error> {
+        for level in (1..depth).rev() {
+            if !self.is_empty_table(frames[level], level)? {
+                break;
+            }
+            let parent = frames[level - 1];
+            let slot = index(iova, level - 1);
+            self.write(parent, slot, 0)?;
+            self.memory.sync(parent, slot, 1);
+            self.retire(frames[level])?;
+        }
+        Ok(())
+    }
+
+    /// Puts an unlinked, empty frame on the retired list.
+    fn retire(&mut self, frame: TableFrame) -> Result<(), Error> {
+        let link = match self.retired_head {
+            Some(next) => next.ipa() | RETIRED_LINK_TAG,
+            None => 0,
+        };
+        self.stats.tables_live -= 1;
+        self.write(frame, 0, link)?;
+        self.retired_head = Some(frame);
+        self.stats.tables_retired += 1;
+        Ok(())
+    }
+
+    /// Gives every retired frame back to the pool, zeroed.
+    fn release_retired(&mut self) -> Result<(), Error> {
+        while let Some(frame) = self.retired_head {
+            let word = self.read(frame, 0)?;
+            let next = if word == 0 {
+                None
+            } else {
+                let corrupt = Error::RetiredListCorrupt {
+                    ipa: frame.ipa(),
+                    word,
+                };
+                if word & RETIRED_LINK_TAG == 0 {
+                    return Err(corrupt);
+                }
+                Some(TableFrame::new(word & !RETIRED_LINK_TAG).ok_or(corrupt)?)
+            };
+            self.write(frame, 0, 0)?;
+            self.retired_head = next;
+            self.pool.free(frame);
+            self.stats.tables_retired -= 1;
+            self.stats.tables_released += 1;
+        }
+        Ok(())
+    }
+
+    /// Depth-first walk of the whole tree: `on_table(level, frame)` for each
+    /// linked table, `on_page(iova, translation)` for each mapped page.
+    fn walk(
+        &self,
+        on_table: &mut dyn FnMut(usize, TableFrame),
+        on_page: &mut dyn FnMut(u64, Translation),
+    ) -> Result<(), Error> {
+        on_table(0, self.root);
+        for slot0 in 0..ENTRIES_PER_TABLE {
+            let base0 = (slot0 as u64) << level_shift(0);
+            let Some(table1) = self.child(self.root, 0, slot0, base0)? else {
+                continue;
+            };
+            on_table(1, table1);
+            for slot1 in 0..ENTRIES_PER_TABLE {
+                let base1 = base0 | (slot1 as u64) << level_shift(1);
+                let Some(table2) = self.child(table1, 1, slot1, base1)? else {
+                    continue;
+                };
+                on_table(2, table2);
+                for slot2 in 0..ENTRIES_PER_TABLE {
+                    let base2 = base1 | (slot2 as u64) << level_shift(2);
+                    let Some(table3) = self.child(table2, 2, slot2, base2)? else {
+                        continue;
+                    };
+                    on_table(3, table3);
+                    for slot3 in 0..ENTRIES_PER_TABLE {
+                        let iova = base2 | (slot3 as u64) << level_shift(3);
+                        let entry = self.read(table3, slot3)?;
+                        match self.format().decode(3, entry) {
+                            Entry::Absent => {}
+                            Entry::Page { ipa, rights } => {
+                                on_page(iova, Translation { ipa, rights })
+                            }
+                            Entry::Table { .. } | Entry::Unexpected => {
+                                return Err(Error::UnexpectedEntry {
+                                    iova,
+                                    level: 3,
+                                    entry,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
