@@ -1,1 +1,203 @@
-//! placeholder
+//! A simulated SMMUv3 register block that reacts to the driver's writes
+//! (CR0/CR0ACK, GBPA, queues, GERROR) and routes DMA through
+//! [`super::smmu::SmmuModel`], writing events into the event queue.
+
+use super::smmu::{Outcome, SmmuModel, SmmuRequest};
+use super::{RegisterFile, SimMemory};
+use crate::smmuv3::queue::{Event, opcode};
+use crate::smmuv3::regs::{Features, cr0, gbpa, gerror, offset};
+use crate::{Mmio, PhysMem};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+/// The simulated SMMU.
+pub struct SimSmmu<'m> {
+    memory: &'m SimMemory,
+    regs: RegisterFile,
+    features: Features,
+    /// QEMU behaviour on a full event queue: GERROR.EVENTQ_ABT_ERR instead of
+    /// (as the architecture says) toggling EVENTQ_PROD.OVFLG.
+    pub qemu_overflow: bool,
+    /// CR0ACK bits that never follow CR0 (to test bounded polls).
+    pub stuck_cr0: Cell<u32>,
+    /// Commands processed, by opcode.
+    pub commands: std::cell::RefCell<BTreeMap<u8, u64>>,
+}
+
+impl<'m> SimSmmu<'m> {
+    /// An SMMU with the given ID registers.
+    pub fn new(memory: &'m SimMemory, features: Features) -> Self {
+        let regs = RegisterFile::default();
+        regs.set(offset::IDR0, features.idr0.0);
+        regs.set(offset::IDR1, features.idr1.0);
+        regs.set(offset::IDR5, features.idr5.0);
+        Self {
+            memory,
+            regs,
+            features,
+            qemu_overflow: false,
+            stuck_cr0: Cell::new(0),
+            commands: Default::default(),
+        }
+    }
+
+    /// QEMU 10.0.2's `virt,iommu=smmuv3`.
+    pub fn qemu(memory: &'m SimMemory) -> Self {
+        let mut smmu = Self::new(memory, Features::QEMU);
+        smmu.qemu_overflow = true;
+        smmu
+    }
+
+    /// How many commands with `code` were processed.
+    pub fn command_count(&self, code: u8) -> u64 {
+        self.commands.borrow().get(&code).copied().unwrap_or(0)
+    }
+
+    /// The translation model over the programmed stream table.
+    pub fn model(&self) -> SmmuModel {
+        SmmuModel {
+            strtab_base: self.regs.get64(offset::STRTAB_BASE) & 0x000f_ffff_ffff_ffc0,
+            strtab_cfg: self.regs.get(offset::STRTAB_BASE_CFG),
+            features: self.features,
+        }
+    }
+
+    /// One device transaction. With SMMUEN=0, GBPA decides (abort or bypass).
+    pub fn dma(&self, request: SmmuRequest) -> Outcome {
+        let ack = self.regs.get(offset::CR0ACK);
+        if ack & cr0::SMMUEN == 0 {
+            return if self.regs.get(offset::GBPA) & gbpa::ABORT != 0 {
+                Outcome::Aborted
+            } else {
+                Outcome::Translated(request.address)
+            };
+        }
+        let outcome = self.model().translate(self.memory, request);
+        if let Outcome::Fault(event) = outcome {
+            self.record(&event);
+        }
+        outcome
+    }
+
+    fn record(&self, event: &Event) {
+        if self.regs.get(offset::CR0ACK) & cr0::EVENTQEN == 0 {
+            return;
+        }
+        let base_reg = self.regs.get64(offset::EVENTQ_BASE);
+        let log2 = (base_reg & 0x1f) as u32;
+        let base = base_reg & 0x000f_ffff_ffff_ffe0;
+        let prod = self.regs.get(offset::EVENTQ_PROD);
+        let cons = self.regs.get(offset::EVENTQ_CONS);
+        let mask = (1u32 << log2) - 1;
+        let wrap = 1u32 << log2;
+        let full = (prod & mask) == (cons & mask) && (prod & wrap) != (cons & wrap);
+        if full {
+            if self.qemu_overflow {
+                let active = self.regs.get(offset::GERROR) ^ self.regs.get(offset::GERRORN);
+                if active & gerror::EVENTQ_ABT_ERR == 0 {
+                    let g = self.regs.get(offset::GERROR);
+                    self.regs.set(offset::GERROR, g ^ gerror::EVENTQ_ABT_ERR);
+                }
+            } else if (prod ^ cons) & (1 << 31) == 0 {
+                self.regs.set(offset::EVENTQ_PROD, prod ^ (1 << 31));
+            }
+            return;
+        }
+        let slot = base + 32 * u64::from(prod & mask);
+        for (i, word) in event.encode().iter().enumerate() {
+            self.memory.write_u64(slot + 8 * i as u64, *word);
+        }
+        let next = ((prod & (2 * wrap - 1)) + 1) & (2 * wrap - 1);
+        self.regs
+            .set(offset::EVENTQ_PROD, next | (prod & (1 << 31)));
+    }
+
+    fn process_commands(&self) {
+        if self.regs.get(offset::CR0ACK) & cr0::CMDQEN == 0 {
+            return;
+        }
+        let active = self.regs.get(offset::GERROR) ^ self.regs.get(offset::GERRORN);
+        if active & gerror::CMDQ_ERR != 0 {
+            return;
+        }
+        let base_reg = self.regs.get64(offset::CMDQ_BASE);
+        let log2 = (base_reg & 0x1f) as u32;
+        let base = base_reg & 0x000f_ffff_ffff_ffe0;
+        let wrap_mask = (2u32 << log2) - 1;
+        let prod = self.regs.get(offset::CMDQ_PROD) & wrap_mask;
+        let mut cons = self.regs.get(offset::CMDQ_CONS) & wrap_mask;
+        while cons != prod {
+            let slot = base + 16 * u64::from(cons & ((1 << log2) - 1));
+            let code = (self.memory.read_u64(slot) & 0xff) as u8;
+            let known = [
+                opcode::PREFETCH_CONFIG,
+                opcode::CFGI_STE,
+                opcode::CFGI_STE_RANGE,
+                opcode::CFGI_CD,
+                opcode::CFGI_CD_ALL,
+                opcode::TLBI_NH_ALL,
+                opcode::TLBI_NH_ASID,
+                opcode::TLBI_NH_VA,
+                opcode::TLBI_S12_VMALL,
+                opcode::TLBI_S2_IPA,
+                opcode::TLBI_NSNH_ALL,
+                opcode::SYNC,
+            ];
+            if !known.contains(&code) {
+                // CERROR_ILL: stop at this command, flag GERROR.CMDQ_ERR.
+                self.regs.set(offset::CMDQ_CONS, cons | 1 << 24);
+                let g = self.regs.get(offset::GERROR);
+                self.regs.set(offset::GERROR, g ^ gerror::CMDQ_ERR);
+                return;
+            }
+            *self.commands.borrow_mut().entry(code).or_insert(0) += 1;
+            cons = (cons + 1) & wrap_mask;
+        }
+        self.regs.set(offset::CMDQ_CONS, cons);
+    }
+}
+
+impl Mmio for SimSmmu<'_> {
+    fn read32(&self, register: usize) -> u32 {
+        self.regs.get(register)
+    }
+
+    fn write32(&self, register: usize, value: u32) {
+        match register {
+            offset::IDR0
+            | offset::IDR1
+            | offset::IDR5
+            | offset::CR0ACK
+            | offset::IRQ_CTRLACK
+            | offset::GERROR => {}
+            offset::CR0 => {
+                self.regs.set(offset::CR0, value);
+                let stuck = self.stuck_cr0.get();
+                let old = self.regs.get(offset::CR0ACK);
+                self.regs
+                    .set(offset::CR0ACK, (value & !stuck) | (old & stuck));
+                self.process_commands();
+            }
+            offset::GBPA => self.regs.set(offset::GBPA, value & !gbpa::UPDATE),
+            offset::IRQ_CTRL => {
+                self.regs.set(offset::IRQ_CTRL, value);
+                self.regs.set(offset::IRQ_CTRLACK, value);
+            }
+            offset::GERRORN => {
+                self.regs.set(offset::GERRORN, value);
+                self.process_commands();
+            }
+            offset::CMDQ_PROD => {
+                self.regs.set(offset::CMDQ_PROD, value);
+                self.process_commands();
+            }
+            offset::CMDQ_CONS => {
+                // Writable only while the queue is disabled.
+                if self.regs.get(offset::CR0ACK) & cr0::CMDQEN == 0 {
+                    self.regs.set(register, value);
+                }
+            }
+            _ => self.regs.set(register, value),
+        }
+    }
+}

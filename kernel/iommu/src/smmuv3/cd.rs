@@ -1,0 +1,113 @@
+//! Context descriptors (CDs), built only from validated parameters.
+//!
+//! Source: SMMUv3 5.4 ("Context Descriptor"). In nested mode the CD table
+//! address and TTB0 are IPAs, translated by the STE's stage 2.
+
+use super::regs::{Features, address_size_encoding};
+use crate::PhysAddr;
+use core::fmt;
+
+/// Parameters of a stage-1 context (VMSAv8-64, 4 KiB granule, TTB0 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CdParams {
+    /// ASID tagging the TLB entries (CD.ASID).
+    pub asid: u16,
+    /// Stage-1 root table address, 4 KiB aligned (CD.TTB0); an IPA in nested mode.
+    pub ttb0: PhysAddr,
+    /// Input (IOVA) size in bits, 25..=48 (CD.T0SZ = 64 - va_bits).
+    pub va_bits: u32,
+    /// Output size of stage 1 in bits (CD.IPS): 32, 36, 40, 42, 44 or 48.
+    pub output_bits: u32,
+    /// Memory attribute indirection register value (CD.MAIR, word 3).
+    pub mair: u64,
+}
+
+/// Why context-descriptor parameters were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CdError {
+    /// Stage 1 not advertised by SMMU_IDR0.S1P / AArch64 tables.
+    Stage1NotSupported,
+    /// ASID wider than SMMU_IDR0.ASID16 allows.
+    AsidTooWide(u16),
+    /// va_bits outside 25..=48 (T0SZ 16..=39, what QEMU accepts).
+    InputSize(u32),
+    /// output_bits not an architected size or above SMMU_IDR5.OAS.
+    OutputSize(u32),
+    /// TTB0 not 4 KiB aligned or beyond the output size.
+    TableAddress(u64),
+}
+
+impl fmt::Display for CdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stage1NotSupported => write!(f, "CD: stage 1 (AArch64) is not supported"),
+            Self::AsidTooWide(a) => write!(f, "CD: ASID {a:#x} is wider than the SMMU supports"),
+            Self::InputSize(v) => write!(f, "CD: {v}-bit input size is outside 25..=48"),
+            Self::OutputSize(o) => write!(f, "CD: {o}-bit output size is not supported"),
+            Self::TableAddress(t) => write!(f, "CD: TTB0 {t:#x} is misaligned or too large"),
+        }
+    }
+}
+
+/// One 64-byte context descriptor (SMMUv3 5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Cd(pub [u64; 8]);
+
+impl Cd {
+    /// An invalid CD (V=0): translations using it raise C_BAD_CD.
+    pub const fn invalid() -> Cd {
+        Cd([0; 8])
+    }
+
+    /// Builds a valid CD: T0SZ, TG0=4K, IR0/OR0=WBRA, SH0=ISH, EPD1=1 (no TTB1),
+    /// V=1, IPS, AA64=1, R=1 (record faults), A=1 (abort on fault, required by
+    /// IDR0.TERM_MODEL=1), ASET=1, ASID; TTB0; MAIR. Word 0 bit positions per
+    /// SMMUv3 5.4: T0SZ 5:0, TG0 7:6, IR0 9:8, OR0 11:10, SH0 13:12, EPD0 14,
+    /// EPD1 30, V 31, IPS 34:32, AA64 41, R 45, A 46, ASET 47, ASID 63:48.
+    pub fn new(params: &CdParams, features: &Features) -> Result<Cd, CdError> {
+        if !features.idr0.s1p() || !features.idr0.aarch64_tables() {
+            return Err(CdError::Stage1NotSupported);
+        }
+        if !features.idr0.asid16() && params.asid > 0xff {
+            return Err(CdError::AsidTooWide(params.asid));
+        }
+        if !(25..=48).contains(&params.va_bits) {
+            return Err(CdError::InputSize(params.va_bits));
+        }
+        let ips = address_size_encoding(params.output_bits)
+            .filter(|_| params.output_bits <= features.idr5.oas_bits() && params.output_bits <= 48)
+            .ok_or(CdError::OutputSize(params.output_bits))?;
+        if params.ttb0 & 0xfff != 0 || params.ttb0 >> params.output_bits != 0 {
+            return Err(CdError::TableAddress(params.ttb0));
+        }
+        let word0 = u64::from(64 - params.va_bits)
+            | 1 << 8
+            | 1 << 10
+            | 3 << 12
+            | 1 << 30
+            | 1 << 31
+            | u64::from(ips) << 32
+            | 1 << 41
+            | 1 << 45
+            | 1 << 46
+            | 1 << 47
+            | u64::from(params.asid) << 48;
+        Ok(Cd([word0, params.ttb0, 0, params.mair, 0, 0, 0, 0]))
+    }
+
+    /// V (word 0 bit 31).
+    pub fn valid(&self) -> bool {
+        self.0[0] >> 31 & 1 == 1
+    }
+    /// ASID (word 0 bits 63:48).
+    pub fn asid(&self) -> u16 {
+        (self.0[0] >> 48) as u16
+    }
+    /// TTB0 (word 1 bits 51:4).
+    pub fn ttb0(&self) -> u64 {
+        self.0[1] & 0x000f_ffff_ffff_fff0
+    }
+}
+
+/// The MAIR value this driver uses: Attr0 = normal write-back, Attr1 = device-nGnRE.
+pub const DEFAULT_MAIR: u64 = 0x04ff;
