@@ -32,6 +32,48 @@
 //!   they were before the call (some invalidation ranges may still be
 //!   recorded, which is harmless).
 //! - Nothing here panics on bad input; every refusal is an [`Error`].
+//!
+//! # Example
+//!
+//! ```
+//! use iopt::{
+//!     BitmapPool, Config, Format, InvalidationRange, Invalidator, IoPageTable, Rights,
+//!     SliceMemory, Translation,
+//! };
+//!
+//! /// In a driver: the `IoUserTable.Invalidate` invocation.
+//! struct Invalidate;
+//! impl Invalidator for Invalidate {
+//!     type Error = ();
+//!     fn invalidate_range(&mut self, _range: InvalidationRange) -> Result<(), ()> {
+//!         Ok(())
+//!     }
+//!     fn invalidate_all(&mut self) -> Result<(), ()> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // Eight table frames at IPA 0x8000_0000 (in a driver: its own mapping of
+//! // frames it also mapped into its IoSpace at that IPA).
+//! let mut frames = [[0u64; 512]; 8];
+//! let memory = SliceMemory::new(0x8000_0000, &mut frames).unwrap();
+//! let pool = BitmapPool::<1>::new(0x8000_0000, 8).unwrap();
+//! let mut table = IoPageTable::new(Config::new(Format::ArmStage1), pool, memory)?;
+//! assert_eq!(table.root().ipa(), 0x8000_0000); // what BindUserTable gets
+//!
+//! table.map(0x10_0000, 0x4000_0000, 0x4000, Rights::READ_WRITE)?;
+//! table.flush(&mut Invalidate).unwrap();
+//! assert_eq!(
+//!     table.translate(0x10_2345)?,
+//!     Some(Translation { ipa: 0x4000_2345, rights: Rights::READ_WRITE })
+//! );
+//! assert_eq!(table.stats().invalidation_calls, 1);
+//!
+//! table.unmap(0x10_0000, 0x4000)?;
+//! table.flush(&mut Invalidate).unwrap(); // now the emptied tables are free
+//! assert_eq!(table.stats().tables_live, 1);
+//! # Ok::<(), iopt::Error>(())
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 
