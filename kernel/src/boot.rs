@@ -2,7 +2,9 @@
 
 use core::fmt;
 
-/// What a physical memory range holds.
+/// What a physical memory range holds. The device tree only reports RAM;
+/// the other kinds come from the x86 (E820-style) memory map.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryKind {
     /// Usable RAM.
@@ -45,11 +47,13 @@ impl fmt::Display for MemoryRegion {
 #[derive(Clone, Copy, Debug)]
 pub enum Platform {
     /// ACPI, with the physical address of the RSDP.
+    #[cfg(target_arch = "x86_64")]
     Acpi {
         /// Physical address of the RSDP.
         rsdp: u64,
     },
     /// A flattened device tree at this physical address.
+    #[cfg(target_arch = "aarch64")]
     DeviceTree {
         /// Physical address of the DTB.
         dtb: u64,
@@ -69,12 +73,20 @@ pub struct BootInfo {
     pub cmdline: &'static str,
     /// Where the platform description is.
     pub platform: Platform,
+    /// The boot module (QEMU `-initrd`): physical address and length.
+    pub initrd: Option<(u64, u64)>,
 }
 
 impl BootInfo {
     /// An empty boot info for `platform`.
     pub fn new(platform: Platform) -> BootInfo {
-        BootInfo { memory: heapless::Vec::new(), memory_dropped: 0, cmdline: "", platform }
+        BootInfo {
+            memory: heapless::Vec::new(),
+            memory_dropped: 0,
+            cmdline: "",
+            platform,
+            initrd: None,
+        }
     }
 
     /// Records a memory-map entry, counting (not silently losing) overflow.
@@ -88,8 +100,10 @@ impl BootInfo {
 /// Where the IOMMU and the PCI bus are, as the firmware describes them.
 pub struct Discovered {
     /// The DMAR table (x86_64).
+    #[cfg(target_arch = "x86_64")]
     pub dmar: Option<&'static [u8]>,
     /// The SMMUv3 register window (aarch64).
+    #[cfg(target_arch = "aarch64")]
     pub smmu: Option<(u64, u64)>,
     /// PCI segment 0's ECAM base.
     pub ecam: Option<u64>,
@@ -104,10 +118,9 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
 
 #[cfg(target_arch = "x86_64")]
 fn discover(info: &mut BootInfo) -> Discovered {
-    let Platform::Acpi { rsdp } = info.platform else {
-        fail(format_args!("x86_64 boots from ACPI, but the loader gave no RSDP"));
-    };
-    let tables = crate::platform::acpi::discover(rsdp).unwrap_or_else(|e| fail(format_args!("ACPI: {e}")));
+    let Platform::Acpi { rsdp } = info.platform;
+    let tables =
+        crate::platform::acpi::discover(rsdp).unwrap_or_else(|e| fail(format_args!("ACPI: {e}")));
     let ecam = tables.mcfg.and_then(crate::platform::acpi::ecam_from_mcfg);
     if let Some((base, first, last)) = ecam {
         crate::println!("[acpi] MCFG: PCI segment 0 ECAM at {base:#x}, buses {first}..={last}");
@@ -115,25 +128,31 @@ fn discover(info: &mut BootInfo) -> Discovered {
     if let Some(dmar) = tables.dmar {
         crate::println!("[acpi] DMAR: {} bytes", dmar.len());
     }
-    Discovered { dmar: tables.dmar, smmu: None, ecam: ecam.map(|e| e.0), mmio32: None }
+    Discovered {
+        dmar: tables.dmar,
+        ecam: ecam.map(|e| e.0),
+        mmio32: None,
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 fn discover(info: &mut BootInfo) -> Discovered {
-    let Platform::DeviceTree { dtb } = info.platform else {
-        fail(format_args!("aarch64 boots from a device tree, but none was found"));
-    };
+    let Platform::DeviceTree { dtb } = info.platform;
     let tree = crate::platform::devicetree::discover(dtb, &mut |region| info.add_memory(region))
         .unwrap_or_else(|e| fail(format_args!("device tree at {dtb:#x}: {e}")));
     info.cmdline = tree.bootargs;
+    info.initrd = tree.initrd;
     if let Some((base, size)) = tree.smmu {
         crate::println!("[fdt] SMMUv3 at {base:#x} ({} KiB)", size / 1024);
     }
     if let Some(pcie) = tree.pcie {
-        crate::println!("[fdt] PCIe ECAM at {:#x} ({} MiB)", pcie.ecam_base, pcie.ecam_size >> 20);
+        crate::println!(
+            "[fdt] PCIe ECAM at {:#x} ({} MiB)",
+            pcie.ecam_base,
+            pcie.ecam_size >> 20
+        );
     }
     Discovered {
-        dmar: None,
         smmu: tree.smmu,
         ecam: tree.pcie.map(|p| p.ecam_base),
         mmio32: tree.pcie.and_then(|p| p.mmio32),
@@ -142,12 +161,19 @@ fn discover(info: &mut BootInfo) -> Discovered {
 
 /// The architecture-neutral boot path.
 pub fn main(mut info: BootInfo) -> ! {
-    crate::println!("Portcullis {} ({})", env!("CARGO_PKG_VERSION"), crate::arch::NAME);
+    crate::println!(
+        "Portcullis {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        crate::arch::NAME
+    );
     let found = discover(&mut info);
     crate::println!("[boot] command line: \"{}\"", info.cmdline);
     crate::println!("[boot] memory map ({} entries):", info.memory.len());
     for region in &info.memory {
         crate::println!("[boot]   {region}");
+    }
+    if let Some((start, len)) = info.initrd {
+        crate::println!("[boot] boot module at {start:#x}, {len} bytes");
     }
     if info.memory_dropped > 0 {
         crate::println!("[boot]   ... {} more entries not kept", info.memory_dropped);
@@ -155,13 +181,97 @@ pub fn main(mut info: BootInfo) -> ! {
     let Some(mut frames) = crate::frames::BootFrames::new(&info.memory) else {
         fail(format_args!("no free RAM above the kernel image"));
     };
-    #[cfg(target_arch = "x86_64")]
-    if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
+    let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
+    // `seed=iommu-off` is a deliberately broken kernel for the test suite:
+    // it leaves the IOMMU untouched, and the DMA tests must then fail.
+    if cmdline.lists("seed", "iommu-off") {
+        crate::println!("[boot] SEEDED BUG: the IOMMU is left off (seed=iommu-off)");
+    } else if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
         fail(format_args!("IOMMU: {why}"));
     }
-    let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
+    if let Some(names) = cmdline.get("bench") {
+        crate::exit(crate::bench::run(names, &mut frames));
+    }
     if cmdline.lists("tests", "boot") {
         crate::exit(crate::boot_tests::run(&cmdline, &found, &mut frames));
     }
+    if let Some((start, len)) = info.initrd {
+        crate::exit(run_boot_module(start, len, &mut frames));
+    }
     crate::exit(crate::EXIT_SUCCESS)
+}
+
+/// Where the root task's stack ends (it grows down from here).
+const ROOT_STACK_TOP: u64 = 0x7FFF_F000;
+/// Root-task stack size.
+const ROOT_STACK_PAGES: u64 = 16;
+
+/// Runs the boot module as the first user program until it halts; returns
+/// its status.
+fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames) -> u32 {
+    use crate::arch::{self, Exit};
+    use crate::syscall::{self, Next};
+    let Some(image) = crate::mem::phys_bytes(start, len as usize) else {
+        crate::println!("[boot] the boot module at {start:#x} is outside the direct map");
+        return crate::EXIT_BOOT_FAILED;
+    };
+    let Some(root) = frames.alloc() else {
+        return crate::EXIT_BOOT_FAILED;
+    };
+    crate::vspace::init_root(root);
+    let entry = match crate::loader::load(image, root, frames) {
+        Ok(entry) => entry,
+        Err(e) => {
+            crate::println!("[boot] cannot load the boot module: {e}");
+            return crate::EXIT_BOOT_FAILED;
+        }
+    };
+    for page in 1..=ROOT_STACK_PAGES {
+        let mapped = frames.alloc().map(|frame| {
+            let rights = crate::vspace::Rights {
+                write: true,
+                execute: false,
+            };
+            crate::vspace::map_page(
+                root,
+                ROOT_STACK_TOP - page * 4096,
+                frame,
+                rights,
+                &mut || frames.alloc(),
+            )
+        });
+        if !matches!(mapped, Some(Ok(()))) {
+            crate::println!("[boot] cannot map the root task's stack");
+            return crate::EXIT_BOOT_FAILED;
+        }
+    }
+    crate::println!("[boot] starting the root task at {entry:#x}");
+    arch::set_address_space(root);
+    let mut context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
+    loop {
+        match arch::run_user(&mut context) {
+            Exit::Syscall => match syscall::handle(&mut context) {
+                Next::Resume | Next::Yield => {}
+                Next::Halt(status) => {
+                    crate::println!("[boot] the root task halted with status {status}");
+                    return status;
+                }
+            },
+            Exit::Interrupt(vector) => {
+                if let Some(id) = arch::acknowledge_interrupt(vector) {
+                    arch::end_interrupt(id);
+                }
+            }
+            Exit::Exception {
+                vector,
+                error,
+                address,
+            } => {
+                crate::println!(
+                    "[boot] the root task faulted: exception {vector:#x}, syndrome {error:#x}, address {address:#x}"
+                );
+                return crate::EXIT_TESTS_FAILED;
+            }
+        }
+    }
 }

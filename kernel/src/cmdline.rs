@@ -35,6 +35,7 @@ impl<'a> Cmdline<'a> {
 
     /// Whether `key` lists `item` among its comma-separated values.
     pub fn lists(&self, key: &str, item: &str) -> bool {
-        self.get(key).is_some_and(|v| v.split(',').any(|x| x == item))
+        self.get(key)
+            .is_some_and(|v| v.split(',').any(|x| x == item))
     }
 }

@@ -36,11 +36,17 @@ impl DmaPage {
     /// Reads byte `index` (modulo the page size).
     pub fn read(&self, index: usize) -> u8 {
         // SAFETY: the index is reduced into the page.
-        unsafe { (self.0.get() as *const u8).add(index % 4096).read_volatile() }
+        unsafe {
+            (self.0.get() as *const u8)
+                .add(index % 4096)
+                .read_volatile()
+        }
     }
 
     /// A checksum of the whole page (FNV-1a), to detect any changed byte.
     pub fn checksum(&self) -> u64 {
-        (0..4096).fold(0xCBF2_9CE4_8422_2325u64, |hash, i| (hash ^ u64::from(self.read(i))).wrapping_mul(0x100_0000_01B3))
+        (0..4096).fold(0xCBF2_9CE4_8422_2325u64, |hash, i| {
+            (hash ^ u64::from(self.read(i))).wrapping_mul(0x100_0000_01B3)
+        })
     }
 }

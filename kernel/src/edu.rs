@@ -13,8 +13,6 @@ pub const VENDOR: u16 = 0x1234;
 pub const DEVICE: u16 = 0x11E8;
 /// Device address of the DMA buffer.
 pub const BUFFER: u64 = 0x4_0000;
-/// Size of the DMA buffer.
-pub const BUFFER_SIZE: u64 = 4096;
 
 const IDENTIFICATION: usize = 0x00;
 const DMA_SOURCE: usize = 0x80;
@@ -43,10 +41,20 @@ pub enum EduError {
 impl core::fmt::Display for EduError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            EduError::NotFound => write!(f, "no edu device (1234:11e8) on PCI bus 0; add -device edu"),
-            EduError::NoBarWindow => write!(f, "edu BAR 0 is unassigned and the platform gave no 32-bit MMIO window"),
-            EduError::BadIdentification(id) => write!(f, "edu identification register reads {id:#x}, expected 0x010000ed"),
-            EduError::DmaTimeout => write!(f, "edu DMA still busy after {DMA_POLL_LIMIT} status reads"),
+            EduError::NotFound => {
+                write!(f, "no edu device (1234:11e8) on PCI bus 0; add -device edu")
+            }
+            EduError::NoBarWindow => write!(
+                f,
+                "edu BAR 0 is unassigned and the platform gave no 32-bit MMIO window"
+            ),
+            EduError::BadIdentification(id) => write!(
+                f,
+                "edu identification register reads {id:#x}, expected 0x010000ed"
+            ),
+            EduError::DmaTimeout => {
+                write!(f, "edu DMA still busy after {DMA_POLL_LIMIT} status reads")
+            }
         }
     }
 }
@@ -70,8 +78,15 @@ impl Edu {
             bar = cpu_base;
         }
         let command = ecam.read32(bdf, pci::reg::COMMAND);
-        ecam.write32(bdf, pci::reg::COMMAND, command | pci::COMMAND_MEMORY | pci::COMMAND_BUS_MASTER);
-        let edu = Edu { bdf, registers: crate::mem::phys_to_virt(bar) };
+        ecam.write32(
+            bdf,
+            pci::reg::COMMAND,
+            command | pci::COMMAND_MEMORY | pci::COMMAND_BUS_MASTER,
+        );
+        let edu = Edu {
+            bdf,
+            registers: crate::mem::phys_to_virt(bar),
+        };
         let id = edu.read32(IDENTIFICATION);
         if id != 0x0100_00ED {
             return Err(EduError::BadIdentification(id));
@@ -100,12 +115,13 @@ impl Edu {
         self.transfer(BUFFER, to, len, COMMAND_TO_RAM)
     }
 
-    /// Copies `len` bytes from bus address `from` into the device buffer and waits.
-    pub fn dma_from_memory(&self, from: u64, len: u64) -> Result<(), EduError> {
-        self.transfer(from, BUFFER, len, 0)
-    }
-
-    fn transfer(&self, source: u64, destination: u64, len: u64, direction: u64) -> Result<(), EduError> {
+    fn transfer(
+        &self,
+        source: u64,
+        destination: u64,
+        len: u64,
+        direction: u64,
+    ) -> Result<(), EduError> {
         self.write64(DMA_SOURCE, source);
         self.write64(DMA_DESTINATION, destination);
         self.write64(DMA_COUNT, len);

@@ -17,15 +17,15 @@ unsafe extern "C" {
 impl BootFrames {
     /// Takes the largest RAM range above the kernel image (and above 1 MiB).
     pub fn new(memory: &[MemoryRegion]) -> Option<BootFrames> {
-        // SAFETY: only the address of the linker symbol is taken.
-        let kernel_end = crate::arch::kernel_virt_to_phys(unsafe { &raw const __kernel_end } as u64);
+        let kernel_end = crate::arch::kernel_virt_to_phys(&raw const __kernel_end as u64);
         memory
             .iter()
             .filter(|r| r.kind == MemoryKind::Ram)
             .filter_map(|r| {
                 let start = r.start.max(kernel_end).max(1 << 20).next_multiple_of(4096);
                 let end = (r.start + r.size) & !4095;
-                (start < end && crate::arch::phys_map_covers(start, end - start)).then_some(BootFrames { next: start, end })
+                (start < end && crate::arch::phys_map_covers(start, end - start))
+                    .then_some(BootFrames { next: start, end })
             })
             .max_by_key(|f| f.end - f.next)
     }
@@ -41,10 +41,5 @@ impl BootFrames {
         // direct map, handed out once.
         unsafe { core::ptr::write_bytes(crate::mem::phys_to_virt(pa) as *mut u8, 0, 4096) };
         Some(pa)
-    }
-
-    /// The physical range not handed out yet.
-    pub fn remaining(&self) -> (u64, u64) {
-        (self.next, self.end)
     }
 }

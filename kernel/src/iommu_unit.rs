@@ -18,7 +18,9 @@ impl DirectMmio {
     /// `pa` must be the base of an IOMMU register block that only this value
     /// drives, inside the direct map.
     pub unsafe fn new(pa: u64) -> DirectMmio {
-        DirectMmio { base: phys_to_virt(pa) }
+        DirectMmio {
+            base: phys_to_virt(pa),
+        }
     }
 }
 
@@ -74,6 +76,9 @@ pub enum Unit {
     /// An Intel VT-d remapping unit.
     #[cfg(target_arch = "x86_64")]
     Vtd(iommu::vtd::VtdUnit<DirectMmio>),
+    /// An Arm SMMUv3.
+    #[cfg(target_arch = "aarch64")]
+    Smmu(iommu::smmuv3::Smmu<DirectMmio>),
 }
 
 /// One DMA the IOMMU refused, as the unit recorded it.
@@ -81,8 +86,9 @@ pub enum Unit {
 pub struct DmaFault {
     /// Requester ID (PCI bus/device/function) or StreamID.
     pub requester: u16,
-    /// The faulting address (page-aligned on VT-d).
-    pub address: u64,
+    /// The faulting address (page-aligned on VT-d); `None` for faults that
+    /// carry no address (SMMU configuration errors such as C_BAD_STE).
+    pub address: Option<u64>,
     /// The vendor's fault reason or event code.
     pub reason: u32,
 }
@@ -100,6 +106,15 @@ impl Unit {
                 ("vtd.cap", unit.capability().0),
                 ("vtd.ecap", unit.extended_capability().0),
             ],
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                let features = smmu.features();
+                [
+                    ("smmu.idr0", u64::from(features.idr0.0)),
+                    ("smmu.idr1", u64::from(features.idr1.0)),
+                    ("smmu.idr5", u64::from(features.idr5.0)),
+                ]
+            }
         }
     }
 
@@ -123,6 +138,16 @@ impl Unit {
                 };
                 Some(value)
             }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                let features = smmu.features();
+                let value = match name.strip_prefix("smmu.")? {
+                    "s1p" => features.idr0.s1p(),
+                    "s2p" => features.idr0.s2p(),
+                    _ => return None,
+                };
+                Some(value)
+            }
         }
     }
 
@@ -136,8 +161,26 @@ impl Unit {
                     crate::println!("[vtd] fault: {record}");
                     let _ = faults.push(DmaFault {
                         requester: record.source_id,
-                        address: record.address,
+                        address: Some(record.address),
                         reason: u32::from(record.reason),
+                    });
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                let drain = smmu.drain_events(&DirectMemory);
+                if drain.overflowed {
+                    crate::println!("[smmu] the event queue overflowed: events were lost");
+                }
+                for event in drain.events.iter() {
+                    crate::println!("[smmu] event: {event}");
+                    let _ = faults.push(DmaFault {
+                        requester: event.stream_id as u16,
+                        address: event
+                            .kind
+                            .is_translation_fault()
+                            .then_some(event.input_address),
+                        reason: u32::from(event.kind.code()),
                     });
                 }
             }
@@ -153,7 +196,9 @@ pub static UNIT: spin::Mutex<Option<Unit>> = spin::Mutex::new(None);
 #[cfg(target_arch = "x86_64")]
 pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<(), &'static str> {
     use iommu::vtd::{VtdUnit, dmar::Dmar, regs::RootTableMode};
-    let bytes = found.dmar.ok_or("no ACPI DMAR table: add -device intel-iommu")?;
+    let bytes = found
+        .dmar
+        .ok_or("no ACPI DMAR table: add -device intel-iommu")?;
     let dmar = match Dmar::parse(bytes) {
         Ok(dmar) => dmar,
         Err(e) => {
@@ -161,13 +206,24 @@ pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<
             return Err("the DMAR table is malformed");
         }
     };
-    crate::println!("[vtd] DMAR: host address width {} bits, flags {:#x}", dmar.host_address_width(), dmar.flags());
-    let drhd = dmar.remapping_units().next().ok_or("the DMAR table lists no remapping unit")?;
+    crate::println!(
+        "[vtd] DMAR: host address width {} bits, flags {:#x}",
+        dmar.host_address_width(),
+        dmar.flags()
+    );
+    let drhd = dmar
+        .remapping_units()
+        .next()
+        .ok_or("the DMAR table lists no remapping unit")?;
     crate::println!(
         "[vtd] DRHD: registers at {:#x}, segment {}, {}",
         drhd.register_base,
         drhd.segment,
-        if drhd.includes_all_pci() { "all PCI devices" } else { "listed devices" }
+        if drhd.includes_all_pci() {
+            "all PCI devices"
+        } else {
+            "listed devices"
+        }
     );
     if !crate::arch::phys_map_covers(drhd.register_base, 4096) {
         return Err("the VT-d registers are outside the direct map");
@@ -177,14 +233,61 @@ pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<
     crate::println!("[vtd] {}", unit.version());
     crate::println!("[vtd] {}", unit.capability());
     crate::println!("[vtd] {}", unit.extended_capability());
-    let mode = if unit.extended_capability().smts() { RootTableMode::Scalable } else { RootTableMode::Legacy };
+    let mode = if unit.extended_capability().smts() {
+        RootTableMode::Scalable
+    } else {
+        RootTableMode::Legacy
+    };
     match unit.block_all_dma(&DirectMemory, frames, mode) {
-        Ok(root) => crate::println!("[vtd] translation enabled, {mode:?} root table at {root:#x} all not-present: all DMA blocked"),
+        Ok(root) => crate::println!(
+            "[vtd] translation enabled, {mode:?} root table at {root:#x} all not-present: all DMA blocked"
+        ),
         Err(e) => {
             crate::println!("[vtd] blocking DMA failed: {e}");
             return Err("the VT-d unit did not accept the blocking configuration");
         }
     }
     *UNIT.lock() = Some(Unit::Vtd(unit));
+    Ok(())
+}
+
+/// StreamIDs given a stream-table entry at boot: PCI bus 0 (RID = StreamID
+/// on virt). Other StreamIDs have no entry and raise C_BAD_STREAMID.
+#[cfg(target_arch = "aarch64")]
+const POPULATED_STREAM_IDS: core::ops::Range<u32> = 0..256;
+
+/// Finds the SMMUv3, prints what it can do and blocks all DMA through it.
+#[cfg(target_arch = "aarch64")]
+pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<(), &'static str> {
+    use iommu::smmuv3::{BlockPolicy, Smmu};
+    let (base, size) = found
+        .smmu
+        .ok_or("no arm,smmu-v3 node in the device tree: boot -M virt,iommu=smmuv3")?;
+    if !crate::arch::phys_map_covers(base, size) {
+        return Err("the SMMU registers are outside the direct map");
+    }
+    // SAFETY: the device tree names this SMMU's register block; nothing else drives it.
+    let mut smmu = Smmu::new(unsafe { DirectMmio::new(base) });
+    let features = *smmu.features();
+    crate::println!("[smmu] {}", features.idr0);
+    crate::println!("[smmu] {}", features.idr1);
+    crate::println!("[smmu] {}", features.idr5);
+    match smmu.block_all_dma(
+        &DirectMemory,
+        frames,
+        BlockPolicy::RecordFault,
+        POPULATED_STREAM_IDS,
+    ) {
+        Ok(()) => crate::println!(
+            "[smmu] enabled; StreamIDs {}..{} have invalid STEs (C_BAD_STE), others no entry: all DMA blocked",
+            POPULATED_STREAM_IDS.start,
+            POPULATED_STREAM_IDS.end
+        ),
+        Err(e) => {
+            crate::println!("[smmu] blocking DMA failed: {e}");
+            return Err("the SMMU did not accept the blocking configuration");
+        }
+    }
+    *UNIT.lock() = Some(Unit::Smmu(smmu));
     Ok(())
 }

@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+mod bench;
 mod boot;
 mod boot_tests;
 mod cmdline;
@@ -16,10 +17,12 @@ mod dma_page;
 mod edu;
 mod frames;
 mod iommu_unit;
+mod loader;
 mod mem;
 mod pci;
 mod platform;
 mod selftest;
+mod syscall;
 mod vspace;
 
 /// Guest exit status: everything passed.

@@ -22,6 +22,7 @@ pub fn phys_bytes(pa: u64, len: usize) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) })
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Borrows a NUL-terminated UTF-8 string of at most 4 KiB at `pa`.
 pub fn phys_c_str(pa: u64) -> Option<&'static str> {
     const MAX: usize = 4096;

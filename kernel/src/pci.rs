@@ -55,7 +55,9 @@ impl Ecam {
     }
 
     fn address(&self, bdf: Bdf, offset: u16) -> *mut u32 {
-        let function_offset = (u64::from(bdf.bus) << 20) | (u64::from(bdf.device & 31) << 15) | (u64::from(bdf.function & 7) << 12);
+        let function_offset = (u64::from(bdf.bus) << 20)
+            | (u64::from(bdf.device & 31) << 15)
+            | (u64::from(bdf.function & 7) << 12);
         phys_to_virt(self.base + function_offset + u64::from(offset & 0xFFC)) as *mut u32
     }
 
@@ -77,7 +79,13 @@ impl Ecam {
     pub fn find(&self, vendor: u16, device: u16) -> Option<Bdf> {
         let wanted = (u32::from(device) << 16) | u32::from(vendor);
         (0..32u8)
-            .flat_map(|d| (0..8u8).map(move |f| Bdf { bus: 0, device: d, function: f }))
+            .flat_map(|d| {
+                (0..8u8).map(move |f| Bdf {
+                    bus: 0,
+                    device: d,
+                    function: f,
+                })
+            })
             .find(|&bdf| self.read32(bdf, reg::ID) == wanted)
     }
 }

@@ -3,6 +3,9 @@
 
 use core::fmt;
 
+/// A test's result.
+pub type Outcome = Result<(), Failure>;
+
 /// Why a test failed: a sentence for the log.
 pub struct Failure(heapless::String<256>);
 
@@ -33,9 +36,6 @@ macro_rules! check {
     ($cond:expr, $($arg:tt)*) => { if !$cond { $crate::fail!($($arg)*); } };
 }
 
-/// A test's result.
-pub type Outcome = Result<(), Failure>;
-
 /// Counts results as tests run.
 #[derive(Default)]
 pub struct Suite {
@@ -62,6 +62,10 @@ impl Suite {
     /// Prints the closing line and returns the exit status.
     pub fn finish(self) -> u32 {
         crate::println!("{} passed, {} failed", self.passed, self.failed);
-        if self.failed == 0 { crate::EXIT_SUCCESS } else { crate::EXIT_TESTS_FAILED }
+        if self.failed == 0 {
+            crate::EXIT_SUCCESS
+        } else {
+            crate::EXIT_TESTS_FAILED
+        }
     }
 }

@@ -45,8 +45,14 @@ pub fn init_root(root_pa: u64) {
 
 /// Maps the 4 KiB page at `va` to physical `pa` with `rights`, taking zeroed
 /// frames for intermediate tables from `alloc`.
-pub fn map_page(root_pa: u64, va: u64, pa: u64, rights: Rights, alloc: &mut dyn FnMut() -> Option<u64>) -> Result<(), MapError> {
-    if va % 4096 != 0 || va >= paging::USER_TOP {
+pub fn map_page(
+    root_pa: u64,
+    va: u64,
+    pa: u64,
+    rights: Rights,
+    alloc: &mut dyn FnMut() -> Option<u64>,
+) -> Result<(), MapError> {
+    if !va.is_multiple_of(4096) || va >= paging::USER_TOP {
         return Err(MapError::BadAddress(va));
     }
     let mut table_pa = root_pa;

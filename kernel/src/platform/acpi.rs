@@ -67,11 +67,17 @@ impl fmt::Display for AcpiError {
             core::str::from_utf8(signature).unwrap_or("????")
         }
         match self {
-            AcpiError::Unmapped(what, pa) => write!(f, "{what} at {pa:#x} is outside the direct map"),
+            AcpiError::Unmapped(what, pa) => {
+                write!(f, "{what} at {pa:#x} is outside the direct map")
+            }
             AcpiError::BadRsdpSignature => write!(f, "RSDP signature is not \"RSD PTR \""),
             AcpiError::BadChecksum(sig) => write!(f, "table {} has a bad checksum", name(sig)),
-            AcpiError::BadLength(sig, len) => write!(f, "table {} has an impossible length {len}", name(sig)),
-            AcpiError::BadRootSignature(sig) => write!(f, "root table {} is neither RSDT nor XSDT", name(sig)),
+            AcpiError::BadLength(sig, len) => {
+                write!(f, "table {} has an impossible length {len}", name(sig))
+            }
+            AcpiError::BadRootSignature(sig) => {
+                write!(f, "root table {} is neither RSDT nor XSDT", name(sig))
+            }
         }
     }
 }
@@ -82,8 +88,10 @@ fn checksum_ok(bytes: &[u8]) -> bool {
 
 /// Borrows a whole table at `pa`, checking its length and checksum.
 fn table(pa: u64) -> Result<&'static [u8], AcpiError> {
-    let header_bytes = phys_bytes(pa, SDT_HEADER_LEN).ok_or(AcpiError::Unmapped("table header", pa))?;
-    let (header, _) = SdtHeader::read_from_prefix(header_bytes).map_err(|_| AcpiError::Unmapped("table header", pa))?;
+    let header_bytes =
+        phys_bytes(pa, SDT_HEADER_LEN).ok_or(AcpiError::Unmapped("table header", pa))?;
+    let (header, _) = SdtHeader::read_from_prefix(header_bytes)
+        .map_err(|_| AcpiError::Unmapped("table header", pa))?;
     let length = header.length.get();
     if (length as usize) < SDT_HEADER_LEN {
         return Err(AcpiError::BadLength(header.signature, length));
@@ -106,8 +114,10 @@ pub struct AcpiTables {
 
 /// Walks RSDP -> RSDT (or XSDT) and collects the DMAR and MCFG tables.
 pub fn discover(rsdp_pa: u64) -> Result<AcpiTables, AcpiError> {
-    let rsdp_bytes = phys_bytes(rsdp_pa, size_of::<Rsdp>()).ok_or(AcpiError::Unmapped("RSDP", rsdp_pa))?;
-    let (rsdp, _) = Rsdp::read_from_prefix(rsdp_bytes).map_err(|_| AcpiError::Unmapped("RSDP", rsdp_pa))?;
+    let rsdp_bytes =
+        phys_bytes(rsdp_pa, size_of::<Rsdp>()).ok_or(AcpiError::Unmapped("RSDP", rsdp_pa))?;
+    let (rsdp, _) =
+        Rsdp::read_from_prefix(rsdp_bytes).map_err(|_| AcpiError::Unmapped("RSDP", rsdp_pa))?;
     if &rsdp.signature != b"RSD PTR " {
         return Err(AcpiError::BadRsdpSignature);
     }
@@ -129,7 +139,10 @@ pub fn discover(rsdp_pa: u64) -> Result<AcpiTables, AcpiError> {
     }
     let mut tables = AcpiTables::default();
     for entry in root[SDT_HEADER_LEN..].chunks_exact(entry_size) {
-        let pa = entry.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        let pa = entry
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
         let bytes = table(pa)?;
         match &bytes[..4] {
             b"DMAR" => tables.dmar = Some(bytes),

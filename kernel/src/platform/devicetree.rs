@@ -25,6 +25,14 @@ pub struct DeviceTree {
     pub smmu: Option<(u64, u64)>,
     /// The PCIe host bridge.
     pub pcie: Option<PcieHost>,
+    /// The boot module QEMU loaded for `-initrd` (`/chosen/linux,initrd-*`).
+    pub initrd: Option<(u64, u64)>,
+}
+
+/// A `/chosen` address property: one or two big-endian cells.
+fn chosen_address(chosen: FdtNode<'static>, name: &str) -> Option<u64> {
+    let bytes: &[u8] = chosen.property(name)?.value_as().ok()?;
+    matches!(bytes.len(), 4 | 8).then(|| be_cells(bytes))
 }
 
 fn first_reg(node: FdtNode<'static>) -> Option<(u64, u64)> {
@@ -33,9 +41,9 @@ fn first_reg(node: FdtNode<'static>) -> Option<(u64, u64)> {
 }
 
 fn be_cells(bytes: &[u8]) -> u64 {
-    bytes
-        .chunks_exact(4)
-        .fold(0u64, |acc, cell| (acc << 32) | u64::from(u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]])))
+    bytes.chunks_exact(4).fold(0u64, |acc, cell| {
+        (acc << 32) | u64::from(u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]))
+    })
 }
 
 /// The 32-bit non-prefetchable memory range of a PCI host's `ranges`
@@ -45,12 +53,21 @@ fn mmio32_window(node: FdtNode<'static>) -> Option<(u64, u64, u64)> {
     ranges.chunks_exact(28).find_map(|entry| {
         let space = (u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]) >> 24) & 3;
         // Space code 2: 32-bit memory.
-        (space == 2).then(|| (be_cells(&entry[4..12]), be_cells(&entry[12..20]), be_cells(&entry[20..28])))
+        (space == 2).then(|| {
+            (
+                be_cells(&entry[4..12]),
+                be_cells(&entry[12..20]),
+                be_cells(&entry[20..28]),
+            )
+        })
     })
 }
 
 /// Parses the DTB at `pa`, adding its `/memory` ranges to `memory`.
-pub fn discover(pa: u64, memory: &mut impl FnMut(MemoryRegion)) -> Result<DeviceTree, &'static str> {
+pub fn discover(
+    pa: u64,
+    memory: &mut impl FnMut(MemoryRegion),
+) -> Result<DeviceTree, &'static str> {
     let header = phys_bytes(pa, 8).ok_or("DTB header is outside the direct map")?;
     if header[..4] != [0xD0, 0x0D, 0xFE, 0xED] {
         return Err("no device-tree magic at the DTB address");
@@ -70,7 +87,11 @@ pub fn discover(pa: u64, memory: &mut impl FnMut(MemoryRegion)) -> Result<Device
         if let Ok(Some(regs)) = node.reg() {
             for reg in regs {
                 if let (Ok(start), Ok(size)) = (reg.address::<u64>(), reg.size::<u64>()) {
-                    memory(MemoryRegion { start, size, kind: MemoryKind::Ram });
+                    memory(MemoryRegion {
+                        start,
+                        size,
+                        kind: MemoryKind::Ram,
+                    });
                 }
             }
         }
@@ -81,10 +102,30 @@ pub fn discover(pa: u64, memory: &mut impl FnMut(MemoryRegion)) -> Result<Device
         .and_then(|chosen| chosen.property("bootargs"))
         .and_then(|p| p.value_as::<&'static str>().ok())
         .unwrap_or("");
-    let smmu = root.find_compatible("arm,smmu-v3").next().and_then(first_reg);
-    let pcie = root.find_compatible("pci-host-ecam-generic").next().and_then(|node| {
-        let (ecam_base, ecam_size) = first_reg(node)?;
-        Some(PcieHost { ecam_base, ecam_size, mmio32: mmio32_window(node) })
+    let smmu = root
+        .find_compatible("arm,smmu-v3")
+        .next()
+        .and_then(first_reg);
+    let pcie = root
+        .find_compatible("pci-host-ecam-generic")
+        .next()
+        .and_then(|node| {
+            let (ecam_base, ecam_size) = first_reg(node)?;
+            Some(PcieHost {
+                ecam_base,
+                ecam_size,
+                mmio32: mmio32_window(node),
+            })
+        });
+    let initrd = fdt.find_node("/chosen").and_then(|chosen| {
+        let start = chosen_address(chosen, "linux,initrd-start")?;
+        let end = chosen_address(chosen, "linux,initrd-end")?;
+        (end > start).then_some((start, end - start))
     });
-    Ok(DeviceTree { bootargs, smmu, pcie })
+    Ok(DeviceTree {
+        bootargs,
+        smmu,
+        pcie,
+        initrd,
+    })
 }

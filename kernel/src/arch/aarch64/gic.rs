@@ -41,7 +41,11 @@ pub fn init() {
     let priority_word = GICD_IPRIORITYR + (TIMER_IRQ as usize & !3);
     let shift = (TIMER_IRQ % 4) * 8;
     let old = read(DISTRIBUTOR, priority_word);
-    write(DISTRIBUTOR, priority_word, (old & !(0xFF << shift)) | (0x80 << shift));
+    write(
+        DISTRIBUTOR,
+        priority_word,
+        (old & !(0xFF << shift)) | (0x80 << shift),
+    );
     write(DISTRIBUTOR, GICD_ISENABLER, 1 << TIMER_IRQ);
     write(CPU_INTERFACE, GICC_PMR, 0xFF);
     write(CPU_INTERFACE, GICC_CTLR, 1);
@@ -51,7 +55,9 @@ pub fn init() {
 pub fn timer_start(ticks: u32) {
     // SAFETY: CNTV_TVAL/CTL belong to the kernel; enabling with IMASK clear
     // raises PPI 27 when the count expires.
-    unsafe { core::arch::asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) u64::from(ticks.max(1)), in(reg) 1u64, options(nostack)) };
+    unsafe {
+        core::arch::asm!("msr cntv_tval_el0, {}", "msr cntv_ctl_el0, {}", "isb", in(reg) u64::from(ticks.max(1)), in(reg) 1u64, options(nostack))
+    };
 }
 
 /// Disarms the virtual timer.

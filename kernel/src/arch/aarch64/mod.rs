@@ -9,12 +9,14 @@
 
 mod boot;
 mod gic;
-mod pl011;
 pub mod paging;
+mod pl011;
 mod trap;
 mod user;
 
-pub use user::{Exit, UserContext, run_user, set_address_space, user_probe_program};
+pub use user::{
+    Exit, UserContext, run_user, set_address_space, user_bench_program, user_probe_program,
+};
 
 use crate::boot::{BootInfo, Platform};
 
@@ -48,6 +50,11 @@ extern "C" fn kernel_entry(loader_x0: u64) -> ! {
     pl011::init();
     disable_lower_half();
     gic::init();
+    // SAFETY: CNTKCTL_EL1.EL0VCTEN lets user code read the virtual counter
+    // (benchmarks time themselves with it); it grants no other access.
+    unsafe {
+        core::arch::asm!("mrs {t}, cntkctl_el1", "orr {t}, {t}, #2", "msr cntkctl_el1, {t}", t = out(reg) _, options(nostack))
+    };
     // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
     let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
     crate::boot::main(BootInfo::new(Platform::DeviceTree { dtb }))
@@ -98,14 +105,6 @@ pub fn halt() -> ! {
 /// Writes bytes to the console.
 pub fn console_write(bytes: &[u8]) {
     pl011::write_bytes(bytes);
-}
-
-/// Reads the virtual counter (one tick per instruction under icount).
-pub fn cycle_counter() -> u64 {
-    let value: u64;
-    // SAFETY: reading CNTVCT_EL0 has no side effects.
-    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack)) };
-    value
 }
 
 /// Orders earlier memory writes (tables, queue entries) before a following

@@ -69,7 +69,11 @@ fn exception_class(esr: u64) -> &'static str {
 
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "  elr {:#018x}  spsr {:#x}  sp {:#018x}", self.elr, self.spsr, self.sp)?;
+        writeln!(
+            f,
+            "  elr {:#018x}  spsr {:#x}  sp {:#018x}",
+            self.elr, self.spsr, self.sp
+        )?;
         for row in 0..8 {
             for column in 0..4 {
                 let index = row * 4 + column;

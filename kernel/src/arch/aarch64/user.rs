@@ -42,7 +42,14 @@ pub enum Exit {
 impl TrapFrame {
     /// A fresh EL0 context starting at `entry` with stack pointer `stack`.
     pub fn new_user(entry: u64, stack: u64) -> TrapFrame {
-        TrapFrame { x: [0; 31], sp: stack, elr: entry, spsr: 0, esr: 0, far: 0 }
+        TrapFrame {
+            x: [0; 31],
+            sp: stack,
+            elr: entry,
+            spsr: 0,
+            esr: 0,
+            far: 0,
+        }
     }
 
     /// The syscall number (`x8`).
@@ -139,9 +146,17 @@ pub fn run_user(context: &mut UserContext) -> Exit {
     let entry = unsafe { aarch64_run_user(context) };
     match entry {
         8 if context.esr >> 26 == EC_SVC64 => Exit::Syscall,
-        8 => Exit::Exception { vector: (context.esr >> 26) as u8, error: context.esr, address: context.far },
+        8 => Exit::Exception {
+            vector: (context.esr >> 26) as u8,
+            error: context.esr,
+            address: context.far,
+        },
         9 | 10 => Exit::Interrupt(entry as u8),
-        _ => Exit::Exception { vector: 0x2F, error: context.esr, address: context.elr },
+        _ => Exit::Exception {
+            vector: 0x2F,
+            error: context.esr,
+            address: context.elr,
+        },
     }
 }
 
@@ -200,5 +215,61 @@ pub fn user_probe_program() -> &'static [u8] {
         let start = &raw const aarch64_user_probe_start;
         let end = &raw const aarch64_user_probe_end;
         core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+global_asm!(
+    r#"
+    .section .rodata.user_bench, "a"
+    .global aarch64_user_bench_start, aarch64_user_bench_end
+    .balign 4
+aarch64_user_bench_start:
+    /* x0 = iterations, x1 = 1 to make the system call, 0 for the empty loop
+       (the measurement overhead). Reports the summed counter deltas with
+       DebugHalt. */
+    mov x19, x0
+    mov x20, x1
+    mov x21, #0
+1:  isb
+    mrs x22, cntvct_el0
+    cbz x20, 2f
+    mov x8, #{yield_number}
+    svc #0
+2:  isb
+    mrs x23, cntvct_el0
+    sub x23, x23, x22
+    add x21, x21, x23
+    subs x19, x19, #1
+    b.ne 1b
+    mov x8, #{halt_number}
+    mov x0, x21
+    svc #0
+    udf #0
+aarch64_user_bench_end:
+    "#,
+    yield_number = const abi::Syscall::Yield as u64,
+    halt_number = const abi::Syscall::DebugHalt as u64,
+);
+
+/// A user program that times `x0` null system calls (`Yield`) with the
+/// virtual counter, or the empty loop when `x1` is 0, and halts with the sum.
+pub fn user_bench_program() -> &'static [u8] {
+    unsafe extern "C" {
+        static aarch64_user_bench_start: u8;
+        static aarch64_user_bench_end: u8;
+    }
+    // SAFETY: the two symbols delimit the bytes assembled above, in .rodata.
+    unsafe {
+        let start = &raw const aarch64_user_bench_start;
+        let end = &raw const aarch64_user_bench_end;
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+impl TrapFrame {
+    /// Sets the first two arguments a program starts with (`x0`, `x1`).
+    pub fn set_start_arguments(&mut self, first: u64, second: u64) {
+        self.x[0] = first;
+        self.x[1] = second;
     }
 }

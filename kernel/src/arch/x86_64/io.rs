@@ -7,7 +7,9 @@
 /// hardware.
 pub unsafe fn out8(port: u16, value: u8) {
     // SAFETY: the caller owns the port (function contract).
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Writes a 32-bit value to an I/O port.
@@ -16,7 +18,9 @@ pub unsafe fn out8(port: u16, value: u8) {
 /// As for [`out8`].
 pub unsafe fn out32(port: u16, value: u32) {
     // SAFETY: the caller owns the port (function contract).
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads one byte from an I/O port.
@@ -26,17 +30,8 @@ pub unsafe fn out32(port: u16, value: u32) {
 pub unsafe fn in8(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller owns the port (function contract).
-    unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
-    value
-}
-
-/// Reads a 32-bit value from an I/O port.
-///
-/// # Safety
-/// As for [`in8`].
-pub unsafe fn in32(port: u16) -> u32 {
-    let value: u32;
-    // SAFETY: the caller owns the port (function contract).
-    unsafe { core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }

@@ -11,12 +11,14 @@
 mod apic;
 mod boot;
 mod io;
-mod serial;
 pub mod paging;
+mod serial;
 mod trap;
 mod user;
 
-pub use user::{Exit, UserContext, run_user, set_address_space, user_probe_program};
+pub use user::{
+    Exit, UserContext, run_user, set_address_space, user_bench_program, user_probe_program,
+};
 
 use crate::boot::{BootInfo, MemoryKind, MemoryRegion, Platform};
 use zerocopy::FromBytes;
@@ -56,6 +58,17 @@ struct HvmStartInfo {
     memory_map: u64,
     memory_map_entries: u32,
     reserved: u32,
+}
+
+/// One `hvm_modlist_entry`: a boot module (QEMU `-initrd`).
+#[allow(dead_code)]
+#[derive(FromBytes)]
+#[repr(C)]
+struct HvmModule {
+    address: u64,
+    size: u64,
+    cmdline: u64,
+    reserved: u64,
 }
 
 /// One `hvm_memmap_table_entry` (E820 types).
@@ -104,7 +117,9 @@ fn mask_legacy_pic() {
 fn remove_identity_map() {
     let cr3: u64;
     // SAFETY: reading CR3 has no side effects.
-    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags))
+    };
     let pml4 = (PHYS_MAP_BASE + (cr3 & !0xFFF)) as *mut u64;
     // SAFETY: CR3 names the boot PML4, reachable through the direct map; the
     // kernel now runs from the upper half only, so slot 0 is unused. Writing
@@ -116,23 +131,33 @@ fn remove_identity_map() {
 }
 
 fn read_start_info(pa: u64) -> Result<BootInfo, &'static str> {
-    let bytes = crate::mem::phys_bytes(pa, size_of::<HvmStartInfo>()).ok_or("outside the direct map")?;
+    let bytes =
+        crate::mem::phys_bytes(pa, size_of::<HvmStartInfo>()).ok_or("outside the direct map")?;
     let (start, _) = HvmStartInfo::read_from_prefix(bytes).map_err(|_| "too short")?;
     if start.magic != HVM_START_MAGIC {
         return Err("wrong magic");
     }
     let mut info = BootInfo::new(Platform::Acpi { rsdp: start.rsdp });
     if start.cmdline != 0 {
-        info.cmdline = crate::mem::phys_c_str(start.cmdline).ok_or("command line is not UTF-8 or not terminated")?;
+        info.cmdline = crate::mem::phys_c_str(start.cmdline)
+            .ok_or("command line is not UTF-8 or not terminated")?;
+    }
+    if start.module_count > 0 {
+        let bytes = crate::mem::phys_bytes(start.module_list, size_of::<HvmModule>())
+            .ok_or("module list outside the direct map")?;
+        let (module, _) = HvmModule::read_from_prefix(bytes).map_err(|_| "short module entry")?;
+        info.initrd = Some((module.address, module.size));
     }
     if start.version < 1 || start.memory_map == 0 {
         return Err("no memory map (start info version 0)");
     }
     let entry_size = size_of::<HvmMemoryMapEntry>();
     let count = start.memory_map_entries as usize;
-    let table = crate::mem::phys_bytes(start.memory_map, count * entry_size).ok_or("memory map outside the direct map")?;
+    let table = crate::mem::phys_bytes(start.memory_map, count * entry_size)
+        .ok_or("memory map outside the direct map")?;
     for raw in table.chunks_exact(entry_size) {
-        let (entry, _) = HvmMemoryMapEntry::read_from_prefix(raw).map_err(|_| "short memory map entry")?;
+        let (entry, _) =
+            HvmMemoryMapEntry::read_from_prefix(raw).map_err(|_| "short memory map entry")?;
         let kind = match entry.kind {
             1 => MemoryKind::Ram,
             3 => MemoryKind::AcpiReclaimable,
@@ -140,7 +165,11 @@ fn read_start_info(pa: u64) -> Result<BootInfo, &'static str> {
             5 => MemoryKind::Unusable,
             _ => MemoryKind::Reserved,
         };
-        info.add_memory(MemoryRegion { start: entry.address, size: entry.size, kind });
+        info.add_memory(MemoryRegion {
+            start: entry.address,
+            size: entry.size,
+            kind,
+        });
     }
     Ok(info)
 }
@@ -165,12 +194,6 @@ pub fn halt() -> ! {
 /// Writes bytes to the console.
 pub fn console_write(bytes: &[u8]) {
     serial::write_bytes(bytes);
-}
-
-/// Reads the CPU's cycle counter (one tick per instruction under icount).
-pub fn cycle_counter() -> u64 {
-    // SAFETY: rdtsc has no side effects.
-    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// Orders earlier memory writes before a following device-register write.

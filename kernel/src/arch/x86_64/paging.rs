@@ -50,7 +50,9 @@ pub fn entry_address(entry: u64) -> u64 {
 pub fn init_root(root: &mut [u64; 512]) {
     let cr3: u64;
     // SAFETY: reading CR3 has no side effects.
-    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags))
+    };
     let kernel_root = crate::mem::phys_to_virt(cr3 & ADDRESS) as *const u64;
     for (index, slot) in root.iter_mut().enumerate() {
         *slot = if index >= 256 {

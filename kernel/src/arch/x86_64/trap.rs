@@ -33,7 +33,16 @@ fn build_gdt() -> [u64; 8] {
         | (0x89 << 40) // present, 64-bit available TSS
         | (((tss >> 24) & 0xFF) << 56);
     let high = tss >> 32;
-    [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0, 0x00CF_F200_0000_FFFF, 0x00AF_FA00_0000_FFFF, low, high]
+    [
+        0,
+        0x00AF_9A00_0000_FFFF,
+        0x00CF_9200_0000_FFFF,
+        0,
+        0x00CF_F200_0000_FFFF,
+        0x00AF_FA00_0000_FFFF,
+        low,
+        high,
+    ]
 }
 
 /// One interrupt gate (Intel SDM vol. 3, 6.14.1).
@@ -206,13 +215,37 @@ const VECTOR_NAMES: [&str; 32] = [
 
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "  rip {:#018x}  cs {:#x}  rflags {:#x}", self.rip, self.cs, self.rflags)?;
+        writeln!(
+            f,
+            "  rip {:#018x}  cs {:#x}  rflags {:#x}",
+            self.rip, self.cs, self.rflags
+        )?;
         writeln!(f, "  rsp {:#018x}  ss {:#x}", self.rsp, self.ss)?;
-        writeln!(f, "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}", self.rax, self.rbx, self.rcx)?;
-        writeln!(f, "  rdx {:#018x}  rsi {:#018x}  rdi {:#018x}", self.rdx, self.rsi, self.rdi)?;
-        writeln!(f, "  rbp {:#018x}  r8  {:#018x}  r9  {:#018x}", self.rbp, self.r8, self.r9)?;
-        writeln!(f, "  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}", self.r10, self.r11, self.r12)?;
-        write!(f, "  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}", self.r13, self.r14, self.r15)
+        writeln!(
+            f,
+            "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}",
+            self.rax, self.rbx, self.rcx
+        )?;
+        writeln!(
+            f,
+            "  rdx {:#018x}  rsi {:#018x}  rdi {:#018x}",
+            self.rdx, self.rsi, self.rdi
+        )?;
+        writeln!(
+            f,
+            "  rbp {:#018x}  r8  {:#018x}  r9  {:#018x}",
+            self.rbp, self.r8, self.r9
+        )?;
+        writeln!(
+            f,
+            "  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}",
+            self.r10, self.r11, self.r12
+        )?;
+        write!(
+            f,
+            "  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}",
+            self.r13, self.r14, self.r15
+        )
     }
 }
 
@@ -222,7 +255,10 @@ extern "C" fn x86_64_trap(frame: &TrapFrame) -> ! {
     let cr2: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
-    let name = VECTOR_NAMES.get(frame.vector as usize).copied().unwrap_or("interrupt");
+    let name = VECTOR_NAMES
+        .get(frame.vector as usize)
+        .copied()
+        .unwrap_or("interrupt");
     crate::println!(
         "[trap] unexpected exception {} ({name}), error code {:#x}, faulting address (cr2) {cr2:#018x}\n{frame}",
         frame.vector,

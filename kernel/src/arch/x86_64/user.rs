@@ -199,8 +199,7 @@ unsafe extern "C" {
 
 /// Address of the TSS, for its GDT descriptor.
 pub fn tss_address() -> u64 {
-    // SAFETY: only the address of the static is taken.
-    unsafe { &raw const x86_64_tss as u64 }
+    &raw const x86_64_tss as u64
 }
 
 const MSR_EFER: u32 = 0xC000_0080;
@@ -226,7 +225,9 @@ unsafe fn write_msr(msr: u32, value: u64) {
 unsafe fn read_msr(msr: u32) -> u64 {
     let (low, high): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(high) << 32) | u64::from(low)
 }
 
@@ -240,7 +241,7 @@ pub fn init() {
     unsafe {
         write_msr(MSR_EFER, read_msr(MSR_EFER) | 1);
         write_msr(MSR_STAR, star);
-        write_msr(MSR_LSTAR, x86_64_syscall_entry as usize as u64);
+        write_msr(MSR_LSTAR, x86_64_syscall_entry as *const () as u64);
         write_msr(MSR_FMASK, 0x4_7700);
     }
 }
@@ -262,12 +263,18 @@ pub fn run_user(context: &mut UserContext) -> Exit {
             let address = if vector == 14 {
                 let cr2: u64;
                 // SAFETY: reading CR2 has no side effects.
-                unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+                unsafe {
+                    asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags))
+                };
                 cr2
             } else {
                 context.rip
             };
-            Exit::Exception { vector: vector as u8, error: context.error_code, address }
+            Exit::Exception {
+                vector: vector as u8,
+                error: context.error_code,
+                address,
+            }
         }
     }
 }
@@ -311,5 +318,65 @@ pub fn user_probe_program() -> &'static [u8] {
         let start = &raw const x86_64_user_probe_start;
         let end = &raw const x86_64_user_probe_end;
         core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+global_asm!(
+    r#"
+    .section .rodata.user_bench, "a"
+    .global x86_64_user_bench_start, x86_64_user_bench_end
+x86_64_user_bench_start:
+    /* rdi = iterations, rsi = 1 to make the system call, 0 for the empty
+       loop (the measurement overhead). Reports the summed rdtsc deltas with
+       DebugHalt. */
+    mov %rdi, %r12
+    mov %rsi, %rbx
+    xor %r13, %r13
+1:  rdtsc
+    shl $32, %rdx
+    or %rax, %rdx
+    mov %rdx, %r14
+    test %rbx, %rbx
+    jz 2f
+    mov ${yield_number}, %eax
+    syscall
+2:  rdtsc
+    shl $32, %rdx
+    or %rax, %rdx
+    sub %r14, %rdx
+    add %rdx, %r13
+    dec %r12
+    jnz 1b
+    mov ${halt_number}, %eax
+    mov %r13, %rdi
+    syscall
+    ud2
+x86_64_user_bench_end:
+    "#,
+    yield_number = const abi::Syscall::Yield as u64,
+    halt_number = const abi::Syscall::DebugHalt as u64,
+    options(att_syntax)
+);
+
+/// A user program that times `rdi` null system calls (`Yield`) with the
+/// cycle counter, or the empty loop when `rsi` is 0, and halts with the sum.
+pub fn user_bench_program() -> &'static [u8] {
+    unsafe extern "C" {
+        static x86_64_user_bench_start: u8;
+        static x86_64_user_bench_end: u8;
+    }
+    // SAFETY: the two symbols delimit the bytes assembled above, in .rodata.
+    unsafe {
+        let start = &raw const x86_64_user_bench_start;
+        let end = &raw const x86_64_user_bench_end;
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+impl TrapFrame {
+    /// Sets the first two arguments a program starts with (`rdi`, `rsi`).
+    pub fn set_start_arguments(&mut self, first: u64, second: u64) {
+        self.rdi = first;
+        self.rsi = second;
     }
 }

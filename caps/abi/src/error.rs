@@ -1,0 +1,169 @@
+//! Error codes, with fixed numbers.
+//!
+//! Codes 1..=63 are the capability model's (`caps::Error`): same names, same
+//! numbers, checked by a test. Codes 64 and up are returned by the kernel's
+//! system-call layer before the model is consulted. 0 is success and is not
+//! an error.
+
+/// Why a system call or invocation failed. Nothing changed when one is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Error {
+    /// A slot id lies outside the slot table, or a CNode index outside the CNode.
+    InvalidSlot = 1,
+    /// A source slot that must hold a capability is empty.
+    EmptySlot = 2,
+    /// A destination slot that must be empty holds a capability.
+    SlotOccupied = 3,
+    /// A capability names an object of the wrong kind for this operation.
+    WrongKind = 4,
+    /// A capability lacks a right the operation needs (for IO mappings: the
+    /// requested mapping rights exceed the Frame capability's rights).
+    InsufficientRights = 5,
+    /// Requested rights are not allowed here.
+    InvalidRights = 6,
+    /// A size argument is outside the range the object kind allows.
+    InvalidSize = 7,
+    /// The Untyped has no room left for an object of that size and alignment.
+    UntypedExhausted = 8,
+    /// Device memory can only become Frames or smaller device Untypeds.
+    DeviceMemory = 9,
+    /// The kernel's object table has no free record.
+    ObjectTableFull = 10,
+    /// No slot memory for a CNode at that address.
+    NoSlotMemory = 11,
+    /// Deleting this capability would destroy a CNode that still holds capabilities.
+    CnodeNotEmpty = 12,
+    /// Only Endpoint and Notification capabilities carry badges.
+    NotBadgeable = 13,
+    /// The source capability already carries a badge.
+    AlreadyBadged = 14,
+    /// An address is misaligned, outside the unit's IPA range, or inside the
+    /// reserved kernel window.
+    InvalidAddress = 15,
+    /// Another mapping in the same IoSpace overlaps the requested range.
+    AddressInUse = 16,
+    /// This Frame capability already holds its one mapping.
+    AlreadyMapped = 17,
+    /// This Frame capability holds no mapping.
+    NotMapped = 18,
+    /// The device or PASID is already attached; detach it first.
+    AlreadyAttached = 19,
+    /// The device or PASID is not attached.
+    NotAttached = 20,
+    /// The objects belong to different IOMMU units.
+    WrongUnit = 21,
+    /// Every DID/VMID of the unit is in use by a live IoSpace.
+    NoDomainIds = 22,
+    /// The requester id or IRQ number is outside what the control cap covers.
+    OutOfScope = 23,
+    /// A live IoDevice (or IrqHandler) for that requester (or line) exists.
+    DeviceInUse = 24,
+    /// The PASID is at or above the unit's PASID limit.
+    PasidOutOfRange = 25,
+    /// A live IoPasid for that (device, PASID) exists.
+    PasidInUse = 26,
+    /// A PASID can only attach while its device is attached.
+    DeviceNotAttached = 27,
+    /// A PASID must use the same IoSpace as its device.
+    SpaceMismatch = 28,
+    /// The object this capability depends on was destroyed.
+    DeadObject = 29,
+
+    /// The system-call number is not one of [`crate::Syscall`].
+    InvalidSyscall = 64,
+    /// The capability pointer does not resolve to a slot in the caller's CSpace.
+    LookupFailed = 65,
+    /// The label is not an invocation of this capability's object kind.
+    InvalidInvocation = 66,
+    /// An argument is out of range for the invocation (the invocation's
+    /// documentation says which).
+    InvalidArgument = 67,
+    /// The message is shorter than the invocation's arguments, or carries
+    /// fewer capabilities than it needs.
+    TruncatedMessage = 68,
+    /// The [`crate::MessageInfo`] word is malformed (length or capability
+    /// count out of range, reserved bits set).
+    InvalidMessage = 69,
+    /// A debug system call in a kernel built without debug support.
+    NotSupported = 70,
+}
+
+impl Error {
+    /// The fixed error number.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Every error, in code order.
+    pub const ALL: [Error; 36] = [
+        Error::InvalidSlot,
+        Error::EmptySlot,
+        Error::SlotOccupied,
+        Error::WrongKind,
+        Error::InsufficientRights,
+        Error::InvalidRights,
+        Error::InvalidSize,
+        Error::UntypedExhausted,
+        Error::DeviceMemory,
+        Error::ObjectTableFull,
+        Error::NoSlotMemory,
+        Error::CnodeNotEmpty,
+        Error::NotBadgeable,
+        Error::AlreadyBadged,
+        Error::InvalidAddress,
+        Error::AddressInUse,
+        Error::AlreadyMapped,
+        Error::NotMapped,
+        Error::AlreadyAttached,
+        Error::NotAttached,
+        Error::WrongUnit,
+        Error::NoDomainIds,
+        Error::OutOfScope,
+        Error::DeviceInUse,
+        Error::PasidOutOfRange,
+        Error::PasidInUse,
+        Error::DeviceNotAttached,
+        Error::SpaceMismatch,
+        Error::DeadObject,
+        Error::InvalidSyscall,
+        Error::LookupFailed,
+        Error::InvalidInvocation,
+        Error::InvalidArgument,
+        Error::TruncatedMessage,
+        Error::InvalidMessage,
+        Error::NotSupported,
+    ];
+
+    /// The error with this number, if any.
+    pub fn from_code(code: u8) -> Option<Error> {
+        Error::ALL.iter().copied().find(|e| e.code() == code)
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{self:?} ({})", self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn codes_are_unique_and_sorted() {
+        for pair in Error::ALL.windows(2) {
+            assert!(
+                pair[0].code() < pair[1].code(),
+                "{:?} / {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        for error in Error::ALL {
+            assert_eq!(Error::from_code(error.code()), Some(error));
+        }
+        assert_eq!(Error::from_code(0), None);
+    }
+}

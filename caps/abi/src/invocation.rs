@@ -1,0 +1,228 @@
+//! Invocation labels: the one description of every capability invocation.
+//!
+//! An invocation is a `Call` on a capability with this label in its
+//! [`MessageInfo`](crate::MessageInfo). "MRn" is message register n; "cap n"
+//! is the n-th extra capability of the message. Slots are indices into the
+//! caller's CSpace. Unless said otherwise an invocation needs the `Write`
+//! right on the invoked capability and replies with no message registers.
+//! Every invocation may also fail with [`LookupFailed`](crate::Error::LookupFailed)
+//! (a slot argument that does not resolve), [`TruncatedMessage`](crate::Error::TruncatedMessage)
+//! (too few MRs or caps), [`InvalidInvocation`](crate::Error::InvalidInvocation)
+//! (label not valid for the object) and [`InsufficientRights`](crate::Error::InsufficientRights).
+
+/// Every invocation label, grouped by the object kind it applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Invocation {
+    /// Untyped: create `MR3` objects of type `MR0` ([`ObjectType`]) and size
+    /// `2^MR1` bytes (Untyped, CNode slots, Frame: 12 or 21; ignored for
+    /// fixed-size kinds) into slots `MR2..MR2+MR3`. An IoSpace needs the
+    /// unit's IommuControl as cap 0. Errors: `InvalidArgument` (type),
+    /// `InvalidSize`, `UntypedExhausted`, `DeviceMemory`, `SlotOccupied`,
+    /// `ObjectTableFull`, `NoDomainIds`.
+    UntypedRetype = 1,
+
+    /// CNode: copy slot `MR1` into empty slot `MR0` with rights `MR2 & source rights`.
+    /// Errors: `EmptySlot`, `SlotOccupied`.
+    CnodeCopy = 10,
+    /// CNode: like copy, and set badge `MR3` (Endpoint, Notification only).
+    /// Errors: `NotBadgeable`, `AlreadyBadged`, as copy.
+    CnodeMint = 11,
+    /// CNode: move slot `MR1` to empty slot `MR0`. Errors: as copy.
+    CnodeMove = 12,
+    /// CNode: delete the capability in slot `MR0`; the last capability to an
+    /// object destroys it and everything that depended on it (IO mappings,
+    /// attachments, PASID bindings) before the call returns.
+    /// Errors: `CnodeNotEmpty`.
+    CnodeDelete = 13,
+    /// CNode: delete every capability derived from slot `MR0`, with the same
+    /// strictness as delete.
+    CnodeRevoke = 14,
+
+    /// Tcb: set CSpace (cap 0), VSpace (cap 1), IPC buffer frame (cap 2) at
+    /// address `MR1`, and fault endpoint slot `MR0`.
+    TcbConfigure = 20,
+    /// Tcb: set priority `MR0` (0..=255). Errors: `InvalidArgument`.
+    TcbSetPriority = 21,
+    /// Tcb: set program counter `MR0`, stack pointer `MR1`, first argument `MR2`.
+    TcbWriteRegisters = 22,
+    /// Tcb: make the thread runnable.
+    TcbResume = 23,
+    /// Tcb: stop the thread.
+    TcbSuspend = 24,
+
+    /// Frame: map into the VSpace cap 0 at address `MR0` with rights `MR1`
+    /// (bit 0 read, 1 write, 2 execute; at most the cap's). Errors:
+    /// `AlreadyMapped`, `InvalidAddress`, `AddressInUse`, `InvalidRights`.
+    FrameMap = 30,
+    /// Frame: remove this capability's mapping (CPU or IO). Errors: `NotMapped`.
+    FrameUnmap = 31,
+    /// PageTable: install in the VSpace cap 0 to cover address `MR0`.
+    PageTableMap = 32,
+    /// PageTable: remove from its VSpace.
+    PageTableUnmap = 33,
+
+    /// IrqControl: create a handler for line `MR0` in slot `MR1`.
+    /// Errors: `OutOfScope`, `DeviceInUse`.
+    IrqControlGet = 40,
+    /// IrqHandler: acknowledge, so the line can fire again.
+    IrqHandlerAck = 41,
+    /// IrqHandler: deliver the line to the notification cap 0.
+    IrqHandlerSetNotification = 42,
+
+    /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
+    /// translation bits (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow
+    /// nesting), MR2 PASID width in bits, MR3 supported page sizes as a bit
+    /// set of log2 sizes, MR4 number of domain ids.
+    IommuIdentify = 50,
+    /// IommuControl: create the IoDevice for requester (PCI RID / StreamID)
+    /// `MR0` in slot `MR1`. Errors: `OutOfScope` (not in the unit's device
+    /// scope), `DeviceInUse`.
+    IommuMintDevice = 51,
+
+    /// IoDevice: translate the device's DMA with the stage-2 IoSpace cap 0.
+    /// Errors: `AlreadyAttached`, `WrongUnit`.
+    IoDeviceAttach = 60,
+    /// IoDevice: translate the device's DMA with the IoUserTable cap 0 as
+    /// stage 1, nested under its IoSpace. Errors: as attach, `DeadObject`.
+    IoDeviceAttachNested = 61,
+    /// IoDevice: block the device's DMA again. Errors: `NotAttached`.
+    IoDeviceDetach = 62,
+    /// IoDevice: create the IoPasid for PASID `MR0` in slot `MR1`.
+    /// Errors: `PasidOutOfRange`, `PasidInUse`.
+    IoDeviceMintPasid = 63,
+
+    /// IoSpace: map the Frame cap 0 at IPA `MR0` with rights `MR1` (bit 0
+    /// read, 1 write; at most the Frame cap's). Errors: `InvalidAddress`
+    /// (misaligned, out of range, or in the reserved kernel window),
+    /// `AddressInUse`, `AlreadyMapped`, `InvalidRights`.
+    IoSpaceMap = 70,
+    /// IoSpace: unmap the Frame cap 0 from this space; caches are invalidated
+    /// and the invalidation has completed when the call returns.
+    IoSpaceUnmap = 71,
+    /// IoSpace: create in slot `MR2` an IoUserTable rooted at IPA `MR0` in
+    /// format `MR1` (1 x86 first-stage 4-level, 2 Arm VMSAv8-64 stage 1 4 KiB
+    /// granule 48-bit). Errors: `InvalidAddress`, `InvalidArgument` (format
+    /// not supported by the unit).
+    IoSpaceBindUserTable = 72,
+
+    /// IoUserTable: the driver changed its stage-1 entries for IOVAs
+    /// `MR0..MR0+MR1` (`MR1` = 0: everything); make the hardware see them.
+    /// Replies MR0 = the first IOVA not yet processed (equal to the end when
+    /// done; shadow nesting bounds the work per call, so call again from there).
+    IoUserTableInvalidate = 80,
+
+    /// IoPasid: attach to the IoUserTable or IoSpace cap 0 (which must use the
+    /// device's IoSpace). Errors: `DeviceNotAttached`, `SpaceMismatch`,
+    /// `AlreadyAttached`.
+    IoPasidAttach = 90,
+    /// IoPasid: detach. Errors: `NotAttached`.
+    IoPasidDetach = 91,
+
+    /// IoFaultQueue: signal the notification cap 0 when a record arrives, and
+    /// deliver faults of the IoDevice or IoSpace cap 1 here.
+    IoFaultQueueBind = 100,
+    /// IoFaultQueue (read right): take the oldest record: MR0 badge of the
+    /// device cap, MR1 PASID (or u64::MAX), MR2 address, MR3 access (bit 0
+    /// read, 1 write), MR4 stage (1 or 2), MR5 vendor reason; length 0 when empty.
+    IoFaultQueuePop = 101,
+}
+
+impl Invocation {
+    /// Every label.
+    pub const ALL: [Invocation; 32] = [
+        Invocation::UntypedRetype,
+        Invocation::CnodeCopy,
+        Invocation::CnodeMint,
+        Invocation::CnodeMove,
+        Invocation::CnodeDelete,
+        Invocation::CnodeRevoke,
+        Invocation::TcbConfigure,
+        Invocation::TcbSetPriority,
+        Invocation::TcbWriteRegisters,
+        Invocation::TcbResume,
+        Invocation::TcbSuspend,
+        Invocation::FrameMap,
+        Invocation::FrameUnmap,
+        Invocation::PageTableMap,
+        Invocation::PageTableUnmap,
+        Invocation::IrqControlGet,
+        Invocation::IrqHandlerAck,
+        Invocation::IrqHandlerSetNotification,
+        Invocation::IommuIdentify,
+        Invocation::IommuMintDevice,
+        Invocation::IoDeviceAttach,
+        Invocation::IoDeviceAttachNested,
+        Invocation::IoDeviceDetach,
+        Invocation::IoDeviceMintPasid,
+        Invocation::IoSpaceMap,
+        Invocation::IoSpaceUnmap,
+        Invocation::IoSpaceBindUserTable,
+        Invocation::IoUserTableInvalidate,
+        Invocation::IoPasidAttach,
+        Invocation::IoPasidDetach,
+        Invocation::IoFaultQueueBind,
+        Invocation::IoFaultQueuePop,
+    ];
+
+    /// The label with this number, if any.
+    pub fn from_label(label: u32) -> Option<Invocation> {
+        Invocation::ALL.iter().copied().find(|i| *i as u32 == label)
+    }
+}
+
+/// The kinds `UntypedRetype` creates (numbers as `caps::ObjectKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum ObjectType {
+    /// A smaller Untyped.
+    Untyped = 0,
+    /// A CNode of `2^size` slots.
+    Cnode = 1,
+    /// A thread.
+    Tcb = 2,
+    /// An IPC endpoint.
+    Endpoint = 3,
+    /// A notification.
+    Notification = 4,
+    /// A 4 KiB or 2 MiB frame.
+    Frame = 5,
+    /// A CPU page-table page.
+    PageTable = 6,
+    /// A stage-2 IO domain (needs the IommuControl as cap 0).
+    IoSpace = 11,
+    /// An IO fault queue.
+    IoFaultQueue = 14,
+}
+
+impl ObjectType {
+    /// The type with this number, if `Retype` can create it.
+    pub fn from_number(number: u64) -> Option<ObjectType> {
+        Some(match number {
+            0 => ObjectType::Untyped,
+            1 => ObjectType::Cnode,
+            2 => ObjectType::Tcb,
+            3 => ObjectType::Endpoint,
+            4 => ObjectType::Notification,
+            5 => ObjectType::Frame,
+            6 => ObjectType::PageTable,
+            11 => ObjectType::IoSpace,
+            14 => ObjectType::IoFaultQueue,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip() {
+        for invocation in Invocation::ALL {
+            assert_eq!(Invocation::from_label(invocation as u32), Some(invocation));
+        }
+        assert_eq!(Invocation::from_label(0), None);
+        assert_eq!(Invocation::from_label(9999), None);
+    }
+}
