@@ -20,6 +20,9 @@ pub struct TableFrame {
 }
 
 impl TableFrame {
+    /// The frame at IPA 0 (a placeholder until the root is allocated).
+    pub(crate) const ZERO: TableFrame = TableFrame { ipa: 0 };
+
     /// The frame at `ipa`, or `None` if `ipa` is not 4 KiB aligned.
     pub const fn new(ipa: u64) -> Option<TableFrame> {
         if ipa.is_multiple_of(PAGE_SIZE) {

@@ -155,7 +155,7 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
             config,
             pool,
             memory,
-            root: TableFrame::new(0).ok_or(Error::MisalignedIpa { ipa: 0 })?,
+            root: TableFrame::ZERO,
             batch: InvalidationBatch::new(),
             retired_head: None,
             stats: Stats::default(),

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Recorder, WINDOW_BASE, frames};
 use iopt::{
-    BitmapPool, Config, Error, Format, IoPageTable, PAGE_SIZE, Rights, SliceMemory, Translation,
+    BitmapPool, Config, Error, Format, IoPageTable, PAGE_SIZE, Rights, SliceMemory, TableFrame,
+    Translation,
 };
 use proptest::prelude::*;
 
@@ -87,6 +88,7 @@ fn run(format: Format, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut table = IoPageTable::new(Config::new(format), pool, memory).unwrap();
     let mut model = Model::new();
     let mut recorder = Recorder::default();
+    let mut tracked = Frames::default();
 
     for op in ops {
         let op = match op {
@@ -173,16 +175,30 @@ fn run(format: Format, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert!(table.flush(&mut recorder).is_ok());
                 prop_assert_eq!(table.stats().tables_retired, 0);
                 prop_assert!(table.pending_invalidation().is_empty());
+                for ipa in std::mem::take(&mut tracked.retired) {
+                    let frame = TableFrame::new(ipa).unwrap();
+                    prop_assert!(!table.pool().is_allocated(frame), "not released");
+                }
             }
         }
-        check(&table, &model)?;
+        check(&table, &model, &mut tracked)?;
     }
     Ok(())
+}
+
+/// What the test remembers between steps about the table frames.
+#[derive(Default)]
+struct Frames {
+    /// IPAs of the frames linked in the tree after the last step.
+    linked: BTreeSet<u64>,
+    /// IPAs of the frames unlinked since the last flush.
+    retired: BTreeSet<u64>,
 }
 
 fn check(
     table: &IoPageTable<BitmapPool<1>, SliceMemory<'_>>,
     model: &Model,
+    frames: &mut Frames,
 ) -> Result<(), TestCaseError> {
     let mut mapped = Model::new();
     table
@@ -201,28 +217,53 @@ fn check(
         );
     }
 
+    // Exactly the tables the model implies are linked ...
     let stats = table.stats();
     let implied = implied_tables(model.keys());
     prop_assert_eq!(stats.tables_live, implied);
-    let mut linked = 0;
-    table.for_each_table(|_, _| linked += 1).unwrap();
-    prop_assert_eq!(linked, implied);
+    let mut linked = BTreeSet::new();
+    table
+        .for_each_table(|_, frame| {
+            linked.insert(frame.ipa());
+        })
+        .unwrap();
+    prop_assert_eq!(linked.len(), implied);
+    prop_assert!(linked.contains(&table.root().ipa()));
+
+    // ... a table unlinked since the last flush is neither linked again nor
+    // back in the pool (the pool's allocated frames that are not linked are
+    // the retired ones, including tables a rolled-back map added and pruned
+    // within one step) ...
+    let allocated: BTreeSet<u64> = (0..POOL_FRAMES as u64)
+        .map(|slot| WINDOW_BASE + slot * PAGE_SIZE)
+        .filter(|&ipa| table.pool().is_allocated(TableFrame::new(ipa).unwrap()))
+        .collect();
+    let retired: BTreeSet<u64> = allocated.difference(&linked).copied().collect();
+    prop_assert!(
+        linked.is_disjoint(&frames.retired),
+        "a retired frame was reused"
+    );
+    prop_assert!(
+        retired.is_superset(&frames.retired),
+        "released before a flush"
+    );
+    prop_assert!(
+        frames
+            .linked
+            .difference(&linked)
+            .all(|ipa| retired.contains(ipa)),
+        "unlinked and released in the same step"
+    );
+    prop_assert_eq!(retired.len(), stats.tables_retired);
+    frames.retired = retired;
+    frames.linked = linked;
+
+    // ... and nothing else is taken from the pool.
     prop_assert_eq!(
-        table.frames_in_use(),
+        table.pool().in_use(),
         stats.tables_live + stats.tables_retired
     );
     Ok(())
-}
-
-/// The pool's count of allocated frames, for the one pool type used here.
-trait HasPool {
-    fn frames_in_use(&self) -> usize;
-}
-
-impl HasPool for IoPageTable<BitmapPool<1>, SliceMemory<'_>> {
-    fn frames_in_use(&self) -> usize {
-        self.pool().in_use()
-    }
 }
 
 proptest! {
