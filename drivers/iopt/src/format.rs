@@ -14,7 +14,9 @@
 //! buffers whatever privilege its requests carry:
 //! - read access is always granted (neither format can express write-only);
 //! - user/unprivileged access is always granted (VT-d U/S=1, Arm AP\[1\]=1);
-//! - execute is always denied on pages (VT-d XD, Arm PXN and UXN);
+//! - execute is denied on Arm pages (PXN and UXN); VT-d XD is left 0, because
+//!   the VT-d specification has withdrawn Execute-Requested requests and
+//!   deprecated XD and the PASID entry's NXE (with NXE = 0, XD is reserved);
 //! - the accessed flag (and on writable VT-d pages the dirty flag) is set up
 //!   front, so an IOMMU without hardware A/D update never faults on it and
 //!   one with it never has to write the tables.
@@ -72,9 +74,10 @@ bitflags! {
         /// PS, bit 7 at levels 1 and 2: the entry maps a large page (never
         /// written here; reserved at level 0). At level 3 bit 7 is PAT.
         const PAGE_SIZE = 1 << 7;
-        /// XD, bit 63: execute disable; set on every page. QEMU 10 treats
-        /// bits 63:52 as ignored, hardware honours XD when execute requests
-        /// are enabled.
+        /// XD, bit 63: execute disable. Never set here: the VT-d
+        /// specification deprecated it together with Execute-Requested
+        /// requests, and it is reserved unless the PASID entry sets NXE,
+        /// which the kernel does not. (QEMU 10 ignores bits 63:52.)
         const EXECUTE_DISABLE = 1 << 63;
     }
 }
@@ -200,8 +203,7 @@ impl Format {
             Format::VtdFirstStage => {
                 let mut bits = VtdFirstStageBits::PRESENT
                     | VtdFirstStageBits::USER
-                    | VtdFirstStageBits::ACCESSED
-                    | VtdFirstStageBits::EXECUTE_DISABLE;
+                    | VtdFirstStageBits::ACCESSED;
                 if writable {
                     bits |= VtdFirstStageBits::WRITABLE | VtdFirstStageBits::DIRTY;
                 }

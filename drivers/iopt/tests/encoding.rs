@@ -10,20 +10,20 @@ use iopt::{ENTRIES_PER_TABLE, Entry, Format, PAGE_SIZE, Rights, TableFrame};
 // ---- VT-d first stage (VT-d spec 9.7; x86-64 4-level paging layout) ----
 
 #[test]
-fn vtd_page_read_write_is_p_rw_us_a_d_xd_plus_address() {
-    // P(0) + R/W(1) + U/S(2) + A(5) + D(6) = 0x67, XD = bit 63.
+fn vtd_page_read_write_is_p_rw_us_a_d_plus_address() {
+    // P(0) + R/W(1) + U/S(2) + A(5) + D(6) = 0x67; XD (bit 63) stays 0.
     assert_eq!(
         Format::VtdFirstStage.page_entry(0x123_4000, Rights::READ_WRITE),
-        0x8000_0000_0123_4067
+        0x0000_0000_0123_4067
     );
 }
 
 #[test]
 fn vtd_page_read_only_has_no_rw_and_no_dirty() {
-    // P + U/S + A = 0x25, XD.
+    // P + U/S + A = 0x25.
     assert_eq!(
         Format::VtdFirstStage.page_entry(0x123_4000, Rights::READ),
-        0x8000_0000_0123_4025
+        0x0000_0000_0123_4025
     );
 }
 
@@ -56,7 +56,7 @@ fn vtd_decode_round_trips_and_tolerates_hardware_accessed_dirty() {
     // A table entry without A, a read-only page with D set by hardware.
     assert_eq!(format.decode(1, 0x5007), Entry::Table { ipa: 0x5000 });
     assert_eq!(
-        format.decode(3, 0x8000_0000_0000_7065),
+        format.decode(3, 0x7065),
         Entry::Page {
             ipa: 0x7000,
             rights: Rights::READ
