@@ -1,0 +1,1 @@
+//! Reference specification (filled below).

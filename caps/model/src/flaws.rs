@@ -1,0 +1,75 @@
+//! Seeded bugs: deliberately broken variants of the real operations.
+//!
+//! Only compiled with the `seeded-bugs` feature, which the verification
+//! suite turns on (the kernel never does). Each flag breaks exactly one rule
+//! inside the real code paths of [`crate::Caps`]; the suite switches them on
+//! one at a time and asserts that the model checker finds a counterexample.
+
+/// Which rules to break. All off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flaws {
+    /// `unmap_io` clears the stage-2 entry but queues no invalidation.
+    pub skip_unmap_invalidation: bool,
+    /// Destroying an IoSpace leaves its devices and PASIDs attached to it.
+    pub keep_devices_on_space_delete: bool,
+    /// `mint` grants the requested rights instead of intersecting them.
+    pub mint_amplifies: bool,
+    /// `mint_pasid` does not check that the (device, PASID) is unused.
+    pub duplicate_pasid: bool,
+    /// `retype` restarts at the bottom of the Untyped even while objects
+    /// carved from it are live.
+    pub retype_overlap: bool,
+    /// Invalidations are queued but never waited for.
+    pub skip_invalidation_wait: bool,
+}
+
+impl Flaws {
+    /// Every seeded bug with its name, one flag set in each.
+    pub fn each() -> [(&'static str, Flaws); 6] {
+        let none = Flaws::default();
+        [
+            (
+                "skip_unmap_invalidation",
+                Flaws {
+                    skip_unmap_invalidation: true,
+                    ..none
+                },
+            ),
+            (
+                "keep_devices_on_space_delete",
+                Flaws {
+                    keep_devices_on_space_delete: true,
+                    ..none
+                },
+            ),
+            (
+                "mint_amplifies",
+                Flaws {
+                    mint_amplifies: true,
+                    ..none
+                },
+            ),
+            (
+                "duplicate_pasid",
+                Flaws {
+                    duplicate_pasid: true,
+                    ..none
+                },
+            ),
+            (
+                "retype_overlap",
+                Flaws {
+                    retype_overlap: true,
+                    ..none
+                },
+            ),
+            (
+                "skip_invalidation_wait",
+                Flaws {
+                    skip_invalidation_wait: true,
+                    ..none
+                },
+            ),
+        ]
+    }
+}

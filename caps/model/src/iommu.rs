@@ -1,0 +1,532 @@
+//! The IOMMU object state machine: devices, IoSpaces, user tables, PASIDs,
+//! fault queues and IO mappings of Frames.
+//!
+//! Rules (DESIGN "The IOMMU objects"):
+//! - an IO mapping's rights never exceed the Frame capability's rights, and
+//!   each Frame capability copy holds at most one mapping;
+//! - a device is attached to at most one IoSpace (directly, or through an
+//!   IoUserTable of that IoSpace); all PASIDs of a device use that IoSpace;
+//! - at most one live IoDevice per (unit, requester id) and one live IoPasid
+//!   per (device, PASID), with the PASID below the unit's limit;
+//! - each live IoSpace has a DID/VMID unique on its unit;
+//! - configuration invocations need WRITE on every capability that names a
+//!   configured object.
+
+use crate::caps::Caps;
+use crate::effect::{Effect, EffectSink, FaultSource, Flush};
+use crate::error::Error;
+use crate::object::{Attachment, Object, ObjectState};
+use crate::storage::{Cap, IoMapping, Storage};
+use crate::types::{Badge, ObjectId, ObjectKind, PAGE_BITS, Rights, SlotId};
+
+impl<S: Storage> Caps<S> {
+    fn new_child_object(
+        &mut self,
+        parent_slot: SlotId,
+        dest: SlotId,
+        id: ObjectId,
+        kind: ObjectKind,
+        state: ObjectState,
+    ) {
+        self.create_object(
+            id,
+            Object {
+                kind,
+                paddr: 0,
+                size_bits: 0,
+                has_memory: false,
+                permanent: false,
+                cap_count: 0,
+                parent: None,
+                live_children: 0,
+                state,
+            },
+        );
+        self.place_cap(
+            dest,
+            Cap {
+                object: id,
+                kind,
+                rights: Rights::ALL,
+                badge: Badge(0),
+                mapping: None,
+            },
+            Some(parent_slot),
+        );
+    }
+
+    /// `IommuControl.MintDevice`: an IoDevice for requester `rid`, its cap in
+    /// `dest` (a child of the IommuControl cap). The device starts blocked.
+    pub fn mint_device(
+        &mut self,
+        iommu: SlotId,
+        rid: u32,
+        dest: SlotId,
+    ) -> Result<ObjectId, Error> {
+        let icap = *self.lookup_as(iommu, ObjectKind::IommuControl, Rights::WRITE)?;
+        self.need_empty(dest)?;
+        let unit = self.unit_of(icap.object).ok_or(Error::DeadObject)?;
+        if rid >= unit.rid_limit {
+            return Err(Error::OutOfScope);
+        }
+        if self.live_objects().any(|(_, o)| {
+            matches!(o.state, ObjectState::IoDevice { unit: u, rid: r, .. } if u == icap.object && r == rid)
+        }) {
+            return Err(Error::DeviceInUse);
+        }
+        let id = self.free_record()?;
+        self.new_child_object(
+            iommu,
+            dest,
+            id,
+            ObjectKind::IoDevice,
+            ObjectState::IoDevice {
+                unit: icap.object,
+                rid,
+                attached: None,
+                fault_queue: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// `IrqControl.Issue`: an IrqHandler for line `irq`, its cap in `dest`.
+    pub fn issue_irq_handler(
+        &mut self,
+        control: SlotId,
+        irq: u16,
+        dest: SlotId,
+    ) -> Result<ObjectId, Error> {
+        let ccap = *self.lookup_as(control, ObjectKind::IrqControl, Rights::WRITE)?;
+        self.need_empty(dest)?;
+        let Some(ObjectState::IrqControl { irq_limit }) = self.state(ccap.object) else {
+            return Err(Error::DeadObject);
+        };
+        if irq >= irq_limit {
+            return Err(Error::OutOfScope);
+        }
+        if self
+            .live_objects()
+            .any(|(_, o)| matches!(o.state, ObjectState::IrqHandler { irq: i } if i == irq))
+        {
+            return Err(Error::DeviceInUse);
+        }
+        let id = self.free_record()?;
+        self.new_child_object(
+            control,
+            dest,
+            id,
+            ObjectKind::IrqHandler,
+            ObjectState::IrqHandler { irq },
+        );
+        Ok(id)
+    }
+
+    /// `IoDevice.MintPasid`: an IoPasid for (`device`, `pasid`), its cap in
+    /// `dest` (a child of the device cap).
+    pub fn mint_pasid(
+        &mut self,
+        device: SlotId,
+        pasid: u32,
+        dest: SlotId,
+    ) -> Result<ObjectId, Error> {
+        let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
+        self.need_empty(dest)?;
+        let Some(ObjectState::IoDevice { unit, .. }) = self.state(dcap.object) else {
+            return Err(Error::DeadObject);
+        };
+        let unit = self.unit_of(unit).ok_or(Error::DeadObject)?;
+        if u64::from(pasid) >= (1u64 << unit.pasid_bits) {
+            return Err(Error::PasidOutOfRange);
+        }
+        if !flawed!(self, duplicate_pasid)
+            && self.live_objects().any(|(_, o)| {
+                matches!(o.state, ObjectState::IoPasid { device: Some(d), pasid: p, .. } if d == dcap.object && p == pasid)
+            })
+        {
+            return Err(Error::PasidInUse);
+        }
+        let id = self.free_record()?;
+        self.new_child_object(
+            device,
+            dest,
+            id,
+            ObjectKind::IoPasid,
+            ObjectState::IoPasid {
+                device: Some(dcap.object),
+                pasid,
+                attached: None,
+            },
+        );
+        Ok(id)
+    }
+
+    fn check_ipa(&self, space: ObjectId, ipa: u64, size_bits: u8) -> Result<(), Error> {
+        let Some(ObjectState::IoSpace { unit, .. }) = self.state(space) else {
+            return Err(Error::DeadObject);
+        };
+        let unit = self.unit_of(unit).ok_or(Error::DeadObject)?;
+        let size = 1u64 << size_bits;
+        let end = ipa.checked_add(size).ok_or(Error::InvalidAddress)?;
+        let reserved_end = unit
+            .reserved_ipa_base
+            .saturating_add(unit.reserved_ipa_size);
+        if ipa & (size - 1) != 0
+            || end > (1u64 << unit.ipa_bits)
+            || (unit.reserved_ipa_size != 0 && ipa < reserved_end && unit.reserved_ipa_base < end)
+        {
+            return Err(Error::InvalidAddress);
+        }
+        Ok(())
+    }
+
+    /// `IoSpace.BindUserTable`: an IoUserTable rooted at `root_ipa` (4 KiB
+    /// aligned, inside the IPA range, outside the reserved window) in the
+    /// IoSpace named by `space`; its cap goes in `dest` (a child of `space`).
+    pub fn bind_user_table(
+        &mut self,
+        space: SlotId,
+        root_ipa: u64,
+        dest: SlotId,
+    ) -> Result<ObjectId, Error> {
+        let scap = *self.lookup_as(space, ObjectKind::IoSpace, Rights::WRITE)?;
+        self.need_empty(dest)?;
+        self.check_ipa(scap.object, root_ipa, PAGE_BITS)?;
+        let id = self.free_record()?;
+        self.new_child_object(
+            space,
+            dest,
+            id,
+            ObjectKind::IoUserTable,
+            ObjectState::IoUserTable {
+                space: Some(scap.object),
+                root_ipa,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Where a cap to an IoSpace or IoUserTable (with WRITE) would attach.
+    fn attach_target(&self, target: SlotId) -> Result<(Attachment, Option<u64>), Error> {
+        let cap = *self.lookup(target)?;
+        match cap.kind {
+            ObjectKind::IoSpace | ObjectKind::IoUserTable => {}
+            _ => return Err(Error::WrongKind),
+        }
+        if !cap.rights.contains(Rights::WRITE) {
+            return Err(Error::InsufficientRights);
+        }
+        match self.state(cap.object) {
+            Some(ObjectState::IoSpace { .. }) => Ok((
+                Attachment {
+                    space: cap.object,
+                    user_table: None,
+                },
+                None,
+            )),
+            Some(ObjectState::IoUserTable {
+                space: Some(space),
+                root_ipa,
+            }) => Ok((
+                Attachment {
+                    space,
+                    user_table: Some(cap.object),
+                },
+                Some(root_ipa),
+            )),
+            _ => Err(Error::DeadObject),
+        }
+    }
+
+    /// `IoDevice.Attach` / `AttachNested`: point the device named by `device`
+    /// at the IoSpace or IoUserTable named by `target`. The device must be
+    /// blocked (detach first to move it).
+    pub fn attach_device(
+        &mut self,
+        device: SlotId,
+        target: SlotId,
+        sink: &mut impl EffectSink,
+    ) -> Result<(), Error> {
+        let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
+        let (attachment, stage1_root) = self.attach_target(target)?;
+        let Some(ObjectState::IoDevice {
+            unit,
+            rid,
+            attached,
+            fault_queue,
+        }) = self.state(dcap.object)
+        else {
+            return Err(Error::DeadObject);
+        };
+        let Some(ObjectState::IoSpace {
+            unit: space_unit,
+            did,
+            ..
+        }) = self.state(attachment.space)
+        else {
+            return Err(Error::DeadObject);
+        };
+        if space_unit != unit {
+            return Err(Error::WrongUnit);
+        }
+        if attached.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        let unit_id = self.unit_of(unit).ok_or(Error::DeadObject)?.id;
+        sink.push(Effect::InstallDeviceEntry {
+            unit: unit_id,
+            rid,
+            did,
+            space: attachment.space,
+            stage1_root,
+        });
+        self.set_state(
+            dcap.object,
+            ObjectState::IoDevice {
+                unit,
+                rid,
+                attached: Some(attachment),
+                fault_queue,
+            },
+        );
+        Ok(())
+    }
+
+    /// `IoDevice.Detach`: block the device and every PASID of it; returns
+    /// after the invalidation has completed.
+    pub fn detach_device(
+        &mut self,
+        device: SlotId,
+        sink: &mut impl EffectSink,
+    ) -> Result<(), Error> {
+        let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
+        let Some(ObjectState::IoDevice { attached, .. }) = self.state(dcap.object) else {
+            return Err(Error::DeadObject);
+        };
+        if attached.is_none() {
+            return Err(Error::NotAttached);
+        }
+        let mut flush = Flush::new(flawed!(self, skip_invalidation_wait));
+        self.detach_device_now(dcap.object, &mut flush, sink);
+        flush.finish(sink);
+        Ok(())
+    }
+
+    /// `IoPasid.Attach`: point the PASID at the IoSpace or IoUserTable named
+    /// by `target`, which must use the IoSpace its device is attached to.
+    pub fn attach_pasid(
+        &mut self,
+        pasid: SlotId,
+        target: SlotId,
+        sink: &mut impl EffectSink,
+    ) -> Result<(), Error> {
+        let pcap = *self.lookup_as(pasid, ObjectKind::IoPasid, Rights::WRITE)?;
+        let (attachment, stage1_root) = self.attach_target(target)?;
+        let Some(ObjectState::IoPasid {
+            device,
+            pasid: number,
+            attached,
+        }) = self.state(pcap.object)
+        else {
+            return Err(Error::DeadObject);
+        };
+        let Some(ObjectState::IoDevice {
+            unit,
+            rid,
+            attached: device_attached,
+            ..
+        }) = device.and_then(|d| self.state(d))
+        else {
+            return Err(Error::DeadObject);
+        };
+        if attached.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        let Some(device_attachment) = device_attached else {
+            return Err(Error::DeviceNotAttached);
+        };
+        if device_attachment.space != attachment.space {
+            return Err(Error::SpaceMismatch);
+        }
+        let (unit_id, did) = self.space_tag(attachment.space).ok_or(Error::DeadObject)?;
+        let _ = unit;
+        sink.push(Effect::InstallPasidEntry {
+            unit: unit_id,
+            rid,
+            pasid: number,
+            did,
+            space: attachment.space,
+            stage1_root,
+        });
+        self.set_state(
+            pcap.object,
+            ObjectState::IoPasid {
+                device,
+                pasid: number,
+                attached: Some(attachment),
+            },
+        );
+        Ok(())
+    }
+
+    /// `IoPasid.Detach`: block the PASID; returns after the invalidation has
+    /// completed.
+    pub fn detach_pasid(&mut self, pasid: SlotId, sink: &mut impl EffectSink) -> Result<(), Error> {
+        let pcap = *self.lookup_as(pasid, ObjectKind::IoPasid, Rights::WRITE)?;
+        let Some(ObjectState::IoPasid { attached, .. }) = self.state(pcap.object) else {
+            return Err(Error::DeadObject);
+        };
+        if attached.is_none() {
+            return Err(Error::NotAttached);
+        }
+        let mut flush = Flush::new(flawed!(self, skip_invalidation_wait));
+        self.detach_pasid_now(pcap.object, &mut flush, sink);
+        flush.finish(sink);
+        Ok(())
+    }
+
+    /// `IoSpace.Map`: map the frame named by `frame` at `ipa` in the IoSpace
+    /// named by `space` (WRITE) with `rights` (a non-empty subset of
+    /// read/write, within the frame cap's rights). The frame cap copy then
+    /// holds this mapping; it may hold only one.
+    pub fn map_io(
+        &mut self,
+        frame: SlotId,
+        space: SlotId,
+        ipa: u64,
+        rights: Rights,
+        sink: &mut impl EffectSink,
+    ) -> Result<(), Error> {
+        let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
+        let scap = *self.lookup_as(space, ObjectKind::IoSpace, Rights::WRITE)?;
+        if fcap.mapping.is_some() {
+            return Err(Error::AlreadyMapped);
+        }
+        if rights.is_empty() || !Rights::READ_WRITE.contains(rights) {
+            return Err(Error::InvalidRights);
+        }
+        if !fcap.rights.contains(rights) {
+            return Err(Error::InsufficientRights);
+        }
+        let Some(fobj) = self.object(fcap.object).copied() else {
+            return Err(Error::DeadObject);
+        };
+        self.check_ipa(scap.object, ipa, fobj.size_bits)?;
+        let end = ipa + (1u64 << fobj.size_bits);
+        let overlap = self
+            .slots()
+            .iter()
+            .filter_map(|s| s.cap)
+            .any(|c| match c.mapping {
+                Some(m) if m.space == scap.object => {
+                    let other = self.object(c.object).map_or(0, |o| o.size_bits);
+                    m.ipa < end && ipa < m.ipa + (1u64 << other)
+                }
+                _ => false,
+            });
+        if overlap {
+            return Err(Error::AddressInUse);
+        }
+        let (unit, did) = self.space_tag(scap.object).ok_or(Error::DeadObject)?;
+        sink.push(Effect::MapIoPage {
+            unit,
+            did,
+            space: scap.object,
+            ipa,
+            paddr: fobj.paddr,
+            size_bits: fobj.size_bits,
+            rights,
+        });
+        if let Some(c) = self.store.slots_mut()[frame.0 as usize].cap.as_mut() {
+            c.mapping = Some(IoMapping {
+                space: scap.object,
+                ipa,
+                rights,
+            });
+        }
+        Ok(())
+    }
+
+    /// `IoSpace.Unmap` (invoked on the frame cap): remove the mapping this
+    /// frame cap copy holds; returns after the invalidation has completed.
+    pub fn unmap_io(&mut self, frame: SlotId, sink: &mut impl EffectSink) -> Result<(), Error> {
+        let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
+        let Some(mapping) = fcap.mapping else {
+            return Err(Error::NotMapped);
+        };
+        let mut flush = Flush::new(flawed!(self, skip_invalidation_wait));
+        self.unmap_emit(fcap, mapping.space, mapping.ipa, sink);
+        if !flawed!(self, skip_unmap_invalidation)
+            && let Some((unit, did)) = self.space_tag(mapping.space)
+        {
+            flush.note(unit, did, sink);
+        }
+        if let Some(c) = self.store.slots_mut()[frame.0 as usize].cap.as_mut() {
+            c.mapping = None;
+        }
+        flush.finish(sink);
+        Ok(())
+    }
+
+    /// Route the IO faults of the IoSpace or IoDevice named by `target`
+    /// (WRITE) to the IoFaultQueue named by `queue` (WRITE), replacing any
+    /// earlier route.
+    pub fn bind_fault_queue(
+        &mut self,
+        target: SlotId,
+        queue: SlotId,
+        sink: &mut impl EffectSink,
+    ) -> Result<(), Error> {
+        let tcap = *self.lookup(target)?;
+        if !matches!(tcap.kind, ObjectKind::IoSpace | ObjectKind::IoDevice) {
+            return Err(Error::WrongKind);
+        }
+        if !tcap.rights.contains(Rights::WRITE) {
+            return Err(Error::InsufficientRights);
+        }
+        let qcap = *self.lookup_as(queue, ObjectKind::IoFaultQueue, Rights::WRITE)?;
+        let q = Some(qcap.object);
+        match self.state(tcap.object) {
+            Some(ObjectState::IoSpace { unit, did, .. }) => {
+                let unit_id = self.unit_of(unit).ok_or(Error::DeadObject)?.id;
+                sink.push(Effect::RouteFaults {
+                    unit: unit_id,
+                    source: FaultSource::Domain(did),
+                    queue: q,
+                });
+                self.set_state(
+                    tcap.object,
+                    ObjectState::IoSpace {
+                        unit,
+                        did,
+                        fault_queue: q,
+                    },
+                );
+            }
+            Some(ObjectState::IoDevice {
+                unit,
+                rid,
+                attached,
+                ..
+            }) => {
+                let unit_id = self.unit_of(unit).ok_or(Error::DeadObject)?.id;
+                sink.push(Effect::RouteFaults {
+                    unit: unit_id,
+                    source: FaultSource::Device(rid),
+                    queue: q,
+                });
+                self.set_state(
+                    tcap.object,
+                    ObjectState::IoDevice {
+                        unit,
+                        rid,
+                        attached,
+                        fault_queue: q,
+                    },
+                );
+            }
+            _ => return Err(Error::DeadObject),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! Capability slots and the caller-provided storage they live in.
+//!
+//! # The derivation tree
+//! Every derived capability (copy, mint, retype, minted IOMMU objects) is a
+//! child of the capability it came from. The tree is stored the way seL4's
+//! mapping database stores it: one doubly linked list through the slots in
+//! **pre-order** (every node is followed by all its descendants), each slot
+//! holding its depth. The descendants of a node are therefore exactly the run
+//! of slots that follows it with a greater depth, so
+//! - inserting a child (right after its parent) is O(1),
+//! - moving a capability relinks its node in O(1),
+//! - revoke walks only the descendants: O(descendants),
+//! - deleting a leaf is O(1); deleting an inner node lifts its descendants
+//!   one level (O(descendants)), keeping them alive under its parent.
+
+use crate::object::Object;
+use crate::types::{Badge, ObjectId, ObjectKind, Rights, SlotId};
+
+/// The one IO mapping a Frame capability may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IoMapping {
+    /// The IoSpace the frame is mapped in.
+    pub space: ObjectId,
+    /// IPA of the mapping.
+    pub ipa: u64,
+    /// Access granted to devices (within the Frame capability's rights).
+    pub rights: Rights,
+}
+
+/// A capability: a name for an object plus rights, badge and, for a Frame,
+/// the mapping this copy holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cap {
+    pub(crate) object: ObjectId,
+    pub(crate) kind: ObjectKind,
+    pub(crate) rights: Rights,
+    pub(crate) badge: Badge,
+    pub(crate) mapping: Option<IoMapping>,
+}
+
+impl Cap {
+    /// The object named.
+    pub fn object(&self) -> ObjectId {
+        self.object
+    }
+    /// The object's kind.
+    pub fn kind(&self) -> ObjectKind {
+        self.kind
+    }
+    /// Rights held.
+    pub fn rights(&self) -> Rights {
+        self.rights
+    }
+    /// Badge (0: none).
+    pub fn badge(&self) -> Badge {
+        self.badge
+    }
+    /// The IO mapping held by this Frame capability copy.
+    pub fn mapping(&self) -> Option<IoMapping> {
+        self.mapping
+    }
+}
+
+/// One capability slot with its derivation-tree links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Slot {
+    pub(crate) cap: Option<Cap>,
+    pub(crate) prev: Option<SlotId>,
+    pub(crate) next: Option<SlotId>,
+    pub(crate) depth: u32,
+}
+
+impl Slot {
+    /// An empty slot.
+    pub const EMPTY: Slot = Slot {
+        cap: None,
+        prev: None,
+        next: None,
+        depth: 0,
+    };
+    /// The capability held, if any.
+    pub fn cap(&self) -> Option<&Cap> {
+        self.cap.as_ref()
+    }
+    /// Previous slot in derivation-tree pre-order.
+    pub fn prev(&self) -> Option<SlotId> {
+        self.prev
+    }
+    /// Next slot in derivation-tree pre-order.
+    pub fn next(&self) -> Option<SlotId> {
+        self.next
+    }
+    /// Depth in the derivation tree (roots are 0).
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+}
+
+/// Storage for slots and object records, provided by the caller.
+///
+/// The kernel implements it over CNode memory and a fixed object table; the
+/// host uses [`ArrayStorage`]. The model never allocates.
+pub trait Storage {
+    /// The slot table.
+    fn slots(&self) -> &[Slot];
+    /// The slot table, mutably.
+    fn slots_mut(&mut self) -> &mut [Slot];
+    /// The object table (`None`: free record).
+    fn objects(&self) -> &[Option<Object>];
+    /// The object table, mutably.
+    fn objects_mut(&mut self) -> &mut [Option<Object>];
+    /// The first slot id of a CNode with `2^size_bits` slots whose memory is
+    /// `paddr`, or `None` if that memory cannot hold slots. Slots of live
+    /// CNodes must not overlap; since retype never overlaps live objects, a
+    /// function of `paddr` alone suffices (the kernel uses the address).
+    fn cnode_slots(&self, paddr: u64, size_bits: u8) -> Option<SlotId>;
+}
+
+/// Fixed-size host storage: `SLOTS` slots and `OBJECTS` object records.
+///
+/// Slots `0..root_slots` form the root CSpace; CNode memory at `paddr` maps
+/// to slots starting at `root_slots + (paddr - cnode_memory_base) / 32` when
+/// that fits in the table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArrayStorage<const SLOTS: usize, const OBJECTS: usize> {
+    slots: [Slot; SLOTS],
+    objects: [Option<Object>; OBJECTS],
+    root_slots: u32,
+    cnode_memory_base: u64,
+}
+
+impl<const SLOTS: usize, const OBJECTS: usize> ArrayStorage<SLOTS, OBJECTS> {
+    /// Empty storage; every slot is a root slot (no CNode memory).
+    pub fn new() -> Self {
+        Self::with_cnode_memory(SLOTS as u32, 0)
+    }
+
+    /// Empty storage with `root_slots` root slots; the remaining slots back
+    /// CNodes carved from physical memory starting at `cnode_memory_base`.
+    pub fn with_cnode_memory(root_slots: u32, cnode_memory_base: u64) -> Self {
+        ArrayStorage {
+            slots: [Slot::EMPTY; SLOTS],
+            objects: [None; OBJECTS],
+            root_slots,
+            cnode_memory_base,
+        }
+    }
+}
+
+impl<const SLOTS: usize, const OBJECTS: usize> Default for ArrayStorage<SLOTS, OBJECTS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const SLOTS: usize, const OBJECTS: usize> Storage for ArrayStorage<SLOTS, OBJECTS> {
+    fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+    fn slots_mut(&mut self) -> &mut [Slot] {
+        &mut self.slots
+    }
+    fn objects(&self) -> &[Option<Object>] {
+        &self.objects
+    }
+    fn objects_mut(&mut self) -> &mut [Option<Object>] {
+        &mut self.objects
+    }
+    fn cnode_slots(&self, paddr: u64, size_bits: u8) -> Option<SlotId> {
+        let offset = paddr.checked_sub(self.cnode_memory_base)?;
+        let first = u64::from(self.root_slots).checked_add(offset >> crate::SLOT_SIZE_BITS)?;
+        let end = first.checked_add(1u64.checked_shl(u32::from(size_bits))?)?;
+        (end <= SLOTS as u64).then_some(SlotId(u32::try_from(first).ok()?))
+    }
+}

@@ -1,0 +1,70 @@
+//! Exhaustive model checking of the real capability code (stateright BFS).
+//!
+//! Two bounded scenarios are explored exhaustively to depth 8 by default;
+//! `CAPS_CHECK_DEPTH`, `CAPS_CHECK_FREE_SLOTS`, `CAPS_CHECK_IPAS` and
+//! `CAPS_CHECK_FRAMES` enlarge the bounds (see caps/README.md).
+
+use std::time::Instant;
+
+use caps::checker::model::{Bounds, SystemModel, replay};
+use caps::checker::ops::format_trace;
+use stateright::{Checker, Model};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Explore `bounds` exhaustively, print the counts, and assert every
+/// invariant held; returns the number of distinct states.
+fn check(name: &str, mut bounds: Bounds) -> usize {
+    bounds.depth = env_or("CAPS_CHECK_DEPTH", bounds.depth);
+    bounds.free_slots = env_or("CAPS_CHECK_FREE_SLOTS", bounds.free_slots as usize) as u32;
+    bounds.frames = env_or("CAPS_CHECK_FRAMES", bounds.frames as usize) as u32;
+    let ipas = env_or("CAPS_CHECK_IPAS", bounds.ipas.len());
+    bounds.ipas = (0..ipas as u64).map(|i| i * 0x1000).collect();
+    let depth = bounds.depth;
+    let model = SystemModel {
+        bounds: bounds.clone(),
+        ..SystemModel::default()
+    };
+    let start = Instant::now();
+    let mut builder = model.checker().threads(1);
+    if depth > 0 {
+        // stateright counts the initial state as depth 1.
+        builder = builder.target_max_depth(depth + 1);
+    }
+    let checker = builder.spawn_bfs().join();
+    let elapsed = start.elapsed();
+    let states = checker.unique_state_count();
+    println!(
+        "model check [{name}]: {states} distinct states ({} generated), {} operations deep, {:.1?}\n  bounds: {bounds:?}",
+        checker.state_count(),
+        checker.max_depth().saturating_sub(1),
+        elapsed
+    );
+    for (property, path) in checker.discoveries() {
+        let (_, steps) = replay(checker.model(), &path.into_actions());
+        println!("  discovery '{property}':\n{}", format_trace(&steps));
+    }
+    checker.assert_properties();
+    assert!(
+        checker.max_depth() > 8 || depth < 8,
+        "explored fewer than 8 operations deep"
+    );
+    states
+}
+
+#[test]
+fn bfs_iommu_scenario_holds_invariants() {
+    let states = check("iommu", Bounds::iommu());
+    assert!(states >= 100_000, "explored only {states} states");
+}
+
+#[test]
+fn bfs_derivation_scenario_holds_invariants() {
+    let states = check("derivation", Bounds::derivation());
+    assert!(states >= 100_000, "explored only {states} states");
+}
