@@ -29,6 +29,7 @@ extern crate std;
 pub mod hw;
 pub mod invalidation;
 pub mod list;
+pub mod pagetable;
 pub mod poll;
 pub mod smmuv3;
 pub mod vtd;

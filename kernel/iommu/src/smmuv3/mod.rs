@@ -28,6 +28,7 @@
 //! ```
 
 pub mod cd;
+pub mod device;
 pub mod pagetable;
 pub mod queue;
 pub mod regs;
@@ -280,7 +281,7 @@ impl<M: Mmio> Smmu<M> {
         commands.submit(
             &self.mmio,
             mem,
-            &[Command::CfgiAll, Command::TlbiNsnhAll],
+            [Command::CfgiAll, Command::TlbiNsnhAll],
             self.poll_limit,
         )?;
         // 4. Event queue, then translation.
@@ -349,7 +350,11 @@ impl<M: Mmio> Smmu<M> {
     }
 
     /// Submits `commands` followed by one CMD_SYNC and waits for completion.
-    pub fn submit(&mut self, mem: &impl PhysMem, commands: &[Command]) -> Result<(), SmmuError> {
+    pub fn submit(
+        &mut self,
+        mem: &impl PhysMem,
+        commands: impl IntoIterator<Item = Command>,
+    ) -> Result<(), SmmuError> {
         let limit = self.poll_limit;
         let queue = self
             .command_queue
@@ -373,9 +378,9 @@ impl<M: Mmio> Smmu<M> {
         let blocking = self.block_policy.ste();
         table.populate(mem, alloc, stream_id..stream_id + 1, &blocking)?;
         table.write_ste(mem, stream_id, &blocking, &self.features)?;
-        self.submit(mem, &[Command::CfgiSte { stream_id }])?;
+        self.submit(mem, [Command::CfgiSte { stream_id }])?;
         table.write_ste(mem, stream_id, ste, &self.features)?;
-        self.submit(mem, &[Command::CfgiSte { stream_id }])
+        self.submit(mem, [Command::CfgiSte { stream_id }])
     }
 
     /// Blocks one device again (its STE back to the blocking policy), with invalidation.

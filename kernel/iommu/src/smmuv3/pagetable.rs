@@ -1,1 +1,92 @@
-//! placeholder
+//! VMSAv8-64 translation-table entry formats for the 4 KiB granule, as the
+//! SMMU walks them: stage 2 (kernel-owned IoSpace tables) and stage 1 (built
+//! by user drivers; here for tests and the models).
+//!
+//! Source: Arm ARM D8.3 ("Translation table descriptor formats"), D8.4
+//! (memory attributes, S2AP), D8.5 (access flag). Bits 1:0 = 0b11 table
+//! (above level 3) or page (level 3), 0b01 block (levels 1 and 2); output
+//! address bits 47:12; SH bits 9:8; AF bit 10.
+
+use crate::PhysAddr;
+use crate::pagetable::{PageTableFormat, Perms};
+
+const OUTPUT_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// Stage-2 descriptors: MemAttr bits 5:2 = 0b1111 (normal, write-back),
+/// S2AP bits 7:6 (bit 6 read, bit 7 write), SH = inner shareable, AF = 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage2Format;
+
+impl PageTableFormat for Stage2Format {
+    fn table_entry(&self, table: PhysAddr) -> u64 {
+        (table & OUTPUT_MASK) | 0b11
+    }
+    fn leaf_entry(&self, address: PhysAddr, height: u32, perms: Perms) -> u64 {
+        let kind = if height == 1 { 0b11 } else { 0b01 };
+        (address & OUTPUT_MASK)
+            | kind
+            | 0b1111 << 2
+            | u64::from(perms.read) << 6
+            | u64::from(perms.write) << 7
+            | 3 << 8
+            | 1 << 10
+    }
+    fn is_present(&self, entry: u64) -> bool {
+        entry & 1 != 0
+    }
+    fn is_table(&self, entry: u64, height: u32) -> bool {
+        height > 1 && entry & 0b11 == 0b11
+    }
+    fn perms(&self, entry: u64) -> Perms {
+        Perms {
+            read: entry & (1 << 6) != 0,
+            write: entry & (1 << 7) != 0,
+        }
+    }
+    fn max_leaf_height(&self) -> u32 {
+        3
+    }
+}
+
+/// Stage-1 descriptors: AttrIndx bits 4:2 = 0 (MAIR Attr0, normal memory),
+/// AP\[1\] bit 6 = 1 (unprivileged access), AP\[2\] bit 7 = read-only,
+/// SH = inner shareable, AF = 1, nG bit 11 = 1 (ASID-tagged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage1Format;
+
+impl PageTableFormat for Stage1Format {
+    fn table_entry(&self, table: PhysAddr) -> u64 {
+        (table & OUTPUT_MASK) | 0b11
+    }
+    fn leaf_entry(&self, address: PhysAddr, height: u32, perms: Perms) -> u64 {
+        let kind = if height == 1 { 0b11 } else { 0b01 };
+        (address & OUTPUT_MASK)
+            | kind
+            | 1 << 6
+            | u64::from(!perms.write) << 7
+            | 3 << 8
+            | 1 << 10
+            | 1 << 11
+    }
+    fn is_present(&self, entry: u64) -> bool {
+        entry & 1 != 0
+    }
+    fn is_table(&self, entry: u64, height: u32) -> bool {
+        height > 1 && entry & 0b11 == 0b11
+    }
+    fn perms(&self, entry: u64) -> Perms {
+        Perms {
+            read: true,
+            write: entry & (1 << 7) == 0,
+        }
+    }
+    fn max_leaf_height(&self) -> u32 {
+        3
+    }
+}
+
+/// Number of table levels for a 4 KiB-granule walk of `input_bits`
+/// starting at [`super::ste::start_level_4k`].
+pub fn levels_4k(input_bits: u32) -> u32 {
+    4 - super::ste::start_level_4k(input_bits)
+}

@@ -61,6 +61,11 @@ pub enum Command {
         /// StreamID.
         stream_id: u32,
     },
+    /// CMD_TLBI_NH_ALL (4.4.1): VMID 47:32; every stage-1 entry of the VMID.
+    TlbiNhAll {
+        /// VMID.
+        vmid: u16,
+    },
     /// CMD_TLBI_NH_ASID (4.4.2): ASID 63:48, VMID 47:32.
     TlbiNhAsid {
         /// VMID.
@@ -120,6 +125,7 @@ impl Command {
             Command::CfgiCdAll { stream_id } => {
                 [op(opcode::CFGI_CD_ALL) | u64::from(stream_id) << 32, 0]
             }
+            Command::TlbiNhAll { vmid } => [op(opcode::TLBI_NH_ALL) | u64::from(vmid) << 32, 0],
             Command::TlbiNhAsid { vmid, asid } => [
                 op(opcode::TLBI_NH_ASID) | u64::from(vmid) << 32 | u64::from(asid) << 48,
                 0,
@@ -228,10 +234,10 @@ impl CommandQueue {
         &mut self,
         mmio: &impl Mmio,
         mem: &impl PhysMem,
-        commands: &[Command],
+        commands: impl IntoIterator<Item = Command>,
         limit: PollLimit,
     ) -> Result<(), SmmuError> {
-        for command in commands.iter().chain(core::iter::once(&Command::Sync)) {
+        for command in commands.into_iter().chain(core::iter::once(Command::Sync)) {
             let mut consumer = Self::consumer(mmio);
             if self.full(consumer) {
                 mmio.write32(offset::CMDQ_PROD, self.producer);

@@ -182,6 +182,30 @@ impl Ste {
         Ok(ste)
     }
 
+    /// Nested translation with a linear table of 2^`cdmax_log2` CDs
+    /// (S1CDMax) indexed by SubstreamID; transactions without a SubstreamID
+    /// use CD 0 (S1DSS=0b10). Needs SMMU_IDR1.SSIDSIZE >= `cdmax_log2`
+    /// (QEMU 10.0.2 has SSIDSIZE=0, so this is refused there).
+    pub fn nested_with_substreams(
+        stage2: &Stage2Config,
+        cd_table: PhysAddr,
+        cdmax_log2: u32,
+        features: &Features,
+    ) -> Result<Ste, SteError> {
+        let mut ste = Self::nested(
+            stage2,
+            cd_table,
+            &Features {
+                idr1: super::regs::Idr1(features.idr1.0 | 0x1f << 6),
+                ..*features
+            },
+        )?;
+        ste.0[0] |= u64::from(cdmax_log2 & 0x1f) << 59;
+        ste.0[1] |= 0b10;
+        ste.check(features)?;
+        Ok(ste)
+    }
+
     fn set_stage2(&mut self, s2: &Stage2Config, features: &Features) -> Result<(), SteError> {
         if !(25..=48).contains(&s2.ipa_bits) {
             return Err(SteError::Stage2Parameter("ipa_bits must be 25..=48"));

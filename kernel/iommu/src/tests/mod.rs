@@ -1,5 +1,9 @@
 //! Cross-module host tests: the drivers run against the simulated hardware
 //! and the translation models check what they wrote.
 
+mod common;
+mod confinement;
 mod smmu_boot;
+mod smmu_translate;
 mod vtd_boot;
+mod vtd_translate;

@@ -10,6 +10,7 @@
 //!    and recorded as a fault (reason 0x1 legacy, 0x39 scalable);
 //! 4. [`VtdUnit::read_faults`] returns and clears the recorded faults.
 
+pub mod device;
 pub mod dmar;
 pub mod qi;
 pub mod regs;
@@ -202,7 +203,7 @@ impl<M: Mmio> VtdUnit<M> {
     pub fn submit(
         &mut self,
         mem: &impl PhysMem,
-        descriptors: &[Descriptor],
+        descriptors: impl IntoIterator<Item = Descriptor>,
     ) -> Result<(), VtdError> {
         let limit = self.poll_limit;
         let queue = self.queue.as_mut().ok_or(VtdError::Unsupported {
@@ -241,9 +242,9 @@ impl<M: Mmio> VtdUnit<M> {
             let pasid = Descriptor::pasid_cache(PasidCacheScope::Global);
             let iotlb = Descriptor::iotlb(IotlbScope::Global, drain);
             if scalable {
-                self.submit(mem, &[context, pasid, iotlb])
+                self.submit(mem, [context, pasid, iotlb])
             } else {
-                self.submit(mem, &[context, iotlb])
+                self.submit(mem, [context, iotlb])
             }
         } else if scalable {
             Err(VtdError::Unsupported {

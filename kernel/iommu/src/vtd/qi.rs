@@ -314,11 +314,11 @@ impl InvalidationQueue {
         &mut self,
         mmio: &impl Mmio,
         mem: &impl PhysMem,
-        descriptors: &[Descriptor],
+        descriptors: impl IntoIterator<Item = Descriptor>,
         limit: PollLimit,
     ) -> Result<(), VtdError> {
         for descriptor in descriptors {
-            self.push(mmio, mem, descriptor, limit)?;
+            self.push(mmio, mem, &descriptor, limit)?;
         }
         self.sequence = self.sequence.wrapping_add(1).max(1);
         let sequence = self.sequence;

@@ -1,0 +1,303 @@
+//! Per-device configuration of a VT-d unit: legacy context entries and
+//! scalable-mode PASID entries, each change followed by the invalidations
+//! VT-d 6.5.3.3 ("Guidance to Software for Invalidations") requires, in one
+//! batch with one completion wait.
+
+use super::qi::{ContextScope, Descriptor, IotlbScope, PasidCacheScope, PasidIotlbScope};
+use super::regs::RootTableMode;
+use super::tables::{
+    LegacyContext, PASID_LIMIT, PasidConfig, PasidEntry, legacy_context_entry,
+    pasid_directory_entry, scalable_context_entry,
+};
+use super::{VtdError, VtdUnit};
+use crate::invalidation::{
+    InvalidationBatch, InvalidationRange, InvalidationStats, InvalidationTarget, aligned_chunks,
+};
+use crate::{FrameAllocator, Mmio, PhysAddr, PhysMem, bit};
+
+fn no_root(mode: RootTableMode) -> VtdError {
+    match mode {
+        RootTableMode::Legacy => VtdError::InvalidParameter {
+            what: "no legacy-mode root table installed",
+        },
+        RootTableMode::Scalable => VtdError::InvalidParameter {
+            what: "no scalable-mode root table installed",
+        },
+    }
+}
+
+impl<M: Mmio> VtdUnit<M> {
+    fn root_for(&self, mode: RootTableMode) -> Result<PhysAddr, VtdError> {
+        match self.root_table() {
+            Some((root, installed)) if installed == mode => Ok(root),
+            _ => Err(no_root(mode)),
+        }
+    }
+
+    fn ensure_table(
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        slot: PhysAddr,
+        what: &'static str,
+    ) -> Result<(PhysAddr, bool), VtdError> {
+        let entry = mem.read_u64(slot);
+        if bit(entry, 0) {
+            return Ok((entry & 0x000f_ffff_ffff_f000, false));
+        }
+        let table = alloc
+            .alloc_zeroed_frame()
+            .ok_or(VtdError::OutOfMemory { what })?;
+        mem.write_u64(slot, table | 1);
+        Ok((table, true))
+    }
+
+    /// Legacy mode: points requester `source_id` at `context` (or blocks it
+    /// with `None`), then invalidates its context-cache entry and the IOTLB
+    /// of the old and new domains, with one wait. A present entry is first
+    /// made not-present and invalidated (no torn 128-bit update is visible).
+    pub fn set_legacy_context(
+        &mut self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        source_id: u16,
+        context: Option<LegacyContext>,
+    ) -> Result<(), VtdError> {
+        let root = self.root_for(RootTableMode::Legacy)?;
+        let new = context
+            .map(|c| legacy_context_entry(c, self.capability(), self.extended_capability()))
+            .transpose()?;
+        let bus = u64::from(source_id >> 8);
+        let (table, _) = Self::ensure_table(mem, alloc, root + 16 * bus, "context table")?;
+        let slot = table + 16 * u64::from(source_id & 0xff);
+        let old_low = mem.read_u64(slot);
+        let old_domain = (mem.read_u64(slot + 8) >> 8) as u16;
+        if bit(old_low, 0) {
+            mem.write_u64(slot, 0);
+            self.invalidate_device(mem, source_id, old_domain)?;
+        }
+        match new {
+            Some([low, high]) => {
+                mem.write_u64(slot + 8, high);
+                mem.write_u64(slot, low);
+                self.invalidate_device(mem, source_id, (high >> 8) as u16)
+            }
+            None => {
+                mem.write_u64(slot + 8, 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn invalidate_device(
+        &mut self,
+        mem: &impl PhysMem,
+        source_id: u16,
+        domain: u16,
+    ) -> Result<(), VtdError> {
+        let drain = self.capability().drd() || self.capability().dwd();
+        if self.queue().is_some() {
+            self.submit(
+                mem,
+                [
+                    Descriptor::context_cache(ContextScope::Device {
+                        domain,
+                        source_id,
+                        function_mask: 0,
+                    }),
+                    Descriptor::iotlb(IotlbScope::Domain(domain), drain),
+                ],
+            )
+        } else {
+            self.invalidate_all(mem)
+        }
+    }
+
+    /// Scalable mode: sets the PASID-table entry of (`source_id`, `pasid`)
+    /// to `config` (or clears it with `None`), creating the context entry,
+    /// PASID directory and PASID table on first use. Requests without a
+    /// PASID use RID_PASID 0. A present entry is first cleared and
+    /// invalidated; the new one is written words 1..7 then word 0, then the
+    /// PASID cache, PASID-based IOTLB and IOTLB of the domain are invalidated
+    /// (plus the context cache when the context entry is new), one wait.
+    pub fn set_pasid_entry(
+        &mut self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        source_id: u16,
+        pasid: u32,
+        config: Option<PasidConfig>,
+    ) -> Result<(), VtdError> {
+        let root = self.root_for(RootTableMode::Scalable)?;
+        let ecap = self.extended_capability();
+        let pasid_limit = if ecap.pasid() {
+            PASID_LIMIT.min(1 << ecap.pasid_bits().min(20))
+        } else {
+            1
+        };
+        if pasid >= pasid_limit {
+            return Err(VtdError::InvalidParameter {
+                what: "PASID beyond the unit's PASID width or the 32768 the directory covers",
+            });
+        }
+        let entry = config
+            .map(|c| PasidEntry::encode(c, self.capability(), ecap))
+            .transpose()?;
+        let bus = u64::from(source_id >> 8);
+        let devfn = u64::from(source_id & 0xff);
+        let half = if devfn >= 128 { 8 } else { 0 };
+        let (context_table, _) =
+            Self::ensure_table(mem, alloc, root + 16 * bus + half, "scalable context table")?;
+        let context_slot = context_table + 32 * (devfn % 128);
+        let new_context = !bit(mem.read_u64(context_slot), 0);
+        let directory = if new_context {
+            let directory = alloc.alloc_zeroed_frame().ok_or(VtdError::OutOfMemory {
+                what: "PASID directory",
+            })?;
+            let words = scalable_context_entry(directory, 0, ecap.pasid());
+            for (i, word) in words.iter().enumerate().skip(1) {
+                mem.write_u64(context_slot + 8 * i as u64, *word);
+            }
+            mem.write_u64(context_slot, words[0]);
+            directory
+        } else {
+            mem.read_u64(context_slot) & 0x000f_ffff_ffff_f000
+        };
+        let dir_slot = directory + 8 * u64::from(pasid >> 6);
+        let pasid_table = match mem.read_u64(dir_slot) {
+            e if bit(e, 0) => e & 0x000f_ffff_ffff_f000,
+            _ => {
+                let table = alloc.alloc_zeroed_frame().ok_or(VtdError::OutOfMemory {
+                    what: "PASID table",
+                })?;
+                mem.write_u64(dir_slot, pasid_directory_entry(table));
+                table
+            }
+        };
+        let slot = pasid_table + 64 * u64::from(pasid & 0x3f);
+        let old = mem.read_u64(slot);
+        let old_domain = mem.read_u64(slot + 8) as u16;
+        if bit(old, 0) {
+            mem.write_u64(slot, 0);
+            self.invalidate_pasid(mem, source_id, pasid, old_domain, false)?;
+        }
+        let Some(entry) = entry else {
+            return if new_context {
+                self.invalidate_pasid(mem, source_id, pasid, 0, true)
+            } else {
+                Ok(())
+            };
+        };
+        for (i, word) in entry.0.iter().enumerate().skip(1) {
+            mem.write_u64(slot + 8 * i as u64, *word);
+        }
+        mem.write_u64(slot, entry.0[0]);
+        self.invalidate_pasid(mem, source_id, pasid, entry.domain(), new_context)
+    }
+
+    fn invalidate_pasid(
+        &mut self,
+        mem: &impl PhysMem,
+        source_id: u16,
+        pasid: u32,
+        domain: u16,
+        context_too: bool,
+    ) -> Result<(), VtdError> {
+        let drain = self.capability().drd() || self.capability().dwd();
+        let context = Descriptor::context_cache(ContextScope::Device {
+            domain,
+            source_id,
+            function_mask: 0,
+        });
+        let descriptors = [
+            Descriptor::pasid_cache(PasidCacheScope::Pasid { domain, pasid }),
+            Descriptor::pasid_iotlb(PasidIotlbScope::Pasid { domain, pasid }),
+            Descriptor::iotlb(IotlbScope::Domain(domain), drain),
+        ];
+        let context = context_too.then_some(context);
+        self.submit(mem, context.into_iter().chain(descriptors))
+    }
+}
+
+impl<M: Mmio> VtdUnit<M> {
+    /// Flushes `batch` (VT-d targets only): page-selective IOTLB / PASID-based
+    /// IOTLB descriptors in aligned chunks (AM up to CAP.MAMV; whole-domain
+    /// or whole-PASID when CAP.PSI is clear or a range needs more than
+    /// [`InvalidationBatch::MAX_COMMANDS_PER_RANGE`] descriptors), then one
+    /// wait descriptor. SMMU targets are refused.
+    pub fn flush(
+        &mut self,
+        mem: &impl PhysMem,
+        batch: &InvalidationBatch,
+    ) -> Result<InvalidationStats, VtdError> {
+        if batch.is_empty() {
+            return Ok(InvalidationStats::default());
+        }
+        let cap = self.capability();
+        let drain = cap.drd() || cap.dwd();
+        let max_order = cap.mamv().min(63);
+        for range in batch.iter() {
+            if matches!(
+                range.target,
+                InvalidationTarget::SmmuStage1 { .. } | InvalidationTarget::SmmuStage2 { .. }
+            ) {
+                return Err(VtdError::InvalidParameter {
+                    what: "SMMUv3 invalidation target given to a VT-d unit",
+                });
+            }
+        }
+        let page_selective = |range: &InvalidationRange| {
+            cap.psi()
+                && aligned_chunks(range.start, range.length, max_order)
+                    .nth(InvalidationBatch::MAX_COMMANDS_PER_RANGE)
+                    .is_none()
+        };
+        let descriptors = batch.iter().flat_map(move |range| {
+            let selective = page_selective(&range);
+            let whole = match range.target {
+                InvalidationTarget::VtdPasid { domain, pasid } => {
+                    Descriptor::pasid_iotlb(PasidIotlbScope::Pasid { domain, pasid })
+                }
+                InvalidationTarget::VtdDomain { domain } => {
+                    Descriptor::iotlb(IotlbScope::Domain(domain), drain)
+                }
+                _ => Descriptor::iotlb(IotlbScope::Global, drain),
+            };
+            let chunks = aligned_chunks(range.start, range.length, max_order)
+                .filter(move |_| selective)
+                .map(move |(address, order)| match range.target {
+                    InvalidationTarget::VtdPasid { domain, pasid } => {
+                        Descriptor::pasid_iotlb(PasidIotlbScope::Pages {
+                            domain,
+                            pasid,
+                            address,
+                            order,
+                            leaf_only: false,
+                        })
+                    }
+                    InvalidationTarget::VtdDomain { domain } => Descriptor::iotlb(
+                        IotlbScope::Pages {
+                            domain,
+                            address,
+                            order,
+                            leaf_only: false,
+                        },
+                        drain,
+                    ),
+                    _ => whole,
+                });
+            (!selective).then_some(whole).into_iter().chain(chunks)
+        });
+        let before = self.queue().map_or(0, |q| q.descriptors_issued);
+        if self.queue().is_none() {
+            return Err(VtdError::Unsupported {
+                what: "batched invalidation needs queued invalidation",
+            });
+        }
+        self.submit(mem, descriptors)?;
+        let after = self.queue().map_or(0, |q| q.descriptors_issued);
+        Ok(InvalidationStats {
+            commands: after - before - 1,
+            waits: 1,
+        })
+    }
+}
