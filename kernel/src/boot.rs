@@ -192,6 +192,9 @@ pub fn main(mut info: BootInfo) -> ! {
     if let Some(names) = cmdline.get("bench") {
         crate::exit(crate::bench::run(names, &mut frames));
     }
+    if cmdline.lists("tests", "xcheck") {
+        crate::exit(crate::xcheck::run(&found, &mut frames));
+    }
     if cmdline.lists("tests", "boot") {
         crate::exit(crate::boot_tests::run(&cmdline, &found, &mut frames));
     }

@@ -115,6 +115,11 @@ impl Edu {
         self.transfer(BUFFER, to, len, COMMAND_TO_RAM)
     }
 
+    /// Copies `len` bytes from bus address `from` into the device buffer and waits.
+    pub fn dma_from_memory(&self, from: u64, len: u64) -> Result<(), EduError> {
+        self.transfer(from, BUFFER, len, 0)
+    }
+
     fn transfer(
         &self,
         source: u64,

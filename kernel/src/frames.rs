@@ -6,6 +6,7 @@ use crate::boot::{MemoryKind, MemoryRegion};
 
 /// A bump allocator over one RAM range.
 pub struct BootFrames {
+    start: u64,
     next: u64,
     end: u64,
 }
@@ -25,9 +26,9 @@ impl BootFrames {
                 let start = r.start.max(kernel_end).max(1 << 20).next_multiple_of(4096);
                 let end = (r.start + r.size) & !4095;
                 (start < end && crate::arch::phys_map_covers(start, end - start))
-                    .then_some(BootFrames { next: start, end })
+                    .then_some(BootFrames { start, next: start, end })
             })
-            .max_by_key(|f| f.end - f.next)
+            .max_by_key(|f| f.end - f.start)
     }
 
     /// A zeroed 4 KiB frame, or `None` when the range is used up.
@@ -41,5 +42,10 @@ impl BootFrames {
         // direct map, handed out once.
         unsafe { core::ptr::write_bytes(crate::mem::phys_to_virt(pa) as *mut u8, 0, 4096) };
         Some(pa)
+    }
+
+    /// The physical range handed out so far.
+    pub fn allocated(&self) -> core::ops::Range<u64> {
+        self.start..self.next
     }
 }

@@ -24,6 +24,7 @@ mod platform;
 mod selftest;
 mod syscall;
 mod vspace;
+mod xcheck;
 
 /// Guest exit status: everything passed.
 pub const EXIT_SUCCESS: u32 = 0;

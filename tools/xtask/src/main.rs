@@ -18,6 +18,7 @@ mod parse;
 mod qemu;
 mod setup;
 mod suite;
+mod xcheck;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

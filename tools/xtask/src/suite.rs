@@ -20,6 +20,7 @@ use crate::kernel;
 use crate::machines::{Arch, SYSTEM_TESTS, SystemTest};
 use crate::parse;
 use crate::qemu::{self, Echo};
+use crate::xcheck;
 
 /// Passed and failed counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +148,11 @@ fn system_test(config: &SystemTest, elf: &Path) -> Tally {
     let args = qemu::arguments(machine, config.qemu_args, elf, config.cmdline, &[]);
     let timeout = Duration::from_secs(config.timeout_secs);
     let mut report = Report::default();
+    let mut cross_check = xcheck::Collector::default();
     let run = qemu::run(machine.qemu, &args, Echo::Quiet, Some(timeout), |line| {
+        if cross_check.see(line) {
+            return;
+        }
         if report.see(line) {
             println!("[{}] {line}", config.name);
         }
@@ -164,6 +169,22 @@ fn system_test(config: &SystemTest, elf: &Path) -> Tally {
     };
     let problem = report.problem(qemu::guest_status(machine.exit, &run));
     let mut tally = report.tally;
+    for case in cross_check.cases() {
+        match case.judge() {
+            Ok(summary) => {
+                tally.passed += 1;
+                println!(
+                    "[{}] test xcheck_{} ... ok ({summary})",
+                    config.name, case.name
+                );
+            }
+            Err(why) => {
+                tally.failed += 1;
+                println!("[{}] test xcheck_{} ... FAILED", config.name, case.name);
+                println!("[{}]     {why}", config.name);
+            }
+        }
+    }
     if let Some(problem) = problem {
         tally.failed += 1;
         println!("[{}] FAILED: {problem}", config.name);

@@ -9,7 +9,10 @@
 //! (VT-d 7.1.3); see [`crate::vtd::regs::fault_reason_name`].
 //!
 //! [`VtdModel::qemu_mode`] reproduces QEMU 10.0.2, which has no nesting:
-//! PGTT=011b is an invalid PASID entry (reason 0x5B).
+//! PGTT=011b is an invalid PASID entry (reason 0x5B). QEMU also reports a
+//! not-present scalable-mode root or context entry with the legacy codes
+//! 0x01 / 0x02, where the specification has 0x39 / 0x41 (found by the
+//! QEMU cross-check, `tests=xcheck`).
 
 use super::{Access, SimMemory};
 use crate::vtd::regs::RootTableMode;
@@ -96,6 +99,9 @@ pub struct VtdModel {
     pub first_stage_1g: bool,
     /// CAP.MGAW in bits.
     pub mgaw: u32,
+    /// Report not-present scalable root/context entries with the legacy
+    /// codes 0x01/0x02, as QEMU 10.0.2 does.
+    pub qemu_fault_codes: bool,
 }
 
 impl VtdModel {
@@ -110,12 +116,14 @@ impl VtdModel {
             pass_through: true,
             first_stage_1g: true,
             mgaw: 48,
+            qemu_fault_codes: false,
         }
     }
 
     /// QEMU 10.0.2 behaviour: no nested translation (PGTT=nested faults 0x5B).
     pub fn qemu_mode(mut self) -> Self {
         self.nesting = false;
+        self.qemu_fault_codes = true;
         self
     }
 }
@@ -206,13 +214,21 @@ impl VtdModel {
         let devfn = u64::from(request.source_id & 0xff);
         let root = memory.read_u64(self.root_table + bus * 16 + if devfn >= 128 { 8 } else { 0 });
         if !bit(root, 0) {
-            return fault(reason::SM_ROOT_NOT_PRESENT);
+            return fault(if self.qemu_fault_codes {
+                reason::ROOT_NOT_PRESENT
+            } else {
+                reason::SM_ROOT_NOT_PRESENT
+            });
         }
         let context_addr = (root & !0xfff) + (devfn % 128) * 32;
         let c0 = memory.read_u64(context_addr);
         let c1 = memory.read_u64(context_addr + 8);
         if !bit(c0, 0) {
-            return fault(reason::SM_CONTEXT_NOT_PRESENT);
+            return fault(if self.qemu_fault_codes {
+                reason::CONTEXT_NOT_PRESENT
+            } else {
+                reason::SM_CONTEXT_NOT_PRESENT
+            });
         }
         let pasid = match request.pasid {
             Some(pasid) => {

@@ -98,6 +98,7 @@ impl<'m> SimVtd<'m> {
             pass_through: ecap.pt(),
             first_stage_1g: self.cap().fl1gp(),
             mgaw: self.cap().mgaw(),
+            qemu_fault_codes: self.qemu_mode,
         })
     }
 
