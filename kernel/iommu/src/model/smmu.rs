@@ -105,7 +105,8 @@ impl Walk<'_> {
             stage2: fault.stage2,
             class: fault.class,
             input_address: self.request.address,
-            address: fault.ipa,
+            // The record holds IPA bits 51:12 (SMMUv3 7.3.12).
+            address: fault.ipa & 0x000f_ffff_ffff_f000,
         })
     }
 

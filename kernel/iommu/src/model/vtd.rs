@@ -345,8 +345,9 @@ impl VtdModel {
             if !readable && !writable {
                 return fault(denied(access));
             }
-            let large = bit(entry, 7);
-            if large && (level > 3 || level == 1) {
+            // Bit 7 is PS above the last level and ignored in a 4 KiB leaf.
+            let large = level > 1 && bit(entry, 7);
+            if large && level > 3 {
                 return fault(reserved);
             }
             let output_base = entry & 0x000f_ffff_ffff_f000;
@@ -424,8 +425,9 @@ impl VtdModel {
                 return fault(reason::FS_USER);
             }
             writable &= bit(entry, 1);
-            let large = bit(entry, 7);
-            if large && (level == 4 || level == 1 || (level == 3 && !self.first_stage_1g)) {
+            // Bit 7 is PS above the last level, PAT in a 4 KiB leaf.
+            let large = level > 1 && bit(entry, 7);
+            if large && (level == 4 || (level == 3 && !self.first_stage_1g)) {
                 return fault(reason::FS_RESERVED);
             }
             let next = entry & 0x000f_ffff_ffff_f000;

@@ -492,11 +492,16 @@ impl Event {
             FaultClass::Input => 2,
         };
         let word1 = u64::from(self.read) << 35 | u64::from(self.stage2) << 39 | class << 40;
+        let address_mask = if self.kind.is_translation_fault() {
+            0x000f_ffff_ffff_f000
+        } else {
+            0x000f_ffff_ffff_fff8
+        };
         [
             word0,
             word1,
             self.input_address,
-            self.address & 0x000f_ffff_ffff_fff8,
+            self.address & address_mask,
         ]
     }
 }
