@@ -217,6 +217,9 @@ impl<'m> SimVtd<'m> {
         let queue_bytes = 4096u64 << (iqa & 7);
         let tail = self.regs.get64(offset::IQT) & 0x7_fff0;
         let mut head = self.regs.get64(offset::IQH) & 0x7_fff0;
+        if self.regs.get(offset::FSTS) & FaultStatus::IQE.bits() != 0 {
+            return;
+        }
         let mut counts = self.counts.get();
         while head != tail {
             let low = self.memory.read_u64(base + head);
@@ -262,6 +265,10 @@ impl Mmio for SimVtd<'_> {
                 let clear = value & FaultStatus::from_bits_retain(value).clearable().bits();
                 self.regs
                     .set(offset::FSTS, self.regs.get(offset::FSTS) & !clear);
+                if clear & FaultStatus::IQE.bits() != 0 {
+                    // Fetching resumes at IQH once IQE is cleared.
+                    self.process_queue();
+                }
             }
             0x2c => {
                 // CCMD upper half: ICC is acted on and cleared.

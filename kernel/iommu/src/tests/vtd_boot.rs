@@ -178,3 +178,27 @@ fn fault_interrupt_registers() {
     assert_eq!(device.read32(offset::FECTL), 1 << 31);
     let _ = memory.read_u64(0);
 }
+
+#[test]
+fn invalidation_queue_error_is_reported_and_recovered() {
+    use crate::vtd::qi::Descriptor;
+    use crate::vtd::regs::FaultStatus;
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device).with_poll_limit(PollLimit(1000));
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    let bad = Descriptor([0xf, 0, 0, 0]);
+    let err = unit.submit(&memory, [bad]).unwrap_err();
+    assert_eq!(
+        err,
+        VtdError::InvalidationQueueError {
+            status: FaultStatus::IQE
+        }
+    );
+    assert!(!unit.fault_status().contains(FaultStatus::IQE));
+    // The queue works again.
+    unit.invalidate_all(&memory).unwrap();
+    assert!(unit.queue().unwrap().waits_issued >= 3);
+}

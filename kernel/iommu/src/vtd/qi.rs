@@ -260,14 +260,26 @@ impl InvalidationQueue {
         ((mmio.read64(offset::IQH) & 0x7_fff0) / self.descriptor_size()) as u32
     }
 
-    fn check_errors(mmio: &impl Mmio) -> Result<(), VtdError> {
+    /// Reports FSTS.IQE/ITE/ICE and recovers (VT-d 6.5.2.10): for IQE the
+    /// descriptor at IQH is replaced by a wait descriptor without status
+    /// write (a no-op) and IQE is cleared so the hardware resumes; ITE/ICE
+    /// are cleared. The error is still returned to the caller.
+    fn check_errors(&self, mmio: &impl Mmio, mem: &impl PhysMem) -> Result<(), VtdError> {
         let status = FaultStatus::from_bits_retain(mmio.read32(offset::FSTS));
         let errors = status & (FaultStatus::IQE | FaultStatus::ITE | FaultStatus::ICE);
         if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(VtdError::InvalidationQueueError { status: errors })
+            return Ok(());
         }
+        if errors.contains(FaultStatus::IQE) {
+            let slot = self.base + u64::from(self.head_index(mmio)) * self.descriptor_size();
+            let words = if self.wide { 4 } else { 2 };
+            let no_op = Descriptor([kind::WAIT, 0, 0, 0]);
+            for (i, word) in no_op.0.iter().take(words).enumerate().rev() {
+                mem.write_u64(slot + 8 * i as u64, *word);
+            }
+        }
+        mmio.write32(offset::FSTS, errors.bits());
+        Err(VtdError::InvalidationQueueError { status: errors })
     }
 
     fn publish_tail(&self, mmio: &impl Mmio) {
@@ -287,7 +299,7 @@ impl InvalidationQueue {
             self.publish_tail(mmio);
             let mut error = Ok(());
             let drained = limit.wait(|| {
-                error = Self::check_errors(mmio);
+                error = self.check_errors(mmio, mem);
                 error.is_err() || next != self.head_index(mmio)
             });
             error?;
@@ -330,7 +342,7 @@ impl InvalidationQueue {
             if mem.read_u32(self.status) == sequence {
                 return true;
             }
-            error = Self::check_errors(mmio);
+            error = self.check_errors(mmio, mem);
             error.is_err()
         });
         error?;
