@@ -1,0 +1,744 @@
+//! One method per capability invocation (`abi::Invocation`), on the
+//! [`Cap`] of the kind it applies to.
+//!
+//! Each method's documentation names the label, says what the kernel does
+//! and which errors it names, following `abi`'s interface description
+//! (which stays the reference). Besides the errors listed, every invocation
+//! may fail with [`Error::LookupFailed`] (a slot that does not resolve),
+//! [`Error::TruncatedMessage`], [`Error::InvalidInvocation`] (the slot holds
+//! another kind of object) and [`Error::InsufficientRights`]; unless said
+//! otherwise it needs the `Write` right on the invoked capability. An error
+//! means nothing changed.
+//!
+//! Slot arguments (`dest_slot`, `source`, ...) are indices in the caller's
+//! CSpace. Methods that create a capability in a slot return a [`Cap`] for
+//! it.
+
+use crate::cap::{
+    CNode, Cap, CapType, Endpoint, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace, IoUserTable,
+    IommuControl, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped,
+};
+use crate::syscall::{UNKNOWN_STATUS, status_to_result, syscall};
+use crate::{Error, Invocation, MessageInfo, ObjectType, Rights, ipc};
+use abi::Syscall;
+
+/// What an invocation's reply carried: its message word and registers 0..4
+/// (registers 4.. are in the IPC buffer, [`ipc::mr`]).
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    info: MessageInfo,
+    mrs: [u64; 4],
+}
+
+/// Invokes `cap` with `label`, message registers `mrs` (at most 4) and the
+/// extra capabilities `caps`, which go to the IPC buffer.
+fn invoke<T: CapType>(
+    cap: Cap<T>,
+    label: Invocation,
+    mrs: &[u64],
+    caps: &[u32],
+) -> Result<Reply, Error> {
+    let mut registers = [0; 4];
+    registers[..mrs.len()].copy_from_slice(mrs);
+    for (index, slot) in caps.iter().enumerate() {
+        ipc::set_cap(index, *slot);
+    }
+    let info = MessageInfo {
+        label: label as u32,
+        length: mrs.len() as u8,
+        extra_caps: caps.len() as u8,
+    };
+    let out = syscall(
+        Syscall::Call as u64,
+        u64::from(cap.slot()),
+        info.to_word(),
+        registers,
+    );
+    status_to_result(out.status)?;
+    let info = MessageInfo::from_word(out.info).map_err(|_| UNKNOWN_STATUS)?;
+    Ok(Reply { info, mrs: out.mrs })
+}
+
+/// Invokes and expects nothing back but the status.
+fn invoke_status<T: CapType>(
+    cap: Cap<T>,
+    label: Invocation,
+    mrs: &[u64],
+    caps: &[u32],
+) -> Result<(), Error> {
+    invoke(cap, label, mrs, caps).map(|_| ())
+}
+
+/// Rights of a CPU or IO mapping: bit 0 read, 1 write, 2 execute (CPU
+/// mappings only). Never more than the Frame capability's rights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapRights(u64);
+
+impl MapRights {
+    /// Read only.
+    pub const READ: MapRights = MapRights(1);
+    /// Read and write.
+    pub const READ_WRITE: MapRights = MapRights(3);
+    /// Read and execute (CPU mappings).
+    pub const READ_EXECUTE: MapRights = MapRights(5);
+    /// Write only (a device that only writes).
+    pub const WRITE: MapRights = MapRights(2);
+
+    /// From raw bits (bit 0 read, 1 write, 2 execute); other bits are passed
+    /// to the kernel as they are, which answers `InvalidRights`.
+    pub const fn from_bits(bits: u64) -> MapRights {
+        MapRights(bits)
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+}
+
+impl Cap<Untyped> {
+    /// `UntypedRetype`: creates `count` objects of type `kind` and size
+    /// `2^size_bits` bytes (Untyped, CNode slots, Frame: 12 or 21; ignored
+    /// for fixed-size kinds) into slots `dest_slot..dest_slot + count`.
+    /// An IoSpace needs the unit's IommuControl: use
+    /// [`retype_io_space`](Cap::retype_io_space).
+    ///
+    /// Errors: `InvalidArgument` (type), `InvalidSize`, `UntypedExhausted`,
+    /// `DeviceMemory`, `SlotOccupied`, `ObjectTableFull`.
+    pub fn retype(
+        self,
+        kind: ObjectType,
+        size_bits: u8,
+        dest_slot: u32,
+        count: u32,
+    ) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::UntypedRetype,
+            &[
+                kind as u64,
+                u64::from(size_bits),
+                u64::from(dest_slot),
+                u64::from(count),
+            ],
+            &[],
+        )
+    }
+
+    /// `UntypedRetype` of IoSpaces: creates `count` stage-2 IO domains of
+    /// the unit `control` (cap 0) into slots `dest_slot..dest_slot + count`.
+    ///
+    /// Errors: as [`retype`](Cap::retype), and `NoDomainIds` (every DID/VMID
+    /// of the unit is in use).
+    pub fn retype_io_space(
+        self,
+        control: Cap<IommuControl>,
+        dest_slot: u32,
+        count: u32,
+    ) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::UntypedRetype,
+            &[
+                ObjectType::IoSpace as u64,
+                0,
+                u64::from(dest_slot),
+                u64::from(count),
+            ],
+            &[control.slot()],
+        )
+    }
+}
+
+impl Cap<CNode> {
+    /// `CnodeCopy`: copies slot `source` into the empty slot `dest` with
+    /// rights `rights` & the source's rights.
+    ///
+    /// Errors: `EmptySlot`, `SlotOccupied`.
+    pub fn copy(self, dest: u32, source: u32, rights: Rights) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::CnodeCopy,
+            &[u64::from(dest), u64::from(source), u64::from(rights.bits())],
+            &[],
+        )
+    }
+
+    /// `CnodeMint`: like [`copy`](Cap::copy), and sets `badge` (Endpoint
+    /// and Notification capabilities only).
+    ///
+    /// Errors: `NotBadgeable`, `AlreadyBadged`, `EmptySlot`, `SlotOccupied`.
+    pub fn mint(self, dest: u32, source: u32, rights: Rights, badge: u64) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::CnodeMint,
+            &[
+                u64::from(dest),
+                u64::from(source),
+                u64::from(rights.bits()),
+                badge,
+            ],
+            &[],
+        )
+    }
+
+    /// `CnodeMove`: moves slot `source` to the empty slot `dest`.
+    ///
+    /// Errors: `EmptySlot`, `SlotOccupied`.
+    pub fn move_(self, dest: u32, source: u32) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::CnodeMove,
+            &[u64::from(dest), u64::from(source)],
+            &[],
+        )
+    }
+
+    /// `CnodeDelete`: deletes the capability in `slot`; the last capability
+    /// to an object destroys it and everything that depended on it (IO
+    /// mappings, attachments, PASID bindings) before the call returns.
+    ///
+    /// Errors: `CnodeNotEmpty`.
+    pub fn delete(self, slot: u32) -> Result<(), Error> {
+        invoke_status(self, Invocation::CnodeDelete, &[u64::from(slot)], &[])
+    }
+
+    /// `CnodeRevoke`: deletes every capability derived from `slot`, with the
+    /// same strictness as [`delete`](Cap::delete).
+    pub fn revoke(self, slot: u32) -> Result<(), Error> {
+        invoke_status(self, Invocation::CnodeRevoke, &[u64::from(slot)], &[])
+    }
+}
+
+impl Cap<Tcb> {
+    /// `TcbConfigure`: sets the thread's CSpace (cap 0), VSpace (cap 1), IPC
+    /// buffer frame (cap 2) at `ipc_buffer_address`, and its fault endpoint
+    /// slot `fault_endpoint`. Threads that use `sys` expect their buffer at
+    /// [`ipc::IPC_BUFFER_ADDRESS`].
+    pub fn configure(
+        self,
+        fault_endpoint: u32,
+        cspace: Cap<CNode>,
+        vspace: Cap<PageTable>,
+        ipc_buffer: Cap<Frame>,
+        ipc_buffer_address: u64,
+    ) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::TcbConfigure,
+            &[u64::from(fault_endpoint), ipc_buffer_address],
+            &[cspace.slot(), vspace.slot(), ipc_buffer.slot()],
+        )
+    }
+
+    /// `TcbSetPriority`: sets the priority (0..=255, so the kernel's
+    /// `InvalidArgument` cannot arise from this wrapper).
+    pub fn set_priority(self, priority: u8) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::TcbSetPriority,
+            &[u64::from(priority)],
+            &[],
+        )
+    }
+
+    /// `TcbWriteRegisters`: sets the program counter, stack pointer and
+    /// first argument register (`rdi` / `x0`; `rt` passes it to the program
+    /// as the address of its capability table).
+    pub fn write_registers(self, pc: u64, sp: u64, argument: u64) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::TcbWriteRegisters,
+            &[pc, sp, argument],
+            &[],
+        )
+    }
+
+    /// `TcbResume`: makes the thread runnable.
+    pub fn resume(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::TcbResume, &[], &[])
+    }
+
+    /// `TcbSuspend`: stops the thread.
+    pub fn suspend(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::TcbSuspend, &[], &[])
+    }
+}
+
+impl Cap<Frame> {
+    /// `FrameMap`: maps the frame into the VSpace `vspace` (cap 0) at
+    /// `address` with `rights` (at most the capability's).
+    ///
+    /// Errors: `AlreadyMapped`, `InvalidAddress`, `AddressInUse`,
+    /// `InvalidRights`.
+    pub fn map(self, vspace: Cap<PageTable>, address: u64, rights: MapRights) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::FrameMap,
+            &[address, rights.bits()],
+            &[vspace.slot()],
+        )
+    }
+
+    /// `FrameUnmap`: removes this capability's mapping (CPU or IO).
+    ///
+    /// Errors: `NotMapped`.
+    pub fn unmap(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::FrameUnmap, &[], &[])
+    }
+}
+
+impl Cap<PageTable> {
+    /// `PageTableMap`: installs this page table in the VSpace `vspace`
+    /// (cap 0) to cover `address`.
+    pub fn map(self, vspace: Cap<PageTable>, address: u64) -> Result<(), Error> {
+        invoke_status(self, Invocation::PageTableMap, &[address], &[vspace.slot()])
+    }
+
+    /// `PageTableUnmap`: removes this page table from its VSpace.
+    pub fn unmap(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::PageTableUnmap, &[], &[])
+    }
+}
+
+impl Cap<IrqControl> {
+    /// `IrqControlGet`: creates the handler for interrupt line `line` in
+    /// `dest_slot`.
+    ///
+    /// Errors: `OutOfScope`, `DeviceInUse`.
+    pub fn get(self, line: u64, dest_slot: u32) -> Result<Cap<IrqHandler>, Error> {
+        invoke_status(
+            self,
+            Invocation::IrqControlGet,
+            &[line, u64::from(dest_slot)],
+            &[],
+        )?;
+        Ok(Cap::from_slot(dest_slot))
+    }
+}
+
+impl Cap<IrqHandler> {
+    /// `IrqHandlerAck`: acknowledges the interrupt, so the line can fire again.
+    pub fn ack(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::IrqHandlerAck, &[], &[])
+    }
+
+    /// `IrqHandlerSetNotification`: delivers the line to `notification` (cap 0).
+    pub fn set_notification(self, notification: Cap<Notification>) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::IrqHandlerSetNotification,
+            &[],
+            &[notification.slot()],
+        )
+    }
+}
+
+/// Which IOMMU architecture a unit implements (`Identify` MR0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vendor {
+    /// Intel VT-d (1).
+    VtD,
+    /// Arm SMMUv3 (2).
+    SmmuV3,
+    /// A number this SDK does not know.
+    Other(u64),
+}
+
+/// What `IommuIdentify` reports about a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IommuInfo {
+    /// MR0: the architecture.
+    pub vendor: Vendor,
+    /// MR1 bit 0: stage-1 (driver-owned) translation.
+    pub stage1: bool,
+    /// MR1 bit 1: stage-2 (kernel-owned) translation.
+    pub stage2: bool,
+    /// MR1 bit 2: hardware nesting of stage 1 under stage 2.
+    pub hardware_nesting: bool,
+    /// MR1 bit 3: nesting served by a kernel shadow table.
+    pub shadow_nesting: bool,
+    /// MR2: PASID width in bits.
+    pub pasid_bits: u64,
+    /// MR3: supported page sizes as a bit set of log2 sizes (bit 12: 4 KiB).
+    pub page_sizes: u64,
+    /// MR4: number of domain ids (DIDs / VMIDs).
+    pub domain_ids: u64,
+}
+
+impl IommuInfo {
+    /// Decodes the five reply registers of `IommuIdentify`.
+    pub const fn from_registers(mrs: [u64; 5]) -> IommuInfo {
+        IommuInfo {
+            vendor: match mrs[0] {
+                1 => Vendor::VtD,
+                2 => Vendor::SmmuV3,
+                other => Vendor::Other(other),
+            },
+            stage1: mrs[1] & 1 != 0,
+            stage2: mrs[1] & 2 != 0,
+            hardware_nesting: mrs[1] & 4 != 0,
+            shadow_nesting: mrs[1] & 8 != 0,
+            pasid_bits: mrs[2],
+            page_sizes: mrs[3],
+            domain_ids: mrs[4],
+        }
+    }
+
+    /// Whether pages of `2^log2_size` bytes are supported.
+    pub const fn supports_page_size(&self, log2_size: u8) -> bool {
+        log2_size < 64 && self.page_sizes & (1 << log2_size) != 0
+    }
+}
+
+impl Cap<IommuControl> {
+    /// `IommuIdentify` (read right): describes the unit.
+    ///
+    /// A reply with fewer than 5 registers is reported as
+    /// [`UNKNOWN_STATUS`](crate::syscall::UNKNOWN_STATUS).
+    pub fn identify(self) -> Result<IommuInfo, Error> {
+        let reply = invoke(self, Invocation::IommuIdentify, &[], &[])?;
+        if reply.info.length < 5 {
+            return Err(UNKNOWN_STATUS);
+        }
+        let [a, b, c, d] = reply.mrs;
+        Ok(IommuInfo::from_registers([a, b, c, d, ipc::mr(4)]))
+    }
+
+    /// `IommuMintDevice`: creates the IoDevice for requester `requester`
+    /// (PCI RID or StreamID) in `dest_slot`.
+    ///
+    /// Errors: `OutOfScope` (not in the unit's device scope), `DeviceInUse`.
+    pub fn mint_device(self, requester: u32, dest_slot: u32) -> Result<Cap<IoDevice>, Error> {
+        invoke_status(
+            self,
+            Invocation::IommuMintDevice,
+            &[u64::from(requester), u64::from(dest_slot)],
+            &[],
+        )?;
+        Ok(Cap::from_slot(dest_slot))
+    }
+}
+
+impl Cap<IoDevice> {
+    /// `IoDeviceAttach`: translates the device's DMA with the stage-2 `space`
+    /// (cap 0).
+    ///
+    /// Errors: `AlreadyAttached`, `WrongUnit`.
+    pub fn attach(self, space: Cap<IoSpace>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoDeviceAttach, &[], &[space.slot()])
+    }
+
+    /// `IoDeviceAttachNested`: translates the device's DMA with `table`
+    /// (cap 0) as stage 1, nested under its IoSpace.
+    ///
+    /// Errors: `AlreadyAttached`, `WrongUnit`, `DeadObject`.
+    pub fn attach_nested(self, table: Cap<IoUserTable>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoDeviceAttachNested, &[], &[table.slot()])
+    }
+
+    /// `IoDeviceDetach`: blocks the device's DMA again.
+    ///
+    /// Errors: `NotAttached`.
+    pub fn detach(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoDeviceDetach, &[], &[])
+    }
+
+    /// `IoDeviceMintPasid`: creates the IoPasid for `pasid` in `dest_slot`.
+    ///
+    /// Errors: `PasidOutOfRange`, `PasidInUse`.
+    pub fn mint_pasid(self, pasid: u32, dest_slot: u32) -> Result<Cap<IoPasid>, Error> {
+        invoke_status(
+            self,
+            Invocation::IoDeviceMintPasid,
+            &[u64::from(pasid), u64::from(dest_slot)],
+            &[],
+        )?;
+        Ok(Cap::from_slot(dest_slot))
+    }
+}
+
+/// The format of a driver's stage-1 tables (`IoSpaceBindUserTable` MR1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum UserTableFormat {
+    /// x86 first-stage, 4-level (1).
+    X86FirstStage4Level = 1,
+    /// Arm VMSAv8-64 stage 1, 4 KiB granule, 48-bit (2).
+    ArmStage1Granule4k48Bit = 2,
+}
+
+impl Cap<IoSpace> {
+    /// `IoSpaceMap`: maps `frame` (cap 0) at `ipa` with `rights` (read and
+    /// write only; at most the Frame capability's).
+    ///
+    /// Errors: `InvalidAddress` (misaligned, out of range, or in the
+    /// reserved kernel window), `AddressInUse`, `AlreadyMapped`,
+    /// `InvalidRights`.
+    pub fn map(self, frame: Cap<Frame>, ipa: u64, rights: MapRights) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::IoSpaceMap,
+            &[ipa, rights.bits()],
+            &[frame.slot()],
+        )
+    }
+
+    /// `IoSpaceUnmap`: unmaps `frame` (cap 0) from this space; caches are
+    /// invalidated and the invalidation has completed when the call returns.
+    pub fn unmap(self, frame: Cap<Frame>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoSpaceUnmap, &[], &[frame.slot()])
+    }
+
+    /// `IoSpaceBindUserTable`: creates in `dest_slot` an IoUserTable rooted
+    /// at IPA `root_ipa` in `format`.
+    ///
+    /// Errors: `InvalidAddress`, `InvalidArgument` (format not supported by
+    /// the unit).
+    pub fn bind_user_table(
+        self,
+        root_ipa: u64,
+        format: UserTableFormat,
+        dest_slot: u32,
+    ) -> Result<Cap<IoUserTable>, Error> {
+        invoke_status(
+            self,
+            Invocation::IoSpaceBindUserTable,
+            &[root_ipa, format as u64, u64::from(dest_slot)],
+            &[],
+        )?;
+        Ok(Cap::from_slot(dest_slot))
+    }
+}
+
+impl Cap<IoUserTable> {
+    /// `IoUserTableInvalidate`: the driver changed its stage-1 entries for
+    /// IOVAs `start..start + length` (`length` 0: everything); makes the
+    /// hardware see them. Returns the first IOVA not yet processed (the end
+    /// when done; shadow nesting bounds the work per call, so call again
+    /// from there, or use [`invalidate_range`](Cap::invalidate_range)).
+    pub fn invalidate(self, start: u64, length: u64) -> Result<u64, Error> {
+        let reply = invoke(
+            self,
+            Invocation::IoUserTableInvalidate,
+            &[start, length],
+            &[],
+        )?;
+        if reply.info.length < 1 {
+            return Err(UNKNOWN_STATUS);
+        }
+        Ok(reply.mrs[0])
+    }
+
+    /// Calls [`invalidate`](Cap::invalidate) until all of
+    /// `start..start + length` is processed (`length` > 0). A reply that
+    /// does not advance is reported as
+    /// [`UNKNOWN_STATUS`](crate::syscall::UNKNOWN_STATUS) rather than
+    /// looping forever; `length` 0 is `Error::InvalidArgument`.
+    pub fn invalidate_range(self, start: u64, length: u64) -> Result<(), Error> {
+        if length == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let end = start.saturating_add(length);
+        let mut next = start;
+        while next < end {
+            let reached = self.invalidate(next, end - next)?;
+            if reached <= next {
+                return Err(UNKNOWN_STATUS);
+            }
+            next = reached;
+        }
+        Ok(())
+    }
+}
+
+/// What an IoPasid can attach to: an [`IoUserTable`] or an [`IoSpace`].
+pub trait PasidTarget: CapType {}
+impl PasidTarget for IoUserTable {}
+impl PasidTarget for IoSpace {}
+
+impl Cap<IoPasid> {
+    /// `IoPasidAttach`: attaches to `target` (cap 0), an IoUserTable or an
+    /// IoSpace, which must use the device's IoSpace.
+    ///
+    /// Errors: `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`.
+    pub fn attach<T: PasidTarget>(self, target: Cap<T>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoPasidAttach, &[], &[target.slot()])
+    }
+
+    /// `IoPasidDetach`: detaches.
+    ///
+    /// Errors: `NotAttached`.
+    pub fn detach(self) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoPasidDetach, &[], &[])
+    }
+}
+
+/// Whose faults an IoFaultQueue can receive: an [`IoDevice`] or an [`IoSpace`].
+pub trait FaultSource: CapType {}
+impl FaultSource for IoDevice {}
+impl FaultSource for IoSpace {}
+
+/// One IO page fault, as `IoFaultQueuePop` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultRecord {
+    /// MR0: the badge of the device capability.
+    pub badge: u64,
+    /// MR1: the PASID, `None` for DMA without one (`u64::MAX`).
+    pub pasid: Option<u64>,
+    /// MR2: the faulting address.
+    pub address: u64,
+    /// MR3 bit 0: a read.
+    pub read: bool,
+    /// MR3 bit 1: a write.
+    pub write: bool,
+    /// MR4: the stage that faulted (1 or 2).
+    pub stage: u64,
+    /// MR5: the vendor's reason code.
+    pub reason: u64,
+}
+
+impl FaultRecord {
+    /// Decodes the six reply registers of `IoFaultQueuePop`.
+    pub const fn from_registers(mrs: [u64; 6]) -> FaultRecord {
+        FaultRecord {
+            badge: mrs[0],
+            pasid: if mrs[1] == u64::MAX {
+                None
+            } else {
+                Some(mrs[1])
+            },
+            address: mrs[2],
+            read: mrs[3] & 1 != 0,
+            write: mrs[3] & 2 != 0,
+            stage: mrs[4],
+            reason: mrs[5],
+        }
+    }
+}
+
+impl Cap<IoFaultQueue> {
+    /// `IoFaultQueueBind`: signals `notification` (cap 0) when a record
+    /// arrives, and delivers the faults of `source` (cap 1, an IoDevice or
+    /// an IoSpace) here.
+    pub fn bind<S: FaultSource>(
+        self,
+        notification: Cap<Notification>,
+        source: Cap<S>,
+    ) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::IoFaultQueueBind,
+            &[],
+            &[notification.slot(), source.slot()],
+        )
+    }
+
+    /// `IoFaultQueuePop` (read right): takes the oldest record; `None` when
+    /// the queue is empty (a reply of length 0). A reply with 1..5
+    /// registers is reported as
+    /// [`UNKNOWN_STATUS`](crate::syscall::UNKNOWN_STATUS).
+    pub fn pop(self) -> Result<Option<FaultRecord>, Error> {
+        let reply = invoke(self, Invocation::IoFaultQueuePop, &[], &[])?;
+        match reply.info.length {
+            0 => Ok(None),
+            1..=5 => Err(UNKNOWN_STATUS),
+            _ => {
+                let [a, b, c, d] = reply.mrs;
+                Ok(Some(FaultRecord::from_registers([
+                    a,
+                    b,
+                    c,
+                    d,
+                    ipc::mr(4),
+                    ipc::mr(5),
+                ])))
+            }
+        }
+    }
+}
+
+/// A received message: the badge of the capability it came through, its
+/// message word, and registers 0..4 (registers 4.. are in the IPC buffer,
+/// [`ipc::mr`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The badge of the sender's capability (0 if unbadged).
+    pub badge: u64,
+    /// Label, length and extra-capability count.
+    pub info: MessageInfo,
+    /// Message registers 0..4.
+    pub mrs: [u64; 4],
+}
+
+fn received(out: crate::syscall::SyscallOut) -> Result<Received, Error> {
+    status_to_result(out.status)?;
+    let info = MessageInfo::from_word(out.info).map_err(|_| UNKNOWN_STATUS)?;
+    Ok(Received {
+        badge: out.badge,
+        info,
+        mrs: out.mrs,
+    })
+}
+
+impl Cap<Endpoint> {
+    /// `Call`: sends `info` with registers `mrs` (and `mrs[4..length]`,
+    /// extra capabilities from the IPC buffer) and waits for the reply.
+    pub fn call(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
+        received(syscall(
+            Syscall::Call as u64,
+            u64::from(self.slot()),
+            info.to_word(),
+            mrs,
+        ))
+    }
+
+    /// `Send`: sends a message, blocking until a receiver takes it.
+    pub fn send(self, info: MessageInfo, mrs: [u64; 4]) -> Result<(), Error> {
+        let out = syscall(
+            Syscall::Send as u64,
+            u64::from(self.slot()),
+            info.to_word(),
+            mrs,
+        );
+        status_to_result(out.status)
+    }
+
+    /// `Recv`: waits for a message on this endpoint (or a signal on a bound
+    /// notification).
+    pub fn recv(self) -> Result<Received, Error> {
+        received(syscall(
+            Syscall::Recv as u64,
+            u64::from(self.slot()),
+            0,
+            [0; 4],
+        ))
+    }
+
+    /// `ReplyRecv`: replies `info`/`mrs` to the last caller, then waits for
+    /// the next message on this endpoint.
+    pub fn reply_recv(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
+        received(syscall(
+            Syscall::ReplyRecv as u64,
+            u64::from(self.slot()),
+            info.to_word(),
+            mrs,
+        ))
+    }
+}
+
+impl Cap<Notification> {
+    /// `Signal`: ORs this capability's badge into the notification's word.
+    pub fn signal(self) -> Result<(), Error> {
+        let out = syscall(Syscall::Signal as u64, u64::from(self.slot()), 0, [0; 4]);
+        status_to_result(out.status)
+    }
+
+    /// `Wait`: waits for the notification's word to become non-zero, takes
+    /// it (the word is cleared) and returns it (in the badge register).
+    pub fn wait(self) -> Result<u64, Error> {
+        let out = syscall(Syscall::Wait as u64, u64::from(self.slot()), 0, [0; 4]);
+        status_to_result(out.status)?;
+        Ok(out.badge)
+    }
+}

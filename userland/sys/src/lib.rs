@@ -1,0 +1,59 @@
+//! `sys`: how a Portcullis user program talks to the kernel.
+//!
+//! - [`Cap<T>`](Cap): a capability pointer (a slot in the caller's CSpace)
+//!   typed by object kind, with one method per kernel invocation of that
+//!   kind ([`invocations`]), each documented with the kernel operation and
+//!   its errors as `abi` describes them.
+//! - [`syscall`]: the raw system call, with the register table of
+//!   `abi::registers`, and the plain calls ([`yield_now`],
+//!   [`debug_put_char`], [`debug_halt`]; `call`, `send`, `recv`,
+//!   `reply_recv` on [`Cap<Endpoint>`](Cap), `signal`, `wait` on
+//!   [`Cap<Notification>`](Cap)).
+//! - [`ipc`]: the IPC buffer's layout and address, for message registers
+//!   4.. and extra capabilities.
+//! - [`names`]: the table from which a domain learns its capabilities by name.
+//!
+//! Every call returns `Result<_, Error>`: status 0 is `Ok`, a known code is
+//! its [`Error`], and an unknown one is [`syscall::UNKNOWN_STATUS`].
+//!
+//! # Trust
+//!
+//! Nothing here is authority: the kernel checks every slot, kind and right
+//! on every call, so this crate is safe to get wrong (an error code, never a
+//! broken kernel). Its only `unsafe` code is the `syscall`/`svc` instruction
+//! and the volatile accesses to the IPC buffer, both under `target_os =
+//! "none"` with a `// SAFETY:` argument; everything else is denied unsafe.
+//!
+//! # Host builds
+//!
+//! On the host (`cargo test`) there is no kernel: every system call answers
+//! [`Error::NotSupported`] unless a test installed a stand-in with
+//! [`host::set_kernel`], and the IPC buffer is a per-thread variable.
+#![no_std]
+#![deny(unsafe_code)]
+
+#[cfg(not(target_os = "none"))]
+extern crate std;
+
+pub mod cap;
+#[cfg(not(target_os = "none"))]
+pub mod host;
+pub mod invocations;
+pub mod ipc;
+pub mod names;
+pub mod syscall;
+
+pub use abi::{Error, Invocation, MessageInfo, ObjectType, Syscall};
+pub use cap::{
+    CNode, Cap, CapType, Endpoint, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace, IoUserTable,
+    IommuControl, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped,
+};
+pub use caps::{ObjectKind, Rights};
+pub use invocations::{
+    FaultRecord, FaultSource, IommuInfo, MapRights, PasidTarget, Received, UserTableFormat, Vendor,
+};
+pub use names::CapTable;
+pub use syscall::{debug_halt, debug_put_char, debug_put_str, syscall, yield_now};
+
+#[cfg(test)]
+mod tests;

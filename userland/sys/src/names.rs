@@ -1,0 +1,251 @@
+//! Capabilities by name: a protection domain learns which slot holds what
+//! from a small table that init writes into the domain's memory.
+//!
+//! # Layout (init writes it, `rt` hands it to the program)
+//!
+//! One [`CapTable`], `#[repr(C)]`, little-endian, in a page of the domain's
+//! VSpace mapped read-only; its address is the first argument register
+//! (`rdi` / `x0`) of the domain's first thread at entry (init sets it with
+//! `Tcb.WriteRegisters`); 0 means the domain has no table.
+//!
+//! | offset | field | meaning |
+//! |---|---|---|
+//! | 0 | `magic: u64` | [`CAP_TABLE_MAGIC`], "PCLSCAPS" |
+//! | 8 | `version: u32` | [`CAP_TABLE_VERSION`] (1) |
+//! | 12 | `count: u32` | entries in use, at most [`MAX_ENTRIES`] |
+//! | 16 | `entries: [CapEntry; 64]` | the first `count` are valid |
+//!
+//! Each [`CapEntry`] is 40 bytes:
+//!
+//! | offset | field | meaning |
+//! |---|---|---|
+//! | 0 | `name: [u8; 32]` | UTF-8, padded with zero bytes (no zero byte inside the name) |
+//! | 32 | `slot: u32` | the slot in the domain's CSpace |
+//! | 36 | `kind: u32` | the object kind, numbered as `caps::ObjectKind` |
+//!
+//! 2576 bytes in all. Names are those of the system image (`images/*.toml`);
+//! entries are not sorted and names should be unique (lookup takes the
+//! first match).
+
+use crate::cap::{Cap, CapType};
+use caps::ObjectKind;
+
+/// "PCLSCAPS" little-endian: the first word of a [`CapTable`].
+pub const CAP_TABLE_MAGIC: u64 = u64::from_le_bytes(*b"PCLSCAPS");
+/// The layout version this crate reads and writes.
+pub const CAP_TABLE_VERSION: u32 = 1;
+/// How many entries a table holds.
+pub const MAX_ENTRIES: usize = 64;
+/// The longest name, in bytes.
+pub const MAX_NAME_LENGTH: usize = 32;
+
+/// One named capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct CapEntry {
+    /// The name, UTF-8, zero-padded.
+    pub name: [u8; MAX_NAME_LENGTH],
+    /// The slot in the domain's CSpace.
+    pub slot: u32,
+    /// The object kind (`caps::ObjectKind` number).
+    pub kind: u32,
+}
+
+impl CapEntry {
+    /// An unused entry (all zero).
+    pub const EMPTY: CapEntry = CapEntry {
+        name: [0; MAX_NAME_LENGTH],
+        slot: 0,
+        kind: 0,
+    };
+
+    /// The name's bytes, without the padding.
+    pub fn name_bytes(&self) -> &[u8] {
+        let length = self
+            .name
+            .iter()
+            .position(|&byte| byte == 0)
+            .unwrap_or(MAX_NAME_LENGTH);
+        &self.name[..length]
+    }
+}
+
+/// Why [`CapTable::push`] refused an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableError {
+    /// The table already holds [`MAX_ENTRIES`] entries.
+    Full,
+    /// The name is empty, longer than [`MAX_NAME_LENGTH`] bytes, or contains
+    /// a zero byte.
+    BadName,
+    /// The name is already in the table.
+    Duplicate,
+}
+
+/// The table of a domain's named capabilities. See the
+/// [module documentation](self) for its layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct CapTable {
+    /// [`CAP_TABLE_MAGIC`].
+    pub magic: u64,
+    /// [`CAP_TABLE_VERSION`].
+    pub version: u32,
+    /// Entries in use.
+    pub count: u32,
+    /// The entries; the first `count` are valid.
+    pub entries: [CapEntry; MAX_ENTRIES],
+}
+
+impl CapTable {
+    /// An empty table with the right magic and version (what init starts from).
+    pub const fn new() -> CapTable {
+        CapTable {
+            magic: CAP_TABLE_MAGIC,
+            version: CAP_TABLE_VERSION,
+            count: 0,
+            entries: [CapEntry::EMPTY; MAX_ENTRIES],
+        }
+    }
+
+    /// Whether the header is one this crate reads: right magic and version,
+    /// `count` within bounds.
+    pub fn is_valid(&self) -> bool {
+        self.magic == CAP_TABLE_MAGIC
+            && self.version == CAP_TABLE_VERSION
+            && self.count as usize <= MAX_ENTRIES
+    }
+
+    /// The valid entries (none if the header is not valid).
+    pub fn entries(&self) -> &[CapEntry] {
+        if self.is_valid() {
+            &self.entries[..self.count as usize]
+        } else {
+            &[]
+        }
+    }
+
+    /// Adds `name` for `slot` holding an object of `kind` (how init fills a
+    /// table).
+    pub fn push(&mut self, name: &str, slot: u32, kind: ObjectKind) -> Result<(), TableError> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_NAME_LENGTH || bytes.contains(&0) {
+            return Err(TableError::BadName);
+        }
+        if self.find(name).is_some() {
+            return Err(TableError::Duplicate);
+        }
+        let index = self.count as usize;
+        if index >= MAX_ENTRIES {
+            return Err(TableError::Full);
+        }
+        let mut entry = CapEntry {
+            name: [0; MAX_NAME_LENGTH],
+            slot,
+            kind: u32::from(kind as u8),
+        };
+        entry.name[..bytes.len()].copy_from_slice(bytes);
+        self.entries[index] = entry;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The entry named `name`, whatever its kind.
+    pub fn find(&self, name: &str) -> Option<&CapEntry> {
+        self.entries()
+            .iter()
+            .find(|entry| entry.name_bytes() == name.as_bytes())
+    }
+
+    /// The capability named `name`, if the table has one of kind `T`.
+    /// An entry of another kind is `None`, like a missing one.
+    pub fn lookup<T: CapType>(&self, name: &str) -> Option<Cap<T>> {
+        let entry = self.find(name)?;
+        (entry.kind == u32::from(T::KIND as u8)).then(|| Cap::from_slot(entry.slot))
+    }
+}
+
+impl Default for CapTable {
+    fn default() -> CapTable {
+        CapTable::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cap::{Endpoint, Frame, IoSpace};
+    use core::mem::offset_of;
+
+    #[test]
+    fn layout_is_fixed() {
+        assert_eq!(offset_of!(CapTable, magic), 0);
+        assert_eq!(offset_of!(CapTable, version), 8);
+        assert_eq!(offset_of!(CapTable, count), 12);
+        assert_eq!(offset_of!(CapTable, entries), 16);
+        assert_eq!(size_of::<CapEntry>(), 40);
+        assert_eq!(offset_of!(CapEntry, slot), 32);
+        assert_eq!(offset_of!(CapEntry, kind), 36);
+        assert_eq!(size_of::<CapTable>(), 2576);
+        assert_eq!(&CAP_TABLE_MAGIC.to_le_bytes(), b"PCLSCAPS");
+    }
+
+    #[test]
+    fn lookup_checks_the_kind() {
+        let mut table = CapTable::new();
+        table.push("edu.dma", 20, ObjectKind::IoSpace).unwrap();
+        table.push("serial", 21, ObjectKind::Endpoint).unwrap();
+        assert_eq!(table.lookup::<IoSpace>("edu.dma"), Some(Cap::from_slot(20)));
+        assert_eq!(table.lookup::<Endpoint>("serial"), Some(Cap::from_slot(21)));
+        assert_eq!(table.lookup::<Frame>("edu.dma"), None);
+        assert_eq!(table.lookup::<IoSpace>("edu"), None);
+        assert_eq!(table.lookup::<IoSpace>("edu.dma.x"), None);
+    }
+
+    #[test]
+    fn names_fill_the_field_exactly() {
+        let mut table = CapTable::new();
+        let longest = "a".repeat(MAX_NAME_LENGTH);
+        table.push(&longest, 3, ObjectKind::Frame).unwrap();
+        assert_eq!(table.lookup::<Frame>(&longest), Some(Cap::from_slot(3)));
+        let too_long = "a".repeat(MAX_NAME_LENGTH + 1);
+        assert_eq!(
+            table.push(&too_long, 4, ObjectKind::Frame),
+            Err(TableError::BadName)
+        );
+        assert_eq!(
+            table.push("", 4, ObjectKind::Frame),
+            Err(TableError::BadName)
+        );
+        assert_eq!(
+            table.push("a\0b", 4, ObjectKind::Frame),
+            Err(TableError::BadName)
+        );
+        assert_eq!(
+            table.push(&longest, 4, ObjectKind::Frame),
+            Err(TableError::Duplicate)
+        );
+    }
+
+    #[test]
+    fn a_full_or_invalid_table_is_refused() {
+        let mut table = CapTable::new();
+        for i in 0..MAX_ENTRIES {
+            table
+                .push(&std::format!("frame{i}"), i as u32, ObjectKind::Frame)
+                .unwrap();
+        }
+        assert_eq!(
+            table.push("one.more", 99, ObjectKind::Frame),
+            Err(TableError::Full)
+        );
+        assert_eq!(table.lookup::<Frame>("frame63"), Some(Cap::from_slot(63)));
+
+        let mut corrupt = table;
+        corrupt.count = MAX_ENTRIES as u32 + 1;
+        assert_eq!(corrupt.lookup::<Frame>("frame0"), None);
+        let mut wrong_magic = table;
+        wrong_magic.magic = 0;
+        assert!(wrong_magic.entries().is_empty());
+    }
+}

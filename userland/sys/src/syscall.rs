@@ -1,0 +1,204 @@
+//! The raw system-call layer: one `syscall`/`svc` with the registers of
+//! `abi::registers`, and the status-to-[`Error`] rule every wrapper uses.
+//!
+//! | role | x86_64 | aarch64 |
+//! |---|---|---|
+//! | syscall number in, status out | `rax` | `x8` |
+//! | capability pointer in, badge out | `rdi` | `x0` |
+//! | `MessageInfo` in and out | `rsi` | `x1` |
+//! | message registers 0..4 in and out | `rdx`, `r10`, `r8`, `r9` | `x2`..`x5` |
+//!
+//! `rcx` and `r11` are clobbered by `syscall` on x86_64; the kernel restores
+//! every other register from the thread's saved frame. Message registers 4
+//! and up, and extra capabilities, travel in the IPC buffer ([`crate::ipc`]);
+//! the kernel may read and write it during any system call, so the assembly
+//! is not marked `nomem`.
+//!
+//! On the host (any target whose `target_os` is not `none`) there is no
+//! kernel: [`syscall`] asks the per-thread stand-in of [`crate::host`], which
+//! answers [`Error::NotSupported`] unless a test installed one.
+
+use crate::Error;
+use abi::Syscall;
+
+/// The registers a system call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyscallOut {
+    /// 0 for success, otherwise an [`Error`] code.
+    pub status: u64,
+    /// The badge (or, for `Wait`, the notification word); for `DebugHalt`
+    /// and the debug calls, unspecified.
+    pub badge: u64,
+    /// The reply's [`MessageInfo`](crate::MessageInfo) word.
+    pub info: u64,
+    /// Message registers 0..4 of the reply.
+    pub mrs: [u64; 4],
+}
+
+/// The error reported when the kernel answers a status this crate does not
+/// know (a kernel newer than the SDK), or a reply it cannot decode (a
+/// malformed `MessageInfo`, fewer registers than the invocation's reply
+/// has): the reply could not be understood, so [`Error::InvalidMessage`].
+pub const UNKNOWN_STATUS: Error = Error::InvalidMessage;
+
+/// Maps a status register to a result: 0 is `Ok`, a known code its
+/// [`Error`], anything else [`UNKNOWN_STATUS`].
+pub fn status_to_result(status: u64) -> Result<(), Error> {
+    if status == 0 {
+        return Ok(());
+    }
+    let code = u8::try_from(status).ok().and_then(Error::from_code);
+    Err(code.unwrap_or(UNKNOWN_STATUS))
+}
+
+/// Performs system call `number` with capability pointer `cap`, message
+/// word `info` and message registers `mrs`, and returns the registers the
+/// kernel wrote back. Nothing is interpreted: see [`status_to_result`].
+///
+/// Numbers are [`Syscall`] values; any other number is passed through
+/// (the kernel answers [`Error::InvalidSyscall`]), which is what a syscall
+/// fuzzer needs.
+#[inline]
+pub fn syscall(number: u64, cap: u64, info: u64, mrs: [u64; 4]) -> SyscallOut {
+    arch::syscall(number, cap, info, mrs)
+}
+
+/// Gives up the rest of the time slice (`Yield`).
+pub fn yield_now() {
+    // Yield cannot fail; its status carries nothing to act on.
+    let _ = syscall(Syscall::Yield as u64, 0, 0, [0; 4]);
+}
+
+/// Writes one byte to the kernel console (`DebugPutChar`, debug kernels).
+/// Errors: [`Error::NotSupported`] in a kernel built without debug support.
+pub fn debug_put_char(byte: u8) -> Result<(), Error> {
+    status_to_result(syscall(Syscall::DebugPutChar as u64, u64::from(byte), 0, [0; 4]).status)
+}
+
+/// Writes every byte of `text` with [`debug_put_char`], stopping at the
+/// first error.
+pub fn debug_put_str(text: &str) -> Result<(), Error> {
+    text.bytes().try_for_each(debug_put_char)
+}
+
+/// Ends the QEMU session with `status` (`DebugHalt`, debug kernels; for test
+/// programs). Never returns: in a kernel without debug support the call
+/// fails with [`Error::NotSupported`] and the thread then yields forever.
+pub fn debug_halt(status: u32) -> ! {
+    let _ = syscall(Syscall::DebugHalt as u64, u64::from(status), 0, [0; 4]);
+    loop {
+        yield_now();
+    }
+}
+
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+#[allow(unsafe_code)]
+mod arch {
+    use super::SyscallOut;
+
+    #[inline(always)]
+    pub fn syscall(number: u64, cap: u64, info: u64, mrs: [u64; 4]) -> SyscallOut {
+        let mut out = SyscallOut::default();
+        // SAFETY:
+        // 1. `syscall` enters the kernel at the entry it configured; the
+        //    kernel saves every user register in the thread's frame and
+        //    restores them all on return except the outputs declared here
+        //    (rax, rdi, rsi, rdx, r10, r8, r9) and rcx/r11, which the
+        //    instruction itself overwrites and which are declared clobbered.
+        // 2. The kernel runs on its own stack and never touches ours, so
+        //    `nostack` holds (the x86_64-unknown-none target has no red zone
+        //    either way).
+        // 3. The kernel may read and write this thread's IPC buffer, which
+        //    is why `nomem` is absent: the compiler treats the call as
+        //    touching memory.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") number => out.status,
+                inlateout("rdi") cap => out.badge,
+                inlateout("rsi") info => out.info,
+                inlateout("rdx") mrs[0] => out.mrs[0],
+                inlateout("r10") mrs[1] => out.mrs[1],
+                inlateout("r8") mrs[2] => out.mrs[2],
+                inlateout("r9") mrs[3] => out.mrs[3],
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(all(target_os = "none", target_arch = "aarch64"))]
+#[allow(unsafe_code)]
+mod arch {
+    use super::SyscallOut;
+
+    #[inline(always)]
+    pub fn syscall(number: u64, cap: u64, info: u64, mrs: [u64; 4]) -> SyscallOut {
+        let mut out = SyscallOut::default();
+        // SAFETY:
+        // 1. `svc #0` traps to EL1; the kernel saves x0..x30 in the thread's
+        //    frame and restores them all on `eret` except the outputs
+        //    declared here (x8, x0..x5).
+        // 2. The kernel runs on SP_EL1 and never touches the user stack, so
+        //    `nostack` holds.
+        // 3. The kernel may read and write this thread's IPC buffer, which
+        //    is why `nomem` is absent.
+        unsafe {
+            core::arch::asm!(
+                "svc #0",
+                inlateout("x8") number => out.status,
+                inlateout("x0") cap => out.badge,
+                inlateout("x1") info => out.info,
+                inlateout("x2") mrs[0] => out.mrs[0],
+                inlateout("x3") mrs[1] => out.mrs[1],
+                inlateout("x4") mrs[2] => out.mrs[2],
+                inlateout("x5") mrs[3] => out.mrs[3],
+                options(nostack),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(all(
+    target_os = "none",
+    not(any(target_arch = "x86_64", target_arch = "aarch64"))
+))]
+compile_error!("sys supports x86_64 and aarch64 only");
+
+#[cfg(not(target_os = "none"))]
+mod arch {
+    pub(crate) use crate::host::syscall;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_zero_is_ok_and_codes_are_errors() {
+        assert_eq!(status_to_result(0), Ok(()));
+        for error in Error::ALL {
+            assert_eq!(status_to_result(u64::from(error.code())), Err(error));
+        }
+    }
+
+    #[test]
+    fn unknown_statuses_have_one_fallback() {
+        for status in [30, 63, 71, 255, 256, u64::MAX] {
+            assert_eq!(status_to_result(status), Err(UNKNOWN_STATUS));
+        }
+    }
+
+    #[test]
+    fn without_a_kernel_everything_is_not_supported() {
+        assert_eq!(debug_put_char(b'x'), Err(Error::NotSupported));
+        assert_eq!(
+            syscall(Syscall::Call as u64, 1, 0, [0; 4]).status,
+            u64::from(Error::NotSupported.code())
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! Host tests of the wrappers' encoding against a recording stand-in kernel:
+//! every `abi::Invocation` label is produced by exactly the method that
+//! documents it, with the registers and extra capabilities `abi` describes.
+
+use crate::host::{SyscallIn, clear_kernel, set_kernel};
+use crate::ipc::{self, IpcBuffer};
+use crate::syscall::{SyscallOut, UNKNOWN_STATUS};
+use crate::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::vec::Vec;
+
+/// One call as the kernel saw it: registers and the extra-capability slots.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    number: u64,
+    cap: u64,
+    label: u32,
+    mrs: Vec<u64>,
+    caps: Vec<u32>,
+}
+
+/// Installs a kernel that records every call and answers `reply` (writing
+/// `buffer_mrs` to MR4.. of the IPC buffer).
+fn recording(reply: SyscallOut, buffer_mrs: &'static [u64]) -> Rc<RefCell<Vec<Seen>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&seen);
+    set_kernel(move |call: SyscallIn, buffer: &mut IpcBuffer| {
+        let info = MessageInfo::from_word(call.info).expect("well-formed MessageInfo");
+        let length = usize::from(info.length);
+        let mut mrs = call.mrs[..length.min(4)].to_vec();
+        mrs.extend_from_slice(&buffer.mrs[4..length.max(4)]);
+        log.borrow_mut().push(Seen {
+            number: call.number,
+            cap: call.cap,
+            label: info.label,
+            mrs,
+            caps: buffer.caps[..usize::from(info.extra_caps)].to_vec(),
+        });
+        for (index, value) in buffer_mrs.iter().enumerate() {
+            buffer.mrs[4 + index] = *value;
+        }
+        reply
+    });
+    seen
+}
+
+fn ok() -> SyscallOut {
+    SyscallOut::default()
+}
+
+fn seen_one(seen: &Rc<RefCell<Vec<Seen>>>) -> Seen {
+    let calls = seen.borrow();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    calls[0].clone()
+}
+
+fn expect(seen: &Rc<RefCell<Vec<Seen>>>, cap: u32, label: Invocation, mrs: &[u64], caps: &[u32]) {
+    let call = seen_one(seen);
+    assert_eq!(
+        call,
+        Seen {
+            number: Syscall::Call as u64,
+            cap: u64::from(cap),
+            label: label as u32,
+            mrs: mrs.to_vec(),
+            caps: caps.to_vec(),
+        }
+    );
+    seen.borrow_mut().clear();
+}
+
+/// Every label, each produced by its method with `abi`'s argument order.
+#[test]
+fn every_invocation_is_encoded_as_abi_describes() {
+    use Invocation as I;
+    let seen = recording(ok(), &[]);
+    let mut covered = Vec::new();
+    let mut check = |label: I, cap: u32, mrs: &[u64], caps: &[u32]| {
+        expect(&seen, cap, label, mrs, caps);
+        covered.push(label);
+    };
+
+    let untyped: Cap<Untyped> = Cap::from_slot(16);
+    untyped.retype(ObjectType::Frame, 12, 40, 3).unwrap();
+    check(I::UntypedRetype, 16, &[5, 12, 40, 3], &[]);
+    untyped.retype_io_space(Cap::from_slot(5), 41, 1).unwrap();
+    expect(&seen, 16, I::UntypedRetype, &[11, 0, 41, 1], &[5]);
+
+    let cnode: Cap<CNode> = Cap::from_slot(1);
+    cnode.copy(30, 31, Rights::READ).unwrap();
+    check(I::CnodeCopy, 1, &[30, 31, 1], &[]);
+    cnode.mint(30, 31, Rights::ALL, 0xBEEF).unwrap();
+    check(I::CnodeMint, 1, &[30, 31, 7, 0xBEEF], &[]);
+    cnode.move_(32, 33).unwrap();
+    check(I::CnodeMove, 1, &[32, 33], &[]);
+    cnode.delete(34).unwrap();
+    check(I::CnodeDelete, 1, &[34], &[]);
+    cnode.revoke(35).unwrap();
+    check(I::CnodeRevoke, 1, &[35], &[]);
+
+    let tcb: Cap<Tcb> = Cap::from_slot(2);
+    tcb.configure(
+        9,
+        Cap::from_slot(1),
+        Cap::from_slot(3),
+        Cap::from_slot(50),
+        ipc::IPC_BUFFER_ADDRESS,
+    )
+    .unwrap();
+    check(
+        I::TcbConfigure,
+        2,
+        &[9, ipc::IPC_BUFFER_ADDRESS],
+        &[1, 3, 50],
+    );
+    tcb.set_priority(200).unwrap();
+    check(I::TcbSetPriority, 2, &[200], &[]);
+    tcb.write_registers(0x40_0000, 0x80_0000, 0x1000).unwrap();
+    check(
+        I::TcbWriteRegisters,
+        2,
+        &[0x40_0000, 0x80_0000, 0x1000],
+        &[],
+    );
+    tcb.resume().unwrap();
+    check(I::TcbResume, 2, &[], &[]);
+    tcb.suspend().unwrap();
+    check(I::TcbSuspend, 2, &[], &[]);
+
+    let frame: Cap<Frame> = Cap::from_slot(50);
+    frame
+        .map(Cap::from_slot(3), 0x1000_0000, MapRights::READ_WRITE)
+        .unwrap();
+    check(I::FrameMap, 50, &[0x1000_0000, 3], &[3]);
+    frame.unmap().unwrap();
+    check(I::FrameUnmap, 50, &[], &[]);
+    let table: Cap<PageTable> = Cap::from_slot(51);
+    table.map(Cap::from_slot(3), 0x2000_0000).unwrap();
+    check(I::PageTableMap, 51, &[0x2000_0000], &[3]);
+    table.unmap().unwrap();
+    check(I::PageTableUnmap, 51, &[], &[]);
+
+    let irq_control: Cap<IrqControl> = Cap::from_slot(4);
+    let handler = irq_control.get(33, 60).unwrap();
+    assert_eq!(handler, Cap::from_slot(60));
+    check(I::IrqControlGet, 4, &[33, 60], &[]);
+    handler.ack().unwrap();
+    check(I::IrqHandlerAck, 60, &[], &[]);
+    handler.set_notification(Cap::from_slot(61)).unwrap();
+    check(I::IrqHandlerSetNotification, 60, &[], &[61]);
+
+    let control: Cap<IommuControl> = Cap::from_slot(5);
+    let device = control.mint_device(0x0010, 70).unwrap();
+    assert_eq!(device, Cap::from_slot(70));
+    check(I::IommuMintDevice, 5, &[0x10, 70], &[]);
+
+    let space: Cap<IoSpace> = Cap::from_slot(71);
+    let user_table: Cap<IoUserTable> = Cap::from_slot(72);
+    device.attach(space).unwrap();
+    check(I::IoDeviceAttach, 70, &[], &[71]);
+    device.attach_nested(user_table).unwrap();
+    check(I::IoDeviceAttachNested, 70, &[], &[72]);
+    device.detach().unwrap();
+    check(I::IoDeviceDetach, 70, &[], &[]);
+    let pasid = device.mint_pasid(1, 73).unwrap();
+    assert_eq!(pasid, Cap::from_slot(73));
+    check(I::IoDeviceMintPasid, 70, &[1, 73], &[]);
+
+    space.map(frame, 0x10_0000, MapRights::READ).unwrap();
+    check(I::IoSpaceMap, 71, &[0x10_0000, 1], &[50]);
+    space.unmap(frame).unwrap();
+    check(I::IoSpaceUnmap, 71, &[], &[50]);
+    let bound = space
+        .bind_user_table(0x20_0000, UserTableFormat::ArmStage1Granule4k48Bit, 72)
+        .unwrap();
+    assert_eq!(bound, user_table);
+    check(I::IoSpaceBindUserTable, 71, &[0x20_0000, 2, 72], &[]);
+
+    pasid.attach(user_table).unwrap();
+    check(I::IoPasidAttach, 73, &[], &[72]);
+    pasid.attach(space).unwrap();
+    expect(&seen, 73, I::IoPasidAttach, &[], &[71]);
+    pasid.detach().unwrap();
+    check(I::IoPasidDetach, 73, &[], &[]);
+
+    let queue: Cap<IoFaultQueue> = Cap::from_slot(80);
+    queue.bind(Cap::from_slot(81), device).unwrap();
+    check(I::IoFaultQueueBind, 80, &[], &[81, 70]);
+    queue.bind(Cap::from_slot(81), space).unwrap();
+    expect(&seen, 80, I::IoFaultQueueBind, &[], &[81, 71]);
+
+    // Replies with registers: answered by their own kernels below; the
+    // empty reply here is what a kernel that skipped them would send.
+    assert_eq!(control.identify(), Err(UNKNOWN_STATUS));
+    check(I::IommuIdentify, 5, &[], &[]);
+    assert_eq!(user_table.invalidate(0, 0), Err(UNKNOWN_STATUS));
+    check(I::IoUserTableInvalidate, 72, &[0, 0], &[]);
+    assert_eq!(queue.pop(), Ok(None));
+    check(I::IoFaultQueuePop, 80, &[], &[]);
+
+    clear_kernel();
+    for label in Invocation::ALL {
+        assert!(covered.contains(&label), "{label:?} has no wrapper test");
+    }
+}
+
+#[test]
+fn identify_decodes_five_registers() {
+    let reply = SyscallOut {
+        info: MessageInfo::new(0, 5).to_word(),
+        mrs: [1, 0b1010, 20, (1 << 12) | (1 << 21) | (1 << 30)],
+        ..ok()
+    };
+    let _seen = recording(reply, &[65536]);
+    let info = Cap::<IommuControl>::from_slot(5).identify().unwrap();
+    clear_kernel();
+    assert_eq!(
+        info,
+        IommuInfo {
+            vendor: Vendor::VtD,
+            stage1: false,
+            stage2: true,
+            hardware_nesting: false,
+            shadow_nesting: true,
+            pasid_bits: 20,
+            page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
+            domain_ids: 65536,
+        }
+    );
+    assert!(info.supports_page_size(21));
+    assert!(!info.supports_page_size(13));
+    assert!(!info.supports_page_size(200));
+}
+
+#[test]
+fn pop_decodes_six_registers() {
+    let reply = SyscallOut {
+        info: MessageInfo::new(0, 6).to_word(),
+        mrs: [0x77, u64::MAX, 0xDEAD_0000, 2],
+        ..ok()
+    };
+    let _seen = recording(reply, &[2, 0x5]);
+    let record = Cap::<IoFaultQueue>::from_slot(80).pop().unwrap();
+    clear_kernel();
+    assert_eq!(
+        record,
+        Some(FaultRecord {
+            badge: 0x77,
+            pasid: None,
+            address: 0xDEAD_0000,
+            read: false,
+            write: true,
+            stage: 2,
+            reason: 5,
+        })
+    );
+    assert_eq!(
+        FaultRecord::from_registers([0, 3, 0, 1, 1, 0]).pasid,
+        Some(3)
+    );
+}
+
+#[test]
+fn a_short_pop_reply_is_not_guessed_at() {
+    let reply = SyscallOut {
+        info: MessageInfo::new(0, 3).to_word(),
+        ..ok()
+    };
+    let _seen = recording(reply, &[]);
+    assert_eq!(
+        Cap::<IoFaultQueue>::from_slot(80).pop(),
+        Err(UNKNOWN_STATUS)
+    );
+    clear_kernel();
+}
+
+#[test]
+fn invalidate_range_follows_the_kernels_progress() {
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&progress);
+    set_kernel(move |call: SyscallIn, _: &mut IpcBuffer| {
+        let [start, length, ..] = call.mrs;
+        log.borrow_mut().push((start, length));
+        // Process at most 0x1000 per call, like a bounded shadow walk.
+        SyscallOut {
+            info: MessageInfo::new(0, 1).to_word(),
+            mrs: [start + length.min(0x1000), 0, 0, 0],
+            ..SyscallOut::default()
+        }
+    });
+    let table: Cap<IoUserTable> = Cap::from_slot(72);
+    table.invalidate_range(0x1_0000, 0x2800).unwrap();
+    assert_eq!(
+        *progress.borrow(),
+        [(0x1_0000, 0x2800), (0x1_1000, 0x1800), (0x1_2000, 0x800)]
+    );
+    assert_eq!(table.invalidate_range(0, 0), Err(Error::InvalidArgument));
+
+    // A kernel that makes no progress is reported, not looped on.
+    set_kernel(|call: SyscallIn, _: &mut IpcBuffer| SyscallOut {
+        info: MessageInfo::new(0, 1).to_word(),
+        mrs: [call.mrs[0], 0, 0, 0],
+        ..SyscallOut::default()
+    });
+    assert_eq!(table.invalidate_range(0, 0x1000), Err(UNKNOWN_STATUS));
+    clear_kernel();
+}
+
+#[test]
+fn errors_come_back_by_number() {
+    let reply = SyscallOut {
+        status: u64::from(Error::AlreadyMapped.code()),
+        ..ok()
+    };
+    let _seen = recording(reply, &[]);
+    let space: Cap<IoSpace> = Cap::from_slot(71);
+    assert_eq!(
+        space.map(Cap::from_slot(50), 0, MapRights::READ),
+        Err(Error::AlreadyMapped)
+    );
+    let unknown = SyscallOut {
+        status: 1000,
+        ..ok()
+    };
+    let _seen = recording(unknown, &[]);
+    assert_eq!(space.unmap(Cap::from_slot(50)), Err(UNKNOWN_STATUS));
+    let malformed = SyscallOut {
+        info: u64::MAX,
+        ..ok()
+    };
+    let _seen = recording(malformed, &[]);
+    assert_eq!(space.unmap(Cap::from_slot(50)), Err(UNKNOWN_STATUS));
+    clear_kernel();
+}
+
+#[test]
+fn plain_ipc_uses_the_register_table() {
+    let reply = SyscallOut {
+        badge: 0x42,
+        info: MessageInfo::new(9, 5).to_word(),
+        mrs: [1, 2, 3, 4],
+        ..ok()
+    };
+    let seen = recording(reply, &[5]);
+    let endpoint: Cap<Endpoint> = Cap::from_slot(12);
+    ipc::set_mr(4, 99);
+    let received = endpoint
+        .call(MessageInfo::new(7, 5), [10, 11, 12, 13])
+        .unwrap();
+    assert_eq!(
+        received,
+        Received {
+            badge: 0x42,
+            info: MessageInfo::new(9, 5),
+            mrs: [1, 2, 3, 4],
+        }
+    );
+    assert_eq!(ipc::mr(4), 5);
+    let call = seen_one(&seen);
+    assert_eq!(call.number, Syscall::Call as u64);
+    assert_eq!((call.cap, call.label), (12, 7));
+    assert_eq!(call.mrs, [10, 11, 12, 13, 99]);
+    seen.borrow_mut().clear();
+
+    endpoint.send(MessageInfo::new(1, 0), [0; 4]).unwrap();
+    assert_eq!(seen_one(&seen).number, Syscall::Send as u64);
+    seen.borrow_mut().clear();
+    endpoint.recv().unwrap();
+    assert_eq!(seen_one(&seen).number, Syscall::Recv as u64);
+    seen.borrow_mut().clear();
+    endpoint
+        .reply_recv(MessageInfo::new(0, 1), [1, 0, 0, 0])
+        .unwrap();
+    assert_eq!(seen_one(&seen).number, Syscall::ReplyRecv as u64);
+    seen.borrow_mut().clear();
+
+    let notification: Cap<Notification> = Cap::from_slot(13);
+    notification.signal().unwrap();
+    assert_eq!(seen_one(&seen).number, Syscall::Signal as u64);
+    seen.borrow_mut().clear();
+    assert_eq!(notification.wait(), Ok(0x42));
+    assert_eq!(seen_one(&seen).number, Syscall::Wait as u64);
+    clear_kernel();
+}
+
+#[test]
+fn debug_calls_pass_their_argument_in_the_capability_register() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&seen);
+    set_kernel(move |call: SyscallIn, _: &mut IpcBuffer| {
+        log.borrow_mut().push((call.number, call.cap));
+        SyscallOut::default()
+    });
+    debug_put_str("hi").unwrap();
+    yield_now();
+    clear_kernel();
+    assert_eq!(
+        *seen.borrow(),
+        [
+            (Syscall::DebugPutChar as u64, u64::from(b'h')),
+            (Syscall::DebugPutChar as u64, u64::from(b'i')),
+            (Syscall::Yield as u64, 0),
+        ]
+    );
+}
+
+/// The marker types carry the model's kind numbers.
+#[test]
+fn marker_kinds_match_the_model() {
+    assert_eq!(Untyped::KIND, ObjectKind::Untyped);
+    assert_eq!(IoFaultQueue::KIND, ObjectKind::IoFaultQueue);
+    assert_eq!(IoFaultQueue::KIND as u8, 14);
+    assert_eq!(PageTable::KIND as u8, 6);
+}
