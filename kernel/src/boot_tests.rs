@@ -2,10 +2,6 @@
 //! of the IOMMU matches the machine, and DMA is blocked until a capability
 //! allows it.
 
-// Failures carry their message inline (there is no heap); tests run once at
-// boot, so the size of the error type costs nothing that matters.
-#![allow(clippy::result_large_err)]
-
 use crate::arch::{self, Exit, UserContext};
 use crate::boot::Discovered;
 use crate::cmdline::Cmdline;

@@ -25,8 +25,13 @@ impl BootFrames {
             .filter_map(|r| {
                 let start = r.start.max(kernel_end).max(1 << 20).next_multiple_of(4096);
                 let end = (r.start + r.size) & !4095;
-                (start < end && crate::arch::phys_map_covers(start, end - start))
-                    .then_some(BootFrames { start, next: start, end })
+                (start < end && crate::arch::phys_map_covers(start, end - start)).then_some(
+                    BootFrames {
+                        start,
+                        next: start,
+                        end,
+                    },
+                )
             })
             .max_by_key(|f| f.end - f.start)
     }

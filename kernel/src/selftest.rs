@@ -6,21 +6,28 @@ use core::fmt;
 /// A test's result.
 pub type Outcome = Result<(), Failure>;
 
-/// Why a test failed: a sentence for the log.
-pub struct Failure(heapless::String<256>);
+/// The message of the last failure, kept until [`Suite::run`] prints it
+/// after the test's `FAILED` line.
+static LAST_FAILURE: spin::Mutex<heapless::String<256>> = spin::Mutex::new(heapless::String::new());
+
+/// A test failed; its message waits in [`LAST_FAILURE`]. Zero-sized, so a
+/// test's `Result` stays as small as a flag.
+pub struct Failure(());
 
 impl Failure {
-    /// A failure described by formatted text (cut at 256 bytes, marked with `...`).
+    /// Records a failure described by formatted text (cut at 256 bytes,
+    /// marked with `...`).
     pub fn new(args: fmt::Arguments<'_>) -> Failure {
-        let mut text = heapless::String::new();
-        if fmt::write(&mut text, args).is_err() {
+        let mut text = LAST_FAILURE.lock();
+        text.clear();
+        if fmt::write(&mut *text, args).is_err() {
             // The text was cut; say so.
             while text.len() > 252 {
                 text.pop();
             }
             let _ = text.push_str("...");
         }
-        Failure(text)
+        Failure(())
     }
 }
 
@@ -51,10 +58,10 @@ impl Suite {
                 self.passed += 1;
                 crate::println!("test {name} ... ok");
             }
-            Err(Failure(why)) => {
+            Err(Failure(())) => {
                 self.failed += 1;
                 crate::println!("test {name} ... FAILED");
-                crate::println!("    {why}");
+                crate::println!("    {}", LAST_FAILURE.lock());
             }
         }
     }

@@ -211,6 +211,13 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
     },
     SystemTest {
+        name: "x86_64-xcheck-pasid",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on,x-pasid-mode=on"],
+        cmdline: "tests=xcheck",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+    },
+    SystemTest {
         name: "x86_64-xcheck-flts",
         arch: Arch::X86_64,
         qemu_args: &[
