@@ -1,6 +1,6 @@
 //! `rt`: the runtime every Portcullis user program links.
 //!
-//! - Entry: `_start` (per architecture, in [`start`]) zeroes `.bss` and
+//! - Entry: `_start` (per architecture, in `start.rs`) zeroes `.bss` and
 //!   calls the program's `main`, declared with [`entry!`]:
 //!   `fn main(startup: &rt::Startup) -> i32`. When `main` returns, its value
 //!   is the thread's exit status ([`exit`]).

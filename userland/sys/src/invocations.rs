@@ -15,7 +15,7 @@
 //! it.
 
 use crate::cap::{
-    CNode, Cap, CapType, Endpoint, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace, IoUserTable,
+    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace, IoUserTable,
     IommuControl, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped,
 };
 use crate::syscall::{UNKNOWN_STATUS, status_to_result, syscall};
@@ -395,7 +395,7 @@ impl Cap<IommuControl> {
     /// `IommuIdentify` (read right): describes the unit.
     ///
     /// A reply with fewer than 5 registers is reported as
-    /// [`UNKNOWN_STATUS`](crate::syscall::UNKNOWN_STATUS).
+    /// [`UNKNOWN_STATUS`].
     pub fn identify(self) -> Result<IommuInfo, Error> {
         let reply = invoke(self, Invocation::IommuIdentify, &[], &[])?;
         if reply.info.length < 5 {
@@ -533,7 +533,7 @@ impl Cap<IoUserTable> {
     /// Calls [`invalidate`](Cap::invalidate) until all of
     /// `start..start + length` is processed (`length` > 0). A reply that
     /// does not advance is reported as
-    /// [`UNKNOWN_STATUS`](crate::syscall::UNKNOWN_STATUS) rather than
+    /// [`UNKNOWN_STATUS`] rather than
     /// looping forever; `length` 0 is `Error::InvalidArgument`.
     pub fn invalidate_range(self, start: u64, length: u64) -> Result<(), Error> {
         if length == 0 {
@@ -637,7 +637,7 @@ impl Cap<IoFaultQueue> {
     /// `IoFaultQueuePop` (read right): takes the oldest record; `None` when
     /// the queue is empty (a reply of length 0). A reply with 1..5
     /// registers is reported as
-    /// [`UNKNOWN_STATUS`](crate::syscall::UNKNOWN_STATUS).
+    /// [`UNKNOWN_STATUS`].
     pub fn pop(self) -> Result<Option<FaultRecord>, Error> {
         let reply = invoke(self, Invocation::IoFaultQueuePop, &[], &[])?;
         match reply.info.length {
@@ -655,90 +655,5 @@ impl Cap<IoFaultQueue> {
                 ])))
             }
         }
-    }
-}
-
-/// A received message: the badge of the capability it came through, its
-/// message word, and registers 0..4 (registers 4.. are in the IPC buffer,
-/// [`ipc::mr`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Received {
-    /// The badge of the sender's capability (0 if unbadged).
-    pub badge: u64,
-    /// Label, length and extra-capability count.
-    pub info: MessageInfo,
-    /// Message registers 0..4.
-    pub mrs: [u64; 4],
-}
-
-fn received(out: crate::syscall::SyscallOut) -> Result<Received, Error> {
-    status_to_result(out.status)?;
-    let info = MessageInfo::from_word(out.info).map_err(|_| UNKNOWN_STATUS)?;
-    Ok(Received {
-        badge: out.badge,
-        info,
-        mrs: out.mrs,
-    })
-}
-
-impl Cap<Endpoint> {
-    /// `Call`: sends `info` with registers `mrs` (and `mrs[4..length]`,
-    /// extra capabilities from the IPC buffer) and waits for the reply.
-    pub fn call(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
-        received(syscall(
-            Syscall::Call as u64,
-            u64::from(self.slot()),
-            info.to_word(),
-            mrs,
-        ))
-    }
-
-    /// `Send`: sends a message, blocking until a receiver takes it.
-    pub fn send(self, info: MessageInfo, mrs: [u64; 4]) -> Result<(), Error> {
-        let out = syscall(
-            Syscall::Send as u64,
-            u64::from(self.slot()),
-            info.to_word(),
-            mrs,
-        );
-        status_to_result(out.status)
-    }
-
-    /// `Recv`: waits for a message on this endpoint (or a signal on a bound
-    /// notification).
-    pub fn recv(self) -> Result<Received, Error> {
-        received(syscall(
-            Syscall::Recv as u64,
-            u64::from(self.slot()),
-            0,
-            [0; 4],
-        ))
-    }
-
-    /// `ReplyRecv`: replies `info`/`mrs` to the last caller, then waits for
-    /// the next message on this endpoint.
-    pub fn reply_recv(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
-        received(syscall(
-            Syscall::ReplyRecv as u64,
-            u64::from(self.slot()),
-            info.to_word(),
-            mrs,
-        ))
-    }
-}
-
-impl Cap<Notification> {
-    /// `Signal`: ORs this capability's badge into the notification's word.
-    pub fn signal(self) -> Result<(), Error> {
-        let out = syscall(Syscall::Signal as u64, u64::from(self.slot()), 0, [0; 4]);
-        status_to_result(out.status)
-    }
-
-    /// `Wait`: waits for the notification's word to become non-zero, takes
-    /// it (the word is cleared) and returns it (in the badge register).
-    pub fn wait(self) -> Result<u64, Error> {
-        let out = syscall(Syscall::Wait as u64, u64::from(self.slot()), 0, [0; 4]);
-        status_to_result(out.status)?;
-        Ok(out.badge)
     }
 }

@@ -4,11 +4,12 @@
 //!   typed by object kind, with one method per kernel invocation of that
 //!   kind ([`invocations`]), each documented with the kernel operation and
 //!   its errors as `abi` describes them.
-//! - [`syscall`]: the raw system call, with the register table of
-//!   `abi::registers`, and the plain calls ([`yield_now`],
-//!   [`debug_put_char`], [`debug_halt`]; `call`, `send`, `recv`,
-//!   `reply_recv` on [`Cap<Endpoint>`](Cap), `signal`, `wait` on
-//!   [`Cap<Notification>`](Cap)).
+//! - [`syscall`](mod@syscall): the raw system call, with the register table of
+//!   `abi::registers`, and the plain calls [`yield_now`],
+//!   [`debug_put_char`] and [`debug_halt`].
+//! - [`messages`]: `call`, `send`, `recv`, `reply_recv` on
+//!   [`Cap<Endpoint>`](Cap), `signal` and `wait` on
+//!   [`Cap<Notification>`](Cap).
 //! - [`ipc`]: the IPC buffer's layout and address, for message registers
 //!   4.. and extra capabilities.
 //! - [`names`]: the table from which a domain learns its capabilities by name.
@@ -28,7 +29,7 @@
 //!
 //! On the host (`cargo test`) there is no kernel: every system call answers
 //! [`Error::NotSupported`] unless a test installed a stand-in with
-//! [`host::set_kernel`], and the IPC buffer is a per-thread variable.
+//! `host::set_kernel` (a host-only module), and the IPC buffer is a per-thread variable.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod cap;
 pub mod host;
 pub mod invocations;
 pub mod ipc;
+pub mod messages;
 pub mod names;
 pub mod syscall;
 
@@ -50,8 +52,9 @@ pub use cap::{
 };
 pub use caps::{ObjectKind, Rights};
 pub use invocations::{
-    FaultRecord, FaultSource, IommuInfo, MapRights, PasidTarget, Received, UserTableFormat, Vendor,
+    FaultRecord, FaultSource, IommuInfo, MapRights, PasidTarget, UserTableFormat, Vendor,
 };
+pub use messages::Received;
 pub use names::CapTable;
 pub use syscall::{debug_halt, debug_put_char, debug_put_str, syscall, yield_now};
 

@@ -15,7 +15,7 @@
 //! is not marked `nomem`.
 //!
 //! On the host (any target whose `target_os` is not `none`) there is no
-//! kernel: [`syscall`] asks the per-thread stand-in of [`crate::host`], which
+//! kernel: [`syscall`] asks the per-thread stand-in of `crate::host`, which
 //! answers [`Error::NotSupported`] unless a test installed one.
 
 use crate::Error;
