@@ -172,16 +172,23 @@ pub fn main(mut info: BootInfo) -> ! {
     for region in &info.memory {
         crate::println!("[boot]   {region}");
     }
-    if let Some((start, len)) = info.initrd {
-        crate::println!("[boot] boot module at {start:#x}, {len} bytes");
-    }
     if info.memory_dropped > 0 {
         crate::println!("[boot]   ... {} more entries not kept", info.memory_dropped);
     }
-    let Some(mut frames) = crate::frames::BootFrames::new(&info.memory) else {
+    let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
+    // A boot module the loader did not announce (the aarch64 virt machine
+    // loads none for an ELF kernel; the runner uses QEMU's generic loader
+    // and says where): `module=ADDRESS,LENGTH`.
+    if info.initrd.is_none() {
+        info.initrd = cmdline.get("module").and_then(parse_module);
+    }
+    if let Some((start, len)) = info.initrd {
+        crate::println!("[boot] boot module at {start:#x}, {len} bytes");
+    }
+    let reserved: heapless::Vec<(u64, u64), 1> = info.initrd.into_iter().collect();
+    let Some(mut frames) = crate::frames::BootFrames::new(&info.memory, &reserved) else {
         fail(format_args!("no free RAM above the kernel image"));
     };
-    let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
     // `seed=iommu-off` is a deliberately broken kernel for the test suite:
     // it leaves the IOMMU untouched, and the DMA tests must then fail.
     if cmdline.lists("seed", "iommu-off") {
@@ -199,9 +206,28 @@ pub fn main(mut info: BootInfo) -> ! {
         crate::exit(crate::boot_tests::run(&cmdline, &found, &mut frames));
     }
     if let Some((start, len)) = info.initrd {
-        crate::exit(run_boot_module(start, len, &mut frames));
+        let status = run_boot_module(start, len, &mut frames);
+        if cmdline.lists("tests", "root-task") {
+            let mut suite = crate::selftest::Suite::default();
+            suite.run("root_task_runs_and_halts_cleanly", || {
+                crate::check!(status == 0, "the root task ended with status {status}");
+                Ok(())
+            });
+            crate::exit(suite.finish());
+        }
+        crate::exit(status);
     }
     crate::exit(crate::EXIT_SUCCESS)
+}
+
+/// Parses `ADDRESS,LENGTH` (each decimal or 0x-hexadecimal).
+fn parse_module(text: &str) -> Option<(u64, u64)> {
+    let number = |t: &str| match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => t.parse().ok(),
+    };
+    let (address, length) = text.split_once(',')?;
+    Some((number(address)?, number(length)?))
 }
 
 /// Where the root task's stack ends (it grows down from here).

@@ -16,24 +16,45 @@ unsafe extern "C" {
 }
 
 impl BootFrames {
-    /// Takes the largest RAM range above the kernel image (and above 1 MiB).
-    pub fn new(memory: &[MemoryRegion]) -> Option<BootFrames> {
+    /// Takes the largest piece of RAM above the kernel image (and above
+    /// 1 MiB) that overlaps none of `reserved` (boot modules).
+    pub fn new(memory: &[MemoryRegion], reserved: &[(u64, u64)]) -> Option<BootFrames> {
         let kernel_end = crate::arch::kernel_virt_to_phys(&raw const __kernel_end as u64);
-        memory
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Ram)
-            .filter_map(|r| {
-                let start = r.start.max(kernel_end).max(1 << 20).next_multiple_of(4096);
-                let end = (r.start + r.size) & !4095;
-                (start < end && crate::arch::phys_map_covers(start, end - start)).then_some(
-                    BootFrames {
-                        start,
-                        next: start,
-                        end,
-                    },
-                )
-            })
-            .max_by_key(|f| f.end - f.start)
+        let mut best: Option<BootFrames> = None;
+        for region in memory.iter().filter(|r| r.kind == MemoryKind::Ram) {
+            let mut start = region
+                .start
+                .max(kernel_end)
+                .max(1 << 20)
+                .next_multiple_of(4096);
+            let end = (region.start + region.size) & !4095;
+            // Walk the pieces between reserved ranges, in address order.
+            while start < end {
+                let blocker = reserved
+                    .iter()
+                    .filter(|&&(at, len)| at < end && at.saturating_add(len) > start)
+                    .min_by_key(|&&(at, _)| at);
+                let piece_end = blocker.map_or(end, |&(at, _)| at.max(start) & !4095);
+                let candidate = BootFrames {
+                    start,
+                    next: start,
+                    end: piece_end,
+                };
+                if piece_end > start
+                    && crate::arch::phys_map_covers(start, piece_end - start)
+                    && best
+                        .as_ref()
+                        .is_none_or(|b| b.end - b.start < piece_end - start)
+                {
+                    best = Some(candidate);
+                }
+                match blocker {
+                    Some(&(at, len)) => start = at.saturating_add(len).next_multiple_of(4096),
+                    None => break,
+                }
+            }
+        }
+        best
     }
 
     /// A zeroed 4 KiB frame, or `None` when the range is used up.

@@ -34,10 +34,16 @@ fn target_dir(root: &Path) -> PathBuf {
 /// Builds the kernel for `arch` and returns the ELF's path. Cargo's output
 /// goes to stderr so that stdout stays the guest's.
 pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
+    build_package(root, arch, "kernel")
+}
+
+/// Builds the workspace binary package `package` (its binary has the same
+/// name) for `arch` and returns the ELF's path.
+pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> {
     let target = arch.target();
-    eprintln!("xtask: building the kernel for {target}");
+    eprintln!("xtask: building {package} for {target}");
     let status = Command::new(cargo())
-        .args(["build", "--release", "-p", "kernel", "--target", &target])
+        .args(["build", "--release", "-p", package, "--target", &target])
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
@@ -50,15 +56,20 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
         })?;
     if !status.success() {
         return Err(Error::new(
-            format!("the kernel did not build for {target}"),
-            format!("see cargo's errors above (cargo build --release -p kernel --target {target})"),
+            format!("{package} did not build for {target}"),
+            format!(
+                "see cargo's errors above (cargo build --release -p {package} --target {target})"
+            ),
         ));
     }
-    let elf = elf_path(root, arch);
+    let elf = target_dir(root)
+        .join(arch.target())
+        .join("release")
+        .join(package);
     if !elf.is_file() {
         return Err(Error::new(
-            format!("cargo built the kernel but {} is missing", elf.display()),
-            "check the kernel's [[bin]] name in kernel/Cargo.toml",
+            format!("cargo built {package} but {} is missing", elf.display()),
+            format!("check that {package}'s [[bin]] is named {package}"),
         ));
     }
     Ok(elf)

@@ -150,6 +150,28 @@ pub const AARCH64_VIRT: Machine = Machine {
     exit: GuestExit::Semihosting,
 };
 
+/// Where the aarch64 boot module is placed: QEMU's virt machine loads no
+/// `-initrd` for an ELF kernel, so the generic loader puts the file in RAM
+/// and the command line tells the kernel where.
+pub const AARCH64_MODULE_ADDRESS: u64 = 0x4800_0000;
+
+/// QEMU arguments and a kernel command-line suffix that hand the file at
+/// `path` (`size` bytes) to the kernel as its boot module: `-initrd` on
+/// x86_64 (the PVH start info lists it), the generic loader plus
+/// `module=ADDRESS,LENGTH` on aarch64.
+pub fn module_arguments(arch: Arch, path: &str, size: u64) -> (Vec<String>, String) {
+    match arch {
+        Arch::X86_64 => (vec!["-initrd".into(), path.into()], String::new()),
+        Arch::Aarch64 => (
+            vec![
+                "-device".into(),
+                format!("loader,file={path},addr={AARCH64_MODULE_ADDRESS:#x},force-raw=on"),
+            ],
+            format!(" module={AARCH64_MODULE_ADDRESS:#x},{size}"),
+        ),
+    }
+}
+
 /// Seconds a system-test configuration may run unless it says otherwise.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
@@ -166,16 +188,44 @@ pub struct SystemTest {
     pub cmdline: &'static str,
     /// Seconds before the guest is stopped and counted as failed.
     pub timeout_secs: u64,
+    /// A user program (a workspace package of the same name) booted as the
+    /// root task: the boot module (see [`module_arguments`]).
+    pub program: Option<&'static str>,
+    /// A seeded-bug configuration: the kernel is deliberately broken (a
+    /// `seed=` word on its command line) and these tests must FAIL. Each
+    /// that fails counts as a pass (the bug was caught), each that passes
+    /// as a failure; the configuration's other tests are not counted.
+    pub must_fail: &'static [&'static str],
 }
 
 /// Every system-test configuration, run by `cargo xtask test`.
 pub const SYSTEM_TESTS: &[SystemTest] = &[
+    SystemTest {
+        name: "x86_64-root-task",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=root-task",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("hello"),
+        must_fail: &[],
+    },
+    SystemTest {
+        name: "aarch64-root-task",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=root-task",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("hello"),
+        must_fail: &[],
+    },
     SystemTest {
         name: "x86_64-vtd-legacy",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu"],
         cmdline: "tests=boot vtd.ver=0x10 vtd.cap=0x00d2008c222f0606 vtd.ecap=0x0000000000f00f4a",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "x86_64-vtd-scalable",
@@ -184,6 +234,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         // QEMU.md fixes only ECAP.SMTS/SLTS (and SRS) for this variant.
         cmdline: "tests=boot vtd.ver=0x10 vtd.cap=0x00d2008c222f0606 vtd.ecap.smts=1 vtd.ecap.slts=1",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "x86_64-vtd-flts",
@@ -195,6 +247,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         // CAP differs here (FL1GP=1) and is not fixed in QEMU.md: not checked.
         cmdline: "tests=boot vtd.ver=0x10 vtd.ecap=0x0000890000f00f4a",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "x86_64-xcheck-legacy",
@@ -202,6 +256,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         qemu_args: &["-device", "intel-iommu"],
         cmdline: "tests=xcheck",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "x86_64-xcheck-scalable",
@@ -209,6 +265,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
         cmdline: "tests=xcheck",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "x86_64-xcheck-pasid",
@@ -216,6 +274,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on,x-pasid-mode=on"],
         cmdline: "tests=xcheck",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "x86_64-xcheck-flts",
@@ -226,6 +286,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         ],
         cmdline: "tests=xcheck",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
     SystemTest {
         name: "aarch64-xcheck",
@@ -233,6 +295,26 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         qemu_args: &[],
         cmdline: "tests=xcheck",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
+    },
+    SystemTest {
+        name: "x86_64-seeded-iommu-off",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu"],
+        cmdline: "tests=boot seed=iommu-off vtd.ver=0x10",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &["dma_blocked_by_default"],
+    },
+    SystemTest {
+        name: "aarch64-seeded-iommu-off",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=boot seed=iommu-off smmu.idr0=0x0d44101b",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &["dma_blocked_by_default"],
     },
     SystemTest {
         name: "aarch64-smmuv3",
@@ -240,6 +322,8 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         qemu_args: &[],
         cmdline: "tests=boot smmu.idr0=0x0d44101b smmu.idr1=0x02730010 smmu.idr5=0x74",
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
     },
 ];
 
@@ -333,12 +417,15 @@ mod tests {
             }
         }
         // The QEMU 10.0.2 values measured in the project's notes.
-        let legacy = &SYSTEM_TESTS[0];
+        let legacy = SYSTEM_TESTS
+            .iter()
+            .find(|config| config.name == "x86_64-vtd-legacy")
+            .unwrap();
         assert!(legacy.cmdline.contains("vtd.cap=0x00d2008c222f0606"));
         assert!(legacy.cmdline.contains("vtd.ecap=0x0000000000f00f4a"));
         let smmu = SYSTEM_TESTS
             .iter()
-            .find(|config| config.arch == Arch::Aarch64 && config.cmdline.starts_with("tests=boot"))
+            .find(|config| config.name == "aarch64-smmuv3")
             .unwrap();
         assert!(smmu.cmdline.contains("smmu.idr0=0x0d44101b"));
         assert!(smmu.cmdline.contains("smmu.idr1=0x02730010"));

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::kernel;
-use crate::machines::{Arch, SYSTEM_TESTS, SystemTest};
+use crate::machines::{self, Arch, SYSTEM_TESTS, SystemTest};
 use crate::parse;
 use crate::qemu::{self, Echo};
 use crate::xcheck;
@@ -85,7 +85,18 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         match kernel::build(root, arch) {
             Ok(elf) => {
                 for config in configs {
-                    total.add(system_test(config, &elf));
+                    let module = match config.program {
+                        Some(program) => match kernel::build_package(root, arch, program) {
+                            Ok(path) => Some(path),
+                            Err(error) => {
+                                println!("[{}] not run: {error}", config.name);
+                                total.failed += 1;
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    total.add(system_test(config, &elf, module.as_deref()));
                 }
             }
             Err(error) => {
@@ -143,9 +154,17 @@ fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
 
 /// Boots one configuration and counts its tests; a run that cannot finish
 /// counts as one more failure.
-fn system_test(config: &SystemTest, elf: &Path) -> Tally {
+fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally {
     let machine = config.arch.machine();
-    let args = qemu::arguments(machine, config.qemu_args, elf, config.cmdline, &[]);
+    let (extra, suffix) = match module {
+        Some(path) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            machines::module_arguments(config.arch, &path.display().to_string(), size)
+        }
+        None => (Vec::new(), String::new()),
+    };
+    let cmdline = format!("{}{suffix}", config.cmdline);
+    let args = qemu::arguments(machine, config.qemu_args, elf, &cmdline, &extra);
     let timeout = Duration::from_secs(config.timeout_secs);
     let mut report = Report::default();
     let mut cross_check = xcheck::Collector::default();
@@ -167,6 +186,9 @@ fn system_test(config: &SystemTest, elf: &Path) -> Tally {
             };
         }
     };
+    if !config.must_fail.is_empty() {
+        return seeded_tally(config, &report);
+    }
     let problem = report.problem(qemu::guest_status(machine.exit, &run));
     let mut tally = report.tally;
     for case in cross_check.cases() {
@@ -202,6 +224,28 @@ fn system_test(config: &SystemTest, elf: &Path) -> Tally {
     tally
 }
 
+/// Counts a seeded-bug configuration: each test in `must_fail` that failed
+/// caught the seeded bug (a pass); one that passed or never ran missed it.
+fn seeded_tally(config: &SystemTest, report: &Report) -> Tally {
+    let mut tally = Tally::default();
+    for name in config.must_fail {
+        if report.failed_names.iter().any(|failed| failed == name) {
+            tally.passed += 1;
+            println!(
+                "[{}] seeded bug caught: {name} failed as it must",
+                config.name
+            );
+        } else {
+            tally.failed += 1;
+            println!(
+                "[{}] FAILED: seeded bug missed: {name} did not fail",
+                config.name
+            );
+        }
+    }
+    tally
+}
+
 /// What the guest's serial lines said about its tests.
 #[derive(Debug, Default)]
 struct Report {
@@ -209,6 +253,8 @@ struct Report {
     closing: Option<Tally>,
     /// Inside a failed test's detail lines (from `FAILED` to the next verdict).
     in_failure: bool,
+    /// Names of the tests that failed.
+    failed_names: Vec<String>,
 }
 
 impl Report {
@@ -220,6 +266,7 @@ impl Report {
                 self.tally.passed += 1;
             } else {
                 self.tally.failed += 1;
+                self.failed_names.push(test.name.clone());
             }
             self.in_failure = !test.passed;
             true
