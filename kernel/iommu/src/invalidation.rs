@@ -13,10 +13,14 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InvalidationTarget {
     /// VT-d second-stage (or pass-through) mappings of a domain: IOTLB
-    /// invalidation descriptors (VT-d 6.5.2.3).
+    /// invalidation descriptors (VT-d 6.5.2.3). `nested`: the domain is
+    /// also the second stage of nested PASIDs, whose combined entries are
+    /// tagged by input address, not IPA, so the whole domain is invalidated.
     VtdDomain {
         /// Domain id.
         domain: u16,
+        /// Whether first stages are nested on this domain.
+        nested: bool,
     },
     /// VT-d first-stage or nested mappings of one PASID: PASID-based IOTLB
     /// descriptors (VT-d 6.5.2.4).
@@ -179,7 +183,10 @@ mod tests {
     #[test]
     fn batch_rounds_and_fills() {
         let mut batch = InvalidationBatch::new();
-        let target = InvalidationTarget::VtdDomain { domain: 1 };
+        let target = InvalidationTarget::VtdDomain {
+            domain: 1,
+            nested: false,
+        };
         assert!(batch.add(target, 0x1234, 0x10));
         assert!(batch.add(target, 0, 0));
         let range = batch.iter().next().unwrap();

@@ -43,6 +43,22 @@ pub enum Outcome {
     Fault(Event),
 }
 
+/// A cached configuration (see [`SmmuModel::config_tag`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigTag {
+    /// STE.Config = abort.
+    Abort,
+    /// STE.Config = bypass.
+    Bypass,
+    /// Translating: TLB entries tagged with this VMID and, with stage 1, ASID.
+    Translate {
+        /// STE.S2VMID.
+        vmid: u16,
+        /// CD.ASID when stage 1 translates.
+        asid: Option<u16>,
+    },
+}
+
 /// The stream table registers the model walks from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmmuModel {
@@ -390,6 +406,67 @@ impl SmmuModel {
             Ok(pa) => Outcome::Translated(pa),
             Err(fault) => walk.fault_outcome(fault),
         }
+    }
+
+    /// The configuration the SMMU would cache for `request` (SMMUv3 3.8
+    /// "Configuration and translation lookup"): abort, bypass, or the VMID
+    /// and ASID (stage 1) its TLB entries are tagged with. `None` when the
+    /// configuration does not decode.
+    pub fn config_tag(&self, memory: &SimMemory, request: SmmuRequest) -> Option<ConfigTag> {
+        let ste = self.fetch_ste(memory, request.stream_id).ok()?;
+        if !ste.valid() || ste.check(&self.features).is_err() {
+            return None;
+        }
+        match ste.config() {
+            config::ABORT => return Some(ConfigTag::Abort),
+            config::BYPASS => return Some(ConfigTag::Bypass),
+            cfg if cfg & 1 == 0 => {
+                return Some(ConfigTag::Translate {
+                    vmid: ste.vmid(),
+                    asid: None,
+                });
+            }
+            _ => {}
+        }
+        let cdmax = ste.s1_cdmax();
+        let substream = match request.substream_id {
+            Some(ssid) if cdmax != 0 && u64::from(ssid) >> cdmax == 0 => ssid,
+            None if cdmax == 0 || ste.s1_dss() == 0b10 => 0,
+            None if ste.s1_dss() == 0b01 => {
+                return Some(ConfigTag::Translate {
+                    vmid: ste.vmid(),
+                    asid: None,
+                });
+            }
+            _ => return None,
+        };
+        let walk = Walk { memory, request };
+        let s2 = (ste.config() & 2 != 0).then(|| Stage2 {
+            table: ste.s2_table(),
+            input_bits: 64 - ste.s2_t0sz() as u32,
+            start_level: match ste.s2_sl0() {
+                0 => 2,
+                1 => 1,
+                _ => 0,
+            },
+            output_bits: address_size_bits(ste.s2_ps() as u32).unwrap_or(32),
+            affd: ste.s2_affd(),
+            record: false,
+        });
+        let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
+        let cd_pa = walk
+            .maybe_stage2(
+                s2.as_ref(),
+                cd_ipa,
+                Access::Read,
+                FaultClass::ContextDescriptor,
+            )
+            .ok()?;
+        let word0 = memory.read_u64(cd_pa);
+        Some(ConfigTag::Translate {
+            vmid: ste.vmid(),
+            asid: Some((word0 >> 48) as u16),
+        })
     }
 
     /// CD checks (SMMUv3 5.4 ILLEGAL values, plus QEMU's `decode_cd` limits).

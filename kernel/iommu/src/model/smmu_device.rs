@@ -2,13 +2,18 @@
 //! (CR0/CR0ACK, GBPA, queues, GERROR) and routes DMA through
 //! [`super::smmu::SmmuModel`], writing events into the event queue.
 
-use super::smmu::{Outcome, SmmuModel, SmmuRequest};
-use super::{RegisterFile, SimMemory};
+use super::smmu::{ConfigTag, Outcome, SmmuModel, SmmuRequest};
+use super::{Access, RegisterFile, SimMemory};
 use crate::smmuv3::queue::{Event, opcode};
 use crate::smmuv3::regs::{Features, cr0, gbpa, gerror, offset};
 use crate::{Mmio, PhysMem};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+
+/// TLB key: VMID, ASID (None for stage-2-only entries), input page number.
+type TlbKey = (u16, Option<u16>, u64);
+/// TLB entry: output page address, read allowed, write allowed.
+type TlbEntry = (u64, bool, bool);
 
 /// The simulated SMMU.
 pub struct SimSmmu<'m> {
@@ -22,6 +27,13 @@ pub struct SimSmmu<'m> {
     pub stuck_cr0: Cell<u32>,
     /// Commands processed, by opcode.
     pub commands: std::cell::RefCell<BTreeMap<u8, u64>>,
+    /// Model the configuration cache and TLB (on by default): translations
+    /// are reused until a CFGI_* / TLBI_* command covers them.
+    pub caching: Cell<bool>,
+    /// Configuration cache: (StreamID, SubstreamID) -> configuration.
+    config_cache: RefCell<BTreeMap<(u32, Option<u32>), ConfigTag>>,
+    /// TLB: (VMID, ASID or None for stage-2-only, input page) -> (output page, read, write).
+    tlb: RefCell<BTreeMap<TlbKey, TlbEntry>>,
 }
 
 impl<'m> SimSmmu<'m> {
@@ -38,6 +50,9 @@ impl<'m> SimSmmu<'m> {
             qemu_overflow: false,
             stuck_cr0: Cell::new(0),
             commands: Default::default(),
+            caching: Cell::new(true),
+            config_cache: RefCell::new(BTreeMap::new()),
+            tlb: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -72,11 +87,125 @@ impl<'m> SimSmmu<'m> {
                 Outcome::Translated(request.address)
             };
         }
-        let outcome = self.model().translate(self.memory, request);
-        if let Outcome::Fault(event) = outcome {
-            self.record(&event);
+        if let Some(hit) = self.cached(request) {
+            return hit;
+        }
+        let model = self.model();
+        let outcome = model.translate(self.memory, request);
+        match outcome {
+            Outcome::Fault(event) => self.record(&event),
+            Outcome::Translated(output) if self.caching.get() => self.fill(&model, request, output),
+            Outcome::Aborted if self.caching.get() => {
+                if let Some(ConfigTag::Abort) = model.config_tag(self.memory, request) {
+                    self.config_cache
+                        .borrow_mut()
+                        .insert((request.stream_id, request.substream_id), ConfigTag::Abort);
+                }
+            }
+            _ => {}
         }
         outcome
+    }
+
+    fn cached(&self, request: SmmuRequest) -> Option<Outcome> {
+        if !self.caching.get() {
+            return None;
+        }
+        let tag = *self
+            .config_cache
+            .borrow()
+            .get(&(request.stream_id, request.substream_id))?;
+        match tag {
+            ConfigTag::Abort => Some(Outcome::Aborted),
+            ConfigTag::Bypass => Some(Outcome::Translated(request.address)),
+            ConfigTag::Translate { vmid, asid } => {
+                let (page, read, write) =
+                    *self
+                        .tlb
+                        .borrow()
+                        .get(&(vmid, asid, request.address >> 12))?;
+                let allowed = match request.access {
+                    Access::Read => read,
+                    Access::Write => write,
+                };
+                allowed.then_some(Outcome::Translated(page | (request.address & 0xfff)))
+            }
+        }
+    }
+
+    fn fill(&self, model: &SmmuModel, request: SmmuRequest, output: u64) {
+        let Some(tag) = model.config_tag(self.memory, request) else {
+            return;
+        };
+        self.config_cache
+            .borrow_mut()
+            .insert((request.stream_id, request.substream_id), tag);
+        if let ConfigTag::Translate { vmid, asid } = tag {
+            let other = match request.access {
+                Access::Read => Access::Write,
+                Access::Write => Access::Read,
+            };
+            let other_ok = matches!(
+                model.translate(
+                    self.memory,
+                    SmmuRequest {
+                        access: other,
+                        ..request
+                    }
+                ),
+                Outcome::Translated(_)
+            );
+            let (read, write) = match request.access {
+                Access::Read => (true, other_ok),
+                Access::Write => (other_ok, true),
+            };
+            self.tlb.borrow_mut().insert(
+                (vmid, asid, request.address >> 12),
+                (output & !0xfff, read, write),
+            );
+        }
+    }
+
+    /// Number of cached TLB entries (for tests).
+    pub fn cached_translations(&self) -> usize {
+        self.tlb.borrow().len()
+    }
+
+    /// Applies one command's invalidation to the modelled caches (SMMUv3 4.3, 4.4).
+    fn invalidate(&self, words: [u64; 2]) {
+        let code = (words[0] & 0xff) as u8;
+        let sid = (words[0] >> 32) as u32;
+        let vmid = (words[0] >> 32) as u16;
+        let asid = (words[0] >> 48) as u16;
+        let mut config = self.config_cache.borrow_mut();
+        let mut tlb = self.tlb.borrow_mut();
+        match code {
+            opcode::CFGI_STE | opcode::CFGI_CD | opcode::CFGI_CD_ALL => {
+                config.retain(|(s, _), _| *s != sid);
+            }
+            opcode::CFGI_STE_RANGE => {
+                let range = (words[1] & 0x1f) as u32;
+                let span = if range >= 31 {
+                    u64::MAX
+                } else {
+                    (2u64 << range) - 1
+                };
+                config.retain(|(s, _), _| u64::from(*s) & !span != u64::from(sid) & !span);
+            }
+            opcode::TLBI_NH_ALL => tlb.retain(|(v, a, _), _| *v != vmid || a.is_none()),
+            opcode::TLBI_NH_ASID => tlb.retain(|(v, a, _), _| *v != vmid || *a != Some(asid)),
+            opcode::TLBI_NH_VA => {
+                let page = (words[1] & !0xfff) >> 12;
+                tlb.retain(|key, _| *key != (vmid, Some(asid), page));
+            }
+            opcode::TLBI_S2_IPA => {
+                let page = (words[1] & 0x000f_ffff_ffff_f000) >> 12;
+                tlb.retain(|key, _| *key != (vmid, None, page));
+            }
+            opcode::TLBI_S12_VMALL => tlb.retain(|(v, _, _), _| *v != vmid),
+            opcode::TLBI_NSNH_ALL => tlb.clear(),
+            _ => {}
+        }
     }
 
     fn record(&self, event: &Event) {
@@ -151,6 +280,7 @@ impl<'m> SimSmmu<'m> {
                 return;
             }
             *self.commands.borrow_mut().entry(code).or_insert(0) += 1;
+            self.invalidate([self.memory.read_u64(slot), self.memory.read_u64(slot + 8)]);
             cons = (cons + 1) & wrap_mask;
         }
         self.regs.set(offset::CMDQ_CONS, cons);

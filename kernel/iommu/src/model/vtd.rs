@@ -141,6 +141,17 @@ pub struct Request {
     pub access: Access,
 }
 
+/// Tags of a cached translation (see [`VtdModel::cache_tag`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheTag {
+    /// Domain id.
+    pub domain: u16,
+    /// PASID (RID_PASID for requests without one, 0 in legacy mode).
+    pub pasid: u32,
+    /// First-stage or nested (PASID-granular) rather than second-stage/pass-through.
+    pub pasid_granular: bool,
+}
+
 /// A translation fault: the reason code plus the PASID used (for the record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
@@ -285,6 +296,51 @@ impl VtdModel {
             }
             0b100 if self.pass_through => Ok(request.address),
             _ => fault(reason::SM_PASID_INVALID),
+        }
+    }
+
+    /// The tags the hardware would cache a successful translation of
+    /// `request` under (VT-d 6.2.1-6.2.3): domain id, PASID (RID_PASID for
+    /// requests without one; 0 in legacy mode), and whether the entry is
+    /// PASID-granular (first-stage or nested, invalidated by PASID-based
+    /// IOTLB descriptors) or domain-granular (second-stage only or
+    /// pass-through). `None` if the structures do not resolve.
+    pub fn cache_tag(&self, memory: &SimMemory, request: Request) -> Option<CacheTag> {
+        let bus = u64::from(request.source_id >> 8);
+        let devfn = u64::from(request.source_id & 0xff);
+        match self.mode {
+            RootTableMode::Legacy => {
+                let root = memory.read_u64(self.root_table + bus * 16);
+                let context_addr = (root & !0xfff) + devfn * 16;
+                bit(root, 0).then_some(())?;
+                bit(memory.read_u64(context_addr), 0).then_some(())?;
+                Some(CacheTag {
+                    domain: (memory.read_u64(context_addr + 8) >> 8) as u16,
+                    pasid: 0,
+                    pasid_granular: false,
+                })
+            }
+            RootTableMode::Scalable => {
+                let root =
+                    memory.read_u64(self.root_table + bus * 16 + if devfn >= 128 { 8 } else { 0 });
+                bit(root, 0).then_some(())?;
+                let context_addr = (root & !0xfff) + (devfn % 128) * 32;
+                let c0 = memory.read_u64(context_addr);
+                bit(c0, 0).then_some(())?;
+                let pasid = request
+                    .pasid
+                    .unwrap_or(bits(memory.read_u64(context_addr + 8), 19, 0) as u32);
+                let dir_entry = memory.read_u64((c0 & !0xfff) + u64::from(pasid >> 6) * 8);
+                bit(dir_entry, 0).then_some(())?;
+                let entry_addr = (dir_entry & !0xfff) + u64::from(pasid & 0x3f) * 64;
+                let p0 = memory.read_u64(entry_addr);
+                bit(p0, 0).then_some(())?;
+                Some(CacheTag {
+                    domain: memory.read_u64(entry_addr + 8) as u16,
+                    pasid,
+                    pasid_granular: matches!(bits(p0, 8, 6), 0b001 | 0b011),
+                })
+            }
         }
     }
 

@@ -2,14 +2,24 @@
 //! way the hardware does (VT-d chapter 11), and routes DMA through
 //! [`super::vtd::VtdModel`], recording faults in FSTS/FRCD.
 
-use super::vtd::{Request, VtdModel};
+use super::vtd::{CacheTag, Request, VtdModel};
 use super::{Access, RegisterFile, SimMemory};
 use crate::vtd::regs::{
     Capability, ExtendedCapability, FaultAccess, FaultRecord, FaultStatus, GlobalBits,
     RootTableMode, offset,
 };
 use crate::{Mmio, PhysMem};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+/// One cached translation of a 4 KiB page (context/PASID-cache tags plus the IOTLB entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CachedPage {
+    tag: CacheTag,
+    output_page: u64,
+    read: bool,
+    write: bool,
+}
 
 /// QEMU 10.0.2 default `intel-iommu` CAP.
 pub const QEMU_CAP: u64 = 0x00d2_008c_222f_0606;
@@ -48,6 +58,14 @@ pub struct SimVtd<'m> {
     pub counts: Cell<InvalidationCounts>,
     latched_root: Cell<Option<(u64, RootTableMode)>>,
     qemu_mode: bool,
+    /// Model the context/PASID caches and the IOTLB (on by default): a
+    /// translation once made is reused until an invalidation covering it,
+    /// so a missing invalidation shows up as a stale translation.
+    pub caching: Cell<bool>,
+    /// Context/PASID cache: (source id, PASID or None) -> tags.
+    config_cache: RefCell<BTreeMap<(u16, Option<u32>), CacheTag>>,
+    /// IOTLB: (domain, PASID, input page) -> translation.
+    iotlb: RefCell<BTreeMap<(u16, u32, u64), CachedPage>>,
 }
 
 impl<'m> SimVtd<'m> {
@@ -66,6 +84,9 @@ impl<'m> SimVtd<'m> {
             counts: Cell::new(InvalidationCounts::default()),
             latched_root: Cell::new(None),
             qemu_mode,
+            caching: Cell::new(true),
+            config_cache: RefCell::new(BTreeMap::new()),
+            iotlb: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -108,7 +129,14 @@ impl<'m> SimVtd<'m> {
         let Some(model) = self.model() else {
             return Ok(request.address);
         };
-        model.translate(self.memory, request).map_err(|fault| {
+        if let Some(hit) = self.cached(request) {
+            return Ok(hit);
+        }
+        let result = model.translate(self.memory, request);
+        if let (Ok(output), true) = (result, self.caching.get()) {
+            self.fill(&model, request, output);
+        }
+        result.map_err(|fault| {
             let pasid = match model.mode {
                 RootTableMode::Scalable => request.pasid,
                 RootTableMode::Legacy => None,
@@ -129,6 +157,108 @@ impl<'m> SimVtd<'m> {
             });
             fault.reason
         })
+    }
+
+    fn cached(&self, request: Request) -> Option<u64> {
+        if !self.caching.get() {
+            return None;
+        }
+        let tag = *self
+            .config_cache
+            .borrow()
+            .get(&(request.source_id, request.pasid))?;
+        let page = request.address >> 12;
+        let entry = *self.iotlb.borrow().get(&(tag.domain, tag.pasid, page))?;
+        let allowed = match request.access {
+            Access::Read => entry.read,
+            Access::Write => entry.write,
+        };
+        allowed.then_some(entry.output_page | (request.address & 0xfff))
+    }
+
+    fn fill(&self, model: &VtdModel, request: Request, output: u64) {
+        let Some(tag) = model.cache_tag(self.memory, request) else {
+            return;
+        };
+        let other = match request.access {
+            Access::Read => Access::Write,
+            Access::Write => Access::Read,
+        };
+        let other_ok = model
+            .translate(
+                self.memory,
+                Request {
+                    access: other,
+                    ..request
+                },
+            )
+            .is_ok();
+        let (read, write) = match request.access {
+            Access::Read => (true, other_ok),
+            Access::Write => (other_ok, true),
+        };
+        self.config_cache
+            .borrow_mut()
+            .insert((request.source_id, request.pasid), tag);
+        self.iotlb.borrow_mut().insert(
+            (tag.domain, tag.pasid, request.address >> 12),
+            CachedPage {
+                tag,
+                output_page: output & !0xfff,
+                read,
+                write,
+            },
+        );
+    }
+
+    /// Number of cached IOTLB entries (for tests).
+    pub fn cached_translations(&self) -> usize {
+        self.iotlb.borrow().len()
+    }
+
+    fn invalidate(&self, low: u64, high: u64) {
+        let granularity = (low >> 4) & 3;
+        let domain = (low >> 16) as u16;
+        let pasid = ((low >> 32) & 0xf_ffff) as u32;
+        let mut config = self.config_cache.borrow_mut();
+        let mut iotlb = self.iotlb.borrow_mut();
+        let in_range = |page: u64| {
+            let order = high & 0x3f;
+            let first = (high & !0xfff) >> 12;
+            page >> order == first >> order
+        };
+        match low & 0xf {
+            // Context cache (6.5.2.1): global, domain, device (source id).
+            1 => match granularity {
+                1 => config.clear(),
+                2 => config.retain(|_, tag| tag.domain != domain),
+                _ => {
+                    let source = ((low >> 32) & 0xffff) as u16;
+                    config.retain(|(sid, _), _| *sid != source);
+                }
+            },
+            // PASID cache (6.5.2.2): domain, PASID, global.
+            7 => match granularity {
+                0 => config.retain(|_, tag| tag.domain != domain),
+                1 => config.retain(|_, tag| tag.domain != domain || tag.pasid != pasid),
+                _ => config.clear(),
+            },
+            // IOTLB (6.5.2.3): global, domain, page-selective (domain-granular entries).
+            2 => match granularity {
+                1 => iotlb.clear(),
+                2 => iotlb.retain(|(did, _, _), _| *did != domain),
+                _ => iotlb.retain(|(did, _, page), entry| {
+                    *did != domain || entry.tag.pasid_granular || !in_range(*page)
+                }),
+            },
+            // PASID-based IOTLB (6.5.2.4): all of a PASID, or pages of it.
+            6 => match granularity {
+                3 => iotlb
+                    .retain(|(did, p, page), _| *did != domain || *p != pasid || !in_range(*page)),
+                _ => iotlb.retain(|(did, p, _), _| *did != domain || *p != pasid),
+            },
+            _ => {}
+        }
     }
 
     fn record_fault(&self, record: FaultRecord) {
@@ -224,6 +354,7 @@ impl<'m> SimVtd<'m> {
         while head != tail {
             let low = self.memory.read_u64(base + head);
             let high = self.memory.read_u64(base + head + 8);
+            self.invalidate(low, high);
             match low & 0xf {
                 1 => counts.context += 1,
                 2 => counts.iotlb += 1,
@@ -271,14 +402,18 @@ impl Mmio for SimVtd<'_> {
                 }
             }
             0x2c => {
-                // CCMD upper half: ICC is acted on and cleared.
+                // CCMD upper half: ICC is acted on (this model: every
+                // granularity as global) and cleared.
                 self.regs.set(register, value & !(1 << 31));
+                self.config_cache.borrow_mut().clear();
                 let mut counts = self.counts.get();
                 counts.register += 1;
                 self.counts.set(counts);
             }
             r if r == iotlb + 4 => {
+                // IOTLB register: every granularity treated as global.
                 self.regs.set(register, value & !(1 << 31));
+                self.iotlb.borrow_mut().clear();
                 let mut counts = self.counts.get();
                 counts.register += 1;
                 self.counts.set(counts);

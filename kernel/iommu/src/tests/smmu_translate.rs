@@ -34,6 +34,7 @@ pub(super) fn request(address: u64, access: Access, substream_id: Option<u32>) -
 /// plus the CD page read-only at CD_IPA.
 pub(super) struct NestedSmmu {
     pub stage2: Stage2Config,
+    pub stage2_table: PageTable<Stage2Format>,
     pub cd_page: u64,
     pub stage1_root_ipa: u64,
 }
@@ -115,6 +116,7 @@ pub(super) fn build_nested_smmu(memory: &SimMemory, frames: &mut SimFrames) -> N
     // A level-0 table descriptor whose next table lies outside stage 2.
     view.write_u64(s1.root() + 8 * 5, 0x900_0000 | 0b11);
     NestedSmmu {
+        stage2_table: s2,
         stage2: Stage2Config {
             vmid: 1,
             table: s2.root(),

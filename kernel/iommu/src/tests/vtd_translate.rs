@@ -505,7 +505,14 @@ fn batched_invalidation_one_wait_and_counted() {
     let before = device.counts.get();
     let mut batch = InvalidationBatch::new();
     // 3 pages at 0x3000 -> chunks (0x3000, 0), (0x4000, 1): 2 descriptors.
-    batch.add(InvalidationTarget::VtdDomain { domain: 1 }, 0x3000, 0x3000);
+    batch.add(
+        InvalidationTarget::VtdDomain {
+            domain: 1,
+            nested: false,
+        },
+        0x3000,
+        0x3000,
+    );
     // 2 MiB aligned: one descriptor with AM=9.
     batch.add(
         InvalidationTarget::VtdPasid {
@@ -517,7 +524,10 @@ fn batched_invalidation_one_wait_and_counted() {
     );
     // Huge range: domain-selective instead.
     batch.add(
-        InvalidationTarget::VtdDomain { domain: 2 },
+        InvalidationTarget::VtdDomain {
+            domain: 2,
+            nested: false,
+        },
         0x1000,
         0x1_0000_0000,
     );

@@ -247,6 +247,10 @@ impl<M: Mmio> VtdUnit<M> {
         }
         let page_selective = |range: &InvalidationRange| {
             cap.psi()
+                && !matches!(
+                    range.target,
+                    InvalidationTarget::VtdDomain { nested: true, .. }
+                )
                 && aligned_chunks(range.start, range.length, max_order)
                     .nth(InvalidationBatch::MAX_COMMANDS_PER_RANGE)
                     .is_none()
@@ -257,7 +261,7 @@ impl<M: Mmio> VtdUnit<M> {
                 InvalidationTarget::VtdPasid { domain, pasid } => {
                     Descriptor::pasid_iotlb(PasidIotlbScope::Pasid { domain, pasid })
                 }
-                InvalidationTarget::VtdDomain { domain } => {
+                InvalidationTarget::VtdDomain { domain, .. } => {
                     Descriptor::iotlb(IotlbScope::Domain(domain), drain)
                 }
                 _ => Descriptor::iotlb(IotlbScope::Global, drain),
@@ -274,7 +278,7 @@ impl<M: Mmio> VtdUnit<M> {
                             leaf_only: false,
                         })
                     }
-                    InvalidationTarget::VtdDomain { domain } => Descriptor::iotlb(
+                    InvalidationTarget::VtdDomain { domain, .. } => Descriptor::iotlb(
                         IotlbScope::Pages {
                             domain,
                             address,
