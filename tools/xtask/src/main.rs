@@ -10,6 +10,7 @@
 //! bookworm-backports), so a fresh Debian 12 machine needs nothing else.
 //! The machines and test configurations are one table, in `machines.rs`.
 
+mod bench;
 mod error;
 mod image;
 mod kernel;
@@ -74,6 +75,12 @@ enum Task {
     },
     /// Run the host tests and every QEMU system-test configuration.
     Test(TestArgs),
+    /// Run the kernel benchmarks under -icount and report guest instruction counts.
+    Bench {
+        /// Architecture to measure (both unless given).
+        #[arg(long, value_name = "x86_64|aarch64")]
+        arch: Option<String>,
+    },
     /// Build the kernel (for both architectures unless --arch is given).
     Build {
         /// Architecture to build for.
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
         } => run(&root, &arch, &image, gdb, &qemu_args),
         Task::Test(args) => test(&root, &args),
         Task::Build { arch } => build(&root, arch),
+        Task::Bench { arch } => bench(&root, arch),
     };
     match result {
         Ok(code) => code,
@@ -120,6 +128,15 @@ fn arches(arch: Option<&str>) -> Result<Vec<Arch>> {
         Some(name) => Ok(vec![Arch::parse(name)?]),
         None => Ok(Arch::ALL.to_vec()),
     }
+}
+
+fn bench(root: &Path, arch: Option<String>) -> Result<ExitCode> {
+    let arches = arches(arch.as_deref())?;
+    setup::rust_targets(root)?;
+    let machines: Vec<_> = arches.iter().map(|arch| arch.machine()).collect();
+    setup::qemu(&machines)?;
+    bench::run(root, &arches)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {

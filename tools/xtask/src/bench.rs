@@ -1,0 +1,227 @@
+//! `cargo xtask bench`: kernel benchmarks in guest instructions.
+//!
+//! The kernel runs its benchmarks (`bench=NAME,...` on its command line)
+//! under `-icount shift=0,sleep=off`, where the guest's cycle counter
+//! advances one tick per executed instruction, so the counts it prints
+//! (`bench NAME instructions=N`, measurement overhead already subtracted)
+//! are instruction counts. Each architecture runs twice and the two runs
+//! must agree exactly; the results go to a Markdown table on stdout and to
+//! `target/bench/<arch>.json` and `target/bench/<arch>.md`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kernel;
+use crate::machines::Arch;
+use crate::qemu::{self, Echo};
+
+/// One benchmark the kernel knows.
+struct Benchmark {
+    /// The name on the kernel command line and in its output.
+    name: &'static str,
+    /// What it measures.
+    description: &'static str,
+    /// The target in instructions per operation, per architecture.
+    target: fn(Arch) -> Option<u64>,
+}
+
+/// The benchmarks and their targets (instructions), from the kernel-core issue.
+const BENCHMARKS: &[Benchmark] = &[Benchmark {
+    name: "null-syscall",
+    description: "null system call (Yield) round trip from user mode",
+    target: |_| Some(100),
+}];
+
+/// Instruction icount arguments: one tick per guest instruction, no sleeping.
+const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
+
+/// Runs the benchmarks for `arches`; fails when two runs disagree or a
+/// benchmark reports a failure.
+pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
+    for &arch in arches {
+        let elf = kernel::build(root, arch)?;
+        let first = measure(arch, &elf)?;
+        let second = measure(arch, &elf)?;
+        if first != second {
+            return Err(Error::new(
+                format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
+                "benchmarks must be deterministic under -icount; look for timer interrupts inside timed regions",
+            ));
+        }
+        let text = text_size(&elf)?;
+        let table = markdown(arch, &first, text);
+        print!("{table}");
+        let dir = root.join("target").join("bench");
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let md = dir.join(format!("{}.md", arch.name()));
+        std::fs::write(&md, &table).map_err(|e| io_error(&md, e))?;
+        let json = dir.join(format!("{}.json", arch.name()));
+        std::fs::write(&json, json_report(arch, &first, text)).map_err(|e| io_error(&json, e))?;
+        eprintln!("xtask: wrote {} and {}", md.display(), json.display());
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> Error {
+    Error::new(
+        format!("cannot write {}: {error}", path.display()),
+        "check that target/ is writable",
+    )
+}
+
+/// Boots the kernel once with every benchmark and collects its results.
+fn measure(arch: Arch, elf: &Path) -> Result<BTreeMap<String, u64>> {
+    let machine = arch.machine();
+    let names: Vec<&str> = BENCHMARKS.iter().map(|b| b.name).collect();
+    let cmdline = format!("bench={}", names.join(","));
+    let extra: Vec<String> = ICOUNT.iter().map(|s| s.to_string()).collect();
+    let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
+    let mut results = BTreeMap::new();
+    let mut failures = Vec::new();
+    qemu::run(
+        machine.qemu,
+        &args,
+        Echo::Quiet,
+        Some(Duration::from_secs(120)),
+        |line| {
+            if let Some((name, value)) = parse_line(line) {
+                match value {
+                    Ok(count) => {
+                        results.insert(name.to_string(), count);
+                    }
+                    Err(why) => failures.push(format!("{name}: {why}")),
+                }
+            }
+        },
+    )?;
+    if !failures.is_empty() {
+        return Err(Error::new(
+            format!(
+                "benchmarks failed on {}: {}",
+                arch.name(),
+                failures.join("; ")
+            ),
+            "run `cargo xtask run --arch ARCH -- -append bench=NAME` to see the kernel's output",
+        ));
+    }
+    for name in names {
+        if !results.contains_key(name) {
+            return Err(Error::new(
+                format!(
+                    "the kernel reported no result for {name} on {}",
+                    arch.name()
+                ),
+                "check the kernel's bench module knows it",
+            ));
+        }
+    }
+    Ok(results)
+}
+
+/// `bench NAME instructions=N` or `bench NAME FAILED: why`.
+fn parse_line(line: &str) -> Option<(&str, std::result::Result<u64, String>)> {
+    let rest = line.trim().strip_prefix("bench ")?;
+    let (name, tail) = rest.split_once(' ')?;
+    if let Some(count) = tail.strip_prefix("instructions=") {
+        return Some((
+            name,
+            count.parse().map_err(|_| format!("bad count {count:?}")),
+        ));
+    }
+    tail.strip_prefix("FAILED: ")
+        .map(|why| (name, Err(why.to_string())))
+}
+
+/// Size of the kernel's `.text` section.
+fn text_size(elf: &Path) -> Result<u64> {
+    use object::{Object, ObjectSection};
+    let bytes = std::fs::read(elf).map_err(|e| {
+        Error::new(
+            format!("cannot read {}: {e}", elf.display()),
+            "build the kernel first",
+        )
+    })?;
+    let file = object::File::parse(&*bytes).map_err(|e| {
+        Error::new(
+            format!("{} is not an ELF file: {e}", elf.display()),
+            "rebuild the kernel",
+        )
+    })?;
+    Ok(file.section_by_name(".text").map_or(0, |s| s.size()))
+}
+
+fn markdown(arch: Arch, results: &BTreeMap<String, u64>, text: u64) -> String {
+    let mut out = format!(
+        "\n### {} (guest instructions, -icount shift=0,sleep=off)\n\n| benchmark | instructions | target | |\n|---|---:|---:|---|\n",
+        arch.name()
+    );
+    for Benchmark {
+        name,
+        description,
+        target,
+    } in BENCHMARKS
+    {
+        let count = results.get(*name).copied().unwrap_or_default();
+        let (target, verdict) = match target(arch) {
+            Some(t) => (t.to_string(), if count <= t { "met" } else { "missed" }),
+            None => ("-".into(), ""),
+        };
+        out.push_str(&format!(
+            "| {name}: {description} | {count} | {target} | {verdict} |\n"
+        ));
+    }
+    let verdict = if text <= 96 * 1024 { "met" } else { "missed" };
+    out.push_str(&format!(
+        "| kernel .text size (bytes) | {text} | {} | {verdict} |\n",
+        96 * 1024
+    ));
+    out
+}
+
+fn json_report(arch: Arch, results: &BTreeMap<String, u64>, text: u64) -> String {
+    let entries: Vec<String> = results
+        .iter()
+        .map(|(name, count)| format!("    \"{name}\": {count}"))
+        .collect();
+    format!(
+        "{{\n  \"arch\": \"{}\",\n  \"unit\": \"guest instructions\",\n  \"kernel_text_bytes\": {text},\n  \"benchmarks\": {{\n{}\n  }}\n}}\n",
+        arch.name(),
+        entries.join(",\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_lines_parse() {
+        assert_eq!(
+            parse_line("bench null-syscall instructions=104"),
+            Some(("null-syscall", Ok(104)))
+        );
+        assert_eq!(
+            parse_line("bench foo FAILED: out of frames"),
+            Some(("foo", Err("out of frames".to_string())))
+        );
+        assert_eq!(parse_line("test x ... ok"), None);
+        assert!(matches!(
+            parse_line("bench x instructions=abc"),
+            Some((_, Err(_)))
+        ));
+    }
+
+    #[test]
+    fn reports_name_every_result() {
+        let mut results = BTreeMap::new();
+        results.insert("null-syscall".to_string(), 104);
+        let table = markdown(Arch::X86_64, &results, 50_000);
+        assert!(table.contains("| 104 | 100 | missed |"), "{table}");
+        assert!(table.contains("| 50000 | 98304 | met |"), "{table}");
+        let json = json_report(Arch::X86_64, &results, 50_000);
+        assert!(json.contains("\"null-syscall\": 104"));
+        assert!(json.contains("\"kernel_text_bytes\": 50000"));
+    }
+}
