@@ -23,6 +23,8 @@ pub struct SimSmmu<'m> {
     /// QEMU behaviour on a full event queue: GERROR.EVENTQ_ABT_ERR instead of
     /// (as the architecture says) toggling EVENTQ_PROD.OVFLG.
     pub qemu_overflow: bool,
+    /// An opcode this SMMU treats as illegal (CERROR_ILL), to test recovery.
+    pub reject_opcode: Cell<Option<u8>>,
     /// CR0ACK bits that never follow CR0 (to test bounded polls).
     pub stuck_cr0: Cell<u32>,
     /// Commands processed, by opcode.
@@ -49,6 +51,7 @@ impl<'m> SimSmmu<'m> {
             features,
             qemu_overflow: false,
             stuck_cr0: Cell::new(0),
+            reject_opcode: Cell::new(None),
             commands: Default::default(),
             caching: Cell::new(true),
             config_cache: RefCell::new(BTreeMap::new()),
@@ -272,7 +275,7 @@ impl<'m> SimSmmu<'m> {
                 opcode::TLBI_NSNH_ALL,
                 opcode::SYNC,
             ];
-            if !known.contains(&code) {
+            if !known.contains(&code) || self.reject_opcode.get() == Some(code) {
                 // CERROR_ILL: stop at this command, flag GERROR.CMDQ_ERR.
                 self.regs.set(offset::CMDQ_CONS, cons | 1 << 24);
                 let g = self.regs.get(offset::GERROR);

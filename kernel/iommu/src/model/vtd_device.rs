@@ -66,6 +66,7 @@ pub struct SimVtd<'m> {
     config_cache: RefCell<BTreeMap<(u16, Option<u32>), CacheTag>>,
     /// IOTLB: (domain, PASID, input page) -> translation.
     iotlb: RefCell<BTreeMap<(u16, u32, u64), CachedPage>>,
+    msis: RefCell<std::vec::Vec<(u64, u32)>>,
 }
 
 impl<'m> SimVtd<'m> {
@@ -87,6 +88,7 @@ impl<'m> SimVtd<'m> {
             caching: Cell::new(true),
             config_cache: RefCell::new(BTreeMap::new()),
             iotlb: RefCell::new(BTreeMap::new()),
+            msis: RefCell::new(std::vec::Vec::new()),
         }
     }
 
@@ -287,6 +289,32 @@ impl<'m> SimVtd<'m> {
             offset::FSTS,
             (status & !0xff00) | FaultStatus::PPF.bits() | fri << 8,
         );
+        self.fault_event();
+    }
+
+    /// A fault event (VT-d 7.4.1): an MSI built from FEADDR/FEUADDR/FEDATA
+    /// if FECTL.IM is clear, else FECTL.IP is set and the MSI is sent when
+    /// software unmasks.
+    fn fault_event(&self) {
+        let control = self.regs.get(offset::FECTL);
+        if control & (1 << 31) != 0 {
+            self.regs.set(offset::FECTL, control | 1 << 30);
+        } else {
+            self.send_fault_msi();
+        }
+    }
+
+    fn send_fault_msi(&self) {
+        let address = u64::from(self.regs.get(offset::FEADDR))
+            | u64::from(self.regs.get(offset::FEUADDR)) << 32;
+        self.msis
+            .borrow_mut()
+            .push((address, self.regs.get(offset::FEDATA)));
+    }
+
+    /// The fault-event MSIs sent so far: (address, data).
+    pub fn fault_msis(&self) -> std::vec::Vec<(u64, u32)> {
+        self.msis.borrow().clone()
     }
 
     fn pending_count(&self) -> u32 {
@@ -417,6 +445,16 @@ impl Mmio for SimVtd<'_> {
                 let mut counts = self.counts.get();
                 counts.register += 1;
                 self.counts.set(counts);
+            }
+            offset::FECTL => {
+                // IM is writable; IP is read-only. Unmasking delivers a pending event.
+                let pending = self.regs.get(offset::FECTL) & (1 << 30);
+                if value & (1 << 31) == 0 && pending != 0 {
+                    self.regs.set(offset::FECTL, 0);
+                    self.send_fault_msi();
+                } else {
+                    self.regs.set(offset::FECTL, (value & (1 << 31)) | pending);
+                }
             }
             offset::IQT => {
                 self.regs.set(register, value);

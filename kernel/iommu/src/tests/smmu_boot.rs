@@ -231,3 +231,65 @@ fn fatal_stes_are_refused_before_reaching_memory() {
         good
     );
 }
+
+#[test]
+fn rejected_command_is_reported_and_the_queue_recovers() {
+    use crate::invalidation::{InvalidationBatch, InvalidationTarget};
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimSmmu::qemu(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut smmu = Smmu::new(&device).with_poll_limit(PollLimit(1000));
+    smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64)
+        .unwrap();
+    device.reject_opcode.set(Some(opcode::TLBI_S2_IPA));
+    let mut batch = InvalidationBatch::new();
+    batch.add(
+        InvalidationTarget::SmmuStage2 {
+            vmid: 1,
+            nested: false,
+        },
+        0,
+        0x1000,
+    );
+    let err = smmu.flush(&memory, &batch).unwrap_err();
+    assert_eq!(
+        err,
+        SmmuError::CommandError {
+            code: 1,
+            opcode: opcode::TLBI_S2_IPA
+        }
+    );
+    assert!(std::format!("{err}").contains("CERROR_ILL"));
+    assert_eq!(smmu.global_errors(), 0);
+    device.reject_opcode.set(None);
+    let mut batch = InvalidationBatch::new();
+    batch.add(
+        InvalidationTarget::SmmuStage1 { vmid: 1, asid: 1 },
+        0,
+        0x1000,
+    );
+    assert_eq!(smmu.flush(&memory, &batch).unwrap().waits, 1);
+}
+
+#[test]
+fn event_records_round_trip() {
+    use crate::smmuv3::queue::{Event, FaultClass};
+    for code in [
+        0x01u8, 0x02, 0x03, 0x04, 0x08, 0x09, 0x0a, 0x10, 0x11, 0x12, 0x13, 0x25, 0x77,
+    ] {
+        let kind = EventKind::from_code(code);
+        assert_eq!(kind.code(), code);
+        let event = Event {
+            kind,
+            stream_id: 0x1234,
+            substream_id: Some(9),
+            read: true,
+            stage2: true,
+            class: FaultClass::TranslationTable,
+            input_address: 0xdead_b000,
+            address: 0x4_5000,
+        };
+        assert_eq!(Event::decode(event.encode()), event);
+    }
+    assert_eq!(EventKind::from_code(0x77).name(), "unknown event");
+}

@@ -180,6 +180,31 @@ fn fault_interrupt_registers() {
 }
 
 #[test]
+fn fault_event_msi_is_sent_or_held_while_masked() {
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    let dma = Request {
+        source_id: 0x0010,
+        pasid: None,
+        address: 0x1000,
+        access: Access::Read,
+    };
+    // Reset state: masked; the event is held (FECTL.IP).
+    assert!(device.dma(dma).is_err());
+    assert!(device.fault_msis().is_empty());
+    // Unmasking with the vector programmed delivers the held event.
+    unit.set_fault_interrupt(0xfee0_0000, 0x31);
+    assert_eq!(device.fault_msis(), [(0xfee0_0000, 0x31)]);
+    let _ = unit.read_faults();
+    assert!(device.dma(dma).is_err());
+    assert_eq!(device.fault_msis().len(), 2);
+}
+
+#[test]
 fn invalidation_queue_error_is_reported_and_recovered() {
     use crate::vtd::qi::Descriptor;
     use crate::vtd::regs::FaultStatus;
