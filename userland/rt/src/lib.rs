@@ -10,6 +10,8 @@
 //! - A heap of [`heap::HEAP_SIZE`] bytes is the global allocator, so
 //!   programs can use `alloc` (`Box`, `Vec`, ...).
 //! - [`print!`] and [`println!`] write to the kernel's debug console.
+//! - [`testing`]: `test NAME ... ok` lines and the closing count for
+//!   system-test programs.
 //!
 //! Programs link with `link-<arch>.ld` (see `userland/README.md`).
 //!
@@ -18,12 +20,17 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod heap;
 #[cfg(target_os = "none")]
 mod start;
+pub mod testing;
+
+#[doc(hidden)]
+pub use alloc::format as __format;
 
 use core::fmt;
 use sys::names::CapTable;

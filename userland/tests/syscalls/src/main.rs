@@ -1,0 +1,88 @@
+//! `syscalls`: a system test of the user-side SDK on the running kernel.
+//! Prints `test NAME ... ok|FAILED` lines and `N passed, N failed`, then
+//! halts with 0 (all passed) or 1.
+//!
+//! It checks only what the kernel answers today without any capability
+//! (the debug and scheduling calls, the refusal of unknown numbers), and
+//! what `rt` provides (zeroed `.bss`, the heap), so it runs as the kernel's
+//! boot module before init exists.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use rt::check;
+use rt::testing::{Outcome, Suite};
+use sys::{Error, Syscall, syscall};
+
+rt::entry!(main);
+
+fn main(_startup: &rt::Startup) -> i32 {
+    let mut suite = Suite::new();
+    suite.run("debug_put_char_succeeds", debug_put_char_succeeds);
+    suite.run("yield_succeeds", yield_succeeds);
+    suite.run("unknown_syscall_is_refused", unknown_syscall_is_refused);
+    suite.run("bss_starts_zeroed", bss_starts_zeroed);
+    suite.run("heap_allocates_and_reuses", heap_allocates_and_reuses);
+    suite.finish()
+}
+
+fn debug_put_char_succeeds() -> Outcome {
+    // One DebugPutChar per byte, each checked.
+    for byte in b"debug console: every byte acknowledged\n" {
+        let result = sys::debug_put_char(*byte);
+        check!(result.is_ok(), "DebugPutChar answered {result:?}");
+    }
+    Ok(())
+}
+
+fn yield_succeeds() -> Outcome {
+    let out = syscall(Syscall::Yield as u64, 0, 0, [0; 4]);
+    check!(out.status == 0, "Yield answered status {}", out.status);
+    Ok(())
+}
+
+fn unknown_syscall_is_refused() -> Outcome {
+    for number in [0, 8, 31, 34, u64::MAX] {
+        let out = syscall(number, 0, 0, [1, 2, 3, 4]);
+        let expected = u64::from(Error::InvalidSyscall.code());
+        check!(
+            out.status == expected,
+            "system call {number:#x} answered status {} instead of InvalidSyscall ({expected})",
+            out.status
+        );
+    }
+    Ok(())
+}
+
+/// 4 KiB of `.bss` that `_start` zeroed.
+static WORDS: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
+
+fn bss_starts_zeroed() -> Outcome {
+    for (index, word) in WORDS.iter().enumerate() {
+        let value = word.swap(u64::MAX, Ordering::Relaxed);
+        check!(value == 0, ".bss word {index} was {value:#x}");
+    }
+    Ok(())
+}
+
+fn heap_allocates_and_reuses() -> Outcome {
+    for round in 0..4u64 {
+        let numbers: Vec<u64> = (0..2000).map(|i| i * round).collect();
+        let boxed = Box::new([round; 64]);
+        let sum: u64 = numbers.iter().sum();
+        check!(
+            sum == round * 1999 * 2000 / 2,
+            "round {round}: the vector sums to {sum}"
+        );
+        check!(
+            boxed.iter().all(|&value| value == round),
+            "round {round}: the box changed"
+        );
+    }
+    Ok(())
+}
