@@ -141,6 +141,45 @@ impl Error {
     }
 }
 
+/// The model's error with the same name and number. The match is
+/// exhaustive: a new model error does not compile until the ABI names it.
+impl From<caps::Error> for Error {
+    fn from(error: caps::Error) -> Error {
+        use caps::Error as M;
+        match error {
+            M::InvalidSlot => Error::InvalidSlot,
+            M::EmptySlot => Error::EmptySlot,
+            M::SlotOccupied => Error::SlotOccupied,
+            M::WrongKind => Error::WrongKind,
+            M::InsufficientRights => Error::InsufficientRights,
+            M::InvalidRights => Error::InvalidRights,
+            M::InvalidSize => Error::InvalidSize,
+            M::UntypedExhausted => Error::UntypedExhausted,
+            M::DeviceMemory => Error::DeviceMemory,
+            M::ObjectTableFull => Error::ObjectTableFull,
+            M::NoSlotMemory => Error::NoSlotMemory,
+            M::CnodeNotEmpty => Error::CnodeNotEmpty,
+            M::NotBadgeable => Error::NotBadgeable,
+            M::AlreadyBadged => Error::AlreadyBadged,
+            M::InvalidAddress => Error::InvalidAddress,
+            M::AddressInUse => Error::AddressInUse,
+            M::AlreadyMapped => Error::AlreadyMapped,
+            M::NotMapped => Error::NotMapped,
+            M::AlreadyAttached => Error::AlreadyAttached,
+            M::NotAttached => Error::NotAttached,
+            M::WrongUnit => Error::WrongUnit,
+            M::NoDomainIds => Error::NoDomainIds,
+            M::OutOfScope => Error::OutOfScope,
+            M::DeviceInUse => Error::DeviceInUse,
+            M::PasidOutOfRange => Error::PasidOutOfRange,
+            M::PasidInUse => Error::PasidInUse,
+            M::DeviceNotAttached => Error::DeviceNotAttached,
+            M::SpaceMismatch => Error::SpaceMismatch,
+            M::DeadObject => Error::DeadObject,
+        }
+    }
+}
+
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{self:?} ({})", self.code())
@@ -149,7 +188,9 @@ impl core::fmt::Display for Error {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::Error;
+    use std::format;
 
     #[test]
     fn codes_are_unique_and_sorted() {
@@ -166,4 +207,52 @@ mod tests {
         }
         assert_eq!(Error::from_code(0), None);
     }
+
+    /// The model's errors keep their names and numbers through the ABI.
+    #[test]
+    fn mirrors_the_capability_model() {
+        let mut mirrored = 0;
+        for abi in Error::ALL.iter().filter(|e| e.code() < 64) {
+            let found = MODEL_ERRORS.iter().find(|m| m.code() == abi.code());
+            let Some(&model) = found else {
+                panic!("{abi:?} has no model error")
+            };
+            assert_eq!(Error::from(model), *abi);
+            assert_eq!(format!("{model:?}"), format!("{abi:?}"));
+            mirrored += 1;
+        }
+        assert_eq!(mirrored, MODEL_ERRORS.len());
+    }
+
+    const MODEL_ERRORS: [caps::Error; 29] = [
+        caps::Error::InvalidSlot,
+        caps::Error::EmptySlot,
+        caps::Error::SlotOccupied,
+        caps::Error::WrongKind,
+        caps::Error::InsufficientRights,
+        caps::Error::InvalidRights,
+        caps::Error::InvalidSize,
+        caps::Error::UntypedExhausted,
+        caps::Error::DeviceMemory,
+        caps::Error::ObjectTableFull,
+        caps::Error::NoSlotMemory,
+        caps::Error::CnodeNotEmpty,
+        caps::Error::NotBadgeable,
+        caps::Error::AlreadyBadged,
+        caps::Error::InvalidAddress,
+        caps::Error::AddressInUse,
+        caps::Error::AlreadyMapped,
+        caps::Error::NotMapped,
+        caps::Error::AlreadyAttached,
+        caps::Error::NotAttached,
+        caps::Error::WrongUnit,
+        caps::Error::NoDomainIds,
+        caps::Error::OutOfScope,
+        caps::Error::DeviceInUse,
+        caps::Error::PasidOutOfRange,
+        caps::Error::PasidInUse,
+        caps::Error::DeviceNotAttached,
+        caps::Error::SpaceMismatch,
+        caps::Error::DeadObject,
+    ];
 }

@@ -225,4 +225,23 @@ mod tests {
         assert_eq!(Invocation::from_label(0), None);
         assert_eq!(Invocation::from_label(9999), None);
     }
+
+    #[test]
+    fn object_types_match_the_model() {
+        use caps::ObjectKind as K;
+        for (abi, model) in [
+            (ObjectType::Untyped, K::Untyped),
+            (ObjectType::Cnode, K::CNode),
+            (ObjectType::Tcb, K::Tcb),
+            (ObjectType::Endpoint, K::Endpoint),
+            (ObjectType::Notification, K::Notification),
+            (ObjectType::Frame, K::Frame),
+            (ObjectType::PageTable, K::PageTable),
+            (ObjectType::IoSpace, K::IoSpace),
+            (ObjectType::IoFaultQueue, K::IoFaultQueue),
+        ] {
+            assert_eq!(abi as u64, model as u64, "{abi:?}");
+            assert_eq!(ObjectType::from_number(abi as u64), Some(abi));
+        }
+    }
 }
