@@ -2,10 +2,11 @@
 //! on an [`Endpoint`], `Signal` and `Wait` on a [`Notification`].
 //!
 //! A message is a [`MessageInfo`] (label, length, extra-capability count)
-//! and registers 0..4 passed here; registers `4..length` and the extra
-//! capabilities go through the IPC buffer ([`ipc::set_mr`](crate::ipc::set_mr),
-//! [`ipc::set_cap`](crate::ipc::set_cap)) before the call, and a received message's registers
-//! 4.. are read back with [`ipc::mr`](crate::ipc::mr).
+//! and registers 0..4 passed here. Registers `4..length` and the extra
+//! capabilities go through the IPC buffer: set them with
+//! [`set_mr`](crate::ipc::set_mr) and [`set_cap`](crate::ipc::set_cap)
+//! before the call; read a received message's registers 4.. with
+//! [`mr`](crate::ipc::mr).
 
 use crate::cap::{Cap, Endpoint, Notification};
 use crate::syscall::{SyscallOut, UNKNOWN_STATUS, status_to_result, syscall};
@@ -36,7 +37,7 @@ fn received(out: SyscallOut) -> Result<Received, Error> {
 }
 
 impl Cap<Endpoint> {
-    /// `Call`: sends `info` with registers `mrs` (and `mrs[4..length]`,
+    /// `Call`: sends `info` with registers `mrs` (registers `4..length` and
     /// extra capabilities from the IPC buffer) and waits for the reply.
     pub fn call(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
         received(syscall(
