@@ -382,6 +382,12 @@ impl<'m> SimVtd<'m> {
         while head != tail {
             let low = self.memory.read_u64(base + head);
             let high = self.memory.read_u64(base + head + 8);
+            if !descriptor_well_formed(low, high) {
+                let status = self.regs.get(offset::FSTS);
+                self.regs
+                    .set(offset::FSTS, status | FaultStatus::IQE.bits());
+                break;
+            }
             self.invalidate(low, high);
             match low & 0xf {
                 1 => counts.context += 1,
@@ -469,5 +475,18 @@ impl Mmio for SimVtd<'_> {
             r if r >= fro && r < frcd_end => {}
             _ => self.regs.set(register, value),
         }
+    }
+}
+
+/// Reserved-bit and form checks QEMU 10.0.2 applies before processing a
+/// descriptor (hw/i386/intel_iommu_internal.h masks; a violation is IQE).
+fn descriptor_well_formed(low: u64, high: u64) -> bool {
+    match low & 0xf {
+        1 => low & 0xfffc_0000_0000_ffc0 == 0 && high == 0,
+        2 => low & 0xffff_ffff_0000_ff00 == 0 && high & 0xf80 == 0,
+        5 => low & 0xffff_ff80 == 0 && high & 3 == 0 && low & (1 << 5 | 1 << 4) != 0,
+        6 => low & 0xfff0_0000_0000_f1c0 == 0 && high & 0xf80 == 0,
+        7 => low & 0xfff0_0000_0000_f1c0 == 0,
+        _ => false,
     }
 }

@@ -261,9 +261,9 @@ impl InvalidationQueue {
     }
 
     /// Reports FSTS.IQE/ITE/ICE and recovers (VT-d 6.5.2.10): for IQE the
-    /// descriptor at IQH is replaced by a wait descriptor without status
-    /// write (a no-op) and IQE is cleared so the hardware resumes; ITE/ICE
-    /// are cleared. The error is still returned to the caller.
+    /// descriptor at IQH is replaced by a harmless wait descriptor and IQE
+    /// is cleared so the hardware resumes; ITE/ICE are cleared. The error
+    /// is still returned to the caller.
     fn check_errors(&self, mmio: &impl Mmio, mem: &impl PhysMem) -> Result<(), VtdError> {
         let status = FaultStatus::from_bits_retain(mmio.read32(offset::FSTS));
         let errors = status & (FaultStatus::IQE | FaultStatus::ITE | FaultStatus::ICE);
@@ -273,7 +273,10 @@ impl InvalidationQueue {
         if errors.contains(FaultStatus::IQE) {
             let slot = self.base + u64::from(self.head_index(mmio)) * self.descriptor_size();
             let words = if self.wide { 4 } else { 2 };
-            let no_op = Descriptor([kind::WAIT, 0, 0, 0]);
+            // A wait descriptor writing 0 to the status word: harmless
+            // (waits compare against sequence numbers >= 1), and valid for
+            // QEMU, which rejects a wait descriptor with neither SW nor IF.
+            let no_op = Descriptor::wait(self.status, 0);
             for (i, word) in no_op.0.iter().take(words).enumerate().rev() {
                 mem.write_u64(slot + 8 * i as u64, *word);
             }
