@@ -6,9 +6,10 @@
 //! - Every thread has one IPC buffer: a page of its own VSpace, mapped
 //!   read-write, holding an [`IpcBuffer`] at offset 0. The kernel learns the
 //!   frame and its address from `Tcb.Configure` (cap 2 and `MR1`).
-//! - Its address is [`IPC_BUFFER_ADDRESS`] in every protection domain: init
-//!   configures each thread it starts with that address, and this crate
-//!   reads and writes the buffer there. (One thread per domain today; a
+//! - Its address is [`IPC_BUFFER_ADDRESS`] in every protection domain: the
+//!   kernel maps the root task's (init's) buffer there, init configures
+//!   each thread it starts with that address, and this crate reads and
+//!   writes the buffer there. (One thread per domain today; a
 //!   second thread in the same VSpace will need its own address, passed at
 //!   its start.)
 //! - Message register `n` is `mrs[n]` for every `n`. Registers 0..4 travel
