@@ -29,6 +29,9 @@ pub fn run(cmdline: &Cmdline<'_>, found: &Discovered, frames: &mut BootFrames) -
         iommu_facts_match_machine(cmdline)
     });
     suite.run("dma_blocked_by_default", || dma_blocked_by_default(found));
+    suite.run("dma_fault_raises_the_fault_interrupt", || {
+        dma_fault_raises_the_fault_interrupt(found)
+    });
     suite.finish()
 }
 
@@ -272,5 +275,45 @@ fn timer_preempts_spinning_user(frames: &mut BootFrames) -> Outcome {
             arch::TIMER_IRQ
         );
     }
+    Ok(())
+}
+
+/// Turns on the IOMMU's fault interrupt (VT-d fault event MSI, SMMUv3
+/// event-queue SPI), makes the edu device fault, and checks the interrupt
+/// arrived at the interrupt controller. Runs last: the x86 vector stays
+/// requested until a user thread runs with interrupts on.
+fn dma_fault_raises_the_fault_interrupt(found: &Discovered) -> Outcome {
+    let Some(ecam) = found.ecam else {
+        fail!("no PCI ECAM window found")
+    };
+    let edu = match Edu::probe(&Ecam::new(ecam), found.mmio32) {
+        Ok(edu) => edu,
+        Err(e) => fail!("{e}"),
+    };
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        fail!("no IOMMU unit was brought up")
+    };
+    unit.drain_faults();
+    let irq = arch::IOMMU_FAULT_IRQ;
+    check!(
+        !arch::interrupt_pending(irq),
+        "interrupt {irq} is pending before any fault"
+    );
+    if let Err(why) = unit.enable_fault_interrupt() {
+        fail!("{why}");
+    }
+    if let Err(e) = edu.dma_to_memory(TARGET.phys(), 64) {
+        fail!("{e}");
+    }
+    let faults = unit.drain_faults();
+    check!(!faults.is_empty(), "the DMA recorded no fault");
+    check!(
+        arch::interrupt_pending(irq),
+        "{} faults recorded but interrupt {irq} never arrived",
+        faults.len()
+    );
+    #[cfg(target_arch = "aarch64")]
+    arch::clear_interrupt(irq);
     Ok(())
 }

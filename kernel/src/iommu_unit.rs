@@ -189,6 +189,28 @@ impl Unit {
     }
 }
 
+impl Unit {
+    /// Turns on the unit's fault interrupt, delivered as
+    /// `arch::IOMMU_FAULT_IRQ`: VT-d's fault event MSI, the SMMUv3
+    /// event-queue SPI.
+    pub fn enable_fault_interrupt(&mut self) -> Result<(), &'static str> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(unit) => {
+                let (address, data) = crate::arch::msi_message(crate::arch::IOMMU_FAULT_IRQ);
+                unit.set_fault_interrupt(address, data);
+                Ok(())
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                crate::arch::enable_interrupt(crate::arch::IOMMU_FAULT_IRQ);
+                smmu.enable_interrupts()
+                    .map_err(|_| "the SMMU did not acknowledge IRQ_CTRL")
+            }
+        }
+    }
+}
+
 /// The unit brought up at boot.
 pub static UNIT: spin::Mutex<Option<Unit>> = spin::Mutex::new(None);
 

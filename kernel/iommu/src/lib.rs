@@ -20,6 +20,23 @@
 //! - [`invalidation`]: the batching invalidation API shared by both vendors.
 //! - `model` (host only, `cfg(test)` or feature `model`): simulated memory,
 //!   simulated register blocks and translation models.
+//!
+//! # Boot: block all DMA
+//!
+//! ```ignore
+//! // x86_64: one VT-d unit per DRHD of the ACPI DMAR table.
+//! let dmar = iommu::vtd::dmar::Dmar::parse(dmar_bytes)?;
+//! let drhd = dmar.remapping_units().next().unwrap();
+//! let mut vtd = iommu::vtd::VtdUnit::new(mmio_at(drhd.register_base)); // 4 KiB of registers
+//! let mode = if vtd.extended_capability().smts() { RootTableMode::Scalable } else { RootTableMode::Legacy };
+//! vtd.block_all_dma(&phys_mem, &mut frames, mode)?;                   // 3 frames
+//! for fault in vtd.read_faults().iter() { /* source_id, reason, address */ }
+//!
+//! // aarch64: the SMMU from the device tree ("arm,smmu-v3"), 128 KiB of registers.
+//! let mut smmu = iommu::smmuv3::Smmu::new(mmio_at(0x0905_0000));
+//! smmu.block_all_dma(&phys_mem, &mut frames, BlockPolicy::RecordFault, 0..256)?;
+//! for event in smmu.drain_events(&phys_mem).events.iter() { /* C_BAD_STE, stream_id */ }
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -293,3 +293,34 @@ fn event_records_round_trip() {
     }
     assert_eq!(EventKind::from_code(0x77).name(), "unknown event");
 }
+
+#[test]
+fn linear_stream_table_when_two_levels_are_not_offered() {
+    use crate::smmuv3::regs::Idr0;
+    let memory = SimMemory::new(64 * MIB);
+    let features = Features {
+        idr0: Idr0(Features::QEMU.idr0.0 & !(3 << 27)),
+        ..Features::QEMU
+    };
+    let device = SimSmmu::new(&memory, features);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut smmu = Smmu::new(&device);
+    smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64)
+        .unwrap();
+    let table = smmu.stream_table().unwrap();
+    assert_eq!(
+        (table.layout(), table.sid_bits()),
+        (StreamTableLayout::Linear, 6)
+    );
+    assert!(matches!(device.dma(edu_dma(5)), Outcome::Fault(e) if e.kind == EventKind::BadSte));
+    assert!(
+        matches!(device.dma(edu_dma(100)), Outcome::Fault(e) if e.kind == EventKind::BadStreamId)
+    );
+    smmu.install_ste(&memory, &mut frames, 5, &Ste::bypass())
+        .unwrap();
+    assert_eq!(device.dma(edu_dma(5)), Outcome::Translated(0x4_0000));
+    assert!(
+        smmu.install_ste(&memory, &mut frames, 64, &Ste::bypass())
+            .is_err()
+    );
+}

@@ -511,7 +511,7 @@ impl<'a> Iterator for DeviceScopes<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::vec::Vec;
 
@@ -643,6 +643,49 @@ mod tests {
         // Never panics on truncated or garbage input.
         for n in 0..good.len() {
             let _ = Dmar::parse(&good[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Mutated and truncated tables never panic the parser, and a table
+        /// it accepts can be iterated completely.
+        #[test]
+        fn never_panics_on_mutated_tables(
+            flips in proptest::collection::vec((0usize..96, any::<u8>()), 0..8),
+            cut in 0usize..100,
+            fix in any::<bool>(),
+        ) {
+            let mut table = tests::qemu_like_dmar();
+            for (index, value) in flips {
+                if index < table.len() {
+                    table[index] = value;
+                }
+            }
+            if fix && table.len() > 9 {
+                table[9] = 0;
+                let sum = table.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+                table[9] = 0u8.wrapping_sub(sum);
+            }
+            let end = table.len().min(cut.max(1) * table.len() / 100 + 1);
+            if let Ok(dmar) = Dmar::parse(&table[..end]) {
+                for unit in dmar.remapping_units() {
+                    for scope in unit.scopes {
+                        let _ = scope.requester_id();
+                    }
+                }
+                for region in dmar.reserved_regions() {
+                    prop_assert!(region.limit >= region.base);
+                    for scope in region.scopes {
+                        let _ = scope.requester_id();
+                    }
+                }
+            }
         }
     }
 }

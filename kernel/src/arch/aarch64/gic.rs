@@ -51,6 +51,39 @@ pub fn init() {
     write(CPU_INTERFACE, GICC_CTLR, 1);
 }
 
+const GICD_ISPENDR: usize = 0x200;
+const GICD_ICPENDR: usize = 0x280;
+const GICD_ITARGETSR: usize = 0x800;
+const GICD_ICFGR: usize = 0xC00;
+
+/// Enables shared peripheral interrupt `id` (>= 32) as edge-triggered (the
+/// SMMU's wired interrupts are edge SPIs) and routes it to CPU 0.
+pub fn enable_spi(id: u32) {
+    let config = GICD_ICFGR + 4 * (id as usize / 16);
+    let edge = 2 << (2 * (id % 16));
+    write(DISTRIBUTOR, config, read(DISTRIBUTOR, config) | edge);
+    let word = 4 * (id as usize / 32);
+    let target = GICD_ITARGETSR + (id as usize & !3);
+    let shift = (id % 4) * 8;
+    let old = read(DISTRIBUTOR, target);
+    write(DISTRIBUTOR, target, (old & !(0xFF << shift)) | (1 << shift));
+    write(DISTRIBUTOR, GICD_ISENABLER + word, 1 << (id % 32));
+}
+
+/// Whether interrupt `id` is pending at the distributor.
+pub fn pending(id: u32) -> bool {
+    read(DISTRIBUTOR, GICD_ISPENDR + 4 * (id as usize / 32)) & (1 << (id % 32)) != 0
+}
+
+/// Clears interrupt `id`'s pending state.
+pub fn clear_pending(id: u32) {
+    write(
+        DISTRIBUTOR,
+        GICD_ICPENDR + 4 * (id as usize / 32),
+        1 << (id % 32),
+    );
+}
+
 /// Arms the virtual timer to fire after `ticks` counter ticks.
 pub fn timer_start(ticks: u32) {
     // SAFETY: CNTV_TVAL/CTL belong to the kernel; enabling with IMASK clear

@@ -135,6 +135,25 @@ pub fn acknowledge_interrupt(_vector: u8) -> Option<u32> {
     gic::acknowledge()
 }
 
+/// The interrupt an IOMMU fault event is delivered as: the SMMUv3
+/// event-queue interrupt, a wired edge SPI (74 on virt, INTID 106).
+pub const IOMMU_FAULT_IRQ: u32 = 32 + 74;
+
+/// Enables delivery of shared interrupt `id` to this CPU.
+pub fn enable_interrupt(id: u32) {
+    gic::enable_spi(id);
+}
+
+/// Whether interrupt `id` is waiting at the interrupt controller.
+pub fn interrupt_pending(id: u32) -> bool {
+    gic::pending(id)
+}
+
+/// Drops interrupt `id`'s pending state (it was consumed by polling).
+pub fn clear_interrupt(id: u32) {
+    gic::clear_pending(id);
+}
+
 /// Ends the handling of interrupt `id` so another can arrive.
 pub fn end_interrupt(id: u32) {
     gic::end_of_interrupt(id);

@@ -48,6 +48,16 @@ pub fn timer_stop() {
     write(TIMER_VECTOR_REG, MASKED | u32::from(TIMER_VECTOR));
 }
 
+/// Whether `vector` is requested at the local APIC (IRR, Intel SDM vol. 3,
+/// 11.8.4): an interrupt that arrived while the kernel ran with interrupts
+/// off waits there.
+pub fn requested(vector: u8) -> bool {
+    let offset = 0x200 + 0x10 * usize::from(vector / 32);
+    // SAFETY: the IRR registers are read-only status in the local APIC page.
+    let word = unsafe { register(offset).read_volatile() };
+    word & (1 << (vector % 32)) != 0
+}
+
 /// Signals end of interrupt for the vector being handled.
 pub fn end_of_interrupt() {
     write(END_OF_INTERRUPT, 0);

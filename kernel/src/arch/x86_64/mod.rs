@@ -223,6 +223,20 @@ pub fn acknowledge_interrupt(vector: u8) -> Option<u32> {
     Some(u32::from(vector))
 }
 
+/// The interrupt an IOMMU fault event is delivered as: the VT-d fault event
+/// MSI's vector (data), with its address aimed at this CPU's local APIC.
+pub const IOMMU_FAULT_IRQ: u32 = 40;
+
+/// The MSI address and data that deliver `vector` to this CPU.
+pub fn msi_message(vector: u32) -> (u64, u32) {
+    (0xFEE0_0000, vector)
+}
+
+/// Whether interrupt `id` is waiting at the interrupt controller.
+pub fn interrupt_pending(id: u32) -> bool {
+    u8::try_from(id).is_ok_and(apic::requested)
+}
+
 /// Ends the handling of interrupt `id` so another can arrive.
 pub fn end_interrupt(_id: u32) {
     apic::end_of_interrupt();
