@@ -44,6 +44,7 @@
 extern crate std;
 
 pub mod hw;
+pub mod identity;
 pub mod invalidation;
 pub mod list;
 pub mod pagetable;

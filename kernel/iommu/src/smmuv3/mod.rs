@@ -177,6 +177,10 @@ impl<M: Mmio> Smmu<M> {
     pub fn features(&self) -> &Features {
         &self.features
     }
+    /// Vendor-neutral capabilities (for IommuControl `Identify`).
+    pub fn identity(&self) -> crate::identity::Identity {
+        crate::identity::Identity::smmuv3(&self.features)
+    }
     /// The stream table, once set up.
     pub fn stream_table(&self) -> Option<&StreamTable> {
         self.stream_table.as_ref()

@@ -182,6 +182,19 @@ impl Ste {
         Ok(ste)
     }
 
+    /// Stage-1-only translation (Config=0b101): one CD at physical
+    /// `cd_table`; `vmid` still tags the TLB entries (STE.S2VMID).
+    pub fn stage1(cd_table: PhysAddr, vmid: u16, features: &Features) -> Result<Ste, SteError> {
+        if cd_table & 0x3f != 0 {
+            return Err(SteError::ContextTableFormat(cd_table));
+        }
+        let word0 = 1 | config::STAGE1 << 1 | (cd_table & 0x000f_ffff_ffff_ffc0);
+        let word1 = 1 << 2 | 1 << 4 | 3 << 6;
+        let ste = Ste([word0, word1, u64::from(vmid), 0, 0, 0, 0, 0]);
+        ste.check(features)?;
+        Ok(ste)
+    }
+
     /// Nested translation with a linear table of 2^`cdmax_log2` CDs
     /// (S1CDMax) indexed by SubstreamID; transactions without a SubstreamID
     /// use CD 0 (S1DSS=0b10). Needs SMMU_IDR1.SSIDSIZE >= `cdmax_log2`

@@ -434,3 +434,39 @@ fn batched_invalidation_one_sync_and_counted() {
         }
     );
 }
+
+#[test]
+fn stage1_only() {
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimSmmu::qemu(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut smmu = Smmu::new(&device);
+    smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..256)
+        .unwrap();
+    let s1 = PageTable::new(&mut frames, Stage1Format, levels_4k(39), 39).unwrap();
+    s1.map(
+        &memory,
+        &mut frames,
+        0x8000_0000,
+        0x300_0000,
+        PageSize::Size2M,
+        Perms::READ_WRITE,
+    )
+    .unwrap();
+    let cd_table = frames.alloc_zeroed_frame().unwrap();
+    let params = CdParams {
+        va_bits: 39,
+        ..cd_params(s1.root(), 5)
+    };
+    let cd = Cd::new(&params, smmu.features()).unwrap();
+    smmu.write_cd(&memory, cd_table, EDU, 0, &cd).unwrap();
+    let ste = Ste::stage1(cd_table, 0, smmu.features()).unwrap();
+    smmu.install_ste(&memory, &mut frames, EDU, &ste).unwrap();
+    assert_eq!(
+        device.dma(request(0x8012_3456, Access::Write, None)),
+        Outcome::Translated(0x312_3456)
+    );
+    // Beyond the 39-bit input range of TTB0.
+    let event = fault(device.dma(request(1 << 40, Access::Read, None)));
+    assert_eq!((event.kind, event.stage2), (EventKind::Translation, false));
+}

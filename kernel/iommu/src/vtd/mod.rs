@@ -130,6 +130,10 @@ impl<M: Mmio> VtdUnit<M> {
     pub fn extended_capability(&self) -> ExtendedCapability {
         self.extended
     }
+    /// Vendor-neutral capabilities (for IommuControl `Identify`).
+    pub fn identity(&self) -> crate::identity::Identity {
+        crate::identity::Identity::vtd(self.capability, self.extended)
+    }
     /// The installed root table and its mode, if any.
     pub fn root_table(&self) -> Option<(PhysAddr, RootTableMode)> {
         self.root_table
