@@ -18,10 +18,15 @@ pub fn cargo() -> String {
 
 /// Where the kernel ELF for `arch` lands.
 pub fn elf_path(root: &Path, arch: Arch) -> PathBuf {
+    package_elf(root, arch, "kernel")
+}
+
+/// Where the binary of workspace package `package` lands for `arch`.
+pub fn package_elf(root: &Path, arch: Arch, package: &str) -> PathBuf {
     target_dir(root)
         .join(arch.target())
         .join("release")
-        .join("kernel")
+        .join(package)
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -62,10 +67,7 @@ pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> 
             ),
         ));
     }
-    let elf = target_dir(root)
-        .join(arch.target())
-        .join("release")
-        .join(package);
+    let elf = package_elf(root, arch, package);
     if !elf.is_file() {
         return Err(Error::new(
             format!("cargo built {package} but {} is missing", elf.display()),

@@ -206,12 +206,17 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let configs = suite::configurations(&selection);
     if args.list {
         for config in configs {
-            let machine = config.arch.machine();
             let kernel = kernel::elf_path(root, config.arch);
-            let qemu_args =
-                qemu::arguments(machine, config.qemu_args, &kernel, config.cmdline, &[]);
+            let module = config
+                .program
+                .map(|program| kernel::package_elf(root, config.arch, program));
+            let qemu_args = suite::arguments(config, &kernel, module.as_deref());
             println!("{} (timeout {} s)", config.name, config.timeout_secs);
-            println!("  {} {}", machine.qemu, qemu::shell_words(&qemu_args));
+            println!(
+                "  {} {}",
+                config.arch.machine().qemu,
+                qemu::shell_words(&qemu_args)
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }

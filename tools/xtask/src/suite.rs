@@ -156,15 +156,7 @@ fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
 /// counts as one more failure.
 fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally {
     let machine = config.arch.machine();
-    let (extra, suffix) = match module {
-        Some(path) => {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            machines::module_arguments(config.arch, &path.display().to_string(), size)
-        }
-        None => (Vec::new(), String::new()),
-    };
-    let cmdline = format!("{}{suffix}", config.cmdline);
-    let args = qemu::arguments(machine, config.qemu_args, elf, &cmdline, &extra);
+    let args = arguments(config, elf, module);
     let timeout = Duration::from_secs(config.timeout_secs);
     let mut report = Report::default();
     let mut cross_check = xcheck::Collector::default();
@@ -222,6 +214,26 @@ fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally 
         );
     }
     tally
+}
+
+/// The QEMU arguments of one configuration: its kernel `elf` and, for a
+/// configuration with a program, that program's ELF as the boot module.
+pub fn arguments(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Vec<String> {
+    let (extra, suffix) = match module {
+        Some(path) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            machines::module_arguments(config.arch, &path.display().to_string(), size)
+        }
+        None => (Vec::new(), String::new()),
+    };
+    let cmdline = format!("{}{suffix}", config.cmdline);
+    qemu::arguments(
+        config.arch.machine(),
+        config.qemu_args,
+        elf,
+        &cmdline,
+        &extra,
+    )
 }
 
 /// Counts a seeded-bug configuration: each test in `must_fail` that failed
