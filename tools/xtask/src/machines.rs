@@ -210,6 +210,25 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &[],
     },
     SystemTest {
+        name: "x86_64-user-syscalls",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        // The program prints its own test lines; the kernel only runs it.
+        cmdline: "tests=user",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("syscalls"),
+        must_fail: &[],
+    },
+    SystemTest {
+        name: "aarch64-user-syscalls",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=user",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("syscalls"),
+        must_fail: &[],
+    },
+    SystemTest {
         name: "aarch64-root-task",
         arch: Arch::Aarch64,
         qemu_args: &[],
