@@ -12,7 +12,9 @@
 //! PGTT=011b is an invalid PASID entry (reason 0x5B). QEMU also reports a
 //! not-present scalable-mode root or context entry with the legacy codes
 //! 0x01 / 0x02, where the specification has 0x39 / 0x41 (found by the
-//! QEMU cross-check, `tests=xcheck`).
+//! QEMU cross-check, `tests=xcheck`), and scalable-mode second-stage
+//! faults with the legacy codes 0x04-0x07/0x0C instead of 0x83-0x86/0x7A
+//! (hw/i386/intel_iommu.c, the second-stage walk).
 
 use super::{Access, SimMemory};
 use crate::vtd::regs::RootTableMode;
@@ -356,6 +358,13 @@ impl VtdModel {
         codes: Codes,
     ) -> Result<u64, Fault> {
         let width = 12 + 9 * levels;
+        // QEMU 10.0.2 reports second-stage faults in scalable mode with the
+        // legacy codes 0x04/0x05/0x06/0x07/0x0C (vtd_iova_to_sspte).
+        let codes = if self.qemu_fault_codes && codes == Codes::Scalable {
+            Codes::Legacy
+        } else {
+            codes
+        };
         let denied = |a: Access| match (codes, a) {
             (Codes::Legacy, Access::Read) => reason::READ,
             (Codes::Legacy, Access::Write) => reason::WRITE,
@@ -393,6 +402,10 @@ impl VtdModel {
             let index = (address >> (12 + 9 * (level - 1))) & 0x1ff;
             let entry_addr = table + index * 8;
             if !memory.contains(entry_addr) {
+                // A bad root pointer is an invalid context entry (legacy 0x03).
+                if level == levels && codes == Codes::Legacy {
+                    return fault(reason::CONTEXT_INVALID);
+                }
                 return fault(access_error);
             }
             let entry = memory.read_u64(entry_addr);

@@ -57,7 +57,7 @@ pub struct SimVtd<'m> {
     /// Invalidations processed.
     pub counts: Cell<InvalidationCounts>,
     latched_root: Cell<Option<(u64, RootTableMode)>>,
-    qemu_mode: bool,
+    qemu_mode: Cell<bool>,
     /// Model the context/PASID caches and the IOTLB (on by default): a
     /// translation once made is reused until an invalidation covering it,
     /// so a missing invalidation shows up as a stale translation.
@@ -84,12 +84,17 @@ impl<'m> SimVtd<'m> {
             stuck: Cell::new(GlobalBits::empty()),
             counts: Cell::new(InvalidationCounts::default()),
             latched_root: Cell::new(None),
-            qemu_mode,
+            qemu_mode: Cell::new(qemu_mode),
             caching: Cell::new(true),
             config_cache: RefCell::new(BTreeMap::new()),
             iotlb: RefCell::new(BTreeMap::new()),
             msis: RefCell::new(std::vec::Vec::new()),
         }
+    }
+
+    /// Switches between QEMU 10.0.2 behaviour and the specification's.
+    pub fn set_qemu_mode(&self, qemu: bool) {
+        self.qemu_mode.set(qemu);
     }
 
     /// QEMU's default `intel-iommu`.
@@ -115,13 +120,13 @@ impl<'m> SimVtd<'m> {
         Some(VtdModel {
             root_table: root,
             mode,
-            nesting: ecap.nest() && !self.qemu_mode,
+            nesting: ecap.nest() && !self.qemu_mode.get(),
             first_stage: ecap.flts(),
             second_stage: mode == RootTableMode::Legacy || ecap.slts(),
             pass_through: ecap.pt(),
             first_stage_1g: self.cap().fl1gp(),
             mgaw: self.cap().mgaw(),
-            qemu_fault_codes: self.qemu_mode,
+            qemu_fault_codes: self.qemu_mode.get(),
         })
     }
 

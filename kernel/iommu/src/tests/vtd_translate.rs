@@ -203,6 +203,16 @@ fn scalable_second_stage_via_rid_pasid() {
         };
         assert_eq!(device.dma(r), Ok(0x300_0008));
     }
+    // QEMU reports scalable-mode second-stage faults with the legacy codes.
+    assert_eq!(
+        device.dma(request(0x5_0000, Access::Write)),
+        Err(reason::WRITE)
+    );
+    assert_eq!(
+        device.dma(request(0x7_0000, Access::Read)),
+        Err(reason::READ)
+    );
+    device.set_qemu_mode(false);
     assert_eq!(
         device.dma(request(0x5_0000, Access::Write)),
         Err(reason::SM_WRITE)
@@ -553,5 +563,47 @@ fn batched_invalidation_one_wait_and_counted() {
             .unwrap()
             .waits,
         0
+    );
+}
+
+#[test]
+fn legacy_bad_table_pointers() {
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    // A second-stage root outside memory: invalid context entry.
+    let context = LegacyContext::Translated {
+        domain: 1,
+        table: 1 << 40,
+        levels: SecondStageLevels::Four,
+    };
+    unit.set_legacy_context(&memory, &mut frames, EDU, Some(context))
+        .unwrap();
+    assert_eq!(
+        device.dma(request(0x1000, Access::Read)),
+        Err(reason::CONTEXT_INVALID)
+    );
+    // A lower-level table outside memory: paging entry access error.
+    let table = PageTable::new(
+        &mut frames,
+        SecondStageFormat::for_unit(crate::vtd::regs::Capability(QEMU_CAP)),
+        4,
+        48,
+    )
+    .unwrap();
+    crate::PhysMem::write_u64(&memory, table.root(), (1 << 40) | 3);
+    let context = LegacyContext::Translated {
+        domain: 1,
+        table: table.root(),
+        levels: SecondStageLevels::Four,
+    };
+    unit.set_legacy_context(&memory, &mut frames, EDU, Some(context))
+        .unwrap();
+    assert_eq!(
+        device.dma(request(0x1000, Access::Read)),
+        Err(reason::PAGING_ACCESS)
     );
 }
