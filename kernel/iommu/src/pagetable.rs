@@ -258,6 +258,65 @@ impl<F: PageTableFormat> PageTable<F> {
         }
     }
 
+    /// Unmaps every leaf inside `[start, start + length)` (page aligned;
+    /// large leaves must lie wholly inside) and returns how many bytes were
+    /// unmapped. Absent pages are skipped. The caller adds the range to an
+    /// [`crate::invalidation::InvalidationBatch`] and flushes before
+    /// reusing the frames. Work is bounded by `length / 4 KiB` lookups.
+    pub fn unmap_range(
+        &self,
+        mem: &impl PhysMem,
+        start: u64,
+        length: u64,
+    ) -> Result<u64, MapError> {
+        if start & 0xfff != 0 || length & 0xfff != 0 {
+            return Err(MapError::Misaligned);
+        }
+        let end = start.checked_add(length).ok_or(MapError::OutOfRange)?;
+        let mut address = start;
+        let mut unmapped = 0;
+        while address < end {
+            match self.find_leaf(mem, address) {
+                Some((slot, _, height)) => {
+                    let size = 1u64 << (12 + 9 * (height - 1));
+                    if address % size != 0 || address + size > end {
+                        return Err(MapError::Misaligned);
+                    }
+                    mem.write_u64(slot, 0);
+                    unmapped += size;
+                    address += size;
+                }
+                None => address += 1 << 12,
+            }
+        }
+        Ok(unmapped)
+    }
+
+    /// Calls `visit` with every table frame of this page table (the root
+    /// last), so the owner can reclaim them after the table is detached and
+    /// invalidated. Depth is bounded by the table height.
+    pub fn for_each_table(&self, mem: &impl PhysMem, mut visit: impl FnMut(PhysAddr)) {
+        self.visit_tables(mem, self.root, self.height, &mut visit);
+    }
+
+    fn visit_tables(
+        &self,
+        mem: &impl PhysMem,
+        table: PhysAddr,
+        height: u32,
+        visit: &mut impl FnMut(PhysAddr),
+    ) {
+        if height > 1 {
+            for index in 0..512 {
+                let entry = mem.read_u64(table + 8 * index);
+                if self.format.is_present(entry) && self.format.is_table(entry, height) {
+                    self.visit_tables(mem, self.format.address(entry), height - 1, visit);
+                }
+            }
+        }
+        visit(table);
+    }
+
     /// Software walk: the output address and rights for `input`.
     pub fn lookup(&self, mem: &impl PhysMem, input: u64) -> Option<(PhysAddr, Perms)> {
         let (_, entry, height) = self.find_leaf(mem, input)?;
@@ -266,5 +325,153 @@ impl<F: PageTableFormat> PageTable<F> {
             (self.format.address(entry) & !mask) | (input & mask),
             self.format.perms(entry),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SimFrames, SimMemory};
+    use crate::smmuv3::pagetable::Stage2Format;
+    use crate::vtd::regs::Capability;
+    use crate::vtd::tables::{FirstStageFormat, SecondStageFormat};
+
+    #[test]
+    fn map_lookup_unmap_and_reclaim() {
+        let memory = SimMemory::new(64 << 20);
+        let mut frames = SimFrames::new(&memory, 16 << 20, 32 << 20);
+        let table = PageTable::new(
+            &mut frames,
+            SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606)),
+            4,
+            48,
+        )
+        .unwrap();
+        table
+            .map(
+                &memory,
+                &mut frames,
+                0x1000,
+                0x9000,
+                PageSize::Size4K,
+                Perms::READ,
+            )
+            .unwrap();
+        table
+            .map(
+                &memory,
+                &mut frames,
+                0x20_0000,
+                0x40_0000,
+                PageSize::Size2M,
+                Perms::READ_WRITE,
+            )
+            .unwrap();
+        table
+            .map(
+                &memory,
+                &mut frames,
+                0x4000_0000,
+                0x8000_0000,
+                PageSize::Size1G,
+                Perms::WRITE,
+            )
+            .unwrap();
+        assert_eq!(table.lookup(&memory, 0x1234), Some((0x9234, Perms::READ)));
+        assert_eq!(
+            table.lookup(&memory, 0x21_0000),
+            Some((0x41_0000, Perms::READ_WRITE))
+        );
+        assert_eq!(
+            table.lookup(&memory, 0x4000_1000),
+            Some((0x8000_1000, Perms::WRITE))
+        );
+        assert_eq!(
+            table.map(
+                &memory,
+                &mut frames,
+                0x1000,
+                0x9000,
+                PageSize::Size4K,
+                Perms::READ
+            ),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(
+            table.map(
+                &memory,
+                &mut frames,
+                0x1800,
+                0x9000,
+                PageSize::Size4K,
+                Perms::READ
+            ),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            table.map(
+                &memory,
+                &mut frames,
+                1 << 48,
+                0x9000,
+                PageSize::Size4K,
+                Perms::READ
+            ),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            table.map(
+                &memory,
+                &mut frames,
+                0x5000,
+                0x9000,
+                PageSize::Size4K,
+                Perms {
+                    read: false,
+                    write: false
+                }
+            ),
+            Err(MapError::NoAccess)
+        );
+        // A range cutting a 2 MiB leaf is refused; covering it works.
+        assert_eq!(
+            table.unmap_range(&memory, 0x20_0000, 0x1000),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(
+            table.unmap_range(&memory, 0, 0x40_0000),
+            Ok(0x1000 + 0x20_0000)
+        );
+        assert_eq!(table.lookup(&memory, 0x1000), None);
+        assert_eq!(table.unmap(&memory, 0x1000), Err(MapError::NotMapped));
+        let mut tables = std::vec::Vec::new();
+        table.for_each_table(&memory, |t| tables.push(t));
+        assert_eq!(tables.last(), Some(&table.root()));
+        // Root, one level-3 table; level-2 tables for 0x0 and 0x4000_0000 is a 1G leaf; one level-1 table.
+        assert_eq!(tables.len() as u64, frames.allocated);
+    }
+
+    #[test]
+    fn large_pages_follow_the_format() {
+        let memory = SimMemory::new(64 << 20);
+        let mut frames = SimFrames::new(&memory, 16 << 20, 32 << 20);
+        let no_1g = FirstStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
+        let table = PageTable::new(&mut frames, no_1g, 4, 48).unwrap();
+        assert_eq!(
+            table.map(&memory, &mut frames, 0, 0, PageSize::Size1G, Perms::READ),
+            Err(MapError::PageSizeNotSupported)
+        );
+        let s2 = PageTable::new(&mut frames, Stage2Format, 3, 39).unwrap();
+        s2.map(
+            &memory,
+            &mut frames,
+            0x4000_0000,
+            0,
+            PageSize::Size1G,
+            Perms::READ,
+        )
+        .unwrap();
+        assert_eq!(s2.lookup(&memory, 0x4000_0010), Some((0x10, Perms::READ)));
+        assert!(PageTable::new(&mut frames, Stage2Format, 3, 40).is_err());
     }
 }
