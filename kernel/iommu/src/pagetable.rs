@@ -279,7 +279,7 @@ impl<F: PageTableFormat> PageTable<F> {
             match self.find_leaf(mem, address) {
                 Some((slot, _, height)) => {
                     let size = 1u64 << (12 + 9 * (height - 1));
-                    if address % size != 0 || address + size > end {
+                    if !address.is_multiple_of(size) || address + size > end {
                         return Err(MapError::Misaligned);
                     }
                     mem.write_u64(slot, 0);
