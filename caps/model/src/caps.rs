@@ -232,7 +232,8 @@ impl<S: Storage> Caps<S> {
         if !(4..=47).contains(&size_bits) {
             return Err(Error::InvalidSize);
         }
-        if paddr & ((1u64 << size_bits) - 1) != 0 {
+        if paddr & ((1u64 << size_bits) - 1) != 0 || paddr.checked_add(1u64 << size_bits).is_none()
+        {
             return Err(Error::InvalidAddress);
         }
         self.boot_object(
@@ -393,7 +394,11 @@ impl<S: Storage> Caps<S> {
     /// is destroyed (for IOMMU objects: every translation depending on it is
     /// removed and invalidated, and the wait completed). Its children move up
     /// one level in the derivation tree.
-    pub fn delete(&mut self, slot: SlotId, sink: &mut impl EffectSink) -> Result<(), Error> {
+    pub fn delete(
+        &mut self,
+        slot: SlotId,
+        sink: &mut (impl EffectSink + ?Sized),
+    ) -> Result<(), Error> {
         let Some(cap) = self.slot(slot)?.cap else {
             return Ok(());
         };
@@ -429,7 +434,11 @@ impl<S: Storage> Caps<S> {
     /// Delete every descendant of the capability in `slot` (the capability
     /// itself stays). Costs O(number of descendants), plus the teardown of
     /// objects whose last capability goes.
-    pub fn revoke(&mut self, slot: SlotId, sink: &mut impl EffectSink) -> Result<(), Error> {
+    pub fn revoke(
+        &mut self,
+        slot: SlotId,
+        sink: &mut (impl EffectSink + ?Sized),
+    ) -> Result<(), Error> {
         if self.slot(slot)?.cap.is_none() {
             return Ok(());
         }
@@ -484,7 +493,12 @@ impl<S: Storage> Caps<S> {
 
     /// Tear down what the capability in `slot` holds and drop its reference.
     /// Leaves the slot's links alone.
-    fn finalise_cap(&mut self, slot: SlotId, flush: &mut Flush, sink: &mut impl EffectSink) {
+    fn finalise_cap(
+        &mut self,
+        slot: SlotId,
+        flush: &mut Flush,
+        sink: &mut (impl EffectSink + ?Sized),
+    ) {
         let Some(cap) = self.store.slots()[slot.0 as usize].cap else {
             return;
         };
@@ -512,7 +526,7 @@ impl<S: Storage> Caps<S> {
         frame: Cap,
         space: ObjectId,
         ipa: u64,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) {
         let size_bits = self.object(frame.object).map_or(0, |o| o.size_bits);
         if let Some((unit, did)) = self.space_tag(space) {
@@ -549,7 +563,7 @@ impl<S: Storage> Caps<S> {
     }
 
     /// Object-specific teardown when the last capability goes.
-    fn destroy(&mut self, id: ObjectId, flush: &mut Flush, sink: &mut impl EffectSink) {
+    fn destroy(&mut self, id: ObjectId, flush: &mut Flush, sink: &mut (impl EffectSink + ?Sized)) {
         let Some(state) = self.state(id) else { return };
         match state {
             ObjectState::IoSpace {
@@ -705,7 +719,7 @@ impl<S: Storage> Caps<S> {
         &mut self,
         matches: impl Fn(&Attachment) -> bool,
         flush: &mut Flush,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) {
         for i in 0..self.store.objects().len() {
             let oid = ObjectId(i as u32);
@@ -732,7 +746,7 @@ impl<S: Storage> Caps<S> {
         &mut self,
         device: ObjectId,
         flush: &mut Flush,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) {
         let Some(ObjectState::IoDevice {
             unit,
@@ -776,7 +790,7 @@ impl<S: Storage> Caps<S> {
         &mut self,
         pasid_object: ObjectId,
         flush: &mut Flush,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) {
         let Some(ObjectState::IoPasid {
             device,
@@ -822,7 +836,7 @@ impl<S: Storage> Caps<S> {
         untyped: SlotId,
         new: NewObject,
         dest: SlotId,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<ObjectId, Error> {
         let ucap = *self.lookup_as(untyped, ObjectKind::Untyped, Rights::WRITE)?;
         self.need_empty(dest)?;

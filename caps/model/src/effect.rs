@@ -139,7 +139,7 @@ pub trait EffectSink {
     fn push(&mut self, effect: Effect);
 }
 
-impl<F: FnMut(Effect)> EffectSink for F {
+impl<F: FnMut(Effect) + ?Sized> EffectSink for F {
     fn push(&mut self, effect: Effect) {
         self(effect)
     }
@@ -174,7 +174,7 @@ impl Flush {
     }
 
     /// Remember that a table entry tagged `(unit, did)` was cleared.
-    pub(crate) fn note(&mut self, unit: u8, did: u16, sink: &mut impl EffectSink) {
+    pub(crate) fn note(&mut self, unit: u8, did: u16, sink: &mut (impl EffectSink + ?Sized)) {
         if self.domains[..self.len].contains(&(unit, did)) {
             return;
         }
@@ -186,7 +186,7 @@ impl Flush {
     }
 
     /// Emit the pending invalidations and the waits that complete them.
-    pub(crate) fn finish(&mut self, sink: &mut impl EffectSink) {
+    pub(crate) fn finish(&mut self, sink: &mut (impl EffectSink + ?Sized)) {
         for &(unit, did) in &self.domains[..self.len] {
             sink.push(Effect::InvalidateDomain { unit, did });
         }

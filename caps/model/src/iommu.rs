@@ -245,7 +245,7 @@ impl<S: Storage> Caps<S> {
         &mut self,
         device: SlotId,
         target: SlotId,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
         let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
         let (attachment, stage1_root) = self.attach_target(target)?;
@@ -297,7 +297,7 @@ impl<S: Storage> Caps<S> {
     pub fn detach_device(
         &mut self,
         device: SlotId,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
         let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
         let Some(ObjectState::IoDevice { attached, .. }) = self.state(dcap.object) else {
@@ -318,7 +318,7 @@ impl<S: Storage> Caps<S> {
         &mut self,
         pasid: SlotId,
         target: SlotId,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
         let pcap = *self.lookup_as(pasid, ObjectKind::IoPasid, Rights::WRITE)?;
         let (attachment, stage1_root) = self.attach_target(target)?;
@@ -371,7 +371,11 @@ impl<S: Storage> Caps<S> {
 
     /// `IoPasid.Detach`: block the PASID; returns after the invalidation has
     /// completed.
-    pub fn detach_pasid(&mut self, pasid: SlotId, sink: &mut impl EffectSink) -> Result<(), Error> {
+    pub fn detach_pasid(
+        &mut self,
+        pasid: SlotId,
+        sink: &mut (impl EffectSink + ?Sized),
+    ) -> Result<(), Error> {
         let pcap = *self.lookup_as(pasid, ObjectKind::IoPasid, Rights::WRITE)?;
         let Some(ObjectState::IoPasid { attached, .. }) = self.state(pcap.object) else {
             return Err(Error::DeadObject);
@@ -395,7 +399,7 @@ impl<S: Storage> Caps<S> {
         space: SlotId,
         ipa: u64,
         rights: Rights,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
         let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
         let scap = *self.lookup_as(space, ObjectKind::IoSpace, Rights::WRITE)?;
@@ -449,7 +453,11 @@ impl<S: Storage> Caps<S> {
 
     /// `IoSpace.Unmap` (invoked on the frame cap): remove the mapping this
     /// frame cap copy holds; returns after the invalidation has completed.
-    pub fn unmap_io(&mut self, frame: SlotId, sink: &mut impl EffectSink) -> Result<(), Error> {
+    pub fn unmap_io(
+        &mut self,
+        frame: SlotId,
+        sink: &mut (impl EffectSink + ?Sized),
+    ) -> Result<(), Error> {
         let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
         let Some(mapping) = fcap.mapping else {
             return Err(Error::NotMapped);
@@ -475,7 +483,7 @@ impl<S: Storage> Caps<S> {
         &mut self,
         target: SlotId,
         queue: SlotId,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
         let tcap = *self.lookup(target)?;
         if !matches!(tcap.kind, ObjectKind::IoSpace | ObjectKind::IoDevice) {

@@ -209,7 +209,7 @@ impl NewObject {
             NewObject::Untyped { size_bits } => (4..=47).contains(&size_bits).then_some(size_bits),
             NewObject::CNode { size_bits } => (1..=16)
                 .contains(&size_bits)
-                .then_some(size_bits + SLOT_SIZE_BITS),
+                .then(|| size_bits + SLOT_SIZE_BITS),
             NewObject::Tcb => Some(11),
             NewObject::Endpoint => Some(4),
             NewObject::Notification => Some(5),

@@ -56,6 +56,14 @@ impl Rights {
     }
 }
 
+impl core::ops::BitOr for Rights {
+    type Output = Rights;
+    /// Rights held by either.
+    fn bitor(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+}
+
 impl fmt::Debug for Rights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = if self.contains(Rights::READ) {

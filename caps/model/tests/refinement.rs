@@ -383,3 +383,107 @@ fn property_tests_catch_every_seeded_bug() {
     }
     assert_eq!(caught.len(), Flaws::each().len(), "caught only {caught:?}");
 }
+
+fn wild_slot() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => 0..SLOTS as u32 + 2, 1 => any::<u32>()]
+}
+
+fn wild_op() -> impl Strategy<Value = Op> {
+    let object = prop_oneof![
+        any::<u8>().prop_map(|size_bits| NewObject::Frame { size_bits }),
+        any::<u8>().prop_map(|size_bits| NewObject::Untyped { size_bits }),
+        any::<u8>().prop_map(|size_bits| NewObject::CNode { size_bits }),
+        wild_slot().prop_map(|s| NewObject::IoSpace { iommu: SlotId(s) }),
+        Just(NewObject::IoFaultQueue),
+    ];
+    let rights = any::<u8>().prop_map(Rights::from_bits_truncate);
+    prop_oneof![
+        (wild_slot(), object, wild_slot()).prop_map(|(untyped, object, dest)| Op::Retype {
+            untyped,
+            object,
+            dest
+        }),
+        (wild_slot(), wild_slot(), rights.clone(), any::<u64>()).prop_map(
+            |(src, dest, rights, badge)| Op::Mint {
+                src,
+                dest,
+                rights,
+                badge
+            }
+        ),
+        (wild_slot(), wild_slot()).prop_map(|(src, dest)| Op::Move { src, dest }),
+        wild_slot().prop_map(|slot| Op::Delete { slot }),
+        wild_slot().prop_map(|slot| Op::Revoke { slot }),
+        (wild_slot(), any::<u32>(), wild_slot()).prop_map(|(iommu, rid, dest)| Op::MintDevice {
+            iommu,
+            rid,
+            dest
+        }),
+        (wild_slot(), any::<u32>(), wild_slot()).prop_map(|(device, pasid, dest)| Op::MintPasid {
+            device,
+            pasid,
+            dest
+        }),
+        (wild_slot(), any::<u64>(), wild_slot()).prop_map(|(space, root_ipa, dest)| {
+            Op::BindUserTable {
+                space,
+                root_ipa,
+                dest,
+            }
+        }),
+        (wild_slot(), wild_slot()).prop_map(|(device, target)| Op::AttachDevice { device, target }),
+        (wild_slot(), wild_slot()).prop_map(|(pasid, target)| Op::AttachPasid { pasid, target }),
+        (wild_slot(), wild_slot(), any::<u64>(), rights).prop_map(|(frame, space, ipa, rights)| {
+            Op::MapIo {
+                frame,
+                space,
+                ipa,
+                rights,
+            }
+        }),
+        wild_slot().prop_map(|frame| Op::UnmapIo { frame }),
+        (wild_slot(), any::<u16>(), wild_slot()).prop_map(|(control, irq, dest)| Op::IssueIrq {
+            control,
+            irq,
+            dest
+        }),
+    ]
+}
+
+#[test]
+fn wild_inputs_return_errors_and_never_panic() {
+    // DESIGN invariant 6 on the model: arbitrary arguments (any slot id,
+    // size, address, PASID, rights) return an error or succeed; nothing
+    // panics, an error changes nothing, and invariants 1-5 keep holding.
+    let mut runner = TestRunner::new(Config {
+        cases: 1_000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &proptest::collection::vec((prop::bool::weighted(0.7), wild_op()), 100),
+            |ops| {
+                let (mut caps, _) = boot();
+                let mut hw = AbstractIommu::default();
+                for (aimed, op) in ops {
+                    let op = if aimed { aim(op, &caps) } else { op };
+                    let before = caps.clone();
+                    let mut effects = 0usize;
+                    let result = op.apply(&mut caps, &mut |e| {
+                        effects += 1;
+                        hw.apply(e)
+                    });
+                    prop_assert!(
+                        result.is_ok() || (effects == 0 && caps == before),
+                        "{op}: error had effects"
+                    );
+                    if let Err((name, why)) = check_all(&caps, &hw) {
+                        return Err(TestCaseError::fail(format!("{op}: {name}: {why}")));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}

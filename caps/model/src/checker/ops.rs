@@ -149,7 +149,7 @@ impl Op {
     pub fn apply<S: Storage>(
         &self,
         caps: &mut Caps<S>,
-        sink: &mut impl EffectSink,
+        sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
         let s = SlotId;
         match *self {
