@@ -3,6 +3,7 @@
 
 mod common;
 mod confinement;
+mod exactness;
 mod revocation;
 mod smmu_boot;
 mod smmu_translate;
