@@ -274,12 +274,23 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
             return crate::EXIT_BOOT_FAILED;
         }
     }
+    let task = match crate::objects::init(frames, root) {
+        Ok(task) => task,
+        Err(why) => {
+            crate::println!("[boot] cannot build the root task's capabilities: {why}");
+            return crate::EXIT_BOOT_FAILED;
+        }
+    };
+    let caller = syscall::Caller {
+        cspace: task.cspace,
+        ipc_buffer: task.ipc_buffer,
+    };
     crate::println!("[boot] starting the root task at {entry:#x}");
     arch::set_address_space(root);
     let mut context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
     loop {
         match arch::run_user(&mut context) {
-            Exit::Syscall => match syscall::handle(&mut context) {
+            Exit::Syscall => match syscall::handle(&mut context, Some(&caller)) {
                 Next::Resume | Next::Yield => {}
                 Next::Halt(status) => {
                     crate::println!("[boot] the root task halted with status {status}");

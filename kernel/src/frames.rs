@@ -74,4 +74,12 @@ impl BootFrames {
     pub fn allocated(&self) -> core::ops::Range<u64> {
         self.start..self.next
     }
+
+    /// Ends boot allocation: returns the range not handed out, which the
+    /// caller turns into Untyped memory. Later `alloc` calls return `None`.
+    pub fn take_rest(&mut self) -> core::ops::Range<u64> {
+        let rest = self.next..self.end;
+        self.next = self.end;
+        rest
+    }
 }

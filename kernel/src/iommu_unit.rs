@@ -211,6 +211,134 @@ impl Unit {
     }
 }
 
+/// Size of the reserved IPA window at the top of every IoSpace, where the
+/// kernel keeps structures the hardware fetches through stage 2.
+const RESERVED_IPA_WINDOW: u64 = 2 << 20;
+
+impl Unit {
+    /// What the capability model needs to know about this unit.
+    pub fn model_unit(&self) -> caps::IommuUnit {
+        let (pasid_bits, domain_ids, ipa_bits) = match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(unit) => {
+                let ecap = unit.extended_capability();
+                let pasid_bits = if ecap.pasid() { ecap.pasid_bits() } else { 0 };
+                // DID 0 is reserved when caching mode is on; never hand it out.
+                let dids = (1u32 << unit.capability().domain_id_bits()).saturating_sub(1);
+                (pasid_bits, dids, unit.capability().mgaw())
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                let features = smmu.features();
+                let vmids = if features.idr0.vmid16() {
+                    1u32 << 16
+                } else {
+                    1 << 8
+                };
+                (
+                    features.idr1.ssidsize(),
+                    vmids - 1,
+                    features.idr5.oas_bits().min(48),
+                )
+            }
+        };
+        caps::IommuUnit {
+            id: 0,
+            pasid_bits: pasid_bits.min(20) as u8,
+            domain_ids: domain_ids.min(u32::from(u16::MAX)) as u16,
+            ipa_bits: ipa_bits as u8,
+            rid_limit: 1 << 16,
+            reserved_ipa_base: (1u64 << ipa_bits) - RESERVED_IPA_WINDOW,
+            reserved_ipa_size: RESERVED_IPA_WINDOW,
+        }
+    }
+
+    /// `IommuIdentify`'s reply: vendor (1 VT-d, 2 SMMUv3), translation bits
+    /// (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow nesting), PASID
+    /// width, page sizes (bit set of log2 sizes), domain ids.
+    pub fn identify(&self) -> [u64; 5] {
+        let unit = self.model_unit();
+        let (vendor, stages, pages) = match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(vtd) => {
+                let ecap = vtd.extended_capability();
+                let cap = vtd.capability();
+                let mut stages = 0u64;
+                if ecap.flts() {
+                    stages |= 1;
+                }
+                if ecap.slts() || !ecap.smts() {
+                    stages |= 2;
+                }
+                // Nesting is the hardware's where ECAP.NEST, else the shadow.
+                stages |= if ecap.nest() { 4 } else { 8 };
+                let mut pages = 1u64 << 12;
+                if cap.second_stage_2m() {
+                    pages |= 1 << 21;
+                }
+                if cap.second_stage_1g() {
+                    pages |= 1 << 30;
+                }
+                (1, stages, pages)
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                let idr0 = smmu.features().idr0;
+                let mut stages = 0u64;
+                if idr0.s1p() {
+                    stages |= 1;
+                }
+                if idr0.s2p() {
+                    stages |= 2;
+                }
+                if idr0.s1p() && idr0.s2p() {
+                    stages |= 4;
+                }
+                (2, stages, (1 << 12) | (1 << 21) | (1 << 30))
+            }
+        };
+        [
+            vendor,
+            stages,
+            u64::from(unit.pasid_bits),
+            pages,
+            u64::from(unit.domain_ids),
+        ]
+    }
+
+    /// Applies a capability-model effect to the hardware. Effects the kernel
+    /// cannot apply yet (IO mappings, device entries) are refused before they
+    /// arise: the invocations that produce them are not dispatched.
+    pub fn apply(&mut self, effect: &caps::Effect) {
+        match effect {
+            caps::Effect::InvalidateDomain { .. } | caps::Effect::WaitForInvalidation { .. } => {
+                // Conservative and complete: everything, then wait.
+                match self {
+                    #[cfg(target_arch = "x86_64")]
+                    Unit::Vtd(vtd) => {
+                        if let Err(e) = vtd.invalidate_all(&DirectMemory) {
+                            crate::println!("[vtd] invalidation failed: {e}");
+                        }
+                    }
+                    #[cfg(target_arch = "aarch64")]
+                    Unit::Smmu(smmu) => {
+                        let commands = [
+                            iommu::smmuv3::queue::Command::CfgiAll,
+                            iommu::smmuv3::queue::Command::TlbiNsnhAll,
+                        ];
+                        if let Err(e) = smmu.submit(&DirectMemory, commands) {
+                            crate::println!("[smmu] invalidation failed: {e}");
+                        }
+                    }
+                }
+            }
+            other => crate::println!(
+                "[iommu] effect not applied (its invocation is not dispatched yet): {other:?}"
+            ),
+        }
+    }
+}
+
 /// The unit brought up at boot.
 pub static UNIT: spin::Mutex<Option<Unit>> = spin::Mutex::new(None);
 

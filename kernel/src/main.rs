@@ -19,6 +19,7 @@ mod frames;
 mod iommu_unit;
 mod loader;
 mod mem;
+mod objects;
 mod pci;
 mod platform;
 mod selftest;

@@ -1,12 +1,98 @@
 //! System-call dispatch for user threads: raw registers in, a typed
 //! [`Syscall`] decoded, an effect performed, a status out.
 //!
-//! Capability invocations (`Call` on an object) arrive with the kernel
-//! objects; until then `Call`, `Send`, `Recv`, `ReplyRecv`, `Signal` and
-//! `Wait` answer [`Error::NotSupported`] so a program can tell.
+//! `Call` on an object capability is an invocation, decoded and performed by
+//! [`crate::objects`]. Endpoints and notifications (`Call` on an endpoint,
+//! `Send`, `Recv`, `ReplyRecv`, `Signal`, `Wait`) arrive with the rest of the
+//! kernel core; until then they answer [`Error::NotSupported`] so a program
+//! can tell.
 
 use crate::arch::UserContext;
-use abi::{Error, Syscall};
+use crate::mem::phys_to_virt;
+use abi::{Error, MessageInfo, Syscall};
+
+/// What the kernel knows about the calling thread.
+pub struct Caller {
+    /// Its CSpace root (a kernel-held slot holding a CNode capability).
+    pub cspace: caps::SlotId,
+    /// Physical address of its IPC buffer (`userland/sys` layout: `mrs` at
+    /// byte 0, `caps` at byte 512).
+    pub ipc_buffer: u64,
+}
+
+impl Caller {
+    fn buffer_word(&self, index: usize) -> u64 {
+        // SAFETY: the IPC buffer is a frame the kernel allocated for this
+        // thread, in the direct map; `index` < 64 words (512 bytes).
+        unsafe {
+            (phys_to_virt(self.ipc_buffer) as *const u64)
+                .add(index % 64)
+                .read_volatile()
+        }
+    }
+
+    fn set_buffer_word(&self, index: usize, value: u64) {
+        // SAFETY: as in `buffer_word`.
+        unsafe {
+            (phys_to_virt(self.ipc_buffer) as *mut u64)
+                .add(index % 64)
+                .write_volatile(value)
+        }
+    }
+
+    fn extra_cap(&self, index: usize) -> u32 {
+        // SAFETY: `caps: [u32; 3]` starts at byte 512 of the IPC buffer page.
+        unsafe {
+            (phys_to_virt(self.ipc_buffer + 512) as *const u32)
+                .add(index % 3)
+                .read_volatile()
+        }
+    }
+}
+
+/// Performs `Call` on an object capability: an invocation.
+fn invoke(context: &mut UserContext, caller: &Caller) {
+    let info = match MessageInfo::from_word(context.syscall_arg(1)) {
+        Ok(info) => info,
+        Err(e) => {
+            context.set_reply(u64::from(e.code()), 0, 0, [0; 4]);
+            return;
+        }
+    };
+    let mut mrs = [0u64; 8];
+    for (i, mr) in mrs.iter_mut().enumerate() {
+        *mr = if i < 4 {
+            context.syscall_arg(2 + i)
+        } else {
+            caller.buffer_word(i)
+        };
+    }
+    let message = crate::objects::Message {
+        cap: context.syscall_arg(0),
+        info,
+        mrs,
+        extra_caps: [
+            caller.extra_cap(0),
+            caller.extra_cap(1),
+            caller.extra_cap(2),
+        ],
+    };
+    match crate::objects::invoke(caller.cspace, &message) {
+        Ok(reply) => {
+            for i in 4..usize::from(reply.length).min(8) {
+                caller.set_buffer_word(i, reply.mrs[i]);
+            }
+            let info = MessageInfo::new(0, reply.length).to_word();
+            context.set_reply(
+                0,
+                0,
+                info,
+                [reply.mrs[0], reply.mrs[1], reply.mrs[2], reply.mrs[3]],
+            );
+        }
+        Err(e) => context.set_reply(u64::from(e.code()), 0, 0, [0; 4]),
+    }
+}
 
 /// What the scheduler does after a system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +107,7 @@ pub enum Next {
 
 /// Decodes and performs the system call in `context`, writing its result
 /// registers. Never panics: every input gets a status code.
-pub fn handle(context: &mut UserContext) -> Next {
+pub fn handle(context: &mut UserContext, caller: Option<&Caller>) -> Next {
     let Some(call) = Syscall::from_number(context.syscall_number()) else {
         context.set_syscall_result(u64::from(Error::InvalidSyscall.code()), 0);
         return Next::Resume;
@@ -37,6 +123,12 @@ pub fn handle(context: &mut UserContext) -> Next {
         Syscall::Yield => {
             context.set_syscall_result(0, 0);
             Next::Yield
+        }
+        Syscall::Call if caller.is_some() => {
+            if let Some(caller) = caller {
+                invoke(context, caller);
+            }
+            Next::Resume
         }
         Syscall::Call
         | Syscall::Send

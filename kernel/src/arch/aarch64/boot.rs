@@ -84,7 +84,8 @@ boot_high:
     .section .bss.boot_stack, "aw", @nobits
     .balign 16
 boot_stack:
-    .skip 64 * 1024
+    /* 1 MiB: the capability storage (several hundred KiB) is built on it once at boot. */
+    .skip 1024 * 1024
     .global boot_stack_top
 boot_stack_top:
     "#

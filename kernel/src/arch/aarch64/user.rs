@@ -62,6 +62,15 @@ impl TrapFrame {
         self.x[index.min(5)]
     }
 
+    /// Sets a reply: `x8` = status, `x0` = badge, `x1` = message info,
+    /// `x2`..`x5` = message registers 0..4.
+    pub fn set_reply(&mut self, status: u64, badge: u64, info: u64, registers: [u64; 4]) {
+        self.x[8] = status;
+        self.x[0] = badge;
+        self.x[1] = info;
+        self.x[2..6].copy_from_slice(&registers);
+    }
+
     /// Sets the syscall return registers: `x8` = status, `x0` = value.
     pub fn set_syscall_result(&mut self, status: u64, value: u64) {
         self.x[8] = status;

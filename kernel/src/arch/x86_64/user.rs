@@ -88,6 +88,15 @@ impl TrapFrame {
         }
     }
 
+    /// Sets a reply: `rax` = status, `rdi` = badge, `rsi` = message info,
+    /// `rdx`, `r10`, `r8`, `r9` = message registers 0..4.
+    pub fn set_reply(&mut self, status: u64, badge: u64, info: u64, registers: [u64; 4]) {
+        self.rax = status;
+        self.rdi = badge;
+        self.rsi = info;
+        [self.rdx, self.r10, self.r8, self.r9] = registers;
+    }
+
     /// Sets the syscall return registers: `rax` = status, `rdi` = value.
     pub fn set_syscall_result(&mut self, status: u64, value: u64) {
         self.rax = status;

@@ -1,0 +1,417 @@
+//! Kernel objects: the capability model (`caps`) over the kernel's storage,
+//! the root task's initial capabilities, and capability invocations.
+//!
+//! All capability logic is the `caps` crate's, the very code the host
+//! model-checks; this module only stores its state, turns registers into
+//! operations, and applies the hardware effects the operations return.
+//!
+//! # Storage
+//! Slots and object records live in one static [`caps::ArrayStorage`]:
+//!
+//! ```text
+//! slots 0 .. ROOT_SLOTS          kernel-held: the root task's CNode cap
+//! slots ROOT_SLOTS .. +ARENA     the CNode arena: CNode memory retyped from
+//!                                the arena Untyped maps 1:1 onto these slots
+//!                                (32 bytes of memory per slot)
+//! ```
+//!
+//! CNodes can therefore only be retyped from the arena Untyped (the root
+//! task's first Untyped); anywhere else `Retype` answers `NoSlotMemory`.
+//!
+//! # What is dispatched today
+//! `Untyped.Retype`, the five CNode operations and `IommuControl.Identify`.
+//! Every other invocation answers [`abi::Error::NotSupported`]: threads,
+//! address spaces, IPC and the IOMMU invocations that map memory arrive
+//! with the rest of the kernel core.
+
+use crate::frames::BootFrames;
+use crate::iommu_unit::UNIT;
+use abi::bootinfo::{self, BootInfo, UntypedDescriptor};
+use abi::{Error, Invocation, MessageInfo, ObjectType};
+use caps::{ArrayStorage, Badge, Caps, Effect, NewObject, ObjectKind, Rights, SlotId};
+
+/// Kernel-held slots before the arena.
+const ROOT_SLOTS: u32 = 64;
+/// log2 of the arena's size in bytes.
+const ARENA_BITS: u8 = 17;
+/// Slots backed by the arena.
+const ARENA_SLOTS: usize = (1 << ARENA_BITS) >> caps::SLOT_SIZE_BITS;
+/// Object records.
+const OBJECTS: usize = 1024;
+/// The root task's CNode: `2^ROOT_CNODE_BITS` slots.
+const ROOT_CNODE_BITS: u8 = 10;
+/// The kernel-held slot of the root task's CNode capability.
+const ROOT_CNODE_SLOT: SlotId = SlotId(1);
+/// The kernel-held slot of the arena Untyped before it is moved to the root task.
+const ARENA_SLOT: SlotId = SlotId(0);
+
+type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
+
+/// The capability system.
+pub static CAPS: spin::Once<spin::Mutex<Caps<Storage>>> = spin::Once::new();
+
+/// Most objects one `Retype` creates.
+const MAX_RETYPE_COUNT: u64 = 256;
+
+/// What the root task starts with.
+pub struct RootTask {
+    /// Slot (kernel-held) of its CSpace root CNode.
+    pub cspace: SlotId,
+    /// Physical address of its IPC buffer frame.
+    pub ipc_buffer: u64,
+}
+
+/// Why boot could not build the capability system.
+pub type BootError = &'static str;
+
+/// Splits `[start, end)` into naturally aligned power-of-two pieces, largest
+/// first where alignment allows.
+fn aligned_pieces(mut start: u64, end: u64, mut each: impl FnMut(u64, u8)) {
+    while start < end {
+        let align = if start == 0 {
+            63
+        } else {
+            start.trailing_zeros()
+        };
+        let fit = 63 - (end - start).leading_zeros();
+        let bits = align.min(fit).min(47) as u8;
+        each(start, bits);
+        start += 1 << bits;
+    }
+}
+
+/// Builds the capability system: the root task's CNode, IOMMU and IRQ
+/// control caps and every byte of free RAM as Untyped capabilities; maps
+/// the boot-info page and the IPC buffer into the root task's address space
+/// rooted at `vspace`.
+pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError> {
+    let ipc_buffer = frames.alloc().ok_or("no frame for the IPC buffer")?;
+    let info_frame = frames.alloc().ok_or("no frame for the boot-info page")?;
+    let rw = crate::vspace::Rights {
+        write: true,
+        execute: false,
+    };
+    let ro = crate::vspace::Rights {
+        write: false,
+        execute: false,
+    };
+    crate::vspace::map_page(vspace, IPC_BUFFER_ADDRESS, ipc_buffer, rw, &mut || {
+        frames.alloc()
+    })
+    .map_err(|_| "cannot map the IPC buffer")?;
+    crate::vspace::map_page(
+        vspace,
+        bootinfo::BOOT_INFO_ADDRESS,
+        info_frame,
+        ro,
+        &mut || frames.alloc(),
+    )
+    .map_err(|_| "cannot map the boot-info page")?;
+
+    // Everything the boot allocator has not handed out becomes Untyped.
+    let free = frames.take_rest();
+    let arena = free.start.next_multiple_of(1 << ARENA_BITS);
+    if arena + (1 << ARENA_BITS) > free.end {
+        return Err("not enough free RAM for the CNode arena");
+    }
+    let caps = CAPS
+        .call_once(|| spin::Mutex::new(Caps::new(Storage::with_cnode_memory(ROOT_SLOTS, arena))));
+    let mut caps = caps.lock();
+    let mut clear = ClearMemory;
+    caps.boot_untyped(ARENA_SLOT, arena, ARENA_BITS, false)
+        .map_err(|_| "arena untyped")?;
+    caps.retype(
+        ARENA_SLOT,
+        NewObject::CNode {
+            size_bits: ROOT_CNODE_BITS,
+        },
+        ROOT_CNODE_SLOT,
+        &mut clear,
+    )
+    .map_err(|_| "root CNode")?;
+    let slot = |caps: &Caps<Storage>, index: u32| caps.resolve(ROOT_CNODE_SLOT, index);
+
+    let cnode_copy = slot(&caps, bootinfo::INIT_CNODE).map_err(|_| "INIT_CNODE slot")?;
+    caps.mint(ROOT_CNODE_SLOT, cnode_copy, Rights::ALL, Badge(0))
+        .map_err(|_| "INIT_CNODE copy")?;
+    let irq = slot(&caps, bootinfo::IRQ_CONTROL).map_err(|_| "IRQ_CONTROL slot")?;
+    caps.boot_irq_control(irq, 1024).map_err(|_| "IrqControl")?;
+    if let Some(unit) = UNIT.lock().as_ref() {
+        let dest = slot(&caps, bootinfo::IOMMU_CONTROL).map_err(|_| "IOMMU_CONTROL slot")?;
+        caps.boot_iommu_control(dest, unit.model_unit())
+            .map_err(|_| "IommuControl")?;
+    }
+
+    let mut untypeds = [UntypedDescriptor::default(); bootinfo::MAX_UNTYPEDS];
+    let mut count = 0usize;
+    // The arena Untyped first: the only one CNodes can come from.
+    let first = slot(&caps, bootinfo::FIRST_UNTYPED).map_err(|_| "FIRST_UNTYPED slot")?;
+    caps.move_cap(ARENA_SLOT, first).map_err(|_| "arena move")?;
+    untypeds[0] = UntypedDescriptor {
+        physical_address: arena,
+        size_bits: ARENA_BITS,
+        ..Default::default()
+    };
+    count += 1;
+    let mut failure = None;
+    let mut add = |start: u64, bits: u8| {
+        if bits < 12 || count >= bootinfo::MAX_UNTYPEDS || failure.is_some() {
+            return;
+        }
+        let result = slot(&caps, bootinfo::FIRST_UNTYPED + count as u32)
+            .and_then(|dest| caps.boot_untyped(dest, start, bits, false));
+        match result {
+            Ok(_) => {
+                untypeds[count] = UntypedDescriptor {
+                    physical_address: start,
+                    size_bits: bits,
+                    ..Default::default()
+                };
+                count += 1;
+            }
+            Err(_) => failure = Some("an initial Untyped"),
+        }
+    };
+    aligned_pieces(free.start, arena, &mut add);
+    aligned_pieces(arena + (1 << ARENA_BITS), free.end, &mut add);
+    if let Some(what) = failure {
+        return Err(what);
+    }
+
+    let info = BootInfo {
+        magic: bootinfo::BOOT_INFO_MAGIC,
+        version: 1,
+        untyped_count: count as u64,
+        first_free_slot: u64::from(bootinfo::FIRST_UNTYPED) + count as u64,
+        image_address: 0,
+        image_length: 0,
+        untypeds,
+    };
+    // SAFETY: `info_frame` is a fresh 4 KiB frame in the direct map and
+    // BootInfo fits in a page (checked by abi's tests).
+    unsafe { (crate::mem::phys_to_virt(info_frame) as *mut BootInfo).write(info) };
+    crate::println!(
+        "[caps] root task: CNode of {} slots, {count} Untypeds ({} KiB), IPC buffer at {IPC_BUFFER_ADDRESS:#x}",
+        1u32 << ROOT_CNODE_BITS,
+        untypeds[..count]
+            .iter()
+            .map(|u| (1u64 << u.size_bits) >> 10)
+            .sum::<u64>()
+    );
+    Ok(RootTask {
+        cspace: ROOT_CNODE_SLOT,
+        ipc_buffer,
+    })
+}
+
+/// Where every thread's IPC buffer is (userland/sys `IPC_BUFFER_ADDRESS`).
+pub const IPC_BUFFER_ADDRESS: u64 = 0x7F_FFFF_F000;
+
+/// Applies `ClearMemory` itself and hands IOMMU effects to the unit.
+struct ClearMemory;
+
+impl caps::EffectSink for ClearMemory {
+    fn push(&mut self, effect: Effect) {
+        match effect {
+            Effect::ClearMemory { paddr, size_bits } => {
+                if crate::arch::phys_map_covers(paddr, 1 << size_bits) {
+                    // SAFETY: the model hands out memory of an Untyped the
+                    // kernel created from free RAM, never twice while live
+                    // (invariant 4, model-checked), in the direct map.
+                    unsafe {
+                        core::ptr::write_bytes(
+                            crate::mem::phys_to_virt(paddr) as *mut u8,
+                            0,
+                            1 << size_bits,
+                        )
+                    };
+                }
+            }
+            other => {
+                if let Some(unit) = UNIT.lock().as_mut() {
+                    unit.apply(&other);
+                }
+            }
+        }
+    }
+}
+
+/// An invocation's message as the caller sent it.
+pub struct Message {
+    /// The invoked capability pointer (index in the caller's CSpace).
+    pub cap: u64,
+    /// Label, length, extra caps.
+    pub info: MessageInfo,
+    /// Message registers 0..8 (4..8 from the IPC buffer).
+    pub mrs: [u64; 8],
+    /// Extra capability pointers (from the IPC buffer).
+    pub extra_caps: [u32; 3],
+}
+
+/// What an invocation answers: message registers 0..8 and how many are set.
+pub struct Reply {
+    /// Message registers.
+    pub mrs: [u64; 8],
+    /// How many are meaningful.
+    pub length: u8,
+}
+
+impl Reply {
+    const EMPTY: Reply = Reply {
+        mrs: [0; 8],
+        length: 0,
+    };
+}
+
+fn argument(message: &Message, index: usize) -> Result<u64, Error> {
+    if index >= usize::from(message.info.length) {
+        return Err(Error::TruncatedMessage);
+    }
+    Ok(message.mrs[index])
+}
+
+fn slot_index(value: u64) -> Result<u32, Error> {
+    u32::try_from(value).map_err(|_| Error::InvalidSlot)
+}
+
+/// Decodes and performs one capability invocation for a thread whose
+/// CSpace root is `cspace`. Never panics on user input.
+pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+    let Some(caps) = CAPS.get() else {
+        return Err(Error::NotSupported);
+    };
+    let mut caps = caps.lock();
+    let index = slot_index(message.cap).map_err(|_| Error::LookupFailed)?;
+    let slot = caps
+        .resolve(cspace, index)
+        .map_err(|_| Error::LookupFailed)?;
+    let kind = caps.lookup(slot)?.kind();
+    let invocation = Invocation::from_label(message.info.label).ok_or(Error::InvalidInvocation)?;
+    let mut sink = ClearMemory;
+    match (kind, invocation) {
+        (ObjectKind::Untyped, Invocation::UntypedRetype) => {
+            let object_type =
+                ObjectType::from_number(argument(message, 0)?).ok_or(Error::InvalidArgument)?;
+            let size_bits = u8::try_from(argument(message, 1)?).map_err(|_| Error::InvalidSize)?;
+            let first = slot_index(argument(message, 2)?)?;
+            let count = argument(message, 3)?;
+            if count == 0 || count > MAX_RETYPE_COUNT {
+                return Err(Error::InvalidArgument);
+            }
+            let new = match object_type {
+                ObjectType::Untyped => NewObject::Untyped { size_bits },
+                ObjectType::Cnode => NewObject::CNode { size_bits },
+                ObjectType::Tcb => NewObject::Tcb,
+                ObjectType::Endpoint => NewObject::Endpoint,
+                ObjectType::Notification => NewObject::Notification,
+                ObjectType::Frame => NewObject::Frame { size_bits },
+                ObjectType::PageTable => NewObject::PageTable,
+                ObjectType::IoSpace => {
+                    if message.info.extra_caps == 0 {
+                        return Err(Error::TruncatedMessage);
+                    }
+                    let iommu = caps
+                        .resolve(cspace, message.extra_caps[0])
+                        .map_err(|_| Error::LookupFailed)?;
+                    NewObject::IoSpace { iommu }
+                }
+                ObjectType::IoFaultQueue => NewObject::IoFaultQueue,
+            };
+            // Decode everything before changing anything: every destination
+            // must resolve and be empty.
+            for i in 0..count as u32 {
+                let dest = caps.resolve(cspace, first.checked_add(i).ok_or(Error::InvalidSlot)?)?;
+                if caps.lookup(dest).is_ok() {
+                    return Err(Error::SlotOccupied);
+                }
+            }
+            let mut created = 0u64;
+            for i in 0..count as u32 {
+                let dest = caps.resolve(cspace, first + i)?;
+                if let Err(e) = caps.retype(slot, new, dest, &mut sink) {
+                    // The objects made so far stay; the reply says how many.
+                    return if created == 0 {
+                        Err(e.into())
+                    } else {
+                        Ok(Reply {
+                            mrs: [created, 0, 0, 0, 0, 0, 0, 0],
+                            length: 1,
+                        })
+                    };
+                }
+                created += 1;
+            }
+            Ok(Reply {
+                mrs: [created, 0, 0, 0, 0, 0, 0, 0],
+                length: 1,
+            })
+        }
+        (
+            ObjectKind::CNode,
+            Invocation::CnodeCopy | Invocation::CnodeMint | Invocation::CnodeMove,
+        ) => {
+            let dest = caps.resolve(slot, slot_index(argument(message, 0)?)?)?;
+            let source = caps.resolve(slot, slot_index(argument(message, 1)?)?)?;
+            match invocation {
+                Invocation::CnodeMove => caps.move_cap(source, dest)?,
+                Invocation::CnodeCopy => {
+                    let rights = Rights::from_bits_truncate(argument(message, 2)? as u8);
+                    caps.mint(source, dest, rights, Badge(0))?
+                }
+                _ => {
+                    let rights = Rights::from_bits_truncate(argument(message, 2)? as u8);
+                    caps.mint(source, dest, rights, Badge(argument(message, 3)?))?
+                }
+            }
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::CNode, Invocation::CnodeDelete | Invocation::CnodeRevoke) => {
+            let target = caps.resolve(slot, slot_index(argument(message, 0)?)?)?;
+            if invocation == Invocation::CnodeDelete {
+                caps.delete(target, &mut sink)?;
+            } else {
+                caps.revoke(target, &mut sink)?;
+            }
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IommuControl, Invocation::IommuIdentify) => {
+            let guard = UNIT.lock();
+            let unit = guard.as_ref().ok_or(Error::NotSupported)?;
+            let [a, b, c, d, e] = unit.identify();
+            Ok(Reply {
+                mrs: [a, b, c, d, e, 0, 0, 0],
+                length: 5,
+            })
+        }
+        (_, invocation) if invocation_kind(invocation) == kind => Err(Error::NotSupported),
+        _ => Err(Error::InvalidInvocation),
+    }
+}
+
+/// The object kind an invocation applies to.
+fn invocation_kind(invocation: Invocation) -> ObjectKind {
+    use Invocation as I;
+    match invocation {
+        I::UntypedRetype => ObjectKind::Untyped,
+        I::CnodeCopy | I::CnodeMint | I::CnodeMove | I::CnodeDelete | I::CnodeRevoke => {
+            ObjectKind::CNode
+        }
+        I::TcbConfigure
+        | I::TcbSetPriority
+        | I::TcbWriteRegisters
+        | I::TcbResume
+        | I::TcbSuspend => ObjectKind::Tcb,
+        I::FrameMap | I::FrameUnmap => ObjectKind::Frame,
+        I::PageTableMap | I::PageTableUnmap => ObjectKind::PageTable,
+        I::IrqControlGet => ObjectKind::IrqControl,
+        I::IrqHandlerAck | I::IrqHandlerSetNotification => ObjectKind::IrqHandler,
+        I::IommuIdentify | I::IommuMintDevice => ObjectKind::IommuControl,
+        I::IoDeviceAttach | I::IoDeviceAttachNested | I::IoDeviceDetach | I::IoDeviceMintPasid => {
+            ObjectKind::IoDevice
+        }
+        I::IoSpaceMap | I::IoSpaceUnmap | I::IoSpaceBindUserTable => ObjectKind::IoSpace,
+        I::IoUserTableInvalidate => ObjectKind::IoUserTable,
+        I::IoPasidAttach | I::IoPasidDetach => ObjectKind::IoPasid,
+        I::IoFaultQueueBind | I::IoFaultQueuePop => ObjectKind::IoFaultQueue,
+    }
+}

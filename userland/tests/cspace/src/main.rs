@@ -1,0 +1,216 @@
+//! `cspace`: capabilities seen from user space. Runs as the root task with
+//! the kernel's initial capabilities (abi::bootinfo slots) and checks that
+//! retype, the CNode operations and IommuControl.Identify behave as the
+//! capability model says, and that bad invocations get error codes.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use abi::bootinfo::{self, BootInfo};
+use rt::check;
+use rt::testing::{Outcome, Suite};
+use sys::{CNode, Cap, Endpoint, Error, Frame, IommuControl, ObjectType, Rights, Untyped};
+
+rt::entry!(main);
+
+/// The boot-info page the kernel maps read-only at a fixed address.
+#[allow(unsafe_code)]
+fn boot_info() -> &'static BootInfo {
+    // SAFETY: the kernel maps one page holding a `BootInfo` (repr(C), fits
+    // in a page) read-only at BOOT_INFO_ADDRESS for the root task's whole
+    // life; nothing writes it after boot.
+    unsafe { &*(bootinfo::BOOT_INFO_ADDRESS as *const BootInfo) }
+}
+
+fn cnode() -> Cap<CNode> {
+    Cap::from_slot(bootinfo::INIT_CNODE)
+}
+
+fn main(_startup: &rt::Startup) -> i32 {
+    let mut suite = Suite::new();
+    suite.run("boot_info_lists_untypeds", boot_info_lists_untypeds);
+    suite.run(
+        "retype_until_exhaustion_then_reuse",
+        retype_until_exhaustion_then_reuse,
+    );
+    suite.run("cspace_copy_mint_move_revoke", cspace_copy_mint_move_revoke);
+    suite.run("iommu_identify", iommu_identify);
+    suite.run(
+        "bad_invocations_get_error_codes",
+        bad_invocations_get_error_codes,
+    );
+    suite.finish()
+}
+
+fn boot_info_lists_untypeds() -> Outcome {
+    let info = boot_info();
+    check!(
+        info.magic == bootinfo::BOOT_INFO_MAGIC,
+        "magic {:#x}",
+        info.magic
+    );
+    check!(info.untyped_count >= 2, "{} untypeds", info.untyped_count);
+    check!(
+        info.first_free_slot == u64::from(bootinfo::FIRST_UNTYPED) + info.untyped_count,
+        "first free slot {} with {} untypeds",
+        info.first_free_slot,
+        info.untyped_count
+    );
+    Ok(())
+}
+
+/// The smallest RAM Untyped after the CNode arena (index 0): its slot and size.
+fn smallest_untyped() -> (u32, u8) {
+    let info = boot_info();
+    let count = info.untyped_count as usize;
+    let (index, descriptor) = info.untypeds[1..count]
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, u)| u.size_bits)
+        .map(|(i, u)| (i + 1, *u))
+        .unwrap_or((0, info.untypeds[0]));
+    (bootinfo::FIRST_UNTYPED + index as u32, descriptor.size_bits)
+}
+
+fn retype_until_exhaustion_then_reuse() -> Outcome {
+    let (slot, size_bits) = smallest_untyped();
+    check!(
+        (12..=18).contains(&size_bits),
+        "smallest untyped is 2^{size_bits}: too big for this test's slots"
+    );
+    let untyped: Cap<Untyped> = Cap::from_slot(slot);
+    let first = boot_info().first_free_slot as u32;
+    let expected = 1u32 << (size_bits - 12);
+    let mut made = 0;
+    loop {
+        match untyped.retype(ObjectType::Frame, 12, first + made, 1) {
+            Ok(()) => made += 1,
+            Err(Error::UntypedExhausted) => break,
+            Err(e) => check!(false, "retype number {made} failed with {e:?}"),
+        }
+        check!(
+            made <= expected,
+            "made {made} frames from 2^{size_bits} bytes"
+        );
+    }
+    check!(
+        made == expected,
+        "made {made} 4 KiB frames from 2^{size_bits} bytes, expected {expected}"
+    );
+    // Deleting every frame frees the memory again.
+    for i in 0..made {
+        check!(cnode().delete(first + i).is_ok(), "deleting frame {i}");
+    }
+    check!(
+        untyped.retype(ObjectType::Frame, 12, first, 1).is_ok(),
+        "retype after deleting everything"
+    );
+    check!(cnode().delete(first).is_ok(), "clean up");
+    Ok(())
+}
+
+fn cspace_copy_mint_move_revoke() -> Outcome {
+    let (untyped, _) = smallest_untyped();
+    let base = boot_info().first_free_slot as u32;
+    let (endpoint, a, b, d) = (base, base + 1, base + 2, base + 3);
+    let untyped: Cap<Untyped> = Cap::from_slot(untyped);
+    check!(
+        untyped.retype(ObjectType::Endpoint, 0, endpoint, 1).is_ok(),
+        "retype an endpoint"
+    );
+    let c = cnode();
+    check!(c.copy(a, endpoint, Rights::ALL).is_ok(), "copy");
+    check!(
+        c.mint(b, endpoint, Rights::READ_WRITE, 5).is_ok(),
+        "mint with badge 5"
+    );
+    let again = c.mint(base + 4, b, Rights::ALL, 6);
+    check!(
+        again == Err(Error::AlreadyBadged),
+        "re-badging answered {again:?}"
+    );
+    check!(c.move_(d, b).is_ok(), "move the badged copy");
+    let moved_from = c.copy(base + 4, b, Rights::ALL);
+    check!(
+        moved_from == Err(Error::EmptySlot),
+        "the moved-from slot answered {moved_from:?}"
+    );
+    let occupied = c.copy(a, endpoint, Rights::ALL);
+    check!(
+        occupied == Err(Error::SlotOccupied),
+        "copy into an occupied slot answered {occupied:?}"
+    );
+    check!(c.revoke(endpoint).is_ok(), "revoke");
+    for (name, slot) in [("copy", a), ("moved badged copy", d)] {
+        let gone = c.copy(base + 4, slot, Rights::ALL);
+        check!(
+            gone == Err(Error::EmptySlot),
+            "after revoke the {name} answered {gone:?}"
+        );
+    }
+    check!(
+        c.copy(a, endpoint, Rights::ALL).is_ok(),
+        "the revoked capability itself survives"
+    );
+    check!(
+        c.delete(a).is_ok() && c.delete(endpoint).is_ok(),
+        "clean up"
+    );
+    Ok(())
+}
+
+fn iommu_identify() -> Outcome {
+    let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+    let info = match control.identify() {
+        Ok(info) => info,
+        Err(e) => rt::fail!("identify answered {e:?}"),
+    };
+    let expected = if cfg!(target_arch = "x86_64") {
+        sys::Vendor::VtD
+    } else {
+        sys::Vendor::SmmuV3
+    };
+    check!(info.vendor == expected, "vendor {:?}", info.vendor);
+    check!(info.stage2, "no stage 2");
+    check!(
+        info.hardware_nesting || info.shadow_nesting,
+        "no nesting of either kind"
+    );
+    check!(info.domain_ids > 0, "no domain ids");
+    check!(info.page_sizes & (1 << 12) != 0, "no 4 KiB pages");
+    Ok(())
+}
+
+fn bad_invocations_get_error_codes() -> Outcome {
+    let untyped: Cap<Untyped> = Cap::from_slot(bootinfo::FIRST_UNTYPED);
+    let nowhere: Cap<Untyped> = Cap::from_slot(1 << 20);
+    let lookup = nowhere.retype(ObjectType::Frame, 12, 100, 1);
+    check!(
+        lookup == Err(Error::LookupFailed),
+        "a slot outside the CSpace answered {lookup:?}"
+    );
+    let frame_on_untyped: Cap<Frame> = untyped.cast();
+    let wrong = frame_on_untyped.unmap();
+    check!(
+        wrong == Err(Error::InvalidInvocation),
+        "a Frame invocation on an Untyped answered {wrong:?}"
+    );
+    let free = boot_info().first_free_slot as u32;
+    let too_many = untyped.retype(ObjectType::Frame, 12, free, 100_000);
+    check!(
+        too_many == Err(Error::InvalidArgument),
+        "a huge count answered {too_many:?}"
+    );
+    let bad_size = untyped.retype(ObjectType::Frame, 13, free, 1);
+    check!(
+        bad_size == Err(Error::InvalidSize),
+        "a 8 KiB frame answered {bad_size:?}"
+    );
+    let endpoint: Cap<Endpoint> = Cap::from_slot(free);
+    let empty = cnode().copy(free + 1, endpoint.slot(), Rights::ALL);
+    check!(
+        empty == Err(Error::EmptySlot),
+        "copying an empty slot answered {empty:?}"
+    );
+    Ok(())
+}
