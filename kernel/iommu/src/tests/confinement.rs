@@ -24,14 +24,14 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 /// Guest pages the stage 2 maps (GPA page p -> a scrambled physical page).
-const GUEST_PAGES: u64 = 32;
+pub(super) const GUEST_PAGES: u64 = 32;
 const GUEST_PHYS_BASE: u64 = 64 * MIB;
 
-fn physical_page(gpa_page: u64) -> u64 {
+pub(super) fn physical_page(gpa_page: u64) -> u64 {
     GUEST_PHYS_BASE + ((gpa_page * 13) % GUEST_PAGES) * 4096
 }
 
-fn perms_of(gpa_page: u64) -> Perms {
+pub(super) fn perms_of(gpa_page: u64) -> Perms {
     match gpa_page % 3 {
         0 => Perms::READ_WRITE,
         1 => Perms::READ,
@@ -39,10 +39,10 @@ fn perms_of(gpa_page: u64) -> Perms {
     }
 }
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -72,7 +72,7 @@ fn adversarial_entry(rng: &mut Rng, flags_bias: u64) -> u64 {
 
 /// Fills every guest page with adversarial entries (through stage 2's
 /// mapping, i.e. the memory the driver could write).
-fn fill_guest(memory: &SimMemory, rng: &mut Rng, flags_bias: u64) {
+pub(super) fn fill_guest(memory: &SimMemory, rng: &mut Rng, flags_bias: u64) {
     for page in 0..GUEST_PAGES {
         let base = physical_page(page);
         for index in 0..512 {

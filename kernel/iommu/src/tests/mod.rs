@@ -5,6 +5,7 @@ mod common;
 mod confinement;
 mod exactness;
 mod revocation;
+mod shadow;
 mod smmu_boot;
 mod smmu_translate;
 mod vtd_boot;

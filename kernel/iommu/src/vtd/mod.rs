@@ -14,6 +14,7 @@ pub mod device;
 pub mod dmar;
 pub mod qi;
 pub mod regs;
+pub mod shadow;
 pub mod tables;
 
 use crate::list::RecordList;

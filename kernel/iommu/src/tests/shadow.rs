@@ -1,0 +1,160 @@
+//! Shadow nesting equals hardware nesting: for adversarial first-stage
+//! tables under a fixed second stage, the shadow second-stage table built by
+//! `vtd::shadow::shadow_range`, used by a unit without nesting (QEMU's
+//! legacy mode), translates every address exactly as a NEST=1 unit does.
+
+use super::common::MIB;
+use super::confinement::{GUEST_PAGES, Rng, fill_guest, perms_of, physical_page};
+use crate::model::vtd::Request;
+use crate::model::vtd_device::{NESTING_ECAP, QEMU_CAP, SimVtd};
+use crate::model::{Access, SimFrames, SimMemory};
+use crate::pagetable::{PageSize, PageTable};
+use crate::vtd::VtdUnit;
+use crate::vtd::regs::{Capability, RootTableMode};
+use crate::vtd::shadow::{ShadowError, shadow_range};
+use crate::vtd::tables::{LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels};
+use proptest::prelude::*;
+
+const WINDOW: u64 = 4 * MIB;
+
+fn setup(
+    memory: &SimMemory,
+    seed: u64,
+    root_page: u64,
+    allow_1g: bool,
+) -> (SimVtd<'_>, SimVtd<'_>, u64) {
+    let cap = if allow_1g {
+        QEMU_CAP | 1 << 56
+    } else {
+        QEMU_CAP
+    };
+    let nested_unit = SimVtd::new(memory, cap, NESTING_ECAP, false);
+    let shadow_unit = SimVtd::new(memory, cap, crate::model::vtd_device::QEMU_ECAP, true);
+    let mut frames = SimFrames::new(memory, 16 * MIB, 48 * MIB);
+    let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
+    let second = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    for page in 0..GUEST_PAGES {
+        second
+            .map(
+                memory,
+                &mut frames,
+                page << 12,
+                physical_page(page),
+                PageSize::Size4K,
+                perms_of(page),
+            )
+            .unwrap();
+    }
+    fill_guest(memory, &mut Rng(seed), 0b111);
+    let root_ipa = root_page << 12;
+
+    let mut nested = VtdUnit::new(&nested_unit);
+    nested
+        .block_all_dma(memory, &mut frames, RootTableMode::Scalable)
+        .unwrap();
+    let config = PasidConfig::Nested {
+        domain: 1,
+        first_stage_table: root_ipa,
+        second_stage_table: second.root(),
+        levels: SecondStageLevels::Four,
+    };
+    nested
+        .set_pasid_entry(memory, &mut frames, 0x10, 0, Some(config))
+        .unwrap();
+
+    let mut legacy = VtdUnit::new(&shadow_unit);
+    legacy
+        .block_all_dma(memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    let stats = shadow_range(
+        memory,
+        &mut frames,
+        root_ipa,
+        &second,
+        &shadow,
+        0,
+        WINDOW,
+        1024,
+        allow_1g,
+    )
+    .unwrap();
+    assert_eq!(stats.pages, 1024);
+    let context = LegacyContext::Translated {
+        domain: 2,
+        table: shadow.root(),
+        levels: SecondStageLevels::Four,
+    };
+    legacy
+        .set_legacy_context(memory, &mut frames, 0x10, Some(context))
+        .unwrap();
+    (nested_unit, shadow_unit, stats.mapped)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn shadow_translates_like_hardware_nesting(
+        seed in 1u64..,
+        root_page in 0u64..(2 * GUEST_PAGES),
+        allow_1g in any::<bool>(),
+        probes in proptest::collection::vec(0u64..WINDOW, 64),
+    ) {
+        let memory = SimMemory::new(256 * MIB);
+        let (nested, shadowed, _) = setup(&memory, seed, root_page, allow_1g);
+        for address in probes {
+            for access in [Access::Read, Access::Write] {
+                let request = Request { source_id: 0x10, pasid: None, address, access };
+                prop_assert_eq!(
+                    nested.dma(request).ok(),
+                    shadowed.dma(request).ok(),
+                    "{:#x} {:?}", address, access
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn shadow_is_not_vacuous_and_is_bounded() {
+    let memory = SimMemory::new(256 * MIB);
+    let mut mapped = 0;
+    for seed in 1..60 {
+        let (_, _, count) = setup(&memory, seed, 0, true);
+        mapped += count;
+    }
+    assert!(mapped > 0);
+    let mut frames = SimFrames::new(&memory, 48 * MIB, 64 * MIB);
+    let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
+    let second = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    assert_eq!(
+        shadow_range(
+            &memory,
+            &mut frames,
+            0,
+            &second,
+            &shadow,
+            0,
+            2 * WINDOW,
+            1024,
+            false
+        ),
+        Err(ShadowError::BadRange)
+    );
+    assert_eq!(
+        shadow_range(
+            &memory,
+            &mut frames,
+            0,
+            &second,
+            &shadow,
+            1 << 47,
+            4096,
+            1024,
+            false
+        ),
+        Err(ShadowError::BadRange)
+    );
+}

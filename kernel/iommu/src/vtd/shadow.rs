@@ -1,0 +1,139 @@
+//! Shadow nesting for VT-d units without ECAP.NEST (QEMU 10.0.2): the
+//! user's first-stage table (IA-32e format, rooted at an IPA) is composed
+//! with the kernel's second stage into a kernel-owned second-stage table
+//! that the device actually uses (DESIGN.md, "VT-d without nesting").
+//!
+//! [`shadow_range`] walks the first stage exactly as nested hardware would
+//! (VT-d 9.7 entries; every table fetch and the output translated by the
+//! second stage, which must allow reads of the tables), and for each 4 KiB
+//! page of the range writes `IOVA -> PA` with rights = first-stage rights
+//! AND second-stage rights, or removes the shadow entry. The user's tables
+//! are never trusted: an address the second stage does not map is simply
+//! not shadowed. Work is bounded by the page count the caller allows.
+//! Afterwards the caller invalidates the range on the shadow's domain.
+
+use super::tables::SecondStageFormat;
+use crate::pagetable::{MapError, PageSize, PageTable, Perms};
+use crate::{FrameAllocator, PhysMem, bit};
+use core::fmt;
+
+/// Why a shadow update was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowError {
+    /// The range is not page aligned, is in the upper (non-canonical for
+    /// the shadow) half, or exceeds the page budget.
+    BadRange,
+    /// Updating the shadow table failed.
+    Map(MapError),
+}
+
+impl fmt::Display for ShadowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadRange => write!(f, "shadow: range misaligned, too large or above 2^47"),
+            Self::Map(e) => write!(f, "shadow: {e}"),
+        }
+    }
+}
+
+/// What one update did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShadowStats {
+    /// Pages examined.
+    pub pages: u64,
+    /// Shadow entries written.
+    pub mapped: u64,
+    /// Shadow entries removed.
+    pub removed: u64,
+}
+
+/// Composes one 4 KiB page: the physical page and rights a nested walk
+/// would give `iova`, or `None` when it would fault.
+pub fn compose_page(
+    mem: &impl PhysMem,
+    first_stage_root: u64,
+    second: &PageTable<SecondStageFormat>,
+    iova: u64,
+    allow_1g: bool,
+) -> Option<(u64, Perms)> {
+    let readable_table = |ipa: u64| match second.lookup(mem, ipa) {
+        Some((pa, perms)) if perms.read => Some(pa & !0xfff),
+        _ => None,
+    };
+    let mut table = readable_table(first_stage_root)?;
+    let mut level = 4u32;
+    let mut writable = true;
+    loop {
+        let index = (iova >> (12 + 9 * (level - 1))) & 0x1ff;
+        let entry = mem.read_u64(table + 8 * index);
+        if !bit(entry, 0) || !bit(entry, 2) {
+            return None;
+        }
+        writable &= bit(entry, 1);
+        let large = level > 1 && bit(entry, 7);
+        if large && (level == 4 || (level == 3 && !allow_1g)) {
+            return None;
+        }
+        let next = entry & 0x000f_ffff_ffff_f000;
+        if level == 1 || large {
+            let page_mask = (1u64 << (12 + 9 * (level - 1))) - 1;
+            if next & page_mask != 0 {
+                return None;
+            }
+            let ipa = next | (iova & page_mask & !0xfff);
+            let (pa, s2) = second.lookup(mem, ipa)?;
+            let perms = Perms {
+                read: s2.read,
+                write: writable && s2.write,
+            };
+            return (perms.read || perms.write).then_some((pa & !0xfff, perms));
+        }
+        table = readable_table(next)?;
+        level -= 1;
+    }
+}
+
+/// Re-shadows `[start, start + length)`: every page gets the composed
+/// translation or none. Refuses more than `max_pages` pages.
+#[allow(clippy::too_many_arguments)]
+pub fn shadow_range(
+    mem: &impl PhysMem,
+    alloc: &mut impl FrameAllocator,
+    first_stage_root: u64,
+    second: &PageTable<SecondStageFormat>,
+    shadow: &PageTable<SecondStageFormat>,
+    start: u64,
+    length: u64,
+    max_pages: u64,
+    allow_1g: bool,
+) -> Result<ShadowStats, ShadowError> {
+    let pages = length / 4096;
+    if start & 0xfff != 0
+        || length & 0xfff != 0
+        || pages > max_pages
+        || start.checked_add(length).is_none_or(|end| end > 1 << 47)
+    {
+        return Err(ShadowError::BadRange);
+    }
+    let mut stats = ShadowStats::default();
+    for page in 0..pages {
+        let iova = start + page * 4096;
+        stats.pages += 1;
+        let had = match shadow.unmap(mem, iova) {
+            Ok((_, PageSize::Size4K)) => true,
+            Ok(_) => return Err(ShadowError::Map(MapError::Misaligned)),
+            Err(_) => false,
+        };
+        match compose_page(mem, first_stage_root, second, iova, allow_1g) {
+            Some((pa, perms)) => {
+                shadow
+                    .map(mem, alloc, iova, pa, PageSize::Size4K, perms)
+                    .map_err(ShadowError::Map)?;
+                stats.mapped += 1;
+            }
+            None if had => stats.removed += 1,
+            None => {}
+        }
+    }
+    Ok(stats)
+}
