@@ -1,0 +1,143 @@
+//! `fuzz`: a system-call fuzzer running as the root task. It issues
+//! 100,000 random system calls — mostly capability invocations with random
+//! capability pointers, labels, message words, arguments and extra
+//! capabilities, biased towards values that reach deep into the kernel
+//! (real slots, real labels, small sizes) — and checks that every call
+//! returns a defined status: 0 or one of `abi::Error`'s codes. The kernel
+//! must survive all of it; a kernel panic or fault ends the run without the
+//! closing line, which the runner counts as a failure.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use abi::{Error, Invocation, MessageInfo, Syscall};
+use rt::check;
+use rt::testing::{Outcome, Suite};
+use sys::syscall;
+
+rt::entry!(main);
+
+/// How many calls the run makes.
+const CALLS: u32 = 100_000;
+
+/// xorshift64*: small, deterministic, good enough to spread inputs.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A value that is often interesting: small, a slot, a size, a
+    /// boundary, or anything at all.
+    fn argument(&mut self) -> u64 {
+        match self.below(8) {
+            0 => self.below(16),
+            1 => self.below(1100),
+            2 => 12 + self.below(40),
+            3 => [0, 1, u64::MAX, 1 << 63, u64::from(u32::MAX), 4096][self.below(6) as usize],
+            4 => self.below(64) << 12,
+            _ => self.next(),
+        }
+    }
+}
+
+fn main(_startup: &rt::Startup) -> i32 {
+    let mut suite = Suite::new();
+    suite.run("syscall_fuzzer_100k", fuzz);
+    suite.finish()
+}
+
+fn fuzz() -> Outcome {
+    let mut random = Random(0x5EED_0F_C0FFEE);
+    let mut statuses = [0u32; 128];
+    for call in 0..CALLS {
+        // Never the debug halt (it ends the session) nor a flood of console bytes.
+        let number = match random.below(10) {
+            0 => random.below(40),
+            1 => Syscall::Yield as u64,
+            _ => Syscall::Call as u64,
+        };
+        if number == Syscall::DebugHalt as u64 || number == Syscall::DebugPutChar as u64 {
+            continue;
+        }
+        let label = match random.below(4) {
+            0 => random.next() as u32,
+            _ => Invocation::ALL[random.below(Invocation::ALL.len() as u64) as usize] as u32,
+        };
+        let info = match random.below(6) {
+            0 => random.next(),
+            _ => MessageInfo {
+                label,
+                length: random.below(9) as u8,
+                extra_caps: random.below(4) as u8,
+            }
+            .to_word(),
+        };
+        for i in 0..3 {
+            sys::ipc::set_cap(i, random.argument() as u32);
+        }
+        for i in 4..8 {
+            sys::ipc::set_mr(i, random.argument());
+        }
+        // Real capabilities most of the time: the root CNode (CNode
+        // operations), the Untypeds (retype), the control caps, and what
+        // earlier calls created.
+        let cap = match random.below(8) {
+            0 | 1 => u64::from(abi::bootinfo::INIT_CNODE),
+            2 | 3 => u64::from(abi::bootinfo::FIRST_UNTYPED) + random.below(24),
+            4 => random.below(64),
+            5 => 64 + random.below(64),
+            _ => random.argument(),
+        };
+        let registers = match random.below(3) {
+            // Shaped like a retype or CNode call: type/slot, size/slot, slot, count.
+            0 => [
+                random.below(16),
+                12 + random.below(10),
+                64 + random.below(64),
+                1 + random.below(4),
+            ],
+            1 => [
+                64 + random.below(64),
+                random.below(128),
+                random.below(8),
+                random.below(8),
+            ],
+            _ => [
+                random.argument(),
+                random.argument(),
+                random.argument(),
+                random.argument(),
+            ],
+        };
+        let out = syscall(number, cap, info, registers);
+        let defined = out.status == 0
+            || u8::try_from(out.status)
+                .ok()
+                .and_then(Error::from_code)
+                .is_some();
+        check!(
+            defined,
+            "call {call}: system call {number} on {cap:#x} answered undefined status {:#x}",
+            out.status
+        );
+        statuses[(out.status as usize).min(127)] += 1;
+    }
+    rt::println!("fuzz: {CALLS} calls; answers by status code:");
+    for (code, count) in statuses.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let name = u8::try_from(code).ok().and_then(Error::from_code);
+        match name {
+            Some(error) => rt::println!("fuzz:   {count:>6} {error}"),
+            None => rt::println!("fuzz:   {count:>6} ok"),
+        }
+    }
+    Ok(())
+}
