@@ -56,7 +56,7 @@ fn main(_startup: &rt::Startup) -> i32 {
 }
 
 fn fuzz() -> Outcome {
-    let mut random = Random(0x5EED_0F_C0FFEE);
+    let mut random = Random(0x5EED_0FC0_FFEE);
     let mut statuses = [0u32; 128];
     for call in 0..CALLS {
         // Never the debug halt (it ends the session) nor a flood of console bytes.
