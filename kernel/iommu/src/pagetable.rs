@@ -292,6 +292,49 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok(unmapped)
     }
 
+    /// Removes every leaf whose output range intersects
+    /// `[output, output + length)` (e.g. a frame revoked from a stage 2, in
+    /// a shadow table) and returns how many were removed. Visits every
+    /// entry once: bounded by the table's size.
+    pub fn remove_leaves_to(&self, mem: &impl PhysMem, output: PhysAddr, length: u64) -> u64 {
+        self.remove_in(
+            mem,
+            self.root,
+            self.height,
+            output,
+            output.saturating_add(length),
+        )
+    }
+
+    fn remove_in(
+        &self,
+        mem: &impl PhysMem,
+        table: PhysAddr,
+        height: u32,
+        start: u64,
+        end: u64,
+    ) -> u64 {
+        let mut removed = 0;
+        for index in 0..512 {
+            let slot = table + 8 * index;
+            let entry = mem.read_u64(slot);
+            if !self.format.is_present(entry) {
+                continue;
+            }
+            if height > 1 && self.format.is_table(entry, height) {
+                removed += self.remove_in(mem, self.format.address(entry), height - 1, start, end);
+                continue;
+            }
+            let size = 1u64 << (12 + 9 * (height - 1));
+            let leaf = self.format.address(entry) & !(size - 1);
+            if leaf < end && start < leaf + size {
+                mem.write_u64(slot, 0);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Calls `visit` with every table frame of this page table (the root
     /// last), so the owner can reclaim them after the table is detached and
     /// invalidated. Depth is bounded by the table height.

@@ -158,3 +158,125 @@ fn shadow_is_not_vacuous_and_is_bounded() {
         Err(ShadowError::BadRange)
     );
 }
+
+/// Revoking a data frame from the second stage and removing the shadow
+/// leaves that point into it keeps the shadow equal to nested hardware.
+#[test]
+fn revoking_a_data_frame_keeps_the_shadow_exact() {
+    use crate::invalidation::{InvalidationBatch, InvalidationTarget};
+    let memory = SimMemory::new(256 * MIB);
+    let cap = QEMU_CAP;
+    let nested_unit = SimVtd::new(&memory, cap, NESTING_ECAP, false);
+    let shadow_unit = SimVtd::new(&memory, cap, crate::model::vtd_device::QEMU_ECAP, true);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
+    let format = SecondStageFormat::for_unit(Capability(cap));
+    let second = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    for page in 0..GUEST_PAGES {
+        second
+            .map(
+                &memory,
+                &mut frames,
+                page << 12,
+                physical_page(page),
+                PageSize::Size4K,
+                crate::pagetable::Perms::READ_WRITE,
+            )
+            .unwrap();
+    }
+    // A well-formed first stage in GPA pages 0..=3 (written at their
+    // physical homes): IOVA page i -> GPA page 8 + i, read-write.
+    let write = |gpa_page: u64, index: u64, value: u64| {
+        crate::PhysMem::write_u64(&memory, physical_page(gpa_page) + 8 * index, value)
+    };
+    write(0, 0, 1 << 12 | 0b111);
+    write(1, 0, 2 << 12 | 0b111);
+    write(2, 0, 3 << 12 | 0b111);
+    for i in 0..8u64 {
+        write(3, i, (8 + i) << 12 | 0b111);
+    }
+    let mut nested = VtdUnit::new(&nested_unit);
+    nested
+        .block_all_dma(&memory, &mut frames, RootTableMode::Scalable)
+        .unwrap();
+    let config = PasidConfig::Nested {
+        domain: 1,
+        first_stage_table: 0,
+        second_stage_table: second.root(),
+        levels: SecondStageLevels::Four,
+    };
+    nested
+        .set_pasid_entry(&memory, &mut frames, 0x10, 0, Some(config))
+        .unwrap();
+    let mut legacy = VtdUnit::new(&shadow_unit);
+    legacy
+        .block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    let stats = shadow_range(
+        &memory,
+        &mut frames,
+        0,
+        &second,
+        &shadow,
+        0,
+        8 << 12,
+        8,
+        false,
+    )
+    .unwrap();
+    assert_eq!(stats.mapped, 8);
+    let context = LegacyContext::Translated {
+        domain: 2,
+        table: shadow.root(),
+        levels: SecondStageLevels::Four,
+    };
+    legacy
+        .set_legacy_context(&memory, &mut frames, 0x10, Some(context))
+        .unwrap();
+    let same = |address: u64| {
+        let request = Request {
+            source_id: 0x10,
+            pasid: None,
+            address,
+            access: Access::Write,
+        };
+        (nested_unit.dma(request).ok(), shadow_unit.dma(request).ok())
+    };
+    assert_eq!(
+        same(0x2010),
+        (
+            Some(physical_page(10) + 0x10),
+            Some(physical_page(10) + 0x10)
+        )
+    );
+    // Revoke GPA page 10 from the second stage; remove its shadow leaves; flush both.
+    let (revoked, _) = second.unmap(&memory, 10 << 12).unwrap();
+    assert_eq!(shadow.remove_leaves_to(&memory, revoked, 4096), 1);
+    let mut batch = InvalidationBatch::new();
+    batch.add(
+        InvalidationTarget::VtdDomain {
+            domain: 1,
+            nested: true,
+        },
+        10 << 12,
+        4096,
+    );
+    nested.flush(&memory, &batch).unwrap();
+    let mut batch = InvalidationBatch::new();
+    batch.add(
+        InvalidationTarget::VtdDomain {
+            domain: 2,
+            nested: false,
+        },
+        0x2000,
+        4096,
+    );
+    legacy.flush(&memory, &batch).unwrap();
+    for page in 0..8u64 {
+        let (a, b) = same(page << 12);
+        assert_eq!(a, b, "page {page}");
+    }
+    assert_eq!(same(0x2010), (None, None));
+    // Clearing the whole shadow leaves nothing translatable.
+    assert_eq!(shadow.remove_leaves_to(&memory, 0, u64::MAX), 7);
+}

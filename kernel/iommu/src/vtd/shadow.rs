@@ -11,6 +11,12 @@
 //! are never trusted: an address the second stage does not map is simply
 //! not shadowed. Work is bounded by the page count the caller allows.
 //! Afterwards the caller invalidates the range on the shadow's domain.
+//!
+//! Revoking a frame from the second stage: remove the shadow leaves that
+//! point into it (`PageTable::remove_leaves_to`). If the frame may hold
+//! the user's first-stage tables, every shadow entry may depend on it:
+//! clear the shadow (`remove_leaves_to(0, u64::MAX)`) and let the user's
+//! next invalidation repopulate it. Then invalidate the shadow's domain.
 
 use super::tables::SecondStageFormat;
 use crate::pagetable::{MapError, PageSize, PageTable, Perms};

@@ -291,14 +291,6 @@ impl PasidEntry {
         Ok(Self(words))
     }
 
-    /// Encodes without capability checks: QEMU-compatibility tests use this
-    /// to write a nested entry on a unit without ECAP.NEST.
-    pub fn encode_unchecked(config: PasidConfig) -> Self {
-        let all_cap = Capability(0x00d2_008c_222f_0606);
-        let all_ecap = ExtendedCapability(u64::MAX);
-        Self::encode(config, all_cap, all_ecap).unwrap_or_default()
-    }
-
     /// PGTT (word 0 bits 8:6).
     pub fn pgtt(&self) -> u64 {
         (self.0[0] >> 6) & 7
