@@ -607,3 +607,16 @@ fn legacy_bad_table_pointers() {
         Err(reason::PAGING_ACCESS)
     );
 }
+
+#[test]
+fn unchecked_nested_entry_for_qemu_cross_checks() {
+    use crate::vtd::tables::PasidEntry;
+    let entry = PasidEntry::encode_unchecked(PasidConfig::Nested {
+        domain: 3,
+        first_stage_table: 0x1000,
+        second_stage_table: 0x2000,
+        levels: SecondStageLevels::Four,
+    });
+    assert_eq!((entry.pgtt(), entry.domain()), (0b011, 3));
+    assert_eq!(entry.0[2] & !0xfff, 0x1000);
+}

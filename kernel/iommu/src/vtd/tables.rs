@@ -291,6 +291,17 @@ impl PasidEntry {
         Ok(Self(words))
     }
 
+    /// Encodes without capability checks: QEMU cross-check tests use this
+    /// to write a nested entry on a unit without ECAP.NEST (QEMU then
+    /// faults with 0x5B). Parameters are still range-checked against a
+    /// 16-bit-DID, 3/4-level unit; an out-of-range one yields a zeroed
+    /// (not-present) entry.
+    pub fn encode_unchecked(config: PasidConfig) -> Self {
+        let cap = Capability(0x00d2_008c_222f_0606);
+        let every_feature = ExtendedCapability(u64::MAX);
+        Self::encode(config, cap, every_feature).unwrap_or_default()
+    }
+
     /// PGTT (word 0 bits 8:6).
     pub fn pgtt(&self) -> u64 {
         (self.0[0] >> 6) & 7
