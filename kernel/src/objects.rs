@@ -204,8 +204,7 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     })
 }
 
-/// Where every thread's IPC buffer is (userland/sys `IPC_BUFFER_ADDRESS`).
-pub const IPC_BUFFER_ADDRESS: u64 = 0x7F_FFFF_F000;
+use abi::ipc::IPC_BUFFER_ADDRESS;
 
 /// Applies `ClearMemory` itself and hands IOMMU effects to the unit.
 struct ClearMemory;

@@ -15,8 +15,7 @@ use abi::{Error, MessageInfo, Syscall};
 pub struct Caller {
     /// Its CSpace root (a kernel-held slot holding a CNode capability).
     pub cspace: caps::SlotId,
-    /// Physical address of its IPC buffer (`userland/sys` layout: `mrs` at
-    /// byte 0, `caps` at byte 512).
+    /// Physical address of its IPC buffer (layout: `abi::ipc`).
     pub ipc_buffer: u64,
 }
 
@@ -41,9 +40,11 @@ impl Caller {
     }
 
     fn extra_cap(&self, index: usize) -> u32 {
-        // SAFETY: `caps: [u32; 3]` starts at byte 512 of the IPC buffer page.
+        let base = self.ipc_buffer + abi::ipc::CAPS_OFFSET as u64;
+        // SAFETY: the capability pointers `[u32; 3]` start at CAPS_OFFSET of
+        // the IPC buffer page; the index is reduced below 3.
         unsafe {
-            (phys_to_virt(self.ipc_buffer + 512) as *const u32)
+            (phys_to_virt(base) as *const u32)
                 .add(index % 3)
                 .read_volatile()
         }

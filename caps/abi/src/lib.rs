@@ -15,6 +15,7 @@
 pub mod bootinfo;
 mod error;
 mod invocation;
+pub mod ipc;
 
 pub use error::Error;
 pub use invocation::{Invocation, ObjectType};

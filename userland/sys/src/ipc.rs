@@ -33,7 +33,7 @@ use abi::registers::{MAX_EXTRA_CAPS, MAX_MESSAGE_REGISTERS};
 
 /// The IPC buffer's address in every protection domain's VSpace (the last
 /// page below 512 GiB).
-pub const IPC_BUFFER_ADDRESS: u64 = 0x7F_FFFF_F000;
+pub const IPC_BUFFER_ADDRESS: u64 = abi::ipc::IPC_BUFFER_ADDRESS;
 
 /// The IPC buffer's layout. See the [module documentation](self) for who
 /// writes what.
@@ -198,6 +198,9 @@ mod tests {
         assert_eq!(offset_of!(IpcBuffer, caps), 512);
         assert_eq!(offset_of!(IpcBuffer, reserved), 524);
         assert_eq!(offset_of!(IpcBuffer, badge), 528);
+        // The kernel reads and writes by abi's numbers.
+        assert_eq!(offset_of!(IpcBuffer, caps), abi::ipc::CAPS_OFFSET);
+        assert_eq!(offset_of!(IpcBuffer, badge), abi::ipc::BADGE_OFFSET);
         assert_eq!(size_of::<IpcBuffer>(), 536);
         assert!(size_of::<IpcBuffer>() <= 4096);
         assert_eq!(IPC_BUFFER_ADDRESS % 4096, 0);
