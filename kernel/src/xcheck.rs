@@ -289,6 +289,14 @@ mod cases {
             build: vtd::scalable_nested,
         },
         Case {
+            name: "vtd_shadow_nested",
+            build: vtd::shadow_nested,
+        },
+        Case {
+            name: "vtd_shadow_nested_malicious",
+            build: vtd::shadow_nested_malicious,
+        },
+        Case {
             name: "vtd_scalable_rid_pasid",
             build: vtd::scalable_rid_pasid,
         },
@@ -571,6 +579,123 @@ mod cases {
                 full_model_translates: true,
                 ..mapped(source, destination)
             }))
+        }
+
+        /// Shadow nesting (QEMU has no hardware nesting): a driver's first
+        /// stage (IOVA -> IPA) and the kernel's second stage (IPA -> PA) are
+        /// composed into a kernel-owned second-stage table the device uses.
+        /// `malicious`: the driver's first stage also points the destination
+        /// IOVA at an IPA the second stage does not map, which the shadow
+        /// must leave out (the DMA faults instead of landing anywhere).
+        fn shadow(
+            u: &mut Unit,
+            frames: &mut BootFrames,
+            requester: u16,
+            source: u64,
+            destination: u64,
+            malicious: bool,
+        ) -> Result<Option<Transfer>, Why> {
+            use iommu::vtd::shadow::shadow_range;
+            const FOREIGN_IPA: u64 = 0x4000_0000;
+            let vtd = unit(u);
+            let scalable_mode = mode(vtd) == Some(RootTableMode::Scalable);
+            if scalable_mode && !vtd.extended_capability().slts() {
+                return Ok(None);
+            }
+            let (second, levels) = second_stage(vtd, frames)?;
+            let first = PageTable::new(frames, FirstStageFormat::for_unit(vtd.capability()), 4, 48)
+                .map_err(|_| "first-stage root")?;
+            let first_frames = frames.allocated().end;
+            map(&first, frames, SOURCE_IOVA, SOURCE_IPA, Perms::READ)?;
+            let destination_ipa = if malicious {
+                FOREIGN_IPA
+            } else {
+                DESTINATION_IPA
+            };
+            map(
+                &first,
+                frames,
+                DESTINATION_IOVA,
+                destination_ipa,
+                Perms::READ_WRITE,
+            )?;
+            let first_end = frames.allocated().end;
+            for table in (first.root()..first.root() + 4096)
+                .chain(first_frames..first_end)
+                .step_by(4096)
+            {
+                map(&second, frames, table, table, Perms::READ)?;
+            }
+            map(&second, frames, SOURCE_IPA, source, Perms::READ)?;
+            map(
+                &second,
+                frames,
+                DESTINATION_IPA,
+                destination,
+                Perms::READ_WRITE,
+            )?;
+            let shadow = PageTable::new(
+                frames,
+                SecondStageFormat::for_unit(vtd.capability()),
+                levels.height(),
+                levels.input_bits(),
+            )
+            .map_err(|_| "shadow root")?;
+            let length = DESTINATION_IOVA + 4096 - SOURCE_IOVA;
+            shadow_range(
+                &DirectMemory,
+                frames,
+                first.root(),
+                &second,
+                &shadow,
+                SOURCE_IOVA,
+                length,
+                1024,
+                false,
+            )
+            .map_err(|_| "composing the shadow failed")?;
+            let domain = fresh_tag();
+            if scalable_mode {
+                scalable(
+                    vtd,
+                    frames,
+                    requester,
+                    PasidConfig::SecondStage {
+                        domain,
+                        table: shadow.root(),
+                        levels,
+                    },
+                )?;
+            } else {
+                let context = LegacyContext::Translated {
+                    domain,
+                    table: shadow.root(),
+                    levels,
+                };
+                vtd.set_legacy_context(&DirectMemory, frames, requester, Some(context))
+                    .map_err(|_| "setting the context entry failed")?;
+            }
+            Ok(Some(mapped(source, destination)))
+        }
+
+        pub fn shadow_nested(
+            u: &mut Unit,
+            f: &mut BootFrames,
+            r: u16,
+            s: u64,
+            d: u64,
+        ) -> Result<Option<Transfer>, Why> {
+            shadow(u, f, r, s, d, false)
+        }
+
+        pub fn shadow_nested_malicious(
+            u: &mut Unit,
+            f: &mut BootFrames,
+            r: u16,
+            s: u64,
+            d: u64,
+        ) -> Result<Option<Transfer>, Why> {
+            shadow(u, f, r, s, d, true)
         }
 
         /// A non-zero RID_PASID: requests without a PASID use PASID 1's
