@@ -1,0 +1,177 @@
+//! Packing: the archive holds exactly the kernel, the programs and the
+//! description, init's reader (`sysdesc::archive`) reads it back, and the
+//! same inputs give the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sysdesc::archive::{self, Arch, Archive, EntryKind};
+use sysimage::{pack, platform, validate};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// A minimal ELF64 executable header for `machine`, followed by `body`.
+fn elf(machine: u16, body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 64];
+    bytes[..4].copy_from_slice(b"\x7fELF");
+    bytes[4] = 2; // 64-bit
+    bytes[5] = 1; // little-endian
+    bytes[6] = 1; // version
+    bytes[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+    bytes[18..20].copy_from_slice(&machine.to_le_bytes());
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+const X86_64: u16 = 62;
+const AARCH64: u16 = 183;
+
+fn reference_image(arch: Arch) -> validate::Image {
+    let platforms = root().join("../../images/platforms");
+    let platform = platform::load(&platforms, platform::for_arch(arch)).unwrap();
+    let text = std::fs::read_to_string(root().join("tests/fixtures/valid.toml")).unwrap();
+    // The reference image's IRQ 11 is a q35 number; drop it for virt.
+    let text = if arch == Arch::Aarch64 {
+        text.replace("irq = 11", "irq = 40")
+    } else {
+        text
+    };
+    let programs = ["client", "edu", "server"].map(String::from);
+    validate::validate(
+        Path::new("valid.toml"),
+        "valid",
+        &text,
+        &platform,
+        &programs,
+    )
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn programs(machine: u16) -> BTreeMap<String, Vec<u8>> {
+    ["server", "client", "edu"]
+        .into_iter()
+        .map(|name| (name.to_string(), elf(machine, name.repeat(1000).as_bytes())))
+        .collect()
+}
+
+#[test]
+fn a_packed_image_reads_back_entry_by_entry() {
+    for (arch, machine) in [(Arch::X86_64, X86_64), (Arch::Aarch64, AARCH64)] {
+        let image = reference_image(arch);
+        let kernel = elf(machine, &[0xAB; 10_000]);
+        let programs = programs(machine);
+        let bytes = pack::pack(&image, arch, &kernel, &programs).unwrap();
+        let archive = Archive::parse(&bytes).unwrap();
+        assert_eq!(archive.arch(), arch);
+        let names: Vec<(EntryKind, &str)> = archive.entries().map(|e| (e.kind, e.name)).collect();
+        assert_eq!(
+            names,
+            [
+                (EntryKind::Description, archive::DESCRIPTION_NAME),
+                (EntryKind::Kernel, pack::KERNEL_NAME),
+                (EntryKind::Program, "client"),
+                (EntryKind::Program, "edu"),
+                (EntryKind::Program, "server"),
+            ]
+        );
+        for entry in archive.entries() {
+            assert_eq!(entry.offset % archive::ALIGN, 0, "{}", entry.name);
+        }
+        let kernel_entry = archive.find(EntryKind::Kernel, pack::KERNEL_NAME).unwrap();
+        assert_eq!(archive.payload(&kernel_entry), kernel.as_slice());
+        for (name, bytes) in &programs {
+            let entry = archive.find(EntryKind::Program, name).unwrap();
+            assert_eq!(archive.payload(&entry), bytes.as_slice(), "{name}");
+        }
+        assert_eq!(archive.description().unwrap(), image.system);
+        // Padding between payloads is zero.
+        let description = archive
+            .find(EntryKind::Description, archive::DESCRIPTION_NAME)
+            .unwrap();
+        let padding_start = (description.offset + description.size) as usize;
+        assert!(
+            bytes[padding_start..kernel_entry.offset as usize]
+                .iter()
+                .all(|&b| b == 0)
+        );
+    }
+}
+
+#[test]
+fn packing_is_reproducible() {
+    let image = reference_image(Arch::X86_64);
+    let kernel = elf(X86_64, b"kernel");
+    let first = pack::pack(&image, Arch::X86_64, &kernel, &programs(X86_64)).unwrap();
+    // Same inputs built afresh, programs inserted in another order.
+    let mut reversed = BTreeMap::new();
+    for (name, bytes) in programs(X86_64).into_iter().rev() {
+        reversed.insert(name, bytes);
+    }
+    let second = pack::pack(
+        &reference_image(Arch::X86_64),
+        Arch::X86_64,
+        &kernel.clone(),
+        &reversed,
+    )
+    .unwrap();
+    assert_eq!(first, second);
+    // And a change in any input changes the bytes.
+    let other_kernel = elf(X86_64, b"kernel2");
+    let third = pack::pack(&image, Arch::X86_64, &other_kernel, &programs(X86_64)).unwrap();
+    assert_ne!(first, third);
+}
+
+#[test]
+fn programs_for_the_wrong_architecture_are_refused() {
+    let image = reference_image(Arch::X86_64);
+    let mut wrong = programs(X86_64);
+    wrong.insert("edu".to_string(), elf(AARCH64, b"arm"));
+    let error = pack::pack(&image, Arch::X86_64, &elf(X86_64, b"k"), &wrong).unwrap_err();
+    assert_eq!(error.entry, "program `edu`");
+    assert!(
+        error.problem.contains("ELF machine 183, not 62 (x86_64)"),
+        "{error}"
+    );
+
+    let error =
+        pack::pack(&image, Arch::X86_64, &elf(AARCH64, b"k"), &programs(X86_64)).unwrap_err();
+    assert_eq!(error.entry, "kernel");
+
+    let error = pack::pack(
+        &image,
+        Arch::Aarch64,
+        &elf(AARCH64, b"k"),
+        &programs(AARCH64),
+    )
+    .unwrap_err();
+    assert!(
+        error.problem.contains("validated for the q35 platform"),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_extra_and_non_elf_programs_are_refused() {
+    let image = reference_image(Arch::X86_64);
+    let kernel = elf(X86_64, b"k");
+    let mut missing = programs(X86_64);
+    missing.remove("server");
+    let error = pack::pack(&image, Arch::X86_64, &kernel, &missing).unwrap_err();
+    assert_eq!(error.entry, "program `server`");
+    assert!(error.problem.contains("no ELF was supplied"), "{error}");
+
+    let mut extra = programs(X86_64);
+    extra.insert("stray".to_string(), elf(X86_64, b""));
+    let error = pack::pack(&image, Arch::X86_64, &kernel, &extra).unwrap_err();
+    assert_eq!(error.entry, "program `stray`");
+
+    let mut text = programs(X86_64);
+    text.insert(
+        "client".to_string(),
+        b"#!/bin/sh\necho not an ELF, but long enough to hold a header..........\n".to_vec(),
+    );
+    let error = pack::pack(&image, Arch::X86_64, &kernel, &text).unwrap_err();
+    assert!(error.problem.contains("not an ELF file"), "{error}");
+}
