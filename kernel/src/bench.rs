@@ -9,10 +9,9 @@
 
 use crate::arch::{self, Exit, UserContext};
 use crate::frames::BootFrames;
-use crate::vspace::{self, Rights};
+use crate::vspace;
 
 const ITERATIONS: u64 = 1000;
-const CODE: u64 = 0x40_0000;
 
 /// Runs the benchmarks the command line names; returns the exit status.
 pub fn run(names: &str, frames: &mut BootFrames) -> u32 {
@@ -55,31 +54,8 @@ impl core::fmt::Display for BenchError<'_> {
 
 /// A user `Yield` round trip: trap entry, decode, return to user.
 fn null_syscall(frames: &mut BootFrames) -> Result<u64, BenchError<'static>> {
-    let program = arch::user_bench_program();
-    let (Some(root), Some(code)) = (frames.alloc(), frames.alloc()) else {
-        return Err(BenchError::OutOfFrames);
-    };
-    // SAFETY: `code` is a fresh frame in the direct map; the program is a few
-    // dozen bytes.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            program.as_ptr(),
-            crate::mem::phys_to_virt(code) as *mut u8,
-            program.len(),
-        )
-    };
-    vspace::init_root(root);
-    vspace::map_page(
-        root,
-        CODE,
-        code,
-        Rights {
-            write: false,
-            execute: true,
-        },
-        &mut || frames.alloc(),
-    )
-    .map_err(|_| BenchError::OutOfFrames)?;
+    let root = vspace::space_with_program(arch::user_bench_program(), frames)
+        .map_err(|_| BenchError::OutOfFrames)?;
     arch::set_address_space(root);
     let with_calls = time_program(ITERATIONS, 1)?;
     let overhead = time_program(ITERATIONS, 0)?;
@@ -88,7 +64,7 @@ fn null_syscall(frames: &mut BootFrames) -> Result<u64, BenchError<'static>> {
 
 /// Runs the bench program to its halt and returns the total it reports.
 fn time_program(iterations: u64, make_calls: u64) -> Result<u64, BenchError<'static>> {
-    let mut context = UserContext::new_user(CODE, 0);
+    let mut context = UserContext::new_user(vspace::PROGRAM_ADDRESS, 0);
     context.set_start_arguments(iterations, make_calls);
     loop {
         match arch::run_user(&mut context) {

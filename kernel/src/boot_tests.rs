@@ -78,14 +78,19 @@ fn iommu_facts_match_machine(cmdline: &Cmdline<'_>) -> Outcome {
 /// Programs the edu device to DMA into a RAM page and checks that the page
 /// is unchanged and that the IOMMU recorded a fault naming the device and
 /// the page: no capability allows DMA yet, so every DMA must be refused.
-fn dma_blocked_by_default(found: &Discovered) -> Outcome {
+/// The edu device, ready for DMA.
+fn edu(found: &Discovered) -> Result<Edu, crate::selftest::Failure> {
     let Some(ecam) = found.ecam else {
         fail!("no PCI ECAM window found")
     };
-    let edu = match Edu::probe(&Ecam::new(ecam), found.mmio32) {
-        Ok(edu) => edu,
+    match Edu::probe(&Ecam::new(ecam), found.mmio32) {
+        Ok(edu) => Ok(edu),
         Err(e) => fail!("{e}"),
-    };
+    }
+}
+
+fn dma_blocked_by_default(found: &Discovered) -> Outcome {
+    let edu = edu(found)?;
     let mut guard = UNIT.lock();
     let stale = guard
         .as_mut()
@@ -137,55 +142,23 @@ fn dma_blocked_by_default(found: &Discovered) -> Outcome {
 /// carry arguments and results across the boundary and that a user page
 /// fault comes back to the kernel with the faulting address.
 fn user_mode_syscall_and_fault(frames: &mut BootFrames) -> Outcome {
-    const CODE: u64 = 0x40_0000;
     const STACK: u64 = 0x80_0000;
-    let program = arch::user_probe_program();
-    let (Some(root), Some(code), Some(stack)) = (frames.alloc(), frames.alloc(), frames.alloc())
-    else {
-        fail!("out of boot frames");
+    let root = match vspace::space_with_program(arch::user_probe_program(), frames) {
+        Ok(root) => root,
+        Err(e) => fail!("building the probe's address space: {e:?}"),
     };
-    check!(
-        program.len() <= 4096,
-        "probe program is {} bytes",
-        program.len()
-    );
-    // SAFETY: `code` is a fresh frame in the direct map, the program fits.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            program.as_ptr(),
-            crate::mem::phys_to_virt(code) as *mut u8,
-            program.len(),
-        )
+    let Some(stack) = frames.alloc() else {
+        fail!("out of boot frames")
     };
-    vspace::init_root(root);
-    let mut alloc = || frames.alloc();
-    let mapped = vspace::map_page(
-        root,
-        CODE,
-        code,
-        Rights {
-            write: false,
-            execute: true,
-        },
-        &mut alloc,
-    )
-    .and_then(|()| {
-        vspace::map_page(
-            root,
-            STACK,
-            stack,
-            Rights {
-                write: true,
-                execute: false,
-            },
-            &mut alloc,
-        )
-    });
-    if let Err(e) = mapped {
-        fail!("mapping the probe: {e:?}");
+    let stack_rights = Rights {
+        write: true,
+        execute: false,
+    };
+    if let Err(e) = vspace::map_page(root, STACK, stack, stack_rights, &mut || frames.alloc()) {
+        fail!("mapping the probe's stack: {e:?}");
     }
     arch::set_address_space(root);
-    let mut context = UserContext::new_user(CODE, STACK + 4096);
+    let mut context = UserContext::new_user(vspace::PROGRAM_ADDRESS, STACK + 4096);
 
     let exit = arch::run_user(&mut context);
     check!(
@@ -223,35 +196,12 @@ fn user_mode_syscall_and_fault(frames: &mut BootFrames) -> Outcome {
 /// Runs a user thread that spins forever with the preemption timer armed and
 /// checks that the timer interrupt takes the CPU back.
 fn timer_preempts_spinning_user(frames: &mut BootFrames) -> Outcome {
-    const CODE: u64 = 0x40_0000;
-    let (Some(root), Some(code)) = (frames.alloc(), frames.alloc()) else {
-        fail!("out of boot frames");
+    let root = match vspace::space_with_program(arch::SPIN_PROGRAM, frames) {
+        Ok(root) => root,
+        Err(e) => fail!("building the spinner's address space: {e:?}"),
     };
-    let program = arch::SPIN_PROGRAM;
-    // SAFETY: `code` is a fresh frame in the direct map, the program fits.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            program.as_ptr(),
-            crate::mem::phys_to_virt(code) as *mut u8,
-            program.len(),
-        )
-    };
-    vspace::init_root(root);
-    let mut alloc = || frames.alloc();
-    if let Err(e) = vspace::map_page(
-        root,
-        CODE,
-        code,
-        Rights {
-            write: false,
-            execute: true,
-        },
-        &mut alloc,
-    ) {
-        fail!("mapping the spinner: {e:?}");
-    }
     arch::set_address_space(root);
-    let mut context = UserContext::new_user(CODE, 0);
+    let mut context = UserContext::new_user(vspace::PROGRAM_ADDRESS, 0);
     for round in 0..3 {
         arch::timer_start(100_000);
         let exit = arch::run_user(&mut context);
@@ -283,13 +233,7 @@ fn timer_preempts_spinning_user(frames: &mut BootFrames) -> Outcome {
 /// arrived at the interrupt controller. Runs last: the x86 vector stays
 /// requested until a user thread runs with interrupts on.
 fn dma_fault_raises_the_fault_interrupt(found: &Discovered) -> Outcome {
-    let Some(ecam) = found.ecam else {
-        fail!("no PCI ECAM window found")
-    };
-    let edu = match Edu::probe(&Ecam::new(ecam), found.mmio32) {
-        Ok(edu) => edu,
-        Err(e) => fail!("{e}"),
-    };
+    let edu = edu(found)?;
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         fail!("no IOMMU unit was brought up")

@@ -82,3 +82,39 @@ pub fn map_page(
     }
     Ok(())
 }
+
+/// Where [`space_with_program`] puts the program's single code page.
+pub const PROGRAM_ADDRESS: u64 = 0x40_0000;
+
+/// A fresh address space with `program` (position independent, at most one
+/// page) mapped read-execute at [`PROGRAM_ADDRESS`]; returns its root.
+/// For the kernel's own test and benchmark programs.
+pub fn space_with_program(
+    program: &[u8],
+    frames: &mut crate::frames::BootFrames,
+) -> Result<u64, MapError> {
+    if program.len() > 4096 {
+        return Err(MapError::BadAddress(PROGRAM_ADDRESS));
+    }
+    let (Some(root), Some(code)) = (frames.alloc(), frames.alloc()) else {
+        return Err(MapError::OutOfMemory);
+    };
+    // SAFETY: `code` is a fresh 4 KiB frame in the direct map and the
+    // program fits in it (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            program.as_ptr(),
+            phys_to_virt(code) as *mut u8,
+            program.len(),
+        )
+    };
+    init_root(root);
+    let code_rights = Rights {
+        write: false,
+        execute: true,
+    };
+    map_page(root, PROGRAM_ADDRESS, code, code_rights, &mut || {
+        frames.alloc()
+    })?;
+    Ok(root)
+}

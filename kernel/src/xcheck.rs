@@ -505,6 +505,55 @@ mod cases {
             (directory != 0 && table != 0).then_some(table + 64 * u64::from(pasid & 63))
         }
 
+        /// A driver's first stage (IOVA -> IPA, x86 first-stage format) and
+        /// the kernel's second stage (IPA -> PA) that maps the first stage's
+        /// own tables read-only at IPA = PA and the two data pages at their
+        /// IPAs; the first stage sends the destination to
+        /// `destination_ipa`.
+        fn nested_tables(
+            vtd: &Vtd,
+            frames: &mut BootFrames,
+            source: u64,
+            destination: u64,
+            destination_ipa: u64,
+        ) -> Result<
+            (
+                PageTable<FirstStageFormat>,
+                PageTable<SecondStageFormat>,
+                SecondStageLevels,
+            ),
+            Why,
+        > {
+            let (second, levels) = second_stage(vtd, frames)?;
+            let first = PageTable::new(frames, FirstStageFormat::for_unit(vtd.capability()), 4, 48)
+                .map_err(|_| "first-stage root")?;
+            let first_frames = frames.allocated().end;
+            map(&first, frames, SOURCE_IOVA, SOURCE_IPA, Perms::READ)?;
+            map(
+                &first,
+                frames,
+                DESTINATION_IOVA,
+                destination_ipa,
+                Perms::READ_WRITE,
+            )?;
+            let first_end = frames.allocated().end;
+            for table in (first.root()..first.root() + 4096)
+                .chain(first_frames..first_end)
+                .step_by(4096)
+            {
+                map(&second, frames, table, table, Perms::READ)?;
+            }
+            map(&second, frames, SOURCE_IPA, source, Perms::READ)?;
+            map(
+                &second,
+                frames,
+                DESTINATION_IPA,
+                destination,
+                Perms::READ_WRITE,
+            )?;
+            Ok((first, second, levels))
+        }
+
         /// PGTT=nested. The driver refuses it without ECAP.NEST (QEMU), so
         /// the case first builds a valid second-stage entry, then rewrites it
         /// in place with the unchecked nested encoding: QEMU must block with
@@ -522,34 +571,8 @@ mod cases {
             if mode(vtd) != Some(RootTableMode::Scalable) || !vtd.extended_capability().slts() {
                 return Ok(None);
             }
-            let (second, levels) = second_stage(vtd, frames)?;
-            let first = PageTable::new(frames, FirstStageFormat::for_unit(vtd.capability()), 4, 48)
-                .map_err(|_| "first-stage root")?;
-            let first_frames = frames.allocated().end;
-            map(&first, frames, SOURCE_IOVA, SOURCE_IPA, Perms::READ)?;
-            map(
-                &first,
-                frames,
-                DESTINATION_IOVA,
-                DESTINATION_IPA,
-                Perms::READ_WRITE,
-            )?;
-            let first_end = frames.allocated().end;
-            // Stage 2: the first-stage tables at IPA = PA, the data pages at their IPAs.
-            for table in (first.root()..first.root() + 4096)
-                .chain(first_frames..first_end)
-                .step_by(4096)
-            {
-                map(&second, frames, table, table, Perms::READ)?;
-            }
-            map(&second, frames, SOURCE_IPA, source, Perms::READ)?;
-            map(
-                &second,
-                frames,
-                DESTINATION_IPA,
-                destination,
-                Perms::READ_WRITE,
-            )?;
+            let (first, second, levels) =
+                nested_tables(vtd, frames, source, destination, DESTINATION_IPA)?;
             scalable(
                 vtd,
                 frames,
@@ -602,38 +625,13 @@ mod cases {
             if scalable_mode && !vtd.extended_capability().slts() {
                 return Ok(None);
             }
-            let (second, levels) = second_stage(vtd, frames)?;
-            let first = PageTable::new(frames, FirstStageFormat::for_unit(vtd.capability()), 4, 48)
-                .map_err(|_| "first-stage root")?;
-            let first_frames = frames.allocated().end;
-            map(&first, frames, SOURCE_IOVA, SOURCE_IPA, Perms::READ)?;
             let destination_ipa = if malicious {
                 FOREIGN_IPA
             } else {
                 DESTINATION_IPA
             };
-            map(
-                &first,
-                frames,
-                DESTINATION_IOVA,
-                destination_ipa,
-                Perms::READ_WRITE,
-            )?;
-            let first_end = frames.allocated().end;
-            for table in (first.root()..first.root() + 4096)
-                .chain(first_frames..first_end)
-                .step_by(4096)
-            {
-                map(&second, frames, table, table, Perms::READ)?;
-            }
-            map(&second, frames, SOURCE_IPA, source, Perms::READ)?;
-            map(
-                &second,
-                frames,
-                DESTINATION_IPA,
-                destination,
-                Perms::READ_WRITE,
-            )?;
+            let (first, second, levels) =
+                nested_tables(vtd, frames, source, destination, destination_ipa)?;
             let shadow = PageTable::new(
                 frames,
                 SecondStageFormat::for_unit(vtd.capability()),
