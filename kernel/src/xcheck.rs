@@ -266,15 +266,15 @@ mod cases {
     pub const CASES: &[Case] = &[
         Case {
             name: "vtd_legacy_second_stage",
-            build: vtd::legacy_second_stage,
+            build: |u, f, r, s, d| vtd::legacy(u, f, r, s, d, Some(Perms::READ_WRITE)),
         },
         Case {
             name: "vtd_legacy_read_only_write",
-            build: vtd::legacy_read_only_write,
+            build: |u, f, r, s, d| vtd::legacy(u, f, r, s, d, Some(Perms::READ)),
         },
         Case {
             name: "vtd_legacy_unmapped",
-            build: vtd::legacy_unmapped,
+            build: |u, f, r, s, d| vtd::legacy(u, f, r, s, d, None),
         },
         Case {
             name: "vtd_scalable_second_stage",
@@ -290,11 +290,11 @@ mod cases {
         },
         Case {
             name: "vtd_shadow_nested",
-            build: vtd::shadow_nested,
+            build: |u, f, r, s, d| vtd::shadow(u, f, r, s, d, false),
         },
         Case {
             name: "vtd_shadow_nested_malicious",
-            build: vtd::shadow_nested_malicious,
+            build: |u, f, r, s, d| vtd::shadow(u, f, r, s, d, true),
         },
         Case {
             name: "vtd_scalable_rid_pasid",
@@ -306,11 +306,11 @@ mod cases {
     pub const CASES: &[Case] = &[
         Case {
             name: "smmu_stage2",
-            build: smmu::stage2,
+            build: |u, f, r, s, d| smmu::stage2_case(u, f, r, s, d, true),
         },
         Case {
             name: "smmu_stage2_unmapped",
-            build: smmu::stage2_unmapped,
+            build: |u, f, r, s, d| smmu::stage2_case(u, f, r, s, d, false),
         },
         Case {
             name: "smmu_nested",
@@ -357,7 +357,7 @@ mod cases {
 
         /// A legacy context entry whose second stage maps the two pages
         /// with the given rights (`None`: leave the destination unmapped).
-        fn legacy(
+        pub fn legacy(
             unit_: &mut Unit,
             frames: &mut BootFrames,
             requester: u16,
@@ -382,36 +382,6 @@ mod cases {
             vtd.set_legacy_context(&DirectMemory, frames, requester, Some(context))
                 .map_err(|_| "setting the context entry failed")?;
             Ok(Some(mapped(source, destination)))
-        }
-
-        pub fn legacy_second_stage(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            legacy(u, f, r, s, d, Some(Perms::READ_WRITE))
-        }
-
-        pub fn legacy_read_only_write(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            legacy(u, f, r, s, d, Some(Perms::READ))
-        }
-
-        pub fn legacy_unmapped(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            legacy(u, f, r, s, d, None)
         }
 
         fn scalable(
@@ -610,7 +580,7 @@ mod cases {
         /// `malicious`: the driver's first stage also points the destination
         /// IOVA at an IPA the second stage does not map, which the shadow
         /// must leave out (the DMA faults instead of landing anywhere).
-        fn shadow(
+        pub fn shadow(
             u: &mut Unit,
             frames: &mut BootFrames,
             requester: u16,
@@ -674,26 +644,6 @@ mod cases {
                     .map_err(|_| "setting the context entry failed")?;
             }
             Ok(Some(mapped(source, destination)))
-        }
-
-        pub fn shadow_nested(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            shadow(u, f, r, s, d, false)
-        }
-
-        pub fn shadow_nested_malicious(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            shadow(u, f, r, s, d, true)
         }
 
         /// A non-zero RID_PASID: requests without a PASID use PASID 1's
@@ -778,7 +728,7 @@ mod cases {
             }
         }
 
-        fn stage2_case(
+        pub fn stage2_case(
             u: &mut Unit,
             frames: &mut BootFrames,
             requester: u16,
@@ -801,26 +751,6 @@ mod cases {
             smmu.attach_stage2(&DirectMemory, frames, u32::from(requester), &config(&table))
                 .map_err(|_| "attaching stage 2 failed")?;
             Ok(Some(mapped(source, destination)))
-        }
-
-        pub fn stage2(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            stage2_case(u, f, r, s, d, true)
-        }
-
-        pub fn stage2_unmapped(
-            u: &mut Unit,
-            f: &mut BootFrames,
-            r: u16,
-            s: u64,
-            d: u64,
-        ) -> Result<Option<Transfer>, Why> {
-            stage2_case(u, f, r, s, d, false)
         }
 
         /// Stage 1 (IOVA -> IPA) nested in stage 2 (IPA -> PA); the CD and
