@@ -329,6 +329,24 @@ fn edge_style(kind: EdgeKind) -> &'static str {
     }
 }
 
+/// `text` with newlines between words so no line is much longer than `width`.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split_whitespace() {
+        if line > 0 && line + 1 + word.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out
+}
+
 /// The graph of `image` as DOT source.
 pub fn dot(image: &Image) -> String {
     let graph = build(image);
@@ -355,11 +373,11 @@ pub fn dot(image: &Image) -> String {
     );
     let mut out = String::new();
     let title = format!(
-        "image {} on {} ({}): {}",
+        "image {} on {} ({})\n{}",
         image.name,
         image.platform.name,
         crate::platform::arch_name(image.platform.arch),
-        image.description
+        wrap(&image.description, 90)
     );
     let _ = writeln!(out, "digraph capabilities {{");
     let _ = writeln!(
@@ -397,5 +415,22 @@ pub fn render_svg(source: &str, output: &Path) -> std::io::Result<()> {
             result.status,
             String::from_utf8_lossy(&result.stderr).trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_wrap_between_words() {
+        assert_eq!(wrap("aaa bbb ccc", 7), "aaa bbb\nccc");
+        assert_eq!(wrap("a  b", 80), "a b");
+        assert_eq!(wrap("longerthanwidth x", 4), "longerthanwidth\nx");
+    }
+
+    #[test]
+    fn labels_are_escaped_for_dot() {
+        assert_eq!(quoted("a \"b\"\\\nc"), "\"a \\\"b\\\"\\\\\\nc\"");
     }
 }
