@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::ImageError;
 pub use platform::Platform;
+/// The description types and archive layout, for users of this crate.
+pub use sysdesc;
 pub use validate::Image;
 
 /// Turns a toml error into an [`ImageError`] at toml's line and column.
