@@ -8,6 +8,8 @@
 //! error changes nothing". Destinations are always the lowest free slot, so
 //! states that differ only in slot choice are not explored twice.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
 use stateright::{Model, Property};
@@ -102,27 +104,41 @@ impl Default for Bounds {
 }
 
 impl Bounds {
-    /// Scenario "IOMMU": 2 frames, 2 IoSpaces, 2 devices, PASIDs 0..2, user
-    /// tables; map, unmap, attach, detach, delete; depth 8.
+    /// Scenario "IOMMU": 1 frame, 2 IoSpaces, 2 devices, PASIDs 0..2, user
+    /// tables, 2 free slots; map, unmap, attach, detach, mint PASID, bind
+    /// user table, delete; every state within 9 operations.
     pub fn iommu() -> Self {
         Bounds {
+            frames: 1,
             retype: false,
             mint: false,
             revoke: false,
-            depth: 8,
+            depth: 9,
             ..Bounds::default()
         }
     }
 
-    /// Scenario "derivation": 1 frame, 1 IoSpace, 1 device, PASID 0; retype,
-    /// mint, revoke and delete next to map and attach; depth 8.
+    /// Scenario "everything": every action family at once (the seeded-bug
+    /// bounds), 2 frames, 2 IoSpaces, 2 devices, PASIDs 0..2, 2 free slots;
+    /// every state within 4 operations.
+    pub fn everything() -> Self {
+        Bounds {
+            depth: 4,
+            ..Bounds::default()
+        }
+    }
+
+    /// Scenario "derivation": 2 frames, 1 IoSpace, 1 device, PASID 0, 1 free
+    /// slot; retype, mint, revoke and delete next to map and attach; every
+    /// state within 8 operations.
     pub fn derivation() -> Self {
         Bounds {
-            frames: 1,
+            frames: 2,
             spaces: 1,
             devices: 1,
             pasids: 1,
             user_tables: false,
+            free_slots: 1,
             depth: 8,
             ..Bounds::default()
         }
@@ -148,6 +164,9 @@ pub struct SystemModel {
     pub bounds: Bounds,
     /// Seeded bugs to switch on.
     pub flaws: Flaws,
+    /// Number of states whose properties the checker evaluated (stateright
+    /// also counts the unexpanded frontier in its state count).
+    pub checked: Arc<AtomicUsize>,
 }
 
 /// Build the boot state with the real operations; returns it and the boot
@@ -366,7 +385,8 @@ impl Model for SystemModel {
 
     fn properties(&self) -> Vec<Property<Self>> {
         let mut properties = std::vec![
-            Property::always("confinement", |_, s: &SystemState| {
+            Property::always("confinement", |m: &SystemModel, s: &SystemState| {
+                m.checked.fetch_add(1, Ordering::Relaxed);
                 invariants::confinement(&s.caps, &s.hw).is_ok()
             }),
             Property::always("strict revocation", |_, s: &SystemState| {
@@ -387,7 +407,8 @@ impl Model for SystemModel {
                 !s.hw.valid_now().is_empty()
             }),
         ];
-        if self.bounds.user_tables && self.bounds.attach && self.bounds.pasids > 0 {
+        let deep_enough = self.bounds.depth == 0 || self.bounds.depth >= 5;
+        if self.bounds.user_tables && self.bounds.attach && self.bounds.pasids > 0 && deep_enough {
             // Sanity: the bounds are rich enough to reach nested PASID DMA.
             properties.push(Property::sometimes(
                 "a PASID reaches a frame through a user table",
