@@ -298,7 +298,7 @@ impl Checker<'_> {
                     ),
                     format!(
                         "round size up to {}",
-                        human(size.div_ceil(page_size.bytes()).max(1) * page_size.bytes())
+                        human(round_up(size, page_size.bytes()))
                     ),
                 ));
             }
@@ -369,10 +369,7 @@ impl Checker<'_> {
                         span,
                         &label,
                         format!("{key} {} is not a whole number of 4 KiB pages", human(size)),
-                        format!(
-                            "round {key} up to {}",
-                            human(size.div_ceil(SMALL).max(1) * SMALL)
-                        ),
+                        format!("round {key} up to {}", human(round_up(size, SMALL))),
                     ));
                 }
             }
@@ -424,7 +421,7 @@ impl Checker<'_> {
                         ),
                         format!(
                             "use a multiple of {page:#x}, e.g. {:#x}",
-                            entry.vaddr.next_multiple_of(page)
+                            round_up(entry.vaddr, page)
                         ),
                     ));
                 }
@@ -460,7 +457,7 @@ impl Checker<'_> {
                             "`{}` at {:#x}..{end:#x} overlaps `{}` at {:#x}..{:#x} in the same address space",
                             entry.region, entry.vaddr, other.region, other.start, other.end
                         ),
-                        format!("move one of them; {:#x} is free after `{}`", other.end.next_multiple_of(page), other.region),
+                        format!("move one of them; {:#x} is free after `{}`", round_up(other.end, page), other.region),
                     ));
                 }
                 placed.push(Placed {
@@ -679,7 +676,7 @@ impl Checker<'_> {
                     ),
                     format!(
                         "round iospace_size up to {}",
-                        human(iospace_size.div_ceil(SMALL).max(1) * SMALL)
+                        human(round_up(iospace_size, SMALL))
                     ),
                 ));
             }
@@ -708,7 +705,7 @@ impl Checker<'_> {
                         ),
                         format!(
                             "use a multiple of {page:#x}, e.g. {:#x}",
-                            io_map.ipa.next_multiple_of(page)
+                            round_up(io_map.ipa, page)
                         ),
                     ));
                 }
@@ -725,7 +722,7 @@ impl Checker<'_> {
                         ),
                         format!(
                             "raise iospace_size to at least {} or map the region lower",
-                            human(end.next_multiple_of(SMALL))
+                            human(round_up(end, SMALL))
                         ),
                     ));
                 }
@@ -737,7 +734,7 @@ impl Checker<'_> {
                             "`{}` at ipa {:#x}..{end:#x} overlaps `{}` at {:#x}..{:#x} in the same IoSpace",
                             io_map.region, io_map.ipa, other.region, other.start, other.end
                         ),
-                        format!("move one of them; {:#x} is free after `{}`", other.end.next_multiple_of(page), other.region),
+                        format!("move one of them; {:#x} is free after `{}`", round_up(other.end, page), other.region),
                     ));
                 }
                 placed.push(Placed {
@@ -885,6 +882,15 @@ impl IdTable {
         self.claimed.push((domain.to_string(), id, owner));
         Ok(id)
     }
+}
+
+/// `value` rounded up to a whole number of `page`s (at least one), for fix
+/// messages; the largest multiple of `page` when that would overflow.
+fn round_up(value: u64, page: u64) -> u64 {
+    value
+        .max(1)
+        .checked_next_multiple_of(page)
+        .unwrap_or(u64::MAX - u64::MAX % page)
 }
 
 /// Pushes onto a list whose capacity `capacity` already checked.

@@ -437,3 +437,58 @@ fn names_longer_than_init_holds_are_rejected() {
         validate::validate(Path::new("x.toml"), "x", text, &q35(), &programs()).unwrap_err();
     assert!(error.problem.contains("names have at most 32"), "{error}");
 }
+
+/// Damaged versions of the reference image (each line dropped, each number
+/// replaced by extreme values) never panic the validator, and every
+/// rejection names the file and says what to fix.
+#[test]
+fn damaged_images_are_rejected_or_accepted_but_never_crash() {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/valid.toml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut variants = Vec::new();
+    for skip in 0..lines.len() {
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, l)| *l)
+            .collect();
+        variants.push(kept.join("\n"));
+    }
+    for (index, line) in lines.iter().enumerate() {
+        for replacement in [
+            "0",
+            "0xffff_ffff_ffff_f000",
+            "63",
+            "64",
+            "255",
+            "-1",
+            "\"\"",
+        ] {
+            let Some(equals) = line.find(" = ") else {
+                continue;
+            };
+            let mut changed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            changed[index] = format!("{} = {replacement}", &line[..equals]);
+            variants.push(changed.join("\n"));
+        }
+    }
+    let mut rejected = 0;
+    for variant in &variants {
+        if let Err(error) =
+            validate::validate(Path::new("v.toml"), "v", variant, &q35(), &programs())
+        {
+            rejected += 1;
+            assert_eq!(error.file, Path::new("v.toml"));
+            assert!(
+                !error.problem.is_empty() && !error.fix.is_empty(),
+                "{error}"
+            );
+        }
+    }
+    assert!(
+        rejected > variants.len() / 2,
+        "{rejected} of {}",
+        variants.len()
+    );
+}
