@@ -48,9 +48,98 @@ pub fn check_elf(bytes: &[u8], arch: Arch) -> Result<(), String> {
     Ok(())
 }
 
+/// The page-rounded `[start, end)` of every loadable segment of a checked
+/// ELF64 (see [`check_elf`]); `Err` if the program header table lies
+/// outside the file.
+pub fn load_segments(bytes: &[u8]) -> Result<Vec<(u64, u64)>, String> {
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let table = word(32).ok_or("no program header offset")?;
+    let (entry_size, count) = (usize::from(u16_at(54)), usize::from(u16_at(56)));
+    let mut segments = Vec::new();
+    for index in 0..count {
+        let at = usize::try_from(table)
+            .ok()
+            .and_then(|table| table.checked_add(index.checked_mul(entry_size)?))
+            .filter(|_| entry_size >= 56)
+            .ok_or("the program header table is malformed")?;
+        let header = bytes
+            .get(at..at + 56)
+            .ok_or("the program header table lies outside the file")?;
+        let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if kind != 1 {
+            continue;
+        }
+        let vaddr = u64::from_le_bytes(header[16..24].try_into().map_err(|_| "short header")?);
+        let memory_size =
+            u64::from_le_bytes(header[40..48].try_into().map_err(|_| "short header")?);
+        if memory_size == 0 {
+            continue;
+        }
+        let start = vaddr & !(PAGE - 1);
+        let end = vaddr
+            .checked_add(memory_size)
+            .and_then(|end| end.checked_next_multiple_of(PAGE))
+            .ok_or("a segment ends above 2^64")?;
+        segments.push((start, end));
+    }
+    Ok(segments)
+}
+
+const PAGE: u64 = 4096;
+
+/// Checks that no map of a domain covers a page its program is loaded at.
+fn check_maps_clear_of_programs(
+    image: &Image,
+    file: &Path,
+    programs: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), ImageError> {
+    let system = &image.system;
+    for (domain_index, domain) in system.domains.iter().enumerate() {
+        let Some(bytes) = programs.get(domain.program.as_str()) else {
+            continue;
+        };
+        let segments = load_segments(bytes).map_err(|problem| {
+            ImageError::new(
+                file,
+                format!("program `{}`", domain.program),
+                format!("the ELF is malformed: {problem}"),
+                "rebuild the program",
+            )
+        })?;
+        let maps = system
+            .maps
+            .iter()
+            .filter(|map| usize::from(map.domain) == domain_index);
+        for (map_index, map) in maps.enumerate() {
+            let region = &system.regions[usize::from(map.region)];
+            let end = map.vaddr.saturating_add(region.size);
+            if let Some((start, stop)) = segments
+                .iter()
+                .find(|(start, stop)| *start < end && map.vaddr < *stop)
+            {
+                return Err(ImageError::new(
+                    file,
+                    format!("protection_domain \"{}\" map {map_index}", domain.name),
+                    format!(
+                        "`{}` at {:#x}..{end:#x} overlaps program `{}` loaded at {start:#x}..{stop:#x}",
+                        region.name, map.vaddr, domain.program
+                    ),
+                    format!("map the region at or above {stop:#x}, or below {start:#x}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Packs `image` for `arch` with the kernel ELF and one ELF per program the
 /// image names (`programs`: name -> bytes; extra programs are refused, so
-/// the archive holds exactly what the description uses).
+/// the archive holds exactly what the description uses). Checks what only
+/// the ELFs can tell: each is an executable for `arch`, and no domain maps
+/// a region over the pages its program is loaded at.
 pub fn pack(
     image: &Image,
     arch: Arch,
@@ -102,6 +191,8 @@ pub fn pack(
             "pack only the programs the image names",
         ));
     }
+
+    check_maps_clear_of_programs(image, &file, programs)?;
 
     let mut description = vec![0u8; 64 << 10];
     let used = image
