@@ -42,6 +42,11 @@ impl<S: Storage> Caps<S> {
         &self.store
     }
 
+    /// Give the storage back.
+    pub fn into_storage(self) -> S {
+        self.store
+    }
+
     /// The slot table.
     pub fn slots(&self) -> &[Slot] {
         self.store.slots()

@@ -116,6 +116,26 @@ pub trait Storage {
     fn cnode_slots(&self, paddr: u64, size_bits: u8) -> Option<SlotId>;
 }
 
+/// Borrowed storage: the kernel can keep its tables where they live and lend
+/// them to a `Caps` for the duration of one invocation.
+impl<T: Storage + ?Sized> Storage for &mut T {
+    fn slots(&self) -> &[Slot] {
+        (**self).slots()
+    }
+    fn slots_mut(&mut self) -> &mut [Slot] {
+        (**self).slots_mut()
+    }
+    fn objects(&self) -> &[Option<Object>] {
+        (**self).objects()
+    }
+    fn objects_mut(&mut self) -> &mut [Option<Object>] {
+        (**self).objects_mut()
+    }
+    fn cnode_slots(&self, paddr: u64, size_bits: u8) -> Option<SlotId> {
+        (**self).cnode_slots(paddr, size_bits)
+    }
+}
+
 /// Fixed-size host storage: `SLOTS` slots and `OBJECTS` object records.
 ///
 /// Slots `0..root_slots` form the root CSpace; CNode memory at `paddr` maps

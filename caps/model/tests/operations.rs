@@ -320,3 +320,23 @@ fn badges_and_rights_on_mint() {
         Err(Error::InvalidSlot)
     );
 }
+
+#[test]
+fn borrowed_storage_works_like_owned() {
+    // The kernel lends its tables for one invocation at a time.
+    let mut tables: ArrayStorage<8, 8> = ArrayStorage::new();
+    {
+        let mut caps = Caps::new(&mut tables);
+        caps.boot_untyped(s(0), 0x10000, 12, false).unwrap();
+        caps.retype(s(0), NewObject::Endpoint, s(1), &mut caps::DiscardEffects)
+            .unwrap();
+    }
+    let mut caps = Caps::new(&mut tables);
+    caps.copy(s(1), s(2)).unwrap();
+    assert_eq!(caps.revoke(s(1), &mut caps::DiscardEffects), Ok(()));
+    assert_eq!(caps.lookup(s(2)).map(|c| c.kind()), Err(Error::EmptySlot));
+    assert_eq!(
+        caps.lookup(s(1)).map(|c| c.kind()),
+        Ok(ObjectKind::Endpoint)
+    );
+}
