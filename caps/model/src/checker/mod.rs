@@ -6,7 +6,7 @@
 //!   state and the abstract IOMMU;
 //! - [`ops`]: operations as data, with readable traces;
 //! - [`model`]: the bounded system explored exhaustively with `stateright`;
-//! - [`reference`]: a deliberately simple reference specification used by
+//! - [`reference`](mod@reference): a deliberately simple reference specification used by
 //!   the property tests for refinement.
 
 pub mod hardware;
