@@ -72,7 +72,7 @@ fn time_program(iterations: u64, make_calls: u64) -> Result<u64, BenchError<'sta
                 return Ok(context.syscall_arg(0));
             }
             Exit::Syscall => {
-                crate::syscall::handle(&mut context, None);
+                crate::syscall::handle(&mut context);
             }
             other => return Err(BenchError::UnexpectedExit(other)),
         }

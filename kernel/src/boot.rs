@@ -191,6 +191,10 @@ pub fn main(mut info: BootInfo) -> ! {
     };
     // `seed=iommu-off` is a deliberately broken kernel for the test suite:
     // it leaves the IOMMU untouched, and the DMA tests must then fail.
+    if cmdline.lists("seed", "no-preemption") {
+        crate::println!("[boot] SEEDED BUG: the timer does not preempt (seed=no-preemption)");
+        crate::sched::NO_PREEMPTION.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     if cmdline.lists("seed", "iommu-off") {
         crate::println!("[boot] SEEDED BUG: the IOMMU is left off (seed=iommu-off)");
     } else if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
@@ -232,14 +236,16 @@ fn parse_module(text: &str) -> Option<(u64, u64)> {
 
 /// Where the root task's stack ends (it grows down from here).
 const ROOT_STACK_TOP: u64 = 0x7FFF_F000;
+/// The root task's priority (threads it creates start at 0).
+const ROOT_PRIORITY: u8 = 100;
 /// Root-task stack size.
 const ROOT_STACK_PAGES: u64 = 16;
 
 /// Runs the boot module as the first user program until it halts; returns
 /// its status.
 fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames) -> u32 {
-    use crate::arch::{self, Exit};
-    use crate::syscall::{self, Next};
+    use crate::arch;
+    use crate::syscall;
     let Some(image) = crate::mem::phys_bytes(start, len as usize) else {
         crate::println!("[boot] the boot module at {start:#x} is outside the direct map");
         return crate::EXIT_BOOT_FAILED;
@@ -281,37 +287,31 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
             return crate::EXIT_BOOT_FAILED;
         }
     };
-    let caller = syscall::Caller {
-        cspace: task.cspace,
-        ipc_buffer: task.ipc_buffer,
-    };
     crate::println!("[boot] starting the root task at {entry:#x}");
     arch::set_address_space(root);
-    let mut context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
-    loop {
-        match arch::run_user(&mut context) {
-            Exit::Syscall => match syscall::handle(&mut context, Some(&caller)) {
-                Next::Resume | Next::Yield => {}
-                Next::Halt(status) => {
-                    crate::println!("[boot] the root task halted with status {status}");
-                    return status;
-                }
-            },
-            Exit::Interrupt(vector) => {
-                if let Some(id) = arch::acknowledge_interrupt(vector) {
-                    arch::end_interrupt(id);
-                }
-            }
-            Exit::Exception {
-                vector,
-                error,
-                address,
-            } => {
-                crate::println!(
-                    "[boot] the root task faulted: exception {vector:#x}, syndrome {error:#x}, address {address:#x}"
-                );
-                return crate::EXIT_TESTS_FAILED;
-            }
+    let (tcb_object, tcb) = task.tcb;
+    let context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
+    if let Err(e) = crate::sched::start_root_thread(tcb_object, tcb, context, ROOT_PRIORITY) {
+        crate::println!("[boot] cannot start the root task: {e}");
+        return crate::EXIT_BOOT_FAILED;
+    }
+    // Every thread shares the root task's CSpace and IPC buffer for now.
+    let stop = crate::sched::run(tcb, |thread| {
+        syscall::handle_thread(&syscall::Caller {
+            thread,
+            cspace: task.cspace,
+            ipc_buffer: task.ipc_buffer,
+        })
+    });
+    match stop {
+        crate::sched::Stop::Halt(status) => {
+            crate::println!("[boot] halted with status {status}");
+            status
         }
+        crate::sched::Stop::Deadlock => {
+            crate::println!("[boot] no thread can run: every thread is blocked or stopped");
+            crate::EXIT_TESTS_FAILED
+        }
+        crate::sched::Stop::RootFault => crate::EXIT_TESTS_FAILED,
     }
 }

@@ -22,6 +22,7 @@ mod mem;
 mod objects;
 mod pci;
 mod platform;
+mod sched;
 mod selftest;
 mod syscall;
 mod vspace;

@@ -55,6 +55,8 @@ const MAX_RETYPE_COUNT: u64 = 256;
 
 /// What the root task starts with.
 pub struct RootTask {
+    /// Its TCB object and the TCB's physical address.
+    pub tcb: (caps::ObjectId, u64),
     /// Slot (kernel-held) of its CSpace root CNode.
     pub cspace: SlotId,
     /// Physical address of its IPC buffer frame.
@@ -177,6 +179,21 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     if let Some(what) = failure {
         return Err(what);
     }
+    // The root task's own thread, carved from the largest RAM Untyped.
+    let largest = (1..count)
+        .max_by_key(|&i| untypeds[i].size_bits)
+        .ok_or("no RAM Untyped")?;
+    let largest_slot =
+        slot(&caps, bootinfo::FIRST_UNTYPED + largest as u32).map_err(|_| "untyped slot")?;
+    let tcb_slot = slot(&caps, bootinfo::INIT_TCB).map_err(|_| "INIT_TCB slot")?;
+    let tcb = caps
+        .retype(largest_slot, NewObject::Tcb, tcb_slot, &mut clear)
+        .map_err(|_| "root TCB")?;
+    let tcb_paddr = caps
+        .object(tcb)
+        .and_then(|o| o.memory())
+        .map(|(paddr, _)| paddr)
+        .ok_or("root TCB memory")?;
 
     let info = BootInfo {
         magic: bootinfo::BOOT_INFO_MAGIC,
@@ -199,6 +216,7 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             .sum::<u64>()
     );
     Ok(RootTask {
+        tcb: (tcb, tcb_paddr),
         cspace: ROOT_CNODE_SLOT,
         ipc_buffer,
     })
@@ -260,6 +278,47 @@ impl Reply {
         mrs: [0; 8],
         length: 0,
     };
+}
+
+/// Resolves a capability pointer for a message-passing system call: the
+/// object it names must be of `kind` (else `WrongKind`) and the capability
+/// must hold `rights`.
+pub fn lookup(
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    let index = slot_index(cap).map_err(|_| Error::LookupFailed)?;
+    let slot = caps
+        .resolve(cspace, index)
+        .map_err(|_| Error::LookupFailed)?;
+    let found = *caps.lookup(slot)?;
+    if found.kind() != kind {
+        return Err(Error::WrongKind);
+    }
+    if !found.rights().contains(rights) {
+        return Err(Error::InsufficientRights);
+    }
+    let paddr = caps
+        .object(found.object())
+        .and_then(|o| o.memory())
+        .map(|(paddr, _)| paddr)
+        .ok_or(Error::DeadObject)?;
+    Ok(crate::sched::Target {
+        object: found.object(),
+        paddr,
+        badge: found.badge().0,
+    })
+}
+
+/// After a delete or revoke: drop the kernel state of objects that died.
+fn reconcile(caps: &Caps<Storage>) {
+    crate::sched::reconcile(|object, kind, paddr| {
+        caps.object(object)
+            .is_some_and(|o| o.kind() == kind && o.memory().map(|(p, _)| p) == Some(paddr))
+    });
 }
 
 fn argument(message: &Message, index: usize) -> Result<u64, Error> {
@@ -366,11 +425,33 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
         }
         (ObjectKind::CNode, Invocation::CnodeDelete | Invocation::CnodeRevoke) => {
             let target = caps.resolve(slot, slot_index(argument(message, 0)?)?)?;
-            if invocation == Invocation::CnodeDelete {
-                caps.delete(target, &mut sink)?;
+            let result = if invocation == Invocation::CnodeDelete {
+                caps.delete(target, &mut sink)
             } else {
-                caps.revoke(target, &mut sink)?;
+                caps.revoke(target, &mut sink)
+            };
+            reconcile(&caps);
+            result?;
+            Ok(Reply::EMPTY)
+        }
+        (
+            ObjectKind::Tcb,
+            Invocation::TcbWriteRegisters
+            | Invocation::TcbSetPriority
+            | Invocation::TcbResume
+            | Invocation::TcbSuspend,
+        ) => {
+            let cap = *caps.lookup(slot)?;
+            if !cap.rights().contains(Rights::WRITE) {
+                return Err(Error::InsufficientRights);
             }
+            let paddr = caps
+                .object(cap.object())
+                .and_then(|o| o.memory())
+                .map(|(p, _)| p)
+                .ok_or(Error::DeadObject)?;
+            let length = usize::from(message.info.length).min(8);
+            crate::sched::invoke_tcb(cap.object(), paddr, invocation, &message.mrs[..length])?;
             Ok(Reply::EMPTY)
         }
         (ObjectKind::IommuControl, Invocation::IommuIdentify) => {

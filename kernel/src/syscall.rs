@@ -13,6 +13,8 @@ use abi::{Error, MessageInfo, Syscall};
 
 /// What the kernel knows about the calling thread.
 pub struct Caller {
+    /// Its TCB (physical address).
+    pub thread: u64,
     /// Its CSpace root (a kernel-held slot holding a CNode capability).
     pub cspace: caps::SlotId,
     /// Physical address of its IPC buffer (layout: `abi::ipc`).
@@ -51,25 +53,34 @@ impl Caller {
     }
 }
 
-/// Performs `Call` on an object capability: an invocation.
-fn invoke(context: &mut UserContext, caller: &Caller) {
-    let info = match MessageInfo::from_word(context.syscall_arg(1)) {
+/// Performs `Call` on an object capability: an invocation. The message is
+/// copied out of the caller's TCB first, so the invocation may change any
+/// TCB, the caller's own included.
+fn invoke(caller: &Caller) {
+    let (cap, info_word, registers) = {
+        let context = &crate::sched::tcb(caller.thread).context;
+        let registers = [2, 3, 4, 5].map(|i| context.syscall_arg(i));
+        (context.syscall_arg(0), context.syscall_arg(1), registers)
+    };
+    let reply = |status: u64, info: u64, mrs: [u64; 4]| {
+        crate::sched::tcb(caller.thread)
+            .context
+            .set_reply(status, 0, info, mrs);
+    };
+    let info = match MessageInfo::from_word(info_word) {
         Ok(info) => info,
-        Err(e) => {
-            context.set_reply(u64::from(e.code()), 0, 0, [0; 4]);
-            return;
-        }
+        Err(e) => return reply(u64::from(e.code()), 0, [0; 4]),
     };
     let mut mrs = [0u64; 8];
     for (i, mr) in mrs.iter_mut().enumerate() {
         *mr = if i < 4 {
-            context.syscall_arg(2 + i)
+            registers[i]
         } else {
             caller.buffer_word(i)
         };
     }
     let message = crate::objects::Message {
-        cap: context.syscall_arg(0),
+        cap,
         info,
         mrs,
         extra_caps: [
@@ -79,26 +90,72 @@ fn invoke(context: &mut UserContext, caller: &Caller) {
         ],
     };
     match crate::objects::invoke(caller.cspace, &message) {
-        Ok(reply) => {
-            for i in 4..usize::from(reply.length).min(8) {
-                caller.set_buffer_word(i, reply.mrs[i]);
+        Ok(result) => {
+            for i in 4..usize::from(result.length).min(8) {
+                caller.set_buffer_word(i, result.mrs[i]);
             }
-            let info = MessageInfo::new(0, reply.length).to_word();
-            context.set_reply(
-                0,
+            let info = MessageInfo::new(0, result.length).to_word();
+            reply(
                 0,
                 info,
-                [reply.mrs[0], reply.mrs[1], reply.mrs[2], reply.mrs[3]],
+                [result.mrs[0], result.mrs[1], result.mrs[2], result.mrs[3]],
             );
         }
-        Err(e) => context.set_reply(u64::from(e.code()), 0, 0, [0; 4]),
+        Err(e) => reply(u64::from(e.code()), 0, [0; 4]),
     }
+}
+
+/// Handles the system call of the thread in `caller` (its registers are in
+/// its TCB): message passing through [`crate::sched`], invocations through
+/// [`crate::objects`], the rest through [`handle`].
+pub fn handle_thread(caller: &Caller) -> Next {
+    let (number, cap) = {
+        let context = &crate::sched::tcb(caller.thread).context;
+        (context.syscall_number(), context.syscall_arg(0))
+    };
+    let Some(call) = Syscall::from_number(number) else {
+        return handle(&mut crate::sched::tcb(caller.thread).context);
+    };
+    let (kind, rights) = match call {
+        Syscall::Call | Syscall::Send => (caps::ObjectKind::Endpoint, caps::Rights::WRITE),
+        Syscall::Recv | Syscall::ReplyRecv => (caps::ObjectKind::Endpoint, caps::Rights::READ),
+        Syscall::Signal => (caps::ObjectKind::Notification, caps::Rights::WRITE),
+        Syscall::Wait => (caps::ObjectKind::Notification, caps::Rights::READ),
+        _ => return handle(&mut crate::sched::tcb(caller.thread).context),
+    };
+    let target = crate::objects::lookup(caller.cspace, cap, kind, rights);
+    let result = match (call, target) {
+        // `Call` on anything but an endpoint is an invocation.
+        (Syscall::Call, Err(Error::WrongKind)) => {
+            invoke(caller);
+            return Next::Resume;
+        }
+        (_, Err(e)) => Err(e),
+        (Syscall::Call, Ok(t)) => crate::sched::send(caller.thread, &t, true),
+        (Syscall::Send, Ok(t)) => crate::sched::send(caller.thread, &t, false),
+        (Syscall::Recv, Ok(t)) => crate::sched::receive(caller.thread, &t, false),
+        (Syscall::ReplyRecv, Ok(t)) => crate::sched::receive(caller.thread, &t, true),
+        (Syscall::Signal, Ok(t)) => {
+            let done = crate::sched::signal(&t);
+            if done.is_ok() {
+                crate::sched::tcb(caller.thread)
+                    .context
+                    .set_reply(0, 0, 0, [0; 4]);
+            }
+            done
+        }
+        (_, Ok(t)) => crate::sched::wait(caller.thread, &t),
+    };
+    if let Err(e) = result {
+        crate::sched::fail(caller.thread, e);
+    }
+    Next::Resume
 }
 
 /// What the scheduler does after a system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Resume the caller.
+    /// Resume the caller (or whoever is now the highest-priority ready thread).
     Resume,
     /// The caller gave up its time slice.
     Yield,
@@ -108,7 +165,7 @@ pub enum Next {
 
 /// Decodes and performs the system call in `context`, writing its result
 /// registers. Never panics: every input gets a status code.
-pub fn handle(context: &mut UserContext, caller: Option<&Caller>) -> Next {
+pub fn handle(context: &mut UserContext) -> Next {
     let Some(call) = Syscall::from_number(context.syscall_number()) else {
         context.set_syscall_result(u64::from(Error::InvalidSyscall.code()), 0);
         return Next::Resume;
@@ -124,12 +181,6 @@ pub fn handle(context: &mut UserContext, caller: Option<&Caller>) -> Next {
         Syscall::Yield => {
             context.set_syscall_result(0, 0);
             Next::Yield
-        }
-        Syscall::Call if caller.is_some() => {
-            if let Some(caller) = caller {
-                invoke(context, caller);
-            }
-            Next::Resume
         }
         Syscall::Call
         | Syscall::Send

@@ -179,7 +179,8 @@ fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally 
         }
     };
     if !config.must_fail.is_empty() {
-        return seeded_tally(config, &report);
+        let hung = matches!(run.ended, qemu::Ended::TimedOut(_));
+        return seeded_tally(config, &report, hung);
     }
     let problem = report.problem(qemu::guest_status(machine.exit, &run));
     let mut tally = report.tally;
@@ -237,14 +238,23 @@ pub fn arguments(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Vec<
 }
 
 /// Counts a seeded-bug configuration: each test in `must_fail` that failed
-/// caught the seeded bug (a pass); one that passed or never ran missed it.
-fn seeded_tally(config: &SystemTest, report: &Report) -> Tally {
+/// caught the seeded bug (a pass), and so did one that never finished
+/// because the guest hung (`hung`: a liveness test, such as preemption,
+/// fails by never returning); one that passed missed it.
+fn seeded_tally(config: &SystemTest, report: &Report, hung: bool) -> Tally {
     let mut tally = Tally::default();
     for name in config.must_fail {
+        let passed = report.passed_names.iter().any(|p| p == name);
         if report.failed_names.iter().any(|failed| failed == name) {
             tally.passed += 1;
             println!(
                 "[{}] seeded bug caught: {name} failed as it must",
+                config.name
+            );
+        } else if hung && !passed {
+            tally.passed += 1;
+            println!(
+                "[{}] seeded bug caught: {name} never finished (the guest hung)",
                 config.name
             );
         } else {
@@ -267,6 +277,8 @@ struct Report {
     in_failure: bool,
     /// Names of the tests that failed.
     failed_names: Vec<String>,
+    /// Names of the tests that passed.
+    passed_names: Vec<String>,
 }
 
 impl Report {
@@ -276,6 +288,7 @@ impl Report {
         if let Some(test) = parse::test_line(line) {
             if test.passed {
                 self.tally.passed += 1;
+                self.passed_names.push(test.name.clone());
             } else {
                 self.tally.failed += 1;
                 self.failed_names.push(test.name.clone());

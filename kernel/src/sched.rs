@@ -1,0 +1,576 @@
+//! Threads, the scheduler, endpoints and notifications.
+//!
+//! A thread's kernel state ([`Tcb`]) lives in the memory of its TCB object
+//! (2 KiB, retyped from an Untyped by the capability model), an endpoint's
+//! queue in the endpoint object's 16 bytes, a notification's word and queue
+//! in its 32 bytes — the kernel allocates nothing for them. Everything is
+//! named by its physical address; all zeroes (what `ClearMemory` leaves) is
+//! a valid initial state for each.
+//!
+//! Scheduling: 256 priorities, round robin within a priority. The running
+//! thread stays at the head of its priority's queue; the timer (a time
+//! slice per run) and `Yield` rotate the queue, blocking removes a thread,
+//! waking appends it. The highest non-empty priority runs.
+//!
+//! IPC: `Send`/`Call` meet a `Recv`/`ReplyRecv` on an endpoint and move the
+//! message info, four message registers and the sender's badge; a `Call`
+//! then waits for the receiver's reply. `Signal` ORs the badge into a
+//! notification word; `Wait` takes a non-zero word or blocks.
+//!
+//! For now every thread runs in the root task's address space and CSpace
+//! (`Tcb.Configure` waits for address-space objects), and messages carry no
+//! capabilities and at most four registers.
+//!
+//! Deleting the last capability to a TCB, endpoint or notification: the
+//! capability model frees the object; right after every CNode delete or
+//! revoke the kernel checks its [`REGISTRY`] of objects with kernel state
+//! and tears down what died (a dying thread leaves its queue; a dying
+//! endpoint's waiters get `DeadObject`) before the memory can be retyped.
+
+use crate::arch::{self, UserContext};
+use crate::mem::phys_to_virt;
+use abi::{Error, MessageInfo};
+use caps::ObjectId;
+
+/// Thread states (`Tcb::state`); 0 is what a fresh TCB holds.
+mod state {
+    pub const INACTIVE: u8 = 0;
+    pub const READY: u8 = 1;
+    pub const BLOCKED_SEND: u8 = 2;
+    pub const BLOCKED_RECV: u8 = 3;
+    pub const BLOCKED_REPLY: u8 = 4;
+    pub const BLOCKED_WAIT: u8 = 5;
+}
+
+/// A thread's kernel state, at the start of its TCB object's memory.
+#[repr(C, align(16))]
+pub struct Tcb {
+    /// Saved user registers.
+    pub context: UserContext,
+    state: u8,
+    priority: u8,
+    /// Sending with `Call` (waits for a reply).
+    calling: u8,
+    /// Next thread in the queue this one is on (0: none).
+    next: u64,
+    /// The endpoint or notification this thread waits on (0: none).
+    waiting_on: u64,
+    /// The thread waiting for this thread's reply (0: none).
+    reply_to: u64,
+    /// Badge of the capability this thread sends with.
+    send_badge: u64,
+}
+
+const _: () = assert!(size_of::<Tcb>() <= 2048);
+
+/// A queue of threads linked through `Tcb::next`: an endpoint's 16 bytes.
+#[repr(C)]
+struct Queue {
+    head: u64,
+    tail: u64,
+}
+
+/// A notification's 32 bytes.
+#[repr(C)]
+struct NotificationState {
+    word: u64,
+    waiters: Queue,
+}
+
+/// The TCB at physical address `pa`. Callers keep the reference short: no
+/// two live at once for one thread.
+pub fn tcb(pa: u64) -> &'static mut Tcb {
+    // SAFETY: `pa` names a live TCB object (the capability model hands out
+    // its memory once, invariant 4, and the registry drops dead ones before
+    // they are reused); the kernel is single-core with interrupts off and
+    // never holds two references to one TCB.
+    unsafe { &mut *(phys_to_virt(pa) as *mut Tcb) }
+}
+
+fn queue_at(pa: u64) -> &'static mut Queue {
+    // SAFETY: as for `tcb`: a live endpoint object's memory, 16 bytes.
+    unsafe { &mut *(phys_to_virt(pa) as *mut Queue) }
+}
+
+fn notification(pa: u64) -> &'static mut NotificationState {
+    // SAFETY: as for `tcb`: a live notification object's memory, 32 bytes.
+    unsafe { &mut *(phys_to_virt(pa) as *mut NotificationState) }
+}
+
+impl Queue {
+    fn push(&mut self, thread: u64) {
+        tcb(thread).next = 0;
+        if self.tail == 0 {
+            self.head = thread;
+        } else {
+            tcb(self.tail).next = thread;
+        }
+        self.tail = thread;
+    }
+
+    fn pop(&mut self) -> Option<u64> {
+        let head = self.head;
+        if head == 0 {
+            return None;
+        }
+        self.head = tcb(head).next;
+        if self.head == 0 {
+            self.tail = 0;
+        }
+        tcb(head).next = 0;
+        Some(head)
+    }
+
+    fn remove(&mut self, thread: u64) {
+        let mut previous = 0;
+        let mut current = self.head;
+        while current != 0 {
+            let next = tcb(current).next;
+            if current == thread {
+                if previous == 0 {
+                    self.head = next;
+                } else {
+                    tcb(previous).next = next;
+                }
+                if self.tail == thread {
+                    self.tail = previous;
+                }
+                tcb(thread).next = 0;
+                return;
+            }
+            previous = current;
+            current = next;
+        }
+    }
+}
+
+/// Kernel objects that hold kernel state, checked after deletes.
+struct Registered {
+    object: ObjectId,
+    kind: caps::ObjectKind,
+    paddr: u64,
+}
+
+/// Most objects with kernel state at once.
+const MAX_REGISTERED: usize = 256;
+
+/// The scheduler's state.
+pub struct Scheduler {
+    ready: [Queue; 256],
+    /// Bit `p` set: priority `p` has a ready thread.
+    bitmap: [u64; 4],
+    registry: heapless::Vec<Registered, MAX_REGISTERED>,
+}
+
+/// The one scheduler.
+pub static SCHEDULER: spin::Mutex<Scheduler> = spin::Mutex::new(Scheduler {
+    ready: [const { Queue { head: 0, tail: 0 } }; 256],
+    bitmap: [0; 4],
+    registry: heapless::Vec::new(),
+});
+
+/// `seed=no-preemption`: a deliberately broken kernel whose timer no
+/// longer rotates the running thread (the preemption test must then fail).
+pub static NO_PREEMPTION: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Time slice of a thread, in timer ticks.
+const TIME_SLICE: u32 = 5_000_000;
+
+impl Scheduler {
+    fn make_ready(&mut self, thread: u64) {
+        let t = tcb(thread);
+        t.state = state::READY;
+        t.waiting_on = 0;
+        let priority = usize::from(t.priority);
+        self.ready[priority].push(thread);
+        self.bitmap[priority / 64] |= 1 << (priority % 64);
+    }
+
+    fn unready(&mut self, thread: u64) {
+        let priority = usize::from(tcb(thread).priority);
+        self.ready[priority].remove(thread);
+        if self.ready[priority].head == 0 {
+            self.bitmap[priority / 64] &= !(1 << (priority % 64));
+        }
+    }
+
+    /// The thread to run: the head of the highest non-empty priority.
+    fn pick(&self) -> Option<u64> {
+        (0..4).rev().find_map(|word| {
+            let bits = self.bitmap[word];
+            (bits != 0).then(|| {
+                let priority = word * 64 + 63 - bits.leading_zeros() as usize;
+                self.ready[priority].head
+            })
+        })
+    }
+
+    /// Moves the running thread to the back of its priority.
+    fn rotate(&mut self, thread: u64) {
+        if tcb(thread).state == state::READY {
+            self.unready(thread);
+            self.make_ready(thread);
+        }
+    }
+
+    fn register(
+        &mut self,
+        object: ObjectId,
+        kind: caps::ObjectKind,
+        paddr: u64,
+    ) -> Result<(), Error> {
+        if self.registry.iter().any(|r| r.paddr == paddr) {
+            return Ok(());
+        }
+        self.registry
+            .push(Registered {
+                object,
+                kind,
+                paddr,
+            })
+            .map_err(|_| Error::ObjectTableFull)
+    }
+
+    /// Takes `thread` off whatever it is queued on.
+    fn detach(&mut self, thread: u64) {
+        let t = tcb(thread);
+        match t.state {
+            state::READY => self.unready(thread),
+            state::BLOCKED_SEND | state::BLOCKED_RECV => queue_at(t.waiting_on).remove(thread),
+            state::BLOCKED_WAIT => notification(t.waiting_on).waiters.remove(thread),
+            _ => {}
+        }
+        t.state = state::INACTIVE;
+        t.waiting_on = 0;
+    }
+}
+
+/// Registers the root task's TCB and makes it ready.
+pub fn start_root_thread(
+    object: ObjectId,
+    paddr: u64,
+    context: UserContext,
+    priority: u8,
+) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
+    let t = tcb(paddr);
+    t.context = context;
+    t.priority = priority;
+    scheduler.make_ready(paddr);
+    Ok(())
+}
+
+/// `Tcb.WriteRegisters`, `SetPriority`, `Resume`, `Suspend` on the TCB at
+/// `paddr` (object `object`); `mrs` are the invocation's arguments.
+pub fn invoke_tcb(
+    object: ObjectId,
+    paddr: u64,
+    invocation: abi::Invocation,
+    mrs: &[u64],
+) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    let argument = |i: usize| mrs.get(i).copied().ok_or(Error::TruncatedMessage);
+    match invocation {
+        abi::Invocation::TcbWriteRegisters => {
+            let (pc, sp, first) = (argument(0)?, argument(1)?, argument(2)?);
+            if pc >= arch::paging::USER_TOP || sp > arch::paging::USER_TOP {
+                return Err(Error::InvalidArgument);
+            }
+            let mut context = UserContext::new_user(pc, sp);
+            context.set_start_arguments(first, 0);
+            tcb(paddr).context = context;
+            Ok(())
+        }
+        abi::Invocation::TcbSetPriority => {
+            let priority = u8::try_from(argument(0)?).map_err(|_| Error::InvalidArgument)?;
+            let ready = tcb(paddr).state == state::READY;
+            if ready {
+                scheduler.unready(paddr);
+            }
+            tcb(paddr).priority = priority;
+            if ready {
+                scheduler.make_ready(paddr);
+            }
+            Ok(())
+        }
+        abi::Invocation::TcbResume => {
+            scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
+            if tcb(paddr).state == state::INACTIVE {
+                scheduler.make_ready(paddr);
+            }
+            Ok(())
+        }
+        abi::Invocation::TcbSuspend => {
+            scheduler.detach(paddr);
+            Ok(())
+        }
+        _ => Err(Error::NotSupported),
+    }
+}
+
+/// After a delete or revoke: tears down the kernel state of every
+/// registered object the capability model no longer has.
+pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
+    let mut scheduler = SCHEDULER.lock();
+    let mut index = 0;
+    while index < scheduler.registry.len() {
+        let entry = &scheduler.registry[index];
+        let (object, kind, paddr) = (entry.object, entry.kind, entry.paddr);
+        if is_live(object, kind, paddr) {
+            index += 1;
+            continue;
+        }
+        match kind {
+            caps::ObjectKind::Tcb => {
+                scheduler.detach(paddr);
+                // A thread waiting for this one's reply will never get it.
+                let caller = core::mem::take(&mut tcb(paddr).reply_to);
+                if caller != 0 && caller != paddr && tcb(caller).state == state::BLOCKED_REPLY {
+                    reply_error(caller, Error::DeadObject);
+                    scheduler.make_ready(caller);
+                }
+            }
+            caps::ObjectKind::Endpoint => {
+                while let Some(thread) = queue_at(paddr).pop() {
+                    tcb(thread).context.set_reply(
+                        u64::from(Error::DeadObject.code()),
+                        0,
+                        0,
+                        [0; 4],
+                    );
+                    scheduler.make_ready(thread);
+                }
+            }
+            caps::ObjectKind::Notification => {
+                while let Some(thread) = notification(paddr).waiters.pop() {
+                    tcb(thread).context.set_reply(
+                        u64::from(Error::DeadObject.code()),
+                        0,
+                        0,
+                        [0; 4],
+                    );
+                    scheduler.make_ready(thread);
+                }
+            }
+            _ => {}
+        }
+        scheduler.registry.swap_remove(index);
+    }
+}
+
+/// What a message-passing system call found for its capability.
+pub struct Target {
+    /// The object.
+    pub object: ObjectId,
+    /// Its physical address.
+    pub paddr: u64,
+    /// The capability's badge.
+    pub badge: u64,
+}
+
+fn reply_error(thread: u64, error: Error) {
+    tcb(thread)
+        .context
+        .set_reply(u64::from(error.code()), 0, 0, [0; 4]);
+}
+
+/// Delivers the message in `sender`'s registers to `receiver`.
+fn transfer(sender: u64, receiver: u64) {
+    let context = &tcb(sender).context;
+    let info = MessageInfo::from_word(context.syscall_arg(1)).unwrap_or_default();
+    let info = MessageInfo::new(info.label, info.length.min(4));
+    let mrs = [
+        context.syscall_arg(2),
+        context.syscall_arg(3),
+        context.syscall_arg(4),
+        context.syscall_arg(5),
+    ];
+    let badge = tcb(sender).send_badge;
+    tcb(receiver)
+        .context
+        .set_reply(0, badge, info.to_word(), mrs);
+}
+
+/// `Send` (`call` false) or `Call` on an endpoint, by the running `thread`.
+pub fn send(thread: u64, endpoint: &Target, call: bool) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
+    if MessageInfo::from_word(tcb(thread).context.syscall_arg(1)).is_err() {
+        return Err(Error::InvalidMessage);
+    }
+    tcb(thread).send_badge = endpoint.badge;
+    let queue = queue_at(endpoint.paddr);
+    let receiver = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_RECV)
+        .then(|| queue.pop())
+        .flatten();
+    match receiver {
+        Some(receiver) => {
+            transfer(thread, receiver);
+            scheduler.make_ready(receiver);
+            if call {
+                tcb(receiver).reply_to = thread;
+                scheduler.unready(thread);
+                tcb(thread).state = state::BLOCKED_REPLY;
+            } else {
+                tcb(thread).context.set_reply(0, 0, 0, [0; 4]);
+            }
+        }
+        None => {
+            scheduler.unready(thread);
+            let t = tcb(thread);
+            t.state = state::BLOCKED_SEND;
+            t.calling = u8::from(call);
+            t.waiting_on = endpoint.paddr;
+            queue.push(thread);
+        }
+    }
+    Ok(())
+}
+
+/// `Recv` on an endpoint by the running `thread` (after replying, for `ReplyRecv`).
+pub fn receive(thread: u64, endpoint: &Target, reply_first: bool) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
+    if reply_first {
+        let caller = core::mem::take(&mut tcb(thread).reply_to);
+        if caller != 0 && tcb(caller).state == state::BLOCKED_REPLY {
+            transfer(thread, caller);
+            scheduler.make_ready(caller);
+        }
+    }
+    let queue = queue_at(endpoint.paddr);
+    let sender = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_SEND)
+        .then(|| queue.pop())
+        .flatten();
+    match sender {
+        Some(sender) => {
+            transfer(sender, thread);
+            if tcb(sender).calling != 0 {
+                tcb(sender).state = state::BLOCKED_REPLY;
+                tcb(sender).waiting_on = 0;
+                tcb(thread).reply_to = sender;
+            } else {
+                tcb(sender).context.set_reply(0, 0, 0, [0; 4]);
+                scheduler.make_ready(sender);
+            }
+        }
+        None => {
+            scheduler.unready(thread);
+            let t = tcb(thread);
+            t.state = state::BLOCKED_RECV;
+            t.waiting_on = endpoint.paddr;
+            queue.push(thread);
+        }
+    }
+    Ok(())
+}
+
+/// `Signal` a notification.
+pub fn signal(notification_target: &Target) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(
+        notification_target.object,
+        caps::ObjectKind::Notification,
+        notification_target.paddr,
+    )?;
+    let n = notification(notification_target.paddr);
+    n.word |= notification_target.badge.max(1);
+    if let Some(waiter) = n.waiters.pop() {
+        let word = core::mem::take(&mut n.word);
+        tcb(waiter).context.set_reply(0, word, 0, [0; 4]);
+        scheduler.make_ready(waiter);
+    }
+    Ok(())
+}
+
+/// `Wait` on a notification by the running `thread`.
+pub fn wait(thread: u64, notification_target: &Target) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(
+        notification_target.object,
+        caps::ObjectKind::Notification,
+        notification_target.paddr,
+    )?;
+    let n = notification(notification_target.paddr);
+    if n.word != 0 {
+        let word = core::mem::take(&mut n.word);
+        tcb(thread).context.set_reply(0, word, 0, [0; 4]);
+        return Ok(());
+    }
+    scheduler.unready(thread);
+    let t = tcb(thread);
+    t.state = state::BLOCKED_WAIT;
+    t.waiting_on = notification_target.paddr;
+    n.waiters.push(thread);
+    Ok(())
+}
+
+/// Why the scheduler loop ended.
+pub enum Stop {
+    /// A thread asked to end the session with this status.
+    Halt(u32),
+    /// No thread can run any more.
+    Deadlock,
+    /// The root task faulted.
+    RootFault,
+}
+
+/// Runs threads until one halts the session or none can run. The running
+/// thread's registers are copied out of its TCB while it runs, so system
+/// calls can reach any TCB (its own included) through [`tcb`].
+pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -> Stop {
+    loop {
+        let Some(current) = SCHEDULER.lock().pick() else {
+            return Stop::Deadlock;
+        };
+        arch::timer_start(TIME_SLICE);
+        let mut context = tcb(current).context.clone();
+        let exit = arch::run_user(&mut context);
+        tcb(current).context = context;
+        let interrupt = match exit {
+            arch::Exit::Interrupt(vector) => arch::acknowledge_interrupt(vector),
+            _ => None,
+        };
+        arch::timer_stop();
+        match exit {
+            arch::Exit::Syscall => {
+                // The handler may block `current` or wake others; a yield rotates.
+                match on_syscall(current) {
+                    crate::syscall::Next::Resume => {}
+                    crate::syscall::Next::Yield => SCHEDULER.lock().rotate(current),
+                    crate::syscall::Next::Halt(status) => return Stop::Halt(status),
+                }
+            }
+            arch::Exit::Interrupt(_) => {
+                if let Some(id) = interrupt {
+                    arch::end_interrupt(id);
+                    if id == arch::TIMER_IRQ
+                        && !NO_PREEMPTION.load(core::sync::atomic::Ordering::Relaxed)
+                    {
+                        SCHEDULER.lock().rotate(current);
+                    }
+                }
+            }
+            arch::Exit::Exception {
+                vector,
+                error,
+                address,
+            } => {
+                crate::println!(
+                    "[sched] thread {current:#x} faulted: exception {vector:#x}, syndrome {error:#x}, address {address:#x}"
+                );
+                if current == root {
+                    return Stop::RootFault;
+                }
+                SCHEDULER.lock().detach(current);
+            }
+        }
+    }
+}
+
+/// Answers `thread`'s system call with `error`.
+pub fn fail(thread: u64, error: Error) {
+    reply_error(thread, error);
+}
