@@ -325,6 +325,16 @@ pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
         match kind {
             caps::ObjectKind::Tcb => {
                 scheduler.detach(paddr);
+                // No server may later reply into this memory.
+                for other in scheduler
+                    .registry
+                    .iter()
+                    .filter(|r| r.kind == caps::ObjectKind::Tcb && r.paddr != paddr)
+                {
+                    if tcb(other.paddr).reply_to == paddr {
+                        tcb(other.paddr).reply_to = 0;
+                    }
+                }
                 // A thread waiting for this one's reply will never get it.
                 let caller = core::mem::take(&mut tcb(paddr).reply_to);
                 if caller != 0 && caller != paddr && tcb(caller).state == state::BLOCKED_REPLY {
