@@ -527,18 +527,16 @@ pub enum Stop {
     RootFault,
 }
 
-/// Runs threads until one halts the session or none can run. The running
-/// thread's registers are copied out of its TCB while it runs, so system
-/// calls can reach any TCB (its own included) through [`tcb`].
+/// Runs threads until one halts the session or none can run. The borrow of
+/// the running thread's registers ends when `run_user` returns, so system
+/// calls reach any TCB (its own included) afresh through [`tcb`].
 pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -> Stop {
     loop {
         let Some(current) = SCHEDULER.lock().pick() else {
             return Stop::Deadlock;
         };
         arch::timer_start(TIME_SLICE);
-        let mut context = tcb(current).context.clone();
-        let exit = arch::run_user(&mut context);
-        tcb(current).context = context;
+        let exit = arch::run_user(&mut tcb(current).context);
         let interrupt = match exit {
             arch::Exit::Interrupt(vector) => arch::acknowledge_interrupt(vector),
             _ => None,

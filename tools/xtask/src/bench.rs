@@ -17,10 +17,24 @@ use crate::kernel;
 use crate::machines::Arch;
 use crate::qemu::{self, Echo};
 
-/// One benchmark the kernel knows.
+/// Who runs a benchmark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The kernel's own bench mode (`bench=NAME` on its command line).
+    Kernel,
+    /// `userland/tests/ipcbench`, booted as the root task.
+    Program,
+}
+
+/// The user program that times kernel paths from user space.
+const PROGRAM: &str = "ipcbench";
+
+/// One benchmark.
 struct Benchmark {
-    /// The name on the kernel command line and in its output.
+    /// The name in the output (and on the kernel command line).
     name: &'static str,
+    /// Who measures it.
+    source: Source,
     /// What it measures.
     description: &'static str,
     /// The target in instructions per operation, per architecture.
@@ -28,11 +42,32 @@ struct Benchmark {
 }
 
 /// The benchmarks and their targets (instructions), from the kernel-core issue.
-const BENCHMARKS: &[Benchmark] = &[Benchmark {
-    name: "null-syscall",
-    description: "null system call (Yield) round trip from user mode",
-    target: |_| Some(100),
-}];
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        name: "null-syscall",
+        source: Source::Kernel,
+        description: "null system call (Yield) round trip from user mode, kernel fast loop",
+        target: |_| Some(100),
+    },
+    Benchmark {
+        name: "user-yield",
+        source: Source::Program,
+        description: "Yield through the scheduler, as a thread sees it",
+        target: |_| Some(100),
+    },
+    Benchmark {
+        name: "ipc-round-trip",
+        source: Source::Program,
+        description: "Call + ReplyRecv round trip between two threads (target: 2 x one-way)",
+        target: |arch| Some(if arch == Arch::X86_64 { 800 } else { 600 }),
+    },
+    Benchmark {
+        name: "notification-signal",
+        source: Source::Program,
+        description: "Signal a notification nobody waits on",
+        target: |_| None,
+    },
+];
 
 /// Instruction icount arguments: one tick per guest instruction, no sleeping.
 const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
@@ -42,8 +77,9 @@ const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
     for &arch in arches {
         let elf = kernel::build(root, arch)?;
-        let first = measure(arch, &elf)?;
-        let second = measure(arch, &elf)?;
+        let program = kernel::build_package(root, arch, PROGRAM)?;
+        let first = measure(arch, &elf, &program)?;
+        let second = measure(arch, &elf, &program)?;
         if first != second {
             return Err(Error::new(
                 format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
@@ -71,31 +107,45 @@ fn io_error(path: &Path, error: std::io::Error) -> Error {
     )
 }
 
-/// Boots the kernel once with every benchmark and collects its results.
-fn measure(arch: Arch, elf: &Path) -> Result<BTreeMap<String, u64>> {
+/// Boots the kernel with its own benchmarks, then with the benchmark
+/// program, and collects every result.
+fn measure(arch: Arch, elf: &Path, program: &Path) -> Result<BTreeMap<String, u64>> {
     let machine = arch.machine();
-    let names: Vec<&str> = BENCHMARKS.iter().map(|b| b.name).collect();
-    let cmdline = format!("bench={}", names.join(","));
-    let extra: Vec<String> = ICOUNT.iter().map(|s| s.to_string()).collect();
-    let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
+    let kernel_names: Vec<&str> = BENCHMARKS
+        .iter()
+        .filter(|b| b.source == Source::Kernel)
+        .map(|b| b.name)
+        .collect();
     let mut results = BTreeMap::new();
     let mut failures = Vec::new();
-    qemu::run(
-        machine.qemu,
-        &args,
-        Echo::Quiet,
-        Some(Duration::from_secs(120)),
-        |line| {
-            if let Some((name, value)) = parse_line(line) {
-                match value {
-                    Ok(count) => {
-                        results.insert(name.to_string(), count);
+    let icount: Vec<String> = ICOUNT.iter().map(|s| s.to_string()).collect();
+    let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
+    let (module, suffix) =
+        crate::machines::module_arguments(arch, &program.display().to_string(), size);
+    let boots = [
+        (format!("bench={}", kernel_names.join(",")), Vec::new()),
+        (format!("tests=user{suffix}"), module),
+    ];
+    for (cmdline, extra) in boots {
+        let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();
+        let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
+        qemu::run(
+            machine.qemu,
+            &args,
+            Echo::Quiet,
+            Some(Duration::from_secs(120)),
+            |line| {
+                if let Some((name, value)) = parse_line(line) {
+                    match value {
+                        Ok(count) => {
+                            results.insert(name.to_string(), count);
+                        }
+                        Err(why) => failures.push(format!("{name}: {why}")),
                     }
-                    Err(why) => failures.push(format!("{name}: {why}")),
                 }
-            }
-        },
-    )?;
+            },
+        )?;
+    }
     if !failures.is_empty() {
         return Err(Error::new(
             format!(
@@ -106,7 +156,7 @@ fn measure(arch: Arch, elf: &Path) -> Result<BTreeMap<String, u64>> {
             "run `cargo xtask run --arch ARCH -- -append bench=NAME` to see the kernel's output",
         ));
     }
-    for name in names {
+    for name in BENCHMARKS.iter().map(|b| b.name) {
         if !results.contains_key(name) {
             return Err(Error::new(
                 format!(
@@ -161,6 +211,7 @@ fn markdown(arch: Arch, results: &BTreeMap<String, u64>, text: u64) -> String {
         name,
         description,
         target,
+        ..
     } in BENCHMARKS
     {
         let count = results.get(*name).copied().unwrap_or_default();
