@@ -439,7 +439,8 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             Invocation::TcbWriteRegisters
             | Invocation::TcbSetPriority
             | Invocation::TcbResume
-            | Invocation::TcbSuspend,
+            | Invocation::TcbSuspend
+            | Invocation::TcbSetFaultHandler,
         ) => {
             let cap = *caps.lookup(slot)?;
             if !cap.rights().contains(Rights::WRITE) {
@@ -451,6 +452,14 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 .map(|(p, _)| p)
                 .ok_or(Error::DeadObject)?;
             let length = usize::from(message.info.length).min(8);
+            if invocation == Invocation::TcbSetFaultHandler {
+                let endpoint_slot = argument(message, 0)?;
+                // Release the capability lock: `lookup` takes it again.
+                drop(caps);
+                let endpoint = lookup(cspace, endpoint_slot, ObjectKind::Endpoint, Rights::WRITE)?;
+                crate::sched::set_fault_handler(paddr, &endpoint)?;
+                return Ok(Reply::EMPTY);
+            }
             crate::sched::invoke_tcb(cap.object(), paddr, invocation, &message.mrs[..length])?;
             Ok(Reply::EMPTY)
         }
@@ -480,7 +489,8 @@ fn invocation_kind(invocation: Invocation) -> ObjectKind {
         | I::TcbSetPriority
         | I::TcbWriteRegisters
         | I::TcbResume
-        | I::TcbSuspend => ObjectKind::Tcb,
+        | I::TcbSuspend
+        | I::TcbSetFaultHandler => ObjectKind::Tcb,
         I::FrameMap | I::FrameUnmap => ObjectKind::Frame,
         I::PageTableMap | I::PageTableUnmap => ObjectKind::PageTable,
         I::IrqControlGet => ObjectKind::IrqControl,

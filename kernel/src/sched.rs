@@ -59,6 +59,13 @@ pub struct Tcb {
     reply_to: u64,
     /// Badge of the capability this thread sends with.
     send_badge: u64,
+    /// The endpoint this thread's faults go to (0: none) and its badge.
+    fault_endpoint: u64,
+    fault_badge: u64,
+    /// Non-zero while this thread waits for its fault handler; `fault`
+    /// then holds the message the handler receives.
+    faulted: u8,
+    fault: [u64; 4],
 }
 
 const _: () = assert!(size_of::<Tcb>() <= 2048);
@@ -310,6 +317,50 @@ pub fn invoke_tcb(
     }
 }
 
+/// `Tcb.SetFaultHandler`: the TCB at `paddr` sends its faults to `endpoint`.
+pub fn set_fault_handler(paddr: u64, endpoint: &Target) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
+    let t = tcb(paddr);
+    t.fault_endpoint = endpoint.paddr;
+    t.fault_badge = endpoint.badge;
+    Ok(())
+}
+
+/// Turns a CPU exception of `thread` into a message to its fault handler, as
+/// if the thread had called it. Returns false if it has no handler.
+fn deliver_fault(scheduler: &mut Scheduler, thread: u64, mrs: [u64; 4]) -> bool {
+    let endpoint = tcb(thread).fault_endpoint;
+    if endpoint == 0 {
+        return false;
+    }
+    let t = tcb(thread);
+    t.faulted = 1;
+    t.fault = mrs;
+    t.send_badge = t.fault_badge;
+    let queue = queue_at(endpoint);
+    let receiver = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_RECV)
+        .then(|| queue.pop())
+        .flatten();
+    scheduler.unready(thread);
+    match receiver {
+        Some(receiver) => {
+            transfer(thread, receiver);
+            scheduler.make_ready(receiver);
+            tcb(receiver).reply_to = thread;
+            tcb(thread).state = state::BLOCKED_REPLY;
+        }
+        None => {
+            let t = tcb(thread);
+            t.state = state::BLOCKED_SEND;
+            t.calling = 1;
+            t.waiting_on = endpoint;
+            queue.push(thread);
+        }
+    }
+    true
+}
+
 /// After a delete or revoke: tears down the kernel state of every
 /// registered object the capability model no longer has.
 pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
@@ -343,6 +394,15 @@ pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
                 }
             }
             caps::ObjectKind::Endpoint => {
+                for other in scheduler
+                    .registry
+                    .iter()
+                    .filter(|r| r.kind == caps::ObjectKind::Tcb)
+                {
+                    if tcb(other.paddr).fault_endpoint == paddr {
+                        tcb(other.paddr).fault_endpoint = 0;
+                    }
+                }
                 while let Some(thread) = queue_at(paddr).pop() {
                     tcb(thread).context.set_reply(
                         u64::from(Error::DeadObject.code()),
@@ -386,8 +446,15 @@ fn reply_error(thread: u64, error: Error) {
         .set_reply(u64::from(error.code()), 0, 0, [0; 4]);
 }
 
-/// Delivers the message in `sender`'s registers to `receiver`.
+/// Delivers the message in `sender`'s registers (or its fault message) to
+/// `receiver`.
 fn transfer(sender: u64, receiver: u64) {
+    if tcb(sender).faulted != 0 {
+        let (badge, mrs) = (tcb(sender).send_badge, tcb(sender).fault);
+        let info = MessageInfo::new(abi::FAULT_LABEL, 4).to_word();
+        tcb(receiver).context.set_reply(0, badge, info, mrs);
+        return;
+    }
     let context = &tcb(sender).context;
     let info = MessageInfo::from_word(context.syscall_arg(1)).unwrap_or_default();
     let info = MessageInfo::new(info.label, info.length.min(4));
@@ -446,8 +513,19 @@ pub fn receive(thread: u64, endpoint: &Target, reply_first: bool) -> Result<(), 
     if reply_first {
         let caller = core::mem::take(&mut tcb(thread).reply_to);
         if caller != 0 && tcb(caller).state == state::BLOCKED_REPLY {
-            transfer(thread, caller);
-            scheduler.make_ready(caller);
+            if tcb(caller).faulted != 0 {
+                // A fault reply: MR0 = 0 resumes the thread with whatever
+                // registers it now has; anything else stops it.
+                tcb(caller).faulted = 0;
+                if tcb(thread).context.syscall_arg(2) == 0 {
+                    scheduler.make_ready(caller);
+                } else {
+                    tcb(caller).state = state::INACTIVE;
+                }
+            } else {
+                transfer(thread, caller);
+                scheduler.make_ready(caller);
+            }
         }
     }
     let queue = queue_at(endpoint.paddr);
@@ -566,13 +644,22 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
                 error,
                 address,
             } => {
+                let pc = tcb(current).context.program_counter();
+                let mut scheduler = SCHEDULER.lock();
+                if deliver_fault(
+                    &mut scheduler,
+                    current,
+                    [u64::from(vector), address, pc, error],
+                ) {
+                    continue;
+                }
                 crate::println!(
-                    "[sched] thread {current:#x} faulted: exception {vector:#x}, syndrome {error:#x}, address {address:#x}"
+                    "[sched] thread {current:#x} faulted with no handler: exception {vector:#x}, syndrome {error:#x}, address {address:#x}, pc {pc:#x}"
                 );
                 if current == root {
                     return Stop::RootFault;
                 }
-                SCHEDULER.lock().detach(current);
+                scheduler.detach(current);
             }
         }
     }

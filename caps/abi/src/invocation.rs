@@ -50,6 +50,11 @@ pub enum Invocation {
     TcbResume = 23,
     /// Tcb: stop the thread.
     TcbSuspend = 24,
+    /// Tcb: send this thread's faults to the endpoint in slot `MR0` (of the
+    /// caller's CSpace) as [`FAULT_LABEL`] messages; the handler's reply
+    /// resumes the thread (MR0 = 0) or stops it (MR0 != 0). Errors:
+    /// `WrongKind` (not an endpoint), `InsufficientRights` (no write right).
+    TcbSetFaultHandler = 25,
 
     /// Frame: map into the VSpace cap 0 at address `MR0` with rights `MR1`
     /// (bit 0 read, 1 write, 2 execute; at most the cap's). Errors:
@@ -130,7 +135,7 @@ pub enum Invocation {
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 32] = [
+    pub const ALL: [Invocation; 33] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -142,6 +147,7 @@ impl Invocation {
         Invocation::TcbWriteRegisters,
         Invocation::TcbResume,
         Invocation::TcbSuspend,
+        Invocation::TcbSetFaultHandler,
         Invocation::FrameMap,
         Invocation::FrameUnmap,
         Invocation::PageTableMap,
@@ -170,6 +176,13 @@ impl Invocation {
         Invocation::ALL.iter().copied().find(|i| *i as u32 == label)
     }
 }
+
+/// The label of a fault message: a thread's CPU exception, delivered to its
+/// fault handler as if the thread had called it. MR0 = exception (x86_64
+/// vector; aarch64 ESR exception class), MR1 = faulting address (CR2 / FAR),
+/// MR2 = program counter, MR3 = error code / syndrome; the badge is the
+/// fault endpoint capability's.
+pub const FAULT_LABEL: u32 = 0xFA17;
 
 /// The kinds `UntypedRetype` creates (numbers as `caps::ObjectKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

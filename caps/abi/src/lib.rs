@@ -18,7 +18,7 @@ mod invocation;
 pub mod ipc;
 
 pub use error::Error;
-pub use invocation::{Invocation, ObjectType};
+pub use invocation::{FAULT_LABEL, Invocation, ObjectType};
 
 /// System-call numbers.
 ///

@@ -263,6 +263,20 @@ impl Cap<Tcb> {
     pub fn suspend(self) -> Result<(), Error> {
         invoke_status(self, Invocation::TcbSuspend, &[], &[])
     }
+
+    /// `TcbSetFaultHandler`: this thread's CPU exceptions go to the endpoint
+    /// in `endpoint_slot` as `abi::FAULT_LABEL` messages; the handler's reply
+    /// resumes the thread (MR0 = 0) or stops it (MR0 != 0).
+    ///
+    /// Errors: `WrongKind` (not an endpoint), `InsufficientRights`.
+    pub fn set_fault_handler(self, endpoint_slot: u32) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::TcbSetFaultHandler,
+            &[u64::from(endpoint_slot)],
+            &[],
+        )
+    }
 }
 
 impl Cap<Frame> {

@@ -127,6 +127,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::TcbResume, 2, &[], &[]);
     tcb.suspend().unwrap();
     check(I::TcbSuspend, 2, &[], &[]);
+    tcb.set_fault_handler(9).unwrap();
+    check(I::TcbSetFaultHandler, 2, &[9], &[]);
 
     let frame: Cap<Frame> = Cap::from_slot(50);
     frame

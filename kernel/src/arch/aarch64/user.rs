@@ -52,6 +52,11 @@ impl TrapFrame {
         }
     }
 
+    /// Where the thread resumes (`elr`).
+    pub fn program_counter(&self) -> u64 {
+        self.elr
+    }
+
     /// The syscall number (`x8`).
     pub fn syscall_number(&self) -> u64 {
         self.x[8]

@@ -71,6 +71,11 @@ impl TrapFrame {
         }
     }
 
+    /// Where the thread resumes (`rip`).
+    pub fn program_counter(&self) -> u64 {
+        self.rip
+    }
+
     /// The syscall number (`rax`).
     pub fn syscall_number(&self) -> u64 {
         self.rax

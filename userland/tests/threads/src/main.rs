@@ -65,7 +65,7 @@ fn make<T: sys::CapType>(slots: &mut Slots, kind: ObjectType) -> Result<Cap<T>, 
 #[repr(C, align(16))]
 struct Stack([u8; 16 * 1024]);
 
-static mut STACKS: [Stack; 6] = [const { Stack([0; 16 * 1024]) }; 6];
+static mut STACKS: [Stack; 12] = [const { Stack([0; 16 * 1024]) }; 12];
 static NEXT_STACK: AtomicU64 = AtomicU64::new(0);
 
 /// The top of a fresh stack, as the architecture expects it at a function's
@@ -75,7 +75,7 @@ fn stack_top() -> u64 {
     let index = NEXT_STACK.fetch_add(1, Ordering::Relaxed) as usize;
     // SAFETY: each index is handed out once (atomic counter) and only its
     // address is taken; the thread that gets it is the only user.
-    let top = unsafe { core::ptr::addr_of!(STACKS[index % 6]) as u64 } + 16 * 1024;
+    let top = unsafe { core::ptr::addr_of!(STACKS[index % 12]) as u64 } + 16 * 1024;
     if cfg!(target_arch = "x86_64") {
         top - 8
     } else {
@@ -109,6 +109,12 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("deleted_endpoint_wakes_its_waiter", || {
         deleted_endpoint_wakes_its_waiter(&mut slots)
+    });
+    suite.run("fault_handler_resumes_a_thread", || {
+        fault_handler_resumes_a_thread(&mut slots)
+    });
+    suite.run("fault_handler_stops_a_thread", || {
+        fault_handler_stops_a_thread(&mut slots)
     });
     suite.finish()
 }
@@ -303,6 +309,143 @@ fn deleted_endpoint_wakes_its_waiter(slots: &mut Slots) -> Outcome {
     check!(
         saw == u64::from(Error::DeadObject.code()),
         "the waiter's Recv ended with {saw}, expected DeadObject"
+    );
+    Ok(())
+}
+
+/// Executes an undefined instruction.
+#[allow(unsafe_code)]
+extern "C" fn faulter(_: u64) -> ! {
+    // SAFETY: the undefined instruction only raises an exception, which the
+    // kernel turns into a fault message; no memory is touched.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("ud2");
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("udf #0");
+    }
+    // Not reached unless resumed past the instruction; park either way.
+    park()
+}
+
+static RECOVERED: AtomicU64 = AtomicU64::new(0);
+static FAULT_ENDPOINT: AtomicU64 = AtomicU64::new(0);
+
+/// Where the handler sends a faulted thread: says so on the fault endpoint.
+extern "C" fn recovered(_: u64) -> ! {
+    RECOVERED.fetch_add(1, Ordering::Relaxed);
+    let endpoint: Cap<Endpoint> = Cap::from_slot(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let _ = endpoint.send(MessageInfo::new(1, 1), [0xC0DE, 0, 0, 0]);
+    park()
+}
+
+/// Low priority: runs only when everything else is blocked, then wakes the
+/// handler with an ordinary message.
+extern "C" fn waker(_: u64) -> ! {
+    let endpoint: Cap<Endpoint> = Cap::from_slot(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let _ = endpoint.send(MessageInfo::new(2, 1), [0xAAAA, 0, 0, 0]);
+    park()
+}
+
+/// Starts `faulter` at priority 200 with `endpoint` as its fault handler.
+fn faulting_thread(slots: &mut Slots, endpoint: Cap<Endpoint>) -> Result<Cap<Tcb>, Error> {
+    let tcb: Cap<Tcb> = make(slots, ObjectType::Tcb)?;
+    tcb.write_registers(faulter as *const () as u64, stack_top(), 0)?;
+    tcb.set_priority(200)?;
+    tcb.set_fault_handler(endpoint.slot())?;
+    tcb.resume()?;
+    Ok(tcb)
+}
+
+fn fault_handler_resumes_a_thread(slots: &mut Slots) -> Outcome {
+    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    FAULT_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
+    let thread = match faulting_thread(slots, endpoint) {
+        Ok(t) => t,
+        Err(e) => rt::fail!("starting the faulting thread: {e:?}"),
+    };
+    let fault = endpoint.recv();
+    let Ok(fault) = fault else {
+        rt::fail!("Recv of the fault answered {fault:?}")
+    };
+    check!(
+        fault.info.label == abi::FAULT_LABEL,
+        "label {:#x}, expected the fault label",
+        fault.info.label
+    );
+    let pc = fault.mrs[2];
+    let entry = faulter as *const () as u64;
+    check!(
+        pc >= entry && pc < entry + 64,
+        "fault at pc {pc:#x}, outside faulter ({entry:#x})"
+    );
+    // Fix: restart the thread elsewhere, then resume it.
+    check!(
+        thread
+            .write_registers(recovered as *const () as u64, stack_top(), 0)
+            .is_ok(),
+        "rewrite its registers"
+    );
+    let next = endpoint.reply_recv(MessageInfo::new(0, 1), [0, 0, 0, 0]);
+    let Ok(next) = next else {
+        rt::fail!("ReplyRecv answered {next:?}")
+    };
+    check!(
+        next.mrs[0] == 0xC0DE && next.info.label == 1,
+        "the resumed thread sent {:#x} label {}",
+        next.mrs[0],
+        next.info.label
+    );
+    check!(
+        RECOVERED.load(Ordering::Relaxed) == 1,
+        "recovered ran {} times",
+        RECOVERED.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+fn fault_handler_stops_a_thread(slots: &mut Slots) -> Outcome {
+    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    FAULT_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
+    let before = RECOVERED.load(Ordering::Relaxed);
+    let thread = match faulting_thread(slots, endpoint) {
+        Ok(t) => t,
+        Err(e) => rt::fail!("starting the faulting thread: {e:?}"),
+    };
+    check!(spawn(slots, waker, 0, 5).is_ok(), "spawn the waker");
+    let fault = endpoint.recv();
+    check!(
+        fault
+            .as_ref()
+            .is_ok_and(|f| f.info.label == abi::FAULT_LABEL),
+        "first message {fault:?}"
+    );
+    // Point it at `recovered` but answer "stop": it must never run again.
+    check!(
+        thread
+            .write_registers(recovered as *const () as u64, stack_top(), 0)
+            .is_ok(),
+        "rewrite its registers"
+    );
+    let next = endpoint.reply_recv(MessageInfo::new(0, 1), [1, 0, 0, 0]);
+    let Ok(next) = next else {
+        rt::fail!("ReplyRecv answered {next:?}")
+    };
+    check!(
+        next.info.label == 2 && next.mrs[0] == 0xAAAA,
+        "expected the waker's message, got label {} {:#x}",
+        next.info.label,
+        next.mrs[0]
+    );
+    check!(
+        RECOVERED.load(Ordering::Relaxed) == before,
+        "the stopped thread ran"
     );
     Ok(())
 }
