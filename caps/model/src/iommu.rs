@@ -331,7 +331,6 @@ impl<S: Storage> Caps<S> {
             return Err(Error::DeadObject);
         };
         let Some(ObjectState::IoDevice {
-            unit,
             rid,
             attached: device_attached,
             ..
@@ -349,7 +348,6 @@ impl<S: Storage> Caps<S> {
             return Err(Error::SpaceMismatch);
         }
         let (unit_id, did) = self.space_tag(attachment.space).ok_or(Error::DeadObject)?;
-        let _ = unit;
         sink.push(Effect::InstallPasidEntry {
             unit: unit_id,
             rid,
