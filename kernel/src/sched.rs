@@ -609,17 +609,28 @@ pub enum Stop {
 /// the running thread's registers ends when `run_user` returns, so system
 /// calls reach any TCB (its own included) afresh through [`tcb`].
 pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -> Stop {
+    // The thread whose time slice the timer is counting (0: none). A thread
+    // gets a fresh slice when it is dispatched after another one, or after
+    // its slice expired; system calls do not touch the timer.
+    let mut slice_owner = 0u64;
     loop {
         let Some(current) = SCHEDULER.lock().pick() else {
             return Stop::Deadlock;
         };
-        arch::timer_start(TIME_SLICE);
+        if current != slice_owner {
+            arch::timer_start(TIME_SLICE);
+            slice_owner = current;
+        }
         let exit = arch::run_user(&mut tcb(current).context);
         let interrupt = match exit {
             arch::Exit::Interrupt(vector) => arch::acknowledge_interrupt(vector),
             _ => None,
         };
-        arch::timer_stop();
+        if interrupt == Some(arch::TIMER_IRQ) {
+            // The slice is over: the next dispatch re-arms the timer (which
+            // also clears the Arm timer's level-triggered condition).
+            slice_owner = 0;
+        }
         match exit {
             arch::Exit::Syscall => {
                 // The handler may block `current` or wake others; a yield rotates.
