@@ -146,7 +146,7 @@ impl<S: Storage> Caps<S> {
 
     // ----- raw mutation (perform helpers; indices were checked by decode) -----
 
-    fn slot_mut(&mut self, id: SlotId) -> &mut Slot {
+    pub(crate) fn slot_mut(&mut self, id: SlotId) -> &mut Slot {
         &mut self.store.slots_mut()[id.0 as usize]
     }
 
@@ -220,6 +220,7 @@ impl<S: Storage> Caps<S> {
                 rights: Rights::ALL,
                 badge: Badge(0),
                 mapping: None,
+                cpu: None,
             },
             None,
         );
@@ -314,6 +315,7 @@ impl<S: Storage> Caps<S> {
             dest,
             Cap {
                 mapping: None,
+                cpu: None,
                 ..cap
             },
             Some(src),
@@ -353,6 +355,7 @@ impl<S: Storage> Caps<S> {
                 rights,
                 badge,
                 mapping: None,
+                cpu: None,
                 ..cap
             },
             Some(src),
@@ -514,6 +517,17 @@ impl<S: Storage> Caps<S> {
             }
             if let Some(c) = self.slot_mut(slot).cap.as_mut() {
                 c.mapping = None;
+            }
+        }
+        if let Some(cpu) = cap.cpu {
+            let size_bits = self.object(cap.object).map_or(crate::PAGE_BITS, |o| o.size_bits);
+            sink.push(Effect::UnmapCpuPage {
+                vspace: cpu.vspace,
+                vaddr: cpu.vaddr,
+                size_bits,
+            });
+            if let Some(c) = self.slot_mut(slot).cap.as_mut() {
+                c.cpu = None;
             }
         }
         let Some(object) = self.object_mut(cap.object) else {
@@ -929,6 +943,7 @@ impl<S: Storage> Caps<S> {
                 rights: Rights::ALL,
                 badge: Badge(0),
                 mapping: None,
+                cpu: None,
             },
             Some(untyped),
         );

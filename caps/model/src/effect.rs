@@ -29,6 +29,29 @@ pub enum Effect {
         /// Size as a power of two.
         size_bits: u8,
     },
+    /// Map a Frame into a CPU address space: `vaddr -> paddr` with `rights`
+    /// (never executable; the kernel maps program code itself).
+    MapCpuPage {
+        /// The address space (the kernel's name for it).
+        vspace: u64,
+        /// Virtual address.
+        vaddr: u64,
+        /// Physical address of the frame.
+        paddr: u64,
+        /// Page size as a power of two.
+        size_bits: u8,
+        /// Access allowed (read, or read and write).
+        rights: Rights,
+    },
+    /// Remove a CPU mapping and flush the TLB for it.
+    UnmapCpuPage {
+        /// The address space.
+        vspace: u64,
+        /// Virtual address.
+        vaddr: u64,
+        /// Page size as a power of two.
+        size_bits: u8,
+    },
     /// Write a stage-2 leaf entry `ipa -> paddr` into the IoSpace's table.
     MapIoPage {
         /// IOMMU unit number.

@@ -50,6 +50,7 @@ impl<S: Storage> Caps<S> {
                 rights: Rights::ALL,
                 badge: Badge(0),
                 mapping: None,
+                cpu: None,
             },
             Some(parent_slot),
         );
@@ -401,7 +402,7 @@ impl<S: Storage> Caps<S> {
     ) -> Result<(), Error> {
         let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
         let scap = *self.lookup_as(space, ObjectKind::IoSpace, Rights::WRITE)?;
-        if fcap.mapping.is_some() {
+        if fcap.mapping.is_some() || fcap.cpu.is_some() {
             return Err(Error::AlreadyMapped);
         }
         if rights.is_empty() || !Rights::READ_WRITE.contains(rights) {

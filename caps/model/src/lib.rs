@@ -33,6 +33,7 @@ macro_rules! flawed {
 }
 
 mod caps;
+mod cpu;
 pub mod effect;
 pub mod error;
 #[cfg(feature = "seeded-bugs")]
@@ -51,7 +52,7 @@ pub use error::Error;
 #[cfg(feature = "seeded-bugs")]
 pub use flaws::Flaws;
 pub use object::{Attachment, IommuUnit, NewObject, Object, ObjectState};
-pub use storage::{ArrayStorage, Cap, IoMapping, Slot, Storage};
+pub use storage::{ArrayStorage, Cap, CpuMapping, IoMapping, Slot, Storage};
 pub use types::{
     Badge, LARGE_PAGE_BITS, ObjectId, ObjectKind, PAGE_BITS, Rights, SLOT_SIZE_BITS, SlotId,
 };

@@ -27,6 +27,17 @@ pub struct IoMapping {
     pub rights: Rights,
 }
 
+/// The one CPU mapping a Frame capability may hold (instead of an IO one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CpuMapping {
+    /// The address space, named by the kernel (its root table's address).
+    pub vspace: u64,
+    /// Virtual address of the mapping.
+    pub vaddr: u64,
+    /// Access granted (within the Frame capability's rights).
+    pub rights: Rights,
+}
+
 /// A capability: a name for an object plus rights, badge and, for a Frame,
 /// the mapping this copy holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +47,7 @@ pub struct Cap {
     pub(crate) rights: Rights,
     pub(crate) badge: Badge,
     pub(crate) mapping: Option<IoMapping>,
+    pub(crate) cpu: Option<CpuMapping>,
 }
 
 impl Cap {
@@ -58,6 +70,10 @@ impl Cap {
     /// The IO mapping held by this Frame capability copy.
     pub fn mapping(&self) -> Option<IoMapping> {
         self.mapping
+    }
+    /// The CPU mapping held by this Frame capability copy.
+    pub fn cpu_mapping(&self) -> Option<CpuMapping> {
+        self.cpu
     }
 }
 

@@ -146,7 +146,8 @@ impl AbstractIommu {
     pub fn apply(&mut self, effect: Effect) {
         self.absorb();
         match effect {
-            Effect::ClearMemory { .. } => {}
+            // The abstract IOMMU models DMA only; CPU mappings do not reach it.
+            Effect::ClearMemory { .. } | Effect::MapCpuPage { .. } | Effect::UnmapCpuPage { .. } => {}
             Effect::MapIoPage {
                 space,
                 ipa,

@@ -138,14 +138,25 @@ pub fn expected<S: Storage>(caps: &Caps<S>) -> Result<Expected, String> {
                 pasid,
                 attached: Some(a),
             } => {
-                let Some(ObjectState::IoDevice { unit, rid, .. }) =
-                    device.and_then(|d| live(caps, d)).map(|o| *o.state())
+                let Some(ObjectState::IoDevice {
+                    unit,
+                    rid,
+                    attached: device_attached,
+                    ..
+                }) = device.and_then(|d| live(caps, d)).map(|o| *o.state())
                 else {
                     return Err(format!(
                         "PASID object {} attached while its device is dead",
                         id.0
                     ));
                 };
+                // All PASIDs of a device share the device's IoSpace.
+                if device_attached.map(|d| d.space) != Some(a.space) {
+                    return Err(format!(
+                        "PASID object {} uses another IoSpace than its device",
+                        id.0
+                    ));
+                }
                 let u = unit_id(caps, unit).ok_or("PASID on a dead unit")?;
                 let (space, did, root) = attachment_space(caps, &a).ok_or(format!(
                     "PASID object {} attached to a dead IoSpace or user table",
