@@ -520,7 +520,9 @@ impl<S: Storage> Caps<S> {
             }
         }
         if let Some(cpu) = cap.cpu {
-            let size_bits = self.object(cap.object).map_or(crate::PAGE_BITS, |o| o.size_bits);
+            let size_bits = self
+                .object(cap.object)
+                .map_or(crate::PAGE_BITS, |o| o.size_bits);
             sink.push(Effect::UnmapCpuPage {
                 vspace: cpu.vspace,
                 vaddr: cpu.vaddr,

@@ -48,17 +48,31 @@ impl<S: Storage> Caps<S> {
             rights,
         });
         if let Some(c) = self.slot_mut(frame).cap.as_mut() {
-            c.cpu = Some(CpuMapping { vspace, vaddr, rights });
+            c.cpu = Some(CpuMapping {
+                vspace,
+                vaddr,
+                rights,
+            });
         }
         Ok(())
     }
 
     /// Remove the CPU mapping this Frame copy holds. Errors: `NotMapped`.
-    pub fn unmap_frame(&mut self, frame: SlotId, sink: &mut (impl EffectSink + ?Sized)) -> Result<(), Error> {
+    pub fn unmap_frame(
+        &mut self,
+        frame: SlotId,
+        sink: &mut (impl EffectSink + ?Sized),
+    ) -> Result<(), Error> {
         let cap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
         let cpu = cap.cpu.ok_or(Error::NotMapped)?;
-        let size_bits = self.object(cap.object).map_or(crate::PAGE_BITS, |o| o.size_bits);
-        sink.push(Effect::UnmapCpuPage { vspace: cpu.vspace, vaddr: cpu.vaddr, size_bits });
+        let size_bits = self
+            .object(cap.object)
+            .map_or(crate::PAGE_BITS, |o| o.size_bits);
+        sink.push(Effect::UnmapCpuPage {
+            vspace: cpu.vspace,
+            vaddr: cpu.vaddr,
+            size_bits,
+        });
         if let Some(c) = self.slot_mut(frame).cap.as_mut() {
             c.cpu = None;
         }

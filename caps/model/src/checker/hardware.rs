@@ -147,7 +147,9 @@ impl AbstractIommu {
         self.absorb();
         match effect {
             // The abstract IOMMU models DMA only; CPU mappings do not reach it.
-            Effect::ClearMemory { .. } | Effect::MapCpuPage { .. } | Effect::UnmapCpuPage { .. } => {}
+            Effect::ClearMemory { .. }
+            | Effect::MapCpuPage { .. }
+            | Effect::UnmapCpuPage { .. } => {}
             Effect::MapIoPage {
                 space,
                 ipa,
