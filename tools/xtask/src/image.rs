@@ -1,160 +1,144 @@
-//! System images: `images/<NAME>.toml`, checked before anything is built.
+//! System images: `images/<NAME>.toml`, validated by the `sysimage` crate
+//! (tools/image) against the platform of the chosen architecture before
+//! anything is built.
 //!
-//! Today an image holds only a description; the full format (protection
-//! domains, memory regions, IOMMU grants) comes later. Unknown keys are
-//! rejected now so that a typo never passes silently.
+//! The format, the platforms and every rejection are described in
+//! `images/README.md`; this file only connects xtask to them: it picks the
+//! platform for `--arch`, lists the workspace's user programs, and turns
+//! an image error (file, line, entry, problem, fix) into xtask's [`Error`].
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
+use sysimage::sysdesc::archive;
 
 use crate::error::{Error, Result};
+use crate::machines::Arch;
 
 /// The image `cargo xtask run` boots when `--image` is not given.
 pub const DEFAULT_IMAGE: &str = "default";
 
-/// The contents of `images/<NAME>.toml`.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Image {
-    /// What the image does when booted, in a sentence or two.
-    pub description: String,
-}
-
-/// A validated image: its name and contents.
-#[derive(Debug)]
-pub struct LoadedImage {
-    /// The name given to `--image` (the file name without `.toml`).
-    pub name: String,
-    /// What the file says.
-    pub image: Image,
-}
-
-/// Checks that `name` can be an image name: lowercase letters, digits, `-`
-/// and `_`, so it is a file name and safe on the kernel command line.
-pub fn validate_name(name: &str) -> Result<()> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
-    if name.is_empty() || !name.chars().all(allowed) {
-        return Err(Error::new(
-            format!("invalid image name `{name}`"),
-            "image names use lowercase letters, digits, `-` and `_` (the file images/<NAME>.toml)",
-        ));
+impl From<sysimage::ImageError> for Error {
+    fn from(error: sysimage::ImageError) -> Error {
+        let mut located = error.file.display().to_string();
+        if let Some((line, column)) = error.position {
+            located.push_str(&format!(":{line}:{column}"));
+        }
+        if !error.entry.is_empty() {
+            located.push_str(&format!(": {}", error.entry));
+        }
+        Error::new(format!("{located}: {}", error.problem), error.fix)
     }
-    Ok(())
 }
 
-/// The names of the images in `dir`, sorted.
-pub fn available(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let path = entry.path();
-            (path.extension()? == "toml").then_some(())?;
-            Some(path.file_stem()?.to_str()?.to_string())
-        })
-        .collect();
-    names.sort();
-    names
+/// The architecture as the image tools name it.
+pub fn image_arch(arch: Arch) -> archive::Arch {
+    match arch {
+        Arch::X86_64 => archive::Arch::X86_64,
+        Arch::Aarch64 => archive::Arch::Aarch64,
+    }
 }
 
-/// Parses the text of an image file; `path` names it in errors.
-pub fn parse(path: &Path, text: &str) -> Result<Image> {
-    toml::from_str(text).map_err(|error| {
-        let location = match error.span() {
-            Some(span) => {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("{}:{line}", path.display())
-            }
-            None => path.display().to_string(),
-        };
-        Error::new(
-            format!("{location}: {}", error.message().trim_end()),
-            "an image has one key today: description = \"...\"",
-        )
-    })
+/// The platform `--arch` selects: `images/platforms/q35.toml` for x86_64,
+/// `virt.toml` for aarch64.
+pub fn platform(root: &Path, arch: Arch) -> Result<sysimage::Platform> {
+    let name = sysimage::platform::for_arch(image_arch(arch));
+    Ok(sysimage::platform::load(
+        &root.join("images/platforms"),
+        name,
+    )?)
 }
 
-/// Loads and checks `images/<name>.toml` under `images_dir`.
-pub fn load(images_dir: &Path, name: &str) -> Result<LoadedImage> {
-    validate_name(name)?;
-    let file = format!("{name}.toml");
-    let path: PathBuf = images_dir.join(&file);
-    // Errors name the file as the user knows it: `images/<name>.toml`.
-    let shown = images_dir
-        .file_name()
-        .map_or_else(|| path.clone(), |dir| Path::new(dir).join(&file));
-    let text = fs::read_to_string(&path).map_err(|_| {
-        let names = available(images_dir);
-        let choices = if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        };
-        Error::new(
-            format!("unknown image `{name}` (no {})", shown.display()),
-            format!("use --image with one of: {choices}"),
-        )
-    })?;
-    Ok(LoadedImage {
-        name: name.to_string(),
-        image: parse(&shown, &text)?,
-    })
+/// Loads `images/<name>.toml` and validates it against the platform of
+/// `arch` and the user programs of the workspace.
+pub fn load(root: &Path, arch: Arch, name: &str) -> Result<sysimage::Image> {
+    let platform = platform(root, arch)?;
+    let programs = sysimage::workspace_programs(root)?;
+    Ok(sysimage::load(
+        &root.join("images"),
+        name,
+        &platform,
+        &programs,
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
-    fn images_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images")
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
 
     #[test]
-    fn names() {
-        assert!(validate_name("default").is_ok());
-        assert!(validate_name("edu-nested_2").is_ok());
-        for bad in ["", "../default", "a/b", "Default", "x y", "a.toml", "é"] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
+    fn every_image_in_the_repository_loads_on_both_architectures() {
+        let names = sysimage::available(&root().join("images"));
+        assert!(names.iter().any(|name| name == DEFAULT_IMAGE), "{names:?}");
+        for arch in Arch::ALL {
+            for name in &names {
+                let image = load(&root(), arch, name).unwrap_or_else(|error| panic!("{error}"));
+                assert!(!image.description.trim().is_empty(), "{name}");
+            }
         }
     }
 
     #[test]
-    fn unknown_keys_are_named_with_their_line() {
-        let error = parse(
-            Path::new("images/x.toml"),
-            "description = \"d\"\nregions = 3\n",
-        )
-        .unwrap_err();
-        assert!(error.problem.starts_with("images/x.toml:2:"), "{error}");
-        assert!(error.problem.contains("regions"), "{error}");
+    fn image_errors_keep_file_line_entry_and_fix() {
+        let error = Error::from(
+            sysimage::ImageError::new(
+                Path::new("images/x.toml"),
+                "channel 0",
+                "unknown protection_domain `srv`",
+                "use one of: server",
+            )
+            .at("a\nb", 2),
+        );
+        assert_eq!(
+            error.problem,
+            "images/x.toml:2:1: channel 0: unknown protection_domain `srv`"
+        );
+        assert_eq!(error.fix, "use one of: server");
     }
 
     #[test]
-    fn missing_description_is_an_error() {
-        let error = parse(Path::new("images/x.toml"), "").unwrap_err();
-        assert!(error.problem.contains("description"), "{error}");
-    }
-
-    #[test]
-    fn unknown_image_lists_the_available_ones() {
-        let error = load(&images_dir(), "no-such-image").unwrap_err();
+    fn unknown_images_list_the_available_ones() {
+        let error = load(&root(), Arch::X86_64, "no-such-image").unwrap_err();
         assert!(
-            error.problem.contains("(no images/no-such-image.toml)"),
+            error.problem.contains("unknown image `no-such-image`"),
             "{error}"
         );
-        assert!(error.fix.contains("default"), "{error}");
+        assert!(error.fix.contains(DEFAULT_IMAGE), "{error}");
     }
 
+    /// The platform files say which edu the machine table creates on every
+    /// run (`qemu = []`); they must agree with `machines.rs`.
     #[test]
-    fn every_image_in_the_repository_parses() {
-        let names = available(&images_dir());
-        assert!(names.iter().any(|name| name == DEFAULT_IMAGE), "{names:?}");
-        for name in names {
-            let loaded = load(&images_dir(), &name).unwrap_or_else(|error| panic!("{error}"));
-            assert!(!loaded.image.description.trim().is_empty(), "{name}");
+    fn platforms_agree_with_the_machine_table() {
+        for arch in Arch::ALL {
+            let platform = platform(&root(), arch).unwrap();
+            assert_eq!(platform.arch, image_arch(arch));
+            let machine_edus = arch
+                .machine()
+                .device_args
+                .iter()
+                .filter(|arg| arg.split(',').next() == Some("edu"))
+                .count();
+            let listed = platform
+                .devices
+                .iter()
+                .filter(|device| device.qemu.is_empty() && device.model == "edu")
+                .count();
+            assert_eq!(machine_edus, listed, "{}", platform.name);
+            // Every device an image can add is created at an explicit address.
+            for device in platform.devices.iter().filter(|d| !d.qemu.is_empty()) {
+                let address = format!("addr={:02x}.{:x}", device.pci.device, device.pci.function);
+                assert!(
+                    device.qemu.join(" ").contains(&address),
+                    "{}: {:?}",
+                    device.name,
+                    device.qemu
+                );
+            }
         }
     }
 }

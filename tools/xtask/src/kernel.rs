@@ -29,7 +29,7 @@ pub fn package_elf(root: &Path, arch: Arch, package: &str) -> PathBuf {
         .join(package)
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
         None => root.join("target"),

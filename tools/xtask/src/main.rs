@@ -5,6 +5,9 @@
 //! - `cargo xtask test`: host tests, then every QEMU system-test
 //!   configuration on both architectures; one closing `N passed, N failed`.
 //! - `cargo xtask build`: build the kernel only.
+//! - `cargo xtask graph --image NAME`: draw an image's capabilities as an SVG.
+//! - `cargo xtask pack --image NAME`: pack kernel, programs and description
+//!   into one boot-image archive.
 //!
 //! Each command first sets the machine up (Rust targets, QEMU 10.0 from
 //! bookworm-backports), so a fresh Debian 12 machine needs nothing else.
@@ -81,6 +84,25 @@ enum Task {
         #[arg(long, value_name = "x86_64|aarch64")]
         arch: Option<String>,
     },
+    /// Draw an image's capability distribution as an SVG (Graphviz), under target/images/.
+    Graph {
+        /// System image, the file images/<NAME>.toml.
+        #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
+        image: String,
+        /// Architecture whose platform (images/platforms/) the image is checked against.
+        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
+        arch: String,
+    },
+    /// Build the kernel and the image's programs and pack them with the
+    /// description into one boot-image archive under target/images/.
+    Pack {
+        /// System image, the file images/<NAME>.toml.
+        #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
+        image: String,
+        /// Architecture to pack for.
+        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
+        arch: String,
+    },
     /// Build the kernel (for both architectures unless --arch is given).
     Build {
         /// Architecture to build for.
@@ -102,6 +124,8 @@ fn main() -> ExitCode {
         Task::Test(args) => test(&root, &args),
         Task::Build { arch } => build(&root, arch),
         Task::Bench { arch } => bench(&root, arch),
+        Task::Graph { image, arch } => graph(&root, &arch, &image),
+        Task::Pack { image, arch } => pack(&root, &arch, &image),
     };
     match result {
         Ok(code) => code,
@@ -151,7 +175,7 @@ fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {
 
 fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) -> Result<ExitCode> {
     let arch = Arch::parse(arch)?;
-    let image = image::load(&root.join("images"), image)?;
+    let image = image::load(root, arch, image)?;
     let machine = arch.machine();
     setup::rust_targets(root)?;
     setup::qemu(&[machine])?;
@@ -159,9 +183,10 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
 
     eprintln!(
         "xtask: booting image `{}` on {}: {}",
-        image.name, machine.qemu, image.image.description
+        image.name, machine.qemu, image.description
     );
-    let mut extra = Vec::new();
+    // The devices of the platform (images/platforms/), e.g. the edu at 00:04.0.
+    let mut extra = image.platform.qemu_args();
     if gdb {
         extra.extend(["-s".to_string(), "-S".to_string()]);
         let debugger = match arch {
@@ -194,6 +219,81 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
             ),
         )),
     }
+}
+
+/// Where `graph` and `pack` write: `target/images/`.
+fn images_output(root: &Path) -> Result<PathBuf> {
+    let dir = kernel::target_dir(root).join("images");
+    std::fs::create_dir_all(&dir).map_err(|error| {
+        Error::new(
+            format!("cannot create {}: {error}", dir.display()),
+            "check the permissions of the target directory",
+        )
+    })?;
+    Ok(dir)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|error| {
+        Error::new(
+            format!("cannot write {}: {error}", path.display()),
+            "check the permissions of the target directory",
+        )
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| {
+        Error::new(
+            format!("cannot read {}: {error}", path.display()),
+            "rebuild it with cargo xtask build",
+        )
+    })
+}
+
+fn graph(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
+    let arch = Arch::parse(arch)?;
+    let image = image::load(root, arch, image)?;
+    setup::graphviz()?;
+    let dir = images_output(root)?;
+    let stem = format!("{}-{}", image.name, arch.name());
+    let source = sysimage::graph::dot(&image);
+    let dot = dir.join(format!("{stem}.dot"));
+    write_file(&dot, source.as_bytes())?;
+    let svg = dir.join(format!("{stem}.svg"));
+    sysimage::graph::render_svg(&source, &svg).map_err(|error| {
+        Error::new(
+            format!("Graphviz could not draw {}: {error}", dot.display()),
+            format!("run `dot -Tsvg {}` to see the problem", dot.display()),
+        )
+    })?;
+    println!("{}", svg.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pack(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
+    let arch = Arch::parse(arch)?;
+    let image = image::load(root, arch, image)?;
+    setup::rust_targets(root)?;
+    let kernel_elf = read_file(&kernel::build(root, arch)?)?;
+    let mut programs = std::collections::BTreeMap::new();
+    for program in &image.programs {
+        let path = kernel::build_package(root, arch, program)?;
+        programs.insert(program.clone(), read_file(&path)?);
+    }
+    let bytes = sysimage::pack::pack(&image, image::image_arch(arch), &kernel_elf, &programs)?;
+    let path = images_output(root)?.join(format!("{}-{}.img", image.name, arch.name()));
+    write_file(&path, &bytes)?;
+    eprintln!(
+        "xtask: packed image `{}` for {}: kernel, {} program(s) ({}), description; {} bytes",
+        image.name,
+        arch.name(),
+        image.programs.len(),
+        image.programs.join(", "),
+        bytes.len()
+    );
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {

@@ -1,5 +1,6 @@
 //! Setting up the machine, automatically on every `run`, `build` and `test`:
-//! the Rust targets from `rust-toolchain.toml` and QEMU 10.0 or newer.
+//! the Rust targets from `rust-toolchain.toml` and QEMU 10.0 or newer; for
+//! `graph`, Graphviz.
 //!
 //! Debian 12 ships QEMU 7.2, which lacks what the kernel needs (SMMUv3
 //! nesting, VT-d scalable-mode first stage), so QEMU comes from
@@ -175,6 +176,48 @@ pub fn qemu(machines: &[&Machine]) -> Result<()> {
                 "check `apt-cache policy qemu-system-x86 qemu-system-arm`; the commands were:\n{}",
                 install_commands()
             ),
+        ))
+    }
+}
+
+/// The Debian package with Graphviz `dot`, which draws `cargo xtask graph`.
+pub const GRAPHVIZ_PACKAGE: &str = "graphviz";
+
+/// Makes sure Graphviz `dot` is installed, installing Debian's `graphviz`
+/// when running as root; otherwise the error gives the exact command.
+pub fn graphviz() -> Result<()> {
+    let present = || {
+        Command::new("dot")
+            .arg("-V")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    let command =
+        format!("  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y {GRAPHVIZ_PACKAGE}");
+    if !is_root() {
+        return Err(Error::new(
+            "Graphviz `dot` is not installed",
+            format!("install it with:\n{command}"),
+        ));
+    }
+    eprintln!("xtask: Graphviz `dot` is missing; installing Debian's {GRAPHVIZ_PACKAGE}");
+    if apt(&["install", "-y", GRAPHVIZ_PACKAGE]).is_err() {
+        // A fresh machine may not have package lists yet.
+        apt(&["update"])?;
+        apt(&["install", "-y", GRAPHVIZ_PACKAGE])?;
+    }
+    if present() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            format!("`dot` is still missing after installing {GRAPHVIZ_PACKAGE}"),
+            format!("check `apt-cache policy {GRAPHVIZ_PACKAGE}`; the command was:\n{command}"),
         ))
     }
 }
