@@ -291,7 +291,9 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     arch::set_address_space(root);
     let (tcb_object, tcb) = task.tcb;
     let context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
-    if let Err(e) = crate::sched::start_root_thread(tcb_object, tcb, context, ROOT_PRIORITY) {
+    if let Err(e) =
+        crate::sched::start_root_thread(tcb_object, tcb, task.vspace, context, ROOT_PRIORITY)
+    {
         crate::println!("[boot] cannot start the root task: {e}");
         return crate::EXIT_BOOT_FAILED;
     }

@@ -55,6 +55,8 @@ const MAX_RETYPE_COUNT: u64 = 256;
 
 /// What the root task starts with.
 pub struct RootTask {
+    /// Its address space's root table (the INIT_VSPACE PageTable object).
+    pub vspace: u64,
     /// Its TCB object and the TCB's physical address.
     pub tcb: (caps::ObjectId, u64),
     /// Slot (kernel-held) of its CSpace root CNode.
@@ -119,7 +121,7 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     let caps = CAPS
         .call_once(|| spin::Mutex::new(Caps::new(Storage::with_cnode_memory(ROOT_SLOTS, arena))));
     let mut caps = caps.lock();
-    let mut clear = ClearMemory;
+    let mut clear = SINK;
     caps.boot_untyped(ARENA_SLOT, arena, ARENA_BITS, false)
         .map_err(|_| "arena untyped")?;
     caps.retype(
@@ -194,6 +196,31 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         .and_then(|o| o.memory())
         .map(|(paddr, _)| paddr)
         .ok_or("root TCB memory")?;
+    // The root task's address space becomes a PageTable object (INIT_VSPACE)
+    // so that it can map frames into itself: a copy of the boot root table.
+    let vspace_slot = slot(&caps, bootinfo::INIT_VSPACE).map_err(|_| "INIT_VSPACE slot")?;
+    let vspace_object = caps
+        .retype(largest_slot, NewObject::PageTable, vspace_slot, &mut clear)
+        .map_err(|_| "root VSpace")?;
+    let new_root = caps
+        .object(vspace_object)
+        .and_then(|o| o.memory())
+        .map(|(paddr, _)| paddr)
+        .ok_or("root VSpace memory")?;
+    // SAFETY: both are 4 KiB page-table pages in the direct map: the boot
+    // root (kernel-owned) and the fresh PageTable object.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            crate::mem::phys_to_virt(vspace) as *const u8,
+            crate::mem::phys_to_virt(new_root) as *mut u8,
+            4096,
+        )
+    };
+    let _ = PAGE_TABLES.lock().push(TableRecord {
+        object: vspace_object,
+        paddr: new_root,
+        installed_at: None,
+    });
 
     let info = BootInfo {
         magic: bootinfo::BOOT_INFO_MAGIC,
@@ -216,6 +243,7 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             .sum::<u64>()
     );
     Ok(RootTask {
+        vspace: new_root,
         tcb: (tcb, tcb_paddr),
         cspace: ROOT_CNODE_SLOT,
         ipc_buffer,
@@ -225,11 +253,37 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
 use abi::ipc::IPC_BUFFER_ADDRESS;
 
 /// Applies `ClearMemory` itself and hands IOMMU effects to the unit.
-struct ClearMemory;
+struct ClearMemory {
+    /// A `Frame.Map` asked for execute permission (read-only frames only).
+    execute: bool,
+}
+
+const SINK: ClearMemory = ClearMemory { execute: false };
 
 impl caps::EffectSink for ClearMemory {
     fn push(&mut self, effect: Effect) {
         match effect {
+            Effect::MapCpuPage {
+                vspace,
+                vaddr,
+                paddr,
+                size_bits,
+                rights,
+            } => {
+                let rights = crate::vspace::Rights {
+                    write: rights.contains(Rights::WRITE),
+                    execute: self.execute && !rights.contains(Rights::WRITE),
+                };
+                // Checked by `can_map` before the model was asked.
+                if let Err(e) = crate::vspace::map_leaf(vspace, vaddr, paddr, size_bits, rights) {
+                    crate::println!("[caps] a checked mapping failed: {e:?}");
+                }
+            }
+            Effect::UnmapCpuPage {
+                vspace,
+                vaddr,
+                size_bits,
+            } => crate::vspace::unmap_leaf(vspace, vaddr, size_bits),
             Effect::ClearMemory { paddr, size_bits } => {
                 if crate::arch::phys_map_covers(paddr, 1 << size_bits) {
                     // SAFETY: the model hands out memory of an Untyped the
@@ -315,10 +369,82 @@ pub fn lookup(
 
 /// After a delete or revoke: drop the kernel state of objects that died.
 fn reconcile(caps: &Caps<Storage>) {
-    crate::sched::reconcile(|object, kind, paddr| {
+    let alive = |object: caps::ObjectId, kind: ObjectKind, paddr: u64| {
         caps.object(object)
             .is_some_and(|o| o.kind() == kind && o.memory().map(|(p, _)| p) == Some(paddr))
-    });
+    };
+    crate::sched::reconcile(alive);
+    let mut tables = PAGE_TABLES.lock();
+    let dead: heapless::Vec<u64, MAX_PAGE_TABLES> = tables
+        .iter()
+        .filter(|t| !alive(t.object, ObjectKind::PageTable, t.paddr))
+        .map(|t| t.paddr)
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let inside_dead = |entry: u64| dead.iter().any(|&d| entry >= d && entry < d + 4096);
+    for table in tables.iter().filter(|t| dead.contains(&t.paddr)) {
+        match table.installed_at {
+            // A dead table still linked from a live one: unlink it.
+            Some(entry) if !inside_dead(entry) => crate::vspace::clear_entry(entry),
+            Some(_) => {}
+            // A dead address-space root: no thread may run on it any more.
+            None => crate::sched::forget_address_space(table.paddr),
+        }
+    }
+    // Drop the dead, and records of tables linked from a dead table (their
+    // entry lives in memory that may be retyped).
+    tables.retain(|t| !dead.contains(&t.paddr) && !t.installed_at.is_some_and(inside_dead));
+}
+
+/// A PageTable object the kernel linked into an address space: installed
+/// under a table entry, or (`installed_at: None`) an address space's root.
+struct TableRecord {
+    object: caps::ObjectId,
+    paddr: u64,
+    installed_at: Option<u64>,
+}
+
+const MAX_PAGE_TABLES: usize = 512;
+
+static PAGE_TABLES: spin::Mutex<heapless::Vec<TableRecord, MAX_PAGE_TABLES>> =
+    spin::Mutex::new(heapless::Vec::new());
+
+/// The physical address of the PageTable in `slot`, which must be an
+/// address space's root or become one. Errors: `AlreadyMapped` if it is
+/// installed as a lower-level table.
+fn as_root(caps: &Caps<Storage>, slot: SlotId) -> Result<u64, Error> {
+    let cap = *caps.lookup_as(slot, ObjectKind::PageTable, Rights::WRITE)?;
+    let paddr = caps
+        .object(cap.object())
+        .and_then(|o| o.memory())
+        .map(|(p, _)| p)
+        .ok_or(Error::DeadObject)?;
+    let mut tables = PAGE_TABLES.lock();
+    match tables.iter().find(|t| t.paddr == paddr) {
+        Some(t) if t.installed_at.is_some() => Err(Error::AlreadyMapped),
+        Some(_) => Ok(paddr),
+        None => {
+            tables
+                .push(TableRecord {
+                    object: cap.object(),
+                    paddr,
+                    installed_at: None,
+                })
+                .map_err(|_| Error::ObjectTableFull)?;
+            // A new root gets the kernel's half of every address space.
+            crate::vspace::init_root(paddr);
+            Ok(paddr)
+        }
+    }
+}
+
+fn memory_of(caps: &Caps<Storage>, slot: SlotId) -> Result<(u64, u8), Error> {
+    let cap = *caps.lookup(slot)?;
+    caps.object(cap.object())
+        .and_then(|o| o.memory())
+        .ok_or(Error::DeadObject)
 }
 
 fn argument(message: &Message, index: usize) -> Result<u64, Error> {
@@ -345,7 +471,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
         .map_err(|_| Error::LookupFailed)?;
     let kind = caps.lookup(slot)?.kind();
     let invocation = Invocation::from_label(message.info.label).ok_or(Error::InvalidInvocation)?;
-    let mut sink = ClearMemory;
+    let mut sink = SINK;
     match (kind, invocation) {
         (ObjectKind::Untyped, Invocation::UntypedRetype) => {
             let object_type =
@@ -461,6 +587,104 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 return Ok(Reply::EMPTY);
             }
             crate::sched::invoke_tcb(cap.object(), paddr, invocation, &message.mrs[..length])?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::Frame, Invocation::FrameMap) => {
+            if message.info.extra_caps == 0 {
+                return Err(Error::TruncatedMessage);
+            }
+            let vspace_slot = caps
+                .resolve(cspace, message.extra_caps[0])
+                .map_err(|_| Error::LookupFailed)?;
+            let vaddr = argument(message, 0)?;
+            let bits = argument(message, 1)?;
+            let rights = Rights::from_bits_truncate((bits & 3) as u8);
+            let execute = bits & 4 != 0;
+            if execute && rights.contains(Rights::WRITE) {
+                return Err(Error::InvalidRights);
+            }
+            let root = as_root(&caps, vspace_slot)?;
+            let (_, size_bits) = memory_of(&caps, slot)?;
+            crate::vspace::can_map(root, vaddr, size_bits).map_err(|e| match e {
+                crate::vspace::MapError::MissingTable(_) => Error::MissingPageTable,
+                crate::vspace::MapError::BadAddress(_) => Error::InvalidAddress,
+                _ => Error::AddressInUse,
+            })?;
+            let mut sink = ClearMemory { execute };
+            caps.map_frame(slot, root, vaddr, rights, &mut sink)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::Frame, Invocation::FrameUnmap) => {
+            if caps.lookup(slot)?.cpu_mapping().is_some() {
+                caps.unmap_frame(slot, &mut sink)?;
+            } else {
+                caps.unmap_io(slot, &mut sink)?;
+            }
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::PageTable, Invocation::PageTableMap) => {
+            if message.info.extra_caps == 0 {
+                return Err(Error::TruncatedMessage);
+            }
+            let vspace_slot = caps
+                .resolve(cspace, message.extra_caps[0])
+                .map_err(|_| Error::LookupFailed)?;
+            let root = as_root(&caps, vspace_slot)?;
+            let object = caps.lookup(slot)?.object();
+            let (paddr, _) = memory_of(&caps, slot)?;
+            let mut tables = PAGE_TABLES.lock();
+            if tables.iter().any(|t| t.paddr == paddr) {
+                return Err(Error::AlreadyMapped);
+            }
+            if tables.is_full() {
+                return Err(Error::ObjectTableFull);
+            }
+            let entry =
+                crate::vspace::install_table(root, argument(message, 0)?, paddr).map_err(|e| {
+                    match e {
+                        crate::vspace::MapError::BadAddress(_) => Error::InvalidAddress,
+                        _ => Error::AddressInUse,
+                    }
+                })?;
+            let _ = tables.push(TableRecord {
+                object,
+                paddr,
+                installed_at: Some(entry),
+            });
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::PageTable, Invocation::PageTableUnmap) => {
+            let (paddr, _) = memory_of(&caps, slot)?;
+            let mut tables = PAGE_TABLES.lock();
+            let index = tables
+                .iter()
+                .position(|t| t.paddr == paddr && t.installed_at.is_some())
+                .ok_or(Error::NotMapped)?;
+            if let Some(entry) = tables[index].installed_at {
+                crate::vspace::clear_entry(entry);
+            }
+            tables.swap_remove(index);
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::Tcb, Invocation::TcbConfigure) => {
+            if !caps.lookup(slot)?.rights().contains(Rights::WRITE) {
+                return Err(Error::InsufficientRights);
+            }
+            if message.info.extra_caps < 2 {
+                return Err(Error::TruncatedMessage);
+            }
+            let (tcb, _) = memory_of(&caps, slot)?;
+            let vspace_slot = caps
+                .resolve(cspace, message.extra_caps[1])
+                .map_err(|_| Error::LookupFailed)?;
+            let root = as_root(&caps, vspace_slot)?;
+            let fault_endpoint = argument(message, 0)?;
+            drop(caps);
+            if fault_endpoint != 0 {
+                let endpoint = lookup(cspace, fault_endpoint, ObjectKind::Endpoint, Rights::WRITE)?;
+                crate::sched::set_fault_handler(tcb, &endpoint)?;
+            }
+            crate::sched::set_address_space(tcb, root);
             Ok(Reply::EMPTY)
         }
         (ObjectKind::IommuControl, Invocation::IommuIdentify) => {

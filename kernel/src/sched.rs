@@ -66,6 +66,8 @@ pub struct Tcb {
     /// then holds the message the handler receives.
     faulted: u8,
     fault: [u64; 4],
+    /// The root table of the address space it runs in (0: none yet).
+    vspace: u64,
 }
 
 const _: () = assert!(size_of::<Tcb>() <= 2048);
@@ -257,14 +259,17 @@ impl Scheduler {
 pub fn start_root_thread(
     object: ObjectId,
     paddr: u64,
+    vspace: u64,
     context: UserContext,
     priority: u8,
 ) -> Result<(), Error> {
+    DEFAULT_SPACE.store(vspace, core::sync::atomic::Ordering::Relaxed);
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     let t = tcb(paddr);
     t.context = context;
     t.priority = priority;
+    t.vspace = vspace;
     scheduler.make_ready(paddr);
     Ok(())
 }
@@ -303,6 +308,13 @@ pub fn invoke_tcb(
             Ok(())
         }
         abi::Invocation::TcbResume => {
+            if tcb(paddr).vspace == 0 {
+                let default = DEFAULT_SPACE.load(core::sync::atomic::Ordering::Relaxed);
+                if default == 0 {
+                    return Err(Error::DeadObject);
+                }
+                tcb(paddr).vspace = default;
+            }
             scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
             if tcb(paddr).state == state::INACTIVE {
                 scheduler.make_ready(paddr);
@@ -314,6 +326,35 @@ pub fn invoke_tcb(
             Ok(())
         }
         _ => Err(Error::NotSupported),
+    }
+}
+
+/// The address space a thread created by `Retype` starts in (the root
+/// task's), set at boot.
+static DEFAULT_SPACE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// `Tcb.Configure`: the TCB at `paddr` runs in the address space rooted at `root`.
+pub fn set_address_space(paddr: u64, root: u64) {
+    tcb(paddr).vspace = root;
+}
+
+/// An address space's root died: its threads stop.
+pub fn forget_address_space(root: u64) {
+    let mut scheduler = SCHEDULER.lock();
+    let threads: heapless::Vec<u64, MAX_REGISTERED> = scheduler
+        .registry
+        .iter()
+        .filter(|r| r.kind == caps::ObjectKind::Tcb)
+        .map(|r| r.paddr)
+        .collect();
+    for thread in threads {
+        if tcb(thread).vspace == root {
+            scheduler.detach(thread);
+            tcb(thread).vspace = 0;
+        }
+    }
+    if DEFAULT_SPACE.load(core::sync::atomic::Ordering::Relaxed) == root {
+        DEFAULT_SPACE.store(0, core::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -613,10 +654,16 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
     // gets a fresh slice when it is dispatched after another one, or after
     // its slice expired; system calls do not touch the timer.
     let mut slice_owner = 0u64;
+    let mut loaded_space = 0u64;
     loop {
         let Some(current) = SCHEDULER.lock().pick() else {
             return Stop::Deadlock;
         };
+        let space = tcb(current).vspace;
+        if space != loaded_space {
+            arch::set_address_space(space);
+            loaded_space = space;
+        }
         if current != slice_owner {
             arch::timer_start(TIME_SLICE);
             slice_owner = current;

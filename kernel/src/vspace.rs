@@ -16,6 +16,10 @@ pub struct Rights {
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
+    /// A page-table level on the way is missing (and may not be allocated).
+    MissingTable(u64),
+    /// Every table level on the way is already present.
+    TablesPresent(u64),
     /// The virtual address is not 4 KiB aligned or not in user space.
     BadAddress(u64),
     /// A page is already mapped there.
@@ -117,4 +121,110 @@ pub fn space_with_program(
         frames.alloc()
     })?;
     Ok(root)
+}
+
+/// The slot of the entry for `va` at `level` (0 = root), following present
+/// table entries from `root_pa`; `Err` names the first level whose entry is
+/// missing (or a huge mapping in the way).
+fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<*mut u64, MapError> {
+    let mut table_pa = root_pa;
+    for l in 0..level {
+        let slot = table(table_pa).wrapping_add(index(va, l));
+        // SAFETY: `table_pa` is a table of this space (the root, or read from
+        // a present table entry), in the direct map; index < 512.
+        let entry = unsafe { slot.read_volatile() };
+        if !paging::entry_valid(entry) {
+            return Err(MapError::MissingTable(va));
+        }
+        if paging::entry_is_leaf(entry, l) {
+            return Err(MapError::HugePageInTheWay(va));
+        }
+        table_pa = paging::entry_address(entry);
+    }
+    Ok(table(table_pa).wrapping_add(index(va, level)))
+}
+
+/// Installs the zeroed table `table_pa` as the highest missing level on the
+/// way to `va`; returns the physical address of the entry written.
+pub fn install_table(root_pa: u64, va: u64, table_pa: u64) -> Result<u64, MapError> {
+    if va >= paging::USER_TOP {
+        return Err(MapError::BadAddress(va));
+    }
+    for level in 0..LEVELS - 1 {
+        let slot = slot_at(root_pa, va, level)?;
+        // SAFETY: `slot` points into a table of this space (see `slot_at`).
+        let entry = unsafe { slot.read_volatile() };
+        if !paging::entry_valid(entry) {
+            // SAFETY: as above; the new table is a zeroed page-table object.
+            unsafe { slot.write_volatile(paging::table_entry(table_pa)) };
+            return Ok(slot as u64 - crate::arch::PHYS_MAP_BASE);
+        }
+    }
+    Err(MapError::TablesPresent(va))
+}
+
+/// Checks that a page of `2^size_bits` bytes could be mapped at `va` without
+/// allocating: every level above it present, the leaf empty.
+pub fn can_map(root_pa: u64, va: u64, size_bits: u8) -> Result<(), MapError> {
+    let level = if size_bits == 21 {
+        LEVELS - 2
+    } else {
+        LEVELS - 1
+    };
+    if !va.is_multiple_of(1 << size_bits) || va >= paging::USER_TOP {
+        return Err(MapError::BadAddress(va));
+    }
+    let slot = slot_at(root_pa, va, level)?;
+    // SAFETY: `slot` points into a table of this space.
+    if paging::entry_valid(unsafe { slot.read_volatile() }) {
+        return Err(MapError::AlreadyMapped(va));
+    }
+    Ok(())
+}
+
+/// Writes the leaf for a page checked by [`can_map`].
+pub fn map_leaf(
+    root_pa: u64,
+    va: u64,
+    pa: u64,
+    size_bits: u8,
+    rights: Rights,
+) -> Result<(), MapError> {
+    can_map(root_pa, va, size_bits)?;
+    let level = if size_bits == 21 {
+        LEVELS - 2
+    } else {
+        LEVELS - 1
+    };
+    let slot = slot_at(root_pa, va, level)?;
+    let entry = if size_bits == 21 {
+        paging::large_leaf_entry(pa, rights)
+    } else {
+        paging::leaf_entry(pa, rights)
+    };
+    // SAFETY: `slot` points into a table of this space; the leaf was empty.
+    unsafe { slot.write_volatile(entry) };
+    Ok(())
+}
+
+/// Clears the leaf mapping `va` (if the tables still lead there) and flushes.
+pub fn unmap_leaf(root_pa: u64, va: u64, size_bits: u8) {
+    let level = if size_bits == 21 {
+        LEVELS - 2
+    } else {
+        LEVELS - 1
+    };
+    if let Ok(slot) = slot_at(root_pa, va, level) {
+        // SAFETY: `slot` points into a table of this space.
+        unsafe { slot.write_volatile(0) };
+    }
+    paging::flush_tlb();
+}
+
+/// Clears the table entry at physical address `entry_pa` and flushes.
+pub fn clear_entry(entry_pa: u64) {
+    // SAFETY: the caller names a page-table entry it installed, in the
+    // direct map.
+    unsafe { (phys_to_virt(entry_pa) as *mut u64).write_volatile(0) };
+    paging::flush_tlb();
 }

@@ -85,8 +85,12 @@ pub enum Error {
     /// The [`crate::MessageInfo`] word is malformed (length or capability
     /// count out of range, reserved bits set).
     InvalidMessage = 69,
-    /// A debug system call in a kernel built without debug support.
+    /// This kernel does not implement the operation yet (or a debug call in
+    /// a kernel built without debug support).
     NotSupported = 70,
+    /// A mapping needs a page table the address space does not have: map a
+    /// PageTable object there first.
+    MissingPageTable = 71,
 }
 
 impl Error {
@@ -96,7 +100,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 36] = [
+    pub const ALL: [Error; 37] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -133,6 +137,7 @@ impl Error {
         Error::TruncatedMessage,
         Error::InvalidMessage,
         Error::NotSupported,
+        Error::MissingPageTable,
     ];
 
     /// The error with this number, if any.

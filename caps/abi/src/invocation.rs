@@ -39,8 +39,13 @@ pub enum Invocation {
     /// strictness as delete.
     CnodeRevoke = 14,
 
-    /// Tcb: set CSpace (cap 0), VSpace (cap 1), IPC buffer frame (cap 2) at
-    /// address `MR1`, and fault endpoint slot `MR0`.
+    /// Tcb: set the VSpace (cap 1: a PageTable, which becomes an address
+    /// space's root) and the fault endpoint slot `MR0` (0: none). For now
+    /// every thread shares the caller's CSpace (cap 0 must be the caller's
+    /// CNode) and IPC buffer (cap 2 and `MR1` are ignored). Errors:
+    /// `AlreadyMapped` (cap 1 is installed as a lower-level table). The
+    /// full form (own CSpace, IPC buffer frame at address `MR1`) comes with
+    /// capability transfer.
     TcbConfigure = 20,
     /// Tcb: set priority `MR0` (0..=255). Errors: `InvalidArgument`.
     TcbSetPriority = 21,
@@ -56,15 +61,22 @@ pub enum Invocation {
     /// `WrongKind` (not an endpoint), `InsufficientRights` (no write right).
     TcbSetFaultHandler = 25,
 
-    /// Frame: map into the VSpace cap 0 at address `MR0` with rights `MR1`
-    /// (bit 0 read, 1 write, 2 execute; at most the cap's). Errors:
-    /// `AlreadyMapped`, `InvalidAddress`, `AddressInUse`, `InvalidRights`.
+    /// Frame: map into the VSpace cap 0 (a PageTable used as an address
+    /// space's root) at address `MR0` with rights `MR1`
+    /// (bit 0 read, 1 write, 2 execute; read and write at most the cap's;
+    /// execute only without write). Every page-table level above the page
+    /// must be present. Errors: `AlreadyMapped` (this copy holds a mapping),
+    /// `InvalidAddress` (misaligned, outside user space), `AddressInUse`,
+    /// `InvalidRights`, `InsufficientRights`, `MissingPageTable`.
     FrameMap = 30,
     /// Frame: remove this capability's mapping (CPU or IO). Errors: `NotMapped`.
     FrameUnmap = 31,
-    /// PageTable: install in the VSpace cap 0 to cover address `MR0`.
+    /// PageTable: install as the highest missing table level of the VSpace
+    /// cap 0 on the way to address `MR0`. Errors: `AddressInUse` (every level
+    /// is present), `InvalidAddress`, `AlreadyMapped` (this table is already
+    /// installed, or is an address space's root).
     PageTableMap = 32,
-    /// PageTable: remove from its VSpace.
+    /// PageTable: remove from its VSpace. Errors: `NotMapped`.
     PageTableUnmap = 33,
 
     /// IrqControl: create a handler for line `MR0` in slot `MR1`.

@@ -46,6 +46,26 @@ pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
     entry
 }
 
+/// A 2 MiB EL0 block at level 2 with `rights`.
+pub fn large_leaf_entry(pa: u64, rights: Rights) -> u64 {
+    // A block descriptor is a page descriptor with bit 1 clear.
+    leaf_entry(pa & !0x1F_FFFF, rights) & !TABLE_OR_PAGE
+}
+
+/// Drops every EL1&0 translation (all address spaces: no ASIDs yet).
+pub fn flush_tlb() {
+    // SAFETY: TLB maintenance only discards cached translations.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb ish",
+            "isb",
+            options(nostack)
+        )
+    };
+}
+
 /// Whether an entry is valid.
 pub fn entry_valid(entry: u64) -> bool {
     entry & VALID != 0

@@ -113,8 +113,9 @@ boot_long_mode:
     .section .bss.boot_stack, "aw", @nobits
     .balign 16
 boot_stack:
-    /* 1 MiB: the capability storage (several hundred KiB) is built on it once at boot. */
-    .skip 1024 * 1024
+    /* 4 MiB: the capability storage (about half a MiB, moved a few times)
+       is built on it once at boot. */
+    .skip 4 * 1024 * 1024
     .global boot_stack_top
 boot_stack_top:
     "#,

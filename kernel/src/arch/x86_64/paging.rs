@@ -30,6 +30,19 @@ pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
     entry
 }
 
+/// A 2 MiB user leaf with `rights` (a page-directory entry with PS set).
+pub fn large_leaf_entry(pa: u64, rights: Rights) -> u64 {
+    leaf_entry(pa & !0x1F_FFFF, rights) | HUGE
+}
+
+/// Drops every non-global translation of the current address space.
+pub fn flush_tlb() {
+    // SAFETY: rewriting CR3 with its own value only flushes the TLB.
+    unsafe {
+        core::arch::asm!("mov {t}, cr3", "mov cr3, {t}", t = out(reg) _, options(nostack, preserves_flags));
+    }
+}
+
 /// Whether an entry is present.
 pub fn entry_valid(entry: u64) -> bool {
     entry & PRESENT != 0
