@@ -1,0 +1,307 @@
+//! `vspaces`: address spaces from user space. The root task builds a second
+//! address space out of a PageTable root, intermediate PageTables and
+//! Frames, copies a tiny program into it, and starts a thread there whose
+//! fault handler is the root task:
+//!
+//! - the child's first load touches an unmapped page: the fault reaches the
+//!   root task, which maps a Frame there and resumes the child;
+//! - the child then sends what it read over an endpoint: IPC between two
+//!   address spaces;
+//! - the mapping rules answer with their errors (missing page table, address
+//!   in use, write+execute, rights beyond the capability's);
+//! - deleting the child's root stops it.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use abi::bootinfo::{self, BootInfo};
+use rt::check;
+use rt::testing::{Outcome, Suite};
+use sys::{
+    CNode, Cap, Endpoint, Error, Frame, MapRights, MessageInfo, ObjectType, PageTable, Rights, Tcb,
+    Untyped,
+};
+
+rt::entry!(main);
+
+/// Where the child's code runs, in its address space.
+const CHILD_CODE: u64 = 0x40_0000;
+/// The page the child reads; not mapped until its fault is handled.
+const CHILD_DATA: u64 = 0x50_0000;
+/// Where the root task maps frames into itself to fill them.
+const SCRATCH: u64 = 0x10_0000_0000;
+/// What the root task writes into the child's data page.
+const SECRET: u64 = 0x4242_4242;
+
+// The child program: data, never executed here (it is copied into a Frame
+// that the child's address space maps read-execute).
+#[allow(unsafe_code)]
+mod child {
+    core::arch::global_asm!(
+        ".section .rodata.child, \"a\"",
+        ".global child_start, child_end",
+        ".balign 16",
+        "child_start:",
+        #[cfg(target_arch = "x86_64")]
+        "mov r12, rdi
+     mov rbx, 0x500000
+     mov rax, [rbx]
+     mov rdx, rax
+     mov rdi, r12
+     movabs rsi, 0x500000001
+     mov eax, 2
+     syscall
+  2: pause
+     jmp 2b",
+        #[cfg(target_arch = "aarch64")]
+        "mov x19, x0
+     movz x1, #0x50, lsl #16
+     ldr x2, [x1]
+     mov x0, x19
+     movz x1, #5, lsl #32
+     orr x1, x1, #1
+     mov x8, #2
+     svc #0
+  2: b 2b",
+        "child_end:",
+    );
+}
+
+/// The child program's bytes (position independent, a few dozen bytes).
+#[allow(unsafe_code)]
+fn child_program() -> &'static [u8] {
+    unsafe extern "C" {
+        static child_start: u8;
+        static child_end: u8;
+    }
+    let start = &raw const child_start;
+    let end = &raw const child_end;
+    // SAFETY: the symbols delimit the bytes assembled above, in .rodata.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+}
+
+#[allow(unsafe_code)]
+fn boot_info() -> &'static BootInfo {
+    // SAFETY: the kernel maps a BootInfo read-only at BOOT_INFO_ADDRESS.
+    unsafe { &*(bootinfo::BOOT_INFO_ADDRESS as *const BootInfo) }
+}
+
+/// Writes `bytes` at `address` in this address space.
+#[allow(unsafe_code)]
+fn write_bytes(address: u64, bytes: &[u8]) {
+    // SAFETY: the caller mapped a writable frame at `address` and nothing
+    // else uses it; the write stays within the page.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len().min(4096))
+    };
+}
+
+struct Slots(u32);
+
+impl Slots {
+    fn take(&mut self) -> u32 {
+        self.0 += 1;
+        self.0 - 1
+    }
+}
+
+fn untyped() -> Cap<Untyped> {
+    let info = boot_info();
+    let count = info.untyped_count as usize;
+    let index = (1..count)
+        .max_by_key(|&i| info.untypeds[i].size_bits)
+        .unwrap_or(0);
+    Cap::from_slot(bootinfo::FIRST_UNTYPED + index as u32)
+}
+
+fn make<T: sys::CapType>(
+    slots: &mut Slots,
+    kind: ObjectType,
+    size_bits: u8,
+) -> Result<Cap<T>, Error> {
+    let slot = slots.take();
+    untyped().retype(kind, size_bits, slot, 1)?;
+    Ok(Cap::from_slot(slot))
+}
+
+fn own_space() -> Cap<PageTable> {
+    Cap::from_slot(bootinfo::INIT_VSPACE)
+}
+
+/// Installs page tables in `space` until a 4 KiB page at `address` can be mapped.
+fn tables_for(slots: &mut Slots, space: Cap<PageTable>, address: u64) -> Result<(), Error> {
+    for _ in 0..3 {
+        let table: Cap<PageTable> = make(slots, ObjectType::PageTable, 12)?;
+        match table.map(space, address) {
+            Ok(()) => {}
+            Err(Error::AddressInUse) => {
+                let _ = Cap::<CNode>::from_slot(bootinfo::INIT_CNODE).delete(table.slot());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Fills a new Frame through a scratch mapping in our own space, then unmaps it.
+fn filled_frame(slots: &mut Slots, bytes: &[u8]) -> Result<Cap<Frame>, Error> {
+    let frame: Cap<Frame> = make(slots, ObjectType::Frame, 12)?;
+    frame.map(own_space(), SCRATCH, MapRights::READ_WRITE)?;
+    write_bytes(SCRATCH, bytes);
+    frame.unmap()?;
+    Ok(frame)
+}
+
+fn main(_startup: &rt::Startup) -> i32 {
+    let mut slots = Slots(boot_info().first_free_slot as u32);
+    if let Err(e) = tables_for(&mut slots, own_space(), SCRATCH) {
+        rt::println!("[vspaces] tables for the scratch page: {e:?}");
+        return 1;
+    }
+    let mut suite = Suite::new();
+    suite.run("mapping_rules", || mapping_rules(&mut slots));
+    suite.run("child_space_fault_mapped_and_ipc", || {
+        child_space_fault_mapped_and_ipc(&mut slots)
+    });
+    suite.finish()
+}
+
+fn mapping_rules(slots: &mut Slots) -> Outcome {
+    let frame: Cap<Frame> = match make(slots, ObjectType::Frame, 12) {
+        Ok(f) => f,
+        Err(e) => rt::fail!("retype frame: {e:?}"),
+    };
+    let far = frame.map(own_space(), 0x7000_0000_0000, MapRights::READ);
+    check!(
+        far == Err(Error::MissingPageTable),
+        "mapping without page tables answered {far:?}"
+    );
+    let wx = frame.map(own_space(), SCRATCH, MapRights::from_bits(7));
+    check!(
+        wx == Err(Error::InvalidRights),
+        "write+execute answered {wx:?}"
+    );
+    check!(
+        frame.map(own_space(), SCRATCH, MapRights::READ).is_ok(),
+        "map read-only"
+    );
+    let twice = frame.map(own_space(), SCRATCH + 0x1000, MapRights::READ);
+    check!(
+        twice == Err(Error::AlreadyMapped),
+        "a second mapping of one copy answered {twice:?}"
+    );
+    let copy = slots.take();
+    check!(
+        Cap::<CNode>::from_slot(bootinfo::INIT_CNODE)
+            .mint(copy, frame.slot(), Rights::READ, 0)
+            .is_ok(),
+        "read-only copy"
+    );
+    let copy: Cap<Frame> = Cap::from_slot(copy);
+    let in_use = copy.map(own_space(), SCRATCH, MapRights::READ);
+    check!(
+        in_use == Err(Error::AddressInUse),
+        "mapping over a mapping answered {in_use:?}"
+    );
+    let amplify = copy.map(own_space(), SCRATCH + 0x1000, MapRights::READ_WRITE);
+    check!(
+        amplify == Err(Error::InsufficientRights),
+        "writing through a read-only copy answered {amplify:?}"
+    );
+    check!(frame.unmap().is_ok(), "unmap");
+    check!(frame.unmap() == Err(Error::NotMapped), "unmap twice");
+    Ok(())
+}
+
+fn child_space_fault_mapped_and_ipc(slots: &mut Slots) -> Outcome {
+    let step = |what: &str, result: Result<(), Error>| -> Outcome {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => rt::fail!("{what}: {e:?}"),
+        }
+    };
+    let root: Cap<PageTable> = match make(slots, ObjectType::PageTable, 12) {
+        Ok(r) => r,
+        Err(e) => rt::fail!("retype the child's root: {e:?}"),
+    };
+    step(
+        "page tables for the child's code",
+        tables_for(slots, root, CHILD_CODE),
+    )?;
+    let code = match filled_frame(slots, child_program()) {
+        Ok(f) => f,
+        Err(e) => rt::fail!("the child's code frame: {e:?}"),
+    };
+    step(
+        "map the code",
+        code.map(root, CHILD_CODE, MapRights::READ_EXECUTE),
+    )?;
+    let data = match filled_frame(slots, &SECRET.to_le_bytes()) {
+        Ok(f) => f,
+        Err(e) => rt::fail!("the child's data frame: {e:?}"),
+    };
+    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint, 0) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    let child: Cap<Tcb> = match make(slots, ObjectType::Tcb, 0) {
+        Ok(t) => t,
+        Err(e) => rt::fail!("retype TCB: {e:?}"),
+    };
+    let cnode = Cap::<CNode>::from_slot(bootinfo::INIT_CNODE);
+    step(
+        "configure",
+        child.configure(endpoint.slot(), cnode, root, data, 0),
+    )?;
+    step(
+        "registers",
+        child.write_registers(CHILD_CODE, 0, u64::from(endpoint.slot())),
+    )?;
+    step("priority", child.set_priority(50))?;
+    step("resume", child.resume())?;
+
+    // The child runs (we wait) and faults on its data page.
+    let fault = endpoint.recv();
+    let Ok(fault) = fault else {
+        rt::fail!("Recv answered {fault:?}")
+    };
+    check!(
+        fault.info.label == abi::FAULT_LABEL,
+        "first message label {:#x}, expected a fault",
+        fault.info.label
+    );
+    check!(
+        fault.mrs[1] == CHILD_DATA,
+        "fault address {:#x}, expected {CHILD_DATA:#x}",
+        fault.mrs[1]
+    );
+    let pc = fault.mrs[2];
+    check!(
+        (CHILD_CODE..CHILD_CODE + 64).contains(&pc),
+        "fault pc {pc:#x}"
+    );
+    // Handle it: map the page the child wanted, then resume it.
+    step(
+        "map the data page",
+        data.map(root, CHILD_DATA, MapRights::READ),
+    )?;
+    let message = endpoint.reply_recv(MessageInfo::new(0, 1), [0, 0, 0, 0]);
+    let Ok(message) = message else {
+        rt::fail!("ReplyRecv answered {message:?}")
+    };
+    check!(
+        message.info.label == 5,
+        "the child's message has label {}",
+        message.info.label
+    );
+    check!(
+        message.mrs[0] == SECRET,
+        "the child read {:#x} from its data page, expected {SECRET:#x}",
+        message.mrs[0]
+    );
+    // Deleting its address space stops it (it would spin forever otherwise).
+    step("delete the child's root", cnode.delete(root.slot()))?;
+    step("delete the child", cnode.delete(child.slot()))?;
+    Ok(())
+}
