@@ -297,12 +297,12 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
         crate::println!("[boot] cannot start the root task: {e}");
         return crate::EXIT_BOOT_FAILED;
     }
-    // Every thread shares the root task's CSpace and IPC buffer for now.
     let stop = crate::sched::run(tcb, |thread| {
+        let (cspace, ipc_buffer) = crate::objects::thread_context(thread);
         syscall::handle_thread(&syscall::Caller {
             thread,
-            cspace: task.cspace,
-            ipc_buffer: task.ipc_buffer,
+            cspace,
+            ipc_buffer,
         })
     });
     match stop {

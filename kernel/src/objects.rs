@@ -59,10 +59,6 @@ pub struct RootTask {
     pub vspace: u64,
     /// Its TCB object and the TCB's physical address.
     pub tcb: (caps::ObjectId, u64),
-    /// Slot (kernel-held) of its CSpace root CNode.
-    pub cspace: SlotId,
-    /// Physical address of its IPC buffer frame.
-    pub ipc_buffer: u64,
 }
 
 /// Why boot could not build the capability system.
@@ -242,11 +238,10 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             .map(|u| (1u64 << u.size_bits) >> 10)
             .sum::<u64>()
     );
+    ROOT_IPC_BUFFER.store(ipc_buffer, core::sync::atomic::Ordering::Relaxed);
     Ok(RootTask {
         vspace: new_root,
         tcb: (tcb, tcb_paddr),
-        cspace: ROOT_CNODE_SLOT,
-        ipc_buffer,
     })
 }
 
@@ -364,16 +359,28 @@ pub fn lookup(
         object: found.object(),
         paddr,
         badge: found.badge().0,
+        grant: found.rights().contains(Rights::GRANT),
     })
 }
 
 /// After a delete or revoke: drop the kernel state of objects that died.
-fn reconcile(caps: &Caps<Storage>) {
-    let alive = |object: caps::ObjectId, kind: ObjectKind, paddr: u64| {
+fn reconcile(caps: &mut Caps<Storage>) {
+    fn alive(caps: &Caps<Storage>, object: caps::ObjectId, kind: ObjectKind, paddr: u64) -> bool {
         caps.object(object)
             .is_some_and(|o| o.kind() == kind && o.memory().map(|(p, _)| p) == Some(paddr))
-    };
-    crate::sched::reconcile(alive);
+    }
+    let freed = crate::sched::reconcile(|object, kind, paddr| alive(caps, object, kind, paddr));
+    // Kernel-held CSpace capabilities of threads that died.
+    for slot in freed {
+        let mut sink = SINK;
+        if let Err(e) = caps.delete(SlotId(slot), &mut sink) {
+            crate::println!(
+                "[caps] a dead thread's CSpace capability stays in kernel slot {slot}: {e}"
+            );
+        }
+    }
+    let alive =
+        |object: caps::ObjectId, kind: ObjectKind, paddr: u64| alive(caps, object, kind, paddr);
     let mut tables = PAGE_TABLES.lock();
     let dead: heapless::Vec<u64, MAX_PAGE_TABLES> = tables
         .iter()
@@ -535,7 +542,14 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             Invocation::CnodeCopy | Invocation::CnodeMint | Invocation::CnodeMove,
         ) => {
             let dest = caps.resolve(slot, slot_index(argument(message, 0)?)?)?;
-            let source = caps.resolve(slot, slot_index(argument(message, 1)?)?)?;
+            // Cap 0, if given, is the CNode the source slot is in.
+            let source_cnode = if message.info.extra_caps > 0 {
+                caps.resolve(cspace, message.extra_caps[0])
+                    .map_err(|_| Error::LookupFailed)?
+            } else {
+                slot
+            };
+            let source = caps.resolve(source_cnode, slot_index(argument(message, 1)?)?)?;
             match invocation {
                 Invocation::CnodeMove => caps.move_cap(source, dest)?,
                 Invocation::CnodeCopy => {
@@ -556,7 +570,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             } else {
                 caps.revoke(target, &mut sink)
             };
-            reconcile(&caps);
+            reconcile(&mut caps);
             result?;
             Ok(Reply::EMPTY)
         }
@@ -679,6 +693,40 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 .map_err(|_| Error::LookupFailed)?;
             let root = as_root(&caps, vspace_slot)?;
             let fault_endpoint = argument(message, 0)?;
+            // The thread's CSpace: a copy of the CNode capability in a
+            // kernel-held slot (revoking the user's capability revokes it).
+            let cnode_slot = caps
+                .resolve(cspace, message.extra_caps[0])
+                .map_err(|_| Error::LookupFailed)?;
+            caps.lookup_as(cnode_slot, ObjectKind::CNode, Rights::NONE)?;
+            if message.info.extra_caps < 3 {
+                return Err(Error::TruncatedMessage);
+            }
+            let buffer_slot = caps
+                .resolve(cspace, message.extra_caps[2])
+                .map_err(|_| Error::LookupFailed)?;
+            let buffer_object = caps
+                .lookup_as(buffer_slot, ObjectKind::Frame, Rights::NONE)?
+                .object();
+            let (buffer, buffer_bits) = memory_of(&caps, buffer_slot)?;
+            if buffer_bits != 12 {
+                return Err(Error::InvalidSize);
+            }
+            let kernel_slot = (2..ROOT_SLOTS)
+                .map(SlotId)
+                .find(|&s| caps.lookup(s).is_err())
+                .ok_or(Error::ObjectTableFull)?;
+            caps.mint(cnode_slot, kernel_slot, Rights::ALL, Badge(0))?;
+            match crate::sched::set_cspace_and_buffer(tcb, kernel_slot.0, (buffer_object, buffer)) {
+                Ok(0) => {}
+                Ok(old) => {
+                    let _ = caps.delete(SlotId(old), &mut sink);
+                }
+                Err(e) => {
+                    let _ = caps.delete(kernel_slot, &mut sink);
+                    return Err(e);
+                }
+            }
             drop(caps);
             if fault_endpoint != 0 {
                 let endpoint = lookup(cspace, fault_endpoint, ObjectKind::Endpoint, Rights::WRITE)?;
@@ -728,4 +776,48 @@ fn invocation_kind(invocation: Invocation) -> ObjectKind {
         I::IoPasidAttach | I::IoPasidDetach => ObjectKind::IoPasid,
         I::IoFaultQueueBind | I::IoFaultQueuePop => ObjectKind::IoFaultQueue,
     }
+}
+
+/// The root task's IPC buffer (physical), for threads without their own.
+pub static ROOT_IPC_BUFFER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The CSpace root slot and IPC buffer of `thread`.
+pub fn thread_context(thread: u64) -> (SlotId, u64) {
+    let t = crate::sched::tcb(thread);
+    let cspace = if t.cspace_slot != 0 {
+        SlotId(t.cspace_slot)
+    } else {
+        ROOT_CNODE_SLOT
+    };
+    let buffer = if t.ipc_buffer != 0 {
+        t.ipc_buffer
+    } else {
+        ROOT_IPC_BUFFER.load(core::sync::atomic::Ordering::Relaxed)
+    };
+    (cspace, buffer)
+}
+
+/// Moves the capability a sender names in its IPC buffer (`caps[0]`, in its
+/// CSpace) into the receiver's receive slot (in its CSpace) as a copy: a
+/// child of the sender's, so the sender can revoke it. Returns whether one
+/// moved (the slot must resolve and be empty).
+pub fn transfer_capability(sender: u64, receiver: u64) -> bool {
+    let Some(caps) = CAPS.get() else { return false };
+    let mut caps = caps.lock();
+    let (sender_cspace, sender_buffer) = thread_context(sender);
+    let (receiver_cspace, receiver_buffer) = thread_context(receiver);
+    let read_u32 = |buffer: u64, offset: usize| {
+        // SAFETY: IPC buffers are kernel-known 4 KiB frames in the direct
+        // map; the offsets are inside the first 536 bytes.
+        unsafe { (crate::mem::phys_to_virt(buffer + offset as u64) as *const u32).read_volatile() }
+    };
+    let source_index = read_u32(sender_buffer, abi::ipc::CAPS_OFFSET);
+    let dest_index = read_u32(receiver_buffer, abi::ipc::RECEIVE_SLOT_OFFSET);
+    let (Ok(source), Ok(dest)) = (
+        caps.resolve(sender_cspace, source_index),
+        caps.resolve(receiver_cspace, dest_index),
+    ) else {
+        return false;
+    };
+    caps.copy(source, dest).is_ok()
 }

@@ -68,6 +68,12 @@ pub struct Tcb {
     fault: [u64; 4],
     /// The root table of the address space it runs in (0: none yet).
     vspace: u64,
+    /// The kernel-held slot with its CSpace's CNode capability (0: the root task's).
+    pub cspace_slot: u32,
+    /// Physical address of its IPC buffer frame (0: the root task's).
+    pub ipc_buffer: u64,
+    /// The endpoint capability it sends with holds the grant right.
+    send_grant: u8,
 }
 
 const _: () = assert!(size_of::<Tcb>() <= 2048);
@@ -403,8 +409,12 @@ fn deliver_fault(scheduler: &mut Scheduler, thread: u64, mrs: [u64; 4]) -> bool 
 }
 
 /// After a delete or revoke: tears down the kernel state of every
-/// registered object the capability model no longer has.
-pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
+/// registered object the capability model no longer has. Returns the
+/// kernel-held CSpace slots of the threads that died, for the caller to free.
+pub fn reconcile(
+    is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool,
+) -> heapless::Vec<u32, 16> {
+    let mut freed = heapless::Vec::new();
     let mut scheduler = SCHEDULER.lock();
     let mut index = 0;
     while index < scheduler.registry.len() {
@@ -417,6 +427,10 @@ pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
         match kind {
             caps::ObjectKind::Tcb => {
                 scheduler.detach(paddr);
+                let slot = core::mem::take(&mut tcb(paddr).cspace_slot);
+                if slot != 0 {
+                    let _ = freed.push(slot);
+                }
                 // No server may later reply into this memory.
                 for other in scheduler
                     .registry
@@ -465,10 +479,36 @@ pub fn reconcile(is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool) {
                     scheduler.make_ready(thread);
                 }
             }
+            caps::ObjectKind::Frame => {
+                // A dead IPC buffer: its threads fall back to none.
+                for other in scheduler
+                    .registry
+                    .iter()
+                    .filter(|r| r.kind == caps::ObjectKind::Tcb)
+                {
+                    if tcb(other.paddr).ipc_buffer == paddr {
+                        tcb(other.paddr).ipc_buffer = 0;
+                    }
+                }
+            }
             _ => {}
         }
         scheduler.registry.swap_remove(index);
     }
+    freed
+}
+
+/// `Tcb.Configure`'s thread-side part: CSpace slot and IPC buffer frame.
+pub fn set_cspace_and_buffer(
+    paddr: u64,
+    cspace_slot: u32,
+    buffer: (ObjectId, u64),
+) -> Result<u32, Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
+    let t = tcb(paddr);
+    t.ipc_buffer = buffer.1;
+    Ok(core::mem::replace(&mut t.cspace_slot, cspace_slot))
 }
 
 /// What a message-passing system call found for its capability.
@@ -479,6 +519,8 @@ pub struct Target {
     pub paddr: u64,
     /// The capability's badge.
     pub badge: u64,
+    /// The capability holds the grant right (may send capabilities).
+    pub grant: bool,
 }
 
 fn reply_error(thread: u64, error: Error) {
@@ -505,7 +547,19 @@ fn transfer(sender: u64, receiver: u64) {
         context.syscall_arg(4),
         context.syscall_arg(5),
     ];
+    let wanted = MessageInfo::from_word(context.syscall_arg(1)).map_or(0, |i| i.extra_caps);
     let badge = tcb(sender).send_badge;
+    // At most one capability per message, into the receiver's receive slot,
+    // and only through an endpoint capability with the grant right.
+    let moved = if wanted > 0 && tcb(sender).send_grant != 0 {
+        u8::from(crate::objects::transfer_capability(sender, receiver))
+    } else {
+        0
+    };
+    let info = MessageInfo {
+        extra_caps: moved,
+        ..info
+    };
     tcb(receiver)
         .context
         .set_reply(0, badge, info.to_word(), mrs);
@@ -519,6 +573,7 @@ pub fn send(thread: u64, endpoint: &Target, call: bool) -> Result<(), Error> {
         return Err(Error::InvalidMessage);
     }
     tcb(thread).send_badge = endpoint.badge;
+    tcb(thread).send_grant = u8::from(endpoint.grant);
     let queue = queue_at(endpoint.paddr);
     let receiver = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_RECV)
         .then(|| queue.pop())

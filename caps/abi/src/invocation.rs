@@ -23,6 +23,8 @@ pub enum Invocation {
     UntypedRetype = 1,
 
     /// CNode: copy slot `MR1` into empty slot `MR0` with rights `MR2 & source rights`.
+    /// With an extra capability (cap 0, a CNode), `MR1` is a slot of that
+    /// CNode instead (copy, mint and move between CNodes).
     /// Errors: `EmptySlot`, `SlotOccupied`.
     CnodeCopy = 10,
     /// CNode: like copy, and set badge `MR3` (Endpoint, Notification only).
@@ -39,13 +41,14 @@ pub enum Invocation {
     /// strictness as delete.
     CnodeRevoke = 14,
 
-    /// Tcb: set the VSpace (cap 1: a PageTable, which becomes an address
-    /// space's root) and the fault endpoint slot `MR0` (0: none). For now
-    /// every thread shares the caller's CSpace (cap 0 must be the caller's
-    /// CNode) and IPC buffer (cap 2 and `MR1` are ignored). Errors:
-    /// `AlreadyMapped` (cap 1 is installed as a lower-level table). The
-    /// full form (own CSpace, IPC buffer frame at address `MR1`) comes with
-    /// capability transfer.
+    /// Tcb: set the CSpace (cap 0, a CNode: the thread's capability pointers
+    /// index it), the VSpace (cap 1: a PageTable, which becomes an address
+    /// space's root), the IPC buffer (cap 2, a 4 KiB Frame the thread maps
+    /// at `abi::ipc::IPC_BUFFER_ADDRESS`; `MR1` is reserved, 0) and the
+    /// fault endpoint slot `MR0` of the caller's CSpace (0: none). Errors:
+    /// `AlreadyMapped` (cap 1 is installed as a lower-level table),
+    /// `InvalidSize` (cap 2 is not 4 KiB), `ObjectTableFull` (the kernel
+    /// holds no more thread CSpaces).
     TcbConfigure = 20,
     /// Tcb: set priority `MR0` (0..=255). Errors: `InvalidArgument`.
     TcbSetPriority = 21,

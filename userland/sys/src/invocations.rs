@@ -164,6 +164,19 @@ impl Cap<CNode> {
         )
     }
 
+    /// `CnodeCopy` between CNodes: copies slot `source` of `source_cnode`
+    /// into the empty slot `dest` of this CNode, with `rights & source rights`.
+    ///
+    /// Errors: `EmptySlot`, `SlotOccupied`, `InvalidSlot`.
+    pub fn copy_from(self, dest: u32, source_cnode: Cap<CNode>, source: u32, rights: Rights) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::CnodeCopy,
+            &[u64::from(dest), u64::from(source), u64::from(rights.bits())],
+            &[source_cnode.slot()],
+        )
+    }
+
     /// `CnodeMint`: like [`copy`](Cap::copy), and sets `badge` (Endpoint
     /// and Notification capabilities only).
     ///

@@ -64,7 +64,44 @@ mod child {
      svc #0
   2: b 2b",
         "child_end:",
+        ".global receiver_start, receiver_end",
+        ".balign 16",
+        "receiver_start:",
+        #[cfg(target_arch = "x86_64")]
+        "mov r12, rdi
+         mov eax, 3
+         mov rdi, r12
+         syscall
+         mov eax, 5
+         mov edi, 5
+         syscall
+      3: pause
+         jmp 3b",
+        #[cfg(target_arch = "aarch64")]
+        "mov x19, x0
+         mov x8, #3
+         mov x0, x19
+         svc #0
+         mov x8, #5
+         mov x0, #5
+         svc #0
+      3: b 3b",
+        "receiver_end:",
     );
+}
+
+/// The receiving child's bytes: `Recv` on its slot `rdi`/`x0`, then
+/// `Signal` whatever capability arrived in its slot 5.
+#[allow(unsafe_code)]
+fn receiver_program() -> &'static [u8] {
+    unsafe extern "C" {
+        static receiver_start: u8;
+        static receiver_end: u8;
+    }
+    let start = &raw const receiver_start;
+    let end = &raw const receiver_end;
+    // SAFETY: the symbols delimit the bytes assembled above, in .rodata.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
 /// The child program's bytes (position independent, a few dozen bytes).
@@ -161,6 +198,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     }
     let mut suite = Suite::new();
     suite.run("mapping_rules", || mapping_rules(&mut slots));
+    suite.run("capability_transfer_to_another_cspace", || {
+        capability_transfer_to_another_cspace(&mut slots)
+    });
     suite.run("child_space_fault_mapped_and_ipc", || {
         child_space_fault_mapped_and_ipc(&mut slots)
     });
@@ -303,5 +343,105 @@ fn child_space_fault_mapped_and_ipc(slots: &mut Slots) -> Outcome {
     // Deleting its address space stops it (it would spin forever otherwise).
     step("delete the child's root", cnode.delete(root.slot()))?;
     step("delete the child", cnode.delete(child.slot()))?;
+    Ok(())
+}
+
+/// Where a received capability lands in the receiving child's CNode.
+const RECEIVE_SLOT: u32 = 5;
+
+fn capability_transfer_to_another_cspace(slots: &mut Slots) -> Outcome {
+    let step = |what: &str, result: Result<(), Error>| -> Outcome {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => rt::fail!("{what}: {e:?}"),
+        }
+    };
+    let cnode = Cap::<CNode>::from_slot(bootinfo::INIT_CNODE);
+    // The child's own CSpace: a 16-slot CNode (CNodes come from the arena
+    // Untyped, the first one), holding only the endpoint, at slot 1.
+    let child_cnode_slot = slots.take();
+    let arena: Cap<Untyped> = Cap::from_slot(bootinfo::FIRST_UNTYPED);
+    step(
+        "retype the child's CNode",
+        arena.retype(ObjectType::Cnode, 4, child_cnode_slot, 1),
+    )?;
+    let child_cnode: Cap<CNode> = Cap::from_slot(child_cnode_slot);
+    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint, 0) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    step(
+        "endpoint into the child's CNode",
+        child_cnode.copy_from(1, cnode, endpoint.slot(), Rights::ALL),
+    )?;
+    let notification: Cap<sys::Notification> = match make(slots, ObjectType::Notification, 0) {
+        Ok(n) => n,
+        Err(e) => rt::fail!("retype notification: {e:?}"),
+    };
+    // Its address space: code, and an IPC buffer naming the receive slot.
+    let root: Cap<PageTable> = match make(slots, ObjectType::PageTable, 12) {
+        Ok(r) => r,
+        Err(e) => rt::fail!("retype the child's root: {e:?}"),
+    };
+    step("tables for the code", tables_for(slots, root, CHILD_CODE))?;
+    let code = match filled_frame(slots, receiver_program()) {
+        Ok(f) => f,
+        Err(e) => rt::fail!("code frame: {e:?}"),
+    };
+    step(
+        "map the code",
+        code.map(root, CHILD_CODE, MapRights::READ_EXECUTE),
+    )?;
+    let mut buffer = [0u8; 528];
+    buffer[abi::ipc::RECEIVE_SLOT_OFFSET..abi::ipc::RECEIVE_SLOT_OFFSET + 4]
+        .copy_from_slice(&RECEIVE_SLOT.to_le_bytes());
+    let ipc = match filled_frame(slots, &buffer) {
+        Ok(f) => f,
+        Err(e) => rt::fail!("IPC buffer frame: {e:?}"),
+    };
+    step(
+        "tables for the IPC buffer",
+        tables_for(slots, root, abi::ipc::IPC_BUFFER_ADDRESS),
+    )?;
+    step(
+        "map the IPC buffer",
+        ipc.map(root, abi::ipc::IPC_BUFFER_ADDRESS, MapRights::READ_WRITE),
+    )?;
+    let child: Cap<Tcb> = match make(slots, ObjectType::Tcb, 0) {
+        Ok(t) => t,
+        Err(e) => rt::fail!("retype TCB: {e:?}"),
+    };
+    step("configure", child.configure(0, child_cnode, root, ipc, 0))?;
+    step("registers", child.write_registers(CHILD_CODE, 0, 1))?;
+    step("priority", child.set_priority(50))?;
+    step("resume", child.resume())?;
+    // Send it the notification capability: the child can only signal us if
+    // it arrived in its own CSpace.
+    sys::ipc::set_cap(0, notification.slot());
+    let info = MessageInfo {
+        label: 9,
+        length: 0,
+        extra_caps: 1,
+    };
+    step("send the capability", endpoint.send(info, [0; 4]))?;
+    let word = notification.wait();
+    check!(
+        word == Ok(1),
+        "Wait returned {word:?}: the child could not signal"
+    );
+    // The child's copy is derived from ours: revoking ours removes it.
+    let probe = slots.take();
+    step(
+        "the capability is in the child's CNode",
+        cnode.copy_from(probe, child_cnode, RECEIVE_SLOT, Rights::ALL),
+    )?;
+    step("clean the probe", cnode.delete(probe))?;
+    step("revoke", cnode.revoke(notification.slot()))?;
+    let gone = cnode.copy_from(probe, child_cnode, RECEIVE_SLOT, Rights::ALL);
+    check!(
+        gone == Err(Error::EmptySlot),
+        "after revoke the child's copy answered {gone:?}"
+    );
+    step("delete the child's root", cnode.delete(root.slot()))?;
     Ok(())
 }
