@@ -130,8 +130,14 @@ fn fuzz() -> Outcome {
         }
         // Never touch its own thread: suspending, rewriting or deleting the
         // only thread is a legitimate way to stop, not a kernel bug.
-        let own_tcb = u64::from(abi::bootinfo::INIT_TCB);
-        if cap == own_tcb || registers[0] == own_tcb || registers[1] == own_tcb {
+        // (nor its address space, its CNode or its IPC buffer).
+        let own = [
+            abi::bootinfo::INIT_TCB,
+            abi::bootinfo::INIT_VSPACE,
+            abi::bootinfo::INIT_CNODE,
+        ]
+        .map(u64::from);
+        if own.contains(&cap) || own.contains(&registers[0]) || own.contains(&registers[1]) {
             skipped += 1;
             continue;
         }
