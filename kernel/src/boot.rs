@@ -203,6 +203,17 @@ pub fn main(mut info: BootInfo) -> ! {
     if let Some(names) = cmdline.get("bench") {
         crate::exit(crate::bench::run(names, &mut frames));
     }
+    if cmdline.lists("tests", "trap") {
+        // A deliberate kernel bug: the exception report and the failure exit
+        // status are what the runner checks.
+        crate::println!("[boot] touching an unmapped kernel address on purpose (tests=trap)");
+        // SAFETY: not safe by design: the read faults (nothing is mapped at
+        // this upper-half address), and the exception handler reports it and
+        // ends the session; no memory is changed.
+        let value = unsafe { core::ptr::read_volatile(0xFFFF_F000_0000_0000usize as *const u64) };
+        crate::println!("[boot] the read returned {value:#x}: no exception");
+        crate::exit(crate::EXIT_SUCCESS);
+    }
     if cmdline.lists("tests", "xcheck") {
         crate::exit(crate::xcheck::run(&found, &mut frames));
     }

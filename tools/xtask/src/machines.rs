@@ -196,10 +196,34 @@ pub struct SystemTest {
     /// that fails counts as a pass (the bug was caught), each that passes
     /// as a failure; the configuration's other tests are not counted.
     pub must_fail: &'static [&'static str],
+    /// The kernel is expected to die of an unexpected exception: the run
+    /// passes (one test) when it reports the exception with its vector,
+    /// faulting address and registers and exits with status 3.
+    pub expect_trap: bool,
 }
 
 /// Every system-test configuration, run by `cargo xtask test`.
 pub const SYSTEM_TESTS: &[SystemTest] = &[
+    SystemTest {
+        name: "x86_64-kernel-trap",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu"],
+        cmdline: "tests=trap",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
+        expect_trap: true,
+    },
+    SystemTest {
+        name: "aarch64-kernel-trap",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=trap",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        must_fail: &[],
+        expect_trap: true,
+    },
     SystemTest {
         name: "x86_64-root-task",
         arch: Arch::X86_64,
@@ -208,6 +232,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("hello"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-user-syscalls",
@@ -218,6 +243,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("syscalls"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-user-syscalls",
@@ -227,6 +253,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("syscalls"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-user-cspace",
@@ -236,6 +263,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("cspace"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-user-cspace",
@@ -245,6 +273,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("cspace"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-user-fuzz",
@@ -254,6 +283,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: 300,
         program: Some("fuzz"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-user-fuzz",
@@ -263,6 +293,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: 300,
         program: Some("fuzz"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-user-threads",
@@ -272,6 +303,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("threads"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-user-threads",
@@ -281,6 +313,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("threads"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-user-vspaces",
@@ -290,6 +323,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("vspaces"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-user-vspaces",
@@ -299,6 +333,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("vspaces"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-root-task",
@@ -308,6 +343,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: Some("hello"),
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-vtd-legacy",
@@ -317,6 +353,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-vtd-scalable",
@@ -327,6 +364,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-vtd-flts",
@@ -340,6 +378,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-xcheck-legacy",
@@ -349,6 +388,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-xcheck-scalable",
@@ -358,6 +398,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-xcheck-pasid",
@@ -367,6 +408,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-xcheck-flts",
@@ -379,6 +421,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-xcheck",
@@ -388,6 +431,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-seeded-iommu-off",
@@ -397,6 +441,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &["dma_blocked_by_default"],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-seeded-iommu-off",
@@ -406,6 +451,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &["dma_blocked_by_default"],
+        expect_trap: false,
     },
     SystemTest {
         name: "x86_64-seeded-no-preemption",
@@ -415,6 +461,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: 20,
         program: Some("threads"),
         must_fail: &["spinning_thread_is_preempted"],
+        expect_trap: false,
     },
     SystemTest {
         name: "aarch64-smmuv3",
@@ -424,6 +471,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         program: None,
         must_fail: &[],
+        expect_trap: false,
     },
 ];
 

@@ -178,6 +178,9 @@ fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally 
             };
         }
     };
+    if config.expect_trap {
+        return trap_tally(config, &run, machine);
+    }
     if !config.must_fail.is_empty() {
         let hung = matches!(run.ended, qemu::Ended::TimedOut(_));
         return seeded_tally(config, &report, hung);
@@ -235,6 +238,42 @@ pub fn arguments(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Vec<
         &cmdline,
         &extra,
     )
+}
+
+/// Counts a deliberate-exception configuration: one pass when the kernel
+/// reported the exception (vector, faulting address, registers) and exited
+/// with the unexpected-trap status 3, one failure otherwise.
+fn trap_tally(config: &SystemTest, run: &qemu::Run, machine: &machines::Machine) -> Tally {
+    let text: Vec<&str> = run.tail.iter().map(String::as_str).collect();
+    let reported = text
+        .iter()
+        .any(|l| l.contains("[trap] unexpected exception"))
+        && text.iter().any(|l| l.contains("faulting address"))
+        && text.iter().any(|l| l.contains("rip") || l.contains("elr"));
+    let status = qemu::guest_status(machine.exit, run);
+    if reported && status == Ok(3) {
+        println!("[{}] test kernel_exception_is_reported ... ok", config.name);
+        Tally {
+            passed: 1,
+            failed: 0,
+        }
+    } else {
+        println!(
+            "[{}] test kernel_exception_is_reported ... FAILED",
+            config.name
+        );
+        println!(
+            "[{}]     report seen: {reported}, guest status {status:?} (expected 3)",
+            config.name
+        );
+        for line in &run.tail {
+            println!("[{}] | {line}", config.name);
+        }
+        Tally {
+            passed: 0,
+            failed: 1,
+        }
+    }
 }
 
 /// Counts a seeded-bug configuration: each test in `must_fail` that failed
