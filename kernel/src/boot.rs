@@ -195,6 +195,12 @@ pub fn main(mut info: BootInfo) -> ! {
         crate::println!("[boot] SEEDED BUG: the timer does not preempt (seed=no-preemption)");
         crate::sched::NO_PREEMPTION.store(true, core::sync::atomic::Ordering::Relaxed);
     }
+    if cmdline.lists("seed", "irq-stays-bound") {
+        crate::println!(
+            "[boot] SEEDED BUG: deleted IRQ handlers stay bound (seed=irq-stays-bound)"
+        );
+        crate::sched::IRQ_STAYS_BOUND.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     if cmdline.lists("seed", "iommu-off") {
         crate::println!("[boot] SEEDED BUG: the IOMMU is left off (seed=iommu-off)");
     } else if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {

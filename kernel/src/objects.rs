@@ -370,6 +370,13 @@ fn reconcile(caps: &mut Caps<Storage>) {
             .is_some_and(|o| o.kind() == kind && o.memory().map(|(p, _)| p) == Some(paddr))
     }
     let freed = crate::sched::reconcile(|object, kind, paddr| alive(caps, object, kind, paddr));
+    crate::sched::reconcile_irqs(
+        |handler| {
+            caps.object(handler)
+                .is_some_and(|o| o.kind() == ObjectKind::IrqHandler)
+        },
+        |n| alive(caps, n.object, ObjectKind::Notification, n.paddr),
+    );
     // Kernel-held CSpace capabilities of threads that died.
     for slot in freed {
         let mut sink = SINK;
@@ -733,6 +740,38 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 crate::sched::set_fault_handler(tcb, &endpoint)?;
             }
             crate::sched::set_address_space(tcb, root);
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IrqControl, Invocation::IrqControlGet) => {
+            let line = u16::try_from(argument(message, 0)?).map_err(|_| Error::OutOfScope)?;
+            if !crate::arch::irq_line_available(line) {
+                return Err(Error::OutOfScope);
+            }
+            let dest = caps.resolve(cspace, slot_index(argument(message, 1)?)?)?;
+            let handler = caps.issue_irq_handler(slot, line, dest)?;
+            if let Err(e) = crate::sched::bind_irq(handler, line) {
+                let _ = caps.delete(dest, &mut sink);
+                return Err(e);
+            }
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IrqHandler, Invocation::IrqHandlerSetNotification) => {
+            if message.info.extra_caps == 0 {
+                return Err(Error::TruncatedMessage);
+            }
+            let handler = caps.lookup(slot)?.object();
+            drop(caps);
+            let notification = lookup(
+                cspace,
+                u64::from(message.extra_caps[0]),
+                ObjectKind::Notification,
+                Rights::WRITE,
+            )?;
+            crate::sched::set_irq_notification(handler, notification)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IrqHandler, Invocation::IrqHandlerAck) => {
+            crate::sched::ack_irq(caps.lookup(slot)?.object())?;
             Ok(Reply::EMPTY)
         }
         (ObjectKind::IommuControl, Invocation::IommuIdentify) => {

@@ -189,6 +189,11 @@ pub static SCHEDULER: spin::Mutex<Scheduler> = spin::Mutex::new(Scheduler {
 pub static NO_PREEMPTION: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 
+/// `seed=irq-stays-bound`: a deliberately broken kernel that keeps delivering
+/// a line to a deleted handler's notification (the IRQ test must then fail).
+pub static IRQ_STAYS_BOUND: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
 /// Time slice of a thread, in timer ticks.
 const TIME_SLICE: u32 = 5_000_000;
 
@@ -691,6 +696,105 @@ pub fn wait(thread: u64, notification_target: &Target) -> Result<(), Error> {
     Ok(())
 }
 
+/// An interrupt line a user handler owns.
+struct IrqBinding {
+    /// The IrqHandler object.
+    handler: ObjectId,
+    /// The line (architecture's numbering) and the id it arrives as.
+    line: u16,
+    id: u32,
+    /// Where it is delivered (set by `IrqHandler.SetNotification`).
+    notification: Option<Target>,
+}
+
+/// Lines owned by user handlers.
+static IRQS: spin::Mutex<heapless::Vec<IrqBinding, 32>> = spin::Mutex::new(heapless::Vec::new());
+
+/// `IrqControl.Get` made `handler` for `line`: the line stays masked until
+/// it has a notification.
+pub fn bind_irq(handler: ObjectId, line: u16) -> Result<(), Error> {
+    arch::irq_line_enable(line, false);
+    IRQS.lock()
+        .push(IrqBinding {
+            handler,
+            line,
+            id: arch::irq_line_id(line),
+            notification: None,
+        })
+        .map_err(|_| Error::ObjectTableFull)
+}
+
+/// `IrqHandler.SetNotification`: deliver the line to `notification`, and unmask it.
+pub fn set_irq_notification(handler: ObjectId, notification: Target) -> Result<(), Error> {
+    SCHEDULER.lock().register(
+        notification.object,
+        caps::ObjectKind::Notification,
+        notification.paddr,
+    )?;
+    let mut irqs = IRQS.lock();
+    let binding = irqs
+        .iter_mut()
+        .find(|b| b.handler == handler)
+        .ok_or(Error::DeadObject)?;
+    binding.notification = Some(notification);
+    arch::irq_line_enable(binding.line, true);
+    Ok(())
+}
+
+/// `IrqHandler.Ack`: the handler is done with the last interrupt; unmask.
+pub fn ack_irq(handler: ObjectId) -> Result<(), Error> {
+    let irqs = IRQS.lock();
+    let binding = irqs
+        .iter()
+        .find(|b| b.handler == handler)
+        .ok_or(Error::DeadObject)?;
+    if binding.notification.is_some() {
+        arch::irq_line_enable(binding.line, true);
+    }
+    Ok(())
+}
+
+/// After a delete or revoke: lines whose handler died are masked and freed;
+/// a dead notification stops receiving.
+pub fn reconcile_irqs(
+    handler_alive: impl Fn(ObjectId) -> bool,
+    notification_alive: impl Fn(&Target) -> bool,
+) {
+    if IRQ_STAYS_BOUND.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let mut irqs = IRQS.lock();
+    irqs.retain_mut(|b| {
+        if b.notification
+            .as_ref()
+            .is_some_and(|n| !notification_alive(n))
+        {
+            b.notification = None;
+            arch::irq_line_enable(b.line, false);
+        }
+        let alive = handler_alive(b.handler);
+        if !alive {
+            arch::irq_line_enable(b.line, false);
+        }
+        alive
+    });
+}
+
+/// Delivers an interrupt a user handler owns: masks the line until the
+/// handler acknowledges and signals its notification. Returns false for an
+/// interrupt nobody owns.
+fn deliver_irq(id: u32) -> bool {
+    let irqs = IRQS.lock();
+    let Some(binding) = irqs.iter().find(|b| b.id == id) else {
+        return false;
+    };
+    arch::irq_line_enable(binding.line, false);
+    if let Some(target) = &binding.notification {
+        let _ = signal(target);
+    }
+    true
+}
+
 /// Why the scheduler loop ended.
 pub enum Stop {
     /// A thread asked to end the session with this status.
@@ -744,6 +848,9 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
             }
             arch::Exit::Interrupt(_) => {
                 if let Some(id) = interrupt {
+                    if id != arch::TIMER_IRQ {
+                        deliver_irq(id);
+                    }
                     arch::end_interrupt(id);
                     if id == arch::TIMER_IRQ
                         && !NO_PREEMPTION.load(core::sync::atomic::Ordering::Relaxed)

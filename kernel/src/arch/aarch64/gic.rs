@@ -70,6 +70,22 @@ pub fn enable_spi(id: u32) {
     write(DISTRIBUTOR, GICD_ISENABLER + word, 1 << (id % 32));
 }
 
+const GICD_ICENABLER: usize = 0x180;
+
+/// Enables (`true`) or disables interrupt `id` at the distributor.
+pub fn set_enabled(id: u32, enabled: bool) {
+    let register = if enabled {
+        GICD_ISENABLER
+    } else {
+        GICD_ICENABLER
+    };
+    write(
+        DISTRIBUTOR,
+        register + 4 * (id as usize / 32),
+        1 << (id % 32),
+    );
+}
+
 /// Whether interrupt `id` is pending at the distributor.
 pub fn pending(id: u32) -> bool {
     read(DISTRIBUTOR, GICD_ISPENDR + 4 * (id as usize / 32)) & (1 << (id % 32)) != 0

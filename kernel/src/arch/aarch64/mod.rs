@@ -51,9 +51,11 @@ extern "C" fn kernel_entry(loader_x0: u64) -> ! {
     disable_lower_half();
     gic::init();
     // SAFETY: CNTKCTL_EL1.EL0VCTEN lets user code read the virtual counter
-    // (benchmarks time themselves with it); it grants no other access.
+    // (benchmarks time themselves with it) and EL0PTEN lets it program the
+    // EL1 physical timer, whose interrupt (PPI 30) a user handler may own;
+    // the kernel's own timer is the virtual one.
     unsafe {
-        core::arch::asm!("mrs {t}, cntkctl_el1", "orr {t}, {t}, #2", "msr cntkctl_el1, {t}", t = out(reg) _, options(nostack))
+        core::arch::asm!("mrs {t}, cntkctl_el1", "orr {t}, {t}, #2", "orr {t}, {t}, #0x200", "msr cntkctl_el1, {t}", t = out(reg) _, options(nostack))
     };
     // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
     let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
@@ -157,4 +159,28 @@ pub fn clear_interrupt(id: u32) {
 /// Ends the handling of interrupt `id` so another can arrive.
 pub fn end_interrupt(id: u32) {
     gic::end_of_interrupt(id);
+}
+
+/// The EL1 physical timer's interrupt: a line user handlers may own.
+const USER_TIMER_IRQ: u16 = 30;
+
+/// Whether user handlers may own interrupt line `line` (a GIC INTID): the
+/// physical timer and the shared peripheral interrupts, except the SMMU's.
+pub fn irq_line_available(line: u16) -> bool {
+    let smmu = (IOMMU_FAULT_IRQ..IOMMU_FAULT_IRQ + 4).contains(&u32::from(line));
+    (line == USER_TIMER_IRQ || (32..1020).contains(&line)) && !smmu
+}
+
+/// The interrupt id line `line` arrives as (the INTID itself).
+pub fn irq_line_id(line: u16) -> u32 {
+    u32::from(line)
+}
+
+/// Lets line `line` interrupt (`true`) or masks it.
+pub fn irq_line_enable(line: u16, enabled: bool) {
+    if enabled && line >= 32 {
+        gic::enable_spi(u32::from(line));
+    } else {
+        gic::set_enabled(u32::from(line), enabled);
+    }
 }

@@ -11,6 +11,7 @@
 mod apic;
 mod boot;
 mod io;
+mod ioapic;
 pub mod paging;
 mod serial;
 mod trap;
@@ -91,6 +92,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     trap::init();
     user::init();
     apic::init();
+    ioapic::init();
     remove_identity_map();
     let info = match read_start_info(start_info) {
         Ok(info) => info,
@@ -240,4 +242,19 @@ pub fn interrupt_pending(id: u32) -> bool {
 /// Ends the handling of interrupt `id` so another can arrive.
 pub fn end_interrupt(_id: u32) {
     apic::end_of_interrupt();
+}
+
+/// Whether user handlers may own interrupt line `line` (ISA IRQs 0..15).
+pub fn irq_line_available(line: u16) -> bool {
+    line < ioapic::LINES && irq_line_id(line) != IOMMU_FAULT_IRQ
+}
+
+/// The interrupt id (vector) line `line` arrives as.
+pub fn irq_line_id(line: u16) -> u32 {
+    u32::from(ioapic::FIRST_LINE_VECTOR) + u32::from(line)
+}
+
+/// Lets line `line` interrupt (`true`) or masks it.
+pub fn irq_line_enable(line: u16, enabled: bool) {
+    ioapic::set_line(line, !enabled);
 }
