@@ -168,7 +168,13 @@ impl Cap<CNode> {
     /// into the empty slot `dest` of this CNode, with `rights & source rights`.
     ///
     /// Errors: `EmptySlot`, `SlotOccupied`, `InvalidSlot`.
-    pub fn copy_from(self, dest: u32, source_cnode: Cap<CNode>, source: u32, rights: Rights) -> Result<(), Error> {
+    pub fn copy_from(
+        self,
+        dest: u32,
+        source_cnode: Cap<CNode>,
+        source: u32,
+        rights: Rights,
+    ) -> Result<(), Error> {
         invoke_status(
             self,
             Invocation::CnodeCopy,
