@@ -67,6 +67,12 @@ const BENCHMARKS: &[Benchmark] = &[
         description: "Signal a notification nobody waits on",
         target: |_| None,
     },
+    Benchmark {
+        name: "frame-map-unmap",
+        source: Source::Program,
+        description: "Frame.Map + Frame.Unmap of a 4 KiB page in the caller's own VSpace",
+        target: |_| None,
+    },
 ];
 
 /// Instruction icount arguments: one tick per guest instruction, no sleeping.
