@@ -263,6 +263,7 @@ pub fn init() {
 /// Runs the thread whose registers are `context` until it traps, and says why.
 ///
 /// The address space must already be loaded (see [`set_address_space`]).
+#[inline]
 pub fn run_user(context: &mut UserContext) -> Exit {
     // SAFETY: `context` is a valid, exclusively borrowed register frame whose
     // CS/SS are user selectors and RFLAGS has IOPL 0, so `iretq` enters ring 3
