@@ -62,6 +62,12 @@ const BENCHMARKS: &[Benchmark] = &[
         target: |arch| Some(if arch == Arch::X86_64 { 800 } else { 600 }),
     },
     Benchmark {
+        name: "ipc-round-trip-spaces",
+        source: Source::Program,
+        description: "Call + ReplyRecv round trip to a server in another address space and CSpace (target: 2 x one-way)",
+        target: |arch| Some(if arch == Arch::X86_64 { 800 } else { 600 }),
+    },
+    Benchmark {
         name: "notification-signal",
         source: Source::Program,
         description: "Signal a notification nobody waits on",

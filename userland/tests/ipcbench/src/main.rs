@@ -131,15 +131,29 @@ fn main(_startup: &rt::Startup) -> i32 {
     let signal = measure(|| {
         let _ = notification.signal();
     });
-    let frame_map = match frame_map_unmap(untyped, first + 3) {
+    let mut slots = Slots(first + 3);
+    let frame_map = match frame_map_unmap(untyped, &mut slots) {
         Ok(n) => n,
         Err(e) => {
             rt::println!("bench setup FAILED: frame mapping {e:?}");
             return 1;
         }
     };
+    // A second endpoint, served from another address space.
+    let remote_slot = slots.take();
+    let remote = untyped
+        .retype(ObjectType::Endpoint, 0, remote_slot, 1)
+        .and_then(|()| remote_round_trip(untyped, &mut slots, Cap::from_slot(remote_slot)));
+    let remote = match remote {
+        Ok(n) => n,
+        Err(e) => {
+            rt::println!("bench setup FAILED: server in another address space {e:?}");
+            return 1;
+        }
+    };
     rt::println!("bench user-yield instructions={null}");
     rt::println!("bench ipc-round-trip instructions={round_trip}");
+    rt::println!("bench ipc-round-trip-spaces instructions={remote}");
     rt::println!("bench notification-signal instructions={signal}");
     rt::println!("bench frame-map-unmap instructions={frame_map}");
     0
@@ -147,22 +161,47 @@ fn main(_startup: &rt::Startup) -> i32 {
 
 /// An unused address in the root task's own address space.
 const SCRATCH: u64 = 0x10_0000_0000;
+/// Where the other address space's server code is mapped.
+const SERVER_CODE: u64 = 0x40_0000;
 
-/// `Frame.Map` + `Frame.Unmap` of a 4 KiB page in our own VSpace (the page
-/// tables are installed first; slots from `first` on are free).
-fn frame_map_unmap(untyped: Cap<Untyped>, first: u32) -> Result<u64, sys::Error> {
-    let space: Cap<PageTable> = Cap::from_slot(bootinfo::INIT_VSPACE);
-    let mut slot = first;
+/// Free slots of the root CNode, handed out in order.
+struct Slots(u32);
+
+impl Slots {
+    fn take(&mut self) -> u32 {
+        self.0 += 1;
+        self.0 - 1
+    }
+}
+
+/// Installs page tables in `space` until a 4 KiB page at `address` can be
+/// mapped (a table the space already has is given back).
+fn tables_for(
+    untyped: Cap<Untyped>,
+    slots: &mut Slots,
+    space: Cap<PageTable>,
+    address: u64,
+) -> Result<(), sys::Error> {
     for _ in 0..3 {
+        let slot = slots.take();
         untyped.retype(ObjectType::PageTable, 12, slot, 1)?;
-        match Cap::<PageTable>::from_slot(slot).map(space, SCRATCH) {
-            Ok(()) => slot += 1,
+        match Cap::<PageTable>::from_slot(slot).map(space, address) {
+            Ok(()) => {}
             Err(sys::Error::AddressInUse) => {
-                Cap::<CNode>::from_slot(bootinfo::INIT_CNODE).delete(slot)?;
+                return Cap::<CNode>::from_slot(bootinfo::INIT_CNODE).delete(slot);
             }
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// `Frame.Map` + `Frame.Unmap` of a 4 KiB page in our own VSpace (the page
+/// tables are installed first).
+fn frame_map_unmap(untyped: Cap<Untyped>, slots: &mut Slots) -> Result<u64, sys::Error> {
+    let space: Cap<PageTable> = Cap::from_slot(bootinfo::INIT_VSPACE);
+    tables_for(untyped, slots, space, SCRATCH)?;
+    let slot = slots.take();
     untyped.retype(ObjectType::Frame, 12, slot, 1)?;
     let frame: Cap<Frame> = Cap::from_slot(slot);
     // Check once that the pair works, so the loop measures success paths.
@@ -171,5 +210,113 @@ fn frame_map_unmap(untyped: Cap<Untyped>, first: u32) -> Result<u64, sys::Error>
     Ok(measure(|| {
         let _ = frame.map(space, SCRATCH, MapRights::READ_WRITE);
         let _ = frame.unmap();
+    }))
+}
+
+// The other address space's server: `Recv` on the endpoint in its slot
+// (the start argument), then `ReplyRecv` with one message register forever.
+// Data here; it runs from a Frame mapped read-execute in its own VSpace.
+#[allow(unsafe_code)]
+mod remote {
+    core::arch::global_asm!(
+        ".section .rodata.remote_server, \"a\"",
+        ".global remote_server_start, remote_server_end",
+        ".balign 16",
+        "remote_server_start:",
+        #[cfg(target_arch = "x86_64")]
+        "mov r12, rdi
+         mov eax, 3
+         syscall
+      1: mov rdi, r12
+         mov esi, 1
+         mov eax, 4
+         syscall
+         jmp 1b",
+        #[cfg(target_arch = "aarch64")]
+        "mov x19, x0
+         mov x8, #3
+         svc #0
+      1: mov x0, x19
+         mov x1, #1
+         mov x8, #4
+         svc #0
+         b 1b",
+        "remote_server_end:",
+    );
+}
+
+/// The remote server's bytes.
+#[allow(unsafe_code)]
+fn remote_server() -> &'static [u8] {
+    unsafe extern "C" {
+        static remote_server_start: u8;
+        static remote_server_end: u8;
+    }
+    let start = &raw const remote_server_start;
+    let end = &raw const remote_server_end;
+    // SAFETY: the symbols delimit the bytes assembled above, in .rodata.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+}
+
+/// Copies `bytes` into `frame` through the scratch mapping (whose tables
+/// `frame_map_unmap` installed).
+#[allow(unsafe_code)]
+fn fill(frame: Cap<Frame>, bytes: &[u8]) -> Result<(), sys::Error> {
+    frame.map(
+        Cap::from_slot(bootinfo::INIT_VSPACE),
+        SCRATCH,
+        MapRights::READ_WRITE,
+    )?;
+    // SAFETY: a writable 4 KiB frame is mapped at SCRATCH and nothing else
+    // uses it; the copy stays within the page.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), SCRATCH as *mut u8, bytes.len().min(4096))
+    };
+    frame.unmap()
+}
+
+/// `Call` + reply round trip to a server in another address space with its
+/// own CSpace (the endpoint at its slot 1).
+fn remote_round_trip(
+    untyped: Cap<Untyped>,
+    slots: &mut Slots,
+    endpoint: Cap<Endpoint>,
+) -> Result<u64, sys::Error> {
+    let frame = |slots: &mut Slots| -> Result<Cap<Frame>, sys::Error> {
+        let slot = slots.take();
+        untyped.retype(ObjectType::Frame, 12, slot, 1)?;
+        Ok(Cap::from_slot(slot))
+    };
+    let cnode_slot = slots.take();
+    Cap::<Untyped>::from_slot(bootinfo::FIRST_UNTYPED).retype(
+        ObjectType::Cnode,
+        4,
+        cnode_slot,
+        1,
+    )?;
+    let cnode: Cap<CNode> = Cap::from_slot(cnode_slot);
+    let own: Cap<CNode> = Cap::from_slot(bootinfo::INIT_CNODE);
+    cnode.copy_from(1, own, endpoint.slot(), sys::Rights::ALL)?;
+    let root_slot = slots.take();
+    untyped.retype(ObjectType::PageTable, 12, root_slot, 1)?;
+    let root: Cap<PageTable> = Cap::from_slot(root_slot);
+    tables_for(untyped, slots, root, SERVER_CODE)?;
+    let code = frame(slots)?;
+    fill(code, remote_server())?;
+    code.map(root, SERVER_CODE, MapRights::READ_EXECUTE)?;
+    tables_for(untyped, slots, root, abi::ipc::IPC_BUFFER_ADDRESS)?;
+    let buffer = frame(slots)?;
+    buffer.map(root, abi::ipc::IPC_BUFFER_ADDRESS, MapRights::READ_WRITE)?;
+    let tcb_slot = slots.take();
+    untyped.retype(ObjectType::Tcb, 0, tcb_slot, 1)?;
+    let tcb: Cap<Tcb> = Cap::from_slot(tcb_slot);
+    tcb.configure(0, cnode, root, buffer, 0)?;
+    tcb.write_registers(SERVER_CODE, 0, 1)?;
+    tcb.set_priority(100)?;
+    tcb.resume()?;
+    // Let the server reach its first Recv.
+    endpoint.call(MessageInfo::new(0, 1), [0; 4])?;
+    Ok(measure(|| {
+        let _ = endpoint.call(MessageInfo::new(0, 1), [7, 0, 0, 0]);
     }))
 }
