@@ -795,6 +795,46 @@ fn deliver_irq(id: u32) -> bool {
     true
 }
 
+/// The idle address space: one page of `arch::SPIN_PROGRAM` (0: none).
+static IDLE_SPACE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Sets the address space the idle loop runs in (built at boot).
+pub fn set_idle_space(root: u64) {
+    IDLE_SPACE.store(root, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Nothing is ready: if an interrupt a user handler waits for can still
+/// arrive, spins in user mode (interrupts on; the kernel itself runs with
+/// them off) until one does and returns its id. `None`: nothing can ever
+/// wake a thread again.
+fn idle(loaded_space: &mut u64) -> Option<u32> {
+    let space = IDLE_SPACE.load(core::sync::atomic::Ordering::Relaxed);
+    let waiting = IRQS.lock().iter().any(|b| b.notification.is_some());
+    if space == 0 || !waiting {
+        return None;
+    }
+    // No thread owns a time slice; a pending Arm timer level is cleared.
+    arch::timer_stop();
+    if *loaded_space != space {
+        arch::set_address_space(space);
+        *loaded_space = space;
+    }
+    loop {
+        let mut context = UserContext::new_user(crate::vspace::PROGRAM_ADDRESS, 0);
+        match arch::run_user(&mut context) {
+            arch::Exit::Interrupt(vector) => {
+                if let Some(id) = arch::acknowledge_interrupt(vector) {
+                    return Some(id);
+                }
+            }
+            other => {
+                crate::println!("[sched] the idle loop stopped: {other:?}");
+                return None;
+            }
+        }
+    }
+}
+
 /// Why the scheduler loop ended.
 pub enum Stop {
     /// A thread asked to end the session with this status.
@@ -816,7 +856,15 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
     let mut loaded_space = 0u64;
     loop {
         let Some(current) = SCHEDULER.lock().pick() else {
-            return Stop::Deadlock;
+            let Some(id) = idle(&mut loaded_space) else {
+                return Stop::Deadlock;
+            };
+            if id != arch::TIMER_IRQ {
+                deliver_irq(id);
+            }
+            arch::end_interrupt(id);
+            slice_owner = 0;
+            continue;
         };
         let space = tcb(current).vspace;
         if space != loaded_space {

@@ -9,8 +9,8 @@
 //!   lines beyond the controller are `OutOfScope`.
 //! - Deleting the handler masks and frees the line: it can be had again.
 //!
-//! The kernel has no idle loop yet, so a lowest-priority thread spins while
-//! the root task waits for its interrupts.
+//! While the root task waits, no thread is ready: the kernel's idle loop
+//! must take the interrupts.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -18,7 +18,7 @@
 use abi::bootinfo::{self, BootInfo};
 use rt::check;
 use rt::testing::{Failure, Outcome, Suite};
-use sys::{CNode, Cap, Error, IrqControl, IrqHandler, Notification, ObjectType, Tcb, Untyped};
+use sys::{CNode, Cap, Error, IrqControl, IrqHandler, Notification, ObjectType, Untyped};
 
 rt::entry!(main);
 
@@ -102,32 +102,6 @@ mod line {
     }
 }
 
-/// One thread's stack.
-#[repr(C, align(16))]
-struct Stack([u8; 4096]);
-
-static mut IDLE_STACK: Stack = Stack([0; 4096]);
-
-extern "C" fn idle(_: u64) -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-/// Starts the idle thread at priority 1 (only it uses `IDLE_STACK`).
-fn start_idle(slots: &mut Slots) -> Result<(), Error> {
-    let top = core::ptr::addr_of!(IDLE_STACK) as u64 + 4096;
-    let top = if cfg!(target_arch = "x86_64") {
-        top - 8
-    } else {
-        top
-    };
-    let tcb: Cap<Tcb> = make(slots, ObjectType::Tcb)?;
-    tcb.write_registers(idle as *const () as usize as u64, top, 0)?;
-    tcb.set_priority(1)?;
-    tcb.resume()
-}
-
 fn main(_startup: &rt::Startup) -> i32 {
     let mut slots = Slots(boot_info().first_free_slot as u32);
     let mut suite = Suite::new();
@@ -168,7 +142,6 @@ fn take_interrupts(
 
 fn interrupts_reach_the_handler(slots: &mut Slots) -> Result<Cap<IrqHandler>, Failure> {
     let failure = |what: &str, e: Error| Failure(rt::__format!("{what}: {e:?}"));
-    start_idle(slots).map_err(|e| failure("start the idle thread", e))?;
     let notification: Cap<Notification> =
         make(slots, ObjectType::Notification).map_err(|e| failure("retype notification", e))?;
     let handler = irq_control()
