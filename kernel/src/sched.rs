@@ -780,19 +780,21 @@ pub fn reconcile_irqs(
     });
 }
 
-/// Delivers an interrupt a user handler owns: masks the line until the
-/// handler acknowledges and signals its notification. Returns false for an
-/// interrupt nobody owns.
-fn deliver_irq(id: u32) -> bool {
-    let irqs = IRQS.lock();
-    let Some(binding) = irqs.iter().find(|b| b.id == id) else {
-        return false;
-    };
-    arch::irq_line_enable(binding.line, false);
-    if let Some(target) = &binding.notification {
-        let _ = signal(target);
+/// Handles interrupt `id` after it was taken: one a user handler owns masks
+/// its line until the handler acknowledges and signals the handler's
+/// notification (the preemption timer is the caller's); then the interrupt
+/// controller may deliver the next.
+fn end_interrupt(id: u32) {
+    if id != arch::TIMER_IRQ {
+        let irqs = IRQS.lock();
+        if let Some(binding) = irqs.iter().find(|b| b.id == id) {
+            arch::irq_line_enable(binding.line, false);
+            if let Some(target) = &binding.notification {
+                let _ = signal(target);
+            }
+        }
     }
-    true
+    arch::end_interrupt(id);
 }
 
 /// The idle address space: one page of `arch::SPIN_PROGRAM` (0: none).
@@ -859,10 +861,7 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
             let Some(id) = idle(&mut loaded_space) else {
                 return Stop::Deadlock;
             };
-            if id != arch::TIMER_IRQ {
-                deliver_irq(id);
-            }
-            arch::end_interrupt(id);
+            end_interrupt(id);
             slice_owner = 0;
             continue;
         };
@@ -896,10 +895,7 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
             }
             arch::Exit::Interrupt(_) => {
                 if let Some(id) = interrupt {
-                    if id != arch::TIMER_IRQ {
-                        deliver_irq(id);
-                    }
-                    arch::end_interrupt(id);
+                    end_interrupt(id);
                     if id == arch::TIMER_IRQ
                         && !NO_PREEMPTION.load(core::sync::atomic::Ordering::Relaxed)
                     {
