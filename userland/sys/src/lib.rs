@@ -13,6 +13,8 @@
 //! - [`ipc`]: the IPC buffer's layout and address, for message registers
 //!   4.. and extra capabilities.
 //! - [`names`]: the table from which a domain learns its capabilities by name.
+//! - [`untypeds`]: the root task's initial Untypeds in the boot-info page:
+//!   the largest RAM one, the device Untyped covering a physical address.
 //!
 //! Every call returns `Result<_, Error>`: status 0 is `Ok`, a known code is
 //! its [`Error`], and an unknown one is [`syscall::UNKNOWN_STATUS`].
@@ -44,6 +46,7 @@ pub mod ipc;
 pub mod messages;
 pub mod names;
 pub mod syscall;
+pub mod untypeds;
 
 pub use abi::{Error, Invocation, MessageInfo, ObjectType, Syscall};
 pub use cap::{

@@ -62,14 +62,10 @@ fn boot_info_lists_untypeds() -> Outcome {
 /// The smallest RAM Untyped after the CNode arena (index 0): its slot and size.
 fn smallest_untyped() -> (u32, u8) {
     let info = boot_info();
-    let count = info.untyped_count as usize;
-    let (index, descriptor) = info.untypeds[1..count]
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, u)| u.size_bits)
-        .map(|(i, u)| (i + 1, *u))
-        .unwrap_or((0, info.untypeds[0]));
-    (bootinfo::FIRST_UNTYPED + index as u32, descriptor.size_bits)
+    sys::untypeds::smallest_ram_untyped(info)
+        .map_or((bootinfo::FIRST_UNTYPED, info.untypeds[0].size_bits), |u| {
+            (u.slot, u.descriptor.size_bits)
+        })
 }
 
 fn retype_until_exhaustion_then_reuse() -> Outcome {

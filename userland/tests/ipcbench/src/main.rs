@@ -94,11 +94,8 @@ fn stack_top() -> u64 {
 
 fn main(_startup: &rt::Startup) -> i32 {
     let info = boot_info();
-    let count = info.untyped_count as usize;
-    let index = (1..count)
-        .max_by_key(|&i| info.untypeds[i].size_bits)
-        .unwrap_or(0);
-    let untyped: Cap<Untyped> = Cap::from_slot(bootinfo::FIRST_UNTYPED + index as u32);
+    let slot = sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::FIRST_UNTYPED, |u| u.slot);
+    let untyped: Cap<Untyped> = Cap::from_slot(slot);
     let first = info.first_free_slot as u32;
     let (endpoint_slot, notification_slot, tcb_slot) = (first, first + 1, first + 2);
     let made = untyped

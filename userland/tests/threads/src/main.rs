@@ -48,11 +48,8 @@ impl Slots {
 /// The largest RAM Untyped.
 fn untyped() -> Cap<Untyped> {
     let info = boot_info();
-    let count = info.untyped_count as usize;
-    let index = (1..count)
-        .max_by_key(|&i| info.untypeds[i].size_bits)
-        .unwrap_or(0);
-    Cap::from_slot(bootinfo::FIRST_UNTYPED + index as u32)
+    let slot = sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::FIRST_UNTYPED, |u| u.slot);
+    Cap::from_slot(slot)
 }
 
 fn make<T: sys::CapType>(slots: &mut Slots, kind: ObjectType) -> Result<Cap<T>, Error> {

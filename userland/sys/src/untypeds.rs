@@ -1,0 +1,167 @@
+//! Finding the root task's initial Untypeds in the boot-info page: RAM
+//! Untypeds to build objects from, and the device Untyped covering a
+//! physical address (an ECAM window, a BAR) to retype into device Frames.
+//!
+//! The kernel lists every Untyped it handed over in
+//! [`BootInfo::untypeds`], in slot order from [`bootinfo::FIRST_UNTYPED`];
+//! entries with `is_device != 0` are device memory (MMIO the kernel does not
+//! drive) and can only become Frames and smaller device Untypeds.
+
+use abi::bootinfo::{self, BootInfo, UntypedDescriptor};
+
+/// One initial Untyped: the slot of its capability in the root CNode and
+/// what the boot-info page says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitialUntyped {
+    /// Slot in the root task's CNode.
+    pub slot: u32,
+    /// Physical address, size, device flag.
+    pub descriptor: UntypedDescriptor,
+}
+
+impl InitialUntyped {
+    /// First physical address covered.
+    pub fn start(&self) -> u64 {
+        self.descriptor.physical_address
+    }
+
+    /// Size in bytes (0 for a size the kernel never hands out, above 2^63).
+    pub fn size(&self) -> u64 {
+        1u64.checked_shl(u32::from(self.descriptor.size_bits))
+            .unwrap_or(0)
+    }
+
+    /// Whether it is device memory.
+    pub fn is_device(&self) -> bool {
+        self.descriptor.is_device != 0
+    }
+
+    /// Whether `[address, address + length)` lies inside it (`length` 0 is
+    /// treated as 1).
+    pub fn covers(&self, address: u64, length: u64) -> bool {
+        let last = address.saturating_add(length.max(1) - 1);
+        let end = self.start().saturating_add(self.size());
+        address >= self.start() && last < end && last >= address
+    }
+}
+
+/// Every initial Untyped the boot-info page lists (at most
+/// [`bootinfo::MAX_UNTYPEDS`], whatever `untyped_count` claims).
+pub fn initial_untypeds(info: &BootInfo) -> impl Iterator<Item = InitialUntyped> + '_ {
+    let count = usize::try_from(info.untyped_count)
+        .unwrap_or(usize::MAX)
+        .min(bootinfo::MAX_UNTYPEDS);
+    info.untypeds[..count]
+        .iter()
+        .enumerate()
+        .map(|(index, descriptor)| InitialUntyped {
+            slot: bootinfo::FIRST_UNTYPED + index as u32,
+            descriptor: *descriptor,
+        })
+}
+
+/// The largest RAM Untyped other than the CNode arena (the first one,
+/// which the kernel keeps as the only source of CNodes).
+pub fn largest_ram_untyped(info: &BootInfo) -> Option<InitialUntyped> {
+    initial_untypeds(info)
+        .skip(1)
+        .filter(|u| !u.is_device())
+        .max_by_key(|u| u.descriptor.size_bits)
+}
+
+/// The smallest RAM Untyped other than the CNode arena.
+pub fn smallest_ram_untyped(info: &BootInfo) -> Option<InitialUntyped> {
+    initial_untypeds(info)
+        .skip(1)
+        .filter(|u| !u.is_device())
+        .min_by_key(|u| u.descriptor.size_bits)
+}
+
+/// The device Untyped covering `[address, address + length)`, for a driver
+/// that read an address from firmware or config space (the ECAM window, a
+/// BAR) and wants a Frame of it: retype Frames from the returned slot in
+/// address order (an Untyped hands out memory from its start, aligned to
+/// each object's size, so first retype a device Untyped or Frames to skip
+/// to the page wanted). `None` if no device Untyped covers the range
+/// entirely (RAM, or MMIO the kernel keeps for itself).
+pub fn device_untyped_covering(
+    info: &BootInfo,
+    address: u64,
+    length: u64,
+) -> Option<InitialUntyped> {
+    initial_untypeds(info).find(|u| u.is_device() && u.covers(address, length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(untypeds: &[(u64, u8, bool)]) -> BootInfo {
+        let mut info = BootInfo {
+            magic: bootinfo::BOOT_INFO_MAGIC,
+            version: 1,
+            untyped_count: untypeds.len() as u64,
+            first_free_slot: 0,
+            image_address: 0,
+            image_length: 0,
+            untypeds: [UntypedDescriptor::default(); bootinfo::MAX_UNTYPEDS],
+        };
+        for (slot, &(physical_address, size_bits, device)) in untypeds.iter().enumerate() {
+            info.untypeds[slot] = UntypedDescriptor {
+                physical_address,
+                size_bits,
+                is_device: u8::from(device),
+                ..Default::default()
+            };
+        }
+        info
+    }
+
+    const MACHINE: &[(u64, u8, bool)] = &[
+        (0x4000_0000, 17, false),
+        (0x4400_0000, 26, false),
+        (0x1000_0000, 28, true),
+        (0x40_1000_0000, 28, true),
+        (0x4800_0000, 20, false),
+        (0x80_0000_0000, 39, true),
+    ];
+
+    #[test]
+    fn finds_the_device_untyped_covering_an_address() {
+        let info = info(MACHINE);
+        let ecam = device_untyped_covering(&info, 0x40_1002_0000, 4096).unwrap();
+        assert_eq!(ecam.slot, bootinfo::FIRST_UNTYPED + 3);
+        assert_eq!(ecam.start(), 0x40_1000_0000);
+        assert!(ecam.is_device());
+        let bar = device_untyped_covering(&info, 0x1000_0000, 1 << 20).unwrap();
+        assert_eq!(bar.slot, bootinfo::FIRST_UNTYPED + 2);
+        // The last byte of a window is covered, one past it is not.
+        assert!(device_untyped_covering(&info, 0x1FFF_FFFF, 1).is_some());
+        assert!(device_untyped_covering(&info, 0x1FFF_FFFF, 2).is_none());
+        // RAM is never device memory.
+        assert!(device_untyped_covering(&info, 0x4400_0000, 4096).is_none());
+        // Length 0 means the one byte; a range that wraps is not covered.
+        assert!(device_untyped_covering(&info, 0x80_0000_0000, 0).is_some());
+        assert!(device_untyped_covering(&info, u64::MAX, 2).is_none());
+    }
+
+    #[test]
+    fn ram_untypeds_skip_the_arena_and_device_memory() {
+        let info = info(MACHINE);
+        let largest = largest_ram_untyped(&info).unwrap();
+        assert_eq!(largest.slot, bootinfo::FIRST_UNTYPED + 1);
+        assert_eq!(largest.descriptor.size_bits, 26);
+        let smallest = smallest_ram_untyped(&info).unwrap();
+        assert_eq!(smallest.slot, bootinfo::FIRST_UNTYPED + 4);
+    }
+
+    #[test]
+    fn a_lying_count_is_bounded() {
+        let mut info = info(MACHINE);
+        info.untyped_count = u64::MAX;
+        assert_eq!(initial_untypeds(&info).count(), bootinfo::MAX_UNTYPEDS);
+        info.untyped_count = 1;
+        assert!(largest_ram_untyped(&info).is_none());
+        assert!(device_untyped_covering(&info, 0x1000_0000, 1).is_none());
+    }
+}
