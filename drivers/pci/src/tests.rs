@@ -1,0 +1,284 @@
+//! Host tests against a simulated ECAM window: functions with type 0
+//! headers whose BARs keep only their writable address bits, as hardware
+//! does (PCI Local Bus 3.0, 6.2.5.1).
+
+use super::*;
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+/// One simulated function: its 16 header registers, and per BAR register
+/// the bits that stick when written (the rest read back as the type flags).
+#[derive(Clone)]
+struct Simulated {
+    registers: [u32; 16],
+    bar_masks: [u32; 6],
+}
+
+#[derive(Default)]
+struct Ecam {
+    functions: BTreeMap<u64, Simulated>,
+    writes: Vec<(u64, u32)>,
+}
+
+impl Ecam {
+    fn add(&mut self, bdf: Bdf, vendor: u16, device: u16, header: u32, bars: [(u32, u32); 6]) {
+        let mut registers = [0u32; 16];
+        registers[0] = (u32::from(device) << 16) | u32::from(vendor);
+        registers[3] = header << 16;
+        let mut bar_masks = [0u32; 6];
+        for (index, (flags, mask)) in bars.iter().enumerate() {
+            registers[4 + index] = *flags;
+            bar_masks[index] = *mask;
+        }
+        self.functions.insert(
+            bdf.ecam_offset(),
+            Simulated {
+                registers,
+                bar_masks,
+            },
+        );
+    }
+}
+
+impl ConfigAccess for Ecam {
+    fn read32(&mut self, offset: u64) -> u32 {
+        assert_eq!(offset % 4, 0, "unaligned config read at {offset:#x}");
+        match self.functions.get(&(offset & !0xFFF)) {
+            Some(f) => f
+                .registers
+                .get((offset & 0xFFF) as usize / 4)
+                .copied()
+                .unwrap_or(0),
+            None => u32::MAX,
+        }
+    }
+
+    fn write32(&mut self, offset: u64, value: u32) {
+        self.writes.push((offset, value));
+        let Some(f) = self.functions.get_mut(&(offset & !0xFFF)) else {
+            return;
+        };
+        let index = (offset & 0xFFF) as usize / 4;
+        match index {
+            1 => f.registers[1] = value & 0xFFFF,
+            4..=9 => {
+                let mask = f.bar_masks[index - 4];
+                let flags =
+                    f.registers[index] & !mask & if f.registers[index] & 1 != 0 { 3 } else { 0xF };
+                f.registers[index] = (value & mask) | flags;
+            }
+            _ => {}
+        }
+    }
+}
+
+const EDU: (u16, u16) = (0x1234, 0x11e8);
+/// A 1 MiB 32-bit memory BAR.
+const MEM32_1M: (u32, u32) = (0, 0xFFF0_0000);
+/// A 16 KiB 64-bit prefetchable memory BAR (lower half, upper half).
+const MEM64_16K: [(u32, u32); 2] = [(0b1100, 0xFFFF_C000), (0, u32::MAX)];
+/// A 32-byte I/O BAR.
+const IO_32: (u32, u32) = (1, 0xFFFF_FFE0);
+const NONE: (u32, u32) = (0, 0);
+
+fn machine() -> Ecam {
+    let mut ecam = Ecam::default();
+    // 00:00.0 a host bridge, 00:01.0 a multi-function device with .0 and .2,
+    // 00:04.0 edu, 00:05.0 a single-function device whose .1 must be ignored.
+    ecam.add(Bdf::new(0, 0, 0), 0x1b36, 0x0008, 0, [NONE; 6]);
+    ecam.add(
+        Bdf::new(0, 1, 0),
+        0x1af4,
+        0x1000,
+        0x80,
+        [IO_32, MEM32_1M, NONE, NONE, MEM64_16K[0], MEM64_16K[1]],
+    );
+    ecam.add(Bdf::new(0, 1, 2), 0x1af4, 0x1001, 0, [NONE; 6]);
+    ecam.add(
+        Bdf::new(0, 4, 0),
+        EDU.0,
+        EDU.1,
+        0,
+        [MEM32_1M, NONE, NONE, NONE, NONE, NONE],
+    );
+    ecam.add(Bdf::new(0, 5, 0), 0x8086, 0x10d3, 0, [NONE; 6]);
+    ecam.add(Bdf::new(0, 5, 1), 0xdead, 0xbeef, 0, [NONE; 6]);
+    ecam.add(Bdf::new(0, 6, 0), 0x1b36, 0x0001, 1, [NONE; 6]);
+    ecam
+}
+
+#[test]
+fn ecam_offsets_and_requester_ids() {
+    let bdf = Bdf::new(1, 4, 2);
+    assert_eq!(bdf.ecam_offset(), 0x12_2000);
+    assert_eq!(bdf.requester_id(), 0x0122);
+    assert_eq!(Bdf::new(0, 33, 9), Bdf::new(0, 1, 1));
+    assert_eq!(std::format!("{}", Bdf::new(0, 4, 0)), "00:04.0");
+}
+
+#[test]
+fn scan_follows_the_multi_function_bit() {
+    let mut ecam = machine();
+    let mut scan = BusScan::new(0);
+    let mut seen = Vec::new();
+    while let Some(bdf) = scan.next(&mut ecam) {
+        seen.push(bdf);
+    }
+    assert_eq!(
+        seen,
+        [
+            Bdf::new(0, 0, 0),
+            Bdf::new(0, 1, 0),
+            Bdf::new(0, 1, 2),
+            Bdf::new(0, 4, 0),
+            Bdf::new(0, 5, 0),
+            Bdf::new(0, 6, 0),
+        ]
+    );
+    assert_eq!(find(&mut ecam, 0, EDU.0, EDU.1), Some(Bdf::new(0, 4, 0)));
+    assert_eq!(
+        find(&mut ecam, 0, 0xdead, 0xbeef),
+        None,
+        "behind a single-function device"
+    );
+    assert_eq!(find(&mut ecam, 1, EDU.0, EDU.1), None);
+}
+
+#[test]
+fn decodes_and_sizes_every_bar_kind() {
+    let mut ecam = machine();
+    let mut f = Function::open(&mut ecam, Bdf::new(0, 1, 0)).unwrap();
+    assert_eq!((f.vendor_id(), f.device_id()), (0x1af4, 0x1000));
+    assert_eq!(f.bar_with_size(0), Ok((Bar::Io { port: 0 }, 32)));
+    assert_eq!(
+        f.bar_with_size(1),
+        Ok((
+            Bar::Memory {
+                address: 0,
+                is_64bit: false,
+                prefetchable: false
+            },
+            1 << 20
+        ))
+    );
+    assert_eq!(
+        f.bar_with_size(2),
+        Ok((
+            Bar::Memory {
+                address: 0,
+                is_64bit: false,
+                prefetchable: false
+            },
+            0
+        )),
+        "an unimplemented BAR has size 0"
+    );
+    let (bar, size) = f.bar_with_size(4).unwrap();
+    assert_eq!(
+        bar,
+        Bar::Memory {
+            address: 0,
+            is_64bit: true,
+            prefetchable: true
+        }
+    );
+    assert_eq!((size, bar.registers()), (16 << 10, 2));
+    f.set_bar_address(4, 0x80_0000_4000).unwrap();
+    f.set_bar_address(1, 0x1010_0000).unwrap();
+    f.set_bar_address(0, 0x1000).unwrap();
+    assert_eq!(
+        f.bar(4),
+        Ok(Bar::Memory {
+            address: 0x80_0000_4000,
+            is_64bit: true,
+            prefetchable: true
+        })
+    );
+    assert_eq!(
+        f.bar(1),
+        Ok(Bar::Memory {
+            address: 0x1010_0000,
+            is_64bit: false,
+            prefetchable: false
+        })
+    );
+    assert_eq!(f.bar(0), Ok(Bar::Io { port: 0x1000 }));
+    // Sizing restored the address it found.
+    assert_eq!(f.bar_with_size(4).map(|(b, _)| b), f.bar(4));
+}
+
+#[test]
+fn sizing_turns_decoding_off_and_restores_the_command() {
+    let mut ecam = machine();
+    let bdf = Bdf::new(0, 4, 0);
+    let mut f = Function::open(&mut ecam, bdf).unwrap();
+    f.enable(command::MEMORY_SPACE | command::BUS_MASTER);
+    assert_eq!(f.command(), 6);
+    f.bar_with_size(0).unwrap();
+    assert_eq!(f.command(), 6);
+    let command = bdf.ecam_offset() + 4;
+    let bar0 = bdf.ecam_offset() + 0x10;
+    let writes: Vec<_> = ecam
+        .writes
+        .iter()
+        .filter(|(o, _)| *o == command || *o == bar0)
+        .copied()
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            (command, 6),
+            (command, 4),
+            (bar0, u32::MAX),
+            (bar0, 0),
+            (command, 6)
+        ]
+    );
+}
+
+#[test]
+fn errors_name_what_was_wrong() {
+    let mut ecam = machine();
+    assert_eq!(
+        Function::open(&mut ecam, Bdf::new(0, 9, 0)).err(),
+        Some(PciError::NoFunction(Bdf::new(0, 9, 0)))
+    );
+    let mut bridge = Function::open(&mut ecam, Bdf::new(0, 6, 0)).unwrap();
+    assert_eq!(
+        bridge.bar(0),
+        Err(PciError::NotAType0Header {
+            bdf: Bdf::new(0, 6, 0),
+            header_type: 1
+        })
+    );
+    let mut edu = Function::open(&mut ecam, Bdf::new(0, 4, 0)).unwrap();
+    assert_eq!(edu.bar(6), Err(PciError::BarIndexOutOfRange(6)));
+    let mut ecam = machine();
+    let bdf = Bdf::new(0, 4, 0);
+    ecam.functions
+        .get_mut(&bdf.ecam_offset())
+        .unwrap()
+        .registers[9] = 0b100;
+    ecam.functions
+        .get_mut(&bdf.ecam_offset())
+        .unwrap()
+        .registers[8] = 0b010;
+    let mut edu = Function::open(&mut ecam, bdf).unwrap();
+    assert_eq!(edu.bar(5), Err(PciError::SixtyFourBitBarAtTheEnd(bdf)));
+    assert_eq!(edu.bar(4), Err(PciError::ReservedBarType { bdf, index: 4 }));
+    assert_eq!(
+        std::format!("{}", PciError::SixtyFourBitBarAtTheEnd(bdf)),
+        "00:04.0: BAR 5 claims 64 bits with no register after it"
+    );
+}
+
+#[test]
+fn closures_are_an_access() {
+    let mut ecam = machine();
+    let cell = std::cell::RefCell::new(&mut ecam);
+    let mut access = Closures {
+        read: |offset| cell.borrow_mut().read32(offset),
+        write: |offset, value| cell.borrow_mut().write32(offset, value),
+    };
+    assert_eq!(find(&mut access, 0, EDU.0, EDU.1), Some(Bdf::new(0, 4, 0)));
+}
