@@ -107,8 +107,12 @@ pub struct Discovered {
     pub smmu: Option<(u64, u64)>,
     /// PCI segment 0's ECAM base.
     pub ecam: Option<u64>,
+    /// Its size in bytes (1 MiB per bus).
+    pub ecam_size: u64,
     /// The 32-bit memory window for BARs nobody assigned: (PCI, CPU, size).
     pub mmio32: Option<(u64, u64, u64)>,
+    /// The 64-bit memory window for BARs: (PCI, CPU, size).
+    pub mmio64: Option<(u64, u64, u64)>,
 }
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
@@ -131,7 +135,13 @@ fn discover(info: &mut BootInfo) -> Discovered {
     Discovered {
         dmar: tables.dmar,
         ecam: ecam.map(|e| e.0),
+        ecam_size: ecam.map_or(0, |(_, first, last)| {
+            (u64::from(last) - u64::from(first) + 1) << 20
+        }),
+        // Firmware (SeaBIOS, which runs before the PVH entry) assigns the
+        // BARs; the PCI hole is found from the memory map (`devmem`).
         mmio32: None,
+        mmio64: None,
     }
 }
 
@@ -155,7 +165,9 @@ fn discover(info: &mut BootInfo) -> Discovered {
     Discovered {
         smmu: tree.smmu,
         ecam: tree.pcie.map(|p| p.ecam_base),
+        ecam_size: tree.pcie.map_or(0, |p| p.ecam_size),
         mmio32: tree.pcie.and_then(|p| p.mmio32),
+        mmio64: tree.pcie.and_then(|p| p.mmio64),
     }
 }
 
@@ -175,6 +187,9 @@ pub fn main(mut info: BootInfo) -> ! {
     if info.memory_dropped > 0 {
         crate::println!("[boot]   ... {} more entries not kept", info.memory_dropped);
     }
+    // Every BAR on bus 0 gets an address before anything uses a device, and
+    // the windows left to devices become the root task's device Untypeds.
+    crate::devmem::init(&found, &info.memory);
     let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
     // A boot module the loader did not announce (the aarch64 virt machine
     // loads none for an ELF kernel; the runner uses QEMU's generic loader

@@ -13,6 +13,7 @@ mod boot;
 mod boot_tests;
 mod cmdline;
 mod console;
+mod devmem;
 mod dma_page;
 mod edu;
 mod frames;

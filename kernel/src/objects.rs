@@ -81,7 +81,9 @@ fn aligned_pieces(mut start: u64, end: u64, mut each: impl FnMut(u64, u8)) {
 }
 
 /// Builds the capability system: the root task's CNode, IOMMU and IRQ
-/// control caps and every byte of free RAM as Untyped capabilities; maps
+/// control caps, every byte of free RAM as Untyped capabilities and every
+/// device window (`devmem`: PCI ECAM and BAR windows) as device Untyped
+/// capabilities after them; maps
 /// the boot-info page and the IPC buffer into the root task's address space
 /// rooted at `vspace`.
 pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError> {
@@ -154,17 +156,23 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     };
     count += 1;
     let mut failure = None;
-    let mut add = |start: u64, bits: u8| {
-        if bits < 12 || count >= bootinfo::MAX_UNTYPEDS || failure.is_some() {
+    let mut left_out = 0u64;
+    let mut add = |start: u64, bits: u8, device: bool| {
+        if bits < 12 || failure.is_some() {
+            return;
+        }
+        if count >= bootinfo::MAX_UNTYPEDS {
+            left_out += 1 << bits;
             return;
         }
         let result = slot(&caps, bootinfo::FIRST_UNTYPED + count as u32)
-            .and_then(|dest| caps.boot_untyped(dest, start, bits, false));
+            .and_then(|dest| caps.boot_untyped(dest, start, bits, device));
         match result {
             Ok(_) => {
                 untypeds[count] = UntypedDescriptor {
                     physical_address: start,
                     size_bits: bits,
+                    is_device: u8::from(device),
                     ..Default::default()
                 };
                 count += 1;
@@ -172,13 +180,25 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             Err(_) => failure = Some("an initial Untyped"),
         }
     };
-    aligned_pieces(free.start, arena, &mut add);
-    aligned_pieces(arena + (1 << ARENA_BITS), free.end, &mut add);
+    aligned_pieces(free.start, arena, &mut |s, b| add(s, b, false));
+    aligned_pieces(arena + (1 << ARENA_BITS), free.end, &mut |s, b| {
+        add(s, b, false)
+    });
+    for window in crate::devmem::windows() {
+        aligned_pieces(window.start, window.end, &mut |s, b| add(s, b, true));
+    }
     if let Some(what) = failure {
         return Err(what);
     }
+    if left_out > 0 {
+        crate::println!(
+            "[caps] {left_out:#x} bytes of RAM or device memory left out: more than {} Untypeds",
+            bootinfo::MAX_UNTYPEDS
+        );
+    }
     // The root task's own thread, carved from the largest RAM Untyped.
     let largest = (1..count)
+        .filter(|&i| untypeds[i].is_device == 0)
         .max_by_key(|&i| untypeds[i].size_bits)
         .ok_or("no RAM Untyped")?;
     let largest_slot =
@@ -230,13 +250,14 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     // SAFETY: `info_frame` is a fresh 4 KiB frame in the direct map and
     // BootInfo fits in a page (checked by abi's tests).
     unsafe { (crate::mem::phys_to_virt(info_frame) as *mut BootInfo).write(info) };
+    let ram = untypeds[..count].iter().filter(|u| u.is_device == 0);
     crate::println!(
-        "[caps] root task: CNode of {} slots, {count} Untypeds ({} KiB), IPC buffer at {IPC_BUFFER_ADDRESS:#x}",
+        "[caps] root task: CNode of {} slots, {count} Untypeds ({} KiB of RAM, {} device), IPC buffer at {IPC_BUFFER_ADDRESS:#x}",
         1u32 << ROOT_CNODE_BITS,
-        untypeds[..count]
-            .iter()
+        ram.clone()
             .map(|u| (1u64 << u.size_bits) >> 10)
-            .sum::<u64>()
+            .sum::<u64>(),
+        count - ram.count()
     );
     ROOT_IPC_BUFFER.store(ipc_buffer, core::sync::atomic::Ordering::Relaxed);
     Ok(RootTask {
@@ -265,12 +286,23 @@ impl caps::EffectSink for ClearMemory {
                 size_bits,
                 rights,
             } => {
+                // Memory from a device Untyped maps as device memory, never
+                // executable (`Frame.Map` refuses to be asked).
+                let memory = if crate::devmem::is_device_memory(paddr) {
+                    crate::vspace::Memory::Device
+                } else {
+                    crate::vspace::Memory::Normal
+                };
                 let rights = crate::vspace::Rights {
                     write: rights.contains(Rights::WRITE),
-                    execute: self.execute && !rights.contains(Rights::WRITE),
+                    execute: self.execute
+                        && !rights.contains(Rights::WRITE)
+                        && memory == crate::vspace::Memory::Normal,
                 };
                 // Checked by `can_map` before the model was asked.
-                if let Err(e) = crate::vspace::map_leaf(vspace, vaddr, paddr, size_bits, rights) {
+                if let Err(e) =
+                    crate::vspace::map_leaf(vspace, vaddr, paddr, size_bits, rights, memory)
+                {
                     crate::println!("[caps] a checked mapping failed: {e:?}");
                 }
             }
@@ -625,7 +657,10 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 return Err(Error::InvalidRights);
             }
             let root = as_root(&caps, vspace_slot)?;
-            let (_, size_bits) = memory_of(&caps, slot)?;
+            let (paddr, size_bits) = memory_of(&caps, slot)?;
+            if execute && crate::devmem::is_device_memory(paddr) {
+                return Err(Error::DeviceMemory);
+            }
             crate::vspace::can_map(root, vaddr, size_bits).map_err(|e| match e {
                 crate::vspace::MapError::MissingTable(_) => Error::MissingPageTable,
                 crate::vspace::MapError::BadAddress(_) => Error::InvalidAddress,

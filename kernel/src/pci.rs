@@ -1,36 +1,11 @@
 //! PCI configuration space through ECAM, and the little enumeration boot needs.
 
 use crate::mem::phys_to_virt;
-use core::fmt;
 
-/// A PCI requester: bus, device, function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bdf {
-    /// Bus number.
-    pub bus: u8,
-    /// Device number (0..32).
-    pub device: u8,
-    /// Function number (0..8).
-    pub function: u8,
-}
-
-impl Bdf {
-    /// The 16-bit requester ID the IOMMU sees (VT-d source ID, SMMU StreamID on virt).
-    pub fn requester_id(self) -> u16 {
-        (u16::from(self.bus) << 8) | (u16::from(self.device) << 3) | u16::from(self.function)
-    }
-}
-
-impl fmt::Display for Bdf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
-    }
-}
+pub use pci_config::Bdf;
 
 /// Configuration-space register offsets (PCI Local Bus 3.0, 6.1).
 pub mod reg {
-    /// Vendor ID (low 16 bits) and device ID (high 16 bits).
-    pub const ID: u16 = 0x00;
     /// Command register (low 16 bits).
     pub const COMMAND: u16 = 0x04;
     /// Base address register 0.
@@ -55,10 +30,7 @@ impl Ecam {
     }
 
     fn address(&self, bdf: Bdf, offset: u16) -> *mut u32 {
-        let function_offset = (u64::from(bdf.bus) << 20)
-            | (u64::from(bdf.device & 31) << 15)
-            | (u64::from(bdf.function & 7) << 12);
-        phys_to_virt(self.base + function_offset + u64::from(offset & 0xFFC)) as *mut u32
+        phys_to_virt(self.base + bdf.ecam_offset() + u64::from(offset & 0xFFC)) as *mut u32
     }
 
     /// Reads a 32-bit configuration register.
@@ -77,15 +49,24 @@ impl Ecam {
 
     /// Finds the first function on bus 0 with this vendor and device ID.
     pub fn find(&self, vendor: u16, device: u16) -> Option<Bdf> {
-        let wanted = (u32::from(device) << 16) | u32::from(vendor);
-        (0..32u8)
-            .flat_map(|d| {
-                (0..8u8).map(move |f| Bdf {
-                    bus: 0,
-                    device: d,
-                    function: f,
-                })
-            })
-            .find(|&bdf| self.read32(bdf, reg::ID) == wanted)
+        pci_config::find(&mut self.clone(), 0, vendor, device)
+    }
+}
+
+/// The `pci` crate's view: 32-bit accesses at an offset into the window.
+impl pci_config::ConfigAccess for Ecam {
+    fn read32(&mut self, offset: u64) -> u32 {
+        // SAFETY: the ECAM window is device memory in the direct map (every
+        // offset of the 256 buses stays inside it); a config read has no
+        // side effects on the devices the kernel uses.
+        unsafe { (phys_to_virt(self.base + (offset & 0x0FFF_FFFC)) as *const u32).read_volatile() }
+    }
+
+    fn write32(&mut self, offset: u64, value: u32) {
+        // SAFETY: as for `read32`; only kernel boot code configures devices
+        // through this (BAR assignment, before any user program runs).
+        unsafe {
+            (phys_to_virt(self.base + (offset & 0x0FFF_FFFC)) as *mut u32).write_volatile(value)
+        }
     }
 }

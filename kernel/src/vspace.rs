@@ -13,6 +13,18 @@ pub struct Rights {
     pub execute: bool,
 }
 
+/// What kind of memory a leaf maps: the kernel picks it from the Frame
+/// (memory carved from a device Untyped is [`Memory::Device`], see
+/// `devmem`); a user can ask for neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Memory {
+    /// RAM: normal write-back cacheable memory.
+    Normal,
+    /// Device registers: uncached, strongly ordered (x86_64 PCD|PWT = UC,
+    /// aarch64 Device-nGnRE), never executable.
+    Device,
+}
+
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
@@ -82,7 +94,7 @@ pub fn map_page(
         if paging::entry_valid(slot.read_volatile()) {
             return Err(MapError::AlreadyMapped(va));
         }
-        slot.write_volatile(paging::leaf_entry(pa, rights));
+        slot.write_volatile(paging::leaf_entry(pa, rights, Memory::Normal));
     }
     Ok(())
 }
@@ -189,6 +201,7 @@ pub fn map_leaf(
     pa: u64,
     size_bits: u8,
     rights: Rights,
+    memory: Memory,
 ) -> Result<(), MapError> {
     can_map(root_pa, va, size_bits)?;
     let level = if size_bits == 21 {
@@ -198,9 +211,9 @@ pub fn map_leaf(
     };
     let slot = slot_at(root_pa, va, level)?;
     let entry = if size_bits == 21 {
-        paging::large_leaf_entry(pa, rights)
+        paging::large_leaf_entry(pa, rights, memory)
     } else {
-        paging::leaf_entry(pa, rights)
+        paging::leaf_entry(pa, rights, memory)
     };
     // SAFETY: `slot` points into a table of this space; the leaf was empty.
     unsafe { slot.write_volatile(entry) };

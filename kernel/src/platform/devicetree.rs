@@ -15,6 +15,8 @@ pub struct PcieHost {
     pub ecam_size: u64,
     /// The 32-bit memory window for BARs: (PCI address, CPU address, size).
     pub mmio32: Option<(u64, u64, u64)>,
+    /// The 64-bit memory window for BARs: (PCI address, CPU address, size).
+    pub mmio64: Option<(u64, u64, u64)>,
 }
 
 /// What the kernel takes from the device tree.
@@ -46,14 +48,14 @@ fn be_cells(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The 32-bit non-prefetchable memory range of a PCI host's `ranges`
-/// (3 PCI cells, 2 CPU cells, 2 size cells per entry on virt).
-fn mmio32_window(node: FdtNode<'static>) -> Option<(u64, u64, u64)> {
+/// A memory range of a PCI host's `ranges` (3 PCI cells, 2 CPU cells, 2
+/// size cells per entry on virt) by its space code: 2 is 32-bit memory, 3
+/// is 64-bit memory (IEEE 1275 PCI binding, 2.2.1.1).
+fn memory_window(node: FdtNode<'static>, space_code: u32) -> Option<(u64, u64, u64)> {
     let ranges: &[u8] = node.property("ranges")?.value_as().ok()?;
     ranges.chunks_exact(28).find_map(|entry| {
         let space = (u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]) >> 24) & 3;
-        // Space code 2: 32-bit memory.
-        (space == 2).then(|| {
+        (space == space_code).then(|| {
             (
                 be_cells(&entry[4..12]),
                 be_cells(&entry[12..20]),
@@ -114,7 +116,8 @@ pub fn discover(
             Some(PcieHost {
                 ecam_base,
                 ecam_size,
-                mmio32: mmio32_window(node),
+                mmio32: memory_window(node, 2),
+                mmio64: memory_window(node, 3),
             })
         });
     let initrd = fdt.find_node("/chosen").and_then(|chosen| {

@@ -49,7 +49,7 @@ _start:
     orr x3, x2, #3              /* table descriptor */
     str x3, [x4]
 
-    ldr x1, =0xFF00             /* MAIR: Attr0 device-nGnRnE, Attr1 normal WB */
+    ldr x1, =0x04FF00           /* MAIR: Attr0 device-nGnRnE, Attr1 normal WB, Attr2 device-nGnRE (user MMIO) */
     msr mair_el1, x1
     ldr x1, =0x5B5103510        /* TCR: T0SZ=T1SZ=16, 4K granules, WB, inner shareable, IPS 48-bit */
     msr tcr_el1, x1

@@ -1,12 +1,18 @@
 //! AArch64 stage-1 translation-table entry format, 4 KiB granule, 48-bit
 //! (Arm ARM D8.3), for user address spaces in TTBR0.
 
-use crate::vspace::Rights;
+use crate::vspace::{Memory, Rights};
 
 const VALID: u64 = 1 << 0;
 const TABLE_OR_PAGE: u64 = 1 << 1;
 /// AttrIndx 1: normal write-back memory (MAIR_EL1 set at boot).
 const ATTR_NORMAL: u64 = 1 << 2;
+/// AttrIndx 2: Device-nGnRE (MAIR_EL1 Attr2 = 0x04, set at boot): no
+/// gathering, no reordering, early write acknowledgement (Arm ARM B2.7.2).
+const ATTR_DEVICE: u64 = 2 << 2;
+/// SH[1:0] for device memory: outer shareable (the field is ignored for
+/// device types, which are always treated as outer shareable).
+const OUTER_SHAREABLE: u64 = 2 << 8;
 /// AP[1]: EL0 may access.
 const AP_EL0: u64 = 1 << 6;
 /// AP[2]: read-only.
@@ -26,14 +32,18 @@ pub fn table_entry(pa: u64) -> u64 {
     (pa & ADDRESS) | VALID | TABLE_OR_PAGE
 }
 
-/// A 4 KiB EL0 page with `rights`; the kernel may never execute it.
-pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
+/// A 4 KiB EL0 page with `rights`, of `memory`'s type (device memory is
+/// Device-nGnRE and never executable); the kernel may never execute it.
+pub fn leaf_entry(pa: u64, rights: Rights, memory: Memory) -> u64 {
+    let attributes = match memory {
+        Memory::Normal => ATTR_NORMAL | INNER_SHAREABLE,
+        Memory::Device => ATTR_DEVICE | OUTER_SHAREABLE | USER_NO_EXECUTE,
+    };
     let mut entry = (pa & ADDRESS)
         | VALID
         | TABLE_OR_PAGE
-        | ATTR_NORMAL
+        | attributes
         | AP_EL0
-        | INNER_SHAREABLE
         | ACCESS_FLAG
         | NOT_GLOBAL
         | PRIVILEGED_NO_EXECUTE;
@@ -46,10 +56,10 @@ pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
     entry
 }
 
-/// A 2 MiB EL0 block at level 2 with `rights`.
-pub fn large_leaf_entry(pa: u64, rights: Rights) -> u64 {
+/// A 2 MiB EL0 block at level 2 with `rights` and `memory`.
+pub fn large_leaf_entry(pa: u64, rights: Rights, memory: Memory) -> u64 {
     // A block descriptor is a page descriptor with bit 1 clear.
-    leaf_entry(pa & !0x1F_FFFF, rights) & !TABLE_OR_PAGE
+    leaf_entry(pa & !0x1F_FFFF, rights, memory) & !TABLE_OR_PAGE
 }
 
 /// Drops every EL1&0 translation (all address spaces: no ASIDs yet).

@@ -1,10 +1,15 @@
 //! x86-64 4-level page-table entry format (Intel SDM vol. 3, 4.5).
 
-use crate::vspace::Rights;
+use crate::vspace::{Memory, Rights};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
+/// PWT and PCD: with the PAT at its reset value (PA3 = UC, Intel SDM vol. 3,
+/// 13.12.4; the kernel never writes IA32_PAT) a leaf with both bits set is
+/// uncacheable, whatever the MTRRs say: strong ordering for device
+/// registers. Bit 7 (4 KiB) / 12 (2 MiB), the PAT bit, stays clear.
+const UNCACHED: u64 = (1 << 3) | (1 << 4);
 const HUGE: u64 = 1 << 7;
 const NO_EXECUTE: u64 = 1 << 63;
 const ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
@@ -18,9 +23,13 @@ pub fn table_entry(pa: u64) -> u64 {
     (pa & ADDRESS) | PRESENT | WRITABLE | USER
 }
 
-/// A 4 KiB user leaf with `rights`.
-pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
+/// A 4 KiB user leaf with `rights`, of `memory`'s type (device memory is
+/// uncached and never executable).
+pub fn leaf_entry(pa: u64, rights: Rights, memory: Memory) -> u64 {
     let mut entry = (pa & ADDRESS) | PRESENT | USER;
+    if memory == Memory::Device {
+        entry |= UNCACHED | NO_EXECUTE;
+    }
     if rights.write {
         entry |= WRITABLE;
     }
@@ -30,9 +39,10 @@ pub fn leaf_entry(pa: u64, rights: Rights) -> u64 {
     entry
 }
 
-/// A 2 MiB user leaf with `rights` (a page-directory entry with PS set).
-pub fn large_leaf_entry(pa: u64, rights: Rights) -> u64 {
-    leaf_entry(pa & !0x1F_FFFF, rights) | HUGE
+/// A 2 MiB user leaf with `rights` and `memory` (a page-directory entry
+/// with PS set).
+pub fn large_leaf_entry(pa: u64, rights: Rights, memory: Memory) -> u64 {
+    leaf_entry(pa & !0x1F_FFFF, rights, memory) | HUGE
 }
 
 /// Drops every non-global translation of the current address space.
