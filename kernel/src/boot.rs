@@ -282,17 +282,39 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
         crate::println!("[boot] the boot module at {start:#x} is outside the direct map");
         return crate::EXIT_BOOT_FAILED;
     };
+    // A packed system image (`cargo xtask run --image`) brings its root
+    // task, init, as an entry; any other module is the root task's ELF.
+    let (program, packed) = match crate::loader::classify(image) {
+        Ok(crate::loader::BootModule::Program(program)) => (program, false),
+        Ok(crate::loader::BootModule::Image { root_task }) if start.is_multiple_of(4096) => {
+            crate::println!("[boot] the boot module is a system image: starting its init");
+            (root_task, true)
+        }
+        Ok(crate::loader::BootModule::Image { .. }) => {
+            let e = crate::loader::ImageError::Unaligned(start);
+            crate::println!("[boot] cannot use the system image: {e}");
+            return crate::EXIT_BOOT_FAILED;
+        }
+        Err(e) => {
+            crate::println!("[boot] cannot use the system image: {e}");
+            return crate::EXIT_BOOT_FAILED;
+        }
+    };
     let Some(root) = frames.alloc() else {
         return crate::EXIT_BOOT_FAILED;
     };
     crate::vspace::init_root(root);
-    let entry = match crate::loader::load(image, root, frames) {
+    let entry = match crate::loader::load(program, root, frames) {
         Ok(entry) => entry,
         Err(e) => {
-            crate::println!("[boot] cannot load the boot module: {e}");
+            crate::println!("[boot] cannot load the root task: {e}");
             return crate::EXIT_BOOT_FAILED;
         }
     };
+    if packed && let Err(e) = crate::loader::map_image(root, start, len, frames) {
+        crate::println!("[boot] cannot map the system image into init: {e}");
+        return crate::EXIT_BOOT_FAILED;
+    }
     for page in 1..=ROOT_STACK_PAGES {
         let mapped = frames.alloc().map(|frame| {
             let rights = crate::vspace::Rights {
@@ -326,6 +348,16 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
             return crate::EXIT_BOOT_FAILED;
         }
     };
+    if packed {
+        if let Err(e) = crate::loader::record_image(task.vspace, len) {
+            crate::println!("[boot] cannot tell init where the image is: {e}");
+            return crate::EXIT_BOOT_FAILED;
+        }
+        crate::println!(
+            "[boot] system image of {len} bytes mapped read-only at {:#x}",
+            abi::bootinfo::IMAGE_ADDRESS
+        );
+    }
     crate::println!("[boot] starting the root task at {entry:#x}");
     arch::set_address_space(root);
     let (tcb_object, tcb) = task.tcb;

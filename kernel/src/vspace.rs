@@ -156,6 +156,15 @@ fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<*mut u64, MapError> {
     Ok(table(table_pa).wrapping_add(index(va, level)))
 }
 
+/// The physical address of the 4 KiB page mapped at `va` (page aligned),
+/// if a last-level leaf maps it.
+pub fn page_address(root_pa: u64, va: u64) -> Option<u64> {
+    let slot = slot_at(root_pa, va, LEVELS - 1).ok()?;
+    // SAFETY: `slot` points into a last-level table of this space.
+    let entry = unsafe { slot.read_volatile() };
+    paging::entry_valid(entry).then(|| paging::entry_address(entry))
+}
+
 /// Installs the zeroed table `table_pa` as the highest missing level on the
 /// way to `va`; returns the physical address of the entry written.
 pub fn install_table(root_pa: u64, va: u64, table_pa: u64) -> Result<u64, MapError> {

@@ -19,6 +19,14 @@ pub const FIRST_UNTYPED: u32 = 16;
 pub const MAX_UNTYPEDS: usize = 64;
 /// Where the boot-info page is mapped in init's address space.
 pub const BOOT_INFO_ADDRESS: u64 = 0x7F_0000_0000;
+/// Where the kernel maps the packed system image (the `PCLSIMG` archive the
+/// root task was loaded from) read-only in the root task's address space,
+/// page by page from its first byte; [`BootInfo::image_address`] says so and
+/// [`BootInfo::image_length`] gives its length. 0 in both when the boot
+/// module was a bare ELF.
+pub const IMAGE_ADDRESS: u64 = 0x7E_0000_0000;
+/// The largest image the kernel maps (the window up to [`BOOT_INFO_ADDRESS`]).
+pub const MAX_IMAGE_LENGTH: u64 = BOOT_INFO_ADDRESS - IMAGE_ADDRESS;
 /// "PCLSBOOT" little-endian: the first word of the page.
 pub const BOOT_INFO_MAGIC: u64 = 0x544F_4F42_534C_4350;
 
@@ -32,26 +40,8 @@ pub struct UntypedDescriptor {
     pub size_bits: u8,
     /// Device memory (MMIO): only Frames and device Untypeds.
     pub is_device: u8,
-    /// What device memory it is: one of [`device_kind`] (0 for RAM).
-    pub device_kind: u8,
     /// Padding, zero.
-    pub reserved: [u8; 5],
-}
-
-/// What a device Untyped covers ([`UntypedDescriptor::device_kind`]).
-/// Device Untypeds never cover MMIO the kernel drives (interrupt
-/// controllers, the IOMMU, the console UART).
-pub mod device_kind {
-    /// Not device memory, or nothing more is known.
-    pub const UNKNOWN: u8 = 0;
-    /// The PCI segment-0 ECAM window (PCIe 4.0, 7.2.2): the configuration
-    /// space of every function, bus << 20 | device << 15 | function << 12
-    /// from the window's first byte. The Untyped with the lowest address of
-    /// this kind starts at bus 0.
-    pub const PCI_ECAM: u8 = 1;
-    /// A PCI memory window: where the kernel placed (or firmware left) the
-    /// memory BARs of the functions on bus 0.
-    pub const PCI_MEMORY: u8 = 2;
+    pub reserved: [u8; 6],
 }
 
 /// The boot-info page's layout (`#[repr(C)]`, all little-endian).

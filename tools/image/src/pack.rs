@@ -140,10 +140,25 @@ fn check_maps_clear_of_programs(
 /// the archive holds exactly what the description uses). Checks what only
 /// the ELFs can tell: each is an executable for `arch`, and no domain maps
 /// a region over the pages its program is loaded at.
+///
+/// The archive has no root task: the kernel cannot boot it on its own (see
+/// [`pack_with_root_task`]).
 pub fn pack(
     image: &Image,
     arch: Arch,
     kernel: &[u8],
+    programs: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, ImageError> {
+    pack_with_root_task(image, arch, kernel, None, programs)
+}
+
+/// [`pack`], with the root task's ELF (init, `userland/init`) as the
+/// [`EntryKind::RootTask`] entry: the archive the kernel boots.
+pub fn pack_with_root_task(
+    image: &Image,
+    arch: Arch,
+    kernel: &[u8],
+    root_task: Option<&[u8]>,
     programs: &BTreeMap<String, Vec<u8>>,
 ) -> Result<Vec<u8>, ImageError> {
     let file = Path::new("images").join(format!("{}.toml", image.name));
@@ -192,6 +207,15 @@ pub fn pack(
         ));
     }
 
+    if let Some(bytes) = root_task {
+        check_elf(bytes, arch).map_err(|problem| {
+            error(
+                "root task",
+                format!("the root task (init) is {problem}"),
+                "build userland/init for this architecture",
+            )
+        })?;
+    }
     check_maps_clear_of_programs(image, &file, programs)?;
 
     let mut description = vec![0u8; 64 << 10];
@@ -208,7 +232,7 @@ pub fn pack(
         .len();
     description.truncate(used);
 
-    // Sorted by (kind, name): description, kernel, programs by name.
+    // Sorted by (kind, name): description, kernel, programs by name, root task.
     let mut payloads: Vec<(EntryKind, &str, &[u8])> = vec![
         (
             EntryKind::Description,
@@ -222,6 +246,9 @@ pub fn pack(
             .iter()
             .map(|(name, bytes)| (EntryKind::Program, name.as_str(), bytes.as_slice())),
     );
+    if let Some(bytes) = root_task {
+        payloads.push((EntryKind::RootTask, archive::ROOT_TASK_NAME, bytes));
+    }
     let table_end = archive::HEADER_SIZE + payloads.len() * archive::ENTRY_SIZE;
     let mut offset = (table_end as u64).next_multiple_of(archive::ALIGN);
     let mut entries = Vec::new();

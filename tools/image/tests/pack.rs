@@ -267,3 +267,35 @@ fn damaged_archives_never_crash_the_reader() {
     }
     assert!(refused > 0);
 }
+
+#[test]
+fn the_root_task_is_the_last_entry_and_is_checked() {
+    let image = reference_image(Arch::X86_64);
+    let kernel = elf(X86_64, b"kernel");
+    let init = elf(X86_64, b"init");
+    let bytes = pack::pack_with_root_task(
+        &image,
+        Arch::X86_64,
+        &kernel,
+        Some(&init),
+        &programs(X86_64),
+    )
+    .unwrap();
+    let archive = Archive::parse(&bytes).unwrap();
+    let last = archive.entries().last().unwrap();
+    assert_eq!(
+        (last.kind, last.name),
+        (EntryKind::RootTask, archive::ROOT_TASK_NAME)
+    );
+    assert_eq!(archive.root_task(), Some(init.as_slice()));
+    let wrong = elf(AARCH64, b"init");
+    let error = pack::pack_with_root_task(
+        &image,
+        Arch::X86_64,
+        &kernel,
+        Some(&wrong),
+        &programs(X86_64),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("root task"), "{error}");
+}

@@ -7,11 +7,12 @@
 //! platform for `--arch`, lists the workspace's user programs, and turns
 //! an image error (file, line, entry, problem, fix) into xtask's [`Error`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sysimage::sysdesc::archive;
 
 use crate::error::{Error, Result};
+use crate::kernel;
 use crate::machines::Arch;
 
 /// The image `cargo xtask run` boots when `--image` is not given.
@@ -59,6 +60,79 @@ pub fn load(root: &Path, arch: Arch, name: &str) -> Result<sysimage::Image> {
         &platform,
         &programs,
     )?)
+}
+
+/// The root task every packed image carries (`userland/init`).
+pub const ROOT_TASK_PACKAGE: &str = "init";
+
+/// A packed boot image on disk.
+pub struct Packed {
+    /// `target/images/<NAME>-<arch>.img`.
+    pub path: PathBuf,
+    /// The programs it carries, by name.
+    pub programs: Vec<String>,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// Builds the kernel, init and the image's programs for `arch` and packs
+/// them with the description of `image` into `target/images/<NAME>-<arch>.img`.
+pub fn pack(root: &Path, arch: Arch, image: &sysimage::Image) -> Result<Packed> {
+    let kernel_elf = read(&kernel::build(root, arch)?)?;
+    let init_elf = read(&kernel::build_package(root, arch, ROOT_TASK_PACKAGE)?)?;
+    let mut programs = std::collections::BTreeMap::new();
+    for program in &image.programs {
+        let path = kernel::build_package(root, arch, program)?;
+        programs.insert(program.clone(), read(&path)?);
+    }
+    let bytes = sysimage::pack::pack_with_root_task(
+        image,
+        image_arch(arch),
+        &kernel_elf,
+        Some(&init_elf),
+        &programs,
+    )?;
+    output_dir(root)?;
+    let path = packed_path(root, arch, &image.name);
+    std::fs::write(&path, &bytes).map_err(|error| {
+        Error::new(
+            format!("cannot write {}: {error}", path.display()),
+            "check the permissions of the target directory",
+        )
+    })?;
+    Ok(Packed {
+        path,
+        programs: image.programs.clone(),
+        size: bytes.len(),
+    })
+}
+
+/// Where `graph` and `pack` write, `target/images/`, created if missing.
+pub fn output_dir(root: &Path) -> Result<PathBuf> {
+    let dir = kernel::target_dir(root).join("images");
+    std::fs::create_dir_all(&dir).map_err(|error| {
+        Error::new(
+            format!("cannot create {}: {error}", dir.display()),
+            "check the permissions of the target directory",
+        )
+    })?;
+    Ok(dir)
+}
+
+/// Where [`pack`] writes image `name` for `arch`.
+pub fn packed_path(root: &Path, arch: Arch, name: &str) -> PathBuf {
+    kernel::target_dir(root)
+        .join("images")
+        .join(format!("{name}-{}.img", arch.name()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| {
+        Error::new(
+            format!("cannot read {}: {error}", path.display()),
+            "rebuild it with cargo xtask build",
+        )
+    })
 }
 
 #[cfg(test)]

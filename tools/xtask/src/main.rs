@@ -204,8 +204,13 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
             );
         }
     }
+    // The packed image is the boot module: the kernel starts its init.
+    let packed = image::pack(root, arch, &image)?;
+    let (module, suffix) =
+        machines::module_arguments(arch, &packed.path.display().to_string(), packed.size as u64);
+    extra.extend(module);
     extra.extend(qemu_args.iter().cloned());
-    let cmdline = format!("image={}", image.name);
+    let cmdline = format!("image={}{suffix}", image.name);
     let args = qemu::arguments(machine, machine.run_args, &elf, &cmdline, &extra);
     let run = qemu::run(machine.qemu, &args, qemu::Echo::Terminal, None, |_| {})?;
     match qemu::guest_status(machine.exit, &run) {
@@ -221,18 +226,6 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
     }
 }
 
-/// Where `graph` and `pack` write: `target/images/`.
-fn images_output(root: &Path) -> Result<PathBuf> {
-    let dir = kernel::target_dir(root).join("images");
-    std::fs::create_dir_all(&dir).map_err(|error| {
-        Error::new(
-            format!("cannot create {}: {error}", dir.display()),
-            "check the permissions of the target directory",
-        )
-    })?;
-    Ok(dir)
-}
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|error| {
         Error::new(
@@ -242,20 +235,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| {
-        Error::new(
-            format!("cannot read {}: {error}", path.display()),
-            "rebuild it with cargo xtask build",
-        )
-    })
-}
-
 fn graph(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
     let arch = Arch::parse(arch)?;
     let image = image::load(root, arch, image)?;
     setup::graphviz()?;
-    let dir = images_output(root)?;
+    let dir = image::output_dir(root)?;
     let stem = format!("{}-{}", image.name, arch.name());
     let source = sysimage::graph::dot(&image);
     let dot = dir.join(format!("{stem}.dot"));
@@ -275,24 +259,16 @@ fn pack(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
     let arch = Arch::parse(arch)?;
     let image = image::load(root, arch, image)?;
     setup::rust_targets(root)?;
-    let kernel_elf = read_file(&kernel::build(root, arch)?)?;
-    let mut programs = std::collections::BTreeMap::new();
-    for program in &image.programs {
-        let path = kernel::build_package(root, arch, program)?;
-        programs.insert(program.clone(), read_file(&path)?);
-    }
-    let bytes = sysimage::pack::pack(&image, image::image_arch(arch), &kernel_elf, &programs)?;
-    let path = images_output(root)?.join(format!("{}-{}.img", image.name, arch.name()));
-    write_file(&path, &bytes)?;
+    let packed = image::pack(root, arch, &image)?;
     eprintln!(
-        "xtask: packed image `{}` for {}: kernel, {} program(s) ({}), description; {} bytes",
+        "xtask: packed image `{}` for {}: kernel, init, {} program(s) ({}), description; {} bytes",
         image.name,
         arch.name(),
-        image.programs.len(),
-        image.programs.join(", "),
-        bytes.len()
+        packed.programs.len(),
+        packed.programs.join(", "),
+        packed.size
     );
-    println!("{}", path.display());
+    println!("{}", packed.path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -307,9 +283,11 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     if args.list {
         for config in configs {
             let kernel = kernel::elf_path(root, config.arch);
-            let module = config
-                .program
-                .map(|program| kernel::package_elf(root, config.arch, program));
+            let module = match (config.program, config.image) {
+                (Some(program), _) => Some(kernel::package_elf(root, config.arch, program)),
+                (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),
+                (None, None) => None,
+            };
             let qemu_args = suite::arguments(config, &kernel, module.as_deref());
             println!("{} (timeout {} s)", config.name, config.timeout_secs);
             println!(

@@ -11,7 +11,7 @@
 //! lines are shown.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -85,16 +85,13 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         match kernel::build(root, arch) {
             Ok(elf) => {
                 for config in configs {
-                    let module = match config.program {
-                        Some(program) => match kernel::build_package(root, arch, program) {
-                            Ok(path) => Some(path),
-                            Err(error) => {
-                                println!("[{}] not run: {error}", config.name);
-                                total.failed += 1;
-                                continue;
-                            }
-                        },
-                        None => None,
+                    let module = match boot_module(root, config) {
+                        Ok(module) => module,
+                        Err(error) => {
+                            println!("[{}] not run: {error}", config.name);
+                            total.failed += 1;
+                            continue;
+                        }
                     };
                     total.add(system_test(config, &elf, module.as_deref()));
                 }
@@ -109,6 +106,19 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(total)
+}
+
+/// Builds a configuration's boot module: its program's ELF, or its image
+/// packed with init and the image's programs.
+fn boot_module(root: &Path, config: &SystemTest) -> Result<Option<PathBuf>> {
+    match (config.program, config.image) {
+        (Some(program), _) => kernel::build_package(root, config.arch, program).map(Some),
+        (None, Some(name)) => {
+            let image = crate::image::load(root, config.arch, name)?;
+            Ok(Some(crate::image::pack(root, config.arch, &image)?.path))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// `cargo test` over the default members, echoing its output. Not

@@ -12,6 +12,11 @@
 //! - [`print!`] and [`println!`] write to the kernel's debug console.
 //! - [`testing`]: `test NAME ... ok` lines and the closing count for
 //!   system-test programs.
+//! - [`space`]: retyping objects into free slots, page tables, filling
+//!   Frames, loading an ELF into another address space (init and the tests
+//!   that build address spaces).
+//! - [`shared`]: word access to memory shared with another domain.
+//! - [`boot`]: the root task's boot-info page and packed system image.
 //!
 //! Programs link with `link-<arch>.ld` (see `userland/README.md`).
 //!
@@ -24,7 +29,10 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod boot;
 pub mod heap;
+pub mod shared;
+pub mod space;
 #[cfg(target_os = "none")]
 mod start;
 pub mod testing;

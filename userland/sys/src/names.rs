@@ -23,9 +23,27 @@
 //! | 32 | `slot: u32` | the slot in the domain's CSpace |
 //! | 36 | `kind: u32` | the object kind, numbered as `caps::ObjectKind` |
 //!
-//! 2576 bytes in all. Names are those of the system image (`images/*.toml`);
-//! entries are not sorted and names should be unique (lookup takes the
-//! first match).
+//! 2576 bytes in all ([`CAP_TABLE_SIZE`]). Entries are not sorted and names
+//! should be unique (lookup takes the first match).
+//!
+//! # The names init gives
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `channel<ID>` | Endpoint or Notification | the domain's end `ID` of a `[[channel]]`: for an endpoint, the caller (first end) may call, the receiver receives (and sees the badge of its end); for a notification, the first end may signal, the second waits (and sees its end's badge) |
+//! | `irq<ID>` | IrqHandler | the `[[irq]]` with id `ID` (for `Ack`) |
+//! | `irqs` | Notification | where every IRQ of the domain arrives, bit `1 << ID` |
+//! | `device<N>` | IoDevice | the domain's `N`th `[[dma_grant]]` (in image order) |
+//! | `iospace<N>` | IoSpace | its IoSpace, the grant's `io_map` regions mapped |
+//!
+//! # Where init puts things in a domain's address space
+//!
+//! Besides the program (linked at `0x40_0000`) and the image's maps:
+//! [`CAP_TABLE_ADDRESS`], [`HEAP_ADDRESS`] (the domain's `heap_size`),
+//! the stack below [`STACK_TOP`] (a guard page above it), and the IPC
+//! buffer at `ipc::IPC_BUFFER_ADDRESS`; all inside
+//! [`DOMAIN_RESERVED_START`].. the top of user space, where images may not
+//! map.
 
 use crate::cap::{Cap, CapType};
 use caps::ObjectKind;
@@ -38,6 +56,18 @@ pub const CAP_TABLE_VERSION: u32 = 1;
 pub const MAX_ENTRIES: usize = 64;
 /// The longest name, in bytes.
 pub const MAX_NAME_LENGTH: usize = 32;
+
+/// Bytes of an encoded [`CapTable`] ([`CapTable::to_bytes`]).
+pub const CAP_TABLE_SIZE: usize = 16 + MAX_ENTRIES * 40;
+/// Start of the part of every domain's address space init lays out itself.
+pub const DOMAIN_RESERVED_START: u64 = 0x7F_8000_0000;
+/// Where init maps a domain's [`CapTable`] (read-only).
+pub const CAP_TABLE_ADDRESS: u64 = 0x7F_8000_0000;
+/// Where init maps a domain's heap (`heap_size` bytes, read-write).
+pub const HEAP_ADDRESS: u64 = 0x7F_9000_0000;
+/// The top of a domain's stack (it grows down); the page above is left
+/// unmapped as a guard below the IPC buffer.
+pub const STACK_TOP: u64 = 0x7F_FFFF_E000;
 
 /// One named capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +180,22 @@ impl CapTable {
         Ok(())
     }
 
+    /// The table's bytes in the layout above (what init writes into the
+    /// domain's page).
+    pub fn to_bytes(&self) -> [u8; CAP_TABLE_SIZE] {
+        let mut bytes = [0u8; CAP_TABLE_SIZE];
+        bytes[0..8].copy_from_slice(&self.magic.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.version.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.count.to_le_bytes());
+        for (index, entry) in self.entries.iter().enumerate() {
+            let at = 16 + index * 40;
+            bytes[at..at + MAX_NAME_LENGTH].copy_from_slice(&entry.name);
+            bytes[at + 32..at + 36].copy_from_slice(&entry.slot.to_le_bytes());
+            bytes[at + 36..at + 40].copy_from_slice(&entry.kind.to_le_bytes());
+        }
+        bytes
+    }
+
     /// The entry named `name`, whatever its kind.
     pub fn find(&self, name: &str) -> Option<&CapEntry> {
         self.entries()
@@ -188,6 +234,20 @@ mod tests {
         assert_eq!(offset_of!(CapEntry, kind), 36);
         assert_eq!(size_of::<CapTable>(), 2576);
         assert_eq!(&CAP_TABLE_MAGIC.to_le_bytes(), b"PCLSCAPS");
+    }
+
+    #[test]
+    fn to_bytes_is_the_memory_layout() {
+        let mut table = CapTable::new();
+        table.push("channel0", 7, ObjectKind::Endpoint).unwrap();
+        table.push("iospace0", 9, ObjectKind::IoSpace).unwrap();
+        let bytes = table.to_bytes();
+        assert_eq!(size_of::<CapTable>(), CAP_TABLE_SIZE);
+        // SAFETY: CapTable is repr(C) plain data without padding (layout
+        // test above), so its bytes are initialised.
+        #[allow(unsafe_code)]
+        let memory: [u8; CAP_TABLE_SIZE] = unsafe { core::mem::transmute(table) };
+        assert_eq!(bytes, memory);
     }
 
     #[test]

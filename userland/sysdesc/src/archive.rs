@@ -13,7 +13,8 @@
 //!              image_size  u64      bytes of the whole archive
 //! offset 32  entry table, entry_count × ENTRY_SIZE = 64 bytes
 //!              name        [u8; 40] UTF-8, zero-padded, not empty
-//!              kind        u32      1 = description, 2 = kernel, 3 = program
+//!              kind        u32      1 = description, 2 = kernel, 3 = program,
+//!                                   4 = root task (init)
 //!              reserved    u32      0
 //!              offset      u64      from the start of the archive, a multiple of ALIGN
 //!              size        u64      bytes of payload
@@ -22,7 +23,9 @@
 //! ```
 //!
 //! The table is sorted by (kind, name) and holds exactly one description
-//! entry (named [`DESCRIPTION_NAME`]); names are unique. Page-aligned
+//! entry (named [`DESCRIPTION_NAME`]) and at most one root-task entry
+//! (named [`ROOT_TASK_NAME`]: the program the kernel starts first, init,
+//! which builds the system from the description); names are unique. Page-aligned
 //! payloads let init map a program's pages straight from the archive.
 //! Nothing in the layout depends on time or on the host, so the same inputs
 //! give the same bytes.
@@ -50,9 +53,11 @@ pub const ENTRY_NAME_LEN: usize = 40;
 pub const ALIGN: u64 = 4096;
 /// Name of the description entry.
 pub const DESCRIPTION_NAME: &str = "system";
-/// Most entries an archive may hold (description, kernel and one program
-/// per domain at most).
-pub const MAX_ENTRIES: usize = crate::MAX_DOMAINS + 2;
+/// Name of the root-task entry (init).
+pub const ROOT_TASK_NAME: &str = "init";
+/// Most entries an archive may hold (description, kernel, root task and one
+/// program per domain at most).
+pub const MAX_ENTRIES: usize = crate::MAX_DOMAINS + 3;
 
 /// What an entry's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +68,9 @@ pub enum EntryKind {
     Kernel = 2,
     /// A user program ELF; domains name it by the entry name.
     Program = 3,
+    /// The root task's ELF ([`ROOT_TASK_NAME`]): the kernel loads it as the
+    /// first user program and maps the whole archive into it.
+    RootTask = 4,
 }
 
 impl EntryKind {
@@ -72,6 +80,7 @@ impl EntryKind {
             1 => Some(EntryKind::Description),
             2 => Some(EntryKind::Kernel),
             3 => Some(EntryKind::Program),
+            4 => Some(EntryKind::RootTask),
             _ => None,
         }
     }
@@ -244,7 +253,8 @@ impl<'a> Archive<'a> {
                 && end.is_some_and(|end| end <= image_size);
             let ordered = previous
                 .is_none_or(|previous| (previous.kind, previous.name) < (entry.kind, entry.name));
-            if !in_bounds || !ordered {
+            let named = entry.kind != EntryKind::RootTask || entry.name == ROOT_TASK_NAME;
+            if !in_bounds || !ordered || !named {
                 return Err(ArchiveError::BadEntry(index));
             }
             if entry.kind == EntryKind::Description {
@@ -306,6 +316,13 @@ impl<'a> Archive<'a> {
         self.bytes
             .get(start..start + entry.size as usize)
             .unwrap_or(&[])
+    }
+
+    /// The root task's ELF (the [`EntryKind::RootTask`] entry), if the
+    /// archive has one.
+    pub fn root_task(&self) -> Option<&'a [u8]> {
+        let entry = self.find(EntryKind::RootTask, ROOT_TASK_NAME)?;
+        Some(self.payload(&entry))
     }
 
     /// Decodes the description entry.
@@ -372,6 +389,48 @@ mod tests {
         let kernel = archive.find(EntryKind::Kernel, "kernel").unwrap();
         assert_eq!(archive.payload(&kernel), b"\x7fELF!");
         assert_eq!(archive.description().unwrap(), SystemDescription::default());
+        assert_eq!(archive.root_task(), None);
+    }
+
+    #[test]
+    fn the_root_task_entry_is_found_and_must_be_called_init() {
+        let mut buffer = [0u8; 5 * 4096];
+        let mut description = [0u8; 256];
+        let used = SystemDescription::default()
+            .encode(&mut description)
+            .unwrap()
+            .len();
+        let build = |buffer: &mut [u8; 5 * 4096], root_name: &str| {
+            let entries = [
+                Entry {
+                    name: DESCRIPTION_NAME,
+                    kind: EntryKind::Description,
+                    offset: 4096,
+                    size: used as u64,
+                },
+                Entry {
+                    name: root_name,
+                    kind: EntryKind::RootTask,
+                    offset: 8192,
+                    size: 4,
+                },
+            ];
+            buffer[..HEADER_SIZE].copy_from_slice(&encode_header(Arch::X86_64, 2, 8196));
+            for (index, entry) in entries.iter().enumerate() {
+                let at = HEADER_SIZE + index * ENTRY_SIZE;
+                buffer[at..at + ENTRY_SIZE].copy_from_slice(&encode_entry(entry).unwrap());
+            }
+            buffer[4096..4096 + used].copy_from_slice(&description[..used]);
+            buffer[8192..8196].copy_from_slice(b"\x7fELF");
+        };
+        build(&mut buffer, ROOT_TASK_NAME);
+        let archive = Archive::parse(&buffer[..8196]).unwrap();
+        assert_eq!(archive.root_task(), Some(&b"\x7fELF"[..]));
+        build(&mut buffer, "other");
+        assert_eq!(
+            Archive::parse(&buffer[..8196]).map(|_| ()),
+            Err(ArchiveError::BadEntry(1))
+        );
     }
 
     #[test]

@@ -1,0 +1,495 @@
+//! Building the system a description asks for, out of init's Untypeds.
+//!
+//! Every capability a domain receives is first made (or copied) in init's
+//! own CNode, then copied into the domain's CNode at the next free slot and
+//! named in the domain's capability table; the names are listed in
+//! `sys::names`. Region Frames stay in init's CNode; each mapping (CPU or
+//! IO) uses its own copy, since a Frame capability copy holds one mapping.
+//!
+//! Errors are strings that name the image entry (`protection_domain
+//! "server"`, `channel 2`, `dma_grant 0 (00:04.0)`) and what the kernel
+//! answered.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use abi::bootinfo;
+use rt::space::{self, Objects, Scratch};
+use sys::names::{self, CapTable};
+use sys::{
+    CNode, Cap, CapType, Endpoint, Frame, IommuControl, IrqControl, MapRights, Notification,
+    ObjectType, PageTable, Rights, Tcb,
+};
+use sysdesc::archive::{Archive, EntryKind};
+use sysdesc::{ChannelKind, IoMode, PageSize, SystemDescription};
+
+/// A page of init's own address space for filling Frames.
+const SCRATCH: u64 = 0x10_0000_0000;
+/// Each domain's CNode: `2^DOMAIN_CNODE_BITS` slots (CNodes come from the
+/// 128 KiB arena, 32 bytes a slot; init's own takes 1024 of its 4096).
+const DOMAIN_CNODE_BITS: u8 = 7;
+
+/// A protection domain under construction.
+struct Domain {
+    /// Its name in the image, for messages.
+    name: String,
+    cnode: Cap<CNode>,
+    vspace: Cap<PageTable>,
+    tcb: Cap<Tcb>,
+    ipc_buffer: Cap<Frame>,
+    entry: u64,
+    priority: u8,
+    table: CapTable,
+    /// The next free slot of its CNode (slot 0 stays empty).
+    next_slot: u32,
+    /// Where its IRQs arrive (made with its first IRQ), in init's CNode.
+    irqs: Option<Cap<Notification>>,
+    /// How many DMA grants it has received so far.
+    grants: usize,
+}
+
+impl Domain {
+    /// Copies `source` (a capability in init's CNode) into the domain's
+    /// CNode and names it `name` in its table.
+    fn give<T: CapType>(
+        &mut self,
+        objects: &Objects,
+        name: &str,
+        source: Cap<T>,
+    ) -> Result<(), String> {
+        let slot = self.next_slot;
+        if slot >= 1 << DOMAIN_CNODE_BITS {
+            return Err(format!(
+                "protection_domain \"{}\": its CNode of {} slots is full (giving `{name}`)",
+                self.name,
+                1u32 << DOMAIN_CNODE_BITS
+            ));
+        }
+        self.cnode
+            .copy_from(slot, objects.cnode(), source.slot(), Rights::ALL)
+            .map_err(|e| {
+                format!(
+                    "protection_domain \"{}\": copying `{name}` into its CNode: CNode.Copy answered {e:?}",
+                    self.name
+                )
+            })?;
+        self.table.push(name, slot, T::KIND).map_err(|e| {
+            format!(
+                "protection_domain \"{}\": capability table: `{name}`: {e:?}",
+                self.name
+            )
+        })?;
+        self.next_slot += 1;
+        Ok(())
+    }
+}
+
+/// Builds and starts every protection domain of `description`, with the
+/// programs of `archive`.
+pub fn build(
+    archive: &Archive<'_>,
+    description: &SystemDescription,
+    objects: &mut Objects,
+) -> Result<(), String> {
+    let scratch = Scratch::for_root_task(objects, SCRATCH)
+        .map_err(|e| format!("init's scratch page at {SCRATCH:#x}: {e:?}"))?;
+    let regions = make_regions(description, objects)?;
+    let mut domains = Vec::new();
+    for index in 0..description.domains.len() {
+        domains.push(make_domain(archive, description, index, objects, &scratch)?);
+    }
+    map_regions(description, &regions, &mut domains, objects)?;
+    make_channels(description, &mut domains, objects)?;
+    make_irqs(description, &mut domains, objects)?;
+    make_dma_grants(description, &regions, &mut domains, objects)?;
+    for domain in &mut domains {
+        start(domain, objects, &scratch)?;
+    }
+    Ok(())
+}
+
+/// The Frames of every memory region, in init's CNode.
+fn make_regions(
+    description: &SystemDescription,
+    objects: &mut Objects,
+) -> Result<Vec<Vec<Cap<Frame>>>, String> {
+    let mut regions = Vec::new();
+    for region in &description.regions {
+        let (bits, page) = match region.page_size {
+            PageSize::Small => (12, 4 << 10),
+            PageSize::Large => (21, 2 << 20),
+        };
+        let count = region.size / page;
+        let mut frames = Vec::new();
+        for index in 0..count {
+            let frame = objects.make(ObjectType::Frame, bits).map_err(|e| {
+                format!(
+                    "memory_region \"{}\": Frame {index} of {count}: Untyped.Retype answered {e:?}",
+                    region.name
+                )
+            })?;
+            frames.push(frame);
+        }
+        regions.push(frames);
+    }
+    Ok(regions)
+}
+
+/// One domain's CSpace, VSpace (program, stack, heap, IPC buffer) and TCB.
+fn make_domain(
+    archive: &Archive<'_>,
+    description: &SystemDescription,
+    index: usize,
+    objects: &mut Objects,
+    scratch: &Scratch,
+) -> Result<Domain, String> {
+    let pd = &description.domains[index];
+    let what = |step: &str, e: sys::Error| {
+        format!(
+            "protection_domain \"{}\": {step}: the kernel answered {e:?}",
+            pd.name
+        )
+    };
+    let program = archive
+        .find(EntryKind::Program, &pd.program)
+        .map(|entry| archive.payload(&entry))
+        .ok_or_else(|| {
+            format!(
+                "protection_domain \"{}\": program `{}` is not in the image (pack it with `cargo xtask pack`)",
+                pd.name, pd.program
+            )
+        })?;
+    let cnode: Cap<CNode> = objects
+        .make(ObjectType::Cnode, DOMAIN_CNODE_BITS)
+        .map_err(|e| what("its CNode", e))?;
+    let vspace: Cap<PageTable> = objects
+        .make(ObjectType::PageTable, 12)
+        .map_err(|e| what("its VSpace root", e))?;
+    let entry = space::load_elf(objects, scratch, vspace, program).map_err(|e| {
+        format!(
+            "protection_domain \"{}\": program `{}`: {e}",
+            pd.name, pd.program
+        )
+    })?;
+    let pages = |bytes: u64| bytes.div_ceil(4096);
+    for page in 1..=pages(pd.stack_size) {
+        let address = names::STACK_TOP - page * 4096;
+        fresh_page(objects, vspace, address, MapRights::READ_WRITE)
+            .map_err(|e| what(&format!("stack page at {address:#x}"), e))?;
+    }
+    for page in 0..pages(pd.heap_size) {
+        let address = names::HEAP_ADDRESS + page * 4096;
+        fresh_page(objects, vspace, address, MapRights::READ_WRITE)
+            .map_err(|e| what(&format!("heap page at {address:#x}"), e))?;
+    }
+    let ipc_buffer = fresh_page(
+        objects,
+        vspace,
+        sys::ipc::IPC_BUFFER_ADDRESS,
+        MapRights::READ_WRITE,
+    )
+    .map_err(|e| what("IPC buffer", e))?;
+    let tcb: Cap<Tcb> = objects
+        .make(ObjectType::Tcb, 0)
+        .map_err(|e| what("its TCB", e))?;
+    Ok(Domain {
+        name: String::from(pd.name.as_str()),
+        cnode,
+        vspace,
+        tcb,
+        ipc_buffer,
+        entry,
+        priority: pd.priority,
+        table: CapTable::new(),
+        next_slot: 1,
+        irqs: None,
+        grants: 0,
+    })
+}
+
+/// A zeroed 4 KiB Frame mapped at `address` of `space`.
+fn fresh_page(
+    objects: &mut Objects,
+    space: Cap<PageTable>,
+    address: u64,
+    rights: MapRights,
+) -> Result<Cap<Frame>, sys::Error> {
+    let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+    space::map_frame(objects, frame, space, address, rights)?;
+    Ok(frame)
+}
+
+/// The CPU rights of an image's perms.
+fn cpu_rights(rights: sysdesc::Rights) -> MapRights {
+    MapRights::from_bits(
+        u64::from(rights.read) | u64::from(rights.write) << 1 | u64::from(rights.execute) << 2,
+    )
+}
+
+/// Every `[[protection_domain.map]]`: a copy of each of the region's
+/// Frames mapped at consecutive pages from `vaddr`.
+fn map_regions(
+    description: &SystemDescription,
+    regions: &[Vec<Cap<Frame>>],
+    domains: &mut [Domain],
+    objects: &mut Objects,
+) -> Result<(), String> {
+    for (index, map) in description.maps.iter().enumerate() {
+        let region = &description.regions[usize::from(map.region)];
+        let domain = &domains[usize::from(map.domain)];
+        let page = region.page_size.bytes();
+        for (k, &frame) in regions[usize::from(map.region)].iter().enumerate() {
+            let address = map.vaddr + k as u64 * page;
+            let result = objects.mint(frame, Rights::ALL, 0).and_then(|copy| {
+                space::map_frame(
+                    objects,
+                    copy,
+                    domain.vspace,
+                    address,
+                    cpu_rights(map.rights),
+                )
+            });
+            result.map_err(|e| {
+                format!(
+                    "protection_domain \"{}\" map {index}: `{}` page {k} at {address:#x} ({}): the kernel answered {e:?}",
+                    domain.name, region.name, map.rights
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Every `[[channel]]`: an Endpoint the first end calls and the second
+/// receives on, or a Notification the first end signals and the second
+/// waits on; the first end's copy carries the second end's badge.
+fn make_channels(
+    description: &SystemDescription,
+    domains: &mut [Domain],
+    objects: &mut Objects,
+) -> Result<(), String> {
+    for (index, channel) in description.channels.iter().enumerate() {
+        let [first, second] = &channel.ends;
+        let fail = |step: &str, e: sys::Error| {
+            format!(
+                "channel {index} ({} \"{}\" id {} -> \"{}\" id {}): {step}: the kernel answered {e:?}",
+                match channel.kind {
+                    ChannelKind::Endpoint => "endpoint",
+                    ChannelKind::Notification => "notification",
+                },
+                domains[usize::from(first.domain)].name,
+                first.id,
+                domains[usize::from(second.domain)].name,
+                second.id
+            )
+        };
+        let object: u32 = match channel.kind {
+            ChannelKind::Endpoint => objects
+                .make::<Endpoint>(ObjectType::Endpoint, 0)
+                .map_err(|e| fail("retype the endpoint", e))?
+                .slot(),
+            ChannelKind::Notification => objects
+                .make::<Notification>(ObjectType::Notification, 0)
+                .map_err(|e| fail("retype the notification", e))?
+                .slot(),
+        };
+        let badged = objects
+            .mint(
+                Cap::<Endpoint>::from_slot(object),
+                Rights::ALL,
+                second.badge,
+            )
+            .map_err(|e| fail("mint the first end's badged copy", e))?
+            .slot();
+        for (end, slot) in [(first, badged), (second, object)] {
+            let name = format!("channel{}", end.id);
+            let domain = &mut domains[usize::from(end.domain)];
+            match channel.kind {
+                ChannelKind::Endpoint => {
+                    domain.give(objects, &name, Cap::<Endpoint>::from_slot(slot))?
+                }
+                ChannelKind::Notification => {
+                    domain.give(objects, &name, Cap::<Notification>::from_slot(slot))?
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every `[[irq]]`: an IrqHandler for the line, signalling the domain's
+/// `irqs` notification with bit `1 << id`.
+fn make_irqs(
+    description: &SystemDescription,
+    domains: &mut [Domain],
+    objects: &mut Objects,
+) -> Result<(), String> {
+    let control: Cap<IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    for (index, irq) in description.irqs.iter().enumerate() {
+        let domain = &mut domains[usize::from(irq.domain)];
+        let name = domain.name.clone();
+        let fail = |step: &str, e: sys::Error| {
+            format!(
+                "irq {index} (line {} for protection_domain \"{name}\", id {}): {step}: the kernel answered {e:?}",
+                irq.number, irq.id
+            )
+        };
+        let notification = match domain.irqs {
+            Some(notification) => notification,
+            None => {
+                let made: Cap<Notification> = objects
+                    .make(ObjectType::Notification, 0)
+                    .map_err(|e| fail("retype the domain's irq notification", e))?;
+                domain.give(objects, "irqs", made)?;
+                domain.irqs = Some(made);
+                made
+            }
+        };
+        let slot = objects.slot().map_err(|e| fail("a slot", e))?;
+        let handler = control
+            .get(u64::from(irq.number), slot)
+            .map_err(|e| fail("IrqControl.Get", e))?;
+        let badged = objects
+            .mint(notification, Rights::ALL, 1 << irq.id)
+            .map_err(|e| fail("mint the badged notification", e))?;
+        handler
+            .set_notification(badged)
+            .map_err(|e| fail("IrqHandler.SetNotification", e))?;
+        domain.give(objects, &format!("irq{}", irq.id), handler)?;
+    }
+    Ok(())
+}
+
+/// Every `[[dma_grant]]`: the device's IoDevice (`IommuControl.MintDevice`),
+/// an IoSpace (`Untyped.Retype` with the IommuControl) with the grant's
+/// `io_map` regions mapped, the device attached to it in `stage2` mode (in
+/// `nested` mode the driver attaches its own stage-1 table), its PASIDs and
+/// fault queue.
+fn make_dma_grants(
+    description: &SystemDescription,
+    regions: &[Vec<Cap<Frame>>],
+    domains: &mut [Domain],
+    objects: &mut Objects,
+) -> Result<(), String> {
+    let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+    for (index, grant) in description.dma_grants.iter().enumerate() {
+        let domain = &mut domains[usize::from(grant.domain)];
+        let number = domain.grants;
+        let name = domain.name.clone();
+        let fail = |step: &str, e: sys::Error| {
+            format!(
+                "dma_grant {index} (device {} for protection_domain \"{name}\"): {step}: the kernel answered {e:?}",
+                grant.device
+            )
+        };
+        let slot = objects.slot().map_err(|e| fail("a slot", e))?;
+        let device = control
+            .mint_device(u32::from(grant.device.requester_id()), slot)
+            .map_err(|e| fail("IommuControl.MintDevice", e))?;
+        let io_space = objects
+            .make_io_space(control)
+            .map_err(|e| fail("Untyped.Retype of the IoSpace", e))?;
+        for io_map in description
+            .io_maps
+            .iter()
+            .filter(|io_map| usize::from(io_map.grant) == index)
+        {
+            let region = &description.regions[usize::from(io_map.region)];
+            let page = region.page_size.bytes();
+            for (k, &frame) in regions[usize::from(io_map.region)].iter().enumerate() {
+                let ipa = io_map.ipa + k as u64 * page;
+                let rights = cpu_rights(sysdesc::Rights {
+                    execute: false,
+                    ..io_map.rights
+                });
+                objects
+                    .mint(frame, Rights::ALL, 0)
+                    .and_then(|copy| io_space.map(copy, ipa, rights))
+                    .map_err(|e| {
+                        fail(
+                            &format!("IoSpace.Map of `{}` page {k} at IPA {ipa:#x}", region.name),
+                            e,
+                        )
+                    })?;
+            }
+        }
+        if grant.mode == IoMode::Stage2 {
+            device
+                .attach(io_space)
+                .map_err(|e| fail("IoDevice.Attach", e))?;
+        }
+        for &pasid in &grant.pasids {
+            let slot = objects.slot().map_err(|e| fail("a slot", e))?;
+            let cap = device
+                .mint_pasid(pasid, slot)
+                .map_err(|e| fail(&format!("IoDevice.MintPasid {pasid}"), e))?;
+            domain.give(objects, &format!("device{number}.pasid{pasid}"), cap)?;
+        }
+        if grant.fault_queue {
+            let queue: Cap<sys::IoFaultQueue> = objects
+                .make(ObjectType::IoFaultQueue, 12)
+                .map_err(|e| fail("Untyped.Retype of the IoFaultQueue", e))?;
+            let signal: Cap<Notification> = objects
+                .make(ObjectType::Notification, 0)
+                .map_err(|e| fail("Untyped.Retype of the fault notification", e))?;
+            queue
+                .bind(signal, device)
+                .map_err(|e| fail("IoFaultQueue.Bind", e))?;
+            domain.give(objects, &format!("faults{number}"), queue)?;
+            domain.give(objects, &format!("faults{number}.signal"), signal)?;
+        }
+        domain.give(objects, &format!("device{number}"), device)?;
+        domain.give(objects, &format!("iospace{number}"), io_space)?;
+        domain.grants += 1;
+    }
+    Ok(())
+}
+
+/// Writes the domain's capability table into a read-only page, configures
+/// its TCB and resumes it.
+fn start(domain: &mut Domain, objects: &mut Objects, scratch: &Scratch) -> Result<(), String> {
+    let fail = |step: &str, e: sys::Error| {
+        format!(
+            "protection_domain \"{}\": {step}: the kernel answered {e:?}",
+            domain.name
+        )
+    };
+    let table = scratch
+        .filled_frame(objects, &domain.table.to_bytes())
+        .map_err(|e| fail("capability table page", e))?;
+    space::map_frame(
+        objects,
+        table,
+        domain.vspace,
+        names::CAP_TABLE_ADDRESS,
+        MapRights::READ,
+    )
+    .map_err(|e| fail("map the capability table", e))?;
+    domain
+        .tcb
+        .configure(
+            0,
+            domain.cnode,
+            domain.vspace,
+            domain.ipc_buffer,
+            sys::ipc::IPC_BUFFER_ADDRESS,
+        )
+        .map_err(|e| fail("Tcb.Configure", e))?;
+    domain
+        .tcb
+        .write_registers(domain.entry, names::STACK_TOP, names::CAP_TABLE_ADDRESS)
+        .map_err(|e| fail("Tcb.WriteRegisters", e))?;
+    domain
+        .tcb
+        .set_priority(domain.priority)
+        .map_err(|e| fail("Tcb.SetPriority", e))?;
+    rt::println!(
+        "[init] protection domain \"{}\": entry {:#x}, priority {}, {} named capabilities",
+        domain.name,
+        domain.entry,
+        domain.priority,
+        domain.table.count
+    );
+    domain.tcb.resume().map_err(|e| fail("Tcb.Resume", e))
+}

@@ -1,0 +1,373 @@
+//! Building objects and address spaces from user space: the one copy of
+//! what init does for every protection domain and what the system tests
+//! (`vspaces`, `ipcbench`) do for their child threads.
+//!
+//! - [`Objects`] hands out free slots of the caller's CNode and retypes
+//!   objects into them, moving on to the next Untyped when one is used up
+//!   (CNodes come from the arena Untyped, the only one they can come from).
+//! - [`tables_for`] and [`map_frame`] install the PageTables a mapping
+//!   needs: the kernel's `PageTable.Map` installs the highest missing level,
+//!   so each keeps adding one until the mapping goes through.
+//! - [`Scratch`] fills a Frame through a page of the caller's own address
+//!   space (map, copy, unmap).
+//! - [`load_elf`] puts an ELF executable's `PT_LOAD` segments into fresh
+//!   4 KiB Frames of another address space, with the segment's rights.
+//!
+//! Every function answers the kernel's [`Error`]; [`LoadError`] adds what
+//! only the ELF can get wrong, naming the segment.
+
+use abi::bootinfo::{self, BootInfo};
+use sys::{CNode, Cap, CapType, Error, Frame, MapRights, ObjectType, PageTable, Untyped};
+
+/// The root task's CNode has `2^ROOT_CNODE_BITS` slots (the kernel's).
+pub const ROOT_CNODE_SLOTS: u32 = 1 << 10;
+
+/// Free slots of one CNode and the Untypeds to retype into them.
+pub struct Objects {
+    cnode: Cap<CNode>,
+    arena: Cap<Untyped>,
+    untypeds: [u32; bootinfo::MAX_UNTYPEDS],
+    untyped_count: usize,
+    current: usize,
+    next_slot: u32,
+    end_slot: u32,
+}
+
+impl Objects {
+    /// The root task's objects: its CNode ([`bootinfo::INIT_CNODE`]), its
+    /// free slots from `first_free_slot`, the arena Untyped (the first) for
+    /// CNodes and the other RAM Untypeds, largest first, for the rest.
+    pub fn from_boot_info(info: &BootInfo) -> Objects {
+        let mut ram = [(0u8, 0u32); bootinfo::MAX_UNTYPEDS];
+        let mut untyped_count = 0;
+        for untyped in sys::untypeds::initial_untypeds(info)
+            .skip(1)
+            .filter(|u| !u.is_device())
+        {
+            ram[untyped_count] = (untyped.descriptor.size_bits, untyped.slot);
+            untyped_count += 1;
+        }
+        ram[..untyped_count].sort_unstable_by_key(|&(bits, _)| core::cmp::Reverse(bits));
+        let untypeds = core::array::from_fn(|i| ram[i].1);
+        Objects {
+            cnode: Cap::from_slot(bootinfo::INIT_CNODE),
+            arena: Cap::from_slot(bootinfo::FIRST_UNTYPED),
+            untypeds,
+            untyped_count,
+            current: 0,
+            next_slot: info.first_free_slot as u32,
+            end_slot: ROOT_CNODE_SLOTS,
+        }
+    }
+
+    /// The CNode whose slots these are.
+    pub fn cnode(&self) -> Cap<CNode> {
+        self.cnode
+    }
+
+    /// A free slot. `InvalidSlot` when the CNode is full.
+    pub fn slot(&mut self) -> Result<u32, Error> {
+        if self.next_slot >= self.end_slot {
+            return Err(Error::InvalidSlot);
+        }
+        self.next_slot += 1;
+        Ok(self.next_slot - 1)
+    }
+
+    /// Retypes one object of `kind` (`2^size_bits` bytes where the kind
+    /// has a size: Frames 12 or 21, CNodes log2 of their slots) into a
+    /// free slot. CNodes come from the arena; other kinds from the current
+    /// Untyped, the next one when it answers `UntypedExhausted`.
+    pub fn make<T: CapType>(&mut self, kind: ObjectType, size_bits: u8) -> Result<Cap<T>, Error> {
+        let slot = self.slot()?;
+        if kind == ObjectType::Cnode {
+            let arena = self.arena;
+            self.give_back_on_error(slot, arena.retype(kind, size_bits, slot, 1))?;
+            return Ok(Cap::from_slot(slot));
+        }
+        self.retype_into(slot, |untyped| untyped.retype(kind, size_bits, slot, 1))?;
+        Ok(Cap::from_slot(slot))
+    }
+
+    /// An IoSpace of the unit `control` (`Untyped.Retype` with the unit's
+    /// IommuControl), in a free slot.
+    pub fn make_io_space(
+        &mut self,
+        control: Cap<sys::IommuControl>,
+    ) -> Result<Cap<sys::IoSpace>, Error> {
+        let slot = self.slot()?;
+        self.retype_into(slot, |untyped| untyped.retype_io_space(control, slot, 1))?;
+        Ok(Cap::from_slot(slot))
+    }
+
+    /// Runs `retype` on the current Untyped, moving on while it is used up.
+    fn retype_into(
+        &mut self,
+        slot: u32,
+        mut retype: impl FnMut(Cap<Untyped>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut result = Err(Error::UntypedExhausted);
+        while self.current < self.untyped_count {
+            result = retype(Cap::from_slot(self.untypeds[self.current]));
+            if result != Err(Error::UntypedExhausted) {
+                break;
+            }
+            self.current += 1;
+        }
+        self.give_back_on_error(slot, result)
+    }
+
+    /// Returns `slot` (the last one handed out) to the free ones when
+    /// `result` says nothing was created in it.
+    fn give_back_on_error(&mut self, slot: u32, result: Result<(), Error>) -> Result<(), Error> {
+        if result.is_err() && self.next_slot == slot + 1 {
+            self.next_slot = slot;
+        }
+        result
+    }
+
+    /// A copy of the capability in `source` with `rights` (and `badge` if
+    /// not 0) in a free slot of the same CNode.
+    pub fn mint<T: CapType>(
+        &mut self,
+        source: Cap<T>,
+        rights: sys::Rights,
+        badge: u64,
+    ) -> Result<Cap<T>, Error> {
+        let slot = self.slot()?;
+        let minted = self.cnode.mint(slot, source.slot(), rights, badge);
+        self.give_back_on_error(slot, minted)?;
+        Ok(Cap::from_slot(slot))
+    }
+}
+
+/// Installs PageTables in `space` until a 4 KiB page at `address` can be
+/// mapped (tables the space already has are kept).
+pub fn tables_for(objects: &mut Objects, space: Cap<PageTable>, address: u64) -> Result<(), Error> {
+    for _ in 0..3 {
+        let table: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
+        match table.map(space, address) {
+            Ok(()) => {}
+            Err(Error::AddressInUse) => return objects.cnode().delete(table.slot()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Maps `frame` (4 KiB or 2 MiB) at `address` of `space` with `rights`,
+/// first installing whatever PageTables are missing on the way.
+pub fn map_frame(
+    objects: &mut Objects,
+    frame: Cap<Frame>,
+    space: Cap<PageTable>,
+    address: u64,
+    rights: MapRights,
+) -> Result<(), Error> {
+    for _ in 0..4 {
+        match frame.map(space, address, rights) {
+            Err(Error::MissingPageTable) => {
+                let table: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
+                table.map(space, address)?;
+            }
+            other => return other,
+        }
+    }
+    Err(Error::MissingPageTable)
+}
+
+/// A page of the caller's own address space through which Frames are
+/// filled before they are mapped elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub struct Scratch {
+    own: Cap<PageTable>,
+    address: u64,
+}
+
+impl Scratch {
+    /// The page at `address` of `own` (the caller's VSpace; nothing else may
+    /// be mapped there), with its tables installed.
+    pub fn new(objects: &mut Objects, own: Cap<PageTable>, address: u64) -> Result<Scratch, Error> {
+        tables_for(objects, own, address)?;
+        Ok(Scratch { own, address })
+    }
+
+    /// The root task's scratch page at `address` of [`bootinfo::INIT_VSPACE`].
+    pub fn for_root_task(objects: &mut Objects, address: u64) -> Result<Scratch, Error> {
+        Scratch::new(objects, Cap::from_slot(bootinfo::INIT_VSPACE), address)
+    }
+
+    /// Copies `bytes` into the 4 KiB `frame` at `offset` (what does not fit
+    /// in the page is left out), through the scratch page.
+    pub fn fill(&self, frame: Cap<Frame>, offset: usize, bytes: &[u8]) -> Result<(), Error> {
+        frame.map(self.own, self.address, MapRights::READ_WRITE)?;
+        let start = offset.min(4096);
+        let length = bytes.len().min(4096 - start);
+        write_page(self.address, start, &bytes[..length]);
+        frame.unmap()
+    }
+
+    /// A new 4 KiB Frame holding `bytes` (at most a page) from offset 0.
+    pub fn filled_frame(&self, objects: &mut Objects, bytes: &[u8]) -> Result<Cap<Frame>, Error> {
+        let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+        self.fill(frame, 0, bytes)?;
+        Ok(frame)
+    }
+}
+
+/// Writes `bytes` at `page + offset` in the caller's address space.
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)]
+fn write_page(page: u64, offset: usize, bytes: &[u8]) {
+    // SAFETY: `Scratch::fill` mapped a writable 4 KiB Frame at `page` just
+    // before and unmaps it just after; nothing else uses that page, and
+    // `offset + bytes.len() <= 4096` keeps the copy inside it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), (page as *mut u8).add(offset), bytes.len())
+    };
+}
+
+/// On the host no page was mapped (every call answered an error first).
+#[cfg(not(target_os = "none"))]
+fn write_page(_page: u64, _offset: usize, _bytes: &[u8]) {}
+
+/// Why a program could not be loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// Not a little-endian ELF64 executable, or its headers are malformed.
+    BadElf,
+    /// Built for another architecture (the ELF machine number).
+    WrongMachine(u16),
+    /// Segment `index` lies outside the file, is not page aligned, or is
+    /// not below the top of user space.
+    BadSegment {
+        /// Index in the program header table.
+        index: usize,
+    },
+    /// The kernel refused while loading segment `index`.
+    Kernel {
+        /// Index in the program header table.
+        index: usize,
+        /// What the kernel answered.
+        error: Error,
+    },
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LoadError::BadElf => f.write_str("not a valid ELF64 executable"),
+            LoadError::WrongMachine(machine) => {
+                write!(f, "built for ELF machine {machine}, not this architecture")
+            }
+            LoadError::BadSegment { index } => write!(
+                f,
+                "segment {index} lies outside the file, is not page aligned or is not in user space"
+            ),
+            LoadError::Kernel { index, error } => {
+                write!(f, "loading segment {index}: the kernel answered {error:?}")
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+const MACHINE: u16 = elf::abi::EM_X86_64;
+#[cfg(not(target_arch = "x86_64"))]
+const MACHINE: u16 = elf::abi::EM_AARCH64;
+
+/// Loads the ELF executable `image` into `space`: each `PT_LOAD` segment
+/// into fresh 4 KiB Frames filled through `scratch` and mapped with the
+/// segment's rights (read, read-write or read-execute); returns the entry
+/// point. Segments must start on a page boundary (rt's linker scripts put
+/// each in its own pages).
+pub fn load_elf(
+    objects: &mut Objects,
+    scratch: &Scratch,
+    space: Cap<PageTable>,
+    image: &[u8],
+) -> Result<u64, LoadError> {
+    use elf::ElfBytes;
+    use elf::abi::{PF_W, PF_X, PT_LOAD};
+    use elf::endian::LittleEndian;
+
+    let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|_| LoadError::BadElf)?;
+    if file.ehdr.e_machine != MACHINE {
+        return Err(LoadError::WrongMachine(file.ehdr.e_machine));
+    }
+    let Some(segments) = file.segments() else {
+        return Ok(file.ehdr.e_entry);
+    };
+    for (index, segment) in segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.p_type == PT_LOAD)
+    {
+        let file_end = segment.p_offset.checked_add(segment.p_filesz);
+        let memory_end = segment.p_vaddr.checked_add(segment.p_memsz);
+        if file_end.is_none_or(|end| end > image.len() as u64)
+            || segment.p_filesz > segment.p_memsz
+            || !segment.p_vaddr.is_multiple_of(4096)
+            || memory_end.is_none_or(|end| end > 1 << 47)
+        {
+            return Err(LoadError::BadSegment { index });
+        }
+        let rights = if segment.p_flags & PF_W != 0 {
+            MapRights::READ_WRITE
+        } else if segment.p_flags & PF_X != 0 {
+            MapRights::READ_EXECUTE
+        } else {
+            MapRights::READ
+        };
+        let bytes =
+            &image[segment.p_offset as usize..(segment.p_offset + segment.p_filesz) as usize];
+        let kernel = |error| LoadError::Kernel { index, error };
+        for page in 0..segment.p_memsz.div_ceil(4096) {
+            let start = (page * 4096) as usize;
+            let chunk = bytes
+                .get(start..bytes.len().min(start + 4096))
+                .unwrap_or(&[]);
+            let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12).map_err(kernel)?;
+            if !chunk.is_empty() {
+                scratch.fill(frame, 0, chunk).map_err(kernel)?;
+            }
+            let address = segment.p_vaddr + page * 4096;
+            map_frame(objects, frame, space, address, rights).map_err(kernel)?;
+        }
+    }
+    Ok(file.ehdr.e_entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_elves_are_refused_before_any_call() {
+        let info = BootInfo {
+            magic: bootinfo::BOOT_INFO_MAGIC,
+            version: 1,
+            untyped_count: 0,
+            first_free_slot: 20,
+            image_address: 0,
+            image_length: 0,
+            untypeds: [Default::default(); bootinfo::MAX_UNTYPEDS],
+        };
+        let mut objects = Objects::from_boot_info(&info);
+        let scratch = Scratch {
+            own: Cap::from_slot(bootinfo::INIT_VSPACE),
+            address: 0x1000,
+        };
+        let space = Cap::from_slot(40);
+        assert_eq!(
+            load_elf(&mut objects, &scratch, space, b"not an elf"),
+            Err(LoadError::BadElf)
+        );
+        // No Untyped: retypes answer UntypedExhausted, slots are given back.
+        assert_eq!(
+            objects.make::<Frame>(ObjectType::Frame, 12),
+            Err(Error::UntypedExhausted)
+        );
+        assert_eq!(objects.slot(), Ok(20));
+    }
+}
