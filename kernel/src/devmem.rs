@@ -31,6 +31,7 @@
 
 use crate::boot::{Discovered, MemoryRegion};
 use crate::pci::Ecam;
+use abi::bootinfo::device_kind;
 use pci_config::{Bar, BusScan, Function, command};
 
 /// One window of device memory.
@@ -42,6 +43,8 @@ pub struct Window {
     pub end: u64,
     /// What it is, for the boot log.
     pub what: &'static str,
+    /// What it is, for the root task: an `abi::bootinfo::device_kind`.
+    pub kind: u8,
 }
 
 /// Where the x86 PC's PCI hole ends: the I/O APIC's architectural base.
@@ -98,15 +101,29 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
         .map(|r| (r.start, r.start.saturating_add(r.size)))
         .collect();
     let mut windows: heapless::Vec<Window, MAX_WINDOWS> = heapless::Vec::new();
-    let add = |windows: &mut heapless::Vec<Window, MAX_WINDOWS>, start, end, what| {
-        if windows.push(Window { start, end, what }).is_err() {
+    let add = |windows: &mut heapless::Vec<Window, MAX_WINDOWS>, start, end, what, kind| {
+        if windows
+            .push(Window {
+                start,
+                end,
+                what,
+                kind,
+            })
+            .is_err()
+        {
             crate::println!("[devmem] too many windows: {what} {start:#x}..{end:#x} left out");
         }
     };
     let ecam = found.ecam.filter(|_| found.ecam_size > 0);
     if let Some(base) = ecam {
         let _ = excluded.push((base, base + found.ecam_size));
-        add(&mut windows, base, base + found.ecam_size, "PCI ECAM");
+        add(
+            &mut windows,
+            base,
+            base + found.ecam_size,
+            "PCI ECAM",
+            device_kind::PCI_ECAM,
+        );
     }
     #[cfg(target_arch = "aarch64")]
     if let Some((base, size)) = found.smmu {
@@ -132,7 +149,7 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
     }
     for &(start, end, what) in &bar_windows {
         outside(start, end, &excluded, &mut |s, e| {
-            add(&mut windows, s, e, what)
+            add(&mut windows, s, e, what, device_kind::PCI_MEMORY)
         });
     }
     for w in &windows {

@@ -157,7 +157,8 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     count += 1;
     let mut failure = None;
     let mut left_out = 0u64;
-    let mut add = |start: u64, bits: u8, device: bool| {
+    // `device`: None for RAM, else the device window's kind (abi `device_kind`).
+    let mut add = |start: u64, bits: u8, device: Option<u8>| {
         if bits < 12 || failure.is_some() {
             return;
         }
@@ -166,13 +167,14 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             return;
         }
         let result = slot(&caps, bootinfo::FIRST_UNTYPED + count as u32)
-            .and_then(|dest| caps.boot_untyped(dest, start, bits, device));
+            .and_then(|dest| caps.boot_untyped(dest, start, bits, device.is_some()));
         match result {
             Ok(_) => {
                 untypeds[count] = UntypedDescriptor {
                     physical_address: start,
                     size_bits: bits,
-                    is_device: u8::from(device),
+                    is_device: u8::from(device.is_some()),
+                    device_kind: device.unwrap_or(bootinfo::device_kind::UNKNOWN),
                     ..Default::default()
                 };
                 count += 1;
@@ -180,12 +182,14 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             Err(_) => failure = Some("an initial Untyped"),
         }
     };
-    aligned_pieces(free.start, arena, &mut |s, b| add(s, b, false));
+    aligned_pieces(free.start, arena, &mut |s, b| add(s, b, None));
     aligned_pieces(arena + (1 << ARENA_BITS), free.end, &mut |s, b| {
-        add(s, b, false)
+        add(s, b, None)
     });
     for window in crate::devmem::windows() {
-        aligned_pieces(window.start, window.end, &mut |s, b| add(s, b, true));
+        aligned_pieces(window.start, window.end, &mut |s, b| {
+            add(s, b, Some(window.kind))
+        });
     }
     if let Some(what) = failure {
         return Err(what);

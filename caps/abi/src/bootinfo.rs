@@ -40,8 +40,26 @@ pub struct UntypedDescriptor {
     pub size_bits: u8,
     /// Device memory (MMIO): only Frames and device Untypeds.
     pub is_device: u8,
+    /// What device memory it is: one of [`device_kind`] (0 for RAM).
+    pub device_kind: u8,
     /// Padding, zero.
-    pub reserved: [u8; 6],
+    pub reserved: [u8; 5],
+}
+
+/// What a device Untyped covers ([`UntypedDescriptor::device_kind`]).
+/// Device Untypeds never cover MMIO the kernel drives (interrupt
+/// controllers, the IOMMU, the console UART).
+pub mod device_kind {
+    /// Not device memory, or nothing more is known.
+    pub const UNKNOWN: u8 = 0;
+    /// The PCI segment-0 ECAM window (PCIe 4.0, 7.2.2): the configuration
+    /// space of every function, bus << 20 | device << 15 | function << 12
+    /// from the window's first byte. The Untyped with the lowest address of
+    /// this kind starts at bus 0.
+    pub const PCI_ECAM: u8 = 1;
+    /// A PCI memory window: where the kernel placed (or firmware left) the
+    /// memory BARs of the functions on bus 0.
+    pub const PCI_MEMORY: u8 = 2;
 }
 
 /// The boot-info page's layout (`#[repr(C)]`, all little-endian).

@@ -7,7 +7,8 @@
 //! entries with `is_device != 0` are device memory (MMIO the kernel does not
 //! drive) and can only become Frames and smaller device Untypeds.
 
-use abi::bootinfo::{self, BootInfo, UntypedDescriptor};
+use crate::{Cap, Error, Frame, ObjectType, Untyped};
+use abi::bootinfo::{self, BootInfo, UntypedDescriptor, device_kind};
 
 /// One initial Untyped: the slot of its capability in the root CNode and
 /// what the boot-info page says about it.
@@ -34,6 +35,11 @@ impl InitialUntyped {
     /// Whether it is device memory.
     pub fn is_device(&self) -> bool {
         self.descriptor.is_device != 0
+    }
+
+    /// Its capability.
+    pub fn cap(&self) -> Cap<Untyped> {
+        Cap::from_slot(self.slot)
     }
 
     /// Whether `[address, address + length)` lies inside it (`length` 0 is
@@ -92,6 +98,57 @@ pub fn device_untyped_covering(
     initial_untypeds(info).find(|u| u.is_device() && u.covers(address, length))
 }
 
+/// The device Untyped at the start of the PCI ECAM window (bus 0 at its
+/// first byte; `device_kind::PCI_ECAM`), if the platform has one.
+pub fn pci_ecam(info: &BootInfo) -> Option<InitialUntyped> {
+    initial_untypeds(info)
+        .filter(|u| u.is_device() && u.descriptor.device_kind == device_kind::PCI_ECAM)
+        .min_by_key(|u| u.start())
+}
+
+/// Retypes from `untyped` a Frame of `2^size_bits` bytes (12 or 21) at
+/// physical `address`, the way to reach one page of a device window (a
+/// function's config page, a BAR) or one particular page of RAM.
+///
+/// An Untyped carves each object at its watermark rounded up to the
+/// object's size, and starts again from its first byte when nothing carved
+/// from it is live. So this asks for padding Untypeds first, one per set
+/// bit of the offset from high to low (each naturally aligned and exactly
+/// filling the gap), then the Frame. Every capability goes to a slot
+/// `next_slot` hands out; the padding Untypeds stay there (deleting them
+/// while the Frame lives is fine; deleting the Frame too lets the Untyped
+/// start over).
+///
+/// `untyped` must have no live object carved from it, else the Frame lands
+/// elsewhere: the result is checked against nothing the kernel reports, so
+/// keep to fresh Untypeds. Errors: `InvalidAddress` when `address` is not
+/// `2^size_bits`-aligned or `untyped` does not cover the Frame; any error
+/// of `Untyped.Retype`.
+pub fn retype_frame_at(
+    untyped: InitialUntyped,
+    address: u64,
+    size_bits: u8,
+    next_slot: &mut dyn FnMut() -> u32,
+) -> Result<Cap<Frame>, Error> {
+    let size = 1u64.checked_shl(u32::from(size_bits)).unwrap_or(0);
+    if size == 0 || !address.is_multiple_of(size) || !untyped.covers(address, size) {
+        return Err(Error::InvalidAddress);
+    }
+    let offset = address - untyped.start();
+    for bit in (u32::from(size_bits)..u32::from(untyped.descriptor.size_bits)).rev() {
+        if offset & (1 << bit) != 0 {
+            untyped
+                .cap()
+                .retype(ObjectType::Untyped, bit as u8, next_slot(), 1)?;
+        }
+    }
+    let slot = next_slot();
+    untyped
+        .cap()
+        .retype(ObjectType::Frame, size_bits, slot, 1)?;
+    Ok(Cap::from_slot(slot))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +168,11 @@ mod tests {
                 physical_address,
                 size_bits,
                 is_device: u8::from(device),
+                device_kind: match (device, size_bits) {
+                    (false, _) => device_kind::UNKNOWN,
+                    (true, 28) if physical_address > 1 << 32 => device_kind::PCI_ECAM,
+                    (true, _) => device_kind::PCI_MEMORY,
+                },
                 ..Default::default()
             };
         }
@@ -153,6 +215,88 @@ mod tests {
         assert_eq!(largest.descriptor.size_bits, 26);
         let smallest = smallest_ram_untyped(&info).unwrap();
         assert_eq!(smallest.slot, bootinfo::FIRST_UNTYPED + 4);
+    }
+
+    #[test]
+    fn the_ecam_window_is_tagged() {
+        let info = info(MACHINE);
+        assert_eq!(pci_ecam(&info).map(|u| u.start()), Some(0x40_1000_0000));
+        assert_eq!(
+            pci_ecam(&info).map(|u| u.slot),
+            Some(bootinfo::FIRST_UNTYPED + 3)
+        );
+    }
+
+    /// The (type, size_bits, slot) of every `Untyped.Retype` the kernel saw.
+    fn retypes(run: impl FnOnce()) -> std::vec::Vec<(u64, u64, u64)> {
+        use crate::host::{SyscallIn, clear_kernel, set_kernel};
+        use std::{cell::RefCell, rc::Rc, vec::Vec};
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = Rc::clone(&seen);
+        set_kernel(move |call: SyscallIn, _: &mut crate::ipc::IpcBuffer| {
+            log.borrow_mut()
+                .push((call.mrs[0], call.mrs[1], call.mrs[2]));
+            crate::syscall::SyscallOut {
+                status: 0,
+                badge: 0,
+                info: 0,
+                mrs: [0; 4],
+            }
+        });
+        run();
+        clear_kernel();
+        seen.take()
+    }
+
+    #[test]
+    fn a_frame_at_an_address_is_preceded_by_padding() {
+        let info = info(MACHINE);
+        let window = device_untyped_covering(&info, 0x1010_0000, 4096).unwrap();
+        let mut next = 100;
+        let mut slots = || {
+            next += 1;
+            next - 1
+        };
+        let mut frame = None;
+        let seen = retypes(|| frame = Some(retype_frame_at(window, 0x1010_3000, 12, &mut slots)));
+        assert_eq!(frame, Some(Ok(Cap::from_slot(103))));
+        let (untyped, frame_type) = (ObjectType::Untyped as u64, ObjectType::Frame as u64);
+        // Offset 0x103000: 1 MiB, 8 KiB and 4 KiB of padding, then the Frame.
+        assert_eq!(
+            seen,
+            [
+                (untyped, 20, 100),
+                (untyped, 13, 101),
+                (untyped, 12, 102),
+                (frame_type, 12, 103),
+            ]
+        );
+    }
+
+    #[test]
+    fn frames_outside_or_misaligned_are_refused_before_any_call() {
+        let info = info(MACHINE);
+        let ecam = pci_ecam(&info).unwrap();
+        let mut slots = || 0;
+        let seen = retypes(|| {
+            assert_eq!(
+                retype_frame_at(ecam, 0x40_1000_0800, 12, &mut slots),
+                Err(Error::InvalidAddress)
+            );
+            assert_eq!(
+                retype_frame_at(ecam, 0x40_2000_0000, 12, &mut slots),
+                Err(Error::InvalidAddress)
+            );
+            assert_eq!(
+                retype_frame_at(ecam, 0x40_1FF0_0000, 21, &mut slots),
+                Err(Error::InvalidAddress)
+            );
+            assert_eq!(
+                retype_frame_at(ecam, 0x40_1000_0000, 64, &mut slots),
+                Err(Error::InvalidAddress)
+            );
+        });
+        assert!(seen.is_empty());
     }
 
     #[test]
