@@ -9,11 +9,11 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo::{self, BootInfo};
+use abi::bootinfo;
 use core::sync::atomic::{AtomicU64, Ordering};
+use rt::space::{self, Objects, Scratch};
 use sys::{
     CNode, Cap, Endpoint, Frame, MapRights, MessageInfo, Notification, ObjectType, PageTable, Tcb,
-    Untyped,
 };
 
 rt::entry!(main);
@@ -62,12 +62,6 @@ fn measure(mut operation: impl FnMut()) -> u64 {
     samples[BATCHES / 2]
 }
 
-#[allow(unsafe_code)]
-fn boot_info() -> &'static BootInfo {
-    // SAFETY: the kernel maps a BootInfo read-only at BOOT_INFO_ADDRESS.
-    unsafe { &*(bootinfo::BOOT_INFO_ADDRESS as *const BootInfo) }
-}
-
 static SERVER_ENDPOINT: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn server(_: u64) -> ! {
@@ -93,21 +87,25 @@ fn stack_top() -> u64 {
 }
 
 fn main(_startup: &rt::Startup) -> i32 {
-    let info = boot_info();
-    let slot = sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::FIRST_UNTYPED, |u| u.slot);
-    let untyped: Cap<Untyped> = Cap::from_slot(slot);
-    let first = info.first_free_slot as u32;
-    let (endpoint_slot, notification_slot, tcb_slot) = (first, first + 1, first + 2);
-    let made = untyped
-        .retype(ObjectType::Endpoint, 0, endpoint_slot, 1)
-        .and_then(|()| untyped.retype(ObjectType::Notification, 0, notification_slot, 1))
-        .and_then(|()| untyped.retype(ObjectType::Tcb, 0, tcb_slot, 1));
-    if let Err(e) = made {
-        rt::println!("bench setup FAILED: retype {e:?}");
+    let Some(info) = rt::boot::boot_info() else {
+        rt::println!("bench setup FAILED: no boot-info page");
         return 1;
-    }
-    SERVER_ENDPOINT.store(u64::from(endpoint_slot), Ordering::Relaxed);
-    let server_tcb: Cap<Tcb> = Cap::from_slot(tcb_slot);
+    };
+    let mut objects = Objects::from_boot_info(info);
+    let mut make = || -> Result<_, sys::Error> {
+        let endpoint: Cap<Endpoint> = objects.make(ObjectType::Endpoint, 0)?;
+        let notification: Cap<Notification> = objects.make(ObjectType::Notification, 0)?;
+        let tcb: Cap<Tcb> = objects.make(ObjectType::Tcb, 0)?;
+        Ok((endpoint, notification, tcb))
+    };
+    let (endpoint, notification, server_tcb) = match make() {
+        Ok(made) => made,
+        Err(e) => {
+            rt::println!("bench setup FAILED: retype {e:?}");
+            return 1;
+        }
+    };
+    SERVER_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
     let started = server_tcb
         .write_registers(server as *const () as u64, stack_top(), 0)
         .and_then(|()| server_tcb.set_priority(100))
@@ -116,8 +114,6 @@ fn main(_startup: &rt::Startup) -> i32 {
         rt::println!("bench setup FAILED: server thread {e:?}");
         return 1;
     }
-    let endpoint: Cap<Endpoint> = Cap::from_slot(endpoint_slot);
-    let notification: Cap<Notification> = Cap::from_slot(notification_slot);
     // Let the server reach its first Recv.
     let _ = endpoint.call(MessageInfo::new(0, 1), [0; 4]);
 
@@ -128,8 +124,14 @@ fn main(_startup: &rt::Startup) -> i32 {
     let signal = measure(|| {
         let _ = notification.signal();
     });
-    let mut slots = Slots(first + 3);
-    let frame_map = match frame_map_unmap(untyped, &mut slots) {
+    let scratch = match Scratch::for_root_task(&mut objects, SCRATCH) {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            rt::println!("bench setup FAILED: scratch page {e:?}");
+            return 1;
+        }
+    };
+    let frame_map = match frame_map_unmap(&mut objects) {
         Ok(n) => n,
         Err(e) => {
             rt::println!("bench setup FAILED: frame mapping {e:?}");
@@ -137,10 +139,9 @@ fn main(_startup: &rt::Startup) -> i32 {
         }
     };
     // A second endpoint, served from another address space.
-    let remote_slot = slots.take();
-    let remote = untyped
-        .retype(ObjectType::Endpoint, 0, remote_slot, 1)
-        .and_then(|()| remote_round_trip(untyped, &mut slots, Cap::from_slot(remote_slot)));
+    let remote = objects
+        .make(ObjectType::Endpoint, 0)
+        .and_then(|remote| remote_round_trip(&mut objects, &scratch, remote));
     let remote = match remote {
         Ok(n) => n,
         Err(e) => {
@@ -161,46 +162,11 @@ const SCRATCH: u64 = 0x10_0000_0000;
 /// Where the other address space's server code is mapped.
 const SERVER_CODE: u64 = 0x40_0000;
 
-/// Free slots of the root CNode, handed out in order.
-struct Slots(u32);
-
-impl Slots {
-    fn take(&mut self) -> u32 {
-        self.0 += 1;
-        self.0 - 1
-    }
-}
-
-/// Installs page tables in `space` until a 4 KiB page at `address` can be
-/// mapped (a table the space already has is given back).
-fn tables_for(
-    untyped: Cap<Untyped>,
-    slots: &mut Slots,
-    space: Cap<PageTable>,
-    address: u64,
-) -> Result<(), sys::Error> {
-    for _ in 0..3 {
-        let slot = slots.take();
-        untyped.retype(ObjectType::PageTable, 12, slot, 1)?;
-        match Cap::<PageTable>::from_slot(slot).map(space, address) {
-            Ok(()) => {}
-            Err(sys::Error::AddressInUse) => {
-                return Cap::<CNode>::from_slot(bootinfo::INIT_CNODE).delete(slot);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// `Frame.Map` + `Frame.Unmap` of a 4 KiB page in our own VSpace (the page
-/// tables are installed first).
-fn frame_map_unmap(untyped: Cap<Untyped>, slots: &mut Slots) -> Result<u64, sys::Error> {
+/// tables are installed first, with the scratch page's).
+fn frame_map_unmap(objects: &mut Objects) -> Result<u64, sys::Error> {
     let space: Cap<PageTable> = Cap::from_slot(bootinfo::INIT_VSPACE);
-    tables_for(untyped, slots, space, SCRATCH)?;
-    let slot = slots.take();
-    untyped.retype(ObjectType::Frame, 12, slot, 1)?;
-    let frame: Cap<Frame> = Cap::from_slot(slot);
+    let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
     // Check once that the pair works, so the loop measures success paths.
     frame.map(space, SCRATCH, MapRights::READ_WRITE)?;
     frame.unmap()?;
@@ -255,58 +221,23 @@ fn remote_server() -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
-/// Copies `bytes` into `frame` through the scratch mapping (whose tables
-/// `frame_map_unmap` installed).
-#[allow(unsafe_code)]
-fn fill(frame: Cap<Frame>, bytes: &[u8]) -> Result<(), sys::Error> {
-    frame.map(
-        Cap::from_slot(bootinfo::INIT_VSPACE),
-        SCRATCH,
-        MapRights::READ_WRITE,
-    )?;
-    // SAFETY: a writable 4 KiB frame is mapped at SCRATCH and nothing else
-    // uses it; the copy stays within the page.
-    unsafe {
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), SCRATCH as *mut u8, bytes.len().min(4096))
-    };
-    frame.unmap()
-}
-
 /// `Call` + reply round trip to a server in another address space with its
 /// own CSpace (the endpoint at its slot 1).
 fn remote_round_trip(
-    untyped: Cap<Untyped>,
-    slots: &mut Slots,
+    objects: &mut Objects,
+    scratch: &Scratch,
     endpoint: Cap<Endpoint>,
 ) -> Result<u64, sys::Error> {
-    let frame = |slots: &mut Slots| -> Result<Cap<Frame>, sys::Error> {
-        let slot = slots.take();
-        untyped.retype(ObjectType::Frame, 12, slot, 1)?;
-        Ok(Cap::from_slot(slot))
-    };
-    let cnode_slot = slots.take();
-    Cap::<Untyped>::from_slot(bootinfo::FIRST_UNTYPED).retype(
-        ObjectType::Cnode,
-        4,
-        cnode_slot,
-        1,
-    )?;
-    let cnode: Cap<CNode> = Cap::from_slot(cnode_slot);
+    let cnode: Cap<CNode> = objects.make(ObjectType::Cnode, 4)?;
     let own: Cap<CNode> = Cap::from_slot(bootinfo::INIT_CNODE);
     cnode.copy_from(1, own, endpoint.slot(), sys::Rights::ALL)?;
-    let root_slot = slots.take();
-    untyped.retype(ObjectType::PageTable, 12, root_slot, 1)?;
-    let root: Cap<PageTable> = Cap::from_slot(root_slot);
-    tables_for(untyped, slots, root, SERVER_CODE)?;
-    let code = frame(slots)?;
-    fill(code, remote_server())?;
-    code.map(root, SERVER_CODE, MapRights::READ_EXECUTE)?;
-    tables_for(untyped, slots, root, abi::ipc::IPC_BUFFER_ADDRESS)?;
-    let buffer = frame(slots)?;
-    buffer.map(root, abi::ipc::IPC_BUFFER_ADDRESS, MapRights::READ_WRITE)?;
-    let tcb_slot = slots.take();
-    untyped.retype(ObjectType::Tcb, 0, tcb_slot, 1)?;
-    let tcb: Cap<Tcb> = Cap::from_slot(tcb_slot);
+    let root: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
+    let code = scratch.filled_frame(objects, remote_server())?;
+    space::map_frame(objects, code, root, SERVER_CODE, MapRights::READ_EXECUTE)?;
+    let buffer: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+    let ipc = abi::ipc::IPC_BUFFER_ADDRESS;
+    space::map_frame(objects, buffer, root, ipc, MapRights::READ_WRITE)?;
+    let tcb: Cap<Tcb> = objects.make(ObjectType::Tcb, 0)?;
     tcb.configure(0, cnode, root, buffer, 0)?;
     tcb.write_registers(SERVER_CODE, 0, 1)?;
     tcb.set_priority(100)?;

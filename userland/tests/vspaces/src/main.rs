@@ -14,8 +14,9 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo::{self, BootInfo};
+use abi::bootinfo;
 use rt::check;
+use rt::space::{Objects, Scratch};
 use rt::testing::{Outcome, Suite};
 use sys::{
     CNode, Cap, Endpoint, Error, Frame, MapRights, MessageInfo, ObjectType, PageTable, Rights, Tcb,
@@ -117,35 +118,18 @@ fn child_program() -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
-#[allow(unsafe_code)]
-fn boot_info() -> &'static BootInfo {
-    // SAFETY: the kernel maps a BootInfo read-only at BOOT_INFO_ADDRESS.
-    unsafe { &*(bootinfo::BOOT_INFO_ADDRESS as *const BootInfo) }
+/// The test's objects (free slots and Untypeds, `rt::space`) and the
+/// scratch page through which it fills Frames.
+struct Slots {
+    objects: Objects,
+    scratch: Scratch,
 }
-
-/// Writes `bytes` at `address` in this address space.
-#[allow(unsafe_code)]
-fn write_bytes(address: u64, bytes: &[u8]) {
-    // SAFETY: the caller mapped a writable frame at `address` and nothing
-    // else uses it; the write stays within the page.
-    unsafe {
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len().min(4096))
-    };
-}
-
-struct Slots(u32);
 
 impl Slots {
+    /// A free slot (`u32::MAX`, which the kernel refuses, when none is left).
     fn take(&mut self) -> u32 {
-        self.0 += 1;
-        self.0 - 1
+        self.objects.slot().unwrap_or(u32::MAX)
     }
-}
-
-fn untyped() -> Cap<Untyped> {
-    let info = boot_info();
-    let slot = sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::FIRST_UNTYPED, |u| u.slot);
-    Cap::from_slot(slot)
 }
 
 fn make<T: sys::CapType>(
@@ -153,9 +137,7 @@ fn make<T: sys::CapType>(
     kind: ObjectType,
     size_bits: u8,
 ) -> Result<Cap<T>, Error> {
-    let slot = slots.take();
-    untyped().retype(kind, size_bits, slot, 1)?;
-    Ok(Cap::from_slot(slot))
+    slots.objects.make(kind, size_bits)
 }
 
 fn own_space() -> Cap<PageTable> {
@@ -164,35 +146,28 @@ fn own_space() -> Cap<PageTable> {
 
 /// Installs page tables in `space` until a 4 KiB page at `address` can be mapped.
 fn tables_for(slots: &mut Slots, space: Cap<PageTable>, address: u64) -> Result<(), Error> {
-    for _ in 0..3 {
-        let table: Cap<PageTable> = make(slots, ObjectType::PageTable, 12)?;
-        match table.map(space, address) {
-            Ok(()) => {}
-            Err(Error::AddressInUse) => {
-                let _ = Cap::<CNode>::from_slot(bootinfo::INIT_CNODE).delete(table.slot());
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    rt::space::tables_for(&mut slots.objects, space, address)
 }
 
-/// Fills a new Frame through a scratch mapping in our own space, then unmaps it.
+/// A new Frame holding `bytes`, filled through the scratch page.
 fn filled_frame(slots: &mut Slots, bytes: &[u8]) -> Result<Cap<Frame>, Error> {
-    let frame: Cap<Frame> = make(slots, ObjectType::Frame, 12)?;
-    frame.map(own_space(), SCRATCH, MapRights::READ_WRITE)?;
-    write_bytes(SCRATCH, bytes);
-    frame.unmap()?;
-    Ok(frame)
+    slots.scratch.filled_frame(&mut slots.objects, bytes)
 }
 
 fn main(_startup: &rt::Startup) -> i32 {
-    let mut slots = Slots(boot_info().first_free_slot as u32);
-    if let Err(e) = tables_for(&mut slots, own_space(), SCRATCH) {
-        rt::println!("[vspaces] tables for the scratch page: {e:?}");
+    let Some(info) = rt::boot::boot_info() else {
+        rt::println!("[vspaces] no boot-info page");
         return 1;
-    }
+    };
+    let mut objects = Objects::from_boot_info(info);
+    let scratch = match Scratch::for_root_task(&mut objects, SCRATCH) {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            rt::println!("[vspaces] tables for the scratch page: {e:?}");
+            return 1;
+        }
+    };
+    let mut slots = Slots { objects, scratch };
     let mut suite = Suite::new();
     suite.run("mapping_rules", || mapping_rules(&mut slots));
     suite.run("capability_transfer_to_another_cspace", || {
