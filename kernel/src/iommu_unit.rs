@@ -91,6 +91,15 @@ pub struct DmaFault {
     pub address: Option<u64>,
     /// The vendor's fault reason or event code.
     pub reason: u32,
+    /// The request read (or, on VT-d, was a read or atomic).
+    pub read: bool,
+    /// The request wrote.
+    pub write: bool,
+    /// The translation stage that faulted: 1 or 2 (VT-d reports 2: the
+    /// device always walks a second-stage table, shadows included).
+    pub stage: u8,
+    /// The PASID the request carried.
+    pub pasid: Option<u32>,
 }
 
 /// Most faults one drain returns.
@@ -159,10 +168,15 @@ impl Unit {
             Unit::Vtd(unit) => {
                 for record in unit.read_faults().iter() {
                     crate::println!("[vtd] fault: {record}");
+                    let read = record.access == iommu::vtd::regs::FaultAccess::Read;
                     let _ = faults.push(DmaFault {
                         requester: record.source_id,
                         address: Some(record.address),
                         reason: u32::from(record.reason),
+                        read,
+                        write: record.access == iommu::vtd::regs::FaultAccess::Write,
+                        stage: 2,
+                        pasid: record.pasid,
                     });
                 }
             }
@@ -181,6 +195,10 @@ impl Unit {
                             .is_translation_fault()
                             .then_some(event.input_address),
                         reason: u32::from(event.kind.code()),
+                        read: event.read,
+                        write: !event.read,
+                        stage: if event.stage2 { 2 } else { 1 },
+                        pasid: event.substream_id,
                     });
                 }
             }
@@ -213,7 +231,7 @@ impl Unit {
 
 /// Size of the reserved IPA window at the top of every IoSpace, where the
 /// kernel keeps structures the hardware fetches through stage 2.
-const RESERVED_IPA_WINDOW: u64 = 2 << 20;
+pub const RESERVED_IPA_WINDOW: u64 = 2 << 20;
 
 impl Unit {
     /// What the capability model needs to know about this unit.
@@ -245,7 +263,8 @@ impl Unit {
         caps::IommuUnit {
             id: 0,
             pasid_bits: pasid_bits.min(20) as u8,
-            domain_ids: domain_ids.min(u32::from(u16::MAX)) as u16,
+            // Tags: IoSpace d uses d + 1, nests 0x8001.. (see io_space.rs).
+            domain_ids: domain_ids.min(0x7FFE) as u16,
             ipa_bits: ipa_bits as u8,
             rid_limit: 1 << 16,
             reserved_ipa_base: (1u64 << ipa_bits) - RESERVED_IPA_WINDOW,
@@ -306,9 +325,8 @@ impl Unit {
         ]
     }
 
-    /// Applies a capability-model effect to the hardware. Effects the kernel
-    /// cannot apply yet (IO mappings, device entries) are refused before they
-    /// arise: the invocations that produce them are not dispatched.
+    /// Applies a capability-model effect to the hardware: invalidations
+    /// here, tables and device entries in `io_space`.
     pub fn apply(&mut self, effect: &caps::Effect) {
         match effect {
             caps::Effect::InvalidateDomain { .. } | caps::Effect::WaitForInvalidation { .. } => {
@@ -332,9 +350,7 @@ impl Unit {
                     }
                 }
             }
-            other => crate::println!(
-                "[iommu] effect not applied (its invocation is not dispatched yet): {other:?}"
-            ),
+            other => crate::io_space::apply(self, other),
         }
     }
 }
@@ -398,6 +414,7 @@ pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<
         }
     }
     *UNIT.lock() = Some(Unit::Vtd(unit));
+    crate::io_space::reserve_pool(frames);
     Ok(())
 }
 
@@ -439,5 +456,6 @@ pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<
         }
     }
     *UNIT.lock() = Some(Unit::Smmu(smmu));
+    crate::io_space::reserve_pool(frames);
     Ok(())
 }

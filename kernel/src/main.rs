@@ -17,6 +17,7 @@ mod devmem;
 mod dma_page;
 mod edu;
 mod frames;
+mod io_space;
 mod iommu_unit;
 mod loader;
 mod mem;

@@ -18,11 +18,9 @@
 //! CNodes can therefore only be retyped from the arena Untyped (the root
 //! task's first Untyped); anywhere else `Retype` answers `NoSlotMemory`.
 //!
-//! # What is dispatched today
-//! `Untyped.Retype`, the five CNode operations and `IommuControl.Identify`.
-//! Every other invocation answers [`abi::Error::NotSupported`]: threads,
-//! address spaces, IPC and the IOMMU invocations that map memory arrive
-//! with the rest of the kernel core.
+//! # What is dispatched
+//! Every invocation in `abi::Invocation`; the IOMMU ones change hardware
+//! through `io_space` (which applies the model's effects).
 
 use crate::frames::BootFrames;
 use crate::iommu_unit::UNIT;
@@ -413,6 +411,9 @@ fn reconcile(caps: &mut Caps<Storage>) {
         },
         |n| alive(caps, n.object, ObjectKind::Notification, n.paddr),
     );
+    crate::io_space::reconcile(|object, kind| {
+        caps.object(object).is_some_and(|o| o.kind() == kind)
+    });
     // Kernel-held CSpace capabilities of threads that died.
     for slot in freed {
         let mut sink = SINK;
@@ -490,6 +491,40 @@ fn as_root(caps: &Caps<Storage>, slot: SlotId) -> Result<u64, Error> {
     }
 }
 
+/// Extra capability `index` of the message, resolved in `cspace`.
+fn extra_cap(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    message: &Message,
+    index: usize,
+) -> Result<SlotId, Error> {
+    if usize::from(message.info.extra_caps) <= index {
+        return Err(Error::TruncatedMessage);
+    }
+    caps.resolve(cspace, message.extra_caps[index])
+        .map_err(|_| Error::LookupFailed)
+}
+
+/// Gives a fresh IoSpace (cap in `dest`) its stage-2 table; deletes it
+/// again if the kernel cannot.
+fn register_io_space(
+    caps: &mut Caps<Storage>,
+    id: caps::ObjectId,
+    dest: SlotId,
+) -> Result<(), Error> {
+    let object = caps.object(id).ok_or(Error::DeadObject)?;
+    let root = object.memory().map(|(p, _)| p).ok_or(Error::DeadObject)?;
+    let caps::ObjectState::IoSpace { did, .. } = *object.state() else {
+        return Err(Error::WrongKind);
+    };
+    let registered = crate::io_space::register_space(id, root, did);
+    if registered.is_err() {
+        let mut sink = SINK;
+        let _ = caps.delete(dest, &mut sink);
+    }
+    registered
+}
+
 fn memory_of(caps: &Caps<Storage>, slot: SlotId) -> Result<(u64, u8), Error> {
     let cap = *caps.lookup(slot)?;
     caps.object(cap.object())
@@ -562,10 +597,15 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             let mut created = 0u64;
             for i in 0..count as u32 {
                 let dest = caps.resolve(cspace, first + i)?;
-                if let Err(e) = caps.retype(slot, new, dest, &mut sink) {
+                let made = caps.retype(slot, new, dest, &mut sink).map_err(Error::from);
+                let made = made.and_then(|id| match new {
+                    NewObject::IoSpace { .. } => register_io_space(&mut caps, id, dest),
+                    _ => Ok(()),
+                });
+                if let Err(e) = made {
                     // The objects made so far stay; the reply says how many.
                     return if created == 0 {
-                        Err(e.into())
+                        Err(e)
                     } else {
                         Ok(Reply {
                             mrs: [created, 0, 0, 0, 0, 0, 0, 0],
@@ -812,6 +852,145 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
         (ObjectKind::IrqHandler, Invocation::IrqHandlerAck) => {
             crate::sched::ack_irq(caps.lookup(slot)?.object())?;
             Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IommuControl, Invocation::IommuMintDevice) => {
+            let requester = u32::try_from(argument(message, 0)?).map_err(|_| Error::OutOfScope)?;
+            let dest = caps.resolve(cspace, slot_index(argument(message, 1)?)?)?;
+            caps.mint_device(slot, requester, dest)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoDevice, Invocation::IoDeviceAttach | Invocation::IoDeviceAttachNested) => {
+            let target = extra_cap(&caps, cspace, message, 0)?;
+            let wanted = if invocation == Invocation::IoDeviceAttach {
+                ObjectKind::IoSpace
+            } else {
+                ObjectKind::IoUserTable
+            };
+            if caps.lookup(target)?.kind() != wanted {
+                return Err(Error::WrongKind);
+            }
+            crate::io_space::ensure_pool()?;
+            caps.attach_device(slot, target, &mut sink)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoDevice, Invocation::IoDeviceDetach) => {
+            caps.detach_device(slot, &mut sink)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoDevice, Invocation::IoDeviceMintPasid) => {
+            let pasid = u32::try_from(argument(message, 0)?).map_err(|_| Error::PasidOutOfRange)?;
+            let dest = caps.resolve(cspace, slot_index(argument(message, 1)?)?)?;
+            caps.mint_pasid(slot, pasid, dest)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoPasid, Invocation::IoPasidAttach) => {
+            if !crate::io_space::pasids_supported() {
+                return Err(Error::NotSupported);
+            }
+            let target = extra_cap(&caps, cspace, message, 0)?;
+            crate::io_space::ensure_pool()?;
+            caps.attach_pasid(slot, target, &mut sink)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoPasid, Invocation::IoPasidDetach) => {
+            caps.detach_pasid(slot, &mut sink)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoSpace, Invocation::IoSpaceMap) => {
+            let frame = extra_cap(&caps, cspace, message, 0)?;
+            let ipa = argument(message, 0)?;
+            let rights = argument(message, 1)?;
+            if rights > 3 {
+                return Err(Error::InvalidRights);
+            }
+            crate::io_space::ensure_pool()?;
+            caps.map_io(
+                frame,
+                slot,
+                ipa,
+                Rights::from_bits_truncate(rights as u8),
+                &mut sink,
+            )?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoSpace, Invocation::IoSpaceUnmap) => {
+            let frame = extra_cap(&caps, cspace, message, 0)?;
+            let space = caps
+                .lookup_as(slot, ObjectKind::IoSpace, Rights::WRITE)?
+                .object();
+            let mapping = caps.lookup(frame)?.mapping().ok_or(Error::NotMapped)?;
+            if mapping.space != space {
+                return Err(Error::NotMapped);
+            }
+            caps.unmap_io(frame, &mut sink)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoSpace, Invocation::IoSpaceBindUserTable) => {
+            let root_ipa = argument(message, 0)?;
+            if argument(message, 1)? != crate::io_space::USER_TABLE_FORMAT {
+                return Err(Error::InvalidArgument);
+            }
+            let dest = caps.resolve(cspace, slot_index(argument(message, 2)?)?)?;
+            caps.bind_user_table(slot, root_ipa, dest)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoUserTable, Invocation::IoUserTableInvalidate) => {
+            let cap = *caps.lookup_as(slot, ObjectKind::IoUserTable, Rights::WRITE)?;
+            let state = caps.object(cap.object()).map(|o| *o.state());
+            let Some(caps::ObjectState::IoUserTable {
+                space: Some(space),
+                root_ipa,
+            }) = state
+            else {
+                return Err(Error::DeadObject);
+            };
+            let next = crate::io_space::invalidate_user_table(
+                space,
+                root_ipa,
+                argument(message, 0)?,
+                argument(message, 1)?,
+            )?;
+            Ok(Reply {
+                mrs: [next, 0, 0, 0, 0, 0, 0, 0],
+                length: 1,
+            })
+        }
+        (ObjectKind::IoFaultQueue, Invocation::IoFaultQueueBind) => {
+            if message.info.extra_caps < 2 {
+                return Err(Error::TruncatedMessage);
+            }
+            let queue = caps
+                .lookup_as(slot, ObjectKind::IoFaultQueue, Rights::WRITE)?
+                .object();
+            let source = extra_cap(&caps, cspace, message, 1)?;
+            let badge = caps.lookup(source)?.badge().0;
+            // Release the capability lock: `lookup` takes it again.
+            drop(caps);
+            let notification = lookup(
+                cspace,
+                u64::from(message.extra_caps[0]),
+                ObjectKind::Notification,
+                Rights::WRITE,
+            )?;
+            let mut caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+            let slot = caps.resolve(cspace, index)?;
+            let source = extra_cap(&caps, cspace, message, 1)?;
+            caps.bind_fault_queue(source, slot, &mut sink)?;
+            crate::io_space::bind_queue(queue, notification, badge)?;
+            Ok(Reply::EMPTY)
+        }
+        (ObjectKind::IoFaultQueue, Invocation::IoFaultQueuePop) => {
+            let queue = caps
+                .lookup_as(slot, ObjectKind::IoFaultQueue, Rights::READ)?
+                .object();
+            drop(caps);
+            match crate::io_space::pop(queue) {
+                (Some([a, b, c, d, e, f]), _) => Ok(Reply {
+                    mrs: [a, b, c, d, e, f, 0, 0],
+                    length: 6,
+                }),
+                (None, _) => Ok(Reply::EMPTY),
+            }
         }
         (ObjectKind::IommuControl, Invocation::IommuIdentify) => {
             let guard = UNIT.lock();

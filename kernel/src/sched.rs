@@ -517,6 +517,7 @@ pub fn set_cspace_and_buffer(
 }
 
 /// What a message-passing system call found for its capability.
+#[derive(Clone, Copy)]
 pub struct Target {
     /// The object.
     pub object: ObjectId,
@@ -785,7 +786,9 @@ pub fn reconcile_irqs(
 /// notification (the preemption timer is the caller's); then the interrupt
 /// controller may deliver the next.
 fn end_interrupt(id: u32) {
-    if id != arch::TIMER_IRQ {
+    if id == arch::IOMMU_FAULT_IRQ {
+        crate::io_space::deliver_faults();
+    } else if id != arch::TIMER_IRQ {
         let irqs = IRQS.lock();
         if let Some(binding) = irqs.iter().find(|b| b.id == id) {
             arch::irq_line_enable(binding.line, false);
@@ -811,7 +814,8 @@ pub fn set_idle_space(root: u64) {
 /// wake a thread again.
 fn idle(loaded_space: &mut u64) -> Option<u32> {
     let space = IDLE_SPACE.load(core::sync::atomic::Ordering::Relaxed);
-    let waiting = IRQS.lock().iter().any(|b| b.notification.is_some());
+    let waiting =
+        IRQS.lock().iter().any(|b| b.notification.is_some()) || crate::io_space::faults_awaited();
     if space == 0 || !waiting {
         return None;
     }

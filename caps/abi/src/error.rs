@@ -91,6 +91,10 @@ pub enum Error {
     /// A mapping needs a page table the address space does not have: map a
     /// PageTable object there first.
     MissingPageTable = 71,
+    /// The kernel's pool of IOMMU table pages (stage-2 intermediate
+    /// tables, shadow tables, context descriptors) is used up: unmap or
+    /// delete IoSpaces first.
+    TableMemoryExhausted = 72,
 }
 
 impl Error {
@@ -100,7 +104,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 37] = [
+    pub const ALL: [Error; 38] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -138,6 +142,7 @@ impl Error {
         Error::InvalidMessage,
         Error::NotSupported,
         Error::MissingPageTable,
+        Error::TableMemoryExhausted,
     ];
 
     /// The error with this number, if any.

@@ -140,19 +140,31 @@ impl<F: PageTableFormat> PageTable<F> {
         height: u32,
         input_bits: u32,
     ) -> Result<Self, MapError> {
-        if !(1..=5).contains(&height)
-            || input_bits > 12 + 9 * height
-            || input_bits <= 12 + 9 * (height - 1)
-        {
+        if !Self::valid_shape(height, input_bits) {
             return Err(MapError::OutOfRange);
         }
         let root = alloc.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+        Self::at(root, format, height, input_bits)
+    }
+
+    /// The table rooted at `root`, a zeroed (or previously built) frame
+    /// the caller owns, such as the memory of a kernel object.
+    pub fn at(root: PhysAddr, format: F, height: u32, input_bits: u32) -> Result<Self, MapError> {
+        if !Self::valid_shape(height, input_bits) || root & 0xfff != 0 {
+            return Err(MapError::OutOfRange);
+        }
         Ok(Self {
             root,
             height,
             format,
             input_bits,
         })
+    }
+
+    fn valid_shape(height: u32, input_bits: u32) -> bool {
+        (1..=5).contains(&height)
+            && input_bits <= 12 + 9 * height
+            && input_bits > 12 + 9 * (height - 1)
     }
 
     /// Root table address.

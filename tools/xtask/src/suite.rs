@@ -330,6 +330,11 @@ struct Report {
     passed_names: Vec<String>,
 }
 
+/// `XTASK_ECHO=all`: echo every serial line (for debugging a configuration).
+fn echo_all() -> bool {
+    std::env::var("XTASK_ECHO").is_ok_and(|v| v == "all")
+}
+
 impl Report {
     /// Takes one serial line; returns whether it is worth echoing: verdicts,
     /// the detail lines after a `FAILED`, the closing and the exit line.
@@ -349,7 +354,7 @@ impl Report {
             self.in_failure = false;
             true
         } else {
-            self.in_failure || parse::exit_line(line).is_some()
+            self.in_failure || parse::exit_line(line).is_some() || echo_all()
         }
     }
 

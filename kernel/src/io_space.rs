@@ -1,0 +1,845 @@
+//! IOMMU capabilities at work: applies the capability model's IOMMU effects
+//! to the unit (stage-2 tables, device and PASID entries, VT-d shadow
+//! tables, SMMUv3 context descriptors, fault routes) and keeps the IO fault
+//! queues.
+//!
+//! ```text
+//!  IoSpace object page ── stage-2 root (IPA -> PA), intermediate tables
+//!        │                 from the table pool
+//!        ├── device attached directly: context/PASID entry or STE -> root
+//!        └── IoUserTable (driver's stage 1 at root_ipa) = a "nest":
+//!              SMMUv3: CD page from the pool, mapped read-only at an IPA in
+//!                      the reserved window; STE nested (stage 1 + stage 2)
+//!              VT-d:   shadow table from the pool (IOVA -> PA composed by
+//!                      `Invalidate`); context/PASID entry -> shadow
+//! ```
+//!
+//! Hardware tags: an IoSpace with model DID `d` uses tag `d + 1` (VT-d
+//! reserves DID 0 under caching mode); nest `i` uses DID `0x8001 + i` for
+//! its shadow (VT-d) or ASID `i + 1` (SMMUv3), so no two tables share a tag.
+//!
+//! Every effect is applied under the unit lock; invocations check
+//! beforehand that the pool holds enough pages ([`ensure_pool`]), so an
+//! effect never fails for lack of memory.
+
+use crate::frames::BootFrames;
+use crate::iommu_unit::{DirectMemory, DmaFault, UNIT, Unit};
+use abi::Error;
+use caps::{Effect, FaultSource, ObjectId, Rights};
+use iommu::FrameAllocator;
+use iommu::pagetable::{PageSize, PageTable, Perms};
+
+/// Pages reserved at boot for IOMMU tables created after boot.
+const POOL_PAGES: usize = 1024;
+/// Pages an invocation needs free before it may change IO tables: a
+/// stage-2 walk (3), a shadow or CD (1) and the unit's context/PASID
+/// tables (3), with margin.
+pub const POOL_RESERVE: usize = 8;
+/// Most live IoSpaces, nests, attached requesters, routes and queues.
+const SPACES: usize = 64;
+const NESTS: usize = 32;
+const ATTACHED: usize = 64;
+const QUEUES: usize = 32;
+/// Records one fault queue holds; later faults are counted as lost.
+const QUEUE_DEPTH: usize = 32;
+/// Pages one `Invalidate` composes on a shadow-nested unit (bounded work).
+#[cfg(target_arch = "x86_64")]
+pub const SHADOW_PAGES_PER_CALL: u64 = 512;
+
+#[cfg(target_arch = "x86_64")]
+type Stage2Format = iommu::vtd::tables::SecondStageFormat;
+#[cfg(target_arch = "aarch64")]
+type Stage2Format = iommu::smmuv3::pagetable::Stage2Format;
+type Stage2 = PageTable<Stage2Format>;
+
+/// Free table pages.
+struct Pool {
+    free: heapless::Vec<u64, POOL_PAGES>,
+}
+
+impl FrameAllocator for Pool {
+    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
+        let page = self.free.pop()?;
+        // SAFETY: pool pages are kernel-owned frames in the direct map that
+        // no table references any more (they were freed after their
+        // entries were cleared and invalidated).
+        unsafe { core::ptr::write_bytes(crate::mem::phys_to_virt(page) as *mut u8, 0, 4096) };
+        Some(page)
+    }
+}
+
+impl Pool {
+    fn give_back(&mut self, page: u64) {
+        if self.free.push(page).is_err() {
+            crate::println!("[io] table page {page:#x} does not fit the pool: leaked");
+        }
+    }
+}
+
+struct Space {
+    object: ObjectId,
+    table: Stage2,
+    did: u16,
+}
+
+/// A driver's stage-1 table in use by devices: (space, root IPA) and what
+/// the kernel built for it.
+struct Nest {
+    space: ObjectId,
+    root_ipa: u64,
+    /// VT-d: the shadow table's root; SMMUv3: the CD page.
+    page: u64,
+    users: u32,
+}
+
+/// A requester (or one PASID of it) the kernel pointed at a domain.
+struct Attached {
+    rid: u32,
+    pasid: Option<u32>,
+    space: ObjectId,
+    nest: Option<usize>,
+}
+
+struct Queue {
+    object: ObjectId,
+    notification: Option<crate::sched::Target>,
+    badge: u64,
+    records: heapless::Deque<[u64; 6], QUEUE_DEPTH>,
+    lost: u64,
+}
+
+struct State {
+    pool: Pool,
+    spaces: heapless::Vec<Space, SPACES>,
+    nests: [Option<Nest>; NESTS],
+    attached: heapless::Vec<Attached, ATTACHED>,
+    routes: heapless::Vec<(FaultSource, ObjectId), ATTACHED>,
+    queues: heapless::Vec<Queue, QUEUES>,
+    interrupt_on: bool,
+}
+
+static STATE: spin::Mutex<State> = spin::Mutex::new(State {
+    pool: Pool {
+        free: heapless::Vec::new(),
+    },
+    spaces: heapless::Vec::new(),
+    nests: [const { None }; NESTS],
+    attached: heapless::Vec::new(),
+    routes: heapless::Vec::new(),
+    queues: heapless::Vec::new(),
+    interrupt_on: false,
+});
+
+/// Takes the table pool's pages from the boot allocator.
+pub fn reserve_pool(frames: &mut BootFrames) {
+    let mut state = STATE.lock();
+    while !state.pool.free.is_full() {
+        let Some(page) = frames.alloc() else { break };
+        let _ = state.pool.free.push(page);
+    }
+}
+
+/// `TableMemoryExhausted` unless the pool can serve one more change.
+pub fn ensure_pool() -> Result<(), Error> {
+    if STATE.lock().pool.free.len() >= POOL_RESERVE {
+        Ok(())
+    } else {
+        Err(Error::TableMemoryExhausted)
+    }
+}
+
+/// The hardware tag of an IoSpace's stage 2.
+fn space_tag(did: u16) -> u16 {
+    did + 1
+}
+
+/// The stage-2 table of a fresh IoSpace, rooted in its object's page.
+fn stage2_at(unit: &Unit, root: u64) -> Option<Stage2> {
+    match unit {
+        #[cfg(target_arch = "x86_64")]
+        Unit::Vtd(vtd) => {
+            let levels = iommu::vtd::tables::SecondStageLevels::best(vtd.capability())?;
+            PageTable::at(
+                root,
+                Stage2Format::for_unit(vtd.capability()),
+                levels.height(),
+                levels.input_bits(),
+            )
+            .ok()
+        }
+        #[cfg(target_arch = "aarch64")]
+        Unit::Smmu(_) => {
+            let bits = u32::from(unit.model_unit().ipa_bits);
+            PageTable::at(
+                root,
+                iommu::smmuv3::pagetable::Stage2Format,
+                iommu::smmuv3::pagetable::levels_4k(bits),
+                bits,
+            )
+            .ok()
+        }
+    }
+}
+
+/// Records a new IoSpace whose zeroed page at `root` becomes its stage-2 root.
+pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error> {
+    let guard = UNIT.lock();
+    let unit = guard.as_ref().ok_or(Error::NotSupported)?;
+    let table = stage2_at(unit, root).ok_or(Error::NotSupported)?;
+    let mut state = STATE.lock();
+    state.spaces.retain(|s| s.object != object);
+    state
+        .spaces
+        .push(Space { object, table, did })
+        .map_err(|_| Error::ObjectTableFull)
+}
+
+fn perms(rights: Rights) -> Perms {
+    Perms {
+        read: rights.contains(Rights::READ),
+        write: rights.contains(Rights::WRITE),
+    }
+}
+
+fn page_size(size_bits: u8) -> Option<PageSize> {
+    match size_bits {
+        12 => Some(PageSize::Size4K),
+        21 => Some(PageSize::Size2M),
+        30 => Some(PageSize::Size1G),
+        _ => None,
+    }
+}
+
+/// Applies one IOMMU effect other than invalidation (which `Unit::apply`
+/// does). Failures here are kernel bugs (invocations check first) and are
+/// reported, never ignored silently.
+pub fn apply(unit: &mut Unit, effect: &Effect) {
+    let mut state = STATE.lock();
+    let state = &mut *state;
+    let result = match *effect {
+        Effect::MapIoPage {
+            space,
+            ipa,
+            paddr,
+            size_bits,
+            rights,
+            ..
+        } => state.map(space, ipa, paddr, size_bits, rights),
+        Effect::UnmapIoPage { space, ipa, .. } => state.unmap(space, ipa),
+        Effect::InstallDeviceEntry {
+            rid,
+            space,
+            stage1_root,
+            ..
+        } => state.install(unit, rid, None, space, stage1_root),
+        Effect::InstallPasidEntry {
+            rid,
+            pasid,
+            space,
+            stage1_root,
+            ..
+        } => state.install(unit, rid, Some(pasid), space, stage1_root),
+        Effect::ClearDeviceEntry { rid, .. } => state.clear(unit, rid, None),
+        Effect::ClearPasidEntry { rid, pasid, .. } => state.clear(unit, rid, Some(pasid)),
+        Effect::RouteFaults { source, queue, .. } => {
+            state.routes.retain(|(s, _)| *s != source);
+            match queue {
+                Some(q) => state
+                    .routes
+                    .push((source, q))
+                    .map_err(|_| "the fault route table is full"),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    };
+    if let Err(why) = result {
+        crate::println!("[io] {effect:?} not applied: {why}");
+    }
+}
+
+impl State {
+    fn space(&self, object: ObjectId) -> Result<&Space, &'static str> {
+        self.spaces
+            .iter()
+            .find(|s| s.object == object)
+            .ok_or("the IoSpace has no stage-2 table")
+    }
+
+    fn map(
+        &mut self,
+        space: ObjectId,
+        ipa: u64,
+        paddr: u64,
+        size_bits: u8,
+        rights: Rights,
+    ) -> Result<(), &'static str> {
+        let size = page_size(size_bits).ok_or("a Frame size the IOMMU cannot map")?;
+        let table = self.space(space)?.table;
+        table
+            .map(
+                &DirectMemory,
+                &mut self.pool,
+                ipa,
+                paddr,
+                size,
+                perms(rights),
+            )
+            .map_err(|_| "the stage-2 table refused the mapping")
+    }
+
+    fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
+        let table = self.space(space)?.table;
+        table
+            .unmap(&DirectMemory, ipa)
+            .map_err(|_| "nothing mapped there")?;
+        // VT-d shadows were composed through stage 2, and the unmapped page
+        // may have held stage-1 tables: every shadow entry of the space may
+        // depend on it. Drop them; the driver's next Invalidate rebuilds.
+        if cfg!(target_arch = "x86_64") {
+            for nest in self.nests.iter().flatten().filter(|n| n.space == space) {
+                if let Some(shadow) = shadow_at(nest.page, &table) {
+                    shadow.remove_leaves_to(&DirectMemory, 0, u64::MAX);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds or builds the nest for (`space`, `root_ipa`).
+    fn nest(
+        &mut self,
+        unit: &mut Unit,
+        space: ObjectId,
+        root_ipa: u64,
+    ) -> Result<usize, &'static str> {
+        if let Some(i) = self.nests.iter().position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.space == space && n.root_ipa == root_ipa)
+        }) {
+            return Ok(i);
+        }
+        let index = self
+            .nests
+            .iter()
+            .position(Option::is_none)
+            .ok_or("every nest slot is in use")?;
+        let page = self
+            .pool
+            .alloc_zeroed_frame()
+            .ok_or("the table pool is empty")?;
+        let built = self.build_nest(unit, space, root_ipa, index, page);
+        if let Err(why) = built {
+            self.pool.give_back(page);
+            return Err(why);
+        }
+        self.nests[index] = Some(Nest {
+            space,
+            root_ipa,
+            page,
+            users: 0,
+        });
+        Ok(index)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn build_nest(
+        &mut self,
+        unit: &mut Unit,
+        _space: ObjectId,
+        _root_ipa: u64,
+        _index: usize,
+        _page: u64,
+    ) -> Result<(), &'static str> {
+        // A fresh shadow table: empty until the driver's first Invalidate.
+        // Its DID may have been used by an earlier nest: flush it.
+        let Unit::Vtd(vtd) = unit;
+        vtd.invalidate_all(&DirectMemory)
+            .map_err(|_| "the invalidation before reusing a shadow DID failed")
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn build_nest(
+        &mut self,
+        unit: &mut Unit,
+        space: ObjectId,
+        root_ipa: u64,
+        index: usize,
+        page: u64,
+    ) -> Result<(), &'static str> {
+        use iommu::smmuv3::cd::{Cd, CdParams};
+        let model = unit.model_unit();
+        let Unit::Smmu(smmu) = unit;
+        let (table, did) = {
+            let s = self.space(space)?;
+            (s.table, s.did)
+        };
+        let cd_ipa = model.reserved_ipa_base + 4096 * index as u64;
+        table
+            .map(
+                &DirectMemory,
+                &mut self.pool,
+                cd_ipa,
+                page,
+                PageSize::Size4K,
+                Perms::READ,
+            )
+            .map_err(|_| "mapping the CD page in stage 2 failed")?;
+        let params = CdParams {
+            asid: index as u16 + 1,
+            ttb0: root_ipa,
+            va_bits: 48,
+            output_bits: u32::from(model.ipa_bits),
+            mair: 0xFF,
+        };
+        let cd = Cd::new(&params, smmu.features()).map_err(|_| "the CD was refused")?;
+        for (i, word) in cd.0.iter().enumerate() {
+            iommu::PhysMem::write_u64(&DirectMemory, page + 8 * i as u64, *word);
+        }
+        // The ASID may have served an earlier nest of this VMID.
+        smmu.submit(
+            &DirectMemory,
+            [iommu::smmuv3::queue::Command::TlbiNhAsid {
+                vmid: space_tag(did),
+                asid: params.asid,
+            }],
+        )
+        .map_err(|_| "the TLB invalidation of a reused ASID failed")
+    }
+
+    fn install(
+        &mut self,
+        unit: &mut Unit,
+        rid: u32,
+        pasid: Option<u32>,
+        space: ObjectId,
+        stage1_root: Option<u64>,
+    ) -> Result<(), &'static str> {
+        let (table, did) = {
+            let s = self.space(space)?;
+            (s.table, s.did)
+        };
+        let nest = match stage1_root {
+            Some(root_ipa) => Some(self.nest(unit, space, root_ipa)?),
+            None => None,
+        };
+        let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
+        match unit {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(vtd) => {
+                use iommu::vtd::regs::RootTableMode;
+                use iommu::vtd::tables::{LegacyContext, PasidConfig};
+                let nest_page = nest.and_then(|i| self.nests[i].as_ref()).map(|n| n.page);
+                let (domain, root) = match (nest, nest_page) {
+                    (Some(i), Some(page)) => (0x8001 + i as u16, page),
+                    _ => (space_tag(did), table.root()),
+                };
+                let levels = iommu::vtd::tables::SecondStageLevels::best(vtd.capability())
+                    .ok_or("no second-stage depth")?;
+                let scalable = matches!(vtd.root_table(), Some((_, RootTableMode::Scalable)));
+                if scalable {
+                    let config = PasidConfig::SecondStage {
+                        domain,
+                        table: root,
+                        levels,
+                    };
+                    vtd.set_pasid_entry(
+                        &DirectMemory,
+                        &mut self.pool,
+                        requester,
+                        pasid.unwrap_or(0),
+                        Some(config),
+                    )
+                    .map_err(|_| "writing the PASID entry failed")?;
+                } else {
+                    if pasid.is_some() {
+                        return Err("PASIDs need scalable mode");
+                    }
+                    let context = LegacyContext::Translated {
+                        domain,
+                        table: root,
+                        levels,
+                    };
+                    vtd.set_legacy_context(&DirectMemory, &mut self.pool, requester, Some(context))
+                        .map_err(|_| "writing the context entry failed")?;
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                use iommu::smmuv3::ste::Stage2Config;
+                if pasid.is_some_and(|p| p != 0) {
+                    return Err("this SMMU has no substreams");
+                }
+                let bits = table.input_bits();
+                let config = Stage2Config {
+                    vmid: space_tag(did),
+                    table: table.root(),
+                    ipa_bits: bits,
+                    output_bits: 44,
+                };
+                let sid = u32::from(requester);
+                match nest {
+                    Some(i) => {
+                        let cd_ipa = unit_reserved_base(bits) + 4096 * i as u64;
+                        smmu.attach_nested(&DirectMemory, &mut self.pool, sid, &config, cd_ipa)
+                    }
+                    None => smmu.attach_stage2(&DirectMemory, &mut self.pool, sid, &config),
+                }
+                .map_err(|_| "installing the STE failed")?;
+            }
+        }
+        if let Some(i) = nest
+            && let Some(n) = self.nests[i].as_mut()
+        {
+            n.users += 1;
+        }
+        self.attached
+            .push(Attached {
+                rid,
+                pasid,
+                space,
+                nest,
+            })
+            .map_err(|_| "the attachment table is full")
+    }
+
+    fn clear(&mut self, unit: &mut Unit, rid: u32, pasid: Option<u32>) -> Result<(), &'static str> {
+        let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
+        match unit {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(vtd) => {
+                use iommu::vtd::regs::RootTableMode;
+                if matches!(vtd.root_table(), Some((_, RootTableMode::Scalable))) {
+                    vtd.set_pasid_entry(
+                        &DirectMemory,
+                        &mut self.pool,
+                        requester,
+                        pasid.unwrap_or(0),
+                        None,
+                    )
+                } else {
+                    vtd.set_legacy_context(&DirectMemory, &mut self.pool, requester, None)
+                }
+                .map_err(|_| "clearing the device entry failed")?;
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                smmu.block_stream(&DirectMemory, &mut self.pool, u32::from(requester))
+                    .map_err(|_| "blocking the stream failed")?;
+            }
+        }
+        let Some(index) = self
+            .attached
+            .iter()
+            .position(|a| a.rid == rid && a.pasid == pasid)
+        else {
+            return Ok(());
+        };
+        let gone = self.attached.swap_remove(index);
+        if let Some(i) = gone.nest {
+            let last = self.nests[i].as_mut().is_some_and(|n| {
+                n.users -= 1;
+                n.users == 0
+            });
+            if last {
+                self.drop_nest(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees a nest no device uses any more (its entries are cleared; the
+    /// effects that follow invalidate them).
+    fn drop_nest(&mut self, index: usize) {
+        let Some(nest) = self.nests[index].take() else {
+            return;
+        };
+        let Ok(table) = self.space(nest.space).map(|s| s.table) else {
+            self.pool.give_back(nest.page);
+            return;
+        };
+        if cfg!(target_arch = "x86_64") {
+            if let Some(shadow) = shadow_at(nest.page, &table) {
+                self.free_tables(&shadow);
+            }
+        } else {
+            let cd_ipa = unit_reserved_base(table.input_bits()) + 4096 * index as u64;
+            let _ = table.unmap(&DirectMemory, cd_ipa);
+            self.pool.give_back(nest.page);
+        }
+    }
+
+    /// Returns every page of `table`, root included, to the pool.
+    fn free_tables(&mut self, table: &Stage2) {
+        let mut pages: heapless::Vec<u64, POOL_PAGES> = heapless::Vec::new();
+        table.for_each_table(&DirectMemory, |page| {
+            let _ = pages.push(page);
+        });
+        for page in pages {
+            self.pool.give_back(page);
+        }
+    }
+}
+
+/// The VT-d shadow table rooted at `root`, shaped like the stage 2 `like`.
+fn shadow_at(root: u64, like: &Stage2) -> Option<Stage2> {
+    PageTable::at(root, *like.format(), like.height(), like.input_bits()).ok()
+}
+
+/// Where the reserved IPA window starts for an `ipa_bits`-bit IoSpace.
+fn unit_reserved_base(ipa_bits: u32) -> u64 {
+    (1u64 << ipa_bits) - crate::iommu_unit::RESERVED_IPA_WINDOW
+}
+
+/// After a delete or revoke: forget IoSpaces and queues that died, return
+/// their tables to the pool. `alive(object, kind)` says whether a record's
+/// object still exists.
+pub fn reconcile(alive: impl Fn(ObjectId, caps::ObjectKind) -> bool) {
+    let mut state = STATE.lock();
+    let state = &mut *state;
+    state
+        .queues
+        .retain(|q| alive(q.object, caps::ObjectKind::IoFaultQueue));
+    let mut index = 0;
+    while index < state.spaces.len() {
+        let space = &state.spaces[index];
+        if alive(space.object, caps::ObjectKind::IoSpace) {
+            index += 1;
+            continue;
+        }
+        let space = state.spaces.swap_remove(index);
+        for i in 0..NESTS {
+            if state.nests[i]
+                .as_ref()
+                .is_some_and(|n| n.space == space.object)
+            {
+                // Its devices were detached by the model's effects.
+                state.drop_nest(i);
+            }
+        }
+        // The root is the object's own page: not a pool page.
+        let mut pages: heapless::Vec<u64, POOL_PAGES> = heapless::Vec::new();
+        space.table.for_each_table(&DirectMemory, |page| {
+            if page != space.table.root() {
+                let _ = pages.push(page);
+            }
+        });
+        for page in pages {
+            state.pool.give_back(page);
+        }
+    }
+}
+
+/// `IoUserTable.Invalidate`: makes the hardware see the driver's stage-1
+/// changes in `start..start + length` of the table at (`space`,
+/// `root_ipa`). Returns the first IOVA not processed.
+pub fn invalidate_user_table(
+    space: ObjectId,
+    root_ipa: u64,
+    start: u64,
+    length: u64,
+) -> Result<u64, Error> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
+    let mut state = STATE.lock();
+    let state = &mut *state;
+    if start & 0xfff != 0 || length & 0xfff != 0 {
+        return Err(Error::InvalidAddress);
+    }
+    let end = start.checked_add(length).ok_or(Error::InvalidAddress)?;
+    let Some(index) = state.nests.iter().position(|n| {
+        n.as_ref()
+            .is_some_and(|n| n.space == space && n.root_ipa == root_ipa)
+    }) else {
+        // No device uses the table: nothing is cached, nothing to build.
+        return Ok(end);
+    };
+    match unit {
+        #[cfg(target_arch = "x86_64")]
+        Unit::Vtd(vtd) => {
+            if length == 0 {
+                // A shadow is built per range; "everything" would be 2^35 pages.
+                return Err(Error::InvalidArgument);
+            }
+            let table = state.space(space).map_err(|_| Error::DeadObject)?.table;
+            let page = state.nests[index].as_ref().map_or(0, |n| n.page);
+            let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
+            let take = length.min(SHADOW_PAGES_PER_CALL * 4096);
+            if state.pool.free.len() < POOL_RESERVE {
+                return Err(Error::TableMemoryExhausted);
+            }
+            iommu::vtd::shadow::shadow_range(
+                &DirectMemory,
+                &mut state.pool,
+                root_ipa,
+                &table,
+                &shadow,
+                start,
+                take,
+                SHADOW_PAGES_PER_CALL,
+                false,
+            )
+            .map_err(|_| Error::InvalidAddress)?;
+            vtd.invalidate_all(&DirectMemory)
+                .map_err(|_| Error::NotSupported)?;
+            Ok(start + take)
+        }
+        #[cfg(target_arch = "aarch64")]
+        Unit::Smmu(smmu) => {
+            let did = state.space(space).map_err(|_| Error::DeadObject)?.did;
+            smmu.submit(
+                &DirectMemory,
+                [iommu::smmuv3::queue::Command::TlbiNhAsid {
+                    vmid: space_tag(did),
+                    asid: index as u16 + 1,
+                }],
+            )
+            .map_err(|_| Error::NotSupported)?;
+            Ok(if length == 0 { u64::MAX } else { end })
+        }
+    }
+}
+
+/// `IoFaultQueue.Bind`'s kernel half: records of `queue` signal
+/// `notification` and carry `badge` (the bound source capability's badge).
+pub fn bind_queue(
+    queue: ObjectId,
+    notification: crate::sched::Target,
+    badge: u64,
+) -> Result<(), Error> {
+    let mut guard = UNIT.lock();
+    let mut state = STATE.lock();
+    if let Some(q) = state.queues.iter_mut().find(|q| q.object == queue) {
+        q.notification = Some(notification);
+        q.badge = badge;
+    } else {
+        state
+            .queues
+            .push(Queue {
+                object: queue,
+                notification: Some(notification),
+                badge,
+                records: heapless::Deque::new(),
+                lost: 0,
+            })
+            .map_err(|_| Error::ObjectTableFull)?;
+    }
+    if !state.interrupt_on
+        && let Some(unit) = guard.as_mut()
+    {
+        match unit.enable_fault_interrupt() {
+            Ok(()) => state.interrupt_on = true,
+            Err(why) => crate::println!("[io] the fault interrupt stays off: {why}"),
+        }
+    }
+    Ok(())
+}
+
+/// `IoFaultQueue.Pop`: the oldest record of `queue` (after collecting what
+/// the unit recorded since the last interrupt), and how many were lost to
+/// a full queue so far.
+pub fn pop(queue: ObjectId) -> (Option<[u64; 6]>, u64) {
+    collect();
+    let mut state = STATE.lock();
+    match state.queues.iter_mut().find(|q| q.object == queue) {
+        Some(q) => (q.records.pop_front(), q.lost),
+        None => (None, 0),
+    }
+}
+
+/// Whether a thread waits for IO faults (the idle loop must keep taking
+/// interrupts for it).
+pub fn faults_awaited() -> bool {
+    STATE.lock().queues.iter().any(|q| q.notification.is_some())
+}
+
+/// The IOMMU's fault interrupt: queue what the unit recorded and signal the
+/// queues' notifications.
+pub fn deliver_faults() {
+    for target in collect() {
+        let _ = crate::sched::signal(&target);
+    }
+}
+
+/// Drains the unit into the queues; returns the notifications to signal.
+fn collect() -> heapless::Vec<crate::sched::Target, QUEUES> {
+    let mut signals = heapless::Vec::new();
+    let faults = match UNIT.lock().as_mut() {
+        Some(unit) => unit.drain_faults(),
+        None => return signals,
+    };
+    let mut state = STATE.lock();
+    for fault in faults.iter() {
+        let Some(index) = state.route(fault) else {
+            crate::println!(
+                "[io] fault of requester {:#x} with no queue: dropped",
+                fault.requester
+            );
+            continue;
+        };
+        let queue = &mut state.queues[index];
+        let record = [
+            queue.badge,
+            fault.pasid.map_or(u64::MAX, u64::from),
+            fault.address.unwrap_or(0),
+            u64::from(fault.read) | u64::from(fault.write) << 1,
+            u64::from(fault.stage),
+            u64::from(fault.reason),
+        ];
+        if queue.records.push_back(record).is_err() {
+            queue.lost += 1;
+        }
+        if let Some(target) = &queue.notification
+            && !signals
+                .iter()
+                .any(|t: &crate::sched::Target| t.paddr == target.paddr)
+        {
+            let _ = signals.push(*target);
+        }
+    }
+    signals
+}
+
+impl State {
+    /// The queue a fault goes to: its device's route, else its domain's.
+    fn route(&self, fault: &DmaFault) -> Option<usize> {
+        let rid = u32::from(fault.requester);
+        let did = self
+            .attached
+            .iter()
+            .find(|a| a.rid == rid)
+            .and_then(|a| self.space(a.space).ok())
+            .map(|s| s.did);
+        let queue = self
+            .routes
+            .iter()
+            .find(|(s, _)| *s == FaultSource::Device(rid))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .find(|(s, _)| did.is_some_and(|d| *s == FaultSource::Domain(d)))
+            })
+            .map(|(_, q)| *q)?;
+        self.queues.iter().position(|q| q.object == queue)
+    }
+}
+
+/// The stage-1 format `IoSpace.BindUserTable` accepts on this machine
+/// (`sys::UserTableFormat`): x86 first-stage 4-level on VT-d, VMSAv8-64
+/// 4 KiB granule 48-bit on SMMUv3.
+#[cfg(target_arch = "x86_64")]
+pub const USER_TABLE_FORMAT: u64 = 1;
+#[cfg(target_arch = "aarch64")]
+pub const USER_TABLE_FORMAT: u64 = 2;
+
+/// Whether `IoPasid.Attach` can install entries: VT-d in scalable mode.
+pub fn pasids_supported() -> bool {
+    match UNIT.lock().as_ref() {
+        #[cfg(target_arch = "x86_64")]
+        Some(Unit::Vtd(vtd)) => matches!(
+            vtd.root_table(),
+            Some((_, iommu::vtd::regs::RootTableMode::Scalable))
+        ),
+        _ => false,
+    }
+}
