@@ -449,6 +449,18 @@ impl Checker<'_> {
                         "map the region elsewhere",
                     ));
                 }
+                let reserved = sysdesc::INIT_RESERVED_START;
+                if end > reserved {
+                    return Err(self.error(
+                        span,
+                        &label,
+                        format!(
+                            "the mapping {:#x}..{end:#x} reaches into {reserved:#x}.., where init puts the domain's capability table, heap and stack",
+                            entry.vaddr
+                        ),
+                        format!("map the region below {reserved:#x}"),
+                    ));
+                }
                 if let Some(other) = placed.iter().find(|p| p.start < end && entry.vaddr < p.end) {
                     return Err(self.error(
                         span,

@@ -387,6 +387,17 @@ fn maps_over_the_ipc_buffer_are_rejected() {
 }
 
 #[test]
+fn maps_over_inits_part_of_the_address_space_are_rejected() {
+    rejects(
+        "init_reserved_overlap",
+        11,
+        "protection_domain \"driver\" map 0",
+        "where init puts the domain's capability table",
+        "below 0x7f80000000",
+    );
+}
+
+#[test]
 fn an_image_for_another_platform_is_rejected() {
     rejects(
         "wrong_platform",

@@ -30,6 +30,12 @@ const SCRATCH: u64 = 0x10_0000_0000;
 /// 128 KiB arena, 32 bytes a slot; init's own takes 1024 of its 4096).
 const DOMAIN_CNODE_BITS: u8 = 7;
 
+// The window the host validator keeps images out of is where init puts
+// the capability table, heap and stack.
+const _: () = assert!(sys::names::DOMAIN_RESERVED_START == sysdesc::INIT_RESERVED_START);
+const _: () = assert!(sys::names::CAP_TABLE_ADDRESS >= sysdesc::INIT_RESERVED_START);
+const _: () = assert!(sys::names::HEAP_ADDRESS >= sysdesc::INIT_RESERVED_START);
+
 /// A protection domain under construction.
 struct Domain {
     /// Its name in the image, for messages.

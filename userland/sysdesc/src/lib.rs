@@ -54,6 +54,11 @@ pub const MAX_PASIDS: usize = 8;
 /// the domain's notification badge.
 pub const MAX_CHANNEL_ID: u8 = 63;
 
+/// Start of the part of every domain's address space that init lays out
+/// itself (capability table, heap, stack, IPC buffer; `sys::names` has the
+/// addresses), up to the top of user space: images may not map there.
+pub const INIT_RESERVED_START: u64 = 0x7F_8000_0000;
+
 /// Version of the encoded description; [`SystemDescription::decode`]
 /// refuses any other.
 pub const DESCRIPTION_VERSION: u32 = 1;
