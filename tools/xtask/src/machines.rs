@@ -373,6 +373,30 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         expect_trap: false,
     },
     SystemTest {
+        name: "x86_64-user-devmem",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=user",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        // edu is among every machine's devices (`device_args`).
+        program: Some("devmem"),
+        image: None,
+        must_fail: &[],
+        expect_trap: false,
+    },
+    SystemTest {
+        name: "aarch64-user-devmem",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=user",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        // edu is among every machine's devices (`device_args`).
+        program: Some("devmem"),
+        image: None,
+        must_fail: &[],
+        expect_trap: false,
+    },
+    SystemTest {
         name: "x86_64-user-vspaces",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],

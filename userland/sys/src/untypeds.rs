@@ -115,7 +115,7 @@ pub fn pci_ecam(info: &BootInfo) -> Option<InitialUntyped> {
 /// from it is live. So this asks for padding Untypeds first, one per set
 /// bit of the offset from high to low (each naturally aligned and exactly
 /// filling the gap), then the Frame. Every capability goes to a slot
-/// `next_slot` hands out; the padding Untypeds stay there (deleting them
+/// `next_slot` hands out (its error ends the call); the padding Untypeds stay there (deleting them
 /// while the Frame lives is fine; deleting the Frame too lets the Untyped
 /// start over).
 ///
@@ -128,7 +128,7 @@ pub fn retype_frame_at(
     untyped: InitialUntyped,
     address: u64,
     size_bits: u8,
-    next_slot: &mut dyn FnMut() -> u32,
+    next_slot: &mut dyn FnMut() -> Result<u32, Error>,
 ) -> Result<Cap<Frame>, Error> {
     let size = 1u64.checked_shl(u32::from(size_bits)).unwrap_or(0);
     if size == 0 || !address.is_multiple_of(size) || !untyped.covers(address, size) {
@@ -139,10 +139,10 @@ pub fn retype_frame_at(
         if offset & (1 << bit) != 0 {
             untyped
                 .cap()
-                .retype(ObjectType::Untyped, bit as u8, next_slot(), 1)?;
+                .retype(ObjectType::Untyped, bit as u8, next_slot()?, 1)?;
         }
     }
-    let slot = next_slot();
+    let slot = next_slot()?;
     untyped
         .cap()
         .retype(ObjectType::Frame, size_bits, slot, 1)?;
@@ -255,7 +255,7 @@ mod tests {
         let mut next = 100;
         let mut slots = || {
             next += 1;
-            next - 1
+            Ok(next - 1)
         };
         let mut frame = None;
         let seen = retypes(|| frame = Some(retype_frame_at(window, 0x1010_3000, 12, &mut slots)));
@@ -277,7 +277,7 @@ mod tests {
     fn frames_outside_or_misaligned_are_refused_before_any_call() {
         let info = info(MACHINE);
         let ecam = pci_ecam(&info).unwrap();
-        let mut slots = || 0;
+        let mut slots = || Ok(0);
         let seen = retypes(|| {
             assert_eq!(
                 retype_frame_at(ecam, 0x40_1000_0800, 12, &mut slots),
