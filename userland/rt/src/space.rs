@@ -341,33 +341,227 @@ pub fn load_elf(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::Invocation;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+    use std::vec::Vec;
+    use sys::host::{SyscallIn, clear_kernel, set_kernel};
+    use sys::ipc::IpcBuffer;
+    use sys::syscall::SyscallOut;
 
-    #[test]
-    fn bad_elves_are_refused_before_any_call() {
-        let info = BootInfo {
+    /// What the stand-in kernel remembers.
+    #[derive(Default)]
+    struct Fake {
+        /// Objects each Untyped slot can still make.
+        room: HashMap<u64, u32>,
+        /// (untyped, object type, destination slot) of every retype.
+        retyped: Vec<(u64, u64, u64)>,
+        /// Page tables installed per VSpace slot (3 make a 4 KiB page mappable).
+        tables: HashMap<u64, u32>,
+        /// (frame, vspace, address, rights) of every Frame.Map that succeeded.
+        maps: Vec<(u64, u64, u64, u64)>,
+    }
+
+    fn status(result: Result<(), Error>) -> SyscallOut {
+        SyscallOut {
+            status: result.err().map_or(0, |e| u64::from(e.code())),
+            ..SyscallOut::default()
+        }
+    }
+
+    fn install(fake: &Rc<RefCell<Fake>>) {
+        let fake = Rc::clone(fake);
+        set_kernel(move |call: SyscallIn, buffer: &mut IpcBuffer| {
+            let info = sys::MessageInfo::from_word(call.info).expect("MessageInfo");
+            let mut fake = fake.borrow_mut();
+            let result = match info.label {
+                l if l == Invocation::UntypedRetype as u32 => {
+                    let room = fake.room.entry(call.cap).or_insert(0);
+                    if *room == 0 {
+                        Err(Error::UntypedExhausted)
+                    } else {
+                        *room -= 1;
+                        fake.retyped.push((call.cap, call.mrs[0], call.mrs[2]));
+                        Ok(())
+                    }
+                }
+                l if l == Invocation::PageTableMap as u32 => {
+                    let tables = fake.tables.entry(u64::from(buffer.caps[0])).or_insert(0);
+                    if *tables == 3 {
+                        Err(Error::AddressInUse)
+                    } else {
+                        *tables += 1;
+                        Ok(())
+                    }
+                }
+                l if l == Invocation::FrameMap as u32 => {
+                    let space = u64::from(buffer.caps[0]);
+                    if fake.tables.get(&space).copied().unwrap_or(0) < 3 {
+                        Err(Error::MissingPageTable)
+                    } else {
+                        fake.maps.push((call.cap, space, call.mrs[0], call.mrs[1]));
+                        Ok(())
+                    }
+                }
+                _ => Ok(()),
+            };
+            status(result)
+        });
+    }
+
+    /// A boot info with the arena and two RAM Untypeds (4 KiB and 1 MiB).
+    fn boot_info() -> BootInfo {
+        let mut info = BootInfo {
             magic: bootinfo::BOOT_INFO_MAGIC,
             version: 1,
-            untyped_count: 0,
+            untyped_count: 3,
             first_free_slot: 20,
             image_address: 0,
             image_length: 0,
             untypeds: [Default::default(); bootinfo::MAX_UNTYPEDS],
         };
-        let mut objects = Objects::from_boot_info(&info);
-        let scratch = Scratch {
-            own: Cap::from_slot(bootinfo::INIT_VSPACE),
-            address: 0x1000,
-        };
-        let space = Cap::from_slot(40);
+        for (index, bits) in [(0, 17), (1, 12), (2, 20)] {
+            info.untypeds[index].size_bits = bits;
+            info.untypeds[index].physical_address = 1 << 30 << index;
+        }
+        info
+    }
+
+    #[test]
+    fn objects_use_the_largest_untyped_first_and_move_on_when_it_is_used_up() {
+        let fake = Rc::new(RefCell::new(Fake::default()));
+        let arena = u64::from(bootinfo::FIRST_UNTYPED);
+        fake.borrow_mut()
+            .room
+            .extend([(arena, 1), (arena + 1, 1), (arena + 2, 1)]);
+        install(&fake);
+        let mut objects = Objects::from_boot_info(&boot_info());
+        let first: Cap<Frame> = objects.make(ObjectType::Frame, 12).unwrap();
+        let second: Cap<Frame> = objects.make(ObjectType::Frame, 12).unwrap();
+        let cnode: Cap<CNode> = objects.make(ObjectType::Cnode, 4).unwrap();
         assert_eq!(
-            load_elf(&mut objects, &scratch, space, b"not an elf"),
-            Err(LoadError::BadElf)
+            (first.slot(), second.slot(), cnode.slot()),
+            (20, 21, 22),
+            "consecutive slots"
         );
-        // No Untyped: retypes answer UntypedExhausted, slots are given back.
+        let retyped = fake.borrow().retyped.clone();
+        let frame = ObjectType::Frame as u64;
+        let cnode_type = ObjectType::Cnode as u64;
+        // The 1 MiB Untyped (slot 18), then the 4 KiB one; CNodes from the arena.
+        assert_eq!(
+            retyped,
+            [
+                (arena + 2, frame, 20),
+                (arena + 1, frame, 21),
+                (arena, cnode_type, 22)
+            ]
+        );
+        // Everything used up: the error comes back and the slot is reused.
         assert_eq!(
             objects.make::<Frame>(ObjectType::Frame, 12),
             Err(Error::UntypedExhausted)
         );
-        assert_eq!(objects.slot(), Ok(20));
+        assert_eq!(objects.slot(), Ok(23));
+        clear_kernel();
+    }
+
+    #[test]
+    fn map_frame_installs_the_missing_tables_then_maps() {
+        let fake = Rc::new(RefCell::new(Fake::default()));
+        fake.borrow_mut()
+            .room
+            .insert(u64::from(bootinfo::FIRST_UNTYPED) + 2, 10);
+        install(&fake);
+        let mut objects = Objects::from_boot_info(&boot_info());
+        let space: Cap<PageTable> = Cap::from_slot(7);
+        let frame: Cap<Frame> = Cap::from_slot(9);
+        map_frame(&mut objects, frame, space, 0x1000_0000, MapRights::READ).unwrap();
+        assert_eq!(fake.borrow().tables[&7], 3);
+        assert_eq!(fake.borrow().maps, [(9, 7, 0x1000_0000, 1)]);
+        // With every table present, tables_for gives the extra one back.
+        tables_for(&mut objects, space, 0x1000_1000).unwrap();
+        assert_eq!(fake.borrow().tables[&7], 3);
+        clear_kernel();
+    }
+
+    /// A little-endian ELF64 executable for this host's machine with two
+    /// `PT_LOAD` segments: text (r-x, 5000 bytes in the file) at 0x40_0000
+    /// and data (rw-, 16 bytes in the file, 8 KiB in memory) at 0x40_3000.
+    fn two_segment_elf() -> Vec<u8> {
+        let mut elf = std::vec![0u8; 64 + 2 * 56];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // ELFCLASS64
+        elf[5] = 1; // little-endian
+        elf[6] = 1; // EV_CURRENT
+        elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        elf[18..20].copy_from_slice(&MACHINE.to_le_bytes());
+        elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+        elf[24..32].copy_from_slice(&0x40_0010u64.to_le_bytes()); // entry
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+        elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+        elf[56..58].copy_from_slice(&2u16.to_le_bytes()); // phnum
+        let text_offset = elf.len() as u64;
+        let segments = [
+            (5u32, text_offset, 0x40_0000u64, 5000u64, 5000u64),
+            (6u32, text_offset + 5000, 0x40_3000, 16, 8192),
+        ];
+        for (index, (flags, offset, vaddr, filesz, memsz)) in segments.into_iter().enumerate() {
+            let at = 64 + index * 56;
+            elf[at..at + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+            elf[at + 4..at + 8].copy_from_slice(&flags.to_le_bytes());
+            elf[at + 8..at + 16].copy_from_slice(&offset.to_le_bytes());
+            elf[at + 16..at + 24].copy_from_slice(&vaddr.to_le_bytes());
+            elf[at + 24..at + 32].copy_from_slice(&vaddr.to_le_bytes());
+            elf[at + 32..at + 40].copy_from_slice(&filesz.to_le_bytes());
+            elf[at + 40..at + 48].copy_from_slice(&memsz.to_le_bytes());
+            elf[at + 48..at + 56].copy_from_slice(&4096u64.to_le_bytes());
+        }
+        elf.resize(elf.len() + 5016, 0xAA);
+        elf
+    }
+
+    #[test]
+    fn an_elf_is_loaded_page_by_page_with_its_segments_rights() {
+        let fake = Rc::new(RefCell::new(Fake::default()));
+        fake.borrow_mut()
+            .room
+            .insert(u64::from(bootinfo::FIRST_UNTYPED) + 2, 100);
+        install(&fake);
+        let mut objects = Objects::from_boot_info(&boot_info());
+        let scratch = Scratch::for_root_task(&mut objects, 0x10_0000_0000).unwrap();
+        let space: Cap<PageTable> = Cap::from_slot(900);
+        let entry = load_elf(&mut objects, &scratch, space, &two_segment_elf()).unwrap();
+        assert_eq!(entry, 0x40_0010);
+        let into_space: Vec<(u64, u64)> = fake
+            .borrow()
+            .maps
+            .iter()
+            .filter(|map| map.1 == 900)
+            .map(|map| (map.2, map.3))
+            .collect();
+        let (rx, rw) = (MapRights::READ_EXECUTE.bits(), MapRights::READ_WRITE.bits());
+        assert_eq!(
+            into_space,
+            [
+                (0x40_0000, rx),
+                (0x40_1000, rx),
+                (0x40_3000, rw),
+                (0x40_4000, rw)
+            ]
+        );
+        // A segment that ends outside the file is refused, naming it.
+        let mut bad = two_segment_elf();
+        bad.truncate(64 + 2 * 56 + 100);
+        assert_eq!(
+            load_elf(&mut objects, &scratch, space, &bad),
+            Err(LoadError::BadSegment { index: 0 })
+        );
+        assert_eq!(
+            load_elf(&mut objects, &scratch, space, b"not an elf"),
+            Err(LoadError::BadElf)
+        );
+        clear_kernel();
     }
 }
