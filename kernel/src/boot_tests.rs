@@ -83,7 +83,7 @@ fn edu(found: &Discovered) -> Result<Edu, crate::selftest::Failure> {
     let Some(ecam) = found.ecam else {
         fail!("no PCI ECAM window found")
     };
-    match Edu::probe(&Ecam::new(ecam), found.mmio32) {
+    match Edu::probe(&Ecam::new(ecam)) {
         Ok(edu) => Ok(edu),
         Err(e) => fail!("{e}"),
     }

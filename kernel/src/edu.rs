@@ -30,8 +30,8 @@ const DMA_POLL_LIMIT: u64 = 200_000_000;
 pub enum EduError {
     /// No `-device edu` on bus 0.
     NotFound,
-    /// BAR 0 is unassigned and there is no window to put it in.
-    NoBarWindow,
+    /// BAR 0 is unassigned: boot found no room for it (`devmem`).
+    BarUnassigned,
     /// The identification register is not 0x010000ed.
     BadIdentification(u32),
     /// A transfer did not finish within the poll bound.
@@ -44,9 +44,9 @@ impl core::fmt::Display for EduError {
             EduError::NotFound => {
                 write!(f, "no edu device (1234:11e8) on PCI bus 0; add -device edu")
             }
-            EduError::NoBarWindow => write!(
+            EduError::BarUnassigned => write!(
                 f,
-                "edu BAR 0 is unassigned and the platform gave no 32-bit MMIO window"
+                "edu BAR 0 is unassigned: boot placed no address there (see the [pci] lines)"
             ),
             EduError::BadIdentification(id) => write!(
                 f,
@@ -67,15 +67,14 @@ pub struct Edu {
 }
 
 impl Edu {
-    /// Finds the device, assigns BAR 0 from `mmio32` if firmware did not
-    /// (aarch64 has no firmware), and enables memory decoding and bus mastering.
-    pub fn probe(ecam: &Ecam, mmio32: Option<(u64, u64, u64)>) -> Result<Edu, EduError> {
+    /// Finds the device at the BAR 0 boot placed (`devmem`: firmware's on
+    /// x86_64, the kernel's on aarch64; PCI and CPU addresses agree on both
+    /// machines), and enables memory decoding and bus mastering.
+    pub fn probe(ecam: &Ecam) -> Result<Edu, EduError> {
         let bdf = ecam.find(VENDOR, DEVICE).ok_or(EduError::NotFound)?;
-        let mut bar = u64::from(ecam.read32(bdf, pci::reg::BAR0) & !0xF);
+        let bar = u64::from(ecam.read32(bdf, pci::reg::BAR0) & !0xF);
         if bar == 0 {
-            let (pci_base, cpu_base, _) = mmio32.ok_or(EduError::NoBarWindow)?;
-            ecam.write32(bdf, pci::reg::BAR0, pci_base as u32);
-            bar = cpu_base;
+            return Err(EduError::BarUnassigned);
         }
         let command = ecam.read32(bdf, pci::reg::COMMAND);
         ecam.write32(

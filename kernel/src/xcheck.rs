@@ -35,7 +35,7 @@ pub fn run(found: &Discovered, frames: &mut BootFrames) -> u32 {
         crate::println!("[xcheck] no PCI ECAM window");
         return crate::EXIT_TESTS_FAILED;
     };
-    let edu = match Edu::probe(&Ecam::new(ecam), found.mmio32) {
+    let edu = match Edu::probe(&Ecam::new(ecam)) {
         Ok(edu) => edu,
         Err(e) => {
             crate::println!("[xcheck] {e}");
