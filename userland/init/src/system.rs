@@ -91,13 +91,16 @@ impl Domain {
     }
 }
 
+/// What a started domain received: its name and capability table.
+pub type Started = (String, CapTable);
+
 /// Builds and starts every protection domain of `description`, with the
-/// programs of `archive`.
+/// programs of `archive`; returns each domain's capability table.
 pub fn build(
     archive: &Archive<'_>,
     description: &SystemDescription,
     objects: &mut Objects,
-) -> Result<(), String> {
+) -> Result<Vec<Started>, String> {
     let scratch = Scratch::for_root_task(objects, SCRATCH)
         .map_err(|e| format!("init's scratch page at {SCRATCH:#x}: {e:?}"))?;
     let regions = make_regions(description, objects)?;
@@ -110,9 +113,21 @@ pub fn build(
     make_irqs(description, &mut domains, objects)?;
     make_dma_grants(description, &regions, &mut domains, objects)?;
     for domain in &mut domains {
-        start(domain, objects, &scratch)?;
+        prepare(domain, objects, &scratch)?;
     }
-    Ok(())
+    // Only now, with every capability in place, does any domain run.
+    for domain in &domains {
+        domain.tcb.resume().map_err(|e| {
+            format!(
+                "protection_domain \"{}\": Tcb.Resume: the kernel answered {e:?}",
+                domain.name
+            )
+        })?;
+    }
+    Ok(domains
+        .into_iter()
+        .map(|domain| (domain.name, domain.table))
+        .collect())
 }
 
 /// The Frames of every memory region, in init's CNode.
@@ -452,9 +467,9 @@ fn make_dma_grants(
     Ok(())
 }
 
-/// Writes the domain's capability table into a read-only page, configures
-/// its TCB and resumes it.
-fn start(domain: &mut Domain, objects: &mut Objects, scratch: &Scratch) -> Result<(), String> {
+/// Writes the domain's capability table into a read-only page and
+/// configures its TCB (registers, priority); resuming it is left to the end.
+fn prepare(domain: &mut Domain, objects: &mut Objects, scratch: &Scratch) -> Result<(), String> {
     let fail = |step: &str, e: sys::Error| {
         format!(
             "protection_domain \"{}\": {step}: the kernel answered {e:?}",
@@ -497,5 +512,5 @@ fn start(domain: &mut Domain, objects: &mut Objects, scratch: &Scratch) -> Resul
         domain.priority,
         domain.table.count
     );
-    domain.tcb.resume().map_err(|e| fail("Tcb.Resume", e))
+    Ok(())
 }

@@ -1,0 +1,101 @@
+//! `init`: the root task. The kernel starts it from the packed system image
+//! (`cargo xtask pack`, `sysdesc::archive`) and maps that image into it;
+//! init decodes the system description and builds every protection domain
+//! it names, then starts them and waits.
+//!
+//! The order (`system::build`): memory regions (Frames), then per domain a
+//! CSpace, a VSpace with its program, stack, heap and IPC buffer, and a TCB;
+//! then the maps, channels, IRQs and IOMMU grants, each capability copied
+//! into the domain's CNode and named in its capability table
+//! (`sys::names`); last, every domain's TCB is configured and resumed, so
+//! no domain runs before the whole system exists. Anything the kernel
+//! refuses stops the build with a message naming the domain and the entry
+//! of the image, and init halts with status 1: a half-built system is
+//! never started.
+//!
+//! Init runs at priority 255, above every domain (images allow 0..=254).
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod system;
+#[cfg(test)]
+mod tests;
+
+use abi::bootinfo;
+use sys::{Cap, Notification, ObjectType, Tcb};
+use sysdesc::archive::Archive;
+
+/// Init's priority: above every domain's.
+const INIT_PRIORITY: u8 = 255;
+
+/// Builds the system of the image the kernel booted and waits; returns a
+/// status only when that fails.
+pub fn run() -> i32 {
+    let Some(info) = rt::boot::boot_info() else {
+        rt::println!("[init] no boot-info page: init must be the root task");
+        return 1;
+    };
+    let Some(image) = rt::boot::system_image() else {
+        rt::println!(
+            "[init] the kernel was booted without a system image: boot one with `cargo xtask run --image NAME`"
+        );
+        return 1;
+    };
+    let archive = match Archive::parse(image) {
+        Ok(archive) => archive,
+        Err(e) => {
+            rt::println!("[init] the system image is damaged: {e}");
+            return 1;
+        }
+    };
+    let description = match archive.description() {
+        Ok(description) => description,
+        Err(e) => {
+            rt::println!("[init] the system image's description: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = Cap::<Tcb>::from_slot(bootinfo::INIT_TCB).set_priority(INIT_PRIORITY) {
+        rt::println!("[init] cannot raise init's priority: {e:?}");
+        return 1;
+    }
+    rt::println!(
+        "[init] system image of {} bytes: {} protection domain(s), {} memory region(s), {} channel(s), {} irq(s), {} dma grant(s)",
+        image.len(),
+        description.domains.len(),
+        description.regions.len(),
+        description.channels.len(),
+        description.irqs.len(),
+        description.dma_grants.len()
+    );
+    let mut objects = rt::space::Objects::from_boot_info(info);
+    match system::build(&archive, &description, &mut objects) {
+        Ok(_) => rt::println!(
+            "[init] started {} protection domain(s)",
+            description.domains.len()
+        ),
+        Err(e) => {
+            rt::println!("[init] cannot build the system: {e}");
+            return 1;
+        }
+    }
+    // Init's work is done. It waits on a notification nobody else holds;
+    // the system ends when a domain halts it.
+    let idle: Cap<Notification> = match objects.make(ObjectType::Notification, 0) {
+        Ok(idle) => idle,
+        Err(e) => {
+            rt::println!("[init] cannot make its idle notification: {e:?}");
+            return 1;
+        }
+    };
+    loop {
+        if let Err(e) = idle.wait() {
+            rt::println!("[init] waiting answered {e:?}");
+            return 1;
+        }
+    }
+}

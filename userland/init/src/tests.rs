@@ -1,0 +1,295 @@
+//! Host tests of `system::build` against a stand-in kernel (`sys::host`)
+//! that records every invocation: what each domain receives and under which
+//! name, the badges of channel ends, that domains start last, and that a
+//! refusal names the image entry.
+
+use crate::system;
+use abi::Invocation;
+use abi::bootinfo::{self, BootInfo};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::string::String;
+use std::vec::Vec;
+use sys::host::{SyscallIn, clear_kernel, set_kernel};
+use sys::ipc::IpcBuffer;
+use sys::syscall::SyscallOut;
+use sys::{Endpoint, Error, MessageInfo, Notification};
+use sysdesc::archive::{self, Arch, Entry, EntryKind};
+use sysdesc::{
+    Channel, ChannelEnd, ChannelKind, DmaGrant, IoMode, Mapping, MemoryRegion, Name, PageSize,
+    PciAddress, ProtectionDomain, Rights, SystemDescription,
+};
+
+/// One invocation as the stand-in kernel saw it.
+#[derive(Clone, Debug)]
+struct Call {
+    label: u32,
+    mrs: [u64; 4],
+}
+
+/// Installs a kernel that records every call and answers `Ok`, except
+/// `refuse`'s label, answered with its error.
+fn recording(refuse: Option<(Invocation, Error)>) -> Rc<RefCell<Vec<Call>>> {
+    let calls = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&calls);
+    set_kernel(move |call: SyscallIn, _buffer: &mut IpcBuffer| {
+        let info = MessageInfo::from_word(call.info).expect("MessageInfo");
+        log.borrow_mut().push(Call {
+            label: info.label,
+            mrs: call.mrs,
+        });
+        let status = match refuse {
+            Some((label, error)) if label as u32 == info.label => u64::from(error.code()),
+            _ => 0,
+        };
+        SyscallOut {
+            status,
+            ..SyscallOut::default()
+        }
+    });
+    calls
+}
+
+fn name(text: &str) -> Name {
+    Name::try_from(text).unwrap()
+}
+
+fn domain(pd: &str, program: &str, priority: u8) -> ProtectionDomain {
+    ProtectionDomain {
+        name: name(pd),
+        program: name(program),
+        priority,
+        stack_size: 16 << 10,
+        heap_size: 0,
+    }
+}
+
+/// `images/pingpong.toml`, resolved.
+fn pingpong() -> SystemDescription {
+    let mut system = SystemDescription::default();
+    system.domains.push(domain("server", "pong", 150)).unwrap();
+    system.domains.push(domain("client", "ping", 100)).unwrap();
+    system
+        .regions
+        .push(MemoryRegion {
+            name: name("shared"),
+            size: 4096,
+            page_size: PageSize::Small,
+        })
+        .unwrap();
+    let rw = Rights {
+        read: true,
+        write: true,
+        execute: false,
+    };
+    for (domain, vaddr) in [(0, 0x1000_0000), (1, 0x2000_0000)] {
+        system
+            .maps
+            .push(Mapping {
+                domain,
+                region: 0,
+                vaddr,
+                rights: rw,
+            })
+            .unwrap();
+    }
+    let end = |domain, id| ChannelEnd {
+        domain,
+        id,
+        badge: 1 << id,
+    };
+    system
+        .channels
+        .push(Channel {
+            kind: ChannelKind::Endpoint,
+            ends: [end(1, 0), end(0, 0)],
+        })
+        .unwrap();
+    system
+        .channels
+        .push(Channel {
+            kind: ChannelKind::Notification,
+            ends: [end(0, 1), end(1, 1)],
+        })
+        .unwrap();
+    system
+}
+
+#[cfg(target_arch = "x86_64")]
+const MACHINE: u16 = 62;
+#[cfg(not(target_arch = "x86_64"))]
+const MACHINE: u16 = 183;
+
+/// An ELF64 executable for this host with no segments, entry 0x40_0000.
+fn empty_elf() -> Vec<u8> {
+    let mut elf = std::vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[6] = 1;
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
+    elf[18..20].copy_from_slice(&MACHINE.to_le_bytes());
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    elf[24..32].copy_from_slice(&0x40_0000u64.to_le_bytes());
+    elf[52..54].copy_from_slice(&64u16.to_le_bytes());
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+    elf
+}
+
+/// An archive of `system` with an empty program for each of `programs`
+/// (sorted by name).
+fn archive_of(system: &SystemDescription, programs: &[&str]) -> Vec<u8> {
+    let mut description = std::vec![0u8; 8192];
+    let used = system.encode(&mut description).unwrap().len();
+    let program = empty_elf();
+    let mut entries = std::vec![Entry {
+        name: archive::DESCRIPTION_NAME,
+        kind: EntryKind::Description,
+        offset: 4096,
+        size: used as u64,
+    }];
+    for (index, name) in programs.iter().enumerate() {
+        entries.push(Entry {
+            name,
+            kind: EntryKind::Program,
+            offset: 4096 * (3 + index as u64),
+            size: program.len() as u64,
+        });
+    }
+    let size = entries.last().map_or(0, |last| last.offset + last.size);
+    let mut bytes = std::vec![0u8; size as usize];
+    bytes[..archive::HEADER_SIZE].copy_from_slice(&archive::encode_header(
+        Arch::X86_64,
+        entries.len() as u32,
+        size,
+    ));
+    for (index, entry) in entries.iter().enumerate() {
+        let at = archive::HEADER_SIZE + index * archive::ENTRY_SIZE;
+        bytes[at..at + archive::ENTRY_SIZE].copy_from_slice(&archive::encode_entry(entry).unwrap());
+    }
+    bytes[4096..4096 + used].copy_from_slice(&description[..used]);
+    for entry in &entries[1..] {
+        let start = entry.offset as usize;
+        bytes[start..start + program.len()].copy_from_slice(&program);
+    }
+    bytes
+}
+
+fn boot_info() -> BootInfo {
+    let mut info = BootInfo {
+        magic: bootinfo::BOOT_INFO_MAGIC,
+        version: 1,
+        untyped_count: 2,
+        first_free_slot: 18,
+        image_address: 0,
+        image_length: 0,
+        untypeds: [Default::default(); bootinfo::MAX_UNTYPEDS],
+    };
+    info.untypeds[0].size_bits = 17;
+    info.untypeds[1].size_bits = 28;
+    info
+}
+
+fn build(system: &SystemDescription, programs: &[&str]) -> Result<Vec<system::Started>, String> {
+    let bytes = archive_of(system, programs);
+    let archive = archive::Archive::parse(&bytes).unwrap();
+    let mut objects = rt::space::Objects::from_boot_info(&boot_info());
+    system::build(&archive, system, &mut objects)
+}
+
+fn labelled(calls: &[Call], label: Invocation) -> Vec<Call> {
+    calls
+        .iter()
+        .filter(|call| call.label == label as u32)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn pingpong_domains_get_their_channels_by_name_and_start_last() {
+    let calls = recording(None);
+    let started = build(&pingpong(), &["ping", "pong"]).unwrap();
+    clear_kernel();
+    let names: Vec<&str> = started.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["server", "client"]);
+    for (name, table) in &started {
+        assert!(table.lookup::<Endpoint>("channel0").is_some(), "{name}");
+        assert!(table.lookup::<Notification>("channel1").is_some(), "{name}");
+        assert_eq!(table.count, 2, "{name}");
+    }
+    let calls = calls.borrow();
+    // The first end of each channel holds a copy badged with the second
+    // end's badge: 1 << 0 for the endpoint, 1 << 1 for the notification.
+    let badges: Vec<u64> = labelled(&calls, Invocation::CnodeMint)
+        .iter()
+        .map(|call| call.mrs[3])
+        .filter(|&badge| badge != 0)
+        .collect();
+    assert_eq!(badges, [1, 2]);
+    let registers = labelled(&calls, Invocation::TcbWriteRegisters);
+    assert_eq!(registers.len(), 2);
+    for call in &registers {
+        assert_eq!(
+            call.mrs[..3],
+            [
+                0x40_0000,
+                sys::names::STACK_TOP,
+                sys::names::CAP_TABLE_ADDRESS
+            ]
+        );
+    }
+    let priorities: Vec<u64> = labelled(&calls, Invocation::TcbSetPriority)
+        .iter()
+        .map(|call| call.mrs[0])
+        .collect();
+    assert_eq!(priorities, [150, 100]);
+    // Nothing is resumed before every capability is in place.
+    let first_resume = calls
+        .iter()
+        .position(|call| call.label == Invocation::TcbResume as u32)
+        .unwrap();
+    assert!(
+        calls[first_resume..]
+            .iter()
+            .all(|call| call.label != Invocation::CnodeCopy as u32
+                && call.label != Invocation::UntypedRetype as u32),
+        "a domain started before the system was built"
+    );
+    assert_eq!(labelled(&calls, Invocation::TcbResume).len(), 2);
+}
+
+#[test]
+fn a_refused_grant_names_the_domain_and_the_device_and_starts_nothing() {
+    let mut system = SystemDescription::default();
+    system.domains.push(domain("driver", "hello", 200)).unwrap();
+    system
+        .dma_grants
+        .push(DmaGrant {
+            device: PciAddress::parse("00:04.0").unwrap(),
+            domain: 0,
+            iospace_size: 2 << 20,
+            mode: IoMode::Stage2,
+            pasids: Default::default(),
+            fault_queue: false,
+        })
+        .unwrap();
+    let calls = recording(Some((Invocation::IommuMintDevice, Error::NotSupported)));
+    let error = build(&system, &["hello"]).unwrap_err();
+    clear_kernel();
+    assert_eq!(
+        error,
+        "dma_grant 0 (device 00:04.0 for protection_domain \"driver\"): IommuControl.MintDevice: the kernel answered NotSupported"
+    );
+    assert!(labelled(&calls.borrow(), Invocation::TcbResume).is_empty());
+}
+
+#[test]
+fn a_program_missing_from_the_image_names_the_domain() {
+    let _calls = recording(None);
+    let error = build(&pingpong(), &["pong"]).unwrap_err();
+    clear_kernel();
+    assert!(
+        error.starts_with("protection_domain \"client\": program `ping` is not in the image"),
+        "{error}"
+    );
+}
