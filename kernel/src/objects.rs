@@ -798,6 +798,12 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             if buffer_bits != 12 {
                 return Err(Error::InvalidSize);
             }
+            // The kernel reads and writes the buffer through its direct map,
+            // which need not cover device memory (nor should a message land
+            // in device registers).
+            if crate::devmem::is_device_memory(buffer) {
+                return Err(Error::DeviceMemory);
+            }
             let kernel_slot = (2..ROOT_SLOTS)
                 .map(SlotId)
                 .find(|&s| caps.lookup(s).is_err())

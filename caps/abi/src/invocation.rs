@@ -47,8 +47,9 @@ pub enum Invocation {
     /// at `abi::ipc::IPC_BUFFER_ADDRESS`; `MR1` is reserved, 0) and the
     /// fault endpoint slot `MR0` of the caller's CSpace (0: none). Errors:
     /// `AlreadyMapped` (cap 1 is installed as a lower-level table),
-    /// `InvalidSize` (cap 2 is not 4 KiB), `ObjectTableFull` (the kernel
-    /// holds no more thread CSpaces).
+    /// `InvalidSize` (cap 2 is not 4 KiB), `DeviceMemory` (cap 2 is a Frame
+    /// of device memory), `ObjectTableFull` (the kernel holds no more
+    /// thread CSpaces).
     TcbConfigure = 20,
     /// Tcb: set priority `MR0` (0..=255). Errors: `InvalidArgument`.
     TcbSetPriority = 21,
@@ -68,9 +69,12 @@ pub enum Invocation {
     /// space's root) at address `MR0` with rights `MR1`
     /// (bit 0 read, 1 write, 2 execute; read and write at most the cap's;
     /// execute only without write). Every page-table level above the page
-    /// must be present. Errors: `AlreadyMapped` (this copy holds a mapping),
-    /// `InvalidAddress` (misaligned, outside user space), `AddressInUse`,
-    /// `InvalidRights`, `InsufficientRights`, `MissingPageTable`.
+    /// must be present. A Frame of device memory (from a device Untyped)
+    /// maps uncached / Device-nGnRE and never executable. Errors:
+    /// `AlreadyMapped` (this copy holds a mapping), `InvalidAddress`
+    /// (misaligned, outside user space), `AddressInUse`, `InvalidRights`,
+    /// `InsufficientRights`, `MissingPageTable`, `DeviceMemory` (execute
+    /// asked of device memory).
     FrameMap = 30,
     /// Frame: remove this capability's mapping (CPU or IO). Errors: `NotMapped`.
     FrameUnmap = 31,

@@ -300,10 +300,11 @@ impl Cap<Tcb> {
 
 impl Cap<Frame> {
     /// `FrameMap`: maps the frame into the VSpace `vspace` (cap 0) at
-    /// `address` with `rights` (at most the capability's).
+    /// `address` with `rights` (at most the capability's). A Frame of device
+    /// memory maps uncached and never executable: the kernel decides.
     ///
     /// Errors: `AlreadyMapped`, `InvalidAddress`, `AddressInUse`,
-    /// `InvalidRights`.
+    /// `InvalidRights`, `DeviceMemory` (execute asked of device memory).
     pub fn map(self, vspace: Cap<PageTable>, address: u64, rights: MapRights) -> Result<(), Error> {
         invoke_status(
             self,

@@ -11,7 +11,9 @@
 //! - A Frame of that BAR, mapped, reaches edu's registers: identification
 //!   (0x010000ed), liveness (reads back the complement) and factorial
 //!   (5! = 120, polled with a bounded wait).
-//! - A device Frame cannot be mapped executable (`DeviceMemory`).
+//! - A device Frame cannot be mapped executable, nor be a thread's IPC
+//!   buffer (`DeviceMemory`): the kernel never touches device memory for a
+//!   thread.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -22,7 +24,7 @@ use rt::check;
 use rt::space::Objects;
 use rt::testing::{Failure, Outcome, Suite};
 use sys::untypeds::{self, InitialUntyped};
-use sys::{Cap, Error, Frame, MapRights, ObjectType, PageTable};
+use sys::{CNode, Cap, Error, Frame, MapRights, ObjectType, PageTable, Tcb};
 
 rt::entry!(main);
 
@@ -139,6 +141,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("device_frames_are_never_executable", || {
         device_frames_are_never_executable(&mut objects)
+    });
+    suite.run("device_frames_are_not_ipc_buffers", || {
+        device_frames_are_not_ipc_buffers(&mut objects)
     });
     suite.finish()
 }
@@ -275,8 +280,8 @@ fn edu_registers_through_bar0(objects: &mut Objects, bar: u64) -> Outcome {
     Ok(())
 }
 
-fn device_frames_are_never_executable(objects: &mut Objects) -> Outcome {
-    // The next page of the ECAM Untyped, after the 2 MiB Frame.
+/// The next 4 KiB page of the ECAM Untyped (after the 2 MiB Frame) as a Frame.
+fn device_page(objects: &mut Objects) -> Result<Cap<Frame>, Failure> {
     let ecam = ecam()?;
     let slot = match objects.slot() {
         Ok(slot) => slot,
@@ -287,7 +292,31 @@ fn device_frames_are_never_executable(objects: &mut Objects) -> Outcome {
         made.is_ok(),
         "a 4 KiB Frame from the ECAM Untyped: {made:?}"
     );
-    let frame: Cap<Frame> = Cap::from_slot(slot);
+    Ok(Cap::from_slot(slot))
+}
+
+fn device_frames_are_not_ipc_buffers(objects: &mut Objects) -> Outcome {
+    let frame = device_page(objects)?;
+    let tcb: Cap<Tcb> = match objects.make(ObjectType::Tcb, 0) {
+        Ok(tcb) => tcb,
+        Err(e) => rt::fail!("a TCB from RAM: {e:?}"),
+    };
+    let configured = tcb.configure(
+        0,
+        Cap::<CNode>::from_slot(bootinfo::INIT_CNODE),
+        Cap::from_slot(bootinfo::INIT_VSPACE),
+        frame,
+        abi::ipc::IPC_BUFFER_ADDRESS,
+    );
+    check!(
+        configured == Err(Error::DeviceMemory),
+        "a device Frame as IPC buffer: {configured:?}"
+    );
+    Ok(())
+}
+
+fn device_frames_are_never_executable(objects: &mut Objects) -> Outcome {
+    let frame = device_page(objects)?;
     let exec = map(objects, frame, EXEC_ADDRESS, MapRights::READ_EXECUTE);
     check!(
         exec == Err(Error::DeviceMemory),
