@@ -21,10 +21,11 @@
 //! (uncached, never executable) without the user asking.
 //!
 //! # BARs
-//! Boot walks bus 0 and gives every unassigned memory BAR an address in the
-//! 32-bit window (64-bit BARs in the 64-bit window when there is one), after
-//! every address firmware already used there, naturally aligned; then it
-//! turns memory decoding on for the functions it placed. On aarch64 virt
+//! Boot walks bus 0 (`pci::assign::assign_bus`, host-tested) and gives
+//! every unassigned memory BAR an address in a BAR window (32-bit BARs
+//! below 4 GiB, 64-bit ones above when a window is there), naturally
+//! aligned above whatever firmware placed in that window; then it turns
+//! memory decoding on for the functions it placed. On aarch64 virt
 //! nothing runs before the kernel, so it places them all; on x86_64 SeaBIOS
 //! (which runs before the PVH entry) has assigned them and the kernel only
 //! checks and reports. I/O BARs are left alone (no driver needs port I/O).
@@ -32,7 +33,8 @@
 use crate::boot::{Discovered, MemoryRegion};
 use crate::pci::Ecam;
 use abi::bootinfo::device_kind;
-use pci_config::{Bar, BusScan, Function, command};
+use pci_config::Bar;
+use pci_config::assign::{MemoryWindow, Placed, assign_bus};
 
 /// One window of device memory.
 #[derive(Clone, Copy, Debug)]
@@ -93,7 +95,8 @@ fn outside(start: u64, end: u64, excluded: &[(u64, u64)], each: &mut impl FnMut(
     }
 }
 
-/// Finds the device windows, places bus 0's BARs in them and records them
+/// Finds the device windows, places bus 0's BARs in them (the kernel's
+/// side of `pci::assign`) and records them
 /// for [`windows`] and [`is_device_memory`].
 pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
     let mut excluded: heapless::Vec<(u64, u64), { crate::boot::MAX_MEMORY_REGIONS + 2 }> = memory
@@ -129,12 +132,13 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
     if let Some((base, size)) = found.smmu {
         let _ = excluded.push((base, base + size));
     }
-    let mut bar_windows: heapless::Vec<(u64, u64, &'static str), 3> = heapless::Vec::new();
-    if let Some((_, cpu, size)) = found.mmio32 {
-        let _ = bar_windows.push((cpu, cpu + size, "PCI MMIO (32-bit)"));
+    // (PCI address, CPU address, size, name) of each window BARs live in.
+    let mut bar_windows: heapless::Vec<(u64, u64, u64, &'static str), 3> = heapless::Vec::new();
+    if let Some((pci, cpu, size)) = found.mmio32 {
+        let _ = bar_windows.push((pci, cpu, size, "PCI MMIO (32-bit)"));
     }
-    if let Some((_, cpu, size)) = found.mmio64 {
-        let _ = bar_windows.push((cpu, cpu + size, "PCI MMIO (64-bit)"));
+    if let Some((pci, cpu, size)) = found.mmio64 {
+        let _ = bar_windows.push((pci, cpu, size, "PCI MMIO (64-bit)"));
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -145,11 +149,18 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
             .filter(|&end| end <= PCI_HOLE_END)
             .max()
             .unwrap_or(0);
-        let _ = bar_windows.push((ram_top, PCI_HOLE_END, "PCI hole"));
+        let _ = bar_windows.push((ram_top, ram_top, PCI_HOLE_END - ram_top, "PCI hole"));
     }
-    for &(start, end, what) in &bar_windows {
-        outside(start, end, &excluded, &mut |s, e| {
-            add(&mut windows, s, e, what, device_kind::PCI_MEMORY)
+    // The same pieces as the bus sees them, for placing BARs.
+    let mut bus_windows: heapless::Vec<MemoryWindow, MAX_WINDOWS> = heapless::Vec::new();
+    for &(pci, cpu, size, what) in &bar_windows {
+        outside(cpu, cpu.saturating_add(size), &excluded, &mut |s, e| {
+            add(&mut windows, s, e, what, device_kind::PCI_MEMORY);
+            let _ = bus_windows.push(MemoryWindow {
+                pci: s - cpu + pci,
+                cpu: s,
+                size: e - s,
+            });
         });
     }
     for w in &windows {
@@ -161,120 +172,35 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
         );
     }
     if let Some(base) = ecam {
-        place_bars(Ecam::new(base), found, &windows);
+        place_bars(Ecam::new(base), &bus_windows, &windows);
     }
     WINDOWS.call_once(|| windows);
 }
 
-/// Where unassigned BARs go: the 32-bit window (and the 64-bit one for
-/// 64-bit BARs), each a bump pointer above every BAR already placed in it.
-struct Allocator {
-    /// (PCI base, CPU base, size, next free CPU address) per window.
-    windows: [Option<(u64, u64, u64, u64)>; 2],
-}
-
-impl Allocator {
-    fn new(found: &Discovered) -> Allocator {
-        let window = |w: Option<(u64, u64, u64)>| w.map(|(pci, cpu, size)| (pci, cpu, size, cpu));
-        Allocator {
-            windows: [window(found.mmio32), window(found.mmio64)],
-        }
-    }
-
-    /// Notes a BAR firmware placed, so nothing is placed over it.
-    fn reserve(&mut self, cpu: u64, size: u64) {
-        for (_, base, window_size, next) in self.windows.iter_mut().flatten() {
-            if (*base..*base + *window_size).contains(&cpu) {
-                *next = (*next).max(cpu + size);
-            }
-        }
-    }
-
-    /// A naturally aligned range of `size` bytes: (PCI address, CPU address).
-    fn take(&mut self, size: u64, is_64bit: bool) -> Option<(u64, u64)> {
-        let order: [usize; 2] = if is_64bit { [1, 0] } else { [0, 1] };
-        for index in order {
-            if index == 1 && !is_64bit {
-                continue;
-            }
-            let Some((pci, cpu, window_size, next)) = self.windows[index].as_mut() else {
-                continue;
-            };
-            let start = next.next_multiple_of(size);
-            if start + size <= *cpu + *window_size {
-                *next = start + size;
-                return Some((start - *cpu + *pci, start));
-            }
-        }
-        None
-    }
-}
-
-/// One pass over bus 0's memory BARs: `each(function, index, bar, size)`.
-fn for_each_memory_bar(
-    ecam: &mut Ecam,
-    mut each: impl FnMut(&mut Ecam, pci_config::Bdf, u8, Bar, u64),
-) {
-    let mut scan = BusScan::new(0);
-    while let Some(bdf) = scan.next(ecam) {
-        let mut index = 0;
-        while index < pci_config::BAR_COUNT {
-            let Ok(mut function) = Function::open(ecam, bdf) else {
-                break;
-            };
-            let Ok((bar, size)) = function.bar_with_size(index) else {
-                break;
-            };
-            if size > 0 && matches!(bar, Bar::Memory { .. }) {
-                each(ecam, bdf, index, bar, size);
-            }
-            index += bar.registers();
-        }
-    }
-}
-
 /// Gives every unassigned memory BAR on bus 0 an address and reports each.
-fn place_bars(mut ecam: Ecam, found: &Discovered, windows: &[Window]) {
-    let mut allocator = Allocator::new(found);
-    for_each_memory_bar(&mut ecam, |_, _, _, bar, size| {
-        if let Bar::Memory { address, .. } = bar
-            && address != 0
-        {
-            allocator.reserve(address, size);
-        }
-    });
-    for_each_memory_bar(&mut ecam, |ecam, bdf, index, bar, size| {
-        let Bar::Memory {
-            address, is_64bit, ..
-        } = bar
-        else {
+fn place_bars(mut ecam: Ecam, bus_windows: &[MemoryWindow], windows: &[Window]) {
+    assign_bus(&mut ecam, 0, bus_windows, &mut |p| {
+        let Bar::Memory { is_64bit, .. } = p.bar else {
             return;
         };
+        let (bdf, index, size) = (p.bdf, p.index, p.size);
         let kind = if is_64bit { "mem64" } else { "mem32" };
-        let mut cpu = address;
-        let mut how = "firmware";
-        if address == 0 {
-            let Some((pci, at)) = allocator.take(size, is_64bit) else {
+        let how = match p.placed {
+            Placed::Found => "firmware",
+            Placed::Assigned => "assigned",
+            Placed::NoRoom => {
                 crate::println!(
-                    "[pci] {bdf} BAR{index} {kind} of {size:#x} bytes: unassigned and no window has room"
+                    "[pci] {bdf} BAR{index} {kind} of {size:#x} bytes: unassigned, no window has room"
                 );
                 return;
-            };
-            let Ok(mut function) = Function::open(ecam, bdf) else {
-                return;
-            };
-            if function.set_bar_address(index, pci).is_err() {
-                return;
             }
-            function.enable(command::MEMORY_SPACE);
-            cpu = at;
-            how = "assigned";
-        }
+        };
         let inside = windows
             .iter()
-            .any(|w| w.start <= cpu && cpu + size <= w.end);
+            .any(|w| w.start <= p.cpu && p.cpu + size <= w.end);
         crate::println!(
-            "[pci] {bdf} BAR{index} {kind} {cpu:#x} ({size:#x} bytes, {how}){}",
+            "[pci] {bdf} BAR{index} {kind} {:#x} ({size:#x} bytes, {how}){}",
+            p.cpu,
             if inside {
                 ""
             } else {

@@ -14,6 +14,9 @@
 //! - [`BusScan`] and [`find`]: the functions present on a bus (function 0
 //!   of each device, the others only where function 0 says it is
 //!   multi-function), and the first with a vendor/device ID.
+//! - [`assign`]: placing the memory BARs nobody assigned in the host
+//!   bridge's windows (what the kernel does at boot on a machine without
+//!   firmware).
 //!
 //! Register layout: PCI Local Bus 3.0, 6.1 (type 0 header) and 6.2.5 (base
 //! address registers).
@@ -22,6 +25,8 @@
 
 #[cfg(test)]
 extern crate std;
+
+pub mod assign;
 
 use core::fmt;
 

@@ -282,3 +282,160 @@ fn closures_are_an_access() {
     };
     assert_eq!(find(&mut access, 0, EDU.0, EDU.1), Some(Bdf::new(0, 4, 0)));
 }
+
+mod placing {
+    use super::*;
+    use crate::assign::{BarAllocator, MemoryWindow, Placed, Placement, assign_bus};
+
+    const LOW: MemoryWindow = MemoryWindow {
+        pci: 0x1000_0000,
+        cpu: 0x1000_0000,
+        size: 0x2EFF_0000,
+    };
+    const HIGH: MemoryWindow = MemoryWindow {
+        pci: 0x80_0000_0000,
+        cpu: 0x80_0000_0000,
+        size: 0x80_0000_0000,
+    };
+
+    #[test]
+    fn the_allocator_aligns_and_keeps_32_bit_bars_low() {
+        let mut a = BarAllocator::new(&[HIGH, LOW]);
+        assert_eq!(a.take(0x1000, false), Some((0x1000_0000, 0x1000_0000)));
+        assert_eq!(
+            a.take(1 << 20, false),
+            Some((0x1010_0000, 0x1010_0000)),
+            "aligned up"
+        );
+        assert_eq!(
+            a.take(0x4000, true),
+            Some((0x80_0000_0000, 0x80_0000_0000)),
+            "64-bit goes high"
+        );
+        assert_eq!(a.take(0x1800, false), None, "not a power of two");
+        assert_eq!(a.take(1 << 30, false), None, "no room below 4 GiB");
+        let mut low_only = BarAllocator::new(&[LOW]);
+        assert_eq!(
+            low_only.take(0x4000, true),
+            Some((0x1000_0000, 0x1000_0000)),
+            "64-bit falls back low"
+        );
+        // A window straddling 4 GiB gives 32-bit BARs only its low part.
+        let mut straddle = BarAllocator::new(&[MemoryWindow {
+            pci: 0xF000_0000,
+            cpu: 0x4_F000_0000,
+            size: 0x2000_0000,
+        }]);
+        assert_eq!(
+            straddle.take(0x1000_0000, false),
+            Some((0xF000_0000, 0x4_F000_0000))
+        );
+        assert_eq!(straddle.take(0x1000_0000, false), None);
+        assert_eq!(
+            straddle.take(0x1000_0000, true),
+            Some((0x1_0000_0000, 0x5_0000_0000))
+        );
+    }
+
+    #[test]
+    fn firmware_bars_are_kept_and_nothing_lands_below_them() {
+        let mut a = BarAllocator::new(&[LOW]);
+        a.reserve(0x1020_0000, 0x1000);
+        a.reserve(0x7000_0000, 0x1000); // outside every window: ignored
+        assert_eq!(a.take(0x1000, false), Some((0x1020_1000, 0x1020_1000)));
+    }
+
+    fn placements(ecam: &mut Ecam, windows: &[MemoryWindow]) -> Vec<Placement> {
+        let mut seen = Vec::new();
+        assign_bus(ecam, 0, windows, &mut |p| seen.push(p));
+        seen
+    }
+
+    #[test]
+    fn every_memory_bar_on_the_bus_gets_an_address() {
+        let mut ecam = machine();
+        let seen = placements(&mut ecam, &[LOW, HIGH]);
+        let summary: Vec<_> = seen
+            .iter()
+            .map(|p| (p.bdf, p.index, p.cpu, p.size, p.placed))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Bdf::new(0, 1, 0), 1, 0x1000_0000, 1 << 20, Placed::Assigned),
+                (
+                    Bdf::new(0, 1, 0),
+                    4,
+                    0x80_0000_0000,
+                    0x4000,
+                    Placed::Assigned
+                ),
+                (Bdf::new(0, 4, 0), 0, 0x1010_0000, 1 << 20, Placed::Assigned),
+            ]
+        );
+        // The registers say so, and memory decoding is on.
+        let mut edu = Function::open(&mut ecam, Bdf::new(0, 4, 0)).unwrap();
+        assert_eq!(
+            edu.bar(0),
+            Ok(Bar::Memory {
+                address: 0x1010_0000,
+                is_64bit: false,
+                prefetchable: false
+            })
+        );
+        assert_ne!(edu.command() & command::MEMORY_SPACE, 0);
+        let mut nic = Function::open(&mut ecam, Bdf::new(0, 1, 0)).unwrap();
+        assert_eq!(
+            nic.bar(0),
+            Ok(Bar::Io { port: 0 }),
+            "I/O BARs are left alone"
+        );
+        // A second walk finds everything in place and changes nothing.
+        let again = placements(&mut ecam, &[LOW, HIGH]);
+        assert!(again.iter().all(|p| p.placed == Placed::Found));
+        assert_eq!(
+            again.iter().map(|p| p.cpu).collect::<Vec<_>>(),
+            [0x1000_0000, 0x80_0000_0000, 0x1010_0000]
+        );
+    }
+
+    #[test]
+    fn assigned_bars_go_above_firmware_ones_and_report_no_room() {
+        let mut ecam = machine();
+        let edu = Bdf::new(0, 4, 0);
+        Function::open(&mut ecam, edu)
+            .unwrap()
+            .set_bar_address(0, 0x1000_0000)
+            .unwrap();
+        let seen = placements(&mut ecam, &[LOW]);
+        let summary: Vec<_> = seen
+            .iter()
+            .map(|p| (p.bdf, p.index, p.cpu, p.placed))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Bdf::new(0, 1, 0), 1, 0x1010_0000, Placed::Assigned),
+                (Bdf::new(0, 1, 0), 4, 0x1020_0000, Placed::Assigned),
+                (edu, 0, 0x1000_0000, Placed::Found),
+            ]
+        );
+        let mut ecam = machine();
+        let tiny = MemoryWindow {
+            pci: 0x1000_0000,
+            cpu: 0x1000_0000,
+            size: 0x1000,
+        };
+        let seen = placements(&mut ecam, &[tiny]);
+        assert!(
+            seen.iter()
+                .all(|p| p.placed == Placed::NoRoom && p.cpu == 0)
+        );
+        let mut edu = Function::open(&mut ecam, edu).unwrap();
+        assert_eq!(
+            edu.command() & command::MEMORY_SPACE,
+            0,
+            "nothing placed, decoding stays off"
+        );
+    }
+}
