@@ -216,6 +216,12 @@ pub fn main(mut info: BootInfo) -> ! {
         );
         crate::sched::IRQ_STAYS_BOUND.store(true, core::sync::atomic::Ordering::Relaxed);
     }
+    for seed in crate::io_space::SEEDS {
+        if cmdline.lists("seed", seed) {
+            crate::println!("[boot] SEEDED BUG: seed={seed} (see io_space::SEEDS)");
+            crate::io_space::plant(seed);
+        }
+    }
     if cmdline.lists("seed", "iommu-off") {
         crate::println!("[boot] SEEDED BUG: the IOMMU is left off (seed=iommu-off)");
     } else if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {

@@ -329,6 +329,8 @@ impl Unit {
     /// here, tables and device entries in `io_space`.
     pub fn apply(&mut self, effect: &caps::Effect) {
         match effect {
+            caps::Effect::InvalidateDomain { .. } | caps::Effect::WaitForInvalidation { .. }
+                if crate::io_space::skip_invalidation() => {}
             caps::Effect::InvalidateDomain { .. } | caps::Effect::WaitForInvalidation { .. } => {
                 // Conservative and complete: everything, then wait.
                 match self {

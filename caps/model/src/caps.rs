@@ -336,7 +336,10 @@ impl<S: Storage> Caps<S> {
         let cap = *self.lookup(src)?;
         self.need_empty(dest)?;
         if badge.0 != 0 {
-            if !matches!(cap.kind, ObjectKind::Endpoint | ObjectKind::Notification) {
+            if !matches!(
+                cap.kind,
+                ObjectKind::Endpoint | ObjectKind::Notification | ObjectKind::IoDevice
+            ) {
                 return Err(Error::NotBadgeable);
             }
             if cap.badge.0 != 0 {

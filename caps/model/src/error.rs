@@ -35,7 +35,8 @@ pub enum Error {
     /// Deleting this capability would destroy a CNode that still holds
     /// capabilities; empty it first.
     CnodeNotEmpty = 12,
-    /// Only Endpoint and Notification capabilities carry badges.
+    /// Only Endpoint, Notification and IoDevice capabilities carry badges
+    /// (an IoDevice's badge names it in IO fault records).
     NotBadgeable = 13,
     /// The source capability already carries a badge.
     AlreadyBadged = 14,

@@ -130,17 +130,40 @@ pub fn retype_frame_at(
     size_bits: u8,
     next_slot: &mut dyn FnMut() -> Result<u32, Error>,
 ) -> Result<Cap<Frame>, Error> {
+    retype_frame_after(untyped, untyped.start(), address, size_bits, next_slot)
+}
+
+/// As [`retype_frame_at`], for an Untyped already carved up to
+/// `watermark` (the end of the last object carved from it, page aligned):
+/// padding Untypeds fill `[watermark, address)`, each the largest that is
+/// naturally aligned and fits, then the Frame. Returns `InvalidAddress`
+/// when `address` lies below the watermark (an Untyped never goes back).
+pub fn retype_frame_after(
+    untyped: InitialUntyped,
+    watermark: u64,
+    address: u64,
+    size_bits: u8,
+    next_slot: &mut dyn FnMut() -> Result<u32, Error>,
+) -> Result<Cap<Frame>, Error> {
     let size = 1u64.checked_shl(u32::from(size_bits)).unwrap_or(0);
-    if size == 0 || !address.is_multiple_of(size) || !untyped.covers(address, size) {
+    if size == 0
+        || !address.is_multiple_of(size)
+        || !untyped.covers(address, size)
+        || watermark < untyped.start()
+        || watermark > address
+        || !watermark.is_multiple_of(4096)
+    {
         return Err(Error::InvalidAddress);
     }
-    let offset = address - untyped.start();
-    for bit in (u32::from(size_bits)..u32::from(untyped.descriptor.size_bits)).rev() {
-        if offset & (1 << bit) != 0 {
-            untyped
-                .cap()
-                .retype(ObjectType::Untyped, bit as u8, next_slot()?, 1)?;
-        }
+    let mut at = watermark;
+    while at < address {
+        let aligned = at.trailing_zeros();
+        let fits = 63 - (address - at).leading_zeros();
+        let bits = aligned.min(fits);
+        untyped
+            .cap()
+            .retype(ObjectType::Untyped, bits as u8, next_slot()?, 1)?;
+        at += 1 << bits;
     }
     let slot = next_slot()?;
     untyped
@@ -271,6 +294,50 @@ mod tests {
                 (frame_type, 12, 103),
             ]
         );
+    }
+
+    #[test]
+    fn a_second_frame_pads_from_the_watermark() {
+        let info = info(MACHINE);
+        let window = device_untyped_covering(&info, 0x1010_0000, 4096).unwrap();
+        let mut next = 100;
+        let mut slots = || {
+            next += 1;
+            Ok(next - 1)
+        };
+        let mut frame = None;
+        // The window's first 0x104000 bytes are carved; the next Frame at
+        // +0x180000 needs 16 + 32 + 64 + 128 + 256 KiB of padding.
+        let seen = retypes(|| {
+            frame = Some(retype_frame_after(
+                window,
+                window.start() + 0x10_4000,
+                window.start() + 0x18_0000,
+                12,
+                &mut slots,
+            ))
+        });
+        assert_eq!(frame, Some(Ok(Cap::from_slot(105))));
+        let (untyped, frame_type) = (ObjectType::Untyped as u64, ObjectType::Frame as u64);
+        assert_eq!(
+            seen,
+            [
+                (untyped, 14, 100),
+                (untyped, 15, 101),
+                (untyped, 16, 102),
+                (untyped, 17, 103),
+                (untyped, 18, 104),
+                (frame_type, 12, 105),
+            ]
+        );
+        let below = retype_frame_after(
+            window,
+            window.start() + 0x2000,
+            window.start(),
+            12,
+            &mut slots,
+        );
+        assert_eq!(below, Err(Error::InvalidAddress));
     }
 
     #[test]

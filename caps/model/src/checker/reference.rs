@@ -236,7 +236,10 @@ impl Reference {
                 let c = self.cap(src)?;
                 self.empty(dest)?;
                 if badge != 0 {
-                    if !matches!(c.kind, ObjectKind::Endpoint | ObjectKind::Notification) {
+                    if !matches!(
+                        c.kind,
+                        ObjectKind::Endpoint | ObjectKind::Notification | ObjectKind::IoDevice
+                    ) {
                         return Err(Error::NotBadgeable);
                     }
                     if c.badge != 0 {

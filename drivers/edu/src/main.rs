@@ -1,0 +1,495 @@
+//! `edu`: a user-level driver for QEMU's edu device that DMAs through its
+//! own stage-1 table nested under its IoSpace, and the system tests of the
+//! IOMMU claims (run as the root task, which mints its own IOMMU
+//! capabilities from IommuControl).
+//!
+//! - Nested DMA works both ways and moves exactly the bytes asked for.
+//! - DMA to an IOVA the stage-1 table does not map is blocked and its
+//!   fault arrives in the fault queue with the device capability's badge
+//!   and the address.
+//! - A Frame mapped read-only into the IoSpace cannot be written by the
+//!   device even when stage 1 says read-write.
+//! - Revoke during DMA: after `IoSpace.Unmap` returns, nothing lands in the
+//!   frame.
+//! - A malicious stage-1 table (entries to an IPA stage 2 does not map, to
+//!   the kernel's reserved IPA window, a 1 GiB block over foreign IPAs) is
+//!   blocked every time and changes no byte of the driver's memory.
+//! - Two devices with separate IoSpaces cannot reach each other's memory.
+//! - Revoking the IoSpace blocks the device; the fault reaches the queue.
+//! - Deleting the IoDevice leaves the device blocked.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+mod device;
+mod nested;
+
+use abi::bootinfo;
+use device::Edu;
+use nested::{Buffer, IOVA_WINDOW, Nested};
+use rt::check;
+use rt::space::Objects;
+use rt::testing::{Failure, Outcome, Suite};
+use sys::{Cap, IoDevice, IoFaultQueue, IommuControl, MapRights, Notification, PageTable, Rights};
+
+rt::entry!(main);
+
+/// The badge of the device capability the fault queue is bound with.
+const BADGE: u64 = 0xED;
+/// IOVAs of the source and destination buffers.
+const SOURCE_IOVA: u64 = 0x10_0000;
+const DESTINATION_IOVA: u64 = 0x10_1000;
+/// An IOVA stage 1 never maps.
+const UNMAPPED_IOVA: u64 = 0x20_0000;
+/// Where the read-only buffer is mapped (read-write in stage 1).
+const READ_ONLY_IOVA: u64 = 0x10_2000;
+/// The IOVA the malicious tables translate.
+const EVIL_IOVA: u64 = 0x30_0000;
+/// Bytes each transfer moves.
+const LENGTH: u64 = 64;
+/// The pattern the source buffer holds.
+const PATTERN: u8 = 0xA5;
+
+fn control() -> Cap<IommuControl> {
+    Cap::from_slot(bootinfo::IOMMU_CONTROL)
+}
+
+fn own() -> Cap<PageTable> {
+    Cap::from_slot(bootinfo::INIT_VSPACE)
+}
+
+fn failure(what: &str, e: impl core::fmt::Debug) -> Failure {
+    Failure(rt::__format!("{what}: {e:?}"))
+}
+
+/// The driver's device and memory, built by the first test.
+struct Driver {
+    edu: Edu,
+    /// A second edu, if the machine has one.
+    other: Option<Edu>,
+    /// The unbadged original (revoking it removes the badged copy too).
+    device: Cap<IoDevice>,
+    queue: Cap<IoFaultQueue>,
+    notification: Cap<Notification>,
+    nested: Nested,
+    source: Buffer,
+    destination: Buffer,
+}
+
+fn main(_startup: &rt::Startup) -> i32 {
+    let Some(info) = rt::boot::boot_info() else {
+        rt::println!("edu: no boot-info page");
+        return 1;
+    };
+    let mut objects = Objects::from_boot_info(info);
+    let mut suite = Suite::new();
+    let mut driver = None;
+    suite.run("nested_dma_both_directions", || {
+        let built = driver.insert(set_up(&mut objects)?);
+        nested_dma_both_directions(built)
+    });
+    let mut with = |name: &str, test: &mut dyn FnMut(&mut Driver, &mut Objects) -> Outcome| {
+        suite.run(name, || match driver.as_mut() {
+            Some(d) => test(d, &mut objects),
+            None => rt::fail!("the driver was not set up"),
+        });
+    };
+    with(
+        "unmapped_iova_faults_with_badge_and_address",
+        &mut |d, _| unmapped_iova_faults(d),
+    );
+    with("read_only_frame_cannot_be_written", &mut |d, o| {
+        read_only_frame(d, o)
+    });
+    with("nothing_lands_after_unmap_returns", &mut |d, _| {
+        revoke_during_dma(d)
+    });
+    with("malicious_stage1_is_blocked", &mut |d, o| {
+        malicious_stage1(d, o)
+    });
+    with("separate_spaces_cannot_reach_each_other", &mut |d, o| {
+        separate_spaces(d, o)
+    });
+    with("revoking_the_space_blocks_and_reports", &mut |d, _| {
+        revoking_the_space(d)
+    });
+    with("deleting_the_device_blocks_it", &mut |d, o| {
+        deleting_the_device(d, o)
+    });
+    suite.finish()
+}
+
+fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
+    let [first, other] = Edu::find_all(objects, own())?;
+    let Some(edu) = first else {
+        rt::fail!("no edu found")
+    };
+    rt::println!("[edu] edu at {}, requester {:#x}", edu.bdf, edu.requester());
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let device = control()
+        .mint_device(edu.requester(), slot)
+        .map_err(|e| failure("MintDevice", e))?;
+    let badged = objects
+        .mint(device, Rights::ALL, BADGE)
+        .map_err(|e| failure("badge the device capability", e))?;
+    let queue: Cap<IoFaultQueue> = objects
+        .make(sys::ObjectType::IoFaultQueue, 12)
+        .map_err(|e| failure("retype a fault queue", e))?;
+    let notification: Cap<Notification> = objects
+        .make(sys::ObjectType::Notification, 12)
+        .map_err(|e| failure("retype a notification", e))?;
+    queue
+        .bind(notification, badged)
+        .map_err(|e| failure("IoFaultQueue.Bind", e))?;
+    let mut nested = Nested::new(objects, own(), control(), 0)?;
+    badged
+        .attach_nested(nested.table)
+        .map_err(|e| failure("AttachNested", e))?;
+    let source = nested.buffer(objects, own(), MapRights::READ_WRITE)?;
+    let destination = nested.buffer(objects, own(), MapRights::READ_WRITE)?;
+    nested.map(SOURCE_IOVA, source.ipa, iopt::Rights::READ)?;
+    nested.map(DESTINATION_IOVA, destination.ipa, iopt::Rights::READ_WRITE)?;
+    Ok(Driver {
+        edu,
+        other,
+        device,
+        queue,
+        notification,
+        nested,
+        source,
+        destination,
+    })
+}
+
+fn nested_dma_both_directions(d: &mut Driver) -> Outcome {
+    d.source.fill(PATTERN);
+    d.destination.fill(0);
+    d.edu.read_memory(SOURCE_IOVA, LENGTH)?;
+    d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
+    let landed = (0..LENGTH).all(|i| d.destination.read(i) == PATTERN);
+    check!(
+        landed,
+        "the destination holds {:#x}.. after the round trip",
+        d.destination.read(0)
+    );
+    let beyond = (LENGTH..4096).all(|i| d.destination.read(i) == 0);
+    check!(beyond, "bytes beyond the {LENGTH} moved changed");
+    let faults = d.queue.pop();
+    check!(
+        faults == Ok(None),
+        "a fault record after good DMA: {faults:?}"
+    );
+    Ok(())
+}
+
+/// Takes every fault record (the IOMMU recorded them while the DMA ran;
+/// Pop collects them) and checks the first against [`BADGE`] and, if
+/// given, the faulting page. Never blocks: a missing record is a failure.
+fn expect_fault(d: &Driver, page: Option<u64>) -> Outcome {
+    let first = d.queue.pop();
+    let Ok(Some(record)) = first else {
+        rt::fail!("no fault record: {first:?}")
+    };
+    while let Ok(Some(_)) = d.queue.pop() {}
+    check!(
+        record.badge == BADGE,
+        "fault record badge {:#x}, not the device capability's {BADGE:#x}",
+        record.badge
+    );
+    if let Some(page) = page {
+        check!(
+            record.address & !0xfff == page,
+            "fault record address {:#x}, not in page {page:#x}",
+            record.address
+        );
+    }
+    Ok(())
+}
+
+fn unmapped_iova_faults(d: &mut Driver) -> Outcome {
+    d.edu.write_memory(UNMAPPED_IOVA, LENGTH)?;
+    // The unit's fault interrupt signals the queue's notification.
+    let word = d.notification.wait();
+    check!(word.is_ok(), "waiting for the fault notification: {word:?}");
+    expect_fault(d, Some(UNMAPPED_IOVA))
+}
+
+fn read_only_frame(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let read_only = d.nested.buffer(objects, own(), MapRights::READ)?;
+    // The driver's stage 1 claims read-write; stage 2 says read only.
+    d.nested
+        .map(READ_ONLY_IOVA, read_only.ipa, iopt::Rights::READ_WRITE)?;
+    read_only.fill(0x11);
+    d.edu.write_memory(READ_ONLY_IOVA, LENGTH)?;
+    check!(
+        (0..4096).all(|i| read_only.read(i) == 0x11),
+        "the device wrote a read-only frame"
+    );
+    expect_fault(d, Some(READ_ONLY_IOVA))?;
+    // Reading it is allowed.
+    d.edu.read_memory(READ_ONLY_IOVA, LENGTH)?;
+    let faults = d.queue.pop();
+    check!(
+        faults == Ok(None),
+        "reading a read-only frame faulted: {faults:?}"
+    );
+    Ok(())
+}
+
+fn revoke_during_dma(d: &mut Driver) -> Outcome {
+    d.source.fill(PATTERN);
+    d.edu.read_memory(SOURCE_IOVA, LENGTH)?;
+    // A transfer first, so the IOTLB holds the destination's translation:
+    // only the unmap's invalidation can remove it.
+    d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
+    check!(d.destination.read(0) == PATTERN, "the warm-up DMA did not land");
+    d.destination.fill(0);
+    // The transfer lands 100 ms (virtual) after it starts; the unmap
+    // returns long before, with the invalidation complete.
+    d.edu.start_write_memory(DESTINATION_IOVA, LENGTH);
+    let unmapped = d.nested.space.unmap(d.destination.io);
+    check!(unmapped.is_ok(), "IoSpace.Unmap: {unmapped:?}");
+    d.edu.wait()?;
+    check!(
+        (0..4096).all(|i| d.destination.read(i) == 0),
+        "a byte landed in the frame after its unmap returned"
+    );
+    expect_fault(d, Some(DESTINATION_IOVA))?;
+    // Map it back; stage-2 unmaps drop shadow entries, so invalidate again.
+    let again = d
+        .nested
+        .space
+        .map(d.destination.io, d.destination.ipa, MapRights::READ_WRITE);
+    check!(again.is_ok(), "map the destination again: {again:?}");
+    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
+    check!(
+        refreshed.is_ok(),
+        "Invalidate after the remap: {refreshed:?}"
+    );
+    Ok(())
+}
+
+/// Raw stage-1 tables a malicious driver writes by hand.
+mod evil {
+    use super::*;
+
+    /// Where the four hand-written tables are, in the driver and as IPAs.
+    const VA: u64 = 0x38_0000_0000;
+    pub const IPA: u64 = 0x4800_0000;
+
+    /// The tables: root, level 1, level 2, level 3.
+    pub struct Tables;
+
+    impl Tables {
+        /// Maps four fresh frames read-write here and read-only in `space`.
+        pub fn new(objects: &mut Objects, space: Cap<sys::IoSpace>) -> Result<Tables, Failure> {
+            for i in 0..4u64 {
+                let frame: Cap<sys::Frame> = objects
+                    .make(sys::ObjectType::Frame, 12)
+                    .map_err(|e| failure("retype", e))?;
+                rt::space::map_frame(objects, frame, own(), VA + 4096 * i, MapRights::READ_WRITE)
+                    .map_err(|e| failure("map", e))?;
+                let io = objects
+                    .mint(frame, Rights::ALL, 0)
+                    .map_err(|e| failure("copy", e))?;
+                space
+                    .map(io, IPA + 4096 * i, MapRights::READ)
+                    .map_err(|e| failure("IoSpace.Map", e))?;
+            }
+            Ok(Tables)
+        }
+
+        /// Sets entry `index` of table `level` (0 = root).
+        #[allow(unsafe_code)]
+        pub fn set(&self, level: u64, index: u64, value: u64) {
+            // SAFETY: `new` mapped four 4 KiB frames read-write at VA; no
+            // Rust object lives in them.
+            unsafe { ((VA + 4096 * level + 8 * (index & 511)) as *mut u64).write_volatile(value) }
+        }
+
+        /// Links root -> L1 -> L2 -> L3 for `iova` and clears the L3 entry.
+        pub fn link(&self, format: iopt::Format, iova: u64) {
+            for level in 0..3 {
+                let shift = 39 - 9 * level;
+                self.set(
+                    level,
+                    iova >> shift,
+                    format.table_entry(IPA + 4096 * (level + 1)),
+                );
+            }
+            self.set(3, iova >> 12, 0);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod arch {
+    pub const FORMAT: iopt::Format = iopt::Format::VtdFirstStage;
+    pub const IPA_BITS: u32 = 48;
+    /// RAM the driver holds no capability for (PA = this IPA).
+    pub const FOREIGN_IPA: u64 = 0x1000_0000;
+    /// A 1 GiB leaf at level 1 (PS).
+    pub fn block(format: iopt::Format, ipa: u64) -> u64 {
+        format.page_entry(ipa, iopt::Rights::READ_WRITE) | 1 << 7
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arch {
+    pub const FORMAT: iopt::Format = iopt::Format::ArmStage1;
+    pub const IPA_BITS: u32 = 44;
+    /// RAM the driver holds no capability for (PA = this IPA).
+    pub const FOREIGN_IPA: u64 = 0x5800_0000;
+    /// A 1 GiB block at level 1 (descriptor type 0b01).
+    pub fn block(format: iopt::Format, ipa: u64) -> u64 {
+        format.page_entry(ipa, iopt::Rights::READ_WRITE) & !0b10
+    }
+}
+
+fn malicious_stage1(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let tables = evil::Tables::new(objects, d.nested.space)?;
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let table = d
+        .nested
+        .space
+        .bind_user_table(evil::IPA, nested_format(), slot)
+        .map_err(|e| failure("BindUserTable", e))?;
+    let detached = d.device.detach();
+    check!(detached.is_ok(), "detach: {detached:?}");
+    let attached = d.device.attach_nested(table);
+    check!(
+        attached.is_ok(),
+        "AttachNested the malicious table: {attached:?}"
+    );
+    let reserved = (1u64 << arch::IPA_BITS) - (2 << 20);
+    let format = arch::FORMAT;
+    let cases = [
+        (
+            "an IPA stage 2 does not map",
+            format.page_entry(arch::FOREIGN_IPA, iopt::Rights::READ_WRITE),
+            3,
+        ),
+        (
+            "the kernel's reserved IPA window",
+            format.page_entry(reserved, iopt::Rights::READ_WRITE),
+            3,
+        ),
+        ("a 1 GiB block over foreign IPAs", arch::block(format, 0), 1),
+    ];
+    let buffers = [d.source, d.destination];
+    for (what, entry, level) in cases {
+        tables.link(format, EVIL_IOVA);
+        tables.set(level, EVIL_IOVA >> (39 - 9 * level), entry);
+        let refreshed = table.invalidate_range(EVIL_IOVA & !0x3f_ffff, 4 << 20);
+        check!(refreshed.is_ok(), "{what}: Invalidate: {refreshed:?}");
+        let before = buffers.map(|b| b.checksum());
+        d.edu.write_memory(EVIL_IOVA, LENGTH)?;
+        let after = buffers.map(|b| b.checksum());
+        check!(
+            before == after,
+            "{what}: the DMA changed the driver's memory"
+        );
+        expect_fault(d, None)?;
+    }
+    // Back to the driver's own table.
+    let detached = d.device.detach();
+    check!(detached.is_ok(), "detach: {detached:?}");
+    let attached = d.device.attach_nested(d.nested.table);
+    check!(attached.is_ok(), "AttachNested: {attached:?}");
+    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
+    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    nested_dma_both_directions(d)
+}
+
+fn nested_format() -> sys::UserTableFormat {
+    #[cfg(target_arch = "x86_64")]
+    return sys::UserTableFormat::X86FirstStage4Level;
+    #[cfg(target_arch = "aarch64")]
+    return sys::UserTableFormat::ArmStage1Granule4k48Bit;
+}
+
+fn separate_spaces(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let Some(other) = d.other.take() else {
+        rt::fail!("needs a second edu (-device edu twice)")
+    };
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let device = control()
+        .mint_device(other.requester(), slot)
+        .map_err(|e| failure("MintDevice", e))?;
+    let mut nested = Nested::new(objects, own(), control(), 1)?;
+    let attached = device.attach_nested(nested.table);
+    check!(attached.is_ok(), "AttachNested: {attached:?}");
+    let own_buffer = nested.buffer(objects, own(), MapRights::READ_WRITE)?;
+    nested.map(SOURCE_IOVA, own_buffer.ipa, iopt::Rights::READ_WRITE)?;
+    // The first driver's destination IPA: not mapped in this space.
+    nested.map(
+        DESTINATION_IOVA,
+        d.destination.ipa,
+        iopt::Rights::READ_WRITE,
+    )?;
+    own_buffer.fill(0);
+    d.destination.fill(0x22);
+    other.read_memory(SOURCE_IOVA, LENGTH)?;
+    other.write_memory(DESTINATION_IOVA, LENGTH)?;
+    check!(
+        (0..4096).all(|i| d.destination.read(i) == 0x22),
+        "the second device wrote the first driver's buffer"
+    );
+    // Its own memory works.
+    other.write_memory(SOURCE_IOVA, LENGTH)?;
+    let deleted = objects.cnode().delete(device.slot());
+    check!(deleted.is_ok(), "delete the second device: {deleted:?}");
+    Ok(())
+}
+
+fn revoking_the_space(d: &mut Driver) -> Outcome {
+    d.destination.fill(0);
+    let cnode = Cap::<sys::CNode>::from_slot(bootinfo::INIT_CNODE);
+    let deleted = cnode.revoke(d.nested.space.slot());
+    check!(deleted.is_ok(), "revoke the IoSpace: {deleted:?}");
+    let deleted = cnode.delete(d.nested.space.slot());
+    check!(deleted.is_ok(), "delete the IoSpace: {deleted:?}");
+    d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
+    check!(
+        (0..4096).all(|i| d.destination.read(i) == 0),
+        "DMA landed after the IoSpace was revoked"
+    );
+    expect_fault(d, None)?;
+    let detach = d.device.detach();
+    check!(
+        detach == Err(sys::Error::NotAttached),
+        "the device is still attached: {detach:?}"
+    );
+    Ok(())
+}
+
+fn deleting_the_device(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    // Attach it directly to a fresh IoSpace that maps the destination.
+    let space = objects
+        .make_io_space(control())
+        .map_err(|e| failure("retype an IoSpace", e))?;
+    let frame = objects
+        .mint(d.destination.io, Rights::ALL, 0)
+        .map_err(|e| failure("copy", e))?;
+    let mapped = space.map(frame, DESTINATION_IOVA, MapRights::READ_WRITE);
+    check!(mapped.is_ok(), "IoSpace.Map: {mapped:?}");
+    let attached = d.device.attach(space);
+    check!(attached.is_ok(), "Attach: {attached:?}");
+    d.destination.fill(0);
+    d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
+    check!(
+        d.destination.read(0) == PATTERN,
+        "stage-2-only DMA did not land ({:#x})",
+        d.destination.read(0)
+    );
+    let cnode = objects.cnode();
+    check!(cnode.revoke(d.device.slot()).is_ok(), "revoke the device");
+    check!(cnode.delete(d.device.slot()).is_ok(), "delete the device");
+    d.destination.fill(0);
+    d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
+    check!(
+        (0..4096).all(|i| d.destination.read(i) == 0),
+        "DMA landed after the IoDevice was deleted"
+    );
+    Ok(())
+}
