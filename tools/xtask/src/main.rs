@@ -288,7 +288,11 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),
                 (None, None) => None,
             };
-            let qemu_args = suite::arguments(config, &kernel, module.as_deref());
+            let devices = match config.image {
+                Some(_) => image::platform(root, config.arch)?.qemu_args(),
+                None => Vec::new(),
+            };
+            let qemu_args = suite::arguments(config, &kernel, module.as_deref(), &devices);
             println!("{} (timeout {} s)", config.name, config.timeout_secs);
             println!(
                 "  {} {}",

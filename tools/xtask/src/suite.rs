@@ -85,15 +85,15 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         match kernel::build(root, arch) {
             Ok(elf) => {
                 for config in configs {
-                    let module = match boot_module(root, config) {
-                        Ok(module) => module,
+                    let (module, devices) = match boot_module(root, config) {
+                        Ok(booted) => booted,
                         Err(error) => {
                             println!("[{}] not run: {error}", config.name);
                             total.failed += 1;
                             continue;
                         }
                     };
-                    total.add(system_test(config, &elf, module.as_deref()));
+                    total.add(system_test(config, &elf, module.as_deref(), &devices));
                 }
             }
             Err(error) => {
@@ -109,15 +109,19 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
 }
 
 /// Builds a configuration's boot module: its program's ELF, or its image
-/// packed with init and the image's programs.
-fn boot_module(root: &Path, config: &SystemTest) -> Result<Option<PathBuf>> {
+/// packed with init and the image's programs; with an image, also the
+/// QEMU options of its platform's devices (as `cargo xtask run --image`).
+fn boot_module(root: &Path, config: &SystemTest) -> Result<(Option<PathBuf>, Vec<String>)> {
     match (config.program, config.image) {
-        (Some(program), _) => kernel::build_package(root, config.arch, program).map(Some),
+        (Some(program), _) => {
+            kernel::build_package(root, config.arch, program).map(|path| (Some(path), Vec::new()))
+        }
         (None, Some(name)) => {
             let image = crate::image::load(root, config.arch, name)?;
-            Ok(Some(crate::image::pack(root, config.arch, &image)?.path))
+            let packed = crate::image::pack(root, config.arch, &image)?;
+            Ok((Some(packed.path), image.platform.qemu_args()))
         }
-        (None, None) => Ok(None),
+        (None, None) => Ok((None, Vec::new())),
     }
 }
 
@@ -164,9 +168,14 @@ fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
 
 /// Boots one configuration and counts its tests; a run that cannot finish
 /// counts as one more failure.
-fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally {
+fn system_test(
+    config: &SystemTest,
+    elf: &Path,
+    module: Option<&Path>,
+    devices: &[String],
+) -> Tally {
     let machine = config.arch.machine();
-    let args = arguments(config, elf, module);
+    let args = arguments(config, elf, module, devices);
     let timeout = Duration::from_secs(config.timeout_secs);
     let mut report = Report::default();
     let mut cross_check = xcheck::Collector::default();
@@ -231,9 +240,15 @@ fn system_test(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Tally 
 }
 
 /// The QEMU arguments of one configuration: its kernel `elf` and, for a
-/// configuration with a program, that program's ELF as the boot module.
-pub fn arguments(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Vec<String> {
-    let (extra, suffix) = match module {
+/// configuration with a program or an image, that program's ELF or the
+/// packed image as the boot module, after the image platform's `devices`.
+pub fn arguments(
+    config: &SystemTest,
+    elf: &Path,
+    module: Option<&Path>,
+    devices: &[String],
+) -> Vec<String> {
+    let (module_args, suffix) = match module {
         Some(path) => {
             let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             machines::module_arguments(config.arch, &path.display().to_string(), size)
@@ -241,6 +256,8 @@ pub fn arguments(config: &SystemTest, elf: &Path, module: Option<&Path>) -> Vec<
         None => (Vec::new(), String::new()),
     };
     let cmdline = format!("{}{suffix}", config.cmdline);
+    let mut extra = devices.to_vec();
+    extra.extend(module_args);
     qemu::arguments(
         config.arch.machine(),
         config.qemu_args,
