@@ -144,15 +144,26 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
 
+    /// On every architecture whose platform the image lists (all when it
+    /// lists none); an image limited to other platforms is refused by
+    /// name, and every image runs somewhere.
     #[test]
-    fn every_image_in_the_repository_loads_on_both_architectures() {
+    fn every_image_in_the_repository_loads_on_its_architectures() {
         let names = sysimage::available(&root().join("images"));
         assert!(names.iter().any(|name| name == DEFAULT_IMAGE), "{names:?}");
-        for arch in Arch::ALL {
-            for name in &names {
-                let image = load(&root(), arch, name).unwrap_or_else(|error| panic!("{error}"));
-                assert!(!image.description.trim().is_empty(), "{name}");
+        for name in &names {
+            let mut loaded = 0;
+            for arch in Arch::ALL {
+                match load(&root(), arch, name) {
+                    Ok(image) => {
+                        assert!(!image.description.trim().is_empty(), "{name}");
+                        loaded += 1;
+                    }
+                    Err(error) if error.problem.contains(": platforms: ") => {}
+                    Err(error) => panic!("{error}"),
+                }
             }
+            assert!(loaded > 0, "{name} loads on no architecture");
         }
     }
 

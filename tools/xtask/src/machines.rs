@@ -574,6 +574,17 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         expect_trap: false,
     },
     SystemTest {
+        name: "x86_64-image-ticks",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("ticks"),
+        must_fail: &[],
+        expect_trap: false,
+    },
+    SystemTest {
         name: "aarch64-root-task",
         arch: Arch::Aarch64,
         qemu_args: &[],
