@@ -7,11 +7,12 @@
 //! CSpace, a VSpace with its program, stack, heap and IPC buffer, and a TCB;
 //! then the maps, channels, IRQs and IOMMU grants, each capability copied
 //! into the domain's CNode and named in its capability table
-//! (`sys::names`); last, every domain's TCB is configured and resumed, so
-//! no domain runs before the whole system exists. Anything the kernel
+//! (`sys::names`); last, every domain's TCB is configured, and only then
+//! are they all resumed, so no domain runs before the whole system exists. Anything the kernel
 //! refuses stops the build with a message naming the domain and the entry
 //! of the image, and init halts with status 1: a half-built system is
-//! never started.
+//! never started. Afterwards init is every domain's fault handler: it
+//! prints which domain faulted where and leaves it stopped.
 //!
 //! Init runs at priority 255, above every domain (images allow 0..=254).
 #![no_std]
@@ -26,7 +27,7 @@ pub mod system;
 mod tests;
 
 use abi::bootinfo;
-use sys::{Cap, Notification, ObjectType, Tcb};
+use sys::{Cap, Tcb};
 use sysdesc::archive::Archive;
 
 /// Init's priority: above every domain's.
@@ -73,29 +74,36 @@ pub fn run() -> i32 {
         description.dma_grants.len()
     );
     let mut objects = rt::space::Objects::from_boot_info(info);
-    match system::build(&archive, &description, &mut objects) {
-        Ok(_) => rt::println!(
-            "[init] started {} protection domain(s)",
-            description.domains.len()
-        ),
+    let system = match system::build(&archive, &description, &mut objects) {
+        Ok(system) => system,
         Err(e) => {
             rt::println!("[init] cannot build the system: {e}");
             return 1;
         }
-    }
-    // Init's work is done. It waits on a notification nobody else holds;
-    // the system ends when a domain halts it.
-    let idle: Cap<Notification> = match objects.make(ObjectType::Notification, 0) {
-        Ok(idle) => idle,
-        Err(e) => {
-            rt::println!("[init] cannot make its idle notification: {e:?}");
-            return 1;
-        }
     };
+    rt::println!(
+        "[init] started {} protection domain(s)",
+        system.domains.len()
+    );
+    // Init's work is done: it reports the domains' faults (a faulting
+    // domain is left stopped); the system ends when a domain halts it.
     loop {
-        if let Err(e) = idle.wait() {
-            rt::println!("[init] waiting answered {e:?}");
-            return 1;
+        match system.faults.recv() {
+            Ok(fault) if fault.info.label == abi::FAULT_LABEL => {
+                let [exception, address, pc, syndrome] = fault.mrs;
+                rt::println!(
+                    "[init] protection domain \"{}\" faulted: exception {exception:#x} at address {address:#x}, pc {pc:#x}, syndrome {syndrome:#x}; it stays stopped",
+                    system.domain_of(fault.badge).unwrap_or("?")
+                );
+            }
+            Ok(other) => rt::println!(
+                "[init] ignored a message with label {:#x} on the fault endpoint",
+                other.info.label
+            ),
+            Err(e) => {
+                rt::println!("[init] waiting for faults answered {e:?}");
+                return 1;
+            }
         }
     }
 }

@@ -94,15 +94,36 @@ impl Domain {
 /// What a started domain received: its name and capability table.
 pub type Started = (String, CapTable);
 
+/// The system once it runs.
+#[derive(Debug)]
+pub struct System {
+    /// Each domain's name and capability table, in image order.
+    pub domains: Vec<Started>,
+    /// Where every domain's CPU faults arrive (in init's CNode), as
+    /// `abi::FAULT_LABEL` messages badged with the domain's index + 1.
+    pub faults: Cap<Endpoint>,
+}
+
+impl System {
+    /// The name of the domain whose fault came with `badge`.
+    pub fn domain_of(&self, badge: u64) -> Option<&str> {
+        let index = usize::try_from(badge.checked_sub(1)?).ok()?;
+        Some(self.domains.get(index)?.0.as_str())
+    }
+}
+
 /// Builds and starts every protection domain of `description`, with the
-/// programs of `archive`; returns each domain's capability table.
+/// programs of `archive`.
 pub fn build(
     archive: &Archive<'_>,
     description: &SystemDescription,
     objects: &mut Objects,
-) -> Result<Vec<Started>, String> {
+) -> Result<System, String> {
     let scratch = Scratch::for_root_task(objects, SCRATCH)
         .map_err(|e| format!("init's scratch page at {SCRATCH:#x}: {e:?}"))?;
+    let faults: Cap<Endpoint> = objects
+        .make(ObjectType::Endpoint, 0)
+        .map_err(|e| format!("init's fault endpoint: the kernel answered {e:?}"))?;
     let regions = make_regions(description, objects)?;
     let mut domains = Vec::new();
     for index in 0..description.domains.len() {
@@ -112,8 +133,18 @@ pub fn build(
     make_channels(description, &mut domains, objects)?;
     make_irqs(description, &mut domains, objects)?;
     make_dma_grants(description, &regions, &mut domains, objects)?;
-    for domain in &mut domains {
+    for (index, domain) in domains.iter_mut().enumerate() {
         prepare(domain, objects, &scratch)?;
+        // The domain's faults come to init, badged with its index + 1.
+        objects
+            .mint(faults, Rights::ALL, index as u64 + 1)
+            .and_then(|badged| domain.tcb.set_fault_handler(badged.slot()))
+            .map_err(|e| {
+                format!(
+                    "protection_domain \"{}\": its fault handler: the kernel answered {e:?}",
+                    domain.name
+                )
+            })?;
     }
     // Only now, with every capability in place, does any domain run.
     for domain in &domains {
@@ -124,10 +155,13 @@ pub fn build(
             )
         })?;
     }
-    Ok(domains
-        .into_iter()
-        .map(|domain| (domain.name, domain.table))
-        .collect())
+    Ok(System {
+        domains: domains
+            .into_iter()
+            .map(|domain| (domain.name, domain.table))
+            .collect(),
+        faults,
+    })
 }
 
 /// The Frames of every memory region, in init's CNode.

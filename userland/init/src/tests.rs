@@ -190,7 +190,7 @@ fn boot_info() -> BootInfo {
     info
 }
 
-fn build(system: &SystemDescription, programs: &[&str]) -> Result<Vec<system::Started>, String> {
+fn build(system: &SystemDescription, programs: &[&str]) -> Result<system::System, String> {
     let bytes = archive_of(system, programs);
     let archive = archive::Archive::parse(&bytes).unwrap();
     let mut objects = rt::space::Objects::from_boot_info(&boot_info());
@@ -208,24 +208,34 @@ fn labelled(calls: &[Call], label: Invocation) -> Vec<Call> {
 #[test]
 fn pingpong_domains_get_their_channels_by_name_and_start_last() {
     let calls = recording(None);
-    let started = build(&pingpong(), &["ping", "pong"]).unwrap();
+    let built = build(&pingpong(), &["ping", "pong"]).unwrap();
     clear_kernel();
-    let names: Vec<&str> = started.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = built
+        .domains
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     assert_eq!(names, ["server", "client"]);
-    for (name, table) in &started {
+    assert_eq!(built.domain_of(1), Some("server"));
+    assert_eq!(built.domain_of(2), Some("client"));
+    assert_eq!(built.domain_of(0), None);
+    assert_eq!(built.domain_of(3), None);
+    for (name, table) in &built.domains {
         assert!(table.lookup::<Endpoint>("channel0").is_some(), "{name}");
         assert!(table.lookup::<Notification>("channel1").is_some(), "{name}");
         assert_eq!(table.count, 2, "{name}");
     }
     let calls = calls.borrow();
     // The first end of each channel holds a copy badged with the second
-    // end's badge: 1 << 0 for the endpoint, 1 << 1 for the notification.
+    // end's badge: 1 << 0 for the endpoint, 1 << 1 for the notification;
+    // then each domain's fault handler, badged with its index + 1.
     let badges: Vec<u64> = labelled(&calls, Invocation::CnodeMint)
         .iter()
         .map(|call| call.mrs[3])
         .filter(|&badge| badge != 0)
         .collect();
-    assert_eq!(badges, [1, 2]);
+    assert_eq!(badges, [1, 2, 1, 2]);
+    assert_eq!(labelled(&calls, Invocation::TcbSetFaultHandler).len(), 2);
     let registers = labelled(&calls, Invocation::TcbWriteRegisters);
     assert_eq!(registers.len(), 2);
     for call in &registers {
