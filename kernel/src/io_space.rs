@@ -116,7 +116,15 @@ struct State {
     routes: heapless::Vec<(FaultSource, ObjectId), ATTACHED>,
     queues: heapless::Vec<Queue, QUEUES>,
     interrupt_on: bool,
+    /// Hardware tags to invalidate at the next `WaitForInvalidation`.
+    pending_tags: heapless::Vec<u16, PENDING_TAGS>,
+    /// IoSpaces whose stage 2 lost entries since the last invalidation:
+    /// their VT-d shadows are cleared before it.
+    dirty: heapless::Vec<ObjectId, SPACES>,
 }
+
+/// Most tags one batch of invalidations names (more: everything).
+const PENDING_TAGS: usize = 16;
 
 static STATE: spin::Mutex<State> = spin::Mutex::new(State {
     pool: Pool {
@@ -128,6 +136,8 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
     routes: heapless::Vec::new(),
     queues: heapless::Vec::new(),
     interrupt_on: false,
+    pending_tags: heapless::Vec::new(),
+    dirty: heapless::Vec::new(),
 });
 
 /// Takes the table pool's pages from the boot allocator.
@@ -254,6 +264,20 @@ pub fn apply(unit: &mut Unit, effect: &Effect) {
         } => state.install(unit, rid, Some(pasid), space, stage1_root),
         Effect::ClearDeviceEntry { rid, .. } => state.clear(unit, rid, None),
         Effect::ClearPasidEntry { rid, pasid, .. } => state.clear(unit, rid, Some(pasid)),
+        Effect::InvalidateDomain { .. } | Effect::WaitForInvalidation { .. }
+            if skip_invalidation() =>
+        {
+            Ok(())
+        }
+        Effect::InvalidateDomain { did, .. } => {
+            state.clear_dirty_shadows();
+            state.note_tags(did);
+            Ok(())
+        }
+        Effect::WaitForInvalidation { .. } => {
+            state.clear_dirty_shadows();
+            state.invalidate_pending(unit)
+        }
         Effect::RouteFaults { source, queue, .. } => {
             state.routes.retain(|(s, _)| *s != source);
             match queue {
@@ -308,15 +332,93 @@ impl State {
             .map_err(|_| "nothing mapped there")?;
         // VT-d shadows were composed through stage 2, and the unmapped page
         // may have held stage-1 tables: every shadow entry of the space may
-        // depend on it. Drop them; the driver's next Invalidate rebuilds.
+        // depend on it. They are dropped before the invalidation that
+        // follows (once per operation, however many pages it unmaps); the
+        // driver's next Invalidate rebuilds them.
+        if cfg!(target_arch = "x86_64")
+            && !self.dirty.contains(&space)
+            && self.dirty.push(space).is_err()
+        {
+            self.clear_shadows_of(space);
+        }
+        Ok(())
+    }
+
+    fn clear_shadows_of(&self, space: ObjectId) {
+        let Ok(table) = self.space(space).map(|s| s.table) else {
+            return;
+        };
+        for nest in self.nests.iter().flatten().filter(|n| n.space == space) {
+            if let Some(shadow) = shadow_at(nest.page, &table) {
+                shadow.remove_leaves_to(&DirectMemory, 0, u64::MAX);
+            }
+        }
+    }
+
+    fn clear_dirty_shadows(&mut self) {
+        while let Some(space) = self.dirty.pop() {
+            self.clear_shadows_of(space);
+        }
+    }
+
+    /// Queues the tags of the IoSpace with model DID `did`: its stage 2
+    /// and, on VT-d, its shadows (SMMUv3's per-VMID invalidation covers
+    /// the nests' ASIDs).
+    fn note_tags(&mut self, did: u16) {
+        let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
+        let _ = tags.push(space_tag(did));
         if cfg!(target_arch = "x86_64") {
-            for nest in self.nests.iter().flatten().filter(|n| n.space == space) {
-                if let Some(shadow) = shadow_at(nest.page, &table) {
-                    shadow.remove_leaves_to(&DirectMemory, 0, u64::MAX);
+            let space = self.spaces.iter().find(|s| s.did == did).map(|s| s.object);
+            for (i, nest) in self.nests.iter().enumerate() {
+                if nest.as_ref().is_some_and(|n| Some(n.space) == space) {
+                    let _ = tags.push(0x8001 + i as u16);
                 }
             }
         }
-        Ok(())
+        for tag in tags {
+            if !self.pending_tags.contains(&tag) && self.pending_tags.push(tag).is_err() {
+                // Too many: invalidate everything (tag 0 marks it).
+                self.pending_tags.clear();
+                let _ = self.pending_tags.push(0);
+                return;
+            }
+        }
+    }
+
+    /// Invalidates the queued tags (domain-selective IOTLB on VT-d, TLBI
+    /// by VMID on SMMUv3) and waits for completion.
+    fn invalidate_pending(&mut self, unit: &mut Unit) -> Result<(), &'static str> {
+        let everything = self.pending_tags.contains(&0);
+        let tags = core::mem::take(&mut self.pending_tags);
+        match unit {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(vtd) => {
+                use iommu::vtd::qi::{Descriptor, IotlbScope};
+                if everything {
+                    return vtd
+                        .invalidate_all(&DirectMemory)
+                        .map_err(|_| "the global invalidation failed");
+                }
+                let drain = vtd.capability().drd() || vtd.capability().dwd();
+                let descriptors = tags
+                    .iter()
+                    .map(|&tag| Descriptor::iotlb(IotlbScope::Domain(tag), drain));
+                vtd.submit(&DirectMemory, descriptors)
+                    .map_err(|_| "the IOTLB invalidation failed")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                use iommu::smmuv3::queue::Command;
+                if everything {
+                    return smmu
+                        .submit(&DirectMemory, [Command::CfgiAll, Command::TlbiNsnhAll])
+                        .map_err(|_| "the global invalidation failed");
+                }
+                let commands = tags.iter().map(|&vmid| Command::TlbiS12Vmall { vmid });
+                smmu.submit(&DirectMemory, commands)
+                    .map_err(|_| "the TLB invalidation failed")
+            }
+        }
     }
 
     /// Finds or builds the nest for (`space`, `root_ipa`).
@@ -648,13 +750,15 @@ pub fn reconcile(alive: impl Fn(ObjectId, caps::ObjectKind) -> bool) {
 
 /// `IoUserTable.Invalidate`: makes the hardware see the driver's stage-1
 /// changes in `start..start + length` of the table at (`space`,
-/// `root_ipa`). Returns the first IOVA not processed.
+/// `root_ipa`). Returns the first IOVA not processed and the invalidation
+/// commands issued (each followed by one completion wait: VT-d's wait
+/// descriptor, SMMUv3's CMD_SYNC).
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
     start: u64,
     length: u64,
-) -> Result<u64, Error> {
+) -> Result<(u64, u64), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
@@ -668,7 +772,7 @@ pub fn invalidate_user_table(
             .is_some_and(|n| n.space == space && n.root_ipa == root_ipa)
     }) else {
         // No device uses the table: nothing is cached, nothing to build.
-        return Ok(end);
+        return Ok((end, 0));
     };
     match unit {
         #[cfg(target_arch = "x86_64")]
@@ -696,9 +800,14 @@ pub fn invalidate_user_table(
                 false,
             )
             .map_err(|_| Error::InvalidAddress)?;
-            vtd.invalidate_all(&DirectMemory)
+            // One domain-selective IOTLB invalidation of the shadow's DID.
+            let descriptor = iommu::vtd::qi::Descriptor::iotlb(
+                iommu::vtd::qi::IotlbScope::Domain(0x8001 + index as u16),
+                vtd.capability().drd() || vtd.capability().dwd(),
+            );
+            vtd.submit(&DirectMemory, [descriptor])
                 .map_err(|_| Error::NotSupported)?;
-            Ok(start + take)
+            Ok((start + take, 1))
         }
         #[cfg(target_arch = "aarch64")]
         Unit::Smmu(smmu) => {
@@ -711,7 +820,7 @@ pub fn invalidate_user_table(
                 }],
             )
             .map_err(|_| Error::NotSupported)?;
-            Ok(if length == 0 { u64::MAX } else { end })
+            Ok((if length == 0 { u64::MAX } else { end }, 1))
         }
     }
 }

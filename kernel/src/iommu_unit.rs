@@ -325,35 +325,9 @@ impl Unit {
         ]
     }
 
-    /// Applies a capability-model effect to the hardware: invalidations
-    /// here, tables and device entries in `io_space`.
+    /// Applies a capability-model effect to the hardware (see `io_space`).
     pub fn apply(&mut self, effect: &caps::Effect) {
-        match effect {
-            caps::Effect::InvalidateDomain { .. } | caps::Effect::WaitForInvalidation { .. }
-                if crate::io_space::skip_invalidation() => {}
-            caps::Effect::InvalidateDomain { .. } | caps::Effect::WaitForInvalidation { .. } => {
-                // Conservative and complete: everything, then wait.
-                match self {
-                    #[cfg(target_arch = "x86_64")]
-                    Unit::Vtd(vtd) => {
-                        if let Err(e) = vtd.invalidate_all(&DirectMemory) {
-                            crate::println!("[vtd] invalidation failed: {e}");
-                        }
-                    }
-                    #[cfg(target_arch = "aarch64")]
-                    Unit::Smmu(smmu) => {
-                        let commands = [
-                            iommu::smmuv3::queue::Command::CfgiAll,
-                            iommu::smmuv3::queue::Command::TlbiNsnhAll,
-                        ];
-                        if let Err(e) = smmu.submit(&DirectMemory, commands) {
-                            crate::println!("[smmu] invalidation failed: {e}");
-                        }
-                    }
-                }
-            }
-            other => crate::io_space::apply(self, other),
-        }
+        crate::io_space::apply(self, effect);
     }
 }
 

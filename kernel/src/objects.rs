@@ -950,15 +950,15 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             else {
                 return Err(Error::DeadObject);
             };
-            let next = crate::io_space::invalidate_user_table(
+            let (next, commands) = crate::io_space::invalidate_user_table(
                 space,
                 root_ipa,
                 argument(message, 0)?,
                 argument(message, 1)?,
             )?;
             Ok(Reply {
-                mrs: [next, 0, 0, 0, 0, 0, 0, 0],
-                length: 1,
+                mrs: [next, commands, 0, 0, 0, 0, 0, 0],
+                length: 2,
             })
         }
         (ObjectKind::IoFaultQueue, Invocation::IoFaultQueueBind) => {

@@ -419,7 +419,7 @@ impl<S: Storage> Caps<S> {
         let overlap = self
             .slots()
             .iter()
-            .filter_map(|s| s.cap)
+            .filter_map(|s| s.cap.as_ref())
             .any(|c| match c.mapping {
                 Some(m) if m.space == scap.object => {
                     let other = self.object(c.object).map_or(0, |o| o.size_bits);

@@ -21,12 +21,9 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-mod device;
-mod nested;
-
 use abi::bootinfo;
-use device::Edu;
-use nested::{Buffer, IOVA_WINDOW, Nested};
+use edu::device::Edu;
+use edu::nested::{Buffer, IOVA_WINDOW, Nested};
 use rt::check;
 use rt::space::Objects;
 use rt::testing::{Failure, Outcome, Suite};
@@ -242,7 +239,10 @@ fn revoke_during_dma(d: &mut Driver) -> Outcome {
     // A transfer first, so the IOTLB holds the destination's translation:
     // only the unmap's invalidation can remove it.
     d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
-    check!(d.destination.read(0) == PATTERN, "the warm-up DMA did not land");
+    check!(
+        d.destination.read(0) == PATTERN,
+        "the warm-up DMA did not land"
+    );
     d.destination.fill(0);
     // The transfer lands 100 ms (virtual) after it starts; the unmap
     // returns long before, with the invalidation complete.

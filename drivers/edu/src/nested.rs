@@ -22,8 +22,9 @@ pub const IOVA_WINDOW: u64 = 16 << 20;
 const TABLES_VA: u64 = 0x30_0000_0000;
 const BUFFERS_VA: u64 = 0x30_0010_0000;
 const INSTANCE_STRIDE: u64 = 0x1_0000_0000;
-/// Their IPAs in the instance's IoSpace.
+/// The table frames' IPA in the instance's IoSpace.
 pub const TABLES_IPA: u64 = 0x4000_0000;
+/// The buffers' first IPA in the instance's IoSpace.
 pub const BUFFERS_IPA: u64 = 0x5000_0000;
 
 #[cfg(target_arch = "x86_64")]

@@ -9,7 +9,7 @@
 //! `target/bench/<arch>.json` and `target/bench/<arch>.md`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -22,12 +22,21 @@ use crate::qemu::{self, Echo};
 enum Source {
     /// The kernel's own bench mode (`bench=NAME` on its command line).
     Kernel,
-    /// `userland/tests/ipcbench`, booted as the root task.
-    Program,
+    /// A user program (`userland/tests/NAME`), booted as the root task.
+    Program(&'static str),
 }
 
-/// The user program that times kernel paths from user space.
-const PROGRAM: &str = "ipcbench";
+/// The user programs that time kernel paths from user space.
+const PROGRAMS: [&str; 2] = ["ipcbench", "iobench"];
+
+/// What a benchmark counts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unit {
+    /// Guest instructions per operation (`instructions=N`).
+    Instructions,
+    /// IOMMU invalidation commands issued (`commands=N`).
+    Commands,
+}
 
 /// One benchmark.
 struct Benchmark {
@@ -35,6 +44,8 @@ struct Benchmark {
     name: &'static str,
     /// Who measures it.
     source: Source,
+    /// What it counts.
+    unit: Unit,
     /// What it measures.
     description: &'static str,
     /// The target in instructions per operation, per architecture.
@@ -46,40 +57,129 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "null-syscall",
         source: Source::Kernel,
+        unit: Unit::Instructions,
         description: "null system call (Yield) round trip from user mode, kernel fast loop",
         target: |_| Some(100),
     },
     Benchmark {
         name: "user-yield",
-        source: Source::Program,
+        source: Source::Program("ipcbench"),
+        unit: Unit::Instructions,
         description: "Yield through the scheduler, as a thread sees it",
         target: |_| Some(100),
     },
     Benchmark {
         name: "ipc-round-trip",
-        source: Source::Program,
+        source: Source::Program("ipcbench"),
+        unit: Unit::Instructions,
         description: "Call + ReplyRecv round trip between two threads (target: 2 x one-way)",
         target: |arch| Some(if arch == Arch::X86_64 { 800 } else { 600 }),
     },
     Benchmark {
         name: "ipc-round-trip-spaces",
-        source: Source::Program,
+        source: Source::Program("ipcbench"),
+        unit: Unit::Instructions,
         description: "Call + ReplyRecv round trip to a server in another address space and CSpace (target: 2 x one-way)",
         target: |arch| Some(if arch == Arch::X86_64 { 800 } else { 600 }),
     },
     Benchmark {
         name: "notification-signal",
-        source: Source::Program,
+        source: Source::Program("ipcbench"),
+        unit: Unit::Instructions,
         description: "Signal a notification nobody waits on",
         target: |_| None,
     },
     Benchmark {
         name: "frame-map-unmap",
-        source: Source::Program,
+        source: Source::Program("ipcbench"),
+        unit: Unit::Instructions,
         description: "Frame.Map + Frame.Unmap of a 4 KiB page in the caller's own VSpace",
         target: |_| None,
     },
+    Benchmark {
+        name: "io-map-stage1-batch-1",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "one 4 KiB IOVA through the driver's own stage 1 (iopt) with its Invalidate, batch of 1",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-map-stage1-batch-16",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same, per page of a batch of 16 with one Invalidate",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-map-stage1-batch-64",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same, batch of 64 (SMMUv3 target 40)",
+        target: |arch| (arch == Arch::Aarch64).then_some(40),
+    },
+    Benchmark {
+        name: "io-map-stage1-batch-512",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same, batch of 512",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-map-syscall",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "IoSpace.Map of a 4 KiB Frame (kernel-mediated stage 2)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-unmap-syscall",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "IoSpace.Unmap of a 4 KiB Frame, invalidation waited for",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-unmap-stage1-64-commands",
+        source: Source::Program("iobench"),
+        unit: Unit::Commands,
+        description: "invalidation commands for unmapping 64 stage-1 pages (target 1, plus one completion wait)",
+        target: |_| Some(1),
+    },
+    Benchmark {
+        name: "io-revoke-1",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "CNode.Revoke of a Frame whose 1 copy is IO-mapped",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-revoke-16",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same with 16 IO-mapped copies",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-revoke-256",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same with 256 IO-mapped copies",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-revoke-768",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same with 768 IO-mapped copies (the root CNode's slots bound N)",
+        target: |_| None,
+    },
 ];
+
+/// Relative targets at batch 64: stage-1 cost per page at most 1/N of the
+/// map syscall (SMMUv3 nested 1/20, VT-d shadow 1/5).
+fn ratio_target(arch: Arch) -> u64 {
+    if arch == Arch::Aarch64 { 20 } else { 5 }
+}
 
 /// Instruction icount arguments: one tick per guest instruction, no sleeping.
 const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
@@ -89,9 +189,12 @@ const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
     for &arch in arches {
         let elf = kernel::build(root, arch)?;
-        let program = kernel::build_package(root, arch, PROGRAM)?;
-        let first = measure(arch, &elf, &program)?;
-        let second = measure(arch, &elf, &program)?;
+        let programs = PROGRAMS
+            .iter()
+            .map(|name| kernel::build_package(root, arch, name))
+            .collect::<Result<Vec<_>>>()?;
+        let first = measure(arch, &elf, &programs)?;
+        let second = measure(arch, &elf, &programs)?;
         if first != second {
             return Err(Error::new(
                 format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
@@ -121,7 +224,7 @@ fn io_error(path: &Path, error: std::io::Error) -> Error {
 
 /// Boots the kernel with its own benchmarks, then with the benchmark
 /// program, and collects every result.
-fn measure(arch: Arch, elf: &Path, program: &Path) -> Result<BTreeMap<String, u64>> {
+fn measure(arch: Arch, elf: &Path, programs: &[PathBuf]) -> Result<BTreeMap<String, u64>> {
     let machine = arch.machine();
     let kernel_names: Vec<&str> = BENCHMARKS
         .iter()
@@ -131,13 +234,13 @@ fn measure(arch: Arch, elf: &Path, program: &Path) -> Result<BTreeMap<String, u6
     let mut results = BTreeMap::new();
     let mut failures = Vec::new();
     let icount: Vec<String> = ICOUNT.iter().map(|s| s.to_string()).collect();
-    let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
-    let (module, suffix) =
-        crate::machines::module_arguments(arch, &program.display().to_string(), size);
-    let boots = [
-        (format!("bench={}", kernel_names.join(",")), Vec::new()),
-        (format!("tests=user{suffix}"), module),
-    ];
+    let mut boots = vec![(format!("bench={}", kernel_names.join(",")), Vec::new())];
+    for program in programs {
+        let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
+        let (module, suffix) =
+            crate::machines::module_arguments(arch, &program.display().to_string(), size);
+        boots.push((format!("tests=user{suffix}"), module));
+    }
     for (cmdline, extra) in boots {
         let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();
         let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
@@ -186,7 +289,10 @@ fn measure(arch: Arch, elf: &Path, program: &Path) -> Result<BTreeMap<String, u6
 fn parse_line(line: &str) -> Option<(&str, std::result::Result<u64, String>)> {
     let rest = line.trim().strip_prefix("bench ")?;
     let (name, tail) = rest.split_once(' ')?;
-    if let Some(count) = tail.strip_prefix("instructions=") {
+    if let Some(count) = tail
+        .strip_prefix("instructions=")
+        .or_else(|| tail.strip_prefix("commands="))
+    {
         return Some((
             name,
             count.parse().map_err(|_| format!("bad count {count:?}")),
@@ -223,16 +329,36 @@ fn markdown(arch: Arch, results: &BTreeMap<String, u64>, text: u64) -> String {
         name,
         description,
         target,
+        unit,
         ..
     } in BENCHMARKS
     {
         let count = results.get(*name).copied().unwrap_or_default();
+        let description = match unit {
+            Unit::Instructions => description.to_string(),
+            Unit::Commands => format!("{description} [commands, not instructions]"),
+        };
         let (target, verdict) = match target(arch) {
             Some(t) => (t.to_string(), if count <= t { "met" } else { "missed" }),
             None => ("-".into(), ""),
         };
         out.push_str(&format!(
             "| {name}: {description} | {count} | {target} | {verdict} |\n"
+        ));
+    }
+    if let (Some(&stage1), Some(&syscall)) = (
+        results.get("io-map-stage1-batch-64"),
+        results.get("io-map-syscall"),
+    ) {
+        let n = ratio_target(arch);
+        let verdict = if stage1 * n <= syscall {
+            "met"
+        } else {
+            "missed"
+        };
+        out.push_str(&format!(
+            "| io-map-syscall / io-map-stage1-batch-64 (x, higher is better) | {:.1} | {n} | {verdict} |\n",
+            syscall as f64 / stage1.max(1) as f64
         ));
     }
     let verdict = if text <= 96 * 1024 { "met" } else { "missed" };

@@ -551,17 +551,33 @@ impl Cap<IoUserTable> {
     /// hardware see them. Returns the first IOVA not yet processed (the end
     /// when done; shadow nesting bounds the work per call, so call again
     /// from there, or use [`invalidate_range`](Cap::invalidate_range)).
+    ///
+    /// `length` 0 means everything on SMMUv3 (reply `u64::MAX`); a VT-d
+    /// shadow is composed per range, so there it is `InvalidArgument`.
+    /// On shadow-nesting units, entries of a table take effect only through
+    /// `Invalidate`: attach first, then build and invalidate.
+    ///
+    /// Errors: `InvalidAddress` (range not page aligned), `DeadObject`
+    /// (the IoSpace was destroyed), `TableMemoryExhausted`.
     pub fn invalidate(self, start: u64, length: u64) -> Result<u64, Error> {
+        self.invalidate_counting(start, length)
+            .map(|(next, _)| next)
+    }
+
+    /// [`invalidate`](Cap::invalidate), also answering (MR1) how many
+    /// invalidation commands the kernel issued (each batch is followed by
+    /// one completion wait, not counted): for measurements.
+    pub fn invalidate_counting(self, start: u64, length: u64) -> Result<(u64, u64), Error> {
         let reply = invoke(
             self,
             Invocation::IoUserTableInvalidate,
             &[start, length],
             &[],
         )?;
-        if reply.info.length < 1 {
+        if reply.info.length < 2 {
             return Err(UNKNOWN_STATUS);
         }
-        Ok(reply.mrs[0])
+        Ok((reply.mrs[0], reply.mrs[1]))
     }
 
     /// Calls [`invalidate`](Cap::invalidate) until all of

@@ -284,10 +284,11 @@ fn invalidate_range_follows_the_kernels_progress() {
     set_kernel(move |call: SyscallIn, _: &mut IpcBuffer| {
         let [start, length, ..] = call.mrs;
         log.borrow_mut().push((start, length));
-        // Process at most 0x1000 per call, like a bounded shadow walk.
+        // Process at most 0x1000 per call, like a bounded shadow walk,
+        // with one invalidation command each.
         SyscallOut {
-            info: MessageInfo::new(0, 1).to_word(),
-            mrs: [start + length.min(0x1000), 0, 0, 0],
+            info: MessageInfo::new(0, 2).to_word(),
+            mrs: [start + length.min(0x1000), 1, 0, 0],
             ..SyscallOut::default()
         }
     });
@@ -298,10 +299,14 @@ fn invalidate_range_follows_the_kernels_progress() {
         [(0x1_0000, 0x2800), (0x1_1000, 0x1800), (0x1_2000, 0x800)]
     );
     assert_eq!(table.invalidate_range(0, 0), Err(Error::InvalidArgument));
+    assert_eq!(
+        table.invalidate_counting(0x1_0000, 0x800),
+        Ok((0x1_0800, 1))
+    );
 
     // A kernel that makes no progress is reported, not looped on.
     set_kernel(|call: SyscallIn, _: &mut IpcBuffer| SyscallOut {
-        info: MessageInfo::new(0, 1).to_word(),
+        info: MessageInfo::new(0, 2).to_word(),
         mrs: [call.mrs[0], 0, 0, 0],
         ..SyscallOut::default()
     });

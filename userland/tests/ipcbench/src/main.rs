@@ -20,46 +20,10 @@ rt::entry!(main);
 
 /// Operations per batch.
 const OPERATIONS: u64 = 200;
-/// Batches (the median is reported).
-const BATCHES: usize = 7;
 
-#[allow(unsafe_code)]
-fn counter() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: rdtsc reads the time-stamp counter; user mode may (CR4.TSD = 0).
-        unsafe { core::arch::x86_64::_rdtsc() }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let value: u64;
-        // SAFETY: the kernel lets EL0 read the virtual counter (CNTKCTL_EL1.EL0VCTEN).
-        unsafe {
-            core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack))
-        };
-        value
-    }
-}
-
-/// Median over batches of (cycles of `OPERATIONS` x `operation`) minus the
-/// empty loop, per operation.
-fn measure(mut operation: impl FnMut()) -> u64 {
-    let mut samples = [0u64; BATCHES];
-    for sample in &mut samples {
-        let start = counter();
-        for _ in 0..OPERATIONS {
-            operation();
-        }
-        let with = counter() - start;
-        let start = counter();
-        for _ in 0..OPERATIONS {
-            core::hint::black_box(());
-        }
-        let without = counter() - start;
-        *sample = with.saturating_sub(without) / OPERATIONS;
-    }
-    samples.sort_unstable();
-    samples[BATCHES / 2]
+/// Per-operation instructions of `operation` (see `rt::bench::measure`).
+fn measure(operation: impl FnMut()) -> u64 {
+    rt::bench::measure(OPERATIONS, operation)
 }
 
 static SERVER_ENDPOINT: AtomicU64 = AtomicU64::new(0);

@@ -1,0 +1,233 @@
+//! `iobench`: the IOMMU paths timed from user space (see `rt::bench`: under
+//! `-icount shift=0,sleep=off` counter ticks are guest instructions).
+//! Runs as the root task with an edu device; prints `bench NAME
+//! instructions=N` and `bench NAME commands=N` lines for `cargo xtask bench`.
+//!
+//! - `io-map-stage1-batch-B`: one 4 KiB IOVA mapped through the driver's
+//!   own stage-1 table (`iopt`), including its share of the one
+//!   `IoUserTable.Invalidate` that makes a batch of B pages visible (VT-d:
+//!   the kernel composes the shadow entries; SMMUv3: TLBI by ASID). A batch
+//!   is one `map` of B contiguous pages of a 2 MiB Frame the IoSpace maps,
+//!   as a driver maps a buffer, into tables that already exist (a pinned
+//!   page keeps them; the 512-page batch fills and frees a whole table).
+//! - `io-map-syscall` / `io-unmap-syscall`: `IoSpace.Map` / `IoSpace.Unmap`
+//!   of one 4 KiB page (stage 2, kernel-mediated; unmap waits for its
+//!   invalidation).
+//! - `io-revoke-N`: `CNode.Revoke` of a Frame capability whose N copies are
+//!   mapped in an IoSpace (every entry removed, invalidated, waited for).
+//! - `io-unmap-stage1-64-commands`: invalidation commands the kernel issued
+//!   for unmapping 64 pages from the stage-1 table (plus one completion
+//!   wait per command batch).
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use abi::bootinfo;
+use edu::device::Edu;
+use edu::nested::Nested;
+use rt::bench::counter;
+use rt::space::Objects;
+use sys::{Cap, Frame, IommuControl, MapRights, PageTable, Rights};
+
+rt::entry!(main);
+
+/// Batch sizes of the stage-1 benchmark.
+const BATCHES: [u64; 4] = [1, 16, 64, 512];
+/// Mapping counts of the revoke benchmark (bounded by the root CNode's
+/// 1024 slots: each mapping is held by its own Frame capability copy).
+const REVOKE_COUNTS: [u64; 4] = [1, 16, 256, 768];
+/// IOVAs the stage-1 benchmark maps.
+const IOVA_BASE: u64 = 0x40_0000;
+/// The IPA of the 2 MiB Frame the stage-1 benchmark maps into.
+const BIG_IPA: u64 = 0x6000_0000;
+/// IPAs the syscall benchmarks map.
+const IPA_BASE: u64 = 0x7000_0000;
+/// Pages of the map-syscall benchmark.
+const SYSCALL_PAGES: u64 = 64;
+/// Repetitions of each measurement (the median is reported).
+const REPEATS: usize = 5;
+
+fn control() -> Cap<IommuControl> {
+    Cap::from_slot(bootinfo::IOMMU_CONTROL)
+}
+
+fn own() -> Cap<PageTable> {
+    Cap::from_slot(bootinfo::INIT_VSPACE)
+}
+
+fn median(mut samples: [u64; REPEATS]) -> u64 {
+    samples.sort_unstable();
+    samples[REPEATS / 2]
+}
+
+fn main(_startup: &rt::Startup) -> i32 {
+    match run() {
+        Ok(()) => 0,
+        Err(why) => {
+            rt::println!("bench iobench FAILED: {}", why.0);
+            1
+        }
+    }
+}
+
+fn failure(what: &str, e: impl core::fmt::Debug) -> rt::testing::Failure {
+    rt::testing::Failure(rt::__format!("{what}: {e:?}"))
+}
+
+fn run() -> Result<(), rt::testing::Failure> {
+    let info = rt::boot::boot_info().ok_or_else(|| failure("boot info", "missing"))?;
+    let mut objects = Objects::from_boot_info(info);
+    let [edu, _] = Edu::find_all(&mut objects, own())?;
+    let edu = edu.ok_or_else(|| failure("edu", "not found"))?;
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let device = control()
+        .mint_device(edu.requester(), slot)
+        .map_err(|e| failure("MintDevice", e))?;
+    let mut nested = Nested::new(&mut objects, own(), control(), 0)?;
+    device
+        .attach_nested(nested.table)
+        .map_err(|e| failure("AttachNested", e))?;
+    let big: Cap<Frame> = objects
+        .make(sys::ObjectType::Frame, 21)
+        .map_err(|e| failure("retype a 2 MiB Frame", e))?;
+    nested
+        .space
+        .map(big, BIG_IPA, MapRights::READ_WRITE)
+        .map_err(|e| failure("IoSpace.Map of the 2 MiB Frame", e))?;
+    stage1(&mut nested, BIG_IPA)?;
+    syscalls(&mut objects, &nested)?;
+    revoke(&mut objects, &nested)?;
+    Ok(())
+}
+
+fn stage1(nested: &mut Nested, ipa: u64) -> Result<(), rt::testing::Failure> {
+    for batch in BATCHES {
+        // Keep the tables of the 2 MiB region live (iopt frees emptied
+        // tables on flush), so each batch measures mapping, not zeroing
+        // fresh tables: a page at the region's end, outside every batch
+        // but the 512-page one (which fills the whole last-level table).
+        let pin = IOVA_BASE + (2 << 20) - 4096;
+        if batch < 512 {
+            nested.map(pin, ipa, iopt::Rights::READ)?;
+        }
+        let mut samples = [0; REPEATS];
+        let mut commands = 0;
+        for sample in &mut samples {
+            let start = counter();
+            nested
+                .stage1
+                .map(IOVA_BASE, ipa, 4096 * batch, iopt::Rights::READ_WRITE)
+                .map_err(|e| failure("stage 1 map", e))?;
+            nested.flush()?;
+            *sample = (counter() - start) / batch;
+            nested
+                .stage1
+                .unmap(IOVA_BASE, 4096 * batch)
+                .map_err(|e| failure("stage 1 unmap", e))?;
+            // The unmap's invalidation, counted (iopt records one range).
+            for range in nested.stage1.pending_invalidation().ranges() {
+                let (_, issued) = nested
+                    .table
+                    .invalidate_counting(range.iova, range.len)
+                    .map_err(|e| failure("Invalidate", e))?;
+                commands += issued;
+            }
+            nested.flush()?;
+        }
+        if batch < 512 {
+            nested
+                .stage1
+                .unmap(pin, 4096)
+                .map_err(|e| failure("stage 1 unmap", e))?;
+            nested.flush()?;
+        }
+        rt::println!(
+            "bench io-map-stage1-batch-{batch} instructions={}",
+            median(samples)
+        );
+        if batch == 64 {
+            rt::println!(
+                "bench io-unmap-stage1-64-commands commands={}",
+                commands / REPEATS as u64
+            );
+        }
+    }
+    Ok(())
+}
+
+fn syscalls(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Failure> {
+    let frame: Cap<Frame> = objects
+        .make(sys::ObjectType::Frame, 12)
+        .map_err(|e| failure("retype", e))?;
+    let mut copies = [frame; SYSCALL_PAGES as usize];
+    for copy in &mut copies {
+        *copy = objects
+            .mint(frame, Rights::ALL, 0)
+            .map_err(|e| failure("copy", e))?;
+    }
+    let mut map = [0; REPEATS];
+    let mut unmap = [0; REPEATS];
+    for (map, unmap) in map.iter_mut().zip(&mut unmap) {
+        let start = counter();
+        for (i, copy) in copies.iter().enumerate() {
+            nested
+                .space
+                .map(*copy, IPA_BASE + 4096 * i as u64, MapRights::READ_WRITE)
+                .map_err(|e| failure("IoSpace.Map", e))?;
+        }
+        *map = (counter() - start) / SYSCALL_PAGES;
+        let start = counter();
+        for copy in &copies {
+            nested
+                .space
+                .unmap(*copy)
+                .map_err(|e| failure("IoSpace.Unmap", e))?;
+        }
+        *unmap = (counter() - start) / SYSCALL_PAGES;
+    }
+    rt::println!("bench io-map-syscall instructions={}", median(map));
+    rt::println!("bench io-unmap-syscall instructions={}", median(unmap));
+    Ok(())
+}
+
+fn revoke(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Failure> {
+    let cnode = objects.cnode();
+    let mut frames = [None; REVOKE_COUNTS.len()];
+    for frame in &mut frames {
+        let made: Cap<Frame> = objects
+            .make(sys::ObjectType::Frame, 12)
+            .map_err(|e| failure("retype", e))?;
+        *frame = Some(made);
+    }
+    // Consecutive free slots for the largest count of copies.
+    let first_copy = objects.slot().map_err(|e| failure("slot", e))?;
+    for _ in 1..REVOKE_COUNTS[REVOKE_COUNTS.len() - 1] {
+        objects.slot().map_err(|e| failure("slot", e))?;
+    }
+    for (count, frame) in REVOKE_COUNTS.into_iter().zip(frames.into_iter().flatten()) {
+        for i in 0..count {
+            let slot = first_copy + i as u32;
+            cnode
+                .copy(slot, frame.slot(), Rights::ALL)
+                .map_err(|e| failure("copy", e))?;
+            nested
+                .space
+                .map(
+                    Cap::<Frame>::from_slot(slot),
+                    IPA_BASE + 4096 * i,
+                    MapRights::READ_WRITE,
+                )
+                .map_err(|e| failure("IoSpace.Map", e))?;
+        }
+        let start = counter();
+        cnode
+            .revoke(frame.slot())
+            .map_err(|e| failure("revoke", e))?;
+        let spent = counter() - start;
+        rt::println!("bench io-revoke-{count} instructions={spent}");
+        cnode
+            .delete(frame.slot())
+            .map_err(|e| failure("delete", e))?;
+    }
+    Ok(())
+}
