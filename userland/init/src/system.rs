@@ -119,6 +119,7 @@ pub fn build(
     description: &SystemDescription,
     objects: &mut Objects,
 ) -> Result<System, String> {
+    check(description)?;
     let scratch = Scratch::for_root_task(objects, SCRATCH)
         .map_err(|e| format!("init's scratch page at {SCRATCH:#x}: {e:?}"))?;
     let faults: Cap<Endpoint> = objects
@@ -162,6 +163,75 @@ pub fn build(
             .collect(),
         faults,
     })
+}
+
+/// Checks what the host validator guarantees and init relies on, so that a
+/// damaged or hand-made description is refused with the entry named rather
+/// than panicking: every index points into its list, ids fit a badge bit,
+/// regions are whole pages.
+fn check(description: &SystemDescription) -> Result<(), String> {
+    let domains = description.domains.len();
+    let regions = description.regions.len();
+    let domain_ok = |index: u8| usize::from(index) < domains;
+    let region_ok = |index: u8| usize::from(index) < regions;
+    let id_ok = |id: u8| id <= sysdesc::MAX_CHANNEL_ID;
+    for (index, region) in description.regions.iter().enumerate() {
+        let page = region.page_size.bytes();
+        if region.size == 0 || !region.size.is_multiple_of(page) {
+            return Err(format!(
+                "memory_region {index} (\"{}\"): {} bytes is not a whole number of {page}-byte pages",
+                region.name, region.size
+            ));
+        }
+    }
+    for (index, map) in description.maps.iter().enumerate() {
+        if !domain_ok(map.domain) || !region_ok(map.region) {
+            return Err(format!(
+                "map {index}: domain {} or region {} does not exist",
+                map.domain, map.region
+            ));
+        }
+    }
+    for (index, channel) in description.channels.iter().enumerate() {
+        if channel
+            .ends
+            .iter()
+            .any(|end| !domain_ok(end.domain) || !id_ok(end.id))
+        {
+            return Err(format!(
+                "channel {index}: an end names a domain that does not exist or an id above {}",
+                sysdesc::MAX_CHANNEL_ID
+            ));
+        }
+    }
+    for (index, irq) in description.irqs.iter().enumerate() {
+        if !domain_ok(irq.domain) || !id_ok(irq.id) {
+            return Err(format!(
+                "irq {index} (line {}): domain {} does not exist or id {} is above {}",
+                irq.number,
+                irq.domain,
+                irq.id,
+                sysdesc::MAX_CHANNEL_ID
+            ));
+        }
+    }
+    for (index, grant) in description.dma_grants.iter().enumerate() {
+        if !domain_ok(grant.domain) {
+            return Err(format!(
+                "dma_grant {index} (device {}): domain {} does not exist",
+                grant.device, grant.domain
+            ));
+        }
+    }
+    for (index, io_map) in description.io_maps.iter().enumerate() {
+        if usize::from(io_map.grant) >= description.dma_grants.len() || !region_ok(io_map.region) {
+            return Err(format!(
+                "io_map {index}: dma_grant {} or region {} does not exist",
+                io_map.grant, io_map.region
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The Frames of every memory region, in init's CNode.

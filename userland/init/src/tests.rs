@@ -294,6 +294,27 @@ fn a_refused_grant_names_the_domain_and_the_device_and_starts_nothing() {
 }
 
 #[test]
+fn a_damaged_description_is_refused_naming_the_entry() {
+    let _calls = recording(None);
+    let mut system = pingpong();
+    system.maps[1].region = 9;
+    let error = build(&system, &["ping", "pong"]).unwrap_err();
+    assert_eq!(error, "map 1: domain 1 or region 9 does not exist");
+    let mut system = pingpong();
+    system.channels[0].ends[1].id = 64;
+    let error = build(&system, &["ping", "pong"]).unwrap_err();
+    assert!(error.starts_with("channel 0: "), "{error}");
+    let mut system = pingpong();
+    system.regions[0].size = 100;
+    let error = build(&system, &["ping", "pong"]).unwrap_err();
+    assert!(
+        error.starts_with("memory_region 0 (\"shared\"): 100 bytes"),
+        "{error}"
+    );
+    clear_kernel();
+}
+
+#[test]
 fn a_program_missing_from_the_image_names_the_domain() {
     let _calls = recording(None);
     let error = build(&pingpong(), &["pong"]).unwrap_err();
