@@ -553,10 +553,20 @@ impl State {
                     .ok_or("no second-stage depth")?;
                 let scalable = matches!(vtd.root_table(), Some((_, RootTableMode::Scalable)));
                 if scalable {
-                    let config = PasidConfig::SecondStage {
-                        domain,
-                        table: root,
-                        levels,
+                    let config = match (nest, stage1_root) {
+                        // Hardware nesting (ECAP.NEST): the unit walks the
+                        // driver's table itself; the nest page is unused.
+                        (Some(i), Some(root_ipa)) if hardware_nesting(vtd) => PasidConfig::Nested {
+                            domain: 0x8001 + i as u16,
+                            first_stage_table: root_ipa,
+                            second_stage_table: table.root(),
+                            levels,
+                        },
+                        _ => PasidConfig::SecondStage {
+                            domain,
+                            table: root,
+                            levels,
+                        },
                     };
                     vtd.set_pasid_entry(
                         &DirectMemory,
@@ -699,6 +709,19 @@ impl State {
     }
 }
 
+/// Whether the unit nests in hardware (ECAP.NEST, scalable mode): then
+/// the kernel installs PGTT=nested entries instead of shadows. QEMU 10 has
+/// no NEST; the entry encoding is checked against the executable model in
+/// the `iommu` crate (tests/vtd_translate.rs).
+#[cfg(target_arch = "x86_64")]
+fn hardware_nesting(vtd: &iommu::vtd::VtdUnit<crate::iommu_unit::DirectMmio>) -> bool {
+    vtd.extended_capability().nest()
+        && matches!(
+            vtd.root_table(),
+            Some((_, iommu::vtd::regs::RootTableMode::Scalable))
+        )
+}
+
 /// The VT-d shadow table rooted at `root`, shaped like the stage 2 `like`.
 fn shadow_at(root: u64, like: &Stage2) -> Option<Stage2> {
     PageTable::at(root, *like.format(), like.height(), like.input_bits()).ok()
@@ -775,6 +798,25 @@ pub fn invalidate_user_table(
         return Ok((end, 0));
     };
     match unit {
+        #[cfg(target_arch = "x86_64")]
+        Unit::Vtd(vtd) if hardware_nesting(vtd) => {
+            // The unit walks the driver's table: flush its first-stage
+            // entries, for every PASID that uses this nest.
+            use iommu::vtd::qi::{Descriptor, PasidIotlbScope};
+            let domain = 0x8001 + index as u16;
+            let mut descriptors: heapless::Vec<Descriptor, ATTACHED> = heapless::Vec::new();
+            for a in state.attached.iter().filter(|a| a.nest == Some(index)) {
+                let pasid = a.pasid.unwrap_or(0);
+                let _ = descriptors.push(Descriptor::pasid_iotlb(PasidIotlbScope::Pasid {
+                    domain,
+                    pasid,
+                }));
+            }
+            let commands = descriptors.len() as u64;
+            vtd.submit(&DirectMemory, descriptors)
+                .map_err(|_| Error::NotSupported)?;
+            Ok((if length == 0 { u64::MAX } else { end }, commands))
+        }
         #[cfg(target_arch = "x86_64")]
         Unit::Vtd(vtd) => {
             if length == 0 {
