@@ -909,6 +909,12 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             if rights > 3 {
                 return Err(Error::InvalidRights);
             }
+            // Device memory never goes into an IoSpace: no peer-to-peer
+            // DMA, and the VT-d shadow walk reads only RAM as tables.
+            let (paddr, _) = memory_of(&caps, frame)?;
+            if crate::devmem::is_device_memory(paddr) {
+                return Err(Error::DeviceMemory);
+            }
             crate::io_space::ensure_pool()?;
             caps.map_io(
                 frame,

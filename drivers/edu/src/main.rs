@@ -8,7 +8,8 @@
 //!   fault arrives in the fault queue with the device capability's badge
 //!   and the address.
 //! - A Frame mapped read-only into the IoSpace cannot be written by the
-//!   device even when stage 1 says read-write.
+//!   device even when stage 1 says read-write; device memory (a Frame of
+//!   the ECAM window) cannot be mapped into an IoSpace at all.
 //! - Revoke during DMA: after `IoSpace.Unmap` returns, nothing lands in the
 //!   frame.
 //! - A malicious stage-1 table (entries to an IPA stage 2 does not map, to
@@ -95,6 +96,9 @@ fn main(_startup: &rt::Startup) -> i32 {
         "unmapped_iova_faults_with_badge_and_address",
         &mut |d, _| unmapped_iova_faults(d),
     );
+    with("device_memory_stays_out_of_io_spaces", &mut |d, o| {
+        device_memory_stays_out_of_io_spaces(d, o)
+    });
     with("read_only_frame_cannot_be_written", &mut |d, o| {
         read_only_frame(d, o)
     });
@@ -209,6 +213,28 @@ fn unmapped_iova_faults(d: &mut Driver) -> Outcome {
     let word = d.notification.wait();
     check!(word.is_ok(), "waiting for the fault notification: {word:?}");
     expect_fault(d, Some(UNMAPPED_IOVA))
+}
+
+fn device_memory_stays_out_of_io_spaces(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let Some(info) = rt::boot::boot_info() else {
+        rt::fail!("no boot info")
+    };
+    let Some(ecam) = sys::untypeds::pci_ecam(info) else {
+        rt::fail!("no ECAM device Untyped")
+    };
+    // The ECAM Untyped's first 2 MiB went to the driver's config Frame.
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let made = ecam.cap().retype(sys::ObjectType::Frame, 12, slot, 1);
+    check!(made.is_ok(), "a device Frame: {made:?}");
+    let mapped = d
+        .nested
+        .space
+        .map(Cap::from_slot(slot), 0x7000_0000, MapRights::READ);
+    check!(
+        mapped == Err(sys::Error::DeviceMemory),
+        "a device Frame mapped into an IoSpace: {mapped:?}"
+    );
+    Ok(())
 }
 
 fn read_only_frame(d: &mut Driver, objects: &mut Objects) -> Outcome {

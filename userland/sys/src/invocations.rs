@@ -508,7 +508,8 @@ impl Cap<IoSpace> {
     ///
     /// Errors: `InvalidAddress` (misaligned, out of range, or in the
     /// reserved kernel window), `AddressInUse`, `AlreadyMapped`,
-    /// `InvalidRights`.
+    /// `InvalidRights`, `DeviceMemory` (a Frame of device memory: no
+    /// peer-to-peer DMA), `TableMemoryExhausted`.
     pub fn map(self, frame: Cap<Frame>, ipa: u64, rights: MapRights) -> Result<(), Error> {
         invoke_status(
             self,
