@@ -7,9 +7,10 @@
 //! 100 ms of virtual time after it starts; the device never reports an
 //! error: the IOMMU records it.
 
-use rt::space::{Objects, map_frame};
+use rt::mmio::Window;
+use rt::space::Objects;
 use sys::untypeds;
-use sys::{Cap, MapRights, PageTable};
+use sys::{Cap, PageTable};
 
 /// Where the first 2 MiB of the ECAM window (buses 0 and 1) are mapped.
 const ECAM_ADDRESS: u64 = 0x20_0000_0000;
@@ -35,52 +36,16 @@ const COMMAND_TO_RAM: u64 = 1 << 1;
 /// takes about a million on QEMU without icount).
 const POLL_LIMIT: u64 = 500_000_000;
 
-/// Volatile accesses to device Frames this program mapped.
-#[allow(unsafe_code)]
-mod mmio {
-    /// Reads the 32-bit register at `address`, which must lie in a device
-    /// Frame this program mapped readable (only the windows above are used).
-    pub fn read32(address: u64) -> u32 {
-        // SAFETY: per the contract the address is mapped device memory; a
-        // volatile read neither aliases Rust objects nor is elided.
-        unsafe { (address as *const u32).read_volatile() }
-    }
-
-    /// Writes the 32-bit register at `address` (as `read32`, writable).
-    pub fn write32(address: u64, value: u32) {
-        // SAFETY: as for `read32`; the page is a device Frame.
-        unsafe { (address as *mut u32).write_volatile(value) }
-    }
-
-    /// Reads the 64-bit register at `address` (as `read32`).
-    pub fn read64(address: u64) -> u64 {
-        // SAFETY: as for `read32`; the register is 8-byte aligned.
-        unsafe { (address as *const u64).read_volatile() }
-    }
-
-    /// Writes the 64-bit register at `address` (as `write32`).
-    pub fn write64(address: u64, value: u64) {
-        // SAFETY: as for `write32`; the register is 8-byte aligned.
-        unsafe { (address as *mut u64).write_volatile(value) }
-    }
-}
-
-/// Bus 0's configuration space through the mapped ECAM Frame; accesses
-/// beyond the mapping read as an absent function and are not written.
-struct MappedEcam;
+/// Bus 0's configuration space through the mapped ECAM window.
+struct MappedEcam(Window);
 
 impl pci::ConfigAccess for MappedEcam {
     fn read32(&mut self, offset: u64) -> u32 {
-        if offset >= ECAM_MAPPED {
-            return u32::MAX;
-        }
-        mmio::read32(ECAM_ADDRESS + (offset & !3))
+        self.0.read32(offset & !3)
     }
 
     fn write32(&mut self, offset: u64, value: u32) {
-        if offset < ECAM_MAPPED {
-            mmio::write32(ECAM_ADDRESS + (offset & !3), value)
-        }
+        self.0.write32(offset & !3, value)
     }
 }
 
@@ -95,7 +60,9 @@ fn why(args: core::fmt::Arguments<'_>) -> Why {
 pub struct Edu {
     /// Where it sits on bus 0; its requester id is the IOMMU's name for it.
     pub bdf: pci::Bdf,
-    registers: u64,
+    /// The page holding its registers, which start at `offset`.
+    registers: Window,
+    offset: u64,
 }
 
 /// The most edu functions the driver handles.
@@ -116,9 +83,9 @@ impl Edu {
             .ok_or_else(|| why(format_args!("no PCI ECAM device Untyped")))?;
         let frame = untypeds::retype_frame_at(ecam, ecam.start(), 21, &mut || objects.slot())
             .map_err(|e| why(format_args!("a Frame at the ECAM base: {e:?}")))?;
-        map_frame(objects, frame, own, ECAM_ADDRESS, MapRights::READ_WRITE)
+        let window = Window::map(objects, frame, own, ECAM_ADDRESS, ECAM_MAPPED)
             .map_err(|e| why(format_args!("mapping the ECAM Frame: {e:?}")))?;
-        let mut access = MappedEcam;
+        let mut access = MappedEcam(window);
         let mut found = [(pci::Bdf::new(0, 0, 0), 0u64); MAX_DEVICES];
         let mut count = 0;
         let mut scan = pci::BusScan::new(0);
@@ -161,19 +128,26 @@ impl Edu {
                     .map_err(|e| why(format_args!("a Frame at BAR 0 {bar:#x}: {e:?}")))?;
             carved = Some((window.slot, page + 4096));
             let address = BAR_ADDRESS + 4096 * i as u64;
-            map_frame(objects, frame, own, address, MapRights::READ_WRITE)
+            let page = Window::map(objects, frame, own, address, 4096)
                 .map_err(|e| why(format_args!("mapping BAR 0 of {bdf}: {e:?}")))?;
-            let edu = Edu {
-                bdf,
-                registers: address + (bar & 0xfff),
-            };
-            let id = mmio::read32(edu.registers + IDENTIFICATION);
-            if id != 0x0100_00ed {
-                return Err(why(format_args!("edu at {bdf}: identification {id:#x}")));
-            }
-            devices[i] = Some(edu);
+            devices[i] = Some(Edu::at(bdf, page, bar & 0xfff)?);
         }
         Ok(devices)
+    }
+
+    /// The edu at `bdf` whose registers start at `offset` of `page` (a
+    /// mapped window of BAR 0); checks the identification register.
+    pub fn at(bdf: pci::Bdf, page: Window, offset: u64) -> Result<Edu, Why> {
+        let edu = Edu {
+            bdf,
+            registers: page,
+            offset,
+        };
+        let id = edu.registers.read32(offset + IDENTIFICATION);
+        if id != 0x0100_00ed {
+            return Err(why(format_args!("edu at {bdf}: identification {id:#x}")));
+        }
+        Ok(edu)
     }
 
     /// The requester id (PCI bus/device/function) the IOMMU knows it by.
@@ -199,16 +173,17 @@ impl Edu {
     }
 
     fn start(&self, source: u64, destination: u64, len: u64, direction: u64) {
-        mmio::write64(self.registers + DMA_SOURCE, source);
-        mmio::write64(self.registers + DMA_DESTINATION, destination);
-        mmio::write64(self.registers + DMA_COUNT, len.min(MAX_TRANSFER));
-        mmio::write64(self.registers + DMA_COMMAND, COMMAND_START | direction);
+        let registers = self.registers;
+        registers.write64(self.offset + DMA_SOURCE, source);
+        registers.write64(self.offset + DMA_DESTINATION, destination);
+        registers.write64(self.offset + DMA_COUNT, len.min(MAX_TRANSFER));
+        registers.write64(self.offset + DMA_COMMAND, COMMAND_START | direction);
     }
 
     /// Waits (bounded) until the engine is idle.
     pub fn wait(&self) -> Result<(), Why> {
         for _ in 0..POLL_LIMIT {
-            if mmio::read64(self.registers + DMA_COMMAND) & COMMAND_START == 0 {
+            if self.registers.read64(self.offset + DMA_COMMAND) & COMMAND_START == 0 {
                 return Ok(());
             }
             core::hint::spin_loop();

@@ -1,7 +1,8 @@
 //! `edu`: a user-level driver for QEMU's edu device that DMAs through its
-//! own stage-1 table nested under its IoSpace, and the system tests of the
-//! IOMMU claims (run as the root task, which mints its own IOMMU
-//! capabilities from IommuControl).
+//! own stage-1 table nested under its IoSpace. As a protection domain of
+//! an image it asks init for its capabilities and tells the default
+//! image's story (`story.rs`); as the root task it runs the system tests of
+//! the IOMMU claims, minting its own IOMMU capabilities from IommuControl:
 //!
 //! - Nested DMA works both ways and moves exactly the bytes asked for.
 //! - DMA to an IOVA the stage-1 table does not map is blocked and its
@@ -21,6 +22,8 @@
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
+
+mod story;
 
 use abi::bootinfo;
 use edu::device::Edu;
@@ -74,7 +77,12 @@ struct Driver {
     destination: Buffer,
 }
 
-fn main(_startup: &rt::Startup) -> i32 {
+fn main(startup: &rt::Startup) -> i32 {
+    // A protection domain of an image (init gave it a capability table)
+    // tells the default image's story; the root task runs the tests.
+    if let Some(table) = startup.caps() {
+        return story::run(table);
+    }
     let Some(info) = rt::boot::boot_info() else {
         rt::println!("edu: no boot-info page");
         return 1;

@@ -160,6 +160,11 @@ pub struct GrantEntry {
     /// Regions mapped into the IoSpace.
     #[serde(default)]
     pub io_map: Vec<IoMapEntry>,
+    /// Init builds nothing at boot; the domain asks for the device, its
+    /// IoSpace and fault queue at run time (`sys::resources`), and init
+    /// checks each request against this grant.
+    #[serde(default)]
+    pub on_request: bool,
 }
 
 /// The `mode` of a grant.

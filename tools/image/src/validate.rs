@@ -778,6 +778,7 @@ impl Checker<'_> {
                     mode,
                     pasids,
                     fault_queue: entry.fault_queue,
+                    on_request: entry.on_request,
                 },
             );
         }

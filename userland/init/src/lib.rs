@@ -12,7 +12,9 @@
 //! refuses stops the build with a message naming the domain and the entry
 //! of the image, and init halts with status 1: a half-built system is
 //! never started. Afterwards init is every domain's fault handler: it
-//! prints which domain faulted where and leaves it stopped.
+//! prints which domain faulted where and leaves it stopped; and it answers
+//! requests for IOMMU capabilities made on request (`requests`,
+//! `sys::resources`).
 //!
 //! Init runs at priority 255, above every domain (images allow 0..=254).
 #![no_std]
@@ -22,6 +24,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod devices;
+pub mod requests;
 pub mod system;
 #[cfg(test)]
 mod tests;
@@ -74,7 +78,7 @@ pub fn run() -> i32 {
         description.dma_grants.len()
     );
     let mut objects = rt::space::Objects::from_boot_info(info);
-    let system = match system::build(&archive, &description, &mut objects) {
+    let mut system = match system::build(&archive, &description, &mut objects) {
         Ok(system) => system,
         Err(e) => {
             rt::println!("[init] cannot build the system: {e}");
@@ -85,10 +89,18 @@ pub fn run() -> i32 {
         "[init] started {} protection domain(s)",
         system.domains.len()
     );
-    // Init's work is done: it reports the domains' faults (a faulting
-    // domain is left stopped); the system ends when a domain halts it.
+    // Init now reports the domains' faults (a faulting domain is left
+    // stopped) and answers their requests for IOMMU capabilities
+    // (`requests`); the system ends when a domain halts it.
+    let mut reply: Option<requests::Reply> = None;
     loop {
-        match system.faults.recv() {
+        let received = match reply.take() {
+            Some((label, mrs)) => system
+                .faults
+                .reply_recv(sys::MessageInfo::new(label, 2), mrs),
+            None => system.faults.recv(),
+        };
+        match received {
             Ok(fault) if fault.info.label == abi::FAULT_LABEL => {
                 let [exception, address, pc, syndrome] = fault.mrs;
                 rt::println!(
@@ -96,10 +108,14 @@ pub fn run() -> i32 {
                     system.domain_of(fault.badge).unwrap_or("?")
                 );
             }
-            Ok(other) => rt::println!(
-                "[init] ignored a message with label {:#x} on the fault endpoint",
-                other.info.label
-            ),
+            Ok(request) => {
+                reply = Some(system.requests.handle(
+                    &mut objects,
+                    request.badge,
+                    request.info.label,
+                    request.mrs,
+                ));
+            }
             Err(e) => {
                 rt::println!("[init] waiting for faults answered {e:?}");
                 return 1;

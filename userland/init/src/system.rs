@@ -29,6 +29,7 @@ const SCRATCH: u64 = 0x10_0000_0000;
 /// Each domain's CNode: `2^DOMAIN_CNODE_BITS` slots (CNodes come from the
 /// 128 KiB arena, 32 bytes a slot; init's own takes 1024 of its 4096).
 const DOMAIN_CNODE_BITS: u8 = 7;
+const _: () = assert!(sys::names::DOMAIN_OWN_SLOTS.end == 1 << DOMAIN_CNODE_BITS);
 
 // The window the host validator keeps images out of is where init puts
 // the capability table, heap and stack.
@@ -65,11 +66,11 @@ impl Domain {
         source: Cap<T>,
     ) -> Result<(), String> {
         let slot = self.next_slot;
-        if slot >= 1 << DOMAIN_CNODE_BITS {
+        if slot >= names::DOMAIN_OWN_SLOTS.start {
             return Err(format!(
-                "protection_domain \"{}\": its CNode of {} slots is full (giving `{name}`)",
+                "protection_domain \"{}\": the {} slots init fills in its CNode are used up (giving `{name}`)",
                 self.name,
-                1u32 << DOMAIN_CNODE_BITS
+                names::DOMAIN_OWN_SLOTS.start
             ));
         }
         self.cnode
@@ -100,8 +101,11 @@ pub struct System {
     /// Each domain's name and capability table, in image order.
     pub domains: Vec<Started>,
     /// Where every domain's CPU faults arrive (in init's CNode), as
-    /// `abi::FAULT_LABEL` messages badged with the domain's index + 1.
+    /// `abi::FAULT_LABEL` messages badged with the domain's index + 1; also
+    /// where domains send `sys::resources` requests (same badge).
     pub faults: Cap<Endpoint>,
+    /// What answers those requests.
+    pub requests: crate::requests::Server,
 }
 
 impl System {
@@ -133,7 +137,15 @@ pub fn build(
     map_regions(description, &regions, &mut domains, objects)?;
     make_channels(description, &mut domains, objects)?;
     make_irqs(description, &mut domains, objects)?;
-    make_dma_grants(description, &regions, &mut domains, objects)?;
+    let mut devices = crate::devices::Devices::default();
+    make_dma_grants(
+        description,
+        &regions,
+        &mut domains,
+        objects,
+        &mut devices,
+        faults,
+    )?;
     for (index, domain) in domains.iter_mut().enumerate() {
         prepare(domain, objects, &scratch)?;
         // The domain's faults come to init, badged with its index + 1.
@@ -156,12 +168,23 @@ pub fn build(
             )
         })?;
     }
+    let handles = domains
+        .iter()
+        .map(|domain| crate::requests::DomainHandle {
+            name: domain.name.clone(),
+            cnode: domain.cnode,
+            vspace: domain.vspace,
+            next_slot: domain.next_slot,
+            devices: domain.grants as u64,
+        })
+        .collect();
     Ok(System {
         domains: domains
             .into_iter()
             .map(|domain| (domain.name, domain.table))
             .collect(),
         faults,
+        requests: crate::requests::Server::new(description.clone(), regions, handles, devices),
     })
 }
 
@@ -216,6 +239,12 @@ fn check(description: &SystemDescription) -> Result<(), String> {
         }
     }
     for (index, grant) in description.dma_grants.iter().enumerate() {
+        if grant.on_request && !grant.pasids.is_empty() {
+            return Err(format!(
+                "dma_grant {index} (device {}): PASIDs of a grant made on request are not supported; drop `pasids` or `on_request`",
+                grant.device
+            ));
+        }
         if !domain_ok(grant.domain) {
             return Err(format!(
                 "dma_grant {index} (device {}): domain {} does not exist",
@@ -496,10 +525,28 @@ fn make_dma_grants(
     regions: &[Vec<Cap<Frame>>],
     domains: &mut [Domain],
     objects: &mut Objects,
+    devices: &mut crate::devices::Devices,
+    requests: Cap<Endpoint>,
 ) -> Result<(), String> {
     let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
     for (index, grant) in description.dma_grants.iter().enumerate() {
         let domain = &mut domains[usize::from(grant.domain)];
+        if grant.on_request {
+            // Built when the domain asks (`requests`); it gets the
+            // endpoint to ask through, once.
+            if domain.table.find("init").is_none() {
+                let badged = objects
+                    .mint(requests, Rights::ALL, u64::from(grant.domain) + 1)
+                    .map_err(|e| {
+                        format!(
+                            "dma_grant {index} (device {}): the request endpoint for protection_domain \"{}\": the kernel answered {e:?}",
+                            grant.device, domain.name
+                        )
+                    })?;
+                domain.give(objects, "init", badged)?;
+            }
+            continue;
+        }
         let number = domain.grants;
         let name = domain.name.clone();
         let fail = |step: &str, e: sys::Error| {
@@ -515,30 +562,13 @@ fn make_dma_grants(
         let io_space = objects
             .make_io_space(control)
             .map_err(|e| fail("Untyped.Retype of the IoSpace", e))?;
-        for io_map in description
-            .io_maps
-            .iter()
-            .filter(|io_map| usize::from(io_map.grant) == index)
-        {
-            let region = &description.regions[usize::from(io_map.region)];
-            let page = region.page_size.bytes();
-            for (k, &frame) in regions[usize::from(io_map.region)].iter().enumerate() {
-                let ipa = io_map.ipa + k as u64 * page;
-                let rights = cpu_rights(sysdesc::Rights {
-                    execute: false,
-                    ..io_map.rights
-                });
-                objects
-                    .mint(frame, Rights::ALL, 0)
-                    .and_then(|copy| io_space.map(copy, ipa, rights))
-                    .map_err(|e| {
-                        fail(
-                            &format!("IoSpace.Map of `{}` page {k} at IPA {ipa:#x}", region.name),
-                            e,
-                        )
-                    })?;
-            }
-        }
+        map_io_regions(description, regions, index, io_space, objects)
+            .map_err(|(step, e)| fail(&step, e))?;
+        let registers =
+            names::DEVICE_REGISTERS_ADDRESS + number as u64 * names::DEVICE_REGISTERS_STRIDE;
+        devices
+            .map_registers(objects, grant.device, domain.vspace, registers)
+            .map_err(|e| format!("dma_grant {index} (for protection_domain \"{name}\"): {e}"))?;
         if grant.mode == IoMode::Stage2 {
             device
                 .attach(io_space)
@@ -567,6 +597,42 @@ fn make_dma_grants(
         domain.give(objects, &format!("device{number}"), device)?;
         domain.give(objects, &format!("iospace{number}"), io_space)?;
         domain.grants += 1;
+    }
+    Ok(())
+}
+
+/// Maps every `io_map` region of grant `grant` into `io_space` at its IPA
+/// (one Frame copy per page); an error names the step.
+pub(crate) fn map_io_regions(
+    description: &SystemDescription,
+    regions: &[Vec<Cap<Frame>>],
+    grant: usize,
+    io_space: Cap<sys::IoSpace>,
+    objects: &mut Objects,
+) -> Result<(), (String, sys::Error)> {
+    for io_map in description
+        .io_maps
+        .iter()
+        .filter(|io_map| usize::from(io_map.grant) == grant)
+    {
+        let region = &description.regions[usize::from(io_map.region)];
+        let page = region.page_size.bytes();
+        for (k, &frame) in regions[usize::from(io_map.region)].iter().enumerate() {
+            let ipa = io_map.ipa + k as u64 * page;
+            let rights = cpu_rights(sysdesc::Rights {
+                execute: false,
+                ..io_map.rights
+            });
+            objects
+                .mint(frame, Rights::ALL, 0)
+                .and_then(|copy| io_space.map(copy, ipa, rights))
+                .map_err(|e| {
+                    (
+                        format!("IoSpace.Map of `{}` page {k} at IPA {ipa:#x}", region.name),
+                        e,
+                    )
+                })?;
+        }
     }
     Ok(())
 }

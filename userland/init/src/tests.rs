@@ -281,6 +281,7 @@ fn a_refused_grant_names_the_domain_and_the_device_and_starts_nothing() {
             mode: IoMode::Stage2,
             pasids: Default::default(),
             fault_queue: false,
+            on_request: false,
         })
         .unwrap();
     let calls = recording(Some((Invocation::IommuMintDevice, Error::NotSupported)));

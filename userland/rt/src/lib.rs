@@ -32,6 +32,7 @@ extern crate std;
 pub mod bench;
 pub mod boot;
 pub mod heap;
+pub mod mmio;
 pub mod shared;
 pub mod space;
 #[cfg(target_os = "none")]

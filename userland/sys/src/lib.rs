@@ -45,6 +45,7 @@ pub mod invocations;
 pub mod ipc;
 pub mod messages;
 pub mod names;
+pub mod resources;
 pub mod syscall;
 pub mod untypeds;
 

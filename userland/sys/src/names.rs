@@ -35,6 +35,14 @@
 //! | `irqs` | Notification | where every IRQ of the domain arrives, bit `1 << ID` |
 //! | `device<N>` | IoDevice | the domain's `N`th `[[dma_grant]]` (in image order) |
 //! | `iospace<N>` | IoSpace | its IoSpace, the grant's `io_map` regions mapped |
+//! | `faults<N>`, `faults<N>.signal` | IoFaultQueue, Notification | the grant's fault queue (bound to the device) and what it signals |
+//! | `init` | Endpoint | requests to init (`crate::resources`), for domains with `on_request` grants |
+//!
+//! The registers (BAR 0) of the `N`th granted device are mapped at
+//! [`DEVICE_REGISTERS_ADDRESS`]` + N * `[`DEVICE_REGISTERS_STRIDE`] (plus
+//! the BAR's offset in its page), read-write, uncached.
+//! Slots [`DOMAIN_OWN_SLOTS`] of the domain's CNode stay empty for the
+//! domain's own use.
 //!
 //! # Where init puts things in a domain's address space
 //!
@@ -65,6 +73,14 @@ pub const DOMAIN_RESERVED_START: u64 = 0x7F_8000_0000;
 pub const CAP_TABLE_ADDRESS: u64 = 0x7F_8000_0000;
 /// Where init maps a domain's heap (`heap_size` bytes, read-write).
 pub const HEAP_ADDRESS: u64 = 0x7F_9000_0000;
+/// Where init maps the registers (BAR 0) of a domain's `N`th granted
+/// device: `DEVICE_REGISTERS_ADDRESS + N * DEVICE_REGISTERS_STRIDE`.
+pub const DEVICE_REGISTERS_ADDRESS: u64 = 0x7F_A000_0000;
+/// The distance between two devices' register windows.
+pub const DEVICE_REGISTERS_STRIDE: u64 = 0x10_0000;
+/// Slots of a domain's CNode that init never fills: the domain's own
+/// (for the capabilities it creates, such as an IoUserTable).
+pub const DOMAIN_OWN_SLOTS: core::ops::Range<u32> = 96..128;
 /// The top of a domain's stack (it grows down); the page above is left
 /// unmapped as a guard below the IPC buffer.
 pub const STACK_TOP: u64 = 0x7F_FFFF_E000;

@@ -61,7 +61,7 @@ pub const INIT_RESERVED_START: u64 = 0x7F_8000_0000;
 
 /// Version of the encoded description; [`SystemDescription::decode`]
 /// refuses any other.
-pub const DESCRIPTION_VERSION: u32 = 1;
+pub const DESCRIPTION_VERSION: u32 = 2;
 
 /// A short UTF-8 name.
 pub type Name = heapless::String<NAME_LEN>;
@@ -299,6 +299,9 @@ pub struct DmaGrant {
     pub pasids: Vec<u32, MAX_PASIDS>,
     /// Whether the domain gets an IoFaultQueue bound to the device.
     pub fault_queue: bool,
+    /// Built only when the domain asks init for it at run time
+    /// (`sys::resources`); otherwise init builds it at boot.
+    pub on_request: bool,
 }
 
 /// A memory region mapped into a grant's IoSpace.
@@ -429,6 +432,7 @@ mod tests {
                 mode: IoMode::Nested,
                 pasids,
                 fault_queue: true,
+                on_request: false,
             })
             .unwrap();
         description

@@ -1,0 +1,331 @@
+//! Init's answers to `sys::resources` requests: IOMMU capabilities handed
+//! out at run time, each checked against the image's `[[dma_grant]]`s with
+//! `on_request = true` (which domain may have which device, how large an
+//! IoSpace), each answer or refusal printed as a sentence.
+//!
+//! Every capability is made in init's CNode and copied into the asking
+//! domain's CNode at its next free slot, which the reply names; init keeps
+//! the originals, so handing an IoSpace back (`RETURN_SPACE`) lets init
+//! revoke it and delete its own copy: the IoSpace dies, its device is
+//! blocked and every IO mapping is gone before init replies.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use abi::bootinfo;
+use rt::space::Objects;
+use sys::resources::{self, Refusal};
+use sys::{
+    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, Notification,
+    ObjectType, PageTable, Rights,
+};
+use sysdesc::SystemDescription;
+
+use crate::devices::Devices;
+
+/// What init keeps of a domain to hand it capabilities later.
+#[derive(Debug)]
+pub struct DomainHandle {
+    /// Its name in the image.
+    pub name: String,
+    /// Its CSpace root.
+    pub cnode: Cap<CNode>,
+    /// Its VSpace root.
+    pub vspace: Cap<PageTable>,
+    /// The next slot of its CNode init may fill.
+    pub next_slot: u32,
+    /// How many devices it holds (its next register window).
+    pub devices: u64,
+}
+
+/// What init gave for one grant (its own copies).
+#[derive(Debug, Default, Clone, Copy)]
+struct Given {
+    /// The device capability as minted, and the badged copy queues bind to.
+    device: Option<(Cap<IoDevice>, Cap<IoDevice>)>,
+    space: Option<Cap<IoSpace>>,
+    queue: bool,
+}
+
+/// The request server's state.
+#[derive(Debug)]
+pub struct Server {
+    description: SystemDescription,
+    regions: Vec<Vec<Cap<Frame>>>,
+    domains: Vec<DomainHandle>,
+    given: Vec<Given>,
+    devices: Devices,
+}
+
+/// A reply: label (0 or a refusal code) and registers.
+pub type Reply = (u32, [u64; 4]);
+
+fn ok(mr0: u64, mr1: u64) -> Reply {
+    (0, [mr0, mr1, 0, 0])
+}
+
+fn refused(refusal: Refusal) -> Reply {
+    let mr0 = match refusal {
+        Refusal::KernelError(e) => u64::from(e.code()),
+        _ => 0,
+    };
+    (refusal.code(), [mr0, 0, 0, 0])
+}
+
+impl Server {
+    /// A server for `description`'s grants, with the region Frames and
+    /// domains init built.
+    pub fn new(
+        description: SystemDescription,
+        regions: Vec<Vec<Cap<Frame>>>,
+        domains: Vec<DomainHandle>,
+        devices: Devices,
+    ) -> Server {
+        let given = alloc::vec![Given::default(); description.dma_grants.len()];
+        Server {
+            description,
+            regions,
+            domains,
+            given,
+            devices,
+        }
+    }
+
+    /// Answers request `label` with registers `mrs` from the domain whose
+    /// endpoint capability carries `badge` (its index + 1).
+    pub fn handle(
+        &mut self,
+        objects: &mut Objects,
+        badge: u64,
+        label: u32,
+        mrs: [u64; 4],
+    ) -> Reply {
+        let Some(domain) = badge
+            .checked_sub(1)
+            .and_then(|d| usize::try_from(d).ok())
+            .filter(|&d| d < self.domains.len())
+        else {
+            rt::println!("[init] a request with badge {badge:#x}, which names no domain: refused");
+            return refused(Refusal::NotGranted);
+        };
+        let who = self.domains[domain].name.clone();
+        let pci = mrs[0];
+        let grant = self.description.dma_grants.iter().position(|g| {
+            g.on_request
+                && usize::from(g.domain) == domain
+                && u64::from(g.device.requester_id()) == pci
+        });
+        let device_name = format!("{:02x}:{:02x}.{}", pci >> 8, (pci >> 3) & 0x1f, pci & 7);
+        let Some(grant) = grant else {
+            if matches!(
+                label,
+                resources::DEVICE
+                    | resources::SPACE
+                    | resources::FAULT_QUEUE
+                    | resources::RETURN_SPACE
+            ) {
+                rt::println!(
+                    "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
+                );
+                return refused(Refusal::NotGranted);
+            }
+            rt::println!(
+                "[init] \"{who}\" sent request {label:#x}, which init does not know: refused"
+            );
+            return refused(Refusal::UnknownRequest);
+        };
+        let answer = match label {
+            resources::DEVICE => self.device(objects, domain, grant, mrs[1]),
+            resources::SPACE => self.space(objects, domain, grant, mrs[1]),
+            resources::FAULT_QUEUE => self.fault_queue(objects, domain, grant),
+            resources::RETURN_SPACE => self.return_space(objects, grant),
+            _ => Err((
+                Refusal::UnknownRequest,
+                String::from("not a request init knows"),
+            )),
+        };
+        match answer {
+            Ok((reply, what)) => {
+                rt::println!("[init] \"{who}\" asks {what}");
+                reply
+            }
+            Err((refusal, why)) => {
+                rt::println!(
+                    "[init] \"{who}\" asks for device {device_name}: {why}: refused ({refusal:?})"
+                );
+                refused(refusal)
+            }
+        }
+    }
+
+    /// Copies `source` (in init's CNode) into `domain`'s next free slot.
+    fn give<T: CapType>(
+        &mut self,
+        objects: &Objects,
+        domain: usize,
+        source: Cap<T>,
+    ) -> Result<u32, (Refusal, String)> {
+        let handle = &mut self.domains[domain];
+        let slot = handle.next_slot;
+        if slot >= sys::names::DOMAIN_OWN_SLOTS.start {
+            return Err((
+                Refusal::KernelError(sys::Error::InvalidSlot),
+                String::from("its CNode has no slot left for init"),
+            ));
+        }
+        handle
+            .cnode
+            .copy_from(slot, objects.cnode(), source.slot(), Rights::ALL)
+            .map_err(kernel("CNode.Copy into its CNode"))?;
+        handle.next_slot += 1;
+        Ok(slot)
+    }
+
+    fn device(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+        badge: u64,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if self.given[grant].device.is_some() {
+            return Err((Refusal::AlreadyGiven, String::from("init already gave it")));
+        }
+        let address = self.description.dma_grants[grant].device;
+        let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+        let slot = objects.slot().map_err(kernel("a slot of init's"))?;
+        let device = control
+            .mint_device(u32::from(address.requester_id()), slot)
+            .map_err(kernel("IommuControl.MintDevice"))?;
+        let badged = objects
+            .mint(device, Rights::ALL, badge)
+            .map_err(kernel("badging the IoDevice"))?;
+        let handle = &self.domains[domain];
+        let window = sys::names::DEVICE_REGISTERS_ADDRESS
+            + handle.devices * sys::names::DEVICE_REGISTERS_STRIDE;
+        let registers = self
+            .devices
+            .map_registers(objects, address, handle.vspace, window)
+            .map_err(|e| (Refusal::KernelError(sys::Error::InvalidArgument), e))?;
+        let given = self.give(objects, domain, badged)?;
+        self.domains[domain].devices += 1;
+        self.given[grant].device = Some((device, badged));
+        Ok((
+            ok(u64::from(given), registers),
+            format!(
+                "for device {address}: granted by dma_grant {grant}; IoDevice (badge {badge:#x}) in its slot {given}, registers at {registers:#x}"
+            ),
+        ))
+    }
+
+    fn space(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+        size: u64,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        let limit = self.description.dma_grants[grant].iospace_size;
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("an IoSpace before the device"),
+            ));
+        }
+        if size > limit {
+            return Err((
+                Refusal::TooLarge,
+                format!("an IoSpace of {size:#x} bytes, above the grant's {limit:#x}"),
+            ));
+        }
+        if self.given[grant].space.is_some() {
+            return Err((Refusal::AlreadyGiven, String::from("a second IoSpace")));
+        }
+        let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+        let space = objects
+            .make_io_space(control)
+            .map_err(kernel("Untyped.Retype of the IoSpace"))?;
+        crate::system::map_io_regions(&self.description, &self.regions, grant, space, objects)
+            .map_err(|(step, e)| (Refusal::KernelError(e), step))?;
+        let given = self.give(objects, domain, space)?;
+        self.given[grant].space = Some(space);
+        Ok((
+            ok(u64::from(given), 0),
+            format!(
+                "for an IoSpace of {size:#x} bytes (the grant allows {limit:#x}): granted, its io_map regions mapped, in its slot {given}"
+            ),
+        ))
+    }
+
+    fn fault_queue(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        let Some((_, badged)) = self.given[grant].device else {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("a fault queue before the device"),
+            ));
+        };
+        if self.given[grant].queue {
+            return Err((Refusal::AlreadyGiven, String::from("a second fault queue")));
+        }
+        let queue: Cap<IoFaultQueue> = objects
+            .make(ObjectType::IoFaultQueue, 12)
+            .map_err(kernel("Untyped.Retype of the IoFaultQueue"))?;
+        let signal: Cap<Notification> = objects
+            .make(ObjectType::Notification, 0)
+            .map_err(kernel("Untyped.Retype of the Notification"))?;
+        queue
+            .bind(signal, badged)
+            .map_err(kernel("IoFaultQueue.Bind"))?;
+        let queue_slot = self.give(objects, domain, queue)?;
+        let signal_slot = self.give(objects, domain, signal)?;
+        self.given[grant].queue = true;
+        Ok((
+            ok(u64::from(queue_slot), u64::from(signal_slot)),
+            format!(
+                "for a fault queue: granted, bound to its device, in its slots {queue_slot} (queue) and {signal_slot} (notification)"
+            ),
+        ))
+    }
+
+    fn return_space(
+        &mut self,
+        objects: &mut Objects,
+        grant: usize,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        let Some(space) = self.given[grant].space.take() else {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("to return an IoSpace it does not hold"),
+            ));
+        };
+        let cnode = objects.cnode();
+        cnode
+            .revoke(space.slot())
+            .map_err(kernel("CNode.Revoke of the IoSpace"))?;
+        cnode
+            .delete(space.slot())
+            .map_err(kernel("CNode.Delete of the IoSpace"))?;
+        Ok((
+            ok(0, 0),
+            String::from(
+                "init to take its IoSpace back: revoked and deleted; the device is blocked and every IO mapping of that space is gone (the kernel waited for the IOMMU's invalidation)",
+            ),
+        ))
+    }
+}
+
+/// Maps a kernel error of `step` to a refusal.
+fn kernel(step: &'static str) -> impl Fn(sys::Error) -> (Refusal, String) {
+    move |e| {
+        (
+            Refusal::KernelError(e),
+            format!("{step}: the kernel answered {e:?}"),
+        )
+    }
+}

@@ -1,0 +1,186 @@
+//! Asking init for IOMMU capabilities at run time.
+//!
+//! A domain that an image's `[[dma_grant]]` marks `on_request = true` gets
+//! no IOMMU capabilities at boot; it asks init for them through the
+//! endpoint named `init` in its capability table. Init checks every request
+//! against the image (which domain may have which device, how large an
+//! IoSpace) and answers with the slot of a capability it placed in the
+//! caller's CSpace, or with a [`Refusal`].
+//!
+//! | request (label) | MR0 | MR1 | reply MR0 | reply MR1 |
+//! |---|---|---|---|---|
+//! | [`DEVICE`] | PCI address | badge for the IoDevice | IoDevice slot | where BAR 0 is mapped in the caller |
+//! | [`SPACE`] | PCI address | IoSpace size, bytes | IoSpace slot (the grant's `io_map` regions mapped) | 0 |
+//! | [`FAULT_QUEUE`] | PCI address | 0 | IoFaultQueue slot (bound to the device) | its Notification's slot |
+//! | [`RETURN_SPACE`] | PCI address | 0 | 0 | 0 |
+//!
+//! A PCI address is `bus << 8 | device << 3 | function` (the requester
+//! id). A reply's label is 0 on success, else the [`Refusal`] code (MR0
+//! then carries the kernel's error code for [`Refusal::KernelError`]).
+//! `RETURN_SPACE` hands the IoSpace back: init revokes and deletes it, so
+//! the device is blocked and every IO mapping gone when the reply arrives.
+
+use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, Notification};
+use crate::{Error, MessageInfo};
+
+/// Request a device's IoDevice (and its registers mapped).
+pub const DEVICE: u32 = 0x10_0001;
+/// Request an IoSpace for a granted device.
+pub const SPACE: u32 = 0x10_0002;
+/// Request a fault queue bound to a granted device, with its Notification.
+pub const FAULT_QUEUE: u32 = 0x10_0003;
+/// Hand the IoSpace back: init revokes it.
+pub const RETURN_SPACE: u32 = 0x10_0004;
+
+/// Why init refused a request (the reply's label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `[[dma_grant]]` of the image gives this device to this domain
+    /// on request (1).
+    NotGranted,
+    /// The IoSpace asked for is larger than the grant's `iospace_size` (2).
+    TooLarge,
+    /// Init already gave this capability and it was not handed back (3).
+    AlreadyGiven,
+    /// The request needs the device first (4).
+    DeviceFirst,
+    /// Not a request init knows (5).
+    UnknownRequest,
+    /// The kernel refused one of init's invocations (6); the error is in
+    /// the reply's MR0.
+    KernelError(Error),
+    /// A reply label this crate does not know.
+    Unknown(u32),
+}
+
+impl Refusal {
+    /// The reply label.
+    pub fn code(self) -> u32 {
+        match self {
+            Refusal::NotGranted => 1,
+            Refusal::TooLarge => 2,
+            Refusal::AlreadyGiven => 3,
+            Refusal::DeviceFirst => 4,
+            Refusal::UnknownRequest => 5,
+            Refusal::KernelError(_) => 6,
+            Refusal::Unknown(code) => code,
+        }
+    }
+
+    /// From a reply's label and MR0.
+    pub fn from_reply(label: u32, mr0: u64) -> Refusal {
+        match label {
+            1 => Refusal::NotGranted,
+            2 => Refusal::TooLarge,
+            3 => Refusal::AlreadyGiven,
+            4 => Refusal::DeviceFirst,
+            5 => Refusal::UnknownRequest,
+            6 => Refusal::KernelError(
+                u8::try_from(mr0)
+                    .ok()
+                    .and_then(Error::from_code)
+                    .unwrap_or(crate::syscall::UNKNOWN_STATUS),
+            ),
+            other => Refusal::Unknown(other),
+        }
+    }
+}
+
+/// Why a request failed: the call itself, or init's refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// The `Call` to init failed.
+    Call(Error),
+    /// Init refused.
+    Refused(Refusal),
+}
+
+/// The PCI address (requester id) of `bus:device.function`.
+pub const fn pci_address(bus: u8, device: u8, function: u8) -> u64 {
+    (bus as u64) << 8 | ((device & 0x1f) as u64) << 3 | (function & 7) as u64
+}
+
+fn request(init: Cap<Endpoint>, label: u32, mrs: [u64; 2]) -> Result<[u64; 2], RequestError> {
+    let reply = init
+        .call(MessageInfo::new(label, 2), [mrs[0], mrs[1], 0, 0])
+        .map_err(RequestError::Call)?;
+    if reply.info.label != 0 {
+        return Err(RequestError::Refused(Refusal::from_reply(
+            reply.info.label,
+            reply.mrs[0],
+        )));
+    }
+    Ok([reply.mrs[0], reply.mrs[1]])
+}
+
+fn slot(value: u64) -> Result<u32, RequestError> {
+    u32::try_from(value).map_err(|_| RequestError::Call(crate::syscall::UNKNOWN_STATUS))
+}
+
+/// [`DEVICE`]: the IoDevice for the device at `pci` (its capability
+/// badged `badge`, which fault records carry) and where its BAR 0 is
+/// mapped in this domain.
+pub fn request_device(
+    init: Cap<Endpoint>,
+    pci: u64,
+    badge: u64,
+) -> Result<(Cap<IoDevice>, u64), RequestError> {
+    let [device, registers] = request(init, DEVICE, [pci, badge])?;
+    Ok((Cap::from_slot(slot(device)?), registers))
+}
+
+/// [`SPACE`]: an IoSpace of `size` bytes for the device at `pci`, with the
+/// grant's `io_map` regions mapped.
+pub fn request_space(
+    init: Cap<Endpoint>,
+    pci: u64,
+    size: u64,
+) -> Result<Cap<IoSpace>, RequestError> {
+    let [space, _] = request(init, SPACE, [pci, size])?;
+    Ok(Cap::from_slot(slot(space)?))
+}
+
+/// [`FAULT_QUEUE`]: a fault queue bound to the device at `pci`, and the
+/// Notification it signals.
+pub fn request_fault_queue(
+    init: Cap<Endpoint>,
+    pci: u64,
+) -> Result<(Cap<IoFaultQueue>, Cap<Notification>), RequestError> {
+    let [queue, signal] = request(init, FAULT_QUEUE, [pci, 0])?;
+    Ok((Cap::from_slot(slot(queue)?), Cap::from_slot(slot(signal)?)))
+}
+
+/// [`RETURN_SPACE`]: hands the device's IoSpace back; init revokes it.
+pub fn return_space(init: Cap<Endpoint>, pci: u64) -> Result<(), RequestError> {
+    request(init, RETURN_SPACE, [pci, 0]).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_round_trip_through_their_codes() {
+        for refusal in [
+            Refusal::NotGranted,
+            Refusal::TooLarge,
+            Refusal::AlreadyGiven,
+            Refusal::DeviceFirst,
+            Refusal::UnknownRequest,
+            Refusal::Unknown(77),
+        ] {
+            assert_eq!(Refusal::from_reply(refusal.code(), 0), refusal);
+        }
+        let kernel = Refusal::KernelError(Error::NoDomainIds);
+        assert_eq!(
+            Refusal::from_reply(kernel.code(), u64::from(Error::NoDomainIds.code())),
+            kernel
+        );
+    }
+
+    #[test]
+    fn pci_addresses_are_requester_ids() {
+        assert_eq!(pci_address(0, 4, 0), 0x20);
+        assert_eq!(pci_address(1, 0x1f, 7), 0x1ff);
+    }
+}
