@@ -17,6 +17,9 @@
 //!   the kernel's reserved IPA window, a 1 GiB block over foreign IPAs) is
 //!   blocked every time and changes no byte of the driver's memory.
 //! - Two devices with separate IoSpaces cannot reach each other's memory.
+//! - Deleting the IoUserTable a device is nested on blocks the device.
+//! - With PASIDs (VT-d `x-pasid-mode`): attaching and detaching IoPasid 0,
+//!   the RID_PASID entry edu's untagged DMA uses, is seen by the device.
 //! - Revoking the IoSpace blocks the device; the fault reaches the queue.
 //! - Deleting the IoDevice leaves the device blocked.
 #![no_std]
@@ -119,6 +122,14 @@ fn main(startup: &rt::Startup) -> i32 {
     with("separate_spaces_cannot_reach_each_other", &mut |d, o| {
         separate_spaces(d, o)
     });
+    with("deleting_the_user_table_blocks_the_device", &mut |d, o| {
+        deleting_the_user_table(d, o)
+    });
+    if control().identify().is_ok_and(|info| info.pasid_bits > 0) {
+        with("pasid_attach_and_detach_through_rid_pasid", &mut |d, o| {
+            pasid_through_rid_pasid(d, o)
+        });
+    }
     with("revoking_the_space_blocks_and_reports", &mut |d, _| {
         revoking_the_space(d)
     });
@@ -307,38 +318,60 @@ fn revoke_during_dma(d: &mut Driver) -> Outcome {
 mod evil {
     use super::*;
 
-    /// Where the four hand-written tables are, in the driver and as IPAs.
+    /// Where the hand-written tables are, in the driver and as IPAs
+    /// (four pages per set).
     const VA: u64 = 0x38_0000_0000;
     pub const IPA: u64 = 0x4800_0000;
+    const SET: u64 = 4 * 4096;
 
-    /// The tables: root, level 1, level 2, level 3.
-    pub struct Tables;
+    /// One set of tables: root, level 1, level 2, level 3.
+    pub struct Tables {
+        va: u64,
+        ipa: u64,
+    }
 
     impl Tables {
         /// Maps four fresh frames read-write here and read-only in `space`.
         pub fn new(objects: &mut Objects, space: Cap<sys::IoSpace>) -> Result<Tables, Failure> {
+            Tables::new_at(objects, space, 0)
+        }
+
+        /// As `new`, the `set`th set (sets do not overlap).
+        pub fn new_at(
+            objects: &mut Objects,
+            space: Cap<sys::IoSpace>,
+            set: u64,
+        ) -> Result<Tables, Failure> {
+            let (va, ipa) = (VA + set * SET, IPA + set * SET);
             for i in 0..4u64 {
                 let frame: Cap<sys::Frame> = objects
                     .make(sys::ObjectType::Frame, 12)
                     .map_err(|e| failure("retype", e))?;
-                rt::space::map_frame(objects, frame, own(), VA + 4096 * i, MapRights::READ_WRITE)
+                rt::space::map_frame(objects, frame, own(), va + 4096 * i, MapRights::READ_WRITE)
                     .map_err(|e| failure("map", e))?;
                 let io = objects
                     .mint(frame, Rights::ALL, 0)
                     .map_err(|e| failure("copy", e))?;
                 space
-                    .map(io, IPA + 4096 * i, MapRights::READ)
+                    .map(io, ipa + 4096 * i, MapRights::READ)
                     .map_err(|e| failure("IoSpace.Map", e))?;
             }
-            Ok(Tables)
+            Ok(Tables { va, ipa })
+        }
+
+        /// The root table's IPA (what BindUserTable gets).
+        pub fn root_ipa(&self) -> u64 {
+            self.ipa
         }
 
         /// Sets entry `index` of table `level` (0 = root).
         #[allow(unsafe_code)]
         pub fn set(&self, level: u64, index: u64, value: u64) {
-            // SAFETY: `new` mapped four 4 KiB frames read-write at VA; no
+            // SAFETY: `new_at` mapped four 4 KiB frames read-write at `va`; no
             // Rust object lives in them.
-            unsafe { ((VA + 4096 * level + 8 * (index & 511)) as *mut u64).write_volatile(value) }
+            unsafe {
+                ((self.va + 4096 * level + 8 * (index & 511)) as *mut u64).write_volatile(value)
+            }
         }
 
         /// Links root -> L1 -> L2 -> L3 for `iova` and clears the L3 entry.
@@ -348,7 +381,7 @@ mod evil {
                 self.set(
                     level,
                     iova >> shift,
-                    format.table_entry(IPA + 4096 * (level + 1)),
+                    format.table_entry(self.ipa + 4096 * (level + 1)),
                 );
             }
             self.set(3, iova >> 12, 0);
@@ -386,7 +419,7 @@ fn malicious_stage1(d: &mut Driver, objects: &mut Objects) -> Outcome {
     let table = d
         .nested
         .space
-        .bind_user_table(evil::IPA, nested_format(), slot)
+        .bind_user_table(tables.root_ipa(), nested_format(), slot)
         .map_err(|e| failure("BindUserTable", e))?;
     let detached = d.device.detach();
     check!(detached.is_ok(), "detach: {detached:?}");
@@ -473,6 +506,105 @@ fn separate_spaces(d: &mut Driver, objects: &mut Objects) -> Outcome {
     other.write_memory(SOURCE_IOVA, LENGTH)?;
     let deleted = objects.cnode().delete(device.slot());
     check!(deleted.is_ok(), "delete the second device: {deleted:?}");
+    Ok(())
+}
+
+/// DMA to the destination page through `iova`; whether it landed.
+fn lands(d: &Driver, iova: u64) -> Result<bool, Failure> {
+    d.destination.fill(0);
+    d.edu.write_memory(iova, LENGTH)?;
+    let landed = (0..LENGTH).all(|i| d.destination.read(i) == PATTERN);
+    while let Ok(Some(_)) = d.queue.pop() {}
+    Ok(landed)
+}
+
+fn deleting_the_user_table(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    // A second table in the same space, the device attached to it.
+    let tables = evil::Tables::new_at(objects, d.nested.space, 1)?;
+    tables.link(arch::FORMAT, DESTINATION_IOVA);
+    tables.set(
+        3,
+        DESTINATION_IOVA >> 12,
+        arch::FORMAT.page_entry(d.destination.ipa, iopt::Rights::READ_WRITE),
+    );
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let table = d
+        .nested
+        .space
+        .bind_user_table(tables.root_ipa(), nested_format(), slot)
+        .map_err(|e| failure("BindUserTable", e))?;
+    check!(d.device.detach().is_ok(), "detach");
+    check!(d.device.attach_nested(table).is_ok(), "AttachNested");
+    let refreshed = table.invalidate_range(DESTINATION_IOVA, 4096);
+    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    check!(lands(d, DESTINATION_IOVA)?, "DMA through the second table");
+    let deleted = objects.cnode().delete(table.slot());
+    check!(deleted.is_ok(), "delete the IoUserTable: {deleted:?}");
+    check!(
+        !lands(d, DESTINATION_IOVA)?,
+        "DMA landed after the IoUserTable was deleted"
+    );
+    let detach = d.device.detach();
+    check!(
+        detach == Err(sys::Error::NotAttached),
+        "the device is still attached: {detach:?}"
+    );
+    // Back to the driver's own table.
+    check!(
+        d.device.attach_nested(d.nested.table).is_ok(),
+        "AttachNested"
+    );
+    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
+    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    Ok(())
+}
+
+/// VT-d with PASIDs: requests without a PASID use the RID_PASID entry
+/// (PASID 0), so attaching and detaching IoPasid 0 is visible to edu
+/// (QEMU has no PASID-tagged DMA).
+fn pasid_through_rid_pasid(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let space = objects
+        .make_io_space(control())
+        .map_err(|e| failure("retype an IoSpace", e))?;
+    let frame = objects
+        .mint(d.destination.io, Rights::ALL, 0)
+        .map_err(|e| failure("copy", e))?;
+    check!(
+        space
+            .map(frame, DESTINATION_IOVA, MapRights::READ_WRITE)
+            .is_ok(),
+        "IoSpace.Map"
+    );
+    check!(d.device.detach().is_ok(), "detach");
+    check!(d.device.attach(space).is_ok(), "Attach");
+    check!(lands(d, DESTINATION_IOVA)?, "DMA through the device entry");
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let pasid = d
+        .device
+        .mint_pasid(0, slot)
+        .map_err(|e| failure("MintPasid 0", e))?;
+    check!(pasid.attach(space).is_ok(), "IoPasid.Attach");
+    check!(lands(d, DESTINATION_IOVA)?, "DMA with PASID 0 attached");
+    check!(pasid.detach().is_ok(), "IoPasid.Detach");
+    check!(
+        !lands(d, DESTINATION_IOVA)?,
+        "DMA landed after the RID_PASID entry was detached"
+    );
+    check!(pasid.attach(space).is_ok(), "IoPasid.Attach again");
+    check!(
+        lands(d, DESTINATION_IOVA)?,
+        "DMA after attaching PASID 0 again"
+    );
+    let cnode = objects.cnode();
+    check!(cnode.delete(pasid.slot()).is_ok(), "delete the IoPasid");
+    check!(d.device.detach().is_ok(), "detach");
+    check!(cnode.delete(space.slot()).is_ok(), "delete the IoSpace");
+    check!(
+        d.device.attach_nested(d.nested.table).is_ok(),
+        "AttachNested"
+    );
+    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
+    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
     Ok(())
 }
 

@@ -369,6 +369,23 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
     },
     SystemTest {
+        // VT-d with PASIDs (PSS=0: PASIDs 0 and 1): adds the RID_PASID test.
+        name: "x86_64-user-edu-pasid",
+        arch: Arch::X86_64,
+        qemu_args: &[
+            "-device",
+            "intel-iommu,x-scalable-mode=on,x-pasid-mode=on",
+            "-device",
+            "edu",
+        ],
+        cmdline: "tests=user",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("edu"),
+        must_fail: &[],
+        expect_trap: false,
+        image: None,
+    },
+    SystemTest {
         name: "aarch64-user-edu",
         arch: Arch::Aarch64,
         qemu_args: &["-device", "edu,dma_mask=0xffffffffff"],
