@@ -158,6 +158,18 @@ pub fn ensure_pool() -> Result<(), Error> {
     }
 }
 
+/// Before an attach: `TableMemoryExhausted` unless the pool can serve it,
+/// `ObjectTableFull` unless a nest slot and an attachment record are free
+/// (so the effects that follow cannot fail for lack of room).
+pub fn ensure_attach_room() -> Result<(), Error> {
+    ensure_pool()?;
+    let state = STATE.lock();
+    if state.attached.is_full() || state.nests.iter().all(Option::is_some) {
+        return Err(Error::ObjectTableFull);
+    }
+    Ok(())
+}
+
 /// The hardware tag of an IoSpace's stage 2.
 fn space_tag(did: u16) -> u16 {
     did + 1
@@ -600,7 +612,7 @@ impl State {
                     vmid: space_tag(did),
                     table: table.root(),
                     ipa_bits: bits,
-                    output_bits: 44,
+                    output_bits: smmu.features().idr5.oas_bits().min(48),
                 };
                 let sid = u32::from(requester);
                 match nest {

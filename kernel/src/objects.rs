@@ -875,7 +875,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             if caps.lookup(target)?.kind() != wanted {
                 return Err(Error::WrongKind);
             }
-            crate::io_space::ensure_pool()?;
+            crate::io_space::ensure_attach_room()?;
             caps.attach_device(slot, target, &mut sink)?;
             Ok(Reply::EMPTY)
         }
@@ -894,7 +894,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 return Err(Error::NotSupported);
             }
             let target = extra_cap(&caps, cspace, message, 0)?;
-            crate::io_space::ensure_pool()?;
+            crate::io_space::ensure_attach_room()?;
             caps.attach_pasid(slot, target, &mut sink)?;
             Ok(Reply::EMPTY)
         }
