@@ -855,6 +855,23 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             crate::sched::set_irq_notification(handler, notification)?;
             Ok(Reply::EMPTY)
         }
+        (ObjectKind::IrqHandler, Invocation::IrqHandlerMsiMessage) => {
+            let handler = caps.lookup(slot)?.object();
+            let Some(caps::ObjectState::IrqHandler { irq }) =
+                caps.object(handler).map(|o| *o.state())
+            else {
+                return Err(Error::DeadObject);
+            };
+            if !cfg!(target_arch = "x86_64") {
+                return Err(Error::NotSupported);
+            }
+            let (address, data) =
+                crate::arch::msi_line_message(irq).ok_or(Error::InvalidArgument)?;
+            Ok(Reply {
+                mrs: [address, u64::from(data), 0, 0, 0, 0, 0, 0],
+                length: 2,
+            })
+        }
         (ObjectKind::IrqHandler, Invocation::IrqHandlerAck) => {
             crate::sched::ack_irq(caps.lookup(slot)?.object())?;
             Ok(Reply::EMPTY)
@@ -1035,7 +1052,9 @@ fn invocation_kind(invocation: Invocation) -> ObjectKind {
         I::FrameMap | I::FrameUnmap => ObjectKind::Frame,
         I::PageTableMap | I::PageTableUnmap => ObjectKind::PageTable,
         I::IrqControlGet => ObjectKind::IrqControl,
-        I::IrqHandlerAck | I::IrqHandlerSetNotification => ObjectKind::IrqHandler,
+        I::IrqHandlerAck | I::IrqHandlerSetNotification | I::IrqHandlerMsiMessage => {
+            ObjectKind::IrqHandler
+        }
         I::IommuIdentify | I::IommuMintDevice => ObjectKind::IommuControl,
         I::IoDeviceAttach | I::IoDeviceAttachNested | I::IoDeviceDetach | I::IoDeviceMintPasid => {
             ObjectKind::IoDevice

@@ -93,6 +93,11 @@ pub enum Invocation {
     IrqHandlerAck = 41,
     /// IrqHandler: deliver the line to the notification cap 0.
     IrqHandlerSetNotification = 42,
+    /// IrqHandler of an MSI line: reply MR0 the message address, MR1 the
+    /// message data a device must write to raise it (program them into the
+    /// device's MSI capability). Errors: `InvalidArgument` (not an MSI
+    /// line), `NotSupported` (no MSI lines on this architecture).
+    IrqHandlerMsiMessage = 43,
 
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
     /// translation bits (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow
@@ -154,7 +159,7 @@ pub enum Invocation {
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 33] = [
+    pub const ALL: [Invocation; 34] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -174,6 +179,7 @@ impl Invocation {
         Invocation::IrqControlGet,
         Invocation::IrqHandlerAck,
         Invocation::IrqHandlerSetNotification,
+        Invocation::IrqHandlerMsiMessage,
         Invocation::IommuIdentify,
         Invocation::IommuMintDevice,
         Invocation::IoDeviceAttach,

@@ -32,6 +32,10 @@ const DMA_COUNT: u64 = 0x90;
 const DMA_COMMAND: u64 = 0x98;
 const COMMAND_START: u64 = 1 << 0;
 const COMMAND_TO_RAM: u64 = 1 << 1;
+const COMMAND_RAISE_INTERRUPT: u64 = 1 << 2;
+/// Interrupt status (bit 8: a DMA finished) and acknowledge registers.
+const INTERRUPT_STATUS: u64 = 0x24;
+const INTERRUPT_ACKNOWLEDGE: u64 = 0x64;
 /// Status reads before a transfer counts as stuck (one 100 ms transfer
 /// takes about a million on QEMU without icount).
 const POLL_LIMIT: u64 = 500_000_000;
@@ -63,6 +67,8 @@ pub struct Edu {
     /// The page holding its registers, which start at `offset`.
     registers: Window,
     offset: u64,
+    /// Bus 0's configuration space, when the driver mapped it.
+    config: Option<Window>,
 }
 
 /// The most edu functions the driver handles.
@@ -83,9 +89,9 @@ impl Edu {
             .ok_or_else(|| why(format_args!("no PCI ECAM device Untyped")))?;
         let frame = untypeds::retype_frame_at(ecam, ecam.start(), 21, &mut || objects.slot())
             .map_err(|e| why(format_args!("a Frame at the ECAM base: {e:?}")))?;
-        let window = Window::map(objects, frame, own, ECAM_ADDRESS, ECAM_MAPPED)
+        let ecam_window = Window::map(objects, frame, own, ECAM_ADDRESS, ECAM_MAPPED)
             .map_err(|e| why(format_args!("mapping the ECAM Frame: {e:?}")))?;
-        let mut access = MappedEcam(window);
+        let mut access = MappedEcam(ecam_window);
         let mut found = [(pci::Bdf::new(0, 0, 0), 0u64); MAX_DEVICES];
         let mut count = 0;
         let mut scan = pci::BusScan::new(0);
@@ -130,7 +136,9 @@ impl Edu {
             let address = BAR_ADDRESS + 4096 * i as u64;
             let page = Window::map(objects, frame, own, address, 4096)
                 .map_err(|e| why(format_args!("mapping BAR 0 of {bdf}: {e:?}")))?;
-            devices[i] = Some(Edu::at(bdf, page, bar & 0xfff)?);
+            let mut edu = Edu::at(bdf, page, bar & 0xfff)?;
+            edu.config = Some(ecam_window);
+            devices[i] = Some(edu);
         }
         Ok(devices)
     }
@@ -142,6 +150,7 @@ impl Edu {
             bdf,
             registers: page,
             offset,
+            config: None,
         };
         let id = edu.registers.read32(offset + IDENTIFICATION);
         if id != 0x0100_00ed {
@@ -158,6 +167,39 @@ impl Edu {
     /// Starts copying `len` bytes from the device buffer to `iova`.
     pub fn start_write_memory(&self, iova: u64, len: u64) {
         self.start(BUFFER, iova, len, COMMAND_TO_RAM);
+    }
+
+    /// Programs and enables edu's MSI capability with `address` / `data`
+    /// (from `IrqHandler.MsiMessage`); needs the configuration space.
+    pub fn enable_msi(&self, address: u64, data: u32) -> Result<(), Why> {
+        let Some(config) = self.config else {
+            return Err(why(format_args!(
+                "edu at {}: no configuration space mapped",
+                self.bdf
+            )));
+        };
+        let data = u16::try_from(data)
+            .map_err(|_| why(format_args!("MSI data {data:#x} does not fit 16 bits")))?;
+        let mut access = MappedEcam(config);
+        let mut function = pci::Function::open(&mut access, self.bdf)
+            .map_err(|e| why(format_args!("edu at {}: {e}", self.bdf)))?;
+        function
+            .enable_msi(address, data)
+            .map_err(|e| why(format_args!("{e}")))
+    }
+
+    /// Starts copying `len` bytes from the device buffer to `iova`; edu
+    /// raises its interrupt when the copy is done.
+    pub fn start_write_memory_raising(&self, iova: u64, len: u64) {
+        self.start(BUFFER, iova, len, COMMAND_TO_RAM | COMMAND_RAISE_INTERRUPT);
+    }
+
+    /// Reads and clears edu's interrupt status; returns what was set.
+    pub fn acknowledge_interrupt(&self) -> u32 {
+        let status = self.registers.read32(self.offset + INTERRUPT_STATUS);
+        self.registers
+            .write32(self.offset + INTERRUPT_ACKNOWLEDGE, status);
+        status
     }
 
     /// Copies `len` bytes from the device buffer to `iova` and waits.

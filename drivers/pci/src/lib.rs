@@ -163,6 +163,15 @@ impl Bar {
 pub enum PciError {
     /// No function answers at this address (vendor ID 0xFFFF).
     NoFunction(Bdf),
+    /// The function has no MSI capability.
+    NoMsiCapability(Bdf),
+    /// The MSI capability takes 32-bit addresses only.
+    MsiAddressTooHigh {
+        /// The function.
+        bdf: Bdf,
+        /// The address asked for.
+        address: u64,
+    },
     /// The BAR index is 6 or more.
     BarIndexOutOfRange(u8),
     /// The header is not type 0 (a bridge or CardBus): its BARs differ.
@@ -187,6 +196,11 @@ impl fmt::Display for PciError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PciError::NoFunction(bdf) => write!(f, "no PCI function at {bdf}"),
+            PciError::NoMsiCapability(bdf) => write!(f, "{bdf} has no MSI capability"),
+            PciError::MsiAddressTooHigh { bdf, address } => write!(
+                f,
+                "{bdf}: its MSI capability takes 32-bit addresses, not {address:#x}"
+            ),
             PciError::BarIndexOutOfRange(index) => {
                 write!(f, "BAR index {index} is out of range (0..6)")
             }
@@ -267,6 +281,57 @@ impl<'a, A: ConfigAccess + ?Sized> Function<'a, A> {
     /// clears no status bit: they are write-1-to-clear).
     pub fn set_command(&mut self, value: u16) {
         self.write(register::COMMAND, u32::from(value))
+    }
+
+    /// The configuration-space offset of capability `id` (PCI 3.0, 6.7),
+    /// following the list from 0x34 for at most 48 entries (a looping or
+    /// damaged list ends the walk); `None` without a capability list.
+    pub fn capability(&mut self, id: u8) -> Option<u16> {
+        const STATUS_CAPABILITIES: u32 = 1 << 20;
+        if self.read(register::COMMAND) & STATUS_CAPABILITIES == 0 {
+            return None;
+        }
+        let mut next = (self.read(0x34) & 0xFC) as u16;
+        for _ in 0..48 {
+            if next < 0x40 {
+                return None;
+            }
+            let header = self.read(next);
+            if header & 0xFF == u32::from(id) {
+                return Some(next);
+            }
+            next = ((header >> 8) & 0xFC) as u16;
+        }
+        None
+    }
+
+    /// Programs and enables the function's MSI capability (one vector):
+    /// message `address` (64-bit when the capability says so, else it must
+    /// fit 32 bits) and `data`. Errors: `NoMsiCapability`,
+    /// `MsiAddressTooHigh`.
+    pub fn enable_msi(&mut self, address: u64, data: u16) -> Result<(), PciError> {
+        const MSI: u8 = 0x05;
+        let bdf = self.bdf;
+        let at = self.capability(MSI).ok_or(PciError::NoMsiCapability(bdf))?;
+        let control = self.read(at) >> 16;
+        let wide = control & (1 << 7) != 0;
+        if !wide && address >> 32 != 0 {
+            return Err(PciError::MsiAddressTooHigh { bdf, address });
+        }
+        self.write(at + 4, address as u32);
+        let data_at = if wide {
+            self.write(at + 8, (address >> 32) as u32);
+            at + 12
+        } else {
+            at + 8
+        };
+        let old = self.read(data_at);
+        self.write(data_at, (old & !0xFFFF) | u32::from(data));
+        // Enable, one message (Multiple Message Enable = 0).
+        let header = self.read(at);
+        let control = (header >> 16) & !(0b111 << 4) | 1;
+        self.write(at, (header & 0xFFFF) | (control << 16));
+        Ok(())
     }
 
     /// Sets `bits` in the command register, keeping the others.

@@ -439,3 +439,79 @@ mod placing {
         );
     }
 }
+
+/// A whole 4 KiB configuration space for one function at 00:03.0.
+struct Page([u32; 1024]);
+
+impl ConfigAccess for Page {
+    fn read32(&mut self, offset: u64) -> u32 {
+        if offset & !0xFFF == Bdf::new(0, 3, 0).ecam_offset() {
+            self.0[(offset & 0xFFF) as usize / 4]
+        } else {
+            u32::MAX
+        }
+    }
+
+    fn write32(&mut self, offset: u64, value: u32) {
+        if offset & !0xFFF == Bdf::new(0, 3, 0).ecam_offset() {
+            self.0[(offset & 0xFFF) as usize / 4] = value;
+        }
+    }
+}
+
+/// edu's list: status says capabilities, 0x34 -> PM-like cap at 0x40 ->
+/// MSI (64-bit capable) at 0x50.
+fn with_msi(control: u32) -> Page {
+    let mut page = Page([0; 1024]);
+    page.0[0] = 0x11e8_1234;
+    page.0[1] = 1 << 20;
+    page.0[0x34 / 4] = 0x40;
+    page.0[0x40 / 4] = 0x5001; // id 1, next 0x50
+    page.0[0x50 / 4] = control << 16 | 0x0005; // id 5 (MSI), next 0
+    page
+}
+
+#[test]
+fn msi_is_found_programmed_and_enabled() {
+    let mut page = with_msi(1 << 7);
+    let mut function = Function::open(&mut page, Bdf::new(0, 3, 0)).unwrap();
+    assert_eq!(function.capability(0x05), Some(0x50));
+    assert_eq!(function.capability(0x11), None);
+    function.enable_msi(0xFEE0_0000, 0x30).unwrap();
+    assert_eq!(page.0[0x54 / 4], 0xFEE0_0000);
+    assert_eq!(page.0[0x58 / 4], 0);
+    assert_eq!(page.0[0x5C / 4] & 0xFFFF, 0x30);
+    assert_eq!(page.0[0x50 / 4] >> 16, (1 << 7) | 1, "enabled, one vector");
+}
+
+#[test]
+fn msi_refusals_name_the_function() {
+    let bdf = Bdf::new(0, 3, 0);
+    let mut narrow = with_msi(0);
+    let mut function = Function::open(&mut narrow, bdf).unwrap();
+    assert_eq!(
+        function.enable_msi(1 << 32, 1),
+        Err(PciError::MsiAddressTooHigh {
+            bdf,
+            address: 1 << 32
+        })
+    );
+    function.enable_msi(0xFEE0_0000, 0x31).unwrap();
+    assert_eq!(
+        narrow.0[0x58 / 4] & 0xFFFF,
+        0x31,
+        "32-bit layout: data at +8"
+    );
+    let mut none = with_msi(0);
+    none.0[1] = 0;
+    let mut function = Function::open(&mut none, bdf).unwrap();
+    assert_eq!(
+        function.enable_msi(0xFEE0_0000, 1),
+        Err(PciError::NoMsiCapability(bdf))
+    );
+    // A list that loops ends the walk.
+    let mut looping = with_msi(0);
+    looping.0[0x50 / 4] = 0x4003;
+    let mut function = Function::open(&mut looping, bdf).unwrap();
+    assert_eq!(function.capability(0x05), None);
+}

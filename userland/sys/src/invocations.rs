@@ -357,6 +357,21 @@ impl Cap<IrqHandler> {
         invoke_status(self, Invocation::IrqHandlerAck, &[], &[])
     }
 
+    /// `IrqHandlerMsiMessage`: for an MSI line (x86_64 lines 16..32), the
+    /// message address and data a device must write to raise it; program
+    /// them into the device's MSI capability.
+    ///
+    /// Errors: `InvalidArgument` (not an MSI line), `NotSupported` (no MSI
+    /// lines on this architecture).
+    pub fn msi_message(self) -> Result<(u64, u32), Error> {
+        let reply = invoke(self, Invocation::IrqHandlerMsiMessage, &[], &[])?;
+        if reply.info.length < 2 {
+            return Err(UNKNOWN_STATUS);
+        }
+        let data = u32::try_from(reply.mrs[1]).map_err(|_| UNKNOWN_STATUS)?;
+        Ok((reply.mrs[0], data))
+    }
+
     /// `IrqHandlerSetNotification`: delivers the line to `notification` (cap 0).
     pub fn set_notification(self, notification: Cap<Notification>) -> Result<(), Error> {
         invoke_status(

@@ -171,6 +171,11 @@ pub fn irq_line_available(line: u16) -> bool {
     (line == USER_TIMER_IRQ || (32..1020).contains(&line)) && !smmu
 }
 
+/// No MSI lines on aarch64 yet (GICv2m / ITS doorbells are not mapped).
+pub fn msi_line_message(_line: u16) -> Option<(u64, u32)> {
+    None
+}
+
 /// The interrupt id line `line` arrives as (the INTID itself).
 pub fn irq_line_id(line: u16) -> u32 {
     u32::from(line)

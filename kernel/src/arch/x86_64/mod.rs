@@ -244,17 +244,40 @@ pub fn end_interrupt(_id: u32) {
     apic::end_of_interrupt();
 }
 
-/// Whether user handlers may own interrupt line `line` (ISA IRQs 0..15).
+/// The first MSI line: lines `MSI_LINES` are message-signalled, delivered
+/// as vectors 48..64 (a device writes `msi_line_message(line)`).
+pub const MSI_LINES: core::ops::Range<u16> = 16..32;
+const FIRST_MSI_VECTOR: u32 = 48;
+
+/// Whether user handlers may own interrupt line `line`: ISA IRQs 0..15
+/// through the I/O APIC (not the one on the IOMMU's fault vector), and the
+/// MSI lines.
 pub fn irq_line_available(line: u16) -> bool {
-    line < ioapic::LINES && irq_line_id(line) != IOMMU_FAULT_IRQ
+    (line < ioapic::LINES && irq_line_id(line) != IOMMU_FAULT_IRQ) || MSI_LINES.contains(&line)
 }
 
 /// The interrupt id (vector) line `line` arrives as.
 pub fn irq_line_id(line: u16) -> u32 {
-    u32::from(ioapic::FIRST_LINE_VECTOR) + u32::from(line)
+    if MSI_LINES.contains(&line) {
+        FIRST_MSI_VECTOR + u32::from(line - MSI_LINES.start)
+    } else {
+        u32::from(ioapic::FIRST_LINE_VECTOR) + u32::from(line)
+    }
 }
 
-/// Lets line `line` interrupt (`true`) or masks it.
+/// The MSI address and data a device writes to raise MSI line `line`.
+pub fn msi_line_message(line: u16) -> Option<(u64, u32)> {
+    MSI_LINES
+        .contains(&line)
+        .then(|| msi_message(irq_line_id(line)))
+}
+
+/// Lets line `line` interrupt (`true`) or masks it. An MSI cannot be
+/// masked at the interrupt controller: the kernel delivers it once to the
+/// handler's notification, and the device raises the next only when its
+/// driver asks (edge semantics).
 pub fn irq_line_enable(line: u16, enabled: bool) {
-    ioapic::set_line(line, !enabled);
+    if line < ioapic::LINES {
+        ioapic::set_line(line, !enabled);
+    }
 }

@@ -94,8 +94,8 @@ struct DescriptorPointer {
 }
 
 unsafe extern "C" {
-    /// Entry stubs for vectors 0..48, built by the assembly below.
-    static trap_vectors: [u64; 48];
+    /// Entry stubs for vectors 0..64, built by the assembly below.
+    static trap_vectors: [u64; 64];
 }
 
 /// Loads the upper-half GDT and the IDT.
@@ -133,7 +133,8 @@ pub fn init() {
         // SAFETY: `trap_vectors` is an initialised read-only table defined in
         // the assembly below.
         let stubs = unsafe { &trap_vectors };
-        // Vectors 0..32 are exceptions, 32..48 device and timer interrupts.
+        // Vectors 0..32 are exceptions, 32..48 device and timer interrupts,
+        // 48..64 MSIs of user-owned devices.
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
@@ -312,7 +313,7 @@ trap_stub_\vector:
     TRAP_STUB 29, 1
     TRAP_STUB 30, 1
     TRAP_STUB 31, 0
-    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
     TRAP_STUB \n, 0
     .endr
 
@@ -347,7 +348,7 @@ trap_common:
     .balign 8
     .global trap_vectors
 trap_vectors:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
     .quad trap_stub_\n
     .endr
     "#,
