@@ -41,15 +41,10 @@ const INTERRUPT_ACKNOWLEDGE: u64 = 0x64;
 const POLL_LIMIT: u64 = 500_000_000;
 
 /// Bus 0's configuration space through the mapped ECAM window.
-struct MappedEcam(Window);
-
-impl pci::ConfigAccess for MappedEcam {
-    fn read32(&mut self, offset: u64) -> u32 {
-        self.0.read32(offset & !3)
-    }
-
-    fn write32(&mut self, offset: u64, value: u32) {
-        self.0.write32(offset & !3, value)
+fn config(window: Window) -> impl pci::ConfigAccess {
+    pci::Closures {
+        read: move |offset| window.read32(offset & !3),
+        write: move |offset, value| window.write32(offset & !3, value),
     }
 }
 
@@ -91,7 +86,7 @@ impl Edu {
             .map_err(|e| why(format_args!("a Frame at the ECAM base: {e:?}")))?;
         let ecam_window = Window::map(objects, frame, own, ECAM_ADDRESS, ECAM_MAPPED)
             .map_err(|e| why(format_args!("mapping the ECAM Frame: {e:?}")))?;
-        let mut access = MappedEcam(ecam_window);
+        let mut access = config(ecam_window);
         let mut found = [(pci::Bdf::new(0, 0, 0), 0u64); MAX_DEVICES];
         let mut count = 0;
         let mut scan = pci::BusScan::new(0);
@@ -172,7 +167,7 @@ impl Edu {
     /// Programs and enables edu's MSI capability with `address` / `data`
     /// (from `IrqHandler.MsiMessage`); needs the configuration space.
     pub fn enable_msi(&self, address: u64, data: u32) -> Result<(), Why> {
-        let Some(config) = self.config else {
+        let Some(window) = self.config else {
             return Err(why(format_args!(
                 "edu at {}: no configuration space mapped",
                 self.bdf
@@ -180,7 +175,7 @@ impl Edu {
         };
         let data = u16::try_from(data)
             .map_err(|_| why(format_args!("MSI data {data:#x} does not fit 16 bits")))?;
-        let mut access = MappedEcam(config);
+        let mut access = config(window);
         let mut function = pci::Function::open(&mut access, self.bdf)
             .map_err(|e| why(format_args!("edu at {}: {e}", self.bdf)))?;
         function

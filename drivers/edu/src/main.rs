@@ -466,10 +466,7 @@ fn malicious_stage1(d: &mut Driver, objects: &mut Objects) -> Outcome {
     // Back to the driver's own table.
     let detached = d.device.detach();
     check!(detached.is_ok(), "detach: {detached:?}");
-    let attached = d.device.attach_nested(d.nested.table);
-    check!(attached.is_ok(), "AttachNested: {attached:?}");
-    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
-    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    reattach_own_table(d)?;
     nested_dma_both_directions(d)
 }
 
@@ -562,6 +559,18 @@ fn msi(d: &mut Driver, objects: &mut Objects) -> Outcome {
     Ok(())
 }
 
+/// Attaches the (detached) device to the driver's own table again and
+/// rebuilds what the hardware sees of it.
+fn reattach_own_table(d: &Driver) -> Outcome {
+    check!(
+        d.device.attach_nested(d.nested.table).is_ok(),
+        "AttachNested"
+    );
+    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
+    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    Ok(())
+}
+
 /// DMA to the destination page through `iova`; whether it landed.
 fn lands(d: &Driver, iova: u64) -> Result<bool, Failure> {
     d.destination.fill(0);
@@ -603,12 +612,7 @@ fn deleting_the_user_table(d: &mut Driver, objects: &mut Objects) -> Outcome {
         "the device is still attached: {detach:?}"
     );
     // Back to the driver's own table.
-    check!(
-        d.device.attach_nested(d.nested.table).is_ok(),
-        "AttachNested"
-    );
-    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
-    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    reattach_own_table(d)?;
     Ok(())
 }
 
@@ -652,12 +656,7 @@ fn pasid_through_rid_pasid(d: &mut Driver, objects: &mut Objects) -> Outcome {
     check!(cnode.delete(pasid.slot()).is_ok(), "delete the IoPasid");
     check!(d.device.detach().is_ok(), "detach");
     check!(cnode.delete(space.slot()).is_ok(), "delete the IoSpace");
-    check!(
-        d.device.attach_nested(d.nested.table).is_ok(),
-        "AttachNested"
-    );
-    let refreshed = d.nested.table.invalidate_range(0, IOVA_WINDOW);
-    check!(refreshed.is_ok(), "Invalidate: {refreshed:?}");
+    reattach_own_table(d)?;
     Ok(())
 }
 

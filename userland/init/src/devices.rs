@@ -23,19 +23,6 @@ use sysdesc::PciAddress;
 const ECAM_ADDRESS: u64 = 0x11_0000_0000;
 const ECAM_MAPPED: u64 = 2 << 20;
 
-/// Bus 0's configuration space through init's mapping.
-struct Config(Window);
-
-impl pci::ConfigAccess for Config {
-    fn read32(&mut self, offset: u64) -> u32 {
-        self.0.read32(offset & !3)
-    }
-
-    fn write32(&mut self, offset: u64, value: u32) {
-        self.0.write32(offset & !3, value)
-    }
-}
-
 /// The ECAM mapping and how far each device Untyped has been carved.
 #[derive(Debug, Default)]
 pub struct Devices {
@@ -73,7 +60,11 @@ impl Devices {
         if device.bus != 0 {
             return Err(format!("device {device}: only bus 0 is reachable"));
         }
-        let mut config = Config(ecam);
+        // Bus 0's configuration space through init's mapping.
+        let mut config = pci::Closures {
+            read: |offset| ecam.read32(offset & !3),
+            write: |offset, value| ecam.write32(offset & !3, value),
+        };
         let bdf = pci::Bdf::new(device.bus, device.device, device.function);
         let mut function =
             pci::Function::open(&mut config, bdf).map_err(|e| format!("device {device}: {e}"))?;
