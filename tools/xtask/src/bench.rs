@@ -118,6 +118,20 @@ const BENCHMARKS: &[Benchmark] = &[
         target: |arch| (arch == Arch::Aarch64).then_some(40),
     },
     Benchmark {
+        name: "io-stage1-map-only-batch-64",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "of which iopt writing the entries, per page (batch of 64)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "io-invalidate-64-pages",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "of which the one IoUserTable.Invalidate of the 64 pages (whole call)",
+        target: |_| None,
+    },
+    Benchmark {
         name: "io-map-stage1-batch-512",
         source: Source::Program("iobench"),
         unit: Unit::Instructions,
