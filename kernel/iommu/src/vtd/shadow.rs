@@ -53,6 +53,96 @@ pub struct ShadowStats {
     pub removed: u64,
 }
 
+/// Where a nested walk of the upper first-stage levels ends for one 2 MiB
+/// region of IOVAs: every page of the region shares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upper {
+    /// The walk faults for the whole region.
+    Fault,
+    /// A last-level table (physical address), writable so far.
+    Table { table: u64, writable: bool },
+    /// A large page covering the region: its IPA and mask, writable so far.
+    Large { ipa: u64, mask: u64, writable: bool },
+}
+
+/// Walks levels 4..2 of the first stage for `iova` (every table fetch
+/// translated by `second`, which must allow reads).
+fn walk_upper(
+    mem: &impl PhysMem,
+    first_stage_root: u64,
+    second: &PageTable<SecondStageFormat>,
+    iova: u64,
+    allow_1g: bool,
+) -> Upper {
+    let readable_table = |ipa: u64| match second.lookup(mem, ipa) {
+        Some((pa, perms)) if perms.read => Some(pa & !0xfff),
+        _ => None,
+    };
+    let Some(mut table) = readable_table(first_stage_root) else {
+        return Upper::Fault;
+    };
+    let mut writable = true;
+    for level in (2..=4u32).rev() {
+        let index = (iova >> (12 + 9 * (level - 1))) & 0x1ff;
+        let entry = mem.read_u64(table + 8 * index);
+        if !bit(entry, 0) || !bit(entry, 2) {
+            return Upper::Fault;
+        }
+        writable &= bit(entry, 1);
+        let next = entry & 0x000f_ffff_ffff_f000;
+        if level > 1 && bit(entry, 7) {
+            if level == 4 || (level == 3 && !allow_1g) {
+                return Upper::Fault;
+            }
+            let mask = (1u64 << (12 + 9 * (level - 1))) - 1;
+            if next & mask != 0 {
+                return Upper::Fault;
+            }
+            return Upper::Large {
+                ipa: next,
+                mask,
+                writable,
+            };
+        }
+        match readable_table(next) {
+            Some(pa) => table = pa,
+            None => return Upper::Fault,
+        }
+    }
+    Upper::Table { table, writable }
+}
+
+/// Finishes the walk of `iova` below `upper`: the physical page and rights,
+/// or `None` when it would fault.
+fn walk_lower(
+    mem: &impl PhysMem,
+    second: &PageTable<SecondStageFormat>,
+    upper: Upper,
+    iova: u64,
+) -> Option<(u64, Perms)> {
+    let (ipa, writable) = match upper {
+        Upper::Fault => return None,
+        Upper::Large {
+            ipa,
+            mask,
+            writable,
+        } => (ipa | (iova & mask & !0xfff), writable),
+        Upper::Table { table, writable } => {
+            let entry = mem.read_u64(table + 8 * ((iova >> 12) & 0x1ff));
+            if !bit(entry, 0) || !bit(entry, 2) {
+                return None;
+            }
+            (entry & 0x000f_ffff_ffff_f000, writable && bit(entry, 1))
+        }
+    };
+    let (pa, s2) = second.lookup(mem, ipa)?;
+    let perms = Perms {
+        read: s2.read,
+        write: writable && s2.write,
+    };
+    (perms.read || perms.write).then_some((pa & !0xfff, perms))
+}
+
 /// Composes one 4 KiB page: the physical page and rights a nested walk
 /// would give `iova`, or `None` when it would fault.
 pub fn compose_page(
@@ -62,41 +152,8 @@ pub fn compose_page(
     iova: u64,
     allow_1g: bool,
 ) -> Option<(u64, Perms)> {
-    let readable_table = |ipa: u64| match second.lookup(mem, ipa) {
-        Some((pa, perms)) if perms.read => Some(pa & !0xfff),
-        _ => None,
-    };
-    let mut table = readable_table(first_stage_root)?;
-    let mut level = 4u32;
-    let mut writable = true;
-    loop {
-        let index = (iova >> (12 + 9 * (level - 1))) & 0x1ff;
-        let entry = mem.read_u64(table + 8 * index);
-        if !bit(entry, 0) || !bit(entry, 2) {
-            return None;
-        }
-        writable &= bit(entry, 1);
-        let large = level > 1 && bit(entry, 7);
-        if large && (level == 4 || (level == 3 && !allow_1g)) {
-            return None;
-        }
-        let next = entry & 0x000f_ffff_ffff_f000;
-        if level == 1 || large {
-            let page_mask = (1u64 << (12 + 9 * (level - 1))) - 1;
-            if next & page_mask != 0 {
-                return None;
-            }
-            let ipa = next | (iova & page_mask & !0xfff);
-            let (pa, s2) = second.lookup(mem, ipa)?;
-            let perms = Perms {
-                read: s2.read,
-                write: writable && s2.write,
-            };
-            return (perms.read || perms.write).then_some((pa & !0xfff, perms));
-        }
-        table = readable_table(next)?;
-        level -= 1;
-    }
+    let upper = walk_upper(mem, first_stage_root, second, iova, allow_1g);
+    walk_lower(mem, second, upper, iova)
 }
 
 /// Re-shadows `[start, start + length)`: every page gets the composed
@@ -122,15 +179,26 @@ pub fn shadow_range(
         return Err(ShadowError::BadRange);
     }
     let mut stats = ShadowStats::default();
+    // The upper levels are walked once per 2 MiB region of IOVAs.
+    let mut upper: Option<(u64, Upper)> = None;
     for page in 0..pages {
         let iova = start + page * 4096;
         stats.pages += 1;
+        let region = iova >> 21;
+        let walked = match upper {
+            Some((r, walked)) if r == region => walked,
+            _ => {
+                let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
+                upper = Some((region, walked));
+                walked
+            }
+        };
         let had = match shadow.unmap(mem, iova) {
             Ok((_, PageSize::Size4K)) => true,
             Ok(_) => return Err(ShadowError::Map(MapError::Misaligned)),
             Err(_) => false,
         };
-        match compose_page(mem, first_stage_root, second, iova, allow_1g) {
+        match walk_lower(mem, second, walked, iova) {
             Some((pa, perms)) => {
                 shadow
                     .map(mem, alloc, iova, pa, PageSize::Size4K, perms)
