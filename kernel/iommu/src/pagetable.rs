@@ -249,6 +249,55 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok((self.format.address(entry), size))
     }
 
+    /// Sets the 4 KiB entry for `input` to `leaf` (an output page and its
+    /// rights) or clears it (`None`), in one walk; allocates the tables a
+    /// new leaf needs. Returns whether a 4 KiB leaf was there before. A
+    /// larger leaf covering `input` is `Misaligned` and changes nothing.
+    pub fn set_4k(
+        &self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        input: u64,
+        leaf: Option<(PhysAddr, Perms)>,
+    ) -> Result<bool, MapError> {
+        if input & 0xfff != 0 || leaf.is_some_and(|(output, _)| output & 0xfff != 0) {
+            return Err(MapError::Misaligned);
+        }
+        if input >> self.input_bits != 0 {
+            return Err(MapError::OutOfRange);
+        }
+        if leaf.is_some_and(|(_, perms)| !perms.read && !perms.write) {
+            return Err(MapError::NoAccess);
+        }
+        let mut table = self.root;
+        let mut height = self.height;
+        while height > 1 {
+            let slot = table + 8 * Self::index(input, height);
+            let entry = mem.read_u64(slot);
+            table = if self.format.is_present(entry) {
+                if !self.format.is_table(entry, height) {
+                    return Err(MapError::Misaligned);
+                }
+                self.format.address(entry)
+            } else if leaf.is_none() {
+                return Ok(false);
+            } else {
+                let next = alloc.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+                mem.write_u64(slot, self.format.table_entry(next));
+                next
+            };
+            height -= 1;
+        }
+        let slot = table + 8 * Self::index(input, 1);
+        let had = self.format.is_present(mem.read_u64(slot));
+        let entry = match leaf {
+            Some((output, perms)) => self.format.leaf_entry(output, 1, perms),
+            None => 0,
+        };
+        mem.write_u64(slot, entry);
+        Ok(had)
+    }
+
     fn find_leaf(&self, mem: &impl PhysMem, input: u64) -> Option<(PhysAddr, u64, u32)> {
         if input >> self.input_bits != 0 {
             return None;

@@ -19,7 +19,7 @@
 //! next invalidation repopulate it. Then invalidate the shadow's domain.
 
 use super::tables::SecondStageFormat;
-use crate::pagetable::{MapError, PageSize, PageTable, Perms};
+use crate::pagetable::{MapError, PageTable, Perms};
 use crate::{FrameAllocator, PhysMem, bit};
 use core::fmt;
 
@@ -193,18 +193,12 @@ pub fn shadow_range(
                 walked
             }
         };
-        let had = match shadow.unmap(mem, iova) {
-            Ok((_, PageSize::Size4K)) => true,
-            Ok(_) => return Err(ShadowError::Map(MapError::Misaligned)),
-            Err(_) => false,
-        };
-        match walk_lower(mem, second, walked, iova) {
-            Some((pa, perms)) => {
-                shadow
-                    .map(mem, alloc, iova, pa, PageSize::Size4K, perms)
-                    .map_err(ShadowError::Map)?;
-                stats.mapped += 1;
-            }
+        let composed = walk_lower(mem, second, walked, iova);
+        let had = shadow
+            .set_4k(mem, alloc, iova, composed)
+            .map_err(ShadowError::Map)?;
+        match composed {
+            Some(_) => stats.mapped += 1,
             None if had => stats.removed += 1,
             None => {}
         }
