@@ -182,6 +182,8 @@ impl<S: Storage> Caps<S> {
             prev,
             next,
             depth,
+            io_prev: None,
+            io_next: None,
         };
         if let Some(p) = prev {
             self.slot_mut(p).next = Some(dest);
@@ -257,6 +259,7 @@ impl<S: Storage> Caps<S> {
                     watermark: 0,
                     device,
                 },
+                first_io_mapping: None,
             },
         )
     }
@@ -279,6 +282,7 @@ impl<S: Storage> Caps<S> {
                 parent: None,
                 live_children: 0,
                 state,
+                first_io_mapping: None,
             },
         )
     }
@@ -367,10 +371,15 @@ impl<S: Storage> Caps<S> {
     }
 
     /// Move the capability in `src` (with its mapping and its place in the
-    /// derivation tree) into the empty slot `dest`.
+    /// derivation tree) into the empty slot `dest`. O(1), plus, for a
+    /// capability holding an IO mapping, O(mappings in that IoSpace) to
+    /// keep the IoSpace's index in slot order.
     pub fn move_cap(&mut self, src: SlotId, dest: SlotId) -> Result<(), Error> {
-        self.lookup(src)?;
+        let mapping = self.lookup(src)?.mapping;
         self.need_empty(dest)?;
+        if let Some(m) = mapping {
+            self.unlink_io_mapping(src, m.space);
+        }
         let node = self.store.slots()[src.0 as usize];
         *self.slot_mut(dest) = node;
         *self.slot_mut(src) = Slot::EMPTY;
@@ -379,6 +388,10 @@ impl<S: Storage> Caps<S> {
         }
         if let Some(n) = node.next {
             self.slot_mut(n).prev = Some(dest);
+        }
+        if let Some(m) = mapping {
+            let place = self.io_mapping_place(m.space, dest);
+            self.link_io_mapping(dest, m.space, place);
         }
         Ok(())
     }
@@ -518,6 +531,7 @@ impl<S: Storage> Caps<S> {
             if let Some((unit, did)) = self.space_tag(mapping.space) {
                 flush.note(unit, did, sink);
             }
+            self.unlink_io_mapping(slot, mapping.space);
             if let Some(c) = self.slot_mut(slot).cap.as_mut() {
                 c.mapping = None;
             }
@@ -596,19 +610,27 @@ impl<S: Storage> Caps<S> {
                 fault_queue,
             } => {
                 let unit_id = self.unit_of(unit).map_or(0, |u| u.id);
-                // Unmap every frame mapped in this space.
-                for i in 0..self.store.slots().len() {
-                    let Some(cap) = self.store.slots()[i].cap else {
-                        continue;
-                    };
-                    if let Some(m) = cap.mapping
+                // Unmap every frame mapped in this space: its index lists
+                // them in slot order, the order of a slot-table scan.
+                let mut cursor = self.object(id).and_then(|o| o.first_io_mapping);
+                while let Some(s) = cursor {
+                    let entry = self.store.slots()[s.0 as usize];
+                    cursor = entry.io_next;
+                    if let Some(cap) = entry.cap
+                        && let Some(m) = cap.mapping
                         && m.space == id
                     {
                         self.unmap_emit(cap, id, m.ipa, sink);
-                        if let Some(c) = self.slot_mut(SlotId(i as u32)).cap.as_mut() {
+                        if let Some(c) = self.slot_mut(s).cap.as_mut() {
                             c.mapping = None;
                         }
                     }
+                    let entry = self.slot_mut(s);
+                    entry.io_prev = None;
+                    entry.io_next = None;
+                }
+                if let Some(o) = self.object_mut(id) {
+                    o.first_io_mapping = None;
                 }
                 if !flawed!(self, keep_devices_on_space_delete) {
                     self.detach_all_using(|a| a.space == id, flush, sink);
@@ -931,6 +953,7 @@ impl<S: Storage> Caps<S> {
                 parent: Some(ucap.object),
                 live_children: 0,
                 state,
+                first_io_mapping: None,
             },
         );
         if let Some(u) = self.object_mut(ucap.object) {

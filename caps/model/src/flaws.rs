@@ -21,11 +21,14 @@ pub struct Flaws {
     pub retype_overlap: bool,
     /// Invalidations are queued but never waited for.
     pub skip_invalidation_wait: bool,
+    /// `map_io` maps but does not enter the mapping in its IoSpace's index
+    /// (so a later overlapping map is allowed, and teardown misses it).
+    pub map_skips_index: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 6] {
+    pub fn each() -> [(&'static str, Flaws); 7] {
         let none = Flaws::default();
         [
             (
@@ -67,6 +70,13 @@ impl Flaws {
                 "skip_invalidation_wait",
                 Flaws {
                     skip_invalidation_wait: true,
+                    ..none
+                },
+            ),
+            (
+                "map_skips_index",
+                Flaws {
+                    map_skips_index: true,
                     ..none
                 },
             ),

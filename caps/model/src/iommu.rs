@@ -40,6 +40,7 @@ impl<S: Storage> Caps<S> {
                 parent: None,
                 live_children: 0,
                 state,
+                first_io_mapping: None,
             },
         );
         self.place_cap(
@@ -415,20 +416,23 @@ impl<S: Storage> Caps<S> {
             return Err(Error::DeadObject);
         };
         self.check_ipa(scap.object, ipa, fobj.size_bits)?;
+        // The overlap check walks only this IoSpace's mappings (in slot
+        // order), and notes where the new one goes on that list.
         let end = ipa + (1u64 << fobj.size_bits);
-        let overlap = self
-            .slots()
-            .iter()
-            .filter_map(|s| s.cap.as_ref())
-            .any(|c| match c.mapping {
-                Some(m) if m.space == scap.object => {
-                    let other = self.object(c.object).map_or(0, |o| o.size_bits);
-                    m.ipa < end && ipa < m.ipa + (1u64 << other)
+        let mut place = None;
+        for (s, slot) in self.io_mappings(scap.object) {
+            let Some(c) = slot.cap.as_ref() else { continue };
+            if let Some(m) = c.mapping
+                && m.space == scap.object
+            {
+                let other = self.object(c.object).map_or(0, |o| o.size_bits);
+                if m.ipa < end && ipa < m.ipa + (1u64 << other) {
+                    return Err(Error::AddressInUse);
                 }
-                _ => false,
-            });
-        if overlap {
-            return Err(Error::AddressInUse);
+            }
+            if s.0 < frame.0 {
+                place = Some(s);
+            }
         }
         let (unit, did) = self.space_tag(scap.object).ok_or(Error::DeadObject)?;
         sink.push(Effect::MapIoPage {
@@ -446,6 +450,9 @@ impl<S: Storage> Caps<S> {
                 ipa,
                 rights,
             });
+        }
+        if !flawed!(self, map_skips_index) {
+            self.link_io_mapping(frame, scap.object, place);
         }
         Ok(())
     }
@@ -468,6 +475,7 @@ impl<S: Storage> Caps<S> {
         {
             flush.note(unit, did, sink);
         }
+        self.unlink_io_mapping(frame, mapping.space);
         if let Some(c) = self.store.slots_mut()[frame.0 as usize].cap.as_mut() {
             c.mapping = None;
         }

@@ -13,7 +13,9 @@
 //!   [`EffectSink`] that the kernel applies to the IOMMU and the host applies
 //!   to an abstract IOMMU (`checker` feature).
 //! - The derivation tree is seL4's mapping-database ordering: see
-//!   [`storage`].
+//!   [`storage`]. A second list through the slots indexes each IoSpace's
+//!   IO mappings, so mapping and IoSpace teardown cost O(its mappings),
+//!   not O(slots).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -39,6 +41,7 @@ pub mod error;
 #[cfg(feature = "seeded-bugs")]
 pub mod flaws;
 mod iommu;
+mod mapping_index;
 pub mod object;
 pub mod storage;
 pub mod types;

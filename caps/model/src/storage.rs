@@ -12,6 +12,14 @@
 //! - revoke walks only the descendants: O(descendants),
 //! - deleting a leaf is O(1); deleting an inner node lifts its descendants
 //!   one level (O(descendants)), keeping them alive under its parent.
+//!
+//! # The IO mapping index
+//! A second list runs through the slots: for each IoSpace, the slots whose
+//! capability holds an IO mapping in it, in increasing slot order, linked
+//! by [`Slot::io_prev`] / [`Slot::io_next`] from the IoSpace's
+//! [`crate::Object::first_io_mapping`]. `IoSpace.Map`'s overlap check and
+//! the IoSpace's teardown walk only that list; see [`crate::Caps`]'s
+//! `mapping_index` module.
 
 use crate::object::Object;
 use crate::types::{Badge, ObjectId, ObjectKind, Rights, SlotId};
@@ -84,6 +92,8 @@ pub struct Slot {
     pub(crate) prev: Option<SlotId>,
     pub(crate) next: Option<SlotId>,
     pub(crate) depth: u32,
+    pub(crate) io_prev: Option<SlotId>,
+    pub(crate) io_next: Option<SlotId>,
 }
 
 impl Slot {
@@ -93,6 +103,8 @@ impl Slot {
         prev: None,
         next: None,
         depth: 0,
+        io_prev: None,
+        io_next: None,
     };
     /// The capability held, if any.
     pub fn cap(&self) -> Option<&Cap> {
@@ -109,6 +121,16 @@ impl Slot {
     /// Depth in the derivation tree (roots are 0).
     pub fn depth(&self) -> u32 {
         self.depth
+    }
+    /// The previous (lower) slot holding an IO mapping in the same IoSpace
+    /// as this slot's capability (`None` for the first, or without one).
+    pub fn io_prev(&self) -> Option<SlotId> {
+        self.io_prev
+    }
+    /// The next (higher) slot holding an IO mapping in the same IoSpace as
+    /// this slot's capability (`None` for the last, or without one).
+    pub fn io_next(&self) -> Option<SlotId> {
+        self.io_next
     }
 }
 

@@ -37,6 +37,26 @@ fn collect<T>(
     (out, effects)
 }
 
+/// Boot an Untyped (slot 0) and unit 0 (slot 1), then retype a 4 KiB Frame
+/// into slot 2 and `spaces` IoSpaces into slots 3, 4, ...
+fn frame_and_spaces<const SLOTS: usize, const OBJECTS: usize>(
+    spaces: u32,
+) -> (Caps<ArrayStorage<SLOTS, OBJECTS>>, AbstractIommu) {
+    let mut caps = Caps::new(ArrayStorage::new());
+    let mut hw = AbstractIommu::default();
+    caps.boot_untyped(s(0), 0x10000, 16, false).unwrap();
+    caps.boot_iommu_control(s(1), unit(0)).unwrap();
+    collect(&mut hw, |sink| {
+        caps.retype(s(0), NewObject::Frame { size_bits: 12 }, s(2), sink)
+            .unwrap();
+        for space in 0..spaces {
+            caps.retype(s(0), NewObject::IoSpace { iommu: s(1) }, s(3 + space), sink)
+                .unwrap();
+        }
+    });
+    (caps, hw)
+}
+
 #[test]
 fn cnode_slots_resolve_and_a_full_cnode_cannot_die() {
     // 8 root slots; CNode memory from physical 0x20000 maps to slots 8...
@@ -108,16 +128,7 @@ fn objects_of_different_units_do_not_mix() {
 
 #[test]
 fn unmap_clears_then_invalidates_then_waits() {
-    let mut caps: Caps<ArrayStorage<16, 16>> = Caps::new(ArrayStorage::new());
-    let mut hw = AbstractIommu::default();
-    caps.boot_untyped(s(0), 0x10000, 16, false).unwrap();
-    caps.boot_iommu_control(s(1), unit(0)).unwrap();
-    collect(&mut hw, |sink| {
-        caps.retype(s(0), NewObject::Frame { size_bits: 12 }, s(2), sink)
-            .unwrap();
-        caps.retype(s(0), NewObject::IoSpace { iommu: s(1) }, s(3), sink)
-            .unwrap();
-    });
+    let (mut caps, mut hw) = frame_and_spaces::<16, 16>(1);
     caps.mint_device(s(1), 1, s(4)).unwrap();
     let paddr = caps
         .object(caps.lookup(s(2)).unwrap().object())
@@ -339,4 +350,78 @@ fn borrowed_storage_works_like_owned() {
         caps.lookup(s(1)).map(|c| c.kind()),
         Ok(ObjectKind::Endpoint)
     );
+}
+
+type Small = Caps<ArrayStorage<24, 16>>;
+/// One step of a test: an operation on the capabilities, given a sink.
+type Operation<'a> = dyn Fn(&mut Small, &mut dyn FnMut(Effect)) + 'a;
+
+#[test]
+fn io_mapping_index_follows_map_move_unmap_and_teardown() {
+    // Copies of one frame mapped in two IoSpaces, in no particular slot
+    // order, one moved after mapping: the overlap check still sees every
+    // mapping of its space (and only those), and deleting a space unmaps its
+    // frames in slot order, as a scan of the slot table would.
+    let (mut caps, mut hw): (Small, _) = frame_and_spaces(2);
+    for copy in [5, 8, 10, 12, 15] {
+        caps.mint(s(2), s(copy), Rights::ALL, Badge(0)).unwrap();
+    }
+    let mut step = |caps: &mut Small, op: &Operation<'_>| {
+        let ((), effects) = collect(&mut hw, |sink| op(caps, sink));
+        check_all(caps, &hw).unwrap();
+        effects
+    };
+    for (frame, space, ipa) in [
+        (10, 3, 0x3000),
+        (15, 4, 0x1000),
+        (5, 3, 0x1000),
+        (12, 3, 0x2000),
+    ] {
+        step(&mut caps, &|c, sink| {
+            c.map_io(s(frame), s(space), ipa, Rights::READ, sink)
+                .unwrap()
+        });
+    }
+    // Move the mapping held in slot 12 below the others, and the one in
+    // slot 5 above them.
+    step(&mut caps, &|c, _| c.move_cap(s(12), s(6)).unwrap());
+    step(&mut caps, &|c, _| c.move_cap(s(5), s(20)).unwrap());
+    let before = caps.clone();
+    for (ipa, result) in [
+        (0x1000, Err(Error::AddressInUse)),
+        (0x2000, Err(Error::AddressInUse)),
+        (0x3000, Err(Error::AddressInUse)),
+    ] {
+        let mut effects = 0;
+        assert_eq!(
+            caps.map_io(s(8), s(3), ipa, Rights::READ, &mut |_| effects += 1),
+            result
+        );
+        assert_eq!((effects, &caps), (0, &before));
+    }
+    // 0x2000 is free in the other space.
+    step(&mut caps, &|c, sink| {
+        c.map_io(s(8), s(4), 0x2000, Rights::READ, sink).unwrap()
+    });
+    // Unmap the middle one of space 3 (slot 10), map it again elsewhere.
+    step(&mut caps, &|c, sink| c.unmap_io(s(10), sink).unwrap());
+    step(&mut caps, &|c, sink| {
+        c.map_io(s(10), s(3), 0x4000, Rights::READ, sink).unwrap()
+    });
+    let space = caps.lookup(s(3)).unwrap().object();
+    let effects = step(&mut caps, &|c, sink| c.delete(s(3), sink).unwrap());
+    let unmapped: Vec<u64> = effects
+        .iter()
+        .filter_map(|e| match *e {
+            Effect::UnmapIoPage { space: sp, ipa, .. } if sp == space => Some(ipa),
+            _ => None,
+        })
+        .collect();
+    // Slot order: 6 (0x2000), 10 (0x4000), 20 (0x1000).
+    assert_eq!(unmapped, vec![0x2000, 0x4000, 0x1000]);
+    for slot in [6, 10, 20] {
+        assert_eq!(caps.lookup(s(slot)).unwrap().mapping(), None);
+    }
+    assert!(caps.lookup(s(15)).unwrap().mapping().is_some());
+    assert!(caps.lookup(s(8)).unwrap().mapping().is_some());
 }

@@ -22,6 +22,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "duplicate_pasid" => "unique tags",
         "retype_overlap" => "retype memory safety",
         "skip_invalidation_wait" => "strict revocation",
+        "map_skips_index" => "mapping index",
         other => panic!("unknown seeded bug {other}"),
     }
 }

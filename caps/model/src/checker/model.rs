@@ -5,8 +5,9 @@
 //! capabilities (two drivers' worth of delegation). Every action is one real
 //! [`Caps`] operation whose effects are applied to the [`AbstractIommu`];
 //! after every step the checker evaluates DESIGN invariants 1–5 plus "an
-//! error changes nothing". Destinations are always the lowest free slot, so
-//! states that differ only in slot choice are not explored twice.
+//! error changes nothing" and "the IO mapping index agrees with a scan".
+//! Destinations are always the lowest free slot, so states that differ only
+//! in slot choice are not explored twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -401,6 +402,9 @@ impl Model for SystemModel {
             }),
             Property::always("unique tags", |_, s: &SystemState| {
                 invariants::unique_tags(&s.caps).is_ok()
+            }),
+            Property::always("mapping index", |_, s: &SystemState| {
+                invariants::mapping_index(&s.caps).is_ok()
             }),
             Property::always("errors change nothing", |_, s: &SystemState| !s
                 .error_had_effect),
