@@ -76,6 +76,19 @@ pub trait TableMemory {
     fn sync(&mut self, frame: TableFrame, first: usize, count: usize) {
         let _ = (frame, first, count);
     }
+    /// Every word of `frame` at once, if this memory can lend them: the
+    /// library then scans runs of entries without a call per word. The
+    /// default lends nothing.
+    fn words(&self, frame: TableFrame) -> Option<&[u64; ENTRIES_PER_TABLE]> {
+        let _ = frame;
+        None
+    }
+    /// As [`TableMemory::words`], writable; each word is still written with
+    /// one 64-bit store.
+    fn words_mut(&mut self, frame: TableFrame) -> Option<&mut [u64; ENTRIES_PER_TABLE]> {
+        let _ = frame;
+        None
+    }
 }
 
 /// [`TableMemory`] over a contiguous window of frames: frame `i` of the slice
@@ -128,6 +141,15 @@ impl TableMemory for SliceMemory<'_> {
             .and_then(|words| words.get(index))
             .copied()
             .ok_or(FrameNotBacked { ipa: frame.ipa() })
+    }
+
+    fn words(&self, frame: TableFrame) -> Option<&[u64; ENTRIES_PER_TABLE]> {
+        self.frame(frame)
+    }
+
+    fn words_mut(&mut self, frame: TableFrame) -> Option<&mut [u64; ENTRIES_PER_TABLE]> {
+        let slot = self.slot(frame)?;
+        self.frames.get_mut(slot)
     }
 
     fn write(&mut self, frame: TableFrame, index: usize, value: u64) -> Result<(), FrameNotBacked> {

@@ -439,6 +439,31 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
             }
             let leaf = frames[LEVELS - 1];
             let stop = next_boundary(cursor, LEVELS - 2).min(end);
+            if let Some(words) = self.memory.words(leaf) {
+                // The whole run at once; zero is absent in both formats.
+                let first = index(cursor, 3);
+                let run = &words[first..first + ((stop - cursor) / PAGE_SIZE) as usize];
+                for (k, &entry) in run.iter().enumerate() {
+                    let at = cursor + k as u64 * PAGE_SIZE;
+                    let mapped = entry != 0
+                        && match self.format().decode(3, entry) {
+                            Entry::Absent => false,
+                            Entry::Page { .. } => true,
+                            Entry::Table { .. } | Entry::Unexpected => {
+                                return Err(Error::UnexpectedEntry {
+                                    iova: at,
+                                    level: 3,
+                                    entry,
+                                });
+                            }
+                        };
+                    if mapped == want_mapped {
+                        return Ok(Some(at));
+                    }
+                }
+                cursor = stop;
+                continue;
+            }
             while cursor < stop {
                 let entry = self.read(leaf, index(cursor, 3))?;
                 let mapped = match self.format().decode(3, entry) {
@@ -521,6 +546,17 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
     ) -> Result<(), Error> {
         let stop = next_boundary(*cursor, LEVELS - 2).min(end);
         let first_slot = index(*cursor, 3);
+        let format = self.format();
+        if let Some(words) = self.memory.words_mut(leaf) {
+            // The whole run at once, one store per entry.
+            let count = ((stop - *cursor) / PAGE_SIZE) as usize;
+            for (k, word) in words[first_slot..first_slot + count].iter_mut().enumerate() {
+                *word = format.page_entry(first_ipa + k as u64 * PAGE_SIZE, rights);
+            }
+            *cursor = stop;
+            self.memory.sync(leaf, first_slot, count);
+            return Ok(());
+        }
         let mut page_ipa = first_ipa;
         let mut written = 0;
         let mut result = Ok(());
