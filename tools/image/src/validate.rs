@@ -615,8 +615,21 @@ impl Checker<'_> {
                 ));
             }
             let id = ids.claim(self, &span, &label, &entry.domain, entry.id, label.clone())?;
-            let trigger = match entry.trigger.unwrap_or(TriggerEntry::Level) {
-                TriggerEntry::Level => Trigger::Level,
+            // The kernel programs every user-owned line edge-triggered (the
+            // I/O APIC on x86_64, GICD_ICFGR on aarch64); a level-triggered
+            // line would be misconfigured, so it is refused, not ignored.
+            let trigger = match entry.trigger.unwrap_or(TriggerEntry::Edge) {
+                TriggerEntry::Level => {
+                    return Err(self.error(
+                        span,
+                        &label,
+                        format!(
+                            "interrupt {} is asked for level-triggered, but the kernel delivers user-owned lines edge-triggered only",
+                            entry.irq
+                        ),
+                        "say trigger = \"edge\" (or leave it out) and have the device raise edges",
+                    ));
+                }
                 TriggerEntry::Edge => Trigger::Edge,
             };
             push(

@@ -343,6 +343,17 @@ fn an_irq_outside_the_platform_is_rejected() {
 }
 
 #[test]
+fn level_triggered_lines_are_rejected() {
+    rejects(
+        "level_trigger",
+        7,
+        "irq 5",
+        "edge-triggered only",
+        "trigger = \"edge\"",
+    );
+}
+
+#[test]
 fn misaligned_addresses_are_rejected() {
     rejects(
         "misaligned_vaddr",
