@@ -527,8 +527,7 @@ impl<S: Storage> Caps<S> {
             return;
         };
         if let Some(mapping) = cap.mapping {
-            self.unmap_emit(cap, mapping.space, mapping.ipa, sink);
-            if let Some((unit, did)) = self.space_tag(mapping.space) {
+            if let Some((unit, did)) = self.unmap_emit(cap, mapping.space, mapping.ipa, sink) {
                 flush.note(unit, did, sink);
             }
             self.unlink_io_mapping(slot, mapping.space);
@@ -559,23 +558,26 @@ impl<S: Storage> Caps<S> {
         }
     }
 
+    /// Emit the unmap of `frame` at `ipa` in `space`; returns the space's
+    /// `(unit, DID)` (`None`, and nothing emitted, if it is not a live
+    /// IoSpace) for the caller's invalidation.
     pub(crate) fn unmap_emit(
         &self,
         frame: Cap,
         space: ObjectId,
         ipa: u64,
         sink: &mut (impl EffectSink + ?Sized),
-    ) {
+    ) -> Option<(u8, u16)> {
         let size_bits = self.object(frame.object).map_or(0, |o| o.size_bits);
-        if let Some((unit, did)) = self.space_tag(space) {
-            sink.push(Effect::UnmapIoPage {
-                unit,
-                did,
-                space,
-                ipa,
-                size_bits,
-            });
-        }
+        let (unit, did) = self.space_tag(space)?;
+        sink.push(Effect::UnmapIoPage {
+            unit,
+            did,
+            space,
+            ipa,
+            size_bits,
+        });
+        Some((unit, did))
     }
 
     /// Free the record of an object with no capabilities and no live

@@ -469,9 +469,9 @@ impl<S: Storage> Caps<S> {
             return Err(Error::NotMapped);
         };
         let mut flush = Flush::new(flawed!(self, skip_invalidation_wait));
-        self.unmap_emit(fcap, mapping.space, mapping.ipa, sink);
+        let tag = self.unmap_emit(fcap, mapping.space, mapping.ipa, sink);
         if !flawed!(self, skip_unmap_invalidation)
-            && let Some((unit, did)) = self.space_tag(mapping.space)
+            && let Some((unit, did)) = tag
         {
             flush.note(unit, did, sink);
         }
