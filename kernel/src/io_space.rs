@@ -90,6 +90,9 @@ struct Nest {
     /// VT-d: the shadow table's root; SMMUv3: the CD page.
     page: u64,
     users: u32,
+    /// VT-d: how many leaves the shadow holds (a clear of an empty shadow
+    /// is skipped).
+    leaves: u64,
 }
 
 /// A requester (or one PASID of it) the kernel pointed at a domain.
@@ -356,13 +359,17 @@ impl State {
         Ok(())
     }
 
-    fn clear_shadows_of(&self, space: ObjectId) {
+    fn clear_shadows_of(&mut self, space: ObjectId) {
         let Ok(table) = self.space(space).map(|s| s.table) else {
             return;
         };
-        for nest in self.nests.iter().flatten().filter(|n| n.space == space) {
+        for nest in self.nests.iter_mut().flatten() {
+            if nest.space != space || nest.leaves == 0 {
+                continue;
+            }
             if let Some(shadow) = shadow_at(nest.page, &table) {
                 shadow.remove_leaves_to(&DirectMemory, 0, u64::MAX);
+                nest.leaves = 0;
             }
         }
     }
@@ -465,6 +472,7 @@ impl State {
             root_ipa,
             page,
             users: 0,
+            leaves: 0,
         });
         Ok(index)
     }
@@ -842,7 +850,7 @@ pub fn invalidate_user_table(
             if state.pool.free.len() < POOL_RESERVE {
                 return Err(Error::TableMemoryExhausted);
             }
-            iommu::vtd::shadow::shadow_range(
+            let composed = iommu::vtd::shadow::shadow_range(
                 &DirectMemory,
                 &mut state.pool,
                 root_ipa,
@@ -852,8 +860,21 @@ pub fn invalidate_user_table(
                 take,
                 SHADOW_PAGES_PER_CALL,
                 false,
-            )
-            .map_err(|_| Error::InvalidAddress)?;
+            );
+            // The leaf count lets a stage-2 unmap skip an empty shadow; after
+            // a failure midway it is unknown, so the next unmap clears.
+            let nest = state.nests[index].as_mut().ok_or(Error::DeadObject)?;
+            let stats = match composed {
+                Ok(stats) => stats,
+                Err(_) => {
+                    nest.leaves = u64::MAX;
+                    return Err(Error::InvalidAddress);
+                }
+            };
+            nest.leaves = nest
+                .leaves
+                .saturating_add(stats.added)
+                .saturating_sub(stats.removed);
             // One domain-selective IOTLB invalidation of the shadow's DID.
             let descriptor = iommu::vtd::qi::Descriptor::iotlb(
                 iommu::vtd::qi::IotlbScope::Domain(0x8001 + index as u16),

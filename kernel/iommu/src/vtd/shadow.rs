@@ -49,6 +49,8 @@ pub struct ShadowStats {
     pub pages: u64,
     /// Shadow entries written.
     pub mapped: u64,
+    /// Of those, entries where there was none before.
+    pub added: u64,
     /// Shadow entries removed.
     pub removed: u64,
 }
@@ -198,7 +200,10 @@ pub fn shadow_range(
             .set_4k(mem, alloc, iova, composed)
             .map_err(ShadowError::Map)?;
         match composed {
-            Some(_) => stats.mapped += 1,
+            Some(_) => {
+                stats.mapped += 1;
+                stats.added += u64::from(!had);
+            }
             None if had => stats.removed += 1,
             None => {}
         }
