@@ -62,6 +62,16 @@ impl<S: Storage> Caps<S> {
         self.store.objects().get(id.0 as usize)?.as_ref()
     }
 
+    /// Every capability in derivation-tree pre-order, with its slot and
+    /// depth: each list of the tree (starting at the lowest slot that has
+    /// no predecessor) in turn, every capability followed by its
+    /// descendants. A capability's parent is the nearest one before it
+    /// whose depth is one less. O(slots); for debugging and checking, not
+    /// for the kernel's hot paths.
+    pub fn derivation_order(&self) -> crate::storage::DerivationOrder<'_> {
+        crate::storage::DerivationOrder::new(self.store.slots())
+    }
+
     // ----- checked access (decode helpers) -----
 
     pub(crate) fn slot(&self, id: SlotId) -> Result<&Slot, Error> {

@@ -55,7 +55,7 @@ pub use error::Error;
 #[cfg(feature = "seeded-bugs")]
 pub use flaws::Flaws;
 pub use object::{Attachment, IommuUnit, NewObject, Object, ObjectState};
-pub use storage::{ArrayStorage, Cap, CpuMapping, IoMapping, Slot, Storage};
+pub use storage::{ArrayStorage, Cap, CpuMapping, DerivationOrder, IoMapping, Slot, Storage};
 pub use types::{
     Badge, LARGE_PAGE_BITS, ObjectId, ObjectKind, PAGE_BITS, Rights, SLOT_SIZE_BITS, SlotId,
 };

@@ -134,6 +134,59 @@ impl Slot {
     }
 }
 
+/// Every capability of a slot table in derivation-tree pre-order; see
+/// [`crate::Caps::derivation_order`].
+#[derive(Clone, Debug)]
+pub struct DerivationOrder<'a> {
+    slots: &'a [Slot],
+    /// Next slot to look at for the start of a list (a slot with no `prev`).
+    scan: usize,
+    /// Next slot of the list being walked.
+    cursor: Option<SlotId>,
+    /// Slots yielded so far: a walk never yields more than the table holds,
+    /// even over a corrupted (cyclic) list.
+    yielded: usize,
+}
+
+impl<'a> DerivationOrder<'a> {
+    pub(crate) fn new(slots: &'a [Slot]) -> Self {
+        DerivationOrder {
+            slots,
+            scan: 0,
+            cursor: None,
+            yielded: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for DerivationOrder<'a> {
+    /// The slot, its depth (roots are 0) and its capability.
+    type Item = (SlotId, u32, &'a Cap);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.yielded >= self.slots.len() {
+            return None;
+        }
+        let id = match self.cursor.take() {
+            Some(id) => id,
+            None => {
+                let start = self
+                    .slots
+                    .get(self.scan..)?
+                    .iter()
+                    .position(|slot| slot.cap.is_some() && slot.prev.is_none())?;
+                self.scan += start + 1;
+                SlotId((self.scan - 1) as u32)
+            }
+        };
+        let slot = self.slots.get(id.0 as usize)?;
+        let cap = slot.cap.as_ref()?;
+        self.cursor = slot.next;
+        self.yielded += 1;
+        Some((id, slot.depth, cap))
+    }
+}
+
 /// Storage for slots and object records, provided by the caller.
 ///
 /// The kernel implements it over CNode memory and a fixed object table; the

@@ -425,3 +425,28 @@ fn io_mapping_index_follows_map_move_unmap_and_teardown() {
     assert!(caps.lookup(s(15)).unwrap().mapping().is_some());
     assert!(caps.lookup(s(8)).unwrap().mapping().is_some());
 }
+
+#[test]
+fn derivation_order_is_pre_order_and_survives_deleting_an_inner_node() {
+    let (mut caps, mut hw) = frame_and_spaces::<16, 8>(0);
+    // Tree: 0 Untyped -> 2 Frame -> {5 copy -> 7 copy, 6 copy}; 1 IommuControl.
+    caps.copy(s(2), s(5)).unwrap();
+    caps.copy(s(2), s(6)).unwrap();
+    caps.copy(s(5), s(7)).unwrap();
+    let order = |caps: &Caps<ArrayStorage<16, 8>>| -> Vec<(u32, u32)> {
+        caps.derivation_order()
+            .map(|(slot, depth, _)| (slot.0, depth))
+            .collect()
+    };
+    // A child is inserted right after its parent, so 6 (copied last from 2)
+    // comes before 5's subtree.
+    assert_eq!(
+        order(&caps),
+        vec![(0, 0), (2, 1), (6, 2), (5, 2), (7, 3), (1, 0)]
+    );
+    // Deleting the inner node 5 lifts 7 to depth 2, under 2; then the leaf 6.
+    collect(&mut hw, |sink| caps.delete(s(5), sink).unwrap());
+    collect(&mut hw, |sink| caps.delete(s(6), sink).unwrap());
+    assert_eq!(order(&caps), vec![(0, 0), (2, 1), (7, 2), (1, 0)]);
+    check_all(&caps, &hw).unwrap();
+}

@@ -462,6 +462,30 @@ pub fn retype_safety<S: Storage>(caps: &Caps<S>) -> Check {
             return Err(format!("derivation list broken before slot {i}"));
         }
     }
+    // The pre-order walk (what the kernel's capability dump prints) visits
+    // every capability exactly once, each at most one level below the one
+    // before it.
+    let mut seen = std::vec![false; slots.len()];
+    let mut previous_depth: Option<u32> = None;
+    for (slot, depth, _) in caps.derivation_order() {
+        let i = slot.0 as usize;
+        if core::mem::replace(&mut seen[i], true) {
+            return Err(format!("derivation order visits slot {i} twice"));
+        }
+        if depth > previous_depth.map_or(0, |d| d + 1) {
+            return Err(format!(
+                "derivation order: slot {i} at depth {depth} has no parent before it"
+            ));
+        }
+        previous_depth = Some(depth);
+    }
+    if let Some((i, _)) = slots
+        .iter()
+        .enumerate()
+        .find(|(i, s)| s.cap().is_some() && !seen[*i])
+    {
+        return Err(format!("derivation order misses slot {i}"));
+    }
     Ok(())
 }
 
