@@ -44,6 +44,13 @@ pub enum NodeKind {
     IoPasid,
     /// An IoFaultQueue.
     IoFaultQueue,
+    /// Any other kernel object (an IoUserTable, a CNode or TCB outside a
+    /// domain, an Untyped, a PageTable, a control capability's object); the
+    /// live graph draws these when a domain holds them.
+    Object,
+    /// A note summarising what is not drawn (the live graph's capabilities
+    /// of init and of the kernel).
+    Summary,
 }
 
 /// A node: its kind and its (multi-line) label.
@@ -66,6 +73,10 @@ pub enum EdgeKind {
     Dma,
     /// Faults of a device are reported to the target queue.
     Faults,
+    /// Init (the root task) also holds a capability to the target, which a
+    /// domain holds or maps; dashed and unlabelled so the domains' own
+    /// edges stay readable.
+    AlsoHeld,
 }
 
 /// An edge: its kind and label.
@@ -317,6 +328,8 @@ fn node_style(kind: NodeKind) -> &'static str {
         NodeKind::IoSpace => "shape=box3d, style=filled, fillcolor=\"#ffe5e5\"",
         NodeKind::IoPasid => "shape=box, style=\"filled,dashed\", fillcolor=\"#ffe5e5\"",
         NodeKind::IoFaultQueue => "shape=cds, style=filled, fillcolor=\"#f8d7da\"",
+        NodeKind::Object => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
+        NodeKind::Summary => "shape=note, style=filled, fillcolor=\"#f8f9fa\", fontsize=10",
     }
 }
 
@@ -326,11 +339,12 @@ fn edge_style(kind: EdgeKind) -> &'static str {
         EdgeKind::Attached => "style=dashed, color=\"#6c757d\"",
         EdgeKind::Dma => "color=\"#c1121f\", fontcolor=\"#c1121f\", penwidth=2",
         EdgeKind::Faults => "style=dotted, color=\"#c1121f\"",
+        EdgeKind::AlsoHeld => "style=dashed, color=\"#adb5bd\", arrowhead=empty",
     }
 }
 
 /// `text` with newlines between words so no line is much longer than `width`.
-fn wrap(text: &str, width: usize) -> String {
+pub(crate) fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut line = 0;
     for word in text.split_whitespace() {
@@ -349,7 +363,19 @@ fn wrap(text: &str, width: usize) -> String {
 
 /// The graph of `image` as DOT source.
 pub fn dot(image: &Image) -> String {
-    let graph = build(image);
+    let title = format!(
+        "image {} on {} ({})\n{}",
+        image.name,
+        image.platform.name,
+        crate::platform::arch_name(image.platform.arch),
+        wrap(&image.description, 90)
+    );
+    write_dot(&build(image), &title)
+}
+
+/// `graph` as DOT source titled `title`, every node and edge styled by its
+/// kind; the one writer of the static and the live graph ([`crate::live`]).
+pub fn write_dot(graph: &Graph<Node, Edge>, title: &str) -> String {
     let node_attributes = |_, (_, node): (NodeIndex, &Node)| {
         format!("label = {}, {}", quoted(&node.label), node_style(node.kind))
     };
@@ -362,7 +388,7 @@ pub fn dot(image: &Image) -> String {
         )
     };
     let body = Dot::with_attr_getters(
-        &graph,
+        graph,
         &[
             Config::GraphContentOnly,
             Config::NodeNoLabel,
@@ -372,18 +398,11 @@ pub fn dot(image: &Image) -> String {
         &node_attributes,
     );
     let mut out = String::new();
-    let title = format!(
-        "image {} on {} ({})\n{}",
-        image.name,
-        image.platform.name,
-        crate::platform::arch_name(image.platform.arch),
-        wrap(&image.description, 90)
-    );
     let _ = writeln!(out, "digraph capabilities {{");
     let _ = writeln!(
         out,
         "    graph [rankdir=LR, fontname=\"Helvetica\", labelloc=t, fontsize=16, label={}]",
-        quoted(&title)
+        quoted(title)
     );
     let _ = writeln!(out, "    node [fontname=\"Helvetica\", fontsize=11]");
     let _ = writeln!(out, "    edge [fontname=\"Helvetica\", fontsize=9]");

@@ -17,6 +17,7 @@
 pub mod error;
 pub mod format;
 pub mod graph;
+pub mod live;
 pub mod pack;
 pub mod platform;
 pub mod size;
