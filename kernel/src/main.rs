@@ -11,6 +11,8 @@ mod arch;
 mod bench;
 mod boot;
 mod boot_tests;
+#[cfg(feature = "cap-dump")]
+mod cap_dump;
 mod cmdline;
 mod console;
 mod devmem;

@@ -74,6 +74,8 @@ pub struct Tcb {
     pub ipc_buffer: u64,
     /// The endpoint capability it sends with holds the grant right.
     send_grant: u8,
+    /// Its name for the console (`DebugNameThread`), NUL-padded UTF-8.
+    name: [u8; 32],
 }
 
 const _: () = assert!(size_of::<Tcb>() <= 2048);
@@ -503,6 +505,27 @@ pub fn reconcile(
     freed
 }
 
+/// Names the thread at `paddr` (`DebugNameThread`).
+pub fn set_name(paddr: u64, name: [u8; 32]) {
+    tcb(paddr).name = name;
+}
+
+/// What the console and the capability dump call the thread at `paddr`:
+/// its name (up to the first NUL) when it is UTF-8, else `None`.
+pub fn name(paddr: u64) -> Option<heapless::String<32>> {
+    let bytes = tcb(paddr).name;
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let text = core::str::from_utf8(&bytes[..end]).ok()?;
+    (!text.is_empty()).then(|| heapless::String::try_from(text).ok())?
+}
+
+/// The root table of the address space the thread at `paddr` runs in (0:
+/// none yet).
+#[cfg(feature = "cap-dump")]
+pub fn vspace_of(paddr: u64) -> u64 {
+    tcb(paddr).vspace
+}
+
 /// `Tcb.Configure`'s thread-side part: CSpace slot and IPC buffer frame.
 pub fn set_cspace_and_buffer(
     paddr: u64,
@@ -921,8 +944,10 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
                 ) {
                     continue;
                 }
+                let name = name(current);
                 crate::println!(
-                    "[sched] thread {current:#x} faulted with no handler: exception {vector:#x}, syndrome {error:#x}, address {address:#x}, pc {pc:#x}"
+                    "[sched] thread {current:#x} ({}) faulted with no handler: exception {vector:#x}, syndrome {error:#x}, address {address:#x}, pc {pc:#x}",
+                    name.as_deref().unwrap_or("unnamed")
                 );
                 if current == root {
                     return Stop::RootFault;

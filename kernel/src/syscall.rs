@@ -116,6 +116,10 @@ pub fn handle_thread(caller: &Caller) -> Next {
     let Some(call) = Syscall::from_number(number) else {
         return handle(&mut crate::sched::tcb(caller.thread).context);
     };
+    if call == Syscall::DebugNameThread {
+        name_thread(caller, cap);
+        return Next::Resume;
+    }
     let (kind, rights) = match call {
         Syscall::Call | Syscall::Send => (caps::ObjectKind::Endpoint, caps::Rights::WRITE),
         Syscall::Recv | Syscall::ReplyRecv => (caps::ObjectKind::Endpoint, caps::Rights::READ),
@@ -152,6 +156,31 @@ pub fn handle_thread(caller: &Caller) -> Next {
     Next::Resume
 }
 
+/// `DebugNameThread`: the Tcb capability `cap` (write right) gets the name
+/// in message registers 0..4.
+fn name_thread(caller: &Caller, cap: u64) {
+    let context = &crate::sched::tcb(caller.thread).context;
+    let mut name = [0u8; 32];
+    for (i, chunk) in name.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&context.syscall_arg(2 + i).to_le_bytes());
+    }
+    let status = match crate::objects::lookup(
+        caller.cspace,
+        cap,
+        caps::ObjectKind::Tcb,
+        caps::Rights::WRITE,
+    ) {
+        Ok(target) => {
+            crate::sched::set_name(target.paddr, name);
+            0
+        }
+        Err(e) => u64::from(e.code()),
+    };
+    crate::sched::tcb(caller.thread)
+        .context
+        .set_reply(status, 0, 0, [0; 4]);
+}
+
 /// What the scheduler does after a system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -177,7 +206,23 @@ pub fn handle(context: &mut UserContext) -> Next {
             context.set_syscall_result(0, 0);
             Next::Resume
         }
-        Syscall::DebugHalt => Next::Halt(context.syscall_arg(0) as u32),
+        Syscall::DebugHalt => {
+            // The final state, for `cargo xtask run --cap-dump`.
+            #[cfg(feature = "cap-dump")]
+            crate::cap_dump::dump(crate::cap_dump::Moment::Halt);
+            Next::Halt(context.syscall_arg(0) as u32)
+        }
+        Syscall::DebugCapDump => {
+            #[cfg(feature = "cap-dump")]
+            let status = {
+                crate::cap_dump::dump(crate::cap_dump::Moment::Call);
+                0
+            };
+            #[cfg(not(feature = "cap-dump"))]
+            let status = u64::from(Error::NotSupported.code());
+            context.set_syscall_result(status, 0);
+            Next::Resume
+        }
         Syscall::Yield => {
             context.set_syscall_result(0, 0);
             Next::Yield
@@ -187,7 +232,8 @@ pub fn handle(context: &mut UserContext) -> Next {
         | Syscall::Recv
         | Syscall::ReplyRecv
         | Syscall::Signal
-        | Syscall::Wait => {
+        | Syscall::Wait
+        | Syscall::DebugNameThread => {
             context.set_syscall_result(u64::from(Error::NotSupported.code()), 0);
             Next::Resume
         }

@@ -45,6 +45,14 @@ pub enum Syscall {
     DebugPutChar = 32,
     /// Debug builds: end the QEMU session with the given status (test programs).
     DebugHalt = 33,
+    /// Kernels built with the `cap-dump` feature: print every live object and
+    /// the whole capability derivation tree on the console (format: the
+    /// kernel's `cap_dump` module); others answer [`Error::NotSupported`].
+    DebugCapDump = 34,
+    /// Name the thread of the Tcb capability (write right) for the console
+    /// and the capability dump: up to 32 bytes of UTF-8 in message registers
+    /// 0..4, little-endian, NUL-padded.
+    DebugNameThread = 35,
 }
 
 impl Syscall {
@@ -60,6 +68,8 @@ impl Syscall {
             7 => Syscall::Yield,
             32 => Syscall::DebugPutChar,
             33 => Syscall::DebugHalt,
+            34 => Syscall::DebugCapDump,
+            35 => Syscall::DebugNameThread,
             _ => return None,
         })
     }
@@ -168,6 +178,8 @@ mod tests {
             Syscall::Yield,
             Syscall::DebugPutChar,
             Syscall::DebugHalt,
+            Syscall::DebugCapDump,
+            Syscall::DebugNameThread,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }

@@ -64,8 +64,12 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    if let Err(e) = Cap::<Tcb>::from_slot(bootinfo::INIT_TCB).set_priority(INIT_PRIORITY) {
-        rt::println!("[init] cannot raise init's priority: {e:?}");
+    let own = Cap::<Tcb>::from_slot(bootinfo::INIT_TCB);
+    if let Err(e) = own
+        .set_priority(INIT_PRIORITY)
+        .and_then(|()| own.set_debug_name("init"))
+    {
+        rt::println!("[init] cannot set up init's own thread: {e:?}");
         return 1;
     }
     rt::println!(
@@ -89,6 +93,13 @@ pub fn run() -> i32 {
         "[init] started {} protection domain(s)",
         system.domains.len()
     );
+    // Every capability is in place and no domain has run yet (init runs at
+    // the highest priority): the moment the image describes. A kernel built
+    // with `cap-dump` prints its derivation tree now; others decline.
+    match sys::debug_cap_dump() {
+        Ok(()) | Err(sys::Error::NotSupported) => {}
+        Err(e) => rt::println!("[init] the capability dump answered {e:?}"),
+    }
     // Init now reports the domains' faults (a faulting domain is left
     // stopped) and answers their requests for IOMMU capabilities
     // (`requests`); the system ends when a domain halts it.

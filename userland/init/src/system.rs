@@ -159,8 +159,15 @@ pub fn build(
                 )
             })?;
     }
-    // Only now, with every capability in place, does any domain run.
+    // Only now, with every capability in place, does any domain run. Its
+    // thread carries its name, for the kernel's console and capability dump.
     for domain in &domains {
+        domain.tcb.set_debug_name(&domain.name).map_err(|e| {
+            format!(
+                "protection_domain \"{}\": DebugNameThread: the kernel answered {e:?}",
+                domain.name
+            )
+        })?;
         domain.tcb.resume().map_err(|e| {
             format!(
                 "protection_domain \"{}\": Tcb.Resume: the kernel answered {e:?}",

@@ -273,6 +273,31 @@ impl Cap<Tcb> {
         )
     }
 
+    /// `DebugNameThread`: names this thread for the kernel console and the
+    /// capability dump. Errors: [`Error::InvalidArgument`] for a name over
+    /// 32 bytes (nothing is cut short), the kernel's lookup errors for a
+    /// capability that is not a Tcb with the write right.
+    pub fn set_debug_name(self, name: &str) -> Result<(), Error> {
+        let mut bytes = [0u8; 32];
+        bytes
+            .get_mut(..name.len())
+            .ok_or(Error::InvalidArgument)?
+            .copy_from_slice(name.as_bytes());
+        let mut mrs = [0u64; 4];
+        for (mr, chunk) in mrs.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            *mr = u64::from_le_bytes(word);
+        }
+        let out = crate::syscall::syscall(
+            abi::Syscall::DebugNameThread as u64,
+            u64::from(self.slot()),
+            0,
+            mrs,
+        );
+        crate::syscall::status_to_result(out.status)
+    }
+
     /// `TcbResume`: makes the thread runnable.
     pub fn resume(self) -> Result<(), Error> {
         invoke_status(self, Invocation::TcbResume, &[], &[])

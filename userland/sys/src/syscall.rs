@@ -81,6 +81,14 @@ pub fn debug_put_str(text: &str) -> Result<(), Error> {
     text.bytes().try_for_each(debug_put_char)
 }
 
+/// Asks the kernel to print every live object and the capability
+/// derivation tree on its console (`DebugCapDump`; `cargo xtask run
+/// --cap-dump` draws it). Errors: [`Error::NotSupported`] in a kernel built
+/// without the `cap-dump` feature.
+pub fn debug_cap_dump() -> Result<(), Error> {
+    status_to_result(syscall(Syscall::DebugCapDump as u64, 0, 0, [0; 4]).status)
+}
+
 /// Ends the QEMU session with `status` (`DebugHalt`, debug kernels; for test
 /// programs). Never returns: in a kernel without debug support the call
 /// fails with [`Error::NotSupported`] and the thread then yields forever.

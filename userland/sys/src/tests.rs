@@ -414,6 +414,41 @@ fn debug_calls_pass_their_argument_in_the_capability_register() {
     );
 }
 
+#[test]
+fn thread_names_travel_in_the_message_registers_and_are_never_cut_short() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let log = Rc::clone(&seen);
+    set_kernel(move |call: SyscallIn, _: &mut IpcBuffer| {
+        log.borrow_mut().push((call.number, call.cap, call.mrs));
+        SyscallOut::default()
+    });
+    let tcb = Cap::<Tcb>::from_slot(9);
+    tcb.set_debug_name("edu_driver").unwrap();
+    let longest = "x".repeat(32);
+    tcb.set_debug_name(&longest).unwrap();
+    let too_long = "y".repeat(33);
+    assert_eq!(tcb.set_debug_name(&too_long), Err(Error::InvalidArgument));
+    assert_eq!(debug_cap_dump(), Ok(()));
+    clear_kernel();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 3, "the over-long name reached the kernel");
+    let word = |text: &[u8]| {
+        let mut bytes = [0u8; 8];
+        bytes[..text.len()].copy_from_slice(text);
+        u64::from_le_bytes(bytes)
+    };
+    assert_eq!(
+        seen[0],
+        (
+            Syscall::DebugNameThread as u64,
+            9,
+            [word(b"edu_driv"), word(b"er"), 0, 0]
+        )
+    );
+    assert_eq!(seen[1].2, [word(b"xxxxxxxx"); 4]);
+    assert_eq!(seen[2].0, Syscall::DebugCapDump as u64);
+}
+
 /// The marker types carry the model's kind numbers.
 #[test]
 fn marker_kinds_match_the_model() {

@@ -26,6 +26,14 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("debug_put_char_succeeds", debug_put_char_succeeds);
     suite.run("yield_succeeds", yield_succeeds);
     suite.run("unknown_syscall_is_refused", unknown_syscall_is_refused);
+    suite.run(
+        "debug_name_thread_checks_its_capability",
+        debug_name_thread_checks_its_capability,
+    );
+    suite.run(
+        "cap_dump_is_declined_without_the_feature",
+        cap_dump_is_declined_without_the_feature,
+    );
     suite.run("bss_starts_zeroed", bss_starts_zeroed);
     suite.run("heap_allocates_and_reuses", heap_allocates_and_reuses);
     suite.finish()
@@ -47,7 +55,7 @@ fn yield_succeeds() -> Outcome {
 }
 
 fn unknown_syscall_is_refused() -> Outcome {
-    for number in [0, 8, 31, 34, u64::MAX] {
+    for number in [0, 8, 31, 36, u64::MAX] {
         let out = syscall(number, 0, 0, [1, 2, 3, 4]);
         let expected = u64::from(Error::InvalidSyscall.code());
         check!(
@@ -56,6 +64,38 @@ fn unknown_syscall_is_refused() -> Outcome {
             out.status
         );
     }
+    Ok(())
+}
+
+fn debug_name_thread_checks_its_capability() -> Outcome {
+    use abi::bootinfo::{INIT_CNODE, INIT_TCB};
+    use sys::{CNode, Cap, Tcb};
+    let own = Cap::<Tcb>::from_slot(INIT_TCB);
+    let result = own.set_debug_name("syscalls");
+    check!(result.is_ok(), "naming its own thread answered {result:?}");
+    // The kernel checks the capability: a CNode is not a thread.
+    let not_a_tcb = Cap::<Tcb>::from_slot(Cap::<CNode>::from_slot(INIT_CNODE).slot());
+    let result = not_a_tcb.set_debug_name("nobody");
+    check!(
+        result == Err(Error::WrongKind),
+        "naming through a CNode capability answered {result:?}"
+    );
+    let empty = Cap::<Tcb>::from_slot(1000);
+    let result = empty.set_debug_name("nobody");
+    check!(
+        result.is_err(),
+        "naming through an empty slot answered {result:?}"
+    );
+    Ok(())
+}
+
+fn cap_dump_is_declined_without_the_feature() -> Outcome {
+    // The tests run the release kernel, built without `cap-dump`.
+    let result = sys::debug_cap_dump();
+    check!(
+        result == Err(Error::NotSupported),
+        "DebugCapDump answered {result:?} in a kernel without cap-dump"
+    );
     Ok(())
 }
 
