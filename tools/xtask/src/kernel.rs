@@ -1,5 +1,9 @@
 //! Building the kernel: `cargo build --release -p kernel --target <arch>-unknown-none`
 //! from the workspace root; the ELF is `target/<target>/release/kernel`.
+//! The capability-dump kernel (`run --cap-dump`, the `*-capdump` system
+//! tests) is `cargo build --profile cap-dump --features cap-dump -p kernel
+//! --target <arch>-unknown-none`, in `target/<target>/cap-dump/kernel`, so
+//! it never replaces the release kernel the other tests boot.
 //!
 //! No RUSTFLAGS are added here: flags the kernel needs live in
 //! `.cargo/config.toml` and the kernel's build script, so a plain cargo build
@@ -23,9 +27,26 @@ pub fn elf_path(root: &Path, arch: Arch) -> PathBuf {
 
 /// Where the binary of workspace package `package` lands for `arch`.
 pub fn package_elf(root: &Path, arch: Arch, package: &str) -> PathBuf {
+    profile_elf(root, arch, "release", package)
+}
+
+/// The cargo profile of the capability-dump kernel (`[profile.cap-dump]`
+/// in the root Cargo.toml, inheriting `release`).
+pub const CAP_DUMP_PROFILE: &str = "cap-dump";
+/// The kernel feature that prints the live derivation tree once init has
+/// started every domain (`capdump: ` lines, read by `sysimage::live`).
+pub const CAP_DUMP_FEATURE: &str = "cap-dump";
+
+/// Where the capability-dump kernel ELF for `arch` lands.
+pub fn cap_dump_elf_path(root: &Path, arch: Arch) -> PathBuf {
+    profile_elf(root, arch, CAP_DUMP_PROFILE, "kernel")
+}
+
+/// Where `package` lands for `arch` when built with cargo profile `profile`.
+fn profile_elf(root: &Path, arch: Arch, profile: &str, package: &str) -> PathBuf {
     target_dir(root)
         .join(arch.target())
-        .join("release")
+        .join(profile)
         .join(package)
 }
 
@@ -45,10 +66,49 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
 /// Builds the workspace binary package `package` (its binary has the same
 /// name) for `arch` and returns the ELF's path.
 pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> {
+    build_with(root, arch, package, "release", &[])
+}
+
+/// Builds the kernel for `arch` with the `cap-dump` feature under the
+/// `cap-dump` profile and returns the ELF's path.
+pub fn build_cap_dump(root: &Path, arch: Arch) -> Result<PathBuf> {
+    build_with(root, arch, "kernel", CAP_DUMP_PROFILE, &[CAP_DUMP_FEATURE])
+}
+
+/// `cargo build` of `package` for `arch` with cargo profile `profile` and
+/// `features`; returns the ELF's path.
+fn build_with(
+    root: &Path,
+    arch: Arch,
+    package: &str,
+    profile: &str,
+    features: &[&str],
+) -> Result<PathBuf> {
     let target = arch.target();
-    eprintln!("xtask: building {package} for {target}");
+    let mut args: Vec<String> = vec!["build".into()];
+    if profile == "release" {
+        args.push("--release".into());
+    } else {
+        args.extend(["--profile".into(), profile.to_string()]);
+    }
+    if !features.is_empty() {
+        args.extend(["--features".into(), features.join(",")]);
+    }
+    args.extend([
+        "-p".into(),
+        package.to_string(),
+        "--target".into(),
+        target.clone(),
+    ]);
+    let shown = format!("cargo {}", args.join(" "));
+    let described = if features.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", features.join(", "))
+    };
+    eprintln!("xtask: building {package}{described} for {target}");
     let status = Command::new(cargo())
-        .args(["build", "--release", "-p", package, "--target", &target])
+        .args(&args)
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
@@ -61,13 +121,11 @@ pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> 
         })?;
     if !status.success() {
         return Err(Error::new(
-            format!("{package} did not build for {target}"),
-            format!(
-                "see cargo's errors above (cargo build --release -p {package} --target {target})"
-            ),
+            format!("{package}{described} did not build for {target}"),
+            format!("see cargo's errors above ({shown})"),
         ));
     }
-    let elf = package_elf(root, arch, package);
+    let elf = profile_elf(root, arch, profile, package);
     if !elf.is_file() {
         return Err(Error::new(
             format!("cargo built {package} but {} is missing", elf.display()),
@@ -75,4 +133,26 @@ pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> 
         ));
     }
     Ok(elf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_dump_kernel_has_its_own_directory() {
+        let root = Path::new("/w");
+        let release = elf_path(root, Arch::X86_64);
+        let dump = cap_dump_elf_path(root, Arch::X86_64);
+        assert!(
+            dump.ends_with("x86_64-unknown-none/cap-dump/kernel"),
+            "{}",
+            dump.display()
+        );
+        assert!(
+            release.ends_with("x86_64-unknown-none/release/kernel"),
+            "{}",
+            release.display()
+        );
+    }
 }

@@ -204,6 +204,12 @@ pub struct SystemTest {
     /// passes (one test) when it reports the exception with its vector,
     /// faulting address and registers and exits with status 3.
     pub expect_trap: bool,
+    /// Boot the capability-dump kernel (`--profile cap-dump --features
+    /// cap-dump`, see `kernel.rs`) with the configuration's image: one more
+    /// test, `cap_dump_matches_image`, passes when the kernel's dump of the
+    /// live derivation tree parses, Graphviz draws it and it matches the
+    /// image (`sysimage::live::check_against`); no dump fails it.
+    pub cap_dump: bool,
 }
 
 /// Every system-test configuration, run by `cargo xtask test`.
@@ -218,6 +224,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: true,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-kernel-trap",
@@ -229,6 +236,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: true,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-root-task",
@@ -240,6 +248,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-syscalls",
@@ -252,6 +261,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-syscalls",
@@ -263,6 +273,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-cspace",
@@ -274,6 +285,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-cspace",
@@ -285,6 +297,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-fuzz",
@@ -296,6 +309,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-fuzz",
@@ -307,6 +321,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-threads",
@@ -318,6 +333,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-threads",
@@ -329,6 +345,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-iocaps",
@@ -340,6 +357,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-iocaps",
@@ -351,6 +369,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-edu",
@@ -367,6 +386,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &[],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         // VT-d with PASIDs (PSS=0: PASIDs 0 and 1): adds the RID_PASID test.
@@ -384,6 +404,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &[],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-edu",
@@ -395,6 +416,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &[],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-seeded-io-skip-invalidation",
@@ -411,6 +433,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &["nothing_lands_after_unmap_returns"],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-seeded-io-stage2-identity",
@@ -427,6 +450,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &["malicious_stage1_is_blocked"],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-seeded-io-device-survives-delete",
@@ -443,6 +467,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &["deleting_the_device_blocks_it"],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-seeded-io-skip-invalidation",
@@ -454,6 +479,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &["nothing_lands_after_unmap_returns"],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-seeded-io-stage2-identity",
@@ -465,6 +491,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &["malicious_stage1_is_blocked"],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-seeded-io-device-survives-delete",
@@ -476,6 +503,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         must_fail: &["deleting_the_device_blocks_it"],
         expect_trap: false,
         image: None,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-irq",
@@ -487,6 +515,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-irq",
@@ -498,6 +527,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-devmem",
@@ -510,6 +540,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-devmem",
@@ -522,6 +553,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-user-vspaces",
@@ -533,6 +565,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-user-vspaces",
@@ -544,6 +577,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-image-default",
@@ -556,6 +590,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("default"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-image-default",
@@ -567,6 +602,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("default"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-image-pingpong",
@@ -579,6 +615,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("pingpong"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-image-pingpong",
@@ -590,6 +627,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("pingpong"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-image-dma-grant",
@@ -601,6 +639,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("dma-grant"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-image-dma-grant",
@@ -612,6 +651,55 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("dma-grant"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
+        name: "x86_64-image-default-capdump",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("default"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: true,
+    },
+    SystemTest {
+        name: "x86_64-image-pingpong-capdump",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("pingpong"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: true,
+    },
+    SystemTest {
+        name: "aarch64-image-default-capdump",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("default"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: true,
+    },
+    SystemTest {
+        name: "aarch64-image-pingpong-capdump",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("pingpong"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: true,
     },
     SystemTest {
         name: "x86_64-image-ticks",
@@ -623,6 +711,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: Some("ticks"),
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-root-task",
@@ -634,6 +723,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-vtd-legacy",
@@ -645,6 +735,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-vtd-scalable",
@@ -657,6 +748,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-vtd-flts",
@@ -672,6 +764,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-xcheck-legacy",
@@ -683,6 +776,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-xcheck-scalable",
@@ -694,6 +788,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-xcheck-pasid",
@@ -705,6 +800,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-xcheck-flts",
@@ -719,6 +815,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-xcheck",
@@ -730,6 +827,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-seeded-iommu-off",
@@ -741,6 +839,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &["dma_blocked_by_default"],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-seeded-iommu-off",
@@ -752,6 +851,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &["dma_blocked_by_default"],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-seeded-no-preemption",
@@ -763,6 +863,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &["spinning_thread_is_preempted"],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "x86_64-seeded-irq-stays-bound",
@@ -774,6 +875,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &["deleting_the_handler_frees_the_line"],
         expect_trap: false,
+        cap_dump: false,
     },
     SystemTest {
         name: "aarch64-smmuv3",
@@ -785,6 +887,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         image: None,
         must_fail: &[],
         expect_trap: false,
+        cap_dump: false,
     },
 ];
 
@@ -851,6 +954,11 @@ mod tests {
             assert!(
                 config.program.is_none() || config.image.is_none(),
                 "{}: a program or an image, not both",
+                config.name
+            );
+            assert!(
+                !config.cap_dump || config.image.is_some(),
+                "{}: a capability dump is checked against an image",
                 config.name
             );
             // Arguments come in `-option value` pairs.

@@ -14,6 +14,7 @@
 //! The machines and test configurations are one table, in `machines.rs`.
 
 mod bench;
+mod capdump;
 mod error;
 mod image;
 mod kernel;
@@ -72,6 +73,10 @@ enum Task {
         /// Wait for a debugger on localhost:1234 before the first instruction (QEMU -s -S).
         #[arg(long)]
         gdb: bool,
+        /// Boot the cap-dump kernel, draw its live capability derivation tree as
+        /// target/images/<NAME>-<arch>-live.{dot,svg,txt} and compare it with the image.
+        #[arg(long)]
+        cap_dump: bool,
         /// Arguments passed to QEMU verbatim, e.g. `-- -d int`.
         #[arg(last = true, value_name = "QEMU_ARGS")]
         qemu_args: Vec<String>,
@@ -119,8 +124,18 @@ fn main() -> ExitCode {
             arch,
             image,
             gdb,
+            cap_dump,
             qemu_args,
-        } => run(&root, &arch, &image, gdb, &qemu_args),
+        } => run(
+            &root,
+            &arch,
+            &image,
+            Run {
+                gdb,
+                cap_dump,
+                qemu_args: &qemu_args,
+            },
+        ),
         Task::Test(args) => test(&root, &args),
         Task::Build { arch } => build(&root, arch),
         Task::Bench { arch } => bench(&root, arch),
@@ -173,13 +188,32 @@ fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) -> Result<ExitCode> {
+/// The options of `cargo xtask run`.
+struct Run<'a> {
+    gdb: bool,
+    cap_dump: bool,
+    qemu_args: &'a [String],
+}
+
+fn run(root: &Path, arch: &str, image: &str, options: Run<'_>) -> Result<ExitCode> {
+    let Run {
+        gdb,
+        cap_dump,
+        qemu_args,
+    } = options;
     let arch = Arch::parse(arch)?;
     let image = image::load(root, arch, image)?;
     let machine = arch.machine();
     setup::rust_targets(root)?;
     setup::qemu(&[machine])?;
-    let elf = kernel::build(root, arch)?;
+    if cap_dump {
+        setup::graphviz()?;
+    }
+    let elf = if cap_dump {
+        kernel::build_cap_dump(root, arch)?
+    } else {
+        kernel::build(root, arch)?
+    };
 
     eprintln!(
         "xtask: booting image `{}` on {}: {}",
@@ -212,7 +246,31 @@ fn run(root: &Path, arch: &str, image: &str, gdb: bool, qemu_args: &[String]) ->
     extra.extend(qemu_args.iter().cloned());
     let cmdline = format!("image={}{suffix}", image.name);
     let args = qemu::arguments(machine, machine.run_args, &elf, &cmdline, &extra);
-    let run = qemu::run(machine.qemu, &args, qemu::Echo::Terminal, None, |_| {})?;
+    let mut transcript = Vec::new();
+    let run = qemu::run(machine.qemu, &args, qemu::Echo::Terminal, None, |line| {
+        if cap_dump {
+            transcript.push(line.to_string());
+        }
+    })?;
+    if cap_dump {
+        let outcome = capdump::judge(root, &image, arch, &transcript)?;
+        eprintln!("xtask: live capability dump: {}", outcome.summary);
+        for file in &outcome.files {
+            println!("{}", file.display());
+        }
+        if !outcome.mismatches.is_empty() {
+            eprintln!(
+                "xtask: the live system differs from images/{}.toml in {} way(s):",
+                image.name,
+                outcome.mismatches.len()
+            );
+            for mismatch in &outcome.mismatches {
+                eprintln!("  {mismatch}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        eprintln!("xtask: the live system matches images/{}.toml", image.name);
+    }
     match qemu::guest_status(machine.exit, &run) {
         Ok(guest) => Ok(ExitCode::from(u8::try_from(guest).unwrap_or(u8::MAX))),
         Err(problem) => Err(Error::new(
@@ -282,7 +340,11 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let configs = suite::configurations(&selection);
     if args.list {
         for config in configs {
-            let kernel = kernel::elf_path(root, config.arch);
+            let kernel = if config.cap_dump {
+                kernel::cap_dump_elf_path(root, config.arch)
+            } else {
+                kernel::elf_path(root, config.arch)
+            };
             let module = match (config.program, config.image) {
                 (Some(program), _) => Some(kernel::package_elf(root, config.arch, program)),
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),
@@ -307,6 +369,9 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
         let mut machines: Vec<_> = Arch::ALL.iter().map(|arch| arch.machine()).collect();
         machines.retain(|machine| configs.iter().any(|config| config.arch == machine.arch));
         setup::qemu(&machines)?;
+        if configs.iter().any(|config| config.cap_dump) {
+            setup::graphviz()?;
+        }
     }
     let tally = suite::run(root, &selection)?;
     Ok(if tally.failed == 0 {

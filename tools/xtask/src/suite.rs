@@ -82,46 +82,60 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         if configs.is_empty() {
             continue;
         }
-        match kernel::build(root, arch) {
-            Ok(elf) => {
-                for config in configs {
-                    let (module, devices) = match boot_module(root, config) {
-                        Ok(booted) => booted,
-                        Err(error) => {
-                            println!("[{}] not run: {error}", config.name);
-                            total.failed += 1;
-                            continue;
-                        }
-                    };
-                    total.add(system_test(config, &elf, module.as_deref(), &devices));
-                }
-            }
-            Err(error) => {
-                for config in configs {
+        let release = kernel::build(root, arch);
+        // Built once, when the first configuration that needs it comes.
+        let mut cap_dump_kernel: Option<Result<PathBuf>> = None;
+        for config in configs {
+            let elf = if config.cap_dump {
+                cap_dump_kernel.get_or_insert_with(|| kernel::build_cap_dump(root, arch))
+            } else {
+                &release
+            };
+            let elf = match elf {
+                Ok(elf) => elf.clone(),
+                Err(error) => {
                     println!("[{}] not run: {error}", config.name);
                     total.failed += 1;
+                    continue;
                 }
-            }
+            };
+            let (module, devices, image) = match boot_module(root, config) {
+                Ok(booted) => booted,
+                Err(error) => {
+                    println!("[{}] not run: {error}", config.name);
+                    total.failed += 1;
+                    continue;
+                }
+            };
+            let dump = image
+                .as_ref()
+                .filter(|_| config.cap_dump)
+                .map(|image| (root, image));
+            total.add(system_test(config, &elf, module.as_deref(), &devices, dump));
         }
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(total)
 }
 
+/// A configuration's boot module, its devices' QEMU options and its image.
+type Booted = (Option<PathBuf>, Vec<String>, Option<sysimage::Image>);
+
 /// Builds a configuration's boot module: its program's ELF, or its image
 /// packed with init and the image's programs; with an image, also the
-/// QEMU options of its platform's devices (as `cargo xtask run --image`).
-fn boot_module(root: &Path, config: &SystemTest) -> Result<(Option<PathBuf>, Vec<String>)> {
+/// QEMU options of its platform's devices (as `cargo xtask run --image`)
+/// and the validated image.
+fn boot_module(root: &Path, config: &SystemTest) -> Result<Booted> {
     match (config.program, config.image) {
-        (Some(program), _) => {
-            kernel::build_package(root, config.arch, program).map(|path| (Some(path), Vec::new()))
-        }
+        (Some(program), _) => kernel::build_package(root, config.arch, program)
+            .map(|path| (Some(path), Vec::new(), None)),
         (None, Some(name)) => {
             let image = crate::image::load(root, config.arch, name)?;
             let packed = crate::image::pack(root, config.arch, &image)?;
-            Ok((Some(packed.path), image.platform.qemu_args()))
+            let devices = image.platform.qemu_args();
+            Ok((Some(packed.path), devices, Some(image)))
         }
-        (None, None) => Ok((None, Vec::new())),
+        (None, None) => Ok((None, Vec::new(), None)),
     }
 }
 
@@ -167,19 +181,26 @@ fn host_tests(root: &Path, filter: Option<&str>) -> Result<Tally> {
 }
 
 /// Boots one configuration and counts its tests; a run that cannot finish
-/// counts as one more failure.
+/// counts as one more failure. With `dump` (the workspace root and the
+/// image of a `cap_dump` configuration), the kernel's capability dump is
+/// one more test.
 fn system_test(
     config: &SystemTest,
     elf: &Path,
     module: Option<&Path>,
     devices: &[String],
+    dump: Option<(&Path, &sysimage::Image)>,
 ) -> Tally {
     let machine = config.arch.machine();
     let args = arguments(config, elf, module, devices);
     let timeout = Duration::from_secs(config.timeout_secs);
     let mut report = Report::default();
     let mut cross_check = xcheck::Collector::default();
+    let mut transcript = Vec::new();
     let run = qemu::run(machine.qemu, &args, Echo::Quiet, Some(timeout), |line| {
+        if dump.is_some() {
+            transcript.push(line.to_string());
+        }
         if cross_check.see(line) {
             return;
         }
@@ -222,6 +243,9 @@ fn system_test(
             }
         }
     }
+    if let Some((root, image)) = dump {
+        tally.add(cap_dump_test(config, root, image, &transcript));
+    }
     if let Some(problem) = problem {
         tally.failed += 1;
         println!("[{}] FAILED: {problem}", config.name);
@@ -237,6 +261,49 @@ fn system_test(
         );
     }
     tally
+}
+
+/// The test `cap_dump_matches_image`: the dump in `transcript` parses,
+/// Graphviz draws it, and it matches `image`.
+fn cap_dump_test(
+    config: &SystemTest,
+    root: &Path,
+    image: &sysimage::Image,
+    transcript: &[String],
+) -> Tally {
+    let name = "cap_dump_matches_image";
+    let verdict = match crate::capdump::judge(root, image, config.arch, transcript) {
+        Ok(outcome) if outcome.mismatches.is_empty() => Ok(format!(
+            "{}; {}",
+            outcome.summary,
+            outcome.files[1].display()
+        )),
+        Ok(mut outcome) => {
+            let tree = format!("the live tree: {}", outcome.files[2].display());
+            outcome.mismatches.push(tree);
+            Err(outcome.mismatches)
+        }
+        Err(error) => Err(vec![error.to_string()]),
+    };
+    match verdict {
+        Ok(detail) => {
+            println!("[{}] test {name} ... ok ({detail})", config.name);
+            Tally {
+                passed: 1,
+                failed: 0,
+            }
+        }
+        Err(lines) => {
+            println!("[{}] test {name} ... FAILED", config.name);
+            for line in lines {
+                println!("[{}]     {line}", config.name);
+            }
+            Tally {
+                passed: 0,
+                failed: 1,
+            }
+        }
+    }
 }
 
 /// The QEMU arguments of one configuration: its kernel `elf` and, for a
