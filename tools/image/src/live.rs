@@ -10,7 +10,7 @@
 //! `0x`-prefixed):
 //!
 //! ```text
-//! capdump: begin
+//! capdump: begin [<moment>]
 //! capdump: object <id> <Kind> paddr=0x<hex> bits=<n> parent=<untyped id|-> [key=value ...]
 //! capdump: cap <slot> depth=<d> object=<id> rights=<RWG> badge=0x<hex> [io=<iospace id>@0x<ipa>:<RWG>] [cpu=0x<vspace root paddr>@0x<vaddr>:<RWG>]
 //! capdump: end objects=<n> caps=<n>
@@ -32,7 +32,10 @@
 //! Parsing is strict where a wrong answer would follow (a bad number, an
 //! unknown kind, a cap naming no object, a depth jumping by more than one,
 //! a missing `end`, counts that disagree with `end`) and tolerant of extra
-//! keys. When a transcript holds several dumps, the last one counts.
+//! keys. The kernel names the moment after `begin`: `call` when init asks
+//! (every domain built, none run yet: the state the image describes) and
+//! `halt` when the session ends. [`parse`] returns the first dump of a
+//! transcript, [`parse_all`] every one.
 
 mod check;
 mod draw;
@@ -366,6 +369,8 @@ pub struct LiveDump {
     pub domains: Vec<Domain>,
     /// Serial line of `capdump: begin`.
     pub begin_line: usize,
+    /// The word after `begin` (`call`, `halt`), empty when there is none.
+    pub moment: String,
     by_id: HashMap<u64, usize>,
 }
 
@@ -472,15 +477,25 @@ impl fmt::Display for LiveError {
 
 impl std::error::Error for LiveError {}
 
-/// Parses the last dump in a serial transcript.
+/// Parses the first dump in a serial transcript.
 pub fn parse(transcript: &str) -> Result<LiveDump, LiveError> {
     parse_lines(transcript.lines())
 }
 
-/// Parses the last dump in a transcript given line by line.
+/// Parses the first dump in a transcript given line by line (every dump
+/// must be well formed).
 pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<LiveDump, LiveError> {
+    parse_all(lines)?
+        .into_iter()
+        .next()
+        .ok_or(LiveError::NoDump)
+}
+
+/// Parses every dump in a transcript given line by line, in order; an
+/// error when there is none or one is malformed or truncated.
+pub fn parse_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec<LiveDump>, LiveError> {
     let mut open: Option<Reading> = None;
-    let mut last = None;
+    let mut dumps = Vec::new();
     for (index, raw) in lines.into_iter().enumerate() {
         let number = index + 1;
         let text = raw.trim_end_matches(['\r', '\n']);
@@ -497,6 +512,7 @@ pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<LiveD
         match (record, open.as_mut()) {
             ("begin", None) => {
                 open = Some(Reading {
+                    moment: words.next().unwrap_or_default().to_string(),
                     begin_line: number,
                     objects: Vec::new(),
                     caps: Vec::new(),
@@ -522,7 +538,7 @@ pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<LiveD
             ("end", Some(_)) => {
                 let reading = open.take().unwrap_or_else(|| unreachable!("matched Some"));
                 let keys = Keys::parse(words).map_err(malformed)?;
-                last = Some(reading.finish(&keys, number, text)?);
+                dumps.push(reading.finish(&keys, number, text)?);
             }
             ("object" | "cap" | "end", None) => {
                 return Err(malformed(format!(
@@ -543,11 +559,15 @@ pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<LiveD
             caps: reading.caps.len(),
         });
     }
-    last.ok_or(LiveError::NoDump)
+    if dumps.is_empty() {
+        return Err(LiveError::NoDump);
+    }
+    Ok(dumps)
 }
 
 /// A dump between `begin` and `end`.
 struct Reading {
+    moment: String,
     begin_line: usize,
     objects: Vec<Object>,
     caps: Vec<Capability>,
@@ -579,6 +599,7 @@ impl Reading {
             ));
         }
         let Reading {
+            moment,
             begin_line,
             objects,
             mut caps,
@@ -698,6 +719,7 @@ impl Reading {
             caps,
             domains,
             begin_line,
+            moment,
             by_id,
         })
     }

@@ -208,8 +208,14 @@ impl<'a> Drawing<'a> {
                 (
                     NodeKind::Domain,
                     format!(
-                        "{}{role}\nTcb #{}, {cnode}, {vspace}\nholds {held} capabilities",
-                        domain.name, domain.tcb
+                        "{}{role}\nTcb #{}, {cnode}, {vspace}\nholds {held} {}",
+                        domain.name,
+                        domain.tcb,
+                        if held == 1 {
+                            "capability"
+                        } else {
+                            "capabilities"
+                        }
                     ),
                 )
             }

@@ -255,12 +255,19 @@ fn unknown_keys_are_ignored_and_other_lines_skipped() {
 }
 
 #[test]
-fn the_last_of_two_dumps_counts() {
-    let first = transcript(&mutated("name=client", "name=early"));
-    let both = format!("{first}{}", transcript(BODY));
+fn the_first_of_two_dumps_counts_and_moments_are_kept() {
+    let first = transcript(BODY).replace("capdump: begin", "capdump: begin call");
+    let second = transcript(&mutated("name=client", "name=late"))
+        .replace("capdump: begin", "capdump: begin halt");
+    let both = format!("{first}{second}");
     let parsed = parse(&both).unwrap();
+    assert_eq!(parsed.moment, "call");
     assert!(parsed.domain("client").is_some());
-    assert!(parsed.domain("early").is_none());
+    let all = parse_all(both.lines()).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].moment, "halt");
+    assert!(all[1].domain("late").is_some());
+    assert_eq!(all[1].begin_line, first.lines().count() + 3);
 }
 
 #[test]
