@@ -149,6 +149,25 @@ mod tests {
         assert!(error.problem.contains("prepared 0 of 2"), "{error}");
     }
 
+    /// A run without a dump fails `judge` (and so the system test) before
+    /// anything is written.
+    #[test]
+    fn judging_a_run_without_a_dump_is_an_error() {
+        let transcript = lines(&[
+            "Portcullis 0.1.0",
+            "4 passed, 0 failed",
+            "portcullis: exit 0",
+        ]);
+        let error = judge(
+            Path::new("/nonexistent"),
+            &image(),
+            Arch::X86_64,
+            &transcript,
+        )
+        .unwrap_err();
+        assert!(error.problem.starts_with("no capability dump"), "{error}");
+    }
+
     #[test]
     fn a_truncated_dump_is_reported_as_such() {
         let error = live::parse_lines(["capdump: begin"]).unwrap_err();

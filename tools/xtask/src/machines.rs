@@ -702,6 +702,32 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: true,
     },
     SystemTest {
+        name: "x86_64-image-dma-grant-capdump",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        // The DMA checks: device, IoSpace, io_map pages, fault queue.
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("dma-grant"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: true,
+    },
+    SystemTest {
+        name: "aarch64-image-dma-grant-capdump",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        // The DMA checks: device, IoSpace, io_map pages, fault queue.
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("dma-grant"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: true,
+    },
+    SystemTest {
         name: "x86_64-image-ticks",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
