@@ -362,7 +362,10 @@ fn make_domain(
         ipc_buffer,
         entry,
         priority: pd.priority,
-        table: CapTable::new(),
+        table: CapTable {
+            heap_size: pd.heap_size,
+            ..CapTable::new()
+        },
         next_slot: 1,
         irqs: None,
         grants: 0,

@@ -1,5 +1,8 @@
 //! The heap: a first-fit allocator over one static region of
-//! [`HEAP_SIZE`] bytes, behind a `spin::Mutex`.
+//! [`HEAP_SIZE`] bytes, behind a `spin::Mutex`, plus the domain's own heap
+//! when the image gives it one (`heap_size`: init maps it at
+//! `sys::names::HEAP_ADDRESS` and records its size in the capability table;
+//! `rt`'s start-up code adds it with [`Heap::add_region`]).
 //!
 //! The free space is a sorted table of address ranges ([`FreeRanges`])
 //! kept *outside* the heap memory, so the bookkeeping is ordinary safe
@@ -34,6 +37,17 @@ pub struct Stats {
     pub in_use: usize,
     /// Bytes freed that could not be returned to the table.
     pub lost: usize,
+}
+
+/// Why [`FreeRanges::add`] or [`Heap::add_region`] refused a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionError {
+    /// Smaller than one grain once rounded inwards, or it wraps around.
+    Empty,
+    /// It overlaps memory the heap already manages.
+    Overlaps,
+    /// The free table has no room for another range.
+    TableFull,
 }
 
 /// The free ranges of one heap, sorted by address, never adjacent.
@@ -145,6 +159,39 @@ impl FreeRanges {
         }
     }
 
+    /// Adds the region `start..start + size` (rounded inwards to the grain)
+    /// as free memory. The caller knows the region is not otherwise in use;
+    /// this checks only that it overlaps no free range.
+    pub fn add(&mut self, start: usize, size: usize) -> Result<(), RegionError> {
+        let first = round_up(start, GRAIN).ok_or(RegionError::Empty)?;
+        let end = start.checked_add(size).ok_or(RegionError::Empty)? & !(GRAIN - 1);
+        if end <= first {
+            return Err(RegionError::Empty);
+        }
+        let index = self.ranges[..self.count]
+            .iter()
+            .position(|r| r.start >= end)
+            .unwrap_or(self.count);
+        if index > 0 && self.ranges[index - 1].end > first {
+            return Err(RegionError::Overlaps);
+        }
+        let joins_before = index > 0 && self.ranges[index - 1].end == first;
+        let joins_after = index < self.count && self.ranges[index].start == end;
+        match (joins_before, joins_after) {
+            (true, true) => {
+                self.ranges[index - 1].end = self.ranges[index].end;
+                self.remove(index);
+            }
+            (true, false) => self.ranges[index - 1].end = end,
+            (false, true) => self.ranges[index].start = first,
+            (false, false) if self.count < MAX_FREE_RANGES => {
+                self.insert_at(index, Range { start: first, end });
+            }
+            (false, false) => return Err(RegionError::TableFull),
+        }
+        Ok(())
+    }
+
     fn remove(&mut self, index: usize) {
         self.ranges.copy_within(index + 1..self.count, index);
         self.count -= 1;
@@ -206,6 +253,27 @@ impl Heap {
         self.memory.0.get().cast()
     }
 
+    /// Whether `address` is inside the static region.
+    fn in_static_region(&self, address: usize) -> bool {
+        (self.base().addr()..self.base().addr() + HEAP_SIZE).contains(&address)
+    }
+
+    /// Adds `start..start + size` to the heap (for the domain's image heap).
+    ///
+    /// # Safety
+    /// The region is mapped readable and writable for the rest of the
+    /// program, and nothing else in the program uses it (no Rust object
+    /// lives there): from now on the allocator hands it out.
+    #[allow(unsafe_code)]
+    pub unsafe fn add_region(&self, start: usize, size: usize) -> Result<(), RegionError> {
+        let end = start.checked_add(size).ok_or(RegionError::Empty)?;
+        let base = self.base().addr();
+        if start < base + HEAP_SIZE && base < end {
+            return Err(RegionError::Overlaps);
+        }
+        self.with_ranges(|ranges| ranges.add(start, size))
+    }
+
     fn with_ranges<R>(&self, f: impl FnOnce(&mut FreeRanges) -> R) -> R {
         let mut free = self.free.lock();
         let ranges = free.get_or_insert_with(|| FreeRanges::new(self.base().addr(), HEAP_SIZE));
@@ -225,13 +293,19 @@ impl Default for Heap {
 //    hands out a range twice until it is freed.
 // 2. `dealloc` is only called (by contract) with a pointer from `alloc` and
 //    the same layout, and returns exactly that block to the table.
-// 3. Pointers keep the provenance of the heap's memory (offsets from its base).
+// 3. Pointers into the static region keep its provenance (offsets from
+//    its base); pointers into an added region take the exposed provenance
+//    of memory the loader mapped outside every Rust object (`add_region`'s
+//    contract).
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let base = self.base();
         match self.with_ranges(|ranges| ranges.allocate(layout)) {
-            Some(address) => base.wrapping_add(address - base.addr()),
+            Some(address) if self.in_static_region(address) => {
+                base.wrapping_add(address - base.addr())
+            }
+            Some(address) => core::ptr::with_exposed_provenance_mut(address),
             None => core::ptr::null_mut(),
         }
     }
@@ -314,6 +388,39 @@ mod tests {
             heap.free(*address, layout(32, 16));
         }
         assert_eq!(heap.free_bytes(), 64 * MAX_FREE_RANGES);
+    }
+
+    #[test]
+    fn added_regions_merge_or_are_refused_when_they_overlap() {
+        let mut heap = FreeRanges::new(0x1000, 0x1000);
+        // Adjacent above: one range.
+        heap.add(0x2000, 0x1000).unwrap();
+        assert_eq!(heap.count, 1);
+        assert_eq!(heap.free_bytes(), 0x2000);
+        // Apart: a second range, used once the first is too small.
+        heap.add(0x10_0000, 0x4000).unwrap();
+        assert_eq!(heap.count, 2);
+        assert_eq!(heap.allocate(layout(0x2000, 16)), Some(0x1000));
+        assert_eq!(heap.allocate(layout(0x3000, 16)), Some(0x10_0000));
+        assert_eq!(heap.count, 1);
+        // Overlapping what is free, or nothing at all, is refused.
+        assert_eq!(heap.add(0x10_3000, 0x2000), Err(RegionError::Overlaps));
+        assert_eq!(heap.add(0x20_0008, 8), Err(RegionError::Empty));
+        assert_eq!(heap.add(usize::MAX - 8, 64), Err(RegionError::Empty));
+        // Right after the free tail: it grows.
+        heap.add(0x10_4000, 0x1000).unwrap();
+        assert_eq!(heap.count, 1);
+        assert_eq!(heap.free_bytes(), 0x2000);
+    }
+
+    #[test]
+    fn a_region_overlapping_the_static_heap_is_refused() {
+        static HEAP: Heap = Heap::new();
+        let base = HEAP.base().addr();
+        #[allow(unsafe_code)]
+        // SAFETY: the call is refused before anything is added.
+        let result = unsafe { HEAP.add_region(base + HEAP_SIZE - 4096, 8192) };
+        assert_eq!(result, Err(RegionError::Overlaps));
     }
 
     #[test]

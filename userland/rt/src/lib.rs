@@ -7,8 +7,9 @@
 //! - [`Startup`]: what the program is given: its capability table.
 //! - Panics print `[rt] panicked at ...` on the debug console and exit with
 //!   [`PANIC_STATUS`].
-//! - A heap of [`heap::HEAP_SIZE`] bytes is the global allocator, so
-//!   programs can use `alloc` (`Box`, `Vec`, ...).
+//! - A heap of [`heap::HEAP_SIZE`] bytes, plus the image's `heap_size`
+//!   when init mapped one, is the global allocator, so programs can use
+//!   `alloc` (`Box`, `Vec`, ...).
 //! - [`print!`] and [`println!`] write to the kernel's debug console.
 //! - [`testing`]: `test NAME ... ok` lines and the closing count for
 //!   system-test programs.

@@ -92,6 +92,7 @@ _start:
 /// argument register and runs `main`.
 extern "C" fn rust_start(argument: u64) -> ! {
     let startup = Startup::from_argument(argument);
+    add_image_heap(&startup);
     let status = program_main(&startup);
     exit(status)
 }
@@ -106,6 +107,31 @@ fn program_main(startup: &Startup) -> i32 {
         safe fn __rt_main(startup: &Startup) -> i32;
     }
     __rt_main(startup)
+}
+
+/// Gives the allocator the heap init mapped for this domain (its image's
+/// `heap_size` at `sys::names::HEAP_ADDRESS`), if any.
+fn add_image_heap(startup: &Startup) {
+    let Some(size) = startup
+        .caps()
+        .map(|table| table.heap_size)
+        .filter(|&size| size > 0)
+    else {
+        return;
+    };
+    let Ok(size) = usize::try_from(size) else {
+        println!("[rt] the capability table's heap_size {size:#x} does not fit an address");
+        return;
+    };
+    // SAFETY: a valid capability table's `heap_size` says init mapped that
+    // many bytes of zeroed memory read-write at HEAP_ADDRESS for the
+    // domain's life (`sys::names`), an address no program section uses
+    // (init refuses images that map there).
+    #[allow(unsafe_code)]
+    let added = unsafe { HEAP.add_region(sys::names::HEAP_ADDRESS as usize, size) };
+    if let Err(e) = added {
+        println!("[rt] cannot use the image heap of {size} bytes: {e:?}");
+    }
 }
 
 #[global_allocator]

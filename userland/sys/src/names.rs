@@ -11,9 +11,10 @@
 //! | offset | field | meaning |
 //! |---|---|---|
 //! | 0 | `magic: u64` | [`CAP_TABLE_MAGIC`], "PCLSCAPS" |
-//! | 8 | `version: u32` | [`CAP_TABLE_VERSION`] (1) |
+//! | 8 | `version: u32` | [`CAP_TABLE_VERSION`] (2) |
 //! | 12 | `count: u32` | entries in use, at most [`MAX_ENTRIES`] |
 //! | 16 | `entries: [CapEntry; 64]` | the first `count` are valid |
+//! | 2576 | `heap_size: u64` | bytes of zeroed memory mapped read-write at [`HEAP_ADDRESS`] (the image's `heap_size`; `rt` adds them to its allocator) |
 //!
 //! Each [`CapEntry`] is 40 bytes:
 //!
@@ -23,7 +24,7 @@
 //! | 32 | `slot: u32` | the slot in the domain's CSpace |
 //! | 36 | `kind: u32` | the object kind, numbered as `caps::ObjectKind` |
 //!
-//! 2576 bytes in all ([`CAP_TABLE_SIZE`]). Entries are not sorted and names
+//! 2584 bytes in all ([`CAP_TABLE_SIZE`]). Version 1 had no `heap_size`. Entries are not sorted and names
 //! should be unique (lookup takes the first match).
 //!
 //! # The names init gives
@@ -59,14 +60,14 @@ use caps::ObjectKind;
 /// "PCLSCAPS" little-endian: the first word of a [`CapTable`].
 pub const CAP_TABLE_MAGIC: u64 = u64::from_le_bytes(*b"PCLSCAPS");
 /// The layout version this crate reads and writes.
-pub const CAP_TABLE_VERSION: u32 = 1;
+pub const CAP_TABLE_VERSION: u32 = 2;
 /// How many entries a table holds.
 pub const MAX_ENTRIES: usize = 64;
 /// The longest name, in bytes.
 pub const MAX_NAME_LENGTH: usize = 32;
 
 /// Bytes of an encoded [`CapTable`] ([`CapTable::to_bytes`]).
-pub const CAP_TABLE_SIZE: usize = 16 + MAX_ENTRIES * 40;
+pub const CAP_TABLE_SIZE: usize = 16 + MAX_ENTRIES * 40 + 8;
 /// Start of the part of every domain's address space init lays out itself.
 pub const DOMAIN_RESERVED_START: u64 = 0x7F_8000_0000;
 /// Where init maps a domain's [`CapTable`] (read-only).
@@ -141,6 +142,8 @@ pub struct CapTable {
     pub count: u32,
     /// The entries; the first `count` are valid.
     pub entries: [CapEntry; MAX_ENTRIES],
+    /// Bytes of the domain's heap at [`HEAP_ADDRESS`] (0: none).
+    pub heap_size: u64,
 }
 
 impl CapTable {
@@ -151,6 +154,7 @@ impl CapTable {
             version: CAP_TABLE_VERSION,
             count: 0,
             entries: [CapEntry::EMPTY; MAX_ENTRIES],
+            heap_size: 0,
         }
     }
 
@@ -209,6 +213,8 @@ impl CapTable {
             bytes[at + 32..at + 36].copy_from_slice(&entry.slot.to_le_bytes());
             bytes[at + 36..at + 40].copy_from_slice(&entry.kind.to_le_bytes());
         }
+        let at = 16 + MAX_ENTRIES * 40;
+        bytes[at..at + 8].copy_from_slice(&self.heap_size.to_le_bytes());
         bytes
     }
 
@@ -248,7 +254,9 @@ mod tests {
         assert_eq!(size_of::<CapEntry>(), 40);
         assert_eq!(offset_of!(CapEntry, slot), 32);
         assert_eq!(offset_of!(CapEntry, kind), 36);
-        assert_eq!(size_of::<CapTable>(), 2576);
+        assert_eq!(offset_of!(CapTable, heap_size), 2576);
+        assert_eq!(size_of::<CapTable>(), CAP_TABLE_SIZE);
+        assert_eq!(CAP_TABLE_SIZE, 2584);
         assert_eq!(&CAP_TABLE_MAGIC.to_le_bytes(), b"PCLSCAPS");
     }
 
@@ -257,6 +265,7 @@ mod tests {
         let mut table = CapTable::new();
         table.push("channel0", 7, ObjectKind::Endpoint).unwrap();
         table.push("iospace0", 9, ObjectKind::IoSpace).unwrap();
+        table.heap_size = 0x10_0000;
         let bytes = table.to_bytes();
         assert_eq!(size_of::<CapTable>(), CAP_TABLE_SIZE);
         // SAFETY: CapTable is repr(C) plain data without padding (layout

@@ -4,10 +4,13 @@
 //! what the image asked for: an IoDevice already attached to its IoSpace
 //! (init attached it), which it can detach and attach again; an empty
 //! fault queue with its notification; and the DMA buffer mapped read-write
-//! at the stated address.
+//! at the stated address. Its image also gives it a 256 KiB heap, which
+//! `rt`'s allocator must serve beyond its own 64 KiB.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
+
+extern crate alloc;
 
 use rt::check;
 use rt::testing::{Outcome, Suite};
@@ -31,6 +34,7 @@ fn main(startup: &rt::Startup) -> i32 {
     suite.run("device_attached_to_its_io_space", || attached(table));
     suite.run("fault_queue_empty_and_bound", || fault_queue(table));
     suite.run("dma_buffer_mapped_read_write", dma_buffer);
+    suite.run("image_heap_serves_the_allocator", || image_heap(table));
     suite.finish()
 }
 
@@ -98,6 +102,28 @@ fn dma_buffer() -> Outcome {
     check!(
         buffer.read(1023) == Some(0x5a5a),
         "the last word of the second page did not keep its value"
+    );
+    Ok(())
+}
+
+/// The image's `heap_size` (256 KiB) reaches the allocator: a 128 KiB
+/// block, twice `rt`'s static heap, is served from `HEAP_ADDRESS`.
+fn image_heap(table: &CapTable) -> Outcome {
+    check!(
+        table.heap_size == 256 * 1024,
+        "the capability table says heap_size = {:#x}",
+        table.heap_size
+    );
+    let block = alloc::vec![0x5au8; 128 * 1024];
+    let start = block.as_ptr().addr() as u64;
+    let heap = sys::names::HEAP_ADDRESS..sys::names::HEAP_ADDRESS + table.heap_size;
+    check!(
+        heap.contains(&start) && heap.contains(&(start + block.len() as u64 - 1)),
+        "the 128 KiB block at {start:#x} is not inside the image heap {heap:#x?}"
+    );
+    check!(
+        block.iter().all(|&byte| byte == 0x5a),
+        "the block did not keep its bytes"
     );
     Ok(())
 }
