@@ -35,7 +35,7 @@ const ARENA_BITS: u8 = 17;
 /// Slots backed by the arena.
 const ARENA_SLOTS: usize = (1 << ARENA_BITS) >> caps::SLOT_SIZE_BITS;
 /// Object records.
-const OBJECTS: usize = 1024;
+pub const OBJECTS: usize = 1024;
 /// The root task's CNode: `2^ROOT_CNODE_BITS` slots.
 const ROOT_CNODE_BITS: u8 = 10;
 /// The kernel-held slot of the root task's CNode capability.

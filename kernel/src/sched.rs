@@ -177,6 +177,10 @@ pub struct Scheduler {
     /// Bit `p` set: priority `p` has a ready thread.
     bitmap: [u64; 4],
     registry: heapless::Vec<Registered, MAX_REGISTERED>,
+    /// Per object id, where it may be in `registry` (index + 1; 0: not
+    /// known). A hint, checked before use, that spares `register` — called
+    /// by every IPC — a scan of the registry.
+    registry_hint: [u16; crate::objects::OBJECTS],
 }
 
 /// The one scheduler.
@@ -184,6 +188,7 @@ pub static SCHEDULER: spin::Mutex<Scheduler> = spin::Mutex::new(Scheduler {
     ready: [const { Queue { head: 0, tail: 0 } }; 256],
     bitmap: [0; 4],
     registry: heapless::Vec::new(),
+    registry_hint: [0; crate::objects::OBJECTS],
 });
 
 /// `seed=no-preemption`: a deliberately broken kernel whose timer no
@@ -242,7 +247,15 @@ impl Scheduler {
         kind: caps::ObjectKind,
         paddr: u64,
     ) -> Result<(), Error> {
-        if self.registry.iter().any(|r| r.paddr == paddr) {
+        let hint = self.registry_hint.get(object.0 as usize).copied();
+        let hinted = hint
+            .and_then(|h| usize::from(h).checked_sub(1))
+            .and_then(|index| self.registry.get(index));
+        if hinted.is_some_and(|r| r.object == object && r.paddr == paddr) {
+            return Ok(());
+        }
+        if let Some(index) = self.registry.iter().position(|r| r.paddr == paddr) {
+            self.set_hint(index);
             return Ok(());
         }
         self.registry
@@ -251,7 +264,30 @@ impl Scheduler {
                 kind,
                 paddr,
             })
-            .map_err(|_| Error::ObjectTableFull)
+            .map_err(|_| Error::ObjectTableFull)?;
+        self.set_hint(self.registry.len() - 1);
+        Ok(())
+    }
+
+    /// Records that `registry[index]` is where its object is.
+    fn set_hint(&mut self, index: usize) {
+        let object = self.registry[index].object.0 as usize;
+        if let (Some(hint), Ok(value)) =
+            (self.registry_hint.get_mut(object), u16::try_from(index + 1))
+        {
+            *hint = value;
+        }
+    }
+
+    /// Drops `registry[index]`, keeping the hints right.
+    fn unregister(&mut self, index: usize) {
+        let removed = self.registry.swap_remove(index);
+        if let Some(hint) = self.registry_hint.get_mut(removed.object.0 as usize) {
+            *hint = 0;
+        }
+        if index < self.registry.len() {
+            self.set_hint(index);
+        }
     }
 
     /// Takes `thread` off whatever it is queued on.
@@ -500,7 +536,7 @@ pub fn reconcile(
             }
             _ => {}
         }
-        scheduler.registry.swap_remove(index);
+        scheduler.unregister(index);
     }
     freed
 }
