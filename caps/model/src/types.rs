@@ -126,6 +126,46 @@ pub enum ObjectKind {
     IoFaultQueue = 14,
 }
 
+impl ObjectKind {
+    /// Every kind, in number order (`ALL[n] as u8 == n`).
+    pub const ALL: [ObjectKind; 15] = [
+        ObjectKind::Untyped,
+        ObjectKind::CNode,
+        ObjectKind::Tcb,
+        ObjectKind::Endpoint,
+        ObjectKind::Notification,
+        ObjectKind::Frame,
+        ObjectKind::PageTable,
+        ObjectKind::IrqControl,
+        ObjectKind::IrqHandler,
+        ObjectKind::IommuControl,
+        ObjectKind::IoDevice,
+        ObjectKind::IoSpace,
+        ObjectKind::IoUserTable,
+        ObjectKind::IoPasid,
+        ObjectKind::IoFaultQueue,
+    ];
+
+    /// The kind numbered `number`, if any.
+    pub fn from_number(number: u8) -> Option<ObjectKind> {
+        ObjectKind::ALL.get(usize::from(number)).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ObjectKind;
+
+    #[test]
+    fn all_kinds_are_listed_in_number_order() {
+        for (number, kind) in ObjectKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, number);
+            assert_eq!(ObjectKind::from_number(number as u8), Some(*kind));
+        }
+        assert_eq!(ObjectKind::from_number(ObjectKind::ALL.len() as u8), None);
+    }
+}
+
 /// Size in bytes of one capability slot in CNode memory, as a power of two.
 pub const SLOT_SIZE_BITS: u8 = 5;
 /// Size of a small frame and of every IOMMU table page.
