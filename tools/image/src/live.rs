@@ -34,8 +34,11 @@
 //! a missing `end`, counts that disagree with `end`) and tolerant of extra
 //! keys. The kernel names the moment after `begin`: `call` when init asks
 //! (every domain built, none run yet: the state the image describes) and
-//! `halt` when the session ends. [`parse`] returns the first dump of a
-//! transcript, [`parse_all`] every one.
+//! `halt` when a thread ends the session with DebugHalt (the final state).
+//! [`parse`] returns the first dump of a transcript, [`parse_all`] every
+//! complete one and, apart, a last dump the transcript cut short (a run
+//! that died or timed out during its `halt` dump still has its `call`
+//! dump).
 
 mod check;
 mod draw;
@@ -427,6 +430,8 @@ pub enum LiveError {
     NoDump,
     /// `begin` without `end`.
     Truncated {
+        /// The word after `begin` (`call`, `halt`), empty when there is none.
+        moment: String,
         /// Serial line of the `begin`.
         begin_line: usize,
         /// Object lines read before the transcript ended.
@@ -455,14 +460,19 @@ impl fmt::Display for LiveError {
                 PREFIX
             ),
             LiveError::Truncated {
+                moment,
                 begin_line,
                 objects,
                 caps,
-            } => write!(
-                f,
-                "dump truncated: `{PREFIX}begin` at serial line {begin_line}, then {objects} object and {caps} cap lines but no `{PREFIX}end`; \
-                 fix: let the guest run until it prints the end line (a timeout or a kernel panic cut it short)"
-            ),
+            } => {
+                let begin = format!("{PREFIX}begin {moment}");
+                write!(
+                    f,
+                    "dump truncated: `{}` at serial line {begin_line}, then {objects} object and {caps} cap lines but no `{PREFIX}end`; \
+                     fix: let the guest run until it prints the end line (a timeout or a kernel panic cut it short)",
+                    begin.trim_end()
+                )
+            }
             LiveError::Malformed {
                 line,
                 text,
@@ -482,18 +492,36 @@ pub fn parse(transcript: &str) -> Result<LiveDump, LiveError> {
     parse_lines(transcript.lines())
 }
 
-/// Parses the first dump in a transcript given line by line (every dump
-/// must be well formed).
+/// Parses the first dump in a transcript given line by line: an error when
+/// it is truncated or any dump line is malformed (a later dump cut short
+/// does not matter here; [`parse_all`] reports it).
 pub fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<LiveDump, LiveError> {
-    parse_all(lines)?
-        .into_iter()
-        .next()
-        .ok_or(LiveError::NoDump)
+    let Dumps {
+        complete,
+        truncated,
+    } = parse_all(lines)?;
+    match (complete.into_iter().next(), truncated) {
+        (Some(first), _) => Ok(first),
+        (None, Some(error)) => Err(error),
+        (None, None) => Err(LiveError::NoDump),
+    }
 }
 
-/// Parses every dump in a transcript given line by line, in order; an
-/// error when there is none or one is malformed or truncated.
-pub fn parse_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec<LiveDump>, LiveError> {
+/// Every dump of a transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dumps {
+    /// The complete dumps, in order.
+    pub complete: Vec<LiveDump>,
+    /// The last dump, when the transcript ends before its `end`: always a
+    /// [`LiveError::Truncated`], which names its moment.
+    pub truncated: Option<LiveError>,
+}
+
+/// Parses every dump in a transcript given line by line, in order: the
+/// complete ones, and apart a last one the transcript cut short. An error
+/// when there is no `begin` at all or a dump line is malformed (whichever
+/// dump it is in: the kernel and this parser disagree).
+pub fn parse_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Dumps, LiveError> {
     let mut open: Option<Reading> = None;
     let mut dumps = Vec::new();
     for (index, raw) in lines.into_iter().enumerate() {
@@ -552,17 +580,19 @@ pub fn parse_all<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Vec<Liv
             }
         }
     }
-    if let Some(reading) = open {
-        return Err(LiveError::Truncated {
-            begin_line: reading.begin_line,
-            objects: reading.objects.len(),
-            caps: reading.caps.len(),
-        });
-    }
-    if dumps.is_empty() {
+    let truncated = open.map(|reading| LiveError::Truncated {
+        moment: reading.moment,
+        begin_line: reading.begin_line,
+        objects: reading.objects.len(),
+        caps: reading.caps.len(),
+    });
+    if dumps.is_empty() && truncated.is_none() {
         return Err(LiveError::NoDump);
     }
-    Ok(dumps)
+    Ok(Dumps {
+        complete: dumps,
+        truncated,
+    })
 }
 
 /// A dump between `begin` and `end`.

@@ -254,9 +254,27 @@ fn run(root: &Path, arch: &str, image: &str, options: Run<'_>) -> Result<ExitCod
     })?;
     if cap_dump {
         let outcome = capdump::judge(root, &image, arch, &transcript)?;
-        eprintln!("xtask: live capability dump: {}", outcome.summary);
-        for file in &outcome.files {
+        eprintln!("xtask: live capability dump: {}", outcome.call.summary);
+        for file in &outcome.call.files {
             println!("{}", file.display());
+        }
+        match &outcome.halt {
+            Some(halt) => {
+                eprintln!(
+                    "xtask: at DebugHalt (drawn, not compared with the image): {}",
+                    halt.summary
+                );
+                for file in &halt.files {
+                    println!("{}", file.display());
+                }
+            }
+            None if outcome.warnings.is_empty() => {
+                eprintln!("xtask: no `halt` dump: the session did not end with DebugHalt")
+            }
+            None => {}
+        }
+        for warning in &outcome.warnings {
+            eprintln!("xtask: warning: {warning}");
         }
         if !outcome.mismatches.is_empty() {
             eprintln!(

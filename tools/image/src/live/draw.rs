@@ -15,9 +15,12 @@
 //!   same domains and IoSpaces with the same rights at adjacent addresses,
 //!   are one node (`16 Frames, 64 KiB`); a domain's mapping is an edge
 //!   labelled with rights and address range, an IoSpace's a red DMA edge;
+//!   Frames retyped from a device Untyped (a device's registers) are never
+//!   grouped with RAM and say `device memory`;
 //! - the IOMMU state: IoDevice -> IoSpace / IoUserTable `attached`,
 //!   IoDevice or IoSpace -> IoFaultQueue `faults`, IoPasid -> IoDevice,
-//!   IoUserTable -> IoSpace;
+//!   IoUserTable -> IoSpace; an IoDevice attached to nothing says so (in a
+//!   `halt` dump, after its IoSpace was revoked, the IOMMU blocks its DMA);
 //! - init's capabilities to drawn objects are dashed, unlabelled edges;
 //!   the rest of init's capabilities (Untypeds, page tables, the domains'
 //!   private Frames nobody else maps, ...) are one note counting them by
@@ -46,6 +49,8 @@ enum Use {
 #[derive(Debug)]
 struct Group {
     bits: u32,
+    /// Retyped from a device Untyped: registers, not RAM.
+    device: bool,
     /// The uses, sorted, with the address range each covers (`Held`: 0..0).
     uses: Vec<(Use, u64, u64)>,
     frames: Vec<u64>,
@@ -116,8 +121,20 @@ fn group_frames(dump: &LiveDump) -> Vec<Group> {
             continue;
         }
         let size = object.size();
+        let device = dump
+            .object(object.parent.unwrap_or(u64::MAX))
+            .is_some_and(|parent| {
+                matches!(
+                    parent.details,
+                    Details::Untyped {
+                        device: Some(true),
+                        ..
+                    }
+                )
+            });
         let joins = groups.last().is_some_and(|group| {
             group.bits == object.bits
+                && group.device == device
                 && group.uses.len() == uses.len()
                 && group
                     .uses
@@ -143,6 +160,7 @@ fn group_frames(dump: &LiveDump) -> Vec<Group> {
             }
             _ => groups.push(Group {
                 bits: object.bits,
+                device,
                 uses: uses
                     .iter()
                     .map(|&(kind, address)| match kind {
@@ -223,11 +241,14 @@ impl<'a> Drawing<'a> {
                 let group = &self.groups[index];
                 let page = 1u64.checked_shl(group.bits).unwrap_or(u64::MAX);
                 let count = group.frames.len() as u64;
-                let head = if count == 1 {
+                let mut head = if count == 1 {
                     format!("Frame #{}, {}", group.frames[0], human(page))
                 } else {
                     format!("{count} Frames, {}", human(page.saturating_mul(count)))
                 };
+                if group.device {
+                    head.push_str(" of device memory");
+                }
                 (
                     NodeKind::Region,
                     format!("{head}\npaddr {}", range(group.paddr_low, group.paddr_high)),
@@ -246,10 +267,18 @@ impl<'a> Drawing<'a> {
                     Details::IrqHandler { line } => {
                         (NodeKind::Irq, line.map(|line| format!("IRQ {line}")))
                     }
-                    Details::IoDevice { rid, .. } => (
-                        NodeKind::IoDevice,
-                        rid.map(|rid| format!("requester id {rid:#06x}")),
-                    ),
+                    Details::IoDevice {
+                        rid, space, table, ..
+                    } => {
+                        let rid = rid.map(|rid| format!("requester id {rid:#06x}"));
+                        let detached = (space.is_none() && table.is_none())
+                            .then(|| self.detached(id).to_string());
+                        let lines: Vec<String> = rid.into_iter().chain(detached).collect();
+                        (
+                            NodeKind::IoDevice,
+                            (!lines.is_empty()).then(|| lines.join("\n")),
+                        )
+                    }
                     Details::IoSpace { did, .. } => {
                         (NodeKind::IoSpace, did.map(|did| format!("domain id {did}")))
                     }
@@ -280,6 +309,28 @@ impl<'a> Drawing<'a> {
                 };
                 (kind, label)
             }
+        }
+    }
+
+    /// What an IoDevice attached to no IoSpace or IoUserTable does with
+    /// DMA: without an attached PASID either, nothing translates it and
+    /// the IOMMU blocks it.
+    fn detached(&self, device: u64) -> &'static str {
+        let pasid_attached = self.dump.objects.iter().any(|object| {
+            matches!(
+                object.details,
+                Details::IoPasid {
+                    device: Some(of),
+                    space,
+                    table,
+                    ..
+                } if of == device && (space.is_some() || table.is_some())
+            )
+        });
+        if pasid_attached {
+            "not attached (only its PASIDs are)"
+        } else {
+            "not attached: its DMA is blocked"
         }
     }
 

@@ -264,10 +264,46 @@ fn the_first_of_two_dumps_counts_and_moments_are_kept() {
     assert_eq!(parsed.moment, "call");
     assert!(parsed.domain("client").is_some());
     let all = parse_all(both.lines()).unwrap();
+    assert_eq!(all.truncated, None);
+    let all = all.complete;
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].moment, "halt");
     assert!(all[1].domain("late").is_some());
     assert_eq!(all[1].begin_line, first.lines().count() + 3);
+}
+
+/// A run that dies during its `halt` dump keeps its `call` dump; the cut
+/// dump is reported apart, naming its moment.
+#[test]
+fn a_truncated_halt_dump_leaves_the_call_dump() {
+    let first = transcript(BODY).replace("capdump: begin", "capdump: begin call");
+    let cut: String = transcript(BODY)
+        .replace("capdump: begin", "capdump: begin halt")
+        .lines()
+        .take(20)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let text = format!("{first}{cut}");
+    let all = parse_all(text.lines()).unwrap();
+    assert_eq!(all.complete.len(), 1);
+    assert_eq!(all.complete[0].moment, "call");
+    let error = all.truncated.unwrap();
+    assert_eq!(
+        error,
+        LiveError::Truncated {
+            moment: "halt".to_string(),
+            begin_line: first.lines().count() + 3,
+            objects: 17,
+            caps: 0
+        }
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("`capdump: begin halt` at serial line"),
+        "{error}"
+    );
+    assert_eq!(parse(&text).unwrap().moment, "call");
 }
 
 #[test]
@@ -284,6 +320,7 @@ fn no_dump_and_a_truncated_dump_are_errors_with_the_fix() {
     assert_eq!(
         error,
         LiveError::Truncated {
+            moment: String::new(),
             begin_line: 3,
             objects: 17,
             caps: 0
@@ -604,6 +641,45 @@ fn the_graph_draws_domains_frame_runs_and_the_iommu_state() {
         graph.edges(init).all(|e| e.weight().label.is_empty()),
         "{init_edges}"
     );
+}
+
+/// What a `halt` dump can show: a device whose IoSpace was revoked, and a
+/// Frame of device registers (from a device Untyped), which is never
+/// grouped with the RAM next to it.
+#[test]
+fn the_graph_marks_a_detached_device_and_device_memory() {
+    let body = mutated("space=44 table=- faults=45", "space=- table=- faults=45").replace(
+        "capdump: object 13 Frame paddr=0x303000 bits=12 parent=1",
+        "capdump: object 5 Untyped paddr=0x303000 bits=12 parent=- used=0x1000 device=1\n\
+             capdump: object 13 Frame paddr=0x303000 bits=12 parent=5",
+    );
+    let drawn = graph(&dump(&body));
+    let labels: Vec<&str> = drawn
+        .node_indices()
+        .map(|n| drawn[n].label.as_str())
+        .collect();
+    assert!(
+        labels.contains(&"IoDevice #43\nrequester id 0x0020\nnot attached: its DMA is blocked"),
+        "{labels:#?}"
+    );
+    assert!(
+        labels.contains(&"Frame #12, 4 KiB\npaddr 0x302000–0x302fff"),
+        "{labels:#?}"
+    );
+    assert!(
+        labels.contains(&"Frame #13, 4 KiB of device memory\npaddr 0x303000–0x303fff"),
+        "{labels:#?}"
+    );
+    // A PASID still attached: the device is not wholly blocked.
+    let body = format!(
+        "{body}capdump: object 49 IoPasid paddr=0x0 bits=0 parent=- device=43 pasid=1 space=44 table=-\n"
+    );
+    let drawn = graph(&dump(&body));
+    assert!(drawn.node_indices().any(|n| {
+        drawn[n]
+            .label
+            .ends_with("not attached (only its PASIDs are)")
+    }),);
 }
 
 #[test]
