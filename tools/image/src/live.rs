@@ -59,91 +59,15 @@ pub const KERNEL_SLOTS: u64 = 64;
 /// The name the root task's TCB carries.
 pub const ROOT_TASK: &str = "init";
 
-/// An object's kind, as the kernel names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// `Untyped`.
-    Untyped,
-    /// `CNode`.
-    CNode,
-    /// `Tcb`.
-    Tcb,
-    /// `Endpoint`.
-    Endpoint,
-    /// `Notification`.
-    Notification,
-    /// `Frame`.
-    Frame,
-    /// `PageTable`.
-    PageTable,
-    /// `IrqControl`.
-    IrqControl,
-    /// `IrqHandler`.
-    IrqHandler,
-    /// `IommuControl`.
-    IommuControl,
-    /// `IoDevice`.
-    IoDevice,
-    /// `IoSpace`.
-    IoSpace,
-    /// `IoUserTable`.
-    IoUserTable,
-    /// `IoPasid`.
-    IoPasid,
-    /// `IoFaultQueue`.
-    IoFaultQueue,
-}
+/// An object's kind: the capability model's own, named as the kernel's
+/// `{:?}` prints it.
+pub use caps::ObjectKind as Kind;
 
-impl Kind {
-    /// Every kind, in the order the kernel lists them.
-    pub const ALL: [Kind; 15] = [
-        Kind::Untyped,
-        Kind::CNode,
-        Kind::Tcb,
-        Kind::Endpoint,
-        Kind::Notification,
-        Kind::Frame,
-        Kind::PageTable,
-        Kind::IrqControl,
-        Kind::IrqHandler,
-        Kind::IommuControl,
-        Kind::IoDevice,
-        Kind::IoSpace,
-        Kind::IoUserTable,
-        Kind::IoPasid,
-        Kind::IoFaultQueue,
-    ];
-
-    /// The kernel's name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Untyped => "Untyped",
-            Kind::CNode => "CNode",
-            Kind::Tcb => "Tcb",
-            Kind::Endpoint => "Endpoint",
-            Kind::Notification => "Notification",
-            Kind::Frame => "Frame",
-            Kind::PageTable => "PageTable",
-            Kind::IrqControl => "IrqControl",
-            Kind::IrqHandler => "IrqHandler",
-            Kind::IommuControl => "IommuControl",
-            Kind::IoDevice => "IoDevice",
-            Kind::IoSpace => "IoSpace",
-            Kind::IoUserTable => "IoUserTable",
-            Kind::IoPasid => "IoPasid",
-            Kind::IoFaultQueue => "IoFaultQueue",
-        }
-    }
-
-    fn parse(word: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|kind| kind.name() == word)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// The kind the kernel printed as `word`.
+fn parse_kind(word: &str) -> Option<Kind> {
+    Kind::ALL
+        .into_iter()
+        .find(|kind| format!("{kind:?}") == word)
 }
 
 /// The rights of a capability or a mapping: read, write, grant (`RWG`,
@@ -811,10 +735,10 @@ fn object_line<'a>(
     let id_word = words.next().ok_or("the object id is missing")?;
     let id = number(id_word).ok_or_else(|| format!("object id `{id_word}` is not a number"))?;
     let kind_word = words.next().ok_or("the kind is missing")?;
-    let kind = Kind::parse(kind_word).ok_or_else(|| {
+    let kind = parse_kind(kind_word).ok_or_else(|| {
         format!(
             "unknown kind `{kind_word}` (one of {})",
-            Kind::ALL.map(Kind::name).join(" ")
+            Kind::ALL.map(|kind| format!("{kind:?}")).join(" ")
         )
     })?;
     let keys = Keys::parse(words)?;
@@ -969,7 +893,7 @@ pub fn tree_text(dump: &LiveDump, title: &str) -> String {
         let holder = dump.holder_name(cap.holder);
         let kind = dump
             .object(cap.object)
-            .map_or("?", |object| object.kind.name());
+            .map_or_else(|| "?".to_string(), |object| format!("{:?}", object.kind));
         let _ = write!(
             out,
             "{indent}{holder}: {kind} #{} {}",

@@ -162,7 +162,7 @@ impl Checker<'_> {
                     "{what}: at {address:#x} is object #{object} ({}), not a {} Frame",
                     size.map_or_else(
                         || "unknown".to_string(),
-                        |(kind, bytes)| format!("{kind} of {}", human(bytes))
+                        |(kind, bytes)| format!("{kind:?} of {}", human(bytes))
                     ),
                     human(page)
                 ));
@@ -255,7 +255,7 @@ impl Checker<'_> {
             match shared {
                 Some(&(object, _)) => used.push(object),
                 None => self.report(format!(
-                    "{what}: no {kind} that \"{}\" holds with badge {:#x} and \"{}\" holds unbadged ({} holds {} {kind} caps, {} holds {})",
+                    "{what}: no {kind:?} that \"{}\" holds with badge {:#x} and \"{}\" holds unbadged ({} holds {} {kind:?} caps, {} holds {})",
                     self.domain_name(first.domain),
                     second.badge,
                     self.domain_name(second.domain),

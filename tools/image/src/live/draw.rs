@@ -262,7 +262,7 @@ impl<'a> Drawing<'a> {
                 let Some(object) = dump.object(id) else {
                     return (NodeKind::Object, format!("object #{id}\n(no object line)"));
                 };
-                let head = format!("{} #{id}", object.kind);
+                let head = format!("{:?} #{id}", object.kind);
                 let (kind, detail) = match &object.details {
                     Details::IrqHandler { line } => {
                         (NodeKind::Irq, line.map(|line| format!("IRQ {line}")))
@@ -499,7 +499,7 @@ pub fn graph(dump: &LiveDump) -> Graph<Node, Edge> {
             let total: usize = rest.values().sum();
             let kinds: Vec<String> = rest
                 .iter()
-                .map(|(kind, count)| format!("{count} {kind}"))
+                .map(|(kind, count)| format!("{count} {kind:?}"))
                 .collect();
             let label = format!(
                 "init also holds {total} capabilities\nto objects no domain uses:\n{}",
