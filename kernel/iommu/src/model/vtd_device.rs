@@ -46,6 +46,26 @@ pub struct InvalidationCounts {
     pub wait: u64,
     /// Register-based invalidations (CCMD, IOTLB register).
     pub register: u64,
+    /// Interrupt entry cache descriptors.
+    pub interrupt_entry: u64,
+}
+
+/// Where an interrupt request ends (VT-d 5.1): delivered as a vector to a
+/// local APIC, or dropped with the fault reason the unit records.
+pub type InterruptOutcome = Result<(u8, u8), u8>;
+
+/// Interrupt remapping fault reasons (VT-d 7.1.3, table 26).
+pub mod interrupt_reason {
+    /// The handle is beyond the table's size.
+    pub const INDEX_OVER: u8 = 0x21;
+    /// The IRTE is not present.
+    pub const NOT_PRESENT: u8 = 0x22;
+    /// The IRTE holds reserved or unsupported values.
+    pub const RESERVED: u8 = 0x24;
+    /// A compatibility-format request while CFIS is clear.
+    pub const COMPATIBILITY: u8 = 0x25;
+    /// The requester failed the IRTE's source-id check.
+    pub const SOURCE_ID: u8 = 0x26;
 }
 
 /// The simulated unit.
@@ -67,6 +87,10 @@ pub struct SimVtd<'m> {
     /// IOTLB: (domain, PASID, input page) -> translation.
     iotlb: RefCell<BTreeMap<(u16, u32, u64), CachedPage>>,
     msis: RefCell<std::vec::Vec<(u64, u32)>>,
+    /// The interrupt remapping table latched by SIRTP: (address, entries).
+    latched_interrupt_table: Cell<Option<(u64, usize)>>,
+    /// Interrupt entry cache: IRTE index -> the entry as read.
+    irte_cache: RefCell<BTreeMap<u16, [u64; 2]>>,
 }
 
 impl<'m> SimVtd<'m> {
@@ -89,7 +113,61 @@ impl<'m> SimVtd<'m> {
             config_cache: RefCell::new(BTreeMap::new()),
             iotlb: RefCell::new(BTreeMap::new()),
             msis: RefCell::new(std::vec::Vec::new()),
+            latched_interrupt_table: Cell::new(None),
+            irte_cache: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// An interrupt request: a device's write of `data` to `address` in
+    /// 0xFEEx_xxxx, arriving with requester id `source_id`. With remapping
+    /// off it is delivered as written (the hole remapping closes); with it
+    /// on, per VT-d 5.1: compatibility format only while CFIS is set,
+    /// remappable format through a present IRTE whose source-id check
+    /// passes. Entries are cached until an interrupt entry cache
+    /// invalidation (when [`SimVtd::caching`] is on).
+    pub fn interrupt(&self, address: u64, data: u32, source_id: u16) -> InterruptOutcome {
+        use crate::vtd::intremap::Irte;
+        let gsts = GlobalBits::from_bits_retain(self.regs.get(offset::GSTS));
+        let compatibility = || Ok((data as u8, (address >> 12) as u8));
+        if !gsts.contains(GlobalBits::INTERRUPT_REMAPPING) {
+            return compatibility();
+        }
+        if address & (1 << 4) == 0 {
+            return if gsts.contains(GlobalBits::COMPATIBILITY_FORMAT) {
+                compatibility()
+            } else {
+                Err(interrupt_reason::COMPATIBILITY)
+            };
+        }
+        let mut index = ((address >> 5) & 0x7fff) as u32 | (((address >> 2) & 1) as u32) << 15;
+        if address & (1 << 3) != 0 {
+            index += data & 0xffff;
+        }
+        let Some((table, entries)) = self.latched_interrupt_table.get() else {
+            return Err(interrupt_reason::INDEX_OVER);
+        };
+        if index as usize >= entries {
+            return Err(interrupt_reason::INDEX_OVER);
+        }
+        let index = index as u16;
+        let cached = self.irte_cache.borrow().get(&index).copied();
+        let words = cached.unwrap_or_else(|| {
+            let at = table + u64::from(index) * 16;
+            [self.memory.read_u64(at), self.memory.read_u64(at + 8)]
+        });
+        if words[0] & 1 == 0 {
+            return Err(interrupt_reason::NOT_PRESENT);
+        }
+        let Some(entry) = Irte::decode(words) else {
+            return Err(interrupt_reason::RESERVED);
+        };
+        if self.caching.get() {
+            self.irte_cache.borrow_mut().insert(index, words);
+        }
+        if !entry.accepts(source_id) {
+            return Err(interrupt_reason::SOURCE_ID);
+        }
+        Ok((entry.vector, entry.destination))
     }
 
     /// Switches between QEMU 10.0.2 behaviour and the specification's.
@@ -264,6 +342,17 @@ impl<'m> SimVtd<'m> {
                     .retain(|(did, p, page), _| *did != domain || *p != pasid || !in_range(*page)),
                 _ => iotlb.retain(|(did, p, _), _| *did != domain || *p != pasid),
             },
+            // Interrupt entry cache (6.5.2.7): global, or 2^IM entries from IIDX.
+            4 => {
+                let mut cache = self.irte_cache.borrow_mut();
+                if low & (1 << 4) == 0 {
+                    cache.clear();
+                } else {
+                    let first = (low >> 32) as u16 as u32;
+                    let count = 1u32 << ((low >> 27) & 0x1f);
+                    cache.retain(|index, _| !(first..first + count).contains(&u32::from(*index)));
+                }
+            }
             _ => {}
         }
     }
@@ -359,6 +448,13 @@ impl<'m> SimVtd<'m> {
             self.latched_root.set(Some((rtaddr & !0xfff, mode)));
             new |= GlobalBits::ROOT_TABLE_POINTER;
         }
+        if command.contains(GlobalBits::INTERRUPT_TABLE_POINTER) {
+            let irta = self.regs.get64(offset::IRTA);
+            let entries = 2usize << (irta & 0xf);
+            self.latched_interrupt_table
+                .set(Some((irta & !0xfff, entries)));
+            new |= GlobalBits::INTERRUPT_TABLE_POINTER;
+        }
         if command.contains(GlobalBits::QUEUED_INVALIDATION)
             && !old.contains(GlobalBits::QUEUED_INVALIDATION)
         {
@@ -399,6 +495,7 @@ impl<'m> SimVtd<'m> {
                 2 => counts.iotlb += 1,
                 6 => counts.pasid_iotlb += 1,
                 7 => counts.pasid_cache += 1,
+                4 => counts.interrupt_entry += 1,
                 5 => {
                     counts.wait += 1;
                     if low & (1 << 5) != 0 {
@@ -489,6 +586,7 @@ fn descriptor_well_formed(low: u64, high: u64) -> bool {
     match low & 0xf {
         1 => low & 0xfffc_0000_0000_ffc0 == 0 && high == 0,
         2 => low & 0xffff_ffff_0000_ff00 == 0 && high & 0xf80 == 0,
+        4 => low & 0xffff_0000_07ff_ffe0 == 0 && high == 0,
         5 => low & 0xffff_ff80 == 0 && high & 3 == 0 && low & (1 << 5 | 1 << 4) != 0,
         6 => low & 0xfff0_0000_0000_f1c0 == 0 && high & 0xf80 == 0,
         7 => low & 0xfff0_0000_0000_f1c0 == 0,

@@ -9,4 +9,5 @@ mod shadow;
 mod smmu_boot;
 mod smmu_translate;
 mod vtd_boot;
+mod vtd_intremap;
 mod vtd_translate;

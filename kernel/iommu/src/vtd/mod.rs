@@ -12,6 +12,7 @@
 
 pub mod device;
 pub mod dmar;
+pub mod intremap;
 pub mod qi;
 pub mod regs;
 pub mod shadow;
@@ -382,6 +383,45 @@ impl<M: Mmio> VtdUnit<M> {
         if !status.is_empty() {
             self.mmio.write32(offset::FSTS, status.bits());
         }
+    }
+
+    /// Turns interrupt remapping on (VT-d 5.1, 11.4.4.1): IRTA for the table
+    /// of `entries` IRTEs at `table` (already filled by the caller), SIRTP,
+    /// a global interrupt entry cache invalidation, compatibility format
+    /// interrupts off (CFIS clear: a request that names no IRTE is
+    /// dropped), then IRE. Needs ECAP.IR and queued invalidation.
+    pub fn enable_interrupt_remapping(
+        &mut self,
+        mem: &impl PhysMem,
+        table: PhysAddr,
+        entries: usize,
+    ) -> Result<(), VtdError> {
+        if !self.extended.ir() {
+            return Err(VtdError::Unsupported {
+                what: "interrupt remapping (ECAP.IR)",
+            });
+        }
+        let irta = intremap::irta_value(table, entries)?;
+        self.mmio.write64(offset::IRTA, irta);
+        self.global_command(GlobalBits::INTERRUPT_TABLE_POINTER, true)?;
+        self.invalidate_interrupt_entries(mem, intremap::EntryCacheScope::Global)?;
+        if self
+            .global_status()
+            .contains(GlobalBits::COMPATIBILITY_FORMAT)
+        {
+            self.global_command(GlobalBits::COMPATIBILITY_FORMAT, false)?;
+        }
+        self.global_command(GlobalBits::INTERRUPT_REMAPPING, true)
+    }
+
+    /// Drops IRTEs from the unit's interrupt entry cache after the caller
+    /// changed them, and waits until the unit has done so.
+    pub fn invalidate_interrupt_entries(
+        &mut self,
+        mem: &impl PhysMem,
+        scope: intremap::EntryCacheScope,
+    ) -> Result<(), VtdError> {
+        self.submit(mem, [Descriptor::interrupt_entry_cache(scope)])
     }
 
     /// Programs the fault event MSI (FEADDR/FEUADDR/FEDATA, VT-d 11.4.7.3-5)

@@ -43,6 +43,8 @@ pub mod offset {
     pub const ICS: usize = 0x9c;
     /// Invalidation event control (VT-d 11.4.9.5), 32-bit.
     pub const IECTL: usize = 0xa0;
+    /// Interrupt remapping table address (VT-d 11.4.29), 64-bit.
+    pub const IRTA: usize = 0xb8;
 }
 
 /// VER: architecture version (VT-d 11.4.1).
