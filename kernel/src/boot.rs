@@ -222,6 +222,10 @@ pub fn main(mut info: BootInfo) -> ! {
             crate::io_space::plant(seed);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if cmdline.lists("seed", "no-intremap") {
+        crate::interrupt_remap::LEAVE_OFF.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     if cmdline.lists("seed", "iommu-off") {
         crate::println!("[boot] SEEDED BUG: the IOMMU is left off (seed=iommu-off)");
     } else if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {

@@ -389,6 +389,14 @@ pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<
             return Err("the VT-d unit did not accept the blocking configuration");
         }
     }
+    // Interrupts next: the I/O APIC's requester id comes from the DRHD's
+    // device scope.
+    let ioapic = drhd
+        .scopes
+        .clone()
+        .find(|scope| scope.kind == iommu::vtd::dmar::ScopeKind::IoApic)
+        .and_then(|scope| scope.requester_id());
+    crate::interrupt_remap::init(&mut unit, frames, ioapic)?;
     *UNIT.lock() = Some(Unit::Vtd(unit));
     crate::io_space::reserve_pool(frames);
     Ok(())

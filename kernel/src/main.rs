@@ -19,6 +19,8 @@ mod devmem;
 mod dma_page;
 mod edu;
 mod frames;
+#[cfg(target_arch = "x86_64")]
+mod interrupt_remap;
 mod io_space;
 mod iommu_unit;
 mod loader;

@@ -865,8 +865,18 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             if !cfg!(target_arch = "x86_64") {
                 return Err(Error::NotSupported);
             }
+            // The device that will raise it: only its requester id passes
+            // the line's interrupt remapping entry.
+            let device = extra_cap(&caps, cspace, message, 0)?;
+            let device = caps.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
+            let Some(caps::ObjectState::IoDevice { rid, .. }) =
+                caps.object(device.object()).map(|o| *o.state())
+            else {
+                return Err(Error::DeadObject);
+            };
+            let requester = u16::try_from(rid).map_err(|_| Error::InvalidArgument)?;
             let (address, data) =
-                crate::arch::msi_line_message(irq).ok_or(Error::InvalidArgument)?;
+                crate::arch::bind_msi_line(irq, requester).ok_or(Error::InvalidArgument)?;
             Ok(Reply {
                 mrs: [address, u64::from(data), 0, 0, 0, 0, 0, 0],
                 length: 2,

@@ -835,6 +835,7 @@ pub fn reconcile_irqs(
         let alive = handler_alive(b.handler);
         if !alive {
             arch::irq_line_enable(b.line, false);
+            arch::irq_line_release(b.line);
         }
         alive
     });

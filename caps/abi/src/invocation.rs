@@ -93,10 +93,14 @@ pub enum Invocation {
     IrqHandlerAck = 41,
     /// IrqHandler: deliver the line to the notification cap 0.
     IrqHandlerSetNotification = 42,
-    /// IrqHandler of an MSI line: reply MR0 the message address, MR1 the
-    /// message data a device must write to raise it (program them into the
-    /// device's MSI capability). Errors: `InvalidArgument` (not an MSI
-    /// line), `NotSupported` (no MSI lines on this architecture).
+    /// IrqHandler of an MSI line, for the IoDevice cap 0 (write right):
+    /// reply MR0 the message address, MR1 the message data that device must
+    /// write to raise it (program them into its MSI capability). With
+    /// interrupt remapping the line's remapping entry then accepts that
+    /// device's requester id only, until the handler is deleted. Errors:
+    /// `InvalidArgument` (not an MSI line), `NotSupported` (no MSI lines on
+    /// this architecture), `TruncatedMessage` (no cap 0), the lookup errors
+    /// of cap 0.
     IrqHandlerMsiMessage = 43,
 
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1

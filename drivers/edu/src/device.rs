@@ -36,6 +36,8 @@ const COMMAND_RAISE_INTERRUPT: u64 = 1 << 2;
 /// Interrupt status (bit 8: a DMA finished) and acknowledge registers.
 const INTERRUPT_STATUS: u64 = 0x24;
 const INTERRUPT_ACKNOWLEDGE: u64 = 0x64;
+/// Writing here sets interrupt status bits and raises edu's interrupt.
+const INTERRUPT_RAISE: u64 = 0x60;
 /// Status reads before a transfer counts as stuck (one 100 ms transfer
 /// takes about a million on QEMU without icount).
 const POLL_LIMIT: u64 = 500_000_000;
@@ -187,6 +189,13 @@ impl Edu {
     /// raises its interrupt when the copy is done.
     pub fn start_write_memory_raising(&self, iova: u64, len: u64) {
         self.start(BUFFER, iova, len, COMMAND_TO_RAM | COMMAND_RAISE_INTERRUPT);
+    }
+
+    /// Sets `status` bits and raises edu's interrupt (its MSI, when enabled)
+    /// without any DMA.
+    pub fn raise_interrupt(&self, status: u32) {
+        self.registers
+            .write32(self.offset + INTERRUPT_RAISE, status);
     }
 
     /// Reads and clears edu's interrupt status; returns what was set.

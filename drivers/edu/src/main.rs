@@ -126,6 +126,9 @@ fn main(startup: &rt::Startup) -> i32 {
     });
     if cfg!(target_arch = "x86_64") {
         with("msi_signals_dma_completion", &mut |d, o| msi(d, o));
+        with("msi_cannot_be_forged_by_another_device", &mut |d, o| {
+            msi_cannot_be_forged(d, o)
+        });
     }
     with("deleting_the_user_table_blocks_the_device", &mut |d, o| {
         deleting_the_user_table(d, o)
@@ -157,15 +160,7 @@ fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
     let badged = objects
         .mint(device, Rights::ALL, BADGE)
         .map_err(|e| failure("badge the device capability", e))?;
-    let queue: Cap<IoFaultQueue> = objects
-        .make(sys::ObjectType::IoFaultQueue, 12)
-        .map_err(|e| failure("retype a fault queue", e))?;
-    let notification: Cap<Notification> = objects
-        .make(sys::ObjectType::Notification, 12)
-        .map_err(|e| failure("retype a notification", e))?;
-    queue
-        .bind(notification, badged)
-        .map_err(|e| failure("IoFaultQueue.Bind", e))?;
+    let (queue, notification) = fault_queue(objects, badged)?;
     let mut nested = Nested::new(objects, own(), control(), 0)?;
     badged
         .attach_nested(nested.table)
@@ -508,6 +503,7 @@ fn separate_spaces(d: &mut Driver, objects: &mut Objects) -> Outcome {
     other.write_memory(SOURCE_IOVA, LENGTH)?;
     let deleted = objects.cnode().delete(device.slot());
     check!(deleted.is_ok(), "delete the second device: {deleted:?}");
+    d.other = Some(other);
     Ok(())
 }
 
@@ -530,7 +526,7 @@ fn msi(d: &mut Driver, objects: &mut Objects) -> Outcome {
         .set_notification(notification)
         .map_err(|e| failure("IrqHandler.SetNotification", e))?;
     let (address, data) = handler
-        .msi_message()
+        .msi_message(d.device)
         .map_err(|e| failure("IrqHandler.MsiMessage", e))?;
     d.edu.enable_msi(address, data)?;
     d.destination.fill(0);
@@ -550,13 +546,145 @@ fn msi(d: &mut Driver, objects: &mut Objects) -> Outcome {
     check!(handler.ack().is_ok(), "IrqHandler.Ack");
     let not_msi = control.get(3, objects.slot().map_err(|e| failure("slot", e))?);
     if let Ok(line) = not_msi {
-        let message = line.msi_message();
+        let message = line.msi_message(d.device);
         check!(
             message == Err(sys::Error::InvalidArgument),
             "MsiMessage of an I/O APIC line: {message:?}"
         );
     }
     Ok(())
+}
+
+/// The MSI line the forging test binds to the first edu.
+const VICTIM_LINE: u64 = MSI_LINE + 1;
+/// The badge its notification is signalled with, and the test's own marker.
+const IRQ_BIT: u64 = 1;
+const MARKER_BIT: u64 = 2;
+/// Interrupt remapping fault reasons (VT-d 7.1.3): not present, bad source id.
+const IR_NOT_PRESENT: u64 = 0x22;
+const IR_SOURCE_ID: u64 = 0x26;
+
+/// x86_64 interrupt remapping. The second edu is given an MSI line; the
+/// first edu's driver (this test, which can program the first edu's MSI
+/// capability) copies the very message `MsiMessage` returned into the
+/// first edu and raises its interrupt: the IOMMU refuses it (wrong source
+/// id, reported in the first edu's fault queue) and the handler hears
+/// nothing, while the second edu's own MSI arrives. Once the handler is
+/// deleted the second edu's MSI is refused too (its remapping entry is
+/// gone). With `seed=no-intremap` the copied message is an interrupt like
+/// any other and the test fails.
+///
+/// Not tested here: a device's plain DMA write to 0xFEEx_xxxx. QEMU 10.0.2
+/// gives DMA writes no requester id, so its remapping cannot check their
+/// source, and it passes compatibility-format requests whatever GSTS.CFIS
+/// says; the VT-d model in `kernel/iommu` refuses both as the
+/// specification does (`tests/vtd_intremap.rs`).
+fn msi_cannot_be_forged(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let Some(owner) = d.other.take() else {
+        rt::fail!("needs a second edu (-device edu twice)")
+    };
+    // The line's owner: the second edu, with a fault queue of its own.
+    let owner_device = control()
+        .mint_device(
+            owner.requester(),
+            objects.slot().map_err(|e| failure("slot", e))?,
+        )
+        .map_err(|e| failure("MintDevice", e))?;
+    let (owner_queue, _) = fault_queue(objects, owner_device)?;
+    let control_irq: Cap<sys::IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    let handler = control_irq
+        .get(VICTIM_LINE, objects.slot().map_err(|e| failure("slot", e))?)
+        .map_err(|e| failure("IrqControl.Get", e))?;
+    let notification: Cap<Notification> = objects
+        .make(sys::ObjectType::Notification, 12)
+        .map_err(|e| failure("retype a notification", e))?;
+    let irq_copy = badged(objects, notification, IRQ_BIT)?;
+    let marker = badged(objects, notification, MARKER_BIT)?;
+    handler
+        .set_notification(irq_copy)
+        .map_err(|e| failure("IrqHandler.SetNotification", e))?;
+    let (address, data) = handler
+        .msi_message(owner_device)
+        .map_err(|e| failure("IrqHandler.MsiMessage", e))?;
+    rt::println!(
+        "[edu] MSI line {VICTIM_LINE} for the edu at {}: address {address:#x}, data {data:#x}",
+        owner.bdf
+    );
+    owner.enable_msi(address, data)?;
+    // What the line has heard: the marker makes the wait return either way.
+    let heard = || -> Result<u64, Failure> {
+        sys::yield_now();
+        marker.signal().map_err(|e| failure("Signal", e))?;
+        notification.wait().map_err(|e| failure("Wait", e))
+    };
+
+    // The forgery: the first edu sends the owner's message.
+    while let Ok(Some(_)) = d.queue.pop() {}
+    d.edu.enable_msi(address, data)?;
+    d.edu.raise_interrupt(1);
+    d.edu.acknowledge_interrupt();
+    let word = heard()?;
+    check!(
+        word & IRQ_BIT == 0,
+        "the first edu raised the second edu's MSI line (notification word {word:#x})"
+    );
+    let record = d.queue.pop();
+    check!(
+        matches!(record, Ok(Some(ref r)) if r.reason == IR_SOURCE_ID),
+        "the forger's fault queue: {record:?}, not an invalid-source-id record ({IR_SOURCE_ID:#x})"
+    );
+    while let Ok(Some(_)) = d.queue.pop() {}
+
+    // The owner's own MSI arrives.
+    owner.raise_interrupt(1);
+    let word = heard()?;
+    check!(
+        word & IRQ_BIT != 0,
+        "the owner's MSI did not arrive (notification word {word:#x})"
+    );
+    owner.acknowledge_interrupt();
+
+    // Deleting the handler takes the entry away: the owner's MSI is refused.
+    let deleted = objects.cnode().delete(handler.slot());
+    check!(deleted.is_ok(), "delete the handler: {deleted:?}");
+    owner.raise_interrupt(1);
+    owner.acknowledge_interrupt();
+    let record = owner_queue.pop();
+    check!(
+        matches!(record, Ok(Some(ref r)) if r.reason == IR_NOT_PRESENT),
+        "after the handler's deletion the owner's MSI gave {record:?}, not an entry-not-present record ({IR_NOT_PRESENT:#x})"
+    );
+    let deleted = objects.cnode().delete(owner_device.slot());
+    check!(deleted.is_ok(), "delete the owner's device: {deleted:?}");
+    Ok(())
+}
+
+/// A fault queue for `device`'s faults and the notification it signals.
+fn fault_queue(
+    objects: &mut Objects,
+    device: Cap<IoDevice>,
+) -> Result<(Cap<IoFaultQueue>, Cap<Notification>), Failure> {
+    let queue: Cap<IoFaultQueue> = objects
+        .make(sys::ObjectType::IoFaultQueue, 12)
+        .map_err(|e| failure("retype a fault queue", e))?;
+    let notification: Cap<Notification> = objects
+        .make(sys::ObjectType::Notification, 12)
+        .map_err(|e| failure("retype a notification", e))?;
+    queue
+        .bind(notification, device)
+        .map_err(|e| failure("IoFaultQueue.Bind", e))?;
+    Ok((queue, notification))
+}
+
+/// A copy of `notification` that signals with `badge`.
+fn badged(
+    objects: &mut Objects,
+    notification: Cap<Notification>,
+    badge: u64,
+) -> Result<Cap<Notification>, Failure> {
+    objects
+        .mint(notification, Rights::ALL, badge)
+        .map_err(|e| failure("badge a notification", e))
 }
 
 /// Attaches the (detached) device to the driver's own table again and

@@ -419,6 +419,25 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: false,
     },
     SystemTest {
+        // Interrupt remapping left off: the first edu, programmed with the
+        // second edu's MSI message, raises the second edu's line.
+        name: "x86_64-seeded-no-intremap",
+        arch: Arch::X86_64,
+        qemu_args: &[
+            "-device",
+            "intel-iommu,x-scalable-mode=on",
+            "-device",
+            "edu",
+        ],
+        cmdline: "tests=user seed=no-intremap",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("edu"),
+        must_fail: &["msi_cannot_be_forged_by_another_device"],
+        expect_trap: false,
+        image: None,
+        cap_dump: false,
+    },
+    SystemTest {
         name: "x86_64-seeded-io-skip-invalidation",
         arch: Arch::X86_64,
         qemu_args: &[

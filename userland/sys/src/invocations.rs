@@ -383,13 +383,19 @@ impl Cap<IrqHandler> {
     }
 
     /// `IrqHandlerMsiMessage`: for an MSI line (x86_64 lines 16..32), the
-    /// message address and data a device must write to raise it; program
-    /// them into the device's MSI capability.
+    /// message address and data `device` must write to raise it; program
+    /// them into the device's MSI capability. Under interrupt remapping only
+    /// `device` can then raise the line.
     ///
     /// Errors: `InvalidArgument` (not an MSI line), `NotSupported` (no MSI
-    /// lines on this architecture).
-    pub fn msi_message(self) -> Result<(u64, u32), Error> {
-        let reply = invoke(self, Invocation::IrqHandlerMsiMessage, &[], &[])?;
+    /// lines on this architecture), lookup errors for `device`.
+    pub fn msi_message(self, device: Cap<IoDevice>) -> Result<(u64, u32), Error> {
+        let reply = invoke(
+            self,
+            Invocation::IrqHandlerMsiMessage,
+            &[],
+            &[device.slot()],
+        )?;
         if reply.info.length < 2 {
             return Err(UNKNOWN_STATUS);
         }

@@ -200,8 +200,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::IoUserTableInvalidate, 72, &[0, 0], &[]);
     assert_eq!(queue.pop(), Ok(None));
     check(I::IoFaultQueuePop, 80, &[], &[]);
-    assert_eq!(handler.msi_message(), Err(UNKNOWN_STATUS));
-    check(I::IrqHandlerMsiMessage, 60, &[], &[]);
+    assert_eq!(handler.msi_message(Cap::from_slot(70)), Err(UNKNOWN_STATUS));
+    check(I::IrqHandlerMsiMessage, 60, &[], &[70]);
 
     clear_kernel();
     for label in Invocation::ALL {

@@ -294,4 +294,25 @@ mod tests {
         assert_eq!(one.0[0], 0x4 | 1 << 4 | 17 << 32);
         assert_eq!(one.kind(), INTERRUPT_ENTRY_CACHE);
     }
+
+    #[test]
+    fn interrupt_faults_print_their_entry() {
+        use crate::vtd::regs::{FaultAccess, FaultRecord};
+        let record = FaultRecord {
+            source_id: 0x0018,
+            reason: 0x26,
+            address: 17 << 48,
+            access: FaultAccess::Write,
+            pasid: None,
+            privileged: false,
+            execute: false,
+            address_type: 0,
+            index: 0,
+        };
+        let text = std::format!("{record}");
+        assert_eq!(
+            text,
+            "interrupt remapping fault: 00:03.0 IRTE 17 reason 0x26 (IR: source id does not match the entry)"
+        );
+    }
 }

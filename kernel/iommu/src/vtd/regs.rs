@@ -561,6 +561,20 @@ impl FaultRecord {
 impl fmt::Display for FaultRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sid = self.source_id;
+        if is_interrupt_fault(self.reason) {
+            // Interrupt remapping faults carry the IRTE index in FI's top
+            // 16 bits (VT-d 10.4.14) and no address or access type.
+            return write!(
+                f,
+                "interrupt remapping fault: {:02x}:{:02x}.{} IRTE {} reason {:#x} ({})",
+                sid >> 8,
+                (sid >> 3) & 0x1f,
+                sid & 7,
+                self.address >> 48,
+                self.reason,
+                fault_reason_name(self.reason)
+            );
+        }
         write!(
             f,
             "DMAR fault: {:02x}:{:02x}.{} {:?} addr {:#x} reason {:#x} ({})",
@@ -579,6 +593,11 @@ impl fmt::Display for FaultRecord {
     }
 }
 
+/// Whether `reason` is an interrupt remapping fault (VT-d 7.1.3: 0x20..=0x26).
+pub fn is_interrupt_fault(reason: u8) -> bool {
+    (0x20..=0x26).contains(&reason)
+}
+
 /// Names of the non-recoverable fault reasons (VT-d 7.1.3, Table "Fault reasons").
 pub fn fault_reason_name(reason: u8) -> &'static str {
     match reason {
@@ -595,6 +614,13 @@ pub fn fault_reason_name(reason: u8) -> &'static str {
         0x0b => "reserved bits in context entry",
         0x0c => "reserved bits in second-stage paging entry",
         0x0d => "request blocked by context entry TT",
+        0x20 => "IR: reserved field set in the interrupt request",
+        0x21 => "IR: interrupt index beyond the table",
+        0x22 => "IR: interrupt remapping entry not present",
+        0x23 => "IR: cannot access the interrupt remapping table",
+        0x24 => "IR: reserved field set in the interrupt remapping entry",
+        0x25 => "IR: compatibility-format interrupt refused",
+        0x26 => "IR: source id does not match the entry",
         0x30 => "SM: invalid root table address",
         0x38 => "SM: cannot access root entry",
         0x39 => "SM: root entry not present",

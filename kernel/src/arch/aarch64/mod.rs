@@ -172,7 +172,7 @@ pub fn irq_line_available(line: u16) -> bool {
 }
 
 /// No MSI lines on aarch64 yet (GICv2m / ITS doorbells are not mapped).
-pub fn msi_line_message(_line: u16) -> Option<(u64, u32)> {
+pub fn bind_msi_line(_line: u16, _requester: u16) -> Option<(u64, u32)> {
     None
 }
 
@@ -180,6 +180,9 @@ pub fn msi_line_message(_line: u16) -> Option<(u64, u32)> {
 pub fn irq_line_id(line: u16) -> u32 {
     u32::from(line)
 }
+
+/// Line `line` has no handler any more (nothing beyond masking on aarch64).
+pub fn irq_line_release(_line: u16) {}
 
 /// Lets line `line` interrupt (`true`) or masks it.
 pub fn irq_line_enable(line: u16, enabled: bool) {

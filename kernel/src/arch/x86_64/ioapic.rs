@@ -27,13 +27,19 @@ fn gsi(line: u16) -> u32 {
     if line == 0 { 2 } else { u32::from(line) }
 }
 
-/// Routes `line` to its vector on this CPU, masked or not.
+/// Routes `line` to its vector on this CPU, masked or not: through its
+/// interrupt remapping entry (index `line`) when remapping is on.
 pub fn set_line(line: u16, masked: bool) {
     let entry = 0x10 + 2 * gsi(line);
-    let vector = u32::from(FIRST_LINE_VECTOR) + u32::from(line);
+    let vector = FIRST_LINE_VECTOR + line as u8;
     // Fixed delivery, physical destination APIC 0, edge, active high.
-    write(entry + 1, 0);
-    write(entry, vector | (u32::from(masked) << 16));
+    let value = crate::interrupt_remap::ioapic_entry(line, vector, masked)
+        .unwrap_or(u64::from(vector) | u64::from(masked) << 16);
+    // Masked while the two halves disagree: low half (mask bit) first when
+    // masking, last when unmasking.
+    write(entry, value as u32 | 1 << 16);
+    write(entry + 1, (value >> 32) as u32);
+    write(entry, value as u32);
 }
 
 /// Masks every line and starts the PIT at 100 Hz (its interrupt stays

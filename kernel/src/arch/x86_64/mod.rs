@@ -272,6 +272,36 @@ pub fn msi_line_message(line: u16) -> Option<(u64, u32)> {
         .then(|| msi_message(irq_line_id(line)))
 }
 
+/// The I/O APIC lines (0..this); the MSI lines follow.
+pub const IOAPIC_LINES: u16 = ioapic::LINES;
+
+/// Masks every I/O APIC line again, in the entry format that matches the
+/// IOMMU's interrupt remapping (called once remapping is turned on).
+pub fn reroute_interrupt_lines() {
+    for line in 0..ioapic::LINES {
+        ioapic::set_line(line, true);
+    }
+}
+
+/// Line `line` has no handler any more: an MSI line's remapping entry goes
+/// away, so no device can raise it (I/O APIC lines are masked by
+/// [`irq_line_enable`]).
+pub fn irq_line_release(line: u16) {
+    if MSI_LINES.contains(&line) {
+        crate::interrupt_remap::release_msi(line);
+    }
+}
+
+/// The MSI address and data that let only requester `requester` raise MSI
+/// line `line`: remappable format naming the line's remapping entry when
+/// interrupt remapping is on, else the plain message (which any device
+/// could also write).
+pub fn bind_msi_line(line: u16, requester: u16) -> Option<(u64, u32)> {
+    let plain = msi_line_message(line)?;
+    let vector = irq_line_id(line) as u8;
+    Some(crate::interrupt_remap::bind_msi(line, vector, requester).unwrap_or(plain))
+}
+
 /// Lets line `line` interrupt (`true`) or masks it. An MSI cannot be
 /// masked at the interrupt controller: the kernel delivers it once to the
 /// handler's notification, and the device raises the next only when its
