@@ -152,6 +152,13 @@ impl ObjectKind {
     }
 }
 
+/// Size in bytes of one capability slot in CNode memory, as a power of two.
+pub const SLOT_SIZE_BITS: u8 = 5;
+/// Size of a small frame and of every IOMMU table page.
+pub const PAGE_BITS: u8 = 12;
+/// Size of a large frame.
+pub const LARGE_PAGE_BITS: u8 = 21;
+
 #[cfg(test)]
 mod tests {
     use super::ObjectKind;
@@ -165,10 +172,3 @@ mod tests {
         assert_eq!(ObjectKind::from_number(ObjectKind::ALL.len() as u8), None);
     }
 }
-
-/// Size in bytes of one capability slot in CNode memory, as a power of two.
-pub const SLOT_SIZE_BITS: u8 = 5;
-/// Size of a small frame and of every IOMMU table page.
-pub const PAGE_BITS: u8 = 12;
-/// Size of a large frame.
-pub const LARGE_PAGE_BITS: u8 = 21;
