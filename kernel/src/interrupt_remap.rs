@@ -8,7 +8,7 @@
 //! | IRTE | what | vector | who may raise it |
 //! |---|---|---|---|
 //! | 0..15 | I/O APIC line `n` | 33 + `n` | the I/O APIC (its requester id from the DMAR's device scope) |
-//! | 16..32 | MSI line `n` | 48 + `n` - 16 | the one device `IrqHandler.MsiMessage` bound it to, until the handler dies |
+//! | 16..32 | MSI line `n` | 48 + `n` - 16 | the one device `IrqHandler.MsiMessage` bound it to, until the handler or that IoDevice dies |
 //!
 //! Every other entry is not present, and compatibility-format requests
 //! (those that name no entry) are refused: GSTS.CFIS stays clear. The I/O

@@ -410,6 +410,11 @@ fn reconcile(caps: &mut Caps<Storage>) {
                 .is_some_and(|o| o.kind() == ObjectKind::IrqHandler)
         },
         |n| alive(caps, n.object, ObjectKind::Notification, n.paddr),
+        |device, rid| {
+            caps.object(device).is_some_and(
+                |o| matches!(o.state(), caps::ObjectState::IoDevice { rid: r, .. } if *r == rid),
+            )
+        },
     );
     crate::io_space::reconcile(|object, kind| {
         caps.object(object).is_some_and(|o| o.kind() == kind)
@@ -877,6 +882,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             let requester = u16::try_from(rid).map_err(|_| Error::InvalidArgument)?;
             let (address, data) =
                 crate::arch::bind_msi_line(irq, requester).ok_or(Error::InvalidArgument)?;
+            crate::sched::set_msi_device(handler, device.object(), rid)?;
             Ok(Reply {
                 mrs: [address, u64::from(data), 0, 0, 0, 0, 0, 0],
                 length: 2,

@@ -765,6 +765,10 @@ struct IrqBinding {
     id: u32,
     /// Where it is delivered (set by `IrqHandler.SetNotification`).
     notification: Option<Target>,
+    /// The IoDevice (object, requester id) an MSI line was bound to by
+    /// `IrqHandler.MsiMessage`: when it dies, so does the line's
+    /// interrupt remapping entry.
+    msi_device: Option<(ObjectId, u32)>,
 }
 
 /// Lines owned by user handlers.
@@ -780,8 +784,21 @@ pub fn bind_irq(handler: ObjectId, line: u16) -> Result<(), Error> {
             line,
             id: arch::irq_line_id(line),
             notification: None,
+            msi_device: None,
         })
         .map_err(|_| Error::ObjectTableFull)
+}
+
+/// `IrqHandler.MsiMessage` bound `handler`'s MSI line to the IoDevice
+/// `device` (requester id `rid`).
+pub fn set_msi_device(handler: ObjectId, device: ObjectId, rid: u32) -> Result<(), Error> {
+    let mut irqs = IRQS.lock();
+    let binding = irqs
+        .iter_mut()
+        .find(|b| b.handler == handler)
+        .ok_or(Error::DeadObject)?;
+    binding.msi_device = Some((device, rid));
+    Ok(())
 }
 
 /// `IrqHandler.SetNotification`: deliver the line to `notification`, and unmask it.
@@ -819,12 +836,20 @@ pub fn ack_irq(handler: ObjectId) -> Result<(), Error> {
 pub fn reconcile_irqs(
     handler_alive: impl Fn(ObjectId) -> bool,
     notification_alive: impl Fn(&Target) -> bool,
+    device_alive: impl Fn(ObjectId, u32) -> bool,
 ) {
     if IRQ_STAYS_BOUND.load(core::sync::atomic::Ordering::Relaxed) {
         return;
     }
     let mut irqs = IRQS.lock();
     irqs.retain_mut(|b| {
+        if b.msi_device
+            .is_some_and(|(device, rid)| !device_alive(device, rid))
+        {
+            // The device the line was bound to is gone: nothing may raise it.
+            b.msi_device = None;
+            arch::irq_line_release(b.line);
+        }
         if b.notification
             .as_ref()
             .is_some_and(|n| !notification_alive(n))

@@ -97,7 +97,8 @@ pub enum Invocation {
     /// reply MR0 the message address, MR1 the message data that device must
     /// write to raise it (program them into its MSI capability). With
     /// interrupt remapping the line's remapping entry then accepts that
-    /// device's requester id only, until the handler is deleted. Errors:
+    /// device's requester id only, until the handler or the IoDevice is
+    /// deleted. Errors:
     /// `InvalidArgument` (not an MSI line), `NotSupported` (no MSI lines on
     /// this architecture), `TruncatedMessage` (no cap 0), the lookup errors
     /// of cap 0.

@@ -569,9 +569,9 @@ const IR_SOURCE_ID: u64 = 0x26;
 /// capability) copies the very message `MsiMessage` returned into the
 /// first edu and raises its interrupt: the IOMMU refuses it (wrong source
 /// id, reported in the first edu's fault queue) and the handler hears
-/// nothing, while the second edu's own MSI arrives. Once the handler is
-/// deleted the second edu's MSI is refused too (its remapping entry is
-/// gone). With `seed=no-intremap` the copied message is an interrupt like
+/// nothing, while the second edu's own MSI arrives. Once the second edu's
+/// IoDevice is deleted, or the handler, its MSI is refused too (the
+/// line's remapping entry is gone). With `seed=no-intremap` the copied message is an interrupt like
 /// any other and the test fails.
 ///
 /// Not tested here: a device's plain DMA write to 0xFEEx_xxxx. QEMU 10.0.2
@@ -583,14 +583,13 @@ fn msi_cannot_be_forged(d: &mut Driver, objects: &mut Objects) -> Outcome {
     let Some(owner) = d.other.take() else {
         rt::fail!("needs a second edu (-device edu twice)")
     };
-    // The line's owner: the second edu, with a fault queue of its own.
+    // The line's owner: the second edu.
     let owner_device = control()
         .mint_device(
             owner.requester(),
             objects.slot().map_err(|e| failure("slot", e))?,
         )
         .map_err(|e| failure("MintDevice", e))?;
-    let (owner_queue, _) = fault_queue(objects, owner_device)?;
     let control_irq: Cap<sys::IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
     let handler = control_irq
         .get(VICTIM_LINE, objects.slot().map_err(|e| failure("slot", e))?)
@@ -637,14 +636,45 @@ fn msi_cannot_be_forged(d: &mut Driver, objects: &mut Objects) -> Outcome {
 
     // The owner's own MSI arrives.
     owner.raise_interrupt(1);
+    owner.acknowledge_interrupt();
     let word = heard()?;
     check!(
         word & IRQ_BIT != 0,
         "the owner's MSI did not arrive (notification word {word:#x})"
     );
-    owner.acknowledge_interrupt();
+    check!(handler.ack().is_ok(), "IrqHandler.Ack");
 
-    // Deleting the handler takes the entry away: the owner's MSI is refused.
+    // Deleting the owner's IoDevice takes the line's entry away.
+    let deleted = objects.cnode().delete(owner_device.slot());
+    check!(deleted.is_ok(), "delete the owner's device: {deleted:?}");
+    owner.raise_interrupt(1);
+    owner.acknowledge_interrupt();
+    let word = heard()?;
+    check!(
+        word & IRQ_BIT == 0,
+        "the owner's MSI still arrives after its IoDevice was deleted (notification word {word:#x})"
+    );
+
+    // Bound again, to a new IoDevice: heard again, until the handler goes.
+    let owner_device = control()
+        .mint_device(
+            owner.requester(),
+            objects.slot().map_err(|e| failure("slot", e))?,
+        )
+        .map_err(|e| failure("MintDevice", e))?;
+    let (owner_queue, _) = fault_queue(objects, owner_device)?;
+    let again = handler.msi_message(owner_device);
+    check!(
+        again == Ok((address, data)),
+        "MsiMessage for the new device: {again:?}"
+    );
+    owner.raise_interrupt(1);
+    owner.acknowledge_interrupt();
+    let word = heard()?;
+    check!(
+        word & IRQ_BIT != 0,
+        "the owner's MSI did not arrive once bound again (notification word {word:#x})"
+    );
     let deleted = objects.cnode().delete(handler.slot());
     check!(deleted.is_ok(), "delete the handler: {deleted:?}");
     owner.raise_interrupt(1);
