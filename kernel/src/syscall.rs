@@ -113,6 +113,34 @@ pub fn handle_thread(caller: &Caller) -> Next {
         let context = &crate::sched::tcb(caller.thread).context;
         (context.syscall_number(), context.syscall_arg(0))
     };
+    // The round trip's two halves first (`sched::call_fast`).
+    let call = number == Syscall::Call as u64;
+    if call || number == Syscall::ReplyRecv as u64 {
+        let rights = if call {
+            caps::Rights::WRITE
+        } else {
+            caps::Rights::READ
+        };
+        if let Ok(endpoint) =
+            crate::objects::lookup(caller.cspace, cap, caps::ObjectKind::Endpoint, rights)
+        {
+            let result = if call {
+                if crate::sched::call_fast(caller.thread, &endpoint) {
+                    return Next::Resume;
+                }
+                crate::sched::send(caller.thread, &endpoint, true)
+            } else {
+                if crate::sched::reply_recv_fast(caller.thread, &endpoint) {
+                    return Next::Resume;
+                }
+                crate::sched::receive(caller.thread, &endpoint, true)
+            };
+            if let Err(e) = result {
+                crate::sched::fail(caller.thread, e);
+            }
+            return Next::Resume;
+        }
+    }
     let Some(call) = Syscall::from_number(number) else {
         return handle(&mut crate::sched::tcb(caller.thread).context);
     };
