@@ -210,6 +210,12 @@ pub fn main(mut info: BootInfo) -> ! {
         crate::println!("[boot] SEEDED BUG: the timer does not preempt (seed=no-preemption)");
         crate::sched::NO_PREEMPTION.store(true, core::sync::atomic::Ordering::Relaxed);
     }
+    if cmdline.lists("seed", "stale-lookup-cache") {
+        crate::println!(
+            "[boot] SEEDED BUG: capability changes leave cached lookups valid (seed=stale-lookup-cache)"
+        );
+        crate::objects::STALE_LOOKUP_CACHE.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     if cmdline.lists("seed", "irq-stays-bound") {
         crate::println!(
             "[boot] SEEDED BUG: deleted IRQ handlers stay bound (seed=irq-stays-bound)"

@@ -27,6 +27,7 @@ use crate::iommu_unit::UNIT;
 use abi::bootinfo::{self, BootInfo, UntypedDescriptor};
 use abi::{Error, Invocation, MessageInfo, ObjectType};
 use caps::{ArrayStorage, Badge, Caps, Effect, NewObject, ObjectKind, Rights, SlotId};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Kernel-held slots before the arena.
 const ROOT_SLOTS: u32 = 64;
@@ -372,29 +373,102 @@ pub fn lookup(
     kind: ObjectKind,
     rights: Rights,
 ) -> Result<crate::sched::Target, Error> {
+    let mut found = crate::sched::LookupCache::EMPTY;
+    resolve_into(cspace, cap, &mut found)?;
+    check_lookup(&found, kind, rights)
+}
+
+/// [`lookup`] for the calling thread's message-passing system calls,
+/// answered from the thread's [`crate::sched::LookupCache`] while no
+/// capability has changed since it was filled: the capability system's
+/// generation is bumped whenever the capability lock is taken for anything
+/// but a lookup ([`caps_to_change`]), so a cached answer is exactly what a
+/// fresh lookup would give. (The cache is used in place: copying it would
+/// cost more than the lookup saves.)
+pub fn lookup_cached(
+    thread: u64,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let generation = GENERATION.load(Ordering::Relaxed);
+    let cache = &mut crate::sched::tcb(thread).lookup_cache;
+    if cache.generation != generation || cache.cptr != cap || cache.cspace != u64::from(cspace.0) {
+        cache.generation = 0;
+        resolve_into(cspace, cap, cache)?;
+        cache.generation = generation;
+    }
+    check_lookup(cache, kind, rights)
+}
+
+/// Fills `found` with what `cap` in `cspace` names (its generation is the
+/// caller's to set).
+fn resolve_into(
+    cspace: SlotId,
+    cap: u64,
+    found: &mut crate::sched::LookupCache,
+) -> Result<(), Error> {
     let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
     let index = slot_index(cap).map_err(|_| Error::LookupFailed)?;
     let slot = caps
         .resolve(cspace, index)
         .map_err(|_| Error::LookupFailed)?;
-    let found = *caps.lookup(slot)?;
-    if found.kind() != kind {
+    let held = caps.lookup(slot)?;
+    let memory = caps.object(held.object()).and_then(|o| o.memory());
+    found.cptr = cap;
+    found.cspace = u64::from(cspace.0);
+    found.kind = held.kind() as u64;
+    found.rights = u64::from(held.rights().bits());
+    found.paddr = memory.map_or(u64::MAX, |(paddr, _)| paddr);
+    found.object = u64::from(held.object().0);
+    found.badge = held.badge().0;
+    Ok(())
+}
+
+/// The checks of [`lookup`], in its order: kind, rights, a live object.
+fn check_lookup(
+    found: &crate::sched::LookupCache,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    if found.kind != kind as u64 {
         return Err(Error::WrongKind);
     }
-    if !found.rights().contains(rights) {
+    let held = Rights::from_bits_truncate(found.rights as u8);
+    if !held.contains(rights) {
         return Err(Error::InsufficientRights);
     }
-    let paddr = caps
-        .object(found.object())
-        .and_then(|o| o.memory())
-        .map(|(paddr, _)| paddr)
-        .ok_or(Error::DeadObject)?;
+    if found.paddr == u64::MAX {
+        return Err(Error::DeadObject);
+    }
     Ok(crate::sched::Target {
-        object: found.object(),
-        paddr,
-        badge: found.badge().0,
-        grant: found.rights().contains(Rights::GRANT),
+        object: caps::ObjectId(found.object as u32),
+        paddr: found.paddr,
+        badge: found.badge,
+        grant: held.contains(Rights::GRANT),
     })
+}
+
+/// The capability system's generation: bumped each time the capability
+/// lock is taken to change something ([`caps_to_change`]), never by a
+/// lookup. Starts at 1, so an all-zero [`crate::sched::LookupCache`] is
+/// never current.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// `seed=stale-lookup-cache`: a deliberately broken kernel whose
+/// capability changes leave the generation alone, so threads keep using
+/// capabilities that were deleted (the `threads` test must then fail).
+pub static STALE_LOOKUP_CACHE: AtomicBool = AtomicBool::new(false);
+
+/// The capability system, locked to change it: every cached lookup is
+/// invalidated first. Every path but [`lookup`]'s takes the lock this way.
+fn caps_to_change() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
+    let caps = CAPS.get()?;
+    if !STALE_LOOKUP_CACHE.load(Ordering::Relaxed) {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    Some(caps.lock())
 }
 
 /// After a delete or revoke: drop the kernel state of objects that died.
@@ -551,10 +625,9 @@ fn slot_index(value: u64) -> Result<u32, Error> {
 /// Decodes and performs one capability invocation for a thread whose
 /// CSpace root is `cspace`. Never panics on user input.
 pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
-    let Some(caps) = CAPS.get() else {
+    let Some(mut caps) = caps_to_change() else {
         return Err(Error::NotSupported);
     };
-    let mut caps = caps.lock();
     let index = slot_index(message.cap).map_err(|_| Error::LookupFailed)?;
     let slot = caps
         .resolve(cspace, index)
@@ -1017,7 +1090,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 ObjectKind::Notification,
                 Rights::WRITE,
             )?;
-            let mut caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+            let mut caps = caps_to_change().ok_or(Error::NotSupported)?;
             let slot = caps.resolve(cspace, index)?;
             let source = extra_cap(&caps, cspace, message, 1)?;
             caps.bind_fault_queue(source, slot, &mut sink)?;
@@ -1106,8 +1179,9 @@ pub fn thread_context(thread: u64) -> (SlotId, u64) {
 /// child of the sender's, so the sender can revoke it. Returns whether one
 /// moved (the slot must resolve and be empty).
 pub fn transfer_capability(sender: u64, receiver: u64) -> bool {
-    let Some(caps) = CAPS.get() else { return false };
-    let mut caps = caps.lock();
+    let Some(mut caps) = caps_to_change() else {
+        return false;
+    };
     let (sender_cspace, sender_buffer) = thread_context(sender);
     let (receiver_cspace, receiver_buffer) = thread_context(receiver);
     let read_u32 = |buffer: u64, offset: usize| {

@@ -76,6 +76,50 @@ pub struct Tcb {
     send_grant: u8,
     /// Its name for the console (`DebugNameThread`), NUL-padded UTF-8.
     name: [u8; 32],
+    /// The last capability its message-passing calls looked up
+    /// (`objects::lookup_cached`).
+    pub lookup_cache: LookupCache,
+}
+
+/// One remembered capability lookup: what `cptr` in the CSpace root slot
+/// `cspace` resolved to while the capability system was at `generation`.
+/// Valid only while that generation is current (all zeroes, what a fresh
+/// TCB holds, is never valid: generations start at 1). Every field is a
+/// word, so reading it never needs a byte-wise copy (aarch64 builds with
+/// strict alignment, where an odd-sized copy becomes a call to `memcpy`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct LookupCache {
+    /// `objects`' capability generation when it was filled.
+    pub generation: u64,
+    /// The capability pointer it answers for.
+    pub cptr: u64,
+    /// The CSpace root slot it answers for.
+    pub cspace: u64,
+    /// The capability's kind (`caps::ObjectKind` number).
+    pub kind: u64,
+    /// The capability's rights bits.
+    pub rights: u64,
+    /// The object's physical address; `u64::MAX` if it has no memory.
+    pub paddr: u64,
+    /// The object.
+    pub object: u64,
+    /// The capability's badge.
+    pub badge: u64,
+}
+
+impl LookupCache {
+    /// Never current (generation 0).
+    pub const EMPTY: LookupCache = LookupCache {
+        generation: 0,
+        cptr: 0,
+        cspace: 0,
+        kind: 0,
+        rights: 0,
+        paddr: u64::MAX,
+        object: 0,
+        badge: 0,
+    };
 }
 
 const _: () = assert!(size_of::<Tcb>() <= 2048);

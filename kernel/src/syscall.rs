@@ -121,9 +121,13 @@ pub fn handle_thread(caller: &Caller) -> Next {
         } else {
             caps::Rights::READ
         };
-        if let Ok(endpoint) =
-            crate::objects::lookup(caller.cspace, cap, caps::ObjectKind::Endpoint, rights)
-        {
+        if let Ok(endpoint) = crate::objects::lookup_cached(
+            caller.thread,
+            caller.cspace,
+            cap,
+            caps::ObjectKind::Endpoint,
+            rights,
+        ) {
             let result = if call {
                 if crate::sched::call_fast(caller.thread, &endpoint) {
                     return Next::Resume;
@@ -155,7 +159,7 @@ pub fn handle_thread(caller: &Caller) -> Next {
         Syscall::Wait => (caps::ObjectKind::Notification, caps::Rights::READ),
         _ => return handle(&mut crate::sched::tcb(caller.thread).context),
     };
-    let target = crate::objects::lookup(caller.cspace, cap, kind, rights);
+    let target = crate::objects::lookup_cached(caller.thread, caller.cspace, cap, kind, rights);
     let result = match (call, target) {
         // `Call` on anything but an endpoint is an invocation.
         (Syscall::Call, Err(Error::WrongKind)) => {

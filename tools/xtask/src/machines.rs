@@ -300,6 +300,32 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: false,
     },
     SystemTest {
+        // Capability changes leave cached lookups valid: a deleted copy
+        // keeps working for another thread's message-passing calls.
+        name: "x86_64-seeded-stale-lookup-cache",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=user seed=stale-lookup-cache",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("threads"),
+        image: None,
+        must_fail: &["a_deleted_capability_stops_working_at_once"],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
+        name: "aarch64-seeded-stale-lookup-cache",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=user seed=stale-lookup-cache",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("threads"),
+        image: None,
+        must_fail: &["a_deleted_capability_stops_working_at_once"],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
         name: "x86_64-user-fuzz",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],

@@ -113,6 +113,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("fault_handler_stops_a_thread", || {
         fault_handler_stops_a_thread(&mut slots)
     });
+    suite.run("a_deleted_capability_stops_working_at_once", || {
+        a_deleted_capability_stops_working_at_once(&mut slots)
+    });
     suite.finish()
 }
 
@@ -444,5 +447,93 @@ fn fault_handler_stops_a_thread(slots: &mut Slots) -> Outcome {
         RECOVERED.load(Ordering::Relaxed) == before,
         "the stopped thread ran"
     );
+    Ok(())
+}
+
+/// The slot the repeater signals through, its last answer (0: ok, else the
+/// error code + 1) and how many times it has signalled.
+static REPEATED: AtomicU64 = AtomicU64::new(0);
+static REPEATED_ANSWER: AtomicU64 = AtomicU64::new(0);
+static REPEATS: AtomicU64 = AtomicU64::new(0);
+
+/// Signals through [`REPEATED`] and yields, forever; between two Signals
+/// it makes no other lookup, so the kernel's per-thread lookup cache would
+/// answer the second one if nothing invalidated it.
+extern "C" fn repeater(_: u64) -> ! {
+    let through: Cap<Notification> = Cap::from_slot(REPEATED.load(Ordering::Relaxed) as u32);
+    loop {
+        let answer = match through.signal() {
+            Ok(()) => 0,
+            Err(e) => u64::from(e.code()) + 1,
+        };
+        REPEATED_ANSWER.store(answer, Ordering::Relaxed);
+        REPEATS.fetch_add(1, Ordering::Relaxed);
+        sys::yield_now();
+    }
+}
+
+/// Lets the repeater (same priority) signal once more; its answer.
+fn repeat_once() -> Result<Result<(), u64>, &'static str> {
+    let before = REPEATS.load(Ordering::Relaxed);
+    for _ in 0..100 {
+        sys::yield_now();
+        if REPEATS.load(Ordering::Relaxed) != before {
+            return Ok(match REPEATED_ANSWER.load(Ordering::Relaxed) {
+                0 => Ok(()),
+                code => Err(code - 1),
+            });
+        }
+    }
+    Err("the repeater did not run")
+}
+
+/// One thread signals through a copy; another deletes the copy between two
+/// of its Signals: the second must fail at once. The kernel remembers each
+/// thread's last message-passing lookup, so this holds only because every
+/// capability change invalidates what was remembered (with
+/// `seed=stale-lookup-cache` the deleted copy keeps working).
+fn a_deleted_capability_stops_working_at_once(slots: &mut Slots) -> Outcome {
+    let notification: Cap<Notification> = match make(slots, ObjectType::Notification) {
+        Ok(n) => n,
+        Err(e) => rt::fail!("retype notification: {e:?}"),
+    };
+    let copy = slots.take();
+    check!(
+        cnode().copy(copy, notification.slot(), Rights::ALL).is_ok(),
+        "copy"
+    );
+    REPEATED.store(u64::from(copy), Ordering::Relaxed);
+    let own: Cap<Tcb> = Cap::from_slot(bootinfo::INIT_TCB);
+    check!(
+        own.set_priority(100).is_ok(),
+        "set the root task's priority"
+    );
+    let repeater = spawn(slots, repeater, 0, 100);
+    let Ok(repeater) = repeater else {
+        rt::fail!("spawn the repeater: {repeater:?}")
+    };
+    let first = repeat_once();
+    check!(first == Ok(Ok(())), "Signal through the copy: {first:?}");
+    check!(cnode().delete(copy).is_ok(), "delete the copy");
+    let deleted = repeat_once();
+    let empty = u64::from(Error::EmptySlot.code());
+    let lookup = u64::from(Error::LookupFailed.code());
+    check!(
+        deleted == Ok(Err(empty)) || deleted == Ok(Err(lookup)),
+        "Signal through the deleted copy answered {deleted:?} (Err(code) expected: EmptySlot {empty} or LookupFailed {lookup})"
+    );
+    check!(
+        cnode()
+            .copy(copy, notification.slot(), Rights::READ)
+            .is_ok(),
+        "a read-only copy in the same slot"
+    );
+    let read_only = repeat_once();
+    let rights = u64::from(Error::InsufficientRights.code());
+    check!(
+        read_only == Ok(Err(rights)),
+        "Signal through the read-only copy answered {read_only:?} (InsufficientRights is {rights})"
+    );
+    check!(repeater.suspend().is_ok(), "suspend the repeater");
     Ok(())
 }
