@@ -46,7 +46,9 @@ const ARENA_SLOT: SlotId = SlotId(0);
 
 type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
 
-/// The capability system.
+/// The capability system. Lock it through [`caps_to_change`] for anything
+/// that may change a capability (that invalidates every thread's lookup
+/// cache); only lookups and the read-only capability dump lock it directly.
 pub static CAPS: spin::Once<spin::Mutex<Caps<Storage>>> = spin::Once::new();
 
 /// Most objects one `Retype` creates.
