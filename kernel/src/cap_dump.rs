@@ -30,7 +30,7 @@
 
 use core::fmt::{self, Display, Write as _};
 
-use caps::{Attachment, ObjectId, ObjectKind, ObjectState, Rights};
+use caps::{Attachment, ObjectId, ObjectKind, ObjectState};
 
 use crate::objects::CAPS;
 
@@ -43,15 +43,6 @@ impl Display for Maybe {
             Some(id) => write!(f, "{}", id.0),
             None => f.write_str("-"),
         }
-    }
-}
-
-/// Rights as three letters, `-` where a right is missing.
-struct Letters(Rights);
-
-impl Display for Letters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
     }
 }
 
@@ -150,22 +141,17 @@ pub fn dump(moment: Moment) {
     for (slot, depth, cap) in caps.derivation_order() {
         count += 1;
         crate::print!(
-            "capdump: cap {} depth={depth} object={} rights={} badge={:#x}",
+            "capdump: cap {} depth={depth} object={} rights={:?} badge={:#x}",
             slot.0,
             cap.object().0,
-            Letters(cap.rights()),
+            cap.rights(),
             cap.badge().0
         );
         if let Some(io) = cap.mapping() {
-            crate::print!(" io={}@{:#x}:{}", io.space.0, io.ipa, Letters(io.rights));
+            crate::print!(" io={}@{:#x}:{:?}", io.space.0, io.ipa, io.rights);
         }
         if let Some(cpu) = cap.cpu_mapping() {
-            crate::print!(
-                " cpu={:#x}@{:#x}:{}",
-                cpu.vspace,
-                cpu.vaddr,
-                Letters(cpu.rights)
-            );
+            crate::print!(" cpu={:#x}@{:#x}:{:?}", cpu.vspace, cpu.vaddr, cpu.rights);
         }
         crate::println!();
     }
