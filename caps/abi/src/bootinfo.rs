@@ -13,6 +13,10 @@ pub const IRQ_CONTROL: u32 = 4;
 pub const IOMMU_CONTROL: u32 = 5;
 /// Slot of the boot-info Frame.
 pub const BOOT_INFO_FRAME: u32 = 6;
+/// Slot of init's IPC buffer Frame (mapped at `ipc::IPC_BUFFER_ADDRESS`):
+/// threads init starts in its own address space are configured with it,
+/// since a thread runs with no authority it was not given.
+pub const INIT_IPC_BUFFER: u32 = 7;
 /// First slot of the initial Untyped capabilities.
 pub const FIRST_UNTYPED: u32 = 16;
 /// The most initial Untyped capabilities.

@@ -96,6 +96,14 @@ pub enum Error {
     /// tables, shadow tables, context descriptors) is used up: unmap or
     /// delete IoSpaces first.
     TableMemoryExhausted = 72,
+    /// `PageTable.Unmap` of a table that still holds entries (mapped
+    /// Frames or lower tables): unmap those first, so no table ever leaves
+    /// an address space with contents.
+    TableNotEmpty = 73,
+    /// The thread lacks an address space, a CSpace or an IPC buffer: it was
+    /// never `Tcb.Configure`d, or one of them died. It does not run until
+    /// it is configured again.
+    NotConfigured = 74,
 }
 
 impl Error {
@@ -105,7 +113,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 38] = [
+    pub const ALL: [Error; 40] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -144,6 +152,8 @@ impl Error {
         Error::NotSupported,
         Error::MissingPageTable,
         Error::TableMemoryExhausted,
+        Error::TableNotEmpty,
+        Error::NotConfigured,
     ];
 
     /// The error with this number, if any.

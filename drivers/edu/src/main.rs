@@ -109,6 +109,9 @@ fn main(startup: &rt::Startup) -> i32 {
         "unmapped_iova_faults_with_badge_and_address",
         &mut |d, _| unmapped_iova_faults(d),
     );
+    with("deleted_notification_is_never_signalled", &mut |d, o| {
+        deleted_notification_is_never_signalled(d, o)
+    });
     with("device_memory_stays_out_of_io_spaces", &mut |d, o| {
         device_memory_stays_out_of_io_spaces(d, o)
     });
@@ -232,6 +235,75 @@ fn unmapped_iova_faults(d: &mut Driver) -> Outcome {
     let word = d.notification.wait();
     check!(word.is_ok(), "waiting for the fault notification: {word:?}");
     expect_fault(d, Some(UNMAPPED_IOVA))
+}
+
+/// Where `deleted_notification_is_never_signalled` reads the page that
+/// held the deleted notification.
+const REUSED_PAGE_VA: u64 = 0x31_0000_0000;
+
+/// A fault queue bound to a notification that is then deleted must forget
+/// it: the notification's memory goes back to its Untyped and becomes a
+/// Frame here, and the next IO fault must not write into it (a kernel that
+/// kept the reference ORs the badge into the page, and would follow its
+/// waiter list: a kernel write wherever the page says).
+fn deleted_notification_is_never_signalled(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let cnode = objects.cnode();
+    let small: Cap<sys::Untyped> = objects
+        .make(sys::ObjectType::Untyped, 12)
+        .map_err(|e| failure("a 4 KiB Untyped", e))?;
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    small
+        .retype(sys::ObjectType::Notification, 0, slot, 1)
+        .map_err(|e| failure("retype the notification", e))?;
+    let doomed: Cap<Notification> = Cap::from_slot(slot);
+    let source = objects
+        .mint(d.device, Rights::ALL, BADGE)
+        .map_err(|e| failure("badge the device", e))?;
+    d.queue
+        .bind(doomed, source)
+        .map_err(|e| failure("bind the queue to the doomed notification", e))?;
+    cnode
+        .delete(slot)
+        .map_err(|e| failure("delete the notification", e))?;
+    // The Untyped has no live child now: its memory starts over.
+    let frame_slot = objects.slot().map_err(|e| failure("slot", e))?;
+    small
+        .retype(sys::ObjectType::Frame, 12, frame_slot, 1)
+        .map_err(|e| failure("retype a Frame where the notification was", e))?;
+    let frame: Cap<sys::Frame> = Cap::from_slot(frame_slot);
+    rt::space::map_frame(objects, frame, own(), REUSED_PAGE_VA, MapRights::READ)
+        .map_err(|e| failure("map the reused page", e))?;
+    d.edu.write_memory(UNMAPPED_IOVA, LENGTH)?;
+    let recorded = d.queue.pop();
+    while let Ok(Some(_)) = d.queue.pop() {}
+    let written = first_nonzero_word(REUSED_PAGE_VA);
+    // Put the queue back as the other tests expect it.
+    d.queue
+        .bind(d.notification, source)
+        .map_err(|e| failure("bind the queue back", e))?;
+    let _ = frame.unmap();
+    let _ = cnode.delete(frame_slot);
+    check!(
+        matches!(recorded, Ok(Some(_))),
+        "the fault was not recorded: {recorded:?}"
+    );
+    check!(
+        written.is_none(),
+        "the IO fault signalled the deleted notification: the kernel wrote {:#x} at offset {:#x} of the page that replaced it",
+        written.map_or(0, |(_, v)| v),
+        written.map_or(0, |(o, _)| o)
+    );
+    Ok(())
+}
+
+/// The first non-zero word of the page mapped at `va`: (offset, value).
+#[allow(unsafe_code)]
+fn first_nonzero_word(va: u64) -> Option<(u64, u64)> {
+    (0..512).find_map(|i| {
+        // SAFETY: a 4 KiB Frame is mapped readable at `va`; `i` < 512.
+        let value = unsafe { ((va + 8 * i) as *const u64).read_volatile() };
+        (value != 0).then_some((8 * i, value))
+    })
 }
 
 fn device_memory_stays_out_of_io_spaces(d: &mut Driver, objects: &mut Objects) -> Outcome {

@@ -1,0 +1,554 @@
+//! `hardening`: the kernel-core findings of the code audit (issue 12), each
+//! as the attack a holder of ordinary capabilities would try. Every test
+//! passes only when the kernel refuses the attack:
+//!
+//! - a PageTable leaves an address space only empty (else a Frame mapped
+//!   through it stays reachable after the Frame dies, or a leaf is read as
+//!   a table pointer when the table is installed one level higher), and
+//!   the table capability needs the write right;
+//! - a thread runs only with the authority it was configured with: an
+//!   unconfigured thread does not run in the root task's space, and one
+//!   whose IPC buffer or address space died does not fall back to the root
+//!   task's;
+//! - revoking a thread's CNode capability leaves the thread with no CSpace,
+//!   never with the next configured thread's;
+//! - rights are checked: a read-only Frame is no IPC buffer, a read-only
+//!   CNode capability changes nothing, a rightless IrqHandler capability
+//!   does nothing;
+//! - a message with the fault label cannot be sent by a thread, so a fault
+//!   handler can tell a real fault from a forged one.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use abi::bootinfo;
+use rt::check;
+use rt::space::{Objects, Scratch};
+use rt::testing::{Outcome, Suite};
+use sys::{
+    CNode, Cap, Endpoint, Error, Frame, IrqControl, MapRights, MessageInfo, Notification,
+    ObjectType, PageTable, Rights, Tcb,
+};
+
+rt::entry!(main);
+
+/// Where the root task maps frames into itself to fill them.
+const SCRATCH: u64 = 0x10_0000_0000;
+/// A 2 MiB region of the root task's space whose last-level table the
+/// page-table test installs itself.
+const TABLE_REGION: u64 = 0x11_0000_0000;
+/// Where a child's code runs, in its own address space.
+const CHILD_CODE: u64 = 0x40_0000;
+/// The slot of a child's CNode its program uses (endpoint or notification).
+const CHILD_SLOT: u64 = 1;
+/// The slot a child's second program signals.
+const CHILD_SIGNAL_SLOT: u32 = 5;
+
+// The children's programs: data here, copied into Frames of their spaces.
+#[allow(unsafe_code)]
+mod programs {
+    core::arch::global_asm!(
+        ".section .rodata.programs, \"a\"",
+        // `signaller`: Signal slot 1, then spin.
+        ".global signaller_start, signaller_end",
+        ".balign 16",
+        "signaller_start:",
+        #[cfg(target_arch = "x86_64")]
+        "mov eax, 5
+         mov edi, 1
+         syscall
+      2: pause
+         jmp 2b",
+        #[cfg(target_arch = "aarch64")]
+        "mov x8, #5
+         mov x0, #1
+         svc #0
+      2: b 2b",
+        "signaller_end:",
+        // `receiver`: Recv on slot 1, then Signal slot 5, then spin.
+        ".global receiver_start, receiver_end",
+        ".balign 16",
+        "receiver_start:",
+        #[cfg(target_arch = "x86_64")]
+        "mov eax, 3
+         mov edi, 1
+         syscall
+         mov eax, 5
+         mov edi, 5
+         syscall
+      3: pause
+         jmp 3b",
+        #[cfg(target_arch = "aarch64")]
+        "mov x8, #3
+         mov x0, #1
+         svc #0
+         mov x8, #5
+         mov x0, #5
+         svc #0
+      3: b 3b",
+        "receiver_end:",
+    );
+}
+
+/// The bytes between two symbols of `programs`.
+macro_rules! program {
+    ($start:ident, $end:ident) => {{
+        #[allow(unsafe_code)]
+        {
+            unsafe extern "C" {
+                static $start: u8;
+                static $end: u8;
+            }
+            let start = &raw const $start;
+            let end = &raw const $end;
+            // SAFETY: the symbols delimit bytes assembled in `programs`,
+            // in .rodata, never written.
+            unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+        }
+    }};
+}
+
+fn signaller() -> &'static [u8] {
+    program!(signaller_start, signaller_end)
+}
+
+fn receiver() -> &'static [u8] {
+    program!(receiver_start, receiver_end)
+}
+
+/// The root task's CNode, address space and objects.
+struct World {
+    objects: Objects,
+    scratch: Scratch,
+}
+
+fn cnode() -> Cap<CNode> {
+    Cap::from_slot(bootinfo::INIT_CNODE)
+}
+
+fn own_space() -> Cap<PageTable> {
+    Cap::from_slot(bootinfo::INIT_VSPACE)
+}
+
+/// Turns a failed step into the test's failure, naming the step.
+fn step<T>(what: &str, result: Result<T, Error>) -> Result<T, rt::testing::Failure> {
+    result.map_err(|e| rt::testing::Failure(rt::__format!("{what}: {e:?}")))
+}
+
+/// A thread in an address space of its own with `program` at
+/// [`CHILD_CODE`], a 16-slot CNode and an IPC buffer: everything
+/// `Tcb.Configure` takes, made but not yet configured.
+struct Child {
+    tcb: Cap<Tcb>,
+    cnode: Cap<CNode>,
+    root: Cap<PageTable>,
+    buffer: Cap<Frame>,
+}
+
+impl Child {
+    fn new(world: &mut World, program: &[u8]) -> Result<Child, rt::testing::Failure> {
+        let cnode: Cap<CNode> = step("retype a CNode", world.objects.make(ObjectType::Cnode, 4))?;
+        let root: Cap<PageTable> = step(
+            "retype a root",
+            world.objects.make(ObjectType::PageTable, 12),
+        )?;
+        let code = step(
+            "the code frame",
+            world.scratch.filled_frame(&mut world.objects, program),
+        )?;
+        step(
+            "map the code",
+            rt::space::map_frame(
+                &mut world.objects,
+                code,
+                root,
+                CHILD_CODE,
+                MapRights::READ_EXECUTE,
+            ),
+        )?;
+        let buffer: Cap<Frame> = step(
+            "retype the IPC buffer",
+            world.objects.make(ObjectType::Frame, 12),
+        )?;
+        step(
+            "map the IPC buffer",
+            rt::space::map_frame(
+                &mut world.objects,
+                buffer,
+                root,
+                abi::ipc::IPC_BUFFER_ADDRESS,
+                MapRights::READ_WRITE,
+            ),
+        )?;
+        let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+        step(
+            "registers",
+            tcb.write_registers(CHILD_CODE, 0, CHILD_SLOT),
+        )?;
+        step("priority", tcb.set_priority(100))?;
+        Ok(Child {
+            tcb,
+            cnode,
+            root,
+            buffer,
+        })
+    }
+
+    fn configure(&self) -> Result<(), Error> {
+        self.tcb.configure(
+            0,
+            self.cnode,
+            self.root,
+            self.buffer,
+            abi::ipc::IPC_BUFFER_ADDRESS,
+        )
+    }
+
+    /// Deletes the thread and its address space (it may be spinning).
+    fn delete(&self) -> Outcome {
+        step("delete the child", cnode().delete(self.tcb.slot()))?;
+        step("delete the child's root", cnode().delete(self.root.slot()))?;
+        Ok(())
+    }
+}
+
+fn main(_startup: &rt::Startup) -> i32 {
+    let Some(info) = rt::boot::boot_info() else {
+        rt::println!("[hardening] no boot-info page");
+        return 1;
+    };
+    let mut objects = Objects::from_boot_info(info);
+    let scratch = match Scratch::for_root_task(&mut objects, SCRATCH) {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            rt::println!("[hardening] tables for the scratch page: {e:?}");
+            return 1;
+        }
+    };
+    let mut world = World { objects, scratch };
+    let mut suite = Suite::new();
+    suite.run("page_table_leaves_a_space_only_empty", || {
+        page_table_leaves_only_empty(&mut world)
+    });
+    suite.run("page_table_needs_the_write_right", || {
+        page_table_needs_write(&mut world)
+    });
+    suite.run("unconfigured_thread_does_not_run", || {
+        unconfigured_thread(&mut world)
+    });
+    suite.run("dead_ipc_buffer_or_space_stops_the_thread", || {
+        dead_buffer_or_space(&mut world)
+    });
+    suite.run("revoked_cspace_is_never_another_threads", || {
+        revoked_cspace(&mut world)
+    });
+    suite.run("ipc_buffer_needs_read_and_write_rights", || {
+        ipc_buffer_rights(&mut world)
+    });
+    suite.run("cnode_rights_are_checked", || cnode_rights(&mut world));
+    suite.run("irq_handler_rights_are_checked", || {
+        irq_handler_rights(&mut world)
+    });
+    suite.run("fault_label_cannot_be_forged", || {
+        fault_label_cannot_be_forged(&mut world)
+    });
+    suite.finish()
+}
+
+/// Finding 1: `PageTable.Unmap` of a table that still maps a Frame is
+/// refused. A kernel that let it go would leave the Frame's leaf inside a
+/// table nobody can see: delete the Frame, retype kernel objects there and
+/// map the table back, and the old leaf shows kernel memory; or install the
+/// table one level higher and the leaf is read as a table pointer to a
+/// page the user can write, which then maps any physical page.
+fn page_table_leaves_only_empty(world: &mut World) -> Outcome {
+    // Every level above the last for TABLE_REGION (the tables of the next
+    // 2 MiB region share them), then our own last-level table.
+    step(
+        "upper tables",
+        rt::space::tables_for(&mut world.objects, own_space(), TABLE_REGION + (2 << 20)),
+    )?;
+    let table: Cap<PageTable> = step(
+        "retype the table",
+        world.objects.make(ObjectType::PageTable, 12),
+    )?;
+    step(
+        "install it as the last level",
+        table.map(own_space(), TABLE_REGION),
+    )?;
+    let frame: Cap<Frame> = step("retype a frame", world.objects.make(ObjectType::Frame, 12))?;
+    step(
+        "map the frame through the table",
+        frame.map(own_space(), TABLE_REGION, MapRights::READ_WRITE),
+    )?;
+    let unmapped = table.unmap();
+    check!(
+        unmapped == Err(Error::TableNotEmpty),
+        "PageTable.Unmap of a table that still maps a frame answered {unmapped:?}: the table left the space with the frame's leaf in it"
+    );
+    // Emptied, it may leave, and come back at another level.
+    step("unmap the frame", frame.unmap())?;
+    step("unmap the empty table", table.unmap())?;
+    let far = 0x12_0000_0000u64 << 4;
+    let again = table.map(own_space(), far);
+    check!(
+        again.is_ok(),
+        "the empty table could not be installed elsewhere: {again:?}"
+    );
+    let back = frame.map(own_space(), far, MapRights::READ);
+    check!(
+        back == Err(Error::MissingPageTable),
+        "a frame mapped through the re-installed (higher) table answered {back:?}"
+    );
+    step("unmap the table again", table.unmap())?;
+    step("delete the frame", cnode().delete(frame.slot()))?;
+    step("delete the table", cnode().delete(table.slot()))?;
+    Ok(())
+}
+
+/// Finding 1 (rights): a read-only PageTable capability installs and
+/// removes nothing.
+fn page_table_needs_write(world: &mut World) -> Outcome {
+    let table: Cap<PageTable> = step(
+        "retype the table",
+        world.objects.make(ObjectType::PageTable, 12),
+    )?;
+    let read_only = step(
+        "read-only copy",
+        world.objects.mint(table, Rights::READ, 0),
+    )?;
+    let mapped = read_only.map(own_space(), 0x13_0000_0000);
+    check!(
+        mapped == Err(Error::InsufficientRights),
+        "PageTable.Map through a read-only capability answered {mapped:?}"
+    );
+    if mapped.is_ok() {
+        let _ = table.unmap();
+    }
+    step("delete the copy", cnode().delete(read_only.slot()))?;
+    step("delete the table", cnode().delete(table.slot()))?;
+    Ok(())
+}
+
+/// Finding 5: a thread nobody configured does not run (it used to run in
+/// the root task's address space with the root task's CSpace and IPC
+/// buffer).
+fn unconfigured_thread(world: &mut World) -> Outcome {
+    let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    step("registers", tcb.write_registers(CHILD_CODE, 0, 0))?;
+    let resumed = tcb.resume();
+    let _ = tcb.suspend();
+    step("delete the TCB", cnode().delete(tcb.slot()))?;
+    check!(
+        resumed == Err(Error::NotConfigured),
+        "Resume of an unconfigured thread answered {resumed:?}: it would run with the root task's authority"
+    );
+    Ok(())
+}
+
+/// Finding 5: a thread whose IPC buffer died, or whose address space died,
+/// does not run on the root task's.
+fn dead_buffer_or_space(world: &mut World) -> Outcome {
+    let child = Child::new(world, signaller())?;
+    step("configure", child.configure())?;
+    step("delete the IPC buffer", cnode().delete(child.buffer.slot()))?;
+    let resumed = child.tcb.resume();
+    let _ = child.tcb.suspend();
+    check!(
+        resumed == Err(Error::NotConfigured),
+        "Resume after the IPC buffer died answered {resumed:?}: the thread would use the root task's buffer"
+    );
+    let other = Child::new(world, signaller())?;
+    step("configure the second", other.configure())?;
+    step(
+        "delete the second's address space",
+        cnode().delete(other.root.slot()),
+    )?;
+    let resumed = other.tcb.resume();
+    let _ = other.tcb.suspend();
+    check!(
+        resumed == Err(Error::NotConfigured),
+        "Resume after the address space died answered {resumed:?}"
+    );
+    child.delete()?;
+    step("delete the second", cnode().delete(other.tcb.slot()))?;
+    Ok(())
+}
+
+/// Finding 6: revoking the CNode capability a thread was configured with
+/// takes its CSpace away; configuring another thread afterwards must not
+/// hand the first one the second one's CSpace.
+fn revoked_cspace(world: &mut World) -> Outcome {
+    let first = Child::new(world, signaller())?;
+    step("configure the first", first.configure())?;
+    // The kernel's copy of the first CNode capability is a child of ours.
+    step("revoke the first's CNode", cnode().revoke(first.cnode.slot()))?;
+    // The second thread's CSpace holds a notification at the slot the
+    // first one's program signals.
+    let second = Child::new(world, signaller())?;
+    let probe: Cap<Notification> = step(
+        "retype a notification",
+        world.objects.make(ObjectType::Notification, 0),
+    )?;
+    step(
+        "the notification into the second's CNode",
+        second
+            .cnode
+            .copy_from(CHILD_SLOT as u32, cnode(), probe.slot(), Rights::ALL),
+    )?;
+    step("configure the second", second.configure())?;
+    let resumed = first.tcb.resume();
+    // Give the first thread (higher priority) its chance to signal.
+    for _ in 0..4 {
+        sys::yield_now();
+    }
+    let _ = first.tcb.suspend();
+    // Our own signal with badge 2 makes Wait return at once; a 1 in the
+    // word is the first thread's signal through the second's CSpace.
+    let ours = step("badge 2", world.objects.mint(probe, Rights::ALL, 2))?;
+    step("signal", ours.signal())?;
+    let word = step("wait", probe.wait())?;
+    first.delete()?;
+    second.delete()?;
+    check!(
+        word & 1 == 0,
+        "the first thread signalled the second's notification (word {word:#x}): it resolved capabilities in another thread's CSpace"
+    );
+    check!(
+        resumed == Err(Error::NotConfigured),
+        "Resume of a thread whose CSpace was revoked answered {resumed:?}"
+    );
+    Ok(())
+}
+
+/// Finding 7: the kernel writes message registers into the IPC buffer, so
+/// a Frame capability without the write right is no IPC buffer.
+fn ipc_buffer_rights(world: &mut World) -> Outcome {
+    let child = Child::new(world, signaller())?;
+    let read_only = step(
+        "read-only buffer copy",
+        world.objects.mint(child.buffer, Rights::READ, 0),
+    )?;
+    let configured = child.tcb.configure(
+        0,
+        child.cnode,
+        child.root,
+        read_only,
+        abi::ipc::IPC_BUFFER_ADDRESS,
+    );
+    check!(
+        configured == Err(Error::InsufficientRights),
+        "Tcb.Configure with a read-only IPC buffer answered {configured:?}"
+    );
+    child.delete()?;
+    Ok(())
+}
+
+/// Finding 7: a CNode capability without the write right changes no slot.
+fn cnode_rights(world: &mut World) -> Outcome {
+    let read_only = step(
+        "read-only CNode copy",
+        world.objects.mint(cnode(), Rights::READ, 0),
+    )?;
+    let victim: Cap<Notification> = step(
+        "retype a notification",
+        world.objects.make(ObjectType::Notification, 0),
+    )?;
+    let deleted = read_only.delete(victim.slot());
+    check!(
+        deleted == Err(Error::InsufficientRights),
+        "CNode.Delete through a read-only CNode capability answered {deleted:?}"
+    );
+    let dest = step("a free slot", world.objects.slot())?;
+    let copied = read_only.copy(dest, victim.slot(), Rights::ALL);
+    check!(
+        copied == Err(Error::InsufficientRights),
+        "CNode.Copy into a read-only CNode capability answered {copied:?}"
+    );
+    let revoked = read_only.revoke(victim.slot());
+    check!(
+        revoked == Err(Error::InsufficientRights),
+        "CNode.Revoke through a read-only CNode capability answered {revoked:?}"
+    );
+    let _ = cnode().delete(dest);
+    let _ = cnode().delete(victim.slot());
+    step("delete the copy", cnode().delete(read_only.slot()))?;
+    Ok(())
+}
+
+/// The line `irq_handler_rights_are_checked` takes (ISA 3 on x86_64 is a
+/// serial port nobody uses here; PPI 30 is the EL0 physical timer).
+#[cfg(target_arch = "x86_64")]
+const FREE_LINE: u64 = 3;
+#[cfg(target_arch = "aarch64")]
+const FREE_LINE: u64 = 30;
+
+/// Finding 7: an IrqHandler capability without rights neither routes the
+/// line nor acknowledges it.
+fn irq_handler_rights(world: &mut World) -> Outcome {
+    let control: Cap<IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    let slot = step("a free slot", world.objects.slot())?;
+    let handler = step("IrqControl.Get", control.get(FREE_LINE, slot))?;
+    let rightless = step(
+        "rightless copy",
+        world.objects.mint(handler, Rights::NONE, 0),
+    )?;
+    let notification: Cap<Notification> = step(
+        "retype a notification",
+        world.objects.make(ObjectType::Notification, 0),
+    )?;
+    let routed = rightless.set_notification(notification);
+    let acked = rightless.ack();
+    step("delete the copy", cnode().delete(rightless.slot()))?;
+    step("delete the handler", cnode().delete(handler.slot()))?;
+    check!(
+        routed == Err(Error::InsufficientRights),
+        "IrqHandler.SetNotification through a rightless capability answered {routed:?}"
+    );
+    check!(
+        acked == Err(Error::InsufficientRights),
+        "IrqHandler.Ack through a rightless capability answered {acked:?}"
+    );
+    Ok(())
+}
+
+/// Finding 8: a thread cannot send a message labelled as a fault, so a
+/// fault handler (init) never reports a fault that did not happen.
+fn fault_label_cannot_be_forged(world: &mut World) -> Outcome {
+    let endpoint: Cap<Endpoint> = step(
+        "retype an endpoint",
+        world.objects.make(ObjectType::Endpoint, 0),
+    )?;
+    let heard: Cap<Notification> = step(
+        "retype a notification",
+        world.objects.make(ObjectType::Notification, 0),
+    )?;
+    // A receiver in its own space: Recv on its slot 1, then Signal slot 5.
+    let child = Child::new(world, receiver())?;
+    step(
+        "endpoint into the child's CNode",
+        child
+            .cnode
+            .copy_from(CHILD_SLOT as u32, cnode(), endpoint.slot(), Rights::ALL),
+    )?;
+    step(
+        "notification into the child's CNode",
+        child
+            .cnode
+            .copy_from(CHILD_SIGNAL_SLOT, cnode(), heard.slot(), Rights::ALL),
+    )?;
+    step("configure", child.configure())?;
+    step("resume", child.tcb.resume())?;
+    // The child (priority 100) now waits in Recv.
+    let sent = endpoint.send(MessageInfo::new(abi::FAULT_LABEL, 4), [0xE, 0, 0, 0]);
+    if sent.is_ok() {
+        // It was delivered: the child signals when it has it.
+        let _ = heard.wait();
+    }
+    child.delete()?;
+    check!(
+        sent == Err(Error::InvalidMessage),
+        "Send with the fault label answered {sent:?}: a handler would take it for a real fault"
+    );
+    Ok(())
+}
