@@ -378,14 +378,23 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     arch::set_address_space(root);
     let (tcb_object, tcb) = task.tcb;
     let context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
-    if let Err(e) =
-        crate::sched::start_root_thread(tcb_object, tcb, task.vspace, context, ROOT_PRIORITY)
-    {
+    if let Err(e) = crate::sched::start_root_thread(
+        (tcb_object, tcb),
+        task.vspace,
+        (crate::objects::ROOT_CNODE_SLOT.0, task.ipc_buffer),
+        context,
+        ROOT_PRIORITY,
+    ) {
         crate::println!("[boot] cannot start the root task: {e}");
         return crate::EXIT_BOOT_FAILED;
     }
     let stop = crate::sched::run(tcb, |thread| {
-        let (cspace, ipc_buffer) = crate::objects::thread_context(thread);
+        // A thread runs only configured (`sched`), so this always finds both;
+        // a thread without them would get no service at all.
+        let Some((cspace, ipc_buffer)) = crate::objects::thread_context(thread) else {
+            crate::sched::fail(thread, abi::Error::NotConfigured);
+            return syscall::Next::Resume;
+        };
         syscall::handle_thread(&syscall::Caller {
             thread,
             cspace,

@@ -125,8 +125,9 @@ pub fn dump(moment: Moment) {
             ObjectState::Plain | ObjectState::IommuControl(_) | ObjectState::IrqControl { .. } => {}
         }
         if object.kind() == ObjectKind::Tcb {
-            let (cspace, _) = crate::objects::thread_context(paddr);
-            let cnode = caps.lookup(cspace).ok().map(|cap| cap.object());
+            let cnode = crate::objects::thread_context(paddr)
+                .and_then(|(cspace, _)| caps.lookup(cspace).ok())
+                .map(|cap| cap.object());
             let name = crate::sched::name(paddr);
             crate::print!(
                 " cspace={} vspace={:#x} name={}",

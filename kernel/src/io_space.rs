@@ -755,12 +755,26 @@ fn unit_reserved_base(ipa_bits: u32) -> u64 {
 /// After a delete or revoke: forget IoSpaces and queues that died, return
 /// their tables to the pool. `alive(object, kind)` says whether a record's
 /// object still exists.
-pub fn reconcile(alive: impl Fn(ObjectId, caps::ObjectKind) -> bool) {
+pub fn reconcile(
+    alive: impl Fn(ObjectId, caps::ObjectKind) -> bool,
+    notification_alive: impl Fn(&crate::sched::Target) -> bool,
+) {
     let mut state = STATE.lock();
     let state = &mut *state;
     state
         .queues
         .retain(|q| alive(q.object, caps::ObjectKind::IoFaultQueue));
+    // A dead notification is never signalled: its memory may be anything by
+    // the next fault (records still queue; `Pop` reads them).
+    for queue in state.queues.iter_mut() {
+        if queue
+            .notification
+            .as_ref()
+            .is_some_and(|n| !notification_alive(n))
+        {
+            queue.notification = None;
+        }
+    }
     let mut index = 0;
     while index < state.spaces.len() {
         let space = &state.spaces[index];

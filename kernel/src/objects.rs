@@ -40,7 +40,7 @@ pub const OBJECTS: usize = 1024;
 /// The root task's CNode: `2^ROOT_CNODE_BITS` slots.
 const ROOT_CNODE_BITS: u8 = 10;
 /// The kernel-held slot of the root task's CNode capability.
-const ROOT_CNODE_SLOT: SlotId = SlotId(1);
+pub const ROOT_CNODE_SLOT: SlotId = SlotId(1);
 /// The kernel-held slot of the arena Untyped before it is moved to the root task.
 const ARENA_SLOT: SlotId = SlotId(0);
 
@@ -60,6 +60,9 @@ pub struct RootTask {
     pub vspace: u64,
     /// Its TCB object and the TCB's physical address.
     pub tcb: (caps::ObjectId, u64),
+    /// Its IPC buffer: a Frame object (slot `INIT_IPC_BUFFER`) and its
+    /// physical address.
+    pub ipc_buffer: (caps::ObjectId, u64),
 }
 
 /// Why boot could not build the capability system.
@@ -88,7 +91,9 @@ fn aligned_pieces(mut start: u64, end: u64, mut each: impl FnMut(u64, u8)) {
 /// the boot-info page and the IPC buffer into the root task's address space
 /// rooted at `vspace`.
 pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError> {
-    let ipc_buffer = frames.alloc().ok_or("no frame for the IPC buffer")?;
+    // Only builds the tables down to the IPC buffer's page (the buffer
+    // itself becomes a Frame object below).
+    let table_builder = frames.alloc().ok_or("no frame for the IPC buffer")?;
     let info_frame = frames.alloc().ok_or("no frame for the boot-info page")?;
     let rw = crate::vspace::Rights {
         write: true,
@@ -98,7 +103,7 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         write: false,
         execute: false,
     };
-    crate::vspace::map_page(vspace, IPC_BUFFER_ADDRESS, ipc_buffer, rw, &mut || {
+    crate::vspace::map_page(vspace, IPC_BUFFER_ADDRESS, table_builder, rw, &mut || {
         frames.alloc()
     })
     .map_err(|_| "cannot map the IPC buffer")?;
@@ -242,6 +247,33 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         paddr: new_root,
         installed_at: None,
     });
+    // The IPC buffer is a Frame object the root task holds (and may give to
+    // threads it starts in its own space), mapped through the model so that
+    // its deletion unmaps it. The boot frame mapped above only built the
+    // tables on the way.
+    let buffer_slot = slot(&caps, bootinfo::INIT_IPC_BUFFER).map_err(|_| "INIT_IPC_BUFFER slot")?;
+    let buffer_object = caps
+        .retype(
+            largest_slot,
+            NewObject::Frame { size_bits: 12 },
+            buffer_slot,
+            &mut clear,
+        )
+        .map_err(|_| "root IPC buffer")?;
+    let buffer_paddr = caps
+        .object(buffer_object)
+        .and_then(|o| o.memory())
+        .map(|(paddr, _)| paddr)
+        .ok_or("root IPC buffer memory")?;
+    crate::vspace::unmap_leaf(new_root, IPC_BUFFER_ADDRESS, 12);
+    caps.map_frame(
+        buffer_slot,
+        new_root,
+        IPC_BUFFER_ADDRESS,
+        Rights::READ | Rights::WRITE,
+        &mut clear,
+    )
+    .map_err(|_| "map the root IPC buffer")?;
 
     let info = BootInfo {
         magic: bootinfo::BOOT_INFO_MAGIC,
@@ -264,10 +296,10 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
             .sum::<u64>(),
         count - ram.count()
     );
-    ROOT_IPC_BUFFER.store(ipc_buffer, core::sync::atomic::Ordering::Relaxed);
     Ok(RootTask {
         vspace: new_root,
         tcb: (tcb, tcb_paddr),
+        ipc_buffer: (buffer_object, buffer_paddr),
     })
 }
 
@@ -492,11 +524,20 @@ fn reconcile(caps: &mut Caps<Storage>) {
             )
         },
     );
-    crate::io_space::reconcile(|object, kind| {
-        caps.object(object).is_some_and(|o| o.kind() == kind)
+    crate::io_space::reconcile(
+        |object, kind| caps.object(object).is_some_and(|o| o.kind() == kind),
+        |n| alive(caps, n.object, ObjectKind::Notification, n.paddr),
+    );
+    // Threads whose kernel-held CSpace capability went (their CNode
+    // capability was revoked): they keep no CSpace, and the slot they named
+    // may now hold another thread's.
+    crate::sched::drop_lost_cspaces(|slot| {
+        caps.lookup(SlotId(slot))
+            .is_ok_and(|c| c.kind() == ObjectKind::CNode)
     });
-    // Kernel-held CSpace capabilities of threads that died.
-    for slot in freed {
+    // Kernel-held CSpace capabilities of threads that died (the root task's
+    // is its CNode's original, never freed here).
+    for slot in freed.into_iter().filter(|&s| s != ROOT_CNODE_SLOT.0) {
         let mut sink = SINK;
         if let Err(e) = caps.delete(SlotId(slot), &mut sink) {
             crate::println!(
@@ -704,6 +745,9 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             ObjectKind::CNode,
             Invocation::CnodeCopy | Invocation::CnodeMint | Invocation::CnodeMove,
         ) => {
+            // Writing a slot takes the write right on its CNode capability;
+            // copying out of one the read right (moving out: write).
+            caps.lookup_as(slot, ObjectKind::CNode, Rights::WRITE)?;
             let dest = caps.resolve(slot, slot_index(argument(message, 0)?)?)?;
             // Cap 0, if given, is the CNode the source slot is in.
             let source_cnode = if message.info.extra_caps > 0 {
@@ -712,6 +756,12 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             } else {
                 slot
             };
+            let source_right = if invocation == Invocation::CnodeMove {
+                Rights::WRITE
+            } else {
+                Rights::READ
+            };
+            caps.lookup_as(source_cnode, ObjectKind::CNode, source_right)?;
             let source = caps.resolve(source_cnode, slot_index(argument(message, 1)?)?)?;
             match invocation {
                 Invocation::CnodeMove => caps.move_cap(source, dest)?,
@@ -727,6 +777,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             Ok(Reply::EMPTY)
         }
         (ObjectKind::CNode, Invocation::CnodeDelete | Invocation::CnodeRevoke) => {
+            caps.lookup_as(slot, ObjectKind::CNode, Rights::WRITE)?;
             let target = caps.resolve(slot, slot_index(argument(message, 0)?)?)?;
             let result = if invocation == Invocation::CnodeDelete {
                 caps.delete(target, &mut sink)
@@ -760,7 +811,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 // Release the capability lock: `lookup` takes it again.
                 drop(caps);
                 let endpoint = lookup(cspace, endpoint_slot, ObjectKind::Endpoint, Rights::WRITE)?;
-                crate::sched::set_fault_handler(paddr, &endpoint)?;
+                crate::sched::set_fault_handler((cap.object(), paddr), &endpoint)?;
                 return Ok(Reply::EMPTY);
             }
             crate::sched::invoke_tcb(cap.object(), paddr, invocation, &message.mrs[..length])?;
@@ -810,7 +861,9 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 .resolve(cspace, message.extra_caps[0])
                 .map_err(|_| Error::LookupFailed)?;
             let root = as_root(&caps, vspace_slot)?;
-            let object = caps.lookup(slot)?.object();
+            let object = caps
+                .lookup_as(slot, ObjectKind::PageTable, Rights::WRITE)?
+                .object();
             let (paddr, _) = memory_of(&caps, slot)?;
             let mut tables = PAGE_TABLES.lock();
             if tables.iter().any(|t| t.paddr == paddr) {
@@ -834,12 +887,20 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             Ok(Reply::EMPTY)
         }
         (ObjectKind::PageTable, Invocation::PageTableUnmap) => {
+            caps.lookup_as(slot, ObjectKind::PageTable, Rights::WRITE)?;
             let (paddr, _) = memory_of(&caps, slot)?;
             let mut tables = PAGE_TABLES.lock();
             let index = tables
                 .iter()
                 .position(|t| t.paddr == paddr && t.installed_at.is_some())
                 .ok_or(Error::NotMapped)?;
+            // A table leaves only empty: its leaves and lower tables would
+            // otherwise outlive what the capability model knows of them
+            // (a Frame deleted behind it, or a leaf read as a table pointer
+            // when the table comes back one level higher).
+            if !crate::vspace::table_is_empty(paddr) {
+                return Err(Error::TableNotEmpty);
+            }
             if let Some(entry) = tables[index].installed_at {
                 crate::vspace::clear_entry(entry);
             }
@@ -854,6 +915,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 return Err(Error::TruncatedMessage);
             }
             let (tcb, _) = memory_of(&caps, slot)?;
+            let tcb_object = caps.lookup(slot)?.object();
             let vspace_slot = caps
                 .resolve(cspace, message.extra_caps[1])
                 .map_err(|_| Error::LookupFailed)?;
@@ -871,8 +933,9 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             let buffer_slot = caps
                 .resolve(cspace, message.extra_caps[2])
                 .map_err(|_| Error::LookupFailed)?;
+            // The kernel reads and writes message registers there.
             let buffer_object = caps
-                .lookup_as(buffer_slot, ObjectKind::Frame, Rights::NONE)?
+                .lookup_as(buffer_slot, ObjectKind::Frame, Rights::READ | Rights::WRITE)?
                 .object();
             let (buffer, buffer_bits) = memory_of(&caps, buffer_slot)?;
             if buffer_bits != 12 {
@@ -889,7 +952,11 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 .find(|&s| caps.lookup(s).is_err())
                 .ok_or(Error::ObjectTableFull)?;
             caps.mint(cnode_slot, kernel_slot, Rights::ALL, Badge(0))?;
-            match crate::sched::set_cspace_and_buffer(tcb, kernel_slot.0, (buffer_object, buffer)) {
+            match crate::sched::set_cspace_and_buffer(
+                (tcb_object, tcb),
+                kernel_slot.0,
+                (buffer_object, buffer),
+            ) {
                 Ok(0) => {}
                 Ok(old) => {
                     let _ = caps.delete(SlotId(old), &mut sink);
@@ -902,7 +969,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             drop(caps);
             if fault_endpoint != 0 {
                 let endpoint = lookup(cspace, fault_endpoint, ObjectKind::Endpoint, Rights::WRITE)?;
-                crate::sched::set_fault_handler(tcb, &endpoint)?;
+                crate::sched::set_fault_handler((tcb_object, tcb), &endpoint)?;
             }
             crate::sched::set_address_space(tcb, root);
             Ok(Reply::EMPTY)
@@ -924,7 +991,9 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             if message.info.extra_caps == 0 {
                 return Err(Error::TruncatedMessage);
             }
-            let handler = caps.lookup(slot)?.object();
+            let handler = caps
+                .lookup_as(slot, ObjectKind::IrqHandler, Rights::WRITE)?
+                .object();
             drop(caps);
             let notification = lookup(
                 cspace,
@@ -936,7 +1005,9 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             Ok(Reply::EMPTY)
         }
         (ObjectKind::IrqHandler, Invocation::IrqHandlerMsiMessage) => {
-            let handler = caps.lookup(slot)?.object();
+            let handler = caps
+                .lookup_as(slot, ObjectKind::IrqHandler, Rights::WRITE)?
+                .object();
             let Some(caps::ObjectState::IrqHandler { irq }) =
                 caps.object(handler).map(|o| *o.state())
             else {
@@ -964,7 +1035,10 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             })
         }
         (ObjectKind::IrqHandler, Invocation::IrqHandlerAck) => {
-            crate::sched::ack_irq(caps.lookup(slot)?.object())?;
+            crate::sched::ack_irq(
+                caps.lookup_as(slot, ObjectKind::IrqHandler, Rights::WRITE)?
+                    .object(),
+            )?;
             Ok(Reply::EMPTY)
         }
         (ObjectKind::IommuControl, Invocation::IommuMintDevice) => {
@@ -1157,23 +1231,12 @@ fn invocation_kind(invocation: Invocation) -> ObjectKind {
     }
 }
 
-/// The root task's IPC buffer (physical), for threads without their own.
-pub static ROOT_IPC_BUFFER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// The CSpace root slot and IPC buffer of `thread`.
-pub fn thread_context(thread: u64) -> (SlotId, u64) {
+/// The CSpace root slot and IPC buffer of `thread`: `None` unless it has
+/// both (there is no default: a thread has only the authority it was
+/// configured with, and one without both never runs, `sched`).
+pub fn thread_context(thread: u64) -> Option<(SlotId, u64)> {
     let t = crate::sched::tcb(thread);
-    let cspace = if t.cspace_slot != 0 {
-        SlotId(t.cspace_slot)
-    } else {
-        ROOT_CNODE_SLOT
-    };
-    let buffer = if t.ipc_buffer != 0 {
-        t.ipc_buffer
-    } else {
-        ROOT_IPC_BUFFER.load(core::sync::atomic::Ordering::Relaxed)
-    };
-    (cspace, buffer)
+    (t.cspace_slot != 0 && t.ipc_buffer != 0).then_some((SlotId(t.cspace_slot), t.ipc_buffer))
 }
 
 /// Moves the capability a sender names in its IPC buffer (`caps[0]`, in its
@@ -1184,8 +1247,11 @@ pub fn transfer_capability(sender: u64, receiver: u64) -> bool {
     let Some(mut caps) = caps_to_change() else {
         return false;
     };
-    let (sender_cspace, sender_buffer) = thread_context(sender);
-    let (receiver_cspace, receiver_buffer) = thread_context(receiver);
+    let (Some((sender_cspace, sender_buffer)), Some((receiver_cspace, receiver_buffer))) =
+        (thread_context(sender), thread_context(receiver))
+    else {
+        return false;
+    };
     let read_u32 = |buffer: u64, offset: usize| {
         // SAFETY: IPC buffers are kernel-known 4 KiB frames in the direct
         // map; the offsets are inside the first 536 bytes.

@@ -66,11 +66,13 @@ pub struct Tcb {
     /// then holds the message the handler receives.
     faulted: u8,
     fault: [u64; 4],
-    /// The root table of the address space it runs in (0: none yet).
+    /// The root table of the address space it runs in (0: none; it does not
+    /// run).
     vspace: u64,
-    /// The kernel-held slot with its CSpace's CNode capability (0: the root task's).
+    /// The kernel-held slot with its CSpace's CNode capability (0: none; the
+    /// thread does not run).
     pub cspace_slot: u32,
-    /// Physical address of its IPC buffer frame (0: the root task's).
+    /// Physical address of its IPC buffer frame (0: none; it does not run).
     pub ipc_buffer: u64,
     /// The endpoint capability it sends with holds the grant right.
     send_grant: u8,
@@ -340,6 +342,15 @@ impl Scheduler {
         }
     }
 
+    /// Every registered thread (TCB physical addresses).
+    fn threads(&self) -> heapless::Vec<u64, MAX_REGISTERED> {
+        self.registry
+            .iter()
+            .filter(|r| r.kind == caps::ObjectKind::Tcb)
+            .map(|r| r.paddr)
+            .collect()
+    }
+
     /// Takes `thread` off whatever it is queued on.
     fn detach(&mut self, thread: u64) {
         let t = tcb(thread);
@@ -354,23 +365,36 @@ impl Scheduler {
     }
 }
 
-/// Registers the root task's TCB and makes it ready.
+/// Registers the root task's TCB (`tcb`: object, physical address) and
+/// makes it ready, configured like any thread: its address space `vspace`,
+/// `cspace` (the kernel slot of its CNode capability) and its IPC buffer
+/// (Frame object, physical address).
 pub fn start_root_thread(
-    object: ObjectId,
-    paddr: u64,
+    (object, paddr): (ObjectId, u64),
     vspace: u64,
+    (cspace, buffer): (u32, (ObjectId, u64)),
     context: UserContext,
     priority: u8,
 ) -> Result<(), Error> {
-    DEFAULT_SPACE.store(vspace, core::sync::atomic::Ordering::Relaxed);
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
     let t = tcb(paddr);
     t.context = context;
     t.priority = priority;
     t.vspace = vspace;
+    t.cspace_slot = cspace;
+    t.ipc_buffer = buffer.1;
     scheduler.make_ready(paddr);
     Ok(())
+}
+
+/// Whether the thread at `paddr` has everything it runs with: an address
+/// space, a CSpace and an IPC buffer. No thread runs without all three
+/// (there is no default to fall back on).
+fn configured(paddr: u64) -> bool {
+    let t = tcb(paddr);
+    t.vspace != 0 && t.cspace_slot != 0 && t.ipc_buffer != 0
 }
 
 /// `Tcb.WriteRegisters`, `SetPriority`, `Resume`, `Suspend` on the TCB at
@@ -407,12 +431,8 @@ pub fn invoke_tcb(
             Ok(())
         }
         abi::Invocation::TcbResume => {
-            if tcb(paddr).vspace == 0 {
-                let default = DEFAULT_SPACE.load(core::sync::atomic::Ordering::Relaxed);
-                if default == 0 {
-                    return Err(Error::DeadObject);
-                }
-                tcb(paddr).vspace = default;
+            if !configured(paddr) {
+                return Err(Error::NotConfigured);
             }
             scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
             if tcb(paddr).state == state::INACTIVE {
@@ -428,10 +448,6 @@ pub fn invoke_tcb(
     }
 }
 
-/// The address space a thread created by `Retype` starts in (the root
-/// task's), set at boot.
-static DEFAULT_SPACE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
 /// `Tcb.Configure`: the TCB at `paddr` runs in the address space rooted at `root`.
 pub fn set_address_space(paddr: u64, root: u64) {
     tcb(paddr).vspace = root;
@@ -440,26 +456,37 @@ pub fn set_address_space(paddr: u64, root: u64) {
 /// An address space's root died: its threads stop.
 pub fn forget_address_space(root: u64) {
     let mut scheduler = SCHEDULER.lock();
-    let threads: heapless::Vec<u64, MAX_REGISTERED> = scheduler
-        .registry
-        .iter()
-        .filter(|r| r.kind == caps::ObjectKind::Tcb)
-        .map(|r| r.paddr)
-        .collect();
+    let threads = scheduler.threads();
     for thread in threads {
         if tcb(thread).vspace == root {
             scheduler.detach(thread);
             tcb(thread).vspace = 0;
         }
     }
-    if DEFAULT_SPACE.load(core::sync::atomic::Ordering::Relaxed) == root {
-        DEFAULT_SPACE.store(0, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// After a delete or revoke: every thread whose kernel-held CSpace slot no
+/// longer holds a CNode capability (`holds_cnode(slot)` is false: its CNode
+/// capability was revoked) loses its CSpace and stops, so a later
+/// `Tcb.Configure` reusing the slot never hands it another thread's.
+pub fn drop_lost_cspaces(holds_cnode: impl Fn(u32) -> bool) {
+    let mut scheduler = SCHEDULER.lock();
+    let threads = scheduler.threads();
+    for thread in threads {
+        let slot = tcb(thread).cspace_slot;
+        if slot != 0 && !holds_cnode(slot) {
+            scheduler.detach(thread);
+            tcb(thread).cspace_slot = 0;
+        }
     }
 }
 
-/// `Tcb.SetFaultHandler`: the TCB at `paddr` sends its faults to `endpoint`.
-pub fn set_fault_handler(paddr: u64, endpoint: &Target) -> Result<(), Error> {
+/// `Tcb.SetFaultHandler`: the TCB `thread` (object, physical address)
+/// sends its faults to `endpoint`. Both are registered, so the endpoint's
+/// death reaches the thread even before it ever runs.
+pub fn set_fault_handler((object, paddr): (ObjectId, u64), endpoint: &Target) -> Result<(), Error> {
     let mut scheduler = SCHEDULER.lock();
+    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
     let t = tcb(paddr);
     t.fault_endpoint = endpoint.paddr;
@@ -573,15 +600,11 @@ pub fn reconcile(
                 }
             }
             caps::ObjectKind::Frame => {
-                // A dead IPC buffer: its threads fall back to none.
-                for other in scheduler
-                    .registry
-                    .iter()
-                    .filter(|r| r.kind == caps::ObjectKind::Tcb)
-                {
-                    if tcb(other.paddr).ipc_buffer == paddr {
-                        tcb(other.paddr).ipc_buffer = 0;
-                    }
+                // A dead IPC buffer: its threads stop until configured again.
+                let threads = scheduler.threads();
+                for thread in threads.into_iter().filter(|&t| tcb(t).ipc_buffer == paddr) {
+                    scheduler.detach(thread);
+                    tcb(thread).ipc_buffer = 0;
                 }
             }
             _ => {}
@@ -612,13 +635,17 @@ pub fn vspace_of(paddr: u64) -> u64 {
     tcb(paddr).vspace
 }
 
-/// `Tcb.Configure`'s thread-side part: CSpace slot and IPC buffer frame.
+/// `Tcb.Configure`'s thread-side part for the TCB `thread` (object,
+/// physical address): CSpace slot and IPC buffer frame. The thread and its
+/// buffer are registered, so every death they depend on reaches the
+/// thread even before it ever runs (`reconcile`).
 pub fn set_cspace_and_buffer(
-    paddr: u64,
+    (object, paddr): (ObjectId, u64),
     cspace_slot: u32,
     buffer: (ObjectId, u64),
 ) -> Result<u32, Error> {
     let mut scheduler = SCHEDULER.lock();
+    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
     let t = tcb(paddr);
     t.ipc_buffer = buffer.1;

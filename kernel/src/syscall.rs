@@ -115,6 +115,17 @@ pub fn handle_thread(caller: &Caller) -> Next {
     };
     // The round trip's two halves first (`sched::call_fast`).
     let call = number == Syscall::Call as u64;
+    let sends = call || number == Syscall::Send as u64 || number == Syscall::ReplyRecv as u64;
+    // Only the kernel sends the fault label (`abi::FAULT_LABEL`), so a fault
+    // handler can trust it. (An invocation with it is refused too: no
+    // invocation has that label.)
+    if sends
+        && crate::sched::tcb(caller.thread).context.syscall_arg(1) >> 32
+            == u64::from(abi::FAULT_LABEL)
+    {
+        crate::sched::fail(caller.thread, Error::InvalidMessage);
+        return Next::Resume;
+    }
     if call || number == Syscall::ReplyRecv as u64 {
         let rights = if call {
             caps::Rights::WRITE

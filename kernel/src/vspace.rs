@@ -250,3 +250,11 @@ pub fn clear_entry(entry_pa: u64) {
     unsafe { (phys_to_virt(entry_pa) as *mut u64).write_volatile(0) };
     paging::flush_tlb();
 }
+
+/// Whether the page table at `table_pa` holds no valid entry.
+pub fn table_is_empty(table_pa: u64) -> bool {
+    // SAFETY: the caller names a page-table object's 4 KiB frame, in the
+    // direct map; it is only read.
+    let entries = unsafe { &*(phys_to_virt(table_pa) as *const [u64; 512]) };
+    !entries.iter().any(|&entry| paging::entry_valid(entry))
+}

@@ -250,6 +250,24 @@ impl Cap<Tcb> {
         )
     }
 
+    /// `TcbConfigure` for a helper thread of the root task: it shares the
+    /// root task's CSpace ([`abi::bootinfo::INIT_CNODE`]), address space
+    /// ([`abi::bootinfo::INIT_VSPACE`]) and IPC buffer
+    /// ([`abi::bootinfo::INIT_IPC_BUFFER`]), with its faults going to
+    /// `fault_endpoint` (0: none). A thread has only what it is configured
+    /// with: without this (or [`Self::configure`]) `resume` answers
+    /// `NotConfigured`.
+    pub fn configure_in_root_task(self, fault_endpoint: u32) -> Result<(), Error> {
+        use abi::bootinfo;
+        self.configure(
+            fault_endpoint,
+            Cap::from_slot(bootinfo::INIT_CNODE),
+            Cap::from_slot(bootinfo::INIT_VSPACE),
+            Cap::from_slot(bootinfo::INIT_IPC_BUFFER),
+            ipc::IPC_BUFFER_ADDRESS,
+        )
+    }
+
     /// `TcbSetPriority`: sets the priority (0..=255, so the kernel's
     /// `InvalidArgument` cannot arise from this wrapper).
     pub fn set_priority(self, priority: u8) -> Result<(), Error> {

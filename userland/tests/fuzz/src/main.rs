@@ -143,6 +143,7 @@ fn fuzz() -> Outcome {
             abi::bootinfo::INIT_TCB,
             abi::bootinfo::INIT_VSPACE,
             abi::bootinfo::INIT_CNODE,
+            abi::bootinfo::INIT_IPC_BUFFER,
         ]
         .map(u64::from);
         if own.contains(&cap) || own.contains(&registers[0]) || own.contains(&registers[1]) {

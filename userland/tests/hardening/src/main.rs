@@ -16,7 +16,10 @@
 //!   CNode capability changes nothing, a rightless IrqHandler capability
 //!   does nothing;
 //! - a message with the fault label cannot be sent by a thread, so a fault
-//!   handler can tell a real fault from a forged one.
+//!   handler can tell a real fault from a forged one;
+//! - a kernel reference to an object dies with it: a thread's fault
+//!   endpoint and an interrupt line's notification, once deleted and their
+//!   memory retyped as a Frame, are never written through.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -87,6 +90,20 @@ mod programs {
          svc #0
       3: b 3b",
         "receiver_end:",
+        // `faulter`: load from address 0, then spin.
+        ".global faulter_start, faulter_end",
+        ".balign 16",
+        "faulter_start:",
+        #[cfg(target_arch = "x86_64")]
+        "xor eax, eax
+         mov rax, [rax]
+      4: pause
+         jmp 4b",
+        #[cfg(target_arch = "aarch64")]
+        "mov x1, #0
+         ldr x0, [x1]
+      4: b 4b",
+        "faulter_end:",
     );
 }
 
@@ -114,6 +131,10 @@ fn signaller() -> &'static [u8] {
 
 fn receiver() -> &'static [u8] {
     program!(receiver_start, receiver_end)
+}
+
+fn faulter() -> &'static [u8] {
+    program!(faulter_start, faulter_end)
 }
 
 /// The root task's CNode, address space and objects.
@@ -181,10 +202,7 @@ impl Child {
             ),
         )?;
         let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
-        step(
-            "registers",
-            tcb.write_registers(CHILD_CODE, 0, CHILD_SLOT),
-        )?;
+        step("registers", tcb.write_registers(CHILD_CODE, 0, CHILD_SLOT))?;
         step("priority", tcb.set_priority(100))?;
         Ok(Child {
             tcb,
@@ -252,6 +270,12 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("fault_label_cannot_be_forged", || {
         fault_label_cannot_be_forged(&mut world)
     });
+    suite.run("deleted_fault_endpoint_is_never_written", || {
+        deleted_fault_endpoint(&mut world)
+    });
+    suite.run("deleted_irq_notification_is_never_signalled", || {
+        deleted_irq_notification(&mut world)
+    });
     suite.finish()
 }
 
@@ -313,10 +337,7 @@ fn page_table_needs_write(world: &mut World) -> Outcome {
         "retype the table",
         world.objects.make(ObjectType::PageTable, 12),
     )?;
-    let read_only = step(
-        "read-only copy",
-        world.objects.mint(table, Rights::READ, 0),
-    )?;
+    let read_only = step("read-only copy", world.objects.mint(table, Rights::READ, 0))?;
     let mapped = read_only.map(own_space(), 0x13_0000_0000);
     check!(
         mapped == Err(Error::InsufficientRights),
@@ -382,7 +403,10 @@ fn revoked_cspace(world: &mut World) -> Outcome {
     let first = Child::new(world, signaller())?;
     step("configure the first", first.configure())?;
     // The kernel's copy of the first CNode capability is a child of ours.
-    step("revoke the first's CNode", cnode().revoke(first.cnode.slot()))?;
+    step(
+        "revoke the first's CNode",
+        cnode().revoke(first.cnode.slot()),
+    )?;
     // The second thread's CSpace holds a notification at the slot the
     // first one's program signals.
     let second = Child::new(world, signaller())?;
@@ -550,5 +574,171 @@ fn fault_label_cannot_be_forged(world: &mut World) -> Outcome {
         sent == Err(Error::InvalidMessage),
         "Send with the fault label answered {sent:?}: a handler would take it for a real fault"
     );
+    Ok(())
+}
+
+/// Where the dangling-reference tests map the page that replaced a deleted
+/// object.
+const REUSED_PAGE: u64 = 0x14_0000_0000;
+
+/// A 4 KiB Untyped holding one object of `kind`, in a fresh slot: delete
+/// the object and the Untyped's memory starts over, so the next Frame
+/// retyped from it is exactly the dead object's memory.
+fn lone_object<T: sys::CapType>(
+    world: &mut World,
+    kind: ObjectType,
+) -> Result<(Cap<sys::Untyped>, Cap<T>), rt::testing::Failure> {
+    let small: Cap<sys::Untyped> = step(
+        "a 4 KiB Untyped",
+        world.objects.make(ObjectType::Untyped, 12),
+    )?;
+    let slot = step("a free slot", world.objects.slot())?;
+    step("retype the object", small.retype(kind, 0, slot, 1))?;
+    Ok((small, Cap::from_slot(slot)))
+}
+
+/// The dead object's memory as a Frame mapped read-only at
+/// [`REUSED_PAGE`].
+fn reuse_as_frame(
+    world: &mut World,
+    small: Cap<sys::Untyped>,
+) -> Result<Cap<Frame>, rt::testing::Failure> {
+    let slot = step("a free slot", world.objects.slot())?;
+    step(
+        "retype a Frame where the object was",
+        small.retype(ObjectType::Frame, 12, slot, 1),
+    )?;
+    let frame: Cap<Frame> = Cap::from_slot(slot);
+    step(
+        "map the reused page",
+        rt::space::map_frame(
+            &mut world.objects,
+            frame,
+            own_space(),
+            REUSED_PAGE,
+            MapRights::READ,
+        ),
+    )?;
+    Ok(frame)
+}
+
+/// The first non-zero word of the page at [`REUSED_PAGE`]: (offset, value).
+#[allow(unsafe_code)]
+fn first_nonzero_word() -> Option<(u64, u64)> {
+    (0..512u64).find_map(|i| {
+        // SAFETY: a 4 KiB Frame is mapped readable at REUSED_PAGE while the
+        // tests that call this run; `i` < 512.
+        let value = unsafe { ((REUSED_PAGE + 8 * i) as *const u64).read_volatile() };
+        (value != 0).then_some((8 * i, value))
+    })
+}
+
+/// Unmaps and deletes the reused Frame and its Untyped.
+fn release(frame: Cap<Frame>, small: Cap<sys::Untyped>) -> Outcome {
+    step("unmap the reused page", frame.unmap())?;
+    step("delete the reused page", cnode().delete(frame.slot()))?;
+    step("delete the Untyped", cnode().delete(small.slot()))?;
+    Ok(())
+}
+
+/// Finding 2 (sweep): a thread's fault endpoint dies before the thread
+/// faults. The kernel must forget it: a kernel that kept it would queue
+/// the faulting thread in the endpoint's memory, by then a Frame.
+fn deleted_fault_endpoint(world: &mut World) -> Outcome {
+    let (small, endpoint) = lone_object::<Endpoint>(world, ObjectType::Endpoint)?;
+    let child = Child::new(world, faulter())?;
+    step(
+        "configure with the fault endpoint",
+        child.tcb.configure(
+            endpoint.slot(),
+            child.cnode,
+            child.root,
+            child.buffer,
+            abi::ipc::IPC_BUFFER_ADDRESS,
+        ),
+    )?;
+    step("delete the endpoint", cnode().delete(endpoint.slot()))?;
+    let frame = reuse_as_frame(world, small)?;
+    step("resume", child.tcb.resume())?;
+    // It runs (same priority, we yield) and faults at once.
+    for _ in 0..4 {
+        sys::yield_now();
+    }
+    let written = first_nonzero_word();
+    child.delete()?;
+    release(frame, small)?;
+    check!(
+        written.is_none(),
+        "the fault went to the deleted endpoint: the kernel wrote {:#x} at offset {:#x} of the page that replaced it",
+        written.map_or(0, |(_, v)| v),
+        written.map_or(0, |(o, _)| o)
+    );
+    Ok(())
+}
+
+/// The line `deleted_irq_notification_is_never_signalled` takes and how
+/// it is made to fire: x86_64 the PIT's line 0 (100 Hz by itself);
+/// aarch64 the EL1 physical timer (PPI 30), armed to fire in ~1 ms.
+#[cfg(target_arch = "x86_64")]
+mod timer_line {
+    pub const LINE: u64 = 0;
+    pub fn arm() {}
+}
+#[cfg(target_arch = "aarch64")]
+mod timer_line {
+    pub const LINE: u64 = 30;
+    #[allow(unsafe_code)]
+    pub fn arm() {
+        // SAFETY: the kernel lets EL0 program the physical timer
+        // (CNTKCTL_EL1.EL0PTEN); only timer registers are written.
+        unsafe {
+            core::arch::asm!(
+                "msr cntp_tval_el0, {t}",
+                "msr cntp_ctl_el0, {one}",
+                "isb",
+                t = in(reg) 62_500u64,
+                one = in(reg) 1u64,
+                options(nostack)
+            );
+        }
+    }
+}
+
+/// Finding 2 (sweep): an interrupt line's notification dies while the
+/// line is live. The kernel must stop signalling it: a kernel that kept it
+/// would OR the badge into its memory, by then a Frame, at the next
+/// interrupt. Afterwards a live notification on the same line hears the
+/// interrupt, so the line did fire.
+fn deleted_irq_notification(world: &mut World) -> Outcome {
+    let (small, doomed) = lone_object::<Notification>(world, ObjectType::Notification)?;
+    let control: Cap<IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    let slot = step("a free slot", world.objects.slot())?;
+    let handler = step("IrqControl.Get", control.get(timer_line::LINE, slot))?;
+    step("route the line", handler.set_notification(doomed))?;
+    step("delete the notification", cnode().delete(doomed.slot()))?;
+    let frame = reuse_as_frame(world, small)?;
+    timer_line::arm();
+    // Tens of milliseconds: several interrupts of either timer.
+    for _ in 0..50_000 {
+        sys::yield_now();
+    }
+    let written = first_nonzero_word();
+    let live: Cap<Notification> = step(
+        "retype a live notification",
+        world.objects.make(ObjectType::Notification, 0),
+    )?;
+    step("route the line to it", handler.set_notification(live))?;
+    step("acknowledge", handler.ack())?;
+    timer_line::arm();
+    let heard = live.wait();
+    step("delete the handler", cnode().delete(handler.slot()))?;
+    release(frame, small)?;
+    check!(
+        written.is_none(),
+        "the interrupt signalled the deleted notification: the kernel wrote {:#x} at offset {:#x} of the page that replaced it",
+        written.map_or(0, |(_, v)| v),
+        written.map_or(0, |(o, _)| o)
+    );
+    check!(heard.is_ok(), "the line never fired: {heard:?}");
     Ok(())
 }

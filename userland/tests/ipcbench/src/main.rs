@@ -71,7 +71,8 @@ fn main(_startup: &rt::Startup) -> i32 {
     };
     SERVER_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
     let started = server_tcb
-        .write_registers(server as *const () as u64, stack_top(), 0)
+        .configure_in_root_task(0)
+        .and_then(|()| server_tcb.write_registers(server as *const () as u64, stack_top(), 0))
         .and_then(|()| server_tcb.set_priority(100))
         .and_then(|()| server_tcb.resume());
     if let Err(e) = started {

@@ -88,6 +88,7 @@ fn spawn(
     priority: u8,
 ) -> Result<Cap<Tcb>, Error> {
     let tcb: Cap<Tcb> = make(slots, ObjectType::Tcb)?;
+    tcb.configure_in_root_task(0)?;
     tcb.write_registers(entry as usize as u64, stack_top(), argument)?;
     tcb.set_priority(priority)?;
     tcb.resume()?;
@@ -350,6 +351,7 @@ extern "C" fn waker(_: u64) -> ! {
 /// Starts `faulter` at priority 200 with `endpoint` as its fault handler.
 fn faulting_thread(slots: &mut Slots, endpoint: Cap<Endpoint>) -> Result<Cap<Tcb>, Error> {
     let tcb: Cap<Tcb> = make(slots, ObjectType::Tcb)?;
+    tcb.configure_in_root_task(0)?;
     tcb.write_registers(faulter as *const () as u64, stack_top(), 0)?;
     tcb.set_priority(200)?;
     tcb.set_fault_handler(endpoint.slot())?;
