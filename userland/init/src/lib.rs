@@ -25,6 +25,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod devices;
+#[cfg(test)]
+mod model_kernel;
 pub mod requests;
 pub mod system;
 #[cfg(test)]

@@ -8,6 +8,13 @@
 //! the originals, so handing an IoSpace back (`RETURN_SPACE`) lets init
 //! revoke it and delete its own copy: the IoSpace dies, its device is
 //! blocked and every IO mapping is gone before init replies.
+//!
+//! A domain may ask for an IoSpace and hand it back without end, so what a
+//! grant's IoSpace needs is made at its first `SPACE` and reused by every
+//! later one ([`SpaceStock`]): its memory, its Frame copies, the domain's
+//! slot; init's slot comes back through `Objects::delete`. After the first
+//! cycle a `SPACE` / `RETURN_SPACE` pair costs init nothing (the host test
+//! `requests::tests` runs 10,000 of them against the capability model).
 
 use alloc::format;
 use alloc::string::String;
@@ -18,7 +25,7 @@ use rt::space::Objects;
 use sys::resources::{self, Refusal};
 use sys::{
     CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, Notification,
-    ObjectType, PageTable, Rights,
+    ObjectType, PageTable, Rights, Untyped,
 };
 use sysdesc::SystemDescription;
 
@@ -39,13 +46,41 @@ pub struct DomainHandle {
     pub devices: u64,
 }
 
+/// An IoSpace is one 4 KiB page (`caps`: `NewObject::IoSpace`).
+const IO_SPACE_BITS: u8 = 12;
+
 /// What init gave for one grant (its own copies).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Given {
     /// The device capability as minted, and the badged copy queues bind to.
     device: Option<(Cap<IoDevice>, Cap<IoDevice>)>,
     space: Option<Cap<IoSpace>>,
+    /// What the grant's IoSpaces are made of, from its first `SPACE` on.
+    stock: Option<SpaceStock>,
     queue: bool,
+}
+
+/// What init keeps of a grant's IoSpace from one `SPACE` to the next, so
+/// that asking for an IoSpace and handing it back costs init nothing after
+/// the first time (each cycle once cost a slot of init's, 4 KiB of Untyped,
+/// a Frame copy per `io_map` page and a slot of the domain's, for good).
+#[derive(Debug, Clone)]
+struct SpaceStock {
+    /// 4 KiB of Untyped that only ever holds this grant's IoSpace. With the
+    /// IoSpace deleted nothing carved from it is alive, so the kernel
+    /// carves the next one from its first byte again (an Untyped's
+    /// watermark restarts when none of its objects lives: `caps`,
+    /// `Caps::retype`). Carved from init's RAM Untypeds instead, IoSpaces
+    /// would push their watermark up for good, since init's other objects
+    /// there never die.
+    memory: Cap<Untyped>,
+    /// One Frame copy per page of the grant's `io_map`s, in order. A copy
+    /// holds one IO mapping; the IoSpace's teardown takes it away, so the
+    /// same copy maps into the next IoSpace.
+    frames: Vec<Cap<Frame>>,
+    /// The domain's slot its IoSpace goes into, once it has one (the revoke
+    /// of `RETURN_SPACE` empties it again).
+    domain_slot: Option<u32>,
 }
 
 /// The request server's state.
@@ -159,15 +194,18 @@ impl Server {
         }
     }
 
-    /// Copies `source` (in init's CNode) into `domain`'s next free slot.
+    /// Copies `source` (in init's CNode) into `domain`'s slot `slot`, or
+    /// its next free slot when `None`; returns the slot.
     fn give<T: CapType>(
         &mut self,
         objects: &Objects,
         domain: usize,
         source: Cap<T>,
+        slot: Option<u32>,
     ) -> Result<u32, (Refusal, String)> {
         let handle = &mut self.domains[domain];
-        let slot = handle.next_slot;
+        let fresh = slot.is_none();
+        let slot = slot.unwrap_or(handle.next_slot);
         if slot >= sys::names::DOMAIN_OWN_SLOTS.start {
             return Err((
                 Refusal::KernelError(sys::Error::InvalidSlot),
@@ -178,7 +216,9 @@ impl Server {
             .cnode
             .copy_from(slot, objects.cnode(), source.slot(), Rights::ALL)
             .map_err(kernel("CNode.Copy into its CNode"))?;
-        handle.next_slot += 1;
+        if fresh {
+            handle.next_slot += 1;
+        }
         Ok(slot)
     }
 
@@ -208,7 +248,7 @@ impl Server {
             .devices
             .map_registers(objects, address, handle.vspace, window)
             .map_err(|e| (Refusal::KernelError(sys::Error::InvalidArgument), e))?;
-        let given = self.give(objects, domain, badged)?;
+        let given = self.give(objects, domain, badged, None)?;
         self.domains[domain].devices += 1;
         self.given[grant].device = Some((device, badged));
         Ok((
@@ -242,13 +282,19 @@ impl Server {
         if self.given[grant].space.is_some() {
             return Err((Refusal::AlreadyGiven, String::from("a second IoSpace")));
         }
-        let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
-        let space = objects
-            .make_io_space(control)
-            .map_err(kernel("Untyped.Retype of the IoSpace"))?;
-        crate::system::map_io_regions(&self.description, &self.regions, grant, space, objects)
-            .map_err(|(step, e)| (Refusal::KernelError(e), step))?;
-        let given = self.give(objects, domain, space)?;
+        let mut stock = match self.given[grant].stock.take() {
+            Some(stock) => stock,
+            None => SpaceStock {
+                memory: objects
+                    .make(ObjectType::Untyped, IO_SPACE_BITS)
+                    .map_err(kernel("Untyped.Retype of the IoSpace's memory"))?,
+                frames: Vec::new(),
+                domain_slot: None,
+            },
+        };
+        let made = self.make_space(objects, domain, grant, &mut stock);
+        self.given[grant].stock = Some(stock);
+        let (space, given) = made?;
         self.given[grant].space = Some(space);
         Ok((
             ok(u64::from(given), 0),
@@ -256,6 +302,46 @@ impl Server {
                 "for an IoSpace of {size:#x} bytes (the grant allows {limit:#x}): granted, its io_map regions mapped, in its slot {given}"
             ),
         ))
+    }
+
+    /// The grant's IoSpace, made of `stock` (whose Frame copies and domain
+    /// slot it completes), mapped and copied into the domain; returns it
+    /// and the domain's slot. A failure deletes it again.
+    fn make_space(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+        stock: &mut SpaceStock,
+    ) -> Result<(Cap<IoSpace>, u32), (Refusal, String)> {
+        let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+        let space = objects
+            .make_io_space_from(stock.memory, control)
+            .map_err(kernel("Untyped.Retype of the IoSpace"))?;
+        let placed = crate::system::map_io_regions(
+            &self.description,
+            &self.regions,
+            grant,
+            space,
+            &mut stock.frames,
+            objects,
+        )
+        .map_err(|(step, e)| (Refusal::KernelError(e), step))
+        .and_then(|()| self.give(objects, domain, space, stock.domain_slot));
+        match placed {
+            Ok(slot) => {
+                stock.domain_slot = Some(slot);
+                Ok((space, slot))
+            }
+            Err(refusal) => {
+                // Its mappings go with it; the memory, the copies and the
+                // slots are there for the next request.
+                if let Err((_, why)) = destroy_space(objects, space) {
+                    rt::println!("[init] removing an IoSpace init could not give: {why}");
+                }
+                Err(refusal)
+            }
+        }
     }
 
     fn fault_queue(
@@ -282,8 +368,8 @@ impl Server {
         queue
             .bind(signal, badged)
             .map_err(kernel("IoFaultQueue.Bind"))?;
-        let queue_slot = self.give(objects, domain, queue)?;
-        let signal_slot = self.give(objects, domain, signal)?;
+        let queue_slot = self.give(objects, domain, queue, None)?;
+        let signal_slot = self.give(objects, domain, signal, None)?;
         self.given[grant].queue = true;
         Ok((
             ok(u64::from(queue_slot), u64::from(signal_slot)),
@@ -298,19 +384,14 @@ impl Server {
         objects: &mut Objects,
         grant: usize,
     ) -> Result<(Reply, String), (Refusal, String)> {
-        let Some(space) = self.given[grant].space.take() else {
+        let Some(space) = self.given[grant].space else {
             return Err((
                 Refusal::DeviceFirst,
                 String::from("to return an IoSpace it does not hold"),
             ));
         };
-        let cnode = objects.cnode();
-        cnode
-            .revoke(space.slot())
-            .map_err(kernel("CNode.Revoke of the IoSpace"))?;
-        cnode
-            .delete(space.slot())
-            .map_err(kernel("CNode.Delete of the IoSpace"))?;
+        destroy_space(objects, space)?;
+        self.given[grant].space = None;
         Ok((
             ok(0, 0),
             String::from(
@@ -319,6 +400,22 @@ impl Server {
         ))
     }
 }
+
+/// Revokes init's IoSpace capability `space` (the domain's copy goes) and
+/// deletes it: the IoSpace dies with its mappings and attachments, its
+/// memory is free to be retyped again and init's slot to be reused.
+fn destroy_space(objects: &mut Objects, space: Cap<IoSpace>) -> Result<(), (Refusal, String)> {
+    objects
+        .cnode()
+        .revoke(space.slot())
+        .map_err(kernel("CNode.Revoke of the IoSpace"))?;
+    objects
+        .delete(space.slot())
+        .map_err(kernel("CNode.Delete of the IoSpace"))
+}
+
+#[cfg(test)]
+mod tests;
 
 /// Maps a kernel error of `step` to a refusal.
 fn kernel(step: &'static str) -> impl Fn(sys::Error) -> (Refusal, String) {

@@ -572,8 +572,17 @@ fn make_dma_grants(
         let io_space = objects
             .make_io_space(control)
             .map_err(|e| fail("Untyped.Retype of the IoSpace", e))?;
-        map_io_regions(description, regions, index, io_space, objects)
-            .map_err(|(step, e)| fail(&step, e))?;
+        // This IoSpace lives as long as the system: its copies are not
+        // kept for another.
+        map_io_regions(
+            description,
+            regions,
+            index,
+            io_space,
+            &mut Vec::new(),
+            objects,
+        )
+        .map_err(|(step, e)| fail(&step, e))?;
         let registers =
             names::DEVICE_REGISTERS_ADDRESS + number as u64 * names::DEVICE_REGISTERS_STRIDE;
         devices
@@ -611,37 +620,46 @@ fn make_dma_grants(
     Ok(())
 }
 
-/// Maps every `io_map` region of grant `grant` into `io_space` at its IPA
-/// (one Frame copy per page); an error names the step.
+/// Maps every `io_map` region of grant `grant` into `io_space` at its IPA,
+/// one Frame copy per page: the n-th page through `copies[n]`, minted and
+/// pushed when `copies` has none yet. A copy holds one mapping, so the
+/// copies passed must hold none (the teardown of the IoSpace they were
+/// mapped in took theirs away). An error names the step.
 pub(crate) fn map_io_regions(
     description: &SystemDescription,
     regions: &[Vec<Cap<Frame>>],
     grant: usize,
     io_space: Cap<sys::IoSpace>,
+    copies: &mut Vec<Cap<Frame>>,
     objects: &mut Objects,
 ) -> Result<(), (String, sys::Error)> {
+    let mut page = 0;
     for io_map in description
         .io_maps
         .iter()
         .filter(|io_map| usize::from(io_map.grant) == grant)
     {
         let region = &description.regions[usize::from(io_map.region)];
-        let page = region.page_size.bytes();
+        let page_size = region.page_size.bytes();
         for (k, &frame) in regions[usize::from(io_map.region)].iter().enumerate() {
-            let ipa = io_map.ipa + k as u64 * page;
+            let ipa = io_map.ipa + k as u64 * page_size;
             let rights = cpu_rights(sysdesc::Rights {
                 execute: false,
                 ..io_map.rights
             });
-            objects
-                .mint(frame, Rights::ALL, 0)
-                .and_then(|copy| io_space.map(copy, ipa, rights))
-                .map_err(|e| {
-                    (
-                        format!("IoSpace.Map of `{}` page {k} at IPA {ipa:#x}", region.name),
-                        e,
-                    )
-                })?;
+            let step = || format!("IoSpace.Map of `{}` page {k} at IPA {ipa:#x}", region.name);
+            let copy = match copies.get(page) {
+                Some(&copy) => copy,
+                None => {
+                    let copy = objects
+                        .mint(frame, Rights::ALL, 0)
+                        .map_err(|e| (format!("{}: a copy of the Frame", step()), e))?;
+                    copies.push(copy);
+                    copy
+                }
+            };
+            io_space.map(copy, ipa, rights).map_err(|e| (step(), e))?;
+            page += 1;
         }
     }
     Ok(())

@@ -50,11 +50,11 @@ fn recording(refuse: Option<(Invocation, Error)>) -> Rc<RefCell<Vec<Call>>> {
     calls
 }
 
-fn name(text: &str) -> Name {
+pub(crate) fn name(text: &str) -> Name {
     Name::try_from(text).unwrap()
 }
 
-fn domain(pd: &str, program: &str, priority: u8) -> ProtectionDomain {
+pub(crate) fn domain(pd: &str, program: &str, priority: u8) -> ProtectionDomain {
     ProtectionDomain {
         name: name(pd),
         program: name(program),
@@ -268,22 +268,25 @@ fn pingpong_domains_get_their_channels_by_name_and_start_last() {
     assert_eq!(labelled(&calls, Invocation::TcbResume).len(), 2);
 }
 
+/// A grant of the edu at 00:04.0 to domain 0: a 2 MiB stage-2 IoSpace,
+/// no PASIDs, no fault queue.
+pub(crate) fn edu_grant(on_request: bool) -> DmaGrant {
+    DmaGrant {
+        device: PciAddress::parse("00:04.0").unwrap(),
+        domain: 0,
+        iospace_size: 2 << 20,
+        mode: IoMode::Stage2,
+        pasids: Default::default(),
+        fault_queue: false,
+        on_request,
+    }
+}
+
 #[test]
 fn a_refused_grant_names_the_domain_and_the_device_and_starts_nothing() {
     let mut system = SystemDescription::default();
     system.domains.push(domain("driver", "hello", 200)).unwrap();
-    system
-        .dma_grants
-        .push(DmaGrant {
-            device: PciAddress::parse("00:04.0").unwrap(),
-            domain: 0,
-            iospace_size: 2 << 20,
-            mode: IoMode::Stage2,
-            pasids: Default::default(),
-            fault_queue: false,
-            on_request: false,
-        })
-        .unwrap();
+    system.dma_grants.push(edu_grant(false)).unwrap();
     let calls = recording(Some((Invocation::IommuMintDevice, Error::NotSupported)));
     let error = build(&system, &["hello"]).unwrap_err();
     clear_kernel();

@@ -5,6 +5,7 @@
 //! - [`Objects`] hands out free slots of the caller's CNode and retypes
 //!   objects into them, moving on to the next Untyped when one is used up
 //!   (CNodes come from the arena Untyped, the only one they can come from).
+//!   A slot emptied through [`Objects::delete`] is handed out again.
 //! - [`tables_for`] and [`map_frame`] install the PageTables a mapping
 //!   needs: the kernel's `PageTable.Map` installs the highest missing level,
 //!   so each keeps adding one until the mapping goes through.
@@ -17,6 +18,7 @@
 //! only the ELF can get wrong, naming the segment.
 
 use abi::bootinfo::{self, BootInfo};
+use alloc::vec::Vec;
 use sys::{CNode, Cap, CapType, Error, Frame, MapRights, ObjectType, PageTable, Untyped};
 
 /// The root task's CNode has `2^ROOT_CNODE_BITS` slots (the kernel's).
@@ -31,6 +33,8 @@ pub struct Objects {
     current: usize,
     next_slot: u32,
     end_slot: u32,
+    /// Slots below `next_slot` emptied again, handed out first.
+    freed: Vec<u32>,
 }
 
 impl Objects {
@@ -57,6 +61,7 @@ impl Objects {
             current: 0,
             next_slot: info.first_free_slot as u32,
             end_slot: ROOT_CNODE_SLOTS,
+            freed: Vec::new(),
         }
     }
 
@@ -65,8 +70,17 @@ impl Objects {
         self.cnode
     }
 
-    /// A free slot. `InvalidSlot` when the CNode is full.
+    /// How many slots [`slot`](Objects::slot) can still hand out.
+    pub fn free_slots(&self) -> u32 {
+        self.end_slot - self.next_slot + self.freed.len() as u32
+    }
+
+    /// A free slot: the last one [`delete`](Objects::delete) emptied, else
+    /// the next never used. `InvalidSlot` when the CNode is full.
     pub fn slot(&mut self) -> Result<u32, Error> {
+        if let Some(slot) = self.freed.pop() {
+            return Ok(slot);
+        }
         if self.next_slot >= self.end_slot {
             return Err(Error::InvalidSlot);
         }
@@ -100,6 +114,27 @@ impl Objects {
         Ok(Cap::from_slot(slot))
     }
 
+    /// An IoSpace of the unit `control` retyped from `untyped` alone (with
+    /// no moving on: the caller chose that memory), in a free slot.
+    pub fn make_io_space_from(
+        &mut self,
+        untyped: Cap<Untyped>,
+        control: Cap<sys::IommuControl>,
+    ) -> Result<Cap<sys::IoSpace>, Error> {
+        let slot = self.slot()?;
+        let made = untyped.retype_io_space(control, slot, 1);
+        self.give_back_on_error(slot, made)?;
+        Ok(Cap::from_slot(slot))
+    }
+
+    /// `CNode.Delete` of `slot` of this CNode (the last capability of an
+    /// object destroys it); the emptied slot goes back to the free ones.
+    pub fn delete(&mut self, slot: u32) -> Result<(), Error> {
+        self.cnode.delete(slot)?;
+        self.freed.push(slot);
+        Ok(())
+    }
+
     /// Runs `retype` on the current Untyped, moving on while it is used up.
     fn retype_into(
         &mut self,
@@ -120,8 +155,12 @@ impl Objects {
     /// Returns `slot` (the last one handed out) to the free ones when
     /// `result` says nothing was created in it.
     fn give_back_on_error(&mut self, slot: u32, result: Result<(), Error>) -> Result<(), Error> {
-        if result.is_err() && self.next_slot == slot + 1 {
-            self.next_slot = slot;
+        if result.is_err() {
+            if self.next_slot == slot + 1 {
+                self.next_slot = slot;
+            } else {
+                self.freed.push(slot);
+            }
         }
         result
     }
@@ -148,7 +187,7 @@ pub fn tables_for(objects: &mut Objects, space: Cap<PageTable>, address: u64) ->
         let table: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
         match table.map(space, address) {
             Ok(()) => {}
-            Err(Error::AddressInUse) => return objects.cnode().delete(table.slot()),
+            Err(Error::AddressInUse) => return objects.delete(table.slot()),
             Err(e) => return Err(e),
         }
     }
@@ -479,9 +518,36 @@ mod tests {
         map_frame(&mut objects, frame, space, 0x1000_0000, MapRights::READ).unwrap();
         assert_eq!(fake.borrow().tables[&7], 3);
         assert_eq!(fake.borrow().maps, [(9, 7, 0x1000_0000, 1)]);
-        // With every table present, tables_for gives the extra one back.
+        // With every table present, tables_for gives the extra one back,
+        // and its slot.
+        let free = objects.free_slots();
         tables_for(&mut objects, space, 0x1000_1000).unwrap();
         assert_eq!(fake.borrow().tables[&7], 3);
+        assert_eq!(objects.free_slots(), free);
+        clear_kernel();
+    }
+
+    #[test]
+    fn a_deleted_slot_is_handed_out_again() {
+        let fake = Rc::new(RefCell::new(Fake::default()));
+        let arena = u64::from(bootinfo::FIRST_UNTYPED);
+        fake.borrow_mut().room.insert(arena + 2, 1);
+        install(&fake);
+        let mut objects = Objects::from_boot_info(&boot_info());
+        let free = objects.free_slots();
+        assert_eq!(free, ROOT_CNODE_SLOTS - 20);
+        let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12).unwrap();
+        let (first, second) = (objects.slot().unwrap(), objects.slot().unwrap());
+        assert_eq!((frame.slot(), first, second), (20, 21, 22));
+        objects.delete(frame.slot()).unwrap();
+        assert_eq!(objects.free_slots(), free - 2);
+        // A retype that fails gives the reused slot back too.
+        assert_eq!(
+            objects.make::<Frame>(ObjectType::Frame, 12),
+            Err(Error::UntypedExhausted)
+        );
+        assert_eq!(objects.slot(), Ok(20));
+        assert_eq!(objects.slot(), Ok(23));
         clear_kernel();
     }
 

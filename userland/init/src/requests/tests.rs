@@ -1,0 +1,209 @@
+//! Host tests of the request server against the capability model
+//! (`crate::model_kernel`): what a driver asking for an IoSpace and handing
+//! it back costs init, cycle after cycle.
+
+use std::cell::RefCell;
+use std::format;
+use std::rc::Rc;
+use std::string::String;
+use std::vec::Vec;
+
+use abi::bootinfo;
+use rt::space::Objects;
+use sys::resources;
+use sys::{CNode, Cap, Frame, IommuControl, ObjectKind, ObjectType, PageTable};
+use sysdesc::{IoMapping, MemoryRegion, PageSize, PciAddress, Rights, SystemDescription};
+
+use super::{DomainHandle, Server};
+use crate::devices::Devices;
+use crate::model_kernel::ModelKernel;
+use crate::tests::{domain, edu_grant, name};
+
+/// Pages of the region the grant's `io_map` puts in every IoSpace.
+const PAGES: usize = 2;
+const CYCLES: usize = 10_000;
+
+/// The edu's requester id, as a driver names it in a request.
+fn edu() -> u64 {
+    u64::from(PciAddress::parse("00:04.0").unwrap().requester_id())
+}
+
+/// One driver domain with an on-request grant of 00:04.0 whose IoSpace
+/// maps a `PAGES`-page region at IPA 1 MiB.
+fn driver_image() -> SystemDescription {
+    let mut system = SystemDescription::default();
+    system
+        .domains
+        .push(domain("driver", "granted", 100))
+        .unwrap();
+    system
+        .regions
+        .push(MemoryRegion {
+            name: name("dma"),
+            size: PAGES as u64 * 4096,
+            page_size: PageSize::Small,
+        })
+        .unwrap();
+    system.dma_grants.push(edu_grant(true)).unwrap();
+    system
+        .io_maps
+        .push(IoMapping {
+            grant: 0,
+            region: 0,
+            ipa: 1 << 20,
+            rights: Rights {
+                read: true,
+                write: true,
+                execute: false,
+            },
+        })
+        .unwrap();
+    system
+}
+
+/// What init has left to build with.
+#[derive(Debug, PartialEq, Eq)]
+struct Resources {
+    /// Slots of init's CNode it can still hand out.
+    free_slots: u32,
+    /// Bytes the RAM Untyped can still hand out.
+    untyped_bytes_left: u64,
+    /// Frame capabilities in init's CNode (region Frames and their copies).
+    frames_held: usize,
+    /// Slots of the driver's CNode init can still fill.
+    driver_slots_left: u32,
+}
+
+fn resources(kernel: &ModelKernel, objects: &Objects, server: &Server) -> Resources {
+    Resources {
+        free_slots: objects.free_slots(),
+        untyped_bytes_left: kernel.ram_bytes_left(),
+        frames_held: kernel.frames_held(),
+        driver_slots_left: sys::names::DOMAIN_OWN_SLOTS.start - server.domains[0].next_slot,
+    }
+}
+
+/// Asks for an IoSpace, checks the driver holds one with the region mapped,
+/// hands it back and checks it is gone.
+fn cycle(
+    kernel: &RefCell<ModelKernel>,
+    objects: &mut Objects,
+    server: &mut Server,
+) -> Result<(), String> {
+    let pci = edu();
+    let driver_cnode = server.domains[0].cnode.slot();
+    let (label, mrs) = server.handle(objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+    if label != 0 {
+        return Err(format!("SPACE refused: label {label:#x}, mr0 {}", mrs[0]));
+    }
+    let given = mrs[0] as u32;
+    if kernel.borrow().kind_in(driver_cnode, given) != Some(ObjectKind::IoSpace) {
+        return Err(format!("no IoSpace in the driver's slot {given}"));
+    }
+    if kernel.borrow().io_mappings() != PAGES {
+        return Err(format!(
+            "{} pages mapped, not {PAGES}",
+            kernel.borrow().io_mappings()
+        ));
+    }
+    let (label, mrs) = server.handle(objects, 1, resources::RETURN_SPACE, [pci, 0, 0, 0]);
+    if label != 0 {
+        return Err(format!(
+            "RETURN_SPACE refused: label {label:#x}, mr0 {}",
+            mrs[0]
+        ));
+    }
+    if kernel.borrow().kind_in(driver_cnode, given).is_some() || kernel.borrow().io_mappings() != 0
+    {
+        return Err(String::from("the IoSpace outlived RETURN_SPACE"));
+    }
+    Ok(())
+}
+
+/// The stand-in kernel booted, init's objects, and a server for
+/// [`driver_image`] whose device was given.
+fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
+    let (kernel, info) = ModelKernel::boot();
+    let mut objects = Objects::from_boot_info(&info);
+    let description = driver_image();
+    let frames: Vec<Cap<Frame>> = (0..PAGES)
+        .map(|_| objects.make(ObjectType::Frame, 12).unwrap())
+        .collect();
+    let cnode: Cap<CNode> = objects.make(ObjectType::Cnode, 7).unwrap();
+    let vspace: Cap<PageTable> = objects.make(ObjectType::PageTable, 12).unwrap();
+    let driver = DomainHandle {
+        name: String::from("driver"),
+        cnode,
+        vspace,
+        next_slot: 1,
+        devices: 0,
+    };
+    let mut server = Server::new(
+        description,
+        std::vec![frames],
+        std::vec![driver],
+        Devices::default(),
+    );
+    // DEVICE maps the device's BAR through the PCI ECAM window, which a
+    // host has not; the IoSpace only needs the device given, so the test
+    // mints it as DEVICE would.
+    let control = Cap::<IommuControl>::from_slot(bootinfo::IOMMU_CONTROL);
+    let device = control
+        .mint_device(edu() as u32, objects.slot().unwrap())
+        .unwrap();
+    server.given[0].device = Some((device, device));
+
+    (kernel, objects, server)
+}
+
+#[test]
+fn ten_thousand_space_cycles_leave_init_as_the_first_left_it() {
+    let (kernel, mut objects, mut server) = driver_server();
+    cycle(&kernel, &mut objects, &mut server).expect("the first cycle");
+    let after_first = resources(&kernel.borrow(), &objects, &server);
+    let mut refused = Vec::new();
+    for number in 2..=CYCLES {
+        if let Err(why) = cycle(&kernel, &mut objects, &mut server) {
+            refused.push((number, why));
+        }
+    }
+    let after_all = resources(&kernel.borrow(), &objects, &server);
+    sys::host::clear_kernel();
+    let failed = format!(
+        "{} of {CYCLES} cycles failed, the first: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert_eq!(
+        after_all, after_first,
+        "init's resources after {CYCLES} SPACE / RETURN_SPACE cycles (left) against after the first (right); {failed}"
+    );
+    assert!(refused.is_empty(), "{failed}");
+}
+
+#[test]
+fn a_space_init_cannot_give_dies_and_leaves_the_stock_for_the_next() {
+    let (kernel, mut objects, mut server) = driver_server();
+    let pci = edu();
+    // The driver's CNode has no slot left for init: the IoSpace is made
+    // and mapped, then cannot be given.
+    let full = sys::names::DOMAIN_OWN_SLOTS.start;
+    server.domains[0].next_slot = full;
+    let (label, _) = server.handle(&mut objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+    assert_eq!(
+        label,
+        resources::Refusal::KernelError(sys::Error::InvalidSlot).code()
+    );
+    assert_eq!(kernel.borrow().live_io_spaces(), 0);
+    assert_eq!(kernel.borrow().io_mappings(), 0);
+    assert!(server.given[0].space.is_none());
+    // A second refusal costs nothing more than the first.
+    let after_one = resources(&kernel.borrow(), &objects, &server);
+    server.handle(&mut objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+    assert_eq!(resources(&kernel.borrow(), &objects, &server), after_one);
+    // With a slot free again the same memory and copies make it.
+    server.domains[0].next_slot = full - 1;
+    cycle(&kernel, &mut objects, &mut server).unwrap();
+    assert_eq!(resources(&kernel.borrow(), &objects, &server), after_one);
+    sys::host::clear_kernel();
+}
