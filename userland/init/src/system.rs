@@ -150,7 +150,7 @@ pub fn build(
         prepare(domain, objects, &scratch)?;
         // The domain's faults come to init, badged with its index + 1.
         objects
-            .mint(faults, Rights::ALL, index as u64 + 1)
+            .mint(faults, Rights::WRITE, index as u64 + 1)
             .and_then(|badged| domain.tcb.set_fault_handler(badged.slot()))
             .map_err(|e| {
                 format!(
@@ -545,8 +545,11 @@ fn make_dma_grants(
             // Built when the domain asks (`requests`); it gets the
             // endpoint to ask through, once.
             if domain.table.find("init").is_none() {
+                // Send only: no grant right, so a request can never drop a
+                // capability into init's CNode (the kernel alone sends the
+                // fault label, so a request cannot pose as a fault either).
                 let badged = objects
-                    .mint(requests, Rights::ALL, u64::from(grant.domain) + 1)
+                    .mint(requests, Rights::WRITE, u64::from(grant.domain) + 1)
                     .map_err(|e| {
                         format!(
                             "dma_grant {index} (device {}): the request endpoint for protection_domain \"{}\": the kernel answered {e:?}",
