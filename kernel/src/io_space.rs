@@ -193,11 +193,11 @@ fn stage2_at(unit: &Unit, root: u64) -> Option<Stage2> {
             .ok()
         }
         #[cfg(target_arch = "aarch64")]
-        Unit::Smmu(_) => {
+        Unit::Smmu(smmu) => {
             let bits = u32::from(unit.model_unit().ipa_bits);
             PageTable::at(
                 root,
-                iommu::smmuv3::pagetable::Stage2Format,
+                Stage2Format::for_unit(smmu.features()),
                 iommu::smmuv3::pagetable::levels_4k(bits),
                 bits,
             )
@@ -502,7 +502,7 @@ impl State {
         index: usize,
         page: u64,
     ) -> Result<(), &'static str> {
-        use iommu::smmuv3::cd::{Cd, CdParams};
+        use iommu::smmuv3::cd::Cd;
         let model = unit.model_unit();
         let Unit::Smmu(smmu) = unit;
         let (table, did) = {
@@ -520,14 +520,9 @@ impl State {
                 Perms::READ,
             )
             .map_err(|_| "mapping the CD page in stage 2 failed")?;
-        let params = CdParams {
-            asid: index as u16 + 1,
-            ttb0: root_ipa,
-            va_bits: 48,
-            output_bits: u32::from(model.ipa_bits),
-            mair: 0xFF,
-        };
-        let cd = Cd::new(&params, smmu.features()).map_err(|_| "the CD was refused")?;
+        let asid = index as u16 + 1;
+        let cd = Cd::for_nest(asid, root_ipa, u32::from(model.ipa_bits), smmu.features())
+            .map_err(|_| "the CD was refused")?;
         for (i, word) in cd.0.iter().enumerate() {
             iommu::PhysMem::write_u64(&DirectMemory, page + 8 * i as u64, *word);
         }
@@ -536,7 +531,7 @@ impl State {
             &DirectMemory,
             [iommu::smmuv3::queue::Command::TlbiNhAsid {
                 vmid: space_tag(did),
-                asid: params.asid,
+                asid,
             }],
         )
         .map_err(|_| "the TLB invalidation of a reused ASID failed")

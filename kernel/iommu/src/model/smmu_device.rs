@@ -44,6 +44,7 @@ impl<'m> SimSmmu<'m> {
         let regs = RegisterFile::default();
         regs.set(offset::IDR0, features.idr0.0);
         regs.set(offset::IDR1, features.idr1.0);
+        regs.set(offset::IDR3, features.idr3.0);
         regs.set(offset::IDR5, features.idr5.0);
         Self {
             memory,
@@ -299,6 +300,7 @@ impl Mmio for SimSmmu<'_> {
         match register {
             offset::IDR0
             | offset::IDR1
+            | offset::IDR3
             | offset::IDR5
             | offset::CR0ACK
             | offset::IRQ_CTRLACK

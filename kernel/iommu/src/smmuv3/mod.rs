@@ -37,7 +37,7 @@ pub mod ste;
 use crate::{FrameAllocator, Mmio, PhysAddr, PhysMem, PollLimit};
 use core::fmt;
 use queue::{Command, CommandQueue, EventDrain, EventQueue};
-use regs::{Features, Idr0, Idr1, Idr5, cr0, gbpa, gerror, irq_ctrl, offset};
+use regs::{Features, Idr0, Idr1, Idr3, Idr5, cr0, gbpa, gerror, irq_ctrl, offset};
 use ste::{Ste, SteError, StreamTable, StreamTableLayout};
 
 /// Errors of the SMMUv3 driver.
@@ -145,11 +145,12 @@ pub struct Smmu<M: Mmio> {
 }
 
 impl<M: Mmio> Smmu<M> {
-    /// Wraps the register block (both 64 KiB pages) and reads IDR0/1/5.
+    /// Wraps the register block (both 64 KiB pages) and reads IDR0/1/3/5.
     pub fn new(mmio: M) -> Self {
         let features = Features {
             idr0: Idr0(mmio.read32(offset::IDR0)),
             idr1: Idr1(mmio.read32(offset::IDR1)),
+            idr3: Idr3(mmio.read32(offset::IDR3)),
             idr5: Idr5(mmio.read32(offset::IDR5)),
         };
         Self {

@@ -6,6 +6,7 @@ mod confinement;
 mod exactness;
 mod revocation;
 mod shadow;
+mod smmu_attributes;
 mod smmu_boot;
 mod smmu_translate;
 mod vtd_boot;
