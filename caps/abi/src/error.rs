@@ -2,10 +2,12 @@
 //!
 //! Codes 1..=63 are the capability model's (`caps::Error`): same names, same
 //! numbers, checked by a test. Codes 64 and up are returned by the kernel's
-//! system-call layer before the model is consulted. 0 is success and is not
+//! system-call layer before the model is consulted (except `IommuTimeout`,
+//! which reports what the hardware did after it). 0 is success and is not
 //! an error.
 
-/// Why a system call or invocation failed. Nothing changed when one is returned.
+/// Why a system call or invocation failed. Nothing changed when one is
+/// returned, except after [`Error::IommuTimeout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Error {
@@ -96,6 +98,18 @@ pub enum Error {
     /// tables, shadow tables, context descriptors) is used up: unmap or
     /// delete IoSpaces first.
     TableMemoryExhausted = 72,
+    /// The IOMMU did not complete an invalidation (its wait timed out or it
+    /// refused a command). Fail closed: the invocation's capability changes
+    /// stand, but every device that could still have used a stale
+    /// translation is blocked (its entry cleared as by a detach; on
+    /// SMMUv3, all DMA stops if even that is not confirmed). Detach and
+    /// attach it again once the unit works.
+    IommuTimeout = 73,
+    /// The IoSpace already uses its share of the IOMMU unit: a quarter of
+    /// its attachment records (16) or of its nests (8; stage-1 tables in
+    /// use by a device). Detach a device first; other IoSpaces are not
+    /// affected.
+    IoShareExhausted = 74,
 }
 
 impl Error {
@@ -105,7 +119,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 38] = [
+    pub const ALL: [Error; 40] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -144,6 +158,8 @@ impl Error {
         Error::NotSupported,
         Error::MissingPageTable,
         Error::TableMemoryExhausted,
+        Error::IommuTimeout,
+        Error::IoShareExhausted,
     ];
 
     /// The error with this number, if any.

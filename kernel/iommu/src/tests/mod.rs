@@ -4,6 +4,7 @@
 mod common;
 mod confinement;
 mod exactness;
+mod fail_closed;
 mod revocation;
 mod shadow;
 mod smmu_attributes;
