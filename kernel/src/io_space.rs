@@ -21,12 +21,20 @@
 //! Every effect is applied under the unit lock; invocations check
 //! beforehand that the pool holds enough pages ([`ensure_pool`]), so an
 //! effect never fails for lack of memory.
+//!
+//! Fail closed: an invalidation that fails or times out blocks every
+//! device that may still translate through what it was meant to remove
+//! (`iommu::attachments`; on SMMUv3, DMA stops altogether when even that
+//! cannot be confirmed) and fails the invocation with `IommuTimeout`
+//! ([`take_failure`]). Shares: one IoSpace holds at most
+//! [`SHARE`] of the unit's attachments and nests (`IoShareExhausted`).
 
 use crate::frames::BootFrames;
 use crate::iommu_unit::{DirectMemory, DmaFault, UNIT, Unit};
 use abi::Error;
 use caps::{Effect, FaultSource, ObjectId, Rights};
 use iommu::FrameAllocator;
+use iommu::attachments::{Attachment, Attachments, Exposed, Share, ShareError};
 use iommu::pagetable::{PageSize, PageTable, Perms};
 
 /// Pages reserved at boot for IOMMU tables created after boot.
@@ -40,6 +48,13 @@ const SPACES: usize = 64;
 const NESTS: usize = 32;
 const ATTACHED: usize = 64;
 const QUEUES: usize = 32;
+/// What one IoSpace may use of the unit's `ATTACHED` attachment records
+/// and `NESTS` nests: a quarter, so one IoSpace's holder cannot fill
+/// them for everyone.
+pub const SHARE: Share = Share {
+    attachments: ATTACHED / 4,
+    nests: NESTS / 4,
+};
 /// Records one fault queue holds; later faults are counted as lost.
 const QUEUE_DEPTH: usize = 32;
 /// Pages one `Invalidate` composes on a shadow-nested unit (bounded work).
@@ -95,14 +110,6 @@ struct Nest {
     leaves: u64,
 }
 
-/// A requester (or one PASID of it) the kernel pointed at a domain.
-struct Attached {
-    rid: u32,
-    pasid: Option<u32>,
-    space: ObjectId,
-    nest: Option<usize>,
-}
-
 struct Queue {
     object: ObjectId,
     notification: Option<crate::sched::Target>,
@@ -115,12 +122,18 @@ struct State {
     pool: Pool,
     spaces: heapless::Vec<Space, SPACES>,
     nests: [Option<Nest>; NESTS],
-    attached: heapless::Vec<Attached, ATTACHED>,
+    /// Requesters (or PASIDs) pointed at a domain, with their nest.
+    attached: Attachments<ObjectId, ATTACHED>,
     routes: heapless::Vec<(FaultSource, ObjectId), ATTACHED>,
     queues: heapless::Vec<Queue, QUEUES>,
     interrupt_on: bool,
     /// Hardware tags to invalidate at the next `WaitForInvalidation`.
     pending_tags: heapless::Vec<u16, PENDING_TAGS>,
+    /// The IoSpaces those tags belong to (whose devices a failed
+    /// invalidation blocks).
+    pending_spaces: heapless::Vec<ObjectId, PENDING_TAGS>,
+    /// An invalidation failed or timed out during the current invocation.
+    failure: Option<Error>,
     /// IoSpaces whose stage 2 lost entries since the last invalidation:
     /// their VT-d shadows are cleared before it.
     dirty: heapless::Vec<ObjectId, SPACES>,
@@ -135,11 +148,13 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
     },
     spaces: heapless::Vec::new(),
     nests: [const { None }; NESTS],
-    attached: heapless::Vec::new(),
+    attached: Attachments::new(SHARE),
     routes: heapless::Vec::new(),
     queues: heapless::Vec::new(),
     interrupt_on: false,
     pending_tags: heapless::Vec::new(),
+    pending_spaces: heapless::Vec::new(),
+    failure: None,
     dirty: heapless::Vec::new(),
 });
 
@@ -161,16 +176,48 @@ pub fn ensure_pool() -> Result<(), Error> {
     }
 }
 
-/// Before an attach: `TableMemoryExhausted` unless the pool can serve it,
-/// `ObjectTableFull` unless a nest slot and an attachment record are free
-/// (so the effects that follow cannot fail for lack of room).
-pub fn ensure_attach_room() -> Result<(), Error> {
+/// Before an attach to `space` (through the stage-1 table at `root_ipa`
+/// for a nested attach): `TableMemoryExhausted` unless the pool can serve
+/// it, `ObjectTableFull` unless the unit has an attachment record (and a
+/// nest slot, if a new nest is needed) free, `IoShareExhausted` when
+/// `space` already uses its [`SHARE`] (so the effects that follow cannot
+/// fail for lack of room).
+pub fn ensure_attach_room(space: ObjectId, root_ipa: Option<u64>) -> Result<(), Error> {
     ensure_pool()?;
     let state = STATE.lock();
-    if state.attached.is_full() || state.nests.iter().all(Option::is_some) {
+    let new_nest = root_ipa.is_some_and(|root| {
+        !state
+            .nests
+            .iter()
+            .flatten()
+            .any(|n| n.space == space && n.root_ipa == root)
+    });
+    if new_nest && state.nests.iter().all(Option::is_some) {
         return Err(Error::ObjectTableFull);
     }
-    Ok(())
+    state.attached.admit(space, new_nest).map_err(|e| match e {
+        ShareError::UnitFull => Error::ObjectTableFull,
+        ShareError::SpaceShareUsed => Error::IoShareExhausted,
+    })
+}
+
+/// Clears the failure record before an invocation.
+pub fn forget_failure() {
+    STATE.lock().failure = None;
+}
+
+/// `IommuTimeout` if an invalidation failed or timed out since
+/// [`forget_failure`]: the invocation must fail (its devices were left
+/// blocked).
+pub fn take_failure() -> Option<Error> {
+    STATE.lock().failure.take()
+}
+
+/// Records that the unit failed (an invalidation or its wait did not
+/// complete) for the invocation's result, and passes `why` on.
+fn unit_failed(failure: &mut Option<Error>, why: &'static str) -> &'static str {
+    *failure = Some(Error::IommuTimeout);
+    why
 }
 
 /// The hardware tag of an IoSpace's stage 2.
@@ -193,11 +240,11 @@ fn stage2_at(unit: &Unit, root: u64) -> Option<Stage2> {
             .ok()
         }
         #[cfg(target_arch = "aarch64")]
-        Unit::Smmu(_) => {
+        Unit::Smmu(smmu) => {
             let bits = u32::from(unit.model_unit().ipa_bits);
             PageTable::at(
                 root,
-                iommu::smmuv3::pagetable::Stage2Format,
+                Stage2Format::for_unit(smmu.features()),
                 iommu::smmuv3::pagetable::levels_4k(bits),
                 bits,
             )
@@ -386,8 +433,16 @@ impl State {
     fn note_tags(&mut self, did: u16) {
         let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
         let _ = tags.push(space_tag(did));
+        let space = self.spaces.iter().find(|s| s.did == did).map(|s| s.object);
+        if let Some(space) = space
+            && !self.pending_spaces.contains(&space)
+            && self.pending_spaces.push(space).is_err()
+        {
+            // Too many to name: a failure blocks everything.
+            self.pending_tags.clear();
+            let _ = self.pending_tags.push(0);
+        }
         if cfg!(target_arch = "x86_64") {
-            let space = self.spaces.iter().find(|s| s.did == did).map(|s| s.object);
             for (i, nest) in self.nests.iter().enumerate() {
                 if nest.as_ref().is_some_and(|n| Some(n.space) == space) {
                     let _ = tags.push(0x8001 + i as u16);
@@ -405,38 +460,88 @@ impl State {
     }
 
     /// Invalidates the queued tags (domain-selective IOTLB on VT-d, TLBI
-    /// by VMID on SMMUv3) and waits for completion.
+    /// by VMID on SMMUv3) and waits for completion. On failure, fails
+    /// closed for the IoSpaces they belong to.
     fn invalidate_pending(&mut self, unit: &mut Unit) -> Result<(), &'static str> {
         let everything = self.pending_tags.contains(&0);
         let tags = core::mem::take(&mut self.pending_tags);
-        match unit {
+        let spaces = core::mem::take(&mut self.pending_spaces);
+        let exposed = if everything {
+            Exposed::Everything
+        } else {
+            Exposed::Spaces(&spaces)
+        };
+        let done = match unit {
             #[cfg(target_arch = "x86_64")]
             Unit::Vtd(vtd) => {
                 use iommu::vtd::qi::{Descriptor, IotlbScope};
-                if everything {
-                    return vtd
-                        .invalidate_all(&DirectMemory)
-                        .map_err(|_| "the global invalidation failed");
-                }
-                let drain = vtd.capability().drd() || vtd.capability().dwd();
-                let descriptors = tags
-                    .iter()
-                    .map(|&tag| Descriptor::iotlb(IotlbScope::Domain(tag), drain));
-                vtd.submit(&DirectMemory, descriptors)
-                    .map_err(|_| "the IOTLB invalidation failed")
+                let done = if everything {
+                    vtd.invalidate_all(&DirectMemory)
+                } else {
+                    let drain = vtd.capability().drd() || vtd.capability().dwd();
+                    let descriptors = tags
+                        .iter()
+                        .map(|&tag| Descriptor::iotlb(IotlbScope::Domain(tag), drain));
+                    vtd.submit(&DirectMemory, descriptors)
+                };
+                done.is_ok()
             }
             #[cfg(target_arch = "aarch64")]
             Unit::Smmu(smmu) => {
                 use iommu::smmuv3::queue::Command;
+                let mut commands: heapless::Vec<Command, PENDING_TAGS> = heapless::Vec::new();
                 if everything {
-                    return smmu
-                        .submit(&DirectMemory, [Command::CfgiAll, Command::TlbiNsnhAll])
-                        .map_err(|_| "the global invalidation failed");
+                    let _ = commands.push(Command::CfgiAll);
+                    let _ = commands.push(Command::TlbiNsnhAll);
+                } else {
+                    commands.extend(tags.iter().map(|&vmid| Command::TlbiS12Vmall { vmid }));
                 }
-                let commands = tags.iter().map(|&vmid| Command::TlbiS12Vmall { vmid });
-                smmu.submit(&DirectMemory, commands)
-                    .map_err(|_| "the TLB invalidation failed")
+                // Blocks the spaces' devices itself when the commands fail.
+                let done = smmu.invalidate_or_block(
+                    &DirectMemory,
+                    &mut self.pool,
+                    commands,
+                    &mut self.attached,
+                    exposed,
+                );
+                if done.is_err() {
+                    self.failure = Some(Error::IommuTimeout);
+                    return Err("the invalidation failed: its devices are blocked");
+                }
+                true
             }
+        };
+        if done {
+            return Ok(());
+        }
+        self.fail_closed(unit, exposed);
+        Err("the invalidation failed: its devices are blocked")
+    }
+
+    /// After an invalidation failed or timed out: blocks every attachment
+    /// `exposed` covers (not blocked yet; on SMMUv3 stops all DMA when even
+    /// that is not confirmed) and fails the current invocation.
+    fn fail_closed(&mut self, unit: &mut Unit, exposed: Exposed<'_, ObjectId>) {
+        self.failure = Some(Error::IommuTimeout);
+        let confirmed = match unit {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(vtd) => {
+                vtd.fail_closed(&DirectMemory, &mut self.pool, &mut self.attached, exposed)
+            }
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                let stopped =
+                    smmu.fail_closed(&DirectMemory, &mut self.pool, &mut self.attached, exposed);
+                if stopped {
+                    crate::println!(
+                        "[io] the SMMU does not confirm invalidations: all DMA stopped"
+                    );
+                }
+                !stopped
+            }
+        };
+        if !confirmed {
+            crate::println!("[io] blocking entries were written but not confirmed by the unit");
         }
     }
 
@@ -489,8 +594,12 @@ impl State {
         // A fresh shadow table: empty until the driver's first Invalidate.
         // Its DID may have been used by an earlier nest: flush it.
         let Unit::Vtd(vtd) = unit;
-        vtd.invalidate_all(&DirectMemory)
-            .map_err(|_| "the invalidation before reusing a shadow DID failed")
+        vtd.invalidate_all(&DirectMemory).map_err(|_| {
+            unit_failed(
+                &mut self.failure,
+                "the invalidation before reusing a shadow DID failed",
+            )
+        })
     }
 
     #[cfg(target_arch = "aarch64")]
@@ -502,7 +611,7 @@ impl State {
         index: usize,
         page: u64,
     ) -> Result<(), &'static str> {
-        use iommu::smmuv3::cd::{Cd, CdParams};
+        use iommu::smmuv3::cd::Cd;
         let model = unit.model_unit();
         let Unit::Smmu(smmu) = unit;
         let (table, did) = {
@@ -520,14 +629,9 @@ impl State {
                 Perms::READ,
             )
             .map_err(|_| "mapping the CD page in stage 2 failed")?;
-        let params = CdParams {
-            asid: index as u16 + 1,
-            ttb0: root_ipa,
-            va_bits: 48,
-            output_bits: u32::from(model.ipa_bits),
-            mair: 0xFF,
-        };
-        let cd = Cd::new(&params, smmu.features()).map_err(|_| "the CD was refused")?;
+        let asid = index as u16 + 1;
+        let cd = Cd::for_nest(asid, root_ipa, u32::from(model.ipa_bits), smmu.features())
+            .map_err(|_| "the CD was refused")?;
         for (i, word) in cd.0.iter().enumerate() {
             iommu::PhysMem::write_u64(&DirectMemory, page + 8 * i as u64, *word);
         }
@@ -536,13 +640,49 @@ impl State {
             &DirectMemory,
             [iommu::smmuv3::queue::Command::TlbiNhAsid {
                 vmid: space_tag(did),
-                asid: params.asid,
+                asid,
             }],
         )
-        .map_err(|_| "the TLB invalidation of a reused ASID failed")
+        .map_err(|_| {
+            unit_failed(
+                &mut self.failure,
+                "the TLB invalidation of a reused ASID failed",
+            )
+        })
     }
 
+    /// Points a requester (or PASID) at `space` or at its nest for
+    /// `stage1_root`. If the unit fails midway, the requester is blocked
+    /// again (fail closed) and the invocation fails.
     fn install(
+        &mut self,
+        unit: &mut Unit,
+        rid: u32,
+        pasid: Option<u32>,
+        space: ObjectId,
+        stage1_root: Option<u64>,
+    ) -> Result<(), &'static str> {
+        let failed_before = self.failure.is_some();
+        let result = self.install_entry(unit, rid, pasid, space, stage1_root);
+        if result.is_err()
+            && !failed_before
+            && self.failure.is_some()
+            && let Ok(requester) = u16::try_from(rid)
+        {
+            let _ = self.clear_entry(unit, requester, pasid);
+        }
+        if result.is_err() {
+            // A nest built for this attach and used by nobody.
+            for i in 0..NESTS {
+                if self.nests[i].as_ref().is_some_and(|n| n.users == 0) {
+                    self.drop_nest(i);
+                }
+            }
+        }
+        result
+    }
+
+    fn install_entry(
         &mut self,
         unit: &mut Unit,
         rid: u32,
@@ -595,7 +735,9 @@ impl State {
                         pasid.unwrap_or(0),
                         Some(config),
                     )
-                    .map_err(|_| "writing the PASID entry failed")?;
+                    .map_err(|_| {
+                        unit_failed(&mut self.failure, "writing the PASID entry failed")
+                    })?;
                 } else {
                     if pasid.is_some() {
                         return Err("PASIDs need scalable mode");
@@ -606,7 +748,9 @@ impl State {
                         levels,
                     };
                     vtd.set_legacy_context(&DirectMemory, &mut self.pool, requester, Some(context))
-                        .map_err(|_| "writing the context entry failed")?;
+                        .map_err(|_| {
+                            unit_failed(&mut self.failure, "writing the context entry failed")
+                        })?;
                 }
             }
             #[cfg(target_arch = "aarch64")]
@@ -630,7 +774,7 @@ impl State {
                     }
                     None => smmu.attach_stage2(&DirectMemory, &mut self.pool, sid, &config),
                 }
-                .map_err(|_| "installing the STE failed")?;
+                .map_err(|_| unit_failed(&mut self.failure, "installing the STE failed"))?;
             }
         }
         if let Some(i) = nest
@@ -639,20 +783,51 @@ impl State {
             n.users += 1;
         }
         self.attached
-            .push(Attached {
-                rid,
+            .insert(Attachment {
+                requester,
                 pasid,
                 space,
                 nest,
+                blocked: false,
             })
             .map_err(|_| "the attachment table is full")
     }
 
+    /// Detaches a requester (or PASID): its entry blocks again. If the
+    /// unit does not confirm that, the invocation fails and, on SMMUv3,
+    /// DMA stops (fail closed); the record goes either way, as the
+    /// capability's attachment did.
     fn clear(&mut self, unit: &mut Unit, rid: u32, pasid: Option<u32>) -> Result<(), &'static str> {
         if planted("io-device-survives-delete") {
             return Ok(());
         }
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
+        let cleared = self.clear_entry(unit, requester, pasid);
+        if cleared.is_err() {
+            // Retried through the record, then escalated.
+            self.fail_closed(unit, Exposed::Requester(requester, pasid));
+        }
+        if let Some(gone) = self.attached.remove(requester, pasid)
+            && let Some(i) = gone.nest
+        {
+            let last = self.nests[i].as_mut().is_some_and(|n| {
+                n.users -= 1;
+                n.users == 0
+            });
+            if last {
+                self.drop_nest(i);
+            }
+        }
+        cleared
+    }
+
+    /// Writes the blocking entry of a requester (or PASID) and invalidates it.
+    fn clear_entry(
+        &mut self,
+        unit: &mut Unit,
+        requester: u16,
+        pasid: Option<u32>,
+    ) -> Result<(), &'static str> {
         match unit {
             #[cfg(target_arch = "x86_64")]
             Unit::Vtd(vtd) => {
@@ -668,32 +843,16 @@ impl State {
                 } else {
                     vtd.set_legacy_context(&DirectMemory, &mut self.pool, requester, None)
                 }
-                .map_err(|_| "clearing the device entry failed")?;
+                .map_err(|_| "clearing the device entry failed")
             }
             #[cfg(target_arch = "aarch64")]
             Unit::Smmu(smmu) => {
+                // No substreams: the stream's STE covers every PASID.
+                let _ = pasid;
                 smmu.block_stream(&DirectMemory, &mut self.pool, u32::from(requester))
-                    .map_err(|_| "blocking the stream failed")?;
+                    .map_err(|_| "blocking the stream failed")
             }
         }
-        let Some(index) = self
-            .attached
-            .iter()
-            .position(|a| a.rid == rid && a.pasid == pasid)
-        else {
-            return Ok(());
-        };
-        let gone = self.attached.swap_remove(index);
-        if let Some(i) = gone.nest {
-            let last = self.nests[i].as_mut().is_some_and(|n| {
-                n.users -= 1;
-                n.users == 0
-            });
-            if last {
-                self.drop_nest(i);
-            }
-        }
-        Ok(())
     }
 
     /// Frees a nest no device uses any more (its entries are cleared; the
@@ -809,7 +968,8 @@ pub fn reconcile(
 /// changes in `start..start + length` of the table at (`space`,
 /// `root_ipa`). Returns the first IOVA not processed and the invalidation
 /// commands issued (each followed by one completion wait: VT-d's wait
-/// descriptor, SMMUv3's CMD_SYNC).
+/// descriptor, SMMUv3's CMD_SYNC). If the unit does not complete them,
+/// the nest's devices are blocked and the answer is `IommuTimeout`.
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
@@ -831,6 +991,27 @@ pub fn invalidate_user_table(
         // No device uses the table: nothing is cached, nothing to build.
         return Ok((end, 0));
     };
+    let done = invalidate_nest(state, unit, index, space, root_ipa, start, length);
+    if done == Err(Error::IommuTimeout) {
+        state.fail_closed(unit, Exposed::Nest(index));
+    }
+    done
+}
+
+/// [`invalidate_user_table`] for the nest at `index`.
+fn invalidate_nest(
+    state: &mut State,
+    unit: &mut Unit,
+    index: usize,
+    space: ObjectId,
+    root_ipa: u64,
+    start: u64,
+    length: u64,
+) -> Result<(u64, u64), Error> {
+    let end = start.saturating_add(length);
+    // Only the VT-d shadow composes from the table's root.
+    #[cfg(target_arch = "aarch64")]
+    let _ = root_ipa;
     match unit {
         #[cfg(target_arch = "x86_64")]
         Unit::Vtd(vtd) if hardware_nesting(vtd) => {
@@ -848,7 +1029,7 @@ pub fn invalidate_user_table(
             }
             let commands = descriptors.len() as u64;
             vtd.submit(&DirectMemory, descriptors)
-                .map_err(|_| Error::NotSupported)?;
+                .map_err(|_| Error::IommuTimeout)?;
             Ok((if length == 0 { u64::MAX } else { end }, commands))
         }
         #[cfg(target_arch = "x86_64")]
@@ -895,7 +1076,7 @@ pub fn invalidate_user_table(
                 vtd.capability().drd() || vtd.capability().dwd(),
             );
             vtd.submit(&DirectMemory, [descriptor])
-                .map_err(|_| Error::NotSupported)?;
+                .map_err(|_| Error::IommuTimeout)?;
             Ok((start + take, 1))
         }
         #[cfg(target_arch = "aarch64")]
@@ -908,7 +1089,7 @@ pub fn invalidate_user_table(
                     asid: index as u16 + 1,
                 }],
             )
-            .map_err(|_| Error::NotSupported)?;
+            .map_err(|_| Error::IommuTimeout)?;
             Ok((if length == 0 { u64::MAX } else { end }, 1))
         }
     }
@@ -1021,7 +1202,7 @@ impl State {
         let did = self
             .attached
             .iter()
-            .find(|a| a.rid == rid)
+            .find(|a| a.requester == fault.requester)
             .and_then(|a| self.space(a.space).ok())
             .map(|s| s.did);
         let queue = self

@@ -422,6 +422,7 @@ pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<
     let features = *smmu.features();
     crate::println!("[smmu] {}", features.idr0);
     crate::println!("[smmu] {}", features.idr1);
+    crate::println!("[smmu] {}", features.idr3);
     crate::println!("[smmu] {}", features.idr5);
     match smmu.block_all_dma(
         &DirectMemory,

@@ -654,6 +654,22 @@ fn memory_of(caps: &Caps<Storage>, slot: SlotId) -> Result<(u64, u8), Error> {
         .ok_or(Error::DeadObject)
 }
 
+/// The IoSpace an attach to `target` (an IoSpace or an IoUserTable) uses,
+/// and the stage-1 root of an IoUserTable.
+fn attach_target(
+    caps: &Caps<Storage>,
+    target: SlotId,
+) -> Result<(caps::ObjectId, Option<u64>), Error> {
+    let object = caps.lookup(target)?.object();
+    match caps.object(object).map(|o| *o.state()) {
+        Some(caps::ObjectState::IoUserTable {
+            space: Some(space),
+            root_ipa,
+        }) => Ok((space, Some(root_ipa))),
+        _ => Ok((object, None)),
+    }
+}
+
 fn argument(message: &Message, index: usize) -> Result<u64, Error> {
     if index >= usize::from(message.info.length) {
         return Err(Error::TruncatedMessage);
@@ -666,8 +682,16 @@ fn slot_index(value: u64) -> Result<u32, Error> {
 }
 
 /// Decodes and performs one capability invocation for a thread whose
-/// CSpace root is `cspace`. Never panics on user input.
+/// CSpace root is `cspace`. Never panics on user input. An IOMMU
+/// invalidation that failed or timed out on the way fails it with
+/// `IommuTimeout` (its devices were left blocked, `io_space`).
 pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+    crate::io_space::forget_failure();
+    let result = decode_and_perform(cspace, message);
+    crate::io_space::take_failure().map_or(result, Err)
+}
+
+fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
     let Some(mut caps) = caps_to_change() else {
         return Err(Error::NotSupported);
     };
@@ -1057,7 +1081,8 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
             if caps.lookup(target)?.kind() != wanted {
                 return Err(Error::WrongKind);
             }
-            crate::io_space::ensure_attach_room()?;
+            let (space, root_ipa) = attach_target(&caps, target)?;
+            crate::io_space::ensure_attach_room(space, root_ipa)?;
             caps.attach_device(slot, target, &mut sink)?;
             Ok(Reply::EMPTY)
         }
@@ -1076,7 +1101,8 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
                 return Err(Error::NotSupported);
             }
             let target = extra_cap(&caps, cspace, message, 0)?;
-            crate::io_space::ensure_attach_room()?;
+            let (space, root_ipa) = attach_target(&caps, target)?;
+            crate::io_space::ensure_attach_room(space, root_ipa)?;
             caps.attach_pasid(slot, target, &mut sink)?;
             Ok(Reply::EMPTY)
         }

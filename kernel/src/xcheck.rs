@@ -188,9 +188,10 @@ fn report_registers(unit: &Unit) {
                 .map(|t| (t.base(), t.base_cfg()))
                 .unwrap_or((0, 0));
             crate::println!(
-                "xcheck reg strtab_base={base:#x} strtab_cfg={cfg:#x} idr0={:#x} idr1={:#x} idr5={:#x}",
+                "xcheck reg strtab_base={base:#x} strtab_cfg={cfg:#x} idr0={:#x} idr1={:#x} idr3={:#x} idr5={:#x}",
                 features.idr0.0,
                 features.idr1.0,
+                features.idr3.0,
                 features.idr5.0
             );
         }
@@ -715,8 +716,13 @@ mod cases {
         }
 
         fn stage2_table(frames: &mut BootFrames) -> Result<PageTable<Stage2Format>, Why> {
-            PageTable::new(frames, Stage2Format, levels_4k(IPA_BITS), IPA_BITS)
-                .map_err(|_| "stage-2 root")
+            PageTable::new(
+                frames,
+                Stage2Format::default(),
+                levels_4k(IPA_BITS),
+                IPA_BITS,
+            )
+            .map_err(|_| "stage-2 root")
         }
 
         fn config(table: &PageTable<Stage2Format>) -> Stage2Config {

@@ -2,10 +2,12 @@
 //!
 //! Codes 1..=63 are the capability model's (`caps::Error`): same names, same
 //! numbers, checked by a test. Codes 64 and up are returned by the kernel's
-//! system-call layer before the model is consulted. 0 is success and is not
+//! system-call layer before the model is consulted (except `IommuTimeout`,
+//! which reports what the hardware did after it). 0 is success and is not
 //! an error.
 
-/// Why a system call or invocation failed. Nothing changed when one is returned.
+/// Why a system call or invocation failed. Nothing changed when one is
+/// returned, except after [`Error::IommuTimeout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Error {
@@ -104,6 +106,18 @@ pub enum Error {
     /// never `Tcb.Configure`d, or one of them died. It does not run until
     /// it is configured again.
     NotConfigured = 74,
+    /// The IOMMU did not complete an invalidation (its wait timed out or it
+    /// refused a command). Fail closed: the invocation's capability changes
+    /// stand, but every device that could still have used a stale
+    /// translation is blocked (its entry cleared as by a detach; on
+    /// SMMUv3, all DMA stops if even that is not confirmed). Detach and
+    /// attach it again once the unit works.
+    IommuTimeout = 75,
+    /// The IoSpace already uses its share of the IOMMU unit: a quarter of
+    /// its attachment records (16) or of its nests (8; stage-1 tables in
+    /// use by a device). Detach a device first; other IoSpaces are not
+    /// affected.
+    IoShareExhausted = 76,
 }
 
 impl Error {
@@ -113,7 +127,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 40] = [
+    pub const ALL: [Error; 42] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -154,6 +168,8 @@ impl Error {
         Error::TableMemoryExhausted,
         Error::TableNotEmpty,
         Error::NotConfigured,
+        Error::IommuTimeout,
+        Error::IoShareExhausted,
     ];
 
     /// The error with this number, if any.

@@ -18,6 +18,8 @@
 //! - [`smmuv3`]: Arm SMMUv3 (ID registers, stream table, STE/CD encoders,
 //!   stage-2 tables, command and event queues, the boot path).
 //! - [`invalidation`]: the batching invalidation API shared by both vendors.
+//! - [`attachments`]: which requesters use which domain, per-IoSpace shares,
+//!   and what to block when an invalidation fails.
 //! - `model` (host only, `cfg(test)` or feature `model`): simulated memory,
 //!   simulated register blocks and translation models.
 //!
@@ -43,6 +45,7 @@
 #[cfg(any(test, feature = "model"))]
 extern crate std;
 
+pub mod attachments;
 pub mod hw;
 pub mod identity;
 pub mod invalidation;

@@ -565,7 +565,7 @@ mod tests {
             table.map(&memory, &mut frames, 0, 0, PageSize::Size1G, Perms::READ),
             Err(MapError::PageSizeNotSupported)
         );
-        let s2 = PageTable::new(&mut frames, Stage2Format, 3, 39).unwrap();
+        let s2 = PageTable::new(&mut frames, Stage2Format::default(), 3, 39).unwrap();
         s2.map(
             &memory,
             &mut frames,
@@ -576,6 +576,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s2.lookup(&memory, 0x4000_0010), Some((0x10, Perms::READ)));
-        assert!(PageTable::new(&mut frames, Stage2Format, 3, 40).is_err());
+        assert!(PageTable::new(&mut frames, Stage2Format::default(), 3, 40).is_err());
     }
 }

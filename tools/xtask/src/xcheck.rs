@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use iommu::model::smmu::{Outcome, SmmuModel, SmmuRequest};
 use iommu::model::vtd::{Request, VtdModel};
 use iommu::model::{Access, SimMemory};
-use iommu::smmuv3::regs::{Features, Idr0, Idr1, Idr5};
+use iommu::smmuv3::regs::{Features, Idr0, Idr1, Idr3, Idr5};
 use iommu::vtd::regs::RootTableMode;
 
 /// One DMA of a case.
@@ -209,6 +209,7 @@ impl Case {
                     features: Features {
                         idr0: Idr0(self.register("idr0")? as u32),
                         idr1: Idr1(self.register("idr1")? as u32),
+                        idr3: Idr3(self.register("idr3")? as u32),
                         idr5: Idr5(self.register("idr5")? as u32),
                     },
                 };

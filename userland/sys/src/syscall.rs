@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn unknown_statuses_have_one_fallback() {
-        for status in [30, 63, 75, 255, 256, u64::MAX] {
+        for status in [30, 63, 77, 255, 256, u64::MAX] {
             assert_eq!(status_to_result(status), Err(UNKNOWN_STATUS));
         }
     }

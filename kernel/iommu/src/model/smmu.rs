@@ -11,7 +11,18 @@
 //! Simplifications (documented, not silent): only the 4 KiB granule and
 //! AArch64 little-endian tables; TBI off; AP\[1\] (EL0) is ignored since
 //! device requests are treated as unprivileged data accesses allowed by
-//! AP\[1\]=1 (what the driver writes); memory attributes are ignored.
+//! AP\[1\]=1 (what the driver writes).
+//!
+//! Memory attributes ([`SmmuModel::translate_with_attributes`]): stage 1
+//! looks its leaf's AttrIndx up in the CD's MAIR; stage 2's MemAttr is
+//! combined with it (Arm ARM D8.6.5 "Combining the stage 1 and stage 2
+//! attributes": Device beats Normal, the more restrictive Device type and
+//! the weaker cacheability win), or, with STE.S2FWB (SMMUv3 5.2, Arm ARM
+//! "FEAT_S2FWB"), overrides it: MemAttr 0b0110 forces Normal Write-Back
+//! whatever stage 1 says, 0b0111 takes stage 1's, 0b0101 Non-cacheable
+//! unless stage 1 is Device, 0b00xx Device. A transaction that skips stage 1
+//! arrives as Normal Write-Back (a PCIe request without No Snoop; STE.MTCFG
+//! is 0). Shareability and allocation hints are not modelled.
 
 use super::{Access, SimMemory};
 use crate::PhysMem;
@@ -41,6 +52,157 @@ pub enum Outcome {
     Aborted,
     /// Terminated and this event recorded.
     Fault(Event),
+}
+
+/// A Device memory type, most restrictive first (Arm ARM B2.8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeviceType {
+    /// Device-nGnRnE.
+    NGnRnE,
+    /// Device-nGnRE.
+    NGnRE,
+    /// Device-nGRE.
+    NGRE,
+    /// Device-GRE.
+    GRE,
+}
+
+/// Cacheability of Normal memory, weakest first (Arm ARM B2.8.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cacheability {
+    /// Non-cacheable: the access goes around the caches.
+    NonCacheable,
+    /// Write-Through.
+    WriteThrough,
+    /// Write-Back.
+    WriteBack,
+}
+
+/// The memory type and cacheability a translated access uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryAttributes {
+    /// Device memory of this type.
+    Device(DeviceType),
+    /// Normal memory.
+    Normal {
+        /// Inner cacheability.
+        inner: Cacheability,
+        /// Outer cacheability.
+        outer: Cacheability,
+    },
+    /// A reserved or UNPREDICTABLE encoding was used.
+    Unpredictable,
+}
+
+impl MemoryAttributes {
+    /// Normal, inner and outer Write-Back: what coherent DMA needs.
+    pub const WRITE_BACK: MemoryAttributes = MemoryAttributes::Normal {
+        inner: Cacheability::WriteBack,
+        outer: Cacheability::WriteBack,
+    };
+
+    /// One MAIR attribute byte (Arm ARM D19, MAIR_EL1.Attr<n>): high
+    /// nibble 0 = Device (low nibble 0b0000 nGnRnE, 0b0100 nGnRE, 0b1000
+    /// nGRE, 0b1100 GRE), else Normal with outer = high and inner = low
+    /// nibble, each 0b0100 Non-cacheable, 0b00RW / 0b10RW Write-Through,
+    /// 0b01RW / 0b11RW Write-Back (RW != 0; inner 0b0000 is UNPREDICTABLE).
+    pub fn from_mair(attr: u8) -> MemoryAttributes {
+        let (high, low) = (attr >> 4, attr & 0xf);
+        if high == 0 {
+            return match low {
+                0b0000 => Self::Device(DeviceType::NGnRnE),
+                0b0100 => Self::Device(DeviceType::NGnRE),
+                0b1000 => Self::Device(DeviceType::NGRE),
+                0b1100 => Self::Device(DeviceType::GRE),
+                _ => Self::Unpredictable,
+            };
+        }
+        let nibble = |n: u8| match (n >> 2, n & 3) {
+            (0b01, 0) => Some(Cacheability::NonCacheable),
+            (_, 0) => None,
+            (0b00 | 0b10, _) => Some(Cacheability::WriteThrough),
+            _ => Some(Cacheability::WriteBack),
+        };
+        match (nibble(low), nibble(high)) {
+            (Some(inner), Some(outer)) => Self::Normal { inner, outer },
+            _ => Self::Unpredictable,
+        }
+    }
+
+    /// A stage-2 descriptor's MemAttr (bits 5:2) without FWB (Arm ARM
+    /// D8.6.4): MemAttr\[3:2\] = 0 Device (MemAttr\[1:0\] the type), else
+    /// Normal with outer = MemAttr\[3:2\], inner = MemAttr\[1:0\], each 0b01
+    /// Non-cacheable, 0b10 Write-Through, 0b11 Write-Back.
+    pub fn from_stage2(mem_attr: u8) -> MemoryAttributes {
+        let device = [
+            DeviceType::NGnRnE,
+            DeviceType::NGnRE,
+            DeviceType::NGRE,
+            DeviceType::GRE,
+        ];
+        let level = |bits: u8| match bits & 3 {
+            0b01 => Some(Cacheability::NonCacheable),
+            0b10 => Some(Cacheability::WriteThrough),
+            0b11 => Some(Cacheability::WriteBack),
+            _ => None,
+        };
+        match (mem_attr >> 2 & 3, level(mem_attr)) {
+            (0, _) => Self::Device(device[usize::from(mem_attr & 3)]),
+            (outer, Some(inner)) => Self::Normal {
+                inner,
+                outer: level(outer).unwrap_or(Cacheability::NonCacheable),
+            },
+            (_, None) => Self::Unpredictable,
+        }
+    }
+
+    /// Stage 1's attributes combined with stage 2's MemAttr: without FWB
+    /// the more restrictive of the two wins; with FWB stage 2 decides
+    /// (see the file's header).
+    pub fn combine(stage1: MemoryAttributes, mem_attr: u8, fwb: bool) -> MemoryAttributes {
+        use MemoryAttributes::{Device, Normal, Unpredictable};
+        let stage2 = if fwb {
+            match mem_attr & 0b111 {
+                0b000..=0b011 => Self::from_stage2(mem_attr & 3),
+                0b101 => Normal {
+                    inner: Cacheability::NonCacheable,
+                    outer: Cacheability::NonCacheable,
+                },
+                0b110 => return Self::WRITE_BACK,
+                0b111 => return stage1,
+                _ => Unpredictable,
+            }
+        } else {
+            Self::from_stage2(mem_attr)
+        };
+        match (stage1, stage2) {
+            (Unpredictable, _) | (_, Unpredictable) => Unpredictable,
+            (Device(a), Device(b)) => Device(a.min(b)),
+            (Device(a), Normal { .. }) | (Normal { .. }, Device(a)) => Device(a),
+            (
+                Normal {
+                    inner: i1,
+                    outer: o1,
+                },
+                Normal {
+                    inner: i2,
+                    outer: o2,
+                },
+            ) => Normal {
+                inner: i1.min(i2),
+                outer: o1.min(o2),
+            },
+        }
+    }
+}
+
+/// A translated transaction: where it goes and with which attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address.
+    pub address: u64,
+    /// The memory type and cacheability of the access.
+    pub attributes: MemoryAttributes,
 }
 
 /// A cached configuration (see [`SmmuModel::config_tag`]).
@@ -84,6 +246,8 @@ struct Stage2 {
     output_bits: u32,
     affd: bool,
     record: bool,
+    /// STE.S2FWB: stage 2's MemAttr overrides stage 1's attributes.
+    fwb: bool,
 }
 
 /// A fault before it becomes an event.
@@ -126,9 +290,6 @@ impl Walk<'_> {
         })
     }
 
-    /// VMSAv8-64 stage-2 walk, 4 KiB granule: descriptor bits 1:0 = 0b11
-    /// table/page, 0b01 block (levels 1-2); S2AP bits 7:6 (bit 6 read,
-    /// bit 7 write); AF bit 10; output bits 47:12.
     fn stage2(
         &self,
         s2: &Stage2,
@@ -136,6 +297,20 @@ impl Walk<'_> {
         access: Access,
         class: FaultClass,
     ) -> Result<u64, Fault> {
+        self.stage2_leaf(s2, ipa, access, class).map(|(pa, _)| pa)
+    }
+
+    /// VMSAv8-64 stage-2 walk, 4 KiB granule: descriptor bits 1:0 = 0b11
+    /// table/page, 0b01 block (levels 1-2); MemAttr bits 5:2; S2AP bits
+    /// 7:6 (bit 6 read, bit 7 write); AF bit 10; output bits 47:12.
+    /// Returns the output address and the leaf's MemAttr.
+    fn stage2_leaf(
+        &self,
+        s2: &Stage2,
+        ipa: u64,
+        access: Access,
+        class: FaultClass,
+    ) -> Result<(u64, u8), Fault> {
         let fault = |kind| Fault {
             kind,
             stage2: true,
@@ -184,7 +359,7 @@ impl Walk<'_> {
                 return Err(fault(EventKind::Permission));
             }
             let mask = (1u64 << shift) - 1;
-            return Ok((output & !mask) | (ipa & mask));
+            return Ok(((output & !mask) | (ipa & mask), (entry >> 2 & 0xf) as u8));
         }
     }
 
@@ -203,14 +378,15 @@ impl Walk<'_> {
 
     /// VMSAv8-64 stage-1 walk from a CD, 4 KiB granule, TTB0 only:
     /// AP\[2\] (bit 7) read-only; APTable\[1\] (bit 62) removes write below;
-    /// AF bit 10; output bits 47:12 limited by CD.IPS.
+    /// AF bit 10; output bits 47:12 limited by CD.IPS. Returns the output
+    /// address and the leaf's AttrIndx (bits 4:2).
     fn stage1(
         &self,
         cd: [u64; 8],
         s2: Option<&Stage2>,
         record: bool,
         oas_bits: u32,
-    ) -> Result<u64, Fault> {
+    ) -> Result<(u64, u8), Fault> {
         let address = self.request.address;
         let access = self.request.access;
         let fault = |kind| Fault {
@@ -264,7 +440,7 @@ impl Walk<'_> {
                 return Err(fault(EventKind::Permission));
             }
             let mask = (1u64 << shift) - 1;
-            return Ok((output & !mask) | (address & mask));
+            return Ok(((output & !mask) | (address & mask), (entry >> 2 & 7) as u8));
         }
     }
 }
@@ -303,23 +479,38 @@ impl SmmuModel {
 
     /// Translates one transaction.
     pub fn translate(&self, memory: &SimMemory, request: SmmuRequest) -> Outcome {
+        match self.translate_with_attributes(memory, request) {
+            Ok(translation) => Outcome::Translated(translation.address),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Translates one transaction and says which memory attributes the
+    /// access uses; `Err` holds the abort or fault [`Self::translate`] reports.
+    pub fn translate_with_attributes(
+        &self,
+        memory: &SimMemory,
+        request: SmmuRequest,
+    ) -> Result<Translation, Outcome> {
         let walk = Walk { memory, request };
-        let ste = match self.fetch_ste(memory, request.stream_id) {
-            Ok(ste) => ste,
-            Err(kind) => return walk.event(kind),
-        };
+        let ste = self
+            .fetch_ste(memory, request.stream_id)
+            .map_err(|kind| walk.event(kind))?;
         if !ste.valid() || ste.check(&self.features).is_err() {
-            return walk.event(EventKind::BadSte);
+            return Err(walk.event(EventKind::BadSte));
         }
         let cfg = ste.config();
         if cfg == config::ABORT {
-            return Outcome::Aborted;
+            return Err(Outcome::Aborted);
         }
         if cfg == config::BYPASS {
             return if request.substream_id.is_some() {
-                walk.event(EventKind::BadSubstreamId)
+                Err(walk.event(EventKind::BadSubstreamId))
             } else {
-                Outcome::Translated(request.address)
+                Ok(Translation {
+                    address: request.address,
+                    attributes: MemoryAttributes::WRITE_BACK,
+                })
             };
         }
         let s2 = (cfg & 2 != 0).then(|| Stage2 {
@@ -335,77 +526,71 @@ impl SmmuModel {
                 .min(self.features.idr5.oas_bits()),
             affd: ste.s2_affd(),
             record: ste.s2_record(),
+            fwb: ste.s2_fwb(),
         });
+        // The last stage: stage 2 if enabled, combining its MemAttr with
+        // what stage 1 (or the incoming transaction) chose.
+        let finish = |ipa: u64, stage1: MemoryAttributes| match s2 {
+            Some(s2) => walk
+                .stage2_leaf(&s2, ipa, request.access, FaultClass::Input)
+                .map(|(address, mem_attr)| Translation {
+                    address,
+                    attributes: MemoryAttributes::combine(stage1, mem_attr, s2.fwb),
+                })
+                .map_err(|fault| walk.fault_outcome(fault)),
+            None => Ok(Translation {
+                address: ipa,
+                attributes: stage1,
+            }),
+        };
         if cfg & 1 == 0 {
             // Stage 2 only.
             if request.substream_id.is_some() {
-                return walk.event(EventKind::BadSubstreamId);
+                return Err(walk.event(EventKind::BadSubstreamId));
             }
-            let s2 = s2.expect("stage 2 enabled");
-            return match walk.stage2(&s2, request.address, request.access, FaultClass::Input) {
-                Ok(pa) => Outcome::Translated(pa),
-                Err(fault) => walk.fault_outcome(fault),
-            };
+            return finish(request.address, MemoryAttributes::WRITE_BACK);
         }
         // Stage 1: choose the CD.
         let cdmax = ste.s1_cdmax();
         let substream = match request.substream_id {
             Some(ssid) => {
                 if cdmax == 0 || u64::from(ssid) >> cdmax != 0 {
-                    return walk.event(EventKind::BadSubstreamId);
+                    return Err(walk.event(EventKind::BadSubstreamId));
                 }
                 ssid
             }
             None if cdmax == 0 => 0,
             None => match ste.s1_dss() {
-                0b01 => {
-                    // Stage 1 bypassed for transactions without SSID.
-                    return match s2 {
-                        Some(s2) => match walk.stage2(
-                            &s2,
-                            request.address,
-                            request.access,
-                            FaultClass::Input,
-                        ) {
-                            Ok(pa) => Outcome::Translated(pa),
-                            Err(fault) => walk.fault_outcome(fault),
-                        },
-                        None => Outcome::Translated(request.address),
-                    };
-                }
+                // Stage 1 bypassed for transactions without SSID.
+                0b01 => return finish(request.address, MemoryAttributes::WRITE_BACK),
                 0b10 => 0,
-                _ => return walk.event(EventKind::BadSubstreamId),
+                _ => return Err(walk.event(EventKind::BadSubstreamId)),
             },
         };
         let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
-        let cd_pa = match walk.maybe_stage2(
-            s2.as_ref(),
-            cd_ipa,
-            Access::Read,
-            FaultClass::ContextDescriptor,
-        ) {
-            Ok(pa) => pa,
-            Err(fault) => return walk.fault_outcome(fault),
-        };
+        let cd_pa = walk
+            .maybe_stage2(
+                s2.as_ref(),
+                cd_ipa,
+                Access::Read,
+                FaultClass::ContextDescriptor,
+            )
+            .map_err(|fault| walk.fault_outcome(fault))?;
         if !memory.contains(cd_pa) {
-            return walk.event(EventKind::CdFetch);
+            return Err(walk.event(EventKind::CdFetch));
         }
         let mut cd = [0u64; 8];
         for (i, word) in cd.iter_mut().enumerate() {
             *word = memory.read_u64(cd_pa + 8 * i as u64);
         }
-        if let Err(kind) = self.check_cd(cd) {
-            return walk.event(kind);
-        }
+        self.check_cd(cd).map_err(|kind| walk.event(kind))?;
         let record = cd[0] & (1 << 45) != 0;
-        let ipa = match walk.stage1(cd, s2.as_ref(), record, self.features.idr5.oas_bits()) {
-            Ok(ipa) => ipa,
-            Err(fault) => return walk.fault_outcome(fault),
-        };
-        match walk.maybe_stage2(s2.as_ref(), ipa, request.access, FaultClass::Input) {
-            Ok(pa) => Outcome::Translated(pa),
-            Err(fault) => walk.fault_outcome(fault),
-        }
+        let (ipa, attr_index) = walk
+            .stage1(cd, s2.as_ref(), record, self.features.idr5.oas_bits())
+            .map_err(|fault| walk.fault_outcome(fault))?;
+        // CD word 3 is MAIR; AttrIndx n selects its byte n.
+        let attr = (cd[3] >> (8 * u32::from(attr_index))) as u8;
+        finish(ipa, MemoryAttributes::from_mair(attr))
     }
 
     /// The configuration the SMMU would cache for `request` (SMMUv3 3.8
@@ -452,6 +637,7 @@ impl SmmuModel {
             output_bits: address_size_bits(ste.s2_ps() as u32).unwrap_or(32),
             affd: ste.s2_affd(),
             record: false,
+            fwb: ste.s2_fwb(),
         });
         let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
         let cd_pa = walk

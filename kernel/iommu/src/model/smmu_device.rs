@@ -27,6 +27,9 @@ pub struct SimSmmu<'m> {
     pub reject_opcode: Cell<Option<u8>>,
     /// CR0ACK bits that never follow CR0 (to test bounded polls).
     pub stuck_cr0: Cell<u32>,
+    /// The command queue stops moving (CONS stays), so every CMD_SYNC
+    /// times out: a wedged SMMU, to test failing closed.
+    pub stall_commands: Cell<bool>,
     /// Commands processed, by opcode.
     pub commands: std::cell::RefCell<BTreeMap<u8, u64>>,
     /// Model the configuration cache and TLB (on by default): translations
@@ -44,6 +47,7 @@ impl<'m> SimSmmu<'m> {
         let regs = RegisterFile::default();
         regs.set(offset::IDR0, features.idr0.0);
         regs.set(offset::IDR1, features.idr1.0);
+        regs.set(offset::IDR3, features.idr3.0);
         regs.set(offset::IDR5, features.idr5.0);
         Self {
             memory,
@@ -51,6 +55,7 @@ impl<'m> SimSmmu<'m> {
             features,
             qemu_overflow: false,
             stuck_cr0: Cell::new(0),
+            stall_commands: Cell::new(false),
             reject_opcode: Cell::new(None),
             commands: Default::default(),
             caching: Cell::new(true),
@@ -245,7 +250,7 @@ impl<'m> SimSmmu<'m> {
     }
 
     fn process_commands(&self) {
-        if self.regs.get(offset::CR0ACK) & cr0::CMDQEN == 0 {
+        if self.regs.get(offset::CR0ACK) & cr0::CMDQEN == 0 || self.stall_commands.get() {
             return;
         }
         let active = self.regs.get(offset::GERROR) ^ self.regs.get(offset::GERRORN);
@@ -299,6 +304,7 @@ impl Mmio for SimSmmu<'_> {
         match register {
             offset::IDR0
             | offset::IDR1
+            | offset::IDR3
             | offset::IDR5
             | offset::CR0ACK
             | offset::IRQ_CTRLACK

@@ -111,3 +111,34 @@ impl Cd {
 
 /// The MAIR value this driver uses: Attr0 = normal write-back, Attr1 = device-nGnRE.
 pub const DEFAULT_MAIR: u64 = 0x04ff;
+
+/// MAIR of the CD the kernel writes for a driver's stage-1 table (a
+/// "nest"): every one of the eight attributes is 0xFF, Normal inner and
+/// outer Write-Back (read/write-allocate, non-transient). A driver's
+/// stage-1 entry picks an index (AttrIndx) but cannot pick a memory type:
+/// Device or Non-cacheable attributes on RAM would let its device read
+/// stale DRAM or write around the CPU's caches on a system whose DMA is
+/// not coherent for such accesses (kernel README, "Memory attributes a
+/// driver chooses"). Where SMMU_IDR3.FWB, stage 2 forces Write-Back as well.
+pub const NEST_MAIR: u64 = u64::MAX;
+
+impl Cd {
+    /// The CD of a nest: the driver's stage-1 table at IPA `root_ipa`
+    /// (48-bit IOVAs, ASID `asid`, output `output_bits`), with
+    /// [`NEST_MAIR`]. The kernel writes exactly this.
+    pub fn for_nest(
+        asid: u16,
+        root_ipa: u64,
+        output_bits: u32,
+        features: &Features,
+    ) -> Result<Cd, CdError> {
+        let params = CdParams {
+            asid,
+            ttb0: root_ipa,
+            va_bits: 48,
+            output_bits,
+            mair: NEST_MAIR,
+        };
+        Cd::new(&params, features)
+    }
+}

@@ -37,7 +37,7 @@ pub mod ste;
 use crate::{FrameAllocator, Mmio, PhysAddr, PhysMem, PollLimit};
 use core::fmt;
 use queue::{Command, CommandQueue, EventDrain, EventQueue};
-use regs::{Features, Idr0, Idr1, Idr5, cr0, gbpa, gerror, irq_ctrl, offset};
+use regs::{Features, Idr0, Idr1, Idr3, Idr5, cr0, gbpa, gerror, irq_ctrl, offset};
 use ste::{Ste, SteError, StreamTable, StreamTableLayout};
 
 /// Errors of the SMMUv3 driver.
@@ -145,11 +145,12 @@ pub struct Smmu<M: Mmio> {
 }
 
 impl<M: Mmio> Smmu<M> {
-    /// Wraps the register block (both 64 KiB pages) and reads IDR0/1/5.
+    /// Wraps the register block (both 64 KiB pages) and reads IDR0/1/3/5.
     pub fn new(mmio: M) -> Self {
         let features = Features {
             idr0: Idr0(mmio.read32(offset::IDR0)),
             idr1: Idr1(mmio.read32(offset::IDR1)),
+            idr3: Idr3(mmio.read32(offset::IDR3)),
             idr5: Idr5(mmio.read32(offset::IDR5)),
         };
         Self {
@@ -396,6 +397,53 @@ impl<M: Mmio> Smmu<M> {
     ) -> Result<(), SmmuError> {
         let ste = self.block_policy.ste();
         self.install_ste(mem, alloc, stream_id, &ste)
+    }
+
+    /// Stops all DMA through the SMMU: SMMUEN off, so every transaction
+    /// takes GBPA, which [`Self::block_all_dma`] set to abort. The queues
+    /// stay on. For when invalidations cannot be confirmed any more
+    /// ([`Self::invalidate_or_block`]).
+    pub fn abort_all_dma(&self) -> Result<(), SmmuError> {
+        self.write_cr0(cr0::CMDQEN | cr0::EVENTQEN, "SMMUEN clear (abort all DMA)")
+    }
+
+    /// Submits `commands` (with one CMD_SYNC); if that fails or times out,
+    /// fails closed: blocks every attachment `exposed` covers (blocking
+    /// STE, CFGI_STE, as a detach does; `attachments` marks them blocked)
+    /// and, when even that is not confirmed, stops all DMA
+    /// ([`Self::abort_all_dma`]). Returns the first error.
+    pub fn invalidate_or_block<S: Copy + Eq, const N: usize>(
+        &mut self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        commands: impl IntoIterator<Item = Command>,
+        attachments: &mut crate::attachments::Attachments<S, N>,
+        exposed: crate::attachments::Exposed<'_, S>,
+    ) -> Result<(), SmmuError> {
+        let error = match self.submit(mem, commands) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        self.fail_closed(mem, alloc, attachments, exposed);
+        Err(error)
+    }
+
+    /// After an invalidation failed or timed out: blocks every attachment
+    /// `exposed` covers (blocking STE, CFGI_STE) and, when even that is not
+    /// confirmed, stops all DMA. Returns whether DMA was stopped.
+    pub fn fail_closed<S: Copy + Eq, const N: usize>(
+        &mut self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        attachments: &mut crate::attachments::Attachments<S, N>,
+        exposed: crate::attachments::Exposed<'_, S>,
+    ) -> bool {
+        let blocked = attachments.block(exposed, |a| {
+            self.block_stream(mem, alloc, u32::from(a.requester))
+        });
+        // Best effort: a unit that does not even acknowledge CR0 is beyond
+        // what software can stop.
+        blocked.is_err() && self.abort_all_dma().is_ok()
     }
 
     /// Physical address of the STE of `stream_id`, if present.

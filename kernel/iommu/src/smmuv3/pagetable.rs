@@ -7,15 +7,42 @@
 //! (above level 3) or page (level 3), 0b01 block (levels 1 and 2); output
 //! address bits 47:12; SH bits 9:8; AF bit 10.
 
+use super::regs::Features;
 use crate::PhysAddr;
 use crate::pagetable::{PageTableFormat, Perms};
 
 const OUTPUT_MASK: u64 = 0x0000_ffff_ffff_f000;
 
-/// Stage-2 descriptors: MemAttr bits 5:2 = 0b1111 (normal, write-back),
-/// S2AP bits 7:6 (bit 6 read, bit 7 write), SH = inner shareable, AF = 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stage2Format;
+/// Stage-2 descriptors: S2AP bits 7:6 (bit 6 read, bit 7 write), SH =
+/// inner shareable, AF = 1, and MemAttr bits 5:2 (Arm ARM D8.6): 0b1111
+/// (Normal, inner and outer Write-Back: the access gets stage 1's
+/// attributes, or stricter ones), or under STE.S2FWB 0b0110 (Normal
+/// Write-Back forced, whatever stage 1 chose).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stage2Format {
+    /// Encode MemAttr for STE.S2FWB = 1 (the STE must set it too).
+    pub forced_write_back: bool,
+}
+
+impl Stage2Format {
+    /// The format the kernel uses on an SMMU with these ID registers:
+    /// forced write-back where SMMU_IDR3.FWB (and [`super::ste::Ste`]
+    /// then sets STE.S2FWB).
+    pub fn for_unit(features: &Features) -> Stage2Format {
+        Stage2Format {
+            forced_write_back: features.idr3.fwb(),
+        }
+    }
+
+    /// The leaf's MemAttr (bits 5:2).
+    fn mem_attr(&self) -> u64 {
+        if self.forced_write_back {
+            0b0110
+        } else {
+            0b1111
+        }
+    }
+}
 
 impl PageTableFormat for Stage2Format {
     fn table_entry(&self, table: PhysAddr) -> u64 {
@@ -25,7 +52,7 @@ impl PageTableFormat for Stage2Format {
         let kind = if height == 1 { 0b11 } else { 0b01 };
         (address & OUTPUT_MASK)
             | kind
-            | 0b1111 << 2
+            | self.mem_attr() << 2
             | u64::from(perms.read) << 6
             | u64::from(perms.write) << 7
             | 3 << 8

@@ -12,6 +12,8 @@ pub mod offset {
     pub const IDR0: usize = 0x00;
     /// SMMU_IDR1 (6.3.2).
     pub const IDR1: usize = 0x04;
+    /// SMMU_IDR3 (6.3.4).
+    pub const IDR3: usize = 0x0c;
     /// SMMU_IDR5 (6.3.6).
     pub const IDR5: usize = 0x14;
     /// SMMU_CR0 (6.3.9).
@@ -279,6 +281,48 @@ impl fmt::Display for Idr1 {
     }
 }
 
+/// SMMU_IDR3 (6.3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Idr3(pub u32);
+
+impl Idr3 {
+    /// HAD: hierarchical attribute disables (bit 2).
+    pub fn had(self) -> bool {
+        bit(u64::from(self.0), 2)
+    }
+    /// XNX: stage-2 execute-never for EL0/EL1 (bit 4).
+    pub fn xnx(self) -> bool {
+        bit(u64::from(self.0), 4)
+    }
+    /// FWB: stage 2 may force memory attributes (STE.S2FWB; bit 8).
+    pub fn fwb(self) -> bool {
+        bit(u64::from(self.0), 8)
+    }
+    /// RIL: range invalidation (bit 10).
+    pub fn ril(self) -> bool {
+        bit(u64::from(self.0), 10)
+    }
+    /// BBML: break-before-make level (bits 12:11).
+    pub fn bbml(self) -> u32 {
+        bits(u64::from(self.0), 12, 11) as u32
+    }
+}
+
+impl fmt::Display for Idr3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IDR3 {:#010x}: HAD={} XNX={} FWB={} RIL={} BBML={}",
+            self.0,
+            u8::from(self.had()),
+            u8::from(self.xnx()),
+            u8::from(self.fwb()),
+            u8::from(self.ril()),
+            self.bbml(),
+        )
+    }
+}
+
 /// SMMU_IDR5 (6.3.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Idr5(pub u32);
@@ -361,15 +405,19 @@ pub struct Features {
     pub idr0: Idr0,
     /// SMMU_IDR1.
     pub idr1: Idr1,
+    /// SMMU_IDR3.
+    pub idr3: Idr3,
     /// SMMU_IDR5.
     pub idr5: Idr5,
 }
 
 impl Features {
-    /// QEMU 10.0.2 `virt,iommu=smmuv3` values (see QEMU.md).
+    /// QEMU 10.0.2 `virt,iommu=smmuv3` values (see QEMU.md; IDR3 as the
+    /// kernel reads it there: HAD, XNX, RIL, BBML=2, no FWB).
     pub const QEMU: Features = Features {
         idr0: Idr0(0x0d44_101b),
         idr1: Idr1(0x0273_0010),
+        idr3: Idr3(0x1414),
         idr5: Idr5(0x74),
     };
 }
@@ -381,7 +429,14 @@ mod tests {
 
     #[test]
     fn decodes_qemu_id_registers() {
-        let Features { idr0, idr1, idr5 } = Features::QEMU;
+        let Features {
+            idr0,
+            idr1,
+            idr3,
+            idr5,
+        } = Features::QEMU;
+        assert!(idr3.had() && idr3.xnx() && idr3.ril() && !idr3.fwb());
+        assert_eq!(idr3.bbml(), 2);
         assert!(idr0.s1p() && idr0.s2p() && idr0.aarch64_tables());
         assert_eq!(idr0.ttf(), 2);
         assert!(idr0.cohacc() && idr0.asid16() && idr0.vmid16());

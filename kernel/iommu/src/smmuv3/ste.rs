@@ -56,6 +56,8 @@ pub enum SteError {
     Stage2Stall,
     /// STE.S2HA/S2HD set without IDR0.HTTU.
     Stage2HardwareUpdate,
+    /// STE.S2FWB set without SMMU_IDR3.FWB (the bit is RES0 there).
+    Stage2ForcedWriteBack,
     /// STE.S1CDMax above SMMU_IDR1.SSIDSIZE (QEMU: any non-zero value).
     TooManyContextDescriptors(u64),
     /// STE.S1STALLD=1 (QEMU refuses it; this SMMU cannot stall).
@@ -94,6 +96,7 @@ impl fmt::Display for SteError {
             Self::Stage2BigEndian => write!(f, "STE.S2ENDI=1 (big-endian walks) is unsupported"),
             Self::Stage2Stall => write!(f, "STE.S2S=1 but the SMMU cannot stall"),
             Self::Stage2HardwareUpdate => write!(f, "STE.S2HA/S2HD set without SMMU_IDR0.HTTU"),
+            Self::Stage2ForcedWriteBack => write!(f, "STE.S2FWB set without SMMU_IDR3.FWB"),
             Self::TooManyContextDescriptors(n) => {
                 write!(f, "STE.S1CDMax={n} exceeds SMMU_IDR1.SSIDSIZE")
             }
@@ -248,7 +251,10 @@ impl Ste {
             | u64::from(ps) << 48
             | 1 << 51 // S2AA64
             | 1 << 54 // S2PTW
-            | 1 << 58; // S2R: record stage-2 faults
+            | 1 << 58 // S2R: record stage-2 faults
+            // S2FWB where the SMMU has it: stage 2's MemAttr (forced
+            // write-back, `Stage2Format::for_unit`) overrides stage 1's.
+            | u64::from(features.idr3.fwb()) << 25;
         self.0[3] = s2.table & 0x000f_ffff_ffff_fff0;
         Ok(())
     }
@@ -296,6 +302,10 @@ impl Ste {
     /// S2AA64 (word 2 bit 51).
     pub fn s2_aa64(&self) -> bool {
         bit(self.0[2], 51)
+    }
+    /// S2FWB (word 2 bit 25): stage 2's MemAttr decides the memory type.
+    pub fn s2_fwb(&self) -> bool {
+        bit(self.0[2], 25)
     }
     /// S2AFFD (word 2 bit 53).
     pub fn s2_affd(&self) -> bool {
@@ -397,6 +407,9 @@ impl Ste {
         }
         if (bit(self.0[2], 55) || bit(self.0[2], 56)) && features.idr0.httu() == 0 {
             return Err(SteError::Stage2HardwareUpdate);
+        }
+        if self.s2_fwb() && !features.idr3.fwb() {
+            return Err(SteError::Stage2ForcedWriteBack);
         }
         Ok(())
     }

@@ -181,7 +181,7 @@ proptest! {
         let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
         let mut smmu = Smmu::new(&device);
         smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64).unwrap();
-        let s2 = PageTable::new(&mut frames, Stage2Format, levels_4k(40), 40).unwrap();
+        let s2 = PageTable::new(&mut frames, Stage2Format::default(), levels_4k(40), 40).unwrap();
         let mut image = Image::new();
         for page in 0..GUEST_PAGES {
             s2.map(&memory, &mut frames, page << 12, physical_page(page), PageSize::Size4K, perms_of(page))
@@ -221,7 +221,7 @@ fn adversarial_tables_do_translate_sometimes() {
     let mut smmu = Smmu::new(&device);
     smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64)
         .unwrap();
-    let s2 = PageTable::new(&mut frames, Stage2Format, levels_4k(40), 40).unwrap();
+    let s2 = PageTable::new(&mut frames, Stage2Format::default(), levels_4k(40), 40).unwrap();
     for page in 0..GUEST_PAGES {
         s2.map(
             &memory,

@@ -152,7 +152,7 @@ proptest! {
         let mut frames = SimFrames::new(&memory, 16 * MIB, 64 * MIB);
         let mut smmu = Smmu::new(&device);
         smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64).unwrap();
-        let table = PageTable::new(&mut frames, Stage2Format, levels_4k(ipa_bits), ipa_bits).unwrap();
+        let table = PageTable::new(&mut frames, Stage2Format::default(), levels_4k(ipa_bits), ipa_bits).unwrap();
         let expected = build(&memory, &mut frames, &table, &raw);
         let config = Stage2Config { vmid: 9, table: table.root(), ipa_bits, output_bits: 44 };
         smmu.attach_stage2(&memory, &mut frames, 0x10, &config).unwrap();

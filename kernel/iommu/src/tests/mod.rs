@@ -4,8 +4,10 @@
 mod common;
 mod confinement;
 mod exactness;
+mod fail_closed;
 mod revocation;
 mod shadow;
+mod smmu_attributes;
 mod smmu_boot;
 mod smmu_translate;
 mod vtd_boot;

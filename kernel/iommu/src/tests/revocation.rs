@@ -167,7 +167,7 @@ fn stage2_smmu(
     memory: &SimMemory,
     frames: &mut SimFrames,
 ) -> (PageTable<Stage2Format>, Stage2Config) {
-    let s2 = PageTable::new(frames, Stage2Format, levels_4k(40), 40).unwrap();
+    let s2 = PageTable::new(frames, Stage2Format::default(), levels_4k(40), 40).unwrap();
     for page in 0..4u64 {
         s2.map(
             memory,

@@ -40,7 +40,7 @@ pub(super) struct NestedSmmu {
 }
 
 pub(super) fn build_nested_smmu(memory: &SimMemory, frames: &mut SimFrames) -> NestedSmmu {
-    let s2 = PageTable::new(frames, Stage2Format, levels_4k(40), 40).unwrap();
+    let s2 = PageTable::new(frames, Stage2Format::default(), levels_4k(40), 40).unwrap();
     for page in 0..GUEST_SIZE / 4096 {
         let perms = if page % 2 == 0 {
             Perms::READ_WRITE

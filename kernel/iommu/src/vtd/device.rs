@@ -51,6 +51,33 @@ impl<M: Mmio> VtdUnit<M> {
         Ok((table, true))
     }
 
+    /// After an invalidation failed or timed out: clears the context entry
+    /// (legacy) or PASID entry (scalable) of every attachment `exposed`
+    /// covers, as a detach does, with its cache invalidations, and marks
+    /// it blocked in `attachments`. Returns whether every clear was
+    /// confirmed; when not, stale context or IOTLB entries may survive
+    /// until the unit processes invalidations again (VT-d offers no
+    /// "abort everything" short of translation off, which passes DMA
+    /// through).
+    pub fn fail_closed<S: Copy + Eq, const N: usize>(
+        &mut self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        attachments: &mut crate::attachments::Attachments<S, N>,
+        exposed: crate::attachments::Exposed<'_, S>,
+    ) -> bool {
+        let scalable = matches!(self.root_table(), Some((_, RootTableMode::Scalable)));
+        attachments
+            .block(exposed, |a| {
+                if scalable {
+                    self.set_pasid_entry(mem, alloc, a.requester, a.pasid.unwrap_or(0), None)
+                } else {
+                    self.set_legacy_context(mem, alloc, a.requester, None)
+                }
+            })
+            .is_ok()
+    }
+
     /// Legacy mode: points requester `source_id` at `context` (or blocks it
     /// with `None`), then invalidates its context-cache entry and the IOTLB
     /// of the old and new domains, with one wait. A present entry is first
