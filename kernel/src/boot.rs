@@ -204,37 +204,15 @@ pub fn main(mut info: BootInfo) -> ! {
     let Some(mut frames) = crate::frames::BootFrames::new(&info.memory, &reserved) else {
         fail(format_args!("no free RAM above the kernel image"));
     };
-    // `seed=iommu-off` is a deliberately broken kernel for the test suite:
-    // it leaves the IOMMU untouched, and the DMA tests must then fail.
-    if cmdline.lists("seed", "no-preemption") {
-        crate::println!("[boot] SEEDED BUG: the timer does not preempt (seed=no-preemption)");
-        crate::sched::NO_PREEMPTION.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
-    if cmdline.lists("seed", "stale-lookup-cache") {
-        crate::println!(
-            "[boot] SEEDED BUG: capability changes leave cached lookups valid (seed=stale-lookup-cache)"
-        );
-        crate::objects::STALE_LOOKUP_CACHE.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
-    if cmdline.lists("seed", "irq-stays-bound") {
-        crate::println!(
-            "[boot] SEEDED BUG: deleted IRQ handlers stay bound (seed=irq-stays-bound)"
-        );
-        crate::sched::IRQ_STAYS_BOUND.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
-    for seed in crate::io_space::SEEDS {
-        if cmdline.lists("seed", seed) {
-            crate::println!("[boot] SEEDED BUG: seed={seed} (see io_space::SEEDS)");
-            crate::io_space::plant(seed);
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if cmdline.lists("seed", "no-intremap") {
-        crate::interrupt_remap::LEAVE_OFF.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
-    if cmdline.lists("seed", "iommu-off") {
-        crate::println!("[boot] SEEDED BUG: the IOMMU is left off (seed=iommu-off)");
-    } else if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
+    // A kernel built with `seeded-bugs` plants the seeded bugs `seed=`
+    // names (the test suite's deliberately broken kernels); any other
+    // kernel has none, and `planted` is false.
+    #[cfg(feature = "seeded-bugs")]
+    crate::testing::seeds::plant(&cmdline);
+    // Seed `iommu-off` leaves the IOMMU untouched: the DMA tests must fail.
+    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::IommuOff)
+        && let Err(why) = crate::iommu_unit::init(&found, &mut frames)
+    {
         fail(format_args!("IOMMU: {why}"));
     }
     if let Some(names) = cmdline.get("bench") {

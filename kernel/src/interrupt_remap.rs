@@ -20,7 +20,7 @@
 //! `vtd_interrupt_remap_msi`); the host model (`iommu::model`) refuses them
 //! as the specification does.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use iommu::vtd::intremap::{self, EntryCacheScope, Irte, SourceCheck};
 use iommu::{FrameAllocator, PhysMem};
@@ -29,10 +29,6 @@ use crate::iommu_unit::{DirectMemory, DirectMmio};
 
 /// The table's physical address; 0 while remapping is off.
 static TABLE: AtomicU64 = AtomicU64::new(0);
-
-/// `seed=no-intremap`: a deliberately broken kernel that leaves interrupt
-/// remapping off (the `edu` MSI test must then fail).
-pub static LEAVE_OFF: AtomicBool = AtomicBool::new(false);
 
 /// IRTEs in the table (one page).
 const ENTRIES: usize = intremap::ENTRIES_PER_PAGE;
@@ -68,8 +64,7 @@ pub fn init(
     frames: &mut impl FrameAllocator,
     ioapic: Option<u16>,
 ) -> Result<(), &'static str> {
-    if LEAVE_OFF.load(Ordering::Relaxed) {
-        crate::println!("[vtd] SEEDED BUG: interrupt remapping left off (seed=no-intremap)");
+    if crate::testing::seeds::planted(crate::testing::seeds::Seed::NoIntremap) {
         return Ok(());
     }
     if !unit.extended_capability().ir() {

@@ -31,6 +31,7 @@
 
 use crate::frames::BootFrames;
 use crate::iommu_unit::{DirectMemory, DmaFault, UNIT, Unit};
+use crate::testing::seeds::{Seed, planted};
 use abi::Error;
 use caps::{Effect, FaultSource, ObjectId, Rights};
 use iommu::FrameAllocator;
@@ -259,7 +260,7 @@ pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error
     let unit = guard.as_ref().ok_or(Error::NotSupported)?;
     let table = stage2_at(unit, root).ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
-    if planted("io-stage2-identity") {
+    if planted(Seed::IoStage2Identity) {
         for page in (FOREIGN_IPA..FOREIGN_IPA + (2 << 20)).step_by(4096) {
             let read_write = Perms::READ_WRITE;
             let _ = table.map(
@@ -327,7 +328,7 @@ pub fn apply(unit: &mut Unit, effect: &Effect) {
         Effect::ClearDeviceEntry { rid, .. } => state.clear(unit, rid, None),
         Effect::ClearPasidEntry { rid, pasid, .. } => state.clear(unit, rid, Some(pasid)),
         Effect::InvalidateDomain { .. } | Effect::WaitForInvalidation { .. }
-            if skip_invalidation() =>
+            if planted(Seed::IoSkipInvalidation) =>
         {
             Ok(())
         }
@@ -798,7 +799,7 @@ impl State {
     /// DMA stops (fail closed); the record goes either way, as the
     /// capability's attachment did.
     fn clear(&mut self, unit: &mut Unit, rid: u32, pasid: Option<u32>) -> Result<(), &'static str> {
-        if planted("io-device-survives-delete") {
+        if planted(Seed::IoDeviceSurvivesDelete) {
             return Ok(());
         }
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
@@ -1239,43 +1240,9 @@ pub fn pasids_supported() -> bool {
     }
 }
 
-/// Seeded bugs for the test suite (`seed=NAME` on the kernel command line):
-/// each breaks one rule the `edu` system tests must catch.
-pub const SEEDS: [&str; 3] = [
-    // Invalidations are skipped: stale IOTLB entries outlive unmaps.
-    "io-skip-invalidation",
-    // Every IoSpace also maps 2 MiB of RAM it holds no capability for at
-    // IPA = PA (FOREIGN_IPA): stage 2 no longer confines stage 1.
-    "io-stage2-identity",
-    // Clearing a device entry is skipped: deleted devices keep translating.
-    "io-device-survives-delete",
-];
-
-static PLANTED: [core::sync::atomic::AtomicBool; 3] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; 3];
-
 /// RAM the `io-stage2-identity` seed maps: inside RAM on both machines and
 /// outside every IPA the `edu` tests map.
 #[cfg(target_arch = "x86_64")]
 const FOREIGN_IPA: u64 = 0x1000_0000;
 #[cfg(target_arch = "aarch64")]
 const FOREIGN_IPA: u64 = 0x5800_0000;
-
-/// Plants seeded bug `name` (one of [`SEEDS`]).
-pub fn plant(name: &str) {
-    if let Some(i) = SEEDS.iter().position(|s| *s == name) {
-        PLANTED[i].store(true, core::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-fn planted(name: &str) -> bool {
-    SEEDS
-        .iter()
-        .position(|s| *s == name)
-        .is_some_and(|i| PLANTED[i].load(core::sync::atomic::Ordering::Relaxed))
-}
-
-/// Whether invalidations are skipped (seed `io-skip-invalidation`).
-pub fn skip_invalidation() -> bool {
-    planted("io-skip-invalidation")
-}

@@ -31,6 +31,7 @@ mod platform;
 mod sched;
 mod selftest;
 mod syscall;
+mod testing;
 mod vspace;
 mod xcheck;
 

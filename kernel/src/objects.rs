@@ -27,7 +27,7 @@ use crate::iommu_unit::UNIT;
 use abi::bootinfo::{self, BootInfo, UntypedDescriptor};
 use abi::{Error, Invocation, MessageInfo, ObjectType};
 use caps::{ArrayStorage, Badge, Caps, Effect, NewObject, ObjectKind, Rights, SlotId};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Kernel-held slots before the arena.
 const ROOT_SLOTS: u32 = 64;
@@ -490,16 +490,11 @@ fn check_lookup(
 /// never current.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// `seed=stale-lookup-cache`: a deliberately broken kernel whose
-/// capability changes leave the generation alone, so threads keep using
-/// capabilities that were deleted (the `threads` test must then fail).
-pub static STALE_LOOKUP_CACHE: AtomicBool = AtomicBool::new(false);
-
 /// The capability system, locked to change it: every cached lookup is
 /// invalidated first. Every path but [`lookup`]'s takes the lock this way.
 fn caps_to_change() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
     let caps = CAPS.get()?;
-    if !STALE_LOOKUP_CACHE.load(Ordering::Relaxed) {
+    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::StaleLookupCache) {
         GENERATION.fetch_add(1, Ordering::Relaxed);
     }
     Some(caps.lock())

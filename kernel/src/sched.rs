@@ -237,16 +237,6 @@ pub static SCHEDULER: spin::Mutex<Scheduler> = spin::Mutex::new(Scheduler {
     registry_hint: [0; crate::objects::OBJECTS],
 });
 
-/// `seed=no-preemption`: a deliberately broken kernel whose timer no
-/// longer rotates the running thread (the preemption test must then fail).
-pub static NO_PREEMPTION: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(false);
-
-/// `seed=irq-stays-bound`: a deliberately broken kernel that keeps delivering
-/// a line to a deleted handler's notification (the IRQ test must then fail).
-pub static IRQ_STAYS_BOUND: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(false);
-
 /// Time slice of a thread, in timer ticks.
 const TIME_SLICE: u32 = 5_000_000;
 
@@ -991,7 +981,7 @@ pub fn reconcile_irqs(
     notification_alive: impl Fn(&Target) -> bool,
     device_alive: impl Fn(ObjectId, u32) -> bool,
 ) {
-    if IRQ_STAYS_BOUND.load(core::sync::atomic::Ordering::Relaxed) {
+    if crate::testing::seeds::planted(crate::testing::seeds::Seed::IrqStaysBound) {
         return;
     }
     let mut irqs = IRQS.lock();
@@ -1139,7 +1129,9 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
                 if let Some(id) = interrupt {
                     end_interrupt(id);
                     if id == arch::TIMER_IRQ
-                        && !NO_PREEMPTION.load(core::sync::atomic::Ordering::Relaxed)
+                        && !crate::testing::seeds::planted(
+                            crate::testing::seeds::Seed::NoPreemption,
+                        )
                     {
                         SCHEDULER.lock().rotate(current);
                     }

@@ -3,7 +3,12 @@
 //! The capability-dump kernel (`run --cap-dump`, the `*-capdump` system
 //! tests) is `cargo build --profile cap-dump --features cap-dump -p kernel
 //! --target <arch>-unknown-none`, in `target/<target>/cap-dump/kernel`, so
-//! it never replaces the release kernel the other tests boot.
+//! it never replaces the release kernel the other tests boot. The seeded
+//! kernel (the `*-seeded-*` system tests, whose command line plants a
+//! seeded bug with `seed=`) is `cargo build --profile seeded --features
+//! seeded-bugs -p kernel --target <arch>-unknown-none`, in
+//! `target/<target>/seeded/kernel`, for the same reason: the release kernel
+//! has no seeded bugs to switch on.
 //!
 //! No RUSTFLAGS are added here: flags the kernel needs live in
 //! `.cargo/config.toml` and the kernel's build script, so a plain cargo build
@@ -42,6 +47,40 @@ pub fn cap_dump_elf_path(root: &Path, arch: Arch) -> PathBuf {
     profile_elf(root, arch, CAP_DUMP_PROFILE, "kernel")
 }
 
+/// The cargo profile of the seeded kernel (`[profile.seeded]`, inheriting
+/// `release`).
+pub const SEEDED_PROFILE: &str = "seeded";
+/// The kernel feature that compiles the seeded bugs in
+/// (`kernel/src/testing/seeds.rs`), planted by `seed=NAME`.
+pub const SEEDED_FEATURE: &str = "seeded-bugs";
+
+/// Which kernel a system-test configuration boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The release kernel, what `cargo xtask run` boots.
+    Release,
+    /// The capability-dump kernel ([`build_cap_dump`]).
+    CapDump,
+    /// The kernel with seeded bugs ([`build_seeded`]).
+    Seeded,
+}
+
+impl Kernel {
+    /// Where this kernel's ELF for `arch` lands.
+    pub fn elf_path(self, root: &Path, arch: Arch) -> PathBuf {
+        match self {
+            Kernel::Release => elf_path(root, arch),
+            Kernel::CapDump => cap_dump_elf_path(root, arch),
+            Kernel::Seeded => seeded_elf_path(root, arch),
+        }
+    }
+}
+
+/// Where the seeded kernel ELF for `arch` lands.
+pub fn seeded_elf_path(root: &Path, arch: Arch) -> PathBuf {
+    profile_elf(root, arch, SEEDED_PROFILE, "kernel")
+}
+
 /// Where `package` lands for `arch` when built with cargo profile `profile`.
 fn profile_elf(root: &Path, arch: Arch, profile: &str, package: &str) -> PathBuf {
     target_dir(root)
@@ -73,6 +112,12 @@ pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> 
 /// `cap-dump` profile and returns the ELF's path.
 pub fn build_cap_dump(root: &Path, arch: Arch) -> Result<PathBuf> {
     build_with(root, arch, "kernel", CAP_DUMP_PROFILE, &[CAP_DUMP_FEATURE])
+}
+
+/// Builds the kernel for `arch` with the `seeded-bugs` feature under the
+/// `seeded` profile and returns the ELF's path.
+pub fn build_seeded(root: &Path, arch: Arch) -> Result<PathBuf> {
+    build_with(root, arch, "kernel", SEEDED_PROFILE, &[SEEDED_FEATURE])
 }
 
 /// `cargo build` of `package` for `arch` with cargo profile `profile` and
@@ -140,7 +185,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cap_dump_kernel_has_its_own_directory() {
+    fn the_test_kernels_have_their_own_directories() {
         let root = Path::new("/w");
         let release = elf_path(root, Arch::X86_64);
         let dump = cap_dump_elf_path(root, Arch::X86_64);
@@ -148,6 +193,12 @@ mod tests {
             dump.ends_with("x86_64-unknown-none/cap-dump/kernel"),
             "{}",
             dump.display()
+        );
+        let seeded = Kernel::Seeded.elf_path(root, Arch::Aarch64);
+        assert!(
+            seeded.ends_with("aarch64-unknown-none/seeded/kernel"),
+            "{}",
+            seeded.display()
         );
         assert!(
             release.ends_with("x86_64-unknown-none/release/kernel"),

@@ -18,6 +18,7 @@
 //! compares what it decodes from the hardware with them.
 
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 
 /// An architecture Portcullis builds for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +197,8 @@ pub struct SystemTest {
     /// init, which builds the image's domains (`cargo xtask run --image`).
     pub image: Option<&'static str>,
     /// A seeded-bug configuration: the kernel is deliberately broken (a
-    /// `seed=` word on its command line) and these tests must FAIL. Each
+    /// `seed=` word on its command line, booting the seeded kernel, see
+    /// [`SystemTest::kernel`]) and these tests must FAIL. Each
     /// that fails counts as a pass (the bug was caught), each that passes
     /// as a failure; the configuration's other tests are not counted.
     pub must_fail: &'static [&'static str],
@@ -210,6 +212,28 @@ pub struct SystemTest {
     /// live derivation tree parses, Graphviz draws it and it matches the
     /// image (`sysimage::live::check_against`); no dump fails it.
     pub cap_dump: bool,
+}
+
+impl SystemTest {
+    /// The seeded bugs the command line plants (`seed=NAME,...`), if any.
+    pub fn seeds(&self) -> Option<&'static str> {
+        self.cmdline
+            .split(' ')
+            .find_map(|word| word.strip_prefix("seed="))
+    }
+
+    /// The kernel this configuration boots: the seeded kernel when its
+    /// command line plants a seeded bug (the release kernel has none), the
+    /// capability-dump kernel for `cap_dump`, else the release kernel.
+    pub fn kernel(&self) -> Kernel {
+        if self.seeds().is_some() {
+            Kernel::Seeded
+        } else if self.cap_dump {
+            Kernel::CapDump
+        } else {
+            Kernel::Release
+        }
+    }
 }
 
 /// Every system-test configuration, run by `cargo xtask test`.
@@ -1054,6 +1078,19 @@ mod tests {
             assert!(
                 !config.cap_dump || config.image.is_some(),
                 "{}: a capability dump is checked against an image",
+                config.name
+            );
+            // Only a seeded kernel can fail its tests on purpose, and a
+            // seeded kernel is only booted to see them fail.
+            assert_eq!(
+                config.seeds().is_some(),
+                !config.must_fail.is_empty(),
+                "{}: `seed=` on the command line goes with `must_fail`",
+                config.name
+            );
+            assert!(
+                config.seeds().is_none() || !config.cap_dump,
+                "{}: the seeded kernel has no capability dump",
                 config.name
             );
             // Arguments come in `-option value` pairs.

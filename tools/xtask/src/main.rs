@@ -358,11 +358,7 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let configs = suite::configurations(&selection);
     if args.list {
         for config in configs {
-            let kernel = if config.cap_dump {
-                kernel::cap_dump_elf_path(root, config.arch)
-            } else {
-                kernel::elf_path(root, config.arch)
-            };
+            let kernel = config.kernel().elf_path(root, config.arch);
             let module = match (config.program, config.image) {
                 (Some(program), _) => Some(kernel::package_elf(root, config.arch, program)),
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{self, Kernel};
 use crate::machines::{self, Arch, SYSTEM_TESTS, SystemTest};
 use crate::parse;
 use crate::qemu::{self, Echo};
@@ -82,14 +82,25 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         if configs.is_empty() {
             continue;
         }
+        // The release kernel is always built and checked first: whatever
+        // the configurations boot, it must hold no seeded bug.
         let release = kernel::build(root, arch);
-        // Built once, when the first configuration that needs it comes.
+        if let Ok(elf) = &release {
+            total.add(release_kernel_check(arch, elf));
+        }
+        // The test kernels are built once, when the first configuration
+        // that needs one comes.
         let mut cap_dump_kernel: Option<Result<PathBuf>> = None;
+        let mut seeded_kernel: Option<Result<PathBuf>> = None;
         for config in configs {
-            let elf = if config.cap_dump {
-                cap_dump_kernel.get_or_insert_with(|| kernel::build_cap_dump(root, arch))
-            } else {
-                &release
+            let elf = match config.kernel() {
+                Kernel::Release => &release,
+                Kernel::CapDump => {
+                    cap_dump_kernel.get_or_insert_with(|| kernel::build_cap_dump(root, arch))
+                }
+                Kernel::Seeded => {
+                    seeded_kernel.get_or_insert_with(|| kernel::build_seeded(root, arch))
+                }
             };
             let elf = match elf {
                 Ok(elf) => elf.clone(),
@@ -116,6 +127,108 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(total)
+}
+
+/// The test `release_kernel_has_no_seeded_bugs` on `arch`'s release ELF:
+/// [`seed_traces`] finds nothing (the seeded bugs, their names and their
+/// `seed=` parsing live only in the kernel built with `seeded-bugs`).
+fn release_kernel_check(arch: Arch, elf: &Path) -> Tally {
+    let name = format!("{}-release", arch.name());
+    let test = "release_kernel_has_no_seeded_bugs";
+    let traces = std::fs::read(elf)
+        .map_err(|error| format!("cannot read {}: {error}", elf.display()))
+        .and_then(|bytes| seed_traces(&bytes, &seed_words()));
+    match traces {
+        Ok(traces) if traces.is_empty() => {
+            println!("[{name}] test {test} ... ok ({})", elf.display());
+            Tally {
+                passed: 1,
+                failed: 0,
+            }
+        }
+        Ok(traces) => {
+            println!("[{name}] test {test} ... FAILED");
+            println!(
+                "[{name}]     {} holds seeded-bug code though it is built without `seeded-bugs`:",
+                elf.display()
+            );
+            for trace in traces {
+                println!("[{name}]     {trace}");
+            }
+            Tally {
+                passed: 0,
+                failed: 1,
+            }
+        }
+        Err(why) => {
+            println!("[{name}] test {test} ... FAILED");
+            println!("[{name}]     {why}");
+            Tally {
+                passed: 0,
+                failed: 1,
+            }
+        }
+    }
+}
+
+/// What no byte of the release kernel may spell: the seeded kernel's boot
+/// line (`SEEDED BUG`), the `seed=` key and the name of every seed the
+/// table plants.
+fn seed_words() -> Vec<String> {
+    let mut words = vec!["SEEDED BUG".to_string(), "seed=".to_string()];
+    for seeds in SYSTEM_TESTS.iter().filter_map(SystemTest::seeds) {
+        for seed in seeds.split(',') {
+            if !words.iter().any(|word| word == seed) {
+                words.push(seed.to_string());
+            }
+        }
+    }
+    words
+}
+
+/// Traces of seeded bugs in the kernel ELF `elf`: each of `words` anywhere
+/// in the file, and "seed" in any letter case in what is loaded (the
+/// sections with SHF_ALLOC: code and data). Debug information is not
+/// loaded and may name the `Seed` type (each `planted(Seed::X)` call site
+/// compiles to nothing, but its argument's type stays described), as it
+/// names serde's `DeserializeSeed`.
+fn seed_traces(elf: &[u8], words: &[String]) -> std::result::Result<Vec<String>, String> {
+    use object::{Object, ObjectSection, SectionFlags};
+    const SHF_ALLOC: u64 = 0x2;
+    let file = object::File::parse(elf).map_err(|e| format!("not an ELF file: {e}"))?;
+    let mut traces: Vec<String> = words_in(elf, words)
+        .into_iter()
+        .map(|word| format!("`{word}`"))
+        .collect();
+    for section in file.sections() {
+        let loaded = matches!(
+            section.flags(),
+            SectionFlags::Elf { sh_flags } if sh_flags & SHF_ALLOC != 0
+        );
+        let data = section.data().unwrap_or_default();
+        if loaded
+            && data
+                .windows(4)
+                .any(|window| window.eq_ignore_ascii_case(b"seed"))
+        {
+            let name = section.name().unwrap_or("?");
+            traces.push(format!("\"seed\" in the loaded section {name}"));
+        }
+    }
+    Ok(traces)
+}
+
+/// The `words` that occur somewhere in `bytes`.
+fn words_in<'w>(bytes: &[u8], words: &'w [String]) -> Vec<&'w str> {
+    words
+        .iter()
+        .filter(|word| {
+            bytes
+                .windows(word.len())
+                .any(|window| window == word.as_bytes())
+        })
+        .map(String::as_str)
+        .collect()
 }
 
 /// A configuration's boot module, its devices' QEMU options and its image.
@@ -562,6 +675,17 @@ mod tests {
             report(&[]).problem(Err("timed out".into())),
             Some("timed out".into())
         );
+    }
+
+    #[test]
+    fn the_release_check_looks_for_every_seed_the_table_plants() {
+        let words = seed_words();
+        for expected in ["SEEDED BUG", "seed=", "iommu-off", "io-skip-invalidation"] {
+            assert!(words.iter().any(|w| w == expected), "{expected}");
+        }
+        let kernel = b"\0[boot] command line\0iommu-off\0";
+        assert_eq!(words_in(kernel, &words), ["iommu-off"]);
+        assert!(words_in(b"next_element_seed<T>", &words).is_empty());
     }
 
     #[test]
