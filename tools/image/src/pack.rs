@@ -65,8 +65,9 @@ pub fn load_segments(bytes: &[u8]) -> Result<Vec<(u64, u64)>, String> {
             .and_then(|table| table.checked_add(index.checked_mul(entry_size)?))
             .filter(|_| entry_size >= 56)
             .ok_or("the program header table is malformed")?;
-        let header = bytes
-            .get(at..at + 56)
+        let header = at
+            .checked_add(56)
+            .and_then(|end| bytes.get(at..end))
             .ok_or("the program header table lies outside the file")?;
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         if kind != 1 {

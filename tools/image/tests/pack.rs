@@ -299,3 +299,16 @@ fn the_root_task_is_the_last_entry_and_is_checked() {
     .unwrap_err();
     assert!(error.to_string().contains("root task"), "{error}");
 }
+
+/// Found by `cargo xtask fuzz-host --target image_elf`: a program header
+/// table whose offset is within 56 bytes of 2^64 made `load_segments`
+/// overflow computing the header's end instead of refusing the file.
+#[test]
+fn a_program_header_table_at_the_top_of_the_address_space_is_refused() {
+    let bytes = include_bytes!("fuzz/image_elf-program-headers-at-the-top.bin");
+    assert_eq!(pack::check_elf(bytes, Arch::X86_64), Ok(()));
+    assert_eq!(
+        pack::load_segments(bytes),
+        Err("the program header table lies outside the file".to_string())
+    );
+}

@@ -8,6 +8,8 @@
 //! - `cargo xtask graph --image NAME`: draw an image's capabilities as an SVG.
 //! - `cargo xtask pack --image NAME`: pack kernel, programs and description
 //!   into one boot-image archive.
+//! - `cargo xtask fuzz-host`: fuzz the host-buildable parsers (nightly,
+//!   cargo-fuzz; `tools/fuzz`).
 //!
 //! Each command first sets the machine up (Rust targets, QEMU 10.0 from
 //! bookworm-backports), so a fresh Debian 12 machine needs nothing else.
@@ -16,6 +18,7 @@
 mod bench;
 mod capdump;
 mod error;
+mod fuzz_host;
 mod image;
 mod kernel;
 mod machines;
@@ -108,6 +111,21 @@ enum Task {
         #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
         arch: String,
     },
+    /// Fuzz every host-buildable parser of untrusted bytes with libFuzzer
+    /// (nightly, cargo-fuzz), one target after another; print each target's
+    /// executions and crashes. Fails on any crash.
+    FuzzHost {
+        /// Only this target (tools/fuzz/fuzz_targets/<NAME>.rs).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Stop each target after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        time: Option<u64>,
+        /// Stop each target after this many executions (1000000 when
+        /// neither --time nor --runs is given).
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
+    },
     /// Build the kernel (for both architectures unless --arch is given).
     Build {
         /// Architecture to build for.
@@ -141,6 +159,21 @@ fn main() -> ExitCode {
         Task::Bench { arch } => bench(&root, arch),
         Task::Graph { image, arch } => graph(&root, &arch, &image),
         Task::Pack { image, arch } => pack(&root, &arch, &image),
+        Task::FuzzHost { target, time, runs } => fuzz_host::run(
+            &root,
+            target.as_deref(),
+            fuzz_host::Budget {
+                seconds: time,
+                runs,
+            },
+        )
+        .map(|clean| {
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
     };
     match result {
         Ok(code) => code,

@@ -227,3 +227,50 @@ fn invalidation_queue_error_is_reported_and_recovered() {
     unit.invalidate_all(&memory).unwrap();
     assert!(unit.queue().unwrap().waits_issued >= 3);
 }
+
+/// A register block that refuses (panics on) any access past the
+/// [`REGISTER_BLOCK_BYTES`](crate::vtd::REGISTER_BLOCK_BYTES) the kernel
+/// maps, with fixed CAP and FSTS values and every other register 0.
+struct MappedBlock {
+    capability: u64,
+    fault_status: u32,
+}
+
+impl crate::Mmio for MappedBlock {
+    fn read32(&self, offset: usize) -> u32 {
+        assert!(
+            offset + 4 <= crate::vtd::REGISTER_BLOCK_BYTES,
+            "read at {offset:#x}, past the mapped registers"
+        );
+        match offset {
+            0x08 => self.capability as u32,
+            0x0c => (self.capability >> 32) as u32,
+            0x34 => self.fault_status,
+            _ => 0,
+        }
+    }
+    fn write32(&self, offset: usize, _value: u32) {
+        assert!(
+            offset + 4 <= crate::vtd::REGISTER_BLOCK_BYTES,
+            "write at {offset:#x}, past the mapped registers"
+        );
+    }
+}
+
+/// Found by `cargo xtask fuzz-host --target vtd_faults` (CAP and FSTS all
+/// ones): CAP.FRO 0x3ff and NFR 256 put the fault recording registers at
+/// 0x3ff0..0x4ff0, past the 4 KiB the kernel maps, and `read_faults` read
+/// them (a kernel page fault on hardware) instead of skipping them.
+#[test]
+fn fault_records_outside_the_register_block_are_not_read() {
+    let block = MappedBlock {
+        capability: u64::MAX,
+        fault_status: u32::MAX,
+    };
+    let mut unit = VtdUnit::new(&block);
+    assert_eq!(unit.capability().fault_recording_offset(), 0x3ff0);
+    let records = unit.read_faults();
+    assert!(records.is_empty());
+    // FSTS.PFO was set: the overflow is still counted.
+    assert_eq!(records.dropped, 1);
+}

@@ -79,6 +79,12 @@ impl fmt::Display for VtdError {
     }
 }
 
+/// Bytes of a unit's register block: the kernel maps this much from the
+/// DRHD's register base, so the driver never touches a register beyond it,
+/// whatever CAP and ECAP claim (a CAP.FRO or CAP.NFR that puts fault
+/// recording registers past it leaves those registers unread).
+pub const REGISTER_BLOCK_BYTES: usize = 4096;
+
 /// Up to 16 decoded fault records.
 pub type FaultRecords = RecordList<FaultRecord, 16>;
 
@@ -353,6 +359,8 @@ impl<M: Mmio> VtdUnit<M> {
     /// Reads every fault recording register that holds a fault (starting at
     /// FSTS.FRI, wrapping over CAP.NFR registers), clears each (F is RW1C),
     /// then clears FSTS.PFO. Overflowed faults are counted in `dropped`.
+    /// Registers outside the [`REGISTER_BLOCK_BYTES`] the kernel maps are
+    /// skipped.
     pub fn read_faults(&mut self) -> FaultRecords {
         let mut records = FaultRecords::new();
         let status = self.fault_status();
@@ -362,6 +370,9 @@ impl<M: Mmio> VtdUnit<M> {
         for step in 0..count {
             let index = (start + step) % count;
             let register = base + 16 * index as usize;
+            if register + 16 > REGISTER_BLOCK_BYTES {
+                continue;
+            }
             let high = self.mmio.read64(register + 8);
             let low = self.mmio.read64(register);
             if let Some(record) = FaultRecord::decode(index, low, high) {
