@@ -54,6 +54,9 @@ pub struct DomainEntry {
     pub stack_size: Option<Size>,
     /// Heap bytes; 0 when absent.
     pub heap_size: Option<Size>,
+    /// Bytes of an Untyped the domain builds objects from (a power of
+    /// two), given with its own CNode and VSpace; none when absent.
+    pub untyped: Option<Size>,
     /// Regions mapped into the domain (`[[protection_domain.map]]`).
     #[serde(default)]
     pub map: Vec<Spanned<MapEntry>>,

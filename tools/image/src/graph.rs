@@ -113,7 +113,7 @@ pub fn build(image: &Image) -> Graph<Node, Edge> {
         .domains
         .iter()
         .map(|domain| {
-            let label = format!(
+            let mut label = format!(
                 "{}\nprogram {}, priority {}\nstack {}, heap {}",
                 domain.name,
                 domain.program,
@@ -121,6 +121,12 @@ pub fn build(image: &Image) -> Graph<Node, Edge> {
                 human(domain.stack_size),
                 human(domain.heap_size)
             );
+            if domain.untyped_size > 0 {
+                label.push_str(&format!(
+                    "\nuntyped {}, own cnode and vspace",
+                    human(domain.untyped_size)
+                ));
+            }
             node(&mut graph, NodeKind::Domain, label)
         })
         .collect();

@@ -373,6 +373,28 @@ impl Checker<'_> {
                     ));
                 }
             }
+            let untyped_size = entry.untyped.map_or(0, |size| size.0);
+            if entry.untyped.is_some()
+                && (!untyped_size.is_power_of_two()
+                    || !(sysdesc::MIN_UNTYPED_SIZE..=sysdesc::MAX_UNTYPED_SIZE)
+                        .contains(&untyped_size))
+            {
+                let nearest = untyped_size
+                    .checked_next_power_of_two()
+                    .unwrap_or(sysdesc::MAX_UNTYPED_SIZE)
+                    .clamp(sysdesc::MIN_UNTYPED_SIZE, sysdesc::MAX_UNTYPED_SIZE);
+                return Err(self.error(
+                    span,
+                    &label,
+                    format!(
+                        "untyped {} is not a power of two from {} to {}",
+                        human(untyped_size),
+                        human(sysdesc::MIN_UNTYPED_SIZE),
+                        human(sysdesc::MAX_UNTYPED_SIZE)
+                    ),
+                    format!("use untyped = \"{}\"", human(nearest)),
+                ));
+            }
             push(
                 &mut system.domains,
                 ProtectionDomain {
@@ -381,6 +403,7 @@ impl Checker<'_> {
                     priority,
                     stack_size,
                     heap_size,
+                    untyped_size,
                 },
             );
         }

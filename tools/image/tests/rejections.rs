@@ -83,6 +83,8 @@ fn the_reference_image_is_accepted() {
     assert_eq!(system.io_maps.len(), 2);
     assert_eq!(system.domains[1].priority, validate::DEFAULT_PRIORITY);
     assert_eq!(system.domains[1].stack_size, validate::DEFAULT_STACK_SIZE);
+    assert_eq!(system.domains[0].untyped_size, 0);
+    assert_eq!(system.domains[1].untyped_size, 64 << 10);
     assert_eq!(system.regions[1].page_size, sysdesc::PageSize::Large);
     assert_eq!(image.programs, ["client", "edu", "server"]);
 }
@@ -373,6 +375,36 @@ fn regions_of_partial_pages_are_rejected() {
         "size 5000 B is not a whole number of 4 KiB pages",
         "round size up to 8 KiB",
     );
+}
+
+#[test]
+fn untyped_sizes_that_are_no_power_of_two_are_rejected() {
+    rejects(
+        "untyped_not_power_of_two",
+        3,
+        "protection_domain \"builder\"",
+        "untyped 48 KiB is not a power of two from 4 KiB to 64 MiB",
+        "use untyped = \"64 KiB\"",
+    );
+}
+
+#[test]
+fn untyped_sizes_outside_what_init_gives_are_rejected() {
+    for (size, fix) in [("\"2 KiB\"", "\"4 KiB\""), ("\"128 MiB\"", "\"64 MiB\"")] {
+        let text = format!(
+            "description = \"x\"\n\n[[protection_domain]]\nname = \"d\"\nprogram = \"edu\"\nuntyped = {size}\n"
+        );
+        let error =
+            validate::validate(Path::new("x.toml"), "x", &text, &q35(), &programs()).unwrap_err();
+        assert_eq!(error.entry, "protection_domain \"d\"", "{error}");
+        assert!(
+            error
+                .problem
+                .contains("is not a power of two from 4 KiB to 64 MiB"),
+            "{error}"
+        );
+        assert!(error.fix.contains(fix), "{size}: {error}");
+    }
 }
 
 #[test]

@@ -747,6 +747,32 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: false,
     },
     SystemTest {
+        name: "x86_64-image-redteam",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        // The attacker domain prints one test line per attack, then the
+        // honest domain's check.
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("redteam"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
+        name: "aarch64-image-redteam",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=image",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: None,
+        image: Some("redteam"),
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
         name: "x86_64-image-default-capdump",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],

@@ -19,7 +19,7 @@ use rt::space::{self, Objects, Scratch};
 use sys::names::{self, CapTable};
 use sys::{
     CNode, Cap, CapType, Endpoint, Frame, IommuControl, IrqControl, MapRights, Notification,
-    ObjectType, PageTable, Rights, Tcb,
+    ObjectType, PageTable, Rights, Tcb, Untyped,
 };
 use sysdesc::archive::{Archive, EntryKind};
 use sysdesc::{ChannelKind, IoMode, PageSize, SystemDescription};
@@ -214,6 +214,20 @@ fn check(description: &SystemDescription) -> Result<(), String> {
             ));
         }
     }
+    for (index, domain) in description.domains.iter().enumerate() {
+        let size = domain.untyped_size;
+        if size != 0
+            && (!size.is_power_of_two()
+                || !(sysdesc::MIN_UNTYPED_SIZE..=sysdesc::MAX_UNTYPED_SIZE).contains(&size))
+        {
+            return Err(format!(
+                "protection_domain {index} (\"{}\"): an untyped of {size} bytes is not a power of two from {} to {}",
+                domain.name,
+                sysdesc::MIN_UNTYPED_SIZE,
+                sysdesc::MAX_UNTYPED_SIZE
+            ));
+        }
+    }
     for (index, map) in description.maps.iter().enumerate() {
         if !domain_ok(map.domain) || !region_ok(map.region) {
             return Err(format!(
@@ -354,7 +368,7 @@ fn make_domain(
     let tcb: Cap<Tcb> = objects
         .make(ObjectType::Tcb, 0)
         .map_err(|e| what("its TCB", e))?;
-    Ok(Domain {
+    let mut domain = Domain {
         name: String::from(pd.name.as_str()),
         cnode,
         vspace,
@@ -369,7 +383,19 @@ fn make_domain(
         next_slot: 1,
         irqs: None,
         grants: 0,
-    })
+    };
+    if pd.untyped_size > 0 {
+        // Memory of its own to build objects from, its CNode to place and
+        // delete them and its VSpace to map them: the first names it gets.
+        let bits = pd.untyped_size.trailing_zeros() as u8;
+        let untyped: Cap<Untyped> = objects
+            .make(ObjectType::Untyped, bits)
+            .map_err(|e| what(&format!("its {}-byte Untyped", pd.untyped_size), e))?;
+        domain.give(objects, "untyped", untyped)?;
+        domain.give(objects, "cnode", cnode)?;
+        domain.give(objects, "vspace", vspace)?;
+    }
+    Ok(domain)
 }
 
 /// A zeroed 4 KiB Frame mapped at `address` of `space`.

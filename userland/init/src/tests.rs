@@ -61,6 +61,7 @@ pub(crate) fn domain(pd: &str, program: &str, priority: u8) -> ProtectionDomain 
         priority,
         stack_size: 16 << 10,
         heap_size: 0,
+        untyped_size: 0,
     }
 }
 
@@ -298,6 +299,36 @@ fn a_refused_grant_names_the_domain_and_the_device_and_starts_nothing() {
 }
 
 #[test]
+fn a_domain_with_an_untyped_gets_it_with_its_own_cnode_and_vspace() {
+    let calls = recording(None);
+    let mut system = pingpong();
+    system.domains[1].untyped_size = 64 << 10;
+    let built = build(&system, &["ping", "pong"]).unwrap();
+    clear_kernel();
+    let (_, server) = &built.domains[0];
+    let (_, client) = &built.domains[1];
+    assert!(server.lookup::<sys::Untyped>("untyped").is_none());
+    assert!(server.lookup::<sys::CNode>("cnode").is_none());
+    assert_eq!(server.count, 2);
+    let untyped = client.lookup::<sys::Untyped>("untyped").unwrap();
+    let cnode = client.lookup::<sys::CNode>("cnode").unwrap();
+    let vspace = client.lookup::<sys::PageTable>("vspace").unwrap();
+    assert_eq!(
+        [untyped.slot(), cnode.slot(), vspace.slot()],
+        [1, 2, 3],
+        "the three come first, before the channels"
+    );
+    assert_eq!(client.count, 5);
+    // One 64 KiB Untyped (2^16) was retyped for it.
+    let untypeds = labelled(&calls.borrow(), Invocation::UntypedRetype)
+        .into_iter()
+        .filter(|call| call.mrs[0] == sys::ObjectType::Untyped as u64)
+        .map(|call| call.mrs[1])
+        .collect::<Vec<_>>();
+    assert_eq!(untypeds, [16]);
+}
+
+#[test]
 fn a_damaged_description_is_refused_naming_the_entry() {
     let _calls = recording(None);
     let mut system = pingpong();
@@ -308,6 +339,13 @@ fn a_damaged_description_is_refused_naming_the_entry() {
     system.channels[0].ends[1].id = 64;
     let error = build(&system, &["ping", "pong"]).unwrap_err();
     assert!(error.starts_with("channel 0: "), "{error}");
+    let mut system = pingpong();
+    system.domains[0].untyped_size = 48 << 10;
+    let error = build(&system, &["ping", "pong"]).unwrap_err();
+    assert!(
+        error.starts_with("protection_domain 0 (\"server\"): an untyped of 49152 bytes"),
+        "{error}"
+    );
     let mut system = pingpong();
     system.regions[0].size = 100;
     let error = build(&system, &["ping", "pong"]).unwrap_err();

@@ -38,6 +38,8 @@
 //! | `iospace<N>` | IoSpace | its IoSpace, the grant's `io_map` regions mapped |
 //! | `faults<N>`, `faults<N>.signal` | IoFaultQueue, Notification | the grant's fault queue (bound to the device) and what it signals |
 //! | `init` | Endpoint | requests to init (`crate::resources`), for domains with `on_request` grants |
+//! | `untyped` | Untyped | the domain's `untyped` bytes of memory to retype into objects of its own |
+//! | `cnode`, `vspace` | CNode, PageTable | with `untyped`: its own CSpace root and VSpace root, to place, delete and map what it builds |
 //!
 //! The registers (BAR 0) of the `N`th granted device are mapped at
 //! [`DEVICE_REGISTERS_ADDRESS`]` + N * `[`DEVICE_REGISTERS_STRIDE`] (plus

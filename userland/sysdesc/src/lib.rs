@@ -61,7 +61,7 @@ pub const INIT_RESERVED_START: u64 = 0x7F_8000_0000;
 
 /// Version of the encoded description; [`SystemDescription::decode`]
 /// refuses any other.
-pub const DESCRIPTION_VERSION: u32 = 2;
+pub const DESCRIPTION_VERSION: u32 = 3;
 
 /// A short UTF-8 name.
 pub type Name = heapless::String<NAME_LEN>;
@@ -107,7 +107,17 @@ pub struct ProtectionDomain {
     pub stack_size: u64,
     /// Bytes of heap for the domain (a multiple of 4 KiB, may be 0).
     pub heap_size: u64,
+    /// Bytes of the Untyped the domain receives to build objects from (a
+    /// power of two of at least [`MIN_UNTYPED_SIZE`]), with its own CNode
+    /// and VSpace capabilities; 0: none of the three.
+    pub untyped_size: u64,
 }
+
+/// The smallest Untyped a domain may receive: one 4 KiB page.
+pub const MIN_UNTYPED_SIZE: u64 = 4 << 10;
+/// The largest Untyped a domain may receive (init carves it from its own
+/// RAM Untypeds, which QEMU's 512 MiB machines share with everything else).
+pub const MAX_UNTYPED_SIZE: u64 = 64 << 20;
 
 /// The page size a memory region is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +407,7 @@ mod tests {
                 priority: 100,
                 stack_size: 16 << 10,
                 heap_size: 64 << 10,
+                untyped_size: 64 << 10,
             })
             .unwrap();
         description
