@@ -217,13 +217,18 @@ impl Cap<CNode> {
     /// to an object destroys it and everything that depended on it (IO
     /// mappings, attachments, PASID bindings) before the call returns.
     ///
-    /// Errors: `CnodeNotEmpty`.
+    /// Errors: `CnodeNotEmpty`, `InsufficientRights` (this CNode
+    /// capability lacks the write right), `IommuTimeout` (the IOMMU did not
+    /// confirm the invalidation: the delete stands, the devices that could
+    /// still use a stale translation are blocked).
     pub fn delete(self, slot: u32) -> Result<(), Error> {
         invoke_status(self, Invocation::CnodeDelete, &[u64::from(slot)], &[])
     }
 
     /// `CnodeRevoke`: deletes every capability derived from `slot`, with the
     /// same strictness as [`delete`](Cap::delete).
+    ///
+    /// Errors: as [`delete`](Cap::delete).
     pub fn revoke(self, slot: u32) -> Result<(), Error> {
         invoke_status(self, Invocation::CnodeRevoke, &[u64::from(slot)], &[])
     }
@@ -317,6 +322,9 @@ impl Cap<Tcb> {
     }
 
     /// `TcbResume`: makes the thread runnable.
+    ///
+    /// Errors: `NotConfigured` (no address space, CSpace or IPC buffer: it
+    /// was never configured, or one of them died), `InsufficientRights`.
     pub fn resume(self) -> Result<(), Error> {
         invoke_status(self, Invocation::TcbResume, &[], &[])
     }
@@ -367,12 +375,19 @@ impl Cap<Frame> {
 
 impl Cap<PageTable> {
     /// `PageTableMap`: installs this page table in the VSpace `vspace`
-    /// (cap 0) to cover `address`.
+    /// (cap 0) to cover `address`, as the highest level missing there.
+    ///
+    /// Errors: `InsufficientRights` (this capability or the VSpace's lacks
+    /// the write right), `AlreadyMapped`, `AddressInUse` (every level is
+    /// present), `InvalidAddress`.
     pub fn map(self, vspace: Cap<PageTable>, address: u64) -> Result<(), Error> {
         invoke_status(self, Invocation::PageTableMap, &[address], &[vspace.slot()])
     }
 
-    /// `PageTableUnmap`: removes this page table from its VSpace.
+    /// `PageTableUnmap`: removes this page table from its VSpace. Only an
+    /// empty table leaves: unmap its frames and lower tables first.
+    ///
+    /// Errors: `TableNotEmpty`, `NotMapped`, `InsufficientRights`.
     pub fn unmap(self) -> Result<(), Error> {
         invoke_status(self, Invocation::PageTableUnmap, &[], &[])
     }
@@ -522,7 +537,8 @@ impl Cap<IoDevice> {
     /// `IoDeviceAttach`: translates the device's DMA with the stage-2 `space`
     /// (cap 0).
     ///
-    /// Errors: `AlreadyAttached`, `WrongUnit`.
+    /// Errors: `AlreadyAttached`, `WrongUnit`, `IoShareExhausted` (the
+    /// space holds its share of the unit's attachments), `IommuTimeout`.
     pub fn attach(self, space: Cap<IoSpace>) -> Result<(), Error> {
         invoke_status(self, Invocation::IoDeviceAttach, &[], &[space.slot()])
     }
@@ -530,7 +546,9 @@ impl Cap<IoDevice> {
     /// `IoDeviceAttachNested`: translates the device's DMA with `table`
     /// (cap 0) as stage 1, nested under its IoSpace.
     ///
-    /// Errors: `AlreadyAttached`, `WrongUnit`, `DeadObject`.
+    /// Errors: `AlreadyAttached`, `WrongUnit`, `DeadObject`,
+    /// `IoShareExhausted` (the space holds its share of the unit's
+    /// attachments or nests), `IommuTimeout`.
     pub fn attach_nested(self, table: Cap<IoUserTable>) -> Result<(), Error> {
         invoke_status(self, Invocation::IoDeviceAttachNested, &[], &[table.slot()])
     }
@@ -585,6 +603,10 @@ impl Cap<IoSpace> {
 
     /// `IoSpaceUnmap`: unmaps `frame` (cap 0) from this space; caches are
     /// invalidated and the invalidation has completed when the call returns.
+    ///
+    /// Errors: `NotMapped`, `IommuTimeout` (the unit did not confirm the
+    /// invalidation: the mapping is gone and the space's devices are
+    /// blocked).
     pub fn unmap(self, frame: Cap<Frame>) -> Result<(), Error> {
         invoke_status(self, Invocation::IoSpaceUnmap, &[], &[frame.slot()])
     }

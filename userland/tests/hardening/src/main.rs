@@ -17,6 +17,8 @@
 //!   does nothing;
 //! - a message with the fault label cannot be sent by a thread, so a fault
 //!   handler can tell a real fault from a forged one;
+//! - one IoSpace holds at most its share of the IOMMU unit's attachment
+//!   records and nests, so another IoSpace can always attach;
 //! - a kernel reference to an object dies with it: a thread's fault
 //!   endpoint and an interrupt line's notification, once deleted and their
 //!   memory retyped as a Frame, are never written through.
@@ -275,6 +277,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("deleted_irq_notification_is_never_signalled", || {
         deleted_irq_notification(&mut world)
+    });
+    suite.run("one_io_space_cannot_fill_the_units_tables", || {
+        io_space_shares(&mut world)
     });
     suite.finish()
 }
@@ -741,4 +746,87 @@ fn deleted_irq_notification(world: &mut World) -> Outcome {
     );
     check!(heard.is_ok(), "the line never fired: {heard:?}");
     Ok(())
+}
+
+/// The share of the unit's 64 attachment records and 32 nests one IoSpace
+/// may hold (`io_space::SHARE`).
+const ATTACHMENT_SHARE: u32 = 16;
+const NEST_SHARE: u32 = 8;
+/// Requester ids no device on either machine uses (bus 2): attached
+/// without DMA.
+const SPARE_REQUESTERS: u32 = 0x200;
+
+/// Finding 9: the unit-wide limits (64 attachments, 32 nests) cannot be
+/// filled by one IoSpace's holder: it gets `IoShareExhausted` at its share
+/// and another IoSpace still attaches.
+fn io_space_shares(world: &mut World) -> Outcome {
+    let control: Cap<sys::IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+    let greedy = step("an IoSpace", world.objects.make_io_space(control))?;
+    let other = step("another IoSpace", world.objects.make_io_space(control))?;
+    let mut devices = [None; (ATTACHMENT_SHARE + 1) as usize];
+    for (i, device) in devices.iter_mut().enumerate() {
+        let slot = step("a free slot", world.objects.slot())?;
+        *device = Some(step(
+            "MintDevice",
+            control.mint_device(SPARE_REQUESTERS + i as u32, slot),
+        )?);
+    }
+    let devices = devices.map(|d| d.expect("minted above"));
+    let (within, beyond) = devices.split_at(ATTACHMENT_SHARE as usize);
+    for device in within {
+        step("attach within the share", device.attach(greedy))?;
+    }
+    let refused = beyond[0].attach(greedy);
+    let elsewhere = beyond[0].attach(other);
+    for device in within {
+        step("detach", device.detach())?;
+    }
+    let _ = beyond[0].detach();
+    // Nests: each user table a device is nested on is one.
+    let mut nested = 0;
+    let mut nest_refused = Ok(());
+    for (i, device) in devices.iter().enumerate().take(NEST_SHARE as usize + 1) {
+        let slot = step("a free slot", world.objects.slot())?;
+        let root = 0x40_0000 + 0x1000 * i as u64;
+        let table = step(
+            "BindUserTable",
+            greedy.bind_user_table(root, user_table_format(), slot),
+        )?;
+        match device.attach_nested(table) {
+            Ok(()) => nested += 1,
+            Err(e) => {
+                nest_refused = Err(e);
+                break;
+            }
+        }
+    }
+    for device in &devices {
+        let _ = device.detach();
+        step("delete a device", cnode().delete(device.slot()))?;
+    }
+    step("delete the IoSpace", cnode().delete(greedy.slot()))?;
+    step("delete the other IoSpace", cnode().delete(other.slot()))?;
+    check!(
+        refused == Err(Error::IoShareExhausted),
+        "attachment {} to one IoSpace answered {refused:?}",
+        ATTACHMENT_SHARE + 1
+    );
+    check!(
+        elsewhere.is_ok(),
+        "another IoSpace could not attach: {elsewhere:?}"
+    );
+    check!(
+        nested == NEST_SHARE && nest_refused == Err(Error::IoShareExhausted),
+        "{nested} nests in one IoSpace, then {nest_refused:?} (share {NEST_SHARE})"
+    );
+    Ok(())
+}
+
+/// The stage-1 format of this machine's IOMMU.
+fn user_table_format() -> sys::UserTableFormat {
+    if cfg!(target_arch = "x86_64") {
+        sys::UserTableFormat::X86FirstStage4Level
+    } else {
+        sys::UserTableFormat::ArmStage1Granule4k48Bit
+    }
 }
