@@ -931,6 +931,7 @@ pub fn reconcile(
             .notification
             .as_ref()
             .is_some_and(|n| !notification_alive(n))
+            && !planted(Seed::DanglingReferences)
         {
             queue.notification = None;
         }

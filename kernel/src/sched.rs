@@ -547,7 +547,7 @@ pub fn reconcile(
                     .iter()
                     .filter(|r| r.kind == caps::ObjectKind::Tcb && r.paddr != paddr)
                 {
-                    if tcb(other.paddr).reply_to == paddr {
+                    if tcb(other.paddr).reply_to == paddr && !keeps_dangling_references() {
                         tcb(other.paddr).reply_to = 0;
                     }
                 }
@@ -564,7 +564,7 @@ pub fn reconcile(
                     .iter()
                     .filter(|r| r.kind == caps::ObjectKind::Tcb)
                 {
-                    if tcb(other.paddr).fault_endpoint == paddr {
+                    if tcb(other.paddr).fault_endpoint == paddr && !keeps_dangling_references() {
                         tcb(other.paddr).fault_endpoint = 0;
                     }
                 }
@@ -602,6 +602,12 @@ pub fn reconcile(
         scheduler.unregister(index);
     }
     freed
+}
+
+/// `seed=dangling-references` (test kernels only): the clean-ups of
+/// references to dead objects are skipped.
+fn keeps_dangling_references() -> bool {
+    crate::testing::seeds::planted(crate::testing::seeds::Seed::DanglingReferences)
 }
 
 /// Names the thread at `paddr` (`DebugNameThread`).
@@ -996,6 +1002,7 @@ pub fn reconcile_irqs(
         if b.notification
             .as_ref()
             .is_some_and(|n| !notification_alive(n))
+            && !keeps_dangling_references()
         {
             b.notification = None;
             arch::irq_line_enable(b.line, false);

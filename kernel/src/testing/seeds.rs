@@ -47,6 +47,15 @@ pub enum Seed {
     /// deleted IoDevice keeps translating; the `edu` test
     /// `deleting_the_device_blocks_it` fails.
     IoDeviceSurvivesDelete,
+    /// `dangling-references`: when an object dies, the kernel keeps its
+    /// references to it from threads (fault endpoint, a server's pending
+    /// reply), interrupt lines and IO fault queues (their notification);
+    /// the `hardening` tests `deleted_fault_endpoint_is_never_written`,
+    /// `deleted_irq_notification_is_never_signalled` and
+    /// `reply_to_a_dead_caller_writes_nothing` and the `edu` test
+    /// `deleted_notification_is_never_signalled` fail (the kernel writes
+    /// into the Frame that took the dead object's memory).
+    DanglingReferences,
 }
 
 /// Whether `seed` is planted: always `false` in a kernel without the
@@ -79,6 +88,7 @@ mod planting {
         Seed::IoSkipInvalidation,
         Seed::IoStage2Identity,
         Seed::IoDeviceSurvivesDelete,
+        Seed::DanglingReferences,
     ];
 
     /// One bit per planted seed (bit `Seed as u32`). Written once at boot,
@@ -98,6 +108,7 @@ mod planting {
                 Seed::IoSkipInvalidation => "io-skip-invalidation",
                 Seed::IoStage2Identity => "io-stage2-identity",
                 Seed::IoDeviceSurvivesDelete => "io-device-survives-delete",
+                Seed::DanglingReferences => "dangling-references",
             }
         }
 
@@ -113,6 +124,7 @@ mod planting {
                 Seed::IoSkipInvalidation => "IOTLB invalidations are skipped",
                 Seed::IoStage2Identity => "every IoSpace maps foreign RAM at IPA = PA",
                 Seed::IoDeviceSurvivesDelete => "deleted IoDevices keep translating",
+                Seed::DanglingReferences => "references to dead objects are kept",
             }
         }
 

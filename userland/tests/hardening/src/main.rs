@@ -21,7 +21,9 @@
 //!   records and nests, so another IoSpace can always attach;
 //! - a kernel reference to an object dies with it: a thread's fault
 //!   endpoint and an interrupt line's notification, once deleted and their
-//!   memory retyped as a Frame, are never written through.
+//!   memory retyped as a Frame, are never written through; a caller whose
+//!   server dies is woken with `DeadObject`, and a server's reply to a
+//!   caller that died goes nowhere.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -280,6 +282,12 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("one_io_space_cannot_fill_the_units_tables", || {
         io_space_shares(&mut world)
+    });
+    suite.run("dead_server_wakes_its_caller", || {
+        dead_server_wakes_its_caller(&mut world)
+    });
+    suite.run("reply_to_a_dead_caller_writes_nothing", || {
+        reply_to_a_dead_caller(&mut world)
     });
     suite.finish()
 }
@@ -608,6 +616,15 @@ fn reuse_as_frame(
     world: &mut World,
     small: Cap<sys::Untyped>,
 ) -> Result<Cap<Frame>, rt::testing::Failure> {
+    reuse_as_frame_with(world, small, MapRights::READ)
+}
+
+/// [`reuse_as_frame`] with the mapping's `rights`.
+fn reuse_as_frame_with(
+    world: &mut World,
+    small: Cap<sys::Untyped>,
+    rights: MapRights,
+) -> Result<Cap<Frame>, rt::testing::Failure> {
     let slot = step("a free slot", world.objects.slot())?;
     step(
         "retype a Frame where the object was",
@@ -616,26 +633,34 @@ fn reuse_as_frame(
     let frame: Cap<Frame> = Cap::from_slot(slot);
     step(
         "map the reused page",
-        rt::space::map_frame(
-            &mut world.objects,
-            frame,
-            own_space(),
-            REUSED_PAGE,
-            MapRights::READ,
-        ),
+        rt::space::map_frame(&mut world.objects, frame, own_space(), REUSED_PAGE, rights),
     )?;
     Ok(frame)
 }
 
 /// The first non-zero word of the page at [`REUSED_PAGE`]: (offset, value).
-#[allow(unsafe_code)]
 fn first_nonzero_word() -> Option<(u64, u64)> {
+    first_word_other_than(0)
+}
+
+/// The first word of the page at [`REUSED_PAGE`] that is not `expected`:
+/// (offset, value).
+#[allow(unsafe_code)]
+fn first_word_other_than(expected: u64) -> Option<(u64, u64)> {
     (0..512u64).find_map(|i| {
         // SAFETY: a 4 KiB Frame is mapped readable at REUSED_PAGE while the
         // tests that call this run; `i` < 512.
         let value = unsafe { ((REUSED_PAGE + 8 * i) as *const u64).read_volatile() };
-        (value != 0).then_some((8 * i, value))
+        (value != expected).then_some((8 * i, value))
     })
+}
+
+/// Fills the page at [`REUSED_PAGE`] (mapped writable) with `byte`.
+#[allow(unsafe_code)]
+fn fill_reused_page(byte: u8) {
+    // SAFETY: a 4 KiB Frame is mapped read-write at REUSED_PAGE by the
+    // caller; nothing else in this program refers to that memory.
+    unsafe { core::ptr::write_bytes(REUSED_PAGE as *mut u8, byte, 4096) }
 }
 
 /// Unmaps and deletes the reused Frame and its Untyped.
@@ -829,4 +854,174 @@ fn user_table_format() -> sys::UserTableFormat {
     } else {
         sys::UserTableFormat::ArmStage1Granule4k48Bit
     }
+}
+
+// ----- threads of the root task's own space (the reply tests) -----
+
+/// One helper thread's stack.
+#[repr(C, align(16))]
+struct Stack([u8; 8 * 1024]);
+
+static mut STACKS: [Stack; 4] = [const { Stack([0; 8 * 1024]) }; 4];
+
+/// The top of stack `index`, as the architecture expects it at a
+/// function's first instruction (x86_64: as if a return address had been
+/// pushed).
+#[allow(unsafe_code)]
+fn stack_top(index: usize) -> u64 {
+    // SAFETY: only the address is taken; each test gives each stack to one
+    // thread, which is deleted before the stack is handed out again.
+    let top = unsafe { core::ptr::addr_of!(STACKS[index]) as u64 } + 8 * 1024;
+    if cfg!(target_arch = "x86_64") {
+        top - 8
+    } else {
+        top
+    }
+}
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The slots the helper threads use (set before they start).
+static ENDPOINT: AtomicU64 = AtomicU64::new(0);
+static GO: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
+static NEVER: AtomicU64 = AtomicU64::new(0);
+/// What the caller's `Call` answered: 0 for success, else the error code.
+static CALL_RESULT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn slot_of(cell: &AtomicU64) -> u32 {
+    cell.load(Ordering::Relaxed) as u32
+}
+
+/// Blocks for good (on a notification nobody signals).
+fn block_forever() -> ! {
+    let never: Cap<Notification> = Cap::from_slot(slot_of(&NEVER));
+    loop {
+        let _ = never.wait();
+    }
+}
+
+/// Receives one call and never answers it.
+extern "C" fn silent_server(_: u64) -> ! {
+    let endpoint: Cap<Endpoint> = Cap::from_slot(slot_of(&ENDPOINT));
+    let _ = endpoint.recv();
+    block_forever()
+}
+
+/// Receives one call, waits for `GO`, then replies (and receives again).
+extern "C" fn late_server(_: u64) -> ! {
+    let endpoint: Cap<Endpoint> = Cap::from_slot(slot_of(&ENDPOINT));
+    let go: Cap<Notification> = Cap::from_slot(slot_of(&GO));
+    let _ = endpoint.recv();
+    let _ = go.wait();
+    let _ = endpoint.reply_recv(MessageInfo::new(7, 4), [u64::MAX; 4]);
+    block_forever()
+}
+
+/// Calls, records the answer, signals `DONE`.
+extern "C" fn caller(_: u64) -> ! {
+    let endpoint: Cap<Endpoint> = Cap::from_slot(slot_of(&ENDPOINT));
+    let answer = endpoint.call(MessageInfo::new(1, 0), [0; 4]);
+    let code = match answer {
+        Ok(_) => 0,
+        Err(e) => u64::from(e.code()),
+    };
+    CALL_RESULT.store(code, Ordering::Relaxed);
+    let done: Cap<Notification> = Cap::from_slot(slot_of(&DONE));
+    let _ = done.signal();
+    block_forever()
+}
+
+/// Starts `entry` on stack `stack` as `tcb`, a helper thread of the root
+/// task at `priority`.
+fn start(tcb: Cap<Tcb>, entry: extern "C" fn(u64) -> !, stack: usize, priority: u8) -> Outcome {
+    step("configure", tcb.configure_in_root_task(0))?;
+    step(
+        "registers",
+        tcb.write_registers(entry as usize as u64, stack_top(stack), 0),
+    )?;
+    step("priority", tcb.set_priority(priority))?;
+    step("resume", tcb.resume())?;
+    Ok(())
+}
+
+/// The endpoint and notifications the reply tests share.
+fn reply_objects(world: &mut World) -> Result<[u32; 4], rt::testing::Failure> {
+    let mut slots = [0u32; 4];
+    for (slot, kind) in slots.iter_mut().zip([
+        ObjectType::Endpoint,
+        ObjectType::Notification,
+        ObjectType::Notification,
+        ObjectType::Notification,
+    ]) {
+        let made: Cap<Notification> = step("retype", world.objects.make(kind, 0))?;
+        *slot = made.slot();
+    }
+    for (cell, slot) in [&ENDPOINT, &GO, &DONE, &NEVER].into_iter().zip(slots) {
+        cell.store(u64::from(slot), Ordering::Relaxed);
+    }
+    Ok(slots)
+}
+
+fn delete_all(slots: &[u32]) -> Outcome {
+    for &slot in slots {
+        step("delete", cnode().delete(slot))?;
+    }
+    Ok(())
+}
+
+/// Finding 2 (sweep): a caller waiting for the reply of a server that dies
+/// is woken with `DeadObject` (it would otherwise wait for ever, or be
+/// answered later through the dead server's memory).
+fn dead_server_wakes_its_caller(world: &mut World) -> Outcome {
+    let objects = reply_objects(world)?;
+    CALL_RESULT.store(u64::MAX, Ordering::Relaxed);
+    let server: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    let client: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    // Both run ahead of us: the server waits in Recv, the client calls it.
+    start(server, silent_server, 0, 150)?;
+    start(client, caller, 1, 120)?;
+    step("delete the server", cnode().delete(server.slot()))?;
+    let done: Cap<Notification> = Cap::from_slot(slot_of(&DONE));
+    step("wait for the caller", done.wait())?;
+    let result = CALL_RESULT.load(Ordering::Relaxed);
+    step("delete the client", cnode().delete(client.slot()))?;
+    delete_all(&objects)?;
+    check!(
+        result == u64::from(Error::DeadObject.code()),
+        "the caller of a dead server was answered {result:#x}, not DeadObject"
+    );
+    Ok(())
+}
+
+/// Finding 2 (sweep): a server holds a reply for a caller that then dies,
+/// and the caller's memory becomes a Frame. The server's late reply must
+/// go nowhere (a kernel that kept the reference writes the reply into the
+/// Frame).
+fn reply_to_a_dead_caller(world: &mut World) -> Outcome {
+    let objects = reply_objects(world)?;
+    let server: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    start(server, late_server, 2, 150)?;
+    let (small, client) = lone_object::<Tcb>(world, ObjectType::Tcb)?;
+    // The client calls at once; the server takes the call and waits for GO.
+    start(client, caller, 3, 120)?;
+    step("delete the caller", cnode().delete(client.slot()))?;
+    let frame = reuse_as_frame_with(world, small, MapRights::READ_WRITE)?;
+    // Every byte 4, the kernel's BLOCKED_REPLY state: whatever offset the
+    // state of a TCB here would be read from, it says "waiting for a
+    // reply", so a kernel that kept the reference would write the reply.
+    fill_reused_page(4);
+    let go: Cap<Notification> = Cap::from_slot(slot_of(&GO));
+    step("let the server reply", go.signal())?;
+    let written = first_word_other_than(0x0404_0404_0404_0404);
+    step("delete the server", cnode().delete(server.slot()))?;
+    release(frame, small)?;
+    delete_all(&objects)?;
+    check!(
+        written.is_none(),
+        "the reply went to the dead caller: the kernel wrote {:#x} at offset {:#x} of the page that replaced it",
+        written.map_or(0, |(_, v)| v),
+        written.map_or(0, |(o, _)| o)
+    );
+    Ok(())
 }
