@@ -476,9 +476,15 @@ fn one_space_cannot_drain_the_table_pool(world: &mut World) -> Outcome {
     );
     another_space_still_works(world)?;
     let detached = device.detach();
-    check!(detached.is_ok(), "Detach the drainer's device: {detached:?}");
+    check!(
+        detached.is_ok(),
+        "Detach the drainer's device: {detached:?}"
+    );
     let deleted = world.objects.delete(device.slot());
-    check!(deleted.is_ok(), "delete the drainer's IoDevice: {deleted:?}");
+    check!(
+        deleted.is_ok(),
+        "delete the drainer's IoDevice: {deleted:?}"
+    );
     drained_space_returns_its_memory(world, drainer)
 }
 
