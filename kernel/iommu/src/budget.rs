@@ -13,12 +13,14 @@
 //!  pool (total pages) = unreserved  +  per_space × live IoSpaces
 //!                       │                 │
 //!                       │                 └─ each: used (tables it holds) + left
-//!                       └─ the unit draws here; never below unit_floor by a reservation
+//!                       └─ the unit draws here; reservations leave it unit_floor
+//!                          pages, counting those it already holds
 //! ```
 //!
 //! - [`Ledger::reserve`] sets aside [`Budget::per_space`] pages when an
 //!   IoSpace is created, and refuses (the IoSpace is not created) unless
-//!   [`Budget::unit_floor`] pages stay unreserved.
+//!   the unit keeps [`Budget::unit_floor`] pages (unreserved ones and
+//!   those it already holds).
 //! - [`Ledger::charge`] takes one page of an account's reservation and
 //!   refuses when it is used up: the IoSpace that wants more tables runs
 //!   out itself, and no other account changes.
@@ -50,8 +52,9 @@ pub struct Budget {
     /// Pages reserved for each IoSpace when it is created: the most its
     /// tables may ever hold.
     pub per_space: usize,
-    /// Pages no reservation may take: the unit's own structures draw
-    /// from the unreserved pages.
+    /// Pages no reservation may take from the unit, counting those it
+    /// already holds: the unit's own structures draw from the unreserved
+    /// pages.
     pub unit_floor: usize,
 }
 
@@ -87,6 +90,8 @@ pub struct Ledger<S, const N: usize> {
     reservations: [Option<Reservation<S>>; N],
     /// Pool pages no IoSpace reserved.
     unreserved: usize,
+    /// Pages the unit's own structures hold (they count towards its floor).
+    unit_used: usize,
     budget: Budget,
 }
 
@@ -96,6 +101,7 @@ impl<S: Copy + Eq, const N: usize> Ledger<S, N> {
         Self {
             reservations: [None; N],
             unreserved: 0,
+            unit_used: 0,
             budget,
         }
     }
@@ -131,13 +137,14 @@ impl<S: Copy + Eq, const N: usize> Ledger<S, N> {
 
     /// Sets aside [`Budget::per_space`] pages for a new IoSpace (nothing
     /// more if it already holds a reservation). Refused, changing
-    /// nothing, when the unreserved pages would fall below
-    /// [`Budget::unit_floor`] or the ledger is full.
+    /// nothing, when the unreserved pages and those the unit already holds
+    /// would fall below [`Budget::unit_floor`], or the ledger is full.
     pub fn reserve(&mut self, space: S) -> Result<(), BudgetError> {
         if self.reservation(space).is_some() {
             return Ok(());
         }
-        if self.unreserved < self.budget.per_space + self.budget.unit_floor {
+        let left = self.unreserved.checked_sub(self.budget.per_space);
+        if left.is_none_or(|left| left + self.unit_used < self.budget.unit_floor) {
             return Err(BudgetError::PoolReserved);
         }
         let free = self
@@ -180,6 +187,7 @@ impl<S: Copy + Eq, const N: usize> Ledger<S, N> {
                     .unreserved
                     .checked_sub(1)
                     .ok_or(BudgetError::Exhausted)?;
+                self.unit_used += 1;
             }
             Account::Space(space) => {
                 let r = self
@@ -202,7 +210,11 @@ impl<S: Copy + Eq, const N: usize> Ledger<S, N> {
     /// page is counted as unreserved too).
     pub fn refund(&mut self, account: Account<S>) -> Result<(), BudgetError> {
         let refunded = match account {
-            Account::Unit => Ok(()),
+            Account::Unit if self.unit_used > 0 => {
+                self.unit_used -= 1;
+                Ok(())
+            }
+            Account::Unit => Err(BudgetError::Exhausted),
             Account::Space(space) => match self.reservation_mut(space) {
                 None => Err(BudgetError::UnknownSpace),
                 Some(r) if r.used == 0 => Err(BudgetError::Exhausted),
@@ -313,6 +325,27 @@ mod tests {
         assert_eq!(ledger.retire(2), Ok(0));
         assert_eq!(ledger.reserve(4), Ok(()));
         assert_eq!(ledger.retire(2), Err(BudgetError::UnknownSpace));
+    }
+
+    #[test]
+    fn pages_the_unit_holds_count_towards_its_floor() {
+        let mut ledger: Ledger<u32, 8> = Ledger::new(BUDGET);
+        ledger.add_pages(8 * 2 + 4);
+        // The unit took three pages before the IoSpaces came: both still fit.
+        for _ in 0..3 {
+            ledger.charge(Account::Unit).unwrap();
+        }
+        assert_eq!(ledger.reserve(1), Ok(()));
+        assert_eq!(ledger.reserve(2), Ok(()));
+        assert_eq!(ledger.available(Account::Unit), 1);
+        // Beyond its floor the unit takes nothing reserved.
+        ledger.charge(Account::Unit).unwrap();
+        assert_eq!(ledger.charge(Account::Unit), Err(BudgetError::Exhausted));
+        assert_eq!(ledger.available(Account::Space(1)), 8);
+        // A page the unit frees is unreserved again.
+        ledger.refund(Account::Unit).unwrap();
+        assert_eq!(ledger.available(Account::Unit), 1);
+        assert_eq!(ledger.free_pages(), 8 * 2 + 1);
     }
 
     #[test]
