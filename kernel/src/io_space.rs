@@ -18,9 +18,18 @@
 //! reserves DID 0 under caching mode); nest `i` uses DID `0x8001 + i` for
 //! its shadow (VT-d) or ASID `i + 1` (SMMUv3), so no two tables share a tag.
 //!
+//! Table memory is charged to the IoSpace it serves (`iommu::budget`):
+//! each IoSpace reserves [`SPACE_BUDGET`] pages of the pool when it is
+//! created (`TableMemoryExhausted` if the pool cannot set them aside), and
+//! every page of its stage 2, its shadows and its CDs comes out of that
+//! reservation and goes back to it; the unit's own tables (context, PASID,
+//! level-2 stream tables) come from the [`UNIT_FLOOR`] pages no IoSpace
+//! may reserve. So one IoSpace that fills its tables runs out alone.
+//!
 //! Every effect is applied under the unit lock; invocations check
-//! beforehand that the pool holds enough pages ([`ensure_pool`]), so an
-//! effect never fails for lack of memory.
+//! beforehand that the account they charge has enough pages left
+//! ([`ensure_pool`], [`ensure_attach_room`]), so an effect never fails for
+//! lack of memory.
 //!
 //! Fail closed: an invalidation that fails or times out blocks every
 //! device that may still translate through what it was meant to remove
@@ -36,16 +45,28 @@ use abi::Error;
 use caps::{Effect, FaultSource, ObjectId, Rights};
 use iommu::FrameAllocator;
 use iommu::attachments::{Attachment, Attachments, Exposed, Share, ShareError};
+use iommu::budget::{Account, Budget, BudgetError, Ledger};
 use iommu::pagetable::{PageSize, PageTable, Perms};
 
-/// Pages reserved at boot for IOMMU tables created after boot.
-const POOL_PAGES: usize = 1024;
-/// Pages an invocation needs free before it may change IO tables: a
-/// stage-2 walk (3), a shadow or CD (1) and the unit's context/PASID
-/// tables (3), with margin.
-pub const POOL_RESERVE: usize = 8;
 /// Most live IoSpaces, nests, attached requesters, routes and queues.
 const SPACES: usize = 64;
+/// Table pages each IoSpace reserves when it is created: the most its
+/// stage 2, shadows and CDs may hold. The `edu` tests' IoSpaces peak at 9
+/// (kernel/README.md); 64 leaves room for a driver spread over about 50
+/// 2 MiB regions.
+pub const SPACE_BUDGET: usize = 64;
+/// Pool pages no IoSpace may reserve: the unit's context and PASID tables
+/// (VT-d) and level-2 stream tables (SMMUv3) come from them.
+pub const UNIT_FLOOR: usize = 64;
+/// Pages taken at boot for IOMMU tables created after boot: a reservation
+/// for every one of the [`SPACES`] IoSpaces plus the unit's floor
+/// (4,160 pages, 16.25 MiB).
+const POOL_PAGES: usize = SPACES * SPACE_BUDGET + UNIT_FLOOR;
+/// Pages an invocation needs left in the account it charges before it may
+/// change IO tables: a stage-2 walk (3), a shadow or CD (1), or a VT-d
+/// shadow update over two 2 MiB regions (6); for an attach, also the
+/// unit's context/PASID tables (3). With margin.
+pub const POOL_RESERVE: usize = 8;
 const NESTS: usize = 32;
 const ATTACHED: usize = 64;
 const QUEUES: usize = 32;
@@ -69,13 +90,13 @@ type Stage2Format = iommu::smmuv3::pagetable::Stage2Format;
 type Stage2 = PageTable<Stage2Format>;
 
 /// Free table pages.
-struct Pool {
-    free: heapless::Vec<u64, POOL_PAGES>,
+struct FreePages {
+    pages: heapless::Vec<u64, POOL_PAGES>,
 }
 
-impl FrameAllocator for Pool {
+impl FrameAllocator for FreePages {
     fn alloc_zeroed_frame(&mut self) -> Option<u64> {
-        let page = self.free.pop()?;
+        let page = self.pages.pop()?;
         // SAFETY: pool pages are kernel-owned frames in the direct map that
         // no table references any more (they were freed after their
         // entries were cleared and invalidated).
@@ -84,10 +105,45 @@ impl FrameAllocator for Pool {
     }
 }
 
+/// The table pool: its free pages and who may take them.
+struct Pool {
+    free: FreePages,
+    ledger: Ledger<ObjectId, SPACES>,
+}
+
+/// The pool as one account sees it: every page taken is charged to it.
+type Charged<'a> = iommu::budget::Charged<'a, FreePages, ObjectId, SPACES>;
+
 impl Pool {
-    fn give_back(&mut self, page: u64) {
-        if self.free.push(page).is_err() {
+    /// The pool seen by `space`: pages for its stage 2, shadows and CDs.
+    fn of_space(&mut self, space: ObjectId) -> Charged<'_> {
+        Charged::new(&mut self.free, &mut self.ledger, Account::Space(space))
+    }
+
+    /// The pool seen by the unit: pages for its context, PASID and stream
+    /// tables.
+    fn of_unit(&mut self) -> Charged<'_> {
+        Charged::new(&mut self.free, &mut self.ledger, Account::Unit)
+    }
+
+    /// Returns `page`, charged to `account`, to the pool.
+    fn give_back(&mut self, account: Account<ObjectId>, page: u64) {
+        if self.free.pages.push(page).is_err() {
             crate::println!("[io] table page {page:#x} does not fit the pool: leaked");
+            return;
+        }
+        if let Err(why) = self.ledger.refund(account) {
+            crate::println!("[io] table page {page:#x} refunded to no reservation: {why:?}");
+        }
+    }
+
+    /// `TableMemoryExhausted` unless `account` has [`POOL_RESERVE`] pages
+    /// left.
+    fn ensure(&self, account: Account<ObjectId>) -> Result<(), Error> {
+        if self.ledger.available(account) >= POOL_RESERVE {
+            Ok(())
+        } else {
+            Err(Error::TableMemoryExhausted)
         }
     }
 }
@@ -145,7 +201,13 @@ const PENDING_TAGS: usize = 16;
 
 static STATE: spin::Mutex<State> = spin::Mutex::new(State {
     pool: Pool {
-        free: heapless::Vec::new(),
+        free: FreePages {
+            pages: heapless::Vec::new(),
+        },
+        ledger: Ledger::new(Budget {
+            per_space: SPACE_BUDGET,
+            unit_floor: UNIT_FLOOR,
+        }),
     },
     spaces: heapless::Vec::new(),
     nests: [const { None }; NESTS],
@@ -162,30 +224,36 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
 /// Takes the table pool's pages from the boot allocator.
 pub fn reserve_pool(frames: &mut BootFrames) {
     let mut state = STATE.lock();
-    while !state.pool.free.is_full() {
+    let pool = &mut state.pool;
+    let before = pool.free.pages.len();
+    while !pool.free.pages.is_full() {
         let Some(page) = frames.alloc() else { break };
-        let _ = state.pool.free.push(page);
+        let _ = pool.free.pages.push(page);
     }
+    let added = pool.free.pages.len() - before;
+    pool.ledger.add_pages(added);
+    let spaces = Ledger::<ObjectId, SPACES>::spaces_for(pool.ledger.budget(), added);
+    crate::println!(
+        "[io] table pool: {added} pages, {SPACE_BUDGET} reserved per IoSpace: {spaces} IoSpaces at once"
+    );
 }
 
-/// `TableMemoryExhausted` unless the pool can serve one more change.
-pub fn ensure_pool() -> Result<(), Error> {
-    if STATE.lock().pool.free.len() >= POOL_RESERVE {
-        Ok(())
-    } else {
-        Err(Error::TableMemoryExhausted)
-    }
+/// Before an `IoSpace.Map` in `space`: `TableMemoryExhausted` unless its
+/// reservation can serve one more stage-2 walk.
+pub fn ensure_pool(space: ObjectId) -> Result<(), Error> {
+    STATE.lock().pool.ensure(Account::Space(space))
 }
 
 /// Before an attach to `space` (through the stage-1 table at `root_ipa`
-/// for a nested attach): `TableMemoryExhausted` unless the pool can serve
-/// it, `ObjectTableFull` unless the unit has an attachment record (and a
+/// for a nested attach): `TableMemoryExhausted` unless the unit's pages
+/// (and `space`'s reservation, if a new nest is needed) can serve it,
+/// `ObjectTableFull` unless the unit has an attachment record (and a
 /// nest slot, if a new nest is needed) free, `IoShareExhausted` when
 /// `space` already uses its [`SHARE`] (so the effects that follow cannot
 /// fail for lack of room).
 pub fn ensure_attach_room(space: ObjectId, root_ipa: Option<u64>) -> Result<(), Error> {
-    ensure_pool()?;
     let state = STATE.lock();
+    state.pool.ensure(Account::Unit)?;
     let new_nest = root_ipa.is_some_and(|root| {
         !state
             .nests
@@ -195,6 +263,9 @@ pub fn ensure_attach_room(space: ObjectId, root_ipa: Option<u64>) -> Result<(), 
     });
     if new_nest && state.nests.iter().all(Option::is_some) {
         return Err(Error::ObjectTableFull);
+    }
+    if new_nest {
+        state.pool.ensure(Account::Space(space))?;
     }
     state.attached.admit(space, new_nest).map_err(|e| match e {
         ShareError::UnitFull => Error::ObjectTableFull,
@@ -254,18 +325,31 @@ fn stage2_at(unit: &Unit, root: u64) -> Option<Stage2> {
     }
 }
 
-/// Records a new IoSpace whose zeroed page at `root` becomes its stage-2 root.
+/// Records a new IoSpace whose zeroed page at `root` becomes its stage-2
+/// root, and reserves its [`SPACE_BUDGET`] table pages. Errors:
+/// `TableMemoryExhausted` when the pool cannot set them aside (too many
+/// IoSpaces live), `ObjectTableFull` when the kernel's IoSpace records are
+/// full; the caller deletes the IoSpace again.
 pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error> {
     let guard = UNIT.lock();
     let unit = guard.as_ref().ok_or(Error::NotSupported)?;
     let table = stage2_at(unit, root).ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
+    let state = &mut *state;
+    state.spaces.retain(|s| s.object != object);
+    if state.spaces.is_full() {
+        return Err(Error::ObjectTableFull);
+    }
+    state.pool.ledger.reserve(object).map_err(|e| match e {
+        BudgetError::LedgerFull => Error::ObjectTableFull,
+        _ => Error::TableMemoryExhausted,
+    })?;
     if planted(Seed::IoStage2Identity) {
         for page in (FOREIGN_IPA..FOREIGN_IPA + (2 << 20)).step_by(4096) {
             let read_write = Perms::READ_WRITE;
             let _ = table.map(
                 &DirectMemory,
-                &mut state.pool,
+                &mut state.pool.of_space(object),
                 page,
                 page,
                 PageSize::Size4K,
@@ -273,11 +357,8 @@ pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error
             );
         }
     }
-    state.spaces.retain(|s| s.object != object);
-    state
-        .spaces
-        .push(Space { object, table, did })
-        .map_err(|_| Error::ObjectTableFull)
+    let _ = state.spaces.push(Space { object, table, did });
+    Ok(())
 }
 
 fn perms(rights: Rights) -> Perms {
@@ -379,7 +460,7 @@ impl State {
         table
             .map(
                 &DirectMemory,
-                &mut self.pool,
+                &mut self.pool.of_space(space),
                 ipa,
                 paddr,
                 size,
@@ -500,7 +581,7 @@ impl State {
                 // Blocks the spaces' devices itself when the commands fail.
                 let done = smmu.invalidate_or_block(
                     &DirectMemory,
-                    &mut self.pool,
+                    &mut self.pool.of_unit(),
                     commands,
                     &mut self.attached,
                     exposed,
@@ -526,13 +607,20 @@ impl State {
         self.failure = Some(Error::IommuTimeout);
         let confirmed = match unit {
             #[cfg(target_arch = "x86_64")]
-            Unit::Vtd(vtd) => {
-                vtd.fail_closed(&DirectMemory, &mut self.pool, &mut self.attached, exposed)
-            }
+            Unit::Vtd(vtd) => vtd.fail_closed(
+                &DirectMemory,
+                &mut self.pool.of_unit(),
+                &mut self.attached,
+                exposed,
+            ),
             #[cfg(target_arch = "aarch64")]
             Unit::Smmu(smmu) => {
-                let stopped =
-                    smmu.fail_closed(&DirectMemory, &mut self.pool, &mut self.attached, exposed);
+                let stopped = smmu.fail_closed(
+                    &DirectMemory,
+                    &mut self.pool.of_unit(),
+                    &mut self.attached,
+                    exposed,
+                );
                 if stopped {
                     crate::println!(
                         "[io] the SMMU does not confirm invalidations: all DMA stopped"
@@ -566,11 +654,12 @@ impl State {
             .ok_or("every nest slot is in use")?;
         let page = self
             .pool
+            .of_space(space)
             .alloc_zeroed_frame()
-            .ok_or("the table pool is empty")?;
+            .ok_or("the IoSpace's table reservation is used up")?;
         let built = self.build_nest(unit, space, root_ipa, index, page);
         if let Err(why) = built {
-            self.pool.give_back(page);
+            self.pool.give_back(Account::Space(space), page);
             return Err(why);
         }
         self.nests[index] = Some(Nest {
@@ -623,7 +712,7 @@ impl State {
         table
             .map(
                 &DirectMemory,
-                &mut self.pool,
+                &mut self.pool.of_space(space),
                 cd_ipa,
                 page,
                 PageSize::Size4K,
@@ -731,7 +820,7 @@ impl State {
                     };
                     vtd.set_pasid_entry(
                         &DirectMemory,
-                        &mut self.pool,
+                        &mut self.pool.of_unit(),
                         requester,
                         pasid.unwrap_or(0),
                         Some(config),
@@ -748,10 +837,15 @@ impl State {
                         table: root,
                         levels,
                     };
-                    vtd.set_legacy_context(&DirectMemory, &mut self.pool, requester, Some(context))
-                        .map_err(|_| {
-                            unit_failed(&mut self.failure, "writing the context entry failed")
-                        })?;
+                    vtd.set_legacy_context(
+                        &DirectMemory,
+                        &mut self.pool.of_unit(),
+                        requester,
+                        Some(context),
+                    )
+                    .map_err(|_| {
+                        unit_failed(&mut self.failure, "writing the context entry failed")
+                    })?;
                 }
             }
             #[cfg(target_arch = "aarch64")]
@@ -771,9 +865,12 @@ impl State {
                 match nest {
                     Some(i) => {
                         let cd_ipa = unit_reserved_base(bits) + 4096 * i as u64;
-                        smmu.attach_nested(&DirectMemory, &mut self.pool, sid, &config, cd_ipa)
+                        let mut frames = self.pool.of_unit();
+                        smmu.attach_nested(&DirectMemory, &mut frames, sid, &config, cd_ipa)
                     }
-                    None => smmu.attach_stage2(&DirectMemory, &mut self.pool, sid, &config),
+                    None => {
+                        smmu.attach_stage2(&DirectMemory, &mut self.pool.of_unit(), sid, &config)
+                    }
                 }
                 .map_err(|_| unit_failed(&mut self.failure, "installing the STE failed"))?;
             }
@@ -836,13 +933,13 @@ impl State {
                 if matches!(vtd.root_table(), Some((_, RootTableMode::Scalable))) {
                     vtd.set_pasid_entry(
                         &DirectMemory,
-                        &mut self.pool,
+                        &mut self.pool.of_unit(),
                         requester,
                         pasid.unwrap_or(0),
                         None,
                     )
                 } else {
-                    vtd.set_legacy_context(&DirectMemory, &mut self.pool, requester, None)
+                    vtd.set_legacy_context(&DirectMemory, &mut self.pool.of_unit(), requester, None)
                 }
                 .map_err(|_| "clearing the device entry failed")
             }
@@ -850,8 +947,12 @@ impl State {
             Unit::Smmu(smmu) => {
                 // No substreams: the stream's STE covers every PASID.
                 let _ = pasid;
-                smmu.block_stream(&DirectMemory, &mut self.pool, u32::from(requester))
-                    .map_err(|_| "blocking the stream failed")
+                smmu.block_stream(
+                    &DirectMemory,
+                    &mut self.pool.of_unit(),
+                    u32::from(requester),
+                )
+                .map_err(|_| "blocking the stream failed")
             }
         }
     }
@@ -862,31 +963,32 @@ impl State {
         let Some(nest) = self.nests[index].take() else {
             return;
         };
+        let account = Account::Space(nest.space);
         let Ok(table) = self.space(nest.space).map(|s| s.table) else {
-            self.pool.give_back(nest.page);
+            self.pool.give_back(account, nest.page);
             return;
         };
         if cfg!(target_arch = "x86_64") {
             if let Some(shadow) = shadow_at(nest.page, &table) {
-                self.free_tables(&shadow);
+                free_tables(&mut self.pool, account, &shadow, None);
             }
         } else {
             let cd_ipa = unit_reserved_base(table.input_bits()) + 4096 * index as u64;
             let _ = table.unmap(&DirectMemory, cd_ipa);
-            self.pool.give_back(nest.page);
+            self.pool.give_back(account, nest.page);
         }
     }
+}
 
-    /// Returns every page of `table`, root included, to the pool.
-    fn free_tables(&mut self, table: &Stage2) {
-        let mut pages: heapless::Vec<u64, POOL_PAGES> = heapless::Vec::new();
-        table.for_each_table(&DirectMemory, |page| {
-            let _ = pages.push(page);
-        });
-        for page in pages {
-            self.pool.give_back(page);
+/// Returns every page of `table` but `keep` (an IoSpace's root, its
+/// object's own page) to the pool, refunded to `account`. The walk reads
+/// each table before it is given back, and nothing allocates meanwhile.
+fn free_tables(pool: &mut Pool, account: Account<ObjectId>, table: &Stage2, keep: Option<u64>) {
+    table.for_each_table(&DirectMemory, |page| {
+        if Some(page) != keep {
+            pool.give_back(account, page);
         }
-    }
+    });
 }
 
 /// Whether the unit nests in hardware (ECAP.NEST, scalable mode): then
@@ -943,25 +1045,26 @@ pub fn reconcile(
             index += 1;
             continue;
         }
-        let space = state.spaces.swap_remove(index);
+        let (object, table) = (space.object, space.table);
+        // Nests first, while the space's record still shapes their shadows.
         for i in 0..NESTS {
-            if state.nests[i]
-                .as_ref()
-                .is_some_and(|n| n.space == space.object)
-            {
+            if state.nests[i].as_ref().is_some_and(|n| n.space == object) {
                 // Its devices were detached by the model's effects.
                 state.drop_nest(i);
             }
         }
+        state.spaces.swap_remove(index);
         // The root is the object's own page: not a pool page.
-        let mut pages: heapless::Vec<u64, POOL_PAGES> = heapless::Vec::new();
-        space.table.for_each_table(&DirectMemory, |page| {
-            if page != space.table.root() {
-                let _ = pages.push(page);
-            }
-        });
-        for page in pages {
-            state.pool.give_back(page);
+        free_tables(
+            &mut state.pool,
+            Account::Space(object),
+            &table,
+            Some(table.root()),
+        );
+        match state.pool.ledger.retire(object) {
+            Ok(0) => {}
+            Ok(kept) => crate::println!("[io] a dead IoSpace kept {kept} table pages: leaked"),
+            Err(why) => crate::println!("[io] a dead IoSpace had no table reservation: {why:?}"),
         }
     }
 }
@@ -1044,12 +1147,10 @@ fn invalidate_nest(
             let page = state.nests[index].as_ref().map_or(0, |n| n.page);
             let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
             let take = length.min(SHADOW_PAGES_PER_CALL * 4096);
-            if state.pool.free.len() < POOL_RESERVE {
-                return Err(Error::TableMemoryExhausted);
-            }
+            state.pool.ensure(Account::Space(space))?;
             let composed = iommu::vtd::shadow::shadow_range(
                 &DirectMemory,
-                &mut state.pool,
+                &mut state.pool.of_space(space),
                 root_ipa,
                 &table,
                 &shadow,

@@ -1118,7 +1118,7 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
             if crate::devmem::is_device_memory(paddr) {
                 return Err(Error::DeviceMemory);
             }
-            crate::io_space::ensure_pool()?;
+            crate::io_space::ensure_pool(caps.lookup(slot)?.object())?;
             caps.map_io(
                 frame,
                 slot,

@@ -94,9 +94,18 @@ pub enum Error {
     /// A mapping needs a page table the address space does not have: map a
     /// PageTable object there first.
     MissingPageTable = 71,
-    /// The kernel's pool of IOMMU table pages (stage-2 intermediate
-    /// tables, shadow tables, context descriptors) is used up: unmap or
-    /// delete IoSpaces first.
+    /// IO table memory is used up — the IoSpace's own, never another's.
+    /// Each IoSpace reserves a fixed budget of the kernel's IOMMU table
+    /// pages when it is created (64; kernel/README.md, "IOMMU capabilities
+    /// at work"), and its stage-2 intermediate tables, VT-d shadow tables
+    /// and SMMUv3 context descriptors are charged to it: a `Map`,
+    /// `AttachNested` or `Invalidate` that could need more than it has left
+    /// answers this, and no other IoSpace notices. Stage-2 tables go back
+    /// with the IoSpace, a shadow or CD when its last device detaches:
+    /// delete the IoSpace or detach first. On `UntypedRetype` of an
+    /// IoSpace: the pool cannot reserve another budget (the most IoSpaces
+    /// are live); delete one first. On an attach: the unit's own table
+    /// pages (context and PASID tables) are used up.
     TableMemoryExhausted = 72,
     /// `PageTable.Unmap` of a table that still holds entries (mapped
     /// Frames or lower tables): unmap those first, so no table ever leaves

@@ -20,6 +20,8 @@
 //! - [`invalidation`]: the batching invalidation API shared by both vendors.
 //! - [`attachments`]: which requesters use which domain, per-IoSpace shares,
 //!   and what to block when an invalidation fails.
+//! - [`budget`]: table memory charged to the IoSpace it serves (a fixed
+//!   reservation each), so no IoSpace can use up another's.
 //! - `model` (host only, `cfg(test)` or feature `model`): simulated memory,
 //!   simulated register blocks and translation models.
 //!
@@ -46,6 +48,7 @@
 extern crate std;
 
 pub mod attachments;
+pub mod budget;
 pub mod hw;
 pub mod identity;
 pub mod invalidation;

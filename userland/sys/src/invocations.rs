@@ -128,8 +128,9 @@ impl Cap<Untyped> {
     /// `UntypedRetype` of IoSpaces: creates `count` stage-2 IO domains of
     /// the unit `control` (cap 0) into slots `dest_slot..dest_slot + count`.
     ///
-    /// Errors: as [`retype`](Cap::retype), and `NoDomainIds` (every DID/VMID
-    /// of the unit is in use).
+    /// Errors: as [`retype`](Cap::retype), `NoDomainIds` (every DID/VMID
+    /// of the unit is in use), and `TableMemoryExhausted` (the kernel cannot
+    /// reserve the new IoSpace's table pages: too many IoSpaces live).
     pub fn retype_io_space(
         self,
         control: Cap<IommuControl>,
@@ -548,7 +549,9 @@ impl Cap<IoDevice> {
     ///
     /// Errors: `AlreadyAttached`, `WrongUnit`, `DeadObject`,
     /// `IoShareExhausted` (the space holds its share of the unit's
-    /// attachments or nests), `IommuTimeout`.
+    /// attachments or nests), `IommuTimeout`, `TableMemoryExhausted` (a
+    /// new nest does not fit the IoSpace's table reservation, or the
+    /// unit's own table pages are used up).
     pub fn attach_nested(self, table: Cap<IoUserTable>) -> Result<(), Error> {
         invoke_status(self, Invocation::IoDeviceAttachNested, &[], &[table.slot()])
     }
@@ -591,7 +594,9 @@ impl Cap<IoSpace> {
     /// Errors: `InvalidAddress` (misaligned, out of range, or in the
     /// reserved kernel window), `AddressInUse`, `AlreadyMapped`,
     /// `InvalidRights`, `DeviceMemory` (a Frame of device memory: no
-    /// peer-to-peer DMA), `TableMemoryExhausted`.
+    /// peer-to-peer DMA), `TableMemoryExhausted` (this IoSpace's table
+    /// reservation is used up; stage-2 tables go back only with the
+    /// IoSpace).
     pub fn map(self, frame: Cap<Frame>, ipa: u64, rights: MapRights) -> Result<(), Error> {
         invoke_status(
             self,
@@ -645,7 +650,8 @@ impl Cap<IoUserTable> {
     /// `Invalidate`: attach first, then build and invalidate.
     ///
     /// Errors: `InvalidAddress` (range not page aligned), `DeadObject`
-    /// (the IoSpace was destroyed), `TableMemoryExhausted`.
+    /// (the IoSpace was destroyed), `TableMemoryExhausted` (the IoSpace's
+    /// table reservation cannot hold more of the shadow).
     pub fn invalidate(self, start: u64, length: u64) -> Result<u64, Error> {
         self.invalidate_counting(start, length)
             .map(|(next, _)| next)

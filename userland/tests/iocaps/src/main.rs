@@ -12,6 +12,11 @@
 //!   `NotSupported` where the unit has no PASID entries.
 //! - IoFaultQueue: binds to a device; Pop on an empty queue is `None`.
 //! - IoUserTable.Invalidate answers the end of the range it processed.
+//! - IO table memory is charged per IoSpace: one IoSpace that fills its
+//!   tables (VT-d: a stage 1 aliasing every 2 MiB region, shadowed region
+//!   by region through Invalidate; both machines: stage-2 maps each in a
+//!   new 1 GiB region) runs out itself, and another IoSpace still maps
+//!   and invalidates.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -101,6 +106,12 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("pasids", || pasids(&mut world));
     suite.run("fault_queue_binds_and_starts_empty", || {
         fault_queue_binds_and_starts_empty(&mut world)
+    });
+    suite.run("one_space_cannot_drain_the_table_pool", || {
+        one_space_cannot_drain_the_table_pool(&mut world)
+    });
+    suite.run("stage2_maps_cannot_drain_the_table_pool", || {
+        stage2_maps_cannot_drain_the_table_pool(&mut world)
     });
     suite.finish()
 }
@@ -314,4 +325,195 @@ fn fault_queue_binds_and_starts_empty(world: &mut World) -> Outcome {
     let popped = queue.pop();
     check!(popped == Ok(None), "Pop on an empty queue: {popped:?}");
     Ok(())
+}
+
+/// Requesters the drain tests attach (no device on either machine).
+const DRAINER: u32 = 0x60;
+const VICTIM: u32 = 0x68;
+/// Where the root task fills frames before they go into an IoSpace.
+const SCRATCH_VA: u64 = 0x28_0000_0000;
+/// The IPA of the drain tests' stage-1 tables (root first) and data page.
+const STAGE1_IPA: u64 = 0x80_0000;
+/// More table pages than the kernel's whole pool: a drain that has not
+/// met `TableMemoryExhausted` by then was not bounded at all.
+const DRAIN_LIMIT: u64 = 5000;
+
+/// One stage-1 table in `space` whose entries alias: on x86, every PDPT
+/// entry points at one PD and every PD entry at one PT, which maps the
+/// data page, so each 2 MiB region of IOVAs (up to 512 GiB) translates and
+/// a shadow needs one more table page per region. On Arm (where
+/// Invalidate composes nothing) an empty root. Returns the bound table.
+fn aliasing_stage1(
+    world: &mut World,
+    space: Cap<IoSpace>,
+) -> Result<Cap<sys::IoUserTable>, Failure> {
+    let scratch = rt::space::Scratch::for_root_task(&mut world.objects, SCRATCH_VA)
+        .map_err(|e| failure("scratch page", e))?;
+    let present = |ipa: u64| (ipa | 0x7).to_le_bytes(); // P, R/W, U/S
+    let repeated = |ipa: u64| {
+        let mut page = [0u8; 4096];
+        for entry in page.chunks_exact_mut(8) {
+            entry.copy_from_slice(&present(ipa));
+        }
+        page
+    };
+    let pages: [[u8; 4096]; 5] = if cfg!(target_arch = "x86_64") {
+        let mut root = [0u8; 4096];
+        root[..8].copy_from_slice(&present(STAGE1_IPA + 0x1000));
+        let mut leaf = [0u8; 4096];
+        leaf[..8].copy_from_slice(&present(STAGE1_IPA + 0x4000));
+        [
+            root,
+            repeated(STAGE1_IPA + 0x2000),
+            repeated(STAGE1_IPA + 0x3000),
+            leaf,
+            [0u8; 4096],
+        ]
+    } else {
+        [[0u8; 4096]; 5]
+    };
+    for (i, bytes) in pages.iter().enumerate() {
+        let frame = scratch
+            .filled_frame(&mut world.objects, bytes)
+            .map_err(|e| failure("fill a stage-1 frame", e))?;
+        let rights = if i == 4 {
+            MapRights::READ_WRITE
+        } else {
+            MapRights::READ
+        };
+        space
+            .map(frame, STAGE1_IPA + 0x1000 * i as u64, rights)
+            .map_err(|e| failure("IoSpace.Map of a stage-1 frame", e))?;
+    }
+    space
+        .bind_user_table(STAGE1_IPA, FORMAT, world.take())
+        .map_err(|e| failure("BindUserTable", e))
+}
+
+/// What another IoSpace must still be able to do after one drained its
+/// table memory: be created, map a page, nest a device under its own
+/// stage 1 and have its Invalidate work (on VT-d that composes a shadow).
+fn another_space_still_works(world: &mut World) -> Outcome {
+    let victim = world.io_space()?;
+    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let mapped = victim.map(frame, 0x4000_0000, MapRights::READ_WRITE);
+    check!(
+        mapped.is_ok(),
+        "another IoSpace maps a page after one drained its tables: {mapped:?}"
+    );
+    let table = aliasing_stage1(world, victim)?;
+    let slot = world.take();
+    let device = control()
+        .mint_device(VICTIM, slot)
+        .map_err(|e| failure("MintDevice", e))?;
+    let nested = device.attach_nested(table);
+    check!(
+        nested.is_ok(),
+        "another IoSpace's AttachNested after the drain: {nested:?}"
+    );
+    let invalidated = table.invalidate(0, 0x1000);
+    check!(
+        invalidated == Ok(0x1000),
+        "another IoSpace's Invalidate after the drain: {invalidated:?}"
+    );
+    let detached = device.detach();
+    check!(detached.is_ok(), "Detach the victim's device: {detached:?}");
+    let deleted = world.objects.delete(device.slot());
+    check!(deleted.is_ok(), "delete the victim's IoDevice: {deleted:?}");
+    let deleted = world.objects.delete(victim.slot());
+    check!(deleted.is_ok(), "delete the victim's IoSpace: {deleted:?}");
+    Ok(())
+}
+
+/// The drainer's IoSpace goes, and its table memory with it: a fresh
+/// IoSpace can map again.
+fn drained_space_returns_its_memory(world: &mut World, drainer: Cap<IoSpace>) -> Outcome {
+    let deleted = world.objects.delete(drainer.slot());
+    check!(deleted.is_ok(), "delete the drained IoSpace: {deleted:?}");
+    let fresh = world.io_space()?;
+    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let mapped = fresh.map(frame, 0x4000_0000, MapRights::READ_WRITE);
+    check!(
+        mapped.is_ok(),
+        "a fresh IoSpace maps after the drainer died: {mapped:?}"
+    );
+    let deleted = world.objects.delete(fresh.slot());
+    check!(deleted.is_ok(), "delete the fresh IoSpace: {deleted:?}");
+    Ok(())
+}
+
+/// Issue 12 item 3: a driver whose stage 1 aliases every 2 MiB region
+/// makes the kernel build a table page per region it invalidates (VT-d
+/// shadow nesting); on SMMUv3, where Invalidate builds nothing, stage-2
+/// maps in fresh 1 GiB regions do the same. Either way the IoSpace runs
+/// out of table memory itself, and another IoSpace still works.
+fn one_space_cannot_drain_the_table_pool(world: &mut World) -> Outcome {
+    if cfg!(target_arch = "aarch64") {
+        return stage2_maps_cannot_drain_the_table_pool(world);
+    }
+    let drainer = world.io_space()?;
+    let table = aliasing_stage1(world, drainer)?;
+    let slot = world.take();
+    let device = control()
+        .mint_device(DRAINER, slot)
+        .map_err(|e| failure("MintDevice", e))?;
+    let nested = device.attach_nested(table);
+    check!(nested.is_ok(), "AttachNested: {nested:?}");
+    let mut regions = 0;
+    let stopped = loop {
+        if regions == DRAIN_LIMIT {
+            break None;
+        }
+        match table.invalidate(regions << 21, 0x1000) {
+            Ok(_) => regions += 1,
+            Err(e) => break Some(e),
+        }
+    };
+    rt::println!("iocaps: Invalidate shadowed {regions} aliased 2 MiB regions, then {stopped:?}");
+    check!(
+        stopped == Some(Error::TableMemoryExhausted),
+        "the drainer's Invalidate after {regions} regions: {stopped:?}"
+    );
+    another_space_still_works(world)?;
+    let detached = device.detach();
+    check!(
+        detached.is_ok(),
+        "Detach the drainer's device: {detached:?}"
+    );
+    let deleted = world.objects.delete(device.slot());
+    check!(
+        deleted.is_ok(),
+        "delete the drainer's IoDevice: {deleted:?}"
+    );
+    drained_space_returns_its_memory(world, drainer)
+}
+
+/// The stage-2 path on both machines: one Frame mapped and unmapped in a
+/// new 1 GiB region each time leaves the intermediate tables behind (they
+/// go with the IoSpace), until the IoSpace runs out of table memory;
+/// another IoSpace still works.
+fn stage2_maps_cannot_drain_the_table_pool(world: &mut World) -> Outcome {
+    let drainer = world.io_space()?;
+    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let mut regions = 0;
+    let stopped = loop {
+        if regions == DRAIN_LIMIT {
+            break None;
+        }
+        let ipa = (regions + 1) << 30;
+        match drainer.map(frame, ipa, MapRights::READ_WRITE) {
+            Ok(()) => {}
+            Err(e) => break Some(e),
+        }
+        let unmapped = drainer.unmap(frame);
+        check!(unmapped.is_ok(), "unmap at {ipa:#x}: {unmapped:?}");
+        regions += 1;
+    };
+    rt::println!("iocaps: stage 2 mapped in {regions} fresh 1 GiB regions, then {stopped:?}");
+    check!(
+        stopped == Some(Error::TableMemoryExhausted),
+        "the drainer's Map after {regions} regions: {stopped:?}"
+    );
+    another_space_still_works(world)?;
+    drained_space_returns_its_memory(world, drainer)
 }
