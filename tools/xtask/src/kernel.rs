@@ -105,29 +105,50 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
 /// Builds the workspace binary package `package` (its binary has the same
 /// name) for `arch` and returns the ELF's path.
 pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> {
-    build_with(root, arch, package, "release", &[])
+    build_with(root, arch, package, "release", &[], &[])
+}
+
+/// [`build_package`] with environment variables set for the compiler, for
+/// a program that reads them with `option_env!` (cargo rebuilds it when
+/// they change). Every variable in `env` is set; give each one the program
+/// reads, so nothing is inherited from the caller's environment.
+pub fn build_package_with_env(
+    root: &Path,
+    arch: Arch,
+    package: &str,
+    env: &[(&str, String)],
+) -> Result<PathBuf> {
+    build_with(root, arch, package, "release", &[], env)
 }
 
 /// Builds the kernel for `arch` with the `cap-dump` feature under the
 /// `cap-dump` profile and returns the ELF's path.
 pub fn build_cap_dump(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_with(root, arch, "kernel", CAP_DUMP_PROFILE, &[CAP_DUMP_FEATURE])
+    build_with(
+        root,
+        arch,
+        "kernel",
+        CAP_DUMP_PROFILE,
+        &[CAP_DUMP_FEATURE],
+        &[],
+    )
 }
 
 /// Builds the kernel for `arch` with the `seeded-bugs` feature under the
 /// `seeded` profile and returns the ELF's path.
 pub fn build_seeded(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_with(root, arch, "kernel", SEEDED_PROFILE, &[SEEDED_FEATURE])
+    build_with(root, arch, "kernel", SEEDED_PROFILE, &[SEEDED_FEATURE], &[])
 }
 
-/// `cargo build` of `package` for `arch` with cargo profile `profile` and
-/// `features`; returns the ELF's path.
+/// `cargo build` of `package` for `arch` with cargo profile `profile`,
+/// `features` and the environment variables `env`; returns the ELF's path.
 fn build_with(
     root: &Path,
     arch: Arch,
     package: &str,
     profile: &str,
     features: &[&str],
+    env: &[(&str, String)],
 ) -> Result<PathBuf> {
     let target = arch.target();
     let mut args: Vec<String> = vec!["build".into()];
@@ -154,6 +175,7 @@ fn build_with(
     eprintln!("xtask: building {package}{described} for {target}");
     let status = Command::new(cargo())
         .args(&args)
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(std::io::stderr())

@@ -350,11 +350,13 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: false,
     },
     SystemTest {
+        // The fuzzer with CI's count and seed (`fuzz::CI_CALLS`,
+        // `fuzz::CI_SEED`); `cargo xtask fuzz` boots the same row with others.
         name: "x86_64-user-fuzz",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
         cmdline: "tests=user",
-        timeout_secs: 300,
+        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
         program: Some("fuzz"),
         image: None,
         must_fail: &[],
@@ -366,7 +368,7 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         arch: Arch::Aarch64,
         qemu_args: &[],
         cmdline: "tests=user",
-        timeout_secs: 300,
+        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
         program: Some("fuzz"),
         image: None,
         must_fail: &[],

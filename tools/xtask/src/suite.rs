@@ -240,6 +240,13 @@ type Booted = (Option<PathBuf>, Vec<String>, Option<sysimage::Image>);
 /// and the validated image.
 fn boot_module(root: &Path, config: &SystemTest) -> Result<Booted> {
     match (config.program, config.image) {
+        // The fuzzer's count and seed are compiled in: CI's, whatever the
+        // last `cargo xtask fuzz` built.
+        (Some(crate::fuzz::PROGRAM), _) => {
+            let (calls, seed) = (crate::fuzz::CI_CALLS, crate::fuzz::CI_SEED);
+            crate::fuzz::build_program(root, config.arch, calls, seed)
+                .map(|path| (Some(path), Vec::new(), None))
+        }
         (Some(program), _) => kernel::build_package(root, config.arch, program)
             .map(|path| (Some(path), Vec::new(), None)),
         (None, Some(name)) => {

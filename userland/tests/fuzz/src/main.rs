@@ -1,5 +1,7 @@
 //! `fuzz`: a system-call fuzzer running as the root task. It issues
-//! 100,000 random system calls — mostly capability invocations with random
+//! [`CALLS`] random system calls (100,000 unless built with `FUZZ_CALLS`;
+//! `cargo xtask fuzz --calls N --seed S` sets `FUZZ_CALLS` and `FUZZ_SEED`
+//! in the compiler's environment, read here with `option_env!`) — mostly capability invocations with random
 //! capability pointers, labels, message words, arguments and extra
 //! capabilities, biased towards values that reach deep into the kernel
 //! (real slots, real labels, small sizes) — and checks that every call
@@ -17,8 +19,46 @@ use sys::syscall;
 
 rt::entry!(main);
 
-/// How many calls the run makes.
-const CALLS: u32 = 100_000;
+/// How many calls the run makes: `FUZZ_CALLS` at build time, else 100,000.
+const CALLS: u64 = number(option_env!("FUZZ_CALLS"), 100_000);
+/// The random sequence's seed: `FUZZ_SEED` at build time, else CI's.
+const SEED: u64 = number(option_env!("FUZZ_SEED"), 0x5EED_0FC0_FFEE);
+
+/// A build-time number, decimal or `0x`-hexadecimal (`_` ignored);
+/// `default` when the variable is unset. A malformed value stops the build.
+const fn number(text: Option<&str>, default: u64) -> u64 {
+    let Some(text) = text else {
+        return default;
+    };
+    let bytes = text.as_bytes();
+    let (mut i, radix) = if bytes.len() > 2 && bytes[0] == b'0' && (bytes[1] | 0x20) == b'x' {
+        (2, 16)
+    } else {
+        (0, 10)
+    };
+    let mut value: u64 = 0;
+    while i < bytes.len() {
+        let digit = match bytes[i] {
+            b'_' => {
+                i += 1;
+                continue;
+            }
+            b @ b'0'..=b'9' => (b - b'0') as u64,
+            b @ b'a'..=b'f' if radix == 16 => (b - b'a' + 10) as u64,
+            b @ b'A'..=b'F' if radix == 16 => (b - b'A' + 10) as u64,
+            _ => panic!("FUZZ_CALLS / FUZZ_SEED: not a number"),
+        };
+        value = match value.checked_mul(radix) {
+            Some(v) => match v.checked_add(digit) {
+                Some(v) => v,
+                None => panic!("FUZZ_CALLS / FUZZ_SEED: too large"),
+            },
+            None => panic!("FUZZ_CALLS / FUZZ_SEED: too large"),
+        };
+        i += 1;
+    }
+    value
+}
 
 /// xorshift64*: small, deterministic, good enough to spread inputs.
 struct Random(u64);
@@ -51,15 +91,17 @@ impl Random {
 
 fn main(_startup: &rt::Startup) -> i32 {
     let mut suite = Suite::new();
-    suite.run("syscall_fuzzer_100k", fuzz);
+    suite.run("syscall_fuzzer", fuzz);
     suite.finish()
 }
 
 fn fuzz() -> Outcome {
-    let mut random = Random(0x5EED_0FC0_FFEE);
-    let mut statuses = [0u32; 128];
+    // xorshift never leaves 0: a zero seed starts from 1.
+    let mut random = Random(SEED.max(1));
+    rt::println!("fuzz: {CALLS} calls, seed {SEED:#x}");
+    let mut statuses = [0u64; 128];
     let mut call = 0;
-    let mut skipped = 0u32;
+    let mut skipped = 0u64;
     while call < CALLS {
         // Never the debug halt (it ends the session) nor a flood of console
         // bytes (single characters or, with a cap-dump kernel, whole dumps).
@@ -170,8 +212,8 @@ fn fuzz() -> Outcome {
     for (code, count) in statuses.iter().enumerate().filter(|(_, c)| **c > 0) {
         let name = u8::try_from(code).ok().and_then(Error::from_code);
         match name {
-            Some(error) => rt::println!("fuzz:   {count:>6} {error}"),
-            None => rt::println!("fuzz:   {count:>6} ok"),
+            Some(error) => rt::println!("fuzz:   {count:>9} {error}"),
+            None => rt::println!("fuzz:   {count:>9} ok"),
         }
     }
     Ok(())
