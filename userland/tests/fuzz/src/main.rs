@@ -5,8 +5,11 @@
 //! capability pointers, labels, message words, arguments and extra
 //! capabilities, biased towards values that reach deep into the kernel
 //! (real slots, real labels, small sizes) — and checks that every call
-//! returns a defined status: 0 or one of `abi::Error`'s codes. The kernel
-//! must survive all of it; a kernel panic or fault ends the run without the
+//! returns a defined status: 0 or one of `abi::Error`'s codes. About a
+//! quarter of the calls come from [`structure`]: sequences that build real
+//! structure (threads in their own spaces, tables, mappings in CPU spaces
+//! and IoSpaces, attached devices, bound fault queues and IRQ handlers)
+//! and tear it down at random. The kernel must survive all of it; a kernel panic or fault ends the run without the
 //! closing line, which the runner counts as a failure.
 #![no_std]
 #![no_main]
@@ -16,6 +19,8 @@ use abi::{Error, Invocation, MessageInfo, Syscall};
 use rt::check;
 use rt::testing::{Outcome, Suite};
 use sys::syscall;
+
+mod structure;
 
 rt::entry!(main);
 
@@ -61,9 +66,10 @@ const fn number(text: Option<&str>, default: u64) -> u64 {
 }
 
 /// xorshift64*: small, deterministic, good enough to spread inputs.
-struct Random(u64);
+pub struct Random(u64);
 
 impl Random {
+    /// The next 64 random bits.
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -71,7 +77,8 @@ impl Random {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    /// A random number below `n` (not 0).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
@@ -95,6 +102,15 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.finish()
 }
 
+/// Whether `status` is 0 or one of `abi::Error`'s codes.
+fn defined(status: u64) -> bool {
+    status == 0
+        || u8::try_from(status)
+            .ok()
+            .and_then(Error::from_code)
+            .is_some()
+}
+
 fn fuzz() -> Outcome {
     // xorshift never leaves 0: a zero seed starts from 1.
     let mut random = Random(SEED.max(1));
@@ -102,9 +118,27 @@ fn fuzz() -> Outcome {
     let mut statuses = [0u64; 128];
     let mut call = 0;
     let mut skipped = 0u64;
+    let mut structure = structure::Structure::new();
     while call < CALLS {
+        if random.below(4) == 0 {
+            let mut undefined = None;
+            call += structure.step(&mut random, &mut |status| {
+                if !defined(status) {
+                    undefined = Some(status);
+                }
+                statuses[(status as usize).min(127)] += 1;
+            });
+            check!(
+                undefined.is_none(),
+                "call {call}: a structure invocation answered undefined status {:#x}",
+                undefined.unwrap_or(0)
+            );
+            continue;
+        }
         // Never the debug halt (it ends the session) nor a flood of console
-        // bytes (single characters or, with a cap-dump kernel, whole dumps).
+        // bytes (single characters or, with a cap-dump kernel, whole dumps),
+        // nor a Wait: the structure's notifications exist, and nothing
+        // would ever signal one the only thread waits on.
         let number = match random.below(10) {
             0 => random.below(40),
             1 => Syscall::Yield as u64,
@@ -114,6 +148,7 @@ fn fuzz() -> Outcome {
             Syscall::DebugHalt,
             Syscall::DebugPutChar,
             Syscall::DebugCapDump,
+            Syscall::Wait,
         ]
         .iter()
         .any(|call| number == *call as u64)
@@ -193,13 +228,8 @@ fn fuzz() -> Outcome {
             continue;
         }
         let out = syscall(number, cap, info, registers);
-        let defined = out.status == 0
-            || u8::try_from(out.status)
-                .ok()
-                .and_then(Error::from_code)
-                .is_some();
         check!(
-            defined,
+            defined(out.status),
             "call {call}: system call {number} on {cap:#x} answered undefined status {:#x}",
             out.status
         );
