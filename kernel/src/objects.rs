@@ -44,7 +44,7 @@ pub const ROOT_CNODE_SLOT: SlotId = SlotId(1);
 /// The kernel-held slot of the arena Untyped before it is moved to the root task.
 const ARENA_SLOT: SlotId = SlotId(0);
 
-type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
+pub(crate) type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
 
 /// The capability system. Lock it through [`caps_to_change`] for anything
 /// that may change a capability (that invalidates every thread's lookup
@@ -343,6 +343,8 @@ impl caps::EffectSink for ClearMemory {
                     crate::println!("[caps] a checked mapping failed: {e:?}");
                 }
             }
+            Effect::UnmapCpuPage { .. }
+                if crate::testing::seeds::planted(crate::testing::seeds::Seed::LeakCpuLeaf) => {}
             Effect::UnmapCpuPage {
                 vspace,
                 vaddr,
@@ -578,6 +580,15 @@ const MAX_PAGE_TABLES: usize = 512;
 
 static PAGE_TABLES: spin::Mutex<heapless::Vec<TableRecord, MAX_PAGE_TABLES>> =
     spin::Mutex::new(heapless::Vec::new());
+
+/// The roots of every address space the kernel knows (PageTable records
+/// not installed under another table), for the abstraction check.
+#[cfg(feature = "fuzz-checks")]
+pub fn address_space_roots() -> heapless::Vec<u64, MAX_PAGE_TABLES> {
+    let tables = PAGE_TABLES.lock();
+    let roots = tables.iter().filter(|t| t.installed_at.is_none());
+    roots.map(|t| t.paddr).collect()
+}
 
 /// The physical address of the PageTable in `slot`, which must be an
 /// address space's root or become one. Errors: `AlreadyMapped` if it is

@@ -258,3 +258,31 @@ pub fn table_is_empty(table_pa: u64) -> bool {
     let entries = unsafe { &*(phys_to_virt(table_pa) as *const [u64; 512]) };
     !entries.iter().any(|&entry| paging::entry_valid(entry))
 }
+
+/// Calls `visit(va, entry, size_bits)` with every leaf of the user half of
+/// the address space rooted at `root_pa`, in address order (the
+/// abstraction check's read-back, `testing::abstraction`).
+#[cfg(feature = "fuzz-checks")]
+pub fn for_each_user_leaf(root_pa: u64, visit: &mut impl FnMut(u64, u64, u8)) {
+    fn walk(table_pa: u64, level: usize, base: u64, visit: &mut impl FnMut(u64, u64, u8)) {
+        let shift = 12 + 9 * (LEVELS - 1 - level);
+        for index in 0..512u64 {
+            let va = base | index << shift;
+            if level == 0 && va >= paging::USER_TOP {
+                break;
+            }
+            // SAFETY: `table_pa` is a table of this space (the root, or read
+            // from a present table entry), in the direct map; index < 512.
+            let entry = unsafe { table(table_pa).add(index as usize).read_volatile() };
+            if !paging::entry_valid(entry) {
+                continue;
+            }
+            if paging::entry_is_leaf(entry, level) {
+                visit(va, entry, shift as u8);
+            } else {
+                walk(paging::entry_address(entry), level + 1, va, visit);
+            }
+        }
+    }
+    walk(root_pa, 0, 0, visit);
+}

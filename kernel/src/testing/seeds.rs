@@ -47,6 +47,11 @@ pub enum Seed {
     /// deleted IoDevice keeps translating; the `edu` test
     /// `deleting_the_device_blocks_it` fails.
     IoDeviceSurvivesDelete,
+    /// `leak-cpu-leaf`: unmapping a Frame from a CPU address space (its
+    /// `Frame.Unmap`, delete or revoke) leaves the leaf in the page table,
+    /// so the memory stays reachable after the model forgot the mapping;
+    /// the fuzzer's abstraction check (`syscall_fuzzer`) fails.
+    LeakCpuLeaf,
 }
 
 /// Whether `seed` is planted: always `false` in a kernel without the
@@ -79,6 +84,7 @@ mod planting {
         Seed::IoSkipInvalidation,
         Seed::IoStage2Identity,
         Seed::IoDeviceSurvivesDelete,
+        Seed::LeakCpuLeaf,
     ];
 
     /// One bit per planted seed (bit `Seed as u32`). Written once at boot,
@@ -98,6 +104,7 @@ mod planting {
                 Seed::IoSkipInvalidation => "io-skip-invalidation",
                 Seed::IoStage2Identity => "io-stage2-identity",
                 Seed::IoDeviceSurvivesDelete => "io-device-survives-delete",
+                Seed::LeakCpuLeaf => "leak-cpu-leaf",
             }
         }
 
@@ -113,6 +120,7 @@ mod planting {
                 Seed::IoSkipInvalidation => "IOTLB invalidations are skipped",
                 Seed::IoStage2Identity => "every IoSpace maps foreign RAM at IPA = PA",
                 Seed::IoDeviceSurvivesDelete => "deleted IoDevices keep translating",
+                Seed::LeakCpuLeaf => "CPU leaves outlive their unmapping",
             }
         }
 

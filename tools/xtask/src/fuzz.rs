@@ -10,7 +10,8 @@
 //! [`CI_SEED`] for its `*-user-fuzz` rows.
 //!
 //! The run boots exactly what the `<arch>-user-fuzz` row of
-//! `machines.rs` boots (kernel, QEMU options, command line), with a
+//! `machines.rs` boots (the fuzz kernel, whose `DebugCheckAbstraction`
+//! the program calls after every batch; QEMU options; command line), with a
 //! timeout that grows with the count ([`timeout_secs`]), and reports per
 //! architecture the count, the seed, the outcome, the wall time and the
 //! program's `fuzz:` lines (the answers by status code).
@@ -89,6 +90,7 @@ pub fn run(root: &Path, arches: &[Arch], calls: u64, seed: u64) -> Result<bool> 
             kernel::Kernel::Release => kernel::build(root, arch)?,
             kernel::Kernel::CapDump => kernel::build_cap_dump(root, arch)?,
             kernel::Kernel::Seeded => kernel::build_seeded(root, arch)?,
+            kernel::Kernel::Fuzz => kernel::build_fuzz(root, arch)?,
         };
         let program = build_program(root, arch, calls, seed)?;
         outcomes.push(run_one(config, &kernel_elf, &program, calls, seed)?);

@@ -92,6 +92,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         // that needs one comes.
         let mut cap_dump_kernel: Option<Result<PathBuf>> = None;
         let mut seeded_kernel: Option<Result<PathBuf>> = None;
+        let mut fuzz_kernel: Option<Result<PathBuf>> = None;
         for config in configs {
             let elf = match config.kernel() {
                 Kernel::Release => &release,
@@ -101,6 +102,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                 Kernel::Seeded => {
                     seeded_kernel.get_or_insert_with(|| kernel::build_seeded(root, arch))
                 }
+                Kernel::Fuzz => fuzz_kernel.get_or_insert_with(|| kernel::build_fuzz(root, arch)),
             };
             let elf = match elf {
                 Ok(elf) => elf.clone(),

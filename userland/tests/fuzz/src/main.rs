@@ -9,7 +9,12 @@
 //! quarter of the calls come from [`structure`]: sequences that build real
 //! structure (threads in their own spaces, tables, mappings in CPU spaces
 //! and IoSpaces, attached devices, bound fault queues and IRQ handlers)
-//! and tear it down at random. The kernel must survive all of it; a kernel panic or fault ends the run without the
+//! and tear it down at random. After every [`BATCH`] calls (and at the
+//! end) it asks the kernel to compare its page tables, IOMMU entries and
+//! interrupt remapping entries with the capability model
+//! (`DebugCheckAbstraction`, a kernel built with `fuzz-checks`; the kernel
+//! prints the first disagreement) and fails on any. The kernel must
+//! survive all of it; a kernel panic or fault ends the run without the
 //! closing line, which the runner counts as a failure.
 #![no_std]
 #![no_main]
@@ -28,6 +33,9 @@ rt::entry!(main);
 const CALLS: u64 = number(option_env!("FUZZ_CALLS"), 100_000);
 /// The random sequence's seed: `FUZZ_SEED` at build time, else CI's.
 const SEED: u64 = number(option_env!("FUZZ_SEED"), 0x5EED_0FC0_FFEE);
+
+/// Calls between two abstraction checks.
+const BATCH: u64 = 10_000;
 
 /// A build-time number, decimal or `0x`-hexadecimal (`_` ignored);
 /// `default` when the variable is unset. A malformed value stops the build.
@@ -102,6 +110,21 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.finish()
 }
 
+/// The abstraction check after `call` calls: the kernel's tables agree
+/// with the capability model (the kernel prints a disagreement itself).
+fn abstraction_holds(call: u64) -> Outcome {
+    let result = sys::debug_check_abstraction();
+    check!(
+        result != Err(Error::NotSupported),
+        "this kernel has no abstraction check: boot the fuzz kernel (cargo build --profile fuzz --features fuzz-checks -p kernel)"
+    );
+    check!(
+        result.is_ok(),
+        "after {call} calls the kernel's tables disagree with the capability model ({result:?}); see the [abstraction] line above"
+    );
+    Ok(())
+}
+
 /// Whether `status` is 0 or one of `abi::Error`'s codes.
 fn defined(status: u64) -> bool {
     status == 0
@@ -119,7 +142,14 @@ fn fuzz() -> Outcome {
     let mut call = 0;
     let mut skipped = 0u64;
     let mut structure = structure::Structure::new();
+    let mut next_check = BATCH;
+    let mut checks = 0u64;
     while call < CALLS {
+        if call >= next_check {
+            abstraction_holds(call)?;
+            checks += 1;
+            next_check = call + BATCH;
+        }
         if random.below(4) == 0 {
             let mut undefined = None;
             call += structure.step(&mut random, &mut |status| {
@@ -236,6 +266,9 @@ fn fuzz() -> Outcome {
         statuses[(out.status as usize).min(127)] += 1;
         call += 1;
     }
+    abstraction_holds(call)?;
+    checks += 1;
+    rt::println!("fuzz: {checks} abstraction checks passed, one per {BATCH} calls and at the end");
     rt::println!(
         "fuzz: {CALLS} calls made ({skipped} drawn and not made); answers by status code:"
     );
