@@ -563,9 +563,51 @@ fn reconcile(caps: &mut Caps<Storage>) {
             None => crate::sched::forget_address_space(table.paddr),
         }
     }
-    // Drop the dead, and records of tables linked from a dead table (their
-    // entry lives in memory that may be retyped).
-    tables.retain(|t| !dead.contains(&t.paddr) && !t.installed_at.is_some_and(inside_dead));
+    // Live tables linked from a dead one, and those linked from them, lose
+    // their place (their entry lives in memory that may be retyped): they
+    // are emptied, so that installed again they bring no leaf or lower
+    // table along, and their records go.
+    let mut orphans: heapless::Vec<u64, MAX_PAGE_TABLES> = heapless::Vec::new();
+    loop {
+        let inside = |entry: u64| {
+            inside_dead(entry) || orphans.iter().any(|&o| entry >= o && entry < o + 4096)
+        };
+        let next = tables.iter().find(|t| {
+            !dead.contains(&t.paddr)
+                && !orphans.contains(&t.paddr)
+                && t.installed_at.is_some_and(inside)
+        });
+        match next.map(|t| t.paddr) {
+            Some(paddr) if orphans.push(paddr).is_ok() => {}
+            _ => break,
+        }
+    }
+    for &table in &orphans {
+        crate::vspace::clear_table(table);
+    }
+    tables.retain(|t| !dead.contains(&t.paddr) && !orphans.contains(&t.paddr));
+    // Frame capabilities whose CPU leaf went with a table (or whose address
+    // space died) no longer map anything: the model forgets the mapping, so
+    // that a later unmap never clears a leaf another Frame holds there.
+    for index in 0..caps.slots().len() {
+        let Some(cap) = caps.slots()[index].cap().copied() else {
+            continue;
+        };
+        let Some(cpu) = cap.cpu_mapping() else {
+            continue;
+        };
+        let root_alive = tables
+            .iter()
+            .any(|t| t.paddr == cpu.vspace && t.installed_at.is_none());
+        let memory = caps.object(cap.object()).and_then(|o| o.memory());
+        let mapped = root_alive
+            && memory.is_some_and(|(paddr, bits)| {
+                crate::vspace::mapped_at(cpu.vspace, cpu.vaddr, bits) == Some(paddr)
+            });
+        if !mapped {
+            let _ = caps.unmap_frame(SlotId(index as u32), &mut caps::DiscardEffects);
+        }
+    }
 }
 
 /// A PageTable object the kernel linked into an address space: installed

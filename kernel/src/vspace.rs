@@ -243,6 +243,29 @@ pub fn unmap_leaf(root_pa: u64, va: u64, size_bits: u8) {
     paging::flush_tlb();
 }
 
+/// The physical address a leaf of `2^size_bits` bytes maps at `va`, if
+/// the tables lead to one there.
+pub fn mapped_at(root_pa: u64, va: u64, size_bits: u8) -> Option<u64> {
+    let level = if size_bits == 21 {
+        LEVELS - 2
+    } else {
+        LEVELS - 1
+    };
+    let slot = slot_at(root_pa, va, level).ok()?;
+    // SAFETY: `slot` points into a table of this space (see `slot_at`).
+    let entry = unsafe { slot.read_volatile() };
+    (paging::entry_valid(entry) && paging::entry_is_leaf(entry, level))
+        .then(|| paging::entry_address(entry))
+}
+
+/// Zeroes the page table at `table_pa`, which no address space links any
+/// more (the caller flushed when it unlinked it).
+pub fn clear_table(table_pa: u64) {
+    // SAFETY: the caller names a page-table object's 4 KiB frame, in the
+    // direct map, that no table entry points at.
+    unsafe { core::ptr::write_bytes(phys_to_virt(table_pa) as *mut u8, 0, 4096) };
+}
+
 /// Clears the table entry at physical address `entry_pa` and flushes.
 pub fn clear_entry(entry_pa: u64) {
     // SAFETY: the caller names a page-table entry it installed, in the
