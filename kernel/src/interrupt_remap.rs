@@ -144,6 +144,18 @@ pub fn release_msi(line: u16) {
     }
 }
 
+/// The two words of IRTE `index` as the unit reads them (`None` while
+/// remapping is off), for the abstraction check.
+#[cfg(feature = "fuzz-checks")]
+pub fn entry_words(index: u16) -> Option<[u64; 2]> {
+    let table = TABLE.load(Ordering::Relaxed);
+    if table == 0 || usize::from(index) >= ENTRIES {
+        return None;
+    }
+    let at = table + u64::from(index) * intremap::IRTE_SIZE as u64;
+    Some([DirectMemory.read_u64(at), DirectMemory.read_u64(at + 8)])
+}
+
 /// Drops IRTE `index` from the unit's cache and waits for it.
 fn invalidate(index: u16) {
     let scope = EntryCacheScope::Entries { index, order: 0 };

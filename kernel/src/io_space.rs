@@ -1322,6 +1322,64 @@ impl State {
     }
 }
 
+/// Read-only views of the IOMMU state for the abstraction check
+/// (`testing::abstraction`). Each calls its visitor under this module's
+/// lock: the visitor must not call back into `io_space`.
+#[cfg(feature = "fuzz-checks")]
+pub mod view {
+    use super::{DirectMemory, NESTS, STATE, unit_reserved_base};
+    use caps::ObjectId;
+    use iommu::pagetable::Perms;
+
+    /// Every IoSpace: (object, stage-2 root, model DID, hardware tag).
+    pub fn spaces(mut visit: impl FnMut(ObjectId, u64, u16, u16)) {
+        for s in STATE.lock().spaces.iter() {
+            visit(s.object, s.table.root(), s.did, super::space_tag(s.did));
+        }
+    }
+
+    /// Every leaf of every IoSpace's stage 2: (space, IPA, physical
+    /// address, size bits, rights).
+    pub fn stage2_leaves(mut visit: impl FnMut(ObjectId, u64, u64, u32, Perms)) {
+        for s in STATE.lock().spaces.iter() {
+            let object = s.object;
+            s.table
+                .for_each_leaf(&DirectMemory, |ipa, pa, bits, perms| {
+                    visit(object, ipa, pa, bits, perms)
+                });
+        }
+    }
+
+    /// Every nest: (index, space, stage-1 root IPA, page, hardware tag,
+    /// the IPA its CD page is mapped at on SMMUv3).
+    pub fn nests(mut visit: impl FnMut(usize, ObjectId, u64, u64, u16, Option<u64>)) {
+        let state = STATE.lock();
+        for (index, nest) in state.nests.iter().enumerate().take(NESTS) {
+            let Some(nest) = nest else { continue };
+            let bits = state.space(nest.space).map(|s| s.table.input_bits());
+            let cd_ipa = match bits {
+                Ok(bits) if cfg!(target_arch = "aarch64") => {
+                    Some(unit_reserved_base(bits) + 4096 * index as u64)
+                }
+                _ => None,
+            };
+            let tag = if cfg!(target_arch = "aarch64") {
+                index as u16 + 1
+            } else {
+                0x8001 + index as u16
+            };
+            visit(index, nest.space, nest.root_ipa, nest.page, tag, cd_ipa);
+        }
+    }
+
+    /// Every attachment record: (requester, PASID, space, nest, blocked).
+    pub fn attachments(mut visit: impl FnMut(u16, Option<u32>, ObjectId, Option<usize>, bool)) {
+        for a in STATE.lock().attached.iter() {
+            visit(a.requester, a.pasid, a.space, a.nest, a.blocked);
+        }
+    }
+}
+
 /// The stage-1 format `IoSpace.BindUserTable` accepts on this machine
 /// (`sys::UserTableFormat`): x86 first-stage 4-level on VT-d, VMSAv8-64
 /// 4 KiB granule 48-bit on SMMUv3.

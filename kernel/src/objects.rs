@@ -44,7 +44,7 @@ pub const ROOT_CNODE_SLOT: SlotId = SlotId(1);
 /// The kernel-held slot of the arena Untyped before it is moved to the root task.
 const ARENA_SLOT: SlotId = SlotId(0);
 
-type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
+pub(crate) type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
 
 /// The capability system. Lock it through [`caps_to_change`] for anything
 /// that may change a capability (that invalidates every thread's lookup
@@ -343,6 +343,8 @@ impl caps::EffectSink for ClearMemory {
                     crate::println!("[caps] a checked mapping failed: {e:?}");
                 }
             }
+            Effect::UnmapCpuPage { .. }
+                if crate::testing::seeds::planted(crate::testing::seeds::Seed::LeakCpuLeaf) => {}
             Effect::UnmapCpuPage {
                 vspace,
                 vaddr,
@@ -561,9 +563,51 @@ fn reconcile(caps: &mut Caps<Storage>) {
             None => crate::sched::forget_address_space(table.paddr),
         }
     }
-    // Drop the dead, and records of tables linked from a dead table (their
-    // entry lives in memory that may be retyped).
-    tables.retain(|t| !dead.contains(&t.paddr) && !t.installed_at.is_some_and(inside_dead));
+    // Live tables linked from a dead one, and those linked from them, lose
+    // their place (their entry lives in memory that may be retyped): they
+    // are emptied, so that installed again they bring no leaf or lower
+    // table along, and their records go.
+    let mut orphans: heapless::Vec<u64, MAX_PAGE_TABLES> = heapless::Vec::new();
+    loop {
+        let inside = |entry: u64| {
+            inside_dead(entry) || orphans.iter().any(|&o| entry >= o && entry < o + 4096)
+        };
+        let next = tables.iter().find(|t| {
+            !dead.contains(&t.paddr)
+                && !orphans.contains(&t.paddr)
+                && t.installed_at.is_some_and(inside)
+        });
+        match next.map(|t| t.paddr) {
+            Some(paddr) if orphans.push(paddr).is_ok() => {}
+            _ => break,
+        }
+    }
+    for &table in &orphans {
+        crate::vspace::clear_table(table);
+    }
+    tables.retain(|t| !dead.contains(&t.paddr) && !orphans.contains(&t.paddr));
+    // Frame capabilities whose CPU leaf went with a table (or whose address
+    // space died) no longer map anything: the model forgets the mapping, so
+    // that a later unmap never clears a leaf another Frame holds there.
+    for index in 0..caps.slots().len() {
+        let Some(cap) = caps.slots()[index].cap().copied() else {
+            continue;
+        };
+        let Some(cpu) = cap.cpu_mapping() else {
+            continue;
+        };
+        let root_alive = tables
+            .iter()
+            .any(|t| t.paddr == cpu.vspace && t.installed_at.is_none());
+        let memory = caps.object(cap.object()).and_then(|o| o.memory());
+        let mapped = root_alive
+            && memory.is_some_and(|(paddr, bits)| {
+                crate::vspace::mapped_at(cpu.vspace, cpu.vaddr, bits) == Some(paddr)
+            });
+        if !mapped {
+            let _ = caps.unmap_frame(SlotId(index as u32), &mut caps::DiscardEffects);
+        }
+    }
 }
 
 /// A PageTable object the kernel linked into an address space: installed
@@ -578,6 +622,15 @@ const MAX_PAGE_TABLES: usize = 512;
 
 static PAGE_TABLES: spin::Mutex<heapless::Vec<TableRecord, MAX_PAGE_TABLES>> =
     spin::Mutex::new(heapless::Vec::new());
+
+/// The roots of every address space the kernel knows (PageTable records
+/// not installed under another table), for the abstraction check.
+#[cfg(feature = "fuzz-checks")]
+pub fn address_space_roots() -> heapless::Vec<u64, MAX_PAGE_TABLES> {
+    let tables = PAGE_TABLES.lock();
+    let roots = tables.iter().filter(|t| t.installed_at.is_none());
+    roots.map(|t| t.paddr).collect()
+}
 
 /// The physical address of the PageTable in `slot`, which must be an
 /// address space's root or become one. Errors: `AlreadyMapped` if it is

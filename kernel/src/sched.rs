@@ -923,6 +923,15 @@ struct IrqBinding {
 /// Lines owned by user handlers.
 static IRQS: spin::Mutex<heapless::Vec<IrqBinding, 32>> = spin::Mutex::new(heapless::Vec::new());
 
+/// Calls `visit(handler, line, msi_device)` for every line a user handler
+/// owns (the abstraction check's view of the IRQ bindings).
+#[cfg(feature = "fuzz-checks")]
+pub fn irq_bindings(mut visit: impl FnMut(ObjectId, u16, Option<(ObjectId, u32)>)) {
+    for b in IRQS.lock().iter() {
+        visit(b.handler, b.line, b.msi_device);
+    }
+}
+
 /// `IrqControl.Get` made `handler` for `line`: the line stays masked until
 /// it has a notification.
 pub fn bind_irq(handler: ObjectId, line: u16) -> Result<(), Error> {

@@ -266,6 +266,17 @@ pub fn handle(context: &mut UserContext) -> Next {
             context.set_syscall_result(status, 0);
             Next::Resume
         }
+        Syscall::DebugCheckAbstraction => {
+            #[cfg(feature = "fuzz-checks")]
+            let status = match crate::testing::abstraction::check() {
+                Ok(()) => 0,
+                Err(e) => u64::from(e.code()),
+            };
+            #[cfg(not(feature = "fuzz-checks"))]
+            let status = u64::from(Error::NotSupported.code());
+            context.set_syscall_result(status, 0);
+            Next::Resume
+        }
         Syscall::Yield => {
             context.set_syscall_result(0, 0);
             Next::Yield

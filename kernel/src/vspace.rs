@@ -243,6 +243,29 @@ pub fn unmap_leaf(root_pa: u64, va: u64, size_bits: u8) {
     paging::flush_tlb();
 }
 
+/// The physical address a leaf of `2^size_bits` bytes maps at `va`, if
+/// the tables lead to one there.
+pub fn mapped_at(root_pa: u64, va: u64, size_bits: u8) -> Option<u64> {
+    let level = if size_bits == 21 {
+        LEVELS - 2
+    } else {
+        LEVELS - 1
+    };
+    let slot = slot_at(root_pa, va, level).ok()?;
+    // SAFETY: `slot` points into a table of this space (see `slot_at`).
+    let entry = unsafe { slot.read_volatile() };
+    (paging::entry_valid(entry) && paging::entry_is_leaf(entry, level))
+        .then(|| paging::entry_address(entry))
+}
+
+/// Zeroes the page table at `table_pa`, which no address space links any
+/// more (the caller flushed when it unlinked it).
+pub fn clear_table(table_pa: u64) {
+    // SAFETY: the caller names a page-table object's 4 KiB frame, in the
+    // direct map, that no table entry points at.
+    unsafe { core::ptr::write_bytes(phys_to_virt(table_pa) as *mut u8, 0, 4096) };
+}
+
 /// Clears the table entry at physical address `entry_pa` and flushes.
 pub fn clear_entry(entry_pa: u64) {
     // SAFETY: the caller names a page-table entry it installed, in the
@@ -257,4 +280,32 @@ pub fn table_is_empty(table_pa: u64) -> bool {
     // direct map; it is only read.
     let entries = unsafe { &*(phys_to_virt(table_pa) as *const [u64; 512]) };
     !entries.iter().any(|&entry| paging::entry_valid(entry))
+}
+
+/// Calls `visit(va, entry, size_bits)` with every leaf of the user half of
+/// the address space rooted at `root_pa`, in address order (the
+/// abstraction check's read-back, `testing::abstraction`).
+#[cfg(feature = "fuzz-checks")]
+pub fn for_each_user_leaf(root_pa: u64, visit: &mut impl FnMut(u64, u64, u8)) {
+    fn walk(table_pa: u64, level: usize, base: u64, visit: &mut impl FnMut(u64, u64, u8)) {
+        let shift = 12 + 9 * (LEVELS - 1 - level);
+        for index in 0..512u64 {
+            let va = base | index << shift;
+            if level == 0 && va >= paging::USER_TOP {
+                break;
+            }
+            // SAFETY: `table_pa` is a table of this space (the root, or read
+            // from a present table entry), in the direct map; index < 512.
+            let entry = unsafe { table(table_pa).add(index as usize).read_volatile() };
+            if !paging::entry_valid(entry) {
+                continue;
+            }
+            if paging::entry_is_leaf(entry, level) {
+                visit(va, entry, shift as u8);
+            } else {
+                walk(paging::entry_address(entry), level + 1, va, visit);
+            }
+        }
+    }
+    walk(root_pa, 0, 0, visit);
 }

@@ -127,6 +127,11 @@ pub enum Error {
     /// use by a device). Detach a device first; other IoSpaces are not
     /// affected.
     IoShareExhausted = 76,
+    /// `DebugCheckAbstraction` (kernels built with `fuzz-checks`): the
+    /// kernel's page tables, IOMMU entries or interrupt remapping entries
+    /// disagree with what the capability model says is mapped, attached or
+    /// bound. The first disagreement is printed on the console.
+    AbstractionBroken = 77,
 }
 
 impl Error {
@@ -136,7 +141,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 42] = [
+    pub const ALL: [Error; 43] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -179,6 +184,7 @@ impl Error {
         Error::NotConfigured,
         Error::IommuTimeout,
         Error::IoShareExhausted,
+        Error::AbstractionBroken,
     ];
 
     /// The error with this number, if any.

@@ -53,6 +53,13 @@ pub enum Syscall {
     /// and the capability dump: up to 32 bytes of UTF-8 in message registers
     /// 0..4, little-endian, NUL-padded.
     DebugNameThread = 35,
+    /// Kernels built with `fuzz-checks`: compare the kernel's real tables
+    /// (CPU page tables, IoSpace stage 2, IOMMU device and PASID entries,
+    /// x86_64 MSI remapping entries) with the capability model's view of
+    /// who maps, attaches and binds what; [`Error::AbstractionBroken`] on
+    /// the first disagreement (printed on the console). Others answer
+    /// [`Error::NotSupported`].
+    DebugCheckAbstraction = 36,
 }
 
 impl Syscall {
@@ -70,6 +77,7 @@ impl Syscall {
             33 => Syscall::DebugHalt,
             34 => Syscall::DebugCapDump,
             35 => Syscall::DebugNameThread,
+            36 => Syscall::DebugCheckAbstraction,
             _ => return None,
         })
     }
@@ -180,6 +188,7 @@ mod tests {
             Syscall::DebugHalt,
             Syscall::DebugCapDump,
             Syscall::DebugNameThread,
+            Syscall::DebugCheckAbstraction,
         ] {
             assert_eq!(Syscall::from_number(call as u64), Some(call));
         }

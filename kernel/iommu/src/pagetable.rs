@@ -421,6 +421,52 @@ impl<F: PageTableFormat> PageTable<F> {
         visit(table);
     }
 
+    /// Calls `visit(input, output, size_bits, perms)` with every leaf of
+    /// this page table, in input order: a read-back of what the hardware
+    /// would translate (the kernel's abstraction check compares it with
+    /// the capability model). Visits every present entry once.
+    pub fn for_each_leaf(
+        &self,
+        mem: &impl PhysMem,
+        mut visit: impl FnMut(u64, PhysAddr, u32, Perms),
+    ) {
+        let shift = 12 + 9 * (self.height - 1);
+        let entries = (1u64 << (self.input_bits.saturating_sub(shift)).min(9)).min(512);
+        self.visit_leaves(mem, self.root, self.height, 0, entries, &mut visit);
+    }
+
+    fn visit_leaves(
+        &self,
+        mem: &impl PhysMem,
+        table: PhysAddr,
+        height: u32,
+        base: u64,
+        entries: u64,
+        visit: &mut impl FnMut(u64, PhysAddr, u32, Perms),
+    ) {
+        let shift = 12 + 9 * (height - 1);
+        for index in 0..entries {
+            let entry = mem.read_u64(table + 8 * index);
+            if !self.format.is_present(entry) {
+                continue;
+            }
+            let input = base | index << shift;
+            if height > 1 && self.format.is_table(entry, height) {
+                self.visit_leaves(
+                    mem,
+                    self.format.address(entry),
+                    height - 1,
+                    input,
+                    512,
+                    visit,
+                );
+            } else {
+                let output = self.format.address(entry) & !((1u64 << shift) - 1);
+                visit(input, output, shift, self.format.perms(entry));
+            }
+        }
+    }
+
     /// Software walk: the output address and rights for `input`.
     pub fn lookup(&self, mem: &impl PhysMem, input: u64) -> Option<(PhysAddr, Perms)> {
         let (_, entry, height) = self.find_leaf(mem, input)?;
@@ -439,6 +485,33 @@ mod tests {
     use crate::smmuv3::pagetable::Stage2Format;
     use crate::vtd::regs::Capability;
     use crate::vtd::tables::{FirstStageFormat, SecondStageFormat};
+
+    #[test]
+    fn every_leaf_is_read_back() {
+        let memory = SimMemory::new(64 << 20);
+        let mut frames = SimFrames::new(&memory, 16 << 20, 32 << 20);
+        let format = SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
+        let table = PageTable::new(&mut frames, format, 4, 48).unwrap();
+        let pages = [
+            (0x1000, 0x9000, PageSize::Size4K, Perms::READ),
+            (0x20_0000, 0x40_0000, PageSize::Size2M, Perms::READ_WRITE),
+            (0x7f_ffff_f000, 0xa000, PageSize::Size4K, Perms::WRITE),
+        ];
+        for (input, output, size, perms) in pages {
+            table
+                .map(&memory, &mut frames, input, output, size, perms)
+                .unwrap();
+        }
+        let mut seen = std::vec::Vec::new();
+        table.for_each_leaf(&memory, |input, output, bits, perms| {
+            seen.push((input, output, bits, perms))
+        });
+        let expected: std::vec::Vec<_> = pages
+            .iter()
+            .map(|&(i, o, size, p)| (i, o, size.shift(), p))
+            .collect();
+        assert_eq!(seen, expected);
+    }
 
     #[test]
     fn map_lookup_unmap_and_reclaim() {

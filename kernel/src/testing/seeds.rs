@@ -56,6 +56,11 @@ pub enum Seed {
     /// `deleted_notification_is_never_signalled` fail (the kernel writes
     /// into the Frame that took the dead object's memory).
     DanglingReferences,
+    /// `leak-cpu-leaf`: unmapping a Frame from a CPU address space (its
+    /// `Frame.Unmap`, delete or revoke) leaves the leaf in the page table,
+    /// so the memory stays reachable after the model forgot the mapping;
+    /// the fuzzer's abstraction check (`syscall_fuzzer`) fails.
+    LeakCpuLeaf,
 }
 
 /// Whether `seed` is planted: always `false` in a kernel without the
@@ -89,6 +94,7 @@ mod planting {
         Seed::IoStage2Identity,
         Seed::IoDeviceSurvivesDelete,
         Seed::DanglingReferences,
+        Seed::LeakCpuLeaf,
     ];
 
     /// One bit per planted seed (bit `Seed as u32`). Written once at boot,
@@ -109,6 +115,7 @@ mod planting {
                 Seed::IoStage2Identity => "io-stage2-identity",
                 Seed::IoDeviceSurvivesDelete => "io-device-survives-delete",
                 Seed::DanglingReferences => "dangling-references",
+                Seed::LeakCpuLeaf => "leak-cpu-leaf",
             }
         }
 
@@ -125,6 +132,7 @@ mod planting {
                 Seed::IoStage2Identity => "every IoSpace maps foreign RAM at IPA = PA",
                 Seed::IoDeviceSurvivesDelete => "deleted IoDevices keep translating",
                 Seed::DanglingReferences => "references to dead objects are kept",
+                Seed::LeakCpuLeaf => "CPU leaves outlive their unmapping",
             }
         }
 

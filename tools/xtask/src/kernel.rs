@@ -8,7 +8,13 @@
 //! seeded bug with `seed=`) is `cargo build --profile seeded --features
 //! seeded-bugs -p kernel --target <arch>-unknown-none`, in
 //! `target/<target>/seeded/kernel`, for the same reason: the release kernel
-//! has no seeded bugs to switch on.
+//! has no seeded bugs to switch on. The fuzz kernel (the `*-user-fuzz`
+//! system tests and `cargo xtask fuzz`) is `cargo build --profile fuzz
+//! --features fuzz-checks -p kernel --target <arch>-unknown-none`, in
+//! `target/<target>/fuzz/kernel`: it answers `DebugCheckAbstraction`
+//! (`kernel/src/testing/abstraction.rs`), which the release kernel does not
+//! contain. The seeded kernel has the check too, so a seeded bug can be
+//! shown caught by it.
 //!
 //! No RUSTFLAGS are added here: flags the kernel needs live in
 //! `.cargo/config.toml` and the kernel's build script, so a plain cargo build
@@ -54,6 +60,13 @@ pub const SEEDED_PROFILE: &str = "seeded";
 /// (`kernel/src/testing/seeds.rs`), planted by `seed=NAME`.
 pub const SEEDED_FEATURE: &str = "seeded-bugs";
 
+/// The cargo profile of the fuzz kernel (`[profile.fuzz]`, inheriting
+/// `release`).
+pub const FUZZ_PROFILE: &str = "fuzz";
+/// The kernel feature that compiles the abstraction check in
+/// (`kernel/src/testing/abstraction.rs`, the `DebugCheckAbstraction` call).
+pub const FUZZ_FEATURE: &str = "fuzz-checks";
+
 /// Which kernel a system-test configuration boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -63,6 +76,8 @@ pub enum Kernel {
     CapDump,
     /// The kernel with seeded bugs ([`build_seeded`]).
     Seeded,
+    /// The kernel with the abstraction check ([`build_fuzz`]).
+    Fuzz,
 }
 
 impl Kernel {
@@ -72,6 +87,7 @@ impl Kernel {
             Kernel::Release => elf_path(root, arch),
             Kernel::CapDump => cap_dump_elf_path(root, arch),
             Kernel::Seeded => seeded_elf_path(root, arch),
+            Kernel::Fuzz => profile_elf(root, arch, FUZZ_PROFILE, "kernel"),
         }
     }
 }
@@ -105,29 +121,58 @@ pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
 /// Builds the workspace binary package `package` (its binary has the same
 /// name) for `arch` and returns the ELF's path.
 pub fn build_package(root: &Path, arch: Arch, package: &str) -> Result<PathBuf> {
-    build_with(root, arch, package, "release", &[])
+    build_with(root, arch, package, "release", &[], &[])
+}
+
+/// [`build_package`] with environment variables set for the compiler, for
+/// a program that reads them with `option_env!` (cargo rebuilds it when
+/// they change). Every variable in `env` is set; give each one the program
+/// reads, so nothing is inherited from the caller's environment.
+pub fn build_package_with_env(
+    root: &Path,
+    arch: Arch,
+    package: &str,
+    env: &[(&str, String)],
+) -> Result<PathBuf> {
+    build_with(root, arch, package, "release", &[], env)
 }
 
 /// Builds the kernel for `arch` with the `cap-dump` feature under the
 /// `cap-dump` profile and returns the ELF's path.
 pub fn build_cap_dump(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_with(root, arch, "kernel", CAP_DUMP_PROFILE, &[CAP_DUMP_FEATURE])
+    build_with(
+        root,
+        arch,
+        "kernel",
+        CAP_DUMP_PROFILE,
+        &[CAP_DUMP_FEATURE],
+        &[],
+    )
 }
 
-/// Builds the kernel for `arch` with the `seeded-bugs` feature under the
-/// `seeded` profile and returns the ELF's path.
+/// Builds the kernel for `arch` with the `seeded-bugs` feature (and the
+/// abstraction check, `fuzz-checks`, so a seeded bug can be caught by the
+/// fuzzer) under the `seeded` profile and returns the ELF's path.
 pub fn build_seeded(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_with(root, arch, "kernel", SEEDED_PROFILE, &[SEEDED_FEATURE])
+    let features = [SEEDED_FEATURE, FUZZ_FEATURE];
+    build_with(root, arch, "kernel", SEEDED_PROFILE, &features, &[])
 }
 
-/// `cargo build` of `package` for `arch` with cargo profile `profile` and
-/// `features`; returns the ELF's path.
+/// Builds the kernel for `arch` with the `fuzz-checks` feature under the
+/// `fuzz` profile and returns the ELF's path.
+pub fn build_fuzz(root: &Path, arch: Arch) -> Result<PathBuf> {
+    build_with(root, arch, "kernel", FUZZ_PROFILE, &[FUZZ_FEATURE], &[])
+}
+
+/// `cargo build` of `package` for `arch` with cargo profile `profile`,
+/// `features` and the environment variables `env`; returns the ELF's path.
 fn build_with(
     root: &Path,
     arch: Arch,
     package: &str,
     profile: &str,
     features: &[&str],
+    env: &[(&str, String)],
 ) -> Result<PathBuf> {
     let target = arch.target();
     let mut args: Vec<String> = vec!["build".into()];
@@ -154,6 +199,7 @@ fn build_with(
     eprintln!("xtask: building {package}{described} for {target}");
     let status = Command::new(cargo())
         .args(&args)
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(std::io::stderr())

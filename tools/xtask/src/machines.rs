@@ -224,10 +224,13 @@ impl SystemTest {
 
     /// The kernel this configuration boots: the seeded kernel when its
     /// command line plants a seeded bug (the release kernel has none), the
-    /// capability-dump kernel for `cap_dump`, else the release kernel.
+    /// capability-dump kernel for `cap_dump`, the fuzz kernel (with the
+    /// abstraction check) for the fuzz program, else the release kernel.
     pub fn kernel(&self) -> Kernel {
         if self.seeds().is_some() {
             Kernel::Seeded
+        } else if self.program == Some(crate::fuzz::PROGRAM) {
+            Kernel::Fuzz
         } else if self.cap_dump {
             Kernel::CapDump
         } else {
@@ -350,11 +353,13 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: false,
     },
     SystemTest {
+        // The fuzzer with CI's count and seed (`fuzz::CI_CALLS`,
+        // `fuzz::CI_SEED`); `cargo xtask fuzz` boots the same row with others.
         name: "x86_64-user-fuzz",
         arch: Arch::X86_64,
         qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
         cmdline: "tests=user",
-        timeout_secs: 300,
+        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
         program: Some("fuzz"),
         image: None,
         must_fail: &[],
@@ -366,10 +371,36 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         arch: Arch::Aarch64,
         qemu_args: &[],
         cmdline: "tests=user",
-        timeout_secs: 300,
+        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
         program: Some("fuzz"),
         image: None,
         must_fail: &[],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
+        // CPU leaves outlive their unmapping: the fuzzer's abstraction
+        // check finds a leaf no Frame capability maps.
+        name: "x86_64-seeded-leak-cpu-leaf",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
+        cmdline: "tests=user seed=leak-cpu-leaf",
+        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
+        program: Some("fuzz"),
+        image: None,
+        must_fail: &["syscall_fuzzer"],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
+        name: "aarch64-seeded-leak-cpu-leaf",
+        arch: Arch::Aarch64,
+        qemu_args: &[],
+        cmdline: "tests=user seed=leak-cpu-leaf",
+        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
+        program: Some("fuzz"),
+        image: None,
+        must_fail: &["syscall_fuzzer"],
         expect_trap: false,
         cap_dump: false,
     },

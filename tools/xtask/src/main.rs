@@ -4,6 +4,8 @@
 //!   console on the terminal, exit with the guest's status.
 //! - `cargo xtask test`: host tests, then every QEMU system-test
 //!   configuration on both architectures; one closing `N passed, N failed`.
+//! - `cargo xtask fuzz`: the in-kernel random-invocation fuzzer with a
+//!   chosen number of calls and seed, on one or both architectures.
 //! - `cargo xtask build`: build the kernel only.
 //! - `cargo xtask graph --image NAME`: draw an image's capabilities as an SVG.
 //! - `cargo xtask pack --image NAME`: pack kernel, programs and description
@@ -18,6 +20,7 @@
 mod bench;
 mod capdump;
 mod error;
+mod fuzz;
 mod fuzz_host;
 mod image;
 mod kernel;
@@ -92,6 +95,20 @@ enum Task {
         #[arg(long, value_name = "x86_64|aarch64")]
         arch: Option<String>,
     },
+    /// Run the in-kernel random-invocation fuzzer (userland/tests/fuzz) with
+    /// N calls and seed S; report count, seed, outcome and wall time per
+    /// architecture. Non-zero exit status on any failure.
+    Fuzz {
+        /// Architecture to fuzz (both unless given).
+        #[arg(long, value_name = "x86_64|aarch64")]
+        arch: Option<String>,
+        /// Number of system calls per architecture.
+        #[arg(long, value_name = "N", default_value_t = fuzz::CI_CALLS, value_parser = fuzz::parse_number)]
+        calls: u64,
+        /// Seed of the fuzzer's random sequence (decimal or 0x-hexadecimal).
+        #[arg(long, value_name = "S", default_value_t = fuzz::CI_SEED, value_parser = fuzz::parse_number)]
+        seed: u64,
+    },
     /// Draw an image's capability distribution as an SVG (Graphviz), under target/images/.
     Graph {
         /// System image, the file images/<NAME>.toml.
@@ -157,6 +174,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test(&root, &args),
         Task::Build { arch } => build(&root, arch),
         Task::Bench { arch } => bench(&root, arch),
+        Task::Fuzz { arch, calls, seed } => fuzz(&root, arch, calls, seed),
         Task::Graph { image, arch } => graph(&root, &arch, &image),
         Task::Pack { image, arch } => pack(&root, &arch, &image),
         Task::FuzzHost { target, time, runs } => fuzz_host::run(
@@ -209,6 +227,18 @@ fn bench(root: &Path, arch: Option<String>) -> Result<ExitCode> {
     setup::qemu(&machines)?;
     bench::run(root, &arches)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn fuzz(root: &Path, arch: Option<String>, calls: u64, seed: u64) -> Result<ExitCode> {
+    let arches = arches(arch.as_deref())?;
+    setup::rust_targets(root)?;
+    let machines: Vec<_> = arches.iter().map(|arch| arch.machine()).collect();
+    setup::qemu(&machines)?;
+    Ok(if fuzz::run(root, &arches, calls, seed)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {

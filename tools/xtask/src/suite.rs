@@ -92,6 +92,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         // that needs one comes.
         let mut cap_dump_kernel: Option<Result<PathBuf>> = None;
         let mut seeded_kernel: Option<Result<PathBuf>> = None;
+        let mut fuzz_kernel: Option<Result<PathBuf>> = None;
         for config in configs {
             let elf = match config.kernel() {
                 Kernel::Release => &release,
@@ -101,6 +102,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                 Kernel::Seeded => {
                     seeded_kernel.get_or_insert_with(|| kernel::build_seeded(root, arch))
                 }
+                Kernel::Fuzz => fuzz_kernel.get_or_insert_with(|| kernel::build_fuzz(root, arch)),
             };
             let elf = match elf {
                 Ok(elf) => elf.clone(),
@@ -240,6 +242,13 @@ type Booted = (Option<PathBuf>, Vec<String>, Option<sysimage::Image>);
 /// and the validated image.
 fn boot_module(root: &Path, config: &SystemTest) -> Result<Booted> {
     match (config.program, config.image) {
+        // The fuzzer's count and seed are compiled in: CI's, whatever the
+        // last `cargo xtask fuzz` built.
+        (Some(crate::fuzz::PROGRAM), _) => {
+            let (calls, seed) = (crate::fuzz::CI_CALLS, crate::fuzz::CI_SEED);
+            crate::fuzz::build_program(root, config.arch, calls, seed)
+                .map(|path| (Some(path), Vec::new(), None))
+        }
         (Some(program), _) => kernel::build_package(root, config.arch, program)
             .map(|path| (Some(path), Vec::new(), None)),
         (None, Some(name)) => {

@@ -60,7 +60,10 @@ pub use invocations::{
 };
 pub use messages::Received;
 pub use names::CapTable;
-pub use syscall::{debug_cap_dump, debug_halt, debug_put_char, debug_put_str, syscall, yield_now};
+pub use syscall::{
+    debug_cap_dump, debug_check_abstraction, debug_halt, debug_put_char, debug_put_str, syscall,
+    yield_now,
+};
 
 #[cfg(test)]
 mod tests;

@@ -89,6 +89,15 @@ pub fn debug_cap_dump() -> Result<(), Error> {
     status_to_result(syscall(Syscall::DebugCapDump as u64, 0, 0, [0; 4]).status)
 }
 
+/// Asks the kernel to compare its real tables with the capability model
+/// (`DebugCheckAbstraction`; the fuzzer calls it after every batch).
+/// Errors: [`Error::AbstractionBroken`] on a disagreement (the kernel
+/// prints the first on its console), [`Error::NotSupported`] in a kernel
+/// built without the `fuzz-checks` feature.
+pub fn debug_check_abstraction() -> Result<(), Error> {
+    status_to_result(syscall(Syscall::DebugCheckAbstraction as u64, 0, 0, [0; 4]).status)
+}
+
 /// Ends the QEMU session with `status` (`DebugHalt`, debug kernels; for test
 /// programs). Never returns: in a kernel without debug support the call
 /// fails with [`Error::NotSupported`] and the thread then yields forever.
@@ -196,7 +205,7 @@ mod tests {
 
     #[test]
     fn unknown_statuses_have_one_fallback() {
-        for status in [30, 63, 77, 255, 256, u64::MAX] {
+        for status in [30, 63, 78, 255, 256, u64::MAX] {
             assert_eq!(status_to_result(status), Err(UNKNOWN_STATUS));
         }
     }

@@ -86,6 +86,12 @@ pub fn entry_is_leaf(entry: u64, level: usize) -> bool {
     level == 3 || entry & TABLE_OR_PAGE == 0
 }
 
+/// Whether a valid leaf lets user code write.
+#[cfg(feature = "fuzz-checks")]
+pub fn entry_writable(entry: u64) -> bool {
+    entry & AP_READ_ONLY == 0
+}
+
 /// The physical address an entry points at.
 pub fn entry_address(entry: u64) -> u64 {
     entry & ADDRESS

@@ -63,6 +63,12 @@ pub fn entry_is_leaf(entry: u64, level: usize) -> bool {
     level == 3 || entry & HUGE != 0
 }
 
+/// Whether a present leaf lets user code write.
+#[cfg(feature = "fuzz-checks")]
+pub fn entry_writable(entry: u64) -> bool {
+    entry & WRITABLE != 0
+}
+
 /// The physical address an entry points at.
 pub fn entry_address(entry: u64) -> u64 {
     entry & ADDRESS

@@ -1,10 +1,20 @@
 //! `fuzz`: a system-call fuzzer running as the root task. It issues
-//! 100,000 random system calls — mostly capability invocations with random
+//! [`CALLS`] random system calls (100,000 unless built with `FUZZ_CALLS`;
+//! `cargo xtask fuzz --calls N --seed S` sets `FUZZ_CALLS` and `FUZZ_SEED`
+//! in the compiler's environment, read here with `option_env!`) — mostly capability invocations with random
 //! capability pointers, labels, message words, arguments and extra
 //! capabilities, biased towards values that reach deep into the kernel
 //! (real slots, real labels, small sizes) — and checks that every call
-//! returns a defined status: 0 or one of `abi::Error`'s codes. The kernel
-//! must survive all of it; a kernel panic or fault ends the run without the
+//! returns a defined status: 0 or one of `abi::Error`'s codes. About a
+//! quarter of the calls come from [`structure`]: sequences that build real
+//! structure (threads in their own spaces, tables, mappings in CPU spaces
+//! and IoSpaces, attached devices, bound fault queues and IRQ handlers)
+//! and tear it down at random. After every [`BATCH`] calls (and at the
+//! end) it asks the kernel to compare its page tables, IOMMU entries and
+//! interrupt remapping entries with the capability model
+//! (`DebugCheckAbstraction`, a kernel built with `fuzz-checks`; the kernel
+//! prints the first disagreement) and fails on any. The kernel must
+//! survive all of it; a kernel panic or fault ends the run without the
 //! closing line, which the runner counts as a failure.
 #![no_std]
 #![no_main]
@@ -15,15 +25,59 @@ use rt::check;
 use rt::testing::{Outcome, Suite};
 use sys::syscall;
 
+mod structure;
+
 rt::entry!(main);
 
-/// How many calls the run makes.
-const CALLS: u32 = 100_000;
+/// How many calls the run makes: `FUZZ_CALLS` at build time, else 100,000.
+const CALLS: u64 = number(option_env!("FUZZ_CALLS"), 100_000);
+/// The random sequence's seed: `FUZZ_SEED` at build time, else CI's.
+const SEED: u64 = number(option_env!("FUZZ_SEED"), 0x5EED_0FC0_FFEE);
+
+/// Calls between two abstraction checks.
+const BATCH: u64 = 10_000;
+
+/// A build-time number, decimal or `0x`-hexadecimal (`_` ignored);
+/// `default` when the variable is unset. A malformed value stops the build.
+const fn number(text: Option<&str>, default: u64) -> u64 {
+    let Some(text) = text else {
+        return default;
+    };
+    let bytes = text.as_bytes();
+    let (mut i, radix) = if bytes.len() > 2 && bytes[0] == b'0' && (bytes[1] | 0x20) == b'x' {
+        (2, 16)
+    } else {
+        (0, 10)
+    };
+    let mut value: u64 = 0;
+    while i < bytes.len() {
+        let digit = match bytes[i] {
+            b'_' => {
+                i += 1;
+                continue;
+            }
+            b @ b'0'..=b'9' => (b - b'0') as u64,
+            b @ b'a'..=b'f' if radix == 16 => (b - b'a' + 10) as u64,
+            b @ b'A'..=b'F' if radix == 16 => (b - b'A' + 10) as u64,
+            _ => panic!("FUZZ_CALLS / FUZZ_SEED: not a number"),
+        };
+        value = match value.checked_mul(radix) {
+            Some(v) => match v.checked_add(digit) {
+                Some(v) => v,
+                None => panic!("FUZZ_CALLS / FUZZ_SEED: too large"),
+            },
+            None => panic!("FUZZ_CALLS / FUZZ_SEED: too large"),
+        };
+        i += 1;
+    }
+    value
+}
 
 /// xorshift64*: small, deterministic, good enough to spread inputs.
-struct Random(u64);
+pub struct Random(u64);
 
 impl Random {
+    /// The next 64 random bits.
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -31,7 +85,8 @@ impl Random {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    /// A random number below `n` (not 0).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
@@ -51,18 +106,69 @@ impl Random {
 
 fn main(_startup: &rt::Startup) -> i32 {
     let mut suite = Suite::new();
-    suite.run("syscall_fuzzer_100k", fuzz);
+    suite.run("syscall_fuzzer", fuzz);
     suite.finish()
 }
 
+/// The abstraction check after `call` calls: the kernel's tables agree
+/// with the capability model (the kernel prints a disagreement itself).
+fn abstraction_holds(call: u64) -> Outcome {
+    let result = sys::debug_check_abstraction();
+    check!(
+        result != Err(Error::NotSupported),
+        "this kernel has no abstraction check: boot the fuzz kernel (cargo build --profile fuzz --features fuzz-checks -p kernel)"
+    );
+    check!(
+        result.is_ok(),
+        "after {call} calls the kernel's tables disagree with the capability model ({result:?}); see the [abstraction] line above"
+    );
+    Ok(())
+}
+
+/// Whether `status` is 0 or one of `abi::Error`'s codes.
+fn defined(status: u64) -> bool {
+    status == 0
+        || u8::try_from(status)
+            .ok()
+            .and_then(Error::from_code)
+            .is_some()
+}
+
 fn fuzz() -> Outcome {
-    let mut random = Random(0x5EED_0FC0_FFEE);
-    let mut statuses = [0u32; 128];
+    // xorshift never leaves 0: a zero seed starts from 1.
+    let mut random = Random(SEED.max(1));
+    rt::println!("fuzz: {CALLS} calls, seed {SEED:#x}");
+    let mut statuses = [0u64; 128];
     let mut call = 0;
-    let mut skipped = 0u32;
+    let mut skipped = 0u64;
+    let mut structure = structure::Structure::new();
+    let mut next_check = BATCH;
+    let mut checks = 0u64;
     while call < CALLS {
+        if call >= next_check {
+            abstraction_holds(call)?;
+            checks += 1;
+            next_check = call + BATCH;
+        }
+        if random.below(4) == 0 {
+            let mut undefined = None;
+            call += structure.step(&mut random, &mut |status| {
+                if !defined(status) {
+                    undefined = Some(status);
+                }
+                statuses[(status as usize).min(127)] += 1;
+            });
+            check!(
+                undefined.is_none(),
+                "call {call}: a structure invocation answered undefined status {:#x}",
+                undefined.unwrap_or(0)
+            );
+            continue;
+        }
         // Never the debug halt (it ends the session) nor a flood of console
-        // bytes (single characters or, with a cap-dump kernel, whole dumps).
+        // bytes (single characters or, with a cap-dump kernel, whole dumps),
+        // nor a Wait: the structure's notifications exist, and nothing
+        // would ever signal one the only thread waits on.
         let number = match random.below(10) {
             0 => random.below(40),
             1 => Syscall::Yield as u64,
@@ -72,6 +178,7 @@ fn fuzz() -> Outcome {
             Syscall::DebugHalt,
             Syscall::DebugPutChar,
             Syscall::DebugCapDump,
+            Syscall::Wait,
         ]
         .iter()
         .any(|call| number == *call as u64)
@@ -151,27 +258,25 @@ fn fuzz() -> Outcome {
             continue;
         }
         let out = syscall(number, cap, info, registers);
-        let defined = out.status == 0
-            || u8::try_from(out.status)
-                .ok()
-                .and_then(Error::from_code)
-                .is_some();
         check!(
-            defined,
+            defined(out.status),
             "call {call}: system call {number} on {cap:#x} answered undefined status {:#x}",
             out.status
         );
         statuses[(out.status as usize).min(127)] += 1;
         call += 1;
     }
+    abstraction_holds(call)?;
+    checks += 1;
+    rt::println!("fuzz: {checks} abstraction checks passed, one per {BATCH} calls and at the end");
     rt::println!(
         "fuzz: {CALLS} calls made ({skipped} drawn and not made); answers by status code:"
     );
     for (code, count) in statuses.iter().enumerate().filter(|(_, c)| **c > 0) {
         let name = u8::try_from(code).ok().and_then(Error::from_code);
         match name {
-            Some(error) => rt::println!("fuzz:   {count:>6} {error}"),
-            None => rt::println!("fuzz:   {count:>6} ok"),
+            Some(error) => rt::println!("fuzz:   {count:>9} {error}"),
+            None => rt::println!("fuzz:   {count:>9} ok"),
         }
     }
     Ok(())

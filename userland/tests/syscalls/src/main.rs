@@ -34,6 +34,10 @@ fn main(_startup: &rt::Startup) -> i32 {
         "cap_dump_is_declined_without_the_feature",
         cap_dump_is_declined_without_the_feature,
     );
+    suite.run(
+        "abstraction_check_is_declined_without_the_feature",
+        abstraction_check_is_declined_without_the_feature,
+    );
     suite.run("bss_starts_zeroed", bss_starts_zeroed);
     suite.run("heap_allocates_and_reuses", heap_allocates_and_reuses);
     suite.finish()
@@ -55,7 +59,7 @@ fn yield_succeeds() -> Outcome {
 }
 
 fn unknown_syscall_is_refused() -> Outcome {
-    for number in [0, 8, 31, 36, u64::MAX] {
+    for number in [0, 8, 31, 37, u64::MAX] {
         let out = syscall(number, 0, 0, [1, 2, 3, 4]);
         let expected = u64::from(Error::InvalidSyscall.code());
         check!(
@@ -95,6 +99,16 @@ fn cap_dump_is_declined_without_the_feature() -> Outcome {
     check!(
         result == Err(Error::NotSupported),
         "DebugCapDump answered {result:?} in a kernel without cap-dump"
+    );
+    Ok(())
+}
+
+fn abstraction_check_is_declined_without_the_feature() -> Outcome {
+    // The release kernel has no `fuzz-checks`: the check is not in it.
+    let result = sys::debug_check_abstraction();
+    check!(
+        result == Err(Error::NotSupported),
+        "DebugCheckAbstraction answered {result:?} in a kernel without fuzz-checks"
     );
     Ok(())
 }
