@@ -1030,6 +1030,9 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 (buffer_object, buffer),
             ) {
                 Ok(0) => {}
+                // The root task's CSpace is its CNode's original capability,
+                // not a kernel-held copy: it stays.
+                Ok(old) if old == ROOT_CNODE_SLOT.0 => {}
                 Ok(old) => {
                     let _ = caps.delete(SlotId(old), &mut sink);
                 }
