@@ -155,7 +155,10 @@ pub fn parse<'a>(
     let initrd = fdt.find_node("/chosen").and_then(|chosen| {
         let start = chosen_address(chosen, "linux,initrd-start")?;
         let end = chosen_address(chosen, "linux,initrd-end")?;
-        (end > start).then_some((start, end - start))
+        // Checked before subtracting (`then_some` would compute `end -
+        // start` first: an overflow panic when end < start).
+        let size = end.checked_sub(start).filter(|&size| size > 0)?;
+        Some((start, size))
     });
     Ok(DeviceTree {
         bootargs,
@@ -237,6 +240,37 @@ mod tests {
             Some((0x80_0000_0000, 0x80_0000_0000, 0x80_0000_0000))
         );
         assert_eq!(tree.initrd, None);
+    }
+
+    /// The same with `-initrd` (100 bytes).
+    const VIRT_INITRD: &[u8] =
+        include_bytes!("../../../tools/fuzz/corpus/devicetree/qemu-virt-initrd.dtb");
+
+    #[test]
+    fn the_initrd_comes_from_chosen() {
+        let tree = parse(VIRT_INITRD, &mut |_| {}).unwrap();
+        assert_eq!(tree.bootargs, "image=default");
+        assert_eq!(tree.initrd.map(|(_, size)| size), Some(100));
+    }
+
+    /// Regression (fuzz target `devicetree`): `linux,initrd-end` below
+    /// `linux,initrd-start` made `parse` compute `end - start` before
+    /// comparing them (`bool::then_some` evaluates its argument), an
+    /// overflow panic with overflow checks on.
+    #[test]
+    fn an_initrd_that_ends_before_it_starts_is_none() {
+        let (start, size) = parse(VIRT_INITRD, &mut |_| {}).unwrap().initrd.unwrap();
+        let end = (start + size) as u32;
+        let mut blob = VIRT_INITRD.to_vec();
+        let at = blob
+            .windows(4)
+            .position(|cells| cells == end.to_be_bytes())
+            .expect("initrd-end is one cell");
+        blob[at..at + 4].copy_from_slice(&(start as u32 - 1).to_be_bytes());
+        let tree = parse(&blob, &mut |_| {}).unwrap();
+        assert_eq!(tree.initrd, None);
+        blob[at..at + 4].copy_from_slice(&(start as u32).to_be_bytes());
+        assert_eq!(parse(&blob, &mut |_| {}).unwrap().initrd, None);
     }
 
     #[test]
