@@ -123,21 +123,26 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
 #[cfg(target_arch = "x86_64")]
 fn discover(info: &mut BootInfo) -> Discovered {
     let Platform::Acpi { rsdp } = info.platform;
-    let tables =
-        crate::platform::acpi::discover(rsdp).unwrap_or_else(|e| fail(format_args!("ACPI: {e}")));
-    let ecam = tables.mcfg.and_then(crate::platform::acpi::ecam_from_mcfg);
-    if let Some((base, first, last)) = ecam {
-        crate::println!("[acpi] MCFG: PCI segment 0 ECAM at {base:#x}, buses {first}..={last}");
+    // The firmware crate walks RSDP -> RSDT/XSDT and checks every table;
+    // the kernel lends it the direct map to read them through.
+    let tables = firmware::acpi::discover(&crate::mem::phys_bytes, rsdp)
+        .unwrap_or_else(|e| fail(format_args!("ACPI: {e}")));
+    let ecam = tables.mcfg.and_then(firmware::acpi::ecam_from_mcfg);
+    if let Some(ecam) = ecam {
+        crate::println!(
+            "[acpi] MCFG: PCI segment 0 ECAM at {:#x}, buses {}..={}",
+            ecam.base,
+            ecam.first_bus,
+            ecam.last_bus
+        );
     }
     if let Some(dmar) = tables.dmar {
         crate::println!("[acpi] DMAR: {} bytes", dmar.len());
     }
     Discovered {
         dmar: tables.dmar,
-        ecam: ecam.map(|e| e.0),
-        ecam_size: ecam.map_or(0, |(_, first, last)| {
-            (u64::from(last) - u64::from(first) + 1) << 20
-        }),
+        ecam: ecam.map(|e| e.base),
+        ecam_size: ecam.map_or(0, |e| e.size()),
         // Firmware (SeaBIOS, which runs before the PVH entry) assigns the
         // BARs; the PCI hole is found from the memory map (`devmem`).
         mmio32: None,
@@ -148,7 +153,14 @@ fn discover(info: &mut BootInfo) -> Discovered {
 #[cfg(target_arch = "aarch64")]
 fn discover(info: &mut BootInfo) -> Discovered {
     let Platform::DeviceTree { dtb } = info.platform;
-    let tree = crate::platform::devicetree::discover(dtb, &mut |region| info.add_memory(region))
+    let mut ram = |range: firmware::devicetree::MemoryRange| {
+        info.add_memory(MemoryRegion {
+            start: range.start,
+            size: range.size,
+            kind: MemoryKind::Ram,
+        })
+    };
+    let tree = firmware::devicetree::discover(&crate::mem::phys_bytes, dtb, &mut ram)
         .unwrap_or_else(|e| fail(format_args!("device tree at {dtb:#x}: {e}")));
     info.cmdline = tree.bootargs;
     info.initrd = tree.initrd;
@@ -190,12 +202,12 @@ pub fn main(mut info: BootInfo) -> ! {
     // Every BAR on bus 0 gets an address before anything uses a device, and
     // the windows left to devices become the root task's device Untypeds.
     crate::devmem::init(&found, &info.memory);
-    let cmdline = crate::cmdline::Cmdline::new(info.cmdline);
+    let cmdline = firmware::cmdline::Cmdline::new(info.cmdline);
     // A boot module the loader did not announce (the aarch64 virt machine
     // loads none for an ELF kernel; the runner uses QEMU's generic loader
     // and says where): `module=ADDRESS,LENGTH`.
     if info.initrd.is_none() {
-        info.initrd = cmdline.get("module").and_then(parse_module);
+        info.initrd = cmdline.module();
     }
     if let Some((start, len)) = info.initrd {
         crate::println!("[boot] boot module at {start:#x}, {len} bytes");
@@ -248,16 +260,6 @@ pub fn main(mut info: BootInfo) -> ! {
         crate::exit(status);
     }
     crate::exit(crate::EXIT_SUCCESS)
-}
-
-/// Parses `ADDRESS,LENGTH` (each decimal or 0x-hexadecimal).
-fn parse_module(text: &str) -> Option<(u64, u64)> {
-    let number = |t: &str| match t.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => t.parse().ok(),
-    };
-    let (address, length) = text.split_once(',')?;
-    Some((number(address)?, number(length)?))
 }
 
 /// Where the root task's stack ends (it grows down from here).

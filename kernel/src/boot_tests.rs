@@ -4,7 +4,6 @@
 
 use crate::arch::{self, Exit, UserContext};
 use crate::boot::Discovered;
-use crate::cmdline::Cmdline;
 use crate::dma_page::DmaPage;
 use crate::edu::Edu;
 use crate::frames::BootFrames;
@@ -13,6 +12,7 @@ use crate::pci::Ecam;
 use crate::selftest::{Outcome, Suite};
 use crate::vspace::{self, Rights};
 use crate::{check, fail};
+use firmware::cmdline::Cmdline;
 
 static TARGET: DmaPage = DmaPage::new();
 

@@ -13,7 +13,6 @@ mod boot;
 mod boot_tests;
 #[cfg(feature = "cap-dump")]
 mod cap_dump;
-mod cmdline;
 mod console;
 mod devmem;
 mod dma_page;
@@ -27,7 +26,6 @@ mod loader;
 mod mem;
 mod objects;
 mod pci;
-mod platform;
 mod sched;
 mod selftest;
 mod syscall;

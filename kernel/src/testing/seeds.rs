@@ -80,7 +80,7 @@ mod planting {
     use core::sync::atomic::{AtomicU32, Ordering};
 
     use super::Seed;
-    use crate::cmdline::Cmdline;
+    use firmware::cmdline::Cmdline;
 
     /// Every seed, in the order boot reports them.
     const ALL: &[Seed] = &[

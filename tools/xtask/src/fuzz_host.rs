@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz-host`: coverage-guided fuzzing, on the host, of every
-//! parser of bytes the kernel or init does not control (the cargo-fuzz
+//! parser of bytes the kernel or init does not control (the kernel's own
+//! firmware and boot-module parsers through the `firmware` crate) (the cargo-fuzz
 //! project in `tools/fuzz`, one libFuzzer target per parser; the table
 //! below).
 //!
@@ -87,6 +88,22 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "vtd_shadow",
         max_len: 8192,
+    },
+    Target {
+        name: "acpi",
+        max_len: 4096,
+    },
+    Target {
+        name: "devicetree",
+        max_len: 8192,
+    },
+    Target {
+        name: "boot_module",
+        max_len: 32 << 10,
+    },
+    Target {
+        name: "cmdline",
+        max_len: 512,
     },
 ];
 
