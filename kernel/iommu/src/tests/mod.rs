@@ -11,5 +11,6 @@ mod smmu_attributes;
 mod smmu_boot;
 mod smmu_translate;
 mod vtd_boot;
+mod vtd_fail_closed;
 mod vtd_intremap;
 mod vtd_translate;

@@ -58,7 +58,8 @@ impl<M: Mmio> VtdUnit<M> {
     /// confirmed; when not, stale context or IOTLB entries may survive
     /// until the unit processes invalidations again (VT-d offers no
     /// "abort everything" short of translation off, which passes DMA
-    /// through).
+    /// through; a new root table needs the same queue to flush the
+    /// caches). Tested in `tests/vtd_fail_closed.rs`.
     pub fn fail_closed<S: Copy + Eq, const N: usize>(
         &mut self,
         mem: &impl PhysMem,
