@@ -22,9 +22,12 @@
 //! each IoSpace reserves [`SPACE_BUDGET`] pages of the pool when it is
 //! created (`TableMemoryExhausted` if the pool cannot set them aside), and
 //! every page of its stage 2, its shadows and its CDs comes out of that
-//! reservation and goes back to it; the unit's own tables (context, PASID,
-//! level-2 stream tables) come from the [`UNIT_FLOOR`] pages no IoSpace
-//! may reserve. So one IoSpace that fills its tables runs out alone.
+//! reservation and goes back to it. So do the unit's own tables (context,
+//! PASID, level-2 stream tables) an attach needs: charged to the attaching
+//! IoSpace, freed and refunded when their last entry goes; one still
+//! shared when its payer dies passes to the [`UNIT_FLOOR`] pages no
+//! IoSpace may reserve. So one IoSpace that fills its tables runs out
+//! alone.
 //!
 //! Every effect is applied under the unit lock; invocations check
 //! beforehand that the account they charge has enough pages left
@@ -45,7 +48,9 @@ use abi::Error;
 use caps::{Effect, FaultSource, ObjectId, Rights};
 use iommu::FrameAllocator;
 use iommu::attachments::{Attachment, Attachments, Exposed, Share, ShareError};
-use iommu::budget::{Account, Budget, BudgetError, Ledger};
+use iommu::budget::{
+    Account, Budget, BudgetError, Ledger, Recording, UNIT_TABLES_PER_ENTRY, UnitTables,
+};
 use iommu::pagetable::{PageSize, PageTable, Perms};
 
 /// Most live IoSpaces, nests, attached requesters, routes and queues.
@@ -56,7 +61,9 @@ const SPACES: usize = 64;
 /// 2 MiB regions.
 pub const SPACE_BUDGET: usize = 64;
 /// Pool pages no IoSpace may reserve: the unit's context and PASID tables
-/// (VT-d) and level-2 stream tables (SMMUv3) come from them.
+/// (VT-d) and level-2 stream tables (SMMUv3) still shared by other
+/// IoSpaces when the IoSpace that paid for them died (at most one per
+/// attachment) pass to them.
 pub const UNIT_FLOOR: usize = 64;
 /// Pages taken at boot for IOMMU tables created after boot: a reservation
 /// for every one of the [`SPACES`] IoSpaces plus the unit's floor
@@ -69,6 +76,10 @@ const POOL_PAGES: usize = SPACES * SPACE_BUDGET + UNIT_FLOOR;
 pub const POOL_RESERVE: usize = 8;
 const NESTS: usize = 32;
 const ATTACHED: usize = 64;
+/// The unit's table pages from the pool in use at once: each holds a
+/// live entry, and one attachment's entry needs at most
+/// [`UNIT_TABLES_PER_ENTRY`].
+const UNIT_TABLES: usize = ATTACHED * UNIT_TABLES_PER_ENTRY;
 const QUEUES: usize = 32;
 /// What one IoSpace may use of the unit's `ATTACHED` attachment records
 /// and `NESTS` nests: a quarter, so one IoSpace's holder cannot fill
@@ -181,6 +192,8 @@ struct State {
     nests: [Option<Nest>; NESTS],
     /// Requesters (or PASIDs) pointed at a domain, with their nest.
     attached: Attachments<ObjectId, ATTACHED>,
+    /// The unit's own table pages taken from the pool, and who paid.
+    unit_tables: UnitTables<ObjectId, UNIT_TABLES>,
     routes: heapless::Vec<(FaultSource, ObjectId), ATTACHED>,
     queues: heapless::Vec<Queue, QUEUES>,
     interrupt_on: bool,
@@ -212,6 +225,7 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
     spaces: heapless::Vec::new(),
     nests: [const { None }; NESTS],
     attached: Attachments::new(SHARE),
+    unit_tables: UnitTables::new(),
     routes: heapless::Vec::new(),
     queues: heapless::Vec::new(),
     interrupt_on: false,
@@ -253,7 +267,9 @@ pub fn ensure_pool(space: ObjectId) -> Result<(), Error> {
 /// fail for lack of room).
 pub fn ensure_attach_room(space: ObjectId, root_ipa: Option<u64>) -> Result<(), Error> {
     let state = STATE.lock();
-    state.pool.ensure(Account::Unit)?;
+    // The unit's context, PASID and stream tables the attach may need are
+    // charged to `space` too.
+    state.pool.ensure(Account::Space(space))?;
     let new_nest = root_ipa.is_some_and(|root| {
         !state
             .nests
@@ -263,9 +279,6 @@ pub fn ensure_attach_room(space: ObjectId, root_ipa: Option<u64>) -> Result<(), 
     });
     if new_nest && state.nests.iter().all(Option::is_some) {
         return Err(Error::ObjectTableFull);
-    }
-    if new_nest {
-        state.pool.ensure(Account::Space(space))?;
     }
     state.attached.admit(space, new_nest).map_err(|e| match e {
         ShareError::UnitFull => Error::ObjectTableFull,
@@ -818,13 +831,15 @@ impl State {
                             levels,
                         },
                     };
-                    vtd.set_pasid_entry(
-                        &DirectMemory,
-                        &mut self.pool.of_unit(),
-                        requester,
-                        pasid.unwrap_or(0),
-                        Some(config),
-                    )
+                    self.with_space_tables(space, |frames| {
+                        vtd.set_pasid_entry(
+                            &DirectMemory,
+                            frames,
+                            requester,
+                            pasid.unwrap_or(0),
+                            Some(config),
+                        )
+                    })
                     .map_err(|_| {
                         unit_failed(&mut self.failure, "writing the PASID entry failed")
                     })?;
@@ -837,12 +852,9 @@ impl State {
                         table: root,
                         levels,
                     };
-                    vtd.set_legacy_context(
-                        &DirectMemory,
-                        &mut self.pool.of_unit(),
-                        requester,
-                        Some(context),
-                    )
+                    self.with_space_tables(space, |frames| {
+                        vtd.set_legacy_context(&DirectMemory, frames, requester, Some(context))
+                    })
                     .map_err(|_| {
                         unit_failed(&mut self.failure, "writing the context entry failed")
                     })?;
@@ -862,16 +874,11 @@ impl State {
                     output_bits: smmu.features().idr5.oas_bits().min(48),
                 };
                 let sid = u32::from(requester);
-                match nest {
-                    Some(i) => {
-                        let cd_ipa = unit_reserved_base(bits) + 4096 * i as u64;
-                        let mut frames = self.pool.of_unit();
-                        smmu.attach_nested(&DirectMemory, &mut frames, sid, &config, cd_ipa)
-                    }
-                    None => {
-                        smmu.attach_stage2(&DirectMemory, &mut self.pool.of_unit(), sid, &config)
-                    }
-                }
+                let cd_ipa = nest.map(|i| unit_reserved_base(bits) + 4096 * i as u64);
+                self.with_space_tables(space, |frames| match cd_ipa {
+                    Some(cd_ipa) => smmu.attach_nested(&DirectMemory, frames, sid, &config, cd_ipa),
+                    None => smmu.attach_stage2(&DirectMemory, frames, sid, &config),
+                })
                 .map_err(|_| unit_failed(&mut self.failure, "installing the STE failed"))?;
             }
         }
@@ -904,6 +911,8 @@ impl State {
         if cleared.is_err() {
             // Retried through the record, then escalated.
             self.fail_closed(unit, Exposed::Requester(requester, pasid));
+        } else {
+            self.release_unit_tables(unit, requester, pasid);
         }
         if let Some(gone) = self.attached.remove(requester, pasid)
             && let Some(i) = gone.nest
@@ -953,6 +962,65 @@ impl State {
                     u32::from(requester),
                 )
                 .map_err(|_| "blocking the stream failed")
+            }
+        }
+    }
+
+    /// Runs `write` (an attach) with the pool's pages charged to `space`,
+    /// and records the unit's table pages it took as paid by `space`.
+    fn with_space_tables<T>(
+        &mut self,
+        space: ObjectId,
+        write: impl FnOnce(&mut Recording<'_, Charged<'_>>) -> T,
+    ) -> T {
+        let mut charged = self.pool.of_space(space);
+        let mut frames = Recording::new(&mut charged);
+        let result = write(&mut frames);
+        let mut taken = [None; UNIT_TABLES_PER_ENTRY];
+        for (slot, page) in taken.iter_mut().zip(frames.taken()) {
+            *slot = Some(page);
+        }
+        for page in taken.into_iter().flatten() {
+            if let Err(page) = self.unit_tables.record(page, Account::Space(space)) {
+                crate::println!("[io] unit table {page:#x} not recorded: never freed");
+            }
+        }
+        result
+    }
+
+    /// After a detach: frees the unit's tables on the requester's path
+    /// that hold no entry any more (pool pages only), refunded to
+    /// whoever paid for them. A unit that does not confirm the unlink
+    /// keeps them (they may still be cached).
+    fn release_unit_tables(&mut self, unit: &mut Unit, requester: u16, pasid: Option<u32>) {
+        let tables = &self.unit_tables;
+        let owned = |page: u64| tables.owns(page);
+        let mut freed = [None; UNIT_TABLES_PER_ENTRY];
+        let released = match unit {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(vtd) => vtd
+                .release_tables(&DirectMemory, requester, pasid.unwrap_or(0), owned)
+                .map(|released| {
+                    for (slot, page) in freed.iter_mut().zip(released.pages()) {
+                        *slot = Some(page);
+                    }
+                }),
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(smmu) => {
+                // No substreams: the stream's STE covers every PASID.
+                let _ = pasid;
+                smmu.release_stream_table(&DirectMemory, u32::from(requester), owned)
+                    .map(|released| freed[0] = released)
+            }
+        };
+        if released.is_err() {
+            crate::println!("[io] unlinked unit tables not confirmed by the unit: kept");
+            return;
+        }
+        for page in freed.into_iter().flatten() {
+            match self.unit_tables.take(page) {
+                Some(payer) => self.pool.give_back(payer, page),
+                None => crate::println!("[io] unit table {page:#x} has no payer: kept"),
             }
         }
     }
@@ -1061,7 +1129,15 @@ pub fn reconcile(
             &table,
             Some(table.root()),
         );
-        match state.pool.ledger.retire(object) {
+        // Its unit tables still holding other IoSpaces' entries pass to
+        // the unit (at most one per live attachment).
+        let mut retired = Ok(0);
+        state
+            .unit_tables
+            .hand_to_unit(&mut state.pool.ledger, object, |ledger| {
+                retired = ledger.retire(object);
+            });
+        match retired {
             Ok(0) => {}
             Ok(kept) => crate::println!("[io] a dead IoSpace kept {kept} table pages: leaked"),
             Err(why) => crate::println!("[io] a dead IoSpace had no table reservation: {why:?}"),

@@ -5,9 +5,11 @@
 //! The kernel keeps one pool of table pages per unit (`io_space.rs`).
 //! Every page it takes for an IoSpace — stage-2 intermediate tables, VT-d
 //! shadow tables of its nests, SMMUv3 CD pages — is charged to that
-//! IoSpace's [`Account::Space`]; pages for the unit's own structures
-//! (context and PASID tables, level-2 stream tables), which outlive any one
-//! IoSpace, are charged to [`Account::Unit`].
+//! IoSpace's [`Account::Space`]; so are the unit's own structures
+//! (context and PASID tables, level-2 stream tables) an attach needs,
+//! recorded with their payer in [`UnitTables`] and refunded when their
+//! last entry goes. Such a table still shared when its payer dies passes
+//! to [`Account::Unit`].
 //!
 //! ```text
 //!  pool (total pages) = unreserved  +  per_space × live IoSpaces
@@ -292,6 +294,132 @@ impl<A: FrameAllocator, S: Copy + Eq, const N: usize> FrameAllocator for Charged
             let _ = self.ledger.refund(self.account);
         }
         page
+    }
+}
+
+/// Most pages one attach or detach of the unit's own tables allocates
+/// or frees: VT-d scalable mode, a context table, a PASID directory and
+/// a PASID table.
+pub const UNIT_TABLES_PER_ENTRY: usize = 3;
+
+/// A [`FrameAllocator`] that remembers the pages it handed out (at most
+/// [`UNIT_TABLES_PER_ENTRY`]; more are refused), so that the caller can
+/// record who paid for the unit's tables one attach created.
+pub struct Recording<'a, A> {
+    frames: &'a mut A,
+    taken: [Option<PhysAddr>; UNIT_TABLES_PER_ENTRY],
+}
+
+impl<'a, A: FrameAllocator> Recording<'a, A> {
+    /// `frames`, remembering what it hands out.
+    pub fn new(frames: &'a mut A) -> Self {
+        Self {
+            frames,
+            taken: [None; UNIT_TABLES_PER_ENTRY],
+        }
+    }
+
+    /// The pages handed out so far.
+    pub fn taken(&self) -> impl Iterator<Item = PhysAddr> + '_ {
+        self.taken.iter().flatten().copied()
+    }
+}
+
+impl<A: FrameAllocator> FrameAllocator for Recording<'_, A> {
+    fn alloc_zeroed_frame(&mut self) -> Option<PhysAddr> {
+        let free = self.taken.iter_mut().find(|t| t.is_none())?;
+        let page = self.frames.alloc_zeroed_frame()?;
+        *free = Some(page);
+        Some(page)
+    }
+}
+
+/// The unit's own table pages (context tables, PASID directories and
+/// tables, level-2 stream tables) taken from the pool after boot, each
+/// with the account that paid for it: the IoSpace whose attach needed
+/// it. A page is given back, and refunded to that account, when its last
+/// entry goes; a page still used by other IoSpaces' devices when its
+/// payer dies passes to [`Account::Unit`] (each such page holds a live
+/// entry of another IoSpace, so there are never more of them than
+/// attachments).
+#[derive(Clone, Debug)]
+pub struct UnitTables<S, const N: usize> {
+    pages: [Option<(PhysAddr, Account<S>)>; N],
+}
+
+impl<S: Copy + Eq, const N: usize> UnitTables<S, N> {
+    /// No pages.
+    pub const fn new() -> Self {
+        Self { pages: [None; N] }
+    }
+
+    /// Records `page`, paid by `payer`. `Err` when the record is full
+    /// (the page is then never freed).
+    pub fn record(&mut self, page: PhysAddr, payer: Account<S>) -> Result<(), PhysAddr> {
+        match self.pages.iter_mut().find(|p| p.is_none()) {
+            Some(free) => {
+                *free = Some((page, payer));
+                Ok(())
+            }
+            None => Err(page),
+        }
+    }
+
+    /// Whether `page` is a recorded pool page (others, e.g. boot-time
+    /// tables, are never freed).
+    pub fn owns(&self, page: PhysAddr) -> bool {
+        self.pages.iter().flatten().any(|&(p, _)| p == page)
+    }
+
+    /// Forgets `page` and returns who paid for it.
+    pub fn take(&mut self, page: PhysAddr) -> Option<Account<S>> {
+        let slot = self
+            .pages
+            .iter_mut()
+            .find(|p| p.is_some_and(|(p, _)| p == page))?;
+        slot.take().map(|(_, payer)| payer)
+    }
+
+    /// Pages `payer` paid for that are still in use.
+    pub fn paid_by(&self, payer: Account<S>) -> usize {
+        self.pages
+            .iter()
+            .flatten()
+            .filter(|&&(_, p)| p == payer)
+            .count()
+    }
+
+    /// `space` died: its pages still in use pass to the unit, refunded
+    /// to `space` and charged to [`Account::Unit`] in `ledger` before and
+    /// after [`Ledger::retire`] — call it, with `retire` in between as
+    /// `between`. Returns how many passed.
+    pub fn hand_to_unit<const M: usize>(
+        &mut self,
+        ledger: &mut Ledger<S, M>,
+        space: S,
+        between: impl FnOnce(&mut Ledger<S, M>),
+    ) -> usize {
+        let mut moved = 0;
+        for (_, payer) in self.pages.iter_mut().flatten() {
+            if *payer == Account::Space(space) {
+                let _ = ledger.refund(Account::Space(space));
+                *payer = Account::Unit;
+                moved += 1;
+            }
+        }
+        // The refunds counted the pages free; once the reservation is
+        // retired, the unit takes them from the unreserved pages.
+        between(ledger);
+        for _ in 0..moved {
+            let _ = ledger.charge(Account::Unit);
+        }
+        moved
+    }
+}
+
+impl<S: Copy + Eq, const N: usize> Default for UnitTables<S, N> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

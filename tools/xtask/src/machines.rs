@@ -441,6 +441,19 @@ pub const SYSTEM_TESTS: &[SystemTest] = &[
         cap_dump: false,
     },
     SystemTest {
+        // VT-d with PASIDs: the unit-table test also attaches PASID 1.
+        name: "x86_64-user-iocaps-pasid",
+        arch: Arch::X86_64,
+        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on,x-pasid-mode=on"],
+        cmdline: "tests=user",
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        program: Some("iocaps"),
+        image: None,
+        must_fail: &[],
+        expect_trap: false,
+        cap_dump: false,
+    },
+    SystemTest {
         name: "aarch64-user-iocaps",
         arch: Arch::Aarch64,
         qemu_args: &[],

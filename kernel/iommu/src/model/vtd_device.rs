@@ -74,6 +74,16 @@ pub struct SimVtd<'m> {
     regs: RegisterFile,
     /// Status bits that never change (to test bounded polls).
     pub stuck: Cell<GlobalBits>,
+    /// A wedged invalidation queue: the unit fetches no descriptor, so
+    /// IQH stays and no wait completes (the driver's waits time out).
+    /// Descriptors queued meanwhile are processed once it is cleared and
+    /// the tail is written again.
+    pub stall_queue: Cell<bool>,
+    /// The next this many descriptors other than waits are refused with
+    /// FSTS.IQE (as QEMU does for a malformed one), one per fetch: a
+    /// transient invalidation failure. The driver replaces each refused
+    /// descriptor with a no-op, so its invalidation never happens.
+    pub reject_descriptors: Cell<u32>,
     /// Invalidations processed.
     pub counts: Cell<InvalidationCounts>,
     latched_root: Cell<Option<(u64, RootTableMode)>>,
@@ -106,6 +116,8 @@ impl<'m> SimVtd<'m> {
             memory,
             regs,
             stuck: Cell::new(GlobalBits::empty()),
+            stall_queue: Cell::new(false),
+            reject_descriptors: Cell::new(0),
             counts: Cell::new(InvalidationCounts::default()),
             latched_root: Cell::new(None),
             qemu_mode: Cell::new(qemu_mode),
@@ -466,7 +478,7 @@ impl<'m> SimVtd<'m> {
 
     fn process_queue(&self) {
         let gsts = GlobalBits::from_bits_retain(self.regs.get(offset::GSTS));
-        if !gsts.contains(GlobalBits::QUEUED_INVALIDATION) {
+        if !gsts.contains(GlobalBits::QUEUED_INVALIDATION) || self.stall_queue.get() {
             return;
         }
         let iqa = self.regs.get64(offset::IQA);
@@ -483,7 +495,12 @@ impl<'m> SimVtd<'m> {
         while head != tail {
             let low = self.memory.read_u64(base + head);
             let high = self.memory.read_u64(base + head + 8);
-            if !descriptor_well_formed(low, high) {
+            let rejected = low & 0xf != 5 && self.reject_descriptors.get() > 0;
+            if rejected {
+                self.reject_descriptors
+                    .set(self.reject_descriptors.get() - 1);
+            }
+            if rejected || !descriptor_well_formed(low, high) {
                 let status = self.regs.get(offset::FSTS);
                 self.regs
                     .set(offset::FSTS, status | FaultStatus::IQE.bits());

@@ -399,6 +399,26 @@ impl<M: Mmio> Smmu<M> {
         self.install_ste(mem, alloc, stream_id, &ste)
     }
 
+    /// After `stream_id` was blocked: frees its level-2 stream table when
+    /// every STE in it blocks and `owned` says the caller may free it —
+    /// the level-1 descriptor is cleared, then CFGI_ALL + CMD_SYNC — and
+    /// returns it. On an error nothing is returned: the array may still
+    /// be cached and must not be reused.
+    pub fn release_stream_table(
+        &mut self,
+        mem: &impl PhysMem,
+        stream_id: u32,
+        owned: impl Fn(PhysAddr) -> bool,
+    ) -> Result<Option<PhysAddr>, SmmuError> {
+        let table = self.stream_table.ok_or(SmmuError::NotInitialised)?;
+        let blocking = self.block_policy.ste();
+        let Some(l2) = table.unlink_if_blocking(mem, stream_id, &blocking, owned) else {
+            return Ok(None);
+        };
+        self.submit(mem, [Command::CfgiAll])?;
+        Ok(Some(l2))
+    }
+
     /// Stops all DMA through the SMMU: SMMUEN off, so every transaction
     /// takes GBPA, which [`Self::block_all_dma`] set to abort. The queues
     /// stay on. For when invalidations cannot be confirmed any more

@@ -584,6 +584,38 @@ impl StreamTable {
         Ok(())
     }
 
+    /// The level-2 array of `sid`'s group, if it holds nothing but
+    /// `blocking` STEs and `owned` says the caller may free it: its
+    /// level-1 descriptor is cleared (SPAN=0: the group's StreamIDs raise
+    /// C_BAD_STREAMID, still blocked) and the array returned. The caller
+    /// invalidates the group's STEs before freeing it. `None` for linear
+    /// tables.
+    pub fn unlink_if_blocking(
+        &self,
+        mem: &impl PhysMem,
+        sid: u32,
+        blocking: &Ste,
+        owned: impl Fn(PhysAddr) -> bool,
+    ) -> Option<PhysAddr> {
+        if self.layout != StreamTableLayout::TwoLevel || u64::from(sid) >> self.sid_bits != 0 {
+            return None;
+        }
+        let l1 = self.base + 8 * u64::from(sid >> SPLIT);
+        let descriptor = mem.read_u64(l1);
+        let l2 = descriptor & 0x000f_ffff_ffff_ffc0;
+        if descriptor & 0x1f == 0 || !owned(l2) {
+            return None;
+        }
+        let first = sid & !((1 << SPLIT) - 1);
+        let all_blocking = (first..first + (1 << SPLIT))
+            .all(|sid| self.read_ste(mem, sid).as_ref() == Some(blocking));
+        if !all_blocking {
+            return None;
+        }
+        mem.write_u64(l1, 0);
+        Some(l2)
+    }
+
     /// Reads the STE of `sid`, if its array exists.
     pub fn read_ste(&self, mem: &impl PhysMem, sid: u32) -> Option<Ste> {
         let address = self.ste_address(mem, sid)?;

@@ -1,7 +1,8 @@
 //! Helpers for the translation tests: a guest-physical view of simulated
 //! memory, so first-stage / stage-1 tables can be built with IPAs.
 
-use crate::model::SimMemory;
+use crate::model::{SimFrames, SimMemory};
+use crate::pagetable::{PageSize, PageTable, PageTableFormat, Perms};
 use crate::{FrameAllocator, PAGE_SIZE, PhysAddr, PhysMem};
 
 pub const MIB: u64 = 1 << 20;
@@ -38,5 +39,28 @@ impl FrameAllocator for GuestFrames<'_> {
         self.next += PAGE_SIZE;
         self.view.zero(frame, PAGE_SIZE);
         Some(frame)
+    }
+}
+
+/// The fail-closed tests' IoSpace `space`: IPA pages 0..4 mapped
+/// read-write at `64 MiB * space` onwards.
+pub fn map_space_pages<F: PageTableFormat>(
+    table: &PageTable<F>,
+    memory: &SimMemory,
+    frames: &mut SimFrames,
+    space: u32,
+) {
+    for page in 0..4u64 {
+        let pa = 64 * MIB * u64::from(space) + page * 4096;
+        table
+            .map(
+                memory,
+                frames,
+                page * 4096,
+                pa,
+                PageSize::Size4K,
+                Perms::READ_WRITE,
+            )
+            .unwrap();
     }
 }

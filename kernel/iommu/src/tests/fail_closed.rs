@@ -4,13 +4,13 @@
 //! entry are blocked, devices of other IoSpaces keep working where the
 //! unit still answers, and a unit that answers nothing stops all DMA.
 
-use super::common::MIB;
+use super::common::{MIB, map_space_pages};
 use crate::PollLimit;
 use crate::attachments::{Attachment, Attachments, Exposed, Share};
 use crate::model::smmu::{Outcome, SmmuRequest};
 use crate::model::smmu_device::SimSmmu;
 use crate::model::{Access, SimFrames, SimMemory};
-use crate::pagetable::{PageSize, PageTable, Perms};
+use crate::pagetable::PageTable;
 use crate::smmuv3::pagetable::{Stage2Format, levels_4k};
 use crate::smmuv3::queue::{Command, opcode};
 use crate::smmuv3::ste::Stage2Config;
@@ -52,19 +52,7 @@ fn setup<'m>(memory: &'m SimMemory, device: &'m SimSmmu<'m>) -> Setup<'m> {
     for (space, devices) in [(1u32, &SPACE1_DEVICES[..]), (2, &[SPACE2_DEVICE][..])] {
         let format = Stage2Format::for_unit(smmu.features());
         let table = PageTable::new(&mut frames, format, levels_4k(40), 40).unwrap();
-        for page in 0..4u64 {
-            let pa = 64 * MIB * u64::from(space) + page * 4096;
-            table
-                .map(
-                    memory,
-                    &mut frames,
-                    page * 4096,
-                    pa,
-                    PageSize::Size4K,
-                    Perms::READ_WRITE,
-                )
-                .unwrap();
-        }
+        map_space_pages(&table, memory, &mut frames, space);
         let config = Stage2Config {
             vmid: space as u16 + 1,
             table: table.root(),

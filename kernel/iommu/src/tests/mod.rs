@@ -10,6 +10,8 @@ mod shadow;
 mod smmu_attributes;
 mod smmu_boot;
 mod smmu_translate;
+mod unit_tables;
 mod vtd_boot;
+mod vtd_fail_closed;
 mod vtd_intremap;
 mod vtd_translate;

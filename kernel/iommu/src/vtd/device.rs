@@ -15,6 +15,28 @@ use crate::invalidation::{
 };
 use crate::{FrameAllocator, Mmio, PhysAddr, PhysMem, bit};
 
+/// Pages [`VtdUnit::release_tables`] unlinked, for the caller to free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    pages: [Option<PhysAddr>; crate::budget::UNIT_TABLES_PER_ENTRY],
+}
+
+impl Released {
+    pub(crate) fn push(&mut self, page: PhysAddr) {
+        if let Some(free) = self.pages.iter_mut().find(|p| p.is_none()) {
+            *free = Some(page);
+        }
+    }
+    /// How many pages.
+    pub fn count(&self) -> usize {
+        self.pages.iter().flatten().count()
+    }
+    /// The pages.
+    pub fn pages(&self) -> impl Iterator<Item = PhysAddr> + '_ {
+        self.pages.iter().flatten().copied()
+    }
+}
+
 fn no_root(mode: RootTableMode) -> VtdError {
     match mode {
         RootTableMode::Legacy => VtdError::InvalidParameter {
@@ -58,7 +80,8 @@ impl<M: Mmio> VtdUnit<M> {
     /// confirmed; when not, stale context or IOTLB entries may survive
     /// until the unit processes invalidations again (VT-d offers no
     /// "abort everything" short of translation off, which passes DMA
-    /// through).
+    /// through; a new root table needs the same queue to flush the
+    /// caches). Tested in `tests/vtd_fail_closed.rs`.
     pub fn fail_closed<S: Copy + Eq, const N: usize>(
         &mut self,
         mem: &impl PhysMem,
@@ -219,6 +242,98 @@ impl<M: Mmio> VtdUnit<M> {
         }
         mem.write_u64(slot, entry.0[0]);
         self.invalidate_pasid(mem, source_id, pasid, entry.domain(), new_context)
+    }
+
+    /// After (`source_id`, `pasid`)'s entry was cleared: unlinks the
+    /// unit's tables on its path that hold no present entry any more and
+    /// that `owned` says the caller may free — scalable mode: its PASID
+    /// table, then its PASID directory (the context entry), then the
+    /// half-bus context table (the root entry); legacy mode: the bus's
+    /// context table — then invalidates the context cache (device, or
+    /// global when a root entry went) and, in scalable mode, the PASID
+    /// cache, with one wait, and returns the unlinked pages for the
+    /// caller to free. On an error nothing is returned: the unlinked pages
+    /// may still be cached and must not be reused.
+    pub fn release_tables(
+        &mut self,
+        mem: &impl PhysMem,
+        source_id: u16,
+        pasid: u32,
+        owned: impl Fn(PhysAddr) -> bool,
+    ) -> Result<Released, VtdError> {
+        let Some((root, mode)) = self.root_table() else {
+            return Err(no_root(RootTableMode::Legacy));
+        };
+        let address = |entry: u64| entry & 0x000f_ffff_ffff_f000;
+        let empty = |table: PhysAddr, entries: u64, stride: u64| {
+            (0..entries).all(|i| !bit(mem.read_u64(table + stride * i), 0))
+        };
+        let mut released = Released::default();
+        let bus = u64::from(source_id >> 8);
+        let devfn = u64::from(source_id & 0xff);
+        let root_slot = match mode {
+            RootTableMode::Legacy => root + 16 * bus,
+            RootTableMode::Scalable => root + 16 * bus + if devfn >= 128 { 8 } else { 0 },
+        };
+        let root_entry = mem.read_u64(root_slot);
+        if !bit(root_entry, 0) {
+            return Ok(released);
+        }
+        let context_table = address(root_entry);
+        let (entries, stride) = match mode {
+            RootTableMode::Legacy => (256, 16),
+            RootTableMode::Scalable => (128, 32),
+        };
+        if mode == RootTableMode::Scalable {
+            let context_slot = context_table + 32 * (devfn % 128);
+            let context = mem.read_u64(context_slot);
+            if bit(context, 0) {
+                let directory = address(context);
+                let dir_slot = directory + 8 * u64::from(pasid >> 6);
+                let dir_entry = mem.read_u64(dir_slot);
+                let table = address(dir_entry);
+                if bit(dir_entry, 0) && owned(table) && empty(table, 64, 64) {
+                    mem.write_u64(dir_slot, 0);
+                    released.push(table);
+                }
+                if owned(directory) && empty(directory, 512, 8) {
+                    mem.write_u64(context_slot, 0);
+                    for word in 1..4 {
+                        mem.write_u64(context_slot + 8 * word, 0);
+                    }
+                    released.push(directory);
+                }
+            }
+        }
+        let root_cleared = owned(context_table) && empty(context_table, entries, stride);
+        if root_cleared {
+            mem.write_u64(root_slot, 0);
+            if mode == RootTableMode::Legacy {
+                mem.write_u64(root_slot + 8, 0);
+            }
+            released.push(context_table);
+        }
+        if released.count() == 0 {
+            return Ok(released);
+        }
+        let context = Descriptor::context_cache(if root_cleared {
+            ContextScope::Global
+        } else {
+            ContextScope::Device {
+                domain: 0,
+                source_id,
+                function_mask: 0,
+            }
+        });
+        match mode {
+            RootTableMode::Legacy if self.queue().is_none() => self.invalidate_all(mem)?,
+            RootTableMode::Legacy => self.submit(mem, [context])?,
+            RootTableMode::Scalable => self.submit(
+                mem,
+                [context, Descriptor::pasid_cache(PasidCacheScope::Global)],
+            )?,
+        }
+        Ok(released)
     }
 
     fn invalidate_pasid(

@@ -17,6 +17,10 @@
 //!   by region through Invalidate; both machines: stage-2 maps each in a
 //!   new 1 GiB region) runs out itself, and another IoSpace still maps
 //!   and invalidates.
+//! - The unit's own tables (VT-d context tables, PASID directories and
+//!   tables; SMMUv3 level-2 stream tables) cannot be drained either:
+//!   attaching and detaching devices spread over many buses or stream
+//!   groups leaves another IoSpace able to attach.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -112,6 +116,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("stage2_maps_cannot_drain_the_table_pool", || {
         stage2_maps_cannot_drain_the_table_pool(&mut world)
+    });
+    suite.run("attach_and_detach_cannot_drain_the_unit_tables", || {
+        attach_and_detach_cannot_drain_the_unit_tables(&mut world)
     });
     suite.finish()
 }
@@ -516,4 +523,133 @@ fn stage2_maps_cannot_drain_the_table_pool(world: &mut World) -> Outcome {
     );
     another_space_still_works(world)?;
     drained_space_returns_its_memory(world, drainer)
+}
+
+/// Requesters the unit-table test goes through: on VT-d consecutive
+/// ones from bus 1 on (scalable mode: a PASID directory and PASID table
+/// each, a context table per half bus), on SMMUv3 one per group of 64
+/// StreamIDs (a level-2 stream table each; the kernel's stream table
+/// covers 2^15 StreamIDs).
+fn spread_requester(index: u32) -> u32 {
+    if cfg!(target_arch = "x86_64") {
+        0x100 + index
+    } else {
+        (index + 1) << 6
+    }
+}
+/// How many: on VT-d more pages (two each) than the whole 4,160-page
+/// pool; on SMMUv3 every level-2 stream table the unit can have but one.
+const SPREAD: u32 = if cfg!(target_arch = "x86_64") {
+    2500
+} else {
+    510
+};
+/// More IoSpaces than the kernel keeps records for (64).
+const MOST_SPACES: usize = 70;
+
+/// How many more IoSpaces can be created now (all deleted again).
+fn spaces_that_fit(world: &mut World) -> Result<usize, Failure> {
+    let mut made: [Option<Cap<IoSpace>>; MOST_SPACES] = [None; MOST_SPACES];
+    let mut count = 0;
+    while count < MOST_SPACES {
+        match world.objects.make_io_space(control()) {
+            Ok(space) => made[count] = Some(space),
+            Err(_) => break,
+        }
+        count += 1;
+    }
+    for space in made.iter().flatten() {
+        world
+            .objects
+            .delete(space.slot())
+            .map_err(|e| failure("delete an IoSpace", e))?;
+    }
+    Ok(count)
+}
+
+/// Attaches one requester (and PASID 1 when the unit has PASIDs) to
+/// `space` and detaches it again; the first attach error is returned.
+fn attach_and_detach_once(
+    world: &mut World,
+    requester: u32,
+    space: Cap<IoSpace>,
+    pasids: bool,
+) -> Result<Result<(), Error>, Failure> {
+    let slot = world.take();
+    let device = control()
+        .mint_device(requester, slot)
+        .map_err(|e| failure("MintDevice", e))?;
+    let mut attached = device.attach(space);
+    let device_attached = attached.is_ok();
+    if attached.is_ok() && pasids {
+        let slot = world.take();
+        let pasid = device
+            .mint_pasid(1, slot)
+            .map_err(|e| failure("MintPasid", e))?;
+        let result = pasid.attach(space);
+        if result.is_ok() {
+            pasid.detach().map_err(|e| failure("detach PASID 1", e))?;
+        }
+        world
+            .objects
+            .delete(pasid.slot())
+            .map_err(|e| failure("delete the IoPasid", e))?;
+        attached = result;
+    }
+    if device_attached {
+        device.detach().map_err(|e| failure("Detach", e))?;
+    }
+    world
+        .objects
+        .delete(device.slot())
+        .map_err(|e| failure("delete the IoDevice", e))?;
+    Ok(attached)
+}
+
+/// Issue 12: the unit's own tables came from one shared floor and were
+/// never freed, so one holder attaching and detaching devices on many
+/// buses (or stream groups) used them up and every other IoSpace's
+/// attach failed. Now they are freed when their last entry goes and
+/// charged to the IoSpace whose attach needed them.
+fn attach_and_detach_cannot_drain_the_unit_tables(world: &mut World) -> Outcome {
+    let pasids = control()
+        .identify()
+        .map_err(|e| failure("Identify", e))?
+        .pasid_bits
+        > 0;
+    let victim = world.io_space()?;
+    let drainer = world.io_space()?;
+    let fit_before = spaces_that_fit(world)?;
+    let mut cycles = 0;
+    let stopped = loop {
+        if cycles == SPREAD {
+            break None;
+        }
+        match attach_and_detach_once(world, spread_requester(cycles), drainer, pasids)? {
+            Ok(()) => cycles += 1,
+            Err(e) => break Some(e),
+        }
+    };
+    let fit_after = spaces_that_fit(world)?;
+    rt::println!(
+        "iocaps: attached and detached {cycles} requesters (PASID 1 too: {pasids}), then {stopped:?}; IoSpaces that fit: {fit_before} before, {fit_after} after"
+    );
+    let attached = attach_and_detach_once(world, VICTIM, victim, pasids)?;
+    check!(
+        attached.is_ok(),
+        "another IoSpace's Attach after the drain: {attached:?}"
+    );
+    check!(
+        fit_after == fit_before,
+        "IoSpaces that can be created: {fit_before} before the drain, {fit_after} after"
+    );
+    check!(
+        stopped.is_none(),
+        "attach after {cycles} attach-detach cycles: {stopped:?}"
+    );
+    for space in [drainer, victim] {
+        let deleted = world.objects.delete(space.slot());
+        check!(deleted.is_ok(), "delete an IoSpace: {deleted:?}");
+    }
+    Ok(())
 }
