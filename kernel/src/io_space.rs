@@ -69,10 +69,11 @@ pub const UNIT_FLOOR: usize = 64;
 /// for every one of the [`SPACES`] IoSpaces plus the unit's floor
 /// (4,160 pages, 16.25 MiB).
 const POOL_PAGES: usize = SPACES * SPACE_BUDGET + UNIT_FLOOR;
-/// Pages an invocation needs left in the account it charges before it may
+/// Pages an invocation needs left in the IoSpace's account before it may
 /// change IO tables: a stage-2 walk (3), a shadow or CD (1), or a VT-d
-/// shadow update over two 2 MiB regions (6); for an attach, also the
-/// unit's context/PASID tables (3). With margin.
+/// shadow update over two 2 MiB regions (6); for an attach, the unit's
+/// context / PASID / level-2 stream tables it may need (3), which are
+/// charged to the attaching IoSpace too. With margin.
 pub const POOL_RESERVE: usize = 8;
 const NESTS: usize = 32;
 const ATTACHED: usize = 64;
