@@ -17,15 +17,17 @@
 //! measured under QEMU 10.0.2 (VT-d VER/CAP/ECAP, SMMUv3 IDR0/1/5): the kernel
 //! compares what it decodes from the hardware with them.
 
-use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 
-/// An architecture Portcullis builds for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An architecture Portcullis builds for; also the `--arch` value, whose
+/// spelling is [`Arch::name`] (clap rejects any other with the choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
     /// x86_64 on QEMU's `q35` machine with Intel VT-d.
+    #[value(name = "x86_64")]
     X86_64,
     /// AArch64 on QEMU's `virt` machine with an Arm SMMUv3.
+    #[value(name = "aarch64")]
     Aarch64,
 }
 
@@ -42,19 +44,6 @@ impl Arch {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
         }
-    }
-
-    /// Parses an `--arch` value.
-    pub fn parse(name: &str) -> Result<Arch> {
-        Arch::ALL
-            .into_iter()
-            .find(|arch| arch.name() == name)
-            .ok_or_else(|| {
-                Error::new(
-                    format!("unknown architecture `{name}`"),
-                    "use --arch x86_64 or --arch aarch64",
-                )
-            })
     }
 
     /// The Rust target the kernel is built for.
@@ -1123,8 +1112,10 @@ mod tests {
 
     #[test]
     fn arch_names_round_trip() {
+        use clap::ValueEnum;
+        assert_eq!(Arch::value_variants(), Arch::ALL);
         for arch in Arch::ALL {
-            assert_eq!(Arch::parse(arch.name()), Ok(arch));
+            assert_eq!(Arch::from_str(arch.name(), false), Ok(arch));
             assert_eq!(arch.machine().arch, arch);
         }
         assert_eq!(Arch::X86_64.target(), "x86_64-unknown-none");
@@ -1132,9 +1123,15 @@ mod tests {
 
     #[test]
     fn unknown_arch_names_the_choices() {
-        let error = Arch::parse("riscv64").unwrap_err();
-        assert!(error.problem.contains("riscv64"));
-        assert!(error.fix.contains("x86_64") && error.fix.contains("aarch64"));
+        use clap::ValueEnum;
+        let error = Arch::from_str("riscv64", false).unwrap_err();
+        assert!(error.contains("riscv64"), "{error}");
+        let choices: Vec<_> = Arch::value_variants()
+            .iter()
+            .filter_map(|arch| arch.to_possible_value())
+            .map(|value| value.get_name().to_string())
+            .collect();
+        assert_eq!(choices, ["x86_64", "aarch64"]);
     }
 
     #[test]

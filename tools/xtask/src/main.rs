@@ -49,8 +49,8 @@ struct TestArgs {
     #[arg(long)]
     qemu_only: bool,
     /// Only this architecture's QEMU configurations.
-    #[arg(long, value_name = "x86_64|aarch64")]
-    arch: Option<String>,
+    #[arg(long)]
+    arch: Option<Arch>,
     /// List the selected QEMU configurations and their command lines; run nothing.
     #[arg(long)]
     list: bool,
@@ -71,8 +71,8 @@ enum Task {
     /// Build the kernel and boot it in QEMU; exits with the guest's status.
     Run {
         /// Architecture to boot.
-        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
-        arch: String,
+        #[arg(long, default_value = Arch::DEFAULT.name())]
+        arch: Arch,
         /// System image, the file images/<NAME>.toml.
         #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
         image: String,
@@ -92,16 +92,16 @@ enum Task {
     /// Run the kernel benchmarks under -icount and report guest instruction counts.
     Bench {
         /// Architecture to measure (both unless given).
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
+        #[arg(long)]
+        arch: Option<Arch>,
     },
     /// Run the in-kernel random-invocation fuzzer (userland/tests/fuzz) with
     /// N calls and seed S; report count, seed, outcome and wall time per
     /// architecture. Non-zero exit status on any failure.
     Fuzz {
         /// Architecture to fuzz (both unless given).
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
+        #[arg(long)]
+        arch: Option<Arch>,
         /// Number of system calls per architecture.
         #[arg(long, value_name = "N", default_value_t = fuzz::CI_CALLS, value_parser = fuzz::parse_number)]
         calls: u64,
@@ -115,8 +115,8 @@ enum Task {
         #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
         image: String,
         /// Architecture whose platform (images/platforms/) the image is checked against.
-        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
-        arch: String,
+        #[arg(long, default_value = Arch::DEFAULT.name())]
+        arch: Arch,
     },
     /// Build the kernel and the image's programs and pack them with the
     /// description into one boot-image archive under target/images/.
@@ -125,8 +125,8 @@ enum Task {
         #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
         image: String,
         /// Architecture to pack for.
-        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
-        arch: String,
+        #[arg(long, default_value = Arch::DEFAULT.name())]
+        arch: Arch,
     },
     /// Fuzz every host-buildable parser of untrusted bytes with libFuzzer
     /// (nightly, cargo-fuzz), one target after another; print each target's
@@ -146,8 +146,8 @@ enum Task {
     /// Build the kernel (for both architectures unless --arch is given).
     Build {
         /// Architecture to build for.
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
+        #[arg(long)]
+        arch: Option<Arch>,
     },
 }
 
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             qemu_args,
         } => run(
             &root,
-            &arch,
+            arch,
             &image,
             Run {
                 gdb,
@@ -175,8 +175,8 @@ fn main() -> ExitCode {
         Task::Build { arch } => build(&root, arch),
         Task::Bench { arch } => bench(&root, arch),
         Task::Fuzz { arch, calls, seed } => fuzz(&root, arch, calls, seed),
-        Task::Graph { image, arch } => graph(&root, &arch, &image),
-        Task::Pack { image, arch } => pack(&root, &arch, &image),
+        Task::Graph { image, arch } => graph(&root, arch, &image),
+        Task::Pack { image, arch } => pack(&root, arch, &image),
         Task::FuzzHost { target, time, runs } => fuzz_host::run(
             &root,
             target.as_deref(),
@@ -213,15 +213,12 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The architectures an optional `--arch` selects.
-fn arches(arch: Option<&str>) -> Result<Vec<Arch>> {
-    match arch {
-        Some(name) => Ok(vec![Arch::parse(name)?]),
-        None => Ok(Arch::ALL.to_vec()),
-    }
+fn arches(arch: Option<Arch>) -> Vec<Arch> {
+    arch.map_or_else(|| Arch::ALL.to_vec(), |arch| vec![arch])
 }
 
-fn bench(root: &Path, arch: Option<String>) -> Result<ExitCode> {
-    let arches = arches(arch.as_deref())?;
+fn bench(root: &Path, arch: Option<Arch>) -> Result<ExitCode> {
+    let arches = arches(arch);
     setup::rust_targets(root)?;
     let machines: Vec<_> = arches.iter().map(|arch| arch.machine()).collect();
     setup::qemu(&machines)?;
@@ -229,8 +226,8 @@ fn bench(root: &Path, arch: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fuzz(root: &Path, arch: Option<String>, calls: u64, seed: u64) -> Result<ExitCode> {
-    let arches = arches(arch.as_deref())?;
+fn fuzz(root: &Path, arch: Option<Arch>, calls: u64, seed: u64) -> Result<ExitCode> {
+    let arches = arches(arch);
     setup::rust_targets(root)?;
     let machines: Vec<_> = arches.iter().map(|arch| arch.machine()).collect();
     setup::qemu(&machines)?;
@@ -241,8 +238,8 @@ fn fuzz(root: &Path, arch: Option<String>, calls: u64, seed: u64) -> Result<Exit
     })
 }
 
-fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {
-    let arches = arches(arch.as_deref())?;
+fn build(root: &Path, arch: Option<Arch>) -> Result<ExitCode> {
+    let arches = arches(arch);
     setup::rust_targets(root)?;
     for arch in arches {
         let elf = kernel::build(root, arch)?;
@@ -258,13 +255,12 @@ struct Run<'a> {
     qemu_args: &'a [String],
 }
 
-fn run(root: &Path, arch: &str, image: &str, options: Run<'_>) -> Result<ExitCode> {
+fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCode> {
     let Run {
         gdb,
         cap_dump,
         qemu_args,
     } = options;
-    let arch = Arch::parse(arch)?;
     let image = image::load(root, arch, image)?;
     let machine = arch.machine();
     setup::rust_targets(root)?;
@@ -374,8 +370,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn graph(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
-    let arch = Arch::parse(arch)?;
+fn graph(root: &Path, arch: Arch, image: &str) -> Result<ExitCode> {
     let image = image::load(root, arch, image)?;
     setup::graphviz()?;
     let dir = image::output_dir(root)?;
@@ -394,8 +389,7 @@ fn graph(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pack(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
-    let arch = Arch::parse(arch)?;
+fn pack(root: &Path, arch: Arch, image: &str) -> Result<ExitCode> {
     let image = image::load(root, arch, image)?;
     setup::rust_targets(root)?;
     let packed = image::pack(root, arch, &image)?;
@@ -415,7 +409,7 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let selection = suite::Selection {
         host: !args.qemu_only,
         qemu: !args.host_only,
-        arch: args.arch.as_deref().map(Arch::parse).transpose()?,
+        arch: args.arch,
         filter: args.filter.as_deref(),
     };
     let configs = suite::configurations(&selection);
