@@ -164,7 +164,7 @@ fn run_one(
         println!(
             "{prefix} QEMU: {} {}",
             machine.qemu,
-            qemu::shell_words(&args)
+            crate::shell_words(&args)
         );
     }
     Ok(Outcome {

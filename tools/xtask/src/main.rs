@@ -355,10 +355,19 @@ fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCod
             format!(
                 "check the QEMU arguments (including those after `--`): {} {}",
                 machine.qemu,
-                qemu::shell_words(&args)
+                shell_words(&args)
             ),
         )),
     }
+}
+
+/// Arguments quoted for a POSIX shell (`shlex`), so a command line shown to
+/// the user (a failing QEMU run, `test --list`, a cargo build, a replay) can
+/// be pasted. An argument with a NUL byte cannot be quoted (nor passed to a
+/// program): the list is then shown as Rust strings, with the reason.
+pub fn shell_words(args: &[String]) -> String {
+    shlex::try_join(args.iter().map(String::as_str))
+        .unwrap_or_else(|error| format!("{args:?} ({error})"))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -430,7 +439,7 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
             println!(
                 "  {} {}",
                 config.arch.machine().qemu,
-                qemu::shell_words(&qemu_args)
+                shell_words(&qemu_args)
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -450,4 +459,25 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        let args = [
+            "-append".to_string(),
+            "tests=boot a=1".to_string(),
+            "it's".to_string(),
+        ];
+        let line = shell_words(&args);
+        assert_eq!(line, r#"-append 'tests=boot a=1' "it's""#);
+        // What is printed splits back into the same arguments.
+        assert_eq!(shlex::split(&line).as_deref(), Some(&args[..]));
+        // A NUL cannot be quoted: the arguments are shown, with the reason.
+        let line = shell_words(&["a\0b".to_string()]);
+        assert!(line.contains("nul"), "{line}");
+    }
 }

@@ -44,24 +44,6 @@ pub fn arguments(
     args
 }
 
-/// Arguments quoted for a shell, so a failing QEMU line can be pasted.
-pub fn shell_words(args: &[String]) -> String {
-    args.iter()
-        .map(|arg| {
-            if !arg.is_empty()
-                && arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ",._-=/:".contains(c))
-            {
-                arg.clone()
-            } else {
-                format!("'{}'", arg.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// How a QEMU run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -440,16 +422,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("had not stopped"), "{error}");
-    }
-
-    #[test]
-    fn shell_quoting() {
-        let args = [
-            "-append".to_string(),
-            "tests=boot a=1".to_string(),
-            "it's".to_string(),
-        ];
-        assert_eq!(shell_words(&args), r"-append 'tests=boot a=1' 'it'\''s'");
     }
 
     #[test]

@@ -379,7 +379,7 @@ fn system_test(
             "[{}] QEMU: {} {}",
             config.name,
             machine.qemu,
-            qemu::shell_words(&args)
+            crate::shell_words(&args)
         );
     }
     tally
