@@ -10,10 +10,12 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
 
 use crate::error::{Error, Result};
 use crate::machines::{COMMON_ARGS, GuestExit, Machine};
@@ -78,14 +80,26 @@ pub enum Echo {
     Quiet,
 }
 
-/// Messages from the reader threads to the watching thread.
+/// Messages from the reader and waiter threads to the watching thread.
 enum Event {
     Serial(Vec<u8>),
     SerialClosed,
+    /// QEMU ended by itself (its status; `None` when killed by a signal or
+    /// when waiting for it failed).
+    Exited(Option<i32>),
+    /// This timeout passed; QEMU has been killed and reaped.
+    TimedOut(Duration),
 }
 
 /// Runs `qemu` with `args`, calling `on_line` for each serial line, until
 /// QEMU exits or `timeout` passes.
+///
+/// Three threads serve this one: the serial reader, the stderr reader, and
+/// a waiter that owns the child and waits for it (with `wait-timeout` when
+/// there is a timeout, killing it when the time is up). Serial bytes and the
+/// waiter's verdict meet in one channel, so what the guest printed before
+/// the timeout is still seen, and `on_line` runs here (it need not be
+/// `Send`).
 pub fn run(
     qemu: &str,
     args: &[String],
@@ -111,16 +125,20 @@ pub fn run(
 
     let (sender, events) = mpsc::channel();
     let stdout = child.stdout.take();
+    let serial_sender = sender.clone();
     let serial = thread::spawn(move || {
         if let Some(mut stdout) = stdout {
             let mut buffer = [0u8; 4096];
             while let Ok(n @ 1..) = stdout.read(&mut buffer) {
-                if sender.send(Event::Serial(buffer[..n].to_vec())).is_err() {
+                if serial_sender
+                    .send(Event::Serial(buffer[..n].to_vec()))
+                    .is_err()
+                {
                     break;
                 }
             }
         }
-        let _ = sender.send(Event::SerialClosed);
+        let _ = serial_sender.send(Event::SerialClosed);
     });
     let stderr = child.stderr.take();
     let stderr_last = Arc::new(Mutex::new(None));
@@ -137,29 +155,22 @@ pub fn run(
             }
         }
     });
+    thread::spawn(move || {
+        let _ = sender.send(wait(&mut child, timeout));
+    });
 
-    let deadline = timeout.map(|timeout| Instant::now() + timeout);
     let mut lines = LineSplitter::default();
     let mut watcher = Watcher::default();
-    let mut timed_out = false;
     let mut handle = |text: &str, watcher: &mut Watcher| {
         watcher.see(text);
         on_line(text);
     };
-    loop {
-        let event = match deadline {
-            Some(deadline) => {
-                match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(event) => event,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        timed_out = true;
-                        break;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Event::SerialClosed,
-                }
-            }
-            None => events.recv().unwrap_or(Event::SerialClosed),
-        };
+    let mut serial_closed = false;
+    let mut exited = None;
+    let ended = loop {
+        // Every sender sends its last event before it goes, so a closed
+        // channel means a reader or the waiter panicked: treat it as the end.
+        let event = events.recv().unwrap_or(Event::Exited(None));
         match event {
             Event::Serial(bytes) => {
                 if echo == Echo::Terminal {
@@ -171,21 +182,21 @@ pub fn run(
                     handle(&line, &mut watcher);
                 }
             }
-            Event::SerialClosed => break,
+            Event::SerialClosed => serial_closed = true,
+            Event::Exited(code) => exited = Some(Ended::Exited(code)),
+            Event::TimedOut(timeout) => break Ended::TimedOut(timeout),
         }
-    }
+        if let (true, Some(ended)) = (serial_closed, exited) {
+            break ended;
+        }
+    };
     if let Some(line) = lines.finish() {
         handle(&line, &mut watcher);
     }
 
-    let status = if timed_out {
-        stop(&mut child)
-    } else {
-        child.wait()
-    };
     // After a timeout a grandchild may still hold the pipes open: do not
     // wait for the readers then, they end with the pipes.
-    if !timed_out {
+    if !matches!(ended, Ended::TimedOut(_)) {
         let _ = serial.join();
         let _ = errors.join();
     }
@@ -193,10 +204,6 @@ pub fn run(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
-    let ended = match (timed_out, timeout) {
-        (true, Some(timeout)) => Ended::TimedOut(timeout),
-        _ => Ended::Exited(status.ok().and_then(|status| status.code())),
-    };
     Ok(Run {
         ended,
         announced: watcher.announced,
@@ -206,10 +213,21 @@ pub fn run(
     })
 }
 
-/// Kills a QEMU that overran its time and reaps it.
-fn stop(child: &mut Child) -> io::Result<ExitStatus> {
-    let _ = child.kill();
-    child.wait()
+/// Waits for QEMU, at most `timeout`: past it QEMU is killed and reaped.
+fn wait(child: &mut Child, timeout: Option<Duration>) -> Event {
+    let status = match timeout {
+        None => child.wait(),
+        Some(timeout) => match child.wait_timeout(timeout) {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Event::TimedOut(timeout);
+            }
+            Err(error) => Err(error),
+        },
+    };
+    Event::Exited(status.ok().and_then(|status| status.code()))
 }
 
 /// Keeps what the outcome needs from the serial lines.
@@ -320,6 +338,7 @@ fn describe(code: Option<i32>) -> String {
 mod tests {
     use super::*;
     use crate::machines::{AARCH64_VIRT, X86_64_Q35};
+    use std::time::Instant;
 
     fn finished(ended: Ended, announced: Option<u32>, printed: bool, stderr: Option<&str>) -> Run {
         Run {
