@@ -15,7 +15,8 @@
 //!
 //! Each command first sets the machine up (Rust targets, QEMU 10.0 from
 //! bookworm-backports), so a fresh Debian 12 machine needs nothing else.
-//! The machines and test configurations are one table, in `machines.rs`.
+//! The QEMU machines are in `machines.rs`; the system-test configurations
+//! are data, `system-tests.toml` beside this crate's manifest.
 
 mod bench;
 mod capdump;
@@ -421,11 +422,11 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
         arch: args.arch,
         filter: args.filter.as_deref(),
     };
-    let configs = suite::configurations(&selection);
+    let configs = suite::configurations(&selection)?;
     if args.list {
         for config in configs {
             let kernel = config.kernel().elf_path(root, config.arch);
-            let module = match (config.program, config.image) {
+            let module = match (config.program.as_deref(), config.image.as_deref()) {
                 (Some(program), _) => Some(kernel::package_elf(root, config.arch, program)),
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),
                 (None, None) => None,

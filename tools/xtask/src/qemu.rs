@@ -27,18 +27,16 @@ pub const TAIL_LINES: usize = 20;
 /// The full argument list (after the program name) for one QEMU run.
 pub fn arguments(
     machine: &Machine,
-    configuration: &[&str],
+    configuration: &[impl AsRef<str>],
     kernel: &Path,
     cmdline: &str,
     extra: &[String],
 ) -> Vec<String> {
-    let mut args: Vec<String> = COMMON_ARGS
-        .iter()
-        .chain(machine.machine_args)
-        .chain(configuration)
-        .chain(machine.device_args)
-        .map(|arg| arg.to_string())
-        .collect();
+    let owned = |args: &[&str]| args.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+    let mut args = owned(COMMON_ARGS);
+    args.extend(owned(machine.machine_args));
+    args.extend(configuration.iter().map(|arg| arg.as_ref().to_string()));
+    args.extend(owned(machine.device_args));
     args.extend(["-kernel".to_string(), kernel.display().to_string()]);
     args.extend(["-append".to_string(), cmdline.to_string()]);
     args.extend(["-serial".to_string(), "stdio".to_string()]);
@@ -372,7 +370,14 @@ mod tests {
 
     #[test]
     fn arm_arguments() {
-        let args = arguments(&AARCH64_VIRT, &[], Path::new("/k"), "tests=boot a=1", &[]).join(" ");
+        let args = arguments(
+            &AARCH64_VIRT,
+            &[""; 0],
+            Path::new("/k"),
+            "tests=boot a=1",
+            &[],
+        )
+        .join(" ");
         assert!(
             args.contains("-M virt,iommu=smmuv3 -cpu max -semihosting -device edu"),
             "{args}"
