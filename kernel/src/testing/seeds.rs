@@ -13,7 +13,7 @@
 //! (`release_kernel_has_no_seeded_bugs`).
 
 /// One seeded bug: what it breaks, and the test that must then fail (the
-/// `must_fail` of its `*-seeded-*` row in `tools/xtask/src/machines.rs`).
+/// `must_fail` of its `*-seeded-*` row in `tools/xtask/system-tests.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seed {
     /// `iommu-off`: boot leaves the IOMMU untouched, so DMA is not blocked;

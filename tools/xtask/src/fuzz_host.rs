@@ -224,10 +224,23 @@ pub fn run(root: &Path, only: Option<&str>, budget: Budget) -> Result<bool> {
             if outcome.crashes == 1 { "" } else { "es" }
         );
         match &outcome.artifact {
-            Some(path) => println!(
-                " (input: {path}; replay: cargo +nightly fuzz run --fuzz-dir tools/fuzz -a -s none {} {path})",
-                target.name
-            ),
+            Some(path) => {
+                let replay = [
+                    "cargo",
+                    "+nightly",
+                    "fuzz",
+                    "run",
+                    "--fuzz-dir",
+                    "tools/fuzz",
+                    "-a",
+                    "-s",
+                    "none",
+                    target.name,
+                    path,
+                ]
+                .map(str::to_string);
+                println!(" (input: {path}; replay: {})", crate::shell_words(&replay))
+            }
             None => println!(),
         }
         total_executions += outcome.executions.unwrap_or(0);

@@ -190,7 +190,7 @@ fn build_with(
         "--target".into(),
         target.clone(),
     ]);
-    let shown = format!("cargo {}", args.join(" "));
+    let shown = format!("cargo {}", crate::shell_words(&args));
     let described = if features.is_empty() {
         String::new()
     } else {

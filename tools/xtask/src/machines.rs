@@ -1,7 +1,7 @@
-//! The QEMU machines Portcullis boots on and every system-test configuration.
-//!
-//! This file is the one table to edit when adding a configuration: a
-//! QEMU command line is assembled as
+//! The QEMU machines Portcullis boots on, and the system-test configurations
+//! read from `tools/xtask/system-tests.toml` (the file to edit when adding
+//! one; compiled in, parsed and checked once, every error naming the line
+//! and the configuration). A QEMU command line is assembled as
 //!
 //! ```text
 //! qemu-system-<arch> COMMON_ARGS <machine args> <configuration args>
@@ -17,15 +17,25 @@
 //! measured under QEMU 10.0.2 (VT-d VER/CAP/ECAP, SMMUv3 IDR0/1/5): the kernel
 //! compares what it decodes from the hardware with them.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 
-/// An architecture Portcullis builds for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An architecture Portcullis builds for; also the `--arch` value, whose
+/// spelling is [`Arch::name`] (clap rejects any other with the choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 pub enum Arch {
     /// x86_64 on QEMU's `q35` machine with Intel VT-d.
+    #[value(name = "x86_64")]
+    #[serde(rename = "x86_64")]
     X86_64,
     /// AArch64 on QEMU's `virt` machine with an Arm SMMUv3.
+    #[value(name = "aarch64")]
+    #[serde(rename = "aarch64")]
     Aarch64,
 }
 
@@ -42,19 +52,6 @@ impl Arch {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
         }
-    }
-
-    /// Parses an `--arch` value.
-    pub fn parse(name: &str) -> Result<Arch> {
-        Arch::ALL
-            .into_iter()
-            .find(|arch| arch.name() == name)
-            .ok_or_else(|| {
-                Error::new(
-                    format!("unknown architecture `{name}`"),
-                    "use --arch x86_64 or --arch aarch64",
-                )
-            })
     }
 
     /// The Rust target the kernel is built for.
@@ -176,47 +173,57 @@ pub fn module_arguments(arch: Arch, path: &str, size: u64) -> (Vec<String>, Stri
 /// Seconds a system-test configuration may run unless it says otherwise.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
-/// One QEMU system-test configuration.
-#[derive(Debug)]
+/// One QEMU system-test configuration: a `[[test]]` table of
+/// [`TABLE_FILE`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SystemTest {
     /// Name shown before each of its output lines; starts with the arch name.
-    pub name: &'static str,
+    pub name: String,
     /// Architecture (and so machine) it boots.
     pub arch: Arch,
-    /// Extra QEMU arguments (IOMMU variant).
-    pub qemu_args: &'static [&'static str],
+    /// Extra QEMU arguments (IOMMU variant); none by default.
+    #[serde(default)]
+    pub qemu_args: Vec<String>,
     /// Kernel command line: `tests=<suite>` then `key=value` facts.
-    pub cmdline: &'static str,
-    /// Seconds before the guest is stopped and counted as failed.
+    pub cmdline: String,
+    /// Seconds before the guest is stopped and counted as failed;
+    /// [`DEFAULT_TIMEOUT_SECS`] by default.
+    #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
     /// A user program (a workspace package of the same name) booted as the
     /// root task: the boot module (see [`module_arguments`]).
-    pub program: Option<&'static str>,
+    #[serde(default)]
+    pub program: Option<String>,
     /// A system image (`images/<NAME>.toml`) packed with init and its
     /// programs and booted as the boot module instead: the kernel starts
     /// init, which builds the image's domains (`cargo xtask run --image`).
-    pub image: Option<&'static str>,
+    #[serde(default)]
+    pub image: Option<String>,
     /// A seeded-bug configuration: the kernel is deliberately broken (a
     /// `seed=` word on its command line, booting the seeded kernel, see
     /// [`SystemTest::kernel`]) and these tests must FAIL. Each
     /// that fails counts as a pass (the bug was caught), each that passes
     /// as a failure; the configuration's other tests are not counted.
-    pub must_fail: &'static [&'static str],
+    #[serde(default)]
+    pub must_fail: Vec<String>,
     /// The kernel is expected to die of an unexpected exception: the run
     /// passes (one test) when it reports the exception with its vector,
     /// faulting address and registers and exits with status 3.
+    #[serde(default)]
     pub expect_trap: bool,
     /// Boot the capability-dump kernel (`--profile cap-dump --features
     /// cap-dump`, see `kernel.rs`) with the configuration's image: one more
     /// test, `cap_dump_matches_image`, passes when the kernel's dump of the
     /// live derivation tree parses, Graphviz draws it and it matches the
     /// image (`sysimage::live::check_against`); no dump fails it.
+    #[serde(default)]
     pub cap_dump: bool,
 }
 
 impl SystemTest {
     /// The seeded bugs the command line plants (`seed=NAME,...`), if any.
-    pub fn seeds(&self) -> Option<&'static str> {
+    pub fn seeds(&self) -> Option<&str> {
         self.cmdline
             .split(' ')
             .find_map(|word| word.strip_prefix("seed="))
@@ -229,7 +236,7 @@ impl SystemTest {
     pub fn kernel(&self) -> Kernel {
         if self.seeds().is_some() {
             Kernel::Seeded
-        } else if self.program == Some(crate::fuzz::PROGRAM) {
+        } else if self.program.as_deref() == Some(crate::fuzz::PROGRAM) {
             Kernel::Fuzz
         } else if self.cap_dump {
             Kernel::CapDump
@@ -237,907 +244,133 @@ impl SystemTest {
             Kernel::Release
         }
     }
+
+    /// What a configuration must be on its own: the first broken rule.
+    fn check(&self) -> std::result::Result<(), String> {
+        let arch = self.arch.name();
+        if !self.name.starts_with(&format!("{arch}-")) {
+            return Err(format!("the name must start with its arch, `{arch}-`"));
+        }
+        if self.timeout_secs == 0 {
+            return Err("timeout_secs must be above 0".into());
+        }
+        let mut words = self.cmdline.split(' ');
+        let first = words.next().unwrap_or_default();
+        if !first.starts_with("tests=") || first.len() <= "tests=".len() {
+            return Err(format!(
+                "the command line must start with `tests=<suite>`, not `{first}`"
+            ));
+        }
+        for word in words {
+            let (key, value) = word.split_once('=').unwrap_or_default();
+            if key.is_empty() || value.is_empty() {
+                return Err(format!(
+                    "command-line word `{word}` is not `key=value` (words are separated by one space)"
+                ));
+            }
+        }
+        if self.program.is_some() && self.image.is_some() {
+            return Err("a program or an image, not both".into());
+        }
+        if self.cap_dump && self.image.is_none() {
+            return Err("a capability dump is checked against an image: add `image`".into());
+        }
+        // Only a seeded kernel can fail its tests on purpose, and a seeded
+        // kernel is only booted to see them fail.
+        if self.seeds().is_some() == self.must_fail.is_empty() {
+            return Err(
+                "`seed=` on the command line goes with `must_fail`, and only with it".into(),
+            );
+        }
+        if self.seeds().is_some() && self.cap_dump {
+            return Err("the seeded kernel has no capability dump".into());
+        }
+        if !self.qemu_args.len().is_multiple_of(2) {
+            return Err("qemu_args come in `-option value` pairs".into());
+        }
+        Ok(())
+    }
 }
 
-/// Every system-test configuration, run by `cargo xtask test`.
-pub const SYSTEM_TESTS: &[SystemTest] = &[
-    SystemTest {
-        name: "x86_64-kernel-trap",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu"],
-        cmdline: "tests=trap",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: true,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-kernel-trap",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=trap",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: true,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-root-task",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=root-task",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("hello"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-syscalls",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        // The program prints its own test lines; the kernel only runs it.
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("syscalls"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-syscalls",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("syscalls"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-cspace",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("cspace"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-cspace",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("cspace"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        // Capability changes leave cached lookups valid: a deleted copy
-        // keeps working for another thread's message-passing calls.
-        name: "x86_64-seeded-stale-lookup-cache",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user seed=stale-lookup-cache",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("threads"),
-        image: None,
-        must_fail: &["a_deleted_capability_stops_working_at_once"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-stale-lookup-cache",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user seed=stale-lookup-cache",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("threads"),
-        image: None,
-        must_fail: &["a_deleted_capability_stops_working_at_once"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        // The fuzzer with CI's count and seed (`fuzz::CI_CALLS`,
-        // `fuzz::CI_SEED`); `cargo xtask fuzz` boots the same row with others.
-        name: "x86_64-user-fuzz",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
-        program: Some("fuzz"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-fuzz",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
-        program: Some("fuzz"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        // CPU leaves outlive their unmapping: the fuzzer's abstraction
-        // check finds a leaf no Frame capability maps.
-        name: "x86_64-seeded-leak-cpu-leaf",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user seed=leak-cpu-leaf",
-        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
-        program: Some("fuzz"),
-        image: None,
-        must_fail: &["syscall_fuzzer"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-leak-cpu-leaf",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user seed=leak-cpu-leaf",
-        timeout_secs: crate::fuzz::timeout_secs(crate::fuzz::CI_CALLS),
-        program: Some("fuzz"),
-        image: None,
-        must_fail: &["syscall_fuzzer"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-threads",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("threads"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-threads",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("threads"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-iocaps",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("iocaps"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        // VT-d with PASIDs: the unit-table test also attaches PASID 1.
-        name: "x86_64-user-iocaps-pasid",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on,x-pasid-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("iocaps"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-iocaps",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("iocaps"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-edu",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &[],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        // VT-d with PASIDs (PSS=0: PASIDs 0 and 1): adds the RID_PASID test.
-        name: "x86_64-user-edu-pasid",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on,x-pasid-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &[],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-edu",
-        arch: Arch::Aarch64,
-        qemu_args: &["-device", "edu,dma_mask=0xffffffffff"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &[],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        // Interrupt remapping left off: the first edu, programmed with the
-        // second edu's MSI message, raises the second edu's line.
-        name: "x86_64-seeded-no-intremap",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user seed=no-intremap",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["msi_cannot_be_forged_by_another_device"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-io-skip-invalidation",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user seed=io-skip-invalidation",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["nothing_lands_after_unmap_returns"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-io-stage2-identity",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user seed=io-stage2-identity",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["malicious_stage1_is_blocked"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-io-device-survives-delete",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user seed=io-device-survives-delete",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["deleting_the_device_blocks_it"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-io-skip-invalidation",
-        arch: Arch::Aarch64,
-        qemu_args: &["-device", "edu,dma_mask=0xffffffffff"],
-        cmdline: "tests=user seed=io-skip-invalidation",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["nothing_lands_after_unmap_returns"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-io-stage2-identity",
-        arch: Arch::Aarch64,
-        qemu_args: &["-device", "edu,dma_mask=0xffffffffff"],
-        cmdline: "tests=user seed=io-stage2-identity",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["malicious_stage1_is_blocked"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-io-device-survives-delete",
-        arch: Arch::Aarch64,
-        qemu_args: &["-device", "edu,dma_mask=0xffffffffff"],
-        cmdline: "tests=user seed=io-device-survives-delete",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        must_fail: &["deleting_the_device_blocks_it"],
-        expect_trap: false,
-        image: None,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-irq",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("irq"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-irq",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("irq"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-devmem",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        // edu is among every machine's devices (`device_args`).
-        program: Some("devmem"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-devmem",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        // edu is among every machine's devices (`device_args`).
-        program: Some("devmem"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-vspaces",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("vspaces"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-vspaces",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("vspaces"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-user-hardening",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("hardening"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-user-hardening",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("hardening"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-image-default",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        // The edu driver domain prints the story and the test lines.
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("default"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-image-default",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("default"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-image-pingpong",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        // A domain of the image (the client) prints the test lines.
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("pingpong"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-image-pingpong",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("pingpong"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-image-dma-grant",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("dma-grant"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-image-dma-grant",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("dma-grant"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-image-redteam",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        // The attacker domain prints one test line per attack, then the
-        // honest domain's check.
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("redteam"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-image-redteam",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("redteam"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-image-default-capdump",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("default"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: true,
-    },
-    SystemTest {
-        name: "x86_64-image-pingpong-capdump",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("pingpong"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: true,
-    },
-    SystemTest {
-        name: "aarch64-image-default-capdump",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("default"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: true,
-    },
-    SystemTest {
-        name: "aarch64-image-pingpong-capdump",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("pingpong"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: true,
-    },
-    SystemTest {
-        name: "x86_64-image-dma-grant-capdump",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        // The DMA checks: device, IoSpace, io_map pages, fault queue.
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("dma-grant"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: true,
-    },
-    SystemTest {
-        name: "aarch64-image-dma-grant-capdump",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        // The DMA checks: device, IoSpace, io_map pages, fault queue.
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("dma-grant"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: true,
-    },
-    SystemTest {
-        name: "x86_64-image-ticks",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=image",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: Some("ticks"),
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-root-task",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=root-task",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("hello"),
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-vtd-legacy",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu"],
-        cmdline: "tests=boot vtd.ver=0x10 vtd.cap=0x00d2008c222f0606 vtd.ecap=0x0000000000f00f4a",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-vtd-scalable",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        // QEMU.md fixes only ECAP.SMTS/SLTS (and SRS) for this variant.
-        cmdline: "tests=boot vtd.ver=0x10 vtd.cap=0x00d2008c222f0606 vtd.ecap.smts=1 vtd.ecap.slts=1",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-vtd-flts",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on,x-flts=on,x-pasid-mode=on",
-        ],
-        // CAP differs here (FL1GP=1) and is not fixed in QEMU.md: not checked.
-        cmdline: "tests=boot vtd.ver=0x10 vtd.ecap=0x0000890000f00f4a",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-xcheck-legacy",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu"],
-        cmdline: "tests=xcheck",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-xcheck-scalable",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=xcheck",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-xcheck-pasid",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on,x-pasid-mode=on"],
-        cmdline: "tests=xcheck",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-xcheck-flts",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on,x-flts=on,x-pasid-mode=on",
-        ],
-        cmdline: "tests=xcheck",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-xcheck",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=xcheck",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-dangling-references",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user seed=dangling-references",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("hardening"),
-        image: None,
-        must_fail: &[
-            "deleted_fault_endpoint_is_never_written",
-            "deleted_irq_notification_is_never_signalled",
-            "reply_to_a_dead_caller_writes_nothing",
-        ],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-dangling-references",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=user seed=dangling-references",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("hardening"),
-        image: None,
-        must_fail: &[
-            "deleted_fault_endpoint_is_never_written",
-            "deleted_irq_notification_is_never_signalled",
-            "reply_to_a_dead_caller_writes_nothing",
-        ],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-dangling-references-edu",
-        arch: Arch::X86_64,
-        qemu_args: &[
-            "-device",
-            "intel-iommu,x-scalable-mode=on",
-            "-device",
-            "edu",
-        ],
-        cmdline: "tests=user seed=dangling-references",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: Some("edu"),
-        image: None,
-        must_fail: &["deleted_notification_is_never_signalled"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-iommu-off",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu"],
-        cmdline: "tests=boot seed=iommu-off vtd.ver=0x10",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &["dma_blocked_by_default"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-seeded-iommu-off",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=boot seed=iommu-off smmu.idr0=0x0d44101b",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &["dma_blocked_by_default"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-no-preemption",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user seed=no-preemption",
-        timeout_secs: 20,
-        program: Some("threads"),
-        image: None,
-        must_fail: &["spinning_thread_is_preempted"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "x86_64-seeded-irq-stays-bound",
-        arch: Arch::X86_64,
-        qemu_args: &["-device", "intel-iommu,x-scalable-mode=on"],
-        cmdline: "tests=user seed=irq-stays-bound",
-        timeout_secs: 20,
-        program: Some("irq"),
-        image: None,
-        must_fail: &["deleting_the_handler_frees_the_line"],
-        expect_trap: false,
-        cap_dump: false,
-    },
-    SystemTest {
-        name: "aarch64-smmuv3",
-        arch: Arch::Aarch64,
-        qemu_args: &[],
-        cmdline: "tests=boot smmu.idr0=0x0d44101b smmu.idr1=0x02730010 smmu.idr5=0x74",
-        timeout_secs: DEFAULT_TIMEOUT_SECS,
-        program: None,
-        image: None,
-        must_fail: &[],
-        expect_trap: false,
-        cap_dump: false,
-    },
-];
+/// The file of system-test configurations, as named in errors.
+pub const TABLE_FILE: &str = "tools/xtask/system-tests.toml";
+
+/// [`TABLE_FILE`]'s contents, compiled in: xtask needs no path at run time.
+const TABLE: &str = include_str!("../system-tests.toml");
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+/// Every system-test configuration, run by `cargo xtask test`, in the
+/// file's order; parsed and checked on first use.
+pub fn system_tests() -> Result<&'static [SystemTest]> {
+    static TESTS: OnceLock<Result<Vec<SystemTest>>> = OnceLock::new();
+    TESTS
+        .get_or_init(|| parse_table(TABLE))
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// The file's shape: `[[test]]` tables and nothing else. Each is kept as a
+/// table with its place first, so an error can name line and configuration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableFile {
+    test: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// Parses and checks the system-test table `text` (the contents of
+/// [`TABLE_FILE`]).
+fn parse_table(text: &str) -> Result<Vec<SystemTest>> {
+    const FIX: &str = "fix the entry (the keys are listed at the top of the file)";
+    let file: TableFile = toml::from_str(text).map_err(|error| {
+        let at = error.span().map_or(String::new(), |span| {
+            let (line, column) = sysimage::error::line_column(text, span.start);
+            format!(":{line}:{column}")
+        });
+        Error::new(format!("{TABLE_FILE}{at}: {}", error.message()), FIX)
+    })?;
+    let mut tests: Vec<SystemTest> = Vec::with_capacity(file.test.len());
+    let mut names = HashSet::new();
+    for (index, entry) in file.test.into_iter().enumerate() {
+        let (line, column) = sysimage::error::line_column(text, entry.span().start);
+        let table = entry.into_inner();
+        let label = match table.get("name").and_then(toml::Value::as_str) {
+            Some(name) => format!("test \"{name}\""),
+            None => format!("test {} (no name)", index + 1),
+        };
+        let reject = |problem: &str| {
+            Error::new(
+                format!("{TABLE_FILE}:{line}:{column}: {label}: {problem}"),
+                FIX,
+            )
+        };
+        let test: SystemTest = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error: toml::de::Error| reject(error.message().trim_end()))?;
+        test.check().map_err(|problem| reject(&problem))?;
+        if !names.insert(test.name.clone()) {
+            return Err(reject("the name is taken by an earlier configuration"));
+        }
+        tests.push(test);
+    }
+    Ok(tests)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     #[test]
     fn arch_names_round_trip() {
+        use clap::ValueEnum;
+        assert_eq!(Arch::value_variants(), Arch::ALL);
         for arch in Arch::ALL {
-            assert_eq!(Arch::parse(arch.name()), Ok(arch));
+            assert_eq!(Arch::from_str(arch.name(), false), Ok(arch));
+            // The table's spelling is the command line's.
+            let value = toml::Value::String(arch.name().to_string());
+            assert_eq!(value.try_into::<Arch>(), Ok(arch));
             assert_eq!(arch.machine().arch, arch);
         }
         assert_eq!(Arch::X86_64.target(), "x86_64-unknown-none");
@@ -1145,9 +378,15 @@ mod tests {
 
     #[test]
     fn unknown_arch_names_the_choices() {
-        let error = Arch::parse("riscv64").unwrap_err();
-        assert!(error.problem.contains("riscv64"));
-        assert!(error.fix.contains("x86_64") && error.fix.contains("aarch64"));
+        use clap::ValueEnum;
+        let error = Arch::from_str("riscv64", false).unwrap_err();
+        assert!(error.contains("riscv64"), "{error}");
+        let choices: Vec<_> = Arch::value_variants()
+            .iter()
+            .filter_map(|arch| arch.to_possible_value())
+            .map(|value| value.get_name().to_string())
+            .collect();
+        assert_eq!(choices, ["x86_64", "aarch64"]);
     }
 
     #[test]
@@ -1159,76 +398,102 @@ mod tests {
         assert_eq!(GuestExit::Semihosting.qemu_status(3), 3);
     }
 
+    /// The file parses and passes [`SystemTest::check`] row by row (names
+    /// unique and led by the arch, `tests=` first, `key=value` words, a
+    /// program or an image, a dump only with an image, `seed=` exactly with
+    /// `must_fail` and never with a dump, arguments in pairs); every
+    /// architecture has a row.
     #[test]
     fn system_test_table_is_consistent() {
-        let mut names = HashSet::new();
-        for config in SYSTEM_TESTS {
-            assert!(
-                names.insert(config.name),
-                "duplicate configuration {}",
-                config.name
-            );
-            assert!(
-                config.name.starts_with(&format!("{}-", config.arch.name())),
-                "{} must start with its arch",
-                config.name
-            );
-            assert!(config.timeout_secs > 0);
-            let mut words = config.cmdline.split(' ');
-            let first = words.next().unwrap_or_default();
-            assert!(
-                first.starts_with("tests=") && first.len() > 6,
-                "{}: {first}",
-                config.name
-            );
-            for word in words {
-                let (key, value) = word.split_once('=').unwrap_or_default();
-                assert!(
-                    !key.is_empty() && !value.is_empty(),
-                    "{}: `{word}`",
-                    config.name
-                );
-            }
-            assert!(
-                config.program.is_none() || config.image.is_none(),
-                "{}: a program or an image, not both",
-                config.name
-            );
-            assert!(
-                !config.cap_dump || config.image.is_some(),
-                "{}: a capability dump is checked against an image",
-                config.name
-            );
-            // Only a seeded kernel can fail its tests on purpose, and a
-            // seeded kernel is only booted to see them fail.
-            assert_eq!(
-                config.seeds().is_some(),
-                !config.must_fail.is_empty(),
-                "{}: `seed=` on the command line goes with `must_fail`",
-                config.name
-            );
-            assert!(
-                config.seeds().is_none() || !config.cap_dump,
-                "{}: the seeded kernel has no capability dump",
-                config.name
-            );
-            // Arguments come in `-option value` pairs.
-            assert_eq!(config.qemu_args.len() % 2, 0, "{}", config.name);
-        }
+        let tests = system_tests().unwrap_or_else(|error| panic!("{error}"));
+        assert!(!tests.is_empty());
         for arch in Arch::ALL {
             assert!(
-                SYSTEM_TESTS.iter().any(|config| config.arch == arch),
+                tests.iter().any(|config| config.arch == arch),
                 "no test for {arch:?}"
             );
         }
     }
 
+    /// Each broken rule is an error naming the file, the line and the entry.
+    #[test]
+    fn table_errors_name_the_entry() {
+        let good = "[[test]]\nname = \"x86_64-a\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\n";
+        let tests = parse_table(good).unwrap();
+        assert_eq!(tests[0].timeout_secs, DEFAULT_TIMEOUT_SECS);
+        assert!(tests[0].qemu_args.is_empty() && tests[0].must_fail.is_empty());
+        for (second, problem) in [
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\nqemu_arg = []",
+                "unknown field `qemu_arg`",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"riscv64\"\ncmdline = \"tests=user\"",
+                "riscv64",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"",
+                "missing field `cmdline`",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"aarch64\"\ncmdline = \"tests=user\"",
+                "start with its arch",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"user\"",
+                "`tests=<suite>`",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user  a=1\"",
+                "not `key=value`",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user seed=x\"",
+                "must_fail",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\nprogram = \"p\"\nimage = \"i\"",
+                "not both",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\ncap_dump = true",
+                "add `image`",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\nqemu_args = [\"-device\"]",
+                "pairs",
+            ),
+            (
+                "name = \"x86_64-b\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\ntimeout_secs = 0",
+                "above 0",
+            ),
+            (
+                "name = \"x86_64-a\"\narch = \"x86_64\"\ncmdline = \"tests=user\"",
+                "taken",
+            ),
+        ] {
+            let text = format!("{good}\n[[test]]\n{second}\n");
+            let error = parse_table(&text).unwrap_err().problem;
+            let name = if problem == "taken" {
+                "x86_64-a"
+            } else {
+                "x86_64-b"
+            };
+            assert!(
+                error.starts_with(&format!("{TABLE_FILE}:6:1: test \"{name}\": ")),
+                "{error}"
+            );
+            assert!(error.contains(problem), "{error}");
+        }
+        // Outside any entry: the file's own line.
+        let error = parse_table("tests = 1\n").unwrap_err().problem;
+        assert!(error.starts_with(&format!("{TABLE_FILE}:1:1: ")), "{error}");
+    }
+
     #[test]
     fn vtd_configurations_carry_an_intel_iommu_and_the_measured_facts() {
-        for config in SYSTEM_TESTS
-            .iter()
-            .filter(|config| config.arch == Arch::X86_64)
-        {
+        let tests = system_tests().unwrap();
+        for config in tests.iter().filter(|config| config.arch == Arch::X86_64) {
             assert_eq!(config.qemu_args[0], "-device");
             assert!(
                 config.qemu_args[1].starts_with("intel-iommu"),
@@ -1242,13 +507,13 @@ mod tests {
             }
         }
         // The QEMU 10.0.2 values measured in the project's notes.
-        let legacy = SYSTEM_TESTS
+        let legacy = tests
             .iter()
             .find(|config| config.name == "x86_64-vtd-legacy")
             .unwrap();
         assert!(legacy.cmdline.contains("vtd.cap=0x00d2008c222f0606"));
         assert!(legacy.cmdline.contains("vtd.ecap=0x0000000000f00f4a"));
-        let smmu = SYSTEM_TESTS
+        let smmu = tests
             .iter()
             .find(|config| config.name == "aarch64-smmuv3")
             .unwrap();

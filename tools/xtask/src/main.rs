@@ -15,7 +15,8 @@
 //!
 //! Each command first sets the machine up (Rust targets, QEMU 10.0 from
 //! bookworm-backports), so a fresh Debian 12 machine needs nothing else.
-//! The machines and test configurations are one table, in `machines.rs`.
+//! The QEMU machines are in `machines.rs`; the system-test configurations
+//! are data, `system-tests.toml` beside this crate's manifest.
 
 mod bench;
 mod capdump;
@@ -49,8 +50,8 @@ struct TestArgs {
     #[arg(long)]
     qemu_only: bool,
     /// Only this architecture's QEMU configurations.
-    #[arg(long, value_name = "x86_64|aarch64")]
-    arch: Option<String>,
+    #[arg(long)]
+    arch: Option<Arch>,
     /// List the selected QEMU configurations and their command lines; run nothing.
     #[arg(long)]
     list: bool,
@@ -71,8 +72,8 @@ enum Task {
     /// Build the kernel and boot it in QEMU; exits with the guest's status.
     Run {
         /// Architecture to boot.
-        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
-        arch: String,
+        #[arg(long, default_value = Arch::DEFAULT.name())]
+        arch: Arch,
         /// System image, the file images/<NAME>.toml.
         #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
         image: String,
@@ -92,16 +93,16 @@ enum Task {
     /// Run the kernel benchmarks under -icount and report guest instruction counts.
     Bench {
         /// Architecture to measure (both unless given).
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
+        #[arg(long)]
+        arch: Option<Arch>,
     },
     /// Run the in-kernel random-invocation fuzzer (userland/tests/fuzz) with
     /// N calls and seed S; report count, seed, outcome and wall time per
     /// architecture. Non-zero exit status on any failure.
     Fuzz {
         /// Architecture to fuzz (both unless given).
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
+        #[arg(long)]
+        arch: Option<Arch>,
         /// Number of system calls per architecture.
         #[arg(long, value_name = "N", default_value_t = fuzz::CI_CALLS, value_parser = fuzz::parse_number)]
         calls: u64,
@@ -115,8 +116,8 @@ enum Task {
         #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
         image: String,
         /// Architecture whose platform (images/platforms/) the image is checked against.
-        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
-        arch: String,
+        #[arg(long, default_value = Arch::DEFAULT.name())]
+        arch: Arch,
     },
     /// Build the kernel and the image's programs and pack them with the
     /// description into one boot-image archive under target/images/.
@@ -125,8 +126,8 @@ enum Task {
         #[arg(long, value_name = "NAME", default_value = image::DEFAULT_IMAGE)]
         image: String,
         /// Architecture to pack for.
-        #[arg(long, value_name = "x86_64|aarch64", default_value = Arch::DEFAULT.name())]
-        arch: String,
+        #[arg(long, default_value = Arch::DEFAULT.name())]
+        arch: Arch,
     },
     /// Fuzz every host-buildable parser of untrusted bytes with libFuzzer
     /// (nightly, cargo-fuzz), one target after another; print each target's
@@ -146,8 +147,8 @@ enum Task {
     /// Build the kernel (for both architectures unless --arch is given).
     Build {
         /// Architecture to build for.
-        #[arg(long, value_name = "x86_64|aarch64")]
-        arch: Option<String>,
+        #[arg(long)]
+        arch: Option<Arch>,
     },
 }
 
@@ -163,7 +164,7 @@ fn main() -> ExitCode {
             qemu_args,
         } => run(
             &root,
-            &arch,
+            arch,
             &image,
             Run {
                 gdb,
@@ -175,8 +176,8 @@ fn main() -> ExitCode {
         Task::Build { arch } => build(&root, arch),
         Task::Bench { arch } => bench(&root, arch),
         Task::Fuzz { arch, calls, seed } => fuzz(&root, arch, calls, seed),
-        Task::Graph { image, arch } => graph(&root, &arch, &image),
-        Task::Pack { image, arch } => pack(&root, &arch, &image),
+        Task::Graph { image, arch } => graph(&root, arch, &image),
+        Task::Pack { image, arch } => pack(&root, arch, &image),
         Task::FuzzHost { target, time, runs } => fuzz_host::run(
             &root,
             target.as_deref(),
@@ -213,15 +214,12 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The architectures an optional `--arch` selects.
-fn arches(arch: Option<&str>) -> Result<Vec<Arch>> {
-    match arch {
-        Some(name) => Ok(vec![Arch::parse(name)?]),
-        None => Ok(Arch::ALL.to_vec()),
-    }
+fn arches(arch: Option<Arch>) -> Vec<Arch> {
+    arch.map_or_else(|| Arch::ALL.to_vec(), |arch| vec![arch])
 }
 
-fn bench(root: &Path, arch: Option<String>) -> Result<ExitCode> {
-    let arches = arches(arch.as_deref())?;
+fn bench(root: &Path, arch: Option<Arch>) -> Result<ExitCode> {
+    let arches = arches(arch);
     setup::rust_targets(root)?;
     let machines: Vec<_> = arches.iter().map(|arch| arch.machine()).collect();
     setup::qemu(&machines)?;
@@ -229,8 +227,8 @@ fn bench(root: &Path, arch: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fuzz(root: &Path, arch: Option<String>, calls: u64, seed: u64) -> Result<ExitCode> {
-    let arches = arches(arch.as_deref())?;
+fn fuzz(root: &Path, arch: Option<Arch>, calls: u64, seed: u64) -> Result<ExitCode> {
+    let arches = arches(arch);
     setup::rust_targets(root)?;
     let machines: Vec<_> = arches.iter().map(|arch| arch.machine()).collect();
     setup::qemu(&machines)?;
@@ -241,8 +239,8 @@ fn fuzz(root: &Path, arch: Option<String>, calls: u64, seed: u64) -> Result<Exit
     })
 }
 
-fn build(root: &Path, arch: Option<String>) -> Result<ExitCode> {
-    let arches = arches(arch.as_deref())?;
+fn build(root: &Path, arch: Option<Arch>) -> Result<ExitCode> {
+    let arches = arches(arch);
     setup::rust_targets(root)?;
     for arch in arches {
         let elf = kernel::build(root, arch)?;
@@ -258,13 +256,12 @@ struct Run<'a> {
     qemu_args: &'a [String],
 }
 
-fn run(root: &Path, arch: &str, image: &str, options: Run<'_>) -> Result<ExitCode> {
+fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCode> {
     let Run {
         gdb,
         cap_dump,
         qemu_args,
     } = options;
-    let arch = Arch::parse(arch)?;
     let image = image::load(root, arch, image)?;
     let machine = arch.machine();
     setup::rust_targets(root)?;
@@ -359,10 +356,19 @@ fn run(root: &Path, arch: &str, image: &str, options: Run<'_>) -> Result<ExitCod
             format!(
                 "check the QEMU arguments (including those after `--`): {} {}",
                 machine.qemu,
-                qemu::shell_words(&args)
+                shell_words(&args)
             ),
         )),
     }
+}
+
+/// Arguments quoted for a POSIX shell (`shlex`), so a command line shown to
+/// the user (a failing QEMU run, `test --list`, a cargo build, a replay) can
+/// be pasted. An argument with a NUL byte cannot be quoted (nor passed to a
+/// program): the list is then shown as Rust strings, with the reason.
+pub fn shell_words(args: &[String]) -> String {
+    shlex::try_join(args.iter().map(String::as_str))
+        .unwrap_or_else(|error| format!("{args:?} ({error})"))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -374,8 +380,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn graph(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
-    let arch = Arch::parse(arch)?;
+fn graph(root: &Path, arch: Arch, image: &str) -> Result<ExitCode> {
     let image = image::load(root, arch, image)?;
     setup::graphviz()?;
     let dir = image::output_dir(root)?;
@@ -394,8 +399,7 @@ fn graph(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pack(root: &Path, arch: &str, image: &str) -> Result<ExitCode> {
-    let arch = Arch::parse(arch)?;
+fn pack(root: &Path, arch: Arch, image: &str) -> Result<ExitCode> {
     let image = image::load(root, arch, image)?;
     setup::rust_targets(root)?;
     let packed = image::pack(root, arch, &image)?;
@@ -415,14 +419,14 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let selection = suite::Selection {
         host: !args.qemu_only,
         qemu: !args.host_only,
-        arch: args.arch.as_deref().map(Arch::parse).transpose()?,
+        arch: args.arch,
         filter: args.filter.as_deref(),
     };
-    let configs = suite::configurations(&selection);
+    let configs = suite::configurations(&selection)?;
     if args.list {
         for config in configs {
             let kernel = config.kernel().elf_path(root, config.arch);
-            let module = match (config.program, config.image) {
+            let module = match (config.program.as_deref(), config.image.as_deref()) {
                 (Some(program), _) => Some(kernel::package_elf(root, config.arch, program)),
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),
                 (None, None) => None,
@@ -436,7 +440,7 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
             println!(
                 "  {} {}",
                 config.arch.machine().qemu,
-                qemu::shell_words(&qemu_args)
+                shell_words(&qemu_args)
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -456,4 +460,25 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        let args = [
+            "-append".to_string(),
+            "tests=boot a=1".to_string(),
+            "it's".to_string(),
+        ];
+        let line = shell_words(&args);
+        assert_eq!(line, r#"-append 'tests=boot a=1' "it's""#);
+        // What is printed splits back into the same arguments.
+        assert_eq!(shlex::split(&line).as_deref(), Some(&args[..]));
+        // A NUL cannot be quoted: the arguments are shown, with the reason.
+        let line = shell_words(&["a\0b".to_string()]);
+        assert!(line.contains("nul"), "{line}");
+    }
 }

@@ -10,10 +10,12 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
 
 use crate::error::{Error, Result};
 use crate::machines::{COMMON_ARGS, GuestExit, Machine};
@@ -25,41 +27,21 @@ pub const TAIL_LINES: usize = 20;
 /// The full argument list (after the program name) for one QEMU run.
 pub fn arguments(
     machine: &Machine,
-    configuration: &[&str],
+    configuration: &[impl AsRef<str>],
     kernel: &Path,
     cmdline: &str,
     extra: &[String],
 ) -> Vec<String> {
-    let mut args: Vec<String> = COMMON_ARGS
-        .iter()
-        .chain(machine.machine_args)
-        .chain(configuration)
-        .chain(machine.device_args)
-        .map(|arg| arg.to_string())
-        .collect();
+    let owned = |args: &[&str]| args.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+    let mut args = owned(COMMON_ARGS);
+    args.extend(owned(machine.machine_args));
+    args.extend(configuration.iter().map(|arg| arg.as_ref().to_string()));
+    args.extend(owned(machine.device_args));
     args.extend(["-kernel".to_string(), kernel.display().to_string()]);
     args.extend(["-append".to_string(), cmdline.to_string()]);
     args.extend(["-serial".to_string(), "stdio".to_string()]);
     args.extend(extra.iter().cloned());
     args
-}
-
-/// Arguments quoted for a shell, so a failing QEMU line can be pasted.
-pub fn shell_words(args: &[String]) -> String {
-    args.iter()
-        .map(|arg| {
-            if !arg.is_empty()
-                && arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ",._-=/:".contains(c))
-            {
-                arg.clone()
-            } else {
-                format!("'{}'", arg.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// How a QEMU run ended.
@@ -96,14 +78,26 @@ pub enum Echo {
     Quiet,
 }
 
-/// Messages from the reader threads to the watching thread.
+/// Messages from the reader and waiter threads to the watching thread.
 enum Event {
     Serial(Vec<u8>),
     SerialClosed,
+    /// QEMU ended by itself (its status; `None` when killed by a signal or
+    /// when waiting for it failed).
+    Exited(Option<i32>),
+    /// This timeout passed; QEMU has been killed and reaped.
+    TimedOut(Duration),
 }
 
 /// Runs `qemu` with `args`, calling `on_line` for each serial line, until
 /// QEMU exits or `timeout` passes.
+///
+/// Three threads serve this one: the serial reader, the stderr reader, and
+/// a waiter that owns the child and waits for it (with `wait-timeout` when
+/// there is a timeout, killing it when the time is up). Serial bytes and the
+/// waiter's verdict meet in one channel, so what the guest printed before
+/// the timeout is still seen, and `on_line` runs here (it need not be
+/// `Send`).
 pub fn run(
     qemu: &str,
     args: &[String],
@@ -129,16 +123,20 @@ pub fn run(
 
     let (sender, events) = mpsc::channel();
     let stdout = child.stdout.take();
+    let serial_sender = sender.clone();
     let serial = thread::spawn(move || {
         if let Some(mut stdout) = stdout {
             let mut buffer = [0u8; 4096];
             while let Ok(n @ 1..) = stdout.read(&mut buffer) {
-                if sender.send(Event::Serial(buffer[..n].to_vec())).is_err() {
+                if serial_sender
+                    .send(Event::Serial(buffer[..n].to_vec()))
+                    .is_err()
+                {
                     break;
                 }
             }
         }
-        let _ = sender.send(Event::SerialClosed);
+        let _ = serial_sender.send(Event::SerialClosed);
     });
     let stderr = child.stderr.take();
     let stderr_last = Arc::new(Mutex::new(None));
@@ -155,29 +153,22 @@ pub fn run(
             }
         }
     });
+    thread::spawn(move || {
+        let _ = sender.send(wait(&mut child, timeout));
+    });
 
-    let deadline = timeout.map(|timeout| Instant::now() + timeout);
     let mut lines = LineSplitter::default();
     let mut watcher = Watcher::default();
-    let mut timed_out = false;
     let mut handle = |text: &str, watcher: &mut Watcher| {
         watcher.see(text);
         on_line(text);
     };
-    loop {
-        let event = match deadline {
-            Some(deadline) => {
-                match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(event) => event,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        timed_out = true;
-                        break;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Event::SerialClosed,
-                }
-            }
-            None => events.recv().unwrap_or(Event::SerialClosed),
-        };
+    let mut serial_closed = false;
+    let mut exited = None;
+    let ended = loop {
+        // Every sender sends its last event before it goes, so a closed
+        // channel means a reader or the waiter panicked: treat it as the end.
+        let event = events.recv().unwrap_or(Event::Exited(None));
         match event {
             Event::Serial(bytes) => {
                 if echo == Echo::Terminal {
@@ -189,21 +180,21 @@ pub fn run(
                     handle(&line, &mut watcher);
                 }
             }
-            Event::SerialClosed => break,
+            Event::SerialClosed => serial_closed = true,
+            Event::Exited(code) => exited = Some(Ended::Exited(code)),
+            Event::TimedOut(timeout) => break Ended::TimedOut(timeout),
         }
-    }
+        if let (true, Some(ended)) = (serial_closed, exited) {
+            break ended;
+        }
+    };
     if let Some(line) = lines.finish() {
         handle(&line, &mut watcher);
     }
 
-    let status = if timed_out {
-        stop(&mut child)
-    } else {
-        child.wait()
-    };
     // After a timeout a grandchild may still hold the pipes open: do not
     // wait for the readers then, they end with the pipes.
-    if !timed_out {
+    if !matches!(ended, Ended::TimedOut(_)) {
         let _ = serial.join();
         let _ = errors.join();
     }
@@ -211,10 +202,6 @@ pub fn run(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
-    let ended = match (timed_out, timeout) {
-        (true, Some(timeout)) => Ended::TimedOut(timeout),
-        _ => Ended::Exited(status.ok().and_then(|status| status.code())),
-    };
     Ok(Run {
         ended,
         announced: watcher.announced,
@@ -224,10 +211,21 @@ pub fn run(
     })
 }
 
-/// Kills a QEMU that overran its time and reaps it.
-fn stop(child: &mut Child) -> io::Result<ExitStatus> {
-    let _ = child.kill();
-    child.wait()
+/// Waits for QEMU, at most `timeout`: past it QEMU is killed and reaped.
+fn wait(child: &mut Child, timeout: Option<Duration>) -> Event {
+    let status = match timeout {
+        None => child.wait(),
+        Some(timeout) => match child.wait_timeout(timeout) {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Event::TimedOut(timeout);
+            }
+            Err(error) => Err(error),
+        },
+    };
+    Event::Exited(status.ok().and_then(|status| status.code()))
 }
 
 /// Keeps what the outcome needs from the serial lines.
@@ -338,6 +336,7 @@ fn describe(code: Option<i32>) -> String {
 mod tests {
     use super::*;
     use crate::machines::{AARCH64_VIRT, X86_64_Q35};
+    use std::time::Instant;
 
     fn finished(ended: Ended, announced: Option<u32>, printed: bool, stderr: Option<&str>) -> Run {
         Run {
@@ -371,7 +370,14 @@ mod tests {
 
     #[test]
     fn arm_arguments() {
-        let args = arguments(&AARCH64_VIRT, &[], Path::new("/k"), "tests=boot a=1", &[]).join(" ");
+        let args = arguments(
+            &AARCH64_VIRT,
+            &[""; 0],
+            Path::new("/k"),
+            "tests=boot a=1",
+            &[],
+        )
+        .join(" ");
         assert!(
             args.contains("-M virt,iommu=smmuv3 -cpu max -semihosting -device edu"),
             "{args}"
@@ -440,16 +446,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("had not stopped"), "{error}");
-    }
-
-    #[test]
-    fn shell_quoting() {
-        let args = [
-            "-append".to_string(),
-            "tests=boot a=1".to_string(),
-            "it's".to_string(),
-        ];
-        assert_eq!(shell_words(&args), r"-append 'tests=boot a=1' 'it'\''s'");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::kernel::{self, Kernel};
-use crate::machines::{self, Arch, SYSTEM_TESTS, SystemTest};
+use crate::machines::{self, Arch, SystemTest};
 use crate::parse;
 use crate::qemu::{self, Echo};
 use crate::xcheck;
@@ -52,11 +52,11 @@ pub struct Selection<'a> {
 }
 
 /// The configurations a selection runs, in table order.
-pub fn configurations(selection: &Selection<'_>) -> Vec<&'static SystemTest> {
+pub fn configurations(selection: &Selection<'_>) -> Result<Vec<&'static SystemTest>> {
     if !selection.qemu {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    SYSTEM_TESTS
+    Ok(machines::system_tests()?
         .iter()
         .filter(|config| selection.arch.is_none_or(|arch| config.arch == arch))
         .filter(|config| {
@@ -64,7 +64,7 @@ pub fn configurations(selection: &Selection<'_>) -> Vec<&'static SystemTest> {
                 .filter
                 .is_none_or(|filter| config.name.contains(filter))
         })
-        .collect()
+        .collect())
 }
 
 /// Runs the selection and prints the closing line; the tally decides the exit status.
@@ -73,7 +73,8 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
     if selection.host {
         total.add(host_tests(root, selection.filter)?);
     }
-    let configs = configurations(selection);
+    let configs = configurations(selection)?;
+    let seed_words = seed_words(machines::system_tests()?);
     for arch in Arch::ALL {
         let configs: Vec<_> = configs
             .iter()
@@ -86,7 +87,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
         // the configurations boot, it must hold no seeded bug.
         let release = kernel::build(root, arch);
         if let Ok(elf) = &release {
-            total.add(release_kernel_check(arch, elf));
+            total.add(release_kernel_check(arch, elf, &seed_words));
         }
         // The test kernels are built once, when the first configuration
         // that needs one comes.
@@ -134,12 +135,12 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
 /// The test `release_kernel_has_no_seeded_bugs` on `arch`'s release ELF:
 /// [`seed_traces`] finds nothing (the seeded bugs, their names and their
 /// `seed=` parsing live only in the kernel built with `seeded-bugs`).
-fn release_kernel_check(arch: Arch, elf: &Path) -> Tally {
+fn release_kernel_check(arch: Arch, elf: &Path, seed_words: &[String]) -> Tally {
     let name = format!("{}-release", arch.name());
     let test = "release_kernel_has_no_seeded_bugs";
     let traces = std::fs::read(elf)
         .map_err(|error| format!("cannot read {}: {error}", elf.display()))
-        .and_then(|bytes| seed_traces(&bytes, &seed_words()));
+        .and_then(|bytes| seed_traces(&bytes, seed_words));
     match traces {
         Ok(traces) if traces.is_empty() => {
             println!("[{name}] test {test} ... ok ({})", elf.display());
@@ -176,9 +177,9 @@ fn release_kernel_check(arch: Arch, elf: &Path) -> Tally {
 /// What no byte of the release kernel may spell: the seeded kernel's boot
 /// line (`SEEDED BUG`), the `seed=` key and the name of every seed the
 /// table plants.
-fn seed_words() -> Vec<String> {
+fn seed_words(tests: &[SystemTest]) -> Vec<String> {
     let mut words = vec!["SEEDED BUG".to_string(), "seed=".to_string()];
-    for seeds in SYSTEM_TESTS.iter().filter_map(SystemTest::seeds) {
+    for seeds in tests.iter().filter_map(SystemTest::seeds) {
         for seed in seeds.split(',') {
             if !words.iter().any(|word| word == seed) {
                 words.push(seed.to_string());
@@ -241,7 +242,7 @@ type Booted = (Option<PathBuf>, Vec<String>, Option<sysimage::Image>);
 /// QEMU options of its platform's devices (as `cargo xtask run --image`)
 /// and the validated image.
 fn boot_module(root: &Path, config: &SystemTest) -> Result<Booted> {
-    match (config.program, config.image) {
+    match (config.program.as_deref(), config.image.as_deref()) {
         // The fuzzer's count and seed are compiled in: CI's, whatever the
         // last `cargo xtask fuzz` built.
         (Some(crate::fuzz::PROGRAM), _) => {
@@ -379,7 +380,7 @@ fn system_test(
             "[{}] QEMU: {} {}",
             config.name,
             machine.qemu,
-            qemu::shell_words(&args)
+            crate::shell_words(&args)
         );
     }
     tally
@@ -463,7 +464,7 @@ pub fn arguments(
     extra.extend(module_args);
     qemu::arguments(
         config.arch.machine(),
-        config.qemu_args,
+        &config.qemu_args,
         elf,
         &cmdline,
         &extra,
@@ -512,7 +513,7 @@ fn trap_tally(config: &SystemTest, run: &qemu::Run, machine: &machines::Machine)
 /// fails by never returning); one that passed missed it.
 fn seeded_tally(config: &SystemTest, report: &Report, hung: bool) -> Tally {
     let mut tally = Tally::default();
-    for name in config.must_fail {
+    for name in &config.must_fail {
         let passed = report.passed_names.iter().any(|p| p == name);
         if report.failed_names.iter().any(|failed| failed == name) {
             tally.passed += 1;
@@ -688,7 +689,7 @@ mod tests {
 
     #[test]
     fn the_release_check_looks_for_every_seed_the_table_plants() {
-        let words = seed_words();
+        let words = seed_words(machines::system_tests().unwrap());
         for expected in ["SEEDED BUG", "seed=", "iommu-off", "io-skip-invalidation"] {
             assert!(words.iter().any(|w| w == expected), "{expected}");
         }
@@ -705,13 +706,17 @@ mod tests {
             arch: None,
             filter: None,
         };
-        assert_eq!(configurations(&all).len(), SYSTEM_TESTS.len());
+        assert_eq!(
+            configurations(&all).unwrap().len(),
+            machines::system_tests().unwrap().len()
+        );
         let arm = Selection {
             arch: Some(Arch::Aarch64),
             ..all
         };
         assert!(
             configurations(&arm)
+                .unwrap()
                 .iter()
                 .all(|config| config.arch == Arch::Aarch64)
         );
@@ -722,11 +727,12 @@ mod tests {
         };
         assert!(
             configurations(&vtd)
+                .unwrap()
                 .iter()
                 .all(|config| config.name.contains("vtd"))
         );
-        assert!(!configurations(&vtd).is_empty());
+        assert!(!configurations(&vtd).unwrap().is_empty());
         let host_only = Selection { qemu: false, ..vtd };
-        assert!(configurations(&host_only).is_empty());
+        assert!(configurations(&host_only).unwrap().is_empty());
     }
 }
