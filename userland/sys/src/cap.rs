@@ -86,6 +86,13 @@ impl fmt::Debug for Slot {
     }
 }
 
+/// A slot number as data (a thread's argument, a message register).
+impl From<Slot> for u64 {
+    fn from(slot: Slot) -> u64 {
+        u64::from(slot.0)
+    }
+}
+
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -255,6 +262,7 @@ mod tests {
         let endpoint: Cap<Endpoint> = Cap::from_slot(slot);
         assert_eq!(endpoint.slot(), slot);
         assert_eq!(Slot::from(endpoint), slot);
+        assert_eq!(u64::from(slot), 7);
     }
 
     #[test]
