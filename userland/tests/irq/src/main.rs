@@ -15,9 +15,9 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use sys::bootinfo::{self, BootInfo};
 use rt::check;
 use rt::testing::{Failure, Outcome, Suite};
+use sys::bootinfo::{self, BootInfo};
 use sys::{CNode, Cap, Error, IrqControl, IrqHandler, Notification, Slot, Untyped};
 
 rt::entry!(main);
