@@ -18,8 +18,8 @@ use rt::space::{self, Objects, Scratch};
 use sys::bootinfo;
 use sys::names::{self, CapTable};
 use sys::{
-    CNode, Cap, CapType, Endpoint, Frame, IommuControl, IrqControl, MapRights, Notification,
-    PageTable, Rights, Slot, Tcb, Untyped,
+    CNode, Cap, CapType, Endpoint, FixedSize, Frame, IommuControl, IrqControl, MapRights,
+    Notification, PageTable, Rights, Slot, Tcb, Untyped,
 };
 use sysdesc::archive::{Archive, EntryKind};
 use sysdesc::{ChannelKind, IoMode, PageSize, SystemDescription};
@@ -461,54 +461,46 @@ fn make_channels(
 ) -> Result<(), String> {
     for (index, channel) in description.channels.iter().enumerate() {
         let [first, second] = &channel.ends;
-        let fail = |step: &str, e: sys::Error| {
-            format!(
-                "channel {index} ({} \"{}\" id {} -> \"{}\" id {}): {step}: the kernel answered {e:?}",
-                match channel.kind {
-                    ChannelKind::Endpoint => "endpoint",
-                    ChannelKind::Notification => "notification",
-                },
-                domains[usize::from(first.domain)].name,
-                first.id,
-                domains[usize::from(second.domain)].name,
-                second.id
-            )
+        let kind = match channel.kind {
+            ChannelKind::Endpoint => "endpoint",
+            ChannelKind::Notification => "notification",
         };
-        let badge_failed = |e| fail("mint the first end's badged copy", e);
+        let what = format!(
+            "channel {index} ({kind} \"{}\" id {} -> \"{}\" id {})",
+            domains[usize::from(first.domain)].name,
+            first.id,
+            domains[usize::from(second.domain)].name,
+            second.id
+        );
+        let fail = |step: &str, e: sys::Error| format!("{what}: {step}: the kernel answered {e:?}");
         match channel.kind {
-            ChannelKind::Endpoint => {
-                let object = objects
-                    .make::<Endpoint>()
-                    .map_err(|e| fail("retype the endpoint", e))?;
-                let badged = objects
-                    .mint(object, Rights::ALL, second.badge)
-                    .map_err(badge_failed)?;
-                give_both_ends(domains, objects, channel, badged, object)?;
-            }
+            ChannelKind::Endpoint => make_channel::<Endpoint>(domains, objects, channel, &fail)?,
             ChannelKind::Notification => {
-                let object = objects
-                    .make::<Notification>()
-                    .map_err(|e| fail("retype the notification", e))?;
-                let badged = objects
-                    .mint(object, Rights::ALL, second.badge)
-                    .map_err(badge_failed)?;
-                give_both_ends(domains, objects, channel, badged, object)?;
+                make_channel::<Notification>(domains, objects, channel, &fail)?
             }
         }
     }
     Ok(())
 }
 
-/// Gives a channel's ends their capabilities: the first end `badged` (a
-/// copy carrying the second end's badge), the second end `object` itself.
-fn give_both_ends<T: CapType>(
+/// One channel's object of kind `T` (an Endpoint or a Notification): the
+/// first end gets a copy carrying the second end's badge, the second end
+/// the object itself.
+fn make_channel<T: FixedSize>(
     domains: &mut [Domain],
-    objects: &Objects,
+    objects: &mut Objects,
     channel: &sysdesc::Channel,
-    badged: Cap<T>,
-    object: Cap<T>,
+    fail: &dyn Fn(&str, sys::Error) -> String,
 ) -> Result<(), String> {
+    let retype = match channel.kind {
+        ChannelKind::Endpoint => "retype the endpoint",
+        ChannelKind::Notification => "retype the notification",
+    };
+    let object = objects.make::<T>().map_err(|e| fail(retype, e))?;
     let [first, second] = &channel.ends;
+    let badged = objects
+        .mint(object, Rights::ALL, second.badge)
+        .map_err(|e| fail("mint the first end's badged copy", e))?;
     for (end, cap) in [(first, badged), (second, object)] {
         let name = format!("channel{}", end.id);
         domains[usize::from(end.domain)].give(objects, &name, cap)?;
