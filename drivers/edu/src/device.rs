@@ -117,7 +117,7 @@ impl Edu {
         found[..count].sort_unstable_by_key(|&(_, bar)| bar);
         let mut devices = [const { None }; MAX_DEVICES];
         // (window slot, first byte not yet carved)
-        let mut carved: Option<(u32, u64)> = None;
+        let mut carved: Option<(sys::Slot, u64)> = None;
         for (i, &(bdf, bar)) in found[..count].iter().enumerate() {
             let page = bar & !0xfff;
             let window = untypeds::device_untyped_covering(info, page, 4096)

@@ -122,7 +122,7 @@ impl Nested {
         let tables_va = TABLES_VA + instance * INSTANCE_STRIDE;
         for i in 0..TABLE_FRAMES as u64 {
             let frame: Cap<Frame> = objects
-                .make(sys::ObjectType::Frame, 12)
+                .make_sized::<Frame>(12)
                 .map_err(|e| why(format_args!("retype a table frame: {e:?}")))?;
             map_frame(
                 objects,
@@ -173,7 +173,7 @@ impl Nested {
         rights: MapRights,
     ) -> Result<Buffer, Why> {
         let frame: Cap<Frame> = objects
-            .make(sys::ObjectType::Frame, 12)
+            .make_sized::<Frame>(12)
             .map_err(|e| why(format_args!("retype a buffer: {e:?}")))?;
         let cpu = self.buffers_va + 4096 * self.buffers;
         map_frame(objects, frame, own, cpu, MapRights::READ_WRITE)

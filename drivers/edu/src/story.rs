@@ -8,15 +8,15 @@
 //! [`BUFFER_VA`] and `edu_tables` (16 KiB) at [`TABLES_VA`] here, and at
 //! [`BUFFER_IPA`] / [`TABLES_IPA`] in the IoSpace init gives.
 
+use crate::device::Edu;
 use crate::{LENGTH, PATTERN};
-use edu::device::Edu;
 use iopt::{BitmapPool, Config, InvalidationRange, IoPageTable, SliceMemory};
 use rt::check;
 use rt::mmio::Window;
 use rt::testing::{Failure, Outcome, Suite};
 use sys::names::CapTable;
 use sys::resources::{self, Refusal, RequestError};
-use sys::{Cap, Endpoint, IoFaultQueue, IoSpace, IoUserTable, Notification};
+use sys::{Cap, Endpoint, IoFaultQueue, IoSpace, IoUserTable, Notification, Slot};
 
 /// The image's `dma_buffer`: here and in the IoSpace.
 const BUFFER_VA: u64 = 0x4000_0000;
@@ -36,7 +36,7 @@ const BADGE: u64 = 0xED;
 /// The IoSpace size the grant allows.
 const SPACE_SIZE: u64 = 2 << 20;
 /// A slot of the driver's own (`sys::names::DOMAIN_OWN_SLOTS`).
-const USER_TABLE_SLOT: u32 = 100;
+const USER_TABLE_SLOT: Slot = Slot::new(100);
 
 #[cfg(target_arch = "x86_64")]
 const FORMAT: (iopt::Format, sys::UserTableFormat, u32) = (
@@ -96,6 +96,8 @@ struct Driver {
     init: Cap<Endpoint>,
     edu: Option<Edu>,
     space: Option<Cap<IoSpace>>,
+    /// The driver's stage-1 table once bound.
+    table: Option<Cap<IoUserTable>>,
     queue: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
 }
 
@@ -112,6 +114,7 @@ pub fn run(table: &CapTable) -> i32 {
         init,
         edu: None,
         space: None,
+        table: None,
         queue: None,
     };
     rt::println!("[edu_driver] started with no IOMMU capability; asking init for them");
@@ -164,22 +167,17 @@ fn ask(d: &mut Driver) -> Outcome {
     d.edu = Some(edu);
     d.space = Some(space);
     d.queue = Some((queue, signal));
-    USER_TABLE.store(
-        u64::from(table.slot()),
-        core::sync::atomic::Ordering::Relaxed,
-    );
+    d.table = Some(table);
     Ok(())
 }
-
-/// The IoUserTable's slot once bound.
-static USER_TABLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 fn dma(d: &mut Driver) -> Outcome {
     let Some(edu) = &d.edu else {
         rt::fail!("no device from init")
     };
-    let table: Cap<IoUserTable> =
-        Cap::from_slot(USER_TABLE.load(core::sync::atomic::Ordering::Relaxed) as u32);
+    let Some(table) = d.table else {
+        rt::fail!("no stage-1 table bound")
+    };
     let memory = SliceMemory::new(TABLES_IPA, table_frames())
         .ok_or_else(|| failure("table memory", "misaligned"))?;
     let pool = BitmapPool::<1>::new(TABLES_IPA, TABLE_FRAMES)

@@ -12,9 +12,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use abi::bootinfo;
 use rt::mmio::Window;
 use rt::space::{Objects, map_frame};
+use sys::bootinfo;
 use sys::untypeds;
 use sys::{Cap, MapRights, PageTable};
 use sysdesc::PciAddress;
@@ -28,7 +28,7 @@ const ECAM_MAPPED: u64 = 2 << 20;
 pub struct Devices {
     ecam: Option<Window>,
     /// (device Untyped slot, first byte not yet carved)
-    carved: Vec<(u32, u64)>,
+    carved: Vec<(sys::Slot, u64)>,
 }
 
 impl Devices {
@@ -51,7 +51,7 @@ impl Devices {
                 let frame =
                     untypeds::retype_frame_at(untyped, untyped.start(), 21, &mut || objects.slot())
                         .map_err(|e| format!("a Frame of the ECAM window: {e:?}"))?;
-                let own = Cap::<PageTable>::from_slot(bootinfo::INIT_VSPACE);
+                let own = bootinfo::INIT_VSPACE;
                 let window = Window::map(objects, frame, own, ECAM_ADDRESS, ECAM_MAPPED)
                     .map_err(|e| format!("mapping the ECAM window: {e:?}"))?;
                 *self.ecam.insert(window)

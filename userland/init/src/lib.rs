@@ -32,8 +32,7 @@ pub mod system;
 #[cfg(test)]
 mod tests;
 
-use abi::bootinfo;
-use sys::{Cap, Tcb};
+use sys::bootinfo;
 use sysdesc::archive::Archive;
 
 /// Init's priority: above every domain's.
@@ -66,7 +65,7 @@ pub fn run() -> i32 {
             return 1;
         }
     };
-    let own = Cap::<Tcb>::from_slot(bootinfo::INIT_TCB);
+    let own = bootinfo::INIT_TCB;
     if let Err(e) = own
         .set_priority(INIT_PRIORITY)
         .and_then(|()| own.set_debug_name("init"))

@@ -115,21 +115,30 @@ impl ModelKernel {
         let kernel = Rc::new(RefCell::new(ModelKernel { caps, root }));
         let installed = Rc::clone(&kernel);
         set_kernel(move |call: SyscallIn, buffer: &mut IpcBuffer| {
-            let status = if call.number == Syscall::Call as u64 {
+            let reply = if call.number == Syscall::Call as u64 {
                 installed.borrow_mut().invoke(call, buffer)
             } else {
                 Err(Error::NotSupported)
             };
-            SyscallOut {
-                status: status.err().map_or(0, |e| u64::from(e.code())),
-                ..SyscallOut::default()
+            match reply {
+                Ok(None) => SyscallOut::default(),
+                Ok(Some(mr0)) => SyscallOut {
+                    info: MessageInfo::new(0, 1).to_word(),
+                    mrs: [mr0, 0, 0, 0],
+                    ..SyscallOut::default()
+                },
+                Err(e) => SyscallOut {
+                    status: u64::from(e.code()),
+                    ..SyscallOut::default()
+                },
             }
         });
         (kernel, info)
     }
 
-    /// Decodes and performs one invocation, as the kernel does.
-    fn invoke(&mut self, call: SyscallIn, buffer: &IpcBuffer) -> Result<(), Error> {
+    /// Decodes and performs one invocation, as the kernel does; `Some` is
+    /// a reply's MR0 (`UntypedRetype`: how many objects were made).
+    fn invoke(&mut self, call: SyscallIn, buffer: &IpcBuffer) -> Result<Option<u64>, Error> {
         let info = MessageInfo::from_word(call.info).map_err(|_| Error::InvalidMessage)?;
         let argument = |index: usize| {
             if index < usize::from(info.length) {
@@ -174,6 +183,7 @@ impl ModelKernel {
                 }
                 let dest = caps.resolve(root, index(argument(2)?)?)?;
                 caps.retype(slot, new, dest, &mut sink)?;
+                return Ok(Some(1));
             }
             (ObjectKind::CNode, Invocation::CnodeCopy | Invocation::CnodeMint) => {
                 let dest = caps.resolve(slot, index(argument(0)?)?)?;
@@ -220,7 +230,7 @@ impl ModelKernel {
             }
             _ => return Err(Error::NotSupported),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The capabilities in init's CNode, by slot index.

@@ -20,12 +20,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use abi::bootinfo;
 use rt::space::Objects;
+use sys::bootinfo;
 use sys::resources::{self, Refusal};
 use sys::{
     CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, Notification,
-    ObjectType, PageTable, Rights, Untyped,
+    PageTable, Rights, Slot, Untyped,
 };
 use sysdesc::SystemDescription;
 
@@ -214,7 +214,7 @@ impl Server {
         }
         handle
             .cnode
-            .copy_from(slot, objects.cnode(), source.slot(), Rights::ALL)
+            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), Rights::ALL)
             .map_err(kernel("CNode.Copy into its CNode"))?;
         if fresh {
             handle.next_slot += 1;
@@ -233,7 +233,7 @@ impl Server {
             return Err((Refusal::AlreadyGiven, String::from("init already gave it")));
         }
         let address = self.description.dma_grants[grant].device;
-        let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+        let control: Cap<IommuControl> = bootinfo::IOMMU_CONTROL;
         let slot = objects.slot().map_err(kernel("a slot of init's"))?;
         let device = control
             .mint_device(u32::from(address.requester_id()), slot)
@@ -286,7 +286,7 @@ impl Server {
             Some(stock) => stock,
             None => SpaceStock {
                 memory: objects
-                    .make(ObjectType::Untyped, IO_SPACE_BITS)
+                    .make_sized::<Untyped>(IO_SPACE_BITS)
                     .map_err(kernel("Untyped.Retype of the IoSpace's memory"))?,
                 frames: Vec::new(),
                 domain_slot: None,
@@ -314,7 +314,7 @@ impl Server {
         grant: usize,
         stock: &mut SpaceStock,
     ) -> Result<(Cap<IoSpace>, u32), (Refusal, String)> {
-        let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+        let control: Cap<IommuControl> = bootinfo::IOMMU_CONTROL;
         let space = objects
             .make_io_space_from(stock.memory, control)
             .map_err(kernel("Untyped.Retype of the IoSpace"))?;
@@ -360,10 +360,10 @@ impl Server {
             return Err((Refusal::AlreadyGiven, String::from("a second fault queue")));
         }
         let queue: Cap<IoFaultQueue> = objects
-            .make(ObjectType::IoFaultQueue, 12)
+            .make::<IoFaultQueue>()
             .map_err(kernel("Untyped.Retype of the IoFaultQueue"))?;
         let signal: Cap<Notification> = objects
-            .make(ObjectType::Notification, 0)
+            .make::<Notification>()
             .map_err(kernel("Untyped.Retype of the Notification"))?;
         queue
             .bind(signal, badged)

@@ -14,12 +14,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use abi::bootinfo;
 use rt::space::{self, Objects, Scratch};
+use sys::bootinfo;
 use sys::names::{self, CapTable};
 use sys::{
-    CNode, Cap, CapType, Endpoint, Frame, IommuControl, IrqControl, MapRights, Notification,
-    ObjectType, PageTable, Rights, Tcb, Untyped,
+    CNode, Cap, CapType, Endpoint, FixedSize, Frame, IommuControl, IrqControl, MapRights,
+    Notification, PageTable, Rights, Slot, Tcb, Untyped,
 };
 use sysdesc::archive::{Archive, EntryKind};
 use sysdesc::{ChannelKind, IoMode, PageSize, SystemDescription};
@@ -74,19 +74,21 @@ impl Domain {
             ));
         }
         self.cnode
-            .copy_from(slot, objects.cnode(), source.slot(), Rights::ALL)
+            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), Rights::ALL)
             .map_err(|e| {
                 format!(
                     "protection_domain \"{}\": copying `{name}` into its CNode: CNode.Copy answered {e:?}",
                     self.name
                 )
             })?;
-        self.table.push(name, slot, T::KIND).map_err(|e| {
-            format!(
-                "protection_domain \"{}\": capability table: `{name}`: {e:?}",
-                self.name
-            )
-        })?;
+        self.table
+            .push(name, Slot::new(slot), T::KIND)
+            .map_err(|e| {
+                format!(
+                    "protection_domain \"{}\": capability table: `{name}`: {e:?}",
+                    self.name
+                )
+            })?;
         self.next_slot += 1;
         Ok(())
     }
@@ -127,7 +129,7 @@ pub fn build(
     let scratch = Scratch::for_root_task(objects, SCRATCH)
         .map_err(|e| format!("init's scratch page at {SCRATCH:#x}: {e:?}"))?;
     let faults: Cap<Endpoint> = objects
-        .make(ObjectType::Endpoint, 0)
+        .make::<Endpoint>()
         .map_err(|e| format!("init's fault endpoint: the kernel answered {e:?}"))?;
     let regions = make_regions(description, objects)?;
     let mut domains = Vec::new();
@@ -151,7 +153,7 @@ pub fn build(
         // The domain's faults come to init, badged with its index + 1.
         objects
             .mint(faults, Rights::WRITE, index as u64 + 1)
-            .and_then(|badged| domain.tcb.set_fault_handler(badged.slot()))
+            .and_then(|badged| domain.tcb.set_fault_handler(badged))
             .map_err(|e| {
                 format!(
                     "protection_domain \"{}\": its fault handler: the kernel answered {e:?}",
@@ -298,7 +300,7 @@ fn make_regions(
         let count = region.size / page;
         let mut frames = Vec::new();
         for index in 0..count {
-            let frame = objects.make(ObjectType::Frame, bits).map_err(|e| {
+            let frame = objects.make_sized::<Frame>(bits).map_err(|e| {
                 format!(
                     "memory_region \"{}\": Frame {index} of {count}: Untyped.Retype answered {e:?}",
                     region.name
@@ -336,10 +338,10 @@ fn make_domain(
             )
         })?;
     let cnode: Cap<CNode> = objects
-        .make(ObjectType::Cnode, DOMAIN_CNODE_BITS)
+        .make_sized::<CNode>(DOMAIN_CNODE_BITS)
         .map_err(|e| what("its CNode", e))?;
     let vspace: Cap<PageTable> = objects
-        .make(ObjectType::PageTable, 12)
+        .make::<PageTable>()
         .map_err(|e| what("its VSpace root", e))?;
     let entry = space::load_elf(objects, scratch, vspace, program).map_err(|e| {
         format!(
@@ -365,9 +367,7 @@ fn make_domain(
         MapRights::READ_WRITE,
     )
     .map_err(|e| what("IPC buffer", e))?;
-    let tcb: Cap<Tcb> = objects
-        .make(ObjectType::Tcb, 0)
-        .map_err(|e| what("its TCB", e))?;
+    let tcb: Cap<Tcb> = objects.make::<Tcb>().map_err(|e| what("its TCB", e))?;
     let mut domain = Domain {
         name: String::from(pd.name.as_str()),
         cnode,
@@ -389,7 +389,7 @@ fn make_domain(
         // delete them and its VSpace to map them: the first names it gets.
         let bits = pd.untyped_size.trailing_zeros() as u8;
         let untyped: Cap<Untyped> = objects
-            .make(ObjectType::Untyped, bits)
+            .make_sized::<Untyped>(bits)
             .map_err(|e| what(&format!("its {}-byte Untyped", pd.untyped_size), e))?;
         domain.give(objects, "untyped", untyped)?;
         domain.give(objects, "cnode", cnode)?;
@@ -405,7 +405,7 @@ fn fresh_page(
     address: u64,
     rights: MapRights,
 ) -> Result<Cap<Frame>, sys::Error> {
-    let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+    let frame: Cap<Frame> = objects.make_sized::<Frame>(12)?;
     space::map_frame(objects, frame, space, address, rights)?;
     Ok(frame)
 }
@@ -461,49 +461,49 @@ fn make_channels(
 ) -> Result<(), String> {
     for (index, channel) in description.channels.iter().enumerate() {
         let [first, second] = &channel.ends;
-        let fail = |step: &str, e: sys::Error| {
-            format!(
-                "channel {index} ({} \"{}\" id {} -> \"{}\" id {}): {step}: the kernel answered {e:?}",
-                match channel.kind {
-                    ChannelKind::Endpoint => "endpoint",
-                    ChannelKind::Notification => "notification",
-                },
-                domains[usize::from(first.domain)].name,
-                first.id,
-                domains[usize::from(second.domain)].name,
-                second.id
-            )
+        let kind = match channel.kind {
+            ChannelKind::Endpoint => "endpoint",
+            ChannelKind::Notification => "notification",
         };
-        let object: u32 = match channel.kind {
-            ChannelKind::Endpoint => objects
-                .make::<Endpoint>(ObjectType::Endpoint, 0)
-                .map_err(|e| fail("retype the endpoint", e))?
-                .slot(),
-            ChannelKind::Notification => objects
-                .make::<Notification>(ObjectType::Notification, 0)
-                .map_err(|e| fail("retype the notification", e))?
-                .slot(),
-        };
-        let badged = objects
-            .mint(
-                Cap::<Endpoint>::from_slot(object),
-                Rights::ALL,
-                second.badge,
-            )
-            .map_err(|e| fail("mint the first end's badged copy", e))?
-            .slot();
-        for (end, slot) in [(first, badged), (second, object)] {
-            let name = format!("channel{}", end.id);
-            let domain = &mut domains[usize::from(end.domain)];
-            match channel.kind {
-                ChannelKind::Endpoint => {
-                    domain.give(objects, &name, Cap::<Endpoint>::from_slot(slot))?
-                }
-                ChannelKind::Notification => {
-                    domain.give(objects, &name, Cap::<Notification>::from_slot(slot))?
-                }
+        let what = format!(
+            "channel {index} ({kind} \"{}\" id {} -> \"{}\" id {})",
+            domains[usize::from(first.domain)].name,
+            first.id,
+            domains[usize::from(second.domain)].name,
+            second.id
+        );
+        let fail = |step: &str, e: sys::Error| format!("{what}: {step}: the kernel answered {e:?}");
+        match channel.kind {
+            ChannelKind::Endpoint => make_channel::<Endpoint>(domains, objects, channel, &fail)?,
+            ChannelKind::Notification => {
+                make_channel::<Notification>(domains, objects, channel, &fail)?
             }
         }
+    }
+    Ok(())
+}
+
+/// One channel's object of kind `T` (an Endpoint or a Notification): the
+/// first end gets a copy carrying the second end's badge, the second end
+/// the object itself.
+fn make_channel<T: FixedSize>(
+    domains: &mut [Domain],
+    objects: &mut Objects,
+    channel: &sysdesc::Channel,
+    fail: &dyn Fn(&str, sys::Error) -> String,
+) -> Result<(), String> {
+    let retype = match channel.kind {
+        ChannelKind::Endpoint => "retype the endpoint",
+        ChannelKind::Notification => "retype the notification",
+    };
+    let object = objects.make::<T>().map_err(|e| fail(retype, e))?;
+    let [first, second] = &channel.ends;
+    let badged = objects
+        .mint(object, Rights::ALL, second.badge)
+        .map_err(|e| fail("mint the first end's badged copy", e))?;
+    for (end, cap) in [(first, badged), (second, object)] {
+        let name = format!("channel{}", end.id);
+        domains[usize::from(end.domain)].give(objects, &name, cap)?;
     }
     Ok(())
 }
@@ -515,7 +515,7 @@ fn make_irqs(
     domains: &mut [Domain],
     objects: &mut Objects,
 ) -> Result<(), String> {
-    let control: Cap<IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    let control: Cap<IrqControl> = bootinfo::IRQ_CONTROL;
     for (index, irq) in description.irqs.iter().enumerate() {
         let domain = &mut domains[usize::from(irq.domain)];
         let name = domain.name.clone();
@@ -529,7 +529,7 @@ fn make_irqs(
             Some(notification) => notification,
             None => {
                 let made: Cap<Notification> = objects
-                    .make(ObjectType::Notification, 0)
+                    .make::<Notification>()
                     .map_err(|e| fail("retype the domain's irq notification", e))?;
                 domain.give(objects, "irqs", made)?;
                 domain.irqs = Some(made);
@@ -564,7 +564,7 @@ fn make_dma_grants(
     devices: &mut crate::devices::Devices,
     requests: Cap<Endpoint>,
 ) -> Result<(), String> {
-    let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+    let control: Cap<IommuControl> = bootinfo::IOMMU_CONTROL;
     for (index, grant) in description.dma_grants.iter().enumerate() {
         let domain = &mut domains[usize::from(grant.domain)];
         if grant.on_request {
@@ -631,10 +631,10 @@ fn make_dma_grants(
         }
         if grant.fault_queue {
             let queue: Cap<sys::IoFaultQueue> = objects
-                .make(ObjectType::IoFaultQueue, 12)
+                .make::<sys::IoFaultQueue>()
                 .map_err(|e| fail("Untyped.Retype of the IoFaultQueue", e))?;
             let signal: Cap<Notification> = objects
-                .make(ObjectType::Notification, 0)
+                .make::<Notification>()
                 .map_err(|e| fail("Untyped.Retype of the fault notification", e))?;
             queue
                 .bind(signal, device)
@@ -717,7 +717,7 @@ fn prepare(domain: &mut Domain, objects: &mut Objects, scratch: &Scratch) -> Res
     domain
         .tcb
         .configure(
-            0,
+            None,
             domain.cnode,
             domain.vspace,
             domain.ipc_buffer,

@@ -5,11 +5,11 @@
 
 use crate::system;
 use abi::Invocation;
-use abi::bootinfo::{self, BootInfo};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
+use sys::bootinfo::{self, BootInfo};
 use sys::host::{SyscallIn, clear_kernel, set_kernel};
 use sys::ipc::IpcBuffer;
 use sys::syscall::SyscallOut;
@@ -38,13 +38,18 @@ fn recording(refuse: Option<(Invocation, Error)>) -> Rc<RefCell<Vec<Call>>> {
             label: info.label,
             mrs: call.mrs,
         });
-        let status = match refuse {
-            Some((label, error)) if label as u32 == info.label => u64::from(error.code()),
-            _ => 0,
-        };
-        SyscallOut {
-            status,
-            ..SyscallOut::default()
+        match refuse {
+            Some((label, error)) if label as u32 == info.label => SyscallOut {
+                status: u64::from(error.code()),
+                ..SyscallOut::default()
+            },
+            // A retype made every object asked for (MR3), as MR0 says.
+            _ if info.label == Invocation::UntypedRetype as u32 => SyscallOut {
+                info: MessageInfo::new(0, 1).to_word(),
+                mrs: [call.mrs[3], 0, 0, 0],
+                ..SyscallOut::default()
+            },
+            _ => SyscallOut::default(),
         }
     });
     calls
@@ -314,7 +319,7 @@ fn a_domain_with_an_untyped_gets_it_with_its_own_cnode_and_vspace() {
     let cnode = client.lookup::<sys::CNode>("cnode").unwrap();
     let vspace = client.lookup::<sys::PageTable>("vspace").unwrap();
     assert_eq!(
-        [untyped.slot(), cnode.slot(), vspace.slot()],
+        [untyped.slot(), cnode.slot(), vspace.slot()].map(sys::Slot::index),
         [1, 2, 3],
         "the three come first, before the channels"
     );

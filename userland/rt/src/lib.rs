@@ -173,10 +173,15 @@ mod tests {
     #[test]
     fn lookup_goes_through_the_table() {
         let mut table = CapTable::new();
-        table.push("log", 12, ObjectKind::Endpoint).unwrap();
+        table
+            .push("log", sys::Slot::new(12), ObjectKind::Endpoint)
+            .unwrap();
         let table: &'static CapTable = std::boxed::Box::leak(std::boxed::Box::new(table));
         let startup = Startup::with_table(Some(table));
-        assert_eq!(startup.lookup::<Endpoint>("log"), Some(Cap::from_slot(12)));
+        assert_eq!(
+            startup.lookup::<Endpoint>("log"),
+            Some(Cap::from_slot(sys::Slot::new(12)))
+        );
         assert_eq!(startup.lookup::<Frame>("log"), None);
         assert_eq!(Startup::with_table(None).lookup::<Endpoint>("log"), None);
     }

@@ -17,9 +17,11 @@
 //! Every function answers the kernel's [`Error`]; [`LoadError`] adds what
 //! only the ELF can get wrong, naming the segment.
 
-use abi::bootinfo::{self, BootInfo};
 use alloc::vec::Vec;
-use sys::{CNode, Cap, CapType, Error, Frame, MapRights, ObjectType, PageTable, Untyped};
+use sys::bootinfo::{self, BootInfo};
+use sys::{
+    CNode, Cap, CapType, Error, FixedSize, Frame, MapRights, PageTable, Retype, Slot, Untyped,
+};
 
 /// The root task's CNode has `2^ROOT_CNODE_BITS` slots (the kernel's).
 pub const ROOT_CNODE_SLOTS: u32 = 1 << 10;
@@ -28,13 +30,13 @@ pub const ROOT_CNODE_SLOTS: u32 = 1 << 10;
 pub struct Objects {
     cnode: Cap<CNode>,
     arena: Cap<Untyped>,
-    untypeds: [u32; bootinfo::MAX_UNTYPEDS],
+    untypeds: [Cap<Untyped>; bootinfo::MAX_UNTYPEDS],
     untyped_count: usize,
     current: usize,
     next_slot: u32,
     end_slot: u32,
     /// Slots below `next_slot` emptied again, handed out first.
-    freed: Vec<u32>,
+    freed: Vec<Slot>,
 }
 
 impl Objects {
@@ -42,20 +44,20 @@ impl Objects {
     /// free slots from `first_free_slot`, the arena Untyped (the first) for
     /// CNodes and the other RAM Untypeds, largest first, for the rest.
     pub fn from_boot_info(info: &BootInfo) -> Objects {
-        let mut ram = [(0u8, 0u32); bootinfo::MAX_UNTYPEDS];
+        let mut ram = [(0u8, bootinfo::ARENA); bootinfo::MAX_UNTYPEDS];
         let mut untyped_count = 0;
         for untyped in sys::untypeds::initial_untypeds(info)
             .skip(1)
             .filter(|u| !u.is_device())
         {
-            ram[untyped_count] = (untyped.descriptor.size_bits, untyped.slot);
+            ram[untyped_count] = (untyped.descriptor.size_bits, untyped.cap());
             untyped_count += 1;
         }
         ram[..untyped_count].sort_unstable_by_key(|&(bits, _)| core::cmp::Reverse(bits));
         let untypeds = core::array::from_fn(|i| ram[i].1);
         Objects {
-            cnode: Cap::from_slot(bootinfo::INIT_CNODE),
-            arena: Cap::from_slot(bootinfo::FIRST_UNTYPED),
+            cnode: bootinfo::INIT_CNODE,
+            arena: bootinfo::ARENA,
             untypeds,
             untyped_count,
             current: 0,
@@ -77,7 +79,7 @@ impl Objects {
 
     /// A free slot: the last one [`delete`](Objects::delete) emptied, else
     /// the next never used. `InvalidSlot` when the CNode is full.
-    pub fn slot(&mut self) -> Result<u32, Error> {
+    pub fn slot(&mut self) -> Result<Slot, Error> {
         if let Some(slot) = self.freed.pop() {
             return Ok(slot);
         }
@@ -85,22 +87,27 @@ impl Objects {
             return Err(Error::InvalidSlot);
         }
         self.next_slot += 1;
-        Ok(self.next_slot - 1)
+        Ok(Slot::new(self.next_slot - 1))
     }
 
-    /// Retypes one object of `kind` (`2^size_bits` bytes where the kind
-    /// has a size: Frames 12 or 21, CNodes log2 of their slots) into a
-    /// free slot. CNodes come from the arena; other kinds from the current
-    /// Untyped, the next one when it answers `UntypedExhausted`.
-    pub fn make<T: CapType>(&mut self, kind: ObjectType, size_bits: u8) -> Result<Cap<T>, Error> {
+    /// Retypes one object of the fixed-size kind `T` (a Tcb, Endpoint,
+    /// Notification, PageTable or IoFaultQueue) into a free slot, from the
+    /// current Untyped, the next one when it answers `UntypedExhausted`.
+    pub fn make<T: FixedSize>(&mut self) -> Result<Cap<T>, Error> {
+        self.make_sized::<T>(0)
+    }
+
+    /// Retypes one object of kind `T` and `2^size_bits` bytes (Frames 12 or
+    /// 21, CNodes log2 of their slots; ignored for fixed-size kinds) into
+    /// a free slot. CNodes come from the arena; other kinds from the
+    /// current Untyped, the next one when it answers `UntypedExhausted`.
+    pub fn make_sized<T: Retype>(&mut self, size_bits: u8) -> Result<Cap<T>, Error> {
         let slot = self.slot()?;
-        if kind == ObjectType::Cnode {
-            let arena = self.arena;
-            self.give_back_on_error(slot, arena.retype(kind, size_bits, slot, 1))?;
-            return Ok(Cap::from_slot(slot));
+        if T::OBJECT_TYPE == sys::ObjectType::Cnode {
+            let made = self.arena.retype_sized::<T>(size_bits, slot);
+            return self.give_back_on_error(slot, made);
         }
-        self.retype_into(slot, |untyped| untyped.retype(kind, size_bits, slot, 1))?;
-        Ok(Cap::from_slot(slot))
+        self.retype_into(slot, |untyped| untyped.retype_sized::<T>(size_bits, slot))
     }
 
     /// An IoSpace of the unit `control` (`Untyped.Retype` with the unit's
@@ -110,8 +117,7 @@ impl Objects {
         control: Cap<sys::IommuControl>,
     ) -> Result<Cap<sys::IoSpace>, Error> {
         let slot = self.slot()?;
-        self.retype_into(slot, |untyped| untyped.retype_io_space(control, slot, 1))?;
-        Ok(Cap::from_slot(slot))
+        self.retype_into(slot, |untyped| untyped.retype_io_space(control, slot))
     }
 
     /// An IoSpace of the unit `control` retyped from `untyped` alone (with
@@ -122,28 +128,27 @@ impl Objects {
         control: Cap<sys::IommuControl>,
     ) -> Result<Cap<sys::IoSpace>, Error> {
         let slot = self.slot()?;
-        let made = untyped.retype_io_space(control, slot, 1);
-        self.give_back_on_error(slot, made)?;
-        Ok(Cap::from_slot(slot))
+        let made = untyped.retype_io_space(control, slot);
+        self.give_back_on_error(slot, made)
     }
 
     /// `CNode.Delete` of `slot` of this CNode (the last capability of an
     /// object destroys it); the emptied slot goes back to the free ones.
-    pub fn delete(&mut self, slot: u32) -> Result<(), Error> {
+    pub fn delete(&mut self, slot: Slot) -> Result<(), Error> {
         self.cnode.delete(slot)?;
         self.freed.push(slot);
         Ok(())
     }
 
     /// Runs `retype` on the current Untyped, moving on while it is used up.
-    fn retype_into(
+    fn retype_into<T: CapType>(
         &mut self,
-        slot: u32,
-        mut retype: impl FnMut(Cap<Untyped>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+        slot: Slot,
+        mut retype: impl FnMut(Cap<Untyped>) -> Result<Cap<T>, Error>,
+    ) -> Result<Cap<T>, Error> {
         let mut result = Err(Error::UntypedExhausted);
         while self.current < self.untyped_count {
-            result = retype(Cap::from_slot(self.untypeds[self.current]));
+            result = retype(self.untypeds[self.current]);
             if result != Err(Error::UntypedExhausted) {
                 break;
             }
@@ -154,10 +159,10 @@ impl Objects {
 
     /// Returns `slot` (the last one handed out) to the free ones when
     /// `result` says nothing was created in it.
-    fn give_back_on_error(&mut self, slot: u32, result: Result<(), Error>) -> Result<(), Error> {
+    fn give_back_on_error<R>(&mut self, slot: Slot, result: Result<R, Error>) -> Result<R, Error> {
         if result.is_err() {
-            if self.next_slot == slot + 1 {
-                self.next_slot = slot;
+            if self.next_slot == slot.index() + 1 {
+                self.next_slot = slot.index();
             } else {
                 self.freed.push(slot);
             }
@@ -174,9 +179,8 @@ impl Objects {
         badge: u64,
     ) -> Result<Cap<T>, Error> {
         let slot = self.slot()?;
-        let minted = self.cnode.mint(slot, source.slot(), rights, badge);
-        self.give_back_on_error(slot, minted)?;
-        Ok(Cap::from_slot(slot))
+        let minted = self.cnode.mint(slot, source, rights, badge);
+        self.give_back_on_error(slot, minted)
     }
 }
 
@@ -184,7 +188,7 @@ impl Objects {
 /// mapped (tables the space already has are kept).
 pub fn tables_for(objects: &mut Objects, space: Cap<PageTable>, address: u64) -> Result<(), Error> {
     for _ in 0..3 {
-        let table: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
+        let table: Cap<PageTable> = objects.make()?;
         match table.map(space, address) {
             Ok(()) => {}
             Err(Error::AddressInUse) => return objects.delete(table.slot()),
@@ -206,7 +210,7 @@ pub fn map_frame(
     for _ in 0..4 {
         match frame.map(space, address, rights) {
             Err(Error::MissingPageTable) => {
-                let table: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
+                let table: Cap<PageTable> = objects.make()?;
                 table.map(space, address)?;
             }
             other => return other,
@@ -233,7 +237,7 @@ impl Scratch {
 
     /// The root task's scratch page at `address` of [`bootinfo::INIT_VSPACE`].
     pub fn for_root_task(objects: &mut Objects, address: u64) -> Result<Scratch, Error> {
-        Scratch::new(objects, Cap::from_slot(bootinfo::INIT_VSPACE), address)
+        Scratch::new(objects, bootinfo::INIT_VSPACE, address)
     }
 
     /// Copies `bytes` into the 4 KiB `frame` at `offset` (what does not fit
@@ -248,7 +252,7 @@ impl Scratch {
 
     /// A new 4 KiB Frame holding `bytes` (at most a page) from offset 0.
     pub fn filled_frame(&self, objects: &mut Objects, bytes: &[u8]) -> Result<Cap<Frame>, Error> {
-        let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+        let frame: Cap<Frame> = objects.make_sized(12)?;
         self.fill(frame, 0, bytes)?;
         Ok(frame)
     }
@@ -366,7 +370,7 @@ pub fn load_elf(
             let chunk = bytes
                 .get(start..bytes.len().min(start + 4096))
                 .unwrap_or(&[]);
-            let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12).map_err(kernel)?;
+            let frame: Cap<Frame> = objects.make_sized(12).map_err(kernel)?;
             if !chunk.is_empty() {
                 scratch.fill(frame, 0, chunk).map_err(kernel)?;
             }
@@ -422,7 +426,12 @@ mod tests {
                     } else {
                         *room -= 1;
                         fake.retyped.push((call.cap, call.mrs[0], call.mrs[2]));
-                        Ok(())
+                        // As the kernel: MR0 says how many were made.
+                        return SyscallOut {
+                            info: sys::MessageInfo::new(0, 1).to_word(),
+                            mrs: [1, 0, 0, 0],
+                            ..SyscallOut::default()
+                        };
                     }
                 }
                 l if l == Invocation::PageTableMap as u32 => {
@@ -470,23 +479,23 @@ mod tests {
     #[test]
     fn objects_use_the_largest_untyped_first_and_move_on_when_it_is_used_up() {
         let fake = Rc::new(RefCell::new(Fake::default()));
-        let arena = u64::from(bootinfo::FIRST_UNTYPED);
+        let arena = u64::from(bootinfo::FIRST_UNTYPED.index());
         fake.borrow_mut()
             .room
             .extend([(arena, 1), (arena + 1, 1), (arena + 2, 1)]);
         install(&fake);
         let mut objects = Objects::from_boot_info(&boot_info());
-        let first: Cap<Frame> = objects.make(ObjectType::Frame, 12).unwrap();
-        let second: Cap<Frame> = objects.make(ObjectType::Frame, 12).unwrap();
-        let cnode: Cap<CNode> = objects.make(ObjectType::Cnode, 4).unwrap();
+        let first: Cap<Frame> = objects.make_sized(12).unwrap();
+        let second: Cap<Frame> = objects.make_sized(12).unwrap();
+        let cnode: Cap<CNode> = objects.make_sized(4).unwrap();
         assert_eq!(
             (first.slot(), second.slot(), cnode.slot()),
-            (20, 21, 22),
+            (Slot::new(20), Slot::new(21), Slot::new(22)),
             "consecutive slots"
         );
         let retyped = fake.borrow().retyped.clone();
-        let frame = ObjectType::Frame as u64;
-        let cnode_type = ObjectType::Cnode as u64;
+        let frame = sys::ObjectType::Frame as u64;
+        let cnode_type = sys::ObjectType::Cnode as u64;
         // The 1 MiB Untyped (slot 18), then the 4 KiB one; CNodes from the arena.
         assert_eq!(
             retyped,
@@ -498,10 +507,10 @@ mod tests {
         );
         // Everything used up: the error comes back and the slot is reused.
         assert_eq!(
-            objects.make::<Frame>(ObjectType::Frame, 12),
+            objects.make_sized::<Frame>(12),
             Err(Error::UntypedExhausted)
         );
-        assert_eq!(objects.slot(), Ok(23));
+        assert_eq!(objects.slot(), Ok(Slot::new(23)));
         clear_kernel();
     }
 
@@ -510,11 +519,11 @@ mod tests {
         let fake = Rc::new(RefCell::new(Fake::default()));
         fake.borrow_mut()
             .room
-            .insert(u64::from(bootinfo::FIRST_UNTYPED) + 2, 10);
+            .insert(u64::from(bootinfo::FIRST_UNTYPED.index()) + 2, 10);
         install(&fake);
         let mut objects = Objects::from_boot_info(&boot_info());
-        let space: Cap<PageTable> = Cap::from_slot(7);
-        let frame: Cap<Frame> = Cap::from_slot(9);
+        let space: Cap<PageTable> = Cap::from_slot(Slot::new(7));
+        let frame: Cap<Frame> = Cap::from_slot(Slot::new(9));
         map_frame(&mut objects, frame, space, 0x1000_0000, MapRights::READ).unwrap();
         assert_eq!(fake.borrow().tables[&7], 3);
         assert_eq!(fake.borrow().maps, [(9, 7, 0x1000_0000, 1)]);
@@ -530,24 +539,27 @@ mod tests {
     #[test]
     fn a_deleted_slot_is_handed_out_again() {
         let fake = Rc::new(RefCell::new(Fake::default()));
-        let arena = u64::from(bootinfo::FIRST_UNTYPED);
+        let arena = u64::from(bootinfo::FIRST_UNTYPED.index());
         fake.borrow_mut().room.insert(arena + 2, 1);
         install(&fake);
         let mut objects = Objects::from_boot_info(&boot_info());
         let free = objects.free_slots();
         assert_eq!(free, ROOT_CNODE_SLOTS - 20);
-        let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12).unwrap();
+        let frame: Cap<Frame> = objects.make_sized(12).unwrap();
         let (first, second) = (objects.slot().unwrap(), objects.slot().unwrap());
-        assert_eq!((frame.slot(), first, second), (20, 21, 22));
+        assert_eq!(
+            (frame.slot(), first, second),
+            (Slot::new(20), Slot::new(21), Slot::new(22))
+        );
         objects.delete(frame.slot()).unwrap();
         assert_eq!(objects.free_slots(), free - 2);
         // A retype that fails gives the reused slot back too.
         assert_eq!(
-            objects.make::<Frame>(ObjectType::Frame, 12),
+            objects.make_sized::<Frame>(12),
             Err(Error::UntypedExhausted)
         );
-        assert_eq!(objects.slot(), Ok(20));
-        assert_eq!(objects.slot(), Ok(23));
+        assert_eq!(objects.slot(), Ok(Slot::new(20)));
+        assert_eq!(objects.slot(), Ok(Slot::new(23)));
         clear_kernel();
     }
 
@@ -593,11 +605,11 @@ mod tests {
         let fake = Rc::new(RefCell::new(Fake::default()));
         fake.borrow_mut()
             .room
-            .insert(u64::from(bootinfo::FIRST_UNTYPED) + 2, 100);
+            .insert(u64::from(bootinfo::FIRST_UNTYPED.index()) + 2, 100);
         install(&fake);
         let mut objects = Objects::from_boot_info(&boot_info());
         let scratch = Scratch::for_root_task(&mut objects, 0x10_0000_0000).unwrap();
-        let space: Cap<PageTable> = Cap::from_slot(900);
+        let space: Cap<PageTable> = Cap::from_slot(Slot::new(900));
         let entry = load_elf(&mut objects, &scratch, space, &two_segment_elf()).unwrap();
         assert_eq!(entry, 0x40_0010);
         let into_space: Vec<(u64, u64)> = fake

@@ -1,5 +1,17 @@
 //! Typed capability handles: [`Cap<T>`] is a slot index in the caller's
-//! CSpace together with the kind of object the program believes is there.
+//! CSpace together with the kind of object the program believes is there;
+//! [`Slot`] is a slot index with no such belief, the type of every
+//! destination (where `Untyped.Retype`, `CNode.Copy`/`Mint`/`Move` and the
+//! minting invocations put a new capability) and of slots named as data.
+//!
+//! Methods that create a capability take the destination [`Slot`] and
+//! return the [`Cap<T>`] for it, its kind taken from the call
+//! (`untyped.retype::<Endpoint>(slot)`, `cnode.mint(slot, endpoint, ..)`
+//! gives a `Cap<Endpoint>`), so a program never rebuilds a handle from a
+//! number. [`Cap::from_slot`] remains for slots learnt as data (the
+//! well-known boot-info slots are typed constants in [`crate::bootinfo`];
+//! init's capability table, replies of `sys::resources`, a slot handed to
+//! another thread).
 //!
 //! The type parameter only selects which methods are available (one per
 //! invocation of that kind, see [`crate::invocations`]); it is a hint, not
@@ -10,6 +22,7 @@
 //! That is why [`Cap`] is `Copy` and [`Cap::from_slot`] is safe here, while
 //! the kernel's own capability references are neither.
 
+use abi::ObjectType;
 use caps::ObjectKind;
 use core::fmt;
 use core::marker::PhantomData;
@@ -22,32 +35,95 @@ pub trait CapType: sealed::Sealed {
     const KIND: ObjectKind;
 }
 
+/// A kind of object `Untyped.Retype` creates: [`Untyped`], [`CNode`],
+/// [`Tcb`], [`Endpoint`], [`Notification`], [`Frame`], [`PageTable`],
+/// [`IoFaultQueue`] (an [`IoSpace`] also needs the unit's IommuControl:
+/// `Cap<Untyped>::retype_io_space`).
+pub trait Retype: CapType {
+    /// The `abi::ObjectType` that `Untyped.Retype` is asked for.
+    const OBJECT_TYPE: ObjectType;
+}
+
+/// A kind whose objects have one size: `Untyped.Retype` ignores the size
+/// argument ([`Tcb`], [`Endpoint`], [`Notification`], [`PageTable`],
+/// [`IoFaultQueue`]).
+pub trait FixedSize: Retype {}
+
 mod sealed {
     pub trait Sealed {}
+}
+
+/// A slot index: in the caller's CSpace, or in the CNode a `CNode`
+/// invocation names. No belief about what the slot holds, if anything:
+/// the destination of every invocation that creates a capability, and a
+/// slot learnt as data. A [`Cap<T>`] gives its own with [`Cap::slot`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(u32);
+
+impl Slot {
+    /// Slot `index`.
+    pub const fn new(index: u32) -> Slot {
+        Slot(index)
+    }
+
+    /// The index (the number passed to the kernel).
+    pub const fn index(self) -> u32 {
+        self.0
+    }
+
+    /// The slot `count` places further on (`None` past the last index).
+    pub const fn checked_add(self, count: u32) -> Option<Slot> {
+        match self.0.checked_add(count) {
+            Some(index) => Some(Slot(index)),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Slot({})", self.0)
+    }
+}
+
+/// A slot number as data (a thread's argument, a message register).
+impl From<Slot> for u64 {
+    fn from(slot: Slot) -> u64 {
+        u64::from(slot.0)
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 /// A capability: slot `slot` of the caller's CSpace, believed to name an
 /// object of kind `T`.
 pub struct Cap<T: CapType> {
-    slot: u32,
+    slot: Slot,
     kind: PhantomData<fn() -> T>,
 }
 
 impl<T: CapType> Cap<T> {
-    /// The capability in `slot` of the caller's CSpace.
+    /// The capability in `slot` of the caller's CSpace, for a slot learnt as
+    /// data (a capability table, a reply, a number another thread stored).
+    /// Invocations that create a capability return its handle: there is no
+    /// need to rebuild one.
     ///
     /// Safe because a slot number grants nothing: every invocation is checked
     /// by the kernel against the caller's own CSpace, so a wrong slot or kind
     /// costs an error code, never memory safety or authority.
-    pub const fn from_slot(slot: u32) -> Cap<T> {
+    pub const fn from_slot(slot: Slot) -> Cap<T> {
         Cap {
             slot,
             kind: PhantomData,
         }
     }
 
-    /// The slot index (the capability pointer passed to the kernel).
-    pub const fn slot(self) -> u32 {
+    /// The slot (the capability pointer passed to the kernel).
+    pub const fn slot(self) -> Slot {
         self.slot
     }
 
@@ -81,7 +157,13 @@ impl<T: CapType> Eq for Cap<T> {}
 
 impl<T: CapType> fmt::Debug for Cap<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Cap<{:?}>({})", T::KIND, self.slot)
+        write!(f, "Cap<{:?}>({})", T::KIND, self.slot.0)
+    }
+}
+
+impl<T: CapType> From<Cap<T>> for Slot {
+    fn from(cap: Cap<T>) -> Slot {
+        cap.slot
     }
 }
 
@@ -132,19 +214,67 @@ kinds! {
     IoFaultQueue,
 }
 
+macro_rules! retyped {
+    ($($name:ident = $object:ident $(, $fixed:ident)?;)*) => {
+        $(
+            impl Retype for $name {
+                const OBJECT_TYPE: ObjectType = ObjectType::$object;
+            }
+            $(impl $fixed for $name {})?
+        )*
+    };
+}
+
+retyped! {
+    Untyped = Untyped;
+    CNode = Cnode;
+    Frame = Frame;
+    Tcb = Tcb, FixedSize;
+    Endpoint = Endpoint, FixedSize;
+    Notification = Notification, FixedSize;
+    PageTable = PageTable, FixedSize;
+    IoFaultQueue = IoFaultQueue, FixedSize;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn handles_are_slots_with_a_kind() {
-        let frame: Cap<Frame> = Cap::from_slot(42);
-        assert_eq!(frame.slot(), 42);
+        let frame: Cap<Frame> = Cap::from_slot(Slot::new(42));
+        assert_eq!(frame.slot(), Slot::new(42));
         assert_eq!(frame.kind(), ObjectKind::Frame);
         let copy = frame;
         assert_eq!(copy, frame);
         assert_eq!(frame.cast::<Untyped>().kind(), ObjectKind::Untyped);
         assert_eq!(std::format!("{frame:?}"), "Cap<Frame>(42)");
         assert_eq!(size_of::<Cap<IoSpace>>(), 4);
+    }
+
+    #[test]
+    fn slots_are_indices_without_a_kind() {
+        let slot = Slot::new(7);
+        assert_eq!(slot.index(), 7);
+        assert_eq!(slot.checked_add(2), Some(Slot::new(9)));
+        assert_eq!(Slot::new(u32::MAX).checked_add(1), None);
+        assert_eq!(std::format!("{slot:?} {slot}"), "Slot(7) 7");
+        let endpoint: Cap<Endpoint> = Cap::from_slot(slot);
+        assert_eq!(endpoint.slot(), slot);
+        assert_eq!(Slot::from(endpoint), slot);
+        assert_eq!(u64::from(slot), 7);
+    }
+
+    #[test]
+    fn retyped_kinds_name_their_object_type() {
+        assert_eq!(Endpoint::OBJECT_TYPE, ObjectType::Endpoint);
+        assert_eq!(CNode::OBJECT_TYPE, ObjectType::Cnode);
+        assert_eq!(Frame::OBJECT_TYPE, ObjectType::Frame);
+        assert_eq!(IoFaultQueue::OBJECT_TYPE, ObjectType::IoFaultQueue);
+        fn fixed<T: FixedSize>() -> ObjectType {
+            T::OBJECT_TYPE
+        }
+        assert_eq!(fixed::<Tcb>(), ObjectType::Tcb);
+        assert_eq!(fixed::<PageTable>(), ObjectType::PageTable);
     }
 }

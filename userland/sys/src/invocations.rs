@@ -10,16 +10,18 @@
 //! otherwise it needs the `Write` right on the invoked capability. An error
 //! means nothing changed.
 //!
-//! Slot arguments (`dest_slot`, `source`, ...) are indices in the caller's
-//! CSpace. Methods that create a capability in a slot return a [`Cap`] for
-//! it.
+//! Slot arguments are [`Slot`]s of the caller's CSpace (of the invoked
+//! CNode for `CNode` invocations). Methods that create a capability take
+//! the destination slot and return the [`Cap`] for it, its kind given by
+//! the method (`retype::<T>`, the source's kind for copy, mint and move).
 
 use crate::cap::{
-    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace, IoUserTable,
-    IommuControl, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped,
+    CNode, Cap, CapType, Endpoint, FixedSize, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace,
+    IoUserTable, IommuControl, IrqControl, IrqHandler, Notification, PageTable, Retype, Slot, Tcb,
+    Untyped,
 };
 use crate::syscall::{UNKNOWN_STATUS, status_to_result, syscall};
-use crate::{Error, Invocation, MessageInfo, ObjectType, Rights, ipc};
+use crate::{Error, Invocation, MessageInfo, ObjectType, Rights, bootinfo, ipc};
 use abi::Syscall;
 
 /// What an invocation's reply carried: its message word and registers 0..4
@@ -36,7 +38,7 @@ fn invoke<T: CapType>(
     cap: Cap<T>,
     label: Invocation,
     mrs: &[u64],
-    caps: &[u32],
+    caps: &[Slot],
 ) -> Result<Reply, Error> {
     let mut registers = [0; 4];
     registers[..mrs.len()].copy_from_slice(mrs);
@@ -50,7 +52,7 @@ fn invoke<T: CapType>(
     };
     let out = syscall(
         Syscall::Call as u64,
-        u64::from(cap.slot()),
+        u64::from(cap.slot().index()),
         info.to_word(),
         registers,
     );
@@ -64,7 +66,7 @@ fn invoke_status<T: CapType>(
     cap: Cap<T>,
     label: Invocation,
     mrs: &[u64],
-    caps: &[u32],
+    caps: &[Slot],
 ) -> Result<(), Error> {
     invoke(cap, label, mrs, caps).map(|_| ())
 }
@@ -97,36 +99,70 @@ impl MapRights {
 }
 
 impl Cap<Untyped> {
-    /// `UntypedRetype`: creates `count` objects of type `kind` and size
-    /// `2^size_bits` bytes (Untyped, CNode slots, Frame: 12 or 21; ignored
-    /// for fixed-size kinds) into slots `dest_slot..dest_slot + count`.
-    /// An IoSpace needs the unit's IommuControl: use
-    /// [`retype_io_space`](Cap::retype_io_space).
+    /// `UntypedRetype` of one object of a fixed-size kind `T` ([`Tcb`],
+    /// [`Endpoint`](crate::Endpoint), [`Notification`], [`PageTable`],
+    /// [`IoFaultQueue`]) into the empty slot `dest`; the kind is named once,
+    /// by `T`: `untyped.retype::<Endpoint>(slot)`.
     ///
-    /// Errors: `InvalidArgument` (type), `InvalidSize`, `UntypedExhausted`,
-    /// `DeviceMemory`, `SlotOccupied`, `ObjectTableFull`.
-    pub fn retype(
+    /// Errors: `UntypedExhausted`, `DeviceMemory`, `SlotOccupied`,
+    /// `ObjectTableFull`; a reply that does not say one object was made is
+    /// [`UNKNOWN_STATUS`].
+    pub fn retype<T: FixedSize>(self, dest: Slot) -> Result<Cap<T>, Error> {
+        self.retype_sized::<T>(0, dest)
+    }
+
+    /// `UntypedRetype` of one object of kind `T` and `2^size_bits` bytes
+    /// (Untyped any size the kernel allows, CNode `2^size_bits` slots'
+    /// worth, Frame 12 or 21; ignored for fixed-size kinds) into the empty
+    /// slot `dest`.
+    ///
+    /// Errors: as [`retype`](Cap::retype), and `InvalidSize`.
+    pub fn retype_sized<T: Retype>(self, size_bits: u8, dest: Slot) -> Result<Cap<T>, Error> {
+        match self.retype_many::<T>(size_bits, dest, 1) {
+            Ok(made) => Ok(made.first()),
+            Err(RetypeError::Refused(error)) => Err(error),
+            // One object asked for: a count other than 1 is not the ABI.
+            Err(RetypeError::Partial { .. }) => Err(UNKNOWN_STATUS),
+        }
+    }
+
+    /// `UntypedRetype` of `count` objects of kind `T` and `2^size_bits`
+    /// bytes into the empty slots `first..first + count`.
+    ///
+    /// The kernel checks every destination before it makes anything, then
+    /// makes objects one by one; when it runs out part way (the Untyped is
+    /// used up, the object table is full) the objects made so far stay and
+    /// it replies with how many (MR0). That is
+    /// [`RetypeError::Partial`] here, never `Ok`: the caller learns how
+    /// many slots are filled and must use or delete them.
+    ///
+    /// Errors: [`RetypeError::Refused`] with `InvalidArgument` (count 0 or
+    /// above the kernel's maximum), `InvalidSize`, `UntypedExhausted`,
+    /// `DeviceMemory`, `SlotOccupied`, `ObjectTableFull`, `InvalidSlot`
+    /// when nothing was made; [`RetypeError::Partial`] otherwise.
+    pub fn retype_many<T: Retype>(
         self,
-        kind: ObjectType,
         size_bits: u8,
-        dest_slot: u32,
+        first: Slot,
         count: u32,
-    ) -> Result<(), Error> {
-        invoke_status(
+    ) -> Result<Retyped<T>, RetypeError> {
+        let reply = invoke(
             self,
             Invocation::UntypedRetype,
             &[
-                kind as u64,
+                T::OBJECT_TYPE as u64,
                 u64::from(size_bits),
-                u64::from(dest_slot),
+                u64::from(first.index()),
                 u64::from(count),
             ],
             &[],
         )
+        .map_err(RetypeError::Refused)?;
+        made(reply, first, count)
     }
 
-    /// `UntypedRetype` of IoSpaces: creates `count` stage-2 IO domains of
-    /// the unit `control` (cap 0) into slots `dest_slot..dest_slot + count`.
+    /// `UntypedRetype` of one IoSpace, a stage-2 IO domain of the unit
+    /// `control` (cap 0), into the empty slot `dest`.
     ///
     /// Errors: as [`retype`](Cap::retype), `NoDomainIds` (every DID/VMID
     /// of the unit is in use), and `TableMemoryExhausted` (the kernel cannot
@@ -134,52 +170,162 @@ impl Cap<Untyped> {
     pub fn retype_io_space(
         self,
         control: Cap<IommuControl>,
-        dest_slot: u32,
-        count: u32,
-    ) -> Result<(), Error> {
-        invoke_status(
+        dest: Slot,
+    ) -> Result<Cap<IoSpace>, Error> {
+        let reply = invoke(
             self,
             Invocation::UntypedRetype,
-            &[
-                ObjectType::IoSpace as u64,
-                0,
-                u64::from(dest_slot),
-                u64::from(count),
-            ],
+            &[ObjectType::IoSpace as u64, 0, u64::from(dest.index()), 1],
             &[control.slot()],
-        )
+        )?;
+        match made::<IoSpace>(reply, dest, 1) {
+            Ok(made) => Ok(made.first()),
+            Err(RetypeError::Refused(error)) => Err(error),
+            Err(RetypeError::Partial { .. }) => Err(UNKNOWN_STATUS),
+        }
     }
 }
 
+/// Reads MR0 of a successful `UntypedRetype` reply: how many objects the
+/// kernel made from `first`, of the `count` asked for.
+fn made<T: CapType>(reply: Reply, first: Slot, count: u32) -> Result<Retyped<T>, RetypeError> {
+    if reply.info.length < 1 {
+        return Err(RetypeError::Refused(UNKNOWN_STATUS));
+    }
+    match u32::try_from(reply.mrs[0]) {
+        Ok(made) if made == count => Ok(Retyped {
+            first: Cap::from_slot(first),
+            count,
+        }),
+        Ok(made) if made > 0 && made < count => Err(RetypeError::Partial {
+            first,
+            made,
+            requested: count,
+        }),
+        _ => Err(RetypeError::Refused(UNKNOWN_STATUS)),
+    }
+}
+
+/// The objects one `UntypedRetype` made: `count` capabilities of kind `T`
+/// in consecutive slots from `first`.
+pub struct Retyped<T: CapType> {
+    first: Cap<T>,
+    count: u32,
+}
+
+impl<T: CapType> Clone for Retyped<T> {
+    fn clone(&self) -> Retyped<T> {
+        *self
+    }
+}
+
+impl<T: CapType> Copy for Retyped<T> {}
+
+impl<T: CapType> PartialEq for Retyped<T> {
+    fn eq(&self, other: &Retyped<T>) -> bool {
+        (self.first, self.count) == (other.first, other.count)
+    }
+}
+
+impl<T: CapType> Eq for Retyped<T> {}
+
+impl<T: CapType> core::fmt::Debug for Retyped<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?} x{}", self.first, self.count)
+    }
+}
+
+impl<T: CapType> Retyped<T> {
+    /// The first object's capability.
+    pub fn first(&self) -> Cap<T> {
+        self.first
+    }
+
+    /// How many were made (all that were asked for).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The capability of object `index` (`None` from `count` on).
+    pub fn get(&self, index: u32) -> Option<Cap<T>> {
+        (index < self.count)
+            .then(|| self.first.slot().checked_add(index))
+            .flatten()
+            .map(Cap::from_slot)
+    }
+
+    /// Every capability, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = Cap<T>> + '_ {
+        (0..self.count).filter_map(|index| self.get(index))
+    }
+}
+
+/// Why [`Cap::retype_many`] did not make everything it was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetypeError {
+    /// The kernel refused: nothing was made.
+    Refused(Error),
+    /// The kernel made `made` objects (in `first..first + made`, which now
+    /// hold them) of the `requested`, then ran out: the reason is not
+    /// reported, the objects made stay.
+    Partial {
+        /// The first destination slot.
+        first: Slot,
+        /// How many objects were made.
+        made: u32,
+        /// How many were asked for.
+        requested: u32,
+    },
+}
+
 impl Cap<CNode> {
-    /// `CnodeCopy`: copies slot `source` into the empty slot `dest` with
-    /// rights `rights` & the source's rights.
+    /// `CnodeCopy`: copies `source` into the empty slot `dest` with rights
+    /// `rights` & the source's rights, and returns the copy. Both slots are
+    /// of this CNode, and the returned handle names `dest` as a capability
+    /// pointer: that is, this CNode is the caller's CSpace (for another
+    /// CNode use [`copy_from`](Cap::copy_from)).
     ///
     /// Errors: `EmptySlot`, `SlotOccupied`.
-    pub fn copy(self, dest: u32, source: u32, rights: Rights) -> Result<(), Error> {
+    pub fn copy<T: CapType>(
+        self,
+        dest: Slot,
+        source: Cap<T>,
+        rights: Rights,
+    ) -> Result<Cap<T>, Error> {
         invoke_status(
             self,
             Invocation::CnodeCopy,
-            &[u64::from(dest), u64::from(source), u64::from(rights.bits())],
+            &[
+                u64::from(dest.index()),
+                u64::from(source.slot().index()),
+                u64::from(rights.bits()),
+            ],
             &[],
-        )
+        )?;
+        Ok(Cap::from_slot(dest))
     }
 
     /// `CnodeCopy` between CNodes: copies slot `source` of `source_cnode`
-    /// into the empty slot `dest` of this CNode, with `rights & source rights`.
+    /// into the empty slot `dest` of this CNode, with `rights & source
+    /// rights`. Either slot may be outside the caller's CSpace, so no
+    /// handle comes back.
     ///
     /// Errors: `EmptySlot`, `SlotOccupied`, `InvalidSlot`.
     pub fn copy_from(
         self,
-        dest: u32,
+        dest: Slot,
         source_cnode: Cap<CNode>,
-        source: u32,
+        source: Slot,
         rights: Rights,
     ) -> Result<(), Error> {
         invoke_status(
             self,
             Invocation::CnodeCopy,
-            &[u64::from(dest), u64::from(source), u64::from(rights.bits())],
+            &[
+                u64::from(dest.index()),
+                u64::from(source.index()),
+                u64::from(rights.bits()),
+            ],
             &[source_cnode.slot()],
         )
     }
@@ -188,30 +334,40 @@ impl Cap<CNode> {
     /// and Notification capabilities only).
     ///
     /// Errors: `NotBadgeable`, `AlreadyBadged`, `EmptySlot`, `SlotOccupied`.
-    pub fn mint(self, dest: u32, source: u32, rights: Rights, badge: u64) -> Result<(), Error> {
+    pub fn mint<T: CapType>(
+        self,
+        dest: Slot,
+        source: Cap<T>,
+        rights: Rights,
+        badge: u64,
+    ) -> Result<Cap<T>, Error> {
         invoke_status(
             self,
             Invocation::CnodeMint,
             &[
-                u64::from(dest),
-                u64::from(source),
+                u64::from(dest.index()),
+                u64::from(source.slot().index()),
                 u64::from(rights.bits()),
                 badge,
             ],
             &[],
-        )
+        )?;
+        Ok(Cap::from_slot(dest))
     }
 
-    /// `CnodeMove`: moves slot `source` to the empty slot `dest`.
+    /// `CnodeMove`: moves `source` to the empty slot `dest` of this CNode
+    /// (the caller's CSpace, as for [`copy`](Cap::copy)) and returns the
+    /// capability there; `source` is empty afterwards.
     ///
     /// Errors: `EmptySlot`, `SlotOccupied`.
-    pub fn move_(self, dest: u32, source: u32) -> Result<(), Error> {
+    pub fn move_<T: CapType>(self, dest: Slot, source: Cap<T>) -> Result<Cap<T>, Error> {
         invoke_status(
             self,
             Invocation::CnodeMove,
-            &[u64::from(dest), u64::from(source)],
+            &[u64::from(dest.index()), u64::from(source.slot().index())],
             &[],
-        )
+        )?;
+        Ok(Cap::from_slot(dest))
     }
 
     /// `CnodeDelete`: deletes the capability in `slot`; the last capability
@@ -222,27 +378,38 @@ impl Cap<CNode> {
     /// capability lacks the write right), `IommuTimeout` (the IOMMU did not
     /// confirm the invalidation: the delete stands, the devices that could
     /// still use a stale translation are blocked).
-    pub fn delete(self, slot: u32) -> Result<(), Error> {
-        invoke_status(self, Invocation::CnodeDelete, &[u64::from(slot)], &[])
+    pub fn delete(self, slot: Slot) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::CnodeDelete,
+            &[u64::from(slot.index())],
+            &[],
+        )
     }
 
     /// `CnodeRevoke`: deletes every capability derived from `slot`, with the
     /// same strictness as [`delete`](Cap::delete).
     ///
     /// Errors: as [`delete`](Cap::delete).
-    pub fn revoke(self, slot: u32) -> Result<(), Error> {
-        invoke_status(self, Invocation::CnodeRevoke, &[u64::from(slot)], &[])
+    pub fn revoke(self, slot: Slot) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::CnodeRevoke,
+            &[u64::from(slot.index())],
+            &[],
+        )
     }
 }
 
 impl Cap<Tcb> {
     /// `TcbConfigure`: sets the thread's CSpace (cap 0), VSpace (cap 1), IPC
     /// buffer frame (cap 2) at `ipc_buffer_address`, and its fault endpoint
-    /// slot `fault_endpoint`. Threads that use `sys` expect their buffer at
+    /// `fault_endpoint` (a slot of the caller's CSpace; `None`: no fault
+    /// endpoint, slot 0). Threads that use `sys` expect their buffer at
     /// [`ipc::IPC_BUFFER_ADDRESS`].
     pub fn configure(
         self,
-        fault_endpoint: u32,
+        fault_endpoint: Option<Cap<Endpoint>>,
         cspace: Cap<CNode>,
         vspace: Cap<PageTable>,
         ipc_buffer: Cap<Frame>,
@@ -251,25 +418,27 @@ impl Cap<Tcb> {
         invoke_status(
             self,
             Invocation::TcbConfigure,
-            &[u64::from(fault_endpoint), ipc_buffer_address],
+            &[fault_slot(fault_endpoint), ipc_buffer_address],
             &[cspace.slot(), vspace.slot(), ipc_buffer.slot()],
         )
     }
 
     /// `TcbConfigure` for a helper thread of the root task: it shares the
-    /// root task's CSpace ([`abi::bootinfo::INIT_CNODE`]), address space
-    /// ([`abi::bootinfo::INIT_VSPACE`]) and IPC buffer
-    /// ([`abi::bootinfo::INIT_IPC_BUFFER`]), with its faults going to
-    /// `fault_endpoint` (0: none). A thread has only what it is configured
-    /// with: without this (or [`Self::configure`]) `resume` answers
-    /// `NotConfigured`.
-    pub fn configure_in_root_task(self, fault_endpoint: u32) -> Result<(), Error> {
-        use abi::bootinfo;
+    /// root task's CSpace ([`bootinfo::INIT_CNODE`]), address space
+    /// ([`bootinfo::INIT_VSPACE`]) and IPC buffer
+    /// ([`bootinfo::INIT_IPC_BUFFER`]), with its faults going to
+    /// `fault_endpoint` (`None`: none). A thread has only what it is
+    /// configured with: without this (or [`Self::configure`]) `resume`
+    /// answers `NotConfigured`.
+    pub fn configure_in_root_task(
+        self,
+        fault_endpoint: Option<Cap<Endpoint>>,
+    ) -> Result<(), Error> {
         self.configure(
             fault_endpoint,
-            Cap::from_slot(bootinfo::INIT_CNODE),
-            Cap::from_slot(bootinfo::INIT_VSPACE),
-            Cap::from_slot(bootinfo::INIT_IPC_BUFFER),
+            bootinfo::INIT_CNODE,
+            bootinfo::INIT_VSPACE,
+            bootinfo::INIT_IPC_BUFFER,
             ipc::IPC_BUFFER_ADDRESS,
         )
     }
@@ -315,7 +484,7 @@ impl Cap<Tcb> {
         }
         let out = crate::syscall::syscall(
             abi::Syscall::DebugNameThread as u64,
-            u64::from(self.slot()),
+            u64::from(self.slot().index()),
             0,
             mrs,
         );
@@ -335,19 +504,24 @@ impl Cap<Tcb> {
         invoke_status(self, Invocation::TcbSuspend, &[], &[])
     }
 
-    /// `TcbSetFaultHandler`: this thread's CPU exceptions go to the endpoint
-    /// in `endpoint_slot` as `abi::FAULT_LABEL` messages; the handler's reply
-    /// resumes the thread (MR0 = 0) or stops it (MR0 != 0).
+    /// `TcbSetFaultHandler`: this thread's CPU exceptions go to `endpoint`
+    /// as `abi::FAULT_LABEL` messages; the handler's reply resumes the
+    /// thread (MR0 = 0) or stops it (MR0 != 0).
     ///
     /// Errors: `WrongKind` (not an endpoint), `InsufficientRights`.
-    pub fn set_fault_handler(self, endpoint_slot: u32) -> Result<(), Error> {
+    pub fn set_fault_handler(self, endpoint: Cap<Endpoint>) -> Result<(), Error> {
         invoke_status(
             self,
             Invocation::TcbSetFaultHandler,
-            &[u64::from(endpoint_slot)],
+            &[u64::from(endpoint.slot().index())],
             &[],
         )
     }
+}
+
+/// MR0 of `TcbConfigure`: the fault endpoint's slot, 0 for none.
+fn fault_slot(endpoint: Option<Cap<Endpoint>>) -> u64 {
+    endpoint.map_or(0, |endpoint| u64::from(endpoint.slot().index()))
 }
 
 impl Cap<Frame> {
@@ -396,17 +570,17 @@ impl Cap<PageTable> {
 
 impl Cap<IrqControl> {
     /// `IrqControlGet`: creates the handler for interrupt line `line` in
-    /// `dest_slot`.
+    /// the empty slot `dest`.
     ///
     /// Errors: `OutOfScope`, `DeviceInUse`.
-    pub fn get(self, line: u64, dest_slot: u32) -> Result<Cap<IrqHandler>, Error> {
+    pub fn get(self, line: u64, dest: Slot) -> Result<Cap<IrqHandler>, Error> {
         invoke_status(
             self,
             Invocation::IrqControlGet,
-            &[line, u64::from(dest_slot)],
+            &[line, u64::from(dest.index())],
             &[],
         )?;
-        Ok(Cap::from_slot(dest_slot))
+        Ok(Cap::from_slot(dest))
     }
 }
 
@@ -520,17 +694,17 @@ impl Cap<IommuControl> {
     }
 
     /// `IommuMintDevice`: creates the IoDevice for requester `requester`
-    /// (PCI RID or StreamID) in `dest_slot`.
+    /// (PCI RID or StreamID) in the empty slot `dest`.
     ///
     /// Errors: `OutOfScope` (not in the unit's device scope), `DeviceInUse`.
-    pub fn mint_device(self, requester: u32, dest_slot: u32) -> Result<Cap<IoDevice>, Error> {
+    pub fn mint_device(self, requester: u32, dest: Slot) -> Result<Cap<IoDevice>, Error> {
         invoke_status(
             self,
             Invocation::IommuMintDevice,
-            &[u64::from(requester), u64::from(dest_slot)],
+            &[u64::from(requester), u64::from(dest.index())],
             &[],
         )?;
-        Ok(Cap::from_slot(dest_slot))
+        Ok(Cap::from_slot(dest))
     }
 }
 
@@ -563,17 +737,18 @@ impl Cap<IoDevice> {
         invoke_status(self, Invocation::IoDeviceDetach, &[], &[])
     }
 
-    /// `IoDeviceMintPasid`: creates the IoPasid for `pasid` in `dest_slot`.
+    /// `IoDeviceMintPasid`: creates the IoPasid for `pasid` in the empty
+    /// slot `dest`.
     ///
     /// Errors: `PasidOutOfRange`, `PasidInUse`.
-    pub fn mint_pasid(self, pasid: u32, dest_slot: u32) -> Result<Cap<IoPasid>, Error> {
+    pub fn mint_pasid(self, pasid: u32, dest: Slot) -> Result<Cap<IoPasid>, Error> {
         invoke_status(
             self,
             Invocation::IoDeviceMintPasid,
-            &[u64::from(pasid), u64::from(dest_slot)],
+            &[u64::from(pasid), u64::from(dest.index())],
             &[],
         )?;
-        Ok(Cap::from_slot(dest_slot))
+        Ok(Cap::from_slot(dest))
     }
 }
 
@@ -616,7 +791,7 @@ impl Cap<IoSpace> {
         invoke_status(self, Invocation::IoSpaceUnmap, &[], &[frame.slot()])
     }
 
-    /// `IoSpaceBindUserTable`: creates in `dest_slot` an IoUserTable rooted
+    /// `IoSpaceBindUserTable`: creates in the empty slot `dest` an IoUserTable rooted
     /// at IPA `root_ipa` in `format`.
     ///
     /// Errors: `InvalidAddress`, `InvalidArgument` (format not supported by
@@ -625,15 +800,15 @@ impl Cap<IoSpace> {
         self,
         root_ipa: u64,
         format: UserTableFormat,
-        dest_slot: u32,
+        dest: Slot,
     ) -> Result<Cap<IoUserTable>, Error> {
         invoke_status(
             self,
             Invocation::IoSpaceBindUserTable,
-            &[root_ipa, format as u64, u64::from(dest_slot)],
+            &[root_ipa, format as u64, u64::from(dest.index())],
             &[],
         )?;
-        Ok(Cap::from_slot(dest_slot))
+        Ok(Cap::from_slot(dest))
     }
 }
 

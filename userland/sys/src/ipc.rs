@@ -29,6 +29,7 @@
 //! An IPC buffer that is not mapped is a protocol violation: the kernel
 //! faults the thread, and so does this crate's access to it.
 
+use crate::cap::Slot;
 use abi::registers::{MAX_EXTRA_CAPS, MAX_MESSAGE_REGISTERS};
 
 /// The IPC buffer's address in every protection domain's VSpace (the last
@@ -92,18 +93,18 @@ pub fn set_mr(index: usize, value: u64) {
 ///
 /// # Panics
 /// If `index` is not below `abi::registers::MAX_EXTRA_CAPS`.
-pub fn set_cap(index: usize, slot: u32) {
+pub fn set_cap(index: usize, slot: Slot) {
     assert!(index < MAX_EXTRA_CAPS, "extra capability {index}");
-    storage::write_cap(index, slot);
+    storage::write_cap(index, slot.index());
 }
 
 /// Extra capability `index` as last set.
 ///
 /// # Panics
 /// If `index` is not below `abi::registers::MAX_EXTRA_CAPS`.
-pub fn cap(index: usize) -> u32 {
+pub fn cap(index: usize) -> Slot {
     assert!(index < MAX_EXTRA_CAPS, "extra capability {index}");
-    storage::read_cap(index)
+    Slot::new(storage::read_cap(index))
 }
 
 /// The badge of the last received message, as the kernel left it.
@@ -209,9 +210,9 @@ mod tests {
     #[test]
     fn registers_and_caps_round_trip() {
         set_mr(63, 7);
-        set_cap(2, 9);
+        set_cap(2, crate::Slot::new(9));
         assert_eq!(mr(63), 7);
-        assert_eq!(cap(2), 9);
+        assert_eq!(cap(2), crate::Slot::new(9));
         assert_eq!(badge(), 0);
     }
 

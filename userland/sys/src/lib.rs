@@ -3,7 +3,11 @@
 //! - [`Cap<T>`](Cap): a capability pointer (a slot in the caller's CSpace)
 //!   typed by object kind, with one method per kernel invocation of that
 //!   kind ([`invocations`]), each documented with the kernel operation and
-//!   its errors as `abi` describes them.
+//!   its errors as `abi` describes them. [`Slot`]: a slot with no kind, the
+//!   destination of invocations that create a capability, which return
+//!   its `Cap` (`untyped.retype::<Endpoint>(slot)`).
+//! - [`bootinfo`]: the root task's well-known capabilities as typed
+//!   constants (`bootinfo::INIT_CNODE: Cap<CNode>`, ...).
 //! - [`syscall`](mod@syscall): the raw system call, with the register table of
 //!   `abi::registers`, and the plain calls [`yield_now`],
 //!   [`debug_put_char`] and [`debug_halt`].
@@ -38,6 +42,7 @@
 #[cfg(not(target_os = "none"))]
 extern crate std;
 
+pub mod bootinfo;
 pub mod cap;
 #[cfg(not(target_os = "none"))]
 pub mod host;
@@ -51,12 +56,14 @@ pub mod untypeds;
 
 pub use abi::{Error, Invocation, MessageInfo, ObjectType, Syscall};
 pub use cap::{
-    CNode, Cap, CapType, Endpoint, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace, IoUserTable,
-    IommuControl, IrqControl, IrqHandler, Notification, PageTable, Tcb, Untyped,
+    CNode, Cap, CapType, Endpoint, FixedSize, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace,
+    IoUserTable, IommuControl, IrqControl, IrqHandler, Notification, PageTable, Retype, Slot, Tcb,
+    Untyped,
 };
 pub use caps::{ObjectKind, Rights};
 pub use invocations::{
-    FaultRecord, FaultSource, IommuInfo, MapRights, PasidTarget, UserTableFormat, Vendor,
+    FaultRecord, FaultSource, IommuInfo, MapRights, PasidTarget, RetypeError, Retyped,
+    UserTableFormat, Vendor,
 };
 pub use messages::Received;
 pub use names::CapTable;

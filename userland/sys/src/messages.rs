@@ -42,7 +42,7 @@ impl Cap<Endpoint> {
     pub fn call(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
         received(syscall(
             Syscall::Call as u64,
-            u64::from(self.slot()),
+            u64::from(self.slot().index()),
             info.to_word(),
             mrs,
         ))
@@ -52,7 +52,7 @@ impl Cap<Endpoint> {
     pub fn send(self, info: MessageInfo, mrs: [u64; 4]) -> Result<(), Error> {
         let out = syscall(
             Syscall::Send as u64,
-            u64::from(self.slot()),
+            u64::from(self.slot().index()),
             info.to_word(),
             mrs,
         );
@@ -64,7 +64,7 @@ impl Cap<Endpoint> {
     pub fn recv(self) -> Result<Received, Error> {
         received(syscall(
             Syscall::Recv as u64,
-            u64::from(self.slot()),
+            u64::from(self.slot().index()),
             0,
             [0; 4],
         ))
@@ -75,7 +75,7 @@ impl Cap<Endpoint> {
     pub fn reply_recv(self, info: MessageInfo, mrs: [u64; 4]) -> Result<Received, Error> {
         received(syscall(
             Syscall::ReplyRecv as u64,
-            u64::from(self.slot()),
+            u64::from(self.slot().index()),
             info.to_word(),
             mrs,
         ))
@@ -85,14 +85,24 @@ impl Cap<Endpoint> {
 impl Cap<Notification> {
     /// `Signal`: ORs this capability's badge into the notification's word.
     pub fn signal(self) -> Result<(), Error> {
-        let out = syscall(Syscall::Signal as u64, u64::from(self.slot()), 0, [0; 4]);
+        let out = syscall(
+            Syscall::Signal as u64,
+            u64::from(self.slot().index()),
+            0,
+            [0; 4],
+        );
         status_to_result(out.status)
     }
 
     /// `Wait`: waits for the notification's word to become non-zero, takes
     /// it (the word is cleared) and returns it (in the badge register).
     pub fn wait(self) -> Result<u64, Error> {
-        let out = syscall(Syscall::Wait as u64, u64::from(self.slot()), 0, [0; 4]);
+        let out = syscall(
+            Syscall::Wait as u64,
+            u64::from(self.slot().index()),
+            0,
+            [0; 4],
+        );
         status_to_result(out.status)?;
         Ok(out.badge)
     }

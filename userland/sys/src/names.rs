@@ -56,7 +56,7 @@
 //! [`DOMAIN_RESERVED_START`].. the top of user space, where images may not
 //! map.
 
-use crate::cap::{Cap, CapType};
+use crate::cap::{Cap, CapType, Slot};
 use caps::ObjectKind;
 
 /// "PCLSCAPS" little-endian: the first word of a [`CapTable`].
@@ -179,7 +179,7 @@ impl CapTable {
 
     /// Adds `name` for `slot` holding an object of `kind` (how init fills a
     /// table).
-    pub fn push(&mut self, name: &str, slot: u32, kind: ObjectKind) -> Result<(), TableError> {
+    pub fn push(&mut self, name: &str, slot: Slot, kind: ObjectKind) -> Result<(), TableError> {
         let bytes = name.as_bytes();
         if bytes.is_empty() || bytes.len() > MAX_NAME_LENGTH || bytes.contains(&0) {
             return Err(TableError::BadName);
@@ -193,7 +193,7 @@ impl CapTable {
         }
         let mut entry = CapEntry {
             name: [0; MAX_NAME_LENGTH],
-            slot,
+            slot: slot.index(),
             kind: u32::from(kind as u8),
         };
         entry.name[..bytes.len()].copy_from_slice(bytes);
@@ -231,7 +231,7 @@ impl CapTable {
     /// An entry of another kind is `None`, like a missing one.
     pub fn lookup<T: CapType>(&self, name: &str) -> Option<Cap<T>> {
         let entry = self.find(name)?;
-        (entry.kind == u32::from(T::KIND as u8)).then(|| Cap::from_slot(entry.slot))
+        (entry.kind == u32::from(T::KIND as u8)).then(|| Cap::from_slot(Slot::new(entry.slot)))
     }
 }
 
@@ -265,8 +265,12 @@ mod tests {
     #[test]
     fn to_bytes_is_the_memory_layout() {
         let mut table = CapTable::new();
-        table.push("channel0", 7, ObjectKind::Endpoint).unwrap();
-        table.push("iospace0", 9, ObjectKind::IoSpace).unwrap();
+        table
+            .push("channel0", Slot::new(7), ObjectKind::Endpoint)
+            .unwrap();
+        table
+            .push("iospace0", Slot::new(9), ObjectKind::IoSpace)
+            .unwrap();
         table.heap_size = 0x10_0000;
         let bytes = table.to_bytes();
         assert_eq!(size_of::<CapTable>(), CAP_TABLE_SIZE);
@@ -280,10 +284,20 @@ mod tests {
     #[test]
     fn lookup_checks_the_kind() {
         let mut table = CapTable::new();
-        table.push("edu.dma", 20, ObjectKind::IoSpace).unwrap();
-        table.push("serial", 21, ObjectKind::Endpoint).unwrap();
-        assert_eq!(table.lookup::<IoSpace>("edu.dma"), Some(Cap::from_slot(20)));
-        assert_eq!(table.lookup::<Endpoint>("serial"), Some(Cap::from_slot(21)));
+        table
+            .push("edu.dma", Slot::new(20), ObjectKind::IoSpace)
+            .unwrap();
+        table
+            .push("serial", Slot::new(21), ObjectKind::Endpoint)
+            .unwrap();
+        assert_eq!(
+            table.lookup::<IoSpace>("edu.dma"),
+            Some(Cap::from_slot(Slot::new(20)))
+        );
+        assert_eq!(
+            table.lookup::<Endpoint>("serial"),
+            Some(Cap::from_slot(Slot::new(21)))
+        );
         assert_eq!(table.lookup::<Frame>("edu.dma"), None);
         assert_eq!(table.lookup::<IoSpace>("edu"), None);
         assert_eq!(table.lookup::<IoSpace>("edu.dma.x"), None);
@@ -293,23 +307,28 @@ mod tests {
     fn names_fill_the_field_exactly() {
         let mut table = CapTable::new();
         let longest = "a".repeat(MAX_NAME_LENGTH);
-        table.push(&longest, 3, ObjectKind::Frame).unwrap();
-        assert_eq!(table.lookup::<Frame>(&longest), Some(Cap::from_slot(3)));
+        table
+            .push(&longest, Slot::new(3), ObjectKind::Frame)
+            .unwrap();
+        assert_eq!(
+            table.lookup::<Frame>(&longest),
+            Some(Cap::from_slot(Slot::new(3)))
+        );
         let too_long = "a".repeat(MAX_NAME_LENGTH + 1);
         assert_eq!(
-            table.push(&too_long, 4, ObjectKind::Frame),
+            table.push(&too_long, Slot::new(4), ObjectKind::Frame),
             Err(TableError::BadName)
         );
         assert_eq!(
-            table.push("", 4, ObjectKind::Frame),
+            table.push("", Slot::new(4), ObjectKind::Frame),
             Err(TableError::BadName)
         );
         assert_eq!(
-            table.push("a\0b", 4, ObjectKind::Frame),
+            table.push("a\0b", Slot::new(4), ObjectKind::Frame),
             Err(TableError::BadName)
         );
         assert_eq!(
-            table.push(&longest, 4, ObjectKind::Frame),
+            table.push(&longest, Slot::new(4), ObjectKind::Frame),
             Err(TableError::Duplicate)
         );
     }
@@ -319,14 +338,21 @@ mod tests {
         let mut table = CapTable::new();
         for i in 0..MAX_ENTRIES {
             table
-                .push(&std::format!("frame{i}"), i as u32, ObjectKind::Frame)
+                .push(
+                    &std::format!("frame{i}"),
+                    Slot::new(i as u32),
+                    ObjectKind::Frame,
+                )
                 .unwrap();
         }
         assert_eq!(
-            table.push("one.more", 99, ObjectKind::Frame),
+            table.push("one.more", Slot::new(99), ObjectKind::Frame),
             Err(TableError::Full)
         );
-        assert_eq!(table.lookup::<Frame>("frame63"), Some(Cap::from_slot(63)));
+        assert_eq!(
+            table.lookup::<Frame>("frame63"),
+            Some(Cap::from_slot(Slot::new(63)))
+        );
 
         let mut corrupt = table;
         corrupt.count = MAX_ENTRIES as u32 + 1;

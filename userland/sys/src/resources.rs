@@ -20,7 +20,7 @@
 //! `RETURN_SPACE` hands the IoSpace back: init revokes and deletes it, so
 //! the device is blocked and every IO mapping gone when the reply arrives.
 
-use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, Notification};
+use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, Notification, Slot};
 use crate::{Error, MessageInfo};
 
 /// Request a device's IoDevice (and its registers mapped).
@@ -113,8 +113,10 @@ fn request(init: Cap<Endpoint>, label: u32, mrs: [u64; 2]) -> Result<[u64; 2], R
     Ok([reply.mrs[0], reply.mrs[1]])
 }
 
-fn slot(value: u64) -> Result<u32, RequestError> {
-    u32::try_from(value).map_err(|_| RequestError::Call(crate::syscall::UNKNOWN_STATUS))
+fn slot(value: u64) -> Result<Slot, RequestError> {
+    u32::try_from(value)
+        .map(Slot::new)
+        .map_err(|_| RequestError::Call(crate::syscall::UNKNOWN_STATUS))
 }
 
 /// [`DEVICE`]: the IoDevice for the device at `pci` (its capability

@@ -21,7 +21,8 @@ struct Seen {
 }
 
 /// Installs a kernel that records every call and answers `reply` (writing
-/// `buffer_mrs` to MR4.. of the IPC buffer).
+/// `buffer_mrs` to MR4.. of the IPC buffer); a successful `UntypedRetype`
+/// is answered as the kernel does, with MR0 = every object asked for.
 fn recording(reply: SyscallOut, buffer_mrs: &'static [u64]) -> Rc<RefCell<Vec<Seen>>> {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let log = Rc::clone(&seen);
@@ -40,6 +41,9 @@ fn recording(reply: SyscallOut, buffer_mrs: &'static [u64]) -> Rc<RefCell<Vec<Se
         for (index, value) in buffer_mrs.iter().enumerate() {
             buffer.mrs[4 + index] = *value;
         }
+        if info.label == Invocation::UntypedRetype as u32 && reply.status == 0 {
+            return made(call.mrs[3]);
+        }
         reply
     });
     seen
@@ -47,6 +51,25 @@ fn recording(reply: SyscallOut, buffer_mrs: &'static [u64]) -> Rc<RefCell<Vec<Se
 
 fn ok() -> SyscallOut {
     SyscallOut::default()
+}
+
+/// A successful `UntypedRetype` reply: `count` objects made (MR0).
+fn made(count: u64) -> SyscallOut {
+    SyscallOut {
+        info: MessageInfo::new(0, 1).to_word(),
+        mrs: [count, 0, 0, 0],
+        ..ok()
+    }
+}
+
+/// Slot `index`.
+fn slot(index: u32) -> Slot {
+    Slot::new(index)
+}
+
+/// A handle for slot `index`, as a test names one.
+fn cap<T: CapType>(index: u32) -> Cap<T> {
+    Cap::from_slot(slot(index))
 }
 
 fn seen_one(seen: &Rc<RefCell<Vec<Seen>>>) -> Seen {
@@ -81,30 +104,47 @@ fn every_invocation_is_encoded_as_abi_describes() {
         covered.push(label);
     };
 
-    let untyped: Cap<Untyped> = Cap::from_slot(16);
-    untyped.retype(ObjectType::Frame, 12, 40, 3).unwrap();
+    let untyped: Cap<Untyped> = cap(16);
+    let frames = untyped.retype_many::<Frame>(12, slot(40), 3).unwrap();
+    assert_eq!(
+        frames.iter().collect::<Vec<_>>(),
+        [cap::<Frame>(40), cap(41), cap(42)]
+    );
     check(I::UntypedRetype, 16, &[5, 12, 40, 3], &[]);
-    untyped.retype_io_space(Cap::from_slot(5), 41, 1).unwrap();
+    let endpoint: Cap<Endpoint> = untyped.retype(slot(43)).unwrap();
+    assert_eq!(endpoint, cap(43));
+    expect(&seen, 16, I::UntypedRetype, &[3, 0, 43, 1], &[]);
+    let cnode: Cap<CNode> = untyped.retype_sized(4, slot(44)).unwrap();
+    assert_eq!(cnode, cap(44));
+    expect(&seen, 16, I::UntypedRetype, &[1, 4, 44, 1], &[]);
+    let space = untyped.retype_io_space(cap(5), slot(41)).unwrap();
+    assert_eq!(space, cap(41));
     expect(&seen, 16, I::UntypedRetype, &[11, 0, 41, 1], &[5]);
 
-    let cnode: Cap<CNode> = Cap::from_slot(1);
-    cnode.copy(30, 31, Rights::READ).unwrap();
+    let cnode: Cap<CNode> = cap(1);
+    let source: Cap<Endpoint> = cap(31);
+    assert_eq!(cnode.copy(slot(30), source, Rights::READ), Ok(cap(30)));
     check(I::CnodeCopy, 1, &[30, 31, 1], &[]);
-    cnode.mint(30, 31, Rights::ALL, 0xBEEF).unwrap();
+    cnode
+        .copy_from(slot(30), cap(9), slot(31), Rights::READ)
+        .unwrap();
+    expect(&seen, 1, I::CnodeCopy, &[30, 31, 1], &[9]);
+    let minted = cnode.mint(slot(30), source, Rights::ALL, 0xBEEF).unwrap();
+    assert_eq!(minted, cap::<Endpoint>(30));
     check(I::CnodeMint, 1, &[30, 31, 7, 0xBEEF], &[]);
-    cnode.move_(32, 33).unwrap();
+    assert_eq!(cnode.move_(slot(32), cap::<Frame>(33)), Ok(cap(32)));
     check(I::CnodeMove, 1, &[32, 33], &[]);
-    cnode.delete(34).unwrap();
+    cnode.delete(slot(34)).unwrap();
     check(I::CnodeDelete, 1, &[34], &[]);
-    cnode.revoke(35).unwrap();
+    cnode.revoke(slot(35)).unwrap();
     check(I::CnodeRevoke, 1, &[35], &[]);
 
-    let tcb: Cap<Tcb> = Cap::from_slot(2);
+    let tcb: Cap<Tcb> = cap(2);
     tcb.configure(
-        9,
-        Cap::from_slot(1),
-        Cap::from_slot(3),
-        Cap::from_slot(50),
+        Some(cap(9)),
+        cap(1),
+        cap(3),
+        cap(50),
         ipc::IPC_BUFFER_ADDRESS,
     )
     .unwrap();
@@ -127,46 +167,46 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::TcbResume, 2, &[], &[]);
     tcb.suspend().unwrap();
     check(I::TcbSuspend, 2, &[], &[]);
-    tcb.set_fault_handler(9).unwrap();
+    tcb.set_fault_handler(cap(9)).unwrap();
     check(I::TcbSetFaultHandler, 2, &[9], &[]);
 
-    let frame: Cap<Frame> = Cap::from_slot(50);
+    let frame: Cap<Frame> = cap(50);
     frame
-        .map(Cap::from_slot(3), 0x1000_0000, MapRights::READ_WRITE)
+        .map(cap(3), 0x1000_0000, MapRights::READ_WRITE)
         .unwrap();
     check(I::FrameMap, 50, &[0x1000_0000, 3], &[3]);
     frame.unmap().unwrap();
     check(I::FrameUnmap, 50, &[], &[]);
-    let table: Cap<PageTable> = Cap::from_slot(51);
-    table.map(Cap::from_slot(3), 0x2000_0000).unwrap();
+    let table: Cap<PageTable> = cap(51);
+    table.map(cap(3), 0x2000_0000).unwrap();
     check(I::PageTableMap, 51, &[0x2000_0000], &[3]);
     table.unmap().unwrap();
     check(I::PageTableUnmap, 51, &[], &[]);
 
-    let irq_control: Cap<IrqControl> = Cap::from_slot(4);
-    let handler = irq_control.get(33, 60).unwrap();
-    assert_eq!(handler, Cap::from_slot(60));
+    let irq_control: Cap<IrqControl> = cap(4);
+    let handler = irq_control.get(33, slot(60)).unwrap();
+    assert_eq!(handler, cap(60));
     check(I::IrqControlGet, 4, &[33, 60], &[]);
     handler.ack().unwrap();
     check(I::IrqHandlerAck, 60, &[], &[]);
-    handler.set_notification(Cap::from_slot(61)).unwrap();
+    handler.set_notification(cap(61)).unwrap();
     check(I::IrqHandlerSetNotification, 60, &[], &[61]);
 
-    let control: Cap<IommuControl> = Cap::from_slot(5);
-    let device = control.mint_device(0x0010, 70).unwrap();
-    assert_eq!(device, Cap::from_slot(70));
+    let control: Cap<IommuControl> = cap(5);
+    let device = control.mint_device(0x0010, slot(70)).unwrap();
+    assert_eq!(device, cap(70));
     check(I::IommuMintDevice, 5, &[0x10, 70], &[]);
 
-    let space: Cap<IoSpace> = Cap::from_slot(71);
-    let user_table: Cap<IoUserTable> = Cap::from_slot(72);
+    let space: Cap<IoSpace> = cap(71);
+    let user_table: Cap<IoUserTable> = cap(72);
     device.attach(space).unwrap();
     check(I::IoDeviceAttach, 70, &[], &[71]);
     device.attach_nested(user_table).unwrap();
     check(I::IoDeviceAttachNested, 70, &[], &[72]);
     device.detach().unwrap();
     check(I::IoDeviceDetach, 70, &[], &[]);
-    let pasid = device.mint_pasid(1, 73).unwrap();
-    assert_eq!(pasid, Cap::from_slot(73));
+    let pasid = device.mint_pasid(1, slot(73)).unwrap();
+    assert_eq!(pasid, cap(73));
     check(I::IoDeviceMintPasid, 70, &[1, 73], &[]);
 
     space.map(frame, 0x10_0000, MapRights::READ).unwrap();
@@ -174,7 +214,11 @@ fn every_invocation_is_encoded_as_abi_describes() {
     space.unmap(frame).unwrap();
     check(I::IoSpaceUnmap, 71, &[], &[50]);
     let bound = space
-        .bind_user_table(0x20_0000, UserTableFormat::ArmStage1Granule4k48Bit, 72)
+        .bind_user_table(
+            0x20_0000,
+            UserTableFormat::ArmStage1Granule4k48Bit,
+            slot(72),
+        )
         .unwrap();
     assert_eq!(bound, user_table);
     check(I::IoSpaceBindUserTable, 71, &[0x20_0000, 2, 72], &[]);
@@ -186,10 +230,10 @@ fn every_invocation_is_encoded_as_abi_describes() {
     pasid.detach().unwrap();
     check(I::IoPasidDetach, 73, &[], &[]);
 
-    let queue: Cap<IoFaultQueue> = Cap::from_slot(80);
-    queue.bind(Cap::from_slot(81), device).unwrap();
+    let queue: Cap<IoFaultQueue> = cap(80);
+    queue.bind(cap(81), device).unwrap();
     check(I::IoFaultQueueBind, 80, &[], &[81, 70]);
-    queue.bind(Cap::from_slot(81), space).unwrap();
+    queue.bind(cap(81), space).unwrap();
     expect(&seen, 80, I::IoFaultQueueBind, &[], &[81, 71]);
 
     // Replies with registers: answered by their own kernels below; the
@@ -200,7 +244,7 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::IoUserTableInvalidate, 72, &[0, 0], &[]);
     assert_eq!(queue.pop(), Ok(None));
     check(I::IoFaultQueuePop, 80, &[], &[]);
-    assert_eq!(handler.msi_message(Cap::from_slot(70)), Err(UNKNOWN_STATUS));
+    assert_eq!(handler.msi_message(cap(70)), Err(UNKNOWN_STATUS));
     check(I::IrqHandlerMsiMessage, 60, &[], &[70]);
 
     clear_kernel();
@@ -217,7 +261,7 @@ fn identify_decodes_five_registers() {
         ..ok()
     };
     let _seen = recording(reply, &[65536]);
-    let info = Cap::<IommuControl>::from_slot(5).identify().unwrap();
+    let info = cap::<IommuControl>(5).identify().unwrap();
     clear_kernel();
     assert_eq!(
         info,
@@ -245,7 +289,7 @@ fn pop_decodes_six_registers() {
         ..ok()
     };
     let _seen = recording(reply, &[2, 0x5]);
-    let record = Cap::<IoFaultQueue>::from_slot(80).pop().unwrap();
+    let record = cap::<IoFaultQueue>(80).pop().unwrap();
     clear_kernel();
     assert_eq!(
         record,
@@ -272,10 +316,7 @@ fn a_short_pop_reply_is_not_guessed_at() {
         ..ok()
     };
     let _seen = recording(reply, &[]);
-    assert_eq!(
-        Cap::<IoFaultQueue>::from_slot(80).pop(),
-        Err(UNKNOWN_STATUS)
-    );
+    assert_eq!(cap::<IoFaultQueue>(80).pop(), Err(UNKNOWN_STATUS));
     clear_kernel();
 }
 
@@ -294,7 +335,7 @@ fn invalidate_range_follows_the_kernels_progress() {
             ..SyscallOut::default()
         }
     });
-    let table: Cap<IoUserTable> = Cap::from_slot(72);
+    let table: Cap<IoUserTable> = cap(72);
     table.invalidate_range(0x1_0000, 0x2800).unwrap();
     assert_eq!(
         *progress.borrow(),
@@ -323,9 +364,9 @@ fn errors_come_back_by_number() {
         ..ok()
     };
     let _seen = recording(reply, &[]);
-    let space: Cap<IoSpace> = Cap::from_slot(71);
+    let space: Cap<IoSpace> = cap(71);
     assert_eq!(
-        space.map(Cap::from_slot(50), 0, MapRights::READ),
+        space.map(cap(50), 0, MapRights::READ),
         Err(Error::AlreadyMapped)
     );
     let unknown = SyscallOut {
@@ -333,13 +374,13 @@ fn errors_come_back_by_number() {
         ..ok()
     };
     let _seen = recording(unknown, &[]);
-    assert_eq!(space.unmap(Cap::from_slot(50)), Err(UNKNOWN_STATUS));
+    assert_eq!(space.unmap(cap(50)), Err(UNKNOWN_STATUS));
     let malformed = SyscallOut {
         info: u64::MAX,
         ..ok()
     };
     let _seen = recording(malformed, &[]);
-    assert_eq!(space.unmap(Cap::from_slot(50)), Err(UNKNOWN_STATUS));
+    assert_eq!(space.unmap(cap(50)), Err(UNKNOWN_STATUS));
     clear_kernel();
 }
 
@@ -352,7 +393,7 @@ fn plain_ipc_uses_the_register_table() {
         ..ok()
     };
     let seen = recording(reply, &[5]);
-    let endpoint: Cap<Endpoint> = Cap::from_slot(12);
+    let endpoint: Cap<Endpoint> = cap(12);
     ipc::set_mr(4, 99);
     let received = endpoint
         .call(MessageInfo::new(7, 5), [10, 11, 12, 13])
@@ -384,7 +425,7 @@ fn plain_ipc_uses_the_register_table() {
     assert_eq!(seen_one(&seen).number, Syscall::ReplyRecv as u64);
     seen.borrow_mut().clear();
 
-    let notification: Cap<Notification> = Cap::from_slot(13);
+    let notification: Cap<Notification> = cap(13);
     notification.signal().unwrap();
     assert_eq!(seen_one(&seen).number, Syscall::Signal as u64);
     seen.borrow_mut().clear();
@@ -422,7 +463,7 @@ fn thread_names_travel_in_the_message_registers_and_are_never_cut_short() {
         log.borrow_mut().push((call.number, call.cap, call.mrs));
         SyscallOut::default()
     });
-    let tcb = Cap::<Tcb>::from_slot(9);
+    let tcb = cap::<Tcb>(9);
     tcb.set_debug_name("edu_driver").unwrap();
     let longest = "x".repeat(32);
     tcb.set_debug_name(&longest).unwrap();
@@ -456,4 +497,52 @@ fn marker_kinds_match_the_model() {
     assert_eq!(IoFaultQueue::KIND, ObjectKind::IoFaultQueue);
     assert_eq!(IoFaultQueue::KIND as u8, 14);
     assert_eq!(PageTable::KIND as u8, 6);
+}
+
+/// `retype_many` turns the kernel's "made fewer" reply into an error that
+/// says how many, and a single retype never reports a count it did not ask
+/// for as success.
+#[test]
+fn a_partial_retype_is_an_error_naming_what_was_made() {
+    let untyped: Cap<Untyped> = cap(16);
+    set_kernel(|_: SyscallIn, _: &mut IpcBuffer| made(2));
+    assert_eq!(
+        untyped.retype_many::<Notification>(0, slot(40), 5),
+        Err(RetypeError::Partial {
+            first: slot(40),
+            made: 2,
+            requested: 5,
+        })
+    );
+    let all = untyped.retype_many::<Notification>(0, slot(40), 2).unwrap();
+    assert_eq!((all.first(), all.count()), (cap(40), 2));
+    assert_eq!(all.get(1), Some(cap(41)));
+    assert_eq!(all.get(2), None);
+    // More than asked for, none, or no count at all: not the ABI.
+    assert_eq!(
+        untyped.retype_many::<Notification>(0, slot(40), 1),
+        Err(RetypeError::Refused(UNKNOWN_STATUS))
+    );
+    assert_eq!(untyped.retype::<Endpoint>(slot(40)), Err(UNKNOWN_STATUS));
+    set_kernel(|_: SyscallIn, _: &mut IpcBuffer| made(0));
+    assert_eq!(untyped.retype::<Endpoint>(slot(40)), Err(UNKNOWN_STATUS));
+    set_kernel(|_: SyscallIn, _: &mut IpcBuffer| ok());
+    assert_eq!(
+        untyped.retype_io_space(cap(5), slot(40)),
+        Err(UNKNOWN_STATUS)
+    );
+    // A refusal made nothing.
+    set_kernel(|_: SyscallIn, _: &mut IpcBuffer| SyscallOut {
+        status: u64::from(Error::UntypedExhausted.code()),
+        ..ok()
+    });
+    assert_eq!(
+        untyped.retype_many::<Frame>(12, slot(40), 3),
+        Err(RetypeError::Refused(Error::UntypedExhausted))
+    );
+    assert_eq!(
+        untyped.retype_sized::<Frame>(12, slot(40)),
+        Err(Error::UntypedExhausted)
+    );
+    clear_kernel();
 }

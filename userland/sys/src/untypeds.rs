@@ -7,15 +7,15 @@
 //! entries with `is_device != 0` are device memory (MMIO the kernel does not
 //! drive) and can only become Frames and smaller device Untypeds.
 
-use crate::{Cap, Error, Frame, ObjectType, Untyped};
-use abi::bootinfo::{self, BootInfo, UntypedDescriptor, device_kind};
+use crate::bootinfo::{self, BootInfo, UntypedDescriptor, device_kind};
+use crate::{Cap, Error, Frame, Slot, Untyped};
 
 /// One initial Untyped: the slot of its capability in the root CNode and
 /// what the boot-info page says about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InitialUntyped {
     /// Slot in the root task's CNode.
-    pub slot: u32,
+    pub slot: Slot,
     /// Physical address, size, device flag.
     pub descriptor: UntypedDescriptor,
 }
@@ -37,7 +37,7 @@ impl InitialUntyped {
         self.descriptor.is_device != 0
     }
 
-    /// Its capability.
+    /// Its capability (the slot comes from the boot-info page's order).
     pub fn cap(&self) -> Cap<Untyped> {
         Cap::from_slot(self.slot)
     }
@@ -61,7 +61,7 @@ pub fn initial_untypeds(info: &BootInfo) -> impl Iterator<Item = InitialUntyped>
         .iter()
         .enumerate()
         .map(|(index, descriptor)| InitialUntyped {
-            slot: bootinfo::FIRST_UNTYPED + index as u32,
+            slot: bootinfo::untyped_slot(index as u32),
             descriptor: *descriptor,
         })
 }
@@ -128,7 +128,7 @@ pub fn retype_frame_at(
     untyped: InitialUntyped,
     address: u64,
     size_bits: u8,
-    next_slot: &mut dyn FnMut() -> Result<u32, Error>,
+    next_slot: &mut dyn FnMut() -> Result<Slot, Error>,
 ) -> Result<Cap<Frame>, Error> {
     retype_frame_after(untyped, untyped.start(), address, size_bits, next_slot)
 }
@@ -143,7 +143,7 @@ pub fn retype_frame_after(
     watermark: u64,
     address: u64,
     size_bits: u8,
-    next_slot: &mut dyn FnMut() -> Result<u32, Error>,
+    next_slot: &mut dyn FnMut() -> Result<Slot, Error>,
 ) -> Result<Cap<Frame>, Error> {
     let size = 1u64.checked_shl(u32::from(size_bits)).unwrap_or(0);
     if size == 0
@@ -162,14 +162,10 @@ pub fn retype_frame_after(
         let bits = aligned.min(fits);
         untyped
             .cap()
-            .retype(ObjectType::Untyped, bits as u8, next_slot()?, 1)?;
+            .retype_sized::<Untyped>(bits as u8, next_slot()?)?;
         at += 1 << bits;
     }
-    let slot = next_slot()?;
-    untyped
-        .cap()
-        .retype(ObjectType::Frame, size_bits, slot, 1)?;
-    Ok(Cap::from_slot(slot))
+    untyped.cap().retype_sized::<Frame>(size_bits, next_slot()?)
 }
 
 #[cfg(test)]
@@ -215,11 +211,11 @@ mod tests {
     fn finds_the_device_untyped_covering_an_address() {
         let info = info(MACHINE);
         let ecam = device_untyped_covering(&info, 0x40_1002_0000, 4096).unwrap();
-        assert_eq!(ecam.slot, bootinfo::FIRST_UNTYPED + 3);
+        assert_eq!(ecam.slot, bootinfo::untyped_slot(3));
         assert_eq!(ecam.start(), 0x40_1000_0000);
         assert!(ecam.is_device());
         let bar = device_untyped_covering(&info, 0x1000_0000, 1 << 20).unwrap();
-        assert_eq!(bar.slot, bootinfo::FIRST_UNTYPED + 2);
+        assert_eq!(bar.slot, bootinfo::untyped_slot(2));
         // The last byte of a window is covered, one past it is not.
         assert!(device_untyped_covering(&info, 0x1FFF_FFFF, 1).is_some());
         assert!(device_untyped_covering(&info, 0x1FFF_FFFF, 2).is_none());
@@ -234,10 +230,10 @@ mod tests {
     fn ram_untypeds_skip_the_arena_and_device_memory() {
         let info = info(MACHINE);
         let largest = largest_ram_untyped(&info).unwrap();
-        assert_eq!(largest.slot, bootinfo::FIRST_UNTYPED + 1);
+        assert_eq!(largest.slot, bootinfo::untyped_slot(1));
         assert_eq!(largest.descriptor.size_bits, 26);
         let smallest = smallest_ram_untyped(&info).unwrap();
-        assert_eq!(smallest.slot, bootinfo::FIRST_UNTYPED + 4);
+        assert_eq!(smallest.slot, bootinfo::untyped_slot(4));
     }
 
     #[test]
@@ -246,7 +242,7 @@ mod tests {
         assert_eq!(pci_ecam(&info).map(|u| u.start()), Some(0x40_1000_0000));
         assert_eq!(
             pci_ecam(&info).map(|u| u.slot),
-            Some(bootinfo::FIRST_UNTYPED + 3)
+            Some(bootinfo::untyped_slot(3))
         );
     }
 
@@ -259,11 +255,12 @@ mod tests {
         set_kernel(move |call: SyscallIn, _: &mut crate::ipc::IpcBuffer| {
             log.borrow_mut()
                 .push((call.mrs[0], call.mrs[1], call.mrs[2]));
+            // Success: MR0 says every object asked for (MR3) was made.
             crate::syscall::SyscallOut {
                 status: 0,
                 badge: 0,
-                info: 0,
-                mrs: [0; 4],
+                info: crate::MessageInfo::new(0, 1).to_word(),
+                mrs: [call.mrs[3], 0, 0, 0],
             }
         });
         run();
@@ -278,12 +275,15 @@ mod tests {
         let mut next = 100;
         let mut slots = || {
             next += 1;
-            Ok(next - 1)
+            Ok(Slot::new(next - 1))
         };
         let mut frame = None;
         let seen = retypes(|| frame = Some(retype_frame_at(window, 0x1010_3000, 12, &mut slots)));
-        assert_eq!(frame, Some(Ok(Cap::from_slot(103))));
-        let (untyped, frame_type) = (ObjectType::Untyped as u64, ObjectType::Frame as u64);
+        assert_eq!(frame, Some(Ok(Cap::from_slot(Slot::new(103)))));
+        let (untyped, frame_type) = (
+            crate::ObjectType::Untyped as u64,
+            crate::ObjectType::Frame as u64,
+        );
         // Offset 0x103000: 1 MiB, 8 KiB and 4 KiB of padding, then the Frame.
         assert_eq!(
             seen,
@@ -303,7 +303,7 @@ mod tests {
         let mut next = 100;
         let mut slots = || {
             next += 1;
-            Ok(next - 1)
+            Ok(Slot::new(next - 1))
         };
         let mut frame = None;
         // The window's first 0x104000 bytes are carved; the next Frame at
@@ -317,8 +317,11 @@ mod tests {
                 &mut slots,
             ))
         });
-        assert_eq!(frame, Some(Ok(Cap::from_slot(105))));
-        let (untyped, frame_type) = (ObjectType::Untyped as u64, ObjectType::Frame as u64);
+        assert_eq!(frame, Some(Ok(Cap::from_slot(Slot::new(105)))));
+        let (untyped, frame_type) = (
+            crate::ObjectType::Untyped as u64,
+            crate::ObjectType::Frame as u64,
+        );
         assert_eq!(
             seen,
             [
@@ -344,7 +347,7 @@ mod tests {
     fn frames_outside_or_misaligned_are_refused_before_any_call() {
         let info = info(MACHINE);
         let ecam = pci_ecam(&info).unwrap();
-        let mut slots = || Ok(0);
+        let mut slots = || Ok(Slot::new(0));
         let seen = retypes(|| {
             assert_eq!(
                 retype_frame_at(ecam, 0x40_1000_0800, 12, &mut slots),

@@ -8,10 +8,10 @@ use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
 
-use abi::bootinfo;
 use rt::space::Objects;
+use sys::bootinfo;
 use sys::resources;
-use sys::{CNode, Cap, Frame, IommuControl, ObjectKind, ObjectType, PageTable};
+use sys::{CNode, Cap, Frame, ObjectKind, PageTable};
 use sysdesc::{IoMapping, MemoryRegion, PageSize, PciAddress, Rights, SystemDescription};
 
 use super::{DomainHandle, Server};
@@ -91,7 +91,7 @@ fn cycle(
     server: &mut Server,
 ) -> Result<(), String> {
     let pci = edu();
-    let driver_cnode = server.domains[0].cnode.slot();
+    let driver_cnode = server.domains[0].cnode.slot().index();
     let (label, mrs) = server.handle(objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
     if label != 0 {
         return Err(format!("SPACE refused: label {label:#x}, mr0 {}", mrs[0]));
@@ -127,10 +127,10 @@ fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
     let mut objects = Objects::from_boot_info(&info);
     let description = driver_image();
     let frames: Vec<Cap<Frame>> = (0..PAGES)
-        .map(|_| objects.make(ObjectType::Frame, 12).unwrap())
+        .map(|_| objects.make_sized::<Frame>(12).unwrap())
         .collect();
-    let cnode: Cap<CNode> = objects.make(ObjectType::Cnode, 7).unwrap();
-    let vspace: Cap<PageTable> = objects.make(ObjectType::PageTable, 12).unwrap();
+    let cnode: Cap<CNode> = objects.make_sized::<CNode>(7).unwrap();
+    let vspace: Cap<PageTable> = objects.make::<PageTable>().unwrap();
     let driver = DomainHandle {
         name: String::from("driver"),
         cnode,
@@ -147,7 +147,7 @@ fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
     // DEVICE maps the device's BAR through the PCI ECAM window, which a
     // host has not; the IoSpace only needs the device given, so the test
     // mints it as DEVICE would.
-    let control = Cap::<IommuControl>::from_slot(bootinfo::IOMMU_CONTROL);
+    let control = bootinfo::IOMMU_CONTROL;
     let device = control
         .mint_device(edu() as u32, objects.slot().unwrap())
         .unwrap();

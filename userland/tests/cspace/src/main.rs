@@ -6,10 +6,10 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo::{self, BootInfo};
 use rt::check;
 use rt::testing::{Outcome, Suite};
-use sys::{CNode, Cap, Endpoint, Error, Frame, IommuControl, ObjectType, Rights, Untyped};
+use sys::bootinfo::{self, BootInfo};
+use sys::{CNode, Cap, Endpoint, Error, Frame, IommuControl, RetypeError, Rights, Slot, Untyped};
 
 rt::entry!(main);
 
@@ -23,7 +23,7 @@ fn boot_info() -> &'static BootInfo {
 }
 
 fn cnode() -> Cap<CNode> {
-    Cap::from_slot(bootinfo::INIT_CNODE)
+    bootinfo::INIT_CNODE
 }
 
 fn main(_startup: &rt::Startup) -> i32 {
@@ -59,28 +59,32 @@ fn boot_info_lists_untypeds() -> Outcome {
     Ok(())
 }
 
-/// The smallest RAM Untyped after the CNode arena (index 0): its slot and size.
-fn smallest_untyped() -> (u32, u8) {
+/// The smallest RAM Untyped after the CNode arena (index 0): its
+/// capability and size.
+fn smallest_untyped() -> (Cap<Untyped>, u8) {
     let info = boot_info();
     sys::untypeds::smallest_ram_untyped(info)
-        .map_or((bootinfo::FIRST_UNTYPED, info.untypeds[0].size_bits), |u| {
-            (u.slot, u.descriptor.size_bits)
+        .map_or((bootinfo::ARENA, info.untypeds[0].size_bits), |u| {
+            (u.cap(), u.descriptor.size_bits)
         })
 }
 
+/// Free slot `offset` of the root CNode (from the boot info's first free).
+fn free_slot(offset: u32) -> Slot {
+    Slot::new(boot_info().first_free_slot as u32 + offset)
+}
+
 fn retype_until_exhaustion_then_reuse() -> Outcome {
-    let (slot, size_bits) = smallest_untyped();
+    let (untyped, size_bits) = smallest_untyped();
     check!(
         (12..=18).contains(&size_bits),
         "smallest untyped is 2^{size_bits}: too big for this test's slots"
     );
-    let untyped: Cap<Untyped> = Cap::from_slot(slot);
-    let first = boot_info().first_free_slot as u32;
     let expected = 1u32 << (size_bits - 12);
     let mut made = 0;
     loop {
-        match untyped.retype(ObjectType::Frame, 12, first + made, 1) {
-            Ok(()) => made += 1,
+        match untyped.retype_sized::<Frame>(12, free_slot(made)) {
+            Ok(_) => made += 1,
             Err(Error::UntypedExhausted) => break,
             Err(e) => check!(false, "retype number {made} failed with {e:?}"),
         }
@@ -95,38 +99,40 @@ fn retype_until_exhaustion_then_reuse() -> Outcome {
     );
     // Deleting every frame frees the memory again.
     for i in 0..made {
-        check!(cnode().delete(first + i).is_ok(), "deleting frame {i}");
+        check!(cnode().delete(free_slot(i)).is_ok(), "deleting frame {i}");
     }
-    check!(
-        untyped.retype(ObjectType::Frame, 12, first, 1).is_ok(),
-        "retype after deleting everything"
-    );
-    check!(cnode().delete(first).is_ok(), "clean up");
+    let again = untyped.retype_sized::<Frame>(12, free_slot(0));
+    check!(again.is_ok(), "retype after deleting everything");
+    check!(cnode().delete(free_slot(0)).is_ok(), "clean up");
     Ok(())
 }
 
 fn cspace_copy_mint_move_revoke() -> Outcome {
     let (untyped, _) = smallest_untyped();
-    let base = boot_info().first_free_slot as u32;
-    let (endpoint, a, b, d) = (base, base + 1, base + 2, base + 3);
-    let untyped: Cap<Untyped> = Cap::from_slot(untyped);
-    check!(
-        untyped.retype(ObjectType::Endpoint, 0, endpoint, 1).is_ok(),
-        "retype an endpoint"
-    );
+    let (a, b, d, spare) = (free_slot(1), free_slot(2), free_slot(3), free_slot(4));
+    let endpoint: Cap<Endpoint> = match untyped.retype(free_slot(0)) {
+        Ok(endpoint) => endpoint,
+        Err(e) => rt::fail!("retype an endpoint: {e:?}"),
+    };
     let c = cnode();
-    check!(c.copy(a, endpoint, Rights::ALL).is_ok(), "copy");
-    check!(
-        c.mint(b, endpoint, Rights::READ_WRITE, 5).is_ok(),
-        "mint with badge 5"
-    );
-    let again = c.mint(base + 4, b, Rights::ALL, 6);
+    let copy = match c.copy(a, endpoint, Rights::ALL) {
+        Ok(copy) => copy,
+        Err(e) => rt::fail!("copy: {e:?}"),
+    };
+    let badged = match c.mint(b, endpoint, Rights::READ_WRITE, 5) {
+        Ok(badged) => badged,
+        Err(e) => rt::fail!("mint with badge 5: {e:?}"),
+    };
+    let again = c.mint(spare, badged, Rights::ALL, 6);
     check!(
         again == Err(Error::AlreadyBadged),
         "re-badging answered {again:?}"
     );
-    check!(c.move_(d, b).is_ok(), "move the badged copy");
-    let moved_from = c.copy(base + 4, b, Rights::ALL);
+    let moved = match c.move_(d, badged) {
+        Ok(moved) => moved,
+        Err(e) => rt::fail!("move the badged copy: {e:?}"),
+    };
+    let moved_from = c.copy(spare, badged, Rights::ALL);
     check!(
         moved_from == Err(Error::EmptySlot),
         "the moved-from slot answered {moved_from:?}"
@@ -136,9 +142,9 @@ fn cspace_copy_mint_move_revoke() -> Outcome {
         occupied == Err(Error::SlotOccupied),
         "copy into an occupied slot answered {occupied:?}"
     );
-    check!(c.revoke(endpoint).is_ok(), "revoke");
-    for (name, slot) in [("copy", a), ("moved badged copy", d)] {
-        let gone = c.copy(base + 4, slot, Rights::ALL);
+    check!(c.revoke(endpoint.slot()).is_ok(), "revoke");
+    for (name, cap) in [("copy", copy), ("moved badged copy", moved)] {
+        let gone = c.copy(spare, cap, Rights::ALL);
         check!(
             gone == Err(Error::EmptySlot),
             "after revoke the {name} answered {gone:?}"
@@ -149,14 +155,14 @@ fn cspace_copy_mint_move_revoke() -> Outcome {
         "the revoked capability itself survives"
     );
     check!(
-        c.delete(a).is_ok() && c.delete(endpoint).is_ok(),
+        c.delete(a).is_ok() && c.delete(endpoint.slot()).is_ok(),
         "clean up"
     );
     Ok(())
 }
 
 fn iommu_identify() -> Outcome {
-    let control: Cap<IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+    let control: Cap<IommuControl> = bootinfo::IOMMU_CONTROL;
     let info = match control.identify() {
         Ok(info) => info,
         Err(e) => rt::fail!("identify answered {e:?}"),
@@ -178,9 +184,9 @@ fn iommu_identify() -> Outcome {
 }
 
 fn bad_invocations_get_error_codes() -> Outcome {
-    let untyped: Cap<Untyped> = Cap::from_slot(bootinfo::FIRST_UNTYPED);
-    let nowhere: Cap<Untyped> = Cap::from_slot(1 << 20);
-    let lookup = nowhere.retype(ObjectType::Frame, 12, 100, 1);
+    let untyped: Cap<Untyped> = bootinfo::ARENA;
+    let nowhere: Cap<Untyped> = Cap::from_slot(Slot::new(1 << 20));
+    let lookup = nowhere.retype_sized::<Frame>(12, Slot::new(100));
     check!(
         lookup == Err(Error::LookupFailed),
         "a slot outside the CSpace answered {lookup:?}"
@@ -191,19 +197,19 @@ fn bad_invocations_get_error_codes() -> Outcome {
         wrong == Err(Error::InvalidInvocation),
         "a Frame invocation on an Untyped answered {wrong:?}"
     );
-    let free = boot_info().first_free_slot as u32;
-    let too_many = untyped.retype(ObjectType::Frame, 12, free, 100_000);
+    let free = free_slot(0);
+    let too_many = untyped.retype_many::<Frame>(12, free, 100_000);
     check!(
-        too_many == Err(Error::InvalidArgument),
+        too_many == Err(RetypeError::Refused(Error::InvalidArgument)),
         "a huge count answered {too_many:?}"
     );
-    let bad_size = untyped.retype(ObjectType::Frame, 13, free, 1);
+    let bad_size = untyped.retype_sized::<Frame>(13, free);
     check!(
         bad_size == Err(Error::InvalidSize),
         "a 8 KiB frame answered {bad_size:?}"
     );
     let endpoint: Cap<Endpoint> = Cap::from_slot(free);
-    let empty = cnode().copy(free + 1, endpoint.slot(), Rights::ALL);
+    let empty = cnode().copy(free_slot(1), endpoint, Rights::ALL);
     check!(
         empty == Err(Error::EmptySlot),
         "copying an empty slot answered {empty:?}"

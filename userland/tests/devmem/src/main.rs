@@ -18,13 +18,16 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo::{self, BootInfo, device_kind};
 use pci::{Bar, Function, command};
 use rt::check;
 use rt::space::Objects;
 use rt::testing::{Failure, Outcome, Suite};
+use sys::bootinfo::{self, BootInfo, device_kind};
 use sys::untypeds::{self, InitialUntyped};
-use sys::{CNode, Cap, Error, Frame, MapRights, ObjectType, PageTable, Tcb};
+use sys::{
+    CNode, Cap, Endpoint, Error, Frame, MapRights, Notification, ObjectType, PageTable, Retype,
+    Tcb, Untyped,
+};
 
 rt::entry!(main);
 
@@ -110,7 +113,7 @@ fn map(
     address: u64,
     rights: MapRights,
 ) -> Result<(), Error> {
-    let own: Cap<PageTable> = Cap::from_slot(bootinfo::INIT_VSPACE);
+    let own: Cap<PageTable> = bootinfo::INIT_VSPACE;
     rt::space::map_frame(objects, frame, own, address, rights)
 }
 
@@ -187,23 +190,33 @@ fn device_untypeds_are_listed() -> Outcome {
 }
 
 fn device_memory_becomes_frames_only(objects: &mut Objects) -> Outcome {
-    let ecam = ecam()?;
-    for (kind, size_bits) in [
-        (ObjectType::Tcb, 0),
-        (ObjectType::Cnode, 4),
-        (ObjectType::Endpoint, 0),
-        (ObjectType::Notification, 0),
-        (ObjectType::PageTable, 12),
+    let ecam = ecam()?.cap();
+    for (kind, got) in [
+        try_retype::<Tcb>(objects, ecam, 0),
+        try_retype::<CNode>(objects, ecam, 4),
+        try_retype::<Endpoint>(objects, ecam, 0),
+        try_retype::<Notification>(objects, ecam, 0),
+        try_retype::<PageTable>(objects, ecam, 12),
     ] {
-        let got = objects
-            .slot()
-            .and_then(|slot| ecam.cap().retype(kind, size_bits, slot, 1));
         check!(
             got == Err(Error::DeviceMemory),
             "{kind:?} from the ECAM device Untyped: {got:?}"
         );
     }
     Ok(())
+}
+
+/// One object of kind `T` retyped from `untyped` into a free slot: the
+/// kind asked for and what the kernel answered.
+fn try_retype<T: Retype>(
+    objects: &mut Objects,
+    untyped: Cap<Untyped>,
+    size_bits: u8,
+) -> (ObjectType, Result<(), Error>) {
+    let made = objects
+        .slot()
+        .and_then(|slot| untyped.retype_sized::<T>(size_bits, slot));
+    (T::OBJECT_TYPE, made.map(|_| ()))
 }
 
 /// Finds edu on bus 0 through a mapped ECAM Frame; returns BAR 0's address.
@@ -287,24 +300,23 @@ fn device_page(objects: &mut Objects) -> Result<Cap<Frame>, Failure> {
         Ok(slot) => slot,
         Err(e) => rt::fail!("no free slot: {e:?}"),
     };
-    let made = ecam.cap().retype(ObjectType::Frame, 12, slot, 1);
-    check!(
-        made.is_ok(),
-        "a 4 KiB Frame from the ECAM Untyped: {made:?}"
-    );
-    Ok(Cap::from_slot(slot))
+    let made = ecam.cap().retype_sized::<Frame>(12, slot);
+    match made {
+        Ok(frame) => Ok(frame),
+        Err(_) => rt::fail!("a 4 KiB Frame from the ECAM Untyped: {made:?}"),
+    }
 }
 
 fn device_frames_are_not_ipc_buffers(objects: &mut Objects) -> Outcome {
     let frame = device_page(objects)?;
-    let tcb: Cap<Tcb> = match objects.make(ObjectType::Tcb, 0) {
+    let tcb: Cap<Tcb> = match objects.make::<Tcb>() {
         Ok(tcb) => tcb,
         Err(e) => rt::fail!("a TCB from RAM: {e:?}"),
     };
     let configured = tcb.configure(
-        0,
-        Cap::<CNode>::from_slot(bootinfo::INIT_CNODE),
-        Cap::from_slot(bootinfo::INIT_VSPACE),
+        None,
+        bootinfo::INIT_CNODE,
+        bootinfo::INIT_VSPACE,
         frame,
         abi::ipc::IPC_BUFFER_ADDRESS,
     );

@@ -200,7 +200,7 @@ fn fuzz() -> Outcome {
             .to_word(),
         };
         for i in 0..3 {
-            sys::ipc::set_cap(i, random.argument() as u32);
+            sys::ipc::set_cap(i, sys::Slot::new(random.argument() as u32));
         }
         for i in 4..8 {
             sys::ipc::set_mr(i, random.argument());

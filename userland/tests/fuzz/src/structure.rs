@@ -93,7 +93,7 @@ fn invoke(cap: u32, label: Invocation, mrs: &[u64], caps: &[u32]) -> u64 {
     let mut registers = [0; 4];
     registers[..mrs.len()].copy_from_slice(mrs);
     for (index, slot) in caps.iter().enumerate() {
-        sys::ipc::set_cap(index, *slot);
+        sys::ipc::set_cap(index, sys::Slot::new(*slot));
     }
     let info = MessageInfo {
         label: label as u32,
@@ -130,7 +130,7 @@ impl Structure {
         if let Some(info) = rt::boot::boot_info() {
             for untyped in sys::untypeds::initial_untypeds(info) {
                 if !untyped.is_device() && untyped.size() >= 16 << 20 {
-                    let _ = untypeds.push(untyped.slot);
+                    let _ = untypeds.push(untyped.slot.index());
                 }
             }
         }

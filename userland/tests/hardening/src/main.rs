@@ -28,13 +28,13 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo;
 use rt::check;
 use rt::space::{Objects, Scratch};
 use rt::testing::{Outcome, Suite};
+use sys::bootinfo;
 use sys::{
     CNode, Cap, Endpoint, Error, Frame, IrqControl, MapRights, MessageInfo, Notification,
-    ObjectType, PageTable, Rights, Tcb,
+    PageTable, Rights, Slot, Tcb,
 };
 
 rt::entry!(main);
@@ -148,11 +148,11 @@ struct World {
 }
 
 fn cnode() -> Cap<CNode> {
-    Cap::from_slot(bootinfo::INIT_CNODE)
+    bootinfo::INIT_CNODE
 }
 
 fn own_space() -> Cap<PageTable> {
-    Cap::from_slot(bootinfo::INIT_VSPACE)
+    bootinfo::INIT_VSPACE
 }
 
 /// Turns a failed step into the test's failure, naming the step.
@@ -172,11 +172,8 @@ struct Child {
 
 impl Child {
     fn new(world: &mut World, program: &[u8]) -> Result<Child, rt::testing::Failure> {
-        let cnode: Cap<CNode> = step("retype a CNode", world.objects.make(ObjectType::Cnode, 4))?;
-        let root: Cap<PageTable> = step(
-            "retype a root",
-            world.objects.make(ObjectType::PageTable, 12),
-        )?;
+        let cnode: Cap<CNode> = step("retype a CNode", world.objects.make_sized::<CNode>(4))?;
+        let root: Cap<PageTable> = step("retype a root", world.objects.make::<PageTable>())?;
         let code = step(
             "the code frame",
             world.scratch.filled_frame(&mut world.objects, program),
@@ -193,7 +190,7 @@ impl Child {
         )?;
         let buffer: Cap<Frame> = step(
             "retype the IPC buffer",
-            world.objects.make(ObjectType::Frame, 12),
+            world.objects.make_sized::<Frame>(12),
         )?;
         step(
             "map the IPC buffer",
@@ -205,7 +202,7 @@ impl Child {
                 MapRights::READ_WRITE,
             ),
         )?;
-        let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+        let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make::<Tcb>())?;
         step("registers", tcb.write_registers(CHILD_CODE, 0, CHILD_SLOT))?;
         step("priority", tcb.set_priority(100))?;
         Ok(Child {
@@ -218,7 +215,7 @@ impl Child {
 
     fn configure(&self) -> Result<(), Error> {
         self.tcb.configure(
-            0,
+            None,
             self.cnode,
             self.root,
             self.buffer,
@@ -305,15 +302,12 @@ fn page_table_leaves_only_empty(world: &mut World) -> Outcome {
         "upper tables",
         rt::space::tables_for(&mut world.objects, own_space(), TABLE_REGION + (2 << 20)),
     )?;
-    let table: Cap<PageTable> = step(
-        "retype the table",
-        world.objects.make(ObjectType::PageTable, 12),
-    )?;
+    let table: Cap<PageTable> = step("retype the table", world.objects.make::<PageTable>())?;
     step(
         "install it as the last level",
         table.map(own_space(), TABLE_REGION),
     )?;
-    let frame: Cap<Frame> = step("retype a frame", world.objects.make(ObjectType::Frame, 12))?;
+    let frame: Cap<Frame> = step("retype a frame", world.objects.make_sized::<Frame>(12))?;
     step(
         "map the frame through the table",
         frame.map(own_space(), TABLE_REGION, MapRights::READ_WRITE),
@@ -346,10 +340,7 @@ fn page_table_leaves_only_empty(world: &mut World) -> Outcome {
 /// Finding 1 (rights): a read-only PageTable capability installs and
 /// removes nothing.
 fn page_table_needs_write(world: &mut World) -> Outcome {
-    let table: Cap<PageTable> = step(
-        "retype the table",
-        world.objects.make(ObjectType::PageTable, 12),
-    )?;
+    let table: Cap<PageTable> = step("retype the table", world.objects.make::<PageTable>())?;
     let read_only = step("read-only copy", world.objects.mint(table, Rights::READ, 0))?;
     let mapped = read_only.map(own_space(), 0x13_0000_0000);
     check!(
@@ -368,7 +359,7 @@ fn page_table_needs_write(world: &mut World) -> Outcome {
 /// the root task's address space with the root task's CSpace and IPC
 /// buffer).
 fn unconfigured_thread(world: &mut World) -> Outcome {
-    let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    let tcb: Cap<Tcb> = step("retype a TCB", world.objects.make::<Tcb>())?;
     step("registers", tcb.write_registers(CHILD_CODE, 0, 0))?;
     let resumed = tcb.resume();
     let _ = tcb.suspend();
@@ -425,13 +416,16 @@ fn revoked_cspace(world: &mut World) -> Outcome {
     let second = Child::new(world, signaller())?;
     let probe: Cap<Notification> = step(
         "retype a notification",
-        world.objects.make(ObjectType::Notification, 0),
+        world.objects.make::<Notification>(),
     )?;
     step(
         "the notification into the second's CNode",
-        second
-            .cnode
-            .copy_from(CHILD_SLOT as u32, cnode(), probe.slot(), Rights::ALL),
+        second.cnode.copy_from(
+            Slot::new(CHILD_SLOT as u32),
+            cnode(),
+            probe.slot(),
+            Rights::ALL,
+        ),
     )?;
     step("configure the second", second.configure())?;
     let resumed = first.tcb.resume();
@@ -467,7 +461,7 @@ fn ipc_buffer_rights(world: &mut World) -> Outcome {
         world.objects.mint(child.buffer, Rights::READ, 0),
     )?;
     let configured = child.tcb.configure(
-        0,
+        None,
         child.cnode,
         child.root,
         read_only,
@@ -489,7 +483,7 @@ fn cnode_rights(world: &mut World) -> Outcome {
     )?;
     let victim: Cap<Notification> = step(
         "retype a notification",
-        world.objects.make(ObjectType::Notification, 0),
+        world.objects.make::<Notification>(),
     )?;
     let deleted = read_only.delete(victim.slot());
     check!(
@@ -497,7 +491,7 @@ fn cnode_rights(world: &mut World) -> Outcome {
         "CNode.Delete through a read-only CNode capability answered {deleted:?}"
     );
     let dest = step("a free slot", world.objects.slot())?;
-    let copied = read_only.copy(dest, victim.slot(), Rights::ALL);
+    let copied = read_only.copy(dest, victim, Rights::ALL);
     check!(
         copied == Err(Error::InsufficientRights),
         "CNode.Copy into a read-only CNode capability answered {copied:?}"
@@ -523,7 +517,7 @@ const FREE_LINE: u64 = 30;
 /// Finding 7: an IrqHandler capability without rights neither routes the
 /// line nor acknowledges it.
 fn irq_handler_rights(world: &mut World) -> Outcome {
-    let control: Cap<IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    let control: Cap<IrqControl> = bootinfo::IRQ_CONTROL;
     let slot = step("a free slot", world.objects.slot())?;
     let handler = step("IrqControl.Get", control.get(FREE_LINE, slot))?;
     let rightless = step(
@@ -532,7 +526,7 @@ fn irq_handler_rights(world: &mut World) -> Outcome {
     )?;
     let notification: Cap<Notification> = step(
         "retype a notification",
-        world.objects.make(ObjectType::Notification, 0),
+        world.objects.make::<Notification>(),
     )?;
     let routed = rightless.set_notification(notification);
     let acked = rightless.ack();
@@ -552,27 +546,30 @@ fn irq_handler_rights(world: &mut World) -> Outcome {
 /// Finding 8: a thread cannot send a message labelled as a fault, so a
 /// fault handler (init) never reports a fault that did not happen.
 fn fault_label_cannot_be_forged(world: &mut World) -> Outcome {
-    let endpoint: Cap<Endpoint> = step(
-        "retype an endpoint",
-        world.objects.make(ObjectType::Endpoint, 0),
-    )?;
+    let endpoint: Cap<Endpoint> = step("retype an endpoint", world.objects.make::<Endpoint>())?;
     let heard: Cap<Notification> = step(
         "retype a notification",
-        world.objects.make(ObjectType::Notification, 0),
+        world.objects.make::<Notification>(),
     )?;
     // A receiver in its own space: Recv on its slot 1, then Signal slot 5.
     let child = Child::new(world, receiver())?;
     step(
         "endpoint into the child's CNode",
-        child
-            .cnode
-            .copy_from(CHILD_SLOT as u32, cnode(), endpoint.slot(), Rights::ALL),
+        child.cnode.copy_from(
+            Slot::new(CHILD_SLOT as u32),
+            cnode(),
+            endpoint.slot(),
+            Rights::ALL,
+        ),
     )?;
     step(
         "notification into the child's CNode",
-        child
-            .cnode
-            .copy_from(CHILD_SIGNAL_SLOT, cnode(), heard.slot(), Rights::ALL),
+        child.cnode.copy_from(
+            Slot::new(CHILD_SIGNAL_SLOT),
+            cnode(),
+            heard.slot(),
+            Rights::ALL,
+        ),
     )?;
     step("configure", child.configure())?;
     step("resume", child.tcb.resume())?;
@@ -597,17 +594,16 @@ const REUSED_PAGE: u64 = 0x14_0000_0000;
 /// A 4 KiB Untyped holding one object of `kind`, in a fresh slot: delete
 /// the object and the Untyped's memory starts over, so the next Frame
 /// retyped from it is exactly the dead object's memory.
-fn lone_object<T: sys::CapType>(
+fn lone_object<T: sys::FixedSize>(
     world: &mut World,
-    kind: ObjectType,
 ) -> Result<(Cap<sys::Untyped>, Cap<T>), rt::testing::Failure> {
     let small: Cap<sys::Untyped> = step(
         "a 4 KiB Untyped",
-        world.objects.make(ObjectType::Untyped, 12),
+        world.objects.make_sized::<sys::Untyped>(12),
     )?;
     let slot = step("a free slot", world.objects.slot())?;
-    step("retype the object", small.retype(kind, 0, slot, 1))?;
-    Ok((small, Cap::from_slot(slot)))
+    let object = step("retype the object", small.retype(slot))?;
+    Ok((small, object))
 }
 
 /// The dead object's memory as a Frame mapped read-only at
@@ -626,11 +622,10 @@ fn reuse_as_frame_with(
     rights: MapRights,
 ) -> Result<Cap<Frame>, rt::testing::Failure> {
     let slot = step("a free slot", world.objects.slot())?;
-    step(
+    let frame = step(
         "retype a Frame where the object was",
-        small.retype(ObjectType::Frame, 12, slot, 1),
+        small.retype_sized::<Frame>(12, slot),
     )?;
-    let frame: Cap<Frame> = Cap::from_slot(slot);
     step(
         "map the reused page",
         rt::space::map_frame(&mut world.objects, frame, own_space(), REUSED_PAGE, rights),
@@ -675,12 +670,12 @@ fn release(frame: Cap<Frame>, small: Cap<sys::Untyped>) -> Outcome {
 /// faults. The kernel must forget it: a kernel that kept it would queue
 /// the faulting thread in the endpoint's memory, by then a Frame.
 fn deleted_fault_endpoint(world: &mut World) -> Outcome {
-    let (small, endpoint) = lone_object::<Endpoint>(world, ObjectType::Endpoint)?;
+    let (small, endpoint) = lone_object::<Endpoint>(world)?;
     let child = Child::new(world, faulter())?;
     step(
         "configure with the fault endpoint",
         child.tcb.configure(
-            endpoint.slot(),
+            Some(endpoint),
             child.cnode,
             child.root,
             child.buffer,
@@ -740,8 +735,8 @@ mod timer_line {
 /// interrupt. Afterwards a live notification on the same line hears the
 /// interrupt, so the line did fire.
 fn deleted_irq_notification(world: &mut World) -> Outcome {
-    let (small, doomed) = lone_object::<Notification>(world, ObjectType::Notification)?;
-    let control: Cap<IrqControl> = Cap::from_slot(bootinfo::IRQ_CONTROL);
+    let (small, doomed) = lone_object::<Notification>(world)?;
+    let control: Cap<IrqControl> = bootinfo::IRQ_CONTROL;
     let slot = step("a free slot", world.objects.slot())?;
     let handler = step("IrqControl.Get", control.get(timer_line::LINE, slot))?;
     step("route the line", handler.set_notification(doomed))?;
@@ -755,7 +750,7 @@ fn deleted_irq_notification(world: &mut World) -> Outcome {
     let written = first_nonzero_word();
     let live: Cap<Notification> = step(
         "retype a live notification",
-        world.objects.make(ObjectType::Notification, 0),
+        world.objects.make::<Notification>(),
     )?;
     step("route the line to it", handler.set_notification(live))?;
     step("acknowledge", handler.ack())?;
@@ -785,7 +780,7 @@ const SPARE_REQUESTERS: u32 = 0x200;
 /// filled by one IoSpace's holder: it gets `IoShareExhausted` at its share
 /// and another IoSpace still attaches.
 fn io_space_shares(world: &mut World) -> Outcome {
-    let control: Cap<sys::IommuControl> = Cap::from_slot(bootinfo::IOMMU_CONTROL);
+    let control: Cap<sys::IommuControl> = bootinfo::IOMMU_CONTROL;
     let greedy = step("an IoSpace", world.objects.make_io_space(control))?;
     let other = step("another IoSpace", world.objects.make_io_space(control))?;
     let mut devices = [None; (ATTACHMENT_SHARE + 1) as usize];
@@ -889,8 +884,8 @@ static NEVER: AtomicU64 = AtomicU64::new(0);
 /// What the caller's `Call` answered: 0 for success, else the error code.
 static CALL_RESULT: AtomicU64 = AtomicU64::new(u64::MAX);
 
-fn slot_of(cell: &AtomicU64) -> u32 {
-    cell.load(Ordering::Relaxed) as u32
+fn slot_of(cell: &AtomicU64) -> Slot {
+    Slot::new(cell.load(Ordering::Relaxed) as u32)
 }
 
 /// Blocks for good (on a notification nobody signals).
@@ -935,7 +930,7 @@ extern "C" fn caller(_: u64) -> ! {
 /// Starts `entry` on stack `stack` as `tcb`, a helper thread of the root
 /// task at `priority`.
 fn start(tcb: Cap<Tcb>, entry: extern "C" fn(u64) -> !, stack: usize, priority: u8) -> Outcome {
-    step("configure", tcb.configure_in_root_task(0))?;
+    step("configure", tcb.configure_in_root_task(None))?;
     step(
         "registers",
         tcb.write_registers(entry as usize as u64, stack_top(stack), 0),
@@ -946,15 +941,11 @@ fn start(tcb: Cap<Tcb>, entry: extern "C" fn(u64) -> !, stack: usize, priority: 
 }
 
 /// The endpoint and notifications the reply tests share.
-fn reply_objects(world: &mut World) -> Result<[u32; 4], rt::testing::Failure> {
-    let mut slots = [0u32; 4];
-    for (slot, kind) in slots.iter_mut().zip([
-        ObjectType::Endpoint,
-        ObjectType::Notification,
-        ObjectType::Notification,
-        ObjectType::Notification,
-    ]) {
-        let made: Cap<Notification> = step("retype", world.objects.make(kind, 0))?;
+fn reply_objects(world: &mut World) -> Result<[Slot; 4], rt::testing::Failure> {
+    let endpoint: Cap<Endpoint> = step("retype", world.objects.make())?;
+    let mut slots = [endpoint.slot(); 4];
+    for slot in &mut slots[1..] {
+        let made: Cap<Notification> = step("retype", world.objects.make())?;
         *slot = made.slot();
     }
     for (cell, slot) in [&ENDPOINT, &GO, &DONE, &NEVER].into_iter().zip(slots) {
@@ -963,7 +954,7 @@ fn reply_objects(world: &mut World) -> Result<[u32; 4], rt::testing::Failure> {
     Ok(slots)
 }
 
-fn delete_all(slots: &[u32]) -> Outcome {
+fn delete_all(slots: &[Slot]) -> Outcome {
     for &slot in slots {
         step("delete", cnode().delete(slot))?;
     }
@@ -976,8 +967,8 @@ fn delete_all(slots: &[u32]) -> Outcome {
 fn dead_server_wakes_its_caller(world: &mut World) -> Outcome {
     let objects = reply_objects(world)?;
     CALL_RESULT.store(u64::MAX, Ordering::Relaxed);
-    let server: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
-    let client: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    let server: Cap<Tcb> = step("retype a TCB", world.objects.make::<Tcb>())?;
+    let client: Cap<Tcb> = step("retype a TCB", world.objects.make::<Tcb>())?;
     // Both run ahead of us: the server waits in Recv, the client calls it.
     start(server, silent_server, 0, 150)?;
     start(client, caller, 1, 120)?;
@@ -1000,9 +991,9 @@ fn dead_server_wakes_its_caller(world: &mut World) -> Outcome {
 /// Frame).
 fn reply_to_a_dead_caller(world: &mut World) -> Outcome {
     let objects = reply_objects(world)?;
-    let server: Cap<Tcb> = step("retype a TCB", world.objects.make(ObjectType::Tcb, 0))?;
+    let server: Cap<Tcb> = step("retype a TCB", world.objects.make::<Tcb>())?;
     start(server, late_server, 2, 150)?;
-    let (small, client) = lone_object::<Tcb>(world, ObjectType::Tcb)?;
+    let (small, client) = lone_object::<Tcb>(world)?;
     // The client calls at once; the server takes the call and waits for GO.
     start(client, caller, 3, 120)?;
     step("delete the caller", cnode().delete(client.slot()))?;

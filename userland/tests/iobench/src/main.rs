@@ -25,12 +25,12 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo;
 use edu::device::Edu;
 use edu::nested::Nested;
 use rt::bench::counter;
 use rt::space::Objects;
-use sys::{Cap, Frame, IommuControl, MapRights, PageTable, Rights};
+use sys::bootinfo;
+use sys::{Cap, Frame, IommuControl, MapRights, PageTable, Rights, Slot};
 
 rt::entry!(main);
 
@@ -51,11 +51,11 @@ const SYSCALL_PAGES: u64 = 64;
 const REPEATS: usize = 5;
 
 fn control() -> Cap<IommuControl> {
-    Cap::from_slot(bootinfo::IOMMU_CONTROL)
+    bootinfo::IOMMU_CONTROL
 }
 
 fn own() -> Cap<PageTable> {
-    Cap::from_slot(bootinfo::INIT_VSPACE)
+    bootinfo::INIT_VSPACE
 }
 
 fn median(mut samples: [u64; REPEATS]) -> u64 {
@@ -91,7 +91,7 @@ fn run() -> Result<(), rt::testing::Failure> {
         .attach_nested(nested.table)
         .map_err(|e| failure("AttachNested", e))?;
     let big: Cap<Frame> = objects
-        .make(sys::ObjectType::Frame, 21)
+        .make_sized::<Frame>(21)
         .map_err(|e| failure("retype a 2 MiB Frame", e))?;
     nested
         .space
@@ -173,7 +173,7 @@ fn stage1(nested: &mut Nested, ipa: u64) -> Result<(), rt::testing::Failure> {
 
 fn syscalls(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Failure> {
     let frame: Cap<Frame> = objects
-        .make(sys::ObjectType::Frame, 12)
+        .make_sized::<Frame>(12)
         .map_err(|e| failure("retype", e))?;
     let mut copies = [frame; SYSCALL_PAGES as usize];
     for copy in &mut copies {
@@ -211,7 +211,7 @@ fn revoke(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Fai
     let mut frames = [None; REVOKE_COUNTS.len()];
     for frame in &mut frames {
         let made: Cap<Frame> = objects
-            .make(sys::ObjectType::Frame, 12)
+            .make_sized::<Frame>(12)
             .map_err(|e| failure("retype", e))?;
         *frame = Some(made);
     }
@@ -222,17 +222,13 @@ fn revoke(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Fai
     }
     for (count, frame) in REVOKE_COUNTS.into_iter().zip(frames.into_iter().flatten()) {
         for i in 0..count {
-            let slot = first_copy + i as u32;
-            cnode
-                .copy(slot, frame.slot(), Rights::ALL)
+            let slot = Slot::new(first_copy.index() + i as u32);
+            let copy = cnode
+                .copy(slot, frame, Rights::ALL)
                 .map_err(|e| failure("copy", e))?;
             nested
                 .space
-                .map(
-                    Cap::<Frame>::from_slot(slot),
-                    IPA_BASE + 4096 * i,
-                    MapRights::READ_WRITE,
-                )
+                .map(copy, IPA_BASE + 4096 * i, MapRights::READ_WRITE)
                 .map_err(|e| failure("IoSpace.Map", e))?;
         }
         let start = counter();

@@ -25,19 +25,19 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo;
 use rt::check;
 use rt::space::Objects;
 use rt::testing::{Failure, Outcome, Suite};
+use sys::bootinfo;
 use sys::{
     Cap, Error, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, MapRights, Notification,
-    ObjectType, Rights, UserTableFormat,
+    Retype, Rights, Slot, UserTableFormat,
 };
 
 rt::entry!(main);
 
 fn control() -> Cap<IommuControl> {
-    Cap::from_slot(bootinfo::IOMMU_CONTROL)
+    bootinfo::IOMMU_CONTROL
 }
 
 /// Requesters no device on either machine uses: the test attaches them
@@ -67,14 +67,16 @@ fn failure(what: &str, e: Error) -> Failure {
 }
 
 impl World {
-    fn take(&mut self) -> u32 {
+    fn take(&mut self) -> Slot {
         // The root CNode has 1024 slots; the tests use a few dozen.
-        self.objects.slot().unwrap_or(0)
+        self.objects.slot().unwrap_or(Slot::new(0))
     }
 
-    fn make<T: sys::CapType>(&mut self, kind: ObjectType) -> Result<Cap<T>, Failure> {
+    /// One object of the kind the caller names (`let frame: Cap<Frame> =
+    /// world.make()?`), 4 KiB where the kind has a size.
+    fn make<T: Retype>(&mut self) -> Result<Cap<T>, Failure> {
         self.objects
-            .make(kind, 12)
+            .make_sized(12)
             .map_err(|e| failure("retype", e))
     }
 
@@ -128,7 +130,7 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
     check!(info.is_ok(), "Identify: {info:?}");
     let space = world.io_space()?;
     world.space = Some(space);
-    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let frame: Cap<Frame> = world.make()?;
     let mapped = space.map(frame, 0x10_0000, MapRights::READ_WRITE);
     check!(mapped.is_ok(), "map a frame: {mapped:?}");
     let twice = space.map(frame, 0x20_0000, MapRights::READ);
@@ -136,7 +138,7 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
         twice == Err(Error::AlreadyMapped),
         "the same Frame capability mapped twice: {twice:?}"
     );
-    let other: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let other: Cap<Frame> = world.make()?;
     let overlap = space.map(other, 0x10_0000, MapRights::READ);
     check!(
         overlap == Err(Error::AddressInUse),
@@ -169,9 +171,10 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
     );
     // A read-only copy cannot be mapped writable.
     let copy = world.take();
-    let copied = world.objects.cnode().copy(copy, other.slot(), Rights::READ);
-    check!(copied.is_ok(), "copy read-only: {copied:?}");
-    let read_only: Cap<Frame> = Cap::from_slot(copy);
+    let copied = world.objects.cnode().copy(copy, other, Rights::READ);
+    let Ok(read_only) = copied else {
+        rt::fail!("copy read-only: {copied:?}");
+    };
     let above = space.map(read_only, 0x30_0000, MapRights::READ_WRITE);
     check!(
         above == Err(Error::InsufficientRights),
@@ -220,8 +223,8 @@ fn attach_and_detach(world: &mut World) -> Outcome {
     let again = device.detach();
     check!(again == Err(Error::NotAttached), "detach twice: {again:?}");
     // Attach names an IoSpace; a Frame is the wrong kind.
-    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
-    let wrong = device.attach(Cap::from_slot(frame.slot()));
+    let frame: Cap<Frame> = world.make()?;
+    let wrong = device.attach(frame.cast());
     check!(
         wrong == Err(Error::WrongKind),
         "attach to a Frame: {wrong:?}"
@@ -325,8 +328,8 @@ fn fault_queue_binds_and_starts_empty(world: &mut World) -> Outcome {
     let Ok(device) = minted else {
         rt::fail!("MintDevice: {minted:?}")
     };
-    let queue: Cap<IoFaultQueue> = world.make(ObjectType::IoFaultQueue)?;
-    let notification: Cap<Notification> = world.make(ObjectType::Notification)?;
+    let queue: Cap<IoFaultQueue> = world.make()?;
+    let notification: Cap<Notification> = world.make()?;
     let bound = queue.bind(notification, device);
     check!(bound.is_ok(), "Bind: {bound:?}");
     let popped = queue.pop();
@@ -402,7 +405,7 @@ fn aliasing_stage1(
 /// stage 1 and have its Invalidate work (on VT-d that composes a shadow).
 fn another_space_still_works(world: &mut World) -> Outcome {
     let victim = world.io_space()?;
-    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let frame: Cap<Frame> = world.make()?;
     let mapped = victim.map(frame, 0x4000_0000, MapRights::READ_WRITE);
     check!(
         mapped.is_ok(),
@@ -438,7 +441,7 @@ fn drained_space_returns_its_memory(world: &mut World, drainer: Cap<IoSpace>) ->
     let deleted = world.objects.delete(drainer.slot());
     check!(deleted.is_ok(), "delete the drained IoSpace: {deleted:?}");
     let fresh = world.io_space()?;
-    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let frame: Cap<Frame> = world.make()?;
     let mapped = fresh.map(frame, 0x4000_0000, MapRights::READ_WRITE);
     check!(
         mapped.is_ok(),
@@ -501,7 +504,7 @@ fn one_space_cannot_drain_the_table_pool(world: &mut World) -> Outcome {
 /// another IoSpace still works.
 fn stage2_maps_cannot_drain_the_table_pool(world: &mut World) -> Outcome {
     let drainer = world.io_space()?;
-    let frame: Cap<Frame> = world.make(ObjectType::Frame)?;
+    let frame: Cap<Frame> = world.make()?;
     let mut regions = 0;
     let stopped = loop {
         if regions == DRAIN_LIMIT {

@@ -9,11 +9,11 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo;
 use core::sync::atomic::{AtomicU64, Ordering};
 use rt::space::{self, Objects, Scratch};
+use sys::bootinfo;
 use sys::{
-    CNode, Cap, Endpoint, Frame, MapRights, MessageInfo, Notification, ObjectType, PageTable, Tcb,
+    CNode, Cap, Endpoint, Frame, MapRights, MessageInfo, Notification, PageTable, Slot, Tcb,
 };
 
 rt::entry!(main);
@@ -29,7 +29,8 @@ fn measure(operation: impl FnMut()) -> u64 {
 static SERVER_ENDPOINT: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn server(_: u64) -> ! {
-    let endpoint: Cap<Endpoint> = Cap::from_slot(SERVER_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let endpoint: Cap<Endpoint> =
+        Cap::from_slot(Slot::new(SERVER_ENDPOINT.load(Ordering::Relaxed) as u32));
     let _ = endpoint.recv();
     loop {
         let _ = endpoint.reply_recv(MessageInfo::new(0, 1), [1, 0, 0, 0]);
@@ -57,9 +58,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     };
     let mut objects = Objects::from_boot_info(info);
     let mut make = || -> Result<_, sys::Error> {
-        let endpoint: Cap<Endpoint> = objects.make(ObjectType::Endpoint, 0)?;
-        let notification: Cap<Notification> = objects.make(ObjectType::Notification, 0)?;
-        let tcb: Cap<Tcb> = objects.make(ObjectType::Tcb, 0)?;
+        let endpoint: Cap<Endpoint> = objects.make::<Endpoint>()?;
+        let notification: Cap<Notification> = objects.make::<Notification>()?;
+        let tcb: Cap<Tcb> = objects.make::<Tcb>()?;
         Ok((endpoint, notification, tcb))
     };
     let (endpoint, notification, server_tcb) = match make() {
@@ -71,7 +72,7 @@ fn main(_startup: &rt::Startup) -> i32 {
     };
     SERVER_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
     let started = server_tcb
-        .configure_in_root_task(0)
+        .configure_in_root_task(None)
         .and_then(|()| server_tcb.write_registers(server as *const () as u64, stack_top(), 0))
         .and_then(|()| server_tcb.set_priority(100))
         .and_then(|()| server_tcb.resume());
@@ -105,7 +106,7 @@ fn main(_startup: &rt::Startup) -> i32 {
     };
     // A second endpoint, served from another address space.
     let remote = objects
-        .make(ObjectType::Endpoint, 0)
+        .make::<Endpoint>()
         .and_then(|remote| remote_round_trip(&mut objects, &scratch, remote));
     let remote = match remote {
         Ok(n) => n,
@@ -130,8 +131,8 @@ const SERVER_CODE: u64 = 0x40_0000;
 /// `Frame.Map` + `Frame.Unmap` of a 4 KiB page in our own VSpace (the page
 /// tables are installed first, with the scratch page's).
 fn frame_map_unmap(objects: &mut Objects) -> Result<u64, sys::Error> {
-    let space: Cap<PageTable> = Cap::from_slot(bootinfo::INIT_VSPACE);
-    let frame: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+    let space: Cap<PageTable> = bootinfo::INIT_VSPACE;
+    let frame: Cap<Frame> = objects.make_sized::<Frame>(12)?;
     // Check once that the pair works, so the loop measures success paths.
     frame.map(space, SCRATCH, MapRights::READ_WRITE)?;
     frame.unmap()?;
@@ -193,17 +194,17 @@ fn remote_round_trip(
     scratch: &Scratch,
     endpoint: Cap<Endpoint>,
 ) -> Result<u64, sys::Error> {
-    let cnode: Cap<CNode> = objects.make(ObjectType::Cnode, 4)?;
-    let own: Cap<CNode> = Cap::from_slot(bootinfo::INIT_CNODE);
-    cnode.copy_from(1, own, endpoint.slot(), sys::Rights::ALL)?;
-    let root: Cap<PageTable> = objects.make(ObjectType::PageTable, 12)?;
+    let cnode: Cap<CNode> = objects.make_sized::<CNode>(4)?;
+    let own: Cap<CNode> = bootinfo::INIT_CNODE;
+    cnode.copy_from(Slot::new(1), own, endpoint.slot(), sys::Rights::ALL)?;
+    let root: Cap<PageTable> = objects.make::<PageTable>()?;
     let code = scratch.filled_frame(objects, remote_server())?;
     space::map_frame(objects, code, root, SERVER_CODE, MapRights::READ_EXECUTE)?;
-    let buffer: Cap<Frame> = objects.make(ObjectType::Frame, 12)?;
+    let buffer: Cap<Frame> = objects.make_sized::<Frame>(12)?;
     let ipc = abi::ipc::IPC_BUFFER_ADDRESS;
     space::map_frame(objects, buffer, root, ipc, MapRights::READ_WRITE)?;
-    let tcb: Cap<Tcb> = objects.make(ObjectType::Tcb, 0)?;
-    tcb.configure(0, cnode, root, buffer, 0)?;
+    let tcb: Cap<Tcb> = objects.make::<Tcb>()?;
+    tcb.configure(None, cnode, root, buffer, 0)?;
     tcb.write_registers(SERVER_CODE, 0, 1)?;
     tcb.set_priority(100)?;
     tcb.resume()?;

@@ -15,10 +15,10 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo::{self, BootInfo};
 use rt::check;
 use rt::testing::{Failure, Outcome, Suite};
-use sys::{CNode, Cap, Error, IrqControl, IrqHandler, Notification, ObjectType, Untyped};
+use sys::bootinfo::{self, BootInfo};
+use sys::{CNode, Cap, Error, IrqControl, IrqHandler, Notification, Slot, Untyped};
 
 rt::entry!(main);
 
@@ -30,34 +30,31 @@ fn boot_info() -> &'static BootInfo {
 }
 
 fn cnode() -> Cap<CNode> {
-    Cap::from_slot(bootinfo::INIT_CNODE)
+    bootinfo::INIT_CNODE
 }
 
 fn irq_control() -> Cap<IrqControl> {
-    Cap::from_slot(bootinfo::IRQ_CONTROL)
+    bootinfo::IRQ_CONTROL
 }
 
 /// Hands out free slots of the root CNode, in order.
 struct Slots(u32);
 
 impl Slots {
-    fn take(&mut self) -> u32 {
+    fn take(&mut self) -> Slot {
         self.0 += 1;
-        self.0 - 1
+        Slot::new(self.0 - 1)
     }
 }
 
 /// The largest RAM Untyped.
 fn untyped() -> Cap<Untyped> {
     let info = boot_info();
-    let slot = sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::FIRST_UNTYPED, |u| u.slot);
-    Cap::from_slot(slot)
+    sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::ARENA, |u| u.cap())
 }
 
-fn make<T: sys::CapType>(slots: &mut Slots, kind: ObjectType) -> Result<Cap<T>, Error> {
-    let slot = slots.take();
-    untyped().retype(kind, 0, slot, 1)?;
-    Ok(Cap::from_slot(slot))
+fn make<T: sys::FixedSize>(slots: &mut Slots) -> Result<Cap<T>, Error> {
+    untyped().retype(slots.take())
 }
 
 /// The line this test owns, and lines it must not get.
@@ -140,7 +137,7 @@ fn take_interrupts(
 fn interrupts_reach_the_handler(slots: &mut Slots) -> Result<Cap<IrqHandler>, Failure> {
     let failure = |what: &str, e: Error| Failure(rt::__format!("{what}: {e:?}"));
     let notification: Cap<Notification> =
-        make(slots, ObjectType::Notification).map_err(|e| failure("retype notification", e))?;
+        make::<Notification>(slots).map_err(|e| failure("retype notification", e))?;
     let handler = irq_control()
         .get(line::DEVICE, slots.take())
         .map_err(|e| failure("IrqControl.Get", e))?;
@@ -184,7 +181,7 @@ fn deleting_the_handler_frees_the_line(
     check!(deleted.is_ok(), "delete the handler: {deleted:?}");
     let ack = handler.ack();
     check!(ack.is_err(), "ack through a deleted handler: {ack:?}");
-    let notification: Cap<Notification> = match make(slots, ObjectType::Notification) {
+    let notification: Cap<Notification> = match make::<Notification>(slots) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };

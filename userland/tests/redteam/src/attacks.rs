@@ -50,8 +50,8 @@ use rt::testing::{Failure, Outcome, Suite};
 use sys::names::{CapTable, DOMAIN_OWN_SLOTS};
 use sys::resources::{self, Refusal, RequestError};
 use sys::{
-    CNode, Cap, CapType, Endpoint, Error, Frame, IoDevice, IoFaultQueue, IoSpace, MapRights,
-    MessageInfo, Notification, ObjectType, PageTable, Rights, Tcb, Untyped,
+    CNode, Cap, Endpoint, Error, FixedSize, Frame, IoDevice, IoFaultQueue, IoSpace, MapRights,
+    MessageInfo, Notification, PageTable, Retype, Rights, Slot, Tcb, Untyped,
 };
 
 /// The image's `attacker_dma` (8 KiB): here and in the IoSpace.
@@ -95,12 +95,12 @@ struct Slots {
 }
 
 impl Slots {
-    fn take(&mut self) -> Result<u32, Failure> {
+    fn take(&mut self) -> Result<Slot, Failure> {
         if self.next >= DOMAIN_OWN_SLOTS.end {
             rt::fail!("the attacker's own slots are used up");
         }
         self.next += 1;
-        Ok(self.next - 1)
+        Ok(Slot::new(self.next - 1))
     }
 }
 
@@ -120,13 +120,19 @@ struct Attacker {
 }
 
 impl Attacker {
-    /// One object of `kind` retyped from its Untyped into a slot of its own.
-    fn make<T: CapType>(&mut self, kind: ObjectType, size_bits: u8) -> Result<Cap<T>, Failure> {
+    /// One object of the fixed-size kind `T` retyped from its Untyped
+    /// into a slot of its own.
+    fn make<T: FixedSize>(&mut self) -> Result<Cap<T>, Failure> {
+        self.make_sized(0)
+    }
+
+    /// One object of kind `T` and `2^size_bits` bytes retyped from its
+    /// Untyped into a slot of its own.
+    fn make_sized<T: Retype>(&mut self, size_bits: u8) -> Result<Cap<T>, Failure> {
         let slot = self.slots.take()?;
         self.untyped
-            .retype(kind, size_bits, slot, 1)
-            .map_err(|e| failure("Untyped.Retype", e))?;
-        Ok(Cap::from_slot(slot))
+            .retype_sized(size_bits, slot)
+            .map_err(|e| failure("Untyped.Retype", e))
     }
 
     fn edu(&self) -> Result<&Edu, Failure> {
@@ -210,7 +216,7 @@ pub fn run(table: &CapTable) -> i32 {
 /// Frame through them and tries to take the last-level table out.
 fn used_table(a: &mut Attacker) -> Outcome {
     for _ in 0..3 {
-        let table: Cap<PageTable> = a.make(ObjectType::PageTable, 12)?;
+        let table: Cap<PageTable> = a.make::<PageTable>()?;
         match table.map(a.vspace, WORK) {
             Ok(()) => a.last_level = Some(table),
             Err(Error::AddressInUse) => {
@@ -224,7 +230,7 @@ fn used_table(a: &mut Attacker) -> Outcome {
     let Some(last_level) = a.last_level else {
         rt::fail!("no table of its own was installed under {WORK:#x}")
     };
-    let frame: Cap<Frame> = a.make(ObjectType::Frame, 12)?;
+    let frame: Cap<Frame> = a.make_sized::<Frame>(12)?;
     frame
         .map(a.vspace, WORK, MapRights::READ_WRITE)
         .map_err(|e| failure("mapping a Frame through its tables", e))?;
@@ -243,12 +249,12 @@ fn used_table(a: &mut Attacker) -> Outcome {
 }
 
 fn read_only_table(a: &mut Attacker) -> Outcome {
-    let table: Cap<PageTable> = a.make(ObjectType::PageTable, 12)?;
-    let read_only = a.slots.take()?;
-    a.cnode
-        .copy(read_only, table.slot(), Rights::READ)
+    let table: Cap<PageTable> = a.make::<PageTable>()?;
+    let read_only = a
+        .cnode
+        .copy(a.slots.take()?, table, Rights::READ)
         .map_err(|e| failure("read-only copy", e))?;
-    let mapped = Cap::<PageTable>::from_slot(read_only).map(a.vspace, WORK + (1 << 30));
+    let mapped = read_only.map(a.vspace, WORK + (1 << 30));
     check!(
         mapped == Err(Error::InsufficientRights),
         "PageTable.Map through a read-only capability answered {mapped:?}"
@@ -257,7 +263,7 @@ fn read_only_table(a: &mut Attacker) -> Outcome {
 }
 
 fn unconfigured_thread(a: &mut Attacker) -> Outcome {
-    let tcb: Cap<Tcb> = a.make(ObjectType::Tcb, 0)?;
+    let tcb: Cap<Tcb> = a.make::<Tcb>()?;
     tcb.write_registers(0x40_0000, 0, 0)
         .map_err(|e| failure("Tcb.WriteRegisters", e))?;
     let resumed = tcb.resume();
@@ -271,12 +277,12 @@ fn unconfigured_thread(a: &mut Attacker) -> Outcome {
 }
 
 fn read_only_cnode(a: &mut Attacker) -> Outcome {
-    let read_only: Cap<CNode> = Cap::from_slot(a.slots.take()?);
-    a.cnode
-        .copy(read_only.slot(), a.cnode.slot(), Rights::READ)
+    let read_only = a
+        .cnode
+        .copy(a.slots.take()?, a.cnode, Rights::READ)
         .map_err(|e| failure("read-only copy of its CNode", e))?;
-    let victim = a.init.slot();
-    let deleted = read_only.delete(victim);
+    let victim = a.init;
+    let deleted = read_only.delete(victim.slot());
     check!(
         deleted == Err(Error::InsufficientRights),
         "CNode.Delete through a read-only CNode answered {deleted:?}"
@@ -287,7 +293,7 @@ fn read_only_cnode(a: &mut Attacker) -> Outcome {
         copied == Err(Error::InsufficientRights),
         "CNode.Copy through a read-only CNode answered {copied:?}"
     );
-    let revoked = read_only.revoke(victim);
+    let revoked = read_only.revoke(victim.slot());
     check!(
         revoked == Err(Error::InsufficientRights),
         "CNode.Revoke through a read-only CNode answered {revoked:?}"
@@ -305,7 +311,7 @@ fn read_only_cnode(a: &mut Attacker) -> Outcome {
 /// copy badged as domain 1 (the honest one) would let it pose as that.
 fn forged_badge(a: &mut Attacker) -> Outcome {
     let dest = a.slots.take()?;
-    let minted = a.cnode.mint(dest, a.init.slot(), Rights::ALL, 1);
+    let minted = a.cnode.mint(dest, a.init, Rights::ALL, 1);
     check!(
         minted == Err(Error::AlreadyBadged),
         "minting its badged init capability with another badge answered {minted:?}"
@@ -327,18 +333,17 @@ fn fault_label(a: &Attacker) -> Outcome {
 
 fn capability_to_init(a: &mut Attacker) -> Outcome {
     // A copy asked with every right still has only the send right.
-    let all_rights: Cap<Endpoint> = Cap::from_slot(a.slots.take()?);
-    a.cnode
-        .copy(all_rights.slot(), a.init.slot(), Rights::ALL)
+    let all_rights = a
+        .cnode
+        .copy(a.slots.take()?, a.init, Rights::ALL)
         .map_err(|e| failure("copy of init with all rights", e))?;
     // A Notification alone in 4 KiB of Untyped: once it dies, a Frame
     // fits there again.
-    let small: Cap<Untyped> = a.make(ObjectType::Untyped, 12)?;
-    let notification = a.slots.take()?;
-    small
-        .retype(ObjectType::Notification, 0, notification, 1)
+    let small: Cap<Untyped> = a.make_sized::<Untyped>(12)?;
+    let notification: Cap<Notification> = small
+        .retype(a.slots.take()?)
         .map_err(|e| failure("retype the Notification", e))?;
-    sys::ipc::set_cap(0, notification);
+    sys::ipc::set_cap(0, notification.slot());
     let info = MessageInfo {
         extra_caps: 1,
         ..MessageInfo::new(0x7E57, 2)
@@ -347,10 +352,9 @@ fn capability_to_init(a: &mut Attacker) -> Outcome {
         .call(info, [0; 4])
         .map_err(|e| failure("the Call carrying a capability", e))?;
     a.cnode
-        .delete(notification)
+        .delete(notification.slot())
         .map_err(|e| failure("deleting its Notification", e))?;
-    let frame = a.slots.take()?;
-    let reused = small.retype(ObjectType::Frame, 12, frame, 1);
+    let reused = small.retype_sized::<Frame>(12, a.slots.take()?);
     check!(
         reused.is_ok(),
         "after the sender deleted its Notification, a Frame in its 4 KiB answered {reused:?}: a copy sent to init keeps it alive"
@@ -360,7 +364,9 @@ fn capability_to_init(a: &mut Attacker) -> Outcome {
         "init's reply carried {} capabilities",
         reply.info.extra_caps
     );
-    let _ = a.cnode.delete(frame);
+    if let Ok(frame) = reused {
+        let _ = a.cnode.delete(frame.slot());
+    }
     let _ = a.cnode.delete(small.slot());
     Ok(())
 }
@@ -530,20 +536,18 @@ fn deleted_notification(a: &mut Attacker) -> Outcome {
     let Some(device) = a.device else {
         rt::fail!("no device from init")
     };
-    let small: Cap<Untyped> = a.make(ObjectType::Untyped, 12)?;
-    let doomed = a.slots.take()?;
-    small
-        .retype(ObjectType::Notification, 0, doomed, 1)
+    let small: Cap<Untyped> = a.make_sized::<Untyped>(12)?;
+    let doomed: Cap<Notification> = small
+        .retype(a.slots.take()?)
         .map_err(|e| failure("retype the Notification", e))?;
     queue
-        .bind(Cap::<Notification>::from_slot(doomed), device)
+        .bind(doomed, device)
         .map_err(|e| failure("IoFaultQueue.Bind to its own Notification", e))?;
     a.cnode
-        .delete(doomed)
+        .delete(doomed.slot())
         .map_err(|e| failure("deleting the Notification", e))?;
-    let frame: Cap<Frame> = Cap::from_slot(a.slots.take()?);
-    small
-        .retype(ObjectType::Frame, 12, frame.slot(), 1)
+    let frame = small
+        .retype_sized::<Frame>(12, a.slots.take()?)
         .map_err(|e| failure("a Frame where the Notification was", e))?;
     let page = WORK + 0x1000;
     frame

@@ -72,19 +72,19 @@ fn unknown_syscall_is_refused() -> Outcome {
 }
 
 fn debug_name_thread_checks_its_capability() -> Outcome {
-    use abi::bootinfo::{INIT_CNODE, INIT_TCB};
-    use sys::{CNode, Cap, Tcb};
-    let own = Cap::<Tcb>::from_slot(INIT_TCB);
+    use sys::bootinfo::{INIT_CNODE, INIT_TCB};
+    use sys::{Cap, Slot, Tcb};
+    let own = INIT_TCB;
     let result = own.set_debug_name("syscalls");
     check!(result.is_ok(), "naming its own thread answered {result:?}");
     // The kernel checks the capability: a CNode is not a thread.
-    let not_a_tcb = Cap::<Tcb>::from_slot(Cap::<CNode>::from_slot(INIT_CNODE).slot());
+    let not_a_tcb: Cap<Tcb> = INIT_CNODE.cast();
     let result = not_a_tcb.set_debug_name("nobody");
     check!(
         result == Err(Error::WrongKind),
         "naming through a CNode capability answered {result:?}"
     );
-    let empty = Cap::<Tcb>::from_slot(1000);
+    let empty = Cap::<Tcb>::from_slot(Slot::new(1000));
     let result = empty.set_debug_name("nobody");
     check!(
         result.is_err(),

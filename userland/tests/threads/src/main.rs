@@ -14,13 +14,11 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo::{self, BootInfo};
 use core::sync::atomic::{AtomicU64, Ordering};
 use rt::check;
 use rt::testing::{Outcome, Suite};
-use sys::{
-    CNode, Cap, Endpoint, Error, MessageInfo, Notification, ObjectType, Rights, Tcb, Untyped,
-};
+use sys::bootinfo::{self, BootInfo};
+use sys::{CNode, Cap, Endpoint, Error, MessageInfo, Notification, Rights, Slot, Tcb, Untyped};
 
 rt::entry!(main);
 
@@ -32,30 +30,27 @@ fn boot_info() -> &'static BootInfo {
 }
 
 fn cnode() -> Cap<CNode> {
-    Cap::from_slot(bootinfo::INIT_CNODE)
+    bootinfo::INIT_CNODE
 }
 
 /// Hands out free slots of the root CNode, in order.
 struct Slots(u32);
 
 impl Slots {
-    fn take(&mut self) -> u32 {
+    fn take(&mut self) -> Slot {
         self.0 += 1;
-        self.0 - 1
+        Slot::new(self.0 - 1)
     }
 }
 
 /// The largest RAM Untyped.
 fn untyped() -> Cap<Untyped> {
     let info = boot_info();
-    let slot = sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::FIRST_UNTYPED, |u| u.slot);
-    Cap::from_slot(slot)
+    sys::untypeds::largest_ram_untyped(info).map_or(bootinfo::ARENA, |u| u.cap())
 }
 
-fn make<T: sys::CapType>(slots: &mut Slots, kind: ObjectType) -> Result<Cap<T>, Error> {
-    let slot = slots.take();
-    untyped().retype(kind, 0, slot, 1)?;
-    Ok(Cap::from_slot(slot))
+fn make<T: sys::FixedSize>(slots: &mut Slots) -> Result<Cap<T>, Error> {
+    untyped().retype(slots.take())
 }
 
 /// One thread's stack.
@@ -87,8 +82,8 @@ fn spawn(
     argument: u64,
     priority: u8,
 ) -> Result<Cap<Tcb>, Error> {
-    let tcb: Cap<Tcb> = make(slots, ObjectType::Tcb)?;
-    tcb.configure_in_root_task(0)?;
+    let tcb: Cap<Tcb> = make::<Tcb>(slots)?;
+    tcb.configure_in_root_task(None)?;
     tcb.write_registers(entry as usize as u64, stack_top(), argument)?;
     tcb.set_priority(priority)?;
     tcb.resume()?;
@@ -129,7 +124,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Blocks this thread for good (on a notification nobody signals).
 fn park() -> ! {
-    let parking: Cap<Notification> = Cap::from_slot(PARK.load(Ordering::Relaxed) as u32);
+    let parking: Cap<Notification> = Cap::from_slot(Slot::new(PARK.load(Ordering::Relaxed) as u32));
     loop {
         let _ = parking.wait();
         sys::yield_now();
@@ -137,7 +132,8 @@ fn park() -> ! {
 }
 
 extern "C" fn server(_: u64) -> ! {
-    let endpoint: Cap<Endpoint> = Cap::from_slot(SERVER_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let endpoint: Cap<Endpoint> =
+        Cap::from_slot(Slot::new(SERVER_ENDPOINT.load(Ordering::Relaxed) as u32));
     let mut message = endpoint.recv();
     loop {
         let reply = match message {
@@ -149,24 +145,20 @@ extern "C" fn server(_: u64) -> ! {
 }
 
 fn ipc_ping_pong_with_badge(slots: &mut Slots) -> Outcome {
-    let parking: Cap<Notification> = match make(slots, ObjectType::Notification) {
+    let parking: Cap<Notification> = match make::<Notification>(slots) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };
     PARK.store(u64::from(parking.slot()), Ordering::Relaxed);
-    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint) {
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots) {
         Ok(e) => e,
         Err(e) => rt::fail!("retype endpoint: {e:?}"),
     };
     SERVER_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
-    let badged = slots.take();
-    check!(
-        cnode()
-            .mint(badged, endpoint.slot(), Rights::ALL, 7)
-            .is_ok(),
-        "mint badge 7"
-    );
-    let client: Cap<Endpoint> = Cap::from_slot(badged);
+    let client: Cap<Endpoint> = match cnode().mint(slots.take(), endpoint, Rights::ALL, 7) {
+        Ok(client) => client,
+        Err(e) => rt::fail!("mint badge 7: {e:?}"),
+    };
     check!(spawn(slots, server, 0, 50).is_ok(), "spawn the server");
     for i in 0..1000u64 {
         let reply = client.call(MessageInfo::new(42, 1), [i, 0, 0, 0]);
@@ -193,27 +185,23 @@ extern "C" fn signaller(_: u64) -> ! {
         SIGNAL_A.load(Ordering::Relaxed),
         SIGNAL_B.load(Ordering::Relaxed),
     ] {
-        let _ = Cap::<Notification>::from_slot(slot as u32).signal();
+        let _ = Cap::<Notification>::from_slot(Slot::new(slot as u32)).signal();
     }
     park()
 }
 
 fn badged_notification(slots: &mut Slots) -> Outcome {
-    let notification: Cap<Notification> = match make(slots, ObjectType::Notification) {
+    let notification: Cap<Notification> = match make::<Notification>(slots) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };
     let (a, b) = (slots.take(), slots.take());
     check!(
-        cnode()
-            .mint(a, notification.slot(), Rights::ALL, 0b01)
-            .is_ok(),
+        cnode().mint(a, notification, Rights::ALL, 0b01).is_ok(),
         "mint badge 1"
     );
     check!(
-        cnode()
-            .mint(b, notification.slot(), Rights::ALL, 0b10)
-            .is_ok(),
+        cnode().mint(b, notification, Rights::ALL, 0b10).is_ok(),
         "mint badge 2"
     );
     SIGNAL_A.store(u64::from(a), Ordering::Relaxed);
@@ -241,12 +229,12 @@ extern "C" fn counter(done: u64) -> ! {
     for _ in 0..1000 {
         COUNTER.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = Cap::<Notification>::from_slot(done as u32).signal();
+    let _ = Cap::<Notification>::from_slot(Slot::new(done as u32)).signal();
     park()
 }
 
 fn spinning_thread_is_preempted(slots: &mut Slots) -> Outcome {
-    let done: Cap<Notification> = match make(slots, ObjectType::Notification) {
+    let done: Cap<Notification> = match make::<Notification>(slots) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };
@@ -275,22 +263,23 @@ static WAITER_SAW: AtomicU64 = AtomicU64::new(0);
 static WAITER_DONE: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn waiter(endpoint: u64) -> ! {
-    let result = Cap::<Endpoint>::from_slot(endpoint as u32).recv();
+    let result = Cap::<Endpoint>::from_slot(Slot::new(endpoint as u32)).recv();
     let code = match result {
         Ok(_) => 1,
         Err(e) => u64::from(e.code()),
     };
     WAITER_SAW.store(code, Ordering::Relaxed);
-    let _ = Cap::<Notification>::from_slot(WAITER_DONE.load(Ordering::Relaxed) as u32).signal();
+    let _ = Cap::<Notification>::from_slot(Slot::new(WAITER_DONE.load(Ordering::Relaxed) as u32))
+        .signal();
     park()
 }
 
 fn deleted_endpoint_wakes_its_waiter(slots: &mut Slots) -> Outcome {
-    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint) {
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots) {
         Ok(e) => e,
         Err(e) => rt::fail!("retype endpoint: {e:?}"),
     };
-    let done: Cap<Notification> = match make(slots, ObjectType::Notification) {
+    let done: Cap<Notification> = match make::<Notification>(slots) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };
@@ -335,7 +324,8 @@ static FAULT_ENDPOINT: AtomicU64 = AtomicU64::new(0);
 /// Where the handler sends a faulted thread: says so on the fault endpoint.
 extern "C" fn recovered(_: u64) -> ! {
     RECOVERED.fetch_add(1, Ordering::Relaxed);
-    let endpoint: Cap<Endpoint> = Cap::from_slot(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let endpoint: Cap<Endpoint> =
+        Cap::from_slot(Slot::new(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32));
     let _ = endpoint.send(MessageInfo::new(1, 1), [0xC0DE, 0, 0, 0]);
     park()
 }
@@ -343,24 +333,25 @@ extern "C" fn recovered(_: u64) -> ! {
 /// Low priority: runs only when everything else is blocked, then wakes the
 /// handler with an ordinary message.
 extern "C" fn waker(_: u64) -> ! {
-    let endpoint: Cap<Endpoint> = Cap::from_slot(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let endpoint: Cap<Endpoint> =
+        Cap::from_slot(Slot::new(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32));
     let _ = endpoint.send(MessageInfo::new(2, 1), [0xAAAA, 0, 0, 0]);
     park()
 }
 
 /// Starts `faulter` at priority 200 with `endpoint` as its fault handler.
 fn faulting_thread(slots: &mut Slots, endpoint: Cap<Endpoint>) -> Result<Cap<Tcb>, Error> {
-    let tcb: Cap<Tcb> = make(slots, ObjectType::Tcb)?;
-    tcb.configure_in_root_task(0)?;
+    let tcb: Cap<Tcb> = make::<Tcb>(slots)?;
+    tcb.configure_in_root_task(None)?;
     tcb.write_registers(faulter as *const () as u64, stack_top(), 0)?;
     tcb.set_priority(200)?;
-    tcb.set_fault_handler(endpoint.slot())?;
+    tcb.set_fault_handler(endpoint)?;
     tcb.resume()?;
     Ok(tcb)
 }
 
 fn fault_handler_resumes_a_thread(slots: &mut Slots) -> Outcome {
-    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint) {
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots) {
         Ok(e) => e,
         Err(e) => rt::fail!("retype endpoint: {e:?}"),
     };
@@ -410,7 +401,7 @@ fn fault_handler_resumes_a_thread(slots: &mut Slots) -> Outcome {
 }
 
 fn fault_handler_stops_a_thread(slots: &mut Slots) -> Outcome {
-    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint) {
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots) {
         Ok(e) => e,
         Err(e) => rt::fail!("retype endpoint: {e:?}"),
     };
@@ -462,7 +453,8 @@ static REPEATS: AtomicU64 = AtomicU64::new(0);
 /// it makes no other lookup, so the kernel's per-thread lookup cache would
 /// answer the second one if nothing invalidated it.
 extern "C" fn repeater(_: u64) -> ! {
-    let through: Cap<Notification> = Cap::from_slot(REPEATED.load(Ordering::Relaxed) as u32);
+    let through: Cap<Notification> =
+        Cap::from_slot(Slot::new(REPEATED.load(Ordering::Relaxed) as u32));
     loop {
         let answer = match through.signal() {
             Ok(()) => 0,
@@ -495,17 +487,17 @@ fn repeat_once() -> Result<Result<(), u64>, &'static str> {
 /// capability change invalidates what was remembered (with
 /// `seed=stale-lookup-cache` the deleted copy keeps working).
 fn a_deleted_capability_stops_working_at_once(slots: &mut Slots) -> Outcome {
-    let notification: Cap<Notification> = match make(slots, ObjectType::Notification) {
+    let notification: Cap<Notification> = match make::<Notification>(slots) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };
     let copy = slots.take();
     check!(
-        cnode().copy(copy, notification.slot(), Rights::ALL).is_ok(),
+        cnode().copy(copy, notification, Rights::ALL).is_ok(),
         "copy"
     );
     REPEATED.store(u64::from(copy), Ordering::Relaxed);
-    let own: Cap<Tcb> = Cap::from_slot(bootinfo::INIT_TCB);
+    let own: Cap<Tcb> = bootinfo::INIT_TCB;
     check!(
         own.set_priority(100).is_ok(),
         "set the root task's priority"
@@ -525,9 +517,7 @@ fn a_deleted_capability_stops_working_at_once(slots: &mut Slots) -> Outcome {
         "Signal through the deleted copy answered {deleted:?} (Err(code) expected: EmptySlot {empty} or LookupFailed {lookup})"
     );
     check!(
-        cnode()
-            .copy(copy, notification.slot(), Rights::READ)
-            .is_ok(),
+        cnode().copy(copy, notification, Rights::READ).is_ok(),
         "a read-only copy in the same slot"
     );
     let read_only = repeat_once();

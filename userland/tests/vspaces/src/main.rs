@@ -14,13 +14,13 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use abi::bootinfo;
 use rt::check;
 use rt::space::{Objects, Scratch};
 use rt::testing::{Outcome, Suite};
+use sys::bootinfo;
 use sys::{
-    CNode, Cap, Endpoint, Error, Frame, MapRights, MessageInfo, ObjectType, PageTable, Rights, Tcb,
-    Untyped,
+    CNode, Cap, Endpoint, Error, Frame, MapRights, MessageInfo, PageTable, Retype, Rights, Slot,
+    Tcb, Untyped,
 };
 
 rt::entry!(main);
@@ -127,21 +127,17 @@ struct Slots {
 
 impl Slots {
     /// A free slot (`u32::MAX`, which the kernel refuses, when none is left).
-    fn take(&mut self) -> u32 {
-        self.objects.slot().unwrap_or(u32::MAX)
+    fn take(&mut self) -> Slot {
+        self.objects.slot().unwrap_or(Slot::new(u32::MAX))
     }
 }
 
-fn make<T: sys::CapType>(
-    slots: &mut Slots,
-    kind: ObjectType,
-    size_bits: u8,
-) -> Result<Cap<T>, Error> {
-    slots.objects.make(kind, size_bits)
+fn make<T: Retype>(slots: &mut Slots, size_bits: u8) -> Result<Cap<T>, Error> {
+    slots.objects.make_sized(size_bits)
 }
 
 fn own_space() -> Cap<PageTable> {
-    Cap::from_slot(bootinfo::INIT_VSPACE)
+    bootinfo::INIT_VSPACE
 }
 
 /// Installs page tables in `space` until a 4 KiB page at `address` can be mapped.
@@ -180,7 +176,7 @@ fn main(_startup: &rt::Startup) -> i32 {
 }
 
 fn mapping_rules(slots: &mut Slots) -> Outcome {
-    let frame: Cap<Frame> = match make(slots, ObjectType::Frame, 12) {
+    let frame: Cap<Frame> = match make::<Frame>(slots, 12) {
         Ok(f) => f,
         Err(e) => rt::fail!("retype frame: {e:?}"),
     };
@@ -203,14 +199,10 @@ fn mapping_rules(slots: &mut Slots) -> Outcome {
         twice == Err(Error::AlreadyMapped),
         "a second mapping of one copy answered {twice:?}"
     );
-    let copy = slots.take();
-    check!(
-        Cap::<CNode>::from_slot(bootinfo::INIT_CNODE)
-            .mint(copy, frame.slot(), Rights::READ, 0)
-            .is_ok(),
-        "read-only copy"
-    );
-    let copy: Cap<Frame> = Cap::from_slot(copy);
+    let copy = match bootinfo::INIT_CNODE.mint(slots.take(), frame, Rights::READ, 0) {
+        Ok(copy) => copy,
+        Err(e) => rt::fail!("read-only copy: {e:?}"),
+    };
     let in_use = copy.map(own_space(), SCRATCH, MapRights::READ);
     check!(
         in_use == Err(Error::AddressInUse),
@@ -233,7 +225,7 @@ fn child_space_fault_mapped_and_ipc(slots: &mut Slots) -> Outcome {
             Err(e) => rt::fail!("{what}: {e:?}"),
         }
     };
-    let root: Cap<PageTable> = match make(slots, ObjectType::PageTable, 12) {
+    let root: Cap<PageTable> = match make::<PageTable>(slots, 12) {
         Ok(r) => r,
         Err(e) => rt::fail!("retype the child's root: {e:?}"),
     };
@@ -253,18 +245,18 @@ fn child_space_fault_mapped_and_ipc(slots: &mut Slots) -> Outcome {
         Ok(f) => f,
         Err(e) => rt::fail!("the child's data frame: {e:?}"),
     };
-    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint, 0) {
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots, 0) {
         Ok(e) => e,
         Err(e) => rt::fail!("retype endpoint: {e:?}"),
     };
-    let child: Cap<Tcb> = match make(slots, ObjectType::Tcb, 0) {
+    let child: Cap<Tcb> = match make::<Tcb>(slots, 0) {
         Ok(t) => t,
         Err(e) => rt::fail!("retype TCB: {e:?}"),
     };
-    let cnode = Cap::<CNode>::from_slot(bootinfo::INIT_CNODE);
+    let cnode = bootinfo::INIT_CNODE;
     step(
         "configure",
-        child.configure(endpoint.slot(), cnode, root, data, 0),
+        child.configure(Some(endpoint), cnode, root, data, 0),
     )?;
     step(
         "registers",
@@ -328,30 +320,28 @@ fn capability_transfer_to_another_cspace(slots: &mut Slots) -> Outcome {
             Err(e) => rt::fail!("{what}: {e:?}"),
         }
     };
-    let cnode = Cap::<CNode>::from_slot(bootinfo::INIT_CNODE);
+    let cnode = bootinfo::INIT_CNODE;
     // The child's own CSpace: a 16-slot CNode (CNodes come from the arena
     // Untyped, the first one), holding only the endpoint, at slot 1.
-    let child_cnode_slot = slots.take();
-    let arena: Cap<Untyped> = Cap::from_slot(bootinfo::FIRST_UNTYPED);
-    step(
-        "retype the child's CNode",
-        arena.retype(ObjectType::Cnode, 4, child_cnode_slot, 1),
-    )?;
-    let child_cnode: Cap<CNode> = Cap::from_slot(child_cnode_slot);
-    let endpoint: Cap<Endpoint> = match make(slots, ObjectType::Endpoint, 0) {
+    let arena: Cap<Untyped> = bootinfo::ARENA;
+    let child_cnode: Cap<CNode> = match arena.retype_sized(4, slots.take()) {
+        Ok(child_cnode) => child_cnode,
+        Err(e) => rt::fail!("retype the child's CNode: {e:?}"),
+    };
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots, 0) {
         Ok(e) => e,
         Err(e) => rt::fail!("retype endpoint: {e:?}"),
     };
     step(
         "endpoint into the child's CNode",
-        child_cnode.copy_from(1, cnode, endpoint.slot(), Rights::ALL),
+        child_cnode.copy_from(Slot::new(1), cnode, endpoint.slot(), Rights::ALL),
     )?;
-    let notification: Cap<sys::Notification> = match make(slots, ObjectType::Notification, 0) {
+    let notification: Cap<sys::Notification> = match make::<sys::Notification>(slots, 0) {
         Ok(n) => n,
         Err(e) => rt::fail!("retype notification: {e:?}"),
     };
     // Its address space: code, and an IPC buffer naming the receive slot.
-    let root: Cap<PageTable> = match make(slots, ObjectType::PageTable, 12) {
+    let root: Cap<PageTable> = match make::<PageTable>(slots, 12) {
         Ok(r) => r,
         Err(e) => rt::fail!("retype the child's root: {e:?}"),
     };
@@ -379,11 +369,14 @@ fn capability_transfer_to_another_cspace(slots: &mut Slots) -> Outcome {
         "map the IPC buffer",
         ipc.map(root, abi::ipc::IPC_BUFFER_ADDRESS, MapRights::READ_WRITE),
     )?;
-    let child: Cap<Tcb> = match make(slots, ObjectType::Tcb, 0) {
+    let child: Cap<Tcb> = match make::<Tcb>(slots, 0) {
         Ok(t) => t,
         Err(e) => rt::fail!("retype TCB: {e:?}"),
     };
-    step("configure", child.configure(0, child_cnode, root, ipc, 0))?;
+    step(
+        "configure",
+        child.configure(None, child_cnode, root, ipc, 0),
+    )?;
     step("registers", child.write_registers(CHILD_CODE, 0, 1))?;
     step("priority", child.set_priority(50))?;
     step("resume", child.resume())?;
@@ -405,11 +398,11 @@ fn capability_transfer_to_another_cspace(slots: &mut Slots) -> Outcome {
     let probe = slots.take();
     step(
         "the capability is in the child's CNode",
-        cnode.copy_from(probe, child_cnode, RECEIVE_SLOT, Rights::ALL),
+        cnode.copy_from(probe, child_cnode, Slot::new(RECEIVE_SLOT), Rights::ALL),
     )?;
     step("clean the probe", cnode.delete(probe))?;
     step("revoke", cnode.revoke(notification.slot()))?;
-    let gone = cnode.copy_from(probe, child_cnode, RECEIVE_SLOT, Rights::ALL);
+    let gone = cnode.copy_from(probe, child_cnode, Slot::new(RECEIVE_SLOT), Rights::ALL);
     check!(
         gone == Err(Error::EmptySlot),
         "after revoke the child's copy answered {gone:?}"
