@@ -10,6 +10,7 @@
 //! line or exits non-zero counts as one more failure, and its last serial
 //! lines are shown.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -89,20 +90,14 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
             total.add(release_kernel_check(arch, elf));
         }
         // The test kernels are built once, when the first configuration
-        // that needs one comes.
-        let mut cap_dump_kernel: Option<Result<PathBuf>> = None;
-        let mut seeded_kernel: Option<Result<PathBuf>> = None;
-        let mut fuzz_kernel: Option<Result<PathBuf>> = None;
+        // that needs one comes (`Kernel::for_configuration`).
+        let mut test_kernels: HashMap<Kernel, Result<PathBuf>> = HashMap::new();
         for config in configs {
-            let elf = match config.kernel() {
+            let elf = match Kernel::for_configuration(config) {
                 Kernel::Release => &release,
-                Kernel::CapDump => {
-                    cap_dump_kernel.get_or_insert_with(|| kernel::build_cap_dump(root, arch))
-                }
-                Kernel::Seeded => {
-                    seeded_kernel.get_or_insert_with(|| kernel::build_seeded(root, arch))
-                }
-                Kernel::Fuzz => fuzz_kernel.get_or_insert_with(|| kernel::build_fuzz(root, arch)),
+                test_kernel => test_kernels
+                    .entry(test_kernel)
+                    .or_insert_with(|| test_kernel.build(root, arch)),
             };
             let elf = match elf {
                 Ok(elf) => elf.clone(),
