@@ -64,7 +64,7 @@ pub fn run_requested(cmdline: &Cmdline<'_>, found: &Discovered, frames: &mut Boo
         #[cfg(feature = "bench")]
         crate::exit(bench::run(names, frames));
         #[cfg(not(feature = "bench"))]
-        missing("bench=", names, "bench", "benchmarks");
+        missing("bench=", names, "benchmarks", "bench", "benchmarks");
     }
     #[cfg(feature = "self-tests")]
     {
@@ -85,7 +85,7 @@ pub fn run_requested(cmdline: &Cmdline<'_>, found: &Discovered, frames: &mut Boo
             .into_iter()
             .find(|suite| cmdline.lists("tests", suite));
         if let Some(suite) = asked {
-            missing("tests=", suite, "self-tests", "self-tests");
+            missing("tests=", suite, "self-tests", "self-tests", "self-tests");
         }
     }
 }
@@ -108,12 +108,12 @@ pub fn root_task_status(cmdline: &Cmdline<'_>, status: u32) -> u32 {
     status
 }
 
-/// The one line a kernel built without `feature` answers `key` `value`
-/// with, then the failure exit.
+/// The one line a kernel built without `feature` (so without `what`)
+/// answers `key` `value` with, then the failure exit.
 #[cfg(not(all(feature = "bench", feature = "self-tests")))]
-fn missing(key: &str, value: &str, feature: &str, profile: &str) -> ! {
+fn missing(key: &str, value: &str, what: &str, feature: &str, profile: &str) -> ! {
     crate::println!(
-        "[boot] {key}{value}: this kernel has no {feature} (cargo xtask builds them with --features {feature} into target/<target>/{profile}/)"
+        "[boot] {key}{value}: this kernel has no {what} (cargo xtask builds them with --features {feature} into target/<target>/{profile}/)"
     );
     crate::exit(crate::EXIT_TESTS_FAILED)
 }
