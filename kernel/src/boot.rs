@@ -227,37 +227,13 @@ pub fn main(mut info: BootInfo) -> ! {
     {
         fail(format_args!("IOMMU: {why}"));
     }
-    if let Some(names) = cmdline.get("bench") {
-        crate::exit(crate::bench::run(names, &mut frames));
-    }
-    if cmdline.lists("tests", "trap") {
-        // A deliberate kernel bug: the exception report and the failure exit
-        // status are what the runner checks.
-        crate::println!("[boot] touching an unmapped kernel address on purpose (tests=trap)");
-        // SAFETY: not safe by design: the read faults (nothing is mapped at
-        // this upper-half address), and the exception handler reports it and
-        // ends the session; no memory is changed.
-        let value = unsafe { core::ptr::read_volatile(0xFFFF_F000_0000_0000usize as *const u64) };
-        crate::println!("[boot] the read returned {value:#x}: no exception");
-        crate::exit(crate::EXIT_SUCCESS);
-    }
-    if cmdline.lists("tests", "xcheck") {
-        crate::exit(crate::xcheck::run(&found, &mut frames));
-    }
-    if cmdline.lists("tests", "boot") {
-        crate::exit(crate::boot_tests::run(&cmdline, &found, &mut frames));
-    }
+    // Test kernels run the self-test, cross-check or benchmarks the command
+    // line asks for instead of a boot module; the release kernel has none
+    // (`testing/`).
+    crate::testing::run_requested(&cmdline, &found, &mut frames);
     if let Some((start, len)) = info.initrd {
         let status = run_boot_module(start, len, &mut frames);
-        if cmdline.lists("tests", "root-task") {
-            let mut suite = crate::selftest::Suite::default();
-            suite.run("root_task_runs_and_halts_cleanly", || {
-                crate::check!(status == 0, "the root task ended with status {status}");
-                Ok(())
-            });
-            crate::exit(suite.finish());
-        }
-        crate::exit(status);
+        crate::exit(crate::testing::root_task_status(&cmdline, status));
     }
     crate::exit(crate::EXIT_SUCCESS)
 }

@@ -71,6 +71,7 @@ impl BootFrames {
     }
 
     /// The physical range handed out so far.
+    #[cfg(feature = "self-tests")]
     pub fn allocated(&self) -> core::ops::Range<u64> {
         self.start..self.next
     }

@@ -107,6 +107,7 @@ pub const MAX_FAULTS: usize = 16;
 
 impl Unit {
     /// The identification registers, named as the test command line names them.
+    #[cfg(feature = "self-tests")]
     pub fn id_registers(&self) -> [(&'static str, u64); 3] {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -128,6 +129,7 @@ impl Unit {
     }
 
     /// A named capability bit (`vtd.ecap.smts`, ...), if the name is known.
+    #[cfg(feature = "self-tests")]
     pub fn feature(&self, name: &str) -> Option<bool> {
         match self {
             #[cfg(target_arch = "x86_64")]

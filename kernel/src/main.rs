@@ -2,21 +2,16 @@
 //!
 //! Boot order: `arch` (entry, console, traps, page tables) -> [`boot::main`]
 //! (memory map, platform discovery, IOMMUs with all DMA blocked) -> the
-//! boot self-tests when the command line asks for them -> exit.
+//! boot module (or, in a test kernel, the self-tests the command line asks
+//! for: `testing/`) -> exit.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
-mod bench;
 mod boot;
-mod boot_tests;
-#[cfg(feature = "cap-dump")]
-mod cap_dump;
 mod console;
 mod devmem;
-mod dma_page;
-mod edu;
 mod frames;
 #[cfg(target_arch = "x86_64")]
 mod interrupt_remap;
@@ -27,11 +22,9 @@ mod mem;
 mod objects;
 mod pci;
 mod sched;
-mod selftest;
 mod syscall;
 mod testing;
 mod vspace;
-mod xcheck;
 
 /// Guest exit status: everything passed.
 pub const EXIT_SUCCESS: u32 = 0;

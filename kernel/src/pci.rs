@@ -2,9 +2,11 @@
 
 use crate::mem::phys_to_virt;
 
+#[cfg(feature = "self-tests")]
 pub use pci_config::Bdf;
 
 /// Configuration-space register offsets (PCI Local Bus 3.0, 6.1).
+#[cfg(feature = "self-tests")]
 pub mod reg {
     /// Command register (low 16 bits).
     pub const COMMAND: u16 = 0x04;
@@ -13,8 +15,10 @@ pub mod reg {
 }
 
 /// Command register: memory space decoding.
+#[cfg(feature = "self-tests")]
 pub const COMMAND_MEMORY: u32 = 1 << 1;
 /// Command register: bus mastering (the device may DMA).
+#[cfg(feature = "self-tests")]
 pub const COMMAND_BUS_MASTER: u32 = 1 << 2;
 
 /// A PCI segment's ECAM window.
@@ -29,11 +33,13 @@ impl Ecam {
         Ecam { base }
     }
 
+    #[cfg(feature = "self-tests")]
     fn address(&self, bdf: Bdf, offset: u16) -> *mut u32 {
         phys_to_virt(self.base + bdf.ecam_offset() + u64::from(offset & 0xFFC)) as *mut u32
     }
 
     /// Reads a 32-bit configuration register.
+    #[cfg(feature = "self-tests")]
     pub fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
         // SAFETY: the ECAM window is device memory in the direct map; a config
         // read has no side effects on the devices the kernel uses.
@@ -41,6 +47,7 @@ impl Ecam {
     }
 
     /// Writes a 32-bit configuration register.
+    #[cfg(feature = "self-tests")]
     pub fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
         // SAFETY: the ECAM window is device memory in the direct map; only
         // kernel boot code configures devices here.
@@ -48,6 +55,7 @@ impl Ecam {
     }
 
     /// Finds the first function on bus 0 with this vendor and device ID.
+    #[cfg(feature = "self-tests")]
     pub fn find(&self, vendor: u16, device: u16) -> Option<Bdf> {
         pci_config::find(&mut self.clone(), 0, vendor, device)
     }

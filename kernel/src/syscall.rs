@@ -252,13 +252,13 @@ pub fn handle(context: &mut UserContext) -> Next {
         Syscall::DebugHalt => {
             // The final state, for `cargo xtask run --cap-dump`.
             #[cfg(feature = "cap-dump")]
-            crate::cap_dump::dump(crate::cap_dump::Moment::Halt);
+            crate::testing::cap_dump::dump(crate::testing::cap_dump::Moment::Halt);
             Next::Halt(context.syscall_arg(0) as u32)
         }
         Syscall::DebugCapDump => {
             #[cfg(feature = "cap-dump")]
             let status = {
-                crate::cap_dump::dump(crate::cap_dump::Moment::Call);
+                crate::testing::cap_dump::dump(crate::testing::cap_dump::Moment::Call);
                 0
             };
             #[cfg(not(feature = "cap-dump"))]

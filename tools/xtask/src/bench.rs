@@ -1,12 +1,15 @@
 //! `cargo xtask bench`: kernel benchmarks in guest instructions.
 //!
-//! The kernel runs its benchmarks (`bench=NAME,...` on its command line)
+//! The benchmark kernel (`--features bench`, profile `benchmarks`; the
+//! release kernel has no benchmarks) runs its own (`bench=NAME,...` on its
+//! command line), and the release kernel runs the user benchmark programs,
 //! under `-icount shift=0,sleep=off`, where the guest's cycle counter
 //! advances one tick per executed instruction, so the counts it prints
 //! (`bench NAME instructions=N`, measurement overhead already subtracted)
 //! are instruction counts. Each architecture runs twice and the two runs
 //! must agree exactly; the results go to a Markdown table on stdout and to
-//! `target/bench/<arch>.json` and `target/bench/<arch>.md`.
+//! `target/bench/<arch>.json` and `target/bench/<arch>.md`, with the
+//! release kernel's `.text` size.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,13 +205,20 @@ const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 /// benchmark reports a failure.
 pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
     for &arch in arches {
+        // The kernel's own benchmarks live only in the benchmark kernel;
+        // the user programs and the `.text` row use the release kernel.
         let elf = kernel::build(root, arch)?;
+        let bench_elf = kernel::Kernel::Bench.build(root, arch)?;
+        let kernels = Kernels {
+            release: &elf,
+            bench: &bench_elf,
+        };
         let programs = PROGRAMS
             .iter()
             .map(|name| kernel::build_package(root, arch, name))
             .collect::<Result<Vec<_>>>()?;
-        let first = measure(arch, &elf, &programs)?;
-        let second = measure(arch, &elf, &programs)?;
+        let first = measure(arch, &kernels, &programs)?;
+        let second = measure(arch, &kernels, &programs)?;
         if first != second {
             return Err(Error::new(
                 format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
@@ -236,9 +246,21 @@ fn io_error(path: &Path, error: std::io::Error) -> Error {
     )
 }
 
-/// Boots the kernel with its own benchmarks, then with the benchmark
-/// program, and collects every result.
-fn measure(arch: Arch, elf: &Path, programs: &[PathBuf]) -> Result<BTreeMap<String, u64>> {
+/// The two kernels a benchmark run boots.
+struct Kernels<'a> {
+    /// The release kernel: the user programs' benchmarks and the `.text` row.
+    release: &'a Path,
+    /// The benchmark kernel (`--features bench`): the kernel's own.
+    bench: &'a Path,
+}
+
+/// Boots the benchmark kernel with its own benchmarks, then the release
+/// kernel with each benchmark program, and collects every result.
+fn measure(
+    arch: Arch,
+    kernels: &Kernels<'_>,
+    programs: &[PathBuf],
+) -> Result<BTreeMap<String, u64>> {
     let machine = arch.machine();
     let kernel_names: Vec<&str> = BENCHMARKS
         .iter()
@@ -248,14 +270,18 @@ fn measure(arch: Arch, elf: &Path, programs: &[PathBuf]) -> Result<BTreeMap<Stri
     let mut results = BTreeMap::new();
     let mut failures = Vec::new();
     let icount: Vec<String> = ICOUNT.iter().map(|s| s.to_string()).collect();
-    let mut boots = vec![(format!("bench={}", kernel_names.join(",")), Vec::new())];
+    let mut boots = vec![(
+        kernels.bench,
+        format!("bench={}", kernel_names.join(",")),
+        Vec::new(),
+    )];
     for program in programs {
         let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
         let (module, suffix) =
             crate::machines::module_arguments(arch, &program.display().to_string(), size);
-        boots.push((format!("tests=user{suffix}"), module));
+        boots.push((kernels.release, format!("tests=user{suffix}"), module));
     }
-    for (cmdline, extra) in boots {
+    for (elf, cmdline, extra) in boots {
         let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();
         let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
         qemu::run(
@@ -282,7 +308,7 @@ fn measure(arch: Arch, elf: &Path, programs: &[PathBuf]) -> Result<BTreeMap<Stri
                 arch.name(),
                 failures.join("; ")
             ),
-            "run `cargo xtask run --arch ARCH -- -append bench=NAME` to see the kernel's output",
+            "boot target/<target>/benchmarks/kernel with `-append bench=NAME` under QEMU to see the kernel's output",
         ));
     }
     for name in BENCHMARKS.iter().map(|b| b.name) {

@@ -92,12 +92,7 @@ pub fn run(root: &Path, arches: &[Arch], calls: u64, seed: u64) -> Result<bool> 
     let mut outcomes = Vec::new();
     for &arch in arches {
         let config = row(arch)?;
-        let kernel_elf = match config.kernel() {
-            kernel::Kernel::Release => kernel::build(root, arch)?,
-            kernel::Kernel::CapDump => kernel::build_cap_dump(root, arch)?,
-            kernel::Kernel::Seeded => kernel::build_seeded(root, arch)?,
-            kernel::Kernel::Fuzz => kernel::build_fuzz(root, arch)?,
-        };
+        let kernel_elf = kernel::Kernel::for_configuration(config).build(root, arch)?;
         let program = build_program(root, arch, calls, seed)?;
         outcomes.push(run_one(config, &kernel_elf, &program, calls, seed)?);
     }

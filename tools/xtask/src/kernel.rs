@@ -1,5 +1,15 @@
 //! Building the kernel: `cargo build --release -p kernel --target <arch>-unknown-none`
 //! from the workspace root; the ELF is `target/<target>/release/kernel`.
+//! That is the release kernel: no test code (`kernel/src/testing/`), what
+//! `cargo xtask run` boots. Every other kernel is a [`Kernel`] variant, the
+//! same source with cargo features, in a profile folder of its own; which
+//! one a system-test configuration boots follows from its command line
+//! ([`Kernel::for_configuration`]). The self-test kernel (`tests=boot`,
+//! `trap`, `xcheck`, `root-task`) is `cargo build --profile self-tests
+//! --features self-tests`, in `target/<target>/self-tests/kernel`; the
+//! benchmark kernel (`bench=`, `cargo xtask bench`) is `cargo build
+//! --profile benchmarks --features bench`, in
+//! `target/<target>/benchmarks/kernel`.
 //! The capability-dump kernel (`run --cap-dump`, the `*-capdump` system
 //! tests) is `cargo build --profile cap-dump --features cap-dump -p kernel
 //! --target <arch>-unknown-none`, in `target/<target>/cap-dump/kernel`, so
@@ -8,7 +18,8 @@
 //! seeded bug with `seed=`) is `cargo build --profile seeded --features
 //! seeded-bugs -p kernel --target <arch>-unknown-none`, in
 //! `target/<target>/seeded/kernel`, for the same reason: the release kernel
-//! has no seeded bugs to switch on. The fuzz kernel (the `*-user-fuzz`
+//! has no seeded bugs to switch on (the seeded kernel also has the
+//! self-tests, for its `tests=boot seed=iommu-off` rows). The fuzz kernel (the `*-user-fuzz`
 //! system tests and `cargo xtask fuzz`) is `cargo build --profile fuzz
 //! --features fuzz-checks -p kernel --target <arch>-unknown-none`, in
 //! `target/<target>/fuzz/kernel`: it answers `DebugCheckAbstraction`
@@ -24,16 +35,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
-use crate::machines::Arch;
+use crate::machines::{Arch, SystemTest};
 
 /// The cargo that runs xtask (so the pinned toolchain builds the kernel too).
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
-}
-
-/// Where the kernel ELF for `arch` lands.
-pub fn elf_path(root: &Path, arch: Arch) -> PathBuf {
-    package_elf(root, arch, "kernel")
 }
 
 /// Where the binary of workspace package `package` lands for `arch`.
@@ -47,11 +53,6 @@ pub const CAP_DUMP_PROFILE: &str = "cap-dump";
 /// The kernel feature that prints the live derivation tree once init has
 /// started every domain (`capdump: ` lines, read by `sysimage::live`).
 pub const CAP_DUMP_FEATURE: &str = "cap-dump";
-
-/// Where the capability-dump kernel ELF for `arch` lands.
-pub fn cap_dump_elf_path(root: &Path, arch: Arch) -> PathBuf {
-    profile_elf(root, arch, CAP_DUMP_PROFILE, "kernel")
-}
 
 /// The cargo profile of the seeded kernel (`[profile.seeded]`, inheriting
 /// `release`).
@@ -67,34 +68,109 @@ pub const FUZZ_PROFILE: &str = "fuzz";
 /// (`kernel/src/testing/abstraction.rs`, the `DebugCheckAbstraction` call).
 pub const FUZZ_FEATURE: &str = "fuzz-checks";
 
-/// Which kernel a system-test configuration boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The cargo profile of the self-test kernel (`[profile.self-tests]`).
+pub const SELF_TEST_PROFILE: &str = "self-tests";
+/// The kernel feature that compiles the boot self-tests, the IOMMU
+/// cross-check and the kernel-mode edu driver in (`kernel/src/testing/`).
+pub const SELF_TEST_FEATURE: &str = "self-tests";
+/// The `tests=` suites the kernel itself runs, which only a kernel with
+/// [`SELF_TEST_FEATURE`] has (`tests=user` and `tests=image` are run by
+/// the boot module's programs, on the release kernel).
+pub const SELF_TEST_SUITES: [&str; 4] = ["boot", "trap", "xcheck", "root-task"];
+
+/// The cargo profile of the benchmark kernel (`[profile.benchmarks]`; not
+/// cargo's built-in `bench`, whose output shares the release folder).
+pub const BENCH_PROFILE: &str = "benchmarks";
+/// The kernel feature that compiles the kernel's own benchmarks in
+/// (`kernel/src/testing/bench.rs`, run by `bench=NAME,...`).
+pub const BENCH_FEATURE: &str = "bench";
+
+/// Which kernel a system-test configuration (or `run`, `bench`, `fuzz`)
+/// boots. Every kernel but the release kernel is built from the same
+/// source with test code switched on by cargo features, into a profile
+/// folder of its own, so it never replaces the release kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// The release kernel, what `cargo xtask run` boots.
+    /// The release kernel, what `cargo xtask run` boots: no test code.
     Release,
-    /// The capability-dump kernel ([`build_cap_dump`]).
+    /// The capability-dump kernel (`DebugCapDump`).
     CapDump,
-    /// The kernel with seeded bugs ([`build_seeded`]).
+    /// The kernel with seeded bugs (and the abstraction check and the
+    /// self-tests, for the `tests=boot seed=iommu-off` rows).
     Seeded,
-    /// The kernel with the abstraction check ([`build_fuzz`]).
+    /// The kernel with the abstraction check (`DebugCheckAbstraction`).
     Fuzz,
+    /// The kernel with the boot self-tests, the IOMMU cross-check and the
+    /// kernel-mode edu driver (`tests=boot`, `trap`, `xcheck`, `root-task`).
+    SelfTest,
+    /// The kernel with its own benchmarks (`bench=NAME`).
+    Bench,
 }
 
 impl Kernel {
-    /// Where this kernel's ELF for `arch` lands.
-    pub fn elf_path(self, root: &Path, arch: Arch) -> PathBuf {
-        match self {
-            Kernel::Release => elf_path(root, arch),
-            Kernel::CapDump => cap_dump_elf_path(root, arch),
-            Kernel::Seeded => seeded_elf_path(root, arch),
-            Kernel::Fuzz => profile_elf(root, arch, FUZZ_PROFILE, "kernel"),
+    /// The kernel a system-test configuration boots: what the table says
+    /// ([`SystemTest::kernel`]: seeded, fuzz, capability dump), and where
+    /// that is the release kernel, what its command line asks for
+    /// ([`Kernel::for_command_line`]).
+    pub fn for_configuration(config: &SystemTest) -> Kernel {
+        match config.kernel() {
+            Kernel::Release => Kernel::for_command_line(&config.cmdline),
+            other => other,
         }
     }
-}
 
-/// Where the seeded kernel ELF for `arch` lands.
-pub fn seeded_elf_path(root: &Path, arch: Arch) -> PathBuf {
-    profile_elf(root, arch, SEEDED_PROFILE, "kernel")
+    /// The kernel a command line needs: the benchmark kernel for `bench=`,
+    /// the self-test kernel when `tests=` names a suite the kernel runs
+    /// itself ([`SELF_TEST_SUITES`]), else the release kernel.
+    pub fn for_command_line(cmdline: &str) -> Kernel {
+        let words = || cmdline.split_whitespace();
+        if words().any(|word| word.starts_with("bench=")) {
+            return Kernel::Bench;
+        }
+        let self_test = words()
+            .filter_map(|word| word.strip_prefix("tests="))
+            .flat_map(|suites| suites.split(','))
+            .any(|suite| SELF_TEST_SUITES.contains(&suite));
+        if self_test {
+            Kernel::SelfTest
+        } else {
+            Kernel::Release
+        }
+    }
+
+    /// The cargo profile it is built with.
+    pub fn profile(self) -> &'static str {
+        match self {
+            Kernel::Release => "release",
+            Kernel::CapDump => CAP_DUMP_PROFILE,
+            Kernel::Seeded => SEEDED_PROFILE,
+            Kernel::Fuzz => FUZZ_PROFILE,
+            Kernel::SelfTest => SELF_TEST_PROFILE,
+            Kernel::Bench => BENCH_PROFILE,
+        }
+    }
+
+    /// The kernel features it is built with.
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Release => &[],
+            Kernel::CapDump => &[CAP_DUMP_FEATURE],
+            Kernel::Seeded => &[SEEDED_FEATURE, FUZZ_FEATURE, SELF_TEST_FEATURE],
+            Kernel::Fuzz => &[FUZZ_FEATURE],
+            Kernel::SelfTest => &[SELF_TEST_FEATURE],
+            Kernel::Bench => &[BENCH_FEATURE],
+        }
+    }
+
+    /// Where this kernel's ELF for `arch` lands.
+    pub fn elf_path(self, root: &Path, arch: Arch) -> PathBuf {
+        profile_elf(root, arch, self.profile(), "kernel")
+    }
+
+    /// Builds this kernel for `arch` and returns the ELF's path.
+    pub fn build(self, root: &Path, arch: Arch) -> Result<PathBuf> {
+        build_with(root, arch, "kernel", self.profile(), self.features(), &[])
+    }
 }
 
 /// Where `package` lands for `arch` when built with cargo profile `profile`.
@@ -135,33 +211,6 @@ pub fn build_package_with_env(
     env: &[(&str, String)],
 ) -> Result<PathBuf> {
     build_with(root, arch, package, "release", &[], env)
-}
-
-/// Builds the kernel for `arch` with the `cap-dump` feature under the
-/// `cap-dump` profile and returns the ELF's path.
-pub fn build_cap_dump(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_with(
-        root,
-        arch,
-        "kernel",
-        CAP_DUMP_PROFILE,
-        &[CAP_DUMP_FEATURE],
-        &[],
-    )
-}
-
-/// Builds the kernel for `arch` with the `seeded-bugs` feature (and the
-/// abstraction check, `fuzz-checks`, so a seeded bug can be caught by the
-/// fuzzer) under the `seeded` profile and returns the ELF's path.
-pub fn build_seeded(root: &Path, arch: Arch) -> Result<PathBuf> {
-    let features = [SEEDED_FEATURE, FUZZ_FEATURE];
-    build_with(root, arch, "kernel", SEEDED_PROFILE, &features, &[])
-}
-
-/// Builds the kernel for `arch` with the `fuzz-checks` feature under the
-/// `fuzz` profile and returns the ELF's path.
-pub fn build_fuzz(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_with(root, arch, "kernel", FUZZ_PROFILE, &[FUZZ_FEATURE], &[])
 }
 
 /// `cargo build` of `package` for `arch` with cargo profile `profile`,
@@ -231,10 +280,88 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_line_picks_the_kernel() {
+        assert_eq!(Kernel::for_command_line("tests=user"), Kernel::Release);
+        assert_eq!(Kernel::for_command_line("tests=image"), Kernel::Release);
+        assert_eq!(Kernel::for_command_line("image=default"), Kernel::Release);
+        assert_eq!(
+            Kernel::for_command_line("tests=boot vtd.ver=0x10"),
+            Kernel::SelfTest
+        );
+        assert_eq!(
+            Kernel::for_command_line("tests=user,xcheck"),
+            Kernel::SelfTest
+        );
+        assert_eq!(
+            Kernel::for_command_line("tests=root-task"),
+            Kernel::SelfTest
+        );
+        assert_eq!(
+            Kernel::for_command_line("bench=null-syscall"),
+            Kernel::Bench
+        );
+    }
+
+    #[test]
+    fn every_configuration_boots_a_kernel_with_what_its_command_line_needs() {
+        for config in crate::machines::system_tests().unwrap() {
+            let kernel = Kernel::for_configuration(config);
+            let needed = match Kernel::for_command_line(&config.cmdline) {
+                Kernel::SelfTest => Some(SELF_TEST_FEATURE),
+                Kernel::Bench => Some(BENCH_FEATURE),
+                _ => None,
+            };
+            if let Some(feature) = needed {
+                assert!(
+                    kernel.features().contains(&feature),
+                    "{} boots {kernel:?}, which lacks `{feature}`",
+                    config.name
+                );
+            }
+            if config.seeds().is_some() {
+                assert_eq!(kernel, Kernel::Seeded, "{}", config.name);
+            }
+        }
+        let by_name = |name: &str| {
+            let config = crate::machines::system_tests()
+                .unwrap()
+                .iter()
+                .find(|c| c.name == name);
+            Kernel::for_configuration(config.expect(name))
+        };
+        assert_eq!(by_name("x86_64-vtd-scalable"), Kernel::SelfTest);
+        assert_eq!(by_name("aarch64-xcheck"), Kernel::SelfTest);
+        assert_eq!(by_name("x86_64-image-default"), Kernel::Release);
+        assert_eq!(by_name("x86_64-user-hardening"), Kernel::Release);
+        assert_eq!(by_name("x86_64-image-default-capdump"), Kernel::CapDump);
+        assert_eq!(by_name("x86_64-user-fuzz"), Kernel::Fuzz);
+    }
+
+    #[test]
+    fn every_kernel_has_its_own_directory() {
+        let kernels = [
+            Kernel::Release,
+            Kernel::CapDump,
+            Kernel::Seeded,
+            Kernel::Fuzz,
+            Kernel::SelfTest,
+            Kernel::Bench,
+        ];
+        let mut profiles: Vec<_> = kernels.iter().map(|k| k.profile()).collect();
+        profiles.sort();
+        profiles.dedup();
+        assert_eq!(profiles.len(), kernels.len());
+        assert!(
+            !profiles.contains(&"bench"),
+            "cargo's bench profile shares release's folder"
+        );
+    }
+
+    #[test]
     fn the_test_kernels_have_their_own_directories() {
         let root = Path::new("/w");
-        let release = elf_path(root, Arch::X86_64);
-        let dump = cap_dump_elf_path(root, Arch::X86_64);
+        let release = Kernel::Release.elf_path(root, Arch::X86_64);
+        let dump = Kernel::CapDump.elf_path(root, Arch::X86_64);
         assert!(
             dump.ends_with("x86_64-unknown-none/cap-dump/kernel"),
             "{}",

@@ -270,7 +270,7 @@ fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCod
         setup::graphviz()?;
     }
     let elf = if cap_dump {
-        kernel::build_cap_dump(root, arch)?
+        kernel::Kernel::CapDump.build(root, arch)?
     } else {
         kernel::build(root, arch)?
     };
@@ -425,7 +425,7 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let configs = suite::configurations(&selection)?;
     if args.list {
         for config in configs {
-            let kernel = config.kernel().elf_path(root, config.arch);
+            let kernel = kernel::Kernel::for_configuration(config).elf_path(root, config.arch);
             let module = match (config.program.as_deref(), config.image.as_deref()) {
                 (Some(program), _) => Some(kernel::package_elf(root, config.arch, program)),
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),

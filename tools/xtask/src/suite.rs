@@ -10,6 +10,7 @@
 //! line or exits non-zero counts as one more failure, and its last serial
 //! lines are shown.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -90,20 +91,14 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
             total.add(release_kernel_check(arch, elf, &seed_words));
         }
         // The test kernels are built once, when the first configuration
-        // that needs one comes.
-        let mut cap_dump_kernel: Option<Result<PathBuf>> = None;
-        let mut seeded_kernel: Option<Result<PathBuf>> = None;
-        let mut fuzz_kernel: Option<Result<PathBuf>> = None;
+        // that needs one comes (`Kernel::for_configuration`).
+        let mut test_kernels: HashMap<Kernel, Result<PathBuf>> = HashMap::new();
         for config in configs {
-            let elf = match config.kernel() {
+            let elf = match Kernel::for_configuration(config) {
                 Kernel::Release => &release,
-                Kernel::CapDump => {
-                    cap_dump_kernel.get_or_insert_with(|| kernel::build_cap_dump(root, arch))
-                }
-                Kernel::Seeded => {
-                    seeded_kernel.get_or_insert_with(|| kernel::build_seeded(root, arch))
-                }
-                Kernel::Fuzz => fuzz_kernel.get_or_insert_with(|| kernel::build_fuzz(root, arch)),
+                test_kernel => test_kernels
+                    .entry(test_kernel)
+                    .or_insert_with(|| test_kernel.build(root, arch)),
             };
             let elf = match elf {
                 Ok(elf) => elf.clone(),
@@ -132,46 +127,156 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
     Ok(total)
 }
 
-/// The test `release_kernel_has_no_seeded_bugs` on `arch`'s release ELF:
-/// [`seed_traces`] finds nothing (the seeded bugs, their names and their
-/// `seed=` parsing live only in the kernel built with `seeded-bugs`).
+/// The release-ELF tests on `arch`'s release kernel:
+/// `release_kernel_has_no_seeded_bugs` ([`seed_traces`] finds nothing: the
+/// seeded bugs, their names and their `seed=` parsing live only in the
+/// kernel built with `seeded-bugs`) and `release_kernel_has_no_test_code`
+/// ([`test_code_symbols`] finds nothing: the self-tests, the IOMMU
+/// cross-check, the kernel-mode edu driver, the benchmarks and the
+/// capability dump live only in the test kernels).
 fn release_kernel_check(arch: Arch, elf: &Path, seed_words: &[String]) -> Tally {
     let name = format!("{}-release", arch.name());
-    let test = "release_kernel_has_no_seeded_bugs";
-    let traces = std::fs::read(elf)
-        .map_err(|error| format!("cannot read {}: {error}", elf.display()))
-        .and_then(|bytes| seed_traces(&bytes, seed_words));
-    match traces {
-        Ok(traces) if traces.is_empty() => {
-            println!("[{name}] test {test} ... ok ({})", elf.display());
-            Tally {
-                passed: 1,
-                failed: 0,
+    let bytes =
+        std::fs::read(elf).map_err(|error| format!("cannot read {}: {error}", elf.display()));
+    let checks: [(&str, &str, Traces); 2] = [
+        (
+            "release_kernel_has_no_seeded_bugs",
+            "holds seeded-bug code though it is built without `seeded-bugs`",
+            bytes
+                .clone()
+                .and_then(|bytes| seed_traces(&bytes, seed_words)),
+        ),
+        (
+            "release_kernel_has_no_test_code",
+            "holds test-kernel functions (kernel/src/testing/) though it is built without their features",
+            bytes.and_then(|bytes| test_code_symbols(&bytes)),
+        ),
+    ];
+    let mut tally = Tally::default();
+    for (test, what, traces) in checks {
+        match traces {
+            Ok(traces) if traces.is_empty() => {
+                println!("[{name}] test {test} ... ok ({})", elf.display());
+                tally.passed += 1;
             }
-        }
-        Ok(traces) => {
-            println!("[{name}] test {test} ... FAILED");
-            println!(
-                "[{name}]     {} holds seeded-bug code though it is built without `seeded-bugs`:",
-                elf.display()
-            );
-            for trace in traces {
-                println!("[{name}]     {trace}");
+            Ok(traces) => {
+                println!("[{name}] test {test} ... FAILED");
+                println!("[{name}]     {} {what}:", elf.display());
+                for trace in traces.iter().take(20) {
+                    println!("[{name}]     {trace}");
+                }
+                if traces.len() > 20 {
+                    println!("[{name}]     ... and {} more", traces.len() - 20);
+                }
+                tally.failed += 1;
             }
-            Tally {
-                passed: 0,
-                failed: 1,
-            }
-        }
-        Err(why) => {
-            println!("[{name}] test {test} ... FAILED");
-            println!("[{name}]     {why}");
-            Tally {
-                passed: 0,
-                failed: 1,
+            Err(why) => {
+                println!("[{name}] test {test} ... FAILED");
+                println!("[{name}]     {why}");
+                tally.failed += 1;
             }
         }
     }
+    tally
+}
+
+/// What a release-ELF check found, or why it could not look.
+type Traces = std::result::Result<Vec<String>, String>;
+
+/// The kernel modules only test kernels compile (`kernel/src/testing/`,
+/// and where they lived before they moved there: `kernel::X` as well as
+/// `kernel::testing::X`).
+const TEST_MODULES: [&str; 9] = [
+    "boot_tests",
+    "selftest",
+    "xcheck",
+    "edu",
+    "dma_page",
+    "bench",
+    "cap_dump",
+    "abstraction",
+    "seeds",
+];
+
+/// Test-only functions outside `testing/` (the user programs the self-tests
+/// and the benchmarks run, in `arch/*/user.rs`) and their assembly labels.
+const TEST_FUNCTIONS: [&str; 4] = [
+    "user_probe_program",
+    "user_bench_program",
+    "_user_probe_start",
+    "_user_bench_start",
+];
+
+/// The symbols of the kernel ELF `elf` that belong to test code: a Rust
+/// path `kernel::M::...` or `kernel::testing::M::...` with `M` one of
+/// [`TEST_MODULES`] (in impl paths too, `<kernel::M::T as ...>`), or a name
+/// containing one of [`TEST_FUNCTIONS`]. An ELF without a symbol table
+/// cannot be checked and is an error.
+fn test_code_symbols(elf: &[u8]) -> Traces {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf).map_err(|e| format!("not an ELF file: {e}"))?;
+    let mut count = 0;
+    let mut found = Vec::new();
+    for symbol in file.symbols() {
+        count += 1;
+        let Ok(name) = symbol.name() else { continue };
+        let path = rust_path(name);
+        let in_test_module = path
+            .windows(2)
+            .any(|pair| pair[0] == "kernel" && TEST_MODULES.contains(&pair[1]))
+            || path.windows(3).any(|triple| {
+                triple[..2] == ["kernel", "testing"] && TEST_MODULES.contains(&triple[2])
+            });
+        let test_function = TEST_FUNCTIONS
+            .iter()
+            .any(|function| name.contains(function));
+        if in_test_module || test_function {
+            // Shown without the hash segment (`h` and 16 hex digits).
+            let hash = |part: &&str| {
+                part.len() == 17
+                    && part.starts_with('h')
+                    && part[1..].bytes().all(|b| b.is_ascii_hexdigit())
+            };
+            let shown: Vec<&str> = path.iter().filter(|part| !hash(part)).copied().collect();
+            found.push(if shown.is_empty() {
+                name.to_string()
+            } else {
+                shown.join("::")
+            });
+        }
+    }
+    if count == 0 {
+        return Err("the ELF has no symbol table to check (was it stripped?)".to_string());
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// The identifiers of a legacy-mangled Rust symbol (`_ZN6kernel4edu3Edu5probe17h...E`
+/// gives `kernel`, `edu`, `Edu`, `probe`, `h...`), impl paths split too
+/// (`_$LT$kernel..edu..Edu$u20$as$u20$...` gives `kernel`, `edu`, `Edu`,
+/// ...); empty for any other name.
+fn rust_path(symbol: &str) -> Vec<&str> {
+    let Some(mut rest) = symbol.strip_prefix("_ZN") else {
+        return Vec::new();
+    };
+    let mut parts = Vec::new();
+    while let Some(digits) = rest.find(|c: char| !c.is_ascii_digit()).filter(|&n| n > 0) {
+        let Ok(length) = rest[..digits].parse::<usize>() else {
+            break;
+        };
+        let Some(ident) = rest.get(digits..digits + length) else {
+            break;
+        };
+        parts.extend(
+            ident
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|part| !part.is_empty() && *part != "_"),
+        );
+        rest = &rest[digits + length..];
+    }
+    parts
 }
 
 /// What no byte of the release kernel may spell: the seeded kernel's boot
@@ -696,6 +801,28 @@ mod tests {
         let kernel = b"\0[boot] command line\0iommu-off\0";
         assert_eq!(words_in(kernel, &words), ["iommu-off"]);
         assert!(words_in(b"next_element_seed<T>", &words).is_empty());
+    }
+
+    #[test]
+    fn the_test_code_check_reads_rust_paths() {
+        let path = rust_path("_ZN6kernel7testing10boot_tests3run17h0123456789abcdefE");
+        assert_eq!(
+            path,
+            [
+                "kernel",
+                "testing",
+                "boot_tests",
+                "run",
+                "h0123456789abcdef"
+            ]
+        );
+        let display = "_ZN68_$LT$kernel..edu..EduError$u20$as$u20$core..fmt..Display$GT$3fmt17h0123456789abcdefE";
+        assert_eq!(
+            &rust_path(display)[..4],
+            ["LT", "kernel", "edu", "EduError"]
+        );
+        assert!(rust_path("x86_64_user_bench_start").is_empty());
+        assert!(rust_path("_ZN6kernel4").is_empty() || rust_path("_ZN6kernel4")[0] == "kernel");
     }
 
     #[test]

@@ -14,9 +14,11 @@ mod pl011;
 mod trap;
 mod user;
 
-pub use user::{
-    Exit, UserContext, run_user, set_address_space, user_bench_program, user_probe_program,
-};
+#[cfg(feature = "bench")]
+pub use user::user_bench_program;
+#[cfg(feature = "self-tests")]
+pub use user::user_probe_program;
+pub use user::{Exit, UserContext, run_user, set_address_space};
 
 use crate::boot::{BootInfo, Platform};
 
@@ -147,11 +149,13 @@ pub fn enable_interrupt(id: u32) {
 }
 
 /// Whether interrupt `id` is waiting at the interrupt controller.
+#[cfg(feature = "self-tests")]
 pub fn interrupt_pending(id: u32) -> bool {
     gic::pending(id)
 }
 
 /// Drops interrupt `id`'s pending state (it was consumed by polling).
+#[cfg(feature = "self-tests")]
 pub fn clear_interrupt(id: u32) {
     gic::clear_pending(id);
 }

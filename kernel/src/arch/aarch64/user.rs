@@ -196,6 +196,7 @@ pub fn set_address_space(root: u64) {
     }
 }
 
+#[cfg(feature = "self-tests")]
 global_asm!(
     r#"
     .section .rodata.user_probe, "a"
@@ -216,6 +217,7 @@ aarch64_user_probe_end:
     "#
 );
 
+#[cfg(feature = "self-tests")]
 /// A position-independent user program for the boot self-test of the user
 /// boundary: `svc(42, 0x1234)`, then `svc(43, result + 1)`, then a write to
 /// the unmapped address 0x7777000.
@@ -232,6 +234,7 @@ pub fn user_probe_program() -> &'static [u8] {
     }
 }
 
+#[cfg(feature = "bench")]
 global_asm!(
     r#"
     .section .rodata.user_bench, "a"
@@ -265,6 +268,7 @@ aarch64_user_bench_end:
     halt_number = const abi::Syscall::DebugHalt as u64,
 );
 
+#[cfg(feature = "bench")]
 /// A user program that times `x0` null system calls (`Yield`) with the
 /// virtual counter, or the empty loop when `x1` is 0, and halts with the sum.
 pub fn user_bench_program() -> &'static [u8] {

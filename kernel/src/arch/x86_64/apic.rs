@@ -51,6 +51,7 @@ pub fn timer_stop() {
 /// Whether `vector` is requested at the local APIC (IRR, Intel SDM vol. 3,
 /// 11.8.4): an interrupt that arrived while the kernel ran with interrupts
 /// off waits there.
+#[cfg(feature = "self-tests")]
 pub fn requested(vector: u8) -> bool {
     let offset = 0x200 + 0x10 * usize::from(vector / 32);
     // SAFETY: the IRR registers are read-only status in the local APIC page.

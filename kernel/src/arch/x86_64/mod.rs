@@ -17,9 +17,11 @@ mod serial;
 mod trap;
 mod user;
 
-pub use user::{
-    Exit, UserContext, run_user, set_address_space, user_bench_program, user_probe_program,
-};
+#[cfg(feature = "bench")]
+pub use user::user_bench_program;
+#[cfg(feature = "self-tests")]
+pub use user::user_probe_program;
+pub use user::{Exit, UserContext, run_user, set_address_space};
 
 use crate::boot::{BootInfo, MemoryKind, MemoryRegion, Platform};
 use zerocopy::FromBytes;
@@ -235,6 +237,7 @@ pub fn msi_message(vector: u32) -> (u64, u32) {
 }
 
 /// Whether interrupt `id` is waiting at the interrupt controller.
+#[cfg(feature = "self-tests")]
 pub fn interrupt_pending(id: u32) -> bool {
     u8::try_from(id).is_ok_and(apic::requested)
 }

@@ -301,6 +301,7 @@ pub fn set_address_space(root: u64) {
     unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
 }
 
+#[cfg(feature = "self-tests")]
 global_asm!(
     r#"
     .section .rodata.user_probe, "a"
@@ -320,6 +321,7 @@ x86_64_user_probe_end:
     options(att_syntax)
 );
 
+#[cfg(feature = "self-tests")]
 /// A position-independent user program for the boot self-test of the user
 /// boundary: `syscall(42, 0x1234)`, then `syscall(43, result + 1)`, then a
 /// write to the unmapped address 0x7777000.
@@ -336,6 +338,7 @@ pub fn user_probe_program() -> &'static [u8] {
     }
 }
 
+#[cfg(feature = "bench")]
 global_asm!(
     r#"
     .section .rodata.user_bench, "a"
@@ -373,6 +376,7 @@ x86_64_user_bench_end:
     options(att_syntax)
 );
 
+#[cfg(feature = "bench")]
 /// A user program that times `rdi` null system calls (`Yield`) with the
 /// cycle counter, or the empty loop when `rsi` is 0, and halts with the sum.
 pub fn user_bench_program() -> &'static [u8] {

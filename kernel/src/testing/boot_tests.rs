@@ -1,15 +1,15 @@
-//! Boot self-tests (`tests=boot` on the command line): what the kernel decodes
+//! Boot self-tests (`tests=boot` on the command line, and `tests=trap`): what the kernel decodes
 //! of the IOMMU matches the machine, and DMA is blocked until a capability
 //! allows it.
 
 use crate::arch::{self, Exit, UserContext};
 use crate::boot::Discovered;
-use crate::dma_page::DmaPage;
-use crate::edu::Edu;
 use crate::frames::BootFrames;
 use crate::iommu_unit::UNIT;
 use crate::pci::Ecam;
-use crate::selftest::{Outcome, Suite};
+use crate::testing::dma_page::DmaPage;
+use crate::testing::edu::Edu;
+use crate::testing::selftest::{Outcome, Suite};
 use crate::vspace::{self, Rights};
 use crate::{check, fail};
 use firmware::cmdline::Cmdline;
@@ -33,6 +33,18 @@ pub fn run(cmdline: &Cmdline<'_>, found: &Discovered, frames: &mut BootFrames) -
         dma_fault_raises_the_fault_interrupt(found)
     });
     suite.finish()
+}
+
+/// `tests=trap`: a deliberate kernel bug. The exception report and the
+/// failure exit status are what the runner checks.
+pub fn trap() -> ! {
+    crate::println!("[boot] touching an unmapped kernel address on purpose (tests=trap)");
+    // SAFETY: not safe by design: the read faults (nothing is mapped at
+    // this upper-half address), and the exception handler reports it and
+    // ends the session; no memory is changed.
+    let value = unsafe { core::ptr::read_volatile(0xFFFF_F000_0000_0000usize as *const u64) };
+    crate::println!("[boot] the read returned {value:#x}: no exception");
+    crate::exit(crate::EXIT_SUCCESS)
 }
 
 /// Compares the IOMMU's identification registers and named capability bits
@@ -79,7 +91,7 @@ fn iommu_facts_match_machine(cmdline: &Cmdline<'_>) -> Outcome {
 /// is unchanged and that the IOMMU recorded a fault naming the device and
 /// the page: no capability allows DMA yet, so every DMA must be refused.
 /// The edu device, ready for DMA.
-fn edu(found: &Discovered) -> Result<Edu, crate::selftest::Failure> {
+fn edu(found: &Discovered) -> Result<Edu, crate::testing::selftest::Failure> {
     let Some(ecam) = found.ecam else {
         fail!("no PCI ECAM window found")
     };

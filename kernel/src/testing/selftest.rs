@@ -34,7 +34,7 @@ impl Failure {
 /// Returns early from a test with a formatted [`Failure`].
 #[macro_export]
 macro_rules! fail {
-    ($($arg:tt)*) => { return Err($crate::selftest::Failure::new(format_args!($($arg)*))) };
+    ($($arg:tt)*) => { return Err($crate::testing::selftest::Failure::new(format_args!($($arg)*))) };
 }
 
 /// Checks a condition, failing the test with a formatted message otherwise.

@@ -6,11 +6,11 @@
 //! line protocol).
 
 use crate::boot::Discovered;
-use crate::edu::Edu;
 use crate::frames::BootFrames;
 use crate::iommu_unit::{UNIT, Unit};
 use crate::mem::phys_to_virt;
 use crate::pci::Ecam;
+use crate::testing::edu::Edu;
 
 /// Bytes each DMA moves.
 const LENGTH: u64 = 64;
@@ -56,7 +56,7 @@ pub fn run(found: &Discovered, frames: &mut BootFrames) -> u32 {
         full_model_translates: false,
     };
     run_case("boot_blocked", &edu, &blocked, frames);
-    let mut suite = crate::selftest::Suite::default();
+    let mut suite = crate::testing::selftest::Suite::default();
     let requester = edu.bdf.requester_id();
     for case in cases::CASES {
         let setup = {
