@@ -30,7 +30,7 @@
 //! (which runs before the PVH entry) has assigned them and the kernel only
 //! checks and reports. I/O BARs are left alone (no driver needs port I/O).
 
-use crate::boot::{Discovered, MemoryRegion};
+use crate::boot_types::{Discovered, MemoryRegion};
 use crate::pci::Ecam;
 use abi::bootinfo::device_kind;
 use pci_config::Bar;
@@ -99,10 +99,11 @@ fn outside(start: u64, end: u64, excluded: &[(u64, u64)], each: &mut impl FnMut(
 /// side of `pci::assign`) and records them
 /// for [`windows`] and [`is_device_memory`].
 pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
-    let mut excluded: heapless::Vec<(u64, u64), { crate::boot::MAX_MEMORY_REGIONS + 2 }> = memory
-        .iter()
-        .map(|r| (r.start, r.start.saturating_add(r.size)))
-        .collect();
+    let mut excluded: heapless::Vec<(u64, u64), { crate::boot_types::MAX_MEMORY_REGIONS + 2 }> =
+        memory
+            .iter()
+            .map(|r| (r.start, r.start.saturating_add(r.size)))
+            .collect();
     let mut windows: heapless::Vec<Window, MAX_WINDOWS> = heapless::Vec::new();
     let add = |windows: &mut heapless::Vec<Window, MAX_WINDOWS>, start, end, what, kind| {
         if windows
@@ -144,7 +145,7 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
     {
         let ram_top = memory
             .iter()
-            .filter(|r| r.kind == crate::boot::MemoryKind::Ram)
+            .filter(|r| r.kind == crate::boot_types::MemoryKind::Ram)
             .map(|r| r.start.saturating_add(r.size))
             .filter(|&end| end <= PCI_HOLE_END)
             .max()

@@ -2,7 +2,7 @@
 //! the kernel's own boot-time structures (IOMMU root tables, test spaces).
 //! Everything it does not hand out becomes the initial untyped memory.
 
-use crate::boot::{MemoryKind, MemoryRegion};
+use crate::boot_types::{MemoryKind, MemoryRegion};
 
 /// A bump allocator over one RAM range.
 pub struct BootFrames {

@@ -338,7 +338,10 @@ pub static UNIT: spin::Mutex<Option<Unit>> = spin::Mutex::new(None);
 
 /// Finds the IOMMU, prints what it can do and blocks all DMA through it.
 #[cfg(target_arch = "x86_64")]
-pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<(), &'static str> {
+pub fn init(
+    found: &crate::boot_types::Discovered,
+    frames: &mut BootFrames,
+) -> Result<(), &'static str> {
     use iommu::vtd::{VtdUnit, dmar::Dmar, regs::RootTableMode};
     let bytes = found
         .dmar
@@ -411,7 +414,10 @@ const POPULATED_STREAM_IDS: core::ops::Range<u32> = 0..256;
 
 /// Finds the SMMUv3, prints what it can do and blocks all DMA through it.
 #[cfg(target_arch = "aarch64")]
-pub fn init(found: &crate::boot::Discovered, frames: &mut BootFrames) -> Result<(), &'static str> {
+pub fn init(
+    found: &crate::boot_types::Discovered,
+    frames: &mut BootFrames,
+) -> Result<(), &'static str> {
     use iommu::smmuv3::{BlockPolicy, Smmu};
     let (base, size) = found
         .smmu

@@ -10,6 +10,7 @@
 
 mod arch;
 mod boot;
+mod boot_types;
 mod console;
 mod devmem;
 mod frames;

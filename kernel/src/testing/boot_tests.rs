@@ -3,7 +3,7 @@
 //! allows it.
 
 use crate::arch::{self, Exit, UserContext};
-use crate::boot::Discovered;
+use crate::boot_types::Discovered;
 use crate::frames::BootFrames;
 use crate::iommu_unit::UNIT;
 use crate::pci::Ecam;

@@ -43,7 +43,7 @@ pub mod selftest;
 #[cfg(feature = "self-tests")]
 mod xcheck;
 
-use crate::boot::Discovered;
+use crate::boot_types::Discovered;
 use crate::frames::BootFrames;
 use firmware::cmdline::Cmdline;
 

@@ -5,7 +5,7 @@
 //! when QEMU and the model disagree (see tools/xtask/src/xcheck.rs for the
 //! line protocol).
 
-use crate::boot::Discovered;
+use crate::boot_types::Discovered;
 use crate::frames::BootFrames;
 use crate::iommu_unit::{UNIT, Unit};
 use crate::mem::phys_to_virt;

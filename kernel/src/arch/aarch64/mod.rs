@@ -20,7 +20,7 @@ pub use user::user_bench_program;
 pub use user::user_probe_program;
 pub use user::{Exit, UserContext, run_user, set_address_space};
 
-use crate::boot::{BootInfo, Platform};
+use crate::boot_types::{BootInfo, Platform};
 
 /// Where the direct map of physical memory starts.
 pub const PHYS_MAP_BASE: u64 = 0xFFFF_0000_0000_0000;

@@ -23,7 +23,7 @@ pub use user::user_bench_program;
 pub use user::user_probe_program;
 pub use user::{Exit, UserContext, run_user, set_address_space};
 
-use crate::boot::{BootInfo, MemoryKind, MemoryRegion, Platform};
+use crate::boot_types::{BootInfo, MemoryKind, MemoryRegion, Platform};
 use zerocopy::FromBytes;
 
 /// Where the direct map of physical memory starts.
