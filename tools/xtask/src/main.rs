@@ -25,6 +25,8 @@ mod fuzz;
 mod fuzz_host;
 mod image;
 mod kernel;
+#[cfg(test)]
+mod layers;
 mod machines;
 mod parse;
 mod qemu;
