@@ -272,10 +272,10 @@ fn module_graph(src: &Path) -> (BTreeSet<String>, Edges) {
                         add(to, at);
                     }
                 }
-            } else if let Some(head) = ident_at(code, after) {
-                if let Some(to) = resolve(head) {
-                    add(to, at);
-                }
+            } else if let Some(head) = ident_at(code, after)
+                && let Some(to) = resolve(head)
+            {
+                add(to, at);
             }
         }
         // The crate root names its modules without `crate::`.
