@@ -195,13 +195,6 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
             return crate::EXIT_BOOT_FAILED;
         }
     }
-    match crate::vspace::space_with_program(arch::SPIN_PROGRAM, frames) {
-        Ok(idle) => crate::sched::set_idle_space(idle),
-        Err(e) => {
-            crate::println!("[boot] cannot build the idle address space: {e:?}");
-            return crate::EXIT_BOOT_FAILED;
-        }
-    }
     let task = match crate::objects::init(frames, root) {
         Ok(task) => task,
         Err(why) => {

@@ -35,3 +35,41 @@ macro_rules! println {
     () => { $crate::console::print(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
+
+/// Calls `print(first, last, count)` once per burst: a run of consecutive
+/// `items` that `same` says are one event repeated. Devices fault on every
+/// word of a DMA (16 events for edu's 64 bytes), so a burst prints one line
+/// with its count ([`Times`]) instead of one line per event.
+pub fn bursts<T: Copy>(
+    items: impl IntoIterator<Item = T>,
+    same: impl Fn(&T, &T) -> bool,
+    mut print: impl FnMut(&T, &T, usize),
+) {
+    let mut run: Option<(T, T, usize)> = None;
+    for item in items {
+        run = match run {
+            Some((first, last, count)) if same(&last, &item) => Some((first, item, count + 1)),
+            Some((first, last, count)) => {
+                print(&first, &last, count);
+                Some((item, item, 1))
+            }
+            None => Some((item, item, 1)),
+        };
+    }
+    if let Some((first, last, count)) = run {
+        print(&first, &last, count);
+    }
+}
+
+/// How many times a console line stands for: nothing for once, ` (xN)` for
+/// a burst of N.
+pub struct Times(pub usize);
+
+impl fmt::Display for Times {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            1 => Ok(()),
+            count => write!(f, " (x{count})"),
+        }
+    }
+}

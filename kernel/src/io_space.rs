@@ -1344,12 +1344,11 @@ fn collect() -> heapless::Vec<crate::sched::Target, QUEUES> {
         None => return signals,
     };
     let mut state = STATE.lock();
+    let mut dropped = heapless::Vec::<u16, { crate::iommu_unit::MAX_FAULTS }>::new();
     for fault in faults.iter() {
         let Some(index) = state.route(fault) else {
-            crate::println!(
-                "[io] fault of requester {:#x} with no queue: dropped",
-                fault.requester
-            );
+            // `dropped` has room for every fault of `faults` (both MAX_FAULTS).
+            let _ = dropped.push(fault.requester);
             continue;
         };
         let queue = &mut state.queues[index];
@@ -1372,6 +1371,16 @@ fn collect() -> heapless::Vec<crate::sched::Target, QUEUES> {
             let _ = signals.push(*target);
         }
     }
+    crate::console::bursts(
+        dropped,
+        |a, b| a == b,
+        |requester, _, count| {
+            crate::println!(
+                "[io] fault of requester {requester:#x} with no queue: dropped{}",
+                crate::console::Times(count)
+            );
+        },
+    );
     signals
 }
 

@@ -168,8 +168,33 @@ impl Unit {
         match self {
             #[cfg(target_arch = "x86_64")]
             Unit::Vtd(unit) => {
-                for record in unit.read_faults().iter() {
-                    crate::println!("[vtd] fault: {record}");
+                let records = unit.read_faults();
+                // One line per burst: records that differ only in the page
+                // address and the recording register they came from.
+                crate::console::bursts(
+                    records.iter(),
+                    |a, b| {
+                        let key = |r: &iommu::vtd::regs::FaultRecord| {
+                            (
+                                r.source_id,
+                                r.reason,
+                                r.access,
+                                r.pasid,
+                                r.privileged,
+                                r.execute,
+                                r.address_type,
+                            )
+                        };
+                        key(a) == key(b)
+                    },
+                    |first, last, count| {
+                        crate::println!(
+                            "[vtd] fault: {first}{}",
+                            BurstNote(count, first.address, last.address)
+                        );
+                    },
+                );
+                for record in records.iter() {
                     let read = record.access == iommu::vtd::regs::FaultAccess::Read;
                     let _ = faults.push(DmaFault {
                         requester: record.source_id,
@@ -188,8 +213,25 @@ impl Unit {
                 if drain.overflowed {
                     crate::println!("[smmu] the event queue overflowed: events were lost");
                 }
+                // One line per burst: events that differ only in the input
+                // address (a device faulting on each word of one DMA).
+                crate::console::bursts(
+                    drain.events.iter(),
+                    |a, b| {
+                        let key = |e: &iommu::smmuv3::queue::Event| iommu::smmuv3::queue::Event {
+                            input_address: 0,
+                            ..*e
+                        };
+                        key(a) == key(b)
+                    },
+                    |first, last, count| {
+                        crate::println!(
+                            "[smmu] event: {first}{}",
+                            BurstNote(count, first.input_address, last.input_address)
+                        );
+                    },
+                );
                 for event in drain.events.iter() {
-                    crate::println!("[smmu] event: {event}");
                     let _ = faults.push(DmaFault {
                         requester: event.stream_id as u16,
                         address: event
@@ -206,6 +248,20 @@ impl Unit {
             }
         }
         faults
+    }
+}
+
+/// What follows a burst's line: ` (xN)`, and the last address when the
+/// burst spans more than one (count, first address, last address).
+struct BurstNote(usize, u64, u64);
+
+impl core::fmt::Display for BurstNote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let BurstNote(count, first, last) = *self;
+        if first == last {
+            return write!(f, "{}", crate::console::Times(count));
+        }
+        write!(f, " (x{count}, the last at addr {last:#x})")
     }
 }
 

@@ -1044,45 +1044,19 @@ fn end_interrupt(id: u32) {
     arch::end_interrupt(id);
 }
 
-/// The idle address space: one page of `arch::SPIN_PROGRAM` (0: none).
-static IDLE_SPACE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// Sets the address space the idle loop runs in (built at boot).
-pub fn set_idle_space(root: u64) {
-    IDLE_SPACE.store(root, core::sync::atomic::Ordering::Relaxed);
-}
-
 /// Nothing is ready: if an interrupt a user handler waits for can still
-/// arrive, spins in user mode (interrupts on; the kernel itself runs with
-/// them off) until one does and returns its id. `None`: nothing can ever
-/// wake a thread again.
-fn idle(loaded_space: &mut u64) -> Option<u32> {
-    let space = IDLE_SPACE.load(core::sync::atomic::Ordering::Relaxed);
+/// arrive, sleeps until one does (`arch::wait_for_interrupt`: `sti; hlt` on
+/// x86_64, a masked `wfi` on aarch64) and returns its id. `None`: nothing
+/// can ever wake a thread again.
+fn idle() -> Option<u32> {
     let waiting =
         IRQS.lock().iter().any(|b| b.notification.is_some()) || crate::io_space::faults_awaited();
-    if space == 0 || !waiting {
+    if !waiting {
         return None;
     }
     // No thread owns a time slice; a pending Arm timer level is cleared.
     arch::timer_stop();
-    if *loaded_space != space {
-        arch::set_address_space(space);
-        *loaded_space = space;
-    }
-    loop {
-        let mut context = UserContext::new_user(crate::vspace::PROGRAM_ADDRESS, 0);
-        match arch::run_user(&mut context) {
-            arch::Exit::Interrupt(vector) => {
-                if let Some(id) = arch::acknowledge_interrupt(vector) {
-                    return Some(id);
-                }
-            }
-            other => {
-                crate::println!("[sched] the idle loop stopped: {other:?}");
-                return None;
-            }
-        }
-    }
+    Some(arch::wait_for_interrupt())
 }
 
 /// Why the scheduler loop ended.
@@ -1106,7 +1080,7 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
     let mut loaded_space = 0u64;
     loop {
         let Some(current) = SCHEDULER.lock().pick() else {
-            let Some(id) = idle(&mut loaded_space) else {
+            let Some(id) = idle() else {
                 return Stop::Deadlock;
             };
             end_interrupt(id);

@@ -100,11 +100,13 @@ pub fn map_page(
 }
 
 /// Where [`space_with_program`] puts the program's single code page.
+#[cfg(any(feature = "self-tests", feature = "bench"))]
 pub const PROGRAM_ADDRESS: u64 = 0x40_0000;
 
 /// A fresh address space with `program` (position independent, at most one
 /// page) mapped read-execute at [`PROGRAM_ADDRESS`]; returns its root.
 /// For the kernel's own test and benchmark programs.
+#[cfg(any(feature = "self-tests", feature = "bench"))]
 pub fn space_with_program(
     program: &[u8],
     frames: &mut crate::frames::BootFrames,

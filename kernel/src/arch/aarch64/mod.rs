@@ -122,6 +122,7 @@ pub fn io_write_barrier() {
 pub const TIMER_IRQ: u32 = gic::TIMER_IRQ;
 
 /// A user program that spins forever (`b .`), for preemption tests.
+#[cfg(feature = "self-tests")]
 pub const SPIN_PROGRAM: &[u8] = &[0x00, 0x00, 0x00, 0x14];
 
 /// Arms the one-shot preemption timer `ticks` counter ticks from now.
@@ -137,6 +138,26 @@ pub fn timer_stop() {
 /// Identifies the interrupt that ended `run_user` (reads the GIC's IAR).
 pub fn acknowledge_interrupt(_vector: u8) -> Option<u32> {
     gic::acknowledge()
+}
+
+/// Sleeps (`wfi`) until an interrupt arrives and returns its id, for the
+/// scheduler's idle; the caller ends it with [`end_interrupt`].
+///
+/// The kernel keeps IRQs masked (PSTATE.I) throughout: a pending IRQ still
+/// ends `wfi` (the Arm ARM's WFI wake-up events include an IRQ that PSTATE
+/// masks), so no exception is taken at EL1; the GIC's IAR names the
+/// interrupt. One pending before the `wfi` makes it return at once, so none
+/// is lost between the decision to idle and the sleep.
+pub fn wait_for_interrupt() -> u32 {
+    loop {
+        // SAFETY: `dsb sy` completes earlier writes (an end-of-interrupt,
+        // a device register) before the core sleeps; `wfi` only waits, and
+        // with IRQs masked it returns on a pending interrupt without taking it.
+        unsafe { core::arch::asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+        if let Some(id) = gic::acknowledge() {
+            return id;
+        }
+    }
 }
 
 /// The interrupt an IOMMU fault event is delivered as: the SMMUv3

@@ -210,6 +210,7 @@ pub fn io_write_barrier() {
 pub const TIMER_IRQ: u32 = apic::TIMER_VECTOR as u32;
 
 /// A user program that spins forever (`jmp .`), for preemption tests.
+#[cfg(feature = "self-tests")]
 pub const SPIN_PROGRAM: &[u8] = &[0xEB, 0xFE];
 
 /// Arms the one-shot preemption timer `ticks` timer ticks from now.
@@ -225,6 +226,12 @@ pub fn timer_stop() {
 /// Identifies the interrupt that ended `run_user` with `Exit::Interrupt(vector)`.
 pub fn acknowledge_interrupt(vector: u8) -> Option<u32> {
     Some(u32::from(vector))
+}
+
+/// Sleeps (`sti; hlt`) until an interrupt arrives and returns its id, for
+/// the scheduler's idle; the caller ends it with [`end_interrupt`].
+pub fn wait_for_interrupt() -> u32 {
+    u32::from(user::halt_until_interrupt())
 }
 
 /// The interrupt an IOMMU fault event is delivered as: the VT-d fault event

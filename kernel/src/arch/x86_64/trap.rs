@@ -320,7 +320,10 @@ trap_stub_\vector:
     /* Traps from user mode (CS.RPL = 3) were pushed by the CPU into the
        thread's saved-register frame (TSS.RSP0 points at its top); they
        complete the frame and resume the kernel after `x86_64_run_user`.
-       Traps from the kernel itself are unexpected and reported. */
+       An interrupt (vector 32 or above) that woke the idle's `hlt` (its
+       return address is x86_64_idle_woken, user.rs) resumes the kernel
+       after `x86_64_idle` with the vector in rax. Any other trap from the
+       kernel itself is unexpected and reported. */
 trap_common:
     push %rax
     push %rbx
@@ -339,7 +342,14 @@ trap_common:
     push %r15
     testb $3, 144(%rsp)
     jnz x86_64_resume_kernel
-    mov %rsp, %rdi
+    cmpq $32, 120(%rsp)
+    jb 1f
+    lea x86_64_idle_woken(%rip), %rax
+    cmp %rax, 136(%rsp)
+    jne 1f
+    mov 120(%rsp), %rax
+    jmp x86_64_resume_kernel
+1:  mov %rsp, %rdi
     and $-16, %rsp
     call x86_64_trap
     ud2

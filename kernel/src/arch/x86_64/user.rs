@@ -128,9 +128,9 @@ kernel_rsp_save:    .quad 0
 syscall_frame_top:  .quad 0
 user_rsp_scratch:   .quad 0
 
-    .section .text.user_entry, "ax"
-    .global x86_64_run_user
-x86_64_run_user:
+    /* Saves the kernel's callee-saved registers and stack pointer;
+       x86_64_resume_kernel restores them and returns to the caller. */
+    .macro SAVE_KERNEL_CONTEXT
     push %rbx
     push %rbp
     push %r12
@@ -138,6 +138,12 @@ x86_64_run_user:
     push %r14
     push %r15
     mov %rsp, kernel_rsp_save(%rip)
+    .endm
+
+    .section .text.user_entry, "ax"
+    .global x86_64_run_user
+x86_64_run_user:
+    SAVE_KERNEL_CONTEXT
     lea 176(%rdi), %rax
     mov %rax, x86_64_tss+4(%rip)
     mov %rax, syscall_frame_top(%rip)
@@ -170,6 +176,23 @@ x86_64_resume_kernel:
     pop %rbp
     pop %rbx
     ret
+
+    /* The idle: halts with interrupts on until one arrives. `sti` takes
+       effect after the next instruction, so an interrupt already pending
+       when the kernel (interrupts off) decided to idle wakes the `hlt`
+       rather than slipping in before it. The interrupt enters trap_common
+       from ring 0 with its return address at x86_64_idle_woken; trap_common
+       drops that frame and resumes the kernel after the x86_64_idle call
+       with the vector in rax, interrupts off again (interrupt gate). */
+    .global x86_64_idle
+x86_64_idle:
+    SAVE_KERNEL_CONTEXT
+1:  sti
+    hlt
+    .global x86_64_idle_woken
+x86_64_idle_woken:
+    cli
+    jmp 1b
 
     .global x86_64_syscall_entry
 x86_64_syscall_entry:
@@ -209,6 +232,7 @@ unsafe extern "C" {
     static x86_64_tss: u8;
     fn x86_64_run_user(context: *mut TrapFrame);
     fn x86_64_syscall_entry();
+    fn x86_64_idle() -> u64;
 }
 
 /// Address of the TSS, for its GDT descriptor.
@@ -290,6 +314,24 @@ pub fn run_user(context: &mut UserContext) -> Exit {
                 error: context.error_code,
                 address,
             }
+        }
+    }
+}
+
+/// Halts the CPU with interrupts enabled until an interrupt arrives, and
+/// returns its vector (interrupts are off again). The only point where the
+/// kernel takes an interrupt itself; see `x86_64_idle` above.
+pub fn halt_until_interrupt() -> u8 {
+    loop {
+        // SAFETY: `x86_64_idle` saves the callee-saved registers and the
+        // stack pointer like `x86_64_run_user`, and only an interrupt gate
+        // (vector 32..64) taken at `x86_64_idle_woken` brings it back
+        // through `x86_64_resume_kernel`, which restores them; the frame the
+        // CPU pushed below the saved stack pointer is dropped. Any other trap
+        // in ring 0 stays fatal (`x86_64_trap`).
+        let vector = unsafe { x86_64_idle() };
+        if let Ok(vector @ 32..) = u8::try_from(vector) {
+            return vector;
         }
     }
 }
