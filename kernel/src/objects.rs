@@ -780,14 +780,20 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 ObjectType::IoFaultQueue => NewObject::IoFaultQueue,
             };
             // Decode everything before changing anything: every destination
-            // must resolve and be empty.
+            // must resolve and be empty, and all `count` objects must fit
+            // (room at the watermark, records, DIDs, slot memory; for
+            // IoSpaces the kernel's records and table-page reservations).
             for i in 0..count as u32 {
                 let dest = caps.resolve(cspace, first.checked_add(i).ok_or(Error::InvalidSlot)?)?;
                 if caps.lookup(dest).is_ok() {
                     return Err(Error::SlotOccupied);
                 }
             }
-            let mut created = 0u64;
+            caps.check_retype(slot, new, count as usize)?;
+            if let NewObject::IoSpace { .. } = new {
+                crate::io_space::can_register(count as usize)?;
+            }
+            // Perform: every step was checked above.
             for i in 0..count as u32 {
                 let dest = caps.resolve(cspace, first + i)?;
                 let made = caps.retype(slot, new, dest, &mut sink).map_err(Error::from);
@@ -796,20 +802,20 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                     _ => Ok(()),
                 });
                 if let Err(e) = made {
-                    // The objects made so far stay; the reply says how many.
-                    return if created == 0 {
-                        Err(e)
-                    } else {
-                        Ok(Reply {
-                            mrs: [created, 0, 0, 0, 0, 0, 0, 0],
-                            length: 1,
-                        })
-                    };
+                    // A kernel bug (decode let through what perform
+                    // refuses): take back what was made, all or nothing.
+                    crate::println!("[caps] retype {i} of {count} failed after decode: {e}");
+                    for j in 0..i {
+                        let made = caps.resolve(cspace, first + j)?;
+                        let _ = caps.delete(made, &mut sink);
+                    }
+                    reconcile(&mut caps);
+                    return Err(e);
                 }
-                created += 1;
             }
+            // MR0 is the count made, as before retype was all or nothing.
             Ok(Reply {
-                mrs: [created, 0, 0, 0, 0, 0, 0, 0],
+                mrs: [count, 0, 0, 0, 0, 0, 0, 0],
                 length: 1,
             })
         }
