@@ -409,9 +409,8 @@ pub fn lookup(
     kind: ObjectKind,
     rights: Rights,
 ) -> Result<crate::sched::Target, Error> {
-    let mut found = crate::sched::LookupCache::EMPTY;
-    resolve_into(cspace, cap, &mut found)?;
-    check_lookup(&found, kind, rights)
+    let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    lookup_in(&caps, cspace, cap, kind, rights)
 }
 
 /// [`lookup`] for the calling thread's message-passing system calls,
@@ -438,6 +437,20 @@ pub fn lookup_cached(
     check_lookup(cache, kind, rights)
 }
 
+/// [`lookup`] under a capability lock the caller already holds, so that
+/// an invocation resolves all its capabilities in one critical section.
+fn lookup_in(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let mut found = crate::sched::LookupCache::EMPTY;
+    resolve_locked(caps, cspace, cap, &mut found)?;
+    check_lookup(&found, kind, rights)
+}
+
 /// Fills `found` with what `cap` in `cspace` names (its generation is the
 /// caller's to set).
 fn resolve_into(
@@ -446,6 +459,16 @@ fn resolve_into(
     found: &mut crate::sched::LookupCache,
 ) -> Result<(), Error> {
     let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    resolve_locked(&caps, cspace, cap, found)
+}
+
+/// [`resolve_into`] under a held capability lock.
+fn resolve_locked(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    cap: u64,
+    found: &mut crate::sched::LookupCache,
+) -> Result<(), Error> {
     let index = slot_index(cap).map_err(|_| Error::LookupFailed)?;
     let slot = caps
         .resolve(cspace, index)
@@ -885,10 +908,16 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 .ok_or(Error::DeadObject)?;
             let length = usize::from(message.info.length).min(8);
             if invocation == Invocation::TcbSetFaultHandler {
+                // Both capabilities resolved under the one lock held since
+                // the TCB's lookup.
                 let endpoint_slot = argument(message, 0)?;
-                // Release the capability lock: `lookup` takes it again.
-                drop(caps);
-                let endpoint = lookup(cspace, endpoint_slot, ObjectKind::Endpoint, Rights::WRITE)?;
+                let endpoint = lookup_in(
+                    &caps,
+                    cspace,
+                    endpoint_slot,
+                    ObjectKind::Endpoint,
+                    Rights::WRITE,
+                )?;
                 crate::sched::set_fault_handler((cap.object(), paddr), &endpoint)?;
                 return Ok(Reply::EMPTY);
             }
@@ -998,7 +1027,17 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 .resolve(cspace, message.extra_caps[1])
                 .map_err(|_| Error::LookupFailed)?;
             let root = as_root(&caps, vspace_slot)?;
-            let fault_endpoint = argument(message, 0)?;
+            // The fault endpoint (0: none), resolved under this lock.
+            let fault_endpoint = match argument(message, 0)? {
+                0 => None,
+                cptr => Some(lookup_in(
+                    &caps,
+                    cspace,
+                    cptr,
+                    ObjectKind::Endpoint,
+                    Rights::WRITE,
+                )?),
+            };
             // The thread's CSpace: a copy of the CNode capability in a
             // kernel-held slot (revoking the user's capability revokes it).
             let cnode_slot = caps
@@ -1047,11 +1086,10 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                     return Err(e);
                 }
             }
-            drop(caps);
-            if fault_endpoint != 0 {
-                let endpoint = lookup(cspace, fault_endpoint, ObjectKind::Endpoint, Rights::WRITE)?;
+            if let Some(endpoint) = fault_endpoint {
                 crate::sched::set_fault_handler((tcb_object, tcb), &endpoint)?;
             }
+            drop(caps);
             crate::sched::set_address_space(tcb, root);
             Ok(Reply::EMPTY)
         }
