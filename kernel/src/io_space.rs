@@ -339,6 +339,36 @@ fn stage2_at(unit: &Unit, root: u64) -> Option<Stage2> {
     }
 }
 
+/// Whether [`register_space`] would succeed for `count` new IoSpaces in a
+/// row, changing nothing: the error the first failing one would return.
+/// What `Untyped.Retype` of IoSpaces checks before it makes any.
+pub fn can_register(count: usize) -> Result<(), Error> {
+    let guard = UNIT.lock();
+    let unit = guard.as_ref().ok_or(Error::NotSupported)?;
+    // The stage-2 shape depends on the unit alone (any page-aligned root).
+    stage2_at(unit, 0).ok_or(Error::NotSupported)?;
+    let state = STATE.lock();
+    for made in 1..=count {
+        if state.spaces.len() + made > state.spaces.capacity() {
+            return Err(Error::ObjectTableFull);
+        }
+        state
+            .pool
+            .ledger
+            .can_reserve(made)
+            .map_err(reservation_error)?;
+    }
+    Ok(())
+}
+
+/// What a refused reservation of a new IoSpace's table pages answers.
+fn reservation_error(e: BudgetError) -> Error {
+    match e {
+        BudgetError::LedgerFull => Error::ObjectTableFull,
+        _ => Error::TableMemoryExhausted,
+    }
+}
+
 /// Records a new IoSpace whose zeroed page at `root` becomes its stage-2
 /// root, and reserves its [`SPACE_BUDGET`] table pages. Errors:
 /// `TableMemoryExhausted` when the pool cannot set them aside (too many
@@ -354,10 +384,11 @@ pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error
     if state.spaces.is_full() {
         return Err(Error::ObjectTableFull);
     }
-    state.pool.ledger.reserve(object).map_err(|e| match e {
-        BudgetError::LedgerFull => Error::ObjectTableFull,
-        _ => Error::TableMemoryExhausted,
-    })?;
+    state
+        .pool
+        .ledger
+        .reserve(object)
+        .map_err(reservation_error)?;
     if planted(Seed::IoStage2Identity) {
         for page in (FOREIGN_IPA..FOREIGN_IPA + (2 << 20)).step_by(4096) {
             let read_write = Perms::READ_WRITE;

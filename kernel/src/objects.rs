@@ -409,9 +409,8 @@ pub fn lookup(
     kind: ObjectKind,
     rights: Rights,
 ) -> Result<crate::sched::Target, Error> {
-    let mut found = crate::sched::LookupCache::EMPTY;
-    resolve_into(cspace, cap, &mut found)?;
-    check_lookup(&found, kind, rights)
+    let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    lookup_in(&caps, cspace, cap, kind, rights)
 }
 
 /// [`lookup`] for the calling thread's message-passing system calls,
@@ -438,6 +437,20 @@ pub fn lookup_cached(
     check_lookup(cache, kind, rights)
 }
 
+/// [`lookup`] under a capability lock the caller already holds, so that
+/// an invocation resolves all its capabilities in one critical section.
+fn lookup_in(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let mut found = crate::sched::LookupCache::EMPTY;
+    resolve_locked(caps, cspace, cap, &mut found)?;
+    check_lookup(&found, kind, rights)
+}
+
 /// Fills `found` with what `cap` in `cspace` names (its generation is the
 /// caller's to set).
 fn resolve_into(
@@ -446,6 +459,16 @@ fn resolve_into(
     found: &mut crate::sched::LookupCache,
 ) -> Result<(), Error> {
     let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    resolve_locked(&caps, cspace, cap, found)
+}
+
+/// [`resolve_into`] under a held capability lock.
+fn resolve_locked(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    cap: u64,
+    found: &mut crate::sched::LookupCache,
+) -> Result<(), Error> {
     let index = slot_index(cap).map_err(|_| Error::LookupFailed)?;
     let slot = caps
         .resolve(cspace, index)
@@ -780,14 +803,20 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 ObjectType::IoFaultQueue => NewObject::IoFaultQueue,
             };
             // Decode everything before changing anything: every destination
-            // must resolve and be empty.
+            // must resolve and be empty, and all `count` objects must fit
+            // (room at the watermark, records, DIDs, slot memory; for
+            // IoSpaces the kernel's records and table-page reservations).
             for i in 0..count as u32 {
                 let dest = caps.resolve(cspace, first.checked_add(i).ok_or(Error::InvalidSlot)?)?;
                 if caps.lookup(dest).is_ok() {
                     return Err(Error::SlotOccupied);
                 }
             }
-            let mut created = 0u64;
+            caps.check_retype(slot, new, count as usize)?;
+            if let NewObject::IoSpace { .. } = new {
+                crate::io_space::can_register(count as usize)?;
+            }
+            // Perform: every step was checked above.
             for i in 0..count as u32 {
                 let dest = caps.resolve(cspace, first + i)?;
                 let made = caps.retype(slot, new, dest, &mut sink).map_err(Error::from);
@@ -796,20 +825,20 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                     _ => Ok(()),
                 });
                 if let Err(e) = made {
-                    // The objects made so far stay; the reply says how many.
-                    return if created == 0 {
-                        Err(e)
-                    } else {
-                        Ok(Reply {
-                            mrs: [created, 0, 0, 0, 0, 0, 0, 0],
-                            length: 1,
-                        })
-                    };
+                    // A kernel bug (decode let through what perform
+                    // refuses): take back what was made, all or nothing.
+                    crate::println!("[caps] retype {i} of {count} failed after decode: {e}");
+                    for j in 0..i {
+                        let made = caps.resolve(cspace, first + j)?;
+                        let _ = caps.delete(made, &mut sink);
+                    }
+                    reconcile(&mut caps);
+                    return Err(e);
                 }
-                created += 1;
             }
+            // MR0 is the count made, as before retype was all or nothing.
             Ok(Reply {
-                mrs: [created, 0, 0, 0, 0, 0, 0, 0],
+                mrs: [count, 0, 0, 0, 0, 0, 0, 0],
                 length: 1,
             })
         }
@@ -879,10 +908,16 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 .ok_or(Error::DeadObject)?;
             let length = usize::from(message.info.length).min(8);
             if invocation == Invocation::TcbSetFaultHandler {
+                // Both capabilities resolved under the one lock held since
+                // the TCB's lookup.
                 let endpoint_slot = argument(message, 0)?;
-                // Release the capability lock: `lookup` takes it again.
-                drop(caps);
-                let endpoint = lookup(cspace, endpoint_slot, ObjectKind::Endpoint, Rights::WRITE)?;
+                let endpoint = lookup_in(
+                    &caps,
+                    cspace,
+                    endpoint_slot,
+                    ObjectKind::Endpoint,
+                    Rights::WRITE,
+                )?;
                 crate::sched::set_fault_handler((cap.object(), paddr), &endpoint)?;
                 return Ok(Reply::EMPTY);
             }
@@ -992,7 +1027,17 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                 .resolve(cspace, message.extra_caps[1])
                 .map_err(|_| Error::LookupFailed)?;
             let root = as_root(&caps, vspace_slot)?;
-            let fault_endpoint = argument(message, 0)?;
+            // The fault endpoint (0: none), resolved under this lock.
+            let fault_endpoint = match argument(message, 0)? {
+                0 => None,
+                cptr => Some(lookup_in(
+                    &caps,
+                    cspace,
+                    cptr,
+                    ObjectKind::Endpoint,
+                    Rights::WRITE,
+                )?),
+            };
             // The thread's CSpace: a copy of the CNode capability in a
             // kernel-held slot (revoking the user's capability revokes it).
             let cnode_slot = caps
@@ -1041,11 +1086,10 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
                     return Err(e);
                 }
             }
-            drop(caps);
-            if fault_endpoint != 0 {
-                let endpoint = lookup(cspace, fault_endpoint, ObjectKind::Endpoint, Rights::WRITE)?;
+            if let Some(endpoint) = fault_endpoint {
                 crate::sched::set_fault_handler((tcb_object, tcb), &endpoint)?;
             }
+            drop(caps);
             crate::sched::set_address_space(tcb, root);
             Ok(Reply::EMPTY)
         }

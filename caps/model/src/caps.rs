@@ -898,60 +898,16 @@ impl<S: Storage> Caps<S> {
     ) -> Result<ObjectId, Error> {
         let ucap = *self.lookup_as(untyped, ObjectKind::Untyped, Rights::WRITE)?;
         self.need_empty(dest)?;
-        let size_bits = new.size_bits().ok_or(Error::InvalidSize)?;
-        let Some(uobj) = self.object(ucap.object).copied() else {
-            return Err(Error::DeadObject);
-        };
-        let ObjectState::Untyped { watermark, device } = uobj.state else {
-            return Err(Error::WrongKind);
-        };
-        let kind = new.kind();
-        if device && !matches!(kind, ObjectKind::Frame | ObjectKind::Untyped) {
-            return Err(Error::DeviceMemory);
-        }
-        let mut state = match new {
-            NewObject::Untyped { .. } => ObjectState::Untyped {
-                watermark: 0,
-                device,
-            },
-            _ => ObjectState::Plain,
-        };
-        if let NewObject::IoSpace { iommu } = new {
-            let icap = *self.lookup_as(iommu, ObjectKind::IommuControl, Rights::WRITE)?;
-            let unit = self.unit_of(icap.object).ok_or(Error::DeadObject)?;
-            let did = self.free_did(icap.object, unit.domain_ids)?;
-            state = ObjectState::IoSpace {
-                unit: icap.object,
-                did,
-                fault_queue: None,
-            };
-        }
-        let id = self.free_record()?;
-        let watermark = if uobj.live_children == 0 || flawed!(self, retype_overlap) {
-            0
-        } else {
-            watermark
-        };
-        let region_end = uobj.paddr + (1u64 << uobj.size_bits);
-        let size = 1u64 << size_bits;
-        let start = (uobj.paddr + watermark)
-            .checked_add(size - 1)
-            .map(|x| x & !(size - 1));
-        let Some(start) = start.filter(|s| s.checked_add(size).is_some_and(|e| e <= region_end))
-        else {
-            return Err(Error::UntypedExhausted);
-        };
-        if let NewObject::CNode { size_bits: slots } = new {
-            let first = self
-                .store
-                .cnode_slots(start, slots)
-                .filter(|f| (f.0 as usize) + (1usize << slots) <= self.store.slots().len())
-                .ok_or(Error::NoSlotMemory)?;
-            state = ObjectState::CNode {
-                first_slot: first,
-                size_bits: slots,
-            };
-        }
+        let plan = self.plan_retypes(ucap.object, new, 1)?;
+        let RetypePlan {
+            id,
+            kind,
+            size_bits,
+            start,
+            state,
+            device,
+            untyped_paddr,
+        } = plan;
         // Perform.
         self.create_object(
             id,
@@ -971,7 +927,7 @@ impl<S: Storage> Caps<S> {
         if let Some(u) = self.object_mut(ucap.object) {
             u.live_children += 1;
             u.state = ObjectState::Untyped {
-                watermark: start + size - uobj.paddr,
+                watermark: start + (1u64 << size_bits) - untyped_paddr,
                 device,
             };
         }
@@ -996,6 +952,131 @@ impl<S: Storage> Caps<S> {
         Ok(id)
     }
 
+    /// Whether `count` successive [`Caps::retype`]s of `new` from the
+    /// Untyped in `untyped`, each into a distinct empty slot, would all
+    /// succeed: `Ok` exactly when they would, else the error the first
+    /// failing one would return (room at the watermark with each object's
+    /// alignment, object records, DIDs for IoSpaces, slot memory for
+    /// CNodes). Changes nothing. The destinations are the caller's to
+    /// check ([`Error::SlotOccupied`] comes before all but the rights
+    /// check in `retype`). `count` 0 answers `Ok`.
+    ///
+    /// This is what makes a retype of many objects all-or-nothing: check
+    /// with this, then the retypes cannot fail.
+    pub fn check_retype(&self, untyped: SlotId, new: NewObject, count: usize) -> Result<(), Error> {
+        if count == 0 {
+            return Ok(());
+        }
+        let ucap = *self.lookup_as(untyped, ObjectKind::Untyped, Rights::WRITE)?;
+        self.plan_retypes(ucap.object, new, count).map(|_| ())
+    }
+
+    /// The decode of `count` successive retypes of `new` out of the
+    /// Untyped object `untyped` (its capability already checked): every
+    /// check `retype` makes after the destination's, in its order, for
+    /// each of them in turn. Returns the placement of the first.
+    fn plan_retypes(
+        &self,
+        untyped: ObjectId,
+        new: NewObject,
+        count: usize,
+    ) -> Result<RetypePlan, Error> {
+        let size_bits = new.size_bits().ok_or(Error::InvalidSize)?;
+        let Some(uobj) = self.object(untyped).copied() else {
+            return Err(Error::DeadObject);
+        };
+        let ObjectState::Untyped { watermark, device } = uobj.state else {
+            return Err(Error::WrongKind);
+        };
+        let kind = new.kind();
+        if device && !matches!(kind, ObjectKind::Frame | ObjectKind::Untyped) {
+            return Err(Error::DeviceMemory);
+        }
+        let mut state = match new {
+            NewObject::Untyped { .. } => ObjectState::Untyped {
+                watermark: 0,
+                device,
+            },
+            _ => ObjectState::Plain,
+        };
+        // DIDs and records the retypes may take, one each.
+        let mut free_dids = usize::MAX;
+        if let NewObject::IoSpace { iommu } = new {
+            let icap = *self.lookup_as(iommu, ObjectKind::IommuControl, Rights::WRITE)?;
+            let unit = self.unit_of(icap.object).ok_or(Error::DeadObject)?;
+            let did = self.free_did(icap.object, unit.domain_ids)?;
+            state = ObjectState::IoSpace {
+                unit: icap.object,
+                did,
+                fault_queue: None,
+            };
+            free_dids = self.free_dids(icap.object, unit.domain_ids);
+        }
+        let id = self.free_record()?;
+        let free_records = self.store.objects().iter().filter(|o| o.is_none()).count();
+        let region_end = uobj.paddr + (1u64 << uobj.size_bits);
+        let size = 1u64 << size_bits;
+        let mut watermark = watermark;
+        let mut first = None;
+        for made in 0..count {
+            if made >= free_dids {
+                return Err(Error::NoDomainIds);
+            }
+            if made >= free_records {
+                return Err(Error::ObjectTableFull);
+            }
+            // The retypes before this one are live children too.
+            if (uobj.live_children == 0 && made == 0) || flawed!(self, retype_overlap) {
+                watermark = 0;
+            }
+            let start = (uobj.paddr + watermark)
+                .checked_add(size - 1)
+                .map(|x| x & !(size - 1));
+            let Some(start) =
+                start.filter(|s| s.checked_add(size).is_some_and(|e| e <= region_end))
+            else {
+                return Err(Error::UntypedExhausted);
+            };
+            if let NewObject::CNode { size_bits: slots } = new {
+                let first_slot = self
+                    .store
+                    .cnode_slots(start, slots)
+                    .filter(|f| (f.0 as usize) + (1usize << slots) <= self.store.slots().len())
+                    .ok_or(Error::NoSlotMemory)?;
+                if made == 0 {
+                    state = ObjectState::CNode {
+                        first_slot,
+                        size_bits: slots,
+                    };
+                }
+            }
+            first.get_or_insert(start);
+            watermark = start + size - uobj.paddr;
+        }
+        Ok(RetypePlan {
+            id,
+            kind,
+            size_bits,
+            start: first.unwrap_or(uobj.paddr),
+            state,
+            device,
+            untyped_paddr: uobj.paddr,
+        })
+    }
+
+    /// How many DIDs of the unit no live IoSpace uses: one object-table
+    /// scan, counting on live IoSpaces of a unit having distinct DIDs below
+    /// its limit (the unique-tags invariant).
+    fn free_dids(&self, unit: ObjectId, domain_ids: u16) -> usize {
+        let used = self
+            .live_objects()
+            .filter(|(_, o)| {
+                matches!(o.state, ObjectState::IoSpace { unit: u, did, .. } if u == unit && did < domain_ids)
+            })
+            .count();
+        usize::from(domain_ids).saturating_sub(used)
+    }
+
     /// Smallest DID of the unit not used by a live IoSpace.
     fn free_did(&self, unit: ObjectId, domain_ids: u16) -> Result<u16, Error> {
         (0..domain_ids)
@@ -1006,4 +1087,15 @@ impl<S: Storage> Caps<S> {
             })
             .ok_or(Error::NoDomainIds)
     }
+}
+
+/// Where [`Caps::retype`] puts the object it makes, as its decode decided.
+struct RetypePlan {
+    id: ObjectId,
+    kind: ObjectKind,
+    size_bits: u8,
+    start: u64,
+    state: ObjectState,
+    device: bool,
+    untyped_paddr: u64,
 }

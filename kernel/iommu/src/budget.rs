@@ -163,6 +163,24 @@ impl<S: Copy + Eq, const N: usize> Ledger<S, N> {
         Ok(())
     }
 
+    /// Whether `count` [`reserve`](Ledger::reserve)s for new IoSpaces (none
+    /// holding a reservation yet) would all succeed, changing nothing: the
+    /// error the first failing one would return.
+    pub fn can_reserve(&self, count: usize) -> Result<(), BudgetError> {
+        let free = self.reservations.iter().filter(|r| r.is_none()).count();
+        for made in 1..=count {
+            let taken = self.budget.per_space.checked_mul(made);
+            let left = taken.and_then(|taken| self.unreserved.checked_sub(taken));
+            if left.is_none_or(|left| left + self.unit_used < self.budget.unit_floor) {
+                return Err(BudgetError::PoolReserved);
+            }
+            if made > free {
+                return Err(BudgetError::LedgerFull);
+            }
+        }
+        Ok(())
+    }
+
     /// Pages `account` may still take (0 for an IoSpace without a
     /// reservation).
     pub fn available(&self, account: Account<S>) -> usize {
@@ -485,6 +503,38 @@ mod tests {
         assert_eq!(ledger.reserve(3), Err(BudgetError::LedgerFull));
         assert_eq!(ledger.available(Account::Unit), 100 - 16);
         assert_eq!(ledger.free_pages(), 100);
+    }
+
+    proptest! {
+        /// `can_reserve(n)` answers what `n` reserves for new IoSpaces
+        /// would: all `Ok`, or the first one's error.
+        #[test]
+        fn can_reserve_agrees_with_reserving(
+            pages in 0usize..80,
+            unit_pages in 0usize..6,
+            live in 0u32..4,
+            count in 0usize..8,
+        ) {
+            let mut ledger: Ledger<u32, 4> = Ledger::new(BUDGET);
+            ledger.add_pages(pages);
+            for _ in 0..unit_pages {
+                let _ = ledger.charge(Account::Unit);
+            }
+            for space in 0..live {
+                let _ = ledger.reserve(space);
+            }
+            let before = ledger.free_pages();
+            let answer = ledger.can_reserve(count);
+            prop_assert_eq!(ledger.free_pages(), before);
+            let mut reserved = Ok(());
+            for space in 100..100 + count as u32 {
+                if let Err(e) = ledger.reserve(space) {
+                    reserved = Err(e);
+                    break;
+                }
+            }
+            prop_assert_eq!(answer, reserved);
+        }
     }
 
     #[test]

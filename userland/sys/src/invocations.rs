@@ -129,12 +129,11 @@ impl Cap<Untyped> {
     /// `UntypedRetype` of `count` objects of kind `T` and `2^size_bits`
     /// bytes into the empty slots `first..first + count`.
     ///
-    /// The kernel checks every destination before it makes anything, then
-    /// makes objects one by one; when it runs out part way (the Untyped is
-    /// used up, the object table is full) the objects made so far stay and
-    /// it replies with how many (MR0). That is
-    /// [`RetypeError::Partial`] here, never `Ok`: the caller learns how
-    /// many slots are filled and must use or delete them.
+    /// All or nothing: the kernel checks every destination and that all
+    /// `count` objects fit (room in the Untyped, object records, DIDs)
+    /// before it makes any, and replies with `count` (MR0). A reply with
+    /// another count (no kernel sends one now) is [`RetypeError::Partial`],
+    /// never `Ok`.
     ///
     /// Errors: [`RetypeError::Refused`] with `InvalidArgument` (count 0 or
     /// above the kernel's maximum), `InvalidSize`, `UntypedExhausted`,
@@ -265,9 +264,9 @@ impl<T: CapType> Retyped<T> {
 pub enum RetypeError {
     /// The kernel refused: nothing was made.
     Refused(Error),
-    /// The kernel made `made` objects (in `first..first + made`, which now
-    /// hold them) of the `requested`, then ran out: the reason is not
-    /// reported, the objects made stay.
+    /// The kernel replied that it made `made` objects (in
+    /// `first..first + made`) of the `requested`. Retype is all or nothing
+    /// in the kernel, so this means a reply the ABI does not allow.
     Partial {
         /// The first destination slot.
         first: Slot,

@@ -412,6 +412,12 @@ impl Model for SystemModel {
                 !s.hw.valid_now().is_empty()
             }),
         ];
+        if self.bounds.retype {
+            properties.push(Property::always(
+                "check_retype agrees with retyping",
+                |_, s: &SystemState| retype_checks_agree(&s.caps),
+            ));
+        }
         let deep_enough = self.bounds.depth == 0 || self.bounds.depth >= 5;
         if self.bounds.user_tables && self.bounds.attach && self.bounds.pasids > 0 && deep_enough {
             // Sanity: the bounds are rich enough to reach nested PASID DMA.
@@ -425,6 +431,36 @@ impl Model for SystemModel {
         }
         properties
     }
+}
+
+/// Whether [`Caps::check_retype`] from the boot Untyped answers, for a
+/// Frame and an IoSpace and every count the empty slots can take, what
+/// that many retypes in a row do (`Ok`, or the first failure's error).
+fn retype_checks_agree(caps: &Caps<ModelStore>) -> bool {
+    let empty: Vec<SlotId> = (0..MODEL_SLOTS as u32)
+        .map(SlotId)
+        .filter(|&slot| caps.lookup(slot).is_err())
+        .collect();
+    let untyped = SlotId(UNTYPED_SLOT);
+    let kinds = [
+        NewObject::Frame { size_bits: 12 },
+        NewObject::IoSpace {
+            iommu: SlotId(IOMMU_SLOT),
+        },
+    ];
+    kinds.into_iter().all(|new| {
+        // One retype more per count; after the first failure, all fail.
+        let mut done = caps.clone();
+        let mut made = Ok(());
+        empty.iter().enumerate().all(|(index, &dest)| {
+            if made.is_ok() {
+                made = done
+                    .retype(untyped, new, dest, &mut crate::DiscardEffects)
+                    .map(|_| ());
+            }
+            caps.check_retype(untyped, new, index + 1) == made
+        })
+    })
 }
 
 /// One step of a trace: the operation and its result.

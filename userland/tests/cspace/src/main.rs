@@ -33,6 +33,10 @@ fn main(_startup: &rt::Startup) -> i32 {
         "retype_until_exhaustion_then_reuse",
         retype_until_exhaustion_then_reuse,
     );
+    suite.run(
+        "retype_many_is_all_or_nothing",
+        retype_many_is_all_or_nothing,
+    );
     suite.run("cspace_copy_mint_move_revoke", cspace_copy_mint_move_revoke);
     suite.run("iommu_identify", iommu_identify);
     suite.run(
@@ -104,6 +108,67 @@ fn retype_until_exhaustion_then_reuse() -> Outcome {
     let again = untyped.retype_sized::<Frame>(12, free_slot(0));
     check!(again.is_ok(), "retype after deleting everything");
     check!(cnode().delete(free_slot(0)).is_ok(), "clean up");
+    Ok(())
+}
+
+/// Whether `slot` of the root CNode is empty (a copy out of it answers
+/// `EmptySlot`; `spare` must be empty).
+fn slot_is_empty(slot: Slot, spare: Slot) -> bool {
+    let cap: Cap<Frame> = Cap::from_slot(slot);
+    match cnode().copy(spare, cap, Rights::ALL) {
+        Err(Error::EmptySlot) => true,
+        Ok(_) => {
+            let _ = cnode().delete(spare);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// A retype of 5 Frames into an Untyped with room for 3 makes none of them:
+/// it answers `UntypedExhausted`, all 5 slots stay empty, and the room is
+/// what it was (3 Frames fit after it, a 4th does not).
+fn retype_many_is_all_or_nothing() -> Outcome {
+    let Some(parent) = sys::untypeds::largest_ram_untyped(boot_info()) else {
+        rt::fail!("no RAM untyped");
+    };
+    let parent = parent.cap();
+    let (child_slot, first_frame) = (free_slot(0), free_slot(1));
+    let batch = 2;
+    let spare = free_slot(batch + 5);
+    // A 16 KiB Untyped holding one 4 KiB Frame: room for 3 more.
+    let child: Cap<Untyped> = match parent.retype_sized(14, child_slot) {
+        Ok(child) => child,
+        Err(e) => rt::fail!("retype a 16 KiB untyped: {e:?}"),
+    };
+    if let Err(e) = child.retype_sized::<Frame>(12, first_frame) {
+        rt::fail!("retype the first frame: {e:?}");
+    }
+    let five = child.retype_many::<Frame>(12, free_slot(batch), 5);
+    check!(
+        five == Err(RetypeError::Refused(Error::UntypedExhausted)),
+        "5 frames into room for 3 answered {five:?}"
+    );
+    for i in 0..5 {
+        check!(
+            slot_is_empty(free_slot(batch + i), spare),
+            "after the refused retype, destination {i} of 5 is not empty"
+        );
+    }
+    let three = child.retype_many::<Frame>(12, free_slot(batch), 3);
+    check!(three.is_ok(), "3 frames into room for 3 answered {three:?}");
+    let fourth = child.retype_sized::<Frame>(12, free_slot(batch + 3));
+    check!(
+        fourth == Err(Error::UntypedExhausted),
+        "a 4th frame answered {fourth:?}"
+    );
+    for i in 0..3 {
+        check!(cnode().delete(free_slot(batch + i)).is_ok(), "clean up {i}");
+    }
+    check!(
+        cnode().delete(first_frame).is_ok() && cnode().delete(child_slot).is_ok(),
+        "clean up"
+    );
     Ok(())
 }
 
