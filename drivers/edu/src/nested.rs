@@ -12,7 +12,10 @@
 use crate::device::Why;
 use iopt::{BitmapPool, Config, Format, InvalidationRange, IoPageTable, SliceMemory};
 use rt::space::{Objects, map_frame};
-use sys::{Cap, Frame, IoSpace, IoUserTable, IommuControl, MapRights, PageTable, Rights};
+use sys::{
+    Cap, Frame, IoDevice, IoFaultQueue, IoSpace, IoUserTable, IommuControl, MapRights,
+    Notification, PageTable, Rights,
+};
 
 /// Table frames of one stage-1 table.
 pub const TABLE_FRAMES: usize = 16;
@@ -209,6 +212,24 @@ impl Nested {
             .flush(&mut Invalidate(self.table))
             .map_err(|e| why(format_args!("Invalidate: {e:?}")))
     }
+}
+
+/// A fault queue bound to `device` (its badge is what the records carry)
+/// and the Notification it signals.
+pub fn fault_queue(
+    objects: &mut Objects,
+    device: Cap<IoDevice>,
+) -> Result<(Cap<IoFaultQueue>, Cap<Notification>), Why> {
+    let queue: Cap<IoFaultQueue> = objects
+        .make::<IoFaultQueue>()
+        .map_err(|e| why(format_args!("retype a fault queue: {e:?}")))?;
+    let notification: Cap<Notification> = objects
+        .make::<Notification>()
+        .map_err(|e| why(format_args!("retype a notification: {e:?}")))?;
+    queue
+        .bind(notification, device)
+        .map_err(|e| why(format_args!("IoFaultQueue.Bind: {e:?}")))?;
+    Ok((queue, notification))
 }
 
 /// The table frames mapped at `va`, as iopt's memory.

@@ -118,7 +118,8 @@ impl CompletionEntry {
         }
     }
 
-    /// The 16 bytes of an entry (what a controller writes).
+    /// The 16 bytes of an entry (what a controller writes: the model).
+    #[cfg(feature = "model")]
     pub fn to_bytes(self) -> [u8; COMPLETION_ENTRY_BYTES] {
         let dword2 = self.submission_head as u32 | (self.submission_queue as u32) << 16;
         let dword3 =

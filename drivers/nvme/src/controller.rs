@@ -273,6 +273,12 @@ impl<R: Registers, D: Dma, W: Delay> Controller<R, D, W> {
         self.max_transfer_pages
     }
 
+    /// The DMA memory the driver allocates from, for the caller's own
+    /// data buffers (the same pages the device already reaches).
+    pub fn dma(&mut self) -> &mut D {
+        &mut self.hardware.dma
+    }
+
     /// The depth of each queue.
     pub fn queue_depth(&self) -> u16 {
         self.io.depth
