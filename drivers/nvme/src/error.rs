@@ -52,7 +52,10 @@ pub enum Error {
         /// MQES + 1.
         max_queue_entries: u32,
     },
-    /// A bounded poll ran out of time.
+    /// A bounded poll ran out of time. After a completion timed out the
+    /// command may still complete later, into a slot the driver has moved
+    /// past: the controller needs a reset (a new bring-up) before more
+    /// commands.
     Timeout {
         /// What it was waiting for.
         waiting_for: WaitingFor,

@@ -152,6 +152,8 @@ struct State {
     clock_microseconds: u64,
     injected: Vec<(u16, u8, u16)>,
     commands: Vec<CommandRecord>,
+    stalled: bool,
+    wrong_command_ids: u32,
 }
 
 /// Status fields (completion dword 3 bits 31:17) the model returns.
@@ -202,6 +204,8 @@ impl Model {
             clock_microseconds: 0,
             injected: Vec::new(),
             commands: Vec::new(),
+            stalled: false,
+            wrong_command_ids: 0,
         };
         Model {
             state: Rc::new(RefCell::new(state)),
@@ -251,6 +255,19 @@ impl Model {
             .borrow_mut()
             .injected
             .push((queue, opcode, status));
+    }
+
+    /// From now on the controller fetches nothing: doorbells are taken
+    /// but no command runs or completes (a hung controller that does not
+    /// say so).
+    pub fn stall(&self) {
+        self.state.borrow_mut().stalled = true;
+    }
+
+    /// The next `count` completions carry a command identifier one more
+    /// than the command's (a controller answering the wrong command).
+    pub fn corrupt_command_ids(&self, count: u32) {
+        self.state.borrow_mut().wrong_command_ids = count;
     }
 
     /// Sets CSTS.CFS, as a controller that failed.
@@ -472,7 +489,7 @@ impl State {
     /// tail and posts their completions.
     fn process(&mut self, queue: usize) {
         while let Some(submission) = self.submission[queue] {
-            if submission.head == submission.tail || self.fatal {
+            if submission.head == submission.tail || self.fatal || self.stalled {
                 return;
             }
             let mut bytes = [0u8; SUBMISSION_ENTRY_BYTES];
@@ -527,6 +544,10 @@ impl State {
             return;
         }
         entry.phase = completion.phase;
+        if self.wrong_command_ids > 0 {
+            self.wrong_command_ids -= 1;
+            entry.command_id = entry.command_id.wrapping_add(1);
+        }
         let address = completion.base + completion.tail as u64 * COMPLETION_ENTRY_BYTES as u64;
         if !self.device_write(address, &entry.to_bytes()) {
             self.fatal = true;

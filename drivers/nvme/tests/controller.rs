@@ -516,3 +516,51 @@ fn status_fields_decode() {
         }
     );
 }
+
+#[test]
+fn a_completion_that_never_comes_times_out_after_cap_to() {
+    let (model, mut controller) = up(ModelConfig::default(), 8);
+    let page = buffer(&model, 1);
+    let before = model.elapsed_microseconds();
+    model.stall();
+    assert_eq!(
+        controller.read(0, 8, &addresses(&page)),
+        Err(Error::Timeout {
+            waiting_for: WaitingFor::Completion {
+                queue: QueueKind::Io,
+                opcode: READ
+            },
+            milliseconds: 1000
+        })
+    );
+    // CAP.TO (2 x 500 ms) of 10 us polls, and not longer.
+    assert_eq!(model.elapsed_microseconds() - before, 1_000_000);
+}
+
+#[test]
+fn a_completion_for_another_command_is_refused() {
+    let (model, mut controller) = up(ModelConfig::default(), 8);
+    let page = buffer(&model, 1);
+    model.corrupt_command_ids(1);
+    let error = controller
+        .read(0, 8, &addresses(&page))
+        .expect_err("a completion for another command");
+    let Error::UnexpectedCompletion {
+        queue,
+        expected_command_id,
+        command_id,
+        submission_queue,
+    } = error
+    else {
+        panic!("{error}");
+    };
+    assert_eq!(queue, QueueKind::Io);
+    assert_eq!(command_id, expected_command_id.wrapping_add(1));
+    assert_eq!(submission_queue, 1);
+    // The slot was consumed and the head doorbell moved: the queue pair
+    // stays in step and the next command works.
+    controller
+        .read(0, 8, &addresses(&page))
+        .expect("the next read");
+    assert_clean(&model);
+}
