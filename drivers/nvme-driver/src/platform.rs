@@ -5,15 +5,21 @@
 //! the IoSpace at an IPA, and mapped by the driver's stage 1 at an IOVA
 //! that is neither), and a busy wait ([`Spin`]).
 //!
+//! [`Timeline`] timestamps the two ends of each command's wait, so that
+//! the instructions the driver itself runs per command can be counted
+//! without the time spent waiting for the device.
+//!
 //! ```text
 //!   driver VA (cpu)           IPA (IoSpace, stage 2)     IOVA (stage 1, given to the device)
 //!   0x30_0010_0000 + 4K*n ──> 0x5000_0000 + 4K*n  <──── 0x40_0000 + 8K*n (every other page)
 //! ```
 
+use core::cell::Cell;
 use core::sync::atomic::{Ordering, fence};
 
 use edu::nested::{Buffer, Nested};
 use nvme::{DmaError, DmaPage, Iova};
+use rt::bench::counter;
 use rt::mmio::Window;
 use rt::space::Objects;
 use sys::{Cap, MapRights, PageTable};
@@ -23,20 +29,50 @@ use sys::{Cap, MapRights, PageTable};
 pub const FIRST_IOVA: u64 = 0x40_0000;
 const IOVA_STEP: u64 = 0x2000;
 
+/// Counter values at the edges of the last command's wait (`rt::bench`:
+/// guest instructions under `-icount shift=0`). The driver rings a
+/// submission tail doorbell, polls, then rings the completion head
+/// doorbell, always in pairs, so doorbell writes alternate.
+#[derive(Default)]
+pub struct Timeline {
+    doorbells: Cell<u64>,
+    /// Right after the last submission doorbell write.
+    pub submitted: Cell<u64>,
+    /// At the start of the latest DMA read (a look at the completion queue).
+    read_started: Cell<u64>,
+    /// At the start of the look that found the last completion.
+    pub completion_seen: Cell<u64>,
+}
+
 /// BAR 0 of the controller: the registers and the doorbells, mapped as
 /// device memory.
-pub struct Bar(pub Window);
+pub struct Bar<'a> {
+    /// The mapped registers.
+    pub registers: Window,
+    /// Where doorbell times go.
+    pub timeline: &'a Timeline,
+}
 
-impl nvme::Registers for Bar {
+impl nvme::Registers for Bar<'_> {
     fn read32(&mut self, offset: usize) -> u32 {
-        self.0.read32(offset as u64)
+        self.registers.read32(offset as u64)
     }
 
     fn write32(&mut self, offset: usize, value: u32) {
         // Every queue entry written before must be in memory before the
         // doorbell that publishes it.
         fence(Ordering::SeqCst);
-        self.0.write32(offset as u64, value)
+        self.registers.write32(offset as u64, value);
+        if offset >= nvme::registers::DOORBELLS {
+            let timeline = self.timeline;
+            let count = timeline.doorbells.get();
+            timeline.doorbells.set(count + 1);
+            if count.is_multiple_of(2) {
+                timeline.submitted.set(counter());
+            } else {
+                timeline.completion_seen.set(timeline.read_started.get());
+            }
+        }
     }
 }
 
@@ -51,6 +87,8 @@ pub struct StageOneDma<'a> {
     pub own: Cap<PageTable>,
     /// IOVAs handed out so far.
     pub pages: u64,
+    /// Where DMA read times go.
+    pub timeline: &'a Timeline,
 }
 
 impl nvme::Dma for StageOneDma<'_> {
@@ -78,27 +116,76 @@ impl nvme::Dma for StageOneDma<'_> {
     }
 
     fn read(&mut self, page: &Buffer, offset: usize, bytes: &mut [u8]) {
+        self.timeline.read_started.set(counter());
         // What the device wrote before the entry that was seen is seen too.
         fence(Ordering::SeqCst);
-        for (index, byte) in bytes.iter_mut().enumerate() {
-            *byte = page.read((offset + index) as u64);
+        // Whole words from an aligned offset, bytes for the rest.
+        let whole = if offset.is_multiple_of(8) {
+            bytes.len() / 8 * 8
+        } else {
+            0
+        };
+        let (head, tail) = bytes.split_at_mut(whole);
+        let mut at = offset;
+        for word in head.chunks_exact_mut(8) {
+            word.copy_from_slice(&read_word(page, at).to_le_bytes());
+            at += 8;
+        }
+        for byte in tail {
+            *byte = page.read(at as u64);
+            at += 1;
         }
     }
 
     fn write(&mut self, page: &Buffer, offset: usize, bytes: &[u8]) {
-        for (index, &byte) in bytes.iter().enumerate() {
-            write_byte(page, offset + index, byte);
+        let whole = if offset.is_multiple_of(8) {
+            bytes.len() / 8 * 8
+        } else {
+            0
+        };
+        let (head, tail) = bytes.split_at(whole);
+        let mut at = offset;
+        for word in head.chunks_exact(8) {
+            let mut value = [0u8; 8];
+            value.copy_from_slice(word);
+            write_word(page, at, u64::from_le_bytes(value));
+            at += 8;
+        }
+        for &byte in tail {
+            write_byte(page, at, byte);
+            at += 1;
         }
     }
+}
+
+/// The page's address of byte `offset` for an access of `size` bytes:
+/// inside the page, aligned down to `size`.
+fn address(page: &Buffer, offset: usize, size: usize) -> u64 {
+    page.cpu + (offset as u64 & 0xfff & !(size as u64 - 1))
+}
+
+/// Reads 8 bytes at `offset` (8-byte aligned) of `page` (volatile: the
+/// device writes it).
+#[allow(unsafe_code)]
+fn read_word(page: &Buffer, offset: usize) -> u64 {
+    // SAFETY: `page.cpu` is a 4 KiB Frame `Nested::buffer` mapped
+    // read-write for the program's life, where no Rust object lives;
+    // `address` keeps the access inside it and aligned.
+    unsafe { (address(page, offset, 8) as *const u64).read_volatile() }
+}
+
+/// Writes 8 bytes at `offset` of `page` (volatile: the device reads it).
+#[allow(unsafe_code)]
+fn write_word(page: &Buffer, offset: usize, value: u64) {
+    // SAFETY: as in `read_word`.
+    unsafe { (address(page, offset, 8) as *mut u64).write_volatile(value) }
 }
 
 /// Writes byte `offset` of `page` (volatile: the device reads it).
 #[allow(unsafe_code)]
 fn write_byte(page: &Buffer, offset: usize, value: u8) {
-    // SAFETY: `page.cpu` is a 4 KiB Frame `Nested::buffer` mapped
-    // read-write for the program's life, where no Rust object lives;
-    // `offset` is masked into it.
-    unsafe { ((page.cpu + (offset as u64 & 0xfff)) as *mut u8).write_volatile(value) }
+    // SAFETY: as in `read_word`, one byte.
+    unsafe { (address(page, offset, 1) as *mut u8).write_volatile(value) }
 }
 
 /// A busy wait: about `SPINS_PER_MICROSECOND` spin-loop hints per
