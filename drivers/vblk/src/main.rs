@@ -22,7 +22,7 @@
 
 use sys::resources;
 use sys::{Cap, Endpoint, IoFaultQueue, MessageInfo, Notification, Slot};
-use vblk_protocol::{BLOCK_SIZE, INFO, READ, SECTORS_PER_BLOCK, Status, WRITE};
+use vblk_protocol::{BLOCK_SIZE, Cost, INFO, READ, SECTORS_PER_BLOCK, STATS, Stats, Status, WRITE};
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
 use virtio::platform::{ACCESS_PLATFORM, AccessPlatform};
@@ -66,6 +66,10 @@ fn fail(args: core::fmt::Arguments<'_>) -> Failure {
 struct Disk {
     blk: Blk,
     data: &'static mut [u8; BLOCK_SIZE],
+    /// The data page's IOVA (mapped only while a request shares it).
+    data_iova: u64,
+    /// Ticks the current request spent polling for the device.
+    wait: u64,
     blocks: u64,
     faults: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
 }
@@ -153,6 +157,8 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
     Ok(Disk {
         blk,
         data: data_page(data_va),
+        data_iova: POOL_IOVA + (data_va - DMA_VA),
+        wait: 0,
         blocks,
         faults: Some(faults),
     })
@@ -188,21 +194,57 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
                 return 1;
             }
         };
+        let start = rt::bench::counter();
+        let (iommu, doorbell) = (
+            virtio::dma::counters().iommu_ticks,
+            virtio::platform::doorbell_ticks(),
+        );
         let answer = match disk.as_mut() {
             None => Err(Status::DeviceError),
-            Some(disk) => handle(disk, call.info.label, call.mrs[0]),
+            Some(disk) => {
+                disk.wait = 0;
+                handle(disk, call.info.label, call.mrs[0]).map(|mrs| match call.info.label {
+                    READ | WRITE => {
+                        let cost = Cost {
+                            wait: disk.wait,
+                            driver: (rt::bench::counter() - start).saturating_sub(disk.wait),
+                            iommu: virtio::dma::counters().iommu_ticks - iommu,
+                            doorbell: virtio::platform::doorbell_ticks() - doorbell,
+                        }
+                        .to_mrs();
+                        [mrs[0], cost[0], cost[1], cost[2]]
+                    }
+                    _ => mrs,
+                })
+            }
         };
-        let (label, value) = match answer {
-            Ok(value) => (0, value),
-            Err(status) => (status.code(), 0),
+        let (label, mrs) = match answer {
+            Ok(mrs) => (0, mrs),
+            Err(status) => (status.code(), [0; 4]),
         };
-        message = clients.reply_recv(MessageInfo::new(label, 1), [value, 0, 0, 0]);
+        message = clients.reply_recv(MessageInfo::new(label, 4), mrs);
     }
 }
 
-fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<u64, Status> {
+/// Answers one request: the reply's MR0..MR3.
+fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
     match label {
-        INFO => Ok(disk.blocks),
+        INFO => Ok([disk.blocks, 0, 0, 0]),
+        STATS => {
+            let counters = virtio::dma::counters();
+            let stats = Stats {
+                invalidations: counters.invalidations,
+                in_place: counters.in_place,
+                bounced: counters.bounced,
+                data_mapped: u64::from(virtio::dma::translate(disk.data_iova).is_some()),
+            };
+            Ok([
+                stats.invalidations,
+                stats.in_place,
+                stats.bounced,
+                stats.data_mapped,
+            ])
+        }
         READ | WRITE if block >= disk.blocks => Err(Status::OutOfRange),
         READ => {
             transfer(disk, block, false)?;
@@ -212,7 +254,7 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<u64, Status> {
                 bytes.copy_from_slice(word);
                 page.write(i, u64::from_le_bytes(bytes));
             }
-            Ok(0)
+            Ok([0; 4])
         }
         WRITE => {
             if disk.blk.readonly() {
@@ -223,7 +265,7 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<u64, Status> {
                 word.copy_from_slice(&page.read(i).unwrap_or(0).to_le_bytes());
             }
             transfer(disk, block, true)?;
-            Ok(0)
+            Ok([0; 4])
         }
         _ => Err(Status::UnknownRequest),
     }
@@ -258,6 +300,7 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         Status::DeviceError
     })?;
     let mut polls = 0;
+    let waiting = rt::bench::counter();
     while disk.blk.peek_used() != Some(token) {
         polls += 1;
         if polls == POLL_LIMIT {
@@ -265,6 +308,7 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         }
         core::hint::spin_loop();
     }
+    disk.wait += rt::bench::counter() - waiting;
     #[allow(unsafe_code)]
     // SAFETY: the same buffers `*_nb` took, and the device returned them.
     let done = unsafe {

@@ -77,6 +77,9 @@ pub struct Counters {
     pub bounced: u64,
     /// Allocations (`dma_alloc`).
     pub allocations: u64,
+    /// Counter ticks (`rt::bench::counter`) in stage-1 map, unmap and
+    /// invalidation.
+    pub iommu_ticks: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +188,20 @@ impl Pool {
     }
 
     fn map(&mut self, first: usize, pages: usize, rights: Rights) -> Result<(), Failure> {
+        let start = rt::bench::counter();
+        let mapped = self.map_uncounted(first, pages, rights);
+        self.counters.iommu_ticks += rt::bench::counter() - start;
+        mapped
+    }
+
+    fn unmap(&mut self, first: usize, pages: usize) -> Result<(), Failure> {
+        let start = rt::bench::counter();
+        let unmapped = self.unmap_uncounted(first, pages);
+        self.counters.iommu_ticks += rt::bench::counter() - start;
+        unmapped
+    }
+
+    fn map_uncounted(&mut self, first: usize, pages: usize, rights: Rights) -> Result<(), Failure> {
         let (iova, ipa) = (self.iova_of(first), self.memory_ipa + first as u64 * PAGE);
         self.stage1
             .map(iova, ipa, pages as u64 * PAGE, rights)
@@ -192,7 +209,7 @@ impl Pool {
         self.flush()
     }
 
-    fn unmap(&mut self, first: usize, pages: usize) -> Result<(), Failure> {
+    fn unmap_uncounted(&mut self, first: usize, pages: usize) -> Result<(), Failure> {
         let iova = self.iova_of(first);
         self.stage1
             .unmap(iova, pages as u64 * PAGE)

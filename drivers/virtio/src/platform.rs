@@ -33,6 +33,13 @@ pub const ACCESS_PLATFORM: u64 = 1 << 33;
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 static KEPT: AtomicU64 = AtomicU64::new(0);
 const NEGOTIATED: u64 = 1 << 63;
+/// Counter ticks spent in `notify` (the doorbell write) so far.
+static DOORBELL: AtomicU64 = AtomicU64::new(0);
+
+/// Counter ticks (`rt::bench::counter`) spent ringing doorbells so far.
+pub fn doorbell_ticks() -> u64 {
+    DOORBELL.load(Ordering::Relaxed)
+}
 
 /// The result of the last feature negotiation through an
 /// [`AccessPlatform`]: the features the driver wrote, and whether the
@@ -98,7 +105,9 @@ impl<T: Transport> Transport for AccessPlatform<T> {
     }
 
     fn notify(&mut self, queue: u16) {
-        self.inner.notify(queue)
+        let start = rt::bench::counter();
+        self.inner.notify(queue);
+        DOORBELL.fetch_add(rt::bench::counter() - start, Ordering::Relaxed);
     }
 
     fn get_status(&self) -> DeviceStatus {

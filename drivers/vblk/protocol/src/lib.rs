@@ -9,8 +9,12 @@
 //! | [`INFO`] | 0 | nothing | the disk's size in [`BLOCK_SIZE`] blocks |
 //! | [`READ`] | block number | reads the block from the device into the shared page | 0 |
 //! | [`WRITE`] | block number | writes the shared page to the block | 0 |
+//! | [`STATS`] | 0 | nothing | [`Stats`] in MR0..MR3 |
 //!
-//! A reply's label is 0 on success, else a [`Status`] code.
+//! A reply's label is 0 on success, else a [`Status`] code. A `READ` or
+//! `WRITE` reply also carries the driver's own cost ([`Cost`], MR1..MR3),
+//! counted with the CPU's counter, which under QEMU's `-icount
+//! shift=0,sleep=off` counts guest instructions (`cargo xtask bench`).
 //!
 //! The pattern: byte `8 * w .. 8 * w + 8` of a disk holds
 //! [`pattern_word`]`(seed, w)` little-endian. xtask writes the disk with
@@ -33,6 +37,60 @@ pub const INFO: u32 = 0x20_0001;
 pub const READ: u32 = 0x20_0002;
 /// Write the shared page to block MR0.
 pub const WRITE: u32 = 0x20_0003;
+
+/// Ask for the driver's IOMMU counters.
+pub const STATS: u32 = 0x20_0004;
+
+/// What a `READ` or `WRITE` cost in the driver, in counter ticks (guest
+/// instructions under icount).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Polling the used ring until the device returned the request: the
+    /// emulated device's time, which benchmarks leave out.
+    pub wait: u64,
+    /// Everything the driver ran from the request's arrival to its reply,
+    /// the wait excepted (the next two included).
+    pub driver: u64,
+    /// Of which stage-1 map, unmap and `IoUserTable.Invalidate`.
+    pub iommu: u64,
+    /// Of which the doorbell (the virtqueue notify register write).
+    pub doorbell: u64,
+}
+
+impl Cost {
+    /// As reply MR1..MR3 (`iommu` and `doorbell` share MR3, 32 bits each).
+    pub fn to_mrs(self) -> [u64; 3] {
+        [
+            self.wait,
+            self.driver,
+            (self.iommu.min(u64::from(u32::MAX)) << 32) | self.doorbell.min(u64::from(u32::MAX)),
+        ]
+    }
+
+    /// From reply MR1..MR3.
+    pub fn from_mrs(mrs: [u64; 3]) -> Cost {
+        Cost {
+            wait: mrs[0],
+            driver: mrs[1],
+            iommu: mrs[2] >> 32,
+            doorbell: mrs[2] & u64::from(u32::MAX),
+        }
+    }
+}
+
+/// The driver's IOMMU counters (`STATS` reply MR0..MR3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `IoUserTable.Invalidate` calls so far.
+    pub invalidations: u64,
+    /// Buffers the device was given in place (the driver's data page).
+    pub in_place: u64,
+    /// Buffers given through a bounce copy (request headers, statuses).
+    pub bounced: u64,
+    /// Whether the data page's IOVA translates right now (1) or not (0):
+    /// between requests it must not.
+    pub data_mapped: u64,
+}
 
 /// The seed of the disk image xtask creates.
 pub const OLD_SEED: u64 = 0x5EED_0000_B10C_0001;
@@ -127,6 +185,17 @@ mod tests {
         ] {
             assert_eq!(Status::from_code(status.code()), Some(status));
         }
+    }
+
+    #[test]
+    fn costs_round_trip_through_three_registers() {
+        let cost = Cost {
+            wait: 1 << 40,
+            driver: 12_345,
+            iommu: 6_789,
+            doorbell: 321,
+        };
+        assert_eq!(Cost::from_mrs(cost.to_mrs()), cost);
     }
 
     #[test]
