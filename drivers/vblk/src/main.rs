@@ -22,7 +22,9 @@
 
 use sys::resources;
 use sys::{Cap, Endpoint, IoFaultQueue, MessageInfo, Notification, Slot};
-use vblk_protocol::{BLOCK_SIZE, Cost, INFO, READ, SECTORS_PER_BLOCK, STATS, Stats, Status, WRITE};
+use vblk_protocol::{
+    BLOCK_SIZE, Cost, INFO, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE,
+};
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
 use virtio::platform::{ACCESS_PLATFORM, AccessPlatform};
@@ -252,6 +254,19 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
                 stats.bounced,
                 stats.data_mapped,
             ])
+        }
+        SHARING => {
+            let sharing = match Sharing::from_code(block) {
+                Some(Sharing::PerRequest) => virtio::dma::Sharing::PerRequest,
+                Some(Sharing::StagedBounces) => virtio::dma::Sharing::StagedBounces,
+                Some(Sharing::Premapped) => virtio::dma::Sharing::Premapped,
+                None => return Err(Status::UnknownRequest),
+            };
+            virtio::dma::set_sharing(sharing).map_err(|why| {
+                rt::println!("[vblk] changing how buffers are shared: {}", why.0);
+                Status::DeviceError
+            })?;
+            Ok([0; 4])
         }
         READ | WRITE if block >= disk.blocks => Err(Status::OutOfRange),
         READ => {

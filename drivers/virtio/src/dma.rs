@@ -19,6 +19,15 @@
 //! the driver's tables, into the driver's IoSpace, and only for the
 //! duration of one request: after `unshare` returns the device reaches
 //! nothing of the buffer (the kernel waits for the IOMMU's invalidation).
+//!
+//! That is [`Sharing::PerRequest`], the default. [`set_sharing`] trades
+//! it for fewer invalidations: [`Sharing::StagedBounces`] bounces small
+//! buffers (request headers, statuses) through [`STAGING_PAGES`] pages
+//! that stay mapped read-write, and [`Sharing::Premapped`] also keeps the
+//! reserved pages mapped read-write, so a request changes nothing in
+//! stage 1. The device can then reach those pages between requests, and
+//! write a bounce while the driver copies it back: what the device can
+//! reach is still only the pool, never the rest of the IoSpace or memory.
 //! `share` cannot fail in the crate's interface: when the pool has no free
 //! page it returns IOVA 0, never mapped, so the device's access faults and
 //! the request fails; [`take_error`] says why.
@@ -33,6 +42,24 @@ use crate::{Failure, failure};
 
 /// The most pages of DMA memory a pool manages.
 pub const MAX_PAGES: usize = 64;
+/// Pages kept mapped for bounces under [`Sharing::StagedBounces`] and
+/// [`Sharing::Premapped`] (one per buffer of a request but the data).
+pub const STAGING_PAGES: usize = 2;
+
+/// How `share` gives a buffer to the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// Every buffer mapped (and invalidated) when shared, unmapped (and
+    /// invalidated) when the device returns it: the default.
+    PerRequest,
+    /// Buffers of one page or less that are not in reserved pages bounce
+    /// through staging pages that stay mapped read-write; buffers in
+    /// reserved pages are still mapped per request.
+    StagedBounces,
+    /// As `StagedBounces`, and the reserved pages stay mapped read-write:
+    /// no stage-1 change per request.
+    Premapped,
+}
 const PAGE: u64 = 4096;
 
 /// What [`install`] needs: where the DMA memory and the table frames are,
@@ -96,6 +123,13 @@ enum Page {
     Bounce { original: u64, len: u64 },
     /// Mapped: a later page of a bounce.
     BounceTail,
+    /// Mapped read-write, free for a bounce (not [`Sharing::PerRequest`]).
+    Staging,
+    /// Mapped read-write: a staging page in use for the buffer at
+    /// `original`.
+    Staged { original: u64, len: u64 },
+    /// A reserved page kept mapped read-write ([`Sharing::Premapped`]).
+    Premapped,
 }
 
 struct Pool {
@@ -108,6 +142,7 @@ struct Pool {
     count: usize,
     counters: Counters,
     error: Option<Failure>,
+    sharing: Sharing,
 }
 
 static POOL: spin::Mutex<Option<Pool>> = spin::Mutex::new(None);
@@ -244,6 +279,29 @@ impl Pool {
             self.counters.in_place += 1;
             return Ok(self.iova_of(first) + (va & (PAGE - 1)));
         }
+        if let Some(first) = self.page_at(va).filter(|&first| {
+            first + pages <= self.count
+                && self.pages[first..first + pages]
+                    .iter()
+                    .all(|p| *p == Page::Premapped)
+        }) {
+            self.counters.in_place += 1;
+            return Ok(self.iova_of(first) + (va & (PAGE - 1)));
+        }
+        if len <= PAGE
+            && let Some(first) = self.pages[..self.count]
+                .iter()
+                .position(|p| *p == Page::Staging)
+        {
+            let staging = self.va(first);
+            zero(staging, PAGE);
+            if direction != BufferDirection::DeviceToDriver {
+                copy(va, staging, len);
+            }
+            self.pages[first] = Page::Staged { original: va, len };
+            self.counters.bounced += 1;
+            return Ok(self.iova_of(first));
+        }
         let pages = span(0, len) as usize;
         let first = self.find_free(pages).ok_or_else(|| {
             failure(format_args!(
@@ -289,11 +347,76 @@ impl Pool {
                 self.pages[first..first + pages].fill(Page::Free);
                 Ok(())
             }
+            Page::Premapped => Ok(()),
+            Page::Staged { original, len } if original == va => {
+                if direction != BufferDirection::DriverToDevice {
+                    copy(self.va(first), original, len);
+                }
+                self.pages[first] = Page::Staging;
+                Ok(())
+            }
             other => Err(failure(format_args!(
                 "unshare of IOVA {iova:#x} (buffer at {va:#x}), whose page is {other:?}"
             ))),
         }
     }
+}
+
+impl Pool {
+    /// Back to [`Sharing::PerRequest`], then on to `sharing`.
+    fn set_sharing(&mut self, sharing: Sharing) -> Result<(), Failure> {
+        if let Some(busy) = self.pages[..self.count]
+            .iter()
+            .position(|p| matches!(p, Page::Staged { .. } | Page::Shared))
+        {
+            return Err(failure(format_args!(
+                "page {busy} of the pool is shared with the device: no change of sharing under I/O"
+            )));
+        }
+        for page in 0..self.count {
+            match self.pages[page] {
+                Page::Staging => {
+                    self.unmap(page, 1)?;
+                    self.pages[page] = Page::Free;
+                }
+                Page::Premapped => {
+                    self.unmap(page, 1)?;
+                    self.pages[page] = Page::Reserved;
+                }
+                _ => {}
+            }
+        }
+        self.sharing = Sharing::PerRequest;
+        if sharing == Sharing::PerRequest {
+            return Ok(());
+        }
+        for _ in 0..STAGING_PAGES {
+            let page = self
+                .find_free(1)
+                .ok_or_else(|| failure(format_args!("no free page to stage bounces in")))?;
+            self.map(page, 1, Rights::READ_WRITE)?;
+            self.pages[page] = Page::Staging;
+        }
+        if sharing == Sharing::Premapped {
+            for page in 0..self.count {
+                if self.pages[page] == Page::Reserved {
+                    self.map(page, 1, Rights::READ_WRITE)?;
+                    self.pages[page] = Page::Premapped;
+                }
+            }
+        }
+        self.sharing = sharing;
+        Ok(())
+    }
+}
+
+/// Changes how buffers are shared from the next request on (see
+/// [`Sharing`]); refused while a buffer is shared.
+pub fn set_sharing(sharing: Sharing) -> Result<(), Failure> {
+    POOL.lock()
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?
+        .set_sharing(sharing)
 }
 
 /// Builds the driver's stage-1 table in `setup.tables` with iopt, binds
@@ -332,6 +455,7 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
         count,
         counters: Counters::default(),
         error: None,
+        sharing: Sharing::PerRequest,
     });
     Ok(table)
 }

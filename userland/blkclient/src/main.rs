@@ -12,8 +12,8 @@ use rt::check;
 use rt::testing::{Outcome, Suite};
 use sys::{Cap, Endpoint, MessageInfo};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, DISK_BLOCKS, INFO, NEW_SEED, OLD_SEED, READ, STATS, Stats, Status, WRITE,
-    fill_block, first_mismatch,
+    BLOCK_SIZE, Cost, DISK_BLOCKS, INFO, NEW_SEED, OLD_SEED, READ, SHARING, STATS, Sharing, Stats,
+    Status, WRITE, fill_block, first_mismatch,
 };
 
 rt::entry!(main);
@@ -179,6 +179,30 @@ fn main(startup: &rt::Startup) -> i32 {
         );
         Ok(())
     });
+    suite.run("each_sharing_reads_right_with_its_invalidations", || {
+        // Invalidations per read: (a) 6; staged headers: the data page's
+        // map and unmap, 2; (b) pre-mapped: none.
+        for (sharing, expected) in [
+            (Sharing::StagedBounces, 2),
+            (Sharing::Premapped, 0),
+            (Sharing::PerRequest, 6),
+        ] {
+            let set = ask(driver, SHARING, sharing.code());
+            check!(set.is_ok(), "switching to {sharing:?}: {set:?}");
+            let before = stats(driver);
+            read_and_check(driver, 5, NEW_SEED)?;
+            let after = stats(driver);
+            let (Ok(before), Ok(after)) = (before, after) else {
+                rt::fail!("asking for the driver's counters: {before:?} / {after:?}")
+            };
+            let invalidations = after.invalidations - before.invalidations;
+            check!(
+                invalidations == expected,
+                "{sharing:?}: one read cost {invalidations} invalidations, not {expected}"
+            );
+        }
+        Ok(())
+    });
     suite.run("block_past_the_end_is_refused", || {
         let past = ask(driver, READ, DISK_BLOCKS);
         check!(
@@ -187,17 +211,29 @@ fn main(startup: &rt::Startup) -> i32 {
         );
         Ok(())
     });
-    match timed_read(driver) {
-        Ok((total, cost)) => {
-            rt::println!(
-                "[blkclient] one 4 KiB read, client -> driver -> device -> client, the device's time left out (instructions under cargo xtask bench's -icount; CPU counter ticks otherwise):"
-            );
-            rt::println!("bench blk-read-4k instructions={total}");
-            rt::println!("bench blk-read-4k-driver instructions={}", cost.driver);
-            rt::println!("bench blk-read-4k-iommu instructions={}", cost.iommu);
-            rt::println!("bench blk-read-4k-doorbell instructions={}", cost.doorbell);
+    rt::println!(
+        "[blkclient] one 4 KiB read, client -> driver -> device -> client, the device's time left out, per way of sharing buffers (instructions under cargo xtask bench's -icount; CPU counter ticks otherwise):"
+    );
+    for (sharing, name) in [
+        (Sharing::PerRequest, "blk-read-4k"),
+        (Sharing::StagedBounces, "blk-read-4k-staged"),
+        (Sharing::Premapped, "blk-read-4k-premapped"),
+    ] {
+        let timed = ask(driver, SHARING, sharing.code()).and_then(|_| timed_read(driver));
+        match timed {
+            Ok((total, cost)) => {
+                rt::println!("bench {name} instructions={total}");
+                if sharing == Sharing::PerRequest {
+                    rt::println!("bench {name}-driver instructions={}", cost.driver);
+                    rt::println!("bench {name}-iommu instructions={}", cost.iommu);
+                    rt::println!("bench {name}-doorbell instructions={}", cost.doorbell);
+                }
+            }
+            Err(status) => rt::println!("bench {name} FAILED: the read answered {status:?}"),
         }
-        Err(status) => rt::println!("bench blk-read-4k FAILED: the read answered {status:?}"),
+    }
+    if let Err(status) = ask(driver, SHARING, Sharing::PerRequest.code()) {
+        rt::println!("[blkclient] back to per-request sharing: {status:?}");
     }
     suite.finish()
 }

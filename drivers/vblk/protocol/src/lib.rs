@@ -10,6 +10,7 @@
 //! | [`READ`] | block number | reads the block from the device into the shared page | 0 |
 //! | [`WRITE`] | block number | writes the shared page to the block | 0 |
 //! | [`STATS`] | 0 | nothing | [`Stats`] in MR0..MR3 |
+//! | [`SHARING`] | a [`Sharing`] code | shares the next requests' buffers so | 0 |
 //!
 //! A reply's label is 0 on success, else a [`Status`] code. A `READ` or
 //! `WRITE` reply also carries the driver's own cost ([`Cost`], MR1..MR3),
@@ -40,6 +41,44 @@ pub const WRITE: u32 = 0x20_0003;
 
 /// Ask for the driver's IOMMU counters.
 pub const STATS: u32 = 0x20_0004;
+
+/// Change how the driver gives buffers to the device.
+pub const SHARING: u32 = 0x20_0005;
+
+/// How the driver gives a request's buffers to the device (`SHARING`'s
+/// MR0): the three strategies a benchmark compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// (a) every buffer mapped in stage 1 and invalidated for the request
+    /// only (0; the default).
+    PerRequest,
+    /// Request headers and statuses through pages kept mapped; the data
+    /// page still per request (1).
+    StagedBounces,
+    /// (b) a pre-mapped pool: nothing changes in stage 1 per request (2).
+    Premapped,
+}
+
+impl Sharing {
+    /// Its code.
+    pub fn code(self) -> u64 {
+        match self {
+            Sharing::PerRequest => 0,
+            Sharing::StagedBounces => 1,
+            Sharing::Premapped => 2,
+        }
+    }
+
+    /// From its code.
+    pub fn from_code(code: u64) -> Option<Sharing> {
+        match code {
+            0 => Some(Sharing::PerRequest),
+            1 => Some(Sharing::StagedBounces),
+            2 => Some(Sharing::Premapped),
+            _ => None,
+        }
+    }
+}
 
 /// What a `READ` or `WRITE` cost in the driver, in counter ticks (guest
 /// instructions under icount).
@@ -185,6 +224,18 @@ mod tests {
         ] {
             assert_eq!(Status::from_code(status.code()), Some(status));
         }
+    }
+
+    #[test]
+    fn sharings_round_trip_through_their_codes() {
+        for sharing in [
+            Sharing::PerRequest,
+            Sharing::StagedBounces,
+            Sharing::Premapped,
+        ] {
+            assert_eq!(Sharing::from_code(sharing.code()), Some(sharing));
+        }
+        assert_eq!(Sharing::from_code(3), None);
     }
 
     #[test]
