@@ -19,6 +19,8 @@ struct CachedPage {
     output_page: u64,
     read: bool,
     write: bool,
+    /// Filled by a write's walk (which set D where the walk sets it).
+    dirty: bool,
 }
 
 /// QEMU 10.0.2 default `intel-iommu` CAP.
@@ -217,6 +219,7 @@ impl<'m> SimVtd<'m> {
             first_stage_1g: self.cap().fl1gp(),
             mgaw: self.cap().mgaw(),
             qemu_fault_codes: self.qemu_mode.get(),
+            second_stage_ad: ecap.slads() && !self.qemu_mode.get(),
         })
     }
 
@@ -268,7 +271,9 @@ impl<'m> SimVtd<'m> {
         let entry = *self.iotlb.borrow().get(&(tag.domain, tag.pasid, page))?;
         let allowed = match request.access {
             Access::Read => entry.read,
-            Access::Write => entry.write,
+            // A write through an entry cached by a read must walk again to
+            // set D (VT-d 9.7); QEMU 10.0.2 reuses the entry and skips D.
+            Access::Write => entry.write && (entry.dirty || self.qemu_mode.get()),
         };
         allowed.then_some(entry.output_page | (request.address & 0xfff))
     }
@@ -282,7 +287,7 @@ impl<'m> SimVtd<'m> {
             Access::Write => Access::Read,
         };
         let other_ok = model
-            .translate(
+            .probe(
                 self.memory,
                 Request {
                     access: other,
@@ -304,6 +309,7 @@ impl<'m> SimVtd<'m> {
                 output_page: output & !0xfff,
                 read,
                 write,
+                dirty: request.access == Access::Write,
             },
         );
     }
