@@ -14,4 +14,5 @@ mod unit_tables;
 mod vtd_boot;
 mod vtd_fail_closed;
 mod vtd_intremap;
+mod vtd_page_requests;
 mod vtd_translate;
