@@ -12,6 +12,7 @@ mod smmu_boot;
 mod smmu_translate;
 mod unit_tables;
 mod vtd_boot;
+mod vtd_dirty;
 mod vtd_fail_closed;
 mod vtd_intremap;
 mod vtd_page_requests;
