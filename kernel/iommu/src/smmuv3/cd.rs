@@ -35,6 +35,8 @@ pub enum CdError {
     OutputSize(u32),
     /// TTB0 not 4 KiB aligned or beyond the output size.
     TableAddress(u64),
+    /// CD.S (stall) on an SMMU that cannot stall (IDR0.STALL_MODEL=0b01).
+    StallNotSupported,
 }
 
 impl fmt::Display for CdError {
@@ -45,6 +47,12 @@ impl fmt::Display for CdError {
             Self::InputSize(v) => write!(f, "CD: {v}-bit input size is outside 25..=48"),
             Self::OutputSize(o) => write!(f, "CD: {o}-bit output size is not supported"),
             Self::TableAddress(t) => write!(f, "CD: TTB0 {t:#x} is misaligned or too large"),
+            Self::StallNotSupported => {
+                write!(
+                    f,
+                    "CD: stall requested but SMMU_IDR0.STALL_MODEL is terminate-only"
+                )
+            }
         }
     }
 }
@@ -93,6 +101,18 @@ impl Cd {
             | 1 << 47
             | u64::from(params.asid) << 48;
         Ok(Cd([word0, params.ttb0, 0, params.mair, 0, 0, 0, 0]))
+    }
+
+    /// The CD with CD.S (word 0 bit 44) on: a stage-1 translation fault
+    /// stalls the transaction (an event with Stall=1 and a STAG) until
+    /// CMD_RESUME retries or ends it (SMMUv3 3.12.2). The STE must leave
+    /// S1STALLD clear. Refused where IDR0.STALL_MODEL is terminate-only (QEMU).
+    pub fn with_stall(mut self, features: &Features) -> Result<Cd, CdError> {
+        if features.idr0.stall_model() == 1 {
+            return Err(CdError::StallNotSupported);
+        }
+        self.0[0] |= 1 << 44;
+        Ok(self)
     }
 
     /// V (word 0 bit 31).

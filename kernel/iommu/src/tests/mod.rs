@@ -9,6 +9,7 @@ mod revocation;
 mod shadow;
 mod smmu_attributes;
 mod smmu_boot;
+mod smmu_recoverable;
 mod smmu_translate;
 mod unit_tables;
 mod vtd_boot;

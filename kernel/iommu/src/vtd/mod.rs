@@ -145,6 +145,10 @@ impl<M: Mmio> VtdUnit<M> {
     pub fn identity(&self) -> crate::identity::Identity {
         crate::identity::Identity::vtd(self.capability, self.extended)
     }
+    /// Page requests, dirty tracking and PASID width.
+    pub fn extensions(&self) -> crate::identity::Extensions {
+        crate::identity::Extensions::vtd(self.extended)
+    }
     /// The installed root table and its mode, if any.
     pub fn root_table(&self) -> Option<(PhysAddr, RootTableMode)> {
         self.root_table
