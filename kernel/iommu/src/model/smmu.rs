@@ -25,11 +25,11 @@
 //! is 0). Shareability and allocation hints are not modelled.
 
 use super::{Access, SimMemory};
-use crate::PhysMem;
 use crate::smmuv3::pagetable::{ACCESS_FLAG, DBM, S2AP_WRITE};
 use crate::smmuv3::queue::{Event, EventKind, FaultClass};
 use crate::smmuv3::regs::{Features, address_size_bits};
 use crate::smmuv3::ste::{Ste, config};
+use crate::{PhysMem, bits};
 
 /// One transaction as the SMMU sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,6 +385,33 @@ impl Walk<'_> {
         }
     }
 
+    /// The physical address of CD `substream` (SMMUv3 5.3): S1Fmt 0 a
+    /// linear table; 1 (2) a level-1 table of L1CDs (V bit 0, L2Ptr
+    /// 51:12) indexed by SubstreamID\[S1CDMax-1:6\] (\[..:10\]) over leaf
+    /// tables of 64 (1024) CDs. Table addresses are IPAs under stage 2; an
+    /// invalid L1CD is C_BAD_SUBSTREAMID.
+    fn cd_address(&self, ste: &Ste, s2: Option<&Stage2>, substream: u32) -> Result<u64, Outcome> {
+        let fetch = |ipa: u64| {
+            self.maybe_stage2(s2, ipa, Access::Read, FaultClass::ContextDescriptor)
+                .map_err(|fault| self.fault_outcome(fault))
+        };
+        let split = match bits(ste.0[0], 5, 4) {
+            0 => return fetch(ste.context_pointer() + 64 * u64::from(substream)),
+            1 => 6,
+            _ => 10,
+        };
+        let l1_pa = fetch(ste.context_pointer() + 8 * u64::from(substream >> split))?;
+        if !self.memory.contains(l1_pa) {
+            return Err(self.event(EventKind::CdFetch));
+        }
+        let l1 = self.memory.read_u64(l1_pa);
+        if l1 & 1 == 0 {
+            return Err(self.event(EventKind::BadSubstreamId));
+        }
+        let index = u64::from(substream & ((1 << split) - 1));
+        fetch((l1 & 0x000f_ffff_ffff_f000) + 64 * index)
+    }
+
     fn maybe_stage2(
         &self,
         s2: Option<&Stage2>,
@@ -619,15 +646,7 @@ impl SmmuModel {
                 _ => return Err(walk.event(EventKind::BadSubstreamId)),
             },
         };
-        let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
-        let cd_pa = walk
-            .maybe_stage2(
-                s2.as_ref(),
-                cd_ipa,
-                Access::Read,
-                FaultClass::ContextDescriptor,
-            )
-            .map_err(|fault| walk.fault_outcome(fault))?;
+        let cd_pa = walk.cd_address(&ste, s2.as_ref(), substream)?;
         if !memory.contains(cd_pa) {
             return Err(walk.event(EventKind::CdFetch));
         }
@@ -686,15 +705,7 @@ impl SmmuModel {
             record: false,
             ..self.stage2_of(&ste)
         });
-        let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
-        let cd_pa = walk
-            .maybe_stage2(
-                s2.as_ref(),
-                cd_ipa,
-                Access::Read,
-                FaultClass::ContextDescriptor,
-            )
-            .ok()?;
+        let cd_pa = walk.cd_address(&ste, s2.as_ref(), substream).ok()?;
         let word0 = memory.read_u64(cd_pa);
         Some(ConfigTag::Translate {
             vmid: ste.vmid(),
@@ -733,14 +744,8 @@ impl SmmuModel {
             update: false,
         };
         let s2 = (ste.config() & 2 != 0).then(|| self.stage2_of(&ste));
-        let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
-        walk.maybe_stage2(
-            s2.as_ref(),
-            cd_ipa,
-            Access::Read,
-            FaultClass::ContextDescriptor,
-        )
-        .is_ok_and(|cd_pa| memory.read_u64(cd_pa) >> 44 & 1 == 1)
+        walk.cd_address(&ste, s2.as_ref(), substream)
+            .is_ok_and(|cd_pa| memory.read_u64(cd_pa) >> 44 & 1 == 1)
     }
 
     /// CD checks (SMMUv3 5.4 ILLEGAL values, plus QEMU's `decode_cd` limits).

@@ -429,10 +429,10 @@ impl Features {
 
     /// A unit with what QEMU 10.0.2 leaves out, per the specification:
     /// QEMU's registers plus IDR0.PRI, STALL_MODEL=0 (stall and
-    /// terminate), HTTU=2 (access flag and dirty state), and IDR1
+    /// terminate), HTTU=2 (access flag and dirty state), CD2L, and IDR1
     /// SSIDSIZE=8 and PRIQS=8. The executable model's "per spec" unit.
     pub const PER_SPEC: Features = Features {
-        idr0: Idr0((0x0d44_101b & !(3 << 24)) | 1 << 16 | 2 << 6),
+        idr0: Idr0((0x0d44_101b & !(3 << 24)) | 1 << 16 | 1 << 19 | 2 << 6),
         idr1: Idr1(0x0273_0010 | 8 << 6 | 8 << 11),
         idr3: Idr3(0x1414),
         idr5: Idr5(0x74),

@@ -246,6 +246,29 @@ impl Ste {
         Ok(ste)
     }
 
+    /// As [`Ste::stage1_with_substreams`] with a 2-level CD table
+    /// (S1Fmt=1): `l1_table` holds 2^(`cdmax_log2` - 6) L1CDs, each
+    /// pointing at a 4 KiB leaf of 64 CDs ([`super::cd::write_two_level`]).
+    /// Needs IDR0.CD2L and `cdmax_log2` > 6.
+    pub fn stage1_two_level_cds(
+        l1_table: PhysAddr,
+        cdmax_log2: u32,
+        without_substream: u64,
+        vmid: u16,
+        features: &Features,
+    ) -> Result<Ste, SteError> {
+        if cdmax_log2 <= super::cd::CD_SPLIT {
+            return Err(SteError::Stage2Parameter(
+                "a 2-level CD table needs more than 64 CDs (use a linear one)",
+            ));
+        }
+        let mut ste = Self::stage1(l1_table, vmid, features)?;
+        ste.0[0] |= 1 << 4 | u64::from(cdmax_log2 & 0x1f) << 59;
+        ste.0[1] |= without_substream & 3;
+        ste.check(features)?;
+        Ok(ste)
+    }
+
     fn set_stage2(&mut self, s2: &Stage2Config, features: &Features) -> Result<(), SteError> {
         if !(25..=48).contains(&s2.ipa_bits) {
             return Err(SteError::Stage2Parameter("ipa_bits must be 25..=48"));
@@ -417,7 +440,7 @@ impl Ste {
                 return Err(SteError::Stage1StallDisable);
             }
             let s1fmt = bits(self.0[0], 5, 4);
-            if (s1fmt != 0 && cdmax == 0) || s1fmt == 3 {
+            if (s1fmt != 0 && (cdmax == 0 || !features.idr0.cd2l())) || s1fmt == 3 {
                 return Err(SteError::ContextTableFormat(s1fmt));
             }
         }

@@ -457,3 +457,47 @@ fn stage2_dirty_tracking_with_httu() {
     ));
     smmu.drain_events(&memory);
 }
+
+#[test]
+fn two_level_cd_tables_by_substream() {
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimSmmu::per_spec(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut smmu = Smmu::new(&device);
+    smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64)
+        .unwrap();
+    let features = *smmu.features();
+    let l1 = frames.alloc_zeroed_frame().unwrap();
+    // SubstreamIDs 3 and 200 (leaves 0 and 3), each with its own stage 1.
+    for (ssid, output) in [(3u32, 0x400_0000u64), (200, 0x500_0000)] {
+        let table = stage1_table(&mut frames);
+        map(&table, &memory, &mut frames, 0x1000, output);
+        let descriptor = cd(20 + ssid as u16, table.root(), &features);
+        crate::smmuv3::cd::write_two_level(&memory, &mut frames, l1, ssid, &descriptor).unwrap();
+    }
+    let ste = Ste::stage1_two_level_cds(l1, 8, 0b00, VMID, &features).unwrap();
+    smmu.install_ste(&memory, &mut frames, SID, &ste).unwrap();
+    assert_eq!(
+        device.device_dma(request(Some(3), 0x1010, Access::Read)),
+        DeviceOutcome::Completed(0x400_0010)
+    );
+    assert_eq!(
+        device.device_dma(request(Some(200), 0x1010, Access::Write)),
+        DeviceOutcome::Completed(0x500_0010)
+    );
+    // A SubstreamID whose leaf is absent (L1CD invalid), and one whose CD
+    // in a present leaf is invalid.
+    assert_eq!(
+        device.device_dma(request(Some(100), 0x1010, Access::Read)),
+        DeviceOutcome::Failed(DeviceError::Fault(u32::from(
+            EventKind::BadSubstreamId.code()
+        )))
+    );
+    assert_eq!(
+        device.device_dma(request(Some(4), 0x1010, Access::Read)),
+        DeviceOutcome::Failed(DeviceError::Fault(u32::from(EventKind::BadCd.code())))
+    );
+    // QEMU has no CD2L (and no SubstreamIDs).
+    assert!(Ste::stage1_two_level_cds(l1, 8, 0b00, VMID, &Features::QEMU).is_err());
+    assert!(Ste::stage1_two_level_cds(l1, 6, 0b00, VMID, &features).is_err());
+}
