@@ -150,9 +150,13 @@ fn two_substreams_one_lands_the_other_raises_a_pri_request_answered_success() {
         }],
     )
     .unwrap();
+    let issued = |smmu: &Smmu<&SimSmmu>| smmu.command_queue().unwrap().commands_issued;
+    let before = issued(&smmu);
     smmu.respond_page_request(&memory, &pri, PriResponse::Success)
         .unwrap();
     assert_eq!(device.transaction(id), DeviceOutcome::Completed(0x200_0040));
+    // The response costs two commands: CMD_PRI_RESP + CMD_SYNC.
+    assert_eq!(issued(&smmu) - before, 2);
 }
 
 #[test]

@@ -226,3 +226,41 @@ fn second_stage_tracking_needs_slads() {
         Err(VtdError::InvalidParameter { .. })
     ));
 }
+
+#[test]
+fn nested_second_stage_dirty_tracking_reports_the_guest_physical_pages_written() {
+    use super::vtd_translate::{GUEST_SIZE, build_nested_vtd};
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimVtd::new(&memory, QEMU_CAP, SPEC_ECAP, false);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device);
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Scalable)
+        .unwrap();
+    let nested = build_nested_vtd(&memory, &mut frames);
+    let config = PasidConfig::Nested {
+        domain: DOMAIN,
+        first_stage_table: nested.first_root_gpa,
+        second_stage_table: nested.second.root(),
+        levels: SecondStageLevels::Four,
+    };
+    unit.set_pasid_entry(&memory, &mut frames, EDU, 0, Some(config))
+        .unwrap();
+    unit.set_dirty_tracking(&memory, EDU, 0, true).unwrap();
+    let request = |address, access| Request {
+        source_id: EDU,
+        pasid: None,
+        address,
+        access,
+    };
+    // IOVA 0x1000_0000 -> GPA 0x20_0000 (written), 0x1000_1000 -> GPA
+    // 0x20_1000 (read). The walk also reads the first-stage tables through
+    // the second stage: those GPA pages get A, never D.
+    device.dma(request(0x1000_0010, Access::Write)).unwrap();
+    device.dma(request(0x1000_1010, Access::Read)).unwrap();
+    let mut dirty = std::vec::Vec::new();
+    nested
+        .second
+        .read_dirty(&memory, 0, GUEST_SIZE, true, |gpa, _| dirty.push(gpa))
+        .unwrap();
+    assert_eq!(dirty, [0x20_0000]);
+}

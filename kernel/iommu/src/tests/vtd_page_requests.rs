@@ -138,10 +138,14 @@ fn two_pasids_one_lands_the_other_raises_a_page_request_answered_success() {
         })],
     )
     .unwrap();
+    let issued = |unit: &VtdUnit<&SimVtd>| unit.queue().unwrap().descriptors_issued;
+    let before = issued(&unit);
     unit.respond_page_request(&memory, &page_request, ResponseCode::Success)
         .unwrap();
     assert_eq!(device.transaction(id), DeviceOutcome::Completed(0x200_0040));
     assert_eq!(device.page_responses.get(), 1);
+    // The response costs two descriptors: page group response + wait.
+    assert_eq!(issued(&unit) - before, 2);
 }
 
 #[test]
