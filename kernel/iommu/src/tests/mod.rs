@@ -3,6 +3,7 @@
 
 mod common;
 mod confinement;
+mod dirty_property;
 mod exactness;
 mod fail_closed;
 mod revocation;
