@@ -6,6 +6,12 @@
 //! The translation models read exactly the structures the drivers write
 //! into [`SimMemory`] and answer "device, PASID/SSID, address, access ->
 //! physical address or the fault the hardware reports".
+//!
+//! A device that can wait (PCIe ATS + PRI, or an SMMU stall) goes through
+//! `device_dma` instead: a recoverable miss raises a page request or a
+//! stall and the transaction waits ([`DeviceOutcome::Waiting`]) until the
+//! driver's response retries it or fails it. Walks also perform the
+//! hardware's A/D (VT-d) and HTTU (SMMUv3) updates; `probe` asks without them.
 
 pub mod smmu;
 pub mod smmu_device;

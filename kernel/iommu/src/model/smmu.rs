@@ -102,7 +102,7 @@ impl MemoryAttributes {
         outer: Cacheability::WriteBack,
     };
 
-    /// One MAIR attribute byte (Arm ARM D19, MAIR_EL1.Attr<n>): high
+    /// One MAIR attribute byte (Arm ARM D19, `MAIR_EL1.Attr<n>`): high
     /// nibble 0 = Device (low nibble 0b0000 nGnRnE, 0b0100 nGnRE, 0b1000
     /// nGRE, 0b1100 GRE), else Normal with outer = high and inner = low
     /// nibble, each 0b0100 Non-cacheable, 0b00RW / 0b10RW Write-Through,
