@@ -335,6 +335,17 @@ fn qemu_smmu_refuses_substreams_pri_stall_and_httu() {
         ste.set_stage2_dirty_tracking(true, &features),
         Err(SteError::Stage2HardwareUpdate)
     );
+    let table = PageTable::new(&mut frames, Stage2Format::default(), levels_4k(40), 40).unwrap();
+    let stage2 = Stage2Config {
+        table: table.root(),
+        ..stage2
+    };
+    smmu.attach_stage2(&memory, &mut frames, SID, &stage2)
+        .unwrap();
+    assert_eq!(
+        smmu.set_stage2_dirty_tracking(&memory, SID, true),
+        Err(SmmuError::InvalidSte(SteError::Stage2HardwareUpdate))
+    );
     // The identity says so too.
     let extensions = smmu.extensions();
     assert!(!extensions.page_requests && !extensions.stall && !extensions.dirty_tracking);
@@ -398,21 +409,26 @@ fn stage2_dirty_tracking_with_httu() {
         ipa_bits: 40,
         output_bits: 44,
     };
-    let mut ste = Ste::stage2(&stage2, &features).unwrap();
+    let ste = Ste::stage2(&stage2, &features).unwrap();
     smmu.install_ste(&memory, &mut frames, SID, &ste).unwrap();
     let invalidate = |smmu: &mut Smmu<&SimSmmu>| {
         smmu.submit(&memory, [Command::TlbiS12Vmall { vmid: VMID }])
             .unwrap();
     };
     let dma = |page: u64, access| device.dma(request(None, page * 4096 + 8, access));
+    // A write before tracking starts caches a writable TLB entry.
+    assert!(matches!(
+        dma(1, Access::Write),
+        crate::model::smmu::Outcome::Translated(_)
+    ));
     // Start: every writable leaf writable-clean (DBM=1, S2AP[1]=0), S2HD on.
     let start = table
         .set_dirty_state(&memory, 0, PAGES * 4096, true)
         .unwrap();
     assert_eq!((start.leaves, start.cleaned), (PAGES, PAGES - 1));
-    ste.set_stage2_dirty_tracking(true, &features).unwrap();
-    smmu.install_ste(&memory, &mut frames, SID, &ste).unwrap();
-    invalidate(&mut smmu);
+    // In place on the live STE (CFGI_STE + TLBI_S12_VMALL).
+    smmu.set_stage2_dirty_tracking(&memory, SID, true).unwrap();
+    assert!(device.model().dirty_tracking(&memory, SID));
     for page in [1, 3, 5] {
         assert!(matches!(
             dma(page, Access::Write),
@@ -443,9 +459,8 @@ fn stage2_dirty_tracking_with_httu() {
     // Tracking off without marking the leaves dirty: a clean leaf now
     // write-faults (DBM without S2HD is read-only) ...
     dirty_pages(&table, &memory, true);
-    ste.set_stage2_dirty_tracking(false, &features).unwrap();
-    smmu.install_ste(&memory, &mut frames, SID, &ste).unwrap();
-    invalidate(&mut smmu);
+    smmu.set_stage2_dirty_tracking(&memory, SID, false).unwrap();
+    assert!(!device.model().dirty_tracking(&memory, SID));
     assert!(!matches!(
         dma(6, Access::Write),
         crate::model::smmu::Outcome::Translated(_)
