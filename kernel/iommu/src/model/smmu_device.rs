@@ -322,10 +322,21 @@ impl<'m> SimSmmu<'m> {
         if !self.caching.get() {
             return None;
         }
-        let tag = *self
+        // A configuration-cache miss fetches the STE/CD again (SMMUv3
+        // 3.8); TLB entries are tagged by VMID/ASID, not by the
+        // configuration, and survive CFGI_* until a TLBI covers them.
+        let cached_tag = self
             .config_cache
             .borrow()
-            .get(&(request.stream_id, request.substream_id))?;
+            .get(&(request.stream_id, request.substream_id))
+            .copied();
+        let tag = match cached_tag {
+            Some(tag) => tag,
+            None => match self.model().config_tag(self.memory, request)? {
+                ConfigTag::Translate { vmid, asid } => ConfigTag::Translate { vmid, asid },
+                _ => return None,
+            },
+        };
         match tag {
             ConfigTag::Abort => Some(Outcome::Aborted),
             ConfigTag::Bypass => Some(Outcome::Translated(request.address)),

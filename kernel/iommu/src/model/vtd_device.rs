@@ -461,10 +461,18 @@ impl<'m> SimVtd<'m> {
         if !self.caching.get() {
             return None;
         }
-        let tag = *self
+        // A context/PASID-cache miss walks the root, context and PASID
+        // entries again; IOTLB entries are tagged by DID and PASID and
+        // survive context/PASID-cache invalidations (VT-d 6.2).
+        let cached_tag = self
             .config_cache
             .borrow()
-            .get(&(request.source_id, request.pasid))?;
+            .get(&(request.source_id, request.pasid))
+            .copied();
+        let tag = match cached_tag {
+            Some(tag) => tag,
+            None => self.model()?.cache_tag(self.memory, request)?,
+        };
         let page = request.address >> 12;
         let entry = *self.iotlb.borrow().get(&(tag.domain, tag.pasid, page))?;
         let allowed = match request.access {
