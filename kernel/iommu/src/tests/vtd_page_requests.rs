@@ -58,6 +58,17 @@ fn map(
         .unwrap();
 }
 
+/// An empty second-stage table of the deepest depth QEMU's CAP allows.
+pub(super) fn second_stage(
+    frames: &mut SimFrames,
+) -> (PageTable<SecondStageFormat>, SecondStageLevels) {
+    let cap = Capability(QEMU_CAP);
+    let levels = SecondStageLevels::best(cap).unwrap();
+    let format = SecondStageFormat::for_unit(cap);
+    let table = PageTable::new(frames, format, levels.height(), levels.input_bits()).unwrap();
+    (table, levels)
+}
+
 /// A spec unit in scalable mode with page requests on, and the device's
 /// PASIDs 1 (page 0x1000 mapped) and 2 (nothing mapped) on their own
 /// first-stage tables, domains 5 and 6.
@@ -328,13 +339,7 @@ fn many_pasids_each_translate_by_their_own_entry() {
                 }
             }
             1 => {
-                let table = PageTable::new(
-                    &mut frames,
-                    SecondStageFormat::for_unit(Capability(QEMU_CAP)),
-                    levels.height(),
-                    levels.input_bits(),
-                )
-                .unwrap();
+                let (table, _) = second_stage(&mut frames);
                 table
                     .map(
                         &memory,
@@ -412,5 +417,61 @@ fn many_pasids_each_translate_by_their_own_entry() {
     assert_eq!(
         device.dma(request(40000, 0x7000, Access::Read)),
         Err(reason::SM_PASID_TOO_LARGE)
+    );
+}
+
+#[test]
+fn a_second_stage_pasid_miss_also_raises_a_page_request() {
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimVtd::new(&memory, QEMU_CAP, SPEC_ECAP, false);
+    let mut set = setup(&memory, &device);
+    let (unit, frames) = (&mut set.unit, &mut set.frames);
+    let (table, levels) = second_stage(frames);
+    table
+        .map(
+            &memory,
+            frames,
+            0x9000,
+            0x300_0000,
+            PageSize::Size4K,
+            Perms::READ,
+        )
+        .unwrap();
+    let config = PasidConfig::SecondStage {
+        domain: 8,
+        table: table.root(),
+        levels,
+    };
+    unit.set_pasid_entry(&memory, frames, EDU, 3, Some(config))
+        .unwrap();
+    // A write to a read-only second-stage page: a page request for write.
+    let DeviceOutcome::Waiting(id) = set.device.device_dma(request(3, 0x9000, Access::Write))
+    else {
+        panic!("expected a page request");
+    };
+    let page_request = unit.read_page_requests(&memory).requests.get(0).unwrap();
+    assert_eq!((page_request.pasid, page_request.write), (Some(3), true));
+    // The driver grants write, invalidates the domain, answers Success.
+    table
+        .set_4k(
+            &memory,
+            frames,
+            0x9000,
+            Some((0x300_0000, Perms::READ_WRITE)),
+        )
+        .unwrap();
+    unit.submit(
+        &memory,
+        [Descriptor::iotlb(
+            crate::vtd::qi::IotlbScope::Domain(8),
+            false,
+        )],
+    )
+    .unwrap();
+    unit.respond_page_request(&memory, &page_request, ResponseCode::Success)
+        .unwrap();
+    assert_eq!(
+        set.device.transaction(id),
+        DeviceOutcome::Completed(0x300_0000)
     );
 }
