@@ -1,6 +1,8 @@
 //! `nvme-driver`: the `nvme` crate's driver on QEMU's NVMe controller
-//! (`-device nvme`), booted as the root task by the `*-user-nvme`
-//! system tests. It finds the controller on bus 0, maps BAR 0, mints its
+//! (`-device nvme`). With a capability table it is a protection domain of
+//! `images/nvme.toml` (`domain`: it asks init for its IOMMU capabilities);
+//! without one, the root task of the `*-user-nvme` system tests, below.
+//! As the root task it finds the controller on bus 0, maps BAR 0, mints its
 //! IoDevice, builds an IoSpace and its own stage-1 table (`edu::nested`,
 //! built with `iopt`) and attaches the device nested under it, so that
 //! every address the controller is given (queues, Identify, PRPs, PRP
@@ -30,6 +32,7 @@
 
 extern crate alloc;
 
+mod domain;
 mod platform;
 
 use alloc::vec;
@@ -37,7 +40,7 @@ use alloc::vec::Vec;
 
 use edu::nested::{Nested, fault_queue};
 use nvme::{Config, Controller, Dma, Iova, PAGE_SIZE};
-use platform::{Bar, Spin, StageOneDma, Timeline};
+use platform::{Bar, Frames, Spin, StageOneDma, Timeline};
 use rt::check;
 use rt::mmio::Window;
 use rt::space::{Objects, map_frame};
@@ -81,7 +84,10 @@ fn driver_failure(what: &str, error: nvme::Error) -> Failure {
 
 rt::entry!(main);
 
-fn main(_startup: &rt::Startup) -> i32 {
+fn main(startup: &rt::Startup) -> i32 {
+    if let Some(table) = startup.caps() {
+        return domain::run(table);
+    }
     let Some(info) = rt::boot::boot_info() else {
         rt::println!("[nvme] no boot-info page");
         return 1;
@@ -102,10 +108,12 @@ fn main(_startup: &rt::Startup) -> i32 {
         timeline: &timeline,
     };
     let dma = StageOneDma {
-        objects: &mut objects,
-        nested: &mut nested,
-        own: own(),
-        pages: 0,
+        source: Frames {
+            objects: &mut objects,
+            nested: &mut nested,
+            own: own(),
+            pages: 0,
+        },
         timeline: &timeline,
     };
     let mut controller = None;
@@ -217,9 +225,9 @@ fn set_up(objects: &mut Objects) -> Result<(Window, Nested, Cap<IoFaultQueue>), 
     Ok((registers, nested, queue))
 }
 
-type Driver<'a> = Controller<Bar<'a>, StageOneDma<'a>, Spin>;
+type Driver<'a> = Controller<Bar<'a>, StageOneDma<'a, Frames<'a>>, Spin>;
 
-fn bring_up<'a>(bar: Bar<'a>, dma: StageOneDma<'a>) -> Result<Driver<'a>, Failure> {
+fn bring_up<'a>(bar: Bar<'a>, dma: StageOneDma<'a, Frames<'a>>) -> Result<Driver<'a>, Failure> {
     let controller = Controller::bring_up(bar, dma, Spin, Config::default())
         .map_err(|e| driver_failure("bring-up", e))?;
     let capabilities = controller.capabilities();
@@ -245,7 +253,7 @@ fn bring_up<'a>(bar: Bar<'a>, dma: StageOneDma<'a>) -> Result<Driver<'a>, Failur
 fn pages(
     controller: &mut Driver<'_>,
     count: usize,
-) -> Result<Vec<nvme::DmaPage<edu::nested::Buffer>>, Failure> {
+) -> Result<Vec<nvme::DmaPage<platform::Mapped>>, Failure> {
     (0..count)
         .map(|_| {
             controller
@@ -259,7 +267,7 @@ fn pages(
 /// The first `length` bytes of `pages`.
 fn contents(
     controller: &mut Driver<'_>,
-    pages: &[nvme::DmaPage<edu::nested::Buffer>],
+    pages: &[nvme::DmaPage<platform::Mapped>],
     length: usize,
 ) -> Vec<u8> {
     let mut bytes = vec![0u8; length];
@@ -269,7 +277,7 @@ fn contents(
     bytes
 }
 
-fn addresses(pages: &[nvme::DmaPage<edu::nested::Buffer>]) -> Vec<Iova> {
+fn addresses(pages: &[nvme::DmaPage<platform::Mapped>]) -> Vec<Iova> {
     pages.iter().map(|page| page.device_address).collect()
 }
 

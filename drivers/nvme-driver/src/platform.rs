@@ -1,9 +1,11 @@
 //! What the `nvme` crate asks of its caller, on Portcullis: the
 //! controller's BAR 0 through mapped device Frames ([`Bar`]), DMA pages
 //! that the device reaches only through the driver's own stage-1 table
-//! ([`StageOneDma`]: each page a Frame mapped in the driver, mapped into
-//! the IoSpace at an IPA, and mapped by the driver's stage 1 at an IOVA
-//! that is neither), and a busy wait ([`Spin`]).
+//! ([`StageOneDma`] over [`Frames`]: each page a Frame mapped in the
+//! driver, mapped into the IoSpace at an IPA, and mapped by the driver's
+//! stage 1 at an IOVA that is neither; or over a [`Region`]: pages of an
+//! image's memory region the driver's stage 1 maps), and a busy wait
+//! ([`Spin`]).
 //!
 //! [`Timeline`] timestamps the two ends of each command's wait, so that
 //! the instructions the driver itself runs per command can be counted
@@ -17,7 +19,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{Ordering, fence};
 
-use edu::nested::{Buffer, Nested};
+use edu::nested::Nested;
 use nvme::{DmaError, DmaPage, Iova};
 use rt::bench::counter;
 use rt::mmio::Window;
@@ -76,9 +78,23 @@ impl nvme::Registers for Bar<'_> {
     }
 }
 
-/// DMA pages: Frames of the driver's IoSpace, reached by the device at
-/// IOVAs of the driver's own stage-1 table.
-pub struct StageOneDma<'a> {
+/// A DMA page as the CPU reaches it: its address in this program. Only
+/// the page sources here make one, for a page mapped read-write for the
+/// program's life where no Rust object lives.
+#[derive(Clone, Copy, Debug)]
+pub struct Mapped(u64);
+
+/// Where DMA pages come from: each with its CPU address and the IOVA the
+/// driver's stage 1 gives it.
+pub trait PageSource {
+    /// The next page, not yet zeroed.
+    fn next_page(&mut self) -> Result<(Mapped, Iova), DmaError>;
+}
+
+/// Frames made one by one: each mapped in the driver and into the
+/// IoSpace at an IPA (`edu::nested`), and mapped by the driver's stage 1
+/// at an IOVA that is neither.
+pub struct Frames<'a> {
     /// Retypes the Frames.
     pub objects: &'a mut Objects,
     /// The IoSpace and the stage-1 table.
@@ -87,103 +103,181 @@ pub struct StageOneDma<'a> {
     pub own: Cap<PageTable>,
     /// IOVAs handed out so far.
     pub pages: u64,
-    /// Where DMA read times go.
-    pub timeline: &'a Timeline,
 }
 
-impl nvme::Dma for StageOneDma<'_> {
-    type Page = Buffer;
-
-    fn allocate_page(&mut self) -> Result<DmaPage<Buffer>, DmaError> {
+impl PageSource for Frames<'_> {
+    fn next_page(&mut self) -> Result<(Mapped, Iova), DmaError> {
         let buffer = self
             .nested
             .buffer(self.objects, self.own, MapRights::READ_WRITE)
             .map_err(|_| DmaError {
                 reason: "a Frame mapped into the driver and its IoSpace could not be made",
             })?;
-        let iova = FIRST_IOVA + IOVA_STEP * self.pages;
+        let iova = pool_iova(FIRST_IOVA, self.pages);
         self.nested
             .map(iova, buffer.ipa, iopt::Rights::READ_WRITE)
             .map_err(|_| DmaError {
                 reason: "the stage-1 mapping of a DMA page failed",
             })?;
         self.pages += 1;
-        buffer.fill(0);
+        Ok((Mapped(buffer.cpu), Iova(iova)))
+    }
+}
+
+/// An image's DMA region (`images/nvme.toml`), already mapped by the
+/// driver's stage 1 at [`pool_iova`]: its pages in order.
+pub struct Region {
+    va: u64,
+    iova: u64,
+    pages: u64,
+    used: u64,
+}
+
+impl Region {
+    /// The `pages` pages from `va`, the first at IOVA `iova`.
+    ///
+    /// # Safety
+    ///
+    /// The `pages` pages from `va` are mapped read-write for the program's
+    /// life, no Rust object lives there, and nothing else in the program
+    /// touches them (the region hands each out once).
+    #[allow(unsafe_code)]
+    pub unsafe fn new(va: u64, iova: u64, pages: u64) -> Region {
+        Region {
+            va,
+            iova,
+            pages,
+            used: 0,
+        }
+    }
+}
+
+impl PageSource for Region {
+    fn next_page(&mut self) -> Result<(Mapped, Iova), DmaError> {
+        if self.used == self.pages {
+            return Err(DmaError {
+                reason: "every page of the image's DMA region is in use",
+            });
+        }
+        let page = Mapped(self.va + 4096 * self.used);
+        let iova = Iova(pool_iova(self.iova, self.used));
+        self.used += 1;
+        Ok((page, iova))
+    }
+}
+
+/// The driver's DMA memory: pages from `source`, zeroed, read and written
+/// volatile; reads timestamped on the [`Timeline`].
+pub struct StageOneDma<'a, S> {
+    /// Where the pages come from.
+    pub source: S,
+    /// Where DMA read times go.
+    pub timeline: &'a Timeline,
+}
+
+impl<S: PageSource> nvme::Dma for StageOneDma<'_, S> {
+    type Page = Mapped;
+
+    fn allocate_page(&mut self) -> Result<DmaPage<Mapped>, DmaError> {
+        let (page, iova) = self.source.next_page()?;
+        copy_to(page, 0, &[0; 4096]);
         Ok(DmaPage {
-            cpu: buffer,
-            device_address: Iova(iova),
+            cpu: page,
+            device_address: iova,
         })
     }
 
-    fn read(&mut self, page: &Buffer, offset: usize, bytes: &mut [u8]) {
+    fn read(&mut self, page: &Mapped, offset: usize, bytes: &mut [u8]) {
         self.timeline.read_started.set(counter());
-        // What the device wrote before the entry that was seen is seen too.
-        fence(Ordering::SeqCst);
-        // Whole words from an aligned offset, bytes for the rest.
-        let whole = if offset.is_multiple_of(8) {
-            bytes.len() / 8 * 8
-        } else {
-            0
-        };
-        let (head, tail) = bytes.split_at_mut(whole);
-        let mut at = offset;
-        for word in head.chunks_exact_mut(8) {
-            word.copy_from_slice(&read_word(page, at).to_le_bytes());
-            at += 8;
-        }
-        for byte in tail {
-            *byte = page.read(at as u64);
-            at += 1;
-        }
+        copy_from(*page, offset, bytes);
     }
 
-    fn write(&mut self, page: &Buffer, offset: usize, bytes: &[u8]) {
-        let whole = if offset.is_multiple_of(8) {
-            bytes.len() / 8 * 8
-        } else {
-            0
-        };
-        let (head, tail) = bytes.split_at(whole);
-        let mut at = offset;
-        for word in head.chunks_exact(8) {
-            let mut value = [0u8; 8];
-            value.copy_from_slice(word);
-            write_word(page, at, u64::from_le_bytes(value));
-            at += 8;
-        }
-        for &byte in tail {
-            write_byte(page, at, byte);
-            at += 1;
-        }
+    fn write(&mut self, page: &Mapped, offset: usize, bytes: &[u8]) {
+        copy_to(*page, offset, bytes);
     }
 }
 
-/// The page's address of byte `offset` for an access of `size` bytes:
+/// The IOVA of page `page` of a pool whose first page is at `first`:
+/// pages two apart, so none is contiguous with the next.
+pub const fn pool_iova(first: u64, page: u64) -> u64 {
+    first + IOVA_STEP * page
+}
+
+/// Copies `bytes.len()` bytes at `offset` of `page` out (volatile: the
+/// device writes the page), whole words from an aligned offset.
+fn copy_from(page: Mapped, offset: usize, bytes: &mut [u8]) {
+    // What the device wrote before the entry that was seen is seen too.
+    fence(Ordering::SeqCst);
+    let whole = if offset.is_multiple_of(8) {
+        bytes.len() / 8 * 8
+    } else {
+        0
+    };
+    let (head, tail) = bytes.split_at_mut(whole);
+    let mut at = offset;
+    for word in head.chunks_exact_mut(8) {
+        word.copy_from_slice(&read_word(page, at).to_le_bytes());
+        at += 8;
+    }
+    for byte in tail {
+        *byte = read_byte(page, at);
+        at += 1;
+    }
+}
+
+/// Copies `bytes` to `offset` of `page` (volatile: the device reads it).
+fn copy_to(page: Mapped, offset: usize, bytes: &[u8]) {
+    let whole = if offset.is_multiple_of(8) {
+        bytes.len() / 8 * 8
+    } else {
+        0
+    };
+    let (head, tail) = bytes.split_at(whole);
+    let mut at = offset;
+    for word in head.chunks_exact(8) {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(word);
+        write_word(page, at, u64::from_le_bytes(value));
+        at += 8;
+    }
+    for &byte in tail {
+        write_byte(page, at, byte);
+        at += 1;
+    }
+}
+
+/// The address of byte `offset` of `page` for an access of `size` bytes:
 /// inside the page, aligned down to `size`.
-fn address(page: &Buffer, offset: usize, size: usize) -> u64 {
-    page.cpu + (offset as u64 & 0xfff & !(size as u64 - 1))
+fn address(page: Mapped, offset: usize, size: usize) -> u64 {
+    page.0 + (offset as u64 & 0xfff & !(size as u64 - 1))
 }
 
-/// Reads 8 bytes at `offset` (8-byte aligned) of `page` (volatile: the
-/// device writes it).
+/// Reads 8 bytes at `offset` (8-byte aligned) of `page`.
 #[allow(unsafe_code)]
-fn read_word(page: &Buffer, offset: usize) -> u64 {
-    // SAFETY: `page.cpu` is a 4 KiB Frame `Nested::buffer` mapped
-    // read-write for the program's life, where no Rust object lives;
-    // `address` keeps the access inside it and aligned.
+fn read_word(page: Mapped, offset: usize) -> u64 {
+    // SAFETY: a `Mapped` page is mapped read-write for the program's life,
+    // where no Rust object lives (its type's invariant); `address` keeps
+    // the access inside it and aligned.
     unsafe { (address(page, offset, 8) as *const u64).read_volatile() }
 }
 
-/// Writes 8 bytes at `offset` of `page` (volatile: the device reads it).
+/// Writes 8 bytes at `offset` (8-byte aligned) of `page`.
 #[allow(unsafe_code)]
-fn write_word(page: &Buffer, offset: usize, value: u64) {
+fn write_word(page: Mapped, offset: usize, value: u64) {
     // SAFETY: as in `read_word`.
     unsafe { (address(page, offset, 8) as *mut u64).write_volatile(value) }
 }
 
-/// Writes byte `offset` of `page` (volatile: the device reads it).
+/// Reads byte `offset` of `page`.
 #[allow(unsafe_code)]
-fn write_byte(page: &Buffer, offset: usize, value: u8) {
+fn read_byte(page: Mapped, offset: usize) -> u8 {
+    // SAFETY: as in `read_word`, one byte.
+    unsafe { (address(page, offset, 1) as *const u8).read_volatile() }
+}
+
+/// Writes byte `offset` of `page`.
+#[allow(unsafe_code)]
+fn write_byte(page: Mapped, offset: usize, value: u8) {
     // SAFETY: as in `read_word`, one byte.
     unsafe { (address(page, offset, 1) as *mut u8).write_volatile(value) }
 }

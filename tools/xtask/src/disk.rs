@@ -1,8 +1,8 @@
 //! Disks the host can check, for images that drive a virtio-blk device
-//! (`images/blk.toml`).
+//! (`images/blk.toml`) or an NVMe controller (`images/nvme.toml`).
 //!
-//! A platform's `virtio-blk` device (`images/platforms/*.toml`, model
-//! `virtio-blk`) names a QEMU drive (`drive=ID`) that needs a disk file,
+//! A platform's `virtio-blk` or `nvme` device (`images/platforms/*.toml`,
+//! model `virtio-blk` or `nvme`) names a QEMU drive (`drive=ID`) that needs a disk file,
 //! so it is added only to an image that grants it. For such an image
 //! xtask writes `target/images/<NAME>-<arch>.disk` before boot:
 //! `vblk_protocol::DISK_BLOCKS` blocks of the pattern
@@ -19,8 +19,8 @@ use vblk_protocol::{BLOCK_SIZE, DISK_BLOCKS, NEW_SEED, OLD_SEED, fill_block, fir
 use crate::error::{Error, Result};
 use crate::machines::Arch;
 
-/// The platform device model that needs a disk.
-const MODEL: &str = "virtio-blk";
+/// The platform device models that need a disk.
+const MODELS: [&str; 2] = ["virtio-blk", "nvme"];
 
 /// A disk file attached to a run.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub fn devices(
     let mut args = Vec::new();
     let mut disk = None;
     for device in &image.platform.devices {
-        if device.model != MODEL {
+        if !MODELS.contains(&device.model.as_str()) {
             args.extend(device.qemu.iter().cloned());
             continue;
         }

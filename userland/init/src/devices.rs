@@ -1,7 +1,9 @@
 //! Granted devices' registers: init maps the first 2 MiB of the PCI ECAM
 //! window (bus 0) into itself once, finds a granted device's BAR 0 there,
-//! turns on its memory decoding and bus mastering, and maps BAR 0's first
-//! page into the driver's domain at the address `sys::names` gives. On
+//! turns on its memory decoding and bus mastering, and maps BAR 0 into the
+//! driver's domain at the address `sys::names` gives: whole when it is at
+//! most 16 KiB (an NVMe controller's, doorbells included), else its first
+//! page. On
 //! request it maps a whole memory BAR, and reads a word of the device's
 //! configuration space for its driver (which never writes it).
 //!
@@ -24,6 +26,10 @@ use sysdesc::PciAddress;
 /// Where init maps the ECAM window's first 2 MiB in its own VSpace.
 const ECAM_ADDRESS: u64 = 0x11_0000_0000;
 const ECAM_MAPPED: u64 = 2 << 20;
+
+/// BAR 0 up to this size is mapped whole at the device request; a larger
+/// one only its first page.
+const WHOLE_REGISTERS: u64 = 16 << 10;
 
 /// The ECAM mapping and how far each device Untyped has been carved.
 #[derive(Debug, Default)]
@@ -66,15 +72,20 @@ impl Devices {
         let mut config = config_of(ecam);
         let mut function = open(&mut config, device)?;
         function.enable(pci::command::MEMORY_SPACE | pci::command::BUS_MASTER);
-        let bar = match function.bar_with_size(0) {
-            Ok((pci::Bar::Memory { address, .. }, size)) if address != 0 && size != 0 => address,
+        let (bar, size) = match function.bar_with_size(0) {
+            Ok((pci::Bar::Memory { address, .. }, size)) if address != 0 && size != 0 => {
+                (address, size)
+            }
             Ok((pci::Bar::Memory { .. }, size)) if size != 0 => {
                 return Err(format!("device {device}: BAR 0 is unassigned"));
             }
             // Not implemented (reads as zero whatever is written), or I/O.
             Ok(_) | Err(_) => return Ok(0),
         };
-        self.map_pages(objects, device, bar, 4096, vspace, address)?;
+        // A small BAR 0 whole (an NVMe controller's doorbells start at
+        // 0x1000), a large one's first page.
+        let length = if size <= WHOLE_REGISTERS { size } else { 4096 };
+        self.map_pages(objects, device, bar, length, vspace, address)?;
         Ok(address + (bar & 0xfff))
     }
 
