@@ -130,11 +130,26 @@ enum Page {
     Staged { original: u64, len: u64 },
     /// A reserved page kept mapped read-write ([`Sharing::Premapped`]).
     Premapped,
+    /// A premapped page holding a buffer the device was given.
+    PremappedShared,
 }
 
-struct Pool {
+/// Where the pool's stage-1 changes reach the IOMMU: the IoUserTable's
+/// `Invalidate` in a driver, a recorder in the host tests.
+pub trait InvalidateRange {
+    /// Makes the IOMMU forget what it cached of `[iova, iova + len)`.
+    fn invalidate(&mut self, iova: u64, len: u64) -> Result<(), sys::Error>;
+}
+
+impl InvalidateRange for Cap<IoUserTable> {
+    fn invalidate(&mut self, iova: u64, len: u64) -> Result<(), sys::Error> {
+        self.invalidate_range(iova, len)
+    }
+}
+
+struct Pool<T: InvalidateRange> {
     stage1: IoPageTable<BitmapPool<1>, SliceMemory<'static>>,
-    table: Cap<IoUserTable>,
+    table: T,
     memory: u64,
     memory_ipa: u64,
     iova: u64,
@@ -145,27 +160,27 @@ struct Pool {
     sharing: Sharing,
 }
 
-static POOL: spin::Mutex<Option<Pool>> = spin::Mutex::new(None);
+static POOL: spin::Mutex<Option<Pool<Cap<IoUserTable>>>> = spin::Mutex::new(None);
 
-/// `IoUserTable.Invalidate` for iopt's flush, counted.
-struct Invalidate<'a> {
-    table: Cap<IoUserTable>,
+/// The table's invalidation for iopt's flush, counted.
+struct Invalidate<'a, T: InvalidateRange> {
+    table: &'a mut T,
     window: (u64, u64),
     calls: &'a mut u64,
 }
 
-impl iopt::Invalidator for Invalidate<'_> {
+impl<T: InvalidateRange> iopt::Invalidator for Invalidate<'_, T> {
     type Error = sys::Error;
 
     fn invalidate_range(&mut self, range: InvalidationRange) -> Result<(), sys::Error> {
         *self.calls += 1;
-        self.table.invalidate_range(range.iova, range.len)
+        self.table.invalidate(range.iova, range.len)
     }
 
     fn invalidate_all(&mut self) -> Result<(), sys::Error> {
         // Shadow nesting composes per range: the pool's whole window.
         *self.calls += 1;
-        self.table.invalidate_range(self.window.0, self.window.1)
+        self.table.invalidate(self.window.0, self.window.1)
     }
 }
 
@@ -181,7 +196,29 @@ fn rights(direction: BufferDirection) -> Rights {
     }
 }
 
-impl Pool {
+impl<T: InvalidateRange> Pool<T> {
+    /// A pool of `count` pages at `memory` here, `memory_ipa` in the
+    /// IoSpace, `iova` in `stage1`, all free and unmapped.
+    fn new(
+        stage1: IoPageTable<BitmapPool<1>, SliceMemory<'static>>,
+        table: T,
+        (memory, memory_ipa, count): (u64, u64, usize),
+        iova: u64,
+    ) -> Self {
+        Pool {
+            stage1,
+            table,
+            memory,
+            memory_ipa,
+            iova,
+            pages: [Page::Free; MAX_PAGES],
+            count: count.min(MAX_PAGES),
+            counters: Counters::default(),
+            error: None,
+            sharing: Sharing::PerRequest,
+        }
+    }
+
     fn va(&self, page: usize) -> u64 {
         self.memory + page as u64 * PAGE
     }
@@ -213,7 +250,7 @@ impl Pool {
     fn flush(&mut self) -> Result<(), Failure> {
         let window = (self.iova, self.count as u64 * PAGE);
         let mut invalidate = Invalidate {
-            table: self.table,
+            table: &mut self.table,
             window,
             calls: &mut self.counters.invalidations,
         };
@@ -266,6 +303,33 @@ impl Pool {
         Ok(first)
     }
 
+    fn deallocate(&mut self, iova: u64, pages: usize) -> Result<(), Failure> {
+        let first = self
+            .page_at_iova(iova)
+            .filter(|&first| {
+                first + pages <= self.count
+                    && self.pages[first..first + pages]
+                        .iter()
+                        .all(|p| *p == Page::Allocated)
+            })
+            .ok_or_else(|| {
+                failure(format_args!(
+                    "dma_dealloc of {pages} page(s) at IOVA {iova:#x}, not an allocation"
+                ))
+            })?;
+        self.unmap(first, pages)?;
+        self.pages[first..first + pages].fill(Page::Free);
+        Ok(())
+    }
+
+    fn reserve(&mut self, pages: usize) -> Result<u64, Failure> {
+        let first = self
+            .find_free(pages)
+            .ok_or_else(|| failure(format_args!("no {pages} free page(s) to reserve")))?;
+        self.pages[first..first + pages].fill(Page::Reserved);
+        Ok(self.va(first))
+    }
+
     fn share(&mut self, va: u64, len: u64, direction: BufferDirection) -> Result<u64, Failure> {
         let pages = span(va, len) as usize;
         if let Some(first) = self.page_at(va).filter(|&first| {
@@ -285,6 +349,7 @@ impl Pool {
                     .iter()
                     .all(|p| *p == Page::Premapped)
         }) {
+            self.pages[first..first + pages].fill(Page::PremappedShared);
             self.counters.in_place += 1;
             return Ok(self.iova_of(first) + (va & (PAGE - 1)));
         }
@@ -347,7 +412,11 @@ impl Pool {
                 self.pages[first..first + pages].fill(Page::Free);
                 Ok(())
             }
-            Page::Premapped => Ok(()),
+            Page::PremappedShared => {
+                let pages = span(va, len) as usize;
+                self.pages[first..first + pages].fill(Page::Premapped);
+                Ok(())
+            }
             Page::Staged { original, len } if original == va => {
                 if direction != BufferDirection::DriverToDevice {
                     copy(self.va(first), original, len);
@@ -362,13 +431,15 @@ impl Pool {
     }
 }
 
-impl Pool {
+impl<T: InvalidateRange> Pool<T> {
     /// Back to [`Sharing::PerRequest`], then on to `sharing`.
     fn set_sharing(&mut self, sharing: Sharing) -> Result<(), Failure> {
-        if let Some(busy) = self.pages[..self.count]
-            .iter()
-            .position(|p| matches!(p, Page::Staged { .. } | Page::Shared))
-        {
+        if let Some(busy) = self.pages[..self.count].iter().position(|p| {
+            matches!(
+                p,
+                Page::Staged { .. } | Page::Shared | Page::PremappedShared
+            )
+        }) {
             return Err(failure(format_args!(
                 "page {busy} of the pool is shared with the device: no change of sharing under I/O"
             )));
@@ -424,7 +495,7 @@ pub fn set_sharing(sharing: Sharing) -> Result<(), Failure> {
 /// `setup.memory` the Hal's. Returns the IoUserTable, for
 /// `IoDevice.AttachNested`.
 pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
-    let (memory, memory_ipa, count) = setup.memory;
+    let count = setup.memory.2;
     if count > MAX_PAGES {
         return Err(failure(format_args!(
             "a DMA pool of {count} pages; at most {MAX_PAGES}"
@@ -445,18 +516,7 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
         .space
         .bind_user_table(stage1.root().ipa(), FORMAT.1, setup.table_slot)
         .map_err(|e| failure(format_args!("IoSpace.BindUserTable: {e:?}")))?;
-    *POOL.lock() = Some(Pool {
-        stage1,
-        table,
-        memory,
-        memory_ipa,
-        iova: setup.iova,
-        pages: [Page::Free; MAX_PAGES],
-        count,
-        counters: Counters::default(),
-        error: None,
-        sharing: Sharing::PerRequest,
-    });
+    *POOL.lock() = Some(Pool::new(stage1, table, setup.memory, setup.iova));
     Ok(table)
 }
 
@@ -464,15 +524,10 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
 /// unmapped until a buffer in them is shared (then the device reads or
 /// writes them in place, with no copy). Returns their address.
 pub fn reserve(pages: usize) -> Result<u64, Failure> {
-    let mut guard = POOL.lock();
-    let pool = guard
+    POOL.lock()
         .as_mut()
-        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
-    let first = pool
-        .find_free(pages)
-        .ok_or_else(|| failure(format_args!("no {pages} free page(s) to reserve")))?;
-    pool.pages[first..first + pages].fill(Page::Reserved);
-    Ok(pool.va(first))
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?
+        .reserve(pages)
 }
 
 /// The counters since [`install`].
@@ -557,17 +612,8 @@ unsafe impl Hal for StageOneHal {
         let Some(pool) = guard.as_mut() else {
             return -1;
         };
-        let Some(first) = pool
-            .page_at_iova(paddr)
-            .filter(|&first| first + pages <= pool.count)
-        else {
-            return -1;
-        };
-        match pool.unmap(first, pages) {
-            Ok(()) => {
-                pool.pages[first..first + pages].fill(Page::Free);
-                0
-            }
+        match pool.deallocate(paddr, pages) {
+            Ok(()) => 0,
             Err(why) => {
                 pool.error = Some(why);
                 -1
@@ -607,3 +653,6 @@ unsafe impl Hal for StageOneHal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
