@@ -260,6 +260,7 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
                 Some(Sharing::PerRequest) => virtio::dma::Sharing::PerRequest,
                 Some(Sharing::StagedBounces) => virtio::dma::Sharing::StagedBounces,
                 Some(Sharing::Premapped) => virtio::dma::Sharing::Premapped,
+                Some(Sharing::Batched) => virtio::dma::Sharing::Batched,
                 None => return Err(Status::UnknownRequest),
             };
             virtio::dma::set_sharing(sharing).map_err(|why| {
@@ -335,6 +336,12 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
                 .complete_read_blocks(token, &request, data, &mut response)
         }
     };
+    // A `Batched` pool's unmaps reach the IOMMU now, before the driver
+    // reads what the device wrote.
+    virtio::dma::flush().map_err(|why| {
+        rt::println!("[vblk] block {block}: unmapping its buffers: {}", why.0);
+        Status::DeviceError
+    })?;
     done.map_err(|e| {
         rt::println!(
             "[vblk] block {block}: the device answered {e:?} ({:?})",

@@ -59,6 +59,15 @@ pub enum Sharing {
     /// As `StagedBounces`, and the reserved pages stay mapped read-write:
     /// no stage-1 change per request.
     Premapped,
+    /// As `PerRequest`, but a request's maps are invalidated together,
+    /// once, before the doorbell ([`flush`], called by
+    /// `crate::platform::AccessPlatform::notify`), and its unmaps
+    /// together when the driver calls [`flush`] after the device returned
+    /// the request (before it looks at the data); each flush invalidates
+    /// the span of every pending range in one call. Between a buffer's
+    /// `unshare` and that flush the device can still reach it: a bounce
+    /// is copied back in that window.
+    Batched,
 }
 const PAGE: u64 = 4096;
 
@@ -158,6 +167,9 @@ struct Pool<T: InvalidateRange> {
     counters: Counters,
     error: Option<Failure>,
     sharing: Sharing,
+    /// Inside a `Batched` share or unshare: stage-1 changes wait for
+    /// [`flush`].
+    deferring: bool,
 }
 
 static POOL: spin::Mutex<Option<Pool<Cap<IoUserTable>>>> = spin::Mutex::new(None);
@@ -167,14 +179,26 @@ struct Invalidate<'a, T: InvalidateRange> {
     table: &'a mut T,
     window: (u64, u64),
     calls: &'a mut u64,
+    /// Invalidate `window` at the first range and nothing after
+    /// (`Some(false)` until then), or each range as iopt gives it (`None`).
+    whole_window: Option<bool>,
 }
 
 impl<T: InvalidateRange> iopt::Invalidator for Invalidate<'_, T> {
     type Error = sys::Error;
 
     fn invalidate_range(&mut self, range: InvalidationRange) -> Result<(), sys::Error> {
-        *self.calls += 1;
-        self.table.invalidate(range.iova, range.len)
+        match self.whole_window {
+            Some(true) => Ok(()),
+            Some(false) => {
+                self.whole_window = Some(true);
+                self.invalidate_all()
+            }
+            None => {
+                *self.calls += 1;
+                self.table.invalidate(range.iova, range.len)
+            }
+        }
     }
 
     fn invalidate_all(&mut self) -> Result<(), sys::Error> {
@@ -216,6 +240,7 @@ impl<T: InvalidateRange> Pool<T> {
             counters: Counters::default(),
             error: None,
             sharing: Sharing::PerRequest,
+            deferring: false,
         }
     }
 
@@ -248,11 +273,25 @@ impl<T: InvalidateRange> Pool<T> {
     }
 
     fn flush(&mut self) -> Result<(), Failure> {
-        let window = (self.iova, self.count as u64 * PAGE);
+        let mut window = (self.iova, self.count as u64 * PAGE);
+        let batched = self.sharing == Sharing::Batched;
+        let pending = self.stage1.pending_invalidation();
+        if batched && !pending.is_overflowed() {
+            // One call for every pending range: the span from the first
+            // to the last.
+            let ranges = pending.ranges();
+            if let (Some(start), Some(end)) = (
+                ranges.iter().map(|r| r.iova).min(),
+                ranges.iter().map(|r| r.end()).max(),
+            ) {
+                window = (start, end - start);
+            }
+        }
         let mut invalidate = Invalidate {
             table: &mut self.table,
             window,
             calls: &mut self.counters.invalidations,
+            whole_window: batched.then_some(false),
         };
         self.stage1
             .flush(&mut invalidate)
@@ -278,6 +317,9 @@ impl<T: InvalidateRange> Pool<T> {
         self.stage1
             .map(iova, ipa, pages as u64 * PAGE, rights)
             .map_err(|e| failure(format_args!("stage-1 map of IOVA {iova:#x}: {e:?}")))?;
+        if self.deferring {
+            return Ok(());
+        }
         self.flush()
     }
 
@@ -286,7 +328,30 @@ impl<T: InvalidateRange> Pool<T> {
         self.stage1
             .unmap(iova, pages as u64 * PAGE)
             .map_err(|e| failure(format_args!("stage-1 unmap of IOVA {iova:#x}: {e:?}")))?;
+        if self.deferring {
+            return Ok(());
+        }
         self.flush()
+    }
+
+    /// Runs `operation` (a `share` or `unshare` of the Hal) with its
+    /// stage-1 changes deferred to [`flush`] when `Batched`.
+    fn deferred<R>(&mut self, operation: impl FnOnce(&mut Self) -> R) -> R {
+        self.deferring = self.sharing == Sharing::Batched;
+        let result = operation(self);
+        self.deferring = false;
+        result
+    }
+
+    /// Invalidates what changed since the last flush, counted.
+    fn flush_pending(&mut self) -> Result<(), Failure> {
+        if self.stage1.pending_invalidation().is_empty() {
+            return Ok(());
+        }
+        let start = rt::bench::counter();
+        let flushed = self.flush();
+        self.counters.iommu_ticks += rt::bench::counter() - start;
+        flushed
     }
 
     fn allocate(&mut self, pages: usize, direction: BufferDirection) -> Result<usize, Failure> {
@@ -434,6 +499,7 @@ impl<T: InvalidateRange> Pool<T> {
 impl<T: InvalidateRange> Pool<T> {
     /// Back to [`Sharing::PerRequest`], then on to `sharing`.
     fn set_sharing(&mut self, sharing: Sharing) -> Result<(), Failure> {
+        self.flush_pending()?;
         if let Some(busy) = self.pages[..self.count].iter().position(|p| {
             matches!(
                 p,
@@ -458,7 +524,8 @@ impl<T: InvalidateRange> Pool<T> {
             }
         }
         self.sharing = Sharing::PerRequest;
-        if sharing == Sharing::PerRequest {
+        if matches!(sharing, Sharing::PerRequest | Sharing::Batched) {
+            self.sharing = sharing;
             return Ok(());
         }
         for _ in 0..STAGING_PAGES {
@@ -479,6 +546,18 @@ impl<T: InvalidateRange> Pool<T> {
         self.sharing = sharing;
         Ok(())
     }
+}
+
+/// Makes the IOMMU see every stage-1 change a `Batched` share or unshare
+/// left pending (nothing to do otherwise): before the doorbell, and after
+/// the device returned a request, before the driver reads what it wrote.
+pub fn flush() -> Result<(), Failure> {
+    let mut guard = POOL.lock();
+    let pool = guard
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
+    pool.flush_pending()
+        .inspect_err(|why| pool.error = Some(why.clone()))
 }
 
 /// Changes how buffers are shared from the next request on (see
@@ -637,17 +716,18 @@ unsafe impl Hal for StageOneHal {
         let Some(pool) = guard.as_mut() else {
             return 0;
         };
-        pool.share(va, len, direction).unwrap_or_else(|why| {
-            pool.error = Some(why);
-            0
-        })
+        pool.deferred(|pool| pool.share(va, len, direction))
+            .unwrap_or_else(|why| {
+                pool.error = Some(why);
+                0
+            })
     }
 
     unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
         let (va, len) = (buffer.as_ptr() as *mut u8 as u64, buffer.len() as u64);
         let mut guard = POOL.lock();
         if let Some(pool) = guard.as_mut()
-            && let Err(why) = pool.unshare(paddr, va, len, direction)
+            && let Err(why) = pool.deferred(|pool| pool.unshare(paddr, va, len, direction))
         {
             pool.error = Some(why);
         }

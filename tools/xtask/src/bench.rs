@@ -220,6 +220,13 @@ const BENCHMARKS: &[Benchmark] = &[
         target: |arch| (arch == Arch::Aarch64).then_some(11_600),
     },
     Benchmark {
+        name: "blk-read-4k-batched",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "the same, (a) with the maps invalidated in one call before the doorbell and the unmaps in one after the device returned the request (2 invalidations)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    Benchmark {
         name: "blk-read-4k-driver",
         source: Source::Image("blk"),
         unit: Unit::Instructions,

@@ -229,3 +229,52 @@ fn the_sharing_modes_change_what_stays_mapped() {
     assert!(mapped_pages(&pool).is_empty(), "back to nothing mapped");
     assert_eq!(pool.pages[data_page], Page::Reserved);
 }
+
+#[test]
+fn batched_sharing_invalidates_the_window_once_per_flush() {
+    let mut pool = pool();
+    let data = pool.reserve(1).unwrap();
+    pool.set_sharing(Sharing::Batched).unwrap();
+    let header = [9u8; 16];
+    let mut status = [0u8; 1];
+    let buffers = [
+        (header.as_ptr() as u64, 16, BufferDirection::DriverToDevice),
+        (data, 4096, BufferDirection::DeviceToDriver),
+        (
+            status.as_mut_ptr() as u64,
+            1,
+            BufferDirection::DeviceToDriver,
+        ),
+    ];
+    let before = pool.table.0.len();
+    let iovas: Vec<u64> = buffers
+        .iter()
+        .map(|&(va, len, direction)| {
+            pool.deferred(|pool| pool.share(va, len, direction))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pool.table.0.len(), before, "nothing before the flush");
+    pool.flush_pending().unwrap();
+    let first = iovas.iter().map(|iova| iova & !(PAGE - 1)).min().unwrap();
+    let last = iovas
+        .iter()
+        .map(|iova| (iova & !(PAGE - 1)) + PAGE)
+        .max()
+        .unwrap();
+    assert_eq!(
+        &pool.table.0[before..],
+        &[(first, last - first)],
+        "one invalidation spanning the three pages"
+    );
+    for (&iova, &(va, len, direction)) in iovas.iter().zip(&buffers) {
+        pool.deferred(|pool| pool.unshare(iova, va, len, direction))
+            .unwrap();
+    }
+    assert!(mapped_pages(&pool).is_empty(), "unmapped in the table");
+    assert_eq!(pool.table.0.len(), before + 1, "not yet invalidated");
+    pool.flush_pending().unwrap();
+    assert_eq!(pool.table.0.len(), before + 2);
+    pool.flush_pending().unwrap();
+    assert_eq!(pool.table.0.len(), before + 2, "nothing pending, no call");
+}
