@@ -118,6 +118,38 @@ pub trait PageTableFormat {
     }
     /// Largest height a leaf may sit at (1 = 4 KiB only).
     fn max_leaf_height(&self) -> u32;
+    /// Whether the hardware can record writes in this format's leaves
+    /// (a dirty bit the unit sets; see [`PageTable::read_dirty`]).
+    fn tracks_dirty(&self) -> bool {
+        false
+    }
+    /// Whether a present leaf `entry` is marked dirty (written through it
+    /// since it was last cleaned). Formats without tracking: never.
+    fn is_dirty(&self, entry: u64) -> bool {
+        let _ = entry;
+        false
+    }
+    /// The leaf `entry` marked clean: a later write through it marks it
+    /// dirty again (once the IOTLB no longer holds it). Rights unchanged.
+    fn clean(&self, entry: u64) -> u64 {
+        entry
+    }
+    /// The leaf `entry` marked dirty (used when tracking stops, so a
+    /// format whose clean state is write-protected is writable again).
+    fn mark_dirty(&self, entry: u64) -> u64 {
+        entry
+    }
+}
+
+/// What [`PageTable::read_dirty`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirtyScan {
+    /// Dirty leaves reported.
+    pub dirty: u64,
+    /// Leaves cleaned (0 unless asked to clear).
+    pub cleaned: u64,
+    /// Present leaves visited.
+    pub leaves: u64,
 }
 
 /// A page table rooted at one frame.
@@ -465,6 +497,100 @@ impl<F: PageTableFormat> PageTable<F> {
                 visit(input, output, shift, self.format.perms(entry));
             }
         }
+    }
+
+    /// Reports every dirty leaf inside `[start, start + length)` (page
+    /// aligned; a large leaf must lie wholly inside) as `visit(input,
+    /// size_bits)`, and with `clear` marks it clean. The caller must then
+    /// invalidate the range (the IOTLB may hold the entry as dirty and let
+    /// a later write through without marking it) before relying on the
+    /// next read. Work is bounded by `length / 4 KiB` lookups.
+    /// [`MapError::PageSizeNotSupported`] if the format cannot track.
+    pub fn read_dirty(
+        &self,
+        mem: &impl PhysMem,
+        start: u64,
+        length: u64,
+        clear: bool,
+        mut visit: impl FnMut(u64, u32),
+    ) -> Result<DirtyScan, MapError> {
+        self.for_leaves_in(mem, start, length, |slot, entry, address, height| {
+            let mut scan = DirtyScan {
+                leaves: 1,
+                ..DirtyScan::default()
+            };
+            if self.format.is_dirty(entry) {
+                visit(address, 12 + 9 * (height - 1));
+                scan.dirty = 1;
+                if clear {
+                    mem.write_u64(slot, self.format.clean(entry));
+                    scan.cleaned = 1;
+                }
+            }
+            scan
+        })
+    }
+
+    /// Marks every leaf inside `[start, start + length)` clean (`clean`) or
+    /// dirty (`!clean`): the first when tracking starts, the second when it
+    /// stops. The caller invalidates the range afterwards. Bounded like
+    /// [`PageTable::read_dirty`].
+    pub fn set_dirty_state(
+        &self,
+        mem: &impl PhysMem,
+        start: u64,
+        length: u64,
+        clean: bool,
+    ) -> Result<DirtyScan, MapError> {
+        self.for_leaves_in(mem, start, length, |slot, entry, _, _| {
+            let new = if clean {
+                self.format.clean(entry)
+            } else {
+                self.format.mark_dirty(entry)
+            };
+            if new != entry {
+                mem.write_u64(slot, new);
+            }
+            DirtyScan {
+                leaves: 1,
+                cleaned: u64::from(clean && new != entry),
+                dirty: u64::from(self.format.is_dirty(entry)),
+            }
+        })
+    }
+
+    fn for_leaves_in(
+        &self,
+        mem: &impl PhysMem,
+        start: u64,
+        length: u64,
+        mut each: impl FnMut(PhysAddr, u64, u64, u32) -> DirtyScan,
+    ) -> Result<DirtyScan, MapError> {
+        if !self.format.tracks_dirty() {
+            return Err(MapError::PageSizeNotSupported);
+        }
+        if start & 0xfff != 0 || length & 0xfff != 0 {
+            return Err(MapError::Misaligned);
+        }
+        let end = start.checked_add(length).ok_or(MapError::OutOfRange)?;
+        let mut total = DirtyScan::default();
+        let mut address = start;
+        while address < end {
+            let Some((slot, entry, height)) = self.find_leaf(mem, address) else {
+                address += 1 << 12;
+                continue;
+            };
+            let size = 1u64 << (12 + 9 * (height - 1));
+            if !address.is_multiple_of(size) || address + size > end {
+                return Err(MapError::Misaligned);
+            }
+            let scan = each(slot, entry, address, height);
+            total.dirty += scan.dirty;
+            total.cleaned += scan.cleaned;
+            total.leaves += scan.leaves;
+            address += size;
+        }
+        Ok(total)
     }
 
     /// Software walk: the output address and rights for `input`.
