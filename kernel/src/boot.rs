@@ -131,8 +131,12 @@ pub fn main(mut info: BootInfo) -> ! {
 const ROOT_STACK_TOP: u64 = 0x7FFF_F000;
 /// The root task's priority (threads it creates start at 0).
 const ROOT_PRIORITY: u8 = 100;
-/// Root-task stack size.
-const ROOT_STACK_PAGES: u64 = 16;
+/// Root-task stack size: 256 KiB, nothing mapped below it, so an overflow
+/// faults. init keeps its system description and request server on its
+/// stack (`init::run`'s frame alone is 44 KiB on x86_64); the 64 KiB this
+/// used to be overflowed once the release profile went to one codegen unit
+/// with fat LTO, which inlines more into that frame.
+const ROOT_STACK_PAGES: u64 = 64;
 
 /// Runs the boot module as the first user program until it halts; returns
 /// its status.
