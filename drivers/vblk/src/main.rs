@@ -9,13 +9,16 @@
 //! (`virtio::pci`), and drives the device with `virtio-drivers`'
 //! `VirtIOBlk` in polling mode, accepting `VIRTIO_F_ACCESS_PLATFORM`
 //! (`virtio::platform`). Every address the device gets is an IOVA of the
-//! driver's stage 1, mapped for one request.
+//! driver's stage 1, by default mapped for one request (`SHARING` picks
+//! another way, `virtio::dma::Sharing`).
 //!
 //! Then it serves the block protocol (`vblk_protocol`) on its endpoint
 //! `channel0`: a 4 KiB block travels through the page it shares with the
 //! client; the device reads or writes the driver's own data page (shared
 //! in place, mapped in stage 1 for the request), and the driver copies
-//! between that page and the client's.
+//! between that page and the client's. `STATS` answers its IOMMU counters,
+//! and a read's or write's reply its cost (`vblk_protocol::Cost`), for the
+//! client's checks and `cargo xtask bench`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
