@@ -45,6 +45,7 @@ impl Env for Kernel {
         crate::println!("{args}");
     }
 
+    #[inline(always)]
     fn broken(flaw: Flaw) -> bool {
         planted(match flaw {
             Flaw::SkipInvalidation => Seed::IoSkipInvalidation,

@@ -50,6 +50,7 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         false
     }
 
+    #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
@@ -196,6 +197,7 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         Ok(freed)
     }
 
+    #[inline]
     fn invalidate_nest<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,

@@ -125,6 +125,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     /// Before an `IoSpace.Map` in `space`: `TableMemoryExhausted` unless
     /// its reservation can serve one more stage-2 walk.
+    #[inline]
     pub fn ensure_pool(&self, space: ObjectId) -> Result<(), Error> {
         self.pool.ensure(Account::Space(space))
     }
@@ -168,6 +169,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     }
 
     /// Clears the failure record before an invocation.
+    #[inline]
     pub fn forget_failure(&mut self) {
         self.failure = None;
     }
@@ -175,6 +177,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// `IommuTimeout` if an invalidation failed or timed out since
     /// [`State::forget_failure`]: the invocation must fail (its devices
     /// were left blocked).
+    #[inline]
     pub fn take_failure(&mut self) -> Option<Error> {
         self.failure.take()
     }
@@ -247,6 +250,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// Failures here are kernel bugs (invocations check first) and are
     /// logged, never ignored silently; a unit that fails an invalidation
     /// leaves [`State::take_failure`] set.
+    #[inline]
     pub fn apply(&mut self, unit: &mut U, effect: &Effect) {
         let result = match *effect {
             Effect::MapIoPage {
@@ -304,6 +308,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         }
     }
 
+    #[inline]
     pub(crate) fn space(&self, object: ObjectId) -> Result<&Space<U::Format>, &'static str> {
         self.spaces
             .iter()
@@ -311,6 +316,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             .ok_or("the IoSpace has no stage-2 table")
     }
 
+    #[inline]
     fn map(
         &mut self,
         space: ObjectId,
@@ -334,6 +340,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             .map_err(|_| "the stage-2 table refused the mapping")
     }
 
+    #[inline]
     fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
         let table = self.space(space)?.table;
         table
@@ -366,6 +373,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         }
     }
 
+    #[inline]
     fn clear_dirty_shadows(&mut self) {
         while let Some(space) = self.dirty.pop() {
             self.clear_shadows_of(space);
@@ -375,6 +383,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// Queues the tags of the IoSpace with model DID `did`: its stage 2
     /// and, on VT-d, its shadows (SMMUv3's per-VMID invalidation covers
     /// the nests' ASIDs).
+    #[inline]
     fn note_tags(&mut self, did: u16) {
         let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
         let _ = tags.push(space_tag(did));
@@ -407,6 +416,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// Invalidates the queued tags (domain-selective IOTLB on VT-d, TLBI
     /// by VMID on SMMUv3) and waits for completion. On failure, fails
     /// closed for the IoSpaces they belong to.
+    #[inline]
     fn invalidate_pending(&mut self, unit: &mut U) -> Result<(), &'static str> {
         let everything = self.pending_tags.contains(&0);
         let tags = core::mem::take(&mut self.pending_tags);
@@ -467,6 +477,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     }
 
     /// The slot of the nest for (`space`, `root_ipa`), if devices use it.
+    #[inline]
     pub(crate) fn nest_index(&self, space: ObjectId, root_ipa: u64) -> Option<usize> {
         self.nests.iter().position(|n| {
             n.as_ref()
@@ -726,6 +737,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// wait: VT-d's wait descriptor, SMMUv3's CMD_SYNC). If the unit does
     /// not complete them, the nest's devices are blocked and the answer
     /// is `IommuTimeout`.
+    #[inline]
     pub fn invalidate_user_table(
         &mut self,
         unit: &mut U,

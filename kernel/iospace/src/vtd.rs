@@ -64,6 +64,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self)
     }
 
+    #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
@@ -203,6 +204,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         Ok(freed)
     }
 
+    #[inline]
     fn invalidate_nest<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
