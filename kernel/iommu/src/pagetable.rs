@@ -622,22 +622,32 @@ mod tests {
     use crate::vtd::regs::Capability;
     use crate::vtd::tables::{FirstStageFormat, SecondStageFormat};
 
+    /// A VT-d second-stage table in `memory` (tables from 16 MiB) with
+    /// `pages` mapped: (input, output, size, rights).
+    fn second_stage_with(
+        memory: &SimMemory,
+        pages: &[(u64, u64, PageSize, Perms)],
+    ) -> PageTable<SecondStageFormat> {
+        let mut frames = SimFrames::new(memory, 16 << 20, 32 << 20);
+        let format = SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
+        let table = PageTable::new(&mut frames, format, 4, 48).unwrap();
+        for &(input, output, size, perms) in pages {
+            table
+                .map(memory, &mut frames, input, output, size, perms)
+                .unwrap();
+        }
+        table
+    }
+
     #[test]
     fn every_leaf_is_read_back() {
         let memory = SimMemory::new(64 << 20);
-        let mut frames = SimFrames::new(&memory, 16 << 20, 32 << 20);
-        let format = SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
-        let table = PageTable::new(&mut frames, format, 4, 48).unwrap();
         let pages = [
             (0x1000, 0x9000, PageSize::Size4K, Perms::READ),
             (0x20_0000, 0x40_0000, PageSize::Size2M, Perms::READ_WRITE),
             (0x7f_ffff_f000, 0xa000, PageSize::Size4K, Perms::WRITE),
         ];
-        for (input, output, size, perms) in pages {
-            table
-                .map(&memory, &mut frames, input, output, size, perms)
-                .unwrap();
-        }
+        let table = second_stage_with(&memory, &pages);
         let mut seen = std::vec::Vec::new();
         table.for_each_leaf(&memory, |input, output, bits, perms| {
             seen.push((input, output, bits, perms))
@@ -652,20 +662,15 @@ mod tests {
     #[test]
     fn lookups_in_a_covered_region_agree_with_full_walks() {
         let memory = SimMemory::new(64 << 20);
-        let mut frames = SimFrames::new(&memory, 16 << 20, 32 << 20);
-        let format = SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
-        let table = PageTable::new(&mut frames, format, 4, 48).unwrap();
-        let pages = [
-            (0x1000, 0x9000, PageSize::Size4K, Perms::READ),
-            (0x3000, 0xb000, PageSize::Size4K, Perms::READ_WRITE),
-            (0x20_0000, 0x40_0000, PageSize::Size2M, Perms::READ_WRITE),
-            (0x4000_0000, 0x8000_0000, PageSize::Size1G, Perms::READ),
-        ];
-        for (input, output, size, perms) in pages {
-            table
-                .map(&memory, &mut frames, input, output, size, perms)
-                .unwrap();
-        }
+        let table = second_stage_with(
+            &memory,
+            &[
+                (0x1000, 0x9000, PageSize::Size4K, Perms::READ),
+                (0x3000, 0xb000, PageSize::Size4K, Perms::READ_WRITE),
+                (0x20_0000, 0x40_0000, PageSize::Size2M, Perms::READ_WRITE),
+                (0x4000_0000, 0x8000_0000, PageSize::Size1G, Perms::READ),
+            ],
+        );
         let inputs = (0..0x60_0000u64)
             .step_by(0x1800)
             .chain((0x4000_0000..0x4060_0000).step_by(0x3_3000))
