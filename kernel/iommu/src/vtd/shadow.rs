@@ -211,67 +211,65 @@ pub fn shadow_range(
     {
         return Err(ShadowError::BadRange);
     }
-    let mut stats = ShadowStats::default();
+    let mut stats = ShadowStats {
+        pages,
+        ..ShadowStats::default()
+    };
     // Each table level is walked once per 2 MiB region: the first stage's
-    // upper levels per region of IOVAs, the second stage's per region of
-    // IPAs, the shadow's per region of IOVAs; within a region each page
-    // is one entry of a last-level table.
-    let mut upper: Option<(u64, Upper)> = None;
+    // upper levels and the shadow's per region of IOVAs, the second
+    // stage's per region of IPAs; within a region each page is one entry
+    // of a last-level table.
     let mut second_region: Option<(u64, Covering)> = None;
-    let mut shadow_region: Option<(u64, Option<u64>)> = None;
     let format = *shadow.format();
-    for page in 0..pages {
-        let iova = start + page * 4096;
-        stats.pages += 1;
-        let region = iova >> 21;
-        let walked = match upper {
-            Some((r, walked)) if r == region => walked,
-            _ => {
-                let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
-                upper = Some((region, walked));
-                walked
-            }
-        };
-        let composed = first_stage_leaf(mem, walked, iova).and_then(|(ipa, writable)| {
-            let (pa, perms) = second_stage_in(mem, second, &mut second_region, ipa)?;
-            combine(pa, perms, writable)
-        });
-        let table = match shadow_region {
-            Some((r, table)) if r == region => table,
-            _ => {
-                let table = shadow
-                    .find_leaf_table(mem, iova)
-                    .map_err(ShadowError::Map)?;
-                shadow_region = Some((region, table));
-                table
-            }
-        };
-        let table = match (table, composed) {
-            (Some(table), _) => table,
-            // Nothing shadowed in this region, nothing to shadow here.
-            (None, None) => continue,
-            (None, Some(_)) => {
-                let table = shadow
-                    .leaf_table_or_new(mem, alloc, iova)
-                    .map_err(ShadowError::Map)?;
-                shadow_region = Some((region, Some(table)));
-                table
-            }
-        };
-        let slot = table + 8 * ((iova >> 12) & 0x1ff);
-        let old = mem.read_u64(slot);
-        let had = format.is_present(old);
-        let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
-        if new != old {
-            mem.write_u64(slot, new);
+    let end = start + length;
+    let mut iova = start;
+    while iova < end {
+        let region_end = (((iova >> 21) + 1) << 21).min(end);
+        let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
+        let mut table = shadow
+            .find_leaf_table(mem, iova)
+            .map_err(ShadowError::Map)?;
+        if walked == Upper::Fault && table.is_none() {
+            // Nothing to shadow, nothing shadowed.
+            iova = region_end;
+            continue;
         }
-        match composed {
-            Some(_) => {
-                stats.mapped += 1;
-                stats.added += u64::from(!had);
+        while iova < region_end {
+            let composed = first_stage_leaf(mem, walked, iova).and_then(|(ipa, writable)| {
+                let (pa, perms) = second_stage_in(mem, second, &mut second_region, ipa)?;
+                combine(pa, perms, writable)
+            });
+            let page_table = match (table, composed) {
+                (Some(page_table), _) => page_table,
+                // Nothing shadowed in this region, nothing to shadow here.
+                (None, None) => {
+                    iova += 4096;
+                    continue;
+                }
+                (None, Some(_)) => {
+                    let new = shadow
+                        .leaf_table_or_new(mem, alloc, iova)
+                        .map_err(ShadowError::Map)?;
+                    table = Some(new);
+                    new
+                }
+            };
+            let slot = page_table + 8 * ((iova >> 12) & 0x1ff);
+            let old = mem.read_u64(slot);
+            let had = format.is_present(old);
+            let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
+            if new != old {
+                mem.write_u64(slot, new);
             }
-            None if had => stats.removed += 1,
-            None => {}
+            match composed {
+                Some(_) => {
+                    stats.mapped += 1;
+                    stats.added += u64::from(!had);
+                }
+                None if had => stats.removed += 1,
+                None => {}
+            }
+            iova += 4096;
         }
     }
     Ok(stats)
