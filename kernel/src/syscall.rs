@@ -210,16 +210,20 @@ fn handle_general(caller: &Caller) -> Next {
     let Some(call) = Syscall::from_number(number) else {
         return handle(&mut crate::sched::tcb(caller.thread).context);
     };
-    if call == Syscall::DebugNameThread {
-        name_thread(caller, cap);
-        return Next::Resume;
-    }
     let (kind, rights) = match call {
         Syscall::Call | Syscall::Send => (caps::ObjectKind::Endpoint, caps::Rights::WRITE),
         Syscall::Recv | Syscall::ReplyRecv => (caps::ObjectKind::Endpoint, caps::Rights::READ),
         Syscall::Signal => (caps::ObjectKind::Notification, caps::Rights::WRITE),
         Syscall::Wait => (caps::ObjectKind::Notification, caps::Rights::READ),
-        _ => return handle(&mut crate::sched::tcb(caller.thread).context),
+        // The null system call without a detour (`handle` answers it the
+        // same way).
+        Syscall::Yield => {
+            crate::sched::tcb(caller.thread)
+                .context
+                .set_syscall_result(0, 0);
+            return Next::Yield;
+        }
+        _ => return not_message_passing(caller, call, cap),
     };
     let target = crate::objects::lookup_cached(caller.thread, caller.cspace, cap, kind, rights);
     let result = match (call, target) {
@@ -248,6 +252,69 @@ fn handle_general(caller: &Caller) -> Next {
         crate::sched::fail(caller.thread, e);
     }
     Next::Resume
+}
+
+/// The system calls of `caller` that pass no message: those that check a
+/// capability (`DebugNameThread`, `DebugPutChar`, `DebugHalt`) here, the
+/// rest through [`handle`]. Out of line, so that the message-passing path
+/// above stays as small as it was (measured: inline, the IPC round trip
+/// on aarch64 cost 13 instructions more).
+#[inline(never)]
+fn not_message_passing(caller: &Caller, call: Syscall, cap: u64) -> Next {
+    match call {
+        Syscall::DebugNameThread => {
+            name_thread(caller, cap);
+            Next::Resume
+        }
+        Syscall::DebugPutChar | Syscall::DebugHalt => console(caller, call, cap),
+        _ => handle(&mut crate::sched::tcb(caller.thread).context),
+    }
+}
+
+/// `DebugPutChar` and `DebugHalt` through the Console capability `cap`:
+/// printing takes its write right, halting the write and the grant right.
+/// Without them the call answers the lookup's error and the console is
+/// untouched.
+fn console(caller: &Caller, call: Syscall, cap: u64) -> Next {
+    let rights = if call == Syscall::DebugHalt {
+        caps::Rights::WRITE | caps::Rights::GRANT
+    } else {
+        caps::Rights::WRITE
+    };
+    let context = &mut crate::sched::tcb(caller.thread).context;
+    let argument = context.syscall_arg(2);
+    let status = match console_held(caller.cspace, cap, rights) {
+        Ok(_) if call == Syscall::DebugHalt => {
+            // The final state, for `cargo xtask run --cap-dump`.
+            #[cfg(feature = "cap-dump")]
+            crate::testing::cap_dump::dump(crate::testing::cap_dump::Moment::Halt);
+            return Next::Halt(argument as u32);
+        }
+        Ok(_) => {
+            crate::arch::console_write(&[argument as u8]);
+            0
+        }
+        Err(e) => u64::from(e.code()),
+    };
+    context.set_reply(status, 0, 0, [0; 4]);
+    Next::Resume
+}
+
+/// Whether `cap` in `cspace` names a Console capability that holds
+/// `rights` (the Console has no memory, which `objects::lookup` answers
+/// `DeadObject`). Errors: `LookupFailed` (no such slot), the model's
+/// lookup errors (`EmptySlot`, `WrongKind`, `InsufficientRights`).
+fn console_held(cspace: caps::SlotId, cap: u64, rights: caps::Rights) -> Result<(), Error> {
+    let caps = crate::objects::CAPS
+        .get()
+        .ok_or(Error::NotSupported)?
+        .lock();
+    let index = crate::objects::slot_index(cap).map_err(|_| Error::LookupFailed)?;
+    let slot = caps
+        .resolve(cspace, index)
+        .map_err(|_| Error::LookupFailed)?;
+    caps.lookup_as(slot, caps::ObjectKind::Console, rights)?;
+    Ok(())
 }
 
 /// `DebugNameThread`: the Tcb capability `cap` (write right) gets the name
@@ -294,18 +361,6 @@ pub fn handle(context: &mut UserContext) -> Next {
         return Next::Resume;
     };
     match call {
-        Syscall::DebugPutChar => {
-            let byte = context.syscall_arg(0) as u8;
-            crate::arch::console_write(&[byte]);
-            context.set_syscall_result(0, 0);
-            Next::Resume
-        }
-        Syscall::DebugHalt => {
-            // The final state, for `cargo xtask run --cap-dump`.
-            #[cfg(feature = "cap-dump")]
-            crate::testing::cap_dump::dump(crate::testing::cap_dump::Moment::Halt);
-            Next::Halt(context.syscall_arg(0) as u32)
-        }
         Syscall::DebugCapDump => {
             #[cfg(feature = "cap-dump")]
             let status = {
@@ -338,6 +393,8 @@ pub fn handle(context: &mut UserContext) -> Next {
         | Syscall::ReplyRecv
         | Syscall::Signal
         | Syscall::Wait
+        | Syscall::DebugPutChar
+        | Syscall::DebugHalt
         | Syscall::DebugNameThread => {
             context.set_syscall_result(u64::from(Error::NotSupported.code()), 0);
             Next::Resume

@@ -17,6 +17,11 @@ pub const BOOT_INFO_FRAME: u32 = 6;
 /// threads init starts in its own address space are configured with it,
 /// since a thread runs with no authority it was not given.
 pub const INIT_IPC_BUFFER: u32 = 7;
+/// Slot of the Console capability (all rights): writing to the kernel
+/// console and ending the session ([`crate::Syscall::DebugPutChar`],
+/// [`crate::Syscall::DebugHalt`]); init hands reduced copies to the domains
+/// whose image entry asks for the console.
+pub const CONSOLE: u32 = 8;
 /// First slot of the initial Untyped capabilities.
 pub const FIRST_UNTYPED: u32 = 16;
 /// The most initial Untyped capabilities.

@@ -41,9 +41,16 @@ pub enum Syscall {
     Wait = 6,
     /// Give up the rest of the time slice.
     Yield = 7,
-    /// Debug builds: write one byte to the kernel console.
+    /// Write the byte MR0 to the kernel console, through the Console
+    /// capability named as the call's capability (write right). Errors: the
+    /// lookup's (`LookupFailed`, `EmptySlot`, `WrongKind`,
+    /// `InsufficientRights`): a thread without a Console capability prints
+    /// nothing.
     DebugPutChar = 32,
-    /// Debug builds: end the QEMU session with the given status (test programs).
+    /// End the QEMU session with status MR0, through the Console capability
+    /// named as the call's capability, which must hold the write and the
+    /// grant right (on a Console, the grant right is the right to halt).
+    /// Errors: as [`Syscall::DebugPutChar`]; on success it does not return.
     DebugHalt = 33,
     /// Kernels built with the `cap-dump` feature: print every live object and
     /// the whole capability derivation tree on the console (format: the

@@ -320,6 +320,11 @@ impl<S: Storage> Caps<S> {
         )
     }
 
+    /// Boot: the kernel console, its cap (all rights) in `dest`.
+    pub fn boot_console(&mut self, dest: SlotId) -> Result<ObjectId, Error> {
+        self.boot_permanent(dest, ObjectKind::Console, ObjectState::Plain)
+    }
+
     // ----- derivation -----
 
     /// Copy the capability in `src` into the empty slot `dest`, as its child.

@@ -4,7 +4,7 @@
 //! is live while a capability names it (`cap_count > 0`) or, for an Untyped,
 //! while any object carved from it is live (`live_children > 0`); only then
 //! is its memory free for the parent Untyped to hand out again. Boot objects
-//! without memory (IommuControl, IrqControl) are permanent.
+//! without memory (IommuControl, IrqControl, Console) are permanent.
 
 use crate::types::{LARGE_PAGE_BITS, ObjectId, ObjectKind, PAGE_BITS, SLOT_SIZE_BITS, SlotId};
 

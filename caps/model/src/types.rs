@@ -124,11 +124,14 @@ pub enum ObjectKind {
     IoPasid = 13,
     /// A destination for IO page-fault records.
     IoFaultQueue = 14,
+    /// The kernel console: writing to it (write right) and ending the
+    /// session (the grant right, which on a Console means "may halt").
+    Console = 15,
 }
 
 impl ObjectKind {
     /// Every kind, in number order (`ALL[n] as u8 == n`).
-    pub const ALL: [ObjectKind; 15] = [
+    pub const ALL: [ObjectKind; 16] = [
         ObjectKind::Untyped,
         ObjectKind::CNode,
         ObjectKind::Tcb,
@@ -144,6 +147,7 @@ impl ObjectKind {
         ObjectKind::IoUserTable,
         ObjectKind::IoPasid,
         ObjectKind::IoFaultQueue,
+        ObjectKind::Console,
     ];
 
     /// The kind numbered `number`, if any.

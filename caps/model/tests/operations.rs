@@ -450,3 +450,35 @@ fn derivation_order_is_pre_order_and_survives_deleting_an_inner_node() {
     assert_eq!(order(&caps), vec![(0, 0), (2, 1), (7, 2), (1, 0)]);
     check_all(&caps, &hw).unwrap();
 }
+
+#[test]
+fn the_console_is_permanent_and_its_rights_only_shrink() {
+    let mut caps = Caps::new(ArrayStorage::<8, 8>::new());
+    let console = caps.boot_console(s(0)).unwrap();
+    assert_eq!(caps.lookup(s(0)).unwrap().kind(), ObjectKind::Console);
+    assert_eq!(caps.lookup(s(0)).unwrap().rights(), Rights::ALL);
+    // A domain's copy: write (print) only, no grant (halt) right, no badge.
+    caps.mint(s(0), s(1), Rights::WRITE, Badge(0)).unwrap();
+    let write_only = *caps.lookup(s(1)).unwrap();
+    assert_eq!(write_only.rights(), Rights::WRITE);
+    assert_eq!(
+        caps.lookup_as(s(1), ObjectKind::Console, Rights::WRITE | Rights::GRANT)
+            .map(|c| c.object()),
+        Err(Error::InsufficientRights)
+    );
+    // Rights never grow back through a copy of the reduced one.
+    caps.mint(s(1), s(2), Rights::ALL, Badge(0)).unwrap();
+    assert_eq!(caps.lookup(s(2)).unwrap().rights(), Rights::WRITE);
+    assert_eq!(
+        caps.mint(s(0), s(3), Rights::ALL, Badge(7)),
+        Err(Error::NotBadgeable)
+    );
+    // Deleting every capability leaves the object (permanent, like the
+    // IrqControl): nothing to tear down, nothing to reuse.
+    let mut effects = Vec::new();
+    caps.revoke(s(0), &mut |e| effects.push(e)).unwrap();
+    caps.delete(s(0), &mut |e| effects.push(e)).unwrap();
+    assert!(effects.is_empty());
+    assert!(caps.object(console).is_some());
+    check_all(&caps, &AbstractIommu::default()).unwrap();
+}

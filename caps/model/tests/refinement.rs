@@ -35,6 +35,7 @@ fn boot() -> (Caps<ArrayStorage<SLOTS, OBJECTS>>, Reference) {
     caps.boot_iommu_control(SlotId(1), model_unit()).unwrap();
     caps.boot_irq_control(SlotId(2), 4).unwrap();
     caps.boot_untyped(SlotId(3), 0x100000, 14, true).unwrap();
+    caps.boot_console(SlotId(SLOTS as u32 - 1)).unwrap();
     let mut reference = Reference::new(SLOTS, OBJECTS);
     reference.boot_untyped(0, 0x10000, 16, false);
     reference.boot_control(
@@ -48,6 +49,7 @@ fn boot() -> (Caps<ArrayStorage<SLOTS, OBJECTS>>, Reference) {
         ObjectState::IrqControl { irq_limit: 4 },
     );
     reference.boot_untyped(3, 0x100000, 14, true);
+    reference.boot_control(SLOTS as u32 - 1, ObjectKind::Console, ObjectState::Plain);
     (caps, reference)
 }
 

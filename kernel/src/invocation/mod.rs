@@ -175,6 +175,8 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
             io_space::perform(caps, io_space::decode(caps, &call)?)
         }
         ObjectKind::IoFaultQueue => fault_queue::perform(caps, fault_queue::decode(caps, &call)?),
-        ObjectKind::Endpoint | ObjectKind::Notification => Err(Error::InvalidInvocation),
+        ObjectKind::Endpoint | ObjectKind::Notification | ObjectKind::Console => {
+            Err(Error::InvalidInvocation)
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The capability system at boot: the root task's initial CSpace (its
-//! CNode, IrqControl, IommuControl, every free byte of RAM and every device
-//! window as Untyped), its thread, address space and IPC buffer.
+//! CNode, IrqControl, IommuControl, Console, every free byte of RAM and
+//! every device window as Untyped), its thread, address space and IPC
+//! buffer.
 
 use super::effects::SINK;
 use super::page_tables::register_boot_root;
@@ -101,6 +102,8 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         .map_err(|_| "INIT_CNODE copy")?;
     let irq = slot(&caps, bootinfo::IRQ_CONTROL).map_err(|_| "IRQ_CONTROL slot")?;
     caps.boot_irq_control(irq, 1024).map_err(|_| "IrqControl")?;
+    let console = slot(&caps, bootinfo::CONSOLE).map_err(|_| "CONSOLE slot")?;
+    caps.boot_console(console).map_err(|_| "Console")?;
     if let Some(unit) = UNIT.lock().as_ref() {
         let dest = slot(&caps, bootinfo::IOMMU_CONTROL).map_err(|_| "IOMMU_CONTROL slot")?;
         caps.boot_iommu_control(dest, unit.model_unit())

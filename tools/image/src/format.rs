@@ -57,9 +57,22 @@ pub struct DomainEntry {
     /// Bytes of an Untyped the domain builds objects from (a power of
     /// two), given with its own CNode and VSpace; none when absent.
     pub untyped: Option<Size>,
+    /// `"write"`: a Console capability to print with; `"halt"`: also to
+    /// end the session; none when absent (the domain prints nothing).
+    pub console: Option<ConsoleEntry>,
     /// Regions mapped into the domain (`[[protection_domain.map]]`).
     #[serde(default)]
     pub map: Vec<Spanned<MapEntry>>,
+}
+
+/// A domain's `console`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleEntry {
+    /// Print.
+    Write,
+    /// Print and end the session.
+    Halt,
 }
 
 /// `[[protection_domain.map]]`: a region in the domain's address space.

@@ -404,6 +404,11 @@ impl Checker<'_> {
                     stack_size,
                     heap_size,
                     untyped_size,
+                    console: match entry.console {
+                        None => sysdesc::ConsoleGrant::None,
+                        Some(crate::format::ConsoleEntry::Write) => sysdesc::ConsoleGrant::Write,
+                        Some(crate::format::ConsoleEntry::Halt) => sysdesc::ConsoleGrant::Halt,
+                    },
                 },
             );
         }

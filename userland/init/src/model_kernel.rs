@@ -7,6 +7,7 @@
 //! [`ModelKernel::boot`] sets up what the kernel gives the root task: its
 //! CNode of `2^10` slots with a capability to itself at
 //! `bootinfo::INIT_CNODE`, the IommuControl at `bootinfo::IOMMU_CONTROL`,
+//! the Console at `bootinfo::CONSOLE`,
 //! the arena Untyped at `bootinfo::FIRST_UNTYPED` and one RAM Untyped
 //! after it, described in the [`BootInfo`] it returns. Invocations are
 //! decoded as `kernel/src/invocation/` decodes them, for the ones init's
@@ -86,6 +87,8 @@ impl ModelKernel {
             false,
         )
         .expect("the RAM Untyped");
+        caps.boot_console(at(&caps, bootinfo::CONSOLE))
+            .expect("the Console");
         caps.boot_iommu_control(
             at(&caps, bootinfo::IOMMU_CONTROL),
             IommuUnit {

@@ -18,11 +18,11 @@ use rt::space::{self, Objects, Scratch};
 use sys::bootinfo;
 use sys::names::{self, CapTable};
 use sys::{
-    CNode, Cap, CapType, Endpoint, FixedSize, Frame, IommuControl, IrqControl, MapRights,
+    CNode, Cap, CapType, Console, Endpoint, FixedSize, Frame, IommuControl, IrqControl, MapRights,
     Notification, PageTable, Rights, Slot, Tcb, Untyped,
 };
 use sysdesc::archive::{Archive, EntryKind};
-use sysdesc::{ChannelKind, IoMode, PageSize, SystemDescription};
+use sysdesc::{ChannelKind, ConsoleGrant, IoMode, PageSize, SystemDescription};
 
 /// A page of init's own address space for filling Frames.
 const SCRATCH: u64 = 0x10_0000_0000;
@@ -394,6 +394,24 @@ fn make_domain(
         domain.give(objects, "untyped", untyped)?;
         domain.give(objects, "cnode", cnode)?;
         domain.give(objects, "vspace", vspace)?;
+    }
+    let console_rights = match pd.console {
+        ConsoleGrant::None => None,
+        ConsoleGrant::Write => Some(Rights::WRITE),
+        ConsoleGrant::Halt => Some(Rights::WRITE | Rights::GRANT),
+    };
+    if let Some(rights) = console_rights {
+        // A copy with only these rights in init's CNode, then given: the
+        // domain's copy can never hold more.
+        let slot = objects
+            .slot()
+            .map_err(|e| what("a slot for its Console", e))?;
+        objects
+            .cnode()
+            .copy_from(slot, objects.cnode(), bootinfo::CONSOLE.slot(), rights)
+            .map_err(|e| what("its Console (CNode.Copy)", e))?;
+        let console: Cap<Console> = Cap::from_slot(slot);
+        domain.give(objects, names::CONSOLE, console)?;
     }
     Ok(domain)
 }

@@ -67,6 +67,7 @@ pub(crate) fn domain(pd: &str, program: &str, priority: u8) -> ProtectionDomain 
         stack_size: 16 << 10,
         heap_size: 0,
         untyped_size: 0,
+        console: sysdesc::ConsoleGrant::None,
     }
 }
 
@@ -370,4 +371,38 @@ fn a_program_missing_from_the_image_names_the_domain() {
         error.starts_with("protection_domain \"client\": program `ping` is not in the image"),
         "{error}"
     );
+}
+
+#[test]
+fn a_domain_gets_the_console_it_asks_for_and_no_more_rights() {
+    let calls = recording(None);
+    let mut system = pingpong();
+    system.domains[0].console = sysdesc::ConsoleGrant::Write;
+    system.domains[1].console = sysdesc::ConsoleGrant::Halt;
+    let built = build(&system, &["ping", "pong"]).unwrap();
+    clear_kernel();
+    for (name, table) in &built.domains {
+        assert!(table.lookup::<sys::Console>("console").is_some(), "{name}");
+    }
+    // Each domain's Console is a copy of init's (`bootinfo::CONSOLE`, MR1)
+    // with the rights the image asked for (MR2): write; write and grant.
+    let rights: Vec<u64> = labelled(&calls.borrow(), Invocation::CnodeCopy)
+        .iter()
+        .filter(|call| call.mrs[1] == u64::from(sys::bootinfo::CONSOLE.slot().index()))
+        .map(|call| call.mrs[2])
+        .collect();
+    let write = u64::from(sys::Rights::WRITE.bits());
+    let halt = u64::from((sys::Rights::WRITE | sys::Rights::GRANT).bits());
+    assert_eq!(rights, [write, halt]);
+    // Without `console` a domain gets none (the other tests' domains).
+    let calls = recording(None);
+    let built = build(&pingpong(), &["ping", "pong"]).unwrap();
+    clear_kernel();
+    assert!(
+        built
+            .domains
+            .iter()
+            .all(|(_, table)| table.lookup::<sys::Console>("console").is_none())
+    );
+    drop(calls);
 }

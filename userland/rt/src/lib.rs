@@ -129,8 +129,10 @@ macro_rules! entry {
     };
 }
 
-/// The debug console: each byte is a `DebugPutChar` system call. Errors
-/// (a kernel without debug support) are dropped: output is best effort.
+/// The kernel console: each byte is a `DebugPutChar` system call through
+/// the program's Console capability (`sys::console`). Errors (no Console,
+/// as in a domain whose image gives none) are dropped: output is best
+/// effort, and without the capability nothing is printed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Console;
 

@@ -92,6 +92,11 @@ _start:
 /// argument register and runs `main`.
 extern "C" fn rust_start(argument: u64) -> ! {
     let startup = Startup::from_argument(argument);
+    // A domain prints (and may halt) only through the Console its table
+    // names, if any; the root task keeps `bootinfo::CONSOLE`.
+    if startup.caps().is_some() {
+        sys::set_console(startup.lookup::<sys::Console>(sys::names::CONSOLE));
+    }
     add_image_heap(&startup);
     let status = program_main(&startup);
     exit(status)

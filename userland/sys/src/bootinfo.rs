@@ -11,7 +11,9 @@
 
 pub use abi::bootinfo::*;
 
-use crate::cap::{CNode, Cap, Frame, IommuControl, IrqControl, PageTable, Slot, Tcb, Untyped};
+use crate::cap::{
+    CNode, Cap, Console, Frame, IommuControl, IrqControl, PageTable, Slot, Tcb, Untyped,
+};
 
 /// The root task's own CNode (its CSpace root).
 pub const INIT_CNODE: Cap<CNode> = Cap::from_slot(Slot::new(abi::bootinfo::INIT_CNODE));
@@ -29,6 +31,8 @@ pub const BOOT_INFO_FRAME: Cap<Frame> = Cap::from_slot(Slot::new(abi::bootinfo::
 /// The root task's IPC buffer Frame (mapped at `ipc::IPC_BUFFER_ADDRESS`),
 /// which helper threads in its address space are configured with.
 pub const INIT_IPC_BUFFER: Cap<Frame> = Cap::from_slot(Slot::new(abi::bootinfo::INIT_IPC_BUFFER));
+/// The Console capability (all rights: print and halt).
+pub const CONSOLE: Cap<Console> = Cap::from_slot(Slot::new(abi::bootinfo::CONSOLE));
 /// The slot of the first initial Untyped; entry `i` of
 /// [`BootInfo::untypeds`] is at `FIRST_UNTYPED + i`.
 pub const FIRST_UNTYPED: Slot = Slot::new(abi::bootinfo::FIRST_UNTYPED);

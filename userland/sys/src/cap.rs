@@ -212,6 +212,9 @@ kinds! {
     IoPasid,
     /// A destination for IO page-fault records.
     IoFaultQueue,
+    /// The kernel console: printing (write right) and ending the session
+    /// (grant right).
+    Console,
 }
 
 macro_rules! retyped {

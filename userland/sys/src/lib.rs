@@ -10,7 +10,8 @@
 //!   constants (`bootinfo::INIT_CNODE: Cap<CNode>`, ...).
 //! - [`syscall`](mod@syscall): the raw system call, with the register table of
 //!   `abi::registers`, and the plain calls [`yield_now`],
-//!   [`debug_put_char`] and [`debug_halt`].
+//!   [`debug_put_char`] and [`debug_halt`] (through the program's Console
+//!   capability, [`console`]).
 //! - [`messages`]: `call`, `send`, `recv`, `reply_recv` on
 //!   [`Cap<Endpoint>`](Cap), `signal` and `wait` on
 //!   [`Cap<Notification>`](Cap).
@@ -56,9 +57,9 @@ pub mod untypeds;
 
 pub use abi::{Error, Invocation, MessageInfo, ObjectType, Syscall};
 pub use cap::{
-    CNode, Cap, CapType, Endpoint, FixedSize, Frame, IoDevice, IoFaultQueue, IoPasid, IoSpace,
-    IoUserTable, IommuControl, IrqControl, IrqHandler, Notification, PageTable, Retype, Slot, Tcb,
-    Untyped,
+    CNode, Cap, CapType, Console, Endpoint, FixedSize, Frame, IoDevice, IoFaultQueue, IoPasid,
+    IoSpace, IoUserTable, IommuControl, IrqControl, IrqHandler, Notification, PageTable, Retype,
+    Slot, Tcb, Untyped,
 };
 pub use caps::{ObjectKind, Rights};
 pub use invocations::{
@@ -68,8 +69,8 @@ pub use invocations::{
 pub use messages::Received;
 pub use names::CapTable;
 pub use syscall::{
-    debug_cap_dump, debug_check_abstraction, debug_halt, debug_put_char, debug_put_str, syscall,
-    yield_now,
+    console, console_halt, console_put_char, debug_cap_dump, debug_check_abstraction, debug_halt,
+    debug_put_char, debug_put_str, set_console, syscall, yield_now,
 };
 
 #[cfg(test)]

@@ -40,6 +40,7 @@
 //! | `init` | Endpoint | requests to init (`crate::resources`), for domains with `on_request` grants |
 //! | `untyped` | Untyped | the domain's `untyped` bytes of memory to retype into objects of its own |
 //! | `cnode`, `vspace` | CNode, PageTable | with `untyped`: its own CSpace root and VSpace root, to place, delete and map what it builds |
+//! | `console` ([`CONSOLE`]) | Console | with `console = "write"` in its image entry: the write right (print); `"halt"`: write and grant (print and end the session). Without it the domain prints nothing |
 //!
 //! The registers (BAR 0) of the `N`th granted device are mapped at
 //! [`DEVICE_REGISTERS_ADDRESS`]` + N * `[`DEVICE_REGISTERS_STRIDE`] (plus
@@ -59,6 +60,9 @@
 
 use crate::cap::{Cap, CapType, Slot};
 use caps::ObjectKind;
+
+/// The name of a domain's Console capability in its table.
+pub const CONSOLE: &str = "console";
 
 /// "PCLSCAPS" little-endian: the first word of a [`CapTable`].
 pub const CAP_TABLE_MAGIC: u64 = u64::from_le_bytes(*b"PCLSCAPS");

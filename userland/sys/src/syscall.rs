@@ -19,7 +19,9 @@
 //! answers [`Error::NotSupported`] unless a test installed one.
 
 use crate::Error;
+use crate::cap::{Cap, Console, Slot};
 use abi::Syscall;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The registers a system call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -69,10 +71,45 @@ pub fn yield_now() {
     let _ = syscall(Syscall::Yield as u64, 0, 0, [0; 4]);
 }
 
-/// Writes one byte to the kernel console (`DebugPutChar`, debug kernels).
-/// Errors: [`Error::NotSupported`] in a kernel built without debug support.
+/// The program's Console capability: the root task's
+/// [`bootinfo::CONSOLE`](crate::bootinfo::CONSOLE) unless [`set_console`]
+/// named another (`rt` does, from a domain's capability table).
+static CONSOLE: AtomicU32 = AtomicU32::new(abi::bootinfo::CONSOLE);
+
+/// Makes `console` the Console capability [`debug_put_char`] and
+/// [`debug_halt`] use; `None`: the program has none (slot 0, which stays
+/// empty), so they fail and print nothing.
+pub fn set_console(console: Option<Cap<Console>>) {
+    let slot = console.map_or(0, |c| c.slot().index());
+    CONSOLE.store(slot, Ordering::Relaxed);
+}
+
+/// The Console capability [`debug_put_char`] and [`debug_halt`] use.
+pub fn console() -> Cap<Console> {
+    Cap::from_slot(Slot::new(CONSOLE.load(Ordering::Relaxed)))
+}
+
+/// Writes one byte to the kernel console (`DebugPutChar`) through the
+/// program's Console capability ([`console`]). Errors: the lookup's
+/// ([`Error::EmptySlot`], [`Error::WrongKind`],
+/// [`Error::InsufficientRights`]: no Console with the write right), and
+/// then nothing is printed.
 pub fn debug_put_char(byte: u8) -> Result<(), Error> {
-    status_to_result(syscall(Syscall::DebugPutChar as u64, u64::from(byte), 0, [0; 4]).status)
+    console_put_char(console(), byte)
+}
+
+/// [`debug_put_char`] through the Console capability `console`.
+pub fn console_put_char(console: Cap<Console>, byte: u8) -> Result<(), Error> {
+    let cap = u64::from(console.slot().index());
+    status_to_result(
+        syscall(
+            Syscall::DebugPutChar as u64,
+            cap,
+            0,
+            [u64::from(byte), 0, 0, 0],
+        )
+        .status,
+    )
 }
 
 /// Writes every byte of `text` with [`debug_put_char`], stopping at the
@@ -98,14 +135,31 @@ pub fn debug_check_abstraction() -> Result<(), Error> {
     status_to_result(syscall(Syscall::DebugCheckAbstraction as u64, 0, 0, [0; 4]).status)
 }
 
-/// Ends the QEMU session with `status` (`DebugHalt`, debug kernels; for test
-/// programs). Never returns: in a kernel without debug support the call
-/// fails with [`Error::NotSupported`] and the thread then yields forever.
+/// Ends the QEMU session with `status` (`DebugHalt`) through the
+/// program's Console capability ([`console`]), which must hold the write
+/// and the grant (halt) right. Never returns: when the kernel refuses
+/// (no such Console), the thread yields forever.
 pub fn debug_halt(status: u32) -> ! {
-    let _ = syscall(Syscall::DebugHalt as u64, u64::from(status), 0, [0; 4]);
+    let _ = console_halt(console(), status);
     loop {
         yield_now();
     }
+}
+
+/// `DebugHalt` through the Console capability `console`: returns only
+/// when the kernel refuses, with its error (the lookup's, e.g.
+/// [`Error::InsufficientRights`] for a Console without the grant right).
+pub fn console_halt(console: Cap<Console>, status: u32) -> Error {
+    let cap = u64::from(console.slot().index());
+    let out = syscall(
+        Syscall::DebugHalt as u64,
+        cap,
+        0,
+        [u64::from(status), 0, 0, 0],
+    );
+    status_to_result(out.status)
+        .err()
+        .unwrap_or(crate::syscall::UNKNOWN_STATUS)
 }
 
 #[cfg(all(target_os = "none", target_arch = "x86_64"))]

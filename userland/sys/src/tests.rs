@@ -439,7 +439,7 @@ fn debug_calls_pass_their_argument_in_the_capability_register() {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let log = Rc::clone(&seen);
     set_kernel(move |call: SyscallIn, _: &mut IpcBuffer| {
-        log.borrow_mut().push((call.number, call.cap));
+        log.borrow_mut().push((call.number, call.cap, call.mrs[0]));
         SyscallOut::default()
     });
     debug_put_str("hi").unwrap();
@@ -448,9 +448,9 @@ fn debug_calls_pass_their_argument_in_the_capability_register() {
     assert_eq!(
         *seen.borrow(),
         [
-            (Syscall::DebugPutChar as u64, u64::from(b'h')),
-            (Syscall::DebugPutChar as u64, u64::from(b'i')),
-            (Syscall::Yield as u64, 0),
+            (Syscall::DebugPutChar as u64, 8, u64::from(b'h')),
+            (Syscall::DebugPutChar as u64, 8, u64::from(b'i')),
+            (Syscall::Yield as u64, 0, 0),
         ]
     );
 }

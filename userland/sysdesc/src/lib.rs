@@ -61,7 +61,7 @@ pub const INIT_RESERVED_START: u64 = 0x7F_8000_0000;
 
 /// Version of the encoded description; [`SystemDescription::decode`]
 /// refuses any other.
-pub const DESCRIPTION_VERSION: u32 = 3;
+pub const DESCRIPTION_VERSION: u32 = 4;
 
 /// A short UTF-8 name.
 pub type Name = heapless::String<NAME_LEN>;
@@ -111,6 +111,21 @@ pub struct ProtectionDomain {
     /// power of two of at least [`MIN_UNTYPED_SIZE`]), with its own CNode
     /// and VSpace capabilities; 0: none of the three.
     pub untyped_size: u64,
+    /// The Console capability it receives (named `console` in its table).
+    pub console: ConsoleGrant,
+}
+
+/// What a domain may do with the kernel console (`console` of its image
+/// entry): init gives it a Console capability with these rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleGrant {
+    /// No Console: the domain prints nothing and cannot end the session.
+    None,
+    /// The write right: it prints.
+    Write,
+    /// The write and grant rights: it prints and may end the session
+    /// (`DebugHalt`, which its program's return from `main` calls).
+    Halt,
 }
 
 /// The smallest Untyped a domain may receive: one 4 KiB page.
@@ -408,6 +423,7 @@ mod tests {
                 stack_size: 16 << 10,
                 heap_size: 64 << 10,
                 untyped_size: 64 << 10,
+                console: ConsoleGrant::Write,
             })
             .unwrap();
         description

@@ -245,12 +245,14 @@ fn fuzz() -> Outcome {
         }
         // Never touch its own thread: suspending, rewriting or deleting the
         // only thread is a legitimate way to stop, not a kernel bug.
-        // (nor its address space, its CNode or its IPC buffer).
+        // (nor its address space, its CNode, its IPC buffer or the Console
+        // it reports through).
         let own = [
             abi::bootinfo::INIT_TCB,
             abi::bootinfo::INIT_VSPACE,
             abi::bootinfo::INIT_CNODE,
             abi::bootinfo::INIT_IPC_BUFFER,
+            abi::bootinfo::CONSOLE,
         ]
         .map(u64::from);
         if own.contains(&cap) || own.contains(&registers[0]) || own.contains(&registers[1]) {

@@ -2,10 +2,10 @@
 //! Prints `test NAME ... ok|FAILED` lines and `N passed, N failed`, then
 //! halts with 0 (all passed) or 1.
 //!
-//! It checks only what the kernel answers today without any capability
-//! (the debug and scheduling calls, the refusal of unknown numbers), and
-//! what `rt` provides (zeroed `.bss`, the heap), so it runs as the kernel's
-//! boot module before init exists.
+//! It checks the debug and scheduling calls (printing and halting only
+//! through a Console capability with the right rights), the refusal of
+//! unknown numbers, and what `rt` provides (zeroed `.bss`, the heap); it
+//! runs as the kernel's boot module, before init exists.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -24,6 +24,14 @@ rt::entry!(main);
 fn main(_startup: &rt::Startup) -> i32 {
     let mut suite = Suite::new();
     suite.run("debug_put_char_succeeds", debug_put_char_succeeds);
+    suite.run(
+        "a_program_without_the_console_prints_nothing",
+        a_program_without_the_console_prints_nothing,
+    );
+    suite.run(
+        "a_write_only_console_prints_but_cannot_halt",
+        a_write_only_console_prints_but_cannot_halt,
+    );
     suite.run("yield_succeeds", yield_succeeds);
     suite.run("unknown_syscall_is_refused", unknown_syscall_is_refused);
     suite.run(
@@ -49,6 +57,58 @@ fn debug_put_char_succeeds() -> Outcome {
         let result = sys::debug_put_char(*byte);
         check!(result.is_ok(), "DebugPutChar answered {result:?}");
     }
+    Ok(())
+}
+
+fn a_program_without_the_console_prints_nothing() -> Outcome {
+    use sys::{Cap, Console, Slot};
+    // Through an empty slot and through a capability of another kind, as a
+    // domain without `console` would. Were the kernel to print anyway, this
+    // line would fail the run by itself.
+    let leak = b"\ntest the_console_gate_leaked ... FAILED\n";
+    let nobody: Cap<Console> = Cap::from_slot(Slot::new(1000));
+    let not_a_console: Cap<Console> = sys::bootinfo::INIT_CNODE.cast();
+    for (console, expected) in [
+        (nobody, Error::EmptySlot),
+        (not_a_console, Error::WrongKind),
+    ] {
+        for byte in leak {
+            let result = sys::console_put_char(console, *byte);
+            check!(
+                result == Err(expected),
+                "DebugPutChar through {console:?} answered {result:?}"
+            );
+        }
+        // Nor can it end the session (a halt would end the run with 3).
+        let error = sys::console_halt(console, 3);
+        check!(
+            error == expected,
+            "DebugHalt through {console:?} answered {error:?}"
+        );
+    }
+    Ok(())
+}
+
+fn a_write_only_console_prints_but_cannot_halt() -> Outcome {
+    use sys::bootinfo::{CONSOLE, INIT_CNODE};
+    use sys::{Cap, Console, Rights, Slot};
+    // The copy init gives a domain whose image says `console = "write"`.
+    let slot = Slot::new(900);
+    let result = INIT_CNODE.copy_from(slot, INIT_CNODE, CONSOLE.slot(), Rights::WRITE);
+    check!(result.is_ok(), "copying the Console answered {result:?}");
+    let write_only: Cap<Console> = Cap::from_slot(slot);
+    for byte in b"write-only console: every byte printed\n" {
+        let result = sys::console_put_char(write_only, *byte);
+        check!(result.is_ok(), "DebugPutChar answered {result:?}");
+    }
+    // Halting takes the grant right too (a halt would end the run with 3).
+    let error = sys::console_halt(write_only, 3);
+    check!(
+        error == Error::InsufficientRights,
+        "DebugHalt without the grant right answered {error:?}"
+    );
+    let result = INIT_CNODE.delete(slot);
+    check!(result.is_ok(), "deleting the copy answered {result:?}");
     Ok(())
 }
 
