@@ -111,10 +111,12 @@ pub fn main(mut info: BootInfo) -> ! {
     #[cfg(feature = "seeded-bugs")]
     crate::testing::seeds::plant(&cmdline);
     // Seed `iommu-off` leaves the IOMMU untouched: the DMA tests must fail.
-    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::IommuOff)
-        && let Err(why) = crate::iommu_unit::init(&found, &mut frames)
-    {
-        fail(format_args!("IOMMU: {why}"));
+    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::IommuOff) {
+        if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
+            fail(format_args!("IOMMU: {why}"));
+        }
+        // The IOMMU table pool, for the tables IoSpaces need later.
+        crate::io_space::reserve_pool(&mut frames);
     }
     // Test kernels run the self-test, cross-check or benchmarks the command
     // line asks for instead of a boot module; the release kernel has none
@@ -131,8 +133,12 @@ pub fn main(mut info: BootInfo) -> ! {
 const ROOT_STACK_TOP: u64 = 0x7FFF_F000;
 /// The root task's priority (threads it creates start at 0).
 const ROOT_PRIORITY: u8 = 100;
-/// Root-task stack size.
-const ROOT_STACK_PAGES: u64 = 16;
+/// Root-task stack size: 256 KiB, nothing mapped below it, so an overflow
+/// faults. init keeps its system description and request server on its
+/// stack (`init::run`'s frame alone is 44 KiB on x86_64); the 64 KiB this
+/// used to be overflowed once the release profile went to one codegen unit
+/// with fat LTO, which inlines more into that frame.
+const ROOT_STACK_PAGES: u64 = 64;
 
 /// Runs the boot module as the first user program until it halts; returns
 /// its status.

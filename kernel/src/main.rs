@@ -16,6 +16,7 @@ mod devmem;
 mod frames;
 #[cfg(target_arch = "x86_64")]
 mod interrupt_remap;
+mod invocation;
 mod io_space;
 mod iommu_unit;
 mod loader;

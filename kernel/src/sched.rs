@@ -388,60 +388,47 @@ pub fn start_root_thread(
 /// Whether the thread at `paddr` has everything it runs with: an address
 /// space, a CSpace and an IPC buffer. No thread runs without all three
 /// (there is no default to fall back on).
-fn configured(paddr: u64) -> bool {
+pub fn configured(paddr: u64) -> bool {
     let t = tcb(paddr);
     t.vspace != 0 && t.cspace_slot != 0 && t.ipc_buffer != 0
 }
 
-/// `Tcb.WriteRegisters`, `SetPriority`, `Resume`, `Suspend` on the TCB at
-/// `paddr` (object `object`); `mrs` are the invocation's arguments.
-pub fn invoke_tcb(
-    object: ObjectId,
-    paddr: u64,
-    invocation: abi::Invocation,
-    mrs: &[u64],
-) -> Result<(), Error> {
+/// `Tcb.WriteRegisters` on the TCB at `paddr`: it starts at `pc` with stack
+/// `sp` and first argument `first` (checked to be user addresses).
+pub fn write_registers(paddr: u64, pc: u64, sp: u64, first: u64) {
+    let mut context = UserContext::new_user(pc, sp);
+    context.set_start_arguments(first, 0);
+    tcb(paddr).context = context;
+}
+
+/// `Tcb.SetPriority` on the TCB at `paddr`.
+pub fn set_priority(paddr: u64, priority: u8) {
     let mut scheduler = SCHEDULER.lock();
-    let argument = |i: usize| mrs.get(i).copied().ok_or(Error::TruncatedMessage);
-    match invocation {
-        abi::Invocation::TcbWriteRegisters => {
-            let (pc, sp, first) = (argument(0)?, argument(1)?, argument(2)?);
-            if pc >= arch::paging::USER_TOP || sp > arch::paging::USER_TOP {
-                return Err(Error::InvalidArgument);
-            }
-            let mut context = UserContext::new_user(pc, sp);
-            context.set_start_arguments(first, 0);
-            tcb(paddr).context = context;
-            Ok(())
-        }
-        abi::Invocation::TcbSetPriority => {
-            let priority = u8::try_from(argument(0)?).map_err(|_| Error::InvalidArgument)?;
-            let ready = tcb(paddr).state == state::READY;
-            if ready {
-                scheduler.unready(paddr);
-            }
-            tcb(paddr).priority = priority;
-            if ready {
-                scheduler.make_ready(paddr);
-            }
-            Ok(())
-        }
-        abi::Invocation::TcbResume => {
-            if !configured(paddr) {
-                return Err(Error::NotConfigured);
-            }
-            scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-            if tcb(paddr).state == state::INACTIVE {
-                scheduler.make_ready(paddr);
-            }
-            Ok(())
-        }
-        abi::Invocation::TcbSuspend => {
-            scheduler.detach(paddr);
-            Ok(())
-        }
-        _ => Err(Error::NotSupported),
+    let ready = tcb(paddr).state == state::READY;
+    if ready {
+        scheduler.unready(paddr);
     }
+    tcb(paddr).priority = priority;
+    if ready {
+        scheduler.make_ready(paddr);
+    }
+}
+
+/// `Tcb.Resume` on the TCB `object` at `paddr`, [`configured`]: it is
+/// registered and made ready unless it is already running or blocked.
+/// Errors: `ObjectTableFull` (the registry is full).
+pub fn resume(object: ObjectId, paddr: u64) -> Result<(), Error> {
+    let mut scheduler = SCHEDULER.lock();
+    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
+    if tcb(paddr).state == state::INACTIVE {
+        scheduler.make_ready(paddr);
+    }
+    Ok(())
+}
+
+/// `Tcb.Suspend` on the TCB at `paddr`: it stops, taken off any queue.
+pub fn suspend(paddr: u64) {
+    SCHEDULER.lock().detach(paddr);
 }
 
 /// `Tcb.Configure`: the TCB at `paddr` runs in the address space rooted at `root`.

@@ -79,7 +79,7 @@ fn invoke(caller: &Caller) {
             caller.buffer_word(i)
         };
     }
-    let message = crate::objects::Message {
+    let message = crate::invocation::Message {
         cap,
         info,
         mrs,
@@ -89,7 +89,7 @@ fn invoke(caller: &Caller) {
             caller.extra_cap(2),
         ],
     };
-    match crate::objects::invoke(caller.cspace, &message) {
+    match crate::invocation::invoke(caller.cspace, &message) {
         Ok(result) => {
             for i in 4..usize::from(result.length).min(8) {
                 caller.set_buffer_word(i, result.mrs[i]);
@@ -107,7 +107,7 @@ fn invoke(caller: &Caller) {
 
 /// Handles the system call of the thread in `caller` (its registers are in
 /// its TCB): message passing through [`crate::sched`], invocations through
-/// [`crate::objects`], the rest through [`handle`].
+/// [`crate::invocation`], the rest through [`handle`].
 ///
 /// The round trip's two halves are tried first, in a small frame
 /// ([`round_trip_fast`]); everything else, and whatever they cannot carry,

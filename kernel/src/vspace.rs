@@ -167,9 +167,9 @@ pub fn page_address(root_pa: u64, va: u64) -> Option<u64> {
     paging::entry_valid(entry).then(|| paging::entry_address(entry))
 }
 
-/// Installs the zeroed table `table_pa` as the highest missing level on the
-/// way to `va`; returns the physical address of the entry written.
-pub fn install_table(root_pa: u64, va: u64, table_pa: u64) -> Result<u64, MapError> {
+/// The entry a table installed on the way to `va` goes into: the highest
+/// missing level's (its physical address), changing nothing.
+pub fn free_table_entry(root_pa: u64, va: u64) -> Result<u64, MapError> {
     if va >= paging::USER_TOP {
         return Err(MapError::BadAddress(va));
     }
@@ -178,12 +178,19 @@ pub fn install_table(root_pa: u64, va: u64, table_pa: u64) -> Result<u64, MapErr
         // SAFETY: `slot` points into a table of this space (see `slot_at`).
         let entry = unsafe { slot.read_volatile() };
         if !paging::entry_valid(entry) {
-            // SAFETY: as above; the new table is a zeroed page-table object.
-            unsafe { slot.write_volatile(paging::table_entry(table_pa)) };
             return Ok(slot as u64 - crate::arch::PHYS_MAP_BASE);
         }
     }
     Err(MapError::TablesPresent(va))
+}
+
+/// Installs the zeroed table `table_pa` at the entry [`free_table_entry`]
+/// found (a physical address).
+pub fn install_table(entry: u64, table_pa: u64) {
+    // SAFETY: `entry` is an empty entry of a live table of an address
+    // space, in the direct map (`free_table_entry`, under the capability
+    // lock held since); the new table is a zeroed page-table object.
+    unsafe { (phys_to_virt(entry) as *mut u64).write_volatile(paging::table_entry(table_pa)) };
 }
 
 /// Checks that a page of `2^size_bits` bytes could be mapped at `va` without

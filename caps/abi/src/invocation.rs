@@ -8,7 +8,10 @@
 //! Every invocation may also fail with [`LookupFailed`](crate::Error::LookupFailed)
 //! (a slot argument that does not resolve), [`TruncatedMessage`](crate::Error::TruncatedMessage)
 //! (too few MRs or caps), [`InvalidInvocation`](crate::Error::InvalidInvocation)
-//! (label not valid for the object) and [`InsufficientRights`](crate::Error::InsufficientRights).
+//! (label not valid for the object), [`InsufficientRights`](crate::Error::InsufficientRights)
+//! and [`IommuTimeout`](crate::Error::IommuTimeout) (an IOMMU invalidation
+//! the invocation needed failed or timed out; the devices it was for are
+//! blocked).
 
 /// Every invocation label, grouped by the object kind it applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +57,12 @@ pub enum Invocation {
     /// Tcb: set priority `MR0` (0..=255). Errors: `InvalidArgument`.
     TcbSetPriority = 21,
     /// Tcb: set program counter `MR0`, stack pointer `MR1`, first argument `MR2`.
+    /// Errors: `InvalidArgument` (the program counter or stack pointer is
+    /// outside user space).
     TcbWriteRegisters = 22,
-    /// Tcb: make the thread runnable.
+    /// Tcb: make the thread runnable. Errors: `NotConfigured` (it has no
+    /// address space, CSpace or IPC buffer: `TcbConfigure` first),
+    /// `ObjectTableFull` (the kernel's thread records are full).
     TcbResume = 23,
     /// Tcb: stop the thread.
     TcbSuspend = 24,
@@ -74,24 +81,29 @@ pub enum Invocation {
     /// `AlreadyMapped` (this copy holds a mapping), `InvalidAddress`
     /// (misaligned, outside user space), `AddressInUse`, `InvalidRights`,
     /// `InsufficientRights`, `MissingPageTable`, `DeviceMemory` (execute
-    /// asked of device memory).
+    /// asked of device memory), `ObjectTableFull` (cap 0 is not an address
+    /// space's root yet and the kernel's page-table records are full).
     FrameMap = 30,
     /// Frame: remove this capability's mapping (CPU or IO). Errors: `NotMapped`.
     FrameUnmap = 31,
     /// PageTable: install as the highest missing table level of the VSpace
     /// cap 0 on the way to address `MR0`. Errors: `AddressInUse` (every level
     /// is present), `InvalidAddress`, `AlreadyMapped` (this table is already
-    /// installed, or is an address space's root).
+    /// installed, or is an address space's root), `ObjectTableFull` (the
+    /// kernel's page-table records are full).
     PageTableMap = 32,
-    /// PageTable: remove from its VSpace. Errors: `NotMapped`.
+    /// PageTable: remove from its VSpace; only an empty table leaves.
+    /// Errors: `NotMapped`, `TableNotEmpty` (it still holds an entry).
     PageTableUnmap = 33,
 
     /// IrqControl: create a handler for line `MR0` in slot `MR1`.
-    /// Errors: `OutOfScope`, `DeviceInUse`.
+    /// Errors: `OutOfScope` (no such line, or not one a user may own),
+    /// `DeviceInUse`, `ObjectTableFull` (the kernel's line records are full).
     IrqControlGet = 40,
     /// IrqHandler: acknowledge, so the line can fire again.
     IrqHandlerAck = 41,
-    /// IrqHandler: deliver the line to the notification cap 0.
+    /// IrqHandler: deliver the line to the notification cap 0 (write
+    /// right), and unmask it. Errors: the lookup errors of cap 0.
     IrqHandlerSetNotification = 42,
     /// IrqHandler of an MSI line, for the IoDevice cap 0 (write right):
     /// reply MR0 the message address, MR1 the message data that device must
@@ -115,7 +127,11 @@ pub enum Invocation {
     IommuMintDevice = 51,
 
     /// IoDevice: translate the device's DMA with the stage-2 IoSpace cap 0.
-    /// Errors: `AlreadyAttached`, `WrongUnit`.
+    /// Errors: `WrongKind` (cap 0 is not an IoSpace), `AlreadyAttached`,
+    /// `WrongUnit`, `TableMemoryExhausted` (the IoSpace's table reservation
+    /// cannot serve the unit's tables), `ObjectTableFull` (the unit's
+    /// attachment or nest records are full), `IoShareExhausted` (the
+    /// IoSpace already holds its share of them).
     IoDeviceAttach = 60,
     /// IoDevice: translate the device's DMA with the IoUserTable cap 0 as
     /// stage 1, nested under its IoSpace. Errors: as attach, `DeadObject`.
@@ -129,7 +145,9 @@ pub enum Invocation {
     /// IoSpace: map the Frame cap 0 at IPA `MR0` with rights `MR1` (bit 0
     /// read, 1 write; at most the Frame cap's). Errors: `InvalidAddress`
     /// (misaligned, out of range, or in the reserved kernel window),
-    /// `AddressInUse`, `AlreadyMapped`, `InvalidRights`.
+    /// `AddressInUse`, `AlreadyMapped`, `InvalidRights`, `DeviceMemory`
+    /// (cap 0 is device memory), `TableMemoryExhausted` (the IoSpace's table
+    /// reservation is used up).
     IoSpaceMap = 70,
     /// IoSpace: unmap the Frame cap 0 from this space; caches are invalidated
     /// and the invalidation has completed when the call returns.
@@ -143,18 +161,26 @@ pub enum Invocation {
     /// IoUserTable: the driver changed its stage-1 entries for IOVAs
     /// `MR0..MR0+MR1` (`MR1` = 0: everything); make the hardware see them.
     /// Replies MR0 = the first IOVA not yet processed (equal to the end when
-    /// done; shadow nesting bounds the work per call, so call again from there).
+    /// done; shadow nesting bounds the work per call, so call again from
+    /// there), MR1 = the invalidation commands issued. Errors:
+    /// `InvalidAddress` (`MR0` or `MR1` not page aligned, or the range
+    /// wraps), `DeadObject` (its IoSpace died), `TableMemoryExhausted`
+    /// (shadow nesting: the IoSpace's table reservation), `IommuTimeout`.
     IoUserTableInvalidate = 80,
 
     /// IoPasid: attach to the IoUserTable or IoSpace cap 0 (which must use the
-    /// device's IoSpace). Errors: `DeviceNotAttached`, `SpaceMismatch`,
-    /// `AlreadyAttached`.
+    /// device's IoSpace). Errors: `NotSupported` (the unit has no PASIDs),
+    /// `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`, and the
+    /// unit's room errors of `IoDeviceAttach`.
     IoPasidAttach = 90,
     /// IoPasid: detach. Errors: `NotAttached`.
     IoPasidDetach = 91,
 
-    /// IoFaultQueue: signal the notification cap 0 when a record arrives, and
-    /// deliver faults of the IoDevice or IoSpace cap 1 here.
+    /// IoFaultQueue: signal the notification cap 0 (write right) when a
+    /// record arrives, and deliver faults of the IoDevice or IoSpace cap 1
+    /// here. Errors: `TruncatedMessage` (fewer than two caps), the lookup
+    /// errors of cap 0, `ObjectTableFull` (the kernel's queue records are
+    /// full).
     IoFaultQueueBind = 100,
     /// IoFaultQueue (read right): take the oldest record: MR0 badge of the
     /// device cap, MR1 PASID (or u64::MAX), MR2 address, MR3 access (bit 0

@@ -12,7 +12,10 @@
 use crate::device::Why;
 use iopt::{BitmapPool, Config, Format, InvalidationRange, IoPageTable, SliceMemory};
 use rt::space::{Objects, map_frame};
-use sys::{Cap, Frame, IoSpace, IoUserTable, IommuControl, MapRights, PageTable, Rights};
+use sys::{
+    Cap, Frame, IoDevice, IoFaultQueue, IoSpace, IoUserTable, IommuControl, MapRights,
+    Notification, PageTable, Rights,
+};
 
 /// Table frames of one stage-1 table.
 pub const TABLE_FRAMES: usize = 16;
@@ -27,14 +30,17 @@ pub const TABLES_IPA: u64 = 0x4000_0000;
 /// The buffers' first IPA in the instance's IoSpace.
 pub const BUFFERS_IPA: u64 = 0x5000_0000;
 
+/// This machine's stage-1 format: iopt's, the kernel's name for it, and
+/// the IPA width the table may use.
 #[cfg(target_arch = "x86_64")]
-const FORMAT: (Format, sys::UserTableFormat, u32) = (
+pub const FORMAT: (Format, sys::UserTableFormat, u32) = (
     Format::VtdFirstStage,
     sys::UserTableFormat::X86FirstStage4Level,
     48,
 );
+/// This machine's stage-1 format (see the x86_64 one).
 #[cfg(target_arch = "aarch64")]
-const FORMAT: (Format, sys::UserTableFormat, u32) = (
+pub const FORMAT: (Format, sys::UserTableFormat, u32) = (
     Format::ArmStage1,
     sys::UserTableFormat::ArmStage1Granule4k48Bit,
     44,
@@ -139,16 +145,7 @@ impl Nested {
                 .map(io, TABLES_IPA + 4096 * i, MapRights::READ)
                 .map_err(|e| why(format_args!("IoSpace.Map of table frame {i}: {e:?}")))?;
         }
-        let frames = table_frames(tables_va);
-        let memory = SliceMemory::new(TABLES_IPA, frames)
-            .ok_or_else(|| why(format_args!("the table window is not page aligned")))?;
-        let pool = BitmapPool::<1>::new(TABLES_IPA, TABLE_FRAMES)
-            .ok_or_else(|| why(format_args!("the table pool does not fit")))?;
-        let config = Config::new(FORMAT.0)
-            .with_ipa_bits(FORMAT.2)
-            .map_err(|e| why(format_args!("{e:?}")))?;
-        let stage1 =
-            IoPageTable::new(config, pool, memory).map_err(|e| why(format_args!("{e:?}")))?;
+        let stage1 = stage1_in(TABLES_IPA, table_frames(tables_va))?;
         let slot = objects
             .slot()
             .map_err(|e| why(format_args!("no slot: {e:?}")))?;
@@ -209,6 +206,42 @@ impl Nested {
             .flush(&mut Invalidate(self.table))
             .map_err(|e| why(format_args!("Invalidate: {e:?}")))
     }
+}
+
+/// The driver's stage-1 table, empty, of this machine's [`FORMAT`], built
+/// in `frames`: table frames the driver maps read-write and the IoSpace
+/// maps read-only from `tables_ipa`.
+pub fn stage1_in(
+    tables_ipa: u64,
+    frames: &'static mut [[u64; 512]],
+) -> Result<IoPageTable<BitmapPool<1>, SliceMemory<'static>>, Why> {
+    let count = frames.len();
+    let memory = SliceMemory::new(tables_ipa, frames)
+        .ok_or_else(|| why(format_args!("the table window is not page aligned")))?;
+    let pool = BitmapPool::<1>::new(tables_ipa, count)
+        .ok_or_else(|| why(format_args!("the table pool does not fit")))?;
+    let config = Config::new(FORMAT.0)
+        .with_ipa_bits(FORMAT.2)
+        .map_err(|e| why(format_args!("{e:?}")))?;
+    IoPageTable::new(config, pool, memory).map_err(|e| why(format_args!("{e:?}")))
+}
+
+/// A fault queue bound to `device` (its badge is what the records carry)
+/// and the Notification it signals.
+pub fn fault_queue(
+    objects: &mut Objects,
+    device: Cap<IoDevice>,
+) -> Result<(Cap<IoFaultQueue>, Cap<Notification>), Why> {
+    let queue: Cap<IoFaultQueue> = objects
+        .make::<IoFaultQueue>()
+        .map_err(|e| why(format_args!("retype a fault queue: {e:?}")))?;
+    let notification: Cap<Notification> = objects
+        .make::<Notification>()
+        .map_err(|e| why(format_args!("retype a notification: {e:?}")))?;
+    queue
+        .bind(notification, device)
+        .map_err(|e| why(format_args!("IoFaultQueue.Bind: {e:?}")))?;
+    Ok((queue, notification))
 }
 
 /// The table frames mapped at `va`, as iopt's memory.

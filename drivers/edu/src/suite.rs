@@ -24,7 +24,7 @@
 //! - Revoking the IoSpace blocks the device; the fault reaches the queue.
 //! - Deleting the IoDevice leaves the device blocked.
 use edu::device::Edu;
-use edu::nested::{Buffer, IOVA_WINDOW, Nested};
+use edu::nested::{Buffer, IOVA_WINDOW, Nested, fault_queue};
 use edu::{LENGTH, PATTERN};
 use rt::check;
 use rt::space::Objects;
@@ -740,23 +740,6 @@ fn msi_cannot_be_forged(d: &mut Driver, objects: &mut Objects) -> Outcome {
     let deleted = objects.cnode().delete(owner_device.slot());
     check!(deleted.is_ok(), "delete the owner's device: {deleted:?}");
     Ok(())
-}
-
-/// A fault queue for `device`'s faults and the notification it signals.
-fn fault_queue(
-    objects: &mut Objects,
-    device: Cap<IoDevice>,
-) -> Result<(Cap<IoFaultQueue>, Cap<Notification>), Failure> {
-    let queue: Cap<IoFaultQueue> = objects
-        .make::<IoFaultQueue>()
-        .map_err(|e| failure("retype a fault queue", e))?;
-    let notification: Cap<Notification> = objects
-        .make::<Notification>()
-        .map_err(|e| failure("retype a notification", e))?;
-    queue
-        .bind(notification, device)
-        .map_err(|e| failure("IoFaultQueue.Bind", e))?;
-    Ok((queue, notification))
 }
 
 /// A copy of `notification` that signals with `badge`.

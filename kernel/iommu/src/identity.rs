@@ -82,6 +82,57 @@ impl Identity {
     }
 }
 
+/// What a unit offers for recoverable faults and dirty tracking, decoded
+/// from its ID registers: so a driver can tell a unit "as QEMU 10.0.2"
+/// (none of it) from one "per the specification" (the executable models'
+/// [`crate::smmuv3::regs::Features::PER_SPEC`], or a VT-d ECAP with PRS and SLADS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extensions {
+    /// Architecture.
+    pub vendor: Vendor,
+    /// Width of PASID / SubstreamID tags on DMA, in bits (VT-d: ECAP.PASID
+    /// with PSS in scalable mode; SMMU: IDR1.SSIDSIZE). 0: untagged only.
+    pub pasid_bits: u32,
+    /// Page requests: VT-d ECAP.PRS with SMTS; SMMU IDR0.PRI.
+    pub page_requests: bool,
+    /// Stalled transactions resumed by software: SMMU IDR0.STALL_MODEL
+    /// 0b00 or 0b10. VT-d has no stall model.
+    pub stall: bool,
+    /// Hardware dirty state of the second stage / stage 2: VT-d
+    /// ECAP.SLADS (with SMTS; PASID entry SSADE); SMMU IDR0.HTTU = 2 (STE.S2HD).
+    pub dirty_tracking: bool,
+    /// First-stage A/D updates: VT-d with ECAP.FLTS (always done, live in
+    /// QEMU); SMMU: false (stage-1 HTTU is not used by this driver).
+    pub first_stage_dirty: bool,
+}
+
+impl Extensions {
+    /// Decodes a VT-d unit's ECAP.
+    pub fn vtd(ecap: ExtendedCapability) -> Self {
+        Self {
+            vendor: Vendor::IntelVtd,
+            pasid_bits: if ecap.smts() { ecap.pasid_bits() } else { 0 },
+            page_requests: ecap.smts() && ecap.prs(),
+            stall: false,
+            dirty_tracking: ecap.smts() && ecap.slads(),
+            first_stage_dirty: ecap.smts() && ecap.flts(),
+        }
+    }
+
+    /// Decodes an SMMUv3's ID registers.
+    pub fn smmuv3(features: &Features) -> Self {
+        let idr0 = features.idr0;
+        Self {
+            vendor: Vendor::ArmSmmuV3,
+            pasid_bits: features.idr1.ssidsize(),
+            page_requests: idr0.pri(),
+            stall: idr0.stall_model() != 1,
+            dirty_tracking: idr0.s2p() && idr0.httu() >= 2,
+            first_stage_dirty: false,
+        }
+    }
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -103,6 +154,19 @@ impl fmt::Display for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extensions_as_qemu_and_per_spec() {
+        let qemu = Extensions::vtd(ExtendedCapability(0x0000_8900_00f0_0f4a));
+        assert!(!qemu.page_requests && !qemu.dirty_tracking && qemu.first_stage_dirty);
+        let spec = Extensions::vtd(ExtendedCapability(
+            0x0000_8900_00f0_0f4a | 1 << 29 | 1 << 45,
+        ));
+        assert!(spec.page_requests && spec.dirty_tracking && !spec.stall);
+        let smmu = Extensions::smmuv3(&Features::QEMU);
+        assert!(!smmu.page_requests && !smmu.stall && !smmu.dirty_tracking);
+        assert_eq!(smmu.pasid_bits, 0);
+    }
 
     #[test]
     fn qemu_units() {

@@ -14,9 +14,12 @@
 //! - [`hw`]: the access traits.
 //! - [`poll`]: bounded polling.
 //! - [`vtd`]: Intel VT-d (DMAR parsing, registers, tables, queued invalidation,
-//!   fault recording, the boot path).
+//!   fault recording, page requests, the boot path).
 //! - [`smmuv3`]: Arm SMMUv3 (ID registers, stream table, STE/CD encoders,
-//!   stage-2 tables, command and event queues, the boot path).
+//!   stage-2 tables, command and event queues, PRI queue and stalls, the
+//!   boot path).
+//! - [`pagetable`]: the radix page-table builder of all four formats,
+//!   with dirty-bit read-and-clear for dirty tracking.
 //! - [`invalidation`]: the batching invalidation API shared by both vendors.
 //! - [`attachments`]: which requesters use which domain, per-IoSpace shares,
 //!   and what to block when an invalidation fails.

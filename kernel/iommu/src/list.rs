@@ -27,6 +27,10 @@ impl<T: Copy, const N: usize> RecordList<T, N> {
             self.dropped += 1;
         }
     }
+    /// Most records the list keeps.
+    pub const fn capacity(&self) -> usize {
+        N
+    }
     /// Number of records kept.
     pub fn len(&self) -> usize {
         self.len

@@ -2,7 +2,9 @@
 //!
 //! The benchmark kernel (`--features bench`, profile `benchmarks`; the
 //! release kernel has no benchmarks) runs its own (`bench=NAME,...` on its
-//! command line), and the release kernel runs the user benchmark programs,
+//! command line), and the release kernel runs the user benchmark programs
+//! and the images of [`IMAGES`] (whose domains print the lines: `blk`'s
+//! client times a block read through the virtio-blk driver domain),
 //! under `-icount shift=0,sleep=off`, where the guest's cycle counter
 //! advances one tick per executed instruction, so the counts it prints
 //! (`bench NAME instructions=N`, measurement overhead already subtracted)
@@ -27,10 +29,16 @@ enum Source {
     Kernel,
     /// A user program (`userland/tests/NAME`), booted as the root task.
     Program(&'static str),
+    /// A system image (`images/NAME.toml`), booted with init and its
+    /// devices (a virtio-blk image with a fresh disk each boot).
+    Image(&'static str),
 }
 
 /// The user programs that time kernel paths from user space.
 const PROGRAMS: [&str; 2] = ["ipcbench", "iobench"];
+
+/// The system images whose domains time a path through several of them.
+const IMAGES: [&str; 1] = ["blk"];
 
 /// What a benchmark counts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -212,6 +220,55 @@ const BENCHMARKS: &[Benchmark] = &[
         description: "the same with 768 IO-mapped copies (the root CNode's slots bound N)",
         target: |_| None,
     },
+    Benchmark {
+        name: "blk-read-4k",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "one 4 KiB block read, client domain -> virtio-blk driver domain -> device -> client, (a) per-I/O stage-1 map + invalidate of its 3 buffers (the least of 16; the driver's polling for the emulated device left out; issue 15 target on aarch64, counted with the PMU there)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    Benchmark {
+        name: "blk-read-4k-staged",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "the same, request header and status bounced through pages kept mapped, the data page still mapped per I/O (2 invalidations)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    Benchmark {
+        name: "blk-read-4k-premapped",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "the same with (b) a pre-mapped pool: nothing changes in stage 1 per I/O",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    Benchmark {
+        name: "blk-read-4k-batched",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "the same, (a) with the maps invalidated in one call before the doorbell and the unmaps in one after the device returned the request (2 invalidations)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    Benchmark {
+        name: "blk-read-4k-driver",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "of blk-read-4k, the driver domain from the request's arrival to its reply (virtio-drivers, copy to the client's page, the two below)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "blk-read-4k-iommu",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "of which stage-1 map + unmap + IoUserTable.Invalidate (6 invalidations)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "blk-read-4k-doorbell",
+        source: Source::Image("blk"),
+        unit: Unit::Instructions,
+        description: "of which the doorbell (virtqueue notify write)",
+        target: |_| None,
+    },
 ];
 
 /// Relative targets at batch 64: stage-1 cost per page at most 1/N of the
@@ -239,8 +296,20 @@ pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
             .iter()
             .map(|name| kernel::build_package(root, arch, name))
             .collect::<Result<Vec<_>>>()?;
-        let first = measure(arch, &kernels, &programs)?;
-        let second = measure(arch, &kernels, &programs)?;
+        let images = IMAGES
+            .iter()
+            .map(|name| {
+                let image = crate::image::load(root, arch, name)?;
+                let packed = crate::image::pack(root, arch, &image)?;
+                Ok((image, packed))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let images = Booted {
+            dir: crate::image::output_dir(root)?,
+            images: &images,
+        };
+        let first = measure(arch, &kernels, &programs, &images)?;
+        let second = measure(arch, &kernels, &programs, &images)?;
         if first != second {
             return Err(Error::new(
                 format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
@@ -276,12 +345,19 @@ struct Kernels<'a> {
     bench: &'a Path,
 }
 
+/// The packed images a benchmark run boots, and where their disks go.
+struct Booted<'a> {
+    dir: PathBuf,
+    images: &'a [(sysimage::Image, crate::image::Packed)],
+}
+
 /// Boots the benchmark kernel with its own benchmarks, then the release
 /// kernel with each benchmark program, and collects every result.
 fn measure(
     arch: Arch,
     kernels: &Kernels<'_>,
     programs: &[PathBuf],
+    images: &Booted<'_>,
 ) -> Result<BTreeMap<String, u64>> {
     let machine = arch.machine();
     let kernel_names: Vec<&str> = BENCHMARKS
@@ -302,6 +378,21 @@ fn measure(
         let (module, suffix) =
             crate::machines::module_arguments(arch, &program.display().to_string(), size);
         boots.push((kernels.release, format!("tests=user{suffix}"), module));
+    }
+    for (image, packed) in images.images {
+        let (module, suffix) = crate::machines::module_arguments(
+            arch,
+            &packed.path.display().to_string(),
+            packed.size as u64,
+        );
+        // A fresh disk for every boot: the client rewrites it.
+        let (mut devices, _) = crate::disk::devices(&images.dir, arch, image)?;
+        devices.extend(module);
+        boots.push((
+            kernels.release,
+            format!("image={}{suffix}", image.name),
+            devices,
+        ));
     }
     for (elf, cmdline, extra) in boots {
         let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();

@@ -20,6 +20,7 @@
 
 mod bench;
 mod capdump;
+mod disk;
 mod error;
 mod fuzz;
 mod fuzz_host;
@@ -281,8 +282,9 @@ fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCod
         "xtask: booting image `{}` on {}: {}",
         image.name, machine.qemu, image.description
     );
-    // The devices of the platform (images/platforms/), e.g. the edu at 00:04.0.
-    let mut extra = image.platform.qemu_args();
+    // The devices of the platform (images/platforms/), e.g. the edu at
+    // 00:04.0, and the disk of an image that drives a virtio-blk.
+    let (mut extra, disk) = disk::devices(&image::output_dir(root)?, arch, &image)?;
     if gdb {
         extra.extend(["-s".to_string(), "-S".to_string()]);
         let debugger = match arch {
@@ -350,6 +352,15 @@ fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCod
             return Ok(ExitCode::FAILURE);
         }
         eprintln!("xtask: the live system matches images/{}.toml", image.name);
+    }
+    if let Some(disk) = disk {
+        match disk.verify() {
+            Ok(summary) => eprintln!("xtask: {summary}"),
+            Err(problem) => {
+                eprintln!("xtask: the disk file is wrong: {problem}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     match qemu::guest_status(machine.exit, &run) {
         Ok(guest) => Ok(ExitCode::from(u8::try_from(guest).unwrap_or(u8::MAX))),
@@ -433,8 +444,13 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
                 (None, Some(name)) => Some(image::packed_path(root, config.arch, name)),
                 (None, None) => None,
             };
-            let devices = match config.image {
-                Some(_) => image::platform(root, config.arch)?.qemu_args(),
+            // With the disk file an image's virtio-blk needs, written
+            // afresh, so that the printed command runs as is.
+            let devices = match config.image.as_deref() {
+                Some(name) => {
+                    let image = image::load(root, config.arch, name)?;
+                    disk::devices(&image::output_dir(root)?, config.arch, &image)?.0
+                }
                 None => Vec::new(),
             };
             let qemu_args = suite::arguments(config, &kernel, module.as_deref(), &devices);

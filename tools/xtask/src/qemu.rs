@@ -90,7 +90,9 @@ enum Event {
 }
 
 /// Runs `qemu` with `args`, calling `on_line` for each serial line, until
-/// QEMU exits or `timeout` passes.
+/// QEMU exits or `timeout` passes. QEMU runs in the workspace root, so a
+/// relative path in a configuration's arguments (a disk image of the
+/// repository) means the same wherever xtask was started.
 ///
 /// Three threads serve this one: the serial reader, the stderr reader, and
 /// a waiter that owns the child and waits for it (with `wait-timeout` when
@@ -108,6 +110,7 @@ pub fn run(
     let mut command = Command::new(qemu);
     command
         .args(args)
+        .current_dir(crate::workspace_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command.stdin(match echo {

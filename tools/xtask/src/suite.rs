@@ -108,7 +108,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                     continue;
                 }
             };
-            let (module, devices, image) = match boot_module(root, config) {
+            let (module, devices, image, disk) = match boot_module(root, config) {
                 Ok(booted) => booted,
                 Err(error) => {
                     println!("[{}] not run: {error}", config.name);
@@ -121,6 +121,9 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                 .filter(|_| config.cap_dump)
                 .map(|image| (root, image));
             total.add(system_test(config, &elf, module.as_deref(), &devices, dump));
+            if let Some(disk) = disk {
+                total.add(disk_test(config, &disk));
+            }
         }
     }
     println!("{} passed, {} failed", total.passed, total.failed);
@@ -339,8 +342,43 @@ fn words_in<'w>(bytes: &[u8], words: &'w [String]) -> Vec<&'w str> {
         .collect()
 }
 
-/// A configuration's boot module, its devices' QEMU options and its image.
-type Booted = (Option<PathBuf>, Vec<String>, Option<sysimage::Image>);
+/// A configuration's boot module, its devices' QEMU options, its image and
+/// the disk file it writes.
+type Booted = (
+    Option<PathBuf>,
+    Vec<String>,
+    Option<sysimage::Image>,
+    Option<crate::disk::Disk>,
+);
+
+/// The test `host_disk_holds_the_new_pattern`: after a configuration whose
+/// image drives a virtio-blk, the disk file must hold what its client
+/// wrote (`crate::disk`).
+fn disk_test(config: &SystemTest, disk: &crate::disk::Disk) -> Tally {
+    match disk.verify() {
+        Ok(summary) => {
+            println!(
+                "[{}] test host_disk_holds_the_new_pattern ... ok ({summary})",
+                config.name
+            );
+            Tally {
+                passed: 1,
+                failed: 0,
+            }
+        }
+        Err(problem) => {
+            println!(
+                "[{}] test host_disk_holds_the_new_pattern ... FAILED",
+                config.name
+            );
+            println!("[{}]     {problem}", config.name);
+            Tally {
+                passed: 0,
+                failed: 1,
+            }
+        }
+    }
+}
 
 /// Builds a configuration's boot module: its program's ELF, or its image
 /// packed with init and the image's programs; with an image, also the
@@ -353,17 +391,18 @@ fn boot_module(root: &Path, config: &SystemTest) -> Result<Booted> {
         (Some(crate::fuzz::PROGRAM), _) => {
             let (calls, seed) = (crate::fuzz::CI_CALLS, crate::fuzz::CI_SEED);
             crate::fuzz::build_program(root, config.arch, calls, seed)
-                .map(|path| (Some(path), Vec::new(), None))
+                .map(|path| (Some(path), Vec::new(), None, None))
         }
         (Some(program), _) => kernel::build_package(root, config.arch, program)
-            .map(|path| (Some(path), Vec::new(), None)),
+            .map(|path| (Some(path), Vec::new(), None, None)),
         (None, Some(name)) => {
             let image = crate::image::load(root, config.arch, name)?;
             let packed = crate::image::pack(root, config.arch, &image)?;
-            let devices = image.platform.qemu_args();
-            Ok((Some(packed.path), devices, Some(image)))
+            let dir = crate::image::output_dir(root)?;
+            let (devices, disk) = crate::disk::devices(&dir, config.arch, &image)?;
+            Ok((Some(packed.path), devices, Some(image), disk))
         }
-        (None, None) => Ok((None, Vec::new(), None)),
+        (None, None) => Ok((None, Vec::new(), None, None)),
     }
 }
 

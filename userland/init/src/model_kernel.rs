@@ -9,7 +9,7 @@
 //! `bootinfo::INIT_CNODE`, the IommuControl at `bootinfo::IOMMU_CONTROL`,
 //! the arena Untyped at `bootinfo::FIRST_UNTYPED` and one RAM Untyped
 //! after it, described in the [`BootInfo`] it returns. Invocations are
-//! decoded as `kernel/src/objects.rs` decodes them, for the ones init's
+//! decoded as `kernel/src/invocation/` decodes them, for the ones init's
 //! request server makes: `Untyped.Retype`, `CNode.Copy`, `CNode.Mint`,
 //! `CNode.Delete`, `CNode.Revoke`, `IommuControl.MintDevice`,
 //! `IoSpace.Map`. Any other invocation answers `NotSupported`, and so does

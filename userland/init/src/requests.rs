@@ -58,6 +58,11 @@ struct Given {
     /// What the grant's IoSpaces are made of, from its first `SPACE` on.
     stock: Option<SpaceStock>,
     queue: bool,
+    /// The device's number among the domain's (its register and BAR
+    /// windows), from `DEVICE` on.
+    number: u64,
+    /// The BARs mapped with `BAR`, bit per index.
+    bars: u8,
 }
 
 /// What init keeps of a grant's IoSpace from one `SPACE` to the next, so
@@ -159,6 +164,8 @@ impl Server {
                     | resources::SPACE
                     | resources::FAULT_QUEUE
                     | resources::RETURN_SPACE
+                    | resources::BAR
+                    | resources::CONFIG_READ
             ) {
                 rt::println!(
                     "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
@@ -175,6 +182,18 @@ impl Server {
             resources::SPACE => self.space(objects, domain, grant, mrs[1]),
             resources::FAULT_QUEUE => self.fault_queue(objects, domain, grant),
             resources::RETURN_SPACE => self.return_space(objects, grant),
+            resources::BAR => self.bar(objects, domain, grant, mrs[1]),
+            resources::CONFIG_READ => {
+                // Quietly: a driver reads a few dozen words while it starts.
+                return self.config_read(objects, grant, mrs[1]).unwrap_or_else(
+                    |(refusal, why)| {
+                        rt::println!(
+                            "[init] \"{who}\" asks for device {device_name}: {why}: refused ({refusal:?})"
+                        );
+                        refused(refusal)
+                    },
+                );
+            }
             _ => Err((
                 Refusal::UnknownRequest,
                 String::from("not a request init knows"),
@@ -249,6 +268,7 @@ impl Server {
             .map_registers(objects, address, handle.vspace, window)
             .map_err(|e| (Refusal::KernelError(sys::Error::InvalidArgument), e))?;
         let given = self.give(objects, domain, badged, None)?;
+        self.given[grant].number = self.domains[domain].devices;
         self.domains[domain].devices += 1;
         self.given[grant].device = Some((device, badged));
         Ok((
@@ -257,6 +277,73 @@ impl Server {
                 "for device {address}: granted by dma_grant {grant}; IoDevice (badge {badge:#x}) in its slot {given}, registers at {registers:#x}"
             ),
         ))
+    }
+
+    fn bar(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+        index: u64,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("a BAR before the device"),
+            ));
+        }
+        let index = u8::try_from(index)
+            .ok()
+            .filter(|&i| i < pci::BAR_COUNT)
+            .ok_or_else(|| {
+                (
+                    Refusal::BadArgument,
+                    format!("BAR {index}, which is not 0..=5"),
+                )
+            })?;
+        if self.given[grant].bars & (1 << index) != 0 {
+            return Err((Refusal::AlreadyGiven, format!("BAR {index} a second time")));
+        }
+        let address = self.description.dma_grants[grant].device;
+        let window = sys::names::DEVICE_BARS_ADDRESS
+            + self.given[grant].number * sys::names::DEVICE_BARS_STRIDE
+            + u64::from(index) * sys::names::DEVICE_BAR_SIZE;
+        let vspace = self.domains[domain].vspace;
+        let (start, size) = self
+            .devices
+            .map_bar(
+                objects,
+                address,
+                index,
+                vspace,
+                (window, sys::names::DEVICE_BAR_SIZE),
+            )
+            .map_err(|e| (Refusal::BadArgument, e))?;
+        self.given[grant].bars |= 1 << index;
+        Ok((
+            ok(start, size),
+            format!("for BAR {index} of device {address}: {size:#x} bytes mapped at {start:#x}"),
+        ))
+    }
+
+    fn config_read(
+        &mut self,
+        objects: &mut Objects,
+        grant: usize,
+        offset: u64,
+    ) -> Result<Reply, (Refusal, String)> {
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("its configuration space before the device"),
+            ));
+        }
+        let address = self.description.dma_grants[grant].device;
+        let word = self
+            .devices
+            .config_read(objects, address, offset)
+            .map_err(|e| (Refusal::BadArgument, e))?;
+        Ok(ok(u64::from(word), 0))
     }
 
     fn space(

@@ -43,7 +43,8 @@
 //!
 //! The registers (BAR 0) of the `N`th granted device are mapped at
 //! [`DEVICE_REGISTERS_ADDRESS`]` + N * `[`DEVICE_REGISTERS_STRIDE`] (plus
-//! the BAR's offset in its page), read-write, uncached.
+//! the BAR's offset in its page), read-write, uncached; a BAR asked for
+//! whole at [`DEVICE_BARS_ADDRESS`] (see there).
 //! Slots [`DOMAIN_OWN_SLOTS`] of the domain's CNode stay empty for the
 //! domain's own use.
 //!
@@ -81,6 +82,15 @@ pub const HEAP_ADDRESS: u64 = 0x7F_9000_0000;
 pub const DEVICE_REGISTERS_ADDRESS: u64 = 0x7F_A000_0000;
 /// The distance between two devices' register windows.
 pub const DEVICE_REGISTERS_STRIDE: u64 = 0x10_0000;
+/// Where init maps BAR `B` of a domain's `N`th granted device when asked
+/// (`crate::resources::BAR`): `DEVICE_BARS_ADDRESS + N *
+/// DEVICE_BARS_STRIDE + B * DEVICE_BAR_SIZE` (plus the BAR's offset in
+/// its page).
+pub const DEVICE_BARS_ADDRESS: u64 = 0x7F_B000_0000;
+/// The distance between two devices' BAR windows.
+pub const DEVICE_BARS_STRIDE: u64 = 0x100_0000;
+/// The largest BAR init maps, and the distance between two BARs' windows.
+pub const DEVICE_BAR_SIZE: u64 = 0x20_0000;
 /// Slots of a domain's CNode that init never fills: the domain's own
 /// (for the capabilities it creates, such as an IoUserTable).
 pub const DOMAIN_OWN_SLOTS: core::ops::Range<u32> = 96..128;

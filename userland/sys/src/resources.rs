@@ -13,12 +13,19 @@
 //! | [`SPACE`] | PCI address | IoSpace size, bytes | IoSpace slot (the grant's `io_map` regions mapped) | 0 |
 //! | [`FAULT_QUEUE`] | PCI address | 0 | IoFaultQueue slot (bound to the device) | its Notification's slot |
 //! | [`RETURN_SPACE`] | PCI address | 0 | 0 | 0 |
+//! | [`BAR`] | PCI address | BAR index (0..=5) | where the whole BAR is mapped in the caller | its size, bytes |
+//! | [`CONFIG_READ`] | PCI address | offset in its configuration space (4-byte aligned, below 4096) | the 32-bit word there | 0 |
 //!
 //! A PCI address is `bus << 8 | device << 3 | function` (the requester
 //! id). A reply's label is 0 on success, else the [`Refusal`] code (MR0
 //! then carries the kernel's error code for [`Refusal::KernelError`]).
 //! `RETURN_SPACE` hands the IoSpace back: init revokes and deletes it, so
 //! the device is blocked and every IO mapping gone when the reply arrives.
+//! `BAR` and `CONFIG_READ` need the device first: a driver whose registers
+//! are not all in BAR 0's first page (virtio-pci's are in a capability-
+//! named BAR) reads its function's configuration space through init, which
+//! never lets a driver write it, and asks for the BARs it names. A device
+//! without a memory BAR 0 gets no registers with [`DEVICE`] (reply MR1 0).
 
 use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, Notification, Slot};
 use crate::{Error, MessageInfo};
@@ -31,6 +38,11 @@ pub const SPACE: u32 = 0x10_0002;
 pub const FAULT_QUEUE: u32 = 0x10_0003;
 /// Hand the IoSpace back: init revokes it.
 pub const RETURN_SPACE: u32 = 0x10_0004;
+
+/// Request one memory BAR of a granted device, mapped whole.
+pub const BAR: u32 = 0x10_0005;
+/// Read one word of a granted device's configuration space.
+pub const CONFIG_READ: u32 = 0x10_0006;
 
 /// Why init refused a request (the reply's label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +58,10 @@ pub enum Refusal {
     DeviceFirst,
     /// Not a request init knows (5).
     UnknownRequest,
+    /// The BAR index or configuration offset names nothing init maps or
+    /// reads: no memory BAR there, one too large, or an offset out of
+    /// range (7).
+    BadArgument,
     /// The kernel refused one of init's invocations (6); the error is in
     /// the reply's MR0.
     KernelError(Error),
@@ -63,6 +79,7 @@ impl Refusal {
             Refusal::DeviceFirst => 4,
             Refusal::UnknownRequest => 5,
             Refusal::KernelError(_) => 6,
+            Refusal::BadArgument => 7,
             Refusal::Unknown(code) => code,
         }
     }
@@ -81,6 +98,7 @@ impl Refusal {
                     .and_then(Error::from_code)
                     .unwrap_or(crate::syscall::UNKNOWN_STATUS),
             ),
+            7 => Refusal::BadArgument,
             other => Refusal::Unknown(other),
         }
     }
@@ -157,6 +175,20 @@ pub fn return_space(init: Cap<Endpoint>, pci: u64) -> Result<(), RequestError> {
     request(init, RETURN_SPACE, [pci, 0]).map(|_| ())
 }
 
+/// [`BAR`]: BAR `index` of the device at `pci`, mapped whole (read-write,
+/// uncached); where it starts in this domain and its size in bytes.
+pub fn request_bar(init: Cap<Endpoint>, pci: u64, index: u8) -> Result<(u64, u64), RequestError> {
+    let [address, size] = request(init, BAR, [pci, u64::from(index)])?;
+    Ok((address, size))
+}
+
+/// [`CONFIG_READ`]: the 32-bit word at `offset` of the configuration space
+/// of the device at `pci`.
+pub fn config_read(init: Cap<Endpoint>, pci: u64, offset: u16) -> Result<u32, RequestError> {
+    let [word, _] = request(init, CONFIG_READ, [pci, u64::from(offset)])?;
+    Ok(word as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +201,7 @@ mod tests {
             Refusal::AlreadyGiven,
             Refusal::DeviceFirst,
             Refusal::UnknownRequest,
+            Refusal::BadArgument,
             Refusal::Unknown(77),
         ] {
             assert_eq!(Refusal::from_reply(refusal.code(), 0), refusal);

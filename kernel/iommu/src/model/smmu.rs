@@ -25,10 +25,11 @@
 //! is 0). Shareability and allocation hints are not modelled.
 
 use super::{Access, SimMemory};
-use crate::PhysMem;
+use crate::smmuv3::pagetable::{ACCESS_FLAG, DBM, S2AP_WRITE};
 use crate::smmuv3::queue::{Event, EventKind, FaultClass};
 use crate::smmuv3::regs::{Features, address_size_bits};
 use crate::smmuv3::ste::{Ste, config};
+use crate::{PhysMem, bits};
 
 /// One transaction as the SMMU sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +102,7 @@ impl MemoryAttributes {
         outer: Cacheability::WriteBack,
     };
 
-    /// One MAIR attribute byte (Arm ARM D19, MAIR_EL1.Attr<n>): high
+    /// One MAIR attribute byte (Arm ARM D19, `MAIR_EL1.Attr<n>`): high
     /// nibble 0 = Device (low nibble 0b0000 nGnRnE, 0b0100 nGnRE, 0b1000
     /// nGRE, 0b1100 GRE), else Normal with outer = high and inner = low
     /// nibble, each 0b0100 Non-cacheable, 0b00RW / 0b10RW Write-Through,
@@ -235,6 +236,8 @@ pub struct SmmuModel {
 struct Walk<'a> {
     memory: &'a SimMemory,
     request: SmmuRequest,
+    /// Perform hardware table updates (HTTU); off for a probe.
+    update: bool,
 }
 
 /// Stage-2 state of an STE.
@@ -248,6 +251,10 @@ struct Stage2 {
     record: bool,
     /// STE.S2FWB: stage 2's MemAttr overrides stage 1's attributes.
     fwb: bool,
+    /// STE.S2HA with IDR0.HTTU >= 1: the SMMU sets AF instead of faulting.
+    ha: bool,
+    /// STE.S2HD with IDR0.HTTU = 2: a DBM=1 leaf becomes writable on a write.
+    hd: bool,
 }
 
 /// A fault before it becomes an event.
@@ -270,6 +277,7 @@ impl Walk<'_> {
             class: FaultClass::Input,
             input_address: 0,
             address: 0,
+            stall_tag: None,
         })
     }
 
@@ -287,6 +295,7 @@ impl Walk<'_> {
             input_address: self.request.address,
             // The record holds IPA bits 51:12 (SMMUv3 7.3.12).
             address: fault.ipa & 0x000f_ffff_ffff_f000,
+            stall_tag: None,
         })
     }
 
@@ -348,19 +357,59 @@ impl Walk<'_> {
             if output >> s2.output_bits != 0 {
                 return Err(fault(EventKind::AddressSize));
             }
-            if entry & (1 << 10) == 0 && !s2.affd {
-                return Err(fault(EventKind::Access));
+            // HTTU (SMMUv3 3.13, Arm ARM D8.4.5-6): with S2HA a clear AF is
+            // set instead of faulting; with S2HD a write to a DBM=1,
+            // S2AP[1]=0 (writable-clean) leaf sets S2AP[1] (dirty).
+            let mut updated = entry;
+            if entry & ACCESS_FLAG == 0 && !s2.affd {
+                if !s2.ha {
+                    return Err(fault(EventKind::Access));
+                }
+                updated |= ACCESS_FLAG;
             }
             let allowed = match access {
                 Access::Read => entry & (1 << 6) != 0,
-                Access::Write => entry & (1 << 7) != 0,
+                Access::Write => entry & S2AP_WRITE != 0 || (entry & DBM != 0 && s2.hd),
             };
             if !allowed {
                 return Err(fault(EventKind::Permission));
             }
+            if access == Access::Write && s2.hd {
+                updated |= S2AP_WRITE;
+            }
+            if self.update && updated != entry {
+                self.memory.write_u64(entry_addr, updated);
+            }
             let mask = (1u64 << shift) - 1;
             return Ok(((output & !mask) | (ipa & mask), (entry >> 2 & 0xf) as u8));
         }
+    }
+
+    /// The physical address of CD `substream` (SMMUv3 5.3): S1Fmt 0 a
+    /// linear table; 1 (2) a level-1 table of L1CDs (V bit 0, L2Ptr
+    /// 51:12) indexed by SubstreamID\[S1CDMax-1:6\] (\[..:10\]) over leaf
+    /// tables of 64 (1024) CDs. Table addresses are IPAs under stage 2; an
+    /// invalid L1CD is C_BAD_SUBSTREAMID.
+    fn cd_address(&self, ste: &Ste, s2: Option<&Stage2>, substream: u32) -> Result<u64, Outcome> {
+        let fetch = |ipa: u64| {
+            self.maybe_stage2(s2, ipa, Access::Read, FaultClass::ContextDescriptor)
+                .map_err(|fault| self.fault_outcome(fault))
+        };
+        let split = match bits(ste.0[0], 5, 4) {
+            0 => return fetch(ste.context_pointer() + 64 * u64::from(substream)),
+            1 => 6,
+            _ => 10,
+        };
+        let l1_pa = fetch(ste.context_pointer() + 8 * u64::from(substream >> split))?;
+        if !self.memory.contains(l1_pa) {
+            return Err(self.event(EventKind::CdFetch));
+        }
+        let l1 = self.memory.read_u64(l1_pa);
+        if l1 & 1 == 0 {
+            return Err(self.event(EventKind::BadSubstreamId));
+        }
+        let index = u64::from(substream & ((1 << split) - 1));
+        fetch((l1 & 0x000f_ffff_ffff_f000) + 64 * index)
     }
 
     fn maybe_stage2(
@@ -477,9 +526,19 @@ impl SmmuModel {
         Ok(ste)
     }
 
-    /// Translates one transaction.
+    /// Translates one transaction, with the hardware table updates
+    /// (HTTU) the STE enables.
     pub fn translate(&self, memory: &SimMemory, request: SmmuRequest) -> Outcome {
         match self.translate_with_attributes(memory, request) {
+            Ok(translation) => Outcome::Translated(translation.address),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// [`SmmuModel::translate`] without table updates: what a walk would
+    /// answer, changing nothing.
+    pub fn probe(&self, memory: &SimMemory, request: SmmuRequest) -> Outcome {
+        match self.translate_inner(memory, request, false) {
             Ok(translation) => Outcome::Translated(translation.address),
             Err(outcome) => outcome,
         }
@@ -492,7 +551,41 @@ impl SmmuModel {
         memory: &SimMemory,
         request: SmmuRequest,
     ) -> Result<Translation, Outcome> {
-        let walk = Walk { memory, request };
+        self.translate_inner(memory, request, true)
+    }
+
+    fn stage2_of(&self, ste: &Ste) -> Stage2 {
+        let httu = self.features.idr0.httu();
+        Stage2 {
+            table: ste.s2_table(),
+            input_bits: 64 - ste.s2_t0sz() as u32,
+            start_level: match ste.s2_sl0() {
+                0 => 2,
+                1 => 1,
+                _ => 0,
+            },
+            output_bits: address_size_bits(ste.s2_ps() as u32)
+                .unwrap_or(32)
+                .min(self.features.idr5.oas_bits()),
+            affd: ste.s2_affd(),
+            record: ste.s2_record(),
+            fwb: ste.s2_fwb(),
+            ha: httu >= 1 && ste.s2_ha(),
+            hd: httu >= 2 && ste.s2_hd(),
+        }
+    }
+
+    fn translate_inner(
+        &self,
+        memory: &SimMemory,
+        request: SmmuRequest,
+        update: bool,
+    ) -> Result<Translation, Outcome> {
+        let walk = Walk {
+            memory,
+            request,
+            update,
+        };
         let ste = self
             .fetch_ste(memory, request.stream_id)
             .map_err(|kind| walk.event(kind))?;
@@ -513,21 +606,7 @@ impl SmmuModel {
                 })
             };
         }
-        let s2 = (cfg & 2 != 0).then(|| Stage2 {
-            table: ste.s2_table(),
-            input_bits: 64 - ste.s2_t0sz() as u32,
-            start_level: match ste.s2_sl0() {
-                0 => 2,
-                1 => 1,
-                _ => 0,
-            },
-            output_bits: address_size_bits(ste.s2_ps() as u32)
-                .unwrap_or(32)
-                .min(self.features.idr5.oas_bits()),
-            affd: ste.s2_affd(),
-            record: ste.s2_record(),
-            fwb: ste.s2_fwb(),
-        });
+        let s2 = (cfg & 2 != 0).then(|| self.stage2_of(&ste));
         // The last stage: stage 2 if enabled, combining its MemAttr with
         // what stage 1 (or the incoming transaction) chose.
         let finish = |ipa: u64, stage1: MemoryAttributes| match s2 {
@@ -567,15 +646,7 @@ impl SmmuModel {
                 _ => return Err(walk.event(EventKind::BadSubstreamId)),
             },
         };
-        let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
-        let cd_pa = walk
-            .maybe_stage2(
-                s2.as_ref(),
-                cd_ipa,
-                Access::Read,
-                FaultClass::ContextDescriptor,
-            )
-            .map_err(|fault| walk.fault_outcome(fault))?;
+        let cd_pa = walk.cd_address(&ste, s2.as_ref(), substream)?;
         if !memory.contains(cd_pa) {
             return Err(walk.event(EventKind::CdFetch));
         }
@@ -625,34 +696,56 @@ impl SmmuModel {
             }
             _ => return None,
         };
-        let walk = Walk { memory, request };
+        let walk = Walk {
+            memory,
+            request,
+            update: false,
+        };
         let s2 = (ste.config() & 2 != 0).then(|| Stage2 {
-            table: ste.s2_table(),
-            input_bits: 64 - ste.s2_t0sz() as u32,
-            start_level: match ste.s2_sl0() {
-                0 => 2,
-                1 => 1,
-                _ => 0,
-            },
-            output_bits: address_size_bits(ste.s2_ps() as u32).unwrap_or(32),
-            affd: ste.s2_affd(),
             record: false,
-            fwb: ste.s2_fwb(),
+            ..self.stage2_of(&ste)
         });
-        let cd_ipa = ste.context_pointer() + 64 * u64::from(substream);
-        let cd_pa = walk
-            .maybe_stage2(
-                s2.as_ref(),
-                cd_ipa,
-                Access::Read,
-                FaultClass::ContextDescriptor,
-            )
-            .ok()?;
+        let cd_pa = walk.cd_address(&ste, s2.as_ref(), substream).ok()?;
         let word0 = memory.read_u64(cd_pa);
         Some(ConfigTag::Translate {
             vmid: ste.vmid(),
             asid: Some((word0 >> 48) as u16),
         })
+    }
+
+    /// Whether `stream_id`'s STE has stage-2 dirty tracking on (S2HD with
+    /// IDR0.HTTU = 2).
+    pub fn dirty_tracking(&self, memory: &SimMemory, stream_id: u32) -> bool {
+        self.features.idr0.httu() >= 2
+            && self
+                .fetch_ste(memory, stream_id)
+                .is_ok_and(|ste| ste.valid() && ste.config() & 2 != 0 && ste.s2_hd())
+    }
+
+    /// Whether a stage-1 translation fault of `request` stalls rather than
+    /// terminates (SMMUv3 3.12.2): the SMMU can stall (IDR0.STALL_MODEL
+    /// 0b00, or 0b10 forced), the STE allows it (S1STALLD=0) and the CD
+    /// asks for it (CD.S=1).
+    pub fn stalls(&self, memory: &SimMemory, request: SmmuRequest) -> bool {
+        let model = self.features.idr0.stall_model();
+        if model == 1 {
+            return false;
+        }
+        let Ok(ste) = self.fetch_ste(memory, request.stream_id) else {
+            return false;
+        };
+        if !ste.valid() || ste.config() & 1 == 0 || (model == 0 && ste.0[1] >> 27 & 1 == 1) {
+            return false;
+        }
+        let substream = request.substream_id.unwrap_or(0);
+        let walk = Walk {
+            memory,
+            request,
+            update: false,
+        };
+        let s2 = (ste.config() & 2 != 0).then(|| self.stage2_of(&ste));
+        walk.cd_address(&ste, s2.as_ref(), substream)
+            .is_ok_and(|cd_pa| memory.read_u64(cd_pa) >> 44 & 1 == 1)
     }
 
     /// CD checks (SMMUv3 5.4 ILLEGAL values, plus QEMU's `decode_cd` limits).
@@ -661,8 +754,8 @@ impl SmmuModel {
         let bad = word0 & (1 << 31) == 0 // V
             || word0 & (1 << 41) == 0 // AA64
             || (self.features.idr0.term_model() && word0 & (1 << 46) == 0) // A
-            || word0 & (1 << 44) != 0 // S
-            || word0 & (3 << 42) != 0 // HA/HD
+            || (self.features.idr0.stall_model() == 1 && word0 & (1 << 44) != 0) // S
+            || word0 & (3 << 42) != 0 // HA/HD: stage-1 HTTU is not modelled
             || word0 & (1 << 15) != 0 // ENDI
             || (word0 >> 6) & 3 != 0 // TG0 != 4K
             || !(16..=39).contains(&(word0 & 0x3f)); // T0SZ

@@ -3,17 +3,25 @@
 //! [`super::smmu::SmmuModel`], writing events into the event queue.
 
 use super::smmu::{ConfigTag, Outcome, SmmuModel, SmmuRequest};
-use super::{Access, RegisterFile, SimMemory};
-use crate::smmuv3::queue::{Event, opcode};
+use super::{
+    Access, DeviceError, DeviceOutcome, RegisterFile, SimMemory, TransactionId, Transactions,
+};
+use crate::smmuv3::priq::PriRequest;
+use crate::smmuv3::queue::{Event, EventKind, FaultClass, opcode};
 use crate::smmuv3::regs::{Features, cr0, gbpa, gerror, offset};
 use crate::{Mmio, PhysMem};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// TLB key: VMID, ASID (None for stage-2-only entries), input page number.
 type TlbKey = (u16, Option<u16>, u64);
-/// TLB entry: output page address, read allowed, write allowed.
-type TlbEntry = (u64, bool, bool);
+/// TLB entry: output page address, read allowed, write allowed, and
+/// whether a write may use it without a walk (false for a writable-clean
+/// stage-2 leaf under S2HD: the write must walk to set the dirty state).
+type TlbEntry = (u64, bool, bool, bool);
+/// A device transaction: the request and whether it is stalled (else it
+/// waits for a PRI response).
+type Pending = (SmmuRequest, bool);
 
 /// The simulated SMMU.
 pub struct SimSmmu<'m> {
@@ -39,6 +47,10 @@ pub struct SimSmmu<'m> {
     config_cache: RefCell<BTreeMap<(u32, Option<u32>), ConfigTag>>,
     /// TLB: (VMID, ASID or None for stage-2-only, input page) -> (output page, read, write).
     tlb: RefCell<BTreeMap<TlbKey, TlbEntry>>,
+    /// StreamIDs whose PCIe PRI capability is enabled (the endpoint's side).
+    pri_devices: RefCell<BTreeSet<u32>>,
+    /// Device transactions waiting for CMD_PRI_RESP or CMD_RESUME.
+    transactions: Transactions<Pending>,
 }
 
 impl<'m> SimSmmu<'m> {
@@ -61,6 +73,197 @@ impl<'m> SimSmmu<'m> {
             caching: Cell::new(true),
             config_cache: RefCell::new(BTreeMap::new()),
             tlb: RefCell::new(BTreeMap::new()),
+            pri_devices: RefCell::new(BTreeSet::new()),
+            transactions: Transactions::default(),
+        }
+    }
+
+    /// An SMMU per the specification where QEMU lacks features
+    /// ([`Features::PER_SPEC`]: PRI, stall, HTTU, 8-bit SubstreamIDs).
+    pub fn per_spec(memory: &'m SimMemory) -> Self {
+        Self::new(memory, Features::PER_SPEC)
+    }
+
+    /// Enables or disables the PCIe PRI capability of `stream_id` (what
+    /// the device's driver does in configuration space). A Fail response
+    /// disables it again, as PCIe specifies.
+    pub fn enable_device_page_requests(&self, stream_id: u32, on: bool) {
+        let mut devices = self.pri_devices.borrow_mut();
+        if on {
+            devices.insert(stream_id);
+        } else {
+            devices.remove(&stream_id);
+        }
+    }
+
+    /// A transaction from a device that can wait: a stage-1 translation,
+    /// access-flag or permission fault becomes a PRI queue entry when the
+    /// SMMU has PRI (IDR0.PRI, CR0.PRIQEN) and the device's PRI is on, or
+    /// stalls (an event with Stall=1 and a STAG) when the STE and CD allow
+    /// it ([`SmmuModel::stalls`]); the transaction then waits for
+    /// CMD_PRI_RESP / CMD_RESUME. Other faults are recorded as [`SimSmmu::dma`] does.
+    pub fn device_dma(&self, request: SmmuRequest) -> DeviceOutcome {
+        if self.regs.get(offset::CR0ACK) & cr0::SMMUEN == 0 {
+            return match self.dma(request) {
+                Outcome::Translated(address) => DeviceOutcome::Completed(address),
+                _ => DeviceOutcome::Failed(DeviceError::Aborted),
+            };
+        }
+        self.attempt(request, None).0
+    }
+
+    /// Where transaction `id` stands now.
+    pub fn transaction(&self, id: TransactionId) -> DeviceOutcome {
+        self.transactions.outcome(id)
+    }
+
+    fn attempt(
+        &self,
+        request: SmmuRequest,
+        waiting: Option<TransactionId>,
+    ) -> (DeviceOutcome, u16) {
+        let done = |outcome: Outcome| match outcome {
+            Outcome::Translated(address) => DeviceOutcome::Completed(address),
+            Outcome::Aborted => DeviceOutcome::Failed(DeviceError::Aborted),
+            Outcome::Fault(event) => {
+                DeviceOutcome::Failed(DeviceError::Fault(u32::from(event.kind.code())))
+            }
+        };
+        if let Some(hit) = self.cached(request) {
+            return (done(hit), 0);
+        }
+        let model = self.model();
+        let outcome = model.translate(self.memory, request);
+        let event = match outcome {
+            Outcome::Translated(output) => {
+                if self.caching.get() {
+                    self.fill(&model, request, output);
+                }
+                return (done(outcome), 0);
+            }
+            Outcome::Aborted => return (done(outcome), 0),
+            Outcome::Fault(event) => event,
+        };
+        let recoverable = !event.stage2
+            && event.class == FaultClass::Input
+            && matches!(
+                event.kind,
+                EventKind::Translation | EventKind::Access | EventKind::Permission
+            );
+        let pri = recoverable
+            && self.features.idr0.pri()
+            && self.regs.get(offset::CR0ACK) & cr0::PRIQEN != 0
+            && self.pri_devices.borrow().contains(&request.stream_id);
+        let stall = recoverable && !pri && model.stalls(self.memory, request);
+        if !pri && !stall {
+            self.record(&event);
+            return (done(outcome), 0);
+        }
+        let (id, tag) = match waiting {
+            Some(id) => (id, self.transactions.new_tag(512)),
+            None => self.transactions.start((request, stall), 512),
+        };
+        let result = if stall {
+            self.record(&Event {
+                stall_tag: Some(tag),
+                ..event
+            });
+            DeviceOutcome::Waiting(id)
+        } else if self.write_pri_entry(request, tag) {
+            DeviceOutcome::Waiting(id)
+        } else {
+            DeviceOutcome::Failed(DeviceError::Overflow)
+        };
+        self.transactions.settle(id, result, tag);
+        (result, tag)
+    }
+
+    /// Appends a PRI queue entry (SMMUv3 8.1); `false` when the queue is
+    /// full (PRIQ_PROD.OVFLG toggled, the request lost).
+    fn write_pri_entry(&self, request: SmmuRequest, group: u16) -> bool {
+        let base_reg = self.regs.get64(offset::PRIQ_BASE);
+        let log2 = (base_reg & 0x1f) as u32;
+        let base = base_reg & 0x000f_ffff_ffff_ffe0;
+        let prod = self.regs.get(offset::PRIQ_PROD);
+        let cons = self.regs.get(offset::PRIQ_CONS);
+        let mask = (1u32 << log2) - 1;
+        let wrap = 1u32 << log2;
+        if (prod & mask) == (cons & mask) && (prod & wrap) != (cons & wrap) {
+            if (prod ^ cons) & (1 << 31) == 0 {
+                self.regs.set(offset::PRIQ_PROD, prod ^ (1 << 31));
+            }
+            return false;
+        }
+        let entry = PriRequest {
+            stream_id: request.stream_id,
+            substream_id: request.substream_id,
+            address: request.address & !0xfff,
+            read: request.access == Access::Read,
+            write: request.access == Access::Write,
+            execute: false,
+            privileged: false,
+            last: true,
+            group_index: group,
+        };
+        let slot = base + 16 * u64::from(prod & mask);
+        for (i, word) in entry.encode().iter().enumerate() {
+            self.memory.write_u64(slot + 8 * i as u64, *word);
+        }
+        let next = ((prod & (2 * wrap - 1)) + 1) & (2 * wrap - 1);
+        self.regs.set(offset::PRIQ_PROD, next | (prod & (1 << 31)));
+        true
+    }
+
+    /// CMD_PRI_RESP (SMMUv3 4.7.1) reaching the device: Success retries
+    /// the group's transactions, Deny fails them, Fail (and the reserved
+    /// code) fails them and turns the device's PRI off.
+    fn pri_response(&self, words: [u64; 2]) {
+        let stream_id = (words[0] >> 32) as u32;
+        let substream_id =
+            (words[0] >> 11 & 1 == 1).then_some(((words[0] >> 12) & 0xf_ffff) as u32);
+        let group = (words[1] & 0x1ff) as u16;
+        let response = ((words[1] >> 12) & 3) as u8;
+        let waiting = self.transactions.waiting(|(request, stalled), tag| {
+            !stalled
+                && request.stream_id == stream_id
+                && request.substream_id == substream_id
+                && tag == group
+        });
+        for (id, (request, _)) in waiting {
+            let (outcome, tag) = match response {
+                2 => self.attempt(request, Some(id)),
+                0 => (
+                    DeviceOutcome::Failed(DeviceError::Response(response)),
+                    group,
+                ),
+                _ => {
+                    self.enable_device_page_requests(stream_id, false);
+                    (
+                        DeviceOutcome::Failed(DeviceError::Response(response)),
+                        group,
+                    )
+                }
+            };
+            self.transactions.settle(id, outcome, tag);
+        }
+    }
+
+    /// CMD_RESUME (SMMUv3 4.7.2): Retry translates the stalled transaction
+    /// again (it may stall again under a new STAG); Terminate and Abort end it.
+    fn resume(&self, words: [u64; 2]) {
+        let stream_id = (words[0] >> 32) as u32;
+        let action = (words[0] >> 12) & 3;
+        let stall_tag = words[1] as u16;
+        let waiting = self.transactions.waiting(|(request, stalled), tag| {
+            *stalled && request.stream_id == stream_id && tag == stall_tag
+        });
+        for (id, (request, _)) in waiting {
+            let (outcome, tag) = if action == 1 {
+                self.attempt(request, Some(id))
+            } else {
+                (DeviceOutcome::Failed(DeviceError::Terminated), stall_tag)
+            };
+            self.transactions.settle(id, outcome, tag);
         }
     }
 
@@ -119,22 +322,33 @@ impl<'m> SimSmmu<'m> {
         if !self.caching.get() {
             return None;
         }
-        let tag = *self
+        // A configuration-cache miss fetches the STE/CD again (SMMUv3
+        // 3.8); TLB entries are tagged by VMID/ASID, not by the
+        // configuration, and survive CFGI_* until a TLBI covers them.
+        let cached_tag = self
             .config_cache
             .borrow()
-            .get(&(request.stream_id, request.substream_id))?;
+            .get(&(request.stream_id, request.substream_id))
+            .copied();
+        let tag = match cached_tag {
+            Some(tag) => tag,
+            None => match self.model().config_tag(self.memory, request)? {
+                ConfigTag::Translate { vmid, asid } => ConfigTag::Translate { vmid, asid },
+                _ => return None,
+            },
+        };
         match tag {
             ConfigTag::Abort => Some(Outcome::Aborted),
             ConfigTag::Bypass => Some(Outcome::Translated(request.address)),
             ConfigTag::Translate { vmid, asid } => {
-                let (page, read, write) =
+                let (page, read, write, write_hit) =
                     *self
                         .tlb
                         .borrow()
                         .get(&(vmid, asid, request.address >> 12))?;
                 let allowed = match request.access {
                     Access::Read => read,
-                    Access::Write => write,
+                    Access::Write => write && write_hit,
                 };
                 allowed.then_some(Outcome::Translated(page | (request.address & 0xfff)))
             }
@@ -154,7 +368,7 @@ impl<'m> SimSmmu<'m> {
                 Access::Write => Access::Read,
             };
             let other_ok = matches!(
-                model.translate(
+                model.probe(
                     self.memory,
                     SmmuRequest {
                         access: other,
@@ -167,9 +381,13 @@ impl<'m> SimSmmu<'m> {
                 Access::Read => (true, other_ok),
                 Access::Write => (other_ok, true),
             };
+            // A writable-clean leaf (DBM under S2HD) cached by a read: a
+            // later write must walk to mark it dirty (SMMUv3 3.13.2).
+            let write_hit = request.access == Access::Write
+                || !model.dirty_tracking(self.memory, request.stream_id);
             self.tlb.borrow_mut().insert(
                 (vmid, asid, request.address >> 12),
-                (output & !0xfff, read, write),
+                (output & !0xfff, read, write, write_hit),
             );
         }
     }
@@ -280,7 +498,10 @@ impl<'m> SimSmmu<'m> {
                 opcode::TLBI_NSNH_ALL,
                 opcode::SYNC,
             ];
-            if !known.contains(&code) || self.reject_opcode.get() == Some(code) {
+            // CMD_PRI_RESP needs IDR0.PRI, CMD_RESUME a stalling SMMU.
+            let recoverable = (code == opcode::PRI_RESP && self.features.idr0.pri())
+                || (code == opcode::RESUME && self.features.idr0.stall_model() != 1);
+            if !(known.contains(&code) || recoverable) || self.reject_opcode.get() == Some(code) {
                 // CERROR_ILL: stop at this command, flag GERROR.CMDQ_ERR.
                 self.regs.set(offset::CMDQ_CONS, cons | 1 << 24);
                 let g = self.regs.get(offset::GERROR);
@@ -288,7 +509,13 @@ impl<'m> SimSmmu<'m> {
                 return;
             }
             *self.commands.borrow_mut().entry(code).or_insert(0) += 1;
-            self.invalidate([self.memory.read_u64(slot), self.memory.read_u64(slot + 8)]);
+            let words = [self.memory.read_u64(slot), self.memory.read_u64(slot + 8)];
+            self.invalidate(words);
+            match code {
+                opcode::PRI_RESP => self.pri_response(words),
+                opcode::RESUME => self.resume(words),
+                _ => {}
+            }
             cons = (cons + 1) & wrap_mask;
         }
         self.regs.set(offset::CMDQ_CONS, cons);

@@ -18,6 +18,9 @@
 
 use super::{Access, SimMemory};
 use crate::vtd::regs::RootTableMode;
+use crate::vtd::tables::{
+    FIRST_STAGE_ACCESSED, FIRST_STAGE_DIRTY, SECOND_STAGE_ACCESSED, SECOND_STAGE_DIRTY,
+};
 use crate::{PhysMem, bit, bits};
 
 /// Fault reason codes used by the model (VT-d 7.1.3).
@@ -104,6 +107,9 @@ pub struct VtdModel {
     /// Report not-present scalable root/context entries with the legacy
     /// codes 0x01/0x02, as QEMU 10.0.2 does.
     pub qemu_fault_codes: bool,
+    /// ECAP.SLADS: a PASID entry's SSADE makes second-stage walks set A
+    /// and D. `false` is QEMU 10.0.2 (SSADE is then a reserved bit: 0x5B).
+    pub second_stage_ad: bool,
 }
 
 impl VtdModel {
@@ -119,6 +125,7 @@ impl VtdModel {
             first_stage_1g: true,
             mgaw: 48,
             qemu_fault_codes: false,
+            second_stage_ad: true,
         }
     }
 
@@ -126,6 +133,7 @@ impl VtdModel {
     pub fn qemu_mode(mut self) -> Self {
         self.nesting = false;
         self.qemu_fault_codes = true;
+        self.second_stage_ad = false;
         self
     }
 }
@@ -177,12 +185,49 @@ enum Codes {
 }
 
 impl VtdModel {
-    /// Translates `request` through the structures in `memory`.
+    /// Translates `request` through the structures in `memory`, as the
+    /// hardware's walk does: first-stage entries get A at every level and
+    /// D on the leaf of a write (VT-d 9.7, also QEMU 10.0.2), second-stage
+    /// entries A and D when the PASID entry's SSADE is set (VT-d 9.8).
     pub fn translate(&self, memory: &SimMemory, request: Request) -> Result<u64, Fault> {
+        self.translate_updating(memory, request, true)
+    }
+
+    /// [`VtdModel::translate`] without the A/D updates: what a walk would
+    /// answer, changing nothing (to ask whether another access would pass).
+    pub fn probe(&self, memory: &SimMemory, request: Request) -> Result<u64, Fault> {
+        self.translate_updating(memory, request, false)
+    }
+
+    fn translate_updating(
+        &self,
+        memory: &SimMemory,
+        request: Request,
+        update: bool,
+    ) -> Result<u64, Fault> {
         match self.mode {
             RootTableMode::Legacy => self.translate_legacy(memory, request),
-            RootTableMode::Scalable => self.translate_scalable(memory, request),
+            RootTableMode::Scalable => self.translate_scalable(memory, request, update),
         }
+    }
+
+    /// The context entry's first two words for `source_id`, if root and
+    /// context entries are present (for the PRE bit and tags).
+    pub fn context_entry(&self, memory: &SimMemory, source_id: u16) -> Option<[u64; 2]> {
+        let bus = u64::from(source_id >> 8);
+        let devfn = u64::from(source_id & 0xff);
+        let (root_addr, context_addr) = match self.mode {
+            RootTableMode::Legacy => (self.root_table + bus * 16, devfn * 16),
+            RootTableMode::Scalable => (
+                self.root_table + bus * 16 + if devfn >= 128 { 8 } else { 0 },
+                (devfn % 128) * 32,
+            ),
+        };
+        let root = memory.read_u64(root_addr);
+        bit(root, 0).then_some(())?;
+        let at = (root & !0xfff) + context_addr;
+        let low = memory.read_u64(at);
+        bit(low, 0).then_some([low, memory.read_u64(at + 8)])
     }
 
     fn translate_legacy(&self, memory: &SimMemory, request: Request) -> Result<u64, Fault> {
@@ -215,6 +260,7 @@ impl VtdModel {
                     request.address,
                     request.access,
                     Codes::Legacy,
+                    false,
                 )
             }
             2 if self.pass_through => Ok(request.address),
@@ -222,7 +268,12 @@ impl VtdModel {
         }
     }
 
-    fn translate_scalable(&self, memory: &SimMemory, request: Request) -> Result<u64, Fault> {
+    fn translate_scalable(
+        &self,
+        memory: &SimMemory,
+        request: Request,
+        update: bool,
+    ) -> Result<u64, Fault> {
         let bus = u64::from(request.source_id >> 8);
         let devfn = u64::from(request.source_id & 0xff);
         let root = memory.read_u64(self.root_table + bus * 16 + if devfn >= 128 { 8 } else { 0 });
@@ -267,6 +318,12 @@ impl VtdModel {
         if !bit(p0, 0) {
             return fault(reason::SM_PASID_NOT_PRESENT);
         }
+        // SSADE (word 0 bit 9) is reserved without ECAP.SLADS.
+        let ssade = bit(p0, 9);
+        if ssade && !self.second_stage_ad {
+            return fault(reason::SM_PASID_INVALID);
+        }
+        let ss_ad = update && ssade;
         let ss_levels = || match bits(p0, 4, 2) {
             1 => Ok(3),
             2 => Ok(4),
@@ -281,7 +338,7 @@ impl VtdModel {
         match bits(p0, 8, 6) {
             0b001 if self.first_stage => {
                 let levels = fs_levels()?;
-                self.first_stage_walk(memory, fs_root, levels, request, None)
+                self.first_stage_walk(memory, fs_root, levels, request, None, update)
             }
             0b010 if self.second_stage => self.second_stage_walk(
                 memory,
@@ -290,11 +347,12 @@ impl VtdModel {
                 request.address,
                 request.access,
                 Codes::Scalable,
+                ss_ad,
             ),
             0b011 if self.nesting && self.first_stage && self.second_stage => {
-                let nested = (ss_root, ss_levels()?);
+                let nested = (ss_root, ss_levels()?, ss_ad);
                 let levels = fs_levels()?;
-                self.first_stage_walk(memory, fs_root, levels, request, Some(nested))
+                self.first_stage_walk(memory, fs_root, levels, request, Some(nested), update)
             }
             0b100 if self.pass_through => Ok(request.address),
             _ => fault(reason::SM_PASID_INVALID),
@@ -347,7 +405,10 @@ impl VtdModel {
     }
 
     /// Second-stage walk (VT-d 9.8, "Second-Stage Paging Entries"): R bit 0,
-    /// W bit 1, PS bit 7, address bits 51:12; an entry with R=W=0 is not present.
+    /// W bit 1, PS bit 7, address bits 51:12; an entry with R=W=0 is not
+    /// present. With `ad` (SSADE) every entry used gets A (bit 8) and a
+    /// write's leaf D (bit 9), written back like the hardware's atomic update.
+    #[allow(clippy::too_many_arguments)]
     fn second_stage_walk(
         &self,
         memory: &SimMemory,
@@ -356,6 +417,7 @@ impl VtdModel {
         address: u64,
         access: Access,
         codes: Codes,
+        ad: bool,
     ) -> Result<u64, Fault> {
         let width = 12 + 9 * levels;
         // QEMU 10.0.2 reports second-stage faults in scalable mode with the
@@ -433,6 +495,14 @@ impl VtdModel {
                 if output_base & page_mask != 0 {
                     return fault(reserved);
                 }
+                if ad {
+                    let dirty = if access == Access::Write {
+                        SECOND_STAGE_DIRTY
+                    } else {
+                        0
+                    };
+                    set_bits(memory, entry_addr, entry, SECOND_STAGE_ACCESSED | dirty);
+                }
                 return Ok(output_base | (address & page_mask));
             }
             // Non-leaf: access rights are the AND over the walk.
@@ -443,21 +513,27 @@ impl VtdModel {
             if !allowed {
                 return fault(denied(access));
             }
+            if ad {
+                set_bits(memory, entry_addr, entry, SECOND_STAGE_ACCESSED);
+            }
             table = output_base;
             level -= 1;
         }
     }
 
     /// First-stage walk (VT-d 9.7, IA-32e format): P bit 0, R/W bit 1, U/S
-    /// bit 2, PS bit 7, address bits 51:12. With `nested`, every table
-    /// address and the output are guest-physical and go through second stage.
+    /// bit 2, A bit 5, D bit 6, PS bit 7, address bits 51:12. With
+    /// `nested`, every table address and the output are guest-physical and
+    /// go through second stage (with its SSADE). With `update`, A is set in
+    /// every entry walked and D in the leaf of a write, as QEMU 10.0.2 does.
     fn first_stage_walk(
         &self,
         memory: &SimMemory,
         root: u64,
         levels: u32,
         request: Request,
-        nested: Option<(u64, u32)>,
+        nested: Option<(u64, u32, bool)>,
+        update: bool,
     ) -> Result<u64, Fault> {
         let address = request.address;
         let width = 12 + 9 * levels;
@@ -467,8 +543,8 @@ impl VtdModel {
         }
         let through_second_stage = |gpa: u64, access: Access, codes: Codes| -> Result<u64, Fault> {
             match nested {
-                Some((ss_root, ss_levels)) => {
-                    self.second_stage_walk(memory, ss_root, ss_levels, gpa, access, codes)
+                Some((ss_root, ss_levels, ss_ad)) => {
+                    self.second_stage_walk(memory, ss_root, ss_levels, gpa, access, codes, ss_ad)
                 }
                 None => Ok(gpa),
             }
@@ -510,10 +586,30 @@ impl VtdModel {
                     return fault(reason::FS_RESERVED);
                 }
                 let output = next | (address & page_mask);
-                return through_second_stage(output, request.access, Codes::Scalable);
+                let translated = through_second_stage(output, request.access, Codes::Scalable)?;
+                if update {
+                    let dirty = if request.access == Access::Write {
+                        FIRST_STAGE_DIRTY
+                    } else {
+                        0
+                    };
+                    set_bits(memory, entry_addr, entry, FIRST_STAGE_ACCESSED | dirty);
+                }
+                return Ok(translated);
+            }
+            if update {
+                set_bits(memory, entry_addr, entry, FIRST_STAGE_ACCESSED);
             }
             table = through_second_stage(next, Access::Read, Codes::NestedFetch { root: false })?;
             level -= 1;
         }
+    }
+}
+
+/// The hardware's atomic A/D update: sets `bits` in the entry at `address`
+/// (read as `entry`) if any is clear.
+fn set_bits(memory: &SimMemory, address: u64, entry: u64, bits: u64) {
+    if entry & bits != bits {
+        memory.write_u64(address, entry | bits);
     }
 }

@@ -2,15 +2,18 @@
 //! way the hardware does (VT-d chapter 11), and routes DMA through
 //! [`super::vtd::VtdModel`], recording faults in FSTS/FRCD.
 
-use super::vtd::{CacheTag, Request, VtdModel};
-use super::{Access, RegisterFile, SimMemory};
+use super::vtd::{CacheTag, Request, VtdModel, reason};
+use super::{
+    Access, DeviceError, DeviceOutcome, RegisterFile, SimMemory, TransactionId, Transactions,
+};
+use crate::vtd::prq::{DESCRIPTOR_BYTES, PageRequest};
 use crate::vtd::regs::{
     Capability, ExtendedCapability, FaultAccess, FaultRecord, FaultStatus, GlobalBits,
-    RootTableMode, offset,
+    RootTableMode, offset, prs,
 };
 use crate::{Mmio, PhysMem};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One cached translation of a 4 KiB page (context/PASID-cache tags plus the IOTLB entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +22,8 @@ struct CachedPage {
     output_page: u64,
     read: bool,
     write: bool,
+    /// Filled by a write's walk (which set D where the walk sets it).
+    dirty: bool,
 }
 
 /// QEMU 10.0.2 default `intel-iommu` CAP.
@@ -101,6 +106,14 @@ pub struct SimVtd<'m> {
     latched_interrupt_table: Cell<Option<(u64, usize)>>,
     /// Interrupt entry cache: IRTE index -> the entry as read.
     irte_cache: RefCell<BTreeMap<u16, [u64; 2]>>,
+    /// Requesters whose PCIe PRI capability is enabled (the endpoint's
+    /// side of page requests; the context entry's PRE is the unit's).
+    page_request_devices: RefCell<BTreeSet<u16>>,
+    /// Device transactions waiting for a page group response.
+    transactions: Transactions<Request>,
+    page_request_msis: RefCell<std::vec::Vec<(u64, u32)>>,
+    /// Page group response descriptors processed.
+    pub page_responses: Cell<u64>,
 }
 
 impl<'m> SimVtd<'m> {
@@ -112,6 +125,7 @@ impl<'m> SimVtd<'m> {
         regs.set64(offset::CAP, cap);
         regs.set64(offset::ECAP, ecap);
         regs.set(offset::FECTL, 1 << 31);
+        regs.set(offset::PECTL, 1 << 31);
         Self {
             memory,
             regs,
@@ -127,6 +141,10 @@ impl<'m> SimVtd<'m> {
             msis: RefCell::new(std::vec::Vec::new()),
             latched_interrupt_table: Cell::new(None),
             irte_cache: RefCell::new(BTreeMap::new()),
+            page_request_devices: RefCell::new(BTreeSet::new()),
+            transactions: Transactions::default(),
+            page_request_msis: RefCell::new(std::vec::Vec::new()),
+            page_responses: Cell::new(0),
         }
     }
 
@@ -217,6 +235,7 @@ impl<'m> SimVtd<'m> {
             first_stage_1g: self.cap().fl1gp(),
             mgaw: self.cap().mgaw(),
             qemu_fault_codes: self.qemu_mode.get(),
+            second_stage_ad: ecap.slads() && !self.qemu_mode.get(),
         })
     }
 
@@ -234,41 +253,233 @@ impl<'m> SimVtd<'m> {
             self.fill(&model, request, output);
         }
         result.map_err(|fault| {
-            let pasid = match model.mode {
-                RootTableMode::Scalable => request.pasid,
-                RootTableMode::Legacy => None,
-            };
-            self.record_fault(FaultRecord {
-                source_id: request.source_id,
-                reason: fault.reason,
-                address: request.address & !0xfff,
-                access: match request.access {
-                    Access::Read => FaultAccess::Read,
-                    Access::Write => FaultAccess::Write,
-                },
-                pasid,
-                privileged: false,
-                execute: false,
-                address_type: 0,
-                index: 0,
-            });
+            self.record_dma_fault(&model, request, fault.reason);
             fault.reason
         })
+    }
+
+    fn record_dma_fault(&self, model: &VtdModel, request: Request, reason: u8) {
+        let pasid = match model.mode {
+            RootTableMode::Scalable => request.pasid,
+            RootTableMode::Legacy => None,
+        };
+        self.record_fault(FaultRecord {
+            source_id: request.source_id,
+            reason,
+            address: request.address & !0xfff,
+            access: match request.access {
+                Access::Read => FaultAccess::Read,
+                Access::Write => FaultAccess::Write,
+            },
+            pasid,
+            privileged: false,
+            execute: false,
+            address_type: 0,
+            index: 0,
+        });
+    }
+
+    /// Enables or disables the PCIe PRI capability of requester
+    /// `source_id` (what the device's driver does in configuration space).
+    /// A Failure response disables it again, as PCIe specifies.
+    pub fn enable_device_page_requests(&self, source_id: u16, on: bool) {
+        let mut devices = self.page_request_devices.borrow_mut();
+        if on {
+            devices.insert(source_id);
+        } else {
+            devices.remove(&source_id);
+        }
+    }
+
+    /// A DMA from a device that can wait for a page request (ATS + PRI):
+    /// a translation that misses (not present, or no write/read right) in
+    /// scalable mode, with ECAP.PRS, the context entry's PRE, the device's
+    /// PRI enabled and a page request queue, writes a page request
+    /// descriptor into the queue (PRS.PPR, a page request event) and
+    /// waits; every other fault is recorded like [`SimVtd::dma`]. After a
+    /// Success response the device retries (and may miss and ask again);
+    /// Invalid or Failure fail it.
+    pub fn device_dma(&self, request: Request) -> DeviceOutcome {
+        self.attempt(request, None).0
+    }
+
+    /// Where transaction `id` stands now.
+    pub fn transaction(&self, id: TransactionId) -> DeviceOutcome {
+        self.transactions.outcome(id)
+    }
+
+    /// Page request event MSIs sent so far: (address, data).
+    pub fn page_request_msis(&self) -> std::vec::Vec<(u64, u32)> {
+        self.page_request_msis.borrow().clone()
+    }
+
+    /// One try of `request`; `waiting` is the transaction it retries.
+    /// Returns the outcome and the group index it now waits under.
+    fn attempt(&self, request: Request, waiting: Option<TransactionId>) -> (DeviceOutcome, u16) {
+        let Some(model) = self.model() else {
+            return (DeviceOutcome::Completed(request.address), 0);
+        };
+        if let Some(hit) = self.cached(request) {
+            return (DeviceOutcome::Completed(hit), 0);
+        }
+        match model.translate(self.memory, request) {
+            Ok(output) => {
+                if self.caching.get() {
+                    self.fill(&model, request, output);
+                }
+                (DeviceOutcome::Completed(output), 0)
+            }
+            Err(fault) if self.page_requests_apply(&model, request, fault.reason) => {
+                let (id, group) = match waiting {
+                    Some(id) => (id, self.transactions.new_tag(512)),
+                    None => self.transactions.start(request, 512),
+                };
+                let outcome = if self.raise_page_request(request, group) {
+                    DeviceOutcome::Waiting(id)
+                } else {
+                    DeviceOutcome::Failed(DeviceError::Overflow)
+                };
+                self.transactions.settle(id, outcome, group);
+                (outcome, group)
+            }
+            Err(fault) => {
+                self.record_dma_fault(&model, request, fault.reason);
+                (
+                    DeviceOutcome::Failed(DeviceError::Fault(u32::from(fault.reason))),
+                    0,
+                )
+            }
+        }
+    }
+
+    /// Whether a fault with `reason` becomes a page request (VT-d 7.5).
+    fn page_requests_apply(&self, model: &VtdModel, request: Request, fault: u8) -> bool {
+        let recoverable = matches!(
+            fault,
+            reason::FS_NOT_PRESENT | reason::SM_WRITE | reason::SM_READ
+        );
+        let pre = model
+            .context_entry(self.memory, request.source_id)
+            .is_some_and(|context| context[0] >> 4 & 1 == 1);
+        recoverable
+            && model.mode == RootTableMode::Scalable
+            && self.ecap().prs()
+            && pre
+            && self.regs.get64(offset::PQA) != 0
+            && self
+                .page_request_devices
+                .borrow()
+                .contains(&request.source_id)
+    }
+
+    /// Writes a page request descriptor at PQT (VT-d 7.5.1); `false` when
+    /// the queue is full (PRS.PRO set, the request dropped).
+    fn raise_page_request(&self, request: Request, group: u16) -> bool {
+        let pqa = self.regs.get64(offset::PQA);
+        let base = pqa & !0xfff;
+        let ring = 4096u64 << (pqa & 7);
+        let mask = (ring - 1) & !(DESCRIPTOR_BYTES - 1);
+        let head = self.regs.get64(offset::PQH) & mask;
+        let tail = self.regs.get64(offset::PQT) & mask;
+        let next = (tail + DESCRIPTOR_BYTES) % ring;
+        if next == head {
+            self.regs
+                .set(offset::PRS, self.regs.get(offset::PRS) | prs::PRO);
+            return false;
+        }
+        let descriptor = PageRequest {
+            source_id: request.source_id,
+            pasid: request.pasid,
+            address: request.address & !0xfff,
+            read: request.access == Access::Read,
+            write: request.access == Access::Write,
+            execute: false,
+            privileged: false,
+            last_in_group: true,
+            group_index: group,
+        };
+        for (i, word) in descriptor.encode().iter().enumerate() {
+            self.memory.write_u64(base + tail + 8 * i as u64, *word);
+        }
+        self.regs.set64(offset::PQT, next);
+        self.regs
+            .set(offset::PRS, self.regs.get(offset::PRS) | prs::PPR);
+        // Page request event (VT-d 7.5.3): an MSI unless PECTL.IM.
+        let control = self.regs.get(offset::PECTL);
+        if control & (1 << 31) != 0 {
+            self.regs.set(offset::PECTL, control | 1 << 30);
+        } else {
+            self.send_page_request_msi();
+        }
+        true
+    }
+
+    fn send_page_request_msi(&self) {
+        let address = u64::from(self.regs.get(offset::PEADDR))
+            | u64::from(self.regs.get(offset::PEUADDR)) << 32;
+        self.page_request_msis
+            .borrow_mut()
+            .push((address, self.regs.get(offset::PEDATA)));
+    }
+
+    /// A page group response descriptor (VT-d 6.5.2.9) reaching the device:
+    /// Success retries every transaction of the group, Invalid fails them,
+    /// Failure (and reserved codes) fails them and turns the device's PRI off.
+    fn page_group_response(&self, low: u64, high: u64) {
+        self.page_responses.set(self.page_responses.get() + 1);
+        let source_id = (low >> 16) as u16;
+        let pasid = (low >> 4 & 1 == 1).then_some(((low >> 32) & 0xf_ffff) as u32);
+        let code = ((low >> 12) & 0xf) as u8;
+        let group = ((high >> 3) & 0x1ff) as u16;
+        let waiting = self.transactions.waiting(|request, tag| {
+            request.source_id == source_id && request.pasid == pasid && tag == group
+        });
+        for (id, request) in waiting {
+            match code {
+                0x0 => {
+                    let (outcome, tag) = self.attempt(request, Some(id));
+                    self.transactions.settle(id, outcome, tag);
+                }
+                0x1 => self.transactions.settle(
+                    id,
+                    DeviceOutcome::Failed(DeviceError::Response(code)),
+                    group,
+                ),
+                _ => {
+                    self.enable_device_page_requests(source_id, false);
+                    self.transactions.settle(
+                        id,
+                        DeviceOutcome::Failed(DeviceError::Response(code)),
+                        group,
+                    );
+                }
+            }
+        }
     }
 
     fn cached(&self, request: Request) -> Option<u64> {
         if !self.caching.get() {
             return None;
         }
-        let tag = *self
+        // A context/PASID-cache miss walks the root, context and PASID
+        // entries again; IOTLB entries are tagged by DID and PASID and
+        // survive context/PASID-cache invalidations (VT-d 6.2).
+        let cached_tag = self
             .config_cache
             .borrow()
-            .get(&(request.source_id, request.pasid))?;
+            .get(&(request.source_id, request.pasid))
+            .copied();
+        let tag = match cached_tag {
+            Some(tag) => tag,
+            None => self.model()?.cache_tag(self.memory, request)?,
+        };
         let page = request.address >> 12;
         let entry = *self.iotlb.borrow().get(&(tag.domain, tag.pasid, page))?;
         let allowed = match request.access {
             Access::Read => entry.read,
-            Access::Write => entry.write,
+            // A write through an entry cached by a read must walk again to
+            // set D (VT-d 9.7); QEMU 10.0.2 reuses the entry and skips D.
+            Access::Write => entry.write && (entry.dirty || self.qemu_mode.get()),
         };
         allowed.then_some(entry.output_page | (request.address & 0xfff))
     }
@@ -282,7 +493,7 @@ impl<'m> SimVtd<'m> {
             Access::Write => Access::Read,
         };
         let other_ok = model
-            .translate(
+            .probe(
                 self.memory,
                 Request {
                     access: other,
@@ -304,6 +515,7 @@ impl<'m> SimVtd<'m> {
                 output_page: output & !0xfff,
                 read,
                 write,
+                dirty: request.access == Access::Write,
             },
         );
     }
@@ -500,7 +712,9 @@ impl<'m> SimVtd<'m> {
                 self.reject_descriptors
                     .set(self.reject_descriptors.get() - 1);
             }
-            if rejected || !descriptor_well_formed(low, high) {
+            // A page group response needs ECAP.PRS.
+            let unsupported = low & 0xf == 9 && !self.ecap().prs();
+            if rejected || unsupported || !descriptor_well_formed(low, high) {
                 let status = self.regs.get(offset::FSTS);
                 self.regs
                     .set(offset::FSTS, status | FaultStatus::IQE.bits());
@@ -508,6 +722,7 @@ impl<'m> SimVtd<'m> {
             }
             self.invalidate(low, high);
             match low & 0xf {
+                9 => self.page_group_response(low, high),
                 1 => counts.context += 1,
                 2 => counts.iotlb += 1,
                 6 => counts.pasid_iotlb += 1,
@@ -581,6 +796,20 @@ impl Mmio for SimVtd<'_> {
                     self.regs.set(offset::FECTL, (value & (1 << 31)) | pending);
                 }
             }
+            offset::PRS => {
+                let status = self.regs.get(offset::PRS);
+                self.regs
+                    .set(offset::PRS, status & !(value & (prs::PPR | prs::PRO)));
+            }
+            offset::PECTL => {
+                let pending = self.regs.get(offset::PECTL) & (1 << 30);
+                if value & (1 << 31) == 0 && pending != 0 {
+                    self.regs.set(offset::PECTL, 0);
+                    self.send_page_request_msi();
+                } else {
+                    self.regs.set(offset::PECTL, (value & (1 << 31)) | pending);
+                }
+            }
             offset::IQT => {
                 self.regs.set(register, value);
                 self.process_queue();
@@ -607,6 +836,8 @@ fn descriptor_well_formed(low: u64, high: u64) -> bool {
         5 => low & 0xffff_ff80 == 0 && high & 3 == 0 && low & (1 << 5 | 1 << 4) != 0,
         6 => low & 0xfff0_0000_0000_f1c0 == 0 && high & 0xf80 == 0,
         7 => low & 0xfff0_0000_0000_f1c0 == 0,
+        // Page group response (6.5.2.9): bits 11:5 and 63:52 reserved.
+        9 => low & 0xfff0_0000_0000_0fe0 == 0 && high & !0xff8 == 0,
         _ => false,
     }
 }

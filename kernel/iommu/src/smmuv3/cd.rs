@@ -35,6 +35,10 @@ pub enum CdError {
     OutputSize(u32),
     /// TTB0 not 4 KiB aligned or beyond the output size.
     TableAddress(u64),
+    /// CD.S (stall) on an SMMU that cannot stall (IDR0.STALL_MODEL=0b01).
+    StallNotSupported,
+    /// No frame for a 2-level CD table's leaf.
+    OutOfMemory,
 }
 
 impl fmt::Display for CdError {
@@ -45,6 +49,13 @@ impl fmt::Display for CdError {
             Self::InputSize(v) => write!(f, "CD: {v}-bit input size is outside 25..=48"),
             Self::OutputSize(o) => write!(f, "CD: {o}-bit output size is not supported"),
             Self::TableAddress(t) => write!(f, "CD: TTB0 {t:#x} is misaligned or too large"),
+            Self::OutOfMemory => write!(f, "CD: out of frames for a CD leaf table"),
+            Self::StallNotSupported => {
+                write!(
+                    f,
+                    "CD: stall requested but SMMU_IDR0.STALL_MODEL is terminate-only"
+                )
+            }
         }
     }
 }
@@ -95,6 +106,18 @@ impl Cd {
         Ok(Cd([word0, params.ttb0, 0, params.mair, 0, 0, 0, 0]))
     }
 
+    /// The CD with CD.S (word 0 bit 44) on: a stage-1 translation fault
+    /// stalls the transaction (an event with Stall=1 and a STAG) until
+    /// CMD_RESUME retries or ends it (SMMUv3 3.12.2). The STE must leave
+    /// S1STALLD clear. Refused where IDR0.STALL_MODEL is terminate-only (QEMU).
+    pub fn with_stall(mut self, features: &Features) -> Result<Cd, CdError> {
+        if features.idr0.stall_model() == 1 {
+            return Err(CdError::StallNotSupported);
+        }
+        self.0[0] |= 1 << 44;
+        Ok(self)
+    }
+
     /// V (word 0 bit 31).
     pub fn valid(&self) -> bool {
         self.0[0] >> 31 & 1 == 1
@@ -107,6 +130,38 @@ impl Cd {
     pub fn ttb0(&self) -> u64 {
         self.0[1] & 0x000f_ffff_ffff_fff0
     }
+}
+
+/// SubstreamID bits one 4 KiB leaf of a 2-level CD table resolves (64 CDs; S1Fmt=1).
+pub const CD_SPLIT: u32 = 6;
+
+/// Writes `cd` as SubstreamID `substream`'s descriptor in the 2-level CD
+/// table at `l1_table` (S1Fmt=1, SMMUv3 5.3): allocates the 4 KiB leaf on
+/// first use and points its L1CD (V bit 0, L2Ptr 51:12) at it. Words 1..7
+/// are written before word 0 (V). The caller issues CMD_CFGI_CD. The L1
+/// table must be large enough for `substream` (8 bytes per 64 SubstreamIDs).
+pub fn write_two_level(
+    mem: &impl crate::PhysMem,
+    alloc: &mut impl crate::FrameAllocator,
+    l1_table: PhysAddr,
+    substream: u32,
+    cd: &Cd,
+) -> Result<(), CdError> {
+    let slot = l1_table + 8 * u64::from(substream >> CD_SPLIT);
+    let l1 = mem.read_u64(slot);
+    let leaf = if l1 & 1 == 1 {
+        l1 & 0x000f_ffff_ffff_f000
+    } else {
+        let leaf = alloc.alloc_zeroed_frame().ok_or(CdError::OutOfMemory)?;
+        mem.write_u64(slot, leaf | 1);
+        leaf
+    };
+    let at = leaf + 64 * u64::from(substream & ((1 << CD_SPLIT) - 1));
+    for (i, word) in cd.0.iter().enumerate().skip(1) {
+        mem.write_u64(at + 8 * i as u64, *word);
+    }
+    mem.write_u64(at, cd.0[0]);
+    Ok(())
 }
 
 /// The MAIR value this driver uses: Attr0 = normal write-back, Attr1 = device-nGnRE.

@@ -37,6 +37,45 @@ impl<M: Mmio> Smmu<M> {
         self.install_ste(mem, alloc, stream_id, &ste)
     }
 
+    /// Turns stage-2 dirty tracking (STE.S2HA/S2HD, SMMUv3 3.13) of the
+    /// live STE of `stream_id` on or off in place: one 64-bit write of
+    /// STE word 2 (the only word that changes, so no break is needed),
+    /// then CFGI_STE and TLBI_S12_VMALL of its VMID, one CMD_SYNC, so no
+    /// cached configuration or TLB entry lets a write skip the update.
+    /// The caller marks the stage-2 leaves clean before turning it on and
+    /// dirty before turning it off ([`crate::pagetable::PageTable::set_dirty_state`]).
+    /// Needs IDR0.HTTU=2 (QEMU: `InvalidSte(Stage2HardwareUpdate)`).
+    pub fn set_stage2_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        stream_id: u32,
+        on: bool,
+    ) -> Result<(), SmmuError> {
+        let address = self
+            .ste_address(mem, stream_id)
+            .ok_or(SmmuError::StreamIdOutOfRange { stream_id })?;
+        let mut ste = Ste::default();
+        for (i, word) in ste.0.iter_mut().enumerate() {
+            *word = mem.read_u64(address + 8 * i as u64);
+        }
+        if !ste.valid() {
+            return Err(SmmuError::InvalidParameter {
+                what: "dirty tracking needs a valid stage-2 STE on the stream",
+            });
+        }
+        ste.set_stage2_dirty_tracking(on, self.features())
+            .map_err(SmmuError::InvalidSte)?;
+        ste.check(self.features()).map_err(SmmuError::InvalidSte)?;
+        mem.write_u64(address + 16, ste.0[2]);
+        self.submit(
+            mem,
+            [
+                Command::CfgiSte { stream_id },
+                Command::TlbiS12Vmall { vmid: ste.vmid() },
+            ],
+        )
+    }
+
     /// Writes CD number `substream` of the CD table at physical `cd_table`
     /// (words 1..7, then word 0 with V) and issues CFGI_CD + CMD_SYNC for
     /// (`stream_id`, `substream`).

@@ -30,6 +30,7 @@
 pub mod cd;
 pub mod device;
 pub mod pagetable;
+pub mod priq;
 pub mod queue;
 pub mod regs;
 pub mod ste;
@@ -141,6 +142,7 @@ pub struct Smmu<M: Mmio> {
     stream_table: Option<StreamTable>,
     command_queue: Option<CommandQueue>,
     event_queue: Option<EventQueue>,
+    pri_queue: Option<priq::PriQueue>,
     block_policy: BlockPolicy,
 }
 
@@ -160,6 +162,7 @@ impl<M: Mmio> Smmu<M> {
             stream_table: None,
             command_queue: None,
             event_queue: None,
+            pri_queue: None,
             block_policy: BlockPolicy::RecordFault,
         }
     }
@@ -181,6 +184,10 @@ impl<M: Mmio> Smmu<M> {
     /// Vendor-neutral capabilities (for IommuControl `Identify`).
     pub fn identity(&self) -> crate::identity::Identity {
         crate::identity::Identity::smmuv3(&self.features)
+    }
+    /// Page requests, stall, dirty tracking and SubstreamID width.
+    pub fn extensions(&self) -> crate::identity::Extensions {
+        crate::identity::Extensions::smmuv3(&self.features)
     }
     /// The stream table, once set up.
     pub fn stream_table(&self) -> Option<&StreamTable> {

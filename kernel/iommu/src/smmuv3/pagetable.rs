@@ -67,13 +67,45 @@ impl PageTableFormat for Stage2Format {
     fn perms(&self, entry: u64) -> Perms {
         Perms {
             read: entry & (1 << 6) != 0,
-            write: entry & (1 << 7) != 0,
+            write: entry & (S2AP_WRITE | DBM) != 0,
         }
     }
     fn max_leaf_height(&self) -> u32 {
         3
     }
+    /// Dirty state by the Dirty Bit Modifier (Arm ARM D8.4.6, "Hardware
+    /// management of the dirty state"; SMMUv3 3.13 HTTU, STE.S2HD): a
+    /// writable leaf is kept writable-clean (DBM=1, S2AP\[1\]=0) and the
+    /// SMMU sets S2AP\[1\] on the first write; DBM=1 with S2AP\[1\]=1 is dirty.
+    fn tracks_dirty(&self) -> bool {
+        true
+    }
+    fn is_dirty(&self, entry: u64) -> bool {
+        entry & DBM != 0 && entry & S2AP_WRITE != 0
+    }
+    fn clean(&self, entry: u64) -> u64 {
+        if entry & (DBM | S2AP_WRITE) != 0 {
+            (entry | DBM) & !S2AP_WRITE
+        } else {
+            entry
+        }
+    }
+    fn mark_dirty(&self, entry: u64) -> u64 {
+        if entry & DBM != 0 {
+            entry | S2AP_WRITE
+        } else {
+            entry
+        }
+    }
 }
+
+/// Stage-2 S2AP\[1\]: write permission (bit 7).
+pub const S2AP_WRITE: u64 = 1 << 7;
+/// Dirty Bit Modifier (bit 51): with STE.S2HD the SMMU turns a
+/// write-protected leaf writable (dirty) on the first write.
+pub const DBM: u64 = 1 << 51;
+/// Access flag (bit 10).
+pub const ACCESS_FLAG: u64 = 1 << 10;
 
 /// Stage-1 descriptors: AttrIndx bits 4:2 = 0 (MAIR Attr0, normal memory),
 /// AP\[1\] bit 6 = 1 (unprivileged access), AP\[2\] bit 7 = read-only,

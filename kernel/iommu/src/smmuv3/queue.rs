@@ -35,8 +35,56 @@ pub mod opcode {
     pub const TLBI_S2_IPA: u8 = 0x2a;
     /// CMD_TLBI_NSNH_ALL.
     pub const TLBI_NSNH_ALL: u8 = 0x30;
+    /// CMD_PRI_RESP.
+    pub const PRI_RESP: u8 = 0x41;
+    /// CMD_RESUME.
+    pub const RESUME: u8 = 0x44;
     /// CMD_SYNC.
     pub const SYNC: u8 = 0x46;
+}
+
+/// The answer of CMD_PRI_RESP (SMMUv3 4.7.1, Resp field; PCIe PRG Response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PriResponse {
+    /// 0b00 Deny ("Invalid Request"): the device reports an error for the request.
+    Deny,
+    /// 0b01 Fail ("Response Failure"): the device stops making page requests.
+    Fail,
+    /// 0b10 Success: the device retries its translation.
+    Success,
+}
+
+impl PriResponse {
+    /// The 2-bit Resp encoding.
+    pub fn bits(self) -> u64 {
+        match self {
+            Self::Deny => 0,
+            Self::Fail => 1,
+            Self::Success => 2,
+        }
+    }
+}
+
+/// What CMD_RESUME does with a stalled transaction (SMMUv3 4.7.2, Action).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeAction {
+    /// 0b00 Terminate: the transaction ends (aborted or RAZ/WI per CD.A).
+    Terminate,
+    /// 0b01 Retry: the transaction is translated again from the tables.
+    Retry,
+    /// 0b10 Abort: the transaction ends with an abort to the device.
+    Abort,
+}
+
+impl ResumeAction {
+    /// The 2-bit Action encoding.
+    pub fn bits(self) -> u64 {
+        match self {
+            Self::Terminate => 0,
+            Self::Retry => 1,
+            Self::Abort => 2,
+        }
+    }
 }
 
 /// One command (SMMUv3 chapter 4).
@@ -102,6 +150,27 @@ pub enum Command {
     TlbiNsnhAll,
     /// CMD_SYNC (4.7.3) with CS=0 (completion seen through CMDQ_CONS).
     Sync,
+    /// CMD_PRI_RESP (4.7.1): SSV bit 11, SSID 31:12, SID 63:32; word 1
+    /// PRG index 8:0, Resp 13:12.
+    PriResponse {
+        /// StreamID of the requester.
+        stream_id: u32,
+        /// SubstreamID (PASID) of the request, if it had one.
+        substream_id: Option<u32>,
+        /// Page request group index.
+        group_index: u16,
+        /// The answer.
+        response: PriResponse,
+    },
+    /// CMD_RESUME (4.7.2): Action 13:12, SID 63:32; word 1 STAG 15:0.
+    Resume {
+        /// StreamID of the stalled transaction.
+        stream_id: u32,
+        /// STAG from the stall event.
+        stall_tag: u16,
+        /// Retry, terminate or abort.
+        action: ResumeAction,
+    },
 }
 
 impl Command {
@@ -148,6 +217,29 @@ impl Command {
             ],
             Command::TlbiNsnhAll => [op(opcode::TLBI_NSNH_ALL), 0],
             Command::Sync => [op(opcode::SYNC), 0],
+            Command::PriResponse {
+                stream_id,
+                substream_id,
+                group_index,
+                response,
+            } => {
+                let ssid = match substream_id {
+                    Some(ssid) => 1 << 11 | u64::from(ssid & 0xf_ffff) << 12,
+                    None => 0,
+                };
+                [
+                    op(opcode::PRI_RESP) | ssid | u64::from(stream_id) << 32,
+                    u64::from(group_index & 0x1ff) | response.bits() << 12,
+                ]
+            }
+            Command::Resume {
+                stream_id,
+                stall_tag,
+                action,
+            } => [
+                op(opcode::RESUME) | action.bits() << 12 | u64::from(stream_id) << 32,
+                u64::from(stall_tag),
+            ],
         }
     }
 }
@@ -451,6 +543,9 @@ pub struct Event {
     pub input_address: u64,
     /// Translation faults: IPA (word 3 bits 51:12); fetch faults: fetch address (word 3 bits 51:3).
     pub address: u64,
+    /// A stalled transaction's STAG (word 1 bits 15:0) when Stall (word 1
+    /// bit 31) is set: it waits for CMD_RESUME with this tag.
+    pub stall_tag: Option<u16>,
 }
 
 impl Event {
@@ -477,6 +572,7 @@ impl Event {
             class,
             input_address: words[2],
             address,
+            stall_tag: (words[1] >> 31 & 1 == 1).then_some(words[1] as u16),
         }
     }
 
@@ -491,7 +587,11 @@ impl Event {
             FaultClass::TranslationTable => 1,
             FaultClass::Input => 2,
         };
-        let word1 = u64::from(self.read) << 35 | u64::from(self.stage2) << 39 | class << 40;
+        let stall = match self.stall_tag {
+            Some(tag) => 1 << 31 | u64::from(tag),
+            None => 0,
+        };
+        let word1 = u64::from(self.read) << 35 | u64::from(self.stage2) << 39 | class << 40 | stall;
         let address_mask = if self.kind.is_translation_fault() {
             0x000f_ffff_ffff_f000
         } else {
@@ -517,6 +617,9 @@ impl fmt::Display for Event {
         )?;
         if let Some(ssid) = self.substream_id {
             write!(f, " ssid {ssid:#x}")?;
+        }
+        if let Some(tag) = self.stall_tag {
+            write!(f, " stalled stag {tag:#x}")?;
         }
         if self.kind.is_translation_fault() {
             write!(

@@ -50,6 +50,12 @@ pub mod offset {
     pub const EVENTQ_PROD: usize = 0x1_00a8;
     /// SMMU_EVENTQ_CONS, in register page 1 (6.3.30).
     pub const EVENTQ_CONS: usize = 0x1_00ac;
+    /// SMMU_PRIQ_BASE (6.3.31), 64-bit: WA bit 62, ADDR 51:5, LOG2SIZE 4:0.
+    pub const PRIQ_BASE: usize = 0xc0;
+    /// SMMU_PRIQ_PROD (6.3.32, page 1): WR index + wrap, OVFLG bit 31.
+    pub const PRIQ_PROD: usize = 0x1_00c8;
+    /// SMMU_PRIQ_CONS (6.3.33, page 1): RD index + wrap, OVACKFLG bit 31.
+    pub const PRIQ_CONS: usize = 0x1_00cc;
 }
 
 /// SMMU_CR0 / SMMU_CR0ACK bits (6.3.9).
@@ -417,6 +423,17 @@ impl Features {
     pub const QEMU: Features = Features {
         idr0: Idr0(0x0d44_101b),
         idr1: Idr1(0x0273_0010),
+        idr3: Idr3(0x1414),
+        idr5: Idr5(0x74),
+    };
+
+    /// A unit with what QEMU 10.0.2 leaves out, per the specification:
+    /// QEMU's registers plus IDR0.PRI, STALL_MODEL=0 (stall and
+    /// terminate), HTTU=2 (access flag and dirty state), CD2L, and IDR1
+    /// SSIDSIZE=8 and PRIQS=8. The executable model's "per spec" unit.
+    pub const PER_SPEC: Features = Features {
+        idr0: Idr0((0x0d44_101b & !(3 << 24)) | 1 << 16 | 1 << 19 | 2 << 6),
+        idr1: Idr1(0x0273_0010 | 8 << 6 | 8 << 11),
         idr3: Idr3(0x1414),
         idr5: Idr5(0x74),
     };

@@ -222,6 +222,53 @@ impl Ste {
         Ok(ste)
     }
 
+    /// Stage-1-only translation (Config=0b101) with a linear table of
+    /// 2^`cdmax_log2` CDs indexed by SubstreamID (S1CDMax, S1Fmt=linear)
+    /// at physical `cd_table`; `without_substream` (S1DSS) decides what
+    /// happens to a transaction without one: 0b00 terminate (C_BAD_SUBSTREAMID),
+    /// 0b01 bypass stage 1, 0b10 use CD 0. Needs SMMU_IDR1.SSIDSIZE >= `cdmax_log2`.
+    pub fn stage1_with_substreams(
+        cd_table: PhysAddr,
+        cdmax_log2: u32,
+        without_substream: u64,
+        vmid: u16,
+        features: &Features,
+    ) -> Result<Ste, SteError> {
+        let mut ste = Self::stage1(cd_table, vmid, features)?;
+        if without_substream > 0b10 {
+            return Err(SteError::Stage2Parameter(
+                "S1DSS must be 0b00, 0b01 or 0b10",
+            ));
+        }
+        ste.0[0] |= u64::from(cdmax_log2 & 0x1f) << 59;
+        ste.0[1] |= without_substream;
+        ste.check(features)?;
+        Ok(ste)
+    }
+
+    /// As [`Ste::stage1_with_substreams`] with a 2-level CD table
+    /// (S1Fmt=1): `l1_table` holds 2^(`cdmax_log2` - 6) L1CDs, each
+    /// pointing at a 4 KiB leaf of 64 CDs ([`super::cd::write_two_level`]).
+    /// Needs IDR0.CD2L and `cdmax_log2` > 6.
+    pub fn stage1_two_level_cds(
+        l1_table: PhysAddr,
+        cdmax_log2: u32,
+        without_substream: u64,
+        vmid: u16,
+        features: &Features,
+    ) -> Result<Ste, SteError> {
+        if cdmax_log2 <= super::cd::CD_SPLIT {
+            return Err(SteError::Stage2Parameter(
+                "a 2-level CD table needs more than 64 CDs (use a linear one)",
+            ));
+        }
+        let mut ste = Self::stage1(l1_table, vmid, features)?;
+        ste.0[0] |= 1 << 4 | u64::from(cdmax_log2 & 0x1f) << 59;
+        ste.0[1] |= without_substream & 3;
+        ste.check(features)?;
+        Ok(ste)
+    }
+
     fn set_stage2(&mut self, s2: &Stage2Config, features: &Features) -> Result<(), SteError> {
         if !(25..=48).contains(&s2.ipa_bits) {
             return Err(SteError::Stage2Parameter("ipa_bits must be 25..=48"));
@@ -311,6 +358,41 @@ impl Ste {
     pub fn s2_affd(&self) -> bool {
         bit(self.0[2], 53)
     }
+    /// S2HD (word 2 bit 55): hardware dirty-state update (HTTU).
+    pub fn s2_hd(&self) -> bool {
+        bit(self.0[2], 55)
+    }
+    /// S2HA (word 2 bit 56): hardware access-flag update (HTTU).
+    pub fn s2_ha(&self) -> bool {
+        bit(self.0[2], 56)
+    }
+
+    /// Turns stage-2 dirty tracking on or off (STE.S2HA and S2HD, SMMUv3
+    /// 5.2 and 3.13): with it, a write through a writable-clean leaf
+    /// (DBM=1, S2AP\[1\]=0, see [`super::pagetable::Stage2Format`]) sets
+    /// S2AP\[1\] instead of faulting. Needs IDR0.HTTU=2 (QEMU has 0).
+    pub fn set_stage2_dirty_tracking(
+        &mut self,
+        on: bool,
+        features: &Features,
+    ) -> Result<(), SteError> {
+        if on && features.idr0.httu() < 2 {
+            return Err(SteError::Stage2HardwareUpdate);
+        }
+        if self.config() & 2 == 0 {
+            return Err(SteError::Stage2Parameter(
+                "dirty tracking needs a stage-2 STE",
+            ));
+        }
+        let bits = 1 << 55 | 1 << 56;
+        self.0[2] = if on {
+            self.0[2] | bits
+        } else {
+            self.0[2] & !bits
+        };
+        Ok(())
+    }
+
     /// S2R (word 2 bit 58): record stage-2 faults.
     pub fn s2_record(&self) -> bool {
         bit(self.0[2], 58)
@@ -352,11 +434,13 @@ impl Ste {
             if cdmax > u64::from(features.idr1.ssidsize()) {
                 return Err(SteError::TooManyContextDescriptors(cdmax));
             }
-            if bit(self.0[1], 27) {
+            // S1STALLD is meaningful only where stalls are optional
+            // (STALL_MODEL 0b00); QEMU (0b01) refuses it.
+            if bit(self.0[1], 27) && features.idr0.stall_model() != 0 {
                 return Err(SteError::Stage1StallDisable);
             }
             let s1fmt = bits(self.0[0], 5, 4);
-            if (s1fmt != 0 && cdmax == 0) || s1fmt == 3 {
+            if (s1fmt != 0 && (cdmax == 0 || !features.idr0.cd2l())) || s1fmt == 3 {
                 return Err(SteError::ContextTableFormat(s1fmt));
             }
         }
@@ -405,7 +489,8 @@ impl Ste {
         if bit(self.0[2], 57) {
             return Err(SteError::Stage2Stall);
         }
-        if (bit(self.0[2], 55) || bit(self.0[2], 56)) && features.idr0.httu() == 0 {
+        if (self.s2_hd() && features.idr0.httu() < 2) || (self.s2_ha() && features.idr0.httu() == 0)
+        {
             return Err(SteError::Stage2HardwareUpdate);
         }
         if self.s2_fwb() && !features.idr3.fwb() {

@@ -288,6 +288,7 @@ fn event_records_round_trip() {
             class: FaultClass::TranslationTable,
             input_address: 0xdead_b000,
             address: 0x4_5000,
+            stall_tag: (code == 0x10).then_some(0xbeef),
         };
         assert_eq!(Event::decode(event.encode()), event);
     }

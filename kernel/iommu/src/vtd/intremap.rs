@@ -147,7 +147,7 @@ pub fn msi_message(index: u16) -> (u64, u32) {
 }
 
 /// An I/O APIC redirection entry in remappable format naming IRTE `index`
-/// (5.1.5.1): handle[14:0] in bits 63:49, format bit 48, handle[15] in bit
+/// (5.1.5.1): handle\[14:0\] in bits 63:49, format bit 48, handle\[15\] in bit
 /// 11, mask 16, trigger 15, polarity 13; the vector (7:0) must equal the
 /// IRTE's, which the I/O APIC uses to match EOIs.
 pub fn ioapic_entry(index: u16, vector: u8, masked: bool, level: bool) -> u64 {

@@ -13,6 +13,7 @@
 pub mod device;
 pub mod dmar;
 pub mod intremap;
+pub mod prq;
 pub mod qi;
 pub mod regs;
 pub mod shadow;
@@ -97,6 +98,7 @@ pub struct VtdUnit<M: Mmio> {
     poll_limit: PollLimit,
     root_table: Option<(PhysAddr, RootTableMode)>,
     queue: Option<InvalidationQueue>,
+    page_requests: Option<prq::PageRequestQueue>,
 }
 
 impl<M: Mmio> VtdUnit<M> {
@@ -113,6 +115,7 @@ impl<M: Mmio> VtdUnit<M> {
             poll_limit: PollLimit::DEFAULT,
             root_table: None,
             queue: None,
+            page_requests: None,
         }
     }
 
@@ -141,6 +144,10 @@ impl<M: Mmio> VtdUnit<M> {
     /// Vendor-neutral capabilities (for IommuControl `Identify`).
     pub fn identity(&self) -> crate::identity::Identity {
         crate::identity::Identity::vtd(self.capability, self.extended)
+    }
+    /// Page requests, dirty tracking and PASID width.
+    pub fn extensions(&self) -> crate::identity::Extensions {
+        crate::identity::Extensions::vtd(self.extended)
     }
     /// The installed root table and its mode, if any.
     pub fn root_table(&self) -> Option<(PhysAddr, RootTableMode)> {

@@ -26,6 +26,8 @@ pub mod kind {
     pub const PASID_IOTLB: u64 = 0x6;
     /// PASID-cache invalidate (6.5.2.2).
     pub const PASID_CACHE: u64 = 0x7;
+    /// Page group response (6.5.2.9).
+    pub const PAGE_GROUP_RESPONSE: u64 = 0x9;
 }
 
 /// Scope of a context-cache invalidation (VT-d 6.5.2.1, G field bits 5:4).
@@ -188,6 +190,31 @@ impl Descriptor {
         Self([
             kind::WAIT | 1 << 5 | 1 << 6 | u64::from(status_data) << 32,
             status_address & !3,
+            0,
+            0,
+        ])
+    }
+
+    /// Page group response descriptor (VT-d 6.5.2.9): answers the page
+    /// request group `group_index` of requester `source_id`. Word 0: PASID
+    /// present bit 4, response code 15:12, requester id 31:16, PASID 51:32;
+    /// word 1: page request group index 11:3.
+    pub fn page_group_response(
+        source_id: u16,
+        pasid: Option<u32>,
+        group_index: u16,
+        code: super::prq::ResponseCode,
+    ) -> Self {
+        let pasid_bits = match pasid {
+            Some(pasid) => 1 << 4 | u64::from(pasid & 0xf_ffff) << 32,
+            None => 0,
+        };
+        Self([
+            kind::PAGE_GROUP_RESPONSE
+                | pasid_bits
+                | u64::from(code.bits()) << 12
+                | u64::from(source_id) << 16,
+            u64::from(group_index & 0x1ff) << 3,
             0,
             0,
         ])

@@ -45,6 +45,30 @@ pub mod offset {
     pub const IECTL: usize = 0xa0;
     /// Interrupt remapping table address (VT-d 11.4.29), 64-bit.
     pub const IRTA: usize = 0xb8;
+    /// Page request queue head (VT-d 11.4.11.1), 64-bit: offset bits 18:5.
+    pub const PQH: usize = 0xc0;
+    /// Page request queue tail (VT-d 11.4.11.2), 64-bit: offset bits 18:5.
+    pub const PQT: usize = 0xc8;
+    /// Page request queue address (VT-d 11.4.11.3), 64-bit: base 63:12, PQS 2:0.
+    pub const PQA: usize = 0xd0;
+    /// Page request status (VT-d 11.4.11.4), 32-bit: PPR bit 0, PRO bit 1 (RW1C).
+    pub const PRS: usize = 0xdc;
+    /// Page request event control (VT-d 11.4.11.5), 32-bit: IM bit 31, IP bit 30.
+    pub const PECTL: usize = 0xe0;
+    /// Page request event data (VT-d 11.4.11.6), 32-bit.
+    pub const PEDATA: usize = 0xe4;
+    /// Page request event address (VT-d 11.4.11.7), 32-bit.
+    pub const PEADDR: usize = 0xe8;
+    /// Page request event upper address (VT-d 11.4.11.8), 32-bit.
+    pub const PEUADDR: usize = 0xec;
+}
+
+/// Page request status bits (PRS_REG, VT-d 11.4.11.4); both write-1-to-clear.
+pub mod prs {
+    /// PPR: a page request is pending in the queue.
+    pub const PPR: u32 = 1 << 0;
+    /// PRO: the queue was full and a page request was dropped.
+    pub const PRO: u32 = 1 << 1;
 }
 
 /// VER: architecture version (VT-d 11.4.1).

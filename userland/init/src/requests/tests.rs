@@ -207,3 +207,43 @@ fn a_space_init_cannot_give_dies_and_leaves_the_stock_for_the_next() {
     assert_eq!(resources(&kernel.borrow(), &objects, &server), after_one);
     sys::host::clear_kernel();
 }
+
+/// `BAR` and `CONFIG_READ` are answered only for a device the domain was
+/// given, and only for a BAR index or offset that names something; each
+/// refusal is decided before init touches the PCI bus (which a host has
+/// not).
+#[test]
+fn bar_and_configuration_requests_are_checked_before_the_bus() {
+    let (kernel, mut objects, mut server) = driver_server();
+    let pci = edu();
+    let other = u64::from(PciAddress::parse("00:03.0").unwrap().requester_id());
+    for label in [resources::BAR, resources::CONFIG_READ] {
+        let (refused, _) = server.handle(&mut objects, 1, label, [other, 0, 0, 0]);
+        assert_eq!(refused, resources::Refusal::NotGranted.code(), "{label:#x}");
+    }
+    let (label, _) = server.handle(&mut objects, 1, resources::BAR, [pci, 6, 0, 0]);
+    assert_eq!(label, resources::Refusal::BadArgument.code(), "BAR 6");
+    for offset in [2, 0x1000, u64::MAX] {
+        let (label, _) =
+            server.handle(&mut objects, 1, resources::CONFIG_READ, [pci, offset, 0, 0]);
+        assert_eq!(
+            label,
+            resources::Refusal::BadArgument.code(),
+            "offset {offset:#x}"
+        );
+    }
+    server.given[0].bars = 1 << 4;
+    let (label, _) = server.handle(&mut objects, 1, resources::BAR, [pci, 4, 0, 0]);
+    assert_eq!(
+        label,
+        resources::Refusal::AlreadyGiven.code(),
+        "BAR 4 twice"
+    );
+    server.given[0].device = None;
+    let (label, _) = server.handle(&mut objects, 1, resources::BAR, [pci, 4, 0, 0]);
+    assert_eq!(label, resources::Refusal::DeviceFirst.code());
+    let (label, _) = server.handle(&mut objects, 1, resources::CONFIG_READ, [pci, 0, 0, 0]);
+    assert_eq!(label, resources::Refusal::DeviceFirst.code());
+    drop(kernel);
+    sys::host::clear_kernel();
+}

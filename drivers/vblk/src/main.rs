@@ -1,0 +1,376 @@
+//! `vblk`: a virtio-blk driver as a protection domain (`images/blk.toml`).
+//!
+//! It starts with no IOMMU capability and asks init (`sys::resources`) for
+//! the virtio-blk function at [`DEVICE`], an IoSpace that maps its table
+//! frames read-only and its DMA pool read-write, and a fault queue. It
+//! builds its own stage-1 table in the table frames (`virtio::dma`),
+//! attaches the device nested under the IoSpace, reads the function's
+//! configuration space through init and has init map the BARs it names
+//! (`virtio::pci`), and drives the device with `virtio-drivers`'
+//! `VirtIOBlk` in polling mode, accepting `VIRTIO_F_ACCESS_PLATFORM`
+//! (`virtio::platform`). Every address the device gets is an IOVA of the
+//! driver's stage 1, by default mapped for one request (`SHARING` picks
+//! another way, `virtio::dma::Sharing`).
+//!
+//! Then it serves the block protocol (`vblk_protocol`) on its endpoint
+//! `channel0`: a 4 KiB block travels through the page it shares with the
+//! client; the device reads or writes the driver's own data page (shared
+//! in place, mapped in stage 1 for the request), and the driver copies
+//! between that page and the client's. `STATS` answers its IOMMU counters,
+//! and a read's or write's reply its cost (`vblk_protocol::Cost`), for the
+//! client's checks and `cargo xtask bench`.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use sys::resources;
+use sys::{Cap, Endpoint, IoFaultQueue, MessageInfo, Notification, Slot};
+use vblk_protocol::{
+    BLOCK_SIZE, Cost, INFO, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE,
+};
+use virtio::Failure;
+use virtio::dma::{Setup, StageOneHal};
+use virtio::platform::{ACCESS_PLATFORM, AccessPlatform};
+use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+use virtio_drivers::transport::pci::PciTransport;
+
+rt::entry!(main);
+
+/// The virtio-blk function the image grants (on request).
+const DEVICE: (u8, u8, u8) = (0, 5, 0);
+/// The badge the driver asks for on its device capability.
+const BADGE: u64 = 0xB1;
+/// The IoSpace size it asks for (the grant's).
+const SPACE_SIZE: u64 = 2 << 20;
+/// The image's `vblk_tables` (eight table frames): here and in the IoSpace.
+const TABLES_VA: u64 = 0x5000_0000;
+const TABLES_IPA: u64 = 0x4000;
+const TABLE_FRAMES: usize = 8;
+/// The image's `vblk_dma` (the Hal's pool, 16 pages): here and in the
+/// IoSpace.
+const DMA_VA: u64 = 0x4000_0000;
+const DMA_IPA: u64 = 0x10_0000;
+const DMA_PAGES: usize = 16;
+/// The IOVAs the pool's pages get in stage 1: not their IPAs, so a device
+/// handed an IPA would fault.
+const POOL_IOVA: u64 = 0x1000_0000;
+/// The page shared with the client (the image's `block_page`).
+const SHARED_VA: u64 = 0x6000_0000;
+/// A slot of the driver's own (`sys::names::DOMAIN_OWN_SLOTS`).
+const USER_TABLE_SLOT: Slot = Slot::new(100);
+/// `peek_used` polls before a request counts as lost.
+const POLL_LIMIT: u64 = 200_000_000;
+
+type Blk = VirtIOBlk<StageOneHal, AccessPlatform<PciTransport>>;
+
+fn fail(args: core::fmt::Arguments<'_>) -> Failure {
+    Failure(rt::__format!("{args}"))
+}
+
+/// The device and the driver's data page.
+struct Disk {
+    blk: Blk,
+    data: &'static mut [u8; BLOCK_SIZE],
+    /// The data page's IOVA (mapped only while a request shares it).
+    data_iova: u64,
+    /// Ticks the current request spent polling for the device.
+    wait: u64,
+    blocks: u64,
+    faults: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
+}
+
+fn main(startup: &rt::Startup) -> i32 {
+    let Some(table) = startup.caps() else {
+        rt::println!("[vblk] no capability table: run me as a domain of images/blk.toml");
+        return 1;
+    };
+    let (Some(init), Some(clients)) = (
+        table.lookup::<Endpoint>("init"),
+        table.lookup::<Endpoint>("channel0"),
+    ) else {
+        rt::println!("[vblk] no `init` or `channel0` endpoint in my capability table");
+        return 1;
+    };
+    rt::println!(
+        "[vblk] started with no IOMMU capability; asking init for the virtio-blk at 00:05.0"
+    );
+    let mut disk = match start(init) {
+        Ok(disk) => Some(disk),
+        Err(why) => {
+            rt::println!("[vblk] cannot drive the disk: {}", why.0);
+            None
+        }
+    };
+    serve(clients, &mut disk)
+}
+
+/// Asks init for everything, builds the stage 1 and starts the device.
+fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
+    let pci = resources::pci_address(DEVICE.0, DEVICE.1, DEVICE.2);
+    let (device, _) = resources::request_device(init, pci, BADGE)
+        .map_err(|e| fail(format_args!("asking init for 00:05.0: {e:?}")))?;
+    let space = resources::request_space(init, pci, SPACE_SIZE)
+        .map_err(|e| fail(format_args!("asking init for a 2 MiB IoSpace: {e:?}")))?;
+    let faults = resources::request_fault_queue(init, pci)
+        .map_err(|e| fail(format_args!("asking init for a fault queue: {e:?}")))?;
+    let table = virtio::dma::install(Setup {
+        space,
+        table_slot: USER_TABLE_SLOT,
+        memory: (DMA_VA, DMA_IPA, DMA_PAGES),
+        tables: (TABLES_VA, TABLES_IPA, TABLE_FRAMES),
+        iova: POOL_IOVA,
+    })?;
+    device
+        .attach_nested(table)
+        .map_err(|e| fail(format_args!("IoDevice.AttachNested: {e:?}")))?;
+    rt::println!(
+        "[vblk] init gave the device (slot {}), a 2 MiB IoSpace (slot {}) and a fault queue; its own stage-1 table is bound and the device attached nested under the IoSpace",
+        device.slot(),
+        space.slot()
+    );
+    let function = virtio::pci::open(init, DEVICE)?;
+    for (index, bar) in function.bars.iter().enumerate() {
+        if let Some(bar) = bar {
+            rt::println!(
+                "[vblk] init mapped BAR {index} ({:#x} bytes at {:#x}) at {:#x}",
+                bar.size,
+                bar.physical,
+                bar.address
+            );
+        }
+    }
+    let transport = AccessPlatform::new(function.transport);
+    let blk = Blk::new(transport).map_err(|e| {
+        let why = virtio::dma::take_error();
+        fail(format_args!("VirtIOBlk::new: {e:?} ({why:?})"))
+    })?;
+    match virtio::platform::last_negotiation() {
+        Some((features, true)) if features & ACCESS_PLATFORM != 0 => {}
+        other => {
+            return Err(fail(format_args!(
+                "feature negotiation (features written, device kept FEATURES_OK): {other:x?}; the driver needs VIRTIO_F_ACCESS_PLATFORM (QEMU: iommu_platform=on)"
+            )));
+        }
+    }
+    let queue_ipa = virtio::dma::translate(POOL_IOVA).unwrap_or(0);
+    rt::println!(
+        "[vblk] virtio-blk ready: {} sectors; the device kept FEATURES_OK with VIRTIO_F_ACCESS_PLATFORM; its virtqueue is at IOVA {POOL_IOVA:#x}, which its stage 1 maps to IPA {queue_ipa:#x}",
+        blk.capacity(),
+    );
+    let data_va = virtio::dma::reserve(1)?;
+    let blocks = blk.capacity() / SECTORS_PER_BLOCK;
+    Ok(Disk {
+        blk,
+        data: data_page(data_va),
+        data_iova: POOL_IOVA + (data_va - DMA_VA),
+        wait: 0,
+        blocks,
+        faults: Some(faults),
+    })
+}
+
+/// The reserved pool page at `va`.
+#[allow(unsafe_code)]
+fn data_page(va: u64) -> &'static mut [u8; BLOCK_SIZE] {
+    // SAFETY: `virtio::dma::reserve` handed this page of the pool (mapped
+    // read-write for the domain's life) to the driver alone, once; the
+    // device reaches it only while a request shares it.
+    unsafe { &mut *(va as *mut [u8; BLOCK_SIZE]) }
+}
+
+/// Copies the data page to the page shared with the client.
+#[allow(unsafe_code)]
+fn to_client(data: &[u8; BLOCK_SIZE]) {
+    // SAFETY: init maps the 4 KiB `block_page` read-write at SHARED_VA
+    // before this domain starts, for its whole life, and nothing in this
+    // program refers to it but these two copies; the client reads it only
+    // after the reply (it is blocked in its Call meanwhile), and bytes
+    // have no invalid values, so a client that breaks the protocol can
+    // only spoil its own block.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), SHARED_VA as *mut u8, BLOCK_SIZE) }
+}
+
+/// Copies the page shared with the client to the data page.
+#[allow(unsafe_code)]
+fn from_client(data: &mut [u8; BLOCK_SIZE]) {
+    // SAFETY: as in `to_client`; the client wrote it before its Call.
+    unsafe { core::ptr::copy_nonoverlapping(SHARED_VA as *const u8, data.as_mut_ptr(), BLOCK_SIZE) }
+}
+
+fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
+    let mut message = clients.recv();
+    loop {
+        let call = match message {
+            Ok(call) => call,
+            Err(e) => {
+                rt::println!("[vblk] receiving answered {e:?}");
+                return 1;
+            }
+        };
+        let start = rt::bench::counter();
+        let (iommu, doorbell) = (
+            virtio::dma::counters().iommu_ticks,
+            virtio::platform::doorbell_ticks(),
+        );
+        let answer = match disk.as_mut() {
+            None => Err(Status::DeviceError),
+            Some(disk) => {
+                disk.wait = 0;
+                handle(disk, call.info.label, call.mrs[0]).map(|mrs| match call.info.label {
+                    READ | WRITE => {
+                        let cost = Cost {
+                            wait: disk.wait,
+                            driver: (rt::bench::counter() - start).saturating_sub(disk.wait),
+                            iommu: virtio::dma::counters().iommu_ticks - iommu,
+                            doorbell: virtio::platform::doorbell_ticks() - doorbell,
+                        }
+                        .to_mrs();
+                        [mrs[0], cost[0], cost[1], cost[2]]
+                    }
+                    _ => mrs,
+                })
+            }
+        };
+        let (label, mrs) = match answer {
+            Ok(mrs) => (0, mrs),
+            Err(status) => (status.code(), [0; 4]),
+        };
+        message = clients.reply_recv(MessageInfo::new(label, 4), mrs);
+    }
+}
+
+/// Answers one request: the reply's MR0..MR3.
+fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
+    match label {
+        INFO => Ok([disk.blocks, 0, 0, 0]),
+        STATS => {
+            let counters = virtio::dma::counters();
+            let stats = Stats {
+                invalidations: counters.invalidations,
+                in_place: counters.in_place,
+                bounced: counters.bounced,
+                data_mapped: u64::from(virtio::dma::translate(disk.data_iova).is_some()),
+            };
+            Ok([
+                stats.invalidations,
+                stats.in_place,
+                stats.bounced,
+                stats.data_mapped,
+            ])
+        }
+        SHARING => {
+            let sharing = match Sharing::from_code(block) {
+                Some(Sharing::PerRequest) => virtio::dma::Sharing::PerRequest,
+                Some(Sharing::StagedBounces) => virtio::dma::Sharing::StagedBounces,
+                Some(Sharing::Premapped) => virtio::dma::Sharing::Premapped,
+                Some(Sharing::Batched) => virtio::dma::Sharing::Batched,
+                None => return Err(Status::UnknownRequest),
+            };
+            virtio::dma::set_sharing(sharing).map_err(|why| {
+                rt::println!("[vblk] changing how buffers are shared: {}", why.0);
+                Status::DeviceError
+            })?;
+            Ok([0; 4])
+        }
+        READ | WRITE if block >= disk.blocks => Err(Status::OutOfRange),
+        READ => {
+            transfer(disk, block, false)?;
+            to_client(disk.data);
+            Ok([0; 4])
+        }
+        WRITE => {
+            if disk.blk.readonly() {
+                return Err(Status::ReadOnly);
+            }
+            from_client(disk.data);
+            transfer(disk, block, true)?;
+            Ok([0; 4])
+        }
+        _ => Err(Status::UnknownRequest),
+    }
+}
+
+/// One request for `block` between the device and the data page, polled
+/// (bounded) to completion.
+fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
+    let sector = (block * SECTORS_PER_BLOCK) as usize;
+    let mut request = BlkReq::default();
+    let mut response = BlkResp::default();
+    let data: &mut [u8] = &mut disk.data[..];
+    #[allow(unsafe_code)]
+    // SAFETY: `request`, `data` and `response` are not touched again until
+    // the `complete_*` call below, with the same buffers; a request the
+    // device never returns ends the domain (`lost`), so they are never
+    // reused while the device holds them.
+    let token = unsafe {
+        if write {
+            disk.blk
+                .write_blocks_nb(sector, &mut request, data, &mut response)
+        } else {
+            disk.blk
+                .read_blocks_nb(sector, &mut request, data, &mut response)
+        }
+    };
+    let token = token.map_err(|e| {
+        rt::println!(
+            "[vblk] queueing block {block}: {e:?} ({:?})",
+            virtio::dma::take_error()
+        );
+        Status::DeviceError
+    })?;
+    let mut polls = 0;
+    let waiting = rt::bench::counter();
+    while disk.blk.peek_used() != Some(token) {
+        polls += 1;
+        if polls == POLL_LIMIT {
+            lost(disk, block);
+        }
+        core::hint::spin_loop();
+    }
+    disk.wait += rt::bench::counter() - waiting;
+    #[allow(unsafe_code)]
+    // SAFETY: the same buffers `*_nb` took, and the device returned them.
+    let done = unsafe {
+        if write {
+            disk.blk
+                .complete_write_blocks(token, &request, data, &mut response)
+        } else {
+            disk.blk
+                .complete_read_blocks(token, &request, data, &mut response)
+        }
+    };
+    // A `Batched` pool's unmaps reach the IOMMU now, before the driver
+    // reads what the device wrote.
+    virtio::dma::flush().map_err(|why| {
+        rt::println!("[vblk] block {block}: unmapping its buffers: {}", why.0);
+        Status::DeviceError
+    })?;
+    done.map_err(|e| {
+        rt::println!(
+            "[vblk] block {block}: the device answered {e:?} ({:?})",
+            virtio::dma::take_error()
+        );
+        Status::DeviceError
+    })
+}
+
+/// A request the device never returned: its buffers stay the device's, so
+/// the driver stops here, saying what the IOMMU saw.
+fn lost(disk: &mut Disk, block: u64) -> ! {
+    rt::println!(
+        "[vblk] block {block}: no answer after {POLL_LIMIT} polls ({:?})",
+        virtio::dma::take_error()
+    );
+    if let Some((queue, _)) = disk.faults.take() {
+        while let Ok(Some(record)) = queue.pop() {
+            rt::println!(
+                "[vblk] IOMMU fault: badge {:#x}, address {:#x}, {}, reason {:#x}",
+                record.badge,
+                record.address,
+                if record.write { "write" } else { "read" },
+                record.reason
+            );
+        }
+    }
+    rt::exit(1)
+}

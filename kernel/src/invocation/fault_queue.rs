@@ -1,0 +1,85 @@
+//! IoFaultQueue invocations: `Bind` (a notification and a fault source),
+//! `Pop` (the oldest record).
+
+use super::{Call, Reply};
+use crate::objects::{self, CapSystem};
+use crate::sched::Target;
+use abi::{Error, Invocation};
+use caps::{ObjectId, ObjectKind, Rights, SlotId};
+
+/// A decoded IoFaultQueue invocation.
+pub(super) enum QueueOp {
+    /// Route the faults of `source` (an IoDevice or IoSpace capability with
+    /// badge `badge`) to the queue in `slot` (object `queue`), signalling
+    /// `notification`.
+    Bind {
+        slot: SlotId,
+        queue: ObjectId,
+        source: SlotId,
+        badge: u64,
+        notification: Target,
+    },
+    /// Take the oldest record of `queue`.
+    Pop { queue: ObjectId },
+}
+
+/// Decodes an IoFaultQueue invocation; changes nothing.
+#[inline(always)]
+pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
+    match call.invocation {
+        Invocation::IoFaultQueueBind => {
+            if call.message.info.extra_caps < 2 {
+                return Err(Error::TruncatedMessage);
+            }
+            let queue = caps
+                .lookup_as(call.slot, ObjectKind::IoFaultQueue, Rights::WRITE)?
+                .object();
+            let source = call.extra_cap(caps, 1)?;
+            let badge = caps.lookup(source)?.badge().0;
+            let notification = call.notification(caps, 0)?;
+            Ok(QueueOp::Bind {
+                slot: call.slot,
+                queue,
+                source,
+                badge,
+                notification,
+            })
+        }
+        Invocation::IoFaultQueuePop => Ok(QueueOp::Pop {
+            queue: caps
+                .lookup_as(call.slot, ObjectKind::IoFaultQueue, Rights::READ)?
+                .object(),
+        }),
+        _ => Err(Error::InvalidInvocation),
+    }
+}
+
+/// Performs a decoded IoFaultQueue invocation. `Bind` has two steps that
+/// can refuse: the model's `bind_fault_queue` (`WrongKind`, ..., nothing
+/// changed), then the kernel's queue records being full (`ObjectTableFull`
+/// from `io_space::bind_queue`: the model's route stays, with no records
+/// kept for it until a `Bind` finds room). `Pop` cannot fail.
+#[inline(always)]
+pub(super) fn perform(caps: &mut CapSystem, op: QueueOp) -> Result<Reply, Error> {
+    match op {
+        QueueOp::Bind {
+            slot,
+            queue,
+            source,
+            badge,
+            notification,
+        } => {
+            let mut sink = objects::SINK;
+            caps.bind_fault_queue(source, slot, &mut sink)?;
+            crate::io_space::bind_queue(queue, notification, badge)?;
+            Ok(Reply::EMPTY)
+        }
+        QueueOp::Pop { queue } => Ok(match crate::io_space::pop(queue) {
+            (Some([a, b, c, d, e, f]), _) => Reply {
+                mrs: [a, b, c, d, e, f, 0, 0],
+                length: 6,
+            },
+            (None, _) => Reply::EMPTY,
+        }),
+    }
+}

@@ -1,0 +1,171 @@
+//! IOMMU device invocations: `IommuControl.Identify` and `MintDevice`,
+//! `IoDevice.Attach`, `AttachNested`, `Detach`, `MintPasid`,
+//! `IoPasid.Attach`, `Detach`.
+
+use super::{Call, Reply};
+use crate::objects::{self, CapSystem};
+use abi::{Error, Invocation};
+use caps::{ObjectId, ObjectKind, SlotId};
+
+/// A decoded IommuControl, IoDevice or IoPasid invocation on the invoked
+/// capability's slot `slot` where it needs one.
+pub(super) enum DeviceOp {
+    /// `Identify`: the unit's answer, read by decode.
+    Identify([u64; 5]),
+    /// `MintDevice`: the IoDevice for `requester` into `dest`.
+    MintDevice {
+        iommu: SlotId,
+        requester: u32,
+        dest: SlotId,
+    },
+    /// `Attach`/`AttachNested` of the device, `IoPasid.Attach` (`pasid`) of
+    /// the PASID, to `target` (an IoSpace or IoUserTable); the unit has the
+    /// room the attach needs.
+    Attach {
+        slot: SlotId,
+        target: SlotId,
+        pasid: bool,
+    },
+    /// `Detach` of the device, or (`pasid`) of the PASID.
+    Detach { slot: SlotId, pasid: bool },
+    /// `MintPasid`: the IoPasid `pasid` of the device into `dest`.
+    MintPasid {
+        device: SlotId,
+        pasid: u32,
+        dest: SlotId,
+    },
+}
+
+/// Decodes an IommuControl, IoDevice or IoPasid invocation; changes nothing.
+#[inline(always)]
+pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
+    let slot = call.slot;
+    match (call.kind, call.invocation) {
+        (ObjectKind::IommuControl, Invocation::IommuIdentify) => {
+            let guard = crate::iommu_unit::UNIT.lock();
+            let unit = guard.as_ref().ok_or(Error::NotSupported)?;
+            Ok(DeviceOp::Identify(unit.identify()))
+        }
+        (ObjectKind::IommuControl, Invocation::IommuMintDevice) => {
+            let requester = u32::try_from(call.argument(0)?).map_err(|_| Error::OutOfScope)?;
+            Ok(DeviceOp::MintDevice {
+                iommu: slot,
+                requester,
+                dest: call.slot_argument(caps, 1)?,
+            })
+        }
+        (
+            ObjectKind::IoDevice,
+            invocation @ (Invocation::IoDeviceAttach | Invocation::IoDeviceAttachNested),
+        ) => {
+            let target = call.extra_cap(caps, 0)?;
+            let wanted = if invocation == Invocation::IoDeviceAttach {
+                ObjectKind::IoSpace
+            } else {
+                ObjectKind::IoUserTable
+            };
+            if caps.lookup(target)?.kind() != wanted {
+                return Err(Error::WrongKind);
+            }
+            check_attach_room(caps, target)?;
+            Ok(DeviceOp::Attach {
+                slot,
+                target,
+                pasid: false,
+            })
+        }
+        (ObjectKind::IoDevice, Invocation::IoDeviceDetach) => {
+            Ok(DeviceOp::Detach { slot, pasid: false })
+        }
+        (ObjectKind::IoDevice, Invocation::IoDeviceMintPasid) => {
+            let pasid = u32::try_from(call.argument(0)?).map_err(|_| Error::PasidOutOfRange)?;
+            Ok(DeviceOp::MintPasid {
+                device: slot,
+                pasid,
+                dest: call.slot_argument(caps, 1)?,
+            })
+        }
+        (ObjectKind::IoPasid, Invocation::IoPasidAttach) => {
+            if !crate::io_space::pasids_supported() {
+                return Err(Error::NotSupported);
+            }
+            let target = call.extra_cap(caps, 0)?;
+            check_attach_room(caps, target)?;
+            Ok(DeviceOp::Attach {
+                slot,
+                target,
+                pasid: true,
+            })
+        }
+        (ObjectKind::IoPasid, Invocation::IoPasidDetach) => {
+            Ok(DeviceOp::Detach { slot, pasid: true })
+        }
+        _ => Err(Error::InvalidInvocation),
+    }
+}
+
+/// The unit has the room an attach to `target` needs (an IoSpace, or an
+/// IoUserTable: its IoSpace and a nest for its stage-1 root), so the
+/// effects that follow cannot fail for lack of it.
+fn check_attach_room(caps: &CapSystem, target: SlotId) -> Result<(), Error> {
+    let (space, root_ipa) = attach_target(caps, target)?;
+    crate::io_space::ensure_attach_room(space, root_ipa)
+}
+
+/// The IoSpace an attach to `target` (an IoSpace or an IoUserTable) uses,
+/// and the stage-1 root of an IoUserTable.
+fn attach_target(caps: &CapSystem, target: SlotId) -> Result<(ObjectId, Option<u64>), Error> {
+    let object = caps.lookup(target)?.object();
+    match caps.object(object).map(|o| *o.state()) {
+        Some(caps::ObjectState::IoUserTable {
+            space: Some(space),
+            root_ipa,
+        }) => Ok((space, Some(root_ipa))),
+        _ => Ok((object, None)),
+    }
+}
+
+/// Performs a decoded device invocation. The model's operation may still
+/// refuse (`DeviceInUse`, `OutOfScope`, `AlreadyAttached`, `WrongUnit`,
+/// `NotAttached`, `PasidOutOfRange`, `PasidInUse`, `DeviceNotAttached`,
+/// `SpaceMismatch`, ...), having changed nothing; an attach or detach whose
+/// invalidation fails answers `IommuTimeout` (`invoke`).
+#[inline(always)]
+pub(super) fn perform(caps: &mut CapSystem, op: DeviceOp) -> Result<Reply, Error> {
+    let mut sink = objects::SINK;
+    match op {
+        DeviceOp::Identify([a, b, c, d, e]) => {
+            return Ok(Reply {
+                mrs: [a, b, c, d, e, 0, 0, 0],
+                length: 5,
+            });
+        }
+        DeviceOp::MintDevice {
+            iommu,
+            requester,
+            dest,
+        } => {
+            caps.mint_device(iommu, requester, dest)?;
+        }
+        DeviceOp::Attach {
+            slot,
+            target,
+            pasid: false,
+        } => caps.attach_device(slot, target, &mut sink)?,
+        DeviceOp::Attach {
+            slot,
+            target,
+            pasid: true,
+        } => caps.attach_pasid(slot, target, &mut sink)?,
+        DeviceOp::Detach { slot, pasid: false } => caps.detach_device(slot, &mut sink)?,
+        DeviceOp::Detach { slot, pasid: true } => caps.detach_pasid(slot, &mut sink)?,
+        DeviceOp::MintPasid {
+            device,
+            pasid,
+            dest,
+        } => {
+            caps.mint_pasid(device, pasid, dest)?;
+        }
+    }
+    Ok(Reply::EMPTY)
+}

@@ -1,0 +1,152 @@
+//! IoSpace and IoUserTable invocations: `IoSpace.Map`, `Unmap`,
+//! `BindUserTable`, `IoUserTable.Invalidate`.
+
+use super::{Call, Reply};
+use crate::objects::{self, CapSystem};
+use abi::{Error, Invocation};
+use caps::{ObjectId, ObjectKind, Rights, SlotId};
+
+/// A decoded IoSpace or IoUserTable invocation.
+pub(super) enum SpaceOp {
+    /// Map the RAM Frame `frame` at `ipa` of `space`, whose table
+    /// reservation can serve the walk.
+    Map {
+        space: SlotId,
+        frame: SlotId,
+        ipa: u64,
+        rights: Rights,
+    },
+    /// Unmap the Frame `frame`, which holds an IO mapping in this space.
+    Unmap { frame: SlotId },
+    /// An IoUserTable rooted at `root_ipa` of `space`, into `dest`.
+    BindUserTable {
+        space: SlotId,
+        root_ipa: u64,
+        dest: SlotId,
+    },
+    /// Make the hardware see the stage-1 entries for `start..start+length`
+    /// of the user table at `root_ipa` of `space`.
+    Invalidate {
+        space: ObjectId,
+        root_ipa: u64,
+        start: u64,
+        length: u64,
+    },
+}
+
+/// Decodes an IoSpace or IoUserTable invocation; changes nothing.
+#[inline(always)]
+pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
+    let slot = call.slot;
+    match (call.kind, call.invocation) {
+        (ObjectKind::IoSpace, Invocation::IoSpaceMap) => {
+            let frame = call.extra_cap(caps, 0)?;
+            let ipa = call.argument(0)?;
+            let rights = call.argument(1)?;
+            if rights > 3 {
+                return Err(Error::InvalidRights);
+            }
+            // Device memory never goes into an IoSpace: no peer-to-peer
+            // DMA, and the VT-d shadow walk reads only RAM as tables.
+            let (paddr, _) = objects::memory_of(caps, frame)?;
+            if crate::devmem::is_device_memory(paddr) {
+                return Err(Error::DeviceMemory);
+            }
+            crate::io_space::ensure_pool(caps.lookup(slot)?.object())?;
+            Ok(SpaceOp::Map {
+                space: slot,
+                frame,
+                ipa,
+                rights: Rights::from_bits_truncate(rights as u8),
+            })
+        }
+        (ObjectKind::IoSpace, Invocation::IoSpaceUnmap) => {
+            let frame = call.extra_cap(caps, 0)?;
+            let space = caps
+                .lookup_as(slot, ObjectKind::IoSpace, Rights::WRITE)?
+                .object();
+            let mapping = caps.lookup(frame)?.mapping().ok_or(Error::NotMapped)?;
+            if mapping.space != space {
+                return Err(Error::NotMapped);
+            }
+            Ok(SpaceOp::Unmap { frame })
+        }
+        (ObjectKind::IoSpace, Invocation::IoSpaceBindUserTable) => {
+            let root_ipa = call.argument(0)?;
+            if call.argument(1)? != crate::io_space::USER_TABLE_FORMAT {
+                return Err(Error::InvalidArgument);
+            }
+            Ok(SpaceOp::BindUserTable {
+                space: slot,
+                root_ipa,
+                dest: call.slot_argument(caps, 2)?,
+            })
+        }
+        (ObjectKind::IoUserTable, Invocation::IoUserTableInvalidate) => {
+            let cap = *caps.lookup_as(slot, ObjectKind::IoUserTable, Rights::WRITE)?;
+            let state = caps.object(cap.object()).map(|o| *o.state());
+            let Some(caps::ObjectState::IoUserTable {
+                space: Some(space),
+                root_ipa,
+            }) = state
+            else {
+                return Err(Error::DeadObject);
+            };
+            let (start, length) = (call.argument(0)?, call.argument(1)?);
+            // Pages only, and no wrap (`io_space` checks it again).
+            if start & 0xfff != 0 || length & 0xfff != 0 || start.checked_add(length).is_none() {
+                return Err(Error::InvalidAddress);
+            }
+            Ok(SpaceOp::Invalidate {
+                space,
+                root_ipa,
+                start,
+                length,
+            })
+        }
+        _ => Err(Error::InvalidInvocation),
+    }
+}
+
+/// Performs a decoded IoSpace or IoUserTable invocation. The model's
+/// `map_io`, `unmap_io` and `bind_user_table` may still refuse
+/// (`InvalidAddress`, `AddressInUse`, `AlreadyMapped`, `InsufficientRights`,
+/// ...), having changed nothing. `Invalidate` is the kernel's own work on
+/// the unit: it answers `TableMemoryExhausted` when the IoSpace's table
+/// reservation cannot hold a shadow's tables (VT-d shadow nesting, found
+/// while composing) and `IommuTimeout` when the hardware's invalidation
+/// fails or times out (`io_space::invalidate_user_table`).
+#[inline(always)]
+pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error> {
+    let mut sink = objects::SINK;
+    match op {
+        SpaceOp::Map {
+            space,
+            frame,
+            ipa,
+            rights,
+        } => caps.map_io(frame, space, ipa, rights, &mut sink)?,
+        SpaceOp::Unmap { frame } => caps.unmap_io(frame, &mut sink)?,
+        SpaceOp::BindUserTable {
+            space,
+            root_ipa,
+            dest,
+        } => {
+            caps.bind_user_table(space, root_ipa, dest)?;
+        }
+        SpaceOp::Invalidate {
+            space,
+            root_ipa,
+            start,
+            length,
+        } => {
+            let (next, commands) =
+                crate::io_space::invalidate_user_table(space, root_ipa, start, length)?;
+            return Ok(Reply {
+                mrs: [next, commands, 0, 0, 0, 0, 0, 0],
+                length: 2,
+            });
+        }
+    }
+    Ok(Reply::EMPTY)
+}

@@ -1,0 +1,147 @@
+//! Interrupt invocations: `IrqControl.Get`, `IrqHandler.SetNotification`,
+//! `MsiMessage`, `Ack`.
+
+use super::{Call, Reply};
+use crate::objects::{self, CapSystem};
+use crate::sched::Target;
+use abi::{Error, Invocation};
+use caps::{ObjectId, ObjectKind, Rights, SlotId};
+
+/// A decoded interrupt invocation.
+pub(super) enum IrqOp {
+    /// `IrqControl.Get`: a handler for `line` into the slot `dest`.
+    Get {
+        control: SlotId,
+        line: u16,
+        dest: SlotId,
+    },
+    /// Deliver the handler's line to `notification`.
+    SetNotification {
+        handler: ObjectId,
+        notification: Target,
+    },
+    /// Bind the handler's line `irq` to the IoDevice `device` (requester
+    /// id `requester`).
+    MsiMessage {
+        handler: ObjectId,
+        irq: u16,
+        device: ObjectId,
+        requester: u16,
+    },
+    Ack {
+        handler: ObjectId,
+    },
+}
+
+/// Decodes an IrqControl or IrqHandler invocation; changes nothing.
+#[inline(always)]
+pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
+    let handler = |caps: &CapSystem| {
+        Ok::<_, Error>(
+            caps.lookup_as(call.slot, ObjectKind::IrqHandler, Rights::WRITE)?
+                .object(),
+        )
+    };
+    match (call.kind, call.invocation) {
+        (ObjectKind::IrqControl, Invocation::IrqControlGet) => {
+            let line = u16::try_from(call.argument(0)?).map_err(|_| Error::OutOfScope)?;
+            if !crate::arch::irq_line_available(line) {
+                return Err(Error::OutOfScope);
+            }
+            Ok(IrqOp::Get {
+                control: call.slot,
+                line,
+                dest: call.slot_argument(caps, 1)?,
+            })
+        }
+        (ObjectKind::IrqHandler, Invocation::IrqHandlerSetNotification) => {
+            if call.message.info.extra_caps == 0 {
+                return Err(Error::TruncatedMessage);
+            }
+            let handler = handler(caps)?;
+            let notification = call.notification(caps, 0)?;
+            Ok(IrqOp::SetNotification {
+                handler,
+                notification,
+            })
+        }
+        (ObjectKind::IrqHandler, Invocation::IrqHandlerMsiMessage) => {
+            let handler = handler(caps)?;
+            let Some(caps::ObjectState::IrqHandler { irq }) =
+                caps.object(handler).map(|o| *o.state())
+            else {
+                return Err(Error::DeadObject);
+            };
+            if !cfg!(target_arch = "x86_64") {
+                return Err(Error::NotSupported);
+            }
+            // The device that will raise it: only its requester id passes
+            // the line's interrupt remapping entry.
+            let device = call.extra_cap(caps, 0)?;
+            let device = caps
+                .lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?
+                .object();
+            let Some(caps::ObjectState::IoDevice { rid, .. }) =
+                caps.object(device).map(|o| *o.state())
+            else {
+                return Err(Error::DeadObject);
+            };
+            let requester = u16::try_from(rid).map_err(|_| Error::InvalidArgument)?;
+            Ok(IrqOp::MsiMessage {
+                handler,
+                irq,
+                device,
+                requester,
+            })
+        }
+        (ObjectKind::IrqHandler, Invocation::IrqHandlerAck) => Ok(IrqOp::Ack {
+            handler: handler(caps)?,
+        }),
+        _ => Err(Error::InvalidInvocation),
+    }
+}
+
+/// Performs a decoded interrupt invocation. What may still refuse:
+/// `Get`: the model's `issue_irq_handler` (`DeviceInUse`, ..., nothing
+/// changed), then the kernel's line bindings being full
+/// (`ObjectTableFull`: the new handler capability is deleted again).
+/// `SetNotification`: the scheduler's registry (`ObjectTableFull`).
+/// `MsiMessage`: `InvalidArgument` when the line is not an MSI line (the
+/// architecture answers before it writes anything).
+#[inline(always)]
+pub(super) fn perform(caps: &mut CapSystem, op: IrqOp) -> Result<Reply, Error> {
+    match op {
+        IrqOp::Get {
+            control,
+            line,
+            dest,
+        } => {
+            let handler = caps.issue_irq_handler(control, line, dest)?;
+            if let Err(e) = crate::sched::bind_irq(handler, line) {
+                let mut sink = objects::SINK;
+                let _ = caps.delete(dest, &mut sink);
+                return Err(e);
+            }
+        }
+        IrqOp::SetNotification {
+            handler,
+            notification,
+        } => crate::sched::set_irq_notification(handler, notification)?,
+        IrqOp::MsiMessage {
+            handler,
+            irq,
+            device,
+            requester,
+        } => {
+            let (address, data) =
+                crate::arch::bind_msi_line(irq, requester).ok_or(Error::InvalidArgument)?;
+            crate::sched::set_msi_device(handler, device, u32::from(requester))?;
+            return Ok(Reply {
+                mrs: [address, u64::from(data), 0, 0, 0, 0, 0, 0],
+                length: 2,
+            });
+        }
+        IrqOp::Ack { handler } => crate::sched::ack_irq(handler)?,
+    }
+    Ok(Reply::EMPTY)
+}

@@ -1,0 +1,180 @@
+//! Capability invocations: decode, then perform, one file per object kind.
+//!
+//! Following seL4 (`src/object/objecttype.c`, `tcb.c`), every invocation
+//! is two steps under one hold of the capability lock:
+//!
+//! - `decode` reads the message and checks it against the capabilities
+//!   (every capability resolved, of the right kind and rights; every
+//!   argument parsed and in range; every kernel resource the operation
+//!   will need available) and **changes nothing**. It returns a typed
+//!   operation carrying what it resolved, or the `abi::Error` of the first
+//!   check that failed, in the order the checks are documented.
+//! - `perform` applies that operation and builds the reply.
+//!
+//! What a perform may still answer, and why (nothing else reaches it):
+//! - an error of the `caps` model's own operation (`mint`, `map_io`,
+//!   `attach_device`, ...). Each model operation checks everything before
+//!   it changes anything (model-checked, `caps/README.md`), so such an
+//!   error means nothing changed; decode does not repeat those checks.
+//! - `ObjectTableFull` from the scheduler's object registry (`sched`) when
+//!   a thread, endpoint, buffer or notification is registered: the
+//!   registry is the scheduler's and has no check apart from the change.
+//! - `IommuTimeout`, the one hardware failure: an IOMMU invalidation that
+//!   failed or timed out (its devices were left blocked, `io_space`);
+//!   [`invoke`] turns it into the invocation's error whatever performed.
+//!
+//! The invocation where a perform has two steps that can each refuse,
+//! and what the second's refusal leaves, is listed on its `perform`.
+//! Each invocation's arguments and errors are documented once, in
+//! `abi::Invocation`.
+//!
+//! Dispatch is on the kind of the invoked capability; a label of another
+//! kind answers `InvalidInvocation`.
+
+mod cnode;
+mod fault_queue;
+mod frame;
+mod io_device;
+mod io_space;
+mod irq;
+mod page_table;
+mod tcb;
+mod untyped;
+
+use crate::objects::{self, CapSystem, slot_index};
+use crate::sched::Target;
+use abi::{Error, Invocation, MessageInfo};
+use caps::{ObjectKind, Rights, SlotId};
+
+/// An invocation's message as the caller sent it.
+pub struct Message {
+    /// The invoked capability pointer (index in the caller's CSpace).
+    pub cap: u64,
+    /// Label, length, extra caps.
+    pub info: MessageInfo,
+    /// Message registers 0..8 (4..8 from the IPC buffer).
+    pub mrs: [u64; 8],
+    /// Extra capability pointers (from the IPC buffer).
+    pub extra_caps: [u32; 3],
+}
+
+/// What an invocation answers: message registers 0..8 and how many are set.
+pub struct Reply {
+    /// Message registers.
+    pub mrs: [u64; 8],
+    /// How many are meaningful.
+    pub length: u8,
+}
+
+impl Reply {
+    /// No message registers.
+    const EMPTY: Reply = Reply {
+        mrs: [0; 8],
+        length: 0,
+    };
+}
+
+/// What every decoder reads: the caller's CSpace, the invoked capability's
+/// slot and kind, the label and the message.
+struct Call<'a> {
+    cspace: SlotId,
+    slot: SlotId,
+    kind: ObjectKind,
+    invocation: Invocation,
+    message: &'a Message,
+}
+
+impl Call<'_> {
+    /// Message register `index`. Errors: `TruncatedMessage`.
+    #[inline(always)]
+    fn argument(&self, index: usize) -> Result<u64, Error> {
+        if index >= usize::from(self.message.info.length) {
+            return Err(Error::TruncatedMessage);
+        }
+        Ok(self.message.mrs[index])
+    }
+
+    /// The slot message register `index` names in the caller's CSpace.
+    /// Errors: `TruncatedMessage`, `InvalidSlot` (not a slot index), the
+    /// model's resolve errors.
+    #[inline]
+    fn slot_argument(&self, caps: &CapSystem, index: usize) -> Result<SlotId, Error> {
+        let slot = slot_index(self.argument(index)?)?;
+        Ok(caps.resolve(self.cspace, slot)?)
+    }
+
+    /// The Notification (write right) extra capability `index` names,
+    /// looked up as `Signal` looks it up (the caller checked the message
+    /// has that many caps). Errors: the lookup's (`objects::lookup`).
+    #[inline]
+    fn notification(&self, caps: &CapSystem, index: usize) -> Result<Target, Error> {
+        objects::lookup_in(
+            caps,
+            self.cspace,
+            u64::from(self.message.extra_caps[index]),
+            ObjectKind::Notification,
+            Rights::WRITE,
+        )
+    }
+
+    /// Extra capability `index` of the message, resolved in the caller's
+    /// CSpace. Errors: `TruncatedMessage`, `LookupFailed`.
+    #[inline(always)]
+    fn extra_cap(&self, caps: &CapSystem, index: usize) -> Result<SlotId, Error> {
+        if usize::from(self.message.info.extra_caps) <= index {
+            return Err(Error::TruncatedMessage);
+        }
+        caps.resolve(self.cspace, self.message.extra_caps[index])
+            .map_err(|_| Error::LookupFailed)
+    }
+}
+
+/// Decodes and performs one capability invocation for a thread whose
+/// CSpace root is `cspace`. Never panics on user input. An IOMMU
+/// invalidation that failed or timed out on the way fails it with
+/// `IommuTimeout` (its devices were left blocked, `io_space`).
+pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+    crate::io_space::forget_failure();
+    let result = decode_and_perform(cspace, message);
+    crate::io_space::take_failure().map_or(result, Err)
+}
+
+/// [`invoke`] under the capability lock: the invoked capability's kind
+/// picks the object kind's decode, whose operation its perform applies.
+fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+    let Some(mut caps) = objects::caps_to_change() else {
+        return Err(Error::NotSupported);
+    };
+    let index = slot_index(message.cap).map_err(|_| Error::LookupFailed)?;
+    let slot = caps
+        .resolve(cspace, index)
+        .map_err(|_| Error::LookupFailed)?;
+    let kind = caps.lookup(slot)?.kind();
+    let invocation = Invocation::from_label(message.info.label).ok_or(Error::InvalidInvocation)?;
+    let call = Call {
+        cspace,
+        slot,
+        kind,
+        invocation,
+        message,
+    };
+    let caps = &mut *caps;
+    match kind {
+        ObjectKind::Untyped => untyped::perform(caps, untyped::decode(caps, &call)?),
+        ObjectKind::CNode => cnode::perform(caps, cnode::decode(caps, &call)?),
+        ObjectKind::Tcb => tcb::perform(caps, tcb::decode(caps, &call)?),
+        ObjectKind::Frame => frame::perform(caps, frame::decode(caps, &call)?),
+        ObjectKind::PageTable => Ok(page_table::perform(page_table::decode(caps, &call)?)),
+        ObjectKind::IrqControl | ObjectKind::IrqHandler => {
+            irq::perform(caps, irq::decode(caps, &call)?)
+        }
+        ObjectKind::IommuControl | ObjectKind::IoDevice | ObjectKind::IoPasid => {
+            io_device::perform(caps, io_device::decode(caps, &call)?)
+        }
+        ObjectKind::IoSpace | ObjectKind::IoUserTable => {
+            io_space::perform(caps, io_space::decode(caps, &call)?)
+        }
+        ObjectKind::IoFaultQueue => fault_queue::perform(caps, fault_queue::decode(caps, &call)?),
+        ObjectKind::Endpoint | ObjectKind::Notification => Err(Error::InvalidInvocation),
+    }
+}

@@ -1,0 +1,79 @@
+//! The effects of the model's operations, applied as they come: CPU leaves
+//! written and cleared, retyped memory cleared, IOMMU effects handed to the
+//! unit (`iommu_unit`, which applies them through `io_space`).
+
+use crate::iommu_unit::UNIT;
+use caps::{Effect, Rights};
+
+/// The kernel's [`caps::EffectSink`]: applies CPU and memory effects itself
+/// and hands IOMMU effects to the unit. It cannot refuse an effect (the
+/// model's contract): a CPU leaf was checked by `vspace::can_map` before
+/// the model was asked.
+pub struct ApplyEffects {
+    /// A `Frame.Map` asked for execute permission (read-only frames only).
+    pub execute: bool,
+}
+
+/// The sink for every operation but an executable `Frame.Map`.
+pub const SINK: ApplyEffects = ApplyEffects { execute: false };
+
+impl caps::EffectSink for ApplyEffects {
+    #[inline]
+    fn push(&mut self, effect: Effect) {
+        match effect {
+            Effect::MapCpuPage {
+                vspace,
+                vaddr,
+                paddr,
+                size_bits,
+                rights,
+            } => {
+                // Memory from a device Untyped maps as device memory, never
+                // executable (`Frame.Map` refuses to be asked).
+                let memory = if crate::devmem::is_device_memory(paddr) {
+                    crate::vspace::Memory::Device
+                } else {
+                    crate::vspace::Memory::Normal
+                };
+                let rights = crate::vspace::Rights {
+                    write: rights.contains(Rights::WRITE),
+                    execute: self.execute
+                        && !rights.contains(Rights::WRITE)
+                        && memory == crate::vspace::Memory::Normal,
+                };
+                // Checked by `can_map` before the model was asked.
+                if let Err(e) =
+                    crate::vspace::map_leaf(vspace, vaddr, paddr, size_bits, rights, memory)
+                {
+                    crate::println!("[caps] a checked mapping failed: {e:?}");
+                }
+            }
+            Effect::UnmapCpuPage { .. }
+                if crate::testing::seeds::planted(crate::testing::seeds::Seed::LeakCpuLeaf) => {}
+            Effect::UnmapCpuPage {
+                vspace,
+                vaddr,
+                size_bits,
+            } => crate::vspace::unmap_leaf(vspace, vaddr, size_bits),
+            Effect::ClearMemory { paddr, size_bits } => {
+                if crate::arch::phys_map_covers(paddr, 1 << size_bits) {
+                    // SAFETY: the model hands out memory of an Untyped the
+                    // kernel created from free RAM, never twice while live
+                    // (invariant 4, model-checked), in the direct map.
+                    unsafe {
+                        core::ptr::write_bytes(
+                            crate::mem::phys_to_virt(paddr) as *mut u8,
+                            0,
+                            1 << size_bits,
+                        )
+                    };
+                }
+            }
+            other => {
+                if let Some(unit) = UNIT.lock().as_mut() {
+                    unit.apply(&other);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Kernel objects: the capability model (`caps`) over the kernel's storage,
+//! and capability lookup.
+//!
+//! All capability logic is the `caps` crate's, the very code the host
+//! model-checks; this module only stores its state, looks capabilities up,
+//! and applies the effects the model's operations return (`effects`). What
+//! an invocation does is `crate::invocation`'s: it decodes a message
+//! against these capabilities, then performs it on them.
+//!
+//! # Storage
+//! Slots and object records live in one static [`caps::ArrayStorage`]:
+//!
+//! ```text
+//! slots 0 .. ROOT_SLOTS          kernel-held: the root task's CNode cap
+//! slots ROOT_SLOTS .. +ARENA     the CNode arena: CNode memory retyped from
+//!                                the arena Untyped maps 1:1 onto these slots
+//!                                (32 bytes of memory per slot)
+//! ```
+//!
+//! CNodes can therefore only be retyped from the arena Untyped (the root
+//! task's first Untyped); anywhere else `Retype` answers `NoSlotMemory`.
+//!
+//! # Files
+//! `initial.rs` builds the capability system and the root task's initial
+//! CSpace at boot; `effects.rs` applies the model's effects (CPU leaves,
+//! cleared memory, IOMMU effects through the unit); `page_tables.rs` keeps
+//! the records of the CPU page tables linked into address spaces;
+//! `reconcile.rs` drops the kernel state of objects a delete or revoke
+//! killed.
+
+mod effects;
+mod initial;
+mod page_tables;
+mod reconcile;
+
+pub use effects::SINK;
+pub use initial::init;
+#[cfg(feature = "fuzz-checks")]
+pub use page_tables::address_space_roots;
+pub use page_tables::{
+    Root, check_table_install, forget_table, installed_table, record_table, register_root, root_of,
+};
+pub use reconcile::reconcile;
+
+use abi::Error;
+use caps::{ArrayStorage, Caps, ObjectKind, Rights, SlotId};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Kernel-held slots before the arena.
+pub const ROOT_SLOTS: u32 = 64;
+/// log2 of the arena's size in bytes.
+const ARENA_BITS: u8 = 17;
+/// Slots backed by the arena.
+const ARENA_SLOTS: usize = (1 << ARENA_BITS) >> caps::SLOT_SIZE_BITS;
+/// Object records.
+pub const OBJECTS: usize = 1024;
+/// The root task's CNode: `2^ROOT_CNODE_BITS` slots.
+const ROOT_CNODE_BITS: u8 = 10;
+/// The kernel-held slot of the root task's CNode capability.
+pub const ROOT_CNODE_SLOT: SlotId = SlotId(1);
+/// The kernel-held slot of the arena Untyped before it is moved to the root task.
+const ARENA_SLOT: SlotId = SlotId(0);
+
+pub(crate) type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
+
+/// The capability system as the kernel holds it.
+pub type CapSystem = Caps<Storage>;
+
+/// The capability system. Lock it through [`caps_to_change`] for anything
+/// that may change a capability (that invalidates every thread's lookup
+/// cache); only lookups and the read-only capability dump lock it directly.
+pub static CAPS: spin::Once<spin::Mutex<Caps<Storage>>> = spin::Once::new();
+
+/// Resolves a capability pointer for a message-passing system call: the
+/// object it names must be of `kind` (else `WrongKind`) and the capability
+/// must hold `rights`.
+pub fn lookup(
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    lookup_in(&caps, cspace, cap, kind, rights)
+}
+
+/// [`lookup`] for the calling thread's message-passing system calls,
+/// answered from the thread's [`crate::sched::LookupCache`] while no
+/// capability has changed since it was filled: the capability system's
+/// generation is bumped whenever the capability lock is taken for anything
+/// but a lookup ([`caps_to_change`]), so a cached answer is exactly what a
+/// fresh lookup would give. (The cache is used in place: copying it would
+/// cost more than the lookup saves.)
+///
+/// The hit is inlined into the system-call path and the refill kept out
+/// of line ([`refill_lookup_cache`]): when the refill was inlined here,
+/// this function grew past the inliner's budget and every IPC paid a call
+/// (x86_64 round trip 725 -> 800 instructions after an unrelated change to
+/// `resolve_into`'s callers).
+#[inline(always)]
+pub fn lookup_cached(
+    thread: u64,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let generation = GENERATION.load(Ordering::Relaxed);
+    let cache = &mut crate::sched::tcb(thread).lookup_cache;
+    if cache.generation != generation || cache.cptr != cap || cache.cspace != u64::from(cspace.0) {
+        refill_lookup_cache(cache, generation, cspace, cap)?;
+    }
+    check_lookup(cache, kind, rights)
+}
+
+/// [`lookup_cached`]'s miss: resolves `cap` afresh into `cache`, current
+/// at `generation` once filled.
+#[cold]
+#[inline(never)]
+fn refill_lookup_cache(
+    cache: &mut crate::sched::LookupCache,
+    generation: u64,
+    cspace: SlotId,
+    cap: u64,
+) -> Result<(), Error> {
+    cache.generation = 0;
+    resolve_into(cspace, cap, cache)?;
+    cache.generation = generation;
+    Ok(())
+}
+
+/// [`lookup`] under a capability lock the caller already holds, so that
+/// an invocation resolves all its capabilities in one critical section.
+#[inline]
+pub fn lookup_in(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    let mut found = crate::sched::LookupCache::EMPTY;
+    resolve_locked(caps, cspace, cap, &mut found)?;
+    check_lookup(&found, kind, rights)
+}
+
+/// Fills `found` with what `cap` in `cspace` names (its generation is the
+/// caller's to set).
+fn resolve_into(
+    cspace: SlotId,
+    cap: u64,
+    found: &mut crate::sched::LookupCache,
+) -> Result<(), Error> {
+    let caps = CAPS.get().ok_or(Error::NotSupported)?.lock();
+    resolve_locked(&caps, cspace, cap, found)
+}
+
+/// [`resolve_into`] under a held capability lock.
+fn resolve_locked(
+    caps: &Caps<Storage>,
+    cspace: SlotId,
+    cap: u64,
+    found: &mut crate::sched::LookupCache,
+) -> Result<(), Error> {
+    let index = slot_index(cap).map_err(|_| Error::LookupFailed)?;
+    let slot = caps
+        .resolve(cspace, index)
+        .map_err(|_| Error::LookupFailed)?;
+    let held = caps.lookup(slot)?;
+    let memory = caps.object(held.object()).and_then(|o| o.memory());
+    found.cptr = cap;
+    found.cspace = u64::from(cspace.0);
+    found.kind = held.kind() as u64;
+    found.rights = u64::from(held.rights().bits());
+    found.paddr = memory.map_or(u64::MAX, |(paddr, _)| paddr);
+    found.object = u64::from(held.object().0);
+    found.badge = held.badge().0;
+    Ok(())
+}
+
+/// The checks of [`lookup`], in its order: kind, rights, a live object.
+#[inline(always)]
+fn check_lookup(
+    found: &crate::sched::LookupCache,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<crate::sched::Target, Error> {
+    if found.kind != kind as u64 {
+        return Err(Error::WrongKind);
+    }
+    let held = Rights::from_bits_truncate(found.rights as u8);
+    if !held.contains(rights) {
+        return Err(Error::InsufficientRights);
+    }
+    if found.paddr == u64::MAX {
+        return Err(Error::DeadObject);
+    }
+    Ok(crate::sched::Target {
+        object: caps::ObjectId(found.object as u32),
+        paddr: found.paddr,
+        badge: found.badge,
+        grant: held.contains(Rights::GRANT),
+    })
+}
+
+/// The capability system's generation: bumped each time the capability
+/// lock is taken to change something ([`caps_to_change`]), never by a
+/// lookup. Starts at 1, so an all-zero [`crate::sched::LookupCache`] is
+/// never current.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The capability system, locked to change it: every cached lookup is
+/// invalidated first. Every path but [`lookup`]'s takes the lock this way.
+#[inline]
+pub fn caps_to_change() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
+    let caps = CAPS.get()?;
+    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::StaleLookupCache) {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    Some(caps.lock())
+}
+
+/// A slot index from a capability pointer or message register. Errors:
+/// `InvalidSlot`.
+#[inline]
+pub fn slot_index(value: u64) -> Result<u32, Error> {
+    u32::try_from(value).map_err(|_| Error::InvalidSlot)
+}
+
+/// The memory (physical address, log2 size) of the object the capability
+/// in `slot` names. Errors: `EmptySlot`, `DeadObject`.
+#[inline(always)]
+pub fn memory_of(caps: &Caps<Storage>, slot: SlotId) -> Result<(u64, u8), Error> {
+    let cap = *caps.lookup(slot)?;
+    caps.object(cap.object())
+        .and_then(|o| o.memory())
+        .ok_or(Error::DeadObject)
+}
+
+/// The CSpace root slot and IPC buffer of `thread`: `None` unless it has
+/// both (there is no default: a thread has only the authority it was
+/// configured with, and one without both never runs, `sched`).
+pub fn thread_context(thread: u64) -> Option<(SlotId, u64)> {
+    let t = crate::sched::tcb(thread);
+    (t.cspace_slot != 0 && t.ipc_buffer != 0).then_some((SlotId(t.cspace_slot), t.ipc_buffer))
+}
+
+/// Moves the capability a sender names in its IPC buffer (`caps[0]`, in its
+/// CSpace) into the receiver's receive slot (in its CSpace) as a copy: a
+/// child of the sender's, so the sender can revoke it. Returns whether one
+/// moved (the slot must resolve and be empty).
+pub fn transfer_capability(sender: u64, receiver: u64) -> bool {
+    let Some(mut caps) = caps_to_change() else {
+        return false;
+    };
+    let (Some((sender_cspace, sender_buffer)), Some((receiver_cspace, receiver_buffer))) =
+        (thread_context(sender), thread_context(receiver))
+    else {
+        return false;
+    };
+    let read_u32 = |buffer: u64, offset: usize| {
+        // SAFETY: IPC buffers are kernel-known 4 KiB frames in the direct
+        // map; the offsets are inside the first 536 bytes.
+        unsafe { (crate::mem::phys_to_virt(buffer + offset as u64) as *const u32).read_volatile() }
+    };
+    let source_index = read_u32(sender_buffer, abi::ipc::CAPS_OFFSET);
+    let dest_index = read_u32(receiver_buffer, abi::ipc::RECEIVE_SLOT_OFFSET);
+    let (Ok(source), Ok(dest)) = (
+        caps.resolve(sender_cspace, source_index),
+        caps.resolve(receiver_cspace, dest_index),
+    ) else {
+        return false;
+    };
+    caps.copy(source, dest).is_ok()
+}
