@@ -52,7 +52,10 @@ const FIRST_FREE_SLOT: u32 = bootinfo::FIRST_UNTYPED + 2;
 /// The capability system the stand-in runs, and the slot of init's CSpace
 /// root.
 pub struct ModelKernel {
-    caps: Caps<ArrayStorage<SLOTS, OBJECTS>>,
+    /// Over storage on the heap (leaked: a test boots a few), so the
+    /// capability system (over 300 KiB with the IPA index) is not moved
+    /// through the stack in debug builds.
+    caps: Caps<&'static mut ArrayStorage<SLOTS, OBJECTS>>,
     root: SlotId,
 }
 
@@ -60,7 +63,10 @@ impl ModelKernel {
     /// Boots the model and installs it as this thread's kernel; returns it
     /// (for measuring) and init's boot info.
     pub fn boot() -> (Rc<RefCell<ModelKernel>>, BootInfo) {
-        let mut caps = Caps::new(ArrayStorage::with_cnode_memory(ROOT_SLOTS, ARENA_ADDRESS));
+        let storage = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+            ArrayStorage::with_cnode_memory(ROOT_SLOTS, ARENA_ADDRESS),
+        ));
+        let mut caps = Caps::new(storage);
         let mut sink = DiscardEffects;
         let arena = SlotId(0);
         let root = SlotId(1);
