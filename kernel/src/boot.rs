@@ -111,10 +111,12 @@ pub fn main(mut info: BootInfo) -> ! {
     #[cfg(feature = "seeded-bugs")]
     crate::testing::seeds::plant(&cmdline);
     // Seed `iommu-off` leaves the IOMMU untouched: the DMA tests must fail.
-    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::IommuOff)
-        && let Err(why) = crate::iommu_unit::init(&found, &mut frames)
-    {
-        fail(format_args!("IOMMU: {why}"));
+    if !crate::testing::seeds::planted(crate::testing::seeds::Seed::IommuOff) {
+        if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
+            fail(format_args!("IOMMU: {why}"));
+        }
+        // The IOMMU table pool, for the tables IoSpaces need later.
+        crate::io_space::reserve_pool(&mut frames);
     }
     // Test kernels run the self-test, cross-check or benchmarks the command
     // line asks for instead of a boot module; the release kernel has none

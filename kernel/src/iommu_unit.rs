@@ -50,6 +50,7 @@ impl Mmio for DirectMmio {
 }
 
 /// Physical memory the IOMMU walks, reached through the direct map.
+#[derive(Clone, Copy)]
 pub struct DirectMemory;
 
 impl PhysMem for DirectMemory {
@@ -62,6 +63,13 @@ impl PhysMem for DirectMemory {
     fn write_u64(&self, addr: PhysAddr, value: u64) {
         // SAFETY: as in `read_u64`; these frames belong to the IOMMU driver.
         unsafe { (phys_to_virt(addr) as *mut u64).write_volatile(value) }
+    }
+
+    fn zero(&self, addr: PhysAddr, len: u64) {
+        // SAFETY: as in `write_u64`: the IOMMU layer zeroes only table pages
+        // of its pool, referenced by no table any more (freed after their
+        // entries were cleared and invalidated), all in the direct map.
+        unsafe { core::ptr::write_bytes(phys_to_virt(addr) as *mut u8, 0, len as usize) };
     }
 }
 
@@ -81,29 +89,7 @@ pub enum Unit {
     Smmu(iommu::smmuv3::Smmu<DirectMmio>),
 }
 
-/// One DMA the IOMMU refused, as the unit recorded it.
-#[derive(Clone, Copy, Debug)]
-pub struct DmaFault {
-    /// Requester ID (PCI bus/device/function) or StreamID.
-    pub requester: u16,
-    /// The faulting address (page-aligned on VT-d); `None` for faults that
-    /// carry no address (SMMU configuration errors such as C_BAD_STE).
-    pub address: Option<u64>,
-    /// The vendor's fault reason or event code.
-    pub reason: u32,
-    /// The request read (or, on VT-d, was a read or atomic).
-    pub read: bool,
-    /// The request wrote.
-    pub write: bool,
-    /// The translation stage that faulted: 1 or 2 (VT-d reports 2: the
-    /// device always walks a second-stage table, shadows included).
-    pub stage: u8,
-    /// The PASID the request carried.
-    pub pasid: Option<u32>,
-}
-
-/// Most faults one drain returns.
-pub const MAX_FAULTS: usize = 16;
+pub use iospace::{DmaFault, MAX_FAULTS};
 
 impl Unit {
     /// The identification registers, named as the test command line names them.
@@ -198,16 +184,7 @@ impl Unit {
                     },
                 );
                 for record in records.iter() {
-                    let read = record.access == iommu::vtd::regs::FaultAccess::Read;
-                    let _ = faults.push(DmaFault {
-                        requester: record.source_id,
-                        address: Some(record.address),
-                        reason: u32::from(record.reason),
-                        read,
-                        write: record.access == iommu::vtd::regs::FaultAccess::Write,
-                        stage: 2,
-                        pasid: record.pasid,
-                    });
+                    let _ = faults.push(DmaFault::from(&record));
                 }
             }
             #[cfg(target_arch = "aarch64")]
@@ -238,18 +215,7 @@ impl Unit {
                     },
                 );
                 for event in drain.events.iter() {
-                    let _ = faults.push(DmaFault {
-                        requester: event.stream_id as u16,
-                        address: event
-                            .kind
-                            .is_translation_fault()
-                            .then_some(event.input_address),
-                        reason: u32::from(event.kind.code()),
-                        read: event.read,
-                        write: !event.read,
-                        stage: if event.stage2 { 2 } else { 1 },
-                        pasid: event.substream_id,
-                    });
+                    let _ = faults.push(DmaFault::from(&event));
                 }
             }
         }
@@ -295,7 +261,7 @@ impl Unit {
 
 /// Size of the reserved IPA window at the top of every IoSpace, where the
 /// kernel keeps structures the hardware fetches through stage 2.
-pub const RESERVED_IPA_WINDOW: u64 = 2 << 20;
+pub use iospace::RESERVED_IPA_WINDOW;
 
 impl Unit {
     /// What the capability model needs to know about this unit.
@@ -327,7 +293,7 @@ impl Unit {
         caps::IommuUnit {
             id: 0,
             pasid_bits: pasid_bits.min(20) as u8,
-            // Tags: IoSpace d uses d + 1, nests 0x8001.. (see io_space.rs).
+            // Tags: IoSpace d uses d + 1, nests 0x8001.. (the iospace crate).
             domain_ids: domain_ids.min(0x7FFE) as u16,
             ipa_bits: ipa_bits as u8,
             rid_limit: 1 << 16,
@@ -387,11 +353,6 @@ impl Unit {
             pages,
             u64::from(unit.domain_ids),
         ]
-    }
-
-    /// Applies a capability-model effect to the hardware (see `io_space`).
-    pub fn apply(&mut self, effect: &caps::Effect) {
-        crate::io_space::apply(self, effect);
     }
 }
 
@@ -469,7 +430,6 @@ pub fn init(
         .and_then(|scope| scope.requester_id());
     crate::interrupt_remap::init(&mut unit, frames, ioapic)?;
     *UNIT.lock() = Some(Unit::Vtd(unit));
-    crate::io_space::reserve_pool(frames);
     Ok(())
 }
 
@@ -519,6 +479,5 @@ pub fn init(
         }
     }
     *UNIT.lock() = Some(Unit::Smmu(smmu));
-    crate::io_space::reserve_pool(frames);
     Ok(())
 }

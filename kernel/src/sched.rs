@@ -252,7 +252,13 @@ impl Scheduler {
 
     fn unready(&mut self, thread: u64) {
         let priority = usize::from(tcb(thread).priority);
-        self.ready[priority].remove(thread);
+        // The running thread stays at the head of its queue, and it is the
+        // one the IPC paths take off: no walk for it.
+        if self.ready[priority].head == thread {
+            self.ready[priority].pop();
+        } else {
+            self.ready[priority].remove(thread);
+        }
         if self.ready[priority].head == 0 {
             self.bitmap[priority / 64] &= !(1 << (priority % 64));
         }

@@ -108,7 +108,58 @@ fn invoke(caller: &Caller) {
 /// Handles the system call of the thread in `caller` (its registers are in
 /// its TCB): message passing through [`crate::sched`], invocations through
 /// [`crate::invocation`], the rest through [`handle`].
+///
+/// The round trip's two halves are tried first, in a small frame
+/// ([`round_trip_fast`]); everything else, and whatever they cannot carry,
+/// goes the general way ([`handle_general`], out of line).
+#[inline]
 pub fn handle_thread(caller: &Caller) -> Next {
+    if round_trip_fast(caller) {
+        return Next::Resume;
+    }
+    handle_general(caller)
+}
+
+/// A `Call` or `ReplyRecv` on an endpoint that `sched::call_fast` or
+/// `sched::reply_recv_fast` completes: `true` once done; `false`, having
+/// changed nothing, for the general path to decide (it repeats these
+/// checks, and refuses the fault label with its error).
+#[inline(always)]
+fn round_trip_fast(caller: &Caller) -> bool {
+    let context = &crate::sched::tcb(caller.thread).context;
+    let (number, cap, info) = (
+        context.syscall_number(),
+        context.syscall_arg(0),
+        context.syscall_arg(1),
+    );
+    let call = number == Syscall::Call as u64;
+    if !call && number != Syscall::ReplyRecv as u64 || info >> 32 == u64::from(abi::FAULT_LABEL) {
+        return false;
+    }
+    let rights = if call {
+        caps::Rights::WRITE
+    } else {
+        caps::Rights::READ
+    };
+    let Ok(endpoint) = crate::objects::lookup_cached(
+        caller.thread,
+        caller.cspace,
+        cap,
+        caps::ObjectKind::Endpoint,
+        rights,
+    ) else {
+        return false;
+    };
+    if call {
+        crate::sched::call_fast(caller.thread, &endpoint)
+    } else {
+        crate::sched::reply_recv_fast(caller.thread, &endpoint)
+    }
+}
+
+/// [`handle_thread`] for every system call the fast path did not complete.
+#[inline(never)]
+fn handle_general(caller: &Caller) -> Next {
     let (number, cap) = {
         let context = &crate::sched::tcb(caller.thread).context;
         (context.syscall_number(), context.syscall_arg(0))

@@ -270,6 +270,7 @@ impl<S: Storage> Caps<S> {
                     device,
                 },
                 first_io_mapping: None,
+                last_io_mapping: None,
             },
         )
     }
@@ -293,6 +294,7 @@ impl<S: Storage> Caps<S> {
                 live_children: 0,
                 state,
                 first_io_mapping: None,
+                last_io_mapping: None,
             },
         )
     }
@@ -382,8 +384,8 @@ impl<S: Storage> Caps<S> {
 
     /// Move the capability in `src` (with its mapping and its place in the
     /// derivation tree) into the empty slot `dest`. O(1), plus, for a
-    /// capability holding an IO mapping, O(mappings in that IoSpace) to
-    /// keep the IoSpace's index in slot order.
+    /// capability holding an IO mapping, O(mappings in that IoSpace
+    /// above `dest`) to keep the IoSpace's list in slot order.
     pub fn move_cap(&mut self, src: SlotId, dest: SlotId) -> Result<(), Error> {
         let mapping = self.lookup(src)?.mapping;
         self.need_empty(dest)?;
@@ -633,6 +635,7 @@ impl<S: Storage> Caps<S> {
                         && m.space == id
                     {
                         self.unmap_emit(cap, id, m.ipa, sink);
+                        self.forget_ipa(s);
                         if let Some(c) = self.slot_mut(s).cap.as_mut() {
                             c.mapping = None;
                         }
@@ -643,6 +646,7 @@ impl<S: Storage> Caps<S> {
                 }
                 if let Some(o) = self.object_mut(id) {
                     o.first_io_mapping = None;
+                    o.last_io_mapping = None;
                 }
                 if !flawed!(self, keep_devices_on_space_delete) {
                     self.detach_all_using(|a| a.space == id, flush, sink);
@@ -922,6 +926,7 @@ impl<S: Storage> Caps<S> {
                 live_children: 0,
                 state,
                 first_io_mapping: None,
+                last_io_mapping: None,
             },
         );
         if let Some(u) = self.object_mut(ucap.object) {

@@ -24,11 +24,17 @@ pub struct Flaws {
     /// `map_io` maps but does not enter the mapping in its IoSpace's index
     /// (so a later overlapping map is allowed, and teardown misses it).
     pub map_skips_index: bool,
+    /// Unmapping leaves the mapping's entries in the IPA index (so the IPA
+    /// stays taken for a later map).
+    pub stale_ipa_index: bool,
+    /// The IPA index's overlap check for a 4 KiB page ignores a 2 MiB
+    /// mapping of its block.
+    pub index_ignores_blocks: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 7] {
+    pub fn each() -> [(&'static str, Flaws); 8] {
         let none = Flaws::default();
         [
             (
@@ -77,6 +83,13 @@ impl Flaws {
                 "map_skips_index",
                 Flaws {
                     map_skips_index: true,
+                    ..none
+                },
+            ),
+            (
+                "stale_ipa_index",
+                Flaws {
+                    stale_ipa_index: true,
                     ..none
                 },
             ),

@@ -41,6 +41,7 @@ impl<S: Storage> Caps<S> {
                 live_children: 0,
                 state,
                 first_io_mapping: None,
+                last_io_mapping: None,
             },
         );
         self.place_cap(
@@ -416,24 +417,12 @@ impl<S: Storage> Caps<S> {
             return Err(Error::DeadObject);
         };
         self.check_ipa(scap.object, ipa, fobj.size_bits)?;
-        // The overlap check walks only this IoSpace's mappings (in slot
-        // order), and notes where the new one goes on that list.
-        let end = ipa + (1u64 << fobj.size_bits);
-        let mut place = None;
-        for (s, slot) in self.io_mappings(scap.object) {
-            let Some(c) = slot.cap.as_ref() else { continue };
-            if let Some(m) = c.mapping
-                && m.space == scap.object
-            {
-                let other = self.object(c.object).map_or(0, |o| o.size_bits);
-                if m.ipa < end && ipa < m.ipa + (1u64 << other) {
-                    return Err(Error::AddressInUse);
-                }
-            }
-            if s.0 < frame.0 {
-                place = Some(s);
-            }
+        // The overlap check asks the IPA index: a constant number of
+        // probes, however many mappings the IoSpace holds.
+        if self.ipa_taken(scap.object, ipa, fobj.size_bits) {
+            return Err(Error::AddressInUse);
         }
+        let place = self.io_mapping_place(scap.object, frame);
         let (unit, did) = self.space_tag(scap.object).ok_or(Error::DeadObject)?;
         sink.push(Effect::MapIoPage {
             unit,

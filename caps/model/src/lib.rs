@@ -14,8 +14,9 @@
 //!   to an abstract IOMMU (`checker` feature).
 //! - The derivation tree is seL4's mapping-database ordering: see
 //!   [`storage`]. A second list through the slots indexes each IoSpace's
-//!   IO mappings, so mapping and IoSpace teardown cost O(its mappings),
-//!   not O(slots).
+//!   IO mappings, so IoSpace teardown costs O(its mappings), not O(slots),
+//!   and a hash table keyed by (IoSpace, IPA) answers `IoSpace.Map`'s
+//!   overlap check in O(1).
 #![no_std]
 #![forbid(unsafe_code)]
 

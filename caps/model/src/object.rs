@@ -120,6 +120,8 @@ pub struct Object {
     pub(crate) live_children: u32,
     pub(crate) state: ObjectState,
     pub(crate) first_io_mapping: Option<SlotId>,
+    /// For an IoSpace: the highest slot on its mapping list (the tail).
+    pub(crate) last_io_mapping: Option<SlotId>,
 }
 
 impl Object {
@@ -156,6 +158,11 @@ impl Object {
     /// (`None`: nothing mapped; always `None` for other kinds).
     pub fn first_io_mapping(&self) -> Option<SlotId> {
         self.first_io_mapping
+    }
+    /// For an IoSpace: the highest slot whose capability holds an IO
+    /// mapping in it, the tail of that list (`None`: nothing mapped).
+    pub fn last_io_mapping(&self) -> Option<SlotId> {
+        self.last_io_mapping
     }
 }
 

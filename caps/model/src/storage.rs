@@ -20,6 +20,17 @@
 //! [`crate::Object::first_io_mapping`]. `IoSpace.Map`'s overlap check and
 //! the IoSpace's teardown walk only that list; see [`crate::Caps`]'s
 //! `mapping_index` module.
+//!
+//! # The IPA index
+//! `IoSpace.Map`'s overlap check does not walk that list: a hash table
+//! ([`Storage::ipa_index`], entries [`IpaEntry`]) keyed by (IoSpace, IPA)
+//! answers it in a constant number of probes, whatever the number of
+//! mappings. It is derived data, a function of the mappings the slots hold
+//! (checked after every step of the model checker and the property tests).
+//! [`ArrayStorage`]'s equality and hash take it as a set of entries: two
+//! states with the same capabilities and entries are one state whatever
+//! order the table's collisions were resolved in, and a state whose index
+//! went wrong is a new state, which the model checker checks.
 
 use crate::object::Object;
 use crate::types::{Badge, ObjectId, ObjectKind, Rights, SlotId};
@@ -187,6 +198,34 @@ impl<'a> Iterator for DerivationOrder<'a> {
     }
 }
 
+/// One entry of the IPA index (see the module documentation): what is
+/// mapped at one 4 KiB page or one 2 MiB block of one IoSpace. `key` 0 is a
+/// free entry; otherwise its top two bits say what the entry records
+/// (`mapping_index`'s `PAGE`, `LARGE`, `COUNT`) and the rest is the page or
+/// block number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IpaEntry {
+    pub(crate) key: u64,
+    pub(crate) space: u32,
+    /// The slot holding the mapping (`PAGE`, `LARGE`), or how many 4 KiB
+    /// mappings lie in the block (`COUNT`).
+    pub(crate) value: u32,
+}
+
+impl IpaEntry {
+    /// A free entry.
+    pub const EMPTY: IpaEntry = IpaEntry {
+        key: 0,
+        space: 0,
+        value: 0,
+    };
+}
+
+/// Entries of the IPA index per slot: each slot's capability holds at most
+/// one mapping, which needs at most two entries (its page, and its share
+/// of its block's count), so the table is never more than two-thirds full.
+pub const IPA_INDEX_PER_SLOT: usize = 3;
+
 /// Storage for slots and object records, provided by the caller.
 ///
 /// The kernel implements it over CNode memory and a fixed object table; the
@@ -205,6 +244,11 @@ pub trait Storage {
     /// CNodes must not overlap; since retype never overlaps live objects, a
     /// function of `paddr` alone suffices (the kernel uses the address).
     fn cnode_slots(&self, paddr: u64, size_bits: u8) -> Option<SlotId>;
+    /// The IPA index: [`IPA_INDEX_PER_SLOT`] entries per slot, all
+    /// [`IpaEntry::EMPTY`] at first.
+    fn ipa_index(&self) -> &[IpaEntry];
+    /// The IPA index, mutably.
+    fn ipa_index_mut(&mut self) -> &mut [IpaEntry];
 }
 
 /// Borrowed storage: the kernel can keep its tables where they live and lend
@@ -225,6 +269,12 @@ impl<T: Storage + ?Sized> Storage for &mut T {
     fn cnode_slots(&self, paddr: u64, size_bits: u8) -> Option<SlotId> {
         (**self).cnode_slots(paddr, size_bits)
     }
+    fn ipa_index(&self) -> &[IpaEntry] {
+        (**self).ipa_index()
+    }
+    fn ipa_index_mut(&mut self) -> &mut [IpaEntry] {
+        (**self).ipa_index_mut()
+    }
 }
 
 /// Fixed-size host storage: `SLOTS` slots and `OBJECTS` object records.
@@ -232,12 +282,68 @@ impl<T: Storage + ?Sized> Storage for &mut T {
 /// Slots `0..root_slots` form the root CSpace; CNode memory at `paddr` maps
 /// to slots starting at `root_slots + (paddr - cnode_memory_base) / 32` when
 /// that fits in the table.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing take the IPA index as a set of entries (see the
+/// module documentation).
+#[derive(Clone, Debug)]
 pub struct ArrayStorage<const SLOTS: usize, const OBJECTS: usize> {
     slots: [Slot; SLOTS],
     objects: [Option<Object>; OBJECTS],
     root_slots: u32,
     cnode_memory_base: u64,
+    ipa_index: [[IpaEntry; SLOTS]; IPA_INDEX_PER_SLOT],
+}
+
+impl<const SLOTS: usize, const OBJECTS: usize> ArrayStorage<SLOTS, OBJECTS> {
+    /// The IPA index's entries in use, in table order.
+    fn ipa_entries(&self) -> impl Iterator<Item = &IpaEntry> {
+        self.ipa_index.as_flattened().iter().filter(|e| e.key != 0)
+    }
+
+    /// Whether the two IPA indexes hold the same entries, wherever their
+    /// collisions put them.
+    fn same_ipa_entries(&self, other: &Self) -> bool {
+        let table = other.ipa_index.as_flattened();
+        self.ipa_entries().count() == other.ipa_entries().count()
+            && self.ipa_entries().all(|e| {
+                crate::mapping_index::find_ipa_entry(table, e.space, e.key)
+                    .is_some_and(|found| found == *e)
+            })
+    }
+}
+
+/// Equality compares the IPA index as a set of entries: two states with the
+/// same capabilities and the same index entries are one state, whatever
+/// order the table's collisions were resolved in; an index that differs
+/// (a stale entry, say) makes a different state, which the model checker
+/// then checks.
+impl<const SLOTS: usize, const OBJECTS: usize> PartialEq for ArrayStorage<SLOTS, OBJECTS> {
+    fn eq(&self, other: &Self) -> bool {
+        self.slots == other.slots
+            && self.objects == other.objects
+            && self.root_slots == other.root_slots
+            && self.cnode_memory_base == other.cnode_memory_base
+            && self.same_ipa_entries(other)
+    }
+}
+
+impl<const SLOTS: usize, const OBJECTS: usize> Eq for ArrayStorage<SLOTS, OBJECTS> {}
+
+/// Hashes the IPA index as a set (an order-independent sum over its
+/// entries), consistent with the equality above.
+impl<const SLOTS: usize, const OBJECTS: usize> core::hash::Hash for ArrayStorage<SLOTS, OBJECTS> {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.slots.hash(state);
+        self.objects.hash(state);
+        self.root_slots.hash(state);
+        self.cnode_memory_base.hash(state);
+        let entries = self.ipa_entries().fold(0u64, |sum, e| {
+            let mixed = (e.key ^ (u64::from(e.space) << 40) ^ (u64::from(e.value) << 20))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            sum.wrapping_add(mixed ^ (mixed >> 29))
+        });
+        entries.hash(state);
+    }
 }
 
 impl<const SLOTS: usize, const OBJECTS: usize> ArrayStorage<SLOTS, OBJECTS> {
@@ -254,6 +360,7 @@ impl<const SLOTS: usize, const OBJECTS: usize> ArrayStorage<SLOTS, OBJECTS> {
             objects: [None; OBJECTS],
             root_slots,
             cnode_memory_base,
+            ipa_index: [[IpaEntry::EMPTY; SLOTS]; IPA_INDEX_PER_SLOT],
         }
     }
 }
@@ -282,5 +389,11 @@ impl<const SLOTS: usize, const OBJECTS: usize> Storage for ArrayStorage<SLOTS, O
         let first = u64::from(self.root_slots).checked_add(offset >> crate::SLOT_SIZE_BITS)?;
         let end = first.checked_add(1u64.checked_shl(u32::from(size_bits))?)?;
         (end <= SLOTS as u64).then_some(SlotId(u32::try_from(first).ok()?))
+    }
+    fn ipa_index(&self) -> &[IpaEntry] {
+        self.ipa_index.as_flattened()
+    }
+    fn ipa_index_mut(&mut self) -> &mut [IpaEntry] {
+        self.ipa_index.as_flattened_mut()
     }
 }

@@ -23,6 +23,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "retype_overlap" => "retype memory safety",
         "skip_invalidation_wait" => "strict revocation",
         "map_skips_index" => "mapping index",
+        "stale_ipa_index" => "mapping index",
         other => panic!("unknown seeded bug {other}"),
     }
 }

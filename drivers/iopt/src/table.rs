@@ -442,9 +442,27 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
             if let Some(words) = self.memory.words(leaf) {
                 // The whole run at once; zero is absent in both formats.
                 let first = index(cursor, 3);
-                let run = &words[first..first + ((stop - cursor) / PAGE_SIZE) as usize];
+                let mut run = &words[first..first + ((stop - cursor) / PAGE_SIZE) as usize];
+                let mut skipped = 0;
+                if want_mapped {
+                    // Looking for a mapped page: only a non-zero word can
+                    // be one, so skip the zeroes without decoding them,
+                    // eight words at a time.
+                    for chunk in run.chunks_exact(8) {
+                        if chunk.iter().fold(0, |any, &word| any | word) != 0 {
+                            break;
+                        }
+                        skipped += 8;
+                    }
+                    skipped += run[skipped..]
+                        .iter()
+                        .position(|&entry| entry != 0)
+                        .unwrap_or(run.len() - skipped);
+                    run = &run[skipped..];
+                }
+                let from = cursor + skipped as u64 * PAGE_SIZE;
                 for (k, &entry) in run.iter().enumerate() {
-                    let at = cursor + k as u64 * PAGE_SIZE;
+                    let at = from + k as u64 * PAGE_SIZE;
                     let mapped = entry != 0
                         && match self.format().decode(3, entry) {
                             Entry::Absent => false,
@@ -497,10 +515,15 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
             self.pool.free(frame);
             return Err(Error::BadFrame { ipa: frame.ipa() });
         }
-        for slot in 0..ENTRIES_PER_TABLE {
-            if let Err(error) = self.write(frame, slot, 0) {
-                self.pool.free(frame);
-                return Err(error);
+        if let Some(words) = self.memory.words_mut(frame) {
+            // The frame is not linked yet: no walker sees it being zeroed.
+            words.fill(0);
+        } else {
+            for slot in 0..ENTRIES_PER_TABLE {
+                if let Err(error) = self.write(frame, slot, 0) {
+                    self.pool.free(frame);
+                    return Err(error);
+                }
             }
         }
         self.memory.sync(frame, 0, ENTRIES_PER_TABLE);
@@ -548,10 +571,15 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
         let first_slot = index(*cursor, 3);
         let format = self.format();
         if let Some(words) = self.memory.words_mut(leaf) {
-            // The whole run at once, one store per entry.
+            // The whole run at once, one store per entry. The entries
+            // differ only in their address field, which holds the page's
+            // IPA as is: the IPAs were checked below the limit, so adding
+            // a page to the first entry gives the next one.
             let count = ((stop - *cursor) / PAGE_SIZE) as usize;
-            for (k, word) in words[first_slot..first_slot + count].iter_mut().enumerate() {
-                *word = format.page_entry(first_ipa + k as u64 * PAGE_SIZE, rights);
+            let mut entry = format.page_entry(first_ipa, rights);
+            for word in &mut words[first_slot..first_slot + count] {
+                *word = entry;
+                entry += PAGE_SIZE;
             }
             *cursor = stop;
             self.memory.sync(leaf, first_slot, count);

@@ -9,13 +9,16 @@
 //! (`virtio::pci`), and drives the device with `virtio-drivers`'
 //! `VirtIOBlk` in polling mode, accepting `VIRTIO_F_ACCESS_PLATFORM`
 //! (`virtio::platform`). Every address the device gets is an IOVA of the
-//! driver's stage 1, mapped for one request.
+//! driver's stage 1, by default mapped for one request (`SHARING` picks
+//! another way, `virtio::dma::Sharing`).
 //!
 //! Then it serves the block protocol (`vblk_protocol`) on its endpoint
 //! `channel0`: a 4 KiB block travels through the page it shares with the
 //! client; the device reads or writes the driver's own data page (shared
 //! in place, mapped in stage 1 for the request), and the driver copies
-//! between that page and the client's.
+//! between that page and the client's. `STATS` answers its IOMMU counters,
+//! and a read's or write's reply its cost (`vblk_protocol::Cost`), for the
+//! client's checks and `cargo xtask bench`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -260,6 +263,7 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
                 Some(Sharing::PerRequest) => virtio::dma::Sharing::PerRequest,
                 Some(Sharing::StagedBounces) => virtio::dma::Sharing::StagedBounces,
                 Some(Sharing::Premapped) => virtio::dma::Sharing::Premapped,
+                Some(Sharing::Batched) => virtio::dma::Sharing::Batched,
                 None => return Err(Status::UnknownRequest),
             };
             virtio::dma::set_sharing(sharing).map_err(|why| {
@@ -335,6 +339,12 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
                 .complete_read_blocks(token, &request, data, &mut response)
         }
     };
+    // A `Batched` pool's unmaps reach the IOMMU now, before the driver
+    // reads what the device wrote.
+    virtio::dma::flush().map_err(|why| {
+        rt::println!("[vblk] block {block}: unmapping its buffers: {}", why.0);
+        Status::DeviceError
+    })?;
     done.map_err(|e| {
         rt::println!(
             "[vblk] block {block}: the device answered {e:?} ({:?})",

@@ -59,6 +59,15 @@ pub enum Sharing {
     /// As `StagedBounces`, and the reserved pages stay mapped read-write:
     /// no stage-1 change per request.
     Premapped,
+    /// As `PerRequest`, but a request's maps are invalidated together,
+    /// once, before the doorbell ([`flush`], called by
+    /// `crate::platform::AccessPlatform::notify`), and its unmaps
+    /// together when the driver calls [`flush`] after the device returned
+    /// the request (before it looks at the data); each flush invalidates
+    /// the span of every pending range in one call. Between a buffer's
+    /// `unshare` and that flush the device can still reach it: a bounce
+    /// is copied back in that window.
+    Batched,
 }
 const PAGE: u64 = 4096;
 
@@ -130,11 +139,26 @@ enum Page {
     Staged { original: u64, len: u64 },
     /// A reserved page kept mapped read-write ([`Sharing::Premapped`]).
     Premapped,
+    /// A premapped page holding a buffer the device was given.
+    PremappedShared,
 }
 
-struct Pool {
+/// Where the pool's stage-1 changes reach the IOMMU: the IoUserTable's
+/// `Invalidate` in a driver, a recorder in the host tests.
+pub trait InvalidateRange {
+    /// Makes the IOMMU forget what it cached of `[iova, iova + len)`.
+    fn invalidate(&mut self, iova: u64, len: u64) -> Result<(), sys::Error>;
+}
+
+impl InvalidateRange for Cap<IoUserTable> {
+    fn invalidate(&mut self, iova: u64, len: u64) -> Result<(), sys::Error> {
+        self.invalidate_range(iova, len)
+    }
+}
+
+struct Pool<T: InvalidateRange> {
     stage1: IoPageTable<BitmapPool<1>, SliceMemory<'static>>,
-    table: Cap<IoUserTable>,
+    table: T,
     memory: u64,
     memory_ipa: u64,
     iova: u64,
@@ -143,29 +167,44 @@ struct Pool {
     counters: Counters,
     error: Option<Failure>,
     sharing: Sharing,
+    /// Inside a `Batched` share or unshare: stage-1 changes wait for
+    /// [`flush`].
+    deferring: bool,
 }
 
-static POOL: spin::Mutex<Option<Pool>> = spin::Mutex::new(None);
+static POOL: spin::Mutex<Option<Pool<Cap<IoUserTable>>>> = spin::Mutex::new(None);
 
-/// `IoUserTable.Invalidate` for iopt's flush, counted.
-struct Invalidate<'a> {
-    table: Cap<IoUserTable>,
+/// The table's invalidation for iopt's flush, counted.
+struct Invalidate<'a, T: InvalidateRange> {
+    table: &'a mut T,
     window: (u64, u64),
     calls: &'a mut u64,
+    /// Invalidate `window` at the first range and nothing after
+    /// (`Some(false)` until then), or each range as iopt gives it (`None`).
+    whole_window: Option<bool>,
 }
 
-impl iopt::Invalidator for Invalidate<'_> {
+impl<T: InvalidateRange> iopt::Invalidator for Invalidate<'_, T> {
     type Error = sys::Error;
 
     fn invalidate_range(&mut self, range: InvalidationRange) -> Result<(), sys::Error> {
-        *self.calls += 1;
-        self.table.invalidate_range(range.iova, range.len)
+        match self.whole_window {
+            Some(true) => Ok(()),
+            Some(false) => {
+                self.whole_window = Some(true);
+                self.invalidate_all()
+            }
+            None => {
+                *self.calls += 1;
+                self.table.invalidate(range.iova, range.len)
+            }
+        }
     }
 
     fn invalidate_all(&mut self) -> Result<(), sys::Error> {
         // Shadow nesting composes per range: the pool's whole window.
         *self.calls += 1;
-        self.table.invalidate_range(self.window.0, self.window.1)
+        self.table.invalidate(self.window.0, self.window.1)
     }
 }
 
@@ -181,7 +220,30 @@ fn rights(direction: BufferDirection) -> Rights {
     }
 }
 
-impl Pool {
+impl<T: InvalidateRange> Pool<T> {
+    /// A pool of `count` pages at `memory` here, `memory_ipa` in the
+    /// IoSpace, `iova` in `stage1`, all free and unmapped.
+    fn new(
+        stage1: IoPageTable<BitmapPool<1>, SliceMemory<'static>>,
+        table: T,
+        (memory, memory_ipa, count): (u64, u64, usize),
+        iova: u64,
+    ) -> Self {
+        Pool {
+            stage1,
+            table,
+            memory,
+            memory_ipa,
+            iova,
+            pages: [Page::Free; MAX_PAGES],
+            count: count.min(MAX_PAGES),
+            counters: Counters::default(),
+            error: None,
+            sharing: Sharing::PerRequest,
+            deferring: false,
+        }
+    }
+
     fn va(&self, page: usize) -> u64 {
         self.memory + page as u64 * PAGE
     }
@@ -211,11 +273,25 @@ impl Pool {
     }
 
     fn flush(&mut self) -> Result<(), Failure> {
-        let window = (self.iova, self.count as u64 * PAGE);
+        let mut window = (self.iova, self.count as u64 * PAGE);
+        let batched = self.sharing == Sharing::Batched;
+        let pending = self.stage1.pending_invalidation();
+        if batched && !pending.is_overflowed() {
+            // One call for every pending range: the span from the first
+            // to the last.
+            let ranges = pending.ranges();
+            if let (Some(start), Some(end)) = (
+                ranges.iter().map(|r| r.iova).min(),
+                ranges.iter().map(|r| r.end()).max(),
+            ) {
+                window = (start, end - start);
+            }
+        }
         let mut invalidate = Invalidate {
-            table: self.table,
+            table: &mut self.table,
             window,
             calls: &mut self.counters.invalidations,
+            whole_window: batched.then_some(false),
         };
         self.stage1
             .flush(&mut invalidate)
@@ -241,6 +317,9 @@ impl Pool {
         self.stage1
             .map(iova, ipa, pages as u64 * PAGE, rights)
             .map_err(|e| failure(format_args!("stage-1 map of IOVA {iova:#x}: {e:?}")))?;
+        if self.deferring {
+            return Ok(());
+        }
         self.flush()
     }
 
@@ -249,7 +328,30 @@ impl Pool {
         self.stage1
             .unmap(iova, pages as u64 * PAGE)
             .map_err(|e| failure(format_args!("stage-1 unmap of IOVA {iova:#x}: {e:?}")))?;
+        if self.deferring {
+            return Ok(());
+        }
         self.flush()
+    }
+
+    /// Runs `operation` (a `share` or `unshare` of the Hal) with its
+    /// stage-1 changes deferred to [`flush`] when `Batched`.
+    fn deferred<R>(&mut self, operation: impl FnOnce(&mut Self) -> R) -> R {
+        self.deferring = self.sharing == Sharing::Batched;
+        let result = operation(self);
+        self.deferring = false;
+        result
+    }
+
+    /// Invalidates what changed since the last flush, counted.
+    fn flush_pending(&mut self) -> Result<(), Failure> {
+        if self.stage1.pending_invalidation().is_empty() {
+            return Ok(());
+        }
+        let start = rt::bench::counter();
+        let flushed = self.flush();
+        self.counters.iommu_ticks += rt::bench::counter() - start;
+        flushed
     }
 
     fn allocate(&mut self, pages: usize, direction: BufferDirection) -> Result<usize, Failure> {
@@ -264,6 +366,33 @@ impl Pool {
         self.pages[first..first + pages].fill(Page::Allocated);
         self.counters.allocations += 1;
         Ok(first)
+    }
+
+    fn deallocate(&mut self, iova: u64, pages: usize) -> Result<(), Failure> {
+        let first = self
+            .page_at_iova(iova)
+            .filter(|&first| {
+                first + pages <= self.count
+                    && self.pages[first..first + pages]
+                        .iter()
+                        .all(|p| *p == Page::Allocated)
+            })
+            .ok_or_else(|| {
+                failure(format_args!(
+                    "dma_dealloc of {pages} page(s) at IOVA {iova:#x}, not an allocation"
+                ))
+            })?;
+        self.unmap(first, pages)?;
+        self.pages[first..first + pages].fill(Page::Free);
+        Ok(())
+    }
+
+    fn reserve(&mut self, pages: usize) -> Result<u64, Failure> {
+        let first = self
+            .find_free(pages)
+            .ok_or_else(|| failure(format_args!("no {pages} free page(s) to reserve")))?;
+        self.pages[first..first + pages].fill(Page::Reserved);
+        Ok(self.va(first))
     }
 
     fn share(&mut self, va: u64, len: u64, direction: BufferDirection) -> Result<u64, Failure> {
@@ -285,6 +414,7 @@ impl Pool {
                     .iter()
                     .all(|p| *p == Page::Premapped)
         }) {
+            self.pages[first..first + pages].fill(Page::PremappedShared);
             self.counters.in_place += 1;
             return Ok(self.iova_of(first) + (va & (PAGE - 1)));
         }
@@ -347,7 +477,11 @@ impl Pool {
                 self.pages[first..first + pages].fill(Page::Free);
                 Ok(())
             }
-            Page::Premapped => Ok(()),
+            Page::PremappedShared => {
+                let pages = span(va, len) as usize;
+                self.pages[first..first + pages].fill(Page::Premapped);
+                Ok(())
+            }
             Page::Staged { original, len } if original == va => {
                 if direction != BufferDirection::DriverToDevice {
                     copy(self.va(first), original, len);
@@ -362,13 +496,16 @@ impl Pool {
     }
 }
 
-impl Pool {
+impl<T: InvalidateRange> Pool<T> {
     /// Back to [`Sharing::PerRequest`], then on to `sharing`.
     fn set_sharing(&mut self, sharing: Sharing) -> Result<(), Failure> {
-        if let Some(busy) = self.pages[..self.count]
-            .iter()
-            .position(|p| matches!(p, Page::Staged { .. } | Page::Shared))
-        {
+        self.flush_pending()?;
+        if let Some(busy) = self.pages[..self.count].iter().position(|p| {
+            matches!(
+                p,
+                Page::Staged { .. } | Page::Shared | Page::PremappedShared
+            )
+        }) {
             return Err(failure(format_args!(
                 "page {busy} of the pool is shared with the device: no change of sharing under I/O"
             )));
@@ -387,7 +524,8 @@ impl Pool {
             }
         }
         self.sharing = Sharing::PerRequest;
-        if sharing == Sharing::PerRequest {
+        if matches!(sharing, Sharing::PerRequest | Sharing::Batched) {
+            self.sharing = sharing;
             return Ok(());
         }
         for _ in 0..STAGING_PAGES {
@@ -410,6 +548,18 @@ impl Pool {
     }
 }
 
+/// Makes the IOMMU see every stage-1 change a `Batched` share or unshare
+/// left pending (nothing to do otherwise): before the doorbell, and after
+/// the device returned a request, before the driver reads what it wrote.
+pub fn flush() -> Result<(), Failure> {
+    let mut guard = POOL.lock();
+    let pool = guard
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
+    pool.flush_pending()
+        .inspect_err(|why| pool.error = Some(why.clone()))
+}
+
 /// Changes how buffers are shared from the next request on (see
 /// [`Sharing`]); refused while a buffer is shared.
 pub fn set_sharing(sharing: Sharing) -> Result<(), Failure> {
@@ -424,7 +574,7 @@ pub fn set_sharing(sharing: Sharing) -> Result<(), Failure> {
 /// `setup.memory` the Hal's. Returns the IoUserTable, for
 /// `IoDevice.AttachNested`.
 pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
-    let (memory, memory_ipa, count) = setup.memory;
+    let count = setup.memory.2;
     if count > MAX_PAGES {
         return Err(failure(format_args!(
             "a DMA pool of {count} pages; at most {MAX_PAGES}"
@@ -445,18 +595,7 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
         .space
         .bind_user_table(stage1.root().ipa(), FORMAT.1, setup.table_slot)
         .map_err(|e| failure(format_args!("IoSpace.BindUserTable: {e:?}")))?;
-    *POOL.lock() = Some(Pool {
-        stage1,
-        table,
-        memory,
-        memory_ipa,
-        iova: setup.iova,
-        pages: [Page::Free; MAX_PAGES],
-        count,
-        counters: Counters::default(),
-        error: None,
-        sharing: Sharing::PerRequest,
-    });
+    *POOL.lock() = Some(Pool::new(stage1, table, setup.memory, setup.iova));
     Ok(table)
 }
 
@@ -464,15 +603,10 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
 /// unmapped until a buffer in them is shared (then the device reads or
 /// writes them in place, with no copy). Returns their address.
 pub fn reserve(pages: usize) -> Result<u64, Failure> {
-    let mut guard = POOL.lock();
-    let pool = guard
+    POOL.lock()
         .as_mut()
-        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
-    let first = pool
-        .find_free(pages)
-        .ok_or_else(|| failure(format_args!("no {pages} free page(s) to reserve")))?;
-    pool.pages[first..first + pages].fill(Page::Reserved);
-    Ok(pool.va(first))
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?
+        .reserve(pages)
 }
 
 /// The counters since [`install`].
@@ -557,17 +691,8 @@ unsafe impl Hal for StageOneHal {
         let Some(pool) = guard.as_mut() else {
             return -1;
         };
-        let Some(first) = pool
-            .page_at_iova(paddr)
-            .filter(|&first| first + pages <= pool.count)
-        else {
-            return -1;
-        };
-        match pool.unmap(first, pages) {
-            Ok(()) => {
-                pool.pages[first..first + pages].fill(Page::Free);
-                0
-            }
+        match pool.deallocate(paddr, pages) {
+            Ok(()) => 0,
             Err(why) => {
                 pool.error = Some(why);
                 -1
@@ -591,19 +716,23 @@ unsafe impl Hal for StageOneHal {
         let Some(pool) = guard.as_mut() else {
             return 0;
         };
-        pool.share(va, len, direction).unwrap_or_else(|why| {
-            pool.error = Some(why);
-            0
-        })
+        pool.deferred(|pool| pool.share(va, len, direction))
+            .unwrap_or_else(|why| {
+                pool.error = Some(why);
+                0
+            })
     }
 
     unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
         let (va, len) = (buffer.as_ptr() as *mut u8 as u64, buffer.len() as u64);
         let mut guard = POOL.lock();
         if let Some(pool) = guard.as_mut()
-            && let Err(why) = pool.unshare(paddr, va, len, direction)
+            && let Err(why) = pool.deferred(|pool| pool.unshare(paddr, va, len, direction))
         {
             pool.error = Some(why);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -105,6 +105,10 @@ impl<T: Transport> Transport for AccessPlatform<T> {
     }
 
     fn notify(&mut self, queue: u16) {
+        // A `Batched` pool's maps become the IOMMU's before the device
+        // looks (a failure is kept for `dma::take_error`; the device's
+        // access then faults).
+        let _ = crate::dma::flush();
         let start = rt::bench::counter();
         self.inner.notify(queue);
         DOORBELL.fetch_add(rt::bench::counter() - start, Ordering::Relaxed);

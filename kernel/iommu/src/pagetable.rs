@@ -100,6 +100,37 @@ impl fmt::Display for MapError {
     }
 }
 
+/// What covers one 2 MiB region of a table's input
+/// ([`PageTable::covering`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Covering {
+    /// A last-level table of 4 KiB entries (its physical address).
+    Table(PhysAddr),
+    /// A 2 MiB or 1 GiB leaf: its output base, the offset mask within it,
+    /// and its rights.
+    Leaf {
+        /// Input address of the leaf's first byte.
+        input: u64,
+        /// Output address of the leaf's first byte.
+        output: PhysAddr,
+        /// The input bits kept as the offset (size - 1).
+        mask: u64,
+        /// The leaf's rights.
+        perms: Perms,
+    },
+    /// Nothing is mapped in the region.
+    Nothing,
+}
+
+/// The allocator of a walk that allocates nothing.
+struct NoFrames;
+
+impl FrameAllocator for NoFrames {
+    fn alloc_zeroed_frame(&mut self) -> Option<PhysAddr> {
+        None
+    }
+}
+
 /// How one format encodes its entries.
 pub trait PageTableFormat {
     /// An entry pointing at the next-level table.
@@ -301,25 +332,14 @@ impl<F: PageTableFormat> PageTable<F> {
         if leaf.is_some_and(|(_, perms)| !perms.read && !perms.write) {
             return Err(MapError::NoAccess);
         }
-        let mut table = self.root;
-        let mut height = self.height;
-        while height > 1 {
-            let slot = table + 8 * Self::index(input, height);
-            let entry = mem.read_u64(slot);
-            table = if self.format.is_present(entry) {
-                if !self.format.is_table(entry, height) {
-                    return Err(MapError::Misaligned);
-                }
-                self.format.address(entry)
-            } else if leaf.is_none() {
-                return Ok(false);
-            } else {
-                let next = alloc.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
-                mem.write_u64(slot, self.format.table_entry(next));
-                next
-            };
-            height -= 1;
-        }
+        // Only a new leaf needs the tables on its way.
+        let table = match leaf {
+            Some(_) => self.leaf_table(mem, Some(alloc), input)?,
+            None => self.find_leaf_table(mem, input)?,
+        };
+        let Some(table) = table else {
+            return Ok(false);
+        };
         let slot = table + 8 * Self::index(input, 1);
         let had = self.format.is_present(mem.read_u64(slot));
         let entry = match leaf {
@@ -330,7 +350,123 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok(had)
     }
 
+    /// The last-level (4 KiB) table covering `input`, walking table
+    /// entries only: `Ok(Some(table))`, `Ok(None)` when a table on the
+    /// way is missing (nothing is mapped in that region), `Err(Misaligned)`
+    /// when a larger leaf covers `input`, `Err(OutOfRange)` beyond the
+    /// table's input bits. For runs of 4 KiB entries in one 2 MiB region:
+    /// walk once, then index the table.
+    pub fn find_leaf_table(
+        &self,
+        mem: &impl PhysMem,
+        input: u64,
+    ) -> Result<Option<PhysAddr>, MapError> {
+        self.leaf_table(mem, None::<&mut NoFrames>, input)
+    }
+
+    /// [`PageTable::find_leaf_table`], allocating the missing tables.
+    pub fn leaf_table_or_new(
+        &self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        input: u64,
+    ) -> Result<PhysAddr, MapError> {
+        self.leaf_table(mem, Some(alloc), input)?
+            .ok_or(MapError::OutOfMemory)
+    }
+
+    fn leaf_table<A: FrameAllocator>(
+        &self,
+        mem: &impl PhysMem,
+        mut alloc: Option<&mut A>,
+        input: u64,
+    ) -> Result<Option<PhysAddr>, MapError> {
+        if input >> self.input_bits != 0 {
+            return Err(MapError::OutOfRange);
+        }
+        let mut table = self.root;
+        let mut height = self.height;
+        while height > 1 {
+            let slot = table + 8 * Self::index(input, height);
+            let entry = mem.read_u64(slot);
+            table = if self.format.is_present(entry) {
+                if !self.format.is_table(entry, height) {
+                    return Err(MapError::Misaligned);
+                }
+                self.format.address(entry)
+            } else if let Some(alloc) = alloc.as_deref_mut() {
+                let next = alloc.alloc_zeroed_frame().ok_or(MapError::OutOfMemory)?;
+                mem.write_u64(slot, self.format.table_entry(next));
+                next
+            } else {
+                return Ok(None);
+            };
+            height -= 1;
+        }
+        Ok(Some(table))
+    }
+
+    /// What covers the 2 MiB region of `input` (for runs of lookups in
+    /// one region: walk once, then index the last-level table):
+    /// [`Covering::Table`], a larger leaf, or nothing.
+    pub fn covering(&self, mem: &impl PhysMem, input: u64) -> Covering {
+        let Some((_, entry, height)) = self.find_entry(mem, input, 2) else {
+            return Covering::Nothing;
+        };
+        if height == 2 && self.format.is_table(entry, 2) {
+            return Covering::Table(self.format.address(entry));
+        }
+        let mask = (1u64 << (12 + 9 * (height - 1))) - 1;
+        Covering::Leaf {
+            input: input & !mask,
+            output: self.format.address(entry) & !mask,
+            mask,
+            perms: self.format.perms(entry),
+        }
+    }
+
+    /// One lookup inside the region [`PageTable::covering`] described:
+    /// the output address and rights for `input`.
+    pub fn lookup_in(
+        &self,
+        mem: &impl PhysMem,
+        covering: Covering,
+        input: u64,
+    ) -> Option<(PhysAddr, Perms)> {
+        match covering {
+            Covering::Table(table) => {
+                let entry = mem.read_u64(table + 8 * Self::index(input, 1));
+                self.format.is_present(entry).then(|| {
+                    (
+                        self.format.address(entry) | (input & 0xfff),
+                        self.format.perms(entry),
+                    )
+                })
+            }
+            Covering::Leaf {
+                input: base,
+                output,
+                mask,
+                perms,
+            } if input & !mask == base => Some((output | (input & mask), perms)),
+            // A leaf smaller than the region (a one-level table): walk.
+            Covering::Leaf { .. } => self.lookup(mem, input),
+            Covering::Nothing => None,
+        }
+    }
+
     fn find_leaf(&self, mem: &impl PhysMem, input: u64) -> Option<(PhysAddr, u64, u32)> {
+        self.find_entry(mem, input, 1)
+    }
+
+    /// Walks towards `input` down to height `lowest`: the slot, entry and
+    /// height of the first leaf, or of the table entry at `lowest`.
+    fn find_entry(
+        &self,
+        mem: &impl PhysMem,
+        input: u64,
+        lowest: u32,
+    ) -> Option<(PhysAddr, u64, u32)> {
         if input >> self.input_bits != 0 {
             return None;
         }
@@ -342,7 +478,7 @@ impl<F: PageTableFormat> PageTable<F> {
             if !self.format.is_present(entry) {
                 return None;
             }
-            if height > 1 && self.format.is_table(entry, height) {
+            if height > lowest && self.format.is_table(entry, height) {
                 table = self.format.address(entry);
                 height -= 1;
                 continue;
@@ -612,22 +748,32 @@ mod tests {
     use crate::vtd::regs::Capability;
     use crate::vtd::tables::{FirstStageFormat, SecondStageFormat};
 
+    /// A VT-d second-stage table in `memory` (tables from 16 MiB) with
+    /// `pages` mapped: (input, output, size, rights).
+    fn second_stage_with(
+        memory: &SimMemory,
+        pages: &[(u64, u64, PageSize, Perms)],
+    ) -> PageTable<SecondStageFormat> {
+        let mut frames = SimFrames::new(memory, 16 << 20, 32 << 20);
+        let format = SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
+        let table = PageTable::new(&mut frames, format, 4, 48).unwrap();
+        for &(input, output, size, perms) in pages {
+            table
+                .map(memory, &mut frames, input, output, size, perms)
+                .unwrap();
+        }
+        table
+    }
+
     #[test]
     fn every_leaf_is_read_back() {
         let memory = SimMemory::new(64 << 20);
-        let mut frames = SimFrames::new(&memory, 16 << 20, 32 << 20);
-        let format = SecondStageFormat::for_unit(Capability(0x00d2_008c_222f_0606));
-        let table = PageTable::new(&mut frames, format, 4, 48).unwrap();
         let pages = [
             (0x1000, 0x9000, PageSize::Size4K, Perms::READ),
             (0x20_0000, 0x40_0000, PageSize::Size2M, Perms::READ_WRITE),
             (0x7f_ffff_f000, 0xa000, PageSize::Size4K, Perms::WRITE),
         ];
-        for (input, output, size, perms) in pages {
-            table
-                .map(&memory, &mut frames, input, output, size, perms)
-                .unwrap();
-        }
+        let table = second_stage_with(&memory, &pages);
         let mut seen = std::vec::Vec::new();
         table.for_each_leaf(&memory, |input, output, bits, perms| {
             seen.push((input, output, bits, perms))
@@ -637,6 +783,39 @@ mod tests {
             .map(|&(i, o, size, p)| (i, o, size.shift(), p))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn lookups_in_a_covered_region_agree_with_full_walks() {
+        let memory = SimMemory::new(64 << 20);
+        let table = second_stage_with(
+            &memory,
+            &[
+                (0x1000, 0x9000, PageSize::Size4K, Perms::READ),
+                (0x3000, 0xb000, PageSize::Size4K, Perms::READ_WRITE),
+                (0x20_0000, 0x40_0000, PageSize::Size2M, Perms::READ_WRITE),
+                (0x4000_0000, 0x8000_0000, PageSize::Size1G, Perms::READ),
+            ],
+        );
+        let inputs = (0..0x60_0000u64)
+            .step_by(0x1800)
+            .chain((0x4000_0000..0x4060_0000).step_by(0x3_3000))
+            .chain([0x8000_0000, 1 << 47, u64::MAX]);
+        for input in inputs {
+            let covering = table.covering(&memory, input);
+            assert_eq!(
+                table.lookup_in(&memory, covering, input),
+                table.lookup(&memory, input),
+                "{input:#x} in {covering:x?}"
+            );
+            // Any other input of the same 2 MiB region, with its covering.
+            let other = (input & !0x1f_ffff) | 0x1_f008;
+            assert_eq!(
+                table.lookup_in(&memory, covering, other),
+                table.lookup(&memory, other),
+                "{other:#x} in {covering:x?}"
+            );
+        }
     }
 
     #[test]

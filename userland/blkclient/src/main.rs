@@ -181,10 +181,12 @@ fn main(startup: &rt::Startup) -> i32 {
     });
     suite.run("each_sharing_reads_right_with_its_invalidations", || {
         // Invalidations per read: (a) 6; staged headers: the data page's
-        // map and unmap, 2; (b) pre-mapped: none.
+        // map and unmap, 2; (b) pre-mapped: none; batched: the three maps
+        // at once, then the three unmaps, 2.
         for (sharing, expected) in [
             (Sharing::StagedBounces, 2),
             (Sharing::Premapped, 0),
+            (Sharing::Batched, 2),
             (Sharing::PerRequest, 6),
         ] {
             let set = ask(driver, SHARING, sharing.code());
@@ -218,6 +220,7 @@ fn main(startup: &rt::Startup) -> i32 {
         (Sharing::PerRequest, "blk-read-4k"),
         (Sharing::StagedBounces, "blk-read-4k-staged"),
         (Sharing::Premapped, "blk-read-4k-premapped"),
+        (Sharing::Batched, "blk-read-4k-batched"),
     ] {
         let timed = ask(driver, SHARING, sharing.code()).and_then(|_| timed_read(driver));
         match timed {

@@ -548,9 +548,10 @@ pub fn unique_tags<S: Storage>(caps: &Caps<S>) -> Check {
 pub fn mapping_index<S: Storage>(caps: &Caps<S>) -> Check {
     let slots = caps.slots();
     let mut listed = BTreeSet::new();
+    let mut expected_entries = 0;
     for (id, o) in live_objects(caps) {
         if o.kind() != ObjectKind::IoSpace {
-            if let Some(head) = o.first_io_mapping() {
+            if let Some(head) = o.first_io_mapping().or(o.last_io_mapping()) {
                 return Err(format!(
                     "{:?} object {} heads an IO mapping list (slot {})",
                     o.kind(),
@@ -598,7 +599,22 @@ pub fn mapping_index<S: Storage>(caps: &Caps<S>) -> Check {
                 mapped.iter().map(|s| s.0).collect::<std::vec::Vec<_>>()
             ));
         }
+        if o.last_io_mapping() != found.last().copied() {
+            return Err(format!(
+                "IoSpace object {}: list tail {:?}, its last listed slot {:?}",
+                id.0,
+                o.last_io_mapping().map(|s| s.0),
+                found.last().map(|s| s.0)
+            ));
+        }
+        expected_entries += ipa_index_of_space(caps, id, &mapped)?;
         listed.extend(found);
+    }
+    if caps.ipa_index_used() != expected_entries {
+        return Err(format!(
+            "the IPA index holds {} entries, the mappings need {expected_entries}",
+            caps.ipa_index_used()
+        ));
     }
     for (i, s) in slots.iter().enumerate() {
         if listed.contains(&SlotId(i as u32)) {
@@ -614,6 +630,82 @@ pub fn mapping_index<S: Storage>(caps: &Caps<S>) -> Check {
         }
     }
     Ok(())
+}
+
+/// The IPA index's part for IoSpace `space`, whose mappings are held in
+/// `mapped`: each mapping's own entry names its slot, each 2 MiB block's
+/// count is its number of 4 KiB mappings, and the index's overlap answer
+/// equals the walk of the mapping list for every mapped page and block,
+/// their neighbours and the blocks around them, at both sizes. Returns how
+/// many entries the space needs.
+fn ipa_index_of_space<S: Storage>(
+    caps: &Caps<S>,
+    space: crate::ObjectId,
+    mapped: &[SlotId],
+) -> Result<usize, String> {
+    const LARGE: u64 = 1 << crate::LARGE_PAGE_BITS;
+    const PAGE: u64 = 1 << crate::PAGE_BITS;
+    let mut counts = std::collections::BTreeMap::new();
+    let mut probes = BTreeSet::new();
+    for &slot in mapped {
+        let Some(cap) = caps.slots()[slot.0 as usize].cap() else {
+            continue;
+        };
+        let Some(m) = cap.mapping() else { continue };
+        let large = caps
+            .object(cap.object())
+            .is_some_and(|o| o.memory().is_some_and(|(_, bits)| bits > crate::PAGE_BITS));
+        let (own, _) = caps.ipa_index_entry(space, m.ipa, large);
+        if own != Some(slot.0) {
+            return Err(format!(
+                "IoSpace object {}: the IPA index has {own:?} for the mapping at {:#x}, held in slot {}",
+                space.0, m.ipa, slot.0
+            ));
+        }
+        let block = m.ipa & !(LARGE - 1);
+        if !large {
+            *counts.entry(block).or_insert(0u32) += 1;
+        }
+        for ipa in [
+            m.ipa,
+            m.ipa.wrapping_sub(PAGE),
+            m.ipa + PAGE,
+            block,
+            block + LARGE,
+        ] {
+            probes.insert(ipa);
+        }
+        probes.insert(block.wrapping_sub(LARGE));
+    }
+    for (&block, &count) in &counts {
+        let (_, held) = caps.ipa_index_entry(space, block, true);
+        if held != count {
+            return Err(format!(
+                "IoSpace object {}: the IPA index counts {held} 4 KiB mappings in the block at {block:#x}, there are {count}",
+                space.0
+            ));
+        }
+    }
+    for ipa in probes {
+        for bits in [crate::PAGE_BITS, crate::LARGE_PAGE_BITS] {
+            if ipa & ((1u64 << bits) - 1) != 0 || ipa.checked_add(1u64 << bits).is_none() {
+                continue;
+            }
+            let (index, walk) = (
+                caps.ipa_taken(space, ipa, bits),
+                caps.ipa_taken_by_walk(space, ipa, bits),
+            );
+            if index != walk {
+                return Err(format!(
+                    "IoSpace object {}: the IPA index says {} for 2^{bits} bytes at {ipa:#x}, the walk of its mappings {}",
+                    space.0,
+                    if index { "taken" } else { "free" },
+                    if walk { "taken" } else { "free" }
+                ));
+            }
+        }
+    }
+    Ok(mapped.len() + counts.len())
 }
 
 /// All invariants, in order, with their names.

@@ -57,6 +57,9 @@ pub enum Sharing {
     StagedBounces,
     /// (b) a pre-mapped pool: nothing changes in stage 1 per request (2).
     Premapped,
+    /// As `PerRequest`, the maps invalidated together before the doorbell
+    /// and the unmaps together after the device returned the request (3).
+    Batched,
 }
 
 impl Sharing {
@@ -66,6 +69,7 @@ impl Sharing {
             Sharing::PerRequest => 0,
             Sharing::StagedBounces => 1,
             Sharing::Premapped => 2,
+            Sharing::Batched => 3,
         }
     }
 
@@ -75,6 +79,7 @@ impl Sharing {
             0 => Some(Sharing::PerRequest),
             1 => Some(Sharing::StagedBounces),
             2 => Some(Sharing::Premapped),
+            3 => Some(Sharing::Batched),
             _ => None,
         }
     }
@@ -232,10 +237,11 @@ mod tests {
             Sharing::PerRequest,
             Sharing::StagedBounces,
             Sharing::Premapped,
+            Sharing::Batched,
         ] {
             assert_eq!(Sharing::from_code(sharing.code()), Some(sharing));
         }
-        assert_eq!(Sharing::from_code(3), None);
+        assert_eq!(Sharing::from_code(4), None);
     }
 
     #[test]

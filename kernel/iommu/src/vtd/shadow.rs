@@ -19,7 +19,7 @@
 //! next invalidation repopulate it. Then invalidate the shadow's domain.
 
 use super::tables::SecondStageFormat;
-use crate::pagetable::{MapError, PageTable, Perms};
+use crate::pagetable::{Covering, MapError, PageTable, PageTableFormat, Perms};
 use crate::{FrameAllocator, PhysMem, bit};
 use core::fmt;
 
@@ -114,6 +114,55 @@ fn walk_upper(
     Upper::Table { table, writable }
 }
 
+/// The first stage's leaf for `iova` below `upper`: the IPA of its page
+/// and whether every level allowed writes, or `None` when it would fault.
+fn first_stage_leaf(mem: &impl PhysMem, upper: Upper, iova: u64) -> Option<(u64, bool)> {
+    match upper {
+        Upper::Fault => None,
+        Upper::Large {
+            ipa,
+            mask,
+            writable,
+        } => Some((ipa | (iova & mask & !0xfff), writable)),
+        Upper::Table { table, writable } => {
+            let entry = mem.read_u64(table + 8 * ((iova >> 12) & 0x1ff));
+            if !bit(entry, 0) || !bit(entry, 2) {
+                return None;
+            }
+            Some((entry & 0x000f_ffff_ffff_f000, writable && bit(entry, 1)))
+        }
+    }
+}
+
+/// The composed page and rights: stage 2's page, readable as stage 2
+/// says, writable only if both stages allow it.
+fn combine(pa: u64, second: Perms, writable: bool) -> Option<(u64, Perms)> {
+    let perms = Perms {
+        read: second.read,
+        write: writable && second.write,
+    };
+    (perms.read || perms.write).then_some((pa & !0xfff, perms))
+}
+
+/// Stage 2's page and rights for `ipa`, walking its tables once per 2 MiB
+/// region of IPAs (`region` keeps what covers the last one).
+fn second_stage_in(
+    mem: &impl PhysMem,
+    second: &PageTable<SecondStageFormat>,
+    region: &mut Option<(u64, Covering)>,
+    ipa: u64,
+) -> Option<(u64, Perms)> {
+    let covering = match *region {
+        Some((r, covering)) if r == ipa >> 21 => covering,
+        _ => {
+            let covering = second.covering(mem, ipa);
+            *region = Some((ipa >> 21, covering));
+            covering
+        }
+    };
+    second.lookup_in(mem, covering, ipa)
+}
+
 /// Finishes the walk of `iova` below `upper`: the physical page and rights,
 /// or `None` when it would fault.
 fn walk_lower(
@@ -122,27 +171,9 @@ fn walk_lower(
     upper: Upper,
     iova: u64,
 ) -> Option<(u64, Perms)> {
-    let (ipa, writable) = match upper {
-        Upper::Fault => return None,
-        Upper::Large {
-            ipa,
-            mask,
-            writable,
-        } => (ipa | (iova & mask & !0xfff), writable),
-        Upper::Table { table, writable } => {
-            let entry = mem.read_u64(table + 8 * ((iova >> 12) & 0x1ff));
-            if !bit(entry, 0) || !bit(entry, 2) {
-                return None;
-            }
-            (entry & 0x000f_ffff_ffff_f000, writable && bit(entry, 1))
-        }
-    };
-    let (pa, s2) = second.lookup(mem, ipa)?;
-    let perms = Perms {
-        read: s2.read,
-        write: writable && s2.write,
-    };
-    (perms.read || perms.write).then_some((pa & !0xfff, perms))
+    let (ipa, writable) = first_stage_leaf(mem, upper, iova)?;
+    let (pa, perms) = second.lookup(mem, ipa)?;
+    combine(pa, perms, writable)
 }
 
 /// Composes one 4 KiB page: the physical page and rights a nested walk
@@ -180,32 +211,65 @@ pub fn shadow_range(
     {
         return Err(ShadowError::BadRange);
     }
-    let mut stats = ShadowStats::default();
-    // The upper levels are walked once per 2 MiB region of IOVAs.
-    let mut upper: Option<(u64, Upper)> = None;
-    for page in 0..pages {
-        let iova = start + page * 4096;
-        stats.pages += 1;
-        let region = iova >> 21;
-        let walked = match upper {
-            Some((r, walked)) if r == region => walked,
-            _ => {
-                let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
-                upper = Some((region, walked));
-                walked
-            }
-        };
-        let composed = walk_lower(mem, second, walked, iova);
-        let had = shadow
-            .set_4k(mem, alloc, iova, composed)
+    let mut stats = ShadowStats {
+        pages,
+        ..ShadowStats::default()
+    };
+    // Each table level is walked once per 2 MiB region: the first stage's
+    // upper levels and the shadow's per region of IOVAs, the second
+    // stage's per region of IPAs; within a region each page is one entry
+    // of a last-level table.
+    let mut second_region: Option<(u64, Covering)> = None;
+    let format = *shadow.format();
+    let end = start + length;
+    let mut iova = start;
+    while iova < end {
+        let region_end = (((iova >> 21) + 1) << 21).min(end);
+        let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
+        let mut table = shadow
+            .find_leaf_table(mem, iova)
             .map_err(ShadowError::Map)?;
-        match composed {
-            Some(_) => {
-                stats.mapped += 1;
-                stats.added += u64::from(!had);
+        if walked == Upper::Fault && table.is_none() {
+            // Nothing to shadow, nothing shadowed.
+            iova = region_end;
+            continue;
+        }
+        while iova < region_end {
+            let composed = first_stage_leaf(mem, walked, iova).and_then(|(ipa, writable)| {
+                let (pa, perms) = second_stage_in(mem, second, &mut second_region, ipa)?;
+                combine(pa, perms, writable)
+            });
+            let page_table = match (table, composed) {
+                (Some(page_table), _) => page_table,
+                // Nothing shadowed in this region, nothing to shadow here.
+                (None, None) => {
+                    iova += 4096;
+                    continue;
+                }
+                (None, Some(_)) => {
+                    let new = shadow
+                        .leaf_table_or_new(mem, alloc, iova)
+                        .map_err(ShadowError::Map)?;
+                    table = Some(new);
+                    new
+                }
+            };
+            let slot = page_table + 8 * ((iova >> 12) & 0x1ff);
+            let old = mem.read_u64(slot);
+            let had = format.is_present(old);
+            let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
+            if new != old {
+                mem.write_u64(slot, new);
             }
-            None if had => stats.removed += 1,
-            None => {}
+            match composed {
+                Some(_) => {
+                    stats.mapped += 1;
+                    stats.added += u64::from(!had);
+                }
+                None if had => stats.removed += 1,
+                None => {}
+            }
+            iova += 4096;
         }
     }
     Ok(stats)

@@ -769,7 +769,7 @@ fn deleted_irq_notification(world: &mut World) -> Outcome {
 }
 
 /// The share of the unit's 64 attachment records and 32 nests one IoSpace
-/// may hold (`io_space::SHARE`).
+/// may hold (`iospace::SHARE`).
 const ATTACHMENT_SHARE: u32 = 16;
 const NEST_SHARE: u32 = 8;
 /// Requester ids no device on either machine uses (bus 2): attached

@@ -18,6 +18,11 @@
 //!   invalidation).
 //! - `io-revoke-N`: `CNode.Revoke` of a Frame capability whose N copies are
 //!   mapped in an IoSpace (every entry removed, invalidated, waited for).
+//! - `io-map-with-N-mapped`: `IoSpace.Map` of one 4 KiB page into an
+//!   IoSpace that already holds N 4 KiB mappings (N = 1, 64, 768; the root
+//!   CNode's 1024 slots bound N, one Frame capability copy per mapping).
+//!   The overlap check does not walk the IoSpace's mappings, so the three
+//!   should be equal.
 //! - `io-unmap-stage1-64-commands`: invalidation commands the kernel issued
 //!   for unmapping 64 pages from the stage-1 table (plus one completion
 //!   wait per command batch).
@@ -30,7 +35,7 @@ use edu::nested::Nested;
 use rt::bench::counter;
 use rt::space::Objects;
 use sys::bootinfo;
-use sys::{Cap, Frame, IommuControl, MapRights, PageTable, Rights, Slot};
+use sys::{CNode, Cap, Frame, IommuControl, MapRights, PageTable, Rights, Slot};
 
 rt::entry!(main);
 
@@ -47,6 +52,8 @@ const BIG_IPA: u64 = 0x6000_0000;
 const IPA_BASE: u64 = 0x7000_0000;
 /// Pages of the map-syscall benchmark.
 const SYSCALL_PAGES: u64 = 64;
+/// Mappings already in the IoSpace for the map-scaling benchmark.
+const MAPPED_COUNTS: [u64; 3] = [1, 64, 768];
 /// Repetitions of each measurement (the median is reported).
 const REPEATS: usize = 5;
 
@@ -99,7 +106,8 @@ fn run() -> Result<(), rt::testing::Failure> {
         .map_err(|e| failure("IoSpace.Map of the 2 MiB Frame", e))?;
     stage1(&mut nested, BIG_IPA)?;
     syscalls(&mut objects, &nested)?;
-    revoke(&mut objects, &nested)?;
+    let first_copy = revoke(&mut objects, &nested)?;
+    map_scaling(&mut objects, &nested, first_copy)?;
     Ok(())
 }
 
@@ -206,7 +214,74 @@ fn syscalls(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::F
     Ok(())
 }
 
-fn revoke(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Failure> {
+/// `IoSpace.Map` of one page with N pages already mapped. The copies
+/// holding the N mappings go in the free slots from `first_copy` (the
+/// revoke benchmark's 768, empty again), the timed one in a slot of its
+/// own; revoking their Frame unmaps and deletes them all.
+fn map_scaling(
+    objects: &mut Objects,
+    nested: &Nested,
+    first_copy: Slot,
+) -> Result<(), rt::testing::Failure> {
+    let cnode = objects.cnode();
+    let frame: Cap<Frame> = objects
+        .make_sized::<Frame>(12)
+        .map_err(|e| failure("retype", e))?;
+    let timed = objects
+        .mint(frame, Rights::ALL, 0)
+        .map_err(|e| failure("copy", e))?;
+    let mut mapped = 0;
+    for count in MAPPED_COUNTS {
+        map_copies(cnode, nested, frame, first_copy, mapped..count)?;
+        mapped = count;
+        let ipa = IPA_BASE + 4096 * (1 + MAPPED_COUNTS[MAPPED_COUNTS.len() - 1]);
+        let mut samples = [0; REPEATS];
+        for sample in &mut samples {
+            let start = counter();
+            nested
+                .space
+                .map(timed, ipa, MapRights::READ_WRITE)
+                .map_err(|e| failure("IoSpace.Map", e))?;
+            *sample = counter() - start;
+            nested
+                .space
+                .unmap(timed)
+                .map_err(|e| failure("IoSpace.Unmap", e))?;
+        }
+        rt::println!(
+            "bench io-map-with-{count}-mapped instructions={}",
+            median(samples)
+        );
+    }
+    cnode
+        .revoke(frame.slot())
+        .map_err(|e| failure("revoke", e))?;
+    Ok(())
+}
+
+/// Copies `frame` into slots `first_copy + i` for each `i` of `copies`
+/// and maps copy `i` at `IPA_BASE + 4096 * i`.
+fn map_copies(
+    cnode: Cap<CNode>,
+    nested: &Nested,
+    frame: Cap<Frame>,
+    first_copy: Slot,
+    copies: core::ops::Range<u64>,
+) -> Result<(), rt::testing::Failure> {
+    for i in copies {
+        let slot = Slot::new(first_copy.index() + i as u32);
+        let copy = cnode
+            .copy(slot, frame, Rights::ALL)
+            .map_err(|e| failure("copy", e))?;
+        nested
+            .space
+            .map(copy, IPA_BASE + 4096 * i, MapRights::READ_WRITE)
+            .map_err(|e| failure("IoSpace.Map", e))?;
+    }
+    Ok(())
+}
+
+fn revoke(objects: &mut Objects, nested: &Nested) -> Result<Slot, rt::testing::Failure> {
     let cnode = objects.cnode();
     let mut frames = [None; REVOKE_COUNTS.len()];
     for frame in &mut frames {
@@ -221,16 +296,7 @@ fn revoke(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Fai
         objects.slot().map_err(|e| failure("slot", e))?;
     }
     for (count, frame) in REVOKE_COUNTS.into_iter().zip(frames.into_iter().flatten()) {
-        for i in 0..count {
-            let slot = Slot::new(first_copy.index() + i as u32);
-            let copy = cnode
-                .copy(slot, frame, Rights::ALL)
-                .map_err(|e| failure("copy", e))?;
-            nested
-                .space
-                .map(copy, IPA_BASE + 4096 * i, MapRights::READ_WRITE)
-                .map_err(|e| failure("IoSpace.Map", e))?;
-        }
+        map_copies(cnode, nested, frame, first_copy, 0..count)?;
         let start = counter();
         cnode
             .revoke(frame.slot())
@@ -241,5 +307,5 @@ fn revoke(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Fai
             .delete(frame.slot())
             .map_err(|e| failure("delete", e))?;
     }
-    Ok(())
+    Ok(first_copy)
 }

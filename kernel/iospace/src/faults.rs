@@ -1,0 +1,194 @@
+//! IO faults: what the unit recorded, routed to the fault queue of its
+//! requester (`Bind` with an IoDevice) or else of its domain (`Bind` with
+//! an IoSpace), as a record a driver pops.
+
+use crate::state::State;
+use crate::{Env, IoUnit, QUEUE_DEPTH, QUEUES};
+use caps::{FaultSource, ObjectId};
+use iommu::PhysMem;
+
+/// Most faults one drain returns.
+pub const MAX_FAULTS: usize = 16;
+
+/// One DMA the IOMMU refused, as the unit recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaFault {
+    /// Requester ID (PCI bus/device/function) or StreamID.
+    pub requester: u16,
+    /// The faulting address (page-aligned on VT-d); `None` for faults that
+    /// carry no address (SMMU configuration errors such as C_BAD_STE).
+    pub address: Option<u64>,
+    /// The vendor's fault reason or event code.
+    pub reason: u32,
+    /// The request read (or, on VT-d, was a read or atomic).
+    pub read: bool,
+    /// The request wrote.
+    pub write: bool,
+    /// The translation stage that faulted: 1 or 2 (VT-d reports 2: the
+    /// device always walks a second-stage table, shadows included).
+    pub stage: u8,
+    /// The PASID the request carried.
+    pub pasid: Option<u32>,
+}
+
+impl From<&iommu::vtd::regs::FaultRecord> for DmaFault {
+    fn from(record: &iommu::vtd::regs::FaultRecord) -> DmaFault {
+        use iommu::vtd::regs::FaultAccess;
+        DmaFault {
+            requester: record.source_id,
+            address: Some(record.address),
+            reason: u32::from(record.reason),
+            read: record.access == FaultAccess::Read,
+            write: record.access == FaultAccess::Write,
+            stage: 2,
+            pasid: record.pasid,
+        }
+    }
+}
+
+impl From<&iommu::smmuv3::queue::Event> for DmaFault {
+    fn from(event: &iommu::smmuv3::queue::Event) -> DmaFault {
+        DmaFault {
+            requester: event.stream_id as u16,
+            address: event
+                .kind
+                .is_translation_fault()
+                .then_some(event.input_address),
+            reason: u32::from(event.kind.code()),
+            read: event.read,
+            write: !event.read,
+            stage: if event.stage2 { 2 } else { 1 },
+            pasid: event.substream_id,
+        }
+    }
+}
+
+/// A fault queue record as `IoFaultQueue.Pop` returns it: badge of the
+/// bound capability, PASID (`u64::MAX`: none), address, read (bit 0) /
+/// write (bit 1), stage, reason.
+pub type Record = [u64; 6];
+
+/// One bound fault queue.
+pub(crate) struct Queue<N> {
+    pub(crate) object: ObjectId,
+    pub(crate) notification: Option<N>,
+    pub(crate) badge: u64,
+    pub(crate) records: heapless::Deque<Record, QUEUE_DEPTH>,
+    pub(crate) lost: u64,
+}
+
+/// What one drain of faults into the queues leaves for the caller.
+pub struct Drained<N> {
+    /// The notifications to signal, each once.
+    pub signals: heapless::Vec<N, QUEUES>,
+    /// Requesters of faults no queue takes (dropped), in order.
+    pub dropped: heapless::Vec<u16, MAX_FAULTS>,
+}
+
+impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
+    /// Queues `faults` (what the unit recorded) to their routes and
+    /// returns the notifications to signal and the faults nobody takes.
+    pub fn queue_faults(&mut self, faults: &[DmaFault]) -> Drained<E::Notify> {
+        let mut drained = Drained {
+            signals: heapless::Vec::new(),
+            dropped: heapless::Vec::new(),
+        };
+        for fault in faults {
+            let Some(index) = self.route(fault) else {
+                let _ = drained.dropped.push(fault.requester);
+                continue;
+            };
+            let queue = &mut self.queues[index];
+            let record = [
+                queue.badge,
+                fault.pasid.map_or(u64::MAX, u64::from),
+                fault.address.unwrap_or(0),
+                u64::from(fault.read) | u64::from(fault.write) << 1,
+                u64::from(fault.stage),
+                u64::from(fault.reason),
+            ];
+            if queue.records.push_back(record).is_err() {
+                queue.lost += 1;
+            }
+            if let Some(target) = &queue.notification
+                && !drained
+                    .signals
+                    .iter()
+                    .any(|t| E::same_notification(t, target))
+            {
+                let _ = drained.signals.push(*target);
+            }
+        }
+        drained
+    }
+
+    /// The queue a fault goes to: its device's route, else its domain's.
+    fn route(&self, fault: &DmaFault) -> Option<usize> {
+        let rid = u32::from(fault.requester);
+        let did = self
+            .attached
+            .iter()
+            .find(|a| a.requester == fault.requester)
+            .and_then(|a| self.space(a.space).ok())
+            .map(|s| s.did);
+        let queue = self
+            .routes
+            .iter()
+            .find(|(s, _)| *s == FaultSource::Device(rid))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .find(|(s, _)| did.is_some_and(|d| *s == FaultSource::Domain(d)))
+            })
+            .map(|(_, q)| *q)?;
+        self.queues.iter().position(|q| q.object == queue)
+    }
+
+    /// `IoFaultQueue.Bind`'s kernel half: records of `queue` signal
+    /// `notification` and carry `badge` (the bound source capability's
+    /// badge). The first bind turns the unit's fault interrupt on through
+    /// `enable_interrupt` (a failure is logged; `Pop` still drains).
+    pub fn bind_queue(
+        &mut self,
+        queue: ObjectId,
+        notification: E::Notify,
+        badge: u64,
+        enable_interrupt: impl FnOnce() -> Result<(), &'static str>,
+    ) -> Result<(), abi::Error> {
+        if let Some(q) = self.queues.iter_mut().find(|q| q.object == queue) {
+            q.notification = Some(notification);
+            q.badge = badge;
+        } else {
+            self.queues
+                .push(Queue {
+                    object: queue,
+                    notification: Some(notification),
+                    badge,
+                    records: heapless::Deque::new(),
+                    lost: 0,
+                })
+                .map_err(|_| abi::Error::ObjectTableFull)?;
+        }
+        if !self.interrupt_on {
+            match enable_interrupt() {
+                Ok(()) => self.interrupt_on = true,
+                Err(why) => E::log(format_args!("[io] the fault interrupt stays off: {why}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest record of `queue` and how many were lost to a full
+    /// queue so far (the caller queues what the unit recorded first).
+    pub fn pop(&mut self, queue: ObjectId) -> (Option<Record>, u64) {
+        match self.queues.iter_mut().find(|q| q.object == queue) {
+            Some(q) => (q.records.pop_front(), q.lost),
+            None => (None, 0),
+        }
+    }
+
+    /// Whether a thread waits for IO faults (a queue has a notification).
+    pub fn faults_awaited(&self) -> bool {
+        self.queues.iter().any(|q| q.notification.is_some())
+    }
+}

@@ -1,0 +1,234 @@
+//! The SMMUv3 half: stage-2 and nested STEs, a CD page per nest mapped
+//! read-only in the reserved IPA window, TLBI by VMID (and by ASID for
+//! `Invalidate`), failing closed through `Smmu::invalidate_or_block` and
+//! `Smmu::fail_closed` (all DMA stops when blocking is not confirmed).
+
+use crate::state::State;
+use crate::{Env, IoUnit, PENDING_TAGS, reserved_base, space_tag};
+use abi::Error;
+use caps::ObjectId;
+use iommu::attachments::Exposed;
+use iommu::budget::{Account, UNIT_TABLES_PER_ENTRY};
+use iommu::pagetable::{PageSize, PageTable, Perms};
+use iommu::smmuv3::Smmu;
+use iommu::smmuv3::cd::Cd;
+use iommu::smmuv3::pagetable::{Stage2Format, levels_4k};
+use iommu::smmuv3::queue::Command;
+use iommu::smmuv3::ste::Stage2Config;
+use iommu::{Mmio, PhysMem};
+
+/// The IPA bits of every IoSpace's stage 2 on `smmu`.
+fn ipa_bits<R: Mmio>(smmu: &Smmu<R>) -> u32 {
+    smmu.features().idr5.oas_bits().min(48)
+}
+
+impl<R: Mmio> IoUnit for Smmu<R> {
+    type Format = Stage2Format;
+    const SHADOWS: bool = false;
+    const USER_TABLE_FORMAT: u64 = 2;
+
+    fn stage2_at(&self, root: u64) -> Option<PageTable<Stage2Format>> {
+        let bits = ipa_bits(self);
+        PageTable::at(
+            root,
+            Stage2Format::for_unit(self.features()),
+            levels_4k(bits),
+            bits,
+        )
+        .ok()
+    }
+
+    fn nest_tag(index: usize) -> u16 {
+        index as u16 + 1
+    }
+
+    fn cd_ipa(ipa_bits: u32, index: usize) -> Option<u64> {
+        Some(reserved_base(ipa_bits) + 4096 * index as u64)
+    }
+
+    fn pasids_supported(&self) -> bool {
+        false
+    }
+
+    #[inline]
+    fn invalidate_tags<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        tags: &[u16],
+        everything: bool,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> Result<(), &'static str> {
+        let mut commands: heapless::Vec<Command, PENDING_TAGS> = heapless::Vec::new();
+        if everything {
+            let _ = commands.push(Command::CfgiAll);
+            let _ = commands.push(Command::TlbiNsnhAll);
+        } else {
+            commands.extend(tags.iter().map(|&vmid| Command::TlbiS12Vmall { vmid }));
+        }
+        // Blocks the spaces' devices itself when the commands fail.
+        let mem = state.mem();
+        let mut frames = state.pool.of_unit();
+        let done =
+            self.invalidate_or_block(&mem, &mut frames, commands, &mut state.attached, exposed);
+        if done.is_err() {
+            state.failure = Some(Error::IommuTimeout);
+            return Err("the invalidation failed: its devices are blocked");
+        }
+        Ok(())
+    }
+
+    fn block<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> bool {
+        let mem = state.mem();
+        let mut frames = state.pool.of_unit();
+        let stopped = self.fail_closed(&mem, &mut frames, &mut state.attached, exposed);
+        if stopped {
+            E::log(format_args!(
+                "[io] the SMMU does not confirm invalidations: all DMA stopped"
+            ));
+        }
+        !stopped
+    }
+
+    fn build_nest<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        space: ObjectId,
+        root_ipa: u64,
+        index: usize,
+        page: u64,
+    ) -> Result<(), &'static str> {
+        let (table, did) = {
+            let s = state.space(space)?;
+            (s.table, s.did)
+        };
+        let bits = ipa_bits(self);
+        let mem = state.mem();
+        let cd_ipa = reserved_base(bits) + 4096 * index as u64;
+        table
+            .map(
+                &mem,
+                &mut state.pool.of_space(space),
+                cd_ipa,
+                page,
+                PageSize::Size4K,
+                Perms::READ,
+            )
+            .map_err(|_| "mapping the CD page in stage 2 failed")?;
+        let asid = Self::nest_tag(index);
+        let cd = Cd::for_nest(asid, root_ipa, bits, self.features())
+            .map_err(|_| "the CD was refused")?;
+        for (i, word) in cd.0.iter().enumerate() {
+            mem.write_u64(page + 8 * i as u64, *word);
+        }
+        // The ASID may have served an earlier nest of this VMID.
+        self.submit(
+            &mem,
+            [Command::TlbiNhAsid {
+                vmid: space_tag(did),
+                asid,
+            }],
+        )
+        .map_err(|_| state.unit_failed("the TLB invalidation of a reused ASID failed"))
+    }
+
+    fn write_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        pasid: Option<u32>,
+        space: ObjectId,
+        nest: Option<(usize, u64)>,
+    ) -> Result<(), &'static str> {
+        if pasid.is_some_and(|p| p != 0) {
+            return Err("this SMMU has no substreams");
+        }
+        let (table, did) = {
+            let s = state.space(space)?;
+            (s.table, s.did)
+        };
+        let mem = state.mem();
+        let bits = table.input_bits();
+        let config = Stage2Config {
+            vmid: space_tag(did),
+            table: table.root(),
+            ipa_bits: bits,
+            output_bits: ipa_bits(self),
+        };
+        let sid = u32::from(requester);
+        let cd_ipa = nest.map(|(i, _)| reserved_base(bits) + 4096 * i as u64);
+        state
+            .with_space_tables(space, |frames| match cd_ipa {
+                Some(cd_ipa) => self.attach_nested(&mem, frames, sid, &config, cd_ipa),
+                None => self.attach_stage2(&mem, frames, sid, &config),
+            })
+            .map_err(|_| state.unit_failed("installing the STE failed"))
+    }
+
+    fn clear_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        _pasid: Option<u32>,
+    ) -> Result<(), &'static str> {
+        // No substreams: the stream's STE covers every PASID.
+        let mem = state.mem();
+        let mut frames = state.pool.of_unit();
+        self.block_stream(&mem, &mut frames, u32::from(requester))
+            .map_err(|_| "blocking the stream failed")
+    }
+
+    fn release_tables(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        _pasid: Option<u32>,
+        owned: impl Fn(u64) -> bool,
+    ) -> Result<[Option<u64>; UNIT_TABLES_PER_ENTRY], &'static str> {
+        // No substreams: the stream's STE covers every PASID.
+        let released = self
+            .release_stream_table(mem, u32::from(requester), owned)
+            .map_err(|_| "the unit did not confirm the unlink")?;
+        let mut freed = [None; UNIT_TABLES_PER_ENTRY];
+        freed[0] = released;
+        Ok(freed)
+    }
+
+    #[inline]
+    fn invalidate_nest<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        space: ObjectId,
+        _root_ipa: u64,
+        start: u64,
+        length: u64,
+    ) -> Result<(u64, u64), Error> {
+        let end = start.saturating_add(length);
+        let did = state.space(space).map_err(|_| Error::DeadObject)?.did;
+        self.submit(
+            &state.mem(),
+            [Command::TlbiNhAsid {
+                vmid: space_tag(did),
+                asid: Self::nest_tag(index),
+            }],
+        )
+        .map_err(|_| Error::IommuTimeout)?;
+        Ok((if length == 0 { u64::MAX } else { end }, 1))
+    }
+
+    fn free_nest<M: PhysMem + Copy, E: Env>(
+        state: &mut State<Self, M, E>,
+        index: usize,
+        page: u64,
+        space: ObjectId,
+        table: &PageTable<Stage2Format>,
+    ) {
+        let cd_ipa = reserved_base(table.input_bits()) + 4096 * index as u64;
+        let _ = table.unmap(&state.mem(), cd_ipa);
+        state.give_back(Account::Space(space), page);
+    }
+}

@@ -1,0 +1,839 @@
+//! The layer's state and its operations: IoSpaces and their stage 2,
+//! nests, attachments, the unit's pooled tables, pending invalidations,
+//! fault routes and queues.
+
+use crate::faults::Queue;
+use crate::pool::{Charged, FreePages, GiveBack, Pool};
+use crate::{
+    ATTACHED, Env, Flaw, IoUnit, NESTS, PENDING_TAGS, QUEUES, SHARE, SPACE_BUDGET, SPACES,
+    UNIT_FLOOR, UNIT_TABLES, space_tag,
+};
+use abi::Error;
+use caps::{Effect, FaultSource, ObjectId, ObjectKind, Rights};
+use core::marker::PhantomData;
+use iommu::FrameAllocator;
+use iommu::PhysMem;
+use iommu::attachments::{Attachment, Attachments, Exposed, ShareError};
+use iommu::budget::{
+    Account, Budget, BudgetError, Ledger, Recording, UNIT_TABLES_PER_ENTRY, UnitTables,
+};
+use iommu::pagetable::{PageSize, PageTable, Perms};
+
+/// One IoSpace: its stage 2 and model DID.
+pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
+    pub(crate) object: ObjectId,
+    pub(crate) table: PageTable<F>,
+    pub(crate) did: u16,
+}
+
+/// A driver's stage-1 table in use by devices: (space, root IPA) and what
+/// the layer built for it.
+pub(crate) struct Nest {
+    pub(crate) space: ObjectId,
+    pub(crate) root_ipa: u64,
+    /// VT-d: the shadow table's root; SMMUv3: the CD page.
+    pub(crate) page: u64,
+    pub(crate) users: u32,
+    /// VT-d: how many leaves the shadow holds (a clear of an empty shadow
+    /// is skipped).
+    pub(crate) leaves: u64,
+}
+
+/// Everything the layer keeps for unit `U`, reaching table memory through
+/// `M`, reporting to `E`.
+pub struct State<U: IoUnit, M, E: Env> {
+    pub(crate) pool: Pool<M>,
+    pub(crate) spaces: heapless::Vec<Space<U::Format>, SPACES>,
+    pub(crate) nests: [Option<Nest>; NESTS],
+    /// Requesters (or PASIDs) pointed at a domain, with their nest.
+    pub(crate) attached: Attachments<ObjectId, ATTACHED>,
+    /// The unit's own table pages taken from the pool, and who paid.
+    pub(crate) unit_tables: UnitTables<ObjectId, UNIT_TABLES>,
+    pub(crate) routes: heapless::Vec<(FaultSource, ObjectId), ATTACHED>,
+    pub(crate) queues: heapless::Vec<Queue<E::Notify>, QUEUES>,
+    pub(crate) interrupt_on: bool,
+    /// Hardware tags to invalidate at the next `WaitForInvalidation`.
+    pending_tags: heapless::Vec<u16, PENDING_TAGS>,
+    /// The IoSpaces those tags belong to (whose devices a failed
+    /// invalidation blocks).
+    pending_spaces: heapless::Vec<ObjectId, PENDING_TAGS>,
+    /// An invalidation failed or timed out during the current invocation.
+    pub(crate) failure: Option<Error>,
+    /// IoSpaces whose stage 2 lost entries since the last invalidation:
+    /// their VT-d shadows are cleared before it.
+    dirty: heapless::Vec<ObjectId, SPACES>,
+    unit: PhantomData<fn() -> U>,
+}
+
+impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
+    /// An empty state whose tables are reached through `mem`; the pool is
+    /// empty until [`State::add_pool_pages`].
+    pub const fn new(mem: M) -> Self {
+        State {
+            pool: Pool {
+                free: FreePages {
+                    mem,
+                    pages: heapless::Vec::new(),
+                },
+                ledger: Ledger::new(Budget {
+                    per_space: SPACE_BUDGET,
+                    unit_floor: UNIT_FLOOR,
+                }),
+            },
+            spaces: heapless::Vec::new(),
+            nests: [const { None }; NESTS],
+            attached: Attachments::new(SHARE),
+            unit_tables: UnitTables::new(),
+            routes: heapless::Vec::new(),
+            queues: heapless::Vec::new(),
+            interrupt_on: false,
+            pending_tags: heapless::Vec::new(),
+            pending_spaces: heapless::Vec::new(),
+            failure: None,
+            dirty: heapless::Vec::new(),
+            unit: PhantomData,
+        }
+    }
+
+    /// The memory access tables are written through.
+    pub(crate) fn mem(&self) -> M {
+        self.pool.free.mem
+    }
+
+    /// Gives the pool the pages `pages` yields until it is full (each a
+    /// 4 KiB frame only the layer uses from now on). Returns how many it
+    /// took and how many IoSpaces can now live at once.
+    pub fn add_pool_pages(&mut self, pages: impl IntoIterator<Item = u64>) -> (usize, usize) {
+        let pool = &mut self.pool;
+        let before = pool.free.pages.len();
+        for page in pages {
+            if pool.free.pages.push(page).is_err() {
+                break;
+            }
+        }
+        let added = pool.free.pages.len() - before;
+        pool.ledger.add_pages(added);
+        let spaces =
+            Ledger::<ObjectId, SPACES>::spaces_for(pool.ledger.budget(), pool.ledger.free_pages());
+        (added, spaces)
+    }
+
+    /// Whether the pool can take more pages.
+    pub fn pool_is_full(&self) -> bool {
+        self.pool.free.pages.is_full()
+    }
+
+    /// Before an `IoSpace.Map` in `space`: `TableMemoryExhausted` unless
+    /// its reservation can serve one more stage-2 walk.
+    #[inline]
+    pub fn ensure_pool(&self, space: ObjectId) -> Result<(), Error> {
+        self.pool.ensure(Account::Space(space))
+    }
+
+    /// Pages left in `space`'s reservation (`None`: no such IoSpace).
+    pub fn available(&self, space: ObjectId) -> Option<usize> {
+        self.pool.ledger.usage(space)?;
+        Some(self.pool.ledger.available(Account::Space(space)))
+    }
+
+    /// Free pages in the pool.
+    pub fn free_pages(&self) -> usize {
+        self.pool.free.pages.len()
+    }
+
+    /// Before an attach to `space` (through the stage-1 table at
+    /// `root_ipa` for a nested attach): `TableMemoryExhausted` unless the
+    /// unit's pages (and `space`'s reservation, if a new nest is needed)
+    /// can serve it, `ObjectTableFull` unless the unit has an attachment
+    /// record (and a nest slot, if a new nest is needed) free,
+    /// `IoShareExhausted` when `space` already uses its [`SHARE`] (so the
+    /// effects that follow cannot fail for lack of room).
+    pub fn ensure_attach_room(&self, space: ObjectId, root_ipa: Option<u64>) -> Result<(), Error> {
+        // The unit's context, PASID and stream tables the attach may need
+        // are charged to `space` too.
+        self.pool.ensure(Account::Space(space))?;
+        let new_nest = root_ipa.is_some_and(|root| {
+            !self
+                .nests
+                .iter()
+                .flatten()
+                .any(|n| n.space == space && n.root_ipa == root)
+        });
+        if new_nest && self.nests.iter().all(Option::is_some) {
+            return Err(Error::ObjectTableFull);
+        }
+        self.attached.admit(space, new_nest).map_err(|e| match e {
+            ShareError::UnitFull => Error::ObjectTableFull,
+            ShareError::SpaceShareUsed => Error::IoShareExhausted,
+        })
+    }
+
+    /// Clears the failure record before an invocation.
+    #[inline]
+    pub fn forget_failure(&mut self) {
+        self.failure = None;
+    }
+
+    /// `IommuTimeout` if an invalidation failed or timed out since
+    /// [`State::forget_failure`]: the invocation must fail (its devices
+    /// were left blocked).
+    #[inline]
+    pub fn take_failure(&mut self) -> Option<Error> {
+        self.failure.take()
+    }
+
+    /// Records that the unit failed (an invalidation or its wait did not
+    /// complete) for the invocation's result, and passes `why` on.
+    pub(crate) fn unit_failed(&mut self, why: &'static str) -> &'static str {
+        self.failure = Some(Error::IommuTimeout);
+        why
+    }
+
+    /// Whether [`State::register_space`] would succeed for `count` new
+    /// IoSpaces in a row, changing nothing: the error the first failing
+    /// one would return. What `Untyped.Retype` of IoSpaces checks before
+    /// it makes any.
+    pub fn can_register(&self, unit: &U, count: usize) -> Result<(), Error> {
+        // The stage-2 shape depends on the unit alone (any page-aligned root).
+        unit.stage2_at(0).ok_or(Error::NotSupported)?;
+        for made in 1..=count {
+            if self.spaces.len() + made > self.spaces.capacity() {
+                return Err(Error::ObjectTableFull);
+            }
+            self.pool
+                .ledger
+                .can_reserve(made)
+                .map_err(reservation_error)?;
+        }
+        Ok(())
+    }
+
+    /// Records a new IoSpace whose zeroed page at `root` becomes its
+    /// stage-2 root, and reserves its [`SPACE_BUDGET`] table pages.
+    /// Errors: `TableMemoryExhausted` when the pool cannot set them aside
+    /// (too many IoSpaces live), `ObjectTableFull` when the IoSpace
+    /// records are full; the caller deletes the IoSpace again.
+    pub fn register_space(
+        &mut self,
+        unit: &U,
+        object: ObjectId,
+        root: u64,
+        did: u16,
+    ) -> Result<(), Error> {
+        let table = unit.stage2_at(root).ok_or(Error::NotSupported)?;
+        self.spaces.retain(|s| s.object != object);
+        if self.spaces.is_full() {
+            return Err(Error::ObjectTableFull);
+        }
+        self.pool
+            .ledger
+            .reserve(object)
+            .map_err(reservation_error)?;
+        if E::broken(Flaw::Stage2Identity) {
+            let mem = self.mem();
+            for page in (E::FOREIGN_IPA..E::FOREIGN_IPA + (2 << 20)).step_by(4096) {
+                let _ = table.map(
+                    &mem,
+                    &mut self.pool.of_space(object),
+                    page,
+                    page,
+                    PageSize::Size4K,
+                    Perms::READ_WRITE,
+                );
+            }
+        }
+        let _ = self.spaces.push(Space { object, table, did });
+        Ok(())
+    }
+
+    /// Applies one IOMMU effect of the capability model to `unit`.
+    /// Failures here are kernel bugs (invocations check first) and are
+    /// logged, never ignored silently; a unit that fails an invalidation
+    /// leaves [`State::take_failure`] set.
+    #[inline]
+    pub fn apply(&mut self, unit: &mut U, effect: &Effect) {
+        let result = match *effect {
+            Effect::MapIoPage {
+                space,
+                ipa,
+                paddr,
+                size_bits,
+                rights,
+                ..
+            } => self.map(space, ipa, paddr, size_bits, rights),
+            Effect::UnmapIoPage { space, ipa, .. } => self.unmap(space, ipa),
+            Effect::InstallDeviceEntry {
+                rid,
+                space,
+                stage1_root,
+                ..
+            } => self.install(unit, rid, None, space, stage1_root),
+            Effect::InstallPasidEntry {
+                rid,
+                pasid,
+                space,
+                stage1_root,
+                ..
+            } => self.install(unit, rid, Some(pasid), space, stage1_root),
+            Effect::ClearDeviceEntry { rid, .. } => self.clear(unit, rid, None),
+            Effect::ClearPasidEntry { rid, pasid, .. } => self.clear(unit, rid, Some(pasid)),
+            Effect::InvalidateDomain { .. } | Effect::WaitForInvalidation { .. }
+                if E::broken(Flaw::SkipInvalidation) =>
+            {
+                Ok(())
+            }
+            Effect::InvalidateDomain { did, .. } => {
+                self.clear_dirty_shadows();
+                self.note_tags(did);
+                Ok(())
+            }
+            Effect::WaitForInvalidation { .. } => {
+                self.clear_dirty_shadows();
+                self.invalidate_pending(unit)
+            }
+            Effect::RouteFaults { source, queue, .. } => {
+                self.routes.retain(|(s, _)| *s != source);
+                match queue {
+                    Some(q) => self
+                        .routes
+                        .push((source, q))
+                        .map_err(|_| "the fault route table is full"),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(why) = result {
+            E::log(format_args!("[io] {effect:?} not applied: {why}"));
+        }
+    }
+
+    #[inline]
+    pub(crate) fn space(&self, object: ObjectId) -> Result<&Space<U::Format>, &'static str> {
+        self.spaces
+            .iter()
+            .find(|s| s.object == object)
+            .ok_or("the IoSpace has no stage-2 table")
+    }
+
+    #[inline]
+    fn map(
+        &mut self,
+        space: ObjectId,
+        ipa: u64,
+        paddr: u64,
+        size_bits: u8,
+        rights: Rights,
+    ) -> Result<(), &'static str> {
+        let size = page_size(size_bits).ok_or("a Frame size the IOMMU cannot map")?;
+        let table = self.space(space)?.table;
+        let mem = self.mem();
+        table
+            .map(
+                &mem,
+                &mut self.pool.of_space(space),
+                ipa,
+                paddr,
+                size,
+                perms(rights),
+            )
+            .map_err(|_| "the stage-2 table refused the mapping")
+    }
+
+    #[inline]
+    fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
+        let table = self.space(space)?.table;
+        table
+            .unmap(&self.mem(), ipa)
+            .map_err(|_| "nothing mapped there")?;
+        // VT-d shadows were composed through stage 2, and the unmapped page
+        // may have held stage-1 tables: every shadow entry of the space may
+        // depend on it. They are dropped before the invalidation that
+        // follows (once per operation, however many pages it unmaps); the
+        // driver's next Invalidate rebuilds them.
+        if U::SHADOWS && !self.dirty.contains(&space) && self.dirty.push(space).is_err() {
+            self.clear_shadows_of(space);
+        }
+        Ok(())
+    }
+
+    fn clear_shadows_of(&mut self, space: ObjectId) {
+        let Ok(table) = self.space(space).map(|s| s.table) else {
+            return;
+        };
+        let mem = self.mem();
+        for nest in self.nests.iter_mut().flatten() {
+            if nest.space != space || nest.leaves == 0 {
+                continue;
+            }
+            if let Some(shadow) = shadow_at(nest.page, &table) {
+                shadow.remove_leaves_to(&mem, 0, u64::MAX);
+                nest.leaves = 0;
+            }
+        }
+    }
+
+    #[inline]
+    fn clear_dirty_shadows(&mut self) {
+        while let Some(space) = self.dirty.pop() {
+            self.clear_shadows_of(space);
+        }
+    }
+
+    /// Queues the tags of the IoSpace with model DID `did`: its stage 2
+    /// and, on VT-d, its shadows (SMMUv3's per-VMID invalidation covers
+    /// the nests' ASIDs).
+    #[inline]
+    fn note_tags(&mut self, did: u16) {
+        let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
+        let _ = tags.push(space_tag(did));
+        let space = self.spaces.iter().find(|s| s.did == did).map(|s| s.object);
+        if let Some(space) = space
+            && !self.pending_spaces.contains(&space)
+            && self.pending_spaces.push(space).is_err()
+        {
+            // Too many to name: a failure blocks everything.
+            self.pending_tags.clear();
+            let _ = self.pending_tags.push(0);
+        }
+        if U::SHADOWS {
+            for (i, nest) in self.nests.iter().enumerate() {
+                if nest.as_ref().is_some_and(|n| Some(n.space) == space) {
+                    let _ = tags.push(U::nest_tag(i));
+                }
+            }
+        }
+        for tag in tags {
+            if !self.pending_tags.contains(&tag) && self.pending_tags.push(tag).is_err() {
+                // Too many: invalidate everything (tag 0 marks it).
+                self.pending_tags.clear();
+                let _ = self.pending_tags.push(0);
+                return;
+            }
+        }
+    }
+
+    /// Invalidates the queued tags (domain-selective IOTLB on VT-d, TLBI
+    /// by VMID on SMMUv3) and waits for completion. On failure, fails
+    /// closed for the IoSpaces they belong to.
+    #[inline]
+    fn invalidate_pending(&mut self, unit: &mut U) -> Result<(), &'static str> {
+        let everything = self.pending_tags.contains(&0);
+        let tags = core::mem::take(&mut self.pending_tags);
+        let spaces = core::mem::take(&mut self.pending_spaces);
+        let exposed = if everything {
+            Exposed::Everything
+        } else {
+            Exposed::Spaces(&spaces)
+        };
+        unit.invalidate_tags(self, &tags, everything, exposed)
+    }
+
+    /// After an invalidation failed or timed out: blocks every attachment
+    /// `exposed` covers (not blocked yet; on SMMUv3 stops all DMA when
+    /// even that is not confirmed) and fails the current invocation.
+    pub(crate) fn fail_closed(&mut self, unit: &mut U, exposed: Exposed<'_, ObjectId>) {
+        self.failure = Some(Error::IommuTimeout);
+        if !unit.block(self, exposed) {
+            E::log(format_args!(
+                "[io] blocking entries were written but not confirmed by the unit"
+            ));
+        }
+    }
+
+    /// Finds or builds the nest for (`space`, `root_ipa`).
+    fn nest(
+        &mut self,
+        unit: &mut U,
+        space: ObjectId,
+        root_ipa: u64,
+    ) -> Result<usize, &'static str> {
+        if let Some(i) = self.nest_index(space, root_ipa) {
+            return Ok(i);
+        }
+        let index = self
+            .nests
+            .iter()
+            .position(Option::is_none)
+            .ok_or("every nest slot is in use")?;
+        let page = self
+            .pool
+            .of_space(space)
+            .alloc_zeroed_frame()
+            .ok_or("the IoSpace's table reservation is used up")?;
+        let built = unit.build_nest(self, space, root_ipa, index, page);
+        if let Err(why) = built {
+            self.give_back(Account::Space(space), page);
+            return Err(why);
+        }
+        self.nests[index] = Some(Nest {
+            space,
+            root_ipa,
+            page,
+            users: 0,
+            leaves: 0,
+        });
+        Ok(index)
+    }
+
+    /// The slot of the nest for (`space`, `root_ipa`), if devices use it.
+    #[inline]
+    pub(crate) fn nest_index(&self, space: ObjectId, root_ipa: u64) -> Option<usize> {
+        self.nests.iter().position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.space == space && n.root_ipa == root_ipa)
+        })
+    }
+
+    /// Points a requester (or PASID) at `space` or at its nest for
+    /// `stage1_root`. If the unit fails midway, the requester is blocked
+    /// again (fail closed) and the invocation fails.
+    fn install(
+        &mut self,
+        unit: &mut U,
+        rid: u32,
+        pasid: Option<u32>,
+        space: ObjectId,
+        stage1_root: Option<u64>,
+    ) -> Result<(), &'static str> {
+        let failed_before = self.failure.is_some();
+        let result = self.install_entry(unit, rid, pasid, space, stage1_root);
+        if result.is_err()
+            && !failed_before
+            && self.failure.is_some()
+            && let Ok(requester) = u16::try_from(rid)
+        {
+            let _ = unit.clear_entry(self, requester, pasid);
+        }
+        if result.is_err() {
+            // A nest built for this attach and used by nobody.
+            for i in 0..NESTS {
+                if self.nests[i].as_ref().is_some_and(|n| n.users == 0) {
+                    self.drop_nest(i);
+                }
+            }
+        }
+        result
+    }
+
+    fn install_entry(
+        &mut self,
+        unit: &mut U,
+        rid: u32,
+        pasid: Option<u32>,
+        space: ObjectId,
+        stage1_root: Option<u64>,
+    ) -> Result<(), &'static str> {
+        self.space(space)?;
+        let nest = match stage1_root {
+            Some(root_ipa) => Some((self.nest(unit, space, root_ipa)?, root_ipa)),
+            None => None,
+        };
+        let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
+        unit.write_entry(self, requester, pasid, space, nest)?;
+        if let Some((i, _)) = nest
+            && let Some(n) = self.nests[i].as_mut()
+        {
+            n.users += 1;
+        }
+        self.attached
+            .insert(Attachment {
+                requester,
+                pasid,
+                space,
+                nest: nest.map(|(i, _)| i),
+                blocked: false,
+            })
+            .map_err(|_| "the attachment table is full")
+    }
+
+    /// Detaches a requester (or PASID): its entry blocks again. If the
+    /// unit does not confirm that, the invocation fails and, on SMMUv3,
+    /// DMA stops (fail closed); the record goes either way, as the
+    /// capability's attachment did.
+    fn clear(&mut self, unit: &mut U, rid: u32, pasid: Option<u32>) -> Result<(), &'static str> {
+        if E::broken(Flaw::DeviceSurvivesDelete) {
+            return Ok(());
+        }
+        let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
+        let cleared = unit.clear_entry(self, requester, pasid);
+        if cleared.is_err() {
+            // Retried through the record, then escalated.
+            self.fail_closed(unit, Exposed::Requester(requester, pasid));
+        } else {
+            self.release_unit_tables(unit, requester, pasid);
+        }
+        if let Some(gone) = self.attached.remove(requester, pasid)
+            && let Some(i) = gone.nest
+        {
+            let last = self.nests[i].as_mut().is_some_and(|n| {
+                n.users -= 1;
+                n.users == 0
+            });
+            if last {
+                self.drop_nest(i);
+            }
+        }
+        cleared
+    }
+
+    /// Runs `write` (an attach) with the pool's pages charged to `space`,
+    /// and records the unit's table pages it took as paid by `space`.
+    pub(crate) fn with_space_tables<T>(
+        &mut self,
+        space: ObjectId,
+        write: impl FnOnce(&mut Recording<'_, Charged<'_, M>>) -> T,
+    ) -> T {
+        let mut charged = self.pool.of_space(space);
+        let mut frames = Recording::new(&mut charged);
+        let result = write(&mut frames);
+        let mut taken = [None; UNIT_TABLES_PER_ENTRY];
+        for (slot, page) in taken.iter_mut().zip(frames.taken()) {
+            *slot = Some(page);
+        }
+        for page in taken.into_iter().flatten() {
+            if let Err(page) = self.unit_tables.record(page, Account::Space(space)) {
+                E::log(format_args!(
+                    "[io] unit table {page:#x} not recorded: never freed"
+                ));
+            }
+        }
+        result
+    }
+
+    /// After a detach: frees the unit's tables on the requester's path
+    /// that hold no entry any more (pool pages only), refunded to
+    /// whoever paid for them. A unit that does not confirm the unlink
+    /// keeps them (they may still be cached).
+    fn release_unit_tables(&mut self, unit: &mut U, requester: u16, pasid: Option<u32>) {
+        let tables = &self.unit_tables;
+        let owned = |page: u64| tables.owns(page);
+        let Ok(freed) = unit.release_tables(&self.pool.free.mem, requester, pasid, owned) else {
+            E::log(format_args!(
+                "[io] unlinked unit tables not confirmed by the unit: kept"
+            ));
+            return;
+        };
+        for page in freed.into_iter().flatten() {
+            match self.unit_tables.take(page) {
+                Some(payer) => self.give_back(payer, page),
+                None => E::log(format_args!("[io] unit table {page:#x} has no payer: kept")),
+            }
+        }
+    }
+
+    /// Returns `page`, charged to `account`, to the pool (logging what
+    /// cannot be).
+    pub(crate) fn give_back(&mut self, account: Account<ObjectId>, page: u64) {
+        match self.pool.give_back(account, page) {
+            Ok(()) => {}
+            Err(GiveBack::Full) => E::log(format_args!(
+                "[io] table page {page:#x} does not fit the pool: leaked"
+            )),
+            Err(GiveBack::NotCharged(why)) => E::log(format_args!(
+                "[io] table page {page:#x} refunded to no reservation: {why:?}"
+            )),
+        }
+    }
+
+    /// Frees a nest no device uses any more (its entries are cleared; the
+    /// effects that follow invalidate them).
+    pub(crate) fn drop_nest(&mut self, index: usize) {
+        let Some(nest) = self.nests[index].take() else {
+            return;
+        };
+        let account = Account::Space(nest.space);
+        let Ok(table) = self.space(nest.space).map(|s| s.table) else {
+            self.give_back(account, nest.page);
+            return;
+        };
+        U::free_nest(self, index, nest.page, nest.space, &table);
+    }
+
+    /// Returns every page of `table` but `keep` (an IoSpace's root, its
+    /// object's own page) to the pool, refunded to `account`. The walk
+    /// reads each table before it is given back, and nothing allocates
+    /// meanwhile.
+    pub(crate) fn free_tables(
+        &mut self,
+        account: Account<ObjectId>,
+        table: &PageTable<U::Format>,
+        keep: Option<u64>,
+    ) {
+        let mem = self.mem();
+        table.for_each_table(&mem, |page| {
+            if Some(page) != keep {
+                self.give_back(account, page);
+            }
+        });
+    }
+
+    /// After a delete or revoke: forget IoSpaces and queues that died,
+    /// return their tables to the pool. `alive(object, kind)` says
+    /// whether a record's object still exists, `notification_alive`
+    /// whether a queue's notification does.
+    pub fn reconcile(
+        &mut self,
+        alive: impl Fn(ObjectId, ObjectKind) -> bool,
+        notification_alive: impl Fn(&E::Notify) -> bool,
+    ) {
+        self.queues
+            .retain(|q| alive(q.object, ObjectKind::IoFaultQueue));
+        // A dead notification is never signalled: its memory may be
+        // anything by the next fault (records still queue; `Pop` reads
+        // them).
+        for queue in self.queues.iter_mut() {
+            if queue
+                .notification
+                .as_ref()
+                .is_some_and(|n| !notification_alive(n))
+                && !E::broken(Flaw::DanglingReferences)
+            {
+                queue.notification = None;
+            }
+        }
+        let mut index = 0;
+        while index < self.spaces.len() {
+            let space = &self.spaces[index];
+            if alive(space.object, ObjectKind::IoSpace) {
+                index += 1;
+                continue;
+            }
+            let (object, table) = (space.object, space.table);
+            // Nests first, while the space's record still shapes their
+            // shadows.
+            for i in 0..NESTS {
+                if self.nests[i].as_ref().is_some_and(|n| n.space == object) {
+                    // Its devices were detached by the model's effects.
+                    self.drop_nest(i);
+                }
+            }
+            self.spaces.swap_remove(index);
+            // The root is the object's own page: not a pool page.
+            self.free_tables(Account::Space(object), &table, Some(table.root()));
+            // Its unit tables still holding other IoSpaces' entries pass
+            // to the unit (at most one per live attachment).
+            let mut retired = Ok(0);
+            self.unit_tables
+                .hand_to_unit(&mut self.pool.ledger, object, |ledger| {
+                    retired = ledger.retire(object);
+                });
+            match retired {
+                Ok(0) => {}
+                Ok(kept) => E::log(format_args!(
+                    "[io] a dead IoSpace kept {kept} table pages: leaked"
+                )),
+                Err(why) => E::log(format_args!(
+                    "[io] a dead IoSpace had no table reservation: {why:?}"
+                )),
+            }
+        }
+    }
+
+    /// `IoUserTable.Invalidate`: makes the hardware see the driver's
+    /// stage-1 changes in `start..start + length` of the table at
+    /// (`space`, `root_ipa`). Returns the first IOVA not processed and
+    /// the invalidation commands issued (each followed by one completion
+    /// wait: VT-d's wait descriptor, SMMUv3's CMD_SYNC). If the unit does
+    /// not complete them, the nest's devices are blocked and the answer
+    /// is `IommuTimeout`.
+    #[inline]
+    pub fn invalidate_user_table(
+        &mut self,
+        unit: &mut U,
+        space: ObjectId,
+        root_ipa: u64,
+        start: u64,
+        length: u64,
+    ) -> Result<(u64, u64), Error> {
+        if start & 0xfff != 0 || length & 0xfff != 0 {
+            return Err(Error::InvalidAddress);
+        }
+        let end = start.checked_add(length).ok_or(Error::InvalidAddress)?;
+        let Some(index) = self.nest_index(space, root_ipa) else {
+            // No device uses the table: nothing is cached, nothing to build.
+            return Ok((end, 0));
+        };
+        let done = unit.invalidate_nest(self, index, space, root_ipa, start, length);
+        if done == Err(Error::IommuTimeout) {
+            self.fail_closed(unit, Exposed::Nest(index));
+        }
+        done
+    }
+
+    /// Every IoSpace: (object, stage-2 root, model DID, hardware tag).
+    pub fn spaces(&self) -> impl Iterator<Item = (ObjectId, u64, u16, u16)> + '_ {
+        self.spaces
+            .iter()
+            .map(|s| (s.object, s.table.root(), s.did, space_tag(s.did)))
+    }
+
+    /// Every leaf of every IoSpace's stage 2: (space, IPA, physical
+    /// address, size bits, rights).
+    pub fn stage2_leaves(&self, mut visit: impl FnMut(ObjectId, u64, u64, u32, Perms)) {
+        let mem = self.mem();
+        for s in self.spaces.iter() {
+            let object = s.object;
+            s.table.for_each_leaf(&mem, |ipa, pa, bits, perms| {
+                visit(object, ipa, pa, bits, perms)
+            });
+        }
+    }
+
+    /// Every nest: (index, space, stage-1 root IPA, page, hardware tag,
+    /// the IPA its CD page is mapped at on SMMUv3).
+    pub fn nests(&self, mut visit: impl FnMut(usize, ObjectId, u64, u64, u16, Option<u64>)) {
+        for (index, nest) in self.nests.iter().enumerate() {
+            let Some(nest) = nest else { continue };
+            let cd_ipa = self
+                .space(nest.space)
+                .ok()
+                .and_then(|s| U::cd_ipa(s.table.input_bits(), index));
+            visit(
+                index,
+                nest.space,
+                nest.root_ipa,
+                nest.page,
+                U::nest_tag(index),
+                cd_ipa,
+            );
+        }
+    }
+
+    /// Every attachment record: (requester, PASID, space, nest, blocked).
+    pub fn attachments(&self) -> impl Iterator<Item = &Attachment<ObjectId>> + '_ {
+        self.attached.iter()
+    }
+}
+
+/// What a refused reservation of a new IoSpace's table pages answers.
+fn reservation_error(e: BudgetError) -> Error {
+    match e {
+        BudgetError::LedgerFull => Error::ObjectTableFull,
+        _ => Error::TableMemoryExhausted,
+    }
+}
+
+fn perms(rights: Rights) -> Perms {
+    Perms {
+        read: rights.contains(Rights::READ),
+        write: rights.contains(Rights::WRITE),
+    }
+}
+
+fn page_size(size_bits: u8) -> Option<PageSize> {
+    match size_bits {
+        12 => Some(PageSize::Size4K),
+        21 => Some(PageSize::Size2M),
+        30 => Some(PageSize::Size1G),
+        _ => None,
+    }
+}
+
+/// The VT-d shadow table rooted at `root`, shaped like the stage 2 `like`.
+pub(crate) fn shadow_at<F: iommu::pagetable::PageTableFormat + Copy>(
+    root: u64,
+    like: &PageTable<F>,
+) -> Option<PageTable<F>> {
+    PageTable::at(root, *like.format(), like.height(), like.input_bits()).ok()
+}

@@ -1,0 +1,119 @@
+//! What differs between the vendors: [`IoUnit`], implemented for the
+//! `iommu` crate's VT-d unit (`vtd.rs`) and SMMUv3 (`smmu.rs`) over any
+//! register access. [`State`] holds everything else.
+
+use crate::Env;
+use crate::state::State;
+use abi::Error;
+use caps::ObjectId;
+use iommu::PhysMem;
+use iommu::attachments::Exposed;
+use iommu::budget::UNIT_TABLES_PER_ENTRY;
+use iommu::pagetable::{PageTable, PageTableFormat};
+
+/// An IOMMU unit the layer drives. The methods taking a [`State`] are the
+/// vendor's half of one [`State`] operation; only the layer calls them.
+pub trait IoUnit: Sized {
+    /// The stage-2 entry format.
+    type Format: PageTableFormat + Copy;
+    /// Whether nests are shadow tables the layer composes (VT-d): a
+    /// stage-2 unmap drops them, and their DIDs are invalidated with
+    /// their IoSpace's.
+    const SHADOWS: bool;
+    /// The stage-1 format `IoSpace.BindUserTable` accepts
+    /// (`sys::UserTableFormat`): x86 first-stage 4-level on VT-d,
+    /// VMSAv8-64 4 KiB granule 48-bit on SMMUv3.
+    const USER_TABLE_FORMAT: u64;
+
+    /// The stage-2 table of an IoSpace rooted at the page `root`, shaped
+    /// for this unit.
+    fn stage2_at(&self, root: u64) -> Option<PageTable<Self::Format>>;
+    /// The hardware tag of nest `index` (VT-d shadow DID, SMMUv3 ASID).
+    fn nest_tag(index: usize) -> u16;
+    /// The IPA a nest's CD page is mapped at (SMMUv3), in an IoSpace of
+    /// `ipa_bits`.
+    fn cd_ipa(ipa_bits: u32, index: usize) -> Option<u64>;
+    /// Whether `IoPasid.Attach` can install entries.
+    fn pasids_supported(&self) -> bool;
+
+    /// Invalidates `tags` (or everything) and waits; on failure blocks
+    /// what `exposed` covers.
+    #[doc(hidden)]
+    fn invalidate_tags<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        tags: &[u16],
+        everything: bool,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> Result<(), &'static str>;
+    /// Blocks what `exposed` covers after a failed invalidation; whether
+    /// the unit confirmed it.
+    #[doc(hidden)]
+    fn block<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> bool;
+    /// Prepares the nest page `page` (slot `index`) for (`space`,
+    /// `root_ipa`).
+    #[doc(hidden)]
+    fn build_nest<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        space: ObjectId,
+        root_ipa: u64,
+        index: usize,
+        page: u64,
+    ) -> Result<(), &'static str>;
+    /// Writes the entry pointing (`requester`, `pasid`) at `space`, or at
+    /// its nest `nest` for the stage 1 at `stage1_root`.
+    #[doc(hidden)]
+    fn write_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        pasid: Option<u32>,
+        space: ObjectId,
+        nest: Option<(usize, u64)>,
+    ) -> Result<(), &'static str>;
+    /// Writes the blocking entry of (`requester`, `pasid`) and invalidates it.
+    #[doc(hidden)]
+    fn clear_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        pasid: Option<u32>,
+    ) -> Result<(), &'static str>;
+    /// Unlinks the unit's tables on (`requester`, `pasid`)'s path that
+    /// hold no entry any more and that `owned` says came from the pool.
+    #[doc(hidden)]
+    fn release_tables(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        pasid: Option<u32>,
+        owned: impl Fn(u64) -> bool,
+    ) -> Result<[Option<u64>; UNIT_TABLES_PER_ENTRY], &'static str>;
+    /// `IoUserTable.Invalidate` of the nest at `index`.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    fn invalidate_nest<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        space: ObjectId,
+        root_ipa: u64,
+        start: u64,
+        length: u64,
+    ) -> Result<(u64, u64), Error>;
+    /// Returns a dropped nest's pages (slot `index`, page `page`) to the
+    /// pool; `table` is its IoSpace's stage 2.
+    #[doc(hidden)]
+    fn free_nest<M: PhysMem + Copy, E: Env>(
+        state: &mut State<Self, M, E>,
+        index: usize,
+        page: u64,
+        space: ObjectId,
+        table: &PageTable<Self::Format>,
+    );
+}

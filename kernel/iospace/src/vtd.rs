@@ -1,0 +1,291 @@
+//! The VT-d half: context or PASID entries, shadow nests composed at
+//! `Invalidate` (PGTT=nested entries where ECAP.NEST), domain-selective
+//! IOTLB invalidation per tag, failing closed through `VtdUnit::fail_closed`.
+
+use crate::state::{State, shadow_at};
+use crate::{Env, IoUnit, space_tag};
+use abi::Error;
+use caps::ObjectId;
+use iommu::attachments::Exposed;
+use iommu::budget::{Account, UNIT_TABLES_PER_ENTRY};
+use iommu::pagetable::PageTable;
+use iommu::vtd::VtdUnit;
+use iommu::vtd::qi::{Descriptor, IotlbScope, PasidIotlbScope};
+use iommu::vtd::regs::RootTableMode;
+use iommu::vtd::tables::{LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels};
+use iommu::{Mmio, PhysMem};
+
+/// Pages one `Invalidate` composes on a shadow-nested unit (bounded work).
+pub const SHADOW_PAGES_PER_CALL: u64 = 512;
+
+/// Most PASIDs one nest's hardware-nesting `Invalidate` names.
+const NEST_PASIDS: usize = crate::ATTACHED;
+
+/// The first DID of the shadows (nest `i` uses `SHADOW_DIDS + i`).
+const SHADOW_DIDS: u16 = 0x8001;
+
+fn scalable<R: Mmio>(vtd: &VtdUnit<R>) -> bool {
+    matches!(vtd.root_table(), Some((_, RootTableMode::Scalable)))
+}
+
+/// Whether the unit nests in hardware (ECAP.NEST, scalable mode): then
+/// the layer installs PGTT=nested entries instead of shadows. QEMU 10 has
+/// no NEST; the entry encoding is checked against the executable model in
+/// the `iommu` crate (tests/vtd_translate.rs).
+fn hardware_nesting<R: Mmio>(vtd: &VtdUnit<R>) -> bool {
+    vtd.extended_capability().nest() && scalable(vtd)
+}
+
+impl<R: Mmio> IoUnit for VtdUnit<R> {
+    type Format = SecondStageFormat;
+    const SHADOWS: bool = true;
+    const USER_TABLE_FORMAT: u64 = 1;
+
+    fn stage2_at(&self, root: u64) -> Option<PageTable<SecondStageFormat>> {
+        let levels = SecondStageLevels::best(self.capability())?;
+        PageTable::at(
+            root,
+            SecondStageFormat::for_unit(self.capability()),
+            levels.height(),
+            levels.input_bits(),
+        )
+        .ok()
+    }
+
+    fn nest_tag(index: usize) -> u16 {
+        SHADOW_DIDS + index as u16
+    }
+
+    fn cd_ipa(_ipa_bits: u32, _index: usize) -> Option<u64> {
+        None
+    }
+
+    fn pasids_supported(&self) -> bool {
+        scalable(self)
+    }
+
+    #[inline]
+    fn invalidate_tags<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        tags: &[u16],
+        everything: bool,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> Result<(), &'static str> {
+        let mem = state.mem();
+        let done = if everything {
+            self.invalidate_all(&mem)
+        } else {
+            let drain = self.capability().drd() || self.capability().dwd();
+            let descriptors = tags
+                .iter()
+                .map(|&tag| Descriptor::iotlb(IotlbScope::Domain(tag), drain));
+            self.submit(&mem, descriptors)
+        };
+        if done.is_ok() {
+            return Ok(());
+        }
+        state.fail_closed(self, exposed);
+        Err("the invalidation failed: its devices are blocked")
+    }
+
+    fn block<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> bool {
+        let mem = state.mem();
+        let mut frames = state.pool.of_unit();
+        self.fail_closed(&mem, &mut frames, &mut state.attached, exposed)
+    }
+
+    fn build_nest<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        _space: ObjectId,
+        _root_ipa: u64,
+        _index: usize,
+        _page: u64,
+    ) -> Result<(), &'static str> {
+        // A fresh shadow table: empty until the driver's first Invalidate.
+        // Its DID may have been used by an earlier nest: flush it.
+        self.invalidate_all(&state.mem())
+            .map_err(|_| state.unit_failed("the invalidation before reusing a shadow DID failed"))
+    }
+
+    fn write_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        pasid: Option<u32>,
+        space: ObjectId,
+        nest: Option<(usize, u64)>,
+    ) -> Result<(), &'static str> {
+        let (table, did) = {
+            let s = state.space(space)?;
+            (s.table, s.did)
+        };
+        let mem = state.mem();
+        let nest_page = nest
+            .and_then(|(i, _)| state.nests[i].as_ref())
+            .map(|n| n.page);
+        let (domain, root) = match (nest, nest_page) {
+            (Some((i, _)), Some(page)) => (Self::nest_tag(i), page),
+            _ => (space_tag(did), table.root()),
+        };
+        let levels = SecondStageLevels::best(self.capability()).ok_or("no second-stage depth")?;
+        if scalable(self) {
+            let config = match nest {
+                // Hardware nesting (ECAP.NEST): the unit walks the
+                // driver's table itself; the nest page is unused.
+                Some((i, root_ipa)) if hardware_nesting(self) => PasidConfig::Nested {
+                    domain: Self::nest_tag(i),
+                    first_stage_table: root_ipa,
+                    second_stage_table: table.root(),
+                    levels,
+                },
+                _ => PasidConfig::SecondStage {
+                    domain,
+                    table: root,
+                    levels,
+                },
+            };
+            state
+                .with_space_tables(space, |frames| {
+                    self.set_pasid_entry(&mem, frames, requester, pasid.unwrap_or(0), Some(config))
+                })
+                .map_err(|_| state.unit_failed("writing the PASID entry failed"))
+        } else {
+            if pasid.is_some() {
+                return Err("PASIDs need scalable mode");
+            }
+            let context = LegacyContext::Translated {
+                domain,
+                table: root,
+                levels,
+            };
+            state
+                .with_space_tables(space, |frames| {
+                    self.set_legacy_context(&mem, frames, requester, Some(context))
+                })
+                .map_err(|_| state.unit_failed("writing the context entry failed"))
+        }
+    }
+
+    fn clear_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        pasid: Option<u32>,
+    ) -> Result<(), &'static str> {
+        let mem = state.mem();
+        let mut frames = state.pool.of_unit();
+        if scalable(self) {
+            self.set_pasid_entry(&mem, &mut frames, requester, pasid.unwrap_or(0), None)
+        } else {
+            self.set_legacy_context(&mem, &mut frames, requester, None)
+        }
+        .map_err(|_| "clearing the device entry failed")
+    }
+
+    fn release_tables(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        pasid: Option<u32>,
+        owned: impl Fn(u64) -> bool,
+    ) -> Result<[Option<u64>; UNIT_TABLES_PER_ENTRY], &'static str> {
+        let released = VtdUnit::release_tables(self, mem, requester, pasid.unwrap_or(0), owned)
+            .map_err(|_| "the unit did not confirm the unlink")?;
+        let mut freed = [None; UNIT_TABLES_PER_ENTRY];
+        for (slot, page) in freed.iter_mut().zip(released.pages()) {
+            *slot = Some(page);
+        }
+        Ok(freed)
+    }
+
+    #[inline]
+    fn invalidate_nest<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        space: ObjectId,
+        root_ipa: u64,
+        start: u64,
+        length: u64,
+    ) -> Result<(u64, u64), Error> {
+        let end = start.saturating_add(length);
+        let mem = state.mem();
+        if hardware_nesting(self) {
+            // The unit walks the driver's table: flush its first-stage
+            // entries, for every PASID that uses this nest.
+            let domain = Self::nest_tag(index);
+            let mut descriptors: heapless::Vec<Descriptor, NEST_PASIDS> = heapless::Vec::new();
+            for a in state.attached.iter().filter(|a| a.nest == Some(index)) {
+                let pasid = a.pasid.unwrap_or(0);
+                let _ = descriptors.push(Descriptor::pasid_iotlb(PasidIotlbScope::Pasid {
+                    domain,
+                    pasid,
+                }));
+            }
+            let commands = descriptors.len() as u64;
+            self.submit(&mem, descriptors)
+                .map_err(|_| Error::IommuTimeout)?;
+            return Ok((if length == 0 { u64::MAX } else { end }, commands));
+        }
+        if length == 0 {
+            // A shadow is built per range; "everything" would be 2^35 pages.
+            return Err(Error::InvalidArgument);
+        }
+        let table = state.space(space).map_err(|_| Error::DeadObject)?.table;
+        let page = state.nests[index].as_ref().map_or(0, |n| n.page);
+        let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
+        let take = length.min(SHADOW_PAGES_PER_CALL * 4096);
+        state.ensure_pool(space)?;
+        let composed = iommu::vtd::shadow::shadow_range(
+            &mem,
+            &mut state.pool.of_space(space),
+            root_ipa,
+            &table,
+            &shadow,
+            start,
+            take,
+            SHADOW_PAGES_PER_CALL,
+            false,
+        );
+        // The leaf count lets a stage-2 unmap skip an empty shadow; after
+        // a failure midway it is unknown, so the next unmap clears.
+        let nest = state.nests[index].as_mut().ok_or(Error::DeadObject)?;
+        let stats = match composed {
+            Ok(stats) => stats,
+            Err(_) => {
+                nest.leaves = u64::MAX;
+                return Err(Error::InvalidAddress);
+            }
+        };
+        nest.leaves = nest
+            .leaves
+            .saturating_add(stats.added)
+            .saturating_sub(stats.removed);
+        // One domain-selective IOTLB invalidation of the shadow's DID.
+        let descriptor = Descriptor::iotlb(
+            IotlbScope::Domain(Self::nest_tag(index)),
+            self.capability().drd() || self.capability().dwd(),
+        );
+        self.submit(&mem, [descriptor])
+            .map_err(|_| Error::IommuTimeout)?;
+        Ok((start + take, 1))
+    }
+
+    fn free_nest<M: PhysMem + Copy, E: Env>(
+        state: &mut State<Self, M, E>,
+        _index: usize,
+        page: u64,
+        space: ObjectId,
+        table: &PageTable<SecondStageFormat>,
+    ) {
+        if let Some(shadow) = shadow_at(page, table) {
+            state.free_tables(Account::Space(space), &shadow, None);
+        }
+    }
+}
