@@ -174,8 +174,11 @@ impl Unit {
                         key(a) == key(b)
                     },
                     |first, last, count| {
+                        // Raw, as the recording register holds it (F set):
+                        // `cargo xtask` decodes it for the reader.
+                        let (low, high) = first.encode();
                         crate::println!(
-                            "[vtd] fault: {first}{}",
+                            "[vtd] fault FRCD {low:#x} {high:#x}{}",
                             BurstNote(count, first.address, last.address)
                         );
                     },
@@ -202,8 +205,11 @@ impl Unit {
                         key(a) == key(b)
                     },
                     |first, last, count| {
+                        // Raw, the record's four words: `cargo xtask`
+                        // decodes it for the reader.
+                        let [w0, w1, w2, w3] = first.encode();
                         crate::println!(
-                            "[smmu] event: {first}{}",
+                            "[smmu] event {w0:#x} {w1:#x} {w2:#x} {w3:#x}{}",
                             BurstNote(count, first.input_address, last.input_address)
                         );
                     },
@@ -394,9 +400,13 @@ pub fn init(
     }
     // SAFETY: the DRHD names this unit's register block; nothing else drives it.
     let mut unit = VtdUnit::new(unsafe { DirectMmio::new(drhd.register_base) });
-    crate::println!("[vtd] {}", unit.version());
-    crate::println!("[vtd] {}", unit.capability());
-    crate::println!("[vtd] {}", unit.extended_capability());
+    // Raw values on one line: `cargo xtask` decodes them for the reader.
+    crate::println!(
+        "[vtd] VER {:#x} CAP {:#018x} ECAP {:#018x}",
+        unit.version().0,
+        unit.capability().0,
+        unit.extended_capability().0
+    );
     let mode = if unit.extended_capability().smts() {
         RootTableMode::Scalable
     } else {
@@ -444,10 +454,14 @@ pub fn init(
     // SAFETY: the device tree names this SMMU's register block; nothing else drives it.
     let mut smmu = Smmu::new(unsafe { DirectMmio::new(base) });
     let features = *smmu.features();
-    crate::println!("[smmu] {}", features.idr0);
-    crate::println!("[smmu] {}", features.idr1);
-    crate::println!("[smmu] {}", features.idr3);
-    crate::println!("[smmu] {}", features.idr5);
+    // Raw values on one line: `cargo xtask` decodes them for the reader.
+    crate::println!(
+        "[smmu] IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x}",
+        features.idr0.0,
+        features.idr1.0,
+        features.idr3.0,
+        features.idr5.0
+    );
     match smmu.block_all_dma(
         &DirectMemory,
         frames,

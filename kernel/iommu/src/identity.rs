@@ -3,6 +3,7 @@
 
 use crate::smmuv3::regs::Features;
 use crate::vtd::regs::{Capability, ExtendedCapability};
+#[cfg(any(test, feature = "decode"))]
 use core::fmt;
 
 /// Which architecture a unit implements.
@@ -133,6 +134,7 @@ impl Extensions {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

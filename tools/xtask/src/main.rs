@@ -20,6 +20,7 @@
 
 mod bench;
 mod capdump;
+mod console;
 mod disk;
 mod error;
 mod fuzz;

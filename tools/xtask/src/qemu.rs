@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use wait_timeout::ChildExt;
 
+use crate::console;
 use crate::error::{Error, Result};
 use crate::machines::{COMMON_ARGS, GuestExit, Machine};
 use crate::parse;
@@ -62,7 +63,8 @@ pub struct Run {
     pub announced: Option<u32>,
     /// Whether the guest printed anything at all on the serial console.
     pub printed: bool,
-    /// The last [`TAIL_LINES`] serial lines.
+    /// The last [`TAIL_LINES`] serial lines, each raw line followed by its
+    /// decoding (`console::decode`, marked with `console::DECODED`).
     pub tail: VecDeque<String>,
     /// The last line QEMU wrote to its stderr, if any.
     pub stderr_last: Option<String>,
@@ -174,13 +176,23 @@ pub fn run(
         let event = events.recv().unwrap_or(Event::Exited(None));
         match event {
             Event::Serial(bytes) => {
-                if echo == Echo::Terminal {
-                    let mut stdout = io::stdout().lock();
-                    let _ = stdout.write_all(&bytes);
-                    let _ = stdout.flush();
-                }
-                for line in lines.push(&bytes) {
-                    handle(&line, &mut watcher);
+                // Line by line, so a raw line's decoding (console.rs) follows
+                // it on the terminal; a partial line is echoed at once.
+                for piece in bytes.split_inclusive(|&byte| byte == b'\n') {
+                    let completed = lines.push(piece);
+                    if echo == Echo::Terminal {
+                        let mut stdout = io::stdout().lock();
+                        let _ = stdout.write_all(piece);
+                        for line in &completed {
+                            for decoded in console::decode(line) {
+                                let _ = writeln!(stdout, "{}{decoded}", console::DECODED);
+                            }
+                        }
+                        let _ = stdout.flush();
+                    }
+                    for line in completed {
+                        handle(&line, &mut watcher);
+                    }
                 }
             }
             Event::SerialClosed => serial_closed = true,
@@ -245,10 +257,15 @@ impl Watcher {
         if let Some(status) = parse::exit_line(line) {
             self.announced = Some(status);
         }
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
+        let decoded = console::decode(line)
+            .into_iter()
+            .map(|decoded| format!("{}{decoded}", console::DECODED));
+        for line in std::iter::once(line.to_string()).chain(decoded) {
+            if self.tail.len() == TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line);
         }
-        self.tail.push_back(line.to_string());
     }
 }
 

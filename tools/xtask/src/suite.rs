@@ -616,7 +616,8 @@ pub fn arguments(
 }
 
 /// Counts a deliberate-exception configuration: one pass when the kernel
-/// reported the exception (vector, faulting address, registers) and exited
+/// reported the exception (vector, faulting address, registers: its raw
+/// `[trap]` line as decoded into the tail, console.rs) and exited
 /// with the unexpected-trap status 3, one failure otherwise.
 fn trap_tally(config: &SystemTest, run: &qemu::Run, machine: &machines::Machine) -> Tally {
     let text: Vec<&str> = run.tail.iter().map(String::as_str).collect();

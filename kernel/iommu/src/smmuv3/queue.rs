@@ -9,6 +9,7 @@ use super::SmmuError;
 use super::regs::{gerror, offset};
 use crate::list::RecordList;
 use crate::{FrameAllocator, Mmio, PhysAddr, PhysMem, PollLimit};
+#[cfg(any(test, feature = "decode"))]
 use core::fmt;
 
 /// Command opcodes (SMMUv3 4.1, Table "Commands").
@@ -606,6 +607,7 @@ impl Event {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

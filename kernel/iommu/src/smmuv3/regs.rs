@@ -4,6 +4,7 @@
 //! ("Memory map and registers"); section numbers are those of issue F/G.
 
 use crate::{bit, bits};
+#[cfg(any(test, feature = "decode"))]
 use core::fmt;
 
 /// Register offsets (SMMUv3 6.2, "Register overview").
@@ -192,6 +193,7 @@ impl Idr0 {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Idr0 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -269,6 +271,7 @@ impl Idr1 {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Idr1 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -314,6 +317,7 @@ impl Idr3 {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Idr3 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -383,6 +387,7 @@ impl Idr5 {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Idr5 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

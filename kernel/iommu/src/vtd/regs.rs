@@ -5,6 +5,7 @@
 
 use crate::{bit, bits};
 use bitflags::bitflags;
+#[cfg(any(test, feature = "decode"))]
 use core::fmt;
 
 /// Register offsets from the unit's base (VT-d 11.4, Table "Address Mapping for Remapping Hardware Registers").
@@ -86,6 +87,7 @@ impl Version {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "VT-d {}.{}", self.major(), self.minor())
@@ -196,6 +198,7 @@ impl Capability {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -322,6 +325,7 @@ impl ExtendedCapability {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for ExtendedCapability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ECAP {:#018x}:", self.0)?;
@@ -582,6 +586,7 @@ impl FaultRecord {
     }
 }
 
+#[cfg(any(test, feature = "decode"))]
 impl fmt::Display for FaultRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sid = self.source_id;

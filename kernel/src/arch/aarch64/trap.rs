@@ -27,63 +27,13 @@ pub struct TrapFrame {
     pub far: u64,
 }
 
-const ENTRY_NAMES: [&str; 16] = [
-    "sync, current EL, SP0",
-    "IRQ, current EL, SP0",
-    "FIQ, current EL, SP0",
-    "SError, current EL, SP0",
-    "sync, current EL, SPx",
-    "IRQ, current EL, SPx",
-    "FIQ, current EL, SPx",
-    "SError, current EL, SPx",
-    "sync, lower EL AArch64",
-    "IRQ, lower EL AArch64",
-    "FIQ, lower EL AArch64",
-    "SError, lower EL AArch64",
-    "sync, lower EL AArch32",
-    "IRQ, lower EL AArch32",
-    "FIQ, lower EL AArch32",
-    "SError, lower EL AArch32",
-];
-
-/// Names the exception class of an ESR value (Arm ARM D17.2.37).
-fn exception_class(esr: u64) -> &'static str {
-    match (esr >> 26) & 0x3F {
-        0x00 => "unknown reason",
-        0x01 => "WFI/WFE",
-        0x07 => "FP/SIMD access",
-        0x0E => "illegal execution state",
-        0x15 => "SVC (AArch64)",
-        0x18 => "system register access",
-        0x20 => "instruction abort, lower EL",
-        0x21 => "instruction abort, same EL",
-        0x22 => "PC alignment",
-        0x24 => "data abort, lower EL",
-        0x25 => "data abort, same EL",
-        0x26 => "SP alignment",
-        0x2F => "SError",
-        0x3C => "BRK",
-        _ => "other",
-    }
-}
-
+/// The frame as raw words for the `[trap]` line, in the order `cargo xtask`
+/// names them when it decodes the console (tools/xtask/src/console.rs):
+/// elr spsr sp x0 .. x30.
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "  elr {:#018x}  spsr {:#x}  sp {:#018x}",
-            self.elr, self.spsr, self.sp
-        )?;
-        for row in 0..8 {
-            for column in 0..4 {
-                let index = row * 4 + column;
-                if index < 31 {
-                    write!(f, "  x{index:<2} {:#018x}", self.x[index])?;
-                }
-            }
-            if row < 7 {
-                writeln!(f)?;
-            }
+        for word in [self.elr, self.spsr, self.sp].iter().chain(&self.x) {
+            write!(f, " {word:#x}")?;
         }
         Ok(())
     }
@@ -92,11 +42,11 @@ impl fmt::Display for TrapFrame {
 /// Called by the vector entries with the saved registers and the entry index.
 #[unsafe(no_mangle)]
 extern "C" fn aarch64_trap(frame: &TrapFrame, entry: u64) -> ! {
-    let name = ENTRY_NAMES.get(entry as usize).copied().unwrap_or("?");
+    // Raw on one line: `cargo xtask` names the entry, the exception class
+    // and the registers.
     crate::println!(
-        "[trap] unexpected exception: {name}; ESR {:#x} ({}), faulting address (FAR) {:#018x}\n{frame}",
+        "[trap] unexpected exception entry {entry} ESR {:#x} FAR {:#x} frame{frame}",
         frame.esr,
-        exception_class(frame.esr),
         frame.far
     );
     crate::exit(crate::EXIT_UNEXPECTED_TRAP)

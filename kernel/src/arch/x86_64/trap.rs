@@ -179,74 +179,36 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-const VECTOR_NAMES: [&str; 32] = [
-    "divide error",
-    "debug",
-    "NMI",
-    "breakpoint",
-    "overflow",
-    "bound range",
-    "invalid opcode",
-    "device not available",
-    "double fault",
-    "coprocessor segment overrun",
-    "invalid TSS",
-    "segment not present",
-    "stack fault",
-    "general protection",
-    "page fault",
-    "reserved",
-    "x87 floating point",
-    "alignment check",
-    "machine check",
-    "SIMD floating point",
-    "virtualization",
-    "control protection",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "hypervisor injection",
-    "VMM communication",
-    "security",
-    "reserved",
-];
-
+/// The frame as raw words for the `[trap]` line, in the order `cargo xtask`
+/// names them when it decodes the console (tools/xtask/src/console.rs):
+/// rip cs rflags rsp ss rax rbx rcx rdx rsi rdi rbp r8 .. r15.
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "  rip {:#018x}  cs {:#x}  rflags {:#x}",
-            self.rip, self.cs, self.rflags
-        )?;
-        writeln!(f, "  rsp {:#018x}  ss {:#x}", self.rsp, self.ss)?;
-        writeln!(
-            f,
-            "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}",
-            self.rax, self.rbx, self.rcx
-        )?;
-        writeln!(
-            f,
-            "  rdx {:#018x}  rsi {:#018x}  rdi {:#018x}",
-            self.rdx, self.rsi, self.rdi
-        )?;
-        writeln!(
-            f,
-            "  rbp {:#018x}  r8  {:#018x}  r9  {:#018x}",
-            self.rbp, self.r8, self.r9
-        )?;
-        writeln!(
-            f,
-            "  r10 {:#018x}  r11 {:#018x}  r12 {:#018x}",
-            self.r10, self.r11, self.r12
-        )?;
-        write!(
-            f,
-            "  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}",
-            self.r13, self.r14, self.r15
-        )
+        for word in [
+            self.rip,
+            self.cs,
+            self.rflags,
+            self.rsp,
+            self.ss,
+            self.rax,
+            self.rbx,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.rbp,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
+        ] {
+            write!(f, " {word:#x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -256,12 +218,9 @@ extern "C" fn x86_64_trap(frame: &TrapFrame) -> ! {
     let cr2: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
-    let name = VECTOR_NAMES
-        .get(frame.vector as usize)
-        .copied()
-        .unwrap_or("interrupt");
+    // Raw on one line: `cargo xtask` names the vector and the registers.
     crate::println!(
-        "[trap] unexpected exception {} ({name}), error code {:#x}, faulting address (cr2) {cr2:#018x}\n{frame}",
+        "[trap] unexpected exception {} error {:#x} cr2 {cr2:#x} frame{frame}",
         frame.vector,
         frame.error_code
     );
