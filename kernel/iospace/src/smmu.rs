@@ -50,6 +50,26 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         false
     }
 
+    fn dirty_tracking(&self) -> bool {
+        self.extensions().dirty_tracking
+    }
+
+    fn first_stage_dirty(&self) -> bool {
+        false
+    }
+
+    fn set_entry_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        _pasid: Option<u32>,
+        on: bool,
+    ) -> Result<(), &'static str> {
+        // No substreams: the stream's STE (S2HA / S2HD) covers it.
+        self.set_stage2_dirty_tracking(mem, u32::from(requester), on)
+            .map_err(|_| "setting the STE's S2HA / S2HD failed")
+    }
+
     #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,

@@ -35,6 +35,25 @@ pub trait IoUnit: Sized {
     fn cd_ipa(ipa_bits: u32, index: usize) -> Option<u64>;
     /// Whether `IoPasid.Attach` can install entries.
     fn pasids_supported(&self) -> bool;
+    /// Whether the unit updates dirty state in stage 2, so
+    /// `IoSpace.SetDirtyTracking` and `ReadDirty` work: VT-d ECAP.SLADS in
+    /// scalable mode (PASID entry SSADE), SMMUv3 IDR0.HTTU = 2 (STE.S2HD).
+    fn dirty_tracking(&self) -> bool;
+    /// Whether the unit sets accessed / dirty bits in first-stage tables
+    /// (VT-d ECAP.FLTS in scalable mode).
+    fn first_stage_dirty(&self) -> bool;
+
+    /// Turns the unit's stage-2 dirty updates on or off in the live entry
+    /// of (`requester`, `pasid`), with the invalidations that make them
+    /// take effect.
+    #[doc(hidden)]
+    fn set_entry_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        pasid: Option<u32>,
+        on: bool,
+    ) -> Result<(), &'static str>;
 
     /// Invalidates `tags` (or everything) and waits; on failure blocks
     /// what `exposed` covers.

@@ -64,6 +64,26 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self)
     }
 
+    fn dirty_tracking(&self) -> bool {
+        scalable(self) && self.extensions().dirty_tracking
+    }
+
+    fn first_stage_dirty(&self) -> bool {
+        scalable(self) && self.extensions().first_stage_dirty
+    }
+
+    fn set_entry_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        pasid: Option<u32>,
+        on: bool,
+    ) -> Result<(), &'static str> {
+        // SSADE in the PASID entry (RID_PASID 0 for a device's own DMA).
+        self.set_dirty_tracking(mem, requester, pasid.unwrap_or(0), on)
+            .map_err(|_| "setting the PASID entry's SSADE failed")
+    }
+
     #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,
