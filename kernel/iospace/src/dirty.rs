@@ -6,10 +6,13 @@
 //! call returns, so an IOTLB entry cached as dirty cannot let a later
 //! write through unrecorded.
 //!
-//! VT-d shadow nests are not covered yet: a device nested through a
-//! shadow writes through the shadow's entries, not stage 2's, so with a
-//! shadow in the IoSpace both calls answer `NotSupported` rather than
-//! miss writes.
+//! VT-d shadow nests: a device nested through a shadow writes through the
+//! shadow's entries, so SSADE is set in its entry too and every
+//! `ReadDirty` first moves the D bits of the IoSpace's shadows onto the
+//! stage-2 leaves behind them (the IPA the driver's stage 1 gives for the
+//! shadow entry's IOVA, checked against the entry's page; else every IPA
+//! mapping that page) and invalidates the shadow's DID
+//! (`IoUnit::fold_nest_dirty`). Work: the IoSpace's table budget.
 
 use crate::state::State;
 use crate::{Env, IoUnit, space_tag};
@@ -19,17 +22,27 @@ use iommu::PhysMem;
 use iommu::attachments::Exposed;
 
 impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
-    /// Whether dirty tracking can serve `space` now: `NotSupported` if the
-    /// unit cannot track or a VT-d shadow nest translates for it,
-    /// `DeadObject` if it has no stage 2.
+    /// Whether dirty tracking can serve `space`: `NotSupported` if the
+    /// unit cannot track, `DeadObject` if it has no stage 2.
     fn dirty_ready(&self, unit: &U, space: ObjectId) -> Result<(), Error> {
         if !unit.dirty_tracking() {
             return Err(Error::NotSupported);
         }
         self.space(space).map_err(|_| Error::DeadObject)?;
-        let shadowed = U::SHADOWS && self.nests.iter().flatten().any(|nest| nest.space == space);
-        if shadowed {
-            return Err(Error::NotSupported);
+        Ok(())
+    }
+
+    /// Folds the dirty state of `space`'s nests into its stage 2
+    /// (`record`: false discards it); `IommuTimeout` blocks its devices.
+    fn fold_nests(&mut self, unit: &mut U, space: ObjectId, record: bool) -> Result<(), Error> {
+        for index in 0..self.nests.len() {
+            if self.nests[index].as_ref().is_some_and(|n| n.space == space) {
+                let folded = unit.fold_nest_dirty(self, index, record);
+                if folded == Err(Error::IommuTimeout) {
+                    self.fail_closed(unit, Exposed::Nest(index));
+                }
+                folded?;
+            }
         }
         Ok(())
     }
@@ -52,6 +65,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         self.dirty_ready(unit, space)?;
         if on {
             self.set_entries_dirty(unit, space, true)?;
+            self.fold_nests(unit, space, false)?;
         }
         let (table, did) = {
             let s = self.space(space).map_err(|_| Error::DeadObject)?;
@@ -79,8 +93,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// inside the range processed. Returns the first IPA not processed and
     /// the pages reported. Errors: `InvalidAddress` (misaligned, wraps,
     /// outside the IPA range, or cuts a 2 MiB leaf), `NotSupported` (the
-    /// unit cannot track, tracking is off, or a VT-d shadow nest
-    /// translates for the IoSpace), `DeadObject`, `IommuTimeout`.
+    /// unit cannot track, or tracking is off),
+    /// `DeadObject`, `IommuTimeout`.
     pub fn read_dirty(
         &mut self,
         unit: &mut U,
@@ -103,6 +117,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         if start & 0xfff != 0 || end > 1u64 << table.input_bits() {
             return Err(Error::InvalidAddress);
         }
+        self.fold_nests(unit, space, true)?;
         let mem = self.mem();
         // A dry run first: a range that cuts a large leaf is refused
         // before anything is cleared.
@@ -124,8 +139,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok((end, reported))
     }
 
-    /// Turns the dirty updates of every entry pointing at `space` (VT-d:
-    /// not through a shadow) on or off.
+    /// Turns the dirty updates of every entry pointing at `space` (or at
+    /// one of its nests) on or off.
     fn set_entries_dirty(&mut self, unit: &mut U, space: ObjectId, on: bool) -> Result<(), Error> {
         let mem = self.mem();
         let mut failed = false;
@@ -134,9 +149,6 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             .iter()
             .filter(|a| a.space == space && !a.blocked)
         {
-            if U::SHADOWS && a.nest.is_some() {
-                continue;
-            }
             failed |= unit
                 .set_entry_dirty_tracking(&mem, a.requester, a.pasid, on)
                 .is_err();

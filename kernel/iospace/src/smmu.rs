@@ -70,6 +70,16 @@ impl<R: Mmio> IoUnit for Smmu<R> {
             .map_err(|_| "setting the STE's S2HA / S2HD failed")
     }
 
+    fn fold_nest_dirty<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        _state: &mut State<Self, M, E>,
+        _index: usize,
+        _record: bool,
+    ) -> Result<(), Error> {
+        // A nested STE translates through stage 2, whose leaves S2HD marks.
+        Ok(())
+    }
+
     #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,

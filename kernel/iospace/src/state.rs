@@ -546,7 +546,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         };
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
         unit.write_entry(self, requester, pasid, space, nest)?;
-        if self.space(space)?.dirty_tracking && (nest.is_none() || !U::SHADOWS) {
+        if self.space(space)?.dirty_tracking {
             let mem = self.mem();
             unit.set_entry_dirty_tracking(&mem, requester, pasid, true)?;
         }

@@ -55,6 +55,19 @@ pub trait IoUnit: Sized {
         on: bool,
     ) -> Result<(), &'static str>;
 
+    /// Moves the dirty state the unit recorded in nest `index`'s own
+    /// tables (VT-d shadows) onto the IoSpace's stage-2 leaves behind
+    /// them and cleans those tables (`record`: false only discards it),
+    /// then invalidates the nest's tag. Nothing to do where nests
+    /// translate through stage 2 itself (SMMUv3, VT-d hardware nesting).
+    #[doc(hidden)]
+    fn fold_nest_dirty<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        record: bool,
+    ) -> Result<(), Error>;
+
     /// Invalidates `tags` (or everything) and waits; on failure blocks
     /// what `exposed` covers.
     #[doc(hidden)]

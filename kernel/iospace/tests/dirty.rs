@@ -15,7 +15,9 @@ mod common;
 
 use abi::Error;
 use caps::{ObjectId, Rights};
-use common::{DATA_IPA, DATA_PAGES, MEMORY, PASID_ECAP, World, smmu, take_log, vtd};
+use common::{
+    DATA_IPA, DATA_PAGES, IOVA, MEMORY, Model, PASID_ECAP, VtdWorld, World, smmu, take_log, vtd,
+};
 use iommu::model::smmu_device::SimSmmu;
 use iommu::model::vtd_device::{QEMU_CAP, QEMU_ECAP, SimVtd};
 use iommu::model::{Access, SimMemory};
@@ -224,29 +226,56 @@ fn smmu_stage2_dirty_tracking_with_httu() {
     rounds(&mut world);
 }
 
-/// A VT-d shadow nest in the IoSpace: its devices write through the
-/// shadow, which the layer does not read yet, so both calls refuse.
+/// A VT-d shadow nest in the IoSpace (SLADS without NEST): its device
+/// writes through the shadow; the layer reports those pages against the
+/// IoSpace pages behind them, round after round, beside a device attached
+/// directly; discarded when tracking starts.
 #[test]
-fn vtd_shadow_nests_are_refused() {
+fn vtd_shadow_nest_dirty_pages_are_reported() {
     let memory = SimMemory::new(MEMORY);
     let device = SimVtd::new(&memory, QEMU_CAP, SLADS_ECAP, false);
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
     let space = space_with_pages(&mut world);
+    let nested = EDU + 1;
+    world.attach(nested, None, space, true).unwrap();
+    world.user_invalidate(space).unwrap();
+    let write = |world: &VtdWorld<'_>, page: u64| {
+        world
+            .device
+            .transact(nested, None, IOVA + page * 4096, Access::Write)
+            .is_some()
+    };
+    // Written before tracking: not reported.
+    assert!(write(&world, 2));
     world
         .state
         .set_dirty_tracking(&mut world.unit, space, true)
         .unwrap();
-    world.attach(EDU + 1, None, space, true).unwrap();
+    assert!(read(&mut world, space, true).is_empty());
+    assert!(write(&world, 2) && write(&world, 4) && dma(&world, 5, Access::Write));
+    assert!(
+        world
+            .device
+            .transact(nested, None, IOVA + 6 * 4096, Access::Read)
+            .is_some()
+    );
+    assert_eq!(read(&mut world, space, true), set(&[2, 4, 5]));
+    // Its translations were cached by the writes: the rewrite is seen.
+    assert!(write(&world, 2) && write(&world, 6));
+    assert_eq!(read(&mut world, space, false), set(&[2, 6]));
+    assert_eq!(read(&mut world, space, true), set(&[2, 6]));
+    assert!(read(&mut world, space, true).is_empty());
+    // Deleting the IoSpace mid-tracking.
+    assert!(write(&world, 3));
+    world.delete_space(space).unwrap();
+    assert!(!write(&world, 3));
     assert_eq!(
         world
             .state
             .read_dirty(&mut world.unit, space, 0, 1, true, |_| {}),
-        Err(Error::NotSupported)
+        Err(Error::DeadObject)
     );
-    assert_eq!(
-        world.state.set_dirty_tracking(&mut world.unit, space, true),
-        Err(Error::NotSupported)
-    );
+    assert!(take_log().is_empty(), "{:?}", take_log());
 }
 
 /// As QEMU 10.0.2 emulates them: no second-stage A/D on VT-d (neither

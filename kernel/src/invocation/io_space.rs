@@ -167,8 +167,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
 /// fails or times out (`io_space::invalidate_user_table`).
 /// `SetDirtyTracking` and `ReadDirty` are the kernel's own work on the
 /// unit too: they answer `NotSupported` when the unit cannot track (or,
-/// for `ReadDirty`, tracking is off, or a VT-d shadow nest translates for
-/// the IoSpace), `InvalidAddress` when the range leaves the IPA range or
+/// for `ReadDirty`, tracking is off), `InvalidAddress` when the range leaves the IPA range or
 /// cuts a 2 MiB mapping, and `IommuTimeout` (`iospace::State::read_dirty`);
 /// the bitmap is written only after the unit answered.
 #[inline(always)]
