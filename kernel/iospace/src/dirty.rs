@@ -160,10 +160,21 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(())
     }
 
-    /// Invalidates `space`'s tag and waits; on failure its devices are
-    /// blocked and the answer is `IommuTimeout`.
+    /// Invalidates `space`'s tag (and what its nests cached under their
+    /// own tags) and waits; on failure its devices are blocked and the
+    /// answer is `IommuTimeout`.
     fn flush_space(&mut self, unit: &mut U, space: ObjectId, did: u16) -> Result<(), Error> {
         unit.invalidate_tags(self, &[space_tag(did)], false, Exposed::Spaces(&[space]))
-            .map_err(|_| Error::IommuTimeout)
+            .map_err(|_| Error::IommuTimeout)?;
+        for index in 0..self.nests.len() {
+            if self.nests[index].as_ref().is_some_and(|n| n.space == space) {
+                let flushed = unit.flush_nest_after_clean(self, index);
+                if flushed == Err(Error::IommuTimeout) {
+                    self.fail_closed(unit, Exposed::Nest(index));
+                }
+                flushed?;
+            }
+        }
+        Ok(())
     }
 }

@@ -80,6 +80,15 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         Ok(())
     }
 
+    fn flush_nest_after_clean<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        _state: &mut State<Self, M, E>,
+        _index: usize,
+    ) -> Result<(), Error> {
+        // TLBI_S12_VMALL of the IoSpace's VMID covered its nests too.
+        Ok(())
+    }
+
     #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,

@@ -68,6 +68,18 @@ pub trait IoUnit: Sized {
         record: bool,
     ) -> Result<(), Error>;
 
+    /// After stage-2 leaves of nest `index`'s IoSpace were cleaned: drops
+    /// translations cached under the nest's own tag that combine them
+    /// (VT-d hardware nesting: PASID-based IOTLB of every PASID using
+    /// it). Nothing where the IoSpace's tag covers them (SMMUv3: TLBI by
+    /// VMID) or the nest does not use stage-2 leaves (VT-d shadows).
+    #[doc(hidden)]
+    fn flush_nest_after_clean<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+    ) -> Result<(), Error>;
+
     /// Invalidates `tags` (or everything) and waits; on failure blocks
     /// what `exposed` covers.
     #[doc(hidden)]

@@ -168,6 +168,24 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             .map_err(|_| Error::IommuTimeout)
     }
 
+    fn flush_nest_after_clean<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+    ) -> Result<(), Error> {
+        if !hardware_nesting(self) {
+            // A shadow's entries carry their own D bits.
+            return Ok(());
+        }
+        let Some((space, root_ipa)) = state.nests[index].as_ref().map(|n| (n.space, n.root_ipa))
+        else {
+            return Ok(());
+        };
+        // Length 0: every PASID's first-stage entries of the nest.
+        self.invalidate_nest(state, index, space, root_ipa, 0, 0)
+            .map(drop)
+    }
+
     #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,

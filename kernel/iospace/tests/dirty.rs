@@ -19,7 +19,7 @@ use common::{
     DATA_IPA, DATA_PAGES, IOVA, MEMORY, Model, PASID_ECAP, VtdWorld, World, smmu, take_log, vtd,
 };
 use iommu::model::smmu_device::SimSmmu;
-use iommu::model::vtd_device::{QEMU_CAP, QEMU_ECAP, SimVtd};
+use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, SimVtd};
 use iommu::model::{Access, SimMemory};
 use iommu::pagetable::PageTableFormat;
 use iommu::smmuv3::regs::Features;
@@ -232,8 +232,19 @@ fn smmu_stage2_dirty_tracking_with_httu() {
 /// directly; discarded when tracking starts.
 #[test]
 fn vtd_shadow_nest_dirty_pages_are_reported() {
+    nested_rounds(SLADS_ECAP);
+}
+
+/// The same through VT-d hardware nesting (NEST and SLADS: PGTT=nested,
+/// the unit marks stage 2 itself).
+#[test]
+fn vtd_hardware_nest_dirty_pages_are_reported() {
+    nested_rounds(NESTING_ECAP | 1 << 45);
+}
+
+fn nested_rounds(ecap: u64) {
     let memory = SimMemory::new(MEMORY);
-    let device = SimVtd::new(&memory, QEMU_CAP, SLADS_ECAP, false);
+    let device = SimVtd::new(&memory, QEMU_CAP, ecap, false);
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
     let space = space_with_pages(&mut world);
     let nested = EDU + 1;
