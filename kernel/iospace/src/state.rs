@@ -547,8 +547,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
         unit.write_entry(self, requester, pasid, space, nest)?;
         if self.space(space)?.dirty_tracking {
+            // Tracked like the IoSpace's other devices; if the unit does
+            // not take it, `install` blocks the entry again.
             let mem = self.mem();
-            unit.set_entry_dirty_tracking(&mem, requester, pasid, true)?;
+            unit.set_entry_dirty_tracking(&mem, requester, pasid, true)
+                .map_err(|_| self.unit_failed("turning dirty tracking on in the entry failed"))?;
         }
         if let Some((i, _)) = nest
             && let Some(n) = self.nests[i].as_mut()
