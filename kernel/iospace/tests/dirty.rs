@@ -327,3 +327,47 @@ fn units_as_qemu_answer_not_supported() {
     let device = SimSmmu::new(&memory, Features::QEMU);
     refused(&mut smmu(&memory, &device));
 }
+
+/// The invalidation after a clear is refused: the read answers
+/// `IommuTimeout` and the IoSpace's device is blocked (a cached dirty
+/// translation could otherwise let writes through unrecorded).
+fn refused_flush_blocks<U, D, F>(world: &mut World<'_, U, D, F>)
+where
+    U: IoUnit + common::Faults,
+    D: common::Model,
+    F: PageTableFormat + Copy,
+{
+    let space = space_with_pages(world);
+    world
+        .state
+        .set_dirty_tracking(&mut world.unit, space, true)
+        .unwrap();
+    assert!(dma(world, 3, Access::Write));
+    world.device.break_invalidation(Some(false));
+    let mut reported = Vec::new();
+    let answer = world
+        .state
+        .read_dirty(&mut world.unit, space, DATA_IPA, DATA_PAGES, true, |i| {
+            reported.push(i)
+        });
+    world.device.break_invalidation(None);
+    assert_eq!(answer, Err(Error::IommuTimeout));
+    assert_eq!(reported, [3], "the page was reported before the flush");
+    assert!(!dma(world, 3, Access::Write), "the device is blocked");
+    assert!(world.state.attachments().all(|a| a.blocked));
+    take_log();
+}
+
+#[test]
+fn vtd_refused_flush_after_a_clear_blocks_the_device() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, SLADS_ECAP, false);
+    refused_flush_blocks(&mut vtd(&memory, &device, RootTableMode::Scalable));
+}
+
+#[test]
+fn smmu_refused_flush_after_a_clear_blocks_the_device() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::new(&memory, Features::PER_SPEC);
+    refused_flush_blocks(&mut smmu(&memory, &device));
+}
