@@ -276,6 +276,43 @@ pub mod view {
 /// 4 KiB granule 48-bit on SMMUv3.
 pub const USER_TABLE_FORMAT: u64 = Hw::USER_TABLE_FORMAT;
 
+/// `IommuIdentify` MR5: bit 0 the unit tracks stage-2 dirty state
+/// (`IoSpace.SetDirtyTracking`, `ReadDirty`), bit 1 it sets first-stage
+/// A/D bits.
+pub fn dirty_bits(hw: &Hw) -> u64 {
+    u64::from(hw.dirty_tracking()) | u64::from(hw.first_stage_dirty()) << 1
+}
+
+/// `IoSpace.SetDirtyTracking`: stage-2 dirty updates of `space` on or off
+/// (`iospace::State::set_dirty_tracking`).
+pub fn set_dirty_tracking(space: ObjectId, on: bool) -> Result<(), Error> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
+    STATE.lock().set_dirty_tracking(hw(unit), space, on)
+}
+
+/// `IoSpace.ReadDirty`: the dirty pages among `pages` pages from `start`
+/// of `space` as a bitmap (bit `i`: page `i`; at most
+/// `abi::READ_DIRTY_PAGES`), cleared with `clear`; the first IPA not
+/// processed and the pages reported (`iospace::State::read_dirty`).
+pub fn read_dirty(
+    space: ObjectId,
+    start: u64,
+    pages: u64,
+    clear: bool,
+    bitmap: &mut [u64; (abi::READ_DIRTY_PAGES / 64) as usize],
+) -> Result<(u64, u64), Error> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
+    STATE
+        .lock()
+        .read_dirty(hw(unit), space, start, pages, clear, |page| {
+            if let Some(word) = bitmap.get_mut((page / 64) as usize) {
+                *word |= 1 << (page % 64);
+            }
+        })
+}
+
 /// Whether `IoPasid.Attach` can install entries: VT-d in scalable mode.
 pub fn pasids_supported() -> bool {
     UNIT.lock()

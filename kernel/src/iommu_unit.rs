@@ -304,8 +304,10 @@ impl Unit {
 
     /// `IommuIdentify`'s reply: vendor (1 VT-d, 2 SMMUv3), translation bits
     /// (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow nesting), PASID
-    /// width, page sizes (bit set of log2 sizes), domain ids.
-    pub fn identify(&self) -> [u64; 5] {
+    /// width, page sizes (bit set of log2 sizes), domain ids, dirty
+    /// tracking (0 stage 2: `IoSpace.SetDirtyTracking` works; 1 first-stage
+    /// A/D bits).
+    pub fn identify(&self) -> [u64; 6] {
         let unit = self.model_unit();
         let (vendor, stages, pages) = match self {
             #[cfg(target_arch = "x86_64")]
@@ -346,12 +348,19 @@ impl Unit {
                 (2, stages, (1 << 12) | (1 << 21) | (1 << 30))
             }
         };
+        let dirty = match self {
+            #[cfg(target_arch = "x86_64")]
+            Unit::Vtd(hw) => crate::io_space::dirty_bits(hw),
+            #[cfg(target_arch = "aarch64")]
+            Unit::Smmu(hw) => crate::io_space::dirty_bits(hw),
+        };
         [
             vendor,
             stages,
             u64::from(unit.pasid_bits),
             pages,
             u64::from(unit.domain_ids),
+            dirty,
         ]
     }
 }

@@ -119,7 +119,11 @@ pub enum Invocation {
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
     /// translation bits (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow
     /// nesting), MR2 PASID width in bits, MR3 supported page sizes as a bit
-    /// set of log2 sizes, MR4 number of domain ids.
+    /// set of log2 sizes, MR4 number of domain ids, MR5 dirty tracking
+    /// (bit 0: `IoSpaceSetDirtyTracking` / `IoSpaceReadDirty` work, the
+    /// unit updates dirty state in stage 2: VT-d ECAP.SLADS in scalable
+    /// mode, SMMUv3 IDR0.HTTU = 2; bit 1: the unit sets accessed / dirty
+    /// bits in first-stage (driver) tables, VT-d ECAP.FLTS).
     IommuIdentify = 50,
     /// IommuControl: create the IoDevice for requester (PCI RID / StreamID)
     /// `MR0` in slot `MR1`. Errors: `OutOfScope` (not in the unit's device
@@ -157,6 +161,33 @@ pub enum Invocation {
     /// granule 48-bit). Errors: `InvalidAddress`, `InvalidArgument` (format
     /// not supported by the unit).
     IoSpaceBindUserTable = 72,
+    /// IoSpace: turn dirty tracking of its stage 2 on (`MR0` = 1) or off
+    /// (`MR0` = 0) for every device using it, now and later. Turning it on
+    /// marks every mapped page clean and flushes the unit's caches, so the
+    /// first `ReadDirty` reports what was written since; turning it off
+    /// marks them dirty (SMMUv3 write-protects clean pages while tracking).
+    /// Errors: `InvalidArgument` (`MR0` > 1), `NotSupported` (the unit
+    /// cannot track stage-2 dirty state: `IommuIdentify` MR5 bit 0 clear;
+    /// QEMU's SMMUv3 and VT-d), `IommuTimeout`.
+    IoSpaceSetDirtyTracking = 73,
+    /// IoSpace: report which of the pages `MR0`, `MR0` + 4 KiB, ... (`MR1`
+    /// pages) were written by DMA since tracking started or their last
+    /// clear, as a bitmap in the Frame cap 0 (write right; bit `i` of the
+    /// little-endian 64-bit words from its first byte is page `i`; bits of
+    /// pages not processed are 0), and with `MR2` bit 0 mark them clean
+    /// again. Clearing is followed by the invalidation of the IoSpace's
+    /// caches before the call returns, so a later write sets the bit again
+    /// and no write is lost. A 2 MiB mapping is reported as all its pages.
+    /// At most [`READ_DIRTY_PAGES`] pages per call: replies MR0 = the first
+    /// IPA not processed (`MR0` + 4 KiB x `MR1` when done; call again from
+    /// there), MR1 = dirty pages reported. Errors: `InvalidAddress`
+    /// (`MR0` not page aligned, the range wraps or leaves the IPA range),
+    /// `InvalidArgument` (`MR2` has bits other than bit 0 set),
+    /// `NotSupported` (as `IoSpaceSetDirtyTracking`, or tracking is off),
+    /// `WrongKind` (cap 0 is not a Frame), `InsufficientRights` (no write
+    /// right on the IoSpace or on cap 0), `DeviceMemory` (cap 0 is device
+    /// memory), `IommuTimeout`.
+    IoSpaceReadDirty = 74,
 
     /// IoUserTable: the driver changed its stage-1 entries for IOVAs
     /// `MR0..MR0+MR1` (`MR1` = 0: everything); make the hardware see them.
@@ -190,7 +221,7 @@ pub enum Invocation {
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 34] = [
+    pub const ALL: [Invocation; 36] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -220,6 +251,8 @@ impl Invocation {
         Invocation::IoSpaceMap,
         Invocation::IoSpaceUnmap,
         Invocation::IoSpaceBindUserTable,
+        Invocation::IoSpaceSetDirtyTracking,
+        Invocation::IoSpaceReadDirty,
         Invocation::IoUserTableInvalidate,
         Invocation::IoPasidAttach,
         Invocation::IoPasidDetach,
@@ -232,6 +265,10 @@ impl Invocation {
         Invocation::ALL.iter().copied().find(|i| *i as u32 == label)
     }
 }
+
+/// Most pages one `IoSpaceReadDirty` processes (a 64-byte bitmap); a
+/// larger request answers where it stopped.
+pub const READ_DIRTY_PAGES: u64 = 512;
 
 /// The label of a fault message: a thread's CPU exception, delivered to its
 /// fault handler as if the thread had called it. MR0 = exception (x86_64

@@ -18,7 +18,7 @@ mod invocation;
 pub mod ipc;
 
 pub use error::Error;
-pub use invocation::{FAULT_LABEL, Invocation, ObjectType};
+pub use invocation::{FAULT_LABEL, Invocation, ObjectType, READ_DIRTY_PAGES};
 
 /// System-call numbers.
 ///

@@ -30,11 +30,14 @@ pub struct Flaws {
     /// The IPA index's overlap check for a 4 KiB page ignores a 2 MiB
     /// mapping of its block.
     pub index_ignores_blocks: bool,
+    /// `dirty_access` (`IoSpace.ReadDirty` / `SetDirtyTracking`) accepts an
+    /// IoSpace cap with only the read right.
+    pub dirty_needs_read_only: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 8] {
+    pub fn each() -> [(&'static str, Flaws); 9] {
         let none = Flaws::default();
         [
             (
@@ -90,6 +93,13 @@ impl Flaws {
                 "stale_ipa_index",
                 Flaws {
                     stale_ipa_index: true,
+                    ..none
+                },
+            ),
+            (
+                "dirty_needs_read_only",
+                Flaws {
+                    dirty_needs_read_only: true,
                     ..none
                 },
             ),

@@ -472,6 +472,37 @@ impl<S: Storage> Caps<S> {
         Ok(())
     }
 
+    /// `IoSpace.SetDirtyTracking` and `IoSpace.ReadDirty`: who may turn
+    /// dirty tracking on or off, and read (optionally clearing) an
+    /// IoSpace's dirty bits into a bitmap Frame. Reading clears hardware
+    /// state another driver relies on, and turning tracking on or off
+    /// changes how the IoSpace's stage 2 behaves, so both need `WRITE` on
+    /// the IoSpace cap (`space`); the bitmap (`bitmap`, for `ReadDirty`)
+    /// is written, so its Frame cap needs `WRITE` too. Changes nothing:
+    /// returns the IoSpace and the bitmap's Frame objects; the work on the
+    /// unit is the kernel's (`iospace::State::read_dirty`).
+    pub fn dirty_access(
+        &self,
+        space: SlotId,
+        bitmap: Option<SlotId>,
+    ) -> Result<(ObjectId, Option<ObjectId>), Error> {
+        let needed = if flawed!(self, dirty_needs_read_only) {
+            Rights::READ
+        } else {
+            Rights::WRITE
+        };
+        let scap = *self.lookup_as(space, ObjectKind::IoSpace, needed)?;
+        self.space_tag(scap.object).ok_or(Error::DeadObject)?;
+        let frame = match bitmap {
+            Some(slot) => Some(
+                self.lookup_as(slot, ObjectKind::Frame, Rights::WRITE)?
+                    .object,
+            ),
+            None => None,
+        };
+        Ok((scap.object, frame))
+    }
+
     /// Route the IO faults of the IoSpace or IoDevice named by `target`
     /// (WRITE) to the IoFaultQueue named by `queue` (WRITE), replacing any
     /// earlier route.

@@ -88,3 +88,11 @@ fn bfs_everything_scenario_holds_invariants() {
     let states = check("everything", Bounds::everything());
     assert!(states >= 50_000, "explored only {states} states");
 }
+
+#[test]
+fn bfs_dirty_scenario_holds_invariants() {
+    // Who may read and clear dirty bits (and switch tracking), next to
+    // mint, map, unmap, delete and revoke of the caps involved.
+    let states = check("dirty", Bounds::dirty());
+    assert!(states >= 10_000, "explored only {states} states");
+}

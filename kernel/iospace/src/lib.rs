@@ -59,6 +59,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod dirty;
 mod env;
 mod faults;
 mod pool;

@@ -50,6 +50,45 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         false
     }
 
+    fn dirty_tracking(&self) -> bool {
+        self.extensions().dirty_tracking
+    }
+
+    fn first_stage_dirty(&self) -> bool {
+        false
+    }
+
+    fn set_entry_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        _pasid: Option<u32>,
+        on: bool,
+    ) -> Result<(), &'static str> {
+        // No substreams: the stream's STE (S2HA / S2HD) covers it.
+        self.set_stage2_dirty_tracking(mem, u32::from(requester), on)
+            .map_err(|_| "setting the STE's S2HA / S2HD failed")
+    }
+
+    fn fold_nest_dirty<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        _state: &mut State<Self, M, E>,
+        _index: usize,
+        _record: bool,
+    ) -> Result<(), Error> {
+        // A nested STE translates through stage 2, whose leaves S2HD marks.
+        Ok(())
+    }
+
+    fn flush_nest_after_clean<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        _state: &mut State<Self, M, E>,
+        _index: usize,
+    ) -> Result<(), Error> {
+        // TLBI_S12_VMALL of the IoSpace's VMID covered its nests too.
+        Ok(())
+    }
+
     #[inline]
     fn invalidate_tags<M: PhysMem + Copy, E: Env>(
         &mut self,

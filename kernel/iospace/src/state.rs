@@ -24,6 +24,8 @@ pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
     pub(crate) object: ObjectId,
     pub(crate) table: PageTable<F>,
     pub(crate) did: u16,
+    /// `IoSpace.SetDirtyTracking` is on (`dirty.rs`).
+    pub(crate) dirty_tracking: bool,
 }
 
 /// A driver's stage-1 table in use by devices: (space, root IPA) and what
@@ -242,7 +244,12 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 );
             }
         }
-        let _ = self.spaces.push(Space { object, table, did });
+        let _ = self.spaces.push(Space {
+            object,
+            table,
+            did,
+            dirty_tracking: false,
+        });
         Ok(())
     }
 
@@ -326,7 +333,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         rights: Rights,
     ) -> Result<(), &'static str> {
         let size = page_size(size_bits).ok_or("a Frame size the IOMMU cannot map")?;
-        let table = self.space(space)?.table;
+        let (table, dirty_tracking) = {
+            let s = self.space(space)?;
+            (s.table, s.dirty_tracking)
+        };
         let mem = self.mem();
         table
             .map(
@@ -337,7 +347,12 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 size,
                 perms(rights),
             )
-            .map_err(|_| "the stage-2 table refused the mapping")
+            .map_err(|_| "the stage-2 table refused the mapping")?;
+        if dirty_tracking {
+            // Written since tracking started: none of it yet.
+            let _ = table.set_dirty_state(&mem, ipa, size.bytes(), true);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -531,6 +546,13 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         };
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
         unit.write_entry(self, requester, pasid, space, nest)?;
+        if self.space(space)?.dirty_tracking {
+            // Tracked like the IoSpace's other devices; if the unit does
+            // not take it, `install` blocks the entry again.
+            let mem = self.mem();
+            unit.set_entry_dirty_tracking(&mem, requester, pasid, true)
+                .map_err(|_| self.unit_failed("turning dirty tracking on in the entry failed"))?;
+        }
         if let Some((i, _)) = nest
             && let Some(n) = self.nests[i].as_mut()
         {

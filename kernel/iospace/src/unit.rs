@@ -35,6 +35,50 @@ pub trait IoUnit: Sized {
     fn cd_ipa(ipa_bits: u32, index: usize) -> Option<u64>;
     /// Whether `IoPasid.Attach` can install entries.
     fn pasids_supported(&self) -> bool;
+    /// Whether the unit updates dirty state in stage 2, so
+    /// `IoSpace.SetDirtyTracking` and `ReadDirty` work: VT-d ECAP.SLADS in
+    /// scalable mode (PASID entry SSADE), SMMUv3 IDR0.HTTU = 2 (STE.S2HD).
+    fn dirty_tracking(&self) -> bool;
+    /// Whether the unit sets accessed / dirty bits in first-stage tables
+    /// (VT-d ECAP.FLTS in scalable mode).
+    fn first_stage_dirty(&self) -> bool;
+
+    /// Turns the unit's stage-2 dirty updates on or off in the live entry
+    /// of (`requester`, `pasid`), with the invalidations that make them
+    /// take effect.
+    #[doc(hidden)]
+    fn set_entry_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        pasid: Option<u32>,
+        on: bool,
+    ) -> Result<(), &'static str>;
+
+    /// Moves the dirty state the unit recorded in nest `index`'s own
+    /// tables (VT-d shadows) onto the IoSpace's stage-2 leaves behind
+    /// them and cleans those tables (`record`: false only discards it),
+    /// then invalidates the nest's tag. Nothing to do where nests
+    /// translate through stage 2 itself (SMMUv3, VT-d hardware nesting).
+    #[doc(hidden)]
+    fn fold_nest_dirty<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        record: bool,
+    ) -> Result<(), Error>;
+
+    /// After stage-2 leaves of nest `index`'s IoSpace were cleaned: drops
+    /// translations cached under the nest's own tag that combine them
+    /// (VT-d hardware nesting: PASID-based IOTLB of every PASID using
+    /// it). Nothing where the IoSpace's tag covers them (SMMUv3: TLBI by
+    /// VMID) or the nest does not use stage-2 leaves (VT-d shadows).
+    #[doc(hidden)]
+    fn flush_nest_after_clean<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+    ) -> Result<(), Error>;
 
     /// Invalidates `tags` (or everything) and waits; on failure blocks
     /// what `exposed` covers.

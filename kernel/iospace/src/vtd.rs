@@ -12,7 +12,9 @@ use iommu::pagetable::PageTable;
 use iommu::vtd::VtdUnit;
 use iommu::vtd::qi::{Descriptor, IotlbScope, PasidIotlbScope};
 use iommu::vtd::regs::RootTableMode;
-use iommu::vtd::tables::{LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels};
+use iommu::vtd::tables::{
+    FirstStageFormat, LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels,
+};
 use iommu::{Mmio, PhysMem};
 
 /// Pages one `Invalidate` composes on a shadow-nested unit (bounded work).
@@ -23,6 +25,32 @@ const NEST_PASIDS: usize = crate::ATTACHED;
 
 /// The first DID of the shadows (nest `i` uses `SHADOW_DIDS + i`).
 const SHADOW_DIDS: u16 = 0x8001;
+
+/// A driver's stage-1 tables read at their IPAs through stage 2 (for
+/// lookups only: table pages stage 2 does not map readable read as 0,
+/// not present; nothing is written).
+struct ThroughStage2<'a, M> {
+    mem: M,
+    table: &'a PageTable<SecondStageFormat>,
+}
+
+impl<M: PhysMem> PhysMem for ThroughStage2<'_, M> {
+    fn read_u64(&self, ipa: u64) -> u64 {
+        match self.table.lookup(&self.mem, ipa) {
+            Some((pa, perms)) if perms.read => self.mem.read_u64(pa),
+            _ => 0,
+        }
+    }
+
+    fn write_u64(&self, _ipa: u64, _value: u64) {}
+}
+
+/// Marks the stage-2 leaf holding `ipa` dirty (a 4 KiB or 2 MiB leaf).
+fn mark_dirty(table: &PageTable<SecondStageFormat>, mem: &impl PhysMem, ipa: u64) {
+    if table.set_dirty_state(mem, ipa, 4096, false).is_err() {
+        let _ = table.set_dirty_state(mem, ipa & !0x1f_ffff, 0x20_0000, false);
+    }
+}
 
 fn scalable<R: Mmio>(vtd: &VtdUnit<R>) -> bool {
     matches!(vtd.root_table(), Some((_, RootTableMode::Scalable)))
@@ -62,6 +90,100 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
 
     fn pasids_supported(&self) -> bool {
         scalable(self)
+    }
+
+    fn dirty_tracking(&self) -> bool {
+        scalable(self) && self.extensions().dirty_tracking
+    }
+
+    fn first_stage_dirty(&self) -> bool {
+        scalable(self) && self.extensions().first_stage_dirty
+    }
+
+    fn set_entry_dirty_tracking(
+        &mut self,
+        mem: &impl PhysMem,
+        requester: u16,
+        pasid: Option<u32>,
+        on: bool,
+    ) -> Result<(), &'static str> {
+        // SSADE in the PASID entry (RID_PASID 0 for a device's own DMA).
+        self.set_dirty_tracking(mem, requester, pasid.unwrap_or(0), on)
+            .map_err(|_| "setting the PASID entry's SSADE failed")
+    }
+
+    fn fold_nest_dirty<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        record: bool,
+    ) -> Result<(), Error> {
+        if hardware_nesting(self) {
+            // PGTT=nested: SSADE marks the second stage itself.
+            return Ok(());
+        }
+        let Some((space, root_ipa, page)) = state.nests[index]
+            .as_ref()
+            .map(|n| (n.space, n.root_ipa, n.page))
+        else {
+            return Ok(());
+        };
+        let table = state.space(space).map_err(|_| Error::DeadObject)?.table;
+        let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
+        let mem = state.mem();
+        let format = FirstStageFormat::for_unit(self.capability());
+        let stage1 = PageTable::at(root_ipa, format, 4, 48).map_err(|_| Error::DeadObject)?;
+        let view = ThroughStage2 { mem, table: &table };
+        let mut cleaned = false;
+        shadow.for_each_leaf(&mem, |iova, pa, size_bits, _| {
+            let mut dirty = false;
+            let _ = shadow.read_dirty(&mem, iova, 1 << size_bits, true, |_, _| dirty = true);
+            cleaned |= dirty;
+            if !dirty || !record {
+                return;
+            }
+            // The IPA the shadow entry was composed from, if the driver's
+            // stage 1 still says so; else every IPA mapping the page.
+            let ipa = stage1
+                .lookup(&view, iova)
+                .map(|(ipa, _)| ipa & !0xfff)
+                .filter(|&ipa| table.lookup(&mem, ipa).map(|(p, _)| p & !0xfff) == Some(pa));
+            match ipa {
+                Some(ipa) => mark_dirty(&table, &mem, ipa),
+                None => table.for_each_leaf(&mem, |ipa, out, bits, _| {
+                    if (out..out + (1 << bits)).contains(&pa) {
+                        mark_dirty(&table, &mem, ipa);
+                    }
+                }),
+            }
+        });
+        if !cleaned {
+            return Ok(());
+        }
+        let descriptor = Descriptor::iotlb(
+            IotlbScope::Domain(Self::nest_tag(index)),
+            self.capability().drd() || self.capability().dwd(),
+        );
+        self.submit(&mem, [descriptor])
+            .map_err(|_| Error::IommuTimeout)
+    }
+
+    fn flush_nest_after_clean<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+    ) -> Result<(), Error> {
+        if !hardware_nesting(self) {
+            // A shadow's entries carry their own D bits.
+            return Ok(());
+        }
+        let Some((space, root_ipa)) = state.nests[index].as_ref().map(|n| (n.space, n.root_ipa))
+        else {
+            return Ok(());
+        };
+        // Length 0: every PASID's first-stage entries of the nest.
+        self.invalidate_nest(state, index, space, root_ipa, 0, 0)
+            .map(drop)
     }
 
     #[inline]

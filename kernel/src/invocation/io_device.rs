@@ -11,7 +11,7 @@ use caps::{ObjectId, ObjectKind, SlotId};
 /// capability's slot `slot` where it needs one.
 pub(super) enum DeviceOp {
     /// `Identify`: the unit's answer, read by decode.
-    Identify([u64; 5]),
+    Identify([u64; 6]),
     /// `MintDevice`: the IoDevice for `requester` into `dest`.
     MintDevice {
         iommu: SlotId,
@@ -134,10 +134,10 @@ fn attach_target(caps: &CapSystem, target: SlotId) -> Result<(ObjectId, Option<u
 pub(super) fn perform(caps: &mut CapSystem, op: DeviceOp) -> Result<Reply, Error> {
     let mut sink = objects::SINK;
     match op {
-        DeviceOp::Identify([a, b, c, d, e]) => {
+        DeviceOp::Identify([a, b, c, d, e, f]) => {
             return Ok(Reply {
-                mrs: [a, b, c, d, e, 0, 0, 0],
-                length: 5,
+                mrs: [a, b, c, d, e, f, 0, 0],
+                length: 6,
             });
         }
         DeviceOp::MintDevice {

@@ -1,10 +1,13 @@
 //! IoSpace and IoUserTable invocations: `IoSpace.Map`, `Unmap`,
-//! `BindUserTable`, `IoUserTable.Invalidate`.
+//! `BindUserTable`, `SetDirtyTracking`, `ReadDirty`,
+//! `IoUserTable.Invalidate`.
 
 use super::{Call, Reply};
+use crate::iommu_unit::DirectMemory;
 use crate::objects::{self, CapSystem};
 use abi::{Error, Invocation};
 use caps::{ObjectId, ObjectKind, Rights, SlotId};
+use iommu::PhysMem;
 
 /// A decoded IoSpace or IoUserTable invocation.
 pub(super) enum SpaceOp {
@@ -23,6 +26,18 @@ pub(super) enum SpaceOp {
         space: SlotId,
         root_ipa: u64,
         dest: SlotId,
+    },
+    /// Turn stage-2 dirty tracking of `space` on or off.
+    SetDirtyTracking { space: ObjectId, on: bool },
+    /// Report the dirty pages among `pages` pages from `start` of `space`
+    /// into the bitmap Frame at physical `bitmap` (RAM, written through
+    /// the direct map), cleared with `clear`.
+    ReadDirty {
+        space: ObjectId,
+        start: u64,
+        pages: u64,
+        clear: bool,
+        bitmap: u64,
     },
     /// Make the hardware see the stage-1 entries for `start..start+length`
     /// of the user table at `root_ipa` of `space`.
@@ -82,6 +97,40 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
                 dest: call.slot_argument(caps, 2)?,
             })
         }
+        (ObjectKind::IoSpace, Invocation::IoSpaceSetDirtyTracking) => {
+            let (space, _) = caps.dirty_access(slot, None)?;
+            let on = match call.argument(0)? {
+                0 => false,
+                1 => true,
+                _ => return Err(Error::InvalidArgument),
+            };
+            Ok(SpaceOp::SetDirtyTracking { space, on })
+        }
+        (ObjectKind::IoSpace, Invocation::IoSpaceReadDirty) => {
+            let frame = call.extra_cap(caps, 0)?;
+            let (start, pages, flags) = (call.argument(0)?, call.argument(1)?, call.argument(2)?);
+            let (space, _) = caps.dirty_access(slot, Some(frame))?;
+            if flags > 1 {
+                return Err(Error::InvalidArgument);
+            }
+            // Pages only, and no wrap (`io_space` checks the range again).
+            let length = pages.min(abi::READ_DIRTY_PAGES) * 4096;
+            if start & 0xfff != 0 || start.checked_add(length).is_none() {
+                return Err(Error::InvalidAddress);
+            }
+            // The bitmap is written through the direct map: RAM only.
+            let (bitmap, _) = objects::memory_of(caps, frame)?;
+            if crate::devmem::is_device_memory(bitmap) {
+                return Err(Error::DeviceMemory);
+            }
+            Ok(SpaceOp::ReadDirty {
+                space,
+                start,
+                pages,
+                clear: flags == 1,
+                bitmap,
+            })
+        }
         (ObjectKind::IoUserTable, Invocation::IoUserTableInvalidate) => {
             let cap = *caps.lookup_as(slot, ObjectKind::IoUserTable, Rights::WRITE)?;
             let state = caps.object(cap.object()).map(|o| *o.state());
@@ -116,6 +165,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
 /// reservation cannot hold a shadow's tables (VT-d shadow nesting, found
 /// while composing) and `IommuTimeout` when the hardware's invalidation
 /// fails or times out (`io_space::invalidate_user_table`).
+/// `SetDirtyTracking` and `ReadDirty` are the kernel's own work on the
+/// unit too: they answer `NotSupported` when the unit cannot track (or,
+/// for `ReadDirty`, tracking is off), `InvalidAddress` when the range leaves the IPA range or
+/// cuts a 2 MiB mapping, and `IommuTimeout` (`iospace::State::read_dirty`);
+/// the bitmap is written only after the unit answered.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error> {
     let mut sink = objects::SINK;
@@ -133,6 +187,29 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
             dest,
         } => {
             caps.bind_user_table(space, root_ipa, dest)?;
+        }
+        SpaceOp::SetDirtyTracking { space, on } => {
+            crate::io_space::set_dirty_tracking(space, on)?;
+        }
+        SpaceOp::ReadDirty {
+            space,
+            start,
+            pages,
+            clear,
+            bitmap,
+        } => {
+            let mut bits = [0u64; (abi::READ_DIRTY_PAGES / 64) as usize];
+            let (next, dirty) = crate::io_space::read_dirty(space, start, pages, clear, &mut bits)?;
+            for (i, word) in bits.iter().enumerate() {
+                // The Frame is RAM (decode refused device memory), at least
+                // 4 KiB, held with the write right: the bitmap's 64 bytes
+                // fit in its first page.
+                DirectMemory.write_u64(bitmap + 8 * i as u64, *word);
+            }
+            return Ok(Reply {
+                mrs: [next, dirty, 0, 0, 0, 0, 0, 0],
+                length: 2,
+            });
         }
         SpaceOp::Invalidate {
             space,

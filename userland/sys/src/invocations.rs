@@ -651,11 +651,15 @@ pub struct IommuInfo {
     pub page_sizes: u64,
     /// MR4: number of domain ids (DIDs / VMIDs).
     pub domain_ids: u64,
+    /// MR5 bit 0: `IoSpace` dirty tracking (stage-2 dirty state).
+    pub dirty_tracking: bool,
+    /// MR5 bit 1: the unit sets accessed / dirty bits in first-stage tables.
+    pub first_stage_dirty: bool,
 }
 
 impl IommuInfo {
-    /// Decodes the five reply registers of `IommuIdentify`.
-    pub const fn from_registers(mrs: [u64; 5]) -> IommuInfo {
+    /// Decodes the six reply registers of `IommuIdentify`.
+    pub const fn from_registers(mrs: [u64; 6]) -> IommuInfo {
         IommuInfo {
             vendor: match mrs[0] {
                 1 => Vendor::VtD,
@@ -669,6 +673,8 @@ impl IommuInfo {
             pasid_bits: mrs[2],
             page_sizes: mrs[3],
             domain_ids: mrs[4],
+            dirty_tracking: mrs[5] & 1 != 0,
+            first_stage_dirty: mrs[5] & 2 != 0,
         }
     }
 
@@ -681,15 +687,22 @@ impl IommuInfo {
 impl Cap<IommuControl> {
     /// `IommuIdentify` (read right): describes the unit.
     ///
-    /// A reply with fewer than 5 registers is reported as
+    /// A reply with fewer than 6 registers is reported as
     /// [`UNKNOWN_STATUS`].
     pub fn identify(self) -> Result<IommuInfo, Error> {
         let reply = invoke(self, Invocation::IommuIdentify, &[], &[])?;
-        if reply.info.length < 5 {
+        if reply.info.length < 6 {
             return Err(UNKNOWN_STATUS);
         }
         let [a, b, c, d] = reply.mrs;
-        Ok(IommuInfo::from_registers([a, b, c, d, ipc::mr(4)]))
+        Ok(IommuInfo::from_registers([
+            a,
+            b,
+            c,
+            d,
+            ipc::mr(4),
+            ipc::mr(5),
+        ]))
     }
 
     /// `IommuMintDevice`: creates the IoDevice for requester `requester`
@@ -808,6 +821,48 @@ impl Cap<IoSpace> {
             &[],
         )?;
         Ok(Cap::from_slot(dest))
+    }
+
+    /// `IoSpaceSetDirtyTracking`: turns dirty tracking of this space's
+    /// stage 2 on or off (write right).
+    ///
+    /// Errors: `NotSupported` (the unit cannot track:
+    /// [`IommuInfo::dirty_tracking`] is false), `IommuTimeout`.
+    pub fn set_dirty_tracking(self, on: bool) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::IoSpaceSetDirtyTracking,
+            &[u64::from(on)],
+            &[],
+        )
+    }
+
+    /// `IoSpaceReadDirty`: writes into `bitmap` (cap 0, write right) which
+    /// of the `pages` pages from IPA `first` were written since the last
+    /// clear (bit `i` of the little-endian words: page `i`), and with
+    /// `clear` marks them clean. At most [`abi::READ_DIRTY_PAGES`] per call:
+    /// returns the first IPA not processed and the dirty pages reported.
+    ///
+    /// Errors: `InvalidAddress`, `NotSupported` (the unit cannot track, or
+    /// tracking is off), `InsufficientRights`, `DeviceMemory`,
+    /// `IommuTimeout`.
+    pub fn read_dirty(
+        self,
+        first: u64,
+        pages: u64,
+        bitmap: Cap<Frame>,
+        clear: bool,
+    ) -> Result<(u64, u64), Error> {
+        let reply = invoke(
+            self,
+            Invocation::IoSpaceReadDirty,
+            &[first, pages, u64::from(clear)],
+            &[bitmap.slot()],
+        )?;
+        if reply.info.length < 2 {
+            return Err(UNKNOWN_STATUS);
+        }
+        Ok((reply.mrs[0], reply.mrs[1]))
     }
 }
 

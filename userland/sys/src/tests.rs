@@ -240,6 +240,13 @@ fn every_invocation_is_encoded_as_abi_describes() {
     // empty reply here is what a kernel that skipped them would send.
     assert_eq!(control.identify(), Err(UNKNOWN_STATUS));
     check(I::IommuIdentify, 5, &[], &[]);
+    space.set_dirty_tracking(true).unwrap();
+    check(I::IoSpaceSetDirtyTracking, 71, &[1], &[]);
+    assert_eq!(
+        space.read_dirty(0x10_0000, 512, frame, true),
+        Err(UNKNOWN_STATUS)
+    );
+    check(I::IoSpaceReadDirty, 71, &[0x10_0000, 512, 1], &[50]);
     assert_eq!(user_table.invalidate(0, 0), Err(UNKNOWN_STATUS));
     check(I::IoUserTableInvalidate, 72, &[0, 0], &[]);
     assert_eq!(queue.pop(), Ok(None));
@@ -254,13 +261,13 @@ fn every_invocation_is_encoded_as_abi_describes() {
 }
 
 #[test]
-fn identify_decodes_five_registers() {
+fn identify_decodes_six_registers() {
     let reply = SyscallOut {
-        info: MessageInfo::new(0, 5).to_word(),
+        info: MessageInfo::new(0, 6).to_word(),
         mrs: [1, 0b1010, 20, (1 << 12) | (1 << 21) | (1 << 30)],
         ..ok()
     };
-    let _seen = recording(reply, &[65536]);
+    let _seen = recording(reply, &[65536, 0b10]);
     let info = cap::<IommuControl>(5).identify().unwrap();
     clear_kernel();
     assert_eq!(
@@ -274,6 +281,8 @@ fn identify_decodes_five_registers() {
             pasid_bits: 20,
             page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
             domain_ids: 65536,
+            dirty_tracking: false,
+            first_stage_dirty: true,
         }
     );
     assert!(info.supports_page_size(21));

@@ -76,6 +76,10 @@ pub struct Bounds {
     pub attach: bool,
     /// Offer delete actions.
     pub delete: bool,
+    /// Offer `IoSpace.SetDirtyTracking` / `ReadDirty` on every IoSpace cap
+    /// (with every Frame cap as the bitmap), and read-only and all-rights
+    /// mints of IoSpace caps.
+    pub dirty: bool,
     /// Slots (after the boot capabilities) actions may fill.
     pub free_slots: u32,
     /// Exploration depth bound (0: explore the whole reachable state space).
@@ -98,6 +102,7 @@ impl Default for Bounds {
             revoke: true,
             attach: true,
             delete: true,
+            dirty: false,
             free_slots: 2,
             depth: 0,
         }
@@ -130,6 +135,26 @@ impl Bounds {
         }
     }
 
+    /// Scenario "dirty": 2 frames, 1 IoSpace, 1 device, 1 free slot;
+    /// mint (IoSpace and Frame caps, read-only or all rights), map, unmap,
+    /// attach, detach, delete, revoke, and the dirty-tracking calls with
+    /// every IoSpace cap and bitmap Frame cap; every state within 6
+    /// operations.
+    pub fn dirty() -> Self {
+        Bounds {
+            frames: 2,
+            spaces: 1,
+            devices: 1,
+            pasids: 0,
+            free_slots: 1,
+            retype: false,
+            user_tables: false,
+            dirty: true,
+            depth: 6,
+            ..Bounds::default()
+        }
+    }
+
     /// Scenario "derivation": 2 frames, 1 IoSpace, 1 device, PASID 0, 1 free
     /// slot; retype, mint, revoke and delete next to map and attach; every
     /// state within 8 operations.
@@ -157,6 +182,9 @@ pub struct SystemState {
     /// Set if an operation returned an error yet changed state or emitted
     /// effects (decode/perform violated).
     pub error_had_effect: bool,
+    /// Set if a dirty-tracking call succeeded without `WRITE` on its
+    /// IoSpace cap or its bitmap Frame cap.
+    pub dirty_without_write: bool,
 }
 
 /// The model: bounds plus the seeded bugs switched on (none by default).
@@ -217,6 +245,7 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
             caps,
             hw,
             error_had_effect: false,
+            dirty_without_write: false,
         },
         ops,
     )
@@ -235,6 +264,21 @@ impl SystemModel {
         });
         if result.is_err() && (effects > 0 || next.caps != state.caps) {
             next.error_had_effect = true;
+        }
+        if let Op::DirtyAccess { space, bitmap } = op
+            && result.is_ok()
+        {
+            let writable = |slot: u32, kind: ObjectKind| {
+                state
+                    .caps
+                    .lookup(SlotId(slot))
+                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
+            };
+            if !writable(space, ObjectKind::IoSpace)
+                || bitmap.is_some_and(|b| !writable(b, ObjectKind::Frame))
+            {
+                next.dirty_without_write = true;
+            }
         }
         (next, result)
     }
@@ -270,6 +314,20 @@ impl Model for SystemModel {
                 .collect()
         };
         let spaces = of_kind(&[ObjectKind::IoSpace]);
+        if self.bounds.dirty {
+            for &space in &spaces {
+                actions.push(Op::DirtyAccess {
+                    space,
+                    bitmap: None,
+                });
+                for bitmap in of_kind(&[ObjectKind::Frame]) {
+                    actions.push(Op::DirtyAccess {
+                        space,
+                        bitmap: Some(bitmap),
+                    });
+                }
+            }
+        }
         let targets = of_kind(&[ObjectKind::IoSpace, ObjectKind::IoUserTable]);
         for (i, slot) in slots.iter().enumerate() {
             let i = i as u32;
@@ -355,8 +413,10 @@ impl Model for SystemModel {
                 }
                 _ => {}
             }
+            let mintable = cap.kind() == ObjectKind::Frame
+                || (self.bounds.dirty && cap.kind() == ObjectKind::IoSpace);
             if self.bounds.mint
-                && cap.kind() == ObjectKind::Frame
+                && mintable
                 && let Some(dest) = free
             {
                 for rights in [Rights::READ, Rights::ALL] {
@@ -408,6 +468,8 @@ impl Model for SystemModel {
             }),
             Property::always("errors change nothing", |_, s: &SystemState| !s
                 .error_had_effect),
+            Property::always("dirty access needs write", |_, s: &SystemState| !s
+                .dirty_without_write),
             Property::sometimes("a device reaches a frame", |_, s: &SystemState| {
                 !s.hw.valid_now().is_empty()
             }),

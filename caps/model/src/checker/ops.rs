@@ -133,6 +133,14 @@ pub enum Op {
         /// IoFaultQueue slot.
         queue: u32,
     },
+    /// [`Caps::dirty_access`]: `IoSpace.SetDirtyTracking` (no bitmap) or
+    /// `IoSpace.ReadDirty` (into the bitmap Frame).
+    DirtyAccess {
+        /// IoSpace slot.
+        space: u32,
+        /// Bitmap Frame slot (`ReadDirty`).
+        bitmap: Option<u32>,
+    },
     /// [`Caps::issue_irq_handler`].
     IssueIrq {
         /// IrqControl slot.
@@ -194,6 +202,9 @@ impl Op {
             Op::UnmapIo { frame } => caps.unmap_io(s(frame), sink),
             Op::BindFaultQueue { target, queue } => {
                 caps.bind_fault_queue(s(target), s(queue), sink)
+            }
+            Op::DirtyAccess { space, bitmap } => {
+                caps.dirty_access(s(space), bitmap.map(s)).map(drop)
             }
             Op::IssueIrq { control, irq, dest } => {
                 caps.issue_irq_handler(s(control), irq, s(dest)).map(drop)
@@ -288,6 +299,14 @@ impl fmt::Display for Op {
                     "bind faults of slot {target} to IoFaultQueue[slot {queue}]"
                 )
             }
+            Op::DirtyAccess {
+                space,
+                bitmap: None,
+            } => write!(f, "IoSpace[slot {space}].SetDirtyTracking"),
+            Op::DirtyAccess {
+                space,
+                bitmap: Some(bitmap),
+            } => write!(f, "IoSpace[slot {space}].ReadDirty(Frame[slot {bitmap}])"),
             Op::IssueIrq { control, irq, dest } => {
                 write!(
                     f,

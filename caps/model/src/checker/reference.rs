@@ -324,6 +324,16 @@ impl Reference {
                 self.add_cap(dest, id, ObjectKind::IoDevice, iommu);
                 Ok(())
             }
+            Op::DirtyAccess { space, bitmap } => {
+                let sc = self.cap_as(space, ObjectKind::IoSpace, Rights::WRITE)?;
+                if !matches!(self.state(sc.object), Some(ObjectState::IoSpace { .. })) {
+                    return Err(Error::DeadObject);
+                }
+                if let Some(bitmap) = bitmap {
+                    self.cap_as(bitmap, ObjectKind::Frame, Rights::WRITE)?;
+                }
+                Ok(())
+            }
             Op::IssueIrq { control, irq, dest } => {
                 let cc = self.cap_as(control, ObjectKind::IrqControl, Rights::WRITE)?;
                 self.empty(dest)?;

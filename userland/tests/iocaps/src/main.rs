@@ -11,6 +11,10 @@
 //!   PASIDs attach on VT-d scalable mode (RID_PASID entry) and are
 //!   `NotSupported` where the unit has no PASID entries.
 //! - IoFaultQueue: binds to a device; Pop on an empty queue is `None`.
+//! - Dirty tracking: `SetDirtyTracking` and `ReadDirty` need the write
+//!   right on the IoSpace and on the bitmap Frame; on a unit that cannot
+//!   track (QEMU: `Identify` says so on both machines) they answer
+//!   `NotSupported`; where it can, a space with nothing written reads clean.
 //! - IoUserTable.Invalidate answers the end of the range it processed.
 //! - IO table memory is charged per IoSpace: one IoSpace that fills its
 //!   tables (VT-d: a stage 1 aliasing every 2 MiB region, shadowed region
@@ -110,6 +114,9 @@ fn main(_startup: &rt::Startup) -> i32 {
         revoking_the_space_detaches_its_devices(&mut world)
     });
     suite.run("pasids", || pasids(&mut world));
+    suite.run("dirty_tracking_answers", || {
+        dirty_tracking_answers(&mut world)
+    });
     suite.run("fault_queue_binds_and_starts_empty", || {
         fault_queue_binds_and_starts_empty(&mut world)
     });
@@ -282,6 +289,85 @@ fn revoking_the_space_detaches_its_devices(world: &mut World) -> Outcome {
     let fresh = world.io_space()?;
     let again = device.attach(fresh);
     check!(again.is_ok(), "Attach to a fresh space: {again:?}");
+    Ok(())
+}
+
+fn dirty_tracking_answers(world: &mut World) -> Outcome {
+    let info = control().identify();
+    let Ok(info) = info else {
+        rt::fail!("Identify: {info:?}");
+    };
+    let space = world.io_space()?;
+    let bitmap: Cap<Frame> = world.make()?;
+    let page: Cap<Frame> = world.make()?;
+    let mapped = space.map(page, 0, MapRights::READ_WRITE);
+    check!(mapped.is_ok(), "map a page: {mapped:?}");
+    // Write rights on both capabilities first, whatever the unit.
+    let cnode = world.objects.cnode();
+    let (slot, other) = (world.take(), world.take());
+    let copied = cnode.copy(slot, space, Rights::READ);
+    let Ok(read_space) = copied else {
+        rt::fail!("copy the IoSpace read-only: {copied:?}");
+    };
+    let copied = cnode.copy(other, bitmap, Rights::READ);
+    let Ok(read_bitmap) = copied else {
+        rt::fail!("copy the bitmap read-only: {copied:?}");
+    };
+    let refused = [
+        (
+            read_space.set_dirty_tracking(true),
+            Error::InsufficientRights,
+            "SetDirtyTracking through a read-only IoSpace",
+        ),
+        (
+            read_space.read_dirty(0, 1, bitmap, true).map(drop),
+            Error::InsufficientRights,
+            "ReadDirty through a read-only IoSpace",
+        ),
+        (
+            space.read_dirty(0, 1, read_bitmap, true).map(drop),
+            Error::InsufficientRights,
+            "ReadDirty into a read-only bitmap",
+        ),
+        // Tracking is off (or absent): nothing to read yet.
+        (
+            space.read_dirty(0, 1, page, true).map(drop),
+            Error::NotSupported,
+            "ReadDirty before tracking",
+        ),
+    ];
+    for (answer, error, what) in refused {
+        check!(answer == Err(error), "{what}: {answer:?}");
+    }
+    let set = space.set_dirty_tracking(true);
+    let read = space.read_dirty(0, 600, bitmap, true);
+    if info.dirty_tracking {
+        check!(set.is_ok(), "SetDirtyTracking on a tracking unit: {set:?}");
+        check!(
+            read == Ok((512 * 4096, 0)),
+            "ReadDirty of 600 clean pages: {read:?}"
+        );
+    } else {
+        check!(
+            set == Err(Error::NotSupported) && read == Err(Error::NotSupported),
+            "SetDirtyTracking / ReadDirty on a unit that cannot track: {set:?} {read:?}"
+        );
+    }
+    rt::println!(
+        "iocaps: dirty tracking {} (first-stage A/D {})",
+        if info.dirty_tracking {
+            "present"
+        } else {
+            "absent: NotSupported"
+        },
+        info.first_stage_dirty
+    );
+    for cap in [slot, other] {
+        let deleted = cnode.delete(cap);
+        check!(deleted.is_ok(), "delete a copy: {deleted:?}");
+    }
+    let unmapped = space.unmap(page);
+    check!(unmapped.is_ok(), "unmap: {unmapped:?}");
     Ok(())
 }
 
