@@ -61,6 +61,7 @@
 
 mod env;
 mod faults;
+mod index;
 mod pool;
 mod smmu;
 mod state;

@@ -315,9 +315,14 @@ where
 
     /// `UntypedRetype` of an IoSpace: a fresh object page and DID.
     pub fn create_space(&mut self) -> Result<ObjectId, abi::Error> {
-        self.state.can_register(&self.unit, 1)?;
         let object = ObjectId(self.next_object);
         self.next_object += 1;
+        self.create_space_as(object)
+    }
+
+    /// The same with object id `object` (not one in use).
+    pub fn create_space_as(&mut self, object: ObjectId) -> Result<ObjectId, abi::Error> {
+        self.state.can_register(&self.unit, 1)?;
         let did = self.next_did;
         self.next_did += 1;
         let root = self.page();
