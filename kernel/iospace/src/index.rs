@@ -46,15 +46,16 @@ impl Index {
         }
     }
 
-    /// The position of `key`'s record: the first position on `key`'s
-    /// probe sequence for which `is` says yes.
+    /// `key`'s record: what `at` gives for the first position on
+    /// `key`'s probe sequence for which it gives something (`at` checks
+    /// that the record there has the key).
     #[inline]
-    pub(crate) fn find(&self, key: u32, is: impl Fn(usize) -> bool) -> Option<usize> {
+    pub(crate) fn find<T>(&self, key: u32, at: impl Fn(usize) -> Option<T>) -> Option<T> {
         let mut slot = Self::home(key);
         for _ in 0..SLOTS {
             let position = usize::from(self.slots[slot]).checked_sub(1)?;
-            if is(position) {
-                return Some(position);
+            if let Some(found) = at(position) {
+                return Some(found);
             }
             slot = (slot + 1) % SLOTS;
         }

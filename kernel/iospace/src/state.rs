@@ -339,8 +339,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     #[inline]
     pub(crate) fn space(&self, object: ObjectId) -> Result<&Space<U::Format>, &'static str> {
-        self.space_position(object)
-            .map(|i| &self.spaces[i])
+        let spaces = &self.spaces;
+        self.by_object
+            .find(object.0, |i| spaces.get(i).filter(|s| s.object == object))
             .ok_or("the IoSpace has no stage-2 table")
     }
 
@@ -349,7 +350,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     fn space_position(&self, object: ObjectId) -> Option<usize> {
         let spaces = &self.spaces;
         self.by_object.find(object.0, |i| {
-            spaces.get(i).is_some_and(|s| s.object == object)
+            spaces
+                .get(i)
+                .is_some_and(|s| s.object == object)
+                .then_some(i)
         })
     }
 
@@ -364,7 +368,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             }
             let spaces = &self.spaces;
             let by_did = self.by_did.find(u32::from(s.did), |i| {
-                spaces.get(i).is_some_and(|t| t.did == s.did)
+                spaces.get(i).is_some_and(|t| t.did == s.did).then_some(i)
             });
             if by_did != spaces.iter().position(|t| t.did == s.did) {
                 return Err("an IoSpace's DID is not indexed at its record");
@@ -463,10 +467,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
         let _ = tags.push(space_tag(did));
         let spaces = &self.spaces;
-        let found = self.by_did.find(u32::from(did), |i| {
-            spaces.get(i).is_some_and(|s| s.did == did)
-        });
-        let (space, nests) = found.map_or((None, 0), |i| (Some(spaces[i].object), spaces[i].nests));
+        let (space, nests) = self
+            .by_did
+            .find(u32::from(did), |i| spaces.get(i).filter(|s| s.did == did))
+            .map_or((None, 0), |s| (Some(s.object), s.nests));
         if let Some(space) = space
             && !self.pending_spaces.contains(&space)
             && self.pending_spaces.push(space).is_err()
