@@ -228,6 +228,25 @@ fn invalidation_queue_error_is_reported_and_recovered() {
     assert!(unit.queue().unwrap().waits_issued >= 3);
 }
 
+#[test]
+fn a_batch_longer_than_the_ring_waits_for_room() {
+    use crate::vtd::qi::{Descriptor, IotlbScope};
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(&device).with_poll_limit(PollLimit(1000));
+    unit.block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    // The ring holds 256 descriptors: each batch fills it past the end,
+    // from wherever the last one left the tail.
+    for batch in 1..=3u64 {
+        let before = device.counts.get().iotlb;
+        let descriptors = (0..300u16).map(|d| Descriptor::iotlb(IotlbScope::Domain(d + 1), false));
+        unit.submit(&memory, descriptors).unwrap();
+        assert_eq!(device.counts.get().iotlb - before, 300, "batch {batch}");
+    }
+}
+
 /// A register block that refuses (panics on) any access past the
 /// [`REGISTER_BLOCK_BYTES`](crate::vtd::REGISTER_BLOCK_BYTES) the kernel
 /// maps, with fixed CAP and FSTS values and every other register 0.
