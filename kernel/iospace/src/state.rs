@@ -464,8 +464,6 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// the nests' ASIDs).
     #[inline]
     fn note_tags(&mut self, did: u16) {
-        let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
-        let _ = tags.push(space_tag(did));
         let spaces = &self.spaces;
         let (space, nests) = self
             .by_did
@@ -479,11 +477,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             self.pending_tags.clear();
             let _ = self.pending_tags.push(0);
         }
-        if U::SHADOWS {
-            for i in bits(nests) {
-                let _ = tags.push(U::nest_tag(i));
-            }
-        }
+        let shadows = if U::SHADOWS { nests } else { 0 };
+        // Every one of them: the space's and each shadow's (up to its
+        // share of nests; none may be dropped).
+        let tags = core::iter::once(space_tag(did)).chain(bits(shadows).map(U::nest_tag));
         for tag in tags {
             if !self.pending_tags.contains(&tag) && self.pending_tags.push(tag).is_err() {
                 // Too many: invalidate everything (tag 0 marks it).
