@@ -62,6 +62,7 @@
 mod dirty;
 mod env;
 mod faults;
+mod index;
 mod pool;
 mod smmu;
 mod state;

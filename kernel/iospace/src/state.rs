@@ -3,6 +3,7 @@
 //! fault routes and queues.
 
 use crate::faults::Queue;
+use crate::index::Index;
 use crate::pool::{Charged, FreePages, GiveBack, Pool};
 use crate::{
     ATTACHED, Env, Flaw, IoUnit, NESTS, PENDING_TAGS, QUEUES, SHARE, SPACE_BUDGET, SPACES,
@@ -26,7 +27,13 @@ pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
     pub(crate) did: u16,
     /// `IoSpace.SetDirtyTracking` is on (`dirty.rs`).
     pub(crate) dirty_tracking: bool,
+    /// The nest slots built over this space (bit `i`: nest `i`), so its
+    /// shadows and their tags are found without scanning every nest.
+    pub(crate) nests: u32,
 }
+
+// `Space::nests` holds one bit per nest slot.
+const _: () = assert!(NESTS <= u32::BITS as usize);
 
 /// A driver's stage-1 table in use by devices: (space, root IPA) and what
 /// the layer built for it.
@@ -46,6 +53,9 @@ pub(crate) struct Nest {
 pub struct State<U: IoUnit, M, E: Env> {
     pub(crate) pool: Pool<M>,
     pub(crate) spaces: heapless::Vec<Space<U::Format>, SPACES>,
+    /// Positions in `spaces` by object id and by model DID.
+    by_object: Index,
+    by_did: Index,
     pub(crate) nests: [Option<Nest>; NESTS],
     /// Requesters (or PASIDs) pointed at a domain, with their nest.
     pub(crate) attached: Attachments<ObjectId, ATTACHED>,
@@ -83,6 +93,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 }),
             },
             spaces: heapless::Vec::new(),
+            by_object: Index::new(),
+            by_did: Index::new(),
             nests: [const { None }; NESTS],
             attached: Attachments::new(SHARE),
             unit_tables: UnitTables::new(),
@@ -224,6 +236,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     ) -> Result<(), Error> {
         let table = unit.stage2_at(root).ok_or(Error::NotSupported)?;
         self.spaces.retain(|s| s.object != object);
+        self.reindex();
         if self.spaces.is_full() {
             return Err(Error::ObjectTableFull);
         }
@@ -249,8 +262,20 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             table,
             did,
             dirty_tracking: false,
+            nests: 0,
         });
+        self.reindex();
         Ok(())
+    }
+
+    /// Rebuilds the indexes of `spaces` after records moved.
+    fn reindex(&mut self) {
+        self.by_object.clear();
+        self.by_did.clear();
+        for (position, s) in self.spaces.iter().enumerate() {
+            self.by_object.insert(s.object.0, position);
+            self.by_did.insert(u32::from(s.did), position);
+        }
     }
 
     /// Applies one IOMMU effect of the capability model to `unit`.
@@ -317,10 +342,52 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     #[inline]
     pub(crate) fn space(&self, object: ObjectId) -> Result<&Space<U::Format>, &'static str> {
-        self.spaces
-            .iter()
-            .find(|s| s.object == object)
+        let spaces = &self.spaces;
+        self.by_object
+            .find(object.0, |i| spaces.get(i).filter(|s| s.object == object))
             .ok_or("the IoSpace has no stage-2 table")
+    }
+
+    /// Where `object`'s record is in `spaces`.
+    #[inline]
+    fn space_position(&self, object: ObjectId) -> Option<usize> {
+        let spaces = &self.spaces;
+        self.by_object.find(object.0, |i| {
+            spaces
+                .get(i)
+                .is_some_and(|s| s.object == object)
+                .then_some(i)
+        })
+    }
+
+    /// Checks the indexes against a scan of every record (host tests):
+    /// every IoSpace found where it is, by object and by DID, each nest
+    /// in its space's set, and `absent` (no IoSpace) found nowhere.
+    #[doc(hidden)]
+    pub fn check_indexes(&self, absent: ObjectId) -> Result<(), &'static str> {
+        for (position, s) in self.spaces.iter().enumerate() {
+            if self.space_position(s.object) != Some(position) {
+                return Err("an IoSpace's object id is not indexed at its record");
+            }
+            let spaces = &self.spaces;
+            let by_did = self.by_did.find(u32::from(s.did), |i| {
+                spaces.get(i).is_some_and(|t| t.did == s.did).then_some(i)
+            });
+            if by_did != spaces.iter().position(|t| t.did == s.did) {
+                return Err("an IoSpace's DID is not indexed at its record");
+            }
+            let nests = self.nests.iter().enumerate().fold(0, |set, (i, n)| {
+                set | (u32::from(n.as_ref().is_some_and(|n| n.space == s.object)) << i)
+            });
+            if nests != s.nests {
+                return Err("an IoSpace's nest set differs from its nests");
+            }
+        }
+        let scanned = self.spaces.iter().any(|s| s.object == absent);
+        if self.space_position(absent).is_some() != scanned {
+            return Err("the index and the records disagree on an object id");
+        }
+        Ok(())
     }
 
     #[inline]
@@ -357,7 +424,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     #[inline]
     fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
-        let table = self.space(space)?.table;
+        let (table, nests) = self.space(space).map(|s| (s.table, s.nests))?;
         table
             .unmap(&self.mem(), ipa)
             .map_err(|_| "nothing mapped there")?;
@@ -366,18 +433,26 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         // depend on it. They are dropped before the invalidation that
         // follows (once per operation, however many pages it unmaps); the
         // driver's next Invalidate rebuilds them.
-        if U::SHADOWS && !self.dirty.contains(&space) && self.dirty.push(space).is_err() {
+        // A space without nests has no shadow to drop.
+        if U::SHADOWS
+            && nests != 0
+            && !self.dirty.contains(&space)
+            && self.dirty.push(space).is_err()
+        {
             self.clear_shadows_of(space);
         }
         Ok(())
     }
 
     fn clear_shadows_of(&mut self, space: ObjectId) {
-        let Ok(table) = self.space(space).map(|s| s.table) else {
+        let Ok((table, nests)) = self.space(space).map(|s| (s.table, s.nests)) else {
             return;
         };
         let mem = self.mem();
-        for nest in self.nests.iter_mut().flatten() {
+        for i in bits(nests) {
+            let Some(nest) = self.nests[i].as_mut() else {
+                continue;
+            };
             if nest.space != space || nest.leaves == 0 {
                 continue;
             }
@@ -400,9 +475,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// the nests' ASIDs).
     #[inline]
     fn note_tags(&mut self, did: u16) {
-        let mut tags: heapless::Vec<u16, 8> = heapless::Vec::new();
-        let _ = tags.push(space_tag(did));
-        let space = self.spaces.iter().find(|s| s.did == did).map(|s| s.object);
+        let spaces = &self.spaces;
+        let (space, nests) = self
+            .by_did
+            .find(u32::from(did), |i| spaces.get(i).filter(|s| s.did == did))
+            .map_or((None, 0), |s| (Some(s.object), s.nests));
         if let Some(space) = space
             && !self.pending_spaces.contains(&space)
             && self.pending_spaces.push(space).is_err()
@@ -411,13 +488,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             self.pending_tags.clear();
             let _ = self.pending_tags.push(0);
         }
-        if U::SHADOWS {
-            for (i, nest) in self.nests.iter().enumerate() {
-                if nest.as_ref().is_some_and(|n| Some(n.space) == space) {
-                    let _ = tags.push(U::nest_tag(i));
-                }
-            }
-        }
+        let shadows = if U::SHADOWS { nests } else { 0 };
+        // Every one of them: the space's and each shadow's (up to its
+        // share of nests; none may be dropped).
+        let tags = core::iter::once(space_tag(did)).chain(bits(shadows).map(U::nest_tag));
         for tag in tags {
             if !self.pending_tags.contains(&tag) && self.pending_tags.push(tag).is_err() {
                 // Too many: invalidate everything (tag 0 marks it).
@@ -488,6 +562,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             users: 0,
             leaves: 0,
         });
+        if let Some(i) = self.space_position(space) {
+            self.spaces[i].nests |= 1 << index;
+        }
         Ok(index)
     }
 
@@ -664,6 +741,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let Some(nest) = self.nests[index].take() else {
             return;
         };
+        if let Some(i) = self.space_position(nest.space) {
+            self.spaces[i].nests &= !(1 << index);
+        }
         let account = Account::Space(nest.space);
         let Ok(table) = self.space(nest.space).map(|s| s.table) else {
             self.give_back(account, nest.page);
@@ -731,6 +811,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 }
             }
             self.spaces.swap_remove(index);
+            self.reindex();
             // The root is the object's own page: not a pool page.
             self.free_tables(Account::Space(object), &table, Some(table.root()));
             // Its unit tables still holding other IoSpaces' entries pass
@@ -826,6 +907,15 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     pub fn attachments(&self) -> impl Iterator<Item = &Attachment<ObjectId>> + '_ {
         self.attached.iter()
     }
+}
+
+/// The numbers of the bits set in `set`, lowest first.
+fn bits(mut set: u32) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        let bit = set.trailing_zeros();
+        set &= set.wrapping_sub(1);
+        (bit < 32).then_some(bit as usize)
+    })
 }
 
 /// What a refused reservation of a new IoSpace's table pages answers.

@@ -144,6 +144,41 @@ fn vtd_shadow_nests_compose_and_revoke() {
     }
 }
 
+/// One IoSpace at its share of nests, a device on each: an unmap
+/// invalidates the space and every one of its shadows, so no device
+/// keeps a cached translation of the page.
+#[test]
+fn vtd_unmap_invalidates_every_shadow_of_a_space() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, PASID_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let space = world.create_space().unwrap();
+    for i in 0..DATA_PAGES {
+        let pa = world.page();
+        world.map(space, DATA_IPA + 4096 * i, pa, RW).unwrap();
+    }
+    let mut requesters = Vec::new();
+    for copy in 0..iospace::SHARE.nests as u64 {
+        let root = if copy == 0 {
+            world.stage1_of(space).unwrap()
+        } else {
+            world.another_stage1(space, copy).unwrap()
+        };
+        let rid = 0x20 + copy as u16;
+        world.attach_at(rid, None, space, Some(root)).unwrap();
+        world.user_invalidate_at(space, root).unwrap();
+        requesters.push((rid, None));
+    }
+    // Every device reaches every page (and the model caches them).
+    assert_eq!(
+        world.check(&requesters, true).unwrap(),
+        requesters.len() * DATA_PAGES as usize * 2
+    );
+    world.unmap(space, DATA_IPA).unwrap();
+    world.check(&requesters, false).unwrap();
+    assert_eq!(take_log(), Vec::<String>::new());
+}
+
 #[test]
 fn vtd_hardware_nests_translate_and_revoke() {
     let memory = SimMemory::new(MEMORY);

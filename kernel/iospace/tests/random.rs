@@ -5,7 +5,9 @@
 //! through for any of the devices must land on a live IO mapping of its
 //! IoSpace with the right for the access; direct attachments (and nests
 //! the hardware walks, or a shadow just composed) must also reach every
-//! live mapping. The layer must log nothing (no effect left unapplied).
+//! live mapping. The layer must log nothing (no effect left unapplied),
+//! and its indexes (IoSpace by object id and by DID, nests by IoSpace)
+//! must agree with a scan of its records.
 
 mod common;
 
@@ -166,6 +168,10 @@ where
         world
             .check(&live, true)
             .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
+        world
+            .state
+            .check_indexes(ObjectId(u32::MAX))
+            .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
         let log = take_log();
         if !log.is_empty() {
             return Err(format!("step {step} ({op:?}): the layer logged {log:?}"));
@@ -173,6 +179,64 @@ where
     }
     Ok(())
 }
+
+/// Creates (`true`, with the object id given unless in use) or deletes
+/// IoSpaces in [`CHURN_SLOTS`] slots in the order `ops` gives, mapping and unmapping a page in each new one (found
+/// through the index), and checks the layer's indexes against a scan of
+/// its records after every step.
+fn churn_spaces<U, D, F>(
+    world: &mut World<'_, U, D, F>,
+    ops: &[(usize, bool, u32)],
+) -> Result<(), String>
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let mut slots: Vec<Option<ObjectId>> = vec![None; CHURN_SLOTS];
+    for (step, &(slot, create, id)) in ops.iter().enumerate() {
+        match (slots[slot], create) {
+            (None, true) => {
+                let object = if world.spaces.contains_key(&ObjectId(id)) {
+                    world.create_space()
+                } else {
+                    world.create_space_as(ObjectId(id))
+                }
+                .map_err(|e| format!("create: {e:?}"))?;
+                let pa = world.page();
+                world
+                    .map(object, DATA_IPA, pa, Rights::READ_WRITE)
+                    .map_err(|e| format!("map: {e:?}"))?;
+                world
+                    .unmap(object, DATA_IPA)
+                    .map_err(|e| format!("unmap: {e:?}"))?;
+                slots[slot] = Some(object);
+            }
+            (Some(object), false) => {
+                world
+                    .delete_space(object)
+                    .map_err(|e| format!("delete: {e:?}"))?;
+                slots[slot] = None;
+            }
+            _ => continue,
+        }
+        for absent in [ObjectId(0), ObjectId(u32::MAX)] {
+            world
+                .state
+                .check_indexes(absent)
+                .map_err(|e| format!("step {step}: {e}"))?;
+        }
+        let log = take_log();
+        if !log.is_empty() {
+            return Err(format!("step {step}: the layer logged {log:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// IoSpaces alive at once in [`churn_spaces`]: most of what the test
+/// pool holds, so the index sees collisions and long probes.
+const CHURN_SLOTS: usize = 48;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -207,6 +271,19 @@ proptest! {
         let device = SimVtd::new(&memory, QEMU_CAP, NESTING_ECAP, false);
         let mut world = vtd(&memory, &device, RootTableMode::Scalable);
         run(&mut world, &ops, false).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn vtd_space_indexes_match_a_scan(
+        ops in prop::collection::vec(
+            (0..CHURN_SLOTS, prop::bool::weighted(0.7), 1..u32::MAX),
+            1..160,
+        )
+    ) {
+        let memory = SimMemory::new(MEMORY);
+        let device = SimVtd::new(&memory, QEMU_CAP, common::PASID_ECAP, true);
+        let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+        churn_spaces(&mut world, &ops).map_err(TestCaseError::fail)?;
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use super::common::MIB;
 use super::confinement::{GUEST_PAGES, Rng, fill_guest, perms_of, physical_page};
+use crate::PhysMem;
 use crate::model::vtd::Request;
 use crate::model::vtd_device::{NESTING_ECAP, QEMU_CAP, SimVtd};
 use crate::model::{Access, SimFrames, SimMemory};
@@ -14,15 +15,20 @@ use crate::vtd::regs::{Capability, RootTableMode};
 use crate::vtd::shadow::{ShadowError, shadow_range};
 use crate::vtd::tables::{LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels};
 use proptest::prelude::*;
+use std::vec::Vec;
 
 const WINDOW: u64 = 4 * MIB;
 
-fn setup(
-    memory: &SimMemory,
-    seed: u64,
+/// Builds both units over the same second stage and the shadow: one
+/// shadow update of the window after each of `fills` (which write the
+/// first-stage tables into guest memory); the last update's count of
+/// entries mapped.
+fn setup<'m>(
+    memory: &'m SimMemory,
+    fills: &[&dyn Fn(&SimMemory)],
     root_page: u64,
     allow_1g: bool,
-) -> (SimVtd<'_>, SimVtd<'_>, u64) {
+) -> (SimVtd<'m>, SimVtd<'m>, u64) {
     let cap = if allow_1g {
         QEMU_CAP | 1 << 56
     } else {
@@ -45,7 +51,6 @@ fn setup(
             )
             .unwrap();
     }
-    fill_guest(memory, &mut Rng(seed), 0b111);
     let root_ipa = root_page << 12;
 
     let mut nested = VtdUnit::new(&nested_unit);
@@ -67,19 +72,24 @@ fn setup(
         .block_all_dma(memory, &mut frames, RootTableMode::Legacy)
         .unwrap();
     let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
-    let stats = shadow_range(
-        memory,
-        &mut frames,
-        root_ipa,
-        &second,
-        &shadow,
-        0,
-        WINDOW,
-        1024,
-        allow_1g,
-    )
-    .unwrap();
-    assert_eq!(stats.pages, 1024);
+    let mut mapped = 0;
+    for fill in fills {
+        fill(memory);
+        let stats = shadow_range(
+            memory,
+            &mut frames,
+            root_ipa,
+            &second,
+            &shadow,
+            0,
+            WINDOW,
+            1024,
+            allow_1g,
+        )
+        .unwrap();
+        assert_eq!(stats.pages, 1024);
+        mapped = stats.mapped;
+    }
     let context = LegacyContext::Translated {
         domain: 2,
         table: shadow.root(),
@@ -88,8 +98,77 @@ fn setup(
     legacy
         .set_legacy_context(memory, &mut frames, 0x10, Some(context))
         .unwrap();
-    (nested_unit, shadow_unit, stats.mapped)
+    (nested_unit, shadow_unit, mapped)
 }
+
+/// Every read and write DMA of requester 0x10 to `addresses`: the same
+/// outcome on the nesting unit and the shadowed one.
+fn same_translations(
+    nested: &SimVtd<'_>,
+    shadowed: &SimVtd<'_>,
+    addresses: impl IntoIterator<Item = u64>,
+) -> Result<(), TestCaseError> {
+    for address in addresses {
+        for access in [Access::Read, Access::Write] {
+            let request = Request {
+                source_id: 0x10,
+                pasid: None,
+                address,
+                access,
+            };
+            prop_assert_eq!(
+                nested.dma(request).ok(),
+                shadowed.dma(request).ok(),
+                "{:#x} {:?}",
+                address,
+                access
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Adversarial first-stage tables from `seed` (`flags_bias` set in most
+/// entries).
+fn adversarial(seed: u64, flags_bias: u64) -> impl Fn(&SimMemory) {
+    move |memory| fill_guest(memory, &mut Rng(seed), flags_bias)
+}
+
+/// Well-formed first-stage tables rooted at guest page [`ROOT_PAGE`]
+/// whose walks reach a last-level table for both 2 MiB regions of the
+/// window: random leaves (absent, supervisor-only, read-only or
+/// writable, to any guest page or beyond) under upper levels whose write
+/// permission is random too.
+fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
+    move |memory| {
+        let mut rng = Rng(seed);
+        let table = |page: u64| physical_page(page);
+        for page in [ROOT_PAGE, 1, 3, 4, 6] {
+            memory.zero(table(page), 4096);
+        }
+        // Level 4 at page 0 (RW), 3 at page 1 (R), 2 at page 3 (RW),
+        // last-level tables at 4 (R) and 6 (RW) in stage 2.
+        memory.write_u64(table(ROOT_PAGE), 1 << 12 | 0b111);
+        memory.write_u64(table(1), 3 << 12 | 0b111);
+        for (index, leaf_table) in [(0, 4u64), (1, 6)] {
+            let write = rng.next() & 0b10;
+            memory.write_u64(table(3) + 8 * index, leaf_table << 12 | 0b101 | write);
+            for slot in 0..512 {
+                let r = rng.next();
+                let page = ((r >> 8) % (2 * GUEST_PAGES)) << 12;
+                let entry = match r % 8 {
+                    0 => 0,
+                    1 => page | 0b011,
+                    _ => page | 0b101 | ((r >> 4) & 0b10),
+                };
+                memory.write_u64(table(leaf_table) + 8 * slot, entry);
+            }
+        }
+    }
+}
+
+/// The guest page [`well_formed`] puts its root table in.
+const ROOT_PAGE: u64 = 0;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
@@ -99,20 +178,37 @@ proptest! {
         seed in 1u64..,
         root_page in 0u64..(2 * GUEST_PAGES),
         allow_1g in any::<bool>(),
+        twice in any::<bool>(),
         probes in proptest::collection::vec(0u64..WINDOW, 64),
     ) {
         let memory = SimMemory::new(256 * MIB);
-        let (nested, shadowed, _) = setup(&memory, seed, root_page, allow_1g);
-        for address in probes {
-            for access in [Access::Read, Access::Write] {
-                let request = Request { source_id: 0x10, pasid: None, address, access };
-                prop_assert_eq!(
-                    nested.dma(request).ok(),
-                    shadowed.dma(request).ok(),
-                    "{:#x} {:?}", address, access
-                );
-            }
-        }
+        let first = adversarial(seed, 0b111);
+        // Different tables over the shadow just built, some leaves
+        // read-only: the update rewrites, adds and removes in place.
+        let second = adversarial(seed ^ 0x5eed_5eed, 0b101);
+        let fills: &[&dyn Fn(&SimMemory)] = if twice { &[&first, &second] } else { &[&first] };
+        let (nested, shadowed, _) = setup(&memory, fills, root_page, allow_1g);
+        same_translations(&nested, &shadowed, probes)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Re-shadowing well-formed tables (the update's common case: both
+    /// last-level tables present) after they changed: every page of the
+    /// window translates as a nesting unit translates it.
+    #[test]
+    fn reshadowing_changed_tables_translates_like_hardware_nesting(
+        seeds in proptest::collection::vec(1u64.., 2..4),
+    ) {
+        let memory = SimMemory::new(256 * MIB);
+        let fills: Vec<_> = seeds.iter().map(|&seed| well_formed(seed)).collect();
+        let fills: Vec<&dyn Fn(&SimMemory)> =
+            fills.iter().map(|f| f as &dyn Fn(&SimMemory)).collect();
+        let (nested, shadowed, mapped) = setup(&memory, &fills, ROOT_PAGE, false);
+        prop_assert!(mapped > 0);
+        same_translations(&nested, &shadowed, (0..WINDOW).step_by(4096))?;
     }
 }
 
@@ -121,7 +217,7 @@ fn shadow_is_not_vacuous_and_is_bounded() {
     let memory = SimMemory::new(256 * MIB);
     let mut mapped = 0;
     for seed in 1..60 {
-        let (_, _, count) = setup(&memory, seed, 0, true);
+        let (_, _, count) = setup(&memory, &[&adversarial(seed, 0b111)], 0, true);
         mapped += count;
     }
     assert!(mapped > 0);

@@ -204,16 +204,22 @@ fn fault_event_msi_is_sent_or_held_while_masked() {
     assert_eq!(device.fault_msis().len(), 2);
 }
 
+/// A unit over `device` in legacy mode, DMA blocked, its queue enabled.
+fn legacy_unit<'m>(memory: &'m SimMemory, device: &'m SimVtd<'m>) -> VtdUnit<&'m SimVtd<'m>> {
+    let mut frames = SimFrames::new(memory, 16 * MIB, 32 * MIB);
+    let mut unit = VtdUnit::new(device).with_poll_limit(PollLimit(1000));
+    unit.block_all_dma(memory, &mut frames, RootTableMode::Legacy)
+        .unwrap();
+    unit
+}
+
 #[test]
 fn invalidation_queue_error_is_reported_and_recovered() {
     use crate::vtd::qi::Descriptor;
     use crate::vtd::regs::FaultStatus;
     let memory = SimMemory::new(64 * MIB);
     let device = SimVtd::qemu_default(&memory);
-    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
-    let mut unit = VtdUnit::new(&device).with_poll_limit(PollLimit(1000));
-    unit.block_all_dma(&memory, &mut frames, RootTableMode::Legacy)
-        .unwrap();
+    let mut unit = legacy_unit(&memory, &device);
     let bad = Descriptor([0xf, 0, 0, 0]);
     let err = unit.submit(&memory, [bad]).unwrap_err();
     assert_eq!(
@@ -226,6 +232,22 @@ fn invalidation_queue_error_is_reported_and_recovered() {
     // The queue works again.
     unit.invalidate_all(&memory).unwrap();
     assert!(unit.queue().unwrap().waits_issued >= 3);
+}
+
+#[test]
+fn a_batch_longer_than_the_ring_waits_for_room() {
+    use crate::vtd::qi::{Descriptor, IotlbScope};
+    let memory = SimMemory::new(64 * MIB);
+    let device = SimVtd::qemu_default(&memory);
+    let mut unit = legacy_unit(&memory, &device);
+    // The ring holds 256 descriptors: each batch fills it past the end,
+    // from wherever the last one left the tail.
+    for batch in 1..=3u64 {
+        let before = device.counts.get().iotlb;
+        let descriptors = (0..300u16).map(|d| Descriptor::iotlb(IotlbScope::Domain(d + 1), false));
+        unit.submit(&memory, descriptors).unwrap();
+        assert_eq!(device.counts.get().iotlb - before, 300, "batch {batch}");
+    }
 }
 
 /// A register block that refuses (panics on) any access past the

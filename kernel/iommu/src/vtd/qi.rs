@@ -234,6 +234,9 @@ pub struct InvalidationQueue {
     wide: bool,
     entries: u32,
     tail: u32,
+    /// IQH as last read: the hardware's head is at or past it, so the
+    /// ring is not full while the next tail differs from it.
+    head: u32,
     sequence: u32,
     /// Descriptors submitted so far, wait descriptors included.
     pub descriptors_issued: u64,
@@ -263,6 +266,7 @@ impl InvalidationQueue {
             wide,
             entries: (PAGE_SIZE / size) as u32,
             tail: 0,
+            head: 0,
             sequence: 0,
             descriptors_issued: 0,
             waits_issued: 0,
@@ -281,6 +285,7 @@ impl InvalidationQueue {
     /// Resets the software tail; called when the queue is (re-)enabled with IQT=0.
     pub fn reset(&mut self) {
         self.tail = 0;
+        self.head = 0;
     }
 
     fn head_index(&self, mmio: &impl Mmio) -> u32 {
@@ -324,7 +329,10 @@ impl InvalidationQueue {
         limit: PollLimit,
     ) -> Result<(), VtdError> {
         let next = (self.tail + 1) % self.entries;
-        if next == self.head_index(mmio) {
+        if next == self.head {
+            self.head = self.head_index(mmio);
+        }
+        if next == self.head {
             // Full: let the hardware consume what is queued.
             self.publish_tail(mmio);
             let mut error = Ok(());
@@ -339,11 +347,15 @@ impl InvalidationQueue {
                     bit: "QH (queue full)",
                 });
             }
+            self.head = self.head_index(mmio);
         }
         let slot = self.base + u64::from(self.tail) * self.descriptor_size();
-        let words = if self.wide { 4 } else { 2 };
-        for (i, word) in descriptor.0.iter().take(words).enumerate() {
-            mem.write_u64(slot + 8 * i as u64, *word);
+        let [low, high, wide_low, wide_high] = descriptor.0;
+        mem.write_u64(slot, low);
+        mem.write_u64(slot + 8, high);
+        if self.wide {
+            mem.write_u64(slot + 16, wide_low);
+            mem.write_u64(slot + 24, wide_high);
         }
         self.tail = next;
         self.descriptors_issued += 1;

@@ -189,6 +189,51 @@ pub fn compose_page(
     walk_lower(mem, second, upper, iova)
 }
 
+/// Re-shadows the pages `iovas` (within one 2 MiB region) whose
+/// first-stage entries are in the last-level table `first` (`writable`:
+/// whether the upper levels allow writes) into the shadow's last-level
+/// table `shadow` (in `format`): what [`shadow_range`]'s general loop does, with the
+/// walk's outcome fixed for the region.
+fn shadow_region(
+    mem: &impl PhysMem,
+    second: &PageTable<SecondStageFormat>,
+    second_region: &mut Option<(u64, Covering)>,
+    (first, writable): (u64, bool),
+    (format, shadow): (SecondStageFormat, u64),
+    iovas: core::ops::Range<u64>,
+    stats: &mut ShadowStats,
+) {
+    let (mut mapped, mut added, mut removed) = (0, 0, 0);
+    for iova in iovas.step_by(4096) {
+        let index = 8 * ((iova >> 12) & 0x1ff);
+        let entry = mem.read_u64(first + index);
+        // Present (bit 0) and user (bit 2), as `first_stage_leaf` asks.
+        let composed = if entry & 0b101 == 0b101 {
+            let ipa = entry & 0x000f_ffff_ffff_f000;
+            second_stage_in(mem, second, second_region, ipa)
+                .and_then(|(pa, perms)| combine(pa, perms, writable && bit(entry, 1)))
+        } else {
+            None
+        };
+        let slot = shadow + index;
+        let old = mem.read_u64(slot);
+        let had = format.is_present(old);
+        let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
+        if new != old {
+            mem.write_u64(slot, new);
+        }
+        if composed.is_some() {
+            mapped += 1;
+            added += u64::from(!had);
+        } else {
+            removed += u64::from(had);
+        }
+    }
+    stats.mapped += mapped;
+    stats.added += added;
+    stats.removed += removed;
+}
+
 /// Re-shadows `[start, start + length)`: every page gets the composed
 /// translation or none. Refuses more than `max_pages` pages.
 #[allow(clippy::too_many_arguments)]
@@ -231,6 +276,28 @@ pub fn shadow_range(
             .map_err(ShadowError::Map)?;
         if walked == Upper::Fault && table.is_none() {
             // Nothing to shadow, nothing shadowed.
+            iova = region_end;
+            continue;
+        }
+        if let (
+            Upper::Table {
+                table: first,
+                writable,
+            },
+            Some(page_table),
+        ) = (walked, table)
+        {
+            // The usual case, both last-level tables present: one entry
+            // of each per page, no decisions left for the region.
+            shadow_region(
+                mem,
+                second,
+                &mut second_region,
+                (first, writable),
+                (format, page_table),
+                iova..region_end,
+                &mut stats,
+            );
             iova = region_end;
             continue;
         }

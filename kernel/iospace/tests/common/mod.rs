@@ -315,9 +315,14 @@ where
 
     /// `UntypedRetype` of an IoSpace: a fresh object page and DID.
     pub fn create_space(&mut self) -> Result<ObjectId, abi::Error> {
-        self.state.can_register(&self.unit, 1)?;
         let object = ObjectId(self.next_object);
         self.next_object += 1;
+        self.create_space_as(object)
+    }
+
+    /// The same with object id `object` (not one in use).
+    pub fn create_space_as(&mut self, object: ObjectId) -> Result<ObjectId, abi::Error> {
+        self.state.can_register(&self.unit, 1)?;
         let did = self.next_did;
         self.next_did += 1;
         let root = self.page();
@@ -402,6 +407,18 @@ where
         } else {
             None
         };
+        self.attach_at(rid, pasid, space, stage1_root)
+    }
+
+    /// The same through the driver's stage 1 at `stage1_root`, if any.
+    pub fn attach_at(
+        &mut self,
+        rid: u16,
+        pasid: Option<u32>,
+        space: ObjectId,
+        stage1_root: Option<u64>,
+    ) -> Result<(), abi::Error> {
+        let nested = stage1_root.is_some();
         self.state.forget_failure();
         self.state.ensure_attach_room(space, stage1_root)?;
         let did = self.did(space);
@@ -499,9 +516,17 @@ where
         if let Some(root) = self.spaces[&space].stage1 {
             return Ok(root);
         }
+        let root = self.another_stage1(space, 0)?;
+        self.spaces.get_mut(&space).unwrap().stage1 = Some(root);
+        Ok(root)
+    }
+
+    /// Stage 1 number `copy` of `space` (0 is [`World::stage1_of`]'s),
+    /// the same translations in its own table pages; its root.
+    pub fn another_stage1(&mut self, space: ObjectId, copy: u64) -> Result<u64, abi::Error> {
         let mut pages = BTreeMap::new();
         for i in 0..STAGE1_PAGES {
-            let ipa = STAGE1_IPA + 4096 * i;
+            let ipa = STAGE1_IPA + 4096 * (copy * STAGE1_PAGES + i);
             let pa = self.page();
             self.map(space, ipa, pa, Rights::READ_WRITE)?;
             pages.insert(ipa, pa);
@@ -529,7 +554,6 @@ where
                 )
                 .unwrap();
         }
-        self.spaces.get_mut(&space).unwrap().stage1 = Some(table.root());
         Ok(table.root())
     }
 
@@ -538,6 +562,11 @@ where
         let Some(root) = self.spaces[&space].stage1 else {
             return Ok(());
         };
+        self.user_invalidate_at(space, root)
+    }
+
+    /// The same for the driver's stage 1 at `root`.
+    pub fn user_invalidate_at(&mut self, space: ObjectId, root: u64) -> Result<(), abi::Error> {
         self.state.forget_failure();
         let (mut start, end) = (IOVA, IOVA + 4096 * DATA_PAGES);
         while start < end {
