@@ -11,12 +11,12 @@
 use libfuzzer_sys::fuzz_target;
 use portcullis_fuzz::{boot_info, install_stand_in_kernel};
 use rt::space::{Objects, Scratch, load_elf};
-use sys::{Cap, MapRights, PageTable};
+use sys::{Cap, MapRights, PageTable, Slot};
 
 /// Where the target's scratch page sits in the (stand-in) root task.
 const SCRATCH: u64 = 0x10_0000_0000;
 /// The slot the target pretends holds the domain's VSpace root.
-const SPACE_SLOT: u32 = 900;
+const SPACE_SLOT: Slot = Slot::new(900);
 
 fuzz_target!(|image: &[u8]| {
     let seen = install_stand_in_kernel();

@@ -46,26 +46,29 @@ pub fn install_stand_in_kernel() -> Rc<RefCell<Seen>> {
     set_kernel(move |call: SyscallIn, _buffer: &mut IpcBuffer| {
         let label = MessageInfo::from_word(call.info).map_or(0, |info| info.label);
         let mut seen = log.borrow_mut();
-        let result = if label == Invocation::UntypedRetype as u32 {
-            if seen.objects >= OBJECT_BUDGET {
-                Err(Error::UntypedExhausted)
+        if label == Invocation::UntypedRetype as u32 {
+            // A retype that succeeds replies with the count it made (MR0),
+            // as the kernel does: the typed `sys` API refuses anything else.
+            let status = if seen.objects >= OBJECT_BUDGET {
+                u64::from(Error::UntypedExhausted.code())
             } else {
                 seen.objects += 1;
-                Ok(())
-            }
-        } else {
-            if label == Invocation::FrameMap as u32 {
-                seen.frame_maps.push(FrameMapping {
-                    address: call.mrs[0],
-                    rights: call.mrs[1],
-                });
-            }
-            Ok(())
-        };
-        SyscallOut {
-            status: result.err().map_or(0, |e| u64::from(e.code())),
-            ..SyscallOut::default()
+                0
+            };
+            return SyscallOut {
+                status,
+                info: MessageInfo::new(0, 1).to_word(),
+                mrs: [call.mrs[3], 0, 0, 0],
+                ..SyscallOut::default()
+            };
         }
+        if label == Invocation::FrameMap as u32 {
+            seen.frame_maps.push(FrameMapping {
+                address: call.mrs[0],
+                rights: call.mrs[1],
+            });
+        }
+        SyscallOut::default()
     });
     seen
 }
