@@ -276,13 +276,6 @@ pub mod view {
 /// 4 KiB granule 48-bit on SMMUv3.
 pub const USER_TABLE_FORMAT: u64 = Hw::USER_TABLE_FORMAT;
 
-/// `IommuIdentify` MR5: bit 0 the unit tracks stage-2 dirty state
-/// (`IoSpace.SetDirtyTracking`, `ReadDirty`), bit 1 it sets first-stage
-/// A/D bits.
-pub fn dirty_bits(hw: &Hw) -> u64 {
-    u64::from(hw.dirty_tracking()) | u64::from(hw.first_stage_dirty()) << 1
-}
-
 /// `IoSpace.SetDirtyTracking`: stage-2 dirty updates of `space` on or off
 /// (`iospace::State::set_dirty_tracking`).
 pub fn set_dirty_tracking(space: ObjectId, on: bool) -> Result<(), Error> {

@@ -350,9 +350,9 @@ impl Unit {
         };
         let dirty = match self {
             #[cfg(target_arch = "x86_64")]
-            Unit::Vtd(hw) => crate::io_space::dirty_bits(hw),
+            Unit::Vtd(hw) => dirty_bits(hw),
             #[cfg(target_arch = "aarch64")]
-            Unit::Smmu(hw) => crate::io_space::dirty_bits(hw),
+            Unit::Smmu(hw) => dirty_bits(hw),
         };
         [
             vendor,
@@ -363,6 +363,14 @@ impl Unit {
             dirty,
         ]
     }
+}
+
+/// `IommuIdentify` MR5: bit 0 the unit tracks stage-2 dirty state
+/// (`IoSpace.SetDirtyTracking`, `ReadDirty`), bit 1 it sets first-stage
+/// A/D bits. Asked of the driver through the object layer's unit trait,
+/// not of `io_space`: the hardware side does not call up.
+fn dirty_bits(hw: &impl iospace::IoUnit) -> u64 {
+    u64::from(hw.dirty_tracking()) | u64::from(hw.first_stage_dirty()) << 1
 }
 
 /// The unit brought up at boot.
