@@ -2,11 +2,12 @@
 //! run-until-trap primitive the scheduler is built on.
 //!
 //! The kernel never keeps a per-thread kernel stack. [`run_user`] saves the
-//! kernel's callee-saved registers and stack pointer, loads the thread's
-//! registers from its saved-register frame, leaves SP_EL1 at the *top of
-//! that frame* and `eret`s to EL0. Whatever brings the CPU back — `svc`, an
-//! abort or an IRQ — enters a lower-EL vector, which pushes the registers
-//! straight into the frame and resumes the kernel right after the
+//! kernel's stack pointer and its callee-saved registers but x27 and x28
+//! (declared clobbered: the caller keeps in them only what is live), loads
+//! the thread's registers from its saved-register frame, leaves SP_EL1 at
+//! the *top of that frame* and `eret`s to EL0. Whatever brings the CPU back
+//! — `svc`, an abort or an IRQ — enters a lower-EL vector, which pushes the
+//! registers straight into the frame and resumes the kernel right after the
 //! `run_user` call with the vector index:
 //!
 //! ```text
@@ -92,12 +93,17 @@ kernel_sp_save: .quad 0
     .section .text.user_entry, "ax"
     .global aarch64_run_user
 aarch64_run_user:
-    stp x19, x20, [sp, #-96]!
-    stp x21, x22, [sp, #16]
-    stp x23, x24, [sp, #32]
-    stp x25, x26, [sp, #48]
-    stp x27, x28, [sp, #64]
-    stp x29, x30, [sp, #80]
+    /* Saves x19-x26, x29, x30 and the stack pointer; x27 and x28 are
+       declared clobbered by the inline assembly in run_user that calls in
+       here, so the compiler keeps in them only what it would otherwise
+       keep. (Rust inline assembly cannot clobber x19 or x29. Clobbering
+       more of x20-x26 measured dearer: the scheduler loop then spills
+       what it keeps live across the call; kernel/README.md "Measured".) */
+    stp x19, x29, [sp, #-80]!
+    stp x20, x21, [sp, #16]
+    stp x22, x23, [sp, #32]
+    stp x24, x25, [sp, #48]
+    stp x26, x30, [sp, #64]
     adrp x1, kernel_sp_save
     mov x2, sp
     str x2, [x1, :lo12:kernel_sp_save]
@@ -131,19 +137,14 @@ aarch64_resume_kernel:
     adrp x1, kernel_sp_save
     ldr x1, [x1, :lo12:kernel_sp_save]
     mov sp, x1
-    ldp x21, x22, [sp, #16]
-    ldp x23, x24, [sp, #32]
-    ldp x25, x26, [sp, #48]
-    ldp x27, x28, [sp, #64]
-    ldp x29, x30, [sp, #80]
-    ldp x19, x20, [sp], #96
+    ldp x20, x21, [sp, #16]
+    ldp x22, x23, [sp, #32]
+    ldp x24, x25, [sp, #48]
+    ldp x26, x30, [sp, #64]
+    ldp x19, x29, [sp], #80
     ret
     "#
 );
-
-unsafe extern "C" {
-    fn aarch64_run_user(context: *mut TrapFrame) -> u64;
-}
 
 /// Exception class of `svc` from AArch64 (ESR_EL1.EC).
 const EC_SVC64: u64 = 0x15;
@@ -153,11 +154,21 @@ pub fn run_user(context: &mut UserContext) -> Exit {
     // Only EL0t with interrupts unmasked may be entered: never let a saved
     // SPSR carry the thread into EL1.
     context.spsr = 0;
+    let entry: u64;
     // SAFETY: `context` is a valid, exclusively borrowed, 16-byte aligned
     // frame; SPSR selects EL0t, so `eret` enters user mode. The assembly saves
-    // and restores every callee-saved register and returns here when the
-    // thread traps into a lower-EL vector, which writes only the frame.
-    let entry = unsafe { aarch64_run_user(context) };
+    // and restores x19-x26, x29, x30 and the stack pointer and returns here
+    // when the thread traps into a lower-EL vector, which writes only the
+    // frame; every other register is declared clobbered, so the compiler
+    // saves only what is live across the call.
+    unsafe {
+        asm!(
+            "bl aarch64_run_user",
+            inout("x0") core::ptr::from_mut(context) as u64 => entry,
+            out("x27") _, out("x28") _,
+            clobber_abi("C"),
+        )
+    };
     match entry {
         8 if context.esr >> 26 == EC_SVC64 => Exit::Syscall,
         8 => Exit::Exception {

@@ -2,9 +2,10 @@
 //! run-until-trap primitive the scheduler is built on.
 //!
 //! The kernel never keeps a per-thread kernel stack. [`run_user`] saves the
-//! kernel's callee-saved registers and stack pointer, points TSS.RSP0 (and
-//! the `syscall` entry) at the *top of the thread's saved-register frame*,
-//! and `iretq`s into the thread. Whatever brings the CPU back — `syscall`,
+//! kernel's stack pointer (and rbx and rbp; the other callee-saved registers
+//! are declared clobbered, so the caller keeps only what is live in them),
+//! points TSS.RSP0 (and the `syscall` entry) at the *top of the thread's
+//! saved-register frame*, and `iretq`s into the thread. Whatever brings the CPU back — `syscall`,
 //! an exception or an interrupt — pushes the user registers straight into
 //! that frame and then resumes the kernel right after the `run_user` call,
 //! which returns why the thread stopped:
@@ -128,15 +129,15 @@ kernel_rsp_save:    .quad 0
 syscall_frame_top:  .quad 0
 user_rsp_scratch:   .quad 0
 
-    /* Saves the kernel's callee-saved registers and stack pointer;
-       x86_64_resume_kernel restores them and returns to the caller. */
+    /* Saves rbx, rbp and the stack pointer; x86_64_resume_kernel restores
+       them and returns to the caller. r12-r15 are not saved: the callers
+       (run_user, halt_until_interrupt) call in from inline assembly that
+       declares them clobbered, so the compiler keeps in them only what it
+       would otherwise keep, once per function rather than per entry. Rust
+       inline assembly cannot clobber rbx or rbp, so those two stay here. */
     .macro SAVE_KERNEL_CONTEXT
     push %rbx
     push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
     mov %rsp, kernel_rsp_save(%rip)
     .endm
 
@@ -169,10 +170,6 @@ x86_64_run_user:
     .global x86_64_resume_kernel
 x86_64_resume_kernel:
     mov kernel_rsp_save(%rip), %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
     pop %rbp
     pop %rbx
     ret
@@ -230,9 +227,7 @@ x86_64_syscall_entry:
 
 unsafe extern "C" {
     static x86_64_tss: u8;
-    fn x86_64_run_user(context: *mut TrapFrame);
     fn x86_64_syscall_entry();
-    fn x86_64_idle() -> u64;
 }
 
 /// Address of the TSS, for its GDT descriptor.
@@ -292,9 +287,18 @@ pub fn run_user(context: &mut UserContext) -> Exit {
     // SAFETY: `context` is a valid, exclusively borrowed register frame whose
     // CS/SS are user selectors and RFLAGS has IOPL 0, so `iretq` enters ring 3
     // with no more privilege than any thread may have. The assembly saves and
-    // restores every callee-saved register and returns here when the thread
-    // traps; the frame is written only through the pointer we pass.
-    unsafe { x86_64_run_user(context) };
+    // restores rbx, rbp and the stack pointer and returns here when the
+    // thread traps; every other register is declared clobbered, so the
+    // compiler saves only what is live across the call. The frame is written
+    // only through the pointer we pass.
+    unsafe {
+        asm!(
+            "call x86_64_run_user",
+            in("rdi") core::ptr::from_mut(context),
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+            clobber_abi("C"),
+        )
+    };
     match context.vector {
         SYSCALL_VECTOR => Exit::Syscall,
         vector @ 32..=255 => Exit::Interrupt(vector as u8),
@@ -323,13 +327,22 @@ pub fn run_user(context: &mut UserContext) -> Exit {
 /// kernel takes an interrupt itself; see `x86_64_idle` above.
 pub fn halt_until_interrupt() -> u8 {
     loop {
-        // SAFETY: `x86_64_idle` saves the callee-saved registers and the
-        // stack pointer like `x86_64_run_user`, and only an interrupt gate
-        // (vector 32..64) taken at `x86_64_idle_woken` brings it back
-        // through `x86_64_resume_kernel`, which restores them; the frame the
-        // CPU pushed below the saved stack pointer is dropped. Any other trap
-        // in ring 0 stays fatal (`x86_64_trap`).
-        let vector = unsafe { x86_64_idle() };
+        let vector: u64;
+        // SAFETY: `x86_64_idle` saves rbx, rbp and the stack pointer like
+        // `x86_64_run_user` (the other registers are declared clobbered),
+        // and only an interrupt gate (vector 32..64) taken at
+        // `x86_64_idle_woken` brings it back through `x86_64_resume_kernel`,
+        // which restores them; the frame the CPU pushed below the saved stack
+        // pointer is dropped. Any other trap in ring 0 stays fatal
+        // (`x86_64_trap`).
+        unsafe {
+            asm!(
+                "call x86_64_idle",
+                out("rax") vector,
+                out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+                clobber_abi("C"),
+            )
+        };
         if let Ok(vector @ 32..) = u8::try_from(vector) {
             return vector;
         }
