@@ -39,4 +39,7 @@ pub enum Flaw {
     DeviceSurvivesDelete,
     /// A fault queue keeps a dead notification.
     DanglingReferences,
+    /// A CPU unmap in a VSpace a device is bound to (SVA) leaves the
+    /// device's IOTLB alone.
+    SkipSvaInvalidation,
 }

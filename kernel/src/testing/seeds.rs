@@ -61,6 +61,11 @@ pub enum Seed {
     /// so the memory stays reachable after the model forgot the mapping;
     /// the fuzzer's abstraction check (`syscall_fuzzer`) fails.
     LeakCpuLeaf,
+    /// `sva-skip-invalidation`: a CPU unmap in a VSpace a device is bound
+    /// to (SVA) leaves the device's IOTLB alone, so its cached
+    /// translation outlives the unmap; the `sva` test
+    /// `nothing_lands_after_frame_unmap` fails.
+    SvaSkipInvalidation,
 }
 
 /// Whether `seed` is planted: always `false` in a kernel without the
@@ -95,6 +100,7 @@ mod planting {
         Seed::IoDeviceSurvivesDelete,
         Seed::DanglingReferences,
         Seed::LeakCpuLeaf,
+        Seed::SvaSkipInvalidation,
     ];
 
     /// One bit per planted seed (bit `Seed as u32`). Written once at boot,
@@ -116,6 +122,7 @@ mod planting {
                 Seed::IoDeviceSurvivesDelete => "io-device-survives-delete",
                 Seed::DanglingReferences => "dangling-references",
                 Seed::LeakCpuLeaf => "leak-cpu-leaf",
+                Seed::SvaSkipInvalidation => "sva-skip-invalidation",
             }
         }
 
@@ -133,6 +140,7 @@ mod planting {
                 Seed::IoDeviceSurvivesDelete => "deleted IoDevices keep translating",
                 Seed::DanglingReferences => "references to dead objects are kept",
                 Seed::LeakCpuLeaf => "CPU leaves outlive their unmapping",
+                Seed::SvaSkipInvalidation => "a bound device's IOTLB outlives CPU unmaps",
             }
         }
 
