@@ -337,11 +337,6 @@ pub fn sva_bound(device: ObjectId) -> bool {
     STATE.lock().sva_bound(device)
 }
 
-/// Whether a device is bound to the VSpace rooted at `root`.
-pub fn vspace_bound(root: u64) -> bool {
-    STATE.lock().vspace_bound(root)
-}
-
 /// `IoDevice.BindVSpace`: requester `rid` (the IoDevice `device`)
 /// translates through the VSpace rooted at `root` (the PageTable
 /// `root_object`), first stage only (`iospace::State::bind_vspace`).

@@ -81,8 +81,7 @@ pub enum Invocation {
     /// `AlreadyMapped` (this copy holds a mapping), `InvalidAddress`
     /// (misaligned, outside user space), `AddressInUse`, `InvalidRights`,
     /// `InsufficientRights`, `MissingPageTable`, `DeviceMemory` (execute
-    /// asked of device memory, or device memory into a VSpace a device is
-    /// bound to: `IoDeviceBindVSpace`), `ObjectTableFull` (cap 0 is not an address
+    /// asked of device memory), `ObjectTableFull` (cap 0 is not an address
     /// space's root yet and the kernel's page-table records are full).
     FrameMap = 30,
     /// Frame: remove this capability's mapping (CPU or IO). Errors: `NotMapped`.
@@ -160,9 +159,11 @@ pub enum Invocation {
     /// kernel half does not exist for the device). Every CPU leaf cleared
     /// in the VSpace afterwards (`FrameUnmap`, a delete or revoke) is
     /// invalidated in the device's IOTLB and waited for before that call
-    /// returns. Device memory never appears in a bound VSpace: the bind
-    /// refuses a VSpace that maps any, and `FrameMap` refuses to map it
-    /// into a bound one. `IoDeviceDetach` ends the binding (so does
+    /// returns. Device memory the VSpace maps (the driver's own register
+    /// windows) is reachable by the device too, with the leaf's rights and
+    /// the CPU's memory type: peer-to-peer access the driver's threads
+    /// already have through the same Frames (kernel/README.md, "SVA").
+    /// `IoDeviceDetach` ends the binding (so does
     /// deleting the IoDevice or the root). Errors: `TruncatedMessage` (no
     /// cap 0), `WrongKind` (cap 0 is not a PageTable),
     /// `InsufficientRights` (no write right on either cap), `AlreadyMapped`
@@ -170,8 +171,7 @@ pub enum Invocation {
     /// `AlreadyAttached` (the device is attached to an IoSpace or bound
     /// already), `NotSupported` (the unit has no first stage it can be
     /// given: VT-d without ECAP.FLTS in scalable mode, e.g. QEMU without
-    /// `x-flts=on`; SMMUv3 without IDR0.S1P), `DeviceMemory` (the VSpace
-    /// maps device memory), `ObjectTableFull` (the kernel's binding or
+    /// `x-flts=on`; SMMUv3 without IDR0.S1P), `ObjectTableFull` (the kernel's binding or
     /// page-table records are full), `TableMemoryExhausted` (the unit's
     /// table pages), `IommuTimeout` (the unit did not confirm; the device
     /// stays blocked), `DeadObject`.

@@ -11,7 +11,7 @@ use iommu::attachments::Exposed;
 use iommu::budget::{Account, UNIT_TABLES_PER_ENTRY};
 use iommu::pagetable::{PageSize, PageTable, Perms};
 use iommu::smmuv3::Smmu;
-use iommu::smmuv3::cd::Cd;
+use iommu::smmuv3::cd::{Cd, CdParams};
 use iommu::smmuv3::pagetable::{Stage2Format, levels_4k};
 use iommu::smmuv3::queue::Command;
 use iommu::smmuv3::ste::Stage2Config;
@@ -20,6 +20,11 @@ use iommu::{FrameAllocator, Mmio, PhysMem};
 /// The VMID of every SVA binding's TLB entries: no IoSpace uses it
 /// (IoSpace `d` has VMID `d + 1`).
 const SVA_VMID: u16 = 0;
+
+/// MAIR_EL1 as the kernel sets it at boot (`arch/aarch64/boot.rs`):
+/// Attr0 Device-nGnRnE, Attr1 Normal Write-Back, Attr2 Device-nGnRE
+/// (user MMIO); an SVA binding's CD uses it, as the CPU does.
+const CPU_MAIR: u64 = 0x04_FF00;
 
 /// The ASID of SVA binding `index`.
 fn sva_asid(index: usize) -> u16 {
@@ -89,9 +94,16 @@ impl<R: Mmio> IoUnit for Smmu<R> {
             .alloc_zeroed_frame()
             .ok_or("no pool page for the CD")?;
         // TTB0 only (EPD1 = 1): the kernel's TTBR1 half does not exist for
-        // the device. Every attribute index reads Normal Write-Back
-        // (`NEST_MAIR`): device memory never enters a bound VSpace.
-        let written = Cd::for_nest(sva_asid(index), root, ipa_bits(self), self.features())
+        // the device. The CPU's MAIR, so the device sees each page with the
+        // memory type the driver's threads see.
+        let params = CdParams {
+            asid: sva_asid(index),
+            ttb0: root,
+            va_bits: 48,
+            output_bits: ipa_bits(self),
+            mair: CPU_MAIR,
+        };
+        let written = Cd::new(&params, self.features())
             .map_err(|_| "the CD was refused")
             .and_then(|cd| {
                 for (i, word) in cd.0.iter().enumerate() {

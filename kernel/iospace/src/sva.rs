@@ -55,7 +55,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         self.sva.iter().flatten().any(|b| b.root == root)
     }
 
-    /// The bindings (for tests and the abstraction check).
+    /// The bindings (for tests).
     pub fn sva_bindings(&self) -> impl Iterator<Item = &Binding> + '_ {
         self.sva.iter().flatten()
     }

@@ -36,10 +36,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<FrameOp, Error> {
             }
             let root = objects::root_of(caps, vspace)?;
             let (paddr, size_bits) = objects::memory_of(caps, call.slot)?;
-            let device_memory = crate::devmem::is_device_memory(paddr);
-            // Device memory never appears in a VSpace a device is bound to
-            // (SVA, `IoDevice.BindVSpace`).
-            if device_memory && (execute || crate::io_space::vspace_bound(root.paddr)) {
+            if execute && crate::devmem::is_device_memory(paddr) {
                 return Err(Error::DeviceMemory);
             }
             crate::vspace::can_map(root.paddr, vaddr, size_bits).map_err(|e| match e {

@@ -122,8 +122,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
 }
 
 /// `IoDevice.BindVSpace`: both capabilities with write (the `caps` rule
-/// `sva_bind_access`), the cap a root, the unit able and with room, and no
-/// device memory in the VSpace.
+/// `sva_bind_access`), the cap a root, the unit able and with room.
 fn decode_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
     let root_slot = call.extra_cap(caps, 0)?;
     let (device, _) = caps.sva_bind_access(call.slot, root_slot)?;
@@ -133,22 +132,6 @@ fn decode_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
         return Err(Error::DeadObject);
     };
     crate::io_space::ensure_sva_room(device)?;
-    // Device memory never appears in a bound VSpace (kernel/README.md,
-    // "SVA"): a device could otherwise reach another device's registers
-    // by DMA, around the IOMMU's view of what it may touch.
-    let maps_device_memory = caps.slots().iter().any(|slot| {
-        slot.cap().is_some_and(|cap| {
-            cap.cpu_mapping()
-                .is_some_and(|cpu| cpu.vspace == root.paddr)
-                && caps
-                    .object(cap.object())
-                    .and_then(|o| o.memory())
-                    .is_some_and(|(paddr, _)| crate::devmem::is_device_memory(paddr))
-        })
-    });
-    if maps_device_memory {
-        return Err(Error::DeviceMemory);
-    }
     Ok(DeviceOp::Bind { device, rid, root })
 }
 
