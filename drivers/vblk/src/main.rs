@@ -26,7 +26,8 @@
 use sys::resources;
 use sys::{Cap, Endpoint, IoFaultQueue, MessageInfo, Notification, Slot};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, INFO, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE,
+    BLOCK_SIZE, Cost, Driver, INFO, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats,
+    Status, WRITE,
 };
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
@@ -242,7 +243,7 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
 /// Answers one request: the reply's MR0..MR3.
 fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
     match label {
-        INFO => Ok([disk.blocks, 0, 0, 0]),
+        INFO => Ok([disk.blocks, Driver::VirtioBlk.code(), 0, 0]),
         STATS => {
             let counters = virtio::dma::counters();
             let stats = Stats {
