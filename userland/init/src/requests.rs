@@ -63,6 +63,9 @@ struct Given {
     number: u64,
     /// The BARs mapped with `BAR`, bit per index.
     bars: u8,
+    /// The domain's slots of the IoDevice and of the fault queue and its
+    /// Notification, for `sys::status` (`status.rs`).
+    slots: status::Slots,
 }
 
 /// What init keeps of a grant's IoSpace from one `SPACE` to the next, so
@@ -149,6 +152,9 @@ impl Server {
             rt::println!("[init] a request with badge {badge:#x}, which names no domain: refused");
             return refused(Refusal::NotGranted);
         };
+        if let Some(reply) = self.status(objects, label, mrs[0]) {
+            return reply;
+        }
         let who = self.domains[domain].name.clone();
         let pci = mrs[0];
         let grant = self.description.dma_grants.iter().position(|g| {
@@ -273,6 +279,7 @@ impl Server {
         self.given[grant].number = self.domains[domain].devices;
         self.domains[domain].devices += 1;
         self.given[grant].device = Some((device, badged));
+        self.given[grant].slots.device = Some(given);
         Ok((
             ok(u64::from(given), registers),
             format!(
@@ -495,6 +502,7 @@ impl Server {
         let queue_slot = self.give(objects, domain, queue, None)?;
         let signal_slot = self.give(objects, domain, signal, None)?;
         self.given[grant].queue = true;
+        self.given[grant].slots.queue = Some((queue_slot, signal_slot));
         Ok((
             ok(u64::from(queue_slot), u64::from(signal_slot)),
             format!(
@@ -538,6 +546,7 @@ fn destroy_space(objects: &mut Objects, space: Cap<IoSpace>) -> Result<(), (Refu
         .map_err(kernel("CNode.Delete of the IoSpace"))
 }
 
+mod status;
 #[cfg(test)]
 mod tests;
 
