@@ -172,6 +172,7 @@ impl Server {
                     | resources::RETURN_SPACE
                     | resources::BAR
                     | resources::CONFIG_READ
+                    | resources::CONFIG_WRITE
             ) {
                 rt::println!(
                     "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
@@ -200,6 +201,7 @@ impl Server {
                     },
                 );
             }
+            resources::CONFIG_WRITE => self.config_write(objects, grant, mrs[1]),
             _ => Err((
                 Refusal::UnknownRequest,
                 String::from("not a request init knows"),
@@ -351,6 +353,43 @@ impl Server {
             .config_read(objects, address, offset)
             .map_err(|e| (Refusal::BadArgument, e))?;
         Ok(ok(u64::from(word), 0))
+    }
+
+    /// `CONFIG_WRITE`: MR1 = offset | value << 32, checked by
+    /// `pci::Function::write_msi_field` (the device's own MSI / MSI-X
+    /// fields only).
+    fn config_write(
+        &mut self,
+        objects: &mut Objects,
+        grant: usize,
+        argument: u64,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("to write its configuration space before the device"),
+            ));
+        }
+        let (offset, value) = (argument as u16, (argument >> 32) as u32);
+        if (argument >> 16) & 0xFFFF != 0 || !offset.is_multiple_of(4) || offset >= 4096 {
+            return Err((
+                Refusal::NotMsiField,
+                format!(
+                    "to write at offset {:#x}: not a 4-byte aligned offset below 0x1000",
+                    argument & 0xFFFF_FFFF
+                ),
+            ));
+        }
+        let address = self.description.dma_grants[grant].device;
+        let word = self
+            .devices
+            .config_write_msi(objects, address, offset, value)?;
+        Ok((
+            ok(u64::from(word), 0),
+            format!(
+                "to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"
+            ),
+        ))
     }
 
     fn space(
