@@ -42,4 +42,6 @@ pub enum Flaw {
     /// A CPU unmap in a VSpace a device is bound to (SVA) leaves the
     /// device's IOTLB alone.
     SkipSvaInvalidation,
+    /// The MSI doorbell is recorded but never mapped into the stage 2.
+    NoMsiDoorbell,
 }

@@ -66,6 +66,7 @@ mod dirty;
 mod env;
 mod faults;
 mod index;
+mod msi;
 mod pool;
 mod smmu;
 mod state;
@@ -75,6 +76,7 @@ mod vtd;
 
 pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
+pub use msi::msi_doorbell_ipa;
 pub use state::State;
 pub use sva::{Binding, SVA_BINDINGS};
 pub use unit::IoUnit;

@@ -3,8 +3,9 @@
 //! The benchmark kernel (`--features bench`, profile `benchmarks`; the
 //! release kernel has no benchmarks) runs its own (`bench=NAME,...` on its
 //! command line), and the release kernel runs the user benchmark programs
-//! and the images of [`IMAGES`] (whose domains print the lines: `blk`'s
-//! client times a block read through the virtio-blk driver domain),
+//! and the images of [`IMAGES`] (whose domains print the lines: the block
+//! client of `blk` and `nvme` times a block read through the virtio-blk or
+//! the NVMe driver domain),
 //! under `-icount shift=0,sleep=off`, where the guest's cycle counter
 //! advances one tick per executed instruction, so the counts it prints
 //! (`bench NAME instructions=N`, measurement overhead already subtracted)
@@ -15,6 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -38,7 +41,12 @@ enum Source {
 const PROGRAMS: [&str; 2] = ["ipcbench", "iobench"];
 
 /// The system images whose domains time a path through several of them.
-const IMAGES: [&str; 1] = ["blk"];
+const IMAGES: [&str; 3] = ["blk", "nvme", "net"];
+
+/// Round trips of the `net` image's bench client (drivers/vnet's
+/// `BENCH_ROUNDS`) and their payload.
+const NET_ROUNDS: usize = 16;
+const NET_PAYLOAD: usize = 1500;
 
 /// What a benchmark counts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -248,28 +256,136 @@ const BENCHMARKS: &[Benchmark] = &[
         description: "the same, (a) with the maps invalidated in one call before the doorbell and the unmaps in one after the device returned the request (2 invalidations)",
         target: |arch| (arch == Arch::Aarch64).then_some(11_600),
     },
+    part(
+        "blk-read-4k-ipc",
+        "blk",
+        "of blk-read-4k, the IPC: the total minus the driver domain's share (Call, ReplyRecv, two address-space switches)",
+    ),
+    part(
+        "blk-read-4k-driver",
+        "blk",
+        "of blk-read-4k, the driver domain from the request's arrival to its reply (virtio-drivers, copy to the client's page, the two below)",
+    ),
+    part(
+        "blk-read-4k-iommu",
+        "blk",
+        "of which stage-1 map + unmap + IoUserTable.Invalidate (6 invalidations)",
+    ),
+    part(
+        "blk-read-4k-doorbell",
+        "blk",
+        "of which the doorbell (virtqueue notify write; the driver polls, no interrupt)",
+    ),
+    part("blk-read-4k-premapped-ipc", "blk", "of (b), the IPC"),
+    part(
+        "blk-read-4k-premapped-driver",
+        "blk",
+        "of (b), the driver domain (its copy to the client's page included)",
+    ),
+    part(
+        "blk-read-4k-premapped-iommu",
+        "blk",
+        "of (b), IOMMU calls (none: nothing changes in stage 1)",
+    ),
+    part(
+        "blk-read-4k-premapped-doorbell",
+        "blk",
+        "of (b), the doorbell",
+    ),
     Benchmark {
-        name: "blk-read-4k-driver",
+        name: "blk-read-4k-zerocopy",
         source: Source::Image("blk"),
         unit: Unit::Instructions,
-        description: "of blk-read-4k, the driver domain from the request's arrival to its reply (virtio-drivers, copy to the client's page, the two below)",
-        target: |_| None,
+        description: "the same with (c) zero-copy client frames: the client's Frame capability travels with the request, the driver maps it into its IoSpace (IoSpace.Map; VT-d also composes it with IoUserTable.Invalidate), the device writes it, the driver deletes its copy (unmapped, invalidated); header and status through pages kept mapped as in (b)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
     },
+    part(
+        "blk-read-4k-zerocopy-ipc",
+        "blk",
+        "of (c), the IPC, with the capability transfer",
+    ),
+    part(
+        "blk-read-4k-zerocopy-driver",
+        "blk",
+        "of (c), the driver domain (no copy)",
+    ),
+    part(
+        "blk-read-4k-zerocopy-iommu",
+        "blk",
+        "of (c), IoSpace.Map + CNode.Delete of the Frame (+ on VT-d two IoUserTable.Invalidate: the Frame's IOVA, then the pool's shadow the unmap dropped)",
+    ),
+    part(
+        "blk-read-4k-zerocopy-doorbell",
+        "blk",
+        "of (c), the doorbell",
+    ),
     Benchmark {
-        name: "blk-read-4k-iommu",
-        source: Source::Image("blk"),
+        name: "nvme-read-4k",
+        source: Source::Image("nvme"),
         unit: Unit::Instructions,
-        description: "of which stage-1 map + unmap + IoUserTable.Invalidate (6 invalidations)",
-        target: |_| None,
+        description: "one 4 KiB block read, client domain -> NVMe driver domain -> controller -> client, through a pre-mapped pool page and a copy to the client's page (the least of 16; the driver's polling for the controller left out; issue 15 target on aarch64, counted with the PMU there)",
+        target: |arch| (arch == Arch::Aarch64).then_some(6_500),
     },
+    part("nvme-read-4k-ipc", "nvme", "of nvme-read-4k, the IPC"),
+    part(
+        "nvme-read-4k-driver",
+        "nvme",
+        "of nvme-read-4k, the driver domain (command, completion, copy)",
+    ),
+    part(
+        "nvme-read-4k-iommu",
+        "nvme",
+        "of nvme-read-4k, IOMMU calls (none)",
+    ),
+    part(
+        "nvme-read-4k-doorbell",
+        "nvme",
+        "of nvme-read-4k, the submission and completion doorbells",
+    ),
     Benchmark {
-        name: "blk-read-4k-doorbell",
-        source: Source::Image("blk"),
+        name: "nvme-read-4k-zerocopy",
+        source: Source::Image("nvme"),
         unit: Unit::Instructions,
-        description: "of which the doorbell (virtqueue notify write)",
-        target: |_| None,
+        description: "the same, (c) zero copy: the controller writes the client's Frame, mapped into the driver's IoSpace for the request",
+        target: |arch| (arch == Arch::Aarch64).then_some(6_500),
     },
+    part(
+        "nvme-read-4k-zerocopy-ipc",
+        "nvme",
+        "of it, the IPC, with the capability transfer",
+    ),
+    part(
+        "nvme-read-4k-zerocopy-driver",
+        "nvme",
+        "of it, the driver domain",
+    ),
+    part(
+        "nvme-read-4k-zerocopy-iommu",
+        "nvme",
+        "of it, IoSpace.Map + CNode.Delete (+ on VT-d two IoUserTable.Invalidate)",
+    ),
+    part(
+        "nvme-read-4k-zerocopy-doorbell",
+        "nvme",
+        "of it, the doorbells",
+    ),
+    part(
+        "net-echo-1500",
+        "net",
+        "one 1,500-byte TCP echo round trip from the host through the virtio-net driver domain (smoltcp in it): every main-loop pass that did work, from the end of one round trip to the pass that echoed the next 1,500 bytes (2 data frames in, 2 out, the ACKs; virtio-net with per-buffer stage-1 map + invalidate, smoltcp, the echo copy); passes that found nothing and the polling for sent frames left out; the least of 15",
+    ),
 ];
+
+/// A part of an image's total: instructions, no target.
+const fn part(name: &'static str, image: &'static str, description: &'static str) -> Benchmark {
+    Benchmark {
+        name,
+        source: Source::Image(image),
+        unit: Unit::Instructions,
+        description,
+        target: |_| None,
+    }
+}
 
 /// Relative targets at batch 64: stage-1 cost per page at most 1/N of the
 /// map syscall (SMMUv3 nested 1/20, VT-d shadow 1/5).
@@ -308,13 +424,19 @@ pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
             dir: crate::image::output_dir(root)?,
             images: &images,
         };
-        let first = measure(arch, &kernels, &programs, &images)?;
+        let mut first = measure(arch, &kernels, &programs, &images)?;
         let second = measure(arch, &kernels, &programs, &images)?;
-        if first != second {
+        if let Some(problem) = disagreement(&first, &second) {
             return Err(Error::new(
-                format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
+                format!("two {} runs disagree: {problem}", arch.name()),
                 "benchmarks must be deterministic under -icount; look for timer interrupts inside timed regions",
             ));
+        }
+        // A host-driven row varies a little: the lower of the two.
+        for name in HOST_DRIVEN {
+            if let (Some(a), Some(&b)) = (first.get_mut(name), second.get(name)) {
+                *a = (*a).min(b);
+            }
         }
         let text = text_size(&elf)?;
         let table = markdown(arch, &first, text);
@@ -328,6 +450,35 @@ pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
         eprintln!("xtask: wrote {} and {}", md.display(), json.display());
     }
     Ok(())
+}
+
+/// Rows driven by traffic from the host (QEMU's user networking, on the
+/// host's clock): the guest's clock values at each packet differ from run
+/// to run, and smoltcp's timer arithmetic with them, by tens of
+/// instructions in 30,000 (measured: 32,478 / 32,479 / 32,485 on x86_64).
+/// Two runs must agree within 1/[`HOST_DRIVEN_SPREAD`]; every other row
+/// exactly.
+const HOST_DRIVEN: [&str; 1] = ["net-echo-1500"];
+const HOST_DRIVEN_SPREAD: u64 = 100;
+
+/// Why two runs' results disagree, if they do.
+fn disagreement(first: &BTreeMap<String, u64>, second: &BTreeMap<String, u64>) -> Option<String> {
+    if first.keys().ne(second.keys()) {
+        return Some(format!("{first:?} vs {second:?}"));
+    }
+    let differing: Vec<String> = first
+        .iter()
+        .filter_map(|(name, &a)| {
+            let b = second[name];
+            let allowed = if HOST_DRIVEN.contains(&name.as_str()) {
+                a.max(b) / HOST_DRIVEN_SPREAD
+            } else {
+                0
+            };
+            (a.abs_diff(b) > allowed).then(|| format!("{name} {a} vs {b}"))
+        })
+        .collect();
+    (!differing.is_empty()).then(|| differing.join(", "))
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> Error {
@@ -372,12 +523,13 @@ fn measure(
         kernels.bench,
         format!("bench={}", kernel_names.join(",")),
         Vec::new(),
+        None,
     )];
     for program in programs {
         let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
         let (module, suffix) =
             crate::machines::module_arguments(arch, &program.display().to_string(), size);
-        boots.push((kernels.release, format!("tests=user{suffix}"), module));
+        boots.push((kernels.release, format!("tests=user{suffix}"), module, None));
     }
     for (image, packed) in images.images {
         let (module, suffix) = crate::machines::module_arguments(
@@ -387,22 +539,41 @@ fn measure(
         );
         // A fresh disk for every boot: the client rewrites it.
         let (mut devices, _) = crate::disk::devices(&images.dir, arch, image)?;
+        // A network image: its backend on two free loopback ports, and the
+        // host's bench client once the guest serves.
+        let ports = if crate::net::granted(image) {
+            let ports = crate::net::free_ports()?;
+            devices.extend(crate::net::netdev(ports));
+            Some(ports)
+        } else {
+            None
+        };
         devices.extend(module);
         boots.push((
             kernels.release,
             format!("image={}{suffix}", image.name),
             devices,
+            ports,
         ));
     }
-    for (elf, cmdline, extra) in boots {
+    for (elf, cmdline, extra, ports) in boots {
         let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();
         let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
-        qemu::run(
+        // A serving image never exits: stopped once its line came.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client = None;
+        qemu::run_until(
             machine.qemu,
             &args,
             Echo::Quiet,
             Some(Duration::from_secs(120)),
+            Some(Arc::clone(&stop)),
             |line| {
+                if let Some(ports) = ports.filter(|_| line.contains(crate::net::SERVING)) {
+                    client = Some(std::thread::spawn(move || {
+                        crate::net::echo_rounds(ports.echo, NET_ROUNDS, NET_PAYLOAD)
+                    }));
+                }
                 if let Some((name, value)) = parse_line(line) {
                     match value {
                         Ok(count) => {
@@ -410,9 +581,17 @@ fn measure(
                         }
                         Err(why) => failures.push(format!("{name}: {why}")),
                     }
+                    if ports.is_some() {
+                        stop.store(true, Ordering::Release);
+                    }
                 }
             },
         )?;
+        match client.map(|client| client.join()) {
+            Some(Ok(Err(why))) => failures.push(format!("the net bench client: {why}")),
+            Some(Err(_)) => failures.push("the net bench client panicked".to_string()),
+            _ => {}
+        }
     }
     if !failures.is_empty() {
         return Err(Error::new(
@@ -548,6 +727,22 @@ fn json_report(arch: Arch, results: &BTreeMap<String, u64>, text: u64) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_host_driven_rows_may_differ_a_little() {
+        let run = |blk: u64, net: u64| {
+            BTreeMap::from([
+                ("blk-read-4k".to_string(), blk),
+                ("net-echo-1500".to_string(), net),
+            ])
+        };
+        assert_eq!(disagreement(&run(100, 32_478), &run(100, 32_479)), None);
+        assert!(disagreement(&run(100, 32_478), &run(101, 32_478)).is_some());
+        assert!(disagreement(&run(100, 32_478), &run(100, 33_000)).is_some());
+        let mut fewer = run(100, 1);
+        fewer.remove("net-echo-1500");
+        assert!(disagreement(&run(100, 1), &fewer).is_some());
+    }
 
     #[test]
     fn bench_lines_parse() {

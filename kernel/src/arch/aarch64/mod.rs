@@ -46,9 +46,11 @@ pub fn phys_map_covers(pa: u64, len: u64) -> bool {
     end <= 4 * GIB || (pa >= 256 * GIB && end <= 257 * GIB)
 }
 
-/// First Rust code, called in the upper half with whatever the loader left in x0.
-#[unsafe(no_mangle)]
-extern "C" fn kernel_entry(loader_x0: u64) -> ! {
+/// Brings the architecture up (called by the code [`super::entry!`]
+/// defines, in the upper half with whatever the loader left in x0) and
+/// says where the device tree is.
+pub fn start(loader_x0: u64, upcalls: &'static super::Upcalls) -> Result<BootInfo, &'static str> {
+    super::set_upcalls(upcalls);
     pl011::init();
     disable_lower_half();
     gic::init();
@@ -61,7 +63,7 @@ extern "C" fn kernel_entry(loader_x0: u64) -> ! {
     };
     // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
     let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
-    crate::boot::main(BootInfo::new(Platform::DeviceTree { dtb }))
+    Ok(BootInfo::new(Platform::DeviceTree { dtb }))
 }
 
 /// Stops TTBR0 walks (TCR_EL1.EPD0) so the boot identity map is gone.
@@ -196,9 +198,14 @@ pub fn irq_line_available(line: u16) -> bool {
     (line == USER_TIMER_IRQ || (32..1020).contains(&line)) && !smmu
 }
 
-/// No MSI lines on aarch64 yet (GICv2m / ITS doorbells are not mapped).
-pub fn bind_msi_line(_line: u16, _requester: u16) -> Option<(u64, u32)> {
-    None
+/// The doorbell a device writes to raise line `line` (physical address
+/// of GICv2m's `MSI_SETSPI`) and the data (the line's INTID), if the line
+/// is one of the GICv2m frame's SPIs. The caller maps the doorbell into
+/// the device's IoSpace (`io_space::map_msi_doorbell`); GICv2m cannot tell
+/// devices apart, so `requester` checks nothing here (kernel/README.md,
+/// "MSIs on aarch64").
+pub fn bind_msi_line(line: u16, _requester: u16) -> Option<(u64, u32)> {
+    gic::msi_doorbell(u32::from(line)).map(|doorbell| (doorbell, u32::from(line)))
 }
 
 /// The interrupt id line `line` arrives as (the INTID itself).
