@@ -9,6 +9,9 @@
 //! - The kernel half of the address space is unreachable: a DMA naming a
 //!   kernel address faults.
 //! - A bound device cannot also attach to an IoSpace; `Detach` blocks it.
+//!
+//! It also prints `bench` lines for `cargo xtask bench`: `BindVSpace`, and
+//! a CPU `Frame.Unmap` in the VSpace before and after the device is bound.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -17,6 +20,7 @@ use edu::checks::failure;
 use edu::device::Edu;
 use edu::nested::{Buffer, fault_queue};
 use edu::{LENGTH, PATTERN};
+use rt::bench::{BATCHES, counter};
 use rt::check;
 use rt::space::{Objects, map_frame};
 use rt::testing::{Failure, Outcome, Suite};
@@ -38,6 +42,8 @@ const BADGE: u64 = 0x5FA;
 const SOURCE_VA: u64 = 0x50_0000_0000;
 const DESTINATION_VA: u64 = 0x50_0000_1000;
 const ALIAS_VA: u64 = 0x50_0010_0000;
+/// The page whose unmap the benchmark times.
+const BENCH_VA: u64 = 0x50_0020_0000;
 /// A kernel address: the direct map of physical 1 MiB (x86_64), the
 /// kernel image (aarch64).
 #[cfg(target_arch = "x86_64")]
@@ -155,9 +161,20 @@ fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
     if refused != Err(sys::Error::InsufficientRights) {
         rt::fail!("BindVSpace with a read-only VSpace capability: {refused:?}");
     }
+    let bench = objects
+        .make_sized::<Frame>(12)
+        .map_err(|e| failure("retype the benchmark's Frame", e))?;
+    let unbound = unmap_cost(objects, bench)?;
     badged
         .bind_vspace(OWN)
         .map_err(|e| failure("BindVSpace", e))?;
+    let bind = bind_cost(badged)?;
+    let bound = unmap_cost(objects, bench)?;
+    // Instruction counts under `cargo xtask bench` (-icount); plain
+    // counter ticks otherwise.
+    rt::println!("bench sva-bind instructions={bind}");
+    rt::println!("bench sva-cpu-unmap-unbound instructions={unbound}");
+    rt::println!("bench sva-cpu-unmap-bound instructions={bound}");
     Ok(Driver {
         edu,
         device,
@@ -166,6 +183,38 @@ fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
         destination,
         alias,
     })
+}
+
+/// The median counter ticks of one `Frame.Unmap` of `frame` at
+/// [`BENCH_VA`] (mapped again, untimed, before each sample).
+fn unmap_cost(objects: &mut Objects, frame: Cap<Frame>) -> Result<u64, Failure> {
+    let mut samples = [0u64; BATCHES];
+    for sample in &mut samples {
+        map_frame(objects, frame, OWN, BENCH_VA, MapRights::READ_WRITE)
+            .map_err(|e| failure("map the benchmark's page", e))?;
+        let start = counter();
+        let unmapped = frame.unmap();
+        *sample = counter() - start;
+        unmapped.map_err(|e| failure("Frame.Unmap", e))?;
+    }
+    samples.sort_unstable();
+    Ok(samples[BATCHES / 2])
+}
+
+/// The median counter ticks of one `IoDevice.BindVSpace` of the driver's
+/// VSpace by the bound `device` (detached, untimed, before each sample);
+/// leaves it bound.
+fn bind_cost(device: Cap<IoDevice>) -> Result<u64, Failure> {
+    let mut samples = [0u64; BATCHES];
+    for sample in &mut samples {
+        device.detach().map_err(|e| failure("Detach", e))?;
+        let start = counter();
+        let bound = device.bind_vspace(OWN);
+        *sample = counter() - start;
+        bound.map_err(|e| failure("BindVSpace", e))?;
+    }
+    samples.sort_unstable();
+    Ok(samples[BATCHES / 2])
 }
 
 /// The first fault record names the device capability and `page`.
