@@ -318,6 +318,14 @@ pub mod view {
         STATE.lock().nests(visit);
     }
 
+    /// Every SVA binding: (requester, device object, root object, root
+    /// table, hardware tag, SMMUv3 CD page).
+    pub fn sva_bindings(mut visit: impl FnMut(u16, ObjectId, ObjectId, u64, u16, Option<u64>)) {
+        for (tag, b) in STATE.lock().sva_bindings() {
+            visit(b.requester, b.device, b.root_object, b.root, tag, b.page);
+        }
+    }
+
     /// Every attachment record: (requester, PASID, space, nest, blocked).
     pub fn attachments(mut visit: impl FnMut(u16, Option<u32>, ObjectId, Option<usize>, bool)) {
         for a in STATE.lock().attachments() {

@@ -80,6 +80,10 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         self.features().idr0.s1p() && self.features().idr0.aarch64_tables()
     }
 
+    fn sva_tag(_index: usize) -> u16 {
+        SVA_VMID
+    }
+
     fn write_sva_entry<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,

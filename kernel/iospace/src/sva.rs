@@ -55,9 +55,13 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         self.sva.iter().flatten().any(|b| b.root == root)
     }
 
-    /// The bindings (for tests).
-    pub fn sva_bindings(&self) -> impl Iterator<Item = &Binding> + '_ {
-        self.sva.iter().flatten()
+    /// The bindings with their hardware tags ([`IoUnit::sva_tag`] of
+    /// their slot), for the kernel's abstraction check.
+    pub fn sva_bindings(&self) -> impl Iterator<Item = (u16, &Binding)> + '_ {
+        self.sva
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (U::sva_tag(i), b)))
     }
 
     /// Before `IoDevice.BindVSpace`, changing nothing: `NotSupported`

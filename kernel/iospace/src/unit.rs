@@ -46,6 +46,8 @@ pub trait IoUnit: Sized {
     /// Whether devices can translate through an IoSpace's stage 2 (VT-d:
     /// legacy mode or ECAP.SLTS; QEMU's `x-flts=on` has first stage only).
     fn stage2_supported(&self) -> bool;
+    /// The hardware tag of SVA binding `index` (VT-d DID; SMMUv3 VMID).
+    fn sva_tag(index: usize) -> u16;
     /// Whether `IoDevice.BindVSpace` can install a first-stage-only entry
     /// (VT-d ECAP.FLTS in scalable mode; SMMUv3 IDR0.S1P).
     fn sva_supported(&self) -> bool;

@@ -112,6 +112,10 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self) && self.extended_capability().flts()
     }
 
+    fn sva_tag(index: usize) -> u16 {
+        SVA_DIDS + index as u16
+    }
+
     fn write_sva_entry<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
@@ -123,7 +127,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         // device's requests are user requests, and the kernel's PML4
         // entries (U/S = 0) fault for them.
         let config = PasidConfig::FirstStage {
-            domain: SVA_DIDS + index as u16,
+            domain: Self::sva_tag(index),
             table: root,
         };
         let mem = state.mem();
@@ -142,7 +146,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         index: usize,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str> {
-        let domain = SVA_DIDS + index as u16;
+        let domain = Self::sva_tag(index);
         let scope = match leaf {
             Some((address, size_bits)) => PasidIotlbScope::Pages {
                 domain,
