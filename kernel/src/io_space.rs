@@ -441,6 +441,20 @@ pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
     }
 }
 
+/// A CPU table was unlinked (`PageTable.Unmap`): every bound device
+/// forgets its whole address space before the call returns
+/// (`iospace::State::invalidate_all_vspaces`).
+pub fn invalidate_all_vspaces() {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return;
+    };
+    let mut state = STATE.lock();
+    if state.sva_bindings().next().is_some() {
+        state.invalidate_all_vspaces(hw(unit));
+    }
+}
+
 /// After a delete or revoke: bindings of dead IoDevices or dead roots end;
 /// with `tables_died` (CPU tables were unlinked) every bound device's
 /// address-space tag is invalidated (`iospace::State::reconcile_sva`).

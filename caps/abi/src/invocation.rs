@@ -93,7 +93,10 @@ pub enum Invocation {
     /// kernel's page-table records are full).
     PageTableMap = 32,
     /// PageTable: remove from its VSpace; only an empty table leaves.
-    /// Errors: `NotMapped`, `TableNotEmpty` (it still holds an entry).
+    /// Devices bound to a VSpace (`IoDeviceBindVSpace`) forget their
+    /// cached translations before it returns. Errors: `NotMapped`,
+    /// `TableNotEmpty` (it still holds an entry), `IommuTimeout` (a bound
+    /// device's invalidation was not confirmed: the device is blocked).
     PageTableUnmap = 33,
 
     /// IrqControl: create a handler for line `MR0` in slot `MR1`.
@@ -231,7 +234,8 @@ pub enum Invocation {
     IoUserTableInvalidate = 80,
 
     /// IoPasid: attach to the IoUserTable or IoSpace cap 0 (which must use the
-    /// device's IoSpace). Errors: `NotSupported` (the unit has no PASIDs),
+    /// device's IoSpace). Errors: `NotSupported` (the unit has no PASIDs,
+    /// or no stage 2: VT-d first stage only, QEMU `x-flts=on`),
     /// `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`, and the
     /// unit's room errors of `IoDeviceAttach`.
     IoPasidAttach = 90,

@@ -159,7 +159,24 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 .invalidate_sva(self, index, Some((vaddr, size_bits)))
                 .is_err()
             {
-                self.failure = Some(Error::IommuTimeout);
+                self.block_requester(unit, binding.requester);
+            }
+        }
+    }
+
+    /// A CPU table was unlinked from some VSpace (`PageTable.Unmap`):
+    /// every bound device forgets its whole address space, the
+    /// paging-structure entries it may cache for that table included,
+    /// before the table's memory can serve anything else.
+    pub fn invalidate_all_vspaces(&mut self, unit: &mut U) {
+        if E::broken(Flaw::SkipSvaInvalidation) {
+            return;
+        }
+        for index in 0..SVA_BINDINGS {
+            let Some(binding) = self.sva[index] else {
+                continue;
+            };
+            if unit.invalidate_sva(self, index, None).is_err() {
                 self.block_requester(unit, binding.requester);
             }
         }
@@ -183,13 +200,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 || !alive(binding.root_object, ObjectKind::PageTable)
             {
                 self.drop_binding(unit, index);
-            } else if tables_died
-                && !E::broken(Flaw::SkipSvaInvalidation)
-                && unit.invalidate_sva(self, index, None).is_err()
-            {
-                self.failure = Some(Error::IommuTimeout);
-                self.block_requester(unit, binding.requester);
             }
+        }
+        if tables_died {
+            self.invalidate_all_vspaces(unit);
         }
     }
 

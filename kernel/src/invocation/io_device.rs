@@ -104,7 +104,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             })
         }
         (ObjectKind::IoPasid, Invocation::IoPasidAttach) => {
-            if !crate::io_space::pasids_supported() {
+            if !crate::io_space::pasids_supported() || !crate::io_space::stage2_supported() {
                 return Err(Error::NotSupported);
             }
             let target = call.extra_cap(caps, 0)?;
