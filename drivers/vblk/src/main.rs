@@ -18,7 +18,16 @@
 //! in place, mapped in stage 1 for the request), and the driver copies
 //! between that page and the client's. `STATS` answers its IOMMU counters,
 //! and a read's or write's reply its cost (`vblk_protocol::Cost`), for the
-//! client's checks and `cargo xtask bench`.
+//! client's checks and `cargo xtask bench`; `INFO` also says how many
+//! times init started the driver before and what its image injects.
+//!
+//! Init restarts the driver when it faults (`restarts` of its image). For
+//! the restart tests its capability table may ask it to inject a failure
+//! into its first run, at the read of [`INJECT_BLOCK`]: `crash-mid-io`
+//! faults with the request in flight; `rogue-dma` points the data page's
+//! IOVA at [`FOREIGN_IPA`], memory its IoSpace was not given, so the
+//! device's write faults in the IOMMU (`images/restart-crash.toml`,
+//! `images/restart-rogue.toml`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -60,6 +69,15 @@ const SHARED_VA: u64 = 0x6000_0000;
 const USER_TABLE_SLOT: Slot = Slot::new(100);
 /// `peek_used` polls before a request counts as lost.
 const POLL_LIMIT: u64 = 200_000_000;
+/// The block whose first read an injected failure strikes.
+const INJECT_BLOCK: u64 = 7;
+/// RAM the driver was never given, where a `rogue-dma` run points its
+/// data page: inside RAM, the IPA the kernel's `io-stage2-identity` seed
+/// maps (so with that seed the write lands, and the test sees it).
+#[cfg(target_arch = "x86_64")]
+const FOREIGN_IPA: u64 = 0x1000_0000;
+#[cfg(target_arch = "aarch64")]
+const FOREIGN_IPA: u64 = 0x5800_0000;
 
 type Blk = VirtIOBlk<StageOneHal, AccessPlatform<PciTransport>>;
 
@@ -77,6 +95,14 @@ struct Disk {
     wait: u64,
     blocks: u64,
     faults: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
+    /// Runs init started before this one (the capability table's `start`).
+    start: u64,
+    /// What its image injects (the capability table's `inject`), whether
+    /// or not this run does.
+    injects: u64,
+    /// The failure this run still has to inject (`sys::names::INJECT_*`;
+    /// 0: none).
+    inject: u64,
 }
 
 fn main(startup: &rt::Startup) -> i32 {
@@ -94,8 +120,27 @@ fn main(startup: &rt::Startup) -> i32 {
     rt::println!(
         "[vblk] started with no IOMMU capability; asking init for the virtio-blk at 00:05.0"
     );
+    rt::println!(
+        "[vblk] run {} (init started it {} time(s) before){}",
+        table.start + 1,
+        table.start,
+        match table.inject {
+            sys::names::INJECT_CRASH_MID_IO if table.start == 0 => {
+                "; this run crashes with a request in flight"
+            }
+            sys::names::INJECT_ROGUE_DMA if table.start == 0 => {
+                "; this run goes rogue: its stage 1 will point at memory it was not given"
+            }
+            _ => "",
+        }
+    );
     let mut disk = match start(init) {
-        Ok(disk) => Some(disk),
+        Ok(mut disk) => {
+            disk.start = table.start;
+            disk.injects = table.inject;
+            disk.inject = if table.start == 0 { table.inject } else { 0 };
+            Some(disk)
+        }
         Err(why) => {
             rt::println!("[vblk] cannot drive the disk: {}", why.0);
             None
@@ -166,6 +211,9 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
         wait: 0,
         blocks,
         faults: Some(faults),
+        start: 0,
+        injects: 0,
+        inject: 0,
     })
 }
 
@@ -242,7 +290,7 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
 /// Answers one request: the reply's MR0..MR3.
 fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
     match label {
-        INFO => Ok([disk.blocks, 0, 0, 0]),
+        INFO => Ok([disk.blocks, disk.start, disk.injects, 0]),
         STATS => {
             let counters = virtio::dma::counters();
             let stats = Stats {
@@ -274,6 +322,9 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
         }
         READ | WRITE if block >= disk.blocks => Err(Status::OutOfRange),
         READ => {
+            if block == INJECT_BLOCK && disk.inject == sys::names::INJECT_ROGUE_DMA {
+                go_rogue(disk)?;
+            }
             transfer(disk, block, false)?;
             to_client(disk.data);
             Ok([0; 4])
@@ -318,6 +369,9 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         );
         Status::DeviceError
     })?;
+    if !write && block == INJECT_BLOCK && disk.inject == sys::names::INJECT_CRASH_MID_IO {
+        crash(block);
+    }
     let mut polls = 0;
     let waiting = rt::bench::counter();
     while disk.blk.peek_used() != Some(token) {
@@ -352,6 +406,36 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         );
         Status::DeviceError
     })
+}
+
+/// The injected `rogue-dma`: the next in-place share (this read's data
+/// page) maps to [`FOREIGN_IPA`] in the driver's stage 1.
+fn go_rogue(disk: &mut Disk) -> Result<(), Status> {
+    disk.inject = 0;
+    rt::println!(
+        "[vblk] injected failure: block {INJECT_BLOCK}'s data page goes to IPA {FOREIGN_IPA:#x}, memory this IoSpace was not given; the device's write must fault in the IOMMU"
+    );
+    virtio::dma::misdirect(FOREIGN_IPA).map_err(|why| {
+        rt::println!("[vblk] misdirecting the data page: {}", why.0);
+        Status::DeviceError
+    })
+}
+
+/// The injected `crash-mid-io`: a load from the guard page above the
+/// stack, with `block`'s request queued and the doorbell rung.
+fn crash(block: u64) -> ! {
+    rt::println!(
+        "[vblk] injected failure: crashing with block {block}'s read in flight (a load from the unmapped guard page at {:#x})",
+        sys::names::STACK_TOP
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: none needed for memory safety: init never maps the page at
+    // STACK_TOP (the guard between the stack and the IPC buffer), so the
+    // load faults before it reads anything, and the kernel hands the fault
+    // to init, which never resumes this run.
+    let _ = unsafe { core::ptr::read_volatile(sys::names::STACK_TOP as *const u64) };
+    rt::println!("[vblk] the load from the guard page did not fault");
+    rt::exit(1)
 }
 
 /// A request the device never returned: its buffers stay the device's, so

@@ -4,9 +4,18 @@
 //! xtask wrote before boot ([`OLD_SEED`]), writes a new one
 //! ([`NEW_SEED`]) and reads it back; xtask checks the file after QEMU
 //! exits. Each step is a test line.
+//!
+//! When the driver dies with a request of the client's in flight, the
+//! kernel ends the client's `Call` with `DeadObject`; init restarts the
+//! driver on the same endpoint, and the client sends the request again
+//! (at most [`RETRIES`] times in a row; reads and writes of whole blocks
+//! can be repeated). The last test checks that a driver whose image
+//! injects a failure was restarted once and cost exactly one retry.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use rt::check;
 use rt::testing::{Outcome, Suite};
@@ -34,16 +43,35 @@ fn shared() -> rt::shared::SharedWords {
 /// Reads timed for the benchmark (the least is reported).
 const TIMED_READS: usize = 16;
 
-/// One request to the driver: its reply's MR0..MR3, or why it failed.
+/// Times in a row a request is sent again after the driver died with it.
+const RETRIES: u64 = 3;
+/// Requests sent again so far because the driver died with them.
+static RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// One request to the driver: its reply's MR0..MR3, or why it failed. A
+/// request the driver died with (`DeadObject`: init restarts it) is sent
+/// again, to the driver's next run.
 fn call(driver: Cap<Endpoint>, label: u32, block: u64) -> Result<[u64; 4], Status> {
-    match driver.call(MessageInfo::new(label, 1), [block, 0, 0, 0]) {
-        Ok(reply) => match Status::from_code(reply.info.label) {
-            None => Ok(reply.mrs),
-            Some(status) => Err(status),
-        },
-        Err(e) => {
-            rt::println!("[blkclient] calling the driver: {e:?}");
-            Err(Status::DeviceError)
+    let mut tries = 0;
+    loop {
+        match driver.call(MessageInfo::new(label, 1), [block, 0, 0, 0]) {
+            Ok(reply) => {
+                return match Status::from_code(reply.info.label) {
+                    None => Ok(reply.mrs),
+                    Some(status) => Err(status),
+                };
+            }
+            Err(sys::Error::DeadObject) if tries < RETRIES => {
+                tries += 1;
+                RETRIED.fetch_add(1, Ordering::Relaxed);
+                rt::println!(
+                    "[blkclient] the driver died with request {label:#x} for block {block}: sending it again (try {tries} of {RETRIES})"
+                );
+            }
+            Err(e) => {
+                rt::println!("[blkclient] calling the driver: {e:?}");
+                return Err(Status::DeviceError);
+            }
         }
     }
 }
@@ -203,6 +231,23 @@ fn main(startup: &rt::Startup) -> i32 {
                 "{sharing:?}: one read cost {invalidations} invalidations, not {expected}"
             );
         }
+        Ok(())
+    });
+    suite.run("driver_restarted_once_per_injected_failure", || {
+        // INFO's MR1: runs init started before the driver's current one;
+        // MR2: the failure its image injects into its first run.
+        let info = call(driver, INFO, 0);
+        let Ok([_, start, inject, _]) = info else {
+            rt::fail!("asking the driver: {info:?}")
+        };
+        let retried = RETRIED.load(Ordering::Relaxed);
+        let expected = u64::from(inject != 0);
+        check!(
+            start == expected && retried == expected,
+            "the image injects failure {inject}: the driver is in run {} and {retried} request(s) were sent again; expected run {} and {expected}",
+            start + 1,
+            expected + 1
+        );
         Ok(())
     });
     suite.run("block_past_the_end_is_refused", || {
