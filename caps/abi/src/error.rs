@@ -132,6 +132,13 @@ pub enum Error {
     /// disagree with what the capability model says is mapped, attached or
     /// bound. The first disagreement is printed on the console.
     AbstractionBroken = 77,
+    /// `IoSpace.Map` or `IoSpace.BindUserTable` at an IPA of the MSI
+    /// window: x86_64 `0xFEE0_0000..0xFEF0_0000` (the VT-d unit takes
+    /// writes there as interrupt requests, never as DMA), aarch64 the last
+    /// page of the IoSpace's IPA range, where the kernel maps the
+    /// interrupt controller's doorbell for `IrqHandler.MsiMessage`. Pick
+    /// another IPA; the window belongs to the kernel.
+    MsiWindow = 83,
 }
 
 impl Error {
@@ -141,7 +148,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 43] = [
+    pub const ALL: [Error; 44] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -185,6 +192,7 @@ impl Error {
         Error::IommuTimeout,
         Error::IoShareExhausted,
         Error::AbstractionBroken,
+        Error::MsiWindow,
     ];
 
     /// The error with this number, if any.

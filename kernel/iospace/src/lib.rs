@@ -63,6 +63,7 @@ mod dirty;
 mod env;
 mod faults;
 mod index;
+mod msi;
 mod pool;
 mod smmu;
 mod state;
@@ -71,6 +72,7 @@ mod vtd;
 
 pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
+pub use msi::msi_doorbell_ipa;
 pub use state::State;
 pub use unit::IoUnit;
 pub use vtd::SHADOW_PAGES_PER_CALL;

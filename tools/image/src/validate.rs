@@ -421,8 +421,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// A domain's `restarts`: at most `sysdesc::MAX_RESTARTS`, and only
-    /// for a domain init can build again as it was (no Untyped of its own).
+    /// A domain's `restarts`: at most `sysdesc::MAX_RESTARTS`.
     fn restarts(
         &self,
         span: Range<usize>,
@@ -438,20 +437,12 @@ impl Checker<'_> {
             .filter(|&r| r <= max)
             .ok_or_else(|| {
                 self.error(
-                    span.clone(),
+                    span,
                     label,
                     format!("restarts = {restarts} is above the {max} init allows"),
                     format!("use restarts = 0..={max}"),
                 )
             })?;
-        if restarts > 0 && entry.untyped.is_some() {
-            return Err(self.error(
-                span,
-                label,
-                "a domain with an untyped of its own cannot be restarted: what it built from it is not in the image",
-                "drop `untyped` or `restarts`",
-            ));
-        }
         Ok(restarts)
     }
 

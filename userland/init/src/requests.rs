@@ -65,6 +65,9 @@ struct Given {
     number: u64,
     /// The BARs mapped with `BAR`, bit per index.
     bars: u8,
+    /// The domain's slots of the IoDevice and of the fault queue and its
+    /// Notification, for `sys::status` (`status.rs`).
+    slots: status::Slots,
 }
 
 /// What init keeps of a grant's IoSpace from one `SPACE` to the next, so
@@ -187,8 +190,11 @@ impl Server {
             let address = self.description.dma_grants[grant].device;
             let given = core::mem::take(&mut self.given[grant]);
             if let Some((queue, signal)) = given.queue {
-                objects
-                    .delete(queue.slot())
+                let cnode = objects.cnode();
+                cnode
+                    .revoke(queue.slot())
+                    .and_then(|()| cnode.revoke(signal.slot()))
+                    .and_then(|()| objects.delete(queue.slot()))
                     .and_then(|()| objects.delete(signal.slot()))
                     .map_err(|e| format!("deleting the fault queue of {address}: {e:?}"))?;
                 taken.push(format!("fault queue of {address}"));
@@ -235,6 +241,9 @@ impl Server {
             rt::println!("[init] a request with badge {badge:#x}, which names no domain: refused");
             return refused(Refusal::NotGranted);
         };
+        if let Some(reply) = self.status(objects, label, mrs[0]) {
+            return reply;
+        }
         let who = self.domains[domain].name.clone();
         let pci = mrs[0];
         let grant = self.description.dma_grants.iter().position(|g| {
@@ -252,6 +261,7 @@ impl Server {
                     | resources::RETURN_SPACE
                     | resources::BAR
                     | resources::CONFIG_READ
+                    | resources::CONFIG_WRITE
             ) {
                 rt::println!(
                     "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
@@ -280,6 +290,7 @@ impl Server {
                     },
                 );
             }
+            resources::CONFIG_WRITE => self.config_write(objects, grant, mrs[1]),
             _ => Err((
                 Refusal::UnknownRequest,
                 String::from("not a request init knows"),
@@ -308,6 +319,18 @@ impl Server {
         source: Cap<T>,
         slot: Option<u32>,
     ) -> Result<u32, (Refusal, String)> {
+        self.give_with(objects, domain, source, slot, Rights::ALL)
+    }
+
+    /// [`Server::give`] of a copy with only `rights`.
+    fn give_with<T: CapType>(
+        &mut self,
+        objects: &Objects,
+        domain: usize,
+        source: Cap<T>,
+        slot: Option<u32>,
+        rights: Rights,
+    ) -> Result<u32, (Refusal, String)> {
         let handle = &mut self.domains[domain];
         let fresh = slot.is_none();
         let slot = slot.unwrap_or(handle.next_slot);
@@ -319,7 +342,7 @@ impl Server {
         }
         handle
             .cnode
-            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), Rights::ALL)
+            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), rights)
             .map_err(kernel("CNode.Copy into its CNode"))?;
         if fresh {
             handle.next_slot += 1;
@@ -357,6 +380,7 @@ impl Server {
         self.given[grant].number = self.domains[domain].devices;
         self.domains[domain].devices += 1;
         self.given[grant].device = Some((device, badged));
+        self.given[grant].slots.device = Some(given);
         Ok((
             ok(u64::from(given), registers),
             format!(
@@ -430,6 +454,43 @@ impl Server {
             .config_read(objects, address, offset)
             .map_err(|e| (Refusal::BadArgument, e))?;
         Ok(ok(u64::from(word), 0))
+    }
+
+    /// `CONFIG_WRITE`: MR1 = offset | value << 32, checked by
+    /// `pci::Function::write_msi_field` (the device's own MSI / MSI-X
+    /// fields only).
+    fn config_write(
+        &mut self,
+        objects: &mut Objects,
+        grant: usize,
+        argument: u64,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("to write its configuration space before the device"),
+            ));
+        }
+        let (offset, value) = (argument as u16, (argument >> 32) as u32);
+        if (argument >> 16) & 0xFFFF != 0 || !offset.is_multiple_of(4) || offset >= 4096 {
+            return Err((
+                Refusal::NotMsiField,
+                format!(
+                    "to write at offset {:#x}: not a 4-byte aligned offset below 0x1000",
+                    argument & 0xFFFF_FFFF
+                ),
+            ));
+        }
+        let address = self.description.dma_grants[grant].device;
+        let word = self
+            .devices
+            .config_write_msi(objects, address, offset, value)?;
+        Ok((
+            ok(u64::from(word), 0),
+            format!(
+                "to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"
+            ),
+        ))
     }
 
     fn space(
@@ -535,22 +596,35 @@ impl Server {
         let queue: Cap<IoFaultQueue> = objects
             .make::<IoFaultQueue>()
             .map_err(kernel("Untyped.Retype of the IoFaultQueue"))?;
-        // A domain init restarts shares init's watched notification (its
-        // own badge), so init learns of its device's faults.
-        let signal: Cap<Notification> = match self.io_faults {
-            Some(watched) if self.description.domains[domain].restarts > 0 => objects
-                .mint(watched, Rights::ALL, 1 << domain)
-                .map_err(kernel("badging init's fault notification"))?,
-            _ => objects
-                .make::<Notification>()
-                .map_err(kernel("Untyped.Retype of the Notification"))?,
+        // A domain init restarts binds init's watched notification (its
+        // own badge), so init learns of its device's faults, and its copies
+        // carry no right: the records are init's (a driver that popped them
+        // or waited on the notification could keep init from seeing a DMA
+        // fault of its device; one that rebound the queue, likewise).
+        let watched = self
+            .io_faults
+            .filter(|_| self.description.domains[domain].restarts > 0);
+        let (signal, rights): (Cap<Notification>, _) = match watched {
+            Some(watched) => (
+                objects
+                    .mint(watched, Rights::ALL, 1 << domain)
+                    .map_err(kernel("badging init's fault notification"))?,
+                Rights::NONE,
+            ),
+            None => (
+                objects
+                    .make::<Notification>()
+                    .map_err(kernel("Untyped.Retype of the Notification"))?,
+                Rights::ALL,
+            ),
         };
         queue
             .bind(signal, badged)
             .map_err(kernel("IoFaultQueue.Bind"))?;
-        let queue_slot = self.give(objects, domain, queue, None)?;
-        let signal_slot = self.give(objects, domain, signal, None)?;
+        let queue_slot = self.give_with(objects, domain, queue, None, rights)?;
+        let signal_slot = self.give_with(objects, domain, signal, None, rights)?;
         self.given[grant].queue = Some((queue, signal));
+        self.given[grant].slots.queue = Some((queue_slot, signal_slot));
         Ok((
             ok(u64::from(queue_slot), u64::from(signal_slot)),
             format!(
@@ -594,6 +668,7 @@ fn destroy_space(objects: &mut Objects, space: Cap<IoSpace>) -> Result<(), (Refu
         .map_err(kernel("CNode.Delete of the IoSpace"))
 }
 
+mod status;
 #[cfg(test)]
 mod tests;
 

@@ -16,8 +16,9 @@
 //!    revoked and deleted, IoDevices revoked and deleted, so the device is
 //!    blocked and no DMA of the old run can land from here on;
 //! 2. the old run is stopped: its TCB is deleted (a client waiting for its
-//!    reply is woken with `DeadObject` and may send again), then its CNode
-//!    and VSpace root;
+//!    reply is woken with `DeadObject` and may send again), its Untyped
+//!    revoked (what it built from it dies) and deleted, its Console copy,
+//!    every slot of its CNode, then the CNode and the VSpace root;
 //! 3. the regions only this domain maps are zeroed (after 1, so nothing
 //!    the device still had in flight lands in the new run's memory);
 //! 4. it is built again as at boot (`system::make_domain`: program, stack,
@@ -41,7 +42,10 @@ use alloc::vec::Vec;
 
 use rt::space::{Objects, Scratch};
 use sys::names::{self, CapTable};
-use sys::{CNode, Cap, Endpoint, Frame, MessageInfo, Notification, PageTable, Rights, Slot, Tcb};
+use sys::{
+    CNode, Cap, Endpoint, Frame, MessageInfo, Notification, ObjectKind, PageTable, Rights, Slot,
+    Tcb,
+};
 use sysdesc::archive::Archive;
 use sysdesc::{PageSize, SystemDescription};
 
@@ -70,6 +74,9 @@ struct Run {
     vspace: Cap<PageTable>,
     /// Restarts so far.
     restarts: u8,
+    /// What `system::make_domain` gave it (Untyped, its own CNode and
+    /// VSpace, Console): made afresh for a new run, this run's deleted.
+    own: Vec<Gift>,
     /// What a new run is given again (channels, IRQs, request endpoint).
     replay: Vec<Gift>,
     /// Given up: it stays stopped.
@@ -116,6 +123,7 @@ impl Restarts {
                 cnode: domain.cnode,
                 vspace: domain.vspace,
                 restarts: 0,
+                own: domain.gifts[..domain.own_gifts].to_vec(),
                 replay: domain.gifts[domain.own_gifts..].to_vec(),
                 given_up: false,
             })
@@ -168,6 +176,7 @@ impl Restarts {
     ) -> Result<Option<CapTable>, String> {
         let pd = &self.description.domains[domain];
         let name = pd.name.as_str();
+        let free = objects.free_slots();
         let taken = requests.revoke_domain(objects, domain)?;
         rt::println!(
             "[init] protection domain \"{name}\" {what}; init took back {}: its device is blocked, no DMA of this run can land",
@@ -184,6 +193,19 @@ impl Restarts {
         objects
             .delete(run.tcb.slot())
             .map_err(|e| format!("\"{name}\": deleting its TCB: {e:?}"))?;
+        // What it built from its Untyped dies with the revoke; the Untyped
+        // and its Console copy go (its own CNode and VSpace below).
+        for (gift, slot, kind) in &run.own {
+            let gone = match kind {
+                ObjectKind::Untyped => objects
+                    .cnode()
+                    .revoke(*slot)
+                    .and_then(|()| objects.delete(*slot)),
+                ObjectKind::Console => objects.delete(*slot),
+                _ => Ok(()),
+            };
+            gone.map_err(|e| format!("\"{name}\": deleting its `{gift}`: {e:?}"))?;
+        }
         for slot in 1..names::DOMAIN_OWN_SLOTS.end {
             let _ = run.cnode.delete(Slot::new(slot));
         }
@@ -230,14 +252,16 @@ impl Restarts {
         system::prepare(&mut fresh, objects, &self.scratch)?;
         system::handle_faults(&fresh, domain, objects, self.faults)?;
         requests.replace_domain(domain, fresh.handle());
+        run.own = fresh.gifts[..fresh.own_gifts].to_vec();
         run.tcb = fresh.tcb;
         run.cnode = fresh.cnode;
         run.vspace = fresh.vspace;
         system::run(&fresh)?;
         rt::println!(
-            "[init] restart {restarts} of protection domain \"{name}\" (at most {}): run {} started from the image with fresh memory; it asks init for its IOMMU capabilities again ({} slots of init's left)",
+            "[init] restart {restarts} of protection domain \"{name}\" (at most {}): run {} started from the image with fresh memory; it asks init for its IOMMU capabilities again (the restart cost {} of init's slots, {} left)",
             pd.restarts,
             restarts + 1,
+            i64::from(free) - i64::from(objects.free_slots()),
             objects.free_slots()
         );
         Ok(Some(fresh.table))
