@@ -242,6 +242,12 @@ pub fn bind_queue(
         })
 }
 
+/// Whether `IoFaultQueue.Bind` of `queue` will find a record for it
+/// (decode's check). Errors: `ObjectTableFull`.
+pub fn can_bind_queue(queue: ObjectId) -> Result<(), Error> {
+    STATE.lock().can_bind_queue(queue)
+}
+
 /// `IoFaultQueue.Pop`: the oldest record of `queue` (after collecting what
 /// the unit recorded since the last interrupt), and how many were lost to
 /// a full queue so far.
