@@ -273,11 +273,19 @@ impl Unit {
                 if ecap.flts() {
                     stages |= 1;
                 }
-                if ecap.slts() || !ecap.smts() {
+                let stage2 = ecap.slts() || !ecap.smts();
+                if stage2 {
                     stages |= 2;
                 }
-                // Nesting is the hardware's where ECAP.NEST, else the shadow.
-                stages |= if ecap.nest() { 4 } else { 8 };
+                // Nesting is the hardware's where ECAP.NEST, else the
+                // shadow, which needs a stage 2 (none with QEMU's x-flts).
+                stages |= if ecap.nest() {
+                    4
+                } else if stage2 {
+                    8
+                } else {
+                    0
+                };
                 let mut pages = 1u64 << 12;
                 if cap.second_stage_2m() {
                     pages |= 1 << 21;

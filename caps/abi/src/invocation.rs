@@ -120,7 +120,8 @@ pub enum Invocation {
     IrqHandlerMsiMessage = 43,
 
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
-    /// translation bits (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow
+    /// translation bits (0 stage 1: `IoDeviceBindVSpace` can work; 1 stage
+    /// 2: IoSpaces can be attached; 2 hardware nesting, 3 shadow
     /// nesting), MR2 PASID width in bits, MR3 supported page sizes as a bit
     /// set of log2 sizes, MR4 number of domain ids, MR5 dirty tracking
     /// (bit 0: `IoSpaceSetDirtyTracking` / `IoSpaceReadDirty` work, the

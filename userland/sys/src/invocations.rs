@@ -651,9 +651,11 @@ pub enum Vendor {
 pub struct IommuInfo {
     /// MR0: the architecture.
     pub vendor: Vendor,
-    /// MR1 bit 0: stage-1 (driver-owned) translation.
+    /// MR1 bit 0: stage-1 (driver-owned) translation; `IoDeviceBindVSpace`
+    /// (SVA) can work.
     pub stage1: bool,
-    /// MR1 bit 1: stage-2 (kernel-owned) translation.
+    /// MR1 bit 1: stage-2 (kernel-owned) translation: devices can attach
+    /// to IoSpaces.
     pub stage2: bool,
     /// MR1 bit 2: hardware nesting of stage 1 under stage 2.
     pub hardware_nesting: bool,

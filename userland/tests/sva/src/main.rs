@@ -9,6 +9,8 @@
 //! - The kernel half of the address space is unreachable: a DMA naming a
 //!   kernel address faults.
 //! - A bound device cannot also attach to an IoSpace; `Detach` blocks it.
+//!   Unbound it may attach where the unit has a stage 2 (SMMUv3); QEMU's
+//!   x-flts VT-d has none (`NotSupported`), as `IommuIdentify` says.
 //!
 //! It also prints `bench` lines for `cargo xtask bench`: `BindVSpace`, and
 //! a CPU `Frame.Unmap` in the VSpace before and after the device is bound.
@@ -104,6 +106,9 @@ fn main(_startup: &rt::Startup) -> i32 {
         bound_device_cannot_attach(d, o)
     });
     with("detach_blocks_the_device", &mut |d, _| detach_blocks(d));
+    with("attach_needs_a_stage2", &mut |d, o| {
+        attach_needs_a_stage2(d, o)
+    });
     suite.finish()
 }
 
@@ -141,6 +146,18 @@ fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
         .mint(device, Rights::ALL, BADGE)
         .map_err(|e| failure("badge the device capability", e))?;
     let (queue, _) = fault_queue(objects, badged)?;
+    let info = CONTROL
+        .identify()
+        .map_err(|e| failure("IommuIdentify", e))?;
+    // x86_64: QEMU's x-flts unit has a first stage and no second.
+    let expected = (true, cfg!(target_arch = "aarch64"));
+    if (info.stage1, info.stage2) != expected {
+        rt::fail!(
+            "IommuIdentify: stage 1 {}, stage 2 {}",
+            info.stage1,
+            info.stage2
+        );
+    }
     let source = buffer(objects, SOURCE_VA)?;
     let destination = buffer(objects, DESTINATION_VA)?;
     let copy = objects
@@ -335,5 +352,32 @@ fn detach_blocks(d: &mut Driver) -> Outcome {
         "a second Detach: {again:?}"
     );
     drain(d);
+    Ok(())
+}
+
+/// Unbound, the device may attach to an IoSpace where the unit has a
+/// stage 2 (the SMMUv3); QEMU's x-flts VT-d has none: `NotSupported`.
+fn attach_needs_a_stage2(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let space = objects
+        .make_io_space(CONTROL)
+        .map_err(|e| failure("an IoSpace", e))?;
+    let attached = d.device.attach(space);
+    if cfg!(target_arch = "x86_64") {
+        check!(
+            attached == Err(sys::Error::NotSupported),
+            "Attach on a first-stage-only unit: {attached:?}"
+        );
+    } else {
+        check!(
+            attached.is_ok(),
+            "Attach after the binding ended: {attached:?}"
+        );
+        d.device
+            .detach()
+            .map_err(|e| failure("Detach from the IoSpace", e))?;
+    }
+    objects
+        .delete(space.slot())
+        .map_err(|e| failure("delete the IoSpace", e))?;
     Ok(())
 }
