@@ -64,6 +64,19 @@ fn vspace<F: PageTableFormat + Copy>(
     VSpace { table, data }
 }
 
+/// Binds the test's device to the VSpace rooted at `root`.
+fn bind<U, D, F>(world: &mut World<'_, U, D, F>, root: u64)
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    world
+        .state
+        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), ROOT, root)
+        .unwrap();
+}
+
 /// What every vendor must show, given a bound `space` whose device is
 /// `world.device`.
 fn revocation<U, D, F>(world: &mut World<'_, U, D, F>, space: &VSpace<impl PageTableFormat>)
@@ -144,10 +157,7 @@ fn vtd_first_stage_binding_revokes_and_hides_the_kernel_half() {
         .unwrap();
     let root = space.table.root();
     let free_before = world.state.free_pages();
-    world
-        .state
-        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), ROOT, root)
-        .unwrap();
+    bind(&mut world, root);
     // With U/S set the device would reach the page: the path is real.
     assert_eq!(
         device.transact(EDU, None, kernel_va, Access::Read),
@@ -179,10 +189,7 @@ fn smmu_stage1_binding_revokes_and_has_no_kernel_half() {
     let space = vspace(&memory, &mut frames, Stage1Format, levels_4k(48));
     let root = space.table.root();
     let free_before = world.state.free_pages();
-    world
-        .state
-        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), ROOT, root)
-        .unwrap();
+    bind(&mut world, root);
     // TTB0 only: an upper-half (TTBR1) address does not translate.
     assert_eq!(
         device.transact(EDU, None, 0xFFFF_0000_4020_0000, Access::Read),

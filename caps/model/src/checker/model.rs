@@ -301,33 +301,25 @@ impl SystemModel {
         if result.is_err() && (effects > 0 || next.caps != state.caps) {
             next.error_had_effect = true;
         }
+        // Whether `slot` held a `kind` cap with WRITE before the operation.
+        let writable = |slot: u32, kind: ObjectKind| {
+            state
+                .caps
+                .lookup(SlotId(slot))
+                .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
+        };
         if let Op::DirtyAccess { space, bitmap } = op
             && result.is_ok()
+            && (!writable(space, ObjectKind::IoSpace)
+                || bitmap.is_some_and(|b| !writable(b, ObjectKind::Frame)))
         {
-            let writable = |slot: u32, kind: ObjectKind| {
-                state
-                    .caps
-                    .lookup(SlotId(slot))
-                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
-            };
-            if !writable(space, ObjectKind::IoSpace)
-                || bitmap.is_some_and(|b| !writable(b, ObjectKind::Frame))
-            {
-                next.dirty_without_write = true;
-            }
+            next.dirty_without_write = true;
         }
         if let Op::BindVSpace { device, root } = op
             && result.is_ok()
+            && (!writable(device, ObjectKind::IoDevice) || !writable(root, ObjectKind::PageTable))
         {
-            let writable = |slot: u32, kind: ObjectKind| {
-                state
-                    .caps
-                    .lookup(SlotId(slot))
-                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
-            };
-            if !writable(device, ObjectKind::IoDevice) || !writable(root, ObjectKind::PageTable) {
-                next.sva_without_write = true;
-            }
+            next.sva_without_write = true;
         }
         (next, result)
     }
