@@ -29,8 +29,10 @@
 //!    capabilities again through the normal request path.
 //!
 //! A domain that fails once more after its last restart is given up: its
-//! capabilities are taken back and its run stopped as above, and it stays
-//! stopped. Each restart costs init the slots and memory of a new domain
+//! capabilities are taken back and its run stopped as above, the
+//! capabilities of its channels, IRQs and request endpoint init holds are
+//! revoked and deleted (a client blocked on its endpoint is woken with
+//! `DeadObject`; its next call finds no capability), and it stays stopped. Each restart costs init the slots and memory of a new domain
 //! (the old run's Frames and tables are not returned to the Untypeds),
 //! which the image's bound on restarts bounds.
 
@@ -219,8 +221,18 @@ impl Restarts {
         }
         if run.restarts >= pd.restarts {
             run.given_up = true;
+            // What it was given goes too: its channels' objects die with
+            // the capabilities init holds, so a client blocked on its
+            // endpoint is woken (DeadObject) instead of waiting for good.
+            for (gift, slot, _) in &run.replay {
+                objects
+                    .cnode()
+                    .revoke(*slot)
+                    .and_then(|()| objects.delete(*slot))
+                    .map_err(|e| format!("\"{name}\": closing its `{gift}`: {e:?}"))?;
+            }
             rt::println!(
-                "[init] protection domain \"{name}\" failed after {} restart(s), the most its image allows: init gives up on it; it stays stopped",
+                "[init] protection domain \"{name}\" failed after {} restart(s), the most its image allows: init gives up on it; it stays stopped, its channels closed",
                 run.restarts
             );
             return Ok(None);
