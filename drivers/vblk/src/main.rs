@@ -106,6 +106,9 @@ struct Disk {
     space: Cap<IoSpace>,
     /// The driver's CSpace, to delete a client's Frame.
     cnode: Option<Cap<CNode>>,
+    /// FRAME_SLOT holds a client's Frame (deleting an empty slot is not
+    /// free: the kernel still reconciles).
+    frame: bool,
     /// A client's Frame is mapped at FRAME_IPA past the reply
     /// (`READ_FRAME_HELD`).
     held: bool,
@@ -247,6 +250,7 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
         faults,
         space,
         cnode,
+        frame: false,
         held: false,
         broken: false,
         seen_faults: (0, 0),
@@ -332,12 +336,14 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
 /// request the driver does not keep is dropped.
 fn handle(disk: &mut Disk, info: MessageInfo, block: u64) -> Result<[u64; 4], Status> {
     let carries_frame = info.extra_caps == 1;
+    disk.frame |= carries_frame;
     let answer = answer(disk, info.label, block, carries_frame);
-    if carries_frame
+    if disk.frame
         && !disk.held
         && let Some(cnode) = disk.cnode
     {
         let _ = cnode.delete(FRAME_SLOT);
+        disk.frame = false;
     }
     answer
 }
@@ -615,6 +621,7 @@ fn drop_frame(disk: &mut Disk) {
         rt::println!("[vblk] deleting the client's Frame: {e:?}");
     }
     disk.frame_ticks += rt::bench::counter() - start;
+    disk.frame = false;
     disk.held = false;
     if cfg!(target_arch = "x86_64")
         && let Err(why) = virtio::dma::recompose_pool()

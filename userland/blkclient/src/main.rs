@@ -359,8 +359,19 @@ fn main(startup: &rt::Startup) -> i32 {
     // translation this test must catch on a kernel that skips the revoke's.
     if injected == 0 {
         suite.run("revoked_frame_mid_io_is_never_written", || {
-            zero_copy::revoked_mid_io(driver, frames.clone()?)
+            zero_copy::revoked_mid_io(driver, frames.clone()?, zero_copy::Reclaim::RevokeFrame)
         });
+        // The controller goes on after a blocked access, so the NVMe driver
+        // takes the second way too: a dead client's memory reclaimed.
+        if kind == Driver::Nvme {
+            suite.run("reclaimed_memory_mid_io_is_never_written", || {
+                zero_copy::revoked_mid_io(
+                    driver,
+                    frames.clone()?,
+                    zero_copy::Reclaim::RevokeUntyped,
+                )
+            });
+        }
     }
     suite.finish()
 }
