@@ -132,6 +132,16 @@ pub enum Error {
     /// disagree with what the capability model says is mapped, attached or
     /// bound. The first disagreement is printed on the console.
     AbstractionBroken = 77,
+    /// `IoFaultQueueRespond`: the queue never issued that page request id
+    /// (0, an id above the last it issued, or a queue that never took a
+    /// page request). Ids come from `IoFaultQueuePop` records with MR4 = 0.
+    UnknownRequest = 80,
+    /// `IoFaultQueueRespond`: the page request was answered already, by an
+    /// earlier `Respond` (of it or of another request of its group) or by
+    /// the kernel (`Failure` when its device or PASID was detached or its
+    /// IoSpace deleted, or after the response deadline; `Invalid` is never
+    /// late: it is answered before the record is queued).
+    RequestAnswered = 81,
 }
 
 impl Error {
@@ -141,7 +151,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 43] = [
+    pub const ALL: [Error; 45] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -185,6 +195,8 @@ impl Error {
         Error::IommuTimeout,
         Error::IoShareExhausted,
         Error::AbstractionBroken,
+        Error::UnknownRequest,
+        Error::RequestAnswered,
     ];
 
     /// The error with this number, if any.

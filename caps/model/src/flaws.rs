@@ -33,11 +33,14 @@ pub struct Flaws {
     /// `dirty_access` (`IoSpace.ReadDirty` / `SetDirtyTracking`) accepts an
     /// IoSpace cap with only the read right.
     pub dirty_needs_read_only: bool,
+    /// `respond_access` (`IoFaultQueue.Respond`) accepts an IoFaultQueue
+    /// cap with only the read right.
+    pub respond_needs_read_only: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 9] {
+    pub fn each() -> [(&'static str, Flaws); 10] {
         let none = Flaws::default();
         [
             (
@@ -100,6 +103,13 @@ impl Flaws {
                 "dirty_needs_read_only",
                 Flaws {
                     dirty_needs_read_only: true,
+                    ..none
+                },
+            ),
+            (
+                "respond_needs_read_only",
+                Flaws {
+                    respond_needs_read_only: true,
                     ..none
                 },
             ),

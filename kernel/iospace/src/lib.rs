@@ -50,6 +50,11 @@
 //! enough pages left ([`State::ensure_pool`], [`State::ensure_attach_room`]),
 //! so an effect never fails for lack of memory.
 //!
+//! Recoverable faults (`requests.rs`): page requests go to the fault
+//! queues as records a driver answers (`IoFaultQueue.Respond`); the layer
+//! answers `Failure` itself when the queue, the requester's entry or
+//! [`Env::RESPONSE_DEADLINE`] runs out, so a device never waits forever.
+//!
 //! Fail closed: an invalidation that fails or times out blocks every
 //! device that may still translate through what it was meant to remove
 //! (`iommu::attachments`; on SMMUv3, DMA stops altogether when even that
@@ -64,6 +69,7 @@ mod env;
 mod faults;
 mod index;
 mod pool;
+mod requests;
 mod smmu;
 mod state;
 mod unit;
@@ -71,6 +77,7 @@ mod vtd;
 
 pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
+pub use requests::{KernelAnswers, PENDING_REQUESTS, PageRequest, Response};
 pub use state::State;
 pub use unit::IoUnit;
 pub use vtd::SHADOW_PAGES_PER_CALL;

@@ -13,7 +13,8 @@ use iommu::pagetable::{PageSize, PageTable, Perms};
 use iommu::smmuv3::Smmu;
 use iommu::smmuv3::cd::Cd;
 use iommu::smmuv3::pagetable::{Stage2Format, levels_4k};
-use iommu::smmuv3::queue::Command;
+use iommu::smmuv3::priq::PriRequest;
+use iommu::smmuv3::queue::{Command, PriResponse};
 use iommu::smmuv3::ste::Stage2Config;
 use iommu::{Mmio, PhysMem};
 
@@ -56,6 +57,57 @@ impl<R: Mmio> IoUnit for Smmu<R> {
 
     fn first_stage_dirty(&self) -> bool {
         false
+    }
+
+    fn page_requests_supported(&self) -> bool {
+        self.extensions().page_requests
+    }
+
+    fn start_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        frames: &mut impl iommu::FrameAllocator,
+    ) -> Result<(), &'static str> {
+        self.enable_page_requests(mem, frames)
+            .map_err(|_| "the PRI queue was not set up")
+    }
+
+    fn take_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        out: &mut heapless::Vec<crate::PageRequest, { crate::MAX_FAULTS }>,
+    ) -> bool {
+        let drain = self.read_page_requests(mem);
+        for request in drain.requests.iter() {
+            let _ = out.push(crate::PageRequest::from(&request));
+        }
+        drain.more
+    }
+
+    fn answer_page_request(
+        &mut self,
+        mem: &impl PhysMem,
+        request: &crate::PageRequest,
+        response: crate::Response,
+    ) -> Result<(), &'static str> {
+        let response = match response {
+            crate::Response::Success => PriResponse::Success,
+            crate::Response::Invalid => PriResponse::Deny,
+            crate::Response::Failure => PriResponse::Fail,
+        };
+        let pri = PriRequest {
+            stream_id: u32::from(request.requester),
+            substream_id: request.pasid,
+            address: request.address,
+            read: request.read,
+            write: request.write,
+            execute: request.execute,
+            privileged: request.privileged,
+            last: true,
+            group_index: request.group,
+        };
+        self.respond_page_request(mem, &pri, response)
+            .map_err(|_| "CMD_PRI_RESP was not completed")
     }
 
     fn set_entry_dirty_tracking(

@@ -71,6 +71,8 @@ pub struct State<U: IoUnit, M, E: Env> {
     pending_spaces: heapless::Vec<ObjectId, PENDING_TAGS>,
     /// An invalidation failed or timed out during the current invocation.
     pub(crate) failure: Option<Error>,
+    /// Page requests the kernel answered itself (`requests.rs`).
+    pub(crate) kernel_answers: crate::KernelAnswers,
     /// IoSpaces whose stage 2 lost entries since the last invalidation:
     /// their VT-d shadows are cleared before it.
     dirty: heapless::Vec<ObjectId, SPACES>,
@@ -104,6 +106,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             pending_tags: heapless::Vec::new(),
             pending_spaces: heapless::Vec::new(),
             failure: None,
+            kernel_answers: crate::KernelAnswers {
+                refused: 0,
+                failed: 0,
+            },
             dirty: heapless::Vec::new(),
             unit: PhantomData,
         }
@@ -656,6 +662,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         }
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
         let cleared = unit.clear_entry(self, requester, pasid);
+        // Nobody can serve its page requests any more: the device (or
+        // PASID) is blocked. A device's clear covers its PASIDs too.
+        self.fail_requester(unit, requester, pasid);
         if cleared.is_err() {
             // Retried through the record, then escalated.
             self.fail_closed(unit, Exposed::Requester(requester, pasid));
@@ -779,8 +788,15 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         alive: impl Fn(ObjectId, ObjectKind) -> bool,
         notification_alive: impl Fn(&E::Notify) -> bool,
     ) {
-        self.queues
-            .retain(|q| alive(q.object, ObjectKind::IoFaultQueue));
+        // A dead queue with page requests pending stays until
+        // `fail_orphans` has answered them (`Failure`).
+        for queue in self.queues.iter_mut() {
+            if !alive(queue.object, ObjectKind::IoFaultQueue) {
+                queue.dead = true;
+                queue.notification = None;
+            }
+        }
+        self.queues.retain(|q| !q.dead || !q.pending.is_empty());
         // A dead notification is never signalled: its memory may be
         // anything by the next fault (records still queue; `Pop` reads
         // them).

@@ -42,6 +42,35 @@ pub trait IoUnit: Sized {
     /// Whether the unit sets accessed / dirty bits in first-stage tables
     /// (VT-d ECAP.FLTS in scalable mode).
     fn first_stage_dirty(&self) -> bool;
+    /// Whether the unit can take page requests: VT-d ECAP.PRS in scalable
+    /// mode with queued invalidation, SMMUv3 IDR0.PRI.
+    fn page_requests_supported(&self) -> bool;
+
+    /// Sets up the unit's page request queue (VT-d PQA, SMMUv3 PRIQ) in a
+    /// page from `frames`.
+    #[doc(hidden)]
+    fn start_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        frames: &mut impl iommu::FrameAllocator,
+    ) -> Result<(), &'static str>;
+    /// Moves up to `out`'s capacity of queued page requests into `out`;
+    /// whether more wait.
+    #[doc(hidden)]
+    fn take_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        out: &mut heapless::Vec<crate::PageRequest, { crate::MAX_FAULTS }>,
+    ) -> bool;
+    /// Answers `request`'s group (VT-d page group response, SMMUv3
+    /// CMD_PRI_RESP), waited for.
+    #[doc(hidden)]
+    fn answer_page_request(
+        &mut self,
+        mem: &impl PhysMem,
+        request: &crate::PageRequest,
+        response: crate::Response,
+    ) -> Result<(), &'static str>;
 
     /// Turns the unit's stage-2 dirty updates on or off in the live entry
     /// of (`requester`, `pasid`), with the invalidations that make them

@@ -1,5 +1,5 @@
 //! IoFaultQueue invocations: `Bind` (a notification and a fault source),
-//! `Pop` (the oldest record).
+//! `Pop` (the oldest record), `Respond` (answer a page request).
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem};
@@ -21,6 +21,12 @@ pub(super) enum QueueOp {
     },
     /// Take the oldest record of `queue`.
     Pop { queue: ObjectId },
+    /// Answer page request `id` of `queue` with `response`.
+    Respond {
+        queue: ObjectId,
+        id: u64,
+        response: iospace::Response,
+    },
 }
 
 /// Decodes an IoFaultQueue invocation; changes nothing.
@@ -50,6 +56,16 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
                 .lookup_as(call.slot, ObjectKind::IoFaultQueue, Rights::READ)?
                 .object(),
         }),
+        Invocation::IoFaultQueueRespond => {
+            let (id, response) = (call.argument(0)?, call.argument(1)?);
+            let response =
+                iospace::Response::from_number(response).ok_or(Error::InvalidArgument)?;
+            Ok(QueueOp::Respond {
+                queue: caps.respond_access(call.slot)?,
+                id,
+                response,
+            })
+        }
         _ => Err(Error::InvalidInvocation),
     }
 }
@@ -58,7 +74,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
 /// can refuse: the model's `bind_fault_queue` (`WrongKind`, ..., nothing
 /// changed), then the kernel's queue records being full (`ObjectTableFull`
 /// from `io_space::bind_queue`: the model's route stays, with no records
-/// kept for it until a `Bind` finds room). `Pop` cannot fail.
+/// kept for it until a `Bind` finds room). `Pop` cannot fail. `Respond`
+/// refuses an id the queue never issued (`UnknownRequest`) or one answered
+/// already (`RequestAnswered`) and changes nothing then.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: QueueOp) -> Result<Reply, Error> {
     match op {
@@ -81,5 +99,13 @@ pub(super) fn perform(caps: &mut CapSystem, op: QueueOp) -> Result<Reply, Error>
             },
             (None, _) => Reply::EMPTY,
         }),
+        QueueOp::Respond {
+            queue,
+            id,
+            response,
+        } => {
+            crate::io_space::respond(queue, id, response)?;
+            Ok(Reply::EMPTY)
+        }
     }
 }

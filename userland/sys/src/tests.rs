@@ -235,6 +235,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::IoFaultQueueBind, 80, &[], &[81, 70]);
     queue.bind(cap(81), space).unwrap();
     expect(&seen, 80, I::IoFaultQueueBind, &[], &[81, 71]);
+    queue.respond(7, PageResponse::Failure).unwrap();
+    check(I::IoFaultQueueRespond, 80, &[7, 2], &[]);
 
     // Replies with registers: answered by their own kernels below; the
     // empty reply here is what a kernel that skipped them would send.

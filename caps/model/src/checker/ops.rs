@@ -141,6 +141,11 @@ pub enum Op {
         /// Bitmap Frame slot (`ReadDirty`).
         bitmap: Option<u32>,
     },
+    /// [`Caps::respond_access`]: `IoFaultQueue.Respond`.
+    RespondAccess {
+        /// IoFaultQueue slot.
+        queue: u32,
+    },
     /// [`Caps::issue_irq_handler`].
     IssueIrq {
         /// IrqControl slot.
@@ -206,6 +211,7 @@ impl Op {
             Op::DirtyAccess { space, bitmap } => {
                 caps.dirty_access(s(space), bitmap.map(s)).map(drop)
             }
+            Op::RespondAccess { queue } => caps.respond_access(s(queue)).map(drop),
             Op::IssueIrq { control, irq, dest } => {
                 caps.issue_irq_handler(s(control), irq, s(dest)).map(drop)
             }
@@ -307,6 +313,7 @@ impl fmt::Display for Op {
                 space,
                 bitmap: Some(bitmap),
             } => write!(f, "IoSpace[slot {space}].ReadDirty(Frame[slot {bitmap}])"),
+            Op::RespondAccess { queue } => write!(f, "IoFaultQueue[slot {queue}].Respond"),
             Op::IssueIrq { control, irq, dest } => {
                 write!(
                     f,

@@ -334,6 +334,10 @@ impl Reference {
                 }
                 Ok(())
             }
+            Op::RespondAccess { queue } => {
+                self.cap_as(queue, ObjectKind::IoFaultQueue, Rights::WRITE)?;
+                Ok(())
+            }
             Op::IssueIrq { control, irq, dest } => {
                 let cc = self.cap_as(control, ObjectKind::IrqControl, Rights::WRITE)?;
                 self.empty(dest)?;
