@@ -52,6 +52,10 @@ impl Env for Kernel {
             Flaw::Stage2Identity => Seed::IoStage2Identity,
             Flaw::DeviceSurvivesDelete => Seed::IoDeviceSurvivesDelete,
             Flaw::DanglingReferences => Seed::DanglingReferences,
+            #[cfg(target_arch = "aarch64")]
+            Flaw::NoMsiDoorbell => Seed::NoMsiDoorbell,
+            #[cfg(not(target_arch = "aarch64"))]
+            Flaw::NoMsiDoorbell => return false,
         })
     }
 
@@ -121,10 +125,54 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
     }
 }
 
-/// Before an `IoSpace.Map` in `space`: `TableMemoryExhausted` unless its
-/// reservation can serve one more stage-2 walk.
-pub fn ensure_pool(space: ObjectId) -> Result<(), Error> {
-    STATE.lock().ensure_pool(space)
+/// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
+/// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
+/// `TableMemoryExhausted` unless its reservation can serve one more
+/// stage-2 walk.
+pub fn ensure_map(space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
+    let state = STATE.lock();
+    msi_window_free(&state, space, ipa, size)?;
+    state.ensure_pool(space)
+}
+
+/// `MsiWindow` if `ipa..ipa + size` of `space` overlaps its MSI window:
+/// x86_64 the interrupt address range `0xFEE0_0000..0xFEF0_0000` (the VT-d
+/// unit takes device writes there as interrupt requests), aarch64 the
+/// doorbell page (`iospace::msi_doorbell_ipa`), which belongs to the
+/// kernel whether it is mapped yet or not.
+pub fn check_msi_window(space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
+    msi_window_free(&STATE.lock(), space, ipa, size)
+}
+
+fn msi_window_free(state: &State, space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
+    if planted(Seed::MsiWindowOpen) {
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    let window = {
+        let _ = (state, space);
+        Some((0xFEE0_0000u64, 0x10_0000u64))
+    };
+    #[cfg(target_arch = "aarch64")]
+    let window = state.msi_doorbell_of(space).map(|ipa| (ipa, 4096u64));
+    match window {
+        Some((base, length)) if ipa < base + length && base < ipa.saturating_add(size) => {
+            Err(Error::MsiWindow)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `IrqHandler.MsiMessage` on aarch64: maps the interrupt controller's
+/// doorbell page holding `doorbell` into `space` at its doorbell IPA
+/// (once) and returns the address the device must write there: the
+/// doorbell IPA plus `doorbell`'s offset in its page.
+#[cfg(target_arch = "aarch64")]
+pub fn map_msi_doorbell(space: ObjectId, doorbell: u64) -> Result<u64, Error> {
+    let mut state = STATE.lock();
+    state.ensure_pool(space)?;
+    let ipa = state.map_msi_doorbell(space, doorbell & !0xfff)?;
+    Ok(ipa + (doorbell & 0xfff))
 }
 
 /// Before an attach to `space` (through the stage-1 table at `root_ipa`
@@ -322,6 +370,12 @@ pub mod view {
     /// address, size bits, rights).
     pub fn stage2_leaves(visit: impl FnMut(ObjectId, u64, u64, u32, Perms)) {
         STATE.lock().stage2_leaves(visit);
+    }
+
+    /// Every MSI doorbell the kernel mapped: (space, IPA, physical
+    /// address), write-only 4 KiB leaves of the kernel's own.
+    pub fn msi_doorbells(visit: impl FnMut(ObjectId, u64, u64)) {
+        STATE.lock().msi_doorbells(visit);
     }
 
     /// Every nest: (index, space, stage-1 root IPA, page, hardware tag,

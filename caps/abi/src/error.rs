@@ -142,6 +142,13 @@ pub enum Error {
     /// IoSpace deleted, or after the response deadline; `Invalid` is never
     /// late: it is answered before the record is queued).
     RequestAnswered = 81,
+    /// `IoSpace.Map` or `IoSpace.BindUserTable` at an IPA of the MSI
+    /// window: x86_64 `0xFEE0_0000..0xFEF0_0000` (the VT-d unit takes
+    /// writes there as interrupt requests, never as DMA), aarch64 the last
+    /// page of the IoSpace's IPA range, where the kernel maps the
+    /// interrupt controller's doorbell for `IrqHandler.MsiMessage`. Pick
+    /// another IPA; the window belongs to the kernel.
+    MsiWindow = 83,
 }
 
 impl Error {
@@ -151,7 +158,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 45] = [
+    pub const ALL: [Error; 46] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -197,6 +204,7 @@ impl Error {
         Error::AbstractionBroken,
         Error::UnknownRequest,
         Error::RequestAnswered,
+        Error::MsiWindow,
     ];
 
     /// The error with this number, if any.

@@ -16,8 +16,12 @@
 //!   the kernel's reserved IPA window, a 1 GiB block over foreign IPAs) is
 //!   blocked every time and changes no byte of the driver's memory.
 //! - Two devices with separate IoSpaces cannot reach each other's memory.
-//! - x86_64: edu's MSI, programmed from `IrqHandler.MsiMessage`, signals
-//!   the handler's notification when a DMA finishes.
+//! - edu's MSI, programmed from `IrqHandler.MsiMessage`, signals the
+//!   handler's notification when a DMA finishes (aarch64: through the
+//!   GICv2m doorbell the kernel maps into the IoSpace, reached through
+//!   the driver's stage 1); the MSI window cannot be mapped over, nor
+//!   used as a stage-1 root (`MsiWindow`), and still delivers after the
+//!   attempts.
 //! - Deleting the IoUserTable a device is nested on blocks the device.
 //! - With PASIDs (VT-d `x-pasid-mode`): attaching and detaching IoPasid 0,
 //!   the RID_PASID entry edu's untagged DMA uses, is seen by the device.
@@ -68,6 +72,8 @@ struct Driver {
     nested: Nested,
     source: Buffer,
     destination: Buffer,
+    /// The MSI line `msi_signals_dma_completion` set up.
+    msi: Option<Msi>,
 }
 
 /// Runs every test; returns the exit status.
@@ -111,8 +117,9 @@ pub fn run() -> i32 {
     with("separate_spaces_cannot_reach_each_other", &mut |d, o| {
         separate_spaces(d, o)
     });
+    with("msi_signals_dma_completion", &mut |d, o| msi(d, o));
+    with("msi_window_cannot_be_mapped", &mut |d, o| msi_window(d, o));
     if cfg!(target_arch = "x86_64") {
-        with("msi_signals_dma_completion", &mut |d, o| msi(d, o));
         with("msi_cannot_be_forged_by_another_device", &mut |d, o| {
             msi_cannot_be_forged(d, o)
         });
@@ -165,6 +172,7 @@ fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
         nested,
         source,
         destination,
+        msi: None,
     })
 }
 
@@ -560,12 +568,64 @@ fn separate_spaces(d: &mut Driver, objects: &mut Objects) -> Outcome {
     Ok(())
 }
 
-/// The MSI line (x86_64: lines 16..32 are message-signalled).
+/// The MSI line: x86_64 lines 16..32 are message-signalled; on aarch64
+/// the GICv2m frame's SPIs (INTIDs 80..144 on `virt`).
+#[cfg(target_arch = "x86_64")]
 const MSI_LINE: u64 = 16;
+#[cfg(target_arch = "aarch64")]
+const MSI_LINE: u64 = 80;
+/// The IOVA the driver's stage 1 maps to the doorbell page (aarch64).
+const MSI_IOVA: u64 = 0xF0_0000;
+
+/// What the MSI test leaves for the window test: the handler, the
+/// notification its line signals with [`IRQ_BIT`], a marker copy, and the
+/// address `MsiMessage` answered.
+#[derive(Clone, Copy)]
+struct Msi {
+    handler: Cap<sys::IrqHandler>,
+    notification: Cap<Notification>,
+    marker: Cap<Notification>,
+    address: u64,
+}
+
+impl Msi {
+    /// Whether the line has fired since the last look: a marker signal
+    /// makes the wait return either way.
+    fn heard(&self) -> Result<bool, Failure> {
+        sys::yield_now();
+        self.marker.signal().map_err(|e| failure("Signal", e))?;
+        let word = self
+            .notification
+            .wait()
+            .map_err(|e| failure("Wait", e))?;
+        if word & IRQ_BIT != 0 {
+            self.handler
+                .ack()
+                .map_err(|e| failure("IrqHandler.Ack", e))?;
+        }
+        Ok(word & IRQ_BIT != 0)
+    }
+}
+
+/// The address the device writes for the message at `address`: x86_64 the
+/// address itself (the VT-d unit takes it as an interrupt request before
+/// any translation); aarch64 an IOVA the driver's stage 1 maps to the
+/// doorbell page's IPA, since the device is nested.
+fn device_msi_address(d: &mut Driver, address: u64) -> Result<u64, Failure> {
+    if cfg!(target_arch = "x86_64") {
+        return Ok(address);
+    }
+    d.nested
+        .map(MSI_IOVA, address & !0xfff, iopt::Rights::READ_WRITE)?;
+    Ok(MSI_IOVA + (address & 0xfff))
+}
 
 /// edu's MSI, programmed with what `IrqHandler.MsiMessage` gives, arrives
-/// at the handler's notification when a DMA finishes (x86_64; the MSI write
-/// passes the VT-d unit, which does not remap interrupts here).
+/// at the handler's notification when a DMA finishes. x86_64: the write
+/// names the line's interrupt remapping entry. aarch64: the kernel mapped
+/// the GICv2m doorbell into the IoSpace at its reserved IPA and the
+/// driver's stage 1 maps [`MSI_IOVA`] there; with `seed=no-msi-doorbell`
+/// the write faults in stage 2 and the test fails.
 fn msi(d: &mut Driver, objects: &mut Objects) -> Outcome {
     let control: Cap<sys::IrqControl> = bootinfo::IRQ_CONTROL;
     let slot = objects.slot().map_err(|e| failure("slot", e))?;
@@ -575,18 +635,34 @@ fn msi(d: &mut Driver, objects: &mut Objects) -> Outcome {
     let notification: Cap<Notification> = objects
         .make::<Notification>()
         .map_err(|e| failure("retype a notification", e))?;
+    let irq_copy = badged(objects, notification, IRQ_BIT)?;
+    let marker = badged(objects, notification, MARKER_BIT)?;
     handler
-        .set_notification(notification)
+        .set_notification(irq_copy)
         .map_err(|e| failure("IrqHandler.SetNotification", e))?;
     let (address, data) = handler
         .msi_message(d.device)
         .map_err(|e| failure("IrqHandler.MsiMessage", e))?;
-    d.edu.enable_msi(address, data)?;
+    rt::println!("[edu] MSI line {MSI_LINE}: address {address:#x}, data {data:#x}");
+    let msi = Msi {
+        handler,
+        notification,
+        marker,
+        address,
+    };
+    let written = device_msi_address(d, address)?;
+    d.edu.enable_msi(written, data)?;
+    while let Ok(Some(_)) = d.queue.pop() {}
     d.destination.fill(0);
     d.edu.start_write_memory_raising(DESTINATION_IOVA, LENGTH);
-    let word = notification.wait();
-    check!(word.is_ok_and(|w| w != 0), "waiting for the MSI: {word:?}");
+    // The DMA takes 100 ms of virtual time; edu raises its MSI as it ends.
     d.edu.wait()?;
+    let heard = msi.heard()?;
+    let fault = d.queue.pop();
+    check!(
+        heard,
+        "the DMA-completion MSI did not arrive (fault queue: {fault:?})"
+    );
     check!(
         (0..LENGTH).all(|i| d.destination.read(i) == PATTERN),
         "the DMA the MSI announced did not land"
@@ -596,15 +672,63 @@ fn msi(d: &mut Driver, objects: &mut Objects) -> Outcome {
         status & 0x100 != 0,
         "edu's interrupt status {status:#x} has no DMA bit"
     );
-    check!(handler.ack().is_ok(), "IrqHandler.Ack");
-    let not_msi = control.get(3, objects.slot().map_err(|e| failure("slot", e))?);
+    d.msi = Some(msi);
+    let not_msi = control.get(
+        NOT_MSI_LINE,
+        objects.slot().map_err(|e| failure("slot", e))?,
+    );
     if let Ok(line) = not_msi {
         let message = line.msi_message(d.device);
         check!(
             message == Err(sys::Error::InvalidArgument),
-            "MsiMessage of an I/O APIC line: {message:?}"
+            "MsiMessage of a wired line ({NOT_MSI_LINE}): {message:?}"
         );
     }
+    Ok(())
+}
+
+/// A line that is not message-signalled: an I/O APIC line (x86_64), an
+/// SPI below GICv2m's (aarch64).
+#[cfg(target_arch = "x86_64")]
+const NOT_MSI_LINE: u64 = 3;
+#[cfg(target_arch = "aarch64")]
+const NOT_MSI_LINE: u64 = 40;
+
+/// The MSI window belongs to the kernel: `IoSpace.Map` of a Frame over
+/// the page `MsiMessage` answered (x86_64: the interrupt address range,
+/// aarch64: the doorbell IPA) and `BindUserTable` with its root there are
+/// refused with `MsiWindow`; `IoSpace.Unmap` names a Frame, and no Frame
+/// capability names the doorbell, so nothing can unmap it. After the
+/// attempts edu's MSI still arrives. With `seed=msi-window-open` the
+/// refusals are not `MsiWindow` and the test fails.
+fn msi_window(d: &mut Driver, objects: &mut Objects) -> Outcome {
+    let Some(msi) = d.msi else {
+        rt::fail!("needs the MSI of msi_signals_dma_completion")
+    };
+    let page = msi.address & !0xfff;
+    let frame: Cap<sys::Frame> = objects
+        .make_sized::<sys::Frame>(12)
+        .map_err(|e| failure("retype a frame", e))?;
+    let mapped = d.nested.space.map(frame, page, MapRights::READ_WRITE);
+    check!(
+        mapped == Err(sys::Error::MsiWindow),
+        "IoSpace.Map of a Frame at the MSI window page {page:#x}: {mapped:?}"
+    );
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let bound = d.nested.space.bind_user_table(page, nested_format(), slot);
+    check!(
+        bound.as_ref().err() == Some(&sys::Error::MsiWindow),
+        "BindUserTable rooted at the MSI window page {page:#x}: {bound:?}"
+    );
+    let unmapped = d.nested.space.unmap(frame);
+    check!(
+        unmapped == Err(sys::Error::NotMapped),
+        "IoSpace.Unmap of the refused Frame: {unmapped:?}"
+    );
+    // The window still delivers.
+    d.edu.raise_interrupt(1);
+    d.edu.acknowledge_interrupt();
+    check!(msi.heard()?, "edu's MSI no longer arrives after the attempts");
     Ok(())
 }
 

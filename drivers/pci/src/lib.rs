@@ -172,6 +172,24 @@ pub enum PciError {
         /// The address asked for.
         address: u64,
     },
+    /// A checked MSI write ([`Function::write_msi_field`]) at an offset
+    /// that is no MSI or MSI-X capability field a driver may write.
+    NotMsiField {
+        /// The function.
+        bdf: Bdf,
+        /// The 32-bit register's offset.
+        offset: u16,
+    },
+    /// A checked MSI write that changes bits outside the field's writable
+    /// ones (capability id, next pointer, read-only control bits, ...).
+    MsiReadOnlyBits {
+        /// The function.
+        bdf: Bdf,
+        /// The 32-bit register's offset.
+        offset: u16,
+        /// The bits it would have changed that are not the driver's.
+        bits: u32,
+    },
     /// The BAR index is 6 or more.
     BarIndexOutOfRange(u8),
     /// The header is not type 0 (a bridge or CardBus): its BARs differ.
@@ -200,6 +218,14 @@ impl fmt::Display for PciError {
             PciError::MsiAddressTooHigh { bdf, address } => write!(
                 f,
                 "{bdf}: its MSI capability takes 32-bit addresses, not {address:#x}"
+            ),
+            PciError::NotMsiField { bdf, offset } => write!(
+                f,
+                "{bdf}: offset {offset:#x} is no MSI or MSI-X field a driver may write"
+            ),
+            PciError::MsiReadOnlyBits { bdf, offset, bits } => write!(
+                f,
+                "{bdf}: the write at {offset:#x} changes bits {bits:#x}, which are not the MSI fields'"
             ),
             PciError::BarIndexOutOfRange(index) => {
                 write!(f, "BAR index {index} is out of range (0..6)")
@@ -332,6 +358,58 @@ impl<'a, A: ConfigAccess + ?Sized> Function<'a, A> {
         let control = (header >> 16) & !(0b111 << 4) | 1;
         self.write(at, (header & 0xFFFF) | (control << 16));
         Ok(())
+    }
+
+    /// The bits of the 32-bit register at `offset` a driver may write to
+    /// set up its interrupts: the MSI capability's enable and Multiple
+    /// Message Enable, message address, upper address (64-bit capable),
+    /// data and mask bits (per-vector masking); the MSI-X capability's
+    /// enable and function mask. `None` for every other register: the
+    /// capability's id and next pointer, the table offsets, the command
+    /// register, BARs, anything else.
+    pub fn msi_writable_bits(&mut self, offset: u16) -> Option<u32> {
+        const MSI: u8 = 0x05;
+        const MSIX: u8 = 0x11;
+        if let Some(at) = self.capability(MSI) {
+            let control = self.read(at) >> 16;
+            let wide = control & (1 << 7) != 0;
+            let masking = control & (1 << 8) != 0;
+            let data = if wide { at + 12 } else { at + 8 };
+            let field = match offset {
+                o if o == at => Some(0x0071_0000),
+                o if o == at + 4 => Some(0xFFFF_FFFC),
+                o if wide && o == at + 8 => Some(u32::MAX),
+                o if o == data => Some(0x0000_FFFF),
+                o if masking && o == data + 4 => Some(u32::MAX),
+                _ => None,
+            };
+            if field.is_some() {
+                return field;
+            }
+        }
+        match self.capability(MSIX) {
+            Some(at) if offset == at => Some(0xC000_0000),
+            _ => None,
+        }
+    }
+
+    /// The checked write a driver's request may make (init's
+    /// `sys::resources::CONFIG_WRITE`): writes `value` to the register at
+    /// `offset` if it is one of [`Function::msi_writable_bits`]'s and
+    /// `value` changes no other bit of it; returns the register read back.
+    /// Errors: `NotMsiField`, `MsiReadOnlyBits` (nothing written).
+    pub fn write_msi_field(&mut self, offset: u16, value: u32) -> Result<u32, PciError> {
+        let bdf = self.bdf;
+        let writable = self
+            .msi_writable_bits(offset)
+            .ok_or(PciError::NotMsiField { bdf, offset })?;
+        let old = self.read(offset);
+        let bits = (old ^ value) & !writable;
+        if bits != 0 {
+            return Err(PciError::MsiReadOnlyBits { bdf, offset, bits });
+        }
+        self.write(offset, value);
+        Ok(self.read(offset))
     }
 
     /// Sets `bits` in the command register, keeping the others.

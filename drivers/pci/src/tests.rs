@@ -515,3 +515,70 @@ fn msi_refusals_name_the_function() {
     let mut function = Function::open(&mut looping, bdf).unwrap();
     assert_eq!(function.capability(0x05), None);
 }
+
+/// A virtio-like list: MSI-X at 0x40 (table in BAR 1), then a vendor cap.
+fn with_msix() -> Page {
+    let mut page = Page([0; 1024]);
+    page.0[0] = 0x1042_1af4;
+    page.0[1] = 1 << 20;
+    page.0[0x34 / 4] = 0x40;
+    page.0[0x40 / 4] = 0x0002_5011; // MSI-X, next 0x50, table size 3
+    page.0[0x44 / 4] = 0x0000_0001; // table at offset 0 of BAR 1
+    page.0[0x50 / 4] = 0x0000_0009; // vendor-specific, next 0
+    page
+}
+
+#[test]
+fn only_msi_fields_take_the_checked_write() {
+    let bdf = Bdf::new(0, 3, 0);
+    let mut page = with_msi(1 << 7);
+    let mut function = Function::open(&mut page, bdf).unwrap();
+    // Address, upper address, data, then enable: what enable_msi writes.
+    assert_eq!(function.write_msi_field(0x54, 0xFEE0_0010), Ok(0xFEE0_0010));
+    assert_eq!(function.write_msi_field(0x58, 0), Ok(0));
+    assert_eq!(function.write_msi_field(0x5C, 0x31), Ok(0x31));
+    let enabled = ((1 << 7) | 1) << 16 | 0x0005;
+    assert_eq!(function.write_msi_field(0x50, enabled), Ok(enabled));
+    // The capability id, the command register, a BAR, the PM cap, past
+    // the data (no per-vector masking): refused.
+    assert_eq!(
+        function.write_msi_field(0x50, enabled | 0x7),
+        Err(PciError::MsiReadOnlyBits {
+            bdf,
+            offset: 0x50,
+            bits: 0x2
+        })
+    );
+    for offset in [0x04, 0x10, 0x40, 0x60] {
+        assert_eq!(
+            function.write_msi_field(offset, 0),
+            Err(PciError::NotMsiField { bdf, offset }),
+            "{offset:#x}"
+        );
+    }
+    assert_eq!(page.0[1], 1 << 20, "the command register was not written");
+}
+
+#[test]
+fn msix_takes_enable_and_mask_only() {
+    let bdf = Bdf::new(0, 3, 0);
+    let mut page = with_msix();
+    let mut function = Function::open(&mut page, bdf).unwrap();
+    let enable = 0x8002_5011;
+    assert_eq!(function.write_msi_field(0x40, enable), Ok(enable));
+    assert_eq!(
+        function.write_msi_field(0x40, 0x8003_5011),
+        Err(PciError::MsiReadOnlyBits {
+            bdf,
+            offset: 0x40,
+            bits: 0x1_0000
+        }),
+        "the table size is read-only"
+    );
+    assert_eq!(
+        function.write_msi_field(0x44, 0x1000),
+        Err(PciError::NotMsiField { bdf, offset: 0x44 }),
+        "the table offset is not the driver's"
+    );
+    assert_eq!(page.0[0x44 / 4], 1);
+}

@@ -43,4 +43,6 @@ pub enum Flaw {
     DeviceSurvivesDelete,
     /// A fault queue keeps a dead notification.
     DanglingReferences,
+    /// The MSI doorbell is recorded but never mapped into the stage 2.
+    NoMsiDoorbell,
 }

@@ -68,6 +68,7 @@ mod dirty;
 mod env;
 mod faults;
 mod index;
+mod msi;
 mod pool;
 mod requests;
 mod smmu;
@@ -77,6 +78,7 @@ mod vtd;
 
 pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
+pub use msi::msi_doorbell_ipa;
 pub use requests::{KernelAnswers, PENDING_REQUESTS, PageRequest, Response};
 pub use state::State;
 pub use unit::IoUnit;

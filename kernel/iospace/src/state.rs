@@ -30,6 +30,8 @@ pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
     /// The nest slots built over this space (bit `i`: nest `i`), so its
     /// shadows and their tags are found without scanning every nest.
     pub(crate) nests: u32,
+    /// The MSI doorbell page mapped at its reserved IPA (`msi.rs`).
+    pub(crate) msi_doorbell: Option<u64>,
 }
 
 // `Space::nests` holds one bit per nest slot.
@@ -269,6 +271,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             did,
             dirty_tracking: false,
             nests: 0,
+            msi_doorbell: None,
         });
         self.reindex();
         Ok(())

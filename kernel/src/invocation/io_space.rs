@@ -63,11 +63,12 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             }
             // Device memory never goes into an IoSpace: no peer-to-peer
             // DMA, and the VT-d shadow walk reads only RAM as tables.
-            let (paddr, _) = objects::memory_of(caps, frame)?;
+            let (paddr, bits) = objects::memory_of(caps, frame)?;
             if crate::devmem::is_device_memory(paddr) {
                 return Err(Error::DeviceMemory);
             }
-            crate::io_space::ensure_pool(caps.lookup(slot)?.object())?;
+            let size = 1u64.checked_shl(u32::from(bits)).ok_or(Error::InvalidSize)?;
+            crate::io_space::ensure_map(caps.lookup(slot)?.object(), ipa, size)?;
             Ok(SpaceOp::Map {
                 space: slot,
                 frame,
@@ -91,6 +92,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             if call.argument(1)? != crate::io_space::USER_TABLE_FORMAT {
                 return Err(Error::InvalidArgument);
             }
+            crate::io_space::check_msi_window(caps.lookup(slot)?.object(), root_ipa, 4096)?;
             Ok(SpaceOp::BindUserTable {
                 space: slot,
                 root_ipa,

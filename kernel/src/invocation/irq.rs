@@ -27,6 +27,9 @@ pub(super) enum IrqOp {
         irq: u16,
         device: ObjectId,
         requester: u16,
+        /// The IoSpace the device translates through (aarch64: where the
+        /// doorbell is mapped).
+        space: Option<ObjectId>,
     },
     Ack {
         handler: ObjectId,
@@ -72,26 +75,30 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
             else {
                 return Err(Error::DeadObject);
             };
-            if !cfg!(target_arch = "x86_64") {
-                return Err(Error::NotSupported);
-            }
             // The device that will raise it: only its requester id passes
             // the line's interrupt remapping entry.
             let device = call.extra_cap(caps, 0)?;
             let device = caps
                 .lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?
                 .object();
-            let Some(caps::ObjectState::IoDevice { rid, .. }) =
+            let Some(caps::ObjectState::IoDevice { rid, attached, .. }) =
                 caps.object(device).map(|o| *o.state())
             else {
                 return Err(Error::DeadObject);
             };
             let requester = u16::try_from(rid).map_err(|_| Error::InvalidArgument)?;
+            let space = attached.map(|a| a.space);
+            // On aarch64 the MSI is a DMA write through the device's
+            // IoSpace, which must hold the doorbell: attach first.
+            if cfg!(target_arch = "aarch64") && space.is_none() {
+                return Err(Error::DeviceNotAttached);
+            }
             Ok(IrqOp::MsiMessage {
                 handler,
                 irq,
                 device,
                 requester,
+                space,
             })
         }
         (ObjectKind::IrqHandler, Invocation::IrqHandlerAck) => Ok(IrqOp::Ack {
@@ -107,7 +114,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
 /// (`ObjectTableFull`: the new handler capability is deleted again).
 /// `SetNotification`: the scheduler's registry (`ObjectTableFull`).
 /// `MsiMessage`: `InvalidArgument` when the line is not an MSI line (the
-/// architecture answers before it writes anything).
+/// architecture answers before it writes anything); on aarch64 then
+/// `TableMemoryExhausted` when the IoSpace's reservation cannot hold the
+/// doorbell's stage-2 walk (nothing changed).
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: IrqOp) -> Result<Reply, Error> {
     match op {
@@ -132,9 +141,19 @@ pub(super) fn perform(caps: &mut CapSystem, op: IrqOp) -> Result<Reply, Error> {
             irq,
             device,
             requester,
+            space,
         } => {
             let (address, data) =
                 crate::arch::bind_msi_line(irq, requester).ok_or(Error::InvalidArgument)?;
+            // aarch64: the doorbell, mapped into the device's IoSpace; the
+            // device writes its IPA (or an IOVA its stage 1 maps there).
+            #[cfg(target_arch = "aarch64")]
+            let address = crate::io_space::map_msi_doorbell(
+                space.ok_or(Error::DeviceNotAttached)?,
+                address,
+            )?;
+            #[cfg(not(target_arch = "aarch64"))]
+            let _ = space;
             crate::sched::set_msi_device(handler, device, u32::from(requester))?;
             return Ok(Reply {
                 mrs: [address, u64::from(data), 0, 0, 0, 0, 0, 0],

@@ -262,6 +262,19 @@ fn io(caps: &Caps, sides: &mut Sides) -> Result<(), Broken> {
             full |= sides.model.push(leaf).is_err();
         }
     });
+    // And the MSI doorbells, write-only (aarch64, `IrqHandler.MsiMessage`).
+    crate::io_space::view::msi_doorbells(|space, ipa, paddr| {
+        let leaf = Leaf {
+            space: u64::from(space.0),
+            address: ipa,
+            paddr,
+            bits: 12,
+            read: false,
+            write: true,
+            slot: KERNEL,
+        };
+        full |= sides.model.push(leaf).is_err();
+    });
     crate::io_space::view::stage2_leaves(|space, ipa, paddr, bits, perms| {
         let leaf = Leaf {
             space: u64::from(space.0),

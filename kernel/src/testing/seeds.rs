@@ -61,6 +61,18 @@ pub enum Seed {
     /// so the memory stays reachable after the model forgot the mapping;
     /// the fuzzer's abstraction check (`syscall_fuzzer`) fails.
     LeakCpuLeaf,
+    /// `msi-window-open`: `IoSpace.Map` and `BindUserTable` no longer
+    /// refuse the MSI window by name (x86_64: a Frame maps at
+    /// `0xFEE0_0000`; aarch64: the capability model's reserved-window check
+    /// answers `InvalidAddress`); the `edu` test
+    /// `msi_window_cannot_be_mapped` fails.
+    MsiWindowOpen,
+    /// `no-msi-doorbell` (aarch64): `IrqHandler.MsiMessage` answers the
+    /// doorbell IPA without mapping the GICv2m doorbell there, so the
+    /// device's MSI write faults in stage 2; the `edu` test
+    /// `msi_signals_dma_completion` fails.
+    #[cfg(target_arch = "aarch64")]
+    NoMsiDoorbell,
 }
 
 /// Whether `seed` is planted: always `false` in a kernel without the
@@ -95,6 +107,9 @@ mod planting {
         Seed::IoDeviceSurvivesDelete,
         Seed::DanglingReferences,
         Seed::LeakCpuLeaf,
+        Seed::MsiWindowOpen,
+        #[cfg(target_arch = "aarch64")]
+        Seed::NoMsiDoorbell,
     ];
 
     /// One bit per planted seed (bit `Seed as u32`). Written once at boot,
@@ -116,6 +131,9 @@ mod planting {
                 Seed::IoDeviceSurvivesDelete => "io-device-survives-delete",
                 Seed::DanglingReferences => "dangling-references",
                 Seed::LeakCpuLeaf => "leak-cpu-leaf",
+                Seed::MsiWindowOpen => "msi-window-open",
+                #[cfg(target_arch = "aarch64")]
+                Seed::NoMsiDoorbell => "no-msi-doorbell",
             }
         }
 
@@ -133,6 +151,9 @@ mod planting {
                 Seed::IoDeviceSurvivesDelete => "deleted IoDevices keep translating",
                 Seed::DanglingReferences => "references to dead objects are kept",
                 Seed::LeakCpuLeaf => "CPU leaves outlive their unmapping",
+                Seed::MsiWindowOpen => "the MSI window is not refused by name",
+                #[cfg(target_arch = "aarch64")]
+                Seed::NoMsiDoorbell => "the MSI doorbell is never mapped",
             }
         }
 

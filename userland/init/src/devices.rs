@@ -13,12 +13,13 @@
 //! is refused with a message saying so.
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use rt::mmio::Window;
 use rt::space::{Objects, map_frame};
 use sys::bootinfo;
+use sys::resources::Refusal;
 use sys::untypeds;
 use sys::{Cap, MapRights, PageTable};
 use sysdesc::PciAddress;
@@ -141,6 +142,26 @@ impl Devices {
         let mut config = config_of(ecam);
         let mut function = open(&mut config, device)?;
         Ok(function.read(offset as u16))
+    }
+
+    /// The checked MSI write of a driver's `CONFIG_WRITE`: `value` to the
+    /// register at `offset` of `device`'s MSI or MSI-X capability
+    /// (`pci::Function::write_msi_field`); the word read back.
+    pub fn config_write_msi(
+        &mut self,
+        objects: &mut Objects,
+        device: PciAddress,
+        offset: u16,
+        value: u32,
+    ) -> Result<u32, (Refusal, String)> {
+        let ecam = self
+            .ecam(objects)
+            .map_err(|e| (Refusal::BadArgument, e))?;
+        let mut config = config_of(ecam);
+        let mut function = open(&mut config, device).map_err(|e| (Refusal::BadArgument, e))?;
+        function
+            .write_msi_field(offset, value)
+            .map_err(|e| (Refusal::NotMsiField, e.to_string()))
     }
 
     /// Carves Frames for `length` bytes of device memory from `bar`'s page

@@ -63,6 +63,9 @@ struct Given {
     number: u64,
     /// The BARs mapped with `BAR`, bit per index.
     bars: u8,
+    /// The domain's slots of the IoDevice and of the fault queue and its
+    /// Notification, for `sys::status` (`status.rs`).
+    slots: status::Slots,
 }
 
 /// What init keeps of a grant's IoSpace from one `SPACE` to the next, so
@@ -149,6 +152,9 @@ impl Server {
             rt::println!("[init] a request with badge {badge:#x}, which names no domain: refused");
             return refused(Refusal::NotGranted);
         };
+        if let Some(reply) = self.status(objects, label, mrs[0]) {
+            return reply;
+        }
         let who = self.domains[domain].name.clone();
         let pci = mrs[0];
         let grant = self.description.dma_grants.iter().position(|g| {
@@ -166,6 +172,7 @@ impl Server {
                     | resources::RETURN_SPACE
                     | resources::BAR
                     | resources::CONFIG_READ
+                    | resources::CONFIG_WRITE
             ) {
                 rt::println!(
                     "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
@@ -194,6 +201,7 @@ impl Server {
                     },
                 );
             }
+            resources::CONFIG_WRITE => self.config_write(objects, grant, mrs[1]),
             _ => Err((
                 Refusal::UnknownRequest,
                 String::from("not a request init knows"),
@@ -271,6 +279,7 @@ impl Server {
         self.given[grant].number = self.domains[domain].devices;
         self.domains[domain].devices += 1;
         self.given[grant].device = Some((device, badged));
+        self.given[grant].slots.device = Some(given);
         Ok((
             ok(u64::from(given), registers),
             format!(
@@ -344,6 +353,41 @@ impl Server {
             .config_read(objects, address, offset)
             .map_err(|e| (Refusal::BadArgument, e))?;
         Ok(ok(u64::from(word), 0))
+    }
+
+    /// `CONFIG_WRITE`: MR1 = offset | value << 32, checked by
+    /// `pci::Function::write_msi_field` (the device's own MSI / MSI-X
+    /// fields only).
+    fn config_write(
+        &mut self,
+        objects: &mut Objects,
+        grant: usize,
+        argument: u64,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("to write its configuration space before the device"),
+            ));
+        }
+        let (offset, value) = (argument as u16, (argument >> 32) as u32);
+        if (argument >> 16) & 0xFFFF != 0 || !offset.is_multiple_of(4) || offset >= 4096 {
+            return Err((
+                Refusal::NotMsiField,
+                format!(
+                    "to write at offset {:#x}: not a 4-byte aligned offset below 0x1000",
+                    argument & 0xFFFF_FFFF
+                ),
+            ));
+        }
+        let address = self.description.dma_grants[grant].device;
+        let word = self
+            .devices
+            .config_write_msi(objects, address, offset, value)?;
+        Ok((
+            ok(u64::from(word), 0),
+            format!("to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"),
+        ))
     }
 
     fn space(
@@ -458,6 +502,7 @@ impl Server {
         let queue_slot = self.give(objects, domain, queue, None)?;
         let signal_slot = self.give(objects, domain, signal, None)?;
         self.given[grant].queue = true;
+        self.given[grant].slots.queue = Some((queue_slot, signal_slot));
         Ok((
             ok(u64::from(queue_slot), u64::from(signal_slot)),
             format!(
@@ -501,6 +546,7 @@ fn destroy_space(objects: &mut Objects, space: Cap<IoSpace>) -> Result<(), (Refu
         .map_err(kernel("CNode.Delete of the IoSpace"))
 }
 
+mod status;
 #[cfg(test)]
 mod tests;
 

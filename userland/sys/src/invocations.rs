@@ -589,13 +589,27 @@ impl Cap<IrqHandler> {
         invoke_status(self, Invocation::IrqHandlerAck, &[], &[])
     }
 
-    /// `IrqHandlerMsiMessage`: for an MSI line (x86_64 lines 16..32), the
-    /// message address and data `device` must write to raise it; program
-    /// them into the device's MSI capability. Under interrupt remapping only
-    /// `device` can then raise the line.
+    /// `IrqHandlerMsiMessage`: for an MSI line, the message address and
+    /// data `device` must write to raise it; program them into the
+    /// device's MSI or MSI-X capability.
     ///
-    /// Errors: `InvalidArgument` (not an MSI line), `NotSupported` (no MSI
-    /// lines on this architecture), lookup errors for `device`.
+    /// - x86_64 (lines 16..32): the address names the line's interrupt
+    ///   remapping entry; only `device` can then raise the line.
+    /// - aarch64 (the GICv2m frame's SPIs, INTIDs 80..144 on `virt`): the
+    ///   kernel maps the GICv2m doorbell write-only into the IoSpace
+    ///   `device` is attached to, at the last page of its IPA range (the
+    ///   MSI window), and answers that IPA plus the
+    ///   doorbell's offset, with the line's INTID as data. A device
+    ///   attached directly writes that address; a device nested under a
+    ///   stage-1 table needs an IOVA its stage 1 maps to the doorbell
+    ///   page's IPA (write permission), and writes that IOVA plus the
+    ///   offset. GICv2m cannot tell devices apart: any device of that
+    ///   IoSpace can raise any GICv2m SPI.
+    ///
+    /// Errors: `InvalidArgument` (not an MSI line), `DeviceNotAttached`
+    /// (aarch64: attach the device first), `TableMemoryExhausted`
+    /// (aarch64: the IoSpace's table reservation is used up), lookup
+    /// errors for `device`.
     pub fn msi_message(self, device: Cap<IoDevice>) -> Result<(u64, u32), Error> {
         let reply = invoke(
             self,
@@ -779,8 +793,10 @@ impl Cap<IoSpace> {
     /// write only; at most the Frame capability's).
     ///
     /// Errors: `InvalidAddress` (misaligned, out of range, or in the
-    /// reserved kernel window), `AddressInUse`, `AlreadyMapped`,
-    /// `InvalidRights`, `DeviceMemory` (a Frame of device memory: no
+    /// reserved kernel window), `MsiWindow` (overlaps the MSI window:
+    /// x86_64 `0xFEE0_0000..0xFEF0_0000`, aarch64 the doorbell page at the
+    /// top of the IPA range, see [`Cap::<IrqHandler>::msi_message`]),
+    /// `AddressInUse`, `AlreadyMapped`, `InvalidRights`, `DeviceMemory` (a Frame of device memory: no
     /// peer-to-peer DMA), `TableMemoryExhausted` (this IoSpace's table
     /// reservation is used up; stage-2 tables go back only with the
     /// IoSpace).
@@ -798,7 +814,8 @@ impl Cap<IoSpace> {
     ///
     /// Errors: `NotMapped`, `IommuTimeout` (the unit did not confirm the
     /// invalidation: the mapping is gone and the space's devices are
-    /// blocked).
+    /// blocked). The MSI doorbell is no Frame of anyone's: it cannot be
+    /// named here, so it stays mapped for the IoSpace's life.
     pub fn unmap(self, frame: Cap<Frame>) -> Result<(), Error> {
         invoke_status(self, Invocation::IoSpaceUnmap, &[], &[frame.slot()])
     }
@@ -806,8 +823,8 @@ impl Cap<IoSpace> {
     /// `IoSpaceBindUserTable`: creates in the empty slot `dest` an IoUserTable rooted
     /// at IPA `root_ipa` in `format`.
     ///
-    /// Errors: `InvalidAddress`, `InvalidArgument` (format not supported by
-    /// the unit).
+    /// Errors: `InvalidAddress`, `MsiWindow` (the root in the MSI window),
+    /// `InvalidArgument` (format not supported by the unit).
     pub fn bind_user_table(
         self,
         root_ipa: u64,

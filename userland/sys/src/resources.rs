@@ -15,6 +15,7 @@
 //! | [`RETURN_SPACE`] | PCI address | 0 | 0 | 0 |
 //! | [`BAR`] | PCI address | BAR index (0..=5) | where the whole BAR is mapped in the caller | its size, bytes |
 //! | [`CONFIG_READ`] | PCI address | offset in its configuration space (4-byte aligned, below 4096) | the 32-bit word there | 0 |
+//! | [`CONFIG_WRITE`] | PCI address | offset (low 16 bits) and the new 32-bit word (bits 32..64) | the word read back | 0 |
 //!
 //! A PCI address is `bus << 8 | device << 3 | function` (the requester
 //! id). A reply's label is 0 on success, else the [`Refusal`] code (MR0
@@ -26,6 +27,18 @@
 //! named BAR) reads its function's configuration space through init, which
 //! never lets a driver write it, and asks for the BARs it names. A device
 //! without a memory BAR 0 gets no registers with [`DEVICE`] (reply MR1 0).
+//!
+//! `CONFIG_WRITE` is the one configuration write a driver may make: a
+//! register of its own device's MSI or MSI-X capability, changing only the
+//! bits a driver sets up its interrupts with (MSI: enable and Multiple
+//! Message Enable, address, upper address, data, mask bits; MSI-X: enable
+//! and function mask; `pci::Function::msi_writable_bits`). Anything else
+//! (the command register, BARs, another capability, read-only bits) is
+//! refused with [`Refusal::NotMsiField`] and nothing is written. The
+//! message itself comes from `IrqHandler.MsiMessage`; init does not check
+//! it, the IOMMU does (x86_64: interrupt remapping refuses a message whose
+//! entry is not the device's; aarch64: the write must translate to the
+//! doorbell through the device's own IoSpace).
 
 use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, Notification, Slot};
 use crate::{Error, MessageInfo};
@@ -43,6 +56,8 @@ pub const RETURN_SPACE: u32 = 0x10_0004;
 pub const BAR: u32 = 0x10_0005;
 /// Read one word of a granted device's configuration space.
 pub const CONFIG_READ: u32 = 0x10_0006;
+/// Write one register of a granted device's MSI or MSI-X capability.
+pub const CONFIG_WRITE: u32 = 0x10_0007;
 
 /// Why init refused a request (the reply's label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +80,9 @@ pub enum Refusal {
     /// The kernel refused one of init's invocations (6); the error is in
     /// the reply's MR0.
     KernelError(Error),
+    /// A configuration write that is not to the device's MSI or MSI-X
+    /// fields, or changes bits a driver may not (8).
+    NotMsiField,
     /// A reply label this crate does not know.
     Unknown(u32),
 }
@@ -80,6 +98,7 @@ impl Refusal {
             Refusal::UnknownRequest => 5,
             Refusal::KernelError(_) => 6,
             Refusal::BadArgument => 7,
+            Refusal::NotMsiField => 8,
             Refusal::Unknown(code) => code,
         }
     }
@@ -99,6 +118,7 @@ impl Refusal {
                     .unwrap_or(crate::syscall::UNKNOWN_STATUS),
             ),
             7 => Refusal::BadArgument,
+            8 => Refusal::NotMsiField,
             other => Refusal::Unknown(other),
         }
     }
@@ -189,6 +209,22 @@ pub fn config_read(init: Cap<Endpoint>, pci: u64, offset: u16) -> Result<u32, Re
     Ok(word as u32)
 }
 
+/// [`CONFIG_WRITE`]: writes `value` to the register at `offset` of the
+/// MSI or MSI-X capability of the device at `pci`; the word read back.
+pub fn config_write(
+    init: Cap<Endpoint>,
+    pci: u64,
+    offset: u16,
+    value: u32,
+) -> Result<u32, RequestError> {
+    let [word, _] = request(
+        init,
+        CONFIG_WRITE,
+        [pci, u64::from(offset) | u64::from(value) << 32],
+    )?;
+    Ok(word as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +238,7 @@ mod tests {
             Refusal::DeviceFirst,
             Refusal::UnknownRequest,
             Refusal::BadArgument,
+            Refusal::NotMsiField,
             Refusal::Unknown(77),
         ] {
             assert_eq!(Refusal::from_reply(refusal.code(), 0), refusal);

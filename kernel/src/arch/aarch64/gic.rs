@@ -35,8 +35,31 @@ fn read(base: u64, offset: usize) -> u32 {
     unsafe { register(base, offset).read_volatile() }
 }
 
-/// Enables the distributor and CPU interface and the timer's PPI.
+/// GICv2m MSI frame on `-M virt` (GICv2 with TCG): a device's write of an
+/// INTID to `MSI_SETSPI` raises that SPI, if it is one of the frame's.
+const V2M_FRAME: u64 = 0x0802_0000;
+/// `MSI_TYPER`: bits 25:16 the first SPI's INTID, 9:0 how many.
+const V2M_MSI_TYPER: usize = 0x008;
+/// `MSI_SETSPI_NS`: the doorbell.
+const V2M_MSI_SETSPI: u64 = 0x040;
+
+/// The frame's SPIs as (first INTID, count), read once at boot.
+static V2M_SPIS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The physical doorbell that raises `id`, if `id` is one of GICv2m's SPIs.
+pub fn msi_doorbell(id: u32) -> Option<u64> {
+    let typer = V2M_SPIS.load(core::sync::atomic::Ordering::Relaxed);
+    let (first, count) = ((typer >> 16) & 0x3FF, typer & 0x3FF);
+    (first >= 32 && (first..first + count).contains(&id)).then_some(V2M_FRAME + V2M_MSI_SETSPI)
+}
+
+/// Enables the distributor and CPU interface and the timer's PPI, and
+/// reads which SPIs the GICv2m frame raises.
 pub fn init() {
+    V2M_SPIS.store(
+        read(V2M_FRAME, V2M_MSI_TYPER),
+        core::sync::atomic::Ordering::Relaxed,
+    );
     write(DISTRIBUTOR, GICD_CTLR, 1);
     let priority_word = GICD_IPRIORITYR + (TIMER_IRQ as usize & !3);
     let shift = (TIMER_IRQ % 4) * 8;

@@ -208,8 +208,9 @@ fn a_space_init_cannot_give_dies_and_leaves_the_stock_for_the_next() {
     sys::host::clear_kernel();
 }
 
-/// `BAR` and `CONFIG_READ` are answered only for a device the domain was
-/// given, and only for a BAR index or offset that names something; each
+/// `BAR`, `CONFIG_READ` and `CONFIG_WRITE` are answered only for a device
+/// the domain was given, and only for a BAR index or offset that names
+/// something; each
 /// refusal is decided before init touches the PCI bus (which a host has
 /// not).
 #[test]
@@ -217,7 +218,11 @@ fn bar_and_configuration_requests_are_checked_before_the_bus() {
     let (kernel, mut objects, mut server) = driver_server();
     let pci = edu();
     let other = u64::from(PciAddress::parse("00:03.0").unwrap().requester_id());
-    for label in [resources::BAR, resources::CONFIG_READ] {
+    for label in [
+        resources::BAR,
+        resources::CONFIG_READ,
+        resources::CONFIG_WRITE,
+    ] {
         let (refused, _) = server.handle(&mut objects, 1, label, [other, 0, 0, 0]);
         assert_eq!(refused, resources::Refusal::NotGranted.code(), "{label:#x}");
     }
@@ -232,6 +237,17 @@ fn bar_and_configuration_requests_are_checked_before_the_bus() {
             "offset {offset:#x}"
         );
     }
+    // A configuration write anywhere but an aligned register: refused by
+    // name before the bus (which register is MSI's is `pci`'s test).
+    for argument in [2, 0x1000, 0x1_0000, u64::MAX] {
+        let (label, _) =
+            server.handle(&mut objects, 1, resources::CONFIG_WRITE, [pci, argument, 0, 0]);
+        assert_eq!(
+            label,
+            resources::Refusal::NotMsiField.code(),
+            "argument {argument:#x}"
+        );
+    }
     server.given[0].bars = 1 << 4;
     let (label, _) = server.handle(&mut objects, 1, resources::BAR, [pci, 4, 0, 0]);
     assert_eq!(
@@ -243,6 +259,8 @@ fn bar_and_configuration_requests_are_checked_before_the_bus() {
     let (label, _) = server.handle(&mut objects, 1, resources::BAR, [pci, 4, 0, 0]);
     assert_eq!(label, resources::Refusal::DeviceFirst.code());
     let (label, _) = server.handle(&mut objects, 1, resources::CONFIG_READ, [pci, 0, 0, 0]);
+    assert_eq!(label, resources::Refusal::DeviceFirst.code());
+    let (label, _) = server.handle(&mut objects, 1, resources::CONFIG_WRITE, [pci, 0x50, 0, 0]);
     assert_eq!(label, resources::Refusal::DeviceFirst.code());
     drop(kernel);
     sys::host::clear_kernel();
