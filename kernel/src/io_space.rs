@@ -427,9 +427,11 @@ pub fn read_dirty(
         })
 }
 
-/// Whether `IoPasid.Attach` can install entries: VT-d in scalable mode.
-pub fn pasids_supported() -> bool {
+/// Whether `IoPasid.Attach` can install entries, through an IoUserTable
+/// (`nested`) or straight to an IoSpace: VT-d in scalable mode both,
+/// SMMUv3 with SubstreamIDs nested only (QEMU's SMMUv3 has none).
+pub fn pasids_supported(nested: bool) -> bool {
     UNIT.lock()
         .as_mut()
-        .is_some_and(|unit| hw(unit).pasids_supported())
+        .is_some_and(|unit| hw(unit).pasids_supported(nested))
 }

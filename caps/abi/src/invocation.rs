@@ -123,7 +123,10 @@ pub enum Invocation {
     /// (bit 0: `IoSpaceSetDirtyTracking` / `IoSpaceReadDirty` work, the
     /// unit updates dirty state in stage 2: VT-d ECAP.SLADS in scalable
     /// mode, SMMUv3 IDR0.HTTU = 2; bit 1: the unit sets accessed / dirty
-    /// bits in first-stage (driver) tables, VT-d ECAP.FLTS).
+    /// bits in first-stage (driver) tables, VT-d ECAP.FLTS; bit 2: page
+    /// requests reach `IoFaultQueue`s as recoverable records, answered with
+    /// `IoFaultQueueRespond`: VT-d ECAP.PRS in scalable mode, SMMUv3
+    /// IDR0.PRI; clear on QEMU, where no device raises them).
     IommuIdentify = 50,
     /// IommuControl: create the IoDevice for requester (PCI RID / StreamID)
     /// `MR0` in slot `MR1`. Errors: `OutOfScope` (not in the unit's device

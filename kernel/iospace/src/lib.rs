@@ -116,6 +116,8 @@ pub const ATTACHED: usize = 64;
 /// live entry, and one attachment's entry needs at most
 /// [`UNIT_TABLES_PER_ENTRY`].
 const UNIT_TABLES: usize = ATTACHED * UNIT_TABLES_PER_ENTRY;
+/// Most SMMUv3 streams with substreams (a CD table each) at once.
+pub const SUBSTREAM_TABLES: usize = 32;
 /// Most fault queues bound at once.
 pub const QUEUES: usize = 32;
 /// What one IoSpace may use of the unit's [`ATTACHED`] attachment records

@@ -50,6 +50,15 @@ pub(crate) struct Nest {
     pub(crate) leaves: u64,
 }
 
+/// An SMMUv3 stream whose PASIDs (SubstreamIDs) are attached: its CD
+/// table page, charged to `space` and mapped read-only in its stage 2
+/// (`smmu.rs`).
+pub(crate) struct Substreams {
+    pub(crate) stream: u16,
+    pub(crate) space: ObjectId,
+    pub(crate) page: u64,
+}
+
 /// Everything the layer keeps for unit `U`, reaching table memory through
 /// `M`, reporting to `E`.
 pub struct State<U: IoUnit, M, E: Env> {
@@ -59,6 +68,9 @@ pub struct State<U: IoUnit, M, E: Env> {
     by_object: Index,
     by_did: Index,
     pub(crate) nests: [Option<Nest>; NESTS],
+    /// SMMUv3 CD tables of streams with substreams; slot `i` is mapped at
+    /// its own IPA of the reserved window.
+    pub(crate) substreams: [Option<Substreams>; crate::SUBSTREAM_TABLES],
     /// Requesters (or PASIDs) pointed at a domain, with their nest.
     pub(crate) attached: Attachments<ObjectId, ATTACHED>,
     /// The unit's own table pages taken from the pool, and who paid.
@@ -100,6 +112,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             by_object: Index::new(),
             by_did: Index::new(),
             nests: [const { None }; NESTS],
+            substreams: [const { None }; crate::SUBSTREAM_TABLES],
             attached: Attachments::new(SHARE),
             unit_tables: UnitTables::new(),
             routes: heapless::Vec::new(),

@@ -33,8 +33,11 @@ pub trait IoUnit: Sized {
     /// The IPA a nest's CD page is mapped at (SMMUv3), in an IoSpace of
     /// `ipa_bits`.
     fn cd_ipa(ipa_bits: u32, index: usize) -> Option<u64>;
-    /// Whether `IoPasid.Attach` can install entries.
-    fn pasids_supported(&self) -> bool;
+    /// Whether `IoPasid.Attach` can install entries, through a driver's
+    /// stage 1 (`nested`: an IoUserTable) or straight to an IoSpace: VT-d
+    /// in scalable mode both; SMMUv3 with SubstreamIDs (IDR1.SSIDSIZE > 0)
+    /// nested only, since a substream always translates through a CD.
+    fn pasids_supported(&self, nested: bool) -> bool;
     /// Whether the unit updates dirty state in stage 2, so
     /// `IoSpace.SetDirtyTracking` and `ReadDirty` work: VT-d ECAP.SLADS in
     /// scalable mode (PASID entry SSADE), SMMUv3 IDR0.HTTU = 2 (STE.S2HD).

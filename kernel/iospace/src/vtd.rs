@@ -89,7 +89,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         None
     }
 
-    fn pasids_supported(&self) -> bool {
+    fn pasids_supported(&self, _nested: bool) -> bool {
         scalable(self)
     }
 

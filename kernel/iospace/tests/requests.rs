@@ -19,7 +19,7 @@ mod common;
 
 use abi::Error;
 use caps::{FaultSource, ObjectId, Rights};
-use common::{DATA_IPA, DATA_PAGES, IOVA, MEMORY, Model, World, smmu, vtd};
+use common::{DATA_IPA, DATA_PAGES, Faults, IOVA, MEMORY, Model, World, smmu, vtd};
 use iommu::model::smmu_device::SimSmmu;
 use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, SimVtd};
 use iommu::model::{Access, DeviceError, DeviceOutcome, SimMemory, TransactionId};
@@ -38,6 +38,23 @@ const DEVICE_NOTIFY: u32 = 7;
 const DOMAIN_NOTIFY: u32 = 8;
 const DEVICE_BADGE: u64 = 0xdead;
 const DOMAIN_BADGE: u64 = 0xbeef;
+
+/// A new IoSpace with its `DATA_PAGES` data pages mapped read-write.
+fn space_with_data<U, D, F>(world: &mut World<'_, U, D, F>) -> ObjectId
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let space = world.create_space().unwrap();
+    for i in 0..DATA_PAGES {
+        let pa = world.page();
+        world
+            .map(space, DATA_IPA + 4096 * i, pa, Rights::READ_WRITE)
+            .unwrap();
+    }
+    space
+}
 
 /// A requester (RID, PASID) of the scenario and its driver stage 1.
 #[derive(Clone, Copy, Debug)]
@@ -74,13 +91,7 @@ where
     F: PageTableFormat + Copy,
 {
     assert!(world.enable_page_requests(), "the unit has page requests");
-    let space = world.create_space().unwrap();
-    for i in 0..DATA_PAGES {
-        let pa = world.page();
-        world
-            .map(space, DATA_IPA + 4096 * i, pa, Rights::READ_WRITE)
-            .unwrap();
-    }
+    let space = space_with_data(world);
     let mut requesters = Vec::new();
     for &rid in rids {
         let numbers: Vec<Option<u32>> = if pasids.is_empty() {
@@ -524,12 +535,15 @@ fn vtd_kernel_answers_failure_on_each_death_and_the_deadline() {
 
 #[test]
 fn smmu_kernel_answers_failure_on_each_death_and_the_deadline() {
-    for death in [Death::Queue, Death::Detach, Death::Space, Death::Deadline] {
-        let memory = SimMemory::new(MEMORY);
-        let device = SimSmmu::per_spec(&memory);
-        let mut world = smmu(&memory, &device);
-        let failure = DeviceOutcome::Failed(DeviceError::Response(1));
-        kernel_fails(&mut world, &SMMU_SIDS[..3], &[], death, failure);
+    // Streams nested themselves, then streams with substreams.
+    for (sids, pasids) in [(&SMMU_SIDS[..3], &[][..]), (&SMMU_SIDS[..2], &[1, 2][..])] {
+        for death in [Death::Queue, Death::Detach, Death::Space, Death::Deadline] {
+            let memory = SimMemory::new(MEMORY);
+            let device = SimSmmu::per_spec(&memory);
+            let mut world = smmu(&memory, &device);
+            let failure = DeviceOutcome::Failed(DeviceError::Response(1));
+            kernel_fails(&mut world, sids, pasids, death, failure);
+        }
     }
 }
 
@@ -580,4 +594,90 @@ fn units_as_qemu_have_no_page_requests() {
     let mut world = smmu(&memory, &device);
     assert!(!world.unit.page_requests_supported());
     assert!(!world.enable_page_requests());
+}
+
+#[test]
+fn smmu_substreams_of_many_streams_page_request_answered_success() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    // Each stream attached to stage 2 directly, PASIDs 1 and 2 each through
+    // its own stage 1 (SubstreamIDs, S1DSS = bypass for the stream's own DMA).
+    let cost = round_trip(&mut world, &SMMU_SIDS[..3], &[1, 2]);
+    assert_eq!(cost, 2);
+    let own: Vec<(u16, Option<u32>)> = SMMU_SIDS[..3].iter().map(|&s| (s, None)).collect();
+    assert_eq!(world.check(&own, true).unwrap(), 3 * 32);
+}
+
+/// SMMUv3 substreams through the layer: a stream's PASIDs each translate
+/// through their own stage 1 beside the stream's own DMA (nested: CD 0,
+/// S1DSS = 0b10; direct: stage 2 only, S1DSS = 0b01); detaching one PASID
+/// leaves the others; the last one puts the stream's STE back and its CD
+/// table page back in the IoSpace's reservation. As QEMU (SSIDSIZE = 0):
+/// no PASIDs.
+#[test]
+fn smmu_substreams_translate_beside_the_stream_and_go_back() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    assert!(world.unit.pasids_supported(true));
+    assert!(!world.unit.pasids_supported(false));
+    let space = space_with_data(&mut world);
+    let own = world.stage1_of(space).unwrap();
+    let roots: Vec<u64> = (1..=3)
+        .map(|k| world.another_stage1(space, k).unwrap())
+        .collect();
+    // 0x10 nested itself, 0x18 straight to stage 2.
+    world.attach_at(0x10, None, space, Some(own)).unwrap();
+    world.attach(0x18, None, space, false).unwrap();
+    let before = world.state.available(space).unwrap();
+    world
+        .attach_at(0x10, Some(1), space, Some(roots[0]))
+        .unwrap();
+    world
+        .attach_at(0x10, Some(2), space, Some(roots[1]))
+        .unwrap();
+    world
+        .attach_at(0x18, Some(3), space, Some(roots[2]))
+        .unwrap();
+    let all = [
+        (0x10, None),
+        (0x10, Some(1)),
+        (0x10, Some(2)),
+        (0x18, None),
+        (0x18, Some(3)),
+    ];
+    assert_eq!(world.check(&all, true).unwrap(), 5 * 32);
+    // A PASID of no CD, and one beyond the table: refused.
+    assert_eq!(
+        world.device.transact(0x10, Some(4), IOVA + 8, Access::Read),
+        None
+    );
+    assert_eq!(
+        world
+            .device
+            .transact(0x10, Some(64), IOVA + 8, Access::Read),
+        None
+    );
+    world.detach(0x10, Some(1)).unwrap();
+    assert_eq!(
+        world.device.transact(0x10, Some(1), IOVA + 8, Access::Read),
+        None
+    );
+    assert_eq!(world.check(&all, true).unwrap(), 4 * 32);
+    world.detach(0x10, Some(2)).unwrap();
+    world.detach(0x18, Some(3)).unwrap();
+    assert_eq!(
+        world.device.transact(0x10, Some(2), IOVA + 8, Access::Read),
+        None
+    );
+    assert_eq!(world.check(&all, true).unwrap(), 2 * 32);
+    // The CD tables (and the PASIDs' nests) went back to the reservation.
+    assert_eq!(world.state.available(space), Some(before));
+    world.unit.drain(&memory);
+    assert!(common::take_log().is_empty());
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::qemu(&memory);
+    let world = smmu(&memory, &device);
+    assert!(!world.unit.pasids_supported(true));
 }

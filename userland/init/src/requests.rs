@@ -386,7 +386,9 @@ impl Server {
             .config_write_msi(objects, address, offset, value)?;
         Ok((
             ok(u64::from(word), 0),
-            format!("to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"),
+            format!(
+                "to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"
+            ),
         ))
     }
 

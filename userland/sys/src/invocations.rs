@@ -669,6 +669,9 @@ pub struct IommuInfo {
     pub dirty_tracking: bool,
     /// MR5 bit 1: the unit sets accessed / dirty bits in first-stage tables.
     pub first_stage_dirty: bool,
+    /// MR5 bit 2: page requests arrive as recoverable fault records,
+    /// answered with [`Cap::<IoFaultQueue>::respond`].
+    pub page_requests: bool,
 }
 
 impl IommuInfo {
@@ -689,6 +692,7 @@ impl IommuInfo {
             domain_ids: mrs[4],
             dirty_tracking: mrs[5] & 1 != 0,
             first_stage_dirty: mrs[5] & 2 != 0,
+            page_requests: mrs[5] & 4 != 0,
         }
     }
 

@@ -269,7 +269,7 @@ fn identify_decodes_six_registers() {
         mrs: [1, 0b1010, 20, (1 << 12) | (1 << 21) | (1 << 30)],
         ..ok()
     };
-    let _seen = recording(reply, &[65536, 0b10]);
+    let _seen = recording(reply, &[65536, 0b110]);
     let info = cap::<IommuControl>(5).identify().unwrap();
     clear_kernel();
     assert_eq!(
@@ -285,6 +285,7 @@ fn identify_decodes_six_registers() {
             domain_ids: 65536,
             dirty_tracking: false,
             first_stage_dirty: true,
+            page_requests: true,
         }
     );
     assert!(info.supports_page_size(21));
@@ -318,6 +319,10 @@ fn pop_decodes_six_registers() {
         FaultRecord::from_registers([0, 3, 0, 1, 1, 0]).pasid,
         Some(3)
     );
+    assert_eq!(record.unwrap().page_request(), None);
+    // Stage 0: a page request, MR5 its id.
+    let request = FaultRecord::from_registers([0x77, 1, 0x2000, 2, 0, 9]);
+    assert_eq!(request.page_request(), Some(9));
 }
 
 #[test]
