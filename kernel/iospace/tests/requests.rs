@@ -221,8 +221,9 @@ impl Issued for iommu::smmuv3::Smmu<&SimSmmu<'_>> {
 
 /// Every requester asks at once; the driver serves them in reverse order
 /// and answers `Success`; each waiting transaction completes at its new
-/// frame. Returns the queue entries one answer cost.
-fn round_trip<U, D, F>(world: &mut World<'_, U, D, F>, rids: &[u16], pasids: &[u32]) -> u64
+/// frame. Returns the queue entries (waits included) the driver's service
+/// of one request cost (its `Map` and `Invalidate`), and its answer.
+fn round_trip<U, D, F>(world: &mut World<'_, U, D, F>, rids: &[u16], pasids: &[u32]) -> (u64, u64)
 where
     U: IoUnit + common::Faults + Issued,
     D: Model,
@@ -251,14 +252,16 @@ where
         .iter()
         .map(|r| record_of(&records, r, rids[0]))
         .collect();
-    let mut cost = 0;
+    let (mut cost, mut invalidation) = (0, 0);
     for (i, r) in requesters.iter().enumerate().rev() {
         // Still waiting until its answer.
         assert_eq!(
             world.device.outcome(waiting[i]),
             DeviceOutcome::Waiting(waiting[i])
         );
+        let before = world.unit.issued();
         let frame = serve(world, space, r);
+        invalidation = world.unit.issued() - before;
         let (queue, id) = ids[i];
         let before = world.unit.issued();
         world
@@ -297,7 +300,7 @@ where
     );
     assert!(!world.state.requests_pending());
     assert_eq!(world.state.kernel_answers(), Default::default());
-    cost
+    (invalidation, cost)
 }
 
 fn vtd_unit(memory: &SimMemory) -> SimVtd<'_> {
@@ -312,9 +315,13 @@ fn vtd_pasids_of_many_devices_page_request_answered_success() {
     let memory = SimMemory::new(MEMORY);
     let device = vtd_unit(&memory);
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
-    let cost = round_trip(&mut world, &VTD_RIDS, &[1, 2]);
+    let (service, answer) = round_trip(&mut world, &VTD_RIDS, &[1, 2]);
     // Page group response + wait descriptor.
-    assert_eq!(cost, 2);
+    assert_eq!(answer, 2);
+    // The driver's Invalidate of the page: one command and its wait
+    // (the Map of a page that was not mapped needs none).
+    assert_eq!(service, 2);
+    println!("VT-d page-request round trip: {service} + {answer} queue entries");
 }
 
 #[test]
@@ -322,9 +329,13 @@ fn smmu_streams_page_request_answered_success() {
     let memory = SimMemory::new(MEMORY);
     let device = SimSmmu::per_spec(&memory);
     let mut world = smmu(&memory, &device);
-    let cost = round_trip(&mut world, &SMMU_SIDS, &[]);
+    let (service, answer) = round_trip(&mut world, &SMMU_SIDS, &[]);
     // CMD_PRI_RESP + CMD_SYNC.
-    assert_eq!(cost, 2);
+    assert_eq!(answer, 2);
+    // The driver's Invalidate of the page: one command and its wait
+    // (the Map of a page that was not mapped needs none).
+    assert_eq!(service, 2);
+    println!("SMMUv3 page-request round trip: {service} + {answer} commands");
 }
 
 /// The device's view after one request answered `response` by the driver.
@@ -603,8 +614,12 @@ fn smmu_substreams_of_many_streams_page_request_answered_success() {
     let mut world = smmu(&memory, &device);
     // Each stream attached to stage 2 directly, PASIDs 1 and 2 each through
     // its own stage 1 (SubstreamIDs, S1DSS = bypass for the stream's own DMA).
-    let cost = round_trip(&mut world, &SMMU_SIDS[..3], &[1, 2]);
-    assert_eq!(cost, 2);
+    let (service, answer) = round_trip(&mut world, &SMMU_SIDS[..3], &[1, 2]);
+    assert_eq!(answer, 2);
+    // The driver's Invalidate of the page: one command and its wait
+    // (the Map of a page that was not mapped needs none).
+    assert_eq!(service, 2);
+    println!("SMMUv3 substream page-request round trip: {service} + {answer} commands");
     let own: Vec<(u16, Option<u32>)> = SMMU_SIDS[..3].iter().map(|&s| (s, None)).collect();
     assert_eq!(world.check(&own, true).unwrap(), 3 * 32);
 }
