@@ -285,7 +285,7 @@ pub fn pop(queue: ObjectId) -> (Option<[u64; 6]>, u64) {
 /// rest of its group) with `response` (`iospace::State::respond`).
 pub fn respond(queue: ObjectId, id: u64, response: iospace::Response) -> Result<(), Error> {
     let mut guard = UNIT.lock();
-    let unit = guard.as_mut().ok_or(Error::UnknownRequest)?;
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
     state.expire_requests(hw(unit), crate::arch::counter());
     state.respond(hw(unit), queue, id, response)

@@ -243,7 +243,9 @@ pub enum Invocation {
     /// Invalid (the device reports an error for this request), 2 Failure
     /// (the device reports an error and stops making page requests). The
     /// answer covers the other requests of the same page request group
-    /// in this queue. Errors: `InvalidArgument` (`MR1` > 2),
+    /// in this queue. Errors: `NotSupported` (the unit takes no page
+    /// requests: `IommuIdentify` MR5 bit 2 clear, as on QEMU, so no id
+    /// was ever issued), `InvalidArgument` (`MR1` > 2),
     /// `TruncatedMessage` (fewer than 2 words), `InsufficientRights` (no
     /// write right), `UnknownRequest` (this queue never issued `MR0`),
     /// `RequestAnswered` (answered already, by a `Respond` or by the

@@ -245,7 +245,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     /// `IoFaultQueue.Respond`: answers request `id` of `queue` (and the
     /// rest of its group pending there) with `response`. Errors:
-    /// `UnknownRequest` (the queue never issued `id`), `RequestAnswered`
+    /// `NotSupported` (the unit takes no page requests: no id is ever
+    /// issued), `UnknownRequest` (the queue never issued `id`), `RequestAnswered`
     /// (answered already, by its driver or by the kernel), `IommuTimeout`
     /// (the unit did not take the answer; the request counts as answered).
     pub fn respond(
@@ -255,6 +256,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         id: u64,
         response: Response,
     ) -> Result<(), Error> {
+        if !unit.page_requests_supported() {
+            return Err(Error::NotSupported);
+        }
         let queue = self
             .queues
             .iter_mut()

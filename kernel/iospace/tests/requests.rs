@@ -593,18 +593,40 @@ fn a_request_nobody_takes_is_answered_invalid_at_once() {
     );
 }
 
+/// As QEMU: no page requests; `Respond` answers `NotSupported`.
+fn no_page_requests<U, D, F>(world: &mut World<'_, U, D, F>)
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    assert!(!world.unit.page_requests_supported());
+    assert!(!world.enable_page_requests());
+    world.bind(
+        DEVICE_QUEUE,
+        DEVICE_NOTIFY,
+        DEVICE_BADGE,
+        FaultSource::Device(0x10),
+    );
+    assert_eq!(
+        world
+            .state
+            .respond(&mut world.unit, DEVICE_QUEUE, 1, Response::Success),
+        Err(Error::NotSupported)
+    );
+}
+
 #[test]
 fn units_as_qemu_have_no_page_requests() {
     let memory = SimMemory::new(MEMORY);
     let device = SimVtd::new(&memory, QEMU_CAP, QEMU_ECAP, true);
-    let mut world = vtd(&memory, &device, RootTableMode::Legacy);
-    assert!(!world.unit.page_requests_supported());
-    assert!(!world.enable_page_requests());
+    no_page_requests(&mut vtd(&memory, &device, RootTableMode::Legacy));
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, common::PASID_ECAP, true);
+    no_page_requests(&mut vtd(&memory, &device, RootTableMode::Scalable));
     let memory = SimMemory::new(MEMORY);
     let device = SimSmmu::qemu(&memory);
-    let mut world = smmu(&memory, &device);
-    assert!(!world.unit.page_requests_supported());
-    assert!(!world.enable_page_requests());
+    no_page_requests(&mut smmu(&memory, &device));
 }
 
 #[test]

@@ -1056,7 +1056,9 @@ impl Cap<IoFaultQueue> {
     /// [`FaultRecord::page_request`]) with `response`; the answer covers
     /// the rest of its page request group.
     ///
-    /// Errors: `UnknownRequest` (this queue never issued `id`),
+    /// Errors: `NotSupported` (the unit takes no page requests:
+    /// [`IommuInfo::page_requests`] is false), `UnknownRequest` (this
+    /// queue never issued `id`),
     /// `RequestAnswered` (answered already, by a `respond` or by the
     /// kernel's `Failure` after a detach, a delete or the deadline),
     /// `InsufficientRights`, `IommuTimeout`.
