@@ -57,16 +57,10 @@ impl caps::EffectSink for ApplyEffects {
             } => crate::vspace::unmap_leaf(vspace, vaddr, size_bits),
             Effect::ClearMemory { paddr, size_bits } => {
                 if crate::arch::phys_map_covers(paddr, 1 << size_bits) {
-                    // SAFETY: the model hands out memory of an Untyped the
-                    // kernel created from free RAM, never twice while live
-                    // (invariant 4, model-checked), in the direct map.
-                    unsafe {
-                        core::ptr::write_bytes(
-                            crate::mem::phys_to_virt(paddr) as *mut u8,
-                            0,
-                            1 << size_bits,
-                        )
-                    };
+                    // The model hands out memory of an Untyped the kernel
+                    // created from free RAM, never twice while live
+                    // (invariant 4, model-checked).
+                    crate::mem::zero(paddr, 1 << size_bits);
                 }
             }
             other => {

@@ -67,9 +67,10 @@ impl Frames {
                 cnode,
                 vspace,
             }),
-            _ => Err(Failure(rt::__format!(
-                "no `untyped`, `cnode` or `vspace` in my capability table: the image gives the client no untyped"
-            ))),
+            found => Err(fail(
+                "no `untyped`, `cnode` or `vspace` in my capability table (the image gives the client no untyped)",
+                found,
+            )),
         }
     }
 

@@ -24,7 +24,7 @@ const PAGES: usize = 2;
 const CYCLES: usize = 10_000;
 
 /// The edu's requester id, as a driver names it in a request.
-fn edu() -> u64 {
+pub(super) fn edu() -> u64 {
     u64::from(PciAddress::parse("00:04.0").unwrap().requester_id())
 }
 
@@ -122,7 +122,7 @@ fn cycle(
 
 /// The stand-in kernel booted, init's objects, and a server for
 /// [`driver_image`] whose device was given.
-fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
+pub(super) fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
     let (kernel, info) = ModelKernel::boot();
     let mut objects = Objects::from_boot_info(&info);
     let description = driver_image();
