@@ -427,6 +427,28 @@ pub fn resume(object: ObjectId, paddr: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether the registry has room for every object of `objects` (object,
+/// physical address) it does not hold yet: `Tcb.Configure`, `Resume` and
+/// `SetFaultHandler` check it in decode, so their perform's registrations
+/// find room (decode and perform run under one hold of the capability
+/// lock, and nothing else registers in between). Errors: `ObjectTableFull`.
+pub fn registry_room(objects: &[(ObjectId, u64)]) -> Result<(), Error> {
+    let scheduler = SCHEDULER.lock();
+    let missing = objects
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(object, paddr))| {
+            !scheduler.is_registered(object, paddr)
+                && !scheduler.registry.iter().any(|r| r.paddr == paddr)
+                && !objects[..i].iter().any(|&(_, earlier)| earlier == paddr)
+        })
+        .count();
+    if scheduler.registry.len() + missing > scheduler.registry.capacity() {
+        return Err(Error::ObjectTableFull);
+    }
+    Ok(())
+}
+
 /// `Tcb.Suspend` on the TCB at `paddr`: it stops, taken off any queue.
 pub fn suspend(paddr: u64) {
     SCHEDULER.lock().detach(paddr);

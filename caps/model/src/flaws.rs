@@ -36,11 +36,14 @@ pub struct Flaws {
     /// `respond_access` (`IoFaultQueue.Respond`) accepts an IoFaultQueue
     /// cap with only the read right.
     pub respond_needs_read_only: bool,
+    /// `sva_bind_access` (`IoDevice.BindVSpace`) accepts a VSpace root
+    /// PageTable cap with only the read right.
+    pub sva_bind_read_only: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 10] {
+    pub fn each() -> [(&'static str, Flaws); 11] {
         let none = Flaws::default();
         [
             (
@@ -110,6 +113,13 @@ impl Flaws {
                 "respond_needs_read_only",
                 Flaws {
                     respond_needs_read_only: true,
+                    ..none
+                },
+            ),
+            (
+                "sva_bind_read_only",
+                Flaws {
+                    sva_bind_read_only: true,
                     ..none
                 },
             ),

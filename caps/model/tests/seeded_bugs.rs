@@ -26,6 +26,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "stale_ipa_index" => "mapping index",
         "dirty_needs_read_only" => "dirty access needs write",
         "respond_needs_read_only" => "respond needs write",
+        "sva_bind_read_only" => "sva bind needs write",
         other => panic!("unknown seeded bug {other}"),
     }
 }
@@ -38,6 +39,8 @@ fn checker_catches_every_seeded_bug() {
         // IoFaultQueue caps) are offered in their own scenario only.
         let bounds = if bug == "dirty_needs_read_only" || bug == "respond_needs_read_only" {
             Bounds::dirty()
+        } else if bug == "sva_bind_read_only" {
+            Bounds::sva()
         } else {
             Bounds {
                 depth: 6,
@@ -76,6 +79,11 @@ fn checker_catches_every_seeded_bug() {
             (
                 "respond needs write",
                 "a Respond succeeded without WRITE".into(),
+            )
+        } else if last.sva_without_write {
+            (
+                "sva bind needs write",
+                "a BindVSpace succeeded without WRITE".into(),
             )
         } else {
             check_all(&last.caps, &last.hw).expect_err("the trace must end in a violation")

@@ -33,7 +33,7 @@ enum Source {
     /// A user program (`userland/tests/NAME`), booted as the root task.
     Program(&'static str),
     /// A system image (`images/NAME.toml`), booted with init and its
-    /// devices (a virtio-blk image with a fresh disk each boot).
+    /// devices (a block image with a fresh disk each boot).
     Image(&'static str),
 }
 

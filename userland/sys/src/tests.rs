@@ -205,6 +205,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::IoDeviceAttachNested, 70, &[], &[72]);
     device.detach().unwrap();
     check(I::IoDeviceDetach, 70, &[], &[]);
+    device.bind_vspace(table).unwrap();
+    check(I::IoDeviceBindVSpace, 70, &[], &[51]);
     let pasid = device.mint_pasid(1, slot(73)).unwrap();
     assert_eq!(pasid, cap(73));
     check(I::IoDeviceMintPasid, 70, &[1, 73], &[]);

@@ -82,6 +82,10 @@ pub struct Bounds {
     /// `IoFaultQueue.Respond` on every IoFaultQueue cap and read-only and
     /// all-rights mints of them.
     pub dirty: bool,
+    /// Retype one PageTable (a VSpace root) at boot, offer
+    /// `IoDevice.BindVSpace` for every IoDevice and PageTable cap, and
+    /// read-only and all-rights mints of both.
+    pub sva: bool,
     /// Slots (after the boot capabilities) actions may fill.
     pub free_slots: u32,
     /// Exploration depth bound (0: explore the whole reachable state space).
@@ -105,6 +109,7 @@ impl Default for Bounds {
             attach: true,
             delete: true,
             dirty: false,
+            sva: false,
             free_slots: 2,
             depth: 0,
         }
@@ -158,6 +163,26 @@ impl Bounds {
         }
     }
 
+    /// Scenario "sva": 1 frame, 1 IoSpace, 1 device, 1 PageTable, 1 free
+    /// slot; mint (IoDevice and PageTable caps, read-only or all rights),
+    /// map, unmap, attach, detach, delete, revoke, and `BindVSpace` with
+    /// every IoDevice cap and PageTable cap; every state within 6
+    /// operations.
+    pub fn sva() -> Self {
+        Bounds {
+            frames: 1,
+            spaces: 1,
+            devices: 1,
+            pasids: 0,
+            free_slots: 1,
+            retype: false,
+            user_tables: false,
+            sva: true,
+            depth: 6,
+            ..Bounds::default()
+        }
+    }
+
     /// Scenario "derivation": 2 frames, 1 IoSpace, 1 device, PASID 0, 1 free
     /// slot; retype, mint, revoke and delete next to map and attach; every
     /// state within 8 operations.
@@ -190,6 +215,9 @@ pub struct SystemState {
     pub dirty_without_write: bool,
     /// Set if a `Respond` succeeded without `WRITE` on its IoFaultQueue cap.
     pub respond_without_write: bool,
+    /// Set if an `IoDevice.BindVSpace` succeeded without `WRITE` on its
+    /// IoDevice cap or its root PageTable cap.
+    pub sva_without_write: bool,
 }
 
 /// The model: bounds plus the seeded bugs switched on (none by default).
@@ -247,6 +275,14 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
             object: NewObject::IoFaultQueue,
             dest,
         });
+        dest += 1;
+    }
+    if bounds.sva {
+        ops.push(Op::Retype {
+            untyped: UNTYPED_SLOT,
+            object: NewObject::PageTable,
+            dest,
+        });
     }
     for op in &ops {
         op.apply(&mut caps, &mut |e| hw.apply(e)).expect("boot op");
@@ -259,6 +295,7 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
             error_had_effect: false,
             dirty_without_write: false,
             respond_without_write: false,
+            sva_without_write: false,
         },
         ops,
     )
@@ -301,6 +338,19 @@ impl SystemModel {
         {
             next.respond_without_write = true;
         }
+        if let Op::BindVSpace { device, root } = op
+            && result.is_ok()
+        {
+            let writable = |slot: u32, kind: ObjectKind| {
+                state
+                    .caps
+                    .lookup(SlotId(slot))
+                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
+            };
+            if !writable(device, ObjectKind::IoDevice) || !writable(root, ObjectKind::PageTable) {
+                next.sva_without_write = true;
+            }
+        }
         (next, result)
     }
 }
@@ -320,6 +370,7 @@ impl Model for SystemModel {
             + self.bounds.frames
             + self.bounds.spaces
             + self.bounds.devices
+            + u32::from(self.bounds.sva)
             + self.bounds.free_slots) as usize;
         let free = slots
             .iter()
@@ -350,6 +401,13 @@ impl Model for SystemModel {
             }
             for queue in of_kind(&[ObjectKind::IoFaultQueue]) {
                 actions.push(Op::RespondAccess { queue });
+            }
+        }
+        if self.bounds.sva {
+            for device in of_kind(&[ObjectKind::IoDevice]) {
+                for root in of_kind(&[ObjectKind::PageTable]) {
+                    actions.push(Op::BindVSpace { device, root });
+                }
             }
         }
         let targets = of_kind(&[ObjectKind::IoSpace, ObjectKind::IoUserTable]);
@@ -439,7 +497,9 @@ impl Model for SystemModel {
             }
             let mintable = cap.kind() == ObjectKind::Frame
                 || (self.bounds.dirty
-                    && matches!(cap.kind(), ObjectKind::IoSpace | ObjectKind::IoFaultQueue));
+                    && matches!(cap.kind(), ObjectKind::IoSpace | ObjectKind::IoFaultQueue))
+                || (self.bounds.sva
+                    && matches!(cap.kind(), ObjectKind::IoDevice | ObjectKind::PageTable));
             if self.bounds.mint
                 && mintable
                 && let Some(dest) = free
@@ -497,6 +557,8 @@ impl Model for SystemModel {
                 .dirty_without_write),
             Property::always("respond needs write", |_, s: &SystemState| !s
                 .respond_without_write),
+            Property::always("sva bind needs write", |_, s: &SystemState| !s
+                .sva_without_write),
             Property::sometimes("a device reaches a frame", |_, s: &SystemState| {
                 !s.hw.valid_now().is_empty()
             }),

@@ -146,6 +146,13 @@ pub enum Op {
         /// IoFaultQueue slot.
         queue: u32,
     },
+    /// [`Caps::sva_bind_access`]: `IoDevice.BindVSpace`.
+    BindVSpace {
+        /// IoDevice slot.
+        device: u32,
+        /// Root PageTable slot.
+        root: u32,
+    },
     /// [`Caps::issue_irq_handler`].
     IssueIrq {
         /// IrqControl slot.
@@ -212,6 +219,7 @@ impl Op {
                 caps.dirty_access(s(space), bitmap.map(s)).map(drop)
             }
             Op::RespondAccess { queue } => caps.respond_access(s(queue)).map(drop),
+            Op::BindVSpace { device, root } => caps.sva_bind_access(s(device), s(root)).map(drop),
             Op::IssueIrq { control, irq, dest } => {
                 caps.issue_irq_handler(s(control), irq, s(dest)).map(drop)
             }
@@ -314,6 +322,12 @@ impl fmt::Display for Op {
                 bitmap: Some(bitmap),
             } => write!(f, "IoSpace[slot {space}].ReadDirty(Frame[slot {bitmap}])"),
             Op::RespondAccess { queue } => write!(f, "IoFaultQueue[slot {queue}].Respond"),
+            Op::BindVSpace { device, root } => {
+                write!(
+                    f,
+                    "IoDevice[slot {device}].BindVSpace(PageTable[slot {root}])"
+                )
+            }
             Op::IssueIrq { control, irq, dest } => {
                 write!(
                     f,

@@ -7,7 +7,7 @@
 //!
 //! | request (label) | MR0 | what the driver does | reply MR0 |
 //! |---|---|---|---|
-//! | [`INFO`] | 0 | nothing | the disk's size in [`BLOCK_SIZE`] blocks |
+//! | [`INFO`] | 0 | nothing | the disk's size in [`BLOCK_SIZE`] blocks; MR1 the driver ([`Driver`]); MR2 the runs of the driver init started before this one; MR3 the failure its image injects (`sys::names::INJECT_*`, 0: none; a driver that knows no injection answers 0 and 0) |
 //! | [`READ`] | block number | reads the block from the device into the shared page | 0 |
 //! | [`WRITE`] | block number | writes the shared page to the block | 0 |
 //! | [`STATS`] | 0 | nothing | [`Stats`] in MR0..MR3 |
