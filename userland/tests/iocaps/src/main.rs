@@ -159,9 +159,18 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
         misaligned == Err(Error::InvalidAddress),
         "a misaligned IPA: {misaligned:?}"
     );
-    // The top 2 MiB of the IPA space are the kernel's.
+    // The top 2 MiB of the IPA space are the kernel's; on aarch64 its last
+    // page is the MSI doorbell's, refused with its own error.
     #[cfg(target_arch = "aarch64")]
-    let window = (1u64 << 44) - 4096;
+    let window = (1u64 << 44) - 2 * 4096;
+    #[cfg(target_arch = "aarch64")]
+    {
+        let doorbell = space.map(other, (1u64 << 44) - 4096, MapRights::READ);
+        check!(
+            doorbell == Err(Error::MsiWindow),
+            "the MSI doorbell's page: {doorbell:?}"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     let window = (1u64 << 48) - 4096;
     let reserved = space.map(other, window, MapRights::READ);
