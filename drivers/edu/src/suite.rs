@@ -594,10 +594,7 @@ impl Msi {
     fn heard(&self) -> Result<bool, Failure> {
         sys::yield_now();
         self.marker.signal().map_err(|e| failure("Signal", e))?;
-        let word = self
-            .notification
-            .wait()
-            .map_err(|e| failure("Wait", e))?;
+        let word = self.notification.wait().map_err(|e| failure("Wait", e))?;
         if word & IRQ_BIT != 0 {
             self.handler
                 .ack()
@@ -728,7 +725,10 @@ fn msi_window(d: &mut Driver, objects: &mut Objects) -> Outcome {
     // The window still delivers.
     d.edu.raise_interrupt(1);
     d.edu.acknowledge_interrupt();
-    check!(msi.heard()?, "edu's MSI no longer arrives after the attempts");
+    check!(
+        msi.heard()?,
+        "edu's MSI no longer arrives after the attempts"
+    );
     Ok(())
 }
 

@@ -7,8 +7,10 @@
 //! attaches the device nested under the IoSpace, reads the function's
 //! configuration space through init and has init map the BARs it names
 //! (`virtio::pci`), and drives the device with `virtio-drivers`'
-//! `VirtIOBlk` in polling mode, accepting `VIRTIO_F_ACCESS_PLATFORM`
-//! (`virtio::platform`). Every address the device gets is an IOVA of the
+//! `VirtIOBlk`, accepting `VIRTIO_F_ACCESS_PLATFORM`
+//! (`virtio::platform`): by interrupts when the image's grant says
+//! `msi = true` (init gives an MSI line, `virtio::msix` routes the queue's
+//! MSI-X vector to it), else by polling. Every address the device gets is an IOVA of the
 //! driver's stage 1, by default mapped for one request (`SHARING` picks
 //! another way, `virtio::dma::Sharing`).
 //!
@@ -26,7 +28,8 @@
 use sys::resources;
 use sys::{Cap, Endpoint, IoFaultQueue, MessageInfo, Notification, Slot};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, INFO, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE,
+    BLOCK_SIZE, Cost, INFO, INTERRUPTS, POLLING, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing,
+    Stats, Status, WRITE,
 };
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
@@ -60,6 +63,11 @@ const SHARED_VA: u64 = 0x6000_0000;
 const USER_TABLE_SLOT: Slot = Slot::new(100);
 /// `peek_used` polls before a request counts as lost.
 const POLL_LIMIT: u64 = 200_000_000;
+/// Interrupts taken for one request before it counts as lost.
+const WAKE_LIMIT: u64 = 1_000;
+/// The IOVA the stage 1 maps to the MSI doorbell (aarch64): after the
+/// pool, in the same 2 MiB.
+const MSI_IOVA: u64 = POOL_IOVA + 0x10_0000;
 
 type Blk = VirtIOBlk<StageOneHal, AccessPlatform<PciTransport>>;
 
@@ -77,6 +85,11 @@ struct Disk {
     wait: u64,
     blocks: u64,
     faults: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
+    /// The MSI line, in interrupt mode.
+    interrupt: Option<virtio::msix::Interrupt>,
+    /// Interrupts taken and requests completed (`INFO`).
+    interrupts: u64,
+    requests: u64,
 }
 
 fn main(startup: &rt::Startup) -> i32 {
@@ -139,6 +152,7 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
             );
         }
     }
+    let bars = function.bars;
     let transport = AccessPlatform::new(function.transport);
     let blk = Blk::new(transport).map_err(|e| {
         let why = virtio::dma::take_error();
@@ -157,6 +171,20 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
         "[vblk] virtio-blk ready: {} sectors; the device kept FEATURES_OK with VIRTIO_F_ACCESS_PLATFORM; its virtqueue is at IOVA {POOL_IOVA:#x}, which its stage 1 maps to IPA {queue_ipa:#x}",
         blk.capacity(),
     );
+    let interrupt = virtio::msix::enable(init, DEVICE, device, &bars, 0, MSI_IOVA)?;
+    match interrupt {
+        Some(line) => rt::println!(
+            "[vblk] interrupt mode: init gave an MSI line; the device's MSI-X vector 0 writes {:#x} <- {:#x}{}",
+            line.message.0,
+            line.message.1,
+            if cfg!(target_arch = "x86_64") {
+                " (an interrupt remapping entry that accepts only this device)"
+            } else {
+                ", an IOVA its stage 1 maps to the GICv2m doorbell the kernel keeps in the IoSpace"
+            }
+        ),
+        None => rt::println!("[vblk] polling mode: the image gives no MSI line"),
+    }
     let data_va = virtio::dma::reserve(1)?;
     let blocks = blk.capacity() / SECTORS_PER_BLOCK;
     Ok(Disk {
@@ -166,6 +194,9 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
         wait: 0,
         blocks,
         faults: Some(faults),
+        interrupt,
+        interrupts: 0,
+        requests: 0,
     })
 }
 
@@ -242,7 +273,16 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
 /// Answers one request: the reply's MR0..MR3.
 fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
     match label {
-        INFO => Ok([disk.blocks, 0, 0, 0]),
+        INFO => Ok([
+            disk.blocks,
+            if disk.interrupt.is_some() {
+                INTERRUPTS
+            } else {
+                POLLING
+            },
+            disk.interrupts,
+            disk.requests,
+        ]),
         STATS => {
             let counters = virtio::dma::counters();
             let stats = Stats {
@@ -291,7 +331,7 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
 }
 
 /// One request for `block` between the device and the data page, polled
-/// (bounded) to completion.
+/// or waited for (bounded) to completion.
 fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
     let sector = (block * SECTORS_PER_BLOCK) as usize;
     let mut request = BlkReq::default();
@@ -322,12 +362,25 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
     let waiting = rt::bench::counter();
     while disk.blk.peek_used() != Some(token) {
         polls += 1;
-        if polls == POLL_LIMIT {
-            lost(disk, block);
+        match disk.interrupt {
+            // Interrupt mode: sleep until the MSI, a bounded number of
+            // times (a wake may be an earlier request's).
+            Some(line) => {
+                if polls == WAKE_LIMIT || line.wait().is_err() {
+                    lost(disk, block);
+                }
+                disk.interrupts += 1;
+            }
+            None => {
+                if polls == POLL_LIMIT {
+                    lost(disk, block);
+                }
+                core::hint::spin_loop();
+            }
         }
-        core::hint::spin_loop();
     }
     disk.wait += rt::bench::counter() - waiting;
+    disk.requests += 1;
     #[allow(unsafe_code)]
     // SAFETY: the same buffers `*_nb` took, and the device returned them.
     let done = unsafe {
@@ -358,7 +411,7 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
 /// the driver stops here, saying what the IOMMU saw.
 fn lost(disk: &mut Disk, block: u64) -> ! {
     rt::println!(
-        "[vblk] block {block}: no answer after {POLL_LIMIT} polls ({:?})",
+        "[vblk] block {block}: no answer after {POLL_LIMIT} polls or {WAKE_LIMIT} interrupts ({:?})",
         virtio::dma::take_error()
     );
     if let Some((queue, _)) = disk.faults.take() {

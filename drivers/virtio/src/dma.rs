@@ -599,6 +599,25 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
     Ok(table)
 }
 
+/// Maps the 4 KiB page at `iova` of the stage 1, outside the pool, to
+/// `ipa` read-write and makes the IOMMU see it: the MSI doorbell page the
+/// kernel keeps in the IoSpace (`crate::msix`), which the device reaches
+/// only through this entry when it is nested. Stays mapped for the
+/// domain's life.
+pub fn map_outside_pool(iova: u64, ipa: u64) -> Result<(), Failure> {
+    let mut guard = POOL.lock();
+    let pool = guard
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
+    if pool.page_at_iova(iova).is_some() {
+        return Err(failure(format_args!("IOVA {iova:#x} lies in the DMA pool")));
+    }
+    pool.stage1
+        .map(iova, ipa, PAGE, Rights::READ_WRITE)
+        .map_err(|e| failure(format_args!("stage-1 map of IOVA {iova:#x}: {e:?}")))?;
+    pool.flush()
+}
+
 /// Takes `pages` free pages of the pool for the domain's own buffers,
 /// unmapped until a buffer in them is shared (then the device reads or
 /// writes them in place, with no copy). Returns their address.

@@ -67,7 +67,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             if crate::devmem::is_device_memory(paddr) {
                 return Err(Error::DeviceMemory);
             }
-            let size = 1u64.checked_shl(u32::from(bits)).ok_or(Error::InvalidSize)?;
+            let size = 1u64
+                .checked_shl(u32::from(bits))
+                .ok_or(Error::InvalidSize)?;
             crate::io_space::ensure_map(caps.lookup(slot)?.object(), ipa, size)?;
             Ok(SpaceOp::Map {
                 space: slot,

@@ -148,10 +148,8 @@ pub(super) fn perform(caps: &mut CapSystem, op: IrqOp) -> Result<Reply, Error> {
             // aarch64: the doorbell, mapped into the device's IoSpace; the
             // device writes its IPA (or an IOVA its stage 1 maps there).
             #[cfg(target_arch = "aarch64")]
-            let address = crate::io_space::map_msi_doorbell(
-                space.ok_or(Error::DeviceNotAttached)?,
-                address,
-            )?;
+            let address =
+                crate::io_space::map_msi_doorbell(space.ok_or(Error::DeviceNotAttached)?, address)?;
             #[cfg(not(target_arch = "aarch64"))]
             let _ = space;
             crate::sched::set_msi_device(handler, device, u32::from(requester))?;

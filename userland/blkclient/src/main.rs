@@ -12,8 +12,8 @@ use rt::check;
 use rt::testing::{Outcome, Suite};
 use sys::{Cap, Endpoint, MessageInfo};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, DISK_BLOCKS, INFO, NEW_SEED, OLD_SEED, READ, SHARING, STATS, Sharing, Stats,
-    Status, WRITE, fill_block, first_mismatch,
+    BLOCK_SIZE, Cost, DISK_BLOCKS, INFO, INTERRUPTS, NEW_SEED, OLD_SEED, POLLING, READ, SHARING,
+    STATS, Sharing, Stats, Status, WRITE, fill_block, first_mismatch,
 };
 
 rt::entry!(main);
@@ -203,6 +203,41 @@ fn main(startup: &rt::Startup) -> i32 {
                 "{sharing:?}: one read cost {invalidations} invalidations, not {expected}"
             );
         }
+        Ok(())
+    });
+    // The driver's mode is the image's (`msi` on its grant); each mode
+    // has its own test, so a row can demand the one it expects
+    // (`must_pass` in tools/xtask/system-tests.toml).
+    let info = call(driver, INFO, 0);
+    let by_msi = matches!(info, Ok([_, INTERRUPTS, ..]));
+    let name = if by_msi {
+        "every_request_completes_by_msi"
+    } else {
+        "every_request_completes_by_polling"
+    };
+    suite.run(name, || {
+        let Ok([_, mode, interrupts, requests]) = info else {
+            rt::fail!("INFO: {info:?}")
+        };
+        check!(requests > DISK_BLOCKS, "only {requests} requests completed");
+        match mode {
+            // A request whose completion is there before the driver
+            // looks takes no wake (its MSI is consumed by the next one's
+            // wait), so not every request counts one; most must.
+            INTERRUPTS => check!(
+                interrupts >= requests / 2,
+                "{interrupts} interrupts for {requests} requests"
+            ),
+            POLLING => check!(
+                interrupts == 0,
+                "{interrupts} interrupts while polling"
+            ),
+            other => rt::fail!("unknown completion mode {other}"),
+        }
+        rt::println!(
+            "[blkclient] the driver completed {requests} requests by {}, taking {interrupts} interrupts",
+            if by_msi { "MSI" } else { "polling" }
+        );
         Ok(())
     });
     suite.run("block_past_the_end_is_refused", || {

@@ -154,9 +154,7 @@ impl Devices {
         offset: u16,
         value: u32,
     ) -> Result<u32, (Refusal, String)> {
-        let ecam = self
-            .ecam(objects)
-            .map_err(|e| (Refusal::BadArgument, e))?;
+        let ecam = self.ecam(objects).map_err(|e| (Refusal::BadArgument, e))?;
         let mut config = config_of(ecam);
         let mut function = open(&mut config, device).map_err(|e| (Refusal::BadArgument, e))?;
         function

@@ -24,8 +24,8 @@ use rt::space::Objects;
 use sys::bootinfo;
 use sys::resources::{self, Refusal};
 use sys::{
-    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, Notification,
-    PageTable, Rights, Slot, Untyped,
+    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, IrqControl,
+    Notification, PageTable, Rights, Slot, Untyped,
 };
 use sysdesc::SystemDescription;
 
@@ -58,6 +58,8 @@ struct Given {
     /// What the grant's IoSpaces are made of, from its first `SPACE` on.
     stock: Option<SpaceStock>,
     queue: bool,
+    /// An MSI line was given (`MSI`).
+    msi: bool,
     /// The device's number among the domain's (its register and BAR
     /// windows), from `DEVICE` on.
     number: u64,
@@ -167,6 +169,7 @@ impl Server {
                     | resources::BAR
                     | resources::CONFIG_READ
                     | resources::CONFIG_WRITE
+                    | resources::MSI
             ) {
                 rt::println!(
                     "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
@@ -196,6 +199,7 @@ impl Server {
                 );
             }
             resources::CONFIG_WRITE => self.config_write(objects, grant, mrs[1]),
+            resources::MSI => self.msi(objects, domain, grant),
             _ => Err((
                 Refusal::UnknownRequest,
                 String::from("not a request init knows"),
@@ -379,7 +383,9 @@ impl Server {
             .config_write_msi(objects, address, offset, value)?;
         Ok((
             ok(u64::from(word), 0),
-            format!("to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"),
+            format!(
+                "to write {value:#010x} at {offset:#x} of device {address}'s MSI fields: written"
+            ),
         ))
     }
 
@@ -499,6 +505,58 @@ impl Server {
             ok(u64::from(queue_slot), u64::from(signal_slot)),
             format!(
                 "for a fault queue: granted, bound to its device, in its slots {queue_slot} (queue) and {signal_slot} (notification)"
+            ),
+        ))
+    }
+
+    /// `MSI`: the first free line of `resources::MSI_LINES`, bound to a
+    /// new Notification; both go to the domain.
+    fn msi(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if !self.description.dma_grants[grant].msi {
+            return Err((
+                Refusal::NotGranted,
+                String::from("an MSI line, which its dma_grant does not give (msi = true)"),
+            ));
+        }
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("an MSI line before the device"),
+            ));
+        }
+        if self.given[grant].msi {
+            return Err((Refusal::AlreadyGiven, String::from("a second MSI line")));
+        }
+        let control: Cap<IrqControl> = bootinfo::IRQ_CONTROL;
+        let slot = objects.slot().map_err(kernel("a slot of init's"))?;
+        let mut taken = Err(sys::Error::DeviceInUse);
+        let mut line = resources::MSI_LINES.start;
+        for candidate in resources::MSI_LINES {
+            line = candidate;
+            taken = control.get(candidate, slot);
+            if taken != Err(sys::Error::DeviceInUse) {
+                break;
+            }
+        }
+        let handler = taken.map_err(kernel("IrqControl.Get of an MSI line"))?;
+        let signal: Cap<Notification> = objects
+            .make::<Notification>()
+            .map_err(kernel("Untyped.Retype of the Notification"))?;
+        handler
+            .set_notification(signal)
+            .map_err(kernel("IrqHandler.SetNotification"))?;
+        let handler_slot = self.give(objects, domain, handler, None)?;
+        let signal_slot = self.give(objects, domain, signal, None)?;
+        self.given[grant].msi = true;
+        Ok((
+            ok(u64::from(handler_slot), u64::from(signal_slot)),
+            format!(
+                "for an MSI line: line {line}, in its slots {handler_slot} (handler) and {signal_slot} (notification)"
             ),
         ))
     }

@@ -61,7 +61,7 @@ pub const INIT_RESERVED_START: u64 = 0x7F_8000_0000;
 
 /// Version of the encoded description; [`SystemDescription::decode`]
 /// refuses any other.
-pub const DESCRIPTION_VERSION: u32 = 4;
+pub const DESCRIPTION_VERSION: u32 = 5;
 
 /// A short UTF-8 name.
 pub type Name = heapless::String<NAME_LEN>;
@@ -327,6 +327,10 @@ pub struct DmaGrant {
     /// Built only when the domain asks init for it at run time
     /// (`sys::resources`); otherwise init builds it at boot.
     pub on_request: bool,
+    /// The domain may ask init for an MSI line for the device
+    /// (`sys::resources::MSI`, on-request grants): its driver then takes
+    /// interrupts instead of polling.
+    pub msi: bool,
 }
 
 /// A memory region mapped into a grant's IoSpace.
@@ -460,6 +464,7 @@ mod tests {
                 pasids,
                 fault_queue: true,
                 on_request: false,
+                msi: false,
             })
             .unwrap();
         description

@@ -32,8 +32,14 @@ pub const DISK_BLOCKS: u64 = 64;
 /// Sectors (virtio-blk's 512-byte unit) per block.
 pub const SECTORS_PER_BLOCK: u64 = (BLOCK_SIZE / 512) as u64;
 
-/// Ask for the disk's size in blocks.
+/// Ask for the disk's size in blocks (MR0), the driver's completion mode
+/// (MR1: [`POLLING`] or [`INTERRUPTS`]) and the interrupts it has taken
+/// (MR2) and requests it completed (MR3).
 pub const INFO: u32 = 0x20_0001;
+/// `INFO`'s MR1: the driver polls the used ring.
+pub const POLLING: u64 = 0;
+/// `INFO`'s MR1: the driver sleeps until the device's MSI.
+pub const INTERRUPTS: u64 = 1;
 /// Read block MR0 into the shared page.
 pub const READ: u32 = 0x20_0002;
 /// Write the shared page to block MR0.

@@ -240,8 +240,12 @@ fn bar_and_configuration_requests_are_checked_before_the_bus() {
     // A configuration write anywhere but an aligned register: refused by
     // name before the bus (which register is MSI's is `pci`'s test).
     for argument in [2, 0x1000, 0x1_0000, u64::MAX] {
-        let (label, _) =
-            server.handle(&mut objects, 1, resources::CONFIG_WRITE, [pci, argument, 0, 0]);
+        let (label, _) = server.handle(
+            &mut objects,
+            1,
+            resources::CONFIG_WRITE,
+            [pci, argument, 0, 0],
+        );
         assert_eq!(
             label,
             resources::Refusal::NotMsiField.code(),
