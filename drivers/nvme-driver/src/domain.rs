@@ -4,26 +4,45 @@
 //! doorbells), a 2 MiB IoSpace and a fault queue, builds its own stage-1
 //! table with `iopt` in the image's `nvme_tables` region, maps the pages
 //! of `nvme_dma` at IOVAs that are not their IPAs, attaches the device
-//! nested under the IoSpace, and drives the disk xtask made
-//! (`vblk_protocol`'s seeded pattern, `tools/xtask/src/disk.rs`): it reads
-//! every block and checks the old pattern, writes the new one and reads it
-//! back; after QEMU exits xtask checks the file holds the new pattern.
+//! nested under the IoSpace, and serves the block protocol
+//! (`vblk_protocol`, the same as `drivers/vblk`) on its endpoint
+//! `channel0` to the image's client (`userland/blkclient`), which reads,
+//! checks and rewrites every block of the disk xtask made; after QEMU exits
+//! xtask checks the file holds the new pattern.
 //!
 //! ```text
 //!   nvme_dma     VA 0x4000_0000 + 4K*n   IPA 0x10_0000 + 4K*n   IOVA 0x80_0000 + 8K*n
 //!   nvme_tables  VA 0x5000_0000          IPA 0x4000 (read-only to the IOMMU)
+//!   block_page   VA 0x6000_0000          (shared with the client; the device never sees it)
+//!   client Frame (zero copy)             IPA FRAME_IPA while a request holds it   IOVA 0x90_0000
 //! ```
+//!
+//! `READ` and `WRITE` go through a data page of the pre-mapped pool and a
+//! copy to or from `block_page`. The zero-copy requests (`READ_FRAME`,
+//! `WRITE_FRAME`) carry the client's Frame capability: the driver maps it
+//! into its IoSpace at `FRAME_IPA` (the stage 1 maps [`FRAME_IOVA`] there
+//! for good, so while no Frame is mapped the IOVA leads nowhere), has the
+//! controller DMA straight into it, and deletes its copy, which unmaps it
+//! and waits for the IOMMU's invalidation before the reply. A client that
+//! revokes its Frame in the middle of an I/O (`READ_FRAME_HELD`, then
+//! `FINISH_HELD`) takes the IoSpace mapping with it: the controller's next
+//! write through the IOVA faults (the kernel's revoke returned after the
+//! invalidation), and `FINISH_HELD` reports the fault records.
 
 use crate::platform::{Bar, Region, Spin, StageOneDma, Timeline, pool_iova};
 use edu::nested::{FORMAT, Invalidate, stage1_in};
-use nvme::{Config, Controller, Dma};
-use rt::check;
+use nvme::{Config, Controller, Dma, DmaPage, Iova};
 use rt::mmio::Window;
-use rt::testing::{Failure, Outcome, Suite};
+use rt::testing::Failure;
 use sys::names::CapTable;
 use sys::resources;
-use sys::{Cap, Endpoint, IoFaultQueue, Slot};
-use vblk_protocol::{BLOCK_SIZE, DISK_BLOCKS, NEW_SEED, OLD_SEED, fill_block, first_mismatch};
+use sys::{
+    CNode, Cap, Endpoint, Frame, IoFaultQueue, IoSpace, IoUserTable, MapRights, MessageInfo, Slot,
+};
+use vblk_protocol::{
+    BLOCK_SIZE, Cost, DISK_BLOCKS, Driver as DriverKind, FINISH_HELD, FRAME_IPA, Finished, INFO,
+    READ, READ_FRAME, READ_FRAME_HELD, STATS, Status, WRITE, WRITE_FRAME,
+};
 
 /// The controller the image grants (on request).
 const DEVICE: (u8, u8, u8) = (0, 6, 0);
@@ -41,19 +60,22 @@ const DMA_IOVA: u64 = 0x80_0000;
 const TABLES_VA: u64 = 0x5000_0000;
 const TABLES_IPA: u64 = 0x4000;
 const TABLE_FRAMES: usize = 4;
+/// The page shared with the client (the image's `block_page`).
+const SHARED_VA: u64 = 0x6000_0000;
+/// The IOVA the stage 1 maps to [`FRAME_IPA`]: what the controller is
+/// given for a client's Frame.
+pub const FRAME_IOVA: u64 = 0x90_0000;
 /// BAR 0 of QEMU's NVMe controller.
 const REGISTERS_SIZE: u64 = 16 << 10;
-/// A slot of the domain's own (`sys::names::DOMAIN_OWN_SLOTS`).
+/// Slots of the domain's own (`sys::names::DOMAIN_OWN_SLOTS`): the
+/// IoUserTable, and where a client's Frame arrives.
 const USER_TABLE_SLOT: Slot = Slot::new(100);
+const FRAME_SLOT: Slot = Slot::new(101);
 /// Blocks of 512 bytes in one 4 KiB block of the disk.
 const SECTORS: u32 = (BLOCK_SIZE / 512) as u32;
 
 fn failure(what: &str, error: impl core::fmt::Debug) -> Failure {
     Failure(rt::__format!("{what}: {error:?}"))
-}
-
-fn driver_failure(what: &str, error: nvme::Error) -> Failure {
-    Failure(rt::__format!("{what}: {error}"))
 }
 
 /// The image's table frames, as iopt's memory.
@@ -67,29 +89,59 @@ fn table_frames() -> &'static mut [[u64; 512]] {
 
 type Driver<'a> = Controller<Bar<'a>, StageOneDma<'a, Region>, Spin>;
 
+/// What the driver asked init for and built.
+struct Granted {
+    registers: Window,
+    faults: Cap<IoFaultQueue>,
+    space: Cap<IoSpace>,
+    table: Cap<IoUserTable>,
+}
+
+/// The controller, its data page and what zero copy needs.
+struct Disk<'a> {
+    controller: Driver<'a>,
+    timeline: &'a Timeline,
+    data: DmaPage<crate::platform::Mapped>,
+    granted: Granted,
+    cnode: Cap<CNode>,
+    /// A client's Frame is mapped at FRAME_IPA and kept after the reply
+    /// (`READ_FRAME_HELD`).
+    held: bool,
+    /// VT-d (shadow nesting): a stage-2 unmap in the IoSpace dropped the
+    /// kernel's composed shadow of the stage 1, so the pool must be
+    /// invalidated (recomposed) before the controller's next access.
+    recompose: bool,
+    /// `IoUserTable.Invalidate` calls since the start.
+    invalidations: u64,
+    /// Ticks of IoSpace map, delete and invalidation of the request.
+    iommu: u64,
+}
+
 /// Runs the domain; returns the exit status.
 pub fn run(table: &CapTable) -> i32 {
-    let mut suite = Suite::new();
-    let Some(init) = table.lookup::<Endpoint>("init") else {
-        suite.run("capabilities_from_init", || {
-            rt::fail!("no endpoint named `init`: the image grants nothing on request")
-        });
-        return suite.finish();
+    let (Some(init), Some(clients), Some(cnode)) = (
+        table.lookup::<Endpoint>("init"),
+        table.lookup::<Endpoint>("channel0"),
+        table.lookup::<CNode>("cnode"),
+    ) else {
+        rt::println!(
+            "[nvme] no `init` or `channel0` endpoint or `cnode` in my capability table: run me as a domain of images/nvme.toml"
+        );
+        return 1;
     };
     rt::println!(
         "[nvme] started with no IOMMU capability; asking init for the NVMe controller at 00:06.0"
     );
-    let mut granted = None;
-    suite.run("capabilities_from_init", || {
-        granted = Some(ask(init)?);
-        Ok(())
-    });
-    let Some((registers, queue)) = granted else {
-        return suite.finish();
+    let granted = match ask(init) {
+        Ok(granted) => granted,
+        Err(why) => {
+            rt::println!("[nvme] cannot drive the controller: {}", why.0);
+            return serve(clients, None);
+        }
     };
     let timeline = Timeline::default();
     let bar = Bar {
-        registers,
+        registers: granted.registers,
         timeline: &timeline,
     };
     #[allow(unsafe_code)]
@@ -100,54 +152,58 @@ pub fn run(table: &CapTable) -> i32 {
         source: region,
         timeline: &timeline,
     };
-    let mut controller = None;
-    suite.run("controller_comes_up_through_its_own_stage1", || {
-        let up = Controller::bring_up(bar, dma, Spin, Config::default())
-            .map_err(|e| driver_failure("bring-up", e))?;
-        rt::println!("[nvme] NVMe {} up: {}", up.version(), up.identity());
-        rt::println!("[nvme] {}", up.namespace());
-        let blocks = up.namespace().blocks;
-        check!(
-            blocks == DISK_BLOCKS * u64::from(SECTORS),
-            "namespace 1 has {blocks} blocks; the disk xtask made has {}",
-            DISK_BLOCKS * u64::from(SECTORS)
-        );
-        controller = Some(up);
-        Ok(())
-    });
-    let Some(mut controller) = controller else {
-        return suite.finish();
+    let mut controller = match Controller::bring_up(bar, dma, Spin, Config::default()) {
+        Ok(up) => up,
+        Err(e) => {
+            rt::println!("[nvme] bring-up: {e}");
+            return serve(clients, None);
+        }
     };
-    suite.run("every_block_holds_the_seeded_pattern", || {
-        every_block(&mut controller)
-    });
-    suite.run("new_pattern_written_and_read_back", || {
-        rewrite(&mut controller)
-    });
-    suite.run("no_dma_fault", || {
-        let record = queue.pop();
-        check!(record == Ok(None), "a fault record: {record:?}");
-        Ok(())
-    });
-    suite.run("controller_shuts_down", || {
-        controller
-            .shut_down()
-            .map_err(|e| driver_failure("shut down", e))?;
-        Ok(())
-    });
-    rt::println!("[nvme] done");
-    suite.finish()
+    rt::println!(
+        "[nvme] NVMe {} up: {}",
+        controller.version(),
+        controller.identity()
+    );
+    rt::println!("[nvme] {}", controller.namespace());
+    let blocks = controller.namespace().blocks / u64::from(SECTORS);
+    if blocks != DISK_BLOCKS {
+        rt::println!(
+            "[nvme] namespace 1 has {blocks} blocks of 4 KiB; the disk xtask made has {DISK_BLOCKS}"
+        );
+    }
+    let data = match controller.dma().allocate_page() {
+        Ok(page) => page,
+        Err(e) => {
+            rt::println!("[nvme] a data page: {e:?}");
+            return serve(clients, None);
+        }
+    };
+    sys::ipc::set_receive_slot(FRAME_SLOT);
+    let mut disk = Disk {
+        controller,
+        timeline: &timeline,
+        data,
+        granted,
+        cnode,
+        held: false,
+        recompose: false,
+        invalidations: 0,
+        iommu: 0,
+    };
+    rt::println!("[nvme] serving {blocks} blocks of 4 KiB on channel0");
+    serve(clients, Some(&mut disk))
 }
 
 /// Asks init for the device, its IoSpace and a fault queue; builds and
-/// binds the stage 1 and attaches the device nested under the IoSpace.
-fn ask(init: Cap<Endpoint>) -> Result<(Window, Cap<IoFaultQueue>), Failure> {
+/// binds the stage 1 (the pool, and [`FRAME_IOVA`] to [`FRAME_IPA`]) and
+/// attaches the device nested under the IoSpace.
+fn ask(init: Cap<Endpoint>) -> Result<Granted, Failure> {
     let pci = resources::pci_address(DEVICE.0, DEVICE.1, DEVICE.2);
     let (device, registers) = resources::request_device(init, pci, BADGE)
         .map_err(|e| failure("asking for the NVMe controller at 00:06.0", e))?;
     let space = resources::request_space(init, pci, SPACE_SIZE)
         .map_err(|e| failure("asking for a 2 MiB IoSpace", e))?;
-    let (queue, _signal) = resources::request_fault_queue(init, pci)
+    let (faults, _signal) = resources::request_fault_queue(init, pci)
         .map_err(|e| failure("asking for a fault queue", e))?;
     let mut stage1 = stage1_in(TABLES_IPA, table_frames())?;
     // Bind the (empty) table and attach the device first, then map and
@@ -169,59 +225,275 @@ fn ask(init: Cap<Endpoint>) -> Result<(Window, Cap<IoFaultQueue>), Failure> {
             )
             .map_err(|e| failure("stage-1 map", e))?;
     }
+    // The client Frames' IOVA, for good: it reaches memory only while a
+    // request has a Frame mapped at FRAME_IPA in the IoSpace.
+    stage1
+        .map(FRAME_IOVA, FRAME_IPA, 4096, iopt::Rights::READ_WRITE)
+        .map_err(|e| failure("stage-1 map of the client Frames' IOVA", e))?;
     stage1
         .flush(&mut Invalidate(table))
         .map_err(|e| failure("IoUserTable.Invalidate", e))?;
     rt::println!(
-        "[nvme] init gave the device, a 2 MiB IoSpace and a fault queue; its own stage-1 table maps the {DMA_PAGES} DMA pages at IOVAs {DMA_IOVA:#x}.. (every other page) and the device is attached nested under the IoSpace"
+        "[nvme] init gave the device, a 2 MiB IoSpace and a fault queue; its own stage-1 table maps the {DMA_PAGES} DMA pages at IOVAs {DMA_IOVA:#x}.. (every other page) and IOVA {FRAME_IOVA:#x} to IPA {FRAME_IPA:#x}, where a client's Frame is mapped during a zero-copy request; the device is attached nested under the IoSpace"
     );
-    Ok((Window::granted(registers, REGISTERS_SIZE), queue))
+    Ok(Granted {
+        registers: Window::granted(registers, REGISTERS_SIZE),
+        faults,
+        space,
+        table,
+    })
 }
 
-fn every_block(controller: &mut Driver<'_>) -> Outcome {
-    let page = controller
-        .dma()
-        .allocate_page()
-        .map_err(|e| failure("a DMA page", e))?;
-    let mut bytes = [0u8; BLOCK_SIZE];
-    for block in 0..DISK_BLOCKS {
-        controller
-            .read(block * u64::from(SECTORS), SECTORS, &[page.device_address])
-            .map_err(|e| driver_failure("read", e))?;
-        controller.dma().read(&page.cpu, 0, &mut bytes);
-        if let Some(at) = first_mismatch(OLD_SEED, block, &bytes) {
-            rt::fail!("block {block} differs from the seeded pattern at byte {at}");
+fn serve(clients: Cap<Endpoint>, mut disk: Option<&mut Disk<'_>>) -> i32 {
+    let mut message = clients.recv();
+    loop {
+        let call = match message {
+            Ok(call) => call,
+            Err(e) => {
+                rt::println!("[nvme] receiving answered {e:?}");
+                return 1;
+            }
+        };
+        let answer = match disk.as_deref_mut() {
+            None => Err(Status::DeviceError),
+            Some(disk) => disk.handle(call.info, call.mrs[0]),
+        };
+        let (label, mrs) = match answer {
+            Ok(mrs) => (0, mrs),
+            Err(status) => (status.code(), [0; 4]),
+        };
+        message = clients.reply_recv(MessageInfo::new(label, 4), mrs);
+    }
+}
+
+impl Disk<'_> {
+    /// Answers one request: the reply's MR0..MR3.
+    fn handle(&mut self, info: MessageInfo, block: u64) -> Result<[u64; 4], Status> {
+        let carries_frame = info.extra_caps == 1;
+        let answer = self.answer(info.label, block, carries_frame);
+        // A Frame that came with a request the driver did not keep (a
+        // refused request, or a label that takes none) is dropped.
+        if carries_frame && !self.held {
+            let _ = self.cnode.delete(FRAME_SLOT);
+        }
+        answer
+    }
+
+    fn answer(&mut self, label: u32, block: u64, frame: bool) -> Result<[u64; 4], Status> {
+        let blocks = DISK_BLOCKS;
+        match label {
+            INFO => Ok([blocks, DriverKind::Nvme.code(), 0, 0]),
+            STATS => Ok([self.invalidations, 0, 0, 0]),
+            READ | WRITE | READ_FRAME | WRITE_FRAME | READ_FRAME_HELD | FINISH_HELD
+                if block >= blocks =>
+            {
+                Err(Status::OutOfRange)
+            }
+            READ => self.timed(|disk| {
+                disk.transfer(block, disk.data.device_address, false)?;
+                let mut bytes = [0u8; BLOCK_SIZE];
+                let page = disk.data.cpu;
+                disk.controller.dma().read(&page, 0, &mut bytes);
+                to_client(&bytes);
+                Ok(0)
+            }),
+            WRITE => self.timed(|disk| {
+                let mut bytes = [0u8; BLOCK_SIZE];
+                from_client(&mut bytes);
+                let page = disk.data.cpu;
+                disk.controller.dma().write(&page, 0, &bytes);
+                disk.transfer(block, disk.data.device_address, true)
+                    .map(|()| 0)
+            }),
+            READ_FRAME | WRITE_FRAME | READ_FRAME_HELD if self.held => Err(Status::HeldState),
+            READ_FRAME | WRITE_FRAME | READ_FRAME_HELD if !frame => Err(Status::NoFrame),
+            READ_FRAME | WRITE_FRAME => self.timed(|disk| {
+                let write = label == WRITE_FRAME;
+                disk.map_frame(write)?;
+                let done = disk.transfer(block, Iova(FRAME_IOVA), write);
+                disk.drop_frame();
+                done.map(|()| 0)
+            }),
+            READ_FRAME_HELD => {
+                self.map_frame(false)?;
+                match self.transfer(block, Iova(FRAME_IOVA), false) {
+                    Ok(()) => {
+                        self.held = true;
+                        // The client may revoke the Frame while the driver
+                        // holds it: a stage-2 unmap the driver does not see.
+                        self.recompose = cfg!(target_arch = "x86_64");
+                        Ok([FRAME_IOVA, 0, 0, 0])
+                    }
+                    Err(status) => {
+                        self.drop_frame();
+                        Err(status)
+                    }
+                }
+            }
+            FINISH_HELD if !self.held => Err(Status::HeldState),
+            FINISH_HELD => Ok(self.finish_held(block)),
+            _ => Err(Status::UnknownRequest),
         }
     }
-    rt::println!("[nvme] read all {DISK_BLOCKS} blocks of 4 KiB: every byte is the seeded pattern");
-    Ok(())
-}
 
-fn rewrite(controller: &mut Driver<'_>) -> Outcome {
-    let source = controller
-        .dma()
-        .allocate_page()
-        .map_err(|e| failure("a DMA page", e))?;
-    let destination = controller
-        .dma()
-        .allocate_page()
-        .map_err(|e| failure("a DMA page", e))?;
-    let mut bytes = [0u8; BLOCK_SIZE];
-    for block in 0..DISK_BLOCKS {
+    /// Runs a read or write, timing it: the reply's MR0 and its
+    /// [`Cost`] in MR1..MR3.
+    fn timed(
+        &mut self,
+        request: impl FnOnce(&mut Self) -> Result<u64, Status>,
+    ) -> Result<[u64; 4], Status> {
+        let start = rt::bench::counter();
+        let doorbell = self.timeline.doorbell_ticks.get();
+        self.iommu = 0;
+        let mr0 = request(self)?;
+        let wait = self
+            .timeline
+            .completion_seen
+            .get()
+            .saturating_sub(self.timeline.submitted.get());
+        let cost = Cost {
+            wait,
+            driver: (rt::bench::counter() - start).saturating_sub(wait),
+            iommu: self.iommu,
+            doorbell: self.timeline.doorbell_ticks.get() - doorbell,
+        }
+        .to_mrs();
+        Ok([mr0, cost[0], cost[1], cost[2]])
+    }
+
+    /// One command of the block at `address`, polled (bounded) to
+    /// completion; the pool recomposed first when a stage-2 unmap dropped
+    /// the shadow (VT-d).
+    fn transfer(&mut self, block: u64, address: Iova, write: bool) -> Result<(), Status> {
+        if self.recompose {
+            self.invalidate(DMA_IOVA, pool_iova(0, DMA_PAGES))?;
+            self.recompose = false;
+        }
         let lba = block * u64::from(SECTORS);
-        fill_block(NEW_SEED, block, &mut bytes);
-        controller.dma().write(&source.cpu, 0, &bytes);
-        controller
-            .write(lba, SECTORS, &[source.device_address])
-            .map_err(|e| driver_failure("write", e))?;
-        controller
-            .read(lba, SECTORS, &[destination.device_address])
-            .map_err(|e| driver_failure("read back", e))?;
-        controller.dma().read(&destination.cpu, 0, &mut bytes);
-        if let Some(at) = first_mismatch(NEW_SEED, block, &bytes) {
-            rt::fail!("block {block} read back differs from the new pattern at byte {at}");
-        }
+        let done = if write {
+            self.controller.write(lba, SECTORS, &[address])
+        } else {
+            self.controller.read(lba, SECTORS, &[address])
+        };
+        done.map_err(|e| {
+            rt::println!("[nvme] block {block}: {e}");
+            Status::DeviceError
+        })
     }
-    rt::println!("[nvme] wrote the new pattern to all {DISK_BLOCKS} blocks and read each back");
-    Ok(())
+
+    /// `IoUserTable.Invalidate` of `[iova, iova + length)`, counted.
+    fn invalidate(&mut self, iova: u64, length: u64) -> Result<(), Status> {
+        let start = rt::bench::counter();
+        let done = self.granted.table.invalidate_range(iova, length);
+        self.iommu += rt::bench::counter() - start;
+        self.invalidations += 1;
+        done.map_err(|e| {
+            rt::println!("[nvme] IoUserTable.Invalidate: {e:?}");
+            Status::DeviceError
+        })
+    }
+
+    /// Maps the client's Frame (in FRAME_SLOT) into the IoSpace at
+    /// FRAME_IPA: read-write when the device writes it (a read), read-only
+    /// when it reads it. On VT-d the stage 1 is invalidated at FRAME_IOVA,
+    /// which composes the new entry into the kernel's shadow; SMMUv3 walks
+    /// both stages itself and caches no missing translation.
+    fn map_frame(&mut self, device_reads: bool) -> Result<(), Status> {
+        let rights = if device_reads {
+            MapRights::READ
+        } else {
+            MapRights::READ_WRITE
+        };
+        let start = rt::bench::counter();
+        let mapped = self
+            .granted
+            .space
+            .map(Cap::<Frame>::from_slot(FRAME_SLOT), FRAME_IPA, rights);
+        self.iommu += rt::bench::counter() - start;
+        if let Err(e) = mapped {
+            rt::println!("[nvme] IoSpace.Map of the client's Frame at {FRAME_IPA:#x}: {e:?}");
+            return Err(Status::NoFrame);
+        }
+        if cfg!(target_arch = "x86_64") {
+            self.invalidate(FRAME_IOVA, 4096)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the driver's copy of the client's Frame: the kernel unmaps
+    /// it from the IoSpace and waits for the IOMMU's invalidation before
+    /// the delete returns.
+    fn drop_frame(&mut self) {
+        let start = rt::bench::counter();
+        if let Err(e) = self.cnode.delete(FRAME_SLOT) {
+            rt::println!("[nvme] deleting the client's Frame: {e:?}");
+        }
+        self.iommu += rt::bench::counter() - start;
+        self.held = false;
+        // VT-d: the unmap dropped the shadow; the next command recomposes.
+        self.recompose = cfg!(target_arch = "x86_64");
+    }
+
+    /// The second half of a held I/O: the controller writes `block` through
+    /// FRAME_IOVA again. The client may have revoked its Frame since; then
+    /// the IoSpace no longer maps FRAME_IPA and the write must fault.
+    fn finish_held(&mut self, block: u64) -> [u64; 4] {
+        let outcome = self.transfer(block, Iova(FRAME_IOVA), false);
+        // Whether the driver's copy of the Frame was still mapped: the
+        // client did not revoke it.
+        let still_held = self
+            .granted
+            .space
+            .unmap(Cap::<Frame>::from_slot(FRAME_SLOT))
+            .is_ok();
+        rt::println!(
+            "[nvme] the held I/O's second read of block {block} through IOVA {FRAME_IOVA:#x} (the client's Frame {}): the controller answered {outcome:?}",
+            if still_held {
+                "still mapped"
+            } else {
+                "revoked by the client"
+            }
+        );
+        let mut finished = Finished {
+            still_held: u64::from(still_held),
+            ..Finished::default()
+        };
+        while let Ok(Some(record)) = self.granted.faults.pop() {
+            if finished.faults == 0 {
+                finished.first_fault = record.address;
+                rt::println!(
+                    "[nvme] IOMMU fault: badge {:#x}, address {:#x}, {}, stage {}",
+                    record.badge,
+                    record.address,
+                    if record.write { "write" } else { "read" },
+                    record.stage
+                );
+            }
+            finished.faults += 1;
+        }
+        self.drop_frame();
+        let [faults, first, held] = finished.to_mrs();
+        [faults, first, held, 0]
+    }
+}
+
+/// Copies a block to the page shared with the client.
+#[allow(unsafe_code)]
+fn to_client(bytes: &[u8; BLOCK_SIZE]) {
+    // SAFETY: init maps the 4 KiB `block_page` read-write at SHARED_VA
+    // before this domain starts, for its whole life, and nothing in this
+    // program refers to it but these two copies; the client reads it only
+    // after the reply (it is blocked in its Call meanwhile), and bytes
+    // have no invalid values, so a client that breaks the protocol can
+    // only spoil its own block.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), SHARED_VA as *mut u8, BLOCK_SIZE) }
+}
+
+/// Copies the page shared with the client out.
+#[allow(unsafe_code)]
+fn from_client(bytes: &mut [u8; BLOCK_SIZE]) {
+    // SAFETY: as in `to_client`; the client wrote it before its Call.
+    unsafe {
+        core::ptr::copy_nonoverlapping(SHARED_VA as *const u8, bytes.as_mut_ptr(), BLOCK_SIZE)
+    }
 }

@@ -38,6 +38,8 @@ const IOVA_STEP: u64 = 0x2000;
 #[derive(Default)]
 pub struct Timeline {
     doorbells: Cell<u64>,
+    /// Ticks spent in doorbell writes so far.
+    pub doorbell_ticks: Cell<u64>,
     /// Right after the last submission doorbell write.
     pub submitted: Cell<u64>,
     /// At the start of the latest DMA read (a look at the completion queue).
@@ -64,9 +66,13 @@ impl nvme::Registers for Bar<'_> {
         // Every queue entry written before must be in memory before the
         // doorbell that publishes it.
         fence(Ordering::SeqCst);
+        let start = counter();
         self.registers.write32(offset as u64, value);
         if offset >= nvme::registers::DOORBELLS {
             let timeline = self.timeline;
+            timeline
+                .doorbell_ticks
+                .set(timeline.doorbell_ticks.get() + (counter() - start));
             let count = timeline.doorbells.get();
             timeline.doorbells.set(count + 1);
             if count.is_multiple_of(2) {

@@ -26,10 +26,11 @@
 #![deny(unsafe_code)]
 
 use sys::resources;
-use sys::{Cap, Endpoint, IoFaultQueue, MessageInfo, Notification, Slot};
+use sys::{CNode, Cap, Endpoint, Frame, IoFaultQueue, IoSpace, MapRights, MessageInfo, Slot};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, INFO, INTERRUPTS, POLLING, READ, SECTORS_PER_BLOCK, SHARING, STATS, Sharing,
-    Stats, Status, WRITE,
+    BLOCK_SIZE, Cost, Driver, FINISH_HELD, FRAME_IPA, Finished, INFO, INTERRUPTS, POLLING, READ,
+    READ_FRAME, READ_FRAME_HELD, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE,
+    WRITE_FRAME,
 };
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
@@ -59,11 +60,18 @@ const DMA_PAGES: usize = 16;
 const POOL_IOVA: u64 = 0x1000_0000;
 /// The page shared with the client (the image's `block_page`).
 const SHARED_VA: u64 = 0x6000_0000;
-/// A slot of the driver's own (`sys::names::DOMAIN_OWN_SLOTS`).
+/// Slots of the driver's own (`sys::names::DOMAIN_OWN_SLOTS`): the
+/// IoUserTable, and where a client's Frame arrives.
 const USER_TABLE_SLOT: Slot = Slot::new(100);
+const FRAME_SLOT: Slot = Slot::new(101);
+/// The IOVA the stage 1 maps to `FRAME_IPA` for good: what the device is
+/// given for a client's Frame (zero copy), outside the pool's window.
+const FRAME_IOVA: u64 = 0x1800_0000;
+/// Polls between two looks at the fault queue while a request is out.
+const POLLS_PER_FAULT_CHECK: u64 = 1024;
 /// `peek_used` polls before a request counts as lost.
 const POLL_LIMIT: u64 = 200_000_000;
-/// Interrupts taken for one request before it counts as lost.
+/// Wakes (MSIs or faults) for one request before it counts as lost.
 const WAKE_LIMIT: u64 = 1_000;
 /// The IOVA the stage 1 maps to the MSI doorbell (aarch64): after the
 /// pool, in the same 2 MiB.
@@ -84,12 +92,24 @@ struct Disk {
     /// Ticks the current request spent polling for the device.
     wait: u64,
     blocks: u64,
-    faults: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
+    faults: Cap<IoFaultQueue>,
+    space: Cap<IoSpace>,
+    /// The driver's CSpace, to delete a client's Frame.
+    cnode: Option<Cap<CNode>>,
+    /// A client's Frame is mapped at FRAME_IPA past the reply
+    /// (`READ_FRAME_HELD`).
+    held: bool,
+    /// The device faulted on a request: virtio devices stop (QEMU marks
+    /// the device broken until a reset), so no request goes to it again.
+    broken: bool,
+    /// Fault records seen while polling: how many, the first's address.
+    seen_faults: (u64, u64),
+    /// Ticks of the request's IoSpace map and Frame delete (zero copy).
+    frame_ticks: u64,
     /// The MSI line, in interrupt mode.
     interrupt: Option<virtio::msix::Interrupt>,
-    /// Interrupts taken and requests completed (`INFO`).
+    /// Interrupts taken (`INFO`).
     interrupts: u64,
-    requests: u64,
 }
 
 fn main(startup: &rt::Startup) -> i32 {
@@ -107,24 +127,29 @@ fn main(startup: &rt::Startup) -> i32 {
     rt::println!(
         "[vblk] started with no IOMMU capability; asking init for the virtio-blk at 00:05.0"
     );
-    let mut disk = match start(init) {
+    let cnode = startup
+        .caps()
+        .and_then(|table| table.lookup::<CNode>("cnode"));
+    let mut disk = match start(init, cnode) {
         Ok(disk) => Some(disk),
         Err(why) => {
             rt::println!("[vblk] cannot drive the disk: {}", why.0);
             None
         }
     };
+    // A zero-copy request's Frame lands here.
+    sys::ipc::set_receive_slot(FRAME_SLOT);
     serve(clients, &mut disk)
 }
 
 /// Asks init for everything, builds the stage 1 and starts the device.
-fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
+fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure> {
     let pci = resources::pci_address(DEVICE.0, DEVICE.1, DEVICE.2);
     let (device, _) = resources::request_device(init, pci, BADGE)
         .map_err(|e| fail(format_args!("asking init for 00:05.0: {e:?}")))?;
     let space = resources::request_space(init, pci, SPACE_SIZE)
         .map_err(|e| fail(format_args!("asking init for a 2 MiB IoSpace: {e:?}")))?;
-    let faults = resources::request_fault_queue(init, pci)
+    let (faults, _signal) = resources::request_fault_queue(init, pci)
         .map_err(|e| fail(format_args!("asking init for a fault queue: {e:?}")))?;
     let table = virtio::dma::install(Setup {
         space,
@@ -136,6 +161,7 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
     device
         .attach_nested(table)
         .map_err(|e| fail(format_args!("IoDevice.AttachNested: {e:?}")))?;
+    virtio::dma::map_fixed(FRAME_IOVA, FRAME_IPA)?;
     rt::println!(
         "[vblk] init gave the device (slot {}), a 2 MiB IoSpace (slot {}) and a fault queue; its own stage-1 table is bound and the device attached nested under the IoSpace",
         device.slot(),
@@ -193,10 +219,15 @@ fn start(init: Cap<Endpoint>) -> Result<Disk, Failure> {
         data_iova: POOL_IOVA + (data_va - DMA_VA),
         wait: 0,
         blocks,
-        faults: Some(faults),
+        faults,
+        space,
+        cnode,
+        held: false,
+        broken: false,
+        seen_faults: (0, 0),
+        frame_ticks: 0,
         interrupt,
         interrupts: 0,
-        requests: 0,
     })
 }
 
@@ -247,12 +278,13 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
             None => Err(Status::DeviceError),
             Some(disk) => {
                 disk.wait = 0;
-                handle(disk, call.info.label, call.mrs[0]).map(|mrs| match call.info.label {
-                    READ | WRITE => {
+                disk.frame_ticks = 0;
+                handle(disk, call.info, call.mrs[0]).map(|mrs| match call.info.label {
+                    READ | WRITE | READ_FRAME | WRITE_FRAME => {
                         let cost = Cost {
                             wait: disk.wait,
                             driver: (rt::bench::counter() - start).saturating_sub(disk.wait),
-                            iommu: virtio::dma::counters().iommu_ticks - iommu,
+                            iommu: virtio::dma::counters().iommu_ticks - iommu + disk.frame_ticks,
                             doorbell: virtio::platform::doorbell_ticks() - doorbell,
                         }
                         .to_mrs();
@@ -270,18 +302,31 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
     }
 }
 
-/// Answers one request: the reply's MR0..MR3.
-fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
+/// Answers one request: the reply's MR0..MR3. A Frame that came with a
+/// request the driver does not keep is dropped.
+fn handle(disk: &mut Disk, info: MessageInfo, block: u64) -> Result<[u64; 4], Status> {
+    let carries_frame = info.extra_caps == 1;
+    let answer = answer(disk, info.label, block, carries_frame);
+    if carries_frame
+        && !disk.held
+        && let Some(cnode) = disk.cnode
+    {
+        let _ = cnode.delete(FRAME_SLOT);
+    }
+    answer
+}
+
+fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 4], Status> {
     match label {
         INFO => Ok([
             disk.blocks,
+            Driver::VirtioBlk.code(),
             if disk.interrupt.is_some() {
                 INTERRUPTS
             } else {
                 POLLING
             },
             disk.interrupts,
-            disk.requests,
         ]),
         STATS => {
             let counters = virtio::dma::counters();
@@ -312,7 +357,38 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
             })?;
             Ok([0; 4])
         }
-        READ | WRITE if block >= disk.blocks => Err(Status::OutOfRange),
+        READ | WRITE | READ_FRAME | WRITE_FRAME | READ_FRAME_HELD | FINISH_HELD
+            if block >= disk.blocks =>
+        {
+            Err(Status::OutOfRange)
+        }
+        _ if disk.broken => Err(Status::DeviceError),
+        READ_FRAME | WRITE_FRAME | READ_FRAME_HELD if disk.held => Err(Status::HeldState),
+        READ_FRAME | WRITE_FRAME | READ_FRAME_HELD if !frame || disk.cnode.is_none() => {
+            Err(Status::NoFrame)
+        }
+        READ_FRAME | WRITE_FRAME => {
+            let write = label == WRITE_FRAME;
+            map_frame(disk, write)?;
+            let done = transfer_redirected(disk, block, write);
+            drop_frame(disk);
+            done.map(|()| [0; 4])
+        }
+        READ_FRAME_HELD => {
+            map_frame(disk, false)?;
+            match transfer_redirected(disk, block, false) {
+                Ok(()) => {
+                    disk.held = true;
+                    Ok([FRAME_IOVA, 0, 0, 0])
+                }
+                Err(status) => {
+                    drop_frame(disk);
+                    Err(status)
+                }
+            }
+        }
+        FINISH_HELD if !disk.held => Err(Status::HeldState),
+        FINISH_HELD => Ok(finish_held(disk, block)),
         READ => {
             transfer(disk, block, false)?;
             to_client(disk.data);
@@ -331,7 +407,7 @@ fn handle(disk: &mut Disk, label: u32, block: u64) -> Result<[u64; 4], Status> {
 }
 
 /// One request for `block` between the device and the data page, polled
-/// or waited for (bounded) to completion.
+/// (bounded) to completion.
 fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
     let sector = (block * SECTORS_PER_BLOCK) as usize;
     let mut request = BlkReq::default();
@@ -362,25 +438,41 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
     let waiting = rt::bench::counter();
     while disk.blk.peek_used() != Some(token) {
         polls += 1;
-        match disk.interrupt {
-            // Interrupt mode: sleep until the MSI, a bounded number of
-            // times (a wake may be an earlier request's).
+        let look = match disk.interrupt {
+            // Interrupt mode: sleep until the MSI or a fault record (init
+            // bound the line to the fault queue's notification), a bounded
+            // number of times; look at the fault queue after each wake.
             Some(line) => {
-                if polls == WAKE_LIMIT || line.wait().is_err() {
+                if polls == WAKE_LIMIT {
                     lost(disk, block);
                 }
-                disk.interrupts += 1;
+                match line.wait() {
+                    Ok(fired) => disk.interrupts += u64::from(fired),
+                    Err(_) => lost(disk, block),
+                }
+                true
             }
             None => {
                 if polls == POLL_LIMIT {
                     lost(disk, block);
                 }
-                core::hint::spin_loop();
+                polls % POLLS_PER_FAULT_CHECK == 0
             }
+        };
+        if look && faulted(disk.faults, &mut disk.seen_faults) {
+            // The device could not reach a buffer: a virtio device stops
+            // there and never returns the request.
+            disk.wait += rt::bench::counter() - waiting;
+            disk.broken = true;
+            rt::println!(
+                "[vblk] block {block}: the device's access faulted (first at {:#x}); the device stops, and so does this driver's I/O",
+                disk.seen_faults.1
+            );
+            return Err(Status::DeviceError);
         }
+        core::hint::spin_loop();
     }
     disk.wait += rt::bench::counter() - waiting;
-    disk.requests += 1;
     #[allow(unsafe_code)]
     // SAFETY: the same buffers `*_nb` took, and the device returned them.
     let done = unsafe {
@@ -411,19 +503,129 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
 /// the driver stops here, saying what the IOMMU saw.
 fn lost(disk: &mut Disk, block: u64) -> ! {
     rt::println!(
-        "[vblk] block {block}: no answer after {POLL_LIMIT} polls or {WAKE_LIMIT} interrupts ({:?})",
+        "[vblk] block {block}: no answer after {POLL_LIMIT} polls or {WAKE_LIMIT} wakes ({:?})",
         virtio::dma::take_error()
     );
-    if let Some((queue, _)) = disk.faults.take() {
-        while let Ok(Some(record)) = queue.pop() {
-            rt::println!(
-                "[vblk] IOMMU fault: badge {:#x}, address {:#x}, {}, reason {:#x}",
-                record.badge,
-                record.address,
-                if record.write { "write" } else { "read" },
-                record.reason
-            );
-        }
-    }
+    while faulted(disk.faults, &mut disk.seen_faults) {}
     rt::exit(1)
+}
+
+/// Takes the fault queue's records, printing them and noting them in
+/// `seen` (how many, the first's address); whether there were any.
+fn faulted(queue: Cap<IoFaultQueue>, seen: &mut (u64, u64)) -> bool {
+    let mut any = false;
+    while let Ok(Some(record)) = queue.pop() {
+        any = true;
+        if seen.0 == 0 {
+            seen.1 = record.address;
+        }
+        seen.0 += 1;
+        rt::println!(
+            "[vblk] IOMMU fault: badge {:#x}, address {:#x}, {}, reason {:#x}",
+            record.badge,
+            record.address,
+            if record.write { "write" } else { "read" },
+            record.reason
+        );
+    }
+    any
+}
+
+/// Maps the client's Frame (in FRAME_SLOT) into the IoSpace at FRAME_IPA:
+/// read-only when the device reads it (a write), read-write when it writes
+/// it. On VT-d the stage 1 is invalidated at FRAME_IOVA, which composes
+/// the new entry into the kernel's shadow; SMMUv3 walks both stages itself
+/// and caches no missing translation.
+fn map_frame(disk: &mut Disk, device_reads: bool) -> Result<(), Status> {
+    let rights = if device_reads {
+        MapRights::READ
+    } else {
+        MapRights::READ_WRITE
+    };
+    let start = rt::bench::counter();
+    let mapped = disk
+        .space
+        .map(Cap::<Frame>::from_slot(FRAME_SLOT), FRAME_IPA, rights);
+    disk.frame_ticks += rt::bench::counter() - start;
+    if let Err(e) = mapped {
+        rt::println!("[vblk] IoSpace.Map of the client's Frame at {FRAME_IPA:#x}: {e:?}");
+        return Err(Status::NoFrame);
+    }
+    if cfg!(target_arch = "x86_64") {
+        let start = rt::bench::counter();
+        let composed = virtio::dma::invalidate(FRAME_IOVA, BLOCK_SIZE as u64);
+        disk.frame_ticks += rt::bench::counter() - start;
+        composed.map_err(|why| {
+            rt::println!("[vblk] {}", why.0);
+            Status::DeviceError
+        })?;
+    }
+    Ok(())
+}
+
+/// Deletes the driver's copy of the client's Frame: the kernel unmaps it
+/// from the IoSpace and waits for the IOMMU's invalidation before the
+/// delete returns. On VT-d that unmap dropped the kernel's shadow of the
+/// stage 1: the pool is composed again before anything else.
+fn drop_frame(disk: &mut Disk) {
+    let start = rt::bench::counter();
+    if let Some(cnode) = disk.cnode
+        && let Err(e) = cnode.delete(FRAME_SLOT)
+    {
+        rt::println!("[vblk] deleting the client's Frame: {e:?}");
+    }
+    disk.frame_ticks += rt::bench::counter() - start;
+    disk.held = false;
+    if cfg!(target_arch = "x86_64")
+        && let Err(why) = virtio::dma::recompose_pool()
+    {
+        rt::println!("[vblk] {}", why.0);
+    }
+}
+
+/// One request between the device and the client's Frame: the crate is
+/// given the data page, which the Hal redirects to FRAME_IOVA.
+fn transfer_redirected(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
+    let proxy = disk.data.as_ptr() as u64;
+    virtio::dma::redirect(Some((proxy, FRAME_IOVA)));
+    let done = transfer(disk, block, write);
+    virtio::dma::redirect(None);
+    done
+}
+
+/// The second half of a held I/O: the device writes `block` through
+/// FRAME_IOVA again. The client may have revoked its Frame since: then the
+/// IoSpace no longer maps FRAME_IPA and the access must fault.
+fn finish_held(disk: &mut Disk, block: u64) -> [u64; 4] {
+    // A revoke the driver did not see may have dropped the VT-d shadow:
+    // the pool (not FRAME_IOVA, which the driver did not change) composed
+    // again before the doorbell.
+    if cfg!(target_arch = "x86_64")
+        && let Err(why) = virtio::dma::recompose_pool()
+    {
+        rt::println!("[vblk] {}", why.0);
+    }
+    disk.seen_faults = (0, 0);
+    let outcome = transfer_redirected(disk, block, false);
+    let still_held = disk
+        .space
+        .unmap(Cap::<Frame>::from_slot(FRAME_SLOT))
+        .is_ok();
+    faulted(disk.faults, &mut disk.seen_faults);
+    rt::println!(
+        "[vblk] the held I/O's second read of block {block} through IOVA {FRAME_IOVA:#x} (the client's Frame {}): {outcome:?}",
+        if still_held {
+            "still mapped"
+        } else {
+            "revoked by the client"
+        }
+    );
+    let finished = Finished {
+        faults: disk.seen_faults.0,
+        first_fault: disk.seen_faults.1,
+        still_held: u64::from(still_held),
+    };
+    drop_frame(disk);
+    let [faults, first, held] = finished.to_mrs();
+    [faults, first, held, 0]
 }

@@ -116,6 +116,8 @@ pub struct Counters {
     /// Counter ticks (`rt::bench::counter`) in stage-1 map, unmap and
     /// invalidation.
     pub iommu_ticks: u64,
+    /// Buffers given to the device as a [`redirect`]'s IOVA.
+    pub redirected: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +172,9 @@ struct Pool<T: InvalidateRange> {
     /// Inside a `Batched` share or unshare: stage-1 changes wait for
     /// [`flush`].
     deferring: bool,
+    /// Zero copy ([`redirect`]): a buffer at this address of the driver is
+    /// given to the device as this IOVA instead, nothing mapped or copied.
+    redirect: Option<(u64, u64)>,
 }
 
 static POOL: spin::Mutex<Option<Pool<Cap<IoUserTable>>>> = spin::Mutex::new(None);
@@ -241,6 +246,7 @@ impl<T: InvalidateRange> Pool<T> {
             error: None,
             sharing: Sharing::PerRequest,
             deferring: false,
+            redirect: None,
         }
     }
 
@@ -396,6 +402,12 @@ impl<T: InvalidateRange> Pool<T> {
     }
 
     fn share(&mut self, va: u64, len: u64, direction: BufferDirection) -> Result<u64, Failure> {
+        if let Some((proxy, iova)) = self.redirect
+            && va == proxy
+        {
+            self.counters.redirected += 1;
+            return Ok(iova);
+        }
         let pages = span(va, len) as usize;
         if let Some(first) = self.page_at(va).filter(|&first| {
             first + pages <= self.count
@@ -457,6 +469,9 @@ impl<T: InvalidateRange> Pool<T> {
         len: u64,
         direction: BufferDirection,
     ) -> Result<(), Failure> {
+        if self.redirect == Some((va, iova)) {
+            return Ok(());
+        }
         let first = self
             .page_at_iova(iova)
             .ok_or_else(|| failure(format_args!("unshare of IOVA {iova:#x}, not the pool's")))?;
@@ -560,6 +575,67 @@ pub fn flush() -> Result<(), Failure> {
         .inspect_err(|why| pool.error = Some(why.clone()))
 }
 
+/// Maps `iova` to `ipa` of the IoSpace in the stage 1 for good
+/// (read-write; the IoSpace's mapping decides) and invalidates it: a fixed window outside the pool, such as the IOVA
+/// of a client's Frame that the IoSpace maps at `ipa` only during a
+/// request (zero copy), or of the MSI doorbell the kernel keeps
+/// write-only in the IoSpace (`crate::msix`, aarch64). Until something is mapped at `ipa`, the device's
+/// access there faults in stage 2.
+pub fn map_fixed(iova: u64, ipa: u64) -> Result<(), Failure> {
+    let mut guard = POOL.lock();
+    let pool = guard
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
+    pool.stage1
+        .map(iova, ipa, PAGE, Rights::READ_WRITE)
+        .map_err(|e| failure(format_args!("stage-1 map of IOVA {iova:#x}: {e:?}")))?;
+    pool.flush()
+}
+
+/// `IoUserTable.Invalidate` of `[iova, iova + len)` (outside the pool: a
+/// [`map_fixed`] window), counted: on VT-d it composes the window's entry
+/// through whatever the IoSpace maps behind it now.
+pub fn invalidate(iova: u64, len: u64) -> Result<(), Failure> {
+    let mut guard = POOL.lock();
+    let pool = guard
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
+    pool.counters.invalidations += 1;
+    pool.table.invalidate_range(iova, len).map_err(|e| {
+        failure(format_args!(
+            "IoUserTable.Invalidate of IOVA {iova:#x}: {e:?}"
+        ))
+    })
+}
+
+/// Zero copy: until [`redirect`]`(None)`, a buffer at the driver's
+/// address `proxy` (a page of its own, so the crate's slice is valid
+/// memory) is given to the device as `iova` (a [`map_fixed`] window) with
+/// nothing mapped, copied or unmapped: the device reads or writes what the
+/// IoSpace maps behind `iova`, never `proxy`.
+pub fn redirect(to: Option<(u64, u64)>) {
+    if let Some(pool) = POOL.lock().as_mut() {
+        pool.redirect = to;
+    }
+}
+
+/// `IoUserTable.Invalidate` of the pool's whole window, counted: on VT-d
+/// (shadow nesting) a stage-2 unmap in the IoSpace drops the kernel's
+/// composed shadow of the stage 1, and this composes the pool's entries
+/// again before the device's next access.
+pub fn recompose_pool() -> Result<(), Failure> {
+    let mut guard = POOL.lock();
+    let pool = guard
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
+    let start = rt::bench::counter();
+    let (iova, len) = (pool.iova, pool.count as u64 * PAGE);
+    let done = pool.table.invalidate_range(iova, len);
+    pool.counters.invalidations += 1;
+    pool.counters.iommu_ticks += rt::bench::counter() - start;
+    done.map_err(|e| failure(format_args!("IoUserTable.Invalidate of the pool: {e:?}")))
+}
+
 /// Changes how buffers are shared from the next request on (see
 /// [`Sharing`]); refused while a buffer is shared.
 pub fn set_sharing(sharing: Sharing) -> Result<(), Failure> {
@@ -597,25 +673,6 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
         .map_err(|e| failure(format_args!("IoSpace.BindUserTable: {e:?}")))?;
     *POOL.lock() = Some(Pool::new(stage1, table, setup.memory, setup.iova));
     Ok(table)
-}
-
-/// Maps the 4 KiB page at `iova` of the stage 1, outside the pool, to
-/// `ipa` read-write and makes the IOMMU see it: the MSI doorbell page the
-/// kernel keeps in the IoSpace (`crate::msix`), which the device reaches
-/// only through this entry when it is nested. Stays mapped for the
-/// domain's life.
-pub fn map_outside_pool(iova: u64, ipa: u64) -> Result<(), Failure> {
-    let mut guard = POOL.lock();
-    let pool = guard
-        .as_mut()
-        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
-    if pool.page_at_iova(iova).is_some() {
-        return Err(failure(format_args!("IOVA {iova:#x} lies in the DMA pool")));
-    }
-    pool.stage1
-        .map(iova, ipa, PAGE, Rights::READ_WRITE)
-        .map_err(|e| failure(format_args!("stage-1 map of IOVA {iova:#x}: {e:?}")))?;
-    pool.flush()
 }
 
 /// Takes `pages` free pages of the pool for the domain's own buffers,

@@ -8,7 +8,7 @@
 //!    interrupt remapping entry, on aarch64 the GICv2m doorbell the kernel
 //!    mapped into the IoSpace, which a nested device reaches only through
 //!    the driver's stage 1, so the driver maps an IOVA to it
-//!    ([`crate::dma::map_outside_pool`]);
+//!    ([`crate::dma::map_fixed`]);
 //! 3. the driver writes MSI-X table entry 0 in the BAR the MSI-X capability
 //!    names (device memory init mapped for it) and sets the queue's vector
 //!    in the virtio common configuration;
@@ -51,15 +51,22 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
-    /// Blocks until the line has fired, then acknowledges it so it can
-    /// fire again.
-    pub fn wait(&self) -> Result<(), Failure> {
-        self.notification
+    /// Blocks until the notification is signalled: by the line (then
+    /// acknowledged so it can fire again, and `true`) or by something
+    /// else sharing the notification, such as the device's fault queue
+    /// (`false`).
+    pub fn wait(&self) -> Result<bool, Failure> {
+        let word = self
+            .notification
             .wait()
             .map_err(|e| failure(format_args!("waiting for the MSI: {e:?}")))?;
-        self.handler
-            .ack()
-            .map_err(|e| failure(format_args!("IrqHandler.Ack: {e:?}")))
+        let fired = word & resources::MSI_BADGE != 0;
+        if fired {
+            self.handler
+                .ack()
+                .map_err(|e| failure(format_args!("IrqHandler.Ack: {e:?}")))?;
+        }
+        Ok(fired)
     }
 }
 
@@ -91,7 +98,7 @@ pub fn enable(
         // any translation.
         address
     } else {
-        crate::dma::map_outside_pool(doorbell_iova, address & !0xFFF)?;
+        crate::dma::map_fixed(doorbell_iova, address & !0xFFF)?;
         doorbell_iova + (address & 0xFFF)
     };
     let config = Config { init, pci };

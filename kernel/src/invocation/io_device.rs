@@ -5,7 +5,7 @@
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem};
 use abi::{Error, Invocation};
-use caps::{ObjectId, ObjectKind, SlotId};
+use caps::{ObjectId, ObjectKind, Rights, SlotId};
 
 /// A decoded IommuControl, IoDevice or IoPasid invocation on the invoked
 /// capability's slot `slot` where it needs one.
@@ -42,6 +42,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
     let slot = call.slot;
     match (call.kind, call.invocation) {
         (ObjectKind::IommuControl, Invocation::IommuIdentify) => {
+            caps.lookup_as(slot, ObjectKind::IommuControl, Rights::READ)?;
             let guard = crate::iommu_unit::UNIT.lock();
             let unit = guard.as_ref().ok_or(Error::NotSupported)?;
             Ok(DeviceOp::Identify(unit.identify()))

@@ -21,6 +21,9 @@ use crate::machines::Arch;
 
 /// The platform device models that need a disk.
 const MODELS: [&str; 2] = ["virtio-blk", "nvme"];
+/// The platform device models added only where granted, with a backend
+/// the caller adds (`crate::net::netdev`).
+const GRANTED_ONLY: [&str; 1] = [crate::net::MODEL];
 
 /// A disk file attached to a run.
 #[derive(Debug, Clone)]
@@ -41,15 +44,21 @@ pub fn devices(
     let mut args = Vec::new();
     let mut disk = None;
     for device in &image.platform.devices {
-        if !MODELS.contains(&device.model.as_str()) {
-            args.extend(device.qemu.iter().cloned());
-            continue;
-        }
         let granted = image
             .system
             .dma_grants
             .iter()
             .any(|grant| grant.device == device.pci);
+        if GRANTED_ONLY.contains(&device.model.as_str()) {
+            if granted {
+                args.extend(device.qemu.iter().cloned());
+            }
+            continue;
+        }
+        if !MODELS.contains(&device.model.as_str()) {
+            args.extend(device.qemu.iter().cloned());
+            continue;
+        }
         if !granted {
             continue;
         }

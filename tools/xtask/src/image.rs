@@ -214,6 +214,19 @@ mod tests {
                 .filter(|device| device.qemu.is_empty() && device.model == "edu")
                 .count();
             assert_eq!(machine_edus, listed, "{}", platform.name);
+            // ... at the address the platform lists (QEMU's slot choice
+            // moves when an image's `-netdev` drops the default NIC).
+            for device in platform.devices.iter().filter(|d| d.qemu.is_empty()) {
+                let address = format!("addr={:02x}.{:x}", device.pci.device, device.pci.function);
+                assert!(
+                    arch.machine()
+                        .device_args
+                        .iter()
+                        .any(|arg| arg.starts_with("edu,") && arg.contains(&address)),
+                    "{}: {address}",
+                    device.name
+                );
+            }
             // Every device an image can add is created at an explicit address.
             for device in platform.devices.iter().filter(|d| !d.qemu.is_empty()) {
                 let address = format!("addr={:02x}.{:x}", device.pci.device, device.pci.function);

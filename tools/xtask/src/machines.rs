@@ -126,11 +126,13 @@ pub const X86_64_Q35: Machine = Machine {
     qemu: "qemu-system-x86_64",
     package: "qemu-system-x86",
     machine_args: &["-M", "q35", "-cpu", "qemu64"],
+    // The edu at an explicit slot: it stays at 00:03.0 (after VGA and the
+    // default NIC) when an image's `-netdev` removes QEMU's default NIC.
     device_args: &[
         "-device",
         "isa-debug-exit,iobase=0xf4,iosize=0x04",
         "-device",
-        "edu",
+        "edu,addr=03.0",
     ],
     run_args: &["-device", "intel-iommu,x-scalable-mode=on"],
     exit: GuestExit::IsaDebugExit,
@@ -143,7 +145,13 @@ pub const AARCH64_VIRT: Machine = Machine {
     package: "qemu-system-arm",
     machine_args: &["-M", "virt,iommu=smmuv3", "-cpu", "max"],
     // RAM starts at 1 GiB on virt, above edu's default 28-bit DMA mask.
-    device_args: &["-semihosting", "-device", "edu,dma_mask=0xffffffffff"],
+    // At an explicit slot, 00:02.0 (after the default NIC), also when an
+    // image's `-netdev` removes QEMU's default NIC.
+    device_args: &[
+        "-semihosting",
+        "-device",
+        "edu,addr=02.0,dma_mask=0xffffffffff",
+    ],
     run_args: &[],
     exit: GuestExit::Semihosting,
 };

@@ -30,6 +30,7 @@ mod kernel;
 #[cfg(test)]
 mod layers;
 mod machines;
+mod net;
 mod parse;
 mod qemu;
 mod setup;
@@ -84,6 +85,10 @@ enum Task {
         /// Wait for a debugger on localhost:1234 before the first instruction (QEMU -s -S).
         #[arg(long)]
         gdb: bool,
+        /// Host port on 127.0.0.1 forwarded to the guest's HTTP port 80 (the
+        /// next port to its echo port 7), for images with a network device.
+        #[arg(long, default_value_t = net::DEFAULT_PORT)]
+        port: u16,
         /// Boot the cap-dump kernel, draw its live capability derivation tree as
         /// target/images/<NAME>-<arch>-live.{dot,svg,txt} and compare it with the image.
         #[arg(long)]
@@ -164,6 +169,7 @@ fn main() -> ExitCode {
             arch,
             image,
             gdb,
+            port,
             cap_dump,
             qemu_args,
         } => run(
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
             &image,
             Run {
                 gdb,
+                port,
                 cap_dump,
                 qemu_args: &qemu_args,
             },
@@ -256,6 +263,7 @@ fn build(root: &Path, arch: Option<Arch>) -> Result<ExitCode> {
 /// The options of `cargo xtask run`.
 struct Run<'a> {
     gdb: bool,
+    port: u16,
     cap_dump: bool,
     qemu_args: &'a [String],
 }
@@ -263,6 +271,7 @@ struct Run<'a> {
 fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCode> {
     let Run {
         gdb,
+        port,
         cap_dump,
         qemu_args,
     } = options;
@@ -286,6 +295,14 @@ fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCod
     // The devices of the platform (images/platforms/), e.g. the edu at
     // 00:04.0, and the disk of an image that drives a virtio-blk.
     let (mut extra, disk) = disk::devices(&image::output_dir(root)?, arch, &image)?;
+    // And the user-networking backend of an image's virtio-net.
+    let ports = if net::granted(&image) {
+        let ports = net::Ports::from_http(port)?;
+        extra.extend(net::netdev(ports));
+        Some(ports)
+    } else {
+        None
+    };
     if gdb {
         extra.extend(["-s".to_string(), "-S".to_string()]);
         let debugger = match arch {
@@ -315,6 +332,12 @@ fn run(root: &Path, arch: Arch, image: &str, options: Run<'_>) -> Result<ExitCod
     let run = qemu::run(machine.qemu, &args, qemu::Echo::Terminal, None, |line| {
         if cap_dump {
             transcript.push(line.to_string());
+        }
+        if let Some(ports) = ports.filter(|_| line.contains(net::SERVING)) {
+            eprintln!(
+                "xtask: the guest serves: curl http://localhost:{}/ (status page); echo: nc localhost {} (forwarded on 127.0.0.1 only)",
+                ports.http, ports.echo
+            );
         }
     })?;
     if cap_dump {
@@ -450,7 +473,14 @@ fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
             let devices = match config.image.as_deref() {
                 Some(name) => {
                     let image = image::load(root, config.arch, name)?;
-                    disk::devices(&image::output_dir(root)?, config.arch, &image)?.0
+                    let mut devices =
+                        disk::devices(&image::output_dir(root)?, config.arch, &image)?.0;
+                    // The test takes two free ports at run time; shown
+                    // with the default ones.
+                    if net::granted(&image) {
+                        devices.extend(net::netdev(net::Ports::from_http(net::DEFAULT_PORT)?));
+                    }
+                    devices
                 }
                 None => Vec::new(),
             };

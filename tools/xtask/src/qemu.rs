@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub enum Ended {
     Exited(Option<i32>),
     /// The timeout passed and xtask stopped QEMU.
     TimedOut(Duration),
+    /// The caller asked xtask to stop QEMU ([`run_until`]).
+    Stopped,
 }
 
 /// What a QEMU run left behind.
@@ -89,6 +92,8 @@ enum Event {
     Exited(Option<i32>),
     /// This timeout passed; QEMU has been killed and reaped.
     TimedOut(Duration),
+    /// The stop flag was raised; QEMU has been killed and reaped.
+    Stopped,
 }
 
 /// Runs `qemu` with `args`, calling `on_line` for each serial line, until
@@ -107,6 +112,19 @@ pub fn run(
     args: &[String],
     echo: Echo,
     timeout: Option<Duration>,
+    on_line: impl FnMut(&str),
+) -> Result<Run> {
+    run_until(qemu, args, echo, timeout, None, on_line)
+}
+
+/// [`run`], and QEMU is also stopped (killed and reaped, [`Ended::Stopped`])
+/// soon after `stop` is raised: within [`STOP_POLL`].
+pub fn run_until(
+    qemu: &str,
+    args: &[String],
+    echo: Echo,
+    timeout: Option<Duration>,
+    stop: Option<Arc<AtomicBool>>,
     mut on_line: impl FnMut(&str),
 ) -> Result<Run> {
     let mut command = Command::new(qemu);
@@ -159,7 +177,7 @@ pub fn run(
         }
     });
     thread::spawn(move || {
-        let _ = sender.send(wait(&mut child, timeout));
+        let _ = sender.send(wait(&mut child, timeout, stop));
     });
 
     let mut lines = LineSplitter::default();
@@ -198,6 +216,7 @@ pub fn run(
             Event::SerialClosed => serial_closed = true,
             Event::Exited(code) => exited = Some(Ended::Exited(code)),
             Event::TimedOut(timeout) => break Ended::TimedOut(timeout),
+            Event::Stopped => break Ended::Stopped,
         }
         if let (true, Some(ended)) = (serial_closed, exited) {
             break ended;
@@ -209,7 +228,7 @@ pub fn run(
 
     // After a timeout a grandchild may still hold the pipes open: do not
     // wait for the readers then, they end with the pipes.
-    if !matches!(ended, Ended::TimedOut(_)) {
+    if !matches!(ended, Ended::TimedOut(_) | Ended::Stopped) {
         let _ = serial.join();
         let _ = errors.join();
     }
@@ -226,21 +245,48 @@ pub fn run(
     })
 }
 
-/// Waits for QEMU, at most `timeout`: past it QEMU is killed and reaped.
-fn wait(child: &mut Child, timeout: Option<Duration>) -> Event {
-    let status = match timeout {
-        None => child.wait(),
-        Some(timeout) => match child.wait_timeout(timeout) {
-            Ok(Some(status)) => Ok(status),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Event::TimedOut(timeout);
-            }
-            Err(error) => Err(error),
-        },
+/// How often the waiter looks at a stop flag.
+pub const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Waits for QEMU, at most `timeout` and until `stop` is raised: past
+/// either QEMU is killed and reaped.
+fn wait(child: &mut Child, timeout: Option<Duration>, stop: Option<Arc<AtomicBool>>) -> Event {
+    let Some(stop) = stop else {
+        let status = match timeout {
+            None => child.wait(),
+            Some(timeout) => match child.wait_timeout(timeout) {
+                Ok(Some(status)) => Ok(status),
+                Ok(None) => return kill(child, Event::TimedOut(timeout)),
+                Err(error) => Err(error),
+            },
+        };
+        return Event::Exited(status.ok().and_then(|status| status.code()));
     };
-    Event::Exited(status.ok().and_then(|status| status.code()))
+    let start = std::time::Instant::now();
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return kill(child, Event::Stopped);
+        }
+        let slice = match timeout {
+            Some(timeout) => match timeout.checked_sub(start.elapsed()) {
+                Some(left) => left.min(STOP_POLL),
+                None => return kill(child, Event::TimedOut(timeout)),
+            },
+            None => STOP_POLL,
+        };
+        match child.wait_timeout(slice) {
+            Ok(Some(status)) => return Event::Exited(status.code()),
+            Ok(None) => {}
+            Err(_) => return Event::Exited(None),
+        }
+    }
+}
+
+/// Kills and reaps QEMU; `event` says why.
+fn kill(child: &mut Child, event: Event) -> Event {
+    let _ = child.kill();
+    let _ = child.wait();
+    event
 }
 
 /// Keeps what the outcome needs from the serial lines.
@@ -327,6 +373,7 @@ pub fn guest_status(exit: GuestExit, run: &Run) -> std::result::Result<u32, Stri
             "timed out after {} s without `portcullis: exit`",
             timeout.as_secs()
         )),
+        (Ended::Stopped, _) => Err("xtask stopped QEMU before the guest exited".to_string()),
         (Ended::Exited(code), None) => {
             let stderr = run
                 .stderr_last
@@ -519,6 +566,32 @@ mod tests {
         assert_eq!(run.ended, Ended::Exited(Some(3)));
         assert_eq!(run.stderr_last.as_deref(), Some("warning: something"));
         assert_eq!(guest_status(GuestExit::IsaDebugExit, &run), Ok(1));
+    }
+
+    /// A raised stop flag ends a run that would go on, well before its
+    /// timeout.
+    #[test]
+    fn run_until_stops_when_asked() {
+        let args = ["-c".to_string(), "echo ready; sleep 30".to_string()];
+        let stop = Arc::new(AtomicBool::new(false));
+        let raise = Arc::clone(&stop);
+        let started = Instant::now();
+        let run = run_until(
+            "sh",
+            &args,
+            Echo::Quiet,
+            Some(Duration::from_secs(60)),
+            Some(stop),
+            move |line| {
+                if line == "ready" {
+                    raise.store(true, Ordering::Release);
+                }
+            },
+        )
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(run.ended, Ended::Stopped);
+        assert!(guest_status(GuestExit::Semihosting, &run).is_err());
     }
 
     #[test]

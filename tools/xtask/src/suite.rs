@@ -108,7 +108,7 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                     continue;
                 }
             };
-            let (module, devices, image, disk) = match boot_module(root, config) {
+            let (module, mut devices, image, disk) = match boot_module(root, config) {
                 Ok(booted) => booted,
                 Err(error) => {
                     println!("[{}] not run: {error}", config.name);
@@ -120,6 +120,26 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                 .as_ref()
                 .filter(|_| config.cap_dump)
                 .map(|image| (root, image));
+            // An image with a network device: its backend on two free
+            // loopback ports, which the host's checks connect to.
+            let ports = match image.as_ref().filter(|image| crate::net::granted(image)) {
+                Some(_) => match crate::net::free_ports() {
+                    Ok(ports) => {
+                        devices.extend(crate::net::netdev(ports));
+                        Some(ports)
+                    }
+                    Err(error) => {
+                        println!("[{}] not run: {error}", config.name);
+                        total.failed += 1;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if let Some(ports) = ports {
+                total.add(net_test(config, &elf, module.as_deref(), &devices, ports));
+                continue;
+            }
             total.add(system_test(config, &elf, module.as_deref(), &devices, dump));
             if let Some(disk) = disk {
                 total.add(disk_test(config, &disk));
@@ -524,17 +544,101 @@ fn system_test(
     }
     if let Some(problem) = problem {
         tally.failed += 1;
-        println!("[{}] FAILED: {problem}", config.name);
+        report_problem(config, &problem, Some(&run), &args);
+    }
+    tally
+}
+
+/// Prints why a run failed beyond its tests, its last serial lines (when
+/// it ran) and the QEMU command line to replay it.
+fn report_problem(config: &SystemTest, problem: &str, run: Option<&qemu::Run>, args: &[String]) {
+    println!("[{}] FAILED: {problem}", config.name);
+    if let Some(run) = run {
         println!("[{}] last {} serial lines:", config.name, run.tail.len());
         for line in &run.tail {
             println!("[{}] | {line}", config.name);
         }
-        println!(
-            "[{}] QEMU: {} {}",
-            config.name,
-            machine.qemu,
-            crate::shell_words(&args)
-        );
+    }
+    println!(
+        "[{}] QEMU: {} {}",
+        config.name,
+        config.arch.machine().qemu,
+        crate::shell_words(args)
+    );
+}
+
+/// Boots a configuration whose image serves on the network
+/// (`crate::net`): once the guest says it serves, the host's checks run
+/// (each bounded, `net::TIMEOUT`), then xtask stops QEMU. Each check is a
+/// test; a guest that never serves, or that ends before the checks did,
+/// counts as one more failure.
+fn net_test(
+    config: &SystemTest,
+    elf: &Path,
+    module: Option<&Path>,
+    devices: &[String],
+    ports: crate::net::Ports,
+) -> Tally {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let machine = config.arch.machine();
+    let args = arguments(config, elf, module, devices);
+    let timeout = Duration::from_secs(config.timeout_secs);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut checker = None;
+    let run = qemu::run_until(
+        machine.qemu,
+        &args,
+        Echo::Quiet,
+        Some(timeout),
+        Some(Arc::clone(&stop)),
+        |line| {
+            if echo_all() {
+                println!("[{}] {line}", config.name);
+            }
+            if checker.is_none() && line.contains(crate::net::SERVING) {
+                let stop = Arc::clone(&stop);
+                checker = Some(std::thread::spawn(move || {
+                    let checks = crate::net::check(ports);
+                    stop.store(true, Ordering::Release);
+                    checks
+                }));
+            }
+        },
+    );
+    let mut tally = Tally::default();
+    let checks = checker.map(|checker| checker.join());
+    let problem = match (&run, checks) {
+        (Err(error), _) => Some(format!("not run: {error}")),
+        (Ok(_), None) => Some(format!("the guest never printed `{}`", crate::net::SERVING)),
+        (Ok(_), Some(Err(_))) => Some("the host's checks panicked".to_string()),
+        (Ok(run), Some(Ok(checks))) => {
+            for (name, outcome) in checks {
+                match outcome {
+                    Ok(summary) => {
+                        tally.passed += 1;
+                        println!("[{}] test {name} ... ok ({summary})", config.name);
+                    }
+                    Err(why) => {
+                        tally.failed += 1;
+                        println!("[{}] test {name} ... FAILED", config.name);
+                        for line in why.lines() {
+                            println!("[{}]     {line}", config.name);
+                        }
+                    }
+                }
+            }
+            (run.ended != qemu::Ended::Stopped).then(|| {
+                format!(
+                    "QEMU ended ({:?}) before the host's checks were done",
+                    run.ended
+                )
+            })
+        }
+    };
+    if let Some(problem) = problem {
+        tally.failed += 1;
+        report_problem(config, &problem, run.as_ref().ok(), &args);
     }
     tally
 }

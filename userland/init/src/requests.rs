@@ -60,11 +60,17 @@ struct Given {
     queue: bool,
     /// An MSI line was given (`MSI`).
     msi: bool,
+    /// The fault queue's Notification (`FAULT_QUEUE`), which an MSI line
+    /// signals too.
+    queue_signal: Option<Cap<Notification>>,
     /// The device's number among the domain's (its register and BAR
     /// windows), from `DEVICE` on.
     number: u64,
     /// The BARs mapped with `BAR`, bit per index.
     bars: u8,
+    /// The domain's slots of the IoDevice and of the fault queue and its
+    /// Notification, for `sys::status` (`status.rs`).
+    slots: status::Slots,
 }
 
 /// What init keeps of a grant's IoSpace from one `SPACE` to the next, so
@@ -151,6 +157,9 @@ impl Server {
             rt::println!("[init] a request with badge {badge:#x}, which names no domain: refused");
             return refused(Refusal::NotGranted);
         };
+        if let Some(reply) = self.status(objects, label, mrs[0]) {
+            return reply;
+        }
         let who = self.domains[domain].name.clone();
         let pci = mrs[0];
         let grant = self.description.dma_grants.iter().position(|g| {
@@ -277,6 +286,7 @@ impl Server {
         self.given[grant].number = self.domains[domain].devices;
         self.domains[domain].devices += 1;
         self.given[grant].device = Some((device, badged));
+        self.given[grant].slots.device = Some(given);
         Ok((
             ok(u64::from(given), registers),
             format!(
@@ -501,6 +511,8 @@ impl Server {
         let queue_slot = self.give(objects, domain, queue, None)?;
         let signal_slot = self.give(objects, domain, signal, None)?;
         self.given[grant].queue = true;
+        self.given[grant].queue_signal = Some(signal);
+        self.given[grant].slots.queue = Some((queue_slot, signal_slot));
         Ok((
             ok(u64::from(queue_slot), u64::from(signal_slot)),
             format!(
@@ -510,7 +522,9 @@ impl Server {
     }
 
     /// `MSI`: the first free line of `resources::MSI_LINES`, bound to a
-    /// new Notification; both go to the domain.
+    /// copy badged `resources::MSI_BADGE` of the fault queue's
+    /// Notification (or of a new one); the handler and that copy go to the
+    /// domain.
     fn msi(
         &mut self,
         objects: &mut Objects,
@@ -544,9 +558,15 @@ impl Server {
             }
         }
         let handler = taken.map_err(kernel("IrqControl.Get of an MSI line"))?;
-        let signal: Cap<Notification> = objects
-            .make::<Notification>()
-            .map_err(kernel("Untyped.Retype of the Notification"))?;
+        let shared = match self.given[grant].queue_signal {
+            Some(queue) => queue,
+            None => objects
+                .make::<Notification>()
+                .map_err(kernel("Untyped.Retype of the Notification"))?,
+        };
+        let signal = objects
+            .mint(shared, Rights::ALL, resources::MSI_BADGE)
+            .map_err(kernel("badging the Notification"))?;
         handler
             .set_notification(signal)
             .map_err(kernel("IrqHandler.SetNotification"))?;
@@ -596,6 +616,7 @@ fn destroy_space(objects: &mut Objects, space: Cap<IoSpace>) -> Result<(), (Refu
         .map_err(kernel("CNode.Delete of the IoSpace"))
 }
 
+mod status;
 #[cfg(test)]
 mod tests;
 

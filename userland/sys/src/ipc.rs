@@ -45,7 +45,9 @@ pub struct IpcBuffer {
     pub mrs: [u64; MAX_MESSAGE_REGISTERS],
     /// Extra capabilities of an outgoing message: slots in the sender's CSpace.
     pub caps: [u32; MAX_EXTRA_CAPS],
-    /// Zero; reserved for the receive slot of capability transfer.
+    /// The receive slot of capability transfer (`abi::ipc::
+    /// RECEIVE_SLOT_OFFSET`, [`set_receive_slot`]); the name stays for
+    /// the code that already writes it.
     pub reserved: u32,
     /// The badge of the last received message (written by the kernel).
     pub badge: u64,
@@ -107,6 +109,15 @@ pub fn cap(index: usize) -> Slot {
     Slot::new(storage::read_cap(index))
 }
 
+/// Sets the receive slot: where, in this thread's CSpace, the capability
+/// a message carries lands when this thread receives it (the slot must be
+/// empty then, and the sender's endpoint capability must have the grant
+/// right; the received `MessageInfo.extra_caps` says whether one came).
+/// It stays set for every later receive.
+pub fn set_receive_slot(slot: Slot) {
+    storage::write_receive_slot(slot.index());
+}
+
 /// The badge of the last received message, as the kernel left it.
 pub fn badge() -> u64 {
     storage::read_badge()
@@ -155,6 +166,11 @@ mod storage {
         unsafe { ptr::write_volatile(field(offset_of!(IpcBuffer, caps) + 4 * index), slot) }
     }
 
+    pub fn write_receive_slot(slot: u32) {
+        // SAFETY: see above.
+        unsafe { ptr::write_volatile(field(offset_of!(IpcBuffer, reserved)), slot) }
+    }
+
     pub fn read_badge() -> u64 {
         // SAFETY: see above.
         unsafe { ptr::read_volatile(field(offset_of!(IpcBuffer, badge))) }
@@ -180,6 +196,10 @@ mod storage {
 
     pub fn write_cap(index: usize, slot: u32) {
         with_buffer(|buffer| buffer.caps[index] = slot);
+    }
+
+    pub fn write_receive_slot(slot: u32) {
+        with_buffer(|buffer| buffer.reserved = slot);
     }
 
     pub fn read_badge() -> u64 {

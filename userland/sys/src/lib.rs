@@ -52,6 +52,7 @@ pub mod ipc;
 pub mod messages;
 pub mod names;
 pub mod resources;
+pub mod status;
 pub mod syscall;
 pub mod untypeds;
 

@@ -16,7 +16,7 @@
 //! | [`BAR`] | PCI address | BAR index (0..=5) | where the whole BAR is mapped in the caller | its size, bytes |
 //! | [`CONFIG_READ`] | PCI address | offset in its configuration space (4-byte aligned, below 4096) | the 32-bit word there | 0 |
 //! | [`CONFIG_WRITE`] | PCI address | offset (low 16 bits) and the new 32-bit word (bits 32..64) | the word read back | 0 |
-//! | [`MSI`] | PCI address | 0 | IrqHandler slot (a free line of [`MSI_LINES`]) | its Notification's slot |
+//! | [`MSI`] | PCI address | 0 | IrqHandler slot (a free line of [`MSI_LINES`]) | its Notification's slot (badge [`MSI_BADGE`]) |
 //!
 //! A PCI address is `bus << 8 | device << 3 | function` (the requester
 //! id). A reply's label is 0 on success, else the [`Refusal`] code (MR0
@@ -31,7 +31,9 @@
 //!
 //! `MSI` needs the device and a grant with `msi = true` (the image's
 //! setting for a driver that takes interrupts): init takes the first free
-//! MSI line, binds it to a new Notification and gives the domain both.
+//! MSI line, binds it to a copy badged [`MSI_BADGE`] of the fault queue's
+//! Notification (of a new one if the domain has no fault queue) and gives
+//! the domain the handler and that copy.
 //! The driver then asks the kernel for the message with its own IoDevice
 //! (`IrqHandler.MsiMessage`; on aarch64 after attaching the device) and
 //! programs it through `CONFIG_WRITE` and the MSI-X table in its BAR.
@@ -68,6 +70,11 @@ pub const CONFIG_READ: u32 = 0x10_0006;
 pub const CONFIG_WRITE: u32 = 0x10_0007;
 /// Request an MSI line (IrqHandler and Notification) for a granted device.
 pub const MSI: u32 = 0x10_0008;
+/// The badge an [`MSI`] line signals its Notification with: where the
+/// domain holds the device's fault queue, that queue's Notification (its
+/// records signal bit 0), so a driver waiting for its MSI also wakes when
+/// its device faulted instead of completing.
+pub const MSI_BADGE: u64 = 1 << 1;
 
 /// The message-signalled lines init hands out with [`MSI`]: x86_64 lines
 /// 16..32 (remapped vectors 48..64), aarch64 the GICv2m frame's SPIs on

@@ -1,5 +1,6 @@
-//! The block protocol between a client domain and the virtio-blk driver
-//! domain (`drivers/vblk`), and the seeded pattern a test disk holds.
+//! The block protocol between a client domain and a block driver domain
+//! (`drivers/vblk` for virtio-blk, `drivers/nvme-driver` for NVMe), and
+//! the seeded pattern a test disk holds.
 //!
 //! A client calls the driver's endpoint; the data of one block travels
 //! through a 4 KiB page both domains map (`images/blk.toml`):
@@ -11,6 +12,12 @@
 //! | [`WRITE`] | block number | writes the shared page to the block | 0 |
 //! | [`STATS`] | 0 | nothing | [`Stats`] in MR0..MR3 |
 //! | [`SHARING`] | a [`Sharing`] code | shares the next requests' buffers so | 0 |
+//! | [`READ_FRAME`] | block number, with the client's Frame (cap 0) | zero copy: maps the Frame into its IoSpace at [`FRAME_IPA`], where its stage 1 maps one IOVA, has the device write the block into it, deletes its copy (unmapped, invalidated) | 0 |
+//! | [`WRITE_FRAME`] | block number, with the client's Frame | the same, the device reading the Frame | 0 |
+//! | [`READ_FRAME_HELD`] | block number, with the client's Frame | as `READ_FRAME`, but keeps the Frame mapped: the I/O stays open | the IOVA the device was given |
+//! | [`FINISH_HELD`] | block number | has the device write the block through the held Frame's IOVA again, then drops the Frame | [`Finished`] in MR0..MR2 |
+//!
+//! `INFO`'s reply MR1 names the driver ([`Driver`]).
 //!
 //! A reply's label is 0 on success, else a [`Status`] code. A `READ` or
 //! `WRITE` reply also carries the driver's own cost ([`Cost`], MR1..MR3),
@@ -32,13 +39,13 @@ pub const DISK_BLOCKS: u64 = 64;
 /// Sectors (virtio-blk's 512-byte unit) per block.
 pub const SECTORS_PER_BLOCK: u64 = (BLOCK_SIZE / 512) as u64;
 
-/// Ask for the disk's size in blocks (MR0), the driver's completion mode
-/// (MR1: [`POLLING`] or [`INTERRUPTS`]) and the interrupts it has taken
-/// (MR2) and requests it completed (MR3).
+/// Ask for the disk's size in blocks (MR0), which driver serves (MR1,
+/// [`Driver`]), its completion mode (MR2: [`POLLING`] or [`INTERRUPTS`])
+/// and the interrupts it has taken (MR3).
 pub const INFO: u32 = 0x20_0001;
-/// `INFO`'s MR1: the driver polls the used ring.
+/// `INFO`'s MR2: the driver polls for completions.
 pub const POLLING: u64 = 0;
-/// `INFO`'s MR1: the driver sleeps until the device's MSI.
+/// `INFO`'s MR2: the driver sleeps until the device's MSI.
 pub const INTERRUPTS: u64 = 1;
 /// Read block MR0 into the shared page.
 pub const READ: u32 = 0x20_0002;
@@ -50,6 +57,81 @@ pub const STATS: u32 = 0x20_0004;
 
 /// Change how the driver gives buffers to the device.
 pub const SHARING: u32 = 0x20_0005;
+
+/// Zero copy: read block MR0 into the Frame the message carries (the
+/// client's endpoint capability needs the grant right).
+pub const READ_FRAME: u32 = 0x20_0006;
+/// Zero copy: write the Frame the message carries to block MR0.
+pub const WRITE_FRAME: u32 = 0x20_0007;
+/// As [`READ_FRAME`], the Frame kept mapped after the reply until
+/// [`FINISH_HELD`]: an I/O the client can revoke its Frame in the middle
+/// of (the revoke test).
+pub const READ_FRAME_HELD: u32 = 0x20_0008;
+/// Ends the held I/O: the device writes block MR0 through the held
+/// Frame's IOVA once more, and the driver drops the Frame.
+pub const FINISH_HELD: u32 = 0x20_0009;
+
+/// The IPA in the driver's IoSpace where a client's Frame is mapped for a
+/// zero-copy request: the driver's stage 1 maps one IOVA of its own to it
+/// for good, and the IoSpace maps the Frame there only during a request.
+pub const FRAME_IPA: u64 = 0x18_0000;
+
+/// Which driver serves the protocol (`INFO`'s reply MR1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// `drivers/vblk` (1).
+    VirtioBlk,
+    /// `drivers/nvme-driver` (2).
+    Nvme,
+}
+
+impl Driver {
+    /// Its code.
+    pub fn code(self) -> u64 {
+        match self {
+            Driver::VirtioBlk => 1,
+            Driver::Nvme => 2,
+        }
+    }
+
+    /// From its code.
+    pub fn from_code(code: u64) -> Option<Driver> {
+        match code {
+            1 => Some(Driver::VirtioBlk),
+            2 => Some(Driver::Nvme),
+            _ => None,
+        }
+    }
+}
+
+/// What [`FINISH_HELD`] saw (reply MR0..MR2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// IOMMU fault records the driver's fault queue held after the
+    /// device's access.
+    pub faults: u64,
+    /// The address of the first of them (0 when none).
+    pub first_fault: u64,
+    /// Whether the driver still held the Frame (1: nobody revoked it) or
+    /// found its copy gone (0).
+    pub still_held: u64,
+}
+
+impl Finished {
+    /// As reply MR0..MR2.
+    pub fn to_mrs(self) -> [u64; 3] {
+        [self.faults, self.first_fault, self.still_held]
+    }
+
+    /// From reply MR0..MR2.
+    pub fn from_mrs(mrs: [u64; 3]) -> Finished {
+        Finished {
+            faults: mrs[0],
+            first_fault: mrs[1],
+            still_held: mrs[2],
+        }
+    }
+}
 
 /// How the driver gives a request's buffers to the device (`SHARING`'s
 /// MR0): the three strategies a benchmark compares.
@@ -159,6 +241,12 @@ pub enum Status {
     UnknownRequest,
     /// The disk is read-only (4).
     ReadOnly,
+    /// A zero-copy request that carries no Frame, or one the driver cannot
+    /// map into its IoSpace (5).
+    NoFrame,
+    /// A held zero-copy I/O is open ([`READ_FRAME_HELD`] twice), or none is
+    /// ([`FINISH_HELD`] without one) (6).
+    HeldState,
     /// A code this crate does not know.
     Unknown(u32),
 }
@@ -171,6 +259,8 @@ impl Status {
             Status::DeviceError => 2,
             Status::UnknownRequest => 3,
             Status::ReadOnly => 4,
+            Status::NoFrame => 5,
+            Status::HeldState => 6,
             Status::Unknown(code) => code,
         }
     }
@@ -183,6 +273,8 @@ impl Status {
             2 => Some(Status::DeviceError),
             3 => Some(Status::UnknownRequest),
             4 => Some(Status::ReadOnly),
+            5 => Some(Status::NoFrame),
+            6 => Some(Status::HeldState),
             other => Some(Status::Unknown(other)),
         }
     }
@@ -231,6 +323,8 @@ mod tests {
             Status::DeviceError,
             Status::UnknownRequest,
             Status::ReadOnly,
+            Status::NoFrame,
+            Status::HeldState,
             Status::Unknown(99),
         ] {
             assert_eq!(Status::from_code(status.code()), Some(status));
@@ -248,6 +342,20 @@ mod tests {
             assert_eq!(Sharing::from_code(sharing.code()), Some(sharing));
         }
         assert_eq!(Sharing::from_code(4), None);
+    }
+
+    #[test]
+    fn drivers_and_finishes_round_trip() {
+        for driver in [Driver::VirtioBlk, Driver::Nvme] {
+            assert_eq!(Driver::from_code(driver.code()), Some(driver));
+        }
+        assert_eq!(Driver::from_code(0), None);
+        let finished = Finished {
+            faults: 1,
+            first_fault: 0x1000_0000,
+            still_held: 0,
+        };
+        assert_eq!(Finished::from_mrs(finished.to_mrs()), finished);
     }
 
     #[test]

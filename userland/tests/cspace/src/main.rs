@@ -245,6 +245,20 @@ fn iommu_identify() -> Outcome {
     );
     check!(info.domain_ids > 0, "no domain ids");
     check!(info.page_sizes & (1 << 12) != 0, "no 4 KiB pages");
+    let blind = match cnode().copy(free_slot(2), control, Rights::WRITE) {
+        Ok(blind) => blind,
+        Err(e) => rt::fail!("copying the IommuControl without read answered {e:?}"),
+    };
+    let refused = blind.identify();
+    check!(
+        cnode().delete(blind.slot()).is_ok(),
+        "deleting the copy without read"
+    );
+    check!(
+        matches!(refused, Err(Error::InsufficientRights)),
+        "identify without the read right answered {:?}",
+        refused.map(|info| info.vendor)
+    );
     Ok(())
 }
 
