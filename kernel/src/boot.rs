@@ -72,6 +72,32 @@ fn discover(info: &mut BootInfo) -> Discovered {
     }
 }
 
+crate::arch::entry!(&UPCALLS, start);
+
+/// What `arch` may call above it, lent at entry.
+static UPCALLS: crate::arch::Upcalls = crate::arch::Upcalls {
+    phys_bytes: crate::mem::phys_bytes,
+    unexpected_trap,
+};
+
+/// After the architecture's entry: boot, or say why the boot loader's
+/// information cannot be used.
+fn start(info: Result<BootInfo, &'static str>) -> ! {
+    match info {
+        Ok(info) => main(info),
+        Err(what) => {
+            crate::println!("[boot] bad boot information: {what}");
+            crate::exit(crate::EXIT_BOOT_FAILED)
+        }
+    }
+}
+
+/// An unexpected CPU exception: `arch`'s one-line report, then exit.
+fn unexpected_trap(report: core::fmt::Arguments<'_>) -> ! {
+    crate::println!("{report}");
+    crate::exit(crate::EXIT_UNEXPECTED_TRAP)
+}
+
 /// The architecture-neutral boot path.
 pub fn main(mut info: BootInfo) -> ! {
     crate::println!(

@@ -11,15 +11,11 @@ pub struct BootFrames {
     end: u64,
 }
 
-unsafe extern "C" {
-    static __kernel_end: u8;
-}
-
 impl BootFrames {
     /// Takes the largest piece of RAM above the kernel image (and above
     /// 1 MiB) that overlaps none of `reserved` (boot modules).
     pub fn new(memory: &[MemoryRegion], reserved: &[(u64, u64)]) -> Option<BootFrames> {
-        let kernel_end = crate::arch::kernel_virt_to_phys(&raw const __kernel_end as u64);
+        let kernel_end = crate::mem::kernel_image_end();
         let mut best: Option<BootFrames> = None;
         for region in memory.iter().filter(|r| r.kind == MemoryKind::Ram) {
             let mut start = region
@@ -64,9 +60,8 @@ impl BootFrames {
         }
         let pa = self.next;
         self.next += 4096;
-        // SAFETY: the frame is free RAM above the kernel image, inside the
-        // direct map, handed out once.
-        unsafe { core::ptr::write_bytes(crate::mem::phys_to_virt(pa) as *mut u8, 0, 4096) };
+        // Free RAM above the kernel image, in the direct map, handed out once.
+        crate::mem::zero(pa, 4096);
         Some(pa)
     }
 

@@ -101,7 +101,11 @@ pub fn init(
         })?;
     TABLE.store(table, Ordering::Relaxed);
     // The I/O APIC's entries now have to name their IRTEs.
-    crate::arch::reroute_interrupt_lines();
+    crate::arch::reroute_interrupt_lines(crate::arch::Remapping {
+        ioapic_entry,
+        bind_msi,
+        release_msi,
+    });
     crate::println!(
         "[vtd] interrupt remapping on: {ENTRIES} entries at {table:#x}, compatibility format refused, I/O APIC as {:#06x}",
         ioapic.unwrap_or(0xffff)

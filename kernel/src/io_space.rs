@@ -52,6 +52,7 @@ impl Env for Kernel {
             Flaw::Stage2Identity => Seed::IoStage2Identity,
             Flaw::DeviceSurvivesDelete => Seed::IoDeviceSurvivesDelete,
             Flaw::DanglingReferences => Seed::DanglingReferences,
+            Flaw::SkipSvaInvalidation => Seed::SvaSkipInvalidation,
             #[cfg(target_arch = "aarch64")]
             Flaw::NoMsiDoorbell => Seed::NoMsiDoorbell,
             #[cfg(not(target_arch = "aarch64"))]
@@ -241,6 +242,12 @@ pub fn bind_queue(
         })
 }
 
+/// Whether `IoFaultQueue.Bind` of `queue` will find a record for it
+/// (decode's check). Errors: `ObjectTableFull`.
+pub fn can_bind_queue(queue: ObjectId) -> Result<(), Error> {
+    STATE.lock().can_bind_queue(queue)
+}
+
 /// `IoFaultQueue.Pop`: the oldest record of `queue` (after collecting what
 /// the unit recorded since the last interrupt), and how many were lost to
 /// a full queue so far.
@@ -365,4 +372,83 @@ pub fn pasids_supported() -> bool {
     UNIT.lock()
         .as_mut()
         .is_some_and(|unit| hw(unit).pasids_supported())
+}
+
+/// Whether devices can attach to IoSpaces (a stage 2): not on a VT-d
+/// unit with first-stage translation only (QEMU `x-flts=on`), where
+/// `IoDevice.Attach` answers `NotSupported`.
+pub fn stage2_supported() -> bool {
+    UNIT.lock()
+        .as_mut()
+        .is_some_and(|unit| hw(unit).stage2_supported())
+}
+
+/// Before `IoDevice.BindVSpace` of `device`: `NotSupported`,
+/// `AlreadyAttached`, `ObjectTableFull` or `TableMemoryExhausted`
+/// (`iospace::State::ensure_sva_room`), changing nothing.
+pub fn ensure_sva_room(device: ObjectId) -> Result<(), Error> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
+    STATE.lock().ensure_sva_room(hw(unit), device)
+}
+
+/// Whether the IoDevice `device` is bound to a VSpace.
+pub fn sva_bound(device: ObjectId) -> bool {
+    STATE.lock().sva_bound(device)
+}
+
+/// `IoDevice.BindVSpace`: requester `rid` (the IoDevice `device`)
+/// translates through the VSpace rooted at `root` (the PageTable
+/// `root_object`), first stage only (`iospace::State::bind_vspace`).
+pub fn bind_vspace(
+    device: ObjectId,
+    rid: u32,
+    root_object: ObjectId,
+    root: u64,
+) -> Result<(), Error> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
+    STATE
+        .lock()
+        .bind_vspace(hw(unit), device, rid, root_object, root)
+}
+
+/// `IoDevice.Detach` of a bound device: its entry blocks again. Whether
+/// `device` was bound.
+pub fn unbind_vspace(device: ObjectId) -> bool {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return false;
+    };
+    STATE.lock().unbind_vspace(hw(unit), device)
+}
+
+/// A CPU leaf (`vaddr`, `size_bits`) of the VSpace rooted at `root` was
+/// cleared: devices bound to it forget it before this returns
+/// (`iospace::State::invalidate_vspace`; a failure makes the invocation
+/// answer `IommuTimeout`, the device blocked).
+#[inline]
+pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return;
+    };
+    let mut state = STATE.lock();
+    if state.vspace_bound(root) {
+        state.invalidate_vspace(hw(unit), root, vaddr, size_bits);
+    }
+}
+
+/// After a delete or revoke: bindings of dead IoDevices or dead roots end;
+/// with `tables_died` (CPU tables were unlinked) every bound device's
+/// address-space tag is invalidated (`iospace::State::reconcile_sva`).
+pub fn reconcile_sva(tables_died: bool, alive: impl Fn(ObjectId, caps::ObjectKind) -> bool) {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return;
+    };
+    let mut state = STATE.lock();
+    if state.sva_bindings().next().is_some() {
+        state.reconcile_sva(hw(unit), tables_died, alive);
+    }
 }

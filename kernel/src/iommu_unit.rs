@@ -3,73 +3,28 @@
 //! with every DMA blocked.
 
 use crate::frames::BootFrames;
-use crate::mem::phys_to_virt;
-use iommu::{FrameAllocator, Mmio, PhysAddr, PhysMem};
-
-/// An IOMMU register block reached through the direct map.
-pub struct DirectMmio {
-    base: u64,
-}
-
-impl DirectMmio {
-    /// The register block at physical address `pa`.
-    ///
-    /// # Safety
-    /// `pa` must be the base of an IOMMU register block that only this value
-    /// drives, inside the direct map.
-    pub unsafe fn new(pa: u64) -> DirectMmio {
-        DirectMmio {
-            base: phys_to_virt(pa),
-        }
-    }
-}
-
-impl Mmio for DirectMmio {
-    fn read32(&self, offset: usize) -> u32 {
-        // SAFETY: the block is device memory owned by this value (see `new`);
-        // the crate reads only registers inside it.
-        unsafe { ((self.base + offset as u64) as *const u32).read_volatile() }
-    }
-
-    fn write32(&self, offset: usize, value: u32) {
-        crate::arch::io_write_barrier();
-        // SAFETY: as in `read32`.
-        unsafe { ((self.base + offset as u64) as *mut u32).write_volatile(value) }
-    }
-
-    fn read64(&self, offset: usize) -> u64 {
-        // SAFETY: as in `read32`; 64-bit registers are 8-byte aligned.
-        unsafe { ((self.base + offset as u64) as *const u64).read_volatile() }
-    }
-
-    fn write64(&self, offset: usize, value: u64) {
-        crate::arch::io_write_barrier();
-        // SAFETY: as in `read64`.
-        unsafe { ((self.base + offset as u64) as *mut u64).write_volatile(value) }
-    }
-}
+pub use crate::mmio::DirectMmio;
+use iommu::{FrameAllocator, PhysAddr, PhysMem};
 
 /// Physical memory the IOMMU walks, reached through the direct map.
 #[derive(Clone, Copy)]
 pub struct DirectMemory;
 
 impl PhysMem for DirectMemory {
+    // The crate only reads and writes structures it placed in frames the
+    // kernel gave it (or the kernel's own DMA pages), and zeroes only table
+    // pages of its pool, referenced by no table any more (freed after their
+    // entries were cleared and invalidated).
     fn read_u64(&self, addr: PhysAddr) -> u64 {
-        // SAFETY: the crate only reads structures it placed in frames the
-        // kernel gave it (or the kernel's own DMA pages), all in the direct map.
-        unsafe { (phys_to_virt(addr) as *const u64).read_volatile() }
+        crate::mem::read_u64(addr)
     }
 
     fn write_u64(&self, addr: PhysAddr, value: u64) {
-        // SAFETY: as in `read_u64`; these frames belong to the IOMMU driver.
-        unsafe { (phys_to_virt(addr) as *mut u64).write_volatile(value) }
+        crate::mem::write_u64(addr, value)
     }
 
     fn zero(&self, addr: PhysAddr, len: u64) {
-        // SAFETY: as in `write_u64`: the IOMMU layer zeroes only table pages
-        // of its pool, referenced by no table any more (freed after their
-        // entries were cleared and invalidated), all in the direct map.
-        unsafe { core::ptr::write_bytes(phys_to_virt(addr) as *mut u8, 0, len as usize) };
+        crate::mem::zero(addr, len)
     }
 }
 
@@ -415,8 +370,8 @@ pub fn init(
     if !crate::arch::phys_map_covers(drhd.register_base, 4096) {
         return Err("the VT-d registers are outside the direct map");
     }
-    // SAFETY: the DRHD names this unit's register block; nothing else drives it.
-    let mut unit = VtdUnit::new(unsafe { DirectMmio::new(drhd.register_base) });
+    // The DRHD names this unit's register block; nothing else drives it.
+    let mut unit = VtdUnit::new(DirectMmio::new(drhd.register_base));
     // Raw values on one line: `cargo xtask` decodes them for the reader.
     crate::println!(
         "[vtd] VER {:#x} CAP {:#018x} ECAP {:#018x}",
@@ -468,8 +423,8 @@ pub fn init(
     if !crate::arch::phys_map_covers(base, size) {
         return Err("the SMMU registers are outside the direct map");
     }
-    // SAFETY: the device tree names this SMMU's register block; nothing else drives it.
-    let mut smmu = Smmu::new(unsafe { DirectMmio::new(base) });
+    // The device tree names this SMMU's register block; nothing else drives it.
+    let mut smmu = Smmu::new(DirectMmio::new(base));
     let features = *smmu.features();
     // Raw values on one line: `cargo xtask` decodes them for the reader.
     crate::println!(

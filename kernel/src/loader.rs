@@ -62,15 +62,9 @@ pub fn load(image: &[u8], root: u64, frames: &mut BootFrames) -> Result<u64, Loa
         for page in segment.pages() {
             let frame = frames.alloc().ok_or(LoadError::OutOfMemory)?;
             if !page.bytes.is_empty() {
-                // SAFETY: `frame` is a fresh 4 KiB frame in the direct map and
-                // the page's bytes are at most 4 KiB (`Segment::pages`).
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        page.bytes.as_ptr(),
-                        crate::mem::phys_to_virt(frame) as *mut u8,
-                        page.bytes.len(),
-                    )
-                };
+                // A fresh 4 KiB frame; the page's bytes are at most 4 KiB
+                // (`Segment::pages`).
+                crate::mem::copy_in(frame, page.bytes);
             }
             match vspace::map_page(root, page.vaddr, frame, rights, &mut || frames.alloc()) {
                 Ok(()) => {}
@@ -121,13 +115,15 @@ pub fn record_image(root: u64, len: u64) -> Result<(), &'static str> {
     use abi::bootinfo::BootInfo;
     let page =
         vspace::page_address(root, abi::bootinfo::BOOT_INFO_ADDRESS).ok_or("no boot-info page")?;
-    let info = crate::mem::phys_to_virt(page);
-    // SAFETY: `page` is the boot-info frame `objects::init` filled, in the
-    // direct map; both fields are aligned u64s inside the BootInfo at its start.
-    unsafe {
-        ((info + core::mem::offset_of!(BootInfo, image_address) as u64) as *mut u64)
-            .write(abi::bootinfo::IMAGE_ADDRESS);
-        ((info + core::mem::offset_of!(BootInfo, image_length) as u64) as *mut u64).write(len);
-    }
+    // The boot-info frame `objects::init` filled; both fields are aligned
+    // u64s inside the BootInfo at its start.
+    crate::mem::write_u64(
+        page + core::mem::offset_of!(BootInfo, image_address) as u64,
+        abi::bootinfo::IMAGE_ADDRESS,
+    );
+    crate::mem::write_u64(
+        page + core::mem::offset_of!(BootInfo, image_length) as u64,
+        len,
+    );
     Ok(())
 }

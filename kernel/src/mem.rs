@@ -1,8 +1,57 @@
-//! Access to physical memory through the direct map.
+//! Physical memory through the direct map: the one module that turns a
+//! physical address into a memory access or a reference.
+//!
+//! Every other module but `arch` and the MMIO wrapper (`mmio`) is built
+//! with `deny(unsafe_code)` (`main.rs`); what they read and write of
+//! physical memory (kernel objects, page tables, IPC buffers, frames being
+//! filled, firmware tables) goes through the functions here, whose `unsafe`
+//! rests on the obligations below, written once.
+//!
+//! # Obligations
+//!
+//! The functions are safe to call because the kernel keeps these
+//! invariants; the compiler does not check them, so a change that could
+//! break one must be argued here:
+//!
+//! 1. **Owned memory only.** Every address handed to this module names
+//!    memory the kernel treats as data outside any Rust allocation: RAM the
+//!    capability model handed out as an object (retyped from an Untyped,
+//!    which boot made from free RAM only: never the kernel image, its
+//!    statics or its stack, see [`kernel_image_end`]), a boot frame
+//!    (`frames`), a page-table or IOMMU table page, an IPC buffer frame,
+//!    or a firmware table. Each function checks that the range lies in
+//!    the direct map where the check is not on a hot path
+//!    (`debug_assert!` otherwise).
+//! 2. **Words are accessed, not borrowed.** [`read_u64`], [`write_u64`],
+//!    [`read_u32`], `read_u8`, [`zero`], [`fill`], [`copy`],
+//!    [`copy_in`] and [`write`] are (volatile) accesses through raw
+//!    pointers: they create no reference, so they cannot alias one. Memory
+//!    a device or a user thread may write at the same time (IPC buffers,
+//!    DMA pages, IOMMU tables) is therefore read and written only with
+//!    them.
+//! 3. **A kernel object is borrowed only while it is live and only once.**
+//!    [`object`] borrows the state of a live object of the kind that
+//!    stores a `T` (a TCB's `sched::Tcb`, ...): callers pass only an
+//!    address they took from a capability of that kind or from kernel
+//!    state stored from one, which `objects::reconcile` clears before the
+//!    model can hand the memory out again (the model hands out memory once
+//!    while it is live: invariant 4, model-checked). The kernel runs on
+//!    one CPU with interrupts masked, and callers keep each reference for
+//!    one expression or statement (`sched::tcb(t).next = 0`), never two to
+//!    one object at once. `T: FromBytes` makes every bit pattern a valid
+//!    `T`, so a fresh object (all zeroes, what `ClearMemory` leaves) or
+//!    stale bytes are never an invalid value.
+//! 4. **Firmware tables are read-only.** [`phys_bytes`] lends memory nothing
+//!    writes after boot (ACPI, device tree, the boot module, PVH start
+//!    info).
 
 use crate::arch;
+use zerocopy::FromBytes;
 
-/// Returns the kernel virtual address of physical address `pa`.
+/// Returns the kernel virtual address of physical address `pa`. Address
+/// arithmetic only: for the MMIO wrappers, which access device registers
+/// through it.
+#[inline(always)]
 pub fn phys_to_virt(pa: u64) -> u64 {
     arch::PHYS_MAP_BASE + pa
 }
@@ -11,27 +60,123 @@ pub fn phys_to_virt(pa: u64) -> u64 {
 /// the range is outside the direct map.
 ///
 /// Used for firmware tables (ACPI, device tree, PVH start info) that nothing
-/// writes after boot.
+/// writes after boot (obligation 4).
 pub fn phys_bytes(pa: u64, len: usize) -> Option<&'static [u8]> {
     if !arch::phys_map_covers(pa, len as u64) {
         return None;
     }
     // SAFETY: the range is inside the direct map (checked above), which maps
     // it for the kernel's whole life; firmware tables are not written after
-    // boot, so no mutable alias exists.
+    // boot, so no mutable alias exists (obligation 4).
     Some(unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) })
 }
 
-#[cfg(target_arch = "x86_64")]
-/// Borrows a NUL-terminated UTF-8 string of at most 4 KiB at `pa`.
-pub fn phys_c_str(pa: u64) -> Option<&'static str> {
-    const MAX: usize = 4096;
-    let mut len = 0;
-    while len < MAX {
-        if *phys_bytes(pa + len as u64, 1)?.first()? == 0 {
-            return core::str::from_utf8(phys_bytes(pa, len)?).ok();
-        }
-        len += 1;
+/// The live state of the kernel object at `pa` (obligation 3: a live
+/// object of the kind that stores a `T`, borrowed for one statement).
+#[inline(always)]
+pub fn object<T: FromBytes>(pa: u64) -> &'static mut T {
+    debug_assert!(pa.is_multiple_of(align_of::<T>() as u64));
+    debug_assert!(arch::phys_map_covers(pa, size_of::<T>() as u64));
+    // SAFETY: obligation 3: `pa` is a live object's memory (owned RAM in the
+    // direct map, obligation 1, aligned: objects are at least 16-byte
+    // aligned), no other reference to it is live, and any bytes are a valid
+    // `T` (`FromBytes`).
+    unsafe { &mut *(phys_to_virt(pa) as *mut T) }
+}
+
+/// Reads the 64-bit word at `pa` (8-byte aligned; obligations 1 and 2).
+#[inline(always)]
+pub fn read_u64(pa: u64) -> u64 {
+    debug_assert!(pa.is_multiple_of(8) && arch::phys_map_covers(pa, 8));
+    // SAFETY: owned memory in the direct map (obligation 1), aligned; a
+    // volatile read creates no reference (obligation 2).
+    unsafe { (phys_to_virt(pa) as *const u64).read_volatile() }
+}
+
+/// Writes the 64-bit word at `pa` (8-byte aligned; obligations 1 and 2).
+#[inline(always)]
+pub fn write_u64(pa: u64, value: u64) {
+    debug_assert!(pa.is_multiple_of(8) && arch::phys_map_covers(pa, 8));
+    // SAFETY: as in `read_u64`.
+    unsafe { (phys_to_virt(pa) as *mut u64).write_volatile(value) }
+}
+
+/// Reads the 32-bit word at `pa` (4-byte aligned; obligations 1 and 2).
+#[inline(always)]
+pub fn read_u32(pa: u64) -> u32 {
+    debug_assert!(pa.is_multiple_of(4) && arch::phys_map_covers(pa, 4));
+    // SAFETY: as in `read_u64`.
+    unsafe { (phys_to_virt(pa) as *const u32).read_volatile() }
+}
+
+/// Reads the byte at `pa` (obligations 1 and 2).
+#[cfg(feature = "self-tests")]
+pub fn read_u8(pa: u64) -> u8 {
+    debug_assert!(arch::phys_map_covers(pa, 1));
+    // SAFETY: as in `read_u64`.
+    unsafe { (phys_to_virt(pa) as *const u8).read_volatile() }
+}
+
+/// Sets the `len` bytes at `pa` to `value` (obligations 1 and 2).
+#[inline]
+pub fn fill(pa: u64, value: u8, len: u64) {
+    debug_assert!(arch::phys_map_covers(pa, len));
+    // SAFETY: owned memory in the direct map (obligation 1); no reference
+    // is created (obligation 2).
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, value, len as usize) }
+}
+
+/// Zeroes the `len` bytes at `pa` (obligations 1 and 2).
+#[inline]
+pub fn zero(pa: u64, len: u64) {
+    fill(pa, 0, len);
+}
+
+/// Copies `len` bytes from `from` to `to`, two ranges that do not overlap
+/// (obligations 1 and 2).
+pub fn copy(from: u64, to: u64, len: u64) {
+    assert!(from.abs_diff(to) >= len, "overlapping physical copy");
+    debug_assert!(arch::phys_map_covers(from, len) && arch::phys_map_covers(to, len));
+    // SAFETY: owned memory in the direct map (obligation 1), the ranges do
+    // not overlap (checked above); no reference is created (obligation 2).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            phys_to_virt(from) as *const u8,
+            phys_to_virt(to) as *mut u8,
+            len as usize,
+        )
     }
-    None
+}
+
+/// Copies `source` (kernel memory: the boot module, a program image) to
+/// physical memory at `to` (obligations 1 and 2).
+pub fn copy_in(to: u64, source: &[u8]) {
+    debug_assert!(arch::phys_map_covers(to, source.len() as u64));
+    // SAFETY: owned memory in the direct map (obligation 1), which no Rust
+    // allocation overlaps, so it cannot overlap `source` (a borrowed kernel
+    // slice or a firmware table: the boot module is never handed out as an
+    // object); no reference is created (obligation 2).
+    unsafe {
+        core::ptr::copy_nonoverlapping(source.as_ptr(), phys_to_virt(to) as *mut u8, source.len())
+    }
+}
+
+/// Writes `value` at `pa`, which may be unaligned for `T` (obligations 1
+/// and 2).
+pub fn write<T>(pa: u64, value: T) {
+    debug_assert!(arch::phys_map_covers(pa, size_of::<T>() as u64));
+    // SAFETY: owned memory in the direct map (obligation 1); an unaligned
+    // write creates no reference (obligation 2).
+    unsafe { (phys_to_virt(pa) as *mut T).write_unaligned(value) }
+}
+
+unsafe extern "C" {
+    /// The first byte after the kernel image (linker script).
+    static __kernel_end: u8;
+}
+
+/// The physical address of the first byte after the kernel image: RAM
+/// below it is never handed out (obligation 1).
+pub fn kernel_image_end() -> u64 {
+    arch::kernel_virt_to_phys(&raw const __kernel_end as u64)
 }

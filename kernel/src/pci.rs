@@ -1,6 +1,6 @@
 //! PCI configuration space through ECAM, and the little enumeration boot needs.
 
-use crate::mem::phys_to_virt;
+use crate::mmio::DirectMmio;
 
 #[cfg(feature = "self-tests")]
 pub use pci_config::Bdf;
@@ -24,34 +24,34 @@ pub const COMMAND_BUS_MASTER: u32 = 1 << 2;
 /// A PCI segment's ECAM window.
 #[derive(Clone, Copy)]
 pub struct Ecam {
-    base: u64,
+    window: DirectMmio,
 }
 
 impl Ecam {
     /// The ECAM window at physical address `base` (bus 0 at offset 0).
     pub fn new(base: u64) -> Ecam {
-        Ecam { base }
+        Ecam {
+            window: DirectMmio::new(base),
+        }
     }
 
     #[cfg(feature = "self-tests")]
-    fn address(&self, bdf: Bdf, offset: u16) -> *mut u32 {
-        phys_to_virt(self.base + bdf.ecam_offset() + u64::from(offset & 0xFFC)) as *mut u32
+    fn offset(bdf: Bdf, offset: u16) -> u64 {
+        bdf.ecam_offset() + u64::from(offset & 0xFFC)
     }
 
     /// Reads a 32-bit configuration register.
     #[cfg(feature = "self-tests")]
     pub fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
-        // SAFETY: the ECAM window is device memory in the direct map; a config
-        // read has no side effects on the devices the kernel uses.
-        unsafe { self.address(bdf, offset).read_volatile() }
+        // A config read has no side effects on the devices the kernel uses.
+        self.window.read32(Self::offset(bdf, offset))
     }
 
     /// Writes a 32-bit configuration register.
     #[cfg(feature = "self-tests")]
     pub fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
-        // SAFETY: the ECAM window is device memory in the direct map; only
-        // kernel boot code configures devices here.
-        unsafe { self.address(bdf, offset).write_volatile(value) }
+        // Only kernel boot code configures devices here.
+        self.window.write32(Self::offset(bdf, offset), value)
     }
 
     /// Finds the first function on bus 0 with this vendor and device ID.
@@ -64,17 +64,14 @@ impl Ecam {
 /// The `pci` crate's view: 32-bit accesses at an offset into the window.
 impl pci_config::ConfigAccess for Ecam {
     fn read32(&mut self, offset: u64) -> u32 {
-        // SAFETY: the ECAM window is device memory in the direct map (every
-        // offset of the 256 buses stays inside it); a config read has no
-        // side effects on the devices the kernel uses.
-        unsafe { (phys_to_virt(self.base + (offset & 0x0FFF_FFFC)) as *const u32).read_volatile() }
+        // Every offset of the 256 buses stays inside the window; a config
+        // read has no side effects on the devices the kernel uses.
+        self.window.read32(offset & 0x0FFF_FFFC)
     }
 
     fn write32(&mut self, offset: u64, value: u32) {
-        // SAFETY: as for `read32`; only kernel boot code configures devices
-        // through this (BAR assignment, before any user program runs).
-        unsafe {
-            (phys_to_virt(self.base + (offset & 0x0FFF_FFFC)) as *mut u32).write_volatile(value)
-        }
+        // As for `read32`; only kernel boot code configures devices through
+        // this (BAR assignment, before any user program runs).
+        self.window.write32(offset & 0x0FFF_FFFC, value)
     }
 }

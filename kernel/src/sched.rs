@@ -28,9 +28,9 @@
 //! endpoint's waiters get `DeadObject`) before the memory can be retyped.
 
 use crate::arch::{self, UserContext};
-use crate::mem::phys_to_virt;
 use abi::{Error, MessageInfo};
 use caps::ObjectId;
+use zerocopy::FromBytes;
 
 /// Thread states (`Tcb::state`); 0 is what a fresh TCB holds.
 mod state {
@@ -43,6 +43,7 @@ mod state {
 }
 
 /// A thread's kernel state, at the start of its TCB object's memory.
+#[derive(FromBytes)]
 #[repr(C, align(16))]
 pub struct Tcb {
     /// Saved user registers.
@@ -89,7 +90,7 @@ pub struct Tcb {
 /// TCB holds, is never valid: generations start at 1). Every field is a
 /// word, so reading it never needs a byte-wise copy (aarch64 builds with
 /// strict alignment, where an odd-sized copy becomes a call to `memcpy`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes)]
 #[repr(C)]
 pub struct LookupCache {
     /// `objects`' capability generation when it was filled.
@@ -127,6 +128,7 @@ impl LookupCache {
 const _: () = assert!(size_of::<Tcb>() <= 2048);
 
 /// A queue of threads linked through `Tcb::next`: an endpoint's 16 bytes.
+#[derive(FromBytes)]
 #[repr(C)]
 struct Queue {
     head: u64,
@@ -134,30 +136,29 @@ struct Queue {
 }
 
 /// A notification's 32 bytes.
+#[derive(FromBytes)]
 #[repr(C)]
 struct NotificationState {
     word: u64,
     waiters: Queue,
 }
 
-/// The TCB at physical address `pa`. Callers keep the reference short: no
-/// two live at once for one thread.
+/// The TCB at physical address `pa`, a live TCB object. Callers keep the
+/// reference for one statement: no two live at once for one thread
+/// (`mem`'s obligation 3).
 pub fn tcb(pa: u64) -> &'static mut Tcb {
-    // SAFETY: `pa` names a live TCB object (the capability model hands out
-    // its memory once, invariant 4, and the registry drops dead ones before
-    // they are reused); the kernel is single-core with interrupts off and
-    // never holds two references to one TCB.
-    unsafe { &mut *(phys_to_virt(pa) as *mut Tcb) }
+    crate::mem::object(pa)
 }
 
+/// The queue of the live endpoint object at `pa` (16 bytes; as for `tcb`).
 fn queue_at(pa: u64) -> &'static mut Queue {
-    // SAFETY: as for `tcb`: a live endpoint object's memory, 16 bytes.
-    unsafe { &mut *(phys_to_virt(pa) as *mut Queue) }
+    crate::mem::object(pa)
 }
 
+/// The state of the live notification object at `pa` (32 bytes; as for
+/// `tcb`).
 fn notification(pa: u64) -> &'static mut NotificationState {
-    // SAFETY: as for `tcb`: a live notification object's memory, 32 bytes.
-    unsafe { &mut *(phys_to_virt(pa) as *mut NotificationState) }
+    crate::mem::object(pa)
 }
 
 impl Queue {
@@ -422,6 +423,28 @@ pub fn resume(object: ObjectId, paddr: u64) -> Result<(), Error> {
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     if tcb(paddr).state == state::INACTIVE {
         scheduler.make_ready(paddr);
+    }
+    Ok(())
+}
+
+/// Whether the registry has room for every object of `objects` (object,
+/// physical address) it does not hold yet: `Tcb.Configure`, `Resume` and
+/// `SetFaultHandler` check it in decode, so their perform's registrations
+/// find room (decode and perform run under one hold of the capability
+/// lock, and nothing else registers in between). Errors: `ObjectTableFull`.
+pub fn registry_room(objects: &[(ObjectId, u64)]) -> Result<(), Error> {
+    let scheduler = SCHEDULER.lock();
+    let missing = objects
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(object, paddr))| {
+            !scheduler.is_registered(object, paddr)
+                && !scheduler.registry.iter().any(|r| r.paddr == paddr)
+                && !objects[..i].iter().any(|&(_, earlier)| earlier == paddr)
+        })
+        .count();
+    if scheduler.registry.len() + missing > scheduler.registry.capacity() {
+        return Err(Error::ObjectTableFull);
     }
     Ok(())
 }

@@ -8,7 +8,6 @@
 //! can tell.
 
 use crate::arch::UserContext;
-use crate::mem::phys_to_virt;
 use abi::{Error, MessageInfo, Syscall};
 
 /// What the kernel knows about the calling thread.
@@ -22,34 +21,21 @@ pub struct Caller {
 }
 
 impl Caller {
+    // The IPC buffer is a frame the kernel allocated for this thread; word
+    // indices are reduced below 64 (512 bytes).
     fn buffer_word(&self, index: usize) -> u64 {
-        // SAFETY: the IPC buffer is a frame the kernel allocated for this
-        // thread, in the direct map; `index` < 64 words (512 bytes).
-        unsafe {
-            (phys_to_virt(self.ipc_buffer) as *const u64)
-                .add(index % 64)
-                .read_volatile()
-        }
+        crate::mem::read_u64(self.ipc_buffer + 8 * (index % 64) as u64)
     }
 
     fn set_buffer_word(&self, index: usize, value: u64) {
-        // SAFETY: as in `buffer_word`.
-        unsafe {
-            (phys_to_virt(self.ipc_buffer) as *mut u64)
-                .add(index % 64)
-                .write_volatile(value)
-        }
+        crate::mem::write_u64(self.ipc_buffer + 8 * (index % 64) as u64, value)
     }
 
+    // The capability pointers `[u32; 3]` start at CAPS_OFFSET of the IPC
+    // buffer page; the index is reduced below 3.
     fn extra_cap(&self, index: usize) -> u32 {
         let base = self.ipc_buffer + abi::ipc::CAPS_OFFSET as u64;
-        // SAFETY: the capability pointers `[u32; 3]` start at CAPS_OFFSET of
-        // the IPC buffer page; the index is reduced below 3.
-        unsafe {
-            (phys_to_virt(base) as *const u32)
-                .add(index % 3)
-                .read_volatile()
-        }
+        crate::mem::read_u32(base + 4 * (index % 3) as u64)
     }
 }
 

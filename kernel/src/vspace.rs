@@ -2,28 +2,9 @@
 //! architectures; the entry formats come from `arch::paging`.
 
 use crate::arch::paging;
-use crate::mem::phys_to_virt;
+use crate::mem;
 
-/// What a mapping allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rights {
-    /// Writable.
-    pub write: bool,
-    /// Executable.
-    pub execute: bool,
-}
-
-/// What kind of memory a leaf maps: the kernel picks it from the Frame
-/// (memory carved from a device Untyped is [`Memory::Device`], see
-/// `devmem`); a user can ask for neither.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Memory {
-    /// RAM: normal write-back cacheable memory.
-    Normal,
-    /// Device registers: uncached, strongly ordered (x86_64 PCD|PWT = UC,
-    /// aarch64 Device-nGnRE), never executable.
-    Device,
-}
+pub use crate::arch::{Memory, Rights};
 
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +25,9 @@ pub enum MapError {
 
 const LEVELS: usize = 4;
 
-fn table(pa: u64) -> *mut u64 {
-    phys_to_virt(pa) as *mut u64
+/// The physical address of entry `index` (< 512) of the table at `table_pa`.
+fn entry_at(table_pa: u64, index: usize) -> u64 {
+    table_pa + 8 * index as u64
 }
 
 fn index(va: u64, level: usize) -> usize {
@@ -54,9 +36,8 @@ fn index(va: u64, level: usize) -> usize {
 
 /// Makes `root_pa` (a zeroed frame) the root of a new address space.
 pub fn init_root(root_pa: u64) {
-    // SAFETY: the caller hands a 4 KiB frame it owns, in the direct map.
-    let root = unsafe { &mut *(phys_to_virt(root_pa) as *mut [u64; 512]) };
-    paging::init_root(root);
+    // A 4 KiB page-table frame the caller owns (`mem`'s obligation 3).
+    paging::init_root(mem::object(root_pa));
 }
 
 /// Maps the 4 KiB page at `va` to physical `pa` with `rights`, taking zeroed
@@ -73,14 +54,14 @@ pub fn map_page(
     }
     let mut table_pa = root_pa;
     for level in 0..LEVELS - 1 {
-        let slot = table(table_pa).wrapping_add(index(va, level));
-        // SAFETY: `table_pa` is a page-table frame of this space (the root, or
-        // read from a valid table entry), in the direct map; the index is < 512.
-        let entry = unsafe { slot.read_volatile() };
+        // `table_pa` is a page-table frame of this space (the root, or read
+        // from a valid table entry); the index is < 512.
+        let slot = entry_at(table_pa, index(va, level));
+        let entry = mem::read_u64(slot);
         table_pa = if !paging::entry_valid(entry) {
             let next = alloc().ok_or(MapError::OutOfMemory)?;
-            // SAFETY: as above; `next` is a fresh zeroed frame.
-            unsafe { slot.write_volatile(paging::table_entry(next)) };
+            // `next` is a fresh zeroed frame.
+            mem::write_u64(slot, paging::table_entry(next));
             next
         } else if paging::entry_is_leaf(entry, level) {
             return Err(MapError::HugePageInTheWay(va));
@@ -88,14 +69,12 @@ pub fn map_page(
             paging::entry_address(entry)
         };
     }
-    let slot = table(table_pa).wrapping_add(index(va, LEVELS - 1));
-    // SAFETY: `table_pa` is a last-level table of this space, index < 512.
-    unsafe {
-        if paging::entry_valid(slot.read_volatile()) {
-            return Err(MapError::AlreadyMapped(va));
-        }
-        slot.write_volatile(paging::leaf_entry(pa, rights, Memory::Normal));
+    // `table_pa` is a last-level table of this space, index < 512.
+    let slot = entry_at(table_pa, index(va, LEVELS - 1));
+    if paging::entry_valid(mem::read_u64(slot)) {
+        return Err(MapError::AlreadyMapped(va));
     }
+    mem::write_u64(slot, paging::leaf_entry(pa, rights, Memory::Normal));
     Ok(())
 }
 
@@ -117,15 +96,9 @@ pub fn space_with_program(
     let (Some(root), Some(code)) = (frames.alloc(), frames.alloc()) else {
         return Err(MapError::OutOfMemory);
     };
-    // SAFETY: `code` is a fresh 4 KiB frame in the direct map and the
-    // program fits in it (checked above).
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            program.as_ptr(),
-            phys_to_virt(code) as *mut u8,
-            program.len(),
-        )
-    };
+    // `code` is a fresh 4 KiB frame and the program fits in it (checked
+    // above).
+    mem::copy_in(code, program);
     init_root(root);
     let code_rights = Rights {
         write: false,
@@ -137,16 +110,15 @@ pub fn space_with_program(
     Ok(root)
 }
 
-/// The slot of the entry for `va` at `level` (0 = root), following present
-/// table entries from `root_pa`; `Err` names the first level whose entry is
-/// missing (or a huge mapping in the way).
-fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<*mut u64, MapError> {
+/// The physical address of the entry for `va` at `level` (0 = root),
+/// following present table entries from `root_pa`; `Err` names the first
+/// level whose entry is missing (or a huge mapping in the way). Every
+/// table on the way is one of this space (the root, or read from a present
+/// table entry).
+fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<u64, MapError> {
     let mut table_pa = root_pa;
     for l in 0..level {
-        let slot = table(table_pa).wrapping_add(index(va, l));
-        // SAFETY: `table_pa` is a table of this space (the root, or read from
-        // a present table entry), in the direct map; index < 512.
-        let entry = unsafe { slot.read_volatile() };
+        let entry = mem::read_u64(entry_at(table_pa, index(va, l)));
         if !paging::entry_valid(entry) {
             return Err(MapError::MissingTable(va));
         }
@@ -155,15 +127,13 @@ fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<*mut u64, MapError> {
         }
         table_pa = paging::entry_address(entry);
     }
-    Ok(table(table_pa).wrapping_add(index(va, level)))
+    Ok(entry_at(table_pa, index(va, level)))
 }
 
 /// The physical address of the 4 KiB page mapped at `va` (page aligned),
 /// if a last-level leaf maps it.
 pub fn page_address(root_pa: u64, va: u64) -> Option<u64> {
-    let slot = slot_at(root_pa, va, LEVELS - 1).ok()?;
-    // SAFETY: `slot` points into a last-level table of this space.
-    let entry = unsafe { slot.read_volatile() };
+    let entry = mem::read_u64(slot_at(root_pa, va, LEVELS - 1).ok()?);
     paging::entry_valid(entry).then(|| paging::entry_address(entry))
 }
 
@@ -175,10 +145,8 @@ pub fn free_table_entry(root_pa: u64, va: u64) -> Result<u64, MapError> {
     }
     for level in 0..LEVELS - 1 {
         let slot = slot_at(root_pa, va, level)?;
-        // SAFETY: `slot` points into a table of this space (see `slot_at`).
-        let entry = unsafe { slot.read_volatile() };
-        if !paging::entry_valid(entry) {
-            return Ok(slot as u64 - crate::arch::PHYS_MAP_BASE);
+        if !paging::entry_valid(mem::read_u64(slot)) {
+            return Ok(slot);
         }
     }
     Err(MapError::TablesPresent(va))
@@ -187,10 +155,10 @@ pub fn free_table_entry(root_pa: u64, va: u64) -> Result<u64, MapError> {
 /// Installs the zeroed table `table_pa` at the entry [`free_table_entry`]
 /// found (a physical address).
 pub fn install_table(entry: u64, table_pa: u64) {
-    // SAFETY: `entry` is an empty entry of a live table of an address
-    // space, in the direct map (`free_table_entry`, under the capability
-    // lock held since); the new table is a zeroed page-table object.
-    unsafe { (phys_to_virt(entry) as *mut u64).write_volatile(paging::table_entry(table_pa)) };
+    // `entry` is an empty entry of a live table of an address space
+    // (`free_table_entry`, under the capability lock held since); the new
+    // table is a zeroed page-table object.
+    mem::write_u64(entry, paging::table_entry(table_pa));
 }
 
 /// Checks that a page of `2^size_bits` bytes could be mapped at `va` without
@@ -204,9 +172,7 @@ pub fn can_map(root_pa: u64, va: u64, size_bits: u8) -> Result<(), MapError> {
     if !va.is_multiple_of(1 << size_bits) || va >= paging::USER_TOP {
         return Err(MapError::BadAddress(va));
     }
-    let slot = slot_at(root_pa, va, level)?;
-    // SAFETY: `slot` points into a table of this space.
-    if paging::entry_valid(unsafe { slot.read_volatile() }) {
+    if paging::entry_valid(mem::read_u64(slot_at(root_pa, va, level)?)) {
         return Err(MapError::AlreadyMapped(va));
     }
     Ok(())
@@ -233,8 +199,8 @@ pub fn map_leaf(
     } else {
         paging::leaf_entry(pa, rights, memory)
     };
-    // SAFETY: `slot` points into a table of this space; the leaf was empty.
-    unsafe { slot.write_volatile(entry) };
+    // The leaf was empty.
+    mem::write_u64(slot, entry);
     Ok(())
 }
 
@@ -246,8 +212,7 @@ pub fn unmap_leaf(root_pa: u64, va: u64, size_bits: u8) {
         LEVELS - 1
     };
     if let Ok(slot) = slot_at(root_pa, va, level) {
-        // SAFETY: `slot` points into a table of this space.
-        unsafe { slot.write_volatile(0) };
+        mem::write_u64(slot, 0);
     }
     paging::flush_tlb();
 }
@@ -260,9 +225,7 @@ pub fn mapped_at(root_pa: u64, va: u64, size_bits: u8) -> Option<u64> {
     } else {
         LEVELS - 1
     };
-    let slot = slot_at(root_pa, va, level).ok()?;
-    // SAFETY: `slot` points into a table of this space (see `slot_at`).
-    let entry = unsafe { slot.read_volatile() };
+    let entry = mem::read_u64(slot_at(root_pa, va, level).ok()?);
     (paging::entry_valid(entry) && paging::entry_is_leaf(entry, level))
         .then(|| paging::entry_address(entry))
 }
@@ -270,24 +233,23 @@ pub fn mapped_at(root_pa: u64, va: u64, size_bits: u8) -> Option<u64> {
 /// Zeroes the page table at `table_pa`, which no address space links any
 /// more (the caller flushed when it unlinked it).
 pub fn clear_table(table_pa: u64) {
-    // SAFETY: the caller names a page-table object's 4 KiB frame, in the
-    // direct map, that no table entry points at.
-    unsafe { core::ptr::write_bytes(phys_to_virt(table_pa) as *mut u8, 0, 4096) };
+    // The caller names a page-table object's 4 KiB frame that no table entry
+    // points at.
+    mem::zero(table_pa, 4096);
 }
 
 /// Clears the table entry at physical address `entry_pa` and flushes.
 pub fn clear_entry(entry_pa: u64) {
-    // SAFETY: the caller names a page-table entry it installed, in the
-    // direct map.
-    unsafe { (phys_to_virt(entry_pa) as *mut u64).write_volatile(0) };
+    // The caller names a page-table entry it installed.
+    mem::write_u64(entry_pa, 0);
     paging::flush_tlb();
 }
 
 /// Whether the page table at `table_pa` holds no valid entry.
 pub fn table_is_empty(table_pa: u64) -> bool {
-    // SAFETY: the caller names a page-table object's 4 KiB frame, in the
-    // direct map; it is only read.
-    let entries = unsafe { &*(phys_to_virt(table_pa) as *const [u64; 512]) };
+    // The caller names a live page-table object's 4 KiB frame; it is only
+    // read.
+    let entries: &[u64; 512] = mem::object(table_pa);
     !entries.iter().any(|&entry| paging::entry_valid(entry))
 }
 
@@ -303,9 +265,9 @@ pub fn for_each_user_leaf(root_pa: u64, visit: &mut impl FnMut(u64, u64, u8)) {
             if level == 0 && va >= paging::USER_TOP {
                 break;
             }
-            // SAFETY: `table_pa` is a table of this space (the root, or read
-            // from a present table entry), in the direct map; index < 512.
-            let entry = unsafe { table(table_pa).add(index as usize).read_volatile() };
+            // `table_pa` is a table of this space (the root, or read from a
+            // present table entry); index < 512.
+            let entry = mem::read_u64(entry_at(table_pa, index as usize));
             if !paging::entry_valid(entry) {
                 continue;
             }

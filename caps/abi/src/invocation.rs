@@ -137,7 +137,9 @@ pub enum Invocation {
     IommuMintDevice = 51,
 
     /// IoDevice: translate the device's DMA with the stage-2 IoSpace cap 0.
-    /// Errors: `WrongKind` (cap 0 is not an IoSpace), `AlreadyAttached`,
+    /// Errors: `WrongKind` (cap 0 is not an IoSpace), `AlreadyAttached`
+    /// (attached, or bound to a VSpace), `NotSupported` (the unit cannot
+    /// translate through a stage 2: VT-d first stage only, QEMU `x-flts=on`),
     /// `WrongUnit`, `TableMemoryExhausted` (the IoSpace's table reservation
     /// cannot serve the unit's tables), `ObjectTableFull` (the unit's
     /// attachment or nest records are full), `IoShareExhausted` (the
@@ -146,11 +148,40 @@ pub enum Invocation {
     /// IoDevice: translate the device's DMA with the IoUserTable cap 0 as
     /// stage 1, nested under its IoSpace. Errors: as attach, `DeadObject`.
     IoDeviceAttachNested = 61,
-    /// IoDevice: block the device's DMA again. Errors: `NotAttached`.
+    /// IoDevice: block the device's DMA again (ending an IoSpace attachment
+    /// or a VSpace binding). Errors: `NotAttached`.
     IoDeviceDetach = 62,
     /// IoDevice: create the IoPasid for PASID `MR0` in slot `MR1`.
     /// Errors: `PasidOutOfRange`, `PasidInUse`.
     IoDeviceMintPasid = 63,
+    /// IoDevice (write right): SVA. Translate the device's DMA with the
+    /// CPU address space whose root is the PageTable cap 0 (write right,
+    /// as `FrameMap` asks of it), first stage only: the device names
+    /// memory by the virtual addresses the driver's threads use, with the
+    /// rights of their leaves. VT-d: the RID_PASID entry with PGTT = first
+    /// stage (x86 paging format), requests without supervisor privilege,
+    /// so the kernel half (supervisor-only entries) faults; SMMUv3: a
+    /// stage-1-only STE and a CD with TTB0 = the root (no TTB1: the
+    /// kernel half does not exist for the device). Every CPU leaf cleared
+    /// in the VSpace afterwards (`FrameUnmap`, a delete or revoke) is
+    /// invalidated in the device's IOTLB and waited for before that call
+    /// returns. Device memory the VSpace maps (the driver's own register
+    /// windows) is reachable by the device too, with the leaf's rights and
+    /// the CPU's memory type: peer-to-peer access the driver's threads
+    /// already have through the same Frames (kernel/README.md, "SVA").
+    /// `IoDeviceDetach` ends the binding (so does
+    /// deleting the IoDevice or the root). Errors: `TruncatedMessage` (no
+    /// cap 0), `WrongKind` (cap 0 is not a PageTable),
+    /// `InsufficientRights` (no write right on either cap), `AlreadyMapped`
+    /// (cap 0 is installed below another table, not a root),
+    /// `AlreadyAttached` (the device is attached to an IoSpace or bound
+    /// already), `NotSupported` (the unit has no first stage it can be
+    /// given: VT-d without ECAP.FLTS in scalable mode, e.g. QEMU without
+    /// `x-flts=on`; SMMUv3 without IDR0.S1P), `ObjectTableFull` (the kernel's binding or
+    /// page-table records are full), `TableMemoryExhausted` (the unit's
+    /// table pages), `IommuTimeout` (the unit did not confirm; the device
+    /// stays blocked), `DeadObject`.
+    IoDeviceBindVSpace = 64,
 
     /// IoSpace: map the Frame cap 0 at IPA `MR0` with rights `MR1` (bit 0
     /// read, 1 write; at most the Frame cap's). Errors: `InvalidAddress`
@@ -230,7 +261,7 @@ pub enum Invocation {
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 36] = [
+    pub const ALL: [Invocation; 37] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -257,6 +288,7 @@ impl Invocation {
         Invocation::IoDeviceAttachNested,
         Invocation::IoDeviceDetach,
         Invocation::IoDeviceMintPasid,
+        Invocation::IoDeviceBindVSpace,
         Invocation::IoSpaceMap,
         Invocation::IoSpaceUnmap,
         Invocation::IoSpaceBindUserTable,

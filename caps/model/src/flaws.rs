@@ -33,11 +33,14 @@ pub struct Flaws {
     /// `dirty_access` (`IoSpace.ReadDirty` / `SetDirtyTracking`) accepts an
     /// IoSpace cap with only the read right.
     pub dirty_needs_read_only: bool,
+    /// `sva_bind_access` (`IoDevice.BindVSpace`) accepts a VSpace root
+    /// PageTable cap with only the read right.
+    pub sva_bind_read_only: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 9] {
+    pub fn each() -> [(&'static str, Flaws); 10] {
         let none = Flaws::default();
         [
             (
@@ -100,6 +103,13 @@ impl Flaws {
                 "dirty_needs_read_only",
                 Flaws {
                     dirty_needs_read_only: true,
+                    ..none
+                },
+            ),
+            (
+                "sva_bind_read_only",
+                Flaws {
+                    sva_bind_read_only: true,
                     ..none
                 },
             ),

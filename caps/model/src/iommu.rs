@@ -503,6 +503,38 @@ impl<S: Storage> Caps<S> {
         Ok((scap.object, frame))
     }
 
+    /// `IoDevice.BindVSpace` (SVA): who may let a device translate through
+    /// a CPU address space. The device then reaches everything the
+    /// VSpace maps, with the rights of its leaves, and each later CPU
+    /// mapping as it appears, so both capabilities need `WRITE`: the
+    /// IoDevice's (its translation is configured) and the root
+    /// PageTable's (the right `Frame.Map` asks of a VSpace: whoever may
+    /// only read a VSpace capability cannot make a device write through
+    /// it). The device must not be attached to an IoSpace
+    /// (`AlreadyAttached`). Changes nothing: returns the IoDevice and the
+    /// PageTable objects; the binding, its revocation on every CPU unmap
+    /// and its end are the kernel's (`iospace::State::bind_vspace`).
+    pub fn sva_bind_access(
+        &self,
+        device: SlotId,
+        root: SlotId,
+    ) -> Result<(ObjectId, ObjectId), Error> {
+        let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
+        let Some(ObjectState::IoDevice { attached, .. }) = self.state(dcap.object) else {
+            return Err(Error::DeadObject);
+        };
+        let needed = if flawed!(self, sva_bind_read_only) {
+            Rights::READ
+        } else {
+            Rights::WRITE
+        };
+        let rcap = *self.lookup_as(root, ObjectKind::PageTable, needed)?;
+        if attached.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        Ok((dcap.object, rcap.object))
+    }
+
     /// Route the IO faults of the IoSpace or IoDevice named by `target`
     /// (WRITE) to the IoFaultQueue named by `queue` (WRITE), replacing any
     /// earlier route.

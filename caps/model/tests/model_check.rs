@@ -96,3 +96,11 @@ fn bfs_dirty_scenario_holds_invariants() {
     let states = check("dirty", Bounds::dirty());
     assert!(states >= 10_000, "explored only {states} states");
 }
+
+#[test]
+fn bfs_sva_scenario_holds_invariants() {
+    // Who may bind a device to a CPU address space, next to mint, map,
+    // attach, detach, delete and revoke of the caps involved.
+    let states = check("sva", Bounds::sva());
+    assert!(states >= 10_000, "explored only {states} states");
+}

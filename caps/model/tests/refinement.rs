@@ -107,6 +107,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (slot(), slot()).prop_map(|(target, queue)| Op::BindFaultQueue { target, queue }),
         1 => (slot(), 0u16..6, slot()).prop_map(|(control, irq, dest)| Op::IssueIrq { control, irq, dest }),
         2 => (slot(), prop::option::of(slot())).prop_map(|(space, bitmap)| Op::DirtyAccess { space, bitmap }),
+        2 => (slot(), slot()).prop_map(|(device, root)| Op::BindVSpace { device, root }),
     ]
 }
 
@@ -238,6 +239,10 @@ fn aim(op: Op, caps: &Caps<ArrayStorage<SLOTS, OBJECTS>>) -> Op {
         Op::DirtyAccess { space, bitmap } => Op::DirtyAccess {
             space: pick(space, &kind(ObjectKind::IoSpace)),
             bitmap: bitmap.map(|b| pick(b, &kind(ObjectKind::Frame))),
+        },
+        Op::BindVSpace { device, root } => Op::BindVSpace {
+            device: pick(device, &kind(ObjectKind::IoDevice)),
+            root: pick(root, &kind(ObjectKind::PageTable)),
         },
         Op::IssueIrq { control, irq, dest } => Op::IssueIrq {
             control: pick(control, &kind(ObjectKind::IrqControl)),
@@ -451,6 +456,7 @@ fn wild_op() -> impl Strategy<Value = Op> {
         wild_slot().prop_map(|frame| Op::UnmapIo { frame }),
         (wild_slot(), prop::option::of(wild_slot()))
             .prop_map(|(space, bitmap)| Op::DirtyAccess { space, bitmap }),
+        (wild_slot(), wild_slot()).prop_map(|(device, root)| Op::BindVSpace { device, root }),
         (wild_slot(), any::<u16>(), wild_slot()).prop_map(|(control, irq, dest)| Op::IssueIrq {
             control,
             irq,

@@ -25,6 +25,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "map_skips_index" => "mapping index",
         "stale_ipa_index" => "mapping index",
         "dirty_needs_read_only" => "dirty access needs write",
+        "sva_bind_read_only" => "sva bind needs write",
         other => panic!("unknown seeded bug {other}"),
     }
 }
@@ -37,6 +38,8 @@ fn checker_catches_every_seeded_bug() {
         // in their own scenario only.
         let bounds = if bug == "dirty_needs_read_only" {
             Bounds::dirty()
+        } else if bug == "sva_bind_read_only" {
+            Bounds::sva()
         } else {
             Bounds {
                 depth: 6,
@@ -70,6 +73,11 @@ fn checker_catches_every_seeded_bug() {
             (
                 "dirty access needs write",
                 "a dirty call succeeded without WRITE".into(),
+            )
+        } else if last.sva_without_write {
+            (
+                "sva bind needs write",
+                "a BindVSpace succeeded without WRITE".into(),
             )
         } else {
             check_all(&last.caps, &last.hw).expect_err("the trace must end in a violation")

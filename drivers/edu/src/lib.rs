@@ -11,6 +11,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod checks;
 pub mod device;
 pub mod nested;
 pub mod story;

@@ -27,6 +27,7 @@
 //!   the RID_PASID entry edu's untagged DMA uses, is seen by the device.
 //! - Revoking the IoSpace blocks the device; the fault reaches the queue.
 //! - Deleting the IoDevice leaves the device blocked.
+use edu::checks::failure;
 use edu::device::Edu;
 use edu::nested::{Buffer, IOVA_WINDOW, Nested, fault_queue};
 use edu::{LENGTH, PATTERN};
@@ -54,10 +55,6 @@ fn control() -> Cap<IommuControl> {
 
 fn own() -> Cap<PageTable> {
     bootinfo::INIT_VSPACE
-}
-
-fn failure(what: &str, e: impl core::fmt::Debug) -> Failure {
-    Failure(rt::__format!("{what}: {e:?}"))
 }
 
 /// The driver's device and memory, built by the first test.
@@ -177,48 +174,19 @@ fn set_up(objects: &mut Objects) -> Result<Driver, Failure> {
 }
 
 fn nested_dma_both_directions(d: &mut Driver) -> Outcome {
-    d.source.fill(PATTERN);
-    d.destination.fill(0);
-    d.edu.read_memory(SOURCE_IOVA, LENGTH)?;
-    d.edu.write_memory(DESTINATION_IOVA, LENGTH)?;
-    let landed = (0..LENGTH).all(|i| d.destination.read(i) == PATTERN);
-    check!(
-        landed,
-        "the destination holds {:#x}.. after the round trip",
-        d.destination.read(0)
-    );
-    let beyond = (LENGTH..4096).all(|i| d.destination.read(i) == 0);
-    check!(beyond, "bytes beyond the {LENGTH} moved changed");
-    let faults = d.queue.pop();
-    check!(
-        faults == Ok(None),
-        "a fault record after good DMA: {faults:?}"
-    );
-    Ok(())
+    edu::checks::round_trip(
+        &d.edu,
+        (&d.source, SOURCE_IOVA),
+        (&d.destination, DESTINATION_IOVA),
+        d.queue,
+    )
 }
 
 /// Takes every fault record (the IOMMU recorded them while the DMA ran;
 /// Pop collects them) and checks the first against [`BADGE`] and, if
 /// given, the faulting page. Never blocks: a missing record is a failure.
 fn expect_fault(d: &Driver, page: Option<u64>) -> Outcome {
-    let first = d.queue.pop();
-    let Ok(Some(record)) = first else {
-        rt::fail!("no fault record: {first:?}")
-    };
-    while let Ok(Some(_)) = d.queue.pop() {}
-    check!(
-        record.badge == BADGE,
-        "fault record badge {:#x}, not the device capability's {BADGE:#x}",
-        record.badge
-    );
-    if let Some(page) = page {
-        check!(
-            record.address & !0xfff == page,
-            "fault record address {:#x}, not in page {page:#x}",
-            record.address
-        );
-    }
-    Ok(())
+    edu::checks::expect_fault(d.queue, BADGE, page)
 }
 
 fn unmapped_iova_faults(d: &mut Driver) -> Outcome {

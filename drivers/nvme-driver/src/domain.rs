@@ -29,6 +29,8 @@
 //! write through the IOVA faults (the kernel's revoke returned after the
 //! invalidation), and `FINISH_HELD` reports the fault records.
 
+use core::sync::atomic::{Ordering, fence};
+
 use crate::platform::{Bar, Region, Spin, StageOneDma, Timeline, pool_iova};
 use edu::nested::{FORMAT, Invalidate, stage1_in};
 use nvme::{Config, Controller, Dma, DmaPage, Iova};
@@ -104,6 +106,9 @@ struct Disk<'a> {
     data: DmaPage<crate::platform::Mapped>,
     granted: Granted,
     cnode: Cap<CNode>,
+    /// FRAME_SLOT holds a client's Frame (deleting an empty slot is not
+    /// free: the kernel still reconciles).
+    frame: bool,
     /// A client's Frame is mapped at FRAME_IPA and kept after the reply
     /// (`READ_FRAME_HELD`).
     held: bool,
@@ -185,6 +190,7 @@ pub fn run(table: &CapTable) -> i32 {
         data,
         granted,
         cnode,
+        frame: false,
         held: false,
         recompose: false,
         invalidations: 0,
@@ -270,11 +276,13 @@ impl Disk<'_> {
     /// Answers one request: the reply's MR0..MR3.
     fn handle(&mut self, info: MessageInfo, block: u64) -> Result<[u64; 4], Status> {
         let carries_frame = info.extra_caps == 1;
+        self.frame |= carries_frame;
         let answer = self.answer(info.label, block, carries_frame);
         // A Frame that came with a request the driver did not keep (a
         // refused request, or a label that takes none) is dropped.
-        if carries_frame && !self.held {
+        if self.frame && !self.held {
             let _ = self.cnode.delete(FRAME_SLOT);
+            self.frame = false;
         }
         answer
     }
@@ -291,17 +299,15 @@ impl Disk<'_> {
             }
             READ => self.timed(|disk| {
                 disk.transfer(block, disk.data.device_address, false)?;
-                let mut bytes = [0u8; BLOCK_SIZE];
-                let page = disk.data.cpu;
-                disk.controller.dma().read(&page, 0, &mut bytes);
-                to_client(&bytes);
+                // What the controller wrote before the completion the
+                // driver saw is seen too.
+                fence(Ordering::SeqCst);
+                copy_page(disk.data.cpu.address(), SHARED_VA);
                 Ok(0)
             }),
             WRITE => self.timed(|disk| {
-                let mut bytes = [0u8; BLOCK_SIZE];
-                from_client(&mut bytes);
-                let page = disk.data.cpu;
-                disk.controller.dma().write(&page, 0, &bytes);
+                // The doorbell write fences before it rings.
+                copy_page(SHARED_VA, disk.data.cpu.address());
                 disk.transfer(block, disk.data.device_address, true)
                     .map(|()| 0)
             }),
@@ -429,6 +435,7 @@ impl Disk<'_> {
             rt::println!("[nvme] deleting the client's Frame: {e:?}");
         }
         self.iommu += rt::bench::counter() - start;
+        self.frame = false;
         self.held = false;
         // VT-d: the unmap dropped the shadow; the next command recomposes.
         self.recompose = cfg!(target_arch = "x86_64");
@@ -477,23 +484,16 @@ impl Disk<'_> {
     }
 }
 
-/// Copies a block to the page shared with the client.
+/// Copies one page between the driver's data page and the page shared
+/// with the client.
 #[allow(unsafe_code)]
-fn to_client(bytes: &[u8; BLOCK_SIZE]) {
-    // SAFETY: init maps the 4 KiB `block_page` read-write at SHARED_VA
-    // before this domain starts, for its whole life, and nothing in this
-    // program refers to it but these two copies; the client reads it only
-    // after the reply (it is blocked in its Call meanwhile), and bytes
-    // have no invalid values, so a client that breaks the protocol can
-    // only spoil its own block.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), SHARED_VA as *mut u8, BLOCK_SIZE) }
-}
-
-/// Copies the page shared with the client out.
-#[allow(unsafe_code)]
-fn from_client(bytes: &mut [u8; BLOCK_SIZE]) {
-    // SAFETY: as in `to_client`; the client wrote it before its Call.
-    unsafe {
-        core::ptr::copy_nonoverlapping(SHARED_VA as *const u8, bytes.as_mut_ptr(), BLOCK_SIZE)
-    }
+fn copy_page(from: u64, to: u64) {
+    // SAFETY: both are 4 KiB pages mapped read-write for the domain's
+    // life, where no Rust object lives: the data page of `nvme_dma`
+    // (`Region` handed it out once; the controller touches it only while a
+    // command is out, not during this copy) and `block_page` at SHARED_VA
+    // (the client reads or writes it only before its Call or after the
+    // reply, and bytes have no invalid values, so a client that breaks the
+    // protocol can only spoil its own block). They do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, BLOCK_SIZE) }
 }

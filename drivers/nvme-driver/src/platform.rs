@@ -90,6 +90,13 @@ impl nvme::Registers for Bar<'_> {
 #[derive(Clone, Copy, Debug)]
 pub struct Mapped(u64);
 
+impl Mapped {
+    /// The page's address in this program.
+    pub fn address(self) -> u64 {
+        self.0
+    }
+}
+
 /// Where DMA pages come from: each with its CPU address and the IOVA the
 /// driver's stage 1 gives it.
 pub trait PageSource {

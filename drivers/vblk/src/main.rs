@@ -20,7 +20,16 @@
 //! in place, mapped in stage 1 for the request), and the driver copies
 //! between that page and the client's. `STATS` answers its IOMMU counters,
 //! and a read's or write's reply its cost (`vblk_protocol::Cost`), for the
-//! client's checks and `cargo xtask bench`.
+//! client's checks and `cargo xtask bench`; `INFO` also says how many
+//! times init started the driver before and what its image injects.
+//!
+//! Init restarts the driver when it fails (`restarts` of its image). For
+//! the restart tests its capability table may ask it to inject a failure
+//! into its first run, at the read of [`INJECT_BLOCK`]: `crash-mid-io`
+//! faults with the request in flight; `rogue-dma` points the data page's
+//! IOVA at [`FOREIGN_IPA`], memory its IoSpace was not given, so the
+//! device's write faults in the IOMMU (`images/restart-crash.toml`,
+//! `images/restart-rogue.toml`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -28,9 +37,9 @@
 use sys::resources;
 use sys::{CNode, Cap, Endpoint, Frame, IoFaultQueue, IoSpace, MapRights, MessageInfo, Slot};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, Driver, FINISH_HELD, FRAME_IPA, Finished, INFO, INTERRUPTS, POLLING, READ,
-    READ_FRAME, READ_FRAME_HELD, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE,
-    WRITE_FRAME,
+    BLOCK_SIZE, COMPLETIONS, Cost, Driver, FINISH_HELD, FRAME_IPA, Finished, INFO, INTERRUPTS,
+    POLLING, READ, READ_FRAME, READ_FRAME_HELD, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats,
+    Status, WRITE, WRITE_FRAME,
 };
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
@@ -76,6 +85,15 @@ const WAKE_LIMIT: u64 = 1_000;
 /// The IOVA the stage 1 maps to the MSI doorbell (aarch64): after the
 /// pool, in the same 2 MiB.
 const MSI_IOVA: u64 = POOL_IOVA + 0x10_0000;
+/// The block whose first read an injected failure strikes.
+const INJECT_BLOCK: u64 = 7;
+/// RAM the driver was never given, where a `rogue-dma` run points its
+/// data page: inside RAM, the IPA the kernel's `io-stage2-identity` seed
+/// maps (so with that seed the write lands, and the test sees it).
+#[cfg(target_arch = "x86_64")]
+const FOREIGN_IPA: u64 = 0x1000_0000;
+#[cfg(target_arch = "aarch64")]
+const FOREIGN_IPA: u64 = 0x5800_0000;
 
 type Blk = VirtIOBlk<StageOneHal, AccessPlatform<PciTransport>>;
 
@@ -96,6 +114,9 @@ struct Disk {
     space: Cap<IoSpace>,
     /// The driver's CSpace, to delete a client's Frame.
     cnode: Option<Cap<CNode>>,
+    /// FRAME_SLOT holds a client's Frame (deleting an empty slot is not
+    /// free: the kernel still reconciles).
+    frame: bool,
     /// A client's Frame is mapped at FRAME_IPA past the reply
     /// (`READ_FRAME_HELD`).
     held: bool,
@@ -110,6 +131,14 @@ struct Disk {
     interrupt: Option<virtio::msix::Interrupt>,
     /// Interrupts taken (`INFO`).
     interrupts: u64,
+    /// Runs init started before this one (the capability table's `start`).
+    start: u64,
+    /// What its image injects (the capability table's `inject`), whether
+    /// or not this run does.
+    injects: u64,
+    /// The failure this run still has to inject (`sys::names::INJECT_*`;
+    /// 0: none).
+    inject: u64,
 }
 
 fn main(startup: &rt::Startup) -> i32 {
@@ -127,11 +156,30 @@ fn main(startup: &rt::Startup) -> i32 {
     rt::println!(
         "[vblk] started with no IOMMU capability; asking init for the virtio-blk at 00:05.0"
     );
+    rt::println!(
+        "[vblk] run {} (init started it {} time(s) before){}",
+        table.start + 1,
+        table.start,
+        match table.inject {
+            sys::names::INJECT_CRASH_MID_IO if table.start == 0 => {
+                "; this run crashes with a request in flight"
+            }
+            sys::names::INJECT_ROGUE_DMA if table.start == 0 => {
+                "; this run goes rogue: its stage 1 will point at memory it was not given"
+            }
+            _ => "",
+        }
+    );
     let cnode = startup
         .caps()
         .and_then(|table| table.lookup::<CNode>("cnode"));
     let mut disk = match start(init, cnode) {
-        Ok(disk) => Some(disk),
+        Ok(mut disk) => {
+            disk.start = table.start;
+            disk.injects = table.inject;
+            disk.inject = if table.start == 0 { table.inject } else { 0 };
+            Some(disk)
+        }
         Err(why) => {
             rt::println!("[vblk] cannot drive the disk: {}", why.0);
             None
@@ -222,12 +270,16 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
         faults,
         space,
         cnode,
+        frame: false,
         held: false,
         broken: false,
         seen_faults: (0, 0),
         frame_ticks: 0,
         interrupt,
         interrupts: 0,
+        start: 0,
+        injects: 0,
+        inject: 0,
     })
 }
 
@@ -306,12 +358,14 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
 /// request the driver does not keep is dropped.
 fn handle(disk: &mut Disk, info: MessageInfo, block: u64) -> Result<[u64; 4], Status> {
     let carries_frame = info.extra_caps == 1;
+    disk.frame |= carries_frame;
     let answer = answer(disk, info.label, block, carries_frame);
-    if carries_frame
+    if disk.frame
         && !disk.held
         && let Some(cnode) = disk.cnode
     {
         let _ = cnode.delete(FRAME_SLOT);
+        disk.frame = false;
     }
     answer
 }
@@ -321,12 +375,18 @@ fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 
         INFO => Ok([
             disk.blocks,
             Driver::VirtioBlk.code(),
+            disk.start,
+            disk.injects,
+        ]),
+        COMPLETIONS => Ok([
             if disk.interrupt.is_some() {
                 INTERRUPTS
             } else {
                 POLLING
             },
             disk.interrupts,
+            0,
+            0,
         ]),
         STATS => {
             let counters = virtio::dma::counters();
@@ -390,6 +450,9 @@ fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 
         FINISH_HELD if !disk.held => Err(Status::HeldState),
         FINISH_HELD => Ok(finish_held(disk, block)),
         READ => {
+            if block == INJECT_BLOCK && disk.inject == sys::names::INJECT_ROGUE_DMA {
+                go_rogue(disk)?;
+            }
             transfer(disk, block, false)?;
             to_client(disk.data);
             Ok([0; 4])
@@ -434,6 +497,9 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         );
         Status::DeviceError
     })?;
+    if !write && block == INJECT_BLOCK && disk.inject == sys::names::INJECT_CRASH_MID_IO {
+        crash(block);
+    }
     let mut polls = 0;
     let waiting = rt::bench::counter();
     while disk.blk.peek_used() != Some(token) {
@@ -497,6 +563,36 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         );
         Status::DeviceError
     })
+}
+
+/// The injected `rogue-dma`: the next in-place share (this read's data
+/// page) maps to [`FOREIGN_IPA`] in the driver's stage 1.
+fn go_rogue(disk: &mut Disk) -> Result<(), Status> {
+    disk.inject = 0;
+    rt::println!(
+        "[vblk] injected failure: block {INJECT_BLOCK}'s data page goes to IPA {FOREIGN_IPA:#x}, memory this IoSpace was not given; the device's write must fault in the IOMMU"
+    );
+    virtio::dma::misdirect(FOREIGN_IPA).map_err(|why| {
+        rt::println!("[vblk] misdirecting the data page: {}", why.0);
+        Status::DeviceError
+    })
+}
+
+/// The injected `crash-mid-io`: a load from the guard page above the
+/// stack, with `block`'s request queued and the doorbell rung.
+fn crash(block: u64) -> ! {
+    rt::println!(
+        "[vblk] injected failure: crashing with block {block}'s read in flight (a load from the unmapped guard page at {:#x})",
+        sys::names::STACK_TOP
+    );
+    #[allow(unsafe_code)]
+    // SAFETY: none needed for memory safety: init never maps the page at
+    // STACK_TOP (the guard between the stack and the IPC buffer), so the
+    // load faults before it reads anything, and the kernel hands the fault
+    // to init, which never resumes this run.
+    let _ = unsafe { core::ptr::read_volatile(sys::names::STACK_TOP as *const u64) };
+    rt::println!("[vblk] the load from the guard page did not fault");
+    rt::exit(1)
 }
 
 /// A request the device never returned: its buffers stay the device's, so
@@ -575,6 +671,7 @@ fn drop_frame(disk: &mut Disk) {
         rt::println!("[vblk] deleting the client's Frame: {e:?}");
     }
     disk.frame_ticks += rt::bench::counter() - start;
+    disk.frame = false;
     disk.held = false;
     if cfg!(target_arch = "x86_64")
         && let Err(why) = virtio::dma::recompose_pool()

@@ -172,6 +172,9 @@ struct Pool<T: InvalidateRange> {
     /// Inside a `Batched` share or unshare: stage-1 changes wait for
     /// [`flush`].
     deferring: bool,
+    /// The IPA the next in-place share maps its page to instead of its
+    /// own ([`misdirect`], a restart test's rogue driver).
+    misdirect: Option<u64>,
     /// Zero copy ([`redirect`]): a buffer at this address of the driver is
     /// given to the device as this IOVA instead, nothing mapped or copied.
     redirect: Option<(u64, u64)>,
@@ -246,6 +249,7 @@ impl<T: InvalidateRange> Pool<T> {
             error: None,
             sharing: Sharing::PerRequest,
             deferring: false,
+            misdirect: None,
             redirect: None,
         }
     }
@@ -415,7 +419,18 @@ impl<T: InvalidateRange> Pool<T> {
                     .iter()
                     .all(|p| *p == Page::Reserved)
         }) {
-            self.map(first, pages, rights(direction))?;
+            match self.misdirect.take() {
+                Some(ipa) => {
+                    let iova = self.iova_of(first);
+                    self.stage1
+                        .map(iova, ipa, pages as u64 * PAGE, rights(direction))
+                        .map_err(|e| {
+                            failure(format_args!("misdirected map of {iova:#x}: {e:?}"))
+                        })?;
+                    self.flush()?;
+                }
+                None => self.map(first, pages, rights(direction))?,
+            }
             self.pages[first..first + pages].fill(Page::Shared);
             self.counters.in_place += 1;
             return Ok(self.iova_of(first) + (va & (PAGE - 1)));
@@ -683,6 +698,19 @@ pub fn reserve(pages: usize) -> Result<u64, Failure> {
         .as_mut()
         .ok_or_else(|| failure(format_args!("no DMA pool installed")))?
         .reserve(pages)
+}
+
+/// Makes the next in-place share map its page's IOVA to `ipa`, wherever
+/// that is, instead of to the page: what a driver gone rogue does with
+/// its own stage 1 (the restart test `inject = "rogue-dma"`). The device
+/// then reaches `ipa` only if the IoSpace maps it; if not, its access
+/// faults in the IOMMU.
+pub fn misdirect(ipa: u64) -> Result<(), Failure> {
+    POOL.lock()
+        .as_mut()
+        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?
+        .misdirect = Some(ipa);
+    Ok(())
 }
 
 /// The counters since [`install`].

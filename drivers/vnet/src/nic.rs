@@ -14,6 +14,7 @@
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use sys::{Cap, IoFaultQueue};
 use virtio::Failure;
 use virtio::dma::StageOneHal;
 use virtio::platform::AccessPlatform;
@@ -52,6 +53,8 @@ pub struct Queues {
     /// The token each posted receive page has in the receive queue.
     tokens: [Option<u16>; RX_BUFFERS],
     tx: &'static mut [u8; PAGE],
+    /// The device's fault queue, read when the device misbehaves.
+    faults: Cap<IoFaultQueue>,
     /// Counts.
     pub counters: Counters,
 }
@@ -74,12 +77,14 @@ impl Nic {
         net: Net,
         rx: [&'static mut [u8; PAGE]; RX_BUFFERS],
         tx: &'static mut [u8; PAGE],
+        faults: Cap<IoFaultQueue>,
     ) -> Result<Nic, Failure> {
         let mut queues = Queues {
             net,
             rx,
             tokens: [None; RX_BUFFERS],
             tx,
+            faults,
             counters: Counters::default(),
         };
         for index in 0..RX_BUFFERS {
@@ -98,6 +103,27 @@ impl Nic {
 }
 
 impl Queues {
+    /// Prints the IOMMU faults the device's DMA caused so far (after a
+    /// request went wrong).
+    fn report_faults(&self) {
+        for _ in 0..16 {
+            match self.faults.pop() {
+                Ok(Some(record)) => rt::println!(
+                    "[vnet] IOMMU fault: address {:#x}, {}, stage {}, reason {:#x}",
+                    record.address,
+                    if record.write { "write" } else { "read" },
+                    record.stage,
+                    record.reason
+                ),
+                Ok(None) => return,
+                Err(e) => {
+                    rt::println!("[vnet] reading the fault queue: {e:?}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Gives receive page `index` to the device.
     fn post(&mut self, index: usize) -> Result<(), Failure> {
         #[allow(unsafe_code)]
@@ -212,6 +238,7 @@ impl phy::TxToken for TxToken<'_> {
         let result = f(&mut self.0.tx[start..end]);
         if let Err(why) = self.0.send(end) {
             rt::println!("[vnet] sending a frame: {}", why.0);
+            self.0.report_faults();
         }
         result
     }
@@ -227,6 +254,7 @@ impl Device for Nic {
             Ok(None) => None,
             Err(why) => {
                 rt::println!("[vnet] receiving: {}", why.0);
+                self.queues.report_faults();
                 None
             }
         }

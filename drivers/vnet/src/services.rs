@@ -40,13 +40,23 @@ enum Http {
 /// The services' sockets and state.
 pub struct Services {
     http: Vec<(SocketHandle, Http, Vec<u8>, Vec<u8>)>,
-    echo: Vec<SocketHandle>,
+    /// Each echo socket and the bytes it echoed on its connection.
+    echo: Vec<(SocketHandle, u64)>,
     init: Cap<Endpoint>,
     /// Status pages served.
     pub pages: u64,
     /// Bytes echoed.
     pub echoed: u64,
+    /// An echo connection's bytes reached a multiple of [`ROUND`] in the
+    /// last `serve` (the end of a bench round trip).
+    pub round_done: bool,
+    /// An echo connection ended in the last `serve`: the bytes it echoed.
+    pub finished: Option<u64>,
 }
+
+/// The payload of one bench round trip: the host sends it and waits for
+/// all of it back before it sends the next.
+pub const ROUND: u64 = 1500;
 
 fn socket() -> tcp::Socket<'static> {
     let mut socket = tcp::Socket::new(
@@ -64,13 +74,15 @@ impl Services {
         let http = (0..SOCKETS)
             .map(|_| (sockets.add(socket()), Http::Reading, Vec::new(), Vec::new()))
             .collect();
-        let echo = (0..SOCKETS).map(|_| sockets.add(socket())).collect();
+        let echo = (0..SOCKETS).map(|_| (sockets.add(socket()), 0)).collect();
         Services {
             http,
             echo,
             init,
             pages: 0,
             echoed: 0,
+            round_done: false,
+            finished: None,
         }
     }
 
@@ -81,9 +93,21 @@ impl Services {
         for index in 0..self.http.len() {
             busy |= self.serve_http(sockets, index);
         }
-        for &handle in &self.echo {
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            busy |= echo(socket, &mut self.echoed);
+        self.round_done = false;
+        self.finished = None;
+        for (handle, connection) in &mut self.echo {
+            let socket = sockets.get_mut::<tcp::Socket>(*handle);
+            if !socket.is_open() && *connection > 0 {
+                self.finished = Some(*connection);
+                *connection = 0;
+            }
+            let moved = echo(socket);
+            if moved > 0 {
+                busy = true;
+                *connection += moved;
+                self.echoed += moved;
+                self.round_done |= connection.is_multiple_of(ROUND);
+            }
         }
         busy
     }
@@ -137,15 +161,15 @@ impl Services {
     }
 }
 
-/// Echoes what `socket` received; whether it moved anything.
-fn echo(socket: &mut tcp::Socket<'static>, echoed: &mut u64) -> bool {
+/// Echoes what `socket` received; the bytes it moved.
+fn echo(socket: &mut tcp::Socket<'static>) -> u64 {
     if !socket.is_open() {
         if let Err(e) = socket.listen(ECHO_PORT) {
             rt::println!("[vnet] listening on port {ECHO_PORT}: {e:?}");
         }
-        return false;
+        return 0;
     }
-    let mut busy = false;
+    let mut moved = 0;
     while socket.can_recv() && socket.can_send() {
         let mut chunk = [0u8; 2048];
         let room = socket.send_capacity() - socket.send_queue();
@@ -157,13 +181,12 @@ fn echo(socket: &mut tcp::Socket<'static>, echoed: &mut u64) -> bool {
         }
         // `room` was checked: all of it fits.
         let _ = socket.send_slice(&chunk[..len]);
-        *echoed += len as u64;
-        busy = true;
+        moved += len as u64;
     }
     if !socket.may_recv() && socket.send_queue() == 0 && socket.may_send() {
         socket.close();
     }
-    busy
+    moved
 }
 
 /// An HTTP/1.0 response with `body`, closing the connection.

@@ -39,6 +39,9 @@ pub enum Flaw {
     DeviceSurvivesDelete,
     /// A fault queue keeps a dead notification.
     DanglingReferences,
+    /// A CPU unmap in a VSpace a device is bound to (SVA) leaves the
+    /// device's IOTLB alone.
+    SkipSvaInvalidation,
     /// The MSI doorbell is recorded but never mapped into the stage 2.
     NoMsiDoorbell,
 }

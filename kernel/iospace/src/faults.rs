@@ -144,6 +144,16 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         self.queues.iter().position(|q| q.object == queue)
     }
 
+    /// Whether `IoFaultQueue.Bind` of `queue` finds a record for it (its
+    /// own, or room for one): decode's check, so the bind itself cannot
+    /// refuse after the model routed the source. Errors: `ObjectTableFull`.
+    pub fn can_bind_queue(&self, queue: ObjectId) -> Result<(), abi::Error> {
+        if self.queues.is_full() && !self.queues.iter().any(|q| q.object == queue) {
+            return Err(abi::Error::ObjectTableFull);
+        }
+        Ok(())
+    }
+
     /// `IoFaultQueue.Bind`'s kernel half: records of `queue` signal
     /// `notification` and carry `badge` (the bound source capability's
     /// badge). The first bind turns the unit's fault interrupt on through

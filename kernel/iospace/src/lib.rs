@@ -21,11 +21,14 @@
 //!  IoSpace object page ── stage-2 root (IPA -> PA), intermediate tables
 //!        │                 from the IoSpace's reservation in the pool
 //!        ├── device attached directly: context/PASID entry or STE -> root
-//!        └── IoUserTable (driver's stage 1 at root_ipa) = a "nest":
+//!        ├── IoUserTable (driver's stage 1 at root_ipa) = a "nest":
 //!              SMMUv3: CD page from the pool, mapped read-only at an IPA in
 //!                      the reserved window; STE nested (stage 1 + stage 2)
 //!              VT-d:   shadow table from the pool (IOVA -> PA composed by
 //!                      `Invalidate`); context/PASID entry -> shadow
+//!  CPU VSpace root ── SVA binding (`sva.rs`): VT-d RID_PASID entry, first
+//!                     stage only; SMMUv3 stage-1-only STE + CD (TTB0 = root);
+//!                     a CPU unmap in it invalidates the device's IOTLB
 //! ```
 //!
 //! The caller owns the one [`State`] and the unit, and serialises calls
@@ -67,6 +70,7 @@ mod msi;
 mod pool;
 mod smmu;
 mod state;
+mod sva;
 mod unit;
 mod vtd;
 
@@ -74,6 +78,7 @@ pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
 pub use msi::msi_doorbell_ipa;
 pub use state::State;
+pub use sva::{Binding, SVA_BINDINGS};
 pub use unit::IoUnit;
 pub use vtd::SHADOW_PAGES_PER_CALL;
 

@@ -11,11 +11,25 @@ use iommu::attachments::Exposed;
 use iommu::budget::{Account, UNIT_TABLES_PER_ENTRY};
 use iommu::pagetable::{PageSize, PageTable, Perms};
 use iommu::smmuv3::Smmu;
-use iommu::smmuv3::cd::Cd;
+use iommu::smmuv3::cd::{Cd, CdParams};
 use iommu::smmuv3::pagetable::{Stage2Format, levels_4k};
 use iommu::smmuv3::queue::Command;
 use iommu::smmuv3::ste::Stage2Config;
-use iommu::{Mmio, PhysMem};
+use iommu::{FrameAllocator, Mmio, PhysMem};
+
+/// The VMID of every SVA binding's TLB entries: no IoSpace uses it
+/// (IoSpace `d` has VMID `d + 1`).
+const SVA_VMID: u16 = 0;
+
+/// MAIR_EL1 as the kernel sets it at boot (`arch/aarch64/boot.rs`):
+/// Attr0 Device-nGnRnE, Attr1 Normal Write-Back, Attr2 Device-nGnRE
+/// (user MMIO); an SVA binding's CD uses it, as the CPU does.
+const CPU_MAIR: u64 = 0x04_FF00;
+
+/// The ASID of SVA binding `index`.
+fn sva_asid(index: usize) -> u16 {
+    index as u16 + 1
+}
 
 /// The IPA bits of every IoSpace's stage 2 on `smmu`.
 fn ipa_bits<R: Mmio>(smmu: &Smmu<R>) -> u32 {
@@ -56,6 +70,93 @@ impl<R: Mmio> IoUnit for Smmu<R> {
 
     fn first_stage_dirty(&self) -> bool {
         false
+    }
+
+    fn stage2_supported(&self) -> bool {
+        self.features().idr0.s2p()
+    }
+
+    fn sva_supported(&self) -> bool {
+        self.features().idr0.s1p() && self.features().idr0.aarch64_tables()
+    }
+
+    fn write_sva_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        index: usize,
+        root: u64,
+    ) -> Result<Option<u64>, &'static str> {
+        let mem = state.mem();
+        let page = state
+            .pool
+            .of_unit()
+            .alloc_zeroed_frame()
+            .ok_or("no pool page for the CD")?;
+        // TTB0 only (EPD1 = 1): the kernel's TTBR1 half does not exist for
+        // the device. The CPU's MAIR, so the device sees each page with the
+        // memory type the driver's threads see.
+        let params = CdParams {
+            asid: sva_asid(index),
+            ttb0: root,
+            va_bits: 48,
+            output_bits: ipa_bits(self),
+            mair: CPU_MAIR,
+        };
+        let written = Cd::new(&params, self.features())
+            .map_err(|_| "the CD was refused")
+            .and_then(|cd| {
+                for (i, word) in cd.0.iter().enumerate() {
+                    mem.write_u64(page + 8 * i as u64, *word);
+                }
+                // The ASID may have served an earlier binding.
+                self.submit(
+                    &mem,
+                    [Command::TlbiNhAsid {
+                        vmid: SVA_VMID,
+                        asid: sva_asid(index),
+                    }],
+                )
+                .map_err(|_| state.unit_failed("the TLB invalidation of a reused ASID failed"))
+            })
+            .and_then(|()| {
+                state
+                    .with_tables_of(Account::Unit, |frames| {
+                        self.attach_stage1(&mem, frames, u32::from(requester), page, SVA_VMID)
+                    })
+                    .map_err(|_| state.unit_failed("installing the stage-1 STE failed"))
+            });
+        match written {
+            Ok(()) => Ok(Some(page)),
+            Err(why) => {
+                state.give_back(Account::Unit, page);
+                Err(why)
+            }
+        }
+    }
+
+    #[inline]
+    fn invalidate_sva<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        leaf: Option<(u64, u8)>,
+    ) -> Result<(), &'static str> {
+        let asid = sva_asid(index);
+        let command = match leaf {
+            Some((address, 12)) => Command::TlbiNhVa {
+                vmid: SVA_VMID,
+                asid,
+                address,
+                leaf: false,
+            },
+            _ => Command::TlbiNhAsid {
+                vmid: SVA_VMID,
+                asid,
+            },
+        };
+        self.submit(&state.mem(), [command])
+            .map_err(|_| "the stage-1 TLB invalidation failed")
     }
 
     fn set_entry_dirty_tracking(

@@ -76,6 +76,8 @@ pub struct State<U: IoUnit, M, E: Env> {
     /// IoSpaces whose stage 2 lost entries since the last invalidation:
     /// their VT-d shadows are cleared before it.
     dirty: heapless::Vec<ObjectId, SPACES>,
+    /// Devices bound to CPU address spaces (`sva.rs`).
+    pub(crate) sva: [Option<crate::sva::Binding>; crate::sva::SVA_BINDINGS],
     unit: PhantomData<fn() -> U>,
 }
 
@@ -107,6 +109,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             pending_spaces: heapless::Vec::new(),
             failure: None,
             dirty: heapless::Vec::new(),
+            sva: [None; crate::sva::SVA_BINDINGS],
             unit: PhantomData,
         }
     }
@@ -686,7 +689,20 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         space: ObjectId,
         write: impl FnOnce(&mut Recording<'_, Charged<'_, M>>) -> T,
     ) -> T {
-        let mut charged = self.pool.of_space(space);
+        self.with_tables_of(Account::Space(space), write)
+    }
+
+    /// Runs `write` with the pool's pages charged to `account`, and
+    /// records the unit's table pages it took as paid by it.
+    pub(crate) fn with_tables_of<T>(
+        &mut self,
+        account: Account<ObjectId>,
+        write: impl FnOnce(&mut Recording<'_, Charged<'_, M>>) -> T,
+    ) -> T {
+        let mut charged = match account {
+            Account::Space(space) => self.pool.of_space(space),
+            Account::Unit => self.pool.of_unit(),
+        };
         let mut frames = Recording::new(&mut charged);
         let result = write(&mut frames);
         let mut taken = [None; UNIT_TABLES_PER_ENTRY];
@@ -694,7 +710,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             *slot = Some(page);
         }
         for page in taken.into_iter().flatten() {
-            if let Err(page) = self.unit_tables.record(page, Account::Space(space)) {
+            if let Err(page) = self.unit_tables.record(page, account) {
                 E::log(format_args!(
                     "[io] unit table {page:#x} not recorded: never freed"
                 ));
@@ -707,7 +723,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// that hold no entry any more (pool pages only), refunded to
     /// whoever paid for them. A unit that does not confirm the unlink
     /// keeps them (they may still be cached).
-    fn release_unit_tables(&mut self, unit: &mut U, requester: u16, pasid: Option<u32>) {
+    pub(crate) fn release_unit_tables(&mut self, unit: &mut U, requester: u16, pasid: Option<u32>) {
         let tables = &self.unit_tables;
         let owned = |page: u64| tables.owns(page);
         let Ok(freed) = unit.release_tables(&self.pool.free.mem, requester, pasid, owned) else {

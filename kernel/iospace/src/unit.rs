@@ -43,6 +43,37 @@ pub trait IoUnit: Sized {
     /// (VT-d ECAP.FLTS in scalable mode).
     fn first_stage_dirty(&self) -> bool;
 
+    /// Whether devices can translate through an IoSpace's stage 2 (VT-d:
+    /// legacy mode or ECAP.SLTS; QEMU's `x-flts=on` has first stage only).
+    fn stage2_supported(&self) -> bool;
+    /// Whether `IoDevice.BindVSpace` can install a first-stage-only entry
+    /// (VT-d ECAP.FLTS in scalable mode; SMMUv3 IDR0.S1P).
+    fn sva_supported(&self) -> bool;
+
+    /// Writes the entry pointing `requester`'s untagged DMA at the CPU
+    /// address space rooted at `root` (SVA binding `index`): VT-d
+    /// RID_PASID entry with PGTT = first stage; SMMUv3 stage-1-only STE
+    /// and a CD whose TTB0 is `root`. Returns the CD page it took from the
+    /// pool (SMMUv3).
+    #[doc(hidden)]
+    fn write_sva_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        index: usize,
+        root: u64,
+    ) -> Result<Option<u64>, &'static str>;
+    /// Invalidates what SVA binding `index`'s device may cache for the
+    /// leaf (`vaddr`, `size_bits`), or for its whole address space
+    /// (`None`), and waits.
+    #[doc(hidden)]
+    fn invalidate_sva<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        leaf: Option<(u64, u8)>,
+    ) -> Result<(), &'static str>;
+
     /// Turns the unit's stage-2 dirty updates on or off in the live entry
     /// of (`requester`, `pasid`), with the invalidations that make them
     /// take effect.

@@ -26,6 +26,10 @@ const NEST_PASIDS: usize = crate::ATTACHED;
 /// The first DID of the shadows (nest `i` uses `SHADOW_DIDS + i`).
 const SHADOW_DIDS: u16 = 0x8001;
 
+/// The first DID of the SVA bindings (binding `i` uses `SVA_DIDS + i`),
+/// above the shadows'.
+const SVA_DIDS: u16 = SHADOW_DIDS + 0x100;
+
 /// A driver's stage-1 tables read at their IPAs through stage 2 (for
 /// lookups only: table pages stage 2 does not map readable read as 0,
 /// not present; nothing is written).
@@ -98,6 +102,59 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
 
     fn first_stage_dirty(&self) -> bool {
         scalable(self) && self.extensions().first_stage_dirty
+    }
+
+    fn stage2_supported(&self) -> bool {
+        !scalable(self) || self.extended_capability().slts()
+    }
+
+    fn sva_supported(&self) -> bool {
+        scalable(self) && self.extended_capability().flts()
+    }
+
+    fn write_sva_entry<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        requester: u16,
+        index: usize,
+        root: u64,
+    ) -> Result<Option<u64>, &'static str> {
+        // First stage only; SRE stays 0 (`PasidEntry::encode`): the
+        // device's requests are user requests, and the kernel's PML4
+        // entries (U/S = 0) fault for them.
+        let config = PasidConfig::FirstStage {
+            domain: SVA_DIDS + index as u16,
+            table: root,
+        };
+        let mem = state.mem();
+        state
+            .with_tables_of(Account::Unit, |frames| {
+                self.set_pasid_entry(&mem, frames, requester, 0, Some(config))
+            })
+            .map_err(|_| state.unit_failed("writing the first-stage PASID entry failed"))?;
+        Ok(None)
+    }
+
+    #[inline]
+    fn invalidate_sva<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        index: usize,
+        leaf: Option<(u64, u8)>,
+    ) -> Result<(), &'static str> {
+        let domain = SVA_DIDS + index as u16;
+        let scope = match leaf {
+            Some((address, size_bits)) => PasidIotlbScope::Pages {
+                domain,
+                pasid: 0,
+                address,
+                order: size_bits.saturating_sub(12),
+                leaf_only: false,
+            },
+            None => PasidIotlbScope::Pasid { domain, pasid: 0 },
+        };
+        self.submit(&state.mem(), [Descriptor::pasid_iotlb(scope)])
+            .map_err(|_| "the PASID-based IOTLB invalidation failed")
     }
 
     fn set_entry_dirty_tracking(

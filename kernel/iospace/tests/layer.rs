@@ -565,3 +565,35 @@ fn smmu_msi_doorbell_is_write_only_in_its_own_space() {
     );
     assert!(take_log().is_empty(), "{:?}", take_log());
 }
+
+/// `IoFaultQueue.Bind`'s decode asks `can_bind_queue` before the model
+/// routes the source, so the bind that follows finds its record: the check
+/// answers as the bind does, for a new queue with every record taken
+/// (`ObjectTableFull`) and for a queue that already has one (rebinding).
+#[test]
+fn the_queue_record_check_agrees_with_the_bind() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::qemu(&memory);
+    let mut world = smmu(&memory, &device);
+    for queue in 0..iospace::QUEUES as u32 {
+        assert_eq!(world.state.can_bind_queue(ObjectId(1000 + queue)), Ok(()));
+        world
+            .state
+            .bind_queue(ObjectId(1000 + queue), 1, 0, || Ok(()))
+            .unwrap();
+    }
+    let new = ObjectId(2000);
+    assert_eq!(
+        world.state.can_bind_queue(new),
+        Err(abi::Error::ObjectTableFull)
+    );
+    assert_eq!(
+        world.state.bind_queue(new, 1, 0, || Ok(())),
+        Err(abi::Error::ObjectTableFull)
+    );
+    assert_eq!(world.state.can_bind_queue(ObjectId(1000)), Ok(()));
+    assert_eq!(
+        world.state.bind_queue(ObjectId(1000), 2, 5, || Ok(())),
+        Ok(())
+    );
+}

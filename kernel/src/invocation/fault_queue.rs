@@ -37,6 +37,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
             let source = call.extra_cap(caps, 1)?;
             let badge = caps.lookup(source)?.badge().0;
             let notification = call.notification(caps, 0)?;
+            // The kernel's record for the queue: checked here, so perform
+            // never leaves the model's route without one.
+            crate::io_space::can_bind_queue(queue)?;
             Ok(QueueOp::Bind {
                 slot: call.slot,
                 queue,
@@ -54,11 +57,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
     }
 }
 
-/// Performs a decoded IoFaultQueue invocation. `Bind` has two steps that
-/// can refuse: the model's `bind_fault_queue` (`WrongKind`, ..., nothing
-/// changed), then the kernel's queue records being full (`ObjectTableFull`
-/// from `io_space::bind_queue`: the model's route stays, with no records
-/// kept for it until a `Bind` finds room). `Pop` cannot fail.
+/// Performs a decoded IoFaultQueue invocation. `Bind` can refuse only in
+/// the model's `bind_fault_queue` (`WrongKind`, ..., nothing changed):
+/// the kernel's queue record it then takes was checked by decode
+/// (`io_space::can_bind_queue`; its answer is still passed on). `Pop`
+/// cannot fail.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: QueueOp) -> Result<Reply, Error> {
     match op {

@@ -1,6 +1,6 @@
 //! IOMMU device invocations: `IommuControl.Identify` and `MintDevice`,
 //! `IoDevice.Attach`, `AttachNested`, `Detach`, `MintPasid`,
-//! `IoPasid.Attach`, `Detach`.
+//! `IoPasid.Attach`, `Detach`, and SVA: `IoDevice.BindVSpace`.
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem};
@@ -28,6 +28,15 @@ pub(super) enum DeviceOp {
     },
     /// `Detach` of the device, or (`pasid`) of the PASID.
     Detach { slot: SlotId, pasid: bool },
+    /// `Detach` of a device bound to a VSpace.
+    Unbind { device: ObjectId },
+    /// `BindVSpace`: the IoDevice `device` (requester `rid`) translates
+    /// through the VSpace rooted at `root` (the PageTable `root_object`).
+    Bind {
+        device: ObjectId,
+        rid: u32,
+        root: objects::Root,
+    },
     /// `MintPasid`: the IoPasid `pasid` of the device into `dest`.
     MintPasid {
         device: SlotId,
@@ -68,6 +77,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             if caps.lookup(target)?.kind() != wanted {
                 return Err(Error::WrongKind);
             }
+            check_not_bound(caps, slot)?;
             check_attach_room(caps, target)?;
             Ok(DeviceOp::Attach {
                 slot,
@@ -76,8 +86,15 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             })
         }
         (ObjectKind::IoDevice, Invocation::IoDeviceDetach) => {
+            let device = caps
+                .lookup_as(slot, ObjectKind::IoDevice, caps::Rights::WRITE)?
+                .object();
+            if crate::io_space::sva_bound(device) {
+                return Ok(DeviceOp::Unbind { device });
+            }
             Ok(DeviceOp::Detach { slot, pasid: false })
         }
+        (ObjectKind::IoDevice, Invocation::IoDeviceBindVSpace) => decode_bind(caps, call),
         (ObjectKind::IoDevice, Invocation::IoDeviceMintPasid) => {
             let pasid = u32::try_from(call.argument(0)?).map_err(|_| Error::PasidOutOfRange)?;
             Ok(DeviceOp::MintPasid {
@@ -103,6 +120,33 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
         }
         _ => Err(Error::InvalidInvocation),
     }
+}
+
+/// `IoDevice.BindVSpace`: both capabilities with write (the `caps` rule
+/// `sva_bind_access`), the cap a root, the unit able and with room.
+fn decode_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
+    let root_slot = call.extra_cap(caps, 0)?;
+    let (device, _) = caps.sva_bind_access(call.slot, root_slot)?;
+    let root = objects::root_of(caps, root_slot)?;
+    let Some(caps::ObjectState::IoDevice { rid, .. }) = caps.object(device).map(|o| *o.state())
+    else {
+        return Err(Error::DeadObject);
+    };
+    crate::io_space::ensure_sva_room(device)?;
+    Ok(DeviceOp::Bind { device, rid, root })
+}
+
+/// `AlreadyAttached` if the IoDevice in `slot` is bound to a VSpace;
+/// `NotSupported` if the unit cannot translate through a stage 2 (VT-d
+/// first stage only: QEMU `x-flts=on`).
+fn check_not_bound(caps: &CapSystem, slot: SlotId) -> Result<(), Error> {
+    if crate::io_space::sva_bound(caps.lookup(slot)?.object()) {
+        return Err(Error::AlreadyAttached);
+    }
+    if !crate::io_space::stage2_supported() {
+        return Err(Error::NotSupported);
+    }
+    Ok(())
 }
 
 /// The unit has the room an attach to `target` needs (an IoSpace, or an
@@ -160,6 +204,16 @@ pub(super) fn perform(caps: &mut CapSystem, op: DeviceOp) -> Result<Reply, Error
         } => caps.attach_pasid(slot, target, &mut sink)?,
         DeviceOp::Detach { slot, pasid: false } => caps.detach_device(slot, &mut sink)?,
         DeviceOp::Detach { slot, pasid: true } => caps.detach_pasid(slot, &mut sink)?,
+        DeviceOp::Unbind { device } => {
+            crate::io_space::unbind_vspace(device);
+        }
+        DeviceOp::Bind { device, rid, root } => {
+            // A PageTable not yet a root gets the kernel's half first
+            // (x86_64: supervisor-only entries, which the device's user
+            // requests cannot pass).
+            objects::register_root(root);
+            crate::io_space::bind_vspace(device, rid, root.object(), root.paddr)?;
+        }
         DeviceOp::MintPasid {
             device,
             pasid,

@@ -56,7 +56,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<TcbOp, Error> {
                 return Err(Error::TruncatedMessage);
             }
             let (tcb, _) = objects::memory_of(caps, call.slot)?;
-            let configure = decode_configure(caps, call)?;
+            let configure = decode_configure(caps, call, (cap.object(), tcb))?;
             return Ok(TcbOp {
                 thread: (cap.object(), tcb),
                 action: Action::Configure(configure),
@@ -92,17 +92,27 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<TcbOp, Error> {
         Invocation::TcbResume if !crate::sched::configured(paddr) => {
             return Err(Error::NotConfigured);
         }
-        Invocation::TcbResume => Action::Resume,
+        Invocation::TcbResume => {
+            crate::sched::registry_room(&[(cap.object(), paddr)])?;
+            Action::Resume
+        }
         Invocation::TcbSuspend => Action::Suspend,
         // Both capabilities resolved under the one lock held since the
         // TCB's lookup.
-        _ => Action::SetFaultHandler(objects::lookup_in(
-            caps,
-            call.cspace,
-            call.argument(0)?,
-            ObjectKind::Endpoint,
-            Rights::WRITE,
-        )?),
+        _ => {
+            let endpoint = objects::lookup_in(
+                caps,
+                call.cspace,
+                call.argument(0)?,
+                ObjectKind::Endpoint,
+                Rights::WRITE,
+            )?;
+            crate::sched::registry_room(&[
+                (cap.object(), paddr),
+                (endpoint.object, endpoint.paddr),
+            ])?;
+            Action::SetFaultHandler(endpoint)
+        }
     };
     Ok(TcbOp {
         thread: (cap.object(), paddr),
@@ -110,8 +120,14 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<TcbOp, Error> {
     })
 }
 
-/// `Tcb.Configure`'s capabilities, in the order their errors are checked.
-fn decode_configure(caps: &CapSystem, call: &Call) -> Result<Configure, Error> {
+/// `Tcb.Configure`'s capabilities, in the order their errors are checked,
+/// then the kernel's room: a kernel slot for the CSpace copy and registry
+/// entries for the thread `thread`, its buffer and its fault endpoint.
+fn decode_configure(
+    caps: &CapSystem,
+    call: &Call,
+    thread: (ObjectId, u64),
+) -> Result<Configure, Error> {
     let root = objects::root_of(caps, call.extra_cap(caps, 1)?)?;
     // The fault endpoint (0: none), resolved under this lock.
     let fault_endpoint = match call.argument(0)? {
@@ -147,6 +163,10 @@ fn decode_configure(caps: &CapSystem, call: &Call) -> Result<Configure, Error> {
         .map(SlotId)
         .find(|&s| caps.lookup(s).is_err())
         .ok_or(Error::ObjectTableFull)?;
+    let endpoint = fault_endpoint
+        .as_ref()
+        .map_or(thread, |e| (e.object, e.paddr));
+    crate::sched::registry_room(&[thread, (buffer_object, buffer), endpoint])?;
     Ok(Configure {
         root,
         fault_endpoint,
@@ -156,12 +176,13 @@ fn decode_configure(caps: &CapSystem, call: &Call) -> Result<Configure, Error> {
     })
 }
 
-/// Performs a decoded Tcb invocation. Only registering objects with the
-/// scheduler can refuse (`ObjectTableFull`, `Resume`, `SetFaultHandler`,
-/// `Configure`). `Configure` has three steps that can: the model's copy
-/// of the CNode capability (nothing changed on refusal), the CSpace and
-/// buffer (the copy is deleted again), and the fault endpoint (the
-/// CSpace and buffer stay set; the address space is not).
+/// Performs a decoded Tcb invocation. Registering objects with the
+/// scheduler (`Resume`, `SetFaultHandler`, `Configure`) finds the room
+/// decode checked (`sched::registry_room`), so only `Configure`'s copy of
+/// the CNode capability can refuse: a `caps` operation, which changes
+/// nothing when it refuses; the address-space root is recorded only after
+/// it. The scheduler's answers are still passed on (and the copy deleted
+/// again), should a later change break decode's check.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: TcbOp) -> Result<Reply, Error> {
     let (object, paddr) = op.thread;
@@ -184,13 +205,13 @@ fn perform_configure(
     configure: Configure,
 ) -> Result<(), Error> {
     let mut sink = objects::SINK;
-    objects::register_root(configure.root);
     caps.mint(
         configure.cnode,
         configure.kernel_slot,
         Rights::ALL,
         Badge(0),
     )?;
+    objects::register_root(configure.root);
     match crate::sched::set_cspace_and_buffer(thread, configure.kernel_slot.0, configure.buffer) {
         Ok(0) => {}
         // The root task's CSpace is its CNode's original capability, not a

@@ -1,6 +1,7 @@
 //! The effects of the model's operations, applied as they come: CPU leaves
-//! written and cleared, retyped memory cleared, IOMMU effects handed to the
-//! unit (`iommu_unit`, which applies them through `io_space`).
+//! written and cleared (a cleared one also invalidated in the IOTLB of
+//! devices bound to its VSpace), retyped memory cleared, IOMMU effects
+//! handed to the unit (`iommu_unit`, which applies them through `io_space`).
 
 use crate::iommu_unit::UNIT;
 use caps::{Effect, Rights};
@@ -54,19 +55,18 @@ impl caps::EffectSink for ApplyEffects {
                 vspace,
                 vaddr,
                 size_bits,
-            } => crate::vspace::unmap_leaf(vspace, vaddr, size_bits),
+            } => {
+                crate::vspace::unmap_leaf(vspace, vaddr, size_bits);
+                // Devices bound to the VSpace (SVA) forget the leaf too,
+                // before the operation returns.
+                crate::io_space::invalidate_vspace(vspace, vaddr, size_bits);
+            }
             Effect::ClearMemory { paddr, size_bits } => {
                 if crate::arch::phys_map_covers(paddr, 1 << size_bits) {
-                    // SAFETY: the model hands out memory of an Untyped the
-                    // kernel created from free RAM, never twice while live
-                    // (invariant 4, model-checked), in the direct map.
-                    unsafe {
-                        core::ptr::write_bytes(
-                            crate::mem::phys_to_virt(paddr) as *mut u8,
-                            0,
-                            1 << size_bits,
-                        )
-                    };
+                    // The model hands out memory of an Untyped the kernel
+                    // created from free RAM, never twice while live
+                    // (invariant 4, model-checked).
+                    crate::mem::zero(paddr, 1 << size_bits);
                 }
             }
             other => {

@@ -193,15 +193,9 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         .and_then(|o| o.memory())
         .map(|(paddr, _)| paddr)
         .ok_or("root VSpace memory")?;
-    // SAFETY: both are 4 KiB page-table pages in the direct map: the boot
-    // root (kernel-owned) and the fresh PageTable object.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            crate::mem::phys_to_virt(vspace) as *const u8,
-            crate::mem::phys_to_virt(new_root) as *mut u8,
-            4096,
-        )
-    };
+    // Both are 4 KiB page-table pages: the boot root (kernel-owned) and the
+    // fresh PageTable object.
+    crate::mem::copy(vspace, new_root, 4096);
     register_boot_root(vspace_object, new_root);
     // The IPC buffer is a Frame object the root task holds (and may give to
     // threads it starts in its own space), mapped through the model so that
@@ -240,9 +234,8 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         image_length: 0,
         untypeds,
     };
-    // SAFETY: `info_frame` is a fresh 4 KiB frame in the direct map and
-    // BootInfo fits in a page (checked by abi's tests).
-    unsafe { (crate::mem::phys_to_virt(info_frame) as *mut BootInfo).write(info) };
+    // A fresh 4 KiB frame; BootInfo fits in a page (checked by abi's tests).
+    crate::mem::write(info_frame, info);
     let ram = untypeds[..count].iter().filter(|u| u.is_device == 0);
     crate::println!(
         "[caps] root task: CNode of {} slots, {count} Untypeds ({} KiB of RAM, {} device), IPC buffer at {IPC_BUFFER_ADDRESS:#x}",

@@ -258,11 +258,9 @@ pub fn transfer_capability(sender: u64, receiver: u64) -> bool {
     else {
         return false;
     };
-    let read_u32 = |buffer: u64, offset: usize| {
-        // SAFETY: IPC buffers are kernel-known 4 KiB frames in the direct
-        // map; the offsets are inside the first 536 bytes.
-        unsafe { (crate::mem::phys_to_virt(buffer + offset as u64) as *const u32).read_volatile() }
-    };
+    // IPC buffers are kernel-known 4 KiB frames; the offsets are inside the
+    // first 536 bytes.
+    let read_u32 = |buffer: u64, offset: usize| crate::mem::read_u32(buffer + offset as u64);
     let source_index = read_u32(sender_buffer, abi::ipc::CAPS_OFFSET);
     let dest_index = read_u32(receiver_buffer, abi::ipc::RECEIVE_SLOT_OFFSET);
     let (Ok(source), Ok(dest)) = (

@@ -53,6 +53,13 @@ pub struct Root {
     new: bool,
 }
 
+impl Root {
+    /// The root's PageTable object.
+    pub fn object(&self) -> ObjectId {
+        self.object
+    }
+}
+
 /// The PageTable in `slot` (write right) as an address space's root,
 /// changing nothing. Errors: the lookup's, `DeadObject`, `AlreadyMapped`
 /// (installed as a lower-level table), `ObjectTableFull` (not a root yet
@@ -161,7 +168,12 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>) {
         .filter(|t| !alive(t.object, ObjectKind::PageTable, t.paddr))
         .map(|t| t.paddr)
         .collect();
+    // Devices bound to a VSpace (SVA): dead IoDevices' and dead roots'
+    // bindings end; once CPU tables are unlinked (below), every bound
+    // device forgets its whole address space before the operation returns.
+    let sva_alive = |object, kind| caps.object(object).is_some_and(|o| o.kind() == kind);
     if dead.is_empty() {
+        crate::io_space::reconcile_sva(false, sva_alive);
         return;
     }
     let inside_dead = |entry: u64| dead.iter().any(|&d| entry >= d && entry < d + 4096);
@@ -196,6 +208,7 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>) {
     for &table in &orphans {
         crate::vspace::clear_table(table);
     }
+    crate::io_space::reconcile_sva(true, sva_alive);
     tables.retain(|t| !dead.contains(&t.paddr) && !orphans.contains(&t.paddr));
     // Frame capabilities whose CPU leaf went with a table (or whose address
     // space died) no longer map anything: the model forgets the mapping, so

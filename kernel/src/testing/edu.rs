@@ -63,7 +63,7 @@ impl core::fmt::Display for EduError {
 pub struct Edu {
     /// Where it sits on the bus.
     pub bdf: Bdf,
-    registers: u64,
+    registers: crate::mmio::DirectMmio,
 }
 
 impl Edu {
@@ -84,7 +84,7 @@ impl Edu {
         );
         let edu = Edu {
             bdf,
-            registers: crate::mem::phys_to_virt(bar),
+            registers: crate::mmio::DirectMmio::new(bar),
         };
         let id = edu.read32(IDENTIFICATION);
         if id != 0x0100_00ED {
@@ -94,19 +94,17 @@ impl Edu {
     }
 
     fn read32(&self, offset: usize) -> u32 {
-        // SAFETY: BAR 0 of the edu device is mapped as device memory in the
-        // direct map and owned by the kernel's self-tests.
-        unsafe { ((self.registers + offset as u64) as *const u32).read_volatile() }
+        // BAR 0 of the edu device, owned by the kernel's self-tests.
+        self.registers.read32(offset as u64)
     }
 
     fn read64(&self, offset: usize) -> u64 {
-        // SAFETY: as in `read32`.
-        unsafe { ((self.registers + offset as u64) as *const u64).read_volatile() }
+        self.registers.read64(offset as u64)
     }
 
     fn write64(&self, offset: usize, value: u64) {
-        // SAFETY: as in `read32`; the writes program the DMA engine.
-        unsafe { ((self.registers + offset as u64) as *mut u64).write_volatile(value) }
+        // The writes program the DMA engine.
+        self.registers.write64(offset as u64, value)
     }
 
     /// Copies `len` bytes from the device buffer to bus address `to` and waits.

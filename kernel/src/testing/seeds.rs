@@ -61,6 +61,11 @@ pub enum Seed {
     /// so the memory stays reachable after the model forgot the mapping;
     /// the fuzzer's abstraction check (`syscall_fuzzer`) fails.
     LeakCpuLeaf,
+    /// `sva-skip-invalidation`: a CPU unmap in a VSpace a device is bound
+    /// to (SVA) leaves the device's IOTLB alone, so its cached
+    /// translation outlives the unmap; the `sva` test
+    /// `nothing_lands_after_frame_unmap` fails.
+    SvaSkipInvalidation,
     /// `msi-window-open`: `IoSpace.Map` and `BindUserTable` no longer
     /// refuse the MSI window by name (x86_64: a Frame maps at
     /// `0xFEE0_0000`; aarch64: the capability model's reserved-window check
@@ -107,6 +112,7 @@ mod planting {
         Seed::IoDeviceSurvivesDelete,
         Seed::DanglingReferences,
         Seed::LeakCpuLeaf,
+        Seed::SvaSkipInvalidation,
         Seed::MsiWindowOpen,
         #[cfg(target_arch = "aarch64")]
         Seed::NoMsiDoorbell,
@@ -131,6 +137,7 @@ mod planting {
                 Seed::IoDeviceSurvivesDelete => "io-device-survives-delete",
                 Seed::DanglingReferences => "dangling-references",
                 Seed::LeakCpuLeaf => "leak-cpu-leaf",
+                Seed::SvaSkipInvalidation => "sva-skip-invalidation",
                 Seed::MsiWindowOpen => "msi-window-open",
                 #[cfg(target_arch = "aarch64")]
                 Seed::NoMsiDoorbell => "no-msi-doorbell",
@@ -151,6 +158,7 @@ mod planting {
                 Seed::IoDeviceSurvivesDelete => "deleted IoDevices keep translating",
                 Seed::DanglingReferences => "references to dead objects are kept",
                 Seed::LeakCpuLeaf => "CPU leaves outlive their unmapping",
+                Seed::SvaSkipInvalidation => "a bound device's IOTLB outlives CPU unmaps",
                 Seed::MsiWindowOpen => "the MSI window is not refused by name",
                 #[cfg(target_arch = "aarch64")]
                 Seed::NoMsiDoorbell => "the MSI doorbell is never mapped",

@@ -8,7 +8,6 @@
 use crate::boot_types::Discovered;
 use crate::frames::BootFrames;
 use crate::iommu_unit::{UNIT, Unit};
-use crate::mem::phys_to_virt;
 use crate::pci::Ecam;
 use crate::testing::edu::Edu;
 
@@ -81,16 +80,14 @@ pub fn run(found: &Discovered, frames: &mut BootFrames) -> u32 {
 }
 
 fn fill(pa: u64, value: u8) {
-    // SAFETY: `pa` is a boot frame in the direct map owned by this module.
-    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, value, 4096) };
+    // `pa` is a boot frame owned by this module.
+    crate::mem::fill(pa, value, 4096);
 }
 
 fn landed(pa: u64) -> bool {
-    (0..LENGTH).all(|i| {
-        // SAFETY: `pa` is a boot frame in the direct map; the device may
-        // have written it, hence the volatile read.
-        unsafe { (phys_to_virt(pa + i) as *const u8).read_volatile() == PATTERN }
-    })
+    // `pa` is a boot frame; the device may have written it (`mem`'s
+    // accessors are volatile).
+    (0..LENGTH).all(|i| crate::mem::read_u8(pa + i) == PATTERN)
 }
 
 /// Reports the unit's registers and every non-zero word of the boot frames,
@@ -114,8 +111,7 @@ fn run_case(name: &str, edu: &Edu, transfer: &Transfer, frames: &BootFrames) {
         .step_by(8)
         .filter(|pa| !data_pages.contains(&(pa & !0xFFF)))
     {
-        // SAFETY: every allocated boot frame is in the direct map.
-        let value = unsafe { (phys_to_virt(pa) as *const u64).read_volatile() };
+        let value = crate::mem::read_u64(pa);
         if value != 0 {
             crate::println!("xcheck mem {pa:#x} {value:#x}");
         }

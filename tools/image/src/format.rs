@@ -60,6 +60,12 @@ pub struct DomainEntry {
     /// `"write"`: a Console capability to print with; `"halt"`: also to
     /// end the session; none when absent (the domain prints nothing).
     pub console: Option<ConsoleEntry>,
+    /// How many times init restarts the domain after a fault (0..=8); 0
+    /// when absent: a faulting domain stays stopped.
+    pub restarts: Option<u32>,
+    /// A failure the program injects into its first run, for the restart
+    /// tests: `"crash-mid-io"` or `"rogue-dma"`; none when absent.
+    pub inject: Option<InjectEntry>,
     /// Regions mapped into the domain (`[[protection_domain.map]]`).
     #[serde(default)]
     pub map: Vec<Spanned<MapEntry>>,
@@ -73,6 +79,17 @@ pub enum ConsoleEntry {
     Write,
     /// Print and end the session.
     Halt,
+}
+
+/// A domain's `inject` (any other word is refused).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InjectEntry {
+    /// Fault while a request of the device is in flight.
+    CrashMidIo,
+    /// Point stage 1 at memory the IoSpace was not given, let the device
+    /// write there.
+    RogueDma,
 }
 
 /// `[[protection_domain.map]]`: a region in the domain's address space.

@@ -409,10 +409,41 @@ impl Checker<'_> {
                         Some(crate::format::ConsoleEntry::Write) => sysdesc::ConsoleGrant::Write,
                         Some(crate::format::ConsoleEntry::Halt) => sysdesc::ConsoleGrant::Halt,
                     },
+                    restarts: self.restarts(span.clone(), &label, entry)?,
+                    inject: match entry.inject {
+                        None => sysdesc::Inject::None,
+                        Some(crate::format::InjectEntry::CrashMidIo) => sysdesc::Inject::CrashMidIo,
+                        Some(crate::format::InjectEntry::RogueDma) => sysdesc::Inject::RogueDma,
+                    },
                 },
             );
         }
         Ok(())
+    }
+
+    /// A domain's `restarts`: at most `sysdesc::MAX_RESTARTS`.
+    fn restarts(
+        &self,
+        span: Range<usize>,
+        label: &str,
+        entry: &DomainEntry,
+    ) -> Result<u8, ImageError> {
+        let Some(restarts) = entry.restarts else {
+            return Ok(0);
+        };
+        let max = sysdesc::MAX_RESTARTS;
+        let restarts = u8::try_from(restarts)
+            .ok()
+            .filter(|&r| r <= max)
+            .ok_or_else(|| {
+                self.error(
+                    span,
+                    label,
+                    format!("restarts = {restarts} is above the {max} init allows"),
+                    format!("use restarts = 0..={max}"),
+                )
+            })?;
+        Ok(restarts)
     }
 
     fn maps(&self, raw: &ImageFile, system: &mut SystemDescription) -> Result<(), ImageError> {
@@ -812,6 +843,17 @@ impl Checker<'_> {
                         rights,
                     },
                 );
+            }
+            if !entry.on_request && system.domains[usize::from(domain)].restarts > 0 {
+                return Err(self.error(
+                    span,
+                    &label,
+                    format!(
+                        "domain \"{}\" has restarts, but this grant is made at boot: a restarted driver asks init for its devices again",
+                        entry.domain
+                    ),
+                    "set on_request = true (the driver asks with sys::resources), or drop `restarts`",
+                ));
             }
             let pasids = self.pasids(&span, &label, entry, platform)?;
             let mode = match entry.mode {

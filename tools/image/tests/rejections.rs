@@ -557,3 +557,36 @@ fn damaged_images_are_rejected_or_accepted_but_never_crash() {
         variants.len()
     );
 }
+
+#[test]
+fn unknown_injected_failures_are_rejected() {
+    rejects(
+        "bad_inject",
+        7,
+        "",
+        "unknown variant `crash-at-boot`, expected `crash-mid-io` or `rogue-dma`",
+        "",
+    );
+}
+
+#[test]
+fn restarts_above_the_bound_are_rejected() {
+    rejects(
+        "too_many_restarts",
+        3,
+        "protection_domain \"driver\"",
+        "restarts = 9 is above the 8 init allows",
+        "restarts = 0..=8",
+    );
+}
+
+#[test]
+fn restarted_domains_must_ask_for_their_devices() {
+    rejects(
+        "restart_with_boot_grant",
+        8,
+        "dma_grant \"00:04.0\"",
+        "a restarted driver asks init for its devices again",
+        "on_request = true",
+    );
+}

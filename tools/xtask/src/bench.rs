@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -31,7 +33,7 @@ enum Source {
     /// A user program (`userland/tests/NAME`), booted as the root task.
     Program(&'static str),
     /// A system image (`images/NAME.toml`), booted with init and its
-    /// devices (a virtio-blk image with a fresh disk each boot).
+    /// devices (a block image with a fresh disk each boot).
     Image(&'static str),
 }
 
@@ -39,7 +41,12 @@ enum Source {
 const PROGRAMS: [&str; 2] = ["ipcbench", "iobench"];
 
 /// The system images whose domains time a path through several of them.
-const IMAGES: [&str; 2] = ["blk", "nvme"];
+const IMAGES: [&str; 3] = ["blk", "nvme", "net"];
+
+/// Round trips of the `net` image's bench client (drivers/vnet's
+/// `BENCH_ROUNDS`) and their payload.
+const NET_ROUNDS: usize = 16;
+const NET_PAYLOAD: usize = 1500;
 
 /// What a benchmark counts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -369,6 +376,11 @@ const BENCHMARKS: &[Benchmark] = &[
         "nvme",
         "of it, the doorbells",
     ),
+    part(
+        "net-echo-1500",
+        "net",
+        "one 1,500-byte TCP echo round trip from the host through the virtio-net driver domain (smoltcp in it): every main-loop pass that did work, from the end of one round trip to the pass that echoed the next 1,500 bytes (2 data frames in, 2 out, the ACKs; virtio-net with per-buffer stage-1 map + invalidate, smoltcp, the echo copy); passes that found nothing and the polling for sent frames left out; the least of 15",
+    ),
 ];
 
 /// A part of an image's total: instructions, no target.
@@ -419,13 +431,19 @@ pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
             dir: crate::image::output_dir(root)?,
             images: &images,
         };
-        let first = measure(arch, &kernels, &programs, &images)?;
+        let mut first = measure(arch, &kernels, &programs, &images)?;
         let second = measure(arch, &kernels, &programs, &images)?;
-        if first != second {
+        if let Some(problem) = disagreement(&first, &second) {
             return Err(Error::new(
-                format!("two {} runs disagree: {first:?} vs {second:?}", arch.name()),
+                format!("two {} runs disagree: {problem}", arch.name()),
                 "benchmarks must be deterministic under -icount; look for timer interrupts inside timed regions",
             ));
+        }
+        // A host-driven row varies a little: the lower of the two.
+        for name in HOST_DRIVEN {
+            if let (Some(a), Some(&b)) = (first.get_mut(name), second.get(name)) {
+                *a = (*a).min(b);
+            }
         }
         let text = text_size(&elf)?;
         let table = markdown(arch, &first, text);
@@ -439,6 +457,35 @@ pub fn run(root: &Path, arches: &[Arch]) -> Result<()> {
         eprintln!("xtask: wrote {} and {}", md.display(), json.display());
     }
     Ok(())
+}
+
+/// Rows driven by traffic from the host (QEMU's user networking, on the
+/// host's clock): the guest's clock values at each packet differ from run
+/// to run, and smoltcp's timer arithmetic with them, by tens of
+/// instructions in 30,000 (measured: 32,478 / 32,479 / 32,485 on x86_64).
+/// Two runs must agree within 1/[`HOST_DRIVEN_SPREAD`]; every other row
+/// exactly.
+const HOST_DRIVEN: [&str; 1] = ["net-echo-1500"];
+const HOST_DRIVEN_SPREAD: u64 = 100;
+
+/// Why two runs' results disagree, if they do.
+fn disagreement(first: &BTreeMap<String, u64>, second: &BTreeMap<String, u64>) -> Option<String> {
+    if first.keys().ne(second.keys()) {
+        return Some(format!("{first:?} vs {second:?}"));
+    }
+    let differing: Vec<String> = first
+        .iter()
+        .filter_map(|(name, &a)| {
+            let b = second[name];
+            let allowed = if HOST_DRIVEN.contains(&name.as_str()) {
+                a.max(b) / HOST_DRIVEN_SPREAD
+            } else {
+                0
+            };
+            (a.abs_diff(b) > allowed).then(|| format!("{name} {a} vs {b}"))
+        })
+        .collect();
+    (!differing.is_empty()).then(|| differing.join(", "))
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> Error {
@@ -483,12 +530,13 @@ fn measure(
         kernels.bench,
         format!("bench={}", kernel_names.join(",")),
         Vec::new(),
+        None,
     )];
     for program in programs {
         let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
         let (module, suffix) =
             crate::machines::module_arguments(arch, &program.display().to_string(), size);
-        boots.push((kernels.release, format!("tests=user{suffix}"), module));
+        boots.push((kernels.release, format!("tests=user{suffix}"), module, None));
     }
     for (image, packed) in images.images {
         let (module, suffix) = crate::machines::module_arguments(
@@ -498,22 +546,41 @@ fn measure(
         );
         // A fresh disk for every boot: the client rewrites it.
         let (mut devices, _) = crate::disk::devices(&images.dir, arch, image)?;
+        // A network image: its backend on two free loopback ports, and the
+        // host's bench client once the guest serves.
+        let ports = if crate::net::granted(image) {
+            let ports = crate::net::free_ports()?;
+            devices.extend(crate::net::netdev(ports));
+            Some(ports)
+        } else {
+            None
+        };
         devices.extend(module);
         boots.push((
             kernels.release,
             format!("image={}{suffix}", image.name),
             devices,
+            ports,
         ));
     }
-    for (elf, cmdline, extra) in boots {
+    for (elf, cmdline, extra, ports) in boots {
         let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();
         let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
-        qemu::run(
+        // A serving image never exits: stopped once its line came.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client = None;
+        qemu::run_until(
             machine.qemu,
             &args,
             Echo::Quiet,
             Some(Duration::from_secs(120)),
+            Some(Arc::clone(&stop)),
             |line| {
+                if let Some(ports) = ports.filter(|_| line.contains(crate::net::SERVING)) {
+                    client = Some(std::thread::spawn(move || {
+                        crate::net::echo_rounds(ports.echo, NET_ROUNDS, NET_PAYLOAD)
+                    }));
+                }
                 if let Some((name, value)) = parse_line(line) {
                     match value {
                         Ok(count) => {
@@ -521,9 +588,17 @@ fn measure(
                         }
                         Err(why) => failures.push(format!("{name}: {why}")),
                     }
+                    if ports.is_some() {
+                        stop.store(true, Ordering::Release);
+                    }
                 }
             },
         )?;
+        match client.map(|client| client.join()) {
+            Some(Ok(Err(why))) => failures.push(format!("the net bench client: {why}")),
+            Some(Err(_)) => failures.push("the net bench client panicked".to_string()),
+            _ => {}
+        }
     }
     if !failures.is_empty() {
         return Err(Error::new(
@@ -659,6 +734,22 @@ fn json_report(arch: Arch, results: &BTreeMap<String, u64>, text: u64) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_host_driven_rows_may_differ_a_little() {
+        let run = |blk: u64, net: u64| {
+            BTreeMap::from([
+                ("blk-read-4k".to_string(), blk),
+                ("net-echo-1500".to_string(), net),
+            ])
+        };
+        assert_eq!(disagreement(&run(100, 32_478), &run(100, 32_479)), None);
+        assert!(disagreement(&run(100, 32_478), &run(101, 32_478)).is_some());
+        assert!(disagreement(&run(100, 32_478), &run(100, 33_000)).is_some());
+        let mut fewer = run(100, 1);
+        fewer.remove("net-echo-1500");
+        assert!(disagreement(&run(100, 1), &fewer).is_some());
+    }
 
     #[test]
     fn bench_lines_parse() {

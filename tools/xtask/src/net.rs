@@ -265,6 +265,29 @@ fn echo_all(port: u16) -> std::result::Result<String, String> {
     Ok(format!("payloads of {ECHO_SIZES:?} bytes came back intact"))
 }
 
+/// The bench client (`cargo xtask bench`, `net-echo-1500`): one
+/// connection to the echo port, `rounds` round trips of a `len`-byte
+/// payload, each waiting for all of it back before the next, then close.
+pub fn echo_rounds(port: u16, rounds: usize, len: usize) -> std::result::Result<(), String> {
+    let mut stream = connect(port)?;
+    let sent = payload(len);
+    let mut back = vec![0u8; len];
+    for round in 0..rounds {
+        stream
+            .write_all(&sent)
+            .and_then(|()| stream.read_exact(&mut back))
+            .map_err(|e| format!("echo round trip {round} of {len} bytes: {e}"))?;
+        if back != sent {
+            return Err(format!(
+                "echo round trip {round}: the bytes came back changed"
+            ));
+        }
+    }
+    stream
+        .shutdown(Shutdown::Both)
+        .map_err(|e| format!("closing the bench connection: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

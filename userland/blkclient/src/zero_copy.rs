@@ -14,7 +14,9 @@
 //! same memory) and fills it with [`CANARY`]; `FINISH_HELD` has the device
 //! write through the same IOVA again. The revoke returned after the
 //! IOMMU's invalidation, so that write must fault, be reported, and leave
-//! every byte of the new Frame as it was. A kernel that skips the
+//! every byte of the new Frame as it was. The same with the Untyped
+//! revoked instead ([`Reclaim::RevokeUntyped`]): what reclaiming a dead
+//! client's memory does. A kernel that skips the
 //! invalidation (`seed=io-skip-invalidation`) lets the stale translation
 //! carry the write into the reused memory: the test fails.
 
@@ -24,7 +26,7 @@ use sys::names::{CapTable, DOMAIN_OWN_SLOTS};
 use sys::{CNode, Cap, Endpoint, Frame, MapRights, MessageInfo, PageTable, Rights, Slot, Untyped};
 use vblk_protocol::{
     BLOCK_SIZE, Cost, FINISH_HELD, Finished, NEW_SEED, OLD_SEED, READ_FRAME, READ_FRAME_HELD,
-    Status, WRITE_FRAME, fill_block, first_mismatch,
+    Status, WRITE_FRAME, pattern_word,
 };
 
 use crate::{call, call_with, read_and_check, timed};
@@ -67,9 +69,10 @@ impl Frames {
                 cnode,
                 vspace,
             }),
-            _ => Err(Failure(rt::__format!(
-                "no `untyped`, `cnode` or `vspace` in my capability table: the image gives the client no untyped"
-            ))),
+            found => Err(fail(
+                "no `untyped`, `cnode` or `vspace` in my capability table (the image gives the client no untyped)",
+                found,
+            )),
         }
     }
 
@@ -86,6 +89,15 @@ impl Frames {
         self.cnode
             .copy(sent_slot(), frame, Rights::ALL)
             .map_err(|e| fail("CNode.Copy of the Frame to send", e))
+    }
+
+    /// Revokes everything made from the Untyped (the Frame, unmapped, and
+    /// every copy derived from it, the driver's too): what reclaiming a
+    /// dead domain's memory does.
+    fn reclaim(self) -> Result<(), Failure> {
+        self.cnode
+            .revoke(self.untyped.slot())
+            .map_err(|e| fail("CNode.Revoke of the Untyped", e))
     }
 
     /// Revokes every copy derived from the Frame (the sent one and the
@@ -119,22 +131,39 @@ fn page() -> rt::shared::SharedWords {
     }
 }
 
-fn read_page() -> [u8; BLOCK_SIZE] {
-    let mut data = [0u8; BLOCK_SIZE];
+/// Words of one 4 KiB block.
+const WORDS: usize = BLOCK_SIZE / 8;
+
+/// Fills the mapped Frame with `byte` (word by word: no 4 KiB array on
+/// the stack).
+fn fill_page(byte: u8) {
     let page = page();
-    for (i, word) in data.chunks_exact_mut(8).enumerate() {
-        word.copy_from_slice(&page.read(i).unwrap_or(0).to_le_bytes());
+    for i in 0..WORDS {
+        page.write(i, u64::from_ne_bytes([byte; 8]));
     }
-    data
 }
 
-fn write_page(data: &[u8; BLOCK_SIZE]) {
+/// Fills the mapped Frame with block `block` of pattern `seed`.
+fn fill_page_with_pattern(seed: u64, block: u64) {
     let page = page();
-    for (i, word) in data.chunks_exact(8).enumerate() {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(word);
-        page.write(i, u64::from_le_bytes(bytes));
+    for i in 0..WORDS {
+        page.write(i, pattern_word(seed, block * WORDS as u64 + i as u64));
     }
+}
+
+/// The byte offset of the first word of the mapped Frame that is not
+/// `expected(word index)`, or `None`.
+fn first_other_word(expected: impl Fn(usize) -> u64) -> Option<usize> {
+    let page = page();
+    (0..WORDS)
+        .find(|&i| page.read(i) != Some(expected(i)))
+        .map(|i| 8 * i)
+}
+
+/// The first word of the mapped Frame that differs from block `block` of
+/// pattern `seed` (its byte offset), or `None`.
+fn pattern_mismatch(seed: u64, block: u64) -> Option<usize> {
+    first_other_word(|i| pattern_word(seed, block * WORDS as u64 + i as u64))
 }
 
 /// A request carrying the sent copy of the Frame.
@@ -158,10 +187,10 @@ pub fn reads_and_writes(driver: Cap<Endpoint>, frames: Frames) -> Outcome {
 
 fn reads_and_writes_with(driver: Cap<Endpoint>) -> Outcome {
     for block in [0, 9, 63] {
-        write_page(&[0; BLOCK_SIZE]);
+        fill_page(0);
         let read = with_frame(driver, READ_FRAME, block);
         check!(read.is_ok(), "zero-copy read of block {block}: {read:?}");
-        let mismatch = first_mismatch(NEW_SEED, block, &read_page());
+        let mismatch = pattern_mismatch(NEW_SEED, block);
         check!(
             mismatch.is_none(),
             "zero-copy read of block {block}: the Frame differs from the pattern at byte {mismatch:?}"
@@ -169,10 +198,8 @@ fn reads_and_writes_with(driver: Cap<Endpoint>) -> Outcome {
     }
     // Block 3 written from the Frame with the old pattern, read back
     // through the shared page, then written back with the new.
-    let mut data = [0u8; BLOCK_SIZE];
     for seed in [OLD_SEED, NEW_SEED] {
-        fill_block(seed, 3, &mut data);
-        write_page(&data);
+        fill_page_with_pattern(seed, 3);
         let written = with_frame(driver, WRITE_FRAME, 3);
         check!(written.is_ok(), "zero-copy write of block 3: {written:?}");
         read_and_check(driver, 3, seed)?;
@@ -201,28 +228,40 @@ pub fn timed_read(driver: Cap<Endpoint>, frames: Frames) -> Result<(u64, Cost), 
     timed
 }
 
+/// How the memory under a held I/O is taken back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaim {
+    /// The client revokes its Frame, unmaps and deletes it.
+    RevokeFrame,
+    /// The Untyped it came from is revoked, as when a dead domain's memory
+    /// is reclaimed: every object made from it goes, with every copy.
+    RevokeUntyped,
+}
+
 /// The revoke test: see the module's documentation.
-pub fn revoked_mid_io(driver: Cap<Endpoint>, frames: Frames) -> Outcome {
+pub fn revoked_mid_io(driver: Cap<Endpoint>, frames: Frames, how: Reclaim) -> Outcome {
     frames.make()?;
-    write_page(&[0; BLOCK_SIZE]);
+    fill_page(0);
     let held = with_frame(driver, READ_FRAME_HELD, HELD_BLOCK);
     let Ok([iova, ..]) = held else {
         let _ = frames.destroy();
         rt::fail!("the held zero-copy read of block {HELD_BLOCK}: {held:?}")
     };
-    let first = first_mismatch(NEW_SEED, HELD_BLOCK, &read_page());
+    let first = pattern_mismatch(NEW_SEED, HELD_BLOCK);
     if first.is_some() {
         let _ = frames.destroy();
         rt::fail!("the held read's first half did not land in the Frame: byte {first:?}");
     }
     // Mid-I/O: the driver holds the Frame, mapped at IOVA `iova`, and the
     // device has used that translation. Revoke, free, reuse.
-    frames.destroy()?;
+    match how {
+        Reclaim::RevokeFrame => frames.destroy()?,
+        Reclaim::RevokeUntyped => frames.reclaim()?,
+    }
     frames.make()?;
-    write_page(&[CANARY; BLOCK_SIZE]);
+    fill_page(CANARY);
     let finished = call(driver, FINISH_HELD, HELD_BLOCK);
-    let reused = read_page();
-    let landed = reused.iter().position(|&byte| byte != CANARY);
+    let landed = first_other_word(|_| u64::from_ne_bytes([CANARY; 8]));
     frames.destroy()?;
     let Ok([a, b, c, _]) = finished else {
         rt::fail!("finishing the held read: {finished:?}")
@@ -230,7 +269,7 @@ pub fn revoked_mid_io(driver: Cap<Endpoint>, frames: Frames) -> Outcome {
     let finished = Finished::from_mrs([a, b, c]);
     check!(
         landed.is_none(),
-        "the device wrote the reused memory (byte {landed:?} is not the canary): a translation outlived the revoke"
+        "the device wrote the reused memory (the word at byte {landed:?} is not the canary): a translation outlived the revoke"
     );
     check!(
         finished.still_held == 0,
@@ -241,7 +280,11 @@ pub fn revoked_mid_io(driver: Cap<Endpoint>, frames: Frames) -> Outcome {
         "the device's write through IOVA {iova:#x} after the revoke was not reported: {finished:?}"
     );
     rt::println!(
-        "[blkclient] revoked my Frame mid-I/O and reused its memory: the device's next write through IOVA {iova:#x} faulted ({} record(s)) and never reached the new Frame",
+        "[blkclient] {} mid-I/O and reused its memory: the device's next write through IOVA {iova:#x} faulted ({} record(s)) and never reached the new Frame",
+        match how {
+            Reclaim::RevokeFrame => "revoked my Frame",
+            Reclaim::RevokeUntyped => "revoked the Untyped my Frame came from",
+        },
         finished.faults
     );
     Ok(())

@@ -10,7 +10,10 @@
 //! BAR Frames are carved from the device Untyped covering them, in the
 //! order devices are granted: an Untyped hands out memory upward only, so
 //! a device whose BAR lies below one granted earlier from the same window
-//! is refused with a message saying so.
+//! is refused with a message saying so. Init keeps each Frame it carved:
+//! a restarted driver (`crate::restart`) asks for the same BAR again, and
+//! its page is mapped with the same Frame (whose mapping in the old run's
+//! VSpace went with that VSpace).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -21,7 +24,7 @@ use rt::space::{Objects, map_frame};
 use sys::bootinfo;
 use sys::resources::Refusal;
 use sys::untypeds;
-use sys::{Cap, MapRights, PageTable};
+use sys::{Cap, Frame, MapRights, PageTable};
 use sysdesc::PciAddress;
 
 /// Where init maps the ECAM window's first 2 MiB in its own VSpace.
@@ -38,6 +41,8 @@ pub struct Devices {
     ecam: Option<Window>,
     /// (device Untyped slot, first byte not yet carved)
     carved: Vec<(sys::Slot, u64)>,
+    /// Every Frame carved, by its physical address.
+    frames: Vec<(u64, Cap<Frame>)>,
 }
 
 impl Devices {
@@ -180,20 +185,35 @@ impl Devices {
             format!("device {device}: no device Untyped covers {first:#x}+{length:#x}")
         })?;
         for page in (first..first + length).step_by(4096) {
-            let watermark = self
-                .carved
-                .iter()
-                .find(|(slot, _)| *slot == window.slot)
-                .map_or(window.start(), |&(_, next)| next);
-            let frame =
-                untypeds::retype_frame_after(window, watermark, page, 12, &mut || objects.slot())
+            let kept = self.frames.iter().find(|(at, _)| *at == page);
+            let frame = match kept {
+                Some(&(_, frame)) => frame,
+                None => {
+                    let watermark = self
+                        .carved
+                        .iter()
+                        .find(|(slot, _)| *slot == window.slot)
+                        .map_or(window.start(), |&(_, next)| next);
+                    let frame = untypeds::retype_frame_after(
+                        window,
+                        watermark,
+                        page,
+                        12,
+                        &mut || objects.slot(),
+                    )
                     .map_err(|e| {
                         format!(
                             "device {device}: a Frame at {page:#x} (the window is carved up to {watermark:#x}): {e:?}"
                         )
                     })?;
-            self.carved.retain(|(slot, _)| *slot != window.slot);
-            self.carved.push((window.slot, page + 4096));
+                    self.carved.retain(|(slot, _)| *slot != window.slot);
+                    self.carved.push((window.slot, page + 4096));
+                    self.frames.push((page, frame));
+                    frame
+                }
+            };
+            // A kept Frame's mapping went with the VSpace of the run it
+            // was mapped for.
             map_frame(
                 objects,
                 frame,

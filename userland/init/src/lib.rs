@@ -12,9 +12,11 @@
 //! refuses stops the build with a message naming the domain and the entry
 //! of the image, and init halts with status 1: a half-built system is
 //! never started. Afterwards init is every domain's fault handler: it
-//! prints which domain faulted where and leaves it stopped; and it answers
-//! requests for IOMMU capabilities made on request (`requests`,
-//! `sys::resources`).
+//! prints which domain faulted where and leaves it stopped, or, for a
+//! domain whose image sets `restarts`, takes back its IOMMU capabilities
+//! and starts it again from the image (`restart`, also when its device's
+//! DMA faults in the IOMMU); and it answers requests for IOMMU
+//! capabilities made on request (`requests`, `sys::resources`).
 //!
 //! Init runs at priority 255, above every domain (images allow 0..=254).
 #![no_std]
@@ -28,9 +30,13 @@ pub mod devices;
 #[cfg(test)]
 mod model_kernel;
 pub mod requests;
+pub mod restart;
 pub mod system;
 #[cfg(test)]
 mod tests;
+
+use alloc::format;
+use alloc::vec::Vec;
 
 use sys::bootinfo;
 use sysdesc::archive::Archive;
@@ -115,10 +121,22 @@ pub fn run() -> i32 {
         match received {
             Ok(fault) if fault.info.label == abi::FAULT_LABEL => {
                 let [exception, address, pc, syndrome] = fault.mrs;
-                rt::println!(
-                    "[init] protection domain \"{}\" faulted: exception {exception:#x} at address {address:#x}, pc {pc:#x}, syndrome {syndrome:#x}; it stays stopped",
-                    system.domain_of(fault.badge).unwrap_or("?")
+                let what = format!(
+                    "faulted: exception {exception:#x} at address {address:#x}, pc {pc:#x}, syndrome {syndrome:#x}"
                 );
+                match domain_index(fault.badge).filter(|&d| system.restarts.restartable(d)) {
+                    Some(domain) => restart(&archive, &mut objects, &mut system, domain, &what),
+                    None => rt::println!(
+                        "[init] protection domain \"{}\" {what}; it stays stopped",
+                        system.domain_of(fault.badge).unwrap_or("?")
+                    ),
+                }
+            }
+            Ok(signal)
+                if signal.badge == restart::WATCHER_BADGE
+                    && signal.info.label == restart::IO_FAULTS =>
+            {
+                io_faults(&archive, &mut objects, &mut system);
             }
             Ok(request) => {
                 reply = Some(system.requests.handle(
@@ -133,5 +151,62 @@ pub fn run() -> i32 {
                 return 1;
             }
         }
+    }
+}
+
+/// The domain a fault or request badge names (its index + 1).
+fn domain_index(badge: u64) -> Option<usize> {
+    usize::try_from(badge.checked_sub(1)?).ok()
+}
+
+/// Restarts `domain`, which failed (`what`), and keeps its new table; a
+/// restart that fails leaves it stopped, with a message.
+fn restart(
+    archive: &Archive<'_>,
+    objects: &mut rt::space::Objects,
+    system: &mut system::System,
+    domain: usize,
+    what: &str,
+) {
+    match system
+        .restarts
+        .restart(archive, objects, &mut system.requests, domain, what)
+    {
+        Ok(Some(table)) => system.domains[domain].1 = table,
+        Ok(None) => {}
+        Err(why) => rt::println!(
+            "[init] restarting protection domain \"{}\": {why}; it stays stopped",
+            system.domains[domain].0
+        ),
+    }
+}
+
+/// The fault watcher saw a device's DMA fault: every restartable domain
+/// whose fault queues hold records is restarted, its records printed.
+fn io_faults(archive: &Archive<'_>, objects: &mut rt::space::Objects, system: &mut system::System) {
+    let domains: Vec<usize> = system.restarts.restartable_domains().collect();
+    for domain in domains {
+        let records = system.requests.take_faults(domain);
+        let Some(first) = records.first() else {
+            continue;
+        };
+        for record in &records {
+            rt::println!(
+                "[init] IOMMU fault of protection domain \"{}\"'s device: badge {:#x}, address {:#x}, {}, stage {}, reason {:#x}",
+                system.domains[domain].0,
+                record.badge,
+                record.address,
+                if record.write { "write" } else { "read" },
+                record.stage,
+                record.reason
+            );
+        }
+        let what = format!(
+            "let its device DMA where the IOMMU refused ({} fault record(s), the first a {} at {:#x})",
+            records.len(),
+            if first.write { "write" } else { "read" },
+            first.address
+        );
+        restart(archive, objects, system, domain, &what);
     }
 }

@@ -25,7 +25,7 @@ use sys::bootinfo;
 use sys::resources::{self, Refusal};
 use sys::{
     CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, IrqControl,
-    Notification, PageTable, Rights, Slot, Untyped,
+    IrqHandler, Notification, PageTable, Rights, Slot, Untyped,
 };
 use sysdesc::SystemDescription;
 
@@ -57,12 +57,11 @@ struct Given {
     space: Option<Cap<IoSpace>>,
     /// What the grant's IoSpaces are made of, from its first `SPACE` on.
     stock: Option<SpaceStock>,
-    queue: bool,
-    /// An MSI line was given (`MSI`).
-    msi: bool,
-    /// The fault queue's Notification (`FAULT_QUEUE`), which an MSI line
-    /// signals too.
-    queue_signal: Option<Cap<Notification>>,
+    /// The fault queue and the notification it signals, from
+    /// `FAULT_QUEUE` on (an MSI line signals that notification too).
+    queue: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
+    /// The MSI line's handler, from `MSI` on.
+    msi: Option<Cap<IrqHandler>>,
     /// The device's number among the domain's (its register and BAR
     /// windows), from `DEVICE` on.
     number: u64,
@@ -104,6 +103,10 @@ pub struct Server {
     domains: Vec<DomainHandle>,
     given: Vec<Given>,
     devices: Devices,
+    /// The notification init's fault watcher waits on (`crate::restart`):
+    /// the fault queues of domains init restarts signal it, badged with
+    /// `1 << domain`, instead of a notification of their own.
+    io_faults: Option<Cap<Notification>>,
 }
 
 /// A reply: label (0 or a refusal code) and registers.
@@ -137,7 +140,99 @@ impl Server {
             domains,
             given,
             devices,
+            io_faults: None,
         }
+    }
+
+    /// Has the fault queues of domains init restarts signal `watched`
+    /// (badged per domain), the notification init's fault watcher waits on.
+    pub fn watch_faults(&mut self, watched: Cap<Notification>) {
+        self.io_faults = Some(watched);
+    }
+
+    /// The grants `domain` asks for on request, by index.
+    fn grants_of(&self, domain: usize) -> impl Iterator<Item = usize> + '_ {
+        self.description
+            .dma_grants
+            .iter()
+            .enumerate()
+            .filter(move |(_, g)| g.on_request && usize::from(g.domain) == domain)
+            .map(|(index, _)| index)
+    }
+
+    /// Takes every record from the fault queues `domain` holds (init's
+    /// own copies), oldest first.
+    pub fn take_faults(&mut self, domain: usize) -> Vec<sys::FaultRecord> {
+        let mut records = Vec::new();
+        for grant in self.grants_of(domain).collect::<Vec<_>>() {
+            if let Some((queue, _)) = self.given[grant].queue {
+                while let Ok(Some(record)) = queue.pop() {
+                    records.push(record);
+                }
+            }
+        }
+        records
+    }
+
+    /// Takes back every IOMMU capability `domain` received on request, in
+    /// this order: fault queues, IoSpaces (revoked and deleted: the
+    /// device is blocked, its mappings gone, before this returns), device
+    /// capabilities (revoked and deleted: every copy the domain holds goes,
+    /// and the device's context or stream entry is cleared). What init
+    /// keeps to make the next IoSpace cheap stays, but the domain slot it
+    /// went into is forgotten (the next run has a new CNode). Returns what
+    /// was taken, for init's message.
+    pub fn revoke_domain(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+    ) -> Result<Vec<String>, String> {
+        let mut taken = Vec::new();
+        for grant in self.grants_of(domain).collect::<Vec<_>>() {
+            let address = self.description.dma_grants[grant].device;
+            let given = core::mem::take(&mut self.given[grant]);
+            if let Some((queue, signal)) = given.queue {
+                let cnode = objects.cnode();
+                cnode
+                    .revoke(queue.slot())
+                    .and_then(|()| cnode.revoke(signal.slot()))
+                    .and_then(|()| objects.delete(queue.slot()))
+                    .and_then(|()| objects.delete(signal.slot()))
+                    .map_err(|e| format!("deleting the fault queue of {address}: {e:?}"))?;
+                taken.push(format!("fault queue of {address}"));
+            }
+            if let Some(handler) = given.msi {
+                // Its line is free again once the handler is deleted.
+                objects
+                    .cnode()
+                    .revoke(handler.slot())
+                    .and_then(|()| objects.delete(handler.slot()))
+                    .map_err(|e| format!("deleting the MSI line of {address}: {e:?}"))?;
+                taken.push(format!("MSI line of {address}"));
+            }
+            if let Some(space) = given.space {
+                destroy_space(objects, space).map_err(|(_, why)| why)?;
+                taken.push(format!("IoSpace of {address}"));
+            }
+            if let Some((device, badged)) = given.device {
+                objects
+                    .delete(badged.slot())
+                    .and_then(|()| objects.cnode().revoke(device.slot()))
+                    .and_then(|()| objects.delete(device.slot()))
+                    .map_err(|e| format!("revoking the IoDevice of {address}: {e:?}"))?;
+                taken.push(format!("IoDevice {address}"));
+            }
+            self.given[grant].stock = given.stock.map(|stock| SpaceStock {
+                domain_slot: None,
+                ..stock
+            });
+        }
+        Ok(taken)
+    }
+
+    /// The handle of `domain`'s next run: requests from now on go there.
+    pub fn replace_domain(&mut self, domain: usize, handle: DomainHandle) {
+        self.domains[domain] = handle;
     }
 
     /// Answers request `label` with registers `mrs` from the domain whose
@@ -237,6 +332,18 @@ impl Server {
         source: Cap<T>,
         slot: Option<u32>,
     ) -> Result<u32, (Refusal, String)> {
+        self.give_with(objects, domain, source, slot, Rights::ALL)
+    }
+
+    /// [`Server::give`] of a copy with only `rights`.
+    fn give_with<T: CapType>(
+        &mut self,
+        objects: &Objects,
+        domain: usize,
+        source: Cap<T>,
+        slot: Option<u32>,
+        rights: Rights,
+    ) -> Result<u32, (Refusal, String)> {
         let handle = &mut self.domains[domain];
         let fresh = slot.is_none();
         let slot = slot.unwrap_or(handle.next_slot);
@@ -248,7 +355,7 @@ impl Server {
         }
         handle
             .cnode
-            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), Rights::ALL)
+            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), rights)
             .map_err(kernel("CNode.Copy into its CNode"))?;
         if fresh {
             handle.next_slot += 1;
@@ -496,22 +603,40 @@ impl Server {
                 String::from("a fault queue before the device"),
             ));
         };
-        if self.given[grant].queue {
+        if self.given[grant].queue.is_some() {
             return Err((Refusal::AlreadyGiven, String::from("a second fault queue")));
         }
         let queue: Cap<IoFaultQueue> = objects
             .make::<IoFaultQueue>()
             .map_err(kernel("Untyped.Retype of the IoFaultQueue"))?;
-        let signal: Cap<Notification> = objects
-            .make::<Notification>()
-            .map_err(kernel("Untyped.Retype of the Notification"))?;
+        // A domain init restarts binds init's watched notification (its
+        // own badge), so init learns of its device's faults, and its copies
+        // carry no right: the records are init's (a driver that popped them
+        // or waited on the notification could keep init from seeing a DMA
+        // fault of its device; one that rebound the queue, likewise).
+        let watched = self
+            .io_faults
+            .filter(|_| self.description.domains[domain].restarts > 0);
+        let (signal, rights): (Cap<Notification>, _) = match watched {
+            Some(watched) => (
+                objects
+                    .mint(watched, Rights::ALL, 1 << domain)
+                    .map_err(kernel("badging init's fault notification"))?,
+                Rights::NONE,
+            ),
+            None => (
+                objects
+                    .make::<Notification>()
+                    .map_err(kernel("Untyped.Retype of the Notification"))?,
+                Rights::ALL,
+            ),
+        };
         queue
             .bind(signal, badged)
             .map_err(kernel("IoFaultQueue.Bind"))?;
-        let queue_slot = self.give(objects, domain, queue, None)?;
-        let signal_slot = self.give(objects, domain, signal, None)?;
-        self.given[grant].queue = true;
-        self.given[grant].queue_signal = Some(signal);
+        let queue_slot = self.give_with(objects, domain, queue, None, rights)?;
+        let signal_slot = self.give_with(objects, domain, signal, None, rights)?;
+        self.given[grant].queue = Some((queue, signal));
         self.given[grant].slots.queue = Some((queue_slot, signal_slot));
         Ok((
             ok(u64::from(queue_slot), u64::from(signal_slot)),
@@ -523,8 +648,7 @@ impl Server {
 
     /// `MSI`: the first free line of `resources::MSI_LINES`, bound to a
     /// copy badged `resources::MSI_BADGE` of the fault queue's
-    /// Notification (or of a new one); the handler and that copy go to the
-    /// domain.
+    /// Notification; the handler and that copy go to the domain.
     fn msi(
         &mut self,
         objects: &mut Objects,
@@ -543,9 +667,15 @@ impl Server {
                 String::from("an MSI line before the device"),
             ));
         }
-        if self.given[grant].msi {
+        if self.given[grant].msi.is_some() {
             return Err((Refusal::AlreadyGiven, String::from("a second MSI line")));
         }
+        let Some((_, shared)) = self.given[grant].queue else {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("an MSI line before the fault queue, whose notification it signals"),
+            ));
+        };
         let control: Cap<IrqControl> = bootinfo::IRQ_CONTROL;
         let slot = objects.slot().map_err(kernel("a slot of init's"))?;
         let mut taken = Err(sys::Error::DeviceInUse);
@@ -558,12 +688,6 @@ impl Server {
             }
         }
         let handler = taken.map_err(kernel("IrqControl.Get of an MSI line"))?;
-        let shared = match self.given[grant].queue_signal {
-            Some(queue) => queue,
-            None => objects
-                .make::<Notification>()
-                .map_err(kernel("Untyped.Retype of the Notification"))?,
-        };
         let signal = objects
             .mint(shared, Rights::ALL, resources::MSI_BADGE)
             .map_err(kernel("badging the Notification"))?;
@@ -572,7 +696,7 @@ impl Server {
             .map_err(kernel("IrqHandler.SetNotification"))?;
         let handler_slot = self.give(objects, domain, handler, None)?;
         let signal_slot = self.give(objects, domain, signal, None)?;
-        self.given[grant].msi = true;
+        self.given[grant].msi = Some(handler);
         Ok((
             ok(u64::from(handler_slot), u64::from(signal_slot)),
             format!(

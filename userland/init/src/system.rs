@@ -19,7 +19,7 @@ use sys::bootinfo;
 use sys::names::{self, CapTable};
 use sys::{
     CNode, Cap, CapType, Console, Endpoint, FixedSize, Frame, IommuControl, IrqControl, MapRights,
-    Notification, PageTable, Rights, Slot, Tcb, Untyped,
+    Notification, ObjectKind, PageTable, Rights, Slot, Tcb, Untyped,
 };
 use sysdesc::archive::{Archive, EntryKind};
 use sysdesc::{ChannelKind, ConsoleGrant, IoMode, PageSize, SystemDescription};
@@ -37,23 +37,32 @@ const _: () = assert!(sys::names::DOMAIN_RESERVED_START == sysdesc::INIT_RESERVE
 const _: () = assert!(sys::names::CAP_TABLE_ADDRESS >= sysdesc::INIT_RESERVED_START);
 const _: () = assert!(sys::names::HEAP_ADDRESS >= sysdesc::INIT_RESERVED_START);
 
+/// A capability given to a domain: its name, init's slot holding it,
+/// its kind.
+pub(crate) type Gift = (String, Slot, ObjectKind);
+
 /// A protection domain under construction.
-struct Domain {
+pub(crate) struct Domain {
     /// Its name in the image, for messages.
-    name: String,
-    cnode: Cap<CNode>,
-    vspace: Cap<PageTable>,
-    tcb: Cap<Tcb>,
+    pub(crate) name: String,
+    pub(crate) cnode: Cap<CNode>,
+    pub(crate) vspace: Cap<PageTable>,
+    pub(crate) tcb: Cap<Tcb>,
     ipc_buffer: Cap<Frame>,
     entry: u64,
     priority: u8,
-    table: CapTable,
+    pub(crate) table: CapTable,
     /// The next free slot of its CNode (slot 0 stays empty).
-    next_slot: u32,
+    pub(crate) next_slot: u32,
     /// Where its IRQs arrive (made with its first IRQ), in init's CNode.
     irqs: Option<Cap<Notification>>,
     /// How many DMA grants it has received so far.
     grants: usize,
+    /// Everything given to it, in order; the first `own_gifts` by
+    /// `make_domain`, which a restart makes afresh; the rest (channels,
+    /// IRQs, the request endpoint) a restart gives again.
+    pub(crate) gifts: Vec<Gift>,
+    pub(crate) own_gifts: usize,
 }
 
 impl Domain {
@@ -65,6 +74,17 @@ impl Domain {
         name: &str,
         source: Cap<T>,
     ) -> Result<(), String> {
+        self.give_kind(objects, name, source.slot(), T::KIND)
+    }
+
+    /// [`Domain::give`] of the capability of kind `kind` in init's `source`.
+    pub(crate) fn give_kind(
+        &mut self,
+        objects: &Objects,
+        name: &str,
+        source: Slot,
+        kind: ObjectKind,
+    ) -> Result<(), String> {
         let slot = self.next_slot;
         if slot >= names::DOMAIN_OWN_SLOTS.start {
             return Err(format!(
@@ -74,22 +94,21 @@ impl Domain {
             ));
         }
         self.cnode
-            .copy_from(Slot::new(slot), objects.cnode(), source.slot(), Rights::ALL)
+            .copy_from(Slot::new(slot), objects.cnode(), source, Rights::ALL)
             .map_err(|e| {
                 format!(
                     "protection_domain \"{}\": copying `{name}` into its CNode: CNode.Copy answered {e:?}",
                     self.name
                 )
             })?;
-        self.table
-            .push(name, Slot::new(slot), T::KIND)
-            .map_err(|e| {
-                format!(
-                    "protection_domain \"{}\": capability table: `{name}`: {e:?}",
-                    self.name
-                )
-            })?;
+        self.table.push(name, Slot::new(slot), kind).map_err(|e| {
+            format!(
+                "protection_domain \"{}\": capability table: `{name}`: {e:?}",
+                self.name
+            )
+        })?;
         self.next_slot += 1;
+        self.gifts.push((String::from(name), source, kind));
         Ok(())
     }
 }
@@ -108,6 +127,8 @@ pub struct System {
     pub faults: Cap<Endpoint>,
     /// What answers those requests.
     pub requests: crate::requests::Server,
+    /// What init needs to restart domains (`crate::restart`).
+    pub restarts: crate::restart::Restarts,
 }
 
 impl System {
@@ -134,9 +155,16 @@ pub fn build(
     let regions = make_regions(description, objects)?;
     let mut domains = Vec::new();
     for index in 0..description.domains.len() {
-        domains.push(make_domain(archive, description, index, objects, &scratch)?);
+        domains.push(make_domain(
+            archive,
+            description,
+            index,
+            objects,
+            &scratch,
+            0,
+        )?);
     }
-    map_regions(description, &regions, &mut domains, objects)?;
+    map_regions(description, &regions, &domains, objects)?;
     make_channels(description, &mut domains, objects)?;
     make_irqs(description, &mut domains, objects)?;
     let mut devices = crate::devices::Devices::default();
@@ -151,49 +179,77 @@ pub fn build(
     for (index, domain) in domains.iter_mut().enumerate() {
         prepare(domain, objects, &scratch)?;
         // The domain's faults come to init, badged with its index + 1.
-        objects
-            .mint(faults, Rights::WRITE, index as u64 + 1)
-            .and_then(|badged| domain.tcb.set_fault_handler(badged))
-            .map_err(|e| {
-                format!(
-                    "protection_domain \"{}\": its fault handler: the kernel answered {e:?}",
-                    domain.name
-                )
-            })?;
+        handle_faults(domain, index, objects, faults)?;
     }
-    // Only now, with every capability in place, does any domain run. Its
-    // thread carries its name, for the kernel's console and capability dump.
+    // Only now, with every capability in place, does any domain run.
     for domain in &domains {
-        domain.tcb.set_debug_name(&domain.name).map_err(|e| {
-            format!(
-                "protection_domain \"{}\": DebugNameThread: the kernel answered {e:?}",
-                domain.name
-            )
-        })?;
-        domain.tcb.resume().map_err(|e| {
-            format!(
-                "protection_domain \"{}\": Tcb.Resume: the kernel answered {e:?}",
-                domain.name
-            )
-        })?;
+        run(domain)?;
     }
-    let handles = domains
-        .iter()
-        .map(|domain| crate::requests::DomainHandle {
-            name: domain.name.clone(),
-            cnode: domain.cnode,
-            vspace: domain.vspace,
-            next_slot: domain.next_slot,
-            devices: domain.grants as u64,
-        })
-        .collect();
+    let handles = domains.iter().map(Domain::handle).collect();
+    let mut requests =
+        crate::requests::Server::new(description.clone(), regions.clone(), handles, devices);
+    let restarts =
+        crate::restart::Restarts::new(description, &domains, regions, scratch, objects, faults)?;
+    if let Some(watched) = restarts.watched() {
+        requests.watch_faults(watched);
+    }
     Ok(System {
         domains: domains
             .into_iter()
             .map(|domain| (domain.name, domain.table))
             .collect(),
         faults,
-        requests: crate::requests::Server::new(description.clone(), regions, handles, devices),
+        requests,
+        restarts,
+    })
+}
+
+impl Domain {
+    /// What the request server keeps of it.
+    pub(crate) fn handle(&self) -> crate::requests::DomainHandle {
+        crate::requests::DomainHandle {
+            name: self.name.clone(),
+            cnode: self.cnode,
+            vspace: self.vspace,
+            next_slot: self.next_slot,
+            devices: self.grants as u64,
+        }
+    }
+}
+
+/// Makes init the fault handler of `domain` (number `index`): its faults
+/// come to `faults` badged with `index + 1`.
+pub(crate) fn handle_faults(
+    domain: &Domain,
+    index: usize,
+    objects: &mut Objects,
+    faults: Cap<Endpoint>,
+) -> Result<(), String> {
+    objects
+        .mint(faults, Rights::WRITE, index as u64 + 1)
+        .and_then(|badged| domain.tcb.set_fault_handler(badged))
+        .map_err(|e| {
+            format!(
+                "protection_domain \"{}\": its fault handler: the kernel answered {e:?}",
+                domain.name
+            )
+        })
+}
+
+/// Names `domain`'s thread (for the kernel's console and capability dump)
+/// and resumes it.
+pub(crate) fn run(domain: &Domain) -> Result<(), String> {
+    domain.tcb.set_debug_name(&domain.name).map_err(|e| {
+        format!(
+            "protection_domain \"{}\": DebugNameThread: the kernel answered {e:?}",
+            domain.name
+        )
+    })?;
+    domain.tcb.resume().map_err(|e| {
+        format!(
+            "protection_domain \"{}\": Tcb.Resume: the kernel answered {e:?}",
+            domain.name
+        )
     })
 }
 
@@ -313,13 +369,15 @@ fn make_regions(
     Ok(regions)
 }
 
-/// One domain's CSpace, VSpace (program, stack, heap, IPC buffer) and TCB.
-fn make_domain(
+/// One domain's CSpace, VSpace (program, stack, heap, IPC buffer) and TCB;
+/// `start`: how many times init started it before (its table says so).
+pub(crate) fn make_domain(
     archive: &Archive<'_>,
     description: &SystemDescription,
     index: usize,
     objects: &mut Objects,
     scratch: &Scratch,
+    start: u64,
 ) -> Result<Domain, String> {
     let pd = &description.domains[index];
     let what = |step: &str, e: sys::Error| {
@@ -378,11 +436,15 @@ fn make_domain(
         priority: pd.priority,
         table: CapTable {
             heap_size: pd.heap_size,
+            start,
+            inject: pd.inject.code(),
             ..CapTable::new()
         },
         next_slot: 1,
         irqs: None,
         grants: 0,
+        gifts: Vec::new(),
+        own_gifts: 0,
     };
     if pd.untyped_size > 0 {
         // Memory of its own to build objects from, its CNode to place and
@@ -413,6 +475,7 @@ fn make_domain(
         let console: Cap<Console> = Cap::from_slot(slot);
         domain.give(objects, names::CONSOLE, console)?;
     }
+    domain.own_gifts = domain.gifts.len();
     Ok(domain)
 }
 
@@ -440,31 +503,49 @@ fn cpu_rights(rights: sysdesc::Rights) -> MapRights {
 fn map_regions(
     description: &SystemDescription,
     regions: &[Vec<Cap<Frame>>],
-    domains: &mut [Domain],
+    domains: &[Domain],
     objects: &mut Objects,
 ) -> Result<(), String> {
     for (index, map) in description.maps.iter().enumerate() {
-        let region = &description.regions[usize::from(map.region)];
-        let domain = &domains[usize::from(map.domain)];
-        let page = region.page_size.bytes();
-        for (k, &frame) in regions[usize::from(map.region)].iter().enumerate() {
-            let address = map.vaddr + k as u64 * page;
-            let result = objects.mint(frame, Rights::ALL, 0).and_then(|copy| {
-                space::map_frame(
-                    objects,
-                    copy,
-                    domain.vspace,
-                    address,
-                    cpu_rights(map.rights),
-                )
-            });
-            result.map_err(|e| {
-                format!(
-                    "protection_domain \"{}\" map {index}: `{}` page {k} at {address:#x} ({}): the kernel answered {e:?}",
-                    domain.name, region.name, map.rights
-                )
-            })?;
-        }
+        map_region(
+            description,
+            regions,
+            index,
+            &domains[usize::from(map.domain)],
+            objects,
+        )?;
+    }
+    Ok(())
+}
+
+/// `[[protection_domain.map]]` number `index`, into `domain`.
+pub(crate) fn map_region(
+    description: &SystemDescription,
+    regions: &[Vec<Cap<Frame>>],
+    index: usize,
+    domain: &Domain,
+    objects: &mut Objects,
+) -> Result<(), String> {
+    let map = &description.maps[index];
+    let region = &description.regions[usize::from(map.region)];
+    let page = region.page_size.bytes();
+    for (k, &frame) in regions[usize::from(map.region)].iter().enumerate() {
+        let address = map.vaddr + k as u64 * page;
+        let result = objects.mint(frame, Rights::ALL, 0).and_then(|copy| {
+            space::map_frame(
+                objects,
+                copy,
+                domain.vspace,
+                address,
+                cpu_rights(map.rights),
+            )
+        });
+        result.map_err(|e| {
+            format!(
+                "protection_domain \"{}\" map {index}: `{}` page {k} at {address:#x} ({}): the kernel answered {e:?}",
+                domain.name, region.name, map.rights
+            )
+        })?;
     }
     Ok(())
 }
@@ -714,7 +795,11 @@ pub(crate) fn map_io_regions(
 
 /// Writes the domain's capability table into a read-only page and
 /// configures its TCB (registers, priority); resuming it is left to the end.
-fn prepare(domain: &mut Domain, objects: &mut Objects, scratch: &Scratch) -> Result<(), String> {
+pub(crate) fn prepare(
+    domain: &mut Domain,
+    objects: &mut Objects,
+    scratch: &Scratch,
+) -> Result<(), String> {
     let fail = |step: &str, e: sys::Error| {
         format!(
             "protection_domain \"{}\": {step}: the kernel answered {e:?}",

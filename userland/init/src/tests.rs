@@ -68,6 +68,8 @@ pub(crate) fn domain(pd: &str, program: &str, priority: u8) -> ProtectionDomain 
         heap_size: 0,
         untyped_size: 0,
         console: sysdesc::ConsoleGrant::None,
+        restarts: 0,
+        inject: sysdesc::Inject::None,
     }
 }
 

@@ -756,7 +756,22 @@ impl Cap<IoDevice> {
         invoke_status(self, Invocation::IoDeviceAttachNested, &[], &[table.slot()])
     }
 
-    /// `IoDeviceDetach`: blocks the device's DMA again.
+    /// `IoDeviceBindVSpace` (SVA): the device translates its DMA through
+    /// the CPU address space whose root is `vspace` (cap 0, write right),
+    /// first stage only, so it names memory by the virtual addresses the
+    /// driver's threads use. A later CPU unmap in `vspace` is invalidated
+    /// in the device's IOTLB before it returns. [`Cap::detach`] ends it.
+    ///
+    /// Errors: `AlreadyAttached`, `NotSupported` (no first stage for
+    /// devices: VT-d without `x-flts`), `InsufficientRights`,
+    /// `AlreadyMapped` (not a root),
+    /// `ObjectTableFull`, `TableMemoryExhausted`, `IommuTimeout`.
+    pub fn bind_vspace(self, vspace: Cap<PageTable>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoDeviceBindVSpace, &[], &[vspace.slot()])
+    }
+
+    /// `IoDeviceDetach`: blocks the device's DMA again (an IoSpace
+    /// attachment or a VSpace binding).
     ///
     /// Errors: `NotAttached`.
     pub fn detach(self) -> Result<(), Error> {

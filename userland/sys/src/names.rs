@@ -11,10 +11,12 @@
 //! | offset | field | meaning |
 //! |---|---|---|
 //! | 0 | `magic: u64` | [`CAP_TABLE_MAGIC`], "PCLSCAPS" |
-//! | 8 | `version: u32` | [`CAP_TABLE_VERSION`] (2) |
+//! | 8 | `version: u32` | [`CAP_TABLE_VERSION`] (3) |
 //! | 12 | `count: u32` | entries in use, at most [`MAX_ENTRIES`] |
 //! | 16 | `entries: [CapEntry; 64]` | the first `count` are valid |
 //! | 2576 | `heap_size: u64` | bytes of zeroed memory mapped read-write at [`HEAP_ADDRESS`] (the image's `heap_size`; `rt` adds them to its allocator) |
+//! | 2584 | `start: u64` | how many times init started the domain before this run (0, then 1 after its first restart, ...) |
+//! | 2592 | `inject: u64` | the failure its image asks it to inject ([`INJECT_CRASH_MID_IO`], [`INJECT_ROGUE_DMA`]; 0: none): a driver injects it in run 0 only |
 //!
 //! Each [`CapEntry`] is 40 bytes:
 //!
@@ -24,7 +26,8 @@
 //! | 32 | `slot: u32` | the slot in the domain's CSpace |
 //! | 36 | `kind: u32` | the object kind, numbered as `caps::ObjectKind` |
 //!
-//! 2584 bytes in all ([`CAP_TABLE_SIZE`]). Version 1 had no `heap_size`. Entries are not sorted and names
+//! 2600 bytes in all ([`CAP_TABLE_SIZE`]). Version 1 had no `heap_size`,
+//! version 2 no `start` and `inject`. Entries are not sorted and names
 //! should be unique (lookup takes the first match).
 //!
 //! # The names init gives
@@ -67,14 +70,21 @@ pub const CONSOLE: &str = "console";
 /// "PCLSCAPS" little-endian: the first word of a [`CapTable`].
 pub const CAP_TABLE_MAGIC: u64 = u64::from_le_bytes(*b"PCLSCAPS");
 /// The layout version this crate reads and writes.
-pub const CAP_TABLE_VERSION: u32 = 2;
+pub const CAP_TABLE_VERSION: u32 = 3;
+
+/// `inject` of a capability table: fault while a device request is in
+/// flight (the image's `inject = "crash-mid-io"`).
+pub const INJECT_CRASH_MID_IO: u64 = 1;
+/// `inject` of a capability table: point stage 1 at memory the IoSpace
+/// was not given and let the device write there (`inject = "rogue-dma"`).
+pub const INJECT_ROGUE_DMA: u64 = 2;
 /// How many entries a table holds.
 pub const MAX_ENTRIES: usize = 64;
 /// The longest name, in bytes.
 pub const MAX_NAME_LENGTH: usize = 32;
 
 /// Bytes of an encoded [`CapTable`] ([`CapTable::to_bytes`]).
-pub const CAP_TABLE_SIZE: usize = 16 + MAX_ENTRIES * 40 + 8;
+pub const CAP_TABLE_SIZE: usize = 16 + MAX_ENTRIES * 40 + 24;
 /// Start of the part of every domain's address space init lays out itself.
 pub const DOMAIN_RESERVED_START: u64 = 0x7F_8000_0000;
 /// Where init maps a domain's [`CapTable`] (read-only).
@@ -160,6 +170,11 @@ pub struct CapTable {
     pub entries: [CapEntry; MAX_ENTRIES],
     /// Bytes of the domain's heap at [`HEAP_ADDRESS`] (0: none).
     pub heap_size: u64,
+    /// How many times init started the domain before this run.
+    pub start: u64,
+    /// The failure to inject ([`INJECT_CRASH_MID_IO`], [`INJECT_ROGUE_DMA`];
+    /// 0: none).
+    pub inject: u64,
 }
 
 impl CapTable {
@@ -171,6 +186,8 @@ impl CapTable {
             count: 0,
             entries: [CapEntry::EMPTY; MAX_ENTRIES],
             heap_size: 0,
+            start: 0,
+            inject: 0,
         }
     }
 
@@ -231,6 +248,8 @@ impl CapTable {
         }
         let at = 16 + MAX_ENTRIES * 40;
         bytes[at..at + 8].copy_from_slice(&self.heap_size.to_le_bytes());
+        bytes[at + 8..at + 16].copy_from_slice(&self.start.to_le_bytes());
+        bytes[at + 16..at + 24].copy_from_slice(&self.inject.to_le_bytes());
         bytes
     }
 
@@ -271,8 +290,10 @@ mod tests {
         assert_eq!(offset_of!(CapEntry, slot), 32);
         assert_eq!(offset_of!(CapEntry, kind), 36);
         assert_eq!(offset_of!(CapTable, heap_size), 2576);
+        assert_eq!(offset_of!(CapTable, start), 2584);
+        assert_eq!(offset_of!(CapTable, inject), 2592);
         assert_eq!(size_of::<CapTable>(), CAP_TABLE_SIZE);
-        assert_eq!(CAP_TABLE_SIZE, 2584);
+        assert_eq!(CAP_TABLE_SIZE, 2600);
         assert_eq!(&CAP_TABLE_MAGIC.to_le_bytes(), b"PCLSCAPS");
     }
 
@@ -286,6 +307,8 @@ mod tests {
             .push("iospace0", Slot::new(9), ObjectKind::IoSpace)
             .unwrap();
         table.heap_size = 0x10_0000;
+        table.start = 2;
+        table.inject = INJECT_ROGUE_DMA;
         let bytes = table.to_bytes();
         assert_eq!(size_of::<CapTable>(), CAP_TABLE_SIZE);
         // SAFETY: CapTable is repr(C) plain data without padding (layout

@@ -29,11 +29,11 @@
 //! never lets a driver write it, and asks for the BARs it names. A device
 //! without a memory BAR 0 gets no registers with [`DEVICE`] (reply MR1 0).
 //!
-//! `MSI` needs the device and a grant with `msi = true` (the image's
-//! setting for a driver that takes interrupts): init takes the first free
-//! MSI line, binds it to a copy badged [`MSI_BADGE`] of the fault queue's
-//! Notification (of a new one if the domain has no fault queue) and gives
-//! the domain the handler and that copy.
+//! `MSI` needs the device, its fault queue and a grant with `msi = true`
+//! (the image's setting for a driver that takes interrupts): init takes
+//! the first free MSI line, binds it to a copy badged [`MSI_BADGE`] of the
+//! fault queue's Notification and gives the domain the handler and that
+//! copy. A restart takes the line back with the rest.
 //! The driver then asks the kernel for the message with its own IoDevice
 //! (`IrqHandler.MsiMessage`; on aarch64 after attaching the device) and
 //! programs it through `CONFIG_WRITE` and the MSI-X table in its BAR.
@@ -70,10 +70,10 @@ pub const CONFIG_READ: u32 = 0x10_0006;
 pub const CONFIG_WRITE: u32 = 0x10_0007;
 /// Request an MSI line (IrqHandler and Notification) for a granted device.
 pub const MSI: u32 = 0x10_0008;
-/// The badge an [`MSI`] line signals its Notification with: where the
-/// domain holds the device's fault queue, that queue's Notification (its
-/// records signal bit 0), so a driver waiting for its MSI also wakes when
-/// its device faulted instead of completing.
+/// The badge an [`MSI`] line signals its Notification with: the device's
+/// fault queue's Notification (whose records signal bit 0), so a driver
+/// waiting for its MSI also wakes when its device faulted instead of
+/// completing.
 pub const MSI_BADGE: u64 = 1 << 1;
 
 /// The message-signalled lines init hands out with [`MSI`]: x86_64 lines

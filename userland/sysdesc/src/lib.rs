@@ -113,6 +113,42 @@ pub struct ProtectionDomain {
     pub untyped_size: u64,
     /// The Console capability it receives (named `console` in its table).
     pub console: ConsoleGrant,
+    /// How many times init restarts the domain after it faults (or its
+    /// device's DMA faults in the IOMMU), at most [`MAX_RESTARTS`]; 0: a
+    /// domain that faults stays stopped.
+    pub restarts: u8,
+    /// A failure the domain's program injects into its first run, for the
+    /// restart tests (init tells the program through its capability table).
+    pub inject: Inject,
+}
+
+/// The most restarts an image may give one domain.
+pub const MAX_RESTARTS: u8 = 8;
+
+/// A failure a driver injects into its first run (`inject` of its image
+/// entry), so a test can watch init restart it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Inject {
+    /// Nothing: the program runs as it is.
+    None,
+    /// The driver faults on purpose while a request of its device is in
+    /// flight (`crash-mid-io`).
+    CrashMidIo,
+    /// The driver points its stage 1 at memory its IoSpace was not given
+    /// and lets the device write there (`rogue-dma`).
+    RogueDma,
+}
+
+impl Inject {
+    /// The code init writes into the domain's capability table
+    /// (`sys::names::CapTable::inject`).
+    pub const fn code(self) -> u64 {
+        match self {
+            Inject::None => 0,
+            Inject::CrashMidIo => 1,
+            Inject::RogueDma => 2,
+        }
+    }
 }
 
 /// What a domain may do with the kernel console (`console` of its image
@@ -428,6 +464,8 @@ mod tests {
                 heap_size: 64 << 10,
                 untyped_size: 64 << 10,
                 console: ConsoleGrant::Write,
+                restarts: 2,
+                inject: Inject::CrashMidIo,
             })
             .unwrap();
         description

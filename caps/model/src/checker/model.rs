@@ -80,6 +80,10 @@ pub struct Bounds {
     /// (with every Frame cap as the bitmap), and read-only and all-rights
     /// mints of IoSpace caps.
     pub dirty: bool,
+    /// Retype one PageTable (a VSpace root) at boot, offer
+    /// `IoDevice.BindVSpace` for every IoDevice and PageTable cap, and
+    /// read-only and all-rights mints of both.
+    pub sva: bool,
     /// Slots (after the boot capabilities) actions may fill.
     pub free_slots: u32,
     /// Exploration depth bound (0: explore the whole reachable state space).
@@ -103,6 +107,7 @@ impl Default for Bounds {
             attach: true,
             delete: true,
             dirty: false,
+            sva: false,
             free_slots: 2,
             depth: 0,
         }
@@ -155,6 +160,26 @@ impl Bounds {
         }
     }
 
+    /// Scenario "sva": 1 frame, 1 IoSpace, 1 device, 1 PageTable, 1 free
+    /// slot; mint (IoDevice and PageTable caps, read-only or all rights),
+    /// map, unmap, attach, detach, delete, revoke, and `BindVSpace` with
+    /// every IoDevice cap and PageTable cap; every state within 6
+    /// operations.
+    pub fn sva() -> Self {
+        Bounds {
+            frames: 1,
+            spaces: 1,
+            devices: 1,
+            pasids: 0,
+            free_slots: 1,
+            retype: false,
+            user_tables: false,
+            sva: true,
+            depth: 6,
+            ..Bounds::default()
+        }
+    }
+
     /// Scenario "derivation": 2 frames, 1 IoSpace, 1 device, PASID 0, 1 free
     /// slot; retype, mint, revoke and delete next to map and attach; every
     /// state within 8 operations.
@@ -185,6 +210,9 @@ pub struct SystemState {
     /// Set if a dirty-tracking call succeeded without `WRITE` on its
     /// IoSpace cap or its bitmap Frame cap.
     pub dirty_without_write: bool,
+    /// Set if an `IoDevice.BindVSpace` succeeded without `WRITE` on its
+    /// IoDevice cap or its root PageTable cap.
+    pub sva_without_write: bool,
 }
 
 /// The model: bounds plus the seeded bugs switched on (none by default).
@@ -236,6 +264,13 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
         });
         dest += 1;
     }
+    if bounds.sva {
+        ops.push(Op::Retype {
+            untyped: UNTYPED_SLOT,
+            object: NewObject::PageTable,
+            dest,
+        });
+    }
     for op in &ops {
         op.apply(&mut caps, &mut |e| hw.apply(e)).expect("boot op");
     }
@@ -246,6 +281,7 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
             hw,
             error_had_effect: false,
             dirty_without_write: false,
+            sva_without_write: false,
         },
         ops,
     )
@@ -280,6 +316,19 @@ impl SystemModel {
                 next.dirty_without_write = true;
             }
         }
+        if let Op::BindVSpace { device, root } = op
+            && result.is_ok()
+        {
+            let writable = |slot: u32, kind: ObjectKind| {
+                state
+                    .caps
+                    .lookup(SlotId(slot))
+                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
+            };
+            if !writable(device, ObjectKind::IoDevice) || !writable(root, ObjectKind::PageTable) {
+                next.sva_without_write = true;
+            }
+        }
         (next, result)
     }
 }
@@ -299,6 +348,7 @@ impl Model for SystemModel {
             + self.bounds.frames
             + self.bounds.spaces
             + self.bounds.devices
+            + u32::from(self.bounds.sva)
             + self.bounds.free_slots) as usize;
         let free = slots
             .iter()
@@ -325,6 +375,13 @@ impl Model for SystemModel {
                         space,
                         bitmap: Some(bitmap),
                     });
+                }
+            }
+        }
+        if self.bounds.sva {
+            for device in of_kind(&[ObjectKind::IoDevice]) {
+                for root in of_kind(&[ObjectKind::PageTable]) {
+                    actions.push(Op::BindVSpace { device, root });
                 }
             }
         }
@@ -414,7 +471,9 @@ impl Model for SystemModel {
                 _ => {}
             }
             let mintable = cap.kind() == ObjectKind::Frame
-                || (self.bounds.dirty && cap.kind() == ObjectKind::IoSpace);
+                || (self.bounds.dirty && cap.kind() == ObjectKind::IoSpace)
+                || (self.bounds.sva
+                    && matches!(cap.kind(), ObjectKind::IoDevice | ObjectKind::PageTable));
             if self.bounds.mint
                 && mintable
                 && let Some(dest) = free
@@ -470,6 +529,8 @@ impl Model for SystemModel {
                 .error_had_effect),
             Property::always("dirty access needs write", |_, s: &SystemState| !s
                 .dirty_without_write),
+            Property::always("sva bind needs write", |_, s: &SystemState| !s
+                .sva_without_write),
             Property::sometimes("a device reaches a frame", |_, s: &SystemState| {
                 !s.hw.valid_now().is_empty()
             }),

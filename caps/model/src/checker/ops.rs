@@ -141,6 +141,13 @@ pub enum Op {
         /// Bitmap Frame slot (`ReadDirty`).
         bitmap: Option<u32>,
     },
+    /// [`Caps::sva_bind_access`]: `IoDevice.BindVSpace`.
+    BindVSpace {
+        /// IoDevice slot.
+        device: u32,
+        /// Root PageTable slot.
+        root: u32,
+    },
     /// [`Caps::issue_irq_handler`].
     IssueIrq {
         /// IrqControl slot.
@@ -206,6 +213,7 @@ impl Op {
             Op::DirtyAccess { space, bitmap } => {
                 caps.dirty_access(s(space), bitmap.map(s)).map(drop)
             }
+            Op::BindVSpace { device, root } => caps.sva_bind_access(s(device), s(root)).map(drop),
             Op::IssueIrq { control, irq, dest } => {
                 caps.issue_irq_handler(s(control), irq, s(dest)).map(drop)
             }
@@ -307,6 +315,12 @@ impl fmt::Display for Op {
                 space,
                 bitmap: Some(bitmap),
             } => write!(f, "IoSpace[slot {space}].ReadDirty(Frame[slot {bitmap}])"),
+            Op::BindVSpace { device, root } => {
+                write!(
+                    f,
+                    "IoDevice[slot {device}].BindVSpace(PageTable[slot {root}])"
+                )
+            }
             Op::IssueIrq { control, irq, dest } => {
                 write!(
                     f,

@@ -334,6 +334,17 @@ impl Reference {
                 }
                 Ok(())
             }
+            Op::BindVSpace { device, root } => {
+                let dc = self.cap_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
+                let Some(ObjectState::IoDevice { attached, .. }) = self.state(dc.object) else {
+                    return Err(Error::DeadObject);
+                };
+                self.cap_as(root, ObjectKind::PageTable, Rights::WRITE)?;
+                if attached.is_some() {
+                    return Err(Error::AlreadyAttached);
+                }
+                Ok(())
+            }
             Op::IssueIrq { control, irq, dest } => {
                 let cc = self.cap_as(control, ObjectKind::IrqControl, Rights::WRITE)?;
                 self.empty(dest)?;

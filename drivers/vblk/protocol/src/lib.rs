@@ -7,7 +7,7 @@
 //!
 //! | request (label) | MR0 | what the driver does | reply MR0 |
 //! |---|---|---|---|
-//! | [`INFO`] | 0 | nothing | the disk's size in [`BLOCK_SIZE`] blocks |
+//! | [`INFO`] | 0 | nothing | the disk's size in [`BLOCK_SIZE`] blocks; MR1 the driver ([`Driver`]); MR2 the runs of the driver init started before this one; MR3 the failure its image injects (`sys::names::INJECT_*`, 0: none; a driver that knows no injection answers 0 and 0) |
 //! | [`READ`] | block number | reads the block from the device into the shared page | 0 |
 //! | [`WRITE`] | block number | writes the shared page to the block | 0 |
 //! | [`STATS`] | 0 | nothing | [`Stats`] in MR0..MR3 |
@@ -16,6 +16,7 @@
 //! | [`WRITE_FRAME`] | block number, with the client's Frame | the same, the device reading the Frame | 0 |
 //! | [`READ_FRAME_HELD`] | block number, with the client's Frame | as `READ_FRAME`, but keeps the Frame mapped: the I/O stays open | the IOVA the device was given |
 //! | [`FINISH_HELD`] | block number | has the device write the block through the held Frame's IOVA again, then drops the Frame | [`Finished`] in MR0..MR2 |
+//! | [`COMPLETIONS`] | 0 | nothing | [`POLLING`] or [`INTERRUPTS`]; MR1 the device interrupts taken so far |
 //!
 //! `INFO`'s reply MR1 names the driver ([`Driver`]).
 //!
@@ -39,14 +40,8 @@ pub const DISK_BLOCKS: u64 = 64;
 /// Sectors (virtio-blk's 512-byte unit) per block.
 pub const SECTORS_PER_BLOCK: u64 = (BLOCK_SIZE / 512) as u64;
 
-/// Ask for the disk's size in blocks (MR0), which driver serves (MR1,
-/// [`Driver`]), its completion mode (MR2: [`POLLING`] or [`INTERRUPTS`])
-/// and the interrupts it has taken (MR3).
+/// Ask for the disk's size in blocks.
 pub const INFO: u32 = 0x20_0001;
-/// `INFO`'s MR2: the driver polls for completions.
-pub const POLLING: u64 = 0;
-/// `INFO`'s MR2: the driver sleeps until the device's MSI.
-pub const INTERRUPTS: u64 = 1;
 /// Read block MR0 into the shared page.
 pub const READ: u32 = 0x20_0002;
 /// Write the shared page to block MR0.
@@ -70,6 +65,15 @@ pub const READ_FRAME_HELD: u32 = 0x20_0008;
 /// Ends the held I/O: the device writes block MR0 through the held
 /// Frame's IOVA once more, and the driver drops the Frame.
 pub const FINISH_HELD: u32 = 0x20_0009;
+/// Ask how the driver learns of completions: reply MR0 [`POLLING`] or
+/// [`INTERRUPTS`], MR1 the device interrupts it has taken. A driver that
+/// only polls may answer `UnknownRequest`.
+pub const COMPLETIONS: u32 = 0x20_000A;
+/// `COMPLETIONS`' MR0: the driver polls for completions.
+pub const POLLING: u64 = 0;
+/// `COMPLETIONS`' MR0: the driver sleeps until the device's MSI (or a
+/// fault record).
+pub const INTERRUPTS: u64 = 1;
 
 /// The IPA in the driver's IoSpace where a client's Frame is mapped for a
 /// zero-copy request: the driver's stage 1 maps one IOVA of its own to it

@@ -278,3 +278,42 @@ fn batched_sharing_invalidates_the_window_once_per_flush() {
     pool.flush_pending().unwrap();
     assert_eq!(pool.table.0.len(), before + 2, "nothing pending, no call");
 }
+
+/// Zero copy: while a redirect is set, the proxy page goes to the device
+/// as the redirect's IOVA with no stage-1 change, no invalidation and no
+/// copy; other buffers are shared as before, and without the redirect the
+/// proxy is an ordinary reserved page again.
+#[test]
+fn a_redirected_buffer_is_given_as_its_iova_with_nothing_mapped() {
+    const FRAME_IOVA: u64 = 0x1800_0000;
+    let mut pool = pool();
+    let data = pool.reserve(1).unwrap();
+    set(data, 0x5A, 4096);
+    pool.redirect = Some((data, FRAME_IOVA));
+    let before = pool.table.0.len();
+    let iova = pool
+        .share(data, 4096, BufferDirection::DeviceToDriver)
+        .unwrap();
+    assert_eq!(iova, FRAME_IOVA);
+    assert!(mapped_pages(&pool).is_empty(), "nothing of the pool mapped");
+    assert_eq!(pool.table.0.len(), before, "no invalidation");
+    pool.unshare(iova, data, 4096, BufferDirection::DeviceToDriver)
+        .unwrap();
+    assert_eq!(byte(data), 0x5A, "the proxy page is never copied into");
+    assert_eq!(pool.counters.redirected, 1);
+    // Another buffer (a request header) still bounces and is mapped.
+    let header = [7u8; 16];
+    let va = header.as_ptr() as u64;
+    let bounced = pool.share(va, 16, BufferDirection::DriverToDevice).unwrap();
+    assert_ne!(bounced, FRAME_IOVA);
+    assert!(mapped(&pool, bounced).is_some());
+    pool.unshare(bounced, va, 16, BufferDirection::DriverToDevice)
+        .unwrap();
+    pool.redirect = None;
+    let in_place = pool
+        .share(data, 4096, BufferDirection::DeviceToDriver)
+        .unwrap();
+    assert_eq!(in_place, pool.iova_of(pool.page_at(data).unwrap()));
+    pool.unshare(in_place, data, 4096, BufferDirection::DeviceToDriver)
+        .unwrap();
+}

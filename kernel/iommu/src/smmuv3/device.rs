@@ -1,4 +1,4 @@
-//! Per-device configuration of an SMMUv3 (stage-2-only and nested STEs,
+//! Per-device configuration of an SMMUv3 (stage-2-only, stage-1-only and nested STEs,
 //! context descriptors) and the batched TLB invalidation.
 
 use super::cd::Cd;
@@ -34,6 +34,21 @@ impl<M: Mmio> Smmu<M> {
     ) -> Result<(), SmmuError> {
         let ste =
             Ste::nested(stage2, cd_table_ipa, self.features()).map_err(SmmuError::InvalidSte)?;
+        self.install_ste(mem, alloc, stream_id, &ste)
+    }
+
+    /// Attaches `stream_id` to stage-1-only translation (STE.Config=0b101)
+    /// with one CD at physical `cd_table` (a CPU address space shared with
+    /// the device: TTB0 only); `vmid` tags its TLB entries (STE.S2VMID).
+    pub fn attach_stage1(
+        &mut self,
+        mem: &impl PhysMem,
+        alloc: &mut impl FrameAllocator,
+        stream_id: u32,
+        cd_table: PhysAddr,
+        vmid: u16,
+    ) -> Result<(), SmmuError> {
+        let ste = Ste::stage1(cd_table, vmid, self.features()).map_err(SmmuError::InvalidSte)?;
         self.install_ste(mem, alloc, stream_id, &ste)
     }
 

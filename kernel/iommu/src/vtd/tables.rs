@@ -252,7 +252,12 @@ impl PasidEntry {
                         what: "first-stage translation (ECAP.FLTS)",
                     });
                 }
-                words[0] = 1 | 0b001 << 6;
+                // AW (word 0 bits 4:2) describes the second stage, which a
+                // first-stage entry has none of; it is set to 4-level
+                // (48-bit) anyway: QEMU 10 derives the input width of a
+                // first-stage walk from it (AW = 0 would make every IOVA
+                // from 1 GiB up "non-canonical", fault 0x80).
+                words[0] = 1 | SecondStageLevels::Four.aw() << 2 | 0b001 << 6;
                 words[1] = u64::from(domain);
                 words[2] = table & ADDRESS_MASK;
             }

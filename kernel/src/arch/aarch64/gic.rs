@@ -22,7 +22,7 @@ pub const TIMER_IRQ: u32 = 27;
 const SPURIOUS: u32 = 1023;
 
 fn register(base: u64, offset: usize) -> *mut u32 {
-    crate::mem::phys_to_virt(base + offset as u64) as *mut u32
+    (super::PHYS_MAP_BASE + base + offset as u64) as *mut u32
 }
 
 fn write(base: u64, offset: usize, value: u32) {

@@ -46,9 +46,11 @@ pub fn phys_map_covers(pa: u64, len: u64) -> bool {
     end <= 4 * GIB || (pa >= 256 * GIB && end <= 257 * GIB)
 }
 
-/// First Rust code, called in the upper half with whatever the loader left in x0.
-#[unsafe(no_mangle)]
-extern "C" fn kernel_entry(loader_x0: u64) -> ! {
+/// Brings the architecture up (called by the code [`super::entry!`]
+/// defines, in the upper half with whatever the loader left in x0) and
+/// says where the device tree is.
+pub fn start(loader_x0: u64, upcalls: &'static super::Upcalls) -> Result<BootInfo, &'static str> {
+    super::set_upcalls(upcalls);
     pl011::init();
     disable_lower_half();
     gic::init();
@@ -61,7 +63,7 @@ extern "C" fn kernel_entry(loader_x0: u64) -> ! {
     };
     // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
     let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
-    crate::boot::main(BootInfo::new(Platform::DeviceTree { dtb }))
+    Ok(BootInfo::new(Platform::DeviceTree { dtb }))
 }
 
 /// Stops TTBR0 walks (TCR_EL1.EPD0) so the boot identity map is gone.

@@ -1,7 +1,7 @@
 //! AArch64 stage-1 translation-table entry format, 4 KiB granule, 48-bit
 //! (Arm ARM D8.3), for user address spaces in TTBR0.
 
-use crate::vspace::{Memory, Rights};
+use crate::arch::{Memory, Rights};
 
 const VALID: u64 = 1 << 0;
 const TABLE_OR_PAGE: u64 = 1 << 1;

@@ -11,7 +11,7 @@ use core::fmt;
 
 /// Registers saved by the vector entries; for a user thread, its saved context.
 #[repr(C, align(16))]
-#[derive(Clone)]
+#[derive(Clone, zerocopy::FromBytes)]
 pub struct TrapFrame {
     /// x0..x30.
     pub x: [u64; 31],
@@ -44,12 +44,10 @@ impl fmt::Display for TrapFrame {
 extern "C" fn aarch64_trap(frame: &TrapFrame, entry: u64) -> ! {
     // Raw on one line: `cargo xtask` names the entry, the exception class
     // and the registers.
-    crate::println!(
+    super::super::unexpected_trap(format_args!(
         "[trap] unexpected exception entry {entry} ESR {:#x} FAR {:#x} frame{frame}",
-        frame.esr,
-        frame.far
-    );
-    crate::exit(crate::EXIT_UNEXPECTED_TRAP)
+        frame.esr, frame.far
+    ))
 }
 
 core::arch::global_asm!(

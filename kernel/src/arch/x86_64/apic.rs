@@ -20,7 +20,7 @@ pub const TIMER_VECTOR: u8 = 32;
 const SPURIOUS_VECTOR: u32 = 0x2F;
 
 fn register(offset: usize) -> *mut u32 {
-    crate::mem::phys_to_virt(LAPIC_BASE + offset as u64) as *mut u32
+    (super::PHYS_MAP_BASE + LAPIC_BASE + offset as u64) as *mut u32
 }
 
 fn write(offset: usize, value: u32) {

@@ -14,7 +14,7 @@ pub const FIRST_LINE_VECTOR: u8 = 33;
 pub const LINES: u16 = 15;
 
 fn write(register: u32, value: u32) {
-    let base = crate::mem::phys_to_virt(IOAPIC_BASE);
+    let base = super::PHYS_MAP_BASE + IOAPIC_BASE;
     // SAFETY: the I/O APIC's index (offset 0) and data (offset 0x10)
     // registers, device memory in the direct map, owned by the kernel.
     unsafe {
@@ -33,7 +33,9 @@ pub fn set_line(line: u16, masked: bool) {
     let entry = 0x10 + 2 * gsi(line);
     let vector = FIRST_LINE_VECTOR + line as u8;
     // Fixed delivery, physical destination APIC 0, edge, active high.
-    let value = crate::interrupt_remap::ioapic_entry(line, vector, masked)
+    let value = super::REMAPPING
+        .get()
+        .and_then(|remapping| (remapping.ioapic_entry)(line, vector, masked))
         .unwrap_or(u64::from(vector) | u64::from(masked) << 16);
     // Masked while the two halves disagree: low half (mask bit) first when
     // masking, last when unmasking.

@@ -86,9 +86,11 @@ struct HvmMemoryMapEntry {
 
 const HVM_START_MAGIC: u32 = 0x336e_c578;
 
-/// First Rust code, called by the boot trampoline in the upper half.
-#[unsafe(no_mangle)]
-extern "C" fn kernel_entry(start_info: u64) -> ! {
+/// Brings the architecture up (called by the code [`super::entry!`]
+/// defines, from the boot trampoline in the upper half) and reads the PVH
+/// start info at `start_info`.
+pub fn start(start_info: u64, upcalls: &'static super::Upcalls) -> Result<BootInfo, &'static str> {
+    super::set_upcalls(upcalls);
     serial::init();
     mask_legacy_pic();
     trap::init();
@@ -96,14 +98,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     apic::init();
     ioapic::init();
     remove_identity_map();
-    let info = match read_start_info(start_info) {
-        Ok(info) => info,
-        Err(what) => {
-            crate::println!("[boot] bad PVH start info at {start_info:#x}: {what}");
-            crate::exit(crate::EXIT_BOOT_FAILED);
-        }
-    };
-    crate::boot::main(info)
+    read_start_info(start_info, upcalls.phys_bytes)
 }
 
 /// Masks every line of the two 8259 PICs: interrupts come through the
@@ -134,20 +129,36 @@ fn remove_identity_map() {
     }
 }
 
-fn read_start_info(pa: u64) -> Result<BootInfo, &'static str> {
+/// Borrows physical memory nothing writes after boot (`Upcalls::phys_bytes`).
+type PhysBytes = fn(u64, usize) -> Option<&'static [u8]>;
+
+/// Borrows a NUL-terminated UTF-8 string of at most 4 KiB at `pa`.
+fn phys_c_str(phys_bytes: PhysBytes, pa: u64) -> Option<&'static str> {
+    const MAX: usize = 4096;
+    let mut len = 0;
+    while len < MAX {
+        if *phys_bytes(pa + len as u64, 1)?.first()? == 0 {
+            return core::str::from_utf8(phys_bytes(pa, len)?).ok();
+        }
+        len += 1;
+    }
+    None
+}
+
+fn read_start_info(pa: u64, phys_bytes: PhysBytes) -> Result<BootInfo, &'static str> {
     let bytes =
-        crate::mem::phys_bytes(pa, size_of::<HvmStartInfo>()).ok_or("outside the direct map")?;
+        phys_bytes(pa, size_of::<HvmStartInfo>()).ok_or("PVH start info outside the direct map")?;
     let (start, _) = HvmStartInfo::read_from_prefix(bytes).map_err(|_| "too short")?;
     if start.magic != HVM_START_MAGIC {
         return Err("wrong magic");
     }
     let mut info = BootInfo::new(Platform::Acpi { rsdp: start.rsdp });
     if start.cmdline != 0 {
-        info.cmdline = crate::mem::phys_c_str(start.cmdline)
+        info.cmdline = phys_c_str(phys_bytes, start.cmdline)
             .ok_or("command line is not UTF-8 or not terminated")?;
     }
     if start.module_count > 0 {
-        let bytes = crate::mem::phys_bytes(start.module_list, size_of::<HvmModule>())
+        let bytes = phys_bytes(start.module_list, size_of::<HvmModule>())
             .ok_or("module list outside the direct map")?;
         let (module, _) = HvmModule::read_from_prefix(bytes).map_err(|_| "short module entry")?;
         info.initrd = Some((module.address, module.size));
@@ -157,7 +168,7 @@ fn read_start_info(pa: u64) -> Result<BootInfo, &'static str> {
     }
     let entry_size = size_of::<HvmMemoryMapEntry>();
     let count = start.memory_map_entries as usize;
-    let table = crate::mem::phys_bytes(start.memory_map, count * entry_size)
+    let table = phys_bytes(start.memory_map, count * entry_size)
         .ok_or("memory map outside the direct map")?;
     for raw in table.chunks_exact(entry_size) {
         let (entry, _) =
@@ -285,9 +296,28 @@ pub fn msi_line_message(line: u16) -> Option<(u64, u32)> {
 /// The I/O APIC lines (0..this); the MSI lines follow.
 pub const IOAPIC_LINES: u16 = ioapic::LINES;
 
-/// Masks every I/O APIC line again, in the entry format that matches the
-/// IOMMU's interrupt remapping (called once remapping is turned on).
-pub fn reroute_interrupt_lines() {
+/// What interrupt routing asks of the IOMMU's interrupt remapping, lent by
+/// `interrupt_remap` once remapping is on ([`reroute_interrupt_lines`]),
+/// so `arch` calls nothing above it by name.
+pub struct Remapping {
+    /// The I/O APIC entry for `(line, vector, masked)` that names the
+    /// line's remapping entry.
+    pub ioapic_entry: fn(u16, u8, bool) -> Option<u64>,
+    /// Writes MSI line `(line, vector)`'s remapping entry for requester
+    /// `requester` and returns the MSI address and data naming it.
+    pub bind_msi: fn(u16, u8, u16) -> Option<(u64, u32)>,
+    /// Clears MSI line `line`'s remapping entry.
+    pub release_msi: fn(u16),
+}
+
+/// Set once, when interrupt remapping is turned on; until then lines are
+/// routed in the plain format.
+static REMAPPING: spin::Once<Remapping> = spin::Once::new();
+
+/// Interrupt remapping is on: keeps `remapping` and masks every I/O APIC
+/// line again, in the entry format that matches it.
+pub fn reroute_interrupt_lines(remapping: Remapping) {
+    REMAPPING.call_once(|| remapping);
     for line in 0..ioapic::LINES {
         ioapic::set_line(line, true);
     }
@@ -297,8 +327,10 @@ pub fn reroute_interrupt_lines() {
 /// away, so no device can raise it (I/O APIC lines are masked by
 /// [`irq_line_enable`]).
 pub fn irq_line_release(line: u16) {
-    if MSI_LINES.contains(&line) {
-        crate::interrupt_remap::release_msi(line);
+    if MSI_LINES.contains(&line)
+        && let Some(remapping) = REMAPPING.get()
+    {
+        (remapping.release_msi)(line);
     }
 }
 
@@ -309,7 +341,10 @@ pub fn irq_line_release(line: u16) {
 pub fn bind_msi_line(line: u16, requester: u16) -> Option<(u64, u32)> {
     let plain = msi_line_message(line)?;
     let vector = irq_line_id(line) as u8;
-    Some(crate::interrupt_remap::bind_msi(line, vector, requester).unwrap_or(plain))
+    let remapped = REMAPPING
+        .get()
+        .and_then(|remapping| (remapping.bind_msi)(line, vector, requester));
+    Some(remapped.unwrap_or(plain))
 }
 
 /// Lets line `line` interrupt (`true`) or masks it. An MSI cannot be

@@ -1,6 +1,6 @@
 //! x86-64 4-level page-table entry format (Intel SDM vol. 3, 4.5).
 
-use crate::vspace::{Memory, Rights};
+use crate::arch::{Memory, Rights};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -82,7 +82,7 @@ pub fn init_root(root: &mut [u64; 512]) {
     unsafe {
         core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags))
     };
-    let kernel_root = crate::mem::phys_to_virt(cr3 & ADDRESS) as *const u64;
+    let kernel_root = (super::PHYS_MAP_BASE + (cr3 & ADDRESS)) as *const u64;
     for (index, slot) in root.iter_mut().enumerate() {
         *slot = if index >= 256 {
             // SAFETY: the kernel root table is a 512-entry page in the direct map.

@@ -152,7 +152,7 @@ pub fn init() {
 /// thread this is also its saved context: 16-byte aligned because the CPU
 /// aligns RSP0 before pushing into it.
 #[repr(C, align(16))]
-#[derive(Clone)]
+#[derive(Clone, zerocopy::FromBytes)]
 #[allow(missing_docs)]
 pub struct TrapFrame {
     pub r15: u64,
@@ -219,12 +219,10 @@ extern "C" fn x86_64_trap(frame: &TrapFrame) -> ! {
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
     // Raw on one line: `cargo xtask` names the vector and the registers.
-    crate::println!(
+    super::super::unexpected_trap(format_args!(
         "[trap] unexpected exception {} error {:#x} cr2 {cr2:#x} frame{frame}",
-        frame.vector,
-        frame.error_code
-    );
-    crate::exit(crate::EXIT_UNEXPECTED_TRAP)
+        frame.vector, frame.error_code
+    ))
 }
 
 global_asm!(

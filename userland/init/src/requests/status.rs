@@ -96,13 +96,61 @@ impl Server {
         );
         if copied.is_err() {
             // The scratch slot stayed empty; `Objects` takes a slot back
-            // only through `delete`, so it gets a copy of init's own TCB
+            // only through `delete`, so it gets a copy of init's own CNode
             // capability to delete.
-            objects
-                .cnode()
-                .copy(scratch, sys::bootinfo::INIT_TCB, Rights::ALL)?;
+            let cnode = objects.cnode();
+            cnode.copy(scratch, cnode, Rights::ALL)?;
         }
         objects.delete(scratch)?;
         copied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sys::resources;
+    use sys::status::{DOMAIN_NAME, Entry, Kind, STATUS, name_from_mrs};
+
+    use super::super::tests::{driver_server, edu};
+
+    /// An entry is live while the domain's slot holds the capability and
+    /// gone once the domain deleted it; asking costs init no slot; past
+    /// the end is refused.
+    #[test]
+    fn status_entries_follow_the_domains_slots() {
+        let (_kernel, mut objects, mut server) = driver_server();
+        let pci = edu();
+        let (label, mrs) = server.handle(&mut objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+        assert_eq!(label, 0);
+        let slot = mrs[0] as u32;
+        let free = objects.free_slots();
+        let (label, mrs) = server.handle(&mut objects, 1, STATUS, [0, 0, 0, 0]);
+        assert_eq!(label, 0);
+        let entry = Entry::from_mrs(mrs).unwrap();
+        assert_eq!(
+            (entry.domain, entry.kind, entry.pci, entry.slot, entry.live),
+            (0, Kind::IoSpace, pci, slot, Ok(()))
+        );
+        server.domains[0]
+            .cnode
+            .delete(sys::Slot::new(slot))
+            .unwrap();
+        for _ in 0..3 {
+            let (label, mrs) = server.handle(&mut objects, 1, STATUS, [0, 0, 0, 0]);
+            assert_eq!(label, 0);
+            let live = Entry::from_mrs(mrs).unwrap().live;
+            assert_eq!(live, Err(sys::Error::EmptySlot));
+        }
+        assert_eq!(objects.free_slots(), free, "the checks kept a slot");
+        let (label, _) = server.handle(&mut objects, 1, STATUS, [1, 0, 0, 0]);
+        assert_eq!(label, resources::Refusal::BadArgument.code());
+        let (label, mrs) = server.handle(&mut objects, 1, DOMAIN_NAME, [0, 0, 0, 0]);
+        assert_eq!((label, mrs[3]), (0, 1));
+        let mut name = [0u8; 24];
+        let len = name_from_mrs([mrs[0], mrs[1], mrs[2]], &mut name);
+        assert_eq!(&name[..len], b"driver");
+        let (label, _) = server.handle(&mut objects, 1, DOMAIN_NAME, [1, 0, 0, 0]);
+        assert_eq!(label, resources::Refusal::BadArgument.code());
+        sys::host::clear_kernel();
     }
 }

@@ -24,7 +24,7 @@ const PAGES: usize = 2;
 const CYCLES: usize = 10_000;
 
 /// The edu's requester id, as a driver names it in a request.
-fn edu() -> u64 {
+pub(super) fn edu() -> u64 {
     u64::from(PciAddress::parse("00:04.0").unwrap().requester_id())
 }
 
@@ -122,7 +122,7 @@ fn cycle(
 
 /// The stand-in kernel booted, init's objects, and a server for
 /// [`driver_image`] whose device was given.
-fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
+pub(super) fn driver_server() -> (Rc<RefCell<ModelKernel>>, Objects, Server) {
     let (kernel, info) = ModelKernel::boot();
     let mut objects = Objects::from_boot_info(&info);
     let description = driver_image();
@@ -271,8 +271,8 @@ fn bar_and_configuration_requests_are_checked_before_the_bus() {
 }
 
 /// `MSI` is answered only where the image's grant says `msi = true`, and
-/// only once the domain holds the device; each refusal comes before init
-/// takes a line.
+/// only once the domain holds the device and its fault queue (the model
+/// has no fault queues); each refusal comes before init takes a line.
 #[test]
 fn msi_lines_only_where_the_grant_says_so() {
     let (kernel, mut objects, mut server) = driver_server();
@@ -285,9 +285,100 @@ fn msi_lines_only_where_the_grant_says_so() {
     let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
     assert_eq!(label, resources::Refusal::DeviceFirst.code());
     server.given[0].device = device;
-    server.given[0].msi = true;
+    let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
+    assert_eq!(
+        label,
+        resources::Refusal::DeviceFirst.code(),
+        "no fault queue"
+    );
+    server.given[0].msi = Some(sys::Cap::from_slot(sys::Slot::new(1)));
     let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
     assert_eq!(label, resources::Refusal::AlreadyGiven.code());
     drop(kernel);
+    sys::host::clear_kernel();
+}
+
+/// `revoke_domain`, what a restart does first (the model has no fault
+/// queues: `IoFaultQueue.Bind` answers `NotSupported` there; the QEMU
+/// tests `*-restart-*` cover them).
+#[test]
+fn a_restart_takes_back_every_iommu_capability_first() {
+    let (kernel, mut objects, mut server) = driver_server();
+    let pci = edu();
+    let driver_cnode = server.domains[0].cnode;
+    // The device as DEVICE gives it: a badged copy, and that copy in the
+    // driver's CNode.
+    let (device, _) = server.given[0].device.unwrap();
+    let badged = objects.mint(device, sys::Rights::ALL, 0xB1).unwrap();
+    server.given[0].device = Some((device, badged));
+    let device_slot = 90;
+    driver_cnode
+        .copy_from(
+            sys::Slot::new(device_slot),
+            objects.cnode(),
+            badged.slot(),
+            sys::Rights::ALL,
+        )
+        .unwrap();
+    let (label, mrs) = server.handle(&mut objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+    assert_eq!(label, 0, "SPACE");
+    let space_slot = mrs[0] as u32;
+    let held = |kernel: &ModelKernel, slot: u32| kernel.kind_in(driver_cnode.slot().index(), slot);
+    assert_eq!(
+        held(&kernel.borrow(), space_slot),
+        Some(ObjectKind::IoSpace)
+    );
+    assert_eq!(kernel.borrow().io_mappings(), PAGES);
+
+    let taken = server.revoke_domain(&mut objects, 0).unwrap();
+    assert_eq!(taken, ["IoSpace of 00:04.0", "IoDevice 00:04.0"]);
+    {
+        let kernel = kernel.borrow();
+        assert_eq!(
+            kernel.live_io_spaces(),
+            0,
+            "the IoSpace outlived the restart"
+        );
+        assert_eq!(
+            kernel.io_mappings(),
+            0,
+            "an IO mapping outlived the restart"
+        );
+        for slot in [device_slot, space_slot] {
+            assert_eq!(
+                held(&kernel, slot),
+                None,
+                "the driver still holds slot {slot}"
+            );
+        }
+    }
+    // The next run asks again: nothing is left given, and its IoSpace goes
+    // into its own CNode's next slot, not the old run's.
+    assert!(server.given[0].device.is_none() && server.given[0].queue.is_none());
+    let (label, _) = server.handle(&mut objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+    assert_eq!(label, resources::Refusal::DeviceFirst.code());
+    let cnode: Cap<CNode> = objects.make_sized::<CNode>(7).unwrap();
+    let vspace: Cap<PageTable> = objects.make::<PageTable>().unwrap();
+    server.replace_domain(
+        0,
+        DomainHandle {
+            name: String::from("driver"),
+            cnode,
+            vspace,
+            next_slot: 1,
+            devices: 0,
+        },
+    );
+    let device = bootinfo::IOMMU_CONTROL
+        .mint_device(pci as u32, objects.slot().unwrap())
+        .unwrap();
+    server.given[0].device = Some((device, device));
+    let (label, mrs) = server.handle(&mut objects, 1, resources::SPACE, [pci, 1 << 20, 0, 0]);
+    assert_eq!(label, 0, "SPACE of the next run");
+    assert_eq!(
+        kernel.borrow().kind_in(cnode.slot().index(), mrs[0] as u32),
+        Some(ObjectKind::IoSpace)
+    );
+    assert_eq!(kernel.borrow().io_mappings(), PAGES);
     sys::host::clear_kernel();
 }

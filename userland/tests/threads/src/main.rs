@@ -112,7 +112,71 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("a_deleted_capability_stops_working_at_once", || {
         a_deleted_capability_stops_working_at_once(&mut slots)
     });
+    suite.run(
+        "configure_refused_for_a_full_registry_changes_nothing",
+        || configure_refused_for_a_full_registry_changes_nothing(&mut slots),
+    );
     suite.finish()
+}
+
+/// The scheduler's registry of objects with kernel state is filled (each
+/// `SetFaultHandler` of a fresh thread registers it) until it answers
+/// `ObjectTableFull`. `Tcb.Configure` of one more thread then answers
+/// `ObjectTableFull` too, and changes nothing: the PageTable it named as
+/// the thread's address space is not recorded as a root (which would make
+/// installing it as a table answer `AlreadyMapped`). Everything made is
+/// deleted again, which empties the registry.
+fn configure_refused_for_a_full_registry_changes_nothing(slots: &mut Slots) -> Outcome {
+    /// More threads than the registry holds (256 entries).
+    const MOST: u32 = 320;
+    let first = slots.0;
+    let endpoint: Cap<Endpoint> = match make(slots) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    let mut full = false;
+    for _ in 0..MOST {
+        let tcb: Cap<Tcb> = match make(slots) {
+            Ok(t) => t,
+            Err(e) => rt::fail!("retype TCB: {e:?}"),
+        };
+        match tcb.set_fault_handler(endpoint) {
+            Ok(()) => {}
+            Err(Error::ObjectTableFull) => {
+                full = true;
+                break;
+            }
+            Err(e) => rt::fail!("SetFaultHandler answered {e:?}"),
+        }
+    }
+    check!(full, "the registry took {MOST} threads without filling");
+    let (tcb, table, buffer) = match (
+        make::<Tcb>(slots),
+        make::<sys::PageTable>(slots),
+        untyped().retype_sized::<sys::Frame>(12, slots.take()),
+    ) {
+        (Ok(t), Ok(p), Ok(f)) => (t, p, f),
+        other => rt::fail!("retype TCB, PageTable, Frame: {:?}", other.0.err()),
+    };
+    let refused = tcb.configure(None, cnode(), table, buffer, sys::ipc::IPC_BUFFER_ADDRESS);
+    check!(
+        refused == Err(Error::ObjectTableFull),
+        "Configure with a full registry answered {refused:?}"
+    );
+    // Far above everything the root task maps: the table goes in as a
+    // new table of the root task's own space.
+    let installed = table.map(bootinfo::INIT_VSPACE, 0x6000_0000_0000);
+    check!(
+        installed.is_ok(),
+        "the refused Configure left its PageTable recorded as a root: installing it answered {installed:?}"
+    );
+    check!(table.unmap().is_ok(), "uninstall the table");
+    for index in first..slots.0 {
+        if let Err(e) = cnode().delete(Slot::new(index)) {
+            rt::fail!("delete slot {index}: {e:?}");
+        }
+    }
+    Ok(())
 }
 
 /// Slot numbers the threads find their capabilities at (set before spawning).
