@@ -189,7 +189,7 @@ fn serve(init: Cap<Endpoint>, mut nic: Nic) -> i32 {
         rt::println!("[vnet] adding the default route: {e:?}");
     }
     let mut sockets = SocketSet::new(alloc::vec::Vec::new());
-    let mut services = Services::new(&mut sockets, init);
+    let mut services = Services::new(&mut sockets, init, nic.faults());
     services.serve(&mut sockets);
     rt::println!(
         "[vnet] serving HTTP on {ADDRESS}:{HTTP_PORT} and TCP echo on {ADDRESS}:{ECHO_PORT}"

@@ -12,8 +12,10 @@
 //! for the device while it is in the queue; the driver waits (bounded)
 //! until the device returns it.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+
 use sys::{Cap, IoFaultQueue};
 use virtio::Failure;
 use virtio::dma::StageOneHal;
@@ -96,6 +98,11 @@ impl Nic {
         })
     }
 
+    /// The device's fault queue.
+    pub fn faults(&self) -> Cap<IoFaultQueue> {
+        self.queues.faults
+    }
+
     /// The device's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.queues.net.mac_address()
@@ -103,27 +110,6 @@ impl Nic {
 }
 
 impl Queues {
-    /// Prints the IOMMU faults the device's DMA caused so far (after a
-    /// request went wrong).
-    fn report_faults(&self) {
-        for _ in 0..16 {
-            match self.faults.pop() {
-                Ok(Some(record)) => rt::println!(
-                    "[vnet] IOMMU fault: address {:#x}, {}, stage {}, reason {:#x}",
-                    record.address,
-                    if record.write { "write" } else { "read" },
-                    record.stage,
-                    record.reason
-                ),
-                Ok(None) => return,
-                Err(e) => {
-                    rt::println!("[vnet] reading the fault queue: {e:?}");
-                    return;
-                }
-            }
-        }
-    }
-
     /// Gives receive page `index` to the device.
     fn post(&mut self, index: usize) -> Result<(), Failure> {
         #[allow(unsafe_code)]
@@ -212,6 +198,34 @@ impl Queues {
     }
 }
 
+/// IOMMU fault records read from the device's fault queue so far.
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads and prints the IOMMU faults the device's DMA caused since the
+/// last look (at most 64 records a call); the total so far.
+pub fn report_faults(queue: Cap<IoFaultQueue>) -> u64 {
+    for _ in 0..64 {
+        match queue.pop() {
+            Ok(Some(record)) => {
+                FAULTS.fetch_add(1, Ordering::Relaxed);
+                rt::println!(
+                    "[vnet] IOMMU fault: address {:#x}, {}, stage {}, reason {:#x}",
+                    record.address,
+                    if record.write { "write" } else { "read" },
+                    record.stage,
+                    record.reason
+                );
+            }
+            Ok(None) => break,
+            Err(e) => {
+                rt::println!("[vnet] reading the fault queue: {e:?}");
+                break;
+            }
+        }
+    }
+    FAULTS.load(Ordering::Relaxed)
+}
+
 /// A frame received, borrowed from the staging buffer.
 pub struct RxToken<'a>(&'a mut [u8]);
 
@@ -238,7 +252,7 @@ impl phy::TxToken for TxToken<'_> {
         let result = f(&mut self.0.tx[start..end]);
         if let Err(why) = self.0.send(end) {
             rt::println!("[vnet] sending a frame: {}", why.0);
-            self.0.report_faults();
+            report_faults(self.0.faults);
         }
         result
     }
@@ -254,7 +268,7 @@ impl Device for Nic {
             Ok(None) => None,
             Err(why) => {
                 rt::println!("[vnet] receiving: {}", why.0);
-                self.queues.report_faults();
+                report_faults(self.queues.faults);
                 None
             }
         }

@@ -14,7 +14,7 @@ use core::fmt::Write;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use sys::{Cap, Endpoint};
+use sys::{Cap, Endpoint, IoFaultQueue};
 
 /// The HTTP port.
 pub const HTTP_PORT: u16 = 80;
@@ -43,6 +43,7 @@ pub struct Services {
     /// Each echo socket and the bytes it echoed on its connection.
     echo: Vec<(SocketHandle, u64)>,
     init: Cap<Endpoint>,
+    faults: Cap<IoFaultQueue>,
     /// Status pages served.
     pub pages: u64,
     /// Bytes echoed.
@@ -70,7 +71,11 @@ fn socket() -> tcp::Socket<'static> {
 
 impl Services {
     /// Adds the sockets to `sockets`.
-    pub fn new(sockets: &mut SocketSet<'static>, init: Cap<Endpoint>) -> Services {
+    pub fn new(
+        sockets: &mut SocketSet<'static>,
+        init: Cap<Endpoint>,
+        faults: Cap<IoFaultQueue>,
+    ) -> Services {
         let http = (0..SOCKETS)
             .map(|_| (sockets.add(socket()), Http::Reading, Vec::new(), Vec::new()))
             .collect();
@@ -79,6 +84,7 @@ impl Services {
             http,
             echo,
             init,
+            faults,
             pages: 0,
             echoed: 0,
             round_done: false,
@@ -137,7 +143,8 @@ impl Services {
             if ended || request.len() == REQUEST_LIMIT {
                 *response = if request.starts_with(b"GET / ") {
                     self.pages += 1;
-                    let page = status_page(self.init, self.pages);
+                    let faults = crate::nic::report_faults(self.faults);
+                    let page = status_page(self.init, self.pages, faults);
                     answer("200 OK", &page)
                 } else {
                     answer("404 Not Found", "Only / is served here.\n")
@@ -203,7 +210,7 @@ fn answer(status: &str, body: &str) -> Vec<u8> {
 /// The status page: every domain of the image and the IOMMU capabilities
 /// init placed in its CNode, each checked by init now
 /// (`sys::status`).
-fn status_page(init: Cap<Endpoint>, served: u64) -> String {
+fn status_page(init: Cap<Endpoint>, served: u64, faults: u64) -> String {
     let mut page = String::new();
     let _ = writeln!(page, "Portcullis status page {served}");
     let _ = writeln!(
@@ -263,5 +270,9 @@ fn status_page(init: Cap<Endpoint>, served: u64) -> String {
             );
         }
     }
+    let _ = writeln!(
+        page,
+        "vnet's device: {faults} IOMMU fault record(s) in its fault queue so far (read at this request)"
+    );
     page
 }

@@ -208,10 +208,13 @@ fn judge_status(page: &str) -> std::result::Result<String, String> {
             missing.push(format!("a live {kind} for 00:07.0"));
         }
     }
+    if !body.contains("vnet's device: 0 IOMMU fault record(s)") {
+        missing.push("vnet's device with 0 IOMMU fault records".to_string());
+    }
     if missing.is_empty() {
         let lines = body.lines().count();
         Ok(format!(
-            "{lines} lines; vnet holds a live IoDevice, IoSpace, IoFaultQueue and Notification for 00:07.0"
+            "{lines} lines; vnet holds a live IoDevice, IoSpace, IoFaultQueue and Notification for 00:07.0; no IOMMU fault"
         ))
     } else {
         Err(format!(
@@ -299,7 +302,7 @@ mod tests {
         )
     }
 
-    const GOOD: &str = "Portcullis status page 3\nRead live\n1 domain(s):\ndomain 0 \"vnet\": 4 IOMMU capability(ies) from init\n  IoDevice for 00:07.0 in slot 9: live\n  IoSpace for 00:07.0 in slot 10: live\n  IoFaultQueue for 00:07.0 in slot 11: live\n  Notification for 00:07.0 in slot 12: live\n";
+    const GOOD: &str = "Portcullis status page 3\nRead live\n1 domain(s):\ndomain 0 \"vnet\": 4 IOMMU capability(ies) from init\n  IoDevice for 00:07.0 in slot 9: live\n  IoSpace for 00:07.0 in slot 10: live\n  IoFaultQueue for 00:07.0 in slot 11: live\n  Notification for 00:07.0 in slot 12: live\nvnet's device: 0 IOMMU fault record(s) in its fault queue so far (read at this request)\n";
 
     #[test]
     fn the_status_check_wants_every_capability_live() {
@@ -309,6 +312,9 @@ mod tests {
         assert!(error.contains("a live IoSpace"), "{error}");
         assert!(judge_status("HTTP/1.0 404 Not Found\r\n\r\n").is_err());
         assert!(judge_status(&page(&GOOD.replace("vnet", "other"))).is_err());
+        let faulted = GOOD.replace("device: 0 IOMMU", "device: 1 IOMMU");
+        let error = judge_status(&page(&faulted)).unwrap_err();
+        assert!(error.contains("0 IOMMU fault records"), "{error}");
     }
 
     #[test]
