@@ -428,8 +428,9 @@ pub fn resume(object: ObjectId, paddr: u64) -> Result<(), Error> {
 }
 
 /// Whether the registry has room for every object of `objects` (object,
-/// physical address) it does not hold yet: `Tcb.Configure`, `Resume` and
-/// `SetFaultHandler` check it in decode, so their perform's registrations
+/// physical address) it does not hold yet: `Tcb.Configure`, `Resume`,
+/// `SetFaultHandler` and `IrqHandler.SetNotification` check it in decode,
+/// so their perform's registrations
 /// find room (decode and perform run under one hold of the capability
 /// lock, and nothing else registers in between). Errors: `ObjectTableFull`.
 pub fn registry_room(objects: &[(ObjectId, u64)]) -> Result<(), Error> {
@@ -1048,7 +1049,12 @@ pub fn reconcile_irqs(
 fn end_interrupt(id: u32) {
     if id == arch::IOMMU_FAULT_IRQ {
         crate::io_space::deliver_faults();
-    } else if id != arch::TIMER_IRQ {
+    } else if id == arch::TIMER_IRQ {
+        // No page request waits past its deadline (`io_space`).
+        if crate::io_space::requests_pending() {
+            crate::io_space::expire_requests();
+        }
+    } else {
         let irqs = IRQS.lock();
         if let Some(binding) = irqs.iter().find(|b| b.id == id) {
             arch::irq_line_enable(binding.line, false);
@@ -1071,7 +1077,13 @@ fn idle() -> Option<u32> {
         return None;
     }
     // No thread owns a time slice; a pending Arm timer level is cleared.
-    arch::timer_stop();
+    // While a page request waits for its answer the timer keeps running,
+    // so its deadline is checked.
+    if crate::io_space::requests_pending() {
+        arch::timer_start(TIME_SLICE);
+    } else {
+        arch::timer_stop();
+    }
     Some(arch::wait_for_interrupt())
 }
 

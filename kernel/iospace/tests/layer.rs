@@ -200,7 +200,7 @@ fn vtd_pasids_of_one_device_reach_their_own_spaces() {
     let memory = SimMemory::new(MEMORY);
     let device = SimVtd::new(&memory, QEMU_CAP, PASID_ECAP, true);
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
-    assert!(world.unit.pasids_supported());
+    assert!(world.unit.pasids_supported(true));
     let mut requesters = Vec::new();
     for (k, pasid) in [1u32, 2, 64, 1000].into_iter().enumerate() {
         let space = world.create_space().unwrap();
@@ -223,7 +223,7 @@ fn vtd_pasids_of_one_device_reach_their_own_spaces() {
     let memory = SimMemory::new(MEMORY);
     let device = SimVtd::new(&memory, QEMU_CAP, QEMU_ECAP, true);
     let world = vtd(&memory, &device, RootTableMode::Legacy);
-    assert!(!world.unit.pasids_supported());
+    assert!(!world.unit.pasids_supported(true));
     assert!(take_log().is_empty());
 }
 

@@ -188,8 +188,8 @@ fn unknown_devices_are_rejected() {
     rejects(
         "unknown_device",
         7,
-        "dma_grant \"00:07.0\"",
-        "the q35 platform has no device at 00:07.0",
+        "dma_grant \"00:09.0\"",
+        "the q35 platform has no device at 00:09.0",
         "00:04.0 (edu)",
     );
 }
@@ -553,7 +553,7 @@ fn unknown_injected_failures_are_rejected() {
         "bad_inject",
         7,
         "",
-        "unknown variant `crash-at-boot`, expected `crash-mid-io` or `rogue-dma`",
+        "unknown variant `crash-at-boot`, expected one of `crash-mid-io`, `rogue-dma`, `crash-every-run`",
         "",
     );
 }
