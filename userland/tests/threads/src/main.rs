@@ -10,6 +10,7 @@
 //!   thread of the same priority from running (the timer takes the CPU back),
 //!   so that thread's signal reaches the waiting root task.
 //! - Deleting an endpoint wakes the thread blocked on it with `DeadObject`.
+//! - aarch64: the condition flags survive a timer interrupt.
 //! - Every FP/SIMD instruction faults in user mode (aarch64: CPACR_EL1.FPEN
 //!   traps EL0, EC 0x07; x86_64: CR0.EM and no CR4.OSFXSR make x87 raise
 //!   #NM, MMX and SSE #UD) and reaches the thread's fault handler: the
@@ -116,6 +117,11 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("fp_simd_instructions_fault_in_user_mode", || {
         fp_simd_instructions_fault_in_user_mode(&mut slots)
     });
+    #[cfg(target_arch = "aarch64")]
+    suite.run(
+        "condition_flags_survive_preemption",
+        condition_flags_survive_preemption,
+    );
     suite.run("a_deleted_capability_stops_working_at_once", || {
         a_deleted_capability_stops_working_at_once(&mut slots)
     });
@@ -616,6 +622,40 @@ fn fp_simd_instructions_fault_in_user_mode(slots: &mut Slots) -> Outcome {
             "deleting the thread for {name}: {deleted:?}"
         );
     }
+    Ok(())
+}
+
+/// Sets Z, then spins on the virtual counter (with instructions that leave
+/// the flags alone) for longer than two time slices (the kernel's 5,000,000
+/// ticks), so at least one timer interrupt preempts it, and reads Z back.
+/// aarch64 only: x86_64's RFLAGS travel in the interrupt frame untouched.
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+fn condition_flags_survive_preemption() -> Outcome {
+    const SPAN: u64 = 12_000_000;
+    let z: u64;
+    // SAFETY: reads the virtual counter (EL0 access is enabled, as the
+    // benchmarks use it) and general-purpose registers only.
+    unsafe {
+        core::arch::asm!(
+            "cmp xzr, xzr",
+            "mrs {end}, cntvct_el0",
+            "add {end}, {end}, {span}",
+            "2: mrs {left}, cntvct_el0",
+            "sub {left}, {end}, {left}",
+            "tbz {left}, #63, 2b",
+            "cset {z}, eq",
+            end = out(reg) _,
+            left = out(reg) _,
+            span = in(reg) SPAN,
+            z = lateout(reg) z,
+            options(nomem, nostack),
+        );
+    }
+    check!(
+        z == 1,
+        "Z was clear after {SPAN} counter ticks: an interrupt lost the flags"
+    );
     Ok(())
 }
 
