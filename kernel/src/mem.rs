@@ -23,7 +23,7 @@
 //!    the direct map where the check is not on a hot path
 //!    (`debug_assert!` otherwise).
 //! 2. **Words are accessed, not borrowed.** [`read_u64`], [`write_u64`],
-//!    [`read_u32`], `read_u8`, [`zero`], [`fill`], [`copy`],
+//!    [`read_u32`], `read_u8`, [`Word`], [`zero`], [`fill`], [`copy`],
 //!    [`copy_in`] and [`write`] are (volatile) accesses through raw
 //!    pointers: they create no reference, so they cannot alias one. Memory
 //!    a device or a user thread may write at the same time (IPC buffers,
@@ -82,6 +82,70 @@ pub fn object<T: FromBytes>(pa: u64) -> &'static mut T {
     // aligned), no other reference to it is live, and any bytes are a valid
     // `T` (`FromBytes`).
     unsafe { &mut *(phys_to_virt(pa) as *mut T) }
+}
+
+/// The integers [`Word`] reads and writes.
+pub trait Int: Copy + private::Sealed {}
+impl Int for u32 {}
+impl Int for u64 {}
+mod private {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+/// A `T` (`u32` or `u64`) in owned physical memory (obligations 1 and 2),
+/// located once: a page-table walk finds an entry, then reads and writes
+/// it; the IPC buffer's words are reached from the buffer's start. Its
+/// direct-map address is a pointer, so the words of one page are reached
+/// from one converted address (an offset in the load or store on aarch64,
+/// not a new 64-bit constant each time).
+#[derive(Clone, Copy)]
+pub struct Word<T: Int> {
+    at: *mut T,
+}
+
+impl<T: Int> Word<T> {
+    /// The `T` at `pa` (aligned for it).
+    #[inline(always)]
+    pub fn at(pa: u64) -> Word<T> {
+        debug_assert!(pa.is_multiple_of(size_of::<T>() as u64));
+        debug_assert!(arch::phys_map_covers(pa, size_of::<T>() as u64));
+        Word {
+            at: phys_to_virt(pa) as *mut T,
+        }
+    }
+
+    /// The `T` `index` places after this one, in the same owned page (a
+    /// table entry: `index` < 512 from the table's first word).
+    #[inline(always)]
+    pub fn add(self, index: usize) -> Word<T> {
+        Word {
+            at: self.at.wrapping_add(index),
+        }
+    }
+
+    /// Its physical address.
+    #[inline(always)]
+    pub fn phys(self) -> u64 {
+        self.at as u64 - arch::PHYS_MAP_BASE
+    }
+
+    /// Reads it (volatile).
+    #[inline(always)]
+    pub fn read(self) -> T {
+        // SAFETY: owned memory in the direct map (obligation 1: where it
+        // was located, and the callers' offsets stay in that page), aligned;
+        // a volatile read creates no reference (obligation 2).
+        unsafe { self.at.read_volatile() }
+    }
+
+    /// Writes it (volatile).
+    #[inline(always)]
+    pub fn write(self, value: T) {
+        // SAFETY: as in `read`.
+        unsafe { self.at.write_volatile(value) }
+    }
 }
 
 /// Reads the 64-bit word at `pa` (8-byte aligned; obligations 1 and 2).

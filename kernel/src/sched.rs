@@ -428,8 +428,9 @@ pub fn resume(object: ObjectId, paddr: u64) -> Result<(), Error> {
 }
 
 /// Whether the registry has room for every object of `objects` (object,
-/// physical address) it does not hold yet: `Tcb.Configure`, `Resume` and
-/// `SetFaultHandler` check it in decode, so their perform's registrations
+/// physical address) it does not hold yet: `Tcb.Configure`, `Resume`,
+/// `SetFaultHandler` and `IrqHandler.SetNotification` check it in decode,
+/// so their perform's registrations
 /// find room (decode and perform run under one hold of the capability
 /// lock, and nothing else registers in between). Errors: `ObjectTableFull`.
 pub fn registry_room(objects: &[(ObjectId, u64)]) -> Result<(), Error> {

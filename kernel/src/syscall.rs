@@ -8,6 +8,7 @@
 //! can tell.
 
 use crate::arch::UserContext;
+use crate::mem::Word;
 use abi::{Error, MessageInfo, Syscall};
 
 /// What the kernel knows about the calling thread.
@@ -24,18 +25,20 @@ impl Caller {
     // The IPC buffer is a frame the kernel allocated for this thread; word
     // indices are reduced below 64 (512 bytes).
     fn buffer_word(&self, index: usize) -> u64 {
-        crate::mem::read_u64(self.ipc_buffer + 8 * (index % 64) as u64)
+        Word::<u64>::at(self.ipc_buffer).add(index % 64).read()
     }
 
     fn set_buffer_word(&self, index: usize, value: u64) {
-        crate::mem::write_u64(self.ipc_buffer + 8 * (index % 64) as u64, value)
+        Word::<u64>::at(self.ipc_buffer)
+            .add(index % 64)
+            .write(value)
     }
 
     // The capability pointers `[u32; 3]` start at CAPS_OFFSET of the IPC
     // buffer page; the index is reduced below 3.
     fn extra_cap(&self, index: usize) -> u32 {
         let base = self.ipc_buffer + abi::ipc::CAPS_OFFSET as u64;
-        crate::mem::read_u32(base + 4 * (index % 3) as u64)
+        Word::<u32>::at(base).add(index % 3).read()
     }
 }
 

@@ -25,9 +25,9 @@ pub enum MapError {
 
 const LEVELS: usize = 4;
 
-/// The physical address of entry `index` (< 512) of the table at `table_pa`.
-fn entry_at(table_pa: u64, index: usize) -> u64 {
-    table_pa + 8 * index as u64
+/// Entry `index` (< 512) of the table at `table_pa`.
+fn entry_at(table_pa: u64, index: usize) -> mem::Word<u64> {
+    mem::Word::at(table_pa).add(index)
 }
 
 fn index(va: u64, level: usize) -> usize {
@@ -57,11 +57,11 @@ pub fn map_page(
         // `table_pa` is a page-table frame of this space (the root, or read
         // from a valid table entry); the index is < 512.
         let slot = entry_at(table_pa, index(va, level));
-        let entry = mem::read_u64(slot);
+        let entry = slot.read();
         table_pa = if !paging::entry_valid(entry) {
             let next = alloc().ok_or(MapError::OutOfMemory)?;
             // `next` is a fresh zeroed frame.
-            mem::write_u64(slot, paging::table_entry(next));
+            slot.write(paging::table_entry(next));
             next
         } else if paging::entry_is_leaf(entry, level) {
             return Err(MapError::HugePageInTheWay(va));
@@ -71,10 +71,10 @@ pub fn map_page(
     }
     // `table_pa` is a last-level table of this space, index < 512.
     let slot = entry_at(table_pa, index(va, LEVELS - 1));
-    if paging::entry_valid(mem::read_u64(slot)) {
+    if paging::entry_valid(slot.read()) {
         return Err(MapError::AlreadyMapped(va));
     }
-    mem::write_u64(slot, paging::leaf_entry(pa, rights, Memory::Normal));
+    slot.write(paging::leaf_entry(pa, rights, Memory::Normal));
     Ok(())
 }
 
@@ -110,15 +110,15 @@ pub fn space_with_program(
     Ok(root)
 }
 
-/// The physical address of the entry for `va` at `level` (0 = root),
+/// The entry for `va` at `level` (0 = root),
 /// following present table entries from `root_pa`; `Err` names the first
 /// level whose entry is missing (or a huge mapping in the way). Every
 /// table on the way is one of this space (the root, or read from a present
 /// table entry).
-fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<u64, MapError> {
+fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<mem::Word<u64>, MapError> {
     let mut table_pa = root_pa;
     for l in 0..level {
-        let entry = mem::read_u64(entry_at(table_pa, index(va, l)));
+        let entry = entry_at(table_pa, index(va, l)).read();
         if !paging::entry_valid(entry) {
             return Err(MapError::MissingTable(va));
         }
@@ -133,7 +133,7 @@ fn slot_at(root_pa: u64, va: u64, level: usize) -> Result<u64, MapError> {
 /// The physical address of the 4 KiB page mapped at `va` (page aligned),
 /// if a last-level leaf maps it.
 pub fn page_address(root_pa: u64, va: u64) -> Option<u64> {
-    let entry = mem::read_u64(slot_at(root_pa, va, LEVELS - 1).ok()?);
+    let entry = slot_at(root_pa, va, LEVELS - 1).ok()?.read();
     paging::entry_valid(entry).then(|| paging::entry_address(entry))
 }
 
@@ -145,8 +145,8 @@ pub fn free_table_entry(root_pa: u64, va: u64) -> Result<u64, MapError> {
     }
     for level in 0..LEVELS - 1 {
         let slot = slot_at(root_pa, va, level)?;
-        if !paging::entry_valid(mem::read_u64(slot)) {
-            return Ok(slot);
+        if !paging::entry_valid(slot.read()) {
+            return Ok(slot.phys());
         }
     }
     Err(MapError::TablesPresent(va))
@@ -172,7 +172,7 @@ pub fn can_map(root_pa: u64, va: u64, size_bits: u8) -> Result<(), MapError> {
     if !va.is_multiple_of(1 << size_bits) || va >= paging::USER_TOP {
         return Err(MapError::BadAddress(va));
     }
-    if paging::entry_valid(mem::read_u64(slot_at(root_pa, va, level)?)) {
+    if paging::entry_valid(slot_at(root_pa, va, level)?.read()) {
         return Err(MapError::AlreadyMapped(va));
     }
     Ok(())
@@ -200,7 +200,7 @@ pub fn map_leaf(
         paging::leaf_entry(pa, rights, memory)
     };
     // The leaf was empty.
-    mem::write_u64(slot, entry);
+    slot.write(entry);
     Ok(())
 }
 
@@ -212,7 +212,7 @@ pub fn unmap_leaf(root_pa: u64, va: u64, size_bits: u8) {
         LEVELS - 1
     };
     if let Ok(slot) = slot_at(root_pa, va, level) {
-        mem::write_u64(slot, 0);
+        slot.write(0);
     }
     paging::flush_tlb();
 }
@@ -225,7 +225,7 @@ pub fn mapped_at(root_pa: u64, va: u64, size_bits: u8) -> Option<u64> {
     } else {
         LEVELS - 1
     };
-    let entry = mem::read_u64(slot_at(root_pa, va, level).ok()?);
+    let entry = slot_at(root_pa, va, level).ok()?.read();
     (paging::entry_valid(entry) && paging::entry_is_leaf(entry, level))
         .then(|| paging::entry_address(entry))
 }
@@ -267,7 +267,7 @@ pub fn for_each_user_leaf(root_pa: u64, visit: &mut impl FnMut(u64, u64, u8)) {
             }
             // `table_pa` is a table of this space (the root, or read from a
             // present table entry); index < 512.
-            let entry = mem::read_u64(entry_at(table_pa, index as usize));
+            let entry = entry_at(table_pa, index as usize).read();
             if !paging::entry_valid(entry) {
                 continue;
             }

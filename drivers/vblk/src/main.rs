@@ -26,8 +26,8 @@
 //! into its first run, at the read of [`INJECT_BLOCK`]: `crash-mid-io`
 //! faults with the request in flight; `rogue-dma` points the data page's
 //! IOVA at [`FOREIGN_IPA`], memory its IoSpace was not given, so the
-//! device's write faults in the IOMMU (`images/restart-crash.toml`,
-//! `images/restart-rogue.toml`).
+//! device's write faults in the IOMMU; `crash-every-run` crashes as
+//! `crash-mid-io` in every run (`images/restart-*.toml`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -155,6 +155,9 @@ fn main(startup: &rt::Startup) -> i32 {
             sys::names::INJECT_ROGUE_DMA if table.start == 0 => {
                 "; this run goes rogue: its stage 1 will point at memory it was not given"
             }
+            sys::names::INJECT_CRASH_EVERY_RUN => {
+                "; every run crashes with a request in flight"
+            }
             _ => "",
         }
     );
@@ -165,7 +168,11 @@ fn main(startup: &rt::Startup) -> i32 {
         Ok(mut disk) => {
             disk.start = table.start;
             disk.injects = table.inject;
-            disk.inject = if table.start == 0 { table.inject } else { 0 };
+            disk.inject = match table.inject {
+                sys::names::INJECT_CRASH_EVERY_RUN => sys::names::INJECT_CRASH_MID_IO,
+                inject if table.start == 0 => inject,
+                _ => 0,
+            };
             Some(disk)
         }
         Err(why) => {

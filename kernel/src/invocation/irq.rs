@@ -63,6 +63,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
             }
             let handler = handler(caps)?;
             let notification = call.notification(caps, 0)?;
+            crate::sched::registry_room(&[(notification.object, notification.paddr)])?;
             Ok(IrqOp::SetNotification {
                 handler,
                 notification,
@@ -112,7 +113,8 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
 /// `Get`: the model's `issue_irq_handler` (`DeviceInUse`, ..., nothing
 /// changed), then the kernel's line bindings being full
 /// (`ObjectTableFull`: the new handler capability is deleted again).
-/// `SetNotification`: the scheduler's registry (`ObjectTableFull`).
+/// `SetNotification` finds the registry room decode checked
+/// (`sched::registry_room`; the scheduler's answer is still passed on).
 /// `MsiMessage`: `InvalidArgument` when the line is not an MSI line (the
 /// architecture answers before it writes anything); on aarch64 then
 /// `TableMemoryExhausted` when the IoSpace's reservation cannot hold the

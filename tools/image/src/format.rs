@@ -64,7 +64,8 @@ pub struct DomainEntry {
     /// when absent: a faulting domain stays stopped.
     pub restarts: Option<u32>,
     /// A failure the program injects into its first run, for the restart
-    /// tests: `"crash-mid-io"` or `"rogue-dma"`; none when absent.
+    /// tests: `"crash-mid-io"`, `"rogue-dma"` or `"crash-every-run"`;
+    /// none when absent.
     pub inject: Option<InjectEntry>,
     /// Regions mapped into the domain (`[[protection_domain.map]]`).
     #[serde(default)]
@@ -90,6 +91,8 @@ pub enum InjectEntry {
     /// Point stage 1 at memory the IoSpace was not given, let the device
     /// write there.
     RogueDma,
+    /// Fault while a request is in flight, in every run.
+    CrashEveryRun,
 }
 
 /// `[[protection_domain.map]]`: a region in the domain's address space.

@@ -414,6 +414,9 @@ impl Checker<'_> {
                         None => sysdesc::Inject::None,
                         Some(crate::format::InjectEntry::CrashMidIo) => sysdesc::Inject::CrashMidIo,
                         Some(crate::format::InjectEntry::RogueDma) => sysdesc::Inject::RogueDma,
+                        Some(crate::format::InjectEntry::CrashEveryRun) => {
+                            sysdesc::Inject::CrashEveryRun
+                        }
                     },
                 },
             );

@@ -553,7 +553,7 @@ fn unknown_injected_failures_are_rejected() {
         "bad_inject",
         7,
         "",
-        "unknown variant `crash-at-boot`, expected `crash-mid-io` or `rogue-dma`",
+        "unknown variant `crash-at-boot`, expected one of `crash-mid-io`, `rogue-dma`, `crash-every-run`",
         "",
     );
 }

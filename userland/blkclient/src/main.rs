@@ -138,6 +138,48 @@ fn timed(mut read: impl FnMut() -> Result<[u64; 4], Status>) -> Result<(u64, Cos
     best.ok_or(Status::DeviceError)
 }
 
+/// Writes the [`NEW_SEED`] pattern to every block through the shared page.
+fn write_new_pattern(driver: Cap<Endpoint>) -> Outcome {
+    let page = shared();
+    let mut data = [0u8; BLOCK_SIZE];
+    for block in 0..DISK_BLOCKS {
+        fill_block(NEW_SEED, block, &mut data);
+        for (i, word) in data.chunks_exact(8).enumerate() {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            page.write(i, u64::from_le_bytes(bytes));
+        }
+        let written = ask(driver, WRITE, block);
+        check!(written.is_ok(), "writing block {block}: {written:?}");
+    }
+    Ok(())
+}
+
+/// `images/restart-giveup.toml`: a driver that crashes at block 7's read
+/// in every run and may be restarted once. The new pattern is written
+/// first (xtask checks the disk); then the read is lost with both runs
+/// (one resend each), init gives the driver up and closes its endpoint,
+/// so the read fails rather than waiting for good, and so does the next
+/// request.
+fn given_up(driver: Cap<Endpoint>) -> Outcome {
+    write_new_pattern(driver)?;
+    let read = ask(driver, READ, 7);
+    let retried = RETRIED.load(Ordering::Relaxed);
+    check!(
+        read == Err(Status::DeviceError) && retried == 2,
+        "reading block 7 from a driver that crashes in every run: {read:?} after {retried} resend(s); expected DeviceError after 2 (one per run)"
+    );
+    let after = ask(driver, INFO, 0);
+    check!(
+        after == Err(Status::DeviceError),
+        "a request after init gave the driver up answered {after:?}, not DeviceError"
+    );
+    rt::println!(
+        "[blkclient] the driver crashed in both its runs; init gave it up and closed its endpoint, and requests fail instead of waiting"
+    );
+    Ok(())
+}
+
 /// Reads `block` through the driver and checks it against `seed`.
 fn read_and_check(driver: Cap<Endpoint>, block: u64, seed: u64) -> Outcome {
     let read = ask(driver, READ, block);
@@ -221,6 +263,10 @@ fn main(startup: &rt::Startup) -> i32 {
     let Some(kind) = kind else {
         return suite.finish();
     };
+    if injected == sys::names::INJECT_CRASH_EVERY_RUN {
+        suite.run("driver_given_up_after_its_restarts", || given_up(driver));
+        return suite.finish();
+    }
     suite.run("every_block_holds_the_seeded_pattern", || {
         for block in 0..DISK_BLOCKS {
             read_and_check(driver, block, OLD_SEED)?;
@@ -232,18 +278,7 @@ fn main(startup: &rt::Startup) -> i32 {
         Ok(())
     });
     suite.run("new_pattern_written_and_read_back", || {
-        let page = shared();
-        let mut data = [0u8; BLOCK_SIZE];
-        for block in 0..DISK_BLOCKS {
-            fill_block(NEW_SEED, block, &mut data);
-            for (i, word) in data.chunks_exact(8).enumerate() {
-                let mut bytes = [0; 8];
-                bytes.copy_from_slice(word);
-                page.write(i, u64::from_le_bytes(bytes));
-            }
-            let written = ask(driver, WRITE, block);
-            check!(written.is_ok(), "writing block {block}: {written:?}");
-        }
+        write_new_pattern(driver)?;
         for block in 0..DISK_BLOCKS {
             read_and_check(driver, block, NEW_SEED)?;
         }

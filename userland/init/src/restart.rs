@@ -29,10 +29,16 @@
 //!    capabilities again through the normal request path.
 //!
 //! A domain that fails once more after its last restart is given up: its
-//! capabilities are taken back and its run stopped as above, and it stays
-//! stopped. Each restart costs init the slots and memory of a new domain
-//! (the old run's Frames and tables are not returned to the Untypeds),
-//! which the image's bound on restarts bounds.
+//! capabilities are taken back and its run stopped as above, the
+//! capabilities of its channels, IRQs and request endpoint init holds are
+//! revoked and deleted (a client blocked on its endpoint is woken with
+//! `DeadObject`; its next call finds no capability), and it stays stopped.
+//!
+//! A restart gives init's slots back: what was made for the old run alone
+//! was recorded (`rt::space::Objects::record`, `system::Domain::slots`)
+//! and is deleted. Not its memory: the Untypeds hand memory out upward
+//! only, so each restart carves a new domain's worth, which the image's
+//! bound on restarts bounds.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -79,6 +85,9 @@ struct Run {
     own: Vec<Gift>,
     /// What a new run is given again (channels, IRQs, request endpoint).
     replay: Vec<Gift>,
+    /// The slots of init's holding what was made for this run alone
+    /// (`system::Domain::slots`).
+    slots: Vec<Slot>,
     /// Given up: it stays stopped.
     given_up: bool,
 }
@@ -125,6 +134,7 @@ impl Restarts {
                 restarts: 0,
                 own: domain.gifts[..domain.own_gifts].to_vec(),
                 replay: domain.gifts[domain.own_gifts..].to_vec(),
+                slots: domain.slots.clone(),
                 given_up: false,
             })
             .collect();
@@ -217,10 +227,39 @@ impl Restarts {
                 .delete(slot)
                 .map_err(|e| format!("\"{name}\": deleting its {object}: {e:?}"))?;
         }
+        // The rest made for this run alone: program, stack, heap and IPC
+        // buffer Frames, page tables, region copies, the capability table,
+        // the badged fault endpoint. Their slots are free again; their
+        // memory stays carved (the Untypeds hand memory out upward only).
+        let done: Vec<Slot> = [run.tcb.slot(), run.cnode.slot(), run.vspace.slot()]
+            .into_iter()
+            .chain(run.own.iter().map(|(_, slot, _)| *slot))
+            .collect();
+        let mut stuck = 0;
+        for &slot in run.slots.iter().filter(|slot| !done.contains(slot)) {
+            if objects.delete(slot).is_err() {
+                stuck += 1;
+            }
+        }
+        if stuck > 0 {
+            rt::println!(
+                "[init] \"{name}\": {stuck} of the old run's capabilities could not be deleted; their slots stay used"
+            );
+        }
         if run.restarts >= pd.restarts {
             run.given_up = true;
+            // What it was given goes too: its channels' objects die with
+            // the capabilities init holds, so a client blocked on its
+            // endpoint is woken (DeadObject) instead of waiting for good.
+            for (gift, slot, _) in &run.replay {
+                objects
+                    .cnode()
+                    .revoke(*slot)
+                    .and_then(|()| objects.delete(*slot))
+                    .map_err(|e| format!("\"{name}\": closing its `{gift}`: {e:?}"))?;
+            }
             rt::println!(
-                "[init] protection domain \"{name}\" failed after {} restart(s), the most its image allows: init gives up on it; it stays stopped",
+                "[init] protection domain \"{name}\" failed after {} restart(s), the most its image allows: init gives up on it; it stays stopped, its channels closed",
                 run.restarts
             );
             return Ok(None);
@@ -243,25 +282,25 @@ impl Restarts {
             .enumerate()
             .filter(|(_, map)| usize::from(map.domain) == domain)
         {
-            system::map_region(&self.description, &self.regions, index, &fresh, objects)?;
+            system::map_region(&self.description, &self.regions, index, &mut fresh, objects)?;
         }
         let run = &mut self.runs[domain];
         for (gift, slot, kind) in &run.replay {
             fresh.give_kind(objects, gift, *slot, *kind)?;
         }
         system::prepare(&mut fresh, objects, &self.scratch)?;
-        system::handle_faults(&fresh, domain, objects, self.faults)?;
+        system::handle_faults(&mut fresh, domain, objects, self.faults)?;
         requests.replace_domain(domain, fresh.handle());
         run.own = fresh.gifts[..fresh.own_gifts].to_vec();
+        run.slots = fresh.slots.clone();
         run.tcb = fresh.tcb;
         run.cnode = fresh.cnode;
         run.vspace = fresh.vspace;
         system::run(&fresh)?;
         rt::println!(
-            "[init] restart {restarts} of protection domain \"{name}\" (at most {}): run {} started from the image with fresh memory; it asks init for its IOMMU capabilities again (the restart cost {} of init's slots, {} left)",
+            "[init] restart {restarts} of protection domain \"{name}\" (at most {}): run {} started from the image with fresh memory; it asks init for its IOMMU capabilities again (init's free slots: {free} before, {} after)",
             pd.restarts,
             restarts + 1,
-            i64::from(free) - i64::from(objects.free_slots()),
             objects.free_slots()
         );
         Ok(Some(fresh.table))

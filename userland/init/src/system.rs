@@ -63,6 +63,10 @@ pub(crate) struct Domain {
     /// IRQs, the request endpoint) a restart gives again.
     pub(crate) gifts: Vec<Gift>,
     pub(crate) own_gifts: usize,
+    /// The slots of init's CNode holding what was made for it alone (its
+    /// objects, Frame copies, page tables, capability table, badged fault
+    /// endpoint): what a restart deletes (`Objects::record`).
+    pub(crate) slots: Vec<Slot>,
 }
 
 impl Domain {
@@ -164,7 +168,7 @@ pub fn build(
             0,
         )?);
     }
-    map_regions(description, &regions, &domains, objects)?;
+    map_regions(description, &regions, &mut domains, objects)?;
     make_channels(description, &mut domains, objects)?;
     make_irqs(description, &mut domains, objects)?;
     let mut devices = crate::devices::Devices::default();
@@ -220,20 +224,26 @@ impl Domain {
 /// Makes init the fault handler of `domain` (number `index`): its faults
 /// come to `faults` badged with `index + 1`.
 pub(crate) fn handle_faults(
-    domain: &Domain,
+    domain: &mut Domain,
     index: usize,
     objects: &mut Objects,
     faults: Cap<Endpoint>,
 ) -> Result<(), String> {
-    objects
+    let badged = objects
         .mint(faults, Rights::WRITE, index as u64 + 1)
-        .and_then(|badged| domain.tcb.set_fault_handler(badged))
         .map_err(|e| {
             format!(
-                "protection_domain \"{}\": its fault handler: the kernel answered {e:?}",
+                "protection_domain \"{}\": its fault endpoint: the kernel answered {e:?}",
                 domain.name
             )
-        })
+        })?;
+    domain.slots.push(badged.slot());
+    domain.tcb.set_fault_handler(badged).map_err(|e| {
+        format!(
+            "protection_domain \"{}\": its fault handler: the kernel answered {e:?}",
+            domain.name
+        )
+    })
 }
 
 /// Names `domain`'s thread (for the kernel's console and capability dump)
@@ -379,6 +389,7 @@ pub(crate) fn make_domain(
     scratch: &Scratch,
     start: u64,
 ) -> Result<Domain, String> {
+    objects.record();
     let pd = &description.domains[index];
     let what = |step: &str, e: sys::Error| {
         format!(
@@ -445,6 +456,7 @@ pub(crate) fn make_domain(
         grants: 0,
         gifts: Vec::new(),
         own_gifts: 0,
+        slots: Vec::new(),
     };
     if pd.untyped_size > 0 {
         // Memory of its own to build objects from, its CNode to place and
@@ -476,6 +488,7 @@ pub(crate) fn make_domain(
         domain.give(objects, names::CONSOLE, console)?;
     }
     domain.own_gifts = domain.gifts.len();
+    domain.slots = objects.recorded();
     Ok(domain)
 }
 
@@ -503,7 +516,7 @@ fn cpu_rights(rights: sysdesc::Rights) -> MapRights {
 fn map_regions(
     description: &SystemDescription,
     regions: &[Vec<Cap<Frame>>],
-    domains: &[Domain],
+    domains: &mut [Domain],
     objects: &mut Objects,
 ) -> Result<(), String> {
     for (index, map) in description.maps.iter().enumerate() {
@@ -511,7 +524,7 @@ fn map_regions(
             description,
             regions,
             index,
-            &domains[usize::from(map.domain)],
+            &mut domains[usize::from(map.domain)],
             objects,
         )?;
     }
@@ -523,9 +536,10 @@ pub(crate) fn map_region(
     description: &SystemDescription,
     regions: &[Vec<Cap<Frame>>],
     index: usize,
-    domain: &Domain,
+    domain: &mut Domain,
     objects: &mut Objects,
 ) -> Result<(), String> {
+    objects.record();
     let map = &description.maps[index];
     let region = &description.regions[usize::from(map.region)];
     let page = region.page_size.bytes();
@@ -547,6 +561,7 @@ pub(crate) fn map_region(
             )
         })?;
     }
+    domain.slots.extend(objects.recorded());
     Ok(())
 }
 
@@ -800,23 +815,24 @@ pub(crate) fn prepare(
     objects: &mut Objects,
     scratch: &Scratch,
 ) -> Result<(), String> {
+    let name = domain.name.clone();
     let fail = |step: &str, e: sys::Error| {
-        format!(
-            "protection_domain \"{}\": {step}: the kernel answered {e:?}",
-            domain.name
-        )
+        format!("protection_domain \"{name}\": {step}: the kernel answered {e:?}")
     };
+    objects.record();
     let table = scratch
         .filled_frame(objects, &domain.table.to_bytes())
-        .map_err(|e| fail("capability table page", e))?;
-    space::map_frame(
-        objects,
-        table,
-        domain.vspace,
-        names::CAP_TABLE_ADDRESS,
-        MapRights::READ,
-    )
-    .map_err(|e| fail("map the capability table", e))?;
+        .and_then(|table| {
+            space::map_frame(
+                objects,
+                table,
+                domain.vspace,
+                names::CAP_TABLE_ADDRESS,
+                MapRights::READ,
+            )
+        });
+    domain.slots.extend(objects.recorded());
+    table.map_err(|e| fail("the capability table page", e))?;
     domain
         .tcb
         .configure(

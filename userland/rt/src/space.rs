@@ -5,7 +5,9 @@
 //! - [`Objects`] hands out free slots of the caller's CNode and retypes
 //!   objects into them, moving on to the next Untyped when one is used up
 //!   (CNodes come from the arena Untyped, the only one they can come from).
-//!   A slot emptied through [`Objects::delete`] is handed out again.
+//!   A slot emptied through [`Objects::delete`] is handed out again;
+//!   [`Objects::record`] notes the slots handed out until
+//!   [`Objects::recorded`], so a caller can delete what it built.
 //! - [`tables_for`] and [`map_frame`] install the PageTables a mapping
 //!   needs: the kernel's `PageTable.Map` installs the highest missing level,
 //!   so each keeps adding one until the mapping goes through.
@@ -37,6 +39,8 @@ pub struct Objects {
     end_slot: u32,
     /// Slots below `next_slot` emptied again, handed out first.
     freed: Vec<Slot>,
+    /// The slots handed out since [`Objects::record`], while recording.
+    recording: Option<Vec<Slot>>,
 }
 
 impl Objects {
@@ -64,7 +68,20 @@ impl Objects {
             next_slot: info.first_free_slot as u32,
             end_slot: ROOT_CNODE_SLOTS,
             freed: Vec::new(),
+            recording: None,
         }
+    }
+
+    /// Starts noting every slot handed out (and not given back), until
+    /// [`Objects::recorded`]: what a caller must delete to undo what it
+    /// built (init, restarting a domain).
+    pub fn record(&mut self) {
+        self.recording = Some(Vec::new());
+    }
+
+    /// The slots handed out since [`Objects::record`]; stops recording.
+    pub fn recorded(&mut self) -> Vec<Slot> {
+        self.recording.take().unwrap_or_default()
     }
 
     /// The CNode whose slots these are.
@@ -80,14 +97,18 @@ impl Objects {
     /// A free slot: the last one [`delete`](Objects::delete) emptied, else
     /// the next never used. `InvalidSlot` when the CNode is full.
     pub fn slot(&mut self) -> Result<Slot, Error> {
-        if let Some(slot) = self.freed.pop() {
-            return Ok(slot);
+        let slot = match self.freed.pop() {
+            Some(slot) => slot,
+            None if self.next_slot >= self.end_slot => return Err(Error::InvalidSlot),
+            None => {
+                self.next_slot += 1;
+                Slot::new(self.next_slot - 1)
+            }
+        };
+        if let Some(recording) = &mut self.recording {
+            recording.push(slot);
         }
-        if self.next_slot >= self.end_slot {
-            return Err(Error::InvalidSlot);
-        }
-        self.next_slot += 1;
-        Ok(Slot::new(self.next_slot - 1))
+        Ok(slot)
     }
 
     /// Retypes one object of the fixed-size kind `T` (a Tcb, Endpoint,
@@ -137,7 +158,16 @@ impl Objects {
     pub fn delete(&mut self, slot: Slot) -> Result<(), Error> {
         self.cnode.delete(slot)?;
         self.freed.push(slot);
+        self.forget(slot);
         Ok(())
+    }
+
+    /// Takes `slot`, empty again, out of the recording: it is no longer
+    /// the recorder's to delete.
+    fn forget(&mut self, slot: Slot) {
+        if let Some(recording) = &mut self.recording {
+            recording.retain(|&recorded| recorded != slot);
+        }
     }
 
     /// Runs `retype` on the current Untyped, moving on while it is used up.
@@ -161,6 +191,7 @@ impl Objects {
     /// `result` says nothing was created in it.
     fn give_back_on_error<R>(&mut self, slot: Slot, result: Result<R, Error>) -> Result<R, Error> {
         if result.is_err() {
+            self.forget(slot);
             if self.next_slot == slot.index() + 1 {
                 self.next_slot = slot.index();
             } else {
@@ -560,6 +591,32 @@ mod tests {
         );
         assert_eq!(objects.slot(), Ok(Slot::new(20)));
         assert_eq!(objects.slot(), Ok(Slot::new(23)));
+        clear_kernel();
+    }
+
+    #[test]
+    fn recorded_slots_are_those_still_holding_what_was_made() {
+        let fake = Rc::new(RefCell::new(Fake::default()));
+        let arena = u64::from(bootinfo::FIRST_UNTYPED.index());
+        fake.borrow_mut().room.insert(arena + 2, 2);
+        install(&fake);
+        let mut objects = Objects::from_boot_info(&boot_info());
+        let before: Cap<Frame> = objects.make_sized(12).unwrap();
+        objects.record();
+        let kept: Cap<Frame> = objects.make_sized(12).unwrap();
+        let deleted = objects.slot().unwrap();
+        objects.delete(deleted).unwrap();
+        // Handed out again, then given back by a failing retype.
+        assert_eq!(
+            objects.make_sized::<Frame>(12),
+            Err(Error::UntypedExhausted)
+        );
+        let last = objects.slot().unwrap();
+        assert_eq!(objects.recorded(), [kept.slot(), last]);
+        assert_ne!(before.slot(), kept.slot());
+        // Not recording: nothing is noted.
+        objects.slot().unwrap();
+        assert_eq!(objects.recorded(), []);
         clear_kernel();
     }
 

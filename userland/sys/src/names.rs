@@ -16,7 +16,7 @@
 //! | 16 | `entries: [CapEntry; 64]` | the first `count` are valid |
 //! | 2576 | `heap_size: u64` | bytes of zeroed memory mapped read-write at [`HEAP_ADDRESS`] (the image's `heap_size`; `rt` adds them to its allocator) |
 //! | 2584 | `start: u64` | how many times init started the domain before this run (0, then 1 after its first restart, ...) |
-//! | 2592 | `inject: u64` | the failure its image asks it to inject ([`INJECT_CRASH_MID_IO`], [`INJECT_ROGUE_DMA`]; 0: none): a driver injects it in run 0 only |
+//! | 2592 | `inject: u64` | the failure its image asks it to inject ([`INJECT_CRASH_MID_IO`], [`INJECT_ROGUE_DMA`] in run 0 only, [`INJECT_CRASH_EVERY_RUN`] in every run; 0: none) |
 //!
 //! Each [`CapEntry`] is 40 bytes:
 //!
@@ -78,6 +78,9 @@ pub const INJECT_CRASH_MID_IO: u64 = 1;
 /// `inject` of a capability table: point stage 1 at memory the IoSpace
 /// was not given and let the device write there (`inject = "rogue-dma"`).
 pub const INJECT_ROGUE_DMA: u64 = 2;
+/// `inject` of a capability table: as [`INJECT_CRASH_MID_IO`], in every
+/// run (`inject = "crash-every-run"`).
+pub const INJECT_CRASH_EVERY_RUN: u64 = 3;
 /// How many entries a table holds.
 pub const MAX_ENTRIES: usize = 64;
 /// The longest name, in bytes.

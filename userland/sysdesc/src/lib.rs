@@ -137,6 +137,9 @@ pub enum Inject {
     /// The driver points its stage 1 at memory its IoSpace was not given
     /// and lets the device write there (`rogue-dma`).
     RogueDma,
+    /// As `CrashMidIo`, in every run: the driver keeps crashing, and init
+    /// gives it up once its restarts are used (`crash-every-run`).
+    CrashEveryRun,
 }
 
 impl Inject {
@@ -147,6 +150,7 @@ impl Inject {
             Inject::None => 0,
             Inject::CrashMidIo => 1,
             Inject::RogueDma => 2,
+            Inject::CrashEveryRun => 3,
         }
     }
 }
