@@ -143,6 +143,7 @@ pub fn main(mut info: BootInfo) -> ! {
         }
         // The IOMMU table pool, for the tables IoSpaces need later.
         crate::io_space::reserve_pool(&mut frames);
+        crate::io_space::enable_page_requests(&mut frames);
     }
     // Test kernels run the self-test, cross-check or benchmarks the command
     // line asks for instead of a boot module; the release kernel has none

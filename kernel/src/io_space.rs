@@ -66,6 +66,10 @@ impl Env for Kernel {
     const FOREIGN_IPA: u64 = 0x1000_0000;
     #[cfg(target_arch = "aarch64")]
     const FOREIGN_IPA: u64 = 0x5800_0000;
+
+    /// About a second of `arch::counter` (kernel/README.md, "Recoverable
+    /// IO page faults"): then the kernel answers a page request `Failure`.
+    const RESPONSE_DEADLINE: u64 = crate::arch::COUNTER_PER_SECOND;
 }
 
 type State = iospace::State<Hw, DirectMemory, Kernel>;
@@ -98,6 +102,28 @@ pub fn reserve_pool(frames: &mut BootFrames) {
     crate::println!(
         "[io] table pool: {added} pages, {SPACE_BUDGET} reserved per IoSpace: {spaces} IoSpaces at once"
     );
+}
+
+/// Turns the unit's page requests on where it has them (VT-d ECAP.PRS in
+/// scalable mode, SMMUv3 IDR0.PRI; QEMU has neither), the queue page from
+/// `frames`. VT-d's page request event goes to the fault interrupt's
+/// vector; an SMMUv3's PRI queue is read at the event interrupt, at each
+/// `Pop` and at the timer.
+pub fn enable_page_requests(frames: &mut BootFrames) {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else { return };
+    match STATE.lock().enable_page_requests(hw(unit), frames) {
+        Ok(false) => {}
+        Ok(true) => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let (address, data) = crate::arch::msi_message(crate::arch::IOMMU_FAULT_IRQ);
+                hw(unit).set_page_request_interrupt(address, data);
+            }
+            crate::println!("[io] page requests on");
+        }
+        Err(why) => crate::println!("[io] page requests stay off: {why}"),
+    }
 }
 
 /// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
@@ -205,7 +231,13 @@ pub fn reconcile(
     alive: impl Fn(ObjectId, caps::ObjectKind) -> bool,
     notification_alive: impl Fn(&crate::sched::Target) -> bool,
 ) {
-    STATE.lock().reconcile(alive, notification_alive);
+    let mut guard = UNIT.lock();
+    let mut state = STATE.lock();
+    state.reconcile(alive, notification_alive);
+    // The page requests of queues that died: answered `Failure`.
+    if let Some(unit) = guard.as_mut() {
+        state.fail_orphans(hw(unit));
+    }
 }
 
 /// `IoUserTable.Invalidate`: makes the hardware see the driver's stage-1
@@ -256,10 +288,38 @@ pub fn pop(queue: ObjectId) -> (Option<[u64; 6]>, u64) {
     STATE.lock().pop(queue)
 }
 
-/// Whether a thread waits for IO faults (the idle loop must keep taking
-/// interrupts for it).
+/// `IoFaultQueue.Respond`: answers page request `id` of `queue` (and the
+/// rest of its group) with `response` (`iospace::State::respond`).
+pub fn respond(queue: ObjectId, id: u64, response: iospace::Response) -> Result<(), Error> {
+    let mut guard = UNIT.lock();
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
+    let mut state = STATE.lock();
+    state.expire_requests(hw(unit), crate::arch::counter());
+    state.respond(hw(unit), queue, id, response)
+}
+
+/// Whether a thread waits for IO faults, or a page request for its answer
+/// (the idle loop must keep taking interrupts, and the timer must run,
+/// for them).
 pub fn faults_awaited() -> bool {
-    STATE.lock().faults_awaited()
+    let state = STATE.lock();
+    state.faults_awaited() || state.requests_pending()
+}
+
+/// Whether a page request waits for its answer: the scheduler keeps the
+/// timer running while one does, and calls [`expire_requests`] at it.
+pub fn requests_pending() -> bool {
+    STATE.lock().requests_pending()
+}
+
+/// Answers `Failure` to every page request past its deadline.
+pub fn expire_requests() {
+    let mut guard = UNIT.lock();
+    if let Some(unit) = guard.as_mut() {
+        STATE
+            .lock()
+            .expire_requests(hw(unit), crate::arch::counter());
+    }
 }
 
 /// The IOMMU's fault interrupt: queue what the unit recorded and signal the
@@ -270,13 +330,20 @@ pub fn deliver_faults() {
     }
 }
 
-/// Drains the unit into the queues; returns the notifications to signal.
+/// Drains the unit (faults and page requests) into the queues, answers
+/// page requests past their deadline; returns the notifications to signal.
 fn collect() -> heapless::Vec<crate::sched::Target, { iospace::QUEUES }> {
-    let faults = match UNIT.lock().as_mut() {
-        Some(unit) => unit.drain_faults(),
-        None => return heapless::Vec::new(),
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return heapless::Vec::new();
     };
-    let drained = STATE.lock().queue_faults(&faults);
+    let faults = unit.drain_faults();
+    let now = crate::arch::counter();
+    let mut state = STATE.lock();
+    let drained = state.deliver(hw(unit), &faults, now);
+    state.expire_requests(hw(unit), now);
+    drop(state);
+    drop(guard);
     crate::console::bursts(
         drained.dropped,
         |a, b| a == b,
@@ -324,6 +391,14 @@ pub mod view {
         STATE.lock().nests(visit);
     }
 
+    /// Every SVA binding: (requester, device object, root object, root
+    /// table, hardware tag, SMMUv3 CD page).
+    pub fn sva_bindings(mut visit: impl FnMut(u16, ObjectId, ObjectId, u64, u16, Option<u64>)) {
+        for (tag, b) in STATE.lock().sva_bindings() {
+            visit(b.requester, b.device, b.root_object, b.root, tag, b.page);
+        }
+    }
+
     /// Every attachment record: (requester, PASID, space, nest, blocked).
     pub fn attachments(mut visit: impl FnMut(u16, Option<u32>, ObjectId, Option<usize>, bool)) {
         for a in STATE.lock().attachments() {
@@ -367,11 +442,13 @@ pub fn read_dirty(
         })
 }
 
-/// Whether `IoPasid.Attach` can install entries: VT-d in scalable mode.
-pub fn pasids_supported() -> bool {
+/// Whether `IoPasid.Attach` can install entries, through an IoUserTable
+/// (`nested`) or straight to an IoSpace: VT-d in scalable mode both,
+/// SMMUv3 with SubstreamIDs nested only (QEMU's SMMUv3 has none).
+pub fn pasids_supported(nested: bool) -> bool {
     UNIT.lock()
         .as_mut()
-        .is_some_and(|unit| hw(unit).pasids_supported())
+        .is_some_and(|unit| hw(unit).pasids_supported(nested))
 }
 
 /// Whether devices can attach to IoSpaces (a stage 2): not on a VT-d
@@ -436,6 +513,20 @@ pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
     let mut state = STATE.lock();
     if state.vspace_bound(root) {
         state.invalidate_vspace(hw(unit), root, vaddr, size_bits);
+    }
+}
+
+/// A CPU table was unlinked (`PageTable.Unmap`): every bound device
+/// forgets its whole address space before the call returns
+/// (`iospace::State::invalidate_all_vspaces`).
+pub fn invalidate_all_vspaces() {
+    let mut guard = UNIT.lock();
+    let Some(unit) = guard.as_mut() else {
+        return;
+    };
+    let mut state = STATE.lock();
+    if state.sva_bindings().next().is_some() {
+        state.invalidate_all_vspaces(hw(unit));
     }
 }
 

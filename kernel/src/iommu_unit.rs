@@ -239,7 +239,9 @@ impl Unit {
                     1 << 8
                 };
                 (
-                    features.idr1.ssidsize(),
+                    // One CD table page per stream: SubstreamIDs below 64
+                    // (kernel/iospace/src/smmu.rs); QEMU: 0, no PASIDs.
+                    features.idr1.ssidsize().min(6),
                     vmids - 1,
                     features.idr5.oas_bits().min(48),
                 )
@@ -273,11 +275,19 @@ impl Unit {
                 if ecap.flts() {
                     stages |= 1;
                 }
-                if ecap.slts() || !ecap.smts() {
+                let stage2 = ecap.slts() || !ecap.smts();
+                if stage2 {
                     stages |= 2;
                 }
-                // Nesting is the hardware's where ECAP.NEST, else the shadow.
-                stages |= if ecap.nest() { 4 } else { 8 };
+                // Nesting is the hardware's where ECAP.NEST, else the
+                // shadow, which needs a stage 2 (none with QEMU's x-flts).
+                stages |= if ecap.nest() {
+                    4
+                } else if stage2 {
+                    8
+                } else {
+                    0
+                };
                 let mut pages = 1u64 << 12;
                 if cap.second_stage_2m() {
                     pages |= 1 << 21;
@@ -322,10 +332,13 @@ impl Unit {
 
 /// `IommuIdentify` MR5: bit 0 the unit tracks stage-2 dirty state
 /// (`IoSpace.SetDirtyTracking`, `ReadDirty`), bit 1 it sets first-stage
-/// A/D bits. Asked of the driver through the object layer's unit trait,
-/// not of `io_space`: the hardware side does not call up.
+/// A/D bits, bit 2 it takes page requests (recoverable faults,
+/// `IoFaultQueue.Respond`). Asked of the driver through the object
+/// layer's unit trait, not of `io_space`: the hardware side does not call up.
 fn dirty_bits(hw: &impl iospace::IoUnit) -> u64 {
-    u64::from(hw.dirty_tracking()) | u64::from(hw.first_stage_dirty()) << 1
+    u64::from(hw.dirty_tracking())
+        | u64::from(hw.first_stage_dirty()) << 1
+        | u64::from(hw.page_requests_supported()) << 2
 }
 
 /// The unit brought up at boot.

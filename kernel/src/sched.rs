@@ -1049,7 +1049,12 @@ pub fn reconcile_irqs(
 fn end_interrupt(id: u32) {
     if id == arch::IOMMU_FAULT_IRQ {
         crate::io_space::deliver_faults();
-    } else if id != arch::TIMER_IRQ {
+    } else if id == arch::TIMER_IRQ {
+        // No page request waits past its deadline (`io_space`).
+        if crate::io_space::requests_pending() {
+            crate::io_space::expire_requests();
+        }
+    } else {
         let irqs = IRQS.lock();
         if let Some(binding) = irqs.iter().find(|b| b.id == id) {
             arch::irq_line_enable(binding.line, false);
@@ -1072,7 +1077,13 @@ fn idle() -> Option<u32> {
         return None;
     }
     // No thread owns a time slice; a pending Arm timer level is cleared.
-    arch::timer_stop();
+    // While a page request waits for its answer the timer keeps running,
+    // so its deadline is checked.
+    if crate::io_space::requests_pending() {
+        arch::timer_start(TIME_SLICE);
+    } else {
+        arch::timer_stop();
+    }
     Some(arch::wait_for_interrupt())
 }
 

@@ -132,6 +132,16 @@ pub enum Error {
     /// disagree with what the capability model says is mapped, attached or
     /// bound. The first disagreement is printed on the console.
     AbstractionBroken = 77,
+    /// `IoFaultQueueRespond`: the queue never issued that page request id
+    /// (0, an id above the last it issued, or a queue that never took a
+    /// page request). Ids come from `IoFaultQueuePop` records with MR4 = 0.
+    UnknownRequest = 80,
+    /// `IoFaultQueueRespond`: the page request was answered already, by an
+    /// earlier `Respond` (of it or of another request of its group) or by
+    /// the kernel (`Failure` when its device or PASID was detached or its
+    /// IoSpace deleted, or after the response deadline; `Invalid` is never
+    /// late: it is answered before the record is queued).
+    RequestAnswered = 81,
     /// `IoSpace.Map` or `IoSpace.BindUserTable` at an IPA of the MSI
     /// window: x86_64 `0xFEE0_0000..0xFEF0_0000` (the VT-d unit takes
     /// writes there as interrupt requests, never as DMA), aarch64 the last
@@ -148,7 +158,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 44] = [
+    pub const ALL: [Error; 46] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -192,6 +202,8 @@ impl Error {
         Error::IommuTimeout,
         Error::IoShareExhausted,
         Error::AbstractionBroken,
+        Error::UnknownRequest,
+        Error::RequestAnswered,
         Error::MsiWindow,
     ];
 

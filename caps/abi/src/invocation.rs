@@ -93,7 +93,10 @@ pub enum Invocation {
     /// kernel's page-table records are full).
     PageTableMap = 32,
     /// PageTable: remove from its VSpace; only an empty table leaves.
-    /// Errors: `NotMapped`, `TableNotEmpty` (it still holds an entry).
+    /// Devices bound to a VSpace (`IoDeviceBindVSpace`) forget their
+    /// cached translations before it returns. Errors: `NotMapped`,
+    /// `TableNotEmpty` (it still holds an entry), `IommuTimeout` (a bound
+    /// device's invalidation was not confirmed: the device is blocked).
     PageTableUnmap = 33,
 
     /// IrqControl: create a handler for line `MR0` in slot `MR1`.
@@ -107,23 +110,33 @@ pub enum Invocation {
     IrqHandlerSetNotification = 42,
     /// IrqHandler of an MSI line, for the IoDevice cap 0 (write right):
     /// reply MR0 the message address, MR1 the message data that device must
-    /// write to raise it (program them into its MSI capability). With
-    /// interrupt remapping the line's remapping entry then accepts that
-    /// device's requester id only, until the handler or the IoDevice is
-    /// deleted. Errors:
-    /// `InvalidArgument` (not an MSI line), `NotSupported` (no MSI lines on
-    /// this architecture), `TruncatedMessage` (no cap 0), the lookup errors
-    /// of cap 0.
+    /// write to raise it (program them into its MSI or MSI-X capability).
+    /// x86_64 (lines 16..32): with interrupt remapping the line's remapping
+    /// entry then accepts that device's requester id only, until the
+    /// handler or the IoDevice is deleted. aarch64 (the GICv2m frame's
+    /// SPIs): the kernel maps the GICv2m doorbell write-only into the
+    /// IoSpace the device is attached to, at the last page of its IPA range
+    /// (once; it stays for the IoSpace's life), and answers that IPA plus
+    /// the doorbell's offset and the line's INTID; a nested device reaches
+    /// it through an IOVA its driver maps there in stage 1. Errors:
+    /// `InvalidArgument` (not an MSI line), `DeviceNotAttached` (aarch64:
+    /// the device is not attached), `TableMemoryExhausted` (aarch64: the
+    /// IoSpace's table reservation cannot hold the doorbell's walk),
+    /// `TruncatedMessage` (no cap 0), the lookup errors of cap 0.
     IrqHandlerMsiMessage = 43,
 
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
-    /// translation bits (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow
+    /// translation bits (0 stage 1: `IoDeviceBindVSpace` can work; 1 stage
+    /// 2: IoSpaces can be attached; 2 hardware nesting, 3 shadow
     /// nesting), MR2 PASID width in bits, MR3 supported page sizes as a bit
     /// set of log2 sizes, MR4 number of domain ids, MR5 dirty tracking
     /// (bit 0: `IoSpaceSetDirtyTracking` / `IoSpaceReadDirty` work, the
     /// unit updates dirty state in stage 2: VT-d ECAP.SLADS in scalable
     /// mode, SMMUv3 IDR0.HTTU = 2; bit 1: the unit sets accessed / dirty
-    /// bits in first-stage (driver) tables, VT-d ECAP.FLTS).
+    /// bits in first-stage (driver) tables, VT-d ECAP.FLTS; bit 2: page
+    /// requests reach `IoFaultQueue`s as recoverable records, answered with
+    /// `IoFaultQueueRespond`: VT-d ECAP.PRS in scalable mode, SMMUv3
+    /// IDR0.PRI; clear on QEMU, where no device raises them).
     IommuIdentify = 50,
     /// IommuControl: create the IoDevice for requester (PCI RID / StreamID)
     /// `MR0` in slot `MR1`. Errors: `OutOfScope` (not in the unit's device
@@ -180,17 +193,20 @@ pub enum Invocation {
     /// IoSpace: map the Frame cap 0 at IPA `MR0` with rights `MR1` (bit 0
     /// read, 1 write; at most the Frame cap's). Errors: `InvalidAddress`
     /// (misaligned, out of range, or in the reserved kernel window),
-    /// `AddressInUse`, `AlreadyMapped`, `InvalidRights`, `DeviceMemory`
-    /// (cap 0 is device memory), `TableMemoryExhausted` (the IoSpace's table
-    /// reservation is used up).
+    /// `MsiWindow` (overlaps the MSI window: x86_64 `0xFEE0_0000..
+    /// 0xFEF0_0000`, aarch64 the MSI doorbell page, the last of the IPA
+    /// range), `AddressInUse`, `AlreadyMapped`, `InvalidRights`,
+    /// `DeviceMemory` (cap 0 is device memory), `TableMemoryExhausted` (the
+    /// IoSpace's table reservation is used up).
     IoSpaceMap = 70,
     /// IoSpace: unmap the Frame cap 0 from this space; caches are invalidated
     /// and the invalidation has completed when the call returns.
     IoSpaceUnmap = 71,
     /// IoSpace: create in slot `MR2` an IoUserTable rooted at IPA `MR0` in
     /// format `MR1` (1 x86 first-stage 4-level, 2 Arm VMSAv8-64 stage 1 4 KiB
-    /// granule 48-bit). Errors: `InvalidAddress`, `InvalidArgument` (format
-    /// not supported by the unit).
+    /// granule 48-bit). Errors: `InvalidAddress`, `MsiWindow` (the root in
+    /// the MSI window), `InvalidArgument` (format not supported by the
+    /// unit).
     IoSpaceBindUserTable = 72,
     /// IoSpace: turn dirty tracking of its stage 2 on (`MR0` = 1) or off
     /// (`MR0` = 0) for every device using it, now and later. Turning it on
@@ -231,7 +247,8 @@ pub enum Invocation {
     IoUserTableInvalidate = 80,
 
     /// IoPasid: attach to the IoUserTable or IoSpace cap 0 (which must use the
-    /// device's IoSpace). Errors: `NotSupported` (the unit has no PASIDs),
+    /// device's IoSpace). Errors: `NotSupported` (the unit has no PASIDs,
+    /// or no stage 2: VT-d first stage only, QEMU `x-flts=on`),
     /// `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`, and the
     /// unit's room errors of `IoDeviceAttach`.
     IoPasidAttach = 90,
@@ -244,15 +261,47 @@ pub enum Invocation {
     /// errors of cap 0, `ObjectTableFull` (the kernel's queue records are
     /// full).
     IoFaultQueueBind = 100,
-    /// IoFaultQueue (read right): take the oldest record: MR0 badge of the
-    /// device cap, MR1 PASID (or u64::MAX), MR2 address, MR3 access (bit 0
-    /// read, 1 write), MR4 stage (1 or 2), MR5 vendor reason; length 0 when empty.
+    /// IoFaultQueue (read right): take the oldest record; length 0 when
+    /// empty. Two kinds share one layout of six words:
+    ///
+    /// | MR | unrecoverable fault | page request (recoverable) |
+    /// |---|---|---|
+    /// | 0 | badge of the bound device / IoSpace cap | same |
+    /// | 1 | PASID, `u64::MAX` for none | same |
+    /// | 2 | faulting address (VT-d: page aligned) | the page (4 KiB aligned) |
+    /// | 3 | access: bit 0 read, bit 1 write | bit 0 read, 1 write, 2 execute, 3 privileged |
+    /// | 4 | stage that faulted: 1 or 2 | 0 |
+    /// | 5 | vendor reason (VT-d fault reason, SMMUv3 event code) | request id for `IoFaultQueueRespond` (from 1, per queue, never reused) |
+    ///
+    /// A page request's device waits until it is answered: by
+    /// `IoFaultQueueRespond`, or by the kernel (`Failure` when this queue
+    /// dies, when the requester's device or PASID is detached, its
+    /// capability deleted or its IoSpace deleted, and after the response
+    /// deadline, about a second; `Invalid` at once, with no record, when
+    /// no queue takes the request or the queue's records or its 16
+    /// unanswered requests are full). kernel/README.md, "Recoverable IO
+    /// page faults".
     IoFaultQueuePop = 101,
+    /// IoFaultQueue (write right): answer page request `MR0` (an id from a
+    /// `Pop` record with MR4 = 0) with `MR1`: 0 Success (the page is
+    /// mapped and, for a stage 1, invalidated: the device retries), 1
+    /// Invalid (the device reports an error for this request), 2 Failure
+    /// (the device reports an error and stops making page requests). The
+    /// answer covers the other requests of the same page request group
+    /// in this queue. Errors: `NotSupported` (the unit takes no page
+    /// requests: `IommuIdentify` MR5 bit 2 clear, as on QEMU, so no id
+    /// was ever issued), `InvalidArgument` (`MR1` > 2),
+    /// `TruncatedMessage` (fewer than 2 words), `InsufficientRights` (no
+    /// write right), `UnknownRequest` (this queue never issued `MR0`),
+    /// `RequestAnswered` (answered already, by a `Respond` or by the
+    /// kernel), `IommuTimeout` (the unit did not complete the answer; it
+    /// counts as answered).
+    IoFaultQueueRespond = 102,
 }
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 37] = [
+    pub const ALL: [Invocation; 38] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -290,6 +339,7 @@ impl Invocation {
         Invocation::IoPasidDetach,
         Invocation::IoFaultQueueBind,
         Invocation::IoFaultQueuePop,
+        Invocation::IoFaultQueueRespond,
     ];
 
     /// The label with this number, if any.

@@ -33,6 +33,9 @@ pub struct Flaws {
     /// `dirty_access` (`IoSpace.ReadDirty` / `SetDirtyTracking`) accepts an
     /// IoSpace cap with only the read right.
     pub dirty_needs_read_only: bool,
+    /// `respond_access` (`IoFaultQueue.Respond`) accepts an IoFaultQueue
+    /// cap with only the read right.
+    pub respond_needs_read_only: bool,
     /// `sva_bind_access` (`IoDevice.BindVSpace`) accepts a VSpace root
     /// PageTable cap with only the read right.
     pub sva_bind_read_only: bool,
@@ -40,7 +43,7 @@ pub struct Flaws {
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 10] {
+    pub fn each() -> [(&'static str, Flaws); 11] {
         let none = Flaws::default();
         [
             (
@@ -103,6 +106,13 @@ impl Flaws {
                 "dirty_needs_read_only",
                 Flaws {
                     dirty_needs_read_only: true,
+                    ..none
+                },
+            ),
+            (
+                "respond_needs_read_only",
+                Flaws {
+                    respond_needs_read_only: true,
                     ..none
                 },
             ),

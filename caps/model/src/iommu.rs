@@ -503,6 +503,24 @@ impl<S: Storage> Caps<S> {
         Ok((scap.object, frame))
     }
 
+    /// `IoFaultQueue.Respond`: who may answer a page request queued in the
+    /// IoFaultQueue named by `queue`. An answer changes what a device does
+    /// (it retries, reports an error, or stops making page requests), so
+    /// it needs `WRITE` on the queue cap, like `Bind`; `Pop` needs only
+    /// `READ`, so a holder that may watch faults cannot answer them.
+    /// Changes nothing: returns the queue; which requests are pending is
+    /// the kernel's (`iospace::State::respond`).
+    pub fn respond_access(&self, queue: SlotId) -> Result<ObjectId, Error> {
+        let needed = if flawed!(self, respond_needs_read_only) {
+            Rights::READ
+        } else {
+            Rights::WRITE
+        };
+        Ok(self
+            .lookup_as(queue, ObjectKind::IoFaultQueue, needed)?
+            .object)
+    }
+
     /// `IoDevice.BindVSpace` (SVA): who may let a device translate through
     /// a CPU address space. The device then reaches everything the
     /// VSpace maps, with the rights of its leaves, and each later CPU

@@ -107,6 +107,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (slot(), slot()).prop_map(|(target, queue)| Op::BindFaultQueue { target, queue }),
         1 => (slot(), 0u16..6, slot()).prop_map(|(control, irq, dest)| Op::IssueIrq { control, irq, dest }),
         2 => (slot(), prop::option::of(slot())).prop_map(|(space, bitmap)| Op::DirtyAccess { space, bitmap }),
+        2 => slot().prop_map(|queue| Op::RespondAccess { queue }),
         2 => (slot(), slot()).prop_map(|(device, root)| Op::BindVSpace { device, root }),
     ]
 }
@@ -239,6 +240,9 @@ fn aim(op: Op, caps: &Caps<ArrayStorage<SLOTS, OBJECTS>>) -> Op {
         Op::DirtyAccess { space, bitmap } => Op::DirtyAccess {
             space: pick(space, &kind(ObjectKind::IoSpace)),
             bitmap: bitmap.map(|b| pick(b, &kind(ObjectKind::Frame))),
+        },
+        Op::RespondAccess { queue } => Op::RespondAccess {
+            queue: pick(queue, &kind(ObjectKind::IoFaultQueue)),
         },
         Op::BindVSpace { device, root } => Op::BindVSpace {
             device: pick(device, &kind(ObjectKind::IoDevice)),
@@ -456,6 +460,7 @@ fn wild_op() -> impl Strategy<Value = Op> {
         wild_slot().prop_map(|frame| Op::UnmapIo { frame }),
         (wild_slot(), prop::option::of(wild_slot()))
             .prop_map(|(space, bitmap)| Op::DirtyAccess { space, bitmap }),
+        wild_slot().prop_map(|queue| Op::RespondAccess { queue }),
         (wild_slot(), wild_slot()).prop_map(|(device, root)| Op::BindVSpace { device, root }),
         (wild_slot(), any::<u16>(), wild_slot()).prop_map(|(control, irq, dest)| Op::IssueIrq {
             control,

@@ -25,6 +25,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "map_skips_index" => "mapping index",
         "stale_ipa_index" => "mapping index",
         "dirty_needs_read_only" => "dirty access needs write",
+        "respond_needs_read_only" => "respond needs write",
         "sva_bind_read_only" => "sva bind needs write",
         other => panic!("unknown seeded bug {other}"),
     }
@@ -34,9 +35,9 @@ fn expected_violation(bug: &str) -> &'static str {
 fn checker_catches_every_seeded_bug() {
     let mut caught = Vec::new();
     for (bug, flaws) in Flaws::each() {
-        // The dirty-tracking calls (and read-only IoSpace caps) are offered
-        // in their own scenario only.
-        let bounds = if bug == "dirty_needs_read_only" {
+        // The dirty-tracking and `Respond` calls (and read-only IoSpace and
+        // IoFaultQueue caps) are offered in their own scenario only.
+        let bounds = if bug == "dirty_needs_read_only" || bug == "respond_needs_read_only" {
             Bounds::dirty()
         } else if bug == "sva_bind_read_only" {
             Bounds::sva()
@@ -73,6 +74,11 @@ fn checker_catches_every_seeded_bug() {
             (
                 "dirty access needs write",
                 "a dirty call succeeded without WRITE".into(),
+            )
+        } else if last.respond_without_write {
+            (
+                "respond needs write",
+                "a Respond succeeded without WRITE".into(),
             )
         } else if last.sva_without_write {
             (

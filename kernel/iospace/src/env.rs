@@ -25,6 +25,10 @@ pub trait Env {
     /// RAM the [`Flaw::Stage2Identity`] flaw maps into every new stage 2
     /// (2 MiB from here, identity).
     const FOREIGN_IPA: u64 = 0;
+    /// How long a page request may wait for its driver's answer, in the
+    /// units of the `now` the caller passes (`State::deliver`,
+    /// `State::expire_requests`); then the layer answers `Failure`.
+    const RESPONSE_DEADLINE: u64;
 }
 
 /// The deliberate flaws a test kernel can plant in this layer, each caught

@@ -2,6 +2,7 @@
 //! requester (`Bind` with an IoDevice) or else of its domain (`Bind` with
 //! an IoSpace), as a record a driver pops.
 
+use crate::requests::{PENDING_REQUESTS, Pending};
 use crate::state::State;
 use crate::{Env, IoUnit, QUEUE_DEPTH, QUEUES};
 use caps::{FaultSource, ObjectId};
@@ -64,8 +65,10 @@ impl From<&iommu::smmuv3::queue::Event> for DmaFault {
 }
 
 /// A fault queue record as `IoFaultQueue.Pop` returns it: badge of the
-/// bound capability, PASID (`u64::MAX`: none), address, read (bit 0) /
-/// write (bit 1), stage, reason.
+/// bound capability, PASID (`u64::MAX`: none), address, access (bit 0
+/// read, bit 1 write; page requests also bit 2 execute, bit 3
+/// privileged), stage (1 or 2; 0: a page request), then the vendor's
+/// reason, or a page request's id for `Respond` (`requests.rs`).
 pub type Record = [u64; 6];
 
 /// One bound fault queue.
@@ -75,6 +78,13 @@ pub(crate) struct Queue<N> {
     pub(crate) badge: u64,
     pub(crate) records: heapless::Deque<Record, QUEUE_DEPTH>,
     pub(crate) lost: u64,
+    /// Page requests queued here and not answered yet.
+    pub(crate) pending: heapless::Vec<Pending, PENDING_REQUESTS>,
+    /// The id the next page request gets (ids start at 1).
+    pub(crate) next_id: u64,
+    /// The queue object died with requests pending: they are answered
+    /// `Failure` by [`State::fail_orphans`], then the queue goes.
+    pub(crate) dead: bool,
 }
 
 /// What one drain of faults into the queues leaves for the caller.
@@ -123,7 +133,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     }
 
     /// The queue a fault goes to: its device's route, else its domain's.
-    fn route(&self, fault: &DmaFault) -> Option<usize> {
+    pub(crate) fn route(&self, fault: &DmaFault) -> Option<usize> {
         let rid = u32::from(fault.requester);
         let did = self
             .attached
@@ -141,7 +151,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                     .find(|(s, _)| did.is_some_and(|d| *s == FaultSource::Domain(d)))
             })
             .map(|(_, q)| *q)?;
-        self.queues.iter().position(|q| q.object == queue)
+        self.queues
+            .iter()
+            .position(|q| q.object == queue && !q.dead)
     }
 
     /// Whether `IoFaultQueue.Bind` of `queue` finds a record for it (its
@@ -165,7 +177,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         badge: u64,
         enable_interrupt: impl FnOnce() -> Result<(), &'static str>,
     ) -> Result<(), abi::Error> {
-        if let Some(q) = self.queues.iter_mut().find(|q| q.object == queue) {
+        if let Some(q) = self
+            .queues
+            .iter_mut()
+            .find(|q| q.object == queue && !q.dead)
+        {
             q.notification = Some(notification);
             q.badge = badge;
         } else {
@@ -176,6 +192,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                     badge,
                     records: heapless::Deque::new(),
                     lost: 0,
+                    pending: heapless::Vec::new(),
+                    next_id: 1,
+                    dead: false,
                 })
                 .map_err(|_| abi::Error::ObjectTableFull)?;
         }
@@ -191,7 +210,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// The oldest record of `queue` and how many were lost to a full
     /// queue so far (the caller queues what the unit recorded first).
     pub fn pop(&mut self, queue: ObjectId) -> (Option<Record>, u64) {
-        match self.queues.iter_mut().find(|q| q.object == queue) {
+        match self
+            .queues
+            .iter_mut()
+            .find(|q| q.object == queue && !q.dead)
+        {
             Some(q) => (q.records.pop_front(), q.lost),
             None => (None, 0),
         }

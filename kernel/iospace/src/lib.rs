@@ -53,6 +53,11 @@
 //! enough pages left ([`State::ensure_pool`], [`State::ensure_attach_room`]),
 //! so an effect never fails for lack of memory.
 //!
+//! Recoverable faults (`requests.rs`): page requests go to the fault
+//! queues as records a driver answers (`IoFaultQueue.Respond`); the layer
+//! answers `Failure` itself when the queue, the requester's entry or
+//! [`Env::RESPONSE_DEADLINE`] runs out, so a device never waits forever.
+//!
 //! Fail closed: an invalidation that fails or times out blocks every
 //! device that may still translate through what it was meant to remove
 //! (`iommu::attachments`; on SMMUv3, DMA stops altogether when even that
@@ -68,6 +73,7 @@ mod faults;
 mod index;
 mod msi;
 mod pool;
+mod requests;
 mod smmu;
 mod state;
 mod sva;
@@ -77,6 +83,7 @@ mod vtd;
 pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
 pub use msi::msi_doorbell_ipa;
+pub use requests::{KernelAnswers, PENDING_REQUESTS, PageRequest, Response};
 pub use state::State;
 pub use sva::{Binding, SVA_BINDINGS};
 pub use unit::IoUnit;
@@ -114,6 +121,8 @@ pub const ATTACHED: usize = 64;
 /// live entry, and one attachment's entry needs at most
 /// [`UNIT_TABLES_PER_ENTRY`].
 const UNIT_TABLES: usize = ATTACHED * UNIT_TABLES_PER_ENTRY;
+/// Most SMMUv3 streams with substreams (a CD table each) at once.
+pub const SUBSTREAM_TABLES: usize = 32;
 /// Most fault queues bound at once.
 pub const QUEUES: usize = 32;
 /// What one IoSpace may use of the unit's [`ATTACHED`] attachment records

@@ -50,6 +50,15 @@ pub(crate) struct Nest {
     pub(crate) leaves: u64,
 }
 
+/// An SMMUv3 stream whose PASIDs (SubstreamIDs) are attached: its CD
+/// table page, charged to `space` and mapped read-only in its stage 2
+/// (`smmu.rs`).
+pub(crate) struct Substreams {
+    pub(crate) stream: u16,
+    pub(crate) space: ObjectId,
+    pub(crate) page: u64,
+}
+
 /// Everything the layer keeps for unit `U`, reaching table memory through
 /// `M`, reporting to `E`.
 pub struct State<U: IoUnit, M, E: Env> {
@@ -59,6 +68,9 @@ pub struct State<U: IoUnit, M, E: Env> {
     by_object: Index,
     by_did: Index,
     pub(crate) nests: [Option<Nest>; NESTS],
+    /// SMMUv3 CD tables of streams with substreams; slot `i` is mapped at
+    /// its own IPA of the reserved window.
+    pub(crate) substreams: [Option<Substreams>; crate::SUBSTREAM_TABLES],
     /// Requesters (or PASIDs) pointed at a domain, with their nest.
     pub(crate) attached: Attachments<ObjectId, ATTACHED>,
     /// The unit's own table pages taken from the pool, and who paid.
@@ -73,6 +85,8 @@ pub struct State<U: IoUnit, M, E: Env> {
     pending_spaces: heapless::Vec<ObjectId, PENDING_TAGS>,
     /// An invalidation failed or timed out during the current invocation.
     pub(crate) failure: Option<Error>,
+    /// Page requests the kernel answered itself (`requests.rs`).
+    pub(crate) kernel_answers: crate::KernelAnswers,
     /// IoSpaces whose stage 2 lost entries since the last invalidation:
     /// their VT-d shadows are cleared before it.
     dirty: heapless::Vec<ObjectId, SPACES>,
@@ -100,6 +114,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             by_object: Index::new(),
             by_did: Index::new(),
             nests: [const { None }; NESTS],
+            substreams: [const { None }; crate::SUBSTREAM_TABLES],
             attached: Attachments::new(SHARE),
             unit_tables: UnitTables::new(),
             routes: heapless::Vec::new(),
@@ -108,6 +123,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             pending_tags: heapless::Vec::new(),
             pending_spaces: heapless::Vec::new(),
             failure: None,
+            kernel_answers: crate::KernelAnswers {
+                refused: 0,
+                failed: 0,
+            },
             dirty: heapless::Vec::new(),
             sva: [None; crate::sva::SVA_BINDINGS],
             unit: PhantomData,
@@ -662,6 +681,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         }
         let requester = u16::try_from(rid).map_err(|_| "requester id above 16 bits")?;
         let cleared = unit.clear_entry(self, requester, pasid);
+        // Nobody can serve its page requests any more: the device (or
+        // PASID) is blocked. A device's clear covers its PASIDs too.
+        self.fail_requester(unit, requester, pasid);
         if cleared.is_err() {
             // Retried through the record, then escalated.
             self.fail_closed(unit, Exposed::Requester(requester, pasid));
@@ -798,8 +820,15 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         alive: impl Fn(ObjectId, ObjectKind) -> bool,
         notification_alive: impl Fn(&E::Notify) -> bool,
     ) {
-        self.queues
-            .retain(|q| alive(q.object, ObjectKind::IoFaultQueue));
+        // A dead queue with page requests pending stays until
+        // `fail_orphans` has answered them (`Failure`).
+        for queue in self.queues.iter_mut() {
+            if !alive(queue.object, ObjectKind::IoFaultQueue) {
+                queue.dead = true;
+                queue.notification = None;
+            }
+        }
+        self.queues.retain(|q| !q.dead || !q.pending.is_empty());
         // A dead notification is never signalled: its memory may be
         // anything by the next fault (records still queue; `Pop` reads
         // them).

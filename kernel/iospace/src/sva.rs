@@ -55,9 +55,13 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         self.sva.iter().flatten().any(|b| b.root == root)
     }
 
-    /// The bindings (for tests).
-    pub fn sva_bindings(&self) -> impl Iterator<Item = &Binding> + '_ {
-        self.sva.iter().flatten()
+    /// The bindings with their hardware tags ([`IoUnit::sva_tag`] of
+    /// their slot), for the kernel's abstraction check.
+    pub fn sva_bindings(&self) -> impl Iterator<Item = (u16, &Binding)> + '_ {
+        self.sva
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (U::sva_tag(i), b)))
     }
 
     /// Before `IoDevice.BindVSpace`, changing nothing: `NotSupported`
@@ -155,7 +159,24 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 .invalidate_sva(self, index, Some((vaddr, size_bits)))
                 .is_err()
             {
-                self.failure = Some(Error::IommuTimeout);
+                self.block_requester(unit, binding.requester);
+            }
+        }
+    }
+
+    /// A CPU table was unlinked from some VSpace (`PageTable.Unmap`):
+    /// every bound device forgets its whole address space, the
+    /// paging-structure entries it may cache for that table included,
+    /// before the table's memory can serve anything else.
+    pub fn invalidate_all_vspaces(&mut self, unit: &mut U) {
+        if E::broken(Flaw::SkipSvaInvalidation) {
+            return;
+        }
+        for index in 0..SVA_BINDINGS {
+            let Some(binding) = self.sva[index] else {
+                continue;
+            };
+            if unit.invalidate_sva(self, index, None).is_err() {
                 self.block_requester(unit, binding.requester);
             }
         }
@@ -179,13 +200,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 || !alive(binding.root_object, ObjectKind::PageTable)
             {
                 self.drop_binding(unit, index);
-            } else if tables_died
-                && !E::broken(Flaw::SkipSvaInvalidation)
-                && unit.invalidate_sva(self, index, None).is_err()
-            {
-                self.failure = Some(Error::IommuTimeout);
-                self.block_requester(unit, binding.requester);
             }
+        }
+        if tables_died {
+            self.invalidate_all_vspaces(unit);
         }
     }
 

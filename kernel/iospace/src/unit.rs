@@ -33,8 +33,11 @@ pub trait IoUnit: Sized {
     /// The IPA a nest's CD page is mapped at (SMMUv3), in an IoSpace of
     /// `ipa_bits`.
     fn cd_ipa(ipa_bits: u32, index: usize) -> Option<u64>;
-    /// Whether `IoPasid.Attach` can install entries.
-    fn pasids_supported(&self) -> bool;
+    /// Whether `IoPasid.Attach` can install entries, through a driver's
+    /// stage 1 (`nested`: an IoUserTable) or straight to an IoSpace: VT-d
+    /// in scalable mode both; SMMUv3 with SubstreamIDs (IDR1.SSIDSIZE > 0)
+    /// nested only, since a substream always translates through a CD.
+    fn pasids_supported(&self, nested: bool) -> bool;
     /// Whether the unit updates dirty state in stage 2, so
     /// `IoSpace.SetDirtyTracking` and `ReadDirty` work: VT-d ECAP.SLADS in
     /// scalable mode (PASID entry SSADE), SMMUv3 IDR0.HTTU = 2 (STE.S2HD).
@@ -42,10 +45,41 @@ pub trait IoUnit: Sized {
     /// Whether the unit sets accessed / dirty bits in first-stage tables
     /// (VT-d ECAP.FLTS in scalable mode).
     fn first_stage_dirty(&self) -> bool;
+    /// Whether the unit can take page requests: VT-d ECAP.PRS in scalable
+    /// mode with queued invalidation, SMMUv3 IDR0.PRI.
+    fn page_requests_supported(&self) -> bool;
+
+    /// Sets up the unit's page request queue (VT-d PQA, SMMUv3 PRIQ) in a
+    /// page from `frames`.
+    #[doc(hidden)]
+    fn start_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        frames: &mut impl iommu::FrameAllocator,
+    ) -> Result<(), &'static str>;
+    /// Moves up to `out`'s capacity of queued page requests into `out`;
+    /// whether more wait.
+    #[doc(hidden)]
+    fn take_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        out: &mut heapless::Vec<crate::PageRequest, { crate::MAX_FAULTS }>,
+    ) -> bool;
+    /// Answers `request`'s group (VT-d page group response, SMMUv3
+    /// CMD_PRI_RESP), waited for.
+    #[doc(hidden)]
+    fn answer_page_request(
+        &mut self,
+        mem: &impl PhysMem,
+        request: &crate::PageRequest,
+        response: crate::Response,
+    ) -> Result<(), &'static str>;
 
     /// Whether devices can translate through an IoSpace's stage 2 (VT-d:
     /// legacy mode or ECAP.SLTS; QEMU's `x-flts=on` has first stage only).
     fn stage2_supported(&self) -> bool;
+    /// The hardware tag of SVA binding `index` (VT-d DID; SMMUv3 VMID).
+    fn sva_tag(index: usize) -> u16;
     /// Whether `IoDevice.BindVSpace` can install a first-stage-only entry
     /// (VT-d ECAP.FLTS in scalable mode; SMMUv3 IDR0.S1P).
     fn sva_supported(&self) -> bool;

@@ -10,6 +10,7 @@ use iommu::attachments::Exposed;
 use iommu::budget::{Account, UNIT_TABLES_PER_ENTRY};
 use iommu::pagetable::PageTable;
 use iommu::vtd::VtdUnit;
+use iommu::vtd::prq::ResponseCode;
 use iommu::vtd::qi::{Descriptor, IotlbScope, PasidIotlbScope};
 use iommu::vtd::regs::RootTableMode;
 use iommu::vtd::tables::{
@@ -92,7 +93,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         None
     }
 
-    fn pasids_supported(&self) -> bool {
+    fn pasids_supported(&self, _nested: bool) -> bool {
         scalable(self)
     }
 
@@ -104,12 +105,67 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self) && self.extensions().first_stage_dirty
     }
 
+    fn page_requests_supported(&self) -> bool {
+        scalable(self) && self.extended_capability().prs() && self.queue().is_some()
+    }
+
+    fn start_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        frames: &mut impl iommu::FrameAllocator,
+    ) -> Result<(), &'static str> {
+        self.enable_page_requests(mem, frames)
+            .map_err(|_| "the page request queue was not set up")
+    }
+
+    fn take_page_requests(
+        &mut self,
+        mem: &impl PhysMem,
+        out: &mut heapless::Vec<crate::PageRequest, { crate::MAX_FAULTS }>,
+    ) -> bool {
+        let drain = self.read_page_requests(mem);
+        for request in drain.requests.iter() {
+            let _ = out.push(crate::PageRequest::from(&request));
+        }
+        drain.more
+    }
+
+    fn answer_page_request(
+        &mut self,
+        mem: &impl PhysMem,
+        request: &crate::PageRequest,
+        response: crate::Response,
+    ) -> Result<(), &'static str> {
+        let code = match response {
+            crate::Response::Success => ResponseCode::Success,
+            crate::Response::Invalid => ResponseCode::Invalid,
+            crate::Response::Failure => ResponseCode::Failure,
+        };
+        let vtd_request = iommu::vtd::prq::PageRequest {
+            source_id: request.requester,
+            pasid: request.pasid,
+            address: request.address,
+            read: request.read,
+            write: request.write,
+            execute: request.execute,
+            privileged: request.privileged,
+            last_in_group: true,
+            group_index: request.group,
+        };
+        self.respond_page_request(mem, &vtd_request, code)
+            .map_err(|_| "the page group response was not completed")
+    }
+
     fn stage2_supported(&self) -> bool {
         !scalable(self) || self.extended_capability().slts()
     }
 
     fn sva_supported(&self) -> bool {
         scalable(self) && self.extended_capability().flts()
+    }
+
+    fn sva_tag(index: usize) -> u16 {
+        SVA_DIDS + index as u16
     }
 
     fn write_sva_entry<M: PhysMem + Copy, E: Env>(
@@ -123,7 +179,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         // device's requests are user requests, and the kernel's PML4
         // entries (U/S = 0) fault for them.
         let config = PasidConfig::FirstStage {
-            domain: SVA_DIDS + index as u16,
+            domain: Self::sva_tag(index),
             table: root,
         };
         let mem = state.mem();
@@ -142,7 +198,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         index: usize,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str> {
-        let domain = SVA_DIDS + index as u16;
+        let domain = Self::sva_tag(index);
         let scope = match leaf {
             Some((address, size_bits)) => PasidIotlbScope::Pages {
                 domain,
@@ -333,7 +389,14 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
                 .with_space_tables(space, |frames| {
                     self.set_pasid_entry(&mem, frames, requester, pasid.unwrap_or(0), Some(config))
                 })
-                .map_err(|_| state.unit_failed("writing the PASID entry failed"))
+                .map_err(|_| state.unit_failed("writing the PASID entry failed"))?;
+            if self.page_requests_enabled() {
+                // Context PRE: the device's page requests reach the queue
+                // (a context entry made afresh has it clear).
+                self.set_page_requests(&mem, requester, true)
+                    .map_err(|_| state.unit_failed("setting the context entry's PRE failed"))?;
+            }
+            Ok(())
         } else {
             if pasid.is_some() {
                 return Err("PASIDs need scalable mode");

@@ -1,5 +1,5 @@
 //! IoFaultQueue invocations: `Bind` (a notification and a fault source),
-//! `Pop` (the oldest record).
+//! `Pop` (the oldest record), `Respond` (answer a page request).
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem};
@@ -21,6 +21,12 @@ pub(super) enum QueueOp {
     },
     /// Take the oldest record of `queue`.
     Pop { queue: ObjectId },
+    /// Answer page request `id` of `queue` with `response`.
+    Respond {
+        queue: ObjectId,
+        id: u64,
+        response: iospace::Response,
+    },
 }
 
 /// Decodes an IoFaultQueue invocation; changes nothing.
@@ -53,6 +59,16 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
                 .lookup_as(call.slot, ObjectKind::IoFaultQueue, Rights::READ)?
                 .object(),
         }),
+        Invocation::IoFaultQueueRespond => {
+            let (id, response) = (call.argument(0)?, call.argument(1)?);
+            let response =
+                iospace::Response::from_number(response).ok_or(Error::InvalidArgument)?;
+            Ok(QueueOp::Respond {
+                queue: caps.respond_access(call.slot)?,
+                id,
+                response,
+            })
+        }
         _ => Err(Error::InvalidInvocation),
     }
 }
@@ -61,7 +77,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
 /// the model's `bind_fault_queue` (`WrongKind`, ..., nothing changed):
 /// the kernel's queue record it then takes was checked by decode
 /// (`io_space::can_bind_queue`; its answer is still passed on). `Pop`
-/// cannot fail.
+/// cannot fail. `Respond` refuses an id the queue never issued
+/// (`UnknownRequest`) or one answered already (`RequestAnswered`), and
+/// changes nothing then.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: QueueOp) -> Result<Reply, Error> {
     match op {
@@ -84,5 +102,13 @@ pub(super) fn perform(caps: &mut CapSystem, op: QueueOp) -> Result<Reply, Error>
             },
             (None, _) => Reply::EMPTY,
         }),
+        QueueOp::Respond {
+            queue,
+            id,
+            response,
+        } => {
+            crate::io_space::respond(queue, id, response)?;
+            Ok(Reply::EMPTY)
+        }
     }
 }

@@ -104,10 +104,13 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             })
         }
         (ObjectKind::IoPasid, Invocation::IoPasidAttach) => {
-            if !crate::io_space::pasids_supported() {
+            let target = call.extra_cap(caps, 0)?;
+            let (_, root_ipa) = attach_target(caps, target)?;
+            if !crate::io_space::pasids_supported(root_ipa.is_some())
+                || !crate::io_space::stage2_supported()
+            {
                 return Err(Error::NotSupported);
             }
-            let target = call.extra_cap(caps, 0)?;
             check_attach_room(caps, target)?;
             Ok(DeviceOp::Attach {
                 slot,

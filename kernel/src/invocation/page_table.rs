@@ -74,7 +74,12 @@ pub(super) fn perform(op: PageTableOp) -> Reply {
             crate::vspace::install_table(entry, paddr);
             objects::record_table(object, paddr, entry);
         }
-        PageTableOp::Unmap { paddr } => objects::forget_table(paddr),
+        PageTableOp::Unmap { paddr } => {
+            objects::forget_table(paddr);
+            // A device bound to the VSpace (SVA) may cache entries that
+            // led through the table: gone before its memory can be reused.
+            crate::io_space::invalidate_all_vspaces();
+        }
     }
     Reply::EMPTY
 }

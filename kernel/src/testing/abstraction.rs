@@ -27,7 +27,9 @@
 //!   translate are exactly those of the IoDevices and IoPasids the model
 //!   says are attached (less those the kernel blocked after a failed
 //!   invalidation), each naming its IoSpace's stage-2 root and tag, or the
-//!   nest (VT-d shadow, nested entry, SMMUv3 CD) of its IoUserTable.
+//!   nest (VT-d shadow, nested entry, SMMUv3 CD) of its IoUserTable; and
+//!   those of the SVA bindings (first stage only, through a live VSpace
+//!   root, of a live IoDevice the model has not attached).
 //! - (d) x86_64: the present MSI remapping entries are exactly those of
 //!   live IrqHandlers bound (`IrqHandler.MsiMessage`) to live IoDevices,
 //!   each accepting only that device's requester id; every IRQ binding
@@ -391,8 +393,12 @@ struct Entry {
     table: u64,
     /// DID (VT-d) or VMID (SMMUv3).
     tag: u16,
-    /// Nested: the stage-1 root IPA (VT-d) or CD IPA (SMMUv3).
+    /// Nested: the stage-1 root IPA (VT-d) or CD IPA (SMMUv3); SVA on
+    /// SMMUv3: the CD page.
     stage1: Option<u64>,
+    /// SVA: first stage only, `table` a CPU VSpace root (VT-d PGTT =
+    /// first stage; SMMUv3 Config = stage 1 only, TTB0 of its CD).
+    first_stage: bool,
 }
 
 /// Most entries either side holds.
@@ -462,6 +468,7 @@ fn devices(caps: &Caps) -> Result<(), Broken> {
             return Err(broken!("more than {ENTRIES} attachments: cannot compare"));
         }
     }
+    sva_entries(caps, &mut expected)?;
     let mut found: heapless::Vec<Entry, ENTRIES> = heapless::Vec::new();
     read_entries(&mut found)?;
     for entry in &found {
@@ -502,6 +509,41 @@ fn devices(caps: &Caps) -> Result<(), Broken> {
     Ok(())
 }
 
+/// The entries of the SVA bindings (`IoDevice.BindVSpace`): each of a
+/// live IoDevice the model has not attached, through a live address-space
+/// root.
+fn sva_entries(caps: &Caps, expected: &mut heapless::Vec<Entry, ENTRIES>) -> Result<(), Broken> {
+    let mut result = Ok(());
+    crate::io_space::view::sva_bindings(|requester, device, root_object, root, tag, page| {
+        let device_ok = matches!(
+            caps.object(device).map(|o| *o.state()),
+            Some(ObjectState::IoDevice { rid, attached: None, .. }) if rid == u32::from(requester)
+        );
+        let root_ok = caps.object(root_object).is_some_and(|o| {
+            o.kind() == ObjectKind::PageTable && o.memory().map(|(p, _)| p) == Some(root)
+        });
+        if result.is_ok() && !(device_ok && root_ok) {
+            result = Err(broken!(
+                "requester {requester:#x} is bound to the VSpace at {root:#x}, but the model has no such unattached IoDevice ({}) or live root ({})",
+                device.0,
+                root_object.0
+            ));
+        }
+        let entry = Entry {
+            requester,
+            pasid: 0,
+            table: root,
+            tag,
+            stage1: page,
+            first_stage: true,
+        };
+        if result.is_ok() && expected.push(entry).is_err() {
+            result = Err(broken!("more than {ENTRIES} attachments: cannot compare"));
+        }
+    });
+    result
+}
+
 /// The entry an attachment needs: its space's stage 2, or the nest of its
 /// user table.
 fn expected_entry(
@@ -518,6 +560,7 @@ fn expected_entry(
         table: root,
         tag,
         stage1: None,
+        first_stage: false,
     };
     let Some(table) = attachment.user_table else {
         return Some(plain);
@@ -609,6 +652,7 @@ fn read_entries(found: &mut heapless::Vec<Entry, ENTRIES>) -> Result<(), Broken>
                         table: low & ADDRESS,
                         tag: (high >> 8) as u16,
                         stage1: None,
+                        first_stage: false,
                     })?;
                 }
             }
@@ -656,6 +700,18 @@ fn pasid_entries(
             }
             let pasid = (slot * 64 + index) as u32;
             let pgtt = (word0 >> 6) & 7;
+            if pgtt == 0b001 {
+                // First stage only (SVA): the CPU VSpace root.
+                add(Entry {
+                    requester,
+                    pasid,
+                    table: memory.read_u64(at + 16) & ADDRESS,
+                    tag: memory.read_u64(at + 8) as u16,
+                    stage1: None,
+                    first_stage: true,
+                })?;
+                continue;
+            }
             let stage1 = match pgtt {
                 // Second stage only.
                 0b010 => None,
@@ -673,6 +729,7 @@ fn pasid_entries(
                 table: word0 & ADDRESS,
                 tag: memory.read_u64(at + 8) as u16,
                 stage1,
+                first_stage: false,
             })?;
         }
     }
@@ -701,21 +758,28 @@ fn read_entries(found: &mut heapless::Vec<Entry, ENTRIES>) -> Result<(), Broken>
             continue;
         };
         if ste.valid() && ste.config() & 0b100 != 0 {
-            let stage1 = match ste.config() {
-                0b110 => None,
-                0b111 => Some(ste.context_pointer()),
+            let (table, stage1, first_stage) = match ste.config() {
+                0b110 => (ste.s2_table(), None, false),
+                0b111 => (ste.s2_table(), Some(ste.context_pointer()), false),
+                // Stage 1 only (SVA): TTB0 of its one CD is a VSpace root.
+                0b101 => {
+                    let cd = ste.context_pointer();
+                    let ttb0 = iommu::PhysMem::read_u64(&memory, cd + 8) & 0x000f_ffff_ffff_f000;
+                    (ttb0, Some(cd), true)
+                }
                 other => {
                     return Err(broken!(
-                        "stream {sid:#x}: an STE with Config {other:#05b} (bypass or stage 1 only), which the kernel never writes"
+                        "stream {sid:#x}: an STE with Config {other:#05b} (bypass), which the kernel never writes"
                     ));
                 }
             };
             let entry = Entry {
                 requester: sid as u16,
                 pasid: 0,
-                table: ste.s2_table(),
+                table,
                 tag: ste.vmid(),
                 stage1,
+                first_stage,
             };
             found
                 .push(entry)

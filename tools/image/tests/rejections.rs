@@ -188,8 +188,8 @@ fn unknown_devices_are_rejected() {
     rejects(
         "unknown_device",
         7,
-        "dma_grant \"00:07.0\"",
-        "the q35 platform has no device at 00:07.0",
+        "dma_grant \"00:09.0\"",
+        "the q35 platform has no device at 00:09.0",
         "00:04.0 (edu)",
     );
 }
@@ -202,6 +202,17 @@ fn malformed_pci_addresses_are_rejected() {
         "dma_grant \"0:4\"",
         "`0:4` is not a PCI address",
         "\"00:04.0\"",
+    );
+}
+
+#[test]
+fn msi_without_on_request_is_rejected() {
+    rejects(
+        "msi_without_on_request",
+        7,
+        "dma_grant \"00:04.0\"",
+        "msi = true for device 00:04.0 without on_request",
+        "set on_request = true",
     );
 }
 

@@ -38,7 +38,24 @@ enum Source {
 }
 
 /// The user programs that time kernel paths from user space.
-const PROGRAMS: [&str; 2] = ["ipcbench", "iobench"];
+const PROGRAMS: [&str; 3] = ["ipcbench", "iobench", "sva"];
+
+/// The QEMU configuration a benchmark program boots with instead of the
+/// machine's `run_args`: `sva` needs a unit that gives devices a first
+/// stage (VT-d `x-flts`, as the `x86_64-sva` test row) and the edu in
+/// slot 0x10 with a 64-bit DMA mask.
+fn program_run_args(arch: Arch, program: &str) -> Option<&'static [&'static str]> {
+    match (program, arch) {
+        ("sva", Arch::X86_64) => Some(&[
+            "-device",
+            "intel-iommu,x-scalable-mode=on,x-flts=on,aw-bits=48",
+            "-device",
+            "edu,dma_mask=0xffffffffffffffff,addr=0x10",
+        ]),
+        ("sva", Arch::Aarch64) => Some(&["-device", "edu,dma_mask=0xffffffffffffffff,addr=0x10"]),
+        _ => None,
+    }
+}
 
 /// The system images whose domains time a path through several of them.
 const IMAGES: [&str; 3] = ["blk", "nvme", "net"];
@@ -117,6 +134,13 @@ const BENCHMARKS: &[Benchmark] = &[
         target: |_| Some(800),
     },
     Benchmark {
+        name: "msi-interrupt",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "one device interrupt per I/O as a driver takes it: edu's MSI (x86_64 through interrupt remapping, aarch64 through the driver's stage 1 to the GICv2m doorbell), the kernel's delivery to the handler's notification, Wait and IrqHandler.Ack; no idle time (it arrives while the driver runs)",
+        target: |_| None,
+    },
+    Benchmark {
         name: "io-map-stage1-batch-1",
         source: Source::Program("iobench"),
         unit: Unit::Instructions,
@@ -192,6 +216,27 @@ const BENCHMARKS: &[Benchmark] = &[
         unit: Unit::Instructions,
         description: "IoSpace.Unmap of a 4 KiB Frame, invalidation waited for",
         target: |_| Some(900),
+    },
+    Benchmark {
+        name: "sva-bind",
+        source: Source::Program("sva"),
+        unit: Unit::Instructions,
+        description: "IoDevice.BindVSpace of the driver's own VSpace (VT-d first-stage RID_PASID entry / SMMUv3 stage-1 STE + CD, with their invalidations)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "sva-cpu-unmap-unbound",
+        source: Source::Program("sva"),
+        unit: Unit::Instructions,
+        description: "Frame.Unmap of a 4 KiB page from the driver's VSpace, no device bound (the baseline)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "sva-cpu-unmap-bound",
+        source: Source::Program("sva"),
+        unit: Unit::Instructions,
+        description: "the same with edu bound to the VSpace: the device's IOTLB invalidated (VT-d PASID-based IOTLB + wait / SMMUv3 TLBI_NH_VA + CMD_SYNC) before it returns",
+        target: |_| None,
     },
     Benchmark {
         name: "io-unmap-stage1-64-commands",
@@ -524,12 +569,20 @@ fn measure(
         format!("bench={}", kernel_names.join(",")),
         Vec::new(),
         None,
+        machine.run_args,
     )];
-    for program in programs {
+    for (program, name) in programs.iter().zip(PROGRAMS) {
         let size = std::fs::metadata(program).map(|m| m.len()).unwrap_or(0);
         let (module, suffix) =
             crate::machines::module_arguments(arch, &program.display().to_string(), size);
-        boots.push((kernels.release, format!("tests=user{suffix}"), module, None));
+        let run = program_run_args(arch, name).unwrap_or(machine.run_args);
+        boots.push((
+            kernels.release,
+            format!("tests=user{suffix}"),
+            module,
+            None,
+            run,
+        ));
     }
     for (image, packed) in images.images {
         let (module, suffix) = crate::machines::module_arguments(
@@ -554,11 +607,12 @@ fn measure(
             format!("image={}{suffix}", image.name),
             devices,
             ports,
+            machine.run_args,
         ));
     }
-    for (elf, cmdline, extra, ports) in boots {
+    for (elf, cmdline, extra, ports, run) in boots {
         let extra: Vec<String> = icount.iter().cloned().chain(extra).collect();
-        let args = qemu::arguments(machine, machine.run_args, elf, &cmdline, &extra);
+        let args = qemu::arguments(machine, run, elf, &cmdline, &extra);
         // A serving image never exits: stopped once its line came.
         let stop = Arc::new(AtomicBool::new(false));
         let mut client = None;

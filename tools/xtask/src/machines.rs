@@ -227,6 +227,12 @@ pub struct SystemTest {
     /// as a failure; the configuration's other tests are not counted.
     #[serde(default)]
     pub must_fail: Vec<String>,
+    /// Tests that must be among those the guest reports passed: a run
+    /// that leaves one out (a guest that took another path and ran
+    /// another test, such as a driver that polls where the image asks for
+    /// interrupts) fails.
+    #[serde(default)]
+    pub must_pass: Vec<String>,
     /// The kernel is expected to die of an unexpected exception: the run
     /// passes (one test) when it reports the exception with its vector,
     /// faulting address and registers and exits with status 3.
@@ -301,6 +307,9 @@ impl SystemTest {
             return Err(
                 "`seed=` on the command line goes with `must_fail`, and only with it".into(),
             );
+        }
+        if self.seeds().is_some() && !self.must_pass.is_empty() {
+            return Err("a seeded kernel's tests must fail: no `must_pass`".into());
         }
         if self.seeds().is_some() && self.cap_dump {
             return Err("the seeded kernel has no capability dump".into());

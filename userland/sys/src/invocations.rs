@@ -651,9 +651,11 @@ pub enum Vendor {
 pub struct IommuInfo {
     /// MR0: the architecture.
     pub vendor: Vendor,
-    /// MR1 bit 0: stage-1 (driver-owned) translation.
+    /// MR1 bit 0: stage-1 (driver-owned) translation; `IoDeviceBindVSpace`
+    /// (SVA) can work.
     pub stage1: bool,
-    /// MR1 bit 1: stage-2 (kernel-owned) translation.
+    /// MR1 bit 1: stage-2 (kernel-owned) translation: devices can attach
+    /// to IoSpaces.
     pub stage2: bool,
     /// MR1 bit 2: hardware nesting of stage 1 under stage 2.
     pub hardware_nesting: bool,
@@ -669,6 +671,9 @@ pub struct IommuInfo {
     pub dirty_tracking: bool,
     /// MR5 bit 1: the unit sets accessed / dirty bits in first-stage tables.
     pub first_stage_dirty: bool,
+    /// MR5 bit 2: page requests arrive as recoverable fault records,
+    /// answered with [`Cap::<IoFaultQueue>::respond`].
+    pub page_requests: bool,
 }
 
 impl IommuInfo {
@@ -689,6 +694,7 @@ impl IommuInfo {
             domain_ids: mrs[4],
             dirty_tracking: mrs[5] & 1 != 0,
             first_stage_dirty: mrs[5] & 2 != 0,
+            page_requests: mrs[5] & 4 != 0,
         }
     }
 
@@ -983,7 +989,10 @@ pub trait FaultSource: CapType {}
 impl FaultSource for IoDevice {}
 impl FaultSource for IoSpace {}
 
-/// One IO page fault, as `IoFaultQueuePop` reports it.
+/// One IO fault record, as `IoFaultQueuePop` reports it: an unrecoverable
+/// fault (`stage` 1 or 2) or a page request (`stage` 0, answered with
+/// [`Cap::<IoFaultQueue>::respond`] and the id [`FaultRecord::page_request`]
+/// returns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
     /// MR0: the badge of the device capability.
@@ -996,9 +1005,9 @@ pub struct FaultRecord {
     pub read: bool,
     /// MR3 bit 1: a write.
     pub write: bool,
-    /// MR4: the stage that faulted (1 or 2).
+    /// MR4: the stage that faulted (1 or 2); 0 for a page request.
     pub stage: u64,
-    /// MR5: the vendor's reason code.
+    /// MR5: the vendor's reason code; a page request's id.
     pub reason: u64,
 }
 
@@ -1019,6 +1028,28 @@ impl FaultRecord {
             reason: mrs[5],
         }
     }
+
+    /// The id to answer with [`Cap::<IoFaultQueue>::respond`] if this is a
+    /// page request (a device waits for the answer), else `None`.
+    pub const fn page_request(&self) -> Option<u64> {
+        if self.stage == 0 {
+            Some(self.reason)
+        } else {
+            None
+        }
+    }
+}
+
+/// How a page request is answered (`IoFaultQueueRespond` MR1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum PageResponse {
+    /// The page is mapped (and its stage 1 invalidated): the device retries.
+    Success = 0,
+    /// The device reports an error for this request.
+    Invalid = 1,
+    /// The device reports an error and stops making page requests.
+    Failure = 2,
 }
 
 impl Cap<IoFaultQueue> {
@@ -1035,6 +1066,25 @@ impl Cap<IoFaultQueue> {
             Invocation::IoFaultQueueBind,
             &[],
             &[notification.slot(), source.slot()],
+        )
+    }
+
+    /// `IoFaultQueueRespond` (write right): answers page request `id` (from
+    /// [`FaultRecord::page_request`]) with `response`; the answer covers
+    /// the rest of its page request group.
+    ///
+    /// Errors: `NotSupported` (the unit takes no page requests:
+    /// [`IommuInfo::page_requests`] is false), `UnknownRequest` (this
+    /// queue never issued `id`),
+    /// `RequestAnswered` (answered already, by a `respond` or by the
+    /// kernel's `Failure` after a detach, a delete or the deadline),
+    /// `InsufficientRights`, `IommuTimeout`.
+    pub fn respond(self, id: u64, response: PageResponse) -> Result<(), Error> {
+        invoke_status(
+            self,
+            Invocation::IoFaultQueueRespond,
+            &[id, response as u64],
+            &[],
         )
     }
 

@@ -64,8 +64,8 @@ pub use cap::{
 };
 pub use caps::{ObjectKind, Rights};
 pub use invocations::{
-    FaultRecord, FaultSource, IommuInfo, MapRights, PasidTarget, RetypeError, Retyped,
-    UserTableFormat, Vendor,
+    FaultRecord, FaultSource, IommuInfo, MapRights, PageResponse, PasidTarget, RetypeError,
+    Retyped, UserTableFormat, Vendor,
 };
 pub use messages::Received;
 pub use names::CapTable;

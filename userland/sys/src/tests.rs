@@ -205,6 +205,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::IoDeviceAttachNested, 70, &[], &[72]);
     device.detach().unwrap();
     check(I::IoDeviceDetach, 70, &[], &[]);
+    device.bind_vspace(table).unwrap();
+    check(I::IoDeviceBindVSpace, 70, &[], &[51]);
     let pasid = device.mint_pasid(1, slot(73)).unwrap();
     assert_eq!(pasid, cap(73));
     check(I::IoDeviceMintPasid, 70, &[1, 73], &[]);
@@ -235,6 +237,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     check(I::IoFaultQueueBind, 80, &[], &[81, 70]);
     queue.bind(cap(81), space).unwrap();
     expect(&seen, 80, I::IoFaultQueueBind, &[], &[81, 71]);
+    queue.respond(7, PageResponse::Failure).unwrap();
+    check(I::IoFaultQueueRespond, 80, &[7, 2], &[]);
 
     // Replies with registers: answered by their own kernels below; the
     // empty reply here is what a kernel that skipped them would send.
@@ -267,7 +271,7 @@ fn identify_decodes_six_registers() {
         mrs: [1, 0b1010, 20, (1 << 12) | (1 << 21) | (1 << 30)],
         ..ok()
     };
-    let _seen = recording(reply, &[65536, 0b10]);
+    let _seen = recording(reply, &[65536, 0b110]);
     let info = cap::<IommuControl>(5).identify().unwrap();
     clear_kernel();
     assert_eq!(
@@ -283,6 +287,7 @@ fn identify_decodes_six_registers() {
             domain_ids: 65536,
             dirty_tracking: false,
             first_stage_dirty: true,
+            page_requests: true,
         }
     );
     assert!(info.supports_page_size(21));
@@ -316,6 +321,10 @@ fn pop_decodes_six_registers() {
         FaultRecord::from_registers([0, 3, 0, 1, 1, 0]).pasid,
         Some(3)
     );
+    assert_eq!(record.unwrap().page_request(), None);
+    // Stage 0: a page request, MR5 its id.
+    let request = FaultRecord::from_registers([0x77, 1, 0x2000, 2, 0, 9]);
+    assert_eq!(request.page_request(), Some(9));
 }
 
 #[test]

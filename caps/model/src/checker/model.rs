@@ -78,7 +78,9 @@ pub struct Bounds {
     pub delete: bool,
     /// Offer `IoSpace.SetDirtyTracking` / `ReadDirty` on every IoSpace cap
     /// (with every Frame cap as the bitmap), and read-only and all-rights
-    /// mints of IoSpace caps.
+    /// mints of IoSpace caps; and one IoFaultQueue at boot, with
+    /// `IoFaultQueue.Respond` on every IoFaultQueue cap and read-only and
+    /// all-rights mints of them.
     pub dirty: bool,
     /// Retype one PageTable (a VSpace root) at boot, offer
     /// `IoDevice.BindVSpace` for every IoDevice and PageTable cap, and
@@ -140,11 +142,12 @@ impl Bounds {
         }
     }
 
-    /// Scenario "dirty": 2 frames, 1 IoSpace, 1 device, 1 free slot;
-    /// mint (IoSpace and Frame caps, read-only or all rights), map, unmap,
-    /// attach, detach, delete, revoke, and the dirty-tracking calls with
-    /// every IoSpace cap and bitmap Frame cap; every state within 6
-    /// operations.
+    /// Scenario "dirty" (the access rules of the IOMMU extras): 2 frames,
+    /// 1 IoSpace, 1 device, 1 IoFaultQueue, 1 free slot; mint (IoSpace,
+    /// Frame and IoFaultQueue caps, read-only or all rights), map, unmap,
+    /// attach, detach, delete, revoke, the dirty-tracking calls with every
+    /// IoSpace cap and bitmap Frame cap, and `Respond` with every
+    /// IoFaultQueue cap; every state within 6 operations.
     pub fn dirty() -> Self {
         Bounds {
             frames: 2,
@@ -210,6 +213,8 @@ pub struct SystemState {
     /// Set if a dirty-tracking call succeeded without `WRITE` on its
     /// IoSpace cap or its bitmap Frame cap.
     pub dirty_without_write: bool,
+    /// Set if a `Respond` succeeded without `WRITE` on its IoFaultQueue cap.
+    pub respond_without_write: bool,
     /// Set if an `IoDevice.BindVSpace` succeeded without `WRITE` on its
     /// IoDevice cap or its root PageTable cap.
     pub sva_without_write: bool,
@@ -264,6 +269,14 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
         });
         dest += 1;
     }
+    if bounds.dirty {
+        ops.push(Op::Retype {
+            untyped: UNTYPED_SLOT,
+            object: NewObject::IoFaultQueue,
+            dest,
+        });
+        dest += 1;
+    }
     if bounds.sva {
         ops.push(Op::Retype {
             untyped: UNTYPED_SLOT,
@@ -281,6 +294,7 @@ pub fn boot(bounds: &Bounds, flaws: Flaws) -> (SystemState, Vec<Op>) {
             hw,
             error_had_effect: false,
             dirty_without_write: false,
+            respond_without_write: false,
             sva_without_write: false,
         },
         ops,
@@ -301,33 +315,33 @@ impl SystemModel {
         if result.is_err() && (effects > 0 || next.caps != state.caps) {
             next.error_had_effect = true;
         }
+        // Whether `slot` held a `kind` cap with WRITE before the operation.
+        let writable = |slot: u32, kind: ObjectKind| {
+            state
+                .caps
+                .lookup(SlotId(slot))
+                .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
+        };
         if let Op::DirtyAccess { space, bitmap } = op
             && result.is_ok()
+            && (!writable(space, ObjectKind::IoSpace)
+                || bitmap.is_some_and(|b| !writable(b, ObjectKind::Frame)))
         {
-            let writable = |slot: u32, kind: ObjectKind| {
-                state
-                    .caps
-                    .lookup(SlotId(slot))
-                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
-            };
-            if !writable(space, ObjectKind::IoSpace)
-                || bitmap.is_some_and(|b| !writable(b, ObjectKind::Frame))
-            {
-                next.dirty_without_write = true;
-            }
+            next.dirty_without_write = true;
+        }
+        if let Op::RespondAccess { queue } = op
+            && result.is_ok()
+            && !state.caps.lookup(SlotId(queue)).is_ok_and(|c| {
+                c.kind() == ObjectKind::IoFaultQueue && c.rights().contains(Rights::WRITE)
+            })
+        {
+            next.respond_without_write = true;
         }
         if let Op::BindVSpace { device, root } = op
             && result.is_ok()
+            && (!writable(device, ObjectKind::IoDevice) || !writable(root, ObjectKind::PageTable))
         {
-            let writable = |slot: u32, kind: ObjectKind| {
-                state
-                    .caps
-                    .lookup(SlotId(slot))
-                    .is_ok_and(|c| c.kind() == kind && c.rights().contains(Rights::WRITE))
-            };
-            if !writable(device, ObjectKind::IoDevice) || !writable(root, ObjectKind::PageTable) {
-                next.sva_without_write = true;
-            }
+            next.sva_without_write = true;
         }
         (next, result)
     }
@@ -376,6 +390,9 @@ impl Model for SystemModel {
                         bitmap: Some(bitmap),
                     });
                 }
+            }
+            for queue in of_kind(&[ObjectKind::IoFaultQueue]) {
+                actions.push(Op::RespondAccess { queue });
             }
         }
         if self.bounds.sva {
@@ -471,7 +488,8 @@ impl Model for SystemModel {
                 _ => {}
             }
             let mintable = cap.kind() == ObjectKind::Frame
-                || (self.bounds.dirty && cap.kind() == ObjectKind::IoSpace)
+                || (self.bounds.dirty
+                    && matches!(cap.kind(), ObjectKind::IoSpace | ObjectKind::IoFaultQueue))
                 || (self.bounds.sva
                     && matches!(cap.kind(), ObjectKind::IoDevice | ObjectKind::PageTable));
             if self.bounds.mint
@@ -529,6 +547,8 @@ impl Model for SystemModel {
                 .error_had_effect),
             Property::always("dirty access needs write", |_, s: &SystemState| !s
                 .dirty_without_write),
+            Property::always("respond needs write", |_, s: &SystemState| !s
+                .respond_without_write),
             Property::always("sva bind needs write", |_, s: &SystemState| !s
                 .sva_without_write),
             Property::sometimes("a device reaches a frame", |_, s: &SystemState| {

@@ -141,6 +141,11 @@ pub enum Op {
         /// Bitmap Frame slot (`ReadDirty`).
         bitmap: Option<u32>,
     },
+    /// [`Caps::respond_access`]: `IoFaultQueue.Respond`.
+    RespondAccess {
+        /// IoFaultQueue slot.
+        queue: u32,
+    },
     /// [`Caps::sva_bind_access`]: `IoDevice.BindVSpace`.
     BindVSpace {
         /// IoDevice slot.
@@ -213,6 +218,7 @@ impl Op {
             Op::DirtyAccess { space, bitmap } => {
                 caps.dirty_access(s(space), bitmap.map(s)).map(drop)
             }
+            Op::RespondAccess { queue } => caps.respond_access(s(queue)).map(drop),
             Op::BindVSpace { device, root } => caps.sva_bind_access(s(device), s(root)).map(drop),
             Op::IssueIrq { control, irq, dest } => {
                 caps.issue_irq_handler(s(control), irq, s(dest)).map(drop)
@@ -315,6 +321,7 @@ impl fmt::Display for Op {
                 space,
                 bitmap: Some(bitmap),
             } => write!(f, "IoSpace[slot {space}].ReadDirty(Frame[slot {bitmap}])"),
+            Op::RespondAccess { queue } => write!(f, "IoFaultQueue[slot {queue}].Respond"),
             Op::BindVSpace { device, root } => {
                 write!(
                     f,

@@ -334,6 +334,10 @@ impl Reference {
                 }
                 Ok(())
             }
+            Op::RespondAccess { queue } => {
+                self.cap_as(queue, ObjectKind::IoFaultQueue, Rights::WRITE)?;
+                Ok(())
+            }
             Op::BindVSpace { device, root } => {
                 let dc = self.cap_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
                 let Some(ObjectState::IoDevice { attached, .. }) = self.state(dc.object) else {

@@ -676,6 +676,9 @@ impl SmmuModel {
         match ste.config() {
             config::ABORT => return Some(ConfigTag::Abort),
             config::BYPASS => return Some(ConfigTag::Bypass),
+            // Stage 1 off: a SubstreamID is C_BAD_SUBSTREAMID before any
+            // TLB lookup (the walk says so; no cached entry may answer).
+            cfg if cfg & 1 == 0 && request.substream_id.is_some() => return None,
             cfg if cfg & 1 == 0 => {
                 return Some(ConfigTag::Translate {
                     vmid: ste.vmid(),

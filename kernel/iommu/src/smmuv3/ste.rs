@@ -208,6 +208,25 @@ impl Ste {
         cdmax_log2: u32,
         features: &Features,
     ) -> Result<Ste, SteError> {
+        Self::nested_substreams(stage2, cd_table, cdmax_log2, 0b10, features)
+    }
+
+    /// As [`Ste::nested_with_substreams`], with `without_substream`
+    /// (S1DSS) deciding what a transaction without a SubstreamID does:
+    /// 0b00 terminate (C_BAD_SUBSTREAMID), 0b01 bypass stage 1 (stage 2
+    /// only), 0b10 use CD 0.
+    pub fn nested_substreams(
+        stage2: &Stage2Config,
+        cd_table: PhysAddr,
+        cdmax_log2: u32,
+        without_substream: u64,
+        features: &Features,
+    ) -> Result<Ste, SteError> {
+        if without_substream > 0b10 {
+            return Err(SteError::Stage2Parameter(
+                "S1DSS must be 0b00, 0b01 or 0b10",
+            ));
+        }
         let mut ste = Self::nested(
             stage2,
             cd_table,
@@ -217,7 +236,7 @@ impl Ste {
             },
         )?;
         ste.0[0] |= u64::from(cdmax_log2 & 0x1f) << 59;
-        ste.0[1] |= 0b10;
+        ste.0[1] |= without_substream;
         ste.check(features)?;
         Ok(ste)
     }

@@ -10,7 +10,7 @@ use iommu::model::smmu::{Outcome, SmmuRequest};
 use iommu::model::smmu_device::SimSmmu;
 use iommu::model::vtd::Request;
 use iommu::model::vtd_device::SimVtd;
-use iommu::model::{Access, SimFrames, SimMemory};
+use iommu::model::{Access, DeviceOutcome, SimFrames, SimMemory, TransactionId};
 use iommu::pagetable::{PageSize, PageTable, PageTableFormat, Perms};
 use iommu::smmuv3::pagetable::{Stage1Format, levels_4k};
 use iommu::smmuv3::{BlockPolicy, Smmu};
@@ -61,6 +61,8 @@ impl Env for TestEnv {
     fn broken(flaw: Flaw) -> bool {
         FLAW.with(|f| f.get() == Some(flaw))
     }
+    /// The tests' clock counts steps: a request waits 100 of them.
+    const RESPONSE_DEADLINE: u64 = 100;
 }
 
 /// Plants `flaw` in this thread's layer (`None`: none).
@@ -81,6 +83,19 @@ pub trait Model {
     /// Makes the unit's invalidations fail: a refused command (`false`)
     /// or a wedged queue (`true`); `None` heals it.
     fn break_invalidation(&self, how: Option<bool>);
+    /// One transaction of a device that can wait for a page request
+    /// (ATS + PRI): completed, waiting, or failed.
+    fn device_transact(
+        &self,
+        rid: u16,
+        pasid: Option<u32>,
+        address: u64,
+        access: Access,
+    ) -> DeviceOutcome;
+    /// Where transaction `id` stands now.
+    fn outcome(&self, id: TransactionId) -> DeviceOutcome;
+    /// Turns the device's PCIe PRI capability on or off.
+    fn device_page_requests(&self, rid: u16, on: bool);
 }
 
 impl Model for SimVtd<'_> {
@@ -102,6 +117,26 @@ impl Model for SimVtd<'_> {
         // that follows goes through.
         self.reject_descriptors
             .set(if how == Some(false) { 1 } else { 0 });
+    }
+    fn device_transact(
+        &self,
+        rid: u16,
+        pasid: Option<u32>,
+        address: u64,
+        access: Access,
+    ) -> DeviceOutcome {
+        self.device_dma(Request {
+            source_id: rid,
+            pasid,
+            address,
+            access,
+        })
+    }
+    fn outcome(&self, id: TransactionId) -> DeviceOutcome {
+        self.transaction(id)
+    }
+    fn device_page_requests(&self, rid: u16, on: bool) {
+        self.enable_device_page_requests(rid, on);
     }
 }
 
@@ -127,6 +162,26 @@ impl Model for SimSmmu<'_> {
         } else {
             None
         });
+    }
+    fn device_transact(
+        &self,
+        rid: u16,
+        pasid: Option<u32>,
+        address: u64,
+        access: Access,
+    ) -> DeviceOutcome {
+        self.device_dma(SmmuRequest {
+            stream_id: u32::from(rid),
+            substream_id: pasid,
+            address,
+            access,
+        })
+    }
+    fn outcome(&self, id: TransactionId) -> DeviceOutcome {
+        self.transaction(id)
+    }
+    fn device_page_requests(&self, rid: u16, on: bool) {
+        self.enable_device_page_requests(u32::from(rid), on);
     }
 }
 
@@ -190,6 +245,8 @@ pub struct World<'m, U: IoUnit, D: Model, F> {
     /// (requester, PASID) -> attachment.
     pub attached: BTreeMap<(u16, Option<u32>), AttachRecord>,
     pub stage1: Stage1Shape<F>,
+    /// Each driver stage 1 by root IPA: its table pages (IPA -> PA).
+    stage1_pages: BTreeMap<u64, BTreeMap<u64, u64>>,
     next_object: u32,
     next_page: u64,
     next_did: u16,
@@ -293,6 +350,7 @@ where
             spaces: BTreeMap::new(),
             attached: BTreeMap::new(),
             stage1,
+            stage1_pages: BTreeMap::new(),
             next_object: 1,
             next_page: OBJECTS,
             next_did: 1,
@@ -554,7 +612,62 @@ where
                 )
                 .unwrap();
         }
-        Ok(table.root())
+        let root = table.root();
+        self.stage1_pages.insert(root, pages);
+        Ok(root)
+    }
+
+    /// The driver maps `iova` -> `ipa` (read-write) in its stage 1 at
+    /// `root`, in a last-level table the stage 1 already has (IOVAs
+    /// within 2 MiB of [`IOVA`]).
+    pub fn map_stage1(&mut self, root: u64, iova: u64, ipa: u64) {
+        let pages = &self.stage1_pages[&root];
+        let view = Stage1View {
+            memory: self.memory,
+            pages,
+        };
+        let mut frames = Stage1Frames {
+            view: &view,
+            next: Vec::new().into_iter(),
+        };
+        let shape = self.stage1;
+        let table = PageTable::at(root, shape.format, shape.height, shape.bits).unwrap();
+        table
+            .map(
+                &view,
+                &mut frames,
+                iova,
+                ipa,
+                PageSize::Size4K,
+                Perms::READ_WRITE,
+            )
+            .unwrap();
+    }
+
+    /// Turns the unit's page requests on (its queue page from RAM
+    /// outside the pool); whether the unit has them.
+    pub fn enable_page_requests(&mut self) -> bool {
+        let mut frames = SimFrames::new(self.memory, 48 * MIB, 50 * MIB);
+        self.state
+            .enable_page_requests(&mut self.unit, &mut frames)
+            .unwrap()
+    }
+
+    /// What the unit recorded and queued (faults and page requests),
+    /// delivered at time `now` as the kernel's interrupt does.
+    pub fn deliver_at(&mut self, now: u64) -> iospace::Drained<u32> {
+        let faults = self.unit.drain(self.memory);
+        self.state.deliver(&mut self.unit, &faults, now)
+    }
+
+    /// Deletes fault queue `queue`: the kernel's reconcile, then its
+    /// pending page requests answered.
+    pub fn delete_queue(&mut self, queue: ObjectId) -> usize {
+        self.state.reconcile(
+            |object, kind| kind != ObjectKind::IoFaultQueue || object != queue,
+            |_| true,
+        );
+        self.state.fail_orphans(&mut self.unit)
     }
 
     /// `IoUserTable.Invalidate` of the whole stage 1 of `space`, to its end.

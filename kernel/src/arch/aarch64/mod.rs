@@ -137,6 +137,19 @@ pub fn timer_stop() {
     gic::timer_stop();
 }
 
+/// A free-running count that only grows (the virtual count, CNTVCT_EL0),
+/// for deadlines: [`COUNTER_PER_SECOND`] counts are about a second.
+pub fn counter() -> u64 {
+    let count: u64;
+    // SAFETY: reading CNTVCT_EL0 changes nothing; EL1 may always read it.
+    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) count, options(nostack)) };
+    count
+}
+
+/// Counts of [`counter`] in about a second: QEMU virt's CNTFRQ_EL0 is
+/// 62.5 MHz (hardware: 1-100 MHz, so 0.6 s to 60 s there).
+pub const COUNTER_PER_SECOND: u64 = 62_500_000;
+
 /// Identifies the interrupt that ended `run_user` (reads the GIC's IAR).
 pub fn acknowledge_interrupt(_vector: u8) -> Option<u32> {
     gic::acknowledge()

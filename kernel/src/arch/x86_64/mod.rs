@@ -234,6 +234,17 @@ pub fn timer_stop() {
     apic::timer_stop();
 }
 
+/// A free-running count that only grows (the time-stamp counter), for
+/// deadlines: [`COUNTER_PER_SECOND`] counts are about a second.
+pub fn counter() -> u64 {
+    // SAFETY: RDTSC reads the time-stamp counter and changes nothing.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Counts of [`counter`] in about a second: the TSC of QEMU's and current
+/// CPUs runs at 1-4 GHz, so a deadline of this many counts lasts 0.5-2 s.
+pub const COUNTER_PER_SECOND: u64 = 2_000_000_000;
+
 /// Identifies the interrupt that ended `run_user` with `Exit::Interrupt(vector)`.
 pub fn acknowledge_interrupt(vector: u8) -> Option<u32> {
     Some(u32::from(vector))

@@ -10,7 +10,10 @@
 //! - IoPasid: duplicates and PASIDs above the unit's limit are refused;
 //!   PASIDs attach on VT-d scalable mode (RID_PASID entry) and are
 //!   `NotSupported` where the unit has no PASID entries.
-//! - IoFaultQueue: binds to a device; Pop on an empty queue is `None`.
+//! - IoFaultQueue: binds to a device; Pop on an empty queue is `None`;
+//!   `Identify` says the unit takes no page requests (QEMU, both machines)
+//!   and `Respond` answers `NotSupported`, or `InsufficientRights` on a
+//!   read-only copy of the queue.
 //! - Dirty tracking: `SetDirtyTracking` and `ReadDirty` need the write
 //!   right on the IoSpace and on the bitmap Frame; on a unit that cannot
 //!   track (QEMU: `Identify` says so on both machines) they answer
@@ -35,7 +38,7 @@ use rt::testing::{Failure, Outcome, Suite};
 use sys::bootinfo;
 use sys::{
     Cap, Error, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, MapRights, Notification,
-    Retype, Rights, Slot, UserTableFormat,
+    PageResponse, Retype, Rights, Slot, UserTableFormat,
 };
 
 rt::entry!(main);
@@ -156,9 +159,18 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
         misaligned == Err(Error::InvalidAddress),
         "a misaligned IPA: {misaligned:?}"
     );
-    // The top 2 MiB of the IPA space are the kernel's.
+    // The top 2 MiB of the IPA space are the kernel's; on aarch64 its last
+    // page is the MSI doorbell's, refused with its own error.
     #[cfg(target_arch = "aarch64")]
-    let window = (1u64 << 44) - 4096;
+    let window = (1u64 << 44) - 2 * 4096;
+    #[cfg(target_arch = "aarch64")]
+    {
+        let doorbell = space.map(other, (1u64 << 44) - 4096, MapRights::READ);
+        check!(
+            doorbell == Err(Error::MsiWindow),
+            "the MSI doorbell's page: {doorbell:?}"
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     let window = (1u64 << 48) - 4096;
     let reserved = space.map(other, window, MapRights::READ);
@@ -420,6 +432,26 @@ fn fault_queue_binds_and_starts_empty(world: &mut World) -> Outcome {
     check!(bound.is_ok(), "Bind: {bound:?}");
     let popped = queue.pop();
     check!(popped == Ok(None), "Pop on an empty queue: {popped:?}");
+    let info = control().identify();
+    check!(
+        info.is_ok_and(|i| !i.page_requests),
+        "QEMU's unit takes no page requests: {info:?}"
+    );
+    let answered = queue.respond(1, PageResponse::Success);
+    check!(
+        answered == Err(Error::NotSupported),
+        "Respond without page requests: {answered:?}"
+    );
+    let slot = world.take();
+    let copied = world.objects.cnode().copy(slot, queue, Rights::READ);
+    let Ok(read_queue) = copied else {
+        rt::fail!("copy the queue read-only: {copied:?}");
+    };
+    let refused = read_queue.respond(1, PageResponse::Success);
+    check!(
+        refused == Err(Error::InsufficientRights),
+        "Respond through a read-only queue capability: {refused:?}"
+    );
     Ok(())
 }
 

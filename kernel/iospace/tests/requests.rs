@@ -1,0 +1,720 @@
+//! Recoverable IO page faults through the layer against the executable
+//! models (`State::deliver`, `State::respond`, the kernel's own answers):
+//! VT-d per spec (scalable mode, hardware nesting, page request queue,
+//! PASID-tagged DMA) and SMMUv3 per spec (PRI queue; nested STEs). Each
+//! test plays the devices (DMA through the model that waits for a page
+//! request's answer) and the driver (pops the record, maps the page,
+//! invalidates its stage 1, answers with `Respond`).
+//!
+//! Properties: a page request becomes exactly one record, in the queue its
+//! requester's faults go to, with its PASID, page and access; `Success`
+//! after the page is mapped completes the very transaction that waited,
+//! at the new page; `Invalid` and `Failure` reach the device as errors; a
+//! request is answered once (`RequestAnswered` after, `UnknownRequest`
+//! for ids never issued); and the kernel answers `Failure` itself when
+//! the queue, the requester's entry (detach, IoSpace delete) or the
+//! deadline runs out, `Invalid` when nobody takes the request.
+
+mod common;
+
+use abi::Error;
+use caps::{FaultSource, ObjectId, Rights};
+use common::{DATA_IPA, DATA_PAGES, Faults, IOVA, MEMORY, Model, World, smmu, vtd};
+use iommu::model::smmu_device::SimSmmu;
+use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, SimVtd};
+use iommu::model::{Access, DeviceError, DeviceOutcome, SimMemory, TransactionId};
+use iommu::pagetable::PageTableFormat;
+use iommu::vtd::regs::RootTableMode;
+use iospace::{IoUnit, Response};
+use std::collections::BTreeMap;
+
+/// VT-d per spec: nesting, PASIDs and ECAP.PRS (page requests, bit 29).
+const PRS_ECAP: u64 = NESTING_ECAP | 1 << 29;
+/// The two queues: the first device's own, and its IoSpace's.
+const DEVICE_QUEUE: ObjectId = ObjectId(9001);
+const DOMAIN_QUEUE: ObjectId = ObjectId(9002);
+/// Their notifications and the badges of the bound capabilities.
+const DEVICE_NOTIFY: u32 = 7;
+const DOMAIN_NOTIFY: u32 = 8;
+const DEVICE_BADGE: u64 = 0xdead;
+const DOMAIN_BADGE: u64 = 0xbeef;
+
+/// A new IoSpace with its `DATA_PAGES` data pages mapped read-write.
+fn space_with_data<U, D, F>(world: &mut World<'_, U, D, F>) -> ObjectId
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let space = world.create_space().unwrap();
+    for i in 0..DATA_PAGES {
+        let pa = world.page();
+        world
+            .map(space, DATA_IPA + 4096 * i, pa, Rights::READ_WRITE)
+            .unwrap();
+    }
+    space
+}
+
+/// A requester (RID, PASID) of the scenario and its driver stage 1.
+#[derive(Clone, Copy, Debug)]
+struct Requester {
+    rid: u16,
+    pasid: Option<u32>,
+    root: u64,
+    /// Its missing page: IOVA `IOVA + 4096 * (DATA_PAGES + k)`, to be
+    /// backed by IPA `DATA_IPA + 4096 * (DATA_PAGES + k)`.
+    k: u64,
+}
+
+impl Requester {
+    fn missing(&self) -> u64 {
+        IOVA + 4096 * (DATA_PAGES + self.k)
+    }
+    fn ipa(&self) -> u64 {
+        DATA_IPA + 4096 * (DATA_PAGES + self.k)
+    }
+}
+
+/// One IoSpace with its data pages, every requester attached through its
+/// own stage 1 (`pasids`: devices attached directly, their PASIDs
+/// nested; else the devices nested), the first device's faults to
+/// [`DEVICE_QUEUE`], the IoSpace's to [`DOMAIN_QUEUE`], page requests on.
+fn scenario<U, D, F>(
+    world: &mut World<'_, U, D, F>,
+    rids: &[u16],
+    pasids: &[u32],
+) -> (ObjectId, Vec<Requester>)
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    assert!(world.enable_page_requests(), "the unit has page requests");
+    let space = space_with_data(world);
+    let mut requesters = Vec::new();
+    for &rid in rids {
+        let numbers: Vec<Option<u32>> = if pasids.is_empty() {
+            vec![None]
+        } else {
+            world.attach(rid, None, space, false).unwrap();
+            pasids.iter().map(|&p| Some(p)).collect()
+        };
+        for pasid in numbers {
+            let k = requesters.len() as u64;
+            let root = world.another_stage1(space, k + 1).unwrap();
+            world.attach_at(rid, pasid, space, Some(root)).unwrap();
+            requesters.push(Requester {
+                rid,
+                pasid,
+                root,
+                k,
+            });
+        }
+        world.device.device_page_requests(rid, true);
+    }
+    let did = world.spaces[&space].did;
+    world.bind(
+        DEVICE_QUEUE,
+        DEVICE_NOTIFY,
+        DEVICE_BADGE,
+        FaultSource::Device(u32::from(rids[0])),
+    );
+    world.bind(
+        DOMAIN_QUEUE,
+        DOMAIN_NOTIFY,
+        DOMAIN_BADGE,
+        FaultSource::Domain(did),
+    );
+    (space, requesters)
+}
+
+/// The requester's write to its missing page: must wait.
+fn ask<U, D: Model, F>(world: &World<'_, U, D, F>, r: &Requester) -> TransactionId
+where
+    U: IoUnit,
+{
+    match world
+        .device
+        .device_transact(r.rid, r.pasid, r.missing() + 0x40, Access::Write)
+    {
+        DeviceOutcome::Waiting(id) => id,
+        other => panic!("{r:?}: the missing page must raise a page request, got {other:?}"),
+    }
+}
+
+/// Every record of both queues: (queue, record).
+fn pop_all<U, D, F>(world: &mut World<'_, U, D, F>) -> Vec<(ObjectId, [u64; 6])>
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let mut records = Vec::new();
+    for queue in [DEVICE_QUEUE, DOMAIN_QUEUE] {
+        while let (Some(record), _) = world.state.pop(queue) {
+            records.push((queue, record));
+        }
+    }
+    records
+}
+
+/// The record of `r`'s page request among `records`: (queue, id).
+fn record_of(records: &[(ObjectId, [u64; 6])], r: &Requester, first_rid: u16) -> (ObjectId, u64) {
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|(_, rec)| rec[2] == r.missing())
+        .collect();
+    assert_eq!(mine.len(), 1, "{r:?}: one record, got {mine:x?}");
+    let (queue, record) = *mine[0];
+    let (want_queue, badge) = if r.rid == first_rid {
+        (DEVICE_QUEUE, DEVICE_BADGE)
+    } else {
+        (DOMAIN_QUEUE, DOMAIN_BADGE)
+    };
+    assert_eq!(queue, want_queue, "{r:?}: routed to its queue");
+    assert_eq!(record[0], badge);
+    assert_eq!(record[1], r.pasid.map_or(u64::MAX, u64::from));
+    assert_eq!(record[3], 0b10, "a write");
+    assert_eq!(record[4], 0, "a page request, not a stage fault");
+    assert_ne!(record[5], 0, "an id");
+    (queue, record[5])
+}
+
+/// The driver's service of `r`'s request: a new frame at its IPA, the
+/// stage-1 entry, `Invalidate`. Returns the frame.
+fn serve<U, D, F>(world: &mut World<'_, U, D, F>, space: ObjectId, r: &Requester) -> u64
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let frame = world.page();
+    world
+        .map(space, r.ipa(), frame, Rights::READ_WRITE)
+        .unwrap();
+    world.map_stage1(r.root, r.missing(), r.ipa());
+    world
+        .state
+        .invalidate_user_table(&mut world.unit, space, r.root, r.missing(), 4096)
+        .unwrap();
+    frame
+}
+
+/// Queue entries the unit has issued (VT-d descriptors; SMMUv3 commands),
+/// waits included.
+trait Issued {
+    fn issued(&self) -> u64;
+}
+
+impl Issued for iommu::vtd::VtdUnit<&SimVtd<'_>> {
+    fn issued(&self) -> u64 {
+        self.queue().unwrap().descriptors_issued
+    }
+}
+
+impl Issued for iommu::smmuv3::Smmu<&SimSmmu<'_>> {
+    fn issued(&self) -> u64 {
+        self.command_queue().unwrap().commands_issued
+    }
+}
+
+/// Every requester asks at once; the driver serves them in reverse order
+/// and answers `Success`; each waiting transaction completes at its new
+/// frame. Returns the queue entries (waits included) the driver's service
+/// of one request cost (its `Map` and `Invalidate`), and its answer.
+fn round_trip<U, D, F>(world: &mut World<'_, U, D, F>, rids: &[u16], pasids: &[u32]) -> (u64, u64)
+where
+    U: IoUnit + common::Faults + Issued,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let (space, requesters) = scenario(world, rids, pasids);
+    // Page 0 of every stage 1 is there: no request.
+    for r in &requesters {
+        let got = world
+            .device
+            .device_transact(r.rid, r.pasid, IOVA + 8, Access::Read);
+        let want = world
+            .allowed(r.rid, r.pasid, IOVA + 8, Access::Read)
+            .unwrap();
+        assert_eq!(got, DeviceOutcome::Completed(want), "{r:?}");
+    }
+    let waiting: Vec<TransactionId> = requesters.iter().map(|r| ask(world, r)).collect();
+    let drained = world.deliver_at(0);
+    assert!(drained.dropped.is_empty());
+    let mut signals = drained.signals.to_vec();
+    signals.sort();
+    assert_eq!(signals, [DEVICE_NOTIFY, DOMAIN_NOTIFY]);
+    let records = pop_all(world);
+    assert_eq!(records.len(), requesters.len());
+    let ids: Vec<(ObjectId, u64)> = requesters
+        .iter()
+        .map(|r| record_of(&records, r, rids[0]))
+        .collect();
+    let (mut cost, mut invalidation) = (0, 0);
+    for (i, r) in requesters.iter().enumerate().rev() {
+        // Still waiting until its answer.
+        assert_eq!(
+            world.device.outcome(waiting[i]),
+            DeviceOutcome::Waiting(waiting[i])
+        );
+        let before = world.unit.issued();
+        let frame = serve(world, space, r);
+        invalidation = world.unit.issued() - before;
+        let (queue, id) = ids[i];
+        let before = world.unit.issued();
+        world
+            .state
+            .respond(&mut world.unit, queue, id, Response::Success)
+            .unwrap();
+        cost = world.unit.issued() - before;
+        assert_eq!(
+            world.device.outcome(waiting[i]),
+            DeviceOutcome::Completed(frame + 0x40),
+            "{r:?}: the retried DMA lands on the new page"
+        );
+        // Answered once.
+        assert_eq!(
+            world
+                .state
+                .respond(&mut world.unit, queue, id, Response::Success),
+            Err(Error::RequestAnswered)
+        );
+    }
+    for queue in [DEVICE_QUEUE, DOMAIN_QUEUE] {
+        for id in [0, 1000] {
+            assert_eq!(
+                world
+                    .state
+                    .respond(&mut world.unit, queue, id, Response::Success),
+                Err(Error::UnknownRequest)
+            );
+        }
+    }
+    assert_eq!(
+        world
+            .state
+            .respond(&mut world.unit, ObjectId(4242), 1, Response::Success),
+        Err(Error::UnknownRequest)
+    );
+    assert!(!world.state.requests_pending());
+    assert_eq!(world.state.kernel_answers(), Default::default());
+    (invalidation, cost)
+}
+
+fn vtd_unit(memory: &SimMemory) -> SimVtd<'_> {
+    SimVtd::new(memory, QEMU_CAP, PRS_ECAP, false)
+}
+
+const VTD_RIDS: [u16; 3] = [0x10, 0x18, 0x20];
+const SMMU_SIDS: [u16; 4] = [0x10, 0x18, 0x20, 0x28];
+
+#[test]
+fn vtd_pasids_of_many_devices_page_request_answered_success() {
+    let memory = SimMemory::new(MEMORY);
+    let device = vtd_unit(&memory);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let (service, answer) = round_trip(&mut world, &VTD_RIDS, &[1, 2]);
+    // Page group response + wait descriptor.
+    assert_eq!(answer, 2);
+    // The driver's Invalidate of the page: one command and its wait
+    // (the Map of a page that was not mapped needs none).
+    assert_eq!(service, 2);
+    println!("VT-d page-request round trip: {service} + {answer} queue entries");
+}
+
+#[test]
+fn smmu_streams_page_request_answered_success() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    let (service, answer) = round_trip(&mut world, &SMMU_SIDS, &[]);
+    // CMD_PRI_RESP + CMD_SYNC.
+    assert_eq!(answer, 2);
+    // The driver's Invalidate of the page: one command and its wait
+    // (the Map of a page that was not mapped needs none).
+    assert_eq!(service, 2);
+    println!("SMMUv3 page-request round trip: {service} + {answer} commands");
+}
+
+/// The device's view after one request answered `response` by the driver.
+fn answered<U, D, F>(
+    world: &mut World<'_, U, D, F>,
+    rids: &[u16],
+    pasids: &[u32],
+) -> BTreeMap<&'static str, DeviceOutcome>
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let (_, requesters) = scenario(world, rids, pasids);
+    let mut seen = BTreeMap::new();
+    for (name, response) in [
+        ("invalid", Response::Invalid),
+        ("failure", Response::Failure),
+    ] {
+        let r = &requesters[0];
+        let waiting = ask(world, r);
+        world.deliver_at(0);
+        let records = pop_all(world);
+        let (queue, id) = record_of(&records, r, rids[0]);
+        world
+            .state
+            .respond(&mut world.unit, queue, id, response)
+            .unwrap();
+        seen.insert(name, world.device.outcome(waiting));
+    }
+    // After Failure the device makes no more page requests: the same miss
+    // is an ordinary fault, recorded as one.
+    let r = &requesters[0];
+    let again = world
+        .device
+        .device_transact(r.rid, r.pasid, r.missing(), Access::Read);
+    assert!(matches!(
+        again,
+        DeviceOutcome::Failed(DeviceError::Fault(_))
+    ));
+    world.deliver_at(0);
+    let records = pop_all(world);
+    assert_eq!(records.len(), 1);
+    assert_ne!(records[0].1[4], 0, "a stage fault record");
+    seen
+}
+
+#[test]
+fn invalid_and_failure_reach_the_device_as_errors() {
+    let memory = SimMemory::new(MEMORY);
+    let device = vtd_unit(&memory);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let seen = answered(&mut world, &VTD_RIDS[..1], &[1]);
+    assert_eq!(
+        seen["invalid"],
+        DeviceOutcome::Failed(DeviceError::Response(0x1))
+    );
+    assert_eq!(
+        seen["failure"],
+        DeviceOutcome::Failed(DeviceError::Response(0xf))
+    );
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    let seen = answered(&mut world, &SMMU_SIDS[..1], &[]);
+    // PRI: 0 Deny, 1 Fail.
+    assert_eq!(
+        seen["invalid"],
+        DeviceOutcome::Failed(DeviceError::Response(0))
+    );
+    assert_eq!(
+        seen["failure"],
+        DeviceOutcome::Failed(DeviceError::Response(1))
+    );
+}
+
+/// How the kernel's own answer is provoked.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// The fault queue is deleted.
+    Queue,
+    /// The requester's entry is cleared (device or PASID detached; the
+    /// capability's delete does the same).
+    Detach,
+    /// The IoSpace is deleted.
+    Space,
+    /// The deadline passes.
+    Deadline,
+}
+
+/// Every requester asks; `death` happens; every request is answered
+/// `Failure` by the kernel (the devices see the failure code), and the
+/// ids are refused afterwards.
+fn kernel_fails<U, D, F>(
+    world: &mut World<'_, U, D, F>,
+    rids: &[u16],
+    pasids: &[u32],
+    death: Death,
+    failure: DeviceOutcome,
+) where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let (space, requesters) = scenario(world, rids, pasids);
+    let waiting: Vec<TransactionId> = requesters.iter().map(|r| ask(world, r)).collect();
+    let start = 1000;
+    world.deliver_at(start);
+    let records = pop_all(world);
+    let ids: Vec<(ObjectId, u64)> = requesters
+        .iter()
+        .map(|r| record_of(&records, r, rids[0]))
+        .collect();
+    assert!(world.state.requests_pending());
+    let mut answered_ids = Vec::new();
+    match death {
+        Death::Queue => {
+            // Only the device queue dies: its requests fail, the others wait.
+            let failed = world.delete_queue(DEVICE_QUEUE);
+            let in_queue = ids.iter().filter(|(q, _)| *q == DEVICE_QUEUE).count();
+            assert_eq!(failed, in_queue);
+            for (i, (queue, id)) in ids.iter().enumerate() {
+                if *queue == DEVICE_QUEUE {
+                    assert_eq!(world.device.outcome(waiting[i]), failure);
+                    assert_eq!(
+                        world
+                            .state
+                            .respond(&mut world.unit, *queue, *id, Response::Success),
+                        Err(Error::UnknownRequest),
+                        "the queue is gone"
+                    );
+                } else {
+                    assert_eq!(
+                        world.device.outcome(waiting[i]),
+                        DeviceOutcome::Waiting(waiting[i])
+                    );
+                }
+            }
+            world.delete_queue(DOMAIN_QUEUE);
+        }
+        Death::Detach => {
+            // The first requester alone, then the rest.
+            let r = requesters[0];
+            world.detach(r.rid, r.pasid).unwrap();
+            assert_eq!(world.device.outcome(waiting[0]), failure);
+            for (i, other) in requesters.iter().enumerate().skip(1) {
+                if (other.rid, other.pasid) != (r.rid, r.pasid) {
+                    assert_eq!(
+                        world.device.outcome(waiting[i]),
+                        DeviceOutcome::Waiting(waiting[i])
+                    );
+                }
+            }
+            for r in requesters.iter().skip(1) {
+                world.detach(r.rid, r.pasid).unwrap();
+            }
+            answered_ids = ids.clone();
+        }
+        Death::Space => {
+            world.delete_space(space).unwrap();
+            answered_ids = ids.clone();
+        }
+        Death::Deadline => {
+            let deadline = <common::TestEnv as iospace::Env>::RESPONSE_DEADLINE;
+            assert_eq!(
+                world
+                    .state
+                    .expire_requests(&mut world.unit, start + deadline - 1),
+                0
+            );
+            assert_eq!(
+                world.device.outcome(waiting[0]),
+                DeviceOutcome::Waiting(waiting[0])
+            );
+            let expired = world
+                .state
+                .expire_requests(&mut world.unit, start + deadline);
+            assert_eq!(expired, requesters.len());
+            answered_ids = ids.clone();
+        }
+    }
+    for (i, r) in requesters.iter().enumerate() {
+        assert_eq!(world.device.outcome(waiting[i]), failure, "{r:?} {death:?}");
+    }
+    for (queue, id) in answered_ids {
+        assert_eq!(
+            world
+                .state
+                .respond(&mut world.unit, queue, id, Response::Success),
+            Err(Error::RequestAnswered),
+            "{death:?}"
+        );
+    }
+    assert!(!world.state.requests_pending());
+    assert_eq!(world.state.kernel_answers().failed, requesters.len() as u64);
+}
+
+#[test]
+fn vtd_kernel_answers_failure_on_each_death_and_the_deadline() {
+    for death in [Death::Queue, Death::Detach, Death::Space, Death::Deadline] {
+        let memory = SimMemory::new(MEMORY);
+        let device = vtd_unit(&memory);
+        let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+        let failure = DeviceOutcome::Failed(DeviceError::Response(0xf));
+        kernel_fails(&mut world, &VTD_RIDS[..2], &[1, 2], death, failure);
+    }
+}
+
+#[test]
+fn smmu_kernel_answers_failure_on_each_death_and_the_deadline() {
+    // Streams nested themselves, then streams with substreams.
+    for (sids, pasids) in [(&SMMU_SIDS[..3], &[][..]), (&SMMU_SIDS[..2], &[1, 2][..])] {
+        for death in [Death::Queue, Death::Detach, Death::Space, Death::Deadline] {
+            let memory = SimMemory::new(MEMORY);
+            let device = SimSmmu::per_spec(&memory);
+            let mut world = smmu(&memory, &device);
+            let failure = DeviceOutcome::Failed(DeviceError::Response(1));
+            kernel_fails(&mut world, sids, pasids, death, failure);
+        }
+    }
+}
+
+#[test]
+fn a_request_nobody_takes_is_answered_invalid_at_once() {
+    let memory = SimMemory::new(MEMORY);
+    let device = vtd_unit(&memory);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    assert!(world.enable_page_requests());
+    let space = world.create_space().unwrap();
+    world.attach(0x30, None, space, false).unwrap();
+    let root = world.stage1_of(space).unwrap();
+    world.attach_at(0x30, Some(3), space, Some(root)).unwrap();
+    world.device.device_page_requests(0x30, true);
+    let r = Requester {
+        rid: 0x30,
+        pasid: Some(3),
+        root,
+        k: 0,
+    };
+    let waiting = ask(&world, &r);
+    let drained = world.deliver_at(0);
+    assert_eq!(drained.dropped.as_slice(), [0x30]);
+    assert_eq!(
+        world.device.outcome(waiting),
+        DeviceOutcome::Failed(DeviceError::Response(0x1))
+    );
+    assert_eq!(world.state.kernel_answers().refused, 1);
+    assert!(!world.state.requests_pending());
+    // Invalid, not Failure: the device still asks.
+    let again = ask(&world, &r);
+    world.deliver_at(0);
+    assert_eq!(
+        world.device.outcome(again),
+        DeviceOutcome::Failed(DeviceError::Response(0x1))
+    );
+}
+
+/// As QEMU: no page requests; `Respond` answers `NotSupported`.
+fn no_page_requests<U, D, F>(world: &mut World<'_, U, D, F>)
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    assert!(!world.unit.page_requests_supported());
+    assert!(!world.enable_page_requests());
+    world.bind(
+        DEVICE_QUEUE,
+        DEVICE_NOTIFY,
+        DEVICE_BADGE,
+        FaultSource::Device(0x10),
+    );
+    assert_eq!(
+        world
+            .state
+            .respond(&mut world.unit, DEVICE_QUEUE, 1, Response::Success),
+        Err(Error::NotSupported)
+    );
+}
+
+#[test]
+fn units_as_qemu_have_no_page_requests() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_ECAP, true);
+    no_page_requests(&mut vtd(&memory, &device, RootTableMode::Legacy));
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, common::PASID_ECAP, true);
+    no_page_requests(&mut vtd(&memory, &device, RootTableMode::Scalable));
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::qemu(&memory);
+    no_page_requests(&mut smmu(&memory, &device));
+}
+
+#[test]
+fn smmu_substreams_of_many_streams_page_request_answered_success() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    // Each stream attached to stage 2 directly, PASIDs 1 and 2 each through
+    // its own stage 1 (SubstreamIDs, S1DSS = bypass for the stream's own DMA).
+    let (service, answer) = round_trip(&mut world, &SMMU_SIDS[..3], &[1, 2]);
+    assert_eq!(answer, 2);
+    // The driver's Invalidate of the page: one command and its wait
+    // (the Map of a page that was not mapped needs none).
+    assert_eq!(service, 2);
+    println!("SMMUv3 substream page-request round trip: {service} + {answer} commands");
+    let own: Vec<(u16, Option<u32>)> = SMMU_SIDS[..3].iter().map(|&s| (s, None)).collect();
+    assert_eq!(world.check(&own, true).unwrap(), 3 * 32);
+}
+
+/// SMMUv3 substreams through the layer: a stream's PASIDs each translate
+/// through their own stage 1 beside the stream's own DMA (nested: CD 0,
+/// S1DSS = 0b10; direct: stage 2 only, S1DSS = 0b01); detaching one PASID
+/// leaves the others; the last one puts the stream's STE back and its CD
+/// table page back in the IoSpace's reservation. As QEMU (SSIDSIZE = 0):
+/// no PASIDs.
+#[test]
+fn smmu_substreams_translate_beside_the_stream_and_go_back() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    assert!(world.unit.pasids_supported(true));
+    assert!(!world.unit.pasids_supported(false));
+    let space = space_with_data(&mut world);
+    let own = world.stage1_of(space).unwrap();
+    let roots: Vec<u64> = (1..=3)
+        .map(|k| world.another_stage1(space, k).unwrap())
+        .collect();
+    // 0x10 nested itself, 0x18 straight to stage 2.
+    world.attach_at(0x10, None, space, Some(own)).unwrap();
+    world.attach(0x18, None, space, false).unwrap();
+    let before = world.state.available(space).unwrap();
+    world
+        .attach_at(0x10, Some(1), space, Some(roots[0]))
+        .unwrap();
+    world
+        .attach_at(0x10, Some(2), space, Some(roots[1]))
+        .unwrap();
+    world
+        .attach_at(0x18, Some(3), space, Some(roots[2]))
+        .unwrap();
+    let all = [
+        (0x10, None),
+        (0x10, Some(1)),
+        (0x10, Some(2)),
+        (0x18, None),
+        (0x18, Some(3)),
+    ];
+    assert_eq!(world.check(&all, true).unwrap(), 5 * 32);
+    // A PASID of no CD, and one beyond the table: refused.
+    assert_eq!(
+        world.device.transact(0x10, Some(4), IOVA + 8, Access::Read),
+        None
+    );
+    assert_eq!(
+        world
+            .device
+            .transact(0x10, Some(64), IOVA + 8, Access::Read),
+        None
+    );
+    world.detach(0x10, Some(1)).unwrap();
+    assert_eq!(
+        world.device.transact(0x10, Some(1), IOVA + 8, Access::Read),
+        None
+    );
+    assert_eq!(world.check(&all, true).unwrap(), 4 * 32);
+    world.detach(0x10, Some(2)).unwrap();
+    world.detach(0x18, Some(3)).unwrap();
+    assert_eq!(
+        world.device.transact(0x10, Some(2), IOVA + 8, Access::Read),
+        None
+    );
+    assert_eq!(world.check(&all, true).unwrap(), 2 * 32);
+    // The CD tables (and the PASIDs' nests) went back to the reservation.
+    assert_eq!(world.state.available(space), Some(before));
+    world.unit.drain(&memory);
+    assert!(common::take_log().is_empty());
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::qemu(&memory);
+    let world = smmu(&memory, &device);
+    assert!(!world.unit.pasids_supported(true));
+}
