@@ -110,13 +110,19 @@ pub enum Invocation {
     IrqHandlerSetNotification = 42,
     /// IrqHandler of an MSI line, for the IoDevice cap 0 (write right):
     /// reply MR0 the message address, MR1 the message data that device must
-    /// write to raise it (program them into its MSI capability). With
-    /// interrupt remapping the line's remapping entry then accepts that
-    /// device's requester id only, until the handler or the IoDevice is
-    /// deleted. Errors:
-    /// `InvalidArgument` (not an MSI line), `NotSupported` (no MSI lines on
-    /// this architecture), `TruncatedMessage` (no cap 0), the lookup errors
-    /// of cap 0.
+    /// write to raise it (program them into its MSI or MSI-X capability).
+    /// x86_64 (lines 16..32): with interrupt remapping the line's remapping
+    /// entry then accepts that device's requester id only, until the
+    /// handler or the IoDevice is deleted. aarch64 (the GICv2m frame's
+    /// SPIs): the kernel maps the GICv2m doorbell write-only into the
+    /// IoSpace the device is attached to, at the last page of its IPA range
+    /// (once; it stays for the IoSpace's life), and answers that IPA plus
+    /// the doorbell's offset and the line's INTID; a nested device reaches
+    /// it through an IOVA its driver maps there in stage 1. Errors:
+    /// `InvalidArgument` (not an MSI line), `DeviceNotAttached` (aarch64:
+    /// the device is not attached), `TableMemoryExhausted` (aarch64: the
+    /// IoSpace's table reservation cannot hold the doorbell's walk),
+    /// `TruncatedMessage` (no cap 0), the lookup errors of cap 0.
     IrqHandlerMsiMessage = 43,
 
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
@@ -187,17 +193,20 @@ pub enum Invocation {
     /// IoSpace: map the Frame cap 0 at IPA `MR0` with rights `MR1` (bit 0
     /// read, 1 write; at most the Frame cap's). Errors: `InvalidAddress`
     /// (misaligned, out of range, or in the reserved kernel window),
-    /// `AddressInUse`, `AlreadyMapped`, `InvalidRights`, `DeviceMemory`
-    /// (cap 0 is device memory), `TableMemoryExhausted` (the IoSpace's table
-    /// reservation is used up).
+    /// `MsiWindow` (overlaps the MSI window: x86_64 `0xFEE0_0000..
+    /// 0xFEF0_0000`, aarch64 the MSI doorbell page, the last of the IPA
+    /// range), `AddressInUse`, `AlreadyMapped`, `InvalidRights`,
+    /// `DeviceMemory` (cap 0 is device memory), `TableMemoryExhausted` (the
+    /// IoSpace's table reservation is used up).
     IoSpaceMap = 70,
     /// IoSpace: unmap the Frame cap 0 from this space; caches are invalidated
     /// and the invalidation has completed when the call returns.
     IoSpaceUnmap = 71,
     /// IoSpace: create in slot `MR2` an IoUserTable rooted at IPA `MR0` in
     /// format `MR1` (1 x86 first-stage 4-level, 2 Arm VMSAv8-64 stage 1 4 KiB
-    /// granule 48-bit). Errors: `InvalidAddress`, `InvalidArgument` (format
-    /// not supported by the unit).
+    /// granule 48-bit). Errors: `InvalidAddress`, `MsiWindow` (the root in
+    /// the MSI window), `InvalidArgument` (format not supported by the
+    /// unit).
     IoSpaceBindUserTable = 72,
     /// IoSpace: turn dirty tracking of its stage 2 on (`MR0` = 1) or off
     /// (`MR0` = 0) for every device using it, now and later. Turning it on

@@ -7,8 +7,10 @@
 //! attaches the device nested under the IoSpace, reads the function's
 //! configuration space through init and has init map the BARs it names
 //! (`virtio::pci`), and drives the device with `virtio-drivers`'
-//! `VirtIOBlk` in polling mode, accepting `VIRTIO_F_ACCESS_PLATFORM`
-//! (`virtio::platform`). Every address the device gets is an IOVA of the
+//! `VirtIOBlk`, accepting `VIRTIO_F_ACCESS_PLATFORM`
+//! (`virtio::platform`): by interrupts when the image's grant says
+//! `msi = true` (init gives an MSI line, `virtio::msix` routes the queue's
+//! MSI-X vector to it), else by polling. Every address the device gets is an IOVA of the
 //! driver's stage 1, by default mapped for one request (`SHARING` picks
 //! another way, `virtio::dma::Sharing`).
 //!
@@ -35,8 +37,9 @@
 use sys::resources;
 use sys::{CNode, Cap, Endpoint, Frame, IoFaultQueue, IoSpace, MapRights, MessageInfo, Slot};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, Driver, FINISH_HELD, FRAME_IPA, Finished, INFO, READ, READ_FRAME,
-    READ_FRAME_HELD, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats, Status, WRITE, WRITE_FRAME,
+    BLOCK_SIZE, COMPLETIONS, Cost, Driver, FINISH_HELD, FRAME_IPA, Finished, INFO, INTERRUPTS,
+    POLLING, READ, READ_FRAME, READ_FRAME_HELD, SECTORS_PER_BLOCK, SHARING, STATS, Sharing, Stats,
+    Status, WRITE, WRITE_FRAME,
 };
 use virtio::Failure;
 use virtio::dma::{Setup, StageOneHal};
@@ -77,6 +80,11 @@ const FRAME_IOVA: u64 = 0x1800_0000;
 const POLLS_PER_FAULT_CHECK: u64 = 1024;
 /// `peek_used` polls before a request counts as lost.
 const POLL_LIMIT: u64 = 200_000_000;
+/// Wakes (MSIs or faults) for one request before it counts as lost.
+const WAKE_LIMIT: u64 = 1_000;
+/// The IOVA the stage 1 maps to the MSI doorbell (aarch64): after the
+/// pool, in the same 2 MiB.
+const MSI_IOVA: u64 = POOL_IOVA + 0x10_0000;
 /// The block whose first read an injected failure strikes.
 const INJECT_BLOCK: u64 = 7;
 /// RAM the driver was never given, where a `rogue-dma` run points its
@@ -119,6 +127,10 @@ struct Disk {
     seen_faults: (u64, u64),
     /// Ticks of the request's IoSpace map and Frame delete (zero copy).
     frame_ticks: u64,
+    /// The MSI line, in interrupt mode.
+    interrupt: Option<virtio::msix::Interrupt>,
+    /// Interrupts taken (`INFO`).
+    interrupts: u64,
     /// Runs init started before this one (the capability table's `start`).
     start: u64,
     /// What its image injects (the capability table's `inject`), whether
@@ -221,6 +233,7 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
             );
         }
     }
+    let bars = function.bars;
     let transport = AccessPlatform::new(function.transport);
     let blk = Blk::new(transport).map_err(|e| {
         let why = virtio::dma::take_error();
@@ -239,6 +252,20 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
         "[vblk] virtio-blk ready: {} sectors; the device kept FEATURES_OK with VIRTIO_F_ACCESS_PLATFORM; its virtqueue is at IOVA {POOL_IOVA:#x}, which its stage 1 maps to IPA {queue_ipa:#x}",
         blk.capacity(),
     );
+    let interrupt = virtio::msix::enable(init, DEVICE, device, &bars, 0, MSI_IOVA)?;
+    match interrupt {
+        Some(line) => rt::println!(
+            "[vblk] interrupt mode: init gave an MSI line; the device's MSI-X vector 0 writes {:#x} <- {:#x}{}",
+            line.message.0,
+            line.message.1,
+            if cfg!(target_arch = "x86_64") {
+                " (an interrupt remapping entry that accepts only this device)"
+            } else {
+                ", an IOVA its stage 1 maps to the GICv2m doorbell the kernel keeps in the IoSpace"
+            }
+        ),
+        None => rt::println!("[vblk] polling mode: the image gives no MSI line"),
+    }
     let data_va = virtio::dma::reserve(1)?;
     let blocks = blk.capacity() / SECTORS_PER_BLOCK;
     Ok(Disk {
@@ -255,6 +282,8 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
         broken: false,
         seen_faults: (0, 0),
         frame_ticks: 0,
+        interrupt,
+        interrupts: 0,
         start: 0,
         injects: 0,
         inject: 0,
@@ -355,6 +384,16 @@ fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 
             Driver::VirtioBlk.code(),
             disk.start,
             disk.injects,
+        ]),
+        COMPLETIONS => Ok([
+            if disk.interrupt.is_some() {
+                INTERRUPTS
+            } else {
+                POLLING
+            },
+            disk.interrupts,
+            0,
+            0,
         ]),
         STATS => {
             let counters = virtio::dma::counters();
@@ -472,10 +511,28 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
     let waiting = rt::bench::counter();
     while disk.blk.peek_used() != Some(token) {
         polls += 1;
-        if polls == POLL_LIMIT {
-            lost(disk, block);
-        }
-        if polls % POLLS_PER_FAULT_CHECK == 0 && faulted(disk.faults, &mut disk.seen_faults) {
+        let look = match disk.interrupt {
+            // Interrupt mode: sleep until the MSI or a fault record (init
+            // bound the line to the fault queue's notification), a bounded
+            // number of times; look at the fault queue after each wake.
+            Some(line) => {
+                if polls == WAKE_LIMIT {
+                    lost(disk, block);
+                }
+                match line.wait() {
+                    Ok(fired) => disk.interrupts += u64::from(fired),
+                    Err(_) => lost(disk, block),
+                }
+                true
+            }
+            None => {
+                if polls == POLL_LIMIT {
+                    lost(disk, block);
+                }
+                polls % POLLS_PER_FAULT_CHECK == 0
+            }
+        };
+        if look && faulted(disk.faults, &mut disk.seen_faults) {
             // The device could not reach a buffer: a virtio device stops
             // there and never returns the request.
             disk.wait += rt::bench::counter() - waiting;
@@ -549,7 +606,7 @@ fn crash(block: u64) -> ! {
 /// the driver stops here, saying what the IOMMU saw.
 fn lost(disk: &mut Disk, block: u64) -> ! {
     rt::println!(
-        "[vblk] block {block}: no answer after {POLL_LIMIT} polls ({:?})",
+        "[vblk] block {block}: no answer after {POLL_LIMIT} polls or {WAKE_LIMIT} wakes ({:?})",
         virtio::dma::take_error()
     );
     while faulted(disk.faults, &mut disk.seen_faults) {}

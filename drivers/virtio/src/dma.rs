@@ -593,7 +593,8 @@ pub fn flush() -> Result<(), Failure> {
 /// Maps `iova` to `ipa` of the IoSpace in the stage 1 for good
 /// (read-write; the IoSpace's mapping decides) and invalidates it: a fixed window outside the pool, such as the IOVA
 /// of a client's Frame that the IoSpace maps at `ipa` only during a
-/// request (zero copy). Until something is mapped at `ipa`, the device's
+/// request (zero copy), or of the MSI doorbell the kernel keeps
+/// write-only in the IoSpace (`crate::msix`, aarch64). Until something is mapped at `ipa`, the device's
 /// access there faults in stage 2.
 pub fn map_fixed(iova: u64, ipa: u64) -> Result<(), Failure> {
     let mut guard = POOL.lock();

@@ -17,12 +17,15 @@
 //!   lists, and which QEMU's `iommu_platform=on` devices require (their
 //!   DMA goes through the IOMMU only then, and they refuse `FEATURES_OK`
 //!   without it).
-//!
-//! Polling only: interrupts are a later step.
+//! - [`msix`]: interrupts instead of polling, where the image gives the
+//!   driver an MSI line: the MSI-X table entry in the device's BAR, the
+//!   queue's vector in the common configuration, and MSI-X enabled
+//!   through init's checked configuration write.
 #![no_std]
 #![deny(unsafe_code)]
 
 pub mod dma;
+pub mod msix;
 pub mod pci;
 pub mod platform;
 

@@ -518,6 +518,54 @@ where
     world.check(&[(0x10, None)], true)
 }
 
+/// The MSI doorbell (SMMUv3, `IrqHandler.MsiMessage` on aarch64): mapped
+/// once, write-only, at the last page of the IoSpace's IPA range; a
+/// device attached to the space can write it and not read it, another
+/// space's device reaches nothing there; a second call changes nothing;
+/// it goes with the IoSpace.
+#[test]
+fn smmu_msi_doorbell_is_write_only_in_its_own_space() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::qemu(&memory);
+    let mut world = smmu(&memory, &device);
+    let space = world.create_space().unwrap();
+    let other = world.create_space().unwrap();
+    world.attach(0x10, None, space, false).unwrap();
+    world.attach(0x18, None, other, false).unwrap();
+    // A RAM page stands in for the GICv2m frame.
+    let doorbell = world.page();
+    let ipa = world.state.map_msi_doorbell(space, doorbell).unwrap();
+    assert_eq!(Some(ipa), world.state.msi_doorbell_of(space));
+    assert_eq!(ipa & 0xfff, 0);
+    let free = world.state.free_pages();
+    let available = world.state.available(space);
+    assert_eq!(world.state.map_msi_doorbell(space, doorbell), Ok(ipa));
+    assert_eq!(world.state.free_pages(), free, "mapped once");
+    assert_eq!(world.state.available(space), available);
+    let write = world.device.transact(0x10, None, ipa + 0x40, Access::Write);
+    assert_eq!(write, Some(doorbell + 0x40));
+    let read = world.device.transact(0x10, None, ipa + 0x40, Access::Read);
+    assert_eq!(read, None, "the doorbell is write-only");
+    let elsewhere = world.device.transact(0x18, None, ipa + 0x40, Access::Write);
+    assert_eq!(elsewhere, None, "another space has no doorbell");
+    let mut doorbells = Vec::new();
+    world
+        .state
+        .msi_doorbells(|s, at, pa| doorbells.push((s, at, pa)));
+    assert_eq!(doorbells, [(space, ipa, doorbell)]);
+    world.delete_space(space).unwrap();
+    doorbells.clear();
+    world
+        .state
+        .msi_doorbells(|s, at, pa| doorbells.push((s, at, pa)));
+    assert!(doorbells.is_empty());
+    assert_eq!(
+        world.state.map_msi_doorbell(space, doorbell),
+        Err(abi::Error::DeadObject)
+    );
+    assert!(take_log().is_empty(), "{:?}", take_log());
+}
+
 /// `IoFaultQueue.Bind`'s decode asks `can_bind_queue` before the model
 /// routes the source, so the bind that follows finds its record: the check
 /// answers as the bind does, for a new queue with every record taken

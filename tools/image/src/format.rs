@@ -201,6 +201,11 @@ pub struct GrantEntry {
     /// checks each request against this grant.
     #[serde(default)]
     pub on_request: bool,
+    /// With `on_request`: the domain may ask init for an MSI line for the
+    /// device (`sys::resources::MSI`), so its driver takes interrupts
+    /// instead of polling.
+    #[serde(default)]
+    pub msi: bool,
 }
 
 /// The `mode` of a grant.

@@ -751,6 +751,14 @@ impl Checker<'_> {
                 ));
             }
             let domain = self.domain_named(system, &span, &label, &entry.domain)?;
+            if entry.msi && !entry.on_request {
+                return Err(self.error(
+                    span,
+                    &label,
+                    format!("msi = true for device {device} without on_request"),
+                    "set on_request = true: the driver asks init for its MSI line at run time",
+                ));
+            }
             granted.push((device, entry.domain.clone()));
             let iospace_size = entry.iospace_size.0;
             if iospace_size == 0 || !iospace_size.is_multiple_of(SMALL) {
@@ -865,6 +873,7 @@ impl Checker<'_> {
                     pasids,
                     fault_queue: entry.fault_queue,
                     on_request: entry.on_request,
+                    msi: entry.msi,
                 },
             );
         }

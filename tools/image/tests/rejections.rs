@@ -206,6 +206,17 @@ fn malformed_pci_addresses_are_rejected() {
 }
 
 #[test]
+fn msi_without_on_request_is_rejected() {
+    rejects(
+        "msi_without_on_request",
+        7,
+        "dma_grant \"00:04.0\"",
+        "msi = true for device 00:04.0 without on_request",
+        "set on_request = true",
+    );
+}
+
+#[test]
 fn a_device_granted_to_two_domains_is_rejected() {
     rejects(
         "device_granted_twice",

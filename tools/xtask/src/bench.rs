@@ -134,6 +134,13 @@ const BENCHMARKS: &[Benchmark] = &[
         target: |_| Some(800),
     },
     Benchmark {
+        name: "msi-interrupt",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "one device interrupt per I/O as a driver takes it: edu's MSI (x86_64 through interrupt remapping, aarch64 through the driver's stage 1 to the GICv2m doorbell), the kernel's delivery to the handler's notification, Wait and IrqHandler.Ack; no idle time (it arrives while the driver runs)",
+        target: |_| None,
+    },
+    Benchmark {
         name: "io-map-stage1-batch-1",
         source: Source::Program("iobench"),
         unit: Unit::Instructions,

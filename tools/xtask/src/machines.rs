@@ -59,6 +59,18 @@ impl Arch {
         format!("{}-unknown-none", self.name())
     }
 
+    /// The Rust target user programs are built for: one whose code never
+    /// touches FP/SIMD registers, which the kernel neither saves nor gives
+    /// to user mode (kernel/README.md "FP/SIMD state"). `x86_64-unknown-none`
+    /// is soft-float already; on aarch64 it takes the `-softfloat` target,
+    /// since `aarch64-unknown-none` uses NEON (memcpy and friends).
+    pub fn user_target(self) -> String {
+        match self {
+            Arch::X86_64 => self.target(),
+            Arch::Aarch64 => format!("{}-softfloat", self.target()),
+        }
+    }
+
     /// The QEMU machine this architecture boots on.
     pub fn machine(self) -> &'static Machine {
         match self {
@@ -215,6 +227,12 @@ pub struct SystemTest {
     /// as a failure; the configuration's other tests are not counted.
     #[serde(default)]
     pub must_fail: Vec<String>,
+    /// Tests that must be among those the guest reports passed: a run
+    /// that leaves one out (a guest that took another path and ran
+    /// another test, such as a driver that polls where the image asks for
+    /// interrupts) fails.
+    #[serde(default)]
+    pub must_pass: Vec<String>,
     /// The kernel is expected to die of an unexpected exception: the run
     /// passes (one test) when it reports the exception with its vector,
     /// faulting address and registers and exits with status 3.
@@ -289,6 +307,9 @@ impl SystemTest {
             return Err(
                 "`seed=` on the command line goes with `must_fail`, and only with it".into(),
             );
+        }
+        if self.seeds().is_some() && !self.must_pass.is_empty() {
+            return Err("a seeded kernel's tests must fail: no `must_pass`".into());
         }
         if self.seeds().is_some() && self.cap_dump {
             return Err("the seeded kernel has no capability dump".into());
@@ -382,6 +403,11 @@ mod tests {
             assert_eq!(arch.machine().arch, arch);
         }
         assert_eq!(Arch::X86_64.target(), "x86_64-unknown-none");
+        assert_eq!(Arch::X86_64.user_target(), "x86_64-unknown-none");
+        assert_eq!(
+            Arch::Aarch64.user_target(),
+            "aarch64-unknown-none-softfloat"
+        );
     }
 
     #[test]

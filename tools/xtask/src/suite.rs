@@ -514,6 +514,15 @@ fn system_test(
     }
     let problem = report.problem(qemu::guest_status(machine.exit, &run));
     let mut tally = report.tally;
+    for name in &config.must_pass {
+        if !report.passed_names.iter().any(|passed| passed == name) {
+            tally.failed += 1;
+            println!(
+                "[{}] FAILED: {name} must pass here and was not reported passed",
+                config.name
+            );
+        }
+    }
     for case in cross_check.cases() {
         match case.judge() {
             Ok(summary) => {

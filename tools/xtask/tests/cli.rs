@@ -46,7 +46,7 @@ fn unknown_arch() {
 fn unknown_image_lists_the_available_ones() {
     let line = one_error_line(&xtask(&["run", "--image", "no-such-image"]));
     assert!(line.contains("unknown image `no-such-image`"), "{line}");
-    assert!(line.contains("one of: blk, default,"), "{line}");
+    assert!(line.contains("one of: blk, blk-irq, default,"), "{line}");
 }
 
 #[test]

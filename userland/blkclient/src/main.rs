@@ -32,8 +32,8 @@ use rt::check;
 use rt::testing::{Outcome, Suite};
 use sys::{Cap, Endpoint, MessageInfo};
 use vblk_protocol::{
-    BLOCK_SIZE, Cost, DISK_BLOCKS, Driver, INFO, NEW_SEED, OLD_SEED, READ, SHARING, STATS, Sharing,
-    Stats, Status, WRITE, fill_block, first_mismatch,
+    BLOCK_SIZE, COMPLETIONS, Cost, DISK_BLOCKS, Driver, INFO, INTERRUPTS, NEW_SEED, OLD_SEED,
+    POLLING, READ, SHARING, STATS, Sharing, Stats, Status, WRITE, fill_block, first_mismatch,
 };
 
 rt::entry!(main);
@@ -290,6 +290,7 @@ fn main(startup: &rt::Startup) -> i32 {
     if kind == Driver::VirtioBlk {
         sharing_tests(&mut suite, driver);
     }
+    completion_test(&mut suite, driver);
     suite.run("driver_restarted_once_per_injected_failure", || {
         // INFO's MR2: runs init started before the driver's current one;
         // MR3: the failure its image injects into its first run.
@@ -374,6 +375,46 @@ fn main(startup: &rt::Startup) -> i32 {
         }
     }
     suite.finish()
+}
+
+/// How the driver learnt of completions, after the reads and writes above
+/// (at least three per block): `COMPLETIONS`, which a driver that only
+/// polls may not know (then no test runs). The mode is the image's (`msi`
+/// on the grant); each has its own test name, so a row can demand the one
+/// it expects (`must_pass` in tools/xtask/system-tests.toml).
+fn completion_test(suite: &mut Suite, driver: Cap<Endpoint>) {
+    let answer = call(driver, COMPLETIONS, 0);
+    if answer == Err(Status::UnknownRequest) {
+        return;
+    }
+    let by_msi = matches!(answer, Ok([INTERRUPTS, ..]));
+    let name = if by_msi {
+        "every_request_completes_by_msi"
+    } else {
+        "every_request_completes_by_polling"
+    };
+    suite.run(name, || {
+        let Ok([mode, interrupts, _, _]) = answer else {
+            rt::fail!("COMPLETIONS: {answer:?}")
+        };
+        match mode {
+            // A request whose completion is there before the driver
+            // looks takes no wake (its MSI is consumed by the next one's
+            // wait), so not every request counts one; one in three must.
+            INTERRUPTS => check!(
+                interrupts >= DISK_BLOCKS,
+                "{interrupts} interrupts for at least {} requests",
+                3 * DISK_BLOCKS
+            ),
+            POLLING => check!(interrupts == 0, "{interrupts} interrupts while polling"),
+            other => rt::fail!("unknown completion mode {other}"),
+        }
+        rt::println!(
+            "[blkclient] the driver completes requests by {}: {interrupts} interrupts taken so far",
+            if by_msi { "MSI" } else { "polling" }
+        );
+        Ok(())
+    });
 }
 
 /// The virtio-blk driver's ways of sharing buffers, checked by their

@@ -24,8 +24,8 @@ use rt::space::Objects;
 use sys::bootinfo;
 use sys::resources::{self, Refusal};
 use sys::{
-    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, Notification,
-    PageTable, Rights, Slot, Untyped,
+    CNode, Cap, CapType, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, IrqControl,
+    IrqHandler, Notification, PageTable, Rights, Slot, Untyped,
 };
 use sysdesc::SystemDescription;
 
@@ -58,8 +58,10 @@ struct Given {
     /// What the grant's IoSpaces are made of, from its first `SPACE` on.
     stock: Option<SpaceStock>,
     /// The fault queue and the notification it signals, from
-    /// `FAULT_QUEUE` on.
+    /// `FAULT_QUEUE` on (an MSI line signals that notification too).
     queue: Option<(Cap<IoFaultQueue>, Cap<Notification>)>,
+    /// The MSI line's handler, from `MSI` on.
+    msi: Option<Cap<IrqHandler>>,
     /// The device's number among the domain's (its register and BAR
     /// windows), from `DEVICE` on.
     number: u64,
@@ -199,6 +201,15 @@ impl Server {
                     .map_err(|e| format!("deleting the fault queue of {address}: {e:?}"))?;
                 taken.push(format!("fault queue of {address}"));
             }
+            if let Some(handler) = given.msi {
+                // Its line is free again once the handler is deleted.
+                objects
+                    .cnode()
+                    .revoke(handler.slot())
+                    .and_then(|()| objects.delete(handler.slot()))
+                    .map_err(|e| format!("deleting the MSI line of {address}: {e:?}"))?;
+                taken.push(format!("MSI line of {address}"));
+            }
             if let Some(space) = given.space {
                 destroy_space(objects, space).map_err(|(_, why)| why)?;
                 taken.push(format!("IoSpace of {address}"));
@@ -262,6 +273,7 @@ impl Server {
                     | resources::BAR
                     | resources::CONFIG_READ
                     | resources::CONFIG_WRITE
+                    | resources::MSI
             ) {
                 rt::println!(
                     "[init] \"{who}\" asks for device {device_name}: no dma_grant of the image gives it that device: refused"
@@ -291,6 +303,7 @@ impl Server {
                 );
             }
             resources::CONFIG_WRITE => self.config_write(objects, grant, mrs[1]),
+            resources::MSI => self.msi(objects, domain, grant),
             _ => Err((
                 Refusal::UnknownRequest,
                 String::from("not a request init knows"),
@@ -629,6 +642,65 @@ impl Server {
             ok(u64::from(queue_slot), u64::from(signal_slot)),
             format!(
                 "for a fault queue: granted, bound to its device, in its slots {queue_slot} (queue) and {signal_slot} (notification)"
+            ),
+        ))
+    }
+
+    /// `MSI`: the first free line of `resources::MSI_LINES`, bound to a
+    /// copy badged `resources::MSI_BADGE` of the fault queue's
+    /// Notification; the handler and that copy go to the domain.
+    fn msi(
+        &mut self,
+        objects: &mut Objects,
+        domain: usize,
+        grant: usize,
+    ) -> Result<(Reply, String), (Refusal, String)> {
+        if !self.description.dma_grants[grant].msi {
+            return Err((
+                Refusal::NotGranted,
+                String::from("an MSI line, which its dma_grant does not give (msi = true)"),
+            ));
+        }
+        if self.given[grant].device.is_none() {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("an MSI line before the device"),
+            ));
+        }
+        if self.given[grant].msi.is_some() {
+            return Err((Refusal::AlreadyGiven, String::from("a second MSI line")));
+        }
+        let Some((_, shared)) = self.given[grant].queue else {
+            return Err((
+                Refusal::DeviceFirst,
+                String::from("an MSI line before the fault queue, whose notification it signals"),
+            ));
+        };
+        let control: Cap<IrqControl> = bootinfo::IRQ_CONTROL;
+        let slot = objects.slot().map_err(kernel("a slot of init's"))?;
+        let mut taken = Err(sys::Error::DeviceInUse);
+        let mut line = resources::MSI_LINES.start;
+        for candidate in resources::MSI_LINES {
+            line = candidate;
+            taken = control.get(candidate, slot);
+            if taken != Err(sys::Error::DeviceInUse) {
+                break;
+            }
+        }
+        let handler = taken.map_err(kernel("IrqControl.Get of an MSI line"))?;
+        let signal = objects
+            .mint(shared, Rights::ALL, resources::MSI_BADGE)
+            .map_err(kernel("badging the Notification"))?;
+        handler
+            .set_notification(signal)
+            .map_err(kernel("IrqHandler.SetNotification"))?;
+        let handler_slot = self.give(objects, domain, handler, None)?;
+        let signal_slot = self.give(objects, domain, signal, None)?;
+        self.given[grant].msi = Some(handler);
+        Ok((
+            ok(u64::from(handler_slot), u64::from(signal_slot)),
+            format!(
+                "for an MSI line: line {line}, in its slots {handler_slot} (handler) and {signal_slot} (notification)"
             ),
         ))
     }

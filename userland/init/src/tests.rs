@@ -288,6 +288,7 @@ pub(crate) fn edu_grant(on_request: bool) -> DmaGrant {
         pasids: Default::default(),
         fault_queue: false,
         on_request,
+        msi: on_request,
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`BAR`] | PCI address | BAR index (0..=5) | where the whole BAR is mapped in the caller | its size, bytes |
 //! | [`CONFIG_READ`] | PCI address | offset in its configuration space (4-byte aligned, below 4096) | the 32-bit word there | 0 |
 //! | [`CONFIG_WRITE`] | PCI address | offset (low 16 bits) and the new 32-bit word (bits 32..64) | the word read back | 0 |
+//! | [`MSI`] | PCI address | 0 | IrqHandler slot (a free line of [`MSI_LINES`]) | its Notification's slot (badge [`MSI_BADGE`]) |
 //!
 //! A PCI address is `bus << 8 | device << 3 | function` (the requester
 //! id). A reply's label is 0 on success, else the [`Refusal`] code (MR0
@@ -27,6 +28,15 @@
 //! named BAR) reads its function's configuration space through init, which
 //! never lets a driver write it, and asks for the BARs it names. A device
 //! without a memory BAR 0 gets no registers with [`DEVICE`] (reply MR1 0).
+//!
+//! `MSI` needs the device, its fault queue and a grant with `msi = true`
+//! (the image's setting for a driver that takes interrupts): init takes
+//! the first free MSI line, binds it to a copy badged [`MSI_BADGE`] of the
+//! fault queue's Notification and gives the domain the handler and that
+//! copy. A restart takes the line back with the rest.
+//! The driver then asks the kernel for the message with its own IoDevice
+//! (`IrqHandler.MsiMessage`; on aarch64 after attaching the device) and
+//! programs it through `CONFIG_WRITE` and the MSI-X table in its BAR.
 //!
 //! `CONFIG_WRITE` is the one configuration write a driver may make: a
 //! register of its own device's MSI or MSI-X capability, changing only the
@@ -40,7 +50,7 @@
 //! entry is not the device's; aarch64: the write must translate to the
 //! doorbell through the device's own IoSpace).
 
-use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, Notification, Slot};
+use crate::cap::{Cap, Endpoint, IoDevice, IoFaultQueue, IoSpace, IrqHandler, Notification, Slot};
 use crate::{Error, MessageInfo};
 
 /// Request a device's IoDevice (and its registers mapped).
@@ -58,6 +68,22 @@ pub const BAR: u32 = 0x10_0005;
 pub const CONFIG_READ: u32 = 0x10_0006;
 /// Write one register of a granted device's MSI or MSI-X capability.
 pub const CONFIG_WRITE: u32 = 0x10_0007;
+/// Request an MSI line (IrqHandler and Notification) for a granted device.
+pub const MSI: u32 = 0x10_0008;
+/// The badge an [`MSI`] line signals its Notification with: the device's
+/// fault queue's Notification (whose records signal bit 0), so a driver
+/// waiting for its MSI also wakes when its device faulted instead of
+/// completing.
+pub const MSI_BADGE: u64 = 1 << 1;
+
+/// The message-signalled lines init hands out with [`MSI`]: x86_64 lines
+/// 16..32 (remapped vectors 48..64), aarch64 the GICv2m frame's SPIs on
+/// QEMU's `virt` (INTIDs 80..144).
+#[cfg(target_arch = "x86_64")]
+pub const MSI_LINES: core::ops::Range<u64> = 16..32;
+/// The message-signalled lines init hands out (see the x86_64 one).
+#[cfg(not(target_arch = "x86_64"))]
+pub const MSI_LINES: core::ops::Range<u64> = 80..144;
 
 /// Why init refused a request (the reply's label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +233,19 @@ pub fn request_bar(init: Cap<Endpoint>, pci: u64, index: u8) -> Result<(u64, u64
 pub fn config_read(init: Cap<Endpoint>, pci: u64, offset: u16) -> Result<u32, RequestError> {
     let [word, _] = request(init, CONFIG_READ, [pci, u64::from(offset)])?;
     Ok(word as u32)
+}
+
+/// [`MSI`]: an IrqHandler for a free MSI line, for the device at `pci`,
+/// and the Notification the line signals (badge 1).
+pub fn request_msi(
+    init: Cap<Endpoint>,
+    pci: u64,
+) -> Result<(Cap<IrqHandler>, Cap<Notification>), RequestError> {
+    let [handler, signal] = request(init, MSI, [pci, 0])?;
+    Ok((
+        Cap::from_slot(slot(handler)?),
+        Cap::from_slot(slot(signal)?),
+    ))
 }
 
 /// [`CONFIG_WRITE`]: writes `value` to the register at `offset` of the

@@ -367,6 +367,10 @@ pub struct DmaGrant {
     /// Built only when the domain asks init for it at run time
     /// (`sys::resources`); otherwise init builds it at boot.
     pub on_request: bool,
+    /// The domain may ask init for an MSI line for the device
+    /// (`sys::resources::MSI`, on-request grants): its driver then takes
+    /// interrupts instead of polling.
+    pub msi: bool,
 }
 
 /// A memory region mapped into a grant's IoSpace.
@@ -502,6 +506,7 @@ mod tests {
                 pasids,
                 fault_queue: true,
                 on_request: false,
+                msi: false,
             })
             .unwrap();
         description

@@ -16,6 +16,7 @@
 //! | [`WRITE_FRAME`] | block number, with the client's Frame | the same, the device reading the Frame | 0 |
 //! | [`READ_FRAME_HELD`] | block number, with the client's Frame | as `READ_FRAME`, but keeps the Frame mapped: the I/O stays open | the IOVA the device was given |
 //! | [`FINISH_HELD`] | block number | has the device write the block through the held Frame's IOVA again, then drops the Frame | [`Finished`] in MR0..MR2 |
+//! | [`COMPLETIONS`] | 0 | nothing | [`POLLING`] or [`INTERRUPTS`]; MR1 the device interrupts taken so far |
 //!
 //! `INFO`'s reply MR1 names the driver ([`Driver`]).
 //!
@@ -64,6 +65,15 @@ pub const READ_FRAME_HELD: u32 = 0x20_0008;
 /// Ends the held I/O: the device writes block MR0 through the held
 /// Frame's IOVA once more, and the driver drops the Frame.
 pub const FINISH_HELD: u32 = 0x20_0009;
+/// Ask how the driver learns of completions: reply MR0 [`POLLING`] or
+/// [`INTERRUPTS`], MR1 the device interrupts it has taken. A driver that
+/// only polls may answer `UnknownRequest`.
+pub const COMPLETIONS: u32 = 0x20_000A;
+/// `COMPLETIONS`' MR0: the driver polls for completions.
+pub const POLLING: u64 = 0;
+/// `COMPLETIONS`' MR0: the driver sleeps until the device's MSI (or a
+/// fault record).
+pub const INTERRUPTS: u64 = 1;
 
 /// The IPA in the driver's IoSpace where a client's Frame is mapped for a
 /// zero-copy request: the driver's stage 1 maps one IOVA of its own to it

@@ -270,6 +270,34 @@ fn bar_and_configuration_requests_are_checked_before_the_bus() {
     sys::host::clear_kernel();
 }
 
+/// `MSI` is answered only where the image's grant says `msi = true`, and
+/// only once the domain holds the device and its fault queue (the model
+/// has no fault queues); each refusal comes before init takes a line.
+#[test]
+fn msi_lines_only_where_the_grant_says_so() {
+    let (kernel, mut objects, mut server) = driver_server();
+    let pci = edu();
+    server.description.dma_grants[0].msi = false;
+    let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
+    assert_eq!(label, resources::Refusal::NotGranted.code(), "msi = false");
+    server.description.dma_grants[0].msi = true;
+    let device = server.given[0].device.take();
+    let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
+    assert_eq!(label, resources::Refusal::DeviceFirst.code());
+    server.given[0].device = device;
+    let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
+    assert_eq!(
+        label,
+        resources::Refusal::DeviceFirst.code(),
+        "no fault queue"
+    );
+    server.given[0].msi = Some(sys::Cap::from_slot(sys::Slot::new(1)));
+    let (label, _) = server.handle(&mut objects, 1, resources::MSI, [pci, 0, 0, 0]);
+    assert_eq!(label, resources::Refusal::AlreadyGiven.code());
+    drop(kernel);
+    sys::host::clear_kernel();
+}
+
 /// `revoke_domain`, what a restart does first (the model has no fault
 /// queues: `IoFaultQueue.Bind` answers `NotSupported` there; the QEMU
 /// tests `*-restart-*` cover them).
