@@ -280,6 +280,27 @@ const BENCHMARKS: &[Benchmark] = &[
         target: |_| None,
     },
     Benchmark {
+        name: "cnode-delete-empty",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "CNode.Delete of an empty slot",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "cnode-delete-frame-copy",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "CNode.Delete of a copy of a 4 KiB Frame (the Frame lives on)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "cnode-delete-mapped-frame-copy",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same, the copy IO-mapped: unmapped and invalidated by the delete (what a zero-copy driver does per request)",
+        target: |_| None,
+    },
+    Benchmark {
         name: "io-revoke-1",
         source: Source::Program("iobench"),
         unit: Unit::Instructions,
