@@ -78,7 +78,7 @@ fn program_run_args(arch: Arch, program: &str) -> Option<&'static [&'static str]
 }
 
 /// The system images whose domains time a path through several of them.
-const IMAGES: [&str; 3] = ["blk", "nvme", "net"];
+const IMAGES: [&str; 4] = ["blk", "blk-irq", "nvme", "net"];
 
 /// Round trips of the `net` image's bench client (drivers/vnet's
 /// `BENCH_ROUNDS`) and their payload.
@@ -418,6 +418,70 @@ const BENCHMARKS: &[Benchmark] = &[
         "blk-read-4k-zerocopy-doorbell",
         "blk",
         "of (c), the doorbell",
+    ),
+    Benchmark {
+        name: "blk-read-4k-msi",
+        source: Source::Image("blk-irq"),
+        unit: Unit::Instructions,
+        description: "blk-read-4k (a) with the driver in interrupt mode (images/blk-irq.toml): it sleeps on its MSI line's notification until the device's completion MSI instead of polling. Counted: everything from the client's call to its reply, the interrupt share included; the halt while the device works costs no instruction under -icount sleep=off; the least of 16 reads in which the driver woke exactly once (a read whose completion came before the driver waited, or with a timer tick in the halt, left out)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    part(
+        "blk-read-4k-msi-ipc",
+        "blk-irq",
+        "of blk-read-4k-msi, the IPC: the total minus the driver's share and its interrupt share",
+    ),
+    part(
+        "blk-read-4k-msi-driver",
+        "blk-irq",
+        "of blk-read-4k-msi, the driver domain from the request's arrival to its reply, its wait for the completion left out",
+    ),
+    part(
+        "blk-read-4k-msi-iommu",
+        "blk-irq",
+        "of which stage-1 map + unmap + IoUserTable.Invalidate",
+    ),
+    part(
+        "blk-read-4k-msi-doorbell",
+        "blk-irq",
+        "of which the doorbell (virtqueue notify write)",
+    ),
+    part(
+        "blk-read-4k-msi-interrupt",
+        "blk-irq",
+        "of blk-read-4k-msi, the interrupt: the driver's wait from its first look at the used ring to the completion seen there (Notification.Wait, the switch to the idle thread, the MSI's kernel entry, remapped (VT-d) or GICv2m delivery and signal, the switch back, IrqHandler.Ack, the used-ring looks); the idle halt itself is not counted",
+    ),
+    Benchmark {
+        name: "blk-read-4k-msi-premapped",
+        source: Source::Image("blk-irq"),
+        unit: Unit::Instructions,
+        description: "blk-read-4k-msi with (b) a pre-mapped pool: nothing changes in stage 1 per I/O",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    part(
+        "blk-read-4k-msi-premapped-ipc",
+        "blk-irq",
+        "of (b) in interrupt mode, the IPC",
+    ),
+    part(
+        "blk-read-4k-msi-premapped-driver",
+        "blk-irq",
+        "of (b) in interrupt mode, the driver domain, its wait left out",
+    ),
+    part(
+        "blk-read-4k-msi-premapped-iommu",
+        "blk-irq",
+        "of (b) in interrupt mode, IOMMU calls (none)",
+    ),
+    part(
+        "blk-read-4k-msi-premapped-doorbell",
+        "blk-irq",
+        "of (b) in interrupt mode, the doorbell",
+    ),
+    part(
+        "blk-read-4k-msi-premapped-interrupt",
+        "blk-irq",
+        "of (b) in interrupt mode, the interrupt, as blk-read-4k-msi-interrupt",
     ),
     Benchmark {
         name: "nvme-read-4k",
