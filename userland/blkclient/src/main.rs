@@ -33,7 +33,8 @@ use rt::testing::{Outcome, Suite};
 use sys::{Cap, Endpoint, MessageInfo};
 use vblk_protocol::{
     BLOCK_SIZE, COMPLETIONS, Cost, DISK_BLOCKS, Driver, INFO, INTERRUPTS, NEW_SEED, OLD_SEED,
-    POLLING, READ, SHARING, STATS, Sharing, Stats, Status, WRITE, fill_block, first_mismatch,
+    POLLING, READ, SHARING, STATS, Sharing, Stats, Status, WAIT_FIRST, WRITE, fill_block,
+    first_mismatch,
 };
 
 rt::entry!(main);
@@ -223,57 +224,74 @@ fn print_bench(name: &str, timed: Result<(u64, Cost), Status>, split: bool) {
     }
 }
 
-/// The device interrupts the driver has taken so far (`COMPLETIONS`' MR1).
-fn interrupts(driver: Cap<Endpoint>) -> Result<u64, Status> {
-    call(driver, COMPLETIONS, 0).map(|mrs| mrs[1])
+/// The device interrupts the driver has taken so far and the ticks the
+/// last request spent taking its MSI (`COMPLETIONS`' MR1 and MR2).
+fn interrupts(driver: Cap<Endpoint>) -> Result<(u64, u64), Status> {
+    call(driver, COMPLETIONS, 0).map(|mrs| (mrs[1], mrs[2]))
 }
 
-/// In interrupt mode, the cheapest of [`TIMED_READS`] reads of block 0
-/// in which the driver woke exactly once, by the device's MSI: client
-/// total (call to reply) with the driver's wait in it, and the driver's
-/// share. The halt while the device works costs no instruction under
-/// `-icount shift=0,sleep=off`, so nothing is subtracted. A read whose
-/// completion was there before the driver waited (no wake: its MSI is
-/// taken by the next read's wait, which then wakes twice) does not count;
-/// nor, being dearer, does one with a timer tick in the halt.
-/// `None` when no read woke it exactly once.
-fn timed_msi_read(driver: Cap<Endpoint>) -> Result<Option<(u64, Cost)>, Status> {
-    let mut best: Option<(u64, Cost)> = None;
+/// A read's cost in interrupt mode: [`Cost`] and, of its `driver` share,
+/// the ticks spent taking the MSI.
+type MsiCost = (Cost, u64);
+
+/// In interrupt mode, with the driver polling to the completion and then
+/// taking its MSI (`WAIT_FIRST`), the cheapest of [`TIMED_READS`] reads
+/// of block 0 in which it took exactly one interrupt, as [`timed_read`]:
+/// the polling left out, and the doorbell write too: QEMU completes some
+/// reads inside it (by the host's timing), and the kernel's entry for
+/// the MSI then lands there instead of in the polling. `None` when no
+/// read took exactly one.
+fn timed_msi_read(driver: Cap<Endpoint>) -> Result<Option<(u64, MsiCost)>, Status> {
+    let mut best: Option<(u64, MsiCost)> = None;
+    // Reads by the interrupts taken in them: none, one, more.
+    let mut taken = [0; 3];
     for _ in 0..TIMED_READS {
-        let before = interrupts(driver)?;
+        let (before, _) = interrupts(driver)?;
         let start = rt::bench::counter();
         let mrs = call(driver, READ, 0)?;
         let total = rt::bench::counter() - start;
         let cost = Cost::from_mrs([mrs[1], mrs[2], mrs[3]]);
-        let one_wake = interrupts(driver)? - before == 1;
-        if one_wake && best.is_none_or(|(least, _)| total < least) {
-            best = Some((total, cost));
+        let (after, msi) = interrupts(driver)?;
+        let count = after.saturating_sub(before);
+        taken[count.min(2) as usize] += 1;
+        let without_device = total.saturating_sub(cost.wait + cost.doorbell);
+        if count == 1 && best.is_none_or(|(least, _)| without_device < least) {
+            best = Some((without_device, (cost, msi)));
         }
     }
+    rt::println!(
+        "[blkclient] of {TIMED_READS} timed reads the driver took no interrupt in {}, one in {}, more in {}",
+        taken[0],
+        taken[1],
+        taken[2]
+    );
     Ok(best)
 }
 
 /// Prints the `bench` lines of an interrupt-mode read: the total and its
-/// parts as [`print_bench`]'s, and `-interrupt` the driver's wait for the
-/// completion (its `Notification.Wait`, the switch to the idle thread and
-/// back, the MSI's entry and signal, `IrqHandler.Ack`, the used-ring
-/// looks), which `-ipc` then leaves out.
-fn print_msi_bench(name: &str, timed: Result<Option<(u64, Cost)>, Status>) {
+/// parts as [`print_bench`]'s without the doorbell ([`timed_msi_read`]),
+/// and `-driver` without `-interrupt`: the
+/// driver taking the completion's MSI (`Notification.Wait`, which finds
+/// the signal, and `IrqHandler.Ack`). The kernel's entry for the MSI and
+/// its signal happen while the driver polls, and are left out with it.
+fn print_msi_bench(name: &str, timed: Result<Option<(u64, MsiCost)>, Status>) {
     match timed {
-        Ok(Some((total, cost))) => {
+        Ok(Some((total, (cost, msi)))) => {
             rt::println!("bench {name} instructions={total}");
             rt::println!(
                 "bench {name}-ipc instructions={}",
-                total.saturating_sub(cost.driver + cost.wait)
+                total.saturating_sub(cost.driver.saturating_sub(cost.doorbell))
             );
-            rt::println!("bench {name}-driver instructions={}", cost.driver);
+            rt::println!(
+                "bench {name}-driver instructions={}",
+                cost.driver.saturating_sub(msi + cost.doorbell)
+            );
             rt::println!("bench {name}-iommu instructions={}", cost.iommu);
-            rt::println!("bench {name}-doorbell instructions={}", cost.doorbell);
-            rt::println!("bench {name}-interrupt instructions={}", cost.wait);
+            rt::println!("bench {name}-interrupt instructions={msi}");
         }
-        Ok(None) => rt::println!(
-            "bench {name} FAILED: no read of {TIMED_READS} woke the driver exactly once"
-        ),
+        Ok(None) => {
+            rt::println!("bench {name} FAILED: no read of {TIMED_READS} took exactly one interrupt")
+        }
         Err(status) => rt::println!("bench {name} FAILED: the read answered {status:?}"),
     }
 }
@@ -392,8 +410,13 @@ fn main(startup: &rt::Startup) -> i32 {
         ] {
             print_msi_bench(
                 name,
-                ask(driver, SHARING, sharing.code()).and_then(|_| timed_msi_read(driver)),
+                ask(driver, SHARING, sharing.code())
+                    .and_then(|_| ask(driver, WAIT_FIRST, 1))
+                    .and_then(|_| timed_msi_read(driver)),
             );
+        }
+        if let Err(status) = ask(driver, WAIT_FIRST, 0) {
+            rt::println!("[blkclient] WAIT_FIRST 0 (look first again): {status:?}");
         }
     } else if kind == Driver::VirtioBlk {
         for (sharing, name) in [

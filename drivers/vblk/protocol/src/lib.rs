@@ -16,7 +16,8 @@
 //! | [`WRITE_FRAME`] | block number, with the client's Frame | the same, the device reading the Frame | 0 |
 //! | [`READ_FRAME_HELD`] | block number, with the client's Frame | as `READ_FRAME`, but keeps the Frame mapped: the I/O stays open | the IOVA the device was given |
 //! | [`FINISH_HELD`] | block number | has the device write the block through the held Frame's IOVA again, then drops the Frame | [`Finished`] in MR0..MR2 |
-//! | [`COMPLETIONS`] | 0 | nothing | [`POLLING`] or [`INTERRUPTS`]; MR1 the device interrupts taken so far |
+//! | [`COMPLETIONS`] | 0 | nothing | [`POLLING`] or [`INTERRUPTS`]; MR1 the device interrupts taken so far; MR2 the ticks the last request spent taking its MSI after polling (`WAIT_FIRST`), else 0 |
+//! | [`WAIT_FIRST`] | 1 or 0 | in interrupt mode, the next requests poll to the completion, then take its MSI (1), or sleep until the MSI (0) | 0 |
 //!
 //! `INFO`'s reply MR1 names the driver ([`Driver`]).
 //!
@@ -74,6 +75,15 @@ pub const POLLING: u64 = 0;
 /// `COMPLETIONS`' MR0: the driver sleeps until the device's MSI (or a
 /// fault record).
 pub const INTERRUPTS: u64 = 1;
+/// In interrupt mode, MR0 1: each next request polls the used ring to its
+/// completion (the emulated device's time, left out as in polling mode),
+/// then takes the MSI the device sent with it (`Notification.Wait`, which
+/// then finds the signal, and `IrqHandler.Ack`), so every request
+/// consumes its own interrupt and the count does not hold the idle
+/// halt, whose length under `-icount` is the host's (the bench's
+/// `blk-read-4k-msi` rows); MR0 0: sleeps until the MSI (the default).
+/// `UnknownRequest` from a driver that polls.
+pub const WAIT_FIRST: u32 = 0x20_000B;
 
 /// The IPA in the driver's IoSpace where a client's Frame is mapped for a
 /// zero-copy request: the driver's stage 1 maps one IOVA of its own to it
