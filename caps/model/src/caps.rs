@@ -566,13 +566,16 @@ impl<S: Storage> Caps<S> {
             }
         }
         let Some(object) = self.object_mut(cap.object) else {
+            sink.capability_removed(cap.kind, false);
             return;
         };
         object.cap_count -= 1;
-        if object.cap_count == 0 && !object.permanent {
+        let destroyed = object.cap_count == 0 && !object.permanent;
+        if destroyed {
             self.destroy(cap.object, flush, sink);
             self.release(cap.object);
         }
+        sink.capability_removed(cap.kind, destroyed);
     }
 
     /// Emit the unmap of `frame` at `ipa` in `space`; returns the space's

@@ -8,7 +8,7 @@
 //!   (invalidations are batched per domain, never skipped);
 //! - an operation that returns an error emits nothing.
 
-use crate::types::{ObjectId, Rights};
+use crate::types::{ObjectId, ObjectKind, Rights};
 
 /// Where an IOMMU unit sends faults of one source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -160,6 +160,16 @@ pub enum Effect {
 pub trait EffectSink {
     /// Take one effect.
     fn push(&mut self, effect: Effect);
+
+    /// Not a hardware effect: a capability to an object of `kind` left its
+    /// slot (`Caps::delete`, `Caps::revoke`, after its own effects), and
+    /// `destroyed` says whether it was the object's last, so the object was
+    /// destroyed. The kernel uses it to skip reconciling what it keeps
+    /// about objects and capabilities when nothing it could hold died.
+    /// Ignored by default.
+    fn capability_removed(&mut self, kind: ObjectKind, destroyed: bool) {
+        let _ = (kind, destroyed);
+    }
 }
 
 impl<F: FnMut(Effect) + ?Sized> EffectSink for F {

@@ -482,3 +482,54 @@ fn the_console_is_permanent_and_its_rights_only_shrink() {
     assert!(caps.object(console).is_some());
     check_all(&caps, &AbstractIommu::default()).unwrap();
 }
+
+/// One reported removal: the capability's kind, whether its object died.
+type Removal = (ObjectKind, bool);
+
+/// Records what a delete or revoke reports removing.
+#[derive(Default)]
+struct Removals(Vec<Removal>);
+
+impl caps::EffectSink for Removals {
+    fn push(&mut self, _effect: Effect) {}
+    fn capability_removed(&mut self, kind: ObjectKind, destroyed: bool) {
+        self.0.push((kind, destroyed));
+    }
+}
+
+#[test]
+fn delete_and_revoke_report_each_removal_and_each_death() {
+    let (mut caps, _) = frame_and_spaces::<16, 8>(1);
+    let frame = caps.lookup(s(2)).unwrap().object();
+    caps.mint(s(2), s(5), Rights::ALL, Badge(0)).unwrap();
+    caps.mint(s(2), s(6), Rights::ALL, Badge(0)).unwrap();
+    let (frame_copy, frame_dies, space_dies) = (
+        (ObjectKind::Frame, false),
+        (ObjectKind::Frame, true),
+        (ObjectKind::IoSpace, true),
+    );
+    // (revoke?, slot, what is reported): an empty slot reports nothing; a
+    // copy goes, the Frame lives on; a revoke reports each copy; the last
+    // capability's Frame dies; revoking the Untyped destroys the IoSpace.
+    let steps: [(bool, u32, &[Removal]); 5] = [
+        (false, 9, &[]),
+        (false, 5, &[frame_copy]),
+        (true, 2, &[frame_copy]),
+        (false, 2, &[frame_dies]),
+        (true, 0, &[space_dies]),
+    ];
+    for (step, (revoke, slot, expected)) in steps.into_iter().enumerate() {
+        let mut sink = Removals::default();
+        if revoke {
+            caps.revoke(s(slot), &mut sink).unwrap();
+        } else {
+            caps.delete(s(slot), &mut sink).unwrap();
+        }
+        assert_eq!(sink.0, expected, "slot {slot}, revoke {revoke}");
+        assert_eq!(
+            caps.object(frame).is_some(),
+            step < 3,
+            "the Frame lives until its last capability goes"
+        );
+    }
+}

@@ -67,10 +67,20 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+// Host only (`model-bench`): the host tests' world over the executable
+// models, which names this crate `iospace` and uses `std`.
+#[cfg(feature = "model-bench")]
+#[macro_use]
+extern crate std;
+#[cfg(feature = "model-bench")]
+extern crate self as iospace;
+
 mod dirty;
 mod env;
 mod faults;
 mod index;
+#[cfg(feature = "model-bench")]
+pub mod model_bench;
 mod msi;
 mod pool;
 mod requests;

@@ -93,12 +93,12 @@ pub(super) fn perform(caps: &mut CapSystem, op: CnodeOp) -> Result<Reply, Error>
         CnodeOp::Move { source, dest } => caps.move_cap(source, dest)?,
         CnodeOp::Delete { target } => {
             let result = caps.delete(target, &mut sink);
-            objects::reconcile(caps);
+            objects::reconcile(caps, sink.removed);
             result?
         }
         CnodeOp::Revoke { target } => {
             let result = caps.revoke(target, &mut sink);
-            objects::reconcile(caps);
+            objects::reconcile(caps, sink.removed);
             result?
         }
     }

@@ -90,7 +90,7 @@ pub(super) fn perform(caps: &mut CapSystem, op: Retype) -> Result<Reply, Error> 
                 let made = caps.resolve(op.cspace, op.first + j)?;
                 let _ = caps.delete(made, &mut sink);
             }
-            objects::reconcile(caps);
+            objects::reconcile(caps, sink.removed);
             return Err(e);
         }
     }

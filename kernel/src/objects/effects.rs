@@ -2,9 +2,10 @@
 //! written and cleared (a cleared one also invalidated in the IOTLB of
 //! devices bound to its VSpace), retyped memory cleared, IOMMU effects
 //! handed to the unit (`iommu_unit`, which applies them through `io_space`).
+//! It also notes what a delete or revoke removed, for `reconcile`.
 
 use crate::iommu_unit::UNIT;
-use caps::{Effect, Rights};
+use caps::{Effect, ObjectKind, Rights};
 
 /// The kernel's [`caps::EffectSink`]: applies CPU and memory effects itself
 /// and hands IOMMU effects to the unit. It cannot refuse an effect (the
@@ -13,10 +14,30 @@ use caps::{Effect, Rights};
 pub struct ApplyEffects {
     /// A `Frame.Map` asked for execute permission (read-only frames only).
     pub execute: bool,
+    /// What the operation removed (`super::reconcile` skips what it cannot
+    /// have to do).
+    pub removed: Removed,
+}
+
+/// What a delete or revoke removed, as the model reported it
+/// ([`caps::EffectSink::capability_removed`]).
+#[derive(Clone, Copy, Default)]
+pub struct Removed {
+    /// An object was destroyed (its last capability went).
+    pub destroyed: bool,
+    /// A CNode capability went (it may have been a thread's kernel-held
+    /// CSpace capability).
+    pub cnode: bool,
 }
 
 /// The sink for every operation but an executable `Frame.Map`.
-pub const SINK: ApplyEffects = ApplyEffects { execute: false };
+pub const SINK: ApplyEffects = ApplyEffects {
+    execute: false,
+    removed: Removed {
+        destroyed: false,
+        cnode: false,
+    },
+};
 
 impl caps::EffectSink for ApplyEffects {
     #[inline]
@@ -75,5 +96,11 @@ impl caps::EffectSink for ApplyEffects {
                 }
             }
         }
+    }
+
+    #[inline]
+    fn capability_removed(&mut self, kind: ObjectKind, destroyed: bool) {
+        self.removed.destroyed |= destroyed;
+        self.removed.cnode |= kind == ObjectKind::CNode;
     }
 }

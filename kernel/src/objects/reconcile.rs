@@ -2,7 +2,7 @@
 //! dropped before the operation returns, so nothing is left pointing at
 //! memory that can be retyped (kernel/README.md, "What refers to what").
 
-use super::effects::SINK;
+use super::effects::{Removed, SINK};
 use super::{ROOT_CNODE_SLOT, Storage};
 use caps::{Caps, ObjectKind, SlotId};
 
@@ -18,8 +18,17 @@ pub(super) fn alive(
         .is_some_and(|o| o.kind() == kind && o.memory().map(|(p, _)| p) == Some(paddr))
 }
 
-/// After a delete or revoke: drop the kernel state of objects that died.
-pub fn reconcile(caps: &mut Caps<Storage>) {
+/// After a delete or revoke that removed `removed` (what the operation's
+/// sink noted): drop the kernel state of objects that died. With no object
+/// destroyed every record the kernel keeps still names a live object, so
+/// only a removed CNode capability (a thread's CSpace) can leave work.
+pub fn reconcile(caps: &mut Caps<Storage>, removed: Removed) {
+    if !removed.destroyed {
+        if removed.cnode {
+            drop_lost_cspaces(caps);
+        }
+        return;
+    }
     let freed = crate::sched::reconcile(|object, kind, paddr| alive(caps, object, kind, paddr));
     crate::sched::reconcile_irqs(
         |handler| {
@@ -37,13 +46,7 @@ pub fn reconcile(caps: &mut Caps<Storage>) {
         |object, kind| caps.object(object).is_some_and(|o| o.kind() == kind),
         |n| alive(caps, n.object, ObjectKind::Notification, n.paddr),
     );
-    // Threads whose kernel-held CSpace capability went (their CNode
-    // capability was revoked): they keep no CSpace, and the slot they named
-    // may now hold another thread's.
-    crate::sched::drop_lost_cspaces(|slot| {
-        caps.lookup(SlotId(slot))
-            .is_ok_and(|c| c.kind() == ObjectKind::CNode)
-    });
+    drop_lost_cspaces(caps);
     // Kernel-held CSpace capabilities of threads that died (the root task's
     // is its CNode's original, never freed here).
     for slot in freed.into_iter().filter(|&s| s != ROOT_CNODE_SLOT.0) {
@@ -55,4 +58,14 @@ pub fn reconcile(caps: &mut Caps<Storage>) {
         }
     }
     super::page_tables::reconcile(caps);
+}
+
+/// Threads whose kernel-held CSpace capability went (their CNode capability
+/// was revoked): they keep no CSpace, and the slot they named may now hold
+/// another thread's.
+fn drop_lost_cspaces(caps: &Caps<Storage>) {
+    crate::sched::drop_lost_cspaces(|slot| {
+        caps.lookup(SlotId(slot))
+            .is_ok_and(|c| c.kind() == ObjectKind::CNode)
+    });
 }

@@ -12,7 +12,11 @@
 //! are instruction counts. Each architecture runs twice and the two runs
 //! must agree exactly; the results go to a Markdown table on stdout and to
 //! `target/bench/<arch>.json` and `target/bench/<arch>.md`, with the
-//! release kernel's `.text` size.
+//! release kernel's `.text` size. Rows of [`Source::Model`] are not
+//! QEMU's: they run a scenario of the host tests against the executable
+//! IOMMU models (what QEMU does not emulate, such as page requests) and
+//! count the unit's queue entries; they are the same on every
+//! architecture's table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +30,7 @@ use crate::machines::Arch;
 use crate::qemu::{self, Echo};
 
 /// Who runs a benchmark.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Source {
     /// The kernel's own bench mode (`bench=NAME` on its command line).
     Kernel,
@@ -35,6 +39,22 @@ enum Source {
     /// A system image (`images/NAME.toml`), booted with init and its
     /// devices (a block image with a fresh disk each boot).
     Image(&'static str),
+    /// A host scenario against the executable IOMMU models (`iospace`'s
+    /// `model-bench` feature), run in this process: its count, or why it
+    /// failed. Not QEMU: the same on every architecture.
+    Model(fn() -> std::result::Result<u64, String>),
+}
+
+impl Source {
+    /// Where to look when its row has no result.
+    fn who_prints(self) -> String {
+        match self {
+            Source::Kernel => "check the kernel's bench module knows it".to_string(),
+            Source::Program(name) => format!("check that userland/tests/{name} prints it"),
+            Source::Image(name) => format!("check that a domain of images/{name}.toml prints it"),
+            Source::Model(_) => "check the model scenario's failure above".to_string(),
+        }
+    }
 }
 
 /// The user programs that time kernel paths from user space.
@@ -244,6 +264,41 @@ const BENCHMARKS: &[Benchmark] = &[
         unit: Unit::Commands,
         description: "invalidation commands for unmapping 64 stage-1 pages (target 1, plus one completion wait)",
         target: |_| Some(1),
+    },
+    Benchmark {
+        name: "page-request-round-trip-vtd-commands",
+        source: Source::Model(iospace::model_bench::vtd_page_request_round_trip),
+        unit: Unit::Commands,
+        description: "model, not QEMU (QEMU raises no page requests): one page-request round trip on the VT-d model per spec (a PASID's page request -> IoFaultQueue record -> the driver maps the page + IoUserTable.Invalidate -> Respond(Success) -> the retried DMA completes), queue descriptors issued, waits included (Invalidate 2, the page group response 2); the same in both tables",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "page-request-round-trip-smmu-commands",
+        source: Source::Model(iospace::model_bench::smmu_page_request_round_trip),
+        unit: Unit::Commands,
+        description: "model, not QEMU: the same on the SMMUv3 model per spec (PRI), commands issued (Invalidate: TLBI + CMD_SYNC, the answer: CMD_PRI_RESP + CMD_SYNC); the same in both tables",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "cnode-delete-empty",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "CNode.Delete of an empty slot",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "cnode-delete-frame-copy",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "CNode.Delete of a copy of a 4 KiB Frame (the Frame lives on)",
+        target: |_| None,
+    },
+    Benchmark {
+        name: "cnode-delete-mapped-frame-copy",
+        source: Source::Program("iobench"),
+        unit: Unit::Instructions,
+        description: "the same, the copy IO-mapped: unmapped and invalidated by the delete (what a zero-copy driver does per request)",
+        target: |_| None,
     },
     Benchmark {
         name: "io-revoke-1",
@@ -558,7 +613,7 @@ fn measure(
     let machine = arch.machine();
     let kernel_names: Vec<&str> = BENCHMARKS
         .iter()
-        .filter(|b| b.source == Source::Kernel)
+        .filter(|b| matches!(b.source, Source::Kernel))
         .map(|b| b.name)
         .collect();
     let mut results = BTreeMap::new();
@@ -647,6 +702,7 @@ fn measure(
             _ => {}
         }
     }
+    run_models(&mut results, &mut failures);
     if !failures.is_empty() {
         return Err(Error::new(
             format!(
@@ -657,18 +713,30 @@ fn measure(
             "boot target/<target>/benchmarks/kernel with `-append bench=NAME` under QEMU to see the kernel's output",
         ));
     }
-    for name in BENCHMARKS.iter().map(|b| b.name) {
-        if !results.contains_key(name) {
+    for Benchmark { name, source, .. } in BENCHMARKS {
+        if !results.contains_key(*name) {
             return Err(Error::new(
-                format!(
-                    "the kernel reported no result for {name} on {}",
-                    arch.name()
-                ),
-                "check the kernel's bench module knows it",
+                format!("no result for {name} on {}", arch.name()),
+                source.who_prints(),
             ));
         }
     }
     Ok(results)
+}
+
+/// Runs the [`Source::Model`] benchmarks: each count into `results`, each
+/// failure (`NAME: why`) into `failures`.
+fn run_models(results: &mut BTreeMap<String, u64>, failures: &mut Vec<String>) {
+    for benchmark in BENCHMARKS {
+        if let Source::Model(scenario) = benchmark.source {
+            match scenario() {
+                Ok(count) => {
+                    results.insert(benchmark.name.to_string(), count);
+                }
+                Err(why) => failures.push(format!("{}: {why}", benchmark.name)),
+            }
+        }
+    }
 }
 
 /// `bench NAME instructions=N` or `bench NAME FAILED: why`.
@@ -796,6 +864,35 @@ mod tests {
         let mut fewer = run(100, 1);
         fewer.remove("net-echo-1500");
         assert!(disagreement(&run(100, 1), &fewer).is_some());
+    }
+
+    #[test]
+    fn model_rows_come_from_running_the_models() {
+        let (mut results, mut failures) = (BTreeMap::new(), Vec::new());
+        run_models(&mut results, &mut failures);
+        assert!(failures.is_empty(), "{failures:?}");
+        // Two queue entries for the driver's Invalidate, two for the
+        // answer, on both vendors (kernel/iospace/tests/requests.rs).
+        assert_eq!(results["page-request-round-trip-vtd-commands"], 4);
+        assert_eq!(results["page-request-round-trip-smmu-commands"], 4);
+        assert_eq!(results.len(), 2, "{results:?}");
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let table = markdown(arch, &results, 50_000);
+            for vendor in ["vtd", "smmu"] {
+                let row = table
+                    .lines()
+                    .find(|l| {
+                        l.starts_with(&format!(
+                            "| page-request-round-trip-{vendor}-commands: model, not QEMU"
+                        ))
+                    })
+                    .unwrap_or_else(|| panic!("no {vendor} row in {table}"));
+                assert!(
+                    row.ends_with("[commands, not instructions] | 4 | - |  |"),
+                    "{row}"
+                );
+            }
+        }
     }
 
     #[test]

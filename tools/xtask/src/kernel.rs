@@ -164,19 +164,39 @@ impl Kernel {
 
     /// Where this kernel's ELF for `arch` lands.
     pub fn elf_path(self, root: &Path, arch: Arch) -> PathBuf {
-        profile_elf(root, arch, self.profile(), "kernel")
+        profile_elf(root, arch, self.profile(), KERNEL_PACKAGE)
     }
 
     /// Builds this kernel for `arch` and returns the ELF's path.
     pub fn build(self, root: &Path, arch: Arch) -> Result<PathBuf> {
-        build_with(root, arch, "kernel", self.profile(), self.features(), &[])
+        build_with(
+            root,
+            arch,
+            KERNEL_PACKAGE,
+            self.profile(),
+            self.features(),
+            &[],
+        )
+    }
+}
+
+/// The kernel's package (the only one built for [`Arch::target`]).
+const KERNEL_PACKAGE: &str = "kernel";
+
+/// The Rust target `package` is built for on `arch`: the kernel's own, or
+/// the user programs' ([`Arch::user_target`]: no FP/SIMD in user code).
+fn package_target(arch: Arch, package: &str) -> String {
+    if package == KERNEL_PACKAGE {
+        arch.target()
+    } else {
+        arch.user_target()
     }
 }
 
 /// Where `package` lands for `arch` when built with cargo profile `profile`.
 fn profile_elf(root: &Path, arch: Arch, profile: &str, package: &str) -> PathBuf {
     target_dir(root)
-        .join(arch.target())
+        .join(package_target(arch, package))
         .join(profile)
         .join(package)
 }
@@ -191,7 +211,7 @@ pub fn target_dir(root: &Path) -> PathBuf {
 /// Builds the kernel for `arch` and returns the ELF's path. Cargo's output
 /// goes to stderr so that stdout stays the guest's.
 pub fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
-    build_package(root, arch, "kernel")
+    build_package(root, arch, KERNEL_PACKAGE)
 }
 
 /// Builds the workspace binary package `package` (its binary has the same
@@ -223,7 +243,7 @@ fn build_with(
     features: &[&str],
     env: &[(&str, String)],
 ) -> Result<PathBuf> {
-    let target = arch.target();
+    let target = package_target(arch, package);
     let mut args: Vec<String> = vec!["build".into()];
     if profile == "release" {
         args.push("--release".into());
@@ -354,6 +374,29 @@ mod tests {
         assert!(
             !profiles.contains(&"bench"),
             "cargo's bench profile shares release's folder"
+        );
+    }
+
+    #[test]
+    fn user_programs_build_for_the_user_target() {
+        let root = Path::new("/w");
+        let init = package_elf(root, Arch::Aarch64, "init");
+        assert!(
+            init.ends_with("aarch64-unknown-none-softfloat/release/init"),
+            "{}",
+            init.display()
+        );
+        let kernel = package_elf(root, Arch::Aarch64, KERNEL_PACKAGE);
+        assert!(
+            kernel.ends_with("aarch64-unknown-none/release/kernel"),
+            "{}",
+            kernel.display()
+        );
+        let init = package_elf(root, Arch::X86_64, "init");
+        assert!(
+            init.ends_with("x86_64-unknown-none/release/init"),
+            "{}",
+            init.display()
         );
     }
 

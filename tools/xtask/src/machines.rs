@@ -59,6 +59,18 @@ impl Arch {
         format!("{}-unknown-none", self.name())
     }
 
+    /// The Rust target user programs are built for: one whose code never
+    /// touches FP/SIMD registers, which the kernel neither saves nor gives
+    /// to user mode (kernel/README.md "FP/SIMD state"). `x86_64-unknown-none`
+    /// is soft-float already; on aarch64 it takes the `-softfloat` target,
+    /// since `aarch64-unknown-none` uses NEON (memcpy and friends).
+    pub fn user_target(self) -> String {
+        match self {
+            Arch::X86_64 => self.target(),
+            Arch::Aarch64 => format!("{}-softfloat", self.target()),
+        }
+    }
+
     /// The QEMU machine this architecture boots on.
     pub fn machine(self) -> &'static Machine {
         match self {
@@ -391,6 +403,11 @@ mod tests {
             assert_eq!(arch.machine().arch, arch);
         }
         assert_eq!(Arch::X86_64.target(), "x86_64-unknown-none");
+        assert_eq!(Arch::X86_64.user_target(), "x86_64-unknown-none");
+        assert_eq!(
+            Arch::Aarch64.user_target(),
+            "aarch64-unknown-none-softfloat"
+        );
     }
 
     #[test]

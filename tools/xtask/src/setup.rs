@@ -318,11 +318,12 @@ mod tests {
     }
 
     #[test]
-    fn toolchain_lists_both_kernel_targets() {
+    fn toolchain_lists_the_kernel_and_user_targets() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let targets = toolchain_targets(&root).unwrap();
         for arch in crate::machines::Arch::ALL {
             assert!(targets.contains(&arch.target()), "{targets:?}");
+            assert!(targets.contains(&arch.user_target()), "{targets:?}");
         }
     }
 }

@@ -20,7 +20,7 @@ fn start(_startup: &rt::Startup) -> i32 {
 #[cfg(not(target_os = "none"))]
 fn main() {
     eprintln!(
-        "init is the root task of a Portcullis image: build it for x86_64-unknown-none or aarch64-unknown-none (cargo xtask run --image NAME)"
+        "init is the root task of a Portcullis image: build it for x86_64-unknown-none or aarch64-unknown-none-softfloat (cargo xtask run --image NAME)"
     );
     std::process::exit(2);
 }

@@ -217,13 +217,12 @@ mod arch {
         //    `nostack` holds.
         // 3. The kernel may read and write this thread's IPC buffer, which
         //    is why `nomem` is absent.
-        // 4. The kernel is Rust built with FP/SIMD (its SMMU invalidation,
-        //    its syscall dispatch use q registers) and saves no FP/SIMD
-        //    state on entry, so it keeps only what AAPCS64 makes a callee
-        //    keep (d8..d15): `clobber_abi("C")` says so. Without it a
-        //    value the compiler kept in a vector register across a
-        //    syscall came back changed (the virtio-net domain's
-        //    `IoUserTable.Invalidate`s corrupted its state on aarch64).
+        // 4. No FP/SIMD register holds user state: user programs are built
+        //    for aarch64-unknown-none-softfloat and the kernel traps any
+        //    FP/SIMD instruction at EL0 (kernel/README.md "FP/SIMD state"),
+        //    so the kernel's own use of those registers (it is built
+        //    hard-float and saves none of them) cannot change this
+        //    program's values, and nothing beyond the outputs is clobbered.
         unsafe {
             core::arch::asm!(
                 "svc #0",
@@ -234,7 +233,6 @@ mod arch {
                 inlateout("x3") mrs[1] => out.mrs[1],
                 inlateout("x4") mrs[2] => out.mrs[2],
                 inlateout("x5") mrs[3] => out.mrs[3],
-                clobber_abi("C"),
                 options(nostack),
             );
         }

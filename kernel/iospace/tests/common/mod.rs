@@ -5,6 +5,8 @@
 //! `caps` model emits them, and DMA through the model.
 #![allow(dead_code)]
 
+pub mod page_requests;
+
 use caps::{Effect, FaultSource, ObjectId, ObjectKind, Rights};
 use iommu::model::smmu::{Outcome, SmmuRequest};
 use iommu::model::smmu_device::SimSmmu;
@@ -19,6 +21,7 @@ use iommu::vtd::regs::RootTableMode;
 use iommu::vtd::tables::FirstStageFormat;
 use iommu::{FrameAllocator, PhysAddr, PhysMem, PollLimit};
 use iospace::{DmaFault, Env, Flaw, IoUnit, State};
+use std::boxed::Box;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::string::{String, ToString};

@@ -14,6 +14,13 @@
 //! which is also where the kernel image is linked. Through TTBR0 it is the
 //! identity map needed while the PC is still physical; `arch::init` turns
 //! TTBR0 walks off once the kernel runs high.
+//!
+//! FP/SIMD: CPACR_EL1.FPEN = 0b01 lets EL1 use the vector registers (the
+//! kernel is built hard-float) and traps every FP/SIMD instruction at EL0
+//! (ESR EC 0x07), which reaches the thread's fault handler like any other
+//! fault. User programs are built soft-float, so no user state lives in
+//! those registers and the kernel saves none (kernel/README.md "FP/SIMD
+//! state").
 
 core::arch::global_asm!(
     r#"
@@ -30,7 +37,7 @@ _start:
     cbnz x1, 9f                 /* secondary CPUs park */
 
     mov x19, x0                 /* keep whatever the loader passed in x0 */
-    mov x1, #(3 << 20)          /* CPACR_EL1.FPEN: no FP/SIMD traps */
+    mov x1, #(1 << 20)          /* CPACR_EL1.FPEN = 0b01: EL0 FP/SIMD traps (EC 0x07), EL1's runs; ZEN = SMEN = 0: SVE/SME trap too */
     msr cpacr_el1, x1
     isb
 

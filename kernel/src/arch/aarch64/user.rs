@@ -146,14 +146,19 @@ aarch64_resume_kernel:
     "#
 );
 
+/// SPSR_EL1.{N,Z,C,V}, the one part of a saved SPSR a thread gets back.
+const SPSR_NZCV: u64 = 0xF << 28;
+
 /// Exception class of `svc` from AArch64 (ESR_EL1.EC).
 const EC_SVC64: u64 = 0x15;
 
 /// Runs the thread whose registers are `context` until it traps, and says why.
 pub fn run_user(context: &mut UserContext) -> Exit {
     // Only EL0t with interrupts unmasked may be entered: never let a saved
-    // SPSR carry the thread into EL1.
-    context.spsr = 0;
+    // SPSR carry the thread into EL1. The condition flags are the thread's
+    // own and are kept: an interrupt may fall between a compare and its
+    // branch.
+    context.spsr &= SPSR_NZCV;
     let entry: u64;
     // SAFETY: `context` is a valid, exclusively borrowed, 16-byte aligned
     // frame; SPSR selects EL0t, so `eret` enters user mode. The assembly saves

@@ -13,6 +13,12 @@
 //! then enables PAE, long mode and paging, and jumps to `kernel_entry` in the
 //! upper half with `rdi` = the physical address of the start info. The
 //! identity map is removed by `arch::init` once the kernel runs high.
+//!
+//! FP/SIMD: CR4 is set to PAE alone (no OSFXSR, OSXSAVE) and CR0.EM is set,
+//! so every x87, MMX, SSE and AVX instruction faults (#NM or #UD) at any
+//! privilege level: no register state outside the general-purpose ones
+//! exists to leak between threads, and the kernel saves none
+//! (kernel/README.md "FP/SIMD state"). The kernel itself is soft-float.
 
 core::arch::global_asm!(
     r#"
@@ -81,15 +87,15 @@ pvh_start:
     movl $(boot_pdpt_high + 3), (511 * 8)(%edi)
     mov %edi, %cr3
 
-    mov %cr4, %eax
-    or $0x20, %eax              /* PAE */
+    mov $0x20, %eax             /* PAE; OSFXSR, OSXMMEXCPT, OSXSAVE clear: SSE/AVX raise #UD */
     mov %eax, %cr4
     mov $0xC0000080, %ecx       /* EFER */
     rdmsr
     or $0x900, %eax             /* LME | NXE */
     wrmsr
     mov %cr0, %eax
-    or $0x80010001, %eax        /* PG | WP | PE */
+    and $~0x2, %eax             /* MP clear */
+    or $0x80010005, %eax        /* PG | WP | EM | PE: EM makes x87 raise #NM, MMX and SSE #UD */
     mov %eax, %cr0
 
     lgdt boot_gdt_pointer

@@ -23,6 +23,11 @@
 //!   CNode's 1024 slots bound N, one Frame capability copy per mapping).
 //!   The overlap check does not walk the IoSpace's mappings, so the three
 //!   should be equal.
+//! - `cnode-delete-empty` / `cnode-delete-frame-copy` /
+//!   `cnode-delete-mapped-frame-copy`: `CNode.Delete` of an empty slot, of
+//!   a copy of a Frame (the Frame lives on in its original), and of such a
+//!   copy mapped in the IoSpace (unmapped and invalidated by the delete, as
+//!   a zero-copy driver drops a client's Frame after the request).
 //! - `io-unmap-stage1-64-commands`: invalidation commands the kernel issued
 //!   for unmapping 64 pages from the stage-1 table (plus one completion
 //!   wait per command batch).
@@ -115,6 +120,7 @@ fn run() -> Result<(), rt::testing::Failure> {
         .map_err(|e| failure("IoSpace.Map of the 2 MiB Frame", e))?;
     stage1(&mut nested, BIG_IPA)?;
     syscalls(&mut objects, &nested)?;
+    deletes(&mut objects, &nested)?;
     let first_copy = revoke(&mut objects, &nested)?;
     map_scaling(&mut objects, &nested, first_copy)?;
     msi(&mut objects, &mut nested, &edu, device)?;
@@ -270,6 +276,53 @@ fn syscalls(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::F
     }
     rt::println!("bench io-map-syscall instructions={}", median(map));
     rt::println!("bench io-unmap-syscall instructions={}", median(unmap));
+    Ok(())
+}
+
+/// `CNode.Delete` of an empty slot, of a Frame copy and of an IO-mapped
+/// Frame copy (no object dies in any of them).
+fn deletes(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Failure> {
+    let cnode = objects.cnode();
+    let frame: Cap<Frame> = objects
+        .make_sized::<Frame>(12)
+        .map_err(|e| failure("retype", e))?;
+    let slot = objects.slot().map_err(|e| failure("slot", e))?;
+    let mut empty = [0; REPEATS];
+    let mut copy = [0; REPEATS];
+    let mut mapped = [0; REPEATS];
+    for ((empty, copy), mapped) in empty.iter_mut().zip(&mut copy).zip(&mut mapped) {
+        let start = counter();
+        cnode.delete(slot).map_err(|e| failure("delete", e))?;
+        *empty = counter() - start;
+        cnode
+            .copy(slot, frame, Rights::ALL)
+            .map_err(|e| failure("copy", e))?;
+        let start = counter();
+        cnode.delete(slot).map_err(|e| failure("delete", e))?;
+        *copy = counter() - start;
+        let held = cnode
+            .copy(slot, frame, Rights::ALL)
+            .map_err(|e| failure("copy", e))?;
+        nested
+            .space
+            .map(held, IPA_BASE, MapRights::READ_WRITE)
+            .map_err(|e| failure("IoSpace.Map", e))?;
+        let start = counter();
+        cnode.delete(slot).map_err(|e| failure("delete", e))?;
+        *mapped = counter() - start;
+    }
+    rt::println!("bench cnode-delete-empty instructions={}", median(empty));
+    rt::println!(
+        "bench cnode-delete-frame-copy instructions={}",
+        median(copy)
+    );
+    rt::println!(
+        "bench cnode-delete-mapped-frame-copy instructions={}",
+        median(mapped)
+    );
+    cnode
+        .delete(frame.slot())
+        .map_err(|e| failure("delete", e))?;
     Ok(())
 }
 

@@ -10,6 +10,11 @@
 //!   thread of the same priority from running (the timer takes the CPU back),
 //!   so that thread's signal reaches the waiting root task.
 //! - Deleting an endpoint wakes the thread blocked on it with `DeadObject`.
+//! - aarch64: the condition flags survive a timer interrupt.
+//! - Every FP/SIMD instruction faults in user mode (aarch64: CPACR_EL1.FPEN
+//!   traps EL0, EC 0x07; x86_64: CR0.EM and no CR4.OSFXSR make x87 raise
+//!   #NM, MMX and SSE #UD) and reaches the thread's fault handler: the
+//!   kernel saves no FP/SIMD state, so none may exist in user mode.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -109,6 +114,14 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("fault_handler_stops_a_thread", || {
         fault_handler_stops_a_thread(&mut slots)
     });
+    suite.run("fp_simd_instructions_fault_in_user_mode", || {
+        fp_simd_instructions_fault_in_user_mode(&mut slots)
+    });
+    #[cfg(target_arch = "aarch64")]
+    suite.run(
+        "condition_flags_survive_preemption",
+        condition_flags_survive_preemption,
+    );
     suite.run("a_deleted_capability_stops_working_at_once", || {
         a_deleted_capability_stops_working_at_once(&mut slots)
     });
@@ -503,6 +516,145 @@ fn fault_handler_stops_a_thread(slots: &mut Slots) -> Outcome {
     check!(
         RECOVERED.load(Ordering::Relaxed) == before,
         "the stopped thread ran"
+    );
+    Ok(())
+}
+
+/// One FP/SIMD instruction per entry, with the exception the kernel must
+/// report for it (the fault message's first word: ESR_EL1.EC on aarch64,
+/// the vector on x86_64). Encoded as data: user programs are built
+/// soft-float, so the assembler would refuse the mnemonics.
+#[cfg(target_arch = "aarch64")]
+const FP_SIMD_INSTRUCTIONS: [(&str, u64); 2] = [
+    ("fmov d0, xzr (FP)", 0x07),
+    ("movi v0.2d, #0 (Advanced SIMD)", 0x07),
+];
+#[cfg(target_arch = "x86_64")]
+const FP_SIMD_INSTRUCTIONS: [(&str, u64); 3] = [
+    ("pxor xmm0, xmm0 (SSE2)", 6),
+    ("fld1 (x87)", 7),
+    ("movq mm0, rax (MMX)", 6),
+];
+
+/// Label of the message an FP/SIMD thread sends if its instruction ran.
+const FP_SIMD_RAN: u32 = 3;
+
+/// Executes `FP_SIMD_INSTRUCTIONS[which]`; were it to run, says so on the
+/// fault endpoint.
+#[allow(unsafe_code)]
+extern "C" fn fp_simd_user(which: u64) -> ! {
+    // SAFETY: each instruction only writes one FP/SIMD register (or raises
+    // the exception the test expects); no memory and no general-purpose
+    // register is touched, and nothing in this program keeps a value in
+    // an FP/SIMD register.
+    unsafe {
+        #[cfg(target_arch = "aarch64")]
+        match which {
+            0 => core::arch::asm!(".inst 0x9e6703e0", options(nomem, nostack)),
+            _ => core::arch::asm!(".inst 0x6f00e400", options(nomem, nostack)),
+        }
+        #[cfg(target_arch = "x86_64")]
+        match which {
+            0 => core::arch::asm!(".byte 0x66, 0x0f, 0xef, 0xc0", options(nomem, nostack)),
+            1 => core::arch::asm!(".byte 0xd9, 0xe8", options(nomem, nostack)),
+            _ => core::arch::asm!(".byte 0x48, 0x0f, 0x6e, 0xc0", options(nomem, nostack)),
+        }
+    }
+    let endpoint: Cap<Endpoint> =
+        Cap::from_slot(Slot::new(FAULT_ENDPOINT.load(Ordering::Relaxed) as u32));
+    let _ = endpoint.send(MessageInfo::new(FP_SIMD_RAN, 1), [which, 0, 0, 0]);
+    park()
+}
+
+/// Each instruction of [`FP_SIMD_INSTRUCTIONS`], run by a thread of its
+/// own, must reach that thread's fault handler with the expected
+/// exception and a pc inside [`fp_simd_user`], never run. The handler
+/// then deletes the thread.
+fn fp_simd_instructions_fault_in_user_mode(slots: &mut Slots) -> Outcome {
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    FAULT_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
+    for (which, (name, expected)) in FP_SIMD_INSTRUCTIONS.iter().enumerate() {
+        let tcb: Cap<Tcb> = match make::<Tcb>(slots) {
+            Ok(t) => t,
+            Err(e) => rt::fail!("retype a thread for {name}: {e:?}"),
+        };
+        let started = tcb.configure_in_root_task(None).and_then(|()| {
+            tcb.write_registers(fp_simd_user as *const () as u64, stack_top(), which as u64)?;
+            tcb.set_priority(200)?;
+            tcb.set_fault_handler(endpoint)?;
+            tcb.resume()
+        });
+        check!(
+            started.is_ok(),
+            "starting the thread for {name}: {started:?}"
+        );
+        let message = endpoint.recv();
+        let Ok(message) = message else {
+            rt::fail!("Recv for {name} answered {message:?}")
+        };
+        check!(
+            message.info.label != FP_SIMD_RAN,
+            "{name} ran in user mode instead of faulting"
+        );
+        check!(
+            message.info.label == abi::FAULT_LABEL,
+            "{name}: label {:#x}, expected the fault label",
+            message.info.label
+        );
+        let [vector, _, pc, syndrome] = message.mrs;
+        check!(
+            vector == *expected,
+            "{name} faulted with exception {vector:#x} (syndrome {syndrome:#x}), expected {expected:#x}"
+        );
+        let entry = fp_simd_user as *const () as u64;
+        check!(
+            pc >= entry && pc < entry + 256,
+            "{name} faulted at pc {pc:#x}, outside fp_simd_user ({entry:#x})"
+        );
+        // Not answered: deleting the faulted thread also ends the reply
+        // the kernel keeps for it.
+        let deleted = cnode().delete(tcb.slot());
+        check!(
+            deleted.is_ok(),
+            "deleting the thread for {name}: {deleted:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Sets Z, then spins on the virtual counter (with instructions that leave
+/// the flags alone) for longer than two time slices (the kernel's 5,000,000
+/// ticks), so at least one timer interrupt preempts it, and reads Z back.
+/// aarch64 only: x86_64's RFLAGS travel in the interrupt frame untouched.
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+fn condition_flags_survive_preemption() -> Outcome {
+    const SPAN: u64 = 12_000_000;
+    let z: u64;
+    // SAFETY: reads the virtual counter (EL0 access is enabled, as the
+    // benchmarks use it) and general-purpose registers only.
+    unsafe {
+        core::arch::asm!(
+            "cmp xzr, xzr",
+            "mrs {end}, cntvct_el0",
+            "add {end}, {end}, {span}",
+            "2: mrs {left}, cntvct_el0",
+            "sub {left}, {end}, {left}",
+            "tbz {left}, #63, 2b",
+            "cset {z}, eq",
+            end = out(reg) _,
+            left = out(reg) _,
+            span = in(reg) SPAN,
+            z = lateout(reg) z,
+            options(nomem, nostack),
+        );
+    }
+    check!(
+        z == 1,
+        "Z was clear after {SPAN} counter ticks: an interrupt lost the flags"
     );
     Ok(())
 }
