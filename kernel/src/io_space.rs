@@ -21,7 +21,19 @@ use crate::iommu_unit::{DirectMemory, UNIT, Unit};
 use crate::testing::seeds::{Seed, planted};
 use abi::Error;
 use caps::{Effect, ObjectId};
+use core::sync::atomic::{AtomicBool, Ordering};
 use iospace::{Env, Flaw, IoUnit};
+
+/// Whether any device may be bound to a VSpace (SVA): set before a bind,
+/// recomputed after an unbind or reconcile. While it is clear, a CPU unmap
+/// takes neither IOMMU lock (`invalidate_vspace`). It is never clear while
+/// a binding exists: only `bind_vspace` makes one, and it sets it first.
+static SVA_BOUND: AtomicBool = AtomicBool::new(false);
+
+/// Recomputes [`SVA_BOUND`] from the bindings `state` holds.
+fn note_sva_bindings(state: &State) {
+    SVA_BOUND.store(state.sva_bindings().next().is_some(), Ordering::Release);
+}
 
 pub use iospace::SPACE_BUDGET;
 
@@ -485,9 +497,11 @@ pub fn bind_vspace(
 ) -> Result<(), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
-    STATE
-        .lock()
-        .bind_vspace(hw(unit), device, rid, root_object, root)
+    SVA_BOUND.store(true, Ordering::Release);
+    let mut state = STATE.lock();
+    let bound = state.bind_vspace(hw(unit), device, rid, root_object, root);
+    note_sva_bindings(&state);
+    bound
 }
 
 /// `IoDevice.Detach` of a bound device: its entry blocks again. Whether
@@ -497,7 +511,10 @@ pub fn unbind_vspace(device: ObjectId) -> bool {
     let Some(unit) = guard.as_mut() else {
         return false;
     };
-    STATE.lock().unbind_vspace(hw(unit), device)
+    let mut state = STATE.lock();
+    let was_bound = state.unbind_vspace(hw(unit), device);
+    note_sva_bindings(&state);
+    was_bound
 }
 
 /// A CPU leaf (`vaddr`, `size_bits`) of the VSpace rooted at `root` was
@@ -506,6 +523,9 @@ pub fn unbind_vspace(device: ObjectId) -> bool {
 /// answer `IommuTimeout`, the device blocked).
 #[inline]
 pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
+    if !SVA_BOUND.load(Ordering::Acquire) {
+        return;
+    }
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         return;
@@ -520,6 +540,9 @@ pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
 /// forgets its whole address space before the call returns
 /// (`iospace::State::invalidate_all_vspaces`).
 pub fn invalidate_all_vspaces() {
+    if !SVA_BOUND.load(Ordering::Acquire) {
+        return;
+    }
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         return;
@@ -541,5 +564,6 @@ pub fn reconcile_sva(tables_died: bool, alive: impl Fn(ObjectId, caps::ObjectKin
     let mut state = STATE.lock();
     if state.sva_bindings().next().is_some() {
         state.reconcile_sva(hw(unit), tables_died, alive);
+        note_sva_bindings(&state);
     }
 }

@@ -608,18 +608,7 @@ fn go_rogue(disk: &mut Disk) -> Result<(), Status> {
 /// The injected `crash-mid-io`: a load from the guard page above the
 /// stack, with `block`'s request queued and the doorbell rung.
 fn crash(block: u64) -> ! {
-    rt::println!(
-        "[vblk] injected failure: crashing with block {block}'s read in flight (a load from the unmapped guard page at {:#x})",
-        sys::names::STACK_TOP
-    );
-    #[allow(unsafe_code)]
-    // SAFETY: none needed for memory safety: init never maps the page at
-    // STACK_TOP (the guard between the stack and the IPC buffer), so the
-    // load faults before it reads anything, and the kernel hands the fault
-    // to init, which never resumes this run.
-    let _ = unsafe { core::ptr::read_volatile(sys::names::STACK_TOP as *const u64) };
-    rt::println!("[vblk] the load from the guard page did not fault");
-    rt::exit(1)
+    virtio::crash("vblk", format_args!("block {block}'s read in flight"))
 }
 
 /// A request the device never returned: its buffers stay the device's, so

@@ -15,6 +15,13 @@
 //! On top runs `smoltcp` (static address 10.0.2.15/24, gateway 10.0.2.2:
 //! QEMU's user networking) with an HTTP status page on port 80 and an echo
 //! service on port 7 (`services`).
+//!
+//! Init restarts the driver when it fails and its image sets `restarts`
+//! (`images/net-restart.toml`). For that test its capability table may ask
+//! it to inject `crash-mid-io` into its first run (`crash-every-run`: into
+//! every run): it faults on the first whole HTTP request of the run, after
+//! receiving it and before answering ([`crash`]). The status page says
+//! which run serves it (the table's `start`).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -68,16 +75,32 @@ fn fail(args: core::fmt::Arguments<'_>) -> Failure {
 }
 
 fn main(startup: &rt::Startup) -> i32 {
-    let Some(init) = startup
+    let Some((init, table)) = startup
         .caps()
-        .and_then(|table| table.lookup::<Endpoint>("init"))
+        .and_then(|table| Some((table.lookup::<Endpoint>("init")?, table)))
     else {
         rt::println!("[vnet] no `init` endpoint in my capability table: run me in images/net.toml");
         return 1;
     };
+    let crashes = match table.inject {
+        sys::names::INJECT_CRASH_EVERY_RUN => true,
+        sys::names::INJECT_CRASH_MID_IO => table.start == 0,
+        _ => false,
+    };
     rt::println!(
-        "[vnet] started with no IOMMU capability; asking init for the virtio-net at 00:07.0"
+        "[vnet] run {} (init started it {} time(s) before){}; started with no IOMMU capability; asking init for the virtio-net at 00:07.0",
+        table.start + 1,
+        table.start,
+        if crashes {
+            "; this run crashes on its first HTTP request, before answering"
+        } else {
+            ""
+        }
     );
+    let run = Run {
+        number: table.start + 1,
+        crashes,
+    };
     let nic = match start(init) {
         Ok(nic) => nic,
         Err(why) => {
@@ -85,7 +108,23 @@ fn main(startup: &rt::Startup) -> i32 {
             return 1;
         }
     };
-    serve(init, nic)
+    serve(init, nic, run)
+}
+
+/// Which run of the driver this is, and whether it crashes on purpose.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// 1 for the first run, 2 after init's first restart, ...
+    pub number: u64,
+    /// The run faults on its first whole HTTP request (injected
+    /// `crash-mid-io`).
+    pub crashes: bool,
+}
+
+/// The injected `crash-mid-io`: a load from the guard page above the
+/// stack, with `what` received and not answered.
+pub fn crash(what: &str) -> ! {
+    virtio::crash("vnet", format_args!("{what} received and not answered"))
 }
 
 /// Asks init for everything, builds the stage 1 and starts the device.
@@ -176,7 +215,7 @@ fn ticks_per_micro() -> u64 {
 }
 
 /// The driver's main loop: polls the device and the stack for ever.
-fn serve(init: Cap<Endpoint>, mut nic: Nic) -> i32 {
+fn serve(init: Cap<Endpoint>, mut nic: Nic, run: Run) -> i32 {
     let per_micro = ticks_per_micro();
     let start = rt::bench::counter();
     let now = || Instant::from_micros(((rt::bench::counter() - start) / per_micro) as i64);
@@ -189,7 +228,7 @@ fn serve(init: Cap<Endpoint>, mut nic: Nic) -> i32 {
         rt::println!("[vnet] adding the default route: {e:?}");
     }
     let mut sockets = SocketSet::new(alloc::vec::Vec::new());
-    let mut services = Services::new(&mut sockets, init, nic.faults());
+    let mut services = Services::new(&mut sockets, init, nic.faults(), run);
     services.serve(&mut sockets);
     rt::println!(
         "[vnet] serving HTTP on {ADDRESS}:{HTTP_PORT} and TCP echo on {ADDRESS}:{ECHO_PORT}"

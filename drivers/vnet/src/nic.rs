@@ -202,8 +202,10 @@ impl Queues {
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 
 /// Reads and prints the IOMMU faults the device's DMA caused since the
-/// last look (at most 64 records a call); the total so far.
-pub fn report_faults(queue: Cap<IoFaultQueue>) -> u64 {
+/// last look (at most 64 records a call); the total so far, or the
+/// kernel's answer when the queue cannot be read (a restartable domain's
+/// copy carries no right: its records are init's).
+pub fn report_faults(queue: Cap<IoFaultQueue>) -> Result<u64, sys::Error> {
     for _ in 0..64 {
         match queue.pop() {
             Ok(Some(record)) => {
@@ -217,13 +219,10 @@ pub fn report_faults(queue: Cap<IoFaultQueue>) -> u64 {
                 );
             }
             Ok(None) => break,
-            Err(e) => {
-                rt::println!("[vnet] reading the fault queue: {e:?}");
-                break;
-            }
+            Err(e) => return Err(e),
         }
     }
-    FAULTS.load(Ordering::Relaxed)
+    Ok(FAULTS.load(Ordering::Relaxed))
 }
 
 /// A frame received, borrowed from the staging buffer.
@@ -252,7 +251,9 @@ impl phy::TxToken for TxToken<'_> {
         let result = f(&mut self.0.tx[start..end]);
         if let Err(why) = self.0.send(end) {
             rt::println!("[vnet] sending a frame: {}", why.0);
-            report_faults(self.0.faults);
+            if let Err(e) = report_faults(self.0.faults) {
+                rt::println!("[vnet] reading the fault queue: {e:?}");
+            }
         }
         result
     }
@@ -268,7 +269,9 @@ impl Device for Nic {
             Ok(None) => None,
             Err(why) => {
                 rt::println!("[vnet] receiving: {}", why.0);
-                report_faults(self.queues.faults);
+                if let Err(e) = report_faults(self.queues.faults) {
+                    rt::println!("[vnet] reading the fault queue: {e:?}");
+                }
                 None
             }
         }

@@ -6,6 +6,8 @@
 //! blank line (at most [`REQUEST_LIMIT`] bytes), answers `GET /` with the
 //! status page and anything else with 404, and closes. Echo sends back
 //! what it receives and closes once the peer closed and all is sent.
+//! A run that injects `crash-mid-io` faults once its first whole HTTP
+//! request is read, before it answers (`crate::crash`).
 
 use alloc::string::String;
 use alloc::vec;
@@ -44,6 +46,8 @@ pub struct Services {
     echo: Vec<(SocketHandle, u64)>,
     init: Cap<Endpoint>,
     faults: Cap<IoFaultQueue>,
+    /// Which run of the driver this is.
+    run: crate::Run,
     /// Status pages served.
     pub pages: u64,
     /// Bytes echoed.
@@ -75,6 +79,7 @@ impl Services {
         sockets: &mut SocketSet<'static>,
         init: Cap<Endpoint>,
         faults: Cap<IoFaultQueue>,
+        run: crate::Run,
     ) -> Services {
         let http = (0..SOCKETS)
             .map(|_| (sockets.add(socket()), Http::Reading, Vec::new(), Vec::new()))
@@ -85,6 +90,7 @@ impl Services {
             echo,
             init,
             faults,
+            run,
             pages: 0,
             echoed: 0,
             round_done: false,
@@ -141,10 +147,13 @@ impl Services {
             busy = true;
             let ended = request.windows(4).any(|w| w == b"\r\n\r\n");
             if ended || request.len() == REQUEST_LIMIT {
+                if self.run.crashes {
+                    crate::crash("the run's first HTTP request");
+                }
                 *response = if request.starts_with(b"GET / ") {
                     self.pages += 1;
                     let faults = crate::nic::report_faults(self.faults);
-                    let page = status_page(self.init, self.pages, faults);
+                    let page = status_page(self.init, self.pages, self.run.number, faults);
                     answer("200 OK", &page)
                 } else {
                     answer("404 Not Found", "Only / is served here.\n")
@@ -210,9 +219,18 @@ fn answer(status: &str, body: &str) -> Vec<u8> {
 /// The status page: every domain of the image and the IOMMU capabilities
 /// init placed in its CNode, each checked by init now
 /// (`sys::status`).
-fn status_page(init: Cap<Endpoint>, served: u64, faults: u64) -> String {
+fn status_page(
+    init: Cap<Endpoint>,
+    served: u64,
+    run: u64,
+    faults: Result<u64, sys::Error>,
+) -> String {
     let mut page = String::new();
     let _ = writeln!(page, "Portcullis status page {served}");
+    let _ = writeln!(
+        page,
+        "Served by run {run} of vnet (runs after the first are init's restarts)."
+    );
     let _ = writeln!(
         page,
         "Read live: at this request init checked that each domain's slot still holds the capability (CNode.Copy into a scratch slot)."
@@ -270,9 +288,18 @@ fn status_page(init: Cap<Endpoint>, served: u64, faults: u64) -> String {
             );
         }
     }
-    let _ = writeln!(
-        page,
-        "vnet's device: {faults} IOMMU fault record(s) in its fault queue so far (read at this request)"
-    );
+    let _ = match faults {
+        Ok(faults) => writeln!(
+            page,
+            "vnet's device: {faults} IOMMU fault record(s) in its fault queue so far (read at this request)"
+        ),
+        // A domain init restarts gets a copy of its queue with no right:
+        // init takes the records and restarts the driver on any.
+        Err(sys::Error::InsufficientRights) => writeln!(
+            page,
+            "vnet's device: its fault queue is init's to read (InsufficientRights here): init restarts vnet on any IOMMU fault record"
+        ),
+        Err(e) => writeln!(page, "vnet's device: reading its fault queue: {e:?}"),
+    };
     page
 }

@@ -16,6 +16,13 @@
 //! tests take two free ports ([`free_ports`]), wait for that line, run
 //! [`check`] (each connection bounded by [`TIMEOUT`], [`ATTEMPTS`]
 //! attempts to connect) and stop QEMU.
+//!
+//! An image whose driver is restarted and injects a crash
+//! (`images/net-restart.toml`, [`restarts`]) gets [`check_restart`]
+//! instead: the first request meets the crash (no answer, bounded by
+//! [`TIMEOUT`]), then the host retries ([`RETRIES`] times, at most
+//! [`RETRY_TIME`]) until the status page answers from run 2, and checks
+//! echo again; the console must count one restart ([`RESTART_LINE`]).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -38,6 +45,14 @@ pub const SERVING: &str = "[vnet] serving HTTP on";
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Connection attempts (one second apart) before a check fails.
 pub const ATTEMPTS: u32 = 5;
+/// Fetches of the status page after the crash, one second apart, before
+/// the restart check fails.
+pub const RETRIES: u32 = 20;
+/// The longest the host retries after the crash (within the row's QEMU
+/// timeout, 60 s by default).
+pub const RETRY_TIME: Duration = Duration::from_secs(30);
+/// Init's console line for each restart of the driver domain.
+pub const RESTART_LINE: &str = "of protection domain \"vnet\" (at most";
 /// The most bytes read from one connection.
 const READ_LIMIT: u64 = 64 << 10;
 /// The echo payload sizes the test sends, one connection each.
@@ -75,6 +90,16 @@ pub fn granted(image: &sysimage::Image) -> bool {
                 .iter()
                 .any(|grant| grant.device == device.pci)
     })
+}
+
+/// Whether `image`'s driver domain injects a crash that init restarts it
+/// from (so the host runs [`check_restart`]).
+pub fn restarts(image: &sysimage::Image) -> bool {
+    image
+        .system
+        .domains
+        .iter()
+        .any(|pd| pd.inject != sysimage::sysdesc::Inject::None)
 }
 
 /// The QEMU backend the platform's virtio-net names, forwarding `ports`.
@@ -118,7 +143,7 @@ pub fn check(ports: Ports) -> Vec<Check> {
     let first = fetch(ports.http, "/");
     checks.push((
         "host_fetches_the_status_page",
-        first.clone().and_then(|page| judge_status(&page)),
+        first.clone().and_then(|page| judge_status(&page, NO_FAULT)),
     ));
     let second = fetch(ports.http, "/");
     checks.push((
@@ -135,6 +160,89 @@ pub fn check(ports: Ports) -> Vec<Check> {
     ));
     checks.push(("host_echo_returns_each_payload", echo_all(ports.echo)));
     checks
+}
+
+/// The host's checks of a driver that crashes on its first HTTP request
+/// and is restarted, in order: the first request gets no status page (the
+/// connection ends or times out, bounded by [`TIMEOUT`]); a retry within
+/// [`RETRIES`] and [`RETRY_TIME`] gets the status page with every
+/// capability live, served by run 2; echo works again.
+pub fn check_restart(ports: Ports) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.push((
+        "host_first_request_meets_the_crash",
+        match fetch(ports.http, "/") {
+            Ok(page) if page.starts_with("HTTP/1.0 200 ") => Err(format!(
+                "the first request was answered, no crash: {:?}",
+                first_line(&page)
+            )),
+            Ok(page) => Ok(format!(
+                "the connection ended with {} bytes and no status page",
+                page.len()
+            )),
+            Err(why) => Ok(format!("no answer: {why}")),
+        },
+    ));
+    let answered = retry_status(ports.http);
+    checks.push((
+        "host_status_page_answers_after_the_restart",
+        answered.clone().and_then(|(page, retry)| {
+            judge_status(&page, FAULTS_INIT_READS).map(|s| format!("{s}; retry {retry}"))
+        }),
+    ));
+    checks.push((
+        "host_status_page_is_served_by_run_2",
+        answered.and_then(|(page, _)| judge_run(&page, 2)),
+    ));
+    checks.push(("host_echo_returns_each_payload", echo_all(ports.echo)));
+    checks
+}
+
+/// Fetches `/` until a 200 answers, at most [`RETRIES`] times and
+/// [`RETRY_TIME`]: the page and the retry that got it.
+fn retry_status(port: u16) -> std::result::Result<(String, u32), String> {
+    let deadline = std::time::Instant::now() + RETRY_TIME;
+    let mut last = String::new();
+    for retry in 1..=RETRIES {
+        match fetch(port, "/") {
+            Ok(page) if page.starts_with("HTTP/1.0 200 ") => return Ok((page, retry)),
+            Ok(page) => last = format!("retry {retry} answered {:?}", first_line(&page)),
+            Err(why) => last = format!("retry {retry}: {why}"),
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(format!(
+        "no status page within {RETRIES} retries or {RETRY_TIME:?} after the crash (last: {last})"
+    ))
+}
+
+/// The status page must say it was served by run `run` of the driver.
+fn judge_run(page: &str, run: u64) -> std::result::Result<String, String> {
+    let line = format!("Served by run {run} of vnet ");
+    page.lines()
+        .find(|l| l.starts_with("Served by run "))
+        .ok_or_else(|| "the page names no run".to_string())
+        .and_then(|found| {
+            found
+                .starts_with(&line)
+                .then(|| found.to_string())
+                .ok_or_else(|| format!("the page says {found:?}, not run {run}"))
+        })
+}
+
+/// The console must count exactly `expected` restarts of the driver
+/// (`counted` lines with [`RESTART_LINE`]).
+pub fn judge_restarts(counted: usize, expected: usize) -> std::result::Result<String, String> {
+    if counted == expected {
+        Ok(format!("init printed {counted} restart(s) of \"vnet\""))
+    } else {
+        Err(format!(
+            "init printed {counted} restart(s) of \"vnet\", not {expected}"
+        ))
+    }
 }
 
 /// Connects to loopback `port`, retrying a refused connection.
@@ -186,10 +294,18 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
+/// The status page's line when the driver read no IOMMU fault record.
+const NO_FAULT: &str = "vnet's device: 0 IOMMU fault record(s)";
+/// The status page's line when init reads the driver's fault records (a
+/// restartable domain): a record would make init restart it again, which
+/// the console's count of restarts shows.
+const FAULTS_INIT_READS: &str = "vnet's device: its fault queue is init's to read";
+
 /// The status page must be a 200 with the driver domain and the three
 /// capabilities init gave it for 00:07.0 (and the queue's notification),
-/// each live.
-fn judge_status(page: &str) -> std::result::Result<String, String> {
+/// each live, and the fault line `faults` ([`NO_FAULT`] or
+/// [`FAULTS_INIT_READS`]).
+fn judge_status(page: &str, faults: &str) -> std::result::Result<String, String> {
     if !page.starts_with("HTTP/1.0 200 OK\r\n") {
         return Err(format!("the answer starts {:?}", first_line(page)));
     }
@@ -208,13 +324,13 @@ fn judge_status(page: &str) -> std::result::Result<String, String> {
             missing.push(format!("a live {kind} for 00:07.0"));
         }
     }
-    if !body.contains("vnet's device: 0 IOMMU fault record(s)") {
-        missing.push("vnet's device with 0 IOMMU fault records".to_string());
+    if !body.contains(faults) {
+        missing.push(format!("the line {faults:?}"));
     }
     if missing.is_empty() {
         let lines = body.lines().count();
         Ok(format!(
-            "{lines} lines; vnet holds a live IoDevice, IoSpace, IoFaultQueue and Notification for 00:07.0; no IOMMU fault"
+            "{lines} lines; vnet holds a live IoDevice, IoSpace, IoFaultQueue and Notification for 00:07.0; {faults:?}"
         ))
     } else {
         Err(format!(
@@ -306,15 +422,16 @@ mod tests {
 
     #[test]
     fn the_status_check_wants_every_capability_live() {
-        assert!(judge_status(&page(GOOD)).is_ok());
+        assert!(judge_status(&page(GOOD), NO_FAULT).is_ok());
         let gone = GOOD.replace("slot 10: live", "slot 10: gone (EmptySlot)");
-        let error = judge_status(&page(&gone)).unwrap_err();
+        let error = judge_status(&page(&gone), NO_FAULT).unwrap_err();
         assert!(error.contains("a live IoSpace"), "{error}");
-        assert!(judge_status("HTTP/1.0 404 Not Found\r\n\r\n").is_err());
-        assert!(judge_status(&page(&GOOD.replace("vnet", "other"))).is_err());
+        assert!(judge_status("HTTP/1.0 404 Not Found\r\n\r\n", NO_FAULT).is_err());
+        assert!(judge_status(&page(&GOOD.replace("vnet", "other")), NO_FAULT).is_err());
         let faulted = GOOD.replace("device: 0 IOMMU", "device: 1 IOMMU");
-        let error = judge_status(&page(&faulted)).unwrap_err();
-        assert!(error.contains("0 IOMMU fault records"), "{error}");
+        let error = judge_status(&page(&faulted), NO_FAULT).unwrap_err();
+        assert!(error.contains("0 IOMMU fault record(s)"), "{error}");
+        assert!(judge_status(&page(GOOD), FAULTS_INIT_READS).is_err());
     }
 
     #[test]
@@ -322,6 +439,23 @@ mod tests {
         let next = GOOD.replace("page 3", "page 4");
         assert!(judge_fresh(&page(GOOD), &page(&next)).is_ok());
         assert!(judge_fresh(&page(GOOD), &page(GOOD)).is_err());
+    }
+
+    #[test]
+    fn the_restart_checks_want_run_2_and_one_restart() {
+        let run = |n: u64| {
+            page(&GOOD.replace(
+                "Read live",
+                &format!("Served by run {n} of vnet (runs after the first are init's restarts).\nRead live"),
+            ))
+        };
+        assert!(judge_run(&run(2), 2).is_ok());
+        assert!(judge_run(&run(1), 2).unwrap_err().contains("not run 2"));
+        assert!(judge_run(&run(3), 2).is_err());
+        assert!(judge_run(&page(GOOD), 2).is_err());
+        assert!(judge_restarts(1, 1).is_ok());
+        assert!(judge_restarts(0, 1).is_err());
+        assert!(judge_restarts(2, 1).is_err());
     }
 
     #[test]
@@ -368,8 +502,11 @@ mod tests {
         for arch in crate::machines::Arch::ALL {
             let net = crate::image::load(&root, arch, "net").unwrap();
             assert!(granted(&net));
+            assert!(!restarts(&net));
             let blk = crate::image::load(&root, arch, "blk").unwrap();
             assert!(!granted(&blk));
+            let restarted = crate::image::load(&root, arch, "net-restart").unwrap();
+            assert!(granted(&restarted) && restarts(&restarted));
         }
     }
 }

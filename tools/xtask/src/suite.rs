@@ -123,10 +123,10 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
             // An image with a network device: its backend on two free
             // loopback ports, which the host's checks connect to.
             let ports = match image.as_ref().filter(|image| crate::net::granted(image)) {
-                Some(_) => match crate::net::free_ports() {
+                Some(image) => match crate::net::free_ports() {
                     Ok(ports) => {
                         devices.extend(crate::net::netdev(ports));
-                        Some(ports)
+                        Some((ports, crate::net::restarts(image)))
                     }
                     Err(error) => {
                         println!("[{}] not run: {error}", config.name);
@@ -136,8 +136,8 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
                 },
                 None => None,
             };
-            if let Some(ports) = ports {
-                total.add(net_test(config, &elf, module.as_deref(), &devices, ports));
+            if let Some(net) = ports {
+                total.add(net_test(config, &elf, module.as_deref(), &devices, net));
                 continue;
             }
             total.add(system_test(config, &elf, module.as_deref(), &devices, dump));
@@ -571,13 +571,15 @@ fn report_problem(config: &SystemTest, problem: &str, run: Option<&qemu::Run>, a
 /// (`crate::net`): once the guest says it serves, the host's checks run
 /// (each bounded, `net::TIMEOUT`), then xtask stops QEMU. Each check is a
 /// test; a guest that never serves, or that ends before the checks did,
-/// counts as one more failure.
+/// counts as one more failure. When the image restarts its driver
+/// (`restarts`), the host runs `net::check_restart` instead, and the test
+/// `console_counts_one_restart` counts init's restart lines.
 fn net_test(
     config: &SystemTest,
     elf: &Path,
     module: Option<&Path>,
     devices: &[String],
-    ports: crate::net::Ports,
+    (ports, restarts): (crate::net::Ports, bool),
 ) -> Tally {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -586,6 +588,7 @@ fn net_test(
     let timeout = Duration::from_secs(config.timeout_secs);
     let stop = Arc::new(AtomicBool::new(false));
     let mut checker = None;
+    let mut restart_lines = 0;
     let run = qemu::run_until(
         machine.qemu,
         &args,
@@ -596,10 +599,17 @@ fn net_test(
             if echo_all() {
                 println!("[{}] {line}", config.name);
             }
+            if line.contains("[init] restart ") && line.contains(crate::net::RESTART_LINE) {
+                restart_lines += 1;
+            }
             if checker.is_none() && line.contains(crate::net::SERVING) {
                 let stop = Arc::clone(&stop);
                 checker = Some(std::thread::spawn(move || {
-                    let checks = crate::net::check(ports);
+                    let checks = if restarts {
+                        crate::net::check_restart(ports)
+                    } else {
+                        crate::net::check(ports)
+                    };
                     stop.store(true, Ordering::Release);
                     checks
                 }));
@@ -607,7 +617,15 @@ fn net_test(
         },
     );
     let mut tally = Tally::default();
-    let checks = checker.map(|checker| checker.join());
+    let checks = checker.map(|checker| {
+        checker.join().map(|mut checks| {
+            if restarts {
+                let counted = crate::net::judge_restarts(restart_lines, 1);
+                checks.push(("console_counts_one_restart", counted));
+            }
+            checks
+        })
+    });
     let problem = match (&run, checks) {
         (Err(error), _) => Some(format!("not run: {error}")),
         (Ok(_), None) => Some(format!("the guest never printed `{}`", crate::net::SERVING)),
