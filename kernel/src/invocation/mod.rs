@@ -142,7 +142,7 @@ pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
 /// [`invoke`] under the capability lock: the invoked capability's kind
 /// picks the object kind's decode, whose operation its perform applies.
 fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
-    let Some(mut caps) = objects::caps_to_change() else {
+    let Some(mut caps) = objects::caps_for_invocation() else {
         return Err(Error::NotSupported);
     };
     let index = slot_index(message.cap).map_err(|_| Error::LookupFailed)?;
@@ -150,6 +150,12 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
         .resolve(cspace, index)
         .map_err(|_| Error::LookupFailed)?;
     let kind = caps.lookup(slot)?.kind();
+    // Frame invocations change only page tables and the mapping a Frame
+    // capability copy records, nothing a lookup answers, so threads' cached
+    // lookups stay valid; every other kind may change capabilities.
+    if kind != ObjectKind::Frame {
+        objects::invalidate_lookups();
+    }
     let invocation = Invocation::from_label(message.info.label).ok_or(Error::InvalidInvocation)?;
     let call = Call {
         cspace,

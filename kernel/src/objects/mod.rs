@@ -214,10 +214,26 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 #[inline]
 pub fn caps_to_change() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
     let caps = CAPS.get()?;
+    invalidate_lookups();
+    Some(caps.lock())
+}
+
+/// The capability system locked for an invocation, lookups not yet
+/// invalidated: the invocation calls [`invalidate_lookups`] before it
+/// changes anything a lookup answers (which capability a slot holds, its
+/// kind, rights, badge and object, the object's life), and may skip it
+/// only for an operation that changes none of that (`invocation`).
+#[inline]
+pub fn caps_for_invocation() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
+    Some(CAPS.get()?.lock())
+}
+
+/// Invalidates every thread's cached lookup (the generation is bumped).
+#[inline]
+pub fn invalidate_lookups() {
     if !crate::testing::seeds::planted(crate::testing::seeds::Seed::StaleLookupCache) {
         GENERATION.fetch_add(1, Ordering::Relaxed);
     }
-    Some(caps.lock())
 }
 
 /// A slot index from a capability pointer or message register. Errors:
