@@ -109,6 +109,11 @@ pub struct LookupCache {
     pub object: u64,
     /// The capability's badge.
     pub badge: u64,
+    /// Non-zero once [`reply_recv_fast`] found the object registered with
+    /// the scheduler. It stays registered while this entry is current: only
+    /// a dead object is unregistered (`reconcile`), and a death changes a
+    /// capability, which invalidates the entry.
+    pub registered: u64,
 }
 
 impl LookupCache {
@@ -122,6 +127,7 @@ impl LookupCache {
         paddr: u64::MAX,
         object: 0,
         badge: 0,
+        registered: 0,
     };
 }
 
@@ -813,8 +819,15 @@ pub fn reply_recv_fast(thread: u64, endpoint: &Target) -> bool {
         return false;
     };
     let mut scheduler = SCHEDULER.lock();
-    if !scheduler.is_registered(endpoint.object, endpoint.paddr) {
-        return false;
+    // The registry is asked once per cached lookup of the endpoint: the
+    // caller (`syscall`) just looked it up through `thread`'s cache.
+    let cache = &tcb(thread).lookup_cache;
+    let known = cache.registered != 0 && cache.paddr == endpoint.paddr;
+    if !known {
+        if !scheduler.is_registered(endpoint.object, endpoint.paddr) {
+            return false;
+        }
+        tcb(thread).lookup_cache.registered = 1;
     }
     let queue = queue_at(endpoint.paddr);
     if queue.head != 0 && tcb(queue.head).state == state::BLOCKED_SEND {
