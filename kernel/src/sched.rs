@@ -964,19 +964,28 @@ pub fn irq_bindings(mut visit: impl FnMut(ObjectId, u16, Option<(ObjectId, u32)>
     }
 }
 
+/// Whether [`bind_irq`] has room for one more line, changing nothing.
+/// Errors: `ObjectTableFull`.
+pub fn irq_binding_room() -> Result<(), Error> {
+    if IRQS.lock().is_full() {
+        return Err(Error::ObjectTableFull);
+    }
+    Ok(())
+}
+
 /// `IrqControl.Get` made `handler` for `line`: the line stays masked until
-/// it has a notification.
-pub fn bind_irq(handler: ObjectId, line: u16) -> Result<(), Error> {
+/// it has a notification. The room was checked by [`irq_binding_room`]
+/// under the capability lock held since (bindings are added and dropped
+/// only under it: here and in [`reconcile_irqs`]).
+pub fn bind_irq(handler: ObjectId, line: u16) {
     arch::irq_line_enable(line, false);
-    IRQS.lock()
-        .push(IrqBinding {
-            handler,
-            line,
-            id: arch::irq_line_id(line),
-            notification: None,
-            msi_device: None,
-        })
-        .map_err(|_| Error::ObjectTableFull)
+    let _ = IRQS.lock().push(IrqBinding {
+        handler,
+        line,
+        id: arch::irq_line_id(line),
+        notification: None,
+        msi_device: None,
+    });
 }
 
 /// `IrqHandler.MsiMessage` bound `handler`'s MSI line to the IoDevice
