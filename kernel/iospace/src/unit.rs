@@ -49,6 +49,10 @@ pub trait IoUnit: Sized {
     /// mode with queued invalidation, SMMUv3 IDR0.PRI.
     fn page_requests_supported(&self) -> bool;
 
+    /// Whether the unit can stall faulting transactions for software to
+    /// resume: SMMUv3 IDR0.STALL_MODEL 0b00 or 0b10; VT-d never.
+    fn stalls_supported(&self) -> bool;
+
     /// Sets up the unit's page request queue (VT-d PQA, SMMUv3 PRIQ) in a
     /// page from `frames`.
     #[doc(hidden)]
@@ -66,7 +70,8 @@ pub trait IoUnit: Sized {
         out: &mut heapless::Vec<crate::PageRequest, { crate::MAX_FAULTS }>,
     ) -> bool;
     /// Answers `request`'s group (VT-d page group response, SMMUv3
-    /// CMD_PRI_RESP), waited for.
+    /// CMD_PRI_RESP), or resumes its stalled transaction (SMMUv3
+    /// CMD_RESUME), waited for.
     #[doc(hidden)]
     fn answer_page_request(
         &mut self,

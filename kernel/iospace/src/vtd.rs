@@ -109,6 +109,10 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self) && self.extended_capability().prs() && self.queue().is_some()
     }
 
+    fn stalls_supported(&self) -> bool {
+        false
+    }
+
     fn start_page_requests(
         &mut self,
         mem: &impl PhysMem,
