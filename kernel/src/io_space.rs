@@ -118,13 +118,18 @@ pub fn reserve_pool(frames: &mut BootFrames) {
 
 /// Turns the unit's page requests on where it has them (VT-d ECAP.PRS in
 /// scalable mode, SMMUv3 IDR0.PRI; QEMU has neither), the queue page from
-/// `frames`. VT-d's page request event goes to the fault interrupt's
+/// `frames`, and its stalls where it can stall (SMMUv3 IDR0.STALL_MODEL
+/// 0b00 or 0b10, QEMU cannot: `iospace::State::enable_stalls`). VT-d's page request event goes to the fault interrupt's
 /// vector; an SMMUv3's PRI queue is read at the event interrupt, at each
 /// `Pop` and at the timer.
 pub fn enable_page_requests(frames: &mut BootFrames) {
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else { return };
-    match STATE.lock().enable_page_requests(hw(unit), frames) {
+    let mut state = STATE.lock();
+    if state.enable_stalls(hw(unit)) {
+        crate::println!("[io] stalls on");
+    }
+    match state.enable_page_requests(hw(unit), frames) {
         Ok(false) => {}
         Ok(true) => {
             #[cfg(target_arch = "x86_64")]

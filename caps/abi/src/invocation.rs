@@ -136,7 +136,10 @@ pub enum Invocation {
     /// bits in first-stage (driver) tables, VT-d ECAP.FLTS; bit 2: page
     /// requests reach `IoFaultQueue`s as recoverable records, answered with
     /// `IoFaultQueueRespond`: VT-d ECAP.PRS in scalable mode, SMMUv3
-    /// IDR0.PRI; clear on QEMU, where no device raises them).
+    /// IDR0.PRI; clear on QEMU, where no device raises them; bit 3:
+    /// faulting transactions stall and reach the queues as the same
+    /// records, answered the same way: SMMUv3 IDR0.STALL_MODEL 0b00 or
+    /// 0b10; clear on QEMU and VT-d).
     IommuIdentify = 50,
     /// IommuControl: create the IoDevice for requester (PCI RID / StreamID)
     /// `MR0` in slot `MR1`. Errors: `OutOfScope` (not in the unit's device
@@ -288,9 +291,11 @@ pub enum Invocation {
     /// Invalid (the device reports an error for this request), 2 Failure
     /// (the device reports an error and stops making page requests). The
     /// answer covers the other requests of the same page request group
-    /// in this queue. Errors: `NotSupported` (the unit takes no page
-    /// requests: `IommuIdentify` MR5 bit 2 clear, as on QEMU, so no id
-    /// was ever issued), `InvalidArgument` (`MR1` > 2),
+    /// in this queue. A stalled transaction's record (SMMUv3) is answered
+    /// by CMD_RESUME: Success retries it, Invalid and Failure abort it.
+    /// Errors: `NotSupported` (the unit takes no page requests and does
+    /// not stall: `IommuIdentify` MR5 bits 2 and 3 clear, as on QEMU, so
+    /// no id was ever issued), `InvalidArgument` (`MR1` > 2),
     /// `TruncatedMessage` (fewer than 2 words), `InsufficientRights` (no
     /// write right), `UnknownRequest` (this queue never issued `MR0`),
     /// `RequestAnswered` (answered already, by a `Respond` or by the

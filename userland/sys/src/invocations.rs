@@ -674,6 +674,9 @@ pub struct IommuInfo {
     /// MR5 bit 2: page requests arrive as recoverable fault records,
     /// answered with [`Cap::<IoFaultQueue>::respond`].
     pub page_requests: bool,
+    /// MR5 bit 3: faulting transactions stall (SMMUv3 stall model) and
+    /// arrive as the same recoverable records, answered the same way.
+    pub stall: bool,
 }
 
 impl IommuInfo {
@@ -695,6 +698,7 @@ impl IommuInfo {
             dirty_tracking: mrs[5] & 1 != 0,
             first_stage_dirty: mrs[5] & 2 != 0,
             page_requests: mrs[5] & 4 != 0,
+            stall: mrs[5] & 8 != 0,
         }
     }
 

@@ -271,7 +271,7 @@ fn identify_decodes_six_registers() {
         mrs: [1, 0b1010, 20, (1 << 12) | (1 << 21) | (1 << 30)],
         ..ok()
     };
-    let _seen = recording(reply, &[65536, 0b110]);
+    let _seen = recording(reply, &[65536, 0b1110]);
     let info = cap::<IommuControl>(5).identify().unwrap();
     clear_kernel();
     assert_eq!(
@@ -288,6 +288,7 @@ fn identify_decodes_six_registers() {
             dirty_tracking: false,
             first_stage_dirty: true,
             page_requests: true,
+            stall: true,
         }
     );
     assert!(info.supports_page_size(21));
