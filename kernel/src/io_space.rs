@@ -119,9 +119,11 @@ pub fn reserve_pool(frames: &mut BootFrames) {
 /// Turns the unit's page requests on where it has them (VT-d ECAP.PRS in
 /// scalable mode, SMMUv3 IDR0.PRI; QEMU has neither), the queue page from
 /// `frames`, and its stalls where it can stall (SMMUv3 IDR0.STALL_MODEL
-/// 0b00 or 0b10, QEMU cannot: `iospace::State::enable_stalls`). VT-d's page request event goes to the fault interrupt's
-/// vector; an SMMUv3's PRI queue is read at the event interrupt, at each
-/// `Pop` and at the timer.
+/// 0b00 or 0b10; QEMU cannot: `iospace::State::enable_stalls`). Page
+/// requests are taken at `arch::IOMMU_PAGE_REQUEST_IRQ`: VT-d's page
+/// request event MSI (the fault interrupt's vector), the SMMUv3 PRI-queue
+/// interrupt (IRQ_CTRL.PRIQ_IRQEN, its SPI); also at the event interrupt
+/// (where stalls arrive), at each `Pop` and at the timer.
 pub fn enable_page_requests(frames: &mut BootFrames) {
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else { return };
@@ -134,8 +136,15 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
         Ok(true) => {
             #[cfg(target_arch = "x86_64")]
             {
-                let (address, data) = crate::arch::msi_message(crate::arch::IOMMU_FAULT_IRQ);
+                let (address, data) = crate::arch::msi_message(crate::arch::IOMMU_PAGE_REQUEST_IRQ);
                 hw(unit).set_page_request_interrupt(address, data);
+            }
+            #[cfg(target_arch = "aarch64")]
+            {
+                crate::arch::enable_interrupt(crate::arch::IOMMU_PAGE_REQUEST_IRQ);
+                if hw(unit).enable_page_request_interrupt().is_err() {
+                    crate::println!("[io] the PRIQ interrupt stays off: read at the timer");
+                }
             }
             crate::println!("[io] page requests on");
         }
