@@ -548,3 +548,30 @@ fn units_as_qemu_do_not_stall() {
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
     assert!(!world.state.enable_stalls(&world.unit));
 }
+
+#[test]
+fn smmu_page_request_delivered_at_its_interrupt() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    let (space, requesters) = scenario(&mut world, &SMMU_SIDS[..1], &[]);
+    // What the kernel's boot does where the unit has a PRI queue.
+    world.unit.enable_page_request_interrupt().unwrap();
+    let r = &requesters[0];
+    let waiting = ask(&world, r);
+    assert_eq!(device.page_request_interrupts(), 1, "raised by the request");
+    // Its handler delivers at once (time 0: no timer tick, no Pop).
+    let drained = world.deliver_at(0);
+    assert_eq!(drained.signals.as_slice(), [DEVICE_NOTIFY]);
+    let records = pop_all(&mut world);
+    let (queue, id) = record_of(&records, r, SMMU_SIDS[0]);
+    let frame = common::page_requests::serve(&mut world, space, r);
+    world
+        .state
+        .respond(&mut world.unit, queue, id, Response::Success)
+        .unwrap();
+    assert_eq!(
+        world.device.outcome(waiting),
+        DeviceOutcome::Completed(frame + 0x40)
+    );
+}
