@@ -29,7 +29,8 @@ use iommu::model::smmu_device::SimSmmu;
 use iommu::model::vtd_device::{QEMU_CAP, QEMU_ECAP, SimVtd};
 use iommu::model::{Access, DeviceError, DeviceOutcome, SimMemory, TransactionId};
 use iommu::pagetable::PageTableFormat;
-use iommu::smmuv3::queue::opcode;
+use iommu::smmuv3::queue::{EventKind, opcode};
+use iommu::smmuv3::regs::{Features, Idr0};
 use iommu::vtd::regs::RootTableMode;
 use iospace::{IoUnit, Response};
 use std::collections::BTreeMap;
@@ -574,4 +575,35 @@ fn smmu_page_request_delivered_at_its_interrupt() {
         world.device.outcome(waiting),
         DeviceOutcome::Completed(frame + 0x40)
     );
+}
+
+#[test]
+fn smmu_forcing_stalls_needs_the_layers_cd_s() {
+    // IDR0.STALL_MODEL = 0b10: a CD with S = 0 is ILLEGAL (C_BAD_CD).
+    let features = Features {
+        idr0: Idr0(Features::PER_SPEC.idr0.0 | 2 << 24),
+        ..Features::PER_SPEC
+    };
+    let bad_cd = DeviceOutcome::Failed(DeviceError::Fault(u32::from(EventKind::BadCd.code())));
+    for stalls in [false, true] {
+        let memory = SimMemory::new(MEMORY);
+        let device = SimSmmu::new(&memory, features);
+        let mut world = smmu(&memory, &device);
+        // Without: as a kernel that never turned stalls on writes its CDs.
+        if stalls {
+            assert!(world.state.enable_stalls(&world.unit));
+        }
+        let space = space_with_data(&mut world);
+        let root = world.stage1_of(space).unwrap();
+        world.attach_at(0x30, None, space, Some(root)).unwrap();
+        let got = world
+            .device
+            .device_transact(0x30, None, IOVA + 8, Access::Read);
+        if stalls {
+            let want = world.allowed(0x30, None, IOVA + 8, Access::Read).unwrap();
+            assert_eq!(got, DeviceOutcome::Completed(want));
+        } else {
+            assert_eq!(got, bad_cd);
+        }
+    }
 }
