@@ -170,6 +170,10 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         self.features().idr0.s1p() && self.features().idr0.aarch64_tables()
     }
 
+    fn sva_pasids_supported(&self) -> bool {
+        false
+    }
+
     fn sva_tag(_index: usize) -> u16 {
         SVA_VMID
     }
@@ -178,9 +182,14 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         requester: u16,
+        pasid: Option<u32>,
         index: usize,
         root: u64,
     ) -> Result<Option<u64>, &'static str> {
+        if pasid.is_some() {
+            // `sva_pasids_supported` is false: decode refused it.
+            return Err("SMMUv3 PASID bindings are not supported");
+        }
         let mem = state.mem();
         let page = state
             .pool
@@ -234,6 +243,7 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        _pasid: Option<u32>,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str> {
         let asid = sva_asid(index);

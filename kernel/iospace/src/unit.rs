@@ -88,28 +88,35 @@ pub trait IoUnit: Sized {
     /// Whether `IoDevice.BindVSpace` can install a first-stage-only entry
     /// (VT-d ECAP.FLTS in scalable mode; SMMUv3 IDR0.S1P).
     fn sva_supported(&self) -> bool;
+    /// Whether `IoPasid.BindVSpace` can, for one PASID's DMA: VT-d where
+    /// [`IoUnit::sva_supported`] (a PASID entry like RID_PASID's); never
+    /// SMMUv3 (`sva.rs`).
+    fn sva_pasids_supported(&self) -> bool;
 
-    /// Writes the entry pointing `requester`'s untagged DMA at the CPU
-    /// address space rooted at `root` (SVA binding `index`): VT-d
-    /// RID_PASID entry with PGTT = first stage; SMMUv3 stage-1-only STE
-    /// and a CD whose TTB0 is `root`. Returns the CD page it took from the
-    /// pool (SMMUv3).
+    /// Writes the entry pointing `requester`'s untagged DMA (`pasid`
+    /// `None`), or its DMA tagged `pasid`, at the CPU address space rooted
+    /// at `root` (SVA binding `index`): VT-d RID_PASID (or that PASID's)
+    /// entry with PGTT = first stage; SMMUv3 stage-1-only STE and a CD
+    /// whose TTB0 is `root` (no PASIDs). Returns the CD page it took from
+    /// the pool (SMMUv3).
     #[doc(hidden)]
     fn write_sva_entry<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
         requester: u16,
+        pasid: Option<u32>,
         index: usize,
         root: u64,
     ) -> Result<Option<u64>, &'static str>;
-    /// Invalidates what SVA binding `index`'s device may cache for the
-    /// leaf (`vaddr`, `size_bits`), or for its whole address space
-    /// (`None`), and waits.
+    /// Invalidates what SVA binding `index`'s device (its DMA tagged
+    /// `pasid`, or untagged) may cache for the leaf (`vaddr`,
+    /// `size_bits`), or for its whole address space (`None`), and waits.
     #[doc(hidden)]
     fn invalidate_sva<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        pasid: Option<u32>,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str>;
 
