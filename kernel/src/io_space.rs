@@ -417,11 +417,22 @@ pub mod view {
         STATE.lock().nests(visit);
     }
 
-    /// Every SVA binding: (requester, device object, root object, root
-    /// table, hardware tag, SMMUv3 CD page).
-    pub fn sva_bindings(mut visit: impl FnMut(u16, ObjectId, ObjectId, u64, u16, Option<u64>)) {
+    /// Every SVA binding: (requester, PASID, device or IoPasid object,
+    /// root object, root table, hardware tag, SMMUv3 CD page).
+    #[allow(clippy::type_complexity)]
+    pub fn sva_bindings(
+        mut visit: impl FnMut(u16, Option<u32>, ObjectId, ObjectId, u64, u16, Option<u64>),
+    ) {
         for (tag, b) in STATE.lock().sva_bindings() {
-            visit(b.requester, b.device, b.root_object, b.root, tag, b.page);
+            visit(
+                b.requester,
+                b.pasid,
+                b.device,
+                b.root_object,
+                b.root,
+                tag,
+                b.page,
+            );
         }
     }
 
@@ -486,26 +497,30 @@ pub fn stage2_supported() -> bool {
         .is_some_and(|unit| hw(unit).stage2_supported())
 }
 
-/// Before `IoDevice.BindVSpace` of `device`: `NotSupported`,
+/// Before `IoDevice.BindVSpace` of `device` (`pasid` `None`) or
+/// `IoPasid.BindVSpace`, requester `rid`: `NotSupported`,
 /// `AlreadyAttached`, `ObjectTableFull` or `TableMemoryExhausted`
 /// (`iospace::State::ensure_sva_room`), changing nothing.
-pub fn ensure_sva_room(device: ObjectId) -> Result<(), Error> {
+pub fn ensure_sva_room(device: ObjectId, rid: u32, pasid: Option<u32>) -> Result<(), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
-    STATE.lock().ensure_sva_room(hw(unit), device)
+    STATE.lock().ensure_sva_room(hw(unit), device, rid, pasid)
 }
 
-/// Whether the IoDevice `device` is bound to a VSpace.
+/// Whether the IoDevice or IoPasid `device` is bound to a VSpace.
 pub fn sva_bound(device: ObjectId) -> bool {
     STATE.lock().sva_bound(device)
 }
 
 /// `IoDevice.BindVSpace`: requester `rid` (the IoDevice `device`)
 /// translates through the VSpace rooted at `root` (the PageTable
-/// `root_object`), first stage only (`iospace::State::bind_vspace`).
+/// `root_object`), first stage only (`iospace::State::bind_vspace`);
+/// `IoPasid.BindVSpace` (`pasid`, `device` the IoPasid): its DMA tagged
+/// `pasid` does.
 pub fn bind_vspace(
     device: ObjectId,
     rid: u32,
+    pasid: Option<u32>,
     root_object: ObjectId,
     root: u64,
 ) -> Result<(), Error> {
@@ -513,7 +528,7 @@ pub fn bind_vspace(
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     SVA_BOUND.store(true, Ordering::Release);
     let mut state = STATE.lock();
-    let bound = state.bind_vspace(hw(unit), device, rid, root_object, root);
+    let bound = state.bind_vspace(hw(unit), device, rid, pasid, root_object, root);
     note_sva_bindings(&state);
     bound
 }

@@ -255,8 +255,24 @@ pub enum Invocation {
     /// `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`, and the
     /// unit's room errors of `IoDeviceAttach`.
     IoPasidAttach = 90,
-    /// IoPasid: detach. Errors: `NotAttached`.
+    /// IoPasid: detach; a PASID bound to a VSpace (`IoPasidBindVSpace`) is
+    /// unbound (its entry blocks). Errors: `NotAttached`.
     IoPasidDetach = 91,
+    /// IoPasid: SVA for one PASID: the device's DMA tagged with this
+    /// PASID translates through the CPU address space whose root
+    /// PageTable is cap 0, as `IoDeviceBindVSpace` does for its untagged
+    /// DMA (first stage only, user requests: the kernel half faults;
+    /// every CPU unmap in the VSpace invalidates the PASID's IOTLB entries
+    /// before it returns). Both caps need the write right (the `caps`
+    /// rule `pasid_bind_access`). Errors: `InsufficientRights`,
+    /// `AlreadyMapped` (cap 0 is not a root), `AlreadyAttached` (the
+    /// IoPasid is attached or bound, or its PASID's entry is in use: on
+    /// VT-d PASID 0 is the device's own), `NotSupported` (VT-d without
+    /// ECAP.FLTS and ECAP.PASID in scalable mode; SMMUv3 always: a
+    /// substream's CD is fetched through the stream's stage 2),
+    /// `ObjectTableFull`, `TableMemoryExhausted`, `IommuTimeout`,
+    /// `DeadObject` (its IoDevice is gone).
+    IoPasidBindVSpace = 92,
 
     /// IoFaultQueue: signal the notification cap 0 (write right) when a
     /// record arrives, and deliver faults of the IoDevice or IoSpace cap 1
@@ -306,7 +322,7 @@ pub enum Invocation {
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 38] = [
+    pub const ALL: [Invocation; 39] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -342,6 +358,7 @@ impl Invocation {
         Invocation::IoUserTableInvalidate,
         Invocation::IoPasidAttach,
         Invocation::IoPasidDetach,
+        Invocation::IoPasidBindVSpace,
         Invocation::IoFaultQueueBind,
         Invocation::IoFaultQueuePop,
         Invocation::IoFaultQueueRespond,

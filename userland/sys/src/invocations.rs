@@ -980,11 +980,25 @@ impl Cap<IoPasid> {
         invoke_status(self, Invocation::IoPasidAttach, &[], &[target.slot()])
     }
 
-    /// `IoPasidDetach`: detaches.
+    /// `IoPasidDetach`: detaches, or ends a [`Cap::<IoPasid>::bind_vspace`].
     ///
     /// Errors: `NotAttached`.
     pub fn detach(self) -> Result<(), Error> {
         invoke_status(self, Invocation::IoPasidDetach, &[], &[])
+    }
+
+    /// `IoPasidBindVSpace` (SVA for one PASID): the device's DMA tagged
+    /// with this PASID translates through the CPU address space whose root
+    /// is `vspace` (cap 0, write right), as [`Cap::<IoDevice>::bind_vspace`]
+    /// does for its untagged DMA. [`Cap::<IoPasid>::detach`] ends it.
+    ///
+    /// Errors: `AlreadyAttached` (attached, bound, or the PASID's entry in
+    /// use), `NotSupported` (VT-d without first stage and PASIDs; SMMUv3),
+    /// `InsufficientRights`, `AlreadyMapped` (not a root),
+    /// `ObjectTableFull`, `TableMemoryExhausted`, `IommuTimeout`,
+    /// `DeadObject`.
+    pub fn bind_vspace(self, vspace: Cap<PageTable>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoPasidBindVSpace, &[], &[vspace.slot()])
     }
 }
 

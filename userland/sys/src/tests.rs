@@ -231,6 +231,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     expect(&seen, 73, I::IoPasidAttach, &[], &[71]);
     pasid.detach().unwrap();
     check(I::IoPasidDetach, 73, &[], &[]);
+    pasid.bind_vspace(table).unwrap();
+    check(I::IoPasidBindVSpace, 73, &[], &[51]);
 
     let queue: Cap<IoFaultQueue> = cap(80);
     queue.bind(cap(81), device).unwrap();
