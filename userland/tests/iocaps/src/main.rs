@@ -38,7 +38,7 @@ use rt::testing::{Failure, Outcome, Suite};
 use sys::bootinfo;
 use sys::{
     Cap, Error, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, MapRights, Notification,
-    PageResponse, Retype, Rights, Slot, UserTableFormat,
+    PageResponse, PageTable, Retype, Rights, Slot, UserTableFormat,
 };
 
 rt::entry!(main);
@@ -416,6 +416,25 @@ fn pasids(world: &mut World) -> Outcome {
             Err(Error::SpaceMismatch) | Err(Error::NotSupported)
         ),
         "a PASID attached to another space than its device's: {mismatch:?}"
+    );
+    // SVA for this PASID: the rights first (`pasid_bind_access`), then the
+    // unit, and neither of QEMU's binds a PASID here (VT-d without
+    // `x-flts` has no first stage; SMMUv3 never does).
+    let root: Cap<PageTable> = world.make()?;
+    let slot = world.take();
+    let copied = world.objects.cnode().copy(slot, pasid, Rights::READ);
+    let Ok(read_pasid) = copied else {
+        rt::fail!("copy the IoPasid read-only: {copied:?}");
+    };
+    let refused = read_pasid.bind_vspace(root);
+    check!(
+        refused == Err(Error::InsufficientRights),
+        "IoPasid.BindVSpace through a read-only IoPasid: {refused:?}"
+    );
+    let bound = pasid.bind_vspace(root);
+    check!(
+        bound == Err(Error::NotSupported),
+        "IoPasid.BindVSpace on QEMU's unit: {bound:?}"
     );
     Ok(())
 }
