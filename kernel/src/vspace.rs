@@ -58,7 +58,9 @@ pub fn init_root(root_pa: u64) {
 }
 
 /// Maps the 4 KiB page at `va` to physical `pa` with `rights`, taking zeroed
-/// frames for intermediate tables from `alloc`.
+/// frames for intermediate tables from `alloc`. Boot and loading only, so
+/// not inlined into its five callers (kernel/README.md, "Size").
+#[inline(never)]
 pub fn map_page(
     root_pa: u64,
     va: u64,

@@ -415,6 +415,9 @@ fn chosen_address(bytes: &[u8]) -> Option<u64> {
     matches!(bytes.len(), 4 | 8).then(|| be_cells(bytes))
 }
 
+/// Big-endian cells as one number (the high cells shifted out if more
+/// than two). Not inlined: boot code, which LTO had copied 16 times.
+#[inline(never)]
 fn be_cells(bytes: &[u8]) -> u64 {
     bytes.chunks_exact(4).fold(0u64, |acc, cell| {
         (acc << 32) | u64::from(u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]))
