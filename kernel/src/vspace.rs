@@ -52,6 +52,9 @@ fn index(va: u64, level: usize) -> usize {
 }
 
 /// Makes `root_pa` (a zeroed frame) the root of a new address space.
+/// Out of line: LTO had copied it into five callers (kernel/README.md,
+/// "Size").
+#[inline(never)]
 pub fn init_root(root_pa: u64) {
     // A 4 KiB page-table frame the caller owns (`mem`'s obligation 3).
     paging::init_root(mem::object(root_pa));

@@ -293,7 +293,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(())
     }
 
-    /// Rebuilds the indexes of `spaces` after records moved.
+    /// Rebuilds the indexes of `spaces` after records moved (an IoSpace
+    /// made or destroyed, never a map): out of line, LTO had copied it
+    /// into three callers (kernel/README.md, "Size").
+    #[inline(never)]
     fn reindex(&mut self) {
         self.by_object.clear();
         self.by_did.clear();
