@@ -53,6 +53,8 @@ impl Env for Kernel {
         a.paddr == b.paddr
     }
 
+    #[cold]
+    #[inline(never)]
     fn log(args: core::fmt::Arguments<'_>) {
         crate::println!("{args}");
     }

@@ -403,7 +403,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     }
 
     /// Sends `response` for `request`'s group to the unit; a unit that
-    /// does not take it leaves `IommuTimeout` for the invocation.
+    /// does not take it leaves `IommuTimeout` for the invocation. Out of
+    /// line: page requests are rare, and LTO had copied it into five
+    /// callers (kernel/README.md, "Size").
+    #[inline(never)]
     fn answer(&mut self, unit: &mut U, request: &PageRequest, response: Response) {
         if let Err(why) = unit.answer_page_request(&self.mem(), request, response) {
             self.unit_failed(why);

@@ -296,7 +296,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(())
     }
 
-    /// Rebuilds the indexes of `spaces` after records moved.
+    /// Rebuilds the indexes of `spaces` after records moved (an IoSpace
+    /// made or destroyed, never a map): out of line, LTO had copied it
+    /// into three callers (kernel/README.md, "Size").
+    #[inline(never)]
     fn reindex(&mut self) {
         self.by_object.clear();
         self.by_did.clear();
@@ -364,7 +367,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             _ => Ok(()),
         };
         if let Err(why) = result {
-            E::log(format_args!("[io] {effect:?} not applied: {why}"));
+            E::log(format_args!(
+                "[io] {} not applied: {why}",
+                effect_name(effect)
+            ));
         }
     }
 
@@ -970,6 +976,24 @@ fn bits(mut set: u32) -> impl Iterator<Item = usize> {
 }
 
 /// What a refused reservation of a new IoSpace's table pages answers.
+/// The name of an IOMMU effect in a console line: printing the effect with
+/// its derived `Debug` would pull `core::fmt`'s struct builders and every
+/// field's `Debug` into the kernel (kernel/README.md, "Size").
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::MapIoPage { .. } => "MapIoPage",
+        Effect::UnmapIoPage { .. } => "UnmapIoPage",
+        Effect::InstallDeviceEntry { .. } => "InstallDeviceEntry",
+        Effect::InstallPasidEntry { .. } => "InstallPasidEntry",
+        Effect::ClearDeviceEntry { .. } => "ClearDeviceEntry",
+        Effect::ClearPasidEntry { .. } => "ClearPasidEntry",
+        Effect::InvalidateDomain { .. } => "InvalidateDomain",
+        Effect::WaitForInvalidation { .. } => "WaitForInvalidation",
+        Effect::RouteFaults { .. } => "RouteFaults",
+        _ => "an IOMMU effect",
+    }
+}
+
 fn reservation_error(e: BudgetError) -> Error {
     match e {
         BudgetError::LedgerFull => Error::ObjectTableFull,
