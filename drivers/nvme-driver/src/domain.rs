@@ -90,6 +90,9 @@ const INJECT_BLOCK: u64 = 7;
 /// IPA the kernel's `io-stage2-identity` seed maps), in the same 2 MiB as
 /// the pool.
 const ROGUE_IOVA: u64 = 0x9C_0000;
+/// Yields a rogue run makes after the controller reported its blocked
+/// write, before it answers.
+const ROGUE_GRACE_YIELDS: u32 = 10_000;
 #[cfg(target_arch = "x86_64")]
 const FOREIGN_IPA: u64 = 0x1000_0000;
 #[cfg(target_arch = "aarch64")]
@@ -495,8 +498,18 @@ impl Disk<'_> {
                 rt::println!(
                     "[nvme] injected failure: block {INJECT_BLOCK} is read into IOVA {ROGUE_IOVA:#x}, which my stage 1 maps to IPA {FOREIGN_IPA:#x}, memory this IoSpace was not given; the controller's write must fault in the IOMMU"
                 );
-                self.transfer(block, Iova(ROGUE_IOVA), false)?;
-                Ok([0; 4])
+                let done = self.transfer(block, Iova(ROGUE_IOVA), false);
+                if done.is_err() {
+                    // The write faulted and the controller answered with an
+                    // error: init's fault watcher (higher priority) stops
+                    // this run once the IOMMU's fault interrupt reaches it;
+                    // give it time before answering, so the client sees the
+                    // restart rather than this error.
+                    for _ in 0..ROGUE_GRACE_YIELDS {
+                        sys::yield_now();
+                    }
+                }
+                done.map(|()| [0; 4])
             }
             READ => self.timed(|disk| {
                 if block == INJECT_BLOCK && disk.inject == sys::names::INJECT_CRASH_MID_IO {
