@@ -577,12 +577,11 @@ impl Msi {
 /// any translation); aarch64 an IOVA the driver's stage 1 maps to the
 /// doorbell page's IPA, since the device is nested.
 fn device_msi_address(d: &mut Driver, address: u64) -> Result<u64, Failure> {
-    if cfg!(target_arch = "x86_64") {
-        return Ok(address);
+    let target = pci::msi::target(address, cfg!(target_arch = "aarch64").then_some(MSI_IOVA));
+    if let Some((iova, doorbell)) = target.doorbell {
+        d.nested.map(iova, doorbell, iopt::Rights::READ_WRITE)?;
     }
-    d.nested
-        .map(MSI_IOVA, address & !0xfff, iopt::Rights::READ_WRITE)?;
-    Ok(MSI_IOVA + (address & 0xfff))
+    Ok(target.written)
 }
 
 /// edu's MSI, programmed with what `IrqHandler.MsiMessage` gives, arrives
