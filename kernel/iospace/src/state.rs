@@ -505,15 +505,22 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         // depend on it. They are dropped before the invalidation that
         // follows (once per operation, however many pages it unmaps); the
         // driver's next Invalidate rebuilds them.
-        // A space without nests has no shadow to drop.
+        // A space without nests, or whose shadows hold no leaf, has no
+        // shadow entry to drop (`clear_shadows_of` skips empty ones too).
         if U::SHADOWS
-            && nests != 0
+            && self.shadow_leaves(nests)
             && !self.dirty.contains(&space)
             && self.dirty.push(space).is_err()
         {
             self.clear_shadows_of(space);
         }
         Ok(())
+    }
+
+    /// Whether a shadow of the nests in `nests` (a space's set) holds a leaf.
+    #[inline]
+    fn shadow_leaves(&self, nests: u32) -> bool {
+        bits(nests).any(|i| self.nests[i].as_ref().is_some_and(|n| n.leaves != 0))
     }
 
     fn clear_shadows_of(&mut self, space: ObjectId) {
