@@ -240,6 +240,36 @@ pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error
     STATE.lock().register_space(hw(unit), object, root, did)
 }
 
+/// Both IOMMU locks, `UNIT` then `STATE`, held across the effects of one
+/// operation: `IoSpace.Map` and `Unmap` apply one and three effects, and
+/// took and released both locks for each before (kernel/README.md,
+/// "Measured").
+pub struct Held {
+    unit: spin::MutexGuard<'static, Option<Unit>>,
+    state: spin::MutexGuard<'static, State>,
+}
+
+/// Takes both IOMMU locks, in the kernel's order (`UNIT`, then `STATE`).
+#[inline]
+pub fn hold() -> Held {
+    let unit = UNIT.lock();
+    Held {
+        unit,
+        state: STATE.lock(),
+    }
+}
+
+impl Held {
+    /// Applies one IOMMU effect of the capability model to the unit
+    /// ([`apply`] under the locks already held).
+    #[inline]
+    pub fn apply(&mut self, effect: &Effect) {
+        if let Some(unit) = self.unit.as_mut() {
+            self.state.apply(hw(unit), effect);
+        }
+    }
+}
+
 /// Applies one IOMMU effect of the capability model to the unit.
 pub fn apply(unit: &mut Unit, effect: &Effect) {
     STATE.lock().apply(hw(unit), effect);

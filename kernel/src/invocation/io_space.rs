@@ -6,7 +6,7 @@ use super::{Call, Reply};
 use crate::iommu_unit::DirectMemory;
 use crate::objects::{self, CapSystem};
 use abi::{Error, Invocation};
-use caps::{ObjectId, ObjectKind, Rights, SlotId};
+use caps::{Effect, EffectSink, ObjectId, ObjectKind, Rights, SlotId};
 use iommu::PhysMem;
 
 /// A decoded IoSpace or IoUserTable invocation.
@@ -161,6 +161,36 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
     }
 }
 
+/// The sink of `IoSpace.Map` and `Unmap`: the stage-2 and invalidation
+/// effects they emit (a map one, an unmap three) applied under one hold of
+/// the IOMMU locks, taken at the first and released when the operation is
+/// done, so an unmap still returns after its invalidation completed. Any
+/// other effect (none today) goes to [`objects::SINK`] with the locks
+/// released first, as that sink takes them itself.
+struct IoSink {
+    held: Option<crate::io_space::Held>,
+}
+
+impl EffectSink for IoSink {
+    #[inline]
+    fn push(&mut self, effect: Effect) {
+        match effect {
+            Effect::MapIoPage { .. }
+            | Effect::UnmapIoPage { .. }
+            | Effect::InvalidateDomain { .. }
+            | Effect::WaitForInvalidation { .. } => self
+                .held
+                .get_or_insert_with(crate::io_space::hold)
+                .apply(&effect),
+            other => {
+                self.held = None;
+                let mut sink = objects::SINK;
+                sink.push(other);
+            }
+        }
+    }
+}
+
 /// Performs a decoded IoSpace or IoUserTable invocation. The model's
 /// `map_io`, `unmap_io` and `bind_user_table` may still refuse
 /// (`InvalidAddress`, `AddressInUse`, `AlreadyMapped`, `InsufficientRights`,
@@ -176,7 +206,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
 /// the bitmap is written only after the unit answered.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error> {
-    let mut sink = objects::SINK;
+    let mut sink = IoSink { held: None };
     match op {
         SpaceOp::Map {
             space,

@@ -210,14 +210,29 @@ fn check_lookup(
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// The capability system, locked to change it: every cached lookup is
-/// invalidated first. Every path but [`lookup`]'s takes the lock this way.
+/// invalidated first. Every path but [`lookup`]'s and
+/// [`caps_to_invoke`]'s takes the lock this way.
 #[inline]
 pub fn caps_to_change() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
     let caps = CAPS.get()?;
+    invalidate_lookups();
+    Some(caps.lock())
+}
+
+/// The capability system, locked for an invocation that has not yet said
+/// what it changes: it calls [`invalidate_lookups`] before it changes
+/// anything a cached lookup holds (`crate::invocation::invoke`).
+#[inline]
+pub fn caps_to_invoke() -> Option<spin::MutexGuard<'static, Caps<Storage>>> {
+    Some(CAPS.get()?.lock())
+}
+
+/// Makes every cached lookup stale (bumps the generation).
+#[inline]
+pub fn invalidate_lookups() {
     if !crate::testing::seeds::planted(crate::testing::seeds::Seed::StaleLookupCache) {
         GENERATION.fetch_add(1, Ordering::Relaxed);
     }
-    Some(caps.lock())
 }
 
 /// A slot index from a capability pointer or message register. Errors:
