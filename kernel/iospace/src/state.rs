@@ -87,6 +87,8 @@ pub struct State<U: IoUnit, M, E: Env> {
     pub(crate) failure: Option<Error>,
     /// Page requests the kernel answered itself (`requests.rs`).
     pub(crate) kernel_answers: crate::KernelAnswers,
+    /// Nest CDs stall stage-1 faults (`State::enable_stalls`).
+    pub(crate) stalls: bool,
     /// IoSpaces whose stage 2 lost entries since the last invalidation:
     /// their VT-d shadows are cleared before it.
     dirty: heapless::Vec<ObjectId, SPACES>,
@@ -127,6 +129,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 refused: 0,
                 failed: 0,
             },
+            stalls: false,
             dirty: heapless::Vec::new(),
             sva: [None; crate::sva::SVA_BINDINGS],
             unit: PhantomData,
