@@ -106,6 +106,10 @@ pub fn handle_thread(caller: &Caller) -> Next {
     if round_trip_fast(caller) {
         return Next::Resume;
     }
+    // The driver's one call after writing its stage-1 entries (issue 13).
+    if crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+        return Next::Resume;
+    }
     handle_general(caller)
 }
 

@@ -216,10 +216,21 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
         if !rights.is_expressible() {
             return Err(Error::UnsupportedRights { rights });
         }
+        let allocated_before = self.stats.tables_allocated;
+        if (end - 1) >> level_shift(LEVELS - 2) == iova >> level_shift(LEVELS - 2) {
+            // A run of leaves in one table: one walk from the root.
+            self.map_run(iova, end, ipa, rights)?;
+            self.batch.record(InvalidationRange {
+                iova,
+                len,
+                leaf_only: self.stats.tables_allocated == allocated_before,
+            });
+            self.stats.pages_mapped += len / PAGE_SIZE;
+            return Ok(());
+        }
         if let Some(mapped) = self.first_page_where(iova, end, true)? {
             return Err(Error::AlreadyMapped { iova: mapped });
         }
-        let allocated_before = self.stats.tables_allocated;
         let mut cursor = iova;
         while cursor < end {
             // ipa + (cursor - iova) < ipa + len, checked above.
@@ -439,69 +450,128 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
             }
             let leaf = frames[LEVELS - 1];
             let stop = next_boundary(cursor, LEVELS - 2).min(end);
-            if let Some(words) = self.memory.words(leaf) {
-                // The whole run at once; zero is absent in both formats.
-                let first = index(cursor, 3);
-                let mut run = &words[first..first + ((stop - cursor) / PAGE_SIZE) as usize];
-                let mut skipped = 0;
-                if want_mapped {
-                    // Looking for a mapped page: only a non-zero word can
-                    // be one, so skip the zeroes without decoding them,
-                    // eight words at a time.
-                    for chunk in run.chunks_exact(8) {
-                        if chunk.iter().fold(0, |any, &word| any | word) != 0 {
-                            break;
-                        }
-                        skipped += 8;
-                    }
-                    skipped += run[skipped..]
-                        .iter()
-                        .position(|&entry| entry != 0)
-                        .unwrap_or(run.len() - skipped);
-                    run = &run[skipped..];
-                }
-                let from = cursor + skipped as u64 * PAGE_SIZE;
-                for (k, &entry) in run.iter().enumerate() {
-                    let at = from + k as u64 * PAGE_SIZE;
-                    let mapped = entry != 0
-                        && match self.format().decode(3, entry) {
-                            Entry::Absent => false,
-                            Entry::Page { .. } => true,
-                            Entry::Table { .. } | Entry::Unexpected => {
-                                return Err(Error::UnexpectedEntry {
-                                    iova: at,
-                                    level: 3,
-                                    entry,
-                                });
-                            }
-                        };
-                    if mapped == want_mapped {
-                        return Ok(Some(at));
-                    }
-                }
-                cursor = stop;
-                continue;
+            if let Some(found) = self.first_in_leaf(leaf, cursor, stop, want_mapped)? {
+                return Ok(Some(found));
             }
-            while cursor < stop {
-                let entry = self.read(leaf, index(cursor, 3))?;
-                let mapped = match self.format().decode(3, entry) {
-                    Entry::Absent => false,
-                    Entry::Page { .. } => true,
-                    Entry::Table { .. } | Entry::Unexpected => {
-                        return Err(Error::UnexpectedEntry {
-                            iova: cursor,
-                            level: 3,
-                            entry,
-                        });
-                    }
-                };
-                if mapped == want_mapped {
-                    return Ok(Some(cursor));
+            cursor = stop;
+        }
+        Ok(None)
+    }
+
+    /// [`IoPageTable::first_page_where`] inside the level-3 table `leaf`,
+    /// for `[cursor, stop)` (`stop` at most the table's end).
+    fn first_in_leaf(
+        &self,
+        leaf: TableFrame,
+        cursor: u64,
+        stop: u64,
+        want_mapped: bool,
+    ) -> Result<Option<u64>, Error> {
+        let first = index(cursor, 3);
+        let count = ((stop - cursor) / PAGE_SIZE) as usize;
+        let decode = |at: u64, entry: u64| match self.format().decode(3, entry) {
+            Entry::Absent => Ok(false),
+            Entry::Page { .. } => Ok(true),
+            Entry::Table { .. } | Entry::Unexpected => Err(Error::UnexpectedEntry {
+                iova: at,
+                level: 3,
+                entry,
+            }),
+        };
+        let Some(words) = self.memory.words(leaf) else {
+            for k in 0..count {
+                let at = cursor + k as u64 * PAGE_SIZE;
+                if decode(at, self.read(leaf, first + k)?)? == want_mapped {
+                    return Ok(Some(at));
                 }
-                cursor += PAGE_SIZE;
+            }
+            return Ok(None);
+        };
+        // The whole run at once; zero is absent in both formats.
+        let mut run = &words[first..first + count];
+        let mut skipped = 0;
+        if want_mapped {
+            // Looking for a mapped page: only a non-zero word can be one,
+            // so skip the zeroes without decoding them, eight words at a
+            // time.
+            for chunk in run.chunks_exact(8) {
+                if chunk.iter().fold(0, |any, &word| any | word) != 0 {
+                    break;
+                }
+                skipped += 8;
+            }
+            skipped += run[skipped..]
+                .iter()
+                .position(|&entry| entry != 0)
+                .unwrap_or(run.len() - skipped);
+            run = &run[skipped..];
+        }
+        let from = cursor + skipped as u64 * PAGE_SIZE;
+        for (k, &entry) in run.iter().enumerate() {
+            let at = from + k as u64 * PAGE_SIZE;
+            if (entry != 0 && decode(at, entry)?) == want_mapped {
+                return Ok(Some(at));
             }
         }
         Ok(None)
+    }
+
+    /// `map` of `[iova, end)` inside one level-3 table, from `ipa`, with one
+    /// walk from the root: the run is checked and written in the table the
+    /// walk reaches, or, where the walk stops at an absent entry (so no
+    /// page of the run is mapped), written into the tables added from
+    /// there, one per missing level. On error nothing changed.
+    fn map_run(&mut self, iova: u64, end: u64, ipa: u64, rights: Rights) -> Result<(), Error> {
+        let (frames, depth) = self.path(iova)?;
+        let leaf = if depth == LEVELS {
+            let leaf = frames[LEVELS - 1];
+            if let Some(mapped) = self.first_in_leaf(leaf, iova, end, true)? {
+                return Err(Error::AlreadyMapped { iova: mapped });
+            }
+            leaf
+        } else {
+            match self.extend_path(frames[depth - 1], depth, iova) {
+                Ok(leaf) => leaf,
+                Err(error) => {
+                    self.roll_back_map(iova, iova);
+                    return Err(error);
+                }
+            }
+        };
+        let mut cursor = iova;
+        let result = self.fill(leaf, &mut cursor, end, ipa, rights);
+        if result.is_err() {
+            self.roll_back_map(iova, cursor);
+        }
+        result
+    }
+
+    /// Adds the tables below `table`, the level-`depth - 1` table on the
+    /// walk of `iova` whose entry for it is absent, down to level 3; each is
+    /// zeroed before the entry linking it is written. Returns the level-3
+    /// table. On error the tables linked so far stay (empty) for the caller
+    /// to prune.
+    fn extend_path(
+        &mut self,
+        mut table: TableFrame,
+        depth: usize,
+        iova: u64,
+    ) -> Result<TableFrame, Error> {
+        for level in depth - 1..LEVELS - 1 {
+            let slot = index(iova, level);
+            let new = self.alloc_table(iova)?;
+            let entry = self.format().table_entry(new.ipa());
+            if let Err(error) = self.write(table, slot, entry) {
+                // Never linked, so never visible: give it back now.
+                self.pool.free(new);
+                self.stats.tables_live -= 1;
+                self.stats.tables_released += 1;
+                return Err(error);
+            }
+            self.memory.sync(table, slot, 1);
+            table = new;
+        }
+        Ok(table)
     }
 
     /// Takes a frame from the pool, checks it and zeroes it.
@@ -542,27 +612,11 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
 
     /// The level-3 table on the walk of `iova`, adding missing tables.
     fn leaf_table_or_allocate(&mut self, iova: u64) -> Result<TableFrame, Error> {
-        let mut table = self.root;
-        for level in 0..LEVELS - 1 {
-            let slot = index(iova, level);
-            table = match self.child(table, level, slot, iova)? {
-                Some(next) => next,
-                None => {
-                    let new = self.alloc_table(iova)?;
-                    let entry = self.format().table_entry(new.ipa());
-                    if let Err(error) = self.write(table, slot, entry) {
-                        // Never linked, so never visible: give it back now.
-                        self.pool.free(new);
-                        self.stats.tables_live -= 1;
-                        self.stats.tables_released += 1;
-                        return Err(error);
-                    }
-                    self.memory.sync(table, slot, 1);
-                    new
-                }
-            };
+        let (frames, depth) = self.path(iova)?;
+        if depth == LEVELS {
+            return Ok(frames[LEVELS - 1]);
         }
-        Ok(table)
+        self.extend_path(frames[depth - 1], depth, iova)
     }
 
     /// Writes page entries into `leaf` from `*cursor` up to `end` or the end

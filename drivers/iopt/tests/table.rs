@@ -430,6 +430,28 @@ fn running_out_of_frames_half_way_rolls_the_map_back() {
 }
 
 #[test]
+fn running_out_of_frames_in_a_run_prunes_the_tables_it_added() {
+    for format in FORMATS {
+        // Root, level 1 and level 2 fit; the level-3 table of the run (one
+        // table's worth of pages, written with one walk) does not.
+        let mut storage = frames(3);
+        let mut table = table(format, &mut storage);
+        assert_eq!(
+            table.map(0x40_0000, 0x4000_0000, 8 * PAGE, Rights::READ),
+            Err(Error::OutOfFrames { iova: 0x40_0000 })
+        );
+        assert_eq!(table.translate(0x40_0000).unwrap(), None);
+        assert_eq!(table.stats().tables_live, 1, "{format:?}: tables pruned");
+        // The tables were linked (and may be cached): invalidated before
+        // their frames go back.
+        assert!(!table.pending_invalidation().is_empty());
+        assert_eq!(table.stats().tables_retired, 2);
+        table.flush(&mut Recorder::default()).unwrap();
+        assert_eq!(table.pool().in_use(), 1);
+    }
+}
+
+#[test]
 fn an_empty_pool_fails_at_the_first_table() {
     let mut storage = frames(1);
     let mut table = table(Format::ArmStage1, &mut storage);

@@ -427,12 +427,12 @@ impl<R: Mmio> IoUnit for Smmu<R> {
     ) -> Result<(u64, u64), Error> {
         let end = start.saturating_add(length);
         let did = state.space(space).map_err(|_| Error::DeadObject)?.did;
-        self.submit(
+        self.submit_one(
             &state.mem(),
-            [Command::TlbiNhAsid {
+            Command::TlbiNhAsid {
                 vmid: space_tag(did),
                 asid: Self::nest_tag(index),
-            }],
+            },
         )
         .map_err(|_| Error::IommuTimeout)?;
         Ok((if length == 0 { u64::MAX } else { end }, 1))
