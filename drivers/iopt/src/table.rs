@@ -130,6 +130,33 @@ pub struct IoPageTable<P: FramePool, M: TableMemory> {
     stats: Stats,
 }
 
+/// The IPAs of a map's pages: a run from a first IPA (`map`) or one IPA
+/// per page (`map_pages`); checked aligned and below the IPA limit.
+#[derive(Clone, Copy)]
+enum Pages<'a> {
+    Run(u64),
+    List(&'a [u64]),
+}
+
+impl<'a> Pages<'a> {
+    /// The pages of a map from `iova`, from `cursor` (inside the map) on.
+    fn from(self, iova: u64, cursor: u64) -> Pages<'a> {
+        match self {
+            // ipa + (cursor - iova) < ipa + len, checked.
+            Pages::Run(ipa) => Pages::Run(ipa + (cursor - iova)),
+            Pages::List(list) => Pages::List(&list[((cursor - iova) / PAGE_SIZE) as usize..]),
+        }
+    }
+
+    /// The IPA of page `k`.
+    fn ipa(self, k: usize) -> u64 {
+        match self {
+            Pages::Run(ipa) => ipa + k as u64 * PAGE_SIZE,
+            Pages::List(list) => list[k],
+        }
+    }
+}
+
 fn level_shift(level: usize) -> u32 {
     // Level 0 indexes bits 47..39, level 3 bits 20..12.
     39 - 9 * (level as u32)
@@ -214,35 +241,71 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
     pub fn map(&mut self, iova: u64, ipa: u64, len: u64, rights: Rights) -> Result<(), Error> {
         let end = self.check_iova_range(iova, len)?;
         self.check_ipa_range(ipa, len)?;
+        self.map_checked(iova, end, Pages::Run(ipa), rights)
+    }
+
+    /// Maps `pages.len()` 4 KiB pages from `iova`, page `k` to the IPA
+    /// `pages[k]`: a scatter-gather buffer in one call. Like
+    /// [`IoPageTable::map`] it walks from the root once per level-3 table
+    /// the range touches (not once per page), adds each missing table once,
+    /// and writes each table's run of entries in one pass.
+    ///
+    /// `iova` must be 4 KiB aligned, `pages` non-empty, every IPA 4 KiB
+    /// aligned and below `2^ipa_bits` (the first one that is not is named
+    /// in the error), `rights` `READ` or `READ | WRITE`, and no page of the
+    /// range mapped already. On error nothing changed. Records the range
+    /// for invalidation, as `map` does.
+    pub fn map_pages(&mut self, iova: u64, pages: &[u64], rights: Rights) -> Result<(), Error> {
+        let len = (pages.len() as u64).saturating_mul(PAGE_SIZE);
+        let end = self.check_iova_range(iova, len)?;
+        let limit = self.config.ipa_limit();
+        if let Some(&ipa) = pages
+            .iter()
+            .find(|&&ipa| !ipa.is_multiple_of(PAGE_SIZE) || ipa >= limit)
+        {
+            return Err(if ipa.is_multiple_of(PAGE_SIZE) {
+                Error::IpaOutOfRange {
+                    ipa,
+                    len: PAGE_SIZE,
+                }
+            } else {
+                Error::MisalignedIpa { ipa }
+            });
+        }
+        self.map_checked(iova, end, Pages::List(pages), rights)
+    }
+
+    /// `map` and `map_pages` once the IOVA range and the IPAs are checked.
+    fn map_checked(
+        &mut self,
+        iova: u64,
+        end: u64,
+        pages: Pages<'_>,
+        rights: Rights,
+    ) -> Result<(), Error> {
         if !rights.is_expressible() {
             return Err(Error::UnsupportedRights { rights });
         }
+        let len = end - iova;
         let allocated_before = self.stats.tables_allocated;
         if (end - 1) >> level_shift(LEVELS - 2) == iova >> level_shift(LEVELS - 2) {
             // A run of leaves in one table: one walk from the root.
-            self.map_run(iova, end, ipa, rights)?;
-            self.batch.record(InvalidationRange {
-                iova,
-                len,
-                leaf_only: self.stats.tables_allocated == allocated_before,
-            });
-            self.stats.pages_mapped += len / PAGE_SIZE;
-            return Ok(());
-        }
-        if let Some(mapped) = self.first_page_where(iova, end, true)? {
-            return Err(Error::AlreadyMapped { iova: mapped });
-        }
-        let mut cursor = iova;
-        while cursor < end {
-            // ipa + (cursor - iova) < ipa + len, checked above.
-            let page_ipa = ipa + (cursor - iova);
-            let result = match self.leaf_table_or_allocate(cursor) {
-                Ok(leaf) => self.fill(leaf, &mut cursor, end, page_ipa, rights),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = result {
-                self.roll_back_map(iova, cursor);
-                return Err(error);
+            self.map_run(iova, end, pages, rights)?;
+        } else {
+            if let Some(mapped) = self.first_page_where(iova, end, true)? {
+                return Err(Error::AlreadyMapped { iova: mapped });
+            }
+            let mut cursor = iova;
+            while cursor < end {
+                let here = pages.from(iova, cursor);
+                let result = match self.leaf_table_or_allocate(cursor) {
+                    Ok(leaf) => self.fill(leaf, &mut cursor, end, here, rights),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    self.roll_back_map(iova, cursor);
+                    return Err(error);
+                }
             }
         }
         self.batch.record(InvalidationRange {
@@ -517,12 +580,18 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
         Ok(None)
     }
 
-    /// `map` of `[iova, end)` inside one level-3 table, from `ipa`, with one
+    /// `map` of `[iova, end)` inside one level-3 table, from `pages`, with one
     /// walk from the root: the run is checked and written in the table the
     /// walk reaches, or, where the walk stops at an absent entry (so no
     /// page of the run is mapped), written into the tables added from
     /// there, one per missing level. On error nothing changed.
-    fn map_run(&mut self, iova: u64, end: u64, ipa: u64, rights: Rights) -> Result<(), Error> {
+    fn map_run(
+        &mut self,
+        iova: u64,
+        end: u64,
+        pages: Pages<'_>,
+        rights: Rights,
+    ) -> Result<(), Error> {
         let (frames, depth) = self.path(iova)?;
         let leaf = if depth == LEVELS {
             let leaf = frames[LEVELS - 1];
@@ -540,7 +609,7 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
             }
         };
         let mut cursor = iova;
-        let result = self.fill(leaf, &mut cursor, end, ipa, rights);
+        let result = self.fill(leaf, &mut cursor, end, pages, rights);
         if result.is_err() {
             self.roll_back_map(iova, cursor);
         }
@@ -631,50 +700,62 @@ impl<P: FramePool, M: TableMemory> IoPageTable<P, M> {
         leaf: TableFrame,
         cursor: &mut u64,
         end: u64,
-        first_ipa: u64,
+        pages: Pages<'_>,
         rights: Rights,
     ) -> Result<(), Error> {
         let stop = next_boundary(*cursor, LEVELS - 2).min(end);
         let first_slot = index(*cursor, 3);
         let format = self.format();
+        let count = ((stop - *cursor) / PAGE_SIZE) as usize;
         if let Some(words) = self.memory.words_mut(leaf) {
             // The whole run at once, one store per entry. The entries
             // differ only in their address field, which holds the page's
-            // IPA as is: the IPAs were checked below the limit, so adding
-            // a page to the first entry gives the next one.
-            let count = ((stop - *cursor) / PAGE_SIZE) as usize;
-            let mut entry = format.page_entry(first_ipa, rights);
-            // Eight entries at a time, each group followed by a compiler
-            // fence: the compiler keeps plain pairs of stores (left alone,
-            // it vectorises the loop into stores through the stack, about
-            // twice the instructions on aarch64); 15 instructions per
-            // eight entries on aarch64 (17 with `black_box` on each group).
-            let (groups, rest) = words[first_slot..first_slot + count].as_chunks_mut::<8>();
-            for group in groups {
-                *group = core::array::from_fn(|k| entry + k as u64 * PAGE_SIZE);
-                compiler_fence(Ordering::SeqCst);
-                entry += 8 * PAGE_SIZE;
-            }
-            for word in rest {
-                *word = entry;
-                entry += PAGE_SIZE;
+            // IPA as is (the IPAs were checked aligned and below the
+            // limit): one encoded entry serves them all.
+            let words = &mut words[first_slot..first_slot + count];
+            match pages {
+                Pages::Run(first_ipa) => {
+                    // Adding a page to the first entry gives the next one.
+                    let mut entry = format.page_entry(first_ipa, rights);
+                    // Eight entries at a time, each group followed by a
+                    // compiler fence: the compiler keeps plain pairs of
+                    // stores (left alone, it vectorises the loop into
+                    // stores through the stack, about twice the
+                    // instructions on aarch64); 15 instructions per eight
+                    // entries on aarch64 (17 with `black_box` on each
+                    // group).
+                    let (groups, rest) = words.as_chunks_mut::<8>();
+                    for group in groups {
+                        *group = core::array::from_fn(|k| entry + k as u64 * PAGE_SIZE);
+                        compiler_fence(Ordering::SeqCst);
+                        entry += 8 * PAGE_SIZE;
+                    }
+                    for word in rest {
+                        *word = entry;
+                        entry += PAGE_SIZE;
+                    }
+                }
+                Pages::List(list) => {
+                    let attributes = format.page_entry(0, rights);
+                    for (word, &ipa) in words.iter_mut().zip(list) {
+                        *word = attributes | ipa;
+                    }
+                }
             }
             *cursor = stop;
             self.memory.sync(leaf, first_slot, count);
             return Ok(());
         }
-        let mut page_ipa = first_ipa;
         let mut written = 0;
         let mut result = Ok(());
-        while *cursor < stop {
-            let entry = self.format().page_entry(page_ipa, rights);
-            result = self.write(leaf, index(*cursor, 3), entry);
+        while written < count {
+            let entry = self.format().page_entry(pages.ipa(written), rights);
+            result = self.write(leaf, first_slot + written, entry);
             if result.is_err() {
                 break;
             }
             written += 1;
             *cursor += PAGE_SIZE;
-            page_ipa += PAGE_SIZE;
         }
         self.memory.sync(leaf, first_slot, written);
         result
