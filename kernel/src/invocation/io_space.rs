@@ -242,20 +242,23 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
 /// refusal, which the general path then makes with its own error
 /// (`decode` repeats every check made here).
 ///
-/// The test of the call is inlined into the system-call path; the rest is
-/// out of line, so that other calls pay two comparisons.
+/// The test of the label is inlined into the system-call path; the rest
+/// is out of line, so that other calls pay one load and one comparison.
 #[inline(always)]
 pub fn invalidate_fast(thread: u64, cspace: SlotId) -> bool {
-    let context = &crate::sched::tcb(thread).context;
-    context.syscall_number() == abi::Syscall::Call as u64
-        && context.syscall_arg(1) >> 32 == Invocation::IoUserTableInvalidate as u64
+    (crate::sched::tcb(thread).context.syscall_arg(1) >> 32) as u32
+        == Invocation::IoUserTableInvalidate as u32
         && invalidate_now(thread, cspace)
 }
 
-/// [`invalidate_fast`] once the call is `IoUserTable.Invalidate`.
+/// [`invalidate_fast`] once the message's label is
+/// `IoUserTable.Invalidate`: the rest of the tests, and the call.
 #[inline(never)]
 fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
     let context = &crate::sched::tcb(thread).context;
+    if context.syscall_number() != abi::Syscall::Call as u64 {
+        return false;
+    }
     let (cap, info) = (context.syscall_arg(0), context.syscall_arg(1));
     // Two message registers at least, no extra capability.
     let Ok(message) = abi::MessageInfo::from_word(info) else {
