@@ -303,6 +303,11 @@ pub fn reconcile(
 /// `root_ipa`). Returns the first IOVA not processed and the invalidation
 /// commands issued; `IommuTimeout` if the unit does not complete them
 /// (the nest's devices are then blocked).
+///
+/// A whole invocation under one acquisition of each lock: the failure
+/// record is forgotten before and taken after, as `invocation::invoke`
+/// does around every invocation, so the fast path
+/// (`invocation::invalidate_fast`) can call it alone.
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
@@ -311,9 +316,10 @@ pub fn invalidate_user_table(
 ) -> Result<(u64, u64), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
-    STATE
-        .lock()
-        .invalidate_user_table(hw(unit), space, root_ipa, start, length)
+    let mut state = STATE.lock();
+    state.forget_failure();
+    let done = state.invalidate_user_table(hw(unit), space, root_ipa, start, length);
+    state.take_failure().map_or(done, Err)
 }
 
 /// `IoFaultQueue.Bind`'s kernel half: records of `queue` signal

@@ -36,6 +36,7 @@ mod fault_queue;
 mod frame;
 mod io_device;
 mod io_space;
+pub use io_space::invalidate_fast;
 mod irq;
 mod page_table;
 mod tcb;
