@@ -120,7 +120,11 @@ pub fn handle_thread(caller: &Caller) -> Next {
     match round_trip_fast(caller) {
         Fast::Done => Next::Resume,
         Fast::Invoke => {
-            invoke(caller);
+            // `IoUserTable.Invalidate`'s own fast path first, as in
+            // `handle_general`.
+            if !crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+                invoke(caller);
+            }
             Next::Resume
         }
         Fast::General => handle_general(caller),
@@ -180,6 +184,12 @@ fn round_trip_fast(caller: &Caller) -> Fast {
 /// [`handle_thread`] for every system call the fast path did not complete.
 #[inline(never)]
 fn handle_general(caller: &Caller) -> Next {
+    // The driver's one call after writing its stage-1 entries (issue 13),
+    // tested here, out of the scheduler loop's code, so that the other
+    // system calls pay one load and one comparison.
+    if crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+        return Next::Resume;
+    }
     let (number, cap) = {
         let context = &crate::sched::tcb(caller.thread).context;
         (context.syscall_number(), context.syscall_arg(0))
