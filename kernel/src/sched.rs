@@ -114,6 +114,9 @@ pub struct LookupCache {
     /// a dead object is unregistered (`reconcile`), and a death changes a
     /// capability, which invalidates the entry.
     pub registered: u64,
+    /// The slot the capability is in (`caps::SlotId` number), for an
+    /// invocation's fast path (`objects::cached_slot`).
+    pub slot: u64,
 }
 
 impl LookupCache {
@@ -128,6 +131,7 @@ impl LookupCache {
         object: 0,
         badge: 0,
         registered: 0,
+        slot: 0,
     };
 }
 

@@ -120,9 +120,11 @@ pub fn handle_thread(caller: &Caller) -> Next {
     match round_trip_fast(caller) {
         Fast::Done => Next::Resume,
         Fast::Invoke => {
-            // `IoUserTable.Invalidate`'s own fast path first, as in
-            // `handle_general`.
-            if !crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+            // `Frame.Map` / `Unmap`'s and `IoUserTable.Invalidate`'s own
+            // fast paths first (the latter as in `handle_general`).
+            if !crate::invocation::frame_fast(caller.thread, caller.cspace, caller.ipc_buffer)
+                && !crate::invocation::invalidate_fast(caller.thread, caller.cspace)
+            {
                 invoke(caller);
             }
             Next::Resume

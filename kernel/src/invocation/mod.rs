@@ -34,6 +34,7 @@
 mod cnode;
 mod fault_queue;
 mod frame;
+pub use frame::frame_fast;
 mod io_device;
 mod io_space;
 pub use io_space::invalidate_fast;

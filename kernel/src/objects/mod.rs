@@ -139,6 +139,29 @@ pub fn lookup_cached_object(
     Ok(caps::ObjectId(cache.object as u32))
 }
 
+/// The slot `cap` names in `cspace`, from `thread`'s lookup cache, when
+/// the cache answers for that pointer, no capability has changed since it
+/// was filled and the capability is of `kind`; `None` otherwise (the
+/// caller then takes the general path). For an invocation's fast path:
+/// `caps` is the held capability lock, so the answer stays true while it
+/// is held (a change bumps the generation before it changes anything,
+/// [`caps_to_change`], `crate::invocation::invoke`).
+#[inline(always)]
+pub fn cached_slot(
+    _caps: &Caps<Storage>,
+    thread: u64,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+) -> Option<SlotId> {
+    let cache = &crate::sched::tcb(thread).lookup_cache;
+    (cache.generation == GENERATION.load(Ordering::Relaxed)
+        && cache.cptr == cap
+        && cache.cspace == u64::from(cspace.0)
+        && cache.kind == kind as u64)
+        .then_some(SlotId(cache.slot as u32))
+}
+
 /// [`lookup_cached`]'s miss: resolves `cap` afresh into `cache`, current
 /// at `generation` once filled.
 #[cold]
@@ -202,6 +225,7 @@ fn resolve_locked(
     found.object = u64::from(held.object().0);
     found.badge = held.badge().0;
     found.registered = 0;
+    found.slot = u64::from(slot.0);
     Ok(())
 }
 

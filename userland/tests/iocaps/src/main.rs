@@ -206,6 +206,21 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
     check!(unmapped.is_ok(), "unmap: {unmapped:?}");
     let again = space.unmap(read_only);
     check!(again == Err(Error::NotMapped), "unmap twice: {again:?}");
+    // `Frame.Unmap` removes the IO mapping too (the kernel's Frame fast
+    // path takes only CPU mappings and leaves this one to the general
+    // path).
+    let ok = space.map(read_only, 0x30_0000, MapRights::READ);
+    check!(ok.is_ok(), "map again: {ok:?}");
+    let unmapped = read_only.unmap();
+    check!(
+        unmapped.is_ok(),
+        "Frame.Unmap of an IO mapping: {unmapped:?}"
+    );
+    let gone = space.unmap(read_only);
+    check!(
+        gone == Err(Error::NotMapped),
+        "IoSpace.Unmap after Frame.Unmap: {gone:?}"
+    );
     Ok(())
 }
 

@@ -213,6 +213,26 @@ fn mapping_rules(slots: &mut Slots) -> Outcome {
         amplify == Err(Error::InsufficientRights),
         "writing through a read-only copy answered {amplify:?}"
     );
+    // A Frame label on another kind's capability, where the mapping
+    // itself would fit (the kernel's Frame fast path must refuse it as
+    // the general path does).
+    // A PageTable's memory is one page, like the frame's.
+    let table: Cap<PageTable> = match make::<PageTable>(slots, 12) {
+        Ok(table) => table,
+        Err(e) => rt::fail!("retype a table: {e:?}"),
+    };
+    let on_table: Cap<Frame> = table.cast();
+    let wrong = on_table.map(own_space(), SCRATCH + 0x2000, MapRights::READ);
+    check!(
+        wrong == Err(Error::InvalidInvocation),
+        "Frame.Map on a PageTable answered {wrong:?}"
+    );
+    let on_untyped: Cap<Frame> = bootinfo::ARENA.cast();
+    let wrong = on_untyped.map(own_space(), SCRATCH + 0x2000, MapRights::READ);
+    check!(
+        wrong == Err(Error::InvalidInvocation),
+        "Frame.Map on an Untyped answered {wrong:?}"
+    );
     check!(frame.unmap().is_ok(), "unmap");
     check!(frame.unmap() == Err(Error::NotMapped), "unmap twice");
     Ok(())
