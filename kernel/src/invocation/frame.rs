@@ -133,9 +133,10 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 /// is out of line.
 #[inline(always)]
 pub fn frame_fast(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
+    // The two labels are consecutive: one comparison.
+    const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
     let label = (crate::sched::tcb(thread).context.syscall_arg(1) >> 32) as u32;
-    (label == Invocation::FrameMap as u32 || label == Invocation::FrameUnmap as u32)
-        && frame_now(thread, cspace, ipc_buffer)
+    label.wrapping_sub(Invocation::FrameMap as u32) <= 1 && frame_now(thread, cspace, ipc_buffer)
 }
 
 /// [`frame_fast`] once the label is `Frame.Map` or `Frame.Unmap`.
