@@ -19,6 +19,7 @@ use iommu::budget::{
     Account, Budget, BudgetError, Ledger, Recording, UNIT_TABLES_PER_ENTRY, UnitTables,
 };
 use iommu::pagetable::{PageSize, PageTable, Perms};
+use iommu::vtd::shadow::Dependencies;
 
 /// One IoSpace: its stage 2 and model DID.
 pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
@@ -45,9 +46,10 @@ pub(crate) struct Nest {
     /// VT-d: the shadow table's root; SMMUv3: the CD page.
     pub(crate) page: u64,
     pub(crate) users: u32,
-    /// VT-d: how many leaves the shadow holds (a clear of an empty shadow
-    /// is skipped).
-    pub(crate) leaves: u64,
+    /// VT-d: the stage-2 IPAs the shadow's entries were composed through,
+    /// so a stage-2 unmap drops only the entries that depended on it
+    /// (`iommu::vtd::shadow::Dependencies`; unused on SMMUv3).
+    pub(crate) dependencies: Dependencies,
 }
 
 /// An SMMUv3 stream whose PASIDs (SubstreamIDs) are attached: its CD
@@ -87,9 +89,6 @@ pub struct State<U: IoUnit, M, E: Env> {
     pub(crate) failure: Option<Error>,
     /// Page requests the kernel answered itself (`requests.rs`).
     pub(crate) kernel_answers: crate::KernelAnswers,
-    /// IoSpaces whose stage 2 lost entries since the last invalidation:
-    /// their VT-d shadows are cleared before it.
-    dirty: heapless::Vec<ObjectId, SPACES>,
     /// Devices bound to CPU address spaces (`sva.rs`).
     pub(crate) sva: [Option<crate::sva::Binding>; crate::sva::SVA_BINDINGS],
     unit: PhantomData<fn() -> U>,
@@ -127,7 +126,6 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 refused: 0,
                 failed: 0,
             },
-            dirty: heapless::Vec::new(),
             sva: [None; crate::sva::SVA_BINDINGS],
             unit: PhantomData,
         }
@@ -340,14 +338,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 Ok(())
             }
             Effect::InvalidateDomain { did, .. } => {
-                self.clear_dirty_shadows();
                 self.note_tags(did);
                 Ok(())
             }
-            Effect::WaitForInvalidation { .. } => {
-                self.clear_dirty_shadows();
-                self.invalidate_pending(unit)
-            }
+            Effect::WaitForInvalidation { .. } => self.invalidate_pending(unit),
             Effect::RouteFaults { source, queue, .. } => {
                 self.routes.retain(|(s, _)| *s != source);
                 match queue {
@@ -450,27 +444,33 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     #[inline]
     fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
         let (table, nests) = self.space(space).map(|s| (s.table, s.nests))?;
-        table
+        let (pa, size) = table
             .unmap(&self.mem(), ipa)
             .map_err(|_| "nothing mapped there")?;
-        // VT-d shadows were composed through stage 2, and the unmapped page
-        // may have held stage-1 tables: every shadow entry of the space may
-        // depend on it. They are dropped before the invalidation that
-        // follows (once per operation, however many pages it unmaps); the
-        // driver's next Invalidate rebuilds them.
-        // A space without nests has no shadow to drop.
-        if U::SHADOWS
-            && nests != 0
-            && !self.dirty.contains(&space)
-            && self.dirty.push(space).is_err()
-        {
-            self.clear_shadows_of(space);
+        // VT-d shadows were composed through stage 2: the entries composed
+        // through the unmapped IPA (a stage-1 table page there, or a leaf
+        // pointing into it) are dropped now, before the invalidation that
+        // follows; the others keep translating. A space without nests has
+        // no shadow to drop.
+        if U::SHADOWS && nests != 0 {
+            let bytes = size.bytes();
+            self.drop_shadow_dependents(space, nests, ipa & !(bytes - 1), pa, bytes);
         }
         Ok(())
     }
 
-    fn clear_shadows_of(&mut self, space: ObjectId) {
-        let Ok((table, nests)) = self.space(space).map(|s| (s.table, s.nests)) else {
+    /// Drops from the shadows of `space`'s nests (`nests`, its nest set)
+    /// every entry composed through `[ipa, ipa + bytes)`, which stage 2
+    /// mapped to `pa`.
+    fn drop_shadow_dependents(
+        &mut self,
+        space: ObjectId,
+        nests: u32,
+        ipa: u64,
+        pa: u64,
+        bytes: u64,
+    ) {
+        let Ok(table) = self.space(space).map(|s| s.table) else {
             return;
         };
         let mem = self.mem();
@@ -478,20 +478,13 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             let Some(nest) = self.nests[i].as_mut() else {
                 continue;
             };
-            if nest.space != space || nest.leaves == 0 {
+            if nest.space != space || nest.dependencies.is_empty() {
                 continue;
             }
             if let Some(shadow) = shadow_at(nest.page, &table) {
-                shadow.remove_leaves_to(&mem, 0, u64::MAX);
-                nest.leaves = 0;
+                nest.dependencies
+                    .drop_dependents(&mem, &shadow, ipa, bytes, pa);
             }
-        }
-    }
-
-    #[inline]
-    fn clear_dirty_shadows(&mut self) {
-        while let Some(space) = self.dirty.pop() {
-            self.clear_shadows_of(space);
         }
     }
 
@@ -585,7 +578,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             root_ipa,
             page,
             users: 0,
-            leaves: 0,
+            dependencies: Dependencies::new(),
         });
         if let Some(i) = self.space_position(space) {
             self.spaces[i].nests |= 1 << index;

@@ -12,11 +12,23 @@
 //! not shadowed. Work is bounded by the page count the caller allows.
 //! Afterwards the caller invalidates the range on the shadow's domain.
 //!
-//! Revoking a frame from the second stage: remove the shadow leaves that
-//! point into it (`PageTable::remove_leaves_to`). If the frame may hold
-//! the user's first-stage tables, every shadow entry may depend on it:
-//! clear the shadow (`remove_leaves_to(0, u64::MAX)`) and let the user's
-//! next invalidation repopulate it. Then invalidate the shadow's domain.
+//! Revoking an IPA from the second stage: [`shadow_range_recording`]
+//! records, per 2 MiB region of IOVAs, the IPAs the composition walked
+//! through (the first stage's tables below the root, and the 2 MiB IPA
+//! regions its leaves pointed into) in the nest's [`Dependencies`];
+//! [`Dependencies::drop_dependents`] then removes exactly the shadow
+//! entries that depended on an unmapped IPA: every entry composed through
+//! a table page at that IPA, and every entry of a region whose leaves
+//! pointed near it that translates into the unmapped frame. The caller
+//! then invalidates the shadow's domain. Entries that did not depend on
+//! the IPA keep translating; a stage-2 unmap no longer costs the driver
+//! its whole composed shadow.
+//!
+//! The invariant [`Dependencies`] keeps: every present shadow leaf lies in
+//! the entry range of a record of its region whose walk (table IPAs) is
+//! the one it was composed through and whose target range holds the IPA
+//! it was composed from, unless the record list overflowed (then any
+//! stage-2 unmap clears the whole shadow, as before).
 
 use super::tables::SecondStageFormat;
 use crate::pagetable::{Covering, MapError, PageTable, PageTableFormat, Perms};
@@ -55,16 +67,47 @@ pub struct ShadowStats {
     pub removed: u64,
 }
 
+/// The shadow's entry for a 4 KiB page: stage 2's page address.
+const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+/// No table at this level of a recorded walk (it ended in a large page).
+const NO_TABLE: u64 = u64::MAX;
+
+/// The first-stage tables a nested walk of one 2 MiB region of IOVAs read
+/// below the root: the IPAs of its level-3, level-2 and last-level tables
+/// ([`NO_TABLE`] below a large page).
+type Chain = [u64; 3];
+
 /// Where a nested walk of the upper first-stage levels ends for one 2 MiB
 /// region of IOVAs: every page of the region shares it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Upper {
     /// The walk faults for the whole region.
     Fault,
-    /// A last-level table (physical address), writable so far.
-    Table { table: u64, writable: bool },
-    /// A large page covering the region: its IPA and mask, writable so far.
-    Large { ipa: u64, mask: u64, writable: bool },
+    /// A last-level table (physical address), writable so far, and the
+    /// tables walked to it.
+    Table {
+        table: u64,
+        writable: bool,
+        chain: Chain,
+    },
+    /// A large page covering the region: its IPA and mask, writable so
+    /// far, and the tables walked to it.
+    Large {
+        ipa: u64,
+        mask: u64,
+        writable: bool,
+        chain: Chain,
+    },
+}
+
+impl Upper {
+    fn chain(self) -> Option<Chain> {
+        match self {
+            Upper::Fault => None,
+            Upper::Table { chain, .. } | Upper::Large { chain, .. } => Some(chain),
+        }
+    }
 }
 
 /// Walks levels 4..2 of the first stage for `iova` (every table fetch
@@ -84,6 +127,7 @@ fn walk_upper(
         return Upper::Fault;
     };
     let mut writable = true;
+    let mut chain = [NO_TABLE; 3];
     for level in (2..=4u32).rev() {
         let index = (iova >> (12 + 9 * (level - 1))) & 0x1ff;
         let entry = mem.read_u64(table + 8 * index);
@@ -91,8 +135,8 @@ fn walk_upper(
             return Upper::Fault;
         }
         writable &= bit(entry, 1);
-        let next = entry & 0x000f_ffff_ffff_f000;
-        if level > 1 && bit(entry, 7) {
+        let next = entry & ADDRESS;
+        if bit(entry, 7) {
             if level == 4 || (level == 3 && !allow_1g) {
                 return Upper::Fault;
             }
@@ -104,14 +148,20 @@ fn walk_upper(
                 ipa: next,
                 mask,
                 writable,
+                chain,
             };
         }
+        chain[4 - level as usize] = next;
         match readable_table(next) {
             Some(pa) => table = pa,
             None => return Upper::Fault,
         }
     }
-    Upper::Table { table, writable }
+    Upper::Table {
+        table,
+        writable,
+        chain,
+    }
 }
 
 /// The first stage's leaf for `iova` below `upper`: the IPA of its page
@@ -123,13 +173,16 @@ fn first_stage_leaf(mem: &impl PhysMem, upper: Upper, iova: u64) -> Option<(u64,
             ipa,
             mask,
             writable,
+            ..
         } => Some((ipa | (iova & mask & !0xfff), writable)),
-        Upper::Table { table, writable } => {
+        Upper::Table {
+            table, writable, ..
+        } => {
             let entry = mem.read_u64(table + 8 * ((iova >> 12) & 0x1ff));
             if !bit(entry, 0) || !bit(entry, 2) {
                 return None;
             }
-            Some((entry & 0x000f_ffff_ffff_f000, writable && bit(entry, 1)))
+            Some((entry & ADDRESS, writable && bit(entry, 1)))
         }
     }
 }
@@ -144,23 +197,53 @@ fn combine(pa: u64, second: Perms, writable: bool) -> Option<(u64, Perms)> {
     (perms.read || perms.write).then_some((pa & !0xfff, perms))
 }
 
-/// Stage 2's page and rights for `ipa`, walking its tables once per 2 MiB
-/// region of IPAs (`region` keeps what covers the last one).
-fn second_stage_in(
+/// The 2 MiB IPA regions (`ipa >> 21`, inclusive) leaves pointed into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Targets {
+    low: u64,
+    high: u64,
+}
+
+impl Targets {
+    const NONE: Targets = Targets {
+        low: u64::MAX,
+        high: 0,
+    };
+
+    fn add(&mut self, region: u64) {
+        self.low = self.low.min(region);
+        self.high = self.high.max(region);
+    }
+
+    fn merge(&mut self, other: Targets) {
+        self.low = self.low.min(other.low);
+        self.high = self.high.max(other.high);
+    }
+
+    fn meets(self, low: u64, high: u64) -> bool {
+        self.low <= high && low <= self.high
+    }
+}
+
+/// Stage 2's covering of the 2 MiB region of IPAs `region` names, walked
+/// once per region (`region` keeps the last one); a new region is added
+/// to `targets`.
+fn covering_of(
     mem: &impl PhysMem,
     second: &PageTable<SecondStageFormat>,
     region: &mut Option<(u64, Covering)>,
+    targets: &mut Targets,
     ipa: u64,
-) -> Option<(u64, Perms)> {
-    let covering = match *region {
+) -> Covering {
+    match *region {
         Some((r, covering)) if r == ipa >> 21 => covering,
         _ => {
             let covering = second.covering(mem, ipa);
             *region = Some((ipa >> 21, covering));
+            targets.add(ipa >> 21);
             covering
         }
-    };
-    second.lookup_in(mem, covering, ipa)
+    }
 }
 
 /// Finishes the walk of `iova` below `upper`: the physical page and rights,
@@ -192,42 +275,58 @@ pub fn compose_page(
 /// Re-shadows the pages `iovas` (within one 2 MiB region) whose
 /// first-stage entries are in the last-level table `first` (`writable`:
 /// whether the upper levels allow writes) into the shadow's last-level
-/// table `shadow` (in `format`): what [`shadow_range`]'s general loop does, with the
-/// walk's outcome fixed for the region.
+/// table `shadow`: what [`shadow_range`]'s general loop does, with the
+/// walk's outcome fixed for the region. Where stage 2 maps the leaf's IPA
+/// with a 4 KiB leaf (the usual case) the composed entry is stage 2's
+/// entry with its write right masked by stage 1's: the same bits
+/// `SecondStageFormat::leaf_entry` writes, without decoding them.
+#[allow(clippy::too_many_arguments)]
 fn shadow_region(
     mem: &impl PhysMem,
     second: &PageTable<SecondStageFormat>,
     second_region: &mut Option<(u64, Covering)>,
+    targets: &mut Targets,
     (first, writable): (u64, bool),
     (format, shadow): (SecondStageFormat, u64),
     iovas: core::ops::Range<u64>,
     stats: &mut ShadowStats,
 ) {
+    // Stage 1's write right (bit 1) survives only if the upper levels
+    // allow writes too.
+    let upper_write = if writable { 0b10 } else { 0 };
     let (mut mapped, mut added, mut removed) = (0, 0, 0);
-    for iova in iovas.step_by(4096) {
-        let index = 8 * ((iova >> 12) & 0x1ff);
-        let entry = mem.read_u64(first + index);
+    let first_index = (iovas.start >> 12) & 0x1ff;
+    let count = (iovas.end - iovas.start) >> 12;
+    for index in first_index..first_index + count {
+        let entry = mem.read_u64(first + 8 * index);
         // Present (bit 0) and user (bit 2), as `first_stage_leaf` asks.
-        let composed = if entry & 0b101 == 0b101 {
-            let ipa = entry & 0x000f_ffff_ffff_f000;
-            second_stage_in(mem, second, second_region, ipa)
-                .and_then(|(pa, perms)| combine(pa, perms, writable && bit(entry, 1)))
+        let new = if entry & 0b101 == 0b101 {
+            let ipa = entry & ADDRESS;
+            match covering_of(mem, second, second_region, targets, ipa) {
+                Covering::Table(table) => {
+                    let leaf = mem.read_u64(table + 8 * ((ipa >> 12) & 0x1ff));
+                    // Stage 2's page and read right; its write right
+                    // where stage 1 allows writes. No right left: none.
+                    let composed = leaf & (ADDRESS | 0b01 | (entry & upper_write));
+                    if composed & 0b11 == 0 { 0 } else { composed }
+                }
+                covering => second
+                    .lookup_in(mem, covering, ipa)
+                    .and_then(|(pa, perms)| combine(pa, perms, writable && bit(entry, 1)))
+                    .map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms)),
+            }
         } else {
-            None
+            0
         };
-        let slot = shadow + index;
+        let slot = shadow + 8 * index;
         let old = mem.read_u64(slot);
-        let had = format.is_present(old);
-        let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
         if new != old {
             mem.write_u64(slot, new);
         }
-        if composed.is_some() {
-            mapped += 1;
-            added += u64::from(!had);
-        } else {
-            removed += u64::from(had);
-        }
+        let had = format.is_present(old);
+        mapped += u64::from(new != 0);
+        added += u64::from(new != 0 && !had);
+        removed += u64::from(new == 0 && had);
     }
     stats.mapped += mapped;
     stats.added += added;
@@ -235,7 +334,9 @@ fn shadow_region(
 }
 
 /// Re-shadows `[start, start + length)`: every page gets the composed
-/// translation or none. Refuses more than `max_pages` pages.
+/// translation or none. Refuses more than `max_pages` pages. Records
+/// nothing: for a shadow that must survive stage-2 unmaps in part, use
+/// [`shadow_range_recording`].
 #[allow(clippy::too_many_arguments)]
 pub fn shadow_range(
     mem: &impl PhysMem,
@@ -248,6 +349,41 @@ pub fn shadow_range(
     max_pages: u64,
     allow_1g: bool,
 ) -> Result<ShadowStats, ShadowError> {
+    shadow_range_recording(
+        mem,
+        alloc,
+        (first_stage_root, second, shadow),
+        start,
+        length,
+        max_pages,
+        allow_1g,
+        &mut Dependencies::new(),
+    )
+}
+
+/// The first stage's root IPA, the second stage, and the shadow.
+pub type Tables<'a> = (
+    u64,
+    &'a PageTable<SecondStageFormat>,
+    &'a PageTable<SecondStageFormat>,
+);
+
+/// [`shadow_range`] for the shadow of the first stage at `first_stage_root`
+/// under `second`, recording in `dependencies` the IPAs each composed
+/// entry depends on. On an error some pages may be composed without a
+/// record: `dependencies` then counts as overflowed (the next stage-2
+/// unmap clears the whole shadow).
+#[allow(clippy::too_many_arguments)]
+pub fn shadow_range_recording(
+    mem: &impl PhysMem,
+    alloc: &mut impl FrameAllocator,
+    (first_stage_root, second, shadow): Tables<'_>,
+    start: u64,
+    length: u64,
+    max_pages: u64,
+    allow_1g: bool,
+    dependencies: &mut Dependencies,
+) -> Result<ShadowStats, ShadowError> {
     let pages = length / 4096;
     if start & 0xfff != 0
         || length & 0xfff != 0
@@ -256,19 +392,52 @@ pub fn shadow_range(
     {
         return Err(ShadowError::BadRange);
     }
+    if dependencies.root != first_stage_root {
+        // Recorded for another root (or never): nothing recorded is about
+        // this one.
+        if dependencies.root != NO_TABLE {
+            dependencies.overflowed = true;
+        }
+        dependencies.root = first_stage_root;
+    }
     let mut stats = ShadowStats {
         pages,
         ..ShadowStats::default()
     };
+    let composed = compose(
+        mem,
+        alloc,
+        (first_stage_root, second, shadow),
+        (start, start + length),
+        allow_1g,
+        dependencies,
+        &mut stats,
+    );
+    if composed.is_err() {
+        dependencies.overflowed = true;
+    }
+    composed.map(|()| stats)
+}
+
+/// The loop of [`shadow_range_recording`] over `[start, end)`.
+fn compose(
+    mem: &impl PhysMem,
+    alloc: &mut impl FrameAllocator,
+    (first_stage_root, second, shadow): Tables<'_>,
+    (start, end): (u64, u64),
+    allow_1g: bool,
+    dependencies: &mut Dependencies,
+    stats: &mut ShadowStats,
+) -> Result<(), ShadowError> {
     // Each table level is walked once per 2 MiB region: the first stage's
     // upper levels and the shadow's per region of IOVAs, the second
     // stage's per region of IPAs; within a region each page is one entry
     // of a last-level table.
     let mut second_region: Option<(u64, Covering)> = None;
     let format = *shadow.format();
-    let end = start + length;
     let mut iova = start;
     while iova < end {
+        let region_start = iova;
         let region_end = (((iova >> 21) + 1) << 21).min(end);
         let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
         let mut table = shadow
@@ -279,10 +448,17 @@ pub fn shadow_range(
             iova = region_end;
             continue;
         }
+        // The region's leaves point into the IPA region stage 2's walk
+        // is cached for, if they use it.
+        let mut targets = Targets::NONE;
+        if let Some((r, _)) = second_region {
+            targets.add(r);
+        }
         if let (
             Upper::Table {
                 table: first,
                 writable,
+                ..
             },
             Some(page_table),
         ) = (walked, table)
@@ -293,51 +469,254 @@ pub fn shadow_range(
                 mem,
                 second,
                 &mut second_region,
+                &mut targets,
                 (first, writable),
                 (format, page_table),
                 iova..region_end,
-                &mut stats,
+                stats,
             );
             iova = region_end;
-            continue;
+        } else {
+            while iova < region_end {
+                let composed = first_stage_leaf(mem, walked, iova).and_then(|(ipa, writable)| {
+                    let covering = covering_of(mem, second, &mut second_region, &mut targets, ipa);
+                    let (pa, perms) = second.lookup_in(mem, covering, ipa)?;
+                    combine(pa, perms, writable)
+                });
+                let page_table = match (table, composed) {
+                    (Some(page_table), _) => page_table,
+                    // Nothing shadowed in this region, nothing to shadow here.
+                    (None, None) => {
+                        iova += 4096;
+                        continue;
+                    }
+                    (None, Some(_)) => {
+                        let new = shadow
+                            .leaf_table_or_new(mem, alloc, iova)
+                            .map_err(ShadowError::Map)?;
+                        table = Some(new);
+                        new
+                    }
+                };
+                let slot = page_table + 8 * ((iova >> 12) & 0x1ff);
+                let old = mem.read_u64(slot);
+                let had = format.is_present(old);
+                let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
+                if new != old {
+                    mem.write_u64(slot, new);
+                }
+                match composed {
+                    Some(_) => {
+                        stats.mapped += 1;
+                        stats.added += u64::from(!had);
+                    }
+                    None if had => stats.removed += 1,
+                    None => {}
+                }
+                iova += 4096;
+            }
         }
-        while iova < region_end {
-            let composed = first_stage_leaf(mem, walked, iova).and_then(|(ipa, writable)| {
-                let (pa, perms) = second_stage_in(mem, second, &mut second_region, ipa)?;
-                combine(pa, perms, writable)
-            });
-            let page_table = match (table, composed) {
-                (Some(page_table), _) => page_table,
-                // Nothing shadowed in this region, nothing to shadow here.
-                (None, None) => {
-                    iova += 4096;
-                    continue;
-                }
-                (None, Some(_)) => {
-                    let new = shadow
-                        .leaf_table_or_new(mem, alloc, iova)
-                        .map_err(ShadowError::Map)?;
-                    table = Some(new);
-                    new
-                }
-            };
-            let slot = page_table + 8 * ((iova >> 12) & 0x1ff);
-            let old = mem.read_u64(slot);
-            let had = format.is_present(old);
-            let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
-            if new != old {
-                mem.write_u64(slot, new);
-            }
-            match composed {
-                Some(_) => {
-                    stats.mapped += 1;
-                    stats.added += u64::from(!had);
-                }
-                None if had => stats.removed += 1,
-                None => {}
-            }
-            iova += 4096;
+        if let Some(page_table) = table {
+            let entries = (
+                ((region_start >> 12) & 0x1ff) as u16,
+                (((region_end - 1) >> 12) & 0x1ff) as u16,
+            );
+            dependencies.record(
+                region_start >> 21,
+                page_table,
+                walked.chain(),
+                entries,
+                targets,
+            );
         }
     }
-    Ok(stats)
+    Ok(())
+}
+
+/// Most 2 MiB regions of IOVAs (walks, per region) one shadow's
+/// [`Dependencies`] records; beyond that it overflows, and a stage-2
+/// unmap clears the whole shadow.
+pub const DEPENDENCY_REGIONS: usize = 16;
+
+/// What a group of a shadow's entries depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Region {
+    /// The region of IOVAs (`iova >> 21`).
+    iova_region: u64,
+    /// The shadow's last-level table for it (physical).
+    shadow_table: u64,
+    /// The first-stage tables the walk read below the root.
+    chain: Chain,
+    /// Where the leaves pointed (2 MiB IPA regions).
+    targets: Targets,
+    /// The entries of `shadow_table` composed through this walk, first
+    /// and last index (inclusive).
+    entries: (u16, u16),
+}
+
+const NO_REGION: Region = Region {
+    iova_region: 0,
+    shadow_table: 0,
+    chain: [NO_TABLE; 3],
+    targets: Targets::NONE,
+    entries: (0, 0),
+};
+
+/// The stage-2 IPAs one shadow's entries were composed through (module
+/// docs): the first stage's root, and per region of IOVAs the tables
+/// walked and the IPA regions the leaves pointed into. Kept by the
+/// caller with the shadow, updated by [`shadow_range_recording`], used by
+/// [`Dependencies::drop_dependents`] on every stage-2 unmap.
+#[derive(Clone, Debug)]
+pub struct Dependencies {
+    /// The first stage's root IPA ([`NO_TABLE`]: nothing composed yet).
+    root: u64,
+    regions: [Region; DEPENDENCY_REGIONS],
+    len: usize,
+    /// Some entries may lack a record: any stage-2 unmap clears all.
+    overflowed: bool,
+}
+
+impl Default for Dependencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dependencies {
+    /// Nothing composed.
+    pub const fn new() -> Self {
+        Dependencies {
+            root: NO_TABLE,
+            regions: [NO_REGION; DEPENDENCY_REGIONS],
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    /// Whether no shadow entry can depend on anything (the shadow holds
+    /// no leaves).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && !self.overflowed
+    }
+
+    /// Whether the records overflowed (or a composition failed midway):
+    /// the next stage-2 unmap clears the whole shadow.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Entries `entries` of the shadow's table for `iova_region` were just
+    /// composed through `chain` (`None`: the walk faulted, they were
+    /// cleared) with leaves into `targets`.
+    fn record(
+        &mut self,
+        iova_region: u64,
+        shadow_table: u64,
+        chain: Option<Chain>,
+        entries: (u16, u16),
+        targets: Targets,
+    ) {
+        let mut merged = false;
+        let mut i = 0;
+        while i < self.len {
+            let r = &mut self.regions[i];
+            if r.iova_region != iova_region {
+                i += 1;
+                continue;
+            }
+            if Some(r.chain) == chain {
+                r.entries = (r.entries.0.min(entries.0), r.entries.1.max(entries.1));
+                r.targets.merge(targets);
+                merged = true;
+            } else if entries.0 <= r.entries.0 && r.entries.1 <= entries.1 {
+                // Every entry it covered was composed again just now.
+                self.len -= 1;
+                self.regions[i] = self.regions[self.len];
+                continue;
+            }
+            i += 1;
+        }
+        let Some(chain) = chain else {
+            return;
+        };
+        if merged {
+            return;
+        }
+        if self.len == DEPENDENCY_REGIONS {
+            self.overflowed = true;
+            return;
+        }
+        self.regions[self.len] = Region {
+            iova_region,
+            shadow_table,
+            chain,
+            targets,
+            entries,
+        };
+        self.len += 1;
+    }
+
+    /// Stage 2 no longer maps `[ipa, ipa + length)`, which it mapped to
+    /// `[pa, pa + length)`: removes from `shadow` every entry composed
+    /// through a first-stage table in that range, and every entry of a
+    /// region whose leaves pointed into it that translates into
+    /// `[pa, pa + length)` (an entry composed from another IPA of the
+    /// same frame goes too: it is recomposed at the driver's next
+    /// `Invalidate`). Returns how many entries were removed; the caller
+    /// invalidates the shadow's domain. Bounded by the records (16
+    /// regions of 512 entries), or by the shadow's size when they
+    /// overflowed.
+    pub fn drop_dependents<F: PageTableFormat>(
+        &mut self,
+        mem: &impl PhysMem,
+        shadow: &PageTable<F>,
+        ipa: u64,
+        length: u64,
+        pa: u64,
+    ) -> u64 {
+        if self.is_empty() || length == 0 {
+            return 0;
+        }
+        let end = ipa.saturating_add(length);
+        let inside = |address: u64| (ipa..end).contains(&address);
+        if self.overflowed {
+            let removed = shadow.remove_leaves_to(mem, 0, u64::MAX);
+            *self = Self::new();
+            return removed;
+        }
+        let everything = inside(self.root);
+        let (low, high) = (ipa >> 21, (end - 1) >> 21);
+        let format = shadow.format();
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.len {
+            let r = self.regions[i];
+            let through_table = everything || r.chain.iter().any(|&t| inside(t));
+            if !through_table && !r.targets.meets(low, high) {
+                i += 1;
+                continue;
+            }
+            for index in u64::from(r.entries.0)..=u64::from(r.entries.1) {
+                let slot = r.shadow_table + 8 * index;
+                let entry = mem.read_u64(slot);
+                if format.is_present(entry)
+                    && (through_table || (pa..pa + length).contains(&format.address(entry)))
+                {
+                    mem.write_u64(slot, 0);
+                    removed += 1;
+                }
+            }
+            if through_table {
+                self.len -= 1;
+                self.regions[i] = self.regions[self.len];
+            } else {
+                i += 1;
+            }
+        }
+        if everything {
+            *self = Self::new();
+        }
+        removed
+    }
 }
