@@ -454,25 +454,21 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         // no shadow to drop.
         if U::SHADOWS && nests != 0 {
             let bytes = size.bytes();
-            self.drop_shadow_dependents(space, nests, ipa & !(bytes - 1), pa, bytes);
+            self.drop_shadow_dependents((space, &table, nests), ipa & !(bytes - 1), pa, bytes);
         }
         Ok(())
     }
 
-    /// Drops from the shadows of `space`'s nests (`nests`, its nest set)
-    /// every entry composed through `[ipa, ipa + bytes)`, which stage 2
-    /// mapped to `pa`.
+    /// Drops from the shadows of `space`'s nests (`nests`, its nest set;
+    /// `table`, its stage 2) every entry composed through
+    /// `[ipa, ipa + bytes)`, which stage 2 mapped to `pa`.
     fn drop_shadow_dependents(
         &mut self,
-        space: ObjectId,
-        nests: u32,
+        (space, table, nests): (ObjectId, &PageTable<U::Format>, u32),
         ipa: u64,
         pa: u64,
         bytes: u64,
     ) {
-        let Ok(table) = self.space(space).map(|s| s.table) else {
-            return;
-        };
         let mem = self.mem();
         for i in bits(nests) {
             let Some(nest) = self.nests[i].as_mut() else {
@@ -481,7 +477,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             if nest.space != space || nest.dependencies.is_empty() {
                 continue;
             }
-            if let Some(shadow) = shadow_at(nest.page, &table) {
+            if let Some(shadow) = shadow_at(nest.page, table) {
                 nest.dependencies
                     .drop_dependents(&mem, &shadow, ipa, bytes, pa);
             }

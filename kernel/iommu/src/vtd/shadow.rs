@@ -59,12 +59,8 @@ impl fmt::Display for ShadowError {
 pub struct ShadowStats {
     /// Pages examined.
     pub pages: u64,
-    /// Shadow entries written.
+    /// Shadow entries written (pages that translate).
     pub mapped: u64,
-    /// Of those, entries where there was none before.
-    pub added: u64,
-    /// Shadow entries removed.
-    pub removed: u64,
 }
 
 /// The shadow's entry for a 4 KiB page: stage 2's page address.
@@ -119,9 +115,16 @@ fn walk_upper(
     iova: u64,
     allow_1g: bool,
 ) -> Upper {
-    let readable_table = |ipa: u64| match second.lookup(mem, ipa) {
-        Some((pa, perms)) if perms.read => Some(pa & !0xfff),
-        _ => None,
+    // A driver's table pages are usually near each other: stage 2 is
+    // walked once per 2 MiB region of their IPAs.
+    // (Table pages are recorded as such, not as leaf targets.)
+    let (mut region, mut unused) = (None, Targets::NONE);
+    let mut readable_table = |ipa: u64| {
+        let covering = covering_of(mem, second, &mut region, &mut unused, ipa);
+        match second.lookup_in(mem, covering, ipa) {
+            Some((pa, perms)) if perms.read => Some(pa & !0xfff),
+            _ => None,
+        }
     };
     let Some(mut table) = readable_table(first_stage_root) else {
         return Upper::Fault;
@@ -225,9 +228,10 @@ impl Targets {
     }
 }
 
-/// Stage 2's covering of the 2 MiB region of IPAs `region` names, walked
+/// Stage 2's covering of the 2 MiB region of IPAs `ipa` is in, walked
 /// once per region (`region` keeps the last one); a new region is added
 /// to `targets`.
+#[inline(always)]
 fn covering_of(
     mem: &impl PhysMem,
     second: &PageTable<SecondStageFormat>,
@@ -238,12 +242,20 @@ fn covering_of(
     match *region {
         Some((r, covering)) if r == ipa >> 21 => covering,
         _ => {
-            let covering = second.covering(mem, ipa);
+            let covering = walk_covering(mem, second, ipa);
             *region = Some((ipa >> 21, covering));
             targets.add(ipa >> 21);
             covering
         }
     }
+}
+
+/// [`covering_of`]'s walk, for a region not walked last: out of the
+/// composing loop.
+#[cold]
+#[inline(never)]
+fn walk_covering(mem: &impl PhysMem, second: &PageTable<SecondStageFormat>, ipa: u64) -> Covering {
+    second.covering(mem, ipa)
 }
 
 /// Finishes the walk of `iova` below `upper`: the physical page and rights,
@@ -294,7 +306,7 @@ fn shadow_region(
     // Stage 1's write right (bit 1) survives only if the upper levels
     // allow writes too.
     let upper_write = if writable { 0b10 } else { 0 };
-    let (mut mapped, mut added, mut removed) = (0, 0, 0);
+    let mut mapped = 0;
     let first_index = (iovas.start >> 12) & 0x1ff;
     let count = (iovas.end - iovas.start) >> 12;
     for index in first_index..first_index + count {
@@ -318,19 +330,12 @@ fn shadow_region(
         } else {
             0
         };
-        let slot = shadow + 8 * index;
-        let old = mem.read_u64(slot);
-        if new != old {
-            mem.write_u64(slot, new);
-        }
-        let had = format.is_present(old);
+        // Written whether or not it changed: a store is cheaper than the
+        // load and compare, and the unit sees the same entry either way.
+        mem.write_u64(shadow + 8 * index, new);
         mapped += u64::from(new != 0);
-        added += u64::from(new != 0 && !had);
-        removed += u64::from(new == 0 && had);
     }
     stats.mapped += mapped;
-    stats.added += added;
-    stats.removed += removed;
 }
 
 /// Re-shadows `[start, start + length)`: every page gets the composed
@@ -499,20 +504,9 @@ fn compose(
                     }
                 };
                 let slot = page_table + 8 * ((iova >> 12) & 0x1ff);
-                let old = mem.read_u64(slot);
-                let had = format.is_present(old);
                 let new = composed.map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms));
-                if new != old {
-                    mem.write_u64(slot, new);
-                }
-                match composed {
-                    Some(_) => {
-                        stats.mapped += 1;
-                        stats.added += u64::from(!had);
-                    }
-                    None if had => stats.removed += 1,
-                    None => {}
-                }
+                mem.write_u64(slot, new);
+                stats.mapped += u64::from(composed.is_some());
                 iova += 4096;
             }
         }
@@ -575,6 +569,10 @@ pub struct Dependencies {
     len: usize,
     /// Some entries may lack a record: any stage-2 unmap clears all.
     overflowed: bool,
+    /// Every IPA a record names lies in `[span.0, span.1)` (grown as
+    /// records are made, kept as they go): an unmap outside it and the
+    /// root drops nothing, found without visiting the records.
+    span: (u64, u64),
 }
 
 impl Default for Dependencies {
@@ -591,6 +589,7 @@ impl Dependencies {
             regions: [NO_REGION; DEPENDENCY_REGIONS],
             len: 0,
             overflowed: false,
+            span: (u64::MAX, 0),
         }
     }
 
@@ -640,6 +639,18 @@ impl Dependencies {
         let Some(chain) = chain else {
             return;
         };
+        // Grow the span by the walk's tables and the leaves' targets.
+        let mut span = self.span;
+        for table in chain.into_iter().filter(|&t| t != NO_TABLE) {
+            span = (span.0.min(table), span.1.max(table + 4096));
+        }
+        if targets.low <= targets.high {
+            span = (
+                span.0.min(targets.low << 21),
+                span.1.max((targets.high + 1) << 21),
+            );
+        }
+        self.span = span;
         if merged {
             return;
         }
@@ -680,6 +691,9 @@ impl Dependencies {
         }
         let end = ipa.saturating_add(length);
         let inside = |address: u64| (ipa..end).contains(&address);
+        if !self.overflowed && (end <= self.span.0 || self.span.1 <= ipa) && !inside(self.root) {
+            return 0;
+        }
         if self.overflowed {
             let removed = shadow.remove_leaves_to(mem, 0, u64::MAX);
             *self = Self::new();
