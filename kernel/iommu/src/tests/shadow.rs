@@ -9,14 +9,13 @@ use crate::PhysMem;
 use crate::model::vtd::Request;
 use crate::model::vtd_device::{NESTING_ECAP, QEMU_CAP, SimVtd};
 use crate::model::{Access, SimFrames, SimMemory};
-use crate::pagetable::{PageSize, PageTable};
+use crate::pagetable::{PageSize, PageTable, Perms};
 use crate::vtd::VtdUnit;
 use crate::vtd::regs::{Capability, RootTableMode};
 use crate::vtd::shadow::{Dependencies, ShadowError, shadow_range, shadow_range_recording};
 use crate::vtd::tables::{LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels};
 use proptest::prelude::*;
 use std::boxed::Box;
-use std::vec;
 use std::vec::Vec;
 
 const WINDOW: u64 = 4 * MIB;
@@ -43,16 +42,20 @@ fn setup<'m>(
     root_page: u64,
     allow_1g: bool,
 ) -> (SimVtd<'m>, SimVtd<'m>, u64) {
-    let s = setup_recording(memory, fills, root_page, allow_1g);
+    let s = setup_recording(memory, fills, root_page, allow_1g, None);
     (s.nested, s.shadowed, s.mapped)
 }
 
-/// [`setup`], keeping the tables and the shadow's dependencies.
+/// [`setup`], keeping the tables and the shadow's dependencies; with
+/// `large`, the second stage maps the guest's first 2 MiB with one leaf
+/// (of those rights) to the 2 MiB at 64 MiB (the guest pages' home, in
+/// another order: every page still holds what the fills wrote).
 fn setup_recording<'m>(
     memory: &'m SimMemory,
     fills: &[&dyn Fn(&SimMemory)],
     root_page: u64,
     allow_1g: bool,
+    large: Option<Perms>,
 ) -> Shadowed<'m> {
     let cap = if allow_1g {
         QEMU_CAP | 1 << 56
@@ -64,17 +67,24 @@ fn setup_recording<'m>(
     let mut frames = SimFrames::new(memory, 16 * MIB, 48 * MIB);
     let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
     let second = PageTable::new(&mut frames, format, 4, 48).unwrap();
-    for page in 0..GUEST_PAGES {
-        second
-            .map(
-                memory,
-                &mut frames,
-                page << 12,
-                physical_page(page),
-                PageSize::Size4K,
-                perms_of(page),
-            )
-            .unwrap();
+    match large {
+        Some(perms) => second
+            .map(memory, &mut frames, 0, 64 * MIB, PageSize::Size2M, perms)
+            .unwrap(),
+        None => {
+            for page in 0..GUEST_PAGES {
+                second
+                    .map(
+                        memory,
+                        &mut frames,
+                        page << 12,
+                        physical_page(page),
+                        PageSize::Size4K,
+                        perms_of(page),
+                    )
+                    .unwrap();
+            }
+        }
     }
     let root_ipa = root_page << 12;
 
@@ -172,9 +182,14 @@ fn adversarial(seed: u64, flags_bias: u64) -> impl Fn(&SimMemory) {
 /// writable, to any guest page or beyond) under upper levels whose write
 /// permission is random too.
 fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
+    well_formed_at(seed, physical_page)
+}
+
+/// [`well_formed`] with guest page `p` at physical address `home(p)`.
+fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
     move |memory| {
         let mut rng = Rng(seed);
-        let table = |page: u64| physical_page(page);
+        let table = home;
         for page in [ROOT_PAGE, 1, 3, 4, 6] {
             memory.zero(table(page), 4096);
         }
@@ -196,6 +211,35 @@ fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
                 memory.write_u64(table(leaf_table) + 8 * slot, entry);
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Under a second stage of one 2 MiB leaf (read-write, read-only or
+    /// write-only: then no table is readable), well-formed first stages
+    /// re-shadowed: every page of the window translates as a nesting unit
+    /// translates it (the composing loop's one-leaf case).
+    #[test]
+    fn shadow_under_a_large_second_stage_leaf_translates_like_hardware_nesting(
+        seed in 1u64..,
+        rights in 0u64..3,
+    ) {
+        let memory = SimMemory::new(256 * MIB);
+        // Twice: the second update finds the last-level tables and takes
+        // the composing loop.
+        let home = |page: u64| 64 * MIB + (page << 12);
+        let (first, second) = (well_formed_at(seed, home), well_formed_at(seed ^ 0x5eed, home));
+        let s = setup_recording(
+            &memory,
+            &[&first, &second],
+            ROOT_PAGE,
+            false,
+            Some(perms_of(rights)),
+        );
+        prop_assert!(rights == 2 || s.mapped > 0);
+        same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))?;
     }
 }
 
@@ -463,9 +507,10 @@ fn unmap_and_drop(memory: &SimMemory, s: &mut Shadowed<'_>, page: u64, remap: bo
     let Ok((pa, size)) = s.second.unmap(memory, page << 12) else {
         return Vec::new();
     };
+    let ipa = (page << 12) & !(size.bytes() - 1);
     s.dependencies
-        .drop_dependents(memory, &s.shadow, page << 12, size.bytes(), pa);
-    let mut touched = vec![pa & !0xfff];
+        .drop_dependents(memory, &s.shadow, ipa, size.bytes(), pa);
+    let mut touched: Vec<u64> = (pa..pa + size.bytes()).step_by(4096).collect();
     if remap {
         let fresh = 128 * MIB + (page << 12);
         memory.zero(fresh, 4096);
@@ -498,6 +543,7 @@ proptest! {
         well in any::<bool>(),
         root_page in 0u64..GUEST_PAGES,
         unmaps in proptest::collection::vec((0u64..GUEST_PAGES, any::<bool>()), 1..6),
+        large in proptest::option::weighted(0.25, 0u64..3),
     ) {
         let memory = SimMemory::new(256 * MIB);
         let fill: Box<dyn Fn(&SimMemory)> = if well {
@@ -506,7 +552,8 @@ proptest! {
             Box::new(adversarial(seed, 0b111))
         };
         let root = if well { ROOT_PAGE } else { root_page };
-        let mut s = setup_recording(&memory, &[&*fill], root, false);
+        let large = large.map(perms_of);
+        let mut s = setup_recording(&memory, &[&*fill], root, false, large);
         let mut touched = Vec::new();
         for (page, remap) in unmaps {
             touched.extend(unmap_and_drop(&memory, &mut s, page, remap));
@@ -522,7 +569,7 @@ proptest! {
 #[test]
 fn an_unmap_drops_only_the_entries_through_it() {
     let memory = SimMemory::new(256 * MIB);
-    let mut s = setup_recording(&memory, &[&well_formed(7)], ROOT_PAGE, false);
+    let mut s = setup_recording(&memory, &[&well_formed(7)], ROOT_PAGE, false, None);
     assert!(!s.dependencies.overflowed());
     // Counted in the shadow table (a DMA now would fill the unit's
     // IOTLB, which the tests do not invalidate).

@@ -115,16 +115,9 @@ fn walk_upper(
     iova: u64,
     allow_1g: bool,
 ) -> Upper {
-    // A driver's table pages are usually near each other: stage 2 is
-    // walked once per 2 MiB region of their IPAs.
-    // (Table pages are recorded as such, not as leaf targets.)
-    let (mut region, mut unused) = (None, Targets::NONE);
-    let mut readable_table = |ipa: u64| {
-        let covering = covering_of(mem, second, &mut region, &mut unused, ipa);
-        match second.lookup_in(mem, covering, ipa) {
-            Some((pa, perms)) if perms.read => Some(pa & !0xfff),
-            _ => None,
-        }
+    let readable_table = |ipa: u64| match second.lookup(mem, ipa) {
+        Some((pa, perms)) if perms.read => Some(pa & !0xfff),
+        _ => None,
     };
     let Some(mut table) = readable_table(first_stage_root) else {
         return Upper::Fault;
@@ -306,6 +299,9 @@ fn shadow_region(
     // Stage 1's write right (bit 1) survives only if the upper levels
     // allow writes too.
     let upper_write = if writable { 0b10 } else { 0 };
+    // Stage 2 over the region of IPAs last looked up, in the loop's form.
+    let (mut key, mut covering) = second_region.unwrap_or((u64::MAX, Covering::Nothing));
+    let mut leaves = Leaves::of(covering, key);
     let mut mapped = 0;
     let first_index = (iovas.start >> 12) & 0x1ff;
     let count = (iovas.end - iovas.start) >> 12;
@@ -314,19 +310,25 @@ fn shadow_region(
         // Present (bit 0) and user (bit 2), as `first_stage_leaf` asks.
         let new = if entry & 0b101 == 0b101 {
             let ipa = entry & ADDRESS;
-            match covering_of(mem, second, second_region, targets, ipa) {
-                Covering::Table(table) => {
-                    let leaf = mem.read_u64(table + 8 * ((ipa >> 12) & 0x1ff));
-                    // Stage 2's page and read right; its write right
-                    // where stage 1 allows writes. No right left: none.
-                    let composed = leaf & (ADDRESS | 0b01 | (entry & upper_write));
-                    if composed & 0b11 == 0 { 0 } else { composed }
-                }
-                covering => second
-                    .lookup_in(mem, covering, ipa)
-                    .and_then(|(pa, perms)| combine(pa, perms, writable && bit(entry, 1)))
-                    .map_or(0, |(pa, perms)| format.leaf_entry(pa, 1, perms)),
+            if ipa >> 21 != key {
+                key = ipa >> 21;
+                covering = walk_covering(mem, second, ipa);
+                leaves = Leaves::of(covering, key);
+                targets.add(key);
             }
+            // Stage 2's entry for the page (address, read and write).
+            let leaf = match leaves {
+                Leaves::Table(table) => mem.read_u64(table + 8 * ((ipa >> 12) & 0x1ff)),
+                Leaves::Leaf(base) => base | (ipa & 0x1f_f000),
+                Leaves::Nothing => 0,
+                Leaves::Walk(covering) => second
+                    .lookup_in(mem, covering, ipa)
+                    .map_or(0, |(pa, perms)| format.leaf_entry(pa & !0xfff, 1, perms)),
+            };
+            // Its page and read right; its write right where stage 1
+            // allows writes. No right left: none.
+            let composed = leaf & (ADDRESS | 0b01 | (entry & upper_write));
+            if composed & 0b11 == 0 { 0 } else { composed }
         } else {
             0
         };
@@ -335,7 +337,46 @@ fn shadow_region(
         mem.write_u64(shadow + 8 * index, new);
         mapped += u64::from(new != 0);
     }
+    if key != u64::MAX {
+        *second_region = Some((key, covering));
+    }
     stats.mapped += mapped;
+}
+
+/// Stage 2 over one 2 MiB region of IPAs, as the composing loop reads it.
+#[derive(Clone, Copy)]
+enum Leaves {
+    /// Nothing is mapped there.
+    Nothing,
+    /// A last-level table (physical address): the page's entry in it.
+    Table(u64),
+    /// One leaf covers the region: the region's first page with the
+    /// leaf's read (bit 0) and write (bit 1) rights.
+    Leaf(u64),
+    /// Anything else: the general lookup.
+    Walk(Covering),
+}
+
+impl Leaves {
+    /// `covering` of the IPA region `region` (`ipa >> 21`).
+    fn of(covering: Covering, region: u64) -> Leaves {
+        let start = region << 21;
+        match covering {
+            Covering::Nothing => Leaves::Nothing,
+            Covering::Table(table) => Leaves::Table(table),
+            Covering::Leaf {
+                input,
+                output,
+                mask,
+                perms,
+            } if mask >= 0x1f_ffff && start & !mask == input => Leaves::Leaf(
+                ((output | (start & mask)) & ADDRESS)
+                    | u64::from(perms.read)
+                    | u64::from(perms.write) << 1,
+            ),
+            covering => Leaves::Walk(covering),
+        }
+    }
 }
 
 /// Re-shadows `[start, start + length)`: every page gets the composed
@@ -624,7 +665,8 @@ impl Dependencies {
                 i += 1;
                 continue;
             }
-            if Some(r.chain) == chain {
+            if chain.is_some_and(|c| c[0] == r.chain[0] && c[1] == r.chain[1] && c[2] == r.chain[2])
+            {
                 r.entries = (r.entries.0.min(entries.0), r.entries.1.max(entries.1));
                 r.targets.merge(targets);
                 merged = true;
