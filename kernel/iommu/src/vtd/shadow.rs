@@ -74,6 +74,35 @@ const NO_TABLE: u64 = u64::MAX;
 /// ([`NO_TABLE`] below a large page).
 type Chain = [u64; 3];
 
+/// What a walk of the upper levels read: the root's physical page, and
+/// the tables below it ([`Chain`]) with their physical pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Walked {
+    root: u64,
+    chain: Chain,
+    pages: Chain,
+}
+
+/// Stage 2's translations of table IPAs a walk may take instead of
+/// looking them up: `Walked::root` for the first stage's root, and a
+/// recorded chain's pages for its IPAs. Sound because a stage-2 unmap of
+/// any of them drops the record that holds it ([`Dependencies`]), and
+/// stage 2 maps nothing anew without unmapping it first.
+#[derive(Clone, Copy, Debug)]
+struct Known {
+    root: u64,
+    chain: Chain,
+    pages: Chain,
+}
+
+impl Known {
+    const NOTHING: Known = Known {
+        root: NO_TABLE,
+        chain: [NO_TABLE; 3],
+        pages: [NO_TABLE; 3],
+    };
+}
+
 /// Where a nested walk of the upper first-stage levels ends for one 2 MiB
 /// region of IOVAs: every page of the region shares it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +114,7 @@ enum Upper {
     Table {
         table: u64,
         writable: bool,
-        chain: Chain,
+        walked: Walked,
     },
     /// A large page covering the region: its IPA and mask, writable so
     /// far, and the tables walked to it.
@@ -93,37 +122,46 @@ enum Upper {
         ipa: u64,
         mask: u64,
         writable: bool,
-        chain: Chain,
+        walked: Walked,
     },
 }
 
 impl Upper {
-    fn chain(self) -> Option<Chain> {
+    fn walked(self) -> Option<Walked> {
         match self {
             Upper::Fault => None,
-            Upper::Table { chain, .. } | Upper::Large { chain, .. } => Some(chain),
+            Upper::Table { walked, .. } | Upper::Large { walked, .. } => Some(walked),
         }
     }
 }
 
 /// Walks levels 4..2 of the first stage for `iova` (every table fetch
-/// translated by `second`, which must allow reads).
+/// translated by `second`, which must allow reads; translations `known`
+/// holds are taken from it).
 fn walk_upper(
     mem: &impl PhysMem,
     first_stage_root: u64,
     second: &PageTable<SecondStageFormat>,
-    iova: u64,
-    allow_1g: bool,
+    (iova, allow_1g): (u64, bool),
+    known: Known,
 ) -> Upper {
     let readable_table = |ipa: u64| match second.lookup(mem, ipa) {
         Some((pa, perms)) if perms.read => Some(pa & !0xfff),
         _ => None,
     };
-    let Some(mut table) = readable_table(first_stage_root) else {
+    let root = match known.root {
+        NO_TABLE => readable_table(first_stage_root),
+        root => Some(root),
+    };
+    let Some(mut table) = root else {
         return Upper::Fault;
     };
     let mut writable = true;
-    let mut chain = [NO_TABLE; 3];
+    let mut walked = Walked {
+        root: table,
+        chain: [NO_TABLE; 3],
+        pages: [NO_TABLE; 3],
+    };
     for level in (2..=4u32).rev() {
         let index = (iova >> (12 + 9 * (level - 1))) & 0x1ff;
         let entry = mem.read_u64(table + 8 * index);
@@ -144,19 +182,26 @@ fn walk_upper(
                 ipa: next,
                 mask,
                 writable,
-                chain,
+                walked,
             };
         }
-        chain[4 - level as usize] = next;
-        match readable_table(next) {
+        let step = 4 - level as usize;
+        let page = if known.chain[step] == next {
+            Some(known.pages[step])
+        } else {
+            readable_table(next)
+        };
+        match page {
             Some(pa) => table = pa,
             None => return Upper::Fault,
         }
+        walked.chain[step] = next;
+        walked.pages[step] = table;
     }
     Upper::Table {
         table,
         writable,
-        chain,
+        walked,
     }
 }
 
@@ -273,7 +318,13 @@ pub fn compose_page(
     iova: u64,
     allow_1g: bool,
 ) -> Option<(u64, Perms)> {
-    let upper = walk_upper(mem, first_stage_root, second, iova, allow_1g);
+    let upper = walk_upper(
+        mem,
+        first_stage_root,
+        second,
+        (iova, allow_1g),
+        Known::NOTHING,
+    );
     walk_lower(mem, second, upper, iova)
 }
 
@@ -445,6 +496,7 @@ pub fn shadow_range_recording(
             dependencies.overflowed = true;
         }
         dependencies.root = first_stage_root;
+        dependencies.root_page = NO_TABLE;
     }
     let mut stats = ShadowStats {
         pages,
@@ -485,10 +537,14 @@ fn compose(
     while iova < end {
         let region_start = iova;
         let region_end = (((iova >> 21) + 1) << 21).min(end);
-        let walked = walk_upper(mem, first_stage_root, second, iova, allow_1g);
-        let mut table = shadow
-            .find_leaf_table(mem, iova)
-            .map_err(ShadowError::Map)?;
+        let (known, recorded_table) = dependencies.known(iova >> 21);
+        let walked = walk_upper(mem, first_stage_root, second, (iova, allow_1g), known);
+        let mut table = match recorded_table {
+            Some(table) => Some(table),
+            None => shadow
+                .find_leaf_table(mem, iova)
+                .map_err(ShadowError::Map)?,
+        };
         if walked == Upper::Fault && table.is_none() {
             // Nothing to shadow, nothing shadowed.
             iova = region_end;
@@ -559,7 +615,7 @@ fn compose(
             dependencies.record(
                 region_start >> 21,
                 page_table,
-                walked.chain(),
+                walked.walked(),
                 entries,
                 targets,
             );
@@ -580,8 +636,10 @@ struct Region {
     iova_region: u64,
     /// The shadow's last-level table for it (physical).
     shadow_table: u64,
-    /// The first-stage tables the walk read below the root.
+    /// The first-stage tables the walk read below the root, and stage 2's
+    /// pages for them (what [`Known`] hands the next walk).
     chain: Chain,
+    pages: Chain,
     /// Where the leaves pointed (2 MiB IPA regions).
     targets: Targets,
     /// The entries of `shadow_table` composed through this walk, first
@@ -593,6 +651,7 @@ const NO_REGION: Region = Region {
     iova_region: 0,
     shadow_table: 0,
     chain: [NO_TABLE; 3],
+    pages: [NO_TABLE; 3],
     targets: Targets::NONE,
     entries: (0, 0),
 };
@@ -606,6 +665,8 @@ const NO_REGION: Region = Region {
 pub struct Dependencies {
     /// The first stage's root IPA ([`NO_TABLE`]: nothing composed yet).
     root: u64,
+    /// Stage 2's page for it, once a walk read it ([`Known`]).
+    root_page: u64,
     regions: [Region; DEPENDENCY_REGIONS],
     len: usize,
     /// Some entries may lack a record: any stage-2 unmap clears all.
@@ -627,6 +688,7 @@ impl Dependencies {
     pub const fn new() -> Self {
         Dependencies {
             root: NO_TABLE,
+            root_page: NO_TABLE,
             regions: [NO_REGION; DEPENDENCY_REGIONS],
             len: 0,
             overflowed: false,
@@ -634,10 +696,27 @@ impl Dependencies {
         }
     }
 
-    /// Whether no shadow entry can depend on anything (the shadow holds
-    /// no leaves).
+    /// Whether nothing is recorded: no shadow entry depends on anything
+    /// (the shadow holds no leaves) and no stage-2 translation is kept.
     pub fn is_empty(&self) -> bool {
-        self.len == 0 && !self.overflowed
+        self.len == 0 && !self.overflowed && self.root_page == NO_TABLE
+    }
+
+    /// What a walk for the IOVA region `iova_region` may take from the
+    /// records ([`Known`]), and the shadow's last-level table for it.
+    fn known(&self, iova_region: u64) -> (Known, Option<u64>) {
+        let mut known = Known {
+            root: self.root_page,
+            ..Known::NOTHING
+        };
+        let region = self.regions[..self.len]
+            .iter()
+            .find(|r| r.iova_region == iova_region);
+        if let Some(r) = region {
+            known.chain = r.chain;
+            known.pages = r.pages;
+        }
+        (known, region.map(|r| r.shadow_table))
     }
 
     /// Whether the records overflowed (or a composition failed midway):
@@ -647,16 +726,17 @@ impl Dependencies {
     }
 
     /// Entries `entries` of the shadow's table for `iova_region` were just
-    /// composed through `chain` (`None`: the walk faulted, they were
+    /// composed through `walked` (`None`: the walk faulted, they were
     /// cleared) with leaves into `targets`.
     fn record(
         &mut self,
         iova_region: u64,
         shadow_table: u64,
-        chain: Option<Chain>,
+        walked: Option<Walked>,
         entries: (u16, u16),
         targets: Targets,
     ) {
+        let chain = walked.map(|w| w.chain);
         let mut merged = false;
         let mut i = 0;
         while i < self.len {
@@ -678,9 +758,11 @@ impl Dependencies {
             }
             i += 1;
         }
-        let Some(chain) = chain else {
+        let Some(walked) = walked else {
             return;
         };
+        let chain = walked.chain;
+        self.root_page = walked.root;
         // Grow the span by the walk's tables and the leaves' targets.
         let mut span = self.span;
         for table in chain.into_iter().filter(|&t| t != NO_TABLE) {
@@ -704,6 +786,7 @@ impl Dependencies {
             iova_region,
             shadow_table,
             chain,
+            pages: walked.pages,
             targets,
             entries,
         };
@@ -731,6 +814,7 @@ impl Dependencies {
         if self.is_empty() || length == 0 {
             return 0;
         }
+        // (Not empty: the root's page may be kept even with no records.)
         let end = ipa.saturating_add(length);
         let inside = |address: u64| (ipa..end).contains(&address);
         if !self.overflowed && (end <= self.span.0 || self.span.1 <= ipa) && !inside(self.root) {
