@@ -351,8 +351,8 @@ fn shadow_region(
     // allow writes too.
     let upper_write = if writable { 0b10 } else { 0 };
     // Stage 2 over the region of IPAs last looked up, in the loop's form.
-    let (mut key, mut covering) = second_region.unwrap_or((u64::MAX, Covering::Nothing));
-    let mut leaves = Leaves::of(covering, key);
+    let mut key = second_region.map_or(u64::MAX, |(r, _)| r);
+    let mut leaves = second_region.map_or(Leaves::NOTHING, |(r, c)| Leaves::of(c, r));
     let mut mapped = 0;
     let first_index = (iovas.start >> 12) & 0x1ff;
     let count = (iovas.end - iovas.start) >> 12;
@@ -363,18 +363,16 @@ fn shadow_region(
             let ipa = entry & ADDRESS;
             if ipa >> 21 != key {
                 key = ipa >> 21;
-                covering = walk_covering(mem, second, ipa);
-                leaves = Leaves::of(covering, key);
+                leaves = Leaves::walk(mem, second, second_region, ipa);
                 targets.add(key);
             }
             // Stage 2's entry for the page (address, read and write).
-            let leaf = match leaves {
-                Leaves::Table(table) => mem.read_u64(table + 8 * ((ipa >> 12) & 0x1ff)),
-                Leaves::Leaf(base) => base | (ipa & 0x1f_f000),
-                Leaves::Nothing => 0,
-                Leaves::Walk(covering) => second
-                    .lookup_in(mem, covering, ipa)
-                    .map_or(0, |(pa, perms)| format.leaf_entry(pa & !0xfff, 1, perms)),
+            let leaf = if leaves.table != 0 {
+                mem.read_u64(leaves.table + 8 * ((ipa >> 12) & 0x1ff))
+            } else if !leaves.walk {
+                leaves.base | (ipa & 0x1f_f000)
+            } else {
+                walk_leaf(mem, second, *second_region, ipa, format)
             };
             // Its page and read right; its write right where stage 1
             // allows writes. No right left: none.
@@ -388,45 +386,85 @@ fn shadow_region(
         mem.write_u64(shadow + 8 * index, new);
         mapped += u64::from(new != 0);
     }
-    if key != u64::MAX {
-        *second_region = Some((key, covering));
-    }
     stats.mapped += mapped;
 }
 
-/// Stage 2 over one 2 MiB region of IPAs, as the composing loop reads it.
+/// Stage 2's entry for `ipa` by the general lookup in the region
+/// `second_region` holds (a leaf smaller than it): address and rights.
+#[cold]
+#[inline(never)]
+fn walk_leaf(
+    mem: &impl PhysMem,
+    second: &PageTable<SecondStageFormat>,
+    second_region: Option<(u64, Covering)>,
+    ipa: u64,
+    format: SecondStageFormat,
+) -> u64 {
+    let covering = second_region.map_or(Covering::Nothing, |(_, c)| c);
+    second
+        .lookup_in(mem, covering, ipa)
+        .map_or(0, |(pa, perms)| format.leaf_entry(pa & !0xfff, 1, perms))
+}
+
+/// Stage 2 over one 2 MiB region of IPAs, as the composing loop reads it:
+/// a last-level table (its physical address, else 0), or one entry for
+/// every page (the address of the region's first page and the rights of
+/// the leaf covering it; 0 where nothing is mapped), or `walk`: the
+/// general lookup.
 #[derive(Clone, Copy)]
-enum Leaves {
-    /// Nothing is mapped there.
-    Nothing,
-    /// A last-level table (physical address): the page's entry in it.
-    Table(u64),
-    /// One leaf covers the region: the region's first page with the
-    /// leaf's read (bit 0) and write (bit 1) rights.
-    Leaf(u64),
-    /// Anything else: the general lookup.
-    Walk(Covering),
+struct Leaves {
+    table: u64,
+    base: u64,
+    walk: bool,
 }
 
 impl Leaves {
+    const NOTHING: Leaves = Leaves {
+        table: 0,
+        base: 0,
+        walk: false,
+    };
+
     /// `covering` of the IPA region `region` (`ipa >> 21`).
     fn of(covering: Covering, region: u64) -> Leaves {
         let start = region << 21;
         match covering {
-            Covering::Nothing => Leaves::Nothing,
-            Covering::Table(table) => Leaves::Table(table),
+            Covering::Nothing => Leaves::NOTHING,
+            Covering::Table(table) => Leaves {
+                table,
+                ..Leaves::NOTHING
+            },
             Covering::Leaf {
                 input,
                 output,
                 mask,
                 perms,
-            } if mask >= 0x1f_ffff && start & !mask == input => Leaves::Leaf(
-                ((output | (start & mask)) & ADDRESS)
+            } if mask >= 0x1f_ffff && start & !mask == input => Leaves {
+                base: ((output | (start & mask)) & ADDRESS)
                     | u64::from(perms.read)
                     | u64::from(perms.write) << 1,
-            ),
-            covering => Leaves::Walk(covering),
+                ..Leaves::NOTHING
+            },
+            Covering::Leaf { .. } => Leaves {
+                walk: true,
+                ..Leaves::NOTHING
+            },
         }
+    }
+
+    /// Walks stage 2 for the region of `ipa` (recorded in `second_region`
+    /// for the loops that follow): out of the composing loop.
+    #[cold]
+    #[inline(never)]
+    fn walk(
+        mem: &impl PhysMem,
+        second: &PageTable<SecondStageFormat>,
+        second_region: &mut Option<(u64, Covering)>,
+        ipa: u64,
+    ) -> Leaves {
+        let covering = second.covering(mem, ipa);
+        *second_region = Some((ipa >> 21, covering));
+        Leaves::of(covering, ipa >> 21)
     }
 }
 
