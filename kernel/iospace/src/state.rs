@@ -483,7 +483,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             let Some(nest) = self.nests[i].as_mut() else {
                 continue;
             };
-            if nest.space != space || nest.dependencies.is_empty() {
+            if nest.space != space || !nest.dependencies.touches(ipa, bytes) {
                 continue;
             }
             if let Some(shadow) = shadow_at(nest.page, table) {
