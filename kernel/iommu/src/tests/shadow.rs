@@ -679,3 +679,55 @@ fn overflowing_records_clear_the_whole_shadow() {
     );
     assert!(dependencies.is_empty());
 }
+
+/// The first stage's root in a 2 MiB region of IPAs of its own, away
+/// from every table and leaf target the records name: its stage-2 unmap
+/// still drops every entry (and what the records kept of it).
+#[test]
+fn an_unmap_of_a_root_away_from_the_records_drops_everything() {
+    let memory = SimMemory::new(256 * MIB);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
+    let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
+    let second = read_write_second_stage(&memory, &mut frames, format);
+    // The root at IPA 4 MiB (physical 100 MiB); level 3 at guest page 1,
+    // level 2 at 2, the last-level table at 3: IOVA page i -> page 8 + i.
+    let root_ipa = 4 * MIB;
+    second
+        .map(
+            &memory,
+            &mut frames,
+            root_ipa,
+            100 * MIB,
+            PageSize::Size4K,
+            Perms::READ_WRITE,
+        )
+        .unwrap();
+    let write = |pa: u64, index: u64, value: u64| memory.write_u64(pa + 8 * index, value);
+    write(100 * MIB, 0, 1 << 12 | 0b111);
+    write(physical_page(1), 0, 2 << 12 | 0b111);
+    write(physical_page(2), 0, 3 << 12 | 0b111);
+    for i in 0..8u64 {
+        write(physical_page(3), i, (8 + i) << 12 | 0b111);
+    }
+    let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    let mut dependencies = Dependencies::new();
+    let stats = shadow_range_recording(
+        &memory,
+        &mut frames,
+        (root_ipa, &second, &shadow),
+        0,
+        8 << 12,
+        8,
+        false,
+        &mut dependencies,
+    )
+    .unwrap();
+    assert_eq!(stats.mapped, 8);
+    let (pa, _) = second.unmap(&memory, root_ipa).unwrap();
+    assert_eq!(
+        dependencies.drop_dependents(&memory, &shadow, root_ipa, 4096, pa),
+        8
+    );
+    assert!(dependencies.is_empty());
+    assert!((0..8u64).all(|i| shadow.lookup(&memory, i << 12).is_none()));
+}
