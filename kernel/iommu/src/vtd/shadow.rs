@@ -709,10 +709,12 @@ pub struct Dependencies {
     len: usize,
     /// Some entries may lack a record: any stage-2 unmap clears all.
     overflowed: bool,
-    /// Every IPA a record names lies in `[span.0, span.1)` (grown as
-    /// records are made, kept as they go): an unmap outside it and the
-    /// root drops nothing, found without visiting the records.
-    span: (u64, u64),
+    /// Every table IPA a record names lies in `[tables.0, tables.1)`,
+    /// every leaf target in `[targets.0, targets.1)` (grown as records
+    /// are made, kept as they go): an unmap outside both and the root
+    /// drops nothing, found without visiting the records.
+    tables: (u64, u64),
+    targets: (u64, u64),
 }
 
 impl Default for Dependencies {
@@ -730,7 +732,8 @@ impl Dependencies {
             regions: [NO_REGION; DEPENDENCY_REGIONS],
             len: 0,
             overflowed: false,
-            span: (u64::MAX, 0),
+            tables: (u64::MAX, 0),
+            targets: (u64::MAX, 0),
         }
     }
 
@@ -766,7 +769,8 @@ impl Dependencies {
         !self.is_empty()
             && length != 0
             && (self.overflowed
-                || (ipa < self.span.1 && self.span.0 < end)
+                || (ipa < self.tables.1 && self.tables.0 < end)
+                || (ipa < self.targets.1 && self.targets.0 < end)
                 || (ipa..end).contains(&self.root))
     }
 
@@ -814,18 +818,16 @@ impl Dependencies {
         };
         let chain = walked.chain;
         self.root_page = walked.root;
-        // Grow the span by the walk's tables and the leaves' targets.
-        let mut span = self.span;
+        // Grow the spans by the walk's tables and the leaves' targets.
         for table in chain.into_iter().filter(|&t| t != NO_TABLE) {
-            span = (span.0.min(table), span.1.max(table + 4096));
+            self.tables = (self.tables.0.min(table), self.tables.1.max(table + 4096));
         }
         if targets.low <= targets.high {
-            span = (
-                span.0.min(targets.low << 21),
-                span.1.max((targets.high + 1) << 21),
+            self.targets = (
+                self.targets.0.min(targets.low << 21),
+                self.targets.1.max((targets.high + 1) << 21),
             );
         }
-        self.span = span;
         if merged {
             return;
         }
