@@ -165,6 +165,12 @@ pub trait PageTableFormat {
     fn clean(&self, entry: u64) -> u64 {
         entry
     }
+    /// Whether a clear must rewrite the leaf `entry` ([`Self::clean`]):
+    /// when it is dirty, and in formats whose hardware needs more reset
+    /// (VT-d first stage under QEMU: an accessed leaf never turns dirty).
+    fn needs_clean(&self, entry: u64) -> bool {
+        self.is_dirty(entry)
+    }
     /// The leaf `entry` marked dirty (used when tracking stops, so a
     /// format whose clean state is write-protected is writable again).
     fn mark_dirty(&self, entry: u64) -> u64 {
@@ -658,10 +664,10 @@ impl<F: PageTableFormat> PageTable<F> {
             if self.format.is_dirty(entry) {
                 visit(address, 12 + 9 * (height - 1));
                 scan.dirty = 1;
-                if clear {
-                    mem.write_u64(slot, self.format.clean(entry));
-                    scan.cleaned = 1;
-                }
+            }
+            if clear && self.format.needs_clean(entry) {
+                mem.write_u64(slot, self.format.clean(entry));
+                scan.cleaned = 1;
             }
             scan
         })

@@ -15,7 +15,7 @@
 //! (`IoUnit::fold_nest_dirty`). Work: the IoSpace's table budget.
 
 use crate::state::State;
-use crate::{Env, IoUnit, space_tag};
+use crate::{Env, Flaw, IoUnit, space_tag};
 use abi::{Error, READ_DIRTY_PAGES};
 use caps::ObjectId;
 use iommu::PhysMem;
@@ -133,7 +133,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 }
             })
             .map_err(|_| Error::InvalidAddress)?;
-        if scan.cleaned > 0 {
+        if scan.cleaned > 0 && !E::broken(Flaw::SkipDirtyFlush) {
             self.flush_space(unit, space, did)?;
         }
         Ok((end, reported))

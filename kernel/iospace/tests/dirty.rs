@@ -19,7 +19,7 @@ use common::{
     DATA_IPA, DATA_PAGES, IOVA, MEMORY, Model, PASID_ECAP, VtdWorld, World, smmu, take_log, vtd,
 };
 use iommu::model::smmu_device::SimSmmu;
-use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, SimVtd};
+use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, QEMU_FLTS_ECAP, SimVtd};
 use iommu::model::{Access, SimMemory};
 use iommu::pagetable::PageTableFormat;
 use iommu::smmuv3::regs::Features;
@@ -215,6 +215,42 @@ fn vtd_second_stage_dirty_tracking_with_ssads() {
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
     assert!(world.unit.dirty_tracking());
     rounds(&mut world);
+}
+
+/// VT-d as QEMU 10.0.2 with `x-flts=on` (first stage only, its IOTLB
+/// quirk on): IoSpaces are first-stage tables entered through PGTT =
+/// first stage, and their D bits serve the same rounds.
+#[test]
+fn vtd_first_stage_dirty_tracking_as_qemu_x_flts() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_FLTS_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    assert!(world.unit.dirty_tracking() && world.unit.spaces_supported());
+    assert!(!world.unit.stage2_supported());
+    rounds(&mut world);
+}
+
+/// The same unit with the planted `SkipDirtyFlush`: a page written,
+/// reported and cleared, then written again through its cached
+/// translation, is missed (the kernel's `dirty-skip-flush` seed).
+#[test]
+fn vtd_first_stage_without_the_flush_misses_a_rewrite() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_FLTS_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let space = space_with_pages(&mut world);
+    world
+        .state
+        .set_dirty_tracking(&mut world.unit, space, true)
+        .unwrap();
+    assert!(dma(&world, 1, Access::Write));
+    common::plant(Some(iospace::Flaw::SkipDirtyFlush));
+    let first = read(&mut world, space, true);
+    assert!(dma(&world, 1, Access::Write));
+    let second = read(&mut world, space, true);
+    common::plant(None);
+    assert_eq!(first, set(&[1]));
+    assert!(second.is_empty(), "the rewrite was seen without the flush");
 }
 
 #[test]
