@@ -716,21 +716,39 @@ impl<F: PageTableFormat> PageTable<F> {
         }
         let end = start.checked_add(length).ok_or(MapError::OutOfRange)?;
         let mut total = DirtyScan::default();
-        let mut address = start;
-        while address < end {
-            let Some((slot, entry, height)) = self.find_leaf(mem, address) else {
-                address += 1 << 12;
-                continue;
-            };
-            let size = 1u64 << (12 + 9 * (height - 1));
-            if !address.is_multiple_of(size) || address + size > end {
-                return Err(MapError::Misaligned);
-            }
-            let scan = each(slot, entry, address, height);
+        let mut add = |scan: DirtyScan| {
             total.dirty += scan.dirty;
             total.cleaned += scan.cleaned;
             total.leaves += scan.leaves;
-            address += size;
+        };
+        let mut address = start;
+        while address < end {
+            // One walk per 2 MiB region: its last-level table is indexed.
+            let region_end = ((address | 0x1f_ffff) + 1).min(end);
+            match self.covering(mem, address) {
+                Covering::Table(table) => {
+                    for page in (address..region_end).step_by(4096) {
+                        let slot = table + 8 * Self::index(page, 1);
+                        let entry = mem.read_u64(slot);
+                        if self.format.is_present(entry) {
+                            add(each(slot, entry, page, 1));
+                        }
+                    }
+                    address = region_end;
+                }
+                Covering::Leaf { .. } => {
+                    let (slot, entry, height) =
+                        self.find_leaf(mem, address).ok_or(MapError::OutOfRange)?;
+                    let size = 1u64 << (12 + 9 * (height - 1));
+                    if !address.is_multiple_of(size) || address + size > end {
+                        return Err(MapError::Misaligned);
+                    }
+                    add(each(slot, entry, address, height));
+                    address += size;
+                }
+                // No table below this region: nothing mapped in it.
+                Covering::Nothing => address = region_end,
+            }
         }
         Ok(total)
     }
