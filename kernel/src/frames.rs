@@ -54,6 +54,10 @@ impl BootFrames {
     }
 
     /// A zeroed 4 KiB frame, or `None` when the range is used up.
+    ///
+    /// Boot only, and not inlined: LTO had copied it into 26 call sites
+    /// (kernel/README.md, "Size").
+    #[inline(never)]
     pub fn alloc(&mut self) -> Option<u64> {
         if self.next >= self.end {
             return None;

@@ -53,6 +53,8 @@ impl Env for Kernel {
         a.paddr == b.paddr
     }
 
+    #[cold]
+    #[inline(never)]
     fn log(args: core::fmt::Arguments<'_>) {
         crate::println!("{args}");
     }
@@ -119,19 +121,33 @@ pub fn reserve_pool(frames: &mut BootFrames) {
 
 /// Turns the unit's page requests on where it has them (VT-d ECAP.PRS in
 /// scalable mode, SMMUv3 IDR0.PRI; QEMU has neither), the queue page from
-/// `frames`. VT-d's page request event goes to the fault interrupt's
-/// vector; an SMMUv3's PRI queue is read at the event interrupt, at each
-/// `Pop` and at the timer.
+/// `frames`, and its stalls where it can stall (SMMUv3 IDR0.STALL_MODEL
+/// 0b00 or 0b10; QEMU cannot: `iospace::State::enable_stalls`). Page
+/// requests are taken at `arch::IOMMU_PAGE_REQUEST_IRQ`: VT-d's page
+/// request event MSI (the fault interrupt's vector), the SMMUv3 PRI-queue
+/// interrupt (IRQ_CTRL.PRIQ_IRQEN, its SPI); also at the event interrupt
+/// (where stalls arrive), at each `Pop` and at the timer.
 pub fn enable_page_requests(frames: &mut BootFrames) {
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else { return };
-    match STATE.lock().enable_page_requests(hw(unit), frames) {
+    let mut state = STATE.lock();
+    if state.enable_stalls(hw(unit)) {
+        crate::println!("[io] stalls on");
+    }
+    match state.enable_page_requests(hw(unit), frames) {
         Ok(false) => {}
         Ok(true) => {
             #[cfg(target_arch = "x86_64")]
             {
-                let (address, data) = crate::arch::msi_message(crate::arch::IOMMU_FAULT_IRQ);
+                let (address, data) = crate::arch::msi_message(crate::arch::IOMMU_PAGE_REQUEST_IRQ);
                 hw(unit).set_page_request_interrupt(address, data);
+            }
+            #[cfg(target_arch = "aarch64")]
+            {
+                crate::arch::enable_interrupt(crate::arch::IOMMU_PAGE_REQUEST_IRQ);
+                if hw(unit).enable_page_request_interrupt().is_err() {
+                    crate::println!("[io] the PRIQ interrupt stays off: read at the timer");
+                }
             }
             crate::println!("[io] page requests on");
         }
@@ -404,11 +420,22 @@ pub mod view {
         STATE.lock().nests(visit);
     }
 
-    /// Every SVA binding: (requester, device object, root object, root
-    /// table, hardware tag, SMMUv3 CD page).
-    pub fn sva_bindings(mut visit: impl FnMut(u16, ObjectId, ObjectId, u64, u16, Option<u64>)) {
+    /// Every SVA binding: (requester, PASID, device or IoPasid object,
+    /// root object, root table, hardware tag, SMMUv3 CD page).
+    #[allow(clippy::type_complexity)]
+    pub fn sva_bindings(
+        mut visit: impl FnMut(u16, Option<u32>, ObjectId, ObjectId, u64, u16, Option<u64>),
+    ) {
         for (tag, b) in STATE.lock().sva_bindings() {
-            visit(b.requester, b.device, b.root_object, b.root, tag, b.page);
+            visit(
+                b.requester,
+                b.pasid,
+                b.device,
+                b.root_object,
+                b.root,
+                tag,
+                b.page,
+            );
         }
     }
 
@@ -466,7 +493,7 @@ pub fn pasids_supported(nested: bool) -> bool {
 
 /// Whether devices can attach to IoSpaces (a stage 2): not on a VT-d
 /// unit with first-stage translation only (QEMU `x-flts=on`), where
-/// `IoDevice.Attach` answers `NotSupported`.
+/// nesting (`IoDevice.AttachNested`) answers `NotSupported`.
 pub fn stage2_supported() -> bool {
     UNIT.lock()
         .as_mut()
@@ -492,26 +519,30 @@ pub fn first_stage_spaces() -> bool {
         .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
 }
 
-/// Before `IoDevice.BindVSpace` of `device`: `NotSupported`,
+/// Before `IoDevice.BindVSpace` of `device` (`pasid` `None`) or
+/// `IoPasid.BindVSpace`, requester `rid`: `NotSupported`,
 /// `AlreadyAttached`, `ObjectTableFull` or `TableMemoryExhausted`
 /// (`iospace::State::ensure_sva_room`), changing nothing.
-pub fn ensure_sva_room(device: ObjectId) -> Result<(), Error> {
+pub fn ensure_sva_room(device: ObjectId, rid: u32, pasid: Option<u32>) -> Result<(), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
-    STATE.lock().ensure_sva_room(hw(unit), device)
+    STATE.lock().ensure_sva_room(hw(unit), device, rid, pasid)
 }
 
-/// Whether the IoDevice `device` is bound to a VSpace.
+/// Whether the IoDevice or IoPasid `device` is bound to a VSpace.
 pub fn sva_bound(device: ObjectId) -> bool {
     STATE.lock().sva_bound(device)
 }
 
 /// `IoDevice.BindVSpace`: requester `rid` (the IoDevice `device`)
 /// translates through the VSpace rooted at `root` (the PageTable
-/// `root_object`), first stage only (`iospace::State::bind_vspace`).
+/// `root_object`), first stage only (`iospace::State::bind_vspace`);
+/// `IoPasid.BindVSpace` (`pasid`, `device` the IoPasid): its DMA tagged
+/// `pasid` does.
 pub fn bind_vspace(
     device: ObjectId,
     rid: u32,
+    pasid: Option<u32>,
     root_object: ObjectId,
     root: u64,
 ) -> Result<(), Error> {
@@ -519,7 +550,7 @@ pub fn bind_vspace(
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     SVA_BOUND.store(true, Ordering::Release);
     let mut state = STATE.lock();
-    let bound = state.bind_vspace(hw(unit), device, rid, root_object, root);
+    let bound = state.bind_vspace(hw(unit), device, rid, pasid, root_object, root);
     note_sva_bindings(&state);
     bound
 }

@@ -347,12 +347,14 @@ impl Unit {
 /// `IommuIdentify` MR5: bit 0 the unit tracks stage-2 dirty state
 /// (`IoSpace.SetDirtyTracking`, `ReadDirty`), bit 1 it sets first-stage
 /// A/D bits, bit 2 it takes page requests (recoverable faults,
-/// `IoFaultQueue.Respond`). Asked of the driver through the object
+/// `IoFaultQueue.Respond`), bit 3 it stalls faulting transactions for
+/// the same answers (SMMUv3 stall model). Asked of the driver through the object
 /// layer's unit trait, not of `io_space`: the hardware side does not call up.
 fn dirty_bits(hw: &impl iospace::IoUnit) -> u64 {
     u64::from(hw.dirty_tracking())
         | u64::from(hw.first_stage_dirty()) << 1
         | u64::from(hw.page_requests_supported()) << 2
+        | u64::from(hw.stalls_supported()) << 3
 }
 
 /// The unit brought up at boot.

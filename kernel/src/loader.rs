@@ -35,7 +35,7 @@ impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             LoadError::Program(e) => write!(f, "{e}"),
-            LoadError::Map(e) => write!(f, "mapping failed: {e:?}"),
+            LoadError::Map(e) => write!(f, "mapping failed: {e}"),
             LoadError::OutOfMemory => write!(f, "out of frames"),
         }
     }

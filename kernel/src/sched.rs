@@ -1047,7 +1047,7 @@ pub fn reconcile_irqs(
 /// notification (the preemption timer is the caller's); then the interrupt
 /// controller may deliver the next.
 fn end_interrupt(id: u32) {
-    if id == arch::IOMMU_FAULT_IRQ {
+    if id == arch::IOMMU_FAULT_IRQ || id == arch::IOMMU_PAGE_REQUEST_IRQ {
         crate::io_space::deliver_faults();
     } else if id == arch::TIMER_IRQ {
         // No page request waits past its deadline (`io_space`).

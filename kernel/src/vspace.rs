@@ -23,6 +23,23 @@ pub enum MapError {
     OutOfMemory,
 }
 
+/// Written by hand, not derived `Debug`: a derived one pulls `core::fmt`'s
+/// struct and padding builders into the release kernel ("Size" in the
+/// README).
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (what, at) = match *self {
+            MapError::MissingTable(at) => ("a table level is missing at", at),
+            MapError::TablesPresent(at) => ("every table level is present at", at),
+            MapError::BadAddress(at) => ("bad address", at),
+            MapError::AlreadyMapped(at) => ("a page is already mapped at", at),
+            MapError::HugePageInTheWay(at) => ("a huge page covers", at),
+            MapError::OutOfMemory => return f.write_str("no frame for a table"),
+        };
+        write!(f, "{what} {at:#x}")
+    }
+}
+
 const LEVELS: usize = 4;
 
 /// Entry `index` (< 512) of the table at `table_pa`.
@@ -35,13 +52,18 @@ fn index(va: u64, level: usize) -> usize {
 }
 
 /// Makes `root_pa` (a zeroed frame) the root of a new address space.
+/// Out of line: LTO had copied it into five callers (kernel/README.md,
+/// "Size").
+#[inline(never)]
 pub fn init_root(root_pa: u64) {
     // A 4 KiB page-table frame the caller owns (`mem`'s obligation 3).
     paging::init_root(mem::object(root_pa));
 }
 
 /// Maps the 4 KiB page at `va` to physical `pa` with `rights`, taking zeroed
-/// frames for intermediate tables from `alloc`.
+/// frames for intermediate tables from `alloc`. Boot and loading only, so
+/// not inlined into its five callers (kernel/README.md, "Size").
+#[inline(never)]
 pub fn map_page(
     root_pa: u64,
     va: u64,

@@ -138,7 +138,10 @@ pub enum Invocation {
     /// bits in first-stage (driver) tables, VT-d ECAP.FLTS; bit 2: page
     /// requests reach `IoFaultQueue`s as recoverable records, answered with
     /// `IoFaultQueueRespond`: VT-d ECAP.PRS in scalable mode, SMMUv3
-    /// IDR0.PRI; clear on QEMU, where no device raises them).
+    /// IDR0.PRI; clear on QEMU, where no device raises them; bit 3:
+    /// faulting transactions stall and reach the queues as the same
+    /// records, answered the same way: SMMUv3 IDR0.STALL_MODEL 0b00 or
+    /// 0b10; clear on QEMU and VT-d).
     IommuIdentify = 50,
     /// IommuControl: create the IoDevice for requester (PCI RID / StreamID)
     /// `MR0` in slot `MR1`. Errors: `OutOfScope` (not in the unit's device
@@ -264,8 +267,24 @@ pub enum Invocation {
     /// `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`, and the
     /// unit's room errors of `IoDeviceAttach`.
     IoPasidAttach = 90,
-    /// IoPasid: detach. Errors: `NotAttached`.
+    /// IoPasid: detach; a PASID bound to a VSpace (`IoPasidBindVSpace`) is
+    /// unbound (its entry blocks). Errors: `NotAttached`.
     IoPasidDetach = 91,
+    /// IoPasid: SVA for one PASID: the device's DMA tagged with this
+    /// PASID translates through the CPU address space whose root
+    /// PageTable is cap 0, as `IoDeviceBindVSpace` does for its untagged
+    /// DMA (first stage only, user requests: the kernel half faults;
+    /// every CPU unmap in the VSpace invalidates the PASID's IOTLB entries
+    /// before it returns). Both caps need the write right (the `caps`
+    /// rule `pasid_bind_access`). Errors: `InsufficientRights`,
+    /// `AlreadyMapped` (cap 0 is not a root), `AlreadyAttached` (the
+    /// IoPasid is attached or bound, or its PASID's entry is in use: on
+    /// VT-d PASID 0 is the device's own), `NotSupported` (VT-d without
+    /// ECAP.FLTS and ECAP.PASID in scalable mode; SMMUv3 always: a
+    /// substream's CD is fetched through the stream's stage 2),
+    /// `ObjectTableFull`, `TableMemoryExhausted`, `IommuTimeout`,
+    /// `DeadObject` (its IoDevice is gone).
+    IoPasidBindVSpace = 92,
 
     /// IoFaultQueue: signal the notification cap 0 (write right) when a
     /// record arrives, and deliver faults of the IoDevice or IoSpace cap 1
@@ -300,9 +319,11 @@ pub enum Invocation {
     /// Invalid (the device reports an error for this request), 2 Failure
     /// (the device reports an error and stops making page requests). The
     /// answer covers the other requests of the same page request group
-    /// in this queue. Errors: `NotSupported` (the unit takes no page
-    /// requests: `IommuIdentify` MR5 bit 2 clear, as on QEMU, so no id
-    /// was ever issued), `InvalidArgument` (`MR1` > 2),
+    /// in this queue. A stalled transaction's record (SMMUv3) is answered
+    /// by CMD_RESUME: Success retries it, Invalid and Failure abort it.
+    /// Errors: `NotSupported` (the unit takes no page requests and does
+    /// not stall: `IommuIdentify` MR5 bits 2 and 3 clear, as on QEMU, so
+    /// no id was ever issued), `InvalidArgument` (`MR1` > 2),
     /// `TruncatedMessage` (fewer than 2 words), `InsufficientRights` (no
     /// write right), `UnknownRequest` (this queue never issued `MR0`),
     /// `RequestAnswered` (answered already, by a `Respond` or by the
@@ -313,7 +334,7 @@ pub enum Invocation {
 
 impl Invocation {
     /// Every label.
-    pub const ALL: [Invocation; 38] = [
+    pub const ALL: [Invocation; 39] = [
         Invocation::UntypedRetype,
         Invocation::CnodeCopy,
         Invocation::CnodeMint,
@@ -349,6 +370,7 @@ impl Invocation {
         Invocation::IoUserTableInvalidate,
         Invocation::IoPasidAttach,
         Invocation::IoPasidDetach,
+        Invocation::IoPasidBindVSpace,
         Invocation::IoFaultQueueBind,
         Invocation::IoFaultQueuePop,
         Invocation::IoFaultQueueRespond,

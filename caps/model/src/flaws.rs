@@ -39,11 +39,14 @@ pub struct Flaws {
     /// `sva_bind_access` (`IoDevice.BindVSpace`) accepts a VSpace root
     /// PageTable cap with only the read right.
     pub sva_bind_read_only: bool,
+    /// `pasid_bind_access` (`IoPasid.BindVSpace`) accepts an IoPasid cap
+    /// with only the read right.
+    pub pasid_bind_read_only: bool,
 }
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 11] {
+    pub fn each() -> [(&'static str, Flaws); 12] {
         let none = Flaws::default();
         [
             (
@@ -120,6 +123,13 @@ impl Flaws {
                 "sva_bind_read_only",
                 Flaws {
                     sva_bind_read_only: true,
+                    ..none
+                },
+            ),
+            (
+                "pasid_bind_read_only",
+                Flaws {
+                    pasid_bind_read_only: true,
                     ..none
                 },
             ),

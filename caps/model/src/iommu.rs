@@ -553,6 +553,42 @@ impl<S: Storage> Caps<S> {
         Ok((dcap.object, rcap.object))
     }
 
+    /// `IoPasid.BindVSpace` (SVA for one PASID): the rule of
+    /// [`Caps::sva_bind_access`] for the IoPasid's (device, PASID), whose
+    /// tagged DMA then translates through the CPU address space: `WRITE`
+    /// on the IoPasid (its translation is configured) and on the root
+    /// PageTable. The IoPasid must not be attached to an IoSpace
+    /// (`AlreadyAttached`) and its IoDevice must live (`DeadObject`).
+    /// Changes nothing: returns the IoPasid, its IoDevice, the PASID and
+    /// the PageTable; the binding is the kernel's
+    /// (`iospace::State::bind_vspace` with a PASID).
+    pub fn pasid_bind_access(
+        &self,
+        pasid: SlotId,
+        root: SlotId,
+    ) -> Result<(ObjectId, ObjectId, u32, ObjectId), Error> {
+        let needed = if flawed!(self, pasid_bind_read_only) {
+            Rights::READ
+        } else {
+            Rights::WRITE
+        };
+        let pcap = *self.lookup_as(pasid, ObjectKind::IoPasid, needed)?;
+        let Some(ObjectState::IoPasid {
+            device,
+            pasid: number,
+            attached,
+        }) = self.state(pcap.object)
+        else {
+            return Err(Error::DeadObject);
+        };
+        let rcap = *self.lookup_as(root, ObjectKind::PageTable, Rights::WRITE)?;
+        if attached.is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        let device = device.ok_or(Error::DeadObject)?;
+        Ok((pcap.object, device, number, rcap.object))
+    }
+
     /// Route the IO faults of the IoSpace or IoDevice named by `target`
     /// (WRITE) to the IoFaultQueue named by `queue` (WRITE), replacing any
     /// earlier route.

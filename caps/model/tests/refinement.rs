@@ -109,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (slot(), prop::option::of(slot())).prop_map(|(space, bitmap)| Op::DirtyAccess { space, bitmap }),
         2 => slot().prop_map(|queue| Op::RespondAccess { queue }),
         2 => (slot(), slot()).prop_map(|(device, root)| Op::BindVSpace { device, root }),
+        2 => (slot(), slot()).prop_map(|(pasid, root)| Op::BindPasidVSpace { pasid, root }),
     ]
 }
 
@@ -246,6 +247,10 @@ fn aim(op: Op, caps: &Caps<ArrayStorage<SLOTS, OBJECTS>>) -> Op {
         },
         Op::BindVSpace { device, root } => Op::BindVSpace {
             device: pick(device, &kind(ObjectKind::IoDevice)),
+            root: pick(root, &kind(ObjectKind::PageTable)),
+        },
+        Op::BindPasidVSpace { pasid, root } => Op::BindPasidVSpace {
+            pasid: pick(pasid, &kind(ObjectKind::IoPasid)),
             root: pick(root, &kind(ObjectKind::PageTable)),
         },
         Op::IssueIrq { control, irq, dest } => Op::IssueIrq {
@@ -462,6 +467,7 @@ fn wild_op() -> impl Strategy<Value = Op> {
             .prop_map(|(space, bitmap)| Op::DirtyAccess { space, bitmap }),
         wild_slot().prop_map(|queue| Op::RespondAccess { queue }),
         (wild_slot(), wild_slot()).prop_map(|(device, root)| Op::BindVSpace { device, root }),
+        (wild_slot(), wild_slot()).prop_map(|(pasid, root)| Op::BindPasidVSpace { pasid, root }),
         (wild_slot(), any::<u16>(), wild_slot()).prop_map(|(control, irq, dest)| Op::IssueIrq {
             control,
             irq,

@@ -27,6 +27,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "dirty_needs_read_only" => "dirty access needs write",
         "respond_needs_read_only" => "respond needs write",
         "sva_bind_read_only" => "sva bind needs write",
+        "pasid_bind_read_only" => "sva bind needs write",
         other => panic!("unknown seeded bug {other}"),
     }
 }
@@ -39,7 +40,7 @@ fn checker_catches_every_seeded_bug() {
         // IoFaultQueue caps) are offered in their own scenario only.
         let bounds = if bug == "dirty_needs_read_only" || bug == "respond_needs_read_only" {
             Bounds::dirty()
-        } else if bug == "sva_bind_read_only" {
+        } else if bug == "sva_bind_read_only" || bug == "pasid_bind_read_only" {
             Bounds::sva()
         } else {
             Bounds {

@@ -146,7 +146,9 @@ impl RootTable {
 /// table it points at: the XSDT when revision 2 or later names one (ACPI
 /// 2.0+), else the RSDT (QEMU's q35 tables are revision 0).
 pub fn parse_rsdp(bytes: &[u8; RSDP_LENGTH]) -> Result<RootTable, AcpiError> {
-    let rsdp = RsdpLayout::read_from_bytes(bytes).expect("RSDP_LENGTH is the layout's size");
+    let Ok(rsdp) = RsdpLayout::read_from_bytes(bytes) else {
+        unreachable!("RSDP_LENGTH is the layout's size")
+    };
     if &rsdp.signature != b"RSD PTR " {
         return Err(AcpiError::BadRsdpSignature);
     }
@@ -163,7 +165,9 @@ pub fn parse_rsdp(bytes: &[u8; RSDP_LENGTH]) -> Result<RootTable, AcpiError> {
 /// A table header's signature and whole length (header included), checked
 /// to be at least the header's.
 pub fn parse_header(header: &[u8; SDT_HEADER_LENGTH]) -> Result<([u8; 4], usize), AcpiError> {
-    let header = SdtHeaderLayout::read_from_bytes(header).expect("the layout's size");
+    let Ok(header) = SdtHeaderLayout::read_from_bytes(header) else {
+        unreachable!("the layout's size")
+    };
     let length = header.length.get();
     if (length as usize) < SDT_HEADER_LENGTH {
         return Err(AcpiError::BadLength(header.signature, length));

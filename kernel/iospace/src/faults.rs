@@ -30,6 +30,10 @@ pub struct DmaFault {
     pub stage: u8,
     /// The PASID the request carried.
     pub pasid: Option<u32>,
+    /// The transaction is stalled, not ended (SMMUv3 event with Stall = 1):
+    /// its STAG. [`State::deliver`] queues it as a recoverable record, and
+    /// its answer is CMD_RESUME (`requests.rs`).
+    pub stall_tag: Option<u16>,
 }
 
 impl From<&iommu::vtd::regs::FaultRecord> for DmaFault {
@@ -43,6 +47,7 @@ impl From<&iommu::vtd::regs::FaultRecord> for DmaFault {
             write: record.access == FaultAccess::Write,
             stage: 2,
             pasid: record.pasid,
+            stall_tag: None,
         }
     }
 }
@@ -60,6 +65,7 @@ impl From<&iommu::smmuv3::queue::Event> for DmaFault {
             write: !event.read,
             stage: if event.stage2 { 2 } else { 1 },
             pasid: event.substream_id,
+            stall_tag: event.stall_tag,
         }
     }
 }
@@ -98,12 +104,14 @@ pub struct Drained<N> {
 impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// Queues `faults` (what the unit recorded) to their routes and
     /// returns the notifications to signal and the faults nobody takes.
+    /// Stalled transactions (`stall_tag`) are skipped: they wait for an
+    /// answer, which only [`State::deliver`] arranges.
     pub fn queue_faults(&mut self, faults: &[DmaFault]) -> Drained<E::Notify> {
         let mut drained = Drained {
             signals: heapless::Vec::new(),
             dropped: heapless::Vec::new(),
         };
-        for fault in faults {
+        for fault in faults.iter().filter(|f| f.stall_tag.is_none()) {
             let Some(index) = self.route(fault) else {
                 let _ = drained.dropped.push(fault.requester);
                 continue;

@@ -53,9 +53,10 @@
 //! enough pages left ([`State::ensure_pool`], [`State::ensure_attach_room`]),
 //! so an effect never fails for lack of memory.
 //!
-//! Recoverable faults (`requests.rs`): page requests go to the fault
-//! queues as records a driver answers (`IoFaultQueue.Respond`); the layer
-//! answers `Failure` itself when the queue, the requester's entry or
+//! Recoverable faults (`requests.rs`): page requests, and SMMUv3 stalled
+//! transactions where stalls are on, go to the fault queues as records a
+//! driver answers (`IoFaultQueue.Respond`); the layer answers `Failure`
+//! itself when the queue, the requester's entry or
 //! [`Env::RESPONSE_DEADLINE`] runs out, so a device never waits forever.
 //!
 //! Fail closed: an invalidation that fails or times out blocks every

@@ -17,6 +17,13 @@
 //!   or its IoSpace deleted), or when the request is older than
 //!   [`Env::RESPONSE_DEADLINE`] at the next [`State::expire_requests`].
 //!
+//! Stalled transactions (SMMUv3 stall model, where IDR0.STALL_MODEL
+//! allows it and [`State::enable_stalls`] turned it on: every nest's CD
+//! has S = 1) are the same kind of record: an event with Stall = 1
+//! becomes a request whose answer is CMD_RESUME with its StreamID and
+//! STAG (`Success`: Retry; `Invalid`, `Failure`: Abort), and the kernel's
+//! own answers above end it the same way.
+//!
 //! An answered id is refused afterwards (`RequestAnswered`), an id the
 //! queue never issued too (`UnknownRequest`). A group (VT-d page request
 //! group, PCIe PRG) is answered once: answering one of its requests
@@ -75,6 +82,9 @@ pub struct PageRequest {
     pub privileged: bool,
     /// The page request group index, echoed in the answer.
     pub group: u16,
+    /// Not a page request but a stalled transaction (SMMUv3 event with
+    /// Stall = 1): its STAG, echoed in CMD_RESUME.
+    pub stall_tag: Option<u16>,
 }
 
 impl From<&iommu::vtd::prq::PageRequest> for PageRequest {
@@ -88,6 +98,7 @@ impl From<&iommu::vtd::prq::PageRequest> for PageRequest {
             execute: r.execute,
             privileged: r.privileged,
             group: r.group_index,
+            stall_tag: None,
         }
     }
 }
@@ -103,11 +114,29 @@ impl From<&iommu::smmuv3::priq::PriRequest> for PageRequest {
             execute: r.execute,
             privileged: r.privileged,
             group: r.group_index,
+            stall_tag: None,
         }
     }
 }
 
 impl PageRequest {
+    /// The request a stalled transaction makes (`fault.stall_tag` set):
+    /// its page (stalls are translation-related faults, which carry their
+    /// address), its access, no group.
+    fn stalled(fault: &DmaFault) -> Option<PageRequest> {
+        Some(PageRequest {
+            requester: fault.requester,
+            pasid: fault.pasid,
+            address: fault.address.unwrap_or(0) & !0xfff,
+            read: fault.read,
+            write: fault.write,
+            execute: false,
+            privileged: false,
+            group: 0,
+            stall_tag: Some(fault.stall_tag?),
+        })
+    }
+
     /// The record `Pop` returns for it: badge, PASID, address, access
     /// (bit 0 read, 1 write, 2 execute, 3 privileged), 0 (a page request,
     /// not a stage), its id.
@@ -127,7 +156,10 @@ impl PageRequest {
 
     /// Whether `other` belongs to the same page request group.
     fn same_group(&self, other: &PageRequest) -> bool {
-        self.requester == other.requester && self.pasid == other.pasid && self.group == other.group
+        self.requester == other.requester
+            && self.pasid == other.pasid
+            && self.group == other.group
+            && self.stall_tag == other.stall_tag
     }
 }
 
@@ -166,6 +198,25 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(true)
     }
 
+    /// Turns stalls on where the unit can stall (SMMUv3 IDR0.STALL_MODEL
+    /// 0b00 or 0b10): every nest CD written from now on has S = 1, so a
+    /// stage-1 translation, access, address-size or permission fault
+    /// holds the transaction (an event with Stall = 1) until its record
+    /// is answered. For every stream: the nests' CDs are shared by the
+    /// streams attached to them, and CD.S = 1 under an STE with
+    /// S1STALLD = 1 is ILLEGAL (SMMUv3 5.5). A device whose PRI is on
+    /// asks with a page request instead. Call before the first nest
+    /// (boot). `false`: the unit cannot stall (QEMU, VT-d).
+    pub fn enable_stalls(&mut self, unit: &U) -> bool {
+        self.stalls = unit.stalls_supported();
+        self.stalls
+    }
+
+    /// Whether nest CDs stall faults ([`State::enable_stalls`]).
+    pub fn stalls_enabled(&self) -> bool {
+        self.stalls
+    }
+
     /// What the unit recorded since the last call: `faults` (drained by
     /// the caller) and the page requests the unit queued (drained here,
     /// bounded), queued to their routes at time `now`; requests nobody
@@ -178,6 +229,12 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         now: u64,
     ) -> crate::Drained<E::Notify> {
         let mut drained = self.queue_faults(faults);
+        // Stalled transactions: recoverable records, in the order recorded.
+        for fault in faults {
+            if let Some(request) = PageRequest::stalled(fault) {
+                self.queue_request(unit, &request, now, &mut drained);
+            }
+        }
         // The unit's queue holds at most 256 entries: 16 rounds of 16.
         for _ in 0..16 {
             let mut requests: heapless::Vec<PageRequest, MAX_FAULTS> = heapless::Vec::new();
@@ -207,6 +264,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             write: request.write,
             stage: 1,
             pasid: request.pasid,
+            stall_tag: None,
         };
         let taken = self.route(&fault).and_then(|index| {
             let queue = &mut self.queues[index];
@@ -245,8 +303,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     /// `IoFaultQueue.Respond`: answers request `id` of `queue` (and the
     /// rest of its group pending there) with `response`. Errors:
-    /// `NotSupported` (the unit takes no page requests: no id is ever
-    /// issued), `UnknownRequest` (the queue never issued `id`), `RequestAnswered`
+    /// `NotSupported` (the unit takes no page requests and does not
+    /// stall: no id is ever issued), `UnknownRequest` (the queue never issued `id`), `RequestAnswered`
     /// (answered already, by its driver or by the kernel), `IommuTimeout`
     /// (the unit did not take the answer; the request counts as answered).
     pub fn respond(
@@ -256,7 +314,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         id: u64,
         response: Response,
     ) -> Result<(), Error> {
-        if !unit.page_requests_supported() {
+        if !unit.page_requests_supported() && !self.stalls {
             return Err(Error::NotSupported);
         }
         let queue = self
@@ -345,7 +403,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     }
 
     /// Sends `response` for `request`'s group to the unit; a unit that
-    /// does not take it leaves `IommuTimeout` for the invocation.
+    /// does not take it leaves `IommuTimeout` for the invocation. Out of
+    /// line: page requests are rare, and LTO had copied it into five
+    /// callers (kernel/README.md, "Size").
+    #[inline(never)]
     fn answer(&mut self, unit: &mut U, request: &PageRequest, response: Response) {
         if let Err(why) = unit.answer_page_request(&self.mem(), request, response) {
             self.unit_failed(why);

@@ -28,7 +28,7 @@ use iommu::smmuv3::Smmu;
 use iommu::smmuv3::cd::{Cd, CdParams};
 use iommu::smmuv3::pagetable::{Stage2Format, levels_4k};
 use iommu::smmuv3::priq::PriRequest;
-use iommu::smmuv3::queue::{Command, PriResponse};
+use iommu::smmuv3::queue::{Command, PriResponse, ResumeAction};
 use iommu::smmuv3::ste::{Stage2Config, Ste};
 use iommu::{FrameAllocator, Mmio, PhysMem};
 
@@ -100,6 +100,10 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         self.extensions().page_requests
     }
 
+    fn stalls_supported(&self) -> bool {
+        self.extensions().stall
+    }
+
     fn start_page_requests(
         &mut self,
         mem: &impl PhysMem,
@@ -127,6 +131,17 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         request: &crate::PageRequest,
         response: crate::Response,
     ) -> Result<(), &'static str> {
+        if let Some(stall_tag) = request.stall_tag {
+            // A stalled transaction: Retry re-translates it (it may stall
+            // again, under a new STAG); the others end it with an abort.
+            let action = match response {
+                crate::Response::Success => ResumeAction::Retry,
+                crate::Response::Invalid | crate::Response::Failure => ResumeAction::Abort,
+            };
+            return self
+                .resume_stalled(mem, u32::from(request.requester), stall_tag, action)
+                .map_err(|_| "CMD_RESUME was not completed");
+        }
         let response = match response {
             crate::Response::Success => PriResponse::Success,
             crate::Response::Invalid => PriResponse::Deny,
@@ -155,6 +170,10 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         self.features().idr0.s1p() && self.features().idr0.aarch64_tables()
     }
 
+    fn sva_pasids_supported(&self) -> bool {
+        false
+    }
+
     fn sva_tag(_index: usize) -> u16 {
         SVA_VMID
     }
@@ -163,9 +182,14 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         requester: u16,
+        pasid: Option<u32>,
         index: usize,
         root: u64,
     ) -> Result<Option<u64>, &'static str> {
+        if pasid.is_some() {
+            // `sva_pasids_supported` is false: decode refused it.
+            return Err("SMMUv3 PASID bindings are not supported");
+        }
         let mem = state.mem();
         let page = state
             .pool
@@ -219,6 +243,7 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        _pasid: Option<u32>,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str> {
         let asid = sva_asid(index);
@@ -338,8 +363,14 @@ impl<R: Mmio> IoUnit for Smmu<R> {
             )
             .map_err(|_| "mapping the CD page in stage 2 failed")?;
         let asid = Self::nest_tag(index);
-        let cd = Cd::for_nest(asid, root_ipa, bits, self.features())
+        let mut cd = Cd::for_nest(asid, root_ipa, bits, self.features())
             .map_err(|_| "the CD was refused")?;
+        if state.stalls {
+            // CD.S: stage-1 faults stall (`State::enable_stalls`).
+            cd = cd
+                .with_stall(self.features())
+                .map_err(|_| "the unit refused CD.S")?;
+        }
         for (i, word) in cd.0.iter().enumerate() {
             mem.write_u64(page + 8 * i as u64, *word);
         }

@@ -87,6 +87,8 @@ pub struct State<U: IoUnit, M, E: Env> {
     pub(crate) failure: Option<Error>,
     /// Page requests the kernel answered itself (`requests.rs`).
     pub(crate) kernel_answers: crate::KernelAnswers,
+    /// Nest CDs stall stage-1 faults (`State::enable_stalls`).
+    pub(crate) stalls: bool,
     /// IoSpaces whose stage 2 lost entries since the last invalidation:
     /// their VT-d shadows are cleared before it.
     dirty: heapless::Vec<ObjectId, SPACES>,
@@ -127,6 +129,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 refused: 0,
                 failed: 0,
             },
+            stalls: false,
             dirty: heapless::Vec::new(),
             sva: [None; crate::sva::SVA_BINDINGS],
             unit: PhantomData,
@@ -293,7 +296,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(())
     }
 
-    /// Rebuilds the indexes of `spaces` after records moved.
+    /// Rebuilds the indexes of `spaces` after records moved (an IoSpace
+    /// made or destroyed, never a map): out of line, LTO had copied it
+    /// into three callers (kernel/README.md, "Size").
+    #[inline(never)]
     fn reindex(&mut self) {
         self.by_object.clear();
         self.by_did.clear();
@@ -361,7 +367,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             _ => Ok(()),
         };
         if let Err(why) = result {
-            E::log(format_args!("[io] {effect:?} not applied: {why}"));
+            E::log(format_args!(
+                "[io] {} not applied: {why}",
+                effect_name(effect)
+            ));
         }
     }
 
@@ -967,6 +976,24 @@ fn bits(mut set: u32) -> impl Iterator<Item = usize> {
 }
 
 /// What a refused reservation of a new IoSpace's table pages answers.
+/// The name of an IOMMU effect in a console line: printing the effect with
+/// its derived `Debug` would pull `core::fmt`'s struct builders and every
+/// field's `Debug` into the kernel (kernel/README.md, "Size").
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::MapIoPage { .. } => "MapIoPage",
+        Effect::UnmapIoPage { .. } => "UnmapIoPage",
+        Effect::InstallDeviceEntry { .. } => "InstallDeviceEntry",
+        Effect::InstallPasidEntry { .. } => "InstallPasidEntry",
+        Effect::ClearDeviceEntry { .. } => "ClearDeviceEntry",
+        Effect::ClearPasidEntry { .. } => "ClearPasidEntry",
+        Effect::InvalidateDomain { .. } => "InvalidateDomain",
+        Effect::WaitForInvalidation { .. } => "WaitForInvalidation",
+        Effect::RouteFaults { .. } => "RouteFaults",
+        _ => "an IOMMU effect",
+    }
+}
+
 fn reservation_error(e: BudgetError) -> Error {
     match e {
         BudgetError::LedgerFull => Error::ObjectTableFull,

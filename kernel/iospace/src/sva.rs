@@ -1,15 +1,22 @@
 //! SVA: a device translating through a CPU address space (a VSpace root
 //! the kernel built), first stage only, so the device names memory by the
-//! same virtual addresses as the driver's threads (`IoDevice.BindVSpace`).
+//! same virtual addresses as the driver's threads (`IoDevice.BindVSpace`
+//! for its untagged DMA, `IoPasid.BindVSpace` for one PASID's).
 //!
 //! - VT-d: the requester's RID_PASID entry with PGTT = first stage, its
 //!   FSPTPTR the root (x86 4-level paging format), SRE = 0: requests are
 //!   user requests, so the kernel half (PML4 entries 256..511, U/S = 0)
-//!   faults. DID `SVA_DIDS + i` for binding `i`.
+//!   faults. DID `SVA_DIDS + i` for binding `i`. A PASID binding writes
+//!   that PASID's entry the same way (PASID-tagged DMA; the unit's
+//!   scalable mode has PASID tables wherever it has first-stage tables).
+//!   Invalidation names the binding's PASID.
 //! - SMMUv3: a stage-1-only STE (Config = 0b101) with one CD (from the
 //!   pool, charged to the unit): TTB0 = the root, EPD1 = 1, so the
 //!   kernel's TTBR1 half does not exist for the device. VMID 0 (no
-//!   IoSpace uses it: IoSpace `d` has VMID `d + 1`), ASID `i + 1`.
+//!   IoSpace uses it: IoSpace `d` has VMID `d + 1`), ASID `i + 1`. No
+//!   PASID bindings (`NotSupported`): a substream's CD is fetched through
+//!   the stream's stage 2 (the layer's substreams are nested), and a
+//!   stage-1-only STE would take the stream's own IoSpace away.
 //!
 //! Strict revocation: every CPU leaf cleared in a bound VSpace (a
 //! `Frame.Unmap`, a delete or revoke of the Frame copy, a dead table)
@@ -32,10 +39,13 @@ pub const SVA_BINDINGS: usize = 8;
 /// One device bound to a VSpace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Binding {
-    /// The IoDevice object.
+    /// The IoDevice object, or the IoPasid object of a PASID binding.
     pub device: ObjectId,
     /// Its requester id.
     pub requester: u16,
+    /// The PASID whose DMA translates through the VSpace; `None`: the
+    /// device's untagged DMA (VT-d RID_PASID).
+    pub pasid: Option<u32>,
     /// The VSpace root's PageTable object.
     pub root_object: ObjectId,
     /// The root table's physical address.
@@ -45,7 +55,7 @@ pub struct Binding {
 }
 
 impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
-    /// Whether the IoDevice `device` is bound to a VSpace.
+    /// Whether the IoDevice or IoPasid `device` is bound to a VSpace.
     pub fn sva_bound(&self, device: ObjectId) -> bool {
         self.sva.iter().flatten().any(|b| b.device == device)
     }
@@ -64,18 +74,43 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             .filter_map(|(i, b)| b.as_ref().map(|b| (U::sva_tag(i), b)))
     }
 
-    /// Before `IoDevice.BindVSpace`, changing nothing: `NotSupported`
-    /// unless the unit translates with a first stage it can be given
-    /// (VT-d ECAP.FLTS in scalable mode, SMMUv3 IDR0.S1P),
-    /// `AlreadyAttached` if `device` is bound already, `ObjectTableFull`
-    /// when every binding record is in use, `TableMemoryExhausted` unless
-    /// the unit's pages can serve the entry's tables.
-    pub fn ensure_sva_room(&self, unit: &U, device: ObjectId) -> Result<(), Error> {
-        if !unit.sva_supported() {
+    /// Before `IoDevice.BindVSpace` (`pasid` `None`) or
+    /// `IoPasid.BindVSpace` of requester `rid`, changing nothing:
+    /// `NotSupported` unless the unit translates with a first stage it
+    /// can be given (VT-d ECAP.FLTS in scalable mode, SMMUv3 IDR0.S1P;
+    /// for a PASID, VT-d only: [`IoUnit::sva_pasids_supported`]),
+    /// `AlreadyAttached` if `device` is bound already or the PASID's
+    /// entry is in use (attached or bound), `ObjectTableFull` when every
+    /// binding record is in use, `TableMemoryExhausted` unless the unit's
+    /// pages can serve the entry's tables.
+    pub fn ensure_sva_room(
+        &self,
+        unit: &U,
+        device: ObjectId,
+        rid: u32,
+        pasid: Option<u32>,
+    ) -> Result<(), Error> {
+        if !unit.sva_supported() || (pasid.is_some() && !unit.sva_pasids_supported()) {
             return Err(Error::NotSupported);
         }
         if self.sva_bound(device) {
             return Err(Error::AlreadyAttached);
+        }
+        if let Some(number) = pasid {
+            // The entry a PASID binding writes must be nobody else's
+            // (VT-d: PASID 0 is the device's own RID_PASID entry).
+            let same = |requester: u16, other: Option<u32>| {
+                u32::from(requester) == rid && other.unwrap_or(0) == number
+            };
+            if self.attached.iter().any(|a| same(a.requester, a.pasid))
+                || self
+                    .sva
+                    .iter()
+                    .flatten()
+                    .any(|b| same(b.requester, b.pasid))
+            {
+                return Err(Error::AlreadyAttached);
+            }
         }
         if self.sva.iter().all(Option::is_some) {
             return Err(Error::ObjectTableFull);
@@ -86,31 +121,34 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(())
     }
 
-    /// `IoDevice.BindVSpace`: points requester `rid` (the IoDevice
-    /// `device`) at the VSpace rooted at `root` (the PageTable
-    /// `root_object`). Checked by [`State::ensure_sva_room`] first. If the
-    /// unit fails midway the requester is blocked again and the call
-    /// answers `IommuTimeout`.
+    /// `IoDevice.BindVSpace` (`pasid` `None`) or `IoPasid.BindVSpace`:
+    /// points requester `rid`'s untagged DMA (the IoDevice `device`), or
+    /// its DMA tagged `pasid` (the IoPasid `device`), at the VSpace rooted
+    /// at `root` (the PageTable `root_object`). Checked by
+    /// [`State::ensure_sva_room`] first. If the unit fails midway the
+    /// entry is blocked again and the call answers `IommuTimeout`.
     pub fn bind_vspace(
         &mut self,
         unit: &mut U,
         device: ObjectId,
         rid: u32,
+        pasid: Option<u32>,
         root_object: ObjectId,
         root: u64,
     ) -> Result<(), Error> {
-        self.ensure_sva_room(unit, device)?;
+        self.ensure_sva_room(unit, device, rid, pasid)?;
         let requester = u16::try_from(rid).map_err(|_| Error::OutOfScope)?;
         let index = self
             .sva
             .iter()
             .position(Option::is_none)
             .ok_or(Error::ObjectTableFull)?;
-        match unit.write_sva_entry(self, requester, index, root) {
+        match unit.write_sva_entry(self, requester, pasid, index, root) {
             Ok(page) => {
                 self.sva[index] = Some(Binding {
                     device,
                     requester,
+                    pasid,
                     root_object,
                     root,
                     page,
@@ -119,14 +157,15 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             }
             Err(why) => {
                 E::log(format_args!("[io] SVA bind of {requester:#x}: {why}"));
-                self.block_requester(unit, requester);
+                self.block_requester(unit, requester, pasid);
                 Err(Error::IommuTimeout)
             }
         }
     }
 
-    /// `IoDevice.Detach` of a bound device: its entry blocks again and the
-    /// binding goes. Returns whether `device` was bound.
+    /// `IoDevice.Detach` of a bound device (`IoPasid.Detach` of a bound
+    /// IoPasid): its entry blocks again and the binding goes. Returns
+    /// whether `device` was bound.
     pub fn unbind_vspace(&mut self, unit: &mut U, device: ObjectId) -> bool {
         let Some(index) = self
             .sva
@@ -156,10 +195,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 continue;
             };
             if unit
-                .invalidate_sva(self, index, Some((vaddr, size_bits)))
+                .invalidate_sva(self, index, binding.pasid, Some((vaddr, size_bits)))
                 .is_err()
             {
-                self.block_requester(unit, binding.requester);
+                self.block_requester(unit, binding.requester, binding.pasid);
             }
         }
     }
@@ -176,8 +215,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             let Some(binding) = self.sva[index] else {
                 continue;
             };
-            if unit.invalidate_sva(self, index, None).is_err() {
-                self.block_requester(unit, binding.requester);
+            if unit
+                .invalidate_sva(self, index, binding.pasid, None)
+                .is_err()
+            {
+                self.block_requester(unit, binding.requester, binding.pasid);
             }
         }
     }
@@ -196,9 +238,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             let Some(binding) = self.sva[index] else {
                 continue;
             };
-            if !alive(binding.device, ObjectKind::IoDevice)
-                || !alive(binding.root_object, ObjectKind::PageTable)
-            {
+            let kind = match binding.pasid {
+                Some(_) => ObjectKind::IoPasid,
+                None => ObjectKind::IoDevice,
+            };
+            if !alive(binding.device, kind) || !alive(binding.root_object, ObjectKind::PageTable) {
                 self.drop_binding(unit, index);
             }
         }
@@ -212,10 +256,13 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let Some(binding) = self.sva[index].take() else {
             return;
         };
-        if unit.clear_entry(self, binding.requester, None).is_err() {
+        if unit
+            .clear_entry(self, binding.requester, binding.pasid)
+            .is_err()
+        {
             self.fail_closed(unit, Exposed::Everything);
         } else {
-            self.release_unit_tables(unit, binding.requester, None);
+            self.release_unit_tables(unit, binding.requester, binding.pasid);
         }
         if let Some(page) = binding.page {
             // The STE no longer names it and CFGI_STE was waited for.
@@ -223,17 +270,18 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         }
     }
 
-    /// Blocks `requester` after a failed SVA operation: its entry cleared,
-    /// or, if the unit does not confirm even that, every DMA stopped.
-    fn block_requester(&mut self, unit: &mut U, requester: u16) {
+    /// Blocks `requester`'s entry for `pasid` after a failed SVA
+    /// operation: the entry cleared, or, if the unit does not confirm even
+    /// that, every DMA stopped.
+    fn block_requester(&mut self, unit: &mut U, requester: u16, pasid: Option<u32>) {
         self.failure = Some(Error::IommuTimeout);
-        if unit.clear_entry(self, requester, None).is_err() {
+        if unit.clear_entry(self, requester, pasid).is_err() {
             self.fail_closed(unit, Exposed::Everything);
         }
         if let Some(index) = self
             .sva
             .iter()
-            .position(|b| b.is_some_and(|b| b.requester == requester))
+            .position(|b| b.is_some_and(|b| b.requester == requester && b.pasid == pasid))
             && let Some(binding) = self.sva[index].take()
             && let Some(page) = binding.page
         {

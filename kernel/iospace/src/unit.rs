@@ -51,6 +51,10 @@ pub trait IoUnit: Sized {
     /// mode with queued invalidation, SMMUv3 IDR0.PRI.
     fn page_requests_supported(&self) -> bool;
 
+    /// Whether the unit can stall faulting transactions for software to
+    /// resume: SMMUv3 IDR0.STALL_MODEL 0b00 or 0b10; VT-d never.
+    fn stalls_supported(&self) -> bool;
+
     /// Sets up the unit's page request queue (VT-d PQA, SMMUv3 PRIQ) in a
     /// page from `frames`.
     #[doc(hidden)]
@@ -68,7 +72,8 @@ pub trait IoUnit: Sized {
         out: &mut heapless::Vec<crate::PageRequest, { crate::MAX_FAULTS }>,
     ) -> bool;
     /// Answers `request`'s group (VT-d page group response, SMMUv3
-    /// CMD_PRI_RESP), waited for.
+    /// CMD_PRI_RESP), or resumes its stalled transaction (SMMUv3
+    /// CMD_RESUME), waited for.
     #[doc(hidden)]
     fn answer_page_request(
         &mut self,
@@ -97,28 +102,35 @@ pub trait IoUnit: Sized {
     /// Whether `IoDevice.BindVSpace` can install a first-stage-only entry
     /// (VT-d ECAP.FLTS in scalable mode; SMMUv3 IDR0.S1P).
     fn sva_supported(&self) -> bool;
+    /// Whether `IoPasid.BindVSpace` can, for one PASID's DMA: VT-d where
+    /// [`IoUnit::sva_supported`] (a PASID entry like RID_PASID's); never
+    /// SMMUv3 (`sva.rs`).
+    fn sva_pasids_supported(&self) -> bool;
 
-    /// Writes the entry pointing `requester`'s untagged DMA at the CPU
-    /// address space rooted at `root` (SVA binding `index`): VT-d
-    /// RID_PASID entry with PGTT = first stage; SMMUv3 stage-1-only STE
-    /// and a CD whose TTB0 is `root`. Returns the CD page it took from the
-    /// pool (SMMUv3).
+    /// Writes the entry pointing `requester`'s untagged DMA (`pasid`
+    /// `None`), or its DMA tagged `pasid`, at the CPU address space rooted
+    /// at `root` (SVA binding `index`): VT-d RID_PASID (or that PASID's)
+    /// entry with PGTT = first stage; SMMUv3 stage-1-only STE and a CD
+    /// whose TTB0 is `root` (no PASIDs). Returns the CD page it took from
+    /// the pool (SMMUv3).
     #[doc(hidden)]
     fn write_sva_entry<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
         requester: u16,
+        pasid: Option<u32>,
         index: usize,
         root: u64,
     ) -> Result<Option<u64>, &'static str>;
-    /// Invalidates what SVA binding `index`'s device may cache for the
-    /// leaf (`vaddr`, `size_bits`), or for its whole address space
-    /// (`None`), and waits.
+    /// Invalidates what SVA binding `index`'s device (its DMA tagged
+    /// `pasid`, or untagged) may cache for the leaf (`vaddr`,
+    /// `size_bits`), or for its whole address space (`None`), and waits.
     #[doc(hidden)]
     fn invalidate_sva<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        pasid: Option<u32>,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str>;
 

@@ -157,6 +157,10 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self) && self.extended_capability().prs() && self.queue().is_some()
     }
 
+    fn stalls_supported(&self) -> bool {
+        false
+    }
+
     fn start_page_requests(
         &mut self,
         mem: &impl PhysMem,
@@ -220,6 +224,10 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         scalable(self) && self.extended_capability().flts()
     }
 
+    fn sva_pasids_supported(&self) -> bool {
+        self.sva_supported() && self.extended_capability().pasid()
+    }
+
     fn sva_tag(index: usize) -> u16 {
         SVA_DIDS + index as u16
     }
@@ -228,6 +236,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         requester: u16,
+        pasid: Option<u32>,
         index: usize,
         root: u64,
     ) -> Result<Option<u64>, &'static str> {
@@ -241,7 +250,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         let mem = state.mem();
         state
             .with_tables_of(Account::Unit, |frames| {
-                self.set_pasid_entry(&mem, frames, requester, 0, Some(config))
+                self.set_pasid_entry(&mem, frames, requester, pasid.unwrap_or(0), Some(config))
             })
             .map_err(|_| state.unit_failed("writing the first-stage PASID entry failed"))?;
         Ok(None)
@@ -252,18 +261,20 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        pasid: Option<u32>,
         leaf: Option<(u64, u8)>,
     ) -> Result<(), &'static str> {
         let domain = Self::sva_tag(index);
+        let pasid = pasid.unwrap_or(0);
         let scope = match leaf {
             Some((address, size_bits)) => PasidIotlbScope::Pages {
                 domain,
-                pasid: 0,
+                pasid,
                 address,
                 order: size_bits.saturating_sub(12),
                 leaf_only: false,
             },
-            None => PasidIotlbScope::Pasid { domain, pasid: 0 },
+            None => PasidIotlbScope::Pasid { domain, pasid },
         };
         self.submit(&state.mem(), [Descriptor::pasid_iotlb(scope)])
             .map_err(|_| "the PASID-based IOTLB invalidation failed")

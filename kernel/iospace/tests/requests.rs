@@ -29,6 +29,8 @@ use iommu::model::smmu_device::SimSmmu;
 use iommu::model::vtd_device::{QEMU_CAP, QEMU_ECAP, SimVtd};
 use iommu::model::{Access, DeviceError, DeviceOutcome, SimMemory, TransactionId};
 use iommu::pagetable::PageTableFormat;
+use iommu::smmuv3::queue::{EventKind, opcode};
+use iommu::smmuv3::regs::{Features, Idr0};
 use iommu::vtd::regs::RootTableMode;
 use iospace::{IoUnit, Response};
 use std::collections::BTreeMap;
@@ -434,4 +436,174 @@ fn smmu_substreams_translate_beside_the_stream_and_go_back() {
     let device = SimSmmu::qemu(&memory);
     let world = smmu(&memory, &device);
     assert!(!world.unit.pasids_supported(true));
+}
+
+/// SMMUv3 per spec (IDR0.STALL_MODEL 0b00) with the layer's stalls on:
+/// every nest CD has S = 1, and the devices' PRI stays off, so their
+/// stage-1 faults stall (events with Stall = 1) instead of asking.
+fn stalling<'m>(memory: &'m SimMemory, device: &'m SimSmmu<'m>) -> common::SmmuWorld<'m> {
+    let mut world = smmu(memory, device);
+    assert!(world.state.enable_stalls(&world.unit));
+    world
+}
+
+#[test]
+fn smmu_stalled_dma_answered_success_completes() {
+    // Streams nested themselves, then streams with substreams.
+    for (sids, pasids) in [(&SMMU_SIDS[..], &[][..]), (&SMMU_SIDS[..3], &[1, 2][..])] {
+        let memory = SimMemory::new(MEMORY);
+        let device = SimSmmu::per_spec(&memory);
+        let mut world = stalling(&memory, &device);
+        // The scenario's requests are stalls: one record each (MR4 = 0,
+        // MR5 its id); the answer is CMD_RESUME Retry + CMD_SYNC.
+        let (service, answer) = round_trip(&mut world, sids, pasids);
+        assert_eq!((service, answer), (2, 2), "{sids:x?} {pasids:?}");
+        let requesters = (sids.len() * pasids.len().max(1)) as u64;
+        assert_eq!(device.command_count(opcode::RESUME), requesters);
+        assert_eq!(device.command_count(opcode::PRI_RESP), 0, "no PRI");
+    }
+}
+
+#[test]
+fn smmu_stall_invalid_and_failure_abort_the_transaction() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = stalling(&memory, &device);
+    let (_, requesters) = scenario(&mut world, &SMMU_SIDS[..2], &[]);
+    for response in [Response::Invalid, Response::Failure] {
+        for r in &requesters {
+            let waiting = ask(&world, r);
+            world.deliver_at(0);
+            let records = pop_all(&mut world);
+            let (queue, id) = record_of(&records, r, SMMU_SIDS[0]);
+            world
+                .state
+                .respond(&mut world.unit, queue, id, response)
+                .unwrap();
+            assert_eq!(
+                world.device.outcome(waiting),
+                DeviceOutcome::Failed(DeviceError::Terminated),
+                "{r:?} {response:?}"
+            );
+            assert_eq!(
+                world.state.respond(&mut world.unit, queue, id, response),
+                Err(Error::RequestAnswered)
+            );
+        }
+    }
+    // Unlike PRI's Failure, an abort leaves the device as it was: the
+    // next miss stalls again.
+    ask(&world, &requesters[0]);
+    assert_eq!(device.command_count(opcode::RESUME), 4);
+}
+
+#[test]
+fn smmu_kernel_ends_stalls_on_each_death_and_the_deadline() {
+    for (sids, pasids) in [(&SMMU_SIDS[..3], &[][..]), (&SMMU_SIDS[..2], &[1, 2][..])] {
+        for death in [Death::Queue, Death::Detach, Death::Space, Death::Deadline] {
+            let memory = SimMemory::new(MEMORY);
+            let device = SimSmmu::per_spec(&memory);
+            let mut world = stalling(&memory, &device);
+            let failure = DeviceOutcome::Failed(DeviceError::Terminated);
+            kernel_fails(&mut world, sids, pasids, death, failure);
+            assert!(device.command_count(opcode::RESUME) > 0, "{death:?}");
+        }
+    }
+}
+
+#[test]
+fn a_stall_nobody_takes_is_aborted_at_once() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = stalling(&memory, &device);
+    let space = world.create_space().unwrap();
+    let root = world.stage1_of(space).unwrap();
+    world.attach_at(0x30, None, space, Some(root)).unwrap();
+    let r = Requester {
+        rid: 0x30,
+        pasid: None,
+        root,
+        k: 0,
+    };
+    let waiting = ask(&world, &r);
+    let drained = world.deliver_at(0);
+    assert_eq!(drained.dropped.as_slice(), [0x30]);
+    assert_eq!(
+        world.device.outcome(waiting),
+        DeviceOutcome::Failed(DeviceError::Terminated)
+    );
+    assert_eq!(world.state.kernel_answers().refused, 1);
+    assert!(!world.state.requests_pending());
+}
+
+#[test]
+fn units_as_qemu_do_not_stall() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::qemu(&memory);
+    let mut world = smmu(&memory, &device);
+    assert!(!world.unit.stalls_supported());
+    assert!(!world.state.enable_stalls(&world.unit));
+    no_page_requests(&mut world);
+    let memory = SimMemory::new(MEMORY);
+    let device = vtd_unit(&memory);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    assert!(!world.state.enable_stalls(&world.unit));
+}
+
+#[test]
+fn smmu_page_request_delivered_at_its_interrupt() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    let (space, requesters) = scenario(&mut world, &SMMU_SIDS[..1], &[]);
+    // What the kernel's boot does where the unit has a PRI queue.
+    world.unit.enable_page_request_interrupt().unwrap();
+    let r = &requesters[0];
+    let waiting = ask(&world, r);
+    assert_eq!(device.page_request_interrupts(), 1, "raised by the request");
+    // Its handler delivers at once (time 0: no timer tick, no Pop).
+    let drained = world.deliver_at(0);
+    assert_eq!(drained.signals.as_slice(), [DEVICE_NOTIFY]);
+    let records = pop_all(&mut world);
+    let (queue, id) = record_of(&records, r, SMMU_SIDS[0]);
+    let frame = common::page_requests::serve(&mut world, space, r);
+    world
+        .state
+        .respond(&mut world.unit, queue, id, Response::Success)
+        .unwrap();
+    assert_eq!(
+        world.device.outcome(waiting),
+        DeviceOutcome::Completed(frame + 0x40)
+    );
+}
+
+#[test]
+fn smmu_forcing_stalls_needs_the_layers_cd_s() {
+    // IDR0.STALL_MODEL = 0b10: a CD with S = 0 is ILLEGAL (C_BAD_CD).
+    let features = Features {
+        idr0: Idr0(Features::PER_SPEC.idr0.0 | 2 << 24),
+        ..Features::PER_SPEC
+    };
+    let bad_cd = DeviceOutcome::Failed(DeviceError::Fault(u32::from(EventKind::BadCd.code())));
+    for stalls in [false, true] {
+        let memory = SimMemory::new(MEMORY);
+        let device = SimSmmu::new(&memory, features);
+        let mut world = smmu(&memory, &device);
+        // Without: as a kernel that never turned stalls on writes its CDs.
+        if stalls {
+            assert!(world.state.enable_stalls(&world.unit));
+        }
+        let space = space_with_data(&mut world);
+        let root = world.stage1_of(space).unwrap();
+        world.attach_at(0x30, None, space, Some(root)).unwrap();
+        let got = world
+            .device
+            .device_transact(0x30, None, IOVA + 8, Access::Read);
+        if stalls {
+            let want = world.allowed(0x30, None, IOVA + 8, Access::Read).unwrap();
+            assert_eq!(got, DeviceOutcome::Completed(want));
+        } else {
+            assert_eq!(got, bad_cd);
+        }
+    }
 }

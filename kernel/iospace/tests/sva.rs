@@ -19,7 +19,7 @@ use caps::{ObjectId, ObjectKind};
 use common::{MEMORY, Model, World, plant, smmu, vtd};
 use iommu::PhysMem;
 use iommu::model::smmu_device::SimSmmu;
-use iommu::model::vtd_device::{QEMU_CAP, QEMU_FLTS_ECAP, SimVtd};
+use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_FLTS_ECAP, SimVtd};
 use iommu::model::{Access, SimFrames, SimMemory};
 use iommu::pagetable::{PageSize, PageTable, PageTableFormat, Perms};
 use iommu::smmuv3::pagetable::{Stage1Format, levels_4k};
@@ -73,27 +73,30 @@ where
 {
     world
         .state
-        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), ROOT, root)
+        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), None, ROOT, root)
         .unwrap();
 }
 
 /// What every vendor must show, given a bound `space` whose device is
-/// `world.device`.
-fn revocation<U, D, F>(world: &mut World<'_, U, D, F>, space: &VSpace<impl PageTableFormat>)
-where
+/// `world.device` (its DMA tagged `pasid`, or untagged).
+fn revocation<U, D, F>(
+    world: &mut World<'_, U, D, F>,
+    space: &VSpace<impl PageTableFormat>,
+    pasid: Option<u32>,
+) where
     U: IoUnit + common::Faults,
     D: Model,
     F: PageTableFormat + Copy,
 {
     let root = space.table.root();
-    let reached = world.device.transact(EDU, None, VA + 8, Access::Write);
+    let reached = world.device.transact(EDU, pasid, VA + 8, Access::Write);
     assert_eq!(reached, Some(space.data + 8), "the bound device reaches VA");
     // The CPU leaf goes; the device's IOTLB still holds it until the
     // layer invalidates.
     space.table.unmap(world.memory, VA).unwrap();
     plant(Some(Flaw::SkipSvaInvalidation));
     world.state.invalidate_vspace(&mut world.unit, root, VA, 12);
-    let stale = world.device.transact(EDU, None, VA, Access::Write);
+    let stale = world.device.transact(EDU, pasid, VA, Access::Write);
     plant(None);
     assert_eq!(
         stale,
@@ -103,7 +106,7 @@ where
     world.state.invalidate_vspace(&mut world.unit, root, VA, 12);
     assert_eq!(world.state.take_failure(), None);
     assert_eq!(
-        world.device.transact(EDU, None, VA, Access::Write),
+        world.device.transact(EDU, pasid, VA, Access::Write),
         None,
         "after invalidate_vspace the device no longer reaches the page"
     );
@@ -122,7 +125,7 @@ where
     assert_eq!(world.state.free_pages(), free_before, "pages back");
     world
         .state
-        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), ROOT, root)
+        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), None, ROOT, root)
         .unwrap();
     world.state.reconcile_sva(&mut world.unit, true, |o, kind| {
         !(o == ROOT && kind == ObjectKind::PageTable)
@@ -175,7 +178,7 @@ fn vtd_first_stage_binding_revokes_and_hides_the_kernel_half() {
         None,
         "the kernel half is unreachable"
     );
-    revocation(&mut world, &space);
+    revocation(&mut world, &space, None);
     unbind(&mut world, root, free_before);
 }
 
@@ -195,7 +198,7 @@ fn smmu_stage1_binding_revokes_and_has_no_kernel_half() {
         device.transact(EDU, None, 0xFFFF_0000_4020_0000, Access::Read),
         None
     );
-    revocation(&mut world, &space);
+    revocation(&mut world, &space, None);
     unbind(&mut world, root, free_before);
 }
 
@@ -208,7 +211,125 @@ fn vtd_without_first_stage_answers_not_supported() {
     assert_eq!(
         world
             .state
-            .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), ROOT, 0x1000),
+            .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), None, ROOT, 0x1000),
+        Err(abi::Error::NotSupported)
+    );
+}
+
+#[test]
+fn vtd_pasid_binding_beside_the_devices_own_io_space() {
+    // VT-d per spec: scalable mode with first and second stages, PASIDs.
+    const PASID: u32 = 5;
+    const PASID_OBJECT: ObjectId = ObjectId(902);
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, NESTING_ECAP, false);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    assert!(world.unit.sva_pasids_supported());
+    // The device's own DMA through an IoSpace.
+    let io_space = world.create_space().unwrap();
+    let page = world.page();
+    world
+        .map(io_space, 0, page, caps::Rights::READ_WRITE)
+        .unwrap();
+    world.attach(EDU, None, io_space, false).unwrap();
+    let mut frames = SimFrames::new(&memory, TABLES.0, TABLES.1);
+    let format = FirstStageFormat::for_unit(world.unit.capability());
+    let space = vspace(&memory, &mut frames, format, 4);
+    let root = space.table.root();
+    let free_before = world.state.free_pages();
+    let rid = u32::from(EDU);
+    // PASID 0 is the device's own (attached) entry.
+    assert_eq!(
+        world
+            .state
+            .bind_vspace(&mut world.unit, PASID_OBJECT, rid, Some(0), ROOT, root),
+        Err(abi::Error::AlreadyAttached)
+    );
+    world
+        .state
+        .bind_vspace(&mut world.unit, PASID_OBJECT, rid, Some(PASID), ROOT, root)
+        .unwrap();
+    // Another IoPasid object for the same entry, or the same one again.
+    for object in [ObjectId(903), PASID_OBJECT] {
+        assert_eq!(
+            world
+                .state
+                .bind_vspace(&mut world.unit, object, rid, Some(PASID), ROOT, root),
+            Err(abi::Error::AlreadyAttached)
+        );
+    }
+    // Untagged DMA stays in the IoSpace; PASID 5 reaches the VSpace.
+    assert_eq!(device.transact(EDU, None, 8, Access::Read), Some(page + 8));
+    assert_eq!(device.transact(EDU, None, VA, Access::Read), None);
+    assert_eq!(device.transact(EDU, Some(6), VA, Access::Read), None);
+    revocation(&mut world, &space, Some(PASID));
+    assert_eq!(device.transact(EDU, None, 8, Access::Read), Some(page + 8));
+    // Unbind blocks PASID 5 only and gives the pages back.
+    space
+        .table
+        .map(
+            &memory,
+            &mut frames,
+            VA,
+            space.data,
+            PageSize::Size4K,
+            Perms::READ_WRITE,
+        )
+        .unwrap();
+    assert_eq!(
+        device.transact(EDU, Some(PASID), VA, Access::Read),
+        Some(space.data)
+    );
+    assert!(world.state.unbind_vspace(&mut world.unit, PASID_OBJECT));
+    assert_eq!(device.transact(EDU, Some(PASID), VA, Access::Read), None);
+    assert_eq!(device.transact(EDU, None, 8, Access::Read), Some(page + 8));
+    assert_eq!(world.state.free_pages(), free_before, "pages back");
+    // A dead IoPasid's binding ends.
+    world
+        .state
+        .bind_vspace(&mut world.unit, PASID_OBJECT, rid, Some(PASID), ROOT, root)
+        .unwrap();
+    world
+        .state
+        .reconcile_sva(&mut world.unit, false, |o, kind| {
+            !(o == PASID_OBJECT && kind == ObjectKind::IoPasid)
+        });
+    assert!(!world.state.sva_bound(PASID_OBJECT));
+    assert_eq!(device.transact(EDU, Some(PASID), VA, Access::Read), None);
+    assert_eq!(world.state.free_pages(), free_before);
+}
+
+#[test]
+fn smmu_and_vtd_without_first_stage_refuse_pasid_bindings() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::per_spec(&memory);
+    let mut world = smmu(&memory, &device);
+    assert!(world.unit.sva_supported() && !world.unit.sva_pasids_supported());
+    assert_eq!(
+        world.state.bind_vspace(
+            &mut world.unit,
+            DEVICE,
+            u32::from(EDU),
+            Some(1),
+            ROOT,
+            0x1000
+        ),
+        Err(abi::Error::NotSupported)
+    );
+    // VT-d with PASIDs but no first stage (QEMU without x-flts).
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, common::PASID_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    assert!(!world.unit.sva_pasids_supported());
+    assert_eq!(
+        world.state.bind_vspace(
+            &mut world.unit,
+            DEVICE,
+            u32::from(EDU),
+            Some(1),
+            ROOT,
+            0x1000
+        ),
         Err(abi::Error::NotSupported)
     );
 }

@@ -1,6 +1,7 @@
 //! IOMMU device invocations: `IommuControl.Identify` and `MintDevice`,
 //! `IoDevice.Attach`, `AttachNested`, `Detach`, `MintPasid`,
-//! `IoPasid.Attach`, `Detach`, and SVA: `IoDevice.BindVSpace`.
+//! `IoPasid.Attach`, `Detach`, and SVA: `IoDevice.BindVSpace`,
+//! `IoPasid.BindVSpace`.
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem};
@@ -28,13 +29,15 @@ pub(super) enum DeviceOp {
     },
     /// `Detach` of the device, or (`pasid`) of the PASID.
     Detach { slot: SlotId, pasid: bool },
-    /// `Detach` of a device bound to a VSpace.
+    /// `Detach` of a device (or PASID) bound to a VSpace.
     Unbind { device: ObjectId },
     /// `BindVSpace`: the IoDevice `device` (requester `rid`) translates
-    /// through the VSpace rooted at `root` (the PageTable `root_object`).
+    /// through the VSpace rooted at `root` (the PageTable `root_object`);
+    /// with `pasid`, `device` is the IoPasid and its tagged DMA does.
     Bind {
         device: ObjectId,
         rid: u32,
+        pasid: Option<u32>,
         root: objects::Root,
     },
     /// `MintPasid`: the IoPasid `pasid` of the device into `dest`.
@@ -114,6 +117,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             })
         }
         (ObjectKind::IoPasid, Invocation::IoPasidAttach) => {
+            if crate::io_space::sva_bound(caps.lookup(slot)?.object()) {
+                return Err(Error::AlreadyAttached);
+            }
             let target = call.extra_cap(caps, 0)?;
             let (_, root_ipa) = attach_target(caps, target)?;
             let able = if root_ipa.is_some() {
@@ -132,8 +138,15 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             })
         }
         (ObjectKind::IoPasid, Invocation::IoPasidDetach) => {
+            let pasid = caps
+                .lookup_as(slot, ObjectKind::IoPasid, Rights::WRITE)?
+                .object();
+            if crate::io_space::sva_bound(pasid) {
+                return Ok(DeviceOp::Unbind { device: pasid });
+            }
             Ok(DeviceOp::Detach { slot, pasid: true })
         }
+        (ObjectKind::IoPasid, Invocation::IoPasidBindVSpace) => decode_pasid_bind(caps, call),
         _ => Err(Error::InvalidInvocation),
     }
 }
@@ -148,8 +161,33 @@ fn decode_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
     else {
         return Err(Error::DeadObject);
     };
-    crate::io_space::ensure_sva_room(device)?;
-    Ok(DeviceOp::Bind { device, rid, root })
+    crate::io_space::ensure_sva_room(device, rid, None)?;
+    Ok(DeviceOp::Bind {
+        device,
+        rid,
+        pasid: None,
+        root,
+    })
+}
+
+/// `IoPasid.BindVSpace`: both capabilities with write (the `caps` rule
+/// `pasid_bind_access`), the cap a root, the unit able (PASID entries
+/// with a first stage) and with room.
+fn decode_pasid_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
+    let root_slot = call.extra_cap(caps, 0)?;
+    let (object, device, pasid, _) = caps.pasid_bind_access(call.slot, root_slot)?;
+    let root = objects::root_of(caps, root_slot)?;
+    let Some(caps::ObjectState::IoDevice { rid, .. }) = caps.object(device).map(|o| *o.state())
+    else {
+        return Err(Error::DeadObject);
+    };
+    crate::io_space::ensure_sva_room(object, rid, Some(pasid))?;
+    Ok(DeviceOp::Bind {
+        device: object,
+        rid,
+        pasid: Some(pasid),
+        root,
+    })
 }
 
 /// `AlreadyAttached` if the IoDevice in `slot` is bound to a VSpace.
@@ -218,12 +256,17 @@ pub(super) fn perform(caps: &mut CapSystem, op: DeviceOp) -> Result<Reply, Error
         DeviceOp::Unbind { device } => {
             crate::io_space::unbind_vspace(device);
         }
-        DeviceOp::Bind { device, rid, root } => {
+        DeviceOp::Bind {
+            device,
+            rid,
+            pasid,
+            root,
+        } => {
             // A PageTable not yet a root gets the kernel's half first
             // (x86_64: supervisor-only entries, which the device's user
             // requests cannot pass).
             objects::register_root(root);
-            crate::io_space::bind_vspace(device, rid, root.object(), root.paddr)?;
+            crate::io_space::bind_vspace(device, rid, pasid, root.object(), root.paddr)?;
         }
         DeviceOp::MintPasid {
             device,

@@ -67,7 +67,7 @@ impl caps::EffectSink for ApplyEffects {
                 if let Err(e) =
                     crate::vspace::map_leaf(vspace, vaddr, paddr, size_bits, rights, memory)
                 {
-                    crate::println!("[caps] a checked mapping failed: {e:?}");
+                    crate::println!("[caps] a checked mapping failed: {e}");
                 }
             }
             Effect::UnmapCpuPage { .. }

@@ -168,10 +168,16 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>) {
         .filter(|t| !alive(t.object, ObjectKind::PageTable, t.paddr))
         .map(|t| t.paddr)
         .collect();
-    // Devices bound to a VSpace (SVA): dead IoDevices' and dead roots'
-    // bindings end; once CPU tables are unlinked (below), every bound
-    // device forgets its whole address space before the operation returns.
-    let sva_alive = |object, kind| caps.object(object).is_some_and(|o| o.kind() == kind);
+    // Devices bound to a VSpace (SVA): dead IoDevices' (and IoPasids' or
+    // their IoDevices') and dead roots' bindings end; once CPU tables are
+    // unlinked (below), every bound device forgets its whole address
+    // space before the operation returns.
+    let sva_alive = |object, kind| {
+        caps.object(object).is_some_and(|o| {
+            o.kind() == kind
+                && !matches!(o.state(), caps::ObjectState::IoPasid { device: None, .. })
+        })
+    };
     if dead.is_empty() {
         crate::io_space::reconcile_sva(false, sva_alive);
         return;

@@ -510,38 +510,59 @@ fn devices(caps: &Caps) -> Result<(), Broken> {
     Ok(())
 }
 
-/// The entries of the SVA bindings (`IoDevice.BindVSpace`): each of a
-/// live IoDevice the model has not attached, through a live address-space
-/// root.
+/// The entries of the SVA bindings (`IoDevice.BindVSpace`,
+/// `IoPasid.BindVSpace`): each of a live IoDevice (or IoPasid of it) the
+/// model has not attached, through a live address-space root.
 fn sva_entries(caps: &Caps, expected: &mut heapless::Vec<Entry, ENTRIES>) -> Result<(), Broken> {
     let mut result = Ok(());
-    crate::io_space::view::sva_bindings(|requester, device, root_object, root, tag, page| {
-        let device_ok = matches!(
-            caps.object(device).map(|o| *o.state()),
-            Some(ObjectState::IoDevice { rid, attached: None, .. }) if rid == u32::from(requester)
-        );
-        let root_ok = caps.object(root_object).is_some_and(|o| {
-            o.kind() == ObjectKind::PageTable && o.memory().map(|(p, _)| p) == Some(root)
-        });
-        if result.is_ok() && !(device_ok && root_ok) {
-            result = Err(broken!(
-                "requester {requester:#x} is bound to the VSpace at {root:#x}, but the model has no such unattached IoDevice ({}) or live root ({})",
-                device.0,
-                root_object.0
-            ));
-        }
-        let entry = Entry {
-            requester,
-            pasid: 0,
-            table: root,
-            tag,
-            stage1: page,
-            first_stage: true,
-        };
-        if result.is_ok() && expected.push(entry).is_err() {
-            result = Err(broken!("more than {ENTRIES} attachments: cannot compare"));
-        }
-    });
+    crate::io_space::view::sva_bindings(
+        |requester, pasid, device, root_object, root, tag, page| {
+            let rid_of = |object: ObjectId| match caps.object(object).map(|o| *o.state()) {
+                Some(ObjectState::IoDevice { rid, .. }) => Some(rid),
+                _ => None,
+            };
+            let device_ok = match (caps.object(device).map(|o| *o.state()), pasid) {
+                (
+                    Some(ObjectState::IoDevice {
+                        rid,
+                        attached: None,
+                        ..
+                    }),
+                    None,
+                ) => rid == u32::from(requester),
+                (
+                    Some(ObjectState::IoPasid {
+                        device: Some(owner),
+                        pasid: number,
+                        attached: None,
+                    }),
+                    Some(bound),
+                ) => number == bound && rid_of(owner) == Some(u32::from(requester)),
+                _ => false,
+            };
+            let root_ok = caps.object(root_object).is_some_and(|o| {
+                o.kind() == ObjectKind::PageTable && o.memory().map(|(p, _)| p) == Some(root)
+            });
+            if result.is_ok() && !(device_ok && root_ok) {
+                result = Err(broken!(
+                    "requester {requester:#x} is bound to the VSpace at {root:#x}, but the model has no such unattached IoDevice ({}) or live root ({})",
+                    device.0,
+                    root_object.0
+                ));
+            }
+            let entry = Entry {
+                requester,
+                pasid: pasid.unwrap_or(0),
+                table: root,
+                tag,
+                stage1: page,
+                first_stage: true,
+            };
+            if result.is_ok() && expected.push(entry).is_err() {
+                result = Err(broken!("more than {ENTRIES} attachments: cannot compare"));
+            }
+        },
+    );
     result
 }
 

@@ -63,6 +63,13 @@ fn null_syscall(frames: &mut BootFrames) -> Result<u64, BenchError<'static>> {
 }
 
 /// Runs the bench program to its halt and returns the total it reports.
+///
+/// A function of its own, so the timed loop (the inlined
+/// `syscall::handle`) is compiled the same whatever else the harness
+/// inlines: inlined into `run`, its registers followed unrelated code
+/// (console printing out of line cost it three instructions a call on
+/// aarch64; kernel/README.md, "Size").
+#[inline(never)]
 fn time_program(iterations: u64, make_calls: u64) -> Result<u64, BenchError<'static>> {
     let mut context = UserContext::new_user(vspace::PROGRAM_ADDRESS, 0);
     context.set_start_arguments(iterations, make_calls);

@@ -679,6 +679,9 @@ pub struct IommuInfo {
     /// MR5 bit 2: page requests arrive as recoverable fault records,
     /// answered with [`Cap::<IoFaultQueue>::respond`].
     pub page_requests: bool,
+    /// MR5 bit 3: faulting transactions stall (SMMUv3 stall model) and
+    /// arrive as the same recoverable records, answered the same way.
+    pub stall: bool,
 }
 
 impl IommuInfo {
@@ -701,6 +704,7 @@ impl IommuInfo {
             dirty_tracking: mrs[5] & 1 != 0,
             first_stage_dirty: mrs[5] & 2 != 0,
             page_requests: mrs[5] & 4 != 0,
+            stall: mrs[5] & 8 != 0,
         }
     }
 
@@ -982,11 +986,25 @@ impl Cap<IoPasid> {
         invoke_status(self, Invocation::IoPasidAttach, &[], &[target.slot()])
     }
 
-    /// `IoPasidDetach`: detaches.
+    /// `IoPasidDetach`: detaches, or ends a [`Cap::<IoPasid>::bind_vspace`].
     ///
     /// Errors: `NotAttached`.
     pub fn detach(self) -> Result<(), Error> {
         invoke_status(self, Invocation::IoPasidDetach, &[], &[])
+    }
+
+    /// `IoPasidBindVSpace` (SVA for one PASID): the device's DMA tagged
+    /// with this PASID translates through the CPU address space whose root
+    /// is `vspace` (cap 0, write right), as [`Cap::<IoDevice>::bind_vspace`]
+    /// does for its untagged DMA. [`Cap::<IoPasid>::detach`] ends it.
+    ///
+    /// Errors: `AlreadyAttached` (attached, bound, or the PASID's entry in
+    /// use), `NotSupported` (VT-d without first stage and PASIDs; SMMUv3),
+    /// `InsufficientRights`, `AlreadyMapped` (not a root),
+    /// `ObjectTableFull`, `TableMemoryExhausted`, `IommuTimeout`,
+    /// `DeadObject`.
+    pub fn bind_vspace(self, vspace: Cap<PageTable>) -> Result<(), Error> {
+        invoke_status(self, Invocation::IoPasidBindVSpace, &[], &[vspace.slot()])
     }
 }
 

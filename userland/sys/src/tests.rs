@@ -231,6 +231,8 @@ fn every_invocation_is_encoded_as_abi_describes() {
     expect(&seen, 73, I::IoPasidAttach, &[], &[71]);
     pasid.detach().unwrap();
     check(I::IoPasidDetach, 73, &[], &[]);
+    pasid.bind_vspace(table).unwrap();
+    check(I::IoPasidBindVSpace, 73, &[], &[51]);
 
     let queue: Cap<IoFaultQueue> = cap(80);
     queue.bind(cap(81), device).unwrap();
@@ -271,7 +273,7 @@ fn identify_decodes_six_registers() {
         mrs: [1, 0b1010, 20, (1 << 12) | (1 << 21) | (1 << 30)],
         ..ok()
     };
-    let _seen = recording(reply, &[65536, 0b110]);
+    let _seen = recording(reply, &[65536, 0b1110]);
     let info = cap::<IommuControl>(5).identify().unwrap();
     clear_kernel();
     assert_eq!(
@@ -289,6 +291,7 @@ fn identify_decodes_six_registers() {
             dirty_tracking: false,
             first_stage_dirty: true,
             page_requests: true,
+            stall: true,
         }
     );
     assert!(info.supports_page_size(21));

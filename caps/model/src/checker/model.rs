@@ -163,18 +163,18 @@ impl Bounds {
         }
     }
 
-    /// Scenario "sva": 1 frame, 1 IoSpace, 1 device, 1 PageTable, 1 free
-    /// slot; mint (IoDevice and PageTable caps, read-only or all rights),
-    /// map, unmap, attach, detach, delete, revoke, and `BindVSpace` with
-    /// every IoDevice cap and PageTable cap; every state within 6
-    /// operations.
+    /// Scenario "sva": 1 frame, 1 IoSpace, 1 device, PASID 0, 1
+    /// PageTable, 2 free slots; mint (IoDevice, IoPasid and PageTable
+    /// caps, read-only or all rights), mint PASID, map, unmap, attach,
+    /// detach, delete, revoke, and `BindVSpace` with every IoDevice or
+    /// IoPasid cap and PageTable cap; every state within 6 operations.
     pub fn sva() -> Self {
         Bounds {
             frames: 1,
             spaces: 1,
             devices: 1,
-            pasids: 0,
-            free_slots: 1,
+            pasids: 1,
+            free_slots: 2,
             retype: false,
             user_tables: false,
             sva: true,
@@ -215,8 +215,9 @@ pub struct SystemState {
     pub dirty_without_write: bool,
     /// Set if a `Respond` succeeded without `WRITE` on its IoFaultQueue cap.
     pub respond_without_write: bool,
-    /// Set if an `IoDevice.BindVSpace` succeeded without `WRITE` on its
-    /// IoDevice cap or its root PageTable cap.
+    /// Set if an `IoDevice.BindVSpace` or `IoPasid.BindVSpace` succeeded
+    /// without `WRITE` on its IoDevice or IoPasid cap or its root
+    /// PageTable cap.
     pub sva_without_write: bool,
 }
 
@@ -343,6 +344,12 @@ impl SystemModel {
         {
             next.sva_without_write = true;
         }
+        if let Op::BindPasidVSpace { pasid, root } = op
+            && result.is_ok()
+            && (!writable(pasid, ObjectKind::IoPasid) || !writable(root, ObjectKind::PageTable))
+        {
+            next.sva_without_write = true;
+        }
         (next, result)
     }
 }
@@ -399,6 +406,11 @@ impl Model for SystemModel {
             for device in of_kind(&[ObjectKind::IoDevice]) {
                 for root in of_kind(&[ObjectKind::PageTable]) {
                     actions.push(Op::BindVSpace { device, root });
+                }
+            }
+            for pasid in of_kind(&[ObjectKind::IoPasid]) {
+                for root in of_kind(&[ObjectKind::PageTable]) {
+                    actions.push(Op::BindPasidVSpace { pasid, root });
                 }
             }
         }
@@ -491,7 +503,10 @@ impl Model for SystemModel {
                 || (self.bounds.dirty
                     && matches!(cap.kind(), ObjectKind::IoSpace | ObjectKind::IoFaultQueue))
                 || (self.bounds.sva
-                    && matches!(cap.kind(), ObjectKind::IoDevice | ObjectKind::PageTable));
+                    && matches!(
+                        cap.kind(),
+                        ObjectKind::IoDevice | ObjectKind::IoPasid | ObjectKind::PageTable
+                    ));
             if self.bounds.mint
                 && mintable
                 && let Some(dest) = free

@@ -146,6 +146,13 @@ pub enum Op {
         /// IoFaultQueue slot.
         queue: u32,
     },
+    /// [`Caps::pasid_bind_access`]: `IoPasid.BindVSpace`.
+    BindPasidVSpace {
+        /// IoPasid slot.
+        pasid: u32,
+        /// Root PageTable slot.
+        root: u32,
+    },
     /// [`Caps::sva_bind_access`]: `IoDevice.BindVSpace`.
     BindVSpace {
         /// IoDevice slot.
@@ -220,6 +227,9 @@ impl Op {
             }
             Op::RespondAccess { queue } => caps.respond_access(s(queue)).map(drop),
             Op::BindVSpace { device, root } => caps.sva_bind_access(s(device), s(root)).map(drop),
+            Op::BindPasidVSpace { pasid, root } => {
+                caps.pasid_bind_access(s(pasid), s(root)).map(drop)
+            }
             Op::IssueIrq { control, irq, dest } => {
                 caps.issue_irq_handler(s(control), irq, s(dest)).map(drop)
             }
@@ -326,6 +336,12 @@ impl fmt::Display for Op {
                 write!(
                     f,
                     "IoDevice[slot {device}].BindVSpace(PageTable[slot {root}])"
+                )
+            }
+            Op::BindPasidVSpace { pasid, root } => {
+                write!(
+                    f,
+                    "IoPasid[slot {pasid}].BindVSpace(PageTable[slot {root}])"
                 )
             }
             Op::IssueIrq { control, irq, dest } => {

@@ -349,6 +349,23 @@ impl Reference {
                 }
                 Ok(())
             }
+            Op::BindPasidVSpace { pasid, root } => {
+                let pc = self.cap_as(pasid, ObjectKind::IoPasid, Rights::WRITE)?;
+                let Some(ObjectState::IoPasid {
+                    device, attached, ..
+                }) = self.state(pc.object)
+                else {
+                    return Err(Error::DeadObject);
+                };
+                self.cap_as(root, ObjectKind::PageTable, Rights::WRITE)?;
+                if attached.is_some() {
+                    return Err(Error::AlreadyAttached);
+                }
+                if device.is_none() {
+                    return Err(Error::DeadObject);
+                }
+                Ok(())
+            }
             Op::IssueIrq { control, irq, dest } => {
                 let cc = self.cap_as(control, ObjectKind::IrqControl, Rights::WRITE)?;
                 self.empty(dest)?;

@@ -654,7 +654,9 @@ impl SmmuModel {
         for (i, word) in cd.iter_mut().enumerate() {
             *word = memory.read_u64(cd_pa + 8 * i as u64);
         }
-        self.check_cd(cd).map_err(|kind| walk.event(kind))?;
+        let s1stalld = ste.0[1] >> 27 & 1 == 1;
+        self.check_cd(cd, s1stalld)
+            .map_err(|kind| walk.event(kind))?;
         let record = cd[0] & (1 << 45) != 0;
         let (ipa, attr_index) = walk
             .stage1(cd, s2.as_ref(), record, self.features.idr5.oas_bits())
@@ -751,13 +753,20 @@ impl SmmuModel {
             .is_ok_and(|cd_pa| memory.read_u64(cd_pa) >> 44 & 1 == 1)
     }
 
-    /// CD checks (SMMUv3 5.4 ILLEGAL values, plus QEMU's `decode_cd` limits).
-    fn check_cd(&self, cd: [u64; 8]) -> Result<(), EventKind> {
+    /// CD checks (SMMUv3 5.4 ILLEGAL values, plus QEMU's `decode_cd`
+    /// limits). CD.S (5.5): ILLEGAL set where the SMMU cannot stall
+    /// (STALL_MODEL 0b01) or the STE disabled stalls (S1STALLD under
+    /// 0b00), and clear where stalls are forced (0b10).
+    fn check_cd(&self, cd: [u64; 8], s1stalld: bool) -> Result<(), EventKind> {
         let word0 = cd[0];
+        let stall = word0 & (1 << 44) != 0;
+        let stall_model = self.features.idr0.stall_model();
         let bad = word0 & (1 << 31) == 0 // V
             || word0 & (1 << 41) == 0 // AA64
             || (self.features.idr0.term_model() && word0 & (1 << 46) == 0) // A
-            || (self.features.idr0.stall_model() == 1 && word0 & (1 << 44) != 0) // S
+            || (stall_model == 1 && stall)
+            || (stall_model == 0 && s1stalld && stall)
+            || (stall_model == 2 && !stall)
             || word0 & (3 << 42) != 0 // HA/HD: stage-1 HTTU is not modelled
             || word0 & (1 << 15) != 0 // ENDI
             || (word0 >> 6) & 3 != 0 // TG0 != 4K

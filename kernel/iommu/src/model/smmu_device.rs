@@ -8,7 +8,7 @@ use super::{
 };
 use crate::smmuv3::priq::PriRequest;
 use crate::smmuv3::queue::{Event, EventKind, FaultClass, opcode};
-use crate::smmuv3::regs::{Features, cr0, gbpa, gerror, offset};
+use crate::smmuv3::regs::{Features, cr0, gbpa, gerror, irq_ctrl, offset};
 use crate::{Mmio, PhysMem};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +51,10 @@ pub struct SimSmmu<'m> {
     pri_devices: RefCell<BTreeSet<u32>>,
     /// Device transactions waiting for CMD_PRI_RESP or CMD_RESUME.
     transactions: Transactions<Pending>,
+    /// Edges raised on the wired interrupt lines: (event queue, PRI
+    /// queue). Each entry written while its IRQ_CTRLACK enable is set
+    /// raises one (the lines are edge-triggered SPIs on Arm's virt).
+    raised: Cell<(u64, u64)>,
 }
 
 impl<'m> SimSmmu<'m> {
@@ -75,7 +79,30 @@ impl<'m> SimSmmu<'m> {
             tlb: RefCell::new(BTreeMap::new()),
             pri_devices: RefCell::new(BTreeSet::new()),
             transactions: Transactions::default(),
+            raised: Cell::new((0, 0)),
         }
+    }
+
+    /// Edges raised so far on the event-queue interrupt line.
+    pub fn event_interrupts(&self) -> u64 {
+        self.raised.get().0
+    }
+
+    /// Edges raised so far on the PRI-queue interrupt line.
+    pub fn page_request_interrupts(&self) -> u64 {
+        self.raised.get().1
+    }
+
+    /// Raises the line of `enable` (an IRQ_CTRL bit) if it is enabled.
+    fn raise(&self, enable: u32) {
+        if self.regs.get(offset::IRQ_CTRLACK) & enable == 0 {
+            return;
+        }
+        let (events, requests) = self.raised.get();
+        self.raised.set(match enable {
+            irq_ctrl::PRIQ => (events, requests + 1),
+            _ => (events + 1, requests),
+        });
     }
 
     /// An SMMU per the specification where QEMU lacks features
@@ -211,6 +238,7 @@ impl<'m> SimSmmu<'m> {
         }
         let next = ((prod & (2 * wrap - 1)) + 1) & (2 * wrap - 1);
         self.regs.set(offset::PRIQ_PROD, next | (prod & (1 << 31)));
+        self.raise(irq_ctrl::PRIQ);
         true
     }
 
@@ -465,6 +493,7 @@ impl<'m> SimSmmu<'m> {
         let next = ((prod & (2 * wrap - 1)) + 1) & (2 * wrap - 1);
         self.regs
             .set(offset::EVENTQ_PROD, next | (prod & (1 << 31)));
+        self.raise(irq_ctrl::EVENTQ);
     }
 
     fn process_commands(&self) {

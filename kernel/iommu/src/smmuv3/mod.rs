@@ -312,9 +312,11 @@ impl<M: Mmio> Smmu<M> {
         Ok(())
     }
 
-    /// Enables the wired GERROR and event-queue interrupts (IRQ_CTRL, 6.3.16).
+    /// Enables the wired GERROR and event-queue interrupts (IRQ_CTRL,
+    /// 6.3.16), keeping the PRI queue's as it is.
     pub fn enable_interrupts(&self) -> Result<(), SmmuError> {
-        let value = irq_ctrl::GERROR | irq_ctrl::EVENTQ;
+        let keep = self.mmio.read32(offset::IRQ_CTRL) & irq_ctrl::PRIQ;
+        let value = irq_ctrl::GERROR | irq_ctrl::EVENTQ | keep;
         self.mmio.write32(offset::IRQ_CTRL, value);
         if self
             .poll_limit

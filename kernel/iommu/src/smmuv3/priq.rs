@@ -8,7 +8,7 @@
 //! the queue size; the queue is one 4 KiB page of 256 16-byte entries.
 
 use super::queue::{Command, PriResponse, ResumeAction};
-use super::regs::{cr0, offset};
+use super::regs::{cr0, irq_ctrl, offset};
 use super::{Smmu, SmmuError};
 use crate::list::RecordList;
 use crate::{FrameAllocator, Mmio, PhysAddr, PhysMem};
@@ -168,6 +168,34 @@ impl<M: Mmio> Smmu<M> {
         self.mmio.write32(offset::PRIQ_CONS, 0);
         self.pri_queue = Some(queue);
         self.write_cr0(current | cr0::PRIQEN, "PRIQEN")
+    }
+
+    /// Turns the PRI queue's interrupt on (IRQ_CTRL.PRIQ_IRQEN, 6.3.16,
+    /// with IRQ_CTRLACK polled), keeping the other interrupts as they
+    /// are: each request the SMMU queues raises it (the wired "priq" SPI,
+    /// the one after the event queue's on Arm's virt layout), so a page
+    /// request is taken at once rather than at the next event interrupt,
+    /// `Pop` or timer. Needs the PRI queue ([`Smmu::enable_page_requests`];
+    /// QEMU has none: `Unsupported`).
+    pub fn enable_page_request_interrupt(&self) -> Result<(), SmmuError> {
+        if self.pri_queue.is_none() {
+            return Err(SmmuError::Unsupported {
+                what: "the PRIQ interrupt without a PRI queue",
+            });
+        }
+        let value = self.mmio.read32(offset::IRQ_CTRL) | irq_ctrl::PRIQ;
+        self.mmio.write32(offset::IRQ_CTRL, value);
+        if self
+            .poll_limit
+            .wait(|| self.mmio.read32(offset::IRQ_CTRLACK) == value)
+        {
+            Ok(())
+        } else {
+            Err(SmmuError::Timeout {
+                register: "SMMU_IRQ_CTRLACK",
+                bit: "PRIQ_IRQEN",
+            })
+        }
     }
 
     /// Takes up to 16 page requests from the PRI queue (bounded; call

@@ -160,6 +160,48 @@ fn two_substreams_one_lands_the_other_raises_a_pri_request_answered_success() {
 }
 
 #[test]
+fn a_page_request_raises_the_priq_interrupt_once_it_is_on() {
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimSmmu::per_spec(&memory);
+    let Setup { mut smmu, .. } = setup(&memory, &device, 0b10, false);
+    device.enable_device_page_requests(SID, true);
+    smmu.enable_interrupts().unwrap();
+    // Off (only GERROR and the event queue's): the request is queued but
+    // raises nothing; it waits for the next poll.
+    assert!(matches!(
+        device.device_dma(request(Some(2), 0x2000, Access::Read)),
+        DeviceOutcome::Waiting(_)
+    ));
+    assert_eq!(device.page_request_interrupts(), 0);
+    assert_eq!(smmu.read_page_requests(&memory).requests.len(), 1);
+    smmu.enable_page_request_interrupt().unwrap();
+    // Turning the event queue's on again keeps it.
+    smmu.enable_interrupts().unwrap();
+    assert!(matches!(
+        device.device_dma(request(Some(2), 0x3000, Access::Read)),
+        DeviceOutcome::Waiting(_)
+    ));
+    assert_eq!(device.page_request_interrupts(), 1, "one edge per request");
+    assert_eq!(device.event_interrupts(), 0, "a page request is no event");
+    let drain = smmu.read_page_requests(&memory);
+    assert_eq!(drain.requests.get(0).unwrap().address, 0x3000);
+    // A stall is an event: the event queue's line.
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimSmmu::per_spec(&memory);
+    let Setup { smmu, .. } = setup(&memory, &device, 0b10, true);
+    smmu.enable_interrupts().unwrap();
+    smmu.enable_page_request_interrupt().unwrap();
+    assert!(matches!(
+        device.device_dma(request(Some(2), 0x2000, Access::Read)),
+        DeviceOutcome::Waiting(_)
+    ));
+    assert_eq!(
+        (device.event_interrupts(), device.page_request_interrupts()),
+        (1, 0)
+    );
+}
+
+#[test]
 fn pri_deny_and_fail_are_errors_and_fail_turns_pri_off() {
     let memory = SimMemory::new(256 * MIB);
     let device = SimSmmu::per_spec(&memory);
@@ -314,6 +356,10 @@ fn qemu_smmu_refuses_substreams_pri_stall_and_httu() {
     ));
     assert!(matches!(
         smmu.resume_stalled(&memory, SID, 0, ResumeAction::Retry),
+        Err(SmmuError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        smmu.enable_page_request_interrupt(),
         Err(SmmuError::Unsupported { .. })
     ));
     assert_eq!(

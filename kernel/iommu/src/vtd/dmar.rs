@@ -172,7 +172,13 @@ impl fmt::Display for DmarError {
                 f,
                 "DMAR: {available} bytes is shorter than the {DMAR_HEADER_LEN}-byte DMAR header"
             ),
-            Self::BadSignature(sig) => write!(f, "DMAR: signature {sig:?} is not \"DMAR\""),
+            // The bytes as one big-endian number, not the array's `Debug` (which
+            // would pull `core::fmt`'s list builder into the kernel).
+            Self::BadSignature(sig) => write!(
+                f,
+                "DMAR: signature {:#010x} is not \"DMAR\" (0x444d4152)",
+                u32::from_be_bytes(sig)
+            ),
             Self::BadTableLength { claimed, available } => write!(
                 f,
                 "DMAR: header length {claimed} is below {DMAR_HEADER_LEN} or exceeds the {available} bytes given"
@@ -268,7 +274,9 @@ impl<'a> Dmar<'a> {
         }
         .filter(|(kind, _, _)| *kind == STRUCTURE_DRHD)
         .map(|(_, offset, body)| {
-            let (fixed, scopes) = DrhdFixed::ref_from_prefix(&body[4..]).expect("validated");
+            let Ok((fixed, scopes)) = DrhdFixed::ref_from_prefix(&body[4..]) else {
+                unreachable!("validated")
+            };
             Drhd {
                 flags: fixed.flags,
                 segment: fixed.segment.get(),
@@ -289,7 +297,9 @@ impl<'a> Dmar<'a> {
         }
         .filter(|(kind, _, _)| *kind == STRUCTURE_RMRR)
         .map(|(_, offset, body)| {
-            let (fixed, scopes) = RmrrFixed::ref_from_prefix(&body[4..]).expect("validated");
+            let Ok((fixed, scopes)) = RmrrFixed::ref_from_prefix(&body[4..]) else {
+                unreachable!("validated")
+            };
             Rmrr {
                 segment: fixed.segment.get(),
                 base: fixed.base.get(),
@@ -330,8 +340,9 @@ fn validate_structures(mut rest: &[u8]) -> Result<(), DmarError> {
         let body = &rest[..length as usize];
         match kind {
             STRUCTURE_DRHD => {
-                let (fixed, scopes) =
-                    DrhdFixed::ref_from_prefix(&body[4..]).expect("length checked");
+                let Ok((fixed, scopes)) = DrhdFixed::ref_from_prefix(&body[4..]) else {
+                    unreachable!("length checked")
+                };
                 let base = fixed.register_base.get();
                 if base & 0xfff != 0 {
                     return Err(DmarError::MisalignedRegisterBase { offset, base });
@@ -339,8 +350,9 @@ fn validate_structures(mut rest: &[u8]) -> Result<(), DmarError> {
                 validate_scopes(scopes, offset + DRHD_FIXED_LEN)?;
             }
             STRUCTURE_RMRR => {
-                let (fixed, scopes) =
-                    RmrrFixed::ref_from_prefix(&body[4..]).expect("length checked");
+                let Ok((fixed, scopes)) = RmrrFixed::ref_from_prefix(&body[4..]) else {
+                    unreachable!("length checked")
+                };
                 let (base, limit) = (fixed.base.get(), fixed.limit.get());
                 if limit < base || base & 0xfff != 0 || limit & 0xfff != 0xfff {
                     return Err(DmarError::BadReservedRegion {

@@ -302,6 +302,20 @@ impl InvalidationQueue {
         if errors.is_empty() {
             return Ok(());
         }
+        self.recover(mmio, mem, errors)
+    }
+
+    /// The error half of [`Self::check_errors`]: cold and out of line, so
+    /// the callers' waits keep only the status test (LTO had copied it
+    /// into seven callers; kernel/README.md, "Size").
+    #[cold]
+    #[inline(never)]
+    fn recover(
+        &self,
+        mmio: &impl Mmio,
+        mem: &impl PhysMem,
+        errors: FaultStatus,
+    ) -> Result<(), VtdError> {
         if errors.contains(FaultStatus::IQE) {
             let slot = self.base + u64::from(self.head_index(mmio)) * self.descriptor_size();
             let words = if self.wide { 4 } else { 2 };

@@ -68,7 +68,8 @@ impl Requester {
 /// One IoSpace with its data pages, every requester attached through its
 /// own stage 1 (`pasids`: devices attached directly, their PASIDs
 /// nested; else the devices nested), the first device's faults to
-/// [`DEVICE_QUEUE`], the IoSpace's to [`DOMAIN_QUEUE`], page requests on.
+/// [`DEVICE_QUEUE`], the IoSpace's to [`DOMAIN_QUEUE`], page requests on
+/// (the devices' PRI off where the layer stalls faults instead).
 pub fn scenario<U, D, F>(
     world: &mut World<'_, U, D, F>,
     rids: &[u16],
@@ -100,7 +101,11 @@ where
                 k,
             });
         }
-        world.device.device_page_requests(rid, true);
+        // Where the layer stalls faults, the devices make no page
+        // requests: their faults stall (SMMUv3 CD.S).
+        world
+            .device
+            .device_page_requests(rid, !world.state.stalls_enabled());
     }
     let did = world.spaces[&space].did;
     world.bind(

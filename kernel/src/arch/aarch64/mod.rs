@@ -179,6 +179,12 @@ pub fn wait_for_interrupt() -> u32 {
 /// event-queue interrupt, a wired edge SPI (74 on virt, INTID 106).
 pub const IOMMU_FAULT_IRQ: u32 = 32 + 74;
 
+/// The interrupt a page request is delivered as: the SMMUv3 PRI-queue
+/// interrupt, the SPI after the event queue's (75 on virt's layout:
+/// eventq, priq, cmdq-sync, gerror). Enabled only where the unit has a
+/// PRI queue (QEMU has none).
+pub const IOMMU_PAGE_REQUEST_IRQ: u32 = IOMMU_FAULT_IRQ + 1;
+
 /// Enables delivery of shared interrupt `id` to this CPU.
 pub fn enable_interrupt(id: u32) {
     gic::enable_spi(id);

@@ -260,6 +260,10 @@ pub fn wait_for_interrupt() -> u32 {
 /// MSI's vector (data), with its address aimed at this CPU's local APIC.
 pub const IOMMU_FAULT_IRQ: u32 = 40;
 
+/// The interrupt a page request is delivered as: VT-d's page request
+/// event MSI uses the fault event's vector.
+pub const IOMMU_PAGE_REQUEST_IRQ: u32 = IOMMU_FAULT_IRQ;
+
 /// The MSI address and data that deliver `vector` to this CPU.
 pub fn msi_message(vector: u32) -> (u64, u32) {
     (0xFEE0_0000, vector)
