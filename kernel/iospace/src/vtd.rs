@@ -446,37 +446,28 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             (Some((i, _)), Some(page)) => (Self::nest_tag(i), page),
             _ => (space_tag(did), table.root()),
         };
-        if first_stage_spaces(self) {
-            // The IoSpace is a first-stage table; nests need a second stage
-            // (refused before any effect).
-            if nest.is_some() {
-                return Err("nesting needs a second stage");
-            }
-            let config = PasidConfig::FirstStage {
-                domain,
-                table: root,
-            };
-            return state
-                .with_space_tables(space, |frames| {
-                    self.set_pasid_entry(&mem, frames, requester, pasid.unwrap_or(0), Some(config))
-                })
-                .map_err(|_| state.unit_failed("writing the first-stage PASID entry failed"));
-        }
-        let levels = SecondStageLevels::best(self.capability()).ok_or("no second-stage depth")?;
+        let levels = SecondStageLevels::best(self.capability()).ok_or("no second-stage depth");
         if scalable(self) {
             let config = match nest {
+                // The IoSpace is a first-stage table (no stage 2); nests
+                // need one (refused before any effect).
+                Some(_) if first_stage_spaces(self) => return Err("nesting needs a second stage"),
+                None if first_stage_spaces(self) => PasidConfig::FirstStage {
+                    domain,
+                    table: root,
+                },
                 // Hardware nesting (ECAP.NEST): the unit walks the
                 // driver's table itself; the nest page is unused.
                 Some((i, root_ipa)) if hardware_nesting(self) => PasidConfig::Nested {
                     domain: Self::nest_tag(i),
                     first_stage_table: root_ipa,
                     second_stage_table: table.root(),
-                    levels,
+                    levels: levels?,
                 },
                 _ => PasidConfig::SecondStage {
                     domain,
                     table: root,
-                    levels,
+                    levels: levels?,
                 },
             };
             state
@@ -498,7 +489,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             let context = LegacyContext::Translated {
                 domain,
                 table: root,
-                levels,
+                levels: levels?,
             };
             state
                 .with_space_tables(space, |frames| {
