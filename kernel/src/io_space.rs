@@ -241,6 +241,36 @@ pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error
     STATE.lock().register_space(hw(unit), object, root, did)
 }
 
+/// Both IOMMU locks, `UNIT` then `STATE`, held across the effects of one
+/// operation: `IoSpace.Map` and `Unmap` apply one and three effects, and
+/// took and released both locks for each before (kernel/README.md,
+/// "Measured").
+pub struct Held {
+    unit: spin::MutexGuard<'static, Option<Unit>>,
+    state: spin::MutexGuard<'static, State>,
+}
+
+/// Takes both IOMMU locks, in the kernel's order (`UNIT`, then `STATE`).
+#[inline]
+pub fn hold() -> Held {
+    let unit = UNIT.lock();
+    Held {
+        unit,
+        state: STATE.lock(),
+    }
+}
+
+impl Held {
+    /// Applies one IOMMU effect of the capability model to the unit
+    /// ([`apply`] under the locks already held).
+    #[inline]
+    pub fn apply(&mut self, effect: &Effect) {
+        if let Some(unit) = self.unit.as_mut() {
+            self.state.apply(hw(unit), effect);
+        }
+    }
+}
+
 /// Applies one IOMMU effect of the capability model to the unit.
 pub fn apply(unit: &mut Unit, effect: &Effect) {
     STATE.lock().apply(hw(unit), effect);
@@ -274,6 +304,11 @@ pub fn reconcile(
 /// `root_ipa`). Returns the first IOVA not processed and the invalidation
 /// commands issued; `IommuTimeout` if the unit does not complete them
 /// (the nest's devices are then blocked).
+///
+/// A whole invocation under one acquisition of each lock: the failure
+/// record is forgotten before and taken after, as `invocation::invoke`
+/// does around every invocation, so the fast path
+/// (`invocation::invalidate_fast`) can call it alone.
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
@@ -282,9 +317,10 @@ pub fn invalidate_user_table(
 ) -> Result<(u64, u64), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
-    STATE
-        .lock()
-        .invalidate_user_table(hw(unit), space, root_ipa, start, length)
+    let mut state = STATE.lock();
+    state.forget_failure();
+    let done = state.invalidate_user_table(hw(unit), space, root_ipa, start, length);
+    state.take_failure().map_or(done, Err)
 }
 
 /// `IoFaultQueue.Bind`'s kernel half: records of `queue` signal

@@ -149,6 +149,12 @@ fn round_trip_fast(caller: &Caller) -> bool {
 /// [`handle_thread`] for every system call the fast path did not complete.
 #[inline(never)]
 fn handle_general(caller: &Caller) -> Next {
+    // The driver's one call after writing its stage-1 entries (issue 13),
+    // tested here, out of the scheduler loop's code, so that the other
+    // system calls pay one load and one comparison.
+    if crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+        return Next::Resume;
+    }
     let (number, cap) = {
         let context = &crate::sched::tcb(caller.thread).context;
         (context.syscall_number(), context.syscall_arg(0))

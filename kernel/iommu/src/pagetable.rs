@@ -318,6 +318,60 @@ impl<F: PageTableFormat> PageTable<F> {
         Ok((self.format.address(entry), size))
     }
 
+    /// Maps the 4 KiB page at `input` to `output` in `leaf_table`, the
+    /// last-level table of `input`'s 2 MiB region (as
+    /// [`PageTable::leaf_table_or_new`] returned it, and the caller kept):
+    /// [`PageTable::map`] of one 4 KiB page without the walk from the root.
+    /// The same errors for the same input; `AlreadyMapped` if the entry is
+    /// present. The caller answers for `leaf_table` being that region's
+    /// table of this page table.
+    pub fn map_4k_in(
+        &self,
+        mem: &impl PhysMem,
+        leaf_table: PhysAddr,
+        input: u64,
+        output: PhysAddr,
+        perms: Perms,
+    ) -> Result<(), MapError> {
+        if !perms.read && !perms.write {
+            return Err(MapError::NoAccess);
+        }
+        if input & 0xfff != 0 || output & 0xfff != 0 {
+            return Err(MapError::Misaligned);
+        }
+        if input >> self.input_bits != 0 {
+            return Err(MapError::OutOfRange);
+        }
+        let slot = leaf_table + 8 * Self::index(input, 1);
+        if self.format.is_present(mem.read_u64(slot)) {
+            return Err(MapError::AlreadyMapped);
+        }
+        mem.write_u64(slot, self.format.leaf_entry(output, 1, perms));
+        Ok(())
+    }
+
+    /// Clears the 4 KiB entry for `input` in `leaf_table`, the last-level
+    /// table of its 2 MiB region ([`PageTable::map_4k_in`]'s): what
+    /// [`PageTable::unmap`] does for a 4 KiB leaf, without the walk.
+    /// Returns the output page; `NotMapped` if the entry is absent.
+    pub fn unmap_4k_in(
+        &self,
+        mem: &impl PhysMem,
+        leaf_table: PhysAddr,
+        input: u64,
+    ) -> Result<PhysAddr, MapError> {
+        if input >> self.input_bits != 0 {
+            return Err(MapError::NotMapped);
+        }
+        let slot = leaf_table + 8 * Self::index(input, 1);
+        let entry = mem.read_u64(slot);
+        if !self.format.is_present(entry) {
+            return Err(MapError::NotMapped);
+        }
+        mem.write_u64(slot, 0);
+        Ok(self.format.address(entry))
+    }
+
     /// Sets the 4 KiB entry for `input` to `leaf` (an output page and its
     /// rights) or clears it (`None`), in one walk; allocates the tables a
     /// new leaf needs. Returns whether a 4 KiB leaf was there before. A
