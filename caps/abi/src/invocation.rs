@@ -101,7 +101,7 @@ pub enum Invocation {
 
     /// IrqControl: create a handler for line `MR0` in slot `MR1`.
     /// Errors: `OutOfScope` (no such line, or not one a user may own),
-    /// `DeviceInUse`, `ObjectTableFull` (the kernel's line records are full).
+    /// `ObjectTableFull` (the kernel's line records are full), `DeviceInUse`.
     IrqControlGet = 40,
     /// IrqHandler: acknowledge, so the line can fire again.
     IrqHandlerAck = 41,

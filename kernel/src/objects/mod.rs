@@ -201,6 +201,7 @@ fn resolve_locked(
     found.paddr = memory.map_or(u64::MAX, |(paddr, _)| paddr);
     found.object = u64::from(held.object().0);
     found.badge = held.badge().0;
+    found.registered = 0;
     Ok(())
 }
 
