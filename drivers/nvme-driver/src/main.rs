@@ -367,11 +367,11 @@ fn read_cost(controller: &mut Driver<'_>, timeline: &Timeline) -> Outcome {
     let mut samples = [(0u64, 0u64); COST_SAMPLES];
     for sample in &mut samples {
         controller.dma().write(&page[0].cpu, 0, &[0u8; PAGE_SIZE]);
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         controller
             .read(0, 8, &buffer)
             .map_err(|e| driver_failure("a 4 KiB read", e))?;
-        let end = rt::bench::counter();
+        let end = rt::bench::io_counter();
         *sample = (
             timeline.submitted.get().wrapping_sub(start),
             end.wrapping_sub(timeline.completion_seen.get()),

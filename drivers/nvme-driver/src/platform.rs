@@ -21,7 +21,7 @@ use core::sync::atomic::{Ordering, fence};
 
 use edu::nested::Nested;
 use nvme::{DmaError, DmaPage, Iova};
-use rt::bench::counter;
+use rt::bench::io_counter as counter;
 use rt::mmio::Window;
 use rt::space::Objects;
 use sys::{Cap, MapRights, PageTable};
@@ -46,6 +46,9 @@ pub struct Timeline {
     read_started: Cell<u64>,
     /// At the start of the look that found the last completion.
     pub completion_seen: Cell<u64>,
+    /// An injected `crash-mid-io` (the restart tests): the block whose
+    /// read crashes the driver right after its submission doorbell.
+    pub crash_after_submission: Cell<Option<u64>>,
 }
 
 /// BAR 0 of the controller: the registers and the doorbells, mapped as
@@ -77,6 +80,9 @@ impl nvme::Registers for Bar<'_> {
             timeline.doorbells.set(count + 1);
             if count.is_multiple_of(2) {
                 timeline.submitted.set(counter());
+                if let Some(block) = timeline.crash_after_submission.take() {
+                    driverkit::crash("nvme", format_args!("block {block}'s read in flight"));
+                }
             } else {
                 timeline.completion_seen.set(timeline.read_started.get());
             }

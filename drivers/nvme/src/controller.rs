@@ -11,6 +11,10 @@ use crate::registers::{
 };
 use crate::{Delay, Dma, DmaPage, Error, Iova, PAGE_SIZE, QueueKind, Registers, WaitingFor};
 
+/// Create I/O Completion Queue dword 11: IEN (interrupts enabled), and IV
+/// (the interrupt vector) in bits 31:16; vector 0 here.
+const INTERRUPTS_ENABLED: u32 = 1 << 1;
+
 /// How long a poll of CSTS.RDY waits between looks.
 const READY_POLL_MICROSECONDS: u32 = 1000;
 
@@ -24,11 +28,21 @@ pub struct Config {
     /// the smallest of this, CAP.MQES + 1 and 64 (one page of 64-byte
     /// submission entries).
     pub queue_depth: u16,
+    /// Interrupt mode: the caller routed the controller's MSI-X vector 0
+    /// to its [`Delay::wait_for_interrupt`] before bring-up. The I/O
+    /// completion queue is then created with interrupts enabled on vector
+    /// 0 (the admin completion queue always interrupts on it), and every
+    /// look at a completion queue that finds nothing waits for an
+    /// interrupt instead of delaying. `false`: polling.
+    pub interrupts: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { queue_depth: 32 }
+        Config {
+            queue_depth: 32,
+            interrupts: false,
+        }
     }
 }
 
@@ -90,6 +104,7 @@ impl<R: Registers, D: Dma, W: Delay> Controller<R, D, W> {
             doorbell_stride: capabilities.doorbell_stride(),
             // CAP.TO = 0 would allow no wait at all; wait one unit.
             timeout_milliseconds: capabilities.ready_timeout_milliseconds().max(500),
+            interrupts: config.interrupts,
         };
 
         // Disable (a controller left enabled, e.g. by firmware, must reset
@@ -353,7 +368,8 @@ fn identify<R: Registers, D: Dma, W: Delay>(
 }
 
 /// Create I/O Completion Queue 1, then Create I/O Submission Queue 1 on
-/// it (base spec 5.3, 5.4): contiguous, interrupts off (polling).
+/// it (base spec 5.3, 5.4): contiguous, interrupts on vector 0 in
+/// interrupt mode, else off (polling).
 fn create_io_queues<R: Registers, D: Dma, W: Delay>(
     hardware: &mut Hardware<R, D, W>,
     admin: &mut QueuePair<D::Page>,
@@ -363,8 +379,15 @@ fn create_io_queues<R: Registers, D: Dma, W: Delay>(
     let command = SubmissionEntry::new(command::CREATE_IO_COMPLETION_QUEUE, 0)
         .with_prps(io.completion.device_address, None)
         .with_dword(10, size_and_id)
-        // PC = 1 (contiguous), IEN = 0 (no interrupts), IV = 0.
-        .with_dword(11, 1);
+        // PC = 1 (contiguous); IEN as configured, IV = 0.
+        .with_dword(
+            11,
+            1 | if hardware.interrupts {
+                INTERRUPTS_ENABLED
+            } else {
+                0
+            },
+        );
     admin.execute(hardware, command)?;
     let command = SubmissionEntry::new(command::CREATE_IO_SUBMISSION_QUEUE, 0)
         .with_prps(io.submission.device_address, None)

@@ -62,6 +62,18 @@ pub enum Error {
         /// How long it waited.
         milliseconds: u32,
     },
+    /// Interrupt mode: the driver woke `wakes` times waiting for a
+    /// command's completion and found none (an interrupt that never
+    /// comes leaves the wait blocked; one that comes for nothing ends
+    /// here). The controller needs a reset, as after a timeout.
+    NoCompletionAfterWakes {
+        /// The queue waited on.
+        queue: QueueKind,
+        /// The command's opcode.
+        opcode: u8,
+        /// Wakes taken.
+        wakes: u32,
+    },
     /// CSTS.CFS: the controller reports a fatal error; it needs a reset.
     ControllerFatal {
         /// The CSTS register read.
@@ -206,6 +218,14 @@ impl fmt::Display for Error {
                     "no completion on the {queue} for opcode {opcode:#04x} after {milliseconds} ms"
                 ),
             },
+            Error::NoCompletionAfterWakes {
+                queue,
+                opcode,
+                wakes,
+            } => write!(
+                f,
+                "no completion on the {queue} for opcode {opcode:#04x} after {wakes} interrupts or other wakes"
+            ),
             Error::ControllerFatal { status } => write!(
                 f,
                 "CSTS {status:#x}: the controller reports a fatal status (CFS); reset it"

@@ -22,8 +22,11 @@
 //! I/O submission queue. Then [`Controller::read`] and
 //! [`Controller::write`] move blocks between namespace 1 and pages the
 //! caller names by IOVA, with PRP1, PRP2 and a PRP list for transfers of
-//! more than two pages. Every command is polled to completion (no
-//! interrupts); a completion's status is decoded into [`Status`] and a
+//! more than two pages. Every command is polled to completion, or, with
+//! [`Config::interrupts`], waited for by interrupt: the I/O completion
+//! queue is created with interrupts on (MSI-X vector 0, which the admin
+//! completion queue uses too) and a look that finds nothing waits with
+//! [`Delay::wait_for_interrupt`]; a completion's status is decoded into [`Status`] and a
 //! failure comes back as an [`Error`] that names the command and what was
 //! wrong.
 //!
@@ -74,6 +77,7 @@ pub mod model;
 pub use controller::{Config, Controller};
 pub use error::{Error, QueueKind, WaitingFor};
 pub use identify::{ControllerIdentity, NamespaceIdentity};
+pub use queue::{COMPLETION_POLL_MICROSECONDS, MAX_WAKES};
 pub use registers::{Capabilities, Version};
 pub use status::{CommandSpecificStatus, GenericStatus, MediaStatus, Status, StatusCodeType};
 
@@ -180,4 +184,13 @@ pub trait Delay {
     /// Returns after at least `microseconds` (or as close as the platform
     /// can tell).
     fn delay_microseconds(&mut self, microseconds: u32);
+    /// In interrupt mode ([`Config::interrupts`]), between two looks at a
+    /// completion queue: blocks until the controller's interrupt (MSI-X
+    /// vector 0), or anything else that wakes the caller, and acknowledges
+    /// it. The driver looks again after each return, at most
+    /// [`MAX_WAKES`] times for one command. By default a delay of
+    /// [`COMPLETION_POLL_MICROSECONDS`] (a platform without interrupts).
+    fn wait_for_interrupt(&mut self) {
+        self.delay_microseconds(COMPLETION_POLL_MICROSECONDS);
+    }
 }

@@ -128,6 +128,8 @@ struct Queue {
     tail: u16,
     phase: bool,
     completion_queue: u16,
+    /// A completion queue's IEN: posting raises its interrupt (vector 0).
+    interrupts: bool,
 }
 
 struct State {
@@ -154,6 +156,13 @@ struct State {
     commands: Vec<CommandRecord>,
     stalled: bool,
     wrong_command_ids: u32,
+    /// Interrupts raised (completions posted to a queue with IEN).
+    interrupts_raised: u64,
+    /// An interrupt raised and not yet taken by a wait.
+    interrupt_pending: bool,
+    /// `wait_for_interrupt` calls, and those that found no interrupt
+    /// pending (a real platform would have blocked for good).
+    waits: (u64, u64),
 }
 
 /// Status fields (completion dword 3 bits 31:17) the model returns.
@@ -206,6 +215,9 @@ impl Model {
             commands: Vec::new(),
             stalled: false,
             wrong_command_ids: 0,
+            interrupts_raised: 0,
+            interrupt_pending: false,
+            waits: (0, 0),
         };
         Model {
             state: Rc::new(RefCell::new(state)),
@@ -240,6 +252,18 @@ impl Model {
     /// The commands fetched so far, oldest first.
     pub fn commands(&self) -> Vec<CommandRecord> {
         self.state.borrow().commands.clone()
+    }
+
+    /// Interrupts raised so far: completions posted to a completion queue
+    /// with interrupts enabled (the admin queue's always are).
+    pub fn interrupts_raised(&self) -> u64 {
+        self.state.borrow().interrupts_raised
+    }
+
+    /// [`ModelDelay`]'s waits for an interrupt so far, and how many of
+    /// them found none pending (on a real platform, blocked for good).
+    pub fn interrupt_waits(&self) -> (u64, u64) {
+        self.state.borrow().waits
     }
 
     /// The time the driver has waited through [`ModelDelay`].
@@ -432,7 +456,9 @@ impl State {
             tail: 0,
             phase: true,
             completion_queue: 0,
+            interrupts: false,
         });
+        // The admin completion queue always interrupts (vector 0).
         self.completion[0] = Some(Queue {
             base: self.admin_completion,
             size: completion_entries,
@@ -440,6 +466,7 @@ impl State {
             tail: 0,
             phase: true,
             completion_queue: 0,
+            interrupts: true,
         });
         match self.config.ready {
             ReadyBehaviour::Immediately => self.ready = true,
@@ -558,6 +585,10 @@ impl State {
             if completion.tail == 0 {
                 completion.phase = !completion.phase;
             }
+            if completion.interrupts {
+                self.interrupts_raised += 1;
+                self.interrupt_pending = true;
+            }
         }
     }
 
@@ -634,6 +665,9 @@ impl State {
                     tail: 0,
                     phase: true,
                     completion_queue,
+                    // IEN, on vector 0 (IV, bits 31:16) only: the model
+                    // has one vector.
+                    interrupts: completion && dwords[11] & 0b10 != 0 && dwords[11] >> 16 == 0,
                 });
                 if completion {
                     self.completion[1] = queue;
@@ -911,5 +945,16 @@ pub struct ModelDelay(Model);
 impl Delay for ModelDelay {
     fn delay_microseconds(&mut self, microseconds: u32) {
         self.0.state.borrow_mut().clock_microseconds += microseconds as u64;
+    }
+
+    /// Takes the pending interrupt; with none pending, counts a wait that
+    /// would have blocked for good and returns (so a test ends).
+    fn wait_for_interrupt(&mut self) {
+        let mut state = self.0.state.borrow_mut();
+        state.waits.0 += 1;
+        if !state.interrupt_pending {
+            state.waits.1 += 1;
+        }
+        state.interrupt_pending = false;
     }
 }

@@ -1,4 +1,4 @@
-//! A queue pair in polling mode: one submission queue and one completion
+//! A queue pair, polled or woken by interrupts: one submission queue and one completion
 //! queue of the same depth, each in one DMA page, and one command in
 //! flight at a time (NVMe base spec 2.0, 3.3.1 "Memory-based Transport
 //! Queue Model", 4.6 "Completion Queue Entry" for the phase tag).
@@ -19,6 +19,10 @@ use crate::{Delay, Dma, DmaPage, Error, QueueKind, Registers, WaitingFor};
 /// How long a poll waits between looks at a completion queue.
 pub const COMPLETION_POLL_MICROSECONDS: u32 = 10;
 
+/// Interrupt mode: wakes ([`Delay::wait_for_interrupt`]) one command may
+/// take before the driver gives it up.
+pub const MAX_WAKES: u32 = 1000;
+
 /// What every command needs: the register block, the DMA memory, the way
 /// to wait, and the doorbell stride and poll budget read from CAP.
 pub struct Hardware<R, D, W> {
@@ -32,6 +36,9 @@ pub struct Hardware<R, D, W> {
     pub doorbell_stride: usize,
     /// How long a poll may wait in total (CAP.TO).
     pub timeout_milliseconds: u32,
+    /// Interrupt mode (`Config::interrupts`): a look that finds no
+    /// completion waits for an interrupt.
+    pub interrupts: bool,
 }
 
 /// One submission/completion queue pair.
@@ -140,7 +147,8 @@ impl<P> QueuePair<P> {
 
     /// Looks at the slot at the completion head until its phase tag is
     /// the expected one, waiting [`COMPLETION_POLL_MICROSECONDS`] between
-    /// looks, for at most the hardware's timeout. A controller that
+    /// looks, for at most the hardware's timeout (in interrupt mode, for
+    /// an interrupt between looks, at most [`MAX_WAKES`] times). A controller that
     /// reports a fatal status ends the wait at once.
     fn poll<R: Registers, D: Dma<Page = P>, W: Delay>(
         &self,
@@ -149,6 +157,7 @@ impl<P> QueuePair<P> {
     ) -> Result<CompletionEntry, Error> {
         let budget = hardware.timeout_milliseconds as u64 * 1000;
         let mut waited = 0u64;
+        let mut wakes = 0;
         loop {
             let mut bytes = [0u8; COMPLETION_ENTRY_BYTES];
             hardware.dma.read(
@@ -163,6 +172,18 @@ impl<P> QueuePair<P> {
             let status = hardware.registers.read32(CSTS);
             if status & CSTS_FATAL != 0 {
                 return Err(Error::ControllerFatal { status });
+            }
+            if hardware.interrupts {
+                if wakes == MAX_WAKES {
+                    return Err(Error::NoCompletionAfterWakes {
+                        queue: self.kind,
+                        opcode,
+                        wakes,
+                    });
+                }
+                hardware.delay.wait_for_interrupt();
+                wakes += 1;
+                continue;
             }
             if waited >= budget {
                 return Err(Error::Timeout {

@@ -5,11 +5,14 @@
 
 mod common;
 
-use common::{addresses, assert_clean, bring_up, bring_up_on, buffer, contents, fill, pattern, up};
+use common::{
+    addresses, assert_clean, bring_up, bring_up_on, bring_up_with, buffer, contents, fill, pattern,
+    up,
+};
 use nvme::model::{FIRST_IOVA, Model, ModelConfig, ReadyBehaviour};
 use nvme::{
-    CommandSpecificStatus, Error, GenericStatus, Iova, MediaStatus, PAGE_SIZE, QueueKind, Status,
-    StatusCodeType, WaitingFor,
+    CommandSpecificStatus, Config, Error, GenericStatus, Iova, MAX_WAKES, MediaStatus, PAGE_SIZE,
+    QueueKind, Status, StatusCodeType, WaitingFor,
 };
 
 const READ: u8 = 0x02;
@@ -563,4 +566,74 @@ fn a_completion_for_another_command_is_refused() {
         .read(0, 8, &addresses(&page))
         .expect("the next read");
     assert_clean(&model);
+}
+
+/// Interrupt mode: the I/O completion queue is created with IEN, so each
+/// read raises an interrupt as the admin commands do; in polling mode only
+/// the admin completion queue interrupts (the model completes at the
+/// doorbell, so the driver never has to wait).
+#[test]
+fn interrupt_mode_enables_the_io_queues_interrupt() {
+    let config = Config {
+        queue_depth: 8,
+        interrupts: true,
+    };
+    for interrupts in [false, true] {
+        let model = Model::new(ModelConfig::default());
+        let mut controller = bring_up_with(
+            &model,
+            Config {
+                interrupts,
+                ..config
+            },
+        )
+        .unwrap_or_else(|error| panic!("bring-up failed: {error}"));
+        let admin = model.interrupts_raised();
+        let page = buffer(&model, 1);
+        for lba in 0..4 {
+            controller.read(lba * 8, 8, &addresses(&page)).unwrap();
+        }
+        let reads = model.interrupts_raised() - admin;
+        assert_eq!(
+            reads,
+            if interrupts { 4 } else { 0 },
+            "interrupts {interrupts}"
+        );
+        assert_eq!(model.interrupt_waits(), (0, 0));
+        assert_clean(&model);
+    }
+}
+
+/// Interrupt mode: a controller that never completes ends the command
+/// after MAX_WAKES wakes with an error that says so.
+#[test]
+fn interrupt_mode_gives_up_after_bounded_wakes() {
+    let model = Model::new(ModelConfig::default());
+    let mut controller = bring_up_with(
+        &model,
+        Config {
+            queue_depth: 8,
+            interrupts: true,
+        },
+    )
+    .unwrap();
+    let page = buffer(&model, 1);
+    model.stall();
+    let error = controller.read(0, 8, &addresses(&page)).unwrap_err();
+    assert_eq!(
+        error,
+        Error::NoCompletionAfterWakes {
+            queue: QueueKind::Io,
+            opcode: READ,
+            wakes: MAX_WAKES
+        }
+    );
+    assert!(
+        error.to_string().contains("after 1000 interrupts"),
+        "{error}"
+    );
+    // The first wait takes the interrupt the last admin completion left
+    // pending; every other found none.
+    let waits = u64::from(MAX_WAKES);
+    assert_eq!(model.interrupt_waits(), (waits, waits - 1));
 }

@@ -14,6 +14,8 @@
 //! - [`BusScan`] and [`find`]: the functions present on a bus (function 0
 //!   of each device, the others only where function 0 says it is
 //!   multi-function), and the first with a vendor/device ID.
+//! - [`msi`]: where a device writes the message the kernel gave, and the
+//!   MSI-X table entry and enable bits (every driver's interrupt setup).
 //! - [`assign`]: placing the memory BARs nobody assigned in the host
 //!   bridge's windows (what the kernel does at boot on a machine without
 //!   firmware).
@@ -27,6 +29,7 @@
 extern crate std;
 
 pub mod assign;
+pub mod msi;
 
 use core::fmt;
 
@@ -336,9 +339,10 @@ impl<'a, A: ConfigAccess + ?Sized> Function<'a, A> {
     /// fit 32 bits) and `data`. Errors: `NoMsiCapability`,
     /// `MsiAddressTooHigh`.
     pub fn enable_msi(&mut self, address: u64, data: u16) -> Result<(), PciError> {
-        const MSI: u8 = 0x05;
         let bdf = self.bdf;
-        let at = self.capability(MSI).ok_or(PciError::NoMsiCapability(bdf))?;
+        let at = self
+            .capability(msi::MSI_CAPABILITY)
+            .ok_or(PciError::NoMsiCapability(bdf))?;
         let control = self.read(at) >> 16;
         let wide = control & (1 << 7) != 0;
         if !wide && address >> 32 != 0 {
@@ -368,9 +372,7 @@ impl<'a, A: ConfigAccess + ?Sized> Function<'a, A> {
     /// capability's id and next pointer, the table offsets, the command
     /// register, BARs, anything else.
     pub fn msi_writable_bits(&mut self, offset: u16) -> Option<u32> {
-        const MSI: u8 = 0x05;
-        const MSIX: u8 = 0x11;
-        if let Some(at) = self.capability(MSI) {
+        if let Some(at) = self.capability(msi::MSI_CAPABILITY) {
             let control = self.read(at) >> 16;
             let wide = control & (1 << 7) != 0;
             let masking = control & (1 << 8) != 0;
@@ -387,8 +389,8 @@ impl<'a, A: ConfigAccess + ?Sized> Function<'a, A> {
                 return field;
             }
         }
-        match self.capability(MSIX) {
-            Some(at) if offset == at => Some(0xC000_0000),
+        match self.capability(msi::MSIX_CAPABILITY) {
+            Some(at) if offset == at => Some(msi::MSIX_ENABLE | msi::MSIX_FUNCTION_MASK),
             _ => None,
         }
     }

@@ -34,7 +34,6 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-use sys::resources;
 use sys::{CNode, Cap, Endpoint, Frame, IoFaultQueue, IoSpace, MapRights, MessageInfo, Slot};
 use vblk_protocol::{
     BLOCK_SIZE, COMPLETIONS, Cost, Driver, FINISH_HELD, FRAME_IPA, Finished, INFO, INTERRUPTS,
@@ -136,6 +135,11 @@ struct Disk {
     wait_first: bool,
     /// Ticks the last request spent taking its MSI after polling.
     msi_ticks: u64,
+    /// Interrupt mode: the last request found its completion without
+    /// waiting, so its MSI is still to be taken (before the next doorbell).
+    owed: bool,
+    /// Requests whose completion the driver slept for (`COMPLETIONS`).
+    slept: u64,
     /// Runs init started before this one (the capability table's `start`).
     start: u64,
     /// What its image injects (the capability table's `inject`), whether
@@ -204,13 +208,8 @@ fn main(startup: &rt::Startup) -> i32 {
 
 /// Asks init for everything, builds the stage 1 and starts the device.
 fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure> {
-    let pci = resources::pci_address(DEVICE.0, DEVICE.1, DEVICE.2);
-    let (device, _) = resources::request_device(init, pci, BADGE)
-        .map_err(|e| fail(format_args!("asking init for 00:05.0: {e:?}")))?;
-    let space = resources::request_space(init, pci, SPACE_SIZE)
-        .map_err(|e| fail(format_args!("asking init for a 2 MiB IoSpace: {e:?}")))?;
-    let (faults, _signal) = resources::request_fault_queue(init, pci)
-        .map_err(|e| fail(format_args!("asking init for a fault queue: {e:?}")))?;
+    let granted = driverkit::start::request(init, DEVICE, BADGE, SPACE_SIZE)?;
+    let (device, space, faults) = (granted.device, granted.space, granted.faults);
     let table = virtio::dma::install(Setup {
         space,
         table_slot: USER_TABLE_SLOT,
@@ -218,9 +217,7 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
         tables: (TABLES_VA, TABLES_IPA, TABLE_FRAMES),
         iova: POOL_IOVA,
     })?;
-    device
-        .attach_nested(table)
-        .map_err(|e| fail(format_args!("IoDevice.AttachNested: {e:?}")))?;
+    granted.attach(table)?;
     virtio::dma::map_fixed(FRAME_IOVA, FRAME_IPA)?;
     rt::println!(
         "[vblk] init gave the device (slot {}), a 2 MiB IoSpace (slot {}) and a fault queue; its own stage-1 table is bound and the device attached nested under the IoSpace",
@@ -260,14 +257,8 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
     let interrupt = virtio::msix::enable(init, DEVICE, device, &bars, 0, MSI_IOVA)?;
     match interrupt {
         Some(line) => rt::println!(
-            "[vblk] interrupt mode: init gave an MSI line; the device's MSI-X vector 0 writes {:#x} <- {:#x}{}",
-            line.message.0,
-            line.message.1,
-            if cfg!(target_arch = "x86_64") {
-                " (an interrupt remapping entry that accepts only this device)"
-            } else {
-                ", an IOVA its stage 1 maps to the GICv2m doorbell the kernel keeps in the IoSpace"
-            }
+            "[vblk] interrupt mode: init gave an MSI line; {}",
+            line.describe()
         ),
         None => rt::println!("[vblk] polling mode: the image gives no MSI line"),
     }
@@ -291,6 +282,8 @@ fn start(init: Cap<Endpoint>, cnode: Option<Cap<CNode>>) -> Result<Disk, Failure
         interrupts: 0,
         wait_first: false,
         msi_ticks: 0,
+        owed: false,
+        slept: 0,
         start: 0,
         injects: 0,
         inject: 0,
@@ -335,7 +328,7 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
                 return 1;
             }
         };
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         let (iommu, doorbell) = (
             virtio::dma::counters().iommu_ticks,
             virtio::platform::doorbell_ticks(),
@@ -349,7 +342,7 @@ fn serve(clients: Cap<Endpoint>, disk: &mut Option<Disk>) -> i32 {
                     READ | WRITE | READ_FRAME | WRITE_FRAME => {
                         let cost = Cost {
                             wait: disk.wait,
-                            driver: (rt::bench::counter() - start).saturating_sub(disk.wait),
+                            driver: (rt::bench::io_counter() - start).saturating_sub(disk.wait),
                             iommu: virtio::dma::counters().iommu_ticks - iommu + disk.frame_ticks,
                             doorbell: virtio::platform::doorbell_ticks() - doorbell,
                         }
@@ -394,6 +387,10 @@ fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 
         ]),
         WAIT_FIRST if disk.interrupt.is_some() => {
             disk.wait_first = block != 0;
+            // Whatever was owed, a `WAIT_FIRST` read's wait may take it
+            // instead: never wait for an MSI that may not come (a signal
+            // left pending costs the next request one more wake).
+            disk.owed = false;
             Ok([0; 4])
         }
         COMPLETIONS => Ok([
@@ -404,7 +401,7 @@ fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 
             },
             disk.interrupts,
             disk.msi_ticks,
-            0,
+            disk.slept,
         ]),
         STATS => {
             let counters = virtio::dma::counters();
@@ -491,6 +488,7 @@ fn answer(disk: &mut Disk, label: u32, block: u64, frame: bool) -> Result<[u64; 
 /// (bounded) to completion.
 fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
     let sector = (block * SECTORS_PER_BLOCK) as usize;
+    take_owed_interrupt(disk, block);
     let mut request = BlkReq::default();
     let mut response = BlkResp::default();
     let data: &mut [u8] = &mut disk.data[..];
@@ -519,22 +517,25 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         crash(block);
     }
     let mut polls = 0;
-    let waiting = rt::bench::counter();
+    let waiting = rt::bench::io_counter();
     while disk.blk.peek_used() != Some(token) {
         polls += 1;
         let look = match disk.interrupt.filter(|_| !disk.wait_first) {
             // Interrupt mode: sleep until the MSI or a fault record (init
             // bound the line to the fault queue's notification), a bounded
-            // number of times; look at the fault queue after each wake.
+            // number of times; look at the fault queue after each wake the
+            // queue signalled (the notification word says who did).
             Some(line) => {
                 if polls == WAKE_LIMIT {
                     lost(disk, block);
                 }
                 match line.wait() {
-                    Ok(fired) => disk.interrupts += u64::from(fired),
+                    Ok(woken) => {
+                        disk.interrupts += u64::from(woken.line);
+                        woken.other
+                    }
                     Err(_) => lost(disk, block),
                 }
-                true
             }
             None => {
                 if polls == POLL_LIMIT {
@@ -546,7 +547,7 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         if look && faulted(disk.faults, &mut disk.seen_faults) {
             // The device could not reach a buffer: a virtio device stops
             // there and never returns the request.
-            disk.wait += rt::bench::counter() - waiting;
+            disk.wait += rt::bench::io_counter() - waiting;
             disk.broken = true;
             rt::println!(
                 "[vblk] block {block}: the device's access faulted (first at {:#x}); the device stops, and so does this driver's I/O",
@@ -556,15 +557,20 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         }
         core::hint::spin_loop();
     }
-    disk.wait += rt::bench::counter() - waiting;
+    disk.wait += rt::bench::io_counter() - waiting;
+    // In interrupt mode: slept for its MSI, or it is still to come.
+    if disk.interrupt.is_some() && !disk.wait_first {
+        disk.owed = polls == 0;
+        disk.slept += u64::from(polls > 0);
+    }
     disk.msi_ticks = 0;
     if let Some(line) = disk.interrupt.filter(|_| disk.wait_first) {
-        let taking = rt::bench::counter();
+        let taking = rt::bench::io_counter();
         match line.wait() {
-            Ok(fired) => disk.interrupts += u64::from(fired),
+            Ok(woken) => disk.interrupts += u64::from(woken.line),
             Err(_) => lost(disk, block),
         }
-        disk.msi_ticks = rt::bench::counter() - taking;
+        disk.msi_ticks = rt::bench::io_counter() - taking;
     }
     #[allow(unsafe_code)]
     // SAFETY: the same buffers `*_nb` took, and the device returned them.
@@ -590,6 +596,21 @@ fn transfer(disk: &mut Disk, block: u64, write: bool) -> Result<(), Status> {
         );
         Status::DeviceError
     })
+}
+
+/// Interrupt mode: takes the MSI of the last request, which found its
+/// completion without waiting, so that the next wait is for the next
+/// request's own (a wake that brings only a fault record leaves it owed).
+fn take_owed_interrupt(disk: &mut Disk, block: u64) {
+    if let Some(line) = disk.interrupt.filter(|_| disk.owed && !disk.wait_first) {
+        match line.wait() {
+            Ok(woken) => {
+                disk.interrupts += u64::from(woken.line);
+                disk.owed = !woken.line;
+            }
+            Err(_) => lost(disk, block),
+        }
+    }
 }
 
 /// The injected `rogue-dma`: the next in-place share (this read's data
@@ -654,19 +675,19 @@ fn map_frame(disk: &mut Disk, device_reads: bool) -> Result<(), Status> {
     } else {
         MapRights::READ_WRITE
     };
-    let start = rt::bench::counter();
+    let start = rt::bench::io_counter();
     let mapped = disk
         .space
         .map(Cap::<Frame>::from_slot(FRAME_SLOT), FRAME_IPA, rights);
-    disk.frame_ticks += rt::bench::counter() - start;
+    disk.frame_ticks += rt::bench::io_counter() - start;
     if let Err(e) = mapped {
         rt::println!("[vblk] IoSpace.Map of the client's Frame at {FRAME_IPA:#x}: {e:?}");
         return Err(Status::NoFrame);
     }
     if cfg!(target_arch = "x86_64") {
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         let composed = virtio::dma::invalidate(FRAME_IOVA, BLOCK_SIZE as u64);
-        disk.frame_ticks += rt::bench::counter() - start;
+        disk.frame_ticks += rt::bench::io_counter() - start;
         composed.map_err(|why| {
             rt::println!("[vblk] {}", why.0);
             Status::DeviceError
@@ -681,13 +702,13 @@ fn map_frame(disk: &mut Disk, device_reads: bool) -> Result<(), Status> {
 /// entry for FRAME_IOVA (the one composed through FRAME_IPA): the pool's
 /// entries keep translating.
 fn drop_frame(disk: &mut Disk) {
-    let start = rt::bench::counter();
+    let start = rt::bench::io_counter();
     if let Some(cnode) = disk.cnode
         && let Err(e) = cnode.delete(FRAME_SLOT)
     {
         rt::println!("[vblk] deleting the client's Frame: {e:?}");
     }
-    disk.frame_ticks += rt::bench::counter() - start;
+    disk.frame_ticks += rt::bench::io_counter() - start;
     disk.frame = false;
     disk.held = false;
 }

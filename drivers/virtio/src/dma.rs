@@ -113,7 +113,7 @@ pub struct Counters {
     pub bounced: u64,
     /// Allocations (`dma_alloc`).
     pub allocations: u64,
-    /// Counter ticks (`rt::bench::counter`) in stage-1 map, unmap and
+    /// Counter ticks (`rt::bench::io_counter`) in stage-1 map, unmap and
     /// invalidation.
     pub iommu_ticks: u64,
     /// Buffers given to the device as a [`redirect`]'s IOVA.
@@ -309,16 +309,16 @@ impl<T: InvalidateRange> Pool<T> {
     }
 
     fn map(&mut self, first: usize, pages: usize, rights: Rights) -> Result<(), Failure> {
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         let mapped = self.map_uncounted(first, pages, rights);
-        self.counters.iommu_ticks += rt::bench::counter() - start;
+        self.counters.iommu_ticks += rt::bench::io_counter() - start;
         mapped
     }
 
     fn unmap(&mut self, first: usize, pages: usize) -> Result<(), Failure> {
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         let unmapped = self.unmap_uncounted(first, pages);
-        self.counters.iommu_ticks += rt::bench::counter() - start;
+        self.counters.iommu_ticks += rt::bench::io_counter() - start;
         unmapped
     }
 
@@ -358,9 +358,9 @@ impl<T: InvalidateRange> Pool<T> {
         if self.stage1.pending_invalidation().is_empty() {
             return Ok(());
         }
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         let flushed = self.flush();
-        self.counters.iommu_ticks += rt::bench::counter() - start;
+        self.counters.iommu_ticks += rt::bench::io_counter() - start;
         flushed
     }
 
@@ -655,7 +655,11 @@ pub fn install(setup: Setup) -> Result<Cap<IoUserTable>, Failure> {
         )));
     }
     let (tables, tables_ipa, frames) = setup.tables;
-    let memory_frames = table_frames(tables, frames);
+    #[allow(unsafe_code)]
+    // SAFETY: the domain maps `frames` table frames read-write at `tables`
+    // for its life (the image's region), and `install`, called once,
+    // makes this the only Rust view of them.
+    let memory_frames = unsafe { driverkit::start::table_frames(tables, frames) };
     let slice = SliceMemory::new(tables_ipa, memory_frames)
         .ok_or_else(|| failure(format_args!("the table frames are not page aligned")))?;
     let pool = BitmapPool::<1>::new(tables_ipa, frames)
@@ -714,15 +718,6 @@ pub fn translate(iova: u64) -> Option<u64> {
     let guard = POOL.lock();
     let pool = guard.as_ref()?;
     pool.stage1.translate(iova).ok().flatten().map(|t| t.ipa)
-}
-
-/// The table frames mapped at `va`, as iopt's memory.
-#[allow(unsafe_code)]
-fn table_frames(va: u64, frames: usize) -> &'static mut [[u64; 512]] {
-    // SAFETY: the domain maps `frames` 4 KiB table frames read-write at
-    // `va` for its life (the image's region), and `install`, called once,
-    // makes this the only Rust view of them.
-    unsafe { core::slice::from_raw_parts_mut(va as *mut [u64; 512], frames) }
 }
 
 /// Zeroes `len` bytes of the pool at `va`.

@@ -21,8 +21,8 @@
 //!   driver an MSI line: the MSI-X table entry in the device's BAR, the
 //!   queue's vector in the common configuration, and MSI-X enabled
 //!   through init's checked configuration write.
-//! - [`crash`]: the drivers' injected `crash-mid-io` failure, for the
-//!   restart tests.
+//! - [`crash`] (`driverkit::crash`): the drivers' injected `crash-mid-io`
+//!   failure, for the restart tests.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -38,21 +38,4 @@ fn failure(args: core::fmt::Arguments<'_>) -> Failure {
     Failure(rt::__format!("{args}"))
 }
 
-/// The injected `crash-mid-io` of a driver's restart test: says so on the
-/// console (`[driver] injected failure: crashing with ...`, then `what`)
-/// and loads from the guard page above the stack, so the run faults and
-/// init, its fault handler, restarts it.
-pub fn crash(driver: &str, what: core::fmt::Arguments<'_>) -> ! {
-    rt::println!(
-        "[{driver}] injected failure: crashing with {what} (a load from the unmapped guard page at {:#x})",
-        sys::names::STACK_TOP
-    );
-    #[allow(unsafe_code)]
-    // SAFETY: none needed for memory safety: init never maps the page at
-    // STACK_TOP (the guard between the stack and the IPC buffer), so the
-    // load faults before it reads anything, and the kernel hands the fault
-    // to init, which never resumes this run.
-    let _ = unsafe { core::ptr::read_volatile(sys::names::STACK_TOP as *const u64) };
-    rt::println!("[{driver}] the load from the guard page did not fault");
-    rt::exit(1)
-}
+pub use driverkit::crash;

@@ -36,7 +36,7 @@ const NEGOTIATED: u64 = 1 << 63;
 /// Counter ticks spent in `notify` (the doorbell write) so far.
 static DOORBELL: AtomicU64 = AtomicU64::new(0);
 
-/// Counter ticks (`rt::bench::counter`) spent ringing doorbells so far.
+/// Counter ticks (`rt::bench::io_counter`) spent ringing doorbells so far.
 pub fn doorbell_ticks() -> u64 {
     DOORBELL.load(Ordering::Relaxed)
 }
@@ -109,9 +109,9 @@ impl<T: Transport> Transport for AccessPlatform<T> {
         // looks (a failure is kept for `dma::take_error`; the device's
         // access then faults).
         let _ = crate::dma::flush();
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         self.inner.notify(queue);
-        DOORBELL.fetch_add(rt::bench::counter() - start, Ordering::Relaxed);
+        DOORBELL.fetch_add(rt::bench::io_counter() - start, Ordering::Relaxed);
     }
 
     fn get_status(&self) -> DeviceStatus {

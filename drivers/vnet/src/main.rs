@@ -34,7 +34,6 @@ mod services;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
-use sys::resources;
 use sys::{Cap, Endpoint, Slot};
 use virtio::Failure;
 use virtio::dma::Setup;
@@ -129,13 +128,8 @@ pub fn crash(what: &str) -> ! {
 
 /// Asks init for everything, builds the stage 1 and starts the device.
 fn start(init: Cap<Endpoint>) -> Result<Nic, Failure> {
-    let pci = resources::pci_address(DEVICE.0, DEVICE.1, DEVICE.2);
-    let (device, _) = resources::request_device(init, pci, BADGE)
-        .map_err(|e| fail(format_args!("asking init for 00:07.0: {e:?}")))?;
-    let space = resources::request_space(init, pci, SPACE_SIZE)
-        .map_err(|e| fail(format_args!("asking init for a 2 MiB IoSpace: {e:?}")))?;
-    let (faults, _) = resources::request_fault_queue(init, pci)
-        .map_err(|e| fail(format_args!("asking init for a fault queue: {e:?}")))?;
+    let granted = driverkit::start::request(init, DEVICE, BADGE, SPACE_SIZE)?;
+    let (device, space, faults) = (granted.device, granted.space, granted.faults);
     let table = virtio::dma::install(Setup {
         space,
         table_slot: USER_TABLE_SLOT,
@@ -143,9 +137,7 @@ fn start(init: Cap<Endpoint>) -> Result<Nic, Failure> {
         tables: (TABLES_VA, TABLES_IPA, TABLE_FRAMES),
         iova: POOL_IOVA,
     })?;
-    device
-        .attach_nested(table)
-        .map_err(|e| fail(format_args!("IoDevice.AttachNested: {e:?}")))?;
+    granted.attach(table)?;
     rt::println!(
         "[vnet] init gave the device (slot {}), a 2 MiB IoSpace (slot {}) and a fault queue; its own stage-1 table is bound (IoUserTable in slot {}) and the device attached nested under the IoSpace",
         device.slot(),

@@ -33,6 +33,13 @@ pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
     pub(crate) nests: u32,
     /// The MSI doorbell page mapped at its reserved IPA (`msi.rs`).
     pub(crate) msi_doorbell: Option<u64>,
+    /// The last-level table of the 2 MiB region a 4 KiB map or unmap last
+    /// reached: (IPA >> 21, table), so the next one in that region
+    /// skips the walk from the root. Stage-2 tables are never taken out
+    /// of the table while the space lives (only unit-wide teardown,
+    /// [`State::free_tables`], frees them, and it clears this), so the
+    /// region's table stays the one its 2 MiB entry points to.
+    pub(crate) leaf_table: Option<(u64, u64)>,
 }
 
 // `Space::nests` holds one bit per nest slot.
@@ -50,6 +57,9 @@ pub(crate) struct Nest {
     /// so a stage-2 unmap drops only the entries that depended on it
     /// (`iommu::vtd::shadow::Dependencies`; unused on SMMUv3).
     pub(crate) dependencies: Dependencies,
+    /// The space's model DID (fixed for the space's life), so an
+    /// invalidation needs no lookup of the space.
+    pub(crate) did: u16,
 }
 
 /// An SMMUv3 stream whose PASIDs (SubstreamIDs) are attached: its CD
@@ -289,6 +299,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             dirty_tracking: false,
             nests: 0,
             msi_doorbell: None,
+            leaf_table: None,
         });
         self.reindex();
         Ok(())
@@ -428,21 +439,46 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         rights: Rights,
     ) -> Result<(), &'static str> {
         let size = page_size(size_bits).ok_or("a Frame size the IOMMU cannot map")?;
-        let (table, dirty_tracking) = {
-            let s = self.space(space)?;
-            (s.table, s.dirty_tracking)
-        };
+        let position = self
+            .space_position(space)
+            .ok_or("the IoSpace has no stage-2 table")?;
+        let Space {
+            table,
+            dirty_tracking,
+            leaf_table,
+            ..
+        } = self.spaces[position];
         let mem = self.mem();
-        table
-            .map(
-                &mem,
-                &mut self.pool.of_space(space),
-                ipa,
-                paddr,
-                size,
-                perms(rights),
-            )
-            .map_err(|_| "the stage-2 table refused the mapping")?;
+        let refused = |_| "the stage-2 table refused the mapping";
+        if size == PageSize::Size4K {
+            // One 4 KiB page: into its region's last-level table, walked
+            // to (and built) only when the region is not the last one.
+            let region = ipa >> 21;
+            let leaf = match leaf_table {
+                Some((r, t)) if r == region => t,
+                _ => {
+                    let t = table
+                        .leaf_table_or_new(&mem, &mut self.pool.of_space(space), ipa)
+                        .map_err(refused)?;
+                    self.spaces[position].leaf_table = Some((region, t));
+                    t
+                }
+            };
+            table
+                .map_4k_in(&mem, leaf, ipa, paddr, perms(rights))
+                .map_err(refused)?;
+        } else {
+            table
+                .map(
+                    &mem,
+                    &mut self.pool.of_space(space),
+                    ipa,
+                    paddr,
+                    size,
+                    perms(rights),
+                )
+                .map_err(refused)?;
+        }
         if dirty_tracking {
             // Written since tracking started: none of it yet.
             let _ = table.set_dirty_state(&mem, ipa, size.bytes(), true);
@@ -452,17 +488,30 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     #[inline]
     fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
-        let (table, nests) = self.space(space).map(|s| (s.table, s.nests))?;
-        let (pa, size) = table
-            .unmap(&self.mem(), ipa)
-            .map_err(|_| "nothing mapped there")?;
+        let s = self
+            .space_position(space)
+            .and_then(|i| self.spaces.get(i))
+            .ok_or("the IoSpace has no stage-2 table")?;
+        let (table, nests) = (s.table, s.nests);
+        let mem = self.mem();
+        // In the region [`State::map`] last reached, the entry is a 4 KiB
+        // leaf of its table (the region's 2 MiB entry is that table).
+        let (pa, bytes) = match s.leaf_table {
+            Some((region, leaf)) if region == ipa >> 21 => table
+                .unmap_4k_in(&mem, leaf, ipa)
+                .map(|pa| (pa, 4096))
+                .map_err(|_| "nothing mapped there")?,
+            _ => table
+                .unmap(&mem, ipa)
+                .map(|(pa, size)| (pa, size.bytes()))
+                .map_err(|_| "nothing mapped there")?,
+        };
         // VT-d shadows were composed through stage 2: the entries composed
         // through the unmapped IPA (a stage-1 table page there, or a leaf
         // pointing into it) are dropped now, before the invalidation that
         // follows; the others keep translating. A space without nests has
         // no shadow to drop.
         if U::SHADOWS && nests != 0 {
-            let bytes = size.bytes();
             self.drop_shadow_dependents((space, &table, nests), ipa & !(bytes - 1), pa, bytes);
         }
         Ok(())
@@ -516,7 +565,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         // share of nests; none may be dropped).
         let tags = core::iter::once(space_tag(did)).chain(bits(shadows).map(U::nest_tag));
         for tag in tags {
-            if !self.pending_tags.contains(&tag) && self.pending_tags.push(tag).is_err() {
+            if !has_tag(&self.pending_tags, tag) && self.pending_tags.push(tag).is_err() {
                 // Too many: invalidate everything (tag 0 marks it).
                 self.pending_tags.clear();
                 let _ = self.pending_tags.push(0);
@@ -530,7 +579,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// closed for the IoSpaces they belong to.
     #[inline]
     fn invalidate_pending(&mut self, unit: &mut U) -> Result<(), &'static str> {
-        let everything = self.pending_tags.contains(&0);
+        let everything = has_tag(&self.pending_tags, 0);
         let tags = core::mem::take(&mut self.pending_tags);
         let spaces = core::mem::take(&mut self.pending_spaces);
         let exposed = if everything {
@@ -574,16 +623,21 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             .alloc_zeroed_frame()
             .ok_or("the IoSpace's table reservation is used up")?;
         let built = unit.build_nest(self, space, root_ipa, index, page);
-        if let Err(why) = built {
+        let did = self.space(space).map(|s| s.did);
+        let (Ok(()), Ok(did)) = (built, did) else {
             self.give_back(Account::Space(space), page);
-            return Err(why);
-        }
+            return Err(built
+                .err()
+                .or(did.err())
+                .unwrap_or("the IoSpace has no stage-2 table"));
+        };
         self.nests[index] = Some(Nest {
             space,
             root_ipa,
             page,
             users: 0,
             dependencies: Dependencies::new(),
+            did,
         });
         if let Some(i) = self.space_position(space) {
             self.spaces[i].nests |= 1 << index;
@@ -802,6 +856,12 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         keep: Option<u64>,
     ) {
         let mem = self.mem();
+        // No space's last-level table cache may outlive its table.
+        for s in self.spaces.iter_mut() {
+            if s.table.root() == table.root() {
+                s.leaf_table = None;
+            }
+        }
         table.for_each_table(&mem, |page| {
             if Some(page) != keep {
                 self.give_back(account, page);
@@ -962,6 +1022,15 @@ fn bits(mut set: u32) -> impl Iterator<Item = usize> {
         set &= set.wrapping_sub(1);
         (bit < 32).then_some(bit as usize)
     })
+}
+
+/// Whether `tags` holds `tag`: a plain loop over the few queued tags
+/// (`<[u16]>::contains` is a chunked search whose set-up cost 72
+/// instructions per `IoSpace.Unmap`, kernel/README.md "Measured").
+#[inline]
+#[allow(clippy::manual_contains)] // `contains` is what this avoids
+fn has_tag(tags: &[u16], tag: u16) -> bool {
+    tags.iter().any(|&t| t == tag)
 }
 
 /// What a refused reservation of a new IoSpace's table pages answers.

@@ -127,9 +127,9 @@ fn timed_read(driver: Cap<Endpoint>) -> Result<(u64, Cost), Status> {
 fn timed(mut read: impl FnMut() -> Result<[u64; 4], Status>) -> Result<(u64, Cost), Status> {
     let mut best: Option<(u64, Cost)> = None;
     for _ in 0..TIMED_READS {
-        let start = rt::bench::counter();
+        let start = rt::bench::io_counter();
         let mrs = read()?;
-        let total = rt::bench::counter() - start;
+        let total = rt::bench::io_counter() - start;
         let cost = Cost::from_mrs([mrs[1], mrs[2], mrs[3]]);
         let without_device = total.saturating_sub(cost.wait);
         if best.is_none_or(|(least, _)| without_device < least) {
@@ -230,6 +230,11 @@ fn interrupts(driver: Cap<Endpoint>) -> Result<(u64, u64), Status> {
     call(driver, COMPLETIONS, 0).map(|mrs| (mrs[1], mrs[2]))
 }
 
+/// The requests the driver slept for so far (`COMPLETIONS`' MR3).
+fn slept(driver: Cap<Endpoint>) -> Result<u64, Status> {
+    call(driver, COMPLETIONS, 0).map(|mrs| mrs[3])
+}
+
 /// A read's cost in interrupt mode: [`Cost`] and, of its `driver` share,
 /// the ticks spent taking the MSI.
 type MsiCost = (Cost, u64);
@@ -242,30 +247,101 @@ type MsiCost = (Cost, u64);
 /// the MSI then lands there instead of in the polling. `None` when no
 /// read took exactly one.
 fn timed_msi_read(driver: Cap<Endpoint>) -> Result<Option<(u64, MsiCost)>, Status> {
+    timed_with_interrupts(
+        driver,
+        |count, _| count == 1,
+        |cost| cost.wait + cost.doorbell,
+    )
+}
+
+/// The cheapest of [`TIMED_READS`] reads of block 0 whose interrupts and
+/// sleeps (`COMPLETIONS`' MR1 and MR3 during the read) `counts` accepts:
+/// the client's total minus `left_out` of the read's cost.
+fn timed_with_interrupts(
+    driver: Cap<Endpoint>,
+    counts: impl Fn(u64, u64) -> bool,
+    left_out: impl Fn(&Cost) -> u64,
+) -> Result<Option<(u64, MsiCost)>, Status> {
     let mut best: Option<(u64, MsiCost)> = None;
-    // Reads by the interrupts taken in them: none, one, more.
+    // Reads by the interrupts taken in them: none, one, more; and those
+    // the driver slept for.
     let mut taken = [0; 3];
+    let mut slept_in = 0;
     for _ in 0..TIMED_READS {
         let (before, _) = interrupts(driver)?;
-        let start = rt::bench::counter();
+        let slept_before = slept(driver)?;
+        let start = rt::bench::io_counter();
         let mrs = call(driver, READ, 0)?;
-        let total = rt::bench::counter() - start;
+        let total = rt::bench::io_counter() - start;
         let cost = Cost::from_mrs([mrs[1], mrs[2], mrs[3]]);
         let (after, msi) = interrupts(driver)?;
         let count = after.saturating_sub(before);
+        let sleeps = slept(driver)?.saturating_sub(slept_before);
         taken[count.min(2) as usize] += 1;
-        let without_device = total.saturating_sub(cost.wait + cost.doorbell);
-        if count == 1 && best.is_none_or(|(least, _)| without_device < least) {
+        slept_in += u64::from(sleeps > 0);
+        let without_device = total.saturating_sub(left_out(&cost));
+        if counts(count, sleeps) && best.is_none_or(|(least, _)| without_device < least) {
             best = Some((without_device, (cost, msi)));
         }
     }
     rt::println!(
-        "[blkclient] of {TIMED_READS} timed reads the driver took no interrupt in {}, one in {}, more in {}",
+        "[blkclient] of {TIMED_READS} timed reads the driver took no interrupt in {}, one in {}, more in {}; it slept for the completion in {slept_in}",
         taken[0],
         taken[1],
         taken[2]
     );
     Ok(best)
+}
+
+/// With the PMU counting instructions (`rt::bench::pmu_counting`: the
+/// benchmark kernel on aarch64, `cargo xtask bench` boots it under
+/// `-icount shift=0,sleep=on`), the cheapest of [`TIMED_READS`] reads of
+/// block 0 in which the driver slept for the completion and took exactly
+/// one interrupt (no `WAIT_FIRST`), nothing left out: INST_RETIRED counts
+/// every instruction the CPU runs, kernel, idle thread and both domains,
+/// and nothing while it sleeps. A read whose completion was there before
+/// the driver looked did not sleep (the driver takes its MSI before the
+/// next doorbell): left out, so the idle switch is in the count. When the
+/// device completes every read before the driver looks (QEMU's NVMe
+/// controller does), so the driver never sleeps, 16 more reads and the
+/// cheapest that took exactly one interrupt: its MSI entry and the
+/// driver's Wait and Ack, and no idle switch, since the CPU never idled.
+fn timed_pmu_read(name: &str, driver: Cap<Endpoint>) -> Result<Option<(u64, MsiCost)>, Status> {
+    let slept = timed_with_interrupts(driver, |count, sleeps| count == 1 && sleeps == 1, |_| 0)?;
+    if slept.is_some() {
+        return Ok(slept);
+    }
+    rt::println!(
+        "[blkclient] {name}: the driver never slept for a completion (the device was always done before it looked): the reads that took one interrupt instead, with no idle switch"
+    );
+    timed_with_interrupts(driver, |count, _| count == 1, |_| 0)
+}
+
+/// Prints the `bench` lines of a [`timed_pmu_read`]: the total and its
+/// parts: `-interrupt` the driver's wait for the completion (from the
+/// doorbell to the look that found it: Notification.Wait, the switch to
+/// the idle thread, the kernel's MSI entry and signal, the switch back,
+/// IrqHandler.Ack), `-doorbell` its doorbell writes, `-iommu` its IOMMU
+/// calls, `-driver` the rest of the driver domain from the request's
+/// arrival to its reply (IOMMU and doorbell included), `-ipc` the rest.
+fn print_pmu_bench(name: &str, timed: Result<Option<(u64, MsiCost)>, Status>) {
+    match timed {
+        Ok(Some((total, (cost, _)))) => {
+            rt::println!("bench {name} instructions={total}");
+            rt::println!(
+                "bench {name}-ipc instructions={}",
+                total.saturating_sub(cost.driver + cost.wait)
+            );
+            rt::println!("bench {name}-driver instructions={}", cost.driver);
+            rt::println!("bench {name}-iommu instructions={}", cost.iommu);
+            rt::println!("bench {name}-doorbell instructions={}", cost.doorbell);
+            rt::println!("bench {name}-interrupt instructions={}", cost.wait);
+        }
+        Ok(None) => {
+            rt::println!("bench {name} FAILED: no read of {TIMED_READS} took exactly one interrupt")
+        }
+        Err(status) => rt::println!("bench {name} FAILED: the read answered {status:?}"),
+    }
 }
 
 /// Prints the `bench` lines of an interrupt-mode read: the total and its
@@ -401,7 +477,35 @@ fn main(startup: &rt::Startup) -> i32 {
         Driver::Nvme => "nvme-read-4k",
     };
     let by_msi = matches!(call(driver, COMPLETIONS, 0), Ok([INTERRUPTS, ..]));
-    if kind == Driver::VirtioBlk && by_msi {
+    if by_msi && rt::bench::pmu_counting() {
+        // The benchmark kernel's PMU (aarch64): the driver sleeps for each
+        // interrupt; only these rows, so they do not overwrite the
+        // release kernel's.
+        let rows: &[(Sharing, &str)] = match kind {
+            Driver::VirtioBlk => &[
+                (Sharing::PerRequest, "blk-read-4k-pmu"),
+                (Sharing::Premapped, "blk-read-4k-premapped-pmu"),
+            ],
+            Driver::Nvme => &[(Sharing::Premapped, "nvme-read-4k-pmu")],
+        };
+        for &(sharing, name) in rows {
+            let shared = match kind {
+                Driver::VirtioBlk => ask(driver, SHARING, sharing.code()).map(|_| ()),
+                Driver::Nvme => Ok(()),
+            };
+            print_pmu_bench(name, shared.and_then(|()| timed_pmu_read(name, driver)));
+        }
+    } else if kind == Driver::Nvme && by_msi {
+        // Interrupt mode (images/nvme-irq.toml): its own row, through the
+        // pre-mapped pool.
+        print_msi_bench(
+            "nvme-read-4k-msi",
+            ask(driver, WAIT_FIRST, 1).and_then(|_| timed_msi_read(driver)),
+        );
+        if let Err(status) = ask(driver, WAIT_FIRST, 0) {
+            rt::println!("[blkclient] WAIT_FIRST 0 (look first again): {status:?}");
+        }
+    } else if kind == Driver::VirtioBlk && by_msi {
         // Interrupt mode (images/blk-irq.toml): only its own rows, so
         // they do not overwrite the polling image's.
         for (sharing, name) in [

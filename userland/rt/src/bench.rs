@@ -27,6 +27,47 @@ pub fn counter() -> u64 {
     }
 }
 
+/// Whether [`io_counter`] counts instructions with the PMU: on aarch64,
+/// when the kernel lets user code read the event counters
+/// (PMUSERENR_EL0.ER, which EL0 may read: only the benchmark kernel sets
+/// it, with event counter 0 counting INST_RETIRED system-wide).
+#[allow(unsafe_code)]
+pub fn pmu_counting() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let enabled: u64;
+        // SAFETY: EL0 may read PMUSERENR_EL0; no memory is touched.
+        unsafe {
+            core::arch::asm!("mrs {}, pmuserenr_el0", out(reg) enabled, options(nomem, nostack))
+        };
+        enabled & (1 << 3) != 0
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// The counter the block I/O benchmarks (drivers and their client) time
+/// with: with [`pmu_counting`], PMU event counter 0 (INST_RETIRED: every
+/// instruction the CPU retires, kernel and every domain included, and
+/// nothing while it sleeps in WFI, so under `-icount shift=0,sleep=on` a
+/// driver that sleeps for its interrupt is counted without the device's
+/// time); else [`counter`].
+#[allow(unsafe_code)]
+pub fn io_counter() -> u64 {
+    #[cfg(target_arch = "aarch64")]
+    if pmu_counting() {
+        let value: u64;
+        // SAFETY: PMUSERENR_EL0.ER lets EL0 read the event counters.
+        unsafe {
+            core::arch::asm!("isb", "mrs {}, pmevcntr0_el0", out(reg) value, options(nomem, nostack))
+        };
+        return value;
+    }
+    counter()
+}
+
 /// Batches [`measure`] takes (the median is reported).
 pub const BATCHES: usize = 7;
 

@@ -18,12 +18,18 @@ pub fn bring_up(config: ModelConfig, depth: u16) -> (Model, Result<ModelControll
 
 /// Brings the driver up against `model` (set up by the test first).
 pub fn bring_up_on(model: &Model, depth: u16) -> Result<ModelController, Error> {
-    Controller::bring_up(
-        model.registers(),
-        model.dma(),
-        model.delay(),
-        Config { queue_depth: depth },
+    bring_up_with(
+        model,
+        Config {
+            queue_depth: depth,
+            ..Config::default()
+        },
     )
+}
+
+/// Brings the driver up against `model` with `config`.
+pub fn bring_up_with(model: &Model, config: Config) -> Result<ModelController, Error> {
+    Controller::bring_up(model.registers(), model.dma(), model.delay(), config)
 }
 
 /// Brings the driver up and expects it to succeed cleanly.

@@ -16,7 +16,7 @@
 //! | [`WRITE_FRAME`] | block number, with the client's Frame | the same, the device reading the Frame | 0 |
 //! | [`READ_FRAME_HELD`] | block number, with the client's Frame | as `READ_FRAME`, but keeps the Frame mapped: the I/O stays open | the IOVA the device was given |
 //! | [`FINISH_HELD`] | block number | has the device write the block through the held Frame's IOVA again, then drops the Frame | [`Finished`] in MR0..MR2 |
-//! | [`COMPLETIONS`] | 0 | nothing | [`POLLING`] or [`INTERRUPTS`]; MR1 the device interrupts taken so far; MR2 the ticks the last request spent taking its MSI after polling (`WAIT_FIRST`), else 0 |
+//! | [`COMPLETIONS`] | 0 | nothing | [`POLLING`] or [`INTERRUPTS`]; MR1 the device interrupts taken so far; MR2 the ticks the last request spent taking its MSI after polling (`WAIT_FIRST`), else 0; MR3 the requests so far for whose completion the driver slept (waited on its MSI after the doorbell, with no earlier MSI pending) |
 //! | [`WAIT_FIRST`] | 1 or 0 | in interrupt mode, the next requests poll to the completion, then take its MSI (1), or sleep until the MSI (0) | 0 |
 //!
 //! `INFO`'s reply MR1 names the driver ([`Driver`]).
@@ -67,8 +67,12 @@ pub const READ_FRAME_HELD: u32 = 0x20_0008;
 /// Frame's IOVA once more, and the driver drops the Frame.
 pub const FINISH_HELD: u32 = 0x20_0009;
 /// Ask how the driver learns of completions: reply MR0 [`POLLING`] or
-/// [`INTERRUPTS`], MR1 the device interrupts it has taken. A driver that
-/// only polls may answer `UnknownRequest`.
+/// [`INTERRUPTS`], MR1 the device interrupts it has taken, MR2 the ticks
+/// the last request spent taking its MSI after polling ([`WAIT_FIRST`]),
+/// MR3 the requests it slept for. In interrupt mode a driver takes a
+/// request's MSI before ringing the next doorbell if the request found its
+/// completion without waiting, so each wait is for the request's own MSI.
+/// A driver that only polls may answer `UnknownRequest`.
 pub const COMPLETIONS: u32 = 0x20_000A;
 /// `COMPLETIONS`' MR0: the driver polls for completions.
 pub const POLLING: u64 = 0;

@@ -61,9 +61,47 @@ pub fn start(loader_x0: u64, upcalls: &'static super::Upcalls) -> Result<BootInf
     unsafe {
         core::arch::asm!("mrs {t}, cntkctl_el1", "orr {t}, {t}, #2", "orr {t}, {t}, #0x200", "msr cntkctl_el1, {t}", t = out(reg) _, options(nostack))
     };
+    #[cfg(feature = "bench")]
+    count_instructions_for_user();
     // QEMU leaves x0 = 0 for a bare ELF; the DTB is at the start of RAM.
     let dtb = if loader_x0 != 0 { loader_x0 } else { VIRT_DTB };
     Ok(BootInfo::new(Platform::DeviceTree { dtb }))
+}
+
+/// The benchmark kernel only: PMU event counter 0 counts INST_RETIRED
+/// (event 0x08) at EL1 and EL0, system-wide (never reset or switched), and
+/// user code may read it (PMUSERENR_EL0.ER: reads of the event counters,
+/// no writes). Under QEMU's `-icount` it counts executed instructions and
+/// nothing while the vCPU sleeps in WFI, so the block benchmarks
+/// (`rt::bench::io_counter`) can count what the CPU runs per I/O with the
+/// driver sleeping for its interrupt (`-icount shift=0,sleep=on`).
+#[cfg(feature = "bench")]
+fn count_instructions_for_user() {
+    const INST_RETIRED: u64 = 0x08;
+    const PMCR_ENABLE: u64 = 1;
+    const PMUSERENR_ER: u64 = 1 << 3;
+    // SAFETY: PMU configuration only: PMEVTYPER0_EL0 with the event and
+    // no filter bits (EL1 and EL0 counted), counter 0 enabled
+    // (PMCNTENSET_EL0), the PMU enabled (PMCR_EL0.E), and EL0 read access
+    // to the event counters; no memory is touched and nothing else in the
+    // kernel uses the PMU.
+    unsafe {
+        core::arch::asm!(
+            "msr pmevtyper0_el0, {event}",
+            "msr pmcntenset_el0, {one}",
+            "mrs {t}, pmcr_el0",
+            "orr {t}, {t}, {enable}",
+            "msr pmcr_el0, {t}",
+            "msr pmuserenr_el0, {user}",
+            "isb",
+            event = in(reg) INST_RETIRED,
+            one = in(reg) 1u64,
+            enable = in(reg) PMCR_ENABLE,
+            user = in(reg) PMUSERENR_ER,
+            t = out(reg) _,
+            options(nostack)
+        )
+    };
 }
 
 /// Stops TTBR0 walks (TCR_EL1.EPD0) so the boot identity map is gone.
