@@ -67,6 +67,7 @@ impl Env for Kernel {
             Flaw::DeviceSurvivesDelete => Seed::IoDeviceSurvivesDelete,
             Flaw::DanglingReferences => Seed::DanglingReferences,
             Flaw::SkipSvaInvalidation => Seed::SvaSkipInvalidation,
+            Flaw::SkipDirtyFlush => Seed::DirtySkipFlush,
             #[cfg(target_arch = "aarch64")]
             Flaw::NoMsiDoorbell => Seed::NoMsiDoorbell,
             #[cfg(not(target_arch = "aarch64"))]
@@ -528,11 +529,30 @@ pub fn pasids_supported(nested: bool) -> bool {
 
 /// Whether devices can attach to IoSpaces (a stage 2): not on a VT-d
 /// unit with first-stage translation only (QEMU `x-flts=on`), where
-/// `IoDevice.Attach` answers `NotSupported`.
+/// nesting (`IoDevice.AttachNested`) answers `NotSupported`.
 pub fn stage2_supported() -> bool {
     UNIT.lock()
         .as_mut()
         .is_some_and(|unit| hw(unit).stage2_supported())
+}
+
+/// Whether devices can attach straight to IoSpaces: through a stage 2,
+/// or on a VT-d unit with first-stage translation only (QEMU `x-flts=on`)
+/// through IoSpaces written as first-stage tables. Nesting needs
+/// [`stage2_supported`].
+pub fn spaces_supported() -> bool {
+    UNIT.lock()
+        .as_mut()
+        .is_some_and(|unit| hw(unit).spaces_supported())
+}
+
+/// Whether IoSpaces are first-stage tables (VT-d without a second stage),
+/// which cannot express a write-only mapping (x86 paging has no
+/// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
+pub fn first_stage_spaces() -> bool {
+    UNIT.lock()
+        .as_mut()
+        .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
 }
 
 /// Before `IoDevice.BindVSpace` of `device` (`pasid` `None`) or

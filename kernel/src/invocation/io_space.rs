@@ -61,6 +61,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             if rights > 3 {
                 return Err(Error::InvalidRights);
             }
+            // x86 paging (first-stage IoSpaces) cannot refuse reads of a
+            // present page: a write-only mapping would grant reads too.
+            if rights == u64::from(Rights::WRITE.bits()) && crate::io_space::first_stage_spaces() {
+                return Err(Error::NotSupported);
+            }
             // Device memory never goes into an IoSpace: no peer-to-peer
             // DMA, and the VT-d shadow walk reads only RAM as tables.
             let (paddr, bits) = objects::memory_of(caps, frame)?;

@@ -399,7 +399,8 @@ where
         Ok(object)
     }
 
-    fn did(&self, space: ObjectId) -> u16 {
+    /// The model DID of `space`.
+    pub fn did(&self, space: ObjectId) -> u16 {
         self.spaces[&space].did
     }
 
@@ -618,6 +619,13 @@ where
         let root = table.root();
         self.stage1_pages.insert(root, pages);
         Ok(root)
+    }
+
+    /// The IPAs of the table pages set aside for the driver's stage 1 at
+    /// `root`, in the order its tables took them: root, level 3, level 2,
+    /// the last-level table of the data pages, then spares.
+    pub fn stage1_table_ipas(&self, root: u64) -> Vec<u64> {
+        self.stage1_pages[&root].keys().copied().collect()
     }
 
     /// The driver maps `iova` -> `ipa` (read-write) in its stage 1 at
