@@ -129,15 +129,25 @@ pub fn handle_thread(caller: &Caller) -> Next {
 
 /// An invocation [`round_trip_fast`] found: `Frame.Map` / `Unmap`'s and
 /// `IoUserTable.Invalidate`'s own fast paths first (the latter as in
-/// [`handle_general`]), then [`invoke`]. Out of line and small: with the
-/// two label tests inlined into [`handle_thread`], the round trip paid
-/// 6-8 instructions more on aarch64; inside [`invoke`], the fast paths
-/// paid its larger frame (`Frame.Map` + `Unmap` +40).
+/// [`handle_general`]), chosen by the label, then [`invoke`] for whatever
+/// they leave. Out of line: with the label tests inlined into
+/// [`handle_thread`], the round trip paid 6-8 instructions more on
+/// aarch64; inside [`invoke`], the fast paths paid its larger frame
+/// (kernel/README.md "Measured", the Frame fast path).
 #[inline(never)]
 fn invoke_fast_first(caller: &Caller) {
-    if !crate::invocation::frame_fast(caller.thread, caller.cspace, caller.ipc_buffer)
-        && !crate::invocation::invalidate_fast(caller.thread, caller.cspace)
-    {
+    use abi::Invocation;
+    // The two Frame labels are consecutive: one comparison.
+    const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
+    let label = (crate::sched::tcb(caller.thread).context.syscall_arg(1) >> 32) as u32;
+    let answered = if label.wrapping_sub(Invocation::FrameMap as u32) <= 1 {
+        crate::invocation::frame_now(caller.thread, caller.cspace, caller.ipc_buffer)
+    } else if label == Invocation::IoUserTableInvalidate as u32 {
+        crate::invocation::invalidate_now(caller.thread, caller.cspace)
+    } else {
+        false
+    };
+    if !answered {
         invoke(caller);
     }
 }

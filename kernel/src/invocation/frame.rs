@@ -129,19 +129,10 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 /// IOMMU failure record; `Unmap` of a CPU mapping may invalidate the
 /// IOTLB of devices bound to the VSpace (SVA), so it keeps it.
 ///
-/// The test of the label is inlined into the system-call path; the rest
-/// is out of line.
-#[inline(always)]
-pub fn frame_fast(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
-    // The two labels are consecutive: one comparison.
-    const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
-    let label = (crate::sched::tcb(thread).context.syscall_arg(1) >> 32) as u32;
-    label.wrapping_sub(Invocation::FrameMap as u32) <= 1 && frame_now(thread, cspace, ipc_buffer)
-}
-
-/// [`frame_fast`] once the label is `Frame.Map` or `Frame.Unmap`.
+/// The caller (`syscall::invoke_fast_first`) has tested the label; this
+/// checks the rest.
 #[inline(never)]
-fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
+pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
     let context = &crate::sched::tcb(thread).context;
     if context.syscall_number() != abi::Syscall::Call as u64 {
         return false;

@@ -287,9 +287,10 @@ pub fn invalidate_fast(thread: u64, cspace: SlotId) -> bool {
 }
 
 /// [`invalidate_fast`] once the message's label is
-/// `IoUserTable.Invalidate`: the rest of the tests, and the call.
+/// `IoUserTable.Invalidate` (also called so by
+/// `syscall::invoke_fast_first`): the rest of the tests, and the call.
 #[inline(never)]
-fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
+pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
     let context = &crate::sched::tcb(thread).context;
     if context.syscall_number() != abi::Syscall::Call as u64 {
         return false;

@@ -34,10 +34,10 @@
 mod cnode;
 mod fault_queue;
 mod frame;
-pub use frame::frame_fast;
+pub use frame::frame_now;
 mod io_device;
 mod io_space;
-pub use io_space::invalidate_fast;
+pub use io_space::{invalidate_fast, invalidate_now};
 mod irq;
 mod page_table;
 mod tcb;
