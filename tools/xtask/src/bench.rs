@@ -699,7 +699,7 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "blk-read-4k-zerocopy-pmu",
         source: Source::PmuImage("blk-irq"),
         unit: Unit::Instructions,
-        description: "blk-read-4k-pmu with (c) zero copy, the honest peer of Linux's strict IOMMU mode: the client's Frame capability travels with the request, the driver maps it into its IoSpace and stage 1 (request header and status through the pre-mapped pool), the device DMAs straight into it, and the driver deletes the Frame (IoSpace unmap and invalidation) before the reply",
+        description: "blk-read-4k-pmu with (c) zero copy, the honest peer of Linux's strict IOMMU mode: the client's Frame capability travels with the request, the driver maps it into its IoSpace behind the fixed IOVA its stage 1 keeps (request header and status through the pre-mapped pool), the device DMAs straight into it, and the driver deletes the Frame (the kernel's IoSpace unmap and invalidation) before the reply",
         target: |arch| (arch == Arch::Aarch64).then_some(11_600),
     },
     pmu_part(
@@ -731,7 +731,7 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "nvme-read-4k-zerocopy-pmu",
         source: Source::PmuImage("nvme-irq"),
         unit: Unit::Instructions,
-        description: "nvme-read-4k-pmu with (c) zero copy, the honest peer of Linux's strict IOMMU mode: the client's Frame capability travels with the request, the driver maps it into its IoSpace and stage 1 as the PRP, the controller DMAs straight into it, and the driver deletes the Frame (IoSpace unmap and invalidation) before the reply",
+        description: "nvme-read-4k-pmu with (c) zero copy, the honest peer of Linux's strict IOMMU mode: the client's Frame capability travels with the request, the driver maps it into its IoSpace behind the fixed IOVA its stage 1 keeps (the command's PRP), the controller DMAs straight into it, and the driver deletes the Frame (the kernel's IoSpace unmap and invalidation) before the reply",
         target: |arch| (arch == Arch::Aarch64).then_some(6_500),
     },
     pmu_part(
