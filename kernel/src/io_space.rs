@@ -67,6 +67,7 @@ impl Env for Kernel {
             Flaw::DeviceSurvivesDelete => Seed::IoDeviceSurvivesDelete,
             Flaw::DanglingReferences => Seed::DanglingReferences,
             Flaw::SkipSvaInvalidation => Seed::SvaSkipInvalidation,
+            Flaw::SkipDirtyFlush => Seed::DirtySkipFlush,
             #[cfg(target_arch = "aarch64")]
             Flaw::NoMsiDoorbell => Seed::NoMsiDoorbell,
             #[cfg(not(target_arch = "aarch64"))]
@@ -303,6 +304,11 @@ pub fn reconcile(
 /// `root_ipa`). Returns the first IOVA not processed and the invalidation
 /// commands issued; `IommuTimeout` if the unit does not complete them
 /// (the nest's devices are then blocked).
+///
+/// A whole invocation under one acquisition of each lock: the failure
+/// record is forgotten before and taken after, as `invocation::invoke`
+/// does around every invocation, so the fast path
+/// (`invocation::invalidate_fast`) can call it alone.
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
@@ -311,9 +317,10 @@ pub fn invalidate_user_table(
 ) -> Result<(u64, u64), Error> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
-    STATE
-        .lock()
-        .invalidate_user_table(hw(unit), space, root_ipa, start, length)
+    let mut state = STATE.lock();
+    state.forget_failure();
+    let done = state.invalidate_user_table(hw(unit), space, root_ipa, start, length);
+    state.take_failure().map_or(done, Err)
 }
 
 /// `IoFaultQueue.Bind`'s kernel half: records of `queue` signal
@@ -522,11 +529,30 @@ pub fn pasids_supported(nested: bool) -> bool {
 
 /// Whether devices can attach to IoSpaces (a stage 2): not on a VT-d
 /// unit with first-stage translation only (QEMU `x-flts=on`), where
-/// `IoDevice.Attach` answers `NotSupported`.
+/// nesting (`IoDevice.AttachNested`) answers `NotSupported`.
 pub fn stage2_supported() -> bool {
     UNIT.lock()
         .as_mut()
         .is_some_and(|unit| hw(unit).stage2_supported())
+}
+
+/// Whether devices can attach straight to IoSpaces: through a stage 2,
+/// or on a VT-d unit with first-stage translation only (QEMU `x-flts=on`)
+/// through IoSpaces written as first-stage tables. Nesting needs
+/// [`stage2_supported`].
+pub fn spaces_supported() -> bool {
+    UNIT.lock()
+        .as_mut()
+        .is_some_and(|unit| hw(unit).spaces_supported())
+}
+
+/// Whether IoSpaces are first-stage tables (VT-d without a second stage),
+/// which cannot express a write-only mapping (x86 paging has no
+/// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
+pub fn first_stage_spaces() -> bool {
+    UNIT.lock()
+        .as_mut()
+        .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
 }
 
 /// Before `IoDevice.BindVSpace` of `device` (`pasid` `None`) or

@@ -228,7 +228,11 @@ impl Unit {
                 let pasid_bits = if ecap.pasid() { ecap.pasid_bits() } else { 0 };
                 // DID 0 is reserved when caching mode is on; never hand it out.
                 let dids = (1u32 << unit.capability().domain_id_bits()).saturating_sub(1);
-                (pasid_bits, dids, unit.capability().mgaw())
+                // First-stage IoSpaces (no second stage): canonical, 47 bits.
+                let ipa_bits = iospace::IoUnit::space_ipa_bits(unit)
+                    .unwrap_or(unit.capability().mgaw())
+                    .min(unit.capability().mgaw());
+                (pasid_bits, dids, ipa_bits)
             }
             #[cfg(target_arch = "aarch64")]
             Unit::Smmu(smmu) => {
@@ -260,7 +264,8 @@ impl Unit {
     }
 
     /// `IommuIdentify`'s reply: vendor (1 VT-d, 2 SMMUv3), translation bits
-    /// (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow nesting), PASID
+    /// (0 stage 1, 1 stage 2, 2 hardware nesting, 3 shadow nesting, 4
+    /// IoSpaces are first-stage tables: VT-d without a stage 2), PASID
     /// width, page sizes (bit set of log2 sizes), domain ids, dirty
     /// tracking (0 stage 2: `IoSpace.SetDirtyTracking` works; 1 first-stage
     /// A/D bits).
@@ -289,11 +294,20 @@ impl Unit {
                     0
                 };
                 let mut pages = 1u64 << 12;
-                if cap.second_stage_2m() {
+                if iospace::IoUnit::space_ipa_bits(vtd).is_some() {
+                    // First-stage IoSpaces: 2 MiB always, 1 GiB with FL1GP.
+                    stages |= 16;
                     pages |= 1 << 21;
-                }
-                if cap.second_stage_1g() {
-                    pages |= 1 << 30;
+                    if cap.fl1gp() {
+                        pages |= 1 << 30;
+                    }
+                } else {
+                    if cap.second_stage_2m() {
+                        pages |= 1 << 21;
+                    }
+                    if cap.second_stage_1g() {
+                        pages |= 1 << 30;
+                    }
                 }
                 (1, stages, pages)
             }

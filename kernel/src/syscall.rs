@@ -44,7 +44,9 @@ impl Caller {
 
 /// Performs `Call` on an object capability: an invocation. The message is
 /// copied out of the caller's TCB first, so the invocation may change any
-/// TCB, the caller's own included.
+/// TCB, the caller's own included. Out of line: the round trip's fast path
+/// ([`handle_thread`]) reaches it too and stays small.
+#[inline(never)]
 fn invoke(caller: &Caller) {
     let (cap, info_word, registers) = {
         let context = &crate::sched::tcb(caller.thread).context;
@@ -60,23 +62,35 @@ fn invoke(caller: &Caller) {
         Ok(info) => info,
         Err(e) => return reply(u64::from(e.code()), 0, [0; 4]),
     };
-    let mut mrs = [0u64; 8];
-    for (i, mr) in mrs.iter_mut().enumerate() {
-        *mr = if i < 4 {
-            registers[i]
-        } else {
-            caller.buffer_word(i)
-        };
+    // The IPC buffer is read only when the message reaches into it: a
+    // decoder reads a register or an extra capability only below the
+    // length or count it checked (`invocation::Call`), so the rest may stay
+    // zero.
+    let mut mrs = [
+        registers[0],
+        registers[1],
+        registers[2],
+        registers[3],
+        0,
+        0,
+        0,
+        0,
+    ];
+    if info.length > 4 {
+        for (i, mr) in mrs.iter_mut().enumerate().skip(4) {
+            *mr = caller.buffer_word(i);
+        }
     }
+    let extra_caps = if info.extra_caps == 0 {
+        [0; 3]
+    } else {
+        [0, 1, 2].map(|i| caller.extra_cap(i))
+    };
     let message = crate::invocation::Message {
         cap,
         info,
         mrs,
-        extra_caps: [
-            caller.extra_cap(0),
-            caller.extra_cap(1),
-            caller.extra_cap(2),
-        ],
+        extra_caps,
     };
     match crate::invocation::invoke(caller.cspace, &message) {
         Ok(result) => {
@@ -103,18 +117,39 @@ fn invoke(caller: &Caller) {
 /// goes the general way ([`handle_general`], out of line).
 #[inline]
 pub fn handle_thread(caller: &Caller) -> Next {
-    if round_trip_fast(caller) {
-        return Next::Resume;
+    match round_trip_fast(caller) {
+        Fast::Done => Next::Resume,
+        Fast::Invoke => {
+            // `IoUserTable.Invalidate`'s own fast path first, as in
+            // `handle_general`.
+            if !crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+                invoke(caller);
+            }
+            Next::Resume
+        }
+        Fast::General => handle_general(caller),
     }
-    handle_general(caller)
+}
+
+/// What [`round_trip_fast`] found.
+enum Fast {
+    /// The round trip's half is done.
+    Done,
+    /// A `Call` (not with the fault label) on a capability that is not an
+    /// endpoint: an invocation, as [`handle_general`] would decide after
+    /// the same lookup.
+    Invoke,
+    /// Anything else: [`handle_general`] decides, nothing changed.
+    General,
 }
 
 /// A `Call` or `ReplyRecv` on an endpoint that `sched::call_fast` or
-/// `sched::reply_recv_fast` completes: `true` once done; `false`, having
-/// changed nothing, for the general path to decide (it repeats these
-/// checks, and refuses the fault label with its error).
+/// `sched::reply_recv_fast` completes ([`Fast::Done`]), or a `Call` that is
+/// an invocation ([`Fast::Invoke`]); otherwise nothing changed and the
+/// general path decides (it repeats these checks, and refuses the fault
+/// label with its error).
 #[inline(always)]
-fn round_trip_fast(caller: &Caller) -> bool {
+fn round_trip_fast(caller: &Caller) -> Fast {
     let context = &crate::sched::tcb(caller.thread).context;
     let (number, cap, info) = (
         context.syscall_number(),
@@ -123,32 +158,38 @@ fn round_trip_fast(caller: &Caller) -> bool {
     );
     let call = number == Syscall::Call as u64;
     if !call && number != Syscall::ReplyRecv as u64 || info >> 32 == u64::from(abi::FAULT_LABEL) {
-        return false;
+        return Fast::General;
     }
     let rights = if call {
         caps::Rights::WRITE
     } else {
         caps::Rights::READ
     };
-    let Ok(endpoint) = crate::objects::lookup_cached(
+    let done = match crate::objects::lookup_cached(
         caller.thread,
         caller.cspace,
         cap,
         caps::ObjectKind::Endpoint,
         rights,
-    ) else {
-        return false;
+    ) {
+        Ok(endpoint) if call => crate::sched::call_fast(caller.thread, &endpoint),
+        Ok(endpoint) => crate::sched::reply_recv_fast(caller.thread, &endpoint),
+        // The lookup checks the kind first, whatever the rights.
+        Err(Error::WrongKind) if call => return Fast::Invoke,
+        Err(_) => false,
     };
-    if call {
-        crate::sched::call_fast(caller.thread, &endpoint)
-    } else {
-        crate::sched::reply_recv_fast(caller.thread, &endpoint)
-    }
+    if done { Fast::Done } else { Fast::General }
 }
 
 /// [`handle_thread`] for every system call the fast path did not complete.
 #[inline(never)]
 fn handle_general(caller: &Caller) -> Next {
+    // The driver's one call after writing its stage-1 entries (issue 13),
+    // tested here, out of the scheduler loop's code, so that the other
+    // system calls pay one load and one comparison.
+    if crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+        return Next::Resume;
+    }
     let (number, cap) = {
         let context = &crate::sched::tcb(caller.thread).context;
         (context.syscall_number(), context.syscall_arg(0))

@@ -184,8 +184,9 @@ pub fn install_table(entry: u64, table_pa: u64) {
 }
 
 /// Checks that a page of `2^size_bits` bytes could be mapped at `va` without
-/// allocating: every level above it present, the leaf empty.
-pub fn can_map(root_pa: u64, va: u64, size_bits: u8) -> Result<(), MapError> {
+/// allocating: every level above it present, the leaf empty. Returns the
+/// leaf entry's physical address, for [`write_leaf`].
+pub fn can_map(root_pa: u64, va: u64, size_bits: u8) -> Result<u64, MapError> {
     let level = if size_bits == 21 {
         LEVELS - 2
     } else {
@@ -194,36 +195,24 @@ pub fn can_map(root_pa: u64, va: u64, size_bits: u8) -> Result<(), MapError> {
     if !va.is_multiple_of(1 << size_bits) || va >= paging::USER_TOP {
         return Err(MapError::BadAddress(va));
     }
-    if paging::entry_valid(slot_at(root_pa, va, level)?.read()) {
+    let slot = slot_at(root_pa, va, level)?;
+    if paging::entry_valid(slot.read()) {
         return Err(MapError::AlreadyMapped(va));
     }
-    Ok(())
+    Ok(slot.phys())
 }
 
-/// Writes the leaf for a page checked by [`can_map`].
-pub fn map_leaf(
-    root_pa: u64,
-    va: u64,
-    pa: u64,
-    size_bits: u8,
-    rights: Rights,
-    memory: Memory,
-) -> Result<(), MapError> {
-    can_map(root_pa, va, size_bits)?;
-    let level = if size_bits == 21 {
-        LEVELS - 2
-    } else {
-        LEVELS - 1
-    };
-    let slot = slot_at(root_pa, va, level)?;
-    let entry = if size_bits == 21 {
+/// Writes the leaf of a `2^size_bits`-byte page at the entry [`can_map`]
+/// returned for it (the tables have not changed since).
+pub fn write_leaf(entry: u64, pa: u64, size_bits: u8, rights: Rights, memory: Memory) {
+    let entry_value = if size_bits == 21 {
         paging::large_leaf_entry(pa, rights, memory)
     } else {
         paging::leaf_entry(pa, rights, memory)
     };
-    // The leaf was empty.
-    slot.write(entry);
-    Ok(())
+    // `entry` is the empty leaf entry of a live table of an address space
+    // that `can_map` found, under the capability lock held since.
+    mem::write_u64(entry, entry_value);
 }
 
 /// Clears the leaf mapping `va` (if the tables still lead there) and flushes.

@@ -101,7 +101,7 @@ pub enum Invocation {
 
     /// IrqControl: create a handler for line `MR0` in slot `MR1`.
     /// Errors: `OutOfScope` (no such line, or not one a user may own),
-    /// `DeviceInUse`, `ObjectTableFull` (the kernel's line records are full).
+    /// `ObjectTableFull` (the kernel's line records are full), `DeviceInUse`.
     IrqControlGet = 40,
     /// IrqHandler: acknowledge, so the line can fire again.
     IrqHandlerAck = 41,
@@ -127,12 +127,14 @@ pub enum Invocation {
 
     /// IommuControl (read right): reply MR0 vendor (1 VT-d, 2 SMMUv3), MR1
     /// translation bits (0 stage 1: `IoDeviceBindVSpace` can work; 1 stage
-    /// 2: IoSpaces can be attached; 2 hardware nesting, 3 shadow
-    /// nesting), MR2 PASID width in bits, MR3 supported page sizes as a bit
+    /// 2; 2 hardware nesting, 3 shadow nesting; 4 IoSpaces are
+    /// first-stage tables: VT-d with FLTS and no SLTS, QEMU `x-flts=on`;
+    /// devices attach to IoSpaces where bit 1 or bit 4 is set), MR2 PASID width in bits, MR3 supported page sizes as a bit
     /// set of log2 sizes, MR4 number of domain ids, MR5 dirty tracking
     /// (bit 0: `IoSpaceSetDirtyTracking` / `IoSpaceReadDirty` work, the
-    /// unit updates dirty state in stage 2: VT-d ECAP.SLADS in scalable
-    /// mode, SMMUv3 IDR0.HTTU = 2; bit 1: the unit sets accessed / dirty
+    /// unit updates dirty state in IoSpace tables: VT-d ECAP.SLADS in
+    /// scalable mode, or first-stage IoSpaces (MR1 bit 4), SMMUv3
+    /// IDR0.HTTU = 2; bit 1: the unit sets accessed / dirty
     /// bits in first-stage (driver) tables, VT-d ECAP.FLTS; bit 2: page
     /// requests reach `IoFaultQueue`s as recoverable records, answered with
     /// `IoFaultQueueRespond`: VT-d ECAP.PRS in scalable mode, SMMUv3
@@ -146,17 +148,20 @@ pub enum Invocation {
     /// scope), `DeviceInUse`.
     IommuMintDevice = 51,
 
-    /// IoDevice: translate the device's DMA with the stage-2 IoSpace cap 0.
-    /// Errors: `WrongKind` (cap 0 is not an IoSpace), `AlreadyAttached`
-    /// (attached, or bound to a VSpace), `NotSupported` (the unit cannot
-    /// translate through a stage 2: VT-d first stage only, QEMU `x-flts=on`),
-    /// `WrongUnit`, `TableMemoryExhausted` (the IoSpace's table reservation
+    /// IoDevice: translate the device's DMA with the IoSpace cap 0 (its
+    /// stage 2; on a VT-d unit with first-stage translation only, QEMU
+    /// `x-flts=on`, a first-stage table entered through the RID_PASID
+    /// entry). Errors: `WrongKind` (cap 0 is not an IoSpace),
+    /// `AlreadyAttached` (attached, or bound to a VSpace), `NotSupported`
+    /// (the unit can translate through neither), `WrongUnit`, `TableMemoryExhausted` (the IoSpace's table reservation
     /// cannot serve the unit's tables), `ObjectTableFull` (the unit's
     /// attachment or nest records are full), `IoShareExhausted` (the
     /// IoSpace already holds its share of them).
     IoDeviceAttach = 60,
     /// IoDevice: translate the device's DMA with the IoUserTable cap 0 as
-    /// stage 1, nested under its IoSpace. Errors: as attach, `DeadObject`.
+    /// stage 1, nested under its IoSpace. Errors: as attach, `DeadObject`,
+    /// `NotSupported` also where the unit has no stage 2 (VT-d first stage
+    /// only, QEMU `x-flts=on`: nesting composes through a stage 2).
     IoDeviceAttachNested = 61,
     /// IoDevice: block the device's DMA again (ending an IoSpace attachment
     /// or a VSpace binding). Errors: `NotAttached`.
@@ -200,7 +205,9 @@ pub enum Invocation {
     /// 0xFEF0_0000`, aarch64 the MSI doorbell page, the last of the IPA
     /// range), `AddressInUse`, `AlreadyMapped`, `InvalidRights`,
     /// `DeviceMemory` (cap 0 is device memory), `TableMemoryExhausted` (the
-    /// IoSpace's table reservation is used up).
+    /// IoSpace's table reservation is used up), `NotSupported` (write
+    /// without read on a unit whose IoSpaces are first-stage tables,
+    /// `IommuIdentify` MR1 bit 4: x86 paging cannot refuse reads).
     IoSpaceMap = 70,
     /// IoSpace: unmap the Frame cap 0 from this space; caches are invalidated
     /// and the invalidation has completed when the call returns.
@@ -216,9 +223,13 @@ pub enum Invocation {
     /// marks every mapped page clean and flushes the unit's caches, so the
     /// first `ReadDirty` reports what was written since; turning it off
     /// marks them dirty (SMMUv3 write-protects clean pages while tracking).
-    /// Errors: `InvalidArgument` (`MR0` > 1), `NotSupported` (the unit
-    /// cannot track stage-2 dirty state: `IommuIdentify` MR5 bit 0 clear;
-    /// QEMU's SMMUv3 and VT-d), `IommuTimeout`.
+    /// Needs the write right. Errors: `InvalidArgument` (`MR0` > 1),
+    /// `NotSupported` (the unit cannot track: `IommuIdentify` MR5 bit 0
+    /// clear; QEMU's SMMUv3, and its VT-d without `x-flts=on`, where
+    /// IoSpaces are second-stage tables QEMU never marks),
+    /// `InsufficientRights` (no write right), `DeadObject`, `IommuTimeout`
+    /// (the unit did not confirm a flush; the IoSpace's devices are then
+    /// blocked).
     IoSpaceSetDirtyTracking = 73,
     /// IoSpace: report which of the pages `MR0`, `MR0` + 4 KiB, ... (`MR1`
     /// pages) were written by DMA since tracking started or their last
@@ -251,7 +262,8 @@ pub enum Invocation {
 
     /// IoPasid: attach to the IoUserTable or IoSpace cap 0 (which must use the
     /// device's IoSpace). Errors: `NotSupported` (the unit has no PASIDs,
-    /// or no stage 2: VT-d first stage only, QEMU `x-flts=on`),
+    /// or, for an IoUserTable, no stage 2: VT-d first stage only, QEMU
+    /// `x-flts=on`),
     /// `DeviceNotAttached`, `SpaceMismatch`, `AlreadyAttached`, and the
     /// unit's room errors of `IoDeviceAttach`.
     IoPasidAttach = 90,

@@ -3,11 +3,12 @@
 //! blocked DMA must leave in a fault queue.
 
 use crate::device::Edu;
-use crate::nested::Buffer;
+use crate::nested::{Buffer, fault_queue};
 use crate::{LENGTH, PATTERN};
 use rt::check;
+use rt::space::Objects;
 use rt::testing::{Failure, Outcome};
-use sys::{Cap, IoFaultQueue};
+use sys::{Cap, IoDevice, IoFaultQueue, IommuControl, PageTable, Rights};
 
 /// A test failure: `what` went wrong with `e`.
 pub fn failure(what: &str, e: impl core::fmt::Debug) -> Failure {
@@ -66,4 +67,60 @@ pub fn round_trip(
         "a fault record after good DMA: {faults:?}"
     );
     Ok(())
+}
+
+/// The edu a system test drives in PCI slot `slot` (QEMU gave it a 64-bit
+/// DMA mask), its IoDevice capability, a copy badged `badge` and a fault
+/// queue bound to that copy (the records carry the badge).
+pub struct SlotDevice {
+    /// The device's registers.
+    pub edu: Edu,
+    /// Its IoDevice capability, unbadged.
+    pub device: Cap<IoDevice>,
+    /// The copy badged with the caller's badge.
+    pub badged: Cap<IoDevice>,
+    /// The fault queue bound to `badged`.
+    pub queue: Cap<IoFaultQueue>,
+}
+
+/// Finds the edu in `slot` of bus 0 (mapping its registers in `vspace`)
+/// and makes its capabilities from `control`: [`SlotDevice`].
+pub fn device_in_slot(
+    objects: &mut Objects,
+    control: Cap<IommuControl>,
+    vspace: Cap<PageTable>,
+    slot: u8,
+    badge: u64,
+) -> Result<SlotDevice, Failure> {
+    let found = Edu::find_all(objects, vspace)?;
+    let Some(edu) = found.into_iter().flatten().find(|e| e.bdf.device == slot) else {
+        rt::fail!(
+            "no edu in slot {slot:#x}; add -device edu,dma_mask=0xffffffffffffffff,addr={slot:#x}"
+        )
+    };
+    let free = objects.slot().map_err(|e| failure("slot", e))?;
+    let device = control
+        .mint_device(edu.requester(), free)
+        .map_err(|e| failure("MintDevice", e))?;
+    let badged = objects
+        .mint(device, Rights::ALL, badge)
+        .map_err(|e| failure("badge the device capability", e))?;
+    let (queue, _) = fault_queue(objects, badged)?;
+    Ok(SlotDevice {
+        edu,
+        device,
+        badged,
+        queue,
+    })
+}
+
+/// A kernel with the abstraction check (`fuzz-checks`: the seeded rows')
+/// finds every device entry explained by the capability state (`when`
+/// names the moment); other kernels answer `NotSupported`, and there is
+/// nothing to check.
+pub fn abstraction_holds(when: &str) -> Outcome {
+    match sys::debug_check_abstraction() {
+        Ok(()) | Err(sys::Error::NotSupported) => Ok(()),
+        Err(e) => rt::fail!("the kernel's abstraction check {when}: {e:?}"),
+    }
 }

@@ -166,6 +166,11 @@ impl Edu {
         self.start(BUFFER, iova, len, COMMAND_TO_RAM);
     }
 
+    /// Starts copying `len` bytes from `iova` into the device buffer.
+    pub fn start_read_memory(&self, iova: u64, len: u64) {
+        self.start(iova, BUFFER, len, 0);
+    }
+
     /// Programs and enables edu's MSI capability with `address` / `data`
     /// (from `IrqHandler.MsiMessage`); needs the configuration space.
     pub fn enable_msi(&self, address: u64, data: u32) -> Result<(), Why> {
@@ -214,7 +219,7 @@ impl Edu {
 
     /// Copies `len` bytes from `iova` into the device buffer and waits.
     pub fn read_memory(&self, iova: u64, len: u64) -> Result<(), Why> {
-        self.start(iova, BUFFER, len, 0);
+        self.start_read_memory(iova, len);
         self.wait()
     }
 

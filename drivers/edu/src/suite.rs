@@ -105,6 +105,9 @@ pub fn run() -> i32 {
     with("read_only_frame_cannot_be_written", &mut |d, o| {
         read_only_frame(d, o)
     });
+    with("stage1_unmap_takes_effect_at_invalidate", &mut |d, _| {
+        stage1_unmap_takes_effect(d)
+    });
     with("nothing_lands_after_unmap_returns", &mut |d, _| {
         revoke_during_dma(d)
     });
@@ -305,6 +308,40 @@ fn read_only_frame(d: &mut Driver, objects: &mut Objects) -> Outcome {
         "reading a read-only frame faulted: {faults:?}"
     );
     Ok(())
+}
+
+/// An IOVA the stage-1 unmap test maps and unmaps (no other test uses it).
+const STAGE1_UNMAP_IOVA: u64 = 0x10_8000;
+
+/// The driver's own stage-1 unmap takes effect at its `Invalidate`: a DMA
+/// through a new stage-1 page warms the IOTLB with its translation, the
+/// page is unmapped in stage 1 and the change invalidated, and the same
+/// DMA must then fault and land nothing (SMMUv3: the TLBI by the nest's
+/// ASID and the space's VMID must reach the cached entry; VT-d: the
+/// shadow's entry is cleared and flushed).
+fn stage1_unmap_takes_effect(d: &mut Driver) -> Outcome {
+    let iova = STAGE1_UNMAP_IOVA;
+    d.source.fill(PATTERN);
+    d.edu.read_memory(SOURCE_IOVA, LENGTH)?;
+    d.nested
+        .map(iova, d.destination.ipa, iopt::Rights::READ_WRITE)?;
+    d.destination.fill(0);
+    d.edu.write_memory(iova, LENGTH)?;
+    check!(
+        d.destination.read(0) == PATTERN,
+        "the warm-up DMA through the new stage-1 page did not land"
+    );
+    d.destination.fill(0);
+    let unmapped = d.nested.stage1.unmap(iova, 4096);
+    check!(unmapped.is_ok(), "stage 1 unmap: {unmapped:?}");
+    d.nested.flush()?;
+    d.edu.start_write_memory(iova, LENGTH);
+    d.edu.wait()?;
+    check!(
+        (0..4096).all(|i| d.destination.read(i) == 0),
+        "a byte landed through a stage-1 page unmapped and invalidated"
+    );
+    expect_fault(d, Some(iova))
 }
 
 fn revoke_during_dma(d: &mut Driver) -> Outcome {

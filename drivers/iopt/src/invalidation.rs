@@ -108,6 +108,7 @@ impl InvalidationBatch {
     /// Adds `range`, merging it with every recorded range it overlaps or
     /// touches; overflows into "everything" when it fits nowhere. An empty
     /// range is ignored.
+    #[inline]
     pub fn record(&mut self, range: InvalidationRange) {
         if range.len == 0 || self.overflowed {
             return;

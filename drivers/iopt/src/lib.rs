@@ -15,8 +15,9 @@
 //!   table frames it may use) and [`TableMemory`] (how to read and write a
 //!   64-bit word of a table frame), plus safe ready-made implementations over
 //!   a slice of frames and a bitmap of IPAs.
-//! - [`table`]: [`IoPageTable`], the 4-level table with `map`, `unmap`,
-//!   `translate` and `flush`.
+//! - [`table`]: [`IoPageTable`], the 4-level table with `map` (and
+//!   `map_pages` for scattered IPAs: one walk per level-3 table, not per
+//!   page), `unmap`, `translate` and `flush`.
 //! - [`invalidation`]: the bounded, coalescing batch of IOVA ranges that
 //!   `map`/`unmap` touched, and the [`Invalidator`] trait `flush` drives
 //!   (in a driver: the `IoUserTable.Invalidate` invocation).
@@ -28,7 +29,7 @@
 //!   the [`FramePool`] only by [`IoPageTable::flush`], after the invalidation
 //!   that covers it has completed, so the IOMMU can never walk a reused frame
 //!   through a stale cached pointer.
-//! - `map` and `unmap` are all-or-nothing: on any error the mappings are as
+//! - `map`, `map_pages` and `unmap` are all-or-nothing: on any error the mappings are as
 //!   they were before the call (some invalidation ranges may still be
 //!   recorded, which is harmless).
 //! - Nothing here panics on bad input; every refusal is an [`Error`].

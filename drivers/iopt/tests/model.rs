@@ -1,9 +1,9 @@
-//! Property test: random map/unmap/flush sequences against a `BTreeMap`
-//! model of page -> (IPA, rights). After every step the table's mappings
-//! equal the model's, and the table frames in use are exactly those the
-//! model implies (the root, plus one table per distinct prefix of the mapped
-//! pages at each level), so neither a leak nor a premature free goes
-//! unnoticed.
+//! Property test: random map (runs and scattered pages), unmap and flush
+//! sequences against a `BTreeMap` model of page -> (IPA, rights). After
+//! every step the table's mappings equal the model's, and the table frames
+//! in use are exactly those the model implies (the root, plus one table
+//! per distinct prefix of the mapped pages at each level), so neither a
+//! leak nor a premature free goes unnoticed.
 
 mod common;
 
@@ -31,11 +31,14 @@ const CLUSTERS: [u64; 4] = [
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// `map` of a run of IPAs, or (`scatter`) `map_pages` of IPAs three
+    /// pages apart.
     Map {
         page: u64,
         count: u64,
         ipa_page: u64,
         write: bool,
+        scatter: bool,
     },
     Unmap {
         page: u64,
@@ -56,8 +59,8 @@ fn page() -> impl Strategy<Value = u64> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (page(), 1u64..40, 0u64..100_000, any::<bool>()).prop_map(
-            |(page, count, ipa_page, write)| Op::Map { page, count, ipa_page, write }
+        4 => (page(), 1u64..40, 0u64..100_000, any::<bool>(), any::<bool>()).prop_map(
+            |(page, count, ipa_page, write, scatter)| Op::Map { page, count, ipa_page, write, scatter }
         ),
         1 => (page(), 1u64..40).prop_map(|(page, count)| Op::Unmap { page, count }),
         3 => (any::<prop::sample::Index>(), 1u64..40)
@@ -114,18 +117,27 @@ fn run(format: Format, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 count,
                 ipa_page,
                 write,
+                scatter,
             } => {
                 let rights = if write {
                     Rights::READ_WRITE
                 } else {
                     Rights::READ
                 };
-                let result = table.map(
-                    page * PAGE_SIZE,
-                    ipa_page * PAGE_SIZE,
-                    count * PAGE_SIZE,
-                    rights,
-                );
+                let stride = if scatter { 3 } else { 1 };
+                let ipas: Vec<u64> = (0..count)
+                    .map(|k| (ipa_page + stride * k) * PAGE_SIZE)
+                    .collect();
+                let result = if scatter {
+                    table.map_pages(page * PAGE_SIZE, &ipas, rights)
+                } else {
+                    table.map(
+                        page * PAGE_SIZE,
+                        ipa_page * PAGE_SIZE,
+                        count * PAGE_SIZE,
+                        rights,
+                    )
+                };
                 let range = page..page + count;
                 if let Some((&mapped, _)) = model.range(range.clone()).next() {
                     prop_assert_eq!(
@@ -148,8 +160,8 @@ fn run(format: Format, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     );
                 } else {
                     prop_assert_eq!(result, Ok(()));
-                    for (index, page) in range.enumerate() {
-                        model.insert(page, ((ipa_page + index as u64) * PAGE_SIZE, rights));
+                    for (page, &ipa) in range.zip(&ipas) {
+                        model.insert(page, (ipa, rights));
                     }
                 }
             }

@@ -430,6 +430,117 @@ fn running_out_of_frames_half_way_rolls_the_map_back() {
 }
 
 #[test]
+fn map_pages_maps_each_page_to_its_own_ipa_across_tables() {
+    for format in FORMATS {
+        let mut storage = frames(8);
+        let mut table = table(format, &mut storage);
+        // Six pages from 8 KiB below a 2 MiB boundary: two level-3 tables.
+        let iova = 0x20_0000 - 2 * PAGE;
+        let pages = [
+            0x4000_5000,
+            0x4000_1000,
+            0x7000_0000,
+            0,
+            0x4000_2000,
+            0x1234_5000,
+        ];
+        table.map_pages(iova, &pages, Rights::READ_WRITE).unwrap();
+        for (k, &ipa) in pages.iter().enumerate() {
+            assert_eq!(
+                table.translate(iova + k as u64 * PAGE + 0x10).unwrap(),
+                Some(Translation {
+                    ipa: ipa + 0x10,
+                    rights: Rights::READ_WRITE
+                }),
+                "{format:?}: page {k}"
+            );
+        }
+        assert_eq!(table.translate(iova + 6 * PAGE).unwrap(), None);
+        assert_eq!(table.translate(iova - PAGE).unwrap(), None);
+        assert_eq!(table.stats().pages_mapped, 6);
+        // One range recorded, tables added: not leaf-only.
+        let ranges = table.pending_invalidation().ranges();
+        assert_eq!(ranges.len(), 1);
+        assert_eq!((ranges[0].iova, ranges[0].len), (iova, 6 * PAGE));
+        assert!(!ranges[0].leaf_only);
+        // And it unmaps as one range.
+        table.unmap(iova, 6 * PAGE).unwrap();
+        assert_eq!(table.translate(iova).unwrap(), None);
+    }
+}
+
+#[test]
+fn map_pages_refuses_bad_ipas_and_overlaps_and_changes_nothing() {
+    for format in FORMATS {
+        let mut storage = frames(8);
+        let mut table = table(format, &mut storage);
+        table
+            .map(3 * PAGE, 0x4000_0000, PAGE, Rights::READ)
+            .unwrap();
+        table.flush(&mut Recorder::default()).unwrap();
+        let refusals = [
+            (
+                PAGE,
+                vec![0x4000_1000, 0x4000_2010],
+                Error::MisalignedIpa { ipa: 0x4000_2010 },
+            ),
+            (
+                PAGE,
+                vec![0x4000_1000, 1 << 48],
+                Error::IpaOutOfRange {
+                    ipa: 1 << 48,
+                    len: PAGE,
+                },
+            ),
+            (
+                PAGE,
+                vec![0x4000_1000, 0x4000_2000, 0x4000_3000],
+                Error::AlreadyMapped { iova: 3 * PAGE },
+            ),
+            (PAGE, vec![], Error::ZeroLength),
+            (
+                PAGE + 8,
+                vec![0x4000_1000],
+                Error::MisalignedIova { iova: PAGE + 8 },
+            ),
+        ];
+        for (iova, pages, error) in refusals {
+            assert_eq!(
+                table.map_pages(iova, &pages, Rights::READ_WRITE),
+                Err(error),
+                "{format:?}"
+            );
+            let mut count = 0;
+            table.for_each_mapping(|_, _| count += 1).unwrap();
+            assert_eq!(count, 1, "{format:?}: {error:?} changed nothing");
+            assert!(table.pending_invalidation().is_empty());
+        }
+    }
+}
+
+#[test]
+fn running_out_of_frames_in_a_run_prunes_the_tables_it_added() {
+    for format in FORMATS {
+        // Root, level 1 and level 2 fit; the level-3 table of the run (one
+        // table's worth of pages, written with one walk) does not.
+        let mut storage = frames(3);
+        let mut table = table(format, &mut storage);
+        assert_eq!(
+            table.map(0x40_0000, 0x4000_0000, 8 * PAGE, Rights::READ),
+            Err(Error::OutOfFrames { iova: 0x40_0000 })
+        );
+        assert_eq!(table.translate(0x40_0000).unwrap(), None);
+        assert_eq!(table.stats().tables_live, 1, "{format:?}: tables pruned");
+        // The tables were linked (and may be cached): invalidated before
+        // their frames go back.
+        assert!(!table.pending_invalidation().is_empty());
+        assert_eq!(table.stats().tables_retired, 2);
+        table.flush(&mut Recorder::default()).unwrap();
+        assert_eq!(table.pool().in_use(), 1);
+    }
+}
+
+#[test]
 fn an_empty_pool_fails_at_the_first_table() {
     let mut storage = frames(1);
     let mut table = table(Format::ArmStage1, &mut storage);

@@ -165,6 +165,12 @@ pub trait PageTableFormat {
     fn clean(&self, entry: u64) -> u64 {
         entry
     }
+    /// Whether a clear must rewrite the leaf `entry` ([`Self::clean`]):
+    /// when it is dirty, and in formats whose hardware needs more reset
+    /// (VT-d first stage under QEMU: an accessed leaf never turns dirty).
+    fn needs_clean(&self, entry: u64) -> bool {
+        self.is_dirty(entry)
+    }
     /// The leaf `entry` marked dirty (used when tracking stops, so a
     /// format whose clean state is write-protected is writable again).
     fn mark_dirty(&self, entry: u64) -> u64 {
@@ -712,10 +718,10 @@ impl<F: PageTableFormat> PageTable<F> {
             if self.format.is_dirty(entry) {
                 visit(address, 12 + 9 * (height - 1));
                 scan.dirty = 1;
-                if clear {
-                    mem.write_u64(slot, self.format.clean(entry));
-                    scan.cleaned = 1;
-                }
+            }
+            if clear && self.format.needs_clean(entry) {
+                mem.write_u64(slot, self.format.clean(entry));
+                scan.cleaned = 1;
             }
             scan
         })
@@ -764,21 +770,39 @@ impl<F: PageTableFormat> PageTable<F> {
         }
         let end = start.checked_add(length).ok_or(MapError::OutOfRange)?;
         let mut total = DirtyScan::default();
-        let mut address = start;
-        while address < end {
-            let Some((slot, entry, height)) = self.find_leaf(mem, address) else {
-                address += 1 << 12;
-                continue;
-            };
-            let size = 1u64 << (12 + 9 * (height - 1));
-            if !address.is_multiple_of(size) || address + size > end {
-                return Err(MapError::Misaligned);
-            }
-            let scan = each(slot, entry, address, height);
+        let mut add = |scan: DirtyScan| {
             total.dirty += scan.dirty;
             total.cleaned += scan.cleaned;
             total.leaves += scan.leaves;
-            address += size;
+        };
+        let mut address = start;
+        while address < end {
+            // One walk per 2 MiB region: its last-level table is indexed.
+            let region_end = ((address | 0x1f_ffff) + 1).min(end);
+            match self.covering(mem, address) {
+                Covering::Table(table) => {
+                    for page in (address..region_end).step_by(4096) {
+                        let slot = table + 8 * Self::index(page, 1);
+                        let entry = mem.read_u64(slot);
+                        if self.format.is_present(entry) {
+                            add(each(slot, entry, page, 1));
+                        }
+                    }
+                    address = region_end;
+                }
+                Covering::Leaf { .. } => {
+                    let (slot, entry, height) =
+                        self.find_leaf(mem, address).ok_or(MapError::OutOfRange)?;
+                    let size = 1u64 << (12 + 9 * (height - 1));
+                    if !address.is_multiple_of(size) || address + size > end {
+                        return Err(MapError::Misaligned);
+                    }
+                    add(each(slot, entry, address, height));
+                    address += size;
+                }
+                // No table below this region: nothing mapped in it.
+                Covering::Nothing => address = region_end,
+            }
         }
         Ok(total)
     }

@@ -48,4 +48,8 @@ pub enum Flaw {
     SkipSvaInvalidation,
     /// The MSI doorbell is recorded but never mapped into the stage 2.
     NoMsiDoorbell,
+    /// `IoSpace.ReadDirty` with clear returns without invalidating the
+    /// IoSpace's tag: a translation cached as dirty lets a later write
+    /// through without setting D again.
+    SkipDirtyFlush,
 }

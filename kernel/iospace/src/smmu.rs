@@ -459,13 +459,18 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         length: u64,
     ) -> Result<(u64, u64), Error> {
         let end = start.saturating_add(length);
-        let did = state.space(space).map_err(|_| Error::DeadObject)?.did;
-        self.submit(
+        // A nest lives no longer than its space.
+        let did = state.nests[index]
+            .as_ref()
+            .filter(|nest| nest.space == space)
+            .ok_or(Error::DeadObject)?
+            .did;
+        self.submit_one(
             &state.mem(),
-            [Command::TlbiNhAsid {
+            Command::TlbiNhAsid {
                 vmid: space_tag(did),
                 asid: Self::nest_tag(index),
-            }],
+            },
         )
         .map_err(|_| Error::IommuTimeout)?;
         Ok((if length == 0 { u64::MAX } else { end }, 1))

@@ -55,6 +55,9 @@ pub(crate) struct Nest {
     /// VT-d: how many leaves the shadow holds (a clear of an empty shadow
     /// is skipped).
     pub(crate) leaves: u64,
+    /// The space's model DID (fixed for the space's life), so an
+    /// invalidation needs no lookup of the space.
+    pub(crate) did: u16,
 }
 
 /// An SMMUv3 stream whose PASIDs (SubstreamIDs) are attached: its CD
@@ -639,16 +642,21 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             .alloc_zeroed_frame()
             .ok_or("the IoSpace's table reservation is used up")?;
         let built = unit.build_nest(self, space, root_ipa, index, page);
-        if let Err(why) = built {
+        let did = self.space(space).map(|s| s.did);
+        let (Ok(()), Ok(did)) = (built, did) else {
             self.give_back(Account::Space(space), page);
-            return Err(why);
-        }
+            return Err(built
+                .err()
+                .or(did.err())
+                .unwrap_or("the IoSpace has no stage-2 table"));
+        };
         self.nests[index] = Some(Nest {
             space,
             root_ipa,
             page,
             users: 0,
             leaves: 0,
+            did,
         });
         if let Some(i) = self.space_position(space) {
             self.spaces[i].nests |= 1 << index;

@@ -14,7 +14,8 @@ use iommu::pagetable::{PageTable, PageTableFormat};
 /// An IOMMU unit the layer drives. The methods taking a [`State`] are the
 /// vendor's half of one [`State`] operation; only the layer calls them.
 pub trait IoUnit: Sized {
-    /// The stage-2 entry format.
+    /// The entry format of an IoSpace's table (VT-d: second stage, or
+    /// first stage on a unit without one).
     type Format: PageTableFormat + Copy;
     /// Whether nests are shadow tables the layer composes (VT-d): a
     /// stage-2 unmap drops them, and their DIDs are invalidated with
@@ -25,8 +26,9 @@ pub trait IoUnit: Sized {
     /// VMSAv8-64 4 KiB granule 48-bit on SMMUv3.
     const USER_TABLE_FORMAT: u64;
 
-    /// The stage-2 table of an IoSpace rooted at the page `root`, shaped
-    /// for this unit.
+    /// The table of an IoSpace rooted at the page `root`, shaped for this
+    /// unit: stage 2, or first stage where [`IoUnit::space_ipa_bits`]
+    /// says so (VT-d without a second stage).
     fn stage2_at(&self, root: u64) -> Option<PageTable<Self::Format>>;
     /// The hardware tag of nest `index` (VT-d shadow DID, SMMUv3 ASID).
     fn nest_tag(index: usize) -> u16;
@@ -83,6 +85,18 @@ pub trait IoUnit: Sized {
     /// Whether devices can translate through an IoSpace's stage 2 (VT-d:
     /// legacy mode or ECAP.SLTS; QEMU's `x-flts=on` has first stage only).
     fn stage2_supported(&self) -> bool;
+    /// Whether devices can attach straight to an IoSpace: through a
+    /// stage 2, or where the unit has none, through an IoSpace written as
+    /// a first-stage table (VT-d FLTS without SLTS: QEMU `x-flts=on`).
+    /// Nesting still needs [`IoUnit::stage2_supported`].
+    fn spaces_supported(&self) -> bool {
+        self.stage2_supported()
+    }
+    /// The input width of an IoSpace when the unit narrows it below its
+    /// address width (VT-d first-stage IoSpaces: 47 bits, canonical).
+    fn space_ipa_bits(&self) -> Option<u32> {
+        None
+    }
     /// The hardware tag of SVA binding `index` (VT-d DID; SMMUv3 VMID).
     fn sva_tag(index: usize) -> u16;
     /// Whether `IoDevice.BindVSpace` can install a first-stage-only entry

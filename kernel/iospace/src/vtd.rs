@@ -8,13 +8,13 @@ use abi::Error;
 use caps::ObjectId;
 use iommu::attachments::Exposed;
 use iommu::budget::{Account, UNIT_TABLES_PER_ENTRY};
-use iommu::pagetable::PageTable;
+use iommu::pagetable::{PageTable, PageTableFormat};
 use iommu::vtd::VtdUnit;
 use iommu::vtd::prq::ResponseCode;
 use iommu::vtd::qi::{Descriptor, IotlbScope, PasidIotlbScope};
 use iommu::vtd::regs::RootTableMode;
 use iommu::vtd::tables::{
-    FirstStageFormat, LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels,
+    FirstStageFormat, LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels, SpaceFormat,
 };
 use iommu::{Mmio, PhysMem};
 
@@ -51,7 +51,7 @@ impl<M: PhysMem> PhysMem for ThroughStage2<'_, M> {
 }
 
 /// Marks the stage-2 leaf holding `ipa` dirty (a 4 KiB or 2 MiB leaf).
-fn mark_dirty(table: &PageTable<SecondStageFormat>, mem: &impl PhysMem, ipa: u64) {
+fn mark_dirty(table: &PageTable<impl PageTableFormat>, mem: &impl PhysMem, ipa: u64) {
     if table.set_dirty_state(mem, ipa, 4096, false).is_err() {
         let _ = table.set_dirty_state(mem, ipa & !0x1f_ffff, 0x20_0000, false);
     }
@@ -59,6 +59,25 @@ fn mark_dirty(table: &PageTable<SecondStageFormat>, mem: &impl PhysMem, ipa: u64
 
 fn scalable<R: Mmio>(vtd: &VtdUnit<R>) -> bool {
     matches!(vtd.root_table(), Some((_, RootTableMode::Scalable)))
+}
+
+/// Whether IoSpaces are first-stage tables: a scalable-mode unit with
+/// first-stage translation and no second stage (QEMU `x-flts=on`). Their
+/// devices' entries are PGTT = first stage, their A/D bits serve dirty
+/// tracking, and nesting is `NotSupported` (shadows are second-stage).
+pub(crate) fn first_stage_spaces<R: Mmio>(vtd: &VtdUnit<R>) -> bool {
+    scalable(vtd) && vtd.extended_capability().flts() && !vtd.extended_capability().slts()
+}
+
+/// Input bits of a first-stage IoSpace: 4-level paging whose addresses
+/// must be canonical, so the lower half only (bit 47 clear).
+pub const FIRST_STAGE_IPA_BITS: u32 = 47;
+
+/// An IoSpace's table as second stage (what shadows compose through);
+/// `None` for a first-stage IoSpace, which has no nests.
+fn second_stage(table: &PageTable<SpaceFormat>) -> Option<PageTable<SecondStageFormat>> {
+    let format = table.format().second()?;
+    PageTable::at(table.root(), format, table.height(), table.input_bits()).ok()
 }
 
 /// Whether the unit nests in hardware (ECAP.NEST, scalable mode): then
@@ -69,16 +88,45 @@ fn hardware_nesting<R: Mmio>(vtd: &VtdUnit<R>) -> bool {
     vtd.extended_capability().nest() && scalable(vtd)
 }
 
+/// The PASID-based IOTLB invalidations (PASID-selective, with the tag as
+/// DID) of every entry attached to an IoSpace tagged with one of `tags`:
+/// what a domain-selective IOTLB invalidation does for second-stage
+/// tables.
+fn first_stage_flushes<R: Mmio, M: PhysMem + Copy, E: Env>(
+    state: &State<VtdUnit<R>, M, E>,
+    tags: &[u16],
+) -> heapless::Vec<Descriptor, { crate::ATTACHED }> {
+    let mut descriptors = heapless::Vec::new();
+    for a in state.attached.iter() {
+        let Ok(space) = state.space(a.space) else {
+            continue;
+        };
+        let domain = space_tag(space.did);
+        if tags.contains(&domain) {
+            let pasid = a.pasid.unwrap_or(0);
+            let _ = descriptors.push(Descriptor::pasid_iotlb(PasidIotlbScope::Pasid {
+                domain,
+                pasid,
+            }));
+        }
+    }
+    descriptors
+}
+
 impl<R: Mmio> IoUnit for VtdUnit<R> {
-    type Format = SecondStageFormat;
+    type Format = SpaceFormat;
     const SHADOWS: bool = true;
     const USER_TABLE_FORMAT: u64 = 1;
 
-    fn stage2_at(&self, root: u64) -> Option<PageTable<SecondStageFormat>> {
+    fn stage2_at(&self, root: u64) -> Option<PageTable<SpaceFormat>> {
+        if first_stage_spaces(self) {
+            let format = SpaceFormat::First(FirstStageFormat::for_unit(self.capability()));
+            return PageTable::at(root, format, 4, FIRST_STAGE_IPA_BITS).ok();
+        }
         let levels = SecondStageLevels::best(self.capability())?;
         PageTable::at(
             root,
-            SecondStageFormat::for_unit(self.capability()),
+            SpaceFormat::Second(SecondStageFormat::for_unit(self.capability())),
             levels.height(),
             levels.input_bits(),
         )
@@ -98,7 +146,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
     }
 
     fn dirty_tracking(&self) -> bool {
-        scalable(self) && self.extensions().dirty_tracking
+        scalable(self) && self.extensions().dirty_tracking || first_stage_spaces(self)
     }
 
     fn first_stage_dirty(&self) -> bool {
@@ -162,6 +210,14 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
 
     fn stage2_supported(&self) -> bool {
         !scalable(self) || self.extended_capability().slts()
+    }
+
+    fn spaces_supported(&self) -> bool {
+        self.stage2_supported() || first_stage_spaces(self)
+    }
+
+    fn space_ipa_bits(&self) -> Option<u32> {
+        first_stage_spaces(self).then_some(FIRST_STAGE_IPA_BITS)
     }
 
     fn sva_supported(&self) -> bool {
@@ -231,6 +287,11 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         pasid: Option<u32>,
         on: bool,
     ) -> Result<(), &'static str> {
+        if first_stage_spaces(self) {
+            // First-stage A/D bits are always updated: nothing to turn on
+            // (the caller's flush drops translations cached before).
+            return Ok(());
+        }
         // SSADE in the PASID entry (RID_PASID 0 for a device's own DMA).
         self.set_dirty_tracking(mem, requester, pasid.unwrap_or(0), on)
             .map_err(|_| "setting the PASID entry's SSADE failed")
@@ -252,8 +313,9 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         else {
             return Ok(());
         };
-        let table = state.space(space).map_err(|_| Error::DeadObject)?.table;
-        let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
+        let space_table = state.space(space).map_err(|_| Error::DeadObject)?.table;
+        let shadow = shadow_at(page, &space_table).ok_or(Error::DeadObject)?;
+        let table = second_stage(&space_table).ok_or(Error::DeadObject)?;
         let mem = state.mem();
         let format = FirstStageFormat::for_unit(self.capability());
         let stage1 = PageTable::at(root_ipa, format, 4, 48).map_err(|_| Error::DeadObject)?;
@@ -273,10 +335,10 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
                 .map(|(ipa, _)| ipa & !0xfff)
                 .filter(|&ipa| table.lookup(&mem, ipa).map(|(p, _)| p & !0xfff) == Some(pa));
             match ipa {
-                Some(ipa) => mark_dirty(&table, &mem, ipa),
+                Some(ipa) => mark_dirty(&space_table, &mem, ipa),
                 None => table.for_each_leaf(&mem, |ipa, out, bits, _| {
                     if (out..out + (1 << bits)).contains(&pa) {
-                        mark_dirty(&table, &mem, ipa);
+                        mark_dirty(&space_table, &mem, ipa);
                     }
                 }),
             }
@@ -321,6 +383,11 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         let mem = state.mem();
         let done = if everything {
             self.invalidate_all(&mem)
+        } else if first_stage_spaces(self) {
+            // First-stage translations are dropped by PASID-based IOTLB
+            // invalidation (VT-d 6.5.2.4), one per PASID entry using a tag.
+            let descriptors = first_stage_flushes(state, tags);
+            self.submit(&mem, descriptors)
         } else {
             let drain = self.capability().drd() || self.capability().dwd();
             let descriptors = tags
@@ -379,21 +446,28 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             (Some((i, _)), Some(page)) => (Self::nest_tag(i), page),
             _ => (space_tag(did), table.root()),
         };
-        let levels = SecondStageLevels::best(self.capability()).ok_or("no second-stage depth")?;
+        let levels = SecondStageLevels::best(self.capability()).ok_or("no second-stage depth");
         if scalable(self) {
             let config = match nest {
+                // The IoSpace is a first-stage table (no stage 2); nests
+                // need one (refused before any effect).
+                Some(_) if first_stage_spaces(self) => return Err("nesting needs a second stage"),
+                None if first_stage_spaces(self) => PasidConfig::FirstStage {
+                    domain,
+                    table: root,
+                },
                 // Hardware nesting (ECAP.NEST): the unit walks the
                 // driver's table itself; the nest page is unused.
                 Some((i, root_ipa)) if hardware_nesting(self) => PasidConfig::Nested {
                     domain: Self::nest_tag(i),
                     first_stage_table: root_ipa,
                     second_stage_table: table.root(),
-                    levels,
+                    levels: levels?,
                 },
                 _ => PasidConfig::SecondStage {
                     domain,
                     table: root,
-                    levels,
+                    levels: levels?,
                 },
             };
             state
@@ -415,7 +489,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             let context = LegacyContext::Translated {
                 domain,
                 table: root,
-                levels,
+                levels: levels?,
             };
             state
                 .with_space_tables(space, |frames| {
@@ -490,7 +564,8 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             // A shadow is built per range; "everything" would be 2^35 pages.
             return Err(Error::InvalidArgument);
         }
-        let table = state.space(space).map_err(|_| Error::DeadObject)?.table;
+        let table = second_stage(&state.space(space).map_err(|_| Error::DeadObject)?.table)
+            .ok_or(Error::NotSupported)?;
         let page = state.nests[index].as_ref().map_or(0, |n| n.page);
         let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
         let take = length.min(SHADOW_PAGES_PER_CALL * 4096);
@@ -535,7 +610,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         _index: usize,
         page: u64,
         space: ObjectId,
-        table: &PageTable<SecondStageFormat>,
+        table: &PageTable<SpaceFormat>,
     ) {
         if let Some(shadow) = shadow_at(page, table) {
             state.free_tables(Account::Space(space), &shadow, None);

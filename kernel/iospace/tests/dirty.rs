@@ -19,7 +19,7 @@ use common::{
     DATA_IPA, DATA_PAGES, IOVA, MEMORY, Model, PASID_ECAP, VtdWorld, World, smmu, take_log, vtd,
 };
 use iommu::model::smmu_device::SimSmmu;
-use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, SimVtd};
+use iommu::model::vtd_device::{NESTING_ECAP, QEMU_CAP, QEMU_ECAP, QEMU_FLTS_ECAP, SimVtd};
 use iommu::model::{Access, SimMemory};
 use iommu::pagetable::PageTableFormat;
 use iommu::smmuv3::regs::Features;
@@ -215,6 +215,101 @@ fn vtd_second_stage_dirty_tracking_with_ssads() {
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
     assert!(world.unit.dirty_tracking());
     rounds(&mut world);
+}
+
+/// VT-d as QEMU 10.0.2 with `x-flts=on` (first stage only, its IOTLB
+/// quirk on): IoSpaces are first-stage tables entered through PGTT =
+/// first stage, and their D bits serve the same rounds.
+#[test]
+fn vtd_first_stage_dirty_tracking_as_qemu_x_flts() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_FLTS_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    assert!(world.unit.dirty_tracking() && world.unit.spaces_supported());
+    assert!(!world.unit.stage2_supported());
+    rounds(&mut world);
+}
+
+/// The same unit with the planted `SkipDirtyFlush`: a page written,
+/// reported and cleared, then written again through its cached
+/// translation, is missed (the kernel's `dirty-skip-flush` seed).
+#[test]
+fn vtd_first_stage_without_the_flush_misses_a_rewrite() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_FLTS_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let space = space_with_pages(&mut world);
+    world
+        .state
+        .set_dirty_tracking(&mut world.unit, space, true)
+        .unwrap();
+    assert!(dma(&world, 1, Access::Write));
+    common::plant(Some(iospace::Flaw::SkipDirtyFlush));
+    let first = read(&mut world, space, true);
+    assert!(dma(&world, 1, Access::Write));
+    let second = read(&mut world, space, true);
+    common::plant(None);
+    assert_eq!(first, set(&[1]));
+    assert!(second.is_empty(), "the rewrite was seen without the flush");
+}
+
+/// A 2 MiB mapping counts as its 512 pages; a range that cuts it at
+/// either end is refused before anything is cleared (on the first-stage
+/// unit as QEMU x-flts, and on SMMUv3 with HTTU).
+#[test]
+fn a_range_cutting_a_2m_leaf_is_refused_and_clears_nothing() {
+    fn case<U, D, F>(world: &mut World<'_, U, D, F>)
+    where
+        U: IoUnit + common::Faults,
+        D: common::Model,
+        F: PageTableFormat + Copy,
+    {
+        let space = space_with_pages(world);
+        let (ipa, pa) = (0x4000_0000, MEMORY - 0x40_0000);
+        let did = world.did(space);
+        world.apply(caps::Effect::MapIoPage {
+            unit: 0,
+            did,
+            space,
+            ipa,
+            paddr: pa,
+            size_bits: 21,
+            rights: Rights::READ_WRITE,
+        });
+        // A 4 KiB page just below it, written too: a refused range that
+        // starts there must not have cleared it.
+        let below = world.page();
+        world
+            .map(space, ipa - 0x1000, below, Rights::READ_WRITE)
+            .unwrap();
+        world
+            .state
+            .set_dirty_tracking(&mut world.unit, space, true)
+            .unwrap();
+        for address in [ipa + 0x1000, ipa - 0x1000] {
+            let written = world.device.transact(EDU, None, address, Access::Write);
+            assert!(written.is_some());
+        }
+        let mut read = |start: u64, pages: u64, clear: bool| {
+            let mut seen = 0;
+            world
+                .state
+                .read_dirty(&mut world.unit, space, start, pages, clear, |_| seen += 1)
+                .map(|(_, count)| (count, seen))
+        };
+        assert_eq!(read(ipa + 0x1000, 511, true), Err(Error::InvalidAddress));
+        assert_eq!(read(ipa, 256, true), Err(Error::InvalidAddress));
+        assert_eq!(read(ipa - 0x1000, 512, true), Err(Error::InvalidAddress));
+        assert_eq!(read(ipa, 512, true), Ok((512, 512)), "nothing was cleared");
+        assert_eq!(read(ipa, 512, true), Ok((0, 0)));
+        assert_eq!(read(ipa - 0x1000, 1, true), Ok((1, 1)), "nor below");
+    }
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, QEMU_FLTS_ECAP, true);
+    case(&mut vtd(&memory, &device, RootTableMode::Scalable));
+    let memory = SimMemory::new(MEMORY);
+    let device = SimSmmu::new(&memory, Features::PER_SPEC);
+    case(&mut smmu(&memory, &device));
 }
 
 #[test]

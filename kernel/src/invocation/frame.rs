@@ -8,12 +8,14 @@ use caps::{Rights, SlotId};
 
 /// A decoded Frame invocation on the Frame capability `frame`.
 pub(super) enum FrameOp {
-    /// Map at `vaddr` of the address space `root`, whose leaf is free and
-    /// every table above it present.
+    /// Map at `vaddr` of the address space `root`, whose leaf (the entry
+    /// at physical address `leaf`) is free and every table above it
+    /// present.
     Map {
         frame: SlotId,
         root: Root,
         vaddr: u64,
+        leaf: u64,
         rights: Rights,
         execute: bool,
     },
@@ -39,15 +41,17 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<FrameOp, Error> {
             if execute && crate::devmem::is_device_memory(paddr) {
                 return Err(Error::DeviceMemory);
             }
-            crate::vspace::can_map(root.paddr, vaddr, size_bits).map_err(|e| match e {
-                crate::vspace::MapError::MissingTable(_) => Error::MissingPageTable,
-                crate::vspace::MapError::BadAddress(_) => Error::InvalidAddress,
-                _ => Error::AddressInUse,
-            })?;
+            let leaf =
+                crate::vspace::can_map(root.paddr, vaddr, size_bits).map_err(|e| match e {
+                    crate::vspace::MapError::MissingTable(_) => Error::MissingPageTable,
+                    crate::vspace::MapError::BadAddress(_) => Error::InvalidAddress,
+                    _ => Error::AddressInUse,
+                })?;
             Ok(FrameOp::Map {
                 frame: call.slot,
                 root,
                 vaddr,
+                leaf,
                 rights,
                 execute,
             })
@@ -72,11 +76,13 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
             frame,
             root,
             vaddr,
+            leaf,
             rights,
             execute,
         } => {
             objects::register_root(root);
             sink.execute = execute;
+            sink.leaf = leaf;
             caps.map_frame(frame, root.paddr, vaddr, rights, &mut sink)?;
         }
         FrameOp::Unmap { frame, cpu: true } => caps.unmap_frame(frame, &mut sink)?,

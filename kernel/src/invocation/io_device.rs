@@ -81,6 +81,16 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
                 return Err(Error::WrongKind);
             }
             check_not_bound(caps, slot)?;
+            // Nesting needs a stage 2; a plain attach also works on a unit
+            // whose IoSpaces are first-stage tables (VT-d x-flts).
+            let able = if invocation == Invocation::IoDeviceAttach {
+                crate::io_space::spaces_supported()
+            } else {
+                crate::io_space::stage2_supported()
+            };
+            if !able {
+                return Err(Error::NotSupported);
+            }
             check_attach_room(caps, target)?;
             Ok(DeviceOp::Attach {
                 slot,
@@ -112,9 +122,12 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
             }
             let target = call.extra_cap(caps, 0)?;
             let (_, root_ipa) = attach_target(caps, target)?;
-            if !crate::io_space::pasids_supported(root_ipa.is_some())
-                || !crate::io_space::stage2_supported()
-            {
+            let able = if root_ipa.is_some() {
+                crate::io_space::stage2_supported()
+            } else {
+                crate::io_space::spaces_supported()
+            };
+            if !crate::io_space::pasids_supported(root_ipa.is_some()) || !able {
                 return Err(Error::NotSupported);
             }
             check_attach_room(caps, target)?;
@@ -177,15 +190,10 @@ fn decode_pasid_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
     })
 }
 
-/// `AlreadyAttached` if the IoDevice in `slot` is bound to a VSpace;
-/// `NotSupported` if the unit cannot translate through a stage 2 (VT-d
-/// first stage only: QEMU `x-flts=on`).
+/// `AlreadyAttached` if the IoDevice in `slot` is bound to a VSpace.
 fn check_not_bound(caps: &CapSystem, slot: SlotId) -> Result<(), Error> {
     if crate::io_space::sva_bound(caps.lookup(slot)?.object()) {
         return Err(Error::AlreadyAttached);
-    }
-    if !crate::io_space::stage2_supported() {
-        return Err(Error::NotSupported);
     }
     Ok(())
 }

@@ -61,6 +61,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             if rights > 3 {
                 return Err(Error::InvalidRights);
             }
+            // x86 paging (first-stage IoSpaces) cannot refuse reads of a
+            // present page: a write-only mapping would grant reads too.
+            if rights == u64::from(Rights::WRITE.bits()) && crate::io_space::first_stage_spaces() {
+                return Err(Error::NotSupported);
+            }
             // Device memory never goes into an IoSpace: no peer-to-peer
             // DMA, and the VT-d shadow walk reads only RAM as tables.
             let (paddr, bits) = objects::memory_of(caps, frame)?;
@@ -260,4 +265,77 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
         }
     }
     Ok(Reply::EMPTY)
+}
+
+/// `IoUserTable.Invalidate` ahead of the general invocation path (issue 13:
+/// the driver's one call after writing its stage-1 entries): a `Call` of
+/// `thread` whose message is that invocation is answered here, from the
+/// thread's lookup cache and under the capability lock taken only to read
+/// (the invocation changes no capability, so every thread's cached lookups
+/// stay valid). `true` once answered (success, or the unit's own error);
+/// `false`, having changed nothing, for every other call and for each
+/// refusal, which the general path then makes with its own error
+/// (`decode` repeats every check made here).
+///
+/// The test of the label is inlined into the system-call path; the rest
+/// is out of line, so that other calls pay one load and one comparison.
+#[inline(always)]
+pub fn invalidate_fast(thread: u64, cspace: SlotId) -> bool {
+    (crate::sched::tcb(thread).context.syscall_arg(1) >> 32) as u32
+        == Invocation::IoUserTableInvalidate as u32
+        && invalidate_now(thread, cspace)
+}
+
+/// [`invalidate_fast`] once the message's label is
+/// `IoUserTable.Invalidate`: the rest of the tests, and the call.
+#[inline(never)]
+fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
+    let context = &crate::sched::tcb(thread).context;
+    if context.syscall_number() != abi::Syscall::Call as u64 {
+        return false;
+    }
+    let (cap, info) = (context.syscall_arg(0), context.syscall_arg(1));
+    // Two message registers at least, no extra capability.
+    let Ok(message) = abi::MessageInfo::from_word(info) else {
+        return false;
+    };
+    let (start, length) = (context.syscall_arg(2), context.syscall_arg(3));
+    if message.length < 2
+        || message.extra_caps != 0
+        || start & 0xfff != 0
+        || length & 0xfff != 0
+        || start.checked_add(length).is_none()
+    {
+        return false;
+    }
+    let Ok(table) =
+        objects::lookup_cached_object(thread, cspace, cap, ObjectKind::IoUserTable, Rights::WRITE)
+    else {
+        return false;
+    };
+    let Some(caps) = objects::CAPS.get() else {
+        return false;
+    };
+    // Held across the unit's work, as on the general path (lock order:
+    // capabilities, then the IOMMU's).
+    let caps = caps.lock();
+    let Some(caps::ObjectState::IoUserTable {
+        space: Some(space),
+        root_ipa,
+    }) = caps.object(table).map(|o| *o.state())
+    else {
+        return false;
+    };
+    let reply = match crate::io_space::invalidate_user_table(space, root_ipa, start, length) {
+        Ok((next, commands)) => (0, abi::MessageInfo::new(0, 2).to_word(), [next, commands]),
+        Err(e) => (u64::from(e.code()), 0, [0, 0]),
+    };
+    drop(caps);
+    crate::sched::tcb(thread).context.set_reply(
+        reply.0,
+        0,
+        reply.1,
+        [reply.2[0], reply.2[1], 0, 0],
+    );
+    true
 }

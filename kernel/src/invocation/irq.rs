@@ -2,7 +2,7 @@
 //! `MsiMessage`, `Ack`.
 
 use super::{Call, Reply};
-use crate::objects::{self, CapSystem};
+use crate::objects::CapSystem;
 use crate::sched::Target;
 use abi::{Error, Invocation};
 use caps::{ObjectId, ObjectKind, Rights, SlotId};
@@ -51,10 +51,12 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
             if !crate::arch::irq_line_available(line) {
                 return Err(Error::OutOfScope);
             }
+            let dest = call.slot_argument(caps, 1)?;
+            crate::sched::irq_binding_room()?;
             Ok(IrqOp::Get {
                 control: call.slot,
                 line,
-                dest: call.slot_argument(caps, 1)?,
+                dest,
             })
         }
         (ObjectKind::IrqHandler, Invocation::IrqHandlerSetNotification) => {
@@ -111,8 +113,8 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<IrqOp, Error> {
 
 /// Performs a decoded interrupt invocation. What may still refuse:
 /// `Get`: the model's `issue_irq_handler` (`DeviceInUse`, ..., nothing
-/// changed), then the kernel's line bindings being full
-/// (`ObjectTableFull`: the new handler capability is deleted again).
+/// changed); the kernel's line bindings have room (decode checked
+/// `sched::irq_binding_room`).
 /// `SetNotification` finds the registry room decode checked
 /// (`sched::registry_room`; the scheduler's answer is still passed on).
 /// `MsiMessage`: `InvalidArgument` when the line is not an MSI line (the
@@ -128,11 +130,7 @@ pub(super) fn perform(caps: &mut CapSystem, op: IrqOp) -> Result<Reply, Error> {
             dest,
         } => {
             let handler = caps.issue_irq_handler(control, line, dest)?;
-            if let Err(e) = crate::sched::bind_irq(handler, line) {
-                let mut sink = objects::SINK;
-                let _ = caps.delete(dest, &mut sink);
-                return Err(e);
-            }
+            crate::sched::bind_irq(handler, line);
         }
         IrqOp::SetNotification {
             handler,

@@ -36,6 +36,7 @@ mod fault_queue;
 mod frame;
 mod io_device;
 mod io_space;
+pub use io_space::invalidate_fast;
 mod irq;
 mod page_table;
 mod tcb;
@@ -153,17 +154,20 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
     let invocation = Invocation::from_label(message.info.label).ok_or(Error::InvalidInvocation)?;
     // Cached lookups (`objects::lookup_cached`) hold a capability's kind,
     // rights, object, its memory and badge, by CSpace and pointer.
-    // `IoSpace.Map` and `Unmap` change none of them (only a Frame
-    // capability's IO mapping, its place on the IoSpace's list and the
-    // IPA index); every other invocation makes them stale. A driver's
-    // next `Call` then still finds its capability in the cache (a miss
-    // cost 87 instructions per map or unmap, kernel/README.md "Measured").
-    if !(kind == ObjectKind::IoSpace
-        && matches!(
-            invocation,
-            Invocation::IoSpaceMap | Invocation::IoSpaceUnmap
-        ))
-    {
+    // Frame invocations (`Map`, `Unmap`: page tables and the mapping a
+    // Frame capability copy records) and `IoSpace.Map` and `Unmap` (a
+    // Frame capability's IO mapping, its place on the IoSpace's list and
+    // the IPA index) change none of them; every other invocation makes
+    // them stale. A thread's next `Call` then still finds its capability
+    // in the cache (a miss cost 87-90 instructions per call,
+    // kernel/README.md "Measured").
+    let keeps_lookups = kind == ObjectKind::Frame
+        || kind == ObjectKind::IoSpace
+            && matches!(
+                invocation,
+                Invocation::IoSpaceMap | Invocation::IoSpaceUnmap
+            );
+    if !keeps_lookups {
         objects::invalidate_lookups();
     }
     let call = Call {

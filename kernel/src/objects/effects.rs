@@ -14,6 +14,10 @@ use caps::{Effect, ObjectKind, Rights};
 pub struct ApplyEffects {
     /// A `Frame.Map` asked for execute permission (read-only frames only).
     pub execute: bool,
+    /// The leaf entry (physical address) a `Frame.Map`'s decode found empty
+    /// for the page it maps (`vspace::can_map`, under the capability lock
+    /// held since); 0: found afresh.
+    pub leaf: u64,
     /// What the operation removed (`super::reconcile` skips what it cannot
     /// have to do).
     pub removed: Removed,
@@ -33,6 +37,7 @@ pub struct Removed {
 /// The sink for every operation but an executable `Frame.Map`.
 pub const SINK: ApplyEffects = ApplyEffects {
     execute: false,
+    leaf: 0,
     removed: Removed {
         destroyed: false,
         cnode: false,
@@ -64,10 +69,13 @@ impl caps::EffectSink for ApplyEffects {
                         && memory == crate::vspace::Memory::Normal,
                 };
                 // Checked by `can_map` before the model was asked.
-                if let Err(e) =
-                    crate::vspace::map_leaf(vspace, vaddr, paddr, size_bits, rights, memory)
-                {
-                    crate::println!("[caps] a checked mapping failed: {e}");
+                let leaf = match self.leaf {
+                    0 => crate::vspace::can_map(vspace, vaddr, size_bits),
+                    leaf => Ok(leaf),
+                };
+                match leaf {
+                    Ok(leaf) => crate::vspace::write_leaf(leaf, paddr, size_bits, rights, memory),
+                    Err(e) => crate::println!("[caps] a checked mapping failed: {e}"),
                 }
             }
             Effect::UnmapCpuPage { .. }

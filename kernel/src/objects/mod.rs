@@ -113,6 +113,32 @@ pub fn lookup_cached(
     check_lookup(cache, kind, rights)
 }
 
+/// [`lookup_cached`] for an object that has no memory (an IoUserTable):
+/// the object `cap` names, once it is of `kind` and holds `rights`. Whether
+/// the object is still in use is the caller's to check, under the
+/// capability lock.
+#[inline(always)]
+pub fn lookup_cached_object(
+    thread: u64,
+    cspace: SlotId,
+    cap: u64,
+    kind: ObjectKind,
+    rights: Rights,
+) -> Result<caps::ObjectId, Error> {
+    let generation = GENERATION.load(Ordering::Relaxed);
+    let cache = &mut crate::sched::tcb(thread).lookup_cache;
+    if cache.generation != generation || cache.cptr != cap || cache.cspace != u64::from(cspace.0) {
+        refill_lookup_cache(cache, generation, cspace, cap)?;
+    }
+    if cache.kind != kind as u64 {
+        return Err(Error::WrongKind);
+    }
+    if !Rights::from_bits_truncate(cache.rights as u8).contains(rights) {
+        return Err(Error::InsufficientRights);
+    }
+    Ok(caps::ObjectId(cache.object as u32))
+}
+
 /// [`lookup_cached`]'s miss: resolves `cap` afresh into `cache`, current
 /// at `generation` once filled.
 #[cold]
@@ -175,6 +201,7 @@ fn resolve_locked(
     found.paddr = memory.map_or(u64::MAX, |(paddr, _)| paddr);
     found.object = u64::from(held.object().0);
     found.badge = held.badge().0;
+    found.registered = 0;
     Ok(())
 }
 

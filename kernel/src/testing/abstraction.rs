@@ -397,7 +397,8 @@ struct Entry {
     /// SMMUv3: the CD page.
     stage1: Option<u64>,
     /// SVA: first stage only, `table` a CPU VSpace root (VT-d PGTT =
-    /// first stage; SMMUv3 Config = stage 1 only, TTB0 of its CD).
+    /// first stage; SMMUv3 Config = stage 1 only, TTB0 of its CD); or an
+    /// IoSpace held as a first-stage table (VT-d without a stage 2).
     first_stage: bool,
 }
 
@@ -581,7 +582,9 @@ fn expected_entry(
         table: root,
         tag,
         stage1: None,
-        first_stage: false,
+        // A unit without a second stage holds IoSpaces as first-stage
+        // tables (VT-d x-flts): PGTT = first stage at the IoSpace's root.
+        first_stage: crate::io_space::first_stage_spaces(),
     };
     let Some(table) = attachment.user_table else {
         return Some(plain);

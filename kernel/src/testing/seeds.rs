@@ -66,6 +66,12 @@ pub enum Seed {
     /// translation outlives the unmap; the `sva` test
     /// `nothing_lands_after_frame_unmap` fails.
     SvaSkipInvalidation,
+    /// `dirty-skip-flush`: `IoSpace.ReadDirty` with clear returns without
+    /// invalidating the IoSpace's translations, so a page the device
+    /// wrote before the clear is written again through its cached
+    /// translation without setting D; the `dirty` test
+    /// `written_after_a_clear_is_reported_next_round` fails.
+    DirtySkipFlush,
     /// `msi-window-open`: `IoSpace.Map` and `BindUserTable` no longer
     /// refuse the MSI window by name (x86_64: a Frame maps at
     /// `0xFEE0_0000`; aarch64: the capability model's reserved-window check
@@ -113,6 +119,7 @@ mod planting {
         Seed::DanglingReferences,
         Seed::LeakCpuLeaf,
         Seed::SvaSkipInvalidation,
+        Seed::DirtySkipFlush,
         Seed::MsiWindowOpen,
         #[cfg(target_arch = "aarch64")]
         Seed::NoMsiDoorbell,
@@ -138,6 +145,7 @@ mod planting {
                 Seed::DanglingReferences => "dangling-references",
                 Seed::LeakCpuLeaf => "leak-cpu-leaf",
                 Seed::SvaSkipInvalidation => "sva-skip-invalidation",
+                Seed::DirtySkipFlush => "dirty-skip-flush",
                 Seed::MsiWindowOpen => "msi-window-open",
                 #[cfg(target_arch = "aarch64")]
                 Seed::NoMsiDoorbell => "no-msi-doorbell",
@@ -159,6 +167,7 @@ mod planting {
                 Seed::DanglingReferences => "references to dead objects are kept",
                 Seed::LeakCpuLeaf => "CPU leaves outlive their unmapping",
                 Seed::SvaSkipInvalidation => "a bound device's IOTLB outlives CPU unmaps",
+                Seed::DirtySkipFlush => "ReadDirty's clear is not followed by an invalidation",
                 Seed::MsiWindowOpen => "the MSI window is not refused by name",
                 #[cfg(target_arch = "aarch64")]
                 Seed::NoMsiDoorbell => "the MSI doorbell is never mapped",

@@ -661,6 +661,11 @@ pub struct IommuInfo {
     pub hardware_nesting: bool,
     /// MR1 bit 3: nesting served by a kernel shadow table.
     pub shadow_nesting: bool,
+    /// MR1 bit 4: IoSpaces are first-stage tables (VT-d with no stage 2,
+    /// QEMU `x-flts=on`): devices attach to them, nesting does not work,
+    /// write-only mappings are refused, and dirty tracking reads the
+    /// first-stage D bits.
+    pub first_stage_spaces: bool,
     /// MR2: PASID width in bits.
     pub pasid_bits: u64,
     /// MR3: supported page sizes as a bit set of log2 sizes (bit 12: 4 KiB).
@@ -692,6 +697,7 @@ impl IommuInfo {
             stage2: mrs[1] & 2 != 0,
             hardware_nesting: mrs[1] & 4 != 0,
             shadow_nesting: mrs[1] & 8 != 0,
+            first_stage_spaces: mrs[1] & 16 != 0,
             pasid_bits: mrs[2],
             page_sizes: mrs[3],
             domain_ids: mrs[4],

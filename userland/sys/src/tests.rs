@@ -284,6 +284,7 @@ fn identify_decodes_six_registers() {
             stage2: true,
             hardware_nesting: false,
             shadow_nesting: true,
+            first_stage_spaces: false,
             pasid_bits: 20,
             page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
             domain_ids: 65536,

@@ -110,6 +110,10 @@ pub struct VtdModel {
     /// ECAP.SLADS: a PASID entry's SSADE makes second-stage walks set A
     /// and D. `false` is QEMU 10.0.2 (SSADE is then a reserved bit: 0x5B).
     pub second_stage_ad: bool,
+    /// QEMU 10.0.2's first-stage A/D update (`vtd_set_flag_in_pte`): the
+    /// entry is written only if none of the bits is set, so a leaf with A
+    /// set (a read walked it, or software wrote it so) never gets D.
+    pub qemu_ad_update: bool,
 }
 
 impl VtdModel {
@@ -126,6 +130,7 @@ impl VtdModel {
             mgaw: 48,
             qemu_fault_codes: false,
             second_stage_ad: true,
+            qemu_ad_update: false,
         }
     }
 
@@ -134,6 +139,7 @@ impl VtdModel {
         self.nesting = false;
         self.qemu_fault_codes = true;
         self.second_stage_ad = false;
+        self.qemu_ad_update = true;
         self
     }
 }
@@ -593,7 +599,10 @@ impl VtdModel {
                     } else {
                         0
                     };
-                    set_bits(memory, entry_addr, entry, FIRST_STAGE_ACCESSED | dirty);
+                    let bits = FIRST_STAGE_ACCESSED | dirty;
+                    if !(self.qemu_ad_update && entry & bits != 0) {
+                        set_bits(memory, entry_addr, entry, bits);
+                    }
                 }
                 return Ok(translated);
             }

@@ -236,6 +236,7 @@ impl<'m> SimVtd<'m> {
             mgaw: self.cap().mgaw(),
             qemu_fault_codes: self.qemu_mode.get(),
             second_stage_ad: ecap.slads() && !self.qemu_mode.get(),
+            qemu_ad_update: self.qemu_mode.get(),
         })
     }
 

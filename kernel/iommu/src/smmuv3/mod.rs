@@ -377,6 +377,18 @@ impl<M: Mmio> Smmu<M> {
         queue.submit(&self.mmio, mem, commands, limit)
     }
 
+    /// [`Smmu::submit`] of one command (and its CMD_SYNC), without the
+    /// iterator: the invalidation of `IoUserTable.Invalidate`.
+    #[inline]
+    pub fn submit_one(&mut self, mem: &impl PhysMem, command: Command) -> Result<(), SmmuError> {
+        let limit = self.poll_limit;
+        let queue = self
+            .command_queue
+            .as_mut()
+            .ok_or(SmmuError::NotInitialised)?;
+        queue.submit_one(&self.mmio, mem, command, limit)
+    }
+
     /// Replaces the STE of `stream_id` (checked by [`Ste::check`]): first
     /// back to the blocking STE with CFGI_STE + CMD_SYNC (break), then the
     /// new STE, CFGI_STE + CMD_SYNC (make). Allocates the level-2 array if needed.

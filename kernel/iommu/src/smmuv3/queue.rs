@@ -175,7 +175,9 @@ pub enum Command {
 }
 
 impl Command {
-    /// The two 64-bit words of the command.
+    /// The two 64-bit words of the command (inlinable: a constant
+    /// command folds to its words).
+    #[inline]
     pub fn encode(&self) -> [u64; 2] {
         let op = |code: u8| u64::from(code);
         match *self {
@@ -323,6 +325,10 @@ impl CommandQueue {
 
     /// Writes `commands` and a CMD_SYNC, publishes PROD, and waits (bounded)
     /// until CONS has passed the CMD_SYNC, i.e. every command completed.
+    ///
+    /// CONS is read once up front and again only while the queue looks
+    /// full (it only moves forward, so an old value can only make the queue
+    /// look fuller than it is).
     pub fn submit(
         &mut self,
         mmio: &impl Mmio,
@@ -330,38 +336,90 @@ impl CommandQueue {
         commands: impl IntoIterator<Item = Command>,
         limit: PollLimit,
     ) -> Result<(), SmmuError> {
+        let mut consumer = Self::consumer(mmio);
         for command in commands.into_iter().chain(core::iter::once(Command::Sync)) {
-            let mut consumer = Self::consumer(mmio);
-            if self.full(consumer) {
-                mmio.write32(offset::CMDQ_PROD, self.producer);
-                let mut error = Ok(());
-                let drained = limit.wait(|| {
-                    error = self.check_error(mmio, mem);
-                    consumer = Self::consumer(mmio);
-                    error.is_err() || !self.full(consumer)
-                });
-                error?;
-                if !drained {
-                    return Err(SmmuError::Timeout {
-                        register: "SMMU_CMDQ_CONS",
-                        bit: "RD (queue full)",
-                    });
-                }
-            }
-            let words = command.encode();
-            let slot = self.base + 16 * u64::from(index(self.producer, self.log2));
-            mem.write_u64(slot, words[0]);
-            mem.write_u64(slot + 8, words[1]);
-            self.producer = advance(self.producer, self.log2);
-            self.commands_issued += 1;
+            self.push(mmio, mem, &mut consumer, command.encode(), limit)?;
         }
+        self.complete(mmio, mem, limit)
+    }
+
+    /// [`CommandQueue::submit`] of one command: the same queue writes and
+    /// the same wait, without the iterator (an invalidation's hot path:
+    /// `IoUserTable.Invalidate` is one TLBI and its CMD_SYNC).
+    #[inline]
+    pub fn submit_one(
+        &mut self,
+        mmio: &impl Mmio,
+        mem: &impl PhysMem,
+        command: Command,
+        limit: PollLimit,
+    ) -> Result<(), SmmuError> {
+        let mut consumer = Self::consumer(mmio);
+        self.push(mmio, mem, &mut consumer, command.encode(), limit)?;
+        self.push(mmio, mem, &mut consumer, Command::Sync.encode(), limit)?;
+        self.complete(mmio, mem, limit)
+    }
+
+    /// Writes one encoded command at PROD (not yet published), first
+    /// waiting (bounded) for room if the queue looks full by `consumer`,
+    /// which it updates.
+    #[inline(always)]
+    fn push(
+        &mut self,
+        mmio: &impl Mmio,
+        mem: &impl PhysMem,
+        consumer: &mut u32,
+        words: [u64; 2],
+        limit: PollLimit,
+    ) -> Result<(), SmmuError> {
+        if self.full(*consumer) {
+            mmio.write32(offset::CMDQ_PROD, self.producer);
+            let mut error = Ok(());
+            let drained = limit.wait(|| {
+                *consumer = Self::consumer(mmio);
+                if !self.full(*consumer) {
+                    return true;
+                }
+                error = self.check_error(mmio, mem);
+                error.is_err()
+            });
+            error?;
+            if !drained {
+                return Err(SmmuError::Timeout {
+                    register: "SMMU_CMDQ_CONS",
+                    bit: "RD (queue full)",
+                });
+            }
+        }
+        let slot = self.base + 16 * u64::from(index(self.producer, self.log2));
+        mem.write_u64(slot, words[0]);
+        mem.write_u64(slot + 8, words[1]);
+        self.producer = advance(self.producer, self.log2);
+        self.commands_issued += 1;
+        Ok(())
+    }
+
+    /// Publishes PROD and waits (bounded) until CONS has passed the last
+    /// command written (a CMD_SYNC). CONS is read first: the SMMU stops at
+    /// a command in error (SMMUv3 7.1), so CONS at PROD means every command
+    /// completed without one; GERROR is read only while CONS is short.
+    #[inline]
+    fn complete(
+        &mut self,
+        mmio: &impl Mmio,
+        mem: &impl PhysMem,
+        limit: PollLimit,
+    ) -> Result<(), SmmuError> {
         self.syncs_issued += 1;
         mmio.write32(offset::CMDQ_PROD, self.producer);
         let target = self.producer;
         let mut error = Ok(());
         let done = limit.wait(|| {
+            if Self::consumer(mmio) & ((2 << self.log2) - 1) == target {
+                return true;
+            }
             error = self.check_error(mmio, mem);
-            error.is_err() || Self::consumer(mmio) & ((2 << self.log2) - 1) == target
+            error.is_err()
         });
         error?;
         if done {

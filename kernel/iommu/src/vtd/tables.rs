@@ -483,14 +483,96 @@ impl PageTableFormat for FirstStageFormat {
     fn is_dirty(&self, entry: u64) -> bool {
         entry & 2 != 0 && entry & FIRST_STAGE_DIRTY != 0
     }
+    /// Clears A as well as D: QEMU 10.0.2 writes neither into a leaf that
+    /// has A set (`vtd_set_flag_in_pte` skips the update when any of the
+    /// bits is set), so a leaf left accessed would never turn dirty there.
+    /// A clear A only means the unit sets it again.
     fn clean(&self, entry: u64) -> u64 {
-        entry & !FIRST_STAGE_DIRTY
+        entry & !(FIRST_STAGE_DIRTY | FIRST_STAGE_ACCESSED)
+    }
+    /// A writable leaf with A or D set: QEMU 10.0.2 sets D only in a leaf
+    /// whose A is clear, so a clear resets a leaf a read walked too (a
+    /// page read, then written in a later round, is then reported).
+    fn needs_clean(&self, entry: u64) -> bool {
+        entry & 2 != 0 && entry & (FIRST_STAGE_DIRTY | FIRST_STAGE_ACCESSED) != 0
     }
     fn mark_dirty(&self, entry: u64) -> u64 {
         if entry & 2 != 0 {
-            entry | FIRST_STAGE_DIRTY
+            entry | FIRST_STAGE_DIRTY | FIRST_STAGE_ACCESSED
         } else {
             entry
         }
+    }
+}
+
+/// The format of an IoSpace's table on a VT-d unit: second stage where
+/// the unit has one (legacy mode, or ECAP.SLTS), else first stage (x86
+/// 4-level paging, entered through a PASID entry with PGTT = first
+/// stage): a unit with FLTS and no SLTS, such as QEMU's `x-flts=on`,
+/// whose first-stage A/D bits make `IoSpace.ReadDirty` work there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceFormat {
+    /// Second-stage entries (VT-d 9.8).
+    Second(SecondStageFormat),
+    /// First-stage entries (VT-d 9.7), U/S set at every level.
+    First(FirstStageFormat),
+}
+
+impl SpaceFormat {
+    /// The second-stage format, if the table is in it.
+    pub fn second(self) -> Option<SecondStageFormat> {
+        match self {
+            Self::Second(format) => Some(format),
+            Self::First(_) => None,
+        }
+    }
+}
+
+/// Forwards each [`PageTableFormat`] method to the variant's format.
+macro_rules! forward {
+    ($self:ident, $f:ident => $call:expr) => {
+        match $self {
+            SpaceFormat::Second($f) => $call,
+            SpaceFormat::First($f) => $call,
+        }
+    };
+}
+
+impl PageTableFormat for SpaceFormat {
+    fn table_entry(&self, table: PhysAddr) -> u64 {
+        forward!(self, f => f.table_entry(table))
+    }
+    fn leaf_entry(&self, address: PhysAddr, height: u32, perms: Perms) -> u64 {
+        forward!(self, f => f.leaf_entry(address, height, perms))
+    }
+    fn is_present(&self, entry: u64) -> bool {
+        forward!(self, f => f.is_present(entry))
+    }
+    fn is_table(&self, entry: u64, height: u32) -> bool {
+        forward!(self, f => f.is_table(entry, height))
+    }
+    fn perms(&self, entry: u64) -> Perms {
+        forward!(self, f => f.perms(entry))
+    }
+    fn address(&self, entry: u64) -> PhysAddr {
+        forward!(self, f => f.address(entry))
+    }
+    fn max_leaf_height(&self) -> u32 {
+        forward!(self, f => f.max_leaf_height())
+    }
+    fn tracks_dirty(&self) -> bool {
+        forward!(self, f => f.tracks_dirty())
+    }
+    fn is_dirty(&self, entry: u64) -> bool {
+        forward!(self, f => f.is_dirty(entry))
+    }
+    fn clean(&self, entry: u64) -> u64 {
+        forward!(self, f => f.clean(entry))
+    }
+    fn needs_clean(&self, entry: u64) -> bool {
+        forward!(self, f => f.needs_clean(entry))
+    }
+    fn mark_dirty(&self, entry: u64) -> u64 {
+        forward!(self, f => f.mark_dirty(entry))
     }
 }

@@ -399,7 +399,8 @@ where
         Ok(object)
     }
 
-    fn did(&self, space: ObjectId) -> u16 {
+    /// The model DID of `space`.
+    pub fn did(&self, space: ObjectId) -> u16 {
         self.spaces[&space].did
     }
 

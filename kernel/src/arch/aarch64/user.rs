@@ -6,14 +6,15 @@
 //! (declared clobbered: the caller keeps in them only what is live), loads
 //! the thread's registers from its saved-register frame, leaves SP_EL1 at
 //! the *top of that frame* and `eret`s to EL0. Whatever brings the CPU back
-//! — `svc`, an abort or an IRQ — enters a lower-EL vector, which pushes the
+//! — `svc`, an abort or an IRQ — enters a lower-EL vector, which stores the
 //! registers straight into the frame and resumes the kernel right after the
-//! `run_user` call with the vector index:
+//! `run_user` call with the vector index (its stack pointer kept in
+//! TPIDR_EL1 meanwhile; the syndrome registers are read after the return):
 //!
 //! ```text
 //!  kernel stack: ... run_user() ──eret──> EL0 code
 //!                         ^                   │ svc / abort / IRQ
-//!                         └── resume_kernel <── frame (in the TCB) filled in
+//!                         └── USER_ENTRY <──── frame (in the TCB) filled in
 //! ```
 
 use super::trap::TrapFrame;
@@ -86,86 +87,92 @@ impl TrapFrame {
 
 global_asm!(
     r#"
-    .section .bss.user_entry, "aw", @nobits
-    .balign 8
-kernel_sp_save: .quad 0
-
     .section .text.user_entry, "ax"
     .global aarch64_run_user
 aarch64_run_user:
-    /* Saves x19-x26, x29, x30 and the stack pointer; x27 and x28 are
-       declared clobbered by the inline assembly in run_user that calls in
-       here, so the compiler keeps in them only what it would otherwise
-       keep. (Rust inline assembly cannot clobber x19 or x29. Clobbering
-       more of x20-x26 measured dearer: the scheduler loop then spills
-       what it keeps live across the call; kernel/README.md "Measured".) */
+    /* Saves x19-x26, x29, x30 and keeps the stack pointer in TPIDR_EL1
+       (nothing else uses it; user mode cannot read it), where the vector
+       entry (trap.rs, USER_ENTRY) finds it; x27 and x28 are declared
+       clobbered by the inline assembly in run_user that calls in here, so
+       the compiler keeps in them only what it would otherwise keep. (Rust
+       inline assembly cannot clobber x19 or x29. Clobbering more of
+       x20-x26 measured dearer: the scheduler loop then spills what it
+       keeps live across the call; kernel/README.md "Measured".) */
     stp x19, x29, [sp, #-80]!
     stp x20, x21, [sp, #16]
     stp x22, x23, [sp, #32]
     stp x24, x25, [sp, #48]
     stp x26, x30, [sp, #64]
-    adrp x1, kernel_sp_save
-    mov x2, sp
-    str x2, [x1, :lo12:kernel_sp_save]
+    mov x1, sp
+    msr tpidr_el1, x1
     ldr x1, [x0, #248]
     msr sp_el0, x1
     ldp x1, x2, [x0, #256]
     msr elr_el1, x1
+    /* Only EL0t with interrupts unmasked may be entered: of the saved
+       SPSR only the condition flags (N, Z, C, V) go back, never a mode
+       or mask bit. The flags are the thread's own and are kept: an
+       interrupt may fall between a compare and its branch. */
+    and x2, x2, #{nzcv}
     msr spsr_el1, x2
-    mov sp, x0
-    ldp x2, x3, [sp, #16]
-    ldp x4, x5, [sp, #32]
-    ldp x6, x7, [sp, #48]
-    ldp x8, x9, [sp, #64]
-    ldp x10, x11, [sp, #80]
-    ldp x12, x13, [sp, #96]
-    ldp x14, x15, [sp, #112]
-    ldp x16, x17, [sp, #128]
-    ldp x18, x19, [sp, #144]
-    ldp x20, x21, [sp, #160]
-    ldp x22, x23, [sp, #176]
-    ldp x24, x25, [sp, #192]
-    ldp x26, x27, [sp, #208]
-    ldp x28, x29, [sp, #224]
-    ldr x30, [sp, #240]
-    ldp x0, x1, [sp, #0]
-    add sp, sp, #288
+    add sp, x0, #288
+    ldp x2, x3, [sp, #-272]
+    ldp x4, x5, [sp, #-256]
+    ldp x6, x7, [sp, #-240]
+    ldp x8, x9, [sp, #-224]
+    ldp x10, x11, [sp, #-208]
+    ldp x12, x13, [sp, #-192]
+    ldp x14, x15, [sp, #-176]
+    ldp x16, x17, [sp, #-160]
+    ldp x18, x19, [sp, #-144]
+    ldp x20, x21, [sp, #-128]
+    ldp x22, x23, [sp, #-112]
+    ldp x24, x25, [sp, #-96]
+    ldp x26, x27, [sp, #-80]
+    ldp x28, x29, [sp, #-64]
+    ldur x30, [sp, #-48]
+    ldp x0, x1, [sp, #-288]
     eret
-
-    .global aarch64_resume_kernel
-aarch64_resume_kernel:
-    adrp x1, kernel_sp_save
-    ldr x1, [x1, :lo12:kernel_sp_save]
-    mov sp, x1
-    ldp x20, x21, [sp, #16]
-    ldp x22, x23, [sp, #32]
-    ldp x24, x25, [sp, #48]
-    ldp x26, x30, [sp, #64]
-    ldp x19, x29, [sp], #80
-    ret
-    "#
+    "#,
+    nzcv = const SPSR_NZCV,
 );
 
-/// SPSR_EL1.{N,Z,C,V}, the one part of a saved SPSR a thread gets back.
+/// SPSR_EL1.{N,Z,C,V}, the one part of a saved SPSR a thread gets back
+/// (`aarch64_run_user` masks the rest off on the way out).
 const SPSR_NZCV: u64 = 0xF << 28;
 
 /// Exception class of `svc` from AArch64 (ESR_EL1.EC).
 const EC_SVC64: u64 = 0x15;
 
+/// ESR_EL1 or FAR_EL1 (`$register`) of the exception that just brought the
+/// CPU back from user mode: the vector entry does not save them, and
+/// nothing in between takes another exception (the kernel runs with
+/// interrupts masked).
+macro_rules! syndrome {
+    ($register:literal) => {{
+        let value: u64;
+        // SAFETY: reading a syndrome register has no side effect.
+        unsafe {
+            asm!(
+                concat!("mrs {value}, ", $register),
+                value = out(reg) value,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+        value
+    }};
+}
+
 /// Runs the thread whose registers are `context` until it traps, and says why.
 pub fn run_user(context: &mut UserContext) -> Exit {
-    // Only EL0t with interrupts unmasked may be entered: never let a saved
-    // SPSR carry the thread into EL1. The condition flags are the thread's
-    // own and are kept: an interrupt may fall between a compare and its
-    // branch.
-    context.spsr &= SPSR_NZCV;
     let entry: u64;
     // SAFETY: `context` is a valid, exclusively borrowed, 16-byte aligned
-    // frame; SPSR selects EL0t, so `eret` enters user mode. The assembly saves
-    // and restores x19-x26, x29, x30 and the stack pointer and returns here
-    // when the thread traps into a lower-EL vector, which writes only the
-    // frame; every other register is declared clobbered, so the compiler
-    // saves only what is live across the call.
+    // frame; its SPSR is masked to the flags on the way out, so `eret`
+    // enters EL0t. The assembly saves and restores x19-x26, x29, x30 and the
+    // stack pointer and returns here when the thread traps into a lower-EL
+    // vector, which writes only the frame; every other register is
+    // declared clobbered, so the compiler saves only what is live across
+    // the call.
     unsafe {
         asm!(
             "bl aarch64_run_user",
@@ -174,19 +181,37 @@ pub fn run_user(context: &mut UserContext) -> Exit {
             clobber_abi("C"),
         )
     };
-    match entry {
-        8 if context.esr >> 26 == EC_SVC64 => Exit::Syscall,
-        8 => Exit::Exception {
-            vector: (context.esr >> 26) as u8,
-            error: context.esr,
-            address: context.far,
-        },
-        9 | 10 => Exit::Interrupt(entry as u8),
-        _ => Exit::Exception {
+    // Read whatever the entry (an interrupt leaves it stale, unused).
+    let esr = syndrome!("esr_el1");
+    if entry == 8 && esr >> 26 == EC_SVC64 {
+        return Exit::Syscall;
+    }
+    not_syscall(context, entry, esr)
+}
+
+/// [`run_user`] for an interrupt or an exception other than a system call
+/// (an exception's syndrome kept in the frame): why the thread stopped.
+#[cold]
+#[inline(never)]
+fn not_syscall(context: &mut UserContext, entry: u64, esr: u64) -> Exit {
+    if let 9 | 10 = entry {
+        return Exit::Interrupt(entry as u8);
+    }
+    let far = syndrome!("far_el1");
+    context.esr = esr;
+    context.far = far;
+    if entry == 8 {
+        Exit::Exception {
+            vector: (esr >> 26) as u8,
+            error: esr,
+            address: far,
+        }
+    } else {
+        Exit::Exception {
             vector: 0x2F,
-            error: context.esr,
+            error: esr,
             address: context.elr,
-        },
+        }
     }
 }
 

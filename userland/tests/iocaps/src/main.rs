@@ -18,7 +18,8 @@
 //!   right on the IoSpace and on the bitmap Frame; on a unit that cannot
 //!   track (QEMU: `Identify` says so on both machines) they answer
 //!   `NotSupported`; where it can, a space with nothing written reads clean.
-//! - IoUserTable.Invalidate answers the end of the range it processed.
+//! - IoUserTable.Invalidate answers the end of the range it processed, and
+//!   refuses a read-only IoUserTable capability.
 //! - IO table memory is charged per IoSpace: one IoSpace that fills its
 //!   tables (VT-d: a stage 1 aliasing every 2 MiB region, shadowed region
 //!   by region through Invalidate; both machines: stage-2 maps each in a
@@ -278,6 +279,16 @@ fn user_tables_and_invalidate(world: &mut World) -> Outcome {
     );
     let range = table.invalidate_range(0, 4 << 20);
     check!(range.is_ok(), "a 4 MiB range (continued): {range:?}");
+    let slot = world.take();
+    let copied = world.objects.cnode().copy(slot, table, Rights::READ);
+    let Ok(read_table) = copied else {
+        rt::fail!("copy the IoUserTable read-only: {copied:?}");
+    };
+    let refused = read_table.invalidate(0x10_0000, 0x1000);
+    check!(
+        refused == Err(Error::InsufficientRights),
+        "Invalidate through a read-only IoUserTable: {refused:?}"
+    );
     let detached = device.detach();
     check!(detached.is_ok(), "Detach from the user table: {detached:?}");
     Ok(())

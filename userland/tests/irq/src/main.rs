@@ -8,6 +8,9 @@
 //! - Lines the kernel keeps (its timer, the IOMMU's fault interrupt) and
 //!   lines beyond the controller are `OutOfScope`.
 //! - Deleting the handler masks and frees the line: it can be had again.
+//! - aarch64 (enough SPIs to fill them): once the kernel's line records are
+//!   full, `Get` answers `ObjectTableFull` and changes nothing: the slot
+//!   stays empty and the line free, so it can be had once a record is.
 //!
 //! While the root task waits, no thread is ready: the kernel's idle loop
 //! must take the interrupts.
@@ -111,6 +114,10 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("deleting_the_handler_frees_the_line", || {
         deleting_the_handler_frees_the_line(&mut slots, handler)
     });
+    #[cfg(target_arch = "aarch64")]
+    suite.run("full_line_records_refuse_and_change_nothing", || {
+        full_line_records_refuse_and_change_nothing(&mut slots)
+    });
     suite.finish()
 }
 
@@ -194,4 +201,53 @@ fn deleting_the_handler_frees_the_line(
         "set notification"
     );
     take_interrupts(again, notification, 3)
+}
+
+/// Takes handlers for SPIs until the kernel's line records are full: the
+/// next `Get` answers `ObjectTableFull` and leaves its slot empty and its
+/// line free (decode refuses before the model issues the handler), so after
+/// one handler is deleted the same line goes into the same slot.
+#[cfg(target_arch = "aarch64")]
+fn full_line_records_refuse_and_change_nothing(slots: &mut Slots) -> Outcome {
+    let mut held: [Option<Cap<IrqHandler>>; 40] = [None; 40];
+    let mut count = 0;
+    let mut refused = None;
+    for spi in 32..300u64 {
+        let slot = slots.take();
+        match irq_control().get(spi, slot) {
+            Ok(handler) if count < held.len() => {
+                held[count] = Some(handler);
+                count += 1;
+            }
+            Ok(_) => rt::fail!("{count} handlers and line {spi} still granted"),
+            Err(Error::ObjectTableFull) => {
+                refused = Some((spi, slot));
+                break;
+            }
+            // The kernel's own lines and lines already owned.
+            Err(Error::OutOfScope | Error::DeviceInUse) => {}
+            Err(e) => rt::fail!("IrqControl.Get of line {spi}: {e:?}"),
+        }
+    }
+    let Some((spi, slot)) = refused else {
+        rt::fail!("{count} handlers taken and never ObjectTableFull")
+    };
+    let Some(first) = held[0] else {
+        rt::fail!("ObjectTableFull before any handler")
+    };
+    check!(cnode().delete(first.slot()).is_ok(), "delete a handler");
+    let again = irq_control().get(spi, slot);
+    check!(
+        again.is_ok(),
+        "line {spi} into the refused slot after a record was freed: {:?}",
+        again.map(|c| c.slot())
+    );
+    for handler in held.iter().skip(1).take(count.saturating_sub(1)).flatten() {
+        check!(
+            cnode().delete(handler.slot()).is_ok(),
+            "delete handler {:?}",
+            handler.slot()
+        );
+    }
+    Ok(())
 }

@@ -9,7 +9,8 @@
 //! - Preemption: a low-priority thread that spins forever does not keep a
 //!   thread of the same priority from running (the timer takes the CPU back),
 //!   so that thread's signal reaches the waiting root task.
-//! - Deleting an endpoint wakes the thread blocked on it with `DeadObject`.
+//! - Deleting an endpoint wakes the thread blocked on it with `DeadObject`,
+//!   also one that went to wait there with `ReplyRecv`.
 //! - aarch64: the condition flags survive a timer interrupt.
 //! - Every FP/SIMD instruction faults in user mode (aarch64: CPACR_EL1.FPEN
 //!   traps EL0, EC 0x07; x86_64: CR0.EM and no CR4.OSFXSR make x87 raise
@@ -107,6 +108,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("deleted_endpoint_wakes_its_waiter", || {
         deleted_endpoint_wakes_its_waiter(&mut slots)
+    });
+    suite.run("deleted_endpoint_wakes_a_reply_recv_waiter", || {
+        deleted_endpoint_wakes_a_reply_recv_waiter(&mut slots)
     });
     suite.run("fault_handler_resumes_a_thread", || {
         fault_handler_resumes_a_thread(&mut slots)
@@ -340,7 +344,12 @@ static WAITER_SAW: AtomicU64 = AtomicU64::new(0);
 static WAITER_DONE: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn waiter(endpoint: u64) -> ! {
-    let result = Cap::<Endpoint>::from_slot(Slot::new(endpoint as u32)).recv();
+    report_wait(Cap::<Endpoint>::from_slot(Slot::new(endpoint as u32)).recv())
+}
+
+/// Records how a waiter's wait ended in [`WAITER_SAW`] (1: a message, else
+/// the error code), signals [`WAITER_DONE`] and parks.
+fn report_wait<T>(result: Result<T, Error>) -> ! {
     let code = match result {
         Ok(_) => 1,
         Err(e) => u64::from(e.code()),
@@ -376,6 +385,55 @@ fn deleted_endpoint_wakes_its_waiter(slots: &mut Slots) -> Outcome {
     check!(
         saw == u64::from(Error::DeadObject.code()),
         "the waiter's Recv ended with {saw}, expected DeadObject"
+    );
+    Ok(())
+}
+
+/// The endpoint nobody used before that [`replying_waiter`] waits on.
+static FRESH_ENDPOINT: AtomicU64 = AtomicU64::new(0);
+
+/// Answers one `Call` on `endpoint` with `ReplyRecv` on [`FRESH_ENDPOINT`],
+/// then reports how that wait ended, as [`waiter`] does.
+extern "C" fn replying_waiter(endpoint: u64) -> ! {
+    let calls = Cap::<Endpoint>::from_slot(Slot::new(endpoint as u32));
+    let fresh =
+        Cap::<Endpoint>::from_slot(Slot::new(FRESH_ENDPOINT.load(Ordering::Relaxed) as u32));
+    let _ = calls.recv();
+    report_wait(fresh.reply_recv(MessageInfo::new(0, 1), [0; 4]))
+}
+
+/// A thread that answers with `ReplyRecv` on an endpoint nobody used
+/// before waits there as a `Recv` would: deleting that endpoint wakes it
+/// with `DeadObject`. (The round trip's fast path blocks a thread only on
+/// an endpoint the scheduler has registered, and remembers the answer in
+/// the thread's lookup cache; a cache that said "registered" without
+/// asking leaves the waiter asleep for good.)
+fn deleted_endpoint_wakes_a_reply_recv_waiter(slots: &mut Slots) -> Outcome {
+    let made = make::<Endpoint>(slots).and_then(|calls| {
+        let fresh = make::<Endpoint>(slots)?;
+        Ok((calls, fresh, make::<Notification>(slots)?))
+    });
+    let (calls, fresh, done) = match made {
+        Ok(made) => made,
+        Err(e) => rt::fail!("retype endpoints and notification: {e:?}"),
+    };
+    WAITER_SAW.store(0, Ordering::Relaxed);
+    WAITER_DONE.store(u64::from(done.slot()), Ordering::Relaxed);
+    FRESH_ENDPOINT.store(u64::from(fresh.slot()), Ordering::Relaxed);
+    // Higher priority: it blocks in Recv before we continue.
+    check!(
+        spawn(slots, replying_waiter, u64::from(calls.slot()), 200).is_ok(),
+        "spawn the waiter"
+    );
+    let reply = calls.call(MessageInfo::new(0, 1), [0; 4]);
+    check!(reply.is_ok(), "Call answered {reply:?}");
+    check!(cnode().delete(fresh.slot()).is_ok(), "delete the endpoint");
+    let word = done.wait();
+    check!(word.is_ok(), "Wait returned {word:?}");
+    let saw = WAITER_SAW.load(Ordering::Relaxed);
+    check!(
+        saw == u64::from(Error::DeadObject.code()),
+        "the waiter's ReplyRecv ended with {saw}, expected DeadObject"
     );
     Ok(())
 }
