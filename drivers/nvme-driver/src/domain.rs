@@ -200,10 +200,6 @@ struct Disk<'a> {
     /// A client's Frame is mapped at FRAME_IPA and kept after the reply
     /// (`READ_FRAME_HELD`).
     held: bool,
-    /// VT-d (shadow nesting): a stage-2 unmap in the IoSpace dropped the
-    /// kernel's composed shadow of the stage 1, so the pool must be
-    /// invalidated (recomposed) before the controller's next access.
-    recompose: bool,
     /// `IoUserTable.Invalidate` calls since the start.
     invalidations: u64,
     /// Ticks of IoSpace map, delete and invalidation of the request.
@@ -318,7 +314,6 @@ pub fn run(table: &CapTable) -> i32 {
         cnode,
         frame: false,
         held: false,
-        recompose: false,
         invalidations: 0,
         iommu: 0,
         start: table.start,
@@ -542,9 +537,6 @@ impl Disk<'_> {
                 match self.transfer(block, Iova(FRAME_IOVA), false) {
                     Ok(()) => {
                         self.held = true;
-                        // The client may revoke the Frame while the driver
-                        // holds it: a stage-2 unmap the driver does not see.
-                        self.recompose = cfg!(target_arch = "x86_64");
                         Ok([FRAME_IOVA, 0, 0, 0])
                     }
                     Err(status) => {
@@ -586,13 +578,11 @@ impl Disk<'_> {
 
     /// One command of the block at `address`, polled (bounded) to
     /// completion, or in interrupt mode waited for by MSI (or, with
-    /// `WAIT_FIRST`, polled to completion and then its MSI taken); the pool
-    /// recomposed first when a stage-2 unmap dropped the shadow (VT-d).
+    /// `WAIT_FIRST`, polled to completion and then its MSI taken). A
+    /// stage-2 unmap (VT-d shadow nesting) dropped only the shadow entries
+    /// composed through the unmapped IPA: the pool needs no new
+    /// `Invalidate`.
     fn transfer(&mut self, block: u64, address: Iova, write: bool) -> Result<(), Status> {
-        if self.recompose {
-            self.invalidate(DMA_IOVA, pool_iova(0, DMA_PAGES))?;
-            self.recompose = false;
-        }
         let lba = block * u64::from(SECTORS);
         // Interrupt mode: the last command's MSI first, if it found its
         // completion without waiting, so this command's wait is for its own.
@@ -677,8 +667,6 @@ impl Disk<'_> {
         self.iommu += rt::bench::io_counter() - start;
         self.frame = false;
         self.held = false;
-        // VT-d: the unmap dropped the shadow; the next command recomposes.
-        self.recompose = cfg!(target_arch = "x86_64");
     }
 
     /// The second half of a held I/O: the controller writes `block` through

@@ -698,8 +698,9 @@ fn map_frame(disk: &mut Disk, device_reads: bool) -> Result<(), Status> {
 
 /// Deletes the driver's copy of the client's Frame: the kernel unmaps it
 /// from the IoSpace and waits for the IOMMU's invalidation before the
-/// delete returns. On VT-d that unmap dropped the kernel's shadow of the
-/// stage 1: the pool is composed again before anything else.
+/// delete returns. On VT-d that unmap dropped only the kernel's shadow
+/// entry for FRAME_IOVA (the one composed through FRAME_IPA): the pool's
+/// entries keep translating.
 fn drop_frame(disk: &mut Disk) {
     let start = rt::bench::io_counter();
     if let Some(cnode) = disk.cnode
@@ -710,11 +711,6 @@ fn drop_frame(disk: &mut Disk) {
     disk.frame_ticks += rt::bench::io_counter() - start;
     disk.frame = false;
     disk.held = false;
-    if cfg!(target_arch = "x86_64")
-        && let Err(why) = virtio::dma::recompose_pool()
-    {
-        rt::println!("[vblk] {}", why.0);
-    }
 }
 
 /// One request between the device and the client's Frame: the crate is
@@ -731,14 +727,8 @@ fn transfer_redirected(disk: &mut Disk, block: u64, write: bool) -> Result<(), S
 /// FRAME_IOVA again. The client may have revoked its Frame since: then the
 /// IoSpace no longer maps FRAME_IPA and the access must fault.
 fn finish_held(disk: &mut Disk, block: u64) -> [u64; 4] {
-    // A revoke the driver did not see may have dropped the VT-d shadow:
-    // the pool (not FRAME_IOVA, which the driver did not change) composed
-    // again before the doorbell.
-    if cfg!(target_arch = "x86_64")
-        && let Err(why) = virtio::dma::recompose_pool()
-    {
-        rt::println!("[vblk] {}", why.0);
-    }
+    // A revoke the driver did not see dropped (VT-d) only the shadow entry
+    // composed through FRAME_IPA: the pool needs no new Invalidate.
     disk.seen_faults = (0, 0);
     let outcome = transfer_redirected(disk, block, false);
     let still_held = disk

@@ -634,23 +634,6 @@ pub fn redirect(to: Option<(u64, u64)>) {
     }
 }
 
-/// `IoUserTable.Invalidate` of the pool's whole window, counted: on VT-d
-/// (shadow nesting) a stage-2 unmap in the IoSpace drops the kernel's
-/// composed shadow of the stage 1, and this composes the pool's entries
-/// again before the device's next access.
-pub fn recompose_pool() -> Result<(), Failure> {
-    let mut guard = POOL.lock();
-    let pool = guard
-        .as_mut()
-        .ok_or_else(|| failure(format_args!("no DMA pool installed")))?;
-    let start = rt::bench::io_counter();
-    let (iova, len) = (pool.iova, pool.count as u64 * PAGE);
-    let done = pool.table.invalidate_range(iova, len);
-    pool.counters.invalidations += 1;
-    pool.counters.iommu_ticks += rt::bench::io_counter() - start;
-    done.map_err(|e| failure(format_args!("IoUserTable.Invalidate of the pool: {e:?}")))
-}
-
 /// Changes how buffers are shared from the next request on (see
 /// [`Sharing`]); refused while a buffer is shared.
 pub fn set_sharing(sharing: Sharing) -> Result<(), Failure> {

@@ -19,6 +19,7 @@ use iommu::budget::{
     Account, Budget, BudgetError, Ledger, Recording, UNIT_TABLES_PER_ENTRY, UnitTables,
 };
 use iommu::pagetable::{PageSize, PageTable, Perms};
+use iommu::vtd::shadow::Dependencies;
 
 /// One IoSpace: its stage 2 and model DID.
 pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
@@ -52,9 +53,10 @@ pub(crate) struct Nest {
     /// VT-d: the shadow table's root; SMMUv3: the CD page.
     pub(crate) page: u64,
     pub(crate) users: u32,
-    /// VT-d: how many leaves the shadow holds (a clear of an empty shadow
-    /// is skipped).
-    pub(crate) leaves: u64,
+    /// VT-d: the stage-2 IPAs the shadow's entries were composed through,
+    /// so a stage-2 unmap drops only the entries that depended on it
+    /// (`iommu::vtd::shadow::Dependencies`; unused on SMMUv3).
+    pub(crate) dependencies: Dependencies,
     /// The space's model DID (fixed for the space's life), so an
     /// invalidation needs no lookup of the space.
     pub(crate) did: u16,
@@ -99,9 +101,6 @@ pub struct State<U: IoUnit, M, E: Env> {
     pub(crate) kernel_answers: crate::KernelAnswers,
     /// Nest CDs stall stage-1 faults (`State::enable_stalls`).
     pub(crate) stalls: bool,
-    /// IoSpaces whose stage 2 lost entries since the last invalidation:
-    /// their VT-d shadows are cleared before it.
-    dirty: heapless::Vec<ObjectId, SPACES>,
     /// Devices bound to CPU address spaces (`sva.rs`).
     pub(crate) sva: [Option<crate::sva::Binding>; crate::sva::SVA_BINDINGS],
     unit: PhantomData<fn() -> U>,
@@ -140,7 +139,6 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 failed: 0,
             },
             stalls: false,
-            dirty: heapless::Vec::new(),
             sva: [None; crate::sva::SVA_BINDINGS],
             unit: PhantomData,
         }
@@ -357,14 +355,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 Ok(())
             }
             Effect::InvalidateDomain { did, .. } => {
-                self.clear_dirty_shadows();
                 self.note_tags(did);
                 Ok(())
             }
-            Effect::WaitForInvalidation { .. } => {
-                self.clear_dirty_shadows();
-                self.invalidate_pending(unit)
-            }
+            Effect::WaitForInvalidation { .. } => self.invalidate_pending(unit),
             Effect::RouteFaults { source, queue, .. } => {
                 self.routes.retain(|(s, _)| *s != source);
                 match queue {
@@ -502,62 +496,49 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let mem = self.mem();
         // In the region [`State::map`] last reached, the entry is a 4 KiB
         // leaf of its table (the region's 2 MiB entry is that table).
-        match s.leaf_table {
+        let (pa, bytes) = match s.leaf_table {
             Some((region, leaf)) if region == ipa >> 21 => table
                 .unmap_4k_in(&mem, leaf, ipa)
-                .map(|_| ())
+                .map(|pa| (pa, 4096))
                 .map_err(|_| "nothing mapped there")?,
             _ => table
                 .unmap(&mem, ipa)
-                .map(|_| ())
+                .map(|(pa, size)| (pa, size.bytes()))
                 .map_err(|_| "nothing mapped there")?,
-        }
-        // VT-d shadows were composed through stage 2, and the unmapped page
-        // may have held stage-1 tables: every shadow entry of the space may
-        // depend on it. They are dropped before the invalidation that
-        // follows (once per operation, however many pages it unmaps); the
-        // driver's next Invalidate rebuilds them.
-        // A space without nests, or whose shadows hold no leaf, has no
-        // shadow entry to drop (`clear_shadows_of` skips empty ones too).
-        if U::SHADOWS
-            && self.shadow_leaves(nests)
-            && !self.dirty.contains(&space)
-            && self.dirty.push(space).is_err()
-        {
-            self.clear_shadows_of(space);
+        };
+        // VT-d shadows were composed through stage 2: the entries composed
+        // through the unmapped IPA (a stage-1 table page there, or a leaf
+        // pointing into it) are dropped now, before the invalidation that
+        // follows; the others keep translating. A space without nests has
+        // no shadow to drop.
+        if U::SHADOWS && nests != 0 {
+            self.drop_shadow_dependents((space, &table, nests), ipa & !(bytes - 1), pa, bytes);
         }
         Ok(())
     }
 
-    /// Whether a shadow of the nests in `nests` (a space's set) holds a leaf.
-    #[inline]
-    fn shadow_leaves(&self, nests: u32) -> bool {
-        bits(nests).any(|i| self.nests[i].as_ref().is_some_and(|n| n.leaves != 0))
-    }
-
-    fn clear_shadows_of(&mut self, space: ObjectId) {
-        let Ok((table, nests)) = self.space(space).map(|s| (s.table, s.nests)) else {
-            return;
-        };
+    /// Drops from the shadows of `space`'s nests (`nests`, its nest set;
+    /// `table`, its stage 2) every entry composed through
+    /// `[ipa, ipa + bytes)`, which stage 2 mapped to `pa`.
+    fn drop_shadow_dependents(
+        &mut self,
+        (space, table, nests): (ObjectId, &PageTable<U::Format>, u32),
+        ipa: u64,
+        pa: u64,
+        bytes: u64,
+    ) {
         let mem = self.mem();
         for i in bits(nests) {
             let Some(nest) = self.nests[i].as_mut() else {
                 continue;
             };
-            if nest.space != space || nest.leaves == 0 {
+            if nest.space != space || !nest.dependencies.touches(ipa, bytes) {
                 continue;
             }
-            if let Some(shadow) = shadow_at(nest.page, &table) {
-                shadow.remove_leaves_to(&mem, 0, u64::MAX);
-                nest.leaves = 0;
+            if let Some(shadow) = shadow_at(nest.page, table) {
+                nest.dependencies
+                    .drop_dependents(&mem, &shadow, ipa, bytes, pa);
             }
-        }
-    }
-
-    #[inline]
-    fn clear_dirty_shadows(&mut self) {
-        while let Some(space) = self.dirty.pop() {
-            self.clear_shadows_of(space);
         }
     }
 
@@ -655,7 +636,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             root_ipa,
             page,
             users: 0,
-            leaves: 0,
+            dependencies: Dependencies::new(),
             did,
         });
         if let Some(i) = self.space_position(space) {

@@ -18,8 +18,8 @@ pub trait IoUnit: Sized {
     /// first stage on a unit without one).
     type Format: PageTableFormat + Copy;
     /// Whether nests are shadow tables the layer composes (VT-d): a
-    /// stage-2 unmap drops them, and their DIDs are invalidated with
-    /// their IoSpace's.
+    /// stage-2 unmap drops the entries composed through its IPA, and
+    /// their DIDs are invalidated with their IoSpace's.
     const SHADOWS: bool;
     /// The stage-1 format `IoSpace.BindUserTable` accepts
     /// (`sys::UserTableFormat`): x86 first-stage 4-level on VT-d,

@@ -570,31 +570,22 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
         let take = length.min(SHADOW_PAGES_PER_CALL * 4096);
         state.ensure_pool(space)?;
-        let composed = iommu::vtd::shadow::shadow_range(
+        let nest = state.nests[index].as_mut().ok_or(Error::DeadObject)?;
+        // Records what each composed entry went through, so a stage-2
+        // unmap drops only the entries that depended on its IPA; after a
+        // failure midway the records count as overflowed (the next unmap
+        // clears the whole shadow).
+        iommu::vtd::shadow::shadow_range_recording(
             &mem,
             &mut state.pool.of_space(space),
-            root_ipa,
-            &table,
-            &shadow,
+            (root_ipa, &table, &shadow),
             start,
             take,
             SHADOW_PAGES_PER_CALL,
             false,
-        );
-        // The leaf count lets a stage-2 unmap skip an empty shadow; after
-        // a failure midway it is unknown, so the next unmap clears.
-        let nest = state.nests[index].as_mut().ok_or(Error::DeadObject)?;
-        let stats = match composed {
-            Ok(stats) => stats,
-            Err(_) => {
-                nest.leaves = u64::MAX;
-                return Err(Error::InvalidAddress);
-            }
-        };
-        nest.leaves = nest
-            .leaves
-            .saturating_add(stats.added)
-            .saturating_sub(stats.removed);
+            &mut nest.dependencies,
+        )
+        .map_err(|_| Error::InvalidAddress)?;
         // One domain-selective IOTLB invalidation of the shadow's DID.
         let descriptor = Descriptor::iotlb(
             IotlbScope::Domain(Self::nest_tag(index)),

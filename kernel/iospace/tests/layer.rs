@@ -144,6 +144,21 @@ fn vtd_shadow_nests_compose_and_revoke() {
     }
 }
 
+/// A new IoSpace with every data page mapped read-write.
+fn space_with_data<U, D, F>(world: &mut World<'_, U, D, F>) -> ObjectId
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    let space = world.create_space().unwrap();
+    for i in 0..DATA_PAGES {
+        let pa = world.page();
+        world.map(space, DATA_IPA + 4096 * i, pa, RW).unwrap();
+    }
+    space
+}
+
 /// One IoSpace at its share of nests, a device on each: an unmap
 /// invalidates the space and every one of its shadows, so no device
 /// keeps a cached translation of the page.
@@ -152,11 +167,7 @@ fn vtd_unmap_invalidates_every_shadow_of_a_space() {
     let memory = SimMemory::new(MEMORY);
     let device = SimVtd::new(&memory, QEMU_CAP, PASID_ECAP, true);
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
-    let space = world.create_space().unwrap();
-    for i in 0..DATA_PAGES {
-        let pa = world.page();
-        world.map(space, DATA_IPA + 4096 * i, pa, RW).unwrap();
-    }
+    let space = space_with_data(&mut world);
     let mut requesters = Vec::new();
     for copy in 0..iospace::SHARE.nests as u64 {
         let root = if copy == 0 {
@@ -176,6 +187,92 @@ fn vtd_unmap_invalidates_every_shadow_of_a_space() {
     );
     world.unmap(space, DATA_IPA).unwrap();
     world.check(&requesters, false).unwrap();
+    assert_eq!(take_log(), Vec::<String>::new());
+}
+
+/// Every DMA of `requesters` through their nests faults.
+fn all_fault<U, D, F>(world: &World<'_, U, D, F>, requesters: &[(u16, Option<u32>)]) -> bool
+where
+    U: IoUnit + common::Faults,
+    D: Model,
+    F: PageTableFormat + Copy,
+{
+    requesters.iter().all(|&(rid, pasid)| {
+        (0..DATA_PAGES).all(|i| {
+            [Access::Read, Access::Write].into_iter().all(|access| {
+                world
+                    .device
+                    .transact(rid, pasid, IOVA + 4096 * i, access)
+                    .is_none()
+            })
+        })
+    })
+}
+
+/// Shadow nests of one IoSpace for several devices and PASIDs, three
+/// stage 1s (devices 0x20, 0x21 and PASID 1 of 0x22 share the first):
+/// a stage-2 unmap drops only the shadow entries composed through the
+/// unmapped IPA, before it returns. A data page: no device reaches it,
+/// every other page still translates without the driver's `Invalidate`
+/// (the check demands it: `live`). A table page of one stage 1: every
+/// DMA through that nest faults, even after the IPA is mapped again to
+/// another frame, and the other nests keep translating every page.
+#[test]
+fn vtd_unmap_drops_only_the_shadow_entries_through_it() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, PASID_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let space = space_with_data(&mut world);
+    let roots = [
+        world.stage1_of(space).unwrap(),
+        world.another_stage1(space, 1).unwrap(),
+        world.another_stage1(space, 2).unwrap(),
+    ];
+    let users: [&[(u16, Option<u32>)]; 3] = [
+        &[(0x20, None), (0x21, None), (0x22, Some(1))],
+        &[(0x23, None), (0x22, Some(2))],
+        &[(0x24, Some(7))],
+    ];
+    for (root, users) in roots.iter().zip(users) {
+        for &(rid, pasid) in users {
+            world.attach_at(rid, pasid, space, Some(*root)).unwrap();
+        }
+        world.user_invalidate_at(space, *root).unwrap();
+    }
+    let everyone: Vec<(u16, Option<u32>)> = users.concat();
+    let pages = DATA_PAGES as usize * 2;
+    assert_eq!(
+        world.check(&everyone, true).unwrap(),
+        everyone.len() * pages
+    );
+
+    // A data page: gone for every device, the rest still translates.
+    world.unmap(space, DATA_IPA + 5 * 4096).unwrap();
+    assert_eq!(
+        world.check(&everyone, true).unwrap(),
+        everyone.len() * (pages - 2)
+    );
+
+    // The last-level table page of the second stage 1, mapped again
+    // to a fresh (zeroed) frame: its nest's devices reach nothing.
+    let table_ipa = world.stage1_table_ipas(roots[1])[3];
+    world.unmap(space, table_ipa).unwrap();
+    let fresh = world.page();
+    world.map(space, table_ipa, fresh, RW).unwrap();
+    assert!(all_fault(&world, users[1]));
+    let others: Vec<(u16, Option<u32>)> = [users[0], users[2]].concat();
+    assert_eq!(
+        world.check(&others, true).unwrap(),
+        others.len() * (pages - 2)
+    );
+    // The root page of the third: the same for its nest.
+    let root_ipa = world.stage1_table_ipas(roots[2])[0];
+    world.unmap(space, root_ipa).unwrap();
+    assert!(all_fault(&world, users[2]));
+    assert_eq!(
+        world.check(users[0], true).unwrap(),
+        users[0].len() * (pages - 2)
+    );
     assert_eq!(take_log(), Vec::<String>::new());
 }
 

@@ -9,15 +9,29 @@ use crate::PhysMem;
 use crate::model::vtd::Request;
 use crate::model::vtd_device::{NESTING_ECAP, QEMU_CAP, SimVtd};
 use crate::model::{Access, SimFrames, SimMemory};
-use crate::pagetable::{PageSize, PageTable};
+use crate::pagetable::{PageSize, PageTable, Perms};
 use crate::vtd::VtdUnit;
 use crate::vtd::regs::{Capability, RootTableMode};
-use crate::vtd::shadow::{ShadowError, shadow_range};
+use crate::vtd::shadow::{Dependencies, ShadowError, shadow_range, shadow_range_recording};
 use crate::vtd::tables::{LegacyContext, PasidConfig, SecondStageFormat, SecondStageLevels};
 use proptest::prelude::*;
+use std::boxed::Box;
 use std::vec::Vec;
 
 const WINDOW: u64 = 4 * MIB;
+
+/// Both units over the same second stage, and the shadow with what it
+/// depends on.
+struct Shadowed<'m> {
+    nested: SimVtd<'m>,
+    shadowed: SimVtd<'m>,
+    /// The last update's count of entries mapped.
+    mapped: u64,
+    second: PageTable<SecondStageFormat>,
+    shadow: PageTable<SecondStageFormat>,
+    dependencies: Dependencies,
+    root_ipa: u64,
+}
 
 /// Builds both units over the same second stage and the shadow: one
 /// shadow update of the window after each of `fills` (which write the
@@ -29,6 +43,21 @@ fn setup<'m>(
     root_page: u64,
     allow_1g: bool,
 ) -> (SimVtd<'m>, SimVtd<'m>, u64) {
+    let s = setup_recording(memory, fills, root_page, allow_1g, None);
+    (s.nested, s.shadowed, s.mapped)
+}
+
+/// [`setup`], keeping the tables and the shadow's dependencies; with
+/// `large`, the second stage maps the guest's first 2 MiB with one leaf
+/// (of those rights) to the 2 MiB at 64 MiB (the guest pages' home, in
+/// another order: every page still holds what the fills wrote).
+fn setup_recording<'m>(
+    memory: &'m SimMemory,
+    fills: &[&dyn Fn(&SimMemory)],
+    root_page: u64,
+    allow_1g: bool,
+    large: Option<Perms>,
+) -> Shadowed<'m> {
     let cap = if allow_1g {
         QEMU_CAP | 1 << 56
     } else {
@@ -39,17 +68,24 @@ fn setup<'m>(
     let mut frames = SimFrames::new(memory, 16 * MIB, 48 * MIB);
     let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
     let second = PageTable::new(&mut frames, format, 4, 48).unwrap();
-    for page in 0..GUEST_PAGES {
-        second
-            .map(
-                memory,
-                &mut frames,
-                page << 12,
-                physical_page(page),
-                PageSize::Size4K,
-                perms_of(page),
-            )
-            .unwrap();
+    match large {
+        Some(perms) => second
+            .map(memory, &mut frames, 0, 64 * MIB, PageSize::Size2M, perms)
+            .unwrap(),
+        None => {
+            for page in 0..GUEST_PAGES {
+                second
+                    .map(
+                        memory,
+                        &mut frames,
+                        page << 12,
+                        physical_page(page),
+                        PageSize::Size4K,
+                        perms_of(page),
+                    )
+                    .unwrap();
+            }
+        }
     }
     let root_ipa = root_page << 12;
 
@@ -73,18 +109,18 @@ fn setup<'m>(
         .unwrap();
     let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
     let mut mapped = 0;
+    let mut dependencies = Dependencies::new();
     for fill in fills {
         fill(memory);
-        let stats = shadow_range(
+        let stats = shadow_range_recording(
             memory,
             &mut frames,
-            root_ipa,
-            &second,
-            &shadow,
+            (root_ipa, &second, &shadow),
             0,
             WINDOW,
             1024,
             allow_1g,
+            &mut dependencies,
         )
         .unwrap();
         assert_eq!(stats.pages, 1024);
@@ -98,7 +134,15 @@ fn setup<'m>(
     legacy
         .set_legacy_context(memory, &mut frames, 0x10, Some(context))
         .unwrap();
-    (nested_unit, shadow_unit, mapped)
+    Shadowed {
+        nested: nested_unit,
+        shadowed: shadow_unit,
+        mapped,
+        second,
+        shadow,
+        dependencies,
+        root_ipa,
+    }
 }
 
 /// Every read and write DMA of requester 0x10 to `addresses`: the same
@@ -140,9 +184,14 @@ fn adversarial(seed: u64, flags_bias: u64) -> impl Fn(&SimMemory) {
 /// writable, to any guest page or beyond) under upper levels whose write
 /// permission is random too.
 fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
+    well_formed_at(seed, physical_page)
+}
+
+/// [`well_formed`] with guest page `p` at physical address `home(p)`.
+fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
     move |memory| {
         let mut rng = Rng(seed);
-        let table = |page: u64| physical_page(page);
+        let table = home;
         for page in [ROOT_PAGE, 1, 3, 4, 6] {
             memory.zero(table(page), 4096);
         }
@@ -164,6 +213,35 @@ fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
                 memory.write_u64(table(leaf_table) + 8 * slot, entry);
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Under a second stage of one 2 MiB leaf (read-write, read-only or
+    /// write-only: then no table is readable), well-formed first stages
+    /// re-shadowed: every page of the window translates as a nesting unit
+    /// translates it (the composing loop's one-leaf case).
+    #[test]
+    fn shadow_under_a_large_second_stage_leaf_translates_like_hardware_nesting(
+        seed in 1u64..,
+        rights in 0u64..3,
+    ) {
+        let memory = SimMemory::new(256 * MIB);
+        // Twice: the second update finds the last-level tables and takes
+        // the composing loop.
+        let home = |page: u64| 64 * MIB + (page << 12);
+        let (first, second) = (well_formed_at(seed, home), well_formed_at(seed ^ 0x5eed, home));
+        let s = setup_recording(
+            &memory,
+            &[&first, &second],
+            ROOT_PAGE,
+            false,
+            Some(perms_of(rights)),
+        );
+        prop_assert!(rights == 2 || s.mapped > 0);
+        same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))?;
     }
 }
 
@@ -255,6 +333,28 @@ fn shadow_is_not_vacuous_and_is_bounded() {
     );
 }
 
+/// A second stage mapping every guest page read-write.
+fn read_write_second_stage(
+    memory: &SimMemory,
+    frames: &mut SimFrames<'_>,
+    format: SecondStageFormat,
+) -> PageTable<SecondStageFormat> {
+    let second = PageTable::new(frames, format, 4, 48).unwrap();
+    for page in 0..GUEST_PAGES {
+        second
+            .map(
+                memory,
+                frames,
+                page << 12,
+                physical_page(page),
+                PageSize::Size4K,
+                crate::pagetable::Perms::READ_WRITE,
+            )
+            .unwrap();
+    }
+    second
+}
+
 /// Revoking a data frame from the second stage and removing the shadow
 /// leaves that point into it keeps the shadow equal to nested hardware.
 #[test]
@@ -266,19 +366,7 @@ fn revoking_a_data_frame_keeps_the_shadow_exact() {
     let shadow_unit = SimVtd::new(&memory, cap, crate::model::vtd_device::QEMU_ECAP, true);
     let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
     let format = SecondStageFormat::for_unit(Capability(cap));
-    let second = PageTable::new(&mut frames, format, 4, 48).unwrap();
-    for page in 0..GUEST_PAGES {
-        second
-            .map(
-                &memory,
-                &mut frames,
-                page << 12,
-                physical_page(page),
-                PageSize::Size4K,
-                crate::pagetable::Perms::READ_WRITE,
-            )
-            .unwrap();
-    }
+    let second = read_write_second_stage(&memory, &mut frames, format);
     // A well-formed first stage in GPA pages 0..=3 (written at their
     // physical homes): IOVA page i -> GPA page 8 + i, read-write.
     let write = |gpa_page: u64, index: u64, value: u64| {
@@ -375,4 +463,271 @@ fn revoking_a_data_frame_keeps_the_shadow_exact() {
     assert_eq!(same(0x2010), (None, None));
     // Clearing the whole shadow leaves nothing translatable.
     assert_eq!(shadow.remove_leaves_to(&memory, 0, u64::MAX), 7);
+}
+
+/// Where the nesting unit and the shadow disagree after stage-2 unmaps
+/// (their dependents dropped from the shadow): `Err` when the shadow
+/// reaches a page the nesting unit's fresh walk does not give (strict
+/// revocation broken), or faults where the nesting unit translates into
+/// a frame that was neither unmapped nor mapped anew (an entry dropped
+/// that depended on nothing unmapped). Returns the pages both translate.
+fn after_unmaps(s: &Shadowed<'_>, touched_frames: &[u64]) -> Result<u64, TestCaseError> {
+    let mut both = 0;
+    for address in (0..WINDOW).step_by(4096) {
+        for access in [Access::Read, Access::Write] {
+            let request = Request {
+                source_id: 0x10,
+                pasid: None,
+                address: address + 8,
+                access,
+            };
+            let nested = s.nested.dma(request).ok();
+            let shadowed = s.shadowed.dma(request).ok();
+            match (shadowed, nested) {
+                (Some(got), want) => {
+                    prop_assert_eq!(Some(got), want, "{:#x} {:?}", address, access);
+                    both += 1;
+                }
+                (None, Some(want)) => prop_assert!(
+                    touched_frames.contains(&(want & !0xfff)),
+                    "{:#x} {:?} faults; nested hardware reaches {:#x}, which no unmap touched",
+                    address,
+                    access,
+                    want
+                ),
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(both)
+}
+
+/// Unmaps guest page `page` from the second stage and drops what depends
+/// on it; with `remap`, maps the IPA again to a fresh frame (zeroed, at
+/// 128 MiB up). The frames that changed hands.
+fn unmap_and_drop(memory: &SimMemory, s: &mut Shadowed<'_>, page: u64, remap: bool) -> Vec<u64> {
+    let Ok((pa, size)) = s.second.unmap(memory, page << 12) else {
+        return Vec::new();
+    };
+    let ipa = (page << 12) & !(size.bytes() - 1);
+    s.dependencies
+        .drop_dependents(memory, &s.shadow, ipa, size.bytes(), pa);
+    let mut touched: Vec<u64> = (pa..pa + size.bytes()).step_by(4096).collect();
+    if remap {
+        let fresh = 128 * MIB + (page << 12);
+        memory.zero(fresh, 4096);
+        let mut frames = SimFrames::new(memory, 200 * MIB, 210 * MIB);
+        s.second
+            .map(
+                memory,
+                &mut frames,
+                page << 12,
+                fresh,
+                PageSize::Size4K,
+                crate::pagetable::Perms::READ_WRITE,
+            )
+            .unwrap();
+        touched.push(fresh);
+    }
+    touched
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Stage-2 unmaps of any guest pages (the first stage's table pages,
+    /// its leaves' targets, or neither), some mapped again to other
+    /// (zeroed) frames: the shadow never reaches what nested hardware
+    /// would not, and keeps every translation that depended on nothing
+    /// unmapped; or, composed again, translates as nested hardware does.
+    #[test]
+    fn unmaps_drop_exactly_what_depended_on_them(
+        seed in 1u64..,
+        well in any::<bool>(),
+        root_page in 0u64..GUEST_PAGES,
+        unmaps in proptest::collection::vec((0u64..GUEST_PAGES, any::<bool>()), 1..6),
+        large in proptest::option::weighted(0.25, 0u64..3),
+        recompose in any::<bool>(),
+    ) {
+        let memory = SimMemory::new(256 * MIB);
+        let fill: Box<dyn Fn(&SimMemory)> = if well {
+            Box::new(well_formed(seed))
+        } else {
+            Box::new(adversarial(seed, 0b111))
+        };
+        let root = if well { ROOT_PAGE } else { root_page };
+        let large = large.map(perms_of);
+        let mut s = setup_recording(&memory, &[&*fill], root, false, large);
+        let mut touched = Vec::new();
+        for (page, remap) in unmaps {
+            touched.extend(unmap_and_drop(&memory, &mut s, page, remap));
+        }
+        if recompose {
+            // The driver's next Invalidate: what the records kept of
+            // stage 2 (the tables' pages) must not outlive an unmap.
+            let mut frames = SimFrames::new(&memory, 220 * MIB, 230 * MIB);
+            shadow_range_recording(
+                &memory,
+                &mut frames,
+                (s.root_ipa, &s.second, &s.shadow),
+                0,
+                WINDOW,
+                1024,
+                false,
+                &mut s.dependencies,
+            )
+            .unwrap();
+            same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))?;
+        } else {
+            after_unmaps(&s, &touched)?;
+        }
+    }
+}
+
+/// Well-formed tables over both 2 MiB regions of the window: unmapping
+/// the first region's last-level table page drops that region's entries
+/// and no other; unmapping a leaf target drops the entries into it; the
+/// rest keeps translating without the driver's `Invalidate`.
+#[test]
+fn an_unmap_drops_only_the_entries_through_it() {
+    let memory = SimMemory::new(256 * MIB);
+    let mut s = setup_recording(&memory, &[&well_formed(7)], ROOT_PAGE, false, None);
+    assert!(!s.dependencies.overflowed());
+    // Counted in the shadow table (a DMA now would fill the unit's
+    // IOTLB, which the tests do not invalidate).
+    let translating = |s: &Shadowed<'_>, region: u64| {
+        (0..512u64)
+            .filter(|page| {
+                s.shadow
+                    .lookup(&memory, (region << 21) + (page << 12))
+                    .is_some()
+            })
+            .count()
+    };
+    let into = |s: &Shadowed<'_>, page: u64| {
+        (0..512u64)
+            .filter(|&i| {
+                s.shadow
+                    .lookup(&memory, (1 << 21) + (i << 12))
+                    .is_some_and(|(out, _)| out & !0xfff == physical_page(page))
+            })
+            .count()
+    };
+    let (first, second) = (translating(&s, 0), translating(&s, 1));
+    assert!(first > 100 && second > 100, "{first} {second}");
+    // Guest page 4 holds the first region's last-level table (and is a
+    // leaf target of some of the second region's entries).
+    let second = second - into(&s, 4);
+    let mut touched = unmap_and_drop(&memory, &mut s, 4, false);
+    assert_eq!((translating(&s, 0), translating(&s, 1)), (0, second));
+    // A leaf target of the second region: only the entries into it go.
+    let target = (0..GUEST_PAGES)
+        .filter(|&page| ![ROOT_PAGE, 1, 3, 4, 6].contains(&page))
+        .max_by_key(|&page| into(&s, page))
+        .unwrap();
+    let dropped = into(&s, target);
+    assert!(dropped > 0);
+    touched.extend(unmap_and_drop(&memory, &mut s, target, false));
+    assert_eq!(translating(&s, 1), second - dropped);
+    // Every DMA through the shadow agrees with nested hardware.
+    let both = after_unmaps(&s, &touched).unwrap();
+    assert!(both > 100, "{both}");
+}
+
+/// More regions than the records hold: the records overflow, and the
+/// next stage-2 unmap clears the whole shadow (the fallback is safe).
+#[test]
+fn overflowing_records_clear_the_whole_shadow() {
+    let memory = SimMemory::new(256 * MIB);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
+    let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
+    let second = read_write_second_stage(&memory, &mut frames, format);
+    // Root at guest page 0, level 3 at 1, level 2 at 2, one last-level
+    // table at 3 used by every 2 MiB region: each region maps its first
+    // page to guest page 8.
+    let write = |gpa_page: u64, index: u64, value: u64| {
+        memory.write_u64(physical_page(gpa_page) + 8 * index, value)
+    };
+    write(0, 0, 1 << 12 | 0b111);
+    write(1, 0, 2 << 12 | 0b111);
+    let regions = crate::vtd::shadow::DEPENDENCY_REGIONS as u64 + 2;
+    for region in 0..regions {
+        write(2, region, 3 << 12 | 0b111);
+    }
+    write(3, 0, 8 << 12 | 0b111);
+    let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    let mut dependencies = Dependencies::new();
+    for region in 0..regions {
+        shadow_range_recording(
+            &memory,
+            &mut frames,
+            (0, &second, &shadow),
+            region << 21,
+            4096,
+            1,
+            false,
+            &mut dependencies,
+        )
+        .unwrap();
+    }
+    assert!(dependencies.overflowed());
+    // Guest page 20 is nobody's table or target; still everything goes.
+    let (pa, _) = second.unmap(&memory, 20 << 12).unwrap();
+    assert_eq!(
+        dependencies.drop_dependents(&memory, &shadow, 20 << 12, 4096, pa),
+        regions
+    );
+    assert!(dependencies.is_empty());
+}
+
+/// The first stage's root in a 2 MiB region of IPAs of its own, away
+/// from every table and leaf target the records name: its stage-2 unmap
+/// still drops every entry (and what the records kept of it).
+#[test]
+fn an_unmap_of_a_root_away_from_the_records_drops_everything() {
+    let memory = SimMemory::new(256 * MIB);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
+    let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
+    let second = read_write_second_stage(&memory, &mut frames, format);
+    // The root at IPA 4 MiB (physical 100 MiB); level 3 at guest page 1,
+    // level 2 at 2, the last-level table at 3: IOVA page i -> page 8 + i.
+    let root_ipa = 4 * MIB;
+    second
+        .map(
+            &memory,
+            &mut frames,
+            root_ipa,
+            100 * MIB,
+            PageSize::Size4K,
+            Perms::READ_WRITE,
+        )
+        .unwrap();
+    let write = |pa: u64, index: u64, value: u64| memory.write_u64(pa + 8 * index, value);
+    write(100 * MIB, 0, 1 << 12 | 0b111);
+    write(physical_page(1), 0, 2 << 12 | 0b111);
+    write(physical_page(2), 0, 3 << 12 | 0b111);
+    for i in 0..8u64 {
+        write(physical_page(3), i, (8 + i) << 12 | 0b111);
+    }
+    let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
+    let mut dependencies = Dependencies::new();
+    let stats = shadow_range_recording(
+        &memory,
+        &mut frames,
+        (root_ipa, &second, &shadow),
+        0,
+        8 << 12,
+        8,
+        false,
+        &mut dependencies,
+    )
+    .unwrap();
+    assert_eq!(stats.mapped, 8);
+    let (pa, _) = second.unmap(&memory, root_ipa).unwrap();
+    assert_eq!(
+        dependencies.drop_dependents(&memory, &shadow, root_ipa, 4096, pa),
+        8
+    );
+    assert!(dependencies.is_empty());
+    assert!((0..8u64).all(|i| shadow.lookup(&memory, i << 12).is_none()));
 }

@@ -621,6 +621,13 @@ where
         Ok(root)
     }
 
+    /// The IPAs of the table pages set aside for the driver's stage 1 at
+    /// `root`, in the order its tables took them: root, level 3, level 2,
+    /// the last-level table of the data pages, then spares.
+    pub fn stage1_table_ipas(&self, root: u64) -> Vec<u64> {
+        self.stage1_pages[&root].keys().copied().collect()
+    }
+
     /// The driver maps `iova` -> `ipa` (read-write) in its stage 1 at
     /// `root`, in a last-level table the stage 1 already has (IOVAs
     /// within 2 MiB of [`IOVA`]).
