@@ -687,6 +687,102 @@ const BENCHMARKS: &[Benchmark] = &[
         "nvme-irq",
         "of nvme-read-4k-pmu, the driver's wait for the completion, from the doorbell to the look that found it: Notification.Wait, the switch to the idle thread, the kernel's MSI entry and signal, the switch back, IrqHandler.Ack (the sleep itself counts nothing)",
     ),
+    Benchmark {
+        name: "blk-read-4k-batched-pmu",
+        source: Source::PmuImage("blk-irq"),
+        unit: Unit::Instructions,
+        description: "blk-read-4k-pmu with the batched variant of (a): the 3 buffers mapped in stage 1 with one invalidation, unmapped with one, 2 per I/O (Linux's strict mode has 4 TLBI+SYNC pairs per virtio-blk request)",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    pmu_part(
+        "blk-read-4k-batched-pmu-ipc",
+        "blk-irq",
+        "of blk-read-4k-batched-pmu, the IPC: the total minus the driver domain's share and its wait",
+    ),
+    pmu_part(
+        "blk-read-4k-batched-pmu-driver",
+        "blk-irq",
+        "of blk-read-4k-batched-pmu, the driver domain from the request's arrival to its reply, its wait for the interrupt left out (IOMMU and doorbell included)",
+    ),
+    pmu_part(
+        "blk-read-4k-batched-pmu-iommu",
+        "blk-irq",
+        "of blk-read-4k-batched-pmu, of the driver's, its IOMMU calls",
+    ),
+    pmu_part(
+        "blk-read-4k-batched-pmu-doorbell",
+        "blk-irq",
+        "of blk-read-4k-batched-pmu, of the driver's, its doorbell writes",
+    ),
+    pmu_part(
+        "blk-read-4k-batched-pmu-interrupt",
+        "blk-irq",
+        "of blk-read-4k-batched-pmu, the driver's wait for the completion, from the doorbell to the look that found it: Notification.Wait, the switch to the idle thread, the kernel's MSI entry and signal, the switch back, IrqHandler.Ack (the sleep itself counts nothing)",
+    ),
+    Benchmark {
+        name: "blk-read-4k-zerocopy-pmu",
+        source: Source::PmuImage("blk-irq"),
+        unit: Unit::Instructions,
+        description: "blk-read-4k-pmu with (c) zero copy, the honest peer of Linux's strict IOMMU mode: the client's Frame capability travels with the request, the driver maps it into its IoSpace behind the fixed IOVA its stage 1 keeps (request header and status through the pre-mapped pool), the device DMAs straight into it, and the driver deletes the Frame (the kernel's IoSpace unmap and invalidation) before the reply",
+        target: |arch| (arch == Arch::Aarch64).then_some(11_600),
+    },
+    pmu_part(
+        "blk-read-4k-zerocopy-pmu-ipc",
+        "blk-irq",
+        "of blk-read-4k-zerocopy-pmu, the IPC: the total minus the driver domain's share and its wait",
+    ),
+    pmu_part(
+        "blk-read-4k-zerocopy-pmu-driver",
+        "blk-irq",
+        "of blk-read-4k-zerocopy-pmu, the driver domain from the request's arrival to its reply, its wait for the interrupt left out (IOMMU and doorbell included)",
+    ),
+    pmu_part(
+        "blk-read-4k-zerocopy-pmu-iommu",
+        "blk-irq",
+        "of blk-read-4k-zerocopy-pmu, of the driver's, its IOMMU calls",
+    ),
+    pmu_part(
+        "blk-read-4k-zerocopy-pmu-doorbell",
+        "blk-irq",
+        "of blk-read-4k-zerocopy-pmu, of the driver's, its doorbell writes",
+    ),
+    pmu_part(
+        "blk-read-4k-zerocopy-pmu-interrupt",
+        "blk-irq",
+        "of blk-read-4k-zerocopy-pmu, the driver's wait for the completion, from the doorbell to the look that found it: Notification.Wait, the switch to the idle thread, the kernel's MSI entry and signal, the switch back, IrqHandler.Ack (the sleep itself counts nothing)",
+    ),
+    Benchmark {
+        name: "nvme-read-4k-zerocopy-pmu",
+        source: Source::PmuImage("nvme-irq"),
+        unit: Unit::Instructions,
+        description: "nvme-read-4k-pmu with (c) zero copy, the honest peer of Linux's strict IOMMU mode: the client's Frame capability travels with the request, the driver maps it into its IoSpace behind the fixed IOVA its stage 1 keeps (the command's PRP), the controller DMAs straight into it, and the driver deletes the Frame (the kernel's IoSpace unmap and invalidation) before the reply",
+        target: |arch| (arch == Arch::Aarch64).then_some(6_500),
+    },
+    pmu_part(
+        "nvme-read-4k-zerocopy-pmu-ipc",
+        "nvme-irq",
+        "of nvme-read-4k-zerocopy-pmu, the IPC: the total minus the driver domain's share and its wait",
+    ),
+    pmu_part(
+        "nvme-read-4k-zerocopy-pmu-driver",
+        "nvme-irq",
+        "of nvme-read-4k-zerocopy-pmu, the driver domain from the request's arrival to its reply, its wait for the interrupt left out (IOMMU and doorbell included)",
+    ),
+    pmu_part(
+        "nvme-read-4k-zerocopy-pmu-iommu",
+        "nvme-irq",
+        "of nvme-read-4k-zerocopy-pmu, of the driver's, its IOMMU calls",
+    ),
+    pmu_part(
+        "nvme-read-4k-zerocopy-pmu-doorbell",
+        "nvme-irq",
+        "of nvme-read-4k-zerocopy-pmu, of the driver's, its doorbell writes",
+    ),
+    pmu_part(
+        "nvme-read-4k-zerocopy-pmu-interrupt",
+        "nvme-irq",
+        "of nvme-read-4k-zerocopy-pmu, the driver's wait for the completion, from the doorbell to the look that found it: Notification.Wait, the switch to the idle thread, the kernel's MSI entry and signal, the switch back, IrqHandler.Ack (the sleep itself counts nothing)",
+    ),
     part(
         "net-echo-1500",
         "net",
@@ -808,13 +904,16 @@ const HOST_DRIVEN_SPREAD: u64 = 100;
 /// total and its parts (`NAME-*`), all taken from the run with the lower
 /// total; the totals of two runs must agree within
 /// 1/[`HOST_TIMED_SPREAD`], the parts are not compared.
-const HOST_TIMED: [&str; 6] = [
+const HOST_TIMED: [&str; 9] = [
     "blk-read-4k-msi",
     "blk-read-4k-msi-premapped",
     "nvme-read-4k-msi",
     "blk-read-4k-pmu",
+    "blk-read-4k-batched-pmu",
     "blk-read-4k-premapped-pmu",
+    "blk-read-4k-zerocopy-pmu",
     "nvme-read-4k-pmu",
+    "nvme-read-4k-zerocopy-pmu",
 ];
 const HOST_TIMED_SPREAD: u64 = 20;
 
@@ -860,6 +959,24 @@ fn take_lower_groups(first: &mut BTreeMap<String, u64>, second: &BTreeMap<String
     }
 }
 
+/// Polling-mode block reads (`blk-read-4k*`, `nvme-read-4k*` outside the
+/// [`HOST_TIMED`] groups): each part may differ between two runs by at most
+/// [`DEVICE_SLACK`] instructions. Measured on x86_64 after the VT-d shadow's
+/// partial drop landed: `blk-read-4k-zerocopy-driver` 6,856 vs 6,858,
+/// `-iommu` 4,553 vs 4,555, `-ipc` 1,226 vs 1,224, the client's total
+/// identical. The device completes on the host's clock, and something in
+/// the driver's IOMMU calls takes one more turn of a two-instruction loop in
+/// some runs; which loop is not yet found. The first run's values are kept.
+fn device_slack(name: &str) -> u64 {
+    let device_read = name.starts_with("blk-read-4k") || name.starts_with("nvme-read-4k");
+    if device_read && host_timed_group(name).is_none() {
+        DEVICE_SLACK
+    } else {
+        0
+    }
+}
+const DEVICE_SLACK: u64 = 8;
+
 /// Why two runs' results disagree, if they do.
 fn disagreement(first: &BTreeMap<String, u64>, second: &BTreeMap<String, u64>) -> Option<String> {
     if first.keys().ne(second.keys()) {
@@ -869,7 +986,7 @@ fn disagreement(first: &BTreeMap<String, u64>, second: &BTreeMap<String, u64>) -
         .iter()
         .filter_map(|(name, &a)| {
             let b = second[name];
-            let allowed = spread(name).map_or(0, |n| a.max(b) / n);
+            let allowed = spread(name).map_or_else(|| device_slack(name), |n| a.max(b) / n);
             (a.abs_diff(b) > allowed).then(|| format!("{name} {a} vs {b}"))
         })
         .collect();
@@ -1179,9 +1296,9 @@ mod tests {
 
     #[test]
     fn only_host_driven_rows_may_differ_a_little() {
-        let run = |blk: u64, net: u64| {
+        let run = |ipc: u64, net: u64| {
             BTreeMap::from([
-                ("blk-read-4k".to_string(), blk),
+                ("ipc-round-trip".to_string(), ipc),
                 ("net-echo-1500".to_string(), net),
             ])
         };
@@ -1191,6 +1308,17 @@ mod tests {
         let mut fewer = run(100, 1);
         fewer.remove("net-echo-1500");
         assert!(disagreement(&run(100, 1), &fewer).is_some());
+    }
+
+    #[test]
+    fn polling_block_reads_may_differ_by_the_device_slack_only() {
+        let run = |part: u64| BTreeMap::from([("blk-read-4k-zerocopy-iommu".to_string(), part)]);
+        assert_eq!(disagreement(&run(4_553), &run(4_555)), None);
+        assert_eq!(disagreement(&run(4_553), &run(4_553 + DEVICE_SLACK)), None);
+        assert!(disagreement(&run(4_553), &run(4_554 + DEVICE_SLACK)).is_some());
+        let nvme = |part: u64| BTreeMap::from([("nvme-read-4k".to_string(), part)]);
+        assert!(disagreement(&nvme(1_524), &nvme(1_600)).is_some());
+        assert_eq!(device_slack("ipc-round-trip"), 0);
     }
 
     #[test]
@@ -1220,12 +1348,37 @@ mod tests {
             host_timed_group("blk-read-4k-msi-ipc"),
             Some("blk-read-4k-msi")
         );
+        assert_eq!(
+            host_timed_group("nvme-read-4k-zerocopy-pmu-iommu"),
+            Some("nvme-read-4k-zerocopy-pmu")
+        );
+        assert_eq!(host_timed_group("nvme-read-4k-zerocopy-ipc"), None);
         // Parts differ, totals within 1/20: the runs agree.
         assert_eq!(disagreement(&run(16_586, 21), &run(16_700, 222)), None);
         assert!(disagreement(&run(16_586, 21), &run(18_000, 21)).is_some());
         let mut first = run(16_700, 222);
         take_lower_groups(&mut first, &run(16_586, 21));
         assert_eq!(first, run(16_586, 21));
+    }
+
+    /// Every PMU-counted row is host-timed (whether the driver sleeps
+    /// depends on the host): a total with a target is a group of its own,
+    /// and each part belongs to the group of a total that exists.
+    #[test]
+    fn every_pmu_row_is_in_a_host_timed_group() {
+        for row in BENCHMARKS {
+            if !matches!(row.source, Source::PmuImage(_)) {
+                continue;
+            }
+            let group = host_timed_group(row.name);
+            assert!(group.is_some(), "{} is in no HOST_TIMED group", row.name);
+            let total = BENCHMARKS.iter().find(|b| Some(b.name) == group);
+            assert!(
+                total.is_some_and(|t| (t.target)(Arch::Aarch64).is_some()),
+                "{}: its group {group:?} has no total with a target",
+                row.name
+            );
+        }
     }
 
     #[test]

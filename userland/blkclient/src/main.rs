@@ -249,16 +249,19 @@ type MsiCost = (Cost, u64);
 fn timed_msi_read(driver: Cap<Endpoint>) -> Result<Option<(u64, MsiCost)>, Status> {
     timed_with_interrupts(
         driver,
+        &mut || call(driver, READ, 0),
         |count, _| count == 1,
         |cost| cost.wait + cost.doorbell,
     )
 }
 
-/// The cheapest of [`TIMED_READS`] reads of block 0 whose interrupts and
-/// sleeps (`COMPLETIONS`' MR1 and MR3 during the read) `counts` accepts:
-/// the client's total minus `left_out` of the read's cost.
+/// The cheapest of [`TIMED_READS`] runs of `read` (a read of block 0)
+/// whose interrupts and sleeps (`COMPLETIONS`' MR1 and MR3 during the
+/// read) `counts` accepts: the client's total minus `left_out` of the
+/// read's cost.
 fn timed_with_interrupts(
     driver: Cap<Endpoint>,
+    read: &mut dyn FnMut() -> Result<[u64; 4], Status>,
     counts: impl Fn(u64, u64) -> bool,
     left_out: impl Fn(&Cost) -> u64,
 ) -> Result<Option<(u64, MsiCost)>, Status> {
@@ -271,7 +274,7 @@ fn timed_with_interrupts(
         let (before, _) = interrupts(driver)?;
         let slept_before = slept(driver)?;
         let start = rt::bench::io_counter();
-        let mrs = call(driver, READ, 0)?;
+        let mrs = read()?;
         let total = rt::bench::io_counter() - start;
         let cost = Cost::from_mrs([mrs[1], mrs[2], mrs[3]]);
         let (after, msi) = interrupts(driver)?;
@@ -306,15 +309,26 @@ fn timed_with_interrupts(
 /// controller does), so the driver never sleeps, 16 more reads and the
 /// cheapest that took exactly one interrupt: its MSI entry and the
 /// driver's Wait and Ack, and no idle switch, since the CPU never idled.
-fn timed_pmu_read(name: &str, driver: Cap<Endpoint>) -> Result<Option<(u64, MsiCost)>, Status> {
-    let slept = timed_with_interrupts(driver, |count, sleeps| count == 1 && sleeps == 1, |_| 0)?;
+/// `read` is one read of block 0: a plain `READ`, or a zero-copy one
+/// with the client's Frame (`zero_copy::timed_pmu_read`).
+fn timed_pmu_read(
+    name: &str,
+    driver: Cap<Endpoint>,
+    read: &mut dyn FnMut() -> Result<[u64; 4], Status>,
+) -> Result<Option<(u64, MsiCost)>, Status> {
+    let slept = timed_with_interrupts(
+        driver,
+        read,
+        |count, sleeps| count == 1 && sleeps == 1,
+        |_| 0,
+    )?;
     if slept.is_some() {
         return Ok(slept);
     }
     rt::println!(
         "[blkclient] {name}: the driver never slept for a completion (the device was always done before it looked): the reads that took one interrupt instead, with no idle switch"
     );
-    timed_with_interrupts(driver, |count, _| count == 1, |_| 0)
+    timed_with_interrupts(driver, read, |count, _| count == 1, |_| 0)
 }
 
 /// Prints the `bench` lines of a [`timed_pmu_read`]: the total and its
@@ -480,10 +494,13 @@ fn main(startup: &rt::Startup) -> i32 {
     if by_msi && rt::bench::pmu_counting() {
         // The benchmark kernel's PMU (aarch64): the driver sleeps for each
         // interrupt; only these rows, so they do not overwrite the
-        // release kernel's.
+        // release kernel's. Pre-mapped last: (c)'s virtio-blk header and
+        // status go through it, as in polling mode, and so does the
+        // revoke test below.
         let rows: &[(Sharing, &str)] = match kind {
             Driver::VirtioBlk => &[
                 (Sharing::PerRequest, "blk-read-4k-pmu"),
+                (Sharing::Batched, "blk-read-4k-batched-pmu"),
                 (Sharing::Premapped, "blk-read-4k-premapped-pmu"),
             ],
             Driver::Nvme => &[(Sharing::Premapped, "nvme-read-4k-pmu")],
@@ -493,7 +510,17 @@ fn main(startup: &rt::Startup) -> i32 {
                 Driver::VirtioBlk => ask(driver, SHARING, sharing.code()).map(|_| ()),
                 Driver::Nvme => Ok(()),
             };
-            print_pmu_bench(name, shared.and_then(|()| timed_pmu_read(name, driver)));
+            print_pmu_bench(
+                name,
+                shared.and_then(|()| timed_pmu_read(name, driver, &mut || call(driver, READ, 0))),
+            );
+        }
+        // (c) counted the same way: the data straight into the client's
+        // Frame, the capability with each request.
+        let name = rt::__format!("{prefix}-zerocopy-pmu");
+        match frames.clone() {
+            Ok(frames) => print_pmu_bench(&name, zero_copy::timed_pmu_read(&name, driver, frames)),
+            Err(why) => rt::println!("bench {name} FAILED: {}", why.0),
         }
     } else if kind == Driver::Nvme && by_msi {
         // Interrupt mode (images/nvme-irq.toml): its own row, through the

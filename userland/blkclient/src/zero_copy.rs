@@ -29,7 +29,7 @@ use vblk_protocol::{
     Status, WRITE_FRAME, pattern_word,
 };
 
-use crate::{call, call_with, read_and_check, timed};
+use crate::{MsiCost, call, call_with, read_and_check, timed};
 
 /// Where the client maps its Frame: next to `block_page`, under the
 /// page table that already maps it.
@@ -217,11 +217,28 @@ fn reads_and_writes_with(driver: Cap<Endpoint>) -> Outcome {
 
 /// The cheapest of the timed zero-copy reads of block 0.
 pub fn timed_read(driver: Cap<Endpoint>, frames: Frames) -> Result<(u64, Cost), Status> {
+    with_made(frames, || timed(|| with_frame(driver, READ_FRAME, 0)))
+}
+
+/// The zero-copy reads of block 0 counted with the PMU, as
+/// [`crate::timed_pmu_read`].
+pub fn timed_pmu_read(
+    name: &str,
+    driver: Cap<Endpoint>,
+    frames: Frames,
+) -> Result<Option<(u64, MsiCost)>, Status> {
+    with_made(frames, || {
+        crate::timed_pmu_read(name, driver, &mut || with_frame(driver, READ_FRAME, 0))
+    })
+}
+
+/// `timed` run between making the Frame and destroying it.
+fn with_made<T>(frames: Frames, timed: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
     frames.make().map_err(|why| {
         rt::println!("[blkclient] {}", why.0);
         Status::NoFrame
     })?;
-    let timed = timed(|| with_frame(driver, READ_FRAME, 0));
+    let timed = timed();
     if let Err(why) = frames.destroy() {
         rt::println!("[blkclient] {}", why.0);
     }
