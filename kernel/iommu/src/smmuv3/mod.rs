@@ -317,6 +317,12 @@ impl<M: Mmio> Smmu<M> {
     pub fn enable_interrupts(&self) -> Result<(), SmmuError> {
         let keep = self.mmio.read32(offset::IRQ_CTRL) & irq_ctrl::PRIQ;
         let value = irq_ctrl::GERROR | irq_ctrl::EVENTQ | keep;
+        self.write_irq_ctrl(value, "GERROR_IRQEN/EVENTQ_IRQEN")
+    }
+
+    /// Writes IRQ_CTRL and waits, bounded, until IRQ_CTRLACK reads the same
+    /// value; `bit` names what was being enabled in the timeout error.
+    fn write_irq_ctrl(&self, value: u32, bit: &'static str) -> Result<(), SmmuError> {
         self.mmio.write32(offset::IRQ_CTRL, value);
         if self
             .poll_limit
@@ -326,7 +332,7 @@ impl<M: Mmio> Smmu<M> {
         } else {
             Err(SmmuError::Timeout {
                 register: "SMMU_IRQ_CTRLACK",
-                bit: "GERROR_IRQEN/EVENTQ_IRQEN",
+                bit,
             })
         }
     }

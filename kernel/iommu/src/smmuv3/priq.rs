@@ -184,18 +184,7 @@ impl<M: Mmio> Smmu<M> {
             });
         }
         let value = self.mmio.read32(offset::IRQ_CTRL) | irq_ctrl::PRIQ;
-        self.mmio.write32(offset::IRQ_CTRL, value);
-        if self
-            .poll_limit
-            .wait(|| self.mmio.read32(offset::IRQ_CTRLACK) == value)
-        {
-            Ok(())
-        } else {
-            Err(SmmuError::Timeout {
-                register: "SMMU_IRQ_CTRLACK",
-                bit: "PRIQ_IRQEN",
-            })
-        }
+        self.write_irq_ctrl(value, "PRIQ_IRQEN")
     }
 
     /// Takes up to 16 page requests from the PRI queue (bounded; call
