@@ -3,9 +3,10 @@
 use crate::boot_types::{BootInfo, Discovered, Platform};
 #[cfg(target_arch = "aarch64")]
 use crate::boot_types::{MemoryKind, MemoryRegion};
+use ktext::Text;
 
-fn fail(what: core::fmt::Arguments<'_>) -> ! {
-    crate::println!("[boot] cannot continue: {what}");
+fn fail(what: &dyn Text) -> ! {
+    crate::say!("[boot] cannot continue: {}", what);
     crate::exit(crate::EXIT_BOOT_FAILED)
 }
 
@@ -15,10 +16,10 @@ fn discover(info: &mut BootInfo) -> Discovered {
     // The firmware crate walks RSDP -> RSDT/XSDT and checks every table;
     // the kernel lends it the direct map to read them through.
     let tables = firmware::acpi::discover(&crate::mem::phys_bytes, rsdp)
-        .unwrap_or_else(|e| fail(format_args!("ACPI: {e}")));
+        .unwrap_or_else(|e| fail(&ktext::text!("ACPI: {}", e)));
     let ecam = tables.mcfg.and_then(firmware::acpi::ecam_from_mcfg);
     if let Some(ecam) = ecam {
-        crate::println!(
+        crate::say!(
             "[acpi] MCFG: PCI segment 0 ECAM at {:#x}, buses {}..={}",
             ecam.base,
             ecam.first_bus,
@@ -26,7 +27,7 @@ fn discover(info: &mut BootInfo) -> Discovered {
         );
     }
     if let Some(dmar) = tables.dmar {
-        crate::println!("[acpi] DMAR: {} bytes", dmar.len());
+        crate::say!("[acpi] DMAR: {} bytes", dmar.len());
     }
     Discovered {
         dmar: tables.dmar,
@@ -50,14 +51,14 @@ fn discover(info: &mut BootInfo) -> Discovered {
         })
     };
     let tree = firmware::devicetree::discover(&crate::mem::phys_bytes, dtb, &mut ram)
-        .unwrap_or_else(|e| fail(format_args!("device tree at {dtb:#x}: {e}")));
+        .unwrap_or_else(|e| fail(&ktext::text!("device tree at {:#x}: {}", dtb, e)));
     info.cmdline = tree.bootargs;
     info.initrd = tree.initrd;
     if let Some((base, size)) = tree.smmu {
-        crate::println!("[fdt] SMMUv3 at {base:#x} ({} KiB)", size / 1024);
+        crate::say!("[fdt] SMMUv3 at {:#x} ({} KiB)", base, size / 1024);
     }
     if let Some(pcie) = tree.pcie {
-        crate::println!(
+        crate::say!(
             "[fdt] PCIe ECAM at {:#x} ({} MiB)",
             pcie.ecam_base,
             pcie.ecam_size >> 20
@@ -86,33 +87,33 @@ fn start(info: Result<BootInfo, &'static str>) -> ! {
     match info {
         Ok(info) => main(info),
         Err(what) => {
-            crate::println!("[boot] bad boot information: {what}");
+            crate::say!("[boot] bad boot information: {}", what);
             crate::exit(crate::EXIT_BOOT_FAILED)
         }
     }
 }
 
 /// An unexpected CPU exception: `arch`'s one-line report, then exit.
-fn unexpected_trap(report: core::fmt::Arguments<'_>) -> ! {
-    crate::println!("{report}");
+fn unexpected_trap(report: &dyn Text) -> ! {
+    crate::say!("{}", report);
     crate::exit(crate::EXIT_UNEXPECTED_TRAP)
 }
 
 /// The architecture-neutral boot path.
 pub fn main(mut info: BootInfo) -> ! {
-    crate::println!(
+    crate::say!(
         "Portcullis {} ({})",
         env!("CARGO_PKG_VERSION"),
         crate::arch::NAME
     );
     let found = discover(&mut info);
-    crate::println!("[boot] command line: \"{}\"", info.cmdline);
-    crate::println!("[boot] memory map ({} entries):", info.memory.len());
+    crate::say!("[boot] command line: \"{}\"", info.cmdline);
+    crate::say!("[boot] memory map ({} entries):", info.memory.len());
     for region in &info.memory {
-        crate::println!("[boot]   {region}");
+        crate::say!("[boot]   {}", region);
     }
     if info.memory_dropped > 0 {
-        crate::println!("[boot]   ... {} more entries not kept", info.memory_dropped);
+        crate::say!("[boot]   ... {} more entries not kept", info.memory_dropped);
     }
     // Every BAR on bus 0 gets an address before anything uses a device, and
     // the windows left to devices become the root task's device Untypeds.
@@ -125,11 +126,16 @@ pub fn main(mut info: BootInfo) -> ! {
         info.initrd = cmdline.module();
     }
     if let Some((start, len)) = info.initrd {
-        crate::println!("[boot] boot module at {start:#x}, {len} bytes");
+        crate::say!("[boot] boot module at {:#x}, {} bytes", start, len);
     }
-    let reserved: heapless::Vec<(u64, u64), 1> = info.initrd.into_iter().collect();
+    // Pushed, not `collect()`ed: heapless's `from_iter` `expect`s, and an
+    // `expect` keeps `core::fmt`'s `&str` printer (README, "Size").
+    let mut reserved: heapless::Vec<(u64, u64), 1> = heapless::Vec::new();
+    if let Some(module) = info.initrd {
+        let _ = reserved.push(module);
+    }
     let Some(mut frames) = crate::frames::BootFrames::new(&info.memory, &reserved) else {
-        fail(format_args!("no free RAM above the kernel image"));
+        fail(&ktext::text!("no free RAM above the kernel image"));
     };
     // A kernel built with `seeded-bugs` plants the seeded bugs `seed=`
     // names (the test suite's deliberately broken kernels); any other
@@ -139,7 +145,7 @@ pub fn main(mut info: BootInfo) -> ! {
     // Seed `iommu-off` leaves the IOMMU untouched: the DMA tests must fail.
     if !crate::testing::seeds::planted(crate::testing::seeds::Seed::IommuOff) {
         if let Err(why) = crate::iommu_unit::init(&found, &mut frames) {
-            fail(format_args!("IOMMU: {why}"));
+            fail(&ktext::text!("IOMMU: {}", why));
         }
         // The IOMMU table pool, for the tables IoSpaces need later.
         crate::io_space::reserve_pool(&mut frames);
@@ -173,7 +179,10 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     use crate::arch;
     use crate::syscall;
     let Some(image) = crate::mem::phys_bytes(start, len as usize) else {
-        crate::println!("[boot] the boot module at {start:#x} is outside the direct map");
+        crate::say!(
+            "[boot] the boot module at {:#x} is outside the direct map",
+            start
+        );
         return crate::EXIT_BOOT_FAILED;
     };
     // A packed system image (`cargo xtask run --image`) brings its root
@@ -181,16 +190,16 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     let (program, packed) = match crate::loader::classify(image) {
         Ok(crate::loader::BootModule::Program(program)) => (program, false),
         Ok(crate::loader::BootModule::Image { root_task }) if start.is_multiple_of(4096) => {
-            crate::println!("[boot] the boot module is a system image: starting its init");
+            crate::say!("[boot] the boot module is a system image: starting its init");
             (root_task, true)
         }
         Ok(crate::loader::BootModule::Image { .. }) => {
             let e = crate::loader::ImageError::Unaligned(start);
-            crate::println!("[boot] cannot use the system image: {e}");
+            crate::say!("[boot] cannot use the system image: {}", e);
             return crate::EXIT_BOOT_FAILED;
         }
         Err(e) => {
-            crate::println!("[boot] cannot use the system image: {e}");
+            crate::say!("[boot] cannot use the system image: {}", e);
             return crate::EXIT_BOOT_FAILED;
         }
     };
@@ -201,12 +210,12 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     let entry = match crate::loader::load(program, root, frames) {
         Ok(entry) => entry,
         Err(e) => {
-            crate::println!("[boot] cannot load the root task: {e}");
+            crate::say!("[boot] cannot load the root task: {}", e);
             return crate::EXIT_BOOT_FAILED;
         }
     };
     if packed && let Err(e) = crate::loader::map_image(root, start, len, frames) {
-        crate::println!("[boot] cannot map the system image into init: {e}");
+        crate::say!("[boot] cannot map the system image into init: {}", e);
         return crate::EXIT_BOOT_FAILED;
     }
     for page in 1..=ROOT_STACK_PAGES {
@@ -224,28 +233,29 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
             )
         });
         if !matches!(mapped, Some(Ok(()))) {
-            crate::println!("[boot] cannot map the root task's stack");
+            crate::say!("[boot] cannot map the root task's stack");
             return crate::EXIT_BOOT_FAILED;
         }
     }
     let task = match crate::objects::init(frames, root) {
         Ok(task) => task,
         Err(why) => {
-            crate::println!("[boot] cannot build the root task's capabilities: {why}");
+            crate::say!("[boot] cannot build the root task's capabilities: {}", why);
             return crate::EXIT_BOOT_FAILED;
         }
     };
     if packed {
         if let Err(e) = crate::loader::record_image(task.vspace, len) {
-            crate::println!("[boot] cannot tell init where the image is: {e}");
+            crate::say!("[boot] cannot tell init where the image is: {}", e);
             return crate::EXIT_BOOT_FAILED;
         }
-        crate::println!(
-            "[boot] system image of {len} bytes mapped read-only at {:#x}",
+        crate::say!(
+            "[boot] system image of {} bytes mapped read-only at {:#x}",
+            len,
             abi::bootinfo::IMAGE_ADDRESS
         );
     }
-    crate::println!("[boot] starting the root task at {entry:#x}");
+    crate::say!("[boot] starting the root task at {:#x}", entry);
     arch::set_address_space(root);
     let (tcb_object, tcb) = task.tcb;
     let context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
@@ -256,7 +266,7 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
         context,
         ROOT_PRIORITY,
     ) {
-        crate::println!("[boot] cannot start the root task: {e}");
+        crate::say!("[boot] cannot start the root task: {}", e);
         return crate::EXIT_BOOT_FAILED;
     }
     let stop = crate::sched::run(tcb, |thread| {
@@ -274,11 +284,11 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     });
     match stop {
         crate::sched::Stop::Halt(status) => {
-            crate::println!("[boot] halted with status {status}");
+            crate::say!("[boot] halted with status {}", status);
             status
         }
         crate::sched::Stop::Deadlock => {
-            crate::println!("[boot] no thread can run: every thread is blocked or stopped");
+            crate::say!("[boot] no thread can run: every thread is blocked or stopped");
             crate::EXIT_TESTS_FAILED
         }
         crate::sched::Stop::RootFault => crate::EXIT_TESTS_FAILED,

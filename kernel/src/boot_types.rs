@@ -4,7 +4,7 @@
 //! frame allocator and device memory can take it without importing `boot`
 //! (which imports most of the kernel).
 
-use core::fmt;
+use ktext::{Sink, Text};
 
 /// What a physical memory range holds. The device tree only reports RAM;
 /// the other kinds come from the x86 (E820-style) memory map.
@@ -34,16 +34,31 @@ pub struct MemoryRegion {
     pub kind: MemoryKind,
 }
 
-impl fmt::Display for MemoryRegion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:#014x}..{:#014x} {:>8} KiB {:?}",
+impl MemoryKind {
+    /// The kind's name, as the boot log prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Ram => "Ram",
+            MemoryKind::Reserved => "Reserved",
+            MemoryKind::AcpiReclaimable => "AcpiReclaimable",
+            MemoryKind::AcpiNvs => "AcpiNvs",
+            MemoryKind::Unusable => "Unusable",
+        }
+    }
+}
+
+/// The boot log's line for a region: `0x000000100000..0x000007fe0000
+/// 130944 KiB Ram`.
+impl Text for MemoryRegion {
+    fn write(&self, out: &mut dyn Sink) {
+        ktext::put!(
+            out,
+            "{:#014x}..{:#014x} {:>8} KiB {}",
             self.start,
             self.start.saturating_add(self.size),
             self.size / 1024,
-            self.kind
-        )
+            self.kind.name()
+        );
     }
 }
 

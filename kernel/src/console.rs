@@ -1,46 +1,67 @@
-//! The kernel console: formatted, line-atomic output over the serial port.
+//! The kernel console: line-atomic output over the serial port, without
+//! `core::fmt`.
 //!
 //! Output is plain text (see the README for why). Lines from subsystems
-//! carry a `[module]` prefix, written by the callers.
+//! carry a `[module]` prefix, written by the callers. A line is a
+//! template and its arguments ([`say!`](crate::say)), as with `println!`
+//! but through `ktext`: integers, strings and the errors the kernel
+//! reports. The release kernel has no `core::fmt`
+//! (kernel/README.md, "Size"); the test kernels' code in `testing/` keeps
+//! `println!` with format strings (`testing/print.rs`), which only they
+//! have.
 
-use core::fmt::{self, Write};
+use ktext::{Sink, Text};
 
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
-struct Console;
+/// The serial port as a [`Sink`]; written only through [`locked`].
+struct Uart;
 
-impl Write for Console {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
+impl Sink for Uart {
+    fn str(&mut self, text: &str) {
         crate::arch::console_write(text.as_bytes());
-        Ok(())
     }
 }
 
-/// Prints formatted text; used by [`print!`](crate::print) and [`println!`](crate::println).
+/// Prints one line: `template` with `args`, then a newline; used by
+/// [`say!`](crate::say).
 ///
-/// Never inlined, and cold: fat LTO inlined it (lock, `write_fmt`) into
-/// each of ~70 call sites, 6.9 KB of x86_64 `.text` (kernel/README.md,
-/// "Size"); cold also keeps the printing branches out of the hot paths'
-/// straight-line code.
+/// Never inlined, and cold, as `print` was before it: fat LTO would copy
+/// the lock and the loop into every call site, and cold keeps the printing
+/// branches out of the hot paths' straight-line code.
 #[cold]
 #[inline(never)]
-pub fn print(args: fmt::Arguments<'_>) {
+pub fn say(template: &str, args: &[ktext::Arg<'_>]) {
+    locked(|out| {
+        ktext::write(out, template, args);
+        out.str("\n");
+    });
+}
+
+/// Runs `write` with the console to itself: what it writes is never
+/// interleaved with another line (the test kernels' `println!` in
+/// `testing/print.rs` writes through it too).
+pub fn locked(write: impl FnOnce(&mut dyn Sink)) {
     let _guard = LOCK.lock();
-    // Console::write_str never fails.
-    let _ = Console.write_fmt(args);
+    write(&mut Uart);
 }
 
-/// Prints to the kernel console.
+/// Prints a line to the kernel console: `say!("[boot] module at {:#x}, {}
+/// bytes", start, len)`. Like `println!` with positional placeholders
+/// only, and the forms `ktext` knows (`{}`, `{:#x}`, `{:#018x}`, `{:>8}`,
+/// ...), checked against the arguments at compile time; each argument is
+/// an integer, a string or a [`ktext::Text`].
 #[macro_export]
-macro_rules! print {
-    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
-}
-
-/// Prints a line to the kernel console.
-#[macro_export]
-macro_rules! println {
-    () => { $crate::console::print(format_args!("\n")) };
-    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+macro_rules! say {
+    ($template:literal $(, $arg:expr)* $(,)?) => {{
+        #[allow(unused_imports)]
+        use ktext::ToArg as _;
+        const _: () = assert!(
+            ktext::check($template, <[&str]>::len(&[$(stringify!($arg)),*])),
+            "the template's placeholders do not match its arguments"
+        );
+        $crate::console::say($template, &[$(($arg).to_arg()),*])
+    }};
 }
 
 /// Calls `print(first, last, count)` once per burst: a run of consecutive
@@ -72,11 +93,10 @@ pub fn bursts<T: Copy>(
 /// a burst of N.
 pub struct Times(pub usize);
 
-impl fmt::Display for Times {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            1 => Ok(()),
-            count => write!(f, " (x{count})"),
+impl Text for Times {
+    fn write(&self, out: &mut dyn Sink) {
+        if self.0 != 1 {
+            ktext::put!(out, " (x{})", self.0);
         }
     }
 }

@@ -99,11 +99,13 @@ fn outside(start: u64, end: u64, excluded: &[(u64, u64)], each: &mut impl FnMut(
 /// side of `pci::assign`) and records them
 /// for [`windows`] and [`is_device_memory`].
 pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
+    // Pushed, not `collect()`ed: heapless's `from_iter` `expect`s (README,
+    // "Size"); `memory` holds at most MAX_MEMORY_REGIONS.
     let mut excluded: heapless::Vec<(u64, u64), { crate::boot_types::MAX_MEMORY_REGIONS + 2 }> =
-        memory
-            .iter()
-            .map(|r| (r.start, r.start.saturating_add(r.size)))
-            .collect();
+        heapless::Vec::new();
+    for r in memory {
+        let _ = excluded.push((r.start, r.start.saturating_add(r.size)));
+    }
     let mut windows: heapless::Vec<Window, MAX_WINDOWS> = heapless::Vec::new();
     let add = |windows: &mut heapless::Vec<Window, MAX_WINDOWS>, start, end, what, kind| {
         if windows
@@ -115,7 +117,12 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
             })
             .is_err()
         {
-            crate::println!("[devmem] too many windows: {what} {start:#x}..{end:#x} left out");
+            crate::say!(
+                "[devmem] too many windows: {} {:#x}..{:#x} left out",
+                what,
+                start,
+                end
+            );
         }
     };
     let ecam = found.ecam.filter(|_| found.ecam_size > 0);
@@ -165,7 +172,7 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
         });
     }
     for w in &windows {
-        crate::println!(
+        crate::say!(
             "[devmem] {:#012x}..{:#012x} {} (device Untypeds)",
             w.start,
             w.end,
@@ -190,8 +197,12 @@ fn place_bars(mut ecam: Ecam, bus_windows: &[MemoryWindow], windows: &[Window]) 
             Placed::Found => "firmware",
             Placed::Assigned => "assigned",
             Placed::NoRoom => {
-                crate::println!(
-                    "[pci] {bdf} BAR{index} {kind} of {size:#x} bytes: unassigned, no window has room"
+                crate::say!(
+                    "[pci] {} BAR{} {} of {:#x} bytes: unassigned, no window has room",
+                    bdf,
+                    index,
+                    kind,
+                    size
                 );
                 return;
             }
@@ -199,9 +210,14 @@ fn place_bars(mut ecam: Ecam, bus_windows: &[MemoryWindow], windows: &[Window]) 
         let inside = windows
             .iter()
             .any(|w| w.start <= p.cpu && p.cpu + size <= w.end);
-        crate::println!(
-            "[pci] {bdf} BAR{index} {kind} {:#x} ({size:#x} bytes, {how}){}",
+        crate::say!(
+            "[pci] {} BAR{} {} {:#x} ({:#x} bytes, {}){}",
+            bdf,
+            index,
+            kind,
             p.cpu,
+            size,
+            how,
             if inside {
                 ""
             } else {

@@ -68,7 +68,7 @@ pub fn init(
         return Ok(());
     }
     if !unit.extended_capability().ir() {
-        crate::println!(
+        crate::say!(
             "[vtd] no interrupt remapping (ECAP.IR clear): any device can raise any vector"
         );
         return Ok(());
@@ -76,7 +76,7 @@ pub fn init(
     let source = match ioapic {
         Some(id) => SourceCheck::Requester(id),
         None => {
-            crate::println!(
+            crate::say!(
                 "[vtd] the DMAR names no I/O APIC: its interrupts are remapped without a source-id check"
             );
             SourceCheck::Any
@@ -96,7 +96,7 @@ pub fn init(
     }
     unit.enable_interrupt_remapping(&DirectMemory, table, ENTRIES)
         .map_err(|e| {
-            crate::println!("[vtd] enabling interrupt remapping failed: {e}");
+            crate::say!("[vtd] enabling interrupt remapping failed: {}", e);
             "the VT-d unit did not enable interrupt remapping"
         })?;
     TABLE.store(table, Ordering::Relaxed);
@@ -106,8 +106,10 @@ pub fn init(
         bind_msi,
         release_msi,
     });
-    crate::println!(
-        "[vtd] interrupt remapping on: {ENTRIES} entries at {table:#x}, compatibility format refused, I/O APIC as {:#06x}",
+    crate::say!(
+        "[vtd] interrupt remapping on: {} entries at {:#x}, compatibility format refused, I/O APIC as {:#06x}",
+        ENTRIES,
+        table,
         ioapic.unwrap_or(0xffff)
     );
     Ok(())
@@ -167,6 +169,6 @@ fn invalidate(index: u16) {
     if let Some(crate::iommu_unit::Unit::Vtd(vtd)) = unit.as_mut()
         && let Err(e) = vtd.invalidate_interrupt_entries(&DirectMemory, scope)
     {
-        crate::println!("[vtd] interrupt entry {index} invalidation failed: {e}");
+        crate::say!("[vtd] interrupt entry {} invalidation failed: {}", index, e);
     }
 }

@@ -55,8 +55,8 @@ impl Env for Kernel {
 
     #[cold]
     #[inline(never)]
-    fn log(args: core::fmt::Arguments<'_>) {
-        crate::println!("{args}");
+    fn log(line: &dyn ktext::Text) {
+        crate::say!("{}", line);
     }
 
     #[inline(always)]
@@ -114,8 +114,11 @@ pub fn reserve_pool(frames: &mut BootFrames) {
         frames.alloc()
     });
     let (added, spaces) = state.add_pool_pages(pages);
-    crate::println!(
-        "[io] table pool: {added} pages, {SPACE_BUDGET} reserved per IoSpace: {spaces} IoSpaces at once"
+    crate::say!(
+        "[io] table pool: {} pages, {} reserved per IoSpace: {} IoSpaces at once",
+        added,
+        SPACE_BUDGET,
+        spaces
     );
 }
 
@@ -132,7 +135,7 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
     let Some(unit) = guard.as_mut() else { return };
     let mut state = STATE.lock();
     if state.enable_stalls(hw(unit)) {
-        crate::println!("[io] stalls on");
+        crate::say!("[io] stalls on");
     }
     match state.enable_page_requests(hw(unit), frames) {
         Ok(false) => {}
@@ -146,12 +149,12 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
             {
                 crate::arch::enable_interrupt(crate::arch::IOMMU_PAGE_REQUEST_IRQ);
                 if hw(unit).enable_page_request_interrupt().is_err() {
-                    crate::println!("[io] the PRIQ interrupt stays off: read at the timer");
+                    crate::say!("[io] the PRIQ interrupt stays off: read at the timer");
                 }
             }
-            crate::println!("[io] page requests on");
+            crate::say!("[io] page requests on");
         }
-        Err(why) => crate::println!("[io] page requests stay off: {why}"),
+        Err(why) => crate::say!("[io] page requests stay off: {}", why),
     }
 }
 
@@ -413,8 +416,9 @@ fn collect() -> heapless::Vec<crate::sched::Target, { iospace::QUEUES }> {
         drained.dropped,
         |a, b| a == b,
         |requester, _, count| {
-            crate::println!(
-                "[io] fault of requester {requester:#x} with no queue: dropped{}",
+            crate::say!(
+                "[io] fault of requester {:#x} with no queue: dropped{}",
+                *requester,
                 crate::console::Times(count)
             );
         },

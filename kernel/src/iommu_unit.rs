@@ -5,6 +5,7 @@
 use crate::frames::BootFrames;
 pub use crate::mmio::DirectMmio;
 use iommu::{FrameAllocator, PhysAddr, PhysMem};
+use ktext::{Sink, Text};
 
 /// Physical memory the IOMMU walks, reached through the direct map.
 #[derive(Clone, Copy)]
@@ -132,8 +133,10 @@ impl Unit {
                         // Raw, as the recording register holds it (F set):
                         // `cargo xtask` decodes it for the reader.
                         let (low, high) = first.encode();
-                        crate::println!(
-                            "[vtd] fault FRCD {low:#x} {high:#x}{}",
+                        crate::say!(
+                            "[vtd] fault FRCD {:#x} {:#x}{}",
+                            low,
+                            high,
                             BurstNote(count, first.address, last.address)
                         );
                     },
@@ -146,7 +149,7 @@ impl Unit {
             Unit::Smmu(smmu) => {
                 let drain = smmu.drain_events(&DirectMemory);
                 if drain.overflowed {
-                    crate::println!("[smmu] the event queue overflowed: events were lost");
+                    crate::say!("[smmu] the event queue overflowed: events were lost");
                 }
                 // One line per burst: events that differ only in the input
                 // address (a device faulting on each word of one DMA).
@@ -163,8 +166,12 @@ impl Unit {
                         // Raw, the record's four words: `cargo xtask`
                         // decodes it for the reader.
                         let [w0, w1, w2, w3] = first.encode();
-                        crate::println!(
-                            "[smmu] event {w0:#x} {w1:#x} {w2:#x} {w3:#x}{}",
+                        crate::say!(
+                            "[smmu] event {:#x} {:#x} {:#x} {:#x}{}",
+                            w0,
+                            w1,
+                            w2,
+                            w3,
                             BurstNote(count, first.input_address, last.input_address)
                         );
                     },
@@ -182,13 +189,14 @@ impl Unit {
 /// burst spans more than one (count, first address, last address).
 struct BurstNote(usize, u64, u64);
 
-impl core::fmt::Display for BurstNote {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl Text for BurstNote {
+    fn write(&self, out: &mut dyn Sink) {
         let BurstNote(count, first, last) = *self;
         if first == last {
-            return write!(f, "{}", crate::console::Times(count));
+            crate::console::Times(count).write(out);
+        } else {
+            ktext::put!(out, " (x{}, the last at addr {:#x})", count, last);
         }
-        write!(f, " (x{count}, the last at addr {last:#x})")
     }
 }
 
@@ -373,11 +381,11 @@ pub fn init(
     let dmar = match Dmar::parse(bytes) {
         Ok(dmar) => dmar,
         Err(e) => {
-            crate::println!("[vtd] DMAR rejected: {e}");
+            crate::say!("[vtd] DMAR rejected: {}", e);
             return Err("the DMAR table is malformed");
         }
     };
-    crate::println!(
+    crate::say!(
         "[vtd] DMAR: host address width {} bits, flags {:#x}",
         dmar.host_address_width(),
         dmar.flags()
@@ -386,7 +394,7 @@ pub fn init(
         .remapping_units()
         .next()
         .ok_or("the DMAR table lists no remapping unit")?;
-    crate::println!(
+    crate::say!(
         "[vtd] DRHD: registers at {:#x}, segment {}, {}",
         drhd.register_base,
         drhd.segment,
@@ -402,7 +410,7 @@ pub fn init(
     // The DRHD names this unit's register block; nothing else drives it.
     let mut unit = VtdUnit::new(DirectMmio::new(drhd.register_base));
     // Raw values on one line: `cargo xtask` decodes them for the reader.
-    crate::println!(
+    crate::say!(
         "[vtd] VER {:#x} CAP {:#018x} ECAP {:#018x}",
         unit.version().0,
         unit.capability().0,
@@ -414,11 +422,16 @@ pub fn init(
         RootTableMode::Legacy
     };
     match unit.block_all_dma(&DirectMemory, frames, mode) {
-        Ok(root) => crate::println!(
-            "[vtd] translation enabled, {mode:?} root table at {root:#x} all not-present: all DMA blocked"
+        Ok(root) => crate::say!(
+            "[vtd] translation enabled, {} root table at {:#x} all not-present: all DMA blocked",
+            match mode {
+                RootTableMode::Scalable => "Scalable",
+                RootTableMode::Legacy => "Legacy",
+            },
+            root
         ),
         Err(e) => {
-            crate::println!("[vtd] blocking DMA failed: {e}");
+            crate::say!("[vtd] blocking DMA failed: {}", e);
             return Err("the VT-d unit did not accept the blocking configuration");
         }
     }
@@ -456,7 +469,7 @@ pub fn init(
     let mut smmu = Smmu::new(DirectMmio::new(base));
     let features = *smmu.features();
     // Raw values on one line: `cargo xtask` decodes them for the reader.
-    crate::println!(
+    crate::say!(
         "[smmu] IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x}",
         features.idr0.0,
         features.idr1.0,
@@ -469,13 +482,13 @@ pub fn init(
         BlockPolicy::RecordFault,
         POPULATED_STREAM_IDS,
     ) {
-        Ok(()) => crate::println!(
+        Ok(()) => crate::say!(
             "[smmu] enabled; StreamIDs {}..{} have invalid STEs (C_BAD_STE), others no entry: all DMA blocked",
             POPULATED_STREAM_IDS.start,
             POPULATED_STREAM_IDS.end
         ),
         Err(e) => {
-            crate::println!("[smmu] blocking DMA failed: {e}");
+            crate::say!("[smmu] blocking DMA failed: {}", e);
             return Err("the SMMU did not accept the blocking configuration");
         }
     }

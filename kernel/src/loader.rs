@@ -31,12 +31,12 @@ impl From<ProgramError> for LoadError {
     }
 }
 
-impl core::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl ktext::Text for LoadError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
         match self {
-            LoadError::Program(e) => write!(f, "{e}"),
-            LoadError::Map(e) => write!(f, "mapping failed: {e}"),
-            LoadError::OutOfMemory => write!(f, "out of frames"),
+            LoadError::Program(e) => e.write(out),
+            LoadError::Map(e) => ktext::put!(out, "mapping failed: {}", e),
+            LoadError::OutOfMemory => out.str("out of frames"),
         }
     }
 }

@@ -54,12 +54,34 @@ pub const EXIT_BOOT_FAILED: u32 = 4;
 
 /// Announces the exit status (the runner reads this line) and leaves QEMU.
 pub fn exit(status: u32) -> ! {
-    println!("portcullis: exit {status}");
+    say!("portcullis: exit {}", status);
     arch::exit_qemu(status)
 }
 
+/// Prints where the kernel panicked and, when it is a plain string, the
+/// message (a formatted one would need `core::fmt`, which the release
+/// kernel leaves out: kernel/README.md, "Size"; test kernels print it).
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    #[cfg(feature = "test-kernel")]
     println!("[panic] {info}");
+    #[cfg(not(feature = "test-kernel"))]
+    {
+        match info.location() {
+            Some(at) => say!(
+                "[panic] panicked at {}:{}:{}:",
+                at.file(),
+                at.line(),
+                at.column()
+            ),
+            None => say!("[panic] panicked:"),
+        }
+        say!(
+            "{}",
+            info.message()
+                .as_str()
+                .unwrap_or("(formatted: the release kernel prints no formatted message)")
+        );
+    }
     exit(EXIT_PANIC)
 }

@@ -351,11 +351,18 @@ impl Scheduler {
 
     /// Every registered thread (TCB physical addresses).
     fn threads(&self) -> heapless::Vec<u64, MAX_REGISTERED> {
-        self.registry
+        // Pushed, not `collect()`ed: heapless's `from_iter` `expect`s, which
+        // keeps `core::fmt` code in the kernel (README, "Size"); the registry
+        // holds at most MAX_REGISTERED.
+        let mut threads = heapless::Vec::new();
+        for r in self
+            .registry
             .iter()
             .filter(|r| r.kind == caps::ObjectKind::Tcb)
-            .map(|r| r.paddr)
-            .collect()
+        {
+            let _ = threads.push(r.paddr);
+        }
+        threads
     }
 
     /// Takes `thread` off whatever it is queued on.
@@ -1198,9 +1205,14 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
                     continue;
                 }
                 let name = name(current);
-                crate::println!(
-                    "[sched] thread {current:#x} ({}) faulted with no handler: exception {vector:#x}, syndrome {error:#x}, address {address:#x}, pc {pc:#x}",
-                    name.as_deref().unwrap_or("unnamed")
+                crate::say!(
+                    "[sched] thread {:#x} ({}) faulted with no handler: exception {:#x}, syndrome {:#x}, address {:#x}, pc {:#x}",
+                    current,
+                    name.as_deref().unwrap_or("unnamed"),
+                    vector,
+                    error,
+                    address,
+                    pc
                 );
                 if current == root {
                     return Stop::RootFault;

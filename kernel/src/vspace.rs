@@ -23,20 +23,19 @@ pub enum MapError {
     OutOfMemory,
 }
 
-/// Written by hand, not derived `Debug`: a derived one pulls `core::fmt`'s
-/// struct and padding builders into the release kernel ("Size" in the
-/// README).
-impl core::fmt::Display for MapError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+/// The console's text (no `core::fmt` in the release kernel: "Size" in
+/// the README).
+impl ktext::Text for MapError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
         let (what, at) = match *self {
             MapError::MissingTable(at) => ("a table level is missing at", at),
             MapError::TablesPresent(at) => ("every table level is present at", at),
             MapError::BadAddress(at) => ("bad address", at),
             MapError::AlreadyMapped(at) => ("a page is already mapped at", at),
             MapError::HugePageInTheWay(at) => ("a huge page covers", at),
-            MapError::OutOfMemory => return f.write_str("no frame for a table"),
+            MapError::OutOfMemory => return out.str("no frame for a table"),
         };
-        write!(f, "{what} {at:#x}")
+        ktext::put!(out, "{} {:#x}", what, at);
     }
 }
 

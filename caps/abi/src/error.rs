@@ -252,9 +252,71 @@ impl From<caps::Error> for Error {
     }
 }
 
+impl Error {
+    /// The variant's name, as `Debug` prints it (the kernel's console
+    /// prints it without `core::fmt`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::InvalidSlot => "InvalidSlot",
+            Error::EmptySlot => "EmptySlot",
+            Error::SlotOccupied => "SlotOccupied",
+            Error::WrongKind => "WrongKind",
+            Error::InsufficientRights => "InsufficientRights",
+            Error::InvalidRights => "InvalidRights",
+            Error::InvalidSize => "InvalidSize",
+            Error::UntypedExhausted => "UntypedExhausted",
+            Error::DeviceMemory => "DeviceMemory",
+            Error::ObjectTableFull => "ObjectTableFull",
+            Error::NoSlotMemory => "NoSlotMemory",
+            Error::CnodeNotEmpty => "CnodeNotEmpty",
+            Error::NotBadgeable => "NotBadgeable",
+            Error::AlreadyBadged => "AlreadyBadged",
+            Error::InvalidAddress => "InvalidAddress",
+            Error::AddressInUse => "AddressInUse",
+            Error::AlreadyMapped => "AlreadyMapped",
+            Error::NotMapped => "NotMapped",
+            Error::AlreadyAttached => "AlreadyAttached",
+            Error::NotAttached => "NotAttached",
+            Error::WrongUnit => "WrongUnit",
+            Error::NoDomainIds => "NoDomainIds",
+            Error::OutOfScope => "OutOfScope",
+            Error::DeviceInUse => "DeviceInUse",
+            Error::PasidOutOfRange => "PasidOutOfRange",
+            Error::PasidInUse => "PasidInUse",
+            Error::DeviceNotAttached => "DeviceNotAttached",
+            Error::SpaceMismatch => "SpaceMismatch",
+            Error::DeadObject => "DeadObject",
+            Error::InvalidSyscall => "InvalidSyscall",
+            Error::LookupFailed => "LookupFailed",
+            Error::InvalidInvocation => "InvalidInvocation",
+            Error::InvalidArgument => "InvalidArgument",
+            Error::TruncatedMessage => "TruncatedMessage",
+            Error::InvalidMessage => "InvalidMessage",
+            Error::NotSupported => "NotSupported",
+            Error::MissingPageTable => "MissingPageTable",
+            Error::TableMemoryExhausted => "TableMemoryExhausted",
+            Error::TableNotEmpty => "TableNotEmpty",
+            Error::NotConfigured => "NotConfigured",
+            Error::IommuTimeout => "IommuTimeout",
+            Error::IoShareExhausted => "IoShareExhausted",
+            Error::AbstractionBroken => "AbstractionBroken",
+            Error::UnknownRequest => "UnknownRequest",
+            Error::RequestAnswered => "RequestAnswered",
+            Error::MsiWindow => "MsiWindow",
+        }
+    }
+}
+
+/// The name and the number: `EmptySlot (2)`.
+impl ktext::Text for Error {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        ktext::put!(out, "{} ({})", self.name(), self.code());
+    }
+}
+
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{self:?} ({})", self.code())
+        ktext::display(self, f)
     }
 }
 
@@ -263,6 +325,19 @@ mod tests {
     extern crate std;
     use super::Error;
     use std::format;
+
+    /// `name` is `Debug`'s name, and `Display` (the kernel's console text)
+    /// the name and the number.
+    #[test]
+    fn names_are_the_variants() {
+        for error in Error::ALL {
+            assert_eq!(error.name(), format!("{error:?}"));
+            assert_eq!(format!("{error}"), format!("{error:?} ({})", error.code()));
+        }
+        for model in MODEL_ERRORS {
+            assert_eq!(model.name(), format!("{model:?}"));
+        }
+    }
 
     #[test]
     fn codes_are_unique_and_sorted() {

@@ -81,6 +81,50 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The variant's name, as `Debug` prints it (the kernel's console
+    /// prints it without `core::fmt`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::InvalidSlot => "InvalidSlot",
+            Error::EmptySlot => "EmptySlot",
+            Error::SlotOccupied => "SlotOccupied",
+            Error::WrongKind => "WrongKind",
+            Error::InsufficientRights => "InsufficientRights",
+            Error::InvalidRights => "InvalidRights",
+            Error::InvalidSize => "InvalidSize",
+            Error::UntypedExhausted => "UntypedExhausted",
+            Error::DeviceMemory => "DeviceMemory",
+            Error::ObjectTableFull => "ObjectTableFull",
+            Error::NoSlotMemory => "NoSlotMemory",
+            Error::CnodeNotEmpty => "CnodeNotEmpty",
+            Error::NotBadgeable => "NotBadgeable",
+            Error::AlreadyBadged => "AlreadyBadged",
+            Error::InvalidAddress => "InvalidAddress",
+            Error::AddressInUse => "AddressInUse",
+            Error::AlreadyMapped => "AlreadyMapped",
+            Error::NotMapped => "NotMapped",
+            Error::AlreadyAttached => "AlreadyAttached",
+            Error::NotAttached => "NotAttached",
+            Error::WrongUnit => "WrongUnit",
+            Error::NoDomainIds => "NoDomainIds",
+            Error::OutOfScope => "OutOfScope",
+            Error::DeviceInUse => "DeviceInUse",
+            Error::PasidOutOfRange => "PasidOutOfRange",
+            Error::PasidInUse => "PasidInUse",
+            Error::DeviceNotAttached => "DeviceNotAttached",
+            Error::SpaceMismatch => "SpaceMismatch",
+            Error::DeadObject => "DeadObject",
+        }
+    }
+}
+
+impl ktext::Text for Error {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        out.str(self.name());
+    }
+}
+
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Debug::fmt(self, f)

@@ -98,9 +98,21 @@ impl Bdf {
     }
 }
 
+impl ktext::Text for Bdf {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        ktext::put!(
+            out,
+            "{:02x}:{:02x}.{}",
+            self.bus,
+            self.device,
+            self.function
+        );
+    }
+}
+
 impl fmt::Display for Bdf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+        ktext::display(self, f)
     }
 }
 

@@ -67,24 +67,31 @@ pub enum AcpiError {
     BadRootSignature([u8; 4]),
 }
 
-impl fmt::Display for AcpiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for AcpiError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
         fn name(signature: &[u8; 4]) -> &str {
             core::str::from_utf8(signature).unwrap_or("????")
         }
         match self {
             AcpiError::Unmapped(what, pa) => {
-                write!(f, "{what} at {pa:#x} is outside the direct map")
+                put!(out, "{} at {:#x} is outside the direct map", what, *pa)
             }
-            AcpiError::BadRsdpSignature => write!(f, "RSDP signature is not \"RSD PTR \""),
-            AcpiError::BadChecksum(sig) => write!(f, "table {} has a bad checksum", name(sig)),
+            AcpiError::BadRsdpSignature => put!(out, "RSDP signature is not \"RSD PTR \""),
+            AcpiError::BadChecksum(sig) => put!(out, "table {} has a bad checksum", name(sig)),
             AcpiError::BadLength(sig, len) => {
-                write!(f, "table {} has an impossible length {len}", name(sig))
+                put!(out, "table {} has an impossible length {}", name(sig), len)
             }
             AcpiError::BadRootSignature(sig) => {
-                write!(f, "root table {} is neither RSDT nor XSDT", name(sig))
+                put!(out, "root table {} is neither RSDT nor XSDT", name(sig))
             }
         }
+    }
+}
+
+impl fmt::Display for AcpiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 

@@ -51,23 +51,28 @@ pub enum ImageError {
     Unaligned(u64),
 }
 
-impl fmt::Display for ImageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for ImageError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
         match self {
-            ImageError::Archive(e) => write!(f, "{e}"),
+            ImageError::Archive(e) => put!(out, "{}", e),
             ImageError::WrongArchitecture(arch) => {
-                write!(f, "packed for {arch:?}, not this architecture")
+                put!(out, "packed for {}, not this architecture", arch.name())
             }
-            ImageError::NoRootTask => f.write_str(
+            ImageError::NoRootTask => out.str(
                 "it has no root-task entry `init` (pack it with `cargo xtask pack`, which adds userland/init)",
             ),
-            ImageError::TooLarge(len) => write!(
-                f,
-                "{len} bytes, more than the {} bytes mapped for it",
-                abi::bootinfo::MAX_IMAGE_LENGTH
-            ),
-            ImageError::Unaligned(at) => write!(f, "it is loaded at {at:#x}, not page aligned"),
+            ImageError::TooLarge(len) => put!(out, "{} bytes, more than the {} bytes mapped for it", len, abi::bootinfo::MAX_IMAGE_LENGTH),
+            ImageError::Unaligned(at) => {
+                put!(out, "it is loaded at {:#x}, not page aligned", *at)
+            }
         }
+    }
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 
@@ -118,23 +123,83 @@ pub enum ProgramError {
     },
 }
 
-impl fmt::Display for ProgramError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for ProgramError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
         match self {
-            ProgramError::BadElf(e) => write!(f, "not a valid ELF64 executable: {e}"),
-            ProgramError::WrongMachine(m) => write!(f, "ELF machine {m} is not this architecture"),
-            ProgramError::SegmentOutsideFile { index } => {
-                write!(f, "segment {index} extends past the end of the file")
+            ProgramError::BadElf(e) => {
+                put!(out, "not a valid ELF64 executable: ");
+                parse_error(e, out);
             }
-            ProgramError::SegmentLayout { index, vaddr } => write!(
-                f,
-                "segment {index} at {vaddr:#x} is not page aligned or shares a page with another"
+            ProgramError::WrongMachine(m) => {
+                put!(out, "ELF machine {} is not this architecture", m)
+            }
+            ProgramError::SegmentOutsideFile { index } => {
+                put!(out, "segment {} extends past the end of the file", index)
+            }
+            ProgramError::SegmentLayout { index, vaddr } => put!(
+                out,
+                "segment {} at {:#x} is not page aligned or shares a page with another",
+                index,
+                *vaddr
             ),
-            ProgramError::SegmentWraps { index, vaddr } => write!(
-                f,
-                "segment {index} at {vaddr:#x} runs past the end of the address space"
+            ProgramError::SegmentWraps { index, vaddr } => put!(
+                out,
+                "segment {} at {:#x} runs past the end of the address space",
+                index,
+                *vaddr
             ),
         }
+    }
+}
+
+/// What the `elf` crate found wrong, in our words and raw numbers: its own
+/// `Display` is `core::fmt`'s, which the kernel leaves out.
+fn parse_error(error: &elf::ParseError, out: &mut dyn ktext::Sink) {
+    use elf::ParseError as E;
+    use ktext::put;
+    match error {
+        E::BadMagic(magic) => put!(out, "bad magic {:#x}", u32::from_be_bytes(*magic)),
+        E::UnsupportedElfClass(class) => put!(out, "unsupported class {}", class),
+        E::UnsupportedElfEndianness(order) => put!(out, "unsupported byte order {}", order),
+        E::UnsupportedVersion((found, expected)) => {
+            put!(out, "version {}, expected {}", found, expected)
+        }
+        E::BadOffset(offset) => put!(out, "bad offset {:#x}", *offset),
+        E::StringTableMissingNul(offset) => {
+            put!(out, "a string from {:#x} has no NUL", *offset)
+        }
+        E::BadEntsize((found, expected)) => {
+            put!(out, "entry size {:#x}, expected {:#x}", *found, *expected)
+        }
+        E::UnexpectedSectionType((found, expected)) => {
+            put!(out, "section type {:#x}, expected {:#x}", *found, *expected)
+        }
+        E::UnexpectedSegmentType((found, expected)) => {
+            put!(out, "segment type {:#x}, expected {:#x}", *found, *expected)
+        }
+        E::UnexpectedAlignment(align) => put!(out, "misaligned data (alignment {})", align),
+        E::SliceReadError((start, end)) => {
+            put!(
+                out,
+                "bytes {:#x}..{:#x} past the end",
+                *start as u64,
+                *end as u64
+            )
+        }
+        E::IntegerOverflow => out.str("an offset overflows"),
+        E::Utf8Error(_) => out.str("a name is not UTF-8"),
+        E::TryFromSliceError(_) => out.str("a field has the wrong length"),
+        E::TryFromIntError(_) => out.str("a field is out of range"),
+        // `elf`'s `std` feature adds I/O errors; the kernel never reads files.
+        #[allow(unreachable_patterns)]
+        _ => out.str("an I/O error"),
+    }
+}
+
+impl fmt::Display for ProgramError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 
@@ -413,7 +478,7 @@ mod tests {
         // kernel 2 KB; kernel/README.md, "Size").
         assert_eq!(
             std::format!("{}", ProgramError::BadElf(elf::ParseError::BadOffset(0x40))),
-            "not a valid ELF64 executable: Bad offset: 0x40"
+            "not a valid ELF64 executable: bad offset 0x40"
         );
     }
 

@@ -27,14 +27,20 @@ pub enum DeviceTreeError {
     Invalid,
 }
 
-impl fmt::Display for DeviceTreeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ktext::Text for DeviceTreeError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        out.str(match self {
             DeviceTreeError::HeaderUnmapped => "DTB header is outside the direct map",
             DeviceTreeError::NoMagic => "no device-tree magic at the DTB address",
             DeviceTreeError::Unmapped => "DTB is outside the direct map",
             DeviceTreeError::Invalid => "DTB fails validation",
         })
+    }
+}
+
+impl fmt::Display for DeviceTreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 

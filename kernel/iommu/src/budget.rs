@@ -75,6 +75,19 @@ pub enum BudgetError {
     UnknownSpace,
 }
 
+/// The variant's name, as `Debug` prints it (the kernel's console prints
+/// it without `core::fmt`).
+impl ktext::Text for BudgetError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        out.str(match self {
+            BudgetError::PoolReserved => "PoolReserved",
+            BudgetError::LedgerFull => "LedgerFull",
+            BudgetError::Exhausted => "Exhausted",
+            BudgetError::UnknownSpace => "UnknownSpace",
+        });
+    }
+}
+
 /// One IoSpace's reservation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Reservation<S> {

@@ -3,8 +3,6 @@
 //! test kernels' deliberate flaws. The layer never calls anything else
 //! above it; the kernel signals the notifications it is handed back.
 
-use core::fmt;
-
 /// The caller's side of the layer.
 pub trait Env {
     /// What a fault queue signals (the kernel: a Notification capability's
@@ -14,8 +12,9 @@ pub trait Env {
     /// per drain).
     fn same_notification(a: &Self::Notify, b: &Self::Notify) -> bool;
     /// Reports one event the layer cannot return (a table page leaked, an
-    /// effect that could not be applied), as one console line.
-    fn log(args: fmt::Arguments<'_>);
+    /// effect that could not be applied), as one console line (`ktext`:
+    /// no `core::fmt` in the kernel).
+    fn log(line: &dyn ktext::Text);
     /// Whether `flaw` is planted (the kernel's seeded bugs; always `false`
     /// outside a test kernel, so the branches compile away).
     fn broken(flaw: Flaw) -> bool {

@@ -209,7 +209,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         if !self.interrupt_on {
             match enable_interrupt() {
                 Ok(()) => self.interrupt_on = true,
-                Err(why) => E::log(format_args!("[io] the fault interrupt stays off: {why}")),
+                Err(why) => E::log(&ktext::text!("[io] the fault interrupt stays off: {}", why)),
             }
         }
         Ok(())

@@ -410,9 +410,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     fn answer(&mut self, unit: &mut U, request: &PageRequest, response: Response) {
         if let Err(why) = unit.answer_page_request(&self.mem(), request, response) {
             self.unit_failed(why);
-            E::log(format_args!(
-                "[io] page request of {:#x} not answered: {why}",
-                request.requester
+            E::log(&ktext::text!(
+                "[io] page request of {:#x} not answered: {}",
+                request.requester,
+                why
             ));
         }
     }

@@ -332,7 +332,7 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         let mut frames = state.pool.of_unit();
         let stopped = self.fail_closed(&mem, &mut frames, &mut state.attached, exposed);
         if stopped {
-            E::log(format_args!(
+            E::log(&ktext::text!(
                 "[io] the SMMU does not confirm invalidations: all DMA stopped"
             ));
         }

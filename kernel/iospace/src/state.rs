@@ -372,9 +372,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             _ => Ok(()),
         };
         if let Err(why) = result {
-            E::log(format_args!(
-                "[io] {} not applied: {why}",
-                effect_name(effect)
+            E::log(&ktext::text!(
+                "[io] {} not applied: {}",
+                effect_name(effect),
+                why
             ));
         }
     }
@@ -596,7 +597,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     pub(crate) fn fail_closed(&mut self, unit: &mut U, exposed: Exposed<'_, ObjectId>) {
         self.failure = Some(Error::IommuTimeout);
         if !unit.block(self, exposed) {
-            E::log(format_args!(
+            E::log(&ktext::text!(
                 "[io] blocking entries were written but not confirmed by the unit"
             ));
         }
@@ -785,8 +786,9 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         }
         for page in taken.into_iter().flatten() {
             if let Err(page) = self.unit_tables.record(page, account) {
-                E::log(format_args!(
-                    "[io] unit table {page:#x} not recorded: never freed"
+                E::log(&ktext::text!(
+                    "[io] unit table {:#x} not recorded: never freed",
+                    page
                 ));
             }
         }
@@ -801,7 +803,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let tables = &self.unit_tables;
         let owned = |page: u64| tables.owns(page);
         let Ok(freed) = unit.release_tables(&self.pool.free.mem, requester, pasid, owned) else {
-            E::log(format_args!(
+            E::log(&ktext::text!(
                 "[io] unlinked unit tables not confirmed by the unit: kept"
             ));
             return;
@@ -809,7 +811,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         for page in freed.into_iter().flatten() {
             match self.unit_tables.take(page) {
                 Some(payer) => self.give_back(payer, page),
-                None => E::log(format_args!("[io] unit table {page:#x} has no payer: kept")),
+                None => E::log(&ktext::text!(
+                    "[io] unit table {:#x} has no payer: kept",
+                    page
+                )),
             }
         }
     }
@@ -819,11 +824,14 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     pub(crate) fn give_back(&mut self, account: Account<ObjectId>, page: u64) {
         match self.pool.give_back(account, page) {
             Ok(()) => {}
-            Err(GiveBack::Full) => E::log(format_args!(
-                "[io] table page {page:#x} does not fit the pool: leaked"
+            Err(GiveBack::Full) => E::log(&ktext::text!(
+                "[io] table page {:#x} does not fit the pool: leaked",
+                page
             )),
-            Err(GiveBack::NotCharged(why)) => E::log(format_args!(
-                "[io] table page {page:#x} refunded to no reservation: {why:?}"
+            Err(GiveBack::NotCharged(why)) => E::log(&ktext::text!(
+                "[io] table page {:#x} refunded to no reservation: {}",
+                page,
+                why
             )),
         }
     }
@@ -929,11 +937,13 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 });
             match retired {
                 Ok(0) => {}
-                Ok(kept) => E::log(format_args!(
-                    "[io] a dead IoSpace kept {kept} table pages: leaked"
+                Ok(kept) => E::log(&ktext::text!(
+                    "[io] a dead IoSpace kept {} table pages: leaked",
+                    kept
                 )),
-                Err(why) => E::log(format_args!(
-                    "[io] a dead IoSpace had no table reservation: {why:?}"
+                Err(why) => E::log(&ktext::text!(
+                    "[io] a dead IoSpace had no table reservation: {}",
+                    why
                 )),
             }
         }

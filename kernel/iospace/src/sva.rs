@@ -156,7 +156,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 Ok(())
             }
             Err(why) => {
-                E::log(format_args!("[io] SVA bind of {requester:#x}: {why}"));
+                E::log(&ktext::text!("[io] SVA bind of {:#x}: {}", requester, why));
                 self.block_requester(unit, requester, pasid);
                 Err(Error::IommuTimeout)
             }

@@ -11,7 +11,7 @@ mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::*;
 
-use core::fmt;
+use ktext::Text;
 
 // The page-table format's vocabulary, named here so that `paging` needs
 // nothing above `arch`; `vspace` re-exports it.
@@ -52,7 +52,7 @@ pub struct Upcalls {
     pub phys_bytes: fn(u64, usize) -> Option<&'static [u8]>,
     /// Reports an unexpected CPU exception (one line, raw values) and ends
     /// the session: `main`'s.
-    pub unexpected_trap: fn(fmt::Arguments<'_>) -> !,
+    pub unexpected_trap: fn(&dyn Text) -> !,
 }
 
 /// The upcalls, set once by the entry before anything can trap.
@@ -64,7 +64,7 @@ fn set_upcalls(upcalls: &'static Upcalls) {
 }
 
 /// Reports an unexpected CPU exception through `main` and ends the session.
-fn unexpected_trap(report: fmt::Arguments<'_>) -> ! {
+fn unexpected_trap(report: &dyn Text) -> ! {
     match UPCALLS.get() {
         Some(upcalls) => (upcalls.unexpected_trap)(report),
         // Before the entry's first line (not reachable: the entry sets the

@@ -85,7 +85,12 @@ pub(super) fn perform(caps: &mut CapSystem, op: Retype) -> Result<Reply, Error> 
             _ => Ok(()),
         });
         if let Err(e) = made {
-            crate::println!("[caps] retype {i} of {} failed after decode: {e}", op.count);
+            crate::say!(
+                "[caps] retype {} of {} failed after decode: {}",
+                i,
+                op.count,
+                e
+            );
             for j in 0..i {
                 let made = caps.resolve(op.cspace, op.first + j)?;
                 let _ = caps.delete(made, &mut sink);

@@ -75,7 +75,7 @@ impl caps::EffectSink for ApplyEffects {
                 };
                 match leaf {
                     Ok(leaf) => crate::vspace::write_leaf(leaf, paddr, size_bits, rights, memory),
-                    Err(e) => crate::println!("[caps] a checked mapping failed: {e}"),
+                    Err(e) => crate::say!("[caps] a checked mapping failed: {}", e),
                 }
             }
             Effect::UnmapCpuPage { .. }

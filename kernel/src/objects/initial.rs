@@ -161,8 +161,9 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
         return Err(what);
     }
     if left_out > 0 {
-        crate::println!(
-            "[caps] {left_out:#x} bytes of RAM or device memory left out: more than {} Untypeds",
+        crate::say!(
+            "[caps] {:#x} bytes of RAM or device memory left out: more than {} Untypeds",
+            left_out,
             bootinfo::MAX_UNTYPEDS
         );
     }
@@ -237,13 +238,15 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     // A fresh 4 KiB frame; BootInfo fits in a page (checked by abi's tests).
     crate::mem::write(info_frame, info);
     let ram = untypeds[..count].iter().filter(|u| u.is_device == 0);
-    crate::println!(
-        "[caps] root task: CNode of {} slots, {count} Untypeds ({} KiB of RAM, {} device), IPC buffer at {IPC_BUFFER_ADDRESS:#x}",
+    crate::say!(
+        "[caps] root task: CNode of {} slots, {} Untypeds ({} KiB of RAM, {} device), IPC buffer at {:#x}",
         1u32 << ROOT_CNODE_BITS,
+        count,
         ram.clone()
             .map(|u| (1u64 << u.size_bits) >> 10)
             .sum::<u64>(),
-        count - ram.count()
+        count - ram.count(),
+        IPC_BUFFER_ADDRESS
     );
     Ok(RootTask {
         vspace: new_root,

@@ -163,11 +163,14 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>) {
         super::reconcile::alive(caps, object, kind, paddr)
     };
     let mut tables = PAGE_TABLES.lock();
-    let dead: heapless::Vec<u64, MAX_PAGE_TABLES> = tables
-        .iter()
-        .filter(|t| !alive(t.object, ObjectKind::PageTable, t.paddr))
-        .map(|t| t.paddr)
-        .collect();
+    // Pushed, not `collect()`ed: heapless's `from_iter` `expect`s, which
+    // keeps `core::fmt` code in the kernel (README, "Size").
+    let mut dead: heapless::Vec<u64, MAX_PAGE_TABLES> = heapless::Vec::new();
+    for t in tables.iter() {
+        if !alive(t.object, ObjectKind::PageTable, t.paddr) {
+            let _ = dead.push(t.paddr);
+        }
+    }
     // Devices bound to a VSpace (SVA): dead IoDevices' (and IoPasids' or
     // their IoDevices') and dead roots' bindings end; once CPU tables are
     // unlinked (below), every bound device forgets its whole address

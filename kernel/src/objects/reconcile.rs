@@ -52,8 +52,10 @@ pub fn reconcile(caps: &mut Caps<Storage>, removed: Removed) {
     for slot in freed.into_iter().filter(|&s| s != ROOT_CNODE_SLOT.0) {
         let mut sink = SINK;
         if let Err(e) = caps.delete(SlotId(slot), &mut sink) {
-            crate::println!(
-                "[caps] a dead thread's CSpace capability stays in kernel slot {slot}: {e}"
+            crate::say!(
+                "[caps] a dead thread's CSpace capability stays in kernel slot {}: {}",
+                slot,
+                e
             );
         }
     }

@@ -14,6 +14,7 @@
 //!   share the release kernel's folder).
 //! - `cap_dump.rs`: `DebugCapDump`, the live derivation tree (feature
 //!   `cap-dump`, profile `cap-dump`).
+//! - `print.rs`: `println!` with format strings, in every test kernel.
 //!
 //! Everything here is behind a cargo feature of the kernel crate, or (like
 //! [`seeds::planted`]) is a constant the compiler folds away without it, so
@@ -40,6 +41,9 @@ mod edu;
 pub mod seeds;
 #[cfg(feature = "self-tests")]
 pub mod selftest;
+// Format-string printing, which the release kernel has none of.
+#[cfg(feature = "test-kernel")]
+pub mod print;
 #[cfg(feature = "self-tests")]
 mod xcheck;
 
@@ -112,8 +116,13 @@ pub fn root_task_status(cmdline: &Cmdline<'_>, status: u32) -> u32 {
 /// answers `key` `value` with, then the failure exit.
 #[cfg(not(all(feature = "bench", feature = "self-tests")))]
 fn missing(key: &str, value: &str, what: &str, feature: &str, profile: &str) -> ! {
-    crate::println!(
-        "[boot] {key}{value}: this kernel has no {what} (cargo xtask builds them with --features {feature} into target/<target>/{profile}/)"
+    crate::say!(
+        "[boot] {}{}: this kernel has no {} (cargo xtask builds them with --features {} into target/<target>/{}/)",
+        key,
+        value,
+        what,
+        feature,
+        profile
     );
     crate::exit(crate::EXIT_TESTS_FAILED)
 }

@@ -156,12 +156,14 @@ pub fn run(root: &Path, selection: &Selection<'_>) -> Result<Tally> {
 /// kernel built with `seeded-bugs`) and `release_kernel_has_no_test_code`
 /// ([`test_code_symbols`] finds nothing: the self-tests, the IOMMU
 /// cross-check, the kernel-mode edu driver, the benchmarks and the
-/// capability dump live only in the test kernels).
+/// capability dump live only in the test kernels) and
+/// `release_kernel_has_no_core_fmt` ([`fmt_symbols`] finds nothing: the
+/// release kernel prints through `ktext`, kernel/README.md "Size").
 fn release_kernel_check(arch: Arch, elf: &Path, seed_words: &[String]) -> Tally {
     let name = format!("{}-release", arch.name());
     let bytes =
         std::fs::read(elf).map_err(|error| format!("cannot read {}: {error}", elf.display()));
-    let checks: [(&str, &str, Traces); 2] = [
+    let checks: [(&str, &str, Traces); 3] = [
         (
             "release_kernel_has_no_seeded_bugs",
             "holds seeded-bug code though it is built without `seeded-bugs`",
@@ -172,7 +174,12 @@ fn release_kernel_check(arch: Arch, elf: &Path, seed_words: &[String]) -> Tally 
         (
             "release_kernel_has_no_test_code",
             "holds test-kernel functions (kernel/src/testing/) though it is built without their features",
-            bytes.and_then(|bytes| test_code_symbols(&bytes)),
+            bytes.clone().and_then(|bytes| test_code_symbols(&bytes)),
+        ),
+        (
+            "release_kernel_has_no_core_fmt",
+            "formats with core::fmt (print with `say!` / `ktext`, not `format_args!` or a `Display`)",
+            bytes.and_then(|bytes| fmt_symbols(&bytes)),
         ),
     ];
     let mut tally = Tally::default();
@@ -266,6 +273,48 @@ fn test_code_symbols(elf: &[u8]) -> Traces {
             } else {
                 shown.join("::")
             });
+        }
+    }
+    if count == 0 {
+        return Err("the ELF has no symbol table to check (was it stripped?)".to_string());
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Pieces of mangled names only `core::fmt`'s formatting brings in: the
+/// writer (`core::fmt::write`), `Formatter::pad`, the struct and list
+/// builders, `Arguments`' and `Write`'s methods (v0 mangling, as the
+/// toolchain's `core` is built).
+const CORE_FMT_MACHINERY: [&str; 5] = [
+    "3fmt5write",
+    "9Formatter3pad",
+    "8builders",
+    "9Arguments",
+    "5Write",
+];
+
+/// The symbols of the kernel ELF `elf` that are `core::fmt` at work: an
+/// impl of a `core::fmt` trait or a function in `core::fmt` from the
+/// workspace's crates or their dependencies (legacy mangling,
+/// `core..fmt`), or `core::fmt`'s machinery ([`CORE_FMT_MACHINERY`]).
+/// What `core` keeps for its own panic messages (`panic_bounds_check`
+/// names `<usize as Display>::fmt` in the message it hands the panic
+/// handler, which never formats it) is not machinery and is let through.
+fn fmt_symbols(elf: &[u8]) -> Traces {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf).map_err(|e| format!("not an ELF file: {e}"))?;
+    let mut count = 0;
+    let mut found = Vec::new();
+    for symbol in file.symbols() {
+        count += 1;
+        let Ok(name) = symbol.name() else { continue };
+        let ours = name.contains("core..fmt");
+        let machinery = name.contains("4core3fmt")
+            && CORE_FMT_MACHINERY.iter().any(|piece| name.contains(piece));
+        if ours || machinery {
+            found.push(name.to_string());
         }
     }
     if count == 0 {
@@ -961,6 +1010,19 @@ mod tests {
             report(&[]).problem(Err("timed out".into())),
             Some("timed out".into())
         );
+    }
+
+    /// This test binary formats with `core::fmt` (through std's
+    /// `println!` and `format!`): the release check must see it.
+    #[test]
+    fn the_core_fmt_check_finds_formatting() {
+        let exe = std::env::current_exe().unwrap();
+        let found = fmt_symbols(&std::fs::read(exe).unwrap()).unwrap();
+        assert!(
+            found.iter().any(|name| name.contains("3fmt5write")),
+            "core::fmt::write not found among {found:?}"
+        );
+        assert!(found.iter().any(|name| name.contains("core..fmt")));
     }
 
     #[test]

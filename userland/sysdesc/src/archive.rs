@@ -104,6 +104,14 @@ impl Arch {
             _ => None,
         }
     }
+
+    /// The architecture's name, as `Debug` prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "X86_64",
+            Arch::Aarch64 => "Aarch64",
+        }
+    }
 }
 
 /// Why bytes are not a valid archive.
@@ -128,22 +136,29 @@ pub enum ArchiveError {
     Codec(CodecError),
 }
 
+impl ktext::Text for ArchiveError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
+        match self {
+            ArchiveError::Truncated => out.str("the archive is truncated"),
+            ArchiveError::BadMagic => out.str("not a Portcullis boot image (bad magic)"),
+            ArchiveError::WrongVersion(found) => {
+                put!(out, "archive version {}, expected {}", found, VERSION)
+            }
+            ArchiveError::UnknownArch(found) => put!(out, "unknown architecture number {}", found),
+            ArchiveError::TooManyEntries(found) => {
+                put!(out, "{} entries, at most {}", found, MAX_ENTRIES)
+            }
+            ArchiveError::BadEntry(index) => put!(out, "entry {} is malformed", index),
+            ArchiveError::Description => out.str("not exactly one description entry"),
+            ArchiveError::Codec(error) => put!(out, "description entry: {}", error),
+        }
+    }
+}
+
 impl fmt::Display for ArchiveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ArchiveError::Truncated => f.write_str("the archive is truncated"),
-            ArchiveError::BadMagic => f.write_str("not a Portcullis boot image (bad magic)"),
-            ArchiveError::WrongVersion(found) => {
-                write!(f, "archive version {found}, expected {VERSION}")
-            }
-            ArchiveError::UnknownArch(found) => write!(f, "unknown architecture number {found}"),
-            ArchiveError::TooManyEntries(found) => {
-                write!(f, "{found} entries, at most {MAX_ENTRIES}")
-            }
-            ArchiveError::BadEntry(index) => write!(f, "entry {index} is malformed"),
-            ArchiveError::Description => f.write_str("not exactly one description entry"),
-            ArchiveError::Codec(error) => write!(f, "description entry: {error}"),
-        }
+        ktext::display(self, f)
     }
 }
 

@@ -397,16 +397,24 @@ pub enum CodecError {
     WrongVersion(u32),
 }
 
-impl fmt::Display for CodecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for CodecError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
         match self {
-            CodecError::BufferTooSmall => f.write_str("the buffer is too small"),
-            CodecError::Malformed => f.write_str("the bytes are not a system description"),
-            CodecError::WrongVersion(found) => write!(
-                f,
-                "description version {found}, this build reads version {DESCRIPTION_VERSION}"
+            CodecError::BufferTooSmall => out.str("the buffer is too small"),
+            CodecError::Malformed => out.str("the bytes are not a system description"),
+            CodecError::WrongVersion(found) => ktext::put!(
+                out,
+                "description version {}, this build reads version {}",
+                found,
+                DESCRIPTION_VERSION
             ),
         }
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 

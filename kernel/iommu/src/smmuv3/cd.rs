@@ -41,22 +41,31 @@ pub enum CdError {
     OutOfMemory,
 }
 
+impl ktext::Text for CdError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
+        match self {
+            Self::Stage1NotSupported => put!(out, "CD: stage 1 (AArch64) is not supported"),
+            Self::AsidTooWide(a) => {
+                put!(out, "CD: ASID {:#x} is wider than the SMMU supports", *a)
+            }
+            Self::InputSize(v) => put!(out, "CD: {}-bit input size is outside 25..=48", v),
+            Self::OutputSize(o) => put!(out, "CD: {}-bit output size is not supported", o),
+            Self::TableAddress(t) => {
+                put!(out, "CD: TTB0 {:#x} is misaligned or too large", *t)
+            }
+            Self::OutOfMemory => put!(out, "CD: out of frames for a CD leaf table"),
+            Self::StallNotSupported => put!(
+                out,
+                "CD: stall requested but SMMU_IDR0.STALL_MODEL is terminate-only"
+            ),
+        }
+    }
+}
+
 impl fmt::Display for CdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Stage1NotSupported => write!(f, "CD: stage 1 (AArch64) is not supported"),
-            Self::AsidTooWide(a) => write!(f, "CD: ASID {a:#x} is wider than the SMMU supports"),
-            Self::InputSize(v) => write!(f, "CD: {v}-bit input size is outside 25..=48"),
-            Self::OutputSize(o) => write!(f, "CD: {o}-bit output size is not supported"),
-            Self::TableAddress(t) => write!(f, "CD: TTB0 {t:#x} is misaligned or too large"),
-            Self::OutOfMemory => write!(f, "CD: out of frames for a CD leaf table"),
-            Self::StallNotSupported => {
-                write!(
-                    f,
-                    "CD: stall requested but SMMU_IDR0.STALL_MODEL is terminate-only"
-                )
-            }
-        }
+        ktext::display(self, f)
     }
 }
 

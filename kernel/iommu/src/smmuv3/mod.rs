@@ -84,25 +84,27 @@ pub enum SmmuError {
     NotInitialised,
 }
 
-impl fmt::Display for SmmuError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for SmmuError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
         match self {
             Self::Timeout { register, bit } => {
-                write!(f, "SMMUv3: timed out waiting for {register} {bit}")
+                put!(out, "SMMUv3: timed out waiting for {} {}", register, bit)
             }
-            Self::OutOfMemory { what } => write!(f, "SMMUv3: out of frames for {what}"),
-            Self::Unsupported { what } => write!(f, "SMMUv3: not supported: {what}"),
-            Self::InvalidParameter { what } => write!(f, "SMMUv3: invalid parameter: {what}"),
-            Self::InvalidSte(e) => write!(f, "SMMUv3: refused STE: {e}"),
-            Self::StreamIdOutOfRange { stream_id } => {
-                write!(
-                    f,
-                    "SMMUv3: StreamID {stream_id:#x} is outside the stream table"
-                )
-            }
-            Self::CommandError { code, opcode } => write!(
-                f,
-                "SMMUv3: command {opcode:#04x} rejected, CMDQ_CONS.ERR={code} ({})",
+            Self::OutOfMemory { what } => put!(out, "SMMUv3: out of frames for {}", what),
+            Self::Unsupported { what } => put!(out, "SMMUv3: not supported: {}", what),
+            Self::InvalidParameter { what } => put!(out, "SMMUv3: invalid parameter: {}", what),
+            Self::InvalidSte(e) => put!(out, "SMMUv3: refused STE: {}", e),
+            Self::StreamIdOutOfRange { stream_id } => put!(
+                out,
+                "SMMUv3: StreamID {:#x} is outside the stream table",
+                *stream_id
+            ),
+            Self::CommandError { code, opcode } => put!(
+                out,
+                "SMMUv3: command {:#04x} rejected, CMDQ_CONS.ERR={} ({})",
+                *opcode,
+                code,
                 match code {
                     1 => "CERROR_ILL",
                     2 => "CERROR_ABT",
@@ -110,8 +112,14 @@ impl fmt::Display for SmmuError {
                     _ => "unknown",
                 }
             ),
-            Self::NotInitialised => write!(f, "SMMUv3: stream table and queues not set up"),
+            Self::NotInitialised => put!(out, "SMMUv3: stream table and queues not set up"),
         }
+    }
+}
+
+impl fmt::Display for SmmuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 

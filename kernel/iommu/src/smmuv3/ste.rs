@@ -70,41 +70,49 @@ pub enum SteError {
     Stage2Parameter(&'static str),
 }
 
+impl ktext::Text for SteError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
+        match self {
+            Self::ReservedConfig(c) => put!(out, "STE.Config {:#05b} is reserved", *c),
+            Self::StageNotSupported { stage } => put!(
+                out,
+                "STE enables stage {}, which SMMU_IDR0 does not advertise",
+                stage
+            ),
+            Self::Stage2NotAarch64 => put!(
+                out,
+                "STE.S2AA64=0: AArch32 stage-2 tables are unsupported (QEMU aborts)"
+            ),
+            Self::Stage2Granule(g) => put!(out, "STE.S2TG={} is not the 4 KiB granule", g),
+            Self::Stage2StartLevel(l) => {
+                put!(out, "STE.S2SL0={} is reserved or inconsistent", l)
+            }
+            Self::Stage2InputSize(t) => put!(out, "STE.S2T0SZ={} is out of range", t),
+            Self::Stage2OutputSize(p) => put!(out, "STE.S2PS={} exceeds SMMU_IDR5.OAS", p),
+            Self::Stage2TableAddress(a) => {
+                put!(out, "STE.S2TTB={:#x} is misaligned or beyond S2PS", *a)
+            }
+            Self::Stage2BigEndian => put!(out, "STE.S2ENDI=1 (big-endian walks) is unsupported"),
+            Self::Stage2Stall => put!(out, "STE.S2S=1 but the SMMU cannot stall"),
+            Self::Stage2HardwareUpdate => put!(out, "STE.S2HA/S2HD set without SMMU_IDR0.HTTU"),
+            Self::Stage2ForcedWriteBack => put!(out, "STE.S2FWB set without SMMU_IDR3.FWB"),
+            Self::TooManyContextDescriptors(n) => {
+                put!(out, "STE.S1CDMax={} exceeds SMMU_IDR1.SSIDSIZE", n)
+            }
+            Self::Stage1StallDisable => put!(out, "STE.S1STALLD=1 is unsupported"),
+            Self::ContextTableFormat(v) => {
+                put!(out, "STE.S1Fmt/S1ContextPtr invalid ({:#x})", *v)
+            }
+            Self::AtsNotSupported => put!(out, "STE.EATS set without SMMU_IDR0.ATS"),
+            Self::Stage2Parameter(what) => put!(out, "stage-2 parameter out of range: {}", what),
+        }
+    }
+}
+
 impl fmt::Display for SteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ReservedConfig(c) => write!(f, "STE.Config {c:#05b} is reserved"),
-            Self::StageNotSupported { stage } => {
-                write!(
-                    f,
-                    "STE enables stage {stage}, which SMMU_IDR0 does not advertise"
-                )
-            }
-            Self::Stage2NotAarch64 => {
-                write!(
-                    f,
-                    "STE.S2AA64=0: AArch32 stage-2 tables are unsupported (QEMU aborts)"
-                )
-            }
-            Self::Stage2Granule(g) => write!(f, "STE.S2TG={g} is not the 4 KiB granule"),
-            Self::Stage2StartLevel(l) => write!(f, "STE.S2SL0={l} is reserved or inconsistent"),
-            Self::Stage2InputSize(t) => write!(f, "STE.S2T0SZ={t} is out of range"),
-            Self::Stage2OutputSize(p) => write!(f, "STE.S2PS={p} exceeds SMMU_IDR5.OAS"),
-            Self::Stage2TableAddress(a) => {
-                write!(f, "STE.S2TTB={a:#x} is misaligned or beyond S2PS")
-            }
-            Self::Stage2BigEndian => write!(f, "STE.S2ENDI=1 (big-endian walks) is unsupported"),
-            Self::Stage2Stall => write!(f, "STE.S2S=1 but the SMMU cannot stall"),
-            Self::Stage2HardwareUpdate => write!(f, "STE.S2HA/S2HD set without SMMU_IDR0.HTTU"),
-            Self::Stage2ForcedWriteBack => write!(f, "STE.S2FWB set without SMMU_IDR3.FWB"),
-            Self::TooManyContextDescriptors(n) => {
-                write!(f, "STE.S1CDMax={n} exceeds SMMU_IDR1.SSIDSIZE")
-            }
-            Self::Stage1StallDisable => write!(f, "STE.S1STALLD=1 is unsupported"),
-            Self::ContextTableFormat(v) => write!(f, "STE.S1Fmt/S1ContextPtr invalid ({v:#x})"),
-            Self::AtsNotSupported => write!(f, "STE.EATS set without SMMU_IDR0.ATS"),
-            Self::Stage2Parameter(what) => write!(f, "stage-2 parameter out of range: {what}"),
-        }
+        ktext::display(self, f)
     }
 }
 

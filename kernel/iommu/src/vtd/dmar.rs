@@ -165,50 +165,71 @@ pub enum DmarError {
     },
 }
 
-impl fmt::Display for DmarError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for DmarError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
+        use ktext::put;
         match *self {
-            Self::TooShortForHeader { available } => write!(
-                f,
-                "DMAR: {available} bytes is shorter than the {DMAR_HEADER_LEN}-byte DMAR header"
+            Self::TooShortForHeader { available } => put!(
+                out,
+                "DMAR: {} bytes is shorter than the {}-byte DMAR header",
+                available,
+                DMAR_HEADER_LEN
             ),
-            // The bytes as one big-endian number, not the array's `Debug` (which
-            // would pull `core::fmt`'s list builder into the kernel).
-            Self::BadSignature(sig) => write!(
-                f,
+            // The bytes as one big-endian number.
+            Self::BadSignature(sig) => put!(
+                out,
                 "DMAR: signature {:#010x} is not \"DMAR\" (0x444d4152)",
                 u32::from_be_bytes(sig)
             ),
-            Self::BadTableLength { claimed, available } => write!(
-                f,
-                "DMAR: header length {claimed} is below {DMAR_HEADER_LEN} or exceeds the {available} bytes given"
+            Self::BadTableLength { claimed, available } => put!(
+                out,
+                "DMAR: header length {} is below {} or exceeds the {} bytes given",
+                claimed,
+                DMAR_HEADER_LEN,
+                available
             ),
-            Self::BadChecksum { sum } => write!(f, "DMAR: bytes sum to {sum:#x}, not 0"),
+            Self::BadChecksum { sum } => put!(out, "DMAR: bytes sum to {:#x}, not 0", sum),
             Self::BadStructureLength {
                 offset,
                 kind,
                 length,
-            } => write!(
-                f,
-                "DMAR: remapping structure type {kind} at offset {offset:#x} has bad length {length}"
+            } => put!(
+                out,
+                "DMAR: remapping structure type {} at offset {:#x} has bad length {}",
+                kind,
+                offset as u64,
+                length
             ),
-            Self::BadScopeLength { offset, length } => write!(
-                f,
-                "DMAR: device scope at offset {offset:#x} has bad length {length}"
+            Self::BadScopeLength { offset, length } => put!(
+                out,
+                "DMAR: device scope at offset {:#x} has bad length {}",
+                offset as u64,
+                length
             ),
-            Self::MisalignedRegisterBase { offset, base } => write!(
-                f,
-                "DMAR: DRHD at offset {offset:#x} has register base {base:#x} not 4 KiB aligned"
+            Self::MisalignedRegisterBase { offset, base } => put!(
+                out,
+                "DMAR: DRHD at offset {:#x} has register base {:#x} not 4 KiB aligned",
+                offset as u64,
+                base
             ),
             Self::BadReservedRegion {
                 offset,
                 base,
                 limit,
-            } => write!(
-                f,
-                "DMAR: RMRR at offset {offset:#x} has bad range {base:#x}..={limit:#x}"
+            } => put!(
+                out,
+                "DMAR: RMRR at offset {:#x} has bad range {:#x}..={:#x}",
+                offset as u64,
+                base,
+                limit
             ),
         }
+    }
+}
+
+impl fmt::Display for DmarError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 

@@ -60,23 +60,29 @@ pub enum VtdError {
     },
 }
 
-impl fmt::Display for VtdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ktext::Text for VtdError {
+    fn write(&self, out: &mut dyn ktext::Sink) {
         match self {
             Self::Timeout { register, bit } => {
-                write!(f, "VT-d: timed out waiting for {register} {bit}")
+                ktext::put!(out, "VT-d: timed out waiting for {} {}", register, bit)
             }
-            Self::OutOfMemory { what } => write!(f, "VT-d: out of frames for {what}"),
-            Self::Unsupported { what } => write!(f, "VT-d: unit does not support {what}"),
-            Self::InvalidationQueueError { status } => {
-                write!(
-                    f,
-                    "VT-d: invalidation queue error, FSTS bits {:#x}",
-                    status.bits()
-                )
+            Self::OutOfMemory { what } => ktext::put!(out, "VT-d: out of frames for {}", what),
+            Self::Unsupported { what } => ktext::put!(out, "VT-d: unit does not support {}", what),
+            Self::InvalidationQueueError { status } => ktext::put!(
+                out,
+                "VT-d: invalidation queue error, FSTS bits {:#x}",
+                status.bits()
+            ),
+            Self::InvalidParameter { what } => {
+                ktext::put!(out, "VT-d: invalid parameter: {}", what)
             }
-            Self::InvalidParameter { what } => write!(f, "VT-d: invalid parameter: {what}"),
         }
+    }
+}
+
+impl fmt::Display for VtdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ktext::display(self, f)
     }
 }
 

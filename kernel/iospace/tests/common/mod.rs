@@ -24,7 +24,7 @@ use iospace::{DmaFault, Env, Flaw, IoUnit, State};
 use std::boxed::Box;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::string::{String, ToString};
+use std::string::String;
 use std::vec::Vec;
 
 pub const MIB: u64 = 1 << 20;
@@ -58,8 +58,16 @@ impl Env for TestEnv {
     fn same_notification(a: &u32, b: &u32) -> bool {
         a == b
     }
-    fn log(args: core::fmt::Arguments<'_>) {
-        LOG.with(|l| l.borrow_mut().push(args.to_string()));
+    fn log(line: &dyn ktext::Text) {
+        struct Line(String);
+        impl ktext::Sink for Line {
+            fn str(&mut self, text: &str) {
+                self.0.push_str(text);
+            }
+        }
+        let mut text = Line(String::new());
+        line.write(&mut text);
+        LOG.with(|l| l.borrow_mut().push(text.0));
     }
     fn broken(flaw: Flaw) -> bool {
         FLAW.with(|f| f.get() == Some(flaw))

@@ -8,7 +8,7 @@
 //! with a failure status. An entry from EL0 stores the thread's registers
 //! into its frame and returns to the kernel (`USER_ENTRY`, user.rs).
 
-use core::fmt;
+use ktext::{Sink, Text};
 
 /// Registers saved by the vector entries; for a user thread, its saved context.
 #[repr(C, align(16))]
@@ -31,12 +31,10 @@ pub struct TrapFrame {
 /// The frame as raw words for the `[trap]` line, in the order `cargo xtask`
 /// names them when it decodes the console (tools/xtask/src/console.rs):
 /// elr spsr sp x0 .. x30.
-impl fmt::Display for TrapFrame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for word in [self.elr, self.spsr, self.sp].iter().chain(&self.x) {
-            write!(f, " {word:#x}")?;
-        }
-        Ok(())
+impl Text for TrapFrame {
+    fn write(&self, out: &mut dyn Sink) {
+        ktext::words(out, &[self.elr, self.spsr, self.sp]);
+        ktext::words(out, &self.x);
     }
 }
 
@@ -45,9 +43,12 @@ impl fmt::Display for TrapFrame {
 extern "C" fn aarch64_trap(frame: &TrapFrame, entry: u64) -> ! {
     // Raw on one line: `cargo xtask` names the entry, the exception class
     // and the registers.
-    super::super::unexpected_trap(format_args!(
-        "[trap] unexpected exception entry {entry} ESR {:#x} FAR {:#x} frame{frame}",
-        frame.esr, frame.far
+    super::super::unexpected_trap(&ktext::text!(
+        "[trap] unexpected exception entry {} ESR {:#x} FAR {:#x} frame{}",
+        entry,
+        frame.esr,
+        frame.far,
+        frame
     ))
 }
 

@@ -8,7 +8,7 @@
 //! QEMU with a failure status.
 
 use core::arch::{asm, global_asm};
-use core::fmt;
+use ktext::{Sink, Text};
 
 /// Kernel code selector in the GDT.
 pub const KERNEL_CODE: u16 = 0x08;
@@ -182,33 +182,33 @@ pub struct TrapFrame {
 /// The frame as raw words for the `[trap]` line, in the order `cargo xtask`
 /// names them when it decodes the console (tools/xtask/src/console.rs):
 /// rip cs rflags rsp ss rax rbx rcx rdx rsi rdi rbp r8 .. r15.
-impl fmt::Display for TrapFrame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for word in [
-            self.rip,
-            self.cs,
-            self.rflags,
-            self.rsp,
-            self.ss,
-            self.rax,
-            self.rbx,
-            self.rcx,
-            self.rdx,
-            self.rsi,
-            self.rdi,
-            self.rbp,
-            self.r8,
-            self.r9,
-            self.r10,
-            self.r11,
-            self.r12,
-            self.r13,
-            self.r14,
-            self.r15,
-        ] {
-            write!(f, " {word:#x}")?;
-        }
-        Ok(())
+impl Text for TrapFrame {
+    fn write(&self, out: &mut dyn Sink) {
+        ktext::words(
+            out,
+            &[
+                self.rip,
+                self.cs,
+                self.rflags,
+                self.rsp,
+                self.ss,
+                self.rax,
+                self.rbx,
+                self.rcx,
+                self.rdx,
+                self.rsi,
+                self.rdi,
+                self.rbp,
+                self.r8,
+                self.r9,
+                self.r10,
+                self.r11,
+                self.r12,
+                self.r13,
+                self.r14,
+                self.r15,
+            ],
+        );
     }
 }
 
@@ -219,9 +219,12 @@ extern "C" fn x86_64_trap(frame: &TrapFrame) -> ! {
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
     // Raw on one line: `cargo xtask` names the vector and the registers.
-    super::super::unexpected_trap(format_args!(
-        "[trap] unexpected exception {} error {:#x} cr2 {cr2:#x} frame{frame}",
-        frame.vector, frame.error_code
+    super::super::unexpected_trap(&ktext::text!(
+        "[trap] unexpected exception {} error {:#x} cr2 {:#x} frame{}",
+        frame.vector,
+        frame.error_code,
+        cr2,
+        frame
     ))
 }
 
