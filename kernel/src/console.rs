@@ -7,8 +7,8 @@
 //! but through `ktext`: integers, strings and the errors the kernel
 //! reports. The release kernel has no `core::fmt`
 //! (kernel/README.md, "Size"); the test kernels' code in `testing/` keeps
-//! `println!` with format strings (`testing/print.rs`), which only they
-//! have.
+//! `println!` with format strings ([`print`], feature `test-kernel`),
+//! which only they have.
 
 use ktext::{Sink, Text};
 
@@ -39,8 +39,8 @@ pub fn say(template: &str, args: &[ktext::Arg<'_>]) {
 }
 
 /// Runs `write` with the console to itself: what it writes is never
-/// interleaved with another line (the test kernels' `println!` in
-/// `testing/print.rs` writes through it too).
+/// interleaved with another line (the test kernels' `println!` writes
+/// through it too).
 pub fn locked(write: impl FnOnce(&mut dyn Sink)) {
     let _guard = LOCK.lock();
     write(&mut Uart);
@@ -62,6 +62,45 @@ macro_rules! say {
         );
         $crate::console::say($template, &[$(($arg).to_arg()),*])
     }};
+}
+
+/// Prints formatted text; used by [`print!`](crate::print) and
+/// [`println!`](crate::println), which only the test kernels have (their
+/// code in `testing/` keeps format strings; the release kernel prints
+/// without `core::fmt`).
+#[cfg(feature = "test-kernel")]
+#[cold]
+#[inline(never)]
+pub fn print(args: core::fmt::Arguments<'_>) {
+    struct Console<'a>(&'a mut dyn Sink);
+    impl core::fmt::Write for Console<'_> {
+        fn write_str(&mut self, text: &str) -> core::fmt::Result {
+            self.0.str(text);
+            Ok(())
+        }
+    }
+    // Console::write_str never fails.
+    locked(|out| {
+        let _ = core::fmt::Write::write_fmt(&mut Console(out), args);
+    });
+}
+
+/// Prints to the kernel console with a format string (test kernels only).
+#[cfg(feature = "test-kernel")]
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}
+
+/// Prints a line to the kernel console with a format string (test kernels
+/// only).
+#[cfg(feature = "test-kernel")]
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::print(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::console::print(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// Calls `print(first, last, count)` once per burst: a run of consecutive

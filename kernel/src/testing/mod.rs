@@ -14,7 +14,6 @@
 //!   share the release kernel's folder).
 //! - `cap_dump.rs`: `DebugCapDump`, the live derivation tree (feature
 //!   `cap-dump`, profile `cap-dump`).
-//! - `print.rs`: `println!` with format strings, in every test kernel.
 //!
 //! Everything here is behind a cargo feature of the kernel crate, or (like
 //! [`seeds::planted`]) is a constant the compiler folds away without it, so
@@ -41,9 +40,6 @@ mod edu;
 pub mod seeds;
 #[cfg(feature = "self-tests")]
 pub mod selftest;
-// Format-string printing, which the release kernel has none of.
-#[cfg(feature = "test-kernel")]
-pub mod print;
 #[cfg(feature = "self-tests")]
 mod xcheck;
 
