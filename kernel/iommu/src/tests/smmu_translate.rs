@@ -435,7 +435,7 @@ fn batched_invalidation_one_sync_and_counted() {
     );
 }
 
-/// `submit_one` writes its command and CMD_SYNC after one room test when
+/// `invalidate_asid` (`CommandQueue::submit_one`) writes its command and CMD_SYNC after one room test when
 /// CONS shows room for both, and pushes them one by one (waiting for
 /// room) when it does not: every queued command is still processed, none
 /// overwritten, across the wrap and with one free entry left.
@@ -447,11 +447,10 @@ fn one_command_and_its_sync_wrap_and_wait_for_room() {
     let mut smmu = Smmu::new(&device).with_poll_limit(crate::PollLimit(8));
     smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64)
         .unwrap();
-    let asid = |n: u16| Command::TlbiNhAsid { vmid: 1, asid: n };
     let syncs = device.command_count(opcode::SYNC);
     // 300 pairs: the 256-entry queue wraps twice, pair by pair.
     for n in 0..300 {
-        smmu.submit_one(&memory, asid(n)).unwrap();
+        smmu.invalidate_asid(&memory, 1, n).unwrap();
     }
     assert_eq!(device.command_count(opcode::TLBI_NH_ASID), 300);
     assert_eq!(device.command_count(opcode::SYNC) - syncs, 300);
@@ -463,7 +462,7 @@ fn one_command_and_its_sync_wrap_and_wait_for_room() {
     assert_eq!(device.command_count(opcode::TLBI_NH_ALL), 0);
     // Room for one: the TLBI goes in, the CMD_SYNC waits for the unit.
     device.stall_commands.set(false);
-    smmu.submit_one(&memory, asid(300)).unwrap();
+    smmu.invalidate_asid(&memory, 1, 300).unwrap();
     assert_eq!(device.command_count(opcode::TLBI_NH_ALL), 254);
     assert_eq!(device.command_count(opcode::TLBI_NH_ASID), 301);
     assert_eq!(device.command_count(opcode::SYNC) - syncs, 302);
