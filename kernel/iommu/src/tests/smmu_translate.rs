@@ -438,7 +438,8 @@ fn batched_invalidation_one_sync_and_counted() {
 /// `invalidate_asid` (`CommandQueue::submit_one`) writes its command and CMD_SYNC after one room test when
 /// CONS shows room for both, and pushes them one by one (waiting for
 /// room) when it does not: every queued command is still processed, none
-/// overwritten, across the wrap and with one free entry left.
+/// overwritten, across the wrap and with one free entry left; and it
+/// returns success only once CONS has passed its CMD_SYNC.
 #[test]
 fn one_command_and_its_sync_wrap_and_wait_for_room() {
     let memory = SimMemory::new(256 * MIB);
@@ -466,6 +467,13 @@ fn one_command_and_its_sync_wrap_and_wait_for_room() {
     assert_eq!(device.command_count(opcode::TLBI_NH_ALL), 254);
     assert_eq!(device.command_count(opcode::TLBI_NH_ASID), 301);
     assert_eq!(device.command_count(opcode::SYNC) - syncs, 302);
+    // A unit that does not consume: the call does not return success.
+    device.stall_commands.set(true);
+    let stalled = smmu.invalidate_asid(&memory, 1, 301);
+    assert!(
+        matches!(stalled, Err(crate::smmuv3::SmmuError::Timeout { .. })),
+        "{stalled:?}"
+    );
 }
 
 #[test]
