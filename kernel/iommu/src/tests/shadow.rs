@@ -58,6 +58,22 @@ fn setup_recording<'m>(
     allow_1g: bool,
     large: Option<Perms>,
 ) -> Shadowed<'m> {
+    setup_with(memory, fills, root_page, allow_1g, (large, None))
+}
+
+/// The IPA of the 2 MiB region [`setup_with`] may map besides the
+/// guest's, with one stage-2 leaf (to the 2 MiB at 128 MiB).
+const FAR: u64 = 2 * MIB;
+
+/// [`setup_recording`], the second stage also mapping [`FAR`] with one
+/// 2 MiB leaf of rights `far`, if given.
+fn setup_with<'m>(
+    memory: &'m SimMemory,
+    fills: &[&dyn Fn(&SimMemory)],
+    root_page: u64,
+    allow_1g: bool,
+    (large, far): (Option<Perms>, Option<Perms>),
+) -> Shadowed<'m> {
     let cap = if allow_1g {
         QEMU_CAP | 1 << 56
     } else {
@@ -86,6 +102,11 @@ fn setup_recording<'m>(
                     .unwrap();
             }
         }
+    }
+    if let Some(perms) = far {
+        second
+            .map(memory, &mut frames, FAR, 128 * MIB, PageSize::Size2M, perms)
+            .unwrap();
     }
     let root_ipa = root_page << 12;
 
@@ -184,11 +205,13 @@ fn adversarial(seed: u64, flags_bias: u64) -> impl Fn(&SimMemory) {
 /// writable, to any guest page or beyond) under upper levels whose write
 /// permission is random too.
 fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
-    well_formed_at(seed, physical_page)
+    well_formed_spread(seed, physical_page, 0)
 }
 
-/// [`well_formed`] with guest page `p` at physical address `home(p)`.
-fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
+/// [`well_formed`] with guest page `p` at physical address `home(p)`,
+/// about half the leaves `far` above the guest's IPAs (in another 2 MiB
+/// region of IPAs when `far` is [`FAR`]).
+fn well_formed_spread(seed: u64, home: fn(u64) -> u64, far: u64) -> impl Fn(&SimMemory) {
     move |memory| {
         let mut rng = Rng(seed);
         let table = home;
@@ -204,7 +227,7 @@ fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
             memory.write_u64(table(3) + 8 * index, leaf_table << 12 | 0b101 | write);
             for slot in 0..512 {
                 let r = rng.next();
-                let page = ((r >> 8) % (2 * GUEST_PAGES)) << 12;
+                let page = (((r >> 8) % (2 * GUEST_PAGES)) << 12) | (((r >> 40) & 1) * far);
                 let entry = match r % 8 {
                     0 => 0,
                     1 => page | 0b011,
@@ -214,6 +237,28 @@ fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
             }
         }
     }
+}
+
+/// Two updates of the window, from well-formed first stages (`seed`,
+/// then another) with guest page `p` at `home(p)` and leaves spread by
+/// `far`, under the second stage `stages` ([`setup_with`]): every page
+/// translates as a nesting unit translates it; unless `maps_none_is_fine`,
+/// the last update mapped something. The second update finds the
+/// last-level tables and takes the composing loop.
+fn twice_translates_like_hardware_nesting(
+    seed: u64,
+    (home, far): (fn(u64) -> u64, u64),
+    stages: (Option<Perms>, Option<Perms>),
+    maps_none_is_fine: bool,
+) -> Result<(), TestCaseError> {
+    let memory = SimMemory::new(256 * MIB);
+    let (first, second) = (
+        well_formed_spread(seed, home, far),
+        well_formed_spread(seed ^ 0x5eed, home, far),
+    );
+    let s = setup_with(&memory, &[&first, &second], ROOT_PAGE, false, stages);
+    prop_assert!(maps_none_is_fine || s.mapped > 0);
+    same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))
 }
 
 proptest! {
@@ -228,20 +273,31 @@ proptest! {
         seed in 1u64..,
         rights in 0u64..3,
     ) {
-        let memory = SimMemory::new(256 * MIB);
-        // Twice: the second update finds the last-level tables and takes
-        // the composing loop.
         let home = |page: u64| 64 * MIB + (page << 12);
-        let (first, second) = (well_formed_at(seed, home), well_formed_at(seed ^ 0x5eed, home));
-        let s = setup_recording(
-            &memory,
-            &[&first, &second],
-            ROOT_PAGE,
+        twice_translates_like_hardware_nesting(
+            seed,
+            (home, 0),
+            (Some(perms_of(rights)), None),
+            rights == 2,
+        )?;
+    }
+
+    /// Leaves of one 2 MiB region of IOVAs into two regions of IPAs, the
+    /// guest's under stage-2 4 KiB leaves, [`FAR`] under one 2 MiB leaf
+    /// (read-write, read-only or write-only), re-shadowed: every page of
+    /// the window translates as a nesting unit translates it (the
+    /// composing loop's runs end where the leaves' IPA region changes).
+    #[test]
+    fn leaves_into_two_ipa_regions_translate_like_hardware_nesting(
+        seed in 1u64..,
+        rights in 0u64..3,
+    ) {
+        twice_translates_like_hardware_nesting(
+            seed,
+            (physical_page, FAR),
+            (None, Some(perms_of(rights))),
             false,
-            Some(perms_of(rights)),
-        );
-        prop_assert!(rights == 2 || s.mapped > 0);
-        same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))?;
+        )?;
     }
 }
 
