@@ -566,8 +566,13 @@ fn unmap_and_drop(memory: &SimMemory, s: &mut Shadowed<'_>, page: u64, remap: bo
         return Vec::new();
     };
     let ipa = (page << 12) & !(size.bytes() - 1);
-    s.dependencies
-        .drop_dependents(memory, &s.shadow, ipa, size.bytes(), pa);
+    // As the kernel's layer does: the records are asked only when the
+    // unmap meets their span (a summary it keeps per IoSpace).
+    let (start, end) = s.dependencies.span();
+    if ipa < end && start < ipa + size.bytes() {
+        s.dependencies
+            .drop_dependents(memory, &s.shadow, ipa, size.bytes(), pa);
+    }
     let mut touched: Vec<u64> = (pa..pa + size.bytes()).step_by(4096).collect();
     if remap {
         let fresh = 128 * MIB + (page << 12);
@@ -741,36 +746,61 @@ fn overflowing_records_clear_the_whole_shadow() {
 /// still drops every entry (and what the records kept of it).
 #[test]
 fn an_unmap_of_a_root_away_from_the_records_drops_everything() {
+    let dependencies = unmap_of_a_far_table_drops_everything(0);
+    assert!(dependencies.is_empty());
+}
+
+/// The first stage's last-level table in a 2 MiB region of IPAs of its
+/// own, away from the other tables and the leaves' targets: the span a
+/// caller asks first holds it, and its unmap drops every entry.
+#[test]
+fn an_unmap_of_a_table_away_from_the_leaves_drops_its_entries() {
+    unmap_of_a_far_table_drops_everything(3);
+}
+
+/// Composes IOVA pages 0..8 -> guest pages 8.. through four first-stage
+/// tables (level 4 down; guest pages 0..3) of which table `far` is at IPA
+/// 4 MiB instead (physical 100 MiB, alone in its 2 MiB region), then
+/// unmaps that IPA from stage 2 as the kernel's layer does (the records
+/// asked only when the unmap meets their span): every entry goes.
+fn unmap_of_a_far_table_drops_everything(far: u64) -> Dependencies {
     let memory = SimMemory::new(256 * MIB);
     let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
     let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
     let second = read_write_second_stage(&memory, &mut frames, format);
-    // The root at IPA 4 MiB (physical 100 MiB); level 3 at guest page 1,
-    // level 2 at 2, the last-level table at 3: IOVA page i -> page 8 + i.
-    let root_ipa = 4 * MIB;
+    let far_ipa = 4 * MIB;
     second
         .map(
             &memory,
             &mut frames,
-            root_ipa,
+            far_ipa,
             100 * MIB,
             PageSize::Size4K,
             Perms::READ_WRITE,
         )
         .unwrap();
+    // Table `level` (0: the root): its IPA and where it is written.
+    let ipa = |level: u64| if level == far { far_ipa } else { level << 12 };
+    let home = |level: u64| {
+        if level == far {
+            100 * MIB
+        } else {
+            physical_page(level)
+        }
+    };
     let write = |pa: u64, index: u64, value: u64| memory.write_u64(pa + 8 * index, value);
-    write(100 * MIB, 0, 1 << 12 | 0b111);
-    write(physical_page(1), 0, 2 << 12 | 0b111);
-    write(physical_page(2), 0, 3 << 12 | 0b111);
+    for level in 0..3 {
+        write(home(level), 0, ipa(level + 1) | 0b111);
+    }
     for i in 0..8u64 {
-        write(physical_page(3), i, (8 + i) << 12 | 0b111);
+        write(home(3), i, (8 + i) << 12 | 0b111);
     }
     let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
     let mut dependencies = Dependencies::new();
     let stats = shadow_range_recording(
         &memory,
         &mut frames,
-        (root_ipa, &second, &shadow),
+        (ipa(0), &second, &shadow),
         0,
         8 << 12,
         8,
@@ -779,11 +809,13 @@ fn an_unmap_of_a_root_away_from_the_records_drops_everything() {
     )
     .unwrap();
     assert_eq!(stats.mapped, 8);
-    let (pa, _) = second.unmap(&memory, root_ipa).unwrap();
+    let (start, end) = dependencies.span();
+    assert!(start <= far_ipa && far_ipa < end);
+    let (pa, _) = second.unmap(&memory, far_ipa).unwrap();
     assert_eq!(
-        dependencies.drop_dependents(&memory, &shadow, root_ipa, 4096, pa),
+        dependencies.drop_dependents(&memory, &shadow, far_ipa, 4096, pa),
         8
     );
-    assert!(dependencies.is_empty());
     assert!((0..8u64).all(|i| shadow.lookup(&memory, i << 12).is_none()));
+    dependencies
 }

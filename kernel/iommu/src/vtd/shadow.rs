@@ -846,6 +846,28 @@ impl Dependencies {
                 || (ipa..end).contains(&self.root))
     }
 
+    /// The smallest range of IPAs `[start, end)` holding every IPA an
+    /// unmap of which [`Dependencies::touches`] answers yes for (empty,
+    /// `start >= end`, when nothing is recorded; everything when the
+    /// records overflowed): what a caller keeps as a summary of several
+    /// shadows, so a stage-2 unmap away from all of them looks at none.
+    pub fn span(&self) -> (u64, u64) {
+        if self.is_empty() {
+            return (u64::MAX, 0);
+        }
+        if self.overflowed {
+            return (0, u64::MAX);
+        }
+        let mut span = (
+            self.tables.0.min(self.targets.0),
+            self.tables.1.max(self.targets.1),
+        );
+        if self.root != NO_TABLE {
+            span = (span.0.min(self.root), span.1.max(self.root + 1));
+        }
+        span
+    }
+
     /// Whether the records overflowed (or a composition failed midway):
     /// the next stage-2 unmap clears the whole shadow.
     pub fn overflowed(&self) -> bool {
