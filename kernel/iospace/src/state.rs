@@ -45,7 +45,8 @@ pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
     /// away from it visits no nest. Empty (start >= end) while nothing is
     /// composed; everything ([`ANY_SPAN`]) after an `Invalidate` recorded
     /// more (one store on that path); the union of the nests'
-    /// `Dependencies::span` once an unmap has visited them.
+    /// `Dependencies::span` once an unmap has visited them and none
+    /// depended on its IPA.
     pub(crate) shadow_span: (u64, u64),
 }
 
@@ -529,7 +530,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// Drops from the shadows of `space`'s nests (`nests`, its nest set;
     /// `table`, its stage 2; `position`, its record's) every entry
     /// composed through `[ipa, ipa + bytes)`, which stage 2 mapped to
-    /// `pa`; then sets its [`Space::shadow_span`] to what they record.
+    /// `pa`; when none depended on it, sets its [`Space::shadow_span`] to
+    /// what they record.
     fn drop_shadow_dependents(
         &mut self,
         (space, position, table, nests): (ObjectId, Option<usize>, &PageTable<U::Format>, u32),
@@ -538,7 +540,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         bytes: u64,
     ) {
         let mem = self.mem();
-        let mut span = NO_SPAN;
+        let (mut span, mut dropped) = (NO_SPAN, false);
         for i in bits(nests) {
             let Some(nest) = self.nests[i].as_mut() else {
                 continue;
@@ -546,16 +548,23 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             if nest.space != space {
                 continue;
             }
-            if nest.dependencies.touches(ipa, bytes)
-                && let Some(shadow) = shadow_at(nest.page, table)
-            {
-                nest.dependencies
-                    .drop_dependents(&mem, &shadow, ipa, bytes, pa);
+            if nest.dependencies.touches(ipa, bytes) {
+                dropped = true;
+                if let Some(shadow) = shadow_at(nest.page, table) {
+                    nest.dependencies
+                        .drop_dependents(&mem, &shadow, ipa, bytes, pa);
+                }
+            } else {
+                span = union(span, nest.dependencies.span());
             }
-            span = union(span, nest.dependencies.span());
         }
-        // Exactly what the nests record now (their spans, joined).
-        if let Some(s) = position.and_then(|i| self.spaces.get_mut(i)) {
+        // No nest depended on the IPA (one unmap of many, as a revoke
+        // makes): the span becomes exactly what the nests record (their
+        // spans, joined), so the next unmaps away from it visit none.
+        // Otherwise (the unmap that ends a zero-copy request, before the
+        // driver's next `Invalidate`) it stays as it was, which still
+        // holds everything: dropping only shrinks the records.
+        if !dropped && let Some(s) = position.and_then(|i| self.spaces.get_mut(i)) {
             s.shadow_span = span;
         }
     }
