@@ -133,17 +133,12 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 /// checks the rest.
 #[inline(never)]
 pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
-    let context = &crate::sched::tcb(thread).context;
-    if context.syscall_number() != abi::Syscall::Call as u64 {
-        return false;
-    }
-    let (cap, info, vaddr, bits) = (
-        context.syscall_arg(0),
-        context.syscall_arg(1),
-        context.syscall_arg(2),
-        context.syscall_arg(3),
-    );
-    let Ok(message) = abi::MessageInfo::from_word(info) else {
+    let Some(super::FastCall {
+        cap,
+        message,
+        mrs: [vaddr, bits],
+    }) = super::fast_call(thread)
+    else {
         return false;
     };
     let map = message.label == Invocation::FrameMap as u32;
@@ -159,10 +154,7 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         return false;
     };
     let result = if map {
-        // The first extra capability pointer, as `syscall::invoke` reads
-        // it (a kernel-allocated frame).
-        let pointer = crate::mem::Word::<u32>::at(ipc_buffer + abi::ipc::CAPS_OFFSET as u64).read();
-        let Ok(vspace) = caps.resolve(cspace, pointer) else {
+        let Ok(vspace) = caps.resolve(cspace, super::first_extra_cap(ipc_buffer)) else {
             return false;
         };
         let Ok(op) = decode_map(&caps, frame, vspace, vaddr, bits) else {
@@ -179,12 +171,6 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         drop(caps);
         crate::io_space::take_failure().map_or(result, Err)
     };
-    let reply = match result {
-        Ok(_) => (0, abi::MessageInfo::new(0, 0).to_word()),
-        Err(e) => (u64::from(e.code()), 0),
-    };
-    crate::sched::tcb(thread)
-        .context
-        .set_reply(reply.0, 0, reply.1, [0; 4]);
+    super::fast_reply(thread, result);
     true
 }
