@@ -12,12 +12,14 @@ use iommu::PhysMem;
 /// A decoded IoSpace or IoUserTable invocation.
 pub(super) enum SpaceOp {
     /// Map the RAM Frame `frame` at `ipa` of `space`, whose table
-    /// reservation can serve the walk.
+    /// reservation can serve the walk: checked under the IOMMU locks
+    /// `held`, kept until the mapping is written.
     Map {
         space: SlotId,
         frame: SlotId,
         ipa: u64,
         rights: Rights,
+        held: crate::io_space::Held,
     },
     /// Unmap the Frame `frame`, which holds an IO mapping in this space.
     Unmap { frame: SlotId },
@@ -56,7 +58,8 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
     match (call.kind, call.invocation) {
         (ObjectKind::IoSpace, Invocation::IoSpaceMap) => {
             let frame = call.extra_cap(caps, 0)?;
-            decode_map(caps, slot, frame, call.argument(0)?, call.argument(1)?)
+            let (ipa, rights) = (call.argument(0)?, call.argument(1)?);
+            decode_map(caps, slot, frame, ipa, rights, crate::io_space::hold())
         }
         (ObjectKind::IoSpace, Invocation::IoSpaceUnmap) => {
             let frame = call.extra_cap(caps, 0)?;
@@ -137,7 +140,8 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
 /// `IoSpace.Map` of the Frame capability in `frame` into the IoSpace
 /// capability in `space` at `ipa` with the rights bits `rights`: the
 /// checks after the message's, in the order `abi::Invocation::IoSpaceMap`
-/// documents (the model's `map_io` makes the rest). Changes nothing.
+/// documents (the model's `map_io` makes the rest), under the IOMMU locks
+/// `held`, which the operation keeps for the map. Changes nothing.
 #[inline(always)]
 fn decode_map(
     caps: &CapSystem,
@@ -145,13 +149,14 @@ fn decode_map(
     frame: SlotId,
     ipa: u64,
     rights: u64,
+    mut held: crate::io_space::Held,
 ) -> Result<SpaceOp, Error> {
     if rights > 3 {
         return Err(Error::InvalidRights);
     }
     // x86 paging (first-stage IoSpaces) cannot refuse reads of a
     // present page: a write-only mapping would grant reads too.
-    if rights == u64::from(Rights::WRITE.bits()) && crate::io_space::first_stage_spaces() {
+    if rights == u64::from(Rights::WRITE.bits()) && held.first_stage_spaces() {
         return Err(Error::NotSupported);
     }
     // Device memory never goes into an IoSpace: no peer-to-peer
@@ -163,12 +168,13 @@ fn decode_map(
     let size = 1u64
         .checked_shl(u32::from(bits))
         .ok_or(Error::InvalidSize)?;
-    crate::io_space::ensure_map(caps.lookup(space)?.object(), ipa, size)?;
+    held.ensure_map(caps.lookup(space)?.object(), ipa, size)?;
     Ok(SpaceOp::Map {
         space,
         frame,
         ipa,
         rights: Rights::from_bits_truncate(rights as u8),
+        held,
     })
 }
 
@@ -232,15 +238,15 @@ impl EffectSink for IoSink {
 /// the bitmap is written only after the unit answered.
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error> {
-    let mut sink = IoSink { held: None };
     match op {
         SpaceOp::Map {
             space,
             frame,
             ipa,
             rights,
-        } => caps.map_io(frame, space, ipa, rights, &mut sink)?,
-        SpaceOp::Unmap { frame } => caps.unmap_io(frame, &mut sink)?,
+            held,
+        } => caps.map_io(frame, space, ipa, rights, &mut IoSink { held: Some(held) })?,
+        SpaceOp::Unmap { frame } => caps.unmap_io(frame, &mut IoSink { held: None })?,
         SpaceOp::BindUserTable {
             space,
             root_ipa,
@@ -412,21 +418,44 @@ pub fn space_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         return false;
     };
     let decoded = if map {
-        decode_map(&caps, space, frame, ipa, rights)
+        decode_map(&caps, space, frame, ipa, rights, crate::io_space::hold())
     } else {
         decode_unmap(&caps, space, frame)
     };
-    let Ok(op) = decoded else {
-        return false;
-    };
-    let result = if map {
-        perform(&mut caps, op)
-    } else {
-        crate::io_space::forget_failure();
-        let result = perform(&mut caps, op);
-        drop(caps);
-        crate::io_space::take_failure().map_or(result, Err)
+    // Straight to the model's operations: no `Reply` to build.
+    let result = match decoded {
+        Ok(SpaceOp::Map {
+            space,
+            frame,
+            ipa,
+            rights,
+            held,
+        }) => caps
+            .map_io(frame, space, ipa, rights, &mut IoSink { held: Some(held) })
+            .map_err(Error::from),
+        Ok(SpaceOp::Unmap { frame }) => unmap_recording_failure(&mut caps, frame),
+        _ => return false,
     };
     super::fast_reply(thread, result);
     true
+}
+
+/// `IoSpace.Unmap` of the Frame in `frame` (decoded) with the IOMMU
+/// failure record cleared before and read after, all under one hold of the
+/// IOMMU locks (the general path, [`super::invoke`], takes the `STATE`
+/// lock twice more for the record): `IommuTimeout` when the invalidation
+/// failed or timed out.
+fn unmap_recording_failure(caps: &mut CapSystem, frame: SlotId) -> Result<(), Error> {
+    let mut held = crate::io_space::hold();
+    held.forget_failure();
+    let mut sink = IoSink { held: Some(held) };
+    let result = caps.unmap_io(frame, &mut sink);
+    let failure = match sink.held.as_mut() {
+        Some(held) => held.take_failure(),
+        None => crate::io_space::take_failure(),
+    };
+    match failure {
+        Some(e) => Err(e),
+        None => result.map_err(Error::from),
+    }
 }

@@ -165,7 +165,7 @@ fn first_extra_cap(ipc_buffer: u64) -> u32 {
 /// A fast path's answer to `thread`: no message registers on success, the
 /// error's code otherwise, as the general path answers.
 #[inline(always)]
-fn fast_reply(thread: u64, result: Result<Reply, Error>) {
+fn fast_reply<T>(thread: u64, result: Result<T, Error>) {
     let reply = match result {
         Ok(_) => (0, MessageInfo::new(0, 0).to_word()),
         Err(e) => (u64::from(e.code()), 0),
