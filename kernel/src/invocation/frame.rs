@@ -133,12 +133,17 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 /// checks the rest.
 #[inline(never)]
 pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
-    let Some(super::FastCall {
-        cap,
-        message,
-        mrs: [vaddr, bits],
-    }) = super::fast_call(thread)
-    else {
+    let context = &crate::sched::tcb(thread).context;
+    if context.syscall_number() != abi::Syscall::Call as u64 {
+        return false;
+    }
+    let (cap, info, vaddr, bits) = (
+        context.syscall_arg(0),
+        context.syscall_arg(1),
+        context.syscall_arg(2),
+        context.syscall_arg(3),
+    );
+    let Ok(message) = abi::MessageInfo::from_word(info) else {
         return false;
     };
     let map = message.label == Invocation::FrameMap as u32;
@@ -154,7 +159,10 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         return false;
     };
     let result = if map {
-        let Ok(vspace) = caps.resolve(cspace, super::first_extra_cap(ipc_buffer)) else {
+        // The first extra capability pointer, as `syscall::invoke` reads
+        // it (a kernel-allocated frame).
+        let pointer = crate::mem::Word::<u32>::at(ipc_buffer + abi::ipc::CAPS_OFFSET as u64).read();
+        let Ok(vspace) = caps.resolve(cspace, pointer) else {
             return false;
         };
         let Ok(op) = decode_map(&caps, frame, vspace, vaddr, bits) else {
@@ -171,6 +179,12 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         drop(caps);
         crate::io_space::take_failure().map_or(result, Err)
     };
-    super::fast_reply(thread, result);
+    let reply = match result {
+        Ok(_) => (0, abi::MessageInfo::new(0, 0).to_word()),
+        Err(e) => (u64::from(e.code()), 0),
+    };
+    crate::sched::tcb(thread)
+        .context
+        .set_reply(reply.0, 0, reply.1, [0; 4]);
     true
 }
