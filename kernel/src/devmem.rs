@@ -65,9 +65,44 @@ pub fn windows() -> &'static [Window] {
     WINDOWS.get().map_or(&[], |w| w.as_slice())
 }
 
+/// A range that overlaps no window and holds the start of the largest RAM
+/// region, found at boot: a page inside it is normal memory without a scan
+/// of the windows (`Frame.Map` asks for every page it maps; the scan cost
+/// its fast path about 35 instructions).
+static RAM_GAP: spin::Once<(u64, u64)> = spin::Once::new();
+
 /// Whether the physical page at `paddr` is device memory (inside a window).
+#[inline]
 pub fn is_device_memory(paddr: u64) -> bool {
+    if let Some(&(start, end)) = RAM_GAP.get()
+        && start <= paddr
+        && paddr < end
+    {
+        return false;
+    }
     windows().iter().any(|w| (w.start..w.end).contains(&paddr))
+}
+
+/// The memory type a user page at `paddr` maps with: device memory inside
+/// a window, normal memory elsewhere.
+#[inline]
+pub fn memory_type(paddr: u64) -> crate::arch::Memory {
+    if is_device_memory(paddr) {
+        crate::arch::Memory::Device
+    } else {
+        crate::arch::Memory::Normal
+    }
+}
+
+/// The widest range around `at` that overlaps none of `windows`; empty when
+/// a window holds `at`.
+fn gap_around(windows: &[Window], at: u64) -> (u64, u64) {
+    if windows.iter().any(|w| (w.start..w.end).contains(&at)) {
+        return (0, 0);
+    }
+    let below = windows.iter().map(|w| w.end).filter(|&e| e <= at).max();
+    let above = windows.iter().map(|w| w.start).filter(|&s| s > at).min();
+    (below.unwrap_or(0), above.unwrap_or(u64::MAX))
 }
 
 /// Calls `each(start, end)` for every 4 KiB-aligned part of `[start, end)`
@@ -174,6 +209,13 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
     }
     if let Some(base) = ecam {
         place_bars(Ecam::new(base), &bus_windows, &windows);
+    }
+    let ram = memory
+        .iter()
+        .filter(|r| r.kind == crate::boot_types::MemoryKind::Ram)
+        .max_by_key(|r| r.size);
+    if let Some(ram) = ram {
+        RAM_GAP.call_once(|| gap_around(&windows, ram.start));
     }
     WINDOWS.call_once(|| windows);
 }
