@@ -33,6 +33,7 @@
 use crate::boot_types::{Discovered, MemoryRegion};
 use crate::pci::Ecam;
 use abi::bootinfo::device_kind;
+use core::sync::atomic::{AtomicU64, Ordering};
 use pci_config::Bar;
 use pci_config::assign::{MemoryWindow, Placed, assign_bus};
 
@@ -65,21 +66,25 @@ pub fn windows() -> &'static [Window] {
     WINDOWS.get().map_or(&[], |w| w.as_slice())
 }
 
-/// A range that overlaps no window and holds the start of the largest RAM
-/// region, found at boot: a page inside it is normal memory without a scan
-/// of the windows (`Frame.Map` asks for every page it maps; the scan cost
-/// its fast path about 35 instructions).
-static RAM_GAP: spin::Once<(u64, u64)> = spin::Once::new();
+/// A range `[RAM_GAP_START, RAM_GAP_END)` that overlaps no window and holds
+/// the start of the largest RAM region, set at boot (empty before): a page
+/// inside it is normal memory without a scan of the windows (`Frame.Map`
+/// asks for every page it maps; the scan cost its fast path about 35
+/// instructions). Written once by [`init`], before any user code runs.
+static RAM_GAP_START: AtomicU64 = AtomicU64::new(0);
+static RAM_GAP_END: AtomicU64 = AtomicU64::new(0);
 
 /// Whether the physical page at `paddr` is device memory (inside a window).
-#[inline]
+#[inline(always)]
 pub fn is_device_memory(paddr: u64) -> bool {
-    if let Some(&(start, end)) = RAM_GAP.get()
-        && start <= paddr
-        && paddr < end
-    {
-        return false;
-    }
+    let in_gap = RAM_GAP_START.load(Ordering::Relaxed) <= paddr
+        && paddr < RAM_GAP_END.load(Ordering::Relaxed);
+    !in_gap && in_a_window(paddr)
+}
+
+/// Whether a window holds `paddr`.
+#[inline(never)]
+fn in_a_window(paddr: u64) -> bool {
     windows().iter().any(|w| (w.start..w.end).contains(&paddr))
 }
 
@@ -215,7 +220,9 @@ pub fn init(found: &Discovered, memory: &[MemoryRegion]) {
         .filter(|r| r.kind == crate::boot_types::MemoryKind::Ram)
         .max_by_key(|r| r.size);
     if let Some(ram) = ram {
-        RAM_GAP.call_once(|| gap_around(&windows, ram.start));
+        let (start, end) = gap_around(&windows, ram.start);
+        RAM_GAP_START.store(start, Ordering::Relaxed);
+        RAM_GAP_END.store(end, Ordering::Relaxed);
     }
     WINDOWS.call_once(|| windows);
 }
