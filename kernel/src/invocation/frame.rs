@@ -133,7 +133,8 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 ///
 /// `Map` writes one empty leaf and invalidates nothing, so it skips the
 /// IOMMU failure record; `Unmap` of a CPU mapping may invalidate the
-/// IOTLB of devices bound to the VSpace (SVA), so it keeps it.
+/// IOTLB of devices bound to the VSpace (SVA), so it keeps it when SVA is
+/// built (`io_space::CPU_UNMAP_MAY_INVALIDATE`).
 ///
 /// The caller (`syscall::invoke_fast_first`) has tested the label; this
 /// checks the rest.
@@ -176,7 +177,12 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         };
         perform(&mut caps, op)
     } else {
-        crate::io_space::forget_failure();
+        // Only an SVA invalidation can fail here; without SVA built there
+        // is none, and no failure record to keep.
+        let record = crate::io_space::CPU_UNMAP_MAY_INVALIDATE;
+        if record {
+            crate::io_space::forget_failure();
+        }
         // The model refuses a copy without a CPU mapping (`NotMapped`,
         // nothing changed): the general path then unmaps its IO mapping
         // or answers.
@@ -184,7 +190,10 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
             return false;
         }
         drop(caps);
-        crate::io_space::take_failure().map_or(Ok(Reply::EMPTY), Err)
+        match record.then(crate::io_space::take_failure).flatten() {
+            Some(error) => Err(error),
+            None => Ok(Reply::EMPTY),
+        }
     };
     let reply = match result {
         Ok(_) => (0, abi::MessageInfo::new(0, 0).to_word()),
