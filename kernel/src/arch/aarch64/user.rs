@@ -192,33 +192,36 @@ pub fn run_user(context: &mut UserContext) -> Exit {
     if entry == 0 {
         return Exit::Syscall;
     }
-    not_syscall(context, entry)
-}
-
-/// [`run_user`] for an interrupt or an exception other than a system call
-/// (an exception's syndrome kept in the frame): why the thread stopped.
-#[cold]
-#[inline(never)]
-fn not_syscall(context: &mut UserContext, entry: u64) -> Exit {
     if let 9 | 10 = entry {
         return Exit::Interrupt(entry as u8);
     }
+    // Built here from what the cold part leaves in the frame, so that the
+    // `Exit` stays in registers: returned whole from an out-of-line
+    // function it went through memory, one store more on every system
+    // call.
+    let vector = record_exception(context, entry);
+    Exit::Exception {
+        vector,
+        error: context.esr,
+        address: context.far,
+    }
+}
+
+/// [`run_user`] for an exception (vector `entry`, not a system call):
+/// keeps its syndrome in the frame (`esr`; `far`: FAR_EL1 for a
+/// synchronous exception, the faulting PC otherwise) and answers the
+/// exception class (0x2F, SError, for the other vectors).
+#[cold]
+#[inline(never)]
+fn record_exception(context: &mut UserContext, entry: u64) -> u8 {
     let esr = syndrome!("esr_el1");
-    let far = syndrome!("far_el1");
     context.esr = esr;
-    context.far = far;
     if entry == 8 {
-        Exit::Exception {
-            vector: (esr >> 26) as u8,
-            error: esr,
-            address: far,
-        }
+        context.far = syndrome!("far_el1");
+        (esr >> 26) as u8
     } else {
-        Exit::Exception {
-            vector: 0x2F,
-            error: esr,
-            address: context.elr,
-        }
+        context.far = context.elr;
+        0x2F
     }
 }
 
