@@ -176,12 +176,17 @@ core::arch::global_asm!(
     .balign 0x800
     .global exception_vectors
 exception_vectors:
+    /* Each `.org` fails the build if the entry before it outgrew its
+       0x80-byte slot (which would move every later entry). */
     .irp n, 0,1,2,3,4,5,6,7
     VECTOR_ENTRY \n, kernel_trap
+    .org exception_vectors + 0x80 * (\n + 1)
     .endr
     USER_SYNC_ENTRY
+    .org exception_vectors + 0x80 * 9
     .irp n, 9,10,11,12,13,14,15
     USER_ENTRY \n
+    .org exception_vectors + 0x80 * (\n + 1)
     .endr
 
     /* Vector 8's exceptions other than `svc`: everything saved. */
