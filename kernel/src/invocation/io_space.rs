@@ -4,6 +4,7 @@
 
 use super::{Call, Reply};
 use crate::iommu_unit::DirectMemory;
+use crate::iommu_unit::Feature;
 use crate::objects::{self, CapSystem};
 use abi::{Error, Invocation};
 use caps::{Effect, EffectSink, ObjectId, ObjectKind, Rights, SlotId};
@@ -107,6 +108,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             })
         }
         (ObjectKind::IoSpace, Invocation::IoSpaceSetDirtyTracking) => {
+            crate::io_space::require(Feature::Dirty)?;
             let (space, _) = caps.dirty_access(slot, None)?;
             let on = match call.argument(0)? {
                 0 => false,
@@ -116,6 +118,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
             Ok(SpaceOp::SetDirtyTracking { space, on })
         }
         (ObjectKind::IoSpace, Invocation::IoSpaceReadDirty) => {
+            crate::io_space::require(Feature::Dirty)?;
             let frame = call.extra_cap(caps, 0)?;
             let (start, pages, flags) = (call.argument(0)?, call.argument(1)?, call.argument(2)?);
             let (space, _) = caps.dirty_access(slot, Some(frame))?;
