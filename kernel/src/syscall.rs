@@ -132,8 +132,9 @@ pub fn handle_thread(caller: &Caller) -> Next {
 }
 
 /// An invocation [`round_trip_fast`] found on a capability of a kind with
-/// a fast path ([`FAST_PATH_KINDS`]): `Frame.Map` / `Unmap`'s and
-/// `IoUserTable.Invalidate`'s own fast paths first (the latter as in
+/// a fast path ([`FAST_PATH_KINDS`]): `Frame.Map` / `Unmap`'s,
+/// `IoSpace.Map` / `Unmap`'s and `IoUserTable.Invalidate`'s own fast
+/// paths first (the latter as in
 /// [`handle_general`]), chosen by the label, then [`invoke`] for whatever
 /// they leave. Invocations on every other kind go straight to [`invoke`]
 /// and pay none of this (the call and the label tests cost them 9-14
@@ -144,11 +145,15 @@ pub fn handle_thread(caller: &Caller) -> Next {
 #[inline(never)]
 fn invoke_fast_first(caller: &Caller) {
     use abi::Invocation;
-    // The two Frame labels are consecutive: one comparison.
+    // The two Frame labels, and the two IoSpace ones, are consecutive:
+    // one comparison each.
     const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
+    const _: () = assert!(Invocation::IoSpaceUnmap as u32 == Invocation::IoSpaceMap as u32 + 1);
     let label = (crate::sched::tcb(caller.thread).context.syscall_arg(1) >> 32) as u32;
     let answered = if label.wrapping_sub(Invocation::FrameMap as u32) <= 1 {
         crate::invocation::frame_now(caller.thread, caller.cspace, caller.ipc_buffer)
+    } else if label.wrapping_sub(Invocation::IoSpaceMap as u32) <= 1 {
+        crate::invocation::space_now(caller.thread, caller.cspace, caller.ipc_buffer)
     } else if label == Invocation::IoUserTableInvalidate as u32 {
         crate::invocation::invalidate_now(caller.thread, caller.cspace)
     } else {
@@ -163,8 +168,9 @@ fn invoke_fast_first(caller: &Caller) {
 /// one bit per `caps::ObjectKind` number. A new fast path there adds its
 /// kind here, or it is never reached (its invocations then take the
 /// general path: right answers, no gain).
-const FAST_PATH_KINDS: u64 =
-    1 << caps::ObjectKind::Frame as u64 | 1 << caps::ObjectKind::IoUserTable as u64;
+const FAST_PATH_KINDS: u64 = 1 << caps::ObjectKind::Frame as u64
+    | 1 << caps::ObjectKind::IoSpace as u64
+    | 1 << caps::ObjectKind::IoUserTable as u64;
 
 /// What [`round_trip_fast`] found.
 enum Fast {
