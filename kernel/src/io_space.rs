@@ -363,6 +363,7 @@ pub fn reconcile(
 /// record is forgotten before and taken after, as `invocation::invoke`
 /// does around every invocation, so the fast path
 /// (`invocation::invalidate_fast`) can call it alone.
+#[inline(always)]
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,

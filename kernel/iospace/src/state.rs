@@ -973,7 +973,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// wait: VT-d's wait descriptor, SMMUv3's CMD_SYNC). If the unit does
     /// not complete them, the nest's devices are blocked and the answer
     /// is `IommuTimeout`.
-    #[inline]
+    #[inline(always)]
     pub fn invalidate_user_table(
         &mut self,
         unit: &mut U,

@@ -326,13 +326,13 @@ pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
         return false;
     }
     let (cap, info) = (context.syscall_arg(0), context.syscall_arg(1));
-    // Two message registers at least, no extra capability.
-    let Ok(message) = abi::MessageInfo::from_word(info) else {
-        return false;
-    };
+    // Two message registers at least, no extra capability, no reserved bit
+    // (the word `abi::MessageInfo::from_word` accepts, tested on its
+    // fields at once: bits 0..7 the length, 7..9 the extra capabilities).
+    let registers = info & 0x7f;
     let (start, length) = (context.syscall_arg(2), context.syscall_arg(3));
-    if message.length < 2
-        || message.extra_caps != 0
+    if info as u32 & !0x7f != 0
+        || !(2..=abi::registers::MAX_MESSAGE_REGISTERS as u64).contains(&registers)
         || start & 0xfff != 0
         || length & 0xfff != 0
         || start.checked_add(length).is_none()
