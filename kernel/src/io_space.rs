@@ -186,16 +186,6 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
     }
 }
 
-/// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
-/// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
-/// `TableMemoryExhausted` unless its reservation can serve one more
-/// stage-2 walk.
-pub fn ensure_map(space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
-    let state = STATE.lock();
-    msi_window_free(&state, space, ipa, size)?;
-    state.ensure_pool(space)
-}
-
 /// `MsiWindow` if `ipa..ipa + size` of `space` overlaps its MSI window:
 /// x86_64 the interrupt address range `0xFEE0_0000..0xFEF0_0000` (the VT-d
 /// unit takes device writes there as interrupt requests), aarch64 the
@@ -300,6 +290,37 @@ impl Held {
             self.state.apply(hw(unit), effect);
         }
     }
+
+    /// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
+    /// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
+    /// `TableMemoryExhausted` unless its reservation can serve one more
+    /// stage-2 walk.
+    #[inline]
+    pub fn ensure_map(&self, space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
+        msi_window_free(&self.state, space, ipa, size)?;
+        self.state.ensure_pool(space)
+    }
+
+    /// Whether IoSpaces are first-stage tables (VT-d without a second stage),
+    /// which cannot express a write-only mapping (x86 paging has no
+    /// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
+    pub fn first_stage_spaces(&mut self) -> bool {
+        self.unit
+            .as_mut()
+            .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
+    }
+
+    /// [`forget_failure`] under the locks already held.
+    #[inline]
+    pub fn forget_failure(&mut self) {
+        self.state.forget_failure();
+    }
+
+    /// [`take_failure`] under the locks already held.
+    #[inline]
+    pub fn take_failure(&mut self) -> Option<Error> {
+        self.state.take_failure()
+    }
 }
 
 /// Applies one IOMMU effect of the capability model to the unit.
@@ -342,6 +363,7 @@ pub fn reconcile(
 /// record is forgotten before and taken after, as `invocation::invoke`
 /// does around every invocation, so the fast path
 /// (`invocation::invalidate_fast`) can call it alone.
+#[inline(always)]
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
@@ -590,15 +612,6 @@ pub fn spaces_supported() -> bool {
     UNIT.lock()
         .as_mut()
         .is_some_and(|unit| hw(unit).spaces_supported())
-}
-
-/// Whether IoSpaces are first-stage tables (VT-d without a second stage),
-/// which cannot express a write-only mapping (x86 paging has no
-/// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
-pub fn first_stage_spaces() -> bool {
-    UNIT.lock()
-        .as_mut()
-        .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
 }
 
 /// Before `IoDevice.BindVSpace` of `device` (`pasid` `None`) or
