@@ -5,6 +5,7 @@
 use super::{Call, Reply};
 use crate::iommu_unit::DirectMemory;
 use crate::objects::{self, CapSystem};
+use crate::sched::Threads;
 use abi::{Error, Invocation};
 use caps::{Effect, EffectSink, ObjectId, ObjectKind, Rights, SlotId};
 use iommu::PhysMem;
@@ -280,18 +281,18 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
 /// The test of the label is inlined into the system-call path; the rest
 /// is out of line, so that other calls pay one load and one comparison.
 #[inline(always)]
-pub fn invalidate_fast(thread: u64, cspace: SlotId) -> bool {
-    (crate::sched::tcb(thread).context.syscall_arg(1) >> 32) as u32
+pub fn invalidate_fast(threads: &mut Threads, thread: u64, cspace: SlotId) -> bool {
+    (threads.tcb(thread).context.syscall_arg(1) >> 32) as u32
         == Invocation::IoUserTableInvalidate as u32
-        && invalidate_now(thread, cspace)
+        && invalidate_now(threads, thread, cspace)
 }
 
 /// [`invalidate_fast`] once the message's label is
 /// `IoUserTable.Invalidate` (also called so by
 /// `syscall::invoke_fast_first`): the rest of the tests, and the call.
 #[inline(never)]
-pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
-    let context = &crate::sched::tcb(thread).context;
+pub fn invalidate_now(threads: &mut Threads, thread: u64, cspace: SlotId) -> bool {
+    let context = &threads.tcb(thread).context;
     if context.syscall_number() != abi::Syscall::Call as u64 {
         return false;
     }
@@ -309,9 +310,14 @@ pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
     {
         return false;
     }
-    let Ok(table) =
-        objects::lookup_cached_object(thread, cspace, cap, ObjectKind::IoUserTable, Rights::WRITE)
-    else {
+    let Ok(table) = objects::lookup_cached_object(
+        threads,
+        thread,
+        cspace,
+        cap,
+        ObjectKind::IoUserTable,
+        Rights::WRITE,
+    ) else {
         return false;
     };
     let Some(caps) = objects::CAPS.get() else {
@@ -332,11 +338,9 @@ pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
         Err(e) => (u64::from(e.code()), 0, [0, 0]),
     };
     drop(caps);
-    crate::sched::tcb(thread).context.set_reply(
-        reply.0,
-        0,
-        reply.1,
-        [reply.2[0], reply.2[1], 0, 0],
-    );
+    threads
+        .tcb(thread)
+        .context
+        .set_reply(reply.0, 0, reply.1, [reply.2[0], reply.2[1], 0, 0]);
     true
 }

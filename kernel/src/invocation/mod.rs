@@ -135,15 +135,23 @@ impl Call<'_> {
 /// CSpace root is `cspace`. Never panics on user input. An IOMMU
 /// invalidation that failed or timed out on the way fails it with
 /// `IommuTimeout` (its devices were left blocked, `io_space`).
-pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+pub fn invoke(
+    threads: &mut crate::sched::Threads,
+    cspace: SlotId,
+    message: &Message,
+) -> Result<Reply, Error> {
     crate::io_space::forget_failure();
-    let result = decode_and_perform(cspace, message);
+    let result = decode_and_perform(threads, cspace, message);
     crate::io_space::take_failure().map_or(result, Err)
 }
 
 /// [`invoke`] under the capability lock: the invoked capability's kind
 /// picks the object kind's decode, whose operation its perform applies.
-fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+fn decode_and_perform(
+    threads: &mut crate::sched::Threads,
+    cspace: SlotId,
+    message: &Message,
+) -> Result<Reply, Error> {
     let Some(mut caps) = objects::caps_to_invoke() else {
         return Err(Error::NotSupported);
     };
@@ -180,9 +188,12 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
     };
     let caps = &mut *caps;
     match kind {
-        ObjectKind::Untyped => untyped::perform(caps, untyped::decode(caps, &call)?),
-        ObjectKind::CNode => cnode::perform(caps, cnode::decode(caps, &call)?),
-        ObjectKind::Tcb => tcb::perform(caps, tcb::decode(caps, &call)?),
+        ObjectKind::Untyped => untyped::perform(caps, threads, untyped::decode(caps, &call)?),
+        ObjectKind::CNode => cnode::perform(caps, threads, cnode::decode(caps, &call)?),
+        ObjectKind::Tcb => {
+            let op = tcb::decode(caps, threads, &call)?;
+            tcb::perform(caps, threads, op)
+        }
         ObjectKind::Frame => frame::perform(caps, frame::decode(caps, &call)?),
         ObjectKind::PageTable => Ok(page_table::perform(page_table::decode(caps, &call)?)),
         ObjectKind::IrqControl | ObjectKind::IrqHandler => {
