@@ -126,6 +126,31 @@ impl<T: Object> Objects<T> {
         // valid `T` (`FromBytes`).
         unsafe { &mut *(phys_to_virt(pa) as *mut T) }
     }
+
+    /// The states of the two live `T` objects at `a` and `b`, both borrowed
+    /// while `self` is; `None` when `a == b` (one object is never borrowed
+    /// twice). For the one place that needs two at once: a capability
+    /// moving from a sender's CSpace to a receiver's.
+    #[inline(always)]
+    pub fn pair(&mut self, a: u64, b: u64) -> Option<(&mut T, &mut T)> {
+        if a == b {
+            return None;
+        }
+        debug_assert!(a.abs_diff(b) >= size_of::<T>() as u64);
+        debug_assert!(a.is_multiple_of(align_of::<T>() as u64));
+        debug_assert!(b.is_multiple_of(align_of::<T>() as u64));
+        debug_assert!(arch::phys_map_covers(a, size_of::<T>() as u64));
+        debug_assert!(arch::phys_map_covers(b, size_of::<T>() as u64));
+        // SAFETY: as in `get`, for each; two different live objects' memory
+        // never overlaps (the model hands memory out once while it is
+        // live, obligation 3), so the two borrows are disjoint.
+        unsafe {
+            Some((
+                &mut *(phys_to_virt(a) as *mut T),
+                &mut *(phys_to_virt(b) as *mut T),
+            ))
+        }
+    }
 }
 
 /// Calls `f` with the 4 KiB page-table page at `pa`, a page the caller owns

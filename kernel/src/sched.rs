@@ -187,7 +187,9 @@ type Tcbs = mem::Objects<Tcb>;
 /// system call. Every borrow of a [`Tcb`] is tied to `&mut` of it
 /// ([`Threads::tcb`]), so two live borrows of TCBs (of one thread or of
 /// two) do not compile: IPC between two threads copies the message out of
-/// one borrow before it takes the next. Endpoint queues and notification
+/// one borrow before it takes the next, and a capability transfer borrows
+/// the sender and the receiver together through `mem::Objects::pair`
+/// (two different TCBs). Endpoint queues and notification
 /// words have owners of their own beside it, so an endpoint's queue stays
 /// borrowed while the threads on it are visited (`Queue::push` and
 /// `pop` take the TCB owner). Zero-sized.
@@ -795,9 +797,10 @@ fn transfer(tcbs: &mut Tcbs, sender: u64, receiver: u64) {
     // At most one capability per message, into the receiver's receive slot,
     // and only through an endpoint capability with the grant right.
     let moved = if wanted > 0 && tcbs.get(sender).send_grant != 0 {
-        let from = crate::objects::thread_context(tcbs.get(sender));
-        let to = crate::objects::thread_context(tcbs.get(receiver));
-        u8::from(crate::objects::transfer_capability(from, to))
+        let moved = tcbs
+            .pair(sender, receiver)
+            .is_some_and(|(from, to)| crate::objects::transfer_capability(from, to));
+        u8::from(moved)
     } else {
         0
     };

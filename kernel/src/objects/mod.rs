@@ -317,12 +317,12 @@ pub fn thread_context(t: &crate::sched::Tcb) -> Option<(SlotId, u64)> {
 /// CSpace) into the receiver's receive slot (in its CSpace) as a copy: a
 /// child of the sender's, so the sender can revoke it. Returns whether one
 /// moved (the slot must resolve and be empty).
-pub fn transfer_capability(sender: Option<(SlotId, u64)>, receiver: Option<(SlotId, u64)>) -> bool {
+pub fn transfer_capability(sender: &crate::sched::Tcb, receiver: &crate::sched::Tcb) -> bool {
     let Some(mut caps) = caps_to_change() else {
         return false;
     };
     let (Some((sender_cspace, sender_buffer)), Some((receiver_cspace, receiver_buffer))) =
-        (sender, receiver)
+        (thread_context(sender), thread_context(receiver))
     else {
         return false;
     };
