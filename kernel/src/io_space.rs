@@ -17,7 +17,7 @@
 //! ```
 
 use crate::frames::BootFrames;
-use crate::iommu_unit::{DirectMemory, UNIT, Unit};
+use crate::iommu_unit::{DirectMemory, Feature, UNIT, Unit};
 use crate::testing::seeds::{Seed, planted};
 use abi::Error;
 use caps::{Effect, ObjectId};
@@ -36,6 +36,34 @@ fn note_sva_bindings(state: &State) {
 }
 
 pub use iospace::SPACE_BUDGET;
+
+/// `Ok` if this kernel was built with `feature`, else `NotBuilt` (an
+/// invocation's decode asks before anything else it checks).
+#[inline(always)]
+pub fn require(feature: Feature) -> Result<(), Error> {
+    if feature.built() {
+        Ok(())
+    } else {
+        not_built(feature)
+    }
+}
+
+/// Whether [`not_built`] printed its line for each [`Feature`] yet.
+static NOT_BUILT_SAID: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+
+/// `NotBuilt`, naming `feature` on the console the first time.
+#[cold]
+#[inline(never)]
+fn not_built(feature: Feature) -> Result<(), Error> {
+    if !NOT_BUILT_SAID[feature as usize].swap(true, Ordering::Relaxed) {
+        crate::println!(
+            "[io] this kernel is built without feature `{}`: its invocations answer NotBuilt (build with --features {} or full)",
+            feature.name(),
+            feature.name()
+        );
+    }
+    Err(Error::NotBuilt)
+}
 
 /// The unit's driver on this machine.
 #[cfg(target_arch = "x86_64")]
@@ -128,6 +156,9 @@ pub fn reserve_pool(frames: &mut BootFrames) {
 /// interrupt (IRQ_CTRL.PRIQ_IRQEN, its SPI); also at the event interrupt
 /// (where stalls arrive), at each `Pop` and at the timer.
 pub fn enable_page_requests(frames: &mut BootFrames) {
+    if !Feature::PageRequests.built() {
+        return;
+    }
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else { return };
     let mut state = STATE.lock();
@@ -153,16 +184,6 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
         }
         Err(why) => crate::println!("[io] page requests stay off: {why}"),
     }
-}
-
-/// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
-/// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
-/// `TableMemoryExhausted` unless its reservation can serve one more
-/// stage-2 walk.
-pub fn ensure_map(space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
-    let state = STATE.lock();
-    msi_window_free(&state, space, ipa, size)?;
-    state.ensure_pool(space)
 }
 
 /// `MsiWindow` if `ipa..ipa + size` of `space` overlaps its MSI window:
@@ -269,6 +290,37 @@ impl Held {
             self.state.apply(hw(unit), effect);
         }
     }
+
+    /// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
+    /// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
+    /// `TableMemoryExhausted` unless its reservation can serve one more
+    /// stage-2 walk.
+    #[inline]
+    pub fn ensure_map(&self, space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
+        msi_window_free(&self.state, space, ipa, size)?;
+        self.state.ensure_pool(space)
+    }
+
+    /// Whether IoSpaces are first-stage tables (VT-d without a second stage),
+    /// which cannot express a write-only mapping (x86 paging has no
+    /// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
+    pub fn first_stage_spaces(&mut self) -> bool {
+        self.unit
+            .as_mut()
+            .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
+    }
+
+    /// [`forget_failure`] under the locks already held.
+    #[inline]
+    pub fn forget_failure(&mut self) {
+        self.state.forget_failure();
+    }
+
+    /// [`take_failure`] under the locks already held.
+    #[inline]
+    pub fn take_failure(&mut self) -> Option<Error> {
+        self.state.take_failure()
+    }
 }
 
 /// Applies one IOMMU effect of the capability model to the unit.
@@ -294,7 +346,9 @@ pub fn reconcile(
     let mut state = STATE.lock();
     state.reconcile(alive, notification_alive);
     // The page requests of queues that died: answered `Failure`.
-    if let Some(unit) = guard.as_mut() {
+    if let Some(unit) = guard.as_mut()
+        && Feature::PageRequests.built()
+    {
         state.fail_orphans(hw(unit));
     }
 }
@@ -309,6 +363,7 @@ pub fn reconcile(
 /// record is forgotten before and taken after, as `invocation::invoke`
 /// does around every invocation, so the fast path
 /// (`invocation::invalidate_fast`) can call it alone.
+#[inline(always)]
 pub fn invalidate_user_table(
     space: ObjectId,
     root_ipa: u64,
@@ -356,6 +411,7 @@ pub fn pop(queue: ObjectId) -> (Option<[u64; 6]>, u64) {
 /// `IoFaultQueue.Respond`: answers page request `id` of `queue` (and the
 /// rest of its group) with `response` (`iospace::State::respond`).
 pub fn respond(queue: ObjectId, id: u64, response: iospace::Response) -> Result<(), Error> {
+    require(Feature::PageRequests)?;
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
@@ -368,17 +424,20 @@ pub fn respond(queue: ObjectId, id: u64, response: iospace::Response) -> Result<
 /// for them).
 pub fn faults_awaited() -> bool {
     let state = STATE.lock();
-    state.faults_awaited() || state.requests_pending()
+    state.faults_awaited() || Feature::PageRequests.built() && state.requests_pending()
 }
 
 /// Whether a page request waits for its answer: the scheduler keeps the
 /// timer running while one does, and calls [`expire_requests`] at it.
 pub fn requests_pending() -> bool {
-    STATE.lock().requests_pending()
+    Feature::PageRequests.built() && STATE.lock().requests_pending()
 }
 
 /// Answers `Failure` to every page request past its deadline.
 pub fn expire_requests() {
+    if !Feature::PageRequests.built() {
+        return;
+    }
     let mut guard = UNIT.lock();
     if let Some(unit) = guard.as_mut() {
         STATE
@@ -405,8 +464,15 @@ fn collect() -> heapless::Vec<crate::sched::Target, { iospace::QUEUES }> {
     let faults = unit.drain_faults();
     let now = crate::arch::counter();
     let mut state = STATE.lock();
-    let drained = state.deliver(hw(unit), &faults, now);
-    state.expire_requests(hw(unit), now);
+    // Without page requests the unit takes none and nothing stalls: the
+    // faults alone.
+    let drained = if Feature::PageRequests.built() {
+        let drained = state.deliver(hw(unit), &faults, now);
+        state.expire_requests(hw(unit), now);
+        drained
+    } else {
+        state.queue_faults(&faults)
+    };
     drop(state);
     drop(guard);
     crate::console::bursts(
@@ -491,6 +557,7 @@ pub const USER_TABLE_FORMAT: u64 = Hw::USER_TABLE_FORMAT;
 /// `IoSpace.SetDirtyTracking`: stage-2 dirty updates of `space` on or off
 /// (`iospace::State::set_dirty_tracking`).
 pub fn set_dirty_tracking(space: ObjectId, on: bool) -> Result<(), Error> {
+    require(Feature::Dirty)?;
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     STATE.lock().set_dirty_tracking(hw(unit), space, on)
@@ -507,6 +574,7 @@ pub fn read_dirty(
     clear: bool,
     bitmap: &mut [u64; (abi::READ_DIRTY_PAGES / 64) as usize],
 ) -> Result<(u64, u64), Error> {
+    require(Feature::Dirty)?;
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     STATE
@@ -546,15 +614,6 @@ pub fn spaces_supported() -> bool {
         .is_some_and(|unit| hw(unit).spaces_supported())
 }
 
-/// Whether IoSpaces are first-stage tables (VT-d without a second stage),
-/// which cannot express a write-only mapping (x86 paging has no
-/// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
-pub fn first_stage_spaces() -> bool {
-    UNIT.lock()
-        .as_mut()
-        .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
-}
-
 /// Before `IoDevice.BindVSpace` of `device` (`pasid` `None`) or
 /// `IoPasid.BindVSpace`, requester `rid`: `NotSupported`,
 /// `AlreadyAttached`, `ObjectTableFull` or `TableMemoryExhausted`
@@ -567,7 +626,7 @@ pub fn ensure_sva_room(device: ObjectId, rid: u32, pasid: Option<u32>) -> Result
 
 /// Whether the IoDevice or IoPasid `device` is bound to a VSpace.
 pub fn sva_bound(device: ObjectId) -> bool {
-    STATE.lock().sva_bound(device)
+    Feature::Sva.built() && STATE.lock().sva_bound(device)
 }
 
 /// `IoDevice.BindVSpace`: requester `rid` (the IoDevice `device`)
@@ -582,6 +641,7 @@ pub fn bind_vspace(
     root_object: ObjectId,
     root: u64,
 ) -> Result<(), Error> {
+    require(Feature::Sva)?;
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     SVA_BOUND.store(true, Ordering::Release);
@@ -594,6 +654,9 @@ pub fn bind_vspace(
 /// `IoDevice.Detach` of a bound device: its entry blocks again. Whether
 /// `device` was bound.
 pub fn unbind_vspace(device: ObjectId) -> bool {
+    if !Feature::Sva.built() {
+        return false;
+    }
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         return false;
@@ -610,7 +673,7 @@ pub fn unbind_vspace(device: ObjectId) -> bool {
 /// answer `IommuTimeout`, the device blocked).
 #[inline]
 pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
-    if !SVA_BOUND.load(Ordering::Acquire) {
+    if !Feature::Sva.built() || !SVA_BOUND.load(Ordering::Acquire) {
         return;
     }
     let mut guard = UNIT.lock();
@@ -627,7 +690,7 @@ pub fn invalidate_vspace(root: u64, vaddr: u64, size_bits: u8) {
 /// forgets its whole address space before the call returns
 /// (`iospace::State::invalidate_all_vspaces`).
 pub fn invalidate_all_vspaces() {
-    if !SVA_BOUND.load(Ordering::Acquire) {
+    if !Feature::Sva.built() || !SVA_BOUND.load(Ordering::Acquire) {
         return;
     }
     let mut guard = UNIT.lock();
@@ -644,6 +707,9 @@ pub fn invalidate_all_vspaces() {
 /// with `tables_died` (CPU tables were unlinked) every bound device's
 /// address-space tag is invalidated (`iospace::State::reconcile_sva`).
 pub fn reconcile_sva(tables_died: bool, alive: impl Fn(ObjectId, caps::ObjectKind) -> bool) {
+    if !Feature::Sva.built() {
+        return;
+    }
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else {
         return;

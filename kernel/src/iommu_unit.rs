@@ -333,6 +333,13 @@ impl Unit {
             #[cfg(target_arch = "aarch64")]
             Unit::Smmu(hw) => dirty_bits(hw),
         };
+        // What this kernel was built without is not offered: SVA (MR1
+        // bit 0), dirty tracking (MR5 bit 0), page requests and stalls
+        // (MR5 bits 2 and 3); kernel/README.md "Kernel features".
+        let stages = stages & !u64::from(!Feature::Sva.built());
+        let dirty = dirty
+            & !u64::from(!Feature::Dirty.built())
+            & !(u64::from(!Feature::PageRequests.built()) * 0b1100);
         [
             vendor,
             stages,
@@ -355,6 +362,40 @@ fn dirty_bits(hw: &impl iospace::IoUnit) -> u64 {
         | u64::from(hw.first_stage_dirty()) << 1
         | u64::from(hw.page_requests_supported()) << 2
         | u64::from(hw.stalls_supported()) << 3
+}
+
+/// A cold IOMMU feature a kernel may be built without (kernel/Cargo.toml,
+/// kernel/README.md "Kernel features").
+#[derive(Clone, Copy)]
+pub enum Feature {
+    /// `sva`: `IoDevice.BindVSpace`, `IoPasid.BindVSpace`.
+    Sva,
+    /// `page-requests`: page requests and stalls, `IoFaultQueue.Respond`.
+    PageRequests,
+    /// `dirty`: `IoSpace.SetDirtyTracking`, `ReadDirty`.
+    Dirty,
+}
+
+impl Feature {
+    /// Whether this kernel was built with it (a constant: where it is
+    /// not, the code it guards is dead and left out).
+    #[inline(always)]
+    pub const fn built(self) -> bool {
+        match self {
+            Feature::Sva => cfg!(feature = "sva"),
+            Feature::PageRequests => cfg!(feature = "page-requests"),
+            Feature::Dirty => cfg!(feature = "dirty"),
+        }
+    }
+
+    /// Its cargo feature's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Feature::Sva => "sva",
+            Feature::PageRequests => "page-requests",
+            Feature::Dirty => "dirty",
+        }
+    }
 }
 
 /// The unit brought up at boot.

@@ -132,8 +132,9 @@ pub fn handle_thread(threads: &mut Threads, caller: &Caller) -> Next {
     }
 }
 
-/// An invocation [`round_trip_fast`] found: `Frame.Map` / `Unmap`'s and
-/// `IoUserTable.Invalidate`'s own fast paths first (the latter as in
+/// An invocation [`round_trip_fast`] found: `Frame.Map` / `Unmap`'s,
+/// `IoSpace.Map` / `Unmap`'s and `IoUserTable.Invalidate`'s own fast
+/// paths first (the latter as in
 /// [`handle_general`]), chosen by the label, then [`invoke`] for whatever
 /// they leave. Out of line: with the label tests inlined into
 /// [`handle_thread`], the round trip paid 6-8 instructions more on
@@ -142,11 +143,15 @@ pub fn handle_thread(threads: &mut Threads, caller: &Caller) -> Next {
 #[inline(never)]
 fn invoke_fast_first(threads: &mut Threads, caller: &Caller) {
     use abi::Invocation;
-    // The two Frame labels are consecutive: one comparison.
+    // The two Frame labels, and the two IoSpace ones, are consecutive:
+    // one comparison each.
     const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
+    const _: () = assert!(Invocation::IoSpaceUnmap as u32 == Invocation::IoSpaceMap as u32 + 1);
     let label = (threads.tcb(caller.thread).context.syscall_arg(1) >> 32) as u32;
     let answered = if label.wrapping_sub(Invocation::FrameMap as u32) <= 1 {
         crate::invocation::frame_now(threads, caller.thread, caller.cspace, caller.ipc_buffer)
+    } else if label.wrapping_sub(Invocation::IoSpaceMap as u32) <= 1 {
+        crate::invocation::space_now(threads, caller.thread, caller.cspace, caller.ipc_buffer)
     } else if label == Invocation::IoUserTableInvalidate as u32 {
         crate::invocation::invalidate_now(threads, caller.thread, caller.cspace)
     } else {

@@ -149,6 +149,14 @@ pub enum Error {
     /// interrupt controller's doorbell for `IrqHandler.MsiMessage`. Pick
     /// another IPA; the window belongs to the kernel.
     MsiWindow = 83,
+    /// The invocation belongs to a kernel feature this kernel was built
+    /// without (kernel/Cargo.toml: `sva` for `BindVSpace`, `dirty` for
+    /// `SetDirtyTracking` / `ReadDirty`, `page-requests` for
+    /// `IoFaultQueueRespond`); the unit may well support it. Unlike
+    /// `NotSupported` (the hardware or this kernel version cannot), booting
+    /// a kernel built with the feature makes it work. The kernel names the
+    /// feature on its console, once per boot.
+    NotBuilt = 85,
 }
 
 impl Error {
@@ -158,7 +166,7 @@ impl Error {
     }
 
     /// Every error, in code order.
-    pub const ALL: [Error; 46] = [
+    pub const ALL: [Error; 47] = [
         Error::InvalidSlot,
         Error::EmptySlot,
         Error::SlotOccupied,
@@ -205,6 +213,7 @@ impl Error {
         Error::UnknownRequest,
         Error::RequestAnswered,
         Error::MsiWindow,
+        Error::NotBuilt,
     ];
 
     /// The error with this number, if any.

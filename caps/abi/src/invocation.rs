@@ -185,7 +185,9 @@ pub enum Invocation {
     /// the CPU's memory type: peer-to-peer access the driver's threads
     /// already have through the same Frames (kernel/README.md, "SVA").
     /// `IoDeviceDetach` ends the binding (so does
-    /// deleting the IoDevice or the root). Errors: `TruncatedMessage` (no
+    /// deleting the IoDevice or the root). Errors: `NotBuilt` (a kernel
+    /// built without its `sva` feature: the release kernel; checked
+    /// first), `TruncatedMessage` (no
     /// cap 0), `WrongKind` (cap 0 is not a PageTable),
     /// `InsufficientRights` (no write right on either cap), `AlreadyMapped`
     /// (cap 0 is installed below another table, not a root),
@@ -223,7 +225,9 @@ pub enum Invocation {
     /// marks every mapped page clean and flushes the unit's caches, so the
     /// first `ReadDirty` reports what was written since; turning it off
     /// marks them dirty (SMMUv3 write-protects clean pages while tracking).
-    /// Needs the write right. Errors: `InvalidArgument` (`MR0` > 1),
+    /// Needs the write right. Errors: `NotBuilt` (a kernel built without
+    /// its `dirty` feature: the release kernel; checked first),
+    /// `InvalidArgument` (`MR0` > 1),
     /// `NotSupported` (the unit cannot track: `IommuIdentify` MR5 bit 0
     /// clear; QEMU's SMMUv3, and its VT-d without `x-flts=on`, where
     /// IoSpaces are second-stage tables QEMU never marks),
@@ -241,7 +245,8 @@ pub enum Invocation {
     /// and no write is lost. A 2 MiB mapping is reported as all its pages.
     /// At most [`READ_DIRTY_PAGES`] pages per call: replies MR0 = the first
     /// IPA not processed (`MR0` + 4 KiB x `MR1` when done; call again from
-    /// there), MR1 = dirty pages reported. Errors: `InvalidAddress`
+    /// there), MR1 = dirty pages reported. Errors: `NotBuilt` (as
+    /// `IoSpaceSetDirtyTracking`), `InvalidAddress`
     /// (`MR0` not page aligned, the range wraps or leaves the IPA range),
     /// `InvalidArgument` (`MR2` has bits other than bit 0 set),
     /// `NotSupported` (as `IoSpaceSetDirtyTracking`, or tracking is off),
@@ -276,7 +281,8 @@ pub enum Invocation {
     /// DMA (first stage only, user requests: the kernel half faults;
     /// every CPU unmap in the VSpace invalidates the PASID's IOTLB entries
     /// before it returns). Both caps need the write right (the `caps`
-    /// rule `pasid_bind_access`). Errors: `InsufficientRights`,
+    /// rule `pasid_bind_access`). Errors: `NotBuilt` (as
+    /// `IoDeviceBindVSpace`), `InsufficientRights`,
     /// `AlreadyMapped` (cap 0 is not a root), `AlreadyAttached` (the
     /// IoPasid is attached or bound, or its PASID's entry is in use: on
     /// VT-d PASID 0 is the device's own), `NotSupported` (VT-d without
@@ -321,7 +327,9 @@ pub enum Invocation {
     /// answer covers the other requests of the same page request group
     /// in this queue. A stalled transaction's record (SMMUv3) is answered
     /// by CMD_RESUME: Success retries it, Invalid and Failure abort it.
-    /// Errors: `NotSupported` (the unit takes no page requests and does
+    /// Errors: `NotBuilt` (a kernel built without its `page-requests`
+    /// feature: the release kernel; checked first), `NotSupported` (the
+    /// unit takes no page requests and does
     /// not stall: `IommuIdentify` MR5 bits 2 and 3 clear, as on QEMU, so
     /// no id was ever issued), `InvalidArgument` (`MR1` > 2),
     /// `TruncatedMessage` (fewer than 2 words), `InsufficientRights` (no

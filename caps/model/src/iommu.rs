@@ -164,11 +164,19 @@ impl<S: Storage> Caps<S> {
         Ok(id)
     }
 
-    fn check_ipa(&self, space: ObjectId, ipa: u64, size_bits: u8) -> Result<(), Error> {
-        let Some(ObjectState::IoSpace { unit, .. }) = self.state(space) else {
+    /// Whether `2^size_bits` bytes at `ipa` may be mapped in the live
+    /// IoSpace `space`: aligned to their size, inside the unit's IPA range,
+    /// outside its reserved window (`InvalidAddress`; `DeadObject` for a
+    /// dead space). Returns the space's `(unit number, DID)`
+    /// ([`Caps::space_tag`]), read from the same records.
+    fn check_ipa(&self, space: ObjectId, ipa: u64, size_bits: u8) -> Result<(u8, u16), Error> {
+        let Some(ObjectState::IoSpace { unit, did, .. }) = self.object(space).map(|o| &o.state)
+        else {
             return Err(Error::DeadObject);
         };
-        let unit = self.unit_of(unit).ok_or(Error::DeadObject)?;
+        let Some(ObjectState::IommuControl(unit)) = self.object(*unit).map(|o| &o.state) else {
+            return Err(Error::DeadObject);
+        };
         let size = 1u64 << size_bits;
         let end = ipa.checked_add(size).ok_or(Error::InvalidAddress)?;
         let reserved_end = unit
@@ -180,7 +188,7 @@ impl<S: Storage> Caps<S> {
         {
             return Err(Error::InvalidAddress);
         }
-        Ok(())
+        Ok((unit.id, *did))
     }
 
     /// `IoSpace.BindUserTable`: an IoUserTable rooted at `root_ipa` (4 KiB
@@ -416,14 +424,14 @@ impl<S: Storage> Caps<S> {
         let Some(fobj) = self.object(fcap.object).copied() else {
             return Err(Error::DeadObject);
         };
-        self.check_ipa(scap.object, ipa, fobj.size_bits)?;
+        let (unit, did) = self.check_ipa(scap.object, ipa, fobj.size_bits)?;
         // The overlap check asks the IPA index: a constant number of
-        // probes, however many mappings the IoSpace holds.
-        if self.ipa_taken(scap.object, ipa, fobj.size_bits) {
+        // probes, however many mappings the IoSpace holds. Its answer
+        // says where the mapping's own entry goes.
+        let Some(spot) = self.ipa_spot(scap.object, ipa, fobj.size_bits) else {
             return Err(Error::AddressInUse);
-        }
+        };
         let place = self.io_mapping_place(scap.object, frame);
-        let (unit, did) = self.space_tag(scap.object).ok_or(Error::DeadObject)?;
         sink.push(Effect::MapIoPage {
             unit,
             did,
@@ -441,7 +449,8 @@ impl<S: Storage> Caps<S> {
             });
         }
         if !flawed!(self, map_skips_index) {
-            self.link_io_mapping(frame, scap.object, place);
+            self.link_io_list(frame, scap.object, place);
+            self.remember_ipa_at(scap.object, frame, spot);
         }
         Ok(())
     }

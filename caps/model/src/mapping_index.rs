@@ -46,6 +46,15 @@ use crate::caps::Caps;
 use crate::storage::{IpaEntry, Slot, Storage};
 use crate::types::{LARGE_PAGE_BITS, ObjectId, PAGE_BITS, SlotId};
 
+/// Where a new mapping's entries go in the IPA index ([`Caps::ipa_spot`]):
+/// its own entry's key and the free entry the search for it ended at
+/// (`None`: the table is full), and its block's `COUNT` key (4 KiB).
+pub(crate) struct IpaSpot {
+    own: u64,
+    free: Option<usize>,
+    count: Option<u64>,
+}
+
 /// What an [`IpaEntry`] records (its key's top two bits).
 const PAGE: u64 = 1 << 62;
 /// A 2 MiB mapping of the block.
@@ -173,18 +182,38 @@ impl<S: Storage> Caps<S> {
 
     /// Whether a mapping of `2^size_bits` bytes at `ipa` (aligned to its
     /// size) would overlap one of `space`'s: two probes of the IPA index.
+    #[cfg(feature = "checker")]
     pub(crate) fn ipa_taken(&self, space: ObjectId, ipa: u64, size_bits: u8) -> bool {
-        let has = |kind| {
-            matches!(
-                probe(self.store.ipa_index(), space.0, ipa_key(kind, ipa)),
-                Some(Ok(_))
-            )
-        };
-        if size_bits <= PAGE_BITS {
-            has(PAGE) || (!flawed!(self, index_ignores_blocks) && has(LARGE))
+        self.ipa_spot(space, ipa, size_bits).is_none()
+    }
+
+    /// [`Caps::ipa_taken`]'s answer as `None` (taken), or else where a
+    /// mapping of `2^size_bits` bytes at `ipa` goes in the IPA index, for
+    /// [`Caps::remember_ipa_at`]: two probes of the index.
+    #[inline(always)]
+    pub(crate) fn ipa_spot(&self, space: ObjectId, ipa: u64, size_bits: u8) -> Option<IpaSpot> {
+        let table = self.store.ipa_index();
+        let find = |kind| probe(table, space.0, ipa_key(kind, ipa));
+        let (own, count) = if size_bits <= PAGE_BITS {
+            (PAGE, Some(ipa_key(COUNT, ipa)))
         } else {
-            has(LARGE) || has(COUNT)
-        }
+            (LARGE, None)
+        };
+        let free = match find(own) {
+            Some(Ok(_)) => return None,
+            Some(Err(free)) => Some(free),
+            None => None,
+        };
+        let blocked = if size_bits <= PAGE_BITS {
+            !flawed!(self, index_ignores_blocks) && matches!(find(LARGE), Some(Ok(_)))
+        } else {
+            matches!(find(COUNT), Some(Ok(_)))
+        };
+        (!blocked).then_some(IpaSpot {
+            own: ipa_key(own, ipa),
+            free,
+            count,
+        })
     }
 
     #[cfg(feature = "checker")]
@@ -221,15 +250,28 @@ impl<S: Storage> Caps<S> {
         let Some((space, own, count)) = self.ipa_entries(slot) else {
             return;
         };
+        let free = match probe(self.store.ipa_index(), space, own) {
+            Some(Err(free)) => Some(free),
+            _ => None,
+        };
+        self.remember_ipa_at(ObjectId(space), slot, IpaSpot { own, free, count });
+    }
+
+    /// Enters the mapping `slot`'s capability holds in `space` in the IPA
+    /// index, at the `spot` [`Caps::ipa_spot`] found for it (the index
+    /// unchanged since).
+    #[inline]
+    pub(crate) fn remember_ipa_at(&mut self, space: ObjectId, slot: SlotId, spot: IpaSpot) {
+        let space = space.0;
         let table = self.store.ipa_index_mut();
-        if let Some(Err(free)) = probe(table, space, own) {
+        if let Some(free) = spot.free {
             table[free] = IpaEntry {
-                key: own,
+                key: spot.own,
                 space,
                 value: slot.0,
             };
         }
-        if let Some(count) = count {
+        if let Some(count) = spot.count {
             match probe(table, space, count) {
                 Some(Ok(at)) => table[at].value += 1,
                 Some(Err(free)) => {
@@ -292,8 +334,15 @@ impl<S: Storage> Caps<S> {
 
     /// Enter `slot`, whose capability now holds a mapping in `space`, on
     /// `space`'s list right after `after` (`None`: first), which must be
-    /// [`Caps::io_mapping_place`].
+    /// [`Caps::io_mapping_place`], and in the IPA index.
     pub(crate) fn link_io_mapping(&mut self, slot: SlotId, space: ObjectId, after: Option<SlotId>) {
+        self.link_io_list(slot, space, after);
+        self.remember_ipa(slot);
+    }
+
+    /// [`Caps::link_io_mapping`]'s list half: the caller enters the IPA
+    /// index itself ([`Caps::remember_ipa_at`]).
+    pub(crate) fn link_io_list(&mut self, slot: SlotId, space: ObjectId, after: Option<SlotId>) {
         let next = match after {
             Some(a) => self.store.slots()[a.0 as usize].io_next,
             None => self.object(space).and_then(|o| o.first_io_mapping),
@@ -317,7 +366,6 @@ impl<S: Storage> Caps<S> {
                 }
             }
         }
-        self.remember_ipa(slot);
     }
 
     /// Take `slot` off `space`'s list (before its mapping is dropped).

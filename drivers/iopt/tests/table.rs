@@ -307,6 +307,43 @@ fn retired_tables_read_as_not_present_and_are_not_reused_before_flush() {
     }
 }
 
+/// A map in the 2 MiB region of the last map skips the walk (the table
+/// remembers that region's level-3 table); once an unmap has unlinked that
+/// table, the next map there walks again and links a new one.
+#[test]
+fn a_map_after_its_leaf_table_was_pruned_walks_again() {
+    for format in FORMATS {
+        let mut storage = frames(16);
+        let mut table = table(format, &mut storage);
+        table.map(0, 0x4000_0000, PAGE, Rights::READ).unwrap();
+        // Same region: written into the remembered table.
+        table.map(PAGE, 0x4000_1000, PAGE, Rights::READ).unwrap();
+        assert_eq!(
+            table.translate(PAGE).unwrap(),
+            translation(0x4000_1000, Rights::READ)
+        );
+        assert_eq!(
+            table.map(PAGE, 0x4000_1000, PAGE, Rights::READ),
+            Err(Error::AlreadyMapped { iova: PAGE }),
+            "{format:?}: the remembered table is checked too"
+        );
+        // Empty the region: its tables are unlinked, then released.
+        table.unmap(0, 2 * PAGE).unwrap();
+        table.flush(&mut Recorder::default()).unwrap();
+        assert_eq!(table.stats().tables_live, 1);
+        // The region maps anew, through tables linked again.
+        table
+            .map(2 * PAGE, 0x4000_2000, PAGE, Rights::READ)
+            .unwrap();
+        assert_eq!(
+            table.translate(2 * PAGE).unwrap(),
+            translation(0x4000_2000, Rights::READ),
+            "{format:?}: mapped through a linked table"
+        );
+        assert_eq!(table.stats().tables_live, 4);
+    }
+}
+
 // ---- errors ----
 
 #[test]

@@ -448,7 +448,7 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         Ok(freed)
     }
 
-    #[inline]
+    #[inline(always)]
     fn invalidate_nest<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
@@ -465,14 +465,8 @@ impl<R: Mmio> IoUnit for Smmu<R> {
             .filter(|nest| nest.space == space)
             .ok_or(Error::DeadObject)?
             .did;
-        self.submit_one(
-            &state.mem(),
-            Command::TlbiNhAsid {
-                vmid: space_tag(did),
-                asid: Self::nest_tag(index),
-            },
-        )
-        .map_err(|_| Error::IommuTimeout)?;
+        self.invalidate_asid(&state.mem(), space_tag(did), Self::nest_tag(index))
+            .map_err(|_| Error::IommuTimeout)?;
         Ok((if length == 0 { u64::MAX } else { end }, 1))
     }
 

@@ -40,6 +40,14 @@ pub(crate) struct Space<F: iommu::pagetable::PageTableFormat> {
     /// [`State::free_tables`], frees them, and it clears this), so the
     /// region's table stays the one its 2 MiB entry points to.
     pub(crate) leaf_table: Option<(u64, u64)>,
+    /// VT-d shadow nests: every IPA a stage-2 unmap must drop shadow
+    /// entries for lies in `[shadow_span.0, shadow_span.1)`, so an unmap
+    /// away from it visits no nest. Empty (start >= end) while nothing is
+    /// composed; everything ([`ANY_SPAN`]) after an `Invalidate` recorded
+    /// more (one store on that path); the union of the nests'
+    /// `Dependencies::span` once an unmap has visited them and none
+    /// depended on its IPA.
+    pub(crate) shadow_span: (u64, u64),
 }
 
 // `Space::nests` holds one bit per nest slot.
@@ -300,6 +308,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             nests: 0,
             msi_doorbell: None,
             leaf_table: None,
+            shadow_span: NO_SPAN,
         });
         self.reindex();
         Ok(())
@@ -389,7 +398,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     /// Where `object`'s record is in `spaces`.
     #[inline]
-    fn space_position(&self, object: ObjectId) -> Option<usize> {
+    pub(crate) fn space_position(&self, object: ObjectId) -> Option<usize> {
         let spaces = &self.spaces;
         self.by_object.find(object.0, |i| {
             spaces
@@ -488,11 +497,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     #[inline]
     fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
-        let s = self
-            .space_position(space)
+        let position = self.space_position(space);
+        let s = position
             .and_then(|i| self.spaces.get(i))
             .ok_or("the IoSpace has no stage-2 table")?;
-        let (table, nests) = (s.table, s.nests);
+        let (table, nests, span) = (s.table, s.nests, s.shadow_span);
         let mem = self.mem();
         // In the region [`State::map`] last reached, the entry is a 4 KiB
         // leaf of its table (the region's 2 MiB entry is that table).
@@ -510,35 +519,53 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         // through the unmapped IPA (a stage-1 table page there, or a leaf
         // pointing into it) are dropped now, before the invalidation that
         // follows; the others keep translating. A space without nests has
-        // no shadow to drop.
-        if U::SHADOWS && nests != 0 {
-            self.drop_shadow_dependents((space, &table, nests), ipa & !(bytes - 1), pa, bytes);
+        // no shadow to drop, nor one whose shadows' span the IPA misses.
+        let start = ipa & !(bytes - 1);
+        if U::SHADOWS && nests != 0 && start < span.1 && span.0 < start.saturating_add(bytes) {
+            self.drop_shadow_dependents((space, position, &table, nests), start, pa, bytes);
         }
         Ok(())
     }
 
     /// Drops from the shadows of `space`'s nests (`nests`, its nest set;
-    /// `table`, its stage 2) every entry composed through
-    /// `[ipa, ipa + bytes)`, which stage 2 mapped to `pa`.
+    /// `table`, its stage 2; `position`, its record's) every entry
+    /// composed through `[ipa, ipa + bytes)`, which stage 2 mapped to
+    /// `pa`; when none depended on it, sets its [`Space::shadow_span`] to
+    /// what they record.
     fn drop_shadow_dependents(
         &mut self,
-        (space, table, nests): (ObjectId, &PageTable<U::Format>, u32),
+        (space, position, table, nests): (ObjectId, Option<usize>, &PageTable<U::Format>, u32),
         ipa: u64,
         pa: u64,
         bytes: u64,
     ) {
         let mem = self.mem();
+        let (mut span, mut dropped) = (NO_SPAN, false);
         for i in bits(nests) {
             let Some(nest) = self.nests[i].as_mut() else {
                 continue;
             };
-            if nest.space != space || !nest.dependencies.touches(ipa, bytes) {
+            if nest.space != space {
                 continue;
             }
-            if let Some(shadow) = shadow_at(nest.page, table) {
-                nest.dependencies
-                    .drop_dependents(&mem, &shadow, ipa, bytes, pa);
+            if nest.dependencies.touches(ipa, bytes) {
+                dropped = true;
+                if let Some(shadow) = shadow_at(nest.page, table) {
+                    nest.dependencies
+                        .drop_dependents(&mem, &shadow, ipa, bytes, pa);
+                }
+            } else {
+                span = union(span, nest.dependencies.span());
             }
+        }
+        // No nest depended on the IPA (one unmap of many, as a revoke
+        // makes): the span becomes exactly what the nests record (their
+        // spans, joined), so the next unmaps away from it visit none.
+        // Otherwise (the unmap that ends a zero-copy request, before the
+        // driver's next `Invalidate`) it stays as it was, which still
+        // holds everything: dropping only shrinks the records.
+        if !dropped && let Some(s) = position.and_then(|i| self.spaces.get_mut(i)) {
+            s.shadow_span = span;
         }
     }
 
@@ -946,7 +973,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// wait: VT-d's wait descriptor, SMMUv3's CMD_SYNC). If the unit does
     /// not complete them, the nest's devices are blocked and the answer
     /// is `IommuTimeout`.
-    #[inline]
+    #[inline(always)]
     pub fn invalidate_user_table(
         &mut self,
         unit: &mut U,
@@ -1016,6 +1043,24 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 }
 
 /// The numbers of the bits set in `set`, lowest first.
+/// An empty range of IPAs ([`Space::shadow_span`]).
+const NO_SPAN: (u64, u64) = (u64::MAX, 0);
+
+/// Every IPA ([`Space::shadow_span`] not known).
+pub(crate) const ANY_SPAN: (u64, u64) = (0, u64::MAX);
+
+/// The smallest range holding both ranges of IPAs (`[start, end)`; an
+/// empty one, start >= end, adds nothing).
+fn union(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    if b.0 >= b.1 {
+        a
+    } else if a.0 >= a.1 {
+        b
+    } else {
+        (a.0.min(b.0), a.1.max(b.1))
+    }
+}
+
 fn bits(mut set: u32) -> impl Iterator<Item = usize> {
     core::iter::from_fn(move || {
         let bit = set.trailing_zeros();

@@ -2,7 +2,7 @@
 //! `Invalidate` (PGTT=nested entries where ECAP.NEST), domain-selective
 //! IOTLB invalidation per tag, failing closed through `VtdUnit::fail_closed`.
 
-use crate::state::{State, shadow_at};
+use crate::state::{ANY_SPAN, State, shadow_at};
 use crate::{Env, IoUnit, space_tag};
 use abi::Error;
 use caps::ObjectId;
@@ -564,8 +564,12 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             // A shadow is built per range; "everything" would be 2^35 pages.
             return Err(Error::InvalidArgument);
         }
-        let table = second_stage(&state.space(space).map_err(|_| Error::DeadObject)?.table)
-            .ok_or(Error::NotSupported)?;
+        let position = state.space_position(space).ok_or(Error::DeadObject)?;
+        let record = state.spaces.get_mut(position).ok_or(Error::DeadObject)?;
+        let table = second_stage(&record.table).ok_or(Error::NotSupported)?;
+        // The composition records more in the nest's dependencies: until
+        // a stage-2 unmap visits the nests again, every unmap does.
+        record.shadow_span = ANY_SPAN;
         let page = state.nests[index].as_ref().map_or(0, |n| n.page);
         let shadow = shadow_at(page, &table).ok_or(Error::DeadObject)?;
         let take = length.min(SHADOW_PAGES_PER_CALL * 4096);

@@ -212,9 +212,10 @@ where
 /// Shadow nests of one IoSpace for several devices and PASIDs, three
 /// stage 1s (devices 0x20, 0x21 and PASID 1 of 0x22 share the first):
 /// a stage-2 unmap drops only the shadow entries composed through the
-/// unmapped IPA, before it returns. A data page: no device reaches it,
-/// every other page still translates without the driver's `Invalidate`
-/// (the check demands it: `live`). A table page of one stage 1: every
+/// unmapped IPA, before it returns. A page none depends on: every page
+/// still translates. A data page: no device reaches it, every other page
+/// still translates without the driver's `Invalidate` (the check demands
+/// it: `live`). A table page of one stage 1: every
 /// DMA through that nest faults, even after the IPA is mapped again to
 /// another frame, and the other nests keep translating every page.
 #[test]
@@ -241,6 +242,19 @@ fn vtd_unmap_drops_only_the_shadow_entries_through_it() {
     }
     let everyone: Vec<(u16, Option<u32>)> = users.concat();
     let pages = DATA_PAGES as usize * 2;
+    assert_eq!(
+        world.check(&everyone, true).unwrap(),
+        everyone.len() * pages
+    );
+
+    // A page no shadow depends on (a 2 MiB region of IPAs away from
+    // the tables and the data): nothing dropped, and the space's shadow
+    // span shrinks to what the nests record, which the unmaps below
+    // must still meet.
+    let unrelated = 0x2000_0000;
+    let frame = world.page();
+    world.map(space, unrelated, frame, RW).unwrap();
+    world.unmap(space, unrelated).unwrap();
     assert_eq!(
         world.check(&everyone, true).unwrap(),
         everyone.len() * pages

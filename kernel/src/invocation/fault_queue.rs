@@ -60,6 +60,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<QueueOp, Error> {
                 .object(),
         }),
         Invocation::IoFaultQueueRespond => {
+            crate::io_space::require(crate::iommu_unit::Feature::PageRequests)?;
             let (id, response) = (call.argument(0)?, call.argument(1)?);
             let response =
                 iospace::Response::from_number(response).ok_or(Error::InvalidArgument)?;

@@ -4,6 +4,7 @@
 //! `IoPasid.BindVSpace`.
 
 use super::{Call, Reply};
+use crate::iommu_unit::Feature;
 use crate::objects::{self, CapSystem};
 use abi::{Error, Invocation};
 use caps::{ObjectId, ObjectKind, Rights, SlotId};
@@ -151,9 +152,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
     }
 }
 
-/// `IoDevice.BindVSpace`: both capabilities with write (the `caps` rule
-/// `sva_bind_access`), the cap a root, the unit able and with room.
+/// `IoDevice.BindVSpace`: a kernel built with `sva` (else `NotBuilt`),
+/// both capabilities with write (the `caps` rule `sva_bind_access`), the
+/// cap a root, the unit able and with room.
 fn decode_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
+    crate::io_space::require(Feature::Sva)?;
     let root_slot = call.extra_cap(caps, 0)?;
     let (device, _) = caps.sva_bind_access(call.slot, root_slot)?;
     let root = objects::root_of(caps, root_slot)?;
@@ -170,10 +173,12 @@ fn decode_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
     })
 }
 
-/// `IoPasid.BindVSpace`: both capabilities with write (the `caps` rule
-/// `pasid_bind_access`), the cap a root, the unit able (PASID entries
-/// with a first stage) and with room.
+/// `IoPasid.BindVSpace`: a kernel built with `sva` (else `NotBuilt`),
+/// both capabilities with write (the `caps` rule `pasid_bind_access`),
+/// the cap a root, the unit able (PASID entries with a first stage) and
+/// with room.
 fn decode_pasid_bind(caps: &CapSystem, call: &Call) -> Result<DeviceOp, Error> {
+    crate::io_space::require(Feature::Sva)?;
     let root_slot = call.extra_cap(caps, 0)?;
     let (object, device, pasid, _) = caps.pasid_bind_access(call.slot, root_slot)?;
     let root = objects::root_of(caps, root_slot)?;

@@ -27,6 +27,16 @@
 //! contain. The seeded kernel has the check too, so a seeded bug can be
 //! shown caught by it.
 //!
+//! The release kernel has the kernel's default features: none of its cold
+//! IOMMU features ([`IOMMU_FEATURES`]: SVA, page requests, dirty
+//! tracking), which answer `NotBuilt`. The full kernel
+//! (`cargo build --profile full --features full`, in
+//! `target/<target>/full/kernel`) has them all: a configuration that lists
+//! `features` boots it, and the test kernels but the benchmark kernel are
+//! built with `full` too (the self-tests, the fuzzer, the seeded bugs and
+//! the capability dump cover every invocation); the benchmark kernel has
+//! the release kernel's set, so its hot rows time the kernel users boot.
+//!
 //! No RUSTFLAGS are added here: flags the kernel needs live in
 //! `.cargo/config.toml` and the kernel's build script, so a plain cargo build
 //! and xtask produce the same ELF.
@@ -46,6 +56,16 @@ pub fn cargo() -> String {
 pub fn package_elf(root: &Path, arch: Arch, package: &str) -> PathBuf {
     profile_elf(root, arch, "release", package)
 }
+
+/// The kernel's cold IOMMU features (kernel/Cargo.toml), the names a
+/// system-test configuration's `features` may list.
+pub const IOMMU_FEATURES: [&str; 4] = ["sva", "page-requests", "dirty", FULL_FEATURE];
+
+/// The kernel feature that turns every one of [`IOMMU_FEATURES`] on.
+pub const FULL_FEATURE: &str = "full";
+/// The cargo profile of the full kernel (`[profile.full]`, inheriting
+/// `release`).
+pub const FULL_PROFILE: &str = "full";
 
 /// The cargo profile of the capability-dump kernel (`[profile.cap-dump]`
 /// in the root Cargo.toml, inheriting `release`).
@@ -91,8 +111,11 @@ pub const BENCH_FEATURE: &str = "bench";
 /// folder of its own, so it never replaces the release kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// The release kernel, what `cargo xtask run` boots: no test code.
+    /// The release kernel, what `cargo xtask run` boots: no test code,
+    /// the default features (none of [`IOMMU_FEATURES`]).
     Release,
+    /// The release kernel with every cold IOMMU feature (`full`).
+    Full,
     /// The capability-dump kernel (`DebugCapDump`).
     CapDump,
     /// The kernel with seeded bugs (and the abstraction check and the
@@ -111,12 +134,25 @@ impl Kernel {
     /// The kernel a system-test configuration boots: what the table says
     /// ([`SystemTest::kernel`]: seeded, fuzz, capability dump), and where
     /// that is the release kernel, what its command line asks for
-    /// ([`Kernel::for_command_line`]).
+    /// ([`Kernel::for_command_line`]); the release kernel becomes the full
+    /// kernel when the configuration lists kernel `features`.
     pub fn for_configuration(config: &SystemTest) -> Kernel {
         match config.kernel() {
-            Kernel::Release => Kernel::for_command_line(&config.cmdline),
+            Kernel::Release => match Kernel::for_command_line(&config.cmdline) {
+                Kernel::Release if !config.features.is_empty() => Kernel::Full,
+                other => other,
+            },
             other => other,
         }
+    }
+
+    /// Whether it is built with kernel feature `feature` (one of
+    /// [`IOMMU_FEATURES`]): by name, or through `full`.
+    #[cfg(test)]
+    pub fn has_feature(self, feature: &str) -> bool {
+        let features = self.features();
+        features.contains(&feature)
+            || features.contains(&FULL_FEATURE) && IOMMU_FEATURES.contains(&feature)
     }
 
     /// The kernel a command line needs: the benchmark kernel for `bench=`,
@@ -142,6 +178,7 @@ impl Kernel {
     pub fn profile(self) -> &'static str {
         match self {
             Kernel::Release => "release",
+            Kernel::Full => FULL_PROFILE,
             Kernel::CapDump => CAP_DUMP_PROFILE,
             Kernel::Seeded => SEEDED_PROFILE,
             Kernel::Fuzz => FUZZ_PROFILE,
@@ -154,10 +191,18 @@ impl Kernel {
     pub fn features(self) -> &'static [&'static str] {
         match self {
             Kernel::Release => &[],
-            Kernel::CapDump => &[CAP_DUMP_FEATURE],
-            Kernel::Seeded => &[SEEDED_FEATURE, FUZZ_FEATURE, SELF_TEST_FEATURE],
-            Kernel::Fuzz => &[FUZZ_FEATURE],
-            Kernel::SelfTest => &[SELF_TEST_FEATURE],
+            Kernel::Full => &[FULL_FEATURE],
+            Kernel::CapDump => &[CAP_DUMP_FEATURE, FULL_FEATURE],
+            Kernel::Seeded => &[
+                SEEDED_FEATURE,
+                FUZZ_FEATURE,
+                SELF_TEST_FEATURE,
+                FULL_FEATURE,
+            ],
+            Kernel::Fuzz => &[FUZZ_FEATURE, FULL_FEATURE],
+            Kernel::SelfTest => &[SELF_TEST_FEATURE, FULL_FEATURE],
+            // The release kernel's features: the hot rows time what users
+            // boot.
             Kernel::Bench => &[BENCH_FEATURE],
         }
     }
@@ -341,6 +386,13 @@ mod tests {
             if config.seeds().is_some() {
                 assert_eq!(kernel, Kernel::Seeded, "{}", config.name);
             }
+            for feature in &config.features {
+                assert!(
+                    kernel.has_feature(feature),
+                    "{} lists `{feature}` but boots {kernel:?}, built without it",
+                    config.name
+                );
+            }
         }
         let by_name = |name: &str| {
             let config = crate::machines::system_tests()
@@ -355,18 +407,46 @@ mod tests {
         assert_eq!(by_name("x86_64-user-hardening"), Kernel::Release);
         assert_eq!(by_name("x86_64-image-default-capdump"), Kernel::CapDump);
         assert_eq!(by_name("x86_64-user-fuzz"), Kernel::Fuzz);
+        assert_eq!(by_name("x86_64-sva"), Kernel::Full);
+        assert_eq!(by_name("aarch64-user-notbuilt"), Kernel::Release);
+    }
+
+    /// Every kernel variant.
+    const ALL_KERNELS: [Kernel; 7] = [
+        Kernel::Release,
+        Kernel::Full,
+        Kernel::CapDump,
+        Kernel::Seeded,
+        Kernel::Fuzz,
+        Kernel::SelfTest,
+        Kernel::Bench,
+    ];
+
+    #[test]
+    fn only_the_release_and_benchmark_kernels_lack_the_cold_features() {
+        let kernels = ALL_KERNELS;
+        for kernel in kernels {
+            let lean = matches!(kernel, Kernel::Release | Kernel::Bench);
+            for feature in IOMMU_FEATURES {
+                assert_eq!(kernel.has_feature(feature), !lean, "{kernel:?} {feature}");
+            }
+        }
+        assert!(!Kernel::Full.has_feature("bench"));
+    }
+
+    #[test]
+    fn an_unknown_kernel_feature_is_refused() {
+        let table = "[[test]]\nname = \"x86_64-a\"\narch = \"x86_64\"\ncmdline = \"tests=user\"\nfeatures = [\"svaa\"]\n";
+        let error = crate::machines::parse_table(table).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown kernel feature `svaa`"),
+            "{error}"
+        );
     }
 
     #[test]
     fn every_kernel_has_its_own_directory() {
-        let kernels = [
-            Kernel::Release,
-            Kernel::CapDump,
-            Kernel::Seeded,
-            Kernel::Fuzz,
-            Kernel::SelfTest,
-            Kernel::Bench,
-        ];
+        let kernels = ALL_KERNELS;
         let mut profiles: Vec<_> = kernels.iter().map(|k| k.profile()).collect();
         profiles.sort();
         profiles.dedup();

@@ -245,6 +245,13 @@ pub struct SystemTest {
     /// image (`sysimage::live::check_against`); no dump fails it.
     #[serde(default)]
     pub cap_dump: bool,
+    /// The cold kernel features its tests need (`kernel/Cargo.toml`:
+    /// [`crate::kernel::IOMMU_FEATURES`]); none by default, when the
+    /// release kernel (or the test kernel its command line asks for)
+    /// boots. A configuration that lists any boots a kernel built with
+    /// them ([`Kernel::for_configuration`]); an unknown name is an error.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 impl SystemTest {
@@ -317,6 +324,16 @@ impl SystemTest {
         if !self.qemu_args.len().is_multiple_of(2) {
             return Err("qemu_args come in `-option value` pairs".into());
         }
+        if let Some(unknown) = self
+            .features
+            .iter()
+            .find(|f| !crate::kernel::IOMMU_FEATURES.contains(&f.as_str()))
+        {
+            return Err(format!(
+                "unknown kernel feature `{unknown}` in `features` (the kernel's are {})",
+                crate::kernel::IOMMU_FEATURES.join(", ")
+            ));
+        }
         Ok(())
     }
 }
@@ -351,7 +368,7 @@ struct TableFile {
 
 /// Parses and checks the system-test table `text` (the contents of
 /// [`TABLE_FILE`]).
-fn parse_table(text: &str) -> Result<Vec<SystemTest>> {
+pub(crate) fn parse_table(text: &str) -> Result<Vec<SystemTest>> {
     const FIX: &str = "fix the entry (the keys are listed at the top of the file)";
     let file: TableFile = toml::from_str(text).map_err(|error| {
         let at = error.span().map_or(String::new(), |span| {

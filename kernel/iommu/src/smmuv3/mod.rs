@@ -383,16 +383,23 @@ impl<M: Mmio> Smmu<M> {
         queue.submit(&self.mmio, mem, commands, limit)
     }
 
-    /// [`Smmu::submit`] of one command (and its CMD_SYNC), without the
-    /// iterator: the invalidation of `IoUserTable.Invalidate`.
-    #[inline]
-    pub fn submit_one(&mut self, mem: &impl PhysMem, command: Command) -> Result<(), SmmuError> {
+    /// CMD_TLBI_NH_ASID of (`vmid`, `asid`) and a CMD_SYNC, waited for:
+    /// [`Smmu::submit`] of that one command without the iterator or
+    /// `Command::encode`'s match (the invalidation of
+    /// `IoUserTable.Invalidate`).
+    #[inline(always)]
+    pub fn invalidate_asid(
+        &mut self,
+        mem: &impl PhysMem,
+        vmid: u16,
+        asid: u16,
+    ) -> Result<(), SmmuError> {
         let limit = self.poll_limit;
         let queue = self
             .command_queue
             .as_mut()
             .ok_or(SmmuError::NotInitialised)?;
-        queue.submit_one(&self.mmio, mem, command, limit)
+        queue.submit_one(&self.mmio, mem, Command::tlbi_nh_asid(vmid, asid), limit)
     }
 
     /// Replaces the STE of `stream_id` (checked by [`Ste::check`]): first

@@ -58,6 +58,22 @@ fn setup_recording<'m>(
     allow_1g: bool,
     large: Option<Perms>,
 ) -> Shadowed<'m> {
+    setup_with(memory, fills, root_page, allow_1g, (large, None))
+}
+
+/// The IPA of the 2 MiB region [`setup_with`] may map besides the
+/// guest's, with one stage-2 leaf (to the 2 MiB at 128 MiB).
+const FAR: u64 = 2 * MIB;
+
+/// [`setup_recording`], the second stage also mapping [`FAR`] with one
+/// 2 MiB leaf of rights `far`, if given.
+fn setup_with<'m>(
+    memory: &'m SimMemory,
+    fills: &[&dyn Fn(&SimMemory)],
+    root_page: u64,
+    allow_1g: bool,
+    (large, far): (Option<Perms>, Option<Perms>),
+) -> Shadowed<'m> {
     let cap = if allow_1g {
         QEMU_CAP | 1 << 56
     } else {
@@ -86,6 +102,11 @@ fn setup_recording<'m>(
                     .unwrap();
             }
         }
+    }
+    if let Some(perms) = far {
+        second
+            .map(memory, &mut frames, FAR, 128 * MIB, PageSize::Size2M, perms)
+            .unwrap();
     }
     let root_ipa = root_page << 12;
 
@@ -184,11 +205,13 @@ fn adversarial(seed: u64, flags_bias: u64) -> impl Fn(&SimMemory) {
 /// writable, to any guest page or beyond) under upper levels whose write
 /// permission is random too.
 fn well_formed(seed: u64) -> impl Fn(&SimMemory) {
-    well_formed_at(seed, physical_page)
+    well_formed_spread(seed, physical_page, 0)
 }
 
-/// [`well_formed`] with guest page `p` at physical address `home(p)`.
-fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
+/// [`well_formed`] with guest page `p` at physical address `home(p)`,
+/// about half the leaves `far` above the guest's IPAs (in another 2 MiB
+/// region of IPAs when `far` is [`FAR`]).
+fn well_formed_spread(seed: u64, home: fn(u64) -> u64, far: u64) -> impl Fn(&SimMemory) {
     move |memory| {
         let mut rng = Rng(seed);
         let table = home;
@@ -204,7 +227,7 @@ fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
             memory.write_u64(table(3) + 8 * index, leaf_table << 12 | 0b101 | write);
             for slot in 0..512 {
                 let r = rng.next();
-                let page = ((r >> 8) % (2 * GUEST_PAGES)) << 12;
+                let page = (((r >> 8) % (2 * GUEST_PAGES)) << 12) | (((r >> 40) & 1) * far);
                 let entry = match r % 8 {
                     0 => 0,
                     1 => page | 0b011,
@@ -214,6 +237,28 @@ fn well_formed_at(seed: u64, home: fn(u64) -> u64) -> impl Fn(&SimMemory) {
             }
         }
     }
+}
+
+/// Two updates of the window, from well-formed first stages (`seed`,
+/// then another) with guest page `p` at `home(p)` and leaves spread by
+/// `far`, under the second stage `stages` ([`setup_with`]): every page
+/// translates as a nesting unit translates it; unless `maps_none_is_fine`,
+/// the last update mapped something. The second update finds the
+/// last-level tables and takes the composing loop.
+fn twice_translates_like_hardware_nesting(
+    seed: u64,
+    (home, far): (fn(u64) -> u64, u64),
+    stages: (Option<Perms>, Option<Perms>),
+    maps_none_is_fine: bool,
+) -> Result<(), TestCaseError> {
+    let memory = SimMemory::new(256 * MIB);
+    let (first, second) = (
+        well_formed_spread(seed, home, far),
+        well_formed_spread(seed ^ 0x5eed, home, far),
+    );
+    let s = setup_with(&memory, &[&first, &second], ROOT_PAGE, false, stages);
+    prop_assert!(maps_none_is_fine || s.mapped > 0);
+    same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))
 }
 
 proptest! {
@@ -228,20 +273,31 @@ proptest! {
         seed in 1u64..,
         rights in 0u64..3,
     ) {
-        let memory = SimMemory::new(256 * MIB);
-        // Twice: the second update finds the last-level tables and takes
-        // the composing loop.
         let home = |page: u64| 64 * MIB + (page << 12);
-        let (first, second) = (well_formed_at(seed, home), well_formed_at(seed ^ 0x5eed, home));
-        let s = setup_recording(
-            &memory,
-            &[&first, &second],
-            ROOT_PAGE,
+        twice_translates_like_hardware_nesting(
+            seed,
+            (home, 0),
+            (Some(perms_of(rights)), None),
+            rights == 2,
+        )?;
+    }
+
+    /// Leaves of one 2 MiB region of IOVAs into two regions of IPAs, the
+    /// guest's under stage-2 4 KiB leaves, [`FAR`] under one 2 MiB leaf
+    /// (read-write, read-only or write-only), re-shadowed: every page of
+    /// the window translates as a nesting unit translates it (the
+    /// composing loop's runs end where the leaves' IPA region changes).
+    #[test]
+    fn leaves_into_two_ipa_regions_translate_like_hardware_nesting(
+        seed in 1u64..,
+        rights in 0u64..3,
+    ) {
+        twice_translates_like_hardware_nesting(
+            seed,
+            (physical_page, FAR),
+            (None, Some(perms_of(rights))),
             false,
-            Some(perms_of(rights)),
-        );
-        prop_assert!(rights == 2 || s.mapped > 0);
-        same_translations(&s.nested, &s.shadowed, (0..WINDOW).step_by(4096))?;
+        )?;
     }
 }
 
@@ -510,8 +566,13 @@ fn unmap_and_drop(memory: &SimMemory, s: &mut Shadowed<'_>, page: u64, remap: bo
         return Vec::new();
     };
     let ipa = (page << 12) & !(size.bytes() - 1);
-    s.dependencies
-        .drop_dependents(memory, &s.shadow, ipa, size.bytes(), pa);
+    // As the kernel's layer does: the records are asked only when the
+    // unmap meets their span (a summary it keeps per IoSpace).
+    let (start, end) = s.dependencies.span();
+    if ipa < end && start < ipa + size.bytes() {
+        s.dependencies
+            .drop_dependents(memory, &s.shadow, ipa, size.bytes(), pa);
+    }
     let mut touched: Vec<u64> = (pa..pa + size.bytes()).step_by(4096).collect();
     if remap {
         let fresh = 128 * MIB + (page << 12);
@@ -685,36 +746,61 @@ fn overflowing_records_clear_the_whole_shadow() {
 /// still drops every entry (and what the records kept of it).
 #[test]
 fn an_unmap_of_a_root_away_from_the_records_drops_everything() {
+    let dependencies = unmap_of_a_far_table_drops_everything(0);
+    assert!(dependencies.is_empty());
+}
+
+/// The first stage's last-level table in a 2 MiB region of IPAs of its
+/// own, away from the other tables and the leaves' targets: the span a
+/// caller asks first holds it, and its unmap drops every entry.
+#[test]
+fn an_unmap_of_a_table_away_from_the_leaves_drops_its_entries() {
+    unmap_of_a_far_table_drops_everything(3);
+}
+
+/// Composes IOVA pages 0..8 -> guest pages 8.. through four first-stage
+/// tables (level 4 down; guest pages 0..3) of which table `far` is at IPA
+/// 4 MiB instead (physical 100 MiB, alone in its 2 MiB region), then
+/// unmaps that IPA from stage 2 as the kernel's layer does (the records
+/// asked only when the unmap meets their span): every entry goes.
+fn unmap_of_a_far_table_drops_everything(far: u64) -> Dependencies {
     let memory = SimMemory::new(256 * MIB);
     let mut frames = SimFrames::new(&memory, 16 * MIB, 48 * MIB);
     let format = SecondStageFormat::for_unit(Capability(QEMU_CAP));
     let second = read_write_second_stage(&memory, &mut frames, format);
-    // The root at IPA 4 MiB (physical 100 MiB); level 3 at guest page 1,
-    // level 2 at 2, the last-level table at 3: IOVA page i -> page 8 + i.
-    let root_ipa = 4 * MIB;
+    let far_ipa = 4 * MIB;
     second
         .map(
             &memory,
             &mut frames,
-            root_ipa,
+            far_ipa,
             100 * MIB,
             PageSize::Size4K,
             Perms::READ_WRITE,
         )
         .unwrap();
+    // Table `level` (0: the root): its IPA and where it is written.
+    let ipa = |level: u64| if level == far { far_ipa } else { level << 12 };
+    let home = |level: u64| {
+        if level == far {
+            100 * MIB
+        } else {
+            physical_page(level)
+        }
+    };
     let write = |pa: u64, index: u64, value: u64| memory.write_u64(pa + 8 * index, value);
-    write(100 * MIB, 0, 1 << 12 | 0b111);
-    write(physical_page(1), 0, 2 << 12 | 0b111);
-    write(physical_page(2), 0, 3 << 12 | 0b111);
+    for level in 0..3 {
+        write(home(level), 0, ipa(level + 1) | 0b111);
+    }
     for i in 0..8u64 {
-        write(physical_page(3), i, (8 + i) << 12 | 0b111);
+        write(home(3), i, (8 + i) << 12 | 0b111);
     }
     let shadow = PageTable::new(&mut frames, format, 4, 48).unwrap();
     let mut dependencies = Dependencies::new();
     let stats = shadow_range_recording(
         &memory,
         &mut frames,
-        (root_ipa, &second, &shadow),
+        (ipa(0), &second, &shadow),
         0,
         8 << 12,
         8,
@@ -723,11 +809,13 @@ fn an_unmap_of_a_root_away_from_the_records_drops_everything() {
     )
     .unwrap();
     assert_eq!(stats.mapped, 8);
-    let (pa, _) = second.unmap(&memory, root_ipa).unwrap();
+    let (start, end) = dependencies.span();
+    assert!(start <= far_ipa && far_ipa < end);
+    let (pa, _) = second.unmap(&memory, far_ipa).unwrap();
     assert_eq!(
-        dependencies.drop_dependents(&memory, &shadow, root_ipa, 4096, pa),
+        dependencies.drop_dependents(&memory, &shadow, far_ipa, 4096, pa),
         8
     );
-    assert!(dependencies.is_empty());
     assert!((0..8u64).all(|i| shadow.lookup(&memory, i << 12).is_none()));
+    dependencies
 }

@@ -10,7 +10,7 @@ use crate::model::{Access, SimFrames, SimMemory};
 use crate::pagetable::{PageSize, PageTable, Perms};
 use crate::smmuv3::cd::{Cd, CdError, CdParams, DEFAULT_MAIR};
 use crate::smmuv3::pagetable::{Stage1Format, Stage2Format, levels_4k};
-use crate::smmuv3::queue::{EventKind, FaultClass, opcode};
+use crate::smmuv3::queue::{Command, EventKind, FaultClass, opcode};
 use crate::smmuv3::regs::{Features, Idr1};
 use crate::smmuv3::ste::{Stage2Config, Ste, SteError};
 use crate::smmuv3::{BlockPolicy, Smmu};
@@ -432,6 +432,47 @@ fn batched_invalidation_one_sync_and_counted() {
             commands: 512,
             waits: 1
         }
+    );
+}
+
+/// `invalidate_asid` (`CommandQueue::submit_one`) writes its command and CMD_SYNC after one room test when
+/// CONS shows room for both, and pushes them one by one (waiting for
+/// room) when it does not: every queued command is still processed, none
+/// overwritten, across the wrap and with one free entry left; and it
+/// returns success only once CONS has passed its CMD_SYNC.
+#[test]
+fn one_command_and_its_sync_wrap_and_wait_for_room() {
+    let memory = SimMemory::new(256 * MIB);
+    let device = SimSmmu::qemu(&memory);
+    let mut frames = SimFrames::new(&memory, 16 * MIB, 32 * MIB);
+    let mut smmu = Smmu::new(&device).with_poll_limit(crate::PollLimit(8));
+    smmu.block_all_dma(&memory, &mut frames, BlockPolicy::RecordFault, 0..64)
+        .unwrap();
+    let syncs = device.command_count(opcode::SYNC);
+    // 300 pairs: the 256-entry queue wraps twice, pair by pair.
+    for n in 0..300 {
+        smmu.invalidate_asid(&memory, 1, n).unwrap();
+    }
+    assert_eq!(device.command_count(opcode::TLBI_NH_ASID), 300);
+    assert_eq!(device.command_count(opcode::SYNC) - syncs, 300);
+    // Fill the queue to one free entry while the unit stops consuming:
+    // 254 TLBI_NH_ALL and a CMD_SYNC that is never waited for.
+    device.stall_commands.set(true);
+    let fill = [Command::TlbiNhAll { vmid: 1 }; 254];
+    assert!(smmu.submit(&memory, fill).is_err());
+    assert_eq!(device.command_count(opcode::TLBI_NH_ALL), 0);
+    // Room for one: the TLBI goes in, the CMD_SYNC waits for the unit.
+    device.stall_commands.set(false);
+    smmu.invalidate_asid(&memory, 1, 300).unwrap();
+    assert_eq!(device.command_count(opcode::TLBI_NH_ALL), 254);
+    assert_eq!(device.command_count(opcode::TLBI_NH_ASID), 301);
+    assert_eq!(device.command_count(opcode::SYNC) - syncs, 302);
+    // A unit that does not consume: the call does not return success.
+    device.stall_commands.set(true);
+    let stalled = smmu.invalidate_asid(&memory, 1, 301);
+    assert!(
+        matches!(stalled, Err(crate::smmuv3::SmmuError::Timeout { .. })),
+        "{stalled:?}"
     );
 }
 

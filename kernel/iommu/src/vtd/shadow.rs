@@ -336,6 +336,12 @@ pub fn compose_page(
 /// with a 4 KiB leaf (the usual case) the composed entry is stage 2's
 /// entry with its write right masked by stage 1's: the same bits
 /// `SecondStageFormat::leaf_entry` writes, without decoding them.
+///
+/// Runs of present leaves into the IPA region stage 2 was last walked
+/// for go through [`Leaves::run`] (the common case: one buffer's pages);
+/// every other entry (not present, another IPA region, stage 2 in the
+/// general form) through the general step here, which walks stage 2 for
+/// a new IPA region.
 #[allow(clippy::too_many_arguments)]
 fn shadow_region(
     mem: &impl PhysMem,
@@ -355,8 +361,22 @@ fn shadow_region(
     let mut leaves = second_region.map_or(Leaves::NOTHING, |(r, c)| Leaves::of(c, r));
     let mut mapped = 0;
     let first_index = (iovas.start >> 12) & 0x1ff;
-    let count = (iovas.end - iovas.start) >> 12;
-    for index in first_index..first_index + count {
+    let end = first_index + ((iovas.end - iovas.start) >> 12);
+    let mut index = first_index;
+    while index < end {
+        if key != u64::MAX {
+            index = leaves.run(
+                mem,
+                (first, shadow),
+                index..end,
+                key,
+                upper_write,
+                &mut mapped,
+            );
+            if index == end {
+                break;
+            }
+        }
         let entry = mem.read_u64(first + 8 * index);
         // Present (bit 0) and user (bit 2), as `first_stage_leaf` asks.
         let new = if entry & 0b101 == 0b101 {
@@ -385,6 +405,7 @@ fn shadow_region(
         // load and compare, and the unit sees the same entry either way.
         mem.write_u64(shadow + 8 * index, new);
         mapped += u64::from(new != 0);
+        index += 1;
     }
     stats.mapped += mapped;
 }
@@ -450,6 +471,57 @@ impl Leaves {
                 ..Leaves::NOTHING
             },
         }
+    }
+
+    /// The general step of [`shadow_region`] for each entry of `first`
+    /// from `indices.start` on, while the entry is a present user leaf
+    /// into the IPA region `key` and stage 2 holds it by its last-level
+    /// table or by one readable leaf: the same entry the general step
+    /// writes, in fewer instructions (one mask selects the run, no
+    /// decisions per entry). Returns the first index it left.
+    #[inline(always)]
+    fn run(
+        self,
+        mem: &impl PhysMem,
+        (first, shadow): (u64, u64),
+        indices: core::ops::Range<u64>,
+        key: u64,
+        upper_write: u64,
+        mapped: &mut u64,
+    ) -> u64 {
+        // Present, user, and the leaf's IPA in region `key`.
+        let select = (ADDRESS & !0x1f_ffff) | 0b101;
+        let wanted = (key << 21) | 0b101;
+        let mut index = indices.start;
+        if self.table != 0 {
+            while index < indices.end {
+                let entry = mem.read_u64(first + 8 * index);
+                if entry & select != wanted {
+                    break;
+                }
+                let leaf = mem.read_u64(self.table + 8 * ((entry >> 12) & 0x1ff));
+                let composed = leaf & (ADDRESS | 0b01 | (entry & upper_write));
+                let new = if composed & 0b11 == 0 { 0 } else { composed };
+                mem.write_u64(shadow + 8 * index, new);
+                *mapped += u64::from(new != 0);
+                index += 1;
+            }
+        } else if !self.walk && self.base & 0b01 != 0 {
+            // Readable, so every entry of the run is present; writable
+            // where stage 2, the upper levels and the leaf all allow it.
+            let base = self.base & (ADDRESS | 0b01 | upper_write);
+            while index < indices.end {
+                let entry = mem.read_u64(first + 8 * index);
+                if entry & select != wanted {
+                    break;
+                }
+                let new = (base | (entry & 0x1f_f000)) & (entry | !0b10);
+                mem.write_u64(shadow + 8 * index, new);
+                index += 1;
+            }
+            *mapped += index - indices.start;
+        }
+        index
     }
 
     /// Walks stage 2 for the region of `ipa` (recorded in `second_region`
@@ -772,6 +844,28 @@ impl Dependencies {
                 || (ipa < self.tables.1 && self.tables.0 < end)
                 || (ipa < self.targets.1 && self.targets.0 < end)
                 || (ipa..end).contains(&self.root))
+    }
+
+    /// The smallest range of IPAs `[start, end)` holding every IPA an
+    /// unmap of which [`Dependencies::touches`] answers yes for (empty,
+    /// `start >= end`, when nothing is recorded; everything when the
+    /// records overflowed): what a caller keeps as a summary of several
+    /// shadows, so a stage-2 unmap away from all of them looks at none.
+    pub fn span(&self) -> (u64, u64) {
+        if self.is_empty() {
+            return (u64::MAX, 0);
+        }
+        if self.overflowed {
+            return (0, u64::MAX);
+        }
+        let mut span = (
+            self.tables.0.min(self.targets.0),
+            self.tables.1.max(self.targets.1),
+        );
+        if self.root != NO_TABLE {
+            span = (span.0.min(self.root), span.1.max(self.root + 1));
+        }
+        span
     }
 
     /// Whether the records overflowed (or a composition failed midway):

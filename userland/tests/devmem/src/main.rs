@@ -13,7 +13,8 @@
 //!   (5! = 120, polled with a bounded wait).
 //! - A device Frame cannot be mapped executable, nor be a thread's IPC
 //!   buffer (`DeviceMemory`): the kernel never touches device memory for a
-//!   thread.
+//!   thread. Nor does it go into an IoSpace (`DeviceMemory`: no
+//!   peer-to-peer DMA).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -144,6 +145,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     });
     suite.run("device_frames_are_never_executable", || {
         device_frames_are_never_executable(&mut objects)
+    });
+    suite.run("device_frames_stay_out_of_io_spaces", || {
+        device_frames_stay_out_of_io_spaces(&mut objects)
     });
     suite.run("device_frames_are_not_ipc_buffers", || {
         device_frames_are_not_ipc_buffers(&mut objects)
@@ -323,6 +327,25 @@ fn device_frames_are_not_ipc_buffers(objects: &mut Objects) -> Outcome {
     check!(
         configured == Err(Error::DeviceMemory),
         "a device Frame as IPC buffer: {configured:?}"
+    );
+    Ok(())
+}
+
+fn device_frames_stay_out_of_io_spaces(objects: &mut Objects) -> Outcome {
+    let frame = device_page(objects)?;
+    let space = match objects.make_io_space(bootinfo::IOMMU_CONTROL) {
+        Ok(space) => space,
+        Err(e) => rt::fail!("an IoSpace: {e:?}"),
+    };
+    let mapped = space.map(frame, 0x10_0000, MapRights::READ_WRITE);
+    check!(
+        mapped == Err(Error::DeviceMemory),
+        "IoSpace.Map of a device Frame: {mapped:?}"
+    );
+    let unmapped = space.unmap(frame);
+    check!(
+        unmapped == Err(Error::NotMapped),
+        "IoSpace.Unmap of the refused Frame: {unmapped:?}"
     );
     Ok(())
 }

@@ -4,6 +4,12 @@
 //! - IoSpace.Map checks: alignment, the reserved kernel window, rights
 //!   above the Frame capability's, a Frame mapped twice, the wrong format
 //!   for a user table.
+//! - The kernel's IoSpace.Map / Unmap fast path refuses as the general
+//!   path does: an IoSpace label on a Frame capability, a read-only
+//!   IoSpace capability, a Frame mapped in another IoSpace, a Frame
+//!   argument of another kind, an IPA taken by a mapping it just made;
+//!   and a Frame revoked or deleted right after it mapped it is unmapped
+//!   (its IPA is free again).
 //! - IoDevice: one per requester; Attach / AttachNested / Detach, and
 //!   `AlreadyAttached` / `NotAttached` / `WrongKind` when misused.
 //! - Revoking an IoSpace detaches every device using it.
@@ -107,6 +113,12 @@ fn main(_startup: &rt::Startup) -> i32 {
     };
     let mut suite = Suite::new();
     suite.run("io_space_map_checks", || io_space_map_checks(&mut world));
+    suite.run("io_space_fast_path_refusals", || {
+        io_space_fast_path_refusals(&mut world)
+    });
+    suite.run("revoke_right_after_a_fast_map_unmaps", || {
+        revoke_right_after_a_fast_map_unmaps(&mut world)
+    });
     suite.run("one_device_per_requester", || {
         one_device_per_requester(&mut world)
     });
@@ -221,6 +233,125 @@ fn io_space_map_checks(world: &mut World) -> Outcome {
         gone == Err(Error::NotMapped),
         "IoSpace.Unmap after Frame.Unmap: {gone:?}"
     );
+    Ok(())
+}
+
+/// Where the fast-path tests map (nothing else in the suite maps there).
+const FAST_IPA: u64 = 0x50_0000;
+
+/// `IoSpace.Map` and `Unmap` refusals, which the kernel's fast path for
+/// them (`invocation::space_now`) must answer as the general path does;
+/// each refusal leaves the mappings as they were.
+fn io_space_fast_path_refusals(world: &mut World) -> Outcome {
+    let space = world.io_space()?;
+    let other_space = world.io_space()?;
+    let frame: Cap<Frame> = world.make()?;
+    let other: Cap<Frame> = world.make()?;
+    // The IoSpace labels on a Frame capability.
+    let on_frame: Cap<IoSpace> = frame.cast();
+    let wrong = on_frame.map(frame, FAST_IPA, MapRights::READ);
+    check!(
+        wrong == Err(Error::InvalidInvocation),
+        "IoSpace.Map on a Frame capability: {wrong:?}"
+    );
+    // A read-only copy of the IoSpace capability maps nothing.
+    let slot = world.take();
+    let copied = world.objects.cnode().copy(slot, space, Rights::READ);
+    let Ok(read_only) = copied else {
+        rt::fail!("copy the IoSpace read-only: {copied:?}");
+    };
+    let refused = read_only.map(frame, FAST_IPA, MapRights::READ);
+    check!(
+        refused == Err(Error::InsufficientRights),
+        "IoSpace.Map through a read-only IoSpace capability: {refused:?}"
+    );
+    let mapped = space.map(frame, FAST_IPA, MapRights::READ_WRITE);
+    check!(mapped.is_ok(), "map through the writable one: {mapped:?}");
+    // The IPA it just took.
+    let taken = space.map(other, FAST_IPA, MapRights::READ);
+    check!(
+        taken == Err(Error::AddressInUse),
+        "a second Frame at the IPA just mapped: {taken:?}"
+    );
+    // ... is only taken in that IoSpace.
+    let elsewhere = other_space.map(other, FAST_IPA, MapRights::READ);
+    check!(
+        elsewhere.is_ok(),
+        "the same IPA in another IoSpace: {elsewhere:?}"
+    );
+    check!(other_space.unmap(other).is_ok(), "unmap the other Frame");
+    // Neither a read-only IoSpace capability, nor another IoSpace, nor an
+    // IoSpace label on the Frame itself unmaps it.
+    let refused = read_only.unmap(frame);
+    check!(
+        refused == Err(Error::InsufficientRights),
+        "IoSpace.Unmap through a read-only IoSpace capability: {refused:?}"
+    );
+    let refused = other_space.unmap(frame);
+    check!(
+        refused == Err(Error::NotMapped),
+        "IoSpace.Unmap through another IoSpace: {refused:?}"
+    );
+    let refused = on_frame.unmap(frame);
+    check!(
+        refused == Err(Error::InvalidInvocation),
+        "IoSpace.Unmap on a Frame capability: {refused:?}"
+    );
+    let still = space.map(other, FAST_IPA, MapRights::READ);
+    check!(
+        still == Err(Error::AddressInUse),
+        "the Frame stays mapped after those refusals: {still:?}"
+    );
+    // The Frame argument must be a Frame (an IoSpace has memory too).
+    let not_frame: Cap<Frame> = other_space.cast();
+    let refused = space.map(not_frame, FAST_IPA + 0x1000, MapRights::READ);
+    check!(
+        refused == Err(Error::WrongKind),
+        "an IoSpace capability as the Frame: {refused:?}"
+    );
+    let unmapped = space.unmap(frame);
+    check!(unmapped.is_ok(), "unmap: {unmapped:?}");
+    let again = space.unmap(frame);
+    check!(again == Err(Error::NotMapped), "unmap twice: {again:?}");
+    let free = space.map(other, FAST_IPA, MapRights::READ);
+    check!(free.is_ok(), "the IPA is free after the unmap: {free:?}");
+    check!(space.unmap(other).is_ok(), "unmap the other Frame");
+    Ok(())
+}
+
+/// A copy of a Frame mapped (through the fast path) and at once revoked
+/// from its parent, or deleted, is unmapped: its IPA is free again, and
+/// no capability is left to unmap.
+fn revoke_right_after_a_fast_map_unmaps(world: &mut World) -> Outcome {
+    let space = world.io_space()?;
+    let frame: Cap<Frame> = world.make()?;
+    let other: Cap<Frame> = world.make()?;
+    for revoke in [true, false] {
+        let slot = world.take();
+        let minted = world.objects.cnode().mint(slot, frame, Rights::ALL, 0);
+        let Ok(copy) = minted else {
+            rt::fail!("copy the Frame: {minted:?}");
+        };
+        let mapped = space.map(copy, FAST_IPA, MapRights::READ_WRITE);
+        check!(mapped.is_ok(), "map the copy: {mapped:?}");
+        let gone = if revoke {
+            world.objects.cnode().revoke(frame.slot())
+        } else {
+            world.objects.cnode().delete(copy.slot())
+        };
+        check!(gone.is_ok(), "revoke ({revoke}) or delete: {gone:?}");
+        let stale = space.unmap(copy);
+        check!(
+            stale == Err(Error::EmptySlot),
+            "IoSpace.Unmap of the revoked ({revoke}) copy: {stale:?}"
+        );
+        let free = space.map(other, FAST_IPA, MapRights::READ);
+        check!(
+            free.is_ok(),
+            "the IPA after the copy was revoked ({revoke}) or deleted: {free:?}"
+        );
+        check!(space.unmap(other).is_ok(), "unmap the other Frame");
+    }
     Ok(())
 }
 
