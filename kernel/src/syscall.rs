@@ -124,22 +124,29 @@ fn invoke(threads: &mut Threads, caller: &Caller) {
 pub fn handle_thread(threads: &mut Threads, caller: &Caller) -> Next {
     match round_trip_fast(threads, caller) {
         Fast::Done => Next::Resume,
-        Fast::Invoke => {
+        Fast::Invoke { fast_path: true } => {
             invoke_fast_first(threads, caller);
+            Next::Resume
+        }
+        Fast::Invoke { fast_path: false } => {
+            invoke(threads, caller);
             Next::Resume
         }
         Fast::General => handle_general(threads, caller),
     }
 }
 
-/// An invocation [`round_trip_fast`] found: `Frame.Map` / `Unmap`'s,
+/// An invocation [`round_trip_fast`] found on a capability of a kind with
+/// a fast path ([`FAST_PATH_KINDS`]): `Frame.Map` / `Unmap`'s,
 /// `IoSpace.Map` / `Unmap`'s and `IoUserTable.Invalidate`'s own fast
 /// paths first (the latter as in
 /// [`handle_general`]), chosen by the label, then [`invoke`] for whatever
-/// they leave. Out of line: with the label tests inlined into
-/// [`handle_thread`], the round trip paid 6-8 instructions more on
-/// aarch64; inside [`invoke`], the fast paths paid its larger frame
-/// (kernel/README.md "Measured", the Frame fast path).
+/// they leave. Invocations on every other kind go straight to [`invoke`]
+/// and pay none of this (the call and the label tests cost them 9-14
+/// instructions when every invocation came here). Out of line: with the
+/// label tests inlined into [`handle_thread`], the round trip paid 6-8
+/// instructions more on aarch64; inside [`invoke`], the fast paths paid
+/// its larger frame (kernel/README.md "Measured", the Frame fast path).
 #[inline(never)]
 fn invoke_fast_first(threads: &mut Threads, caller: &Caller) {
     use abi::Invocation;
@@ -162,14 +169,29 @@ fn invoke_fast_first(threads: &mut Threads, caller: &Caller) {
     }
 }
 
+/// The object kinds with an invocation fast path ([`invoke_fast_first`]),
+/// one bit per `caps::ObjectKind` number. A new fast path there adds its
+/// kind here, or it is never reached (its invocations then take the
+/// general path: right answers, no gain).
+const FAST_PATH_KINDS: u64 = 1 << caps::ObjectKind::Frame as u64
+    | 1 << caps::ObjectKind::IoSpace as u64
+    | 1 << caps::ObjectKind::IoUserTable as u64;
+
 /// What [`round_trip_fast`] found.
 enum Fast {
     /// The round trip's half is done.
     Done,
     /// A `Call` (not with the fault label) on a capability that is not an
     /// endpoint: an invocation, as [`handle_general`] would decide after
-    /// the same lookup.
-    Invoke,
+    /// the same lookup; `fast_path` if the capability's kind has one
+    /// ([`FAST_PATH_KINDS`]). The kind is the lookup cache's, which that
+    /// lookup has just made current; it only chooses where to start: a
+    /// fast path checks the capability again and hands back what it does
+    /// not take.
+    Invoke {
+        /// Whether [`invoke_fast_first`] may take it.
+        fast_path: bool,
+    },
     /// Anything else: [`handle_general`] decides, nothing changed.
     General,
 }
@@ -207,7 +229,12 @@ fn round_trip_fast(threads: &mut Threads, caller: &Caller) -> Fast {
         Ok(endpoint) if call => crate::sched::call_fast(threads, caller.thread, &endpoint),
         Ok(endpoint) => crate::sched::reply_recv_fast(threads, caller.thread, &endpoint),
         // The lookup checks the kind first, whatever the rights.
-        Err(Error::WrongKind) if call => return Fast::Invoke,
+        Err(Error::WrongKind) if call => {
+            let kind = threads.tcb(caller.thread).lookup_cache.kind;
+            return Fast::Invoke {
+                fast_path: FAST_PATH_KINDS >> (kind & 63) & 1 != 0,
+            };
+        }
         Err(_) => false,
     };
     if done { Fast::Done } else { Fast::General }

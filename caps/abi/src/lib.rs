@@ -100,7 +100,10 @@ impl Syscall {
 /// | message registers 0..4 | `rdx`, `r10`, `r8`, `r9` | `x2`..`x5` |
 ///
 /// Message registers beyond [`registers::IN_REGISTERS`] live in the IPC
-/// buffer. `rcx` and `r11` are clobbered by `syscall` on x86_64.
+/// buffer. `rcx` and `r11` are clobbered by `syscall` on x86_64; on
+/// aarch64, `svc` does not preserve x9..x18 (each comes back holding its
+/// own value or zero, never a kernel value; kernel/README.md "The
+/// system-call ABI"). Every other register keeps its value.
 pub mod registers {
     /// How many message registers travel in CPU registers.
     pub const IN_REGISTERS: usize = 4;

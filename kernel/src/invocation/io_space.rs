@@ -220,8 +220,7 @@ impl EffectSink for IoSink {
                 .apply(&effect),
             other => {
                 self.held = None;
-                let mut sink = objects::SINK;
-                sink.push(other);
+                objects::apply_elsewhere(other);
             }
         }
     }

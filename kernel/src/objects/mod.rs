@@ -33,7 +33,7 @@ mod initial;
 mod page_tables;
 mod reconcile;
 
-pub use effects::SINK;
+pub use effects::{SINK, apply_elsewhere};
 pub use initial::init;
 #[cfg(feature = "fuzz-checks")]
 pub use page_tables::address_space_roots;

@@ -9,7 +9,12 @@
 //! | message registers 0..4 in and out | `rdx`, `r10`, `r8`, `r9` | `x2`..`x5` |
 //!
 //! `rcx` and `r11` are clobbered by `syscall` on x86_64; the kernel restores
-//! every other register from the thread's saved frame. Message registers 4
+//! every other register from the thread's saved frame. On aarch64, `svc`
+//! does not preserve x9..x18 (caller-saved in AAPCS64): after a system call
+//! each holds either the value it had or zero, never a kernel value (the
+//! kernel skips saving some of them on its system-call path; kernel/README.md
+//! "The system-call ABI"), so the assembly declares them clobbered. Every
+//! other register but the outputs keeps its value. Message registers 4
 //! and up, and extra capabilities, travel in the IPC buffer ([`crate::ipc`]);
 //! the kernel may read and write it during any system call, so the assembly
 //! is not marked `nomem`.
@@ -210,9 +215,10 @@ mod arch {
     pub fn syscall(number: u64, cap: u64, info: u64, mrs: [u64; 4]) -> SyscallOut {
         let mut out = SyscallOut::default();
         // SAFETY:
-        // 1. `svc #0` traps to EL1; the kernel saves x0..x30 in the thread's
-        //    frame and restores them all on `eret` except the outputs
-        //    declared here (x8, x0..x5).
+        // 1. `svc #0` traps to EL1; the kernel saves the thread's registers
+        //    in its frame and restores them on `eret`, except the outputs
+        //    declared here (x8, x0..x5) and x9..x18, which the system-call
+        //    ABI does not preserve and which are declared clobbered.
         // 2. The kernel runs on SP_EL1 and never touches the user stack, so
         //    `nostack` holds.
         // 3. The kernel may read and write this thread's IPC buffer, which
@@ -233,6 +239,8 @@ mod arch {
                 inlateout("x3") mrs[1] => out.mrs[1],
                 inlateout("x4") mrs[2] => out.mrs[2],
                 inlateout("x5") mrs[3] => out.mrs[3],
+                out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                out("x14") _, out("x15") _, out("x16") _, out("x17") _, out("x18") _,
                 options(nostack),
             );
         }

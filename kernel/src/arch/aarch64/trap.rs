@@ -6,7 +6,9 @@
 //! [`aarch64_trap`]: every exception in the kernel is unexpected, the
 //! handler prints the entry, ESR, FAR, ELR and registers, then exits QEMU
 //! with a failure status. An entry from EL0 stores the thread's registers
-//! into its frame and returns to the kernel (`USER_ENTRY`, user.rs).
+//! into its frame and returns to the kernel (`USER_ENTRY`, user.rs); a
+//! system call stores all but x10-x17, which the system-call ABI does not
+//! preserve (`USER_SYNC_ENTRY`; kernel/README.md "The system-call ABI").
 
 use core::fmt;
 
@@ -88,32 +90,57 @@ core::arch::global_asm!(
     /* An exception taken from EL0: SP_EL1 is the top of the thread's
        saved-register frame (see user.rs), so the registers go straight into
        it, below SP_EL1, which is left as it was. ESR and FAR stay in their
-       registers (run_user reads them). Then the kernel resumes after
+       registers (run_user reads them for an exception). Then the kernel resumes after
        run_user's call (its stack pointer in TPIDR_EL1), returning the
-       vector index. 29 instructions: one vector slot holds 32. */
+       vector index. USER_ENTRY stores x0 and x1 and is followed by
+       USER_SAVE_REST, which stores the rest: 29 instructions, and one
+       vector slot holds 32. */
     .macro USER_ENTRY index
     .balign 0x80
     stp x0, x1, [sp, #-288]
-    stp x2, x3, [sp, #-272]
-    stp x4, x5, [sp, #-256]
-    stp x6, x7, [sp, #-240]
-    stp x8, x9, [sp, #-224]
+    USER_SAVE_REST \index
+    .endm
+
+    .macro USER_SAVE_REST index
+    USER_SAVE_ARGUMENTS
     stp x10, x11, [sp, #-208]
     stp x12, x13, [sp, #-192]
     stp x14, x15, [sp, #-176]
     stp x16, x17, [sp, #-160]
+    USER_SAVE_KEPT
+    mov x0, #\index
+    USER_RESUME_KERNEL
+    .endm
+
+    /* The registers every entry from EL0 saves: x2-x9 (the system call's
+       arguments and number, x9 as x8's pair) ... */
+    .macro USER_SAVE_ARGUMENTS
+    stp x2, x3, [sp, #-272]
+    stp x4, x5, [sp, #-256]
+    stp x6, x7, [sp, #-240]
+    stp x8, x9, [sp, #-224]
+    .endm
+
+    /* ... and x18-x29, x30 with SP_EL0, ELR and SPSR (x18 as x19's pair),
+       x2 and x3 the scratch. */
+    .macro USER_SAVE_KEPT
     stp x18, x19, [sp, #-144]
     stp x20, x21, [sp, #-128]
     stp x22, x23, [sp, #-112]
     stp x24, x25, [sp, #-96]
     stp x26, x27, [sp, #-80]
     stp x28, x29, [sp, #-64]
-    mrs x0, sp_el0
-    stp x30, x0, [sp, #-48]
-    mrs x0, elr_el1
-    mrs x1, spsr_el1
-    stp x0, x1, [sp, #-32]
-    mov x0, #\index
+    mrs x2, sp_el0
+    stp x30, x2, [sp, #-48]
+    mrs x2, elr_el1
+    mrs x3, spsr_el1
+    stp x2, x3, [sp, #-32]
+    .endm
+
+    /* Back to the kernel after run_user's call: its stack pointer from
+       TPIDR_EL1, its callee-saved registers from that stack, x0 (the
+       answer) left alone. */
+    .macro USER_RESUME_KERNEL
     mrs x1, tpidr_el1
     mov sp, x1
     ldp x20, x21, [sp, #16]
@@ -124,16 +151,47 @@ core::arch::global_asm!(
     ret
     .endm
 
+    /* A synchronous exception from EL0 (vector 8). A system call (`svc`
+       from AArch64, ESR_EL1.EC 0x15) keeps the system-call ABI
+       (kernel/README.md "The system-call ABI"): x10-x17 are not saved
+       (nothing in the kernel reads them; the exit loads the frame's,
+       which hold the thread's own values from its last full entry, or
+       zero), and the answer is 0 (the `subs` leaves it), so run_user
+       needs neither ESR_EL1 nor a comparison with the index. Every other
+       exception saves everything and answers 8. 28 instructions for a
+       system call. */
+    .macro USER_SYNC_ENTRY
+    .balign 0x80
+    stp x0, x1, [sp, #-288]
+    mrs x0, esr_el1
+    lsr x0, x0, #26
+    subs x0, x0, #{ec_svc64}
+    b.ne user_exception
+    USER_SAVE_ARGUMENTS
+    USER_SAVE_KEPT
+    USER_RESUME_KERNEL
+    .endm
+
     .section .text.vectors, "ax"
     .balign 0x800
     .global exception_vectors
 exception_vectors:
+    /* Each `.org` fails the build if the entry before it outgrew its
+       0x80-byte slot (which would move every later entry). */
     .irp n, 0,1,2,3,4,5,6,7
     VECTOR_ENTRY \n, kernel_trap
+    .org exception_vectors + 0x80 * (\n + 1)
     .endr
-    .irp n, 8,9,10,11,12,13,14,15
+    USER_SYNC_ENTRY
+    .org exception_vectors + 0x80 * 9
+    .irp n, 9,10,11,12,13,14,15
     USER_ENTRY \n
+    .org exception_vectors + 0x80 * (\n + 1)
     .endr
+
+    /* Vector 8's exceptions other than `svc`: everything saved. */
+user_exception:
+    USER_SAVE_REST 8
 
     /* An exception taken from EL1: unexpected, reported. */
 kernel_trap:
@@ -144,5 +202,6 @@ kernel_trap:
     mov x0, sp
     bl aarch64_trap
     b .
-    "#
+    "#,
+    ec_svc64 = const super::user::EC_SVC64,
 );

@@ -8,8 +8,13 @@
 //! the *top of that frame* and `eret`s to EL0. Whatever brings the CPU back
 //! — `svc`, an abort or an IRQ — enters a lower-EL vector, which stores the
 //! registers straight into the frame and resumes the kernel right after the
-//! `run_user` call with the vector index (its stack pointer kept in
-//! TPIDR_EL1 meanwhile; the syndrome registers are read after the return):
+//! `run_user` call with 0 for a system call, the vector index otherwise
+//! (its stack pointer kept in TPIDR_EL1 meanwhile; the syndrome registers
+//! of an exception are read after the return). A system call leaves
+//! x10-x17 out of the frame: the system-call ABI does not preserve x9-x18
+//! (kernel/README.md "The system-call ABI"), and the exit loads the
+//! frame's, the thread's own values from its last full entry or zero,
+//! so no kernel value reaches user mode in them:
 //!
 //! ```text
 //!  kernel stack: ... run_user() ──eret──> EL0 code
@@ -105,8 +110,6 @@ aarch64_run_user:
     stp x26, x30, [sp, #64]
     mov x1, sp
     msr tpidr_el1, x1
-    ldr x1, [x0, #248]
-    msr sp_el0, x1
     ldp x1, x2, [x0, #256]
     msr elr_el1, x1
     /* Only EL0t with interrupts unmasked may be entered: of the saved
@@ -130,7 +133,9 @@ aarch64_run_user:
     ldp x24, x25, [sp, #-96]
     ldp x26, x27, [sp, #-80]
     ldp x28, x29, [sp, #-64]
-    ldur x30, [sp, #-48]
+    /* x30 and SP_EL0 are neighbours in the frame: one load. */
+    ldp x30, x1, [sp, #-48]
+    msr sp_el0, x1
     ldp x0, x1, [sp, #-288]
     eret
     "#,
@@ -141,8 +146,9 @@ aarch64_run_user:
 /// (`aarch64_run_user` masks the rest off on the way out).
 const SPSR_NZCV: u64 = 0xF << 28;
 
-/// Exception class of `svc` from AArch64 (ESR_EL1.EC).
-const EC_SVC64: u64 = 0x15;
+/// Exception class of `svc` from AArch64 (ESR_EL1.EC); the synchronous
+/// vector (trap.rs) tells a system call apart by it.
+pub(super) const EC_SVC64: u64 = 0x15;
 
 /// ESR_EL1 or FAR_EL1 (`$register`) of the exception that just brought the
 /// CPU back from user mode: the vector entry does not save them, and
@@ -181,37 +187,41 @@ pub fn run_user(context: &mut UserContext) -> Exit {
             clobber_abi("C"),
         )
     };
-    // Read whatever the entry (an interrupt leaves it stale, unused).
-    let esr = syndrome!("esr_el1");
-    if entry == 8 && esr >> 26 == EC_SVC64 {
+    // The synchronous vector answers 0 for `svc` (having checked ESR_EL1),
+    // the vector index for everything else.
+    if entry == 0 {
         return Exit::Syscall;
     }
-    not_syscall(context, entry, esr)
-}
-
-/// [`run_user`] for an interrupt or an exception other than a system call
-/// (an exception's syndrome kept in the frame): why the thread stopped.
-#[cold]
-#[inline(never)]
-fn not_syscall(context: &mut UserContext, entry: u64, esr: u64) -> Exit {
     if let 9 | 10 = entry {
         return Exit::Interrupt(entry as u8);
     }
-    let far = syndrome!("far_el1");
+    // Built here from what the cold part leaves in the frame, so that the
+    // `Exit` stays in registers: returned whole from an out-of-line
+    // function it went through memory, one store more on every system
+    // call.
+    let vector = record_exception(context, entry);
+    Exit::Exception {
+        vector,
+        error: context.esr,
+        address: context.far,
+    }
+}
+
+/// [`run_user`] for an exception (vector `entry`, not a system call):
+/// keeps its syndrome in the frame (`esr`; `far`: FAR_EL1 for a
+/// synchronous exception, the faulting PC otherwise) and answers the
+/// exception class (0x2F, SError, for the other vectors).
+#[cold]
+#[inline(never)]
+fn record_exception(context: &mut UserContext, entry: u64) -> u8 {
+    let esr = syndrome!("esr_el1");
     context.esr = esr;
-    context.far = far;
     if entry == 8 {
-        Exit::Exception {
-            vector: (esr >> 26) as u8,
-            error: esr,
-            address: far,
-        }
+        context.far = syndrome!("far_el1");
+        (esr >> 26) as u8
     } else {
-        Exit::Exception {
-            vector: 0x2F,
-            error: esr,
-            address: context.elr,
-        }
+        context.far = context.elr;
+        0x2F
     }
 }
 

@@ -11,7 +11,11 @@
 //!   so that thread's signal reaches the waiting root task.
 //! - Deleting an endpoint wakes the thread blocked on it with `DeadObject`,
 //!   also one that went to wait there with `ReplyRecv`.
-//! - aarch64: the condition flags survive a timer interrupt.
+//! - aarch64: the condition flags survive a timer interrupt, and so do
+//!   the general-purpose registers.
+//! - aarch64: after a system call (Yield, Signal, Wait, an IPC `Call`, an
+//!   invocation), x9..x18, which the system-call ABI does not preserve,
+//!   hold zero or the thread's own values, never a kernel value.
 //! - Every FP/SIMD instruction faults in user mode (aarch64: CPACR_EL1.FPEN
 //!   traps EL0, EC 0x07; x86_64: CR0.EM and no CR4.OSFXSR make x87 raise
 //!   #NM, MMX and SSE #UD) and reaches the thread's fault handler: the
@@ -126,6 +130,12 @@ fn main(_startup: &rt::Startup) -> i32 {
         "condition_flags_survive_preemption",
         condition_flags_survive_preemption,
     );
+    #[cfg(target_arch = "aarch64")]
+    suite.run("registers_survive_preemption", registers_survive_preemption);
+    #[cfg(target_arch = "aarch64")]
+    suite.run("system_calls_leave_no_kernel_value_in_x9_to_x18", || {
+        system_calls_leave_no_kernel_value_in_x9_to_x18(&mut slots)
+    });
     suite.run("a_deleted_capability_stops_working_at_once", || {
         a_deleted_capability_stops_working_at_once(&mut slots)
     });
@@ -713,6 +723,211 @@ fn condition_flags_survive_preemption() -> Outcome {
     check!(
         z == 1,
         "Z was clear after {SPAN} counter ticks: an interrupt lost the flags"
+    );
+    Ok(())
+}
+
+/// Fills x0..x17 (but x6, x7, which count) with distinct values, spins on
+/// the virtual counter for longer than two time slices (so at least one
+/// timer interrupt preempts it, as in [`condition_flags_survive_preemption`])
+/// and checks every value is still there: an interrupt entry saves and
+/// restores all of them, including x9..x18, which a system call need not
+/// preserve. (x18 is not an operand Rust allows everywhere; x19 and up are
+/// callee-saved and restored by every entry alike.)
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+fn registers_survive_preemption() -> Outcome {
+    const SPAN: u64 = 12_000_000;
+    const BASE: u64 = 0x7265_6700_0000_0000;
+    let mut values = [0u64; 16];
+    for (i, value) in values.iter_mut().enumerate() {
+        *value = BASE + i as u64;
+    }
+    let mut after = values;
+    // SAFETY: reads the virtual counter (EL0 access is enabled) and moves
+    // values between general-purpose registers only.
+    unsafe {
+        core::arch::asm!(
+            "mrs x6, cntvct_el0",
+            "add x6, x6, {span}",
+            "2: mrs x7, cntvct_el0",
+            "sub x7, x6, x7",
+            "tbz x7, #63, 2b",
+            span = in(reg) SPAN,
+            out("x6") _, out("x7") _,
+            inout("x0") after[0], inout("x1") after[1], inout("x2") after[2],
+            inout("x3") after[3], inout("x4") after[4], inout("x5") after[5],
+            inout("x8") after[6], inout("x9") after[7], inout("x10") after[8],
+            inout("x11") after[9], inout("x12") after[10], inout("x13") after[11],
+            inout("x14") after[12], inout("x15") after[13], inout("x16") after[14],
+            inout("x17") after[15],
+            options(nomem, nostack),
+        );
+    }
+    for (i, (before, now)) in values.iter().zip(after).enumerate() {
+        check!(
+            *before == now,
+            "value {i} was {before:#x} before {SPAN} counter ticks and {now:#x} after: an interrupt lost it"
+        );
+    }
+    Ok(())
+}
+
+/// What [`system_calls_leave_no_kernel_value_in_x9_to_x18`]'s probe thread
+/// is given and reports: the notification's slot, the endpoint's slot,
+/// (reported) how many registers held a foreign value, the first such
+/// value, where (call number << 8 | register number), and the slot of the
+/// notification it signals when done.
+#[cfg(target_arch = "aarch64")]
+static PROBE: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+/// The probe thread, in assembly so that nothing but the system calls
+/// touches x9..x18: before each of five system calls (Yield, Signal,
+/// Wait on the signalled notification, `Call` to the echo server, `Call`
+/// on the notification, an invocation it refuses) it puts 0x5a5a << 48 +
+/// n in each xn, and after it counts every xn that holds neither that nor
+/// zero (the ABI's two allowed answers; kernel/README.md "The system-call
+/// ABI").
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+mod abi_probe {
+    core::arch::global_asm!(
+        r#"
+        .macro PROBE_FILL
+        .irp n, 9,10,11,12,13,14,15,16,17,18
+        add x\n, x20, #\n
+        .endr
+        .endm
+
+        .macro PROBE_CHECK n
+        cbz x\n, 5f
+        add x25, x20, #\n
+        cmp x\n, x25
+        b.eq 5f
+        cbnz x21, 4f
+        mov x22, x\n
+        lsl x23, x24, #8
+        add x23, x23, #\n
+    4:  add x21, x21, #1
+    5:
+        .endm
+
+        .macro PROBE_CHECK_ALL
+        add x24, x24, #1
+        .irp n, 9,10,11,12,13,14,15,16,17,18
+        PROBE_CHECK \n
+        .endr
+        .endm
+
+        .section .text.threads_abi_probe, "ax"
+        .global threads_abi_probe
+        .balign 4
+    threads_abi_probe:
+        mov x19, x0
+        movz x20, #0x5a5a, lsl #48
+        mov x21, #0
+        mov x22, #0
+        mov x23, #0
+        mov x24, #0
+        PROBE_FILL
+        mov x8, #{yield_}
+        svc #0
+        PROBE_CHECK_ALL
+        PROBE_FILL
+        ldr x0, [x19]
+        mov x8, #{signal}
+        svc #0
+        PROBE_CHECK_ALL
+        PROBE_FILL
+        ldr x0, [x19]
+        mov x8, #{wait}
+        svc #0
+        PROBE_CHECK_ALL
+        PROBE_FILL
+        ldr x0, [x19, #8]
+        mov x1, #1
+        mov x2, #7
+        mov x8, #{call}
+        svc #0
+        PROBE_CHECK_ALL
+        PROBE_FILL
+        ldr x0, [x19]
+        mov x1, #0
+        mov x8, #{call}
+        svc #0
+        PROBE_CHECK_ALL
+        stp x21, x22, [x19, #16]
+        str x23, [x19, #32]
+        ldr x0, [x19, #40]
+        mov x8, #{signal}
+        svc #0
+    6:  mov x8, #{yield_}
+        svc #0
+        b 6b
+        "#,
+        yield_ = const abi::Syscall::Yield as u64,
+        signal = const abi::Syscall::Signal as u64,
+        wait = const abi::Syscall::Wait as u64,
+        call = const abi::Syscall::Call as u64,
+    );
+
+    unsafe extern "C" {
+        /// The probe; `block` is the address of [`super::PROBE`].
+        pub safe fn threads_abi_probe(block: u64) -> !;
+    }
+}
+
+/// Runs the probe thread against a notification and an echo server (the
+/// IPC fast path) and checks what it saw. A kernel whose system-call exit
+/// left a kernel value in one of x9..x18 (seeded by hand: the svc entry
+/// writing the kernel's stack pointer into the frame's x10 and x11) fails
+/// here with that value.
+#[cfg(target_arch = "aarch64")]
+fn system_calls_leave_no_kernel_value_in_x9_to_x18(slots: &mut Slots) -> Outcome {
+    let notification: Cap<Notification> = match make::<Notification>(slots) {
+        Ok(n) => n,
+        Err(e) => rt::fail!("retype notification: {e:?}"),
+    };
+    let done: Cap<Notification> = match make::<Notification>(slots) {
+        Ok(n) => n,
+        Err(e) => rt::fail!("retype notification: {e:?}"),
+    };
+    let endpoint: Cap<Endpoint> = match make::<Endpoint>(slots) {
+        Ok(e) => e,
+        Err(e) => rt::fail!("retype endpoint: {e:?}"),
+    };
+    SERVER_ENDPOINT.store(u64::from(endpoint.slot()), Ordering::Relaxed);
+    check!(spawn(slots, server, 0, 60).is_ok(), "spawn the echo server");
+    for (word, value) in PROBE.iter().zip([
+        u64::from(notification.slot()),
+        u64::from(endpoint.slot()),
+        0,
+        0,
+        0,
+        u64::from(done.slot()),
+    ]) {
+        word.store(value, Ordering::Relaxed);
+    }
+    let probe = spawn(
+        slots,
+        abi_probe::threads_abi_probe,
+        PROBE.as_ptr() as u64,
+        50,
+    );
+    let Ok(probe) = probe else {
+        rt::fail!("spawn the probe: {probe:?}")
+    };
+    let word = done.wait();
+    check!(word.is_ok(), "Wait for the probe answered {word:?}");
+    check!(probe.suspend().is_ok(), "suspend the probe");
+    let foreign = PROBE[2].load(Ordering::Relaxed);
+    let value = PROBE[3].load(Ordering::Relaxed);
+    let place = PROBE[4].load(Ordering::Relaxed);
+    check!(
+        foreign == 0,
+        "{foreign} registers held neither zero nor the thread's own value after a system call; the first, x{} after call {} (1 Yield, 2 Signal, 3 Wait, 4 IPC Call, 5 invocation), held {value:#x}",
+        place & 0xFF,
+        place >> 8
     );
     Ok(())
 }
