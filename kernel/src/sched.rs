@@ -189,10 +189,10 @@ type Tcbs = mem::Objects<Tcb>;
 /// two) do not compile: IPC between two threads copies the message out of
 /// one borrow before it takes the next, and a capability transfer borrows
 /// the sender and the receiver together through `mem::Objects::pair`
-/// (two different TCBs). Endpoint queues and notification
-/// words have owners of their own beside it, so an endpoint's queue stays
-/// borrowed while the threads on it are visited (`Queue::push` and
-/// `pop` take the TCB owner). Zero-sized.
+/// (two different TCBs). Endpoint queues and notification words have
+/// owners of their own beside it, so an endpoint's queue stays borrowed
+/// while the threads on it are visited (`Queue::push` and `pop` take the
+/// TCB owner). Zero-sized.
 pub struct Threads {
     tcbs: Tcbs,
     endpoints: mem::Objects<Queue>,
