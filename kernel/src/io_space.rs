@@ -451,9 +451,9 @@ pub fn expire_requests() {
 
 /// The IOMMU's fault interrupt: queue what the unit recorded and signal the
 /// queues' notifications.
-pub fn deliver_faults() {
+pub fn deliver_faults(threads: &mut crate::sched::Threads) {
     for target in collect() {
-        let _ = crate::sched::signal(&target);
+        let _ = crate::sched::signal(threads, &target);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem, Root};
+use crate::sched::Threads;
 use abi::{Error, Invocation};
 use caps::{Rights, SlotId};
 
@@ -139,8 +140,8 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 /// The caller (`syscall::invoke_fast_first`) has tested the label; this
 /// checks the rest.
 #[inline(never)]
-pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
-    let context = &crate::sched::tcb(thread).context;
+pub fn frame_now(threads: &mut Threads, thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
+    let context = &threads.tcb(thread).context;
     if context.syscall_number() != abi::Syscall::Call as u64 {
         return false;
     }
@@ -161,7 +162,8 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         return false;
     };
     let mut caps = caps.lock();
-    let Some(frame) = objects::cached_slot(&caps, thread, cspace, cap, caps::ObjectKind::Frame)
+    let Some(frame) =
+        objects::cached_slot(&caps, threads, thread, cspace, cap, caps::ObjectKind::Frame)
     else {
         return false;
     };
@@ -199,7 +201,8 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         Ok(_) => (0, abi::MessageInfo::new(0, 0).to_word()),
         Err(e) => (u64::from(e.code()), 0),
     };
-    crate::sched::tcb(thread)
+    threads
+        .tcb(thread)
         .context
         .set_reply(reply.0, 0, reply.1, [0; 4]);
     true

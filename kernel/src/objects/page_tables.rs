@@ -181,7 +181,7 @@ pub fn forget_table(paddr: u64) {
 /// [`super::reconcile`]'s part for page tables: dead tables unlinked, dead
 /// roots' threads stopped, tables linked below dead ones emptied and
 /// forgotten, and Frame mappings that went with them forgotten by the model.
-pub(super) fn reconcile(caps: &mut Caps<Storage>) {
+pub(super) fn reconcile(caps: &mut Caps<Storage>, threads: &mut crate::sched::Threads) {
     let alive = |object: caps::ObjectId, kind: ObjectKind, paddr: u64| {
         super::reconcile::alive(caps, object, kind, paddr)
     };
@@ -217,7 +217,7 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>) {
             Some(entry) if !inside_dead(entry) => crate::vspace::clear_entry(entry),
             Some(_) => {}
             // A dead address-space root: no thread may run on it any more.
-            None => crate::sched::forget_address_space(table.paddr),
+            None => crate::sched::forget_address_space(threads, table.paddr),
         }
     }
     // Live tables linked from a dead one, and those linked from them, lose
