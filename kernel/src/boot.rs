@@ -249,7 +249,14 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
     arch::set_address_space(root);
     let (tcb_object, tcb) = task.tcb;
     let context = arch::UserContext::new_user(entry, ROOT_STACK_TOP);
+    // The one owner of every thread's state (`mem`'s obligation 3), claimed
+    // here and lent by the scheduler to each system call.
+    let Some(mut threads) = crate::sched::Threads::claim() else {
+        crate::println!("[boot] the threads' owner was claimed before");
+        return crate::EXIT_BOOT_FAILED;
+    };
     if let Err(e) = crate::sched::start_root_thread(
+        &mut threads,
         (tcb_object, tcb),
         task.vspace,
         (crate::objects::ROOT_CNODE_SLOT.0, task.ipc_buffer),
@@ -259,18 +266,21 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
         crate::println!("[boot] cannot start the root task: {e}");
         return crate::EXIT_BOOT_FAILED;
     }
-    let stop = crate::sched::run(tcb, |thread| {
+    let stop = crate::sched::run(threads, tcb, |threads, thread| {
         // A thread runs only configured (`sched`), so this always finds both;
         // a thread without them would get no service at all.
-        let Some((cspace, ipc_buffer)) = crate::objects::thread_context(thread) else {
-            crate::sched::fail(thread, abi::Error::NotConfigured);
+        let Some((cspace, ipc_buffer)) = crate::objects::thread_context(threads.tcb(thread)) else {
+            crate::sched::fail(threads, thread, abi::Error::NotConfigured);
             return syscall::Next::Resume;
         };
-        syscall::handle_thread(&syscall::Caller {
-            thread,
-            cspace,
-            ipc_buffer,
-        })
+        syscall::handle_thread(
+            threads,
+            &syscall::Caller {
+                thread,
+                cspace,
+                ipc_buffer,
+            },
+        )
     });
     match stop {
         crate::sched::Stop::Halt(status) => {

@@ -30,22 +30,30 @@
 //!    DMA pages, IOMMU tables) is therefore read and written only with
 //!    them.
 //! 3. **A kernel object is borrowed only while it is live and only once.**
-//!    [`object`] borrows the state of a live object of the kind that
-//!    stores a `T` (a TCB's `sched::Tcb`, ...): callers pass only an
-//!    address they took from a capability of that kind or from kernel
-//!    state stored from one, which `objects::reconcile` clears before the
-//!    model can hand the memory out again (the model hands out memory once
-//!    while it is live: invariant 4, model-checked). The kernel runs on
-//!    one CPU with interrupts masked, and callers keep each reference for
-//!    one expression or statement (`sched::tcb(t).next = 0`), never two to
-//!    one object at once. `T: FromBytes` makes every bit pattern a valid
-//!    `T`, so a fresh object (all zeroes, what `ClearMemory` leaves) or
-//!    stale bytes are never an invalid value.
+//!    [`Objects::get`] borrows the state of a live object of the kind that
+//!    stores a `T` (a TCB's `sched::Tcb`, an endpoint's queue, a
+//!    notification's word): callers pass only an address they took from a
+//!    capability of that kind or from kernel state stored from one, which
+//!    `objects::reconcile` clears before the model can hand the memory out
+//!    again (the model hands out memory once while it is live: invariant
+//!    4, model-checked), and the memory of objects of different kinds never
+//!    overlaps. "Only once" is a type rule, not a convention: the borrow is
+//!    tied to `&mut` of the kind's one owner ([`Objects`], claimed once per
+//!    kind at boot, [`Objects::claim`]), so a second borrow of any object
+//!    of that kind while the first is live does not compile. What stays
+//!    written, not checked: the address is live and of that kind (above),
+//!    and [`Object::claimed`] names one flag per kind. `T: FromBytes`
+//!    makes every bit pattern a valid `T`, so a fresh object (all zeroes,
+//!    what `ClearMemory` leaves) or stale bytes are never an invalid value.
+//!    A page-table page the caller owns is lent the same way for the length
+//!    of one closure ([`with_table`]).
 //! 4. **Firmware tables are read-only.** [`phys_bytes`] lends memory nothing
 //!    writes after boot (ACPI, device tree, the boot module, PVH start
 //!    info).
 
 use crate::arch;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicBool, Ordering};
 use zerocopy::FromBytes;
 
 /// Returns the kernel virtual address of physical address `pa`. Address
@@ -71,17 +79,89 @@ pub fn phys_bytes(pa: u64, len: usize) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) })
 }
 
-/// The live state of the kernel object at `pa` (obligation 3: a live
-/// object of the kind that stores a `T`, borrowed for one statement).
-#[inline(always)]
-pub fn object<T: FromBytes>(pa: u64) -> &'static mut T {
-    debug_assert!(pa.is_multiple_of(align_of::<T>() as u64));
-    debug_assert!(arch::phys_map_covers(pa, size_of::<T>() as u64));
-    // SAFETY: obligation 3: `pa` is a live object's memory (owned RAM in the
-    // direct map, obligation 1, aligned: objects are at least 16-byte
-    // aligned), no other reference to it is live, and any bytes are a valid
-    // `T` (`FromBytes`).
-    unsafe { &mut *(phys_to_virt(pa) as *mut T) }
+/// A kind of kernel object whose state `mem` lends ([`Objects`]): a `T`
+/// at the start of each object's memory, any bit pattern valid.
+pub trait Object: FromBytes {
+    /// The kind's one claim flag, set when its owner is claimed
+    /// ([`Objects::claim`]); a `static` of the implementing module.
+    fn claimed() -> &'static AtomicBool;
+}
+
+/// The one owner of every live kernel object of kind `T` (obligation 3):
+/// each borrow of an object's state goes through `&mut` of it, so the
+/// compiler refuses a second borrow while one is live. Zero-sized: passing
+/// it costs nothing once inlined, and LTO drops it as an argument where it
+/// is not.
+///
+/// ```text
+/// let a = tcbs.get(pa);
+/// let b = tcbs.get(pa); // error[E0499]: cannot borrow `*tcbs` as mutable
+/// a.next = b.next;      // more than once at a time
+/// ```
+pub struct Objects<T: Object> {
+    /// Not `Send`: the owner stays on the CPU that claimed it.
+    _owner: PhantomData<*mut T>,
+}
+
+impl<T: Object> Objects<T> {
+    /// The owner of every `T`, once: `None` if it was claimed before (a
+    /// second owner would allow a second borrow).
+    pub fn claim() -> Option<Objects<T>> {
+        (!T::claimed().swap(true, Ordering::Relaxed)).then_some(Objects {
+            _owner: PhantomData,
+        })
+    }
+
+    /// The state of the live `T` object at `pa`, borrowed while `self` is
+    /// (obligation 3).
+    #[inline(always)]
+    pub fn get(&mut self, pa: u64) -> &mut T {
+        debug_assert!(pa.is_multiple_of(align_of::<T>() as u64));
+        debug_assert!(arch::phys_map_covers(pa, size_of::<T>() as u64));
+        // SAFETY: obligation 3: `pa` is a live object's memory (owned RAM
+        // in the direct map, obligation 1, aligned: objects are at least
+        // 16-byte aligned) of the kind that stores a `T`; the only other
+        // way to it is another borrow through this kind's one owner, which
+        // `&mut self` excludes for the returned lifetime; any bytes are a
+        // valid `T` (`FromBytes`).
+        unsafe { &mut *(phys_to_virt(pa) as *mut T) }
+    }
+
+    /// The states of the two live `T` objects at `a` and `b`, both borrowed
+    /// while `self` is; `None` when `a == b` (one object is never borrowed
+    /// twice). For the one place that needs two at once: a capability
+    /// moving from a sender's CSpace to a receiver's.
+    #[inline(always)]
+    pub fn pair(&mut self, a: u64, b: u64) -> Option<(&mut T, &mut T)> {
+        if a == b {
+            return None;
+        }
+        debug_assert!(a.abs_diff(b) >= size_of::<T>() as u64);
+        debug_assert!(a.is_multiple_of(align_of::<T>() as u64));
+        debug_assert!(b.is_multiple_of(align_of::<T>() as u64));
+        debug_assert!(arch::phys_map_covers(a, size_of::<T>() as u64));
+        debug_assert!(arch::phys_map_covers(b, size_of::<T>() as u64));
+        // SAFETY: as in `get`, for each; two different live objects' memory
+        // never overlaps (the model hands memory out once while it is
+        // live, obligation 3), so the two borrows are disjoint.
+        unsafe {
+            Some((
+                &mut *(phys_to_virt(a) as *mut T),
+                &mut *(phys_to_virt(b) as *mut T),
+            ))
+        }
+    }
+}
+
+/// Calls `f` with the 4 KiB page-table page at `pa`, a page the caller owns
+/// and nothing else borrows (a fresh root being filled): the borrow cannot
+/// outlive the call (obligations 1 and 3).
+#[inline]
+pub fn with_table<R>(pa: u64, f: impl FnOnce(&mut [u64; 512]) -> R) -> R {
+    debug_assert!(pa.is_multiple_of(4096) && arch::phys_map_covers(pa, 4096));
+    // SAFETY: owned memory in the direct map (obligation 1), aligned; the
+    // caller's page, borrowed by nothing else, and only for `f`'s call.
+    f(unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) })
 }
 
 /// The integers [`Word`] reads and writes.

@@ -5,7 +5,9 @@
 //! queue in the endpoint object's 16 bytes, a notification's word and queue
 //! in its 32 bytes — the kernel allocates nothing for them. Everything is
 //! named by its physical address; all zeroes (what `ClearMemory` leaves) is
-//! a valid initial state for each.
+//! a valid initial state for each. Each is borrowed through [`Threads`],
+//! their one owner, so two live borrows do not compile (`mem`'s
+//! obligation 3).
 //!
 //! Scheduling: 256 priorities, round robin within a priority. The running
 //! thread stays at the head of its priority's queue; the timer (a time
@@ -28,8 +30,10 @@
 //! endpoint's waiters get `DeadObject`) before the memory can be retyped.
 
 use crate::arch::{self, UserContext};
+use crate::mem;
 use abi::{Error, MessageInfo};
 use caps::ObjectId;
+use core::sync::atomic::AtomicBool;
 use zerocopy::FromBytes;
 
 /// Thread states (`Tcb::state`); 0 is what a fresh TCB holds.
@@ -153,63 +157,105 @@ struct NotificationState {
     waiters: Queue,
 }
 
-/// The TCB at physical address `pa`, a live TCB object. Callers keep the
-/// reference for one statement: no two live at once for one thread
-/// (`mem`'s obligation 3).
-pub fn tcb(pa: u64) -> &'static mut Tcb {
-    crate::mem::object(pa)
+impl mem::Object for Tcb {
+    fn claimed() -> &'static AtomicBool {
+        static CLAIMED: AtomicBool = AtomicBool::new(false);
+        &CLAIMED
+    }
 }
 
-/// The queue of the live endpoint object at `pa` (16 bytes; as for `tcb`).
-fn queue_at(pa: u64) -> &'static mut Queue {
-    crate::mem::object(pa)
+impl mem::Object for Queue {
+    fn claimed() -> &'static AtomicBool {
+        static CLAIMED: AtomicBool = AtomicBool::new(false);
+        &CLAIMED
+    }
 }
 
-/// The state of the live notification object at `pa` (32 bytes; as for
-/// `tcb`).
-fn notification(pa: u64) -> &'static mut NotificationState {
-    crate::mem::object(pa)
+impl mem::Object for NotificationState {
+    fn claimed() -> &'static AtomicBool {
+        static CLAIMED: AtomicBool = AtomicBool::new(false);
+        &CLAIMED
+    }
+}
+
+/// The owner of every TCB's state ([`Tcb`]).
+type Tcbs = mem::Objects<Tcb>;
+
+/// The one owner of every thread's, endpoint's and notification's kernel
+/// state (`mem`'s obligation 3 as a type rule): boot claims it once
+/// ([`Threads::claim`]) and hands it to [`run`], which lends it to each
+/// system call. Every borrow of a [`Tcb`] is tied to `&mut` of it
+/// ([`Threads::tcb`]), so two live borrows of TCBs (of one thread or of
+/// two) do not compile: IPC between two threads copies the message out of
+/// one borrow before it takes the next, and a capability transfer borrows
+/// the sender and the receiver together through `mem::Objects::pair`
+/// (two different TCBs). Endpoint queues and notification words have
+/// owners of their own beside it, so an endpoint's queue stays borrowed
+/// while the threads on it are visited (`Queue::push` and `pop` take the
+/// TCB owner). Zero-sized.
+pub struct Threads {
+    tcbs: Tcbs,
+    endpoints: mem::Objects<Queue>,
+    notifications: mem::Objects<NotificationState>,
+}
+
+impl Threads {
+    /// The owner, once (boot); `None` when it was claimed before.
+    pub fn claim() -> Option<Threads> {
+        Some(Threads {
+            tcbs: mem::Objects::claim()?,
+            endpoints: mem::Objects::claim()?,
+            notifications: mem::Objects::claim()?,
+        })
+    }
+
+    /// The TCB at physical address `pa`, a live TCB object, borrowed while
+    /// `self` is.
+    #[inline(always)]
+    pub fn tcb(&mut self, pa: u64) -> &mut Tcb {
+        self.tcbs.get(pa)
+    }
 }
 
 impl Queue {
-    fn push(&mut self, thread: u64) {
-        tcb(thread).next = 0;
+    fn push(&mut self, tcbs: &mut Tcbs, thread: u64) {
+        tcbs.get(thread).next = 0;
         if self.tail == 0 {
             self.head = thread;
         } else {
-            tcb(self.tail).next = thread;
+            tcbs.get(self.tail).next = thread;
         }
         self.tail = thread;
     }
 
-    fn pop(&mut self) -> Option<u64> {
+    fn pop(&mut self, tcbs: &mut Tcbs) -> Option<u64> {
         let head = self.head;
         if head == 0 {
             return None;
         }
-        self.head = tcb(head).next;
+        self.head = tcbs.get(head).next;
         if self.head == 0 {
             self.tail = 0;
         }
-        tcb(head).next = 0;
+        tcbs.get(head).next = 0;
         Some(head)
     }
 
-    fn remove(&mut self, thread: u64) {
+    fn remove(&mut self, tcbs: &mut Tcbs, thread: u64) {
         let mut previous = 0;
         let mut current = self.head;
         while current != 0 {
-            let next = tcb(current).next;
+            let next = tcbs.get(current).next;
             if current == thread {
                 if previous == 0 {
                     self.head = next;
                 } else {
-                    tcb(previous).next = next;
+                    tcbs.get(previous).next = next;
                 }
                 if self.tail == thread {
                     self.tail = previous;
                 }
-                tcb(thread).next = 0;
+                tcbs.get(thread).next = 0;
                 return;
             }
             previous = current;
@@ -252,23 +298,23 @@ pub static SCHEDULER: spin::Mutex<Scheduler> = spin::Mutex::new(Scheduler {
 const TIME_SLICE: u32 = 5_000_000;
 
 impl Scheduler {
-    fn make_ready(&mut self, thread: u64) {
-        let t = tcb(thread);
+    fn make_ready(&mut self, tcbs: &mut Tcbs, thread: u64) {
+        let t = tcbs.get(thread);
         t.state = state::READY;
         t.waiting_on = 0;
         let priority = usize::from(t.priority);
-        self.ready[priority].push(thread);
+        self.ready[priority].push(tcbs, thread);
         self.bitmap[priority / 64] |= 1 << (priority % 64);
     }
 
-    fn unready(&mut self, thread: u64) {
-        let priority = usize::from(tcb(thread).priority);
+    fn unready(&mut self, tcbs: &mut Tcbs, thread: u64) {
+        let priority = usize::from(tcbs.get(thread).priority);
         // The running thread stays at the head of its queue, and it is the
         // one the IPC paths take off: no walk for it.
         if self.ready[priority].head == thread {
-            self.ready[priority].pop();
+            self.ready[priority].pop(tcbs);
         } else {
-            self.ready[priority].remove(thread);
+            self.ready[priority].remove(tcbs, thread);
         }
         if self.ready[priority].head == 0 {
             self.bitmap[priority / 64] &= !(1 << (priority % 64));
@@ -287,10 +333,10 @@ impl Scheduler {
     }
 
     /// Moves the running thread to the back of its priority.
-    fn rotate(&mut self, thread: u64) {
-        if tcb(thread).state == state::READY {
-            self.unready(thread);
-            self.make_ready(thread);
+    fn rotate(&mut self, tcbs: &mut Tcbs, thread: u64) {
+        if tcbs.get(thread).state == state::READY {
+            self.unready(tcbs, thread);
+            self.make_ready(tcbs, thread);
         }
     }
 
@@ -359,14 +405,23 @@ impl Scheduler {
     }
 
     /// Takes `thread` off whatever it is queued on.
-    fn detach(&mut self, thread: u64) {
-        let t = tcb(thread);
-        match t.state {
-            state::READY => self.unready(thread),
-            state::BLOCKED_SEND | state::BLOCKED_RECV => queue_at(t.waiting_on).remove(thread),
-            state::BLOCKED_WAIT => notification(t.waiting_on).waiters.remove(thread),
+    fn detach(&mut self, threads: &mut Threads, thread: u64) {
+        let Threads {
+            tcbs,
+            endpoints,
+            notifications,
+        } = threads;
+        let t = tcbs.get(thread);
+        let (state, waiting_on) = (t.state, t.waiting_on);
+        match state {
+            state::READY => self.unready(tcbs, thread),
+            state::BLOCKED_SEND | state::BLOCKED_RECV => {
+                endpoints.get(waiting_on).remove(tcbs, thread)
+            }
+            state::BLOCKED_WAIT => notifications.get(waiting_on).waiters.remove(tcbs, thread),
             _ => {}
         }
+        let t = tcbs.get(thread);
         t.state = state::INACTIVE;
         t.waiting_on = 0;
     }
@@ -377,6 +432,7 @@ impl Scheduler {
 /// `cspace` (the kernel slot of its CNode capability) and its IPC buffer
 /// (Frame object, physical address).
 pub fn start_root_thread(
+    threads: &mut Threads,
     (object, paddr): (ObjectId, u64),
     vspace: u64,
     (cspace, buffer): (u32, (ObjectId, u64)),
@@ -386,53 +442,55 @@ pub fn start_root_thread(
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
-    let t = tcb(paddr);
+    let t = threads.tcb(paddr);
     t.context = context;
     t.priority = priority;
     t.vspace = vspace;
     t.cspace_slot = cspace;
     t.ipc_buffer = buffer.1;
-    scheduler.make_ready(paddr);
+    scheduler.make_ready(&mut threads.tcbs, paddr);
     Ok(())
 }
 
 /// Whether the thread at `paddr` has everything it runs with: an address
 /// space, a CSpace and an IPC buffer. No thread runs without all three
 /// (there is no default to fall back on).
-pub fn configured(paddr: u64) -> bool {
-    let t = tcb(paddr);
+pub fn configured(threads: &mut Threads, paddr: u64) -> bool {
+    let t = threads.tcb(paddr);
     t.vspace != 0 && t.cspace_slot != 0 && t.ipc_buffer != 0
 }
 
 /// `Tcb.WriteRegisters` on the TCB at `paddr`: it starts at `pc` with stack
 /// `sp` and first argument `first` (checked to be user addresses).
-pub fn write_registers(paddr: u64, pc: u64, sp: u64, first: u64) {
+pub fn write_registers(threads: &mut Threads, paddr: u64, pc: u64, sp: u64, first: u64) {
     let mut context = UserContext::new_user(pc, sp);
     context.set_start_arguments(first, 0);
-    tcb(paddr).context = context;
+    threads.tcb(paddr).context = context;
 }
 
 /// `Tcb.SetPriority` on the TCB at `paddr`.
-pub fn set_priority(paddr: u64, priority: u8) {
+pub fn set_priority(threads: &mut Threads, paddr: u64, priority: u8) {
+    let tcbs = &mut threads.tcbs;
     let mut scheduler = SCHEDULER.lock();
-    let ready = tcb(paddr).state == state::READY;
+    let ready = tcbs.get(paddr).state == state::READY;
     if ready {
-        scheduler.unready(paddr);
+        scheduler.unready(tcbs, paddr);
     }
-    tcb(paddr).priority = priority;
+    tcbs.get(paddr).priority = priority;
     if ready {
-        scheduler.make_ready(paddr);
+        scheduler.make_ready(tcbs, paddr);
     }
 }
 
 /// `Tcb.Resume` on the TCB `object` at `paddr`, [`configured`]: it is
 /// registered and made ready unless it is already running or blocked.
 /// Errors: `ObjectTableFull` (the registry is full).
-pub fn resume(object: ObjectId, paddr: u64) -> Result<(), Error> {
+pub fn resume(threads: &mut Threads, object: ObjectId, paddr: u64) -> Result<(), Error> {
+    let tcbs = &mut threads.tcbs;
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    if tcb(paddr).state == state::INACTIVE {
-        scheduler.make_ready(paddr);
+    if tcbs.get(paddr).state == state::INACTIVE {
+        scheduler.make_ready(tcbs, paddr);
     }
     Ok(())
 }
@@ -461,23 +519,22 @@ pub fn registry_room(objects: &[(ObjectId, u64)]) -> Result<(), Error> {
 }
 
 /// `Tcb.Suspend` on the TCB at `paddr`: it stops, taken off any queue.
-pub fn suspend(paddr: u64) {
-    SCHEDULER.lock().detach(paddr);
+pub fn suspend(threads: &mut Threads, paddr: u64) {
+    SCHEDULER.lock().detach(threads, paddr);
 }
 
 /// `Tcb.Configure`: the TCB at `paddr` runs in the address space rooted at `root`.
-pub fn set_address_space(paddr: u64, root: u64) {
-    tcb(paddr).vspace = root;
+pub fn set_address_space(threads: &mut Threads, paddr: u64, root: u64) {
+    threads.tcb(paddr).vspace = root;
 }
 
 /// An address space's root died: its threads stop.
-pub fn forget_address_space(root: u64) {
+pub fn forget_address_space(threads: &mut Threads, root: u64) {
     let mut scheduler = SCHEDULER.lock();
-    let threads = scheduler.threads();
-    for thread in threads {
-        if tcb(thread).vspace == root {
-            scheduler.detach(thread);
-            tcb(thread).vspace = 0;
+    for thread in scheduler.threads() {
+        if threads.tcb(thread).vspace == root {
+            scheduler.detach(threads, thread);
+            threads.tcb(thread).vspace = 0;
         }
     }
 }
@@ -486,14 +543,13 @@ pub fn forget_address_space(root: u64) {
 /// longer holds a CNode capability (`holds_cnode(slot)` is false: its CNode
 /// capability was revoked) loses its CSpace and stops, so a later
 /// `Tcb.Configure` reusing the slot never hands it another thread's.
-pub fn drop_lost_cspaces(holds_cnode: impl Fn(u32) -> bool) {
+pub fn drop_lost_cspaces(threads: &mut Threads, holds_cnode: impl Fn(u32) -> bool) {
     let mut scheduler = SCHEDULER.lock();
-    let threads = scheduler.threads();
-    for thread in threads {
-        let slot = tcb(thread).cspace_slot;
+    for thread in scheduler.threads() {
+        let slot = threads.tcb(thread).cspace_slot;
         if slot != 0 && !holds_cnode(slot) {
-            scheduler.detach(thread);
-            tcb(thread).cspace_slot = 0;
+            scheduler.detach(threads, thread);
+            threads.tcb(thread).cspace_slot = 0;
         }
     }
 }
@@ -501,11 +557,15 @@ pub fn drop_lost_cspaces(holds_cnode: impl Fn(u32) -> bool) {
 /// `Tcb.SetFaultHandler`: the TCB `thread` (object, physical address)
 /// sends its faults to `endpoint`. Both are registered, so the endpoint's
 /// death reaches the thread even before it ever runs.
-pub fn set_fault_handler((object, paddr): (ObjectId, u64), endpoint: &Target) -> Result<(), Error> {
+pub fn set_fault_handler(
+    threads: &mut Threads,
+    (object, paddr): (ObjectId, u64),
+    endpoint: &Target,
+) -> Result<(), Error> {
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
-    let t = tcb(paddr);
+    let t = threads.tcb(paddr);
     t.fault_endpoint = endpoint.paddr;
     t.fault_badge = endpoint.badge;
     Ok(())
@@ -513,33 +573,39 @@ pub fn set_fault_handler((object, paddr): (ObjectId, u64), endpoint: &Target) ->
 
 /// Turns a CPU exception of `thread` into a message to its fault handler, as
 /// if the thread had called it. Returns false if it has no handler.
-fn deliver_fault(scheduler: &mut Scheduler, thread: u64, mrs: [u64; 4]) -> bool {
-    let endpoint = tcb(thread).fault_endpoint;
+fn deliver_fault(
+    scheduler: &mut Scheduler,
+    threads: &mut Threads,
+    thread: u64,
+    mrs: [u64; 4],
+) -> bool {
+    let (tcbs, endpoints) = (&mut threads.tcbs, &mut threads.endpoints);
+    let endpoint = tcbs.get(thread).fault_endpoint;
     if endpoint == 0 {
         return false;
     }
-    let t = tcb(thread);
+    let t = tcbs.get(thread);
     t.faulted = 1;
     t.fault = mrs;
     t.send_badge = t.fault_badge;
-    let queue = queue_at(endpoint);
-    let receiver = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_RECV)
-        .then(|| queue.pop())
+    let queue = endpoints.get(endpoint);
+    let receiver = (queue.head != 0 && tcbs.get(queue.head).state == state::BLOCKED_RECV)
+        .then(|| queue.pop(tcbs))
         .flatten();
-    scheduler.unready(thread);
+    scheduler.unready(tcbs, thread);
     match receiver {
         Some(receiver) => {
-            transfer(thread, receiver);
-            scheduler.make_ready(receiver);
-            tcb(receiver).reply_to = thread;
-            tcb(thread).state = state::BLOCKED_REPLY;
+            transfer(tcbs, thread, receiver);
+            scheduler.make_ready(tcbs, receiver);
+            tcbs.get(receiver).reply_to = thread;
+            tcbs.get(thread).state = state::BLOCKED_REPLY;
         }
         None => {
-            let t = tcb(thread);
+            let t = tcbs.get(thread);
             t.state = state::BLOCKED_SEND;
             t.calling = 1;
             t.waiting_on = endpoint;
-            queue.push(thread);
+            queue.push(tcbs, thread);
         }
     }
     true
@@ -549,6 +615,7 @@ fn deliver_fault(scheduler: &mut Scheduler, thread: u64, mrs: [u64; 4]) -> bool 
 /// registered object the capability model no longer has. Returns the
 /// kernel-held CSpace slots of the threads that died, for the caller to free.
 pub fn reconcile(
+    threads: &mut Threads,
     is_live: impl Fn(ObjectId, caps::ObjectKind, u64) -> bool,
 ) -> heapless::Vec<u32, 16> {
     let mut freed = heapless::Vec::new();
@@ -563,8 +630,8 @@ pub fn reconcile(
         }
         match kind {
             caps::ObjectKind::Tcb => {
-                scheduler.detach(paddr);
-                let slot = core::mem::take(&mut tcb(paddr).cspace_slot);
+                scheduler.detach(threads, paddr);
+                let slot = core::mem::take(&mut threads.tcb(paddr).cspace_slot);
                 if slot != 0 {
                     let _ = freed.push(slot);
                 }
@@ -574,15 +641,18 @@ pub fn reconcile(
                     .iter()
                     .filter(|r| r.kind == caps::ObjectKind::Tcb && r.paddr != paddr)
                 {
-                    if tcb(other.paddr).reply_to == paddr && !keeps_dangling_references() {
-                        tcb(other.paddr).reply_to = 0;
+                    if threads.tcb(other.paddr).reply_to == paddr && !keeps_dangling_references() {
+                        threads.tcb(other.paddr).reply_to = 0;
                     }
                 }
                 // A thread waiting for this one's reply will never get it.
-                let caller = core::mem::take(&mut tcb(paddr).reply_to);
-                if caller != 0 && caller != paddr && tcb(caller).state == state::BLOCKED_REPLY {
-                    reply_error(caller, Error::DeadObject);
-                    scheduler.make_ready(caller);
+                let caller = core::mem::take(&mut threads.tcb(paddr).reply_to);
+                if caller != 0
+                    && caller != paddr
+                    && threads.tcb(caller).state == state::BLOCKED_REPLY
+                {
+                    reply_error(&mut threads.tcbs, caller, Error::DeadObject);
+                    scheduler.make_ready(&mut threads.tcbs, caller);
                 }
             }
             caps::ObjectKind::Endpoint => {
@@ -591,37 +661,46 @@ pub fn reconcile(
                     .iter()
                     .filter(|r| r.kind == caps::ObjectKind::Tcb)
                 {
-                    if tcb(other.paddr).fault_endpoint == paddr && !keeps_dangling_references() {
-                        tcb(other.paddr).fault_endpoint = 0;
+                    if threads.tcb(other.paddr).fault_endpoint == paddr
+                        && !keeps_dangling_references()
+                    {
+                        threads.tcb(other.paddr).fault_endpoint = 0;
                     }
                 }
-                while let Some(thread) = queue_at(paddr).pop() {
-                    tcb(thread).context.set_reply(
+                while let Some(thread) = threads.endpoints.get(paddr).pop(&mut threads.tcbs) {
+                    threads.tcb(thread).context.set_reply(
                         u64::from(Error::DeadObject.code()),
                         0,
                         0,
                         [0; 4],
                     );
-                    scheduler.make_ready(thread);
+                    scheduler.make_ready(&mut threads.tcbs, thread);
                 }
             }
             caps::ObjectKind::Notification => {
-                while let Some(thread) = notification(paddr).waiters.pop() {
-                    tcb(thread).context.set_reply(
+                while let Some(thread) = threads
+                    .notifications
+                    .get(paddr)
+                    .waiters
+                    .pop(&mut threads.tcbs)
+                {
+                    threads.tcb(thread).context.set_reply(
                         u64::from(Error::DeadObject.code()),
                         0,
                         0,
                         [0; 4],
                     );
-                    scheduler.make_ready(thread);
+                    scheduler.make_ready(&mut threads.tcbs, thread);
                 }
             }
             caps::ObjectKind::Frame => {
                 // A dead IPC buffer: its threads stop until configured again.
-                let threads = scheduler.threads();
-                for thread in threads.into_iter().filter(|&t| tcb(t).ipc_buffer == paddr) {
-                    scheduler.detach(thread);
-                    tcb(thread).ipc_buffer = 0;
+                for thread in scheduler.threads() {
+                    if threads.tcb(thread).ipc_buffer != paddr {
+                        continue;
+                    }
+                    scheduler.detach(threads, thread);
+                    threads.tcb(thread).ipc_buffer = 0;
                 }
             }
             _ => {}
@@ -638,14 +717,14 @@ fn keeps_dangling_references() -> bool {
 }
 
 /// Names the thread at `paddr` (`DebugNameThread`).
-pub fn set_name(paddr: u64, name: [u8; 32]) {
-    tcb(paddr).name = name;
+pub fn set_name(threads: &mut Threads, paddr: u64, name: [u8; 32]) {
+    threads.tcb(paddr).name = name;
 }
 
 /// What the console and the capability dump call the thread at `paddr`:
 /// its name (up to the first NUL) when it is UTF-8, else `None`.
-pub fn name(paddr: u64) -> Option<heapless::String<32>> {
-    let bytes = tcb(paddr).name;
+pub fn name(threads: &mut Threads, paddr: u64) -> Option<heapless::String<32>> {
+    let bytes = threads.tcb(paddr).name;
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let text = core::str::from_utf8(&bytes[..end]).ok()?;
     (!text.is_empty()).then(|| heapless::String::try_from(text).ok())?
@@ -654,8 +733,8 @@ pub fn name(paddr: u64) -> Option<heapless::String<32>> {
 /// The root table of the address space the thread at `paddr` runs in (0:
 /// none yet).
 #[cfg(feature = "cap-dump")]
-pub fn vspace_of(paddr: u64) -> u64 {
-    tcb(paddr).vspace
+pub fn vspace_of(threads: &mut Threads, paddr: u64) -> u64 {
+    threads.tcb(paddr).vspace
 }
 
 /// `Tcb.Configure`'s thread-side part for the TCB `thread` (object,
@@ -663,6 +742,7 @@ pub fn vspace_of(paddr: u64) -> u64 {
 /// buffer are registered, so every death they depend on reaches the
 /// thread even before it ever runs (`reconcile`).
 pub fn set_cspace_and_buffer(
+    threads: &mut Threads,
     (object, paddr): (ObjectId, u64),
     cspace_slot: u32,
     buffer: (ObjectId, u64),
@@ -670,7 +750,7 @@ pub fn set_cspace_and_buffer(
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
     scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
-    let t = tcb(paddr);
+    let t = threads.tcb(paddr);
     t.ipc_buffer = buffer.1;
     Ok(core::mem::replace(&mut t.cspace_slot, cspace_slot))
 }
@@ -688,22 +768,22 @@ pub struct Target {
     pub grant: bool,
 }
 
-fn reply_error(thread: u64, error: Error) {
-    tcb(thread)
+fn reply_error(tcbs: &mut Tcbs, thread: u64, error: Error) {
+    tcbs.get(thread)
         .context
         .set_reply(u64::from(error.code()), 0, 0, [0; 4]);
 }
 
 /// Delivers the message in `sender`'s registers (or its fault message) to
 /// `receiver`.
-fn transfer(sender: u64, receiver: u64) {
-    if tcb(sender).faulted != 0 {
-        let (badge, mrs) = (tcb(sender).send_badge, tcb(sender).fault);
+fn transfer(tcbs: &mut Tcbs, sender: u64, receiver: u64) {
+    if tcbs.get(sender).faulted != 0 {
+        let (badge, mrs) = (tcbs.get(sender).send_badge, tcbs.get(sender).fault);
         let info = MessageInfo::new(abi::FAULT_LABEL, 4).to_word();
-        tcb(receiver).context.set_reply(0, badge, info, mrs);
+        tcbs.get(receiver).context.set_reply(0, badge, info, mrs);
         return;
     }
-    let context = &tcb(sender).context;
+    let context = &tcbs.get(sender).context;
     let info = MessageInfo::from_word(context.syscall_arg(1)).unwrap_or_default();
     let info = MessageInfo::new(info.label, info.length.min(4));
     let mrs = [
@@ -713,11 +793,14 @@ fn transfer(sender: u64, receiver: u64) {
         context.syscall_arg(5),
     ];
     let wanted = MessageInfo::from_word(context.syscall_arg(1)).map_or(0, |i| i.extra_caps);
-    let badge = tcb(sender).send_badge;
+    let badge = tcbs.get(sender).send_badge;
     // At most one capability per message, into the receiver's receive slot,
     // and only through an endpoint capability with the grant right.
-    let moved = if wanted > 0 && tcb(sender).send_grant != 0 {
-        u8::from(crate::objects::transfer_capability(sender, receiver))
+    let moved = if wanted > 0 && tcbs.get(sender).send_grant != 0 {
+        let moved = tcbs
+            .pair(sender, receiver)
+            .is_some_and(|(from, to)| crate::objects::transfer_capability(from, to));
+        u8::from(moved)
     } else {
         0
     };
@@ -725,43 +808,49 @@ fn transfer(sender: u64, receiver: u64) {
         extra_caps: moved,
         ..info
     };
-    tcb(receiver)
+    tcbs.get(receiver)
         .context
         .set_reply(0, badge, info.to_word(), mrs);
 }
 
 /// `Send` (`call` false) or `Call` on an endpoint, by the running `thread`.
-pub fn send(thread: u64, endpoint: &Target, call: bool) -> Result<(), Error> {
+pub fn send(
+    threads: &mut Threads,
+    thread: u64,
+    endpoint: &Target,
+    call: bool,
+) -> Result<(), Error> {
+    let (tcbs, endpoints) = (&mut threads.tcbs, &mut threads.endpoints);
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
-    if MessageInfo::from_word(tcb(thread).context.syscall_arg(1)).is_err() {
+    if MessageInfo::from_word(tcbs.get(thread).context.syscall_arg(1)).is_err() {
         return Err(Error::InvalidMessage);
     }
-    tcb(thread).send_badge = endpoint.badge;
-    tcb(thread).send_grant = u8::from(endpoint.grant);
-    let queue = queue_at(endpoint.paddr);
-    let receiver = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_RECV)
-        .then(|| queue.pop())
+    tcbs.get(thread).send_badge = endpoint.badge;
+    tcbs.get(thread).send_grant = u8::from(endpoint.grant);
+    let queue = endpoints.get(endpoint.paddr);
+    let receiver = (queue.head != 0 && tcbs.get(queue.head).state == state::BLOCKED_RECV)
+        .then(|| queue.pop(tcbs))
         .flatten();
     match receiver {
         Some(receiver) => {
-            transfer(thread, receiver);
-            scheduler.make_ready(receiver);
+            transfer(tcbs, thread, receiver);
+            scheduler.make_ready(tcbs, receiver);
             if call {
-                tcb(receiver).reply_to = thread;
-                scheduler.unready(thread);
-                tcb(thread).state = state::BLOCKED_REPLY;
+                tcbs.get(receiver).reply_to = thread;
+                scheduler.unready(tcbs, thread);
+                tcbs.get(thread).state = state::BLOCKED_REPLY;
             } else {
-                tcb(thread).context.set_reply(0, 0, 0, [0; 4]);
+                tcbs.get(thread).context.set_reply(0, 0, 0, [0; 4]);
             }
         }
         None => {
-            scheduler.unready(thread);
-            let t = tcb(thread);
+            scheduler.unready(tcbs, thread);
+            let t = tcbs.get(thread);
             t.state = state::BLOCKED_SEND;
             t.calling = u8::from(call);
             t.waiting_on = endpoint.paddr;
-            queue.push(thread);
+            queue.push(tcbs, thread);
         }
     }
     Ok(())
@@ -776,37 +865,38 @@ pub fn send(thread: u64, endpoint: &Target, call: bool) -> Result<(), Error> {
 /// registers copied once. Returns `false`, having changed nothing, when
 /// the general path must run (a message with capabilities, no partner
 /// waiting, a fault reply, a sender queued, an unregistered endpoint).
-pub fn call_fast(thread: u64, endpoint: &Target) -> bool {
+pub fn call_fast(threads: &mut Threads, thread: u64, endpoint: &Target) -> bool {
+    let (tcbs, endpoints) = (&mut threads.tcbs, &mut threads.endpoints);
     let mut scheduler = SCHEDULER.lock();
     // Read under the lock, just before it is written (measured: read
     // before it, the registers took a detour through the stack).
-    let Some((info, mrs)) = plain_message(thread) else {
+    let Some((info, mrs)) = plain_message(tcbs, thread) else {
         return false;
     };
-    let queue = queue_at(endpoint.paddr);
+    let queue = endpoints.get(endpoint.paddr);
     let receiver = queue.head;
-    if receiver == 0 || tcb(receiver).state != state::BLOCKED_RECV {
+    if receiver == 0 || tcbs.get(receiver).state != state::BLOCKED_RECV {
         return false;
     }
-    queue.pop();
-    tcb(receiver)
+    queue.pop(tcbs);
+    tcbs.get(receiver)
         .context
         .set_reply(0, endpoint.badge, info, mrs);
-    tcb(receiver).reply_to = thread;
-    scheduler.make_ready(receiver);
-    let t = tcb(thread);
+    tcbs.get(receiver).reply_to = thread;
+    scheduler.make_ready(tcbs, receiver);
+    let t = tcbs.get(thread);
     t.send_badge = endpoint.badge;
     t.send_grant = u8::from(endpoint.grant);
-    scheduler.unready(thread);
-    tcb(thread).state = state::BLOCKED_REPLY;
+    scheduler.unready(tcbs, thread);
+    tcbs.get(thread).state = state::BLOCKED_REPLY;
     true
 }
 
 /// The message `thread` sends, if the fast path can carry it: a valid
 /// message word without capabilities, as the receiver gets it (label and at
 /// most four registers), and the four message registers.
-fn plain_message(thread: u64) -> Option<(u64, [u64; 4])> {
-    let context = &tcb(thread).context;
+fn plain_message(tcbs: &mut Tcbs, thread: u64) -> Option<(u64, [u64; 4])> {
+    let context = &tcbs.get(thread).context;
     let info = MessageInfo::from_word(context.syscall_arg(1)).ok()?;
     if info.extra_caps != 0 {
         return None;
@@ -816,128 +906,140 @@ fn plain_message(thread: u64) -> Option<(u64, [u64; 4])> {
 }
 
 /// `ReplyRecv`'s fast path; see [`call_fast`].
-pub fn reply_recv_fast(thread: u64, endpoint: &Target) -> bool {
-    let caller = tcb(thread).reply_to;
-    if caller == 0 || tcb(caller).state != state::BLOCKED_REPLY || tcb(caller).faulted != 0 {
+pub fn reply_recv_fast(threads: &mut Threads, thread: u64, endpoint: &Target) -> bool {
+    let (tcbs, endpoints) = (&mut threads.tcbs, &mut threads.endpoints);
+    let caller = tcbs.get(thread).reply_to;
+    if caller == 0
+        || tcbs.get(caller).state != state::BLOCKED_REPLY
+        || tcbs.get(caller).faulted != 0
+    {
         return false;
     }
     let mut scheduler = SCHEDULER.lock();
     // The registry is asked once per cached lookup of the endpoint: the
     // caller (`syscall`) just looked it up through `thread`'s cache.
-    let cache = &tcb(thread).lookup_cache;
+    let cache = &tcbs.get(thread).lookup_cache;
     let known = cache.registered != 0 && cache.paddr == endpoint.paddr;
     if !known {
         if !scheduler.is_registered(endpoint.object, endpoint.paddr) {
             return false;
         }
-        tcb(thread).lookup_cache.registered = 1;
+        tcbs.get(thread).lookup_cache.registered = 1;
     }
-    let queue = queue_at(endpoint.paddr);
-    if queue.head != 0 && tcb(queue.head).state == state::BLOCKED_SEND {
+    let queue = endpoints.get(endpoint.paddr);
+    if queue.head != 0 && tcbs.get(queue.head).state == state::BLOCKED_SEND {
         return false;
     }
-    let Some((info, mrs)) = plain_message(thread) else {
+    let Some((info, mrs)) = plain_message(tcbs, thread) else {
         return false;
     };
-    let t = tcb(thread);
+    let t = tcbs.get(thread);
     t.reply_to = 0;
     let badge = t.send_badge;
-    tcb(caller).context.set_reply(0, badge, info, mrs);
-    scheduler.make_ready(caller);
-    scheduler.unready(thread);
-    let t = tcb(thread);
+    tcbs.get(caller).context.set_reply(0, badge, info, mrs);
+    scheduler.make_ready(tcbs, caller);
+    scheduler.unready(tcbs, thread);
+    let t = tcbs.get(thread);
     t.state = state::BLOCKED_RECV;
     t.waiting_on = endpoint.paddr;
-    queue.push(thread);
+    queue.push(tcbs, thread);
     true
 }
 
 /// `Recv` on an endpoint by the running `thread` (after replying, for `ReplyRecv`).
-pub fn receive(thread: u64, endpoint: &Target, reply_first: bool) -> Result<(), Error> {
+pub fn receive(
+    threads: &mut Threads,
+    thread: u64,
+    endpoint: &Target,
+    reply_first: bool,
+) -> Result<(), Error> {
+    let (tcbs, endpoints) = (&mut threads.tcbs, &mut threads.endpoints);
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
     if reply_first {
-        let caller = core::mem::take(&mut tcb(thread).reply_to);
-        if caller != 0 && tcb(caller).state == state::BLOCKED_REPLY {
-            if tcb(caller).faulted != 0 {
+        let caller = core::mem::take(&mut tcbs.get(thread).reply_to);
+        if caller != 0 && tcbs.get(caller).state == state::BLOCKED_REPLY {
+            if tcbs.get(caller).faulted != 0 {
                 // A fault reply: MR0 = 0 resumes the thread with whatever
                 // registers it now has; anything else stops it.
-                tcb(caller).faulted = 0;
-                if tcb(thread).context.syscall_arg(2) == 0 {
-                    scheduler.make_ready(caller);
+                tcbs.get(caller).faulted = 0;
+                if tcbs.get(thread).context.syscall_arg(2) == 0 {
+                    scheduler.make_ready(tcbs, caller);
                 } else {
-                    tcb(caller).state = state::INACTIVE;
+                    tcbs.get(caller).state = state::INACTIVE;
                 }
             } else {
-                transfer(thread, caller);
-                scheduler.make_ready(caller);
+                transfer(tcbs, thread, caller);
+                scheduler.make_ready(tcbs, caller);
             }
         }
     }
-    let queue = queue_at(endpoint.paddr);
-    let sender = (queue.head != 0 && tcb(queue.head).state == state::BLOCKED_SEND)
-        .then(|| queue.pop())
+    let queue = endpoints.get(endpoint.paddr);
+    let sender = (queue.head != 0 && tcbs.get(queue.head).state == state::BLOCKED_SEND)
+        .then(|| queue.pop(tcbs))
         .flatten();
     match sender {
         Some(sender) => {
-            transfer(sender, thread);
-            if tcb(sender).calling != 0 {
-                tcb(sender).state = state::BLOCKED_REPLY;
-                tcb(sender).waiting_on = 0;
-                tcb(thread).reply_to = sender;
+            transfer(tcbs, sender, thread);
+            if tcbs.get(sender).calling != 0 {
+                tcbs.get(sender).state = state::BLOCKED_REPLY;
+                tcbs.get(sender).waiting_on = 0;
+                tcbs.get(thread).reply_to = sender;
             } else {
-                tcb(sender).context.set_reply(0, 0, 0, [0; 4]);
-                scheduler.make_ready(sender);
+                tcbs.get(sender).context.set_reply(0, 0, 0, [0; 4]);
+                scheduler.make_ready(tcbs, sender);
             }
         }
         None => {
-            scheduler.unready(thread);
-            let t = tcb(thread);
+            scheduler.unready(tcbs, thread);
+            let t = tcbs.get(thread);
             t.state = state::BLOCKED_RECV;
             t.waiting_on = endpoint.paddr;
-            queue.push(thread);
+            queue.push(tcbs, thread);
         }
     }
     Ok(())
 }
 
 /// `Signal` a notification.
-pub fn signal(notification_target: &Target) -> Result<(), Error> {
+pub fn signal(threads: &mut Threads, notification_target: &Target) -> Result<(), Error> {
+    let (tcbs, notifications) = (&mut threads.tcbs, &mut threads.notifications);
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(
         notification_target.object,
         caps::ObjectKind::Notification,
         notification_target.paddr,
     )?;
-    let n = notification(notification_target.paddr);
+    let n = notifications.get(notification_target.paddr);
     n.word |= notification_target.badge.max(1);
-    if let Some(waiter) = n.waiters.pop() {
+    if let Some(waiter) = n.waiters.pop(tcbs) {
         let word = core::mem::take(&mut n.word);
-        tcb(waiter).context.set_reply(0, word, 0, [0; 4]);
-        scheduler.make_ready(waiter);
+        tcbs.get(waiter).context.set_reply(0, word, 0, [0; 4]);
+        scheduler.make_ready(tcbs, waiter);
     }
     Ok(())
 }
 
 /// `Wait` on a notification by the running `thread`.
-pub fn wait(thread: u64, notification_target: &Target) -> Result<(), Error> {
+pub fn wait(threads: &mut Threads, thread: u64, notification_target: &Target) -> Result<(), Error> {
+    let (tcbs, notifications) = (&mut threads.tcbs, &mut threads.notifications);
     let mut scheduler = SCHEDULER.lock();
     scheduler.register(
         notification_target.object,
         caps::ObjectKind::Notification,
         notification_target.paddr,
     )?;
-    let n = notification(notification_target.paddr);
+    let n = notifications.get(notification_target.paddr);
     if n.word != 0 {
         let word = core::mem::take(&mut n.word);
-        tcb(thread).context.set_reply(0, word, 0, [0; 4]);
+        tcbs.get(thread).context.set_reply(0, word, 0, [0; 4]);
         return Ok(());
     }
-    scheduler.unready(thread);
-    let t = tcb(thread);
+    scheduler.unready(tcbs, thread);
+    let t = tcbs.get(thread);
     t.state = state::BLOCKED_WAIT;
     t.waiting_on = notification_target.paddr;
-    n.waiters.push(thread);
+    n.waiters.push(tcbs, thread);
     Ok(())
 }
 
@@ -1074,9 +1176,9 @@ pub fn reconcile_irqs(
 /// its line until the handler acknowledges and signals the handler's
 /// notification (the preemption timer is the caller's); then the interrupt
 /// controller may deliver the next.
-fn end_interrupt(id: u32) {
+fn end_interrupt(threads: &mut Threads, id: u32) {
     if id == arch::IOMMU_FAULT_IRQ || id == arch::IOMMU_PAGE_REQUEST_IRQ {
-        crate::io_space::deliver_faults();
+        crate::io_space::deliver_faults(threads);
     } else if id == arch::TIMER_IRQ {
         // No page request waits past its deadline (`io_space`).
         if crate::io_space::requests_pending() {
@@ -1087,7 +1189,7 @@ fn end_interrupt(id: u32) {
         if let Some(binding) = irqs.iter().find(|b| b.id == id) {
             arch::irq_line_enable(binding.line, false);
             if let Some(target) = &binding.notification {
-                let _ = signal(target);
+                let _ = signal(threads, target);
             }
         }
     }
@@ -1125,10 +1227,16 @@ pub enum Stop {
     RootFault,
 }
 
-/// Runs threads until one halts the session or none can run. The borrow of
-/// the running thread's registers ends when `run_user` returns, so system
-/// calls reach any TCB (its own included) afresh through [`tcb`].
-pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -> Stop {
+/// Runs threads until one halts the session or none can run, owning
+/// `threads` and lending it to each system call (`on_syscall`). The borrow
+/// of the running thread's registers ends when `run_user` returns, so
+/// system calls reach any TCB (its own included) afresh through
+/// [`Threads::tcb`].
+pub fn run(
+    mut threads: Threads,
+    root: u64,
+    mut on_syscall: impl FnMut(&mut Threads, u64) -> crate::syscall::Next,
+) -> Stop {
     // The thread whose time slice the timer is counting (0: none). A thread
     // gets a fresh slice when it is dispatched after another one, or after
     // its slice expired; system calls do not touch the timer.
@@ -1139,11 +1247,11 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
             let Some(id) = idle() else {
                 return Stop::Deadlock;
             };
-            end_interrupt(id);
+            end_interrupt(&mut threads, id);
             slice_owner = 0;
             continue;
         };
-        let space = tcb(current).vspace;
+        let space = threads.tcb(current).vspace;
         if space != loaded_space {
             arch::set_address_space(space);
             loaded_space = space;
@@ -1152,7 +1260,7 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
             arch::timer_start(TIME_SLICE);
             slice_owner = current;
         }
-        let exit = arch::run_user(&mut tcb(current).context);
+        let exit = arch::run_user(&mut threads.tcb(current).context);
         let interrupt = match exit {
             arch::Exit::Interrupt(vector) => arch::acknowledge_interrupt(vector),
             _ => None,
@@ -1165,21 +1273,23 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
         match exit {
             arch::Exit::Syscall => {
                 // The handler may block `current` or wake others; a yield rotates.
-                match on_syscall(current) {
+                match on_syscall(&mut threads, current) {
                     crate::syscall::Next::Resume => {}
-                    crate::syscall::Next::Yield => SCHEDULER.lock().rotate(current),
+                    crate::syscall::Next::Yield => {
+                        SCHEDULER.lock().rotate(&mut threads.tcbs, current)
+                    }
                     crate::syscall::Next::Halt(status) => return Stop::Halt(status),
                 }
             }
             arch::Exit::Interrupt(_) => {
                 if let Some(id) = interrupt {
-                    end_interrupt(id);
+                    end_interrupt(&mut threads, id);
                     if id == arch::TIMER_IRQ
                         && !crate::testing::seeds::planted(
                             crate::testing::seeds::Seed::NoPreemption,
                         )
                     {
-                        SCHEDULER.lock().rotate(current);
+                        SCHEDULER.lock().rotate(&mut threads.tcbs, current);
                     }
                 }
             }
@@ -1188,16 +1298,17 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
                 error,
                 address,
             } => {
-                let pc = tcb(current).context.program_counter();
+                let pc = threads.tcb(current).context.program_counter();
                 let mut scheduler = SCHEDULER.lock();
                 if deliver_fault(
                     &mut scheduler,
+                    &mut threads,
                     current,
                     [u64::from(vector), address, pc, error],
                 ) {
                     continue;
                 }
-                let name = name(current);
+                let name = name(&mut threads, current);
                 crate::println!(
                     "[sched] thread {current:#x} ({}) faulted with no handler: exception {vector:#x}, syndrome {error:#x}, address {address:#x}, pc {pc:#x}",
                     name.as_deref().unwrap_or("unnamed")
@@ -1205,13 +1316,13 @@ pub fn run(root: u64, mut on_syscall: impl FnMut(u64) -> crate::syscall::Next) -
                 if current == root {
                     return Stop::RootFault;
                 }
-                scheduler.detach(current);
+                scheduler.detach(&mut threads, current);
             }
         }
     }
 }
 
 /// Answers `thread`'s system call with `error`.
-pub fn fail(thread: u64, error: Error) {
-    reply_error(thread, error);
+pub fn fail(threads: &mut Threads, thread: u64, error: Error) {
+    reply_error(&mut threads.tcbs, thread, error);
 }

@@ -9,6 +9,7 @@
 
 use crate::arch::UserContext;
 use crate::mem::Word;
+use crate::sched::Threads;
 use abi::{Error, MessageInfo, Syscall};
 
 /// What the kernel knows about the calling thread.
@@ -47,20 +48,23 @@ impl Caller {
 /// TCB, the caller's own included. Out of line: the round trip's fast path
 /// ([`handle_thread`]) reaches it too and stays small.
 #[inline(never)]
-fn invoke(caller: &Caller) {
+fn invoke(threads: &mut Threads, caller: &Caller) {
     let (cap, info_word, registers) = {
-        let context = &crate::sched::tcb(caller.thread).context;
+        let context = &threads.tcb(caller.thread).context;
         let registers = [2, 3, 4, 5].map(|i| context.syscall_arg(i));
         (context.syscall_arg(0), context.syscall_arg(1), registers)
     };
-    let reply = |status: u64, info: u64, mrs: [u64; 4]| {
-        crate::sched::tcb(caller.thread)
+    // The reply borrows the TCB afresh: the invocation may have changed
+    // any TCB, the caller's own included.
+    let reply = |threads: &mut Threads, status: u64, info: u64, mrs: [u64; 4]| {
+        threads
+            .tcb(caller.thread)
             .context
             .set_reply(status, 0, info, mrs);
     };
     let info = match MessageInfo::from_word(info_word) {
         Ok(info) => info,
-        Err(e) => return reply(u64::from(e.code()), 0, [0; 4]),
+        Err(e) => return reply(threads, u64::from(e.code()), 0, [0; 4]),
     };
     // The IPC buffer is read only when the message reaches into it: a
     // decoder reads a register or an extra capability only below the
@@ -92,19 +96,20 @@ fn invoke(caller: &Caller) {
         mrs,
         extra_caps,
     };
-    match crate::invocation::invoke(caller.cspace, &message) {
+    match crate::invocation::invoke(threads, caller.cspace, &message) {
         Ok(result) => {
             for i in 4..usize::from(result.length).min(8) {
                 caller.set_buffer_word(i, result.mrs[i]);
             }
             let info = MessageInfo::new(0, result.length).to_word();
             reply(
+                threads,
                 0,
                 info,
                 [result.mrs[0], result.mrs[1], result.mrs[2], result.mrs[3]],
             );
         }
-        Err(e) => reply(u64::from(e.code()), 0, [0; 4]),
+        Err(e) => reply(threads, u64::from(e.code()), 0, [0; 4]),
     }
 }
 
@@ -116,18 +121,18 @@ fn invoke(caller: &Caller) {
 /// ([`round_trip_fast`]); everything else, and whatever they cannot carry,
 /// goes the general way ([`handle_general`], out of line).
 #[inline]
-pub fn handle_thread(caller: &Caller) -> Next {
-    match round_trip_fast(caller) {
+pub fn handle_thread(threads: &mut Threads, caller: &Caller) -> Next {
+    match round_trip_fast(threads, caller) {
         Fast::Done => Next::Resume,
         Fast::Invoke { fast_path: true } => {
-            invoke_fast_first(caller);
+            invoke_fast_first(threads, caller);
             Next::Resume
         }
         Fast::Invoke { fast_path: false } => {
-            invoke(caller);
+            invoke(threads, caller);
             Next::Resume
         }
-        Fast::General => handle_general(caller),
+        Fast::General => handle_general(threads, caller),
     }
 }
 
@@ -143,24 +148,24 @@ pub fn handle_thread(caller: &Caller) -> Next {
 /// instructions more on aarch64; inside [`invoke`], the fast paths paid
 /// its larger frame (kernel/README.md "Measured", the Frame fast path).
 #[inline(never)]
-fn invoke_fast_first(caller: &Caller) {
+fn invoke_fast_first(threads: &mut Threads, caller: &Caller) {
     use abi::Invocation;
     // The two Frame labels, and the two IoSpace ones, are consecutive:
     // one comparison each.
     const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
     const _: () = assert!(Invocation::IoSpaceUnmap as u32 == Invocation::IoSpaceMap as u32 + 1);
-    let label = (crate::sched::tcb(caller.thread).context.syscall_arg(1) >> 32) as u32;
+    let label = (threads.tcb(caller.thread).context.syscall_arg(1) >> 32) as u32;
     let answered = if label.wrapping_sub(Invocation::FrameMap as u32) <= 1 {
-        crate::invocation::frame_now(caller.thread, caller.cspace, caller.ipc_buffer)
+        crate::invocation::frame_now(threads, caller.thread, caller.cspace, caller.ipc_buffer)
     } else if label.wrapping_sub(Invocation::IoSpaceMap as u32) <= 1 {
-        crate::invocation::space_now(caller.thread, caller.cspace, caller.ipc_buffer)
+        crate::invocation::space_now(threads, caller.thread, caller.cspace, caller.ipc_buffer)
     } else if label == Invocation::IoUserTableInvalidate as u32 {
-        crate::invocation::invalidate_now(caller.thread, caller.cspace)
+        crate::invocation::invalidate_now(threads, caller.thread, caller.cspace)
     } else {
         false
     };
     if !answered {
-        invoke(caller);
+        invoke(threads, caller);
     }
 }
 
@@ -197,8 +202,8 @@ enum Fast {
 /// general path decides (it repeats these checks, and refuses the fault
 /// label with its error).
 #[inline(always)]
-fn round_trip_fast(caller: &Caller) -> Fast {
-    let context = &crate::sched::tcb(caller.thread).context;
+fn round_trip_fast(threads: &mut Threads, caller: &Caller) -> Fast {
+    let context = &threads.tcb(caller.thread).context;
     let (number, cap, info) = (
         context.syscall_number(),
         context.syscall_arg(0),
@@ -214,17 +219,18 @@ fn round_trip_fast(caller: &Caller) -> Fast {
         caps::Rights::READ
     };
     let done = match crate::objects::lookup_cached(
+        threads,
         caller.thread,
         caller.cspace,
         cap,
         caps::ObjectKind::Endpoint,
         rights,
     ) {
-        Ok(endpoint) if call => crate::sched::call_fast(caller.thread, &endpoint),
-        Ok(endpoint) => crate::sched::reply_recv_fast(caller.thread, &endpoint),
+        Ok(endpoint) if call => crate::sched::call_fast(threads, caller.thread, &endpoint),
+        Ok(endpoint) => crate::sched::reply_recv_fast(threads, caller.thread, &endpoint),
         // The lookup checks the kind first, whatever the rights.
         Err(Error::WrongKind) if call => {
-            let kind = crate::sched::tcb(caller.thread).lookup_cache.kind;
+            let kind = threads.tcb(caller.thread).lookup_cache.kind;
             return Fast::Invoke {
                 fast_path: FAST_PATH_KINDS >> (kind & 63) & 1 != 0,
             };
@@ -236,15 +242,15 @@ fn round_trip_fast(caller: &Caller) -> Fast {
 
 /// [`handle_thread`] for every system call the fast path did not complete.
 #[inline(never)]
-fn handle_general(caller: &Caller) -> Next {
+fn handle_general(threads: &mut Threads, caller: &Caller) -> Next {
     // The driver's one call after writing its stage-1 entries (issue 13),
     // tested here, out of the scheduler loop's code, so that the other
     // system calls pay one load and one comparison.
-    if crate::invocation::invalidate_fast(caller.thread, caller.cspace) {
+    if crate::invocation::invalidate_fast(threads, caller.thread, caller.cspace) {
         return Next::Resume;
     }
     let (number, cap) = {
-        let context = &crate::sched::tcb(caller.thread).context;
+        let context = &threads.tcb(caller.thread).context;
         (context.syscall_number(), context.syscall_arg(0))
     };
     // The round trip's two halves first (`sched::call_fast`).
@@ -254,10 +260,9 @@ fn handle_general(caller: &Caller) -> Next {
     // handler can trust it. (An invocation with it is refused too: no
     // invocation has that label.)
     if sends
-        && crate::sched::tcb(caller.thread).context.syscall_arg(1) >> 32
-            == u64::from(abi::FAULT_LABEL)
+        && threads.tcb(caller.thread).context.syscall_arg(1) >> 32 == u64::from(abi::FAULT_LABEL)
     {
-        crate::sched::fail(caller.thread, Error::InvalidMessage);
+        crate::sched::fail(threads, caller.thread, Error::InvalidMessage);
         return Next::Resume;
     }
     if call || number == Syscall::ReplyRecv as u64 {
@@ -267,6 +272,7 @@ fn handle_general(caller: &Caller) -> Next {
             caps::Rights::READ
         };
         if let Ok(endpoint) = crate::objects::lookup_cached(
+            threads,
             caller.thread,
             caller.cspace,
             cap,
@@ -274,24 +280,24 @@ fn handle_general(caller: &Caller) -> Next {
             rights,
         ) {
             let result = if call {
-                if crate::sched::call_fast(caller.thread, &endpoint) {
+                if crate::sched::call_fast(threads, caller.thread, &endpoint) {
                     return Next::Resume;
                 }
-                crate::sched::send(caller.thread, &endpoint, true)
+                crate::sched::send(threads, caller.thread, &endpoint, true)
             } else {
-                if crate::sched::reply_recv_fast(caller.thread, &endpoint) {
+                if crate::sched::reply_recv_fast(threads, caller.thread, &endpoint) {
                     return Next::Resume;
                 }
-                crate::sched::receive(caller.thread, &endpoint, true)
+                crate::sched::receive(threads, caller.thread, &endpoint, true)
             };
             if let Err(e) = result {
-                crate::sched::fail(caller.thread, e);
+                crate::sched::fail(threads, caller.thread, e);
             }
             return Next::Resume;
         }
     }
     let Some(call) = Syscall::from_number(number) else {
-        return handle(&mut crate::sched::tcb(caller.thread).context);
+        return handle(&mut threads.tcb(caller.thread).context);
     };
     let (kind, rights) = match call {
         Syscall::Call | Syscall::Send => (caps::ObjectKind::Endpoint, caps::Rights::WRITE),
@@ -301,38 +307,38 @@ fn handle_general(caller: &Caller) -> Next {
         // The null system call without a detour (`handle` answers it the
         // same way).
         Syscall::Yield => {
-            crate::sched::tcb(caller.thread)
-                .context
-                .set_syscall_result(0, 0);
+            threads.tcb(caller.thread).context.set_syscall_result(0, 0);
             return Next::Yield;
         }
-        _ => return not_message_passing(caller, call, cap),
+        _ => return not_message_passing(threads, caller, call, cap),
     };
-    let target = crate::objects::lookup_cached(caller.thread, caller.cspace, cap, kind, rights);
+    let target =
+        crate::objects::lookup_cached(threads, caller.thread, caller.cspace, cap, kind, rights);
     let result = match (call, target) {
         // `Call` on anything but an endpoint is an invocation.
         (Syscall::Call, Err(Error::WrongKind)) => {
-            invoke(caller);
+            invoke(threads, caller);
             return Next::Resume;
         }
         (_, Err(e)) => Err(e),
-        (Syscall::Call, Ok(t)) => crate::sched::send(caller.thread, &t, true),
-        (Syscall::Send, Ok(t)) => crate::sched::send(caller.thread, &t, false),
-        (Syscall::Recv, Ok(t)) => crate::sched::receive(caller.thread, &t, false),
-        (Syscall::ReplyRecv, Ok(t)) => crate::sched::receive(caller.thread, &t, true),
+        (Syscall::Call, Ok(t)) => crate::sched::send(threads, caller.thread, &t, true),
+        (Syscall::Send, Ok(t)) => crate::sched::send(threads, caller.thread, &t, false),
+        (Syscall::Recv, Ok(t)) => crate::sched::receive(threads, caller.thread, &t, false),
+        (Syscall::ReplyRecv, Ok(t)) => crate::sched::receive(threads, caller.thread, &t, true),
         (Syscall::Signal, Ok(t)) => {
-            let done = crate::sched::signal(&t);
+            let done = crate::sched::signal(threads, &t);
             if done.is_ok() {
-                crate::sched::tcb(caller.thread)
+                threads
+                    .tcb(caller.thread)
                     .context
                     .set_reply(0, 0, 0, [0; 4]);
             }
             done
         }
-        (_, Ok(t)) => crate::sched::wait(caller.thread, &t),
+        (_, Ok(t)) => crate::sched::wait(threads, caller.thread, &t),
     };
     if let Err(e) = result {
-        crate::sched::fail(caller.thread, e);
+        crate::sched::fail(threads, caller.thread, e);
     }
     Next::Resume
 }
@@ -343,14 +349,30 @@ fn handle_general(caller: &Caller) -> Next {
 /// above stays as small as it was (measured: inline, the IPC round trip
 /// on aarch64 cost 13 instructions more).
 #[inline(never)]
-fn not_message_passing(caller: &Caller, call: Syscall, cap: u64) -> Next {
+fn not_message_passing(threads: &mut Threads, caller: &Caller, call: Syscall, cap: u64) -> Next {
     match call {
         Syscall::DebugNameThread => {
-            name_thread(caller, cap);
+            name_thread(threads, caller, cap);
             Next::Resume
         }
-        Syscall::DebugPutChar | Syscall::DebugHalt => console(caller, call, cap),
-        _ => handle(&mut crate::sched::tcb(caller.thread).context),
+        Syscall::DebugPutChar | Syscall::DebugHalt => console(threads, caller, call, cap),
+        Syscall::DebugCapDump => {
+            // The dump reads every TCB, the caller's too, so it runs with
+            // no borrow of the caller's registers live (not in `handle`).
+            #[cfg(feature = "cap-dump")]
+            let status = {
+                crate::testing::cap_dump::dump(threads, crate::testing::cap_dump::Moment::Call);
+                0
+            };
+            #[cfg(not(feature = "cap-dump"))]
+            let status = u64::from(Error::NotSupported.code());
+            threads
+                .tcb(caller.thread)
+                .context
+                .set_syscall_result(status, 0);
+            Next::Resume
+        }
+        _ => handle(&mut threads.tcb(caller.thread).context),
     }
 }
 
@@ -358,19 +380,19 @@ fn not_message_passing(caller: &Caller, call: Syscall, cap: u64) -> Next {
 /// printing takes its write right, halting the write and the grant right.
 /// Without them the call answers the lookup's error and the console is
 /// untouched.
-fn console(caller: &Caller, call: Syscall, cap: u64) -> Next {
+fn console(threads: &mut Threads, caller: &Caller, call: Syscall, cap: u64) -> Next {
     let rights = if call == Syscall::DebugHalt {
         caps::Rights::WRITE | caps::Rights::GRANT
     } else {
         caps::Rights::WRITE
     };
-    let context = &mut crate::sched::tcb(caller.thread).context;
-    let argument = context.syscall_arg(2);
+    let argument = threads.tcb(caller.thread).context.syscall_arg(2);
     let status = match console_held(caller.cspace, cap, rights) {
         Ok(_) if call == Syscall::DebugHalt => {
-            // The final state, for `cargo xtask run --cap-dump`.
+            // The final state, for `cargo xtask run --cap-dump` (it reads
+            // every TCB, the caller's too: no borrow of one is live here).
             #[cfg(feature = "cap-dump")]
-            crate::testing::cap_dump::dump(crate::testing::cap_dump::Moment::Halt);
+            crate::testing::cap_dump::dump(threads, crate::testing::cap_dump::Moment::Halt);
             return Next::Halt(argument as u32);
         }
         Ok(_) => {
@@ -379,7 +401,10 @@ fn console(caller: &Caller, call: Syscall, cap: u64) -> Next {
         }
         Err(e) => u64::from(e.code()),
     };
-    context.set_reply(status, 0, 0, [0; 4]);
+    threads
+        .tcb(caller.thread)
+        .context
+        .set_reply(status, 0, 0, [0; 4]);
     Next::Resume
 }
 
@@ -402,8 +427,8 @@ fn console_held(cspace: caps::SlotId, cap: u64, rights: caps::Rights) -> Result<
 
 /// `DebugNameThread`: the Tcb capability `cap` (write right) gets the name
 /// in message registers 0..4.
-fn name_thread(caller: &Caller, cap: u64) {
-    let context = &crate::sched::tcb(caller.thread).context;
+fn name_thread(threads: &mut Threads, caller: &Caller, cap: u64) {
+    let context = &threads.tcb(caller.thread).context;
     let mut name = [0u8; 32];
     for (i, chunk) in name.chunks_exact_mut(8).enumerate() {
         chunk.copy_from_slice(&context.syscall_arg(2 + i).to_le_bytes());
@@ -415,12 +440,13 @@ fn name_thread(caller: &Caller, cap: u64) {
         caps::Rights::WRITE,
     ) {
         Ok(target) => {
-            crate::sched::set_name(target.paddr, name);
+            crate::sched::set_name(threads, target.paddr, name);
             0
         }
         Err(e) => u64::from(e.code()),
     };
-    crate::sched::tcb(caller.thread)
+    threads
+        .tcb(caller.thread)
         .context
         .set_reply(status, 0, 0, [0; 4]);
 }
@@ -444,17 +470,6 @@ pub fn handle(context: &mut UserContext) -> Next {
         return Next::Resume;
     };
     match call {
-        Syscall::DebugCapDump => {
-            #[cfg(feature = "cap-dump")]
-            let status = {
-                crate::testing::cap_dump::dump(crate::testing::cap_dump::Moment::Call);
-                0
-            };
-            #[cfg(not(feature = "cap-dump"))]
-            let status = u64::from(Error::NotSupported.code());
-            context.set_syscall_result(status, 0);
-            Next::Resume
-        }
         Syscall::DebugCheckAbstraction => {
             #[cfg(feature = "fuzz-checks")]
             let status = match crate::testing::abstraction::check() {
@@ -478,7 +493,9 @@ pub fn handle(context: &mut UserContext) -> Next {
         | Syscall::Wait
         | Syscall::DebugPutChar
         | Syscall::DebugHalt
-        | Syscall::DebugNameThread => {
+        | Syscall::DebugNameThread
+        | Syscall::DebugCapDump => {
+            // Each has its own path (`handle_thread`).
             context.set_syscall_result(u64::from(Error::NotSupported.code()), 0);
             Next::Resume
         }

@@ -57,7 +57,7 @@ fn index(va: u64, level: usize) -> usize {
 #[inline(never)]
 pub fn init_root(root_pa: u64) {
     // A 4 KiB page-table frame the caller owns (`mem`'s obligation 3).
-    paging::init_root(mem::object(root_pa));
+    mem::with_table(root_pa, paging::init_root);
 }
 
 /// Maps the 4 KiB page at `va` to physical `pa` with `rights`, taking zeroed
@@ -259,9 +259,9 @@ pub fn clear_entry(entry_pa: u64) {
 /// Whether the page table at `table_pa` holds no valid entry.
 pub fn table_is_empty(table_pa: u64) -> bool {
     // The caller names a live page-table object's 4 KiB frame; it is only
-    // read.
-    let entries: &[u64; 512] = mem::object(table_pa);
-    !entries.iter().any(|&entry| paging::entry_valid(entry))
+    // read, word by word (`mem`'s obligation 2).
+    let entries = mem::Word::<u64>::at(table_pa);
+    !(0..512).any(|i| paging::entry_valid(entries.add(i).read()))
 }
 
 /// Calls `visit(va, entry, size_bits)` with every leaf of the user half of

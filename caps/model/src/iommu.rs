@@ -550,20 +550,37 @@ impl<S: Storage> Caps<S> {
         device: SlotId,
         root: SlotId,
     ) -> Result<(ObjectId, ObjectId), Error> {
-        let dcap = *self.lookup_as(device, ObjectKind::IoDevice, Rights::WRITE)?;
-        let Some(ObjectState::IoDevice { attached, .. }) = self.state(dcap.object) else {
-            return Err(Error::DeadObject);
-        };
         let needed = if flawed!(self, sva_bind_read_only) {
             Rights::READ
         } else {
             Rights::WRITE
         };
-        let rcap = *self.lookup_as(root, ObjectKind::PageTable, needed)?;
+        let (device, state, root) = self.bind_vspace_lookups(
+            (device, ObjectKind::IoDevice, Rights::WRITE),
+            (root, needed),
+        )?;
+        let ObjectState::IoDevice { attached, .. } = state else {
+            return Err(Error::DeadObject);
+        };
         if attached.is_some() {
             return Err(Error::AlreadyAttached);
         }
-        Ok((dcap.object, rcap.object))
+        Ok((device, root))
+    }
+
+    /// The lookups both `BindVSpace` rules make, in this order: `bound`
+    /// (slot, kind, rights), whose object must still have its state
+    /// (`DeadObject`), then the root PageTable (slot, rights). Returns
+    /// the bound object, its state and the PageTable object.
+    fn bind_vspace_lookups(
+        &self,
+        (bound, kind, bound_rights): (SlotId, ObjectKind, Rights),
+        (root, root_rights): (SlotId, Rights),
+    ) -> Result<(ObjectId, ObjectState, ObjectId), Error> {
+        let bcap = *self.lookup_as(bound, kind, bound_rights)?;
+        let state = self.state(bcap.object).ok_or(Error::DeadObject)?;
+        let rcap = *self.lookup_as(root, ObjectKind::PageTable, root_rights)?;
+        Ok((bcap.object, state, rcap.object))
     }
 
     /// `IoPasid.BindVSpace` (SVA for one PASID): the rule of
@@ -585,21 +602,21 @@ impl<S: Storage> Caps<S> {
         } else {
             Rights::WRITE
         };
-        let pcap = *self.lookup_as(pasid, ObjectKind::IoPasid, needed)?;
-        let Some(ObjectState::IoPasid {
+        let (pasid, state, root) =
+            self.bind_vspace_lookups((pasid, ObjectKind::IoPasid, needed), (root, Rights::WRITE))?;
+        let ObjectState::IoPasid {
             device,
             pasid: number,
             attached,
-        }) = self.state(pcap.object)
+        } = state
         else {
             return Err(Error::DeadObject);
         };
-        let rcap = *self.lookup_as(root, ObjectKind::PageTable, Rights::WRITE)?;
         if attached.is_some() {
             return Err(Error::AlreadyAttached);
         }
         let device = device.ok_or(Error::DeadObject)?;
-        Ok((pcap.object, device, number, rcap.object))
+        Ok((pasid, device, number, root))
     }
 
     /// Route the IO faults of the IoSpace or IoDevice named by `target`

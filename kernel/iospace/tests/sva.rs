@@ -64,8 +64,13 @@ fn vspace<F: PageTableFormat + Copy>(
     VSpace { table, data }
 }
 
-/// Binds the test's device to the VSpace rooted at `root`.
-fn bind<U, D, F>(world: &mut World<'_, U, D, F>, root: u64)
+/// Binds the test's device (its `pasid`, or untagged) to the VSpace
+/// rooted at `root`: what `bind_vspace` answers.
+fn bind<U, D, F>(
+    world: &mut World<'_, U, D, F>,
+    pasid: Option<u32>,
+    root: u64,
+) -> Result<(), abi::Error>
 where
     U: IoUnit + common::Faults,
     D: Model,
@@ -73,8 +78,7 @@ where
 {
     world
         .state
-        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), None, ROOT, root)
-        .unwrap();
+        .bind_vspace(&mut world.unit, DEVICE, u32::from(EDU), pasid, ROOT, root)
 }
 
 /// What every vendor must show, given a bound `space` whose device is
@@ -160,7 +164,7 @@ fn vtd_first_stage_binding_revokes_and_hides_the_kernel_half() {
         .unwrap();
     let root = space.table.root();
     let free_before = world.state.free_pages();
-    bind(&mut world, root);
+    bind(&mut world, None, root).unwrap();
     // With U/S set the device would reach the page: the path is real.
     assert_eq!(
         device.transact(EDU, None, kernel_va, Access::Read),
@@ -192,7 +196,7 @@ fn smmu_stage1_binding_revokes_and_has_no_kernel_half() {
     let space = vspace(&memory, &mut frames, Stage1Format, levels_4k(48));
     let root = space.table.root();
     let free_before = world.state.free_pages();
-    bind(&mut world, root);
+    bind(&mut world, None, root).unwrap();
     // TTB0 only: an upper-half (TTBR1) address does not translate.
     assert_eq!(
         device.transact(EDU, None, 0xFFFF_0000_4020_0000, Access::Read),
@@ -306,14 +310,7 @@ fn smmu_and_vtd_without_first_stage_refuse_pasid_bindings() {
     let mut world = smmu(&memory, &device);
     assert!(world.unit.sva_supported() && !world.unit.sva_pasids_supported());
     assert_eq!(
-        world.state.bind_vspace(
-            &mut world.unit,
-            DEVICE,
-            u32::from(EDU),
-            Some(1),
-            ROOT,
-            0x1000
-        ),
+        bind(&mut world, Some(1), 0x1000),
         Err(abi::Error::NotSupported)
     );
     // VT-d with PASIDs but no first stage (QEMU without x-flts).
@@ -322,14 +319,7 @@ fn smmu_and_vtd_without_first_stage_refuse_pasid_bindings() {
     let mut world = vtd(&memory, &device, RootTableMode::Scalable);
     assert!(!world.unit.sva_pasids_supported());
     assert_eq!(
-        world.state.bind_vspace(
-            &mut world.unit,
-            DEVICE,
-            u32::from(EDU),
-            Some(1),
-            ROOT,
-            0x1000
-        ),
+        bind(&mut world, Some(1), 0x1000),
         Err(abi::Error::NotSupported)
     );
 }

@@ -81,7 +81,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<CnodeOp, Error> {
 /// `CnodeNotEmpty`, ...), having changed nothing. A delete or revoke
 /// reconciles the kernel's state with what died before it answers.
 #[inline(always)]
-pub(super) fn perform(caps: &mut CapSystem, op: CnodeOp) -> Result<Reply, Error> {
+pub(super) fn perform(
+    caps: &mut CapSystem,
+    threads: &mut crate::sched::Threads,
+    op: CnodeOp,
+) -> Result<Reply, Error> {
     let mut sink = objects::SINK;
     match op {
         CnodeOp::Mint {
@@ -93,12 +97,12 @@ pub(super) fn perform(caps: &mut CapSystem, op: CnodeOp) -> Result<Reply, Error>
         CnodeOp::Move { source, dest } => caps.move_cap(source, dest)?,
         CnodeOp::Delete { target } => {
             let result = caps.delete(target, &mut sink);
-            objects::reconcile(caps, sink.removed);
+            objects::reconcile(caps, threads, sink.removed);
             result?
         }
         CnodeOp::Revoke { target } => {
             let result = caps.revoke(target, &mut sink);
-            objects::reconcile(caps, sink.removed);
+            objects::reconcile(caps, threads, sink.removed);
             result?
         }
     }

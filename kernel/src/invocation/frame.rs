@@ -3,6 +3,7 @@
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem, Root};
+use crate::sched::Threads;
 use abi::{Error, Invocation};
 use caps::{Rights, SlotId};
 
@@ -18,6 +19,8 @@ pub(super) enum FrameOp {
         leaf: u64,
         rights: Rights,
         execute: bool,
+        /// Device memory or RAM: decided here once, applied by the sink.
+        memory: crate::vspace::Memory,
     },
     /// Remove the CPU mapping (`cpu`) or the IO mapping this copy holds.
     Unmap { frame: SlotId, cpu: bool },
@@ -64,7 +67,8 @@ fn decode_map(
     }
     let root = objects::root_of(caps, vspace)?;
     let (paddr, size_bits) = objects::memory_of(caps, frame)?;
-    if execute && crate::devmem::is_device_memory(paddr) {
+    let memory = crate::devmem::memory_type(paddr);
+    if execute && memory == crate::vspace::Memory::Device {
         return Err(Error::DeviceMemory);
     }
     let leaf = crate::vspace::can_map(root.paddr, vaddr, size_bits).map_err(|e| match e {
@@ -79,6 +83,7 @@ fn decode_map(
         leaf,
         rights,
         execute,
+        memory,
     })
 }
 
@@ -97,10 +102,12 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
             leaf,
             rights,
             execute,
+            memory,
         } => {
             objects::register_root(root);
             sink.execute = execute;
             sink.leaf = leaf;
+            sink.memory = Some(memory);
             caps.map_frame(frame, root.paddr, vaddr, rights, &mut sink)?;
         }
         FrameOp::Unmap { frame, cpu: true } => caps.unmap_frame(frame, &mut sink)?,
@@ -127,13 +134,14 @@ pub(super) fn perform(caps: &mut CapSystem, op: FrameOp) -> Result<Reply, Error>
 ///
 /// `Map` writes one empty leaf and invalidates nothing, so it skips the
 /// IOMMU failure record; `Unmap` of a CPU mapping may invalidate the
-/// IOTLB of devices bound to the VSpace (SVA), so it keeps it.
+/// IOTLB of devices bound to the VSpace (SVA), so it keeps it when SVA is
+/// built (`io_space::CPU_UNMAP_MAY_INVALIDATE`).
 ///
 /// The caller (`syscall::invoke_fast_first`) has tested the label; this
 /// checks the rest.
 #[inline(never)]
-pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
-    let context = &crate::sched::tcb(thread).context;
+pub fn frame_now(threads: &mut Threads, thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
+    let context = &threads.tcb(thread).context;
     if context.syscall_number() != abi::Syscall::Call as u64 {
         return false;
     }
@@ -154,7 +162,8 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         return false;
     };
     let mut caps = caps.lock();
-    let Some(frame) = objects::cached_slot(&caps, thread, cspace, cap, caps::ObjectKind::Frame)
+    let Some(frame) =
+        objects::cached_slot(&caps, threads, thread, cspace, cap, caps::ObjectKind::Frame)
     else {
         return false;
     };
@@ -170,20 +179,30 @@ pub fn frame_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         };
         perform(&mut caps, op)
     } else {
-        match caps.lookup(frame) {
-            Ok(held) if held.cpu_mapping().is_some() => {}
-            _ => return false,
+        // Only an SVA invalidation can fail here; without SVA built there
+        // is none, and no failure record to keep.
+        let record = crate::io_space::CPU_UNMAP_MAY_INVALIDATE;
+        if record {
+            crate::io_space::forget_failure();
         }
-        crate::io_space::forget_failure();
-        let result = perform(&mut caps, FrameOp::Unmap { frame, cpu: true });
+        // The model refuses a copy without a CPU mapping (`NotMapped`,
+        // nothing changed): the general path then unmaps its IO mapping
+        // or answers.
+        if perform(&mut caps, FrameOp::Unmap { frame, cpu: true }).is_err() {
+            return false;
+        }
         drop(caps);
-        crate::io_space::take_failure().map_or(result, Err)
+        match record.then(crate::io_space::take_failure).flatten() {
+            Some(error) => Err(error),
+            None => Ok(Reply::EMPTY),
+        }
     };
     let reply = match result {
         Ok(_) => (0, abi::MessageInfo::new(0, 0).to_word()),
         Err(e) => (u64::from(e.code()), 0),
     };
-    crate::sched::tcb(thread)
+    threads
+        .tcb(thread)
         .context
         .set_reply(reply.0, 0, reply.1, [0; 4]);
     true

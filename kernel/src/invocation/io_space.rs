@@ -6,6 +6,7 @@ use super::{Call, Reply};
 use crate::iommu_unit::DirectMemory;
 use crate::iommu_unit::Feature;
 use crate::objects::{self, CapSystem};
+use crate::sched::Threads;
 use abi::{Error, Invocation};
 use caps::{Effect, EffectSink, ObjectId, ObjectKind, Rights, SlotId};
 use iommu::PhysMem;
@@ -219,8 +220,7 @@ impl EffectSink for IoSink {
                 .apply(&effect),
             other => {
                 self.held = None;
-                let mut sink = objects::SINK;
-                sink.push(other);
+                objects::apply_elsewhere(other);
             }
         }
     }
@@ -310,11 +310,11 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
 /// The test of the label is inlined into the system-call path; the rest
 /// is out of line, so that other calls pay one load and one comparison.
 #[inline(always)]
-pub fn invalidate_fast(thread: u64, cspace: SlotId) -> bool {
-    let context = &crate::sched::tcb(thread).context;
+pub fn invalidate_fast(threads: &mut Threads, thread: u64, cspace: SlotId) -> bool {
+    let context = &threads.tcb(thread).context;
     (context.syscall_arg(1) >> 32) as u32 == Invocation::IoUserTableInvalidate as u32
         && context.syscall_number() == abi::Syscall::Call as u64
-        && invalidate_now(thread, cspace)
+        && invalidate_now(threads, thread, cspace)
 }
 
 /// [`invalidate_fast`] once the call is a `Call` whose message's label is
@@ -322,8 +322,8 @@ pub fn invalidate_fast(thread: u64, cspace: SlotId) -> bool {
 /// `syscall::invoke_fast_first`, which `syscall::round_trip_fast` enters
 /// only for a `Call`): the rest of the tests, and the call.
 #[inline(never)]
-pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
-    let context = &crate::sched::tcb(thread).context;
+pub fn invalidate_now(threads: &mut Threads, thread: u64, cspace: SlotId) -> bool {
+    let context = &threads.tcb(thread).context;
     let (cap, info) = (context.syscall_arg(0), context.syscall_arg(1));
     // Two message registers at least, no extra capability, no reserved bit
     // (the word `abi::MessageInfo::from_word` accepts, tested on its
@@ -338,9 +338,14 @@ pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
     {
         return false;
     }
-    let Ok(table) =
-        objects::lookup_cached_object(thread, cspace, cap, ObjectKind::IoUserTable, Rights::WRITE)
-    else {
+    let Ok(table) = objects::lookup_cached_object(
+        threads,
+        thread,
+        cspace,
+        cap,
+        ObjectKind::IoUserTable,
+        Rights::WRITE,
+    ) else {
         return false;
     };
     let Some(caps) = objects::CAPS.get() else {
@@ -361,12 +366,10 @@ pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
         Err(e) => (u64::from(e.code()), 0, [0, 0]),
     };
     drop(caps);
-    crate::sched::tcb(thread).context.set_reply(
-        reply.0,
-        0,
-        reply.1,
-        [reply.2[0], reply.2[1], 0, 0],
-    );
+    threads
+        .tcb(thread)
+        .context
+        .set_reply(reply.0, 0, reply.1, [reply.2[0], reply.2[1], 0, 0]);
     true
 }
 
@@ -396,12 +399,12 @@ pub fn invalidate_now(thread: u64, cspace: SlotId) -> bool {
 /// The caller (`syscall::invoke_fast_first`) has tested the label; this
 /// checks the rest.
 #[inline(never)]
-pub fn space_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
+pub fn space_now(threads: &mut Threads, thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
     let Some(super::FastCall {
         cap,
         message,
         mrs: [ipa, rights],
-    }) = super::fast_call(thread)
+    }) = super::fast_call(threads, thread)
     else {
         return false;
     };
@@ -413,7 +416,9 @@ pub fn space_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         return false;
     };
     let mut caps = caps.lock();
-    let Some(space) = objects::cached_slot(&caps, thread, cspace, cap, ObjectKind::IoSpace) else {
+    let Some(space) =
+        objects::cached_slot(&caps, threads, thread, cspace, cap, ObjectKind::IoSpace)
+    else {
         return false;
     };
     let Ok(frame) = caps.resolve(cspace, super::first_extra_cap(ipc_buffer)) else {
@@ -438,7 +443,7 @@ pub fn space_now(thread: u64, cspace: SlotId, ipc_buffer: u64) -> bool {
         Ok(SpaceOp::Unmap { frame }) => unmap_recording_failure(&mut caps, frame),
         _ => return false,
     };
-    super::fast_reply(thread, result);
+    super::fast_reply(threads, thread, result);
     true
 }
 

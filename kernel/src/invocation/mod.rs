@@ -145,8 +145,8 @@ struct FastCall {
 
 /// [`FastCall`] from `thread`'s saved registers.
 #[inline(always)]
-fn fast_call(thread: u64) -> Option<FastCall> {
-    let context = &crate::sched::tcb(thread).context;
+fn fast_call(threads: &mut crate::sched::Threads, thread: u64) -> Option<FastCall> {
+    let context = &threads.tcb(thread).context;
     if context.syscall_number() != abi::Syscall::Call as u64 {
         return None;
     }
@@ -167,12 +167,13 @@ fn first_extra_cap(ipc_buffer: u64) -> u32 {
 /// A fast path's answer to `thread`: no message registers on success, the
 /// error's code otherwise, as the general path answers.
 #[inline(always)]
-fn fast_reply<T>(thread: u64, result: Result<T, Error>) {
+fn fast_reply<T>(threads: &mut crate::sched::Threads, thread: u64, result: Result<T, Error>) {
     let reply = match result {
         Ok(_) => (0, MessageInfo::new(0, 0).to_word()),
         Err(e) => (u64::from(e.code()), 0),
     };
-    crate::sched::tcb(thread)
+    threads
+        .tcb(thread)
         .context
         .set_reply(reply.0, 0, reply.1, [0; 4]);
 }
@@ -181,15 +182,23 @@ fn fast_reply<T>(thread: u64, result: Result<T, Error>) {
 /// CSpace root is `cspace`. Never panics on user input. An IOMMU
 /// invalidation that failed or timed out on the way fails it with
 /// `IommuTimeout` (its devices were left blocked, `io_space`).
-pub fn invoke(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+pub fn invoke(
+    threads: &mut crate::sched::Threads,
+    cspace: SlotId,
+    message: &Message,
+) -> Result<Reply, Error> {
     crate::io_space::forget_failure();
-    let result = decode_and_perform(cspace, message);
+    let result = decode_and_perform(threads, cspace, message);
     crate::io_space::take_failure().map_or(result, Err)
 }
 
 /// [`invoke`] under the capability lock: the invoked capability's kind
 /// picks the object kind's decode, whose operation its perform applies.
-fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error> {
+fn decode_and_perform(
+    threads: &mut crate::sched::Threads,
+    cspace: SlotId,
+    message: &Message,
+) -> Result<Reply, Error> {
     let Some(mut caps) = objects::caps_to_invoke() else {
         return Err(Error::NotSupported);
     };
@@ -226,9 +235,12 @@ fn decode_and_perform(cspace: SlotId, message: &Message) -> Result<Reply, Error>
     };
     let caps = &mut *caps;
     match kind {
-        ObjectKind::Untyped => untyped::perform(caps, untyped::decode(caps, &call)?),
-        ObjectKind::CNode => cnode::perform(caps, cnode::decode(caps, &call)?),
-        ObjectKind::Tcb => tcb::perform(caps, tcb::decode(caps, &call)?),
+        ObjectKind::Untyped => untyped::perform(caps, threads, untyped::decode(caps, &call)?),
+        ObjectKind::CNode => cnode::perform(caps, threads, cnode::decode(caps, &call)?),
+        ObjectKind::Tcb => {
+            let op = tcb::decode(caps, threads, &call)?;
+            tcb::perform(caps, threads, op)
+        }
         ObjectKind::Frame => frame::perform(caps, frame::decode(caps, &call)?),
         ObjectKind::PageTable => Ok(page_table::perform(page_table::decode(caps, &call)?)),
         ObjectKind::IrqControl | ObjectKind::IrqHandler => {

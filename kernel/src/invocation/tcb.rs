@@ -4,7 +4,7 @@
 
 use super::{Call, Reply};
 use crate::objects::{self, CapSystem, Root};
-use crate::sched::Target;
+use crate::sched::{Target, Threads};
 use abi::{Error, Invocation};
 use caps::{Badge, ObjectId, ObjectKind, Rights, SlotId};
 
@@ -45,7 +45,7 @@ struct Configure {
 /// Decodes a Tcb invocation; changes nothing. Every one needs the write
 /// right on the Tcb capability.
 #[inline(always)]
-pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<TcbOp, Error> {
+pub(super) fn decode(caps: &CapSystem, threads: &mut Threads, call: &Call) -> Result<TcbOp, Error> {
     let cap = *caps.lookup(call.slot)?;
     let action = match call.invocation {
         Invocation::TcbConfigure => {
@@ -89,7 +89,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<TcbOp, Error> {
         Invocation::TcbSetPriority => Action::SetPriority(
             u8::try_from(call.argument(0)?).map_err(|_| Error::InvalidArgument)?,
         ),
-        Invocation::TcbResume if !crate::sched::configured(paddr) => {
+        Invocation::TcbResume if !crate::sched::configured(threads, paddr) => {
             return Err(Error::NotConfigured);
         }
         Invocation::TcbResume => {
@@ -184,23 +184,30 @@ fn decode_configure(
 /// it. The scheduler's answers are still passed on (and the copy deleted
 /// again), should a later change break decode's check.
 #[inline(always)]
-pub(super) fn perform(caps: &mut CapSystem, op: TcbOp) -> Result<Reply, Error> {
+pub(super) fn perform(
+    caps: &mut CapSystem,
+    threads: &mut Threads,
+    op: TcbOp,
+) -> Result<Reply, Error> {
     let (object, paddr) = op.thread;
     match op.action {
         Action::WriteRegisters { pc, sp, first } => {
-            crate::sched::write_registers(paddr, pc, sp, first)
+            crate::sched::write_registers(threads, paddr, pc, sp, first)
         }
-        Action::SetPriority(priority) => crate::sched::set_priority(paddr, priority),
-        Action::Resume => crate::sched::resume(object, paddr)?,
-        Action::Suspend => crate::sched::suspend(paddr),
-        Action::SetFaultHandler(endpoint) => crate::sched::set_fault_handler(op.thread, &endpoint)?,
-        Action::Configure(configure) => perform_configure(caps, op.thread, configure)?,
+        Action::SetPriority(priority) => crate::sched::set_priority(threads, paddr, priority),
+        Action::Resume => crate::sched::resume(threads, object, paddr)?,
+        Action::Suspend => crate::sched::suspend(threads, paddr),
+        Action::SetFaultHandler(endpoint) => {
+            crate::sched::set_fault_handler(threads, op.thread, &endpoint)?
+        }
+        Action::Configure(configure) => perform_configure(caps, threads, op.thread, configure)?,
     }
     Ok(Reply::EMPTY)
 }
 
 fn perform_configure(
     caps: &mut CapSystem,
+    threads: &mut Threads,
     thread: (ObjectId, u64),
     configure: Configure,
 ) -> Result<(), Error> {
@@ -212,7 +219,12 @@ fn perform_configure(
         Badge(0),
     )?;
     objects::register_root(configure.root);
-    match crate::sched::set_cspace_and_buffer(thread, configure.kernel_slot.0, configure.buffer) {
+    match crate::sched::set_cspace_and_buffer(
+        threads,
+        thread,
+        configure.kernel_slot.0,
+        configure.buffer,
+    ) {
         Ok(0) => {}
         // The root task's CSpace is its CNode's original capability, not a
         // kernel-held copy: it stays.
@@ -226,8 +238,8 @@ fn perform_configure(
         }
     }
     if let Some(endpoint) = configure.fault_endpoint {
-        crate::sched::set_fault_handler(thread, &endpoint)?;
+        crate::sched::set_fault_handler(threads, thread, &endpoint)?;
     }
-    crate::sched::set_address_space(thread.1, configure.root.paddr);
+    crate::sched::set_address_space(threads, thread.1, configure.root.paddr);
     Ok(())
 }

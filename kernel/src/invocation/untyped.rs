@@ -73,7 +73,11 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<Retype, Error> {
 /// model or `io_space` refuses): everything made is taken back and the
 /// error answered, all or nothing.
 #[inline(always)]
-pub(super) fn perform(caps: &mut CapSystem, op: Retype) -> Result<Reply, Error> {
+pub(super) fn perform(
+    caps: &mut CapSystem,
+    threads: &mut crate::sched::Threads,
+    op: Retype,
+) -> Result<Reply, Error> {
     let mut sink = objects::SINK;
     for i in 0..op.count {
         let dest = caps.resolve(op.cspace, op.first + i)?;
@@ -90,7 +94,7 @@ pub(super) fn perform(caps: &mut CapSystem, op: Retype) -> Result<Reply, Error> 
                 let made = caps.resolve(op.cspace, op.first + j)?;
                 let _ = caps.delete(made, &mut sink);
             }
-            objects::reconcile(caps, sink.removed);
+            objects::reconcile(caps, threads, sink.removed);
             return Err(e);
         }
     }

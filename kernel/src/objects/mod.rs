@@ -33,7 +33,7 @@ mod initial;
 mod page_tables;
 mod reconcile;
 
-pub use effects::SINK;
+pub use effects::{SINK, apply_elsewhere};
 pub use initial::init;
 #[cfg(feature = "fuzz-checks")]
 pub use page_tables::address_space_roots;
@@ -99,6 +99,7 @@ pub fn lookup(
 /// `resolve_into`'s callers).
 #[inline(always)]
 pub fn lookup_cached(
+    threads: &mut crate::sched::Threads,
     thread: u64,
     cspace: SlotId,
     cap: u64,
@@ -106,7 +107,7 @@ pub fn lookup_cached(
     rights: Rights,
 ) -> Result<crate::sched::Target, Error> {
     let generation = GENERATION.load(Ordering::Relaxed);
-    let cache = &mut crate::sched::tcb(thread).lookup_cache;
+    let cache = &mut threads.tcb(thread).lookup_cache;
     if cache.generation != generation || cache.cptr != cap || cache.cspace != u64::from(cspace.0) {
         refill_lookup_cache(cache, generation, cspace, cap)?;
     }
@@ -119,6 +120,7 @@ pub fn lookup_cached(
 /// capability lock.
 #[inline(always)]
 pub fn lookup_cached_object(
+    threads: &mut crate::sched::Threads,
     thread: u64,
     cspace: SlotId,
     cap: u64,
@@ -126,7 +128,7 @@ pub fn lookup_cached_object(
     rights: Rights,
 ) -> Result<caps::ObjectId, Error> {
     let generation = GENERATION.load(Ordering::Relaxed);
-    let cache = &mut crate::sched::tcb(thread).lookup_cache;
+    let cache = &mut threads.tcb(thread).lookup_cache;
     if cache.generation != generation || cache.cptr != cap || cache.cspace != u64::from(cspace.0) {
         refill_lookup_cache(cache, generation, cspace, cap)?;
     }
@@ -149,12 +151,13 @@ pub fn lookup_cached_object(
 #[inline(always)]
 pub fn cached_slot(
     _caps: &Caps<Storage>,
+    threads: &mut crate::sched::Threads,
     thread: u64,
     cspace: SlotId,
     cap: u64,
     kind: ObjectKind,
 ) -> Option<SlotId> {
-    let cache = &crate::sched::tcb(thread).lookup_cache;
+    let cache = &threads.tcb(thread).lookup_cache;
     (cache.generation == GENERATION.load(Ordering::Relaxed)
         && cache.cptr == cap
         && cache.cspace == u64::from(cspace.0)
@@ -303,11 +306,10 @@ pub fn memory_of(caps: &Caps<Storage>, slot: SlotId) -> Result<(u64, u8), Error>
         .ok_or(Error::DeadObject)
 }
 
-/// The CSpace root slot and IPC buffer of `thread`: `None` unless it has
-/// both (there is no default: a thread has only the authority it was
+/// The CSpace root slot and IPC buffer of the thread `t`: `None` unless it
+/// has both (there is no default: a thread has only the authority it was
 /// configured with, and one without both never runs, `sched`).
-pub fn thread_context(thread: u64) -> Option<(SlotId, u64)> {
-    let t = crate::sched::tcb(thread);
+pub fn thread_context(t: &crate::sched::Tcb) -> Option<(SlotId, u64)> {
     (t.cspace_slot != 0 && t.ipc_buffer != 0).then_some((SlotId(t.cspace_slot), t.ipc_buffer))
 }
 
@@ -315,7 +317,7 @@ pub fn thread_context(thread: u64) -> Option<(SlotId, u64)> {
 /// CSpace) into the receiver's receive slot (in its CSpace) as a copy: a
 /// child of the sender's, so the sender can revoke it. Returns whether one
 /// moved (the slot must resolve and be empty).
-pub fn transfer_capability(sender: u64, receiver: u64) -> bool {
+pub fn transfer_capability(sender: &crate::sched::Tcb, receiver: &crate::sched::Tcb) -> bool {
     let Some(mut caps) = caps_to_change() else {
         return false;
     };

@@ -4,6 +4,7 @@
 
 use super::effects::{Removed, SINK};
 use super::{ROOT_CNODE_SLOT, Storage};
+use crate::sched::Threads;
 use caps::{Caps, ObjectKind, SlotId};
 
 /// Whether `object` is alive, of `kind`, at `paddr` (a kernel record of it
@@ -22,14 +23,16 @@ pub(super) fn alive(
 /// sink noted): drop the kernel state of objects that died. With no object
 /// destroyed every record the kernel keeps still names a live object, so
 /// only a removed CNode capability (a thread's CSpace) can leave work.
-pub fn reconcile(caps: &mut Caps<Storage>, removed: Removed) {
+pub fn reconcile(caps: &mut Caps<Storage>, threads: &mut Threads, removed: Removed) {
     if !removed.destroyed {
         if removed.cnode {
-            drop_lost_cspaces(caps);
+            drop_lost_cspaces(caps, threads);
         }
         return;
     }
-    let freed = crate::sched::reconcile(|object, kind, paddr| alive(caps, object, kind, paddr));
+    let freed = crate::sched::reconcile(threads, |object, kind, paddr| {
+        alive(caps, object, kind, paddr)
+    });
     crate::sched::reconcile_irqs(
         |handler| {
             caps.object(handler)
@@ -46,7 +49,7 @@ pub fn reconcile(caps: &mut Caps<Storage>, removed: Removed) {
         |object, kind| caps.object(object).is_some_and(|o| o.kind() == kind),
         |n| alive(caps, n.object, ObjectKind::Notification, n.paddr),
     );
-    drop_lost_cspaces(caps);
+    drop_lost_cspaces(caps, threads);
     // Kernel-held CSpace capabilities of threads that died (the root task's
     // is its CNode's original, never freed here).
     for slot in freed.into_iter().filter(|&s| s != ROOT_CNODE_SLOT.0) {
@@ -57,14 +60,14 @@ pub fn reconcile(caps: &mut Caps<Storage>, removed: Removed) {
             );
         }
     }
-    super::page_tables::reconcile(caps);
+    super::page_tables::reconcile(caps, threads);
 }
 
 /// Threads whose kernel-held CSpace capability went (their CNode capability
 /// was revoked): they keep no CSpace, and the slot they named may now hold
 /// another thread's.
-fn drop_lost_cspaces(caps: &Caps<Storage>) {
-    crate::sched::drop_lost_cspaces(|slot| {
+fn drop_lost_cspaces(caps: &Caps<Storage>, threads: &mut Threads) {
+    crate::sched::drop_lost_cspaces(threads, |slot| {
         caps.lookup(SlotId(slot))
             .is_ok_and(|c| c.kind() == ObjectKind::CNode)
     });

@@ -66,8 +66,9 @@ pub enum Moment {
     Halt,
 }
 
-/// Prints the dump (see the module documentation).
-pub fn dump(moment: Moment) {
+/// Prints the dump (see the module documentation); `threads` lends it
+/// each thread's state.
+pub fn dump(threads: &mut crate::sched::Threads, moment: Moment) {
     let moment = match moment {
         Moment::Call => "call",
         Moment::Halt => "halt",
@@ -125,14 +126,14 @@ pub fn dump(moment: Moment) {
             ObjectState::Plain | ObjectState::IommuControl(_) | ObjectState::IrqControl { .. } => {}
         }
         if object.kind() == ObjectKind::Tcb {
-            let cnode = crate::objects::thread_context(paddr)
+            let cnode = crate::objects::thread_context(threads.tcb(paddr))
                 .and_then(|(cspace, _)| caps.lookup(cspace).ok())
                 .map(|cap| cap.object());
-            let name = crate::sched::name(paddr);
+            let name = crate::sched::name(threads, paddr);
             crate::print!(
                 " cspace={} vspace={:#x} name={}",
                 Maybe(cnode),
-                crate::sched::vspace_of(paddr),
+                crate::sched::vspace_of(threads, paddr),
                 Token(name.as_deref().unwrap_or("-"))
             );
         }

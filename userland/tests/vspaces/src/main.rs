@@ -9,7 +9,8 @@
 //!   address spaces;
 //! - the mapping rules answer with their errors (missing page table, address
 //!   in use, write+execute, rights beyond the capability's);
-//! - deleting the child's root stops it.
+//! - deleting the child's root stops it;
+//! - a dead root made again as a lower-level table is no root.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -172,7 +173,64 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("child_space_fault_mapped_and_ipc", || {
         child_space_fault_mapped_and_ipc(&mut slots)
     });
+    suite.run("a_dead_root_made_again_as_a_table_is_no_root", || {
+        a_dead_root_made_again_as_a_table_is_no_root(&mut slots)
+    });
     suite.finish()
+}
+
+/// An address space's root that died, made again at the same address
+/// (its own 4 KiB Untyped, emptied) and installed as a lower-level table
+/// of another space, is no root: `Frame.Map` into it answers
+/// `AlreadyMapped`. The kernel remembers the root it found last
+/// (`objects::page_tables`, `KNOWN_ROOT`); the dead root's record must
+/// take that with it. The new space is a root not yet recorded, so
+/// installing the table there leaves the remembered root alone.
+fn a_dead_root_made_again_as_a_table_is_no_root(slots: &mut Slots) -> Outcome {
+    let cnode = bootinfo::INIT_CNODE;
+    let untyped: Cap<Untyped> = match make::<Untyped>(slots, 12) {
+        Ok(untyped) => untyped,
+        Err(e) => rt::fail!("a 4 KiB Untyped: {e:?}"),
+    };
+    let slot = slots.take();
+    let root = match untyped.retype::<PageTable>(slot) {
+        Ok(root) => root,
+        Err(e) => rt::fail!("the first root: {e:?}"),
+    };
+    // Installing tables records the root; the later ones find it.
+    if let Err(e) = tables_for(slots, root, CHILD_DATA) {
+        rt::fail!("tables for the first root: {e:?}");
+    }
+    let frame: Cap<Frame> = match make::<Frame>(slots, 12) {
+        Ok(frame) => frame,
+        Err(e) => rt::fail!("retype frame: {e:?}"),
+    };
+    check!(
+        frame.map(root, CHILD_DATA, MapRights::READ).is_ok(),
+        "map into the first root"
+    );
+    check!(frame.unmap().is_ok(), "unmap from the first root");
+    check!(cnode.delete(root.slot()).is_ok(), "delete the first root");
+    let again = match untyped.retype::<PageTable>(slot) {
+        Ok(again) => again,
+        Err(e) => rt::fail!("the table at the root's address: {e:?}"),
+    };
+    let space: Cap<PageTable> = match make::<PageTable>(slots, 12) {
+        Ok(space) => space,
+        Err(e) => rt::fail!("another root: {e:?}"),
+    };
+    check!(
+        again.map(space, CHILD_DATA).is_ok(),
+        "install the table in the other space"
+    );
+    let answer = frame.map(again, CHILD_DATA, MapRights::READ);
+    check!(
+        answer == Err(Error::AlreadyMapped),
+        "Frame.Map into a table installed where a dead root was answered {answer:?}"
+    );
+    check!(cnode.delete(space.slot()).is_ok(), "delete the other root");
+    check!(cnode.delete(again.slot()).is_ok(), "delete the table");
+    Ok(())
 }
 
 fn mapping_rules(slots: &mut Slots) -> Outcome {
