@@ -362,10 +362,16 @@ pub fn reconcile(
 /// commands issued; `IommuTimeout` if the unit does not complete them
 /// (the nest's devices are then blocked).
 ///
-/// A whole invocation under one acquisition of each lock: the failure
-/// record is forgotten before and taken after, as `invocation::invoke`
-/// does around every invocation, so the fast path
-/// (`invocation::invalidate_fast`) can call it alone.
+/// A whole invocation under one acquisition of each lock, so the fast
+/// path (`invocation::invalidate_fast`) can call it alone. On VT-d the
+/// failure record is forgotten before and taken after, as
+/// `invocation::invoke` does around every invocation (a shadow's
+/// composition reaches the pool and the stage-2 code that record there).
+/// On SMMUv3 the call records a failure only in `State::fail_closed`,
+/// after a timed-out TLBI or CMD_SYNC, whose `IommuTimeout` the result
+/// carries already: the record is only cleared after a failure, so it is
+/// left as every invocation leaves it, and the successful call pays
+/// neither.
 #[inline(always)]
 pub fn invalidate_user_table(
     space: ObjectId,
@@ -376,8 +382,15 @@ pub fn invalidate_user_table(
     let mut guard = UNIT.lock();
     let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
+    #[cfg(target_arch = "x86_64")]
     state.forget_failure();
     let done = state.invalidate_user_table(hw(unit), space, root_ipa, start, length);
+    if cfg!(target_arch = "aarch64") {
+        if done.is_err() {
+            state.forget_failure();
+        }
+        return done;
+    }
     state.take_failure().map_or(done, Err)
 }
 

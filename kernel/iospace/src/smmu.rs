@@ -453,18 +453,14 @@ impl<R: Mmio> IoUnit for Smmu<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
-        space: ObjectId,
+        did: u16,
+        _space: ObjectId,
         _root_ipa: u64,
         start: u64,
         length: u64,
     ) -> Result<(u64, u64), Error> {
         let end = start.saturating_add(length);
-        // A nest lives no longer than its space.
-        let did = state.nests[index]
-            .as_ref()
-            .filter(|nest| nest.space == space)
-            .ok_or(Error::DeadObject)?
-            .did;
+        // `did` is the nest's, found with `index` under the same lock.
         self.invalidate_asid(&state.mem(), space_tag(did), Self::nest_tag(index))
             .map_err(|_| Error::IommuTimeout)?;
         Ok((if length == 0 { u64::MAX } else { end }, 1))

@@ -676,9 +676,17 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// The slot of the nest for (`space`, `root_ipa`), if devices use it.
     #[inline]
     pub(crate) fn nest_index(&self, space: ObjectId, root_ipa: u64) -> Option<usize> {
-        self.nests.iter().position(|n| {
+        self.nest_found(space, root_ipa).map(|(index, _)| index)
+    }
+
+    /// The slot of the nest for (`space`, `root_ipa`) and its DID, if
+    /// devices use it: found once, for the unit's `invalidate_nest`.
+    #[inline]
+    pub(crate) fn nest_found(&self, space: ObjectId, root_ipa: u64) -> Option<(usize, u16)> {
+        self.nests.iter().enumerate().find_map(|(index, n)| {
             n.as_ref()
-                .is_some_and(|n| n.space == space && n.root_ipa == root_ipa)
+                .filter(|n| n.space == space && n.root_ipa == root_ipa)
+                .map(|n| (index, n.did))
         })
     }
 
@@ -996,11 +1004,11 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             return Err(Error::InvalidAddress);
         }
         let end = start.checked_add(length).ok_or(Error::InvalidAddress)?;
-        let Some(index) = self.nest_index(space, root_ipa) else {
+        let Some((index, did)) = self.nest_found(space, root_ipa) else {
             // No device uses the table: nothing is cached, nothing to build.
             return Ok((end, 0));
         };
-        let done = unit.invalidate_nest(self, index, space, root_ipa, start, length);
+        let done = unit.invalidate_nest(self, index, did, space, root_ipa, start, length);
         if done == Err(Error::IommuTimeout) {
             self.fail_closed(unit, Exposed::Nest(index));
         }

@@ -229,13 +229,16 @@ pub trait IoUnit: Sized {
         pasid: Option<u32>,
         owned: impl Fn(u64) -> bool,
     ) -> Result<[Option<u64>; UNIT_TABLES_PER_ENTRY], &'static str>;
-    /// `IoUserTable.Invalidate` of the nest at `index`.
+    /// `IoUserTable.Invalidate` of the nest at `index`, of `space`, whose
+    /// DID the caller read from the nest under the same lock
+    /// (`State::nest_found`): the unit need not look the slot up again.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
     fn invalidate_nest<M: PhysMem + Copy, E: Env>(
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        did: u16,
         space: ObjectId,
         root_ipa: u64,
         start: u64,

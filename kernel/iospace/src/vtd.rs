@@ -363,12 +363,14 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
             // A shadow's entries carry their own D bits.
             return Ok(());
         }
-        let Some((space, root_ipa)) = state.nests[index].as_ref().map(|n| (n.space, n.root_ipa))
+        let Some((space, root_ipa, did)) = state.nests[index]
+            .as_ref()
+            .map(|n| (n.space, n.root_ipa, n.did))
         else {
             return Ok(());
         };
         // Length 0: every PASID's first-stage entries of the nest.
-        self.invalidate_nest(state, index, space, root_ipa, 0, 0)
+        self.invalidate_nest(state, index, did, space, root_ipa, 0, 0)
             .map(drop)
     }
 
@@ -536,6 +538,7 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
         &mut self,
         state: &mut State<Self, M, E>,
         index: usize,
+        _did: u16,
         space: ObjectId,
         root_ipa: u64,
         start: u64,

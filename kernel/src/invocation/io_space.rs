@@ -311,20 +311,19 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
 /// is out of line, so that other calls pay one load and one comparison.
 #[inline(always)]
 pub fn invalidate_fast(threads: &mut Threads, thread: u64, cspace: SlotId) -> bool {
-    (threads.tcb(thread).context.syscall_arg(1) >> 32) as u32
-        == Invocation::IoUserTableInvalidate as u32
+    let context = &threads.tcb(thread).context;
+    (context.syscall_arg(1) >> 32) as u32 == Invocation::IoUserTableInvalidate as u32
+        && context.syscall_number() == abi::Syscall::Call as u64
         && invalidate_now(threads, thread, cspace)
 }
 
-/// [`invalidate_fast`] once the message's label is
+/// [`invalidate_fast`] once the call is a `Call` whose message's label is
 /// `IoUserTable.Invalidate` (also called so by
-/// `syscall::invoke_fast_first`): the rest of the tests, and the call.
+/// `syscall::invoke_fast_first`, which `syscall::round_trip_fast` enters
+/// only for a `Call`): the rest of the tests, and the call.
 #[inline(never)]
 pub fn invalidate_now(threads: &mut Threads, thread: u64, cspace: SlotId) -> bool {
     let context = &threads.tcb(thread).context;
-    if context.syscall_number() != abi::Syscall::Call as u64 {
-        return false;
-    }
     let (cap, info) = (context.syscall_arg(0), context.syscall_arg(1));
     // Two message registers at least, no extra capability, no reserved bit
     // (the word `abi::MessageInfo::from_word` accepts, tested on its
