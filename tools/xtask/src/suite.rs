@@ -243,13 +243,7 @@ const TEST_FUNCTIONS: [&str; 4] = [
 /// containing one of [`TEST_FUNCTIONS`]. An ELF without a symbol table
 /// cannot be checked and is an error.
 fn test_code_symbols(elf: &[u8]) -> Traces {
-    use object::{Object, ObjectSymbol};
-    let file = object::File::parse(elf).map_err(|e| format!("not an ELF file: {e}"))?;
-    let mut count = 0;
-    let mut found = Vec::new();
-    for symbol in file.symbols() {
-        count += 1;
-        let Ok(name) = symbol.name() else { continue };
+    symbols_where(elf, |name| {
         let path = rust_path(name);
         let in_test_module = path
             .windows(2)
@@ -268,19 +262,15 @@ fn test_code_symbols(elf: &[u8]) -> Traces {
                     && part[1..].bytes().all(|b| b.is_ascii_hexdigit())
             };
             let shown: Vec<&str> = path.iter().filter(|part| !hash(part)).copied().collect();
-            found.push(if shown.is_empty() {
+            Some(if shown.is_empty() {
                 name.to_string()
             } else {
                 shown.join("::")
-            });
+            })
+        } else {
+            None
         }
-    }
-    if count == 0 {
-        return Err("the ELF has no symbol table to check (was it stripped?)".to_string());
-    }
-    found.sort();
-    found.dedup();
-    Ok(found)
+    })
 }
 
 /// Pieces of mangled names only `core::fmt`'s formatting brings in: the
@@ -303,6 +293,18 @@ const CORE_FMT_MACHINERY: [&str; 5] = [
 /// names `<usize as Display>::fmt` in the message it hands the panic
 /// handler, which never formats it) is not machinery and is let through.
 fn fmt_symbols(elf: &[u8]) -> Traces {
+    symbols_where(elf, |name| {
+        let ours = name.contains("core..fmt");
+        let machinery = name.contains("4core3fmt")
+            && CORE_FMT_MACHINERY.iter().any(|piece| name.contains(piece));
+        (ours || machinery).then(|| name.to_string())
+    })
+}
+
+/// What `shown` makes of the names of the ELF `elf`'s symbols, sorted, each
+/// once (`None`: not listed). An ELF without a symbol table cannot be
+/// checked and is an error.
+fn symbols_where(elf: &[u8], shown: impl Fn(&str) -> Option<String>) -> Traces {
     use object::{Object, ObjectSymbol};
     let file = object::File::parse(elf).map_err(|e| format!("not an ELF file: {e}"))?;
     let mut count = 0;
@@ -310,12 +312,7 @@ fn fmt_symbols(elf: &[u8]) -> Traces {
     for symbol in file.symbols() {
         count += 1;
         let Ok(name) = symbol.name() else { continue };
-        let ours = name.contains("core..fmt");
-        let machinery = name.contains("4core3fmt")
-            && CORE_FMT_MACHINERY.iter().any(|piece| name.contains(piece));
-        if ours || machinery {
-            found.push(name.to_string());
-        }
+        found.extend(shown(name));
     }
     if count == 0 {
         return Err("the ELF has no symbol table to check (was it stripped?)".to_string());
