@@ -54,8 +54,8 @@ pub const ROOT_SLOTS: u32 = 64;
 /// for 4,096 IO mappings in one IoSpace (`iobench`'s
 /// `io-map-with-4096-mapped`). Each slot costs the kernel 32 bytes of the
 /// arena and 160 bytes of [`Storage`] (the slot and its IPA-index
-/// entries), and the scans of every slot (`page_tables::reconcile` after a
-/// death) grow with the count.
+/// entries), and the one scan of every slot (`page_tables::reconcile`
+/// after a PageTable dies, 6-7 instructions a slot) grows with the count.
 const ARENA_BITS: u8 = 18;
 /// Slots backed by the arena.
 const ARENA_SLOTS: usize = (1 << ARENA_BITS) >> caps::SLOT_SIZE_BITS;

@@ -83,11 +83,14 @@ const MAPPED_COUNTS: [u64; 4] = [1, 64, 768, 4096];
 /// Of those, the copies the root task's CNode holds (in the revoke
 /// benchmark's run of free slots); the worker's CSpace holds the rest.
 const ROOT_COPIES: u64 = REVOKE_COUNTS[REVOKE_COUNTS.len() - 1];
-/// The worker's CSpace: a CNode of `2^WORKER_CNODE_BITS` slots holding the
-/// IoSpace, the endpoint it reports on, then its Frame copies.
+/// The worker's CSpace: a CNode of `2^WORKER_CNODE_BITS` slots (from the
+/// kernel's CNode arena, which has room for it beside the root CNode).
 const WORKER_CNODE_BITS: u8 = 12;
+/// Its slot holding the IoSpace.
 const WORKER_SPACE: Slot = Slot::new(0);
+/// Its slot holding the endpoint it reports on.
 const WORKER_REPORT: Slot = Slot::new(1);
+/// Its first slot of Frame copies to map (they follow one another).
 const WORKER_FIRST_COPY: u32 = 2;
 /// The worker's timed copy: its top slot, above every mapping's.
 const WORKER_TIMED: Slot = Slot::new((1 << WORKER_CNODE_BITS) - 1);
@@ -360,8 +363,8 @@ fn deletes(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Fa
 /// of them; revoking their Frame unmaps and deletes them all.
 ///
 /// The timed copy's slot matters: the model keeps each IoSpace's mappings
-/// on a list in slot order and links a new one searching from the top
-/// (`caps/model/src/mapping_index.rs`), so a map from a slot below k
+/// on a list in slot order and links a new one searching down from the
+/// highest (`caps/model/src/mapping_index.rs`), so a map from a slot below k
 /// mapped slots walks those k. With the worker's mappings the root task
 /// also times its own copy, which lies below them: the `-low-slot` row.
 fn map_scaling(
