@@ -101,6 +101,10 @@ fn unexpected_trap(report: &dyn Text) -> ! {
 
 /// The architecture-neutral boot path.
 pub fn main(mut info: BootInfo) -> ! {
+    // A test kernel reports the kernel stack's high-water mark when the
+    // session ends and fails it if the stack overflowed (`arch::stack`).
+    #[cfg(feature = "test-kernel")]
+    crate::arch::stack::paint();
     crate::say!(
         "Portcullis {} ({})",
         env!("CARGO_PKG_VERSION"),

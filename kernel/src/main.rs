@@ -54,8 +54,33 @@ pub const EXIT_BOOT_FAILED: u32 = 4;
 
 /// Announces the exit status (the runner reads this line) and leaves QEMU.
 pub fn exit(status: u32) -> ! {
+    #[cfg(feature = "test-kernel")]
+    let status = stack_checked(status);
     say!("portcullis: exit {}", status);
     arch::exit_qemu(status)
+}
+
+/// The kernel stack's high-water mark, printed (`arch::stack`); an
+/// overflow turns a successful `status` into [`EXIT_TESTS_FAILED`].
+#[cfg(feature = "test-kernel")]
+fn stack_checked(status: u32) -> u32 {
+    match arch::stack::check() {
+        Ok((used, size)) => {
+            println!("[stack] kernel stack high-water mark: {used} of {size} bytes");
+            status
+        }
+        Err((used, size)) => {
+            println!(
+                "[stack] FAIL: the kernel stack overflowed: {used} of {size} bytes used, into its bottom {} bytes",
+                arch::stack::GUARD
+            );
+            if status == EXIT_SUCCESS {
+                EXIT_TESTS_FAILED
+            } else {
+                status
+            }
+        }
+    }
 }
 
 /// Prints where the kernel panicked and, when it is a plain string, the

@@ -50,9 +50,15 @@
 //! 4. **Firmware tables are read-only.** [`phys_bytes`] lends memory nothing
 //!    writes after boot (ACPI, device tree, the boot module, PVH start
 //!    info).
+//!
+//! Besides physical memory, one kernel static lives here: [`ZeroedOnce`],
+//! a value too large to build anywhere but in place (the capability
+//! storage), which starts as zero bytes in `.bss`.
 
 use crate::arch;
+use core::cell::UnsafeCell;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 use zerocopy::FromBytes;
 
@@ -323,4 +329,74 @@ unsafe extern "C" {
 /// below it is never handed out (obligation 1).
 pub fn kernel_image_end() -> u64 {
     arch::kernel_virt_to_phys(&raw const __kernel_end as u64)
+}
+
+/// A static `T` that starts as zero bytes (`.bss`: nothing in the image,
+/// nothing copied) and is made ready in place, once, by [`ZeroedOnce::init`];
+/// then shared. For values too large to build on the stack and move (the
+/// capability storage is megabytes; `spin::Once::call_once` moved it
+/// through the stack four times). All-zero must be a valid `T`: the
+/// constant [`ZeroedOnce::ZERO`] is evaluated for each `T` this is built
+/// for, and const evaluation rejects an invalid value (an enum without a
+/// zero discriminant, a reference), so the build fails instead.
+pub struct ZeroedOnce<T> {
+    /// Set (once) by the one [`ZeroedOnce::init`] call that may write.
+    claimed: AtomicBool,
+    /// Set (Release) once `init` has finished; readers load it (Acquire).
+    ready: AtomicBool,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: `T` is written only by the one `init` call that claims it, before
+// `ready` is published; from then on only shared references exist, so
+// sharing needs what sharing a `&T` needs.
+unsafe impl<T: Sync> Sync for ZeroedOnce<T> {}
+
+impl<T> ZeroedOnce<T> {
+    /// All-zero `T`: a compile-time check that zero bytes are a valid `T`
+    /// (never used as a value).
+    const ZERO: T = {
+        // SAFETY: const evaluation checks the value is valid; that is the
+        // point (the build fails if it is not).
+        unsafe { core::mem::zeroed() }
+    };
+
+    /// The static's zero bytes.
+    pub const fn new() -> Self {
+        // Evaluates the check for this `T`.
+        core::mem::forget(Self::ZERO);
+        ZeroedOnce {
+            claimed: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            value: UnsafeCell::new(MaybeUninit::zeroed()),
+        }
+    }
+
+    /// The value, once [`ZeroedOnce::init`] has made it ready.
+    #[inline]
+    pub fn get(&self) -> Option<&T> {
+        if self.ready.load(Ordering::Acquire) {
+            // SAFETY: `ready` is set only after `init` finished writing;
+            // nothing writes the value outside a shared reference again.
+            Some(unsafe { (*self.value.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+
+    /// Makes the value ready: `fill` gets it as zero bytes, in place, and
+    /// must write whatever the value needs. `None` if it was claimed before
+    /// (there is one `init`).
+    pub fn init(&self, fill: impl FnOnce(&mut T)) -> Option<&T> {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: the `claimed` swap makes this the only writer ever, and
+        // no reader gets a reference before `ready`. The bytes are still
+        // those of `MaybeUninit::zeroed` (a static's, in `.bss`), a valid
+        // `T` (`ZERO` checks it at compile time).
+        fill(unsafe { (*self.value.get()).assume_init_mut() });
+        self.ready.store(true, Ordering::Release);
+        self.get()
+    }
 }

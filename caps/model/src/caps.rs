@@ -19,6 +19,20 @@ pub struct Caps<S> {
     pub(crate) flaws: crate::flaws::Flaws,
 }
 
+impl<const SLOTS: usize, const OBJECTS: usize> Caps<crate::ArrayStorage<SLOTS, OBJECTS>> {
+    /// Empties the capability system in place (see
+    /// [`crate::ArrayStorage::reset`]): afterwards it equals
+    /// `Caps::new(ArrayStorage::with_cnode_memory(root_slots,
+    /// cnode_memory_base))`, without building that value anywhere else.
+    pub fn reset(&mut self, root_slots: u32, cnode_memory_base: u64) {
+        self.store.reset(root_slots, cnode_memory_base);
+        #[cfg(feature = "seeded-bugs")]
+        {
+            self.flaws = crate::flaws::Flaws::default();
+        }
+    }
+}
+
 impl<S: Storage> Caps<S> {
     /// Wrap storage. The storage should be empty (as from
     /// [`crate::ArrayStorage::new`]); boot objects are added with the

@@ -363,6 +363,19 @@ impl<const SLOTS: usize, const OBJECTS: usize> ArrayStorage<SLOTS, OBJECTS> {
             ipa_index: [[IpaEntry::EMPTY; SLOTS]; IPA_INDEX_PER_SLOT],
         }
     }
+
+    /// Empties the storage in place: afterwards it equals
+    /// `with_cnode_memory(root_slots, cnode_memory_base)`. Each slot,
+    /// record and index entry is written once and nothing is built on the
+    /// stack, so the kernel can make its static storage (megabytes, in
+    /// `.bss`) ready without moving it.
+    pub fn reset(&mut self, root_slots: u32, cnode_memory_base: u64) {
+        self.slots.fill(Slot::EMPTY);
+        self.objects.fill(None);
+        self.root_slots = root_slots;
+        self.cnode_memory_base = cnode_memory_base;
+        self.ipa_index.as_flattened_mut().fill(IpaEntry::EMPTY);
+    }
 }
 
 impl<const SLOTS: usize, const OBJECTS: usize> Default for ArrayStorage<SLOTS, OBJECTS> {

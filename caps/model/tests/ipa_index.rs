@@ -9,7 +9,7 @@
 use caps::checker::invariants::mapping_index;
 use caps::checker::model::model_unit;
 use caps::{
-    ArrayStorage, Caps, DiscardEffects, Error, Flaws, IommuUnit, NewObject, Rights, SlotId,
+    ArrayStorage, Caps, DiscardEffects, Error, Flaws, IommuUnit, NewObject, Rights, SlotId, Storage,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -237,4 +237,47 @@ fn seeded_ipa_index_bugs_are_caught() {
         let caught = result.expect_err("a seeded IPA index bug went unnoticed");
         println!("{flaws:?} caught: {caught}");
     }
+}
+
+/// `Caps::reset` empties a used capability system in place (capabilities,
+/// object records, IO mappings and their IPA index entries) into exactly
+/// the state a fresh one starts in, whatever root slots and CNode memory
+/// it is given.
+#[test]
+fn reset_gives_the_fresh_state() {
+    let mut caps = boot();
+    let sink = &mut DiscardEffects;
+    caps.map_io(
+        SlotId(SMALL[0]),
+        SlotId(SPACES[0]),
+        0x4000,
+        Rights::READ,
+        sink,
+    )
+    .unwrap();
+    caps.map_io(
+        SlotId(LARGE[0]),
+        SlotId(SPACES[1]),
+        0x20_0000,
+        Rights::READ,
+        sink,
+    )
+    .unwrap();
+    assert!(
+        caps.storage()
+            .ipa_index()
+            .iter()
+            .any(|e| *e != Default::default())
+    );
+    let mut fresh = caps.clone();
+    fresh.reset(SLOTS as u32, 0);
+    assert_eq!(fresh, Caps::new(ArrayStorage::new()));
+    caps.reset(8, 0x8000);
+    assert_eq!(caps, Caps::new(ArrayStorage::with_cnode_memory(8, 0x8000)));
+    assert!(
+        caps.storage()
+            .ipa_index()
+            .iter()
+            .all(|e| *e == Default::default())
+    );
 }

@@ -11,6 +11,9 @@ mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::*;
 
+#[cfg(feature = "test-kernel")]
+pub mod stack;
+
 use ktext::Text;
 
 // The page-table format's vocabulary, named here so that `paging` needs

@@ -80,8 +80,12 @@ pub fn init(frames: &mut BootFrames, vspace: u64) -> Result<RootTask, BootError>
     if arena + (1 << ARENA_BITS) > free.end {
         return Err("not enough free RAM for the CNode arena");
     }
+    // Emptied in place in its `.bss` home: the storage is megabytes, and
+    // built as a value it was copied through the stack (kernel/README.md,
+    // "Capabilities and the root task").
     let caps = CAPS
-        .call_once(|| spin::Mutex::new(Caps::new(Storage::with_cnode_memory(ROOT_SLOTS, arena))));
+        .init(|caps| caps.get_mut().reset(ROOT_SLOTS, arena))
+        .ok_or("the capability system is already built")?;
     let mut caps = caps.lock();
     let mut clear = SINK;
     caps.boot_untyped(ARENA_SLOT, arena, ARENA_BITS, false)

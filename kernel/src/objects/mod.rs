@@ -78,7 +78,7 @@ pub type CapSystem = Caps<Storage>;
 /// The capability system. Lock it through [`caps_to_change`] for anything
 /// that may change a capability (that invalidates every thread's lookup
 /// cache); only lookups and the read-only capability dump lock it directly.
-pub static CAPS: spin::Once<spin::Mutex<Caps<Storage>>> = spin::Once::new();
+pub static CAPS: crate::mem::ZeroedOnce<spin::Mutex<CapSystem>> = crate::mem::ZeroedOnce::new();
 
 /// Resolves a capability pointer for a message-passing system call: the
 /// object it names must be of `kind` (else `WrongKind`) and the capability

@@ -118,9 +118,10 @@ boot_long_mode:
 
     .section .bss.boot_stack, "aw", @nobits
     .balign 16
-boot_stack:
-    /* 4 MiB: the capability storage (about half a MiB, moved a few times)
-       is built on it once at boot. */
+    .global boot_stack_bottom
+boot_stack_bottom:
+    /* The kernel's one stack (boot, then every system call and trap):
+       kernel/README.md, "The kernel stack", for its size. */
     .skip 4 * 1024 * 1024
     .global boot_stack_top
 boot_stack_top:
