@@ -122,7 +122,7 @@ boot_long_mode:
 boot_stack_bottom:
     /* The kernel's one stack (boot, then every system call and trap):
        kernel/README.md, "The kernel stack", for its size. */
-    .skip 4 * 1024 * 1024
+    .skip 128 * 1024
     .global boot_stack_top
 boot_stack_top:
     "#,
