@@ -340,6 +340,9 @@ impl Scheduler {
         }
     }
 
+    /// Registers `object` (at `paddr`): found by its hint inline, else
+    /// [`Self::register_slow`].
+    #[inline]
     fn register(
         &mut self,
         object: ObjectId,
@@ -349,6 +352,20 @@ impl Scheduler {
         if self.is_registered(object, paddr) {
             return Ok(());
         }
+        self.register_slow(object, kind, paddr)
+    }
+
+    /// [`Self::register`] when the hint misses (an object's first use, or
+    /// after its hint was taken): a scan of the registry, then a new
+    /// entry. Out of line: it was inlined into 12 callers (~200 bytes each;
+    /// kernel/README.md, "Size").
+    #[inline(never)]
+    fn register_slow(
+        &mut self,
+        object: ObjectId,
+        kind: caps::ObjectKind,
+        paddr: u64,
+    ) -> Result<(), Error> {
         if let Some(index) = self.registry.iter().position(|r| r.paddr == paddr) {
             self.set_hint(index);
             return Ok(());
