@@ -123,8 +123,8 @@ pub struct LookupCache {
     pub slot: u64,
     /// An IoUserTable's state, for `IoUserTable.Invalidate`'s fast path
     /// (`objects::cached_user_table`): its IoSpace's object number + 1 (0
-    /// once that IoSpace is destroyed, and for every other kind), and its
-    /// root IPA.
+    /// once that IoSpace is destroyed) and its root IPA. Meaningless for
+    /// every other kind.
     pub table: [u64; 2],
 }
 

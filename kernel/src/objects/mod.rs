@@ -231,13 +231,18 @@ fn resolve_locked(
     found.badge = held.badge().0;
     found.registered = 0;
     found.slot = u64::from(slot.0);
-    found.table = match object.map(|o| o.state()) {
-        Some(&caps::ObjectState::IoUserTable {
-            space: Some(space),
-            root_ipa,
-        }) => [u64::from(space.0) + 1, root_ipa],
-        _ => [0; 2],
-    };
+    // Written for that kind only, and read only for it
+    // (`cached_user_table` tests the kind first): other refills pay one
+    // test.
+    if held.kind() == ObjectKind::IoUserTable {
+        found.table = match object.map(|o| o.state()) {
+            Some(&caps::ObjectState::IoUserTable {
+                space: Some(space),
+                root_ipa,
+            }) => [u64::from(space.0) + 1, root_ipa],
+            _ => [0; 2],
+        };
+    }
     Ok(())
 }
 
