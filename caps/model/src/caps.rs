@@ -400,7 +400,9 @@ impl<S: Storage> Caps<S> {
         if let Some(n) = node.next {
             self.slot_mut(n).prev = Some(dest);
         }
-        if let Some(m) = mapping {
+        if let Some(m) = mapping
+            && !flawed!(self, move_keeps_old_slot)
+        {
             let size_bits = self.frame_bits(object);
             self.rename_io_mapping(m.space, m.ipa, size_bits, dest);
         }
@@ -648,7 +650,9 @@ impl<S: Storage> Caps<S> {
                     };
                     let size_bits = self.frame_bits(object);
                     self.unmap_emit(size_bits, id, ipa, sink);
-                    self.forget_ipa(id, ipa, size_bits);
+                    if !flawed!(self, teardown_keeps_ipa_index) {
+                        self.forget_ipa(id, ipa, size_bits);
+                    }
                     if let Some(c) = self.store.slots_mut()[i].cap.as_mut() {
                         c.mapping = None;
                     }
