@@ -195,6 +195,7 @@ impl<S: Storage> Caps<S> {
             prev,
             next,
             depth,
+            ..Slot::EMPTY
         };
         if let Some(p) = prev {
             self.slot_mut(p).next = Some(dest);
