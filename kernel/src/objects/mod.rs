@@ -48,10 +48,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Kernel-held slots before the arena.
 pub const ROOT_SLOTS: u32 = 64;
-/// log2 of the arena's size in bytes.
-const ARENA_BITS: u8 = 17;
+/// log2 of the arena's size in bytes: 256 KiB, 8,192 slots. The root
+/// task's CNode takes the first 1,024; the rest holds, for instance, a
+/// CNode of 4,096 slots beside smaller ones, enough Frame capability copies
+/// for 4,096 IO mappings in one IoSpace (`iobench`'s
+/// `io-map-with-4096-mapped`). Each slot costs the kernel 32 bytes of the
+/// arena and 160 bytes of [`Storage`] (the slot and its IPA-index
+/// entries), and the one scan of every slot (`page_tables::reconcile`
+/// after a PageTable dies, 6-7 instructions a slot) grows with the count.
+const ARENA_BITS: u8 = 18;
 /// Slots backed by the arena.
 const ARENA_SLOTS: usize = (1 << ARENA_BITS) >> caps::SLOT_SIZE_BITS;
+/// Every slot of [`Storage`]: the kernel-held ones, then the arena's.
+pub const SLOTS: usize = ROOT_SLOTS as usize + ARENA_SLOTS;
 /// Object records.
 pub const OBJECTS: usize = 1024;
 /// The root task's CNode: `2^ROOT_CNODE_BITS` slots.
@@ -61,7 +70,7 @@ pub const ROOT_CNODE_SLOT: SlotId = SlotId(1);
 /// The kernel-held slot of the arena Untyped before it is moved to the root task.
 const ARENA_SLOT: SlotId = SlotId(0);
 
-pub(crate) type Storage = ArrayStorage<{ ROOT_SLOTS as usize + ARENA_SLOTS }, OBJECTS>;
+pub(crate) type Storage = ArrayStorage<SLOTS, OBJECTS>;
 
 /// The capability system as the kernel holds it.
 pub type CapSystem = Caps<Storage>;
