@@ -366,9 +366,10 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// logged, never ignored silently; a unit that fails an invalidation
     /// leaves [`State::take_failure`] set.
     ///
-    /// The effects other than a stage-2 map, unmap and invalidation share
-    /// [`State::apply_other`], out of line.
-    #[inline]
+    /// Each effect has its own function, out of line, so a caller that
+    /// knows the effect (the kernel's sink for the model's `map_io` and
+    /// `unmap_io`, where this is inlined) calls that one alone.
+    #[inline(always)]
     pub fn apply(&mut self, unit: &mut U, effect: &Effect) {
         match *effect {
             Effect::MapIoPage {
@@ -378,29 +379,46 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 size_bits,
                 rights,
                 ..
-            } => {
-                if let Err(why) = self.map(space, ipa, paddr, size_bits, rights) {
-                    not_applied::<E>("MapIoPage", why);
-                }
-            }
-            Effect::UnmapIoPage { space, ipa, .. } => {
-                if let Err(why) = self.unmap(space, ipa) {
-                    not_applied::<E>("UnmapIoPage", why);
-                }
-            }
-            Effect::InvalidateDomain { did, .. } => {
-                if !E::broken(Flaw::SkipInvalidation) {
-                    self.note_tags(unit, did);
-                }
-            }
-            Effect::WaitForInvalidation { .. } => {
-                if !E::broken(Flaw::SkipInvalidation)
-                    && let Err(why) = self.invalidate_pending(unit)
-                {
-                    not_applied::<E>("WaitForInvalidation", why);
-                }
-            }
+            } => self.apply_map(space, ipa, paddr, size_bits, rights),
+            Effect::UnmapIoPage { space, ipa, .. } => self.apply_unmap(space, ipa),
+            Effect::InvalidateDomain { did, .. } => self.apply_invalidate_domain(unit, did),
+            Effect::WaitForInvalidation { .. } => self.apply_wait(unit),
             _ => self.apply_other(unit, effect),
+        }
+    }
+
+    /// [`State::apply`] of `MapIoPage`.
+    #[inline(never)]
+    fn apply_map(&mut self, space: ObjectId, ipa: u64, paddr: u64, size_bits: u8, rights: Rights) {
+        if let Err(why) = self.map(space, ipa, paddr, size_bits, rights) {
+            not_applied::<E>("MapIoPage", why);
+        }
+    }
+
+    /// [`State::apply`] of `UnmapIoPage`.
+    #[inline(never)]
+    fn apply_unmap(&mut self, space: ObjectId, ipa: u64) {
+        if let Err(why) = self.unmap(space, ipa) {
+            not_applied::<E>("UnmapIoPage", why);
+        }
+    }
+
+    /// [`State::apply`] of `InvalidateDomain`: queues the domain's tags.
+    #[inline(never)]
+    fn apply_invalidate_domain(&mut self, unit: &U, did: u16) {
+        if !E::broken(Flaw::SkipInvalidation) {
+            self.note_tags(unit, did);
+        }
+    }
+
+    /// [`State::apply`] of `WaitForInvalidation`: invalidates the queued
+    /// tags and waits.
+    #[inline(never)]
+    fn apply_wait(&mut self, unit: &mut U) {
+        if !E::broken(Flaw::SkipInvalidation)
+            && let Err(why) = self.invalidate_pending(unit)
+        {
+            not_applied::<E>("WaitForInvalidation", why);
         }
     }
 
@@ -674,14 +692,19 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         let shadows = if U::SHADOWS && !spared { nests } else { 0 };
         // Every one of them: the space's and each shadow's (up to its
         // share of nests; none may be dropped).
-        let tags = core::iter::once(space_tag(did)).chain(bits(shadows).map(U::nest_tag));
-        for tag in tags {
-            if !has_tag(&self.pending_tags, tag) && self.pending_tags.push(tag).is_err() {
-                // Too many: invalidate everything (tag 0 marks it).
-                self.pending_tags.clear();
-                let _ = self.pending_tags.push(0);
-                return;
-            }
+        self.note_tag(space_tag(did));
+        for i in bits(shadows) {
+            self.note_tag(U::nest_tag(i));
+        }
+    }
+
+    /// Queues `tag` unless it is queued; when the list is full, queues
+    /// everything instead (tag 0, alone and so first).
+    #[inline]
+    fn note_tag(&mut self, tag: u16) {
+        if !has_tag(&self.pending_tags, tag) && self.pending_tags.push(tag).is_err() {
+            self.pending_tags.clear();
+            let _ = self.pending_tags.push(0);
         }
     }
 

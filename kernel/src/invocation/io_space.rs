@@ -208,7 +208,7 @@ struct IoSink {
 }
 
 impl EffectSink for IoSink {
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, effect: Effect) {
         match effect {
             Effect::MapIoPage { .. }
