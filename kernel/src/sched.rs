@@ -1229,9 +1229,9 @@ fn idle() -> Option<u32> {
 /// loop's top, which tests a variable before picking (`true`), or to a
 /// second `arch::run_user` call site inside the system-call loop
 /// (`false`). The same work; the two shapes compile to different register
-/// use in the loop, measured per machine (kernel/README.md "Measured",
-/// h-entry's third pass): the second is the cheaper on x86_64, the first
-/// on aarch64.
+/// use in the loop, measured per machine (kernel/README.md "Measured": a
+/// fast-path invocation returns straight to its caller): the second is
+/// the cheaper on x86_64, the first on aarch64.
 const CONTINUE_AT_TOP: bool = cfg!(target_arch = "aarch64");
 
 /// Why the scheduler loop ended.
