@@ -380,8 +380,10 @@ pub fn invalidate_user_table(
     length: u64,
 ) -> Result<(u64, u64), Error> {
     let mut guard = UNIT.lock();
-    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
+    // The unit tested under both locks: its SMMUv3 queue's test then reads
+    // the same word with no lock taken between (one load for both).
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     #[cfg(target_arch = "x86_64")]
     state.forget_failure();
     let done = state.invalidate_user_table(hw(unit), space, root_ipa, start, length);

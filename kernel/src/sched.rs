@@ -121,6 +121,11 @@ pub struct LookupCache {
     /// The slot the capability is in (`caps::SlotId` number), for an
     /// invocation's fast path (`objects::cached_slot`).
     pub slot: u64,
+    /// An IoUserTable's state, for `IoUserTable.Invalidate`'s fast path
+    /// (`objects::cached_user_table`): its IoSpace's object number + 1 (0
+    /// once that IoSpace is destroyed) and its root IPA. Meaningless for
+    /// every other kind.
+    pub table: [u64; 2],
 }
 
 impl LookupCache {
@@ -136,6 +141,7 @@ impl LookupCache {
         badge: 0,
         registered: 0,
         slot: 0,
+        table: [0; 2],
     };
 }
 

@@ -300,9 +300,9 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
 /// `IoUserTable.Invalidate` ahead of the general invocation path (issue 13:
 /// the driver's one call after writing its stage-1 entries): a `Call` of
 /// `thread` whose message is that invocation is answered here, from the
-/// thread's lookup cache and under the capability lock taken only to read
-/// (the invocation changes no capability, so every thread's cached lookups
-/// stay valid). `true` once answered (success, or the unit's own error);
+/// thread's lookup cache (which holds the table's IoSpace and root IPA),
+/// without the capability lock (the invocation changes no capability, so
+/// every thread's cached lookups stay valid). `true` once answered (success, or the unit's own error);
 /// `false`, having changed nothing, for every other call and for each
 /// refusal, which the general path then makes with its own error
 /// (`decode` repeats every check made here).
@@ -338,34 +338,17 @@ pub fn invalidate_now(threads: &mut Threads, thread: u64, cspace: SlotId) -> boo
     {
         return false;
     }
-    let Ok(table) = objects::lookup_cached_object(
-        threads,
-        thread,
-        cspace,
-        cap,
-        ObjectKind::IoUserTable,
-        Rights::WRITE,
-    ) else {
+    let Some((space, root_ipa)) = objects::cached_user_table(threads, thread, cspace, cap) else {
         return false;
     };
-    let Some(caps) = objects::CAPS.get() else {
-        return false;
-    };
-    // Held across the unit's work, as on the general path (lock order:
-    // capabilities, then the IOMMU's).
-    let caps = caps.lock();
-    let Some(caps::ObjectState::IoUserTable {
-        space: Some(space),
-        root_ipa,
-    }) = caps.object(table).map(|o| *o.state())
-    else {
-        return false;
-    };
+    // No capability lock: the cached state is current (see
+    // `objects::cached_user_table`), and an invalidation of a nest that is
+    // found under the IOMMU's locks is harmless whatever happens to the
+    // capabilities meanwhile.
     let reply = match crate::io_space::invalidate_user_table(space, root_ipa, start, length) {
         Ok((next, commands)) => (0, abi::MessageInfo::new(0, 2).to_word(), [next, commands]),
         Err(e) => (u64::from(e.code()), 0, [0, 0]),
     };
-    drop(caps);
     threads
         .tcb(thread)
         .context

@@ -66,7 +66,7 @@ struct Leaf {
 /// The slot of a mapping the kernel made for itself (a CD page).
 const KERNEL: u32 = u32::MAX;
 /// Most mappings one side of a comparison holds: one per slot.
-const CAPACITY: usize = 4160;
+const CAPACITY: usize = crate::objects::SLOTS;
 
 /// The two sides being compared; static (too large for the stack), and
 /// only in kernels with this feature.

@@ -27,7 +27,7 @@ use sysdesc::{ChannelKind, ConsoleGrant, IoMode, PageSize, SystemDescription};
 /// A page of init's own address space for filling Frames.
 const SCRATCH: u64 = 0x10_0000_0000;
 /// Each domain's CNode: `2^DOMAIN_CNODE_BITS` slots (CNodes come from the
-/// 128 KiB arena, 32 bytes a slot; init's own takes 1024 of its 4096).
+/// 256 KiB arena, 32 bytes a slot; init's own takes 1024 of its 8192).
 const DOMAIN_CNODE_BITS: u8 = 7;
 const _: () = assert!(sys::names::DOMAIN_OWN_SLOTS.end == 1 << DOMAIN_CNODE_BITS);
 

@@ -19,10 +19,19 @@
 //! - `io-revoke-N`: `CNode.Revoke` of a Frame capability whose N copies are
 //!   mapped in an IoSpace (every entry removed, invalidated, waited for).
 //! - `io-map-with-N-mapped`: `IoSpace.Map` of one 4 KiB page into an
-//!   IoSpace that already holds N 4 KiB mappings (N = 1, 64, 768; the root
-//!   CNode's 1024 slots bound N, one Frame capability copy per mapping).
-//!   The overlap check does not walk the IoSpace's mappings, so the three
-//!   should be equal.
+//!   IoSpace that already holds N 4 KiB mappings (N = 1, 64, 768, 4096),
+//!   each held by its own copy of one Frame capability: the first 768 in
+//!   the root task's CNode (1,024 slots), the rest in a CNode of 4,096
+//!   slots that is a worker thread's CSpace, mapped by that thread. Before
+//!   each row every one of the N IPAs must answer `AddressInUse`, so the N
+//!   mappings are the kernel's, not the program's say-so. The timed copy
+//!   sits in a slot above every mapping's (for N = 4096 the worker times
+//!   it), and the overlap check does not walk the IoSpace's mappings, so
+//!   the rows should be equal.
+//! - `io-map-with-4096-mapped-low-slot`: the same from the root task, whose
+//!   timed copy lies below the worker's 3,328 mapped copies: the model
+//!   links a new mapping into the IoSpace's slot-ordered list searching
+//!   down from the top, so this one walks those 3,328.
 //! - `cnode-delete-empty` / `cnode-delete-frame-copy` /
 //!   `cnode-delete-mapped-frame-copy`: `CNode.Delete` of an empty slot, of
 //!   a copy of a Frame (the Frame lives on in its original), and of such a
@@ -49,7 +58,10 @@ use edu::nested::Nested;
 use rt::bench::counter;
 use rt::space::Objects;
 use sys::bootinfo;
-use sys::{CNode, Cap, Frame, IommuControl, MapRights, PageTable, Rights, Slot};
+use sys::{
+    CNode, Cap, Endpoint, Error, Frame, IoSpace, IommuControl, MapRights, MessageInfo, PageTable,
+    Rights, Slot, Tcb,
+};
 
 rt::entry!(main);
 
@@ -67,7 +79,25 @@ const IPA_BASE: u64 = 0x7000_0000;
 /// Pages of the map-syscall benchmark.
 const SYSCALL_PAGES: u64 = 64;
 /// Mappings already in the IoSpace for the map-scaling benchmark.
-const MAPPED_COUNTS: [u64; 3] = [1, 64, 768];
+const MAPPED_COUNTS: [u64; 4] = [1, 64, 768, 4096];
+/// Of those, the copies the root task's CNode holds (in the revoke
+/// benchmark's run of free slots); the worker's CSpace holds the rest.
+const ROOT_COPIES: u64 = REVOKE_COUNTS[REVOKE_COUNTS.len() - 1];
+/// The worker's CSpace: a CNode of `2^WORKER_CNODE_BITS` slots (from the
+/// kernel's CNode arena, which has room for it beside the root CNode).
+const WORKER_CNODE_BITS: u8 = 12;
+/// Its slot holding the IoSpace.
+const WORKER_SPACE: Slot = Slot::new(0);
+/// Its slot holding the endpoint it reports on.
+const WORKER_REPORT: Slot = Slot::new(1);
+/// Its first slot of Frame copies to map (they follow one another).
+const WORKER_FIRST_COPY: u32 = 2;
+/// The worker's timed copy: its top slot, above every mapping's.
+const WORKER_TIMED: Slot = Slot::new((1 << WORKER_CNODE_BITS) - 1);
+const _: () = assert!(
+    MAPPED_COUNTS[MAPPED_COUNTS.len() - 1] - ROOT_COPIES
+        <= WORKER_TIMED.index() as u64 - WORKER_FIRST_COPY as u64
+);
 /// Repetitions of each measurement (the median is reported).
 const REPEATS: usize = 5;
 
@@ -327,9 +357,16 @@ fn deletes(objects: &mut Objects, nested: &Nested) -> Result<(), rt::testing::Fa
 }
 
 /// `IoSpace.Map` of one page with N pages already mapped. The copies
-/// holding the N mappings go in the free slots from `first_copy` (the
-/// revoke benchmark's 768, empty again), the timed one in a slot of its
-/// own; revoking their Frame unmaps and deletes them all.
+/// holding the first [`ROOT_COPIES`] mappings go in the free slots from
+/// `first_copy` (the revoke benchmark's, empty again), the others in the
+/// worker's CSpace ([`start_worker`]), the timed one in a slot above all
+/// of them; revoking their Frame unmaps and deletes them all.
+///
+/// The timed copy's slot matters: the model keeps each IoSpace's mappings
+/// on a list in slot order and links a new one searching down from the
+/// highest (`caps/model/src/mapping_index.rs`), so a map from a slot below k
+/// mapped slots walks those k. With the worker's mappings the root task
+/// also times its own copy, which lies below them: the `-low-slot` row.
 fn map_scaling(
     objects: &mut Objects,
     nested: &Nested,
@@ -344,31 +381,180 @@ fn map_scaling(
         .map_err(|e| failure("copy", e))?;
     let mut mapped = 0;
     for count in MAPPED_COUNTS {
-        map_copies(cnode, nested, frame, first_copy, mapped..count)?;
+        let in_root = mapped.min(ROOT_COPIES)..count.min(ROOT_COPIES);
+        map_copies(cnode, nested, frame, first_copy, in_root)?;
+        let worker = if count > ROOT_COPIES {
+            let copies = mapped.max(ROOT_COPIES)..count;
+            Some(start_worker(objects, nested, frame, copies)?)
+        } else {
+            None
+        };
         mapped = count;
-        let ipa = IPA_BASE + 4096 * (1 + MAPPED_COUNTS[MAPPED_COUNTS.len() - 1]);
-        let mut samples = [0; REPEATS];
-        for sample in &mut samples {
-            let start = counter();
-            nested
-                .space
-                .map(timed, ipa, MapRights::READ_WRITE)
-                .map_err(|e| failure("IoSpace.Map", e))?;
-            *sample = counter() - start;
-            nested
-                .space
-                .unmap(timed)
-                .map_err(|e| failure("IoSpace.Unmap", e))?;
+        check_taken(nested.space, timed, count)?;
+        let here = time_map(nested.space, timed).map_err(|e| failure("IoSpace.Map", e))?;
+        let Some(report) = worker else {
+            rt::println!("bench io-map-with-{count}-mapped instructions={here}");
+            continue;
+        };
+        // Let the worker time its copy, in its top slot.
+        let got = report
+            .reply_recv(MessageInfo::new(0, 0), [0; 4])
+            .map_err(|e| failure("ReplyRecv", e))?;
+        match got.mrs {
+            [top, 0, ..] => {
+                rt::println!("bench io-map-with-{count}-mapped instructions={top}");
+                rt::println!("bench io-map-with-{count}-mapped-low-slot instructions={here}");
+            }
+            [_, error, ..] => {
+                let why = Error::from_code(error as u8);
+                return Err(failure("the worker's timed IoSpace.Map", why));
+            }
         }
-        rt::println!(
-            "bench io-map-with-{count}-mapped instructions={}",
-            median(samples)
-        );
     }
     cnode
         .revoke(frame.slot())
         .map_err(|e| failure("revoke", e))?;
     Ok(())
+}
+
+/// The IPA of the timed map: above every mapping of the benchmark.
+const TIMED_IPA: u64 = IPA_BASE + 4096 * (1 + MAPPED_COUNTS[MAPPED_COUNTS.len() - 1]);
+
+/// The median instructions of `IoSpace.Map` of `frame` at [`TIMED_IPA`]
+/// (unmapped again after each). Not inlined: the root task and the worker
+/// run the very same instructions around the system call (inlined, the
+/// user-side code in the window differed by 11 between the two).
+#[inline(never)]
+fn time_map(space: Cap<IoSpace>, frame: Cap<Frame>) -> Result<u64, Error> {
+    let mut samples = [0; REPEATS];
+    for sample in &mut samples {
+        let start = counter();
+        space.map(frame, TIMED_IPA, MapRights::READ_WRITE)?;
+        *sample = counter() - start;
+        space.unmap(frame)?;
+    }
+    Ok(median(samples))
+}
+
+/// Checks that the kernel holds a mapping at each of the first `count`
+/// IPAs from [`IPA_BASE`]: mapping `probe` there must answer
+/// `AddressInUse`.
+fn check_taken(
+    space: Cap<IoSpace>,
+    probe: Cap<Frame>,
+    count: u64,
+) -> Result<(), rt::testing::Failure> {
+    for i in 0..count {
+        let ipa = IPA_BASE + 4096 * i;
+        match space.map(probe, ipa, MapRights::READ_WRITE) {
+            Err(Error::AddressInUse) => {}
+            other => {
+                let why = rt::__format!("page {i} of {count} at {ipa:#x}: {other:?}");
+                return Err(failure("a mapping should answer AddressInUse", why));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The worker thread's stack.
+#[repr(C, align(16))]
+struct Stack([u8; 8 * 1024]);
+static mut WORKER_STACK: Stack = Stack([0; 8 * 1024]);
+
+/// Starts a worker thread of the root task's address space whose CSpace
+/// is a fresh CNode of `2^WORKER_CNODE_BITS` slots, filled with copies of
+/// `frame` (more than the root task's CNode could hold), and waits until
+/// it has mapped `copies` (copy `i` at IPA `IPA_BASE + 4096 * i`), which
+/// must all succeed. Returns the endpoint the worker waits on: a reply
+/// lets it time [`time_map`] of its copy in its top slot, above every
+/// mapping's, and report that in a second `Call` (to which nobody
+/// replies).
+fn start_worker(
+    objects: &mut Objects,
+    nested: &Nested,
+    frame: Cap<Frame>,
+    copies: core::ops::Range<u64>,
+) -> Result<Cap<Endpoint>, rt::testing::Failure> {
+    let root_cnode = objects.cnode();
+    let cspace: Cap<CNode> = objects
+        .make_sized::<CNode>(WORKER_CNODE_BITS)
+        .map_err(|e| failure("retype the worker's CNode", e))?;
+    let report: Cap<Endpoint> = objects
+        .make::<Endpoint>()
+        .map_err(|e| failure("retype an endpoint", e))?;
+    let copy_in = |dest: Slot, source: Slot| {
+        cspace
+            .copy_from(dest, root_cnode, source, Rights::ALL)
+            .map_err(|e| failure("copy into the worker's CNode", e))
+    };
+    copy_in(WORKER_SPACE, nested.space.slot())?;
+    copy_in(WORKER_REPORT, report.slot())?;
+    copy_in(WORKER_TIMED, frame.slot())?;
+    let wanted = copies.end - copies.start;
+    for i in 0..wanted {
+        copy_in(Slot::new(WORKER_FIRST_COPY + i as u32), frame.slot())?;
+    }
+    let tcb: Cap<Tcb> = objects
+        .make::<Tcb>()
+        .map_err(|e| failure("retype a Tcb", e))?;
+    // Only the address is taken; the worker is the stack's only user.
+    let stack = &raw const WORKER_STACK as u64 + 8 * 1024;
+    // x86_64 enters a function as if a return address had been pushed.
+    let stack = stack - if cfg!(target_arch = "x86_64") { 8 } else { 0 };
+    let range = (copies.start << 32) | copies.end;
+    tcb.configure(
+        None,
+        cspace,
+        own(),
+        bootinfo::INIT_IPC_BUFFER,
+        abi::ipc::IPC_BUFFER_ADDRESS,
+    )
+    .and_then(|()| tcb.write_registers(worker as *const () as u64, stack, range))
+    .and_then(|()| tcb.set_priority(100))
+    .and_then(|()| tcb.resume())
+    .map_err(|e| failure("start the worker", e))?;
+    let got = report.recv().map_err(|e| failure("Recv", e))?;
+    let [mapped, error, ..] = got.mrs;
+    if mapped != wanted {
+        let why = Error::from_code(error as u8);
+        let why = rt::__format!("{mapped} of {wanted} mapped, then {why:?}");
+        return Err(failure("the worker's IoSpace.Map", why));
+    }
+    Ok(report)
+}
+
+/// The worker: maps the Frame copy in its slot `WORKER_FIRST_COPY + j` at
+/// IPA `IPA_BASE + 4096 * (first + j)` for the copies `first..end`
+/// (`range` = `first << 32 | end`) in the IoSpace of its slot
+/// [`WORKER_SPACE`], and reports how many maps succeeded and the error
+/// code that stopped it (0: none) in a `Call` on [`WORKER_REPORT`]; once
+/// answered, reports [`time_map`] of its copy in [`WORKER_TIMED`] (or
+/// 0 and the error) in another.
+extern "C" fn worker(range: u64) -> ! {
+    let space: Cap<IoSpace> = Cap::from_slot(WORKER_SPACE);
+    let report: Cap<Endpoint> = Cap::from_slot(WORKER_REPORT);
+    let (first, end) = (range >> 32, range & 0xffff_ffff);
+    let mut mapped = 0;
+    let mut error = 0;
+    for i in first..end {
+        let copy: Cap<Frame> = Cap::from_slot(Slot::new(WORKER_FIRST_COPY + (i - first) as u32));
+        match space.map(copy, IPA_BASE + 4096 * i, MapRights::READ_WRITE) {
+            Ok(()) => mapped += 1,
+            Err(e) => {
+                error = u64::from(e.code());
+                break;
+            }
+        }
+    }
+    let _ = report.call(MessageInfo::new(0, 2), [mapped, error, 0, 0]);
+    let timed = match time_map(space, Cap::from_slot(WORKER_TIMED)) {
+        Ok(median) => [median, 0, 0, 0],
+        Err(e) => [0, u64::from(e.code()), 0, 0],
+    };
+    loop {
+        let _ = report.call(MessageInfo::new(0, 2), timed);
+    }
 }
 
 /// Copies `frame` into slots `first_copy + i` for each `i` of `copies`
