@@ -346,6 +346,22 @@ impl Scheduler {
         }
     }
 
+    /// [`Self::register`] out of line, for the callers off the IPC and
+    /// notification paths (thread setup, `Resume`, fault handlers, IRQ
+    /// notifications): the registry scan was inlined into 12 callers
+    /// (~200 bytes each; kernel/README.md, "Size"), and `send`,
+    /// `receive`, `signal` and `wait` keep it inline (out of line there,
+    /// the call made them save registers: `Signal` +5 instructions).
+    #[inline(never)]
+    fn register_cold(
+        &mut self,
+        object: ObjectId,
+        kind: caps::ObjectKind,
+        paddr: u64,
+    ) -> Result<(), Error> {
+        self.register(object, kind, paddr)
+    }
+
     fn register(
         &mut self,
         object: ObjectId,
@@ -453,8 +469,8 @@ pub fn start_root_thread(
     priority: u8,
 ) -> Result<(), Error> {
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
     let t = threads.tcb(paddr);
     t.context = context;
     t.priority = priority;
@@ -501,7 +517,7 @@ pub fn set_priority(threads: &mut Threads, paddr: u64, priority: u8) {
 pub fn resume(threads: &mut Threads, object: ObjectId, paddr: u64) -> Result<(), Error> {
     let tcbs = &mut threads.tcbs;
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
     if tcbs.get(paddr).state == state::INACTIVE {
         scheduler.make_ready(tcbs, paddr);
     }
@@ -576,8 +592,8 @@ pub fn set_fault_handler(
     endpoint: &Target,
 ) -> Result<(), Error> {
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
     let t = threads.tcb(paddr);
     t.fault_endpoint = endpoint.paddr;
     t.fault_badge = endpoint.badge;
@@ -761,8 +777,8 @@ pub fn set_cspace_and_buffer(
     buffer: (ObjectId, u64),
 ) -> Result<u32, Error> {
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
     let t = threads.tcb(paddr);
     t.ipc_buffer = buffer.1;
     Ok(core::mem::replace(&mut t.cspace_slot, cspace_slot))
@@ -1121,7 +1137,7 @@ pub fn set_msi_device(handler: ObjectId, device: ObjectId, rid: u32) -> Result<(
 
 /// `IrqHandler.SetNotification`: deliver the line to `notification`, and unmask it.
 pub fn set_irq_notification(handler: ObjectId, notification: Target) -> Result<(), Error> {
-    SCHEDULER.lock().register(
+    SCHEDULER.lock().register_cold(
         notification.object,
         caps::ObjectKind::Notification,
         notification.paddr,
