@@ -79,6 +79,19 @@ pub(crate) struct Substreams {
     pub(crate) page: u64,
 }
 
+/// Where an IoSpace's record is, found once by [`State::space_at`] for an
+/// `IoSpace.Map`'s checks and then its stage-2 write
+/// ([`State::apply_at`]), which need not search for it again. Records
+/// move only when an IoSpace is registered or dies, which the kernel does
+/// not do while it holds the state between the two; `apply_at` checks
+/// the record is still the IoSpace's all the same, and searches again if
+/// not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceAt {
+    pub(crate) object: ObjectId,
+    pub(crate) position: usize,
+}
+
 /// Everything the layer keeps for unit `U`, reaching table memory through
 /// `M`, reporting to `E`.
 pub struct State<U: IoUnit, M, E: Env> {
@@ -334,14 +347,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     #[inline]
     pub fn apply(&mut self, unit: &mut U, effect: &Effect) {
         let result = match *effect {
-            Effect::MapIoPage {
-                space,
-                ipa,
-                paddr,
-                size_bits,
-                rights,
-                ..
-            } => self.map(space, ipa, paddr, size_bits, rights),
+            Effect::MapIoPage { space, .. } => self.map(space, effect),
             Effect::UnmapIoPage { space, ipa, .. } => self.unmap(space, ipa),
             Effect::InstallDeviceEntry {
                 rid,
@@ -439,20 +445,78 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Ok(())
     }
 
+    /// The `MapIoPage` `effect` into `space`.
     #[inline]
-    fn map(
-        &mut self,
-        space: ObjectId,
-        ipa: u64,
-        paddr: u64,
-        size_bits: u8,
-        rights: Rights,
-    ) -> Result<(), &'static str> {
-        let size = page_size(size_bits).ok_or("a Frame size the IOMMU cannot map")?;
+    fn map(&mut self, space: ObjectId, effect: &Effect) -> Result<(), &'static str> {
         let position = self
             .space_position(space)
             .ok_or("the IoSpace has no stage-2 table")?;
+        self.map_at(position, effect)
+    }
+
+    /// Where `space`'s record is, for [`State::apply_at`] (`None`: the
+    /// IoSpace has no stage-2 table).
+    #[inline]
+    pub fn space_at(&self, space: ObjectId) -> Option<SpaceAt> {
+        self.space_position(space).map(|position| SpaceAt {
+            object: space,
+            position,
+        })
+    }
+
+    /// [`State::apply`], for a `MapIoPage` effect into the IoSpace whose
+    /// record [`State::space_at`] found (`at`): straight to the stage-2
+    /// write, without the dispatch over every effect and without searching
+    /// for the record again while it is still the IoSpace's (a stale `at`
+    /// is searched again). Any other effect goes to [`State::apply`].
+    /// Out of line, so that the effect sink's dispatch stays a jump.
+    #[inline(never)]
+    pub fn apply_at(&mut self, unit: &mut U, at: SpaceAt, effect: &Effect) {
+        let Effect::MapIoPage { space, .. } = *effect else {
+            return self.apply(unit, effect);
+        };
+        let here = self
+            .spaces
+            .get(at.position)
+            .is_some_and(|s| s.object == space && space == at.object);
+        let result = if here {
+            self.map_at(at.position, effect)
+        } else {
+            self.map(space, effect)
+        };
+        if let Err(why) = result {
+            E::log(&ktext::text!("[io] MapIoPage not applied: {}", why));
+        }
+    }
+
+    /// [`State::map`] into the record at `position`: a 4 KiB page in the
+    /// region of the last-level table the space remembers
+    /// ([`Space::leaf_table`]) is written there, inline; the rest
+    /// ([`State::map_walking`]) walks from the root.
+    #[inline(always)]
+    fn map_at(&mut self, position: usize, effect: &Effect) -> Result<(), &'static str> {
+        let (ipa, paddr, size_bits, rights) = leaf_of(effect)?;
+        let s = &self.spaces[position];
+        match s.leaf_table {
+            Some((region, table))
+                if size_bits == 12 && region == ipa >> 21 && !s.dirty_tracking =>
+            {
+                s.table
+                    .map_4k_in(&self.mem(), table, ipa, paddr, perms(rights))
+                    .map_err(|_| "the stage-2 table refused the mapping")
+            }
+            _ => self.map_walking(position, effect),
+        }
+    }
+
+    /// [`State::map_at`] outside the remembered region, of a larger page,
+    /// or with dirty tracking on.
+    #[inline(never)]
+    fn map_walking(&mut self, position: usize, effect: &Effect) -> Result<(), &'static str> {
+        let (ipa, paddr, size_bits, rights) = leaf_of(effect)?;
+        let size = page_size(size_bits).ok_or("a Frame size the IOMMU cannot map")?;
         let Space {
+            object: space,
             table,
             dirty_tracking,
             leaf_table,
@@ -1119,6 +1183,22 @@ fn reservation_error(e: BudgetError) -> Error {
     match e {
         BudgetError::LedgerFull => Error::ObjectTableFull,
         _ => Error::TableMemoryExhausted,
+    }
+}
+
+/// The leaf a `MapIoPage` effect writes: its IPA, physical address, size
+/// (log2 bytes) and rights.
+#[inline(always)]
+fn leaf_of(effect: &Effect) -> Result<(u64, u64, u8, Rights), &'static str> {
+    match *effect {
+        Effect::MapIoPage {
+            ipa,
+            paddr,
+            size_bits,
+            rights,
+            ..
+        } => Ok((ipa, paddr, size_bits, rights)),
+        _ => Err("not a MapIoPage"),
     }
 }
 
