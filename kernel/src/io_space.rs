@@ -22,7 +22,7 @@ use crate::testing::seeds::{Seed, planted};
 use abi::Error;
 use caps::{Effect, ObjectId};
 use core::sync::atomic::{AtomicBool, Ordering};
-use iospace::{Env, Flaw, IoUnit};
+use iospace::{Env, Flaw, IoUnit, SpaceAt};
 
 /// Whether any device may be bound to a VSpace (SVA): set before a bind,
 /// recomputed after an unbind or reconcile. While it is clear, a CPU unmap
@@ -195,20 +195,26 @@ pub fn enable_page_requests(frames: &mut BootFrames) {
 /// doorbell page (`iospace::msi_doorbell_ipa`), which belongs to the
 /// kernel whether it is mapped yet or not.
 pub fn check_msi_window(space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
-    msi_window_free(&STATE.lock(), space, ipa, size)
+    let state = STATE.lock();
+    msi_window_free(&state, state.space_at(space), ipa, size)
 }
 
-fn msi_window_free(state: &State, space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
+/// [`check_msi_window`] for the IoSpace whose record is `at` (`None`: it
+/// has no stage 2, so no doorbell).
+#[inline(always)]
+fn msi_window_free(state: &State, at: Option<SpaceAt>, ipa: u64, size: u64) -> Result<(), Error> {
     if planted(Seed::MsiWindowOpen) {
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
     let window = {
-        let _ = (state, space);
+        let _ = (state, at);
         Some((0xFEE0_0000u64, 0x10_0000u64))
     };
     #[cfg(target_arch = "aarch64")]
-    let window = state.msi_doorbell_of(space).map(|ipa| (ipa, 4096u64));
+    let window = at
+        .and_then(|at| state.msi_doorbell_at(at))
+        .map(|ipa| (ipa, 4096u64));
     match window {
         Some((base, length)) if ipa < base + length && base < ipa.saturating_add(size) => {
             Err(Error::MsiWindow)
@@ -294,14 +300,28 @@ impl Held {
         }
     }
 
+    /// [`Held::apply`], where a `MapIoPage` into the IoSpace whose record
+    /// [`Held::ensure_map`] found (`at`) goes straight to that record
+    /// (`iospace::State::apply_at`).
+    #[inline]
+    pub fn apply_at(&mut self, at: SpaceAt, effect: &Effect) {
+        if let Some(unit) = self.unit.as_mut() {
+            self.state.apply_at(hw(unit), at, effect);
+        }
+    }
+
     /// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
     /// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
     /// `TableMemoryExhausted` unless its reservation can serve one more
-    /// stage-2 walk.
-    #[inline]
-    pub fn ensure_map(&self, space: ObjectId, ipa: u64, size: u64) -> Result<(), Error> {
-        msi_window_free(&self.state, space, ipa, size)?;
-        self.state.ensure_pool(space)
+    /// stage-2 walk. Returns where `space`'s record is, for the map's
+    /// write ([`Held::apply_at`]); the checks found it there.
+    #[inline(always)]
+    pub fn ensure_map(&self, space: ObjectId, ipa: u64, size: u64) -> Result<SpaceAt, Error> {
+        let at = self.state.space_at(space);
+        msi_window_free(&self.state, at, ipa, size)?;
+        self.state.ensure_pool(space)?;
+        // A space without a record has no reservation either.
+        at.ok_or(Error::TableMemoryExhausted)
     }
 
     /// Whether IoSpaces are first-stage tables (VT-d without a second stage),
@@ -380,8 +400,10 @@ pub fn invalidate_user_table(
     length: u64,
 ) -> Result<(u64, u64), Error> {
     let mut guard = UNIT.lock();
-    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     let mut state = STATE.lock();
+    // The unit tested under both locks: its SMMUv3 queue's test then reads
+    // the same word with no lock taken between (one load for both).
+    let unit = guard.as_mut().ok_or(Error::NotSupported)?;
     #[cfg(target_arch = "x86_64")]
     state.forget_failure();
     let done = state.invalidate_user_table(hw(unit), space, root_ipa, start, length);

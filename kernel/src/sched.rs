@@ -121,6 +121,11 @@ pub struct LookupCache {
     /// The slot the capability is in (`caps::SlotId` number), for an
     /// invocation's fast path (`objects::cached_slot`).
     pub slot: u64,
+    /// An IoUserTable's state, for `IoUserTable.Invalidate`'s fast path
+    /// (`objects::cached_user_table`): its IoSpace's object number + 1 (0
+    /// once that IoSpace is destroyed) and its root IPA. Meaningless for
+    /// every other kind.
+    pub table: [u64; 2],
 }
 
 impl LookupCache {
@@ -136,6 +141,7 @@ impl LookupCache {
         badge: 0,
         registered: 0,
         slot: 0,
+        table: [0; 2],
     };
 }
 
@@ -340,6 +346,22 @@ impl Scheduler {
         }
     }
 
+    /// [`Self::register`] out of line, for the callers off the IPC and
+    /// notification paths (thread setup, `Resume`, fault handlers, IRQ
+    /// notifications): the registry scan was inlined into 12 callers
+    /// (~200 bytes each; kernel/README.md, "Size"), and `send`,
+    /// `receive`, `signal` and `wait` keep it inline (out of line there,
+    /// the call made them save registers: `Signal` +5 instructions).
+    #[inline(never)]
+    fn register_cold(
+        &mut self,
+        object: ObjectId,
+        kind: caps::ObjectKind,
+        paddr: u64,
+    ) -> Result<(), Error> {
+        self.register(object, kind, paddr)
+    }
+
     fn register(
         &mut self,
         object: ObjectId,
@@ -447,8 +469,8 @@ pub fn start_root_thread(
     priority: u8,
 ) -> Result<(), Error> {
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
     let t = threads.tcb(paddr);
     t.context = context;
     t.priority = priority;
@@ -495,7 +517,7 @@ pub fn set_priority(threads: &mut Threads, paddr: u64, priority: u8) {
 pub fn resume(threads: &mut Threads, object: ObjectId, paddr: u64) -> Result<(), Error> {
     let tcbs = &mut threads.tcbs;
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
     if tcbs.get(paddr).state == state::INACTIVE {
         scheduler.make_ready(tcbs, paddr);
     }
@@ -570,8 +592,8 @@ pub fn set_fault_handler(
     endpoint: &Target,
 ) -> Result<(), Error> {
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    scheduler.register(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(endpoint.object, caps::ObjectKind::Endpoint, endpoint.paddr)?;
     let t = threads.tcb(paddr);
     t.fault_endpoint = endpoint.paddr;
     t.fault_badge = endpoint.badge;
@@ -755,8 +777,8 @@ pub fn set_cspace_and_buffer(
     buffer: (ObjectId, u64),
 ) -> Result<u32, Error> {
     let mut scheduler = SCHEDULER.lock();
-    scheduler.register(object, caps::ObjectKind::Tcb, paddr)?;
-    scheduler.register(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
+    scheduler.register_cold(object, caps::ObjectKind::Tcb, paddr)?;
+    scheduler.register_cold(buffer.0, caps::ObjectKind::Frame, buffer.1)?;
     let t = threads.tcb(paddr);
     t.ipc_buffer = buffer.1;
     Ok(core::mem::replace(&mut t.cspace_slot, cspace_slot))
@@ -1115,7 +1137,7 @@ pub fn set_msi_device(handler: ObjectId, device: ObjectId, rid: u32) -> Result<(
 
 /// `IrqHandler.SetNotification`: deliver the line to `notification`, and unmask it.
 pub fn set_irq_notification(handler: ObjectId, notification: Target) -> Result<(), Error> {
-    SCHEDULER.lock().register(
+    SCHEDULER.lock().register_cold(
         notification.object,
         caps::ObjectKind::Notification,
         notification.paddr,
@@ -1224,6 +1246,16 @@ fn idle() -> Option<u32> {
     Some(arch::wait_for_interrupt())
 }
 
+/// Where [`run`] sends a thread whose system call was answered
+/// `Next::Continue` (it skips the pick either way): back through the
+/// loop's top, which tests a variable before picking (`true`), or to a
+/// second `arch::run_user` call site inside the system-call loop
+/// (`false`). The same work; the two shapes compile to different register
+/// use in the loop, measured per machine (kernel/README.md "Measured": a
+/// fast-path invocation returns straight to its caller): the second is
+/// the cheaper on x86_64, the first on aarch64.
+const CONTINUE_AT_TOP: bool = cfg!(target_arch = "aarch64");
+
 /// Why the scheduler loop ended.
 pub enum Stop {
     /// A thread asked to end the session with this status.
@@ -1249,25 +1281,56 @@ pub fn run(
     // its slice expired; system calls do not touch the timer.
     let mut slice_owner = 0u64;
     let mut loaded_space = 0u64;
-    loop {
-        let Some(current) = SCHEDULER.lock().pick() else {
-            let Some(id) = idle() else {
-                return Stop::Deadlock;
+    // The thread whose system call was answered `Next::Continue`, when
+    // [`CONTINUE_AT_TOP`] (0: none).
+    let mut again = 0u64;
+    'pick: loop {
+        let current = if CONTINUE_AT_TOP && again != 0 {
+            again
+        } else {
+            let Some(current) = SCHEDULER.lock().pick() else {
+                let Some(id) = idle() else {
+                    return Stop::Deadlock;
+                };
+                end_interrupt(&mut threads, id);
+                slice_owner = 0;
+                continue;
             };
-            end_interrupt(&mut threads, id);
-            slice_owner = 0;
-            continue;
+            let space = threads.tcb(current).vspace;
+            if space != loaded_space {
+                arch::set_address_space(space);
+                loaded_space = space;
+            }
+            if current != slice_owner {
+                arch::timer_start(TIME_SLICE);
+                slice_owner = current;
+            }
+            current
         };
-        let space = threads.tcb(current).vspace;
-        if space != loaded_space {
-            arch::set_address_space(space);
-            loaded_space = space;
+        again = 0;
+        let mut exit = arch::run_user(&mut threads.tcb(current).context);
+        while exit == arch::Exit::Syscall {
+            match on_syscall(&mut threads, current) {
+                // The call changed no thread's state (`syscall::Next`):
+                // `current` is still the thread `pick` would choose, in the
+                // address space loaded and with its slice counted, so it
+                // runs again at once, without the pick and the checks above.
+                crate::syscall::Next::Continue if CONTINUE_AT_TOP => {
+                    again = current;
+                    continue 'pick;
+                }
+                crate::syscall::Next::Continue => {
+                    exit = arch::run_user(&mut threads.tcb(current).context);
+                }
+                crate::syscall::Next::Resume => continue 'pick,
+                // The handler may block `current` or wake others; a yield rotates.
+                crate::syscall::Next::Yield => {
+                    SCHEDULER.lock().rotate(&mut threads.tcbs, current);
+                    continue 'pick;
+                }
+                crate::syscall::Next::Halt(status) => return Stop::Halt(status),
+            }
         }
-        if current != slice_owner {
-            arch::timer_start(TIME_SLICE);
-            slice_owner = current;
-        }
-        let exit = arch::run_user(&mut threads.tcb(current).context);
         let interrupt = match exit {
             arch::Exit::Interrupt(vector) => arch::acknowledge_interrupt(vector),
             _ => None,
@@ -1278,16 +1341,8 @@ pub fn run(
             slice_owner = 0;
         }
         match exit {
-            arch::Exit::Syscall => {
-                // The handler may block `current` or wake others; a yield rotates.
-                match on_syscall(&mut threads, current) {
-                    crate::syscall::Next::Resume => {}
-                    crate::syscall::Next::Yield => {
-                        SCHEDULER.lock().rotate(&mut threads.tcbs, current)
-                    }
-                    crate::syscall::Next::Halt(status) => return Stop::Halt(status),
-                }
-            }
+            // Answered above.
+            arch::Exit::Syscall => {}
             arch::Exit::Interrupt(_) => {
                 if let Some(id) = interrupt {
                     end_interrupt(&mut threads, id);

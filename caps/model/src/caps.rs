@@ -160,12 +160,15 @@ impl<S: Storage> Caps<S> {
         }
     }
 
-    /// `(unit number, DID)` of a live IoSpace.
+    /// `(unit number, DID)` of a live IoSpace (both records read in place).
     pub(crate) fn space_tag(&self, space: ObjectId) -> Option<(u8, u16)> {
-        match self.state(space)? {
-            ObjectState::IoSpace { unit, did, .. } => Some((self.unit_of(unit)?.id, did)),
-            _ => None,
-        }
+        let ObjectState::IoSpace { unit, did, .. } = &self.object(space)?.state else {
+            return None;
+        };
+        let ObjectState::IommuControl(unit) = &self.object(*unit)?.state else {
+            return None;
+        };
+        Some((unit.id, *did))
     }
 
     // ----- raw mutation (perform helpers; indices were checked by decode) -----
@@ -201,14 +204,7 @@ impl<S: Storage> Caps<S> {
             }
             None => (0, None, None),
         };
-        *self.slot_mut(dest) = Slot {
-            cap: Some(cap),
-            prev,
-            next,
-            depth,
-            io_prev: None,
-            io_next: None,
-        };
+        *self.slot_mut(dest) = Slot::holding(cap, prev, next, depth);
         if let Some(p) = prev {
             self.slot_mut(p).next = Some(dest);
         }
@@ -283,8 +279,6 @@ impl<S: Storage> Caps<S> {
                     watermark: 0,
                     device,
                 },
-                first_io_mapping: None,
-                last_io_mapping: None,
             },
         )
     }
@@ -307,8 +301,6 @@ impl<S: Storage> Caps<S> {
                 parent: None,
                 live_children: 0,
                 state,
-                first_io_mapping: None,
-                last_io_mapping: None,
             },
         )
     }
@@ -402,15 +394,12 @@ impl<S: Storage> Caps<S> {
     }
 
     /// Move the capability in `src` (with its mapping and its place in the
-    /// derivation tree) into the empty slot `dest`. O(1), plus, for a
-    /// capability holding an IO mapping, O(mappings in that IoSpace
-    /// above `dest`) to keep the IoSpace's list in slot order.
+    /// derivation tree) into the empty slot `dest`. O(1); a capability
+    /// holding an IO mapping also renames its slot in the IPA index.
     pub fn move_cap(&mut self, src: SlotId, dest: SlotId) -> Result<(), Error> {
-        let mapping = self.lookup(src)?.mapping;
+        let cap = self.lookup(src)?;
+        let (mapping, object) = (cap.mapping, cap.object);
         self.need_empty(dest)?;
-        if let Some(m) = mapping {
-            self.unlink_io_mapping(src, m.space);
-        }
         let node = self.store.slots()[src.0 as usize];
         *self.slot_mut(dest) = node;
         *self.slot_mut(src) = Slot::EMPTY;
@@ -420,9 +409,11 @@ impl<S: Storage> Caps<S> {
         if let Some(n) = node.next {
             self.slot_mut(n).prev = Some(dest);
         }
-        if let Some(m) = mapping {
-            let place = self.io_mapping_place(m.space, dest);
-            self.link_io_mapping(dest, m.space, place);
+        if let Some(m) = mapping
+            && !flawed!(self, move_keeps_old_slot)
+        {
+            let size_bits = self.frame_bits(object);
+            self.rename_io_mapping(m.space, m.ipa, size_bits, dest);
         }
         Ok(())
     }
@@ -558,10 +549,12 @@ impl<S: Storage> Caps<S> {
             return;
         };
         if let Some(mapping) = cap.mapping {
-            if let Some((unit, did)) = self.unmap_emit(cap, mapping.space, mapping.ipa, sink) {
+            let size_bits = self.frame_bits(cap.object);
+            if let Some((unit, did)) = self.unmap_emit(size_bits, mapping.space, mapping.ipa, sink)
+            {
                 flush.note(unit, did, sink);
             }
-            self.unlink_io_mapping(slot, mapping.space);
+            self.unlink_io_mapping(mapping.space, mapping.ipa, size_bits);
             if let Some(c) = self.slot_mut(slot).cap.as_mut() {
                 c.mapping = None;
             }
@@ -592,17 +585,23 @@ impl<S: Storage> Caps<S> {
         sink.capability_removed(cap.kind, destroyed);
     }
 
-    /// Emit the unmap of `frame` at `ipa` in `space`; returns the space's
-    /// `(unit, DID)` (`None`, and nothing emitted, if it is not a live
-    /// IoSpace) for the caller's invalidation.
+    /// The size (as a power of two) of the Frame `object` a mapping maps
+    /// (4 KiB if the record is gone, which a live capability rules out).
+    pub(crate) fn frame_bits(&self, object: ObjectId) -> u8 {
+        self.object(object)
+            .map_or(crate::PAGE_BITS, |o| o.size_bits)
+    }
+
+    /// Emit the unmap of the `2^size_bits` bytes at `ipa` in `space`;
+    /// returns the space's `(unit, DID)` (`None`, and nothing emitted, if
+    /// it is not a live IoSpace) for the caller's invalidation.
     pub(crate) fn unmap_emit(
         &self,
-        frame: Cap,
+        size_bits: u8,
         space: ObjectId,
         ipa: u64,
         sink: &mut (impl EffectSink + ?Sized),
     ) -> Option<(u8, u16)> {
-        let size_bits = self.object(frame.object).map_or(0, |o| o.size_bits);
         let (unit, did) = self.space_tag(space)?;
         sink.push(Effect::UnmapIoPage {
             unit,
@@ -646,29 +645,26 @@ impl<S: Storage> Caps<S> {
                 fault_queue,
             } => {
                 let unit_id = self.unit_of(unit).map_or(0, |u| u.id);
-                // Unmap every frame mapped in this space: its index lists
-                // them in slot order, the order of a slot-table scan.
-                let mut cursor = self.object(id).and_then(|o| o.first_io_mapping);
-                while let Some(s) = cursor {
-                    let entry = self.store.slots()[s.0 as usize];
-                    cursor = entry.io_next;
-                    if let Some(cap) = entry.cap
-                        && let Some(m) = cap.mapping
-                        && m.space == id
-                    {
-                        self.unmap_emit(cap, id, m.ipa, sink);
-                        self.forget_ipa(s);
-                        if let Some(c) = self.slot_mut(s).cap.as_mut() {
-                            c.mapping = None;
-                        }
+                // Unmap every frame mapped in this space, in slot order: a
+                // scan of the slot table (the IPA index answers the map's
+                // overlap check; teardown is the one walk over mappings).
+                for i in 0..self.store.slots().len() {
+                    let Some((object, ipa)) = self.store.slots()[i]
+                        .cap
+                        .as_ref()
+                        .and_then(|c| Some((c.object, c.mapping?)))
+                        .and_then(|(object, m)| (m.space == id).then_some((object, m.ipa)))
+                    else {
+                        continue;
+                    };
+                    let size_bits = self.frame_bits(object);
+                    self.unmap_emit(size_bits, id, ipa, sink);
+                    if !flawed!(self, teardown_keeps_ipa_index) {
+                        self.forget_ipa(id, ipa, size_bits);
                     }
-                    let entry = self.slot_mut(s);
-                    entry.io_prev = None;
-                    entry.io_next = None;
-                }
-                if let Some(o) = self.object_mut(id) {
-                    o.first_io_mapping = None;
-                    o.last_io_mapping = None;
+                    if let Some(c) = self.store.slots_mut()[i].cap.as_mut() {
+                        c.mapping = None;
+                    }
                 }
                 if !flawed!(self, keep_devices_on_space_delete) {
                     self.detach_all_using(|a| a.space == id, flush, sink);
@@ -947,8 +943,6 @@ impl<S: Storage> Caps<S> {
                 parent: Some(ucap.object),
                 live_children: 0,
                 state,
-                first_io_mapping: None,
-                last_io_mapping: None,
             },
         );
         if let Some(u) = self.object_mut(ucap.object) {

@@ -30,6 +30,14 @@ pub struct Flaws {
     /// The IPA index's overlap check for a 4 KiB page ignores a 2 MiB
     /// mapping of its block.
     pub index_ignores_blocks: bool,
+    /// Destroying an IoSpace unmaps its frames but leaves their entries in
+    /// the IPA index (the slot-table scan that replaced the per-IoSpace
+    /// list forgets the index).
+    pub teardown_keeps_ipa_index: bool,
+    /// Moving a capability that holds an IO mapping leaves the IPA index
+    /// naming the old slot (not in [`Flaws::each`]: the model checker has
+    /// no move; `tests/ipa_index.rs` and the property tests move).
+    pub move_keeps_old_slot: bool,
     /// `dirty_access` (`IoSpace.ReadDirty` / `SetDirtyTracking`) accepts an
     /// IoSpace cap with only the read right.
     pub dirty_needs_read_only: bool,
@@ -46,7 +54,7 @@ pub struct Flaws {
 
 impl Flaws {
     /// Every seeded bug with its name, one flag set in each.
-    pub fn each() -> [(&'static str, Flaws); 12] {
+    pub fn each() -> [(&'static str, Flaws); 13] {
         let none = Flaws::default();
         [
             (
@@ -102,6 +110,13 @@ impl Flaws {
                 "stale_ipa_index",
                 Flaws {
                     stale_ipa_index: true,
+                    ..none
+                },
+            ),
+            (
+                "teardown_keeps_ipa_index",
+                Flaws {
+                    teardown_keeps_ipa_index: true,
                     ..none
                 },
             ),

@@ -40,8 +40,6 @@ impl<S: Storage> Caps<S> {
                 parent: None,
                 live_children: 0,
                 state,
-                first_io_mapping: None,
-                last_io_mapping: None,
             },
         );
         self.place_cap(
@@ -168,7 +166,10 @@ impl<S: Storage> Caps<S> {
     /// IoSpace `space`: aligned to their size, inside the unit's IPA range,
     /// outside its reserved window (`InvalidAddress`; `DeadObject` for a
     /// dead space). Returns the space's `(unit number, DID)`
-    /// ([`Caps::space_tag`]), read from the same records.
+    /// ([`Caps::space_tag`]), read from the same records. Inlined: its
+    /// answer then stays in registers (`IoSpace.Map` paid about 20 guest
+    /// instructions to pack and unpack it).
+    #[inline(always)]
     fn check_ipa(&self, space: ObjectId, ipa: u64, size_bits: u8) -> Result<(u8, u16), Error> {
         let Some(ObjectState::IoSpace { unit, did, .. }) = self.object(space).map(|o| &o.state)
         else {
@@ -410,48 +411,52 @@ impl<S: Storage> Caps<S> {
         rights: Rights,
         sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
-        let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
-        let scap = *self.lookup_as(space, ObjectKind::IoSpace, Rights::WRITE)?;
-        if fcap.mapping.is_some() || fcap.cpu.is_some() {
+        // The capabilities and the Frame's record are read in place, not
+        // copied (a `Cap` and an `Object` are 64 and 80 bytes).
+        let fcap = self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
+        let (fobject, frights) = (fcap.object, fcap.rights);
+        let held = fcap.mapping.is_some() || fcap.cpu.is_some();
+        let space = self
+            .lookup_as(space, ObjectKind::IoSpace, Rights::WRITE)?
+            .object;
+        if held {
             return Err(Error::AlreadyMapped);
         }
         if rights.is_empty() || !Rights::READ_WRITE.contains(rights) {
             return Err(Error::InvalidRights);
         }
-        if !fcap.rights.contains(rights) {
+        if !frights.contains(rights) {
             return Err(Error::InsufficientRights);
         }
-        let Some(fobj) = self.object(fcap.object).copied() else {
+        let Some(fobj) = self.object(fobject) else {
             return Err(Error::DeadObject);
         };
-        let (unit, did) = self.check_ipa(scap.object, ipa, fobj.size_bits)?;
+        let (paddr, size_bits) = (fobj.paddr, fobj.size_bits);
+        let (unit, did) = self.check_ipa(space, ipa, size_bits)?;
         // The overlap check asks the IPA index: a constant number of
         // probes, however many mappings the IoSpace holds. Its answer
-        // says where the mapping's own entry goes.
-        let Some(spot) = self.ipa_spot(scap.object, ipa, fobj.size_bits) else {
+        // says where the mapping's entries go.
+        let Some(spot) = self.ipa_spot(space, ipa, size_bits) else {
             return Err(Error::AddressInUse);
         };
-        let place = self.io_mapping_place(scap.object, frame);
+        // Checked: from here on nothing fails. The index first, while the
+        // search's answer is at hand, then the capability, then the
+        // effect (the sink does not read the capabilities).
+        if !flawed!(self, map_skips_index) {
+            self.remember_ipa_at(space, frame, spot);
+        }
+        if let Some(c) = self.slot_mut(frame).cap.as_mut() {
+            c.mapping = Some(IoMapping { space, ipa, rights });
+        }
         sink.push(Effect::MapIoPage {
             unit,
             did,
-            space: scap.object,
+            space,
             ipa,
-            paddr: fobj.paddr,
-            size_bits: fobj.size_bits,
+            paddr,
+            size_bits,
             rights,
         });
-        if let Some(c) = self.store.slots_mut()[frame.0 as usize].cap.as_mut() {
-            c.mapping = Some(IoMapping {
-                space: scap.object,
-                ipa,
-                rights,
-            });
-        }
-        if !flawed!(self, map_skips_index) {
-            self.link_io_list(frame, scap.object, place);
-            self.remember_ipa_at(scap.object, frame, spot);
-        }
         Ok(())
     }
 
@@ -462,13 +467,14 @@ impl<S: Storage> Caps<S> {
         frame: SlotId,
         sink: &mut (impl EffectSink + ?Sized),
     ) -> Result<(), Error> {
-        let fcap = *self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
+        let fcap = self.lookup_as(frame, ObjectKind::Frame, Rights::NONE)?;
         let Some(mapping) = fcap.mapping else {
             return Err(Error::NotMapped);
         };
-        let tag = self.unmap_emit(fcap, mapping.space, mapping.ipa, sink);
-        self.unlink_io_mapping(frame, mapping.space);
-        if let Some(c) = self.store.slots_mut()[frame.0 as usize].cap.as_mut() {
+        let size_bits = self.frame_bits(fcap.object);
+        let tag = self.unmap_emit(size_bits, mapping.space, mapping.ipa, sink);
+        self.unlink_io_mapping(mapping.space, mapping.ipa, size_bits);
+        if let Some(c) = self.slot_mut(frame).cap.as_mut() {
             c.mapping = None;
         }
         // One entry of one domain: the invalidation and its wait a `Flush`

@@ -13,10 +13,8 @@
 //!   [`EffectSink`] that the kernel applies to the IOMMU and the host applies
 //!   to an abstract IOMMU (`checker` feature).
 //! - The derivation tree is seL4's mapping-database ordering: see
-//!   [`storage`]. A second list through the slots indexes each IoSpace's
-//!   IO mappings, so IoSpace teardown costs O(its mappings), not O(slots),
-//!   and a hash table keyed by (IoSpace, IPA) answers `IoSpace.Map`'s
-//!   overlap check in O(1).
+//!   [`storage`]. A hash table keyed by (IoSpace, IPA) indexes the IO
+//!   mappings: it answers `IoSpace.Map`'s overlap check in O(1).
 #![no_std]
 #![forbid(unsafe_code)]
 

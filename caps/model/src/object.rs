@@ -119,9 +119,6 @@ pub struct Object {
     pub(crate) parent: Option<ObjectId>,
     pub(crate) live_children: u32,
     pub(crate) state: ObjectState,
-    pub(crate) first_io_mapping: Option<SlotId>,
-    /// For an IoSpace: the highest slot on its mapping list (the tail).
-    pub(crate) last_io_mapping: Option<SlotId>,
 }
 
 impl Object {
@@ -152,17 +149,6 @@ impl Object {
     /// True for boot objects that outlive their capabilities.
     pub fn is_permanent(&self) -> bool {
         self.permanent
-    }
-    /// For an IoSpace: the lowest slot whose capability holds an IO mapping
-    /// in it, the head of the list through [`crate::Slot::io_next`]
-    /// (`None`: nothing mapped; always `None` for other kinds).
-    pub fn first_io_mapping(&self) -> Option<SlotId> {
-        self.first_io_mapping
-    }
-    /// For an IoSpace: the highest slot whose capability holds an IO
-    /// mapping in it, the tail of that list (`None`: nothing mapped).
-    pub fn last_io_mapping(&self) -> Option<SlotId> {
-        self.last_io_mapping
     }
 }
 

@@ -90,7 +90,8 @@ enum Op {
     Delete {
         frame: usize,
     },
-    /// Move the capability to a free slot and back.
+    /// Move the capability to a free slot (the index checked there) and
+    /// back.
     Move {
         frame: usize,
     },
@@ -187,8 +188,12 @@ fn run(flaws: Flaws, ops: &[Op]) -> Result<(), String> {
                 let slot = frames[frame];
                 let spare = SLOTS as u32 - 1;
                 caps.move_cap(SlotId(slot), SlotId(spare))
-                    .and_then(|()| caps.move_cap(SlotId(spare), SlotId(slot)))
                     .map_err(|e| format!("step {step}: move {e:?}"))?;
+                // The index must name the slot the mapping is held in now.
+                mapping_index(&caps)
+                    .map_err(|e| format!("step {step}: {op:?}, moved away: {e}"))?;
+                caps.move_cap(SlotId(spare), SlotId(slot))
+                    .map_err(|e| format!("step {step}: move back {e:?}"))?;
             }
         }
         mapping_index(&caps).map_err(|e| format!("step {step}: {op:?}: {e}"))?;
@@ -227,6 +232,10 @@ fn seeded_ipa_index_bugs_are_caught() {
         },
         Flaws {
             stale_ipa_index: true,
+            ..Flaws::default()
+        },
+        Flaws {
+            move_keeps_old_slot: true,
             ..Flaws::default()
         },
     ];

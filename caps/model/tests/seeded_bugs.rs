@@ -24,6 +24,7 @@ fn expected_violation(bug: &str) -> &'static str {
         "skip_invalidation_wait" => "strict revocation",
         "map_skips_index" => "mapping index",
         "stale_ipa_index" => "mapping index",
+        "teardown_keeps_ipa_index" => "mapping index",
         "dirty_needs_read_only" => "dirty access needs write",
         "respond_needs_read_only" => "respond needs write",
         "sva_bind_read_only" => "sva bind needs write",

@@ -325,6 +325,7 @@ impl<F: PageTableFormat> PageTable<F> {
     /// The same errors for the same input; `AlreadyMapped` if the entry is
     /// present. The caller answers for `leaf_table` being that region's
     /// table of this page table.
+    #[inline(always)]
     pub fn map_4k_in(
         &self,
         mem: &impl PhysMem,

@@ -49,7 +49,7 @@ impl Index {
     /// `key`'s record: what `at` gives for the first position on
     /// `key`'s probe sequence for which it gives something (`at` checks
     /// that the record there has the key).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find<T>(&self, key: u32, at: impl Fn(usize) -> Option<T>) -> Option<T> {
         let mut slot = Self::home(key);
         for _ in 0..SLOTS {

@@ -95,7 +95,7 @@ pub use env::{Env, Flaw};
 pub use faults::{DmaFault, Drained, MAX_FAULTS, Record};
 pub use msi::msi_doorbell_ipa;
 pub use requests::{KernelAnswers, PENDING_REQUESTS, PageRequest, Response};
-pub use state::State;
+pub use state::{SpaceAt, State};
 pub use sva::{Binding, SVA_BINDINGS};
 pub use unit::IoUnit;
 pub use vtd::SHADOW_PAGES_PER_CALL;

@@ -68,6 +68,18 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         Some(msi_doorbell_ipa(s.table.input_bits()))
     }
 
+    /// [`State::msi_doorbell_of`] the IoSpace whose record `at` names
+    /// ([`State::space_at`]), without searching for it again.
+    #[inline(always)]
+    pub fn msi_doorbell_at(&self, at: crate::SpaceAt) -> Option<u64> {
+        let s = self
+            .spaces
+            .get(at.position)
+            .filter(|s| s.object == at.object)
+            .or_else(|| self.space(at.object).ok())?;
+        Some(msi_doorbell_ipa(s.table.input_bits()))
+    }
+
     /// Every doorbell the layer mapped: (space, IPA, physical address),
     /// for the abstraction check (the kernel's own leaves).
     pub fn msi_doorbells(&self, mut visit: impl FnMut(ObjectId, u64, u64)) {

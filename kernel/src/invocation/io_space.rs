@@ -10,19 +10,12 @@ use crate::sched::Threads;
 use abi::{Error, Invocation};
 use caps::{Effect, EffectSink, ObjectId, ObjectKind, Rights, SlotId};
 use iommu::PhysMem;
+use iospace::SpaceAt;
 
 /// A decoded IoSpace or IoUserTable invocation.
 pub(super) enum SpaceOp {
-    /// Map the RAM Frame `frame` at `ipa` of `space`, whose table
-    /// reservation can serve the walk: checked under the IOMMU locks
-    /// `held`, kept until the mapping is written.
-    Map {
-        space: SlotId,
-        frame: SlotId,
-        ipa: u64,
-        rights: Rights,
-        held: crate::io_space::Held,
-    },
+    /// Map a RAM Frame into an IoSpace ([`MapOp`]).
+    Map(MapOp),
     /// Unmap the Frame `frame`, which holds an IO mapping in this space.
     Unmap { frame: SlotId },
     /// An IoUserTable rooted at `root_ipa` of `space`, into `dest`.
@@ -51,6 +44,32 @@ pub(super) enum SpaceOp {
         start: u64,
         length: u64,
     },
+}
+
+/// `IoSpace.Map` decoded: the RAM Frame `frame` at `ipa` of `space`, whose
+/// table reservation can serve the walk, checked under the IOMMU locks
+/// `held`, kept until the mapping is written into the space's stage-2
+/// record, which the checks found `at`.
+pub(super) struct MapOp {
+    space: SlotId,
+    frame: SlotId,
+    ipa: u64,
+    rights: Rights,
+    held: crate::io_space::Held,
+    at: SpaceAt,
+}
+
+impl MapOp {
+    /// The model's `map_io`, whose `MapIoPage` goes to [`MapSink`]: it
+    /// may still refuse, having changed nothing.
+    #[inline(always)]
+    fn perform(self, caps: &mut CapSystem) -> Result<(), Error> {
+        let mut sink = MapSink {
+            held: Some(self.held),
+            at: self.at,
+        };
+        Ok(caps.map_io(self.frame, self.space, self.ipa, self.rights, &mut sink)?)
+    }
 }
 
 /// Decodes an IoSpace or IoUserTable invocation; changes nothing.
@@ -172,14 +191,15 @@ fn decode_map(
     let size = 1u64
         .checked_shl(u32::from(bits))
         .ok_or(Error::InvalidSize)?;
-    held.ensure_map(caps.lookup(space)?.object(), ipa, size)?;
-    Ok(SpaceOp::Map {
+    let at = held.ensure_map(caps.lookup(space)?.object(), ipa, size)?;
+    Ok(SpaceOp::Map(MapOp {
         space,
         frame,
         ipa,
         rights: Rights::from_bits_truncate(rights as u8),
         held,
-    })
+        at,
+    }))
 }
 
 /// `IoSpace.Unmap` of the Frame capability in `frame` from the IoSpace
@@ -197,32 +217,62 @@ fn decode_unmap(caps: &CapSystem, space: SlotId, frame: SlotId) -> Result<SpaceO
     Ok(SpaceOp::Unmap { frame })
 }
 
-/// The sink of `IoSpace.Map` and `Unmap`: the stage-2 and invalidation
-/// effects they emit (a map one, an unmap three) applied under one hold of
-/// the IOMMU locks, taken at the first and released when the operation is
-/// done, so an unmap still returns after its invalidation completed. Any
-/// other effect (none today) goes to [`objects::SINK`] with the locks
-/// released first, as that sink takes them itself.
+/// The sink of `IoSpace.Unmap`: the stage-2 and invalidation effects it
+/// emits (three) applied under one hold of the IOMMU locks, taken at the
+/// first and released when the operation is done, so an unmap still
+/// returns after its invalidation completed. Any other effect (none today)
+/// goes to [`objects::SINK`] with the locks released first, as that sink
+/// takes them itself.
 struct IoSink {
     held: Option<crate::io_space::Held>,
 }
 
 impl EffectSink for IoSink {
+    #[inline(always)]
+    fn push(&mut self, effect: Effect) {
+        push_held(&mut self.held, effect, crate::io_space::Held::apply);
+    }
+}
+
+/// What [`IoSink`] and [`MapSink`] do with an effect: a stage-2 or
+/// invalidation effect goes to `apply` under the IOMMU locks `held` (taken
+/// at the first); any other to [`objects::SINK`], the locks released first.
+#[inline(always)]
+fn push_held(
+    held: &mut Option<crate::io_space::Held>,
+    effect: Effect,
+    apply: impl FnOnce(&mut crate::io_space::Held, &Effect),
+) {
+    match effect {
+        Effect::MapIoPage { .. }
+        | Effect::UnmapIoPage { .. }
+        | Effect::InvalidateDomain { .. }
+        | Effect::WaitForInvalidation { .. } => {
+            apply(held.get_or_insert_with(crate::io_space::hold), &effect)
+        }
+        other => {
+            *held = None;
+            objects::apply_elsewhere(other);
+        }
+    }
+}
+
+/// The sink of `IoSpace.Map`: [`IoSink`] holding the locks decode took,
+/// whose one `MapIoPage` goes straight to the stage-2 record decode found
+/// (`at`, `io_space::Held::apply_at`). A sink of its own so that `Unmap`'s
+/// (inlined into the model's `unmap_io`) stays as small as it was.
+struct MapSink {
+    held: Option<crate::io_space::Held>,
+    at: SpaceAt,
+}
+
+impl EffectSink for MapSink {
     #[inline]
     fn push(&mut self, effect: Effect) {
-        match effect {
-            Effect::MapIoPage { .. }
-            | Effect::UnmapIoPage { .. }
-            | Effect::InvalidateDomain { .. }
-            | Effect::WaitForInvalidation { .. } => self
-                .held
-                .get_or_insert_with(crate::io_space::hold)
-                .apply(&effect),
-            other => {
-                self.held = None;
-                objects::apply_elsewhere(other);
-            }
-        }
+        let at = self.at;
+        push_held(&mut self.held, effect, |held, effect| {
+            held.apply_at(at, effect)
+        });
     }
 }
 
@@ -242,13 +292,7 @@ impl EffectSink for IoSink {
 #[inline(always)]
 pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error> {
     match op {
-        SpaceOp::Map {
-            space,
-            frame,
-            ipa,
-            rights,
-            held,
-        } => caps.map_io(frame, space, ipa, rights, &mut IoSink { held: Some(held) })?,
+        SpaceOp::Map(op) => op.perform(caps)?,
         SpaceOp::Unmap { frame } => caps.unmap_io(frame, &mut IoSink { held: None })?,
         SpaceOp::BindUserTable {
             space,
@@ -300,9 +344,9 @@ pub(super) fn perform(caps: &mut CapSystem, op: SpaceOp) -> Result<Reply, Error>
 /// `IoUserTable.Invalidate` ahead of the general invocation path (issue 13:
 /// the driver's one call after writing its stage-1 entries): a `Call` of
 /// `thread` whose message is that invocation is answered here, from the
-/// thread's lookup cache and under the capability lock taken only to read
-/// (the invocation changes no capability, so every thread's cached lookups
-/// stay valid). `true` once answered (success, or the unit's own error);
+/// thread's lookup cache (which holds the table's IoSpace and root IPA),
+/// without the capability lock (the invocation changes no capability, so
+/// every thread's cached lookups stay valid). `true` once answered (success, or the unit's own error);
 /// `false`, having changed nothing, for every other call and for each
 /// refusal, which the general path then makes with its own error
 /// (`decode` repeats every check made here).
@@ -338,34 +382,17 @@ pub fn invalidate_now(threads: &mut Threads, thread: u64, cspace: SlotId) -> boo
     {
         return false;
     }
-    let Ok(table) = objects::lookup_cached_object(
-        threads,
-        thread,
-        cspace,
-        cap,
-        ObjectKind::IoUserTable,
-        Rights::WRITE,
-    ) else {
+    let Some((space, root_ipa)) = objects::cached_user_table(threads, thread, cspace, cap) else {
         return false;
     };
-    let Some(caps) = objects::CAPS.get() else {
-        return false;
-    };
-    // Held across the unit's work, as on the general path (lock order:
-    // capabilities, then the IOMMU's).
-    let caps = caps.lock();
-    let Some(caps::ObjectState::IoUserTable {
-        space: Some(space),
-        root_ipa,
-    }) = caps.object(table).map(|o| *o.state())
-    else {
-        return false;
-    };
+    // No capability lock: the cached state is current (see
+    // `objects::cached_user_table`), and an invalidation of a nest that is
+    // found under the IOMMU's locks is harmless whatever happens to the
+    // capabilities meanwhile.
     let reply = match crate::io_space::invalidate_user_table(space, root_ipa, start, length) {
         Ok((next, commands)) => (0, abi::MessageInfo::new(0, 2).to_word(), [next, commands]),
         Err(e) => (u64::from(e.code()), 0, [0, 0]),
     };
-    drop(caps);
     threads
         .tcb(thread)
         .context
@@ -431,15 +458,7 @@ pub fn space_now(threads: &mut Threads, thread: u64, cspace: SlotId, ipc_buffer:
     };
     // Straight to the model's operations: no `Reply` to build.
     let result = match decoded {
-        Ok(SpaceOp::Map {
-            space,
-            frame,
-            ipa,
-            rights,
-            held,
-        }) => caps
-            .map_io(frame, space, ipa, rights, &mut IoSink { held: Some(held) })
-            .map_err(Error::from),
+        Ok(SpaceOp::Map(op)) => op.perform(&mut caps),
         Ok(SpaceOp::Unmap { frame }) => unmap_recording_failure(&mut caps, frame),
         _ => return false,
     };

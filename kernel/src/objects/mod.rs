@@ -123,31 +123,32 @@ pub fn lookup_cached(
     check_lookup(cache, kind, rights)
 }
 
-/// [`lookup_cached`] for an object that has no memory (an IoUserTable):
-/// the object `cap` names, once it is of `kind` and holds `rights`. Whether
-/// the object is still in use is the caller's to check, under the
-/// capability lock.
+/// [`lookup_cached`] for `IoUserTable.Invalidate`'s fast path: the IoSpace
+/// and root IPA of the IoUserTable `cap` names, when the capability is of
+/// that kind, holds `Rights::WRITE` and the table's IoSpace lives; `None`
+/// otherwise (the caller then takes the general path, which gives the
+/// error). Answered from the cache without the capability lock: an
+/// IoUserTable's state is fixed when it is made and changes only when its
+/// IoSpace is destroyed, which changes a capability and so makes the
+/// cache stale (the `iocaps` test `invalidate_after_the_space_died`
+/// fails when a stale state is used).
 #[inline(always)]
-pub fn lookup_cached_object(
+pub fn cached_user_table(
     threads: &mut crate::sched::Threads,
     thread: u64,
     cspace: SlotId,
     cap: u64,
-    kind: ObjectKind,
-    rights: Rights,
-) -> Result<caps::ObjectId, Error> {
+) -> Option<(caps::ObjectId, u64)> {
     let generation = GENERATION.load(Ordering::Relaxed);
     let cache = &mut threads.tcb(thread).lookup_cache;
     if cache.generation != generation || cache.cptr != cap || cache.cspace != u64::from(cspace.0) {
-        refill_lookup_cache(cache, generation, cspace, cap)?;
+        refill_lookup_cache(cache, generation, cspace, cap).ok()?;
     }
-    if cache.kind != kind as u64 {
-        return Err(Error::WrongKind);
-    }
-    if !Rights::from_bits_truncate(cache.rights as u8).contains(rights) {
-        return Err(Error::InsufficientRights);
-    }
-    Ok(caps::ObjectId(cache.object as u32))
+    let [space, root_ipa] = cache.table;
+    (cache.kind == ObjectKind::IoUserTable as u64
+        && Rights::from_bits_truncate(cache.rights as u8).contains(Rights::WRITE)
+        && space != 0)
+        .then_some((caps::ObjectId((space - 1) as u32), root_ipa))
 }
 
 /// The slot `cap` names in `cspace`, from `thread`'s lookup cache, when
@@ -228,7 +229,8 @@ fn resolve_locked(
         .resolve(cspace, index)
         .map_err(|_| Error::LookupFailed)?;
     let held = caps.lookup(slot)?;
-    let memory = caps.object(held.object()).and_then(|o| o.memory());
+    let object = caps.object(held.object());
+    let memory = object.and_then(|o| o.memory());
     found.cptr = cap;
     found.cspace = u64::from(cspace.0);
     found.kind = held.kind() as u64;
@@ -238,6 +240,18 @@ fn resolve_locked(
     found.badge = held.badge().0;
     found.registered = 0;
     found.slot = u64::from(slot.0);
+    // Written for that kind only, and read only for it
+    // (`cached_user_table` tests the kind first): other refills pay one
+    // test.
+    if held.kind() == ObjectKind::IoUserTable {
+        found.table = match object.map(|o| o.state()) {
+            Some(&caps::ObjectState::IoUserTable {
+                space: Some(space),
+                root_ipa,
+            }) => [u64::from(space.0) + 1, root_ipa],
+            _ => [0; 2],
+        };
+    }
     Ok(())
 }
 

@@ -210,8 +210,8 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>, threads: &mut crate::sched::Th
     }
     // A dead root's record goes below.
     KNOWN_ROOT.store(NO_ROOT, Ordering::Relaxed);
-    let inside_dead = |entry: u64| dead.iter().any(|&d| entry >= d && entry < d + 4096);
-    for table in tables.iter().filter(|t| dead.contains(&t.paddr)) {
+    let inside_dead = |entry: u64| in_a_page_of(&dead, entry);
+    for table in tables.iter().filter(|t| listed(&dead, t.paddr)) {
         match table.installed_at {
             // A dead table still linked from a live one: unlink it.
             Some(entry) if !inside_dead(entry) => crate::vspace::clear_entry(entry),
@@ -226,12 +226,10 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>, threads: &mut crate::sched::Th
     // table along, and their records go.
     let mut orphans: heapless::Vec<u64, MAX_PAGE_TABLES> = heapless::Vec::new();
     loop {
-        let inside = |entry: u64| {
-            inside_dead(entry) || orphans.iter().any(|&o| entry >= o && entry < o + 4096)
-        };
+        let inside = |entry: u64| inside_dead(entry) || in_a_page_of(&orphans, entry);
         let next = tables.iter().find(|t| {
-            !dead.contains(&t.paddr)
-                && !orphans.contains(&t.paddr)
+            !listed(&dead, t.paddr)
+                && !listed(&orphans, t.paddr)
                 && t.installed_at.is_some_and(inside)
         });
         match next.map(|t| t.paddr) {
@@ -243,7 +241,7 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>, threads: &mut crate::sched::Th
         crate::vspace::clear_table(table);
     }
     crate::io_space::reconcile_sva(true, sva_alive);
-    tables.retain(|t| !dead.contains(&t.paddr) && !orphans.contains(&t.paddr));
+    tables.retain(|t| !listed(&dead, t.paddr) && !listed(&orphans, t.paddr));
     // Frame capabilities whose CPU leaf went with a table (or whose address
     // space died) no longer map anything: the model forgets the mapping, so
     // that a later unmap never clears a leaf another Frame holds there.
@@ -266,4 +264,18 @@ pub(super) fn reconcile(caps: &mut Caps<Storage>, threads: &mut crate::sched::Th
             let _ = caps.unmap_frame(SlotId(index as u32), &mut caps::DiscardEffects);
         }
     }
+}
+
+/// Whether `paddr` is in `list`: one out-of-line copy for [`reconcile`]'s
+/// seven tests (each inlined `contains` was an unrolled loop of ~280 bytes;
+/// kernel/README.md, "Size").
+#[inline(never)]
+fn listed(list: &[u64], paddr: u64) -> bool {
+    list.contains(&paddr)
+}
+
+/// Whether `entry` lies in one of the 4 KiB pages at `tables`.
+#[inline(never)]
+fn in_a_page_of(tables: &[u64], entry: u64) -> bool {
+    tables.iter().any(|&t| entry >= t && entry < t + 4096)
 }

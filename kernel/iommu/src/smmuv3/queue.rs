@@ -376,7 +376,7 @@ impl CommandQueue {
         limit: PollLimit,
     ) -> Result<(), SmmuError> {
         let consumer = Self::consumer(mmio);
-        if self.room(consumer) < 2 {
+        if !self.room_for_two(consumer) {
             return self.submit_one_waiting(mmio, mem, consumer, words, limit);
         }
         let sync = SYNC_WORDS;
@@ -409,14 +409,15 @@ impl CommandQueue {
         self.complete(mmio, mem, limit)
     }
 
-    /// Free entries by `consumer` (a CONS value, error bits ignored): the
-    /// size less the entries between CONS and PROD, whose wrap bits make
-    /// the difference exact modulo twice the size.
-    fn room(&self, consumer: u32) -> u32 {
-        // Saturating: a CONS past PROD (never from a working unit) leaves
-        // no room, so the pushes' own tests decide.
-        (self.positions / 2 + 1)
-            .saturating_sub(self.producer.wrapping_sub(consumer) & self.positions)
+    /// Whether two entries are free by `consumer` (a CONS value, error
+    /// bits ignored): the entries between CONS and PROD, whose wrap bits
+    /// make the difference exact modulo twice the size, are at most the
+    /// size less two. (`positions / 2` is the size less one.) A CONS past
+    /// PROD (never from a working unit) reads as a queue too full, so the
+    /// pushes' own tests decide.
+    #[inline(always)]
+    fn room_for_two(&self, consumer: u32) -> bool {
+        self.producer.wrapping_sub(consumer) & self.positions < self.positions / 2
     }
 
     /// The address of the entry at position `position` (any wrap bit).

@@ -20,7 +20,7 @@ use iommu::vtd::VtdUnit;
 use iommu::vtd::regs::RootTableMode;
 use iommu::vtd::tables::FirstStageFormat;
 use iommu::{FrameAllocator, PhysAddr, PhysMem, PollLimit};
-use iospace::{DmaFault, Env, Flaw, IoUnit, State};
+use iospace::{DmaFault, Env, Flaw, IoUnit, SpaceAt, State};
 use std::boxed::Box;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -412,7 +412,9 @@ where
         self.spaces[&space].did
     }
 
-    /// `IoSpace.Map` of a 4 KiB Frame at `pa`.
+    /// `IoSpace.Map` of a 4 KiB Frame at `pa`, the kernel's way: the
+    /// space's record found once for the checks, the leaf written there
+    /// ([`World::map_at`]).
     pub fn map(
         &mut self,
         space: ObjectId,
@@ -421,22 +423,37 @@ where
         rights: Rights,
     ) -> Result<(), abi::Error> {
         self.state.ensure_pool(space)?;
+        let at = self
+            .state
+            .space_at(space)
+            .ok_or(abi::Error::TableMemoryExhausted)?;
+        self.map_at(at, space, ipa, pa, rights);
+        Ok(())
+    }
+
+    /// The leaf of [`World::map`] written through the record `at` found
+    /// for `space` (`State::apply_at`), and the mapping recorded in the
+    /// capability state.
+    pub fn map_at(&mut self, at: SpaceAt, space: ObjectId, ipa: u64, pa: u64, rights: Rights) {
         let did = self.did(space);
-        self.apply(Effect::MapIoPage {
-            unit: 0,
-            did,
-            space,
-            ipa,
-            paddr: pa,
-            size_bits: 12,
-            rights,
-        });
+        self.state.apply_at(
+            &mut self.unit,
+            at,
+            &Effect::MapIoPage {
+                unit: 0,
+                did,
+                space,
+                ipa,
+                paddr: pa,
+                size_bits: 12,
+                rights,
+            },
+        );
         self.spaces
             .get_mut(&space)
             .unwrap()
             .mappings
             .insert(ipa, (pa, rights));
-        Ok(())
     }
 
     /// `IoSpace.Unmap` (or a Frame's delete): the leaf, then the

@@ -25,7 +25,8 @@
 //!   track (QEMU: `Identify` says so on both machines) they answer
 //!   `NotSupported`; where it can, a space with nothing written reads clean.
 //! - IoUserTable.Invalidate answers the end of the range it processed, and
-//!   refuses a read-only IoUserTable capability.
+//!   refuses a read-only IoUserTable capability and, right after it
+//!   invalidated through it, one whose IoSpace died (`DeadObject`).
 //! - IO table memory is charged per IoSpace: one IoSpace that fills its
 //!   tables (VT-d: a stage 1 aliasing every 2 MiB region, shadowed region
 //!   by region through Invalidate; both machines: stage-2 maps each in a
@@ -44,8 +45,8 @@ use rt::space::Objects;
 use rt::testing::{Failure, Outcome, Suite};
 use sys::bootinfo;
 use sys::{
-    Cap, Error, Frame, IoDevice, IoFaultQueue, IoSpace, IommuControl, MapRights, Notification,
-    PageResponse, PageTable, Retype, Rights, Slot, UserTableFormat,
+    Cap, Error, Frame, IoDevice, IoFaultQueue, IoSpace, IoUserTable, IommuControl, MapRights,
+    Notification, PageResponse, PageTable, Retype, Rights, Slot, UserTableFormat,
 };
 
 rt::entry!(main);
@@ -125,6 +126,9 @@ fn main(_startup: &rt::Startup) -> i32 {
     suite.run("attach_and_detach", || attach_and_detach(&mut world));
     suite.run("user_tables_and_invalidate", || {
         user_tables_and_invalidate(&mut world)
+    });
+    suite.run("invalidate_after_the_space_died", || {
+        invalidate_after_the_space_died(&mut world)
     });
     suite.run("revoking_the_space_detaches_its_devices", || {
         revoking_the_space_detaches_its_devices(&mut world)
@@ -398,6 +402,22 @@ fn attach_and_detach(world: &mut World) -> Outcome {
     Ok(())
 }
 
+/// A user table rooted at IPA 0x40_0000 of `space`, `device` attached
+/// nested through it.
+fn nested_table(
+    world: &mut World,
+    space: Cap<IoSpace>,
+    device: Cap<IoDevice>,
+) -> Result<Cap<IoUserTable>, Failure> {
+    let table = space
+        .bind_user_table(0x40_0000, FORMAT, world.take())
+        .map_err(|e| failure("BindUserTable", e))?;
+    device
+        .attach_nested(table)
+        .map_err(|e| failure("AttachNested", e))?;
+    Ok(table)
+}
+
 fn user_tables_and_invalidate(world: &mut World) -> Outcome {
     let (Some(device), Some(space)) = (world.device, world.space) else {
         rt::fail!("needs the space and the device of the earlier tests")
@@ -407,12 +427,7 @@ fn user_tables_and_invalidate(world: &mut World) -> Outcome {
         wrong.err() == Some(Error::InvalidArgument),
         "the other vendor's format: {wrong:?}"
     );
-    let table = space.bind_user_table(0x40_0000, FORMAT, world.take());
-    let Ok(table) = table else {
-        rt::fail!("BindUserTable: {table:?}")
-    };
-    let nested = device.attach_nested(table);
-    check!(nested.is_ok(), "AttachNested: {nested:?}");
+    let table = nested_table(world, space, device)?;
     let end = table.invalidate(0x10_0000, 0x4000);
     check!(
         end == Ok(0x10_4000),
@@ -437,6 +452,33 @@ fn user_tables_and_invalidate(world: &mut World) -> Outcome {
     );
     let detached = device.detach();
     check!(detached.is_ok(), "Detach from the user table: {detached:?}");
+    Ok(())
+}
+
+/// An IoUserTable whose IoSpace died answers `DeadObject`, also right
+/// after an `Invalidate` through it: the kernel's fast path answers from
+/// the thread's cached lookup, which holds the table's IoSpace, and a
+/// stale one would find no nest and answer `Ok`.
+fn invalidate_after_the_space_died(world: &mut World) -> Outcome {
+    let Some(device) = world.device else {
+        rt::fail!("needs the device of the earlier tests")
+    };
+    let space = world.io_space()?;
+    let table = nested_table(world, space, device)?;
+    let before = table.invalidate(0x10_0000, 0x1000);
+    check!(before == Ok(0x10_1000), "Invalidate: {before:?}");
+    let deleted = world.objects.cnode().delete(space.slot());
+    check!(deleted.is_ok(), "delete the IoSpace: {deleted:?}");
+    let after = table.invalidate(0x10_0000, 0x1000);
+    check!(
+        after == Err(Error::DeadObject),
+        "Invalidate through a table whose IoSpace died: {after:?}"
+    );
+    let detach = device.detach();
+    check!(
+        detach == Err(Error::NotAttached),
+        "the device is still attached after its space died: {detach:?}"
+    );
     Ok(())
 }
 
