@@ -48,7 +48,12 @@ impl Caller {
 /// TCB, the caller's own included. Out of line: the round trip's fast path
 /// ([`handle_thread`]) reaches it too and stays small.
 #[inline(never)]
-fn invoke(threads: &mut Threads, caller: &Caller) {
+fn invoke(threads: &mut Threads, thread: u64, cspace: caps::SlotId, ipc_buffer: u64) {
+    let caller = &Caller {
+        thread,
+        cspace,
+        ipc_buffer,
+    };
     let (cap, info_word, registers) = {
         let context = &threads.tcb(caller.thread).context;
         let registers = [2, 3, 4, 5].map(|i| context.syscall_arg(i));
@@ -124,15 +129,20 @@ fn invoke(threads: &mut Threads, caller: &Caller) {
 pub fn handle_thread(threads: &mut Threads, caller: &Caller) -> Next {
     match round_trip_fast(threads, caller) {
         Fast::Done => Next::Resume,
+        // The out-of-line paths take the caller's fields, not `&Caller`:
+        // passed in registers, they need no copy on the stack.
         Fast::Invoke { fast_path: true } => {
-            invoke_fast_first(threads, caller);
-            Next::Resume
+            invoke_fast_first(threads, caller.thread, caller.cspace, caller.ipc_buffer)
         }
         Fast::Invoke { fast_path: false } => {
-            invoke(threads, caller);
+            invoke(threads, caller.thread, caller.cspace, caller.ipc_buffer);
+            if crate::testing::seeds::planted(crate::testing::seeds::Seed::ContinueAfterInvocation)
+            {
+                return Next::Continue;
+            }
             Next::Resume
         }
-        Fast::General => handle_general(threads, caller),
+        Fast::General => handle_general(threads, caller.thread),
     }
 }
 
@@ -147,26 +157,36 @@ pub fn handle_thread(threads: &mut Threads, caller: &Caller) -> Next {
 /// label tests inlined into [`handle_thread`], the round trip paid 6-8
 /// instructions more on aarch64; inside [`invoke`], the fast paths paid
 /// its larger frame (kernel/README.md "Measured", the Frame fast path).
+///
+/// [`Next::Continue`] when a fast path answered (none of them changes a
+/// thread's state), [`Next::Resume`] after [`invoke`].
 #[inline(never)]
-fn invoke_fast_first(threads: &mut Threads, caller: &Caller) {
+fn invoke_fast_first(
+    threads: &mut Threads,
+    thread: u64,
+    cspace: caps::SlotId,
+    ipc_buffer: u64,
+) -> Next {
     use abi::Invocation;
     // The two Frame labels, and the two IoSpace ones, are consecutive:
     // one comparison each.
     const _: () = assert!(Invocation::FrameUnmap as u32 == Invocation::FrameMap as u32 + 1);
     const _: () = assert!(Invocation::IoSpaceUnmap as u32 == Invocation::IoSpaceMap as u32 + 1);
-    let label = (threads.tcb(caller.thread).context.syscall_arg(1) >> 32) as u32;
+    let label = (threads.tcb(thread).context.syscall_arg(1) >> 32) as u32;
     let answered = if label.wrapping_sub(Invocation::FrameMap as u32) <= 1 {
-        crate::invocation::frame_now(threads, caller.thread, caller.cspace, caller.ipc_buffer)
+        crate::invocation::frame_now(threads, thread, cspace, ipc_buffer)
     } else if label.wrapping_sub(Invocation::IoSpaceMap as u32) <= 1 {
-        crate::invocation::space_now(threads, caller.thread, caller.cspace, caller.ipc_buffer)
+        crate::invocation::space_now(threads, thread, cspace, ipc_buffer)
     } else if label == Invocation::IoUserTableInvalidate as u32 {
-        crate::invocation::invalidate_now(threads, caller.thread, caller.cspace)
+        crate::invocation::invalidate_now(threads, thread, cspace)
     } else {
         false
     };
-    if !answered {
-        invoke(threads, caller);
+    if answered {
+        return Next::Continue;
     }
+    invoke(threads, thread, cspace, ipc_buffer);
+    Next::Resume
 }
 
 /// The object kinds with an invocation fast path ([`invoke_fast_first`]),
@@ -241,13 +261,27 @@ fn round_trip_fast(threads: &mut Threads, caller: &Caller) -> Fast {
 }
 
 /// [`handle_thread`] for every system call the fast path did not complete.
+///
+/// It reads the caller's CSpace and IPC buffer from its TCB again, where
+/// the scheduler loop's handler found both (a thread runs only with both,
+/// `sched`; no fast path changes them): passed along, they stayed live
+/// across the fast path's calls, which cost the round trip register moves.
 #[inline(never)]
-fn handle_general(threads: &mut Threads, caller: &Caller) -> Next {
+fn handle_general(threads: &mut Threads, thread: u64) -> Next {
+    let (cspace, ipc_buffer) = {
+        let t = threads.tcb(thread);
+        (caps::SlotId(t.cspace_slot), t.ipc_buffer)
+    };
+    let caller = &Caller {
+        thread,
+        cspace,
+        ipc_buffer,
+    };
     // The driver's one call after writing its stage-1 entries (issue 13),
     // tested here, out of the scheduler loop's code, so that the other
     // system calls pay one load and one comparison.
     if crate::invocation::invalidate_fast(threads, caller.thread, caller.cspace) {
-        return Next::Resume;
+        return Next::Continue;
     }
     let (number, cap) = {
         let context = &threads.tcb(caller.thread).context;
@@ -317,7 +351,7 @@ fn handle_general(threads: &mut Threads, caller: &Caller) -> Next {
     let result = match (call, target) {
         // `Call` on anything but an endpoint is an invocation.
         (Syscall::Call, Err(Error::WrongKind)) => {
-            invoke(threads, caller);
+            invoke(threads, thread, cspace, ipc_buffer);
             return Next::Resume;
         }
         (_, Err(e)) => Err(e),
@@ -460,6 +494,15 @@ pub enum Next {
     Yield,
     /// The caller asked to end the session with this status (debug builds).
     Halt(u32),
+    /// Resume the caller at once: the call changed no thread's state (no
+    /// thread became ready or blocked, no priority, address space or
+    /// CSpace changed), so the caller is still the thread the scheduler
+    /// would pick, and `sched::run` does not pick again. Only the
+    /// invocation fast paths answer it ([`invoke_fast_first`],
+    /// `invocation::invalidate_fast` in [`handle_general`]): they take
+    /// `Threads` only to read and answer the caller's registers and its
+    /// lookup cache.
+    Continue,
 }
 
 /// Decodes and performs the system call in `context`, writing its result

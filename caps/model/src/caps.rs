@@ -190,13 +190,7 @@ impl<S: Storage> Caps<S> {
             }
             None => (0, None, None),
         };
-        *self.slot_mut(dest) = Slot {
-            cap: Some(cap),
-            prev,
-            next,
-            depth,
-            ..Slot::EMPTY
-        };
+        *self.slot_mut(dest) = Slot::holding(cap, prev, next, depth);
         if let Some(p) = prev {
             self.slot_mut(p).next = Some(dest);
         }

@@ -118,6 +118,23 @@ impl Slot {
         #[cfg(target_arch = "x86_64")]
         pad: 0,
     };
+    /// A slot holding `cap` at `depth` in the derivation tree, between
+    /// `prev` and `next` in its pre-order.
+    pub(crate) const fn holding(
+        cap: Cap,
+        prev: Option<SlotId>,
+        next: Option<SlotId>,
+        depth: u32,
+    ) -> Slot {
+        Slot {
+            cap: Some(cap),
+            prev,
+            next,
+            depth,
+            #[cfg(target_arch = "x86_64")]
+            pad: 0,
+        }
+    }
     /// The capability held, if any.
     pub fn cap(&self) -> Option<&Cap> {
         self.cap.as_ref()

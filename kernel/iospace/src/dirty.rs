@@ -170,7 +170,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// own tags) and waits; on failure its devices are blocked and the
     /// answer is `IommuTimeout`.
     fn flush_space(&mut self, unit: &mut U, space: ObjectId, did: u16) -> Result<(), Error> {
-        unit.invalidate_tags(self, &[space_tag(did)], false, Exposed::Spaces(&[space]))
+        self.invalidate_tags(unit, &[space_tag(did)], false, Exposed::Spaces(&[space]))
             .map_err(|_| Error::IommuTimeout)?;
         for index in 0..self.nests.len() {
             if self.nests[index].as_ref().is_some_and(|n| n.space == space) {

@@ -1,7 +1,7 @@
 //! The SMMUv3 half: stage-2 and nested STEs, a CD page per nest mapped
 //! read-only in the reserved IPA window, TLBI by VMID (and by ASID for
-//! `Invalidate`), failing closed through `Smmu::invalidate_or_block` and
-//! `Smmu::fail_closed` (all DMA stops when blocking is not confirmed).
+//! `Invalidate`), failing closed through `Smmu::fail_closed` (all DMA
+//! stops when blocking is not confirmed).
 //!
 //! Substreams (PASIDs), where the unit has SubstreamIDs (IDR1.SSIDSIZE >
 //! 0; QEMU 10.0.2 has none): the first PASID attached on a stream gives
@@ -295,32 +295,42 @@ impl<R: Mmio> IoUnit for Smmu<R> {
     }
 
     #[inline]
-    fn invalidate_tags<M: PhysMem + Copy, E: Env>(
+    fn submit_tags<M: PhysMem + Copy, E: Env>(
         &mut self,
-        state: &mut State<Self, M, E>,
+        state: &State<Self, M, E>,
         tags: &[u16],
         everything: bool,
+    ) -> bool {
+        let mem = state.mem();
+        let done = match (everything, tags) {
+            // One IoSpace's VMID (an `IoSpace.Unmap`): the TLBI and its
+            // CMD_SYNC after one test for room, as the queue's
+            // `submit_one` writes them.
+            (false, &[vmid]) => self.invalidate_vmid(&mem, vmid),
+            (false, _) => self.submit(
+                &mem,
+                tags.iter().map(|&vmid| Command::TlbiS12Vmall { vmid }),
+            ),
+            (true, _) => self.submit(&mem, [Command::CfgiAll, Command::TlbiNsnhAll]),
+        };
+        done.is_ok()
+    }
+
+    fn invalidation_failed<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
         exposed: Exposed<'_, ObjectId>,
-    ) -> Result<(), &'static str> {
-        // Built as the queue takes them, not gathered in a vector first:
-        // moving a vector of 16 commands cost a 102-instruction `memcpy`
-        // per `IoSpace.Unmap` (kernel/README.md, "Measured").
-        const ALL: [Command; 2] = [Command::CfgiAll, Command::TlbiNsnhAll];
-        let (all, tags): (&[Command], &[u16]) = if everything { (&ALL, &[]) } else { (&[], tags) };
-        let commands = all
-            .iter()
-            .copied()
-            .chain(tags.iter().map(|&vmid| Command::TlbiS12Vmall { vmid }));
-        // Blocks the spaces' devices itself when the commands fail.
+    ) {
+        // What `Smmu::invalidate_or_block` does when its commands fail.
         let mem = state.mem();
         let mut frames = state.pool.of_unit();
-        let done =
-            self.invalidate_or_block(&mem, &mut frames, commands, &mut state.attached, exposed);
-        if done.is_err() {
-            state.failure = Some(Error::IommuTimeout);
-            return Err("the invalidation failed: its devices are blocked");
-        }
-        Ok(())
+        self.fail_closed(&mem, &mut frames, &mut state.attached, exposed);
+        state.failure = Some(Error::IommuTimeout);
+    }
+
+    fn nests_walk_stage2(&self) -> bool {
+        // Stage 1 nested over stage 2 in the unit (STE.Config = 0b111).
+        true
     }
 
     fn block<M: PhysMem + Copy, E: Env>(

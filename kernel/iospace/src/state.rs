@@ -92,6 +92,31 @@ pub struct SpaceAt {
     pub(crate) position: usize,
 }
 
+/// What the effects applied since the last `WaitForInvalidation` did to
+/// the translations VT-d shadows hold ([`State::note_tags`]). A shadow
+/// holds what the layer composed, and its tag's cached translations are
+/// dropped whenever the layer drops shadow entries (here, by the unmap's
+/// invalidation) or recomposes them (`IoUserTable.Invalidate`): so a
+/// stage-2 unmap no shadow entry was composed through (none of the
+/// nests' `Dependencies` touches the IPA) leaves nothing under a shadow's
+/// tag that translates into the unmapped frame, and its invalidation
+/// needs only the IoSpace's own tag. Not so where the unit walks stage 2
+/// for nests itself ([`IoUnit::nests_walk_stage2`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ShadowTags {
+    /// Nothing since the last wait.
+    Untouched,
+    /// Only stage-2 unmaps of the IoSpace with this model DID, none of
+    /// which a shadow depended on (besides unmaps of spaces without
+    /// nests, `InvalidateDomain`s, and what makes no cached translation
+    /// stale: stage-2 maps, installed entries, fault routes).
+    Spared(u16),
+    /// An unmap a shadow depended on, one of another IoSpace with nests,
+    /// or a device or PASID entry cleared: every shadow's tag is
+    /// invalidated.
+    Owed,
+}
+
 /// Everything the layer keeps for unit `U`, reaching table memory through
 /// `M`, reporting to `E`.
 pub struct State<U: IoUnit, M, E: Env> {
@@ -116,6 +141,13 @@ pub struct State<U: IoUnit, M, E: Env> {
     /// The IoSpaces those tags belong to (whose devices a failed
     /// invalidation blocks).
     pending_spaces: heapless::Vec<ObjectId, PENDING_TAGS>,
+    /// Whether the next `InvalidateDomain` must name the VT-d shadows'
+    /// tags too ([`ShadowTags`]).
+    shadow_tags: ShadowTags,
+    /// Where in `spaces` the IoSpace the last stage-2 unmap reached was: a
+    /// hint, checked against the record before use, so the unmap's
+    /// invalidation (and the next unmap) find the space without a probe.
+    recent: usize,
     /// An invalidation failed or timed out during the current invocation.
     pub(crate) failure: Option<Error>,
     /// Page requests the kernel answered itself (`requests.rs`).
@@ -154,6 +186,8 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             interrupt_on: false,
             pending_tags: heapless::Vec::new(),
             pending_spaces: heapless::Vec::new(),
+            shadow_tags: ShadowTags::Untouched,
+            recent: 0,
             failure: None,
             kernel_answers: crate::KernelAnswers {
                 refused: 0,
@@ -344,11 +378,61 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// Failures here are kernel bugs (invocations check first) and are
     /// logged, never ignored silently; a unit that fails an invalidation
     /// leaves [`State::take_failure`] set.
-    #[inline]
+    ///
+    /// Each effect has its own function, out of line, so a caller that
+    /// knows the effect (the kernel's sink for the model's `map_io` and
+    /// `unmap_io`, where this is inlined) calls that one alone.
+    #[inline(always)]
     pub fn apply(&mut self, unit: &mut U, effect: &Effect) {
+        match *effect {
+            Effect::MapIoPage { space, .. } => self.apply_map(space, effect),
+            Effect::UnmapIoPage { space, ipa, .. } => self.apply_unmap(space, ipa),
+            Effect::InvalidateDomain { did, .. } => self.apply_invalidate_domain(unit, did),
+            Effect::WaitForInvalidation { .. } => self.apply_wait(unit),
+            _ => self.apply_other(unit, effect),
+        }
+    }
+
+    /// [`State::apply`] of `MapIoPage`.
+    #[inline(never)]
+    fn apply_map(&mut self, space: ObjectId, effect: &Effect) {
+        if let Err(why) = self.map(space, effect) {
+            not_applied::<E>("MapIoPage", why);
+        }
+    }
+
+    /// [`State::apply`] of `UnmapIoPage`.
+    #[inline(never)]
+    fn apply_unmap(&mut self, space: ObjectId, ipa: u64) {
+        if let Err(why) = self.unmap(space, ipa) {
+            not_applied::<E>("UnmapIoPage", why);
+        }
+    }
+
+    /// [`State::apply`] of `InvalidateDomain`: queues the domain's tags.
+    #[inline(never)]
+    fn apply_invalidate_domain(&mut self, unit: &U, did: u16) {
+        if !E::broken(Flaw::SkipInvalidation) {
+            self.note_tags(unit, did);
+        }
+    }
+
+    /// [`State::apply`] of `WaitForInvalidation`: invalidates the queued
+    /// tags and waits.
+    #[inline(never)]
+    fn apply_wait(&mut self, unit: &mut U) {
+        if !E::broken(Flaw::SkipInvalidation)
+            && let Err(why) = self.invalidate_pending(unit)
+        {
+            not_applied::<E>("WaitForInvalidation", why);
+        }
+    }
+
+    /// [`State::apply`] of the effects other than a stage-2 map, unmap and
+    /// invalidation: device and PASID entries, fault routes.
+    #[inline(never)]
+    fn apply_other(&mut self, unit: &mut U, effect: &Effect) {
         let result = match *effect {
-            Effect::MapIoPage { space, .. } => self.map(space, effect),
-            Effect::UnmapIoPage { space, ipa, .. } => self.unmap(space, ipa),
             Effect::InstallDeviceEntry {
                 rid,
                 space,
@@ -362,18 +446,16 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
                 stage1_root,
                 ..
             } => self.install(unit, rid, Some(pasid), space, stage1_root),
-            Effect::ClearDeviceEntry { rid, .. } => self.clear(unit, rid, None),
-            Effect::ClearPasidEntry { rid, pasid, .. } => self.clear(unit, rid, Some(pasid)),
-            Effect::InvalidateDomain { .. } | Effect::WaitForInvalidation { .. }
-                if E::broken(Flaw::SkipInvalidation) =>
-            {
-                Ok(())
+            // A detach (the model invalidates the domain after it): its
+            // invalidation names every shadow's tag.
+            Effect::ClearDeviceEntry { rid, .. } => {
+                self.shadow_tags = ShadowTags::Owed;
+                self.clear(unit, rid, None)
             }
-            Effect::InvalidateDomain { did, .. } => {
-                self.note_tags(did);
-                Ok(())
+            Effect::ClearPasidEntry { rid, pasid, .. } => {
+                self.shadow_tags = ShadowTags::Owed;
+                self.clear(unit, rid, Some(pasid))
             }
-            Effect::WaitForInvalidation { .. } => self.invalidate_pending(unit),
             Effect::RouteFaults { source, queue, .. } => {
                 self.routes.retain(|(s, _)| *s != source);
                 match queue {
@@ -387,11 +469,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             _ => Ok(()),
         };
         if let Err(why) = result {
-            E::log(&ktext::text!(
-                "[io] {} not applied: {}",
-                effect_name(effect),
-                why
-            ));
+            not_applied::<E>(effect_name(effect), why);
         }
     }
 
@@ -487,7 +565,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             self.map(space, effect)
         };
         if let Err(why) = result {
-            E::log(&ktext::text!("[io] MapIoPage not applied: {}", why));
+            not_applied::<E>("MapIoPage", why);
         }
     }
 
@@ -564,11 +642,15 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
 
     #[inline]
     fn unmap(&mut self, space: ObjectId, ipa: u64) -> Result<(), &'static str> {
-        let position = self.space_position(space);
+        let position = match self.spaces.get(self.recent) {
+            Some(s) if s.object == space => Some(self.recent),
+            _ => self.space_position(space),
+        };
         let s = position
             .and_then(|i| self.spaces.get(i))
             .ok_or("the IoSpace has no stage-2 table")?;
-        let (table, nests, span) = (s.table, s.nests, s.shadow_span);
+        self.recent = position.unwrap_or(0);
+        let (table, nests, span, did) = (s.table, s.nests, s.shadow_span, s.did);
         let mem = self.mem();
         // In the region [`State::map`] last reached, the entry is a 4 KiB
         // leaf of its table (the region's 2 MiB entry is that table).
@@ -586,10 +668,20 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         // through the unmapped IPA (a stage-1 table page there, or a leaf
         // pointing into it) are dropped now, before the invalidation that
         // follows; the others keep translating. A space without nests has
-        // no shadow to drop, nor one whose shadows' span the IPA misses.
+        // no shadow to drop, nor one whose shadows' span the IPA misses;
+        // and when none depended on the IPA, the invalidation may spare
+        // their tags ([`ShadowTags`]).
         let start = ipa & !(bytes - 1);
-        if U::SHADOWS && nests != 0 && start < span.1 && span.0 < start.saturating_add(bytes) {
-            self.drop_shadow_dependents((space, position, &table, nests), start, pa, bytes);
+        if U::SHADOWS && nests != 0 {
+            let near = start < span.1 && span.0 < start.saturating_add(bytes);
+            let dropped = near
+                && self.drop_shadow_dependents((space, position, &table, nests), start, pa, bytes);
+            self.shadow_tags = match self.shadow_tags {
+                _ if dropped => ShadowTags::Owed,
+                ShadowTags::Untouched => ShadowTags::Spared(did),
+                ShadowTags::Spared(d) if d == did => ShadowTags::Spared(did),
+                _ => ShadowTags::Owed,
+            };
         }
         Ok(())
     }
@@ -598,14 +690,14 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
     /// `table`, its stage 2; `position`, its record's) every entry
     /// composed through `[ipa, ipa + bytes)`, which stage 2 mapped to
     /// `pa`; when none depended on it, sets its [`Space::shadow_span`] to
-    /// what they record.
+    /// what they record. Whether any nest depended on it.
     fn drop_shadow_dependents(
         &mut self,
         (space, position, table, nests): (ObjectId, Option<usize>, &PageTable<U::Format>, u32),
         ipa: u64,
         pa: u64,
         bytes: u64,
-    ) {
+    ) -> bool {
         let mem = self.mem();
         let (mut span, mut dropped) = (NO_SPAN, false);
         for i in bits(nests) {
@@ -634,18 +726,25 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         if !dropped && let Some(s) = position.and_then(|i| self.spaces.get_mut(i)) {
             s.shadow_span = span;
         }
+        dropped
     }
 
     /// Queues the tags of the IoSpace with model DID `did`: its stage 2
     /// and, on VT-d, its shadows (SMMUv3's per-VMID invalidation covers
-    /// the nests' ASIDs).
+    /// the nests' ASIDs), unless what happened since the last wait spares
+    /// them ([`ShadowTags`]).
     #[inline]
-    fn note_tags(&mut self, did: u16) {
+    fn note_tags(&mut self, unit: &U, did: u16) {
         let spaces = &self.spaces;
-        let (space, nests) = self
-            .by_did
-            .find(u32::from(did), |i| spaces.get(i).filter(|s| s.did == did))
-            .map_or((None, 0), |s| (Some(s.object), s.nests));
+        // Model DIDs are unique among IoSpaces: the record at the hint
+        // with this DID is the space's.
+        let (space, nests) = match spaces.get(self.recent) {
+            Some(s) if s.did == did => (Some(s.object), s.nests),
+            _ => self
+                .by_did
+                .find(u32::from(did), |i| spaces.get(i).filter(|s| s.did == did))
+                .map_or((None, 0), |s| (Some(s.object), s.nests)),
+        };
         if let Some(space) = space
             && !self.pending_spaces.contains(&space)
             && self.pending_spaces.push(space).is_err()
@@ -654,34 +753,76 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
             self.pending_tags.clear();
             let _ = self.pending_tags.push(0);
         }
-        let shadows = if U::SHADOWS { nests } else { 0 };
+        let spared = matches!(self.shadow_tags, ShadowTags::Spared(d) if d == did)
+            && !unit.nests_walk_stage2();
+        let shadows = if U::SHADOWS && !spared { nests } else { 0 };
         // Every one of them: the space's and each shadow's (up to its
         // share of nests; none may be dropped).
-        let tags = core::iter::once(space_tag(did)).chain(bits(shadows).map(U::nest_tag));
-        for tag in tags {
-            if !has_tag(&self.pending_tags, tag) && self.pending_tags.push(tag).is_err() {
-                // Too many: invalidate everything (tag 0 marks it).
-                self.pending_tags.clear();
-                let _ = self.pending_tags.push(0);
-                return;
-            }
+        self.note_tag(space_tag(did));
+        for i in bits(shadows) {
+            self.note_tag(U::nest_tag(i));
+        }
+    }
+
+    /// Queues `tag` unless it is queued; when the list is full, queues
+    /// everything instead (tag 0, alone and so first).
+    #[inline]
+    fn note_tag(&mut self, tag: u16) {
+        if !has_tag(&self.pending_tags, tag) && self.pending_tags.push(tag).is_err() {
+            self.pending_tags.clear();
+            let _ = self.pending_tags.push(0);
         }
     }
 
     /// Invalidates the queued tags (domain-selective IOTLB on VT-d, TLBI
     /// by VMID on SMMUv3) and waits for completion. On failure, fails
     /// closed for the IoSpaces they belong to.
+    /// The tags are read where they are queued (moving the vectors out
+    /// cost a ~100-instruction `memcpy` per `IoSpace.Unmap` on aarch64,
+    /// kernel/README.md "Measured"); tag 0, everything, is only ever the
+    /// first ([`State::note_tags`] clears the list to push it).
     #[inline]
     fn invalidate_pending(&mut self, unit: &mut U) -> Result<(), &'static str> {
-        let everything = has_tag(&self.pending_tags, 0);
-        let tags = core::mem::take(&mut self.pending_tags);
+        self.shadow_tags = ShadowTags::Untouched;
+        let everything = self.pending_tags.first() == Some(&0);
+        if unit.submit_tags(self, &self.pending_tags, everything) {
+            self.pending_tags.clear();
+            self.pending_spaces.clear();
+            return Ok(());
+        }
+        self.pending_failed(unit, everything)
+    }
+
+    /// [`State::invalidate_pending`] when the unit failed: blocks the
+    /// pending tags' IoSpaces (everything, for tag 0).
+    #[cold]
+    #[inline(never)]
+    fn pending_failed(&mut self, unit: &mut U, everything: bool) -> Result<(), &'static str> {
+        self.pending_tags.clear();
         let spaces = core::mem::take(&mut self.pending_spaces);
         let exposed = if everything {
             Exposed::Everything
         } else {
             Exposed::Spaces(&spaces)
         };
-        unit.invalidate_tags(self, &tags, everything, exposed)
+        unit.invalidation_failed(self, exposed);
+        Err("the invalidation failed: its devices are blocked")
+    }
+
+    /// Invalidates `tags` (or everything) and waits; on failure blocks
+    /// what `exposed` covers.
+    pub(crate) fn invalidate_tags(
+        &mut self,
+        unit: &mut U,
+        tags: &[u16],
+        everything: bool,
+        exposed: Exposed<'_, ObjectId>,
+    ) -> Result<(), &'static str> {
+        if unit.submit_tags(self, tags, everything) {
+            return Ok(());
+        }
+        unit.invalidation_failed(self, exposed);
+        Err("the invalidation failed: its devices are blocked")
     }
 
     /// After an invalidation failed or timed out: blocks every attachment
@@ -1160,6 +1301,14 @@ fn bits(mut set: u32) -> impl Iterator<Item = usize> {
 #[allow(clippy::manual_contains)] // `contains` is what this avoids
 fn has_tag(tags: &[u16], tag: u16) -> bool {
     tags.iter().any(|&t| t == tag)
+}
+
+/// Logs that the effect named `name` was not applied, and why (a kernel
+/// bug: invocations check first).
+#[cold]
+#[inline(never)]
+fn not_applied<E: Env>(name: &str, why: &str) {
+    E::log(&ktext::text!("[io] {} not applied: {}", name, why));
 }
 
 /// What a refused reservation of a new IoSpace's table pages answers.

@@ -171,16 +171,32 @@ pub trait IoUnit: Sized {
         index: usize,
     ) -> Result<(), Error>;
 
-    /// Invalidates `tags` (or everything) and waits; on failure blocks
-    /// what `exposed` covers.
+    /// Invalidates `tags` (or everything) and waits; whether the unit
+    /// completed. When not, the caller calls
+    /// [`IoUnit::invalidation_failed`]. It reads `state` only, so the tags
+    /// may be borrowed from it (the pending ones are not copied out).
     #[doc(hidden)]
-    fn invalidate_tags<M: PhysMem + Copy, E: Env>(
+    fn submit_tags<M: PhysMem + Copy, E: Env>(
         &mut self,
-        state: &mut State<Self, M, E>,
+        state: &State<Self, M, E>,
         tags: &[u16],
         everything: bool,
+    ) -> bool;
+    /// After [`IoUnit::submit_tags`] failed: blocks what `exposed` covers
+    /// and fails the current invocation.
+    #[doc(hidden)]
+    fn invalidation_failed<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
         exposed: Exposed<'_, ObjectId>,
-    ) -> Result<(), &'static str>;
+    );
+    /// Whether the unit itself walks stage 2 for what devices attached
+    /// through nests translate (SMMUv3 nesting, VT-d hardware nesting), so
+    /// translations cached under a nest's tag may go through any stage-2
+    /// entry. Not so for VT-d shadows, which hold what the layer composed:
+    /// a stage-2 unmap none of them depended on leaves their tags alone.
+    #[doc(hidden)]
+    fn nests_walk_stage2(&self) -> bool;
     /// Blocks what `exposed` covers after a failed invalidation; whether
     /// the unit confirmed it.
     #[doc(hidden)]

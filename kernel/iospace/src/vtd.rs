@@ -375,13 +375,12 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
     }
 
     #[inline]
-    fn invalidate_tags<M: PhysMem + Copy, E: Env>(
+    fn submit_tags<M: PhysMem + Copy, E: Env>(
         &mut self,
-        state: &mut State<Self, M, E>,
+        state: &State<Self, M, E>,
         tags: &[u16],
         everything: bool,
-        exposed: Exposed<'_, ObjectId>,
-    ) -> Result<(), &'static str> {
+    ) -> bool {
         let mem = state.mem();
         let done = if everything {
             self.invalidate_all(&mem)
@@ -397,11 +396,20 @@ impl<R: Mmio> IoUnit for VtdUnit<R> {
                 .map(|&tag| Descriptor::iotlb(IotlbScope::Domain(tag), drain));
             self.submit(&mem, descriptors)
         };
-        if done.is_ok() {
-            return Ok(());
-        }
+        done.is_ok()
+    }
+
+    fn invalidation_failed<M: PhysMem + Copy, E: Env>(
+        &mut self,
+        state: &mut State<Self, M, E>,
+        exposed: Exposed<'_, ObjectId>,
+    ) {
         state.fail_closed(self, exposed);
-        Err("the invalidation failed: its devices are blocked")
+    }
+
+    #[inline]
+    fn nests_walk_stage2(&self) -> bool {
+        hardware_nesting(self)
     }
 
     fn block<M: PhysMem + Copy, E: Env>(

@@ -190,6 +190,102 @@ fn vtd_unmap_invalidates_every_shadow_of_a_space() {
     assert_eq!(take_log(), Vec::<String>::new());
 }
 
+/// Two shadow nests of one IoSpace, each device's translations cached: a
+/// stage-2 unmap no shadow entry was composed through (a page in another
+/// 2 MiB region than the data and the stage-1 tables) invalidates the
+/// IoSpace's tag alone, one IOTLB descriptor, and every nested page
+/// still translates; an unmap of a data page the shadows translate to
+/// invalidates the space's tag and both shadows', and neither device
+/// reaches that page any more, though both had it cached.
+#[test]
+fn vtd_unmap_away_from_the_shadows_spares_their_tags() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, PASID_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let space = space_with_data(&mut world);
+    let roots = [
+        world.stage1_of(space).unwrap(),
+        world.another_stage1(space, 1).unwrap(),
+    ];
+    let requesters = [(0x20, None), (0x21, None)];
+    for (root, &(rid, pasid)) in roots.iter().zip(&requesters) {
+        world.attach_at(rid, pasid, space, Some(*root)).unwrap();
+        world.user_invalidate_at(space, *root).unwrap();
+    }
+    let far = 0x2000_0000;
+    let pa = world.page();
+    world.map(space, far, pa, RW).unwrap();
+    let pages = 2 * DATA_PAGES as usize * 2;
+    assert_eq!(world.check(&requesters, true).unwrap(), pages);
+    let iotlb = || device.counts.get().iotlb;
+
+    let before = iotlb();
+    world.unmap(space, far).unwrap();
+    assert_eq!(iotlb() - before, 1);
+    assert_eq!(world.check(&requesters, true).unwrap(), pages);
+
+    let before = iotlb();
+    world.unmap(space, DATA_IPA + 0x2000).unwrap();
+    assert_eq!(iotlb() - before, 3);
+    for &(rid, pasid) in &requesters {
+        for access in [Access::Read, Access::Write] {
+            let through = world.device.transact(rid, pasid, IOVA + 0x2008, access);
+            assert_eq!(through, None, "{rid:#x} {access:?}");
+        }
+    }
+    world.check(&requesters, false).unwrap();
+    assert_eq!(take_log(), Vec::<String>::new());
+}
+
+/// One batch unmapping a page of two IoSpaces, each with a shadow nest
+/// whose device cached it, then invalidating both domains with one wait
+/// (a `CNode.Revoke` of Frame copies mapped in both): each domain's
+/// invalidation names its own shadow, so neither device reaches its
+/// page. (The layer remembers where the last unmapped space's record is;
+/// the invalidation of the first space must not take the second's.)
+#[test]
+fn vtd_one_batch_unmaps_from_two_spaces_with_shadows() {
+    let memory = SimMemory::new(MEMORY);
+    let device = SimVtd::new(&memory, QEMU_CAP, PASID_ECAP, true);
+    let mut world = vtd(&memory, &device, RootTableMode::Scalable);
+    let spaces = [space_with_data(&mut world), space_with_data(&mut world)];
+    let requesters = [(0x20, None), (0x28, None)];
+    for (&space, &(rid, pasid)) in spaces.iter().zip(&requesters) {
+        world.attach(rid, pasid, space, true).unwrap();
+        world.user_invalidate(space).unwrap();
+    }
+    let pages = 2 * DATA_PAGES as usize * 2;
+    assert_eq!(world.check(&requesters, true).unwrap(), pages);
+    let dids = spaces.map(|space| world.did(space));
+    for (&space, &did) in spaces.iter().zip(&dids) {
+        world
+            .spaces
+            .get_mut(&space)
+            .unwrap()
+            .mappings
+            .remove(&DATA_IPA);
+        world.apply(caps::Effect::UnmapIoPage {
+            unit: 0,
+            did,
+            space,
+            ipa: DATA_IPA,
+            size_bits: 12,
+        });
+    }
+    for did in dids {
+        world.apply(caps::Effect::InvalidateDomain { unit: 0, did });
+    }
+    world.apply(caps::Effect::WaitForInvalidation { unit: 0 });
+    for &(rid, pasid) in &requesters {
+        assert_eq!(
+            world.device.transact(rid, pasid, IOVA + 8, Access::Read),
+            None
+        );
+    }
+    world.check(&requesters, false).unwrap();
+    assert_eq!(take_log(), Vec::<String>::new());
+}
+
 /// Every DMA of `requesters` through their nests faults.
 fn all_fault<U, D, F>(world: &World<'_, U, D, F>, requesters: &[(u16, Option<u32>)]) -> bool
 where

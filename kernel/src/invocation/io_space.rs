@@ -230,7 +230,7 @@ struct IoSink {
 }
 
 impl EffectSink for IoSink {
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, effect: Effect) {
         push_held(&mut self.held, effect, crate::io_space::Held::apply);
     }

@@ -84,6 +84,12 @@ pub enum Seed {
     /// `msi_signals_dma_completion` fails.
     #[cfg(target_arch = "aarch64")]
     NoMsiDoorbell,
+    /// `continue-after-invocation`: every invocation the general path
+    /// performs is answered as the fast paths' are (`syscall::Next::Continue`:
+    /// the caller runs again without the scheduler's pick), though it may
+    /// have made another thread ready; the `threads` test
+    /// `a_thread_an_invocation_readies_runs_before_its_caller` fails.
+    ContinueAfterInvocation,
 }
 
 /// Whether `seed` is planted: always `false` in a kernel without the
@@ -123,6 +129,7 @@ mod planting {
         Seed::MsiWindowOpen,
         #[cfg(target_arch = "aarch64")]
         Seed::NoMsiDoorbell,
+        Seed::ContinueAfterInvocation,
     ];
 
     /// One bit per planted seed (bit `Seed as u32`). Written once at boot,
@@ -149,6 +156,7 @@ mod planting {
                 Seed::MsiWindowOpen => "msi-window-open",
                 #[cfg(target_arch = "aarch64")]
                 Seed::NoMsiDoorbell => "no-msi-doorbell",
+                Seed::ContinueAfterInvocation => "continue-after-invocation",
             }
         }
 
@@ -171,6 +179,7 @@ mod planting {
                 Seed::MsiWindowOpen => "the MSI window is not refused by name",
                 #[cfg(target_arch = "aarch64")]
                 Seed::NoMsiDoorbell => "the MSI doorbell is never mapped",
+                Seed::ContinueAfterInvocation => "invocations skip the scheduler's pick",
             }
         }
 

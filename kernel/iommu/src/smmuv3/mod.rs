@@ -410,6 +410,24 @@ impl<M: Mmio> Smmu<M> {
         queue.submit_one(&self.mmio, mem, Command::tlbi_nh_asid(vmid, asid), limit)
     }
 
+    /// CMD_TLBI_S12_VMALL of `vmid` and a CMD_SYNC, waited for: as
+    /// [`Smmu::invalidate_asid`], the invalidation of one IoSpace's stage 2
+    /// (`IoSpace.Unmap`).
+    #[inline(always)]
+    pub fn invalidate_vmid(&mut self, mem: &impl PhysMem, vmid: u16) -> Result<(), SmmuError> {
+        let limit = self.poll_limit;
+        let queue = self
+            .command_queue
+            .as_mut()
+            .ok_or(SmmuError::NotInitialised)?;
+        queue.submit_one(
+            &self.mmio,
+            mem,
+            Command::TlbiS12Vmall { vmid }.encode(),
+            limit,
+        )
+    }
+
     /// Replaces the STE of `stream_id` (checked by [`Ste::check`]): first
     /// back to the blocking STE with CFGI_STE + CMD_SYNC (break), then the
     /// new STE, CFGI_STE + CMD_SYNC (make). Allocates the level-2 array if needed.

@@ -335,6 +335,21 @@ impl InvalidationQueue {
         mmio.write64(offset::IQT, u64::from(self.tail) * self.descriptor_size());
     }
 
+    /// The ring position after `position`.
+    #[inline(always)]
+    fn after(&self, position: u32) -> u32 {
+        if position + 1 == self.entries {
+            0
+        } else {
+            position + 1
+        }
+    }
+
+    /// Writes `descriptor` at the tail (not yet published). The ring has
+    /// room while the next tail differs from the head last read; only
+    /// when it meets it is IQH read again, and the bounded wait for room
+    /// is out of line ([`Self::make_room`]).
+    #[inline(always)]
     fn push(
         &mut self,
         mmio: &impl Mmio,
@@ -342,26 +357,9 @@ impl InvalidationQueue {
         descriptor: &Descriptor,
         limit: PollLimit,
     ) -> Result<(), VtdError> {
-        let next = (self.tail + 1) % self.entries;
+        let next = self.after(self.tail);
         if next == self.head {
-            self.head = self.head_index(mmio);
-        }
-        if next == self.head {
-            // Full: let the hardware consume what is queued.
-            self.publish_tail(mmio);
-            let mut error = Ok(());
-            let drained = limit.wait(|| {
-                error = self.check_errors(mmio, mem);
-                error.is_err() || next != self.head_index(mmio)
-            });
-            error?;
-            if !drained {
-                return Err(VtdError::Timeout {
-                    register: "IQH",
-                    bit: "QH (queue full)",
-                });
-            }
-            self.head = self.head_index(mmio);
+            self.make_room(mmio, mem, next, limit)?;
         }
         let slot = self.base + u64::from(self.tail) * self.descriptor_size();
         let [low, high, wide_low, wide_high] = descriptor.0;
@@ -376,8 +374,46 @@ impl InvalidationQueue {
         Ok(())
     }
 
+    /// [`Self::push`] when the next tail `next` meets the head last read:
+    /// reads IQH again and, while the ring is still full, lets the
+    /// hardware consume what is queued (bounded).
+    #[cold]
+    #[inline(never)]
+    fn make_room(
+        &mut self,
+        mmio: &impl Mmio,
+        mem: &impl PhysMem,
+        next: u32,
+        limit: PollLimit,
+    ) -> Result<(), VtdError> {
+        self.head = self.head_index(mmio);
+        if next != self.head {
+            return Ok(());
+        }
+        self.publish_tail(mmio);
+        let mut error = Ok(());
+        let drained = limit.wait(|| {
+            error = self.check_errors(mmio, mem);
+            error.is_err() || next != self.head_index(mmio)
+        });
+        error?;
+        if !drained {
+            return Err(VtdError::Timeout {
+                register: "IQH",
+                bit: "QH (queue full)",
+            });
+        }
+        self.head = self.head_index(mmio);
+        Ok(())
+    }
+
     /// Queues `descriptors` followed by one wait descriptor, publishes the
     /// tail and waits (bounded) until the hardware writes the wait status.
+    ///
+    /// The status is read once here (a unit that completes at once, as
+    /// QEMU's does inside the IQT write, is seen by it); the bounded poll
+    /// is out of line ([`Self::wait_for_status`]).
+    #[inline]
     pub fn submit_and_wait(
         &mut self,
         mmio: &impl Mmio,
@@ -393,6 +429,23 @@ impl InvalidationQueue {
         self.push(mmio, mem, &Descriptor::wait(self.status, sequence), limit)?;
         self.waits_issued += 1;
         self.publish_tail(mmio);
+        if mem.read_u32(self.status) == sequence {
+            return Ok(());
+        }
+        self.wait_for_status(mmio, mem, sequence, limit)
+    }
+
+    /// [`Self::submit_and_wait`]'s bounded poll of the wait status for
+    /// `sequence`, checking the queue's error bits between reads.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_status(
+        &self,
+        mmio: &impl Mmio,
+        mem: &impl PhysMem,
+        sequence: u32,
+        limit: PollLimit,
+    ) -> Result<(), VtdError> {
         let mut error = Ok(());
         let done = limit.wait(|| {
             if mem.read_u32(self.status) == sequence {

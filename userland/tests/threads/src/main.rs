@@ -140,6 +140,10 @@ fn main(_startup: &rt::Startup) -> i32 {
         a_deleted_capability_stops_working_at_once(&mut slots)
     });
     suite.run(
+        "a_thread_an_invocation_readies_runs_before_its_caller",
+        || a_thread_an_invocation_readies_runs_before_its_caller(&mut slots),
+    );
+    suite.run(
         "configure_refused_for_a_full_registry_changes_nothing",
         || configure_refused_for_a_full_registry_changes_nothing(&mut slots),
     );
@@ -212,6 +216,43 @@ static SIGNAL_A: AtomicU64 = AtomicU64::new(0);
 static SIGNAL_B: AtomicU64 = AtomicU64::new(0);
 static PARK: AtomicU64 = AtomicU64::new(0);
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Set by [`mark_and_park`] once it runs.
+static MARKED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn mark_and_park(_: u64) -> ! {
+    MARKED.store(1, Ordering::Relaxed);
+    park()
+}
+
+/// `Tcb.Resume` of a thread above our priority (the root task's 100) makes
+/// it the one the scheduler must run: it runs before `Resume` returns to
+/// us. The kernel lets a caller run again without picking only after the
+/// invocation fast paths, which change no thread's state (`Frame.Map` and
+/// `Unmap`, `IoSpace.Map` and `Unmap`, `IoUserTable.Invalidate`:
+/// `syscall::Next::Continue`); answering another invocation that way
+/// (seeded: `continue-after-invocation`) returns to us first.
+fn a_thread_an_invocation_readies_runs_before_its_caller(slots: &mut Slots) -> Outcome {
+    MARKED.store(0, Ordering::Relaxed);
+    let tcb: Cap<Tcb> = match make::<Tcb>(slots) {
+        Ok(tcb) => tcb,
+        Err(e) => rt::fail!("retype TCB: {e:?}"),
+    };
+    let configured = tcb
+        .configure_in_root_task(None)
+        .and_then(|()| tcb.write_registers(mark_and_park as *const () as u64, stack_top(), 0))
+        .and_then(|()| tcb.set_priority(150));
+    check!(configured.is_ok(), "configure the thread: {configured:?}");
+    let resumed = tcb.resume();
+    let marked = MARKED.load(Ordering::Relaxed);
+    check!(resumed.is_ok(), "Resume answered {resumed:?}");
+    check!(
+        marked == 1,
+        "the priority-150 thread had not run when Resume returned to its priority-100 caller"
+    );
+    check!(tcb.suspend().is_ok(), "suspend the thread");
+    Ok(())
+}
 
 /// Blocks this thread for good (on a notification nobody signals).
 fn park() -> ! {
