@@ -283,13 +283,13 @@ impl EffectSink for MapSink {
 
 impl MapSink {
     /// Any effect but the `MapIoPage` (`map_io` emits none): the lock
-    /// decode took released, then as `Unmap`'s sink, which takes both
-    /// IOMMU locks for a stage-2 or invalidation effect.
+    /// decode took released, then to [`objects::SINK`], which takes both
+    /// IOMMU locks itself for an IOMMU effect.
     #[cold]
     #[inline(never)]
     fn push_other(&mut self, effect: Effect) {
         self.held = None;
-        push_held(&mut None, effect, crate::io_space::Held::apply);
+        objects::apply_elsewhere(effect);
     }
 }
 
