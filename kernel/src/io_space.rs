@@ -272,9 +272,9 @@ pub fn register_space(object: ObjectId, root: u64, did: u16) -> Result<(), Error
 }
 
 /// Both IOMMU locks, `UNIT` then `STATE`, held across the effects of one
-/// operation: `IoSpace.Map` and `Unmap` apply one and three effects, and
-/// took and released both locks for each before (kernel/README.md,
-/// "Measured").
+/// operation: `IoSpace.Unmap` applies three effects, and took and
+/// released both locks for each before (kernel/README.md, "Measured").
+/// `IoSpace.Map` holds `STATE` alone ([`MapHeld`]).
 pub struct Held {
     unit: spin::MutexGuard<'static, Option<Unit>>,
     state: spin::MutexGuard<'static, State>,
@@ -300,39 +300,6 @@ impl Held {
         }
     }
 
-    /// [`Held::apply`], where a `MapIoPage` into the IoSpace whose record
-    /// [`Held::ensure_map`] found (`at`) goes straight to that record
-    /// (`iospace::State::apply_at`).
-    #[inline]
-    pub fn apply_at(&mut self, at: SpaceAt, effect: &Effect) {
-        if let Some(unit) = self.unit.as_mut() {
-            self.state.apply_at(hw(unit), at, effect);
-        }
-    }
-
-    /// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
-    /// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
-    /// `TableMemoryExhausted` unless its reservation can serve one more
-    /// stage-2 walk. Returns where `space`'s record is, for the map's
-    /// write ([`Held::apply_at`]); the checks found it there.
-    #[inline(always)]
-    pub fn ensure_map(&self, space: ObjectId, ipa: u64, size: u64) -> Result<SpaceAt, Error> {
-        let at = self.state.space_at(space);
-        msi_window_free(&self.state, at, ipa, size)?;
-        self.state.ensure_pool(space)?;
-        // A space without a record has no reservation either.
-        at.ok_or(Error::TableMemoryExhausted)
-    }
-
-    /// Whether IoSpaces are first-stage tables (VT-d without a second stage),
-    /// which cannot express a write-only mapping (x86 paging has no
-    /// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
-    pub fn first_stage_spaces(&mut self) -> bool {
-        self.unit
-            .as_mut()
-            .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
-    }
-
     /// [`forget_failure`] under the locks already held.
     #[inline]
     pub fn forget_failure(&mut self) {
@@ -343,6 +310,71 @@ impl Held {
     #[inline]
     pub fn take_failure(&mut self) -> Option<Error> {
         self.state.take_failure()
+    }
+}
+
+/// Whether IoSpaces are first-stage tables (VT-d without a second stage),
+/// which cannot express a write-only mapping (x86 paging has no
+/// read-disable bit): `IoSpace.Map` refuses one with `NotSupported`.
+/// Takes `UNIT` for the read: not under [`MapHeld`] (lock order).
+pub fn first_stage_spaces() -> bool {
+    UNIT.lock()
+        .as_mut()
+        .is_some_and(|unit| hw(unit).space_ipa_bits().is_some())
+}
+
+/// The `STATE` lock alone, held by `IoSpace.Map` from its checks
+/// ([`MapHeld::ensure_map`]) to its stage-2 write ([`MapHeld::map_at`]):
+/// [`Held`] without `UNIT`, which that write does not need. `UNIT`
+/// guards the unit itself (its registers, command queue, context and
+/// stream tables, interrupt remapping): the map touches none of it. It
+/// writes one leaf of the IoSpace's stage-2 tables, which `STATE` owns
+/// (the record, the remembered leaf table, the pool and ledger), and
+/// issues no invalidation (a non-present entry made present; the map
+/// never did, under either lock). Whatever could pull the record or its
+/// tables away under the write takes `STATE` too: an IoSpace's death
+/// (`reconcile`, `UNIT` then `STATE`), registration (the record moves,
+/// the same) and the unit-wide table teardown; the unit is set once at
+/// boot and never removed. So the write is serialized with all of them
+/// by `STATE` alone, on SMP as on today's one CPU (where the kernel runs
+/// with interrupts masked under `CAPS`, which the invocation holds
+/// throughout, and no lock is ever contended). Taking `STATE` without
+/// `UNIT` keeps the lock order (`UNIT` is never taken under it:
+/// [`first_stage_spaces`] is read before).
+pub struct MapHeld {
+    state: spin::MutexGuard<'static, State>,
+}
+
+/// Takes the `STATE` lock for an `IoSpace.Map` ([`MapHeld`]).
+#[inline]
+pub fn hold_for_map() -> MapHeld {
+    MapHeld {
+        state: STATE.lock(),
+    }
+}
+
+impl MapHeld {
+    /// Before an `IoSpace.Map` of `size` bytes at `ipa` in `space`:
+    /// `MsiWindow` if that overlaps the MSI window ([`check_msi_window`]),
+    /// `TableMemoryExhausted` unless its reservation can serve one more
+    /// stage-2 walk. Returns where `space`'s record is, for the map's
+    /// write ([`MapHeld::map_at`]); the checks found it there.
+    #[inline(always)]
+    pub fn ensure_map(&self, space: ObjectId, ipa: u64, size: u64) -> Result<SpaceAt, Error> {
+        let at = self.state.space_at(space);
+        msi_window_free(&self.state, at, ipa, size)?;
+        self.state.ensure_pool(space)?;
+        // A space without a record has no reservation either.
+        at.ok_or(Error::TableMemoryExhausted)
+    }
+
+    /// A `MapIoPage` into the IoSpace whose record [`MapHeld::ensure_map`]
+    /// found (`at`) written straight to that record
+    /// (`iospace::State::map_through`). Only a `MapIoPage`: any other
+    /// effect needs the unit, and is not applied here.
+    #[inline]
+    pub fn map_at(&mut self, at: SpaceAt, effect: &Effect) {
+        self.state.map_through(at, effect);
     }
 }
 

@@ -81,9 +81,9 @@ pub(crate) struct Substreams {
 
 /// Where an IoSpace's record is, found once by [`State::space_at`] for an
 /// `IoSpace.Map`'s checks and then its stage-2 write
-/// ([`State::apply_at`]), which need not search for it again. Records
+/// ([`State::map_through`]), which need not search for it again. Records
 /// move only when an IoSpace is registered or dies, which the kernel does
-/// not do while it holds the state between the two; `apply_at` checks
+/// not do while it holds the state between the two; `map_through` checks
 /// the record is still the IoSpace's all the same, and searches again if
 /// not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -532,7 +532,7 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         self.map_at(position, effect)
     }
 
-    /// Where `space`'s record is, for [`State::apply_at`] (`None`: the
+    /// Where `space`'s record is, for [`State::map_through`] (`None`: the
     /// IoSpace has no stage-2 table).
     #[inline]
     pub fn space_at(&self, space: ObjectId) -> Option<SpaceAt> {
@@ -542,16 +542,18 @@ impl<U: IoUnit, M: PhysMem + Copy, E: Env> State<U, M, E> {
         })
     }
 
-    /// [`State::apply`], for a `MapIoPage` effect into the IoSpace whose
+    /// [`State::apply`] of a `MapIoPage` `effect` into the IoSpace whose
     /// record [`State::space_at`] found (`at`): straight to the stage-2
     /// write, without the dispatch over every effect and without searching
     /// for the record again while it is still the IoSpace's (a stale `at`
-    /// is searched again). Any other effect goes to [`State::apply`].
-    /// Out of line, so that the effect sink's dispatch stays a jump.
+    /// is searched again). Needs no unit (`IoSpace.Map` holds the state
+    /// alone). Given any other effect it does nothing: the caller applies
+    /// those with [`State::apply`]. Out of line, so that the effect
+    /// sink's dispatch stays a jump.
     #[inline(never)]
-    pub fn apply_at(&mut self, unit: &mut U, at: SpaceAt, effect: &Effect) {
+    pub fn map_through(&mut self, at: SpaceAt, effect: &Effect) {
         let Effect::MapIoPage { space, .. } = *effect else {
-            return self.apply(unit, effect);
+            return;
         };
         let here = self
             .spaces

@@ -1,6 +1,6 @@
 //! `IoSpace.Map`'s stage-2 write as the kernel makes it: the space's
 //! record found once (`State::space_at`) for decode's checks, the leaf
-//! then written there (`State::apply_at`), into the last-level table the
+//! then written there (`State::map_through`), into the last-level table the
 //! space remembers for the region it last reached. What was remembered
 //! must never put a page where the capability state does not.
 

@@ -47,15 +47,15 @@ pub(super) enum SpaceOp {
 }
 
 /// `IoSpace.Map` decoded: the RAM Frame `frame` at `ipa` of `space`, whose
-/// table reservation can serve the walk, checked under the IOMMU locks
-/// `held`, kept until the mapping is written into the space's stage-2
+/// table reservation can serve the walk, checked under the `STATE` lock
+/// `held` (`io_space::MapHeld`), kept until the mapping is written into the space's stage-2
 /// record, which the checks found `at`.
 pub(super) struct MapOp {
     space: SlotId,
     frame: SlotId,
     ipa: u64,
     rights: Rights,
-    held: crate::io_space::Held,
+    held: crate::io_space::MapHeld,
     at: SpaceAt,
 }
 
@@ -80,7 +80,7 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
         (ObjectKind::IoSpace, Invocation::IoSpaceMap) => {
             let frame = call.extra_cap(caps, 0)?;
             let (ipa, rights) = (call.argument(0)?, call.argument(1)?);
-            decode_map(caps, slot, frame, ipa, rights, crate::io_space::hold())
+            decode_map(caps, slot, frame, ipa, rights)
         }
         (ObjectKind::IoSpace, Invocation::IoSpaceUnmap) => {
             let frame = call.extra_cap(caps, 0)?;
@@ -163,8 +163,9 @@ pub(super) fn decode(caps: &CapSystem, call: &Call) -> Result<SpaceOp, Error> {
 /// `IoSpace.Map` of the Frame capability in `frame` into the IoSpace
 /// capability in `space` at `ipa` with the rights bits `rights`: the
 /// checks after the message's, in the order `abi::Invocation::IoSpaceMap`
-/// documents (the model's `map_io` makes the rest), under the IOMMU locks
-/// `held`, which the operation keeps for the map. Changes nothing.
+/// documents (the model's `map_io` makes the rest), the space's under the
+/// `STATE` lock (`io_space::MapHeld`), which the operation keeps for the
+/// map. Changes nothing.
 #[inline(always)]
 fn decode_map(
     caps: &CapSystem,
@@ -172,16 +173,17 @@ fn decode_map(
     frame: SlotId,
     ipa: u64,
     rights: u64,
-    mut held: crate::io_space::Held,
 ) -> Result<SpaceOp, Error> {
     if rights > 3 {
         return Err(Error::InvalidRights);
     }
     // x86 paging (first-stage IoSpaces) cannot refuse reads of a
-    // present page: a write-only mapping would grant reads too.
-    if rights == u64::from(Rights::WRITE.bits()) && held.first_stage_spaces() {
+    // present page: a write-only mapping would grant reads too. Read
+    // before `STATE` is taken (`UNIT` is never taken under it).
+    if rights == u64::from(Rights::WRITE.bits()) && crate::io_space::first_stage_spaces() {
         return Err(Error::NotSupported);
     }
+    let held = crate::io_space::hold_for_map();
     // Device memory never goes into an IoSpace: no peer-to-peer
     // DMA, and the VT-d shadow walk reads only RAM as tables.
     let (paddr, bits) = objects::memory_of(caps, frame)?;
@@ -257,22 +259,37 @@ fn push_held(
     }
 }
 
-/// The sink of `IoSpace.Map`: [`IoSink`] holding the locks decode took,
-/// whose one `MapIoPage` goes straight to the stage-2 record decode found
-/// (`at`, `io_space::Held::apply_at`). A sink of its own so that `Unmap`'s
+/// The sink of `IoSpace.Map`: holding the `STATE` lock decode took (not
+/// `UNIT`: `io_space::MapHeld` says why), whose one `MapIoPage` goes
+/// straight to the stage-2 record decode found (`at`,
+/// `io_space::MapHeld::map_at`). A sink of its own so that `Unmap`'s
 /// (inlined into the model's `unmap_io`) stays as small as it was.
 struct MapSink {
-    held: Option<crate::io_space::Held>,
+    held: Option<crate::io_space::MapHeld>,
     at: SpaceAt,
 }
 
 impl EffectSink for MapSink {
     #[inline]
     fn push(&mut self, effect: Effect) {
-        let at = self.at;
-        push_held(&mut self.held, effect, |held, effect| {
-            held.apply_at(at, effect)
-        });
+        match &mut self.held {
+            Some(held) if matches!(effect, Effect::MapIoPage { .. }) => {
+                held.map_at(self.at, &effect)
+            }
+            _ => self.push_other(effect),
+        }
+    }
+}
+
+impl MapSink {
+    /// Any effect but the `MapIoPage` (`map_io` emits none): the lock
+    /// decode took released, then to [`objects::SINK`], which takes both
+    /// IOMMU locks itself for an IOMMU effect.
+    #[cold]
+    #[inline(never)]
+    fn push_other(&mut self, effect: Effect) {
+        self.held = None;
+        objects::apply_elsewhere(effect);
     }
 }
 
@@ -452,7 +469,7 @@ pub fn space_now(threads: &mut Threads, thread: u64, cspace: SlotId, ipc_buffer:
         return false;
     };
     let decoded = if map {
-        decode_map(&caps, space, frame, ipa, rights, crate::io_space::hold())
+        decode_map(&caps, space, frame, ipa, rights)
     } else {
         decode_unmap(&caps, space, frame)
     };

@@ -584,7 +584,7 @@ fn expected_entry(
         stage1: None,
         // A unit without a second stage holds IoSpaces as first-stage
         // tables (VT-d x-flts): PGTT = first stage at the IoSpace's root.
-        first_stage: crate::io_space::hold().first_stage_spaces(),
+        first_stage: crate::io_space::first_stage_spaces(),
     };
     let Some(table) = attachment.user_table else {
         return Some(plain);

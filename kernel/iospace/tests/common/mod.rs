@@ -432,12 +432,11 @@ where
     }
 
     /// The leaf of [`World::map`] written through the record `at` found
-    /// for `space` (`State::apply_at`), and the mapping recorded in the
+    /// for `space` (`State::map_through`), and the mapping recorded in the
     /// capability state.
     pub fn map_at(&mut self, at: SpaceAt, space: ObjectId, ipa: u64, pa: u64, rights: Rights) {
         let did = self.did(space);
-        self.state.apply_at(
-            &mut self.unit,
+        self.state.map_through(
             at,
             &Effect::MapIoPage {
                 unit: 0,
