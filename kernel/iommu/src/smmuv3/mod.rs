@@ -402,12 +402,7 @@ impl<M: Mmio> Smmu<M> {
         vmid: u16,
         asid: u16,
     ) -> Result<(), SmmuError> {
-        let limit = self.poll_limit;
-        let queue = self
-            .command_queue
-            .as_mut()
-            .ok_or(SmmuError::NotInitialised)?;
-        queue.submit_one(&self.mmio, mem, Command::tlbi_nh_asid(vmid, asid), limit)
+        self.submit_one(mem, Command::tlbi_nh_asid(vmid, asid))
     }
 
     /// CMD_TLBI_S12_VMALL of `vmid` and a CMD_SYNC, waited for: as
@@ -415,17 +410,20 @@ impl<M: Mmio> Smmu<M> {
     /// (`IoSpace.Unmap`).
     #[inline(always)]
     pub fn invalidate_vmid(&mut self, mem: &impl PhysMem, vmid: u16) -> Result<(), SmmuError> {
+        self.submit_one(mem, Command::TlbiS12Vmall { vmid }.encode())
+    }
+
+    /// One encoded command (`words`) and a CMD_SYNC, waited for
+    /// ([`CommandQueue::submit_one`]): the body of
+    /// [`Smmu::invalidate_asid`] and [`Smmu::invalidate_vmid`].
+    #[inline(always)]
+    fn submit_one(&mut self, mem: &impl PhysMem, words: [u64; 2]) -> Result<(), SmmuError> {
         let limit = self.poll_limit;
         let queue = self
             .command_queue
             .as_mut()
             .ok_or(SmmuError::NotInitialised)?;
-        queue.submit_one(
-            &self.mmio,
-            mem,
-            Command::TlbiS12Vmall { vmid }.encode(),
-            limit,
-        )
+        queue.submit_one(&self.mmio, mem, words, limit)
     }
 
     /// Replaces the STE of `stream_id` (checked by [`Ste::check`]): first
