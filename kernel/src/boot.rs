@@ -280,6 +280,13 @@ fn run_boot_module(start: u64, len: u64, frames: &mut crate::frames::BootFrames)
         crate::say!("[boot] cannot start the root task: {}", e);
         return crate::EXIT_BOOT_FAILED;
     }
+    crate::sched::lend_above(crate::sched::Above {
+        transfer_capability: crate::objects::transfer_capability,
+        deliver_faults: crate::io_space::deliver_faults,
+        requests_pending: crate::io_space::requests_pending,
+        expire_requests: crate::io_space::expire_requests,
+        faults_awaited: crate::io_space::faults_awaited,
+    });
     let stop = crate::sched::run(threads, tcb, |threads, thread| {
         // A thread runs only configured (`sched`), so this always finds both;
         // a thread without them would get no service at all.

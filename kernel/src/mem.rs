@@ -93,6 +93,12 @@ pub trait Object: FromBytes {
     fn claimed() -> &'static AtomicBool;
 }
 
+/// How many kernel objects (object ids) there can be: the capability
+/// storage's object records (`objects::Storage`) and the scheduler's
+/// registry hints are sized by it. Here, beneath both, so the scheduler
+/// need not name `objects` (kernel/README.md "Layers").
+pub const OBJECTS: usize = 1024;
+
 /// The one owner of every live kernel object of kind `T` (obligation 3):
 /// each borrow of an object's state goes through `&mut` of it, so the
 /// compiler refuses a second borrow while one is live. Zero-sized: passing

@@ -289,7 +289,7 @@ pub struct Scheduler {
     /// Per object id, where it may be in `registry` (index + 1; 0: not
     /// known). A hint, checked before use, that spares `register` — called
     /// by every IPC — a scan of the registry.
-    registry_hint: [u16; crate::objects::OBJECTS],
+    registry_hint: [u16; mem::OBJECTS],
 }
 
 /// The one scheduler.
@@ -297,7 +297,7 @@ pub static SCHEDULER: spin::Mutex<Scheduler> = spin::Mutex::new(Scheduler {
     ready: [const { Queue { head: 0, tail: 0 } }; 256],
     bitmap: [0; 4],
     registry: heapless::Vec::new(),
-    registry_hint: [0; crate::objects::OBJECTS],
+    registry_hint: [0; mem::OBJECTS],
 });
 
 /// Time slice of a thread, in timer ticks.
@@ -828,7 +828,8 @@ fn transfer(tcbs: &mut Tcbs, sender: u64, receiver: u64) {
     let moved = if wanted > 0 && tcbs.get(sender).send_grant != 0 {
         let moved = tcbs
             .pair(sender, receiver)
-            .is_some_and(|(from, to)| crate::objects::transfer_capability(from, to));
+            .zip(ABOVE.get())
+            .is_some_and(|((from, to), above)| (above.transfer_capability)(from, to));
         u8::from(moved)
     } else {
         0
@@ -1207,11 +1208,15 @@ pub fn reconcile_irqs(
 /// controller may deliver the next.
 fn end_interrupt(threads: &mut Threads, id: u32) {
     if id == arch::IOMMU_FAULT_IRQ || id == arch::IOMMU_PAGE_REQUEST_IRQ {
-        crate::io_space::deliver_faults(threads);
+        if let Some(above) = ABOVE.get() {
+            (above.deliver_faults)(threads);
+        }
     } else if id == arch::TIMER_IRQ {
         // No page request waits past its deadline (`io_space`).
-        if crate::io_space::requests_pending() {
-            crate::io_space::expire_requests();
+        if let Some(above) = ABOVE.get()
+            && (above.requests_pending)()
+        {
+            (above.expire_requests)();
         }
     } else {
         let irqs = IRQS.lock();
@@ -1230,15 +1235,16 @@ fn end_interrupt(threads: &mut Threads, id: u32) {
 /// x86_64, a masked `wfi` on aarch64) and returns its id. `None`: nothing
 /// can ever wake a thread again.
 fn idle() -> Option<u32> {
-    let waiting =
-        IRQS.lock().iter().any(|b| b.notification.is_some()) || crate::io_space::faults_awaited();
+    let above = ABOVE.get();
+    let waiting = IRQS.lock().iter().any(|b| b.notification.is_some())
+        || above.is_some_and(|a| (a.faults_awaited)());
     if !waiting {
         return None;
     }
     // No thread owns a time slice; a pending Arm timer level is cleared.
     // While a page request waits for its answer the timer keeps running,
     // so its deadline is checked.
-    if crate::io_space::requests_pending() {
+    if above.is_some_and(|a| (a.requests_pending)()) {
         arch::timer_start(TIME_SLICE);
     } else {
         arch::timer_stop();
@@ -1255,6 +1261,56 @@ fn idle() -> Option<u32> {
 /// fast-path invocation returns straight to its caller): the second is
 /// the cheaper on x86_64, the first on aarch64.
 const CONTINUE_AT_TOP: bool = cfg!(target_arch = "aarch64");
+
+/// What the scheduler does after a system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Resume the caller (or whoever is now the highest-priority ready thread).
+    Resume,
+    /// The caller gave up its time slice.
+    Yield,
+    /// The caller asked to end the session with this status (debug builds).
+    Halt(u32),
+    /// Resume the caller at once: the call changed no thread's state (no
+    /// thread became ready or blocked, no priority, address space or
+    /// CSpace changed), so the caller is still the thread the scheduler
+    /// would pick, and `sched::run` does not pick again. Only the
+    /// invocation fast paths answer it (`syscall::invoke_fast_first`,
+    /// `invocation::invalidate_fast` in `syscall::handle_general`): they take
+    /// `Threads` only to read and answer the caller's registers and its
+    /// lookup cache.
+    Continue,
+}
+
+/// What the scheduler needs of the layers above it, lent once by boot
+/// ([`lend_above`]) so that `sched` names none of them (kernel/README.md
+/// "Layers"): the capability move of an IPC with the grant right
+/// (`objects`), and the IOMMU fault records and page requests its
+/// interrupt handling and idle look after (`io_space`). Until lent,
+/// nothing moves and nothing is pending.
+#[derive(Clone, Copy)]
+pub struct Above {
+    /// Moves the capability the sender offers into the receiver's receive
+    /// slot; whether one moved (`objects::transfer_capability`).
+    pub transfer_capability: fn(&Tcb, &Tcb) -> bool,
+    /// An IOMMU fault or page-request interrupt: delivers the records to
+    /// their queues (`io_space::deliver_faults`).
+    pub deliver_faults: fn(&mut Threads),
+    /// Whether a page request waits for its answer (`io_space`).
+    pub requests_pending: fn() -> bool,
+    /// Answers the page requests past their deadline (`io_space`).
+    pub expire_requests: fn(),
+    /// Whether a thread waits on an IOMMU fault queue (`io_space`).
+    pub faults_awaited: fn() -> bool,
+}
+
+static ABOVE: spin::Once<Above> = spin::Once::new();
+
+/// Lends the scheduler what it calls above it (boot, once; a second call
+/// changes nothing).
+pub fn lend_above(above: Above) {
+    ABOVE.call_once(|| above);
+}
 
 /// Why the scheduler loop ended.
 pub enum Stop {
@@ -1274,7 +1330,7 @@ pub enum Stop {
 pub fn run(
     mut threads: Threads,
     root: u64,
-    mut on_syscall: impl FnMut(&mut Threads, u64) -> crate::syscall::Next,
+    mut on_syscall: impl FnMut(&mut Threads, u64) -> Next,
 ) -> Stop {
     // The thread whose time slice the timer is counting (0: none). A thread
     // gets a fresh slice when it is dispatched after another one, or after
@@ -1315,20 +1371,20 @@ pub fn run(
                 // `current` is still the thread `pick` would choose, in the
                 // address space loaded and with its slice counted, so it
                 // runs again at once, without the pick and the checks above.
-                crate::syscall::Next::Continue if CONTINUE_AT_TOP => {
+                Next::Continue if CONTINUE_AT_TOP => {
                     again = current;
                     continue 'pick;
                 }
-                crate::syscall::Next::Continue => {
+                Next::Continue => {
                     exit = arch::run_user(&mut threads.tcb(current).context);
                 }
-                crate::syscall::Next::Resume => continue 'pick,
+                Next::Resume => continue 'pick,
                 // The handler may block `current` or wake others; a yield rotates.
-                crate::syscall::Next::Yield => {
+                Next::Yield => {
                     SCHEDULER.lock().rotate(&mut threads.tcbs, current);
                     continue 'pick;
                 }
-                crate::syscall::Next::Halt(status) => return Stop::Halt(status),
+                Next::Halt(status) => return Stop::Halt(status),
             }
         }
         let interrupt = match exit {

@@ -485,25 +485,7 @@ fn name_thread(threads: &mut Threads, caller: &Caller, cap: u64) {
         .set_reply(status, 0, 0, [0; 4]);
 }
 
-/// What the scheduler does after a system call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Resume the caller (or whoever is now the highest-priority ready thread).
-    Resume,
-    /// The caller gave up its time slice.
-    Yield,
-    /// The caller asked to end the session with this status (debug builds).
-    Halt(u32),
-    /// Resume the caller at once: the call changed no thread's state (no
-    /// thread became ready or blocked, no priority, address space or
-    /// CSpace changed), so the caller is still the thread the scheduler
-    /// would pick, and `sched::run` does not pick again. Only the
-    /// invocation fast paths answer it ([`invoke_fast_first`],
-    /// `invocation::invalidate_fast` in [`handle_general`]): they take
-    /// `Threads` only to read and answer the caller's registers and its
-    /// lookup cache.
-    Continue,
-}
+pub use crate::sched::Next;
 
 /// Decodes and performs the system call in `context`, writing its result
 /// registers. Never panics: every input gets a status code.

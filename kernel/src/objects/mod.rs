@@ -62,7 +62,7 @@ const ARENA_SLOTS: usize = (1 << ARENA_BITS) >> caps::SLOT_SIZE_BITS;
 /// Every slot of [`Storage`]: the kernel-held ones, then the arena's.
 pub const SLOTS: usize = ROOT_SLOTS as usize + ARENA_SLOTS;
 /// Object records.
-pub const OBJECTS: usize = 1024;
+pub const OBJECTS: usize = crate::mem::OBJECTS;
 /// The root task's CNode: `2^ROOT_CNODE_BITS` slots.
 const ROOT_CNODE_BITS: u8 = 10;
 /// The kernel-held slot of the root task's CNode capability.
